@@ -1,0 +1,104 @@
+//! Build script: finds (or provisions) nvcc and libclang, generates the Rust side of the
+//! launch-parameter ABI with bindgen, compiles every kernel to PTX and cubins, and writes the
+//! registry of embedded images. Each step lives in its own file under `build/`.
+
+#[path = "build/bindings.rs"]
+mod bindings;
+#[path = "build/codegen.rs"]
+mod codegen;
+#[path = "build/compile.rs"]
+mod compile;
+#[path = "build/kernel_table.rs"]
+mod kernel_table;
+#[path = "build/libclang.rs"]
+mod libclang;
+#[path = "build/pins.rs"]
+mod pins;
+#[path = "build/provision.rs"]
+mod provision;
+#[path = "build/ptxas_report.rs"]
+mod ptxas_report;
+#[path = "build/toolkit.rs"]
+mod toolkit;
+
+use std::path::{Path, PathBuf};
+
+fn main() {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    let kernels = root.join("kernels");
+    println!("cargo:rerun-if-changed=kernels");
+    println!("cargo:rerun-if-changed=toolchain/pins.env");
+    println!("cargo:rerun-if-changed=build");
+    for var in toolkit::TOOLKIT_ENV
+        .iter()
+        .chain(&[provision::NO_PROVISION_ENV, provision::CACHE_DIR_ENV, libclang::LIBCLANG_ENV])
+    {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+
+    let pins = pins::Pins::load(&root.join("toolchain/pins.env"));
+    let libclang = libclang::ensure(&pins);
+    bindings::generate(&kernels.join("params.h"), &out_dir.join("params_bindings.rs"));
+
+    let toolkit = toolkit::locate(&pins);
+    let cubin_archs = pins.list("CUBIN_ARCHS");
+    let ptx_arch = pins.get("PTX_ARCH");
+    let product_out = out_dir.join("kernels");
+    let emu_out = out_dir.join("emu_tests");
+    for dir in [&product_out, &emu_out] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let job = compile::Job {
+        toolkit: &toolkit,
+        include_dir: &kernels,
+        out_dir: &product_out,
+        ptx_arch,
+        cubin_archs: &cubin_archs,
+    };
+    let (product, stats) = compile::compile_all(&job, &cu_files(&kernels), true);
+    let emu_job = compile::Job { out_dir: &emu_out, ..job };
+    let (emu_tests, _) = compile::compile_all(&emu_job, &cu_files(&kernels.join("emu_tests")), false);
+
+    let fwd_rows = kernel_table::parse(&kernels.join("kernel_table.h"));
+    check_table_against_modules(&fwd_rows, &product);
+
+    codegen::write(
+        &codegen::Generated {
+            toolkit: &toolkit,
+            libclang: &libclang,
+            ptx_arch,
+            product: &product,
+            emu_tests: &emu_tests,
+            stats: &stats,
+            fwd_rows: &fwd_rows,
+        },
+        &out_dir.join("kernels_generated.rs"),
+    );
+}
+
+/// The `.cu` files directly in `dir`, sorted so the build is deterministic.
+fn cu_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "cu"));
+    files.sort();
+    files
+}
+
+/// Every table row must be defined by exactly one compiled module.
+fn check_table_against_modules(rows: &[kernel_table::FwdRow], modules: &[compile::CompiledModule]) {
+    let defined: Vec<String> = modules
+        .iter()
+        .flat_map(|m| codegen::ptx_entries(&std::fs::read_to_string(&m.ptx).unwrap()))
+        .collect();
+    for row in rows {
+        let n = defined.iter().filter(|e| **e == row.entry()).count();
+        assert!(
+            n == 1,
+            "kernels/kernel_table.h lists {} but {n} compiled modules define it",
+            row.entry()
+        );
+    }
+}

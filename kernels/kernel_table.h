@@ -1,0 +1,23 @@
+/*
+ * kernel_table.h: the one list of forward-attention kernel instantiations. CUDA includes it to
+ * define the extern "C" entry points; build.rs parses it to generate the Rust kernel registry,
+ * so an entry exists on both sides or on neither.
+ *
+ * X(dtype, head_dim, block_m, block_n, num_warps, smem_bytes)
+ *   dtype       f16 | bf16 (the element type of q, k, v, o)
+ *   head_dim    compiled head dimension d
+ *   block_m     query rows per CTA (num_warps x 16: one m16n8k16 row block per warp)
+ *   block_n     key/value rows per main-loop tile
+ *   num_warps   warps per CTA
+ *   smem_bytes  dynamic shared memory the kernel needs; the kernel static_asserts that its own
+ *               layout computes the same number, so host and device cannot drift apart.
+ * The entry is named flashmha_fwd_<dtype>_d<head_dim>.
+ * Keep one entry per line: build.rs reads this file line by line. Add a row only once the
+ * kernel defines its entry: the build fails when a listed entry is missing.
+ */
+#ifndef FLASHMHA_KERNEL_TABLE_H
+#define FLASHMHA_KERNEL_TABLE_H
+
+#define FLASHMHA_FWD_KERNELS(X)
+
+#endif /* FLASHMHA_KERNEL_TABLE_H */

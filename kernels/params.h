@@ -1,0 +1,78 @@
+/*
+ * params.h: the launch-parameter ABI shared by host (Rust, via bindgen in build.rs) and device
+ * (CUDA, by #include). Plain C only: no C++ features, no CUDA types, so both compilers read the
+ * same bytes. Every kernel entry takes exactly one of these structs by value as its only
+ * parameter; there are no positional argument lists.
+ *
+ * Conventions
+ *  - Pointers are device addresses; a NULL optional pointer switches the feature off.
+ *  - Strides are in elements (not bytes) and are int64 so that no host-side product overflows;
+ *    the last dimension (head dim) is always contiguous (stride 1).
+ *  - Lengths are int32: validation guarantees that every index the kernel forms fits in 32 bits
+ *    where the kernel uses 32-bit math (see src/validate.rs).
+ */
+#ifndef FLASHMHA_PARAMS_H
+#define FLASHMHA_PARAMS_H
+
+#include <stdint.h>
+
+/* Bits of FlashFwdParams.flags. */
+#define FLASHMHA_FLAG_CAUSAL 0x1u /* bottom-right aligned causal mask (when seqlen_q != seqlen_k) */
+#define FLASHMHA_FLAG_WINDOW 0x2u /* sliding window [i - window_left, i + window_right] */
+#define FLASHMHA_FLAG_VARLEN 0x4u /* packed [total, h, d] layout through cu_seqlens_q / _k */
+
+/*
+ * Forward attention (prefill). Shapes, in elements:
+ *   padded layout:  q: [b, sq, hq, d]   k, v: [b, sk, hkv, d]   o: [b, sq, hq, d]
+ *   varlen layout:  q: [total_q, hq, d] k, v: [total_k, hkv, d] o: [total_q, hq, d]
+ *                   batch item i owns rows cu_seqlens_q[i] .. cu_seqlens_q[i+1] (same for k);
+ *                   the *_batch_stride fields are then ignored.
+ *   lse, entropy:   [b, hq, sq] (padded) or [hq, total_q] (varlen), f32, natural log.
+ */
+typedef struct FlashFwdParams {
+    const void *q; /* f16 or bf16, as the entry's name says */
+    const void *k;
+    const void *v;
+    void *o;
+    float *lse;                  /* optional: log-sum-exp of each score row (natural log) */
+    float *entropy;              /* optional: Shannon entropy of each attention row (nats) */
+    const float *alibi_slopes;   /* optional: [hq], bias -slope * |i - j| added to scaled scores */
+    const float *head_gates;     /* optional: [hq], O of head h is multiplied by gate[h] */
+    const int32_t *cu_seqlens_q; /* [b + 1], required with FLASHMHA_FLAG_VARLEN */
+    const int32_t *cu_seqlens_k; /* [b + 1], required with FLASHMHA_FLAG_VARLEN */
+
+    int64_t q_batch_stride, q_row_stride, q_head_stride;
+    int64_t k_batch_stride, k_row_stride, k_head_stride;
+    int64_t v_batch_stride, v_row_stride, v_head_stride;
+    int64_t o_batch_stride, o_row_stride, o_head_stride;
+    int64_t lse_batch_stride, lse_head_stride; /* shared by lse and entropy; row stride is 1 */
+
+    int32_t batch;
+    int32_t num_heads_q;
+    int32_t num_heads_kv; /* num_heads_q % num_heads_kv == 0 (GQA / MQA) */
+    int32_t head_dim;     /* must equal the entry's compiled head dim */
+    int32_t seqlen_q;     /* padded: the length; varlen: the maximum over the batch */
+    int32_t seqlen_k;
+
+    float scale;       /* softmax scale applied to q.k (natural domain), usually 1/sqrt(d) */
+    float scale_log2;  /* scale * log2(e): the kernel works in the log2 domain */
+    float softcap;     /* > 0: scores become softcap * tanh(score * scale / softcap); 0 = off */
+    int32_t window_left;  /* with FLASHMHA_FLAG_WINDOW; < 0 means unbounded on that side */
+    int32_t window_right;
+    uint32_t flags;       /* FLASHMHA_FLAG_* */
+} FlashFwdParams;
+
+/*
+ * ABI probe: the size and field offsets of FlashFwdParams as the device compiler sees them.
+ * kernels/abi_probe.cu writes these, in this order, as uint64 values; the Rust test compares them
+ * with the bindgen struct. Keep this list in the struct's field order.
+ */
+#define FLASHMHA_ABI_PROBE_FIELDS(X)                                                               \
+    X(q) X(k) X(v) X(o) X(lse) X(entropy) X(alibi_slopes) X(head_gates) X(cu_seqlens_q)           \
+    X(cu_seqlens_k) X(q_batch_stride) X(q_row_stride) X(q_head_stride) X(k_batch_stride)         \
+    X(k_row_stride) X(k_head_stride) X(v_batch_stride) X(v_row_stride) X(v_head_stride)          \
+    X(o_batch_stride) X(o_row_stride) X(o_head_stride) X(lse_batch_stride) X(lse_head_stride)    \
+    X(batch) X(num_heads_q) X(num_heads_kv) X(head_dim) X(seqlen_q) X(seqlen_k) X(scale)          \
+    X(scale_log2) X(softcap) X(window_left) X(window_right) X(flags)
+
+#endif /* FLASHMHA_PARAMS_H */

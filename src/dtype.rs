@@ -1,0 +1,40 @@
+//! Element types the kernels take for q, k, v and o.
+
+/// The 16-bit floating-point formats of the tensor-core kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    F16,
+    Bf16,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub const fn size(self) -> usize {
+        2
+    }
+
+    /// The name used in kernel entry names and the CLI (`f16`, `bf16`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            DType::F16 => "f16",
+            DType::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for DType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f16" => Ok(DType::F16),
+            "bf16" => Ok(DType::Bf16),
+            other => Err(format!("unknown dtype `{other}` (expected f16 or bf16)")),
+        }
+    }
+}

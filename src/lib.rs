@@ -1,0 +1,12 @@
+//! flashmha: hand-written CUDA kernels for flash-style fused multi-head attention, with a PTX
+//! emulator so that every kernel runs, is checked and is measured without a GPU.
+//!
+//! Data flows one way: user API -> [`validate`] -> [`plan`] (pure) -> backend ([`cuda`] or
+//! [`emulator`]); both backends execute the same plan with the same module bytes.
+
+pub mod abi;
+pub mod build_info;
+pub mod dtype;
+pub mod emulator;
+pub mod options;
+pub mod reference;

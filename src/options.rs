@@ -1,0 +1,92 @@
+//! Attention options: the scalar knobs of one forward call, with documented defaults.
+//!
+//! Device buffers (q, k, v, slopes, gates, cu_seqlens) are not here: they travel in the input
+//! structs of each backend. This file holds plain data only and touches nothing else.
+//!
+//! Mask semantics (shared by the kernel, the reference and validation), for query row `i` in
+//! `0..sq` and key column `j` in `0..sk` of one batch item, with the diagonal bottom-right
+//! aligned (`shift = sk - sq`, so the last query sees the last key):
+//! - score `s = scale * q_i . k_j`;
+//! - softcap `c > 0`: `s = c * tanh(s / c)`;
+//! - ALiBi slope `a` of the head: `s -= a * |i + shift - j|`;
+//! - causal: keys with `j > i + shift` are masked;
+//! - window `(left, right)`: keys with `j < i + shift - left` or `j > i + shift + right` are masked
+//!   (`None` on a side means unbounded there); causal is the window `(None, Some(0))`;
+//! - `P = softmax(s)` over the unmasked keys; a row with no unmasked key yields `O = 0`,
+//!   `lse = -inf` and entropy `0`.
+
+/// Sliding-window bounds, in keys on each side of the (bottom-right aligned) diagonal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SlidingWindow {
+    /// Keys to the left of the diagonal a query may see; `None` = unbounded.
+    pub left: Option<u32>,
+    /// Keys to the right of the diagonal a query may see; `None` = unbounded.
+    pub right: Option<u32>,
+}
+
+/// Scalar options of a forward attention call.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AttnOptions {
+    /// Softmax scale applied to `q . k`. Default (`None`): `1 / sqrt(head_dim)`.
+    pub softmax_scale: Option<f32>,
+    /// Causal mask, bottom-right aligned when `sq != sk`. Default: off.
+    pub causal: bool,
+    /// Sliding-window mask; combines with `causal` (the tighter bound wins). Default: none.
+    pub window: Option<SlidingWindow>,
+    /// Logit softcap `c`: scores become `c * tanh(s / c)`. Must be finite and `> 0`. Default: off.
+    pub softcap: Option<f32>,
+}
+
+impl AttnOptions {
+    /// The scale actually used for a head dimension `d`.
+    pub fn scale_for(&self, head_dim: usize) -> f32 {
+        self.softmax_scale
+            .unwrap_or_else(|| 1.0 / (head_dim as f32).sqrt())
+    }
+
+    /// The effective (left, right) window after folding in `causal`, `None` meaning unbounded.
+    pub fn effective_window(&self) -> (Option<u32>, Option<u32>) {
+        let (left, right) = self.window.map_or((None, None), |w| (w.left, w.right));
+        // Causal bounds only the right side, at the diagonal itself (the tightest u32 bound).
+        let right = if self.causal { Some(0) } else { right };
+        (left, right)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_scale_is_inverse_sqrt_head_dim() {
+        let o = AttnOptions::default();
+        assert!((o.scale_for(64) - 0.125).abs() < 1e-7);
+        let o = AttnOptions {
+            softmax_scale: Some(0.5),
+            ..Default::default()
+        };
+        assert_eq!(o.scale_for(64), 0.5);
+    }
+
+    #[test]
+    fn causal_folds_into_window_right_bound() {
+        let o = AttnOptions {
+            causal: true,
+            window: Some(SlidingWindow {
+                left: Some(7),
+                right: Some(3),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(o.effective_window(), (Some(7), Some(0)));
+        let o = AttnOptions {
+            causal: false,
+            window: Some(SlidingWindow {
+                left: None,
+                right: Some(3),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(o.effective_window(), (None, Some(3)));
+    }
+}
