@@ -81,7 +81,10 @@ pub fn ptxas_stats(entry: &str) -> impl Iterator<Item = &'static PtxasStats> + '
 
 /// PTX of an emulator test kernel (`kernels/emu_tests/<stem>.cu`).
 pub fn emu_test_ptx(stem: &str) -> Option<&'static str> {
-    EMU_TEST_PTX.iter().find(|(s, _)| *s == stem).map(|(_, p)| *p)
+    EMU_TEST_PTX
+        .iter()
+        .find(|(s, _)| *s == stem)
+        .map(|(_, p)| *p)
 }
 
 #[cfg(test)]
@@ -93,7 +96,10 @@ mod tests {
         assert!(!MODULES.is_empty());
         for m in MODULES {
             assert!(m.ptx.contains(".entry"), "{} has no entry", m.name);
-            assert!(m.ptx.contains(&format!(".target {}", TOOLKIT.ptx_arch.replace("compute_", "sm_"))));
+            assert!(m.ptx.contains(&format!(
+                ".target {}",
+                TOOLKIT.ptx_arch.replace("compute_", "sm_")
+            )));
             let archs: Vec<_> = m.cubins.iter().map(|c| c.arch).collect();
             assert_eq!(archs, ["sm_80", "sm_86", "sm_89", "sm_90"], "{}", m.name);
             for c in m.cubins {
@@ -111,7 +117,12 @@ mod tests {
                 assert_eq!(stats.len(), m.cubins.len(), "{entry}");
                 for s in stats {
                     assert!(s.registers > 0, "{entry} on {}: no register count", s.arch);
-                    assert_eq!(s.spill_store_bytes + s.spill_load_bytes, 0, "{entry} spills on {}", s.arch);
+                    assert_eq!(
+                        s.spill_store_bytes + s.spill_load_bytes,
+                        0,
+                        "{entry} spills on {}",
+                        s.arch
+                    );
                 }
             }
         }
@@ -122,7 +133,12 @@ mod tests {
         for row in FWD_KERNELS {
             let m = module_of(row.entry).unwrap_or_else(|| panic!("{} not compiled", row.entry));
             assert!(m.ptx.contains(row.entry));
-            assert_eq!(row.block_m, row.num_warps * 16, "{}: one m16 row block per warp", row.entry);
+            assert_eq!(
+                row.block_m,
+                row.num_warps * 16,
+                "{}: one m16 row block per warp",
+                row.entry
+            );
         }
     }
 }

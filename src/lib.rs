@@ -5,8 +5,15 @@
 //! [`emulator`]); both backends execute the same plan with the same module bytes.
 
 pub mod abi;
+pub mod buffers;
 pub mod build_info;
 pub mod dtype;
 pub mod emulator;
+pub mod error;
 pub mod options;
+pub mod plan;
+pub mod problem;
 pub mod reference;
+pub mod validate;
+
+pub use error::{Error, Result};

@@ -1,0 +1,271 @@
+//! Unit tests of validation and the launch plan, on a synthetic kernel table so they do not
+//! depend on which instantiations this build compiled.
+
+use super::*;
+use crate::dtype::DType;
+use crate::error::Error;
+use crate::options::{AttnOptions, SlidingWindow};
+use crate::problem::{SeqLayout, Strides};
+
+const TABLE: &[FwdKernelRow] = &[
+    FwdKernelRow {
+        entry: "flashmha_fwd_bf16_d64",
+        dtype: DType::Bf16,
+        head_dim: 64,
+        block_m: 64,
+        block_n: 64,
+        num_warps: 4,
+        smem_bytes: 40960,
+    },
+    FwdKernelRow {
+        entry: "flashmha_fwd_f16_d128",
+        dtype: DType::F16,
+        head_dim: 128,
+        block_m: 64,
+        block_n: 64,
+        num_warps: 4,
+        smem_bytes: 81920,
+    },
+];
+
+fn padded(batch: usize, sq: usize, sk: usize, hq: usize, hkv: usize, d: usize) -> FwdProblem {
+    FwdProblem::contiguous(
+        if d == 64 { DType::Bf16 } else { DType::F16 },
+        SeqLayout::Padded {
+            batch,
+            seqlen_q: sq,
+            seqlen_k: sk,
+        },
+        hq,
+        hkv,
+        d,
+        AttnOptions::default(),
+    )
+}
+
+/// Non-overlapping, 256-byte aligned addresses for every buffer of `p`.
+fn buffers(p: &FwdProblem) -> FwdBuffers {
+    let mut next = 0x1000_0000u64;
+    let mut take = |bytes: usize| {
+        let a = next;
+        next += (bytes as u64).div_ceil(256) * 256 + 256;
+        a
+    };
+    let e = p.dtype.size();
+    FwdBuffers {
+        q: take(p.q.len * e),
+        k: take(p.k.len * e),
+        v: take(p.v.len * e),
+        o: take(p.o.len * e),
+        lse: p.lse_len.map_or(0, |n| take(n * 4)),
+        entropy: p.entropy_len.map_or(0, |n| take(n * 4)),
+        alibi_slopes: p.alibi_len.map_or(0, |n| take(n * 4)),
+        head_gates: p.gates_len.map_or(0, |n| take(n * 4)),
+        cu_seqlens_q: if p.layout.is_varlen() { take(64) } else { 0 },
+        cu_seqlens_k: if p.layout.is_varlen() { take(64) } else { 0 },
+    }
+}
+
+fn plan(p: &FwdProblem) -> Result<FwdPlan> {
+    plan_forward_in(TABLE, p, &buffers(p))
+}
+
+#[test]
+fn padded_plan_has_one_cta_per_q_tile_head_and_item() {
+    let p = padded(3, 130, 77, 8, 2, 64);
+    let plan = plan(&p).unwrap();
+    assert_eq!(plan.kernel.entry, "flashmha_fwd_bf16_d64");
+    assert_eq!(plan.grid, [3, 8, 3]); // ceil(130 / 64) = 3
+    assert_eq!(plan.block, [128, 1, 1]);
+    assert_eq!(plan.dynamic_smem_bytes, 40960);
+    let pr = plan.params;
+    assert_eq!(
+        (pr.seqlen_q, pr.seqlen_k, pr.num_heads_q, pr.num_heads_kv),
+        (130, 77, 8, 2)
+    );
+    assert_eq!(
+        (pr.q_row_stride, pr.q_head_stride, pr.q_batch_stride),
+        (8 * 64, 64, 130 * 8 * 64)
+    );
+    assert_eq!((pr.k_row_stride, pr.k_batch_stride), (2 * 64, 77 * 2 * 64));
+    assert_eq!(pr.flags, 0);
+    assert!((pr.scale - 0.125).abs() < 1e-7);
+    assert!((pr.scale_log2 - 0.125 * std::f32::consts::LOG2_E).abs() < 1e-6);
+    assert_eq!((pr.window_left, pr.window_right), (-1, -1));
+}
+
+#[test]
+fn varlen_plan_sizes_grid_by_longest_item_and_uses_head_major_lse() {
+    let mut p = FwdProblem::contiguous(
+        DType::F16,
+        SeqLayout::Varlen {
+            cu_seqlens_q: vec![0, 5, 205, 206],
+            cu_seqlens_k: vec![0, 9, 10, 300],
+        },
+        4,
+        4,
+        128,
+        AttnOptions {
+            causal: true,
+            window: Some(SlidingWindow {
+                left: Some(16),
+                right: None,
+            }),
+            softcap: Some(30.0),
+            ..Default::default()
+        },
+    );
+    p.lse_len = Some(p.row_stats_len());
+    let plan = plan(&p).unwrap();
+    assert_eq!(plan.grid, [4, 4, 3]); // longest q item is 200 rows
+    let pr = plan.params;
+    assert_eq!(
+        pr.flags,
+        abi::FLASHMHA_FLAG_CAUSAL | abi::FLASHMHA_FLAG_WINDOW | abi::FLASHMHA_FLAG_VARLEN
+    );
+    assert_eq!((pr.seqlen_q, pr.seqlen_k), (200, 290));
+    assert_eq!((pr.lse_batch_stride, pr.lse_head_stride), (0, 206));
+    assert_eq!((pr.window_left, pr.window_right), (16, -1));
+    assert_eq!(pr.softcap, 30.0);
+    assert_eq!(p.row_stats_len(), 4 * 206);
+}
+
+fn assert_err(p: &FwdProblem, matches: impl Fn(&Error) -> bool) {
+    match plan(p) {
+        Ok(_) => panic!("expected an error for {p:?}"),
+        Err(e) => assert!(matches(&e), "unexpected error: {e}"),
+    }
+}
+
+#[test]
+fn unsupported_head_dim_lists_the_compiled_ones() {
+    let mut p = padded(1, 8, 8, 2, 2, 64);
+    p.head_dim = 72;
+    assert_err(
+        &p,
+        |e| matches!(e, Error::UnsupportedHeadDim { head_dim: 72, supported, .. } if supported == &vec![64]),
+    );
+}
+
+#[test]
+fn heads_must_divide_and_lengths_must_be_positive() {
+    assert_err(&padded(1, 8, 8, 6, 4, 64), |e| matches!(e, Error::Shape(_)));
+    assert_err(&padded(1, 0, 8, 4, 4, 64), |e| matches!(e, Error::Shape(_)));
+    assert_err(&padded(0, 8, 8, 4, 4, 64), |e| matches!(e, Error::Shape(_)));
+}
+
+#[test]
+fn buffers_too_small_are_rejected() {
+    let mut p = padded(2, 33, 40, 4, 2, 64);
+    p.k.len -= 1;
+    assert_err(&p, |e| {
+        matches!(e, Error::BufferTooSmall { tensor: "k", .. })
+    });
+    let mut p = padded(2, 33, 40, 4, 2, 64);
+    p.lse_len = Some(p.row_stats_len() - 1);
+    assert_err(&p, |e| {
+        matches!(e, Error::BufferTooSmall { tensor: "lse", .. })
+    });
+    let mut p = padded(2, 33, 40, 4, 2, 64);
+    p.alibi_len = Some(3);
+    assert_err(&p, |e| {
+        matches!(
+            e,
+            Error::BufferTooSmall {
+                tensor: "alibi_slopes",
+                ..
+            }
+        )
+    });
+}
+
+#[test]
+fn misaligned_strides_and_bases_are_rejected() {
+    let mut p = padded(1, 8, 8, 2, 2, 64);
+    p.q.strides.row += 4; // 8 bytes: not a multiple of the 16-byte copy
+    p.q.len += 64;
+    assert_err(&p, |e| matches!(e, Error::Alignment { tensor: "q", .. }));
+    let p = padded(1, 8, 8, 2, 2, 64);
+    let mut b = buffers(&p);
+    b.v += 8;
+    assert!(matches!(
+        plan_forward_in(TABLE, &p, &b),
+        Err(Error::Alignment { tensor: "v", .. })
+    ));
+}
+
+#[test]
+fn overlapping_outputs_are_rejected() {
+    let p = padded(1, 8, 8, 2, 2, 64);
+    let mut b = buffers(&p);
+    b.o = b.q + 32;
+    assert!(matches!(
+        plan_forward_in(TABLE, &p, &b),
+        Err(Error::Alias { a: "o", b: "q" })
+    ));
+    // An output whose heads overlap each other (head stride smaller than head_dim).
+    let mut p = padded(1, 8, 8, 2, 2, 64);
+    p.o.strides.head = 32;
+    assert_err(&p, |e| matches!(e, Error::Stride { tensor: "o", .. }));
+    // Broadcast inputs (stride 0) are fine: k shared by every batch item.
+    let mut p = padded(3, 8, 8, 2, 2, 64);
+    p.k.strides.batch = 0;
+    p.k.len = 8 * 2 * 64;
+    assert!(plan(&p).is_ok());
+}
+
+#[test]
+fn cu_seqlens_must_start_at_zero_be_monotonic_and_match() {
+    let varlen = |q: Vec<i32>, k: Vec<i32>| {
+        FwdProblem::contiguous(
+            DType::Bf16,
+            SeqLayout::Varlen {
+                cu_seqlens_q: q,
+                cu_seqlens_k: k,
+            },
+            2,
+            2,
+            64,
+            AttnOptions::default(),
+        )
+    };
+    assert_err(&varlen(vec![0, 5, 3], vec![0, 5, 9]), |e| {
+        matches!(e, Error::CuSeqlens(_))
+    });
+    assert_err(&varlen(vec![1, 5], vec![0, 5]), |e| {
+        matches!(e, Error::CuSeqlens(_))
+    });
+    assert_err(&varlen(vec![0, 5, 6], vec![0, 5]), |e| {
+        matches!(e, Error::CuSeqlens(_))
+    });
+    assert_err(&varlen(vec![0], vec![0]), |e| {
+        matches!(e, Error::CuSeqlens(_))
+    });
+    assert!(plan(&varlen(vec![0, 0, 7], vec![0, 3, 3])).is_ok());
+}
+
+#[test]
+fn in_slice_offsets_beyond_32_bits_are_rejected() {
+    // A row stride so large that (rows - 1) * row_stride overflows i32.
+    let mut p = padded(1, 3, 3, 1, 1, 64);
+    let stride = 1i64 << 30;
+    for op in [&mut p.q, &mut p.o] {
+        op.strides = Strides {
+            batch: 0,
+            row: stride,
+            head: 64,
+        };
+        op.len = (2 * stride + 64) as usize;
+    }
+    assert_err(&p, |e| matches!(e, Error::Overflow32 { .. }));
+}
+
+#[test]
+fn bad_options_are_rejected() {
+    let mut p = padded(1, 8, 8, 2, 2, 64);
+    p.options.softcap = Some(-1.0);
+    assert_err(&p, |e| matches!(e, Error::Option(_)));
+    p.options.softcap = None;
+    p.options.softmax_scale = Some(f32::NAN);
+    assert_err(&p, |e| matches!(e, Error::Option(_)));
+}

@@ -1,0 +1,404 @@
+//! Validation of a forward call: shapes, strides, alignment, buffer bounds, options, cu_seqlens,
+//! aliasing and the 32-bit index limits of the kernel. Pure: reads the problem description and
+//! the buffer addresses, returns a typed error, launches and writes nothing.
+
+use crate::buffers::FwdBuffers;
+use crate::build_info::{FwdKernelRow, FWD_KERNELS};
+use crate::error::{Error, Result};
+use crate::problem::{FwdProblem, Operand, SeqLayout};
+
+/// cp.async moves 16 bytes; q/k/v/o bases and strides must keep every row chunk 16-byte aligned.
+pub const COPY_ALIGN_BYTES: usize = 16;
+/// Grid y (heads) and z (batch) are limited to 65535 by CUDA.
+pub const MAX_GRID_YZ: usize = 65_535;
+/// The kernel forms element offsets within one (batch item, head) slice in 32-bit signed math;
+/// batch and head bases are 64-bit.
+pub const MAX_INDEX_32: u64 = i32::MAX as u64;
+
+/// The compiled forward kernel that serves `problem`, after checking everything about it.
+pub fn validate_forward(problem: &FwdProblem, bufs: &FwdBuffers) -> Result<&'static FwdKernelRow> {
+    validate_forward_in(FWD_KERNELS, problem, bufs)
+}
+
+/// [`validate_forward`] against an explicit kernel table (unit tests use synthetic tables).
+pub fn validate_forward_in<'t>(
+    table: &'t [FwdKernelRow],
+    problem: &FwdProblem,
+    bufs: &FwdBuffers,
+) -> Result<&'t FwdKernelRow> {
+    let p = problem;
+    let kernel = table
+        .iter()
+        .find(|r| r.dtype == p.dtype && r.head_dim as usize == p.head_dim)
+        .ok_or_else(|| Error::UnsupportedHeadDim {
+            dtype: p.dtype,
+            head_dim: p.head_dim,
+            supported: table
+                .iter()
+                .filter(|r| r.dtype == p.dtype)
+                .map(|r| r.head_dim)
+                .collect(),
+        })?;
+    check_heads(p)?;
+    check_layout(p)?;
+    check_options(p)?;
+    let (sq, sk) = p.layout.max_seqlens();
+    let (tq, tk) = p.layout.total_rows();
+    let batch = p.layout.batch();
+    let varlen = p.layout.is_varlen();
+    // Rows each operand must cover: padded tensors are addressed per item, varlen globally.
+    let (rows_q, items_q) = if varlen { (tq, 1) } else { (sq, batch) };
+    let (rows_k, items_k) = if varlen { (tk, 1) } else { (sk, batch) };
+    let d = p.head_dim;
+    check_operand("q", &p.q, items_q, rows_q, p.num_heads_q, d, false)?;
+    check_operand("k", &p.k, items_k, rows_k, p.num_heads_kv, d, false)?;
+    check_operand("v", &p.v, items_k, rows_k, p.num_heads_kv, d, false)?;
+    check_operand("o", &p.o, items_q, rows_q, p.num_heads_q, d, true)?;
+    check_row_stats(p)?;
+    check_alignment(p, bufs)?;
+    check_aliasing(p, bufs)?;
+    check_required_buffers(p, bufs)?;
+    Ok(kernel)
+}
+
+fn check_heads(p: &FwdProblem) -> Result<()> {
+    if p.num_heads_q == 0 || p.num_heads_kv == 0 {
+        return Err(Error::Shape(
+            "num_heads_q and num_heads_kv must be >= 1".into(),
+        ));
+    }
+    if p.num_heads_q % p.num_heads_kv != 0 {
+        return Err(Error::Shape(format!(
+            "num_heads_q ({}) must be a multiple of num_heads_kv ({}) for GQA/MQA",
+            p.num_heads_q, p.num_heads_kv
+        )));
+    }
+    if p.num_heads_q > MAX_GRID_YZ {
+        return Err(Error::Overflow32 {
+            what: "num_heads_q (grid y)".into(),
+            value: p.num_heads_q as u64,
+            limit: MAX_GRID_YZ as u64,
+        });
+    }
+    Ok(())
+}
+
+fn check_layout(p: &FwdProblem) -> Result<()> {
+    match &p.layout {
+        SeqLayout::Padded {
+            seqlen_q, seqlen_k, ..
+        } => {
+            if *seqlen_q == 0 || *seqlen_k == 0 {
+                return Err(Error::Shape(format!(
+                    "seqlen_q ({seqlen_q}) and seqlen_k ({seqlen_k}) must be >= 1"
+                )));
+            }
+        }
+        SeqLayout::Varlen {
+            cu_seqlens_q,
+            cu_seqlens_k,
+        } => {
+            check_cu_seqlens("cu_seqlens_q", cu_seqlens_q)?;
+            check_cu_seqlens("cu_seqlens_k", cu_seqlens_k)?;
+            if cu_seqlens_q.len() != cu_seqlens_k.len() {
+                return Err(Error::CuSeqlens(format!(
+                    "cu_seqlens_q has {} entries but cu_seqlens_k has {}",
+                    cu_seqlens_q.len(),
+                    cu_seqlens_k.len()
+                )));
+            }
+        }
+    }
+    let batch = p.layout.batch();
+    if batch == 0 {
+        return Err(Error::Shape("batch must be >= 1".into()));
+    }
+    if batch > MAX_GRID_YZ {
+        return Err(Error::Overflow32 {
+            what: "batch (grid z)".into(),
+            value: batch as u64,
+            limit: MAX_GRID_YZ as u64,
+        });
+    }
+    let (tq, tk) = p.layout.total_rows();
+    for (what, value) in [("total q rows", tq), ("total k rows", tk)] {
+        if value as u64 > MAX_INDEX_32 {
+            return Err(Error::Overflow32 {
+                what: what.into(),
+                value: value as u64,
+                limit: MAX_INDEX_32,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_cu_seqlens(name: &str, cu: &[i32]) -> Result<()> {
+    if cu.len() < 2 {
+        return Err(Error::CuSeqlens(format!(
+            "{name} needs batch + 1 >= 2 entries, has {}",
+            cu.len()
+        )));
+    }
+    if cu[0] != 0 {
+        return Err(Error::CuSeqlens(format!(
+            "{name}[0] is {}, must be 0",
+            cu[0]
+        )));
+    }
+    if let Some(i) = cu.windows(2).position(|w| w[1] < w[0]) {
+        return Err(Error::CuSeqlens(format!(
+            "{name} is not monotonic: [{}] = {} > [{}] = {}",
+            i,
+            cu[i],
+            i + 1,
+            cu[i + 1]
+        )));
+    }
+    Ok(())
+}
+
+fn check_options(p: &FwdProblem) -> Result<()> {
+    let o = &p.options;
+    if let Some(s) = o.softmax_scale {
+        if !s.is_finite() || s == 0.0 {
+            return Err(Error::Option(format!(
+                "softmax_scale must be finite and non-zero, got {s}"
+            )));
+        }
+    }
+    if let Some(c) = o.softcap {
+        if !c.is_finite() || c <= 0.0 {
+            return Err(Error::Option(format!(
+                "softcap must be finite and > 0, got {c}"
+            )));
+        }
+    }
+    if let Some(w) = o.window {
+        for (side, v) in [("left", w.left), ("right", w.right)] {
+            if v.is_some_and(|v| v as u64 > MAX_INDEX_32) {
+                return Err(Error::Option(format!(
+                    "window {side} exceeds {MAX_INDEX_32}"
+                )));
+            }
+        }
+    }
+    let hq = p.num_heads_q;
+    for (name, len) in [("alibi_slopes", p.alibi_len), ("head_gates", p.gates_len)] {
+        if let Some(len) = len {
+            if len < hq {
+                return Err(Error::BufferTooSmall {
+                    tensor: if name == "alibi_slopes" {
+                        "alibi_slopes"
+                    } else {
+                        "head_gates"
+                    },
+                    needed: hq as u64,
+                    available: len as u64,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Strides must be non-negative, the operand must fit its buffer, and its in-slice offsets must
+/// fit the kernel's 32-bit math. Outputs must not overlap themselves.
+fn check_operand(
+    name: &'static str,
+    op: &Operand,
+    items: usize,
+    rows: usize,
+    heads: usize,
+    d: usize,
+    is_output: bool,
+) -> Result<()> {
+    let s = op.strides;
+    if s.batch < 0 || s.row < 0 || s.head < 0 {
+        return Err(Error::Stride {
+            tensor: name,
+            reason: format!("negative stride {s:?}"),
+        });
+    }
+    let (sb, sr, sh) = (s.batch as u64, s.row as u64, s.head as u64);
+    let (items, rows, heads, d) = (items as u64, rows as u64, heads as u64, d as u64);
+    if rows == 0 {
+        return Ok(());
+    }
+    // Largest element offset the kernel touches, in 128-bit so the check itself cannot wrap.
+    let max = |n: u64, stride: u64| (n.saturating_sub(1) as u128) * stride as u128;
+    let last = max(items, sb) + max(rows, sr) + max(heads, sh) + (d as u128 - 1);
+    if last >= op.len as u128 {
+        return Err(Error::BufferTooSmall {
+            tensor: name,
+            needed: (last + 1).min(u64::MAX as u128) as u64,
+            available: op.len as u64,
+        });
+    }
+    let in_slice = max(rows, sr) + d as u128;
+    if in_slice > MAX_INDEX_32 as u128 {
+        return Err(Error::Overflow32 {
+            what: format!("{name}: (rows - 1) * row_stride + head_dim"),
+            value: in_slice.min(u64::MAX as u128) as u64,
+            limit: MAX_INDEX_32,
+        });
+    }
+    if is_output {
+        // Distinct (item, row, head, col) must map to distinct elements, or CTAs race: sort the
+        // used dimensions by stride; each stride must step past everything the smaller ones span.
+        let mut dims: Vec<(u64, u64)> = [(items, sb), (rows, sr), (heads, sh)]
+            .into_iter()
+            .filter(|&(extent, _)| extent > 1)
+            .map(|(extent, stride)| (stride, extent))
+            .collect();
+        dims.sort();
+        // Largest offset reachable by the dimensions seen so far (the contiguous head dim first).
+        let mut reach = d as u128 - 1;
+        for (stride, extent) in dims {
+            if stride as u128 <= reach {
+                return Err(Error::Stride {
+                    tensor: name,
+                    reason: format!("output dimensions overlap (strides {s:?}, head_dim {d})"),
+                });
+            }
+            reach += stride as u128 * (extent as u128 - 1);
+        }
+    }
+    Ok(())
+}
+
+fn check_row_stats(p: &FwdProblem) -> Result<()> {
+    let needed = p.row_stats_len() as u64;
+    for (name, len) in [("lse", p.lse_len), ("entropy", p.entropy_len)] {
+        if let Some(len) = len {
+            if (len as u64) < needed {
+                return Err(Error::BufferTooSmall {
+                    tensor: if name == "lse" { "lse" } else { "entropy" },
+                    needed,
+                    available: len as u64,
+                });
+            }
+        }
+    }
+    if needed > MAX_INDEX_32 && (p.lse_len.is_some() || p.entropy_len.is_some()) {
+        return Err(Error::Overflow32 {
+            what: "lse/entropy elements".into(),
+            value: needed,
+            limit: MAX_INDEX_32,
+        });
+    }
+    Ok(())
+}
+
+fn check_alignment(p: &FwdProblem, b: &FwdBuffers) -> Result<()> {
+    let e = p.dtype.size() as u64;
+    let chunk = COPY_ALIGN_BYTES as u64;
+    for (name, addr, op) in [
+        ("q", b.q, &p.q),
+        ("k", b.k, &p.k),
+        ("v", b.v, &p.v),
+        ("o", b.o, &p.o),
+    ] {
+        if addr % chunk != 0 {
+            return Err(Error::Alignment {
+                tensor: name,
+                required: COPY_ALIGN_BYTES,
+                reason: format!("base address {addr:#x}"),
+            });
+        }
+        let s = op.strides;
+        for (dim, stride) in [("batch", s.batch), ("row", s.row), ("head", s.head)] {
+            if (stride as u64 * e) % chunk != 0 {
+                return Err(Error::Alignment {
+                    tensor: name,
+                    required: COPY_ALIGN_BYTES,
+                    reason: format!(
+                        "{dim} stride {stride} elements is not a multiple of {}",
+                        chunk / e
+                    ),
+                });
+            }
+        }
+    }
+    if (p.head_dim as u64 * e) % chunk != 0 {
+        return Err(Error::Alignment {
+            tensor: "head_dim",
+            required: COPY_ALIGN_BYTES,
+            reason: format!("head_dim {} is not a multiple of {}", p.head_dim, chunk / e),
+        });
+    }
+    for (name, addr) in [
+        ("lse", b.lse),
+        ("entropy", b.entropy),
+        ("alibi_slopes", b.alibi_slopes),
+        ("head_gates", b.head_gates),
+        ("cu_seqlens_q", b.cu_seqlens_q),
+        ("cu_seqlens_k", b.cu_seqlens_k),
+    ] {
+        if addr % 4 != 0 {
+            return Err(Error::Alignment {
+                tensor: name,
+                required: 4,
+                reason: format!("base address {addr:#x}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Byte range [start, end) an operand's buffer spans.
+fn span(addr: u64, len_elems: usize, elem: usize) -> (u64, u64) {
+    (addr, addr + (len_elems * elem) as u64)
+}
+
+fn check_aliasing(p: &FwdProblem, b: &FwdBuffers) -> Result<()> {
+    let e = p.dtype.size();
+    let mut outputs = vec![("o", span(b.o, p.o.len, e))];
+    if let Some(n) = p.lse_len {
+        outputs.push(("lse", span(b.lse, n, 4)));
+    }
+    if let Some(n) = p.entropy_len {
+        outputs.push(("entropy", span(b.entropy, n, 4)));
+    }
+    let mut all = outputs.clone();
+    all.extend([
+        ("q", span(b.q, p.q.len, e)),
+        ("k", span(b.k, p.k.len, e)),
+        ("v", span(b.v, p.v.len, e)),
+    ]);
+    for (i, (na, (a0, a1))) in outputs.iter().enumerate() {
+        for (nb, (b0, b1)) in all.iter().skip(i + 1) {
+            if a0 < b1 && b0 < a1 {
+                return Err(Error::Alias { a: na, b: nb });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_required_buffers(p: &FwdProblem, b: &FwdBuffers) -> Result<()> {
+    let missing =
+        |name: &'static str| Error::Shape(format!("{name} is required but its buffer is null"));
+    for (name, addr) in [("q", b.q), ("k", b.k), ("v", b.v), ("o", b.o)] {
+        if addr == 0 {
+            return Err(missing(name));
+        }
+    }
+    let optional = [
+        ("lse", p.lse_len, b.lse),
+        ("entropy", p.entropy_len, b.entropy),
+        ("alibi_slopes", p.alibi_len, b.alibi_slopes),
+        ("head_gates", p.gates_len, b.head_gates),
+    ];
+    for (name, len, addr) in optional {
+        if len.is_some() != (addr != 0) {
+            return Err(Error::Shape(format!(
+                "{name}: a length is given iff a buffer is given (len {len:?}, address {addr:#x})"
+            )));
+        }
+    }
+    if p.layout.is_varlen() && (b.cu_seqlens_q == 0 || b.cu_seqlens_k == 0) {
+        return Err(missing("cu_seqlens (varlen layout)"));
+    }
+    Ok(())
+}
