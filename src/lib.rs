@@ -7,6 +7,7 @@
 pub mod abi;
 pub mod buffers;
 pub mod build_info;
+pub mod cuda;
 pub mod dtype;
 pub mod emulator;
 pub mod error;

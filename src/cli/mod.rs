@@ -1,0 +1,4 @@
+//! Subcommands of the `flashmha` binary, one file each; they only call the library's public API.
+
+pub mod info;
+pub mod table;

@@ -1,0 +1,52 @@
+//! Which embedded image a device runs: a cubin is binary-compatible with devices of the same
+//! major compute capability and an equal or higher minor one (CUDA C Programming Guide, "Binary
+//! Compatibility"); otherwise the compute_80 PTX is JIT-compiled by the driver, which works on
+//! any device of capability 8.0 or newer.
+
+use crate::build_info::{CubinImage, ModuleImage};
+
+#[derive(Debug, Clone, Copy)]
+pub enum ImageChoice {
+    Cubin(&'static CubinImage),
+    Ptx(&'static str),
+    /// The device is older than the PTX's virtual architecture.
+    None,
+}
+
+/// The best image of `module` for a device of capability `major.minor`.
+pub fn choose_image(module: &'static ModuleImage, major: i32, minor: i32) -> ImageChoice {
+    let device = (major * 10 + minor) as u32;
+    let best = module
+        .cubins
+        .iter()
+        .filter(|c| c.sm / 10 == device / 10 && c.sm <= device)
+        .max_by_key(|c| c.sm);
+    match best {
+        Some(c) => ImageChoice::Cubin(c),
+        None if device >= 80 => ImageChoice::Ptx(module.ptx),
+        None => ImageChoice::None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build_info::MODULES;
+
+    #[test]
+    fn devices_get_the_newest_compatible_cubin_then_ptx() {
+        let m = &MODULES[0];
+        let arch = |c: ImageChoice| match c {
+            ImageChoice::Cubin(c) => c.arch,
+            ImageChoice::Ptx(_) => "ptx",
+            ImageChoice::None => "none",
+        };
+        assert_eq!(arch(choose_image(m, 8, 0)), "sm_80");
+        assert_eq!(arch(choose_image(m, 8, 6)), "sm_86");
+        assert_eq!(arch(choose_image(m, 8, 7)), "sm_86"); // Orin: 8.7 runs sm_86 code
+        assert_eq!(arch(choose_image(m, 8, 9)), "sm_89");
+        assert_eq!(arch(choose_image(m, 9, 0)), "sm_90");
+        assert_eq!(arch(choose_image(m, 10, 0)), "ptx"); // Blackwell: JIT from compute_80
+        assert_eq!(arch(choose_image(m, 7, 5)), "none");
+    }
+}

@@ -1,0 +1,204 @@
+//! The CUDA backend: loads the embedded kernels into a device context (the cubin built for the
+//! device's architecture, the compute_80 PTX otherwise) and launches a [`FwdPlan`] on the
+//! caller's stream. No host-device synchronisation and no heap allocation in the launch path, so
+//! launches can be captured in CUDA graphs. Without a driver every entry point returns
+//! [`Error::NoCudaDriver`]; nothing here panics for lack of a GPU.
+
+mod element;
+mod image_choice;
+
+pub use element::AttnElement;
+pub use image_choice::{choose_image, ImageChoice};
+
+use crate::buffers::FwdBuffers;
+use crate::build_info::{self, FWD_KERNELS};
+use crate::error::{Error, Result};
+use crate::plan::{plan_forward, FwdPlan};
+use crate::problem::FwdProblem;
+use cudarc::driver::sys::CUfunction_attribute_enum;
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use std::sync::Arc;
+
+/// Whether the CUDA driver library can be loaded on this machine.
+pub fn driver_present() -> bool {
+    // SAFETY: only probes whether libcuda can be dlopen'ed; it calls no driver function.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// A device with every forward kernel loaded.
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    compute_capability: (i32, i32),
+    /// One function per row of the kernel table, in table order.
+    forward: Vec<CudaFunction>,
+}
+
+impl CudaBackend {
+    /// Opens device `ordinal` and loads the kernels. Errors (never panics) without a driver.
+    pub fn new(ordinal: usize) -> Result<CudaBackend> {
+        if !driver_present() {
+            return Err(Error::NoCudaDriver(
+                "libcuda.so (the NVIDIA driver library) cannot be loaded".into(),
+            ));
+        }
+        let ctx = CudaContext::new(ordinal)?;
+        let (major, minor) = ctx.compute_capability()?;
+        let mut forward = Vec::with_capacity(FWD_KERNELS.len());
+        for row in FWD_KERNELS {
+            let module = build_info::module_of(row.entry)
+                .ok_or_else(|| Error::Emulator(format!("{} is not embedded", row.entry)))?;
+            let image = match choose_image(module, major, minor) {
+                ImageChoice::Cubin(c) => cudarc::nvrtc::Ptx::from_binary(c.bytes.to_vec()),
+                ImageChoice::Ptx(ptx) => cudarc::nvrtc::Ptx::from_src(ptx),
+                ImageChoice::None => return Err(Error::UnsupportedGpu { major, minor }),
+            };
+            let func = ctx.load_module(image)?.load_function(row.entry)?;
+            // Above 48 KiB, dynamic shared memory must be opted into per function.
+            func.set_attribute(
+                CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                row.smem_bytes as i32,
+            )?;
+            forward.push(func);
+        }
+        tracing::info!(major, minor, kernels = forward.len(), "cuda backend ready");
+        Ok(CudaBackend {
+            ctx,
+            compute_capability: (major, minor),
+            forward,
+        })
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.compute_capability
+    }
+
+    /// Launches a plan on `stream`. Asynchronous: returns once the launch is queued.
+    pub fn launch(&self, plan: &FwdPlan, stream: &CudaStream) -> Result<()> {
+        let index = FWD_KERNELS
+            .iter()
+            .position(|r| r.entry == plan.kernel.entry)
+            .ok_or_else(|| Error::Emulator(format!("{} is not loaded", plan.kernel.entry)))?;
+        let mut params = plan.params;
+        let mut args =
+            [(&mut params as *mut crate::abi::FlashFwdParams).cast::<std::ffi::c_void>()];
+        // SAFETY: the function takes exactly one by-value FlashFwdParams (the ABI probe test
+        // checks its layout against nvcc's); `args` points at a live copy for the duration of the
+        // call (cuLaunchKernel copies parameters before returning); validation proved every
+        // address the kernel forms lies inside the caller's buffers, which the caller keeps
+        // alive until the stream has run the kernel.
+        unsafe {
+            cudarc::driver::result::launch_kernel(
+                self.forward[index].cu_function(),
+                (plan.grid[0], plan.grid[1], plan.grid[2]),
+                (plan.block[0], plan.block[1], plan.block[2]),
+                plan.dynamic_smem_bytes,
+                stream.cu_stream(),
+                &mut args,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The typed entry: validates `problem` against the slices, plans, and launches on `stream`.
+    /// `problem`'s buffer lengths are taken from the slices.
+    pub fn forward<T: AttnElement>(
+        &self,
+        stream: &CudaStream,
+        problem: &FwdProblem,
+        t: FwdSlices<'_, T>,
+    ) -> Result<()> {
+        if problem.dtype != T::DTYPE {
+            return Err(Error::DType(format!(
+                "problem says {} but the slices hold {}",
+                problem.dtype,
+                T::DTYPE
+            )));
+        }
+        let mut p = problem.clone();
+        p.q.len = t.q.len();
+        p.k.len = t.k.len();
+        p.v.len = t.v.len();
+        p.o.len = t.o.len();
+        p.lse_len = t.lse.as_ref().map(|s| s.len());
+        p.entropy_len = t.entropy.as_ref().map(|s| s.len());
+        p.alibi_len = t.alibi_slopes.map(|s| s.len());
+        p.gates_len = t.head_gates.map(|s| s.len());
+        let (q, _q) = t.q.device_ptr(stream);
+        let (k, _k) = t.k.device_ptr(stream);
+        let (v, _v) = t.v.device_ptr(stream);
+        let (o, _o) = t.o.device_ptr_mut(stream);
+        let (lse, _lse) = opt_mut(t.lse, stream);
+        let (entropy, _entropy) = opt_mut(t.entropy, stream);
+        let (alibi_slopes, _alibi) = opt(t.alibi_slopes, stream);
+        let (head_gates, _gates) = opt(t.head_gates, stream);
+        let (cu_seqlens_q, _cq) = opt(t.cu_seqlens_q, stream);
+        let (cu_seqlens_k, _ck) = opt(t.cu_seqlens_k, stream);
+        let bufs = FwdBuffers {
+            q,
+            k,
+            v,
+            o,
+            lse,
+            entropy,
+            alibi_slopes,
+            head_gates,
+            cu_seqlens_q,
+            cu_seqlens_k,
+        };
+        let plan = plan_forward(&p, &bufs)?;
+        self.launch(&plan, stream)
+    }
+}
+
+/// Device buffers of one forward call (see `kernels/params.h` for layouts).
+pub struct FwdSlices<'a, T> {
+    pub q: &'a CudaSlice<T>,
+    pub k: &'a CudaSlice<T>,
+    pub v: &'a CudaSlice<T>,
+    pub o: &'a mut CudaSlice<T>,
+    pub lse: Option<&'a mut CudaSlice<f32>>,
+    pub entropy: Option<&'a mut CudaSlice<f32>>,
+    pub alibi_slopes: Option<&'a CudaSlice<f32>>,
+    pub head_gates: Option<&'a CudaSlice<f32>>,
+    /// Device copies of the problem's varlen `cu_seqlens` (same contents).
+    pub cu_seqlens_q: Option<&'a CudaSlice<i32>>,
+    pub cu_seqlens_k: Option<&'a CudaSlice<i32>>,
+}
+
+type Guard<'a> = Option<cudarc::driver::SyncOnDrop<'a>>;
+
+fn opt<'a, U>(s: Option<&'a CudaSlice<U>>, stream: &'a CudaStream) -> (u64, Guard<'a>) {
+    s.map_or((0, None), |s| {
+        let (p, g) = s.device_ptr(stream);
+        (p, Some(g))
+    })
+}
+
+fn opt_mut<'a, U>(s: Option<&'a mut CudaSlice<U>>, stream: &'a CudaStream) -> (u64, Guard<'a>) {
+    s.map_or((0, None), |s| {
+        let (p, g) = s.device_ptr_mut(stream);
+        (p, Some(g))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_driver_the_backend_is_a_typed_error_not_a_panic() {
+        if driver_present() {
+            eprintln!("skipped: a CUDA driver is present on this machine");
+            return;
+        }
+        match CudaBackend::new(0) {
+            Err(Error::NoCudaDriver(msg)) => assert!(msg.contains("libcuda")),
+            Err(e) => panic!("expected NoCudaDriver, got {e}"),
+            Ok(_) => panic!("a backend without a driver"),
+        }
+    }
+}
