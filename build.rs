@@ -30,16 +30,20 @@ fn main() {
     println!("cargo:rerun-if-changed=kernels");
     println!("cargo:rerun-if-changed=toolchain/pins.env");
     println!("cargo:rerun-if-changed=build");
-    for var in toolkit::TOOLKIT_ENV
-        .iter()
-        .chain(&[provision::NO_PROVISION_ENV, provision::CACHE_DIR_ENV, libclang::LIBCLANG_ENV])
-    {
+    for var in toolkit::TOOLKIT_ENV.iter().chain(&[
+        provision::NO_PROVISION_ENV,
+        provision::CACHE_DIR_ENV,
+        libclang::LIBCLANG_ENV,
+    ]) {
         println!("cargo:rerun-if-env-changed={var}");
     }
 
     let pins = pins::Pins::load(&root.join("toolchain/pins.env"));
     let libclang = libclang::ensure(&pins);
-    bindings::generate(&kernels.join("params.h"), &out_dir.join("params_bindings.rs"));
+    bindings::generate(
+        &kernels.join("params.h"),
+        &out_dir.join("params_bindings.rs"),
+    );
 
     let toolkit = toolkit::locate(&pins);
     let cubin_archs = pins.list("CUBIN_ARCHS");
@@ -57,8 +61,12 @@ fn main() {
         cubin_archs: &cubin_archs,
     };
     let (product, stats) = compile::compile_all(&job, &cu_files(&kernels), true);
-    let emu_job = compile::Job { out_dir: &emu_out, ..job };
-    let (emu_tests, _) = compile::compile_all(&emu_job, &cu_files(&kernels.join("emu_tests")), false);
+    let emu_job = compile::Job {
+        out_dir: &emu_out,
+        ..job
+    };
+    let (emu_tests, _) =
+        compile::compile_all(&emu_job, &cu_files(&kernels.join("emu_tests")), false);
 
     let fwd_rows = kernel_table::parse(&kernels.join("kernel_table.h"));
     check_table_against_modules(&fwd_rows, &product);

@@ -24,8 +24,14 @@ pub fn ptx_entries(ptx: &str) -> Vec<String> {
     ptx.lines()
         .filter_map(|l| {
             let l = l.trim_start();
-            let rest = l.strip_prefix(".visible .entry ").or_else(|| l.strip_prefix(".entry "))?;
-            Some(rest.split(|c: char| c == '(' || c.is_whitespace()).next()?.to_string())
+            let rest = l
+                .strip_prefix(".visible .entry ")
+                .or_else(|| l.strip_prefix(".entry "))?;
+            Some(
+                rest.split(|c: char| c == '(' || c.is_whitespace())
+                    .next()?
+                    .to_string(),
+            )
         })
         .collect()
 }
@@ -47,10 +53,26 @@ pub fn write(g: &Generated, out: &Path) {
     for m in g.product {
         let ptx_text = std::fs::read_to_string(&m.ptx).expect("PTX was written");
         let entries = ptx_entries(&ptx_text);
-        writeln!(s, "    ModuleImage {{ name: {:?}, ptx: include_str!({:?}), entries: &{:?}, cubins: &[", m.stem, m.ptx.display().to_string(), entries).unwrap();
+        writeln!(
+            s,
+            "    ModuleImage {{ name: {:?}, ptx: include_str!({:?}), entries: &{:?}, cubins: &[",
+            m.stem,
+            m.ptx.display().to_string(),
+            entries
+        )
+        .unwrap();
         for (arch, path) in &m.cubins {
-            let sm: u32 = arch.trim_start_matches("sm_").trim_end_matches('a').parse().expect("sm_NN");
-            writeln!(s, "        CubinImage {{ arch: {arch:?}, sm: {sm}, bytes: include_bytes!({:?}) }},", path.display().to_string()).unwrap();
+            let sm: u32 = arch
+                .trim_start_matches("sm_")
+                .trim_end_matches('a')
+                .parse()
+                .expect("sm_NN");
+            writeln!(
+                s,
+                "        CubinImage {{ arch: {arch:?}, sm: {sm}, bytes: include_bytes!({:?}) }},",
+                path.display().to_string()
+            )
+            .unwrap();
         }
         s.push_str("    ] },\n");
     }
@@ -81,7 +103,13 @@ pub fn write(g: &Generated, out: &Path) {
 
     s.push_str("pub static EMU_TEST_PTX: &[(&str, &str)] = &[\n");
     for m in g.emu_tests {
-        writeln!(s, "    ({:?}, include_str!({:?})),", m.stem, m.ptx.display().to_string()).unwrap();
+        writeln!(
+            s,
+            "    ({:?}, include_str!({:?})),",
+            m.stem,
+            m.ptx.display().to_string()
+        )
+        .unwrap();
     }
     s.push_str("];\n");
     std::fs::write(out, s).unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));

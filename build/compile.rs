@@ -38,7 +38,11 @@ pub fn compile_all(
     let mut modules: Vec<CompiledModule> = sources
         .iter()
         .zip(ptx_paths)
-        .map(|(src, ptx)| CompiledModule { stem: stem(src), ptx, cubins: Vec::new() })
+        .map(|(src, ptx)| CompiledModule {
+            stem: stem(src),
+            ptx,
+            cubins: Vec::new(),
+        })
         .collect();
     if !with_cubins {
         return (modules, Vec::new());
@@ -46,7 +50,9 @@ pub fn compile_all(
     let cubin_tasks: Vec<(usize, &String)> = (0..modules.len())
         .flat_map(|m| job.cubin_archs.iter().map(move |a| (m, a)))
         .collect();
-    let results = run_parallel(&cubin_tasks, |(m, arch)| assemble_cubin(job, &modules[*m], arch));
+    let results = run_parallel(&cubin_tasks, |(m, arch)| {
+        assemble_cubin(job, &modules[*m], arch)
+    });
     let mut stats = Vec::new();
     for ((m, arch), (cubin, entry_stats)) in cubin_tasks.iter().zip(results) {
         modules[*m].cubins.push(((*arch).clone(), cubin));
@@ -56,7 +62,10 @@ pub fn compile_all(
 }
 
 fn stem(src: &Path) -> String {
-    src.file_stem().expect("source has a name").to_string_lossy().into_owned()
+    src.file_stem()
+        .expect("source has a name")
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn compile_ptx(job: &Job, src: &Path) -> PathBuf {
@@ -86,10 +95,16 @@ fn assemble_cubin(job: &Job, module: &CompiledModule, arch: &str) -> (PathBuf, V
         .arg(&module.ptx)
         .arg("-o")
         .arg(&out);
-    let text = run_quiet(&mut cmd, &format!("ptxas {} for {arch}", module.ptx.display()));
+    let text = run_quiet(
+        &mut cmd,
+        &format!("ptxas {} for {arch}", module.ptx.display()),
+    );
     let unexpected: Vec<&str> = text
         .lines()
-        .filter(|l| !l.starts_with("ptxas info") && !l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .filter(|l| {
+            !l.starts_with("ptxas info")
+                && !l.trim_start().starts_with(|c: char| c.is_ascii_digit())
+        })
         .filter(|l| !l.trim().is_empty())
         .collect();
     assert!(
@@ -103,13 +118,19 @@ fn assemble_cubin(job: &Job, module: &CompiledModule, arch: &str) -> (PathBuf, V
 
 /// Runs a command, panicking with its output when it fails; returns stdout+stderr.
 fn run_quiet(cmd: &mut Command, what: &str) -> String {
-    let output = cmd.output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.status.success(), "{what} failed ({}):\n{text}", output.status);
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{text}",
+        output.status
+    );
     text
 }
 

@@ -42,9 +42,16 @@ pub fn parse(path: &Path) -> Vec<FwdRow> {
         let body = body.trim_end_matches('\\').trim().trim_end_matches(')');
         let fields: Vec<&str> = body.split(',').map(str::trim).collect();
         let num = |i: usize| -> u32 {
-            fields.get(i).and_then(|f| f.parse().ok()).unwrap_or_else(|| {
-                panic!("{}:{}: field {i} of `{line}` is not a number", path.display(), n + 1)
-            })
+            fields
+                .get(i)
+                .and_then(|f| f.parse().ok())
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{}:{}: field {i} of `{line}` is not a number",
+                        path.display(),
+                        n + 1
+                    )
+                })
         };
         assert!(
             fields.len() == 6 && (fields[0] == "f16" || fields[0] == "bf16"),

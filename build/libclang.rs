@@ -44,7 +44,10 @@ fn system_libclang_dir() -> Option<PathBuf> {
     if let Ok(entries) = std::fs::read_dir("/usr/lib") {
         let mut llvm: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("llvm-")))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("llvm-"))
+            })
             .map(|p| p.join("lib"))
             .collect();
         llvm.sort();
@@ -52,8 +55,13 @@ fn system_libclang_dir() -> Option<PathBuf> {
         dirs.extend(llvm);
     }
     dirs.extend(
-        ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/local/lib"]
-            .map(PathBuf::from),
+        [
+            "/usr/lib/x86_64-linux-gnu",
+            "/usr/lib/aarch64-linux-gnu",
+            "/usr/lib64",
+            "/usr/local/lib",
+        ]
+        .map(PathBuf::from),
     );
     dirs.into_iter().find(|d| has_libclang(d))
 }
@@ -62,7 +70,9 @@ fn has_libclang(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {
         entries.filter_map(|e| e.ok()).any(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            name.starts_with("libclang") && name.contains(".so") && !name.starts_with("libclang-cpp")
+            name.starts_with("libclang")
+                && name.contains(".so")
+                && !name.starts_with("libclang-cpp")
         })
     })
 }

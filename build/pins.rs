@@ -21,7 +21,10 @@ impl Pins {
             let (key, value) = line
                 .split_once('=')
                 .unwrap_or_else(|| panic!("{}: not KEY=value: {line}", path.display()));
-            values.insert(key.trim().to_string(), value.trim().trim_matches('"').to_string());
+            values.insert(
+                key.trim().to_string(),
+                value.trim().trim_matches('"').to_string(),
+            );
         }
         Pins { values }
     }
@@ -33,7 +36,10 @@ impl Pins {
     }
 
     pub fn list(&self, key: &str) -> Vec<String> {
-        self.get(key).split_whitespace().map(str::to_string).collect()
+        self.get(key)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
     }
 
     /// The version pinned for one wheel of a `KEY` list, e.g. `nvidia-cuda-nvcc` -> `13.5.37`.

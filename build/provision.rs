@@ -35,7 +35,8 @@ pub fn ensure_wheels(dest: &Path, wheels: &[String], what: &str) -> Result<PathB
         return Ok(dest.to_path_buf());
     }
     let parent = dest.parent().expect("cache path has a parent");
-    std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    std::fs::create_dir_all(parent)
+        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     let staging = parent.join(format!(
         ".staging-{}-{}",
         dest.file_name().unwrap().to_string_lossy(),
@@ -48,7 +49,14 @@ pub fn ensure_wheels(dest: &Path, wheels: &[String], what: &str) -> Result<PathB
         dest.display()
     );
     let status = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+        ])
         .arg("--target")
         .arg(&staging)
         .args(wheels)
@@ -56,7 +64,10 @@ pub fn ensure_wheels(dest: &Path, wheels: &[String], what: &str) -> Result<PathB
         .map_err(|e| format!("cannot run python3 -m pip: {e}"))?;
     if !status.success() {
         let _ = std::fs::remove_dir_all(&staging);
-        return Err(format!("python3 -m pip install {} failed ({status})", wheels.join(" ")));
+        return Err(format!(
+            "python3 -m pip install {} failed ({status})",
+            wheels.join(" ")
+        ));
     }
     std::fs::write(staging.join(".flashmha-complete"), wheels.join("\n"))
         .map_err(|e| format!("cannot write marker: {e}"))?;

@@ -24,7 +24,11 @@ pub fn parse(text: &str) -> Vec<EntryStats> {
             let mut parts = rest.split('\'');
             let entry = parts.next().unwrap_or_default().to_string();
             let arch = parts.nth(1).unwrap_or_default().to_string();
-            out.push(EntryStats { entry, arch, ..Default::default() });
+            out.push(EntryStats {
+                entry,
+                arch,
+                ..Default::default()
+            });
             continue;
         }
         let Some(cur) = out.last_mut() else { continue };
@@ -43,7 +47,9 @@ pub fn parse(text: &str) -> Vec<EntryStats> {
 
 /// The integer immediately before `label` in `line`, or 0 when the label is absent.
 fn number_before(line: &str, label: &str) -> u32 {
-    let Some(pos) = line.find(label) else { return 0 };
+    let Some(pos) = line.find(label) else {
+        return 0;
+    };
     line[..pos]
         .split(|c: char| !c.is_ascii_digit())
         .rfind(|s| !s.is_empty())

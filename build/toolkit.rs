@@ -26,7 +26,12 @@ pub fn locate(pins: &Pins) -> Toolkit {
     let bin = nvcc.parent().expect("nvcc has a parent dir").to_path_buf();
     let ptxas = bin.join("ptxas");
     let version = nvcc_version(&nvcc);
-    Toolkit { nvcc, ptxas, version, source }
+    Toolkit {
+        nvcc,
+        ptxas,
+        version,
+        source,
+    }
 }
 
 fn find_system_nvcc() -> Option<(PathBuf, String)> {
