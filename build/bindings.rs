@@ -7,6 +7,7 @@ pub fn generate(header: &Path, out: &Path) {
     let bindings = bindgen::Builder::default()
         .header(header.to_string_lossy())
         .allowlist_type("FlashFwdParams")
+        .allowlist_type("HeadSimParams")
         .allowlist_var("FLASHMHA_.*")
         .derive_default(true)
         .derive_debug(true)

@@ -1,15 +1,16 @@
-// abi_probe.cu: reports how the device compiler lays out FlashFwdParams, so a Rust test can
-// check it against the bindgen struct (src/abi.rs). One thread writes, in order:
-//   out[0] = sizeof(FlashFwdParams), out[1] = alignof(FlashFwdParams),
-//   out[2 + i] = offsetof(FlashFwdParams, field i) in FLASHMHA_ABI_PROBE_FIELDS order.
+// abi_probe.cu: reports how the device compiler lays out the params structs, so a Rust test can
+// check them against the bindgen structs (src/abi.rs). One thread writes, in order, for
+// FlashFwdParams and then HeadSimParams: sizeof, alignof, then offsetof of every field in the
+// order of FLASHMHA_ABI_PROBE_FIELDS / FLASHMHA_ABI_PROBE_HEADSIM_FIELDS.
 #include <stddef.h>
 #include <stdint.h>
 
 #include "params.h"
 
-#define FLASHMHA_WRITE_OFFSET(field) out[slot++] = offsetof(FlashFwdParams, field);
+#define FLASHMHA_WRITE_FWD_OFFSET(field) out[slot++] = offsetof(FlashFwdParams, field);
+#define FLASHMHA_WRITE_HEADSIM_OFFSET(field) out[slot++] = offsetof(HeadSimParams, field);
 
-// out: [2 + number of fields] uint64
+// out: [2 + fwd fields + 2 + headsim fields] uint64
 extern "C" __global__ void flashmha_abi_probe(uint64_t *out) {
     if (threadIdx.x != 0 || blockIdx.x != 0) {
         return;
@@ -17,5 +18,8 @@ extern "C" __global__ void flashmha_abi_probe(uint64_t *out) {
     int slot = 0;
     out[slot++] = sizeof(FlashFwdParams);
     out[slot++] = alignof(FlashFwdParams);
-    FLASHMHA_ABI_PROBE_FIELDS(FLASHMHA_WRITE_OFFSET)
+    FLASHMHA_ABI_PROBE_FIELDS(FLASHMHA_WRITE_FWD_OFFSET)
+    out[slot++] = sizeof(HeadSimParams);
+    out[slot++] = alignof(HeadSimParams);
+    FLASHMHA_ABI_PROBE_HEADSIM_FIELDS(FLASHMHA_WRITE_HEADSIM_OFFSET)
 }

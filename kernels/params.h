@@ -63,9 +63,29 @@ typedef struct FlashFwdParams {
 } FlashFwdParams;
 
 /*
- * ABI probe: the size and field offsets of FlashFwdParams as the device compiler sees them.
- * kernels/abi_probe.cu writes these, in this order, as uint64 values; the Rust test compares them
- * with the bindgen struct. Keep this list in the struct's field order.
+ * Head similarity (diagnostics). For every token t, the cosine similarity of every pair of head
+ * outputs, summed over tokens into an h x h matrix (the host divides by num_tokens):
+ *   o:    [num_tokens, num_heads, head_dim] through token_stride / head_stride (f16 or bf16,
+ *         as the entry's name says), last dim contiguous
+ *   gram: [num_heads, num_heads] f32, zeroed by the caller; CTAs add their partial sums to it.
+ * A head whose output is all zeros for a token contributes 0 to its off-diagonal pairs and 1 to
+ * its diagonal entry for that token.
+ */
+typedef struct HeadSimParams {
+    const void *o;
+    float *gram;
+    int64_t token_stride;
+    int64_t head_stride;
+    int32_t num_tokens;
+    int32_t num_heads;
+    int32_t head_dim;
+    int32_t tokens_per_cta; /* grid.x = ceil(num_tokens / tokens_per_cta) */
+} HeadSimParams;
+
+/*
+ * ABI probe: the size, alignment and field offsets of each params struct as the device compiler
+ * sees them. kernels/abi_probe.cu writes these, in this order, as uint64 values; the Rust test
+ * compares them with the bindgen structs. Keep each list in its struct's field order.
  */
 #define FLASHMHA_ABI_PROBE_FIELDS(X)                                                               \
     X(q) X(k) X(v) X(o) X(lse) X(entropy) X(alibi_slopes) X(head_gates) X(cu_seqlens_q)           \
@@ -74,5 +94,10 @@ typedef struct FlashFwdParams {
     X(o_batch_stride) X(o_row_stride) X(o_head_stride) X(lse_batch_stride) X(lse_head_stride)    \
     X(batch) X(num_heads_q) X(num_heads_kv) X(head_dim) X(seqlen_q) X(seqlen_k) X(scale)          \
     X(scale_log2) X(softcap) X(window_left) X(window_right) X(flags)
+
+/* The same for HeadSimParams, written after FlashFwdParams' values. */
+#define FLASHMHA_ABI_PROBE_HEADSIM_FIELDS(X)                                                       \
+    X(o) X(gram) X(token_stride) X(head_stride) X(num_tokens) X(num_heads) X(head_dim)             \
+    X(tokens_per_cta)
 
 #endif /* FLASHMHA_PARAMS_H */

@@ -14,6 +14,8 @@ include!(concat!(env!("OUT_DIR"), "/params_bindings.rs"));
 // SAFETY: FlashFwdParams is a #[repr(C)] plain-old-data struct of pointers and numbers that the
 // kernel receives by value; its layout is checked against nvcc's by the ABI probe test.
 unsafe impl cudarc::driver::DeviceRepr for FlashFwdParams {}
+// SAFETY: as above, for the head-similarity kernel's params.
+unsafe impl cudarc::driver::DeviceRepr for HeadSimParams {}
 
 impl FlashFwdParams {
     /// The parameter bytes of one launch, exactly as the kernel's `.param` space holds them.
