@@ -18,6 +18,18 @@
 #ifndef FLASHMHA_KERNEL_TABLE_H
 #define FLASHMHA_KERNEL_TABLE_H
 
-#define FLASHMHA_FWD_KERNELS(X)
+#define FLASHMHA_FWD_KERNELS(X) \
+    X(f16, 32, 64, 128, 4, 36864) \
+    X(bf16, 32, 64, 128, 4, 36864) \
+    X(f16, 64, 64, 128, 4, 73728) \
+    X(bf16, 64, 64, 128, 4, 73728) \
+    X(f16, 80, 64, 64, 4, 51200) \
+    X(bf16, 80, 64, 64, 4, 51200) \
+    X(f16, 96, 64, 64, 4, 61440) \
+    X(bf16, 96, 64, 64, 4, 61440) \
+    X(f16, 128, 64, 64, 4, 81920) \
+    X(bf16, 128, 64, 64, 4, 81920) \
+    X(f16, 256, 64, 32, 4, 98304) \
+    X(bf16, 256, 64, 32, 4, 98304)
 
 #endif /* FLASHMHA_KERNEL_TABLE_H */

@@ -1,0 +1,69 @@
+/*
+ * fwd_traits.cuh: the one compile-time description of a forward-kernel instantiation (element
+ * type, head dim, tile shape, warps) and everything derived from it: fragment counts, the
+ * shared-memory layout (Q tile, double-buffered K and V tiles) and its size, which must equal the
+ * smem_bytes column of kernels/kernel_table.h (static_assert at the entry point).
+ */
+#ifndef FLASHMHA_COMMON_FWD_TRAITS_CUH
+#define FLASHMHA_COMMON_FWD_TRAITS_CUH
+
+#include "common/dtype.cuh"
+#include "common/mma.cuh"
+#include "common/smem_layout.cuh"
+
+namespace flashmha {
+
+/* Largest dynamic shared memory per block on sm_86 / sm_89 (the smallest of our targets). */
+constexpr int kMaxDynamicSmemBytes = 101376;
+
+template <class Elem_, int kHeadDim_, int kBlockM_, int kBlockN_, int kNumWarps_>
+struct FwdTraits {
+    using Elem = Elem_;
+    static constexpr int kHeadDim = kHeadDim_;
+    static constexpr int kBlockM = kBlockM_;  // query rows per CTA
+    static constexpr int kBlockN = kBlockN_;  // keys per main-loop tile
+    static constexpr int kNumWarps = kNumWarps_;
+    static constexpr int kThreads = kNumWarps * kWarpSize;
+
+    /* Each warp owns one m16 row block of Q (and of S, P, O). */
+    static constexpr int kRowsPerWarp = kMmaM;
+    static_assert(kBlockM == kNumWarps * kRowsPerWarp, "block_m must be num_warps x 16");
+    static_assert(kHeadDim % kMmaK == 0, "head_dim must be a multiple of 16 (k of Q.K^T)");
+    static_assert(kBlockN % kMmaK == 0, "block_n must be a multiple of 16 (k of P.V)");
+
+    static constexpr int kSTiles = kBlockN / kMmaN;    // n8 score tiles per warp
+    static constexpr int kOTiles = kHeadDim / kMmaN;   // n8 output tiles per warp
+    static constexpr int kQKSteps = kHeadDim / kMmaK;  // k16 steps of Q.K^T
+    static constexpr int kPVSteps = kBlockN / kMmaK;   // k16 steps of P.V
+    static constexpr int kChunksPerK16 = kMmaK / kChunkElems;   // 16-byte chunks per k16 step
+    static constexpr int kPairTilesN = kBlockN / (2 * kMmaN);   // one ldmatrix.x4 = 2 key tiles
+    static constexpr int kPairTilesD = kHeadDim / (2 * kMmaN);  // one ldmatrix.x4.trans = 2 dim tiles
+
+    /* Q A-fragments (4 registers per k16 step) stay in registers for the whole main loop only
+     * while the accumulator-resident registers per thread (O: d / 2, S: block_n / 2, Q: d / 4)
+     * stay <= 96; otherwise each k-step re-reads its Q fragment with one ldmatrix. Measured
+     * (ptxas, sm_80, f16; main-loop PTX per tile): d96/n64 233 regs in registers vs 180 from
+     * shared memory (+1.4% instructions), d128/n64 241 vs 175 (+1.6%), d64/n128 255 vs 223; at
+     * d64/n64 (80 resident) and d80/n64 (92) registers cost nothing (167, 173) and save the
+     * reloads. */
+    static constexpr int kResidentRegs = kHeadDim / 2 + kBlockN / 2 + kHeadDim / 4;
+    static constexpr bool kQInRegisters = kResidentRegs <= 96;
+
+    /* Shared memory: [Q | K stage 0 | K stage 1 | V stage 0 | V stage 1]; O is staged through the
+     * Q tile in the epilogue (same shape). */
+    static constexpr int kStages = 2;
+    using QTile = SwizzledTile<kBlockM, kHeadDim>;   // q: [block_m, d]
+    using KVTile = SwizzledTile<kBlockN, kHeadDim>;  // k, v: [block_n, d]
+    static_assert(QTile::conflict_free() && KVTile::conflict_free(), "swizzle must be conflict-free");
+    static_assert(cursor_matches_layout<QTile>() && cursor_matches_layout<KVTile>(),
+                  "fragment cursors must address the swizzled layout");
+    static constexpr int kQOffset = 0;
+    static constexpr int kKOffset = kQOffset + QTile::kBytes;
+    static constexpr int kVOffset = kKOffset + kStages * KVTile::kBytes;
+    static constexpr int kSmemBytes = kVOffset + kStages * KVTile::kBytes;
+    static_assert(kSmemBytes <= kMaxDynamicSmemBytes, "tile does not fit sm_86/sm_89 shared memory");
+};
+
+}  // namespace flashmha
+
+#endif  // FLASHMHA_COMMON_FWD_TRAITS_CUH

@@ -1,0 +1,327 @@
+/*
+ * flash_fwd.cu: the forward flash-attention kernel (FlashAttention-2 style) and its extern "C"
+ * entry points, one per row of kernels/kernel_table.h.
+ *
+ * One CTA computes one tile of block_m query rows of one query head of one batch item
+ * (grid = (ceil(seqlen_q / block_m), num_heads_q, batch)); its 4 warps own 16 rows each. Q is
+ * loaded once; K and V tiles of block_n keys stream through double-buffered shared memory with
+ * cp.async, the next tile's copies overlapping this tile's math. Per tile a warp computes
+ * S = Q K^T with mma.m16n8k16 (f32 accumulate), applies the score modifiers / masks, folds S into
+ * the online softmax (log2 domain), and accumulates O += P V with P taken straight from the S
+ * registers. The epilogue normalises O, applies the head gate, stages O through shared memory for
+ * coalesced 16-byte stores, and writes LSE and entropy when asked. Everything optional is a
+ * runtime flag or null pointer, tested once per CTA or once per tile (uniform branches).
+ */
+#include <stdint.h>
+
+#include "params.h"
+#include "kernel_table.h"
+#include "common/dtype.cuh"
+#include "common/mma.cuh"
+#include "common/smem_layout.cuh"
+#include "common/softmax.cuh"
+#include "common/mask.cuh"
+#include "common/fwd_traits.cuh"
+#include "common/codegen.cuh"
+
+namespace flashmha {
+
+template <class T>
+__device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
+    using Elem = typename T::Elem;
+    using QTile = typename T::QTile;
+    using KVTile = typename T::KVTile;
+    constexpr int kBlockN = T::kBlockN;
+
+    // [Q | K0 | K1 | V0 | V1], layout in FwdTraits; 128-byte alignment keeps the swizzle exact.
+    extern __shared__ __align__(128) unsigned char smem[];
+
+    // The host must launch with smem_bytes of dynamic shared memory; less would corrupt memory.
+    uint32_t dynamic_smem_bytes;
+    asm volatile("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dynamic_smem_bytes));
+    if (dynamic_smem_bytes < static_cast<uint32_t>(T::kSmemBytes)) __trap();
+
+    const int tid = threadIdx.x;
+    const int lane = lane_of(tid);
+    const int warp = warp_of(tid);
+    const int m_block = blockIdx.x;
+    const int head = blockIdx.y;
+    const int batch = blockIdx.z;
+
+    const SeqExtent ext = seq_extent(params, batch);
+    const int m0 = m_block * T::kBlockM;  // first query row of this CTA within the item
+    if (m0 >= ext.sq) return;             // varlen: item shorter than the grid (CTA-uniform)
+    const int rows_valid = min(ext.sq - m0, T::kBlockM);
+    const int kv_head = head / (params.num_heads_q / params.num_heads_kv);  // GQA / MQA
+    const bool varlen = (params.flags & FLASHMHA_FLAG_VARLEN) != 0;
+
+    // 64-bit element offsets of (batch, row 0, head); tile-local offsets below are small.
+    // q, o: [b, sq, hq, d] or varlen [total_q, hq, d]
+    // k, v: [b, sk, hkv, d] or varlen [total_k, hkv, d]
+    const int64_t q_off = (varlen ? 0 : batch * params.q_batch_stride) +
+                          (ext.q_row0 + m0) * params.q_row_stride + head * params.q_head_stride;
+    const int64_t o_off = (varlen ? 0 : batch * params.o_batch_stride) +
+                          (ext.q_row0 + m0) * params.o_row_stride + head * params.o_head_stride;
+    const int64_t k_off = (varlen ? 0 : batch * params.k_batch_stride) +
+                          ext.k_row0 * params.k_row_stride + kv_head * params.k_head_stride;
+    const int64_t v_off = (varlen ? 0 : batch * params.v_batch_stride) +
+                          ext.k_row0 * params.v_row_stride + kv_head * params.v_head_stride;
+    // .global byte addresses of row 0 of: q: [block_m, d] (this CTA's tile), k, v: [sk, d].
+    const uint64_t q_tile = gmem_addr(params.q) + q_off * kElemBytes;
+    const uint64_t k_seq = gmem_addr(params.k) + k_off * kElemBytes;
+    const uint64_t v_seq = gmem_addr(params.v) + v_off * kElemBytes;
+    elem_bits_t *o_tile = static_cast<elem_bits_t *>(params.o) + o_off;  // o: [block_m, d]
+
+    const KeyMask mask(params, ext.sq, ext.sk);
+    const int row_first = m0;
+    const int row_last = m0 + rows_valid - 1;
+    const int n_begin = mask.template kv_tile_begin<kBlockN>(row_first);
+    const int n_end = mask.template kv_tile_end<kBlockN>(row_last);
+    const auto needs_mask = mask.template partial_tile_test<kBlockN>(row_first, row_last);
+
+    // .shared base of [Q | K0 | K1 | V0 | V1]; tile and stage offsets ride in address immediates.
+    const uint32_t smem_base = smem_addr(smem);
+
+    // The thread's two query rows (groupID, groupID + 8 of the warp's 16), within the item.
+    int row_of[kRowHalves];
+#pragma unroll
+    for (int h = 0; h < kRowHalves; ++h)
+        row_of[h] = m0 + warp * T::kRowsPerWarp + mma_c_row(lane, mma_c_index(h, 0));
+
+    float o_acc[T::kOTiles][kCRegs];  // O: [16 rows of this warp, d] as n8 C fragments, f32
+#pragma unroll
+    for (int ot = 0; ot < T::kOTiles; ++ot)
+#pragma unroll
+        for (int c = 0; c < kCRegs; ++c) o_acc[ot][c] = 0.0f;
+
+    OnlineSoftmax<T::kSTiles, T::kOTiles> softmax;
+    const ScoreMod mod(params, head);
+    const float score_mul = pin(mod.score_mul());
+
+    if (n_begin < n_end) {
+        const bool want_entropy = params.entropy != nullptr;
+        const bool want_mod = mod.any();
+        int key_lo[kRowHalves];
+        int key_hi[kRowHalves];
+#pragma unroll
+        for (int h = 0; h < kRowHalves; ++h) {
+            key_lo[h] = mask.key_lo(row_of[h]);
+            key_hi[h] = mask.key_hi(row_of[h]);
+        }
+
+        // K / V tile copies: tile n (keys n * block_n ..) into a stage; rows past sk zero-filled.
+        // k_next / v_next: .global address of the next tile to prefetch.
+        using KVCopy = TileCopy<KVTile, T::kThreads>;
+        const KVCopy kv_copy(smem_base, tid);
+        const typename KVCopy::Source k_src = kv_copy.source(params.k_row_stride, tid);
+        const typename KVCopy::Source v_src = kv_copy.source(params.v_row_stride, tid);
+        const int64_t k_tile_bytes = kBlockN * params.k_row_stride * kElemBytes;
+        const int64_t v_tile_bytes = kBlockN * params.v_row_stride * kElemBytes;
+        uint64_t k_next = k_seq + n_begin * k_tile_bytes;
+        uint64_t v_next = v_seq + n_begin * v_tile_bytes;
+        auto prefetch_kv = [&](auto stage_c, int n) {
+            constexpr int kStage = decltype(stage_c)::value;
+            const int valid_keys = ext.sk - n * kBlockN;
+            kv_copy.template copy<T::kKOffset + kStage * KVTile::kBytes>(k_src, k_next, valid_keys, tid);
+            cp_async_commit();
+            kv_copy.template copy<T::kVOffset + kStage * KVTile::kBytes>(v_src, v_next, valid_keys, tid);
+            cp_async_commit();
+            k_next += k_tile_bytes;
+            v_next += v_tile_bytes;
+        };
+
+        // Prologue: group 1 = Q + K[n_begin], group 2 = V[n_begin].
+        {
+            using QCopy = TileCopy<QTile, T::kThreads>;
+            const QCopy q_copy(smem_base, tid);
+            q_copy.template copy<T::kQOffset>(q_copy.source(params.q_row_stride, tid), q_tile,
+                                              rows_valid, tid);
+        }
+        prefetch_kv(Int<0>{}, n_begin);
+        cp_async_wait<1>();  // this thread's Q and K[n_begin] copies have landed
+        __syncthreads();     // ... and every thread's: Q and K[n_begin] are complete
+
+        // Fragment cursors (ldmatrix row addresses; see the A / B patterns in mma.cuh).
+        using QCursor = SwizzleCursor<QTile>;
+        using KVCursor = SwizzleCursor<KVTile>;
+        const QCursor q_cur(smem_base, warp * T::kRowsPerWarp + ldsm_a_row(lane), ldsm_a_col8(lane));
+        const KVCursor k_cur(smem_base, ldsm_b_row(lane), ldsm_b_col8(lane));
+        const KVCursor v_cur(smem_base, ldsm_a_row(lane), ldsm_a_col8(lane));
+
+        // Q A-fragments of this warp's 16 rows, one per k16 step (kept only if kQInRegisters).
+        constexpr int kQRegSteps = T::kQInRegisters ? T::kQKSteps : 1;
+        uint32_t q_frag[kQRegSteps][kARegs];
+        if constexpr (T::kQInRegisters) {
+            static_for<T::kQKSteps>([&](auto kk_c) {
+                constexpr int kk = decltype(kk_c)::value;
+                constexpr int kCol8 = kk * T::kChunksPerK16;
+                ldsm_x4<T::kQOffset + QCursor::template imm<0, kCol8>()>(
+                    q_frag[kk], q_cur.template reg<kCol8>());
+            });
+        }
+
+        // One KV tile in pipeline stage kStage (compile time, so all shared addresses are
+        // register + immediate): prefetch tile n+1 into the other stage, S = Q K^T, modifiers and
+        // masks, online softmax, O += P V.
+        auto process_tile = [&](auto stage_c, int n) {
+            constexpr int kStage = decltype(stage_c)::value;
+            constexpr int kKTile = T::kKOffset + kStage * KVTile::kBytes;
+            constexpr int kVTile = T::kVOffset + kStage * KVTile::kBytes;
+            const bool has_next = n + 1 < n_end;
+            if (has_next) prefetch_kv(Int<kStage ^ 1>{}, n + 1);  // stage freed by the last barrier
+
+            // S = Q K^T: s: [16 rows, block_n keys] as n8 C fragments, f32 (the k-step 0 mma
+            // starts from C = 0, so s needs no zeroing).
+            float s[T::kSTiles][kCRegs];
+            static_for<T::kQKSteps>([&](auto kk_c) {
+                constexpr int kk = decltype(kk_c)::value;
+                constexpr int kCol8 = kk * T::kChunksPerK16;
+                auto qk_step = [&](const uint32_t(&a)[kARegs]) {
+                    static_for<T::kPairTilesN>([&](auto jp_c) {
+                        constexpr int jp = decltype(jp_c)::value;
+                        constexpr int kRow = jp * 2 * kMmaN;  // two n8 key tiles per ldmatrix.x4
+                        uint32_t b[kLdsmMatrices];
+                        ldsm_x4<kKTile + KVCursor::template imm<kRow, kCol8>()>(
+                            b, k_cur.template reg<kCol8>());
+                        if constexpr (kk == 0) {
+                            mma_16816_zero_c<Elem>(s[2 * jp], a, b[0], b[1]);
+                            mma_16816_zero_c<Elem>(s[2 * jp + 1], a, b[2], b[3]);
+                        } else {
+                            mma_16816<Elem>(s[2 * jp], a, b[0], b[1]);
+                            mma_16816<Elem>(s[2 * jp + 1], a, b[2], b[3]);
+                        }
+                    });
+                };
+                if constexpr (T::kQInRegisters) {
+                    qk_step(q_frag[kk]);
+                } else {  // d = 256: re-read this k-step's Q fragment from shared memory
+                    uint32_t a[kARegs];
+                    ldsm_x4<T::kQOffset + QCursor::template imm<0, kCol8>()>(
+                        a, q_cur.template reg<kCol8>());
+                    qk_step(a);
+                }
+            });
+
+            const int n0 = n * kBlockN;  // first key of the tile
+            if (want_mod) {  // softcap / ALiBi: S -> log2-domain scores
+                int diag[kRowHalves];
+#pragma unroll
+                for (int h = 0; h < kRowHalves; ++h) diag[h] = row_of[h] + mask.shift - n0;
+                mod.apply_any(s, diag, lane);
+            }
+            if (needs_mask(n0)) apply_key_mask(s, key_lo, key_hi, n0, lane);
+            if (want_entropy)
+                softmax.template update<true>(s, o_acc, score_mul);
+            else
+                softmax.template update<false>(s, o_acc, score_mul);
+
+            if (has_next)
+                cp_async_wait<2>();  // V[n] landed (K[n+1], V[n+1] may still be in flight)
+            else
+                cp_async_wait<0>();
+            __syncthreads();  // every thread's V[n] copies are complete before any warp reads V[n]
+
+            // O += P V: P (registers, converted) is the A operand; V via ldmatrix.trans.
+            static_for<T::kPVSteps>([&](auto kk_c) {
+                constexpr int kk = decltype(kk_c)::value;
+                constexpr int kRow = kk * kMmaK;  // keys of this k16 step
+                uint32_t p[kARegs];
+#pragma unroll
+                for (int r = 0; r < kARegs; ++r) {
+                    const float(&st)[kCRegs] = s[p_tile_of_a_reg(kk, r)];
+                    p[r] = Elem::pack(st[p_c_of_a_reg(r)], st[p_c_of_a_reg(r) + 1]);
+                }
+                static_for<T::kPairTilesD>([&](auto dp_c) {
+                    constexpr int dp = decltype(dp_c)::value;
+                    constexpr int kCol8 = dp * T::kChunksPerK16;  // two n8 dim tiles per ldmatrix.x4
+                    uint32_t b[kLdsmMatrices];
+                    ldsm_x4_trans<kVTile + KVCursor::template imm<kRow, kCol8>()>(
+                        b, v_cur.template reg<kCol8>());
+                    mma_16816<Elem>(o_acc[2 * dp], p, b[0], b[1]);
+                    mma_16816<Elem>(o_acc[2 * dp + 1], p, b[2], b[3]);
+                });
+            });
+
+            if (has_next) {
+                cp_async_wait<1>();  // K[n+1] landed (V[n+1] may still be in flight)
+                __syncthreads();     // K[n+1] complete for all; all warps are done with this
+                                     // stage, which the next tile's prefetch overwrites
+            }
+        };
+
+        // Tiles alternate between the two stages; unrolled by two so the stage is static.
+        for (int n = n_begin; n < n_end; n += T::kStages) {
+            process_tile(Int<0>{}, n);
+            if (n + 1 < n_end) process_tile(Int<1>{}, n + 1);
+        }
+    }
+
+    // ---- Epilogue ---------------------------------------------------------------------------
+    const float gate = params.head_gates != nullptr ? params.head_gates[head] : 1.0f;
+    RowResult res[kRowHalves];
+    float row_scale[kRowHalves];
+#pragma unroll
+    for (int h = 0; h < kRowHalves; ++h) {
+        res[h] = softmax.finalize(h, score_mul);
+        row_scale[h] = res[h].inv_sum * gate;
+    }
+
+    __syncthreads();  // O is staged in the Q tile: every warp must be done reading Q
+    // o staging: [block_m, d] in the swizzled Q layout. Adding +0 turns -0 (zero gate) into +0.
+#pragma unroll
+    for (int ot = 0; ot < T::kOTiles; ++ot)
+#pragma unroll
+        for (int h = 0; h < kRowHalves; ++h) {
+            const int c = mma_c_index(h, 0);
+            const int row = warp * T::kRowsPerWarp + mma_c_row(lane, c);
+            const int col = ot * kMmaN + mma_c_col(lane, c);
+            const float lo = __fadd_rn(o_acc[ot][c] * row_scale[h], 0.0f);
+            const float hi = __fadd_rn(o_acc[ot][c + 1] * row_scale[h], 0.0f);
+            *reinterpret_cast<uint32_t *>(smem + T::kQOffset + QTile::elem_offset(row, col)) =
+                Elem::pack(lo, hi);
+        }
+    __syncthreads();  // staged O rows come from all warps; the copy-out below crosses warps
+
+    constexpr int kOutIters = (QTile::kChunks + T::kThreads - 1) / T::kThreads;
+#pragma unroll
+    for (int it = 0; it < kOutIters; ++it) {
+        const int flat = tid + it * T::kThreads;
+        if (QTile::kChunks % T::kThreads == 0 || flat < QTile::kChunks) {
+            const int row = QTile::flat_chunk_row(flat);
+            const int col8 = QTile::flat_chunk_col8(flat);
+            if (row < rows_valid) {  // rows >= sq are not written
+                const uint4 v = *reinterpret_cast<const uint4 *>(
+                    smem + T::kQOffset + QTile::chunk_offset(row, col8));
+                *reinterpret_cast<uint4 *>(o_tile + row * params.o_row_stride + col8 * kChunkElems) = v;
+            }
+        }
+    }
+
+    // lse, entropy: [b, hq, sq] (padded) or [hq, total_q] (varlen; q_row0 = cu_seqlens_q[b]).
+    if (lane_in_quad(lane) == 0 && (params.lse != nullptr || params.entropy != nullptr)) {
+        const int64_t stat_off = (varlen ? 0 : batch * params.lse_batch_stride) +
+                                 head * params.lse_head_stride + ext.q_row0;
+#pragma unroll
+        for (int h = 0; h < kRowHalves; ++h) {
+            if (row_of[h] < ext.sq) {
+                if (params.lse != nullptr) params.lse[stat_off + row_of[h]] = res[h].lse;
+                if (params.entropy != nullptr) params.entropy[stat_off + row_of[h]] = res[h].entropy;
+            }
+        }
+    }
+}
+
+}  // namespace flashmha
+
+/* One entry point per kernel_table.h row: flashmha_fwd_<dtype>_d<head_dim>. */
+#define FLASHMHA_DEFINE_FWD_ENTRY(dtype, head_dim, block_m, block_n, num_warps, smem_bytes)        \
+    extern "C" __global__ void __launch_bounds__((num_warps) * flashmha::kWarpSize)                 \
+        flashmha_fwd_##dtype##_d##head_dim(const FlashFwdParams params) {                          \
+        using Traits = flashmha::FwdTraits<flashmha::Elem_##dtype, head_dim, block_m, block_n,      \
+                                           num_warps>;                                              \
+        static_assert(Traits::kSmemBytes == (smem_bytes),                                           \
+                      "kernel_table.h smem_bytes must equal the traits' shared-memory layout");     \
+        flashmha::flash_fwd_cta<Traits>(params);                                                    \
+    }
+
+FLASHMHA_FWD_KERNELS(FLASHMHA_DEFINE_FWD_ENTRY)
