@@ -194,7 +194,7 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
                 };
                 if constexpr (T::kQInRegisters) {
                     qk_step(q_frag[kk]);
-                } else {  // d = 256: re-read this k-step's Q fragment from shared memory
+                } else {  // re-read this k-step's Q fragment (see FwdTraits::kQInRegisters)
                     uint32_t a[kARegs];
                     ldsm_x4<T::kQOffset + QCursor::template imm<0, kCol8>()>(
                         a, q_cur.template reg<kCol8>());
