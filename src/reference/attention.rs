@@ -1,0 +1,386 @@
+//! Reference forward attention: O, LSE and per-row entropy, computed with candle on the CPU.
+//!
+//! Semantics are exactly those of [`crate::options`] (module docs), per batch item with the
+//! diagonal bottom-right aligned. Everything is computed in f64 (on a CPU at test sizes that
+//! costs little and leaves the reference's own error far below any kernel tolerance), from f32
+//! inputs the caller has already rounded to the kernel's dtype; results are returned as f32.
+//!
+//! Masks, the ALiBi bias and the varlen bookkeeping are built on the host as plain buffers; the
+//! matmuls, softcap, softmax and reductions run as candle ops. The code favours being obviously
+//! right over being fast: one batch item at a time, all query heads of the item batched.
+
+use candle_core::{Device, Tensor};
+
+use super::ReferenceError;
+use crate::options::AttnOptions;
+
+/// How q, k, v (and O, LSE, entropy) are laid out. Data is always contiguous and row-major.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout<'a> {
+    /// `q, o: [batch, seqlen_q, hq, d]`, `k, v: [batch, seqlen_k, hkv, d]`,
+    /// `lse, entropy: [batch, hq, seqlen_q]`.
+    Padded {
+        batch: usize,
+        seqlen_q: usize,
+        seqlen_k: usize,
+    },
+    /// `q, o: [total_q, hq, d]`, `k, v: [total_k, hkv, d]`, `lse, entropy: [hq, total_q]`.
+    /// Item `b` owns rows `cu_seqlens_q[b]..cu_seqlens_q[b + 1]` (same for k). Both arrays have
+    /// length `batch + 1`, start at 0, never decrease, and end at the total row count.
+    Varlen {
+        cu_seqlens_q: &'a [i32],
+        cu_seqlens_k: &'a [i32],
+    },
+}
+
+/// Everything one reference forward call reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ReferenceInputs<'a> {
+    /// Queries, shaped as [`Layout`] says, already rounded to the kernel's input dtype.
+    pub q: &'a [f32],
+    /// Keys, shaped as [`Layout`] says.
+    pub k: &'a [f32],
+    /// Values, shaped as [`Layout`] says.
+    pub v: &'a [f32],
+    pub layout: Layout<'a>,
+    pub num_heads_q: usize,
+    /// Must divide `num_heads_q`; query head `h` reads kv head `h / (num_heads_q / num_heads_kv)`.
+    pub num_heads_kv: usize,
+    pub head_dim: usize,
+    pub options: &'a AttnOptions,
+    /// `[num_heads_q]`: ALiBi slope of each query head (bias `-slope * |i + shift - j|`).
+    pub alibi_slopes: Option<&'a [f32]>,
+    /// `[num_heads_q]`: O of head `h` is multiplied by `gate[h]` (LSE and entropy are not).
+    pub head_gates: Option<&'a [f32]>,
+}
+
+/// Reference results, f32, in the layouts [`Layout`] documents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferenceOutputs {
+    /// Same shape as q.
+    pub o: Vec<f32>,
+    /// Natural-log log-sum-exp of each row's unmasked scores; `-inf` for a fully masked row.
+    pub lse: Vec<f32>,
+    /// Shannon entropy (nats) of each row's attention distribution; 0 for a fully masked row.
+    pub entropy: Vec<f32>,
+}
+
+/// One batch item's rows in the packed `[rows, heads, d]` view of q and of k/v.
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    q_start: usize,
+    q_len: usize,
+    k_start: usize,
+    k_len: usize,
+}
+
+/// The problem after validation: items, totals, and where each LSE row goes.
+struct Problem {
+    items: Vec<Item>,
+    total_q: usize,
+    total_k: usize,
+    padded: bool,
+}
+
+impl Problem {
+    /// Index in the LSE / entropy buffer of (item `b`, head `h`, row `i` of the item).
+    fn stat_index(&self, b: usize, h: usize, i: usize, num_heads: usize) -> usize {
+        let item = self.items[b];
+        if self.padded {
+            // [batch, hq, sq]: every padded item has the same q_len.
+            (b * num_heads + h) * item.q_len + i
+        } else {
+            // [hq, total_q]
+            h * self.total_q + item.q_start + i
+        }
+    }
+}
+
+fn invalid(msg: String) -> ReferenceError {
+    ReferenceError::Invalid(msg)
+}
+
+/// Checks one cu_seqlens array and returns its per-item (start, len).
+fn split_cu_seqlens(name: &str, cu: &[i32]) -> Result<Vec<(usize, usize)>, ReferenceError> {
+    if cu.is_empty() {
+        return Err(invalid(format!(
+            "{name} is empty (needs batch + 1 entries)"
+        )));
+    }
+    if cu[0] != 0 {
+        return Err(invalid(format!("{name}[0] = {}, expected 0", cu[0])));
+    }
+    cu.windows(2)
+        .enumerate()
+        .map(|(b, w)| {
+            if w[1] < w[0] {
+                Err(invalid(format!(
+                    "{name} decreases at item {b}: {} -> {}",
+                    w[0], w[1]
+                )))
+            } else {
+                Ok((w[0] as usize, (w[1] - w[0]) as usize))
+            }
+        })
+        .collect()
+}
+
+fn validate(inp: &ReferenceInputs) -> Result<Problem, ReferenceError> {
+    let (hq, hkv, d) = (inp.num_heads_q, inp.num_heads_kv, inp.head_dim);
+    if hq == 0 || hkv == 0 || d == 0 {
+        return Err(invalid(format!(
+            "heads and head_dim must be positive (hq {hq}, hkv {hkv}, d {d})"
+        )));
+    }
+    if hq % hkv != 0 {
+        return Err(invalid(format!("hq {hq} is not a multiple of hkv {hkv}")));
+    }
+    if let Some(c) = inp.options.softcap {
+        if !(c.is_finite() && c > 0.0) {
+            return Err(invalid(format!("softcap must be finite and > 0, got {c}")));
+        }
+    }
+    for (name, per_head) in [
+        ("alibi_slopes", inp.alibi_slopes),
+        ("head_gates", inp.head_gates),
+    ] {
+        if let Some(xs) = per_head {
+            if xs.len() != hq {
+                return Err(invalid(format!(
+                    "{name} has {} entries, hq is {hq}",
+                    xs.len()
+                )));
+            }
+        }
+    }
+    let problem = match inp.layout {
+        Layout::Padded {
+            batch,
+            seqlen_q,
+            seqlen_k,
+        } => Problem {
+            items: (0..batch)
+                .map(|b| Item {
+                    q_start: b * seqlen_q,
+                    q_len: seqlen_q,
+                    k_start: b * seqlen_k,
+                    k_len: seqlen_k,
+                })
+                .collect(),
+            total_q: batch * seqlen_q,
+            total_k: batch * seqlen_k,
+            padded: true,
+        },
+        Layout::Varlen {
+            cu_seqlens_q,
+            cu_seqlens_k,
+        } => {
+            if cu_seqlens_q.len() != cu_seqlens_k.len() {
+                return Err(invalid(format!(
+                    "cu_seqlens_q has {} entries, cu_seqlens_k {}",
+                    cu_seqlens_q.len(),
+                    cu_seqlens_k.len()
+                )));
+            }
+            let qs = split_cu_seqlens("cu_seqlens_q", cu_seqlens_q)?;
+            let ks = split_cu_seqlens("cu_seqlens_k", cu_seqlens_k)?;
+            Problem {
+                items: qs
+                    .iter()
+                    .zip(&ks)
+                    .map(|(&(q_start, q_len), &(k_start, k_len))| Item {
+                        q_start,
+                        q_len,
+                        k_start,
+                        k_len,
+                    })
+                    .collect(),
+                total_q: *cu_seqlens_q.last().unwrap_or(&0) as usize,
+                total_k: *cu_seqlens_k.last().unwrap_or(&0) as usize,
+                padded: false,
+            }
+        }
+    };
+    for (name, got, rows, heads) in [
+        ("q", inp.q.len(), problem.total_q, hq),
+        ("k", inp.k.len(), problem.total_k, hkv),
+        ("v", inp.v.len(), problem.total_k, hkv),
+    ] {
+        if got != rows * heads * d {
+            return Err(invalid(format!(
+                "{name} has {got} elements, expected {rows} rows x {heads} heads x {d}"
+            )));
+        }
+    }
+    Ok(problem)
+}
+
+/// Whether key `j` is visible from query row `i` of an item with `sq` queries and `sk` keys,
+/// for the effective window `(left, right)` (`None` = unbounded), diagonal bottom-right aligned.
+fn key_visible(
+    i: usize,
+    j: usize,
+    sq: usize,
+    sk: usize,
+    window: (Option<u32>, Option<u32>),
+) -> bool {
+    let diag = i as i64 + sk as i64 - sq as i64;
+    let j = j as i64;
+    let (left, right) = window;
+    left.is_none_or(|l| j >= diag - i64::from(l)) && right.is_none_or(|r| j <= diag + i64::from(r))
+}
+
+fn to_f64(xs: &[f32]) -> Vec<f64> {
+    xs.iter().map(|&x| f64::from(x)).collect()
+}
+
+/// Per-item results: `o: [q_len, hq, d]`, `lse` and `entropy: [hq, q_len]`.
+struct ItemOutputs {
+    o: Vec<f64>,
+    lse: Vec<f64>,
+    entropy: Vec<f64>,
+}
+
+/// Forward attention of one batch item (q_len > 0 and k_len > 0), all query heads at once.
+fn item_forward(
+    inp: &ReferenceInputs,
+    item: Item,
+    dev: &Device,
+) -> Result<ItemOutputs, ReferenceError> {
+    let (hq, hkv, d) = (inp.num_heads_q, inp.num_heads_kv, inp.head_dim);
+    let (sq, sk) = (item.q_len, item.k_len);
+    let group = hq / hkv;
+
+    let q_rows = &inp.q[item.q_start * hq * d..(item.q_start + sq) * hq * d];
+    let k_rows = &inp.k[item.k_start * hkv * d..(item.k_start + sk) * hkv * d];
+    let v_rows = &inp.v[item.k_start * hkv * d..(item.k_start + sk) * hkv * d];
+
+    // [hq, sq, d]
+    let q = Tensor::from_vec(to_f64(q_rows), (sq, hq, d), dev)?
+        .permute((1, 0, 2))?
+        .contiguous()?;
+    // GQA: query head h reads kv head h / group. [hq]
+    let kv_of_head = Tensor::from_vec((0..hq).map(|h| (h / group) as u32).collect(), hq, dev)?;
+    let expand = |rows: &[f32]| -> Result<Tensor, ReferenceError> {
+        // [sk, hkv, d] -> [hkv, sk, d] -> [hq, sk, d]
+        Ok(Tensor::from_vec(to_f64(rows), (sk, hkv, d), dev)?
+            .permute((1, 0, 2))?
+            .contiguous()?
+            .index_select(&kv_of_head, 0)?)
+    };
+    let k = expand(k_rows)?; // [hq, sk, d]
+    let v = expand(v_rows)?; // [hq, sk, d]
+
+    // Scores s = scale * q . k: [hq, sq, sk]
+    let scale = f64::from(inp.options.scale_for(d));
+    let mut s = q.matmul(&k.t()?.contiguous()?)?.affine(scale, 0.0)?;
+    if let Some(c) = inp.options.softcap {
+        let c = f64::from(c);
+        // s = c * tanh(s / c): [hq, sq, sk]
+        s = s.affine(1.0 / c, 0.0)?.tanh()?.affine(c, 0.0)?;
+    }
+    let shift = sk as i64 - sq as i64;
+    if let Some(slopes) = inp.alibi_slopes {
+        // bias[h, i, j] = -slope[h] * |i + shift - j|: [hq, sq, sk]
+        let mut bias = Vec::with_capacity(hq * sq * sk);
+        for &a in slopes {
+            for i in 0..sq {
+                for j in 0..sk {
+                    let dist = (i as i64 + shift - j as i64).abs() as f64;
+                    bias.push(-f64::from(a) * dist);
+                }
+            }
+        }
+        s = (s + Tensor::from_vec(bias, (hq, sq, sk), dev)?)?;
+    }
+
+    // Visibility, identical for every head: visible [sq, sk], row_alive [sq, 1] (u8 0/1).
+    let window = inp.options.effective_window();
+    let mut visible = Vec::with_capacity(sq * sk);
+    let mut row_alive = Vec::with_capacity(sq);
+    for i in 0..sq {
+        let before = visible.len();
+        visible.extend((0..sk).map(|j| u8::from(key_visible(i, j, sq, sk, window))));
+        row_alive.push(u8::from(visible[before..].contains(&1)));
+    }
+    // [hq, sq, sk]
+    let visible = Tensor::from_vec(visible, (1, sq, sk), dev)?.broadcast_as((hq, sq, sk))?;
+    // [hq, sq, 1]
+    let row_alive = Tensor::from_vec(row_alive, (1, sq, 1), dev)?.broadcast_as((hq, sq, 1))?;
+
+    let full = |value: f64, shape: (usize, usize, usize)| Tensor::full(value, shape, dev);
+    let neg_inf_scores = full(f64::NEG_INFINITY, (hq, sq, sk))?; // [hq, sq, sk]
+    let zero_scores = full(0.0, (hq, sq, sk))?; // [hq, sq, sk]
+    let zero_rows = full(0.0, (hq, sq, 1))?; // [hq, sq, 1]
+    let one_rows = full(1.0, (hq, sq, 1))?; // [hq, sq, 1]
+    let neg_inf_rows = full(f64::NEG_INFINITY, (hq, sq, 1))?; // [hq, sq, 1]
+
+    // Masked keys get -inf, so exp() turns them into exact zeros. [hq, sq, sk]
+    let s = visible.where_cond(&s, &neg_inf_scores)?;
+    // Row max; a dead row's max is -inf, replaced by 0 so that no -inf - -inf NaN appears.
+    let m = s.max_keepdim(2)?; // [hq, sq, 1]
+    let m = row_alive.where_cond(&m, &zero_rows)?; // [hq, sq, 1]
+    let shifted = s.broadcast_sub(&m)?; // [hq, sq, sk], <= 0, -inf where masked
+    let e = shifted.exp()?; // [hq, sq, sk]
+    let l = e.sum_keepdim(2)?; // [hq, sq, 1], >= 1 on a live row, 0 on a dead one
+    let l = row_alive.where_cond(&l, &one_rows)?; // [hq, sq, 1]
+    let p = e.broadcast_div(&l)?; // [hq, sq, sk], rows sum to 1 (live) or 0 (dead)
+
+    let mut o = p.matmul(&v)?; // [hq, sq, d]
+    if let Some(gates) = inp.head_gates {
+        let gates = Tensor::from_vec(to_f64(gates), (hq, 1, 1), dev)?; // [hq, 1, 1]
+        o = o.broadcast_mul(&gates)?; // [hq, sq, d]
+    }
+    let o = o.permute((1, 0, 2))?.contiguous()?; // [sq, hq, d]
+
+    let log_l = l.log()?; // [hq, sq, 1]
+    let lse = row_alive.where_cond(&(&m + &log_l)?, &neg_inf_rows)?; // [hq, sq, 1]
+                                                                     // H = -sum p ln p = ln l - sum p (s - m), with (s - m) zeroed where masked (p is 0 there),
+                                                                     // which also keeps a dead row at ln 1 - 0 = 0. [hq, sq, 1]
+    let shifted = visible.where_cond(&shifted, &zero_scores)?; // [hq, sq, sk], finite
+    let entropy = (log_l - (p * shifted)?.sum_keepdim(2)?)?;
+
+    Ok(ItemOutputs {
+        o: o.flatten_all()?.to_vec1()?,
+        lse: lse.flatten_all()?.to_vec1()?,
+        entropy: entropy.flatten_all()?.to_vec1()?,
+    })
+}
+
+/// Reference forward attention. See [`ReferenceInputs`] for shapes and [`crate::options`] for the
+/// semantics; a fully masked row (including every row of an item with no keys) gets `O = 0`,
+/// `lse = -inf` and entropy 0.
+pub fn attention(inp: &ReferenceInputs) -> Result<ReferenceOutputs, ReferenceError> {
+    let problem = validate(inp)?;
+    let (hq, d) = (inp.num_heads_q, inp.head_dim);
+    let dev = Device::Cpu;
+    let stats_len = problem.total_q * hq;
+    let mut out = ReferenceOutputs {
+        o: vec![0.0; problem.total_q * hq * d],
+        lse: vec![f32::NEG_INFINITY; stats_len],
+        entropy: vec![0.0; stats_len],
+    };
+    for (b, &item) in problem.items.iter().enumerate() {
+        // An item without queries has nothing to write; one without keys keeps the dead-row
+        // values set above (candle is not asked to reduce over an empty axis).
+        if item.q_len == 0 || item.k_len == 0 {
+            continue;
+        }
+        let r = item_forward(inp, item, &dev)?;
+        let o_dst = &mut out.o[item.q_start * hq * d..(item.q_start + item.q_len) * hq * d];
+        for (dst, &x) in o_dst.iter_mut().zip(&r.o) {
+            *dst = x as f32;
+        }
+        for h in 0..hq {
+            for i in 0..item.q_len {
+                let at = problem.stat_index(b, h, i, hq);
+                out.lse[at] = r.lse[h * item.q_len + i] as f32;
+                out.entropy[at] = r.entropy[h * item.q_len + i] as f32;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

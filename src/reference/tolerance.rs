@@ -1,0 +1,313 @@
+//! How a kernel output is compared with the reference, and how much error is allowed.
+//!
+//! Every test uses [`compare`] then [`Comparison::check`]. The measures are the largest absolute
+//! difference and the relative L2 error `‖out − ref‖₂ / ‖ref‖₂` over the finite reference
+//! elements; non-finite values must agree exactly (a NaN where the reference is finite fails, and
+//! `-inf` must meet `-inf`), so an output element the kernel never wrote (poisoned with NaN)
+//! always fails.
+//!
+//! Tolerances are derived from the rounding of the dtypes involved, never fitted to make a test
+//! pass. `ε = 2^-24` below is the unit roundoff of f32 and `u` that of the kernel's 16-bit type
+//! ([`HalfType::unit_roundoff`]: `2^-11` for f16, `2^-8` for bf16). The kernel model is the one
+//! of DESIGN.md §2: f32 MMA accumulation of exactly representable 16-bit inputs, online softmax
+//! in f32 with `exp2`, `P` rounded to the 16-bit type for the `P·V` MMA while the normaliser `l`
+//! is summed in f32, O accumulated in f32 and rounded once to the output type; LSE and entropy
+//! are written in f32.
+
+use super::rounding::HalfType;
+
+/// Unit roundoff of f32 (round to nearest): `2^-24`.
+pub const F32_UNIT_ROUNDOFF: f64 = 1.0 / 16_777_216.0;
+
+/// Allowed max-abs error of O in units of `u · value_bound` (see [`Tolerance::attention_output`]).
+///
+/// Each term is a worst-case bound on one element, relative to `M = value_bound`; O is a convex
+/// combination of value rows times a gate, so `|O| ≤ M`:
+/// - 1 unit: rounding O to the output type, `|fl(x) − x| ≤ u·|x| ≤ u·M`;
+/// - 1 unit: rounding the unnormalised probabilities `p̃_j ∈ (0, 1]` to the 16-bit type for the
+///   `P·V` MMA: `|Σ p_j δ_j v_j| ≤ u·Σ p_j |v_j| ≤ u·M` with `|δ_j| ≤ u`;
+/// - 1 unit for all f32 arithmetic, measured in the f16 `u` (bf16's `u` is 8x larger, so there
+///   it over-covers): accumulating `P·V` and `l` over `n` keys costs at most `γ_n·M` each
+///   (`γ_n ≈ n·ε`), and a score error `Δs` moves O by at most `2·max|Δs|·M`, with
+///   `|Δs| ≤ γ_d·S` for the `d`-term dot product (`S` as in [`Tolerance::lse`]). For `n ≤ 2048`,
+///   `d ≤ 256` and `S ≤ 8` that is `(2·2^-13 + 2·2^-16·8)·M = u_f16·M`; f16 subnormal `p̃`
+///   (absolute error `2^-25`, at most `n·2^-25·M` in total since `l ≥ 1`) fit in the same unit.
+///   Tests stay inside that domain (and far inside it at the small sizes an emulator runs).
+pub const O_MAX_ABS_UNITS: f64 = 3.0;
+
+/// Allowed relative L2 error of O, in units of `u`.
+///
+/// - 1 unit: rounding O to the output type is at most `u` relative on every element, hence on
+///   the norm;
+/// - 1 unit: the P-rounding error `Σ p_j δ_j v_j` is not bounded relative to `|O|` element-wise,
+///   but for zero-mean random values (the worst case for this ratio: a mean only enlarges `|O|`)
+///   with `δ_j` independent of them, its root mean square is `≤ u/√3 · rms(O)` (δ uniform on
+///   `[−u, u]` has variance `u²/3`); the unit leaves a √3 margin for the fluctuation of that
+///   estimate over a finite test;
+/// - f32 arithmetic adds `O(n·ε)`, negligible next to `u` in the domain above.
+///
+/// Being statistical, this needs enough independent errors: outputs of at least ~100 elements
+/// whose rows mix several keys (a single element can legitimately be off by far more than `u`
+/// relative to itself when `O` cancels to near zero). `max_abs` has no such caveat.
+pub const O_REL_L2_UNITS: f64 = 2.0;
+
+/// What a comparison may show and still pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tolerance {
+    /// Largest allowed `|out − ref|` over finite reference elements.
+    pub max_abs: f64,
+    /// Largest allowed `‖out − ref‖₂ / ‖ref‖₂`; `None` where a relative norm says nothing
+    /// (LSE and entropy can be near zero, so only their absolute error is bounded).
+    pub rel_l2: Option<f64>,
+}
+
+impl Tolerance {
+    /// Tolerance for the attention output O written in `dtype`, where `value_bound` bounds
+    /// `|v| · |gate|` over all values and gates used (`max|v|` times `max|gate|`, gate 1 if
+    /// absent). Derivation: [`O_MAX_ABS_UNITS`], [`O_REL_L2_UNITS`].
+    pub fn attention_output(dtype: HalfType, value_bound: f64) -> Self {
+        let u = dtype.unit_roundoff();
+        Tolerance {
+            max_abs: O_MAX_ABS_UNITS * u * value_bound,
+            rel_l2: Some(O_REL_L2_UNITS * u),
+        }
+    }
+
+    /// Absolute tolerance for the f32 LSE, for head dim `d`, at most `n` keys per row, and a
+    /// score bound `S` (see [`score_bound`]): `S ≥ scale·Σ_c |q_c k_c| + |ALiBi bias|` for every
+    /// score. No softcap (see [`ErrorModel`] for it). LSE is 1-Lipschitz in the max-norm of the
+    /// scores, so it inherits each score's error directly (all terms in units of `ε`):
+    /// - `d·S`: the `d`-term f32 dot product (`γ_d` times `Σ|q_c k_c|`, scaled);
+    /// - `4·S`: the scale and `log2 e` fold and the ALiBi add, each a rounding relative to `|s|`;
+    /// - `4`: `ex2.approx` (about 2 ulp relative in each `p̃`, so in `l`);
+    /// - `n`: summing `l` over `n` keys (`γ_n` relative in `l`, absolute in `ln l`);
+    /// - `4·(1 + log2 n)`: `lg2.approx` (about 2 ulp of `log2 l ≤ log2 n`, plus its absolute
+    ///   error near 1) and the `ln 2` conversion;
+    /// - `S + ln n`: the final `m + ln l`, one rounding of a value of at most that size.
+    ///
+    /// Total: `ε·((d + 5)·S + n + ln n + 4·log2 n + 8)`.
+    pub fn lse(head_dim: usize, seqlen_k: usize, score_bound: f64) -> Self {
+        let (d, n, s) = (head_dim as f64, seqlen_k.max(1) as f64, score_bound);
+        Tolerance {
+            max_abs: F32_UNIT_ROUNDOFF * ((d + 5.0) * s + n + n.ln() + 4.0 * n.log2() + 8.0),
+            rel_l2: None,
+        }
+    }
+
+    /// Absolute tolerance for the f32 entropy, same arguments as [`Tolerance::lse`]. With
+    /// `t_j = s_j − m ∈ [−2S, 0]`, `H = ln l − Σ p_j t_j` (DESIGN: `log l + m − E_p[s]`; the
+    /// kernel accumulates `Σ p̃_j t_j` relative to the running max):
+    /// - score errors: `∂H/∂s_j = −p_j (s_j − E_p s)`, so `|ΔH| ≤ 2S·max|Δs|` with
+    ///   `max|Δs| ≤ ε·(d + 4)·S` (first two LSE terms): `2(d + 4)·S²`;
+    /// - `Σ p̃_j t_j` accumulated (and rescaled on new maxima) over `n` keys and divided by `l`,
+    ///   whose relative error is `γ_n`: `2n·S`;
+    /// - `ln l` as for the LSE: `n + 4·log2 n + 8`;
+    /// - the final `ln l − e / l`: roundings of values up to `2S + ln n`: `3·S + ln n`.
+    ///
+    /// Total: `ε·(2(d + 4)·S² + (2n + 3)·S + n + ln n + 4·log2 n + 8)`.
+    pub fn entropy(head_dim: usize, seqlen_k: usize, score_bound: f64) -> Self {
+        let (d, n, s) = (head_dim as f64, seqlen_k.max(1) as f64, score_bound);
+        Tolerance {
+            max_abs: F32_UNIT_ROUNDOFF
+                * (2.0 * (d + 4.0) * s * s
+                    + (2.0 * n + 3.0) * s
+                    + n
+                    + n.ln()
+                    + 4.0 * n.log2()
+                    + 8.0),
+            rel_l2: None,
+        }
+    }
+}
+
+/// Documented maximum relative error of PTX `tanh.approx.f32` (PTX ISA, "tanh"), which the
+/// kernel's softcap uses. It is far coarser than f32 rounding, so with a softcap it dominates
+/// the score error and gets its own term in [`ErrorModel`]. (Hardware measures nearer
+/// `2^-16.5`, but the documented bound is the one we can rely on.)
+pub const TANH_APPROX_REL_ERROR: f64 = 1.0 / 2048.0;
+
+/// Everything the derived tolerances of one forward call depend on, including the softcap.
+/// Without a softcap its tolerances equal [`Tolerance::attention_output`], [`Tolerance::lse`]
+/// and [`Tolerance::entropy`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ErrorModel {
+    /// The type of q, k, v, of `P` in the `P·V` MMA, and of O.
+    pub dtype: HalfType,
+    /// Bound on `|v|·|gate|`: `max|v|` times `max|gate|` (1 without gates).
+    pub value_bound: f64,
+    pub head_dim: usize,
+    /// The longest key sequence of any item.
+    pub seqlen_k: usize,
+    /// See [`score_bound`].
+    pub score_bound: f64,
+    /// The call's softcap `c`, if any.
+    pub softcap: Option<f32>,
+}
+
+impl ErrorModel {
+    /// Extra absolute error of every score from the softcap's `tanh.approx`:
+    /// `|c·tanh(s/c)| ≤ min(c, |s|)`, so at most `2^-11 · min(c, S)`; 0 without a softcap.
+    pub fn softcap_score_error(&self) -> f64 {
+        self.softcap.map_or(0.0, |c| {
+            TANH_APPROX_REL_ERROR * f64::from(c).abs().min(self.score_bound)
+        })
+    }
+
+    /// Tolerance for O. An extra score error `Δ` moves O by `Σ_j p_j (Δs_j − E_p Δs) v_j`, at
+    /// most `2Δ·M` per element and, for zero-mean random values, at most `2Δ` relative in rms.
+    pub fn output(&self) -> Tolerance {
+        let base = Tolerance::attention_output(self.dtype, self.value_bound);
+        let extra = 2.0 * self.softcap_score_error();
+        Tolerance {
+            max_abs: base.max_abs + extra * self.value_bound,
+            rel_l2: base.rel_l2.map(|r| r + extra),
+        }
+    }
+
+    /// Tolerance for the LSE: 1-Lipschitz in the scores, so `+Δ`.
+    pub fn lse(&self) -> Tolerance {
+        let base = Tolerance::lse(self.head_dim, self.seqlen_k, self.score_bound);
+        Tolerance {
+            max_abs: base.max_abs + self.softcap_score_error(),
+            ..base
+        }
+    }
+
+    /// Tolerance for the entropy: sensitivity to the scores at most `2S`, so `+2S·Δ`.
+    pub fn entropy(&self) -> Tolerance {
+        let base = Tolerance::entropy(self.head_dim, self.seqlen_k, self.score_bound);
+        Tolerance {
+            max_abs: base.max_abs + 2.0 * self.score_bound * self.softcap_score_error(),
+            ..base
+        }
+    }
+}
+
+/// A bound `S` on `scale·Σ_c |q_c k_c| + |ALiBi bias|` over every (query, key) pair, from the
+/// largest magnitudes: `scale·d·max|q|·max|k| + max|slope|·(max_sq + max_sk)` (the ALiBi
+/// distance `|i + sk − sq − j|` is below `sq + sk`). Softcap only shrinks scores, but the dot
+/// product's error arises before it, so it does not tighten the bound.
+pub fn score_bound(
+    q: &[f32],
+    k: &[f32],
+    head_dim: usize,
+    scale: f32,
+    alibi_slopes: Option<&[f32]>,
+    max_seqlen_q: usize,
+    max_seqlen_k: usize,
+) -> f64 {
+    let max_abs = |xs: &[f32]| xs.iter().fold(0f64, |a, &x| a.max(f64::from(x).abs()));
+    let dot = f64::from(scale).abs() * head_dim as f64 * max_abs(q) * max_abs(k);
+    let bias = alibi_slopes.map_or(0.0, |a| max_abs(a) * (max_seqlen_q + max_seqlen_k) as f64);
+    dot + bias
+}
+
+/// A non-finite disagreement between output and reference.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mismatch {
+    pub index: usize,
+    pub out: f32,
+    pub reference: f32,
+}
+
+/// Error measures of one output buffer against its reference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    /// `(out.len(), reference.len())` when they differ (then nothing else was measured).
+    pub len_mismatch: Option<(usize, usize)>,
+    /// Largest `|out − ref|` over elements where both are finite.
+    pub max_abs: f64,
+    /// Index of `max_abs` (`None` if no element was finite in both).
+    pub worst_index: Option<usize>,
+    /// `‖out − ref‖₂ / ‖ref‖₂` over elements where both are finite; 0 if both norms are 0 and
+    /// infinite if only the difference is non-zero.
+    pub rel_l2: f64,
+    /// First element where the non-finite values do not agree: NaN (or ±inf) in `out` where the
+    /// reference is finite, an infinity not matched by the same infinity, or a NaN reference.
+    pub first_nonfinite_mismatch: Option<Mismatch>,
+    /// How many elements disagree that way.
+    pub nonfinite_mismatches: usize,
+}
+
+/// Measures `out` against `reference` element by element (both in the same layout).
+pub fn compare(out: &[f32], reference: &[f32]) -> Comparison {
+    let mut c = Comparison {
+        len_mismatch: None,
+        max_abs: 0.0,
+        worst_index: None,
+        rel_l2: 0.0,
+        first_nonfinite_mismatch: None,
+        nonfinite_mismatches: 0,
+    };
+    if out.len() != reference.len() {
+        c.len_mismatch = Some((out.len(), reference.len()));
+        return c;
+    }
+    let (mut diff_sq, mut ref_sq) = (0f64, 0f64);
+    for (index, (&o, &r)) in out.iter().zip(reference).enumerate() {
+        if o.is_finite() && r.is_finite() {
+            let diff = (f64::from(o) - f64::from(r)).abs();
+            if c.worst_index.is_none() || diff > c.max_abs {
+                c.max_abs = diff;
+                c.worst_index = Some(index);
+            }
+            diff_sq += diff * diff;
+            ref_sq += f64::from(r) * f64::from(r);
+        } else if r.is_infinite() && o == r {
+            // Matching infinities (e.g. the -inf LSE of a fully masked row) are exact.
+        } else {
+            // A NaN reference also lands here: the reference never legitimately yields NaN.
+            c.nonfinite_mismatches += 1;
+            c.first_nonfinite_mismatch.get_or_insert(Mismatch {
+                index,
+                out: o,
+                reference: r,
+            });
+        }
+    }
+    c.rel_l2 = if diff_sq == 0.0 {
+        0.0
+    } else {
+        (diff_sq / ref_sq).sqrt() // +inf when ref_sq is 0
+    };
+    c
+}
+
+impl Comparison {
+    /// The verdict against `tol`, naming the offending element on failure.
+    pub fn check(&self, tol: &Tolerance) -> Result<(), String> {
+        if let Some((o, r)) = self.len_mismatch {
+            return Err(format!("length mismatch: output {o}, reference {r}"));
+        }
+        if let Some(m) = self.first_nonfinite_mismatch {
+            return Err(format!(
+                "element {}: out {} vs ref {} ({} non-finite mismatches)",
+                m.index, m.out, m.reference, self.nonfinite_mismatches
+            ));
+        }
+        if self.max_abs > tol.max_abs {
+            return Err(format!(
+                "element {}: |out - ref| = {:e} > max_abs {:e} (rel_l2 {:e})",
+                self.worst_index.unwrap_or(0),
+                self.max_abs,
+                tol.max_abs,
+                self.rel_l2
+            ));
+        }
+        if let Some(limit) = tol.rel_l2 {
+            if self.rel_l2 > limit {
+                return Err(format!(
+                    "rel_l2 {:e} > {:e} (worst element {}: |diff| {:e})",
+                    self.rel_l2,
+                    limit,
+                    self.worst_index.unwrap_or(0),
+                    self.max_abs
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
