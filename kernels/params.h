@@ -36,7 +36,7 @@ typedef struct FlashFwdParams {
     void *o;
     float *lse;                  /* optional: log-sum-exp of each score row (natural log) */
     float *entropy;              /* optional: Shannon entropy of each attention row (nats) */
-    const float *alibi_slopes;   /* optional: [hq], bias -slope * |i - j| added to scaled scores */
+    const float *alibi_slopes;   /* optional: [hq], bias -slope * |i + sk - sq - j| added to scaled scores */
     const float *head_gates;     /* optional: [hq], O of head h is multiplied by gate[h] */
     const int32_t *cu_seqlens_q; /* [b + 1], required with FLASHMHA_FLAG_VARLEN */
     const int32_t *cu_seqlens_k; /* [b + 1], required with FLASHMHA_FLAG_VARLEN */

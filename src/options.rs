@@ -53,6 +53,21 @@ impl AttnOptions {
     }
 }
 
+/// Number of unmasked (query, key) pairs of one sequence pair under `opts`, counted in closed
+/// form per query row (used for FLOP accounting and tile skipping checks).
+pub fn unmasked_pairs(opts: &AttnOptions, sq: usize, sk: usize) -> u64 {
+    let (left, right) = opts.effective_window();
+    let shift = sk as i64 - sq as i64;
+    (0..sq as i64)
+        .map(|i| {
+            let diag = i + shift;
+            let lo = left.map_or(0, |l| (diag - l as i64).max(0));
+            let hi = right.map_or(sk as i64 - 1, |r| (diag + r as i64).min(sk as i64 - 1));
+            (hi - lo + 1).max(0) as u64
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,19 +104,4 @@ mod tests {
         };
         assert_eq!(o.effective_window(), (None, Some(3)));
     }
-}
-
-/// Number of unmasked (query, key) pairs of one sequence pair under `opts`, counted in closed
-/// form per query row (used for FLOP accounting and tile skipping checks).
-pub fn unmasked_pairs(opts: &AttnOptions, sq: usize, sk: usize) -> u64 {
-    let (left, right) = opts.effective_window();
-    let shift = sk as i64 - sq as i64;
-    (0..sq as i64)
-        .map(|i| {
-            let diag = i + shift;
-            let lo = left.map_or(0, |l| (diag - l as i64).max(0));
-            let hi = right.map_or(sk as i64 - 1, |r| (diag + r as i64).min(sk as i64 - 1));
-            (hi - lo + 1).max(0) as u64
-        })
-        .sum()
 }
