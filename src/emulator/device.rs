@@ -1,0 +1,304 @@
+//! The backend API: [`Module`] (parsed + lowered PTX) and [`Device`] (global memory and
+//! launches). A launch runs every CTA of the grid, in parallel over host threads (rayon), each CTA
+//! independent except for global memory, then merges findings and counters into a
+//! [`LaunchReport`].
+
+use rayon::prelude::*;
+
+use super::counters::{Counters, RawCounters};
+use super::error::EmuError;
+use super::exec::{run_cta, LaunchCtx};
+use super::findings::{Finding, FindingKind, FindingSink};
+use super::memory::GlobalMemory;
+use super::program::{Class, Program};
+use super::{lower, parser};
+
+/// One kernel parameter as declared in PTX: byte offset in the parameter buffer, size, alignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamDecl {
+    pub name: String,
+    pub offset: u32,
+    pub size: u32,
+    pub align: u32,
+}
+
+/// A parsed PTX module, lowered to executable form (all load-time checks done).
+#[derive(Debug, Clone)]
+pub struct Module {
+    version: String,
+    target: String,
+    programs: Vec<Program>,
+}
+
+impl Module {
+    /// Parses and lowers PTX text. Fails with the PTX line on malformed input and on any
+    /// instruction the emulator does not implement.
+    pub fn parse(ptx: &str) -> Result<Module, EmuError> {
+        let ast = parser::parse(ptx)?;
+        let programs = lower::lower_module(&ast, ptx)?;
+        Ok(Module { version: ast.version, target: ast.target, programs })
+    }
+
+    /// Names of the `.entry` kernels.
+    pub fn entries(&self) -> impl Iterator<Item = &str> {
+        self.programs.iter().map(|p| p.name.as_str())
+    }
+
+    /// The entry's parameters in declaration order (offsets as laid out in the parameter buffer).
+    pub fn param_layout(&self, entry: &str) -> Option<Vec<ParamDecl>> {
+        self.program(entry).map(|p| p.params.clone())
+    }
+
+    /// Total size in bytes of the entry's parameter buffer.
+    pub fn param_size(&self, entry: &str) -> Option<usize> {
+        self.program(entry).map(|p| p.param_size as usize)
+    }
+
+    /// Static shared memory of the entry in bytes (dynamic shared memory starts after it,
+    /// 16-byte aligned).
+    pub fn static_shared_bytes(&self, entry: &str) -> Option<u32> {
+        self.program(entry).map(|p| p.static_smem)
+    }
+
+    /// Number of executable instructions of the entry.
+    pub fn instruction_count(&self, entry: &str) -> Option<usize> {
+        self.program(entry).map(|p| p.insts.len())
+    }
+
+    /// `.version` of the PTX.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// `.target` of the PTX.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn program(&self, entry: &str) -> Option<&Program> {
+        self.programs.iter().find(|p| p.name == entry)
+    }
+}
+
+/// A device address returned by [`Device::alloc`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DevicePtr(pub u64);
+
+impl DevicePtr {
+    /// The address `bytes` further on.
+    pub fn offset(self, bytes: u64) -> DevicePtr {
+        DevicePtr(self.0 + bytes)
+    }
+}
+
+/// Grid and block shape plus dynamic shared memory, as for `cuLaunchKernel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaunchConfig {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub dynamic_smem_bytes: u32,
+}
+
+/// Result of a launch: what the checks found and what the counters counted.
+#[derive(Debug, Clone)]
+pub struct LaunchReport {
+    /// Deduplicated findings, ordered by kind then PTX line.
+    pub findings: Vec<Finding>,
+    /// Findings not kept because of the caps (distinct findings beyond the limits).
+    pub dropped_findings: u64,
+    pub counters: Counters,
+}
+
+impl LaunchReport {
+    /// Whether any finding of this kind was reported.
+    pub fn has(&self, kind: FindingKind) -> bool {
+        self.findings.iter().any(|f| f.kind == kind)
+    }
+
+    /// Findings of one kind.
+    pub fn of_kind(&self, kind: FindingKind) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(move |f| f.kind == kind)
+    }
+
+    /// True when the launch produced no finding at all.
+    pub fn is_clean(&self) -> bool {
+        self.findings.is_empty() && self.dropped_findings == 0
+    }
+}
+
+/// Tunables of the emulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmuOptions {
+    /// Warp-instructions one CTA may execute before it is abandoned with an
+    /// `InstructionLimit` finding (guards against infinite loops).
+    pub max_warp_instructions_per_cta: u64,
+    /// Shared-memory race detection.
+    pub check_races: bool,
+    /// Uninitialised shared-memory read detection.
+    pub check_uninit: bool,
+}
+
+impl Default for EmuOptions {
+    fn default() -> Self {
+        EmuOptions { max_warp_instructions_per_cta: 500_000_000, check_races: true, check_uninit: true }
+    }
+}
+
+/// Largest shared memory a CTA may use (sm_90: 227 KiB).
+pub const MAX_SHARED_BYTES: u32 = 227 * 1024;
+
+/// The emulated GPU: global memory plus the ability to launch kernels of a [`Module`].
+#[derive(Default)]
+pub struct Device {
+    gmem: GlobalMemory,
+    options: EmuOptions,
+}
+
+impl Device {
+    pub fn new() -> Self {
+        Device { gmem: GlobalMemory::new(), options: EmuOptions::default() }
+    }
+
+    pub fn with_options(options: EmuOptions) -> Self {
+        Device { gmem: GlobalMemory::new(), options }
+    }
+
+    pub fn options_mut(&mut self) -> &mut EmuOptions {
+        &mut self.options
+    }
+
+    /// Allocates `bytes` of global memory filled with the poison byte `0xFF` (every float read
+    /// from it is NaN). Allocations are 256-byte aligned and separated by unmapped guard gaps,
+    /// so an access running off one never lands in another.
+    pub fn alloc(&mut self, bytes: usize) -> DevicePtr {
+        DevicePtr(self.gmem.alloc(bytes as u64))
+    }
+
+    /// Allocates and fills with `data`.
+    pub fn upload(&mut self, data: &[u8]) -> DevicePtr {
+        let p = self.alloc(data.len());
+        self.gmem.write(p.0, data).expect("fresh allocation");
+        p
+    }
+
+    pub fn write(&mut self, ptr: DevicePtr, bytes: &[u8]) -> Result<(), EmuError> {
+        self.gmem
+            .write(ptr.0, bytes)
+            .map_err(|_| EmuError::Memory(format!("write of {} bytes at {:#x} is outside every allocation", bytes.len(), ptr.0)))
+    }
+
+    pub fn read(&self, ptr: DevicePtr, len: usize) -> Result<Vec<u8>, EmuError> {
+        let mut out = vec![0u8; len];
+        self.gmem
+            .read(ptr.0, &mut out)
+            .map_err(|_| EmuError::Memory(format!("read of {len} bytes at {:#x} is outside every allocation", ptr.0)))?;
+        Ok(out)
+    }
+
+    /// Frees an allocation (a pointer that is not the start of one is ignored).
+    pub fn free(&mut self, ptr: DevicePtr) {
+        self.gmem.free(ptr.0);
+    }
+
+    /// Runs `entry` over the grid. `params` are the raw bytes of the entry's parameter space laid
+    /// out as [`Module::param_layout`] says (for a kernel taking one struct by value: exactly the
+    /// bytes of that `#[repr(C)]` struct).
+    pub fn launch(&mut self, module: &Module, entry: &str, cfg: &LaunchConfig, params: &[u8]) -> Result<LaunchReport, EmuError> {
+        let prog = module.program(entry).ok_or_else(|| EmuError::NoEntry(entry.to_string()))?;
+        let need = prog.param_size as usize;
+        if params.len() < need || params.len() > need.div_ceil(8) * 8 {
+            return Err(EmuError::Launch(format!(
+                "`{entry}` takes {need} bytes of parameters, {} given",
+                params.len()
+            )));
+        }
+        let nthreads = cfg.block.iter().map(|&b| b as u64).product::<u64>();
+        if nthreads == 0 || nthreads > 1024 || cfg.block[2] > 64 {
+            return Err(EmuError::Launch(format!("block {:?} is not a valid CTA shape", cfg.block)));
+        }
+        if cfg.grid.contains(&0) || cfg.grid[1] > 65535 || cfg.grid[2] > 65535 {
+            return Err(EmuError::Launch(format!("grid {:?} is not valid", cfg.grid)));
+        }
+        let smem = if cfg.dynamic_smem_bytes > 0 { prog.dyn_smem_offset + cfg.dynamic_smem_bytes } else { prog.static_smem };
+        if smem > MAX_SHARED_BYTES {
+            return Err(EmuError::Launch(format!("{smem} bytes of shared memory exceed {MAX_SHARED_BYTES}")));
+        }
+        // Module variables live in global memory for the duration of the launch.
+        let mut var_addrs = Vec::new();
+        for v in &prog.global_vars {
+            let a = self.gmem.alloc(v.size.max(1));
+            let mut init = v.init.clone();
+            init.resize(v.size as usize, 0);
+            self.gmem.write(a, &init).expect("fresh allocation");
+            var_addrs.push(a);
+        }
+        let mut consts = prog.consts.clone();
+        for r in &prog.relocs {
+            consts.push((r.reg, var_addrs[r.var].wrapping_add(r.off as u64)));
+        }
+        let ctx = LaunchCtx {
+            prog,
+            gmem: &self.gmem,
+            params,
+            grid: cfg.grid,
+            block: cfg.block,
+            dyn_smem: cfg.dynamic_smem_bytes,
+            consts: &consts,
+            max_warp_insts: self.options.max_warp_instructions_per_cta,
+            check_races: self.options.check_races,
+            check_uninit: self.options.check_uninit,
+        };
+        let [gx, gy, gz] = cfg.grid;
+        let ncta = gx as u64 * gy as u64 * gz as u64;
+        let ninst = prog.insts.len();
+        let (sink, raw) = (0..ncta)
+            .into_par_iter()
+            .fold(
+                || (FindingSink::default(), RawCounters::new(ninst)),
+                |(mut sink, mut cnt), i| {
+                    let cta = [(i % gx as u64) as u32, ((i / gx as u64) % gy as u64) as u32, (i / (gx as u64 * gy as u64)) as u32];
+                    let (f, c) = run_cta(&ctx, cta);
+                    sink.merge(f);
+                    cnt.merge(&c);
+                    (sink, cnt)
+                },
+            )
+            .reduce(
+                || (FindingSink::default(), RawCounters::new(ninst)),
+                |(mut s1, mut c1), (s2, c2)| {
+                    s1.merge(s2);
+                    c1.merge(&c2);
+                    (s1, c1)
+                },
+            );
+        for a in var_addrs {
+            self.gmem.free(a);
+        }
+        let classes: Vec<Class> = prog.insts.iter().map(|i| i.class).collect();
+        let lines: Vec<u32> = prog.insts.iter().map(|i| i.line).collect();
+        let counters = raw.finish(&classes, &lines);
+        let [bx, by, _] = cfg.block;
+        let tid3 = |t: u32| [t % bx, (t / bx) % by, t / (bx * by)];
+        let mut findings: Vec<Finding> = sink
+            .list
+            .into_iter()
+            .map(|f| {
+                let line = prog.insts.get(f.pc as usize).map(|i| i.line).unwrap_or(0);
+                Finding {
+                    kind: f.kind,
+                    kernel: prog.name.clone(),
+                    line,
+                    ptx: prog.line_text(line).to_string(),
+                    cta: f.cta,
+                    tid: tid3(f.tid),
+                    address: f.address,
+                    other_tid: f.other_tid.map(tid3),
+                    detail: f.detail,
+                    occurrences: f.occurrences,
+                }
+            })
+            .collect();
+        findings.sort_by_key(|f| (f.kind, f.line));
+        Ok(LaunchReport { findings, dropped_findings: sink.dropped, counters })
+    }
+}

@@ -1,0 +1,503 @@
+//! Memory instructions: `ld`, `st`, `atom`/`red`, `cp.async` (+ completion), `ldmatrix`.
+//! Every lane's access is bounds- and alignment-checked in its state space; shared accesses also
+//! go through the shadow checks (races, uninitialised reads, cp.async hazards). The counters for
+//! global bytes/sectors and shared wavefronts are collected here per warp-instruction.
+
+use super::{lanes, CpRec, Env, Warp};
+use crate::emulator::counters::wavefronts;
+use crate::emulator::findings::FindingKind;
+use crate::emulator::program::*;
+use crate::emulator::shared::Hazard;
+use crate::emulator::types::{Space, Ty};
+
+/// Where one lane's address points.
+#[derive(Clone, Copy, Debug)]
+enum Loc {
+    Global(u64),
+    Shared(u64),
+    Local(u64),
+    Param(u64),
+}
+
+fn resolve(sp: Space, a: u64) -> Loc {
+    match sp {
+        Space::Global | Space::Const => Loc::Global(a),
+        Space::Shared => Loc::Shared(a),
+        Space::Local => Loc::Local(a),
+        Space::Param => Loc::Param(a),
+        Space::Generic => {
+            if (SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&a) {
+                Loc::Shared(a - SHARED_WINDOW)
+            } else if (LOCAL_WINDOW..LOCAL_WINDOW + WINDOW_SIZE).contains(&a) {
+                Loc::Local(a - LOCAL_WINDOW)
+            } else if (PARAM_WINDOW..PARAM_WINDOW + WINDOW_SIZE).contains(&a) {
+                Loc::Param(a - PARAM_WINDOW)
+            } else {
+                Loc::Global(a)
+            }
+        }
+    }
+}
+
+fn hazard_finding(env: &mut Env, pc: u32, tid: u32, off: u64, h: Hazard) {
+    let (kind, other) = match h {
+        Hazard::Raw(o) => (FindingKind::SharedRaceRaw, Some(o)),
+        Hazard::War(o) => (FindingKind::SharedRaceWar, o),
+        Hazard::Waw(o) => (FindingKind::SharedRaceWaw, Some(o)),
+        Hazard::PendingRead => (FindingKind::CpAsyncReadBeforeWait, None),
+        Hazard::PendingWrite => (FindingKind::CpAsyncWriteBeforeWait, None),
+        Hazard::Uninit => (FindingKind::UninitSharedRead, None),
+    };
+    env.report(kind, pc, tid, Some(off), other, || match h {
+        Hazard::War(None) => "threads of several other warps read it since the last barrier".to_string(),
+        Hazard::Raw(_) | Hazard::War(_) | Hazard::Waw(_) => "no barrier between the two accesses".to_string(),
+        Hazard::PendingRead => "the cp.async writing it has not been waited for (cp.async.wait_group)".to_string(),
+        Hazard::PendingWrite => "a cp.async to this location is still in flight".to_string(),
+        Hazard::Uninit => "no thread wrote this shared memory before".to_string(),
+    });
+}
+
+fn oob(env: &mut Env, pc: u32, tid: u32, loc: Loc, len: usize) {
+    let (kind, addr, what) = match loc {
+        Loc::Global(a) => (FindingKind::GlobalOutOfBounds, a, "no allocation contains".to_string()),
+        Loc::Shared(a) => (FindingKind::SharedOutOfBounds, a, format!("CTA shared memory is {} bytes;", env.smem.len())),
+        Loc::Local(a) => (FindingKind::LocalOutOfBounds, a, format!("local frame is {} bytes;", env.local_size)),
+        Loc::Param(a) => (FindingKind::ParamOutOfBounds, a, format!("parameter buffer is {} bytes;", env.ctx.params.len())),
+    };
+    env.report(kind, pc, tid, Some(addr), None, || format!("{what} access of {len} bytes at {addr:#x}"));
+}
+
+fn loc_addr(l: Loc) -> u64 {
+    match l {
+        Loc::Global(a) | Loc::Shared(a) | Loc::Local(a) | Loc::Param(a) => a,
+    }
+}
+
+/// Reads `out.len()` bytes for one lane; false (and a finding) if the access is invalid.
+fn read_lane(w: &Warp, env: &mut Env, pc: u32, lane: usize, loc: Loc, out: &mut [u8]) -> bool {
+    let len = out.len();
+    let tid = w.id * 32 + lane as u32;
+    if loc_addr(loc) % len as u64 != 0 {
+        let a = loc_addr(loc);
+        env.report(FindingKind::Misaligned, pc, tid, Some(a), None, || format!("{len}-byte access at {a:#x}"));
+        return false;
+    }
+    match loc {
+        Loc::Global(a) => match env.ctx.gmem.find(a, len as u64) {
+            Ok((al, off)) => {
+                al.read(off, out);
+                true
+            }
+            Err(_) => {
+                oob(env, pc, tid, loc, len);
+                false
+            }
+        },
+        Loc::Shared(o) => {
+            if o + len as u64 > env.smem.len() as u64 {
+                oob(env, pc, tid, loc, len);
+                return false;
+            }
+            let o = o as usize;
+            if let Some(h) = env.smem.read_check(o, len, tid) {
+                hazard_finding(env, pc, tid, o as u64, h);
+            }
+            out.copy_from_slice(&env.smem.data[o..o + len]);
+            true
+        }
+        Loc::Local(o) => {
+            let ls = env.local_size as u64;
+            if o + len as u64 > ls {
+                oob(env, pc, tid, loc, len);
+                return false;
+            }
+            let base = lane * ls as usize + o as usize;
+            out.copy_from_slice(&w.local[base..base + len]);
+            true
+        }
+        Loc::Param(o) => {
+            let p = env.ctx.params;
+            if o + len as u64 > p.len() as u64 {
+                oob(env, pc, tid, loc, len);
+                return false;
+            }
+            out.copy_from_slice(&p[o as usize..o as usize + len]);
+            true
+        }
+    }
+}
+
+fn write_lane(w: &mut Warp, env: &mut Env, pc: u32, lane: usize, loc: Loc, data: &[u8]) {
+    let len = data.len();
+    let tid = w.id * 32 + lane as u32;
+    if loc_addr(loc) % len as u64 != 0 {
+        let a = loc_addr(loc);
+        env.report(FindingKind::Misaligned, pc, tid, Some(a), None, || format!("{len}-byte access at {a:#x}"));
+        return;
+    }
+    match loc {
+        Loc::Global(a) => match env.ctx.gmem.find(a, len as u64) {
+            Ok((al, off)) => al.write(off, data),
+            Err(_) => oob(env, pc, tid, loc, len),
+        },
+        Loc::Shared(o) => {
+            if o + len as u64 > env.smem.len() as u64 {
+                return oob(env, pc, tid, loc, len);
+            }
+            let o = o as usize;
+            if let Some(h) = env.smem.write_check(o, len, tid, false) {
+                hazard_finding(env, pc, tid, o as u64, h);
+            }
+            env.smem.data[o..o + len].copy_from_slice(data);
+        }
+        Loc::Local(o) => {
+            let ls = env.local_size as u64;
+            if o + len as u64 > ls {
+                return oob(env, pc, tid, loc, len);
+            }
+            let base = lane * ls as usize + o as usize;
+            w.local[base..base + len].copy_from_slice(data);
+        }
+        Loc::Param(_) => {
+            // Kernel parameters are read-only in the emulator (as in a real launch).
+            oob(env, pc, tid, loc, len)
+        }
+    }
+}
+
+/// Per-warp-instruction traffic accumulation.
+struct Traffic {
+    sectors: [u64; 64],
+    nsec: usize,
+    bytes: u64,
+    shared: [(u32, u32, u32); 32],
+    nshared: usize,
+}
+
+impl Traffic {
+    fn new() -> Self {
+        Traffic { sectors: [0; 64], nsec: 0, bytes: 0, shared: [(0, 0, 0); 32], nshared: 0 }
+    }
+
+    fn add(&mut self, lane: usize, loc: Loc, len: usize) {
+        match loc {
+            Loc::Global(a) => {
+                self.bytes += len as u64;
+                if len == 0 {
+                    return;
+                }
+                let (s0, s1) = (a >> 5, (a + len as u64 - 1) >> 5);
+                for s in s0..=s1.min(s0 + 1) {
+                    if self.nsec < 64 {
+                        self.sectors[self.nsec] = s;
+                        self.nsec += 1;
+                    }
+                }
+            }
+            Loc::Shared(o) => {
+                self.shared[self.nshared] = (lane as u32, o as u32, len as u32);
+                self.nshared += 1;
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(mut self, env: &mut Env, kind: u8) {
+        if self.nsec > 0 || self.bytes > 0 {
+            let s = &mut self.sectors[..self.nsec];
+            s.sort_unstable();
+            let mut distinct = 0;
+            let mut prev = u64::MAX;
+            for &x in s.iter() {
+                if x != prev {
+                    distinct += 1;
+                    prev = x;
+                }
+            }
+            env.cnt.sectors += distinct;
+            match kind {
+                0 => env.cnt.gld += self.bytes,
+                1 => env.cnt.gst += self.bytes,
+                _ => env.cnt.gatom += self.bytes,
+            }
+        }
+        if self.nshared > 0 {
+            let len = self.shared[0].2.max(1);
+            let phase = (128 / len.max(4)).clamp(1, 32);
+            let (need, ideal) = wavefronts(&self.shared[..self.nshared], phase);
+            env.cnt.shared_accesses += 1;
+            env.cnt.wavefronts += need;
+            env.cnt.wavefronts_ideal += ideal;
+        }
+    }
+}
+
+#[inline]
+fn lane_addr(w: &Warp, addr: Addr, lane: usize) -> u64 {
+    w.r(addr.base, lane).wrapping_add(addr.off as u64)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn exec_ld(w: &mut Warp, env: &mut Env, pc: u32, active: u32, sp: Space, size: u8, n: u8, ds: [R; 4], addr: Addr, sext: bool, dmask: u64) {
+    let len = size as usize * n as usize;
+    let mut t = Traffic::new();
+    for l in lanes(active) {
+        let loc = resolve(sp, lane_addr(w, addr, l));
+        let mut buf = [0u8; 32];
+        read_lane(w, env, pc, l, loc, &mut buf[..len]);
+        t.add(l, loc, len);
+        for k in 0..n as usize {
+            let mut raw = [0u8; 8];
+            raw[..size as usize].copy_from_slice(&buf[k * size as usize..(k + 1) * size as usize]);
+            let mut v = u64::from_le_bytes(raw);
+            if sext && size < 8 {
+                v = super::alu::sext(v, size * 8) as u64;
+            }
+            w.set(ds[k], l, v & dmask);
+        }
+    }
+    t.finish(env, 0);
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn exec_st(w: &mut Warp, env: &mut Env, pc: u32, active: u32, sp: Space, size: u8, n: u8, srcs: [R; 4], addr: Addr) {
+    let len = size as usize * n as usize;
+    let mut t = Traffic::new();
+    for l in lanes(active) {
+        let loc = resolve(sp, lane_addr(w, addr, l));
+        let mut buf = [0u8; 32];
+        for k in 0..n as usize {
+            let v = w.r(srcs[k], l).to_le_bytes();
+            buf[k * size as usize..(k + 1) * size as usize].copy_from_slice(&v[..size as usize]);
+        }
+        write_lane(w, env, pc, l, loc, &buf[..len]);
+        t.add(l, loc, len);
+    }
+    t.finish(env, 1);
+}
+
+fn atom_apply(op: AtomOp, ty: Ty, old: u64, a: u64, b: u64) -> u64 {
+    let w = ty.bits() as u8;
+    let m = super::alu::mask(w);
+    let (old, a, b) = (old & m, a & m, b & m);
+    match op {
+        AtomOp::Add => match ty {
+            Ty::F32 => (f32::from_bits(old as u32) + f32::from_bits(a as u32)).to_bits() as u64,
+            Ty::F64 => (f64::from_bits(old) + f64::from_bits(a)).to_bits(),
+            _ => old.wrapping_add(a) & m,
+        },
+        AtomOp::Min | AtomOp::Max => {
+            let max = op == AtomOp::Max;
+            let lt = match ty {
+                Ty::F32 => f32::from_bits(old as u32) < f32::from_bits(a as u32),
+                Ty::F64 => f64::from_bits(old) < f64::from_bits(a),
+                t if t.is_signed() => super::alu::sext(old, w) < super::alu::sext(a, w),
+                _ => old < a,
+            };
+            if lt != max {
+                old
+            } else {
+                a
+            }
+        }
+        AtomOp::Inc => {
+            if old >= a {
+                0
+            } else {
+                old + 1
+            }
+        }
+        AtomOp::Dec => {
+            if old == 0 || old > a {
+                a
+            } else {
+                old - 1
+            }
+        }
+        AtomOp::Exch => a,
+        AtomOp::Cas => {
+            if old == a {
+                b
+            } else {
+                old
+            }
+        }
+        AtomOp::And => old & a,
+        AtomOp::Or => old | a,
+        AtomOp::Xor => old ^ a,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn exec_atom(w: &mut Warp, env: &mut Env, pc: u32, active: u32, sp: Space, op: AtomOp, ty: Ty, d: R, addr: Addr, a: R, b: R) {
+    let size = ty.bytes() as usize;
+    let mut t = Traffic::new();
+    for l in lanes(active) {
+        let loc = resolve(sp, lane_addr(w, addr, l));
+        let tid = w.id * 32 + l as u32;
+        let av = w.r(a, l);
+        let bv = if b == NONE { 0 } else { w.r(b, l) };
+        let at = loc_addr(loc);
+        if at % size as u64 != 0 {
+            env.report(FindingKind::Misaligned, pc, tid, Some(at), None, || format!("{size}-byte atomic at {at:#x}"));
+            continue;
+        }
+        let old = match loc {
+            Loc::Global(ga) => match env.ctx.gmem.find(ga, size as u64) {
+                Ok((al, off)) => al.rmw(off, size, |old| atom_apply(op, ty, old, av, bv)),
+                Err(_) => {
+                    oob(env, pc, tid, loc, size);
+                    continue;
+                }
+            },
+            Loc::Shared(o) => {
+                if o + size as u64 > env.smem.len() as u64 {
+                    oob(env, pc, tid, loc, size);
+                    continue;
+                }
+                let o = o as usize;
+                if let Some(h) = env.smem.atomic_touch(o, size) {
+                    hazard_finding(env, pc, tid, o as u64, h);
+                }
+                let mut raw = [0u8; 8];
+                raw[..size].copy_from_slice(&env.smem.data[o..o + size]);
+                let old = u64::from_le_bytes(raw);
+                let new = atom_apply(op, ty, old, av, bv);
+                env.smem.data[o..o + size].copy_from_slice(&new.to_le_bytes()[..size]);
+                old
+            }
+            _ => {
+                oob(env, pc, tid, loc, size);
+                continue;
+            }
+        };
+        t.add(l, loc, size);
+        if d != NONE {
+            w.set(d, l, old);
+        }
+    }
+    t.finish(env, 2);
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn exec_cp_async(w: &mut Warp, env: &mut Env, pc: u32, active: u32, dst: Addr, src: Addr, cp: u8, src_size: R, ignore_src: R) {
+    let mut t = Traffic::new();
+    let mut ts = Traffic::new();
+    for l in lanes(active) {
+        let tid = w.id * 32 + l as u32;
+        let mut n = if src_size != NONE {
+            w.r(src_size, l) as u32
+        } else if ignore_src != NONE && w.r(ignore_src, l) & 1 != 0 {
+            0
+        } else {
+            cp as u32
+        };
+        if n > cp as u32 {
+            env.report(FindingKind::GlobalOutOfBounds, pc, tid, None, None, || {
+                format!("cp.async src-size {n} exceeds cp-size {cp}")
+            });
+            n = cp as u32;
+        }
+        let d = lane_addr(w, dst, l);
+        let s = lane_addr(w, src, l);
+        if d % cp as u64 != 0 || (n > 0 && s % cp as u64 != 0) {
+            env.report(FindingKind::Misaligned, pc, tid, Some(if d % cp as u64 != 0 { d } else { s }), None, || {
+                format!("cp.async of {cp} bytes needs {cp}-byte aligned addresses (dst {d:#x}, src {s:#x})")
+            });
+            continue;
+        }
+        if d + cp as u64 > env.smem.len() as u64 {
+            oob(env, pc, tid, Loc::Shared(d), cp as usize);
+            continue;
+        }
+        let mut data = [0u8; 16];
+        if n > 0 {
+            match env.ctx.gmem.find(s, n as u64) {
+                Ok((al, off)) => al.read(off, &mut data[..n as usize]),
+                Err(_) => oob(env, pc, tid, Loc::Global(s), n as usize),
+            }
+            t.add(l, Loc::Global(s), n as usize);
+        }
+        if let Some(h) = env.smem.mark_pending(d as usize, cp as usize) {
+            hazard_finding(env, pc, tid, d, h);
+        }
+        ts.add(l, Loc::Shared(d), cp as usize);
+        w.cp[l].recs.push(CpRec { group: u32::MAX, dst: d as u32, len: cp, data });
+    }
+    t.finish(env, 0);
+    ts.finish(env, 0);
+}
+
+/// Completes lane `l`'s copies of commit groups below `target` (`u32::MAX`: all, committed or not).
+pub(super) fn complete_cp(w: &mut Warp, env: &mut Env, pc: u32, l: usize, target: u32) {
+    if w.cp[l].recs.is_empty() {
+        return;
+    }
+    let tid = w.id * 32 + l as u32;
+    let recs = std::mem::take(&mut w.cp[l].recs);
+    let mut keep = Vec::with_capacity(recs.len());
+    for r in recs {
+        if target == u32::MAX || (r.group != u32::MAX && r.group < target) {
+            let (o, n) = (r.dst as usize, r.len as usize);
+            env.smem.data[o..o + n].copy_from_slice(&r.data[..n]);
+            if let Some(h) = env.smem.write_check(o, n, tid, true) {
+                hazard_finding(env, pc, tid, o as u64, h);
+            }
+        } else {
+            keep.push(r);
+        }
+    }
+    w.cp[l].recs = keep;
+}
+
+/// `ldmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16`, PTX ISA "Warp-level matrix load
+/// instruction: ldmatrix": lanes 8j..8j+7 give the addresses of rows 0..7 of matrix j (16 bytes
+/// each). Without `.trans`, lane t receives row t/4, elements 2(t%4) and 2(t%4)+1 (low, high);
+/// with `.trans` it receives column t/4, rows 2(t%4) and 2(t%4)+1, i.e. the transposed matrix.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn exec_ldmatrix(w: &mut Warp, env: &mut Env, pc: u32, num: u8, trans: bool, ds: [R; 4], addr: Addr, generic: bool) {
+    let mut rows = [[[0u16; 8]; 8]; 4];
+    let mut acc = [(0u32, 0u32, 0u32); 32];
+    let mut nacc = 0;
+    for j in 0..num as usize {
+        for r in 0..8 {
+            let lane = j * 8 + r;
+            let a = lane_addr(w, addr, lane);
+            let loc = if generic { resolve(Space::Generic, a) } else { Loc::Shared(a) };
+            let tid = w.id * 32 + lane as u32;
+            if !matches!(loc, Loc::Shared(_)) {
+                env.report(FindingKind::SharedOutOfBounds, pc, tid, Some(a), None, || {
+                    "ldmatrix generic address is not in shared memory".to_string()
+                });
+                continue;
+            }
+            let mut buf = [0u8; 16];
+            if read_lane(w, env, pc, lane, loc, &mut buf) {
+                for (e, v) in rows[j][r].iter_mut().enumerate() {
+                    *v = u16::from_le_bytes([buf[2 * e], buf[2 * e + 1]]);
+                }
+                acc[nacc] = (lane as u32, loc_addr(loc) as u32, 16);
+                nacc += 1;
+            }
+        }
+    }
+    for t in 0..32usize {
+        if w.present >> t & 1 == 0 {
+            continue;
+        }
+        for j in 0..num as usize {
+            let (lo, hi) = if trans {
+                (rows[j][2 * (t % 4)][t / 4], rows[j][2 * (t % 4) + 1][t / 4])
+            } else {
+                (rows[j][t / 4][2 * (t % 4)], rows[j][t / 4][2 * (t % 4) + 1])
+            };
+            w.set(ds[j], t, lo as u64 | (hi as u64) << 16);
+        }
+    }
+    if nacc > 0 {
+        let (need, ideal) = wavefronts(&acc[..nacc], 8);
+        env.cnt.shared_accesses += 1;
+        env.cnt.wavefronts += need;
+        env.cnt.wavefronts_ideal += ideal;
+    }
+}

@@ -1,0 +1,696 @@
+//! The execution engine: runs one CTA to completion.
+//!
+//! Scheduling model (independent thread scheduling, executed warp-wide where possible): every
+//! lane has its own PC. A warp runs one *group* at a time, the lanes converged at the lowest PC
+//! among its runnable lanes; the group executes an instruction for all its lanes at once (the
+//! common, fast case is the full warp). A branch that splits the group writes the lanes' PCs and
+//! re-picks the lowest-PC group; when the running group reaches the PC where other lanes wait,
+//! they merge back in. Collectives block: a group reaching `shfl`/`vote`/`mma`/`ldmatrix`/
+//! `bar.warp.sync` without all required lanes waits until the others arrive; `bar.sync` waits for
+//! the CTA. When nothing can run, the stall is resolved: a barrier missing only exited threads
+//! completes (with a finding), a collective whose members cannot all arrive is forced (with a
+//! finding), and otherwise the CTA is reported as deadlocked and abandoned. Nothing ever hangs.
+
+mod alu;
+mod collective;
+mod mem;
+
+
+
+use super::counters::RawCounters;
+use super::findings::{FindingKind, FindingSink};
+use super::memory::GlobalMemory;
+use super::program::*;
+use super::shared::SharedMem;
+
+/// Everything shared by all CTAs of one launch.
+pub(crate) struct LaunchCtx<'a> {
+    pub prog: &'a Program,
+    pub gmem: &'a GlobalMemory,
+    pub params: &'a [u8],
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub dyn_smem: u32,
+    /// Constant registers with module-variable relocations applied.
+    pub consts: &'a [(R, u64)],
+    pub max_warp_insts: u64,
+    pub check_races: bool,
+    pub check_uninit: bool,
+}
+
+/// One in-flight `cp.async` of one lane.
+#[derive(Clone)]
+pub(crate) struct CpRec {
+    /// Commit-group sequence number, or `u32::MAX` while uncommitted.
+    pub group: u32,
+    pub dst: u32,
+    pub len: u8,
+    pub data: [u8; 16],
+}
+
+#[derive(Default, Clone)]
+pub(crate) struct LaneCp {
+    pub recs: Vec<CpRec>,
+    pub committed: u32,
+}
+
+pub(crate) struct Warp {
+    pub id: u32,
+    pub regs: Vec<u64>,
+    pub present: u32,
+    pub exited: u32,
+    pub bar_wait: u32,
+    pub coll_wait: u32,
+    pub pcs: [u32; 32],
+    pub bar_id: [u8; 32],
+    pub group: u32,
+    pub gpc: u32,
+    pub merge_pc: u32,
+    /// Set when a stall resolution forces the current group through a collective.
+    pub force: bool,
+    pub local: Vec<u8>,
+    pub cp: Vec<LaneCp>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct BarState {
+    arrived: u32,
+    expected: u32,
+    first_pc: u32,
+    first_tid: u32,
+    divergent_reported: bool,
+}
+
+/// Per-CTA state besides the warps.
+pub(crate) struct Env<'a> {
+    pub ctx: &'a LaunchCtx<'a>,
+    pub cta: [u32; 3],
+    pub smem: SharedMem,
+    pub findings: FindingSink,
+    pub cnt: RawCounters,
+    bars: [BarState; 16],
+    pub nthreads: u32,
+    pub exited_threads: u32,
+    pub abort: bool,
+    pub clock: u64,
+    release: Option<u8>,
+    pub local_size: u32,
+}
+
+impl Env<'_> {
+    pub fn report(&mut self, kind: FindingKind, pc: u32, tid: u32, addr: Option<u64>, other: Option<u32>, detail: impl FnOnce() -> String) {
+        self.findings.report(kind, pc, self.cta, tid, addr, other, detail);
+    }
+}
+
+#[inline]
+fn lanes(m: u32) -> impl Iterator<Item = usize> {
+    let mut m = m;
+    std::iter::from_fn(move || {
+        if m == 0 {
+            None
+        } else {
+            let l = m.trailing_zeros() as usize;
+            m &= m - 1;
+            Some(l)
+        }
+    })
+}
+
+impl Warp {
+    #[inline]
+    pub fn live(&self) -> u32 {
+        self.present & !self.exited
+    }
+
+    #[inline]
+    pub fn r(&self, r: R, lane: usize) -> u64 {
+        self.regs[r as usize * 32 + lane]
+    }
+
+    #[inline]
+    pub fn set(&mut self, r: R, lane: usize, v: u64) {
+        self.regs[r as usize * 32 + lane] = v;
+    }
+
+    #[inline]
+    fn pred_mask(&self, r: R, neg: bool) -> u32 {
+        let s = &self.regs[r as usize * 32..r as usize * 32 + 32];
+        let mut m = 0u32;
+        for (l, v) in s.iter().enumerate() {
+            m |= ((*v & 1) as u32) << l;
+        }
+        if neg {
+            !m
+        } else {
+            m
+        }
+    }
+
+    /// Saves the running group's PC into its lanes and clears the group.
+    fn park_group(&mut self) {
+        for l in lanes(self.group) {
+            self.pcs[l] = self.gpc;
+        }
+        self.group = 0;
+    }
+
+    fn update_merge_pc(&mut self) {
+        let others = self.live() & !self.bar_wait & !self.group;
+        self.merge_pc = lanes(others).map(|l| self.pcs[l]).min().unwrap_or(u32::MAX);
+    }
+
+    /// Picks the lowest-PC group of runnable lanes; false if none can run.
+    fn pick_group(&mut self) -> bool {
+        let cand = self.live() & !self.bar_wait & !self.coll_wait;
+        let Some(min) = lanes(cand).map(|l| self.pcs[l]).min() else {
+            self.group = 0;
+            return false;
+        };
+        let mut g = 0u32;
+        for l in lanes(self.live() & !self.bar_wait) {
+            if self.pcs[l] == min {
+                g |= 1 << l;
+            }
+        }
+        self.coll_wait &= !g;
+        self.group = g;
+        self.gpc = min;
+        self.update_merge_pc();
+        true
+    }
+
+    fn merge(&mut self) {
+        for l in lanes(self.live() & !self.bar_wait & !self.group) {
+            if self.pcs[l] == self.gpc {
+                self.group |= 1 << l;
+                self.coll_wait &= !(1 << l);
+            }
+        }
+        self.update_merge_pc();
+    }
+
+    /// Ends the current instruction for the group: all its lanes continue at `pc + 1`.
+    #[inline]
+    fn next(&mut self) {
+        self.gpc += 1;
+    }
+
+    /// The lanes in `stay` continue at the next instruction; the rest of the group left it.
+    fn continue_with(&mut self, stay: u32) {
+        self.group = stay;
+        if stay != 0 {
+            self.gpc += 1;
+            self.update_merge_pc();
+        }
+    }
+}
+
+const SLICE: u64 = 20_000;
+
+/// Runs one CTA and returns its findings and counters.
+pub(crate) fn run_cta(ctx: &LaunchCtx, cta: [u32; 3]) -> (FindingSink, RawCounters) {
+    let prog = ctx.prog;
+    let [bx, by, bz] = ctx.block;
+    let nthreads = bx * by * bz;
+    let nwarps = nthreads.div_ceil(32);
+    let total_smem = prog.dyn_smem_offset as usize + ctx.dyn_smem as usize;
+    let total_smem = if ctx.dyn_smem == 0 { prog.static_smem as usize } else { total_smem };
+    let mut smem = SharedMem::new(total_smem);
+    smem.check_races = ctx.check_races;
+    smem.check_uninit = ctx.check_uninit;
+    let mut cnt = RawCounters::new(prog.insts.len());
+    cnt.ctas = 1;
+    cnt.threads = nthreads as u64;
+    let mut env = Env {
+        ctx,
+        cta,
+        smem,
+        findings: FindingSink::default(),
+        cnt,
+        bars: [BarState::default(); 16],
+        nthreads,
+        exited_threads: 0,
+        abort: false,
+        clock: 0,
+        release: None,
+        local_size: prog.local_size,
+    };
+    let mut warps: Vec<Warp> = (0..nwarps).map(|w| new_warp(ctx, w, nthreads, nwarps, cta, total_smem as u64)).collect();
+    loop {
+        let mut progressed = false;
+        let mut all_done = true;
+        for wi in 0..warps.len() {
+            if warps[wi].live() == 0 {
+                continue;
+            }
+            all_done = false;
+            if run_warp(&mut warps[wi], &mut env) > 0 {
+                progressed = true;
+            }
+            if let Some(id) = env.release.take() {
+                release(&mut warps, &mut env, id);
+            }
+            if env.abort {
+                break;
+            }
+        }
+        if env.abort || all_done {
+            break;
+        }
+        if !progressed && !resolve_stall(&mut warps, &mut env) {
+            break;
+        }
+    }
+    (env.findings, env.cnt)
+}
+
+fn new_warp(ctx: &LaunchCtx, w: u32, nthreads: u32, nwarps: u32, cta: [u32; 3], total_smem: u64) -> Warp {
+    let prog = ctx.prog;
+    let mut regs = vec![0u64; prog.nregs * 32];
+    for &(r, v) in ctx.consts {
+        regs[r as usize * 32..r as usize * 32 + 32].fill(v);
+    }
+    let [bx, by, _] = ctx.block;
+    let present = if (w + 1) * 32 <= nthreads { u32::MAX } else { (1u32 << (nthreads - w * 32)) - 1 };
+    for &(r, sp) in &prog.specials {
+        for l in 0..32u32 {
+            let t = w * 32 + l;
+            let tid = [t % bx, (t / bx) % by, t / (bx * by)];
+            let v: u64 = match sp {
+                Special::Tid(c) => tid[c as usize] as u64,
+                Special::Ntid(c) => ctx.block[c as usize] as u64,
+                Special::Ctaid(c) => cta[c as usize] as u64,
+                Special::Nctaid(c) => ctx.grid[c as usize] as u64,
+                Special::Laneid => l as u64,
+                Special::Warpid => w as u64,
+                Special::Nwarpid => nwarps as u64,
+                Special::LanemaskEq => 1u64 << l,
+                Special::LanemaskLt => (1u64 << l) - 1,
+                Special::LanemaskLe => (1u64 << (l + 1)) - 1,
+                Special::LanemaskGt => (u32::MAX as u64) & !((1u64 << (l + 1)) - 1),
+                Special::LanemaskGe => (u32::MAX as u64) & !((1u64 << l) - 1),
+                Special::DynSmem => ctx.dyn_smem as u64,
+                Special::TotalSmem => total_smem,
+                Special::Zero => 0,
+            };
+            regs[r as usize * 32 + l as usize] = v;
+        }
+    }
+    Warp {
+        id: w,
+        regs,
+        present,
+        exited: 0,
+        bar_wait: 0,
+        coll_wait: 0,
+        pcs: [0; 32],
+        bar_id: [0; 32],
+        group: 0,
+        gpc: 0,
+        merge_pc: u32::MAX,
+        force: false,
+        local: vec![0; prog.local_size as usize * 32],
+        cp: vec![LaneCp::default(); 32],
+    }
+}
+
+/// Completes barrier `id`: every lane waiting on it moves past its `bar` instruction.
+fn release(warps: &mut [Warp], env: &mut Env, id: u8) {
+    for w in warps.iter_mut() {
+        for l in lanes(w.bar_wait) {
+            if w.bar_id[l] == id {
+                w.bar_wait &= !(1 << l);
+                w.pcs[l] += 1;
+            }
+        }
+    }
+    env.bars[id as usize] = BarState::default();
+    env.cnt.barriers += 1;
+    env.smem.next_epoch();
+}
+
+/// Nothing could run: resolve the stall or give up on the CTA. Returns false to stop.
+fn resolve_stall(warps: &mut [Warp], env: &mut Env) -> bool {
+    // A barrier that only misses exited threads.
+    for id in 0..16u8 {
+        let b = env.bars[id as usize];
+        if b.arrived > 0 && b.arrived + env.exited_threads >= b.expected {
+            let (arrived, expected) = (b.arrived, b.expected);
+            env.report(FindingKind::BarrierWithExitedThreads, b.first_pc, b.first_tid, None, None, || {
+                format!("barrier {id}: {arrived} of {expected} threads arrived, the others exited")
+            });
+            release(warps, env, id);
+            return true;
+        }
+    }
+    // A warp collective whose members cannot all arrive: force the lowest-PC waiting group.
+    for w in warps.iter_mut() {
+        let waiting = w.coll_wait & w.live();
+        if waiting == 0 {
+            continue;
+        }
+        let pc = lanes(waiting).map(|l| w.pcs[l]).min().unwrap();
+        let mut g = 0u32;
+        for l in lanes(waiting) {
+            if w.pcs[l] == pc {
+                g |= 1 << l;
+            }
+        }
+        let others: Vec<String> = lanes(w.live() & !g)
+            .map(|l| {
+                let at = env.ctx.prog.insts.get(w.pcs[l] as usize).map(|i| i.line).unwrap_or(0);
+                format!("lane {l} at line {at}")
+            })
+            .take(4)
+            .collect();
+        let first = w.id * 32 + g.trailing_zeros();
+        let exited = w.present & w.exited;
+        env.report(FindingKind::DivergentCollective, pc, first, None, None, || {
+            format!(
+                "lanes {g:#010x} wait at a warp collective the other lanes never reach ({}); exited lanes {exited:#010x}",
+                others.join(", ")
+            )
+        });
+        w.coll_wait &= !g;
+        w.group = g;
+        w.gpc = pc;
+        w.force = true;
+        w.update_merge_pc();
+        return true;
+    }
+    let waiting: Vec<String> = env
+        .bars
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.arrived > 0)
+        .map(|(i, b)| format!("barrier {i}: {}/{} arrived", b.arrived, b.expected))
+        .collect();
+    let (pc, tid) = warps
+        .iter()
+        .find_map(|w| lanes(w.bar_wait & w.live()).next().map(|l| (w.pcs[l], w.id * 32 + l as u32)))
+        .unwrap_or((0, 0));
+    env.report(FindingKind::Deadlock, pc, tid, None, None, || {
+        format!("no thread can make progress ({}); CTA abandoned", waiting.join(", "))
+    });
+    env.abort = true;
+    false
+}
+
+/// Runs the warp until it stalls, exits, finishes its time slice or completes a barrier.
+/// Returns the number of warp-instructions executed.
+fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
+    let prog = env.ctx.prog;
+    let insts = &prog.insts[..];
+    let mut n = 0u64;
+    loop {
+        if w.group == 0 && !w.pick_group() {
+            break;
+        }
+        if w.gpc == w.merge_pc {
+            w.merge();
+        }
+        if n >= SLICE || env.release.is_some() || env.abort {
+            w.park_group();
+            break;
+        }
+        let pc = w.gpc;
+        let inst = &insts[pc as usize];
+        let g = w.group;
+        let active = if inst.guard == NONE { g } else { w.pred_mask(inst.guard, inst.guard_neg) & g };
+        n += 1;
+        env.clock += 1;
+        env.cnt.per_pc[pc as usize] += 1;
+        env.cnt.thread_instructions += active.count_ones() as u64;
+        if env.clock > env.ctx.max_warp_insts {
+            let limit = env.ctx.max_warp_insts;
+            env.report(FindingKind::InstructionLimit, pc, w.id * 32 + g.trailing_zeros(), None, None, || {
+                format!("CTA exceeded {limit} warp-instructions; abandoned")
+            });
+            env.abort = true;
+            break;
+        }
+        match inst.op {
+            Op::Mov { d, a, mask } => {
+                alu::lanes1(&mut w.regs, active, d, a, |x| x & mask);
+                w.next();
+            }
+            Op::Bin { k, d, a, b } => {
+                if active != 0 {
+                    alu::exec_bin(k, &mut w.regs, active, d, a, b);
+                }
+                w.next();
+            }
+            Op::Un { k, d, a } => {
+                if active != 0 {
+                    alu::exec_un(k, &mut w.regs, active, d, a);
+                }
+                w.next();
+            }
+            Op::Tern { k, d, a, b, c } => {
+                if active != 0 {
+                    alu::exec_tern(k, &mut w.regs, active, d, a, b, c);
+                }
+                w.next();
+            }
+            Op::Bfi { w: width, d, a, b, c, e } => {
+                alu::exec_bfi(width, &mut w.regs, active, d, [a, b, c, e]);
+                w.next();
+            }
+            Op::Setp { ty, cmp, out, d, dn, a, b, comb } => {
+                for l in lanes(active) {
+                    let r = alu::compare(ty, cmp, w.r(a, l), w.r(b, l));
+                    let (p, q) = match comb {
+                        None => (r, !r),
+                        Some((op, c, neg)) => {
+                            let cv = (w.r(c, l) & 1 != 0) != neg;
+                            let f = |x: bool| match op {
+                                BoolOp::And => x && cv,
+                                BoolOp::Or => x || cv,
+                                BoolOp::Xor => x != cv,
+                            };
+                            (f(r), f(!r))
+                        }
+                    };
+                    let enc = |x: bool| match out {
+                        SetOut::Pred => x as u64,
+                        SetOut::Mask => {
+                            if x {
+                                0xFFFF_FFFF
+                            } else {
+                                0
+                            }
+                        }
+                        SetOut::F32 => {
+                            if x {
+                                1f32.to_bits() as u64
+                            } else {
+                                0
+                            }
+                        }
+                    };
+                    w.set(d, l, enc(p));
+                    if dn != NONE {
+                        w.set(dn, l, enc(q));
+                    }
+                }
+                w.next();
+            }
+            Op::Pack { d, parts, n: np, bits } => {
+                let m = alu::mask(bits);
+                for l in lanes(active) {
+                    let mut v = 0u64;
+                    for (k, p) in parts.iter().take(np as usize).enumerate() {
+                        v |= (w.r(*p, l) & m) << (k as u32 * bits as u32);
+                    }
+                    w.set(d, l, v);
+                }
+                w.next();
+            }
+            Op::Unpack { ds, n: np, bits, a } => {
+                let m = alu::mask(bits);
+                for l in lanes(active) {
+                    let v = w.r(a, l);
+                    for (k, d) in ds.iter().take(np as usize).enumerate() {
+                        if *d != NONE {
+                            w.set(*d, l, (v >> (k as u32 * bits as u32)) & m);
+                        }
+                    }
+                }
+                w.next();
+            }
+            Op::Ld { sp, size, n: nv, ds, addr, sext, dmask } => {
+                mem::exec_ld(w, env, pc, active, sp, size, nv, ds, addr, sext, dmask);
+                w.next();
+            }
+            Op::St { sp, size, n: nv, srcs, addr } => {
+                mem::exec_st(w, env, pc, active, sp, size, nv, srcs, addr);
+                w.next();
+            }
+            Op::Atom { sp, op, ty, d, addr, a, b } => {
+                mem::exec_atom(w, env, pc, active, sp, op, ty, d, addr, a, b);
+                w.next();
+            }
+            Op::CpAsync { dst, src, cp, src_size, ignore_src, .. } => {
+                mem::exec_cp_async(w, env, pc, active, dst, src, cp, src_size, ignore_src);
+                w.next();
+            }
+            Op::CpCommit => {
+                for l in lanes(active) {
+                    let lc = &mut w.cp[l];
+                    let gid = lc.committed;
+                    for r in lc.recs.iter_mut().filter(|r| r.group == u32::MAX) {
+                        r.group = gid;
+                    }
+                    lc.committed += 1;
+                }
+                w.next();
+            }
+            Op::CpWait { n: keep } => {
+                for l in lanes(active) {
+                    let target = w.cp[l].committed.saturating_sub(keep);
+                    mem::complete_cp(w, env, pc, l, target);
+                }
+                w.next();
+            }
+            Op::Bra { target } => {
+                if active == g {
+                    w.gpc = target;
+                    if target > w.merge_pc {
+                        // Other lanes wait at a lower PC: let them catch up (min-PC scheduling).
+                        w.park_group();
+                    }
+                } else if active == 0 {
+                    w.next();
+                } else {
+                    for l in lanes(active) {
+                        w.pcs[l] = target;
+                    }
+                    for l in lanes(g & !active) {
+                        w.pcs[l] = pc + 1;
+                    }
+                    w.group = 0;
+                }
+            }
+            Op::Exit => {
+                for l in lanes(active) {
+                    mem::complete_cp(w, env, pc, l, u32::MAX);
+                }
+                w.exited |= active;
+                env.exited_threads += active.count_ones();
+                w.continue_with(g & !active);
+            }
+            Op::Trap => {
+                if active != 0 {
+                    env.report(FindingKind::Trap, pc, w.id * 32 + active.trailing_zeros(), None, None, || {
+                        "trap executed; kernel aborted".to_string()
+                    });
+                    env.abort = true;
+                    break;
+                }
+                w.next();
+            }
+            Op::Bar { id, count, arrive } => {
+                if active == 0 {
+                    w.next();
+                    continue;
+                }
+                let first = active.trailing_zeros() as usize;
+                let bid = (w.r(id, first) & 15) as u8;
+                let expected = if count == NONE { env.nthreads } else { w.r(count, first) as u32 };
+                let tid = w.id * 32 + first as u32;
+                let b = &mut env.bars[bid as usize];
+                if b.arrived == 0 {
+                    b.first_pc = pc;
+                    b.first_tid = tid;
+                    b.expected = expected;
+                    b.divergent_reported = false;
+                } else if b.first_pc != pc && !b.divergent_reported {
+                    b.divergent_reported = true;
+                    let (fpc, ftid) = (b.first_pc, b.first_tid);
+                    let other_line = insts[fpc as usize].line;
+                    env.report(FindingKind::DivergentBarrier, pc, tid, None, Some(ftid), || {
+                        format!("threads wait on barrier {bid} at different instructions (also line {other_line})")
+                    });
+                }
+                let b = &mut env.bars[bid as usize];
+                b.arrived += active.count_ones();
+                let complete = b.arrived >= b.expected;
+                if !arrive {
+                    for l in lanes(active) {
+                        w.pcs[l] = pc;
+                        w.bar_id[l] = bid;
+                    }
+                    w.bar_wait |= active;
+                    w.continue_with(g & !active);
+                    if w.group == 0 {
+                        w.update_merge_pc();
+                    }
+                } else {
+                    w.next();
+                }
+                if complete {
+                    env.release = Some(bid);
+                }
+            }
+            Op::BarWarp { mask } => {
+                if collective::ready(w, env, pc, active, mask) {
+                    w.next();
+                }
+            }
+            Op::Shfl { mode, d, p, a, b, c, mask } => {
+                if collective::ready(w, env, pc, active, mask) {
+                    collective::shfl(w, active, mode, d, p, a, b, c);
+                    w.next();
+                }
+            }
+            Op::Vote { mode, d, a, neg, mask } => {
+                if collective::ready(w, env, pc, active, mask) {
+                    collective::vote(w, active, mode, d, a, neg);
+                    w.next();
+                }
+            }
+            Op::Match { all, d, p, a, mask } => {
+                if collective::ready(w, env, pc, active, mask) {
+                    collective::match_sync(w, active, all, d, p, a);
+                    w.next();
+                }
+            }
+            Op::Redux { k, d, a, mask } => {
+                if collective::ready(w, env, pc, active, mask) {
+                    collective::redux(w, active, k, d, a);
+                    w.next();
+                }
+            }
+            Op::Activemask { d } => {
+                for l in lanes(active) {
+                    w.set(d, l, g as u64);
+                }
+                w.next();
+            }
+            Op::Mma { shape, bf16, c_f32, d_f32, d, a, b, c } => {
+                if collective::ready_aligned(w, env, pc, active) {
+                    collective::mma(w, env, shape, bf16, c_f32, d_f32, d, a, b, c);
+                    w.next();
+                }
+            }
+            Op::Ldmatrix { num, trans, ds, addr, generic } => {
+                if collective::ready_aligned(w, env, pc, active) {
+                    mem::exec_ldmatrix(w, env, pc, num, trans, ds, addr, generic);
+                    w.next();
+                }
+            }
+            Op::Clock { d } => {
+                let c = env.clock;
+                for l in lanes(active) {
+                    w.set(d, l, c);
+                }
+                w.next();
+            }
+            Op::Nop => w.next(),
+        }
+    }
+    n
+}
+
+

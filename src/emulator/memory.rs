@@ -1,0 +1,179 @@
+//! Device global memory: bounded allocations at distinct, non-adjacent device addresses.
+//! Storage is `AtomicU64` words so that CTAs running on different host threads can share it
+//! without `unsafe`: plain loads/stores are relaxed atomics (plain moves on x86-64), partial-word
+//! stores and PTX atomics are compare-exchange loops, so atomics are exact across CTAs.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// First device address handed out; far below the shared/local/param generic windows.
+const BASE: u64 = 0x0000_0100_0000_0000;
+/// Unmapped gap after every allocation so that running off the end never lands in a neighbour.
+const GUARD: u64 = 64 * 1024;
+const ALIGN: u64 = 256;
+
+/// Byte newly allocated memory is filled with: every f16/bf16/f32/f64 made of it is a NaN, so an
+/// output element the kernel forgot to write is visible.
+pub const POISON: u8 = 0xFF;
+
+pub struct Alloc {
+    pub base: u64,
+    pub len: u64,
+    words: Box<[AtomicU64]>,
+}
+
+#[derive(Default)]
+pub struct GlobalMemory {
+    allocs: Vec<Alloc>,
+    next: u64,
+}
+
+/// Why an access could not be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Address range not (entirely) inside one allocation.
+    OutOfBounds,
+}
+
+impl GlobalMemory {
+    pub fn new() -> Self {
+        GlobalMemory { allocs: Vec::new(), next: BASE }
+    }
+
+    pub fn alloc(&mut self, len: u64) -> u64 {
+        let base = self.next;
+        let words = len.div_ceil(8).max(1) as usize;
+        let poison = u64::from_ne_bytes([POISON; 8]);
+        let words: Box<[AtomicU64]> = (0..words).map(|_| AtomicU64::new(poison)).collect();
+        self.next = (base + len.max(1) + GUARD).div_ceil(ALIGN) * ALIGN;
+        // Allocations are created in increasing address order, so the vector stays sorted.
+        self.allocs.push(Alloc { base, len, words });
+        base
+    }
+
+    pub fn free(&mut self, base: u64) -> bool {
+        match self.allocs.binary_search_by_key(&base, |a| a.base) {
+            Ok(i) => {
+                self.allocs.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The allocation containing all of `[addr, addr+len)`, and the offset of `addr` in it.
+    #[inline]
+    pub fn find(&self, addr: u64, len: u64) -> Result<(&Alloc, usize), Fault> {
+        let i = self.allocs.partition_point(|a| a.base <= addr);
+        if i == 0 {
+            return Err(Fault::OutOfBounds);
+        }
+        let a = &self.allocs[i - 1];
+        let off = addr - a.base;
+        if off.checked_add(len).is_some_and(|end| end <= a.len) {
+            Ok((a, off as usize))
+        } else {
+            Err(Fault::OutOfBounds)
+        }
+    }
+
+    pub fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), Fault> {
+        let (a, off) = self.find(addr, out.len() as u64)?;
+        a.read(off, out);
+        Ok(())
+    }
+
+    pub fn write(&self, addr: u64, data: &[u8]) -> Result<(), Fault> {
+        let (a, off) = self.find(addr, data.len() as u64)?;
+        a.write(off, data);
+        Ok(())
+    }
+}
+
+impl Alloc {
+    #[inline]
+    pub fn read(&self, off: usize, out: &mut [u8]) {
+        let mut i = 0;
+        while i < out.len() {
+            let o = off + i;
+            let (w, b) = (o / 8, o % 8);
+            let n = (8 - b).min(out.len() - i);
+            let v = self.words[w].load(Relaxed).to_le_bytes();
+            out[i..i + n].copy_from_slice(&v[b..b + n]);
+            i += n;
+        }
+    }
+
+    #[inline]
+    pub fn write(&self, off: usize, data: &[u8]) {
+        let mut i = 0;
+        while i < data.len() {
+            let o = off + i;
+            let (w, b) = (o / 8, o % 8);
+            let n = (8 - b).min(data.len() - i);
+            if n == 8 {
+                self.words[w].store(u64::from_le_bytes(data[i..i + 8].try_into().unwrap()), Relaxed);
+            } else {
+                let _ = self.words[w].fetch_update(Relaxed, Relaxed, |old| {
+                    let mut v = old.to_le_bytes();
+                    v[b..b + n].copy_from_slice(&data[i..i + n]);
+                    Some(u64::from_le_bytes(v))
+                });
+            }
+            i += n;
+        }
+    }
+
+    /// Atomic read-modify-write of a naturally aligned 4- or 8-byte value; returns the old value.
+    pub fn rmw(&self, off: usize, size: usize, f: impl Fn(u64) -> u64) -> u64 {
+        let (w, b) = (off / 8, off % 8);
+        if size == 8 {
+            return self.words[w].fetch_update(Relaxed, Relaxed, |old| Some(f(old))).unwrap();
+        }
+        let shift = b * 8;
+        let old = self.words[w]
+            .fetch_update(Relaxed, Relaxed, |word| {
+                let cur = (word >> shift) & 0xFFFF_FFFF;
+                let new = f(cur) & 0xFFFF_FFFF;
+                Some((word & !(0xFFFF_FFFFu64 << shift)) | (new << shift))
+            })
+            .unwrap();
+        (old >> shift) & 0xFFFF_FFFF
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocations_are_bounded_and_apart() {
+        let mut g = GlobalMemory::new();
+        let a = g.alloc(100);
+        let b = g.alloc(8);
+        assert!(b >= a + 100 + GUARD);
+        assert!(g.write(a + 96, &[1, 2, 3, 4]).is_ok());
+        assert_eq!(g.write(a + 97, &[1, 2, 3, 4]), Err(Fault::OutOfBounds));
+        assert_eq!(g.read(a - 1, &mut [0u8; 1]), Err(Fault::OutOfBounds));
+        let mut buf = [0u8; 4];
+        g.read(a + 96, &mut buf).unwrap();
+        assert_eq!(buf, [1, 2, 3, 4]);
+        g.read(b, &mut buf).unwrap();
+        assert_eq!(buf, [POISON; 4]);
+        assert!(g.free(a));
+        assert_eq!(g.read(a, &mut buf), Err(Fault::OutOfBounds));
+    }
+
+    #[test]
+    fn unaligned_spanning_writes_and_rmw() {
+        let mut g = GlobalMemory::new();
+        let a = g.alloc(32);
+        let data: Vec<u8> = (0..13).collect();
+        g.write(a + 5, &data).unwrap();
+        let mut back = vec![0u8; 13];
+        g.read(a + 5, &mut back).unwrap();
+        assert_eq!(back, data);
+        let (al, off) = g.find(a + 4, 4).unwrap();
+        let old = al.rmw(off, 4, |v| v.wrapping_add(1));
+        assert_eq!(old, u32::from_le_bytes([0xFF, 0, 1, 2]) as u64);
+    }
+}

@@ -1,0 +1,429 @@
+//! The executable form of one kernel entry, produced once by `lower.rs`: a flat instruction
+//! vector whose operands are dense register indices (immediates and special registers are
+//! pre-loaded registers too, so every source operand is a register read), branch targets are
+//! instruction indices, and every qualifier is decoded into enums. The executor never looks at
+//! strings.
+
+use super::softfloat::{Fmt, Rnd};
+use super::types::{Space, Ty};
+
+/// Dense register index into a warp's register file.
+pub type R = u32;
+/// "No register" marker for optional operands.
+pub const NONE: R = u32::MAX;
+
+/// Instruction class used by the counters (see `Counters`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Class {
+    Int,
+    Fp32,
+    Fp64,
+    Fp16,
+    Conversion,
+    Sfu,
+    MemGlobal,
+    MemShared,
+    MemLocal,
+    MemParam,
+    Tensor,
+    Shuffle,
+    Control,
+    Sync,
+    Other,
+}
+
+impl Class {
+    pub const ALL: [Class; 15] = [
+        Class::Int,
+        Class::Fp32,
+        Class::Fp64,
+        Class::Fp16,
+        Class::Conversion,
+        Class::Sfu,
+        Class::MemGlobal,
+        Class::MemShared,
+        Class::MemLocal,
+        Class::MemParam,
+        Class::Tensor,
+        Class::Shuffle,
+        Class::Control,
+        Class::Sync,
+        Class::Other,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Int => "int",
+            Class::Fp32 => "fp32",
+            Class::Fp64 => "fp64",
+            Class::Fp16 => "fp16",
+            Class::Conversion => "conversion",
+            Class::Sfu => "sfu",
+            Class::MemGlobal => "memory-global",
+            Class::MemShared => "memory-shared",
+            Class::MemLocal => "memory-local",
+            Class::MemParam => "memory-param",
+            Class::Tensor => "tensor",
+            Class::Shuffle => "shuffle/vote",
+            Class::Control => "control",
+            Class::Sync => "sync",
+            Class::Other => "other",
+        }
+    }
+}
+
+/// Values that each thread sees in a pre-loaded register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
+    Tid(u8),
+    Ntid(u8),
+    Ctaid(u8),
+    Nctaid(u8),
+    Laneid,
+    Warpid,
+    Nwarpid,
+    LanemaskEq,
+    LanemaskLt,
+    LanemaskLe,
+    LanemaskGt,
+    LanemaskGe,
+    DynSmem,
+    TotalSmem,
+    Zero,
+}
+
+/// Floating-point formats an arithmetic instruction works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FTy {
+    F32,
+    F64,
+    F16,
+    Bf16,
+    F16x2,
+    Bf16x2,
+}
+
+impl FTy {
+    pub fn from_ty(t: Ty) -> Option<FTy> {
+        Some(match t {
+            Ty::F32 => FTy::F32,
+            Ty::F64 => FTy::F64,
+            Ty::F16 => FTy::F16,
+            Ty::Bf16 => FTy::Bf16,
+            Ty::F16x2 => FTy::F16x2,
+            Ty::Bf16x2 => FTy::Bf16x2,
+            _ => return None,
+        })
+    }
+    /// The element format of a half type.
+    pub fn half_fmt(self) -> Fmt {
+        match self {
+            FTy::F16 | FTy::F16x2 => super::softfloat::F16,
+            FTy::Bf16 | FTy::Bf16x2 => super::softfloat::BF16,
+            FTy::F32 => super::softfloat::F32,
+            FTy::F64 => super::softfloat::F64,
+        }
+    }
+    pub fn is_x2(self) -> bool {
+        matches!(self, FTy::F16x2 | FTy::Bf16x2)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Min,
+    Max,
+    Copysign,
+}
+
+/// Float arithmetic modifiers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FMods {
+    pub rnd: Rnd,
+    pub ftz: bool,
+    pub sat: bool,
+    /// `.NaN` on min/max: propagate NaN instead of ignoring it.
+    pub nan: bool,
+    /// `.approx` / `.full` (division and friends computed to nearest anyway; kept for counts).
+    pub approx: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinK {
+    Add(u8),
+    Sub(u8),
+    AddSat,
+    SubSat,
+    MulLo(u8),
+    MulHi(u8, bool),
+    MulWide(u8, bool),
+    Div(u8, bool),
+    Rem(u8, bool),
+    Min(u8, bool),
+    Max(u8, bool),
+    Shl(u8),
+    Shr(u8, bool),
+    And,
+    Or,
+    Xor,
+    F(FOp, FTy, FMods),
+    /// `cvt.rn{.relu}{.satfinite}.{f16x2,bf16x2}.f32 d, a, b`: a to the upper half.
+    CvtPack(Fmt, Rnd, bool, bool),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnK {
+    Not(u8),
+    Cnot,
+    Neg(u8),
+    Abs(u8),
+    Popc(u8),
+    Clz(u8),
+    Brev(u8),
+    Bfind(u8, bool, bool),
+    FNeg(FTy, bool),
+    FAbs(FTy, bool),
+    Sqrt(FTy, FMods),
+    Rsqrt(FTy, bool),
+    Rcp(FTy, FMods),
+    Ex2(FTy, bool),
+    Lg2(bool),
+    Sin(bool),
+    Cos(bool),
+    Tanh(FTy),
+    Cvt(CvtK),
+    /// Generic <-> state-space address conversion: add (to generic) or subtract the window base.
+    Cvta { to_space: bool, window: u64, dmask: u64 },
+    /// Result = constant (e.g. `createpolicy`), still a register write.
+    Const(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CvtK {
+    pub from: Ty,
+    pub to: Ty,
+    /// Float rounding (`.rn` ...) or integer rounding (`.rni` ...) as the types demand.
+    pub rnd: Option<Rnd>,
+    pub int_rnd: bool,
+    pub sat: bool,
+    pub ftz: bool,
+    pub relu: bool,
+    pub satfinite: bool,
+    /// Mask of the destination register's width.
+    pub dmask: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TerK {
+    MadLo(u8),
+    MadHi(u8, bool),
+    MadWide(u8, bool),
+    Fma(FTy, FMods),
+    Selp,
+    SlctS32,
+    SlctF32(bool),
+    Bfe(u8, bool),
+    Prmt,
+    Shf { left: bool, clamp: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Equ,
+    Neu,
+    Ltu,
+    Leu,
+    Gtu,
+    Geu,
+    Num,
+    Nan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpTy {
+    /// Integer compare of the given width, signed or not.
+    Int(u8, bool),
+    Float(FTy, bool),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoolOp {
+    And,
+    Or,
+    Xor,
+}
+
+/// What `setp`/`set` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetOut {
+    Pred,
+    /// `set.*.u32/s32`: all ones for true.
+    Mask,
+    /// `set.*.f32`: 1.0 for true.
+    F32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addr {
+    /// Register holding the base (the zero register for `[imm]`).
+    pub base: R,
+    pub off: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtomOp {
+    Add,
+    Min,
+    Max,
+    Inc,
+    Dec,
+    Exch,
+    Cas,
+    And,
+    Or,
+    Xor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShflMode {
+    Up,
+    Down,
+    Bfly,
+    Idx,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoteMode {
+    All,
+    Any,
+    Uni,
+    Ballot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReduxK {
+    Add,
+    Min(bool),
+    Max(bool),
+    And,
+    Or,
+    Xor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MmaShape {
+    M16N8K16,
+    M16N8K8,
+}
+
+impl MmaShape {
+    pub fn mnk(self) -> (u32, u32, u32) {
+        match self {
+            MmaShape::M16N8K16 => (16, 8, 16),
+            MmaShape::M16N8K8 => (16, 8, 8),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Op {
+    Mov { d: R, a: R, mask: u64 },
+    Bin { k: BinK, d: R, a: R, b: R },
+    Un { k: UnK, d: R, a: R },
+    Tern { k: TerK, d: R, a: R, b: R, c: R },
+    Bfi { w: u8, d: R, a: R, b: R, c: R, e: R },
+    Setp { ty: CmpTy, cmp: Cmp, out: SetOut, d: R, dn: R, a: R, b: R, comb: Option<(BoolOp, R, bool)> },
+    /// `mov.bN d, {p0, p1, ..}`: low part first.
+    Pack { d: R, parts: [R; 4], n: u8, bits: u8 },
+    /// `mov.bN {d0, d1, ..}, a`.
+    Unpack { ds: [R; 4], n: u8, bits: u8, a: R },
+    Ld { sp: Space, size: u8, n: u8, ds: [R; 4], addr: Addr, sext: bool, dmask: u64 },
+    St { sp: Space, size: u8, n: u8, srcs: [R; 4], addr: Addr },
+    Atom { sp: Space, op: AtomOp, ty: Ty, d: R, addr: Addr, a: R, b: R },
+    CpAsync { dst: Addr, src: Addr, cp: u8, src_size: R, ignore_src: R, dst_generic: bool },
+    CpCommit,
+    CpWait { n: u32 },
+    Bra { target: u32 },
+    Exit,
+    Trap,
+    Bar { id: R, count: R, arrive: bool },
+    BarWarp { mask: R },
+    Shfl { mode: ShflMode, d: R, p: R, a: R, b: R, c: R, mask: R },
+    Vote { mode: VoteMode, d: R, a: R, neg: bool, mask: R },
+    Match { all: bool, d: R, p: R, a: R, mask: R },
+    Redux { k: ReduxK, d: R, a: R, mask: R },
+    Activemask { d: R },
+    Mma { shape: MmaShape, bf16: bool, c_f32: bool, d_f32: bool, d: [R; 4], a: [R; 4], b: [R; 2], c: [R; 4] },
+    Ldmatrix { num: u8, trans: bool, ds: [R; 4], addr: Addr, generic: bool },
+    Clock { d: R },
+    Nop,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inst {
+    pub op: Op,
+    /// Guard predicate register, or `NONE`.
+    pub guard: R,
+    pub guard_neg: bool,
+    pub line: u32,
+    pub class: Class,
+}
+
+/// A pre-loaded register whose value is a module-variable address patched at launch.
+#[derive(Debug, Clone)]
+pub struct SymbolReloc {
+    pub reg: R,
+    /// Index into `Program::global_vars`.
+    pub var: usize,
+    pub off: i64,
+}
+
+/// A module-scope `.global`/`.const` variable, allocated in device memory for each launch.
+#[derive(Debug, Clone)]
+pub struct GlobalVar {
+    pub size: u64,
+    pub init: Vec<u8>,
+}
+
+/// One entry's executable form.
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub name: String,
+    pub insts: Vec<Inst>,
+    pub nregs: usize,
+    /// Registers holding immediates: (register, value).
+    pub consts: Vec<(R, u64)>,
+    pub specials: Vec<(R, Special)>,
+    pub relocs: Vec<SymbolReloc>,
+    pub global_vars: Vec<GlobalVar>,
+    pub param_size: u32,
+    pub params: Vec<super::ParamDecl>,
+    pub static_smem: u32,
+    /// Offset where dynamic (extern) shared memory starts.
+    pub dyn_smem_offset: u32,
+    pub local_size: u32,
+    /// PTX source text of each line (for findings), indexed by line - 1.
+    pub source_lines: std::sync::Arc<Vec<String>>,
+}
+
+impl Program {
+    pub fn line_text(&self, line: u32) -> &str {
+        self.source_lines.get(line.saturating_sub(1) as usize).map(|s| s.trim()).unwrap_or("")
+    }
+}
+
+/// Generic-address windows of the non-global state spaces (global addresses are identity).
+pub const SHARED_WINDOW: u64 = 0x0000_7e00_0000_0000;
+pub const LOCAL_WINDOW: u64 = 0x0000_7f00_0000_0000;
+pub const PARAM_WINDOW: u64 = 0x0000_7d00_0000_0000;
+pub const WINDOW_SIZE: u64 = 1 << 32;
