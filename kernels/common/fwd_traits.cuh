@@ -46,7 +46,7 @@ struct FwdTraits {
      * shared memory (+1.4% instructions), d128/n64 241 vs 175 (+1.6%), d64/n128 255 vs 223; at
      * d64/n64 (80 resident) and d80/n64 (92) registers cost nothing (167, 173) and save the
      * reloads. */
-    static constexpr int kResidentRegs = kHeadDim / 2 + kBlockN / 2 + kHeadDim / 4;
+    static constexpr int kResidentRegs = kOTiles * kCRegs + kSTiles * kCRegs + kQKSteps * kARegs;
     static constexpr bool kQInRegisters = kResidentRegs <= 96;
 
     /* Shared memory: [Q | K stage 0 | K stage 1 | V stage 0 | V stage 1]; O is staged through the
