@@ -10,7 +10,14 @@ fn out_of_bounds_global_write_is_reported_with_thread_and_address() {
     let mut dev = Device::new();
     let n = 100;
     let out = dev.alloc(n * 4);
-    let r = launch(&mut dev, &m, "bug_oob_write", 1, 128, &[Arg::Ptr(out), Arg::I32(n as i32)]);
+    let r = launch(
+        &mut dev,
+        &m,
+        "bug_oob_write",
+        1,
+        128,
+        &[Arg::Ptr(out), Arg::I32(n as i32)],
+    );
     let f: Vec<_> = r.of_kind(FindingKind::GlobalOutOfBounds).collect();
     assert_eq!(f.len(), 1, "{:?}", r.findings);
     assert_eq!(f[0].tid, [100, 0, 0]);
@@ -30,12 +37,30 @@ fn missing_syncthreads_is_a_shared_race_and_the_barrier_fixes_it() {
     let mut r = rng(1);
     let input = upload(&mut dev, &rand_f32(&mut r, 128, 1.0));
     let out = dev.alloc(128 * 4);
-    let rep = launch(&mut dev, &m, "bug_missing_sync", 1, 128, &[Arg::Ptr(input), Arg::Ptr(out)]);
-    assert!(rep.has(FindingKind::SharedRaceRaw) || rep.has(FindingKind::UninitSharedRead), "{:?}", rep.findings);
+    let rep = launch(
+        &mut dev,
+        &m,
+        "bug_missing_sync",
+        1,
+        128,
+        &[Arg::Ptr(input), Arg::Ptr(out)],
+    );
+    assert!(
+        rep.has(FindingKind::SharedRaceRaw) || rep.has(FindingKind::UninitSharedRead),
+        "{:?}",
+        rep.findings
+    );
     let races: Vec<_> = rep.findings.iter().filter(|f| f.kind.is_race()).collect();
     assert!(!races.is_empty(), "{:?}", rep.findings);
     assert!(races[0].other_tid.is_some());
-    launch_clean(&mut dev, &m, "clean_with_sync", 1, 128, &[Arg::Ptr(input), Arg::Ptr(out)]);
+    launch_clean(
+        &mut dev,
+        &m,
+        "clean_with_sync",
+        1,
+        128,
+        &[Arg::Ptr(input), Arg::Ptr(out)],
+    );
 }
 
 #[test]
@@ -45,7 +70,14 @@ fn reading_cp_async_destination_before_wait_is_reported() {
     let mut r = rng(2);
     let input = upload(&mut dev, &rand_f32(&mut r, 256, 1.0));
     let out = dev.alloc(64 * 16);
-    let rep = launch(&mut dev, &m, "bug_cp_async_no_wait", 1, 64, &[Arg::Ptr(input), Arg::Ptr(out)]);
+    let rep = launch(
+        &mut dev,
+        &m,
+        "bug_cp_async_no_wait",
+        1,
+        64,
+        &[Arg::Ptr(input), Arg::Ptr(out)],
+    );
     let f: Vec<_> = rep.of_kind(FindingKind::CpAsyncReadBeforeWait).collect();
     assert_eq!(f.len(), 1, "{:?}", rep.findings);
     assert_eq!(f[0].occurrences, 64);
@@ -70,10 +102,24 @@ fn syncthreads_skipped_by_exiting_threads_is_reported_not_hung() {
     let m = module("planted_bugs");
     let mut dev = Device::new();
     let out = dev.alloc(128 * 4);
-    let rep = launch(&mut dev, &m, "bug_divergent_syncthreads", 1, 128, &[Arg::Ptr(out)]);
-    assert!(rep.has(FindingKind::BarrierWithExitedThreads), "{:?}", rep.findings);
+    let rep = launch(
+        &mut dev,
+        &m,
+        "bug_divergent_syncthreads",
+        1,
+        128,
+        &[Arg::Ptr(out)],
+    );
+    assert!(
+        rep.has(FindingKind::BarrierWithExitedThreads),
+        "{:?}",
+        rep.findings
+    );
     let v: Vec<f32> = download(&dev, out, 64);
-    assert!(v.iter().all(|x| *x == 1.0), "threads continue after the barrier");
+    assert!(
+        v.iter().all(|x| *x == 1.0),
+        "threads continue after the barrier"
+    );
 }
 
 #[test]
@@ -81,12 +127,22 @@ fn threads_at_different_barriers_are_reported() {
     let m = module("planted_bugs");
     let mut dev = Device::new();
     let out = dev.alloc(128 * 4);
-    let rep = launch(&mut dev, &m, "bug_divergent_barriers", 1, 128, &[Arg::Ptr(out)]);
+    let rep = launch(
+        &mut dev,
+        &m,
+        "bug_divergent_barriers",
+        1,
+        128,
+        &[Arg::Ptr(out)],
+    );
     let f: Vec<_> = rep.of_kind(FindingKind::DivergentBarrier).collect();
     assert_eq!(f.len(), 1, "{:?}", rep.findings);
     assert!(f[0].other_tid.is_some());
     let v: Vec<f32> = download(&dev, out, 128);
-    assert!(v.iter().enumerate().all(|(i, x)| *x == if i < 64 { 2.0 } else { 3.0 }));
+    assert!(v
+        .iter()
+        .enumerate()
+        .all(|(i, x)| *x == if i < 64 { 2.0 } else { 3.0 }));
 }
 
 #[test]
@@ -95,8 +151,19 @@ fn shuffle_with_absent_members_is_a_divergent_collective() {
     let mut dev = Device::new();
     let input = upload(&mut dev, &(0..32u32).map(|i| i * 7 + 1).collect::<Vec<_>>());
     let out = dev.alloc(32 * 4);
-    let rep = launch(&mut dev, &m, "bug_divergent_shfl", 1, 32, &[Arg::Ptr(input), Arg::Ptr(out)]);
-    assert!(rep.has(FindingKind::DivergentCollective), "{:?}", rep.findings);
+    let rep = launch(
+        &mut dev,
+        &m,
+        "bug_divergent_shfl",
+        1,
+        32,
+        &[Arg::Ptr(input), Arg::Ptr(out)],
+    );
+    assert!(
+        rep.has(FindingKind::DivergentCollective),
+        "{:?}",
+        rep.findings
+    );
 }
 
 #[test]
@@ -116,7 +183,14 @@ fn misaligned_load_is_reported() {
     let mut dev = Device::new();
     let input = dev.upload(&[1u8; 256]);
     let out = dev.alloc(32 * 4);
-    let rep = launch(&mut dev, &m, "bug_misaligned", 1, 32, &[Arg::Ptr(input), Arg::Ptr(out)]);
+    let rep = launch(
+        &mut dev,
+        &m,
+        "bug_misaligned",
+        1,
+        32,
+        &[Arg::Ptr(input), Arg::Ptr(out)],
+    );
     let f: Vec<_> = rep.of_kind(FindingKind::Misaligned).collect();
     assert_eq!(f.len(), 1, "{:?}", rep.findings);
     assert_eq!(f[0].occurrences, 32);
@@ -130,7 +204,14 @@ fn clean_reduction_is_clean_and_correct_over_many_ctas() {
     let data = rand_f32(&mut r, 256 * 40, 1.0);
     let input = upload(&mut dev, &data);
     let out = dev.alloc(40 * 4);
-    let rep = launch_clean(&mut dev, &m, "clean_reduce", 40, 256, &[Arg::Ptr(input), Arg::Ptr(out)]);
+    let rep = launch_clean(
+        &mut dev,
+        &m,
+        "clean_reduce",
+        40,
+        256,
+        &[Arg::Ptr(input), Arg::Ptr(out)],
+    );
     let got: Vec<f32> = download(&dev, out, 40);
     for b in 0..40 {
         let want: f64 = data[b * 256..(b + 1) * 256].iter().map(|&x| x as f64).sum();

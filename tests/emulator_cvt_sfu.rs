@@ -60,13 +60,28 @@ fn cvt_rounding_modes_and_packing() {
         })
         .collect();
     // exact ties for f16 (1 + 2^-11, 1 + 3*2^-11) and bf16, overflow, NaN, infinities
-    xs.extend([1.0 + 2f32.powi(-11), 1.0 + 3.0 * 2f32.powi(-11), -(1.0 + 2f32.powi(-11)), 1.0 + 2f32.powi(-8), 65520.0, 1e9, -1e9]);
+    xs.extend([
+        1.0 + 2f32.powi(-11),
+        1.0 + 3.0 * 2f32.powi(-11),
+        -(1.0 + 2f32.powi(-11)),
+        1.0 + 2f32.powi(-8),
+        65520.0,
+        1e9,
+        -1e9,
+    ]);
     xs.extend([f32::INFINITY, f32::NEG_INFINITY, 2.5, -2.5, 3.5, 0.5]);
     let n = xs.len();
     let mut dev = Device::new();
     let pin = upload(&mut dev, &xs);
     let pout = dev.alloc(n * 12 * 4);
-    launch_clean(&mut dev, &m, "cvt_modes", (n as u32).div_ceil(64), 64, &[Arg::Ptr(pin), Arg::Ptr(pout), Arg::I32(n as i32)]);
+    launch_clean(
+        &mut dev,
+        &m,
+        "cvt_modes",
+        (n as u32).div_ceil(64),
+        64,
+        &[Arg::Ptr(pin), Arg::Ptr(pout), Arg::I32(n as i32)],
+    );
     let out: Vec<u32> = download(&dev, pout, n * 12);
     for (i, &x) in xs.iter().enumerate() {
         let o = &out[i * 12..i * 12 + 12];
@@ -80,17 +95,33 @@ fn cvt_rounding_modes_and_packing() {
             assert_eq!(o[5] as u16, bf16_rz(x), "rz.bf16 {x:e}");
         }
         // packed: first source in the upper half
-        assert_eq!(o[6], (f16::from_f32(x).to_bits() as u32) << 16 | f16::from_f32(y).to_bits() as u32, "f16x2 {x} {y}");
-        assert_eq!(o[7], (bf16::from_f32(x).to_bits() as u32) << 16 | bf16::from_f32(y).to_bits() as u32, "bf16x2 {x} {y}");
+        assert_eq!(
+            o[6],
+            (f16::from_f32(x).to_bits() as u32) << 16 | f16::from_f32(y).to_bits() as u32,
+            "f16x2 {x} {y}"
+        );
+        assert_eq!(
+            o[7],
+            (bf16::from_f32(x).to_bits() as u32) << 16 | bf16::from_f32(y).to_bits() as u32,
+            "bf16x2 {x} {y}"
+        );
         let sat = |v: f64| v.clamp(i32::MIN as f64, i32::MAX as f64) as i32 as u32;
         if !x.is_nan() {
             assert_eq!(o[8], sat((x as f64).round_ties_even()), "rni {x}");
             assert_eq!(o[9], sat((x as f64).trunc()), "rzi {x}");
-            assert_eq!(o[10], (x as f64).floor().clamp(0.0, u32::MAX as f64) as u32, "rmi.u32 {x}");
+            assert_eq!(
+                o[10],
+                (x as f64).floor().clamp(0.0, u32::MAX as f64) as u32,
+                "rmi.u32 {x}"
+            );
         } else {
             assert_eq!(o[8], 0);
         }
-        assert_eq!(f32::from_bits(o[11]).to_bits(), f16::from_f32(x).to_f32().to_bits(), "f16 -> f32 {x}");
+        assert_eq!(
+            f32::from_bits(o[11]).to_bits(),
+            f16::from_f32(x).to_f32().to_bits(),
+            "f16 -> f32 {x}"
+        );
     }
 }
 
@@ -103,7 +134,14 @@ fn special_functions_are_accurate() {
     let mut dev = Device::new();
     let pin = upload(&mut dev, &xs);
     let pout = dev.alloc(n * 8 * 4);
-    let rep = launch_clean(&mut dev, &m, "sfu", 4, 64, &[Arg::Ptr(pin), Arg::Ptr(pout), Arg::I32(n as i32)]);
+    let rep = launch_clean(
+        &mut dev,
+        &m,
+        "sfu",
+        4,
+        64,
+        &[Arg::Ptr(pin), Arg::Ptr(pout), Arg::I32(n as i32)],
+    );
     let out: Vec<f32> = download(&dev, pout, n * 8);
     let rel = |got: f32, want: f64| ((got as f64 - want) / want.abs().max(1e-30)).abs();
     for (i, &x) in xs.iter().enumerate() {
@@ -112,10 +150,16 @@ fn special_functions_are_accurate() {
         // ISA: ex2.approx max relative error 2^-22 (we are tighter, which is allowed)
         assert!(rel(o[0], xd.exp2()) < 2f64.powi(-22), "ex2 {x}");
         assert!(rel(o[1], xd.exp2()) < 2f64.powi(-22), "ex2.ftz {x}");
-        assert!((o[2] as f64 - xd.abs().log2()).abs() < 2f64.powi(-22), "lg2 {x}");
+        assert!(
+            (o[2] as f64 - xd.abs().log2()).abs() < 2f64.powi(-22),
+            "lg2 {x}"
+        );
         assert!((o[3] as f64 - xd.tanh()).abs() < 2f64.powi(-10), "tanh {x}");
         assert!(rel(o[4], 1.0 / xd) < 2f64.powi(-22), "rcp {x}");
-        assert!(rel(o[5], 1.0 / xd.abs().sqrt()) < 2f64.powi(-22), "rsqrt {x}");
+        assert!(
+            rel(o[5], 1.0 / xd.abs().sqrt()) < 2f64.powi(-22),
+            "rsqrt {x}"
+        );
         assert_eq!(o[6], (1.0 + x) / 3.0, "div.rn {x}");
         assert_eq!(o[7], x.abs().sqrt(), "sqrt.rn {x}");
     }

@@ -17,13 +17,29 @@ fn cp_async_zero_fills_past_src_size() {
     let psrc = dev.upload(&src);
     let psz = upload(&mut dev, &sizes);
     let pout = dev.alloc(n * 16);
-    let rep = launch_clean(&mut dev, &m, "cp_async_zfill", 1, n as u32, &[Arg::Ptr(psrc), Arg::Ptr(psz), Arg::Ptr(pout)]);
+    let rep = launch_clean(
+        &mut dev,
+        &m,
+        "cp_async_zfill",
+        1,
+        n as u32,
+        &[Arg::Ptr(psrc), Arg::Ptr(psz), Arg::Ptr(pout)],
+    );
     let out = dev.read(pout, n * 16).unwrap();
     for t in 0..n {
         let s = (t + 1) % n;
         for k in 0..16 {
-            let want = if k < sizes[s] as usize { src[16 * s + k] } else { 0 };
-            assert_eq!(out[16 * t + k], want, "row {s} byte {k} (src-size {})", sizes[s]);
+            let want = if k < sizes[s] as usize {
+                src[16 * s + k]
+            } else {
+                0
+            };
+            assert_eq!(
+                out[16 * t + k],
+                want,
+                "row {s} byte {k} (src-size {})",
+                sizes[s]
+            );
         }
     }
     let requested: u64 = sizes.iter().map(|&s| s as u64).sum();
@@ -39,7 +55,14 @@ fn cp_async_groups_and_ignore_src() {
     let mut dev = Device::new();
     let psrc = upload(&mut dev, &src);
     let pout = dev.alloc(128 * 4);
-    launch_clean(&mut dev, &m, "cp_async_groups", 1, 64, &[Arg::Ptr(psrc), Arg::Ptr(pout)]);
+    launch_clean(
+        &mut dev,
+        &m,
+        "cp_async_groups",
+        1,
+        64,
+        &[Arg::Ptr(psrc), Arg::Ptr(pout)],
+    );
     let out: Vec<u32> = download(&dev, pout, 128);
     for t in 0..64 {
         // ignore-src true (odd t) copies zeros
@@ -62,7 +85,20 @@ fn atomics_are_exact_across_ctas() {
     let pc = upload(&mut dev, &init);
     let pf = upload(&mut dev, &[0f32]);
     let pw = upload(&mut dev, &[0u64]);
-    let rep = launch_clean(&mut dev, &m, "atomics", blocks, threads, &[Arg::Ptr(pin), Arg::Ptr(pc), Arg::Ptr(pf), Arg::Ptr(pw), Arg::I32(n as i32)]);
+    let rep = launch_clean(
+        &mut dev,
+        &m,
+        "atomics",
+        blocks,
+        threads,
+        &[
+            Arg::Ptr(pin),
+            Arg::Ptr(pc),
+            Arg::Ptr(pf),
+            Arg::Ptr(pw),
+            Arg::I32(n as i32),
+        ],
+    );
     let c: Vec<u32> = download(&dev, pc, 5 + blocks as usize);
     assert_eq!(c[0], input.iter().fold(0u32, |s, v| s.wrapping_add(*v)));
     assert_eq!(c[1], *input.iter().max().unwrap());
@@ -72,7 +108,11 @@ fn atomics_are_exact_across_ctas() {
     for b in 0..blocks as usize {
         let lo = b * threads as usize;
         let hi = (lo + threads as usize).min(n);
-        assert_eq!(c[5 + b], *input[lo..hi].iter().max().unwrap(), "block {b} shared max");
+        assert_eq!(
+            c[5 + b],
+            *input[lo..hi].iter().max().unwrap(),
+            "block {b} shared max"
+        );
     }
     let f: Vec<f32> = download(&dev, pf, 1);
     let fsum: f64 = input.iter().map(|v| (v & 0xff) as f64).sum();

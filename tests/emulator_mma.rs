@@ -27,25 +27,51 @@ fn run_f32(entry: &str, k: usize, bf: bool, seed: u64) {
     let bv = rand_f32(&mut r, k * 8, 2.0);
     let cv = rand_f32(&mut r, 16 * 8, 4.0);
     let (a_bits, a64): (Vec<u16>, Vec<f64>) = if bf {
-        av.iter().map(|&x| (bf16::from_f32(x).to_bits(), bf16::from_f32(x).to_f64())).unzip()
+        av.iter()
+            .map(|&x| (bf16::from_f32(x).to_bits(), bf16::from_f32(x).to_f64()))
+            .unzip()
     } else {
-        av.iter().map(|&x| (f16::from_f32(x).to_bits(), f16::from_f32(x).to_f64())).unzip()
+        av.iter()
+            .map(|&x| (f16::from_f32(x).to_bits(), f16::from_f32(x).to_f64()))
+            .unzip()
     };
     let (b_bits, b64): (Vec<u16>, Vec<f64>) = if bf {
-        bv.iter().map(|&x| (bf16::from_f32(x).to_bits(), bf16::from_f32(x).to_f64())).unzip()
+        bv.iter()
+            .map(|&x| (bf16::from_f32(x).to_bits(), bf16::from_f32(x).to_f64()))
+            .unzip()
     } else {
-        bv.iter().map(|&x| (f16::from_f32(x).to_bits(), f16::from_f32(x).to_f64())).unzip()
+        bv.iter()
+            .map(|&x| (f16::from_f32(x).to_bits(), f16::from_f32(x).to_f64()))
+            .unzip()
     };
     let c64: Vec<f64> = cv.iter().map(|&x| x as f64).collect();
     let mut dev = Device::new();
-    let (pa, pb, pc) = (upload(&mut dev, &a_bits), upload(&mut dev, &b_bits), upload(&mut dev, &cv));
+    let (pa, pb, pc) = (
+        upload(&mut dev, &a_bits),
+        upload(&mut dev, &b_bits),
+        upload(&mut dev, &cv),
+    );
     let pd = dev.alloc(16 * 8 * 4);
-    let rep = launch_clean(&mut dev, &m, entry, 1, 32, &[Arg::Ptr(pa), Arg::Ptr(pb), Arg::Ptr(pc), Arg::Ptr(pd)]);
+    let rep = launch_clean(
+        &mut dev,
+        &m,
+        entry,
+        1,
+        32,
+        &[Arg::Ptr(pa), Arg::Ptr(pb), Arg::Ptr(pc), Arg::Ptr(pd)],
+    );
     let d: Vec<f32> = download(&dev, pd, 128);
     let want = matmul(&a64, &b64, &c64, k);
     for i in 0..128 {
         let tol = 1e-5 * want[i].abs().max(1.0);
-        assert!((d[i] as f64 - want[i]).abs() <= tol, "{entry} element ({}, {}): got {} want {}", i / 8, i % 8, d[i], want[i]);
+        assert!(
+            (d[i] as f64 - want[i]).abs() <= tol,
+            "{entry} element ({}, {}): got {} want {}",
+            i / 8,
+            i % 8,
+            d[i],
+            want[i]
+        );
     }
     assert_eq!(rep.counters.mma_instructions, 1);
     assert_eq!(rep.counters.tensor_flops, 2 * 16 * 8 * k as u64);
@@ -74,14 +100,34 @@ fn mma_m16n8k8_f16_f32_matches_matmul() {
 fn mma_m16n8k16_f16_f16_matches_matmul_rounded() {
     let m = module("mma");
     let mut r = rng(7);
-    let a: Vec<f16> = rand_f32(&mut r, 256, 1.0).into_iter().map(f16::from_f32).collect();
-    let b: Vec<f16> = rand_f32(&mut r, 128, 1.0).into_iter().map(f16::from_f32).collect();
-    let c: Vec<f16> = rand_f32(&mut r, 128, 2.0).into_iter().map(f16::from_f32).collect();
+    let a: Vec<f16> = rand_f32(&mut r, 256, 1.0)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
+    let b: Vec<f16> = rand_f32(&mut r, 128, 1.0)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
+    let c: Vec<f16> = rand_f32(&mut r, 128, 2.0)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
     let bits = |v: &[f16]| v.iter().map(|x| x.to_bits()).collect::<Vec<u16>>();
     let mut dev = Device::new();
-    let (pa, pb, pc) = (upload(&mut dev, &bits(&a)), upload(&mut dev, &bits(&b)), upload(&mut dev, &bits(&c)));
+    let (pa, pb, pc) = (
+        upload(&mut dev, &bits(&a)),
+        upload(&mut dev, &bits(&b)),
+        upload(&mut dev, &bits(&c)),
+    );
     let pd = dev.alloc(256);
-    launch_clean(&mut dev, &m, "mma_f16_f16", 1, 32, &[Arg::Ptr(pa), Arg::Ptr(pb), Arg::Ptr(pc), Arg::Ptr(pd)]);
+    launch_clean(
+        &mut dev,
+        &m,
+        "mma_f16_f16",
+        1,
+        32,
+        &[Arg::Ptr(pa), Arg::Ptr(pb), Arg::Ptr(pc), Arg::Ptr(pd)],
+    );
     let d: Vec<u16> = download(&dev, pd, 128);
     let f = |v: &[f16]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
     let want = matmul(&f(&a), &f(&b), &f(&c), 16);
@@ -89,7 +135,11 @@ fn mma_m16n8k16_f16_f16_matches_matmul_rounded() {
         let got = f16::from_bits(d[i]).to_f64();
         // one f16 rounding of the exact result
         let ulp = f16::from_f64(want[i]).to_f64().abs() * 2f64.powi(-10) + 1e-7;
-        assert!((got - want[i]).abs() <= ulp, "element {i}: got {got} want {}", want[i]);
+        assert!(
+            (got - want[i]).abs() <= ulp,
+            "element {i}: got {got} want {}",
+            want[i]
+        );
     }
 }
 
@@ -101,7 +151,11 @@ fn ldmatrix_expect(src: &[u16], num: usize, trans: bool, t: usize) -> [u32; 4] {
     for (j, o) in out.iter_mut().enumerate().take(num) {
         let el = |r: usize, c: usize| src[64 * j + r * 8 + c] as u32;
         let (r, c) = (t / 4, 2 * (t % 4));
-        *o = if trans { el(c, r) | el(c + 1, r) << 16 } else { el(r, c) | el(r, c + 1) << 16 };
+        *o = if trans {
+            el(c, r) | el(c + 1, r) << 16
+        } else {
+            el(r, c) | el(r, c + 1) << 16
+        };
     }
     out
 }
@@ -130,7 +184,11 @@ fn ldmatrix_layouts_all_variants() {
                 assert_eq!(got[t * 4 + j], want[j], "{entry}: lane {t} register {j}");
             }
             for j in num..4 {
-                assert_eq!(got[t * 4 + j], 0, "{entry}: lane {t} register {j} must stay untouched");
+                assert_eq!(
+                    got[t * 4 + j],
+                    0,
+                    "{entry}: lane {t} register {j} must stay untouched"
+                );
             }
         }
         // 48-byte row pitch: the 8 rows of a matrix cover banks 0-3, 12-15, 24-27, 4-7, 16-19,

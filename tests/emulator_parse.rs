@@ -12,10 +12,20 @@ fn run(ptx: &str, threads: u32, out_words: usize) -> (Vec<u32>, flashmha::emulat
     let m = Module::parse(ptx).unwrap_or_else(|e| panic!("{e}"));
     let mut dev = Device::new();
     let out = dev.alloc(out_words * 4);
-    let cfg = LaunchConfig { grid: [1, 1, 1], block: [threads, 1, 1], dynamic_smem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid: [1, 1, 1],
+        block: [threads, 1, 1],
+        dynamic_smem_bytes: 0,
+    };
     let rep = dev.launch(&m, "k", &cfg, &out.0.to_le_bytes()).unwrap();
     let bytes = dev.read(out, out_words * 4).unwrap();
-    (bytes.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect(), rep)
+    (
+        bytes
+            .chunks(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        rep,
+    )
 }
 
 #[test]
@@ -44,9 +54,13 @@ fn unsupported_instruction_fails_at_load_time() {
         ("\tmul24.lo.s32 %r1, %r1, %r2;", "mul24.lo.s32"),
         ("\tadd.cc.u32 %r1, %r1, %r2;", "add.cc.u32"),
         ("\tprmt.b32.f4e %r1, %r1, %r2, %r2;", "prmt.b32.f4e"),
-        ("\tcvt.rn.satfinite.e4m3x2.f32 %rs1, %f1, %f2;", "cvt.rn.satfinite.e4m3x2.f32"),
+        (
+            "\tcvt.rn.satfinite.e4m3x2.f32 %rs1, %f1, %f2;",
+            "cvt.rn.satfinite.e4m3x2.f32",
+        ),
     ] {
-        let body = format!("\t.reg .b32 %r<3>;\n\t.reg .b16 %rs<3>;\n\t.reg .f32 %f<5>;\n{instr}\n\tret;");
+        let body =
+            format!("\t.reg .b32 %r<3>;\n\t.reg .b16 %rs<3>;\n\t.reg .f32 %f<5>;\n{instr}\n\tret;");
         match Module::parse(&kernel(&body)) {
             Err(EmuError::Unsupported { line, opcode, .. }) => {
                 assert_eq!(line, 11, "{instr}");
@@ -85,7 +99,7 @@ fn divergence_reconverges_before_a_collective() {
         \tmul.wide.u32 %rd2, %r1, 4;\n\tadd.s64 %rd3, %rd1, %rd2;\n\tst.global.u32 [%rd3], %r4;\n\tret;";
     let (out, rep) = run(&kernel(body), 32, 32);
     for l in 0..32u32 {
-        let v = |x: u32| if x % 2 == 0 { x << 4 } else { x * 3 };
+        let v = |x: u32| if x.is_multiple_of(2) { x << 4 } else { x * 3 };
         assert_eq!(out[l as usize], v(l ^ 1), "lane {l}");
     }
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
@@ -93,7 +107,11 @@ fn divergence_reconverges_before_a_collective() {
     // one warp: 6 converged up to the branch, (mul, bra.uni) by the odd group, shl by the even
     // group, then 5 reconverged = 14 issues; the branch is taken (guard true) by 16 lanes.
     assert_eq!(c.warp_instructions, 14, "{c}");
-    assert_eq!(c.thread_instructions, 5 * 32 + 16 + 2 * 16 + 16 + 5 * 32, "{c}");
+    assert_eq!(
+        c.thread_instructions,
+        5 * 32 + 16 + 2 * 16 + 16 + 5 * 32,
+        "{c}"
+    );
 }
 
 #[test]
@@ -131,7 +149,10 @@ fn integer_and_predicate_semantics() {
     // -7 < 5 (signed) is true, so %p3 = !true || %p1(false, since 0xFFFFFFF9 >= 5 unsigned) = false
     assert_eq!(o[10], 2);
     assert_eq!(o[11], 3, "unordered compare with NaN is true");
-    assert_eq!(o[12], 0x11335577, "result byte i is the source byte selected by nibble i");
+    assert_eq!(
+        o[12], 0x11335577,
+        "result byte i is the source byte selected by nibble i"
+    );
     assert_eq!(f32::from_bits(o[13]), 2.0, "min ignores a NaN operand");
     assert_eq!(o[14], 0x38, "shf.l takes the high word of {{b, a}} << n");
 }
@@ -142,7 +163,11 @@ fn infinite_loop_hits_the_instruction_limit() {
     let m = Module::parse(&kernel(body)).unwrap();
     let mut dev = Device::new();
     dev.options_mut().max_warp_instructions_per_cta = 10_000;
-    let cfg = LaunchConfig { grid: [2, 1, 1], block: [64, 1, 1], dynamic_smem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid: [2, 1, 1],
+        block: [64, 1, 1],
+        dynamic_smem_bytes: 0,
+    };
     let rep = dev.launch(&m, "k", &cfg, &0u64.to_le_bytes()).unwrap();
     let f: Vec<_> = rep.of_kind(FindingKind::InstructionLimit).collect();
     assert_eq!(f.len(), 1);
@@ -153,10 +178,26 @@ fn infinite_loop_hits_the_instruction_limit() {
 fn launch_validation_errors() {
     let m = Module::parse(&kernel("\tret;")).unwrap();
     let mut dev = Device::new();
-    let ok = LaunchConfig { grid: [1, 1, 1], block: [32, 1, 1], dynamic_smem_bytes: 0 };
-    assert!(matches!(dev.launch(&m, "nope", &ok, &[0; 8]), Err(EmuError::NoEntry(_))));
-    assert!(matches!(dev.launch(&m, "k", &ok, &[0; 4]), Err(EmuError::Launch(_))));
-    let big = LaunchConfig { block: [2048, 1, 1], ..ok };
-    assert!(matches!(dev.launch(&m, "k", &big, &[0; 8]), Err(EmuError::Launch(_))));
+    let ok = LaunchConfig {
+        grid: [1, 1, 1],
+        block: [32, 1, 1],
+        dynamic_smem_bytes: 0,
+    };
+    assert!(matches!(
+        dev.launch(&m, "nope", &ok, &[0; 8]),
+        Err(EmuError::NoEntry(_))
+    ));
+    assert!(matches!(
+        dev.launch(&m, "k", &ok, &[0; 4]),
+        Err(EmuError::Launch(_))
+    ));
+    let big = LaunchConfig {
+        block: [2048, 1, 1],
+        ..ok
+    };
+    assert!(matches!(
+        dev.launch(&m, "k", &big, &[0; 8]),
+        Err(EmuError::Launch(_))
+    ));
     assert!(dev.read(flashmha::emulator::DevicePtr(16), 4).is_err());
 }

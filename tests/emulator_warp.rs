@@ -41,7 +41,14 @@ fn shuffles_votes_and_match_follow_the_isa() {
         let pin = upload(&mut dev, &input);
         let pp = upload(&mut dev, &[delta, src, xmask, width]);
         let pout = dev.alloc(13 * 32 * 4);
-        launch_clean(&mut dev, &m, "shfl_modes", 1, 32, &[Arg::Ptr(pin), Arg::Ptr(pp), Arg::Ptr(pout)]);
+        launch_clean(
+            &mut dev,
+            &m,
+            "shfl_modes",
+            1,
+            32,
+            &[Arg::Ptr(pin), Arg::Ptr(pp), Arg::Ptr(pout)],
+        );
         let out: Vec<u32> = download(&dev, pout, 13 * 32);
         let row = |k: usize| &out[k * 32..(k + 1) * 32];
         let (d, s, x, w) = (delta as i32, src as i32, xmask as i32, width as i32);
@@ -53,17 +60,26 @@ fn shuffles_votes_and_match_follow_the_isa() {
         assert_eq!(row(5), shfl(&input, "down", d, w), "down width {w}");
         assert_eq!(row(6), shfl(&input, "bfly", x, w), "bfly width {w}");
         assert_eq!(row(7), shfl(&input, "idx", s, w), "idx width {w}");
-        let ballot = input.iter().enumerate().fold(0u32, |m, (l, v)| m | ((v & 1) << l));
+        let ballot = input
+            .iter()
+            .enumerate()
+            .fold(0u32, |m, (l, v)| m | ((v & 1) << l));
         assert!(row(8).iter().all(|&b| b == ballot));
         assert!(row(9).iter().all(|&b| b == (ballot != 0) as u32));
         assert!(row(10).iter().all(|&b| b == (ballot == u32::MAX) as u32));
         for l in 0..32 {
             let key = input[l] & 3;
-            let want = (0..32).filter(|&k| input[k] & 3 == key).fold(0u32, |m, k| m | 1 << k);
+            let want = (0..32)
+                .filter(|&k| input[k] & 3 == key)
+                .fold(0u32, |m, k| m | 1 << k);
             assert_eq!(row(11)[l], want, "match.any lane {l}");
         }
         for l in 0..32 {
-            let want = if l % 2 == 0 { input[(l + 2) % 32] } else { 0xdeadbeef };
+            let want = if l % 2 == 0 {
+                input[(l + 2) % 32]
+            } else {
+                0xdeadbeef
+            };
             assert_eq!(row(12)[l], want, "divergent shfl lane {l}");
         }
     }

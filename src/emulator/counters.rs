@@ -49,7 +49,11 @@ pub struct Counters {
 
 impl Counters {
     pub fn class(&self, c: Class) -> u64 {
-        self.by_class.iter().find(|(k, _)| *k == c).map(|(_, v)| *v).unwrap_or(0)
+        self.by_class
+            .iter()
+            .find(|(k, _)| *k == c)
+            .map(|(_, v)| *v)
+            .unwrap_or(0)
     }
 
     pub fn global_bytes_requested(&self) -> u64 {
@@ -59,7 +63,11 @@ impl Counters {
     /// Warp-instructions executed on the given PTX source lines (inclusive range), e.g. the main
     /// loop of a kernel.
     pub fn warp_instructions_in_lines(&self, lines: std::ops::RangeInclusive<u32>) -> u64 {
-        self.per_line.iter().filter(|(l, _)| lines.contains(l)).map(|(_, c)| c).sum()
+        self.per_line
+            .iter()
+            .filter(|(l, _)| lines.contains(l))
+            .map(|(_, c)| c)
+            .sum()
     }
 
     /// (name, value) rows for a table.
@@ -82,7 +90,10 @@ impl Counters {
             ("global 32B sectors".to_string(), self.global_sectors),
             ("shared accesses (warp)".to_string(), self.shared_accesses),
             ("shared wavefronts".to_string(), self.shared_wavefronts),
-            ("shared wavefronts (ideal)".to_string(), self.shared_wavefronts_ideal),
+            (
+                "shared wavefronts (ideal)".to_string(),
+                self.shared_wavefronts_ideal,
+            ),
             ("barriers".to_string(), self.barriers),
         ]);
         r
@@ -119,7 +130,10 @@ pub(crate) struct RawCounters {
 
 impl RawCounters {
     pub fn new(ninst: usize) -> Self {
-        RawCounters { per_pc: vec![0; ninst], ..Default::default() }
+        RawCounters {
+            per_pc: vec![0; ninst],
+            ..Default::default()
+        }
     }
 
     pub fn merge(&mut self, o: &RawCounters) {

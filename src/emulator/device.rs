@@ -36,7 +36,11 @@ impl Module {
     pub fn parse(ptx: &str) -> Result<Module, EmuError> {
         let ast = parser::parse(ptx)?;
         let programs = lower::lower_module(&ast, ptx)?;
-        Ok(Module { version: ast.version, target: ast.target, programs })
+        Ok(Module {
+            version: ast.version,
+            target: ast.target,
+            programs,
+        })
     }
 
     /// Names of the `.entry` kernels.
@@ -140,7 +144,11 @@ pub struct EmuOptions {
 
 impl Default for EmuOptions {
     fn default() -> Self {
-        EmuOptions { max_warp_instructions_per_cta: 500_000_000, check_races: true, check_uninit: true }
+        EmuOptions {
+            max_warp_instructions_per_cta: 500_000_000,
+            check_races: true,
+            check_uninit: true,
+        }
     }
 }
 
@@ -156,11 +164,17 @@ pub struct Device {
 
 impl Device {
     pub fn new() -> Self {
-        Device { gmem: GlobalMemory::new(), options: EmuOptions::default() }
+        Device {
+            gmem: GlobalMemory::new(),
+            options: EmuOptions::default(),
+        }
     }
 
     pub fn with_options(options: EmuOptions) -> Self {
-        Device { gmem: GlobalMemory::new(), options }
+        Device {
+            gmem: GlobalMemory::new(),
+            options,
+        }
     }
 
     pub fn options_mut(&mut self) -> &mut EmuOptions {
@@ -182,16 +196,23 @@ impl Device {
     }
 
     pub fn write(&mut self, ptr: DevicePtr, bytes: &[u8]) -> Result<(), EmuError> {
-        self.gmem
-            .write(ptr.0, bytes)
-            .map_err(|_| EmuError::Memory(format!("write of {} bytes at {:#x} is outside every allocation", bytes.len(), ptr.0)))
+        self.gmem.write(ptr.0, bytes).map_err(|_| {
+            EmuError::Memory(format!(
+                "write of {} bytes at {:#x} is outside every allocation",
+                bytes.len(),
+                ptr.0
+            ))
+        })
     }
 
     pub fn read(&self, ptr: DevicePtr, len: usize) -> Result<Vec<u8>, EmuError> {
         let mut out = vec![0u8; len];
-        self.gmem
-            .read(ptr.0, &mut out)
-            .map_err(|_| EmuError::Memory(format!("read of {len} bytes at {:#x} is outside every allocation", ptr.0)))?;
+        self.gmem.read(ptr.0, &mut out).map_err(|_| {
+            EmuError::Memory(format!(
+                "read of {len} bytes at {:#x} is outside every allocation",
+                ptr.0
+            ))
+        })?;
         Ok(out)
     }
 
@@ -203,8 +224,16 @@ impl Device {
     /// Runs `entry` over the grid. `params` are the raw bytes of the entry's parameter space laid
     /// out as [`Module::param_layout`] says (for a kernel taking one struct by value: exactly the
     /// bytes of that `#[repr(C)]` struct).
-    pub fn launch(&mut self, module: &Module, entry: &str, cfg: &LaunchConfig, params: &[u8]) -> Result<LaunchReport, EmuError> {
-        let prog = module.program(entry).ok_or_else(|| EmuError::NoEntry(entry.to_string()))?;
+    pub fn launch(
+        &mut self,
+        module: &Module,
+        entry: &str,
+        cfg: &LaunchConfig,
+        params: &[u8],
+    ) -> Result<LaunchReport, EmuError> {
+        let prog = module
+            .program(entry)
+            .ok_or_else(|| EmuError::NoEntry(entry.to_string()))?;
         let need = prog.param_size as usize;
         if params.len() < need || params.len() > need.div_ceil(8) * 8 {
             return Err(EmuError::Launch(format!(
@@ -214,14 +243,26 @@ impl Device {
         }
         let nthreads = cfg.block.iter().map(|&b| b as u64).product::<u64>();
         if nthreads == 0 || nthreads > 1024 || cfg.block[2] > 64 {
-            return Err(EmuError::Launch(format!("block {:?} is not a valid CTA shape", cfg.block)));
+            return Err(EmuError::Launch(format!(
+                "block {:?} is not a valid CTA shape",
+                cfg.block
+            )));
         }
         if cfg.grid.contains(&0) || cfg.grid[1] > 65535 || cfg.grid[2] > 65535 {
-            return Err(EmuError::Launch(format!("grid {:?} is not valid", cfg.grid)));
+            return Err(EmuError::Launch(format!(
+                "grid {:?} is not valid",
+                cfg.grid
+            )));
         }
-        let smem = if cfg.dynamic_smem_bytes > 0 { prog.dyn_smem_offset + cfg.dynamic_smem_bytes } else { prog.static_smem };
+        let smem = if cfg.dynamic_smem_bytes > 0 {
+            prog.dyn_smem_offset + cfg.dynamic_smem_bytes
+        } else {
+            prog.static_smem
+        };
         if smem > MAX_SHARED_BYTES {
-            return Err(EmuError::Launch(format!("{smem} bytes of shared memory exceed {MAX_SHARED_BYTES}")));
+            return Err(EmuError::Launch(format!(
+                "{smem} bytes of shared memory exceed {MAX_SHARED_BYTES}"
+            )));
         }
         // Module variables live in global memory for the duration of the launch.
         let mut var_addrs = Vec::new();
@@ -256,7 +297,11 @@ impl Device {
             .fold(
                 || (FindingSink::default(), RawCounters::new(ninst)),
                 |(mut sink, mut cnt), i| {
-                    let cta = [(i % gx as u64) as u32, ((i / gx as u64) % gy as u64) as u32, (i / (gx as u64 * gy as u64)) as u32];
+                    let cta = [
+                        (i % gx as u64) as u32,
+                        ((i / gx as u64) % gy as u64) as u32,
+                        (i / (gx as u64 * gy as u64)) as u32,
+                    ];
                     let (f, c) = run_cta(&ctx, cta);
                     sink.merge(f);
                     cnt.merge(&c);
@@ -299,6 +344,10 @@ impl Device {
             })
             .collect();
         findings.sort_by_key(|f| (f.kind, f.line));
-        Ok(LaunchReport { findings, dropped_findings: sink.dropped, counters })
+        Ok(LaunchReport {
+            findings,
+            dropped_findings: sink.dropped,
+            counters,
+        })
     }
 }

@@ -7,11 +7,19 @@
 pub enum EmuError {
     /// The PTX text is malformed (or uses syntax this parser does not know).
     #[error("PTX parse error at line {line}: {msg} (in `{text}`)")]
-    Parse { line: u32, text: String, msg: String },
+    Parse {
+        line: u32,
+        text: String,
+        msg: String,
+    },
     /// A well-formed instruction that the emulator does not implement. Raised at load time so no
     /// kernel ever runs with an instruction silently skipped.
     #[error("unsupported instruction `{opcode}` at line {line}: `{text}`")]
-    Unsupported { line: u32, opcode: String, text: String },
+    Unsupported {
+        line: u32,
+        opcode: String,
+        text: String,
+    },
     /// The module has no `.entry` of that name.
     #[error("no kernel entry named `{0}` in the module")]
     NoEntry(String),
@@ -25,6 +33,10 @@ pub enum EmuError {
 
 impl EmuError {
     pub(crate) fn parse(line: u32, text: &str, msg: impl Into<String>) -> Self {
-        EmuError::Parse { line, text: text.trim().to_string(), msg: msg.into() }
+        EmuError::Parse {
+            line,
+            text: text.trim().to_string(),
+            msg: msg.into(),
+        }
     }
 }

@@ -72,7 +72,10 @@ impl FindingKind {
     }
 
     pub fn is_race(self) -> bool {
-        matches!(self, FindingKind::SharedRaceRaw | FindingKind::SharedRaceWar | FindingKind::SharedRaceWaw)
+        matches!(
+            self,
+            FindingKind::SharedRaceRaw | FindingKind::SharedRaceWar | FindingKind::SharedRaceWaw
+        )
     }
 }
 
@@ -178,7 +181,16 @@ impl FindingSink {
             return;
         }
         self.index.insert((kind, pc), self.list.len());
-        self.list.push(RawFinding { kind, pc, cta, tid, address, other_tid, detail: detail(), occurrences: 1 });
+        self.list.push(RawFinding {
+            kind,
+            pc,
+            cta,
+            tid,
+            address,
+            other_tid,
+            detail: detail(),
+            occurrences: 1,
+        });
     }
 
     pub fn merge(&mut self, other: FindingSink) {

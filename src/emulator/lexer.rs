@@ -73,7 +73,10 @@ pub fn tokenize(src: &str) -> Result<Vec<Token<'_>>, EmuError> {
             while i < b.len() && b[i] != b'"' && b[i] != b'\n' {
                 i += 1;
             }
-            out.push(Token { tok: Tok::Str(&src[start..i.min(b.len())]), line });
+            out.push(Token {
+                tok: Tok::Str(&src[start..i.min(b.len())]),
+                line,
+            });
             i += 1;
             continue;
         }
@@ -92,8 +95,9 @@ pub fn tokenize(src: &str) -> Result<Vec<Token<'_>>, EmuError> {
                 i += 1;
             }
             let text = &src[start..i];
-            let tok = parse_number(text)
-                .ok_or_else(|| EmuError::parse(line, &line_text(line), format!("bad number `{text}`")))?;
+            let tok = parse_number(text).ok_or_else(|| {
+                EmuError::parse(line, &line_text(line), format!("bad number `{text}`"))
+            })?;
             out.push(Token { tok, line });
             continue;
         }
@@ -110,15 +114,25 @@ pub fn tokenize(src: &str) -> Result<Vec<Token<'_>>, EmuError> {
                     break;
                 }
             }
-            out.push(Token { tok: Tok::Ident(&src[start..i]), line });
+            out.push(Token {
+                tok: Tok::Ident(&src[start..i]),
+                line,
+            });
             continue;
         }
         if b",;:{}[]()<>+-|!@=*".contains(&c) {
-            out.push(Token { tok: Tok::Punct(c as char), line });
+            out.push(Token {
+                tok: Tok::Punct(c as char),
+                line,
+            });
             i += 1;
             continue;
         }
-        return Err(EmuError::parse(line, &line_text(line), format!("unexpected character `{}`", c as char)));
+        return Err(EmuError::parse(
+            line,
+            &line_text(line),
+            format!("unexpected character `{}`", c as char),
+        ));
     }
     Ok(out)
 }
@@ -157,7 +171,8 @@ mod tests {
 
     #[test]
     fn lexes_registers_qualifiers_and_floats() {
-        let t = tokenize("@!%p1 cp.async.cg.shared::cta.global [%r1+16], 0f3F800000; // c\n$L_1:").unwrap();
+        let t = tokenize("@!%p1 cp.async.cg.shared::cta.global [%r1+16], 0f3F800000; // c\n$L_1:")
+            .unwrap();
         let toks: Vec<_> = t.iter().map(|t| t.tok).collect();
         assert_eq!(toks[0], Tok::Punct('@'));
         assert_eq!(toks[1], Tok::Punct('!'));
@@ -173,7 +188,16 @@ mod tests {
     fn lexes_integer_forms() {
         let t = tokenize("0x1F 017 42U 0d3FF0000000000000 1.5").unwrap();
         let toks: Vec<_> = t.iter().map(|t| t.tok).collect();
-        assert_eq!(toks, vec![Tok::Int(31), Tok::Int(15), Tok::Int(42), Tok::F64(1f64.to_bits()), Tok::F64(1.5f64.to_bits())]);
+        assert_eq!(
+            toks,
+            vec![
+                Tok::Int(31),
+                Tok::Int(15),
+                Tok::Int(42),
+                Tok::F64(1f64.to_bits()),
+                Tok::F64(1.5f64.to_bits())
+            ]
+        );
     }
 
     #[test]

@@ -60,7 +60,11 @@ pub fn lower_module(m: &ast::Module, src: &str) -> Result<Vec<Program>, EmuError
     Ok(out)
 }
 
-fn lower_entry(m: &ast::Module, f: &ast::Func, lines: Arc<Vec<String>>) -> Result<Program, EmuError> {
+fn lower_entry(
+    m: &ast::Module,
+    f: &ast::Func,
+    lines: Arc<Vec<String>>,
+) -> Result<Program, EmuError> {
     let mut l = Lowerer {
         lines,
         scopes: vec![HashMap::new()],
@@ -88,10 +92,18 @@ fn lower_entry(m: &ast::Module, f: &ast::Func, lines: Arc<Vec<String>>) -> Resul
         let align = p.effective_align().max(1);
         poff = poff.div_ceil(align) * align;
         l.vars.insert(p.name.clone(), VarLoc::Param(poff));
-        params.push(ParamDecl { name: p.name.clone(), offset: poff, size: p.size() as u32, align });
+        params.push(ParamDecl {
+            name: p.name.clone(),
+            offset: poff,
+            size: p.size() as u32,
+            align,
+        });
         poff += p.size() as u32;
     }
-    let body = f.body.as_ref().ok_or_else(|| EmuError::parse(f.line, &f.name, "entry without body"))?;
+    let body = f
+        .body
+        .as_ref()
+        .ok_or_else(|| EmuError::parse(f.line, &f.name, "entry without body"))?;
 
     // Shared layout: module-scope statics, then function-scope statics, then dynamic.
     let mut soff = 0u32;
@@ -113,7 +125,10 @@ fn lower_entry(m: &ast::Module, f: &ast::Func, lines: Arc<Vec<String>>) -> Resul
             Space::Shared => place_shared(&mut l, v, &mut soff),
             Space::Global | Space::Const => {
                 let idx = l.global_vars.len();
-                l.global_vars.push(GlobalVar { size: v.size(), init: init_bytes(v) });
+                l.global_vars.push(GlobalVar {
+                    size: v.size(),
+                    init: init_bytes(v),
+                });
                 l.vars.insert(v.name.clone(), VarLoc::Global(idx));
             }
             _ => {}
@@ -132,7 +147,10 @@ fn lower_entry(m: &ast::Module, f: &ast::Func, lines: Arc<Vec<String>>) -> Resul
                 }
                 Space::Global | Space::Const => {
                     let idx = l.global_vars.len();
-                    l.global_vars.push(GlobalVar { size: v.size(), init: init_bytes(v) });
+                    l.global_vars.push(GlobalVar {
+                        size: v.size(),
+                        init: init_bytes(v),
+                    });
                     l.vars.insert(v.name.clone(), VarLoc::Global(idx));
                 }
                 _ => {
@@ -164,7 +182,8 @@ fn lower_entry(m: &ast::Module, f: &ast::Func, lines: Arc<Vec<String>>) -> Resul
                 scope_ids.pop();
             }
             Stmt::Label(name, _) => {
-                l.labels.insert((*scope_ids.last().unwrap(), name.clone()), idx);
+                l.labels
+                    .insert((*scope_ids.last().unwrap(), name.clone()), idx);
             }
             Stmt::Instr(_) => idx += 1,
             _ => {}
@@ -193,14 +212,22 @@ fn lower_entry(m: &ast::Module, f: &ast::Func, lines: Arc<Vec<String>>) -> Resul
         }
     }
     // Falling off the end of the entry is a return.
-    l.insts.push(Inst { op: Op::Exit, guard: NONE, guard_neg: false, line: f.line, class: Class::Control });
+    l.insts.push(Inst {
+        op: Op::Exit,
+        guard: NONE,
+        guard_neg: false,
+        line: f.line,
+        class: Class::Control,
+    });
     for (at, chain, name, line) in std::mem::take(&mut l.fixups) {
         let target = chain
             .iter()
             .rev()
             .find_map(|s| l.labels.get(&(*s, name.clone())))
             .copied()
-            .ok_or_else(|| EmuError::parse(line, &l.line_text(line), format!("unknown label `{name}`")))?;
+            .ok_or_else(|| {
+                EmuError::parse(line, &l.line_text(line), format!("unknown label `{name}`"))
+            })?;
         if let Op::Bra { target: t } = &mut l.insts[at].op {
             *t = target;
         }
@@ -284,9 +311,29 @@ fn cmp_of(q: &str) -> Option<Cmp> {
 fn is_ignorable_mem_qual(q: &str) -> bool {
     matches!(
         q,
-        "weak" | "volatile" | "relaxed" | "acquire" | "release" | "acq_rel" | "mmio" | "sc"
-            | "cta" | "gpu" | "sys" | "cluster" | "nc" | "ca" | "cg" | "cs" | "lu" | "cv" | "wb" | "wt"
-            | "sync" | "aligned" | "unified"
+        "weak"
+            | "volatile"
+            | "relaxed"
+            | "acquire"
+            | "release"
+            | "acq_rel"
+            | "mmio"
+            | "sc"
+            | "cta"
+            | "gpu"
+            | "sys"
+            | "cluster"
+            | "nc"
+            | "ca"
+            | "cg"
+            | "cs"
+            | "lu"
+            | "cv"
+            | "wb"
+            | "wt"
+            | "sync"
+            | "aligned"
+            | "unified"
     ) || q.starts_with("L1::")
         || q.starts_with("L2::")
         || q.starts_with("level::")
@@ -294,15 +341,26 @@ fn is_ignorable_mem_qual(q: &str) -> bool {
 
 impl Lowerer {
     fn line_text(&self, line: u32) -> String {
-        self.lines.get(line.saturating_sub(1) as usize).map(|s| s.trim().to_string()).unwrap_or_default()
+        self.lines
+            .get(line.saturating_sub(1) as usize)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
     }
 
     fn unsupported<T>(&self, what: &str) -> Result<T, EmuError> {
-        Err(EmuError::Unsupported { line: self.cur_line, opcode: what.to_string(), text: self.line_text(self.cur_line) })
+        Err(EmuError::Unsupported {
+            line: self.cur_line,
+            opcode: what.to_string(),
+            text: self.line_text(self.cur_line),
+        })
     }
 
     fn bad<T>(&self, msg: &str) -> Result<T, EmuError> {
-        Err(EmuError::parse(self.cur_line, &self.line_text(self.cur_line), msg))
+        Err(EmuError::parse(
+            self.cur_line,
+            &self.line_text(self.cur_line),
+            msg,
+        ))
     }
 
     fn new_reg(&mut self, bits: u32) -> R {
@@ -316,7 +374,10 @@ impl Lowerer {
             Some(n) => {
                 for i in 0..n {
                     let id = self.new_reg(bits);
-                    self.scopes.last_mut().unwrap().insert(format!("{}{}", r.name, i), id);
+                    self.scopes
+                        .last_mut()
+                        .unwrap()
+                        .insert(format!("{}{}", r.name, i), id);
                 }
             }
             None => {
@@ -383,13 +444,19 @@ impl Lowerer {
     fn var_value(&mut self, name: &str, off: i64) -> Option<R> {
         let loc = *self.vars.get(name)?;
         Some(match loc {
-            VarLoc::Shared(o) | VarLoc::Local(o) | VarLoc::Param(o) => self.constant((o as i64 + off) as u64),
+            VarLoc::Shared(o) | VarLoc::Local(o) | VarLoc::Param(o) => {
+                self.constant((o as i64 + off) as u64)
+            }
             VarLoc::Global(idx) => {
                 if let Some(&r) = self.reloc_regs.get(&(idx, off)) {
                     return Some(r);
                 }
                 let r = self.new_reg(64);
-                self.relocs.push(SymbolReloc { reg: r, var: idx, off });
+                self.relocs.push(SymbolReloc {
+                    reg: r,
+                    var: idx,
+                    off,
+                });
                 self.reloc_regs.insert((idx, off), r);
                 r
             }
@@ -440,11 +507,19 @@ impl Lowerer {
                 Ok(self.constant(v))
             }
             Operand::F32(b) => {
-                let v = if ty == Ty::F64 { (f32::from_bits(*b) as f64).to_bits() } else { *b as u64 };
+                let v = if ty == Ty::F64 {
+                    (f32::from_bits(*b) as f64).to_bits()
+                } else {
+                    *b as u64
+                };
                 Ok(self.constant(v))
             }
             Operand::F64(b) => {
-                let v = if ty.bits() == 32 { (f64::from_bits(*b) as f32).to_bits() as u64 } else { *b };
+                let v = if ty.bits() == 32 {
+                    (f64::from_bits(*b) as f32).to_bits() as u64
+                } else {
+                    *b
+                };
                 Ok(self.constant(v))
             }
             _ => self.bad("unexpected operand form"),
@@ -453,14 +528,20 @@ impl Lowerer {
 
     fn addr(&mut self, o: &Operand) -> Result<Addr, EmuError> {
         match o {
-            Operand::Addr(None, off) => Ok(Addr { base: self.zero, off: *off }),
+            Operand::Addr(None, off) => Ok(Addr {
+                base: self.zero,
+                off: *off,
+            }),
             Operand::Addr(Some(n), off) => {
                 if let Some(r) = self.lookup_reg(n) {
                     return Ok(Addr { base: r, off: *off });
                 }
                 match self.vars.get(n).copied() {
                     Some(VarLoc::Shared(o)) | Some(VarLoc::Local(o)) | Some(VarLoc::Param(o)) => {
-                        Ok(Addr { base: self.zero, off: o as i64 + off })
+                        Ok(Addr {
+                            base: self.zero,
+                            off: o as i64 + off,
+                        })
                     }
                     Some(VarLoc::Global(_)) => {
                         let r = self.var_value(n, 0).unwrap();
@@ -481,7 +562,13 @@ impl Lowerer {
             },
             None => (NONE, false),
         };
-        self.insts.push(Inst { op, guard, guard_neg, line: i.line, class });
+        self.insts.push(Inst {
+            op,
+            guard,
+            guard_neg,
+            line: i.line,
+            class,
+        });
         Ok(())
     }
 
@@ -508,11 +595,24 @@ impl Lowerer {
                     let n = ds.len();
                     let mut regs = [NONE; 4];
                     for (k, d) in ds.iter().enumerate() {
-                        regs[k] = if *d == Operand::Sink { NONE } else { self.dst(d)? };
+                        regs[k] = if *d == Operand::Sink {
+                            NONE
+                        } else {
+                            self.dst(d)?
+                        };
                     }
                     let a = self.src(&o[1], ty)?;
                     let bits = (ty.bits() / n as u32) as u8;
-                    return self.push(i, Op::Unpack { ds: regs, n: n as u8, bits, a }, Class::Other);
+                    return self.push(
+                        i,
+                        Op::Unpack {
+                            ds: regs,
+                            n: n as u8,
+                            bits,
+                            a,
+                        },
+                        Class::Other,
+                    );
                 }
                 let d = self.dst(&o[0])?;
                 if let Operand::Vec(ps) = &o[1] {
@@ -528,7 +628,16 @@ impl Lowerer {
                     for (k, p) in ps.iter().enumerate() {
                         parts[k] = self.src(p, pty)?;
                     }
-                    return self.push(i, Op::Pack { d, parts, n: n as u8, bits: bits as u8 }, Class::Other);
+                    return self.push(
+                        i,
+                        Op::Pack {
+                            d,
+                            parts,
+                            n: n as u8,
+                            bits: bits as u8,
+                        },
+                        Class::Other,
+                    );
                 }
                 if let Operand::Reg(n) = &o[1] {
                     if n.starts_with("%clock") || n.starts_with("%globaltimer") {
@@ -536,7 +645,11 @@ impl Lowerer {
                     }
                 }
                 let a = self.src(&o[1], ty)?;
-                let mask = if ty == Ty::Pred { 1 } else { mask_of(ty.bits()) };
+                let mask = if ty == Ty::Pred {
+                    1
+                } else {
+                    mask_of(ty.bits())
+                };
                 self.push(i, Op::Mov { d, a, mask }, Class::Other)
             }
             "add" | "sub" | "mul" | "div" | "rem" | "min" | "max" | "copysign" => {
@@ -557,7 +670,9 @@ impl Lowerer {
                         "copysign" => FOp::Copysign,
                         _ => return self.unsupported(&i.opcode),
                     };
-                    if has("xorsign") || has("relu") && !fty.is_x2() && fty != FTy::F16 && fty != FTy::Bf16 {
+                    if has("xorsign")
+                        || has("relu") && !fty.is_x2() && fty != FTy::F16 && fty != FTy::Bf16
+                    {
                         return self.unsupported(&i.opcode);
                     }
                     if has("relu") {
@@ -570,7 +685,16 @@ impl Lowerer {
                     let a = self.src(&o[1], ty)?;
                     let b = self.src(&o[2], ty)?;
                     let class = float_class(fty);
-                    return self.push(i, Op::Bin { k: BinK::F(fop, fty, mods), d, a, b }, class);
+                    return self.push(
+                        i,
+                        Op::Bin {
+                            k: BinK::F(fop, fty, mods),
+                            d,
+                            a,
+                            b,
+                        },
+                        class,
+                    );
                 }
                 let w = ty.bits() as u8;
                 let s = ty.is_signed();
@@ -588,9 +712,8 @@ impl Lowerer {
                     "max" if !has("relu") => BinK::Max(w, s),
                     _ => return self.unsupported(&i.opcode),
                 };
-                let bty = if matches!(k, BinK::MulWide(..)) { ty } else { ty };
                 let a = self.src(&o[1], ty)?;
-                let b = self.src(&o[2], bty)?;
+                let b = self.src(&o[2], ty)?;
                 self.push(i, Op::Bin { k, d, a, b }, Class::Int)
             }
             "mad" | "fma" => {
@@ -611,7 +734,17 @@ impl Lowerer {
                         return self.unsupported(&i.opcode);
                     }
                     let c = self.src(&o[3], ty)?;
-                    return self.push(i, Op::Tern { k: TerK::Fma(fty, mods), d, a, b, c }, float_class(fty));
+                    return self.push(
+                        i,
+                        Op::Tern {
+                            k: TerK::Fma(fty, mods),
+                            d,
+                            a,
+                            b,
+                            c,
+                        },
+                        float_class(fty),
+                    );
                 }
                 let w = ty.bits() as u8;
                 let s = ty.is_signed();
@@ -684,7 +817,10 @@ impl Lowerer {
                         }
                         TerK::Prmt
                     }
-                    _ => TerK::Shf { left: has("l"), clamp: has("clamp") },
+                    _ => TerK::Shf {
+                        left: has("l"),
+                        clamp: has("clamp"),
+                    },
                 };
                 let bty = if base == "bfe" { Ty::U32 } else { ty };
                 let b = self.src(&o[2], bty)?;
@@ -699,11 +835,25 @@ impl Lowerer {
                 let b = self.src(&o[2], ty)?;
                 let c = self.src(&o[3], Ty::U32)?;
                 let e = self.src(&o[4], Ty::U32)?;
-                self.push(i, Op::Bfi { w: ty.bits() as u8, d, a, b, c, e }, Class::Int)
+                self.push(
+                    i,
+                    Op::Bfi {
+                        w: ty.bits() as u8,
+                        d,
+                        a,
+                        b,
+                        c,
+                        e,
+                    },
+                    Class::Int,
+                )
             }
             "selp" | "slct" => {
                 self.ops(i, 4)?;
-                let dty = *types.first().ok_or(()).or_else(|_| self.bad("missing type"))?;
+                let dty = *types
+                    .first()
+                    .ok_or(())
+                    .or_else(|_| self.bad("missing type"))?;
                 let d = self.dst(&o[0])?;
                 let a = self.src(&o[1], dty)?;
                 let b = self.src(&o[2], dty)?;
@@ -715,7 +865,11 @@ impl Lowerer {
                     (TerK::SlctS32, Ty::S32)
                 };
                 let c = self.src(&o[3], cty)?;
-                let class = if dty.is_float() { float_class(FTy::from_ty(dty).unwrap()) } else { Class::Int };
+                let class = if dty.is_float() {
+                    float_class(FTy::from_ty(dty).unwrap())
+                } else {
+                    Class::Int
+                };
                 self.push(i, Op::Tern { k, d, a, b, c }, class)
             }
             "setp" | "set" => self.lower_setp(i, &quals, &types),
@@ -738,7 +892,19 @@ impl Lowerer {
                 let d = self.dst(&o[0])?;
                 let a = self.src(&o[1], Ty::U64)?;
                 let dmask = mask_of(ty.bits());
-                self.push(i, Op::Un { k: UnK::Cvta { to_space: to, window, dmask }, d, a }, Class::Int)
+                self.push(
+                    i,
+                    Op::Un {
+                        k: UnK::Cvta {
+                            to_space: to,
+                            window,
+                            dmask,
+                        },
+                        d,
+                        a,
+                    },
+                    Class::Int,
+                )
             }
             "ld" | "ldu" | "st" => self.lower_ldst(i, base == "st", &quals, ty),
             "atom" | "red" => self.lower_atom(i, base == "red", &quals, ty),
@@ -770,7 +936,11 @@ impl Lowerer {
                 }
                 self.ops(i, 1)?;
                 let id = self.src(&o[0], Ty::U32)?;
-                let count = if o.len() > 1 { self.src(&o[1], Ty::U32)? } else { NONE };
+                let count = if o.len() > 1 {
+                    self.src(&o[1], Ty::U32)?
+                } else {
+                    NONE
+                };
                 self.push(i, Op::Bar { id, count, arrive }, Class::Sync)
             }
             "shfl" => {
@@ -801,7 +971,19 @@ impl Lowerer {
                 let b = self.src(&o[2], Ty::B32)?;
                 let c = self.src(&o[3], Ty::B32)?;
                 let mask = self.src(&o[4], Ty::B32)?;
-                self.push(i, Op::Shfl { mode, d, p, a, b, c, mask }, Class::Shuffle)
+                self.push(
+                    i,
+                    Op::Shfl {
+                        mode,
+                        d,
+                        p,
+                        a,
+                        b,
+                        c,
+                        mask,
+                    },
+                    Class::Shuffle,
+                )
             }
             "vote" => {
                 if !has("sync") {
@@ -825,7 +1007,17 @@ impl Lowerer {
                     other => (self.src(other, Ty::Pred)?, false),
                 };
                 let mask = self.src(&o[2], Ty::B32)?;
-                self.push(i, Op::Vote { mode, d, a, neg, mask }, Class::Shuffle)
+                self.push(
+                    i,
+                    Op::Vote {
+                        mode,
+                        d,
+                        a,
+                        neg,
+                        mask,
+                    },
+                    Class::Shuffle,
+                )
             }
             "match" => {
                 self.ops(i, 3)?;
@@ -840,7 +1032,17 @@ impl Lowerer {
                 };
                 let a = self.src(&o[1], ty)?;
                 let mask = self.src(&o[2], Ty::B32)?;
-                self.push(i, Op::Match { all: has("all"), d, p, a, mask }, Class::Shuffle)
+                self.push(
+                    i,
+                    Op::Match {
+                        all: has("all"),
+                        d,
+                        p,
+                        a,
+                        mask,
+                    },
+                    Class::Shuffle,
+                )
             }
             "redux" => {
                 self.ops(i, 3)?;
@@ -901,21 +1103,45 @@ impl Lowerer {
                 }
                 let addr = self.addr(&o[1])?;
                 let generic = !(has("shared") || has("shared::cta"));
-                self.push(i, Op::Ldmatrix { num: num as u8, trans: has("trans"), ds, addr, generic }, Class::MemShared)
+                self.push(
+                    i,
+                    Op::Ldmatrix {
+                        num: num as u8,
+                        trans: has("trans"),
+                        ds,
+                        addr,
+                        generic,
+                    },
+                    Class::MemShared,
+                )
             }
             "membar" | "fence" => {
-                if quals.iter().any(|q| q.starts_with("proxy") || q.starts_with("mbarrier")) && !has("proxy.async") {
+                if quals
+                    .iter()
+                    .any(|q| q.starts_with("proxy") || q.starts_with("mbarrier"))
+                    && !has("proxy.async")
+                {
                     // fence.proxy.* orders proxies we do not model; still a no-op here.
                 }
                 self.push(i, Op::Nop, Class::Sync)
             }
-            "prefetch" | "prefetchu" | "discard" | "applypriority" => self.push(i, Op::Nop, Class::MemGlobal),
+            "prefetch" | "prefetchu" | "discard" | "applypriority" => {
+                self.push(i, Op::Nop, Class::MemGlobal)
+            }
             "nanosleep" | "pmevent" => self.push(i, Op::Nop, Class::Other),
             "createpolicy" => {
                 self.ops(i, 1)?;
                 let d = self.dst(&o[0])?;
                 let a = self.zero;
-                self.push(i, Op::Un { k: UnK::Const(0x1000_0000_0000_0000), d, a }, Class::Other)
+                self.push(
+                    i,
+                    Op::Un {
+                        k: UnK::Const(0x1000_0000_0000_0000),
+                        d,
+                        a,
+                    },
+                    Class::Other,
+                )
             }
             "ex2" | "lg2" | "rcp" | "sqrt" | "rsqrt" | "sin" | "cos" | "tanh" => {
                 self.ops(i, 2)?;
@@ -993,7 +1219,11 @@ impl Lowerer {
             if types.len() != 2 {
                 return self.bad("set needs destination and source types");
             }
-            let out = if types[0] == Ty::F32 { SetOut::F32 } else { SetOut::Mask };
+            let out = if types[0] == Ty::F32 {
+                SetOut::F32
+            } else {
+                SetOut::Mask
+            };
             (out, types[1])
         } else {
             match types.last() {
@@ -1020,7 +1250,9 @@ impl Lowerer {
         let a = self.src(&o[1], sty)?;
         let b = self.src(&o[2], sty)?;
         let comb = match (boolop, o.get(3)) {
-            (Some(op), Some(Operand::Not(n))) => Some((op, self.src(&Operand::Reg(n.clone()), Ty::Pred)?, true)),
+            (Some(op), Some(Operand::Not(n))) => {
+                Some((op, self.src(&Operand::Reg(n.clone()), Ty::Pred)?, true))
+            }
             (Some(op), Some(c)) => Some((op, self.src(c, Ty::Pred)?, false)),
             (None, None) => None,
             _ => return self.bad("boolean combiner and predicate operand must come together"),
@@ -1029,7 +1261,20 @@ impl Lowerer {
             CmpTy::Float(f, _) => float_class(f),
             _ => Class::Int,
         };
-        self.push(i, Op::Setp { ty: cty, cmp, out, d, dn, a, b, comb }, class)
+        self.push(
+            i,
+            Op::Setp {
+                ty: cty,
+                cmp,
+                out,
+                d,
+                dn,
+                a,
+                b,
+                comb,
+            },
+            class,
+        )
     }
 
     fn lower_cvt(&mut self, i: &ast::Instr, quals: &[&str], types: &[Ty]) -> Result<(), EmuError> {
@@ -1056,7 +1301,11 @@ impl Lowerer {
             if from != Ty::F32 || o.len() != 3 {
                 return self.unsupported(&i.opcode);
             }
-            let fmt = if to == Ty::F16x2 { softfloat::F16 } else { softfloat::BF16 };
+            let fmt = if to == Ty::F16x2 {
+                softfloat::F16
+            } else {
+                softfloat::BF16
+            };
             let d = self.dst(&o[0])?;
             let a = self.src(&o[1], Ty::F32)?;
             let b = self.src(&o[2], Ty::F32)?;
@@ -1064,7 +1313,10 @@ impl Lowerer {
             return self.push(i, Op::Bin { k, d, a, b }, Class::Conversion);
         }
         self.ops(i, 2)?;
-        if matches!(from, Ty::F16x2 | Ty::Bf16x2 | Ty::B128 | Ty::Pred) || to == Ty::Pred || to == Ty::B128 {
+        if matches!(from, Ty::F16x2 | Ty::Bf16x2 | Ty::B128 | Ty::Pred)
+            || to == Ty::Pred
+            || to == Ty::B128
+        {
             return self.unsupported(&i.opcode);
         }
         let d = self.dst(&o[0])?;
@@ -1081,10 +1333,24 @@ impl Lowerer {
             satfinite,
             dmask: mask_of(dbits.max(to.bits())),
         };
-        self.push(i, Op::Un { k: UnK::Cvt(k), d, a }, Class::Conversion)
+        self.push(
+            i,
+            Op::Un {
+                k: UnK::Cvt(k),
+                d,
+                a,
+            },
+            Class::Conversion,
+        )
     }
 
-    fn lower_ldst(&mut self, i: &ast::Instr, store: bool, quals: &[&str], ty: Option<Ty>) -> Result<(), EmuError> {
+    fn lower_ldst(
+        &mut self,
+        i: &ast::Instr,
+        store: bool,
+        quals: &[&str],
+        ty: Option<Ty>,
+    ) -> Result<(), EmuError> {
         let mut sp = Space::Generic;
         let mut n = 1u8;
         for q in quals {
@@ -1108,7 +1374,11 @@ impl Lowerer {
         }
         self.ops(i, 2)?;
         let o = &i.operands;
-        let (addr_op, val_op) = if store { (&o[0], &o[1]) } else { (&o[1], &o[0]) };
+        let (addr_op, val_op) = if store {
+            (&o[0], &o[1])
+        } else {
+            (&o[1], &o[0])
+        };
         let addr = self.addr(addr_op)?;
         let vals: Vec<&Operand> = match val_op {
             Operand::Vec(v) => v.iter().collect(),
@@ -1129,19 +1399,51 @@ impl Lowerer {
             for (k, v) in vals.iter().enumerate() {
                 regs[k] = self.src(v, ty)?;
             }
-            self.push(i, Op::St { sp, size, n, srcs: regs, addr }, class)
+            self.push(
+                i,
+                Op::St {
+                    sp,
+                    size,
+                    n,
+                    srcs: regs,
+                    addr,
+                },
+                class,
+            )
         } else {
             let mut dbits = 64u32;
             for (k, v) in vals.iter().enumerate() {
-                regs[k] = if **v == Operand::Sink { self.new_reg(64) } else { self.dst(v)? };
+                regs[k] = if **v == Operand::Sink {
+                    self.new_reg(64)
+                } else {
+                    self.dst(v)?
+                };
                 dbits = dbits.min(self.reg_bits[regs[k] as usize] as u32);
             }
             let dmask = mask_of(dbits.max(ty.bits()));
-            self.push(i, Op::Ld { sp, size, n, ds: regs, addr, sext: ty.is_signed(), dmask }, class)
+            self.push(
+                i,
+                Op::Ld {
+                    sp,
+                    size,
+                    n,
+                    ds: regs,
+                    addr,
+                    sext: ty.is_signed(),
+                    dmask,
+                },
+                class,
+            )
         }
     }
 
-    fn lower_atom(&mut self, i: &ast::Instr, red: bool, quals: &[&str], ty: Option<Ty>) -> Result<(), EmuError> {
+    fn lower_atom(
+        &mut self,
+        i: &ast::Instr,
+        red: bool,
+        quals: &[&str],
+        ty: Option<Ty>,
+    ) -> Result<(), EmuError> {
         let mut sp = Space::Generic;
         let mut op = None;
         for q in quals {
@@ -1174,12 +1476,20 @@ impl Lowerer {
             _ => return self.bad("atom needs an operation and a type"),
         };
         let ok_ty = matches!(ty.bits(), 32 | 64) && !matches!(ty, Ty::F16x2 | Ty::Bf16x2);
-        let float_ok = !ty.is_float() || (op == AtomOp::Add || op == AtomOp::Exch || op == AtomOp::Min || op == AtomOp::Max);
-        if !ok_ty || !float_ok || (sp != Space::Global && sp != Space::Shared && sp != Space::Generic) {
+        let float_ok = !ty.is_float()
+            || (op == AtomOp::Add || op == AtomOp::Exch || op == AtomOp::Min || op == AtomOp::Max);
+        if !ok_ty
+            || !float_ok
+            || (sp != Space::Global && sp != Space::Shared && sp != Space::Generic)
+        {
             return self.unsupported(&i.opcode);
         }
         let o = &i.operands;
-        let (d, rest) = if red { (NONE, &o[..]) } else { (self.dst(&o[0])?, &o[1..]) };
+        let (d, rest) = if red {
+            (NONE, &o[..])
+        } else {
+            (self.dst(&o[0])?, &o[1..])
+        };
         if rest.len() < 2 {
             return self.bad("atom operands missing");
         }
@@ -1193,8 +1503,24 @@ impl Lowerer {
         } else {
             NONE
         };
-        let class = if sp == Space::Shared { Class::MemShared } else { Class::MemGlobal };
-        self.push(i, Op::Atom { sp, op, ty, d, addr, a, b }, class)
+        let class = if sp == Space::Shared {
+            Class::MemShared
+        } else {
+            Class::MemGlobal
+        };
+        self.push(
+            i,
+            Op::Atom {
+                sp,
+                op,
+                ty,
+                d,
+                addr,
+                a,
+                b,
+            },
+            class,
+        )
     }
 
     fn lower_cp(&mut self, i: &ast::Instr, quals: &[&str]) -> Result<(), EmuError> {
@@ -1249,9 +1575,9 @@ impl Lowerer {
         let (mut src_size, mut ignore_src) = (NONE, NONE);
         if let Some(x) = extra.first() {
             let is_pred = match x {
-                Operand::Reg(n) | Operand::Sym(n) => {
-                    self.lookup_reg(n).is_some_and(|r| self.reg_bits[r as usize] == 1)
-                }
+                Operand::Reg(n) | Operand::Sym(n) => self
+                    .lookup_reg(n)
+                    .is_some_and(|r| self.reg_bits[r as usize] == 1),
                 Operand::Not(_) => return self.unsupported("cp.async with negated ignore-src"),
                 _ => false,
             };
@@ -1261,7 +1587,18 @@ impl Lowerer {
                 src_size = self.src(x, Ty::U32)?;
             }
         }
-        self.push(i, Op::CpAsync { dst, src, cp, src_size, ignore_src, dst_generic: false }, Class::MemGlobal)
+        self.push(
+            i,
+            Op::CpAsync {
+                dst,
+                src,
+                cp,
+                src_size,
+                ignore_src,
+                dst_generic: false,
+            },
+            Class::MemGlobal,
+        )
     }
 
     fn lower_mma(&mut self, i: &ast::Instr, quals: &[&str], types: &[Ty]) -> Result<(), EmuError> {
@@ -1311,7 +1648,16 @@ impl Lowerer {
         let a = vecs(self, &o[1], na, false)?;
         let b4 = vecs(self, &o[2], nb, false)?;
         let c = vecs(self, &o[3], nc, false)?;
-        let op = Op::Mma { shape, bf16, c_f32: ct == Ty::F32, d_f32: dt == Ty::F32, d, a, b: [b4[0], b4[1]], c };
+        let op = Op::Mma {
+            shape,
+            bf16,
+            c_f32: ct == Ty::F32,
+            d_f32: dt == Ty::F32,
+            d,
+            a,
+            b: [b4[0], b4[1]],
+            c,
+        };
         self.push(i, op, Class::Tensor)
     }
 }

@@ -36,7 +36,10 @@ pub enum Fault {
 
 impl GlobalMemory {
     pub fn new() -> Self {
-        GlobalMemory { allocs: Vec::new(), next: BASE }
+        GlobalMemory {
+            allocs: Vec::new(),
+            next: BASE,
+        }
     }
 
     pub fn alloc(&mut self, len: u64) -> u64 {
@@ -111,7 +114,10 @@ impl Alloc {
             let (w, b) = (o / 8, o % 8);
             let n = (8 - b).min(data.len() - i);
             if n == 8 {
-                self.words[w].store(u64::from_le_bytes(data[i..i + 8].try_into().unwrap()), Relaxed);
+                self.words[w].store(
+                    u64::from_le_bytes(data[i..i + 8].try_into().unwrap()),
+                    Relaxed,
+                );
             } else {
                 let _ = self.words[w].fetch_update(Relaxed, Relaxed, |old| {
                     let mut v = old.to_le_bytes();
@@ -127,7 +133,9 @@ impl Alloc {
     pub fn rmw(&self, off: usize, size: usize, f: impl Fn(u64) -> u64) -> u64 {
         let (w, b) = (off / 8, off % 8);
         if size == 8 {
-            return self.words[w].fetch_update(Relaxed, Relaxed, |old| Some(f(old))).unwrap();
+            return self.words[w]
+                .fetch_update(Relaxed, Relaxed, |old| Some(f(old)))
+                .unwrap();
         }
         let shift = b * 8;
         let old = self.words[w]

@@ -62,7 +62,9 @@ mod softfloat;
 mod types;
 
 pub use counters::Counters;
-pub use device::{Device, DevicePtr, EmuOptions, LaunchConfig, LaunchReport, Module, ParamDecl, MAX_SHARED_BYTES};
+pub use device::{
+    Device, DevicePtr, EmuOptions, LaunchConfig, LaunchReport, Module, ParamDecl, MAX_SHARED_BYTES,
+};
 pub use error::EmuError;
 pub use findings::{Finding, FindingKind};
 pub use memory::POISON;

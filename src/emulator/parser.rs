@@ -22,7 +22,11 @@ pub fn parse(src: &str) -> Result<Module, EmuError> {
 
 impl<'a> Parser<'a> {
     fn line_text(&self, line: u32) -> String {
-        self.src.lines().nth(line.saturating_sub(1) as usize).unwrap_or("").to_string()
+        self.src
+            .lines()
+            .nth(line.saturating_sub(1) as usize)
+            .unwrap_or("")
+            .to_string()
     }
 
     fn cur_line(&self) -> u32 {
@@ -126,7 +130,10 @@ impl<'a> Parser<'a> {
     }
 
     fn module(&mut self) -> Result<Module, EmuError> {
-        let mut m = Module { address_size: 64, ..Default::default() };
+        let mut m = Module {
+            address_size: 64,
+            ..Default::default()
+        };
         while let Some(t) = self.peek() {
             let line = self.cur_line();
             match t {
@@ -157,7 +164,10 @@ impl<'a> Parser<'a> {
                     self.skip_braced()?;
                 }
                 Tok::Ident(".pragma") => self.skip_to_semicolon(),
-                Tok::Ident(".visible") | Tok::Ident(".extern") | Tok::Ident(".weak") | Tok::Ident(".common") => {
+                Tok::Ident(".visible")
+                | Tok::Ident(".extern")
+                | Tok::Ident(".weak")
+                | Tok::Ident(".common") => {
                     let is_extern = t == Tok::Ident(".extern");
                     self.pos += 1;
                     self.top_decl(&mut m, is_extern)?;
@@ -181,7 +191,9 @@ impl<'a> Parser<'a> {
                 let f = self.func(false)?;
                 m.funcs.push(f);
             }
-            Some(Tok::Ident(".global")) | Some(Tok::Ident(".shared")) | Some(Tok::Ident(".const")) => {
+            Some(Tok::Ident(".global"))
+            | Some(Tok::Ident(".shared"))
+            | Some(Tok::Ident(".const")) => {
                 let mut v = self.var_decl()?;
                 v.is_extern = is_extern;
                 m.vars.push(v);
@@ -215,7 +227,11 @@ impl<'a> Parser<'a> {
             ret_params = self.param_list()?;
         }
         let name = self.ident()?.to_string();
-        let params = if self.is_punct('(') { self.param_list()? } else { Vec::new() };
+        let params = if self.is_punct('(') {
+            self.param_list()?
+        } else {
+            Vec::new()
+        };
         // Performance directives (.maxntid 128, 1, 1 / .reqntid / .minnctapersm / .noreturn ...).
         while let Some(t) = self.peek() {
             match t {
@@ -224,7 +240,14 @@ impl<'a> Parser<'a> {
             }
         }
         if self.eat_punct(';') {
-            return Ok(Func { name, is_entry, params, ret_params, body: None, line });
+            return Ok(Func {
+                name,
+                is_entry,
+                params,
+                ret_params,
+                body: None,
+                line,
+            });
         }
         self.expect_punct('{')?;
         let mut body = Vec::new();
@@ -250,8 +273,11 @@ impl<'a> Parser<'a> {
                     self.pos += 1;
                     self.reg_decls(&mut body)?;
                 }
-                Some(Tok::Ident(".local")) | Some(Tok::Ident(".shared")) | Some(Tok::Ident(".const"))
-                | Some(Tok::Ident(".global")) | Some(Tok::Ident(".param")) => {
+                Some(Tok::Ident(".local"))
+                | Some(Tok::Ident(".shared"))
+                | Some(Tok::Ident(".const"))
+                | Some(Tok::Ident(".global"))
+                | Some(Tok::Ident(".param")) => {
                     let v = self.var_decl()?;
                     self.expect_punct(';')?;
                     body.push(Stmt::Var(v));
@@ -268,7 +294,14 @@ impl<'a> Parser<'a> {
                 Some(_) => body.push(Stmt::Instr(self.instr()?)),
             }
         }
-        Ok(Func { name, is_entry, params, ret_params, body: Some(body), line })
+        Ok(Func {
+            name,
+            is_entry,
+            params,
+            ret_params,
+            body: Some(body),
+            line,
+        })
     }
 
     fn reg_decls(&mut self, body: &mut Vec<Stmt>) -> Result<(), EmuError> {
@@ -292,7 +325,12 @@ impl<'a> Parser<'a> {
                 count = Some(self.int()? as u32);
                 self.expect_punct('>')?;
             }
-            body.push(Stmt::Reg(RegDecl { ty, name, count, line }));
+            body.push(Stmt::Reg(RegDecl {
+                ty,
+                name,
+                count,
+                line,
+            }));
             if self.eat_punct(';') {
                 break;
             }
@@ -355,8 +393,12 @@ impl<'a> Parser<'a> {
             loop {
                 let neg = self.eat_punct('-');
                 match self.next() {
-                    Some(Tok::Int(v)) => init.push(Init::Int(if neg { v.wrapping_neg() } else { v })),
-                    Some(Tok::F32(b)) => init.push(Init::F32(if neg { b ^ 0x8000_0000 } else { b })),
+                    Some(Tok::Int(v)) => {
+                        init.push(Init::Int(if neg { v.wrapping_neg() } else { v }))
+                    }
+                    Some(Tok::F32(b)) => {
+                        init.push(Init::F32(if neg { b ^ 0x8000_0000 } else { b }))
+                    }
                     Some(Tok::F64(b)) => init.push(Init::F64(if neg { b ^ (1 << 63) } else { b })),
                     _ => return self.err("unsupported initializer"),
                 }
@@ -368,7 +410,17 @@ impl<'a> Parser<'a> {
                 self.expect_punct('}')?;
             }
         }
-        Ok(VarDecl { space, align, ty: ty.unwrap_or(Ty::B8), vec, name, dims, init, is_extern: false, line })
+        Ok(VarDecl {
+            space,
+            align,
+            ty: ty.unwrap_or(Ty::B8),
+            vec,
+            name,
+            dims,
+            init,
+            is_extern: false,
+            line,
+        })
     }
 
     fn instr(&mut self) -> Result<Instr, EmuError> {
@@ -391,7 +443,12 @@ impl<'a> Parser<'a> {
                 }
             }
         }
-        Ok(Instr { guard, opcode, operands, line })
+        Ok(Instr {
+            guard,
+            opcode,
+            operands,
+            line,
+        })
     }
 
     fn signed_int(&mut self) -> Result<i64, EmuError> {
@@ -543,17 +600,34 @@ $L__BB0_2:
         let body = f.body.as_ref().unwrap();
         let instrs: Vec<&Instr> = body
             .iter()
-            .filter_map(|s| if let Stmt::Instr(i) = s { Some(i) } else { None })
+            .filter_map(|s| {
+                if let Stmt::Instr(i) = s {
+                    Some(i)
+                } else {
+                    None
+                }
+            })
             .collect();
         assert_eq!(instrs[0].opcode, "ld.param.u32");
-        assert_eq!(instrs[0].operands[1], Operand::Addr(Some("k_param_0".into()), 16));
+        assert_eq!(
+            instrs[0].operands[1],
+            Operand::Addr(Some("k_param_0".into()), 16)
+        );
         assert_eq!(instrs[1].guard, Some(("%p1".to_string(), true)));
         assert_eq!(instrs[1].operands[0], Operand::Sym("$L__BB0_2".into()));
-        assert_eq!(instrs[2].operands[1], Operand::Vec(vec![Operand::Sym("lo".into()), Operand::Sym("lo".into())]));
-        assert_eq!(instrs[3].operands[0], Operand::Pair("%r3".into(), "%p2".into()));
+        assert_eq!(
+            instrs[2].operands[1],
+            Operand::Vec(vec![Operand::Sym("lo".into()), Operand::Sym("lo".into())])
+        );
+        assert_eq!(
+            instrs[3].operands[0],
+            Operand::Pair("%r3".into(), "%p2".into())
+        );
         assert_eq!(instrs[3].operands[4], Operand::Int(u64::MAX));
         assert_eq!(instrs[4].operands[0], Operand::Addr(Some("%r4".into()), -8));
-        assert!(body.iter().any(|s| matches!(s, Stmt::Label(l, _) if l == "$L__BB0_2")));
+        assert!(body
+            .iter()
+            .any(|s| matches!(s, Stmt::Label(l, _) if l == "$L__BB0_2")));
         assert!(body.contains(&Stmt::Open) && body.contains(&Stmt::Close));
         // line numbers are the PTX source lines
         assert_eq!(instrs[0].line, 22);

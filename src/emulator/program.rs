@@ -197,7 +197,11 @@ pub enum UnK {
     Tanh(FTy),
     Cvt(CvtK),
     /// Generic <-> state-space address conversion: add (to generic) or subtract the window base.
-    Cvta { to_space: bool, window: u64, dmask: u64 },
+    Cvta {
+        to_space: bool,
+        window: u64,
+        dmask: u64,
+    },
     /// Result = constant (e.g. `createpolicy`), still a register write.
     Const(u64),
 }
@@ -337,35 +341,163 @@ impl MmaShape {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Op {
-    Mov { d: R, a: R, mask: u64 },
-    Bin { k: BinK, d: R, a: R, b: R },
-    Un { k: UnK, d: R, a: R },
-    Tern { k: TerK, d: R, a: R, b: R, c: R },
-    Bfi { w: u8, d: R, a: R, b: R, c: R, e: R },
-    Setp { ty: CmpTy, cmp: Cmp, out: SetOut, d: R, dn: R, a: R, b: R, comb: Option<(BoolOp, R, bool)> },
+    Mov {
+        d: R,
+        a: R,
+        mask: u64,
+    },
+    Bin {
+        k: BinK,
+        d: R,
+        a: R,
+        b: R,
+    },
+    Un {
+        k: UnK,
+        d: R,
+        a: R,
+    },
+    Tern {
+        k: TerK,
+        d: R,
+        a: R,
+        b: R,
+        c: R,
+    },
+    Bfi {
+        w: u8,
+        d: R,
+        a: R,
+        b: R,
+        c: R,
+        e: R,
+    },
+    Setp {
+        ty: CmpTy,
+        cmp: Cmp,
+        out: SetOut,
+        d: R,
+        dn: R,
+        a: R,
+        b: R,
+        comb: Option<(BoolOp, R, bool)>,
+    },
     /// `mov.bN d, {p0, p1, ..}`: low part first.
-    Pack { d: R, parts: [R; 4], n: u8, bits: u8 },
+    Pack {
+        d: R,
+        parts: [R; 4],
+        n: u8,
+        bits: u8,
+    },
     /// `mov.bN {d0, d1, ..}, a`.
-    Unpack { ds: [R; 4], n: u8, bits: u8, a: R },
-    Ld { sp: Space, size: u8, n: u8, ds: [R; 4], addr: Addr, sext: bool, dmask: u64 },
-    St { sp: Space, size: u8, n: u8, srcs: [R; 4], addr: Addr },
-    Atom { sp: Space, op: AtomOp, ty: Ty, d: R, addr: Addr, a: R, b: R },
-    CpAsync { dst: Addr, src: Addr, cp: u8, src_size: R, ignore_src: R, dst_generic: bool },
+    Unpack {
+        ds: [R; 4],
+        n: u8,
+        bits: u8,
+        a: R,
+    },
+    Ld {
+        sp: Space,
+        size: u8,
+        n: u8,
+        ds: [R; 4],
+        addr: Addr,
+        sext: bool,
+        dmask: u64,
+    },
+    St {
+        sp: Space,
+        size: u8,
+        n: u8,
+        srcs: [R; 4],
+        addr: Addr,
+    },
+    Atom {
+        sp: Space,
+        op: AtomOp,
+        ty: Ty,
+        d: R,
+        addr: Addr,
+        a: R,
+        b: R,
+    },
+    CpAsync {
+        dst: Addr,
+        src: Addr,
+        cp: u8,
+        src_size: R,
+        ignore_src: R,
+        dst_generic: bool,
+    },
     CpCommit,
-    CpWait { n: u32 },
-    Bra { target: u32 },
+    CpWait {
+        n: u32,
+    },
+    Bra {
+        target: u32,
+    },
     Exit,
     Trap,
-    Bar { id: R, count: R, arrive: bool },
-    BarWarp { mask: R },
-    Shfl { mode: ShflMode, d: R, p: R, a: R, b: R, c: R, mask: R },
-    Vote { mode: VoteMode, d: R, a: R, neg: bool, mask: R },
-    Match { all: bool, d: R, p: R, a: R, mask: R },
-    Redux { k: ReduxK, d: R, a: R, mask: R },
-    Activemask { d: R },
-    Mma { shape: MmaShape, bf16: bool, c_f32: bool, d_f32: bool, d: [R; 4], a: [R; 4], b: [R; 2], c: [R; 4] },
-    Ldmatrix { num: u8, trans: bool, ds: [R; 4], addr: Addr, generic: bool },
-    Clock { d: R },
+    Bar {
+        id: R,
+        count: R,
+        arrive: bool,
+    },
+    BarWarp {
+        mask: R,
+    },
+    Shfl {
+        mode: ShflMode,
+        d: R,
+        p: R,
+        a: R,
+        b: R,
+        c: R,
+        mask: R,
+    },
+    Vote {
+        mode: VoteMode,
+        d: R,
+        a: R,
+        neg: bool,
+        mask: R,
+    },
+    Match {
+        all: bool,
+        d: R,
+        p: R,
+        a: R,
+        mask: R,
+    },
+    Redux {
+        k: ReduxK,
+        d: R,
+        a: R,
+        mask: R,
+    },
+    Activemask {
+        d: R,
+    },
+    Mma {
+        shape: MmaShape,
+        bf16: bool,
+        c_f32: bool,
+        d_f32: bool,
+        d: [R; 4],
+        a: [R; 4],
+        b: [R; 2],
+        c: [R; 4],
+    },
+    Ldmatrix {
+        num: u8,
+        trans: bool,
+        ds: [R; 4],
+        addr: Addr,
+        generic: bool,
+    },
+    Clock {
+        d: R,
+    },
     Nop,
 }
 
@@ -418,7 +550,10 @@ pub struct Program {
 
 impl Program {
     pub fn line_text(&self, line: u32) -> &str {
-        self.source_lines.get(line.saturating_sub(1) as usize).map(|s| s.trim()).unwrap_or("")
+        self.source_lines
+            .get(line.saturating_sub(1) as usize)
+            .map(|s| s.trim())
+            .unwrap_or("")
     }
 }
 

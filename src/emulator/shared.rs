@@ -117,7 +117,13 @@ impl SharedMem {
     /// Checks and records a write of `[off, off+len)` by thread `tid`; marks the bytes
     /// initialised. `completing` is set when a `cp.async` lands (its pending mark is expected).
     #[inline]
-    pub fn write_check(&mut self, off: usize, len: usize, tid: u32, completing: bool) -> Option<Hazard> {
+    pub fn write_check(
+        &mut self,
+        off: usize,
+        len: usize,
+        tid: u32,
+        completing: bool,
+    ) -> Option<Hazard> {
         let ep = self.ep();
         let me = tid as u64 + 1;
         let warp = tid / 32;
@@ -137,7 +143,11 @@ impl SharedMem {
             }
             let rt = (s >> 32) & 0xFFFF;
             if rt != 0 && s >> 48 == ep && (rt == MULTI || (rt - 1) as u32 / 32 != warp) {
-                hz.get_or_insert(Hazard::War(if rt == MULTI { None } else { Some((rt - 1) as u32) }));
+                hz.get_or_insert(Hazard::War(if rt == MULTI {
+                    None
+                } else {
+                    Some((rt - 1) as u32)
+                }));
             }
             self.shadow[b] = me | (ep << 16);
         }
@@ -153,6 +163,21 @@ impl SharedMem {
                 hz = Some(Hazard::PendingWrite);
             }
             self.state[b] = PENDING;
+        }
+        hz
+    }
+}
+
+impl SharedMem {
+    /// Records an atomic access: atomics never race with each other, so only the cp.async check
+    /// applies; the bytes become initialised.
+    pub fn atomic_touch(&mut self, off: usize, len: usize) -> Option<Hazard> {
+        let mut hz = None;
+        for b in off..off + len {
+            if self.state[b] == PENDING {
+                hz = Some(Hazard::PendingWrite);
+            }
+            self.state[b] = INIT;
         }
         hz
     }
@@ -194,20 +219,5 @@ mod tests {
             s.next_epoch();
         }
         assert_eq!(s.read_check(0, 4, 40), None);
-    }
-}
-
-impl SharedMem {
-    /// Records an atomic access: atomics never race with each other, so only the cp.async check
-    /// applies; the bytes become initialised.
-    pub fn atomic_touch(&mut self, off: usize, len: usize) -> Option<Hazard> {
-        let mut hz = None;
-        for b in off..off + len {
-            if self.state[b] == PENDING {
-                hz = Some(Hazard::PendingWrite);
-            }
-            self.state[b] = INIT;
-        }
-        hz
     }
 }

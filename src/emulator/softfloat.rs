@@ -20,11 +20,23 @@ pub struct Fmt {
     pub mbits: u32,
 }
 
-pub const F16: Fmt = Fmt { ebits: 5, mbits: 10 };
+pub const F16: Fmt = Fmt {
+    ebits: 5,
+    mbits: 10,
+};
 pub const BF16: Fmt = Fmt { ebits: 8, mbits: 7 };
-pub const TF32: Fmt = Fmt { ebits: 8, mbits: 10 };
-pub const F32: Fmt = Fmt { ebits: 8, mbits: 23 };
-pub const F64: Fmt = Fmt { ebits: 11, mbits: 52 };
+pub const TF32: Fmt = Fmt {
+    ebits: 8,
+    mbits: 10,
+};
+pub const F32: Fmt = Fmt {
+    ebits: 8,
+    mbits: 23,
+};
+pub const F64: Fmt = Fmt {
+    ebits: 11,
+    mbits: 52,
+};
 
 impl Fmt {
     fn bias(self) -> i32 {
@@ -52,6 +64,8 @@ impl Fmt {
         match self {
             F64 => f64::from_bits(bits),
             F32 => f32::from_bits(bits as u32) as f64,
+            BF16 => f32::from_bits((bits as u32 & 0xFFFF) << 16) as f64,
+            F16 => half::f16::from_bits(bits as u16).to_f64(),
             _ => {
                 let neg = bits & self.sign_bit() != 0;
                 let e = ((bits >> self.mbits) & ((1 << self.ebits) - 1)) as i32;
@@ -65,7 +79,8 @@ impl Fmt {
                 } else if e == 0 {
                     f as f64 * 2f64.powi(1 - self.bias() - self.mbits as i32)
                 } else {
-                    ((1u64 << self.mbits) | f) as f64 * 2f64.powi(e - self.bias() - self.mbits as i32)
+                    ((1u64 << self.mbits) | f) as f64
+                        * 2f64.powi(e - self.bias() - self.mbits as i32)
                 };
                 if neg {
                     -mag
@@ -79,7 +94,15 @@ impl Fmt {
 
 /// Rounds the exact value `(-1)^neg * (mant * 2^exp + tiny)` to `fmt`, where `tiny` is a
 /// positive amount smaller than `2^exp` present when `sticky` is set. Returns the encoding.
-pub fn round_pack(neg: bool, mant: u64, exp: i32, sticky: bool, fmt: Fmt, rnd: Rnd, satfinite: bool) -> u64 {
+pub fn round_pack(
+    neg: bool,
+    mant: u64,
+    exp: i32,
+    sticky: bool,
+    fmt: Fmt,
+    rnd: Rnd,
+    satfinite: bool,
+) -> u64 {
     let sign = if neg { fmt.sign_bit() } else { 0 };
     if mant == 0 && !sticky {
         return sign;
@@ -170,15 +193,27 @@ pub fn decompose(v: f64) -> (bool, u64, i32) {
 /// Rounds `v + resid` (exactly, where `|resid|` is below half an ulp of `v`, as produced by an
 /// error-free transformation) to `fmt`. NaN and infinities pass through.
 pub fn round_f64(v: f64, resid: f64, fmt: Fmt, rnd: Rnd, satfinite: bool) -> u64 {
+    if fmt == F32 && rnd == Rnd::Rn && resid == 0.0 && !satfinite && !v.is_nan() {
+        // the host conversion is exactly IEEE round-to-nearest-even
+        return (v as f32).to_bits() as u64;
+    }
     if v.is_nan() {
         return fmt.canonical_nan();
     }
     if v.is_infinite() {
-        return if satfinite { fmt.max_finite(v < 0.0) } else { fmt.inf(v < 0.0) };
+        return if satfinite {
+            fmt.max_finite(v < 0.0)
+        } else {
+            fmt.inf(v < 0.0)
+        };
     }
     if v == 0.0 {
         if resid == 0.0 {
-            return if v.is_sign_negative() { fmt.sign_bit() } else { 0 };
+            return if v.is_sign_negative() {
+                fmt.sign_bit()
+            } else {
+                0
+            };
         }
         let (neg, m, e) = decompose(resid);
         return round_pack(neg, m, e, false, fmt, rnd, satfinite);
@@ -294,7 +329,10 @@ mod tests {
             assert_eq!(to16(v, BF16, Rnd::Rn), bf16::from_f32(v).to_bits(), "{v:e}");
             let d = f64::from_bits(((x as u64) << 32) | x.rotate_left(7) as u64);
             if d.is_finite() {
-                assert_eq!(round_f64(d, 0.0, F32, Rnd::Rn, false) as u32, (d as f32).to_bits());
+                assert_eq!(
+                    round_f64(d, 0.0, F32, Rnd::Rn, false) as u32,
+                    (d as f32).to_bits()
+                );
             }
         }
     }
@@ -323,11 +361,26 @@ mod tests {
     #[test]
     fn residual_decides_directed_rounding() {
         // 1 + tiny rounds up under Rp and stays under Rz; 1 - tiny goes below 1 under Rm.
-        assert_eq!(round_f64(1.0, 1e-30, F32, Rnd::Rp, false) as u32, 0x3F80_0001);
-        assert_eq!(round_f64(1.0, 1e-30, F32, Rnd::Rz, false) as u32, 0x3F80_0000);
-        assert_eq!(round_f64(1.0, -1e-30, F32, Rnd::Rm, false) as u32, 0x3F7F_FFFF);
-        assert_eq!(round_f64(1.0, -1e-30, F32, Rnd::Rz, false) as u32, 0x3F7F_FFFF);
-        assert_eq!(round_f64(1.0, -1e-30, F32, Rnd::Rn, false) as u32, 0x3F80_0000);
+        assert_eq!(
+            round_f64(1.0, 1e-30, F32, Rnd::Rp, false) as u32,
+            0x3F80_0001
+        );
+        assert_eq!(
+            round_f64(1.0, 1e-30, F32, Rnd::Rz, false) as u32,
+            0x3F80_0000
+        );
+        assert_eq!(
+            round_f64(1.0, -1e-30, F32, Rnd::Rm, false) as u32,
+            0x3F7F_FFFF
+        );
+        assert_eq!(
+            round_f64(1.0, -1e-30, F32, Rnd::Rz, false) as u32,
+            0x3F7F_FFFF
+        );
+        assert_eq!(
+            round_f64(1.0, -1e-30, F32, Rnd::Rn, false) as u32,
+            0x3F80_0000
+        );
         let (s, e) = two_sum(1.0, 1e-20);
         assert_eq!(adjust_f64(s, e, Rnd::Rp), next_toward(1.0, 2.0));
     }

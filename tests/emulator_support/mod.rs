@@ -7,7 +7,8 @@ use rand::{Rng, SeedableRng};
 
 /// Parses the PTX the build compiled from `kernels/emu_tests/<stem>.cu`.
 pub fn module(stem: &str) -> Module {
-    let ptx = flashmha::build_info::emu_test_ptx(stem).unwrap_or_else(|| panic!("no emu test PTX `{stem}`"));
+    let ptx = flashmha::build_info::emu_test_ptx(stem)
+        .unwrap_or_else(|| panic!("no emu test PTX `{stem}`"));
     Module::parse(ptx).unwrap_or_else(|e| panic!("{stem}: {e}"))
 }
 
@@ -39,18 +40,45 @@ pub fn params(m: &Module, entry: &str, args: &[Arg]) -> Vec<u8> {
 }
 
 pub fn cfg(grid: u32, block: u32) -> LaunchConfig {
-    LaunchConfig { grid: [grid, 1, 1], block: [block, 1, 1], dynamic_smem_bytes: 0 }
+    LaunchConfig {
+        grid: [grid, 1, 1],
+        block: [block, 1, 1],
+        dynamic_smem_bytes: 0,
+    }
 }
 
-pub fn launch(dev: &mut Device, m: &Module, entry: &str, grid: u32, block: u32, args: &[Arg]) -> LaunchReport {
+pub fn launch(
+    dev: &mut Device,
+    m: &Module,
+    entry: &str,
+    grid: u32,
+    block: u32,
+    args: &[Arg],
+) -> LaunchReport {
     let p = params(m, entry, args);
-    dev.launch(m, entry, &cfg(grid, block), &p).unwrap_or_else(|e| panic!("{entry}: {e}"))
+    dev.launch(m, entry, &cfg(grid, block), &p)
+        .unwrap_or_else(|e| panic!("{entry}: {e}"))
 }
 
 /// Launches and insists on a clean report.
-pub fn launch_clean(dev: &mut Device, m: &Module, entry: &str, grid: u32, block: u32, args: &[Arg]) -> LaunchReport {
+pub fn launch_clean(
+    dev: &mut Device,
+    m: &Module,
+    entry: &str,
+    grid: u32,
+    block: u32,
+    args: &[Arg],
+) -> LaunchReport {
     let r = launch(dev, m, entry, grid, block, args);
-    assert!(r.findings.is_empty(), "{entry} produced findings:\n{}", r.findings.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("\n"));
+    assert!(
+        r.findings.is_empty(),
+        "{entry} produced findings:\n{}",
+        r.findings
+            .iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     r
 }
 

@@ -140,7 +140,17 @@ fn fminmax(a: f64, b: f64, max: bool, nan: bool) -> Option<f64> {
         // equal values, only the sign of zero can differ
         let neg = a.is_sign_negative() && b.is_sign_negative();
         let pos = !a.is_sign_negative() && !b.is_sign_negative();
-        let r = if max { if neg { a } else { a.abs() } } else if pos { a } else { -a.abs() };
+        let r = if max {
+            if neg {
+                a
+            } else {
+                a.abs()
+            }
+        } else if pos {
+            a
+        } else {
+            -a.abs()
+        };
         return Some(r);
     }
     Some(if (a < b) != max { a } else { b })
@@ -149,7 +159,11 @@ fn fminmax(a: f64, b: f64, max: bool, nan: bool) -> Option<f64> {
 /// f32 binary arithmetic with PTX modifiers.
 #[inline(always)]
 fn f32_bin(op: FOp, m: FMods, x: f32, y: f32) -> f32 {
-    let (x, y) = if m.ftz { (sf::ftz32(x), sf::ftz32(y)) } else { (x, y) };
+    let (x, y) = if m.ftz {
+        (sf::ftz32(x), sf::ftz32(y))
+    } else {
+        (x, y)
+    };
     let r = match op {
         FOp::Add | FOp::Sub => {
             let y = if op == FOp::Sub { -y } else { y };
@@ -213,7 +227,9 @@ fn f64_bin(op: FOp, m: FMods, x: f64, y: f64) -> f64 {
             }
         }
         FOp::Div => x / y,
-        FOp::Min | FOp::Max => fminmax(x, y, op == FOp::Max, m.nan).unwrap_or(f64::from_bits(0x7FFF_FFFF_FFFF_FFFF)),
+        FOp::Min | FOp::Max => {
+            fminmax(x, y, op == FOp::Max, m.nan).unwrap_or(f64::from_bits(0x7FFF_FFFF_FFFF_FFFF))
+        }
         FOp::Copysign => y.abs().copysign(x),
     }
 }
@@ -230,7 +246,11 @@ fn ftz_h(bits: u64, fmt: Fmt) -> u64 {
 
 /// One f16/bf16 element of a binary operation.
 fn half_bin(op: FOp, m: FMods, fmt: Fmt, a: u64, b: u64) -> u64 {
-    let (a, b) = if m.ftz { (ftz_h(a, fmt), ftz_h(b, fmt)) } else { (a, b) };
+    let (a, b) = if m.ftz {
+        (ftz_h(a, fmt), ftz_h(b, fmt))
+    } else {
+        (a, b)
+    };
     let x = fmt.to_f64(a);
     let y = fmt.to_f64(b);
     let r = match op {
@@ -265,7 +285,11 @@ fn half_post(r: u64, fmt: Fmt, m: FMods) -> u64 {
 }
 
 fn half_fma(m: FMods, fmt: Fmt, a: u64, b: u64, c: u64) -> u64 {
-    let (a, b, c) = if m.ftz { (ftz_h(a, fmt), ftz_h(b, fmt), ftz_h(c, fmt)) } else { (a, b, c) };
+    let (a, b, c) = if m.ftz {
+        (ftz_h(a, fmt), ftz_h(b, fmt), ftz_h(c, fmt))
+    } else {
+        (a, b, c)
+    };
     let p = fmt.to_f64(a) * fmt.to_f64(b);
     let (s, e) = two_sum(p, fmt.to_f64(c));
     half_post(round_f64(s, e, fmt, m.rnd, false), fmt, m)
@@ -275,7 +299,8 @@ fn half_fma(m: FMods, fmt: Fmt, a: u64, b: u64, c: u64) -> u64 {
 #[inline(always)]
 fn per_half(x2: bool, a: u64, b: u64, f: impl Fn(u64, u64) -> u64) -> u64 {
     if x2 {
-        (f(a & 0xFFFF, b & 0xFFFF) & 0xFFFF) | ((f((a >> 16) & 0xFFFF, (b >> 16) & 0xFFFF) & 0xFFFF) << 16)
+        (f(a & 0xFFFF, b & 0xFFFF) & 0xFFFF)
+            | ((f((a >> 16) & 0xFFFF, (b >> 16) & 0xFFFF) & 0xFFFF) << 16)
     } else {
         f(a & 0xFFFF, b & 0xFFFF) & 0xFFFF
     }
@@ -292,12 +317,12 @@ pub fn exec_bin(k: BinK, regs: &mut [u64], m: u32, d: R, a: R, b: R) {
             lanes2(regs, m, d, a, b, |x, y| x.wrapping_sub(y) & mk)
         }
         BinK::AddSat => lanes2(regs, m, d, a, b, |x, y| {
-            ((x as u32 as i32 as i64 + y as u32 as i32 as i64).clamp(i32::MIN as i64, i32::MAX as i64) as i32) as u32
-                as u64
+            ((x as u32 as i32 as i64 + y as u32 as i32 as i64)
+                .clamp(i32::MIN as i64, i32::MAX as i64) as i32) as u32 as u64
         }),
         BinK::SubSat => lanes2(regs, m, d, a, b, |x, y| {
-            ((x as u32 as i32 as i64 - y as u32 as i32 as i64).clamp(i32::MIN as i64, i32::MAX as i64) as i32) as u32
-                as u64
+            ((x as u32 as i32 as i64 - y as u32 as i32 as i64)
+                .clamp(i32::MIN as i64, i32::MAX as i64) as i32) as u32 as u64
         }),
         BinK::MulLo(w) => {
             let mk = mask(w);
@@ -333,7 +358,11 @@ pub fn exec_bin(k: BinK, regs: &mut [u64], m: u32, d: R, a: R, b: R) {
             let mk = mask(w);
             let max = matches!(k, BinK::Max(..));
             lanes2(regs, m, d, a, b, |x, y| {
-                let lt = if s { sext(x, w) < sext(y, w) } else { (x & mk) < (y & mk) };
+                let lt = if s {
+                    sext(x, w) < sext(y, w)
+                } else {
+                    (x & mk) < (y & mk)
+                };
                 (if lt != max { x } else { y }) & mk
             })
         }
@@ -368,19 +397,31 @@ pub fn exec_bin(k: BinK, regs: &mut [u64], m: u32, d: R, a: R, b: R) {
             FTy::F32 => {
                 if mods.rnd == Rnd::Rn && !mods.ftz && !mods.sat {
                     match op {
-                        FOp::Add => return lanes2(regs, m, d, a, b, |x, y| bf32(f32b(x) + f32b(y))),
-                        FOp::Sub => return lanes2(regs, m, d, a, b, |x, y| bf32(f32b(x) - f32b(y))),
-                        FOp::Mul => return lanes2(regs, m, d, a, b, |x, y| bf32(f32b(x) * f32b(y))),
+                        FOp::Add => {
+                            return lanes2(regs, m, d, a, b, |x, y| bf32(f32b(x) + f32b(y)))
+                        }
+                        FOp::Sub => {
+                            return lanes2(regs, m, d, a, b, |x, y| bf32(f32b(x) - f32b(y)))
+                        }
+                        FOp::Mul => {
+                            return lanes2(regs, m, d, a, b, |x, y| bf32(f32b(x) * f32b(y)))
+                        }
                         _ => {}
                     }
                 }
-                lanes2(regs, m, d, a, b, |x, y| bf32(f32_bin(op, mods, f32b(x), f32b(y))))
+                lanes2(regs, m, d, a, b, |x, y| {
+                    bf32(f32_bin(op, mods, f32b(x), f32b(y)))
+                })
             }
-            FTy::F64 => lanes2(regs, m, d, a, b, |x, y| f64_bin(op, mods, f64::from_bits(x), f64::from_bits(y)).to_bits()),
+            FTy::F64 => lanes2(regs, m, d, a, b, |x, y| {
+                f64_bin(op, mods, f64::from_bits(x), f64::from_bits(y)).to_bits()
+            }),
             _ => {
                 let fmt = fty.half_fmt();
                 let x2 = fty.is_x2();
-                lanes2(regs, m, d, a, b, |x, y| per_half(x2, x, y, |p, q| half_bin(op, mods, fmt, p, q)))
+                lanes2(regs, m, d, a, b, |x, y| {
+                    per_half(x2, x, y, |p, q| half_bin(op, mods, fmt, p, q))
+                })
             }
         },
         BinK::CvtPack(fmt, rnd, relu, satfinite) => lanes2(regs, m, d, a, b, |x, y| {
@@ -415,11 +456,17 @@ pub fn exec_un(k: UnK, regs: &mut [u64], m: u32, d: R, a: R) {
         }
         UnK::Clz(w) => {
             let mk = mask(w);
-            lanes1(regs, m, d, a, |x| ((x & mk).leading_zeros() - (64 - w as u32)) as u64)
+            lanes1(regs, m, d, a, |x| {
+                ((x & mk).leading_zeros() - (64 - w as u32)) as u64
+            })
         }
         UnK::Brev(w) => lanes1(regs, m, d, a, |x| x.reverse_bits() >> (64 - w as u32)),
         UnK::Bfind(w, s, shiftamt) => lanes1(regs, m, d, a, |x| {
-            let v = if s && sext(x, w) < 0 { !x & mask(w) } else { x & mask(w) };
+            let v = if s && sext(x, w) < 0 {
+                !x & mask(w)
+            } else {
+                x & mask(w)
+            };
             if v == 0 {
                 0xFFFF_FFFF
             } else {
@@ -460,20 +507,30 @@ pub fn exec_un(k: UnK, regs: &mut [u64], m: u32, d: R, a: R) {
         UnK::Sqrt(fty, mods) => match fty {
             FTy::F64 => lanes1(regs, m, d, a, |x| f64::from_bits(x).sqrt().to_bits()),
             _ => lanes1(regs, m, d, a, |x| {
-                let v = if mods.ftz { sf::ftz32(f32b(x)) } else { f32b(x) };
+                let v = if mods.ftz {
+                    sf::ftz32(f32b(x))
+                } else {
+                    f32b(x)
+                };
                 let r = if mods.approx || mods.rnd == Rnd::Rn {
                     v.sqrt()
                 } else {
                     let s = (v as f64).sqrt();
                     let r = (-s).mul_add(s, v as f64);
-                    let resid = if r == 0.0 || !s.is_finite() { 0.0 } else { r.signum() * f64::MIN_POSITIVE };
+                    let resid = if r == 0.0 || !s.is_finite() {
+                        0.0
+                    } else {
+                        r.signum() * f64::MIN_POSITIVE
+                    };
                     f32::from_bits(round_f64(s, resid, sf::F32, mods.rnd, false) as u32)
                 };
                 bf32(if mods.ftz { sf::ftz32(r) } else { r })
             }),
         },
         UnK::Rsqrt(fty, ftz) => match fty {
-            FTy::F64 => lanes1(regs, m, d, a, |x| (1.0 / f64::from_bits(x).sqrt()).to_bits()),
+            FTy::F64 => lanes1(regs, m, d, a, |x| {
+                (1.0 / f64::from_bits(x).sqrt()).to_bits()
+            }),
             _ => lanes1(regs, m, d, a, |x| {
                 let v = if ftz { sf::ftz32(f32b(x)) } else { f32b(x) };
                 let r = (1.0 / (v as f64).sqrt()) as f32;
@@ -484,7 +541,9 @@ pub fn exec_un(k: UnK, regs: &mut [u64], m: u32, d: R, a: R) {
             FTy::F64 => lanes1(regs, m, d, a, |x| (1.0 / f64::from_bits(x)).to_bits()),
             _ => {
                 let one = 1f32;
-                lanes1(regs, m, d, a, move |x| bf32(f32_bin(FOp::Div, mods, one, f32b(x))))
+                lanes1(regs, m, d, a, move |x| {
+                    bf32(f32_bin(FOp::Div, mods, one, f32b(x)))
+                })
             }
         },
         UnK::Ex2(fty, ftz) => match fty {
@@ -496,7 +555,9 @@ pub fn exec_un(k: UnK, regs: &mut [u64], m: u32, d: R, a: R) {
             _ => {
                 let fmt = fty.half_fmt();
                 lanes1(regs, m, d, a, |x| {
-                    per_half(fty.is_x2(), x, 0, |h, _| round_f64(fmt.to_f64(h).exp2(), 0.0, fmt, Rnd::Rn, false))
+                    per_half(fty.is_x2(), x, 0, |h, _| {
+                        round_f64(fmt.to_f64(h).exp2(), 0.0, fmt, Rnd::Rn, false)
+                    })
                 })
             }
         },
@@ -516,12 +577,18 @@ pub fn exec_un(k: UnK, regs: &mut [u64], m: u32, d: R, a: R) {
             _ => {
                 let fmt = fty.half_fmt();
                 lanes1(regs, m, d, a, |x| {
-                    per_half(fty.is_x2(), x, 0, |h, _| round_f64(fmt.to_f64(h).tanh(), 0.0, fmt, Rnd::Rn, false))
+                    per_half(fty.is_x2(), x, 0, |h, _| {
+                        round_f64(fmt.to_f64(h).tanh(), 0.0, fmt, Rnd::Rn, false)
+                    })
                 })
             }
         },
         UnK::Cvt(c) => lanes1(regs, m, d, a, |x| cvt(&c, x)),
-        UnK::Cvta { to_space, window, dmask } => lanes1(regs, m, d, a, |x| {
+        UnK::Cvta {
+            to_space,
+            window,
+            dmask,
+        } => lanes1(regs, m, d, a, |x| {
             if window == 0 {
                 x & dmask
             } else if to_space {
@@ -538,10 +605,18 @@ fn bfe(a: u64, pos: u64, len: u64, w: u8, s: bool) -> u64 {
     let msb = w as u64 - 1;
     let pos = pos & 0xFF;
     let len = len & 0xFF;
-    let sbit = if !s || len == 0 { 0 } else { (a >> (pos + len - 1).min(msb)) & 1 };
+    let sbit = if !s || len == 0 {
+        0
+    } else {
+        (a >> (pos + len - 1).min(msb)) & 1
+    };
     let mut d = 0u64;
     for i in 0..w as u64 {
-        let bit = if i < len && pos + i <= msb { (a >> (pos + i)) & 1 } else { sbit };
+        let bit = if i < len && pos + i <= msb {
+            (a >> (pos + i)) & 1
+        } else {
+            sbit
+        };
         d |= bit << i;
     }
     d
@@ -565,24 +640,36 @@ pub fn exec_tern(k: TerK, regs: &mut [u64], m: u32, d: R, a: R, b: R, c: R) {
     match k {
         TerK::MadLo(w) => {
             let mk = mask(w);
-            lanes3(regs, m, d, a, b, c, |x, y, z| x.wrapping_mul(y).wrapping_add(z) & mk)
+            lanes3(regs, m, d, a, b, c, |x, y, z| {
+                x.wrapping_mul(y).wrapping_add(z) & mk
+            })
         }
         TerK::MadHi(w, s) => {
             let mk = mask(w);
-            lanes3(regs, m, d, a, b, c, |x, y, z| mul_hi(x, y, w, s).wrapping_add(z) & mk)
+            lanes3(regs, m, d, a, b, c, |x, y, z| {
+                mul_hi(x, y, w, s).wrapping_add(z) & mk
+            })
         }
         TerK::MadWide(w, s) => {
             let mk = mask(2 * w);
-            lanes3(regs, m, d, a, b, c, |x, y, z| mul_wide(x, y, w, s).wrapping_add(z) & mk)
+            lanes3(regs, m, d, a, b, c, |x, y, z| {
+                mul_wide(x, y, w, s).wrapping_add(z) & mk
+            })
         }
         TerK::Fma(fty, mods) => match fty {
             FTy::F32 => {
                 if mods.rnd == Rnd::Rn && !mods.ftz && !mods.sat {
-                    return lanes3(regs, m, d, a, b, c, |x, y, z| bf32(f32b(x).mul_add(f32b(y), f32b(z))));
+                    return lanes3(regs, m, d, a, b, c, |x, y, z| {
+                        bf32(f32b(x).mul_add(f32b(y), f32b(z)))
+                    });
                 }
                 lanes3(regs, m, d, a, b, c, |x, y, z| {
                     let (x, y, z) = (f32b(x), f32b(y), f32b(z));
-                    let (x, y, z) = if mods.ftz { (sf::ftz32(x), sf::ftz32(y), sf::ftz32(z)) } else { (x, y, z) };
+                    let (x, y, z) = if mods.ftz {
+                        (sf::ftz32(x), sf::ftz32(y), sf::ftz32(z))
+                    } else {
+                        (x, y, z)
+                    };
                     let r = if mods.rnd == Rnd::Rn {
                         x.mul_add(y, z)
                     } else {
@@ -594,7 +681,9 @@ pub fn exec_tern(k: TerK, regs: &mut [u64], m: u32, d: R, a: R, b: R, c: R) {
                 })
             }
             FTy::F64 => lanes3(regs, m, d, a, b, c, |x, y, z| {
-                f64::from_bits(x).mul_add(f64::from_bits(y), f64::from_bits(z)).to_bits()
+                f64::from_bits(x)
+                    .mul_add(f64::from_bits(y), f64::from_bits(z))
+                    .to_bits()
             }),
             _ => {
                 let fmt = fty.half_fmt();
@@ -602,15 +691,35 @@ pub fn exec_tern(k: TerK, regs: &mut [u64], m: u32, d: R, a: R, b: R, c: R) {
                 lanes3(regs, m, d, a, b, c, |x, y, z| {
                     let lo = half_fma(mods, fmt, x & 0xFFFF, y & 0xFFFF, z & 0xFFFF);
                     if x2 {
-                        lo | (half_fma(mods, fmt, (x >> 16) & 0xFFFF, (y >> 16) & 0xFFFF, (z >> 16) & 0xFFFF) << 16)
+                        lo | (half_fma(
+                            mods,
+                            fmt,
+                            (x >> 16) & 0xFFFF,
+                            (y >> 16) & 0xFFFF,
+                            (z >> 16) & 0xFFFF,
+                        ) << 16)
                     } else {
                         lo
                     }
                 })
             }
         },
-        TerK::Selp => lanes3(regs, m, d, a, b, c, |x, y, p| if p & 1 != 0 { x } else { y }),
-        TerK::SlctS32 => lanes3(regs, m, d, a, b, c, |x, y, z| if (z as u32 as i32) >= 0 { x } else { y }),
+        TerK::Selp => lanes3(
+            regs,
+            m,
+            d,
+            a,
+            b,
+            c,
+            |x, y, p| if p & 1 != 0 { x } else { y },
+        ),
+        TerK::SlctS32 => lanes3(regs, m, d, a, b, c, |x, y, z| {
+            if (z as u32 as i32) >= 0 {
+                x
+            } else {
+                y
+            }
+        }),
         TerK::SlctF32(ftz) => lanes3(regs, m, d, a, b, c, |x, y, z| {
             let v = if ftz { sf::ftz32(f32b(z)) } else { f32b(z) };
             if v >= 0.0 {
@@ -622,7 +731,11 @@ pub fn exec_tern(k: TerK, regs: &mut [u64], m: u32, d: R, a: R, b: R, c: R) {
         TerK::Bfe(w, s) => lanes3(regs, m, d, a, b, c, |x, y, z| bfe(x, y, z, w, s)),
         TerK::Prmt => lanes3(regs, m, d, a, b, c, prmt),
         TerK::Shf { left, clamp } => lanes3(regs, m, d, a, b, c, |x, y, z| {
-            let n = if clamp { (z as u32).min(32) } else { z as u32 & 31 } as u64;
+            let n = if clamp {
+                (z as u32).min(32)
+            } else {
+                z as u32 & 31
+            } as u64;
             let v = ((y & 0xFFFF_FFFF) << 32) | (x & 0xFFFF_FFFF);
             if left {
                 ((v << n) >> 32) & 0xFFFF_FFFF
@@ -663,7 +776,10 @@ pub fn compare(ty: CmpTy, cmp: Cmp, x: u64, y: u64) -> bool {
             let (lt, eq) = if s {
                 (sext(x, w) < sext(y, w), sext(x, w) == sext(y, w))
             } else {
-                ((x & mask(w)) < (y & mask(w)), (x & mask(w)) == (y & mask(w)))
+                (
+                    (x & mask(w)) < (y & mask(w)),
+                    (x & mask(w)) == (y & mask(w)),
+                )
             };
             match cmp {
                 Cmp::Eq | Cmp::Equ => eq,
@@ -680,7 +796,11 @@ pub fn compare(ty: CmpTy, cmp: Cmp, x: u64, y: u64) -> bool {
             let (a, b) = match fty {
                 FTy::F32 => {
                     let (p, q) = (f32b(x), f32b(y));
-                    let (p, q) = if ftz { (sf::ftz32(p), sf::ftz32(q)) } else { (p, q) };
+                    let (p, q) = if ftz {
+                        (sf::ftz32(p), sf::ftz32(q))
+                    } else {
+                        (p, q)
+                    };
                     (p as f64, q as f64)
                 }
                 FTy::F64 => (f64::from_bits(x), f64::from_bits(y)),
@@ -755,7 +875,11 @@ pub fn cvt(k: &CvtK, x: u64) -> u64 {
     };
     match (from_float, to_float) {
         (false, false) => {
-            let v: i128 = if k.from.is_signed() { sext(x, fw) as i128 } else { (x & mask(fw)) as i128 };
+            let v: i128 = if k.from.is_signed() {
+                sext(x, fw) as i128
+            } else {
+                (x & mask(fw)) as i128
+            };
             let v = if k.sat {
                 let (lo, hi) = int_range(k.to);
                 v.clamp(lo, hi)
@@ -766,7 +890,11 @@ pub fn cvt(k: &CvtK, x: u64) -> u64 {
         }
         (true, false) => {
             let f = fmt_of(k.from).unwrap();
-            let mut v = if k.from == Ty::F32 && k.ftz { sf::ftz32(f32b(x)) as f64 } else { f.to_f64(x & mask(fw)) };
+            let mut v = if k.from == Ty::F32 && k.ftz {
+                sf::ftz32(f32b(x)) as f64
+            } else {
+                f.to_f64(x & mask(fw))
+            };
             if v.is_nan() {
                 return 0;
             }
@@ -782,20 +910,38 @@ pub fn cvt(k: &CvtK, x: u64) -> u64 {
             finish_int(iv as u64)
         }
         (false, true) => {
-            let v: i128 = if k.from.is_signed() { sext(x, fw) as i128 } else { (x & mask(fw)) as i128 };
+            let v: i128 = if k.from.is_signed() {
+                sext(x, fw) as i128
+            } else {
+                (x & mask(fw)) as i128
+            };
             let to = fmt_of(k.to).unwrap();
-            let r = sf::round_pack(v < 0, v.unsigned_abs() as u64, 0, false, to, k.rnd.unwrap_or(Rnd::Rn), false);
-            let r = if k.to == Ty::Tf32 { tf32_from_f32(r as u32, Rnd::Rn) } else { r };
+            let r = sf::round_pack(
+                v < 0,
+                v.unsigned_abs() as u64,
+                0,
+                false,
+                to,
+                k.rnd.unwrap_or(Rnd::Rn),
+                false,
+            );
+            let r = if k.to == Ty::Tf32 {
+                tf32_from_f32(r as u32, Rnd::Rn)
+            } else {
+                r
+            };
             r & k.dmask
         }
         (true, true) => {
             let from = fmt_of(k.from).unwrap();
             let to = fmt_of(k.to).unwrap();
-            let mut v = if k.from == Ty::F32 && k.ftz { sf::ftz32(f32b(x)) as f64 } else { from.to_f64(x & mask(fw)) };
-            if k.int_rnd {
-                if v.is_finite() {
-                    v = round_int(v, k.rnd.unwrap_or(Rnd::Rn)).copysign(v);
-                }
+            let mut v = if k.from == Ty::F32 && k.ftz {
+                sf::ftz32(f32b(x)) as f64
+            } else {
+                from.to_f64(x & mask(fw))
+            };
+            if k.int_rnd && v.is_finite() {
+                v = round_int(v, k.rnd.unwrap_or(Rnd::Rn)).copysign(v);
             }
             if k.relu && (v < 0.0 || (v == 0.0 && v.is_sign_negative())) {
                 v = 0.0;
@@ -805,11 +951,25 @@ pub fn cvt(k: &CvtK, x: u64) -> u64 {
             } else if v.is_nan() {
                 to.canonical_nan()
             } else {
-                round_f64(v, 0.0, to, if k.int_rnd { Rnd::Rn } else { k.rnd.unwrap_or(Rnd::Rn) }, k.satfinite)
+                round_f64(
+                    v,
+                    0.0,
+                    to,
+                    if k.int_rnd {
+                        Rnd::Rn
+                    } else {
+                        k.rnd.unwrap_or(Rnd::Rn)
+                    },
+                    k.satfinite,
+                )
             };
             if k.sat {
                 let rv = to.to_f64(r);
-                r = if rv.is_nan() { 0 } else { round_f64(rv.clamp(0.0, 1.0), 0.0, to, Rnd::Rn, false) };
+                r = if rv.is_nan() {
+                    0
+                } else {
+                    round_f64(rv.clamp(0.0, 1.0), 0.0, to, Rnd::Rn, false)
+                };
             }
             if k.ftz && k.to == Ty::F32 {
                 r = sf::ftz32(f32::from_bits(r as u32)).to_bits() as u64;
@@ -835,7 +995,17 @@ mod tests {
     use super::*;
 
     fn ck(from: Ty, to: Ty, rnd: Option<Rnd>, int_rnd: bool, sat: bool) -> CvtK {
-        CvtK { from, to, rnd, int_rnd, sat, ftz: false, relu: false, satfinite: false, dmask: u64::MAX }
+        CvtK {
+            from,
+            to,
+            rnd,
+            int_rnd,
+            sat,
+            ftz: false,
+            relu: false,
+            satfinite: false,
+            dmask: u64::MAX,
+        }
     }
 
     #[test]

@@ -9,7 +9,14 @@ use crate::emulator::softfloat::{self as sf, round_f64, Rnd};
 
 /// Decides whether the group may execute a collective that needs the lanes in `required`.
 /// Returns false after parking the group to wait for missing lanes.
-fn ready_mask(w: &mut Warp, env: &mut Env, pc: u32, active: u32, required: u32, what: &str) -> bool {
+fn ready_mask(
+    w: &mut Warp,
+    env: &mut Env,
+    pc: u32,
+    active: u32,
+    required: u32,
+    what: &str,
+) -> bool {
     if w.force {
         w.force = false;
         return true;
@@ -26,15 +33,25 @@ fn ready_mask(w: &mut Warp, env: &mut Env, pc: u32, active: u32, required: u32, 
     let tid = w.id * 32 + active.trailing_zeros().min(31);
     let gone = required & !live;
     if gone != 0 {
-        env.report(FindingKind::DivergentCollective, pc, tid, None, None, || {
-            format!("{what}: member lanes {gone:#010x} have exited or do not exist")
-        });
+        env.report(
+            FindingKind::DivergentCollective,
+            pc,
+            tid,
+            None,
+            None,
+            || format!("{what}: member lanes {gone:#010x} have exited or do not exist"),
+        );
     }
     let off = required & g & !active;
     if off != 0 {
-        env.report(FindingKind::DivergentCollective, pc, tid, None, None, || {
-            format!("{what}: member lanes {off:#010x} are predicated off")
-        });
+        env.report(
+            FindingKind::DivergentCollective,
+            pc,
+            tid,
+            None,
+            None,
+            || format!("{what}: member lanes {off:#010x} are predicated off"),
+        );
     }
     let extra = active & !required;
     if extra != 0 {
@@ -57,9 +74,14 @@ pub(super) fn ready(w: &mut Warp, env: &mut Env, pc: u32, active: u32, mask_reg:
         if w.r(mask_reg, l) as u32 != required {
             let other = w.r(mask_reg, l) as u32;
             let tid = w.id * 32 + l as u32;
-            env.report(FindingKind::DivergentCollective, pc, tid, None, None, || {
-                format!("lanes use different member masks ({required:#010x} and {other:#010x})")
-            });
+            env.report(
+                FindingKind::DivergentCollective,
+                pc,
+                tid,
+                None,
+                None,
+                || format!("lanes use different member masks ({required:#010x} and {other:#010x})"),
+            );
             break;
         }
     }
@@ -74,7 +96,9 @@ pub(super) fn ready_aligned(w: &mut Warp, env: &mut Env, pc: u32, active: u32) -
 /// `shfl.sync` per PTX ISA "Data Movement and Conversion Instructions: shfl.sync".
 #[allow(clippy::too_many_arguments)]
 pub(super) fn shfl(w: &mut Warp, active: u32, mode: ShflMode, d: R, p: R, a: R, b: R, c: R) {
-    let src: [u64; 32] = w.regs[a as usize * 32..a as usize * 32 + 32].try_into().unwrap();
+    let src: [u64; 32] = w.regs[a as usize * 32..a as usize * 32 + 32]
+        .try_into()
+        .unwrap();
     for l in lanes(active) {
         let lane = l as i32;
         let bval = (w.r(b, l) & 31) as i32;
@@ -138,7 +162,9 @@ pub(super) fn match_sync(w: &mut Warp, active: u32, all: bool, d: R, p: R, a: R)
                 0
             }
         } else {
-            vals.iter().filter(|(_, x)| *x == v).fold(0u32, |m, (k, _)| m | 1 << k)
+            vals.iter()
+                .filter(|(_, x)| *x == v)
+                .fold(0u32, |m, (k, _)| m | 1 << k)
         };
         w.set(d, l, m as u64);
         if p != NONE {
@@ -191,7 +217,11 @@ pub(super) fn redux(w: &mut Warp, active: u32, k: ReduxK, d: R, a: R) {
 pub fn a_frag_pos(k: u32, lane: u32, i: u32) -> (u32, u32) {
     let (g, t) = (lane >> 2, lane % 4);
     if k == 16 {
-        let row = if i < 2 || (4..6).contains(&i) { g } else { g + 8 };
+        let row = if i < 2 || (4..6).contains(&i) {
+            g
+        } else {
+            g + 8
+        };
         let col = t * 2 + (i & 1) + if i >= 4 { 8 } else { 0 };
         (row, col)
     } else {
@@ -219,7 +249,18 @@ pub fn c_frag_pos(lane: u32, i: u32) -> (u32, u32) {
 /// in f64, then rounded once to the output type (round to nearest even); real tensor cores
 /// accumulate with slightly different internal precision, which tests allow for.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn mma(w: &mut Warp, env: &mut Env, shape: MmaShape, bf16: bool, c_f32: bool, d_f32: bool, d: [R; 4], a: [R; 4], b: [R; 2], c: [R; 4]) {
+pub(super) fn mma(
+    w: &mut Warp,
+    env: &mut Env,
+    shape: MmaShape,
+    bf16: bool,
+    c_f32: bool,
+    d_f32: bool,
+    d: [R; 4],
+    a: [R; 4],
+    b: [R; 2],
+    c: [R; 4],
+) {
     let (m, n, k) = shape.mnk();
     let fmt = if bf16 { sf::BF16 } else { sf::F16 };
     let mut am = [[0f64; 16]; 16];
@@ -252,7 +293,11 @@ pub(super) fn mma(w: &mut Warp, env: &mut Env, shape: MmaShape, bf16: bool, c_f3
             for (kk, arow) in am[i].iter().enumerate().take(k as usize) {
                 s += arow * bm[kk][j];
             }
-            *out = if d_f32 { round_f64(s, 0.0, sf::F32, Rnd::Rn, false) } else { round_f64(s, 0.0, sf::F16, Rnd::Rn, false) };
+            *out = if d_f32 {
+                round_f64(s, 0.0, sf::F32, Rnd::Rn, false)
+            } else {
+                round_f64(s, 0.0, sf::F16, Rnd::Rn, false)
+            };
         }
     }
     for lane in 0..32u32 {

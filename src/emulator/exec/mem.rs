@@ -49,9 +49,15 @@ fn hazard_finding(env: &mut Env, pc: u32, tid: u32, off: u64, h: Hazard) {
         Hazard::Uninit => (FindingKind::UninitSharedRead, None),
     };
     env.report(kind, pc, tid, Some(off), other, || match h {
-        Hazard::War(None) => "threads of several other warps read it since the last barrier".to_string(),
-        Hazard::Raw(_) | Hazard::War(_) | Hazard::Waw(_) => "no barrier between the two accesses".to_string(),
-        Hazard::PendingRead => "the cp.async writing it has not been waited for (cp.async.wait_group)".to_string(),
+        Hazard::War(None) => {
+            "threads of several other warps read it since the last barrier".to_string()
+        }
+        Hazard::Raw(_) | Hazard::War(_) | Hazard::Waw(_) => {
+            "no barrier between the two accesses".to_string()
+        }
+        Hazard::PendingRead => {
+            "the cp.async writing it has not been waited for (cp.async.wait_group)".to_string()
+        }
         Hazard::PendingWrite => "a cp.async to this location is still in flight".to_string(),
         Hazard::Uninit => "no thread wrote this shared memory before".to_string(),
     });
@@ -59,12 +65,30 @@ fn hazard_finding(env: &mut Env, pc: u32, tid: u32, off: u64, h: Hazard) {
 
 fn oob(env: &mut Env, pc: u32, tid: u32, loc: Loc, len: usize) {
     let (kind, addr, what) = match loc {
-        Loc::Global(a) => (FindingKind::GlobalOutOfBounds, a, "no allocation contains".to_string()),
-        Loc::Shared(a) => (FindingKind::SharedOutOfBounds, a, format!("CTA shared memory is {} bytes;", env.smem.len())),
-        Loc::Local(a) => (FindingKind::LocalOutOfBounds, a, format!("local frame is {} bytes;", env.local_size)),
-        Loc::Param(a) => (FindingKind::ParamOutOfBounds, a, format!("parameter buffer is {} bytes;", env.ctx.params.len())),
+        Loc::Global(a) => (
+            FindingKind::GlobalOutOfBounds,
+            a,
+            "no allocation contains".to_string(),
+        ),
+        Loc::Shared(a) => (
+            FindingKind::SharedOutOfBounds,
+            a,
+            format!("CTA shared memory is {} bytes;", env.smem.len()),
+        ),
+        Loc::Local(a) => (
+            FindingKind::LocalOutOfBounds,
+            a,
+            format!("local frame is {} bytes;", env.local_size),
+        ),
+        Loc::Param(a) => (
+            FindingKind::ParamOutOfBounds,
+            a,
+            format!("parameter buffer is {} bytes;", env.ctx.params.len()),
+        ),
     };
-    env.report(kind, pc, tid, Some(addr), None, || format!("{what} access of {len} bytes at {addr:#x}"));
+    env.report(kind, pc, tid, Some(addr), None, || {
+        format!("{what} access of {len} bytes at {addr:#x}")
+    });
 }
 
 fn loc_addr(l: Loc) -> u64 {
@@ -77,9 +101,11 @@ fn loc_addr(l: Loc) -> u64 {
 fn read_lane(w: &Warp, env: &mut Env, pc: u32, lane: usize, loc: Loc, out: &mut [u8]) -> bool {
     let len = out.len();
     let tid = w.id * 32 + lane as u32;
-    if loc_addr(loc) % len as u64 != 0 {
+    if !loc_addr(loc).is_multiple_of(len as u64) {
         let a = loc_addr(loc);
-        env.report(FindingKind::Misaligned, pc, tid, Some(a), None, || format!("{len}-byte access at {a:#x}"));
+        env.report(FindingKind::Misaligned, pc, tid, Some(a), None, || {
+            format!("{len}-byte access at {a:#x}")
+        });
         return false;
     }
     match loc {
@@ -130,9 +156,11 @@ fn read_lane(w: &Warp, env: &mut Env, pc: u32, lane: usize, loc: Loc, out: &mut 
 fn write_lane(w: &mut Warp, env: &mut Env, pc: u32, lane: usize, loc: Loc, data: &[u8]) {
     let len = data.len();
     let tid = w.id * 32 + lane as u32;
-    if loc_addr(loc) % len as u64 != 0 {
+    if !loc_addr(loc).is_multiple_of(len as u64) {
         let a = loc_addr(loc);
-        env.report(FindingKind::Misaligned, pc, tid, Some(a), None, || format!("{len}-byte access at {a:#x}"));
+        env.report(FindingKind::Misaligned, pc, tid, Some(a), None, || {
+            format!("{len}-byte access at {a:#x}")
+        });
         return;
     }
     match loc {
@@ -176,7 +204,13 @@ struct Traffic {
 
 impl Traffic {
     fn new() -> Self {
-        Traffic { sectors: [0; 64], nsec: 0, bytes: 0, shared: [(0, 0, 0); 32], nshared: 0 }
+        Traffic {
+            sectors: [0; 64],
+            nsec: 0,
+            bytes: 0,
+            shared: [(0, 0, 0); 32],
+            nshared: 0,
+        }
     }
 
     fn add(&mut self, lane: usize, loc: Loc, len: usize) {
@@ -238,7 +272,19 @@ fn lane_addr(w: &Warp, addr: Addr, lane: usize) -> u64 {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) fn exec_ld(w: &mut Warp, env: &mut Env, pc: u32, active: u32, sp: Space, size: u8, n: u8, ds: [R; 4], addr: Addr, sext: bool, dmask: u64) {
+pub(super) fn exec_ld(
+    w: &mut Warp,
+    env: &mut Env,
+    pc: u32,
+    active: u32,
+    sp: Space,
+    size: u8,
+    n: u8,
+    ds: [R; 4],
+    addr: Addr,
+    sext: bool,
+    dmask: u64,
+) {
     let len = size as usize * n as usize;
     let mut t = Traffic::new();
     for l in lanes(active) {
@@ -260,7 +306,17 @@ pub(super) fn exec_ld(w: &mut Warp, env: &mut Env, pc: u32, active: u32, sp: Spa
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) fn exec_st(w: &mut Warp, env: &mut Env, pc: u32, active: u32, sp: Space, size: u8, n: u8, srcs: [R; 4], addr: Addr) {
+pub(super) fn exec_st(
+    w: &mut Warp,
+    env: &mut Env,
+    pc: u32,
+    active: u32,
+    sp: Space,
+    size: u8,
+    n: u8,
+    srcs: [R; 4],
+    addr: Addr,
+) {
     let len = size as usize * n as usize;
     let mut t = Traffic::new();
     for l in lanes(active) {
@@ -329,7 +385,19 @@ fn atom_apply(op: AtomOp, ty: Ty, old: u64, a: u64, b: u64) -> u64 {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) fn exec_atom(w: &mut Warp, env: &mut Env, pc: u32, active: u32, sp: Space, op: AtomOp, ty: Ty, d: R, addr: Addr, a: R, b: R) {
+pub(super) fn exec_atom(
+    w: &mut Warp,
+    env: &mut Env,
+    pc: u32,
+    active: u32,
+    sp: Space,
+    op: AtomOp,
+    ty: Ty,
+    d: R,
+    addr: Addr,
+    a: R,
+    b: R,
+) {
     let size = ty.bytes() as usize;
     let mut t = Traffic::new();
     for l in lanes(active) {
@@ -338,8 +406,10 @@ pub(super) fn exec_atom(w: &mut Warp, env: &mut Env, pc: u32, active: u32, sp: S
         let av = w.r(a, l);
         let bv = if b == NONE { 0 } else { w.r(b, l) };
         let at = loc_addr(loc);
-        if at % size as u64 != 0 {
-            env.report(FindingKind::Misaligned, pc, tid, Some(at), None, || format!("{size}-byte atomic at {at:#x}"));
+        if !at.is_multiple_of(size as u64) {
+            env.report(FindingKind::Misaligned, pc, tid, Some(at), None, || {
+                format!("{size}-byte atomic at {at:#x}")
+            });
             continue;
         }
         let old = match loc {
@@ -380,7 +450,17 @@ pub(super) fn exec_atom(w: &mut Warp, env: &mut Env, pc: u32, active: u32, sp: S
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) fn exec_cp_async(w: &mut Warp, env: &mut Env, pc: u32, active: u32, dst: Addr, src: Addr, cp: u8, src_size: R, ignore_src: R) {
+pub(super) fn exec_cp_async(
+    w: &mut Warp,
+    env: &mut Env,
+    pc: u32,
+    active: u32,
+    dst: Addr,
+    src: Addr,
+    cp: u8,
+    src_size: R,
+    ignore_src: R,
+) {
     let mut t = Traffic::new();
     let mut ts = Traffic::new();
     for l in lanes(active) {
@@ -400,8 +480,8 @@ pub(super) fn exec_cp_async(w: &mut Warp, env: &mut Env, pc: u32, active: u32, d
         }
         let d = lane_addr(w, dst, l);
         let s = lane_addr(w, src, l);
-        if d % cp as u64 != 0 || (n > 0 && s % cp as u64 != 0) {
-            env.report(FindingKind::Misaligned, pc, tid, Some(if d % cp as u64 != 0 { d } else { s }), None, || {
+        if !d.is_multiple_of(cp as u64) || (n > 0 && !s.is_multiple_of(cp as u64)) {
+            env.report(FindingKind::Misaligned, pc, tid, Some(if !d.is_multiple_of(cp as u64) { d } else { s }), None, || {
                 format!("cp.async of {cp} bytes needs {cp}-byte aligned addresses (dst {d:#x}, src {s:#x})")
             });
             continue;
@@ -422,7 +502,12 @@ pub(super) fn exec_cp_async(w: &mut Warp, env: &mut Env, pc: u32, active: u32, d
             hazard_finding(env, pc, tid, d, h);
         }
         ts.add(l, Loc::Shared(d), cp as usize);
-        w.cp[l].recs.push(CpRec { group: u32::MAX, dst: d as u32, len: cp, data });
+        w.cp[l].recs.push(CpRec {
+            group: u32::MAX,
+            dst: d as u32,
+            len: cp,
+            data,
+        });
     }
     t.finish(env, 0);
     ts.finish(env, 0);
@@ -455,25 +540,43 @@ pub(super) fn complete_cp(w: &mut Warp, env: &mut Env, pc: u32, l: usize, target
 /// each). Without `.trans`, lane t receives row t/4, elements 2(t%4) and 2(t%4)+1 (low, high);
 /// with `.trans` it receives column t/4, rows 2(t%4) and 2(t%4)+1, i.e. the transposed matrix.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn exec_ldmatrix(w: &mut Warp, env: &mut Env, pc: u32, num: u8, trans: bool, ds: [R; 4], addr: Addr, generic: bool) {
+pub(super) fn exec_ldmatrix(
+    w: &mut Warp,
+    env: &mut Env,
+    pc: u32,
+    num: u8,
+    trans: bool,
+    ds: [R; 4],
+    addr: Addr,
+    generic: bool,
+) {
     let mut rows = [[[0u16; 8]; 8]; 4];
     let mut acc = [(0u32, 0u32, 0u32); 32];
     let mut nacc = 0;
-    for j in 0..num as usize {
-        for r in 0..8 {
+    for (j, matrix) in rows.iter_mut().enumerate().take(num as usize) {
+        for (r, row) in matrix.iter_mut().enumerate() {
             let lane = j * 8 + r;
             let a = lane_addr(w, addr, lane);
-            let loc = if generic { resolve(Space::Generic, a) } else { Loc::Shared(a) };
+            let loc = if generic {
+                resolve(Space::Generic, a)
+            } else {
+                Loc::Shared(a)
+            };
             let tid = w.id * 32 + lane as u32;
             if !matches!(loc, Loc::Shared(_)) {
-                env.report(FindingKind::SharedOutOfBounds, pc, tid, Some(a), None, || {
-                    "ldmatrix generic address is not in shared memory".to_string()
-                });
+                env.report(
+                    FindingKind::SharedOutOfBounds,
+                    pc,
+                    tid,
+                    Some(a),
+                    None,
+                    || "ldmatrix generic address is not in shared memory".to_string(),
+                );
                 continue;
             }
             let mut buf = [0u8; 16];
             if read_lane(w, env, pc, lane, loc, &mut buf) {
-                for (e, v) in rows[j][r].iter_mut().enumerate() {
+                for (e, v) in row.iter_mut().enumerate() {
                     *v = u16::from_le_bytes([buf[2 * e], buf[2 * e + 1]]);
                 }
                 acc[nacc] = (lane as u32, loc_addr(loc) as u32, 16);

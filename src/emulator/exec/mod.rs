@@ -15,8 +15,6 @@ mod alu;
 mod collective;
 mod mem;
 
-
-
 use super::counters::RawCounters;
 use super::findings::{FindingKind, FindingSink};
 use super::memory::GlobalMemory;
@@ -98,8 +96,17 @@ pub(crate) struct Env<'a> {
 }
 
 impl Env<'_> {
-    pub fn report(&mut self, kind: FindingKind, pc: u32, tid: u32, addr: Option<u64>, other: Option<u32>, detail: impl FnOnce() -> String) {
-        self.findings.report(kind, pc, self.cta, tid, addr, other, detail);
+    pub fn report(
+        &mut self,
+        kind: FindingKind,
+        pc: u32,
+        tid: u32,
+        addr: Option<u64>,
+        other: Option<u32>,
+        detail: impl FnOnce() -> String,
+    ) {
+        self.findings
+            .report(kind, pc, self.cta, tid, addr, other, detail);
     }
 }
 
@@ -215,7 +222,11 @@ pub(crate) fn run_cta(ctx: &LaunchCtx, cta: [u32; 3]) -> (FindingSink, RawCounte
     let nthreads = bx * by * bz;
     let nwarps = nthreads.div_ceil(32);
     let total_smem = prog.dyn_smem_offset as usize + ctx.dyn_smem as usize;
-    let total_smem = if ctx.dyn_smem == 0 { prog.static_smem as usize } else { total_smem };
+    let total_smem = if ctx.dyn_smem == 0 {
+        prog.static_smem as usize
+    } else {
+        total_smem
+    };
     let mut smem = SharedMem::new(total_smem);
     smem.check_races = ctx.check_races;
     smem.check_uninit = ctx.check_uninit;
@@ -236,7 +247,9 @@ pub(crate) fn run_cta(ctx: &LaunchCtx, cta: [u32; 3]) -> (FindingSink, RawCounte
         release: None,
         local_size: prog.local_size,
     };
-    let mut warps: Vec<Warp> = (0..nwarps).map(|w| new_warp(ctx, w, nthreads, nwarps, cta, total_smem as u64)).collect();
+    let mut warps: Vec<Warp> = (0..nwarps)
+        .map(|w| new_warp(ctx, w, nthreads, nwarps, cta, total_smem as u64))
+        .collect();
     loop {
         let mut progressed = false;
         let mut all_done = true;
@@ -262,17 +275,54 @@ pub(crate) fn run_cta(ctx: &LaunchCtx, cta: [u32; 3]) -> (FindingSink, RawCounte
             break;
         }
     }
+    for w in warps {
+        recycle(w.regs);
+    }
     (env.findings, env.cnt)
 }
 
-fn new_warp(ctx: &LaunchCtx, w: u32, nthreads: u32, nwarps: u32, cta: [u32; 3], total_smem: u64) -> Warp {
+thread_local! {
+    /// Register files of finished warps, reused by the next CTA on this host thread: a kernel
+    /// can declare thousands of registers, and fresh zeroed allocations of that size cost page
+    /// faults on every CTA.
+    static REG_POOL: std::cell::RefCell<Vec<Vec<u64>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn take_regs(len: usize) -> Vec<u64> {
+    let mut v = REG_POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    v.clear();
+    v.resize(len, 0);
+    v
+}
+
+fn recycle(v: Vec<u64>) {
+    REG_POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < 64 {
+            p.push(v);
+        }
+    });
+}
+
+fn new_warp(
+    ctx: &LaunchCtx,
+    w: u32,
+    nthreads: u32,
+    nwarps: u32,
+    cta: [u32; 3],
+    total_smem: u64,
+) -> Warp {
     let prog = ctx.prog;
-    let mut regs = vec![0u64; prog.nregs * 32];
+    let mut regs = take_regs(prog.nregs * 32);
     for &(r, v) in ctx.consts {
         regs[r as usize * 32..r as usize * 32 + 32].fill(v);
     }
     let [bx, by, _] = ctx.block;
-    let present = if (w + 1) * 32 <= nthreads { u32::MAX } else { (1u32 << (nthreads - w * 32)) - 1 };
+    let present = if (w + 1) * 32 <= nthreads {
+        u32::MAX
+    } else {
+        (1u32 << (nthreads - w * 32)) - 1
+    };
     for &(r, sp) in &prog.specials {
         for l in 0..32u32 {
             let t = w * 32 + l;
@@ -337,9 +387,18 @@ fn resolve_stall(warps: &mut [Warp], env: &mut Env) -> bool {
         let b = env.bars[id as usize];
         if b.arrived > 0 && b.arrived + env.exited_threads >= b.expected {
             let (arrived, expected) = (b.arrived, b.expected);
-            env.report(FindingKind::BarrierWithExitedThreads, b.first_pc, b.first_tid, None, None, || {
-                format!("barrier {id}: {arrived} of {expected} threads arrived, the others exited")
-            });
+            env.report(
+                FindingKind::BarrierWithExitedThreads,
+                b.first_pc,
+                b.first_tid,
+                None,
+                None,
+                || {
+                    format!(
+                        "barrier {id}: {arrived} of {expected} threads arrived, the others exited"
+                    )
+                },
+            );
             release(warps, env, id);
             return true;
         }
@@ -359,7 +418,13 @@ fn resolve_stall(warps: &mut [Warp], env: &mut Env) -> bool {
         }
         let others: Vec<String> = lanes(w.live() & !g)
             .map(|l| {
-                let at = env.ctx.prog.insts.get(w.pcs[l] as usize).map(|i| i.line).unwrap_or(0);
+                let at = env
+                    .ctx
+                    .prog
+                    .insts
+                    .get(w.pcs[l] as usize)
+                    .map(|i| i.line)
+                    .unwrap_or(0);
                 format!("lane {l} at line {at}")
             })
             .take(4)
@@ -388,10 +453,17 @@ fn resolve_stall(warps: &mut [Warp], env: &mut Env) -> bool {
         .collect();
     let (pc, tid) = warps
         .iter()
-        .find_map(|w| lanes(w.bar_wait & w.live()).next().map(|l| (w.pcs[l], w.id * 32 + l as u32)))
+        .find_map(|w| {
+            lanes(w.bar_wait & w.live())
+                .next()
+                .map(|l| (w.pcs[l], w.id * 32 + l as u32))
+        })
         .unwrap_or((0, 0));
     env.report(FindingKind::Deadlock, pc, tid, None, None, || {
-        format!("no thread can make progress ({}); CTA abandoned", waiting.join(", "))
+        format!(
+            "no thread can make progress ({}); CTA abandoned",
+            waiting.join(", ")
+        )
     });
     env.abort = true;
     false
@@ -417,16 +489,25 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
         let pc = w.gpc;
         let inst = &insts[pc as usize];
         let g = w.group;
-        let active = if inst.guard == NONE { g } else { w.pred_mask(inst.guard, inst.guard_neg) & g };
+        let active = if inst.guard == NONE {
+            g
+        } else {
+            w.pred_mask(inst.guard, inst.guard_neg) & g
+        };
         n += 1;
         env.clock += 1;
         env.cnt.per_pc[pc as usize] += 1;
         env.cnt.thread_instructions += active.count_ones() as u64;
         if env.clock > env.ctx.max_warp_insts {
             let limit = env.ctx.max_warp_insts;
-            env.report(FindingKind::InstructionLimit, pc, w.id * 32 + g.trailing_zeros(), None, None, || {
-                format!("CTA exceeded {limit} warp-instructions; abandoned")
-            });
+            env.report(
+                FindingKind::InstructionLimit,
+                pc,
+                w.id * 32 + g.trailing_zeros(),
+                None,
+                None,
+                || format!("CTA exceeded {limit} warp-instructions; abandoned"),
+            );
             env.abort = true;
             break;
         }
@@ -453,11 +534,27 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 }
                 w.next();
             }
-            Op::Bfi { w: width, d, a, b, c, e } => {
+            Op::Bfi {
+                w: width,
+                d,
+                a,
+                b,
+                c,
+                e,
+            } => {
                 alu::exec_bfi(width, &mut w.regs, active, d, [a, b, c, e]);
                 w.next();
             }
-            Op::Setp { ty, cmp, out, d, dn, a, b, comb } => {
+            Op::Setp {
+                ty,
+                cmp,
+                out,
+                d,
+                dn,
+                a,
+                b,
+                comb,
+            } => {
                 for l in lanes(active) {
                     let r = alu::compare(ty, cmp, w.r(a, l), w.r(b, l));
                     let (p, q) = match comb {
@@ -496,7 +593,12 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 }
                 w.next();
             }
-            Op::Pack { d, parts, n: np, bits } => {
+            Op::Pack {
+                d,
+                parts,
+                n: np,
+                bits,
+            } => {
                 let m = alu::mask(bits);
                 for l in lanes(active) {
                     let mut v = 0u64;
@@ -519,19 +621,48 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 }
                 w.next();
             }
-            Op::Ld { sp, size, n: nv, ds, addr, sext, dmask } => {
+            Op::Ld {
+                sp,
+                size,
+                n: nv,
+                ds,
+                addr,
+                sext,
+                dmask,
+            } => {
                 mem::exec_ld(w, env, pc, active, sp, size, nv, ds, addr, sext, dmask);
                 w.next();
             }
-            Op::St { sp, size, n: nv, srcs, addr } => {
+            Op::St {
+                sp,
+                size,
+                n: nv,
+                srcs,
+                addr,
+            } => {
                 mem::exec_st(w, env, pc, active, sp, size, nv, srcs, addr);
                 w.next();
             }
-            Op::Atom { sp, op, ty, d, addr, a, b } => {
+            Op::Atom {
+                sp,
+                op,
+                ty,
+                d,
+                addr,
+                a,
+                b,
+            } => {
                 mem::exec_atom(w, env, pc, active, sp, op, ty, d, addr, a, b);
                 w.next();
             }
-            Op::CpAsync { dst, src, cp, src_size, ignore_src, .. } => {
+            Op::CpAsync {
+                dst,
+                src,
+                cp,
+                src_size,
+                ignore_src,
+                ..
+            } => {
                 mem::exec_cp_async(w, env, pc, active, dst, src, cp, src_size, ignore_src);
                 w.next();
             }
@@ -582,9 +713,14 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
             }
             Op::Trap => {
                 if active != 0 {
-                    env.report(FindingKind::Trap, pc, w.id * 32 + active.trailing_zeros(), None, None, || {
-                        "trap executed; kernel aborted".to_string()
-                    });
+                    env.report(
+                        FindingKind::Trap,
+                        pc,
+                        w.id * 32 + active.trailing_zeros(),
+                        None,
+                        None,
+                        || "trap executed; kernel aborted".to_string(),
+                    );
                     env.abort = true;
                     break;
                 }
@@ -597,7 +733,11 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 }
                 let first = active.trailing_zeros() as usize;
                 let bid = (w.r(id, first) & 15) as u8;
-                let expected = if count == NONE { env.nthreads } else { w.r(count, first) as u32 };
+                let expected = if count == NONE {
+                    env.nthreads
+                } else {
+                    w.r(count, first) as u32
+                };
                 let tid = w.id * 32 + first as u32;
                 let b = &mut env.bars[bid as usize];
                 if b.arrived == 0 {
@@ -638,13 +778,27 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                     w.next();
                 }
             }
-            Op::Shfl { mode, d, p, a, b, c, mask } => {
+            Op::Shfl {
+                mode,
+                d,
+                p,
+                a,
+                b,
+                c,
+                mask,
+            } => {
                 if collective::ready(w, env, pc, active, mask) {
                     collective::shfl(w, active, mode, d, p, a, b, c);
                     w.next();
                 }
             }
-            Op::Vote { mode, d, a, neg, mask } => {
+            Op::Vote {
+                mode,
+                d,
+                a,
+                neg,
+                mask,
+            } => {
                 if collective::ready(w, env, pc, active, mask) {
                     collective::vote(w, active, mode, d, a, neg);
                     w.next();
@@ -668,13 +822,28 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 }
                 w.next();
             }
-            Op::Mma { shape, bf16, c_f32, d_f32, d, a, b, c } => {
+            Op::Mma {
+                shape,
+                bf16,
+                c_f32,
+                d_f32,
+                d,
+                a,
+                b,
+                c,
+            } => {
                 if collective::ready_aligned(w, env, pc, active) {
                     collective::mma(w, env, shape, bf16, c_f32, d_f32, d, a, b, c);
                     w.next();
                 }
             }
-            Op::Ldmatrix { num, trans, ds, addr, generic } => {
+            Op::Ldmatrix {
+                num,
+                trans,
+                ds,
+                addr,
+                generic,
+            } => {
                 if collective::ready_aligned(w, env, pc, active) {
                     mem::exec_ldmatrix(w, env, pc, num, trans, ds, addr, generic);
                     w.next();
@@ -692,5 +861,3 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
     }
     n
 }
-
-
