@@ -43,7 +43,7 @@ pub struct SharedMem {
 impl SharedMem {
     pub fn new(size: usize) -> Self {
         SharedMem {
-            data: vec![0; size],
+            data: vec![super::memory::POISON; size],
             state: vec![UNINIT; size],
             shadow: vec![0; size],
             epoch: 1,

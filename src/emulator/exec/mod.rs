@@ -739,19 +739,28 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                     w.r(count, first) as u32
                 };
                 let tid = w.id * 32 + first as u32;
+                // Divergence is only defined for the CTA-wide form (`__syncthreads`): named
+                // barriers with a count legitimately pair `bar.arrive` with `bar.sync`, or
+                // barriers at different code locations.
+                let full = count == NONE && !arrive;
                 let b = &mut env.bars[bid as usize];
                 if b.arrived == 0 {
                     b.first_pc = pc;
                     b.first_tid = tid;
                     b.expected = expected;
-                    b.divergent_reported = false;
-                } else if b.first_pc != pc && !b.divergent_reported {
+                    b.divergent_reported = !full;
+                } else if full && b.first_pc != pc && !b.divergent_reported {
                     b.divergent_reported = true;
                     let (fpc, ftid) = (b.first_pc, b.first_tid);
                     let other_line = insts[fpc as usize].line;
-                    env.report(FindingKind::DivergentBarrier, pc, tid, None, Some(ftid), || {
-                        format!("threads wait on barrier {bid} at different instructions (also line {other_line})")
-                    });
+                    env.report(
+                        FindingKind::DivergentBarrier,
+                        pc,
+                        tid,
+                        None,
+                        Some(ftid),
+                        || format!("threads wait on barrier {bid} at different instructions (also line {other_line})"),
+                    );
                 }
                 let b = &mut env.bars[bid as usize];
                 b.arrived += active.count_ones();
