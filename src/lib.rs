@@ -8,6 +8,7 @@ pub mod abi;
 pub mod buffers;
 pub mod build_info;
 pub mod cuda;
+pub mod diagnostics;
 pub mod dtype;
 pub mod emulator;
 pub mod error;

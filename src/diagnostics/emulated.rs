@@ -1,0 +1,128 @@
+//! Runs the head-similarity kernel on the PTX emulator: uploads o, zeroes gram, launches the
+//! plan of [`super::head_similarity_launch`] with the embedded PTX and the same params bytes the
+//! CUDA backend would pass, reads gram back and turns it into the mean [`SimilarityMatrix`].
+//! Touches only the emulator device it creates.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use super::head_similarity_launch::{
+    params_bytes, plan_head_similarity, HeadSimBuffers, HeadSimPlan, HeadSimProblem,
+};
+use super::similarity::SimilarityMatrix;
+use crate::build_info;
+use crate::dtype::DType;
+use crate::emulator::{Device, LaunchConfig, LaunchReport, Module};
+use crate::error::{Error, Result};
+
+/// A 16-bit element type the kernel reads.
+pub trait HalfElement: bytemuck::Pod {
+    const DTYPE: DType;
+    fn to_f32(self) -> f32;
+}
+
+impl HalfElement for half::f16 {
+    const DTYPE: DType = DType::F16;
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+}
+
+impl HalfElement for half::bf16 {
+    const DTYPE: DType = DType::Bf16;
+    fn to_f32(self) -> f32 {
+        half::bf16::to_f32(self)
+    }
+}
+
+/// The PTX of `entry`'s module, parsed once per process (parsing dominates small launches).
+fn parsed_module(entry: &'static str) -> Result<Arc<Module>> {
+    static CACHE: OnceLock<Mutex<HashMap<&'static str, Arc<Module>>>> = OnceLock::new();
+    let image = build_info::module_of(entry)
+        .ok_or_else(|| Error::Emulator(format!("{entry} is not embedded in this build")))?;
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(m) = cache.lock().unwrap().get(image.name) {
+        return Ok(m.clone());
+    }
+    let module = Arc::new(Module::parse(image.ptx).map_err(|e| Error::Emulator(e.to_string()))?);
+    cache.lock().unwrap().insert(image.name, module.clone());
+    Ok(module)
+}
+
+/// Mean head similarity of a contiguous `o: [tokens, heads, head_dim]` computed by the kernel
+/// on the emulator, with the emulator's findings and counters.
+pub fn head_similarity_emulated<T: HalfElement>(
+    o: &[T],
+    tokens: usize,
+    heads: usize,
+    head_dim: usize,
+) -> Result<(SimilarityMatrix, LaunchReport)> {
+    let problem = HeadSimProblem::contiguous(T::DTYPE, tokens, heads, head_dim);
+    let (m, report, _) = head_similarity_emulated_view(o, &problem)?;
+    Ok((m, report))
+}
+
+/// [`head_similarity_emulated`] for any strided view `problem` describes over the buffer `o`
+/// (whose length must be `problem.o_len`); also returns the plan that ran.
+pub fn head_similarity_emulated_view<T: HalfElement>(
+    o: &[T],
+    problem: &HeadSimProblem,
+) -> Result<(SimilarityMatrix, LaunchReport, HeadSimPlan)> {
+    if problem.dtype != T::DTYPE {
+        return Err(Error::DType(format!(
+            "problem says {} but the data is {}",
+            problem.dtype,
+            T::DTYPE
+        )));
+    }
+    if o.len() != problem.o_len {
+        return Err(Error::Shape(format!(
+            "o: the problem says {} elements, the host buffer has {}",
+            problem.o_len,
+            o.len()
+        )));
+    }
+    let emu = |e: crate::emulator::EmuError| Error::Emulator(e.to_string());
+    let heads = problem.num_heads;
+    let mut dev = Device::new();
+    let o_ptr = dev.alloc(std::mem::size_of_val(o));
+    dev.write(o_ptr, bytemuck::cast_slice(o)).map_err(emu)?;
+    // The kernel accumulates into gram: it must start at zero.
+    let gram_ptr = dev.alloc(problem.gram_len * 4);
+    dev.write(gram_ptr, &vec![0u8; problem.gram_len * 4])
+        .map_err(emu)?;
+    let plan = plan_head_similarity(
+        problem,
+        &HeadSimBuffers {
+            o: o_ptr.0,
+            gram: gram_ptr.0,
+        },
+    )?;
+    let module = parsed_module(plan.entry)?;
+    let cfg = LaunchConfig {
+        grid: plan.grid,
+        block: plan.block,
+        dynamic_smem_bytes: plan.dynamic_smem_bytes,
+    };
+    let report = dev
+        .launch(&module, plan.entry, &cfg, &params_bytes(&plan.params))
+        .map_err(emu)?;
+    let bytes = dev.read(gram_ptr, heads * heads * 4).map_err(emu)?;
+    let gram: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+    let m = SimilarityMatrix::from_gram_sum(heads, &gram, problem.num_tokens)?;
+    Ok((m, report, plan))
+}
+
+/// Findings (one per line, or "none") and counters of a launch, for reports.
+pub fn describe_launch(report: &LaunchReport) -> String {
+    let mut s = format!(
+        "findings: {} (dropped beyond caps: {})\n",
+        report.findings.len(),
+        report.dropped_findings
+    );
+    for f in &report.findings {
+        s += &format!("  {f}\n");
+    }
+    s += &report.counters.to_string();
+    s
+}

@@ -1,0 +1,222 @@
+//! Reading tensors for `flashmha diagnose --q/--k/--v`: NumPy `.npy` files (format versions
+//! 1–3, little-endian `<f4` or `<f8`, C order) and raw little-endian f32 files whose shape the
+//! caller supplies. Returns f32 values and the shape; reads only the file it is given.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// `.npy` magic string (NumPy format spec: "\x93NUMPY", then major and minor version bytes).
+const MAGIC: &[u8] = b"\x93NUMPY";
+
+/// A tensor read from disk: row-major f32 values and their shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+fn bad(path: &Path, why: impl std::fmt::Display) -> Error {
+    Error::Option(format!("{}: {why}", path.display()))
+}
+
+/// Reads `path`: `.npy` by its header; anything else as raw little-endian f32 of `raw_shape`.
+pub fn read_tensor(path: &Path, raw_shape: &[usize]) -> Result<HostTensor> {
+    let bytes = std::fs::read(path).map_err(|e| bad(path, e))?;
+    if bytes.starts_with(MAGIC) {
+        parse_npy(&bytes).map_err(|why| bad(path, why))
+    } else {
+        let n: usize = raw_shape.iter().product();
+        if bytes.len() != n * 4 {
+            return Err(bad(
+                path,
+                format!(
+                    "raw f32 file has {} bytes, shape {raw_shape:?} needs {}",
+                    bytes.len(),
+                    n * 4
+                ),
+            ));
+        }
+        Ok(HostTensor {
+            shape: raw_shape.to_vec(),
+            data: bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        })
+    }
+}
+
+/// Parses a whole `.npy` file.
+pub fn parse_npy(bytes: &[u8]) -> std::result::Result<HostTensor, String> {
+    let major = *bytes.get(MAGIC.len()).ok_or("truncated header")?;
+    let (header_len, start) = match major {
+        1 => {
+            let b = bytes.get(8..10).ok_or("truncated header")?;
+            (u16::from_le_bytes([b[0], b[1]]) as usize, 10)
+        }
+        2 | 3 => {
+            let b = bytes.get(8..12).ok_or("truncated header")?;
+            (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize, 12)
+        }
+        v => return Err(format!("unsupported .npy version {v}")),
+    };
+    let header = bytes
+        .get(start..start + header_len)
+        .ok_or("truncated header")?;
+    let header = std::str::from_utf8(header).map_err(|_| "header is not text")?;
+    let descr = dict_value(header, "descr").ok_or("header has no 'descr'")?;
+    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
+    let fortran = dict_value(header, "fortran_order").ok_or("header has no 'fortran_order'")?;
+    if fortran != "False" {
+        return Err("Fortran-order arrays are not supported (save with C order)".into());
+    }
+    let shape_text = dict_value(header, "shape").ok_or("header has no 'shape'")?;
+    let shape = shape_text
+        .trim_matches(|c| c == '(' || c == ')')
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| format!("bad shape {shape_text}"))
+        })
+        .collect::<std::result::Result<Vec<usize>, String>>()?;
+    let n: usize = shape.iter().product();
+    let body = &bytes[start + header_len..];
+    let data: Vec<f32> = match descr {
+        "<f4" => {
+            if body.len() != n * 4 {
+                return Err(format!(
+                    "data has {} bytes, shape {shape:?} needs {}",
+                    body.len(),
+                    n * 4
+                ));
+            }
+            body.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        }
+        "<f8" => {
+            if body.len() != n * 8 {
+                return Err(format!(
+                    "data has {} bytes, shape {shape:?} needs {}",
+                    body.len(),
+                    n * 8
+                ));
+            }
+            body.chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+                .collect()
+        }
+        other => {
+            return Err(format!(
+                "dtype {other} is not supported (use float32 or float64)"
+            ))
+        }
+    };
+    Ok(HostTensor { shape, data })
+}
+
+/// The text of `key`'s value in a NumPy header dict (`{'descr': '<f4', 'shape': (2, 3), }`).
+fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
+    let at = header
+        .find(&format!("'{key}'"))
+        .or_else(|| header.find(&format!("\"{key}\"")))?;
+    let rest = header[at + key.len() + 2..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
+    // A tuple runs to its ')'; anything else to the next ',' or '}'.
+    let end = if rest.starts_with('(') {
+        rest.find(')')? + 1
+    } else {
+        rest.find([',', '}'])?
+    };
+    Some(rest[..end].trim())
+}
+
+/// Writes `data` of `shape` as a version-1 `.npy` (`<f4`, C order): the inverse of
+/// [`parse_npy`], used by tests and to save inputs for later runs.
+pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let shape_text = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
+    // Pad so that the data starts at a multiple of 64 bytes; the header ends with '\n'.
+    let unpadded = MAGIC.len() + 2 + 2 + header.len() + 1;
+    header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
+    header.push('\n');
+    let mut out = Vec::with_capacity(MAGIC.len() + 4 + header.len() + data.len() * 4);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[1, 0]);
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in data {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, out).map_err(|e| bad(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_round_trip_and_raw_files() {
+        let dir = std::env::temp_dir().join(format!("flashmha-npy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data: Vec<f32> = (0..24).map(|x| x as f32 * 0.5 - 3.0).collect();
+        let npy = dir.join("x.npy");
+        write_npy(&npy, &[2, 3, 4], &data).unwrap();
+        let bytes = std::fs::read(&npy).unwrap();
+        // Data offset is a multiple of 64, as NumPy writes it.
+        assert_eq!((bytes.len() - data.len() * 4) % 64, 0);
+        let t = read_tensor(&npy, &[]).unwrap();
+        assert_eq!(t.shape, vec![2, 3, 4]);
+        assert_eq!(t.data, data);
+
+        let raw = dir.join("x.f32");
+        let le: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(&raw, &le).unwrap();
+        assert_eq!(read_tensor(&raw, &[4, 6]).unwrap().data, data);
+        assert!(read_tensor(&raw, &[5, 6]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A version-1 file with `header` (padded as NumPy pads it) and `body`.
+    fn npy_bytes(header: &str, body: &[u8]) -> Vec<u8> {
+        let mut h = header.to_string();
+        let unpadded = MAGIC.len() + 4 + h.len() + 1;
+        h.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
+        h.push('\n');
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&[1, 0]);
+        bytes.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(h.as_bytes());
+        bytes.extend_from_slice(body);
+        bytes
+    }
+
+    #[test]
+    fn parses_headers_numpy_writes() {
+        // What NumPy writes for np.arange(3, dtype='<f8').
+        let body: Vec<u8> = [0.0f64, 1.0, 2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let ok = "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }";
+        let t = parse_npy(&npy_bytes(ok, &body)).unwrap();
+        assert_eq!(t.shape, vec![3]);
+        assert_eq!(t.data, vec![0.0, 1.0, 2.0]);
+        let fortran = ok.replace("False", "True");
+        assert!(parse_npy(&npy_bytes(&fortran, &body)).is_err());
+        let int = ok.replace("<f8", "<i8");
+        assert!(parse_npy(&npy_bytes(&int, &body)).is_err());
+        let short = ok.replace("(3,)", "(4,)");
+        assert!(parse_npy(&npy_bytes(&short, &body)).is_err());
+    }
+}
