@@ -20,6 +20,9 @@ struct Args {
 enum Command {
     /// Toolkit used, kernels embedded (registers, shared memory, spills per arch), GPU found.
     Info,
+    /// Head diagnostics: similarity of head outputs (kernel on the emulator), its spectrum and
+    /// near-duplicate clusters, per-head attention entropy; writes a report folder.
+    Diagnose(Box<cli::diagnose::DiagnoseArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,6 +36,7 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let result = match args.command {
         Command::Info => cli::info::run(),
+        Command::Diagnose(a) => cli::diagnose::run(&a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,471 @@
+//! `flashmha diagnose`: head diagnostics of one attention call. Generates q/k/v (or reads them
+//! from `.npy` / raw f32 files), runs attention for O and per-row entropy, runs the
+//! head-similarity kernel on the PTX emulator over O, analyses the matrix (spectrum, effective
+//! heads, near-duplicate clusters), prints a summary and writes a report folder (CSV, Markdown,
+//! PNG, SVG). Reads only the input files given; writes only inside `--out`.
+
+use std::path::{Path, PathBuf};
+
+use rand::{Rng, SeedableRng};
+
+use flashmha::diagnostics::{self, report, EntropySource, SimilarityMatrix};
+use flashmha::dtype::DType;
+use flashmha::error::{Error, Result};
+use flashmha::options::AttnOptions;
+use flashmha::reference::{self, HalfType, Layout, ReferenceInputs};
+
+/// Generated query heads get increasingly sharp attention: q of head h is multiplied by
+/// 2^(SHARPNESS_LOG2_MIN + h / (H - 1) * SHARPNESS_LOG2_SPAN), i.e. 0.5 .. 8, so the heads'
+/// entropies differ visibly.
+const SHARPNESS_LOG2_MIN: f32 = -1.0;
+const SHARPNESS_LOG2_SPAN: f32 = 4.0;
+
+/// Where the similarity matrix is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SimilarityBackend {
+    /// The head-similarity CUDA kernel, run on the PTX emulator (with its memory/race checks).
+    Emulator,
+    /// `flashmha::reference::head_similarity` on the CPU (candle, f64).
+    Reference,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DiagnoseArgs {
+    /// Query heads (generated inputs, or raw input files).
+    #[arg(long, default_value_t = 16)]
+    pub heads: usize,
+    /// KV heads (GQA when fewer than --heads). Default: --heads.
+    #[arg(long)]
+    pub kv_heads: Option<usize>,
+    /// Sequence length (queries and keys).
+    #[arg(long, default_value_t = 256)]
+    pub seq: usize,
+    /// Head dimension (multiple of 8, at most 256).
+    #[arg(long, default_value_t = 64)]
+    pub dim: usize,
+    /// Batch items.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Seed of the generated q/k/v.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Element type the kernels read: f16 or bf16.
+    #[arg(long, default_value = "bf16")]
+    pub dtype: DType,
+    /// Causal attention.
+    #[arg(long)]
+    pub causal: bool,
+    /// Plant a duplicate head: query head DST gets SRC's queries (and, without GQA, its keys and
+    /// values). Format SRC:DST; repeatable.
+    #[arg(long = "duplicate", value_name = "SRC:DST", value_parser = parse_pair)]
+    pub duplicates: Vec<(usize, usize)>,
+    /// Noise added to planted duplicates, relative to the inputs' range (0: exact copies).
+    #[arg(long, default_value_t = 0.0)]
+    pub duplicate_noise: f32,
+    /// Queries from a file instead of generated: `.npy` (float32/float64, C order, shape
+    /// [seq, heads, dim] or [batch, seq, heads, dim]) or raw little-endian f32 of shape
+    /// [batch, seq, heads, dim] from the flags. Needs --k and --v.
+    #[arg(long, requires_all = ["k", "v"])]
+    pub q: Option<PathBuf>,
+    /// Keys, as --q (raw: [batch, seq, kv_heads, dim]).
+    #[arg(long, requires = "q")]
+    pub k: Option<PathBuf>,
+    /// Values, as --k.
+    #[arg(long, requires = "q")]
+    pub v: Option<PathBuf>,
+    /// Mean cosine similarity at or above which two heads are near-duplicates.
+    #[arg(long, default_value_t = diagnostics::DEFAULT_DUPLICATE_THRESHOLD)]
+    pub threshold: f32,
+    /// Where the similarity matrix is computed.
+    #[arg(long, value_enum, default_value = "emulator")]
+    pub similarity: SimilarityBackend,
+    /// Report folder.
+    #[arg(long, default_value = "diagnose_report")]
+    pub out: PathBuf,
+    /// TrueType font for the plots (default: $FLASHMHA_FONT, then the system's fonts).
+    #[arg(long)]
+    pub font: Option<PathBuf>,
+}
+
+fn parse_pair(s: &str) -> std::result::Result<(usize, usize), String> {
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}`: expected SRC:DST"))?;
+    let num = |x: &str| {
+        x.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("`{x}` is not a head index"))
+    };
+    Ok((num(a)?, num(b)?))
+}
+
+/// q, k, v as f32 (already rounded to the dtype) and their shape.
+struct Inputs {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    batch: usize,
+    seq: usize,
+    heads: usize,
+    kv_heads: usize,
+    dim: usize,
+    origin: String,
+}
+
+/// O, per-row entropy, and where they came from.
+struct ForwardOutputs {
+    /// `[batch, seq, heads, dim]`, rounded to the dtype as the fused kernel would write it.
+    o: Vec<f32>,
+    /// `[batch, heads, seq]`, nats.
+    entropy: Vec<f32>,
+    source: EntropySource,
+}
+
+pub fn run(args: &DiagnoseArgs) -> Result<()> {
+    if !(args.threshold.is_finite() && (-1.0..=1.0).contains(&args.threshold)) {
+        return Err(Error::Option(format!(
+            "--threshold {} must be in [-1, 1]",
+            args.threshold
+        )));
+    }
+    let half = match args.dtype {
+        DType::F16 => HalfType::F16,
+        DType::Bf16 => HalfType::Bf16,
+    };
+    // Fail on a missing font before minutes of emulation, not after.
+    let font = diagnostics::plots::load_font(args.font.as_deref())?;
+    let inputs = load_or_generate(args, half)?;
+    let fwd = forward_outputs(&inputs, args.causal, half)?;
+    let tokens = inputs.batch * inputs.seq;
+    let (matrix, matrix_source, emulator) = similarity(args, &inputs, &fwd.o, tokens)?;
+    let analysis = diagnostics::analyze(&matrix, args.threshold);
+    let entropy =
+        diagnostics::per_head_entropy(&fwd.entropy, inputs.batch, inputs.heads, inputs.seq)?;
+
+    let dups: Vec<String> = args
+        .duplicates
+        .iter()
+        .map(|(s, d)| format!("{s}->{d}"))
+        .collect();
+    let run = vec![
+        ("inputs".to_string(), inputs.origin.clone()),
+        (
+            "shape".to_string(),
+            format!(
+                "batch {} x seq {} x heads {} (kv {}) x dim {}",
+                inputs.batch, inputs.seq, inputs.heads, inputs.kv_heads, inputs.dim
+            ),
+        ),
+        ("dtype".to_string(), args.dtype.to_string()),
+        ("causal".to_string(), args.causal.to_string()),
+        (
+            "planted duplicates".to_string(),
+            if dups.is_empty() {
+                "none".to_string()
+            } else {
+                format!("{} (noise {})", dups.join(", "), args.duplicate_noise)
+            },
+        ),
+        ("font".to_string(), font.display().to_string()),
+    ];
+    let rep = report::Report {
+        run,
+        matrix: &matrix,
+        matrix_source,
+        tokens,
+        analysis: &analysis,
+        entropy: &entropy,
+        entropy_source: fwd.source,
+        emulator,
+    };
+    let files = report::write_report(&args.out, &rep)?;
+    print_summary(&rep);
+    println!(
+        "report written to {}/ ({} files)",
+        args.out.display(),
+        files.len()
+    );
+    Ok(())
+}
+
+fn load_or_generate(args: &DiagnoseArgs, half: HalfType) -> Result<Inputs> {
+    let mut inp = match (&args.q, &args.k, &args.v) {
+        (Some(q), Some(k), Some(v)) => load(args, q, k, v)?,
+        _ => generate(args)?,
+    };
+    if inp.dim == 0 || inp.dim % 8 != 0 || inp.dim > 256 {
+        return Err(Error::Option(format!(
+            "head dim {} must be a positive multiple of 8, at most 256",
+            inp.dim
+        )));
+    }
+    plant_duplicates(args, &mut inp)?;
+    for x in [&mut inp.q, &mut inp.k, &mut inp.v] {
+        reference::rounding::round_in_place(x, half);
+    }
+    Ok(inp)
+}
+
+fn load(args: &DiagnoseArgs, q: &Path, k: &Path, v: &Path) -> Result<Inputs> {
+    use diagnostics::npy::read_tensor;
+    let kv_heads = args.kv_heads.unwrap_or(args.heads);
+    let qt = read_tensor(q, &[args.batch, args.seq, args.heads, args.dim])?;
+    let kt = read_tensor(k, &[args.batch, args.seq, kv_heads, args.dim])?;
+    let vt = read_tensor(v, &[args.batch, args.seq, kv_heads, args.dim])?;
+    // [s, h, d] is one batch item.
+    let as4 = |s: &[usize], name: &str| -> Result<[usize; 4]> {
+        match *s {
+            [a, b, c] => Ok([1, a, b, c]),
+            [a, b, c, d] => Ok([a, b, c, d]),
+            _ => Err(Error::Option(format!(
+                "--{name}: shape {s:?} is neither [seq, heads, dim] nor [batch, seq, heads, dim]"
+            ))),
+        }
+    };
+    let (qs, ks, vs) = (
+        as4(&qt.shape, "q")?,
+        as4(&kt.shape, "k")?,
+        as4(&vt.shape, "v")?,
+    );
+    if ks != vs || qs[0] != ks[0] || qs[1] != ks[1] || qs[3] != ks[3] {
+        return Err(Error::Option(format!(
+            "q {qs:?}, k {ks:?}, v {vs:?}: batch, seq and dim must agree and k, v must match"
+        )));
+    }
+    Ok(Inputs {
+        q: qt.data,
+        k: kt.data,
+        v: vt.data,
+        batch: qs[0],
+        seq: qs[1],
+        heads: qs[2],
+        kv_heads: ks[2],
+        dim: qs[3],
+        origin: format!("{}, {}, {}", q.display(), k.display(), v.display()),
+    })
+}
+
+fn generate(args: &DiagnoseArgs) -> Result<Inputs> {
+    let (b, s, h, d) = (args.batch, args.seq, args.heads, args.dim);
+    let hkv = args.kv_heads.unwrap_or(h);
+    if b == 0 || s == 0 || h == 0 || hkv == 0 {
+        return Err(Error::Option(
+            "--batch, --seq, --heads and --kv-heads must be >= 1".into(),
+        ));
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    let mut uniform =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+    let mut q = uniform(b * s * h * d);
+    let k = uniform(b * s * hkv * d);
+    let v = uniform(b * s * hkv * d);
+    for (i, x) in q.iter_mut().enumerate() {
+        let head = (i / d) % h;
+        let t = if h > 1 {
+            head as f32 / (h - 1) as f32
+        } else {
+            0.0
+        };
+        *x *= (SHARPNESS_LOG2_MIN + t * SHARPNESS_LOG2_SPAN).exp2();
+    }
+    Ok(Inputs {
+        q,
+        k,
+        v,
+        batch: b,
+        seq: s,
+        heads: h,
+        kv_heads: hkv,
+        dim: d,
+        origin: format!(
+            "generated (seed {}, uniform [-1, 1), q sharpened 0.5..8 by head)",
+            args.seed
+        ),
+    })
+}
+
+/// Copies SRC's inputs into DST for every `--duplicate SRC:DST`, plus relative noise.
+fn plant_duplicates(args: &DiagnoseArgs, inp: &mut Inputs) -> Result<()> {
+    let (h, hkv, d) = (inp.heads, inp.kv_heads, inp.dim);
+    if h % hkv != 0 {
+        return Err(Error::Option(format!(
+            "heads {h} is not a multiple of kv heads {hkv}"
+        )));
+    }
+    let group = h / hkv;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed ^ 0x9e37_79b9_7f4a_7c15);
+    let noise = args.duplicate_noise;
+    for &(src, dst) in &args.duplicates {
+        if src >= h || dst >= h || src == dst {
+            return Err(Error::Option(format!(
+                "--duplicate {src}:{dst}: heads must differ and be < {h}"
+            )));
+        }
+        if hkv != h && src / group != dst / group {
+            return Err(Error::Option(format!(
+                "--duplicate {src}:{dst}: with GQA both query heads must share a KV head \
+                 (groups of {group})"
+            )));
+        }
+        let mut copy = |x: &mut Vec<f32>, heads: usize, s: usize, t: usize| {
+            for row in 0..x.len() / (heads * d) {
+                for e in 0..d {
+                    let jitter = if noise > 0.0 {
+                        noise * rng.random_range(-1.0f32..1.0)
+                    } else {
+                        0.0
+                    };
+                    x[(row * heads + t) * d + e] = x[(row * heads + s) * d + e] + jitter;
+                }
+            }
+        };
+        copy(&mut inp.q, h, src, dst);
+        if hkv == h {
+            copy(&mut inp.k, h, src, dst);
+            copy(&mut inp.v, h, src, dst);
+        }
+    }
+    Ok(())
+}
+
+/// THE place where O and entropy come from. The fused forward kernel (with its `entropy`
+/// output, `FlashFwdParams.entropy`) is not runnable here yet, so this uses the CPU reference
+/// and labels it [`EntropySource::ReferenceCpu`]; switching to the kernel means calling the
+/// forward backend here and returning [`EntropySource::FusedKernel`].
+fn forward_outputs(inp: &Inputs, causal: bool, half: HalfType) -> Result<ForwardOutputs> {
+    let options = AttnOptions {
+        causal,
+        ..AttnOptions::default()
+    };
+    let out = reference::attention(&ReferenceInputs {
+        q: &inp.q,
+        k: &inp.k,
+        v: &inp.v,
+        layout: Layout::Padded {
+            batch: inp.batch,
+            seqlen_q: inp.seq,
+            seqlen_k: inp.seq,
+        },
+        num_heads_q: inp.heads,
+        num_heads_kv: inp.kv_heads,
+        head_dim: inp.dim,
+        options: &options,
+        alibi_slopes: None,
+        head_gates: None,
+    })
+    .map_err(|e| Error::Shape(format!("reference attention: {e}")))?;
+    Ok(ForwardOutputs {
+        // The fused kernel writes O in the input dtype; the similarity kernel reads that.
+        o: reference::round_slice(&out.o, half),
+        entropy: out.entropy,
+        source: EntropySource::ReferenceCpu,
+    })
+}
+
+/// The mean similarity matrix of `o: [tokens, heads, dim]`, a label of where it was computed,
+/// and the emulator's report when it ran there.
+fn similarity(
+    args: &DiagnoseArgs,
+    inp: &Inputs,
+    o: &[f32],
+    tokens: usize,
+) -> Result<(SimilarityMatrix, String, Option<String>)> {
+    let (h, d) = (inp.heads, inp.dim);
+    match args.similarity {
+        SimilarityBackend::Reference => {
+            let m = reference::head_similarity(o, tokens, h, d)
+                .map_err(|e| Error::Shape(format!("reference head_similarity: {e}")))?;
+            Ok((
+                SimilarityMatrix::new(h, m)?,
+                "reference (CPU, candle f64)".to_string(),
+                None,
+            ))
+        }
+        SimilarityBackend::Emulator => {
+            let (m, rep) = match args.dtype {
+                DType::F16 => {
+                    let o: Vec<half::f16> = o.iter().map(|&x| half::f16::from_f32(x)).collect();
+                    diagnostics::head_similarity_emulated(&o, tokens, h, d)?
+                }
+                DType::Bf16 => {
+                    let o: Vec<half::bf16> = o.iter().map(|&x| half::bf16::from_f32(x)).collect();
+                    diagnostics::head_similarity_emulated(&o, tokens, h, d)?
+                }
+            };
+            Ok((
+                m,
+                "head-similarity kernel on the PTX emulator".to_string(),
+                Some(diagnostics::describe_launch(&rep)),
+            ))
+        }
+    }
+}
+
+fn print_summary(r: &report::Report) {
+    let a = r.analysis;
+    let h = r.matrix.heads();
+    let mut t = crate::cli::table::new(&["", "value"]);
+    for (k, v) in &r.run {
+        t.add_row(vec![k.clone(), v.clone()]);
+    }
+    t.add_row(vec!["similarity".to_string(), r.matrix_source.clone()]);
+    t.add_row(vec![
+        "effective distinct heads".to_string(),
+        format!(
+            "{:.2} of {h} (participation ratio of the spectrum)",
+            a.spectrum.effective_heads
+        ),
+    ]);
+    if let Some((i, j, c)) = a.most_similar_pair {
+        t.add_row(vec![
+            "most similar pair".to_string(),
+            format!("heads {i} and {j}: mean cos {c:.4}"),
+        ]);
+    }
+    let top: Vec<String> = a
+        .spectrum
+        .eigenvalues
+        .iter()
+        .take(6)
+        .map(|l| format!("{l:.2}"))
+        .collect();
+    t.add_row(vec!["largest eigenvalues".to_string(), top.join(", ")]);
+    println!("{t}");
+
+    let mut c = crate::cli::table::new(&[
+        "cluster",
+        &format!("heads (mean cos >= {:.2})", a.threshold),
+        "min cos",
+        "max cos",
+    ]);
+    for (k, cl) in a.clusters.iter().enumerate() {
+        let heads: Vec<String> = cl.heads.iter().map(usize::to_string).collect();
+        c.add_row(vec![
+            k.to_string(),
+            heads.join(", "),
+            format!("{:.4}", cl.min_similarity),
+            format!("{:.4}", cl.max_similarity),
+        ]);
+    }
+    if a.clusters.is_empty() {
+        println!("no near-duplicate heads at mean cos >= {:.2}", a.threshold);
+    } else {
+        println!("{c}");
+    }
+
+    let mut e = crate::cli::table::new(&[
+        "head",
+        &format!("entropy mean (nats, {})", r.entropy_source.label()),
+        "min",
+        "max",
+    ]);
+    for x in r.entropy {
+        e.add_row(vec![
+            x.head.to_string(),
+            format!("{:.4}", x.mean),
+            format!("{:.4}", x.min),
+            format!("{:.4}", x.max),
+        ]);
+    }
+    println!("{e}");
+}
