@@ -13,6 +13,22 @@ impl DType {
         2
     }
 
+    /// The 16-bit pattern of `x` rounded (to nearest even) to this type.
+    pub fn bits_from_f32(self, x: f32) -> u16 {
+        match self {
+            DType::F16 => half::f16::from_f32(x).to_bits(),
+            DType::Bf16 => half::bf16::from_f32(x).to_bits(),
+        }
+    }
+
+    /// The value of a 16-bit pattern of this type.
+    pub fn f32_from_bits(self, bits: u16) -> f32 {
+        match self {
+            DType::F16 => half::f16::from_bits(bits).to_f32(),
+            DType::Bf16 => half::bf16::from_bits(bits).to_f32(),
+        }
+    }
+
     /// The name used in kernel entry names and the CLI (`f16`, `bf16`).
     pub const fn name(self) -> &'static str {
         match self {

@@ -7,12 +7,15 @@
 pub mod abi;
 pub mod buffers;
 pub mod build_info;
+pub mod check;
 pub mod cuda;
 pub mod diagnostics;
 pub mod dtype;
+pub mod emulated;
 pub mod emulator;
 pub mod error;
 pub mod options;
+pub mod perf_model;
 pub mod plan;
 pub mod problem;
 pub mod reference;

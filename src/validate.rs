@@ -11,9 +11,17 @@ use crate::problem::{FwdProblem, Operand, SeqLayout};
 pub const COPY_ALIGN_BYTES: usize = 16;
 /// Grid y (heads) and z (batch) are limited to 65535 by CUDA.
 pub const MAX_GRID_YZ: usize = 65_535;
-/// The kernel forms element offsets within one (batch item, head) slice in 32-bit signed math;
-/// batch and head bases are 64-bit.
+/// Lengths, cu_seqlens and window bounds are int32 in the params struct.
 pub const MAX_INDEX_32: u64 = i32::MAX as u64;
+/// The kernel's mask and ALiBi arithmetic forms `i + shift +- window + 1` and `|i + shift - j|`
+/// in 32-bit signed math (kernels/common/mask.cuh), so `sq + sk` of every item must stay below
+/// 2^31 minus a tile's worth of headroom.
+pub const MAX_SEQLEN_SUM: u64 = (1 << 31) - 256;
+/// For head dims whose tiles are copied with per-thread 32-bit byte offsets (d80, d96:
+/// `(row * row_stride + col) * 2` with row < 64), a q/k/v row stride of at most 2^24 elements
+/// keeps those offsets in range; we apply the bound to every head dim so it does not depend on
+/// which instantiation serves a call.
+pub const MAX_ROW_STRIDE: i64 = 1 << 24;
 
 /// The compiled forward kernel that serves `problem`, after checking everything about it.
 pub fn validate_forward(problem: &FwdProblem, bufs: &FwdBuffers) -> Result<&'static FwdKernelRow> {
@@ -67,7 +75,7 @@ fn check_heads(p: &FwdProblem) -> Result<()> {
             "num_heads_q and num_heads_kv must be >= 1".into(),
         ));
     }
-    if p.num_heads_q % p.num_heads_kv != 0 {
+    if !p.num_heads_q.is_multiple_of(p.num_heads_kv) {
         return Err(Error::Shape(format!(
             "num_heads_q ({}) must be a multiple of num_heads_kv ({}) for GQA/MQA",
             p.num_heads_q, p.num_heads_kv
@@ -120,6 +128,16 @@ fn check_layout(p: &FwdProblem) -> Result<()> {
             limit: MAX_GRID_YZ as u64,
         });
     }
+    for i in 0..batch {
+        let (sq, sk) = p.layout.seqlens_of(i);
+        if (sq + sk) as u64 > MAX_SEQLEN_SUM {
+            return Err(Error::Overflow32 {
+                what: format!("seqlen_q + seqlen_k of batch item {i}"),
+                value: (sq + sk) as u64,
+                limit: MAX_SEQLEN_SUM,
+            });
+        }
+    }
     let (tq, tk) = p.layout.total_rows();
     for (what, value) in [("total q rows", tq), ("total k rows", tk)] {
         if value as u64 > MAX_INDEX_32 {
@@ -161,9 +179,10 @@ fn check_cu_seqlens(name: &str, cu: &[i32]) -> Result<()> {
 fn check_options(p: &FwdProblem) -> Result<()> {
     let o = &p.options;
     if let Some(s) = o.softmax_scale {
-        if !s.is_finite() || s == 0.0 {
+        // The kernel's running max assumes scores grow with q.k (scale > 0).
+        if !s.is_finite() || s <= 0.0 {
             return Err(Error::Option(format!(
-                "softmax_scale must be finite and non-zero, got {s}"
+                "softmax_scale must be finite and > 0, got {s}"
             )));
         }
     }
@@ -202,8 +221,9 @@ fn check_options(p: &FwdProblem) -> Result<()> {
     Ok(())
 }
 
-/// Strides must be non-negative, the operand must fit its buffer, and its in-slice offsets must
-/// fit the kernel's 32-bit math. Outputs must not overlap themselves.
+/// Strides must be non-negative, the operand must fit its buffer, input row strides must fit
+/// the kernel's 32-bit tile offsets, and outputs must not overlap themselves. (Batch, head and
+/// row bases are 64-bit in the kernel, so long sequences are not limited here.)
 fn check_operand(
     name: &'static str,
     op: &Operand,
@@ -235,12 +255,11 @@ fn check_operand(
             available: op.len as u64,
         });
     }
-    let in_slice = max(rows, sr) + d as u128;
-    if in_slice > MAX_INDEX_32 as u128 {
+    if !is_output && s.row > MAX_ROW_STRIDE {
         return Err(Error::Overflow32 {
-            what: format!("{name}: (rows - 1) * row_stride + head_dim"),
-            value: in_slice.min(u64::MAX as u128) as u64,
-            limit: MAX_INDEX_32,
+            what: format!("{name} row stride"),
+            value: s.row as u64,
+            limit: MAX_ROW_STRIDE as u64,
         });
     }
     if is_output {
@@ -308,7 +327,7 @@ fn check_alignment(p: &FwdProblem, b: &FwdBuffers) -> Result<()> {
         }
         let s = op.strides;
         for (dim, stride) in [("batch", s.batch), ("row", s.row), ("head", s.head)] {
-            if (stride as u64 * e) % chunk != 0 {
+            if !(stride as u64 * e).is_multiple_of(chunk) {
                 return Err(Error::Alignment {
                     tensor: name,
                     required: COPY_ALIGN_BYTES,
@@ -320,7 +339,7 @@ fn check_alignment(p: &FwdProblem, b: &FwdBuffers) -> Result<()> {
             }
         }
     }
-    if (p.head_dim as u64 * e) % chunk != 0 {
+    if !(p.head_dim as u64 * e).is_multiple_of(chunk) {
         return Err(Error::Alignment {
             tensor: "head_dim",
             required: COPY_ALIGN_BYTES,

@@ -6,6 +6,7 @@ use crate::dtype::DType;
 use crate::error::Error;
 use crate::options::{AttnOptions, SlidingWindow};
 use crate::problem::{SeqLayout, Strides};
+use crate::validate::MAX_ROW_STRIDE as MAX_ROW_STRIDE_FOR_TEST;
 
 const TABLE: &[FwdKernelRow] = &[
     FwdKernelRow {
@@ -245,19 +246,28 @@ fn cu_seqlens_must_start_at_zero_be_monotonic_and_match() {
 }
 
 #[test]
-fn in_slice_offsets_beyond_32_bits_are_rejected() {
-    // A row stride so large that (rows - 1) * row_stride overflows i32.
+fn limits_of_the_kernels_32_bit_math_are_enforced() {
+    // Input row strides above 2^24 elements: the d80/d96 tile copies use 32-bit byte offsets.
     let mut p = padded(1, 3, 3, 1, 1, 64);
-    let stride = 1i64 << 30;
-    for op in [&mut p.q, &mut p.o] {
-        op.strides = Strides {
-            batch: 0,
-            row: stride,
-            head: 64,
-        };
-        op.len = (2 * stride + 64) as usize;
-    }
+    let stride = MAX_ROW_STRIDE_FOR_TEST + 8;
+    p.k.strides = Strides {
+        batch: 0,
+        row: stride,
+        head: 64,
+    };
+    p.k.len = (2 * stride + 64) as usize;
+    p.v = p.k;
     assert_err(&p, |e| matches!(e, Error::Overflow32 { .. }));
+    // A large output row stride is fine: output rows are addressed in 64-bit.
+    let mut p = padded(1, 3, 3, 1, 1, 64);
+    p.o.strides.row = stride;
+    p.o.len = (2 * stride + 64) as usize;
+    assert!(plan(&p).is_ok());
+    // sq + sk beyond the mask arithmetic's range (checked before any buffer bound).
+    let huge = (1usize << 30) + 1000;
+    assert_err(&padded(1, huge, huge, 1, 1, 64), |e| {
+        matches!(e, Error::Overflow32 { .. })
+    });
 }
 
 #[test]
@@ -267,5 +277,7 @@ fn bad_options_are_rejected() {
     assert_err(&p, |e| matches!(e, Error::Option(_)));
     p.options.softcap = None;
     p.options.softmax_scale = Some(f32::NAN);
+    assert_err(&p, |e| matches!(e, Error::Option(_)));
+    p.options.softmax_scale = Some(-0.1);
     assert_err(&p, |e| matches!(e, Error::Option(_)));
 }

@@ -1,0 +1,87 @@
+//! The params ABI as nvcc sees it equals the bindgen structs: the ABI probe kernel writes
+//! sizeof/alignof/offsetof of every field on the emulator, and we compare with Rust's layout.
+//! The field lists are read from kernels/params.h, so a field added to the header but not here
+//! (or in another order) fails too.
+
+use flashmha::abi::{FlashFwdParams, HeadSimParams};
+use flashmha::build_info::module_of;
+use flashmha::emulator::{Device, LaunchConfig, Module};
+use std::mem::{align_of, offset_of, size_of};
+
+const PARAMS_H: &str = include_str!("../kernels/params.h");
+
+/// Field names of the X-macro `name` in params.h, in order.
+fn header_fields(name: &str) -> Vec<String> {
+    let start = PARAMS_H
+        .find(&format!("#define {name}(X)"))
+        .expect("macro in params.h");
+    let body: String = PARAMS_H[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| l.trim_end().ends_with('\\') || l.contains("X("))
+        .collect::<Vec<_>>()
+        .join(" ");
+    body.split("X(")
+        .skip(1)
+        .map(|s| s.split(')').next().unwrap().trim().to_string())
+        .collect()
+}
+
+macro_rules! layout {
+    ($ty:ty; $($field:ident),*) => {
+        (
+            vec![size_of::<$ty>() as u64, align_of::<$ty>() as u64 $(, offset_of!($ty, $field) as u64)*],
+            vec![$(stringify!($field).to_string()),*],
+        )
+    };
+}
+
+#[test]
+fn device_layout_of_params_structs_equals_bindgen_layout() {
+    let (fwd, fwd_names) = layout!(FlashFwdParams;
+        q, k, v, o, lse, entropy, alibi_slopes, head_gates, cu_seqlens_q, cu_seqlens_k,
+        q_batch_stride, q_row_stride, q_head_stride, k_batch_stride, k_row_stride, k_head_stride,
+        v_batch_stride, v_row_stride, v_head_stride, o_batch_stride, o_row_stride, o_head_stride,
+        lse_batch_stride, lse_head_stride, batch, num_heads_q, num_heads_kv, head_dim, seqlen_q,
+        seqlen_k, scale, scale_log2, softcap, window_left, window_right, flags);
+    let (sim, sim_names) = layout!(HeadSimParams;
+        o, gram, token_stride, head_stride, num_tokens, num_heads, head_dim, tokens_per_cta);
+    assert_eq!(fwd_names, header_fields("FLASHMHA_ABI_PROBE_FIELDS"));
+    assert_eq!(
+        sim_names,
+        header_fields("FLASHMHA_ABI_PROBE_HEADSIM_FIELDS")
+    );
+
+    let image = module_of("flashmha_abi_probe").expect("probe kernel embedded");
+    let module = Module::parse(image.ptx).expect("probe PTX parses");
+    let mut dev = Device::new();
+    let n = fwd.len() + sim.len();
+    let out = dev.alloc(n * 8);
+    // Poison so a value the probe did not write cannot match.
+    dev.write(out, &vec![0xAB; n * 8]).unwrap();
+    let cfg = LaunchConfig {
+        grid: [1, 1, 1],
+        block: [32, 1, 1],
+        dynamic_smem_bytes: 0,
+    };
+    let report = dev
+        .launch(&module, "flashmha_abi_probe", &cfg, &out.0.to_le_bytes())
+        .expect("probe runs");
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    let device: Vec<u64> = dev
+        .read(out, n * 8)
+        .unwrap()
+        .chunks(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(
+        device[..fwd.len()],
+        fwd[..],
+        "FlashFwdParams: device vs bindgen (size, align, offsets)"
+    );
+    assert_eq!(
+        device[fwd.len()..],
+        sim[..],
+        "HeadSimParams: device vs bindgen (size, align, offsets)"
+    );
+}
