@@ -20,6 +20,14 @@ struct Args {
 enum Command {
     /// Toolkit used, kernels embedded (registers, shared memory, spills per arch), GPU found.
     Info,
+    /// Random forward configurations on the emulator (or --gpu) against the candle reference;
+    /// prints a pass/fail table and exits non-zero on any failure.
+    Check(cli::check::CheckArgs),
+    /// Forward-kernel performance: GPU timings (--gpu), or emulator counters with a modelled
+    /// A100/H100 time.
+    Bench(cli::bench::BenchArgs),
+    /// Run one kernel from the registry on the emulator; print findings and counters.
+    Emulate(cli::emulate::EmulateArgs),
     /// Head diagnostics: similarity of head outputs (kernel on the emulator), its spectrum and
     /// near-duplicate clusters, per-head attention entropy; writes a report folder.
     Diagnose(Box<cli::diagnose::DiagnoseArgs>),
@@ -35,11 +43,15 @@ fn main() -> std::process::ExitCode {
         .init();
     let args = Args::parse();
     let result = match args.command {
-        Command::Info => cli::info::run(),
-        Command::Diagnose(a) => cli::diagnose::run(&a),
+        Command::Info => cli::info::run().map(|()| true),
+        Command::Check(a) => cli::check::run(&a),
+        Command::Bench(a) => cli::bench::run(&a).map(|()| true),
+        Command::Emulate(a) => cli::emulate::run(&a),
+        Command::Diagnose(a) => cli::diagnose::run(&a).map(|()| true),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e}");
             std::process::ExitCode::FAILURE

@@ -5,10 +5,14 @@
 //! [`Error::NoCudaDriver`]; nothing here panics for lack of a GPU.
 
 mod element;
+mod host_run;
 mod image_choice;
+mod timing;
 
 pub use element::AttnElement;
+pub use host_run::forward_host;
 pub use image_choice::{choose_image, ImageChoice};
+pub use timing::time_forward;
 
 use crate::buffers::FwdBuffers;
 use crate::build_info::{self, FWD_KERNELS};

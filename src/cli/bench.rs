@@ -1,0 +1,210 @@
+//! `flashmha bench`: forward-kernel performance. On a GPU: TFLOP/s from CUDA events (median of
+//! many launches after warm-up, rotating input sets). Without one: the emulator's counters per
+//! configuration and a *modelled* A100/H100 time derived from them (never a measurement).
+
+use super::table;
+use flashmha::build_info::FWD_KERNELS;
+use flashmha::dtype::DType;
+use flashmha::emulated::{self, HostInputs};
+use flashmha::options::AttnOptions;
+use flashmha::perf_model::{self, Bound, A100, H100};
+use flashmha::problem::{FwdProblem, SeqLayout};
+use rand::{Rng, SeedableRng};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Element type.
+    #[arg(long, default_value = "bf16")]
+    dtype: DType,
+    /// Head dims to run (default: every compiled one).
+    #[arg(long, value_delimiter = ',')]
+    head_dims: Vec<usize>,
+    /// Sequence length of q and k.
+    #[arg(long, default_value_t = 1024)]
+    seqlen: usize,
+    /// Query heads (= kv heads).
+    #[arg(long, default_value_t = 1)]
+    heads: usize,
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Also run each configuration with a causal mask.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    causal_too: bool,
+    /// Time on the first GPU instead of modelling from the emulator.
+    #[arg(long)]
+    gpu: bool,
+    /// GPU: timed launches per configuration.
+    #[arg(long, default_value_t = 100)]
+    iters: usize,
+}
+
+fn problems(args: &BenchArgs) -> Vec<FwdProblem> {
+    let dims: Vec<usize> = if args.head_dims.is_empty() {
+        FWD_KERNELS
+            .iter()
+            .filter(|r| r.dtype == args.dtype)
+            .map(|r| r.head_dim as usize)
+            .collect()
+    } else {
+        args.head_dims.clone()
+    };
+    let mut out = Vec::new();
+    for d in dims {
+        for causal in [false, true] {
+            if causal && !args.causal_too {
+                continue;
+            }
+            out.push(FwdProblem::contiguous(
+                args.dtype,
+                SeqLayout::Padded {
+                    batch: args.batch,
+                    seqlen_q: args.seqlen,
+                    seqlen_k: args.seqlen,
+                },
+                args.heads,
+                args.heads,
+                d,
+                AttnOptions {
+                    causal,
+                    ..Default::default()
+                },
+            ));
+        }
+    }
+    out
+}
+
+fn label(p: &FwdProblem) -> String {
+    let (sq, sk) = p.layout.max_seqlens();
+    format!(
+        "{} d{} b{} h{} {}x{}{}",
+        p.dtype,
+        p.head_dim,
+        p.layout.batch(),
+        p.num_heads_q,
+        sq,
+        sk,
+        if p.options.causal { " causal" } else { "" }
+    )
+}
+
+pub fn run(args: &BenchArgs) -> flashmha::Result<()> {
+    let problems = problems(args);
+    if args.gpu {
+        return run_gpu(args, &problems);
+    }
+    println!(
+        "flashmha bench (no GPU): emulator counters and MODELLED times = max(tensor FLOPs / peak, \
+         DRAM bytes / bandwidth, warp-instructions / issue rate); assumes the grid fills the GPU."
+    );
+    let bar = progress(problems.len());
+    let mut t = table::new(&[
+        "config",
+        "warp-instr",
+        "non-mma / mma",
+        "global B / compulsory",
+        "smem wavefronts / ideal",
+        "A100 modelled us (TFLOP/s, bound)",
+        "H100 modelled us (TFLOP/s, bound)",
+    ]);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for p in &problems {
+        bar.set_message(label(p));
+        let mut draw = |n: usize| -> Vec<u16> {
+            (0..n)
+                .map(|_| p.dtype.bits_from_f32(rng.random_range(-1.0..1.0)))
+                .collect()
+        };
+        let inputs = HostInputs {
+            q: draw(p.q.len),
+            k: draw(p.k.len),
+            v: draw(p.v.len),
+            ..Default::default()
+        };
+        let run = emulated::forward(p, &inputs)?;
+        if !run.report.is_clean() {
+            return Err(flashmha::Error::Emulator(format!(
+                "{}: {} findings, first: {}",
+                label(p),
+                run.report.findings.len(),
+                run.report.findings[0]
+            )));
+        }
+        let c = &run.report.counters;
+        let mma = c.mma_instructions.max(1);
+        let useful = p.flops();
+        let modelled = |gpu| {
+            let m = perf_model::model(c, gpu);
+            let bound = match m.bound() {
+                Bound::Tensor => "tensor",
+                Bound::Dram => "DRAM",
+                Bound::Issue => "issue",
+            };
+            format!(
+                "{:.1} ({:.0}, {bound})",
+                m.seconds() * 1e6,
+                useful / m.seconds() / 1e12
+            )
+        };
+        t.add_row(vec![
+            label(p),
+            c.warp_instructions.to_string(),
+            format!(
+                "{:.2}",
+                (c.warp_instructions - c.mma_instructions) as f64 / mma as f64
+            ),
+            format!(
+                "{:.2}",
+                (c.global_sectors * 32) as f64 / p.compulsory_bytes()
+            ),
+            format!("{} / {}", c.shared_wavefronts, c.shared_wavefronts_ideal),
+            modelled(&A100),
+            modelled(&H100),
+        ]);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!("{t}");
+    Ok(())
+}
+
+fn progress(n: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(n as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} configs, {elapsed} {msg}")
+            .expect("static template"),
+    );
+    bar
+}
+
+fn run_gpu(args: &BenchArgs, problems: &[FwdProblem]) -> flashmha::Result<()> {
+    let backend = flashmha::cuda::CudaBackend::new(0)?;
+    let (major, minor) = backend.compute_capability();
+    println!("flashmha bench on GPU (compute capability {major}.{minor}): CUDA events, median of {} launches after 10 warm-up, 4 input sets rotated", args.iters);
+    let bar = progress(problems.len());
+    let mut t = table::new(&[
+        "config",
+        "median ms",
+        "p10 ms",
+        "p90 ms",
+        "TFLOP/s (median)",
+    ]);
+    for p in problems {
+        bar.set_message(label(p));
+        let mut ms = flashmha::cuda::time_forward(&backend, p, 4, 10, args.iters.max(1))?;
+        ms.sort_by(f32::total_cmp);
+        let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize] as f64;
+        let median = at(0.5);
+        t.add_row(vec![
+            label(p),
+            format!("{median:.4}"),
+            format!("{:.4}", at(0.1)),
+            format!("{:.4}", at(0.9)),
+            format!("{:.1}", p.flops() / (median * 1e-3) / 1e12),
+        ]);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!("{t}");
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! `flashmha check`: random forward configurations on the emulator (or a GPU), each compared with
+//! the candle reference; prints a pass/fail table with the errors and exits non-zero on failure.
+
+use super::table;
+use flashmha::build_info::FWD_KERNELS;
+use flashmha::check::{run_case, run_case_cuda, CheckCase};
+use flashmha::dtype::DType;
+use rand::SeedableRng;
+
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    /// Number of random configurations.
+    #[arg(long, default_value_t = 12)]
+    cases: usize,
+    /// Seed of the configuration generator (random when omitted; printed either way).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Longest sequence to draw (lengths are uniform in 1..=max-len).
+    #[arg(long, default_value_t = 160)]
+    max_len: usize,
+    /// Restrict to one dtype (f16 or bf16).
+    #[arg(long)]
+    dtype: Option<DType>,
+    /// Restrict to one head dim.
+    #[arg(long)]
+    head_dim: Option<usize>,
+    /// Run on the first GPU instead of the emulator.
+    #[arg(long)]
+    gpu: bool,
+}
+
+pub fn run(args: &CheckArgs) -> flashmha::Result<bool> {
+    let seed = args.seed.unwrap_or_else(rand::random);
+    println!(
+        "flashmha check: {} cases, seed {seed}, on {}",
+        args.cases,
+        if args.gpu { "GPU" } else { "the emulator" }
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dtypes: Vec<DType> = match args.dtype {
+        Some(d) => vec![d],
+        None => vec![DType::F16, DType::Bf16],
+    };
+    let bar = indicatif::ProgressBar::new(args.cases as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} cases, {elapsed} elapsed, eta {eta} {msg}",
+        )
+        .expect("static template"),
+    );
+    let mut t = table::new(&[
+        "#",
+        "case",
+        "O max err (tol)",
+        "LSE max err (tol)",
+        "entropy max err (tol)",
+        "findings",
+        "result",
+    ]);
+    let mut all_passed = true;
+    for n in 0..args.cases {
+        let dtype = dtypes[n % dtypes.len()];
+        let dims: Vec<usize> = FWD_KERNELS
+            .iter()
+            .filter(|r| r.dtype == dtype && args.head_dim.is_none_or(|d| d == r.head_dim as usize))
+            .map(|r| r.head_dim as usize)
+            .collect();
+        if dims.is_empty() {
+            return Err(flashmha::Error::UnsupportedHeadDim {
+                dtype,
+                head_dim: args.head_dim.unwrap_or(0),
+                supported: FWD_KERNELS
+                    .iter()
+                    .filter(|r| r.dtype == dtype)
+                    .map(|r| r.head_dim)
+                    .collect(),
+            });
+        }
+        let case = CheckCase::random(&mut rng, &[dtype], &dims, args.max_len);
+        bar.set_message(case.describe());
+        let outcome = if args.gpu {
+            run_case_cuda(&case)?
+        } else {
+            run_case(&case)?
+        };
+        let err = |name: &str| {
+            outcome
+                .outputs
+                .iter()
+                .find(|o| o.name == name)
+                .map_or("-".to_string(), |o| {
+                    format!("{:.2e} ({:.1e})", o.max_abs, o.tolerance.max_abs)
+                })
+        };
+        let passed = outcome.passed();
+        all_passed &= passed;
+        t.add_row(vec![
+            n.to_string(),
+            case.describe(),
+            err("o"),
+            err("lse"),
+            err("entropy"),
+            outcome.findings.len().to_string(),
+            if passed {
+                "pass".into()
+            } else {
+                format!("FAIL: {}", outcome.failures().join("; "))
+            },
+        ]);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!("{t}");
+    println!(
+        "{}",
+        if all_passed {
+            "all cases passed"
+        } else {
+            "FAILURES (rerun with --seed to reproduce)"
+        }
+    );
+    Ok(all_passed)
+}

@@ -1,0 +1,103 @@
+//! Runs one forward call on a real GPU from host data: uploads inputs, poisons outputs with
+//! NaN, launches through [`CudaBackend::forward`], waits, and reads outputs back. For checks and
+//! benchmarks only; servers call [`CudaBackend::forward`] on their own device buffers.
+
+use super::{CudaBackend, FwdSlices};
+use crate::dtype::DType;
+use crate::emulated::{HostInputs, HostOutputs, POISON_U16};
+use crate::error::Result;
+use crate::problem::{FwdProblem, SeqLayout};
+use cudarc::driver::CudaSlice;
+
+/// Uploads, runs and downloads one forward call on `backend`'s device.
+pub fn forward_host(
+    backend: &CudaBackend,
+    problem: &FwdProblem,
+    inputs: &HostInputs,
+) -> Result<HostOutputs> {
+    match problem.dtype {
+        DType::F16 => run::<half::f16>(
+            backend,
+            problem,
+            inputs,
+            half::f16::from_bits,
+            half::f16::to_bits,
+        ),
+        DType::Bf16 => run::<half::bf16>(
+            backend,
+            problem,
+            inputs,
+            half::bf16::from_bits,
+            half::bf16::to_bits,
+        ),
+    }
+}
+
+fn run<T: super::AttnElement + Copy>(
+    backend: &CudaBackend,
+    problem: &FwdProblem,
+    inputs: &HostInputs,
+    from_bits: fn(u16) -> T,
+    to_bits: fn(T) -> u16,
+) -> Result<HostOutputs> {
+    let stream = backend.context().default_stream();
+    let up = |v: &[u16]| -> Result<CudaSlice<T>> {
+        let typed: Vec<T> = v.iter().map(|&b| from_bits(b)).collect();
+        Ok(stream.clone_htod(&typed)?)
+    };
+    let q = up(&inputs.q)?;
+    let k = up(&inputs.k)?;
+    let v = up(&inputs.v)?;
+    let mut o = up(&vec![POISON_U16; problem.o.len])?;
+    let poisoned = |n: usize| vec![f32::from_bits(u32::MAX); n];
+    let mut lse = problem
+        .lse_len
+        .map(|n| stream.clone_htod(&poisoned(n)))
+        .transpose()?;
+    let mut entropy = problem
+        .entropy_len
+        .map(|n| stream.clone_htod(&poisoned(n)))
+        .transpose()?;
+    let alibi = inputs
+        .alibi_slopes
+        .as_deref()
+        .map(|s| stream.clone_htod(s))
+        .transpose()?;
+    let gates = inputs
+        .head_gates
+        .as_deref()
+        .map(|s| stream.clone_htod(s))
+        .transpose()?;
+    let (cu_q, cu_k) = match &problem.layout {
+        SeqLayout::Varlen {
+            cu_seqlens_q,
+            cu_seqlens_k,
+        } => (
+            Some(stream.clone_htod(cu_seqlens_q)?),
+            Some(stream.clone_htod(cu_seqlens_k)?),
+        ),
+        SeqLayout::Padded { .. } => (None, None),
+    };
+    backend.forward(
+        &stream,
+        problem,
+        FwdSlices {
+            q: &q,
+            k: &k,
+            v: &v,
+            o: &mut o,
+            lse: lse.as_mut(),
+            entropy: entropy.as_mut(),
+            alibi_slopes: alibi.as_ref(),
+            head_gates: gates.as_ref(),
+            cu_seqlens_q: cu_q.as_ref(),
+            cu_seqlens_k: cu_k.as_ref(),
+        },
+    )?;
+    stream.synchronize()?;
+    Ok(HostOutputs {
+        o: stream.clone_dtoh(&o)?.into_iter().map(to_bits).collect(),
+        lse: lse.map(|s| stream.clone_dtoh(&s)).transpose()?,
+        entropy: entropy.map(|s| stream.clone_dtoh(&s)).transpose()?,
+    })
+}
