@@ -169,7 +169,7 @@ fn validate(p: &HeadSimProblem, b: &HeadSimBuffers) -> Result<()> {
             p.head_dim
         )));
     }
-    if p.head_dim % elems_per_load != 0 {
+    if !p.head_dim.is_multiple_of(elems_per_load) {
         return Err(Error::Alignment {
             tensor: "head_dim",
             required: LOAD_ALIGN_BYTES,
@@ -186,7 +186,7 @@ fn validate(p: &HeadSimProblem, b: &HeadSimBuffers) -> Result<()> {
                 reason: format!("negative {dim} stride {stride}"),
             });
         }
-        if (stride as u64 * p.dtype.size() as u64) % LOAD_ALIGN_BYTES as u64 != 0 {
+        if !(stride as u64 * p.dtype.size() as u64).is_multiple_of(LOAD_ALIGN_BYTES as u64) {
             return Err(Error::Alignment {
                 tensor: "o",
                 required: LOAD_ALIGN_BYTES,
@@ -202,14 +202,14 @@ fn validate(p: &HeadSimProblem, b: &HeadSimBuffers) -> Result<()> {
             "{name} is required but its buffer is null"
         )));
     }
-    if b.o % LOAD_ALIGN_BYTES as u64 != 0 {
+    if !b.o.is_multiple_of(LOAD_ALIGN_BYTES as u64) {
         return Err(Error::Alignment {
             tensor: "o",
             required: LOAD_ALIGN_BYTES,
             reason: format!("base address {:#x}", b.o),
         });
     }
-    if b.gram % 4 != 0 {
+    if !b.gram.is_multiple_of(4) {
         return Err(Error::Alignment {
             tensor: "gram",
             required: 4,
