@@ -305,7 +305,7 @@ fn cli_finds_planted_duplicates_and_writes_the_report() {
         "--seq",
         "40",
         "--dim",
-        "16",
+        "32",
         "--seed",
         "5",
         "--duplicate",
@@ -344,7 +344,7 @@ fn cli_finds_planted_duplicates_and_writes_the_report() {
         "{summary}"
     );
     assert!(
-        summary.contains("reference (CPU)"),
+        summary.contains("fused forward kernel (emulated)"),
         "entropy source must be labelled"
     );
     std::fs::remove_dir_all(&dir).unwrap();
@@ -354,7 +354,7 @@ fn cli_finds_planted_duplicates_and_writes_the_report() {
 fn cli_reads_npy_inputs() {
     use flashmha::diagnostics::npy::write_npy;
     let dir = scratch_dir("diagnose-npy");
-    let (s, h, d) = (24usize, 3usize, 8usize);
+    let (s, h, d) = (24usize, 3usize, 32usize);
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let mut gen = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
     let (mut q, mut k, mut v) = (gen(s * h * d), gen(s * h * d), gen(s * h * d));

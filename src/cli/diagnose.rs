@@ -10,9 +10,11 @@ use rand::{Rng, SeedableRng};
 
 use flashmha::diagnostics::{self, report, EntropySource, SimilarityMatrix};
 use flashmha::dtype::DType;
+use flashmha::emulated::{self, HostInputs};
 use flashmha::error::{Error, Result};
 use flashmha::options::AttnOptions;
-use flashmha::reference::{self, HalfType, Layout, ReferenceInputs};
+use flashmha::problem::{FwdProblem, SeqLayout};
+use flashmha::reference::{self, HalfType};
 
 /// Generated query heads get increasingly sharp attention: q of head h is multiplied by
 /// 2^(SHARPNESS_LOG2_MIN + h / (H - 1) * SHARPNESS_LOG2_SPAN), i.e. 0.5 .. 8, so the heads'
@@ -40,7 +42,7 @@ pub struct DiagnoseArgs {
     /// Sequence length (queries and keys).
     #[arg(long, default_value_t = 256)]
     pub seq: usize,
-    /// Head dimension (multiple of 8, at most 256).
+    /// Head dimension: one the forward kernel is compiled for (see `flashmha info`).
     #[arg(long, default_value_t = 64)]
     pub dim: usize,
     /// Batch items.
@@ -135,7 +137,7 @@ pub fn run(args: &DiagnoseArgs) -> Result<()> {
     // Fail on a missing font before minutes of emulation, not after.
     let font = diagnostics::plots::load_font(args.font.as_deref())?;
     let inputs = load_or_generate(args, half)?;
-    let fwd = forward_outputs(&inputs, args.causal, half)?;
+    let fwd = forward_outputs(&inputs, args.causal, args.dtype)?;
     let tokens = inputs.batch * inputs.seq;
     let (matrix, matrix_source, emulator) = similarity(args, &inputs, &fwd.o, tokens)?;
     let analysis = diagnostics::analyze(&matrix, args.threshold);
@@ -328,37 +330,50 @@ fn plant_duplicates(args: &DiagnoseArgs, inp: &mut Inputs) -> Result<()> {
     Ok(())
 }
 
-/// THE place where O and entropy come from. The fused forward kernel (with its `entropy`
-/// output, `FlashFwdParams.entropy`) is not runnable here yet, so this uses the CPU reference
-/// and labels it [`EntropySource::ReferenceCpu`]; switching to the kernel means calling the
-/// forward backend here and returning [`EntropySource::FusedKernel`].
-fn forward_outputs(inp: &Inputs, causal: bool, half: HalfType) -> Result<ForwardOutputs> {
-    let options = AttnOptions {
-        causal,
-        ..AttnOptions::default()
-    };
-    let out = reference::attention(&ReferenceInputs {
-        q: &inp.q,
-        k: &inp.k,
-        v: &inp.v,
-        layout: Layout::Padded {
+/// O and per-row entropy from the fused forward kernel (its `entropy` output), run on the
+/// emulator; any emulator finding is an error.
+fn forward_outputs(inp: &Inputs, causal: bool, dtype: DType) -> Result<ForwardOutputs> {
+    let mut problem = FwdProblem::contiguous(
+        dtype,
+        SeqLayout::Padded {
             batch: inp.batch,
             seqlen_q: inp.seq,
             seqlen_k: inp.seq,
         },
-        num_heads_q: inp.heads,
-        num_heads_kv: inp.kv_heads,
-        head_dim: inp.dim,
-        options: &options,
-        alibi_slopes: None,
-        head_gates: None,
-    })
-    .map_err(|e| Error::Shape(format!("reference attention: {e}")))?;
+        inp.heads,
+        inp.kv_heads,
+        inp.dim,
+        AttnOptions {
+            causal,
+            ..AttnOptions::default()
+        },
+    );
+    problem.entropy_len = Some(problem.row_stats_len());
+    let bits = |x: &[f32]| x.iter().map(|&v| dtype.bits_from_f32(v)).collect();
+    let run = emulated::forward(
+        &problem,
+        &HostInputs {
+            q: bits(&inp.q),
+            k: bits(&inp.k),
+            v: bits(&inp.v),
+            ..HostInputs::default()
+        },
+    )?;
+    if let Some(f) = run.report.findings.first() {
+        return Err(Error::Emulator(format!(
+            "forward kernel: {} findings, first: {f}",
+            run.report.findings.len()
+        )));
+    }
     Ok(ForwardOutputs {
-        // The fused kernel writes O in the input dtype; the similarity kernel reads that.
-        o: reference::round_slice(&out.o, half),
-        entropy: out.entropy,
-        source: EntropySource::ReferenceCpu,
+        o: run
+            .outputs
+            .o
+            .iter()
+            .map(|&b| dtype.f32_from_bits(b))
+            .collect(),
+        entropy: run.outputs.entropy.unwrap_or_default(),
+        source: EntropySource::FusedKernel,
     })
 }
 

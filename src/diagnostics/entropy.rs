@@ -1,6 +1,6 @@
 //! Per-head summary of attention entropy: mean, min and max over every query row of a head.
-//! The per-row entropies come from the forward kernel's `entropy` output (`FlashFwdParams.entropy`)
-//! or from the CPU reference; [`EntropySource`] records which, so reports can say so. Pure.
+//! The per-row entropies come from the fused forward kernel's `entropy` output
+//! (`FlashFwdParams.entropy`); [`EntropySource`] records how it ran, so reports can say so. Pure.
 
 use crate::error::{Error, Result};
 
@@ -9,16 +9,13 @@ use crate::error::{Error, Result};
 pub enum EntropySource {
     /// The fused forward kernel's `entropy` output.
     FusedKernel,
-    /// `flashmha::reference::attention` on the CPU.
-    ReferenceCpu,
 }
 
 impl EntropySource {
     /// How reports label the source.
     pub fn label(self) -> &'static str {
         match self {
-            EntropySource::FusedKernel => "fused forward kernel",
-            EntropySource::ReferenceCpu => "reference (CPU)",
+            EntropySource::FusedKernel => "fused forward kernel (emulated)",
         }
     }
 }

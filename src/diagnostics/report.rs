@@ -242,9 +242,9 @@ mod tests {
             min: 1.0,
             max: 2.0,
         }];
-        let csv = entropy_csv(&e, EntropySource::ReferenceCpu);
+        let csv = entropy_csv(&e, EntropySource::FusedKernel);
         assert!(
-            csv.ends_with("0,1.500000,1.000000,2.000000,reference (CPU)\n"),
+            csv.ends_with("0,1.500000,1.000000,2.000000,fused forward kernel (emulated)\n"),
             "{csv}"
         );
     }
