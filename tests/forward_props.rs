@@ -106,3 +106,55 @@ fn forward_matches_reference_on_a_gpu_when_present() {
         );
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// A zero head gate (pruning) writes exact +0.0 for every element of that head, even where
+    /// the unnormalised output is negative, and leaves the other heads' outputs non-trivial.
+    #[test]
+    fn zero_gate_writes_exact_zeros(
+        dtype in prop_oneof![Just(DType::F16), Just(DType::Bf16)],
+        sq in 1usize..=130,
+        sk in 1usize..=130,
+        causal in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        use flashmha::emulated::{forward, HostInputs};
+        use flashmha::problem::{FwdProblem, SeqLayout};
+        use rand::{Rng, SeedableRng};
+        let (heads, d) = (3usize, head_dims(dtype)[0]);
+        let mut p = FwdProblem::contiguous(
+            dtype,
+            SeqLayout::Padded { batch: 1, seqlen_q: sq, seqlen_k: sk },
+            heads,
+            heads,
+            d,
+            AttnOptions { causal, ..Default::default() },
+        );
+        p.gates_len = Some(heads);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut draw = |n: usize| -> Vec<u16> {
+            (0..n).map(|_| dtype.bits_from_f32(rng.random_range(-1.0..1.0))).collect()
+        };
+        let inputs = HostInputs {
+            q: draw(p.q.len),
+            k: draw(p.k.len),
+            v: draw(p.v.len),
+            alibi_slopes: None,
+            head_gates: Some(vec![1.25, 0.0, -0.5]),
+        };
+        let run = forward(&p, &inputs).unwrap();
+        prop_assert!(run.report.is_clean(), "{:?}", run.report.findings);
+        let head_bits = |h: usize| -> Vec<u16> {
+            (0..sq).flat_map(|i| run.outputs.o[(i * heads + h) * d..][..d].to_vec()).collect()
+        };
+        prop_assert!(head_bits(1).iter().all(|&b| b == 0), "gate 0 must write +0.0 bits");
+        // Rows with no visible key are zero in every head; any other row has non-zero outputs.
+        let visible = (0..sq).any(|i| !causal || i + sk > sq);
+        if visible {
+            prop_assert!(head_bits(0).iter().any(|&b| b != 0));
+            prop_assert!(head_bits(2).iter().any(|&b| b != 0));
+        }
+    }
+}
