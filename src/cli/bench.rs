@@ -95,46 +95,75 @@ pub fn run(args: &BenchArgs) -> flashmha::Result<()> {
     }
     println!(
         "flashmha bench (no GPU): emulator counters and MODELLED times = max(tensor FLOPs / peak, \
-         DRAM bytes / bandwidth, warp-instructions / issue rate); assumes the grid fills the GPU."
+         DRAM bytes / bandwidth, warp-instructions / issue rate), a roofline that assumes the \
+         grid fills the GPU; DRAM bytes = compulsory when K/V fit in L2, else every sector."
     );
     let bar = progress(problems.len());
     let mut t = table::new(&[
         "config",
         "warp-instr",
-        "non-mma / mma",
-        "global B / compulsory",
+        "main-loop non-mma / mma",
+        "global B: / compulsory, / tile model",
+        "32B-sector efficiency",
         "smem wavefronts / ideal",
+        "+LSE+entropy warp-instr",
         "A100 modelled us (TFLOP/s, bound)",
         "H100 modelled us (TFLOP/s, bound)",
     ]);
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for p in &problems {
         bar.set_message(label(p));
-        let mut draw = |n: usize| -> Vec<u16> {
-            (0..n)
-                .map(|_| p.dtype.bits_from_f32(rng.random_range(-1.0..1.0)))
-                .collect()
+        let mut emulate = |p: &FwdProblem| -> flashmha::Result<flashmha::emulator::Counters> {
+            let mut draw = |n: usize| -> Vec<u16> {
+                (0..n)
+                    .map(|_| p.dtype.bits_from_f32(rng.random_range(-1.0..1.0)))
+                    .collect()
+            };
+            let inputs = HostInputs {
+                q: draw(p.q.len),
+                k: draw(p.k.len),
+                v: draw(p.v.len),
+                ..Default::default()
+            };
+            let run = emulated::forward(p, &inputs)?;
+            match run.report.findings.first() {
+                None => Ok(run.report.counters),
+                Some(f) => Err(flashmha::Error::Emulator(format!(
+                    "{}: finding {f}",
+                    label(p)
+                ))),
+            }
         };
-        let inputs = HostInputs {
-            q: draw(p.q.len),
-            k: draw(p.k.len),
-            v: draw(p.v.len),
-            ..Default::default()
+        let c = emulate(p)?;
+        // Main loop by difference: doubling the keys adds only main-loop iterations, so the
+        // added non-mma instructions per added mma is the main loop's ratio, prologue and
+        // epilogue excluded. Causal runs change their tile ranges too, so only plain ones.
+        let main_loop = if p.options.causal || p.options.window.is_some() {
+            "-".to_string()
+        } else {
+            let c2 = emulate(&with_keys_doubled(p))?;
+            let d_mma = c2
+                .mma_instructions
+                .saturating_sub(c.mma_instructions)
+                .max(1);
+            let d_all = c2.warp_instructions.saturating_sub(c.warp_instructions);
+            format!("{:.2}", (d_all - d_mma) as f64 / d_mma as f64)
         };
-        let run = emulated::forward(p, &inputs)?;
-        if !run.report.is_clean() {
-            return Err(flashmha::Error::Emulator(format!(
-                "{}: {} findings, first: {}",
-                label(p),
-                run.report.findings.len(),
-                run.report.findings[0]
-            )));
-        }
-        let c = &run.report.counters;
-        let mma = c.mma_instructions.max(1);
+        let mut with_stats = p.clone();
+        with_stats.lse_len = Some(p.row_stats_len());
+        with_stats.entropy_len = Some(p.row_stats_len());
+        let c_stats = emulate(&with_stats)?;
+        let kernel = FWD_KERNELS
+            .iter()
+            .find(|r| r.dtype == p.dtype && r.head_dim as usize == p.head_dim)
+            .expect("bench runs compiled head dims");
+        let requested = c.global_bytes_requested() as f64;
+        let tile_model =
+            perf_model::tile_model_bytes(p, kernel.block_m as usize, kernel.block_n as usize)
+                .map_or("-".to_string(), |m| format!("{:.3}", requested / m));
         let useful = p.flops();
         let modelled = |gpu| {
-            let m = perf_model::model(c, gpu);
+            let m = perf_model::model(&c, gpu, perf_model::dram_bytes(p, &c, gpu));
             let bound = match m.bound() {
                 Bound::Tensor => "tensor",
                 Bound::Dram => "DRAM",
@@ -149,15 +178,14 @@ pub fn run(args: &BenchArgs) -> flashmha::Result<()> {
         t.add_row(vec![
             label(p),
             c.warp_instructions.to_string(),
-            format!(
-                "{:.2}",
-                (c.warp_instructions - c.mma_instructions) as f64 / mma as f64
-            ),
-            format!(
-                "{:.2}",
-                (c.global_sectors * 32) as f64 / p.compulsory_bytes()
-            ),
+            main_loop,
+            format!("{:.2}, {tile_model}", requested / p.compulsory_bytes()),
+            format!("{:.3}", requested / (c.global_sectors * 32) as f64),
             format!("{} / {}", c.shared_wavefronts, c.shared_wavefronts_ideal),
+            format!(
+                "{:+.1}%",
+                100.0 * (c_stats.warp_instructions as f64 / c.warp_instructions as f64 - 1.0)
+            ),
             modelled(&A100),
             modelled(&H100),
         ]);
@@ -166,6 +194,23 @@ pub fn run(args: &BenchArgs) -> flashmha::Result<()> {
     bar.finish_and_clear();
     println!("{t}");
     Ok(())
+}
+
+/// The same problem with twice the keys (contiguous padded layouts, as `problems` builds).
+fn with_keys_doubled(p: &FwdProblem) -> FwdProblem {
+    let (sq, sk) = p.layout.max_seqlens();
+    FwdProblem::contiguous(
+        p.dtype,
+        SeqLayout::Padded {
+            batch: p.layout.batch(),
+            seqlen_q: sq,
+            seqlen_k: 2 * sk,
+        },
+        p.num_heads_q,
+        p.num_heads_kv,
+        p.head_dim,
+        p.options,
+    )
 }
 
 fn progress(n: usize) -> indicatif::ProgressBar {
