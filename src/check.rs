@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::options::{AttnOptions, SlidingWindow};
 use crate::problem::{FwdProblem, Operand, SeqLayout, Strides};
 use crate::reference::tolerance::ErrorModel;
-use crate::reference::{self, HalfType, Layout, ReferenceInputs, Tolerance};
+use crate::reference::{self, Layout, ReferenceInputs, Tolerance};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -286,7 +286,7 @@ fn run_case_with(
 ) -> Result<CaseOutcome> {
     let p = case.problem();
     let mut rng = StdRng::seed_from_u64(case.seed);
-    let ty = HalfType::from(case.dtype);
+    let ty = case.dtype;
     // Values in [-1, 1) scaled per tensor, rounded to the dtype: never all zeros.
     let mut draw = |n: usize, amp: f32| -> Vec<f32> {
         (0..n)

@@ -29,6 +29,21 @@ impl DType {
         }
     }
 
+    /// Rounds one value to this type (round to nearest even) and back to f32.
+    pub fn round(self, x: f32) -> f32 {
+        self.f32_from_bits(self.bits_from_f32(x))
+    }
+
+    /// Unit roundoff `u`: the largest relative error of rounding a normal value to this type,
+    /// half the distance from 1 to the next representable number (`2^-p` for `p` significant
+    /// bits: 11 for f16, 8 for bf16).
+    pub fn unit_roundoff(self) -> f64 {
+        match self {
+            DType::F16 => 2f64.powi(-11),
+            DType::Bf16 => 2f64.powi(-8),
+        }
+    }
+
     /// The name used in kernel entry names and the CLI (`f16`, `bf16`).
     pub const fn name(self) -> &'static str {
         match self {

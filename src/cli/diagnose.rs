@@ -14,7 +14,7 @@ use flashmha::emulated::{self, HostInputs};
 use flashmha::error::{Error, Result};
 use flashmha::options::AttnOptions;
 use flashmha::problem::{FwdProblem, SeqLayout};
-use flashmha::reference::{self, HalfType};
+use flashmha::reference;
 
 /// Generated query heads get increasingly sharp attention: q of head h is multiplied by
 /// 2^(SHARPNESS_LOG2_MIN + h / (H - 1) * SHARPNESS_LOG2_SPAN), i.e. 0.5 .. 8, so the heads'
@@ -130,13 +130,9 @@ pub fn run(args: &DiagnoseArgs) -> Result<()> {
             args.threshold
         )));
     }
-    let half = match args.dtype {
-        DType::F16 => HalfType::F16,
-        DType::Bf16 => HalfType::Bf16,
-    };
     // Fail on a missing font before minutes of emulation, not after.
     let font = diagnostics::plots::load_font(args.font.as_deref())?;
-    let inputs = load_or_generate(args, half)?;
+    let inputs = load_or_generate(args, args.dtype)?;
     let fwd = forward_outputs(&inputs, args.causal, args.dtype)?;
     let tokens = inputs.batch * inputs.seq;
     let (matrix, matrix_source, emulator) = similarity(args, &inputs, &fwd.o, tokens)?;
@@ -190,7 +186,7 @@ pub fn run(args: &DiagnoseArgs) -> Result<()> {
     Ok(())
 }
 
-fn load_or_generate(args: &DiagnoseArgs, half: HalfType) -> Result<Inputs> {
+fn load_or_generate(args: &DiagnoseArgs, dtype: DType) -> Result<Inputs> {
     let mut inp = match (&args.q, &args.k, &args.v) {
         (Some(q), Some(k), Some(v)) => load(args, q, k, v)?,
         _ => generate(args)?,
@@ -203,7 +199,7 @@ fn load_or_generate(args: &DiagnoseArgs, half: HalfType) -> Result<Inputs> {
     }
     plant_duplicates(args, &mut inp)?;
     for x in [&mut inp.q, &mut inp.k, &mut inp.v] {
-        reference::rounding::round_in_place(x, half);
+        reference::rounding::round_in_place(x, dtype);
     }
     Ok(inp)
 }

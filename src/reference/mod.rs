@@ -20,7 +20,7 @@ mod naive;
 
 pub use attention::{attention, Layout, ReferenceInputs, ReferenceOutputs};
 pub use head_similarity::head_similarity;
-pub use rounding::{round_slice, HalfType};
+pub use rounding::round_slice;
 pub use tolerance::{compare, score_bound, Comparison, ErrorModel, Tolerance};
 
 /// Why the reference could not run: inconsistent inputs, or a candle failure.

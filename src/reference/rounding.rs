@@ -1,51 +1,15 @@
 //! Rounding f32 data through the kernel's 16-bit dtypes, so the reference sees exactly the
 //! values the kernel reads (and so tests can model the kernel's own rounding steps).
 
-/// A 16-bit floating-point type a kernel reads or writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HalfType {
-    /// IEEE binary16: 11 significant bits.
-    F16,
-    /// bfloat16: 8 significant bits, f32's exponent range.
-    Bf16,
-}
-
-impl HalfType {
-    /// Rounds one value to this type (round to nearest even) and back to f32.
-    pub fn round(self, x: f32) -> f32 {
-        match self {
-            HalfType::F16 => half::f16::from_f32(x).to_f32(),
-            HalfType::Bf16 => half::bf16::from_f32(x).to_f32(),
-        }
-    }
-
-    /// Unit roundoff `u`: the largest relative error of rounding a normal value to this type,
-    /// half the distance from 1 to the next representable number (`2^-p` for `p` significant
-    /// bits).
-    pub fn unit_roundoff(self) -> f64 {
-        match self {
-            HalfType::F16 => 2f64.powi(-11),
-            HalfType::Bf16 => 2f64.powi(-8),
-        }
-    }
-}
-
-impl From<crate::dtype::DType> for HalfType {
-    fn from(d: crate::dtype::DType) -> Self {
-        match d {
-            crate::dtype::DType::F16 => HalfType::F16,
-            crate::dtype::DType::Bf16 => HalfType::Bf16,
-        }
-    }
-}
+use crate::dtype::DType;
 
 /// Rounds every element of `xs` through `ty`, returning the rounded values as f32.
-pub fn round_slice(xs: &[f32], ty: HalfType) -> Vec<f32> {
+pub fn round_slice(xs: &[f32], ty: DType) -> Vec<f32> {
     xs.iter().map(|&x| ty.round(x)).collect()
 }
 
 /// Rounds every element of `xs` through `ty` in place.
-pub fn round_in_place(xs: &mut [f32], ty: HalfType) {
+pub fn round_in_place(xs: &mut [f32], ty: DType) {
     for x in xs {
         *x = ty.round(*x);
     }
@@ -60,11 +24,11 @@ mod tests {
     fn unit_roundoff_is_half_of_the_type_epsilon() {
         // half's EPSILON is the gap above 1, i.e. 2u.
         assert_eq!(
-            HalfType::F16.unit_roundoff(),
+            DType::F16.unit_roundoff(),
             f64::from(half::f16::EPSILON.to_f32()) / 2.0
         );
         assert_eq!(
-            HalfType::Bf16.unit_roundoff(),
+            DType::Bf16.unit_roundoff(),
             f64::from(half::bf16::EPSILON.to_f32()) / 2.0
         );
     }
@@ -72,7 +36,7 @@ mod tests {
     #[test]
     fn in_place_and_copying_rounding_agree() {
         let xs = [0.1f32, -3.3, 1e-3, 65504.0, 1.0 / 3.0];
-        for ty in [HalfType::F16, HalfType::Bf16] {
+        for ty in [DType::F16, DType::Bf16] {
             let mut ys = xs;
             round_in_place(&mut ys, ty);
             assert_eq!(ys.to_vec(), round_slice(&xs, ty));
@@ -84,7 +48,7 @@ mod tests {
     proptest! {
         #[test]
         fn rounding_error_is_within_unit_roundoff(x in prop_oneof![-60000f32..-1e-4, 1e-4f32..60000.0]) {
-            for ty in [HalfType::F16, HalfType::Bf16] {
+            for ty in [DType::F16, DType::Bf16] {
                 let r = ty.round(x);
                 let rel = (f64::from(r) - f64::from(x)).abs() / f64::from(x).abs();
                 prop_assert!(rel <= ty.unit_roundoff(), "{ty:?}: {x} -> {r}, rel {rel}");

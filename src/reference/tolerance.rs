@@ -8,13 +8,13 @@
 //!
 //! Tolerances are derived from the rounding of the dtypes involved, never fitted to make a test
 //! pass. `ε = 2^-24` below is the unit roundoff of f32 and `u` that of the kernel's 16-bit type
-//! ([`HalfType::unit_roundoff`]: `2^-11` for f16, `2^-8` for bf16). The kernel model is the one
+//! ([`DType::unit_roundoff`]: `2^-11` for f16, `2^-8` for bf16). The kernel model is the one
 //! of DESIGN.md §2: f32 MMA accumulation of exactly representable 16-bit inputs, online softmax
 //! in f32 with `exp2`, `P` rounded to the 16-bit type for the `P·V` MMA while the normaliser `l`
 //! is summed in f32, O accumulated in f32 and rounded once to the output type; LSE and entropy
 //! are written in f32.
 
-use super::rounding::HalfType;
+use crate::dtype::DType;
 
 /// Unit roundoff of f32 (round to nearest): `2^-24`.
 pub const F32_UNIT_ROUNDOFF: f64 = 1.0 / 16_777_216.0;
@@ -65,7 +65,7 @@ impl Tolerance {
     /// Tolerance for the attention output O written in `dtype`, where `value_bound` bounds
     /// `|v| · |gate|` over all values and gates used (`max|v|` times `max|gate|`, gate 1 if
     /// absent). Derivation: [`O_MAX_ABS_UNITS`], [`O_REL_L2_UNITS`].
-    pub fn attention_output(dtype: HalfType, value_bound: f64) -> Self {
+    pub fn attention_output(dtype: DType, value_bound: f64) -> Self {
         let u = dtype.unit_roundoff();
         Tolerance {
             max_abs: O_MAX_ABS_UNITS * u * value_bound,
@@ -132,7 +132,7 @@ pub const TANH_APPROX_REL_ERROR: f64 = 1.0 / 2048.0;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ErrorModel {
     /// The type of q, k, v, of `P` in the `P·V` MMA, and of O.
-    pub dtype: HalfType,
+    pub dtype: DType,
     /// Bound on `|v|·|gate|`: `max|v|` times `max|gate|` (1 without gates).
     pub value_bound: f64,
     pub head_dim: usize,

@@ -97,7 +97,7 @@ fn simulated_kernel(
     (sq, sk, d): (usize, usize, usize),
     causal: bool,
     softcap: Option<f32>,
-    ty: HalfType,
+    ty: DType,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let tanh_err = TANH_APPROX_REL_ERROR as f32;
     let scale = 1.0 / (d as f32).sqrt();
@@ -134,8 +134,8 @@ fn simulated_kernel(
     (o, lse, ent)
 }
 
-fn dtype_strategy() -> impl Strategy<Value = HalfType> {
-    prop_oneof![Just(HalfType::F16), Just(HalfType::Bf16)]
+fn dtype_strategy() -> impl Strategy<Value = DType> {
+    prop_oneof![Just(DType::F16), Just(DType::Bf16)]
 }
 
 proptest! {
@@ -204,7 +204,7 @@ fn bf16_sized_error_fails_the_f16_tolerance() {
         &(0..n)
             .map(|i| (i as f32 * 0.618_034).fract() * 2.0 - 1.0)
             .collect::<Vec<_>>(),
-        HalfType::F16,
+        DType::F16,
     );
     let zeros = vec![0.0f32; n];
     let options = AttnOptions::default();
@@ -228,10 +228,10 @@ fn bf16_sized_error_fails_the_f16_tolerance() {
     .unwrap();
     assert_eq!(reference.o, v);
     let value_bound = 1.0;
-    let tol = Tolerance::attention_output(HalfType::F16, value_bound);
-    let as_bf16 = round_slice(&v, HalfType::Bf16);
+    let tol = Tolerance::attention_output(DType::F16, value_bound);
+    let as_bf16 = round_slice(&v, DType::Bf16);
     assert!(compare(&as_bf16, &reference.o).check(&tol).is_err());
-    let as_f16 = round_slice(&v, HalfType::F16);
+    let as_f16 = round_slice(&v, DType::F16);
     assert!(compare(&as_f16, &reference.o).check(&tol).is_ok());
 }
 
