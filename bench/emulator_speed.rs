@@ -27,7 +27,10 @@ fn problem(head_dim: usize) -> FwdProblem {
 fn main() {
     let threads_all = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("emulated forward, bf16, batch 1, 4 heads, 1024 x 1024 (median of 3 runs)");
-    println!("{:>4} {:>8} {:>14} {:>14} {:>12}", "d", "threads", "thread-inst/s", "warp-inst/s", "seconds");
+    println!(
+        "{:>4} {:>8} {:>14} {:>14} {:>12}",
+        "d", "threads", "thread-inst/s", "warp-inst/s", "seconds"
+    );
     for head_dim in [64, 128] {
         let p = problem(head_dim);
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
@@ -54,7 +57,11 @@ fn main() {
                         let run = emulated::forward(&p, &inputs).expect("emulated forward");
                         assert!(run.report.is_clean(), "{:?}", run.report.findings);
                         let c = run.report.counters;
-                        (start.elapsed().as_secs_f64(), c.thread_instructions, c.warp_instructions)
+                        (
+                            start.elapsed().as_secs_f64(),
+                            c.thread_instructions,
+                            c.warp_instructions,
+                        )
                     })
                 })
                 .collect();
