@@ -17,13 +17,16 @@ unsafe impl cudarc::driver::DeviceRepr for FlashFwdParams {}
 // SAFETY: as above, for the head-similarity kernel's params.
 unsafe impl cudarc::driver::DeviceRepr for HeadSimParams {}
 
-impl FlashFwdParams {
-    /// The parameter bytes of one launch, exactly as the kernel's `.param` space holds them.
-    pub fn as_bytes(&self) -> &[u8] {
-        // SAFETY: `self` is a valid, initialised #[repr(C)] value; the slice covers exactly its
-        // size and lives as long as the borrow. The struct has no padding bytes (every field is
-        // 4 or 8 bytes and the 8-byte ones come first; `abi_has_no_padding` tests it), so every
-        // byte viewed is initialised.
+/// The parameter bytes of one launch, exactly as a kernel's `.param` space holds them: the
+/// emulator receives these, the driver receives a pointer to the same struct.
+///
+/// # Safety
+/// Implement only for `#[repr(C)]` params structs without padding bytes (checked per struct by
+/// `abi_has_no_padding`), so that every byte viewed is initialised.
+pub unsafe trait ParamsBytes: Copy + Sized {
+    fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `self` is a valid, initialised value; the implementor guarantees it has no
+        // padding; the slice covers exactly its size and lives as long as the borrow.
         unsafe {
             std::slice::from_raw_parts(
                 (self as *const Self).cast::<u8>(),
@@ -32,6 +35,11 @@ impl FlashFwdParams {
         }
     }
 }
+
+// SAFETY: pointers and i64 strides first, then 4-byte fields: no padding (tested below).
+unsafe impl ParamsBytes for FlashFwdParams {}
+// SAFETY: two pointers, two i64 strides, four i32: no padding (tested below).
+unsafe impl ParamsBytes for HeadSimParams {}
 
 #[cfg(test)]
 mod tests {
@@ -44,5 +52,7 @@ mod tests {
             std::mem::size_of::<FlashFwdParams>(),
             10 * 8 + 14 * 8 + 12 * 4
         );
+        // 2 pointers + 2 i64 strides + 4 i32.
+        assert_eq!(std::mem::size_of::<HeadSimParams>(), 2 * 8 + 2 * 8 + 4 * 4);
     }
 }

@@ -4,6 +4,7 @@
 //! cannot pass a comparison. Returns the outputs together with the emulator's findings and
 //! counters.
 
+use crate::abi::ParamsBytes;
 use crate::buffers::FwdBuffers;
 use crate::build_info;
 use crate::emulator::{Device, DevicePtr, LaunchConfig, LaunchReport, Module};
@@ -44,15 +45,18 @@ pub struct EmulatedRun {
     pub report: LaunchReport,
 }
 
-/// Parsed PTX modules, once per process: parsing is the slow part of a small launch.
-fn parsed_module(name: &'static str, ptx: &'static str) -> Result<Arc<Module>> {
+/// The parsed PTX of the module defining `entry`, parsed once per process (parsing dominates
+/// small launches). Shared by every emulated launch of the crate's kernels.
+pub(crate) fn parsed_module(entry: &str) -> Result<Arc<Module>> {
     static CACHE: OnceLock<Mutex<HashMap<&'static str, Arc<Module>>>> = OnceLock::new();
+    let image = build_info::module_of(entry)
+        .ok_or_else(|| Error::Emulator(format!("{entry} is not embedded in this build")))?;
     let cache = CACHE.get_or_init(Default::default);
-    if let Some(m) = cache.lock().unwrap().get(name) {
+    if let Some(m) = cache.lock().unwrap().get(image.name) {
         return Ok(m.clone());
     }
-    let module = Arc::new(Module::parse(ptx).map_err(|e| Error::Emulator(e.to_string()))?);
-    cache.lock().unwrap().insert(name, module.clone());
+    let module = Arc::new(Module::parse(image.ptx).map_err(|e| Error::Emulator(e.to_string()))?);
+    cache.lock().unwrap().insert(image.name, module.clone());
     Ok(module)
 }
 
@@ -143,9 +147,7 @@ pub fn forward(problem: &FwdProblem, inputs: &HostInputs) -> Result<EmulatedRun>
         cu_seqlens_k: addr(cu_k),
     };
     let plan = plan_forward(problem, &bufs)?;
-    let image = build_info::module_of(plan.kernel.entry)
-        .ok_or_else(|| Error::Emulator(format!("{} is not embedded", plan.kernel.entry)))?;
-    let module = parsed_module(image.name, image.ptx)?;
+    let module = parsed_module(plan.kernel.entry)?;
     let cfg = LaunchConfig {
         grid: plan.grid,
         block: plan.block,

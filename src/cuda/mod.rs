@@ -16,6 +16,7 @@ pub use timing::time_forward;
 
 use crate::buffers::FwdBuffers;
 use crate::build_info::{self, FWD_KERNELS};
+use crate::diagnostics;
 use crate::error::{Error, Result};
 use crate::plan::{plan_forward, FwdPlan};
 use crate::problem::FwdProblem;
@@ -35,6 +36,8 @@ pub struct CudaBackend {
     compute_capability: (i32, i32),
     /// One function per row of the kernel table, in table order.
     forward: Vec<CudaFunction>,
+    /// Head-similarity kernels: (f16, bf16).
+    head_similarity: (CudaFunction, CudaFunction),
 }
 
 impl CudaBackend {
@@ -47,16 +50,19 @@ impl CudaBackend {
         }
         let ctx = CudaContext::new(ordinal)?;
         let (major, minor) = ctx.compute_capability()?;
-        let mut forward = Vec::with_capacity(FWD_KERNELS.len());
-        for row in FWD_KERNELS {
-            let module = build_info::module_of(row.entry)
-                .ok_or_else(|| Error::Emulator(format!("{} is not embedded", row.entry)))?;
+        let load = |entry: &str| -> Result<CudaFunction> {
+            let module = build_info::module_of(entry)
+                .ok_or_else(|| Error::Emulator(format!("{entry} is not embedded")))?;
             let image = match choose_image(module, major, minor) {
                 ImageChoice::Cubin(c) => cudarc::nvrtc::Ptx::from_binary(c.bytes.to_vec()),
                 ImageChoice::Ptx(ptx) => cudarc::nvrtc::Ptx::from_src(ptx),
                 ImageChoice::None => return Err(Error::UnsupportedGpu { major, minor }),
             };
-            let func = ctx.load_module(image)?.load_function(row.entry)?;
+            Ok(ctx.load_module(image)?.load_function(entry)?)
+        };
+        let mut forward = Vec::with_capacity(FWD_KERNELS.len());
+        for row in FWD_KERNELS {
+            let func = load(row.entry)?;
             // Above 48 KiB, dynamic shared memory must be opted into per function.
             func.set_attribute(
                 CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
@@ -64,11 +70,16 @@ impl CudaBackend {
             )?;
             forward.push(func);
         }
+        let head_similarity = (
+            load(diagnostics::head_similarity_launch::ENTRY_F16)?,
+            load(diagnostics::head_similarity_launch::ENTRY_BF16)?,
+        );
         tracing::info!(major, minor, kernels = forward.len(), "cuda backend ready");
         Ok(CudaBackend {
             ctx,
             compute_capability: (major, minor),
             forward,
+            head_similarity,
         })
     }
 
@@ -97,6 +108,60 @@ impl CudaBackend {
         unsafe {
             cudarc::driver::result::launch_kernel(
                 self.forward[index].cu_function(),
+                (plan.grid[0], plan.grid[1], plan.grid[2]),
+                (plan.block[0], plan.block[1], plan.block[2]),
+                plan.dynamic_smem_bytes,
+                stream.cu_stream(),
+                &mut args,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Sums, over the tokens of `o: [tokens, heads, head_dim]` (strides in `problem`), the
+    /// cosine similarity of every pair of head outputs into `gram: [heads, heads]`, which this
+    /// zeroes first (on `stream`); divide by the token count for the mean
+    /// ([`crate::diagnostics::SimilarityMatrix::from_gram_sum`]). Asynchronous, like `forward`.
+    pub fn head_similarity<T: AttnElement>(
+        &self,
+        stream: &Arc<CudaStream>,
+        problem: &diagnostics::HeadSimProblem,
+        o: &CudaSlice<T>,
+        gram: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        if problem.dtype != T::DTYPE {
+            return Err(Error::DType(format!(
+                "problem says {} but o holds {}",
+                problem.dtype,
+                T::DTYPE
+            )));
+        }
+        let mut p = *problem;
+        p.o_len = o.len();
+        p.gram_len = gram.len();
+        let o_ptr = o.device_ptr(stream).0;
+        let gram_ptr = gram.device_ptr_mut(stream).0;
+        let plan = diagnostics::plan_head_similarity(
+            &p,
+            &diagnostics::HeadSimBuffers {
+                o: o_ptr,
+                gram: gram_ptr,
+            },
+        )?;
+        stream.memset_zeros(gram)?;
+        let func = match p.dtype {
+            crate::dtype::DType::F16 => &self.head_similarity.0,
+            crate::dtype::DType::Bf16 => &self.head_similarity.1,
+        };
+        let mut params = plan.params;
+        let mut args = [(&mut params as *mut crate::abi::HeadSimParams).cast::<std::ffi::c_void>()];
+        // SAFETY: the kernel takes one by-value HeadSimParams (layout checked by the ABI probe
+        // test); `args` points at a live copy for the call; validation proved every address the
+        // kernel forms lies inside `o` and `gram`, which the caller keeps alive until the stream
+        // has run the kernel.
+        unsafe {
+            cudarc::driver::result::launch_kernel(
+                func.cu_function(),
                 (plan.grid[0], plan.grid[1], plan.grid[2]),
                 (plan.block[0], plan.block[1], plan.block[2]),
                 plan.dynamic_smem_bytes,

@@ -3,16 +3,14 @@
 //! CUDA backend would pass, reads gram back and turns it into the mean [`SimilarityMatrix`].
 //! Touches only the emulator device it creates.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
-
 use super::head_similarity_launch::{
-    params_bytes, plan_head_similarity, HeadSimBuffers, HeadSimPlan, HeadSimProblem,
+    plan_head_similarity, HeadSimBuffers, HeadSimPlan, HeadSimProblem,
 };
 use super::similarity::SimilarityMatrix;
-use crate::build_info;
+use crate::abi::ParamsBytes;
 use crate::dtype::DType;
-use crate::emulator::{Device, LaunchConfig, LaunchReport, Module};
+use crate::emulated::parsed_module;
+use crate::emulator::{Device, LaunchConfig, LaunchReport};
 use crate::error::{Error, Result};
 
 /// A 16-bit element type the kernel reads.
@@ -33,20 +31,6 @@ impl HalfElement for half::bf16 {
     fn to_f32(self) -> f32 {
         half::bf16::to_f32(self)
     }
-}
-
-/// The PTX of `entry`'s module, parsed once per process (parsing dominates small launches).
-fn parsed_module(entry: &'static str) -> Result<Arc<Module>> {
-    static CACHE: OnceLock<Mutex<HashMap<&'static str, Arc<Module>>>> = OnceLock::new();
-    let image = build_info::module_of(entry)
-        .ok_or_else(|| Error::Emulator(format!("{entry} is not embedded in this build")))?;
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(m) = cache.lock().unwrap().get(image.name) {
-        return Ok(m.clone());
-    }
-    let module = Arc::new(Module::parse(image.ptx).map_err(|e| Error::Emulator(e.to_string()))?);
-    cache.lock().unwrap().insert(image.name, module.clone());
-    Ok(module)
 }
 
 /// Mean head similarity of a contiguous `o: [tokens, heads, head_dim]` computed by the kernel
@@ -105,7 +89,7 @@ pub fn head_similarity_emulated_view<T: HalfElement>(
         dynamic_smem_bytes: plan.dynamic_smem_bytes,
     };
     let report = dev
-        .launch(&module, plan.entry, &cfg, &params_bytes(&plan.params))
+        .launch(&module, plan.entry, &cfg, plan.params.as_bytes())
         .map_err(emu)?;
     let bytes = dev.read(gram_ptr, heads * heads * 4).map_err(emu)?;
     let gram: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);

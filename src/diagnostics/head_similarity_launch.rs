@@ -130,21 +130,6 @@ pub fn tokens_per_cta(num_tokens: usize) -> usize {
         .clamp(TOKENS_PER_GROUP, MAX_TOKENS_PER_CTA)
 }
 
-/// The launch parameters as the kernel's `.param` space holds them (little-endian, C layout:
-/// two pointers, two i64 strides, four i32; no padding, see the layout test).
-pub fn params_bytes(p: &HeadSimParams) -> Vec<u8> {
-    let mut out = Vec::with_capacity(std::mem::size_of::<HeadSimParams>());
-    out.extend_from_slice(&(p.o as u64).to_le_bytes());
-    out.extend_from_slice(&(p.gram as u64).to_le_bytes());
-    out.extend_from_slice(&p.token_stride.to_le_bytes());
-    out.extend_from_slice(&p.head_stride.to_le_bytes());
-    out.extend_from_slice(&p.num_tokens.to_le_bytes());
-    out.extend_from_slice(&p.num_heads.to_le_bytes());
-    out.extend_from_slice(&p.head_dim.to_le_bytes());
-    out.extend_from_slice(&p.tokens_per_cta.to_le_bytes());
-    out
-}
-
 fn validate(p: &HeadSimProblem, b: &HeadSimBuffers) -> Result<()> {
     if p.num_tokens == 0 {
         return Err(Error::Shape("head similarity needs num_tokens >= 1".into()));
@@ -247,6 +232,7 @@ fn validate(p: &HeadSimProblem, b: &HeadSimBuffers) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi::ParamsBytes;
     use proptest::prelude::*;
 
     // Far apart: the largest o in the property test spans ~16 GB.
@@ -268,7 +254,7 @@ mod tests {
         assert_eq!(offset_of!(HeadSimParams, tokens_per_cta), 44);
         let plan = plan_head_similarity(&HeadSimProblem::contiguous(DType::F16, 37, 5, 24), &BUFS)
             .unwrap();
-        let bytes = params_bytes(&plan.params);
+        let bytes = plan.params.as_bytes();
         assert_eq!(bytes.len(), 48);
         let at = |o: usize, n: usize| &bytes[o..o + n];
         assert_eq!(at(0, 8), O.to_le_bytes());
