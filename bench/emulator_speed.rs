@@ -6,7 +6,6 @@ use flashmha::dtype::DType;
 use flashmha::emulated::{self, HostInputs};
 use flashmha::options::AttnOptions;
 use flashmha::problem::{FwdProblem, SeqLayout};
-use rand::{Rng, SeedableRng};
 use std::time::Instant;
 
 fn problem(head_dim: usize) -> FwdProblem {
@@ -33,18 +32,7 @@ fn main() {
     );
     for head_dim in [64, 128] {
         let p = problem(head_dim);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let mut draw = |n: usize| -> Vec<u16> {
-            (0..n)
-                .map(|_| p.dtype.bits_from_f32(rng.random_range(-1.0..1.0)))
-                .collect()
-        };
-        let inputs = HostInputs {
-            q: draw(p.q.len),
-            k: draw(p.k.len),
-            v: draw(p.v.len),
-            ..Default::default()
-        };
+        let inputs = HostInputs::random(&p, 1);
         for threads in [1, threads_all] {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)

@@ -29,6 +29,27 @@ pub struct HostInputs {
     pub head_gates: Option<Vec<f32>>,
 }
 
+impl HostInputs {
+    /// q, k, v of `problem` with values uniform in [-1, 1) rounded to its dtype (never all
+    /// zeros), drawn from `seed`; no ALiBi slopes or gates.
+    pub fn random(problem: &FwdProblem, seed: u64) -> HostInputs {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut draw = |n: usize| -> Vec<u16> {
+            (0..n)
+                .map(|_| problem.dtype.bits_from_f32(rng.random_range(-1.0..1.0)))
+                .collect()
+        };
+        HostInputs {
+            q: draw(problem.q.len),
+            k: draw(problem.k.len),
+            v: draw(problem.v.len),
+            alibi_slopes: None,
+            head_gates: None,
+        }
+    }
+}
+
 /// What the kernel wrote, read back.
 #[derive(Debug, Clone)]
 pub struct HostOutputs {

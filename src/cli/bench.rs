@@ -9,7 +9,6 @@ use flashmha::emulated::{self, HostInputs};
 use flashmha::options::AttnOptions;
 use flashmha::perf_model::{self, Bound, A100, H100};
 use flashmha::problem::{FwdProblem, SeqLayout};
-use rand::{Rng, SeedableRng};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -110,22 +109,10 @@ pub fn run(args: &BenchArgs) -> flashmha::Result<()> {
         "A100 modelled us (TFLOP/s, bound)",
         "H100 modelled us (TFLOP/s, bound)",
     ]);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for p in &problems {
         bar.set_message(label(p));
-        let mut emulate = |p: &FwdProblem| -> flashmha::Result<flashmha::emulator::Counters> {
-            let mut draw = |n: usize| -> Vec<u16> {
-                (0..n)
-                    .map(|_| p.dtype.bits_from_f32(rng.random_range(-1.0..1.0)))
-                    .collect()
-            };
-            let inputs = HostInputs {
-                q: draw(p.q.len),
-                k: draw(p.k.len),
-                v: draw(p.v.len),
-                ..Default::default()
-            };
-            let run = emulated::forward(p, &inputs)?;
+        let emulate = |p: &FwdProblem| -> flashmha::Result<flashmha::emulator::Counters> {
+            let run = emulated::forward(p, &HostInputs::random(p, 7))?;
             match run.report.findings.first() {
                 None => Ok(run.report.counters),
                 Some(f) => Err(flashmha::Error::Emulator(format!(

@@ -6,7 +6,6 @@ use flashmha::build_info::FWD_KERNELS;
 use flashmha::emulated::{self, HostInputs};
 use flashmha::options::AttnOptions;
 use flashmha::problem::{FwdProblem, SeqLayout};
-use rand::{Rng, SeedableRng};
 
 #[derive(clap::Args)]
 pub struct EmulateArgs {
@@ -51,18 +50,7 @@ pub fn run(args: &EmulateArgs) -> flashmha::Result<bool> {
         },
     );
     p.lse_len = Some(p.row_stats_len());
-    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
-    let mut draw = |n: usize| -> Vec<u16> {
-        (0..n)
-            .map(|_| row.dtype.bits_from_f32(rng.random_range(-1.0..1.0)))
-            .collect()
-    };
-    let inputs = HostInputs {
-        q: draw(p.q.len),
-        k: draw(p.k.len),
-        v: draw(p.v.len),
-        ..Default::default()
-    };
+    let inputs = HostInputs::random(&p, args.seed);
     let started = std::time::Instant::now();
     let run = emulated::forward(&p, &inputs)?;
     let elapsed = started.elapsed();

@@ -91,8 +91,13 @@ impl CudaBackend {
         self.compute_capability
     }
 
-    /// Launches a plan on `stream`. Asynchronous: returns once the launch is queued.
-    pub fn launch(&self, plan: &FwdPlan, stream: &CudaStream) -> Result<()> {
+    /// Launches a plan on `stream`. Asynchronous: returns once the launch is queued. This is
+    /// the allocation-free, sync-free path to capture in CUDA graphs.
+    ///
+    /// # Safety
+    /// `plan` must come from [`plan_forward`] (which validated it) for device buffers that stay
+    /// allocated, and are not otherwise written, until the stream has run the kernel.
+    pub unsafe fn launch(&self, plan: &FwdPlan, stream: &CudaStream) -> Result<()> {
         let index = FWD_KERNELS
             .iter()
             .position(|r| r.entry == plan.kernel.entry)
@@ -153,23 +158,18 @@ impl CudaBackend {
             crate::dtype::DType::F16 => &self.head_similarity.0,
             crate::dtype::DType::Bf16 => &self.head_similarity.1,
         };
-        let mut params = plan.params;
-        let mut args = [(&mut params as *mut crate::abi::HeadSimParams).cast::<std::ffi::c_void>()];
-        // SAFETY: the kernel takes one by-value HeadSimParams (layout checked by the ABI probe
-        // test); `args` points at a live copy for the call; validation proved every address the
-        // kernel forms lies inside `o` and `gram`, which the caller keeps alive until the stream
-        // has run the kernel.
+        // SAFETY: validation proved every address the kernel forms lies inside `o` and `gram`,
+        // which the caller keeps alive until the stream has run the kernel.
         unsafe {
-            cudarc::driver::result::launch_kernel(
-                func.cu_function(),
-                (plan.grid[0], plan.grid[1], plan.grid[2]),
-                (plan.block[0], plan.block[1], plan.block[2]),
+            launch_one_struct(
+                func,
+                plan.grid,
+                plan.block,
                 plan.dynamic_smem_bytes,
-                stream.cu_stream(),
-                &mut args,
-            )?;
+                stream,
+                plan.params,
+            )
         }
-        Ok(())
     }
 
     /// The typed entry: validates `problem` against the slices, plans, and launches on `stream`.
@@ -219,8 +219,42 @@ impl CudaBackend {
             cu_seqlens_k,
         };
         let plan = plan_forward(&p, &bufs)?;
-        self.launch(&plan, stream)
+        // SAFETY: the plan was just validated for these slices, which the borrows in `t` keep
+        // alive for this call and cudarc's stream tracking keeps alive for the kernel.
+        unsafe { self.launch(&plan, stream) }
     }
+}
+
+/// Launches `func`, whose only parameter is one by-value params struct `P`, with no allocation
+/// and no synchronisation.
+///
+/// # Safety
+/// `P` must be the struct the kernel declares (the ABI probe test checks the layouts against
+/// nvcc's), and every device address inside `params` must stay valid for what the kernel does
+/// with it until the stream has run the kernel.
+unsafe fn launch_one_struct<P: crate::abi::ParamsBytes>(
+    func: &CudaFunction,
+    grid: [u32; 3],
+    block: [u32; 3],
+    dynamic_smem_bytes: u32,
+    stream: &CudaStream,
+    mut params: P,
+) -> Result<()> {
+    let mut args = [(&mut params as *mut P).cast::<std::ffi::c_void>()];
+    // SAFETY: `args` points at a live copy of the params for the duration of the call
+    // (cuLaunchKernel copies kernel parameters before it returns); the rest is the caller's
+    // contract above.
+    unsafe {
+        cudarc::driver::result::launch_kernel(
+            func.cu_function(),
+            (grid[0], grid[1], grid[2]),
+            (block[0], block[1], block[2]),
+            dynamic_smem_bytes,
+            stream.cu_stream(),
+            &mut args,
+        )?;
+    }
+    Ok(())
 }
 
 /// Device buffers of one forward call (see `kernels/params.h` for layouts).
