@@ -265,15 +265,18 @@ fn check_operand(
     if is_output {
         // Distinct (item, row, head, col) must map to distinct elements, or CTAs race: sort the
         // used dimensions by stride; each stride must step past everything the smaller ones span.
-        let mut dims: Vec<(u64, u64)> = [(items, sb), (rows, sr), (heads, sh)]
-            .into_iter()
-            .filter(|&(extent, _)| extent > 1)
-            .map(|(extent, stride)| (stride, extent))
-            .collect();
-        dims.sort();
+        // (stride, extent) of the dimensions that vary; extent-1 ones cannot collide.
+        let mut dims = [(sb, items), (sr, rows), (sh, heads)].map(|(stride, extent)| {
+            if extent > 1 {
+                (stride, extent)
+            } else {
+                (u64::MAX, 1)
+            }
+        });
+        dims.sort_unstable();
         // Largest offset reachable by the dimensions seen so far (the contiguous head dim first).
         let mut reach = d as u128 - 1;
-        for (stride, extent) in dims {
+        for (stride, extent) in dims.into_iter().filter(|&(_, extent)| extent > 1) {
             if stride as u128 <= reach {
                 return Err(Error::Stride {
                     tensor: name,
@@ -372,21 +375,19 @@ fn span(addr: u64, len_elems: usize, elem: usize) -> (u64, u64) {
 
 fn check_aliasing(p: &FwdProblem, b: &FwdBuffers) -> Result<()> {
     let e = p.dtype.size();
-    let mut outputs = vec![("o", span(b.o, p.o.len, e))];
-    if let Some(n) = p.lse_len {
-        outputs.push(("lse", span(b.lse, n, 4)));
-    }
-    if let Some(n) = p.entropy_len {
-        outputs.push(("entropy", span(b.entropy, n, 4)));
-    }
-    let mut all = outputs.clone();
-    all.extend([
+    // Outputs first, then inputs; absent buffers span nothing. Fixed arrays: validation runs on
+    // every launch and must not allocate.
+    let spans = [
+        ("o", span(b.o, p.o.len, e)),
+        ("lse", span(b.lse, p.lse_len.unwrap_or(0), 4)),
+        ("entropy", span(b.entropy, p.entropy_len.unwrap_or(0), 4)),
         ("q", span(b.q, p.q.len, e)),
         ("k", span(b.k, p.k.len, e)),
         ("v", span(b.v, p.v.len, e)),
-    ]);
-    for (i, (na, (a0, a1))) in outputs.iter().enumerate() {
-        for (nb, (b0, b1)) in all.iter().skip(i + 1) {
+    ];
+    const OUTPUTS: usize = 3;
+    for (i, (na, (a0, a1))) in spans.iter().enumerate().take(OUTPUTS) {
+        for (nb, (b0, b1)) in spans.iter().skip(i + 1) {
             if a0 < b1 && b0 < a1 {
                 return Err(Error::Alias { a: na, b: nb });
             }

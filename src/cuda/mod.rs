@@ -173,7 +173,8 @@ impl CudaBackend {
     }
 
     /// The typed entry: validates `problem` against the slices, plans, and launches on `stream`.
-    /// `problem`'s buffer lengths are taken from the slices.
+    /// Each slice must hold at least the elements `problem` says (`FwdProblem::contiguous`
+    /// fills them in); nothing on this path allocates or synchronises.
     pub fn forward<T: AttnElement>(
         &self,
         stream: &CudaStream,
@@ -187,15 +188,49 @@ impl CudaBackend {
                 T::DTYPE
             )));
         }
-        let mut p = problem.clone();
-        p.q.len = t.q.len();
-        p.k.len = t.k.len();
-        p.v.len = t.v.len();
-        p.o.len = t.o.len();
-        p.lse_len = t.lse.as_ref().map(|s| s.len());
-        p.entropy_len = t.entropy.as_ref().map(|s| s.len());
-        p.alibi_len = t.alibi_slopes.map(|s| s.len());
-        p.gates_len = t.head_gates.map(|s| s.len());
+        // The problem's lengths describe what the kernel may touch; each slice must hold at
+        // least that, and optional buffers must be present exactly when the problem asks.
+        let p = problem;
+        let check =
+            |name: &'static str, want: Option<usize>, have: Option<usize>| match (want, have) {
+                (Some(w), Some(h)) if h >= w => Ok(()),
+                (None, None) => Ok(()),
+                (Some(w), Some(h)) => Err(Error::BufferTooSmall {
+                    tensor: name,
+                    needed: w as u64,
+                    available: h as u64,
+                }),
+                (w, h) => Err(Error::Shape(format!(
+                    "{name}: the problem {} it but the slice is {}",
+                    if w.is_some() {
+                        "asks for"
+                    } else {
+                        "does not ask for"
+                    },
+                    if h.is_some() { "given" } else { "missing" }
+                ))),
+            };
+        check("q", Some(p.q.len), Some(t.q.len()))?;
+        check("k", Some(p.k.len), Some(t.k.len()))?;
+        check("v", Some(p.v.len), Some(t.v.len()))?;
+        check("o", Some(p.o.len), Some(t.o.len()))?;
+        check("lse", p.lse_len, t.lse.as_ref().map(|s| s.len()))?;
+        check(
+            "entropy",
+            p.entropy_len,
+            t.entropy.as_ref().map(|s| s.len()),
+        )?;
+        check("alibi_slopes", p.alibi_len, t.alibi_slopes.map(|s| s.len()))?;
+        check("head_gates", p.gates_len, t.head_gates.map(|s| s.len()))?;
+        let (cu_q, cu_k) = match &p.layout {
+            crate::problem::SeqLayout::Varlen {
+                cu_seqlens_q,
+                cu_seqlens_k,
+            } => (Some(cu_seqlens_q.len()), Some(cu_seqlens_k.len())),
+            crate::problem::SeqLayout::Padded { .. } => (None, None),
+        };
+        check("cu_seqlens_q", cu_q, t.cu_seqlens_q.map(|s| s.len()))?;
+        check("cu_seqlens_k", cu_k, t.cu_seqlens_k.map(|s| s.len()))?;
         let (q, _q) = t.q.device_ptr(stream);
         let (k, _k) = t.k.device_ptr(stream);
         let (v, _v) = t.v.device_ptr(stream);
@@ -218,7 +253,7 @@ impl CudaBackend {
             cu_seqlens_q,
             cu_seqlens_k,
         };
-        let plan = plan_forward(&p, &bufs)?;
+        let plan = plan_forward(p, &bufs)?;
         // SAFETY: the plan was just validated for these slices, which the borrows in `t` keep
         // alive for this call and cudarc's stream tracking keeps alive for the kernel.
         unsafe { self.launch(&plan, stream) }
