@@ -45,7 +45,8 @@ prop_compose! {
 }
 
 prop_compose! {
-    /// Lengths up to 150 (beyond two 64-row tiles, never rounded to a tile), down to 1.
+    /// Lengths up to 150 (beyond two 64-row tiles, never rounded to a tile), down to 1, and in
+    /// varlen batches sometimes an item with no queries or no keys.
     fn case()(
         dtype in prop_oneof![Just(DType::F16), Just(DType::Bf16)],
         hd_pick in any::<prop::sample::Index>(),
@@ -53,6 +54,8 @@ prop_compose! {
         group in 1usize..=3,
         seqlens in prop::collection::vec((1usize..=150, 1usize..=150), 1..=3),
         varlen in prop::bool::weighted(0.35),
+        // Varlen only: empty one item's queries (0) or keys (1), or neither.
+        empty in prop::option::weighted(0.3, (0usize..3, 0usize..2)),
         stride_pad in prop_oneof![Just(0usize), Just(8), Just(16)],
         options in options(),
         alibi in prop::bool::weighted(0.2),
@@ -63,6 +66,12 @@ prop_compose! {
     ) -> CheckCase {
         let dims = head_dims(dtype);
         let head_dim = dims[hd_pick.index(dims.len())];
+        let mut seqlens = seqlens;
+        if let (true, Some((item, side))) = (varlen, empty) {
+            if let Some(s) = seqlens.get_mut(item) {
+                if side == 0 { s.0 = 0 } else { s.1 = 0 }
+            }
+        }
         CheckCase {
             dtype, head_dim, num_heads_q: hkv * group, num_heads_kv: hkv, seqlens, varlen,
             stride_pad, options, alibi, gates, lse, entropy, seed,
