@@ -1,17 +1,26 @@
-//! `flashmha emulate`: runs one forward kernel from the registry on the emulator on random
-//! inputs and prints its findings and counters as tables.
+//! `flashmha emulate`: runs one kernel from the registry (a forward kernel, or a head-similarity
+//! kernel over a random attention output) on the emulator on random inputs and prints its
+//! findings and counters as tables.
 
 use super::table;
 use flashmha::build_info::FWD_KERNELS;
+use flashmha::diagnostics::head_similarity_emulated;
+use flashmha::diagnostics::head_similarity_launch::{ENTRY_BF16, ENTRY_F16};
+use flashmha::dtype::DType;
 use flashmha::emulated::{self, HostInputs};
+use flashmha::emulator::LaunchReport;
 use flashmha::options::AttnOptions;
 use flashmha::problem::{FwdProblem, SeqLayout};
 
 #[derive(clap::Args)]
 pub struct EmulateArgs {
-    /// Kernel entry (see `flashmha info`); default: the first forward kernel.
+    /// Kernel entry (see `flashmha info`): a forward kernel or flashmha_head_similarity_{f16,bf16};
+    /// default: the first forward kernel.
     #[arg(long)]
     entry: Option<String>,
+    /// Head dim of the head-similarity kernel's input.
+    #[arg(long, default_value_t = 64)]
+    head_dim: usize,
     #[arg(long, default_value_t = 200)]
     seqlen_q: usize,
     #[arg(long, default_value_t = 300)]
@@ -27,10 +36,24 @@ pub struct EmulateArgs {
 }
 
 pub fn run(args: &EmulateArgs) -> flashmha::Result<bool> {
+    let head_sim = [
+        (ENTRY_F16, flashmha::dtype::DType::F16),
+        (ENTRY_BF16, flashmha::dtype::DType::Bf16),
+    ];
+    if let Some((entry, dtype)) = head_sim
+        .iter()
+        .find(|(e, _)| Some(*e) == args.entry.as_deref())
+    {
+        return run_head_similarity(args, entry, *dtype);
+    }
     let row = match &args.entry {
         Some(e) => FWD_KERNELS.iter().find(|r| r.entry == e).ok_or_else(|| {
-            let known: Vec<_> = FWD_KERNELS.iter().map(|r| r.entry).collect();
-            flashmha::Error::Shape(format!("no forward kernel {e}; known: {known:?}"))
+            let known: Vec<_> = FWD_KERNELS
+                .iter()
+                .map(|r| r.entry)
+                .chain([ENTRY_F16, ENTRY_BF16])
+                .collect();
+            flashmha::Error::Shape(format!("no kernel {e}; known: {known:?}"))
         })?,
         None => &FWD_KERNELS[0],
     };
@@ -62,20 +85,53 @@ pub fn run(args: &EmulateArgs) -> flashmha::Result<bool> {
         run.plan.dynamic_smem_bytes,
         elapsed.as_secs_f64()
     );
+    print_report(&run.report)
+}
+
+/// The head-similarity kernel over a random `o: [batch * seqlen_q, heads, head_dim]`.
+fn run_head_similarity(args: &EmulateArgs, entry: &str, dtype: DType) -> flashmha::Result<bool> {
+    use rand::{Rng, SeedableRng};
+    let tokens = args.batch * args.seqlen_q;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    let values: Vec<f32> = (0..tokens * args.heads * args.head_dim)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let started = std::time::Instant::now();
+    let report = match dtype {
+        DType::F16 => {
+            let o: Vec<half::f16> = values.iter().map(|&x| half::f16::from_f32(x)).collect();
+            head_similarity_emulated(&o, tokens, args.heads, args.head_dim)?.1
+        }
+        DType::Bf16 => {
+            let o: Vec<half::bf16> = values.iter().map(|&x| half::bf16::from_f32(x)).collect();
+            head_similarity_emulated(&o, tokens, args.heads, args.head_dim)?.1
+        }
+    };
+    println!(
+        "{entry}: {tokens} tokens x {} heads x d{}; emulated in {:.2} s",
+        args.heads,
+        args.head_dim,
+        started.elapsed().as_secs_f64()
+    );
+    print_report(&report)
+}
+
+/// Findings and counters as tables; true when the launch was clean.
+fn print_report(report: &LaunchReport) -> flashmha::Result<bool> {
     let mut t = table::new(&["finding"]);
-    for f in &run.report.findings {
+    for f in &report.findings {
         t.add_row(vec![f.to_string()]);
     }
-    if run.report.findings.is_empty() {
+    if report.findings.is_empty() {
         t.add_row(vec![
             "none: no out-of-bounds access, race, cp.async hazard or uninitialised read",
         ]);
     }
     println!("{t}");
     let mut t = table::new(&["counter", "value"]);
-    for (name, v) in run.report.counters.rows() {
+    for (name, v) in report.counters.rows() {
         t.add_row(vec![name, v.to_string()]);
     }
     println!("{t}");
-    Ok(run.report.is_clean())
+    Ok(report.is_clean())
 }

@@ -1,0 +1,73 @@
+//! The `flashmha` subcommands end to end (diagnose has its own tests in head_similarity.rs):
+//! each runs the real binary and checks what a person would read.
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_flashmha"))
+        .args(args)
+        .output()
+        .expect("run flashmha");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn info_lists_every_kernel_with_ptxas_figures_and_the_gpu_state() {
+    let (ok, text) = run(&["info"]);
+    assert!(ok, "{text}");
+    for row in flashmha::build_info::FWD_KERNELS {
+        assert!(text.contains(row.entry), "{} missing:\n{text}", row.entry);
+    }
+    for arch in ["sm_80", "sm_86", "sm_89", "sm_90"] {
+        assert!(text.contains(arch), "{arch} missing");
+    }
+    assert!(text.contains(flashmha::build_info::TOOLKIT.nvcc_version));
+    assert!(text.contains("GPU: "), "{text}");
+}
+
+#[test]
+fn check_passes_random_cases_and_fails_cleanly_without_a_gpu() {
+    let (ok, text) = run(&["check", "--cases", "4", "--max-len", "70"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("all cases passed"), "{text}");
+    assert_eq!(text.matches("┆ pass").count(), 4, "{text}");
+    if !flashmha::cuda::driver_present() {
+        let (ok, text) = run(&["check", "--gpu", "--cases", "1"]);
+        assert!(!ok);
+        assert!(text.contains("no CUDA driver"), "{text}");
+    }
+}
+
+#[test]
+fn emulate_reports_no_findings_for_a_forward_and_a_head_similarity_kernel() {
+    for entry in ["flashmha_fwd_f16_d64", "flashmha_head_similarity_f16"] {
+        let (ok, text) = run(&[
+            "emulate",
+            "--entry",
+            entry,
+            "--seqlen-q",
+            "70",
+            "--seqlen-k",
+            "90",
+        ]);
+        assert!(ok, "{text}");
+        assert!(text.contains("none: no out-of-bounds access"), "{text}");
+        assert!(text.contains("warp-instructions"), "{text}");
+    }
+    let (ok, text) = run(&["emulate", "--entry", "no_such_kernel"]);
+    assert!(!ok);
+    assert!(text.contains("no kernel no_such_kernel"), "{text}");
+}
+
+#[test]
+fn bench_without_a_gpu_prints_counters_and_labels_times_modelled() {
+    let (ok, text) = run(&["bench", "--head-dims", "64", "--seqlen", "130"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("MODELLED"), "{text}");
+    assert!(text.contains("bf16 d64 b1 h1 130x130 causal"), "{text}");
+}
