@@ -70,8 +70,7 @@ pub struct EmulatedRun {
 /// small launches). Shared by every emulated launch of the crate's kernels.
 pub(crate) fn parsed_module(entry: &str) -> Result<Arc<Module>> {
     static CACHE: OnceLock<Mutex<HashMap<&'static str, Arc<Module>>>> = OnceLock::new();
-    let image = build_info::module_of(entry)
-        .ok_or_else(|| Error::Emulator(format!("{entry} is not embedded in this build")))?;
+    let image = build_info::module_of(entry).ok_or_else(|| Error::NoKernel(entry.to_string()))?;
     let cache = CACHE.get_or_init(Default::default);
     if let Some(m) = cache.lock().unwrap().get(image.name) {
         return Ok(m.clone());

@@ -50,6 +50,8 @@ pub enum Error {
     UnsupportedGpu { major: i32, minor: i32 },
     #[error("CUDA driver error: {0}")]
     Cuda(#[from] cudarc::driver::DriverError),
+    #[error("kernel {0} is not in this build (see `flashmha info`)")]
+    NoKernel(String),
     #[error("emulator: {0}")]
     Emulator(String),
 }

@@ -51,8 +51,8 @@ impl CudaBackend {
         let ctx = CudaContext::new(ordinal)?;
         let (major, minor) = ctx.compute_capability()?;
         let load = |entry: &str| -> Result<CudaFunction> {
-            let module = build_info::module_of(entry)
-                .ok_or_else(|| Error::Emulator(format!("{entry} is not embedded")))?;
+            let module =
+                build_info::module_of(entry).ok_or_else(|| Error::NoKernel(entry.to_string()))?;
             let image = match choose_image(module, major, minor) {
                 ImageChoice::Cubin(c) => cudarc::nvrtc::Ptx::from_binary(c.bytes.to_vec()),
                 ImageChoice::Ptx(ptx) => cudarc::nvrtc::Ptx::from_src(ptx),
@@ -101,26 +101,20 @@ impl CudaBackend {
         let index = FWD_KERNELS
             .iter()
             .position(|r| r.entry == plan.kernel.entry)
-            .ok_or_else(|| Error::Emulator(format!("{} is not loaded", plan.kernel.entry)))?;
-        let mut params = plan.params;
-        let mut args =
-            [(&mut params as *mut crate::abi::FlashFwdParams).cast::<std::ffi::c_void>()];
-        // SAFETY: the function takes exactly one by-value FlashFwdParams (the ABI probe test
-        // checks its layout against nvcc's); `args` points at a live copy for the duration of the
-        // call (cuLaunchKernel copies parameters before returning); validation proved every
-        // address the kernel forms lies inside the caller's buffers, which the caller keeps
-        // alive until the stream has run the kernel.
+            .ok_or_else(|| Error::NoKernel(plan.kernel.entry.to_string()))?;
+        // SAFETY: the caller guarantees the plan came from plan_forward, whose validation
+        // proved every address the kernel forms lies inside buffers that stay alive until the
+        // stream has run the kernel.
         unsafe {
-            cudarc::driver::result::launch_kernel(
-                self.forward[index].cu_function(),
-                (plan.grid[0], plan.grid[1], plan.grid[2]),
-                (plan.block[0], plan.block[1], plan.block[2]),
+            launch_one_struct(
+                &self.forward[index],
+                plan.grid,
+                plan.block,
                 plan.dynamic_smem_bytes,
-                stream.cu_stream(),
-                &mut args,
-            )?;
+                stream,
+                plan.params,
+            )
         }
-        Ok(())
     }
 
     /// Sums, over the tokens of `o: [tokens, heads, head_dim]` (strides in `problem`), the
