@@ -25,6 +25,9 @@ pub struct CheckCase {
     pub varlen: bool,
     /// Extra elements (a multiple of 8) between rows and between heads: non-contiguous strides.
     pub stride_pad: usize,
+    /// q/o as `[b, hq, s, d]` and k/v as `[b, hkv, s, d]` (heads outside rows) instead of the
+    /// row-major `[b, s, h, d]`; varlen: `[h, total, d]`.
+    pub head_major: bool,
     pub options: AttnOptions,
     pub alibi: bool,
     pub gates: bool,
@@ -116,6 +119,7 @@ impl CheckCase {
             } else {
                 0
             },
+            head_major: rng.random_bool(0.25),
             options: AttnOptions {
                 softmax_scale: rng.random_bool(0.2).then(|| rng.random_range(0.05..0.5)),
                 causal: rng.random_bool(0.4),
@@ -153,7 +157,7 @@ impl CheckCase {
         }
     }
 
-    /// The problem, with strides padded by `stride_pad` when asked.
+    /// The problem, with strides padded by `stride_pad` and heads outside rows when asked.
     pub fn problem(&self) -> FwdProblem {
         let mut p = FwdProblem::contiguous(
             self.dtype,
@@ -163,31 +167,40 @@ impl CheckCase {
             self.head_dim,
             self.options,
         );
-        if self.stride_pad > 0 {
+        if self.stride_pad > 0 || self.head_major {
             let (sq, sk) = p.layout.max_seqlens();
             let (tq, tk) = p.layout.total_rows();
             let batch = p.layout.batch();
-            let pad = |heads: usize, seqlen: usize, rows_total: usize| {
-                let head = (self.head_dim + self.stride_pad) as i64;
-                let row = heads as i64 * head + self.stride_pad as i64;
-                let batch_stride = if self.varlen { 0 } else { seqlen as i64 * row };
-                let rows = if self.varlen {
-                    rows_total
+            let pad = self.stride_pad as i64;
+            let d = self.head_dim as i64;
+            // Rows one (item, head) slice spans: the item's length, or every row for varlen.
+            let operand = |heads: usize, seqlen: usize, rows_total: usize| {
+                let (items, rows) = if self.varlen {
+                    (1, rows_total as i64)
                 } else {
-                    batch * seqlen
+                    (batch as i64, seqlen as i64)
+                };
+                let (row, head, item) = if self.head_major {
+                    let row = d + pad;
+                    let head = rows * row + pad;
+                    (row, head, heads as i64 * head)
+                } else {
+                    let head = d + pad;
+                    let row = heads as i64 * head + pad;
+                    (row, head, rows * row)
                 };
                 Operand {
                     strides: Strides {
-                        batch: batch_stride,
+                        batch: if self.varlen { 0 } else { item },
                         row,
                         head,
                     },
-                    len: rows * row as usize,
+                    len: (items * item) as usize,
                 }
             };
-            p.q = pad(self.num_heads_q, sq, tq);
+            p.q = operand(self.num_heads_q, sq, tq);
             p.o = p.q;
-            p.k = pad(self.num_heads_kv, sk, tk);
+            p.k = operand(self.num_heads_kv, sk, tk);
             p.v = p.k;
         }
         let stats = p.row_stats_len();
@@ -223,6 +236,9 @@ impl CheckCase {
         }
         if self.stride_pad > 0 {
             feats.push(format!("strided+{}", self.stride_pad));
+        }
+        if self.head_major {
+            feats.push("head-major".into());
         }
         format!(
             "{} d{} hq{}/hkv{} {} {:?} [{}]",

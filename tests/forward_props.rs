@@ -57,6 +57,7 @@ prop_compose! {
         // Varlen only: empty one item's queries (0) or keys (1), or neither.
         empty in prop::option::weighted(0.3, (0usize..3, 0usize..2)),
         stride_pad in prop_oneof![Just(0usize), Just(8), Just(16)],
+        head_major in prop::bool::weighted(0.25),
         options in options(),
         alibi in prop::bool::weighted(0.2),
         gates in prop::bool::weighted(0.2),
@@ -74,7 +75,7 @@ prop_compose! {
         }
         CheckCase {
             dtype, head_dim, num_heads_q: hkv * group, num_heads_kv: hkv, seqlens, varlen,
-            stride_pad, options, alibi, gates, lse, entropy, seed,
+            stride_pad, head_major, options, alibi, gates, lse, entropy, seed,
         }
     }
 }
