@@ -11,6 +11,7 @@ pub mod check;
 pub mod cuda;
 pub mod diagnostics;
 pub mod dtype;
+pub mod element;
 pub mod emulated;
 pub mod emulator;
 pub mod error;

@@ -21,10 +21,10 @@
 
 use flashmha::diagnostics::head_similarity_launch::HeadSimProblem;
 use flashmha::diagnostics::{
-    head_similarity_emulated, head_similarity_emulated_view, HalfElement, HeadSimPlan,
-    SimilarityMatrix,
+    head_similarity_emulated, head_similarity_emulated_view, HeadSimPlan, SimilarityMatrix,
 };
 use flashmha::dtype::DType;
+use flashmha::element::Element;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 
@@ -39,7 +39,7 @@ fn tolerance(plan: &HeadSimPlan, head_dim: usize) -> f64 {
 }
 
 /// Random `[tokens, heads, d]` data with planted structure, as f32 already rounded through `T`.
-fn planted_data<T: HalfElement + FromF32>(
+fn planted_data<T: Element + FromF32>(
     rng: &mut impl Rng,
     tokens: usize,
     heads: usize,
@@ -147,7 +147,7 @@ fn assert_matches_reference(
 }
 
 /// Runs one random case for element type T.
-fn check_random_case<T: HalfElement + FromF32>(
+fn check_random_case<T: Element + FromF32>(
     seed: u64,
     tokens: usize,
     heads: usize,

@@ -4,6 +4,7 @@
 
 use super::{CudaBackend, FwdSlices};
 use crate::dtype::DType;
+use crate::element::Element;
 use crate::emulated::{HostInputs, HostOutputs, POISON_U16};
 use crate::error::Result;
 use crate::problem::{FwdProblem, SeqLayout};
@@ -16,34 +17,20 @@ pub fn forward_host(
     inputs: &HostInputs,
 ) -> Result<HostOutputs> {
     match problem.dtype {
-        DType::F16 => run::<half::f16>(
-            backend,
-            problem,
-            inputs,
-            half::f16::from_bits,
-            half::f16::to_bits,
-        ),
-        DType::Bf16 => run::<half::bf16>(
-            backend,
-            problem,
-            inputs,
-            half::bf16::from_bits,
-            half::bf16::to_bits,
-        ),
+        DType::F16 => run::<half::f16>(backend, problem, inputs),
+        DType::Bf16 => run::<half::bf16>(backend, problem, inputs),
     }
 }
 
-fn run<T: super::AttnElement + Copy>(
+fn run<T: Element>(
     backend: &CudaBackend,
     problem: &FwdProblem,
     inputs: &HostInputs,
-    from_bits: fn(u16) -> T,
-    to_bits: fn(T) -> u16,
 ) -> Result<HostOutputs> {
     let stream = backend.context().default_stream();
     let up = |v: &[u16]| -> Result<CudaSlice<T>> {
-        let typed: Vec<T> = v.iter().map(|&b| from_bits(b)).collect();
-        Ok(stream.clone_htod(&typed)?)
+        // Host data holds the dtype's bit patterns: the same bytes as T.
+        Ok(stream.clone_htod(bytemuck::cast_slice::<u16, T>(v))?)
     };
     let q = up(&inputs.q)?;
     let k = up(&inputs.k)?;
@@ -96,7 +83,7 @@ fn run<T: super::AttnElement + Copy>(
     )?;
     stream.synchronize()?;
     Ok(HostOutputs {
-        o: stream.clone_dtoh(&o)?.into_iter().map(to_bits).collect(),
+        o: bytemuck::cast_slice::<T, u16>(&stream.clone_dtoh(&o)?).to_vec(),
         lse: lse.map(|s| stream.clone_dtoh(&s)).transpose()?,
         entropy: entropy.map(|s| stream.clone_dtoh(&s)).transpose()?,
     })

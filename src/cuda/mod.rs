@@ -4,12 +4,10 @@
 //! launches can be captured in CUDA graphs. Without a driver every entry point returns
 //! [`Error::NoCudaDriver`]; nothing here panics for lack of a GPU.
 
-mod element;
 mod host_run;
 mod image_choice;
 mod timing;
 
-pub use element::AttnElement;
 pub use host_run::forward_host;
 pub use image_choice::{choose_image, ImageChoice};
 pub use timing::time_forward;
@@ -17,6 +15,7 @@ pub use timing::time_forward;
 use crate::buffers::FwdBuffers;
 use crate::build_info::{self, FWD_KERNELS};
 use crate::diagnostics;
+use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::plan::{plan_forward, FwdPlan};
 use crate::problem::FwdProblem;
@@ -121,7 +120,7 @@ impl CudaBackend {
     /// cosine similarity of every pair of head outputs into `gram: [heads, heads]`, which this
     /// zeroes first (on `stream`); divide by the token count for the mean
     /// ([`crate::diagnostics::SimilarityMatrix::from_gram_sum`]). Asynchronous, like `forward`.
-    pub fn head_similarity<T: AttnElement>(
+    pub fn head_similarity<T: Element>(
         &self,
         stream: &Arc<CudaStream>,
         problem: &diagnostics::HeadSimProblem,
@@ -169,7 +168,7 @@ impl CudaBackend {
     /// The typed entry: validates `problem` against the slices, plans, and launches on `stream`.
     /// Each slice must hold at least the elements `problem` says (`FwdProblem::contiguous`
     /// fills them in); nothing on this path allocates or synchronises.
-    pub fn forward<T: AttnElement>(
+    pub fn forward<T: Element>(
         &self,
         stream: &CudaStream,
         problem: &FwdProblem,

@@ -8,34 +8,14 @@ use super::head_similarity_launch::{
 };
 use super::similarity::SimilarityMatrix;
 use crate::abi::ParamsBytes;
-use crate::dtype::DType;
+use crate::element::Element;
 use crate::emulated::parsed_module;
 use crate::emulator::{Device, LaunchConfig, LaunchReport};
 use crate::error::{Error, Result};
 
-/// A 16-bit element type the kernel reads.
-pub trait HalfElement: bytemuck::Pod {
-    const DTYPE: DType;
-    fn to_f32(self) -> f32;
-}
-
-impl HalfElement for half::f16 {
-    const DTYPE: DType = DType::F16;
-    fn to_f32(self) -> f32 {
-        half::f16::to_f32(self)
-    }
-}
-
-impl HalfElement for half::bf16 {
-    const DTYPE: DType = DType::Bf16;
-    fn to_f32(self) -> f32 {
-        half::bf16::to_f32(self)
-    }
-}
-
 /// Mean head similarity of a contiguous `o: [tokens, heads, head_dim]` computed by the kernel
 /// on the emulator, with the emulator's findings and counters.
-pub fn head_similarity_emulated<T: HalfElement>(
+pub fn head_similarity_emulated<T: Element>(
     o: &[T],
     tokens: usize,
     heads: usize,
@@ -48,7 +28,7 @@ pub fn head_similarity_emulated<T: HalfElement>(
 
 /// [`head_similarity_emulated`] for any strided view `problem` describes over the buffer `o`
 /// (whose length must be `problem.o_len`); also returns the plan that ran.
-pub fn head_similarity_emulated_view<T: HalfElement>(
+pub fn head_similarity_emulated_view<T: Element>(
     o: &[T],
     problem: &HeadSimProblem,
 ) -> Result<(SimilarityMatrix, LaunchReport, HeadSimPlan)> {

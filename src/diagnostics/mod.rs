@@ -20,9 +20,7 @@ pub mod plots;
 pub mod report;
 pub mod similarity;
 
-pub use emulated::{
-    describe_launch, head_similarity_emulated, head_similarity_emulated_view, HalfElement,
-};
+pub use emulated::{describe_launch, head_similarity_emulated, head_similarity_emulated_view};
 pub use entropy::{per_head_entropy, EntropySource, HeadEntropy};
 pub use head_similarity_launch::{
     plan_head_similarity, HeadSimBuffers, HeadSimPlan, HeadSimProblem,
