@@ -97,7 +97,7 @@ pub fn run(args: &BenchArgs) -> flashmha::Result<()> {
          DRAM bytes / bandwidth, warp-instructions / issue rate), a roofline that assumes the \
          grid fills the GPU; DRAM bytes = compulsory when K/V fit in L2, else every sector."
     );
-    let bar = progress(problems.len());
+    let bar = super::progress::bar(problems.len(), "configs");
     let mut t = table::new(&[
         "config",
         "warp-instr",
@@ -200,20 +200,11 @@ fn with_keys_doubled(p: &FwdProblem) -> FwdProblem {
     )
 }
 
-fn progress(n: usize) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(n as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} configs, {elapsed} {msg}")
-            .expect("static template"),
-    );
-    bar
-}
-
 fn run_gpu(args: &BenchArgs, problems: &[FwdProblem]) -> flashmha::Result<()> {
     let backend = flashmha::cuda::CudaBackend::new(0)?;
     let (major, minor) = backend.compute_capability();
     println!("flashmha bench on GPU (compute capability {major}.{minor}): CUDA events, median of {} launches after 10 warm-up, 4 input sets rotated", args.iters);
-    let bar = progress(problems.len());
+    let bar = super::progress::bar(problems.len(), "configs");
     let mut t = table::new(&[
         "config",
         "median ms",

@@ -41,13 +41,7 @@ pub fn run(args: &CheckArgs) -> flashmha::Result<bool> {
         Some(d) => vec![d],
         None => vec![DType::F16, DType::Bf16],
     };
-    let bar = indicatif::ProgressBar::new(args.cases as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} cases, {elapsed} elapsed, eta {eta} {msg}",
-        )
-        .expect("static template"),
-    );
+    let bar = super::progress::bar(args.cases, "cases");
     let mut t = table::new(&[
         "#",
         "case",

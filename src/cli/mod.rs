@@ -5,4 +5,5 @@ pub mod check;
 pub mod diagnose;
 pub mod emulate;
 pub mod info;
+pub mod progress;
 pub mod table;
