@@ -22,6 +22,20 @@
 #define FLASHMHA_FLAG_VARLEN 0x4u /* packed [total, h, d] layout through cu_seqlens_q / _k */
 
 /*
+ * Limits shared by host validation (Rust reads them through bindgen) and the kernels (which
+ * static_assert their own constants against them). Defined here once.
+ */
+/* One cp.async / ldmatrix row: q/k/v/o base addresses, strides and head_dim * element size must be
+ * multiples of it. */
+#define FLASHMHA_COPY_ALIGN_BYTES 16
+/* The mask and ALiBi math forms i + (sk - sq) +- window + 1 in int32 (kernels/common/mask.cuh):
+ * seqlen_q + seqlen_k + FLASHMHA_SEQLEN_HEADROOM must stay below 2^31 for every batch item. */
+#define FLASHMHA_SEQLEN_HEADROOM 256
+/* Largest opt-in dynamic shared memory per CTA on every cubin target: sm_86 / sm_89 allow 99 KiB
+ * (CUDA C++ Programming Guide, "Technical Specifications per Compute Capability"). */
+#define FLASHMHA_MAX_DYNAMIC_SMEM_BYTES 101376
+
+/*
  * Forward attention (prefill). Shapes, in elements:
  *   padded layout:  q: [b, sq, hq, d]   k, v: [b, sk, hkv, d]   o: [b, sq, hq, d]
  *   varlen layout:  q: [total_q, hq, d] k, v: [total_k, hkv, d] o: [total_q, hq, d]

@@ -4,8 +4,8 @@
 //! tests (`tests/forward_props.rs`) and `flashmha check`, so both judge kernels the same way.
 
 use crate::dtype::DType;
-use crate::emulated::{self, HostInputs};
 use crate::error::{Error, Result};
+use crate::host::{emulated, gpu, HostInputs, HostOutputs};
 use crate::options::{AttnOptions, SlidingWindow};
 use crate::problem::{FwdProblem, Operand, SeqLayout, Strides};
 use crate::reference::tolerance::ErrorModel;
@@ -289,12 +289,12 @@ pub fn run_case(case: &CheckCase) -> Result<CaseOutcome> {
 pub fn run_case_cuda(case: &CheckCase) -> Result<CaseOutcome> {
     let backend = crate::cuda::CudaBackend::new(0)?;
     run_case_with(case, |p, inputs| {
-        Ok((crate::cuda::forward_host(&backend, p, inputs)?, None))
+        Ok((gpu::forward_host(&backend, p, inputs)?, None))
     })
 }
 
 /// What a backend returns for one case: outputs, and the emulator's report if it was emulated.
-type RunOutput = (emulated::HostOutputs, Option<crate::emulator::LaunchReport>);
+type RunOutput = (HostOutputs, Option<crate::emulator::LaunchReport>);
 
 fn run_case_with(
     case: &CheckCase,
@@ -389,7 +389,7 @@ fn run_case_with(
         alibi_slopes: slopes.as_deref(),
         head_gates: gates.as_deref(),
     })
-    .map_err(|e| Error::Emulator(format!("reference failed: {e}")))?;
+    .map_err(|e| Error::Reference(e.to_string()))?;
 
     let o_out: Vec<f32> = q_off
         .iter()

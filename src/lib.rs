@@ -1,25 +1,45 @@
 //! flashmha: hand-written CUDA kernels for flash-style fused multi-head attention, with a PTX
 //! emulator so that every kernel runs, is checked and is measured without a GPU.
 //!
-//! Data flows one way: user API -> [`validate`] -> [`plan`] (pure) -> backend ([`cuda`] or
-//! [`emulator`]); both backends execute the same plan with the same module bytes.
+//! Data flows one way: user API ([`shape`], the backends' argument builders) -> [`validate`]
+//! -> [`plan`] (pure) -> [`backend`] ([`backend::cuda`] or [`backend::emulator`]); both
+//! backends execute the same plan with the same module bytes. [`host`] holds host-data helpers
+//! owned by neither backend.
+//!
+//! Features: with `default-features = false` only what launching needs is compiled (the CUDA
+//! backend, validation and plans). `emulator` adds the PTX emulator backend, `reference` the
+//! candle CPU reference and the random-case checker, `diagnostics` the head-diagnostics
+//! analysis and plots, `cli` the `flashmha` binary (default), `candle` the candle op, `capi`
+//! the C ABI.
 
 pub mod abi;
-pub mod buffers;
+pub mod backend;
 pub mod build_info;
+#[cfg(feature = "reference")]
 pub mod check;
-pub mod cuda;
+#[cfg(feature = "diagnostics")]
 pub mod diagnostics;
 pub mod dtype;
 pub mod element;
-pub mod emulated;
+#[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod error;
+pub mod host;
 pub mod options;
+#[cfg(feature = "emulator")]
 pub mod perf_model;
 pub mod plan;
-pub mod problem;
+#[cfg(feature = "reference")]
 pub mod reference;
+pub mod shape;
 pub mod validate;
 
+pub use backend::cuda;
+#[cfg(feature = "emulator")]
+pub use host::emulated;
+pub use host::problem;
+
 pub use error::{Error, Result};
+pub use options::AttnOptions;
+pub use plan::FwdPlan;
+pub use shape::{FwdShape, Heads, SeqShape, Strides};

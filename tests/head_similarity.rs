@@ -19,12 +19,12 @@
 //! case, not a fit to observed errors (which are ~100x smaller). The diagonal is exact (the
 //! kernel adds token counts, the reference writes 1).
 
-use flashmha::diagnostics::head_similarity_launch::HeadSimProblem;
 use flashmha::diagnostics::{
     head_similarity_emulated, head_similarity_emulated_view, HeadSimPlan, SimilarityMatrix,
 };
 use flashmha::dtype::DType;
 use flashmha::element::Element;
+use flashmha::plan::head_similarity::HeadSimProblem;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 
@@ -39,12 +39,7 @@ fn tolerance(plan: &HeadSimPlan, head_dim: usize) -> f64 {
 }
 
 /// Random `[tokens, heads, d]` data with planted structure, as f32 already rounded through `T`.
-fn planted_data<T: Element + FromF32>(
-    rng: &mut impl Rng,
-    tokens: usize,
-    heads: usize,
-    d: usize,
-) -> Vec<f32> {
+fn planted_data<T: Element>(rng: &mut impl Rng, tokens: usize, heads: usize, d: usize) -> Vec<f32> {
     // Per-head magnitude 10^[-3, 3]: the kernel's norm must not care about scale.
     let scale: Vec<f32> = (0..heads)
         .map(|_| 10f32.powf(rng.random_range(-3.0..3.0)))
@@ -89,20 +84,6 @@ fn planted_data<T: Element + FromF32>(
 }
 
 /// Conversion from f32 for the two element types (half has no common trait for it).
-trait FromF32 {
-    fn from_f32(x: f32) -> Self;
-}
-impl FromF32 for half::f16 {
-    fn from_f32(x: f32) -> Self {
-        half::f16::from_f32(x)
-    }
-}
-impl FromF32 for half::bf16 {
-    fn from_f32(x: f32) -> Self {
-        half::bf16::from_f32(x)
-    }
-}
-
 /// Asserts every entry of `got` is within `tol` of the reference on `o` (f32 values of T), the
 /// diagonal is exactly 1 and the kernel's two triangles agree within 2·tol.
 fn assert_matches_reference(
@@ -147,7 +128,7 @@ fn assert_matches_reference(
 }
 
 /// Runs one random case for element type T.
-fn check_random_case<T: Element + FromF32>(
+fn check_random_case<T: Element>(
     seed: u64,
     tokens: usize,
     heads: usize,

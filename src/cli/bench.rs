@@ -5,7 +5,8 @@
 use super::table;
 use flashmha::build_info::FWD_KERNELS;
 use flashmha::dtype::DType;
-use flashmha::emulated::{self, HostInputs};
+use flashmha::emulated;
+use flashmha::host::HostInputs;
 use flashmha::options::AttnOptions;
 use flashmha::perf_model::{self, Bound, A100, H100};
 use flashmha::problem::{FwdProblem, SeqLayout};
@@ -87,7 +88,7 @@ fn label(p: &FwdProblem) -> String {
     )
 }
 
-pub fn run(args: &BenchArgs) -> flashmha::Result<()> {
+pub fn run(args: &BenchArgs) -> super::CliResult<()> {
     let problems = problems(args);
     if args.gpu {
         return run_gpu(args, &problems);
@@ -111,14 +112,11 @@ pub fn run(args: &BenchArgs) -> flashmha::Result<()> {
     ]);
     for p in &problems {
         bar.set_message(label(p));
-        let emulate = |p: &FwdProblem| -> flashmha::Result<flashmha::emulator::Counters> {
+        let emulate = |p: &FwdProblem| -> super::CliResult<flashmha::emulator::Counters> {
             let run = emulated::forward(p, &HostInputs::random(p, 7))?;
             match run.report.findings.first() {
                 None => Ok(run.report.counters),
-                Some(f) => Err(flashmha::Error::Emulator(format!(
-                    "{}: finding {f}",
-                    label(p)
-                ))),
+                Some(f) => Err(super::CliError::Usage(format!("{}: finding {f}", label(p)))),
             }
         };
         let c = emulate(p)?;
@@ -200,7 +198,7 @@ fn with_keys_doubled(p: &FwdProblem) -> FwdProblem {
     )
 }
 
-fn run_gpu(args: &BenchArgs, problems: &[FwdProblem]) -> flashmha::Result<()> {
+fn run_gpu(args: &BenchArgs, problems: &[FwdProblem]) -> super::CliResult<()> {
     let backend = flashmha::cuda::CudaBackend::new(0)?;
     let (major, minor) = backend.compute_capability();
     println!("flashmha bench on GPU (compute capability {major}.{minor}): CUDA events, median of {} launches after 10 warm-up, 4 input sets rotated", args.iters);
@@ -214,7 +212,18 @@ fn run_gpu(args: &BenchArgs, problems: &[FwdProblem]) -> flashmha::Result<()> {
     ]);
     for p in problems {
         bar.set_message(label(p));
-        let mut ms = flashmha::cuda::time_forward(&backend, p, 4, 10, args.iters.max(1))?;
+        let shape = p.shape()?;
+        let iters = args.iters.max(1);
+        let mut ms = match p.dtype {
+            DType::F16 => {
+                let plan = flashmha::FwdPlan::<half::f16>::new(&shape)?;
+                flashmha::cuda::time_forward(&backend, &plan, 4, 10, iters)?
+            }
+            DType::Bf16 => {
+                let plan = flashmha::FwdPlan::<half::bf16>::new(&shape)?;
+                flashmha::cuda::time_forward(&backend, &plan, 4, 10, iters)?
+            }
+        };
         ms.sort_by(f32::total_cmp);
         let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize] as f64;
         let median = at(0.5);

@@ -29,7 +29,7 @@ pub struct CheckArgs {
     gpu: bool,
 }
 
-pub fn run(args: &CheckArgs) -> flashmha::Result<bool> {
+pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
     let seed = args.seed.unwrap_or_else(rand::random);
     println!(
         "flashmha check: {} cases, seed {seed}, on {}",
@@ -68,7 +68,8 @@ pub fn run(args: &CheckArgs) -> flashmha::Result<bool> {
                     .filter(|r| r.dtype == dtype)
                     .map(|r| r.head_dim)
                     .collect(),
-            });
+            }
+            .into());
         }
         let case = CheckCase::random(&mut rng, &[dtype], &dims, args.max_len);
         bar.set_message(case.describe());

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng};
 
+use super::{CliError, CliResult as Result};
 use flashmha::diagnostics::{self, report, EntropySource, SimilarityMatrix};
 use flashmha::dtype::DType;
-use flashmha::emulated::{self, HostInputs};
-use flashmha::error::{Error, Result};
+use flashmha::emulated;
+use flashmha::host::HostInputs;
 use flashmha::options::AttnOptions;
 use flashmha::problem::{FwdProblem, SeqLayout};
 use flashmha::reference;
@@ -125,7 +126,7 @@ struct ForwardOutputs {
 
 pub fn run(args: &DiagnoseArgs) -> Result<()> {
     if !(args.threshold.is_finite() && (-1.0..=1.0).contains(&args.threshold)) {
-        return Err(Error::Option(format!(
+        return Err(CliError::Usage(format!(
             "--threshold {} must be in [-1, 1]",
             args.threshold
         )));
@@ -192,7 +193,7 @@ fn load_or_generate(args: &DiagnoseArgs, dtype: DType) -> Result<Inputs> {
         _ => generate(args)?,
     };
     if inp.dim == 0 || inp.dim % 8 != 0 || inp.dim > 256 {
-        return Err(Error::Option(format!(
+        return Err(CliError::Usage(format!(
             "head dim {} must be a positive multiple of 8, at most 256",
             inp.dim
         )));
@@ -215,7 +216,7 @@ fn load(args: &DiagnoseArgs, q: &Path, k: &Path, v: &Path) -> Result<Inputs> {
         match *s {
             [a, b, c] => Ok([1, a, b, c]),
             [a, b, c, d] => Ok([a, b, c, d]),
-            _ => Err(Error::Option(format!(
+            _ => Err(CliError::Usage(format!(
                 "--{name}: shape {s:?} is neither [seq, heads, dim] nor [batch, seq, heads, dim]"
             ))),
         }
@@ -226,7 +227,7 @@ fn load(args: &DiagnoseArgs, q: &Path, k: &Path, v: &Path) -> Result<Inputs> {
         as4(&vt.shape, "v")?,
     );
     if ks != vs || qs[0] != ks[0] || qs[1] != ks[1] || qs[3] != ks[3] {
-        return Err(Error::Option(format!(
+        return Err(CliError::Usage(format!(
             "q {qs:?}, k {ks:?}, v {vs:?}: batch, seq and dim must agree and k, v must match"
         )));
     }
@@ -247,7 +248,7 @@ fn generate(args: &DiagnoseArgs) -> Result<Inputs> {
     let (b, s, h, d) = (args.batch, args.seq, args.heads, args.dim);
     let hkv = args.kv_heads.unwrap_or(h);
     if b == 0 || s == 0 || h == 0 || hkv == 0 {
-        return Err(Error::Option(
+        return Err(CliError::Usage(
             "--batch, --seq, --heads and --kv-heads must be >= 1".into(),
         ));
     }
@@ -286,7 +287,7 @@ fn generate(args: &DiagnoseArgs) -> Result<Inputs> {
 fn plant_duplicates(args: &DiagnoseArgs, inp: &mut Inputs) -> Result<()> {
     let (h, hkv, d) = (inp.heads, inp.kv_heads, inp.dim);
     if h % hkv != 0 {
-        return Err(Error::Option(format!(
+        return Err(CliError::Usage(format!(
             "heads {h} is not a multiple of kv heads {hkv}"
         )));
     }
@@ -295,12 +296,12 @@ fn plant_duplicates(args: &DiagnoseArgs, inp: &mut Inputs) -> Result<()> {
     let noise = args.duplicate_noise;
     for &(src, dst) in &args.duplicates {
         if src >= h || dst >= h || src == dst {
-            return Err(Error::Option(format!(
+            return Err(CliError::Usage(format!(
                 "--duplicate {src}:{dst}: heads must differ and be < {h}"
             )));
         }
         if hkv != h && src / group != dst / group {
-            return Err(Error::Option(format!(
+            return Err(CliError::Usage(format!(
                 "--duplicate {src}:{dst}: with GQA both query heads must share a KV head \
                  (groups of {group})"
             )));
@@ -356,7 +357,7 @@ fn forward_outputs(inp: &Inputs, causal: bool, dtype: DType) -> Result<ForwardOu
         },
     )?;
     if let Some(f) = run.report.findings.first() {
-        return Err(Error::Emulator(format!(
+        return Err(CliError::Usage(format!(
             "forward kernel: {} findings, first: {f}",
             run.report.findings.len()
         )));
@@ -385,7 +386,7 @@ fn similarity(
     match args.similarity {
         SimilarityBackend::Reference => {
             let m = reference::head_similarity(o, tokens, h, d)
-                .map_err(|e| Error::Shape(format!("reference head_similarity: {e}")))?;
+                .map_err(|e| flashmha::Error::Reference(e.to_string()))?;
             Ok((
                 SimilarityMatrix::new(h, m)?,
                 "reference (CPU, candle f64)".to_string(),

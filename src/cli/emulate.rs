@@ -5,11 +5,12 @@
 use super::table;
 use flashmha::build_info::FWD_KERNELS;
 use flashmha::diagnostics::head_similarity_emulated;
-use flashmha::diagnostics::head_similarity_launch::{ENTRY_BF16, ENTRY_F16};
 use flashmha::dtype::DType;
-use flashmha::emulated::{self, HostInputs};
+use flashmha::emulated;
 use flashmha::emulator::LaunchReport;
+use flashmha::host::HostInputs;
 use flashmha::options::AttnOptions;
+use flashmha::plan::head_similarity::{ENTRY_BF16, ENTRY_F16};
 use flashmha::problem::{FwdProblem, SeqLayout};
 
 #[derive(clap::Args)]
@@ -35,7 +36,7 @@ pub struct EmulateArgs {
     seed: u64,
 }
 
-pub fn run(args: &EmulateArgs) -> flashmha::Result<bool> {
+pub fn run(args: &EmulateArgs) -> super::CliResult<bool> {
     let head_sim = [
         (ENTRY_F16, flashmha::dtype::DType::F16),
         (ENTRY_BF16, flashmha::dtype::DType::Bf16),
@@ -53,7 +54,7 @@ pub fn run(args: &EmulateArgs) -> flashmha::Result<bool> {
                 .map(|r| r.entry)
                 .chain([ENTRY_F16, ENTRY_BF16])
                 .collect();
-            flashmha::Error::Shape(format!("no kernel {e}; known: {known:?}"))
+            super::CliError::Usage(format!("no kernel {e}; known: {known:?}"))
         })?,
         None => &FWD_KERNELS[0],
     };
@@ -80,16 +81,16 @@ pub fn run(args: &EmulateArgs) -> flashmha::Result<bool> {
     println!(
         "{}: grid {:?}, block {:?}, {} B dynamic shared memory; emulated in {:.2} s",
         row.entry,
-        run.plan.grid,
-        run.plan.block,
-        run.plan.dynamic_smem_bytes,
+        run.launch.grid,
+        run.launch.block,
+        run.launch.dynamic_smem_bytes,
         elapsed.as_secs_f64()
     );
     print_report(&run.report)
 }
 
 /// The head-similarity kernel over a random `o: [batch * seqlen_q, heads, head_dim]`.
-fn run_head_similarity(args: &EmulateArgs, entry: &str, dtype: DType) -> flashmha::Result<bool> {
+fn run_head_similarity(args: &EmulateArgs, entry: &str, dtype: DType) -> super::CliResult<bool> {
     use rand::{Rng, SeedableRng};
     let tokens = args.batch * args.seqlen_q;
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
@@ -117,7 +118,7 @@ fn run_head_similarity(args: &EmulateArgs, entry: &str, dtype: DType) -> flashmh
 }
 
 /// Findings and counters as tables; true when the launch was clean.
-fn print_report(report: &LaunchReport) -> flashmha::Result<bool> {
+fn print_report(report: &LaunchReport) -> super::CliResult<bool> {
     let mut t = table::new(&["finding"]);
     for f in &report.findings {
         t.add_row(vec![f.to_string()]);

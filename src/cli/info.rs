@@ -5,7 +5,7 @@ use super::table;
 use flashmha::build_info::{self, FWD_KERNELS, MODULES, TOOLKIT};
 use flashmha::cuda;
 
-pub fn run() -> flashmha::Result<()> {
+pub fn run() -> super::CliResult<()> {
     let mut t = table::new(&["toolkit", ""]);
     t.add_row(vec![
         "nvcc",

@@ -7,3 +7,15 @@ pub mod emulate;
 pub mod info;
 pub mod progress;
 pub mod table;
+
+/// Errors of the command line: a usage problem the CLI itself finds (bad flag combination,
+/// unknown kernel name), or an error of the library.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Lib(#[from] flashmha::Error),
+}
+
+pub type CliResult<T> = std::result::Result<T, CliError>;

@@ -1,17 +1,17 @@
 //! Runs the head-similarity kernel on the PTX emulator: uploads o, zeroes gram, launches the
-//! plan of [`super::head_similarity_launch`] with the embedded PTX and the same params bytes the
+//! plan of [`crate::plan::head_similarity`] with the embedded PTX and the same params bytes the
 //! CUDA backend would pass, reads gram back and turns it into the mean [`SimilarityMatrix`].
 //! Touches only the emulator device it creates.
 
-use super::head_similarity_launch::{
-    plan_head_similarity, HeadSimBuffers, HeadSimPlan, HeadSimProblem,
-};
 use super::similarity::SimilarityMatrix;
 use crate::abi::ParamsBytes;
+use crate::backend::emulator::parsed_module;
 use crate::element::Element;
-use crate::emulated::parsed_module;
 use crate::emulator::{Device, LaunchConfig, LaunchReport};
-use crate::error::{Error, Result};
+use crate::error::{Dim, Error, Result, TensorName};
+use crate::plan::head_similarity::{
+    plan_head_similarity, HeadSimBuffers, HeadSimPlan, HeadSimProblem,
+};
 
 /// Mean head similarity of a contiguous `o: [tokens, heads, head_dim]` computed by the kernel
 /// on the emulator, with the emulator's findings and counters.
@@ -33,28 +33,27 @@ pub fn head_similarity_emulated_view<T: Element>(
     problem: &HeadSimProblem,
 ) -> Result<(SimilarityMatrix, LaunchReport, HeadSimPlan)> {
     if problem.dtype != T::DTYPE {
-        return Err(Error::DType(format!(
-            "problem says {} but the data is {}",
-            problem.dtype,
-            T::DTYPE
-        )));
+        return Err(Error::DTypeMismatch {
+            tensor: TensorName::HeadSimInput,
+            expected: problem.dtype,
+            found: T::DTYPE,
+        });
     }
     if o.len() != problem.o_len {
-        return Err(Error::Shape(format!(
-            "o: the problem says {} elements, the host buffer has {}",
-            problem.o_len,
-            o.len()
-        )));
+        return Err(Error::DimMismatch {
+            tensor: TensorName::HeadSimInput,
+            dim: Dim::Len,
+            expected: problem.o_len,
+            found: o.len(),
+        });
     }
-    let emu = |e: crate::emulator::EmuError| Error::Emulator(e.to_string());
     let heads = problem.num_heads;
     let mut dev = Device::new();
     let o_ptr = dev.alloc(std::mem::size_of_val(o));
-    dev.write(o_ptr, bytemuck::cast_slice(o)).map_err(emu)?;
+    dev.write(o_ptr, bytemuck::cast_slice(o))?;
     // The kernel accumulates into gram: it must start at zero.
     let gram_ptr = dev.alloc(problem.gram_len * 4);
-    dev.write(gram_ptr, &vec![0u8; problem.gram_len * 4])
-        .map_err(emu)?;
+    dev.write(gram_ptr, &vec![0u8; problem.gram_len * 4])?;
     let plan = plan_head_similarity(
         problem,
         &HeadSimBuffers {
@@ -68,10 +67,8 @@ pub fn head_similarity_emulated_view<T: Element>(
         block: plan.block,
         dynamic_smem_bytes: plan.dynamic_smem_bytes,
     };
-    let report = dev
-        .launch(&module, plan.entry, &cfg, plan.params.as_bytes())
-        .map_err(emu)?;
-    let bytes = dev.read(gram_ptr, heads * heads * 4).map_err(emu)?;
+    let report = dev.launch(&module, plan.entry, &cfg, plan.params.as_bytes())?;
+    let bytes = dev.read(gram_ptr, heads * heads * 4)?;
     let gram: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
     let m = SimilarityMatrix::from_gram_sum(heads, &gram, problem.num_tokens)?;
     Ok((m, report, plan))

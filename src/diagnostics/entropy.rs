@@ -2,7 +2,7 @@
 //! The per-row entropies come from the fused forward kernel's `entropy` output
 //! (`FlashFwdParams.entropy`); [`EntropySource`] records how it ran, so reports can say so. Pure.
 
-use crate::error::{Error, Result};
+use crate::error::{Dim, Error, Result, TensorName};
 
 /// Where per-row entropies came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,11 +36,20 @@ pub fn per_head_entropy(
     heads: usize,
     seqlen_q: usize,
 ) -> Result<Vec<HeadEntropy>> {
-    if batch * heads * seqlen_q == 0 || entropy.len() != batch * heads * seqlen_q {
-        return Err(Error::Shape(format!(
-            "entropy has {} values, expected batch {batch} x heads {heads} x seqlen_q {seqlen_q} > 0",
-            entropy.len()
-        )));
+    let expected = batch * heads * seqlen_q;
+    if expected == 0 {
+        return Err(Error::EmptyDim {
+            tensor: TensorName::Entropy,
+            dim: Dim::Len,
+        });
+    }
+    if entropy.len() != expected {
+        return Err(Error::DimMismatch {
+            tensor: TensorName::Entropy,
+            dim: Dim::Len,
+            expected,
+            found: entropy.len(),
+        });
     }
     Ok((0..heads)
         .map(|h| {

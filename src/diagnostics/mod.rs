@@ -1,9 +1,8 @@
 //! Head diagnostics: how alike a model's attention heads are, and how focused their attention is.
 //!
-//! - [`head_similarity_launch`]: validation and the pure launch plan of the head-similarity
-//!   kernel (`kernels/head_similarity.cu`), which sums per-token cosine similarities of every
-//!   pair of head outputs into an `H × H` matrix.
-//! - [`emulated`]: that kernel run on the PTX emulator ([`head_similarity_emulated`]).
+//! - [`emulated`]: the head-similarity kernel (`kernels/head_similarity.cu`, planned by
+//!   [`crate::plan::head_similarity`]), which sums per-token cosine similarities of every pair of
+//!   head outputs into an `H × H` matrix, run on the PTX emulator ([`head_similarity_emulated`]).
 //! - [`similarity`]: host analysis of the mean matrix: eigen spectrum, effective number of
 //!   distinct heads (participation ratio), near-duplicate clusters.
 //! - [`entropy`]: per-head statistics of the forward kernel's per-row attention entropy.
@@ -14,17 +13,16 @@
 
 pub mod emulated;
 pub mod entropy;
-pub mod head_similarity_launch;
 pub mod npy;
 pub mod plots;
 pub mod report;
 pub mod similarity;
 
-pub use emulated::{describe_launch, head_similarity_emulated, head_similarity_emulated_view};
-pub use entropy::{per_head_entropy, EntropySource, HeadEntropy};
-pub use head_similarity_launch::{
+pub use crate::plan::head_similarity::{
     plan_head_similarity, HeadSimBuffers, HeadSimPlan, HeadSimProblem,
 };
+pub use emulated::{describe_launch, head_similarity_emulated, head_similarity_emulated_view};
+pub use entropy::{per_head_entropy, EntropySource, HeadEntropy};
 pub use similarity::{
     analyze, duplicate_clusters, participation_ratio, spectrum, Cluster, SimilarityAnalysis,
     SimilarityMatrix, Spectrum, DEFAULT_DUPLICATE_THRESHOLD,

@@ -17,7 +17,10 @@ pub struct HostTensor {
 }
 
 fn bad(path: &Path, why: impl std::fmt::Display) -> Error {
-    Error::Option(format!("{}: {why}", path.display()))
+    Error::BadInputFile {
+        path: path.to_path_buf(),
+        reason: why.to_string(),
+    }
 }
 
 /// Reads `path`: `.npy` by its header; anything else as raw little-endian f32 of `raw_shape`.

@@ -52,21 +52,18 @@ pub fn load_font(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = LOADED.get() {
         return Ok(p.clone());
     }
-    let path = find_font(explicit).ok_or_else(|| {
-        Error::Option(format!(
-            "no TrueType font found for the plots: pass --font PATH or set {FONT_ENV} \
-             (looked in {FONT_CANDIDATES:?} and under {FONT_DIRS:?})"
-        ))
+    let path = find_font(explicit).ok_or(Error::FontNotFound { env: FONT_ENV })?;
+    let bytes = std::fs::read(&path).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
     })?;
-    let bytes = std::fs::read(&path)
-        .map_err(|e| Error::Option(format!("--font {}: {e}", path.display())))?;
     // plotters keeps fonts for the whole process ('static); loaded once, so leaking is bounded.
     let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
     plotters::style::register_font(FAMILY, FontStyle::Normal, bytes).map_err(|_| {
-        Error::Option(format!(
-            "--font {}: not a TrueType/OpenType font",
-            path.display()
-        ))
+        Error::BadInputFile {
+            path: path.clone(),
+            reason: "not a TrueType/OpenType font".into(),
+        }
     })?;
     Ok(LOADED.get_or_init(|| path).clone())
 }
@@ -114,7 +111,10 @@ pub fn cosine_color(c: f64) -> RGBColor {
 }
 
 fn plot_err<E: std::error::Error + Send + Sync>(what: &Path, e: DrawingAreaErrorKind<E>) -> Error {
-    Error::Option(format!("--out: cannot draw {}: {e}", what.display()))
+    Error::Plot {
+        path: what.to_path_buf(),
+        reason: e.to_string(),
+    }
 }
 
 /// Writes the heatmap of `m` as `<stem>.png` and `<stem>.svg`; returns both paths.

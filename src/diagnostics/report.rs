@@ -37,13 +37,18 @@ pub const ENTROPY_CSV: &str = "entropy.csv";
 pub const SUMMARY_MD: &str = "summary.md";
 
 fn write(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).map_err(|e| Error::Option(format!("--out: {}: {e}", path.display())))
+    std::fs::write(path, text).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes the whole report into `dir` (created if missing); returns the files written.
 pub fn write_report(dir: &Path, r: &Report) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::Option(format!("--out {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let h = r.matrix.heads();
     let mut files = Vec::new();
     let mut put = |name: &str, text: String| -> Result<()> {

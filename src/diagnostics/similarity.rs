@@ -24,7 +24,7 @@
 
 use nalgebra::{DMatrix, SymmetricEigen};
 
-use crate::error::{Error, Result};
+use crate::error::{Dim, Error, Result, TensorName};
 
 /// Default similarity at or above which two heads are called near-duplicates.
 pub const DEFAULT_DUPLICATE_THRESHOLD: f32 = 0.9;
@@ -43,19 +43,19 @@ impl SimilarityMatrix {
     /// symmetrised (`(C + Cᵀ) / 2`), which only removes rounding asymmetry.
     pub fn new(heads: usize, values: Vec<f32>) -> Result<Self> {
         if heads == 0 || values.len() != heads * heads {
-            return Err(Error::Shape(format!(
-                "similarity matrix of {heads} heads needs {} values, got {}",
-                heads * heads,
-                values.len()
-            )));
+            return Err(Error::DimMismatch {
+                tensor: TensorName::Gram,
+                dim: Dim::Len,
+                expected: heads * heads,
+                found: values.len(),
+            });
         }
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(Error::Shape(format!(
-                "similarity matrix entry ({}, {}) is {} (non-finite input?)",
-                i / heads,
-                i % heads,
-                values[i]
-            )));
+            return Err(Error::NonFinite {
+                what: "similarity matrix (row-major)",
+                index: i,
+                value: values[i],
+            });
         }
         let mut m = SimilarityMatrix {
             heads,
@@ -76,7 +76,10 @@ impl SimilarityMatrix {
     /// The mean from the kernel's output: `gram` holds the sum over `tokens` tokens.
     pub fn from_gram_sum(heads: usize, gram: &[f32], tokens: usize) -> Result<Self> {
         if tokens == 0 {
-            return Err(Error::Shape("mean over 0 tokens".into()));
+            return Err(Error::EmptyDim {
+                tensor: TensorName::HeadSimInput,
+                dim: Dim::Seq,
+            });
         }
         let inv = 1.0 / tokens as f64;
         let mean = gram.iter().map(|&g| (f64::from(g) * inv) as f32).collect();

@@ -1,12 +1,15 @@
 //! Unit tests of validation and the launch plan, on a synthetic kernel table so they do not
-//! depend on which instantiations this build compiled.
+//! depend on which instantiations this build compiled. Problems are described with the host
+//! harness type [`FwdProblem`] (lengths, cu_seqlens) and planned through its shape.
 
 use super::*;
 use crate::dtype::DType;
-use crate::error::Error;
+use crate::error::{AlignWhat, CuSeqlensFault, Dim, Error, OptionName, TensorName};
+use crate::host::problem::{FwdProblem, SeqLayout, Strides};
 use crate::options::{AttnOptions, SlidingWindow};
-use crate::problem::{SeqLayout, Strides};
+use crate::validate::binding::DevBuf;
 use crate::validate::MAX_ROW_STRIDE as MAX_ROW_STRIDE_FOR_TEST;
+use half::{bf16, f16};
 
 const TABLE: &[FwdKernelRow] = &[
     FwdKernelRow {
@@ -44,31 +47,46 @@ fn padded(batch: usize, sq: usize, sk: usize, hq: usize, hkv: usize, d: usize) -
     )
 }
 
-/// Non-overlapping, 256-byte aligned addresses for every buffer of `p`.
-fn buffers(p: &FwdProblem) -> FwdBuffers {
+/// Non-overlapping, 256-byte aligned buffers of exactly the sizes `p` states.
+fn buffers(p: &FwdProblem) -> FwdBufs {
     let mut next = 0x1000_0000u64;
-    let mut take = |bytes: usize| {
-        let a = next;
-        next += (bytes as u64).div_ceil(256) * 256 + 256;
-        a
+    let mut take = |len: usize, elem: usize| {
+        let addr = next;
+        next += ((len * elem) as u64).div_ceil(256) * 256 + 256;
+        DevBuf { addr, len }
     };
     let e = p.dtype.size();
-    FwdBuffers {
-        q: take(p.q.len * e),
-        k: take(p.k.len * e),
-        v: take(p.v.len * e),
-        o: take(p.o.len * e),
-        lse: p.lse_len.map_or(0, |n| take(n * 4)),
-        entropy: p.entropy_len.map_or(0, |n| take(n * 4)),
-        alibi_slopes: p.alibi_len.map_or(0, |n| take(n * 4)),
-        head_gates: p.gates_len.map_or(0, |n| take(n * 4)),
-        cu_seqlens_q: if p.layout.is_varlen() { take(64) } else { 0 },
-        cu_seqlens_k: if p.layout.is_varlen() { take(64) } else { 0 },
+    let cu = match &p.layout {
+        SeqLayout::Varlen {
+            cu_seqlens_q,
+            cu_seqlens_k,
+        } => Some((take(cu_seqlens_q.len(), 4), take(cu_seqlens_k.len(), 4))),
+        SeqLayout::Padded { .. } => None,
+    };
+    FwdBufs {
+        q: take(p.q.len, e),
+        k: take(p.k.len, e),
+        v: take(p.v.len, e),
+        o: take(p.o.len, e),
+        lse: p.lse_len.map(|n| take(n, 4)),
+        entropy: p.entropy_len.map(|n| take(n, 4)),
+        alibi_slopes: p.alibi_len.map(|n| take(n, 4)),
+        head_gates: p.gates_len.map(|n| take(n, 4)),
+        cu_seqlens: cu,
     }
 }
 
-fn plan(p: &FwdProblem) -> Result<FwdPlan> {
-    plan_forward_in(TABLE, p, &buffers(p))
+/// Plans `p` (with the element type its dtype names) and binds `b`.
+fn plan_with(p: &FwdProblem, b: &FwdBufs) -> Result<FwdLaunch> {
+    let shape = p.shape()?;
+    match p.dtype {
+        DType::F16 => FwdPlan::<f16>::new_in(TABLE, &shape)?.bind(b),
+        DType::Bf16 => FwdPlan::<bf16>::new_in(TABLE, &shape)?.bind(b),
+    }
+}
+
+fn plan(p: &FwdProblem) -> Result<FwdLaunch> {
+    plan_with(p, &buffers(p))
 }
 
 #[test]
@@ -150,9 +168,33 @@ fn unsupported_head_dim_lists_the_compiled_ones() {
 
 #[test]
 fn heads_must_divide_and_lengths_must_be_positive() {
-    assert_err(&padded(1, 8, 8, 6, 4, 64), |e| matches!(e, Error::Shape(_)));
-    assert_err(&padded(1, 0, 8, 4, 4, 64), |e| matches!(e, Error::Shape(_)));
-    assert_err(&padded(0, 8, 8, 4, 4, 64), |e| matches!(e, Error::Shape(_)));
+    assert_err(&padded(1, 8, 8, 6, 4, 64), |e| {
+        matches!(
+            e,
+            Error::HeadsNotDivisible {
+                heads_q: 6,
+                heads_kv: 4
+            }
+        )
+    });
+    assert_err(&padded(1, 0, 8, 4, 4, 64), |e| {
+        matches!(
+            e,
+            Error::EmptyDim {
+                tensor: TensorName::Q,
+                dim: Dim::Seq
+            }
+        )
+    });
+    assert_err(&padded(0, 8, 8, 4, 4, 64), |e| {
+        matches!(
+            e,
+            Error::EmptyDim {
+                dim: Dim::Batch,
+                ..
+            }
+        )
+    });
 }
 
 #[test]
@@ -160,12 +202,24 @@ fn buffers_too_small_are_rejected() {
     let mut p = padded(2, 33, 40, 4, 2, 64);
     p.k.len -= 1;
     assert_err(&p, |e| {
-        matches!(e, Error::BufferTooSmall { tensor: "k", .. })
+        matches!(
+            e,
+            Error::BufferTooSmall {
+                tensor: TensorName::K,
+                ..
+            }
+        )
     });
     let mut p = padded(2, 33, 40, 4, 2, 64);
     p.lse_len = Some(p.row_stats_len() - 1);
     assert_err(&p, |e| {
-        matches!(e, Error::BufferTooSmall { tensor: "lse", .. })
+        matches!(
+            e,
+            Error::BufferTooSmall {
+                tensor: TensorName::Lse,
+                ..
+            }
+        )
     });
     let mut p = padded(2, 33, 40, 4, 2, 64);
     p.alibi_len = Some(3);
@@ -173,7 +227,7 @@ fn buffers_too_small_are_rejected() {
         matches!(
             e,
             Error::BufferTooSmall {
-                tensor: "alibi_slopes",
+                tensor: TensorName::AlibiSlopes,
                 ..
             }
         )
@@ -185,13 +239,26 @@ fn misaligned_strides_and_bases_are_rejected() {
     let mut p = padded(1, 8, 8, 2, 2, 64);
     p.q.strides.row += 4; // 8 bytes: not a multiple of the 16-byte copy
     p.q.len += 64;
-    assert_err(&p, |e| matches!(e, Error::Alignment { tensor: "q", .. }));
+    assert_err(&p, |e| {
+        matches!(
+            e,
+            Error::Misaligned {
+                tensor: TensorName::Q,
+                what: AlignWhat::Stride(Dim::Seq),
+                ..
+            }
+        )
+    });
     let p = padded(1, 8, 8, 2, 2, 64);
     let mut b = buffers(&p);
-    b.v += 8;
+    b.v.addr += 8;
     assert!(matches!(
-        plan_forward_in(TABLE, &p, &b),
-        Err(Error::Alignment { tensor: "v", .. })
+        plan_with(&p, &b),
+        Err(Error::Misaligned {
+            tensor: TensorName::V,
+            what: AlignWhat::Base,
+            ..
+        })
     ));
 }
 
@@ -199,15 +266,26 @@ fn misaligned_strides_and_bases_are_rejected() {
 fn overlapping_outputs_are_rejected() {
     let p = padded(1, 8, 8, 2, 2, 64);
     let mut b = buffers(&p);
-    b.o = b.q + 32;
+    b.o.addr = b.q.addr + 32;
     assert!(matches!(
-        plan_forward_in(TABLE, &p, &b),
-        Err(Error::Alias { a: "o", b: "q" })
+        plan_with(&p, &b),
+        Err(Error::Alias {
+            a: TensorName::O,
+            b: TensorName::Q
+        })
     ));
     // An output whose heads overlap each other (head stride smaller than head_dim).
     let mut p = padded(1, 8, 8, 2, 2, 64);
     p.o.strides.head = 32;
-    assert_err(&p, |e| matches!(e, Error::Stride { tensor: "o", .. }));
+    assert_err(&p, |e| {
+        matches!(
+            e,
+            Error::OverlappingOutput {
+                tensor: TensorName::O,
+                ..
+            }
+        )
+    });
     // Broadcast inputs (stride 0) are fine: k shared by every batch item.
     let mut p = padded(3, 8, 8, 2, 2, 64);
     p.k.strides.batch = 0;
@@ -230,17 +308,21 @@ fn cu_seqlens_must_start_at_zero_be_monotonic_and_match() {
             AttnOptions::default(),
         )
     };
+    let fault = |e: &Error| match e {
+        Error::CuSeqlens { fault, .. } => Some(*fault),
+        _ => None,
+    };
     assert_err(&varlen(vec![0, 5, 3], vec![0, 5, 9]), |e| {
-        matches!(e, Error::CuSeqlens(_))
+        fault(e) == Some(CuSeqlensFault::Decreasing { index: 1 })
     });
     assert_err(&varlen(vec![1, 5], vec![0, 5]), |e| {
-        matches!(e, Error::CuSeqlens(_))
+        fault(e) == Some(CuSeqlensFault::FirstNotZero)
     });
     assert_err(&varlen(vec![0, 5, 6], vec![0, 5]), |e| {
-        matches!(e, Error::CuSeqlens(_))
+        fault(e) == Some(CuSeqlensFault::LengthMismatch)
     });
     assert_err(&varlen(vec![0], vec![0]), |e| {
-        matches!(e, Error::CuSeqlens(_))
+        fault(e) == Some(CuSeqlensFault::TooShort)
     });
     assert!(plan(&varlen(vec![0, 0, 7], vec![0, 3, 3])).is_ok());
 }
@@ -274,10 +356,95 @@ fn limits_of_the_kernels_32_bit_math_are_enforced() {
 fn bad_options_are_rejected() {
     let mut p = padded(1, 8, 8, 2, 2, 64);
     p.options.softcap = Some(-1.0);
-    assert_err(&p, |e| matches!(e, Error::Option(_)));
+    assert_err(&p, |e| {
+        matches!(
+            e,
+            Error::InvalidOption {
+                option: OptionName::Softcap,
+                ..
+            }
+        )
+    });
     p.options.softcap = None;
     p.options.softmax_scale = Some(f32::NAN);
-    assert_err(&p, |e| matches!(e, Error::Option(_)));
+    assert_err(&p, |e| {
+        matches!(
+            e,
+            Error::InvalidOption {
+                option: OptionName::SoftmaxScale,
+                ..
+            }
+        )
+    });
     p.options.softmax_scale = Some(-0.1);
-    assert_err(&p, |e| matches!(e, Error::Option(_)));
+    assert_err(&p, |e| matches!(e, Error::InvalidOption { .. }));
+}
+
+#[test]
+fn one_plan_binds_the_buffers_of_every_layer() {
+    let p = padded(2, 40, 70, 4, 2, 64);
+    let plan = FwdPlan::<bf16>::new_in(TABLE, &p.shape().unwrap()).unwrap();
+    let first = buffers(&p);
+    // Another layer: the same sizes at other addresses, and q/k/v carved from one arena.
+    let mut second = first;
+    for b in [&mut second.q, &mut second.k, &mut second.v, &mut second.o] {
+        b.addr += 0x4000_0000;
+    }
+    let a = plan.bind(&first).unwrap();
+    let b = plan.bind(&second).unwrap();
+    assert_eq!(a.params.q as u64, first.q.addr);
+    assert_eq!(b.params.q as u64, second.q.addr);
+    assert_eq!(b.params.o as u64, second.o.addr);
+    // Everything but the addresses is the plan's.
+    assert_eq!((a.grid, a.block), (b.grid, b.block));
+    assert_eq!(a.params.seqlen_k, b.params.seqlen_k);
+    // The plan itself keeps null pointers: it is Send + Sync data.
+    assert!(plan.launch().params.q.is_null());
+    fn send_sync<X: Send + Sync>(_: &X) {}
+    send_sync(&plan);
+}
+
+#[test]
+fn cu_seqlens_are_required_exactly_for_varlen_plans() {
+    let padded_p = padded(1, 8, 8, 2, 2, 64);
+    let mut b = buffers(&padded_p);
+    let extra = DevBuf {
+        addr: 0x7000_0000,
+        len: 2,
+    };
+    b.cu_seqlens = Some((extra, extra));
+    assert!(matches!(
+        plan_with(&padded_p, &b),
+        Err(Error::UnexpectedBuffer { .. })
+    ));
+    let varlen = FwdProblem::contiguous(
+        DType::Bf16,
+        SeqLayout::Varlen {
+            cu_seqlens_q: vec![0, 3, 9],
+            cu_seqlens_k: vec![0, 4, 4],
+        },
+        2,
+        2,
+        64,
+        AttnOptions::default(),
+    );
+    let mut b = buffers(&varlen);
+    b.cu_seqlens = None;
+    assert!(matches!(
+        plan_with(&varlen, &b),
+        Err(Error::MissingBuffer { .. })
+    ));
+    // cu_seqlens shorter than batch + 1 could be read past their end by the kernel.
+    let mut b = buffers(&varlen);
+    if let Some((q, _)) = b.cu_seqlens.as_mut() {
+        q.len = 2;
+    }
+    assert!(matches!(
+        plan_with(&varlen, &b),
+        Err(Error::BufferTooSmall {
+            tensor: TensorName::CuSeqlensQ,
+            needed: 3,
+            available: 2
+        })
+    ));
 }

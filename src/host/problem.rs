@@ -1,32 +1,14 @@
-//! A forward-attention call described without any device: shapes, strides, buffer sizes and
-//! options. The same description feeds validation, the launch plan, the reference and both
-//! backends. Plain data; touches nothing.
+//! A concrete forward problem on host data, for checks, benchmarks and the CLI: the sequence
+//! lengths themselves (varlen `cu_seqlens` as host vectors), strides, buffer sizes, options and
+//! which optional outputs to produce. The reference and the random-case checker read it; the
+//! device path derives its [`FwdShape`] from it ([`FwdProblem::shape`]). Plain data.
 
 use crate::dtype::DType;
+use crate::error::{CuSeqlensFault, Error, Result, TensorName};
 use crate::options::AttnOptions;
+use crate::shape::{FwdShape, Heads, QkvoStrides, SeqShape};
 
-/// Strides of a q/k/v/o tensor in elements. The head dim is always contiguous (stride 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Strides {
-    /// Between batch items (padded layout only; ignored for varlen).
-    pub batch: i64,
-    /// Between sequence positions (rows).
-    pub row: i64,
-    /// Between heads.
-    pub head: i64,
-}
-
-impl Strides {
-    /// Contiguous `[b, s, h, d]` (padded) strides.
-    pub fn contiguous(seqlen: usize, heads: usize, head_dim: usize) -> Strides {
-        let row = (heads * head_dim) as i64;
-        Strides {
-            batch: seqlen as i64 * row,
-            row,
-            head: head_dim as i64,
-        }
-    }
-}
+pub use crate::shape::Strides;
 
 /// How sequences are laid out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +170,59 @@ impl FwdProblem {
         }
     }
 
+    /// The device-side description: host `cu_seqlens` are checked here (typed errors) and
+    /// summarised into the bounds the plan and the kernel use.
+    pub fn shape(&self) -> Result<FwdShape> {
+        let seq = match &self.layout {
+            SeqLayout::Padded {
+                batch,
+                seqlen_q,
+                seqlen_k,
+            } => SeqShape::Padded {
+                batch: *batch,
+                seqlen_q: *seqlen_q,
+                seqlen_k: *seqlen_k,
+            },
+            SeqLayout::Varlen {
+                cu_seqlens_q,
+                cu_seqlens_k,
+            } => {
+                check_cu_seqlens(TensorName::CuSeqlensQ, cu_seqlens_q)?;
+                check_cu_seqlens(TensorName::CuSeqlensK, cu_seqlens_k)?;
+                if cu_seqlens_q.len() != cu_seqlens_k.len() {
+                    return Err(Error::CuSeqlens {
+                        which: TensorName::CuSeqlensK,
+                        fault: CuSeqlensFault::LengthMismatch,
+                    });
+                }
+                let (max_seqlen_q, max_seqlen_k) = self.layout.max_seqlens();
+                let (total_q, total_k) = self.layout.total_rows();
+                SeqShape::Varlen {
+                    batch: self.layout.batch(),
+                    max_seqlen_q,
+                    max_seqlen_k,
+                    total_q,
+                    total_k,
+                }
+            }
+        };
+        Ok(FwdShape {
+            seq,
+            heads: Heads {
+                q: self.num_heads_q,
+                kv: self.num_heads_kv,
+            },
+            head_dim: self.head_dim,
+            strides: QkvoStrides {
+                q: self.q.strides,
+                k: self.k.strides,
+                v: self.v.strides,
+                o: self.o.strides,
+            },
+            options: self.options,
+        })
+    }
+
     /// Elements an LSE (or entropy) buffer must hold.
     pub fn row_stats_len(&self) -> usize {
         let (tq, _) = self.layout.total_rows();
@@ -218,4 +253,17 @@ impl FwdProblem {
         let d = self.head_dim as f64;
         e * d * (2.0 * (tq * self.num_heads_q) as f64 + 2.0 * (tk * self.num_heads_kv) as f64)
     }
+}
+
+fn check_cu_seqlens(which: TensorName, cu: &[i32]) -> Result<()> {
+    let fault = if cu.len() < 2 {
+        Some(CuSeqlensFault::TooShort)
+    } else if cu[0] != 0 {
+        Some(CuSeqlensFault::FirstNotZero)
+    } else {
+        cu.windows(2)
+            .position(|w| w[1] < w[0])
+            .map(|index| CuSeqlensFault::Decreasing { index })
+    };
+    fault.map_or(Ok(()), |fault| Err(Error::CuSeqlens { which, fault }))
 }

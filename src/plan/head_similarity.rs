@@ -4,7 +4,7 @@
 
 use crate::abi::HeadSimParams;
 use crate::dtype::DType;
-use crate::error::{Error, Result};
+use crate::error::{AlignWhat, Dim, Error, Limit, Result, TensorName};
 
 /// Entry of the f16 instantiation.
 pub const ENTRY_F16: &str = "flashmha_head_similarity_f16";
@@ -94,9 +94,9 @@ pub fn plan_head_similarity(
     let grid_x = p.num_tokens.div_ceil(tokens_per_cta) as u64;
     if grid_x > MAX_GRID_X {
         return Err(Error::Overflow32 {
-            what: "head-similarity grid.x".into(),
+            limit: Limit::GridX,
             value: grid_x,
-            limit: MAX_GRID_X,
+            max: MAX_GRID_X,
         });
     }
     let params = HeadSimParams {
@@ -132,74 +132,76 @@ pub fn tokens_per_cta(num_tokens: usize) -> usize {
 
 fn validate(p: &HeadSimProblem, b: &HeadSimBuffers) -> Result<()> {
     if p.num_tokens == 0 {
-        return Err(Error::Shape("head similarity needs num_tokens >= 1".into()));
+        return Err(Error::EmptyDim {
+            tensor: TensorName::HeadSimInput,
+            dim: Dim::Seq,
+        });
     }
     if p.num_tokens as u64 > i32::MAX as u64 {
         return Err(Error::Overflow32 {
-            what: "num_tokens".into(),
+            limit: Limit::Tokens,
             value: p.num_tokens as u64,
-            limit: i32::MAX as u64,
+            max: i32::MAX as u64,
         });
     }
-    if !(1..=MAX_HEADS).contains(&p.num_heads) {
-        return Err(Error::Shape(format!(
-            "head similarity supports 1..={MAX_HEADS} heads, got {}",
-            p.num_heads
-        )));
+    for (dim, n, max) in [
+        (Dim::Heads, p.num_heads, MAX_HEADS),
+        (Dim::HeadDim, p.head_dim, MAX_HEAD_DIM),
+    ] {
+        let tensor = TensorName::HeadSimInput;
+        if n == 0 {
+            return Err(Error::EmptyDim { tensor, dim });
+        }
+        if n > max {
+            return Err(Error::DimTooLarge {
+                tensor,
+                dim,
+                max,
+                found: n,
+            });
+        }
     }
-    let elems_per_load = LOAD_ALIGN_BYTES / p.dtype.size();
-    if !(1..=MAX_HEAD_DIM).contains(&p.head_dim) {
-        return Err(Error::Shape(format!(
-            "head similarity supports head_dim 1..={MAX_HEAD_DIM}, got {}",
-            p.head_dim
-        )));
-    }
-    if !p.head_dim.is_multiple_of(elems_per_load) {
-        return Err(Error::Alignment {
-            tensor: "head_dim",
+    if !(p.head_dim * p.dtype.size()).is_multiple_of(LOAD_ALIGN_BYTES) {
+        return Err(Error::Misaligned {
+            tensor: TensorName::HeadSimInput,
+            what: AlignWhat::HeadDim,
             required: LOAD_ALIGN_BYTES,
-            reason: format!(
-                "head_dim {} is not a multiple of {elems_per_load}",
-                p.head_dim
-            ),
+            value: (p.head_dim * p.dtype.size()) as u64,
         });
     }
-    for (dim, stride) in [("token", p.token_stride), ("head", p.head_stride)] {
+    for (dim, stride) in [(Dim::Seq, p.token_stride), (Dim::Heads, p.head_stride)] {
         if stride < 0 {
-            return Err(Error::Stride {
-                tensor: "o",
-                reason: format!("negative {dim} stride {stride}"),
+            return Err(Error::NegativeStride {
+                tensor: TensorName::HeadSimInput,
+                dim,
+                stride,
             });
         }
-        if !(stride as u64 * p.dtype.size() as u64).is_multiple_of(LOAD_ALIGN_BYTES as u64) {
-            return Err(Error::Alignment {
-                tensor: "o",
+        let bytes = stride as u64 * p.dtype.size() as u64;
+        if !bytes.is_multiple_of(LOAD_ALIGN_BYTES as u64) {
+            return Err(Error::Misaligned {
+                tensor: TensorName::HeadSimInput,
+                what: AlignWhat::Stride(dim),
                 required: LOAD_ALIGN_BYTES,
-                reason: format!(
-                    "{dim} stride {stride} elements is not a multiple of {elems_per_load}"
-                ),
+                value: bytes,
             });
         }
     }
-    if b.o == 0 || b.gram == 0 {
-        let name = if b.o == 0 { "o" } else { "gram" };
-        return Err(Error::Shape(format!(
-            "{name} is required but its buffer is null"
-        )));
-    }
-    if !b.o.is_multiple_of(LOAD_ALIGN_BYTES as u64) {
-        return Err(Error::Alignment {
-            tensor: "o",
-            required: LOAD_ALIGN_BYTES,
-            reason: format!("base address {:#x}", b.o),
-        });
-    }
-    if !b.gram.is_multiple_of(4) {
-        return Err(Error::Alignment {
-            tensor: "gram",
-            required: 4,
-            reason: format!("base address {:#x}", b.gram),
-        });
+    for (tensor, addr, align) in [
+        (TensorName::HeadSimInput, b.o, LOAD_ALIGN_BYTES),
+        (TensorName::Gram, b.gram, 4),
+    ] {
+        if addr == 0 {
+            return Err(Error::MissingBuffer { tensor });
+        }
+        if !addr.is_multiple_of(align as u64) {
+            return Err(Error::Misaligned {
+                tensor,
+                what: AlignWhat::Base,
+                required: align,
+                value: addr,
+            });
+        }
     }
     // Last element read, in 128-bit so the check cannot wrap.
     let last = (p.num_tokens as u128 - 1) * p.token_stride as u128
@@ -208,7 +210,7 @@ fn validate(p: &HeadSimProblem, b: &HeadSimBuffers) -> Result<()> {
         - 1;
     if last >= p.o_len as u128 {
         return Err(Error::BufferTooSmall {
-            tensor: "o",
+            tensor: TensorName::HeadSimInput,
             needed: (last + 1).min(u64::MAX as u128) as u64,
             available: p.o_len as u64,
         });
@@ -216,7 +218,7 @@ fn validate(p: &HeadSimProblem, b: &HeadSimBuffers) -> Result<()> {
     let gram_needed = (p.num_heads * p.num_heads) as u64;
     if (p.gram_len as u64) < gram_needed {
         return Err(Error::BufferTooSmall {
-            tensor: "gram",
+            tensor: TensorName::Gram,
             needed: gram_needed,
             available: p.gram_len as u64,
         });
@@ -224,7 +226,10 @@ fn validate(p: &HeadSimProblem, b: &HeadSimBuffers) -> Result<()> {
     let o_end = b.o as u128 + p.o_len as u128 * p.dtype.size() as u128;
     let gram_end = b.gram as u128 + p.gram_len as u128 * 4;
     if (b.o as u128) < gram_end && (b.gram as u128) < o_end {
-        return Err(Error::Alias { a: "gram", b: "o" });
+        return Err(Error::Alias {
+            a: TensorName::Gram,
+            b: TensorName::HeadSimInput,
+        });
     }
     Ok(())
 }
@@ -296,15 +301,25 @@ mod tests {
             HeadSimProblem::contiguous(DType::Bf16, 10, MAX_HEADS + 1, 64),
             HeadSimProblem::contiguous(DType::Bf16, 10, 4, MAX_HEAD_DIM + 8),
         ] {
-            assert!(matches!(err(bad, BUFS), Error::Shape(_)), "{bad:?}");
+            assert!(
+                matches!(
+                    err(bad, BUFS),
+                    Error::EmptyDim { .. } | Error::DimTooLarge { .. }
+                ),
+                "{bad:?}"
+            );
         }
         assert!(matches!(
             err(ok, HeadSimBuffers { o: 0, gram: GRAM }),
-            Error::Shape(_)
+            Error::MissingBuffer {
+                tensor: TensorName::HeadSimInput
+            }
         ));
         assert!(matches!(
             err(ok, HeadSimBuffers { o: O, gram: 0 }),
-            Error::Shape(_)
+            Error::MissingBuffer {
+                tensor: TensorName::Gram
+            }
         ));
         let huge = HeadSimProblem {
             num_tokens: i32::MAX as usize + 1,
@@ -348,7 +363,7 @@ mod tests {
             ),
         ];
         for (p, b) in cases {
-            assert!(matches!(err(p, b), Error::Alignment { .. }), "{p:?} {b:?}");
+            assert!(matches!(err(p, b), Error::Misaligned { .. }), "{p:?} {b:?}");
         }
         assert!(matches!(
             err(
@@ -358,7 +373,7 @@ mod tests {
                 },
                 BUFS
             ),
-            Error::Stride { .. }
+            Error::NegativeStride { .. }
         ));
     }
 
@@ -371,13 +386,14 @@ mod tests {
         };
         assert!(matches!(
             err(short_o, BUFS),
-            Error::BufferTooSmall { tensor: "o", needed, .. } if needed == ok.o_len as u64
+            Error::BufferTooSmall { tensor: TensorName::HeadSimInput, needed, .. }
+                if needed == ok.o_len as u64
         ));
         let short_gram = HeadSimProblem { gram_len: 15, ..ok };
         assert!(matches!(
             err(short_gram, BUFS),
             Error::BufferTooSmall {
-                tensor: "gram",
+                tensor: TensorName::Gram,
                 needed: 16,
                 available: 15
             }

@@ -1,13 +1,14 @@
-//! Runs one forward call on a real GPU from host data: uploads inputs, poisons outputs with
-//! NaN, launches through [`CudaBackend::forward`], waits, and reads outputs back. For checks and
-//! benchmarks only; servers call [`CudaBackend::forward`] on their own device buffers.
+//! One forward problem from host data on a real GPU: uploads inputs, poisons outputs with NaN,
+//! plans and runs through [`CudaBackend::run`], waits, and reads outputs back. For checks and
+//! benchmarks only; servers call the backend on their own device buffers.
 
-use super::{CudaBackend, FwdSlices};
+use super::problem::{FwdProblem, SeqLayout};
+use super::{poisoned_f32, HostInputs, HostOutputs, POISON_U16};
+use crate::backend::cuda::{CudaBackend, FwdArgs};
 use crate::dtype::DType;
 use crate::element::Element;
-use crate::emulated::{HostInputs, HostOutputs, POISON_U16};
 use crate::error::Result;
-use crate::problem::{FwdProblem, SeqLayout};
+use crate::plan::FwdPlan;
 use cudarc::driver::CudaSlice;
 
 /// Uploads, runs and downloads one forward call on `backend`'s device.
@@ -27,6 +28,8 @@ fn run<T: Element>(
     problem: &FwdProblem,
     inputs: &HostInputs,
 ) -> Result<HostOutputs> {
+    inputs.check_against(problem)?;
+    let plan = FwdPlan::<T>::new(&problem.shape()?)?;
     let stream = backend.context().default_stream();
     let up = |v: &[u16]| -> Result<CudaSlice<T>> {
         // Host data holds the dtype's bit patterns: the same bytes as T.
@@ -36,14 +39,13 @@ fn run<T: Element>(
     let k = up(&inputs.k)?;
     let v = up(&inputs.v)?;
     let mut o = up(&vec![POISON_U16; problem.o.len])?;
-    let poisoned = |n: usize| vec![f32::from_bits(u32::MAX); n];
     let mut lse = problem
         .lse_len
-        .map(|n| stream.clone_htod(&poisoned(n)))
+        .map(|n| stream.clone_htod(&poisoned_f32(n)))
         .transpose()?;
     let mut entropy = problem
         .entropy_len
-        .map(|n| stream.clone_htod(&poisoned(n)))
+        .map(|n| stream.clone_htod(&poisoned_f32(n)))
         .transpose()?;
     let alibi = inputs
         .alibi_slopes
@@ -55,32 +57,33 @@ fn run<T: Element>(
         .as_deref()
         .map(|s| stream.clone_htod(s))
         .transpose()?;
-    let (cu_q, cu_k) = match &problem.layout {
+    let cu = match &problem.layout {
         SeqLayout::Varlen {
             cu_seqlens_q,
             cu_seqlens_k,
-        } => (
-            Some(stream.clone_htod(cu_seqlens_q)?),
-            Some(stream.clone_htod(cu_seqlens_k)?),
-        ),
-        SeqLayout::Padded { .. } => (None, None),
+        } => Some((
+            stream.clone_htod(cu_seqlens_q)?,
+            stream.clone_htod(cu_seqlens_k)?,
+        )),
+        SeqLayout::Padded { .. } => None,
     };
-    backend.forward(
-        &stream,
-        problem,
-        FwdSlices {
-            q: &q,
-            k: &k,
-            v: &v,
-            o: &mut o,
-            lse: lse.as_mut(),
-            entropy: entropy.as_mut(),
-            alibi_slopes: alibi.as_ref(),
-            head_gates: gates.as_ref(),
-            cu_seqlens_q: cu_q.as_ref(),
-            cu_seqlens_k: cu_k.as_ref(),
-        },
-    )?;
+    let mut args = FwdArgs::new(&q, &k, &v, &mut o);
+    if let Some(l) = lse.as_mut() {
+        args = args.lse(l);
+    }
+    if let Some(e) = entropy.as_mut() {
+        args = args.entropy(e);
+    }
+    if let Some(a) = alibi.as_ref() {
+        args = args.alibi_slopes(a);
+    }
+    if let Some(g) = gates.as_ref() {
+        args = args.head_gates(g);
+    }
+    if let Some((cq, ck)) = cu.as_ref() {
+        args = args.cu_seqlens(cq, ck);
+    }
+    backend.run(&stream, &plan, args)?;
     stream.synchronize()?;
     Ok(HostOutputs {
         o: bytemuck::cast_slice::<T, u16>(&stream.clone_dtoh(&o)?).to_vec(),

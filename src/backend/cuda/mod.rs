@@ -1,0 +1,340 @@
+//! The CUDA backend: loads the embedded kernels into a device context (the cubin built for the
+//! device's architecture, the compute_80 PTX otherwise) and runs plans on the caller's stream.
+//! No host-device synchronisation and no heap allocation in the launch path, so launches can be
+//! captured in CUDA graphs. Without a driver every entry point returns
+//! [`Error::NoCudaDriver`]; nothing here panics for lack of a GPU.
+
+mod args;
+mod image_choice;
+mod timing;
+
+pub use args::{Dense, DenseMut, FwdArgs};
+pub use image_choice::{choose_image, ImageChoice};
+pub use timing::time_forward;
+
+use crate::build_info::{self, FWD_KERNELS};
+use crate::element::Element;
+use crate::error::{Error, Result};
+use crate::options::AttnOptions;
+use crate::plan::head_similarity::{
+    plan_head_similarity, HeadSimBuffers, HeadSimProblem, ENTRY_BF16, ENTRY_F16,
+};
+use crate::plan::{FwdLaunch, FwdPlan};
+use crate::shape::FwdShape;
+use crate::validate::binding::{DevBuf, FwdBufs};
+use cudarc::driver::sys::CUfunction_attribute_enum;
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use std::sync::Arc;
+
+/// Whether the CUDA driver library can be loaded on this machine.
+pub fn driver_present() -> bool {
+    // SAFETY: only probes whether libcuda can be dlopen'ed; it calls no driver function.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// A device with every forward kernel loaded.
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    compute_capability: (i32, i32),
+    /// One function per row of the kernel table, in table order.
+    forward: Vec<CudaFunction>,
+    /// Head-similarity kernels: (f16, bf16).
+    head_similarity: (CudaFunction, CudaFunction),
+}
+
+impl CudaBackend {
+    /// Opens device `ordinal` and loads the kernels. Errors (never panics) without a driver.
+    pub fn new(ordinal: usize) -> Result<CudaBackend> {
+        if !driver_present() {
+            return Err(Error::NoCudaDriver {
+                reason: "libcuda.so (the NVIDIA driver library) cannot be loaded",
+            });
+        }
+        let ctx = CudaContext::new(ordinal)?;
+        let (major, minor) = ctx.compute_capability()?;
+        let load = |entry: &str| -> Result<CudaFunction> {
+            let module = build_info::module_of(entry).ok_or_else(|| Error::NoKernel {
+                entry: entry.to_string(),
+            })?;
+            let image = match choose_image(module, major, minor) {
+                ImageChoice::Cubin(c) => cudarc::nvrtc::Ptx::from_binary(c.bytes.to_vec()),
+                ImageChoice::Ptx(ptx) => cudarc::nvrtc::Ptx::from_src(ptx),
+                ImageChoice::None => return Err(Error::UnsupportedGpu { major, minor }),
+            };
+            Ok(ctx.load_module(image)?.load_function(entry)?)
+        };
+        let mut forward = Vec::with_capacity(FWD_KERNELS.len());
+        for row in FWD_KERNELS {
+            let func = load(row.entry)?;
+            // Above 48 KiB, dynamic shared memory must be opted into per function.
+            func.set_attribute(
+                CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                row.smem_bytes as i32,
+            )?;
+            forward.push(func);
+        }
+        let head_similarity = (load(ENTRY_F16)?, load(ENTRY_BF16)?);
+        tracing::info!(major, minor, kernels = forward.len(), "cuda backend ready");
+        Ok(CudaBackend {
+            ctx,
+            compute_capability: (major, minor),
+            forward,
+            head_similarity,
+        })
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.compute_capability
+    }
+
+    /// Runs `plan` with `args` on `stream`: checks the buffers against the plan in O(1) (length,
+    /// alignment, aliasing, presence), binds the context to the calling thread and launches.
+    /// Asynchronous: returns once the launch is queued; no allocation, no synchronisation, so
+    /// it can be captured in a CUDA graph. Make the plan once per batch shape and call this per
+    /// layer with that layer's buffers.
+    pub fn run<T: Element>(
+        &self,
+        stream: &CudaStream,
+        plan: &FwdPlan<T>,
+        args: FwdArgs<'_, T>,
+    ) -> Result<()> {
+        let FwdArgs {
+            q,
+            k,
+            v,
+            o,
+            lse,
+            entropy,
+            alibi_slopes,
+            head_gates,
+            cu_seqlens,
+        } = args;
+        // The guards record cudarc's stream-ordering events once the launch is queued; they
+        // live until the end of this function.
+        let (q, _q) = read(q, stream);
+        let (k, _k) = read(k, stream);
+        let (v, _v) = read(v, stream);
+        let (o, _o) = write(o, stream);
+        let (lse, _lse) = opt_write(lse, stream);
+        let (entropy, _entropy) = opt_write(entropy, stream);
+        let (alibi_slopes, _alibi) = opt_read(alibi_slopes, stream);
+        let (head_gates, _gates) = opt_read(head_gates, stream);
+        let (cu_q, _cu_q) = opt_read(cu_seqlens.map(|c| c.0), stream);
+        let (cu_k, _cu_k) = opt_read(cu_seqlens.map(|c| c.1), stream);
+        let bufs = FwdBufs {
+            q,
+            k,
+            v,
+            o,
+            lse,
+            entropy,
+            alibi_slopes,
+            head_gates,
+            cu_seqlens: cu_q.zip(cu_k),
+        };
+        let launch = plan.bind(&bufs)?;
+        // SAFETY: `bind` checked every buffer against the plan's extents, so every address the
+        // kernel forms lies inside buffers that the borrows in `args` keep alive for this call
+        // and that cudarc's stream ordering keeps alive for the kernel; device-resident indices
+        // (cu_seqlens) are checked by the kernel itself.
+        unsafe { self.launch_bound(&launch, stream) }
+    }
+
+    /// One call for contiguous `[batch, seq, heads, head_dim]` tensors: plans (validating
+    /// every dim, see [`FwdShape::from_dense_dims`]) and runs. Servers that call attention per
+    /// layer should keep a [`FwdPlan`] and use [`CudaBackend::run`].
+    pub fn forward<T: Element>(
+        &self,
+        stream: &CudaStream,
+        q: Dense<'_, T>,
+        k: Dense<'_, T>,
+        v: Dense<'_, T>,
+        o: DenseMut<'_, T>,
+        options: &AttnOptions,
+    ) -> Result<()> {
+        let shape =
+            FwdShape::from_dense_dims(q.dims, k.dims, v.dims, o.dims)?.with_options(*options);
+        let plan = FwdPlan::<T>::new(&shape)?;
+        let args = FwdArgs {
+            q: q.buf,
+            k: k.buf,
+            v: v.buf,
+            o: o.buf,
+            lse: None,
+            entropy: None,
+            alibi_slopes: None,
+            head_gates: None,
+            cu_seqlens: None,
+        };
+        self.run(stream, &plan, args)
+    }
+
+    /// Launches an already bound plan.
+    ///
+    /// # Safety
+    /// `launch` must come from [`FwdPlan::bind`] (which validated the buffers) for device
+    /// buffers that stay allocated, and are not otherwise written, until the stream has run the
+    /// kernel.
+    pub unsafe fn launch_bound(&self, launch: &FwdLaunch, stream: &CudaStream) -> Result<()> {
+        let index = FWD_KERNELS
+            .iter()
+            .position(|r| r.entry == launch.kernel.entry)
+            .ok_or_else(|| Error::NoKernel {
+                entry: launch.kernel.entry.to_string(),
+            })?;
+        self.ctx.bind_to_thread()?;
+        // SAFETY: the caller's contract above.
+        unsafe {
+            launch_one_struct(
+                &self.forward[index],
+                launch.grid,
+                launch.block,
+                launch.dynamic_smem_bytes,
+                stream,
+                launch.params,
+            )
+        }
+    }
+
+    /// Sums, over the tokens of `o: [tokens, heads, head_dim]` (strides in `problem`), the
+    /// cosine similarity of every pair of head outputs into `gram: [heads, heads]`, which this
+    /// zeroes first (on `stream`); divide by the token count for the mean. Asynchronous, like
+    /// `run`.
+    pub fn head_similarity<T: Element>(
+        &self,
+        stream: &Arc<CudaStream>,
+        problem: &HeadSimProblem,
+        o: &CudaSlice<T>,
+        gram: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        if problem.dtype != T::DTYPE {
+            return Err(Error::DTypeMismatch {
+                tensor: crate::error::TensorName::HeadSimInput,
+                expected: problem.dtype,
+                found: T::DTYPE,
+            });
+        }
+        let mut p = *problem;
+        p.o_len = o.len();
+        p.gram_len = gram.len();
+        stream.memset_zeros(gram)?;
+        let (o_ptr, _o) = o.device_ptr(stream);
+        let (gram_ptr, _gram) = gram.device_ptr_mut(stream);
+        let plan = plan_head_similarity(
+            &p,
+            &HeadSimBuffers {
+                o: o_ptr,
+                gram: gram_ptr,
+            },
+        )?;
+        let func = match p.dtype {
+            crate::dtype::DType::F16 => &self.head_similarity.0,
+            crate::dtype::DType::Bf16 => &self.head_similarity.1,
+        };
+        self.ctx.bind_to_thread()?;
+        // SAFETY: validation proved every address the kernel forms lies inside `o` and `gram`,
+        // which the caller keeps alive until the stream has run the kernel.
+        unsafe {
+            launch_one_struct(
+                func,
+                plan.grid,
+                plan.block,
+                plan.dynamic_smem_bytes,
+                stream,
+                plan.params,
+            )
+        }
+    }
+}
+
+/// Launches `func`, whose only parameter is one by-value params struct `P`, with no allocation
+/// and no synchronisation.
+///
+/// # Safety
+/// `P` must be the struct the kernel declares (the ABI probe test checks the layouts against
+/// nvcc's), and every device address inside `params` must stay valid for what the kernel does
+/// with it until the stream has run the kernel.
+unsafe fn launch_one_struct<P: crate::abi::ParamsBytes>(
+    func: &CudaFunction,
+    grid: [u32; 3],
+    block: [u32; 3],
+    dynamic_smem_bytes: u32,
+    stream: &CudaStream,
+    mut params: P,
+) -> Result<()> {
+    let mut args = [(&mut params as *mut P).cast::<std::ffi::c_void>()];
+    // SAFETY: `args` points at a live copy of the params for the duration of the call
+    // (cuLaunchKernel copies kernel parameters before it returns); the rest is the caller's
+    // contract above.
+    unsafe {
+        cudarc::driver::result::launch_kernel(
+            func.cu_function(),
+            (grid[0], grid[1], grid[2]),
+            (block[0], block[1], block[2]),
+            dynamic_smem_bytes,
+            stream.cu_stream(),
+            &mut args,
+        )?;
+    }
+    Ok(())
+}
+
+type Guard<'a> = cudarc::driver::SyncOnDrop<'a>;
+
+// `'b` (the buffer's own lifetime) is kept apart from `'a` (this call's): `&mut dyn` is invariant
+// in its object type, so the two cannot be unified through an `Option`.
+fn read<'a, 'b: 'a, U>(
+    b: &'a (dyn DevicePtr<U> + 'b),
+    stream: &'a CudaStream,
+) -> (DevBuf, Guard<'a>) {
+    let len = b.len();
+    let (addr, guard) = b.device_ptr(stream);
+    (DevBuf { addr, len }, guard)
+}
+
+fn write<'a, 'b: 'a, U>(
+    b: &'a mut (dyn DevicePtrMut<U> + 'b),
+    stream: &'a CudaStream,
+) -> (DevBuf, Guard<'a>) {
+    let len = b.len();
+    let (addr, guard) = b.device_ptr_mut(stream);
+    (DevBuf { addr, len }, guard)
+}
+
+fn opt_read<'a, 'b: 'a, U>(
+    b: Option<&'a (dyn DevicePtr<U> + 'b)>,
+    stream: &'a CudaStream,
+) -> (Option<DevBuf>, Option<Guard<'a>>) {
+    b.map(|b| read(b, stream))
+        .map_or((None, None), |(d, g)| (Some(d), Some(g)))
+}
+
+fn opt_write<'a, 'b: 'a, U>(
+    b: Option<&'a mut (dyn DevicePtrMut<U> + 'b)>,
+    stream: &'a CudaStream,
+) -> (Option<DevBuf>, Option<Guard<'a>>) {
+    b.map(|b| write(b, stream))
+        .map_or((None, None), |(d, g)| (Some(d), Some(g)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_driver_the_backend_is_a_typed_error_not_a_panic() {
+        if driver_present() {
+            eprintln!("skipped: a CUDA driver is present on this machine");
+            return;
+        }
+        match CudaBackend::new(0) {
+            Err(Error::NoCudaDriver { reason }) => assert!(reason.contains("libcuda")),
+            Err(e) => panic!("expected NoCudaDriver, got {e}"),
+            Ok(_) => panic!("a backend without a driver"),
+        }
+    }
+}

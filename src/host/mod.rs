@@ -1,0 +1,91 @@
+//! Host-data helpers, owned by neither backend: a concrete problem with its sequence lengths
+//! ([`problem`]), host inputs and outputs, and runs of one problem from host data on the
+//! emulator ([`emulated`]) or a GPU ([`gpu`]), uploading inputs and poisoning outputs. For
+//! checks, benchmarks, the CLI and the tests; servers use the backends on their own buffers.
+
+#[cfg(feature = "emulator")]
+pub mod emulated;
+pub mod gpu;
+pub mod problem;
+
+/// Bit pattern that is a NaN in f16, bf16 (all-ones exponent, non-zero mantissa) and, doubled,
+/// in f32: what unwritten outputs read as.
+pub const POISON_U16: u16 = 0xFFFF;
+
+/// Host-side inputs of one forward call; element types are raw 16-bit patterns of the
+/// problem's dtype (`half::f16::to_bits` / `half::bf16::to_bits`).
+#[derive(Debug, Clone, Default)]
+pub struct HostInputs {
+    pub q: Vec<u16>,
+    pub k: Vec<u16>,
+    pub v: Vec<u16>,
+    pub alibi_slopes: Option<Vec<f32>>,
+    pub head_gates: Option<Vec<f32>>,
+}
+
+impl HostInputs {
+    /// q, k, v of `problem` with values uniform in [-1, 1) rounded to its dtype (never all
+    /// zeros), drawn from `seed`; no ALiBi slopes or gates.
+    #[cfg(feature = "reference")]
+    pub fn random(problem: &problem::FwdProblem, seed: u64) -> HostInputs {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut draw = |n: usize| -> Vec<u16> {
+            (0..n)
+                .map(|_| problem.dtype.bits_from_f32(rng.random_range(-1.0..1.0)))
+                .collect()
+        };
+        HostInputs {
+            q: draw(problem.q.len),
+            k: draw(problem.k.len),
+            v: draw(problem.v.len),
+            alibi_slopes: None,
+            head_gates: None,
+        }
+    }
+
+    /// Checks the host buffers against `problem`'s lengths.
+    pub fn check_against(&self, problem: &problem::FwdProblem) -> crate::error::Result<()> {
+        use crate::error::{Dim, Error, TensorName};
+        let lens = [
+            (TensorName::Q, problem.q.len, self.q.len()),
+            (TensorName::K, problem.k.len, self.k.len()),
+            (TensorName::V, problem.v.len, self.v.len()),
+            (
+                TensorName::AlibiSlopes,
+                problem.alibi_len.unwrap_or(0),
+                self.alibi_slopes.as_ref().map_or(0, Vec::len),
+            ),
+            (
+                TensorName::HeadGates,
+                problem.gates_len.unwrap_or(0),
+                self.head_gates.as_ref().map_or(0, Vec::len),
+            ),
+        ];
+        for (tensor, expected, found) in lens {
+            if expected != found {
+                return Err(Error::DimMismatch {
+                    tensor,
+                    dim: Dim::Len,
+                    expected,
+                    found,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the kernel wrote, read back.
+#[derive(Debug, Clone)]
+pub struct HostOutputs {
+    /// Raw 16-bit patterns of the problem's dtype, same layout as the problem's `o`.
+    pub o: Vec<u16>,
+    pub lse: Option<Vec<f32>>,
+    pub entropy: Option<Vec<f32>>,
+}
+
+/// An f32 buffer of `n` NaNs (all bits set), for poisoned outputs.
+pub fn poisoned_f32(n: usize) -> Vec<f32> {
+    vec![f32::from_bits(u32::MAX); n]
+}

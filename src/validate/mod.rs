@@ -1,0 +1,350 @@
+//! Validation, in two steps that mirror plan once / run per layer:
+//! - [`validate_shape`] (here): everything about a [`FwdShape`] alone (heads, sizes, strides,
+//!   options, 32-bit index limits, output self-overlap, the compiled kernel that serves it).
+//!   Runs once per plan; returns the kernel and the extents each buffer must cover.
+//! - [`binding`]: what depends on the buffers of one run (length, alignment, aliasing,
+//!   presence), in O(1), before every launch.
+//!
+//! Pure: reads descriptions and addresses, returns typed errors, launches and writes nothing.
+//! Device-resident indices (`cu_seqlens`) are not read here: the kernel checks them against the
+//! bounds in its params and traps.
+
+pub mod binding;
+
+use crate::abi;
+use crate::build_info::FwdKernelRow;
+use crate::dtype::DType;
+use crate::error::{AlignWhat, Dim, Error, Limit, OptionName, Result, TensorName};
+use crate::shape::{FwdShape, SeqShape, Strides};
+
+/// cp.async moves 16 bytes; q/k/v/o bases and strides must keep every row chunk 16-byte aligned.
+pub const COPY_ALIGN_BYTES: usize = abi::FLASHMHA_COPY_ALIGN_BYTES as usize;
+/// Grid y (heads) and z (batch) are limited to 65535 by CUDA.
+pub const MAX_GRID_YZ: usize = 65_535;
+/// Lengths and window bounds are int32 in the params struct.
+pub const MAX_INDEX_32: u64 = i32::MAX as u64;
+/// `sq + sk` of every item must stay below 2^31 minus the kernels' headroom (params.h).
+pub const MAX_SEQLEN_SUM: u64 = (1 << 31) - abi::FLASHMHA_SEQLEN_HEADROOM as u64;
+/// For head dims whose tiles are copied with per-thread 32-bit byte offsets (d80, d96:
+/// `(row * row_stride + col) * 2` with row < 64), a q/k/v row stride of at most 2^24 elements
+/// keeps those offsets in range; we apply the bound to every head dim so it does not depend on
+/// which instantiation serves a call.
+pub const MAX_ROW_STRIDE: i64 = 1 << 24;
+
+/// Elements each buffer must hold from its base address, for a validated shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FwdExtents {
+    pub q: usize,
+    pub k: usize,
+    pub v: usize,
+    pub o: usize,
+    /// LSE and entropy (f32), when given.
+    pub row_stats: usize,
+    /// ALiBi slopes and head gates (f32), when given: one per query head.
+    pub per_head: usize,
+    /// Each `cu_seqlens` (i32), varlen only: batch + 1.
+    pub cu_seqlens: usize,
+}
+
+/// The compiled kernel that serves `shape` of element type `dtype`, and the extents of its
+/// buffers, after checking everything that does not depend on the buffers.
+pub fn validate_shape<'t>(
+    table: &'t [FwdKernelRow],
+    dtype: DType,
+    shape: &FwdShape,
+) -> Result<(&'t FwdKernelRow, FwdExtents)> {
+    let s = shape;
+    let kernel = table
+        .iter()
+        .find(|r| r.dtype == dtype && r.head_dim as usize == s.head_dim)
+        .ok_or_else(|| Error::UnsupportedHeadDim {
+            dtype,
+            head_dim: s.head_dim,
+            supported: table
+                .iter()
+                .filter(|r| r.dtype == dtype)
+                .map(|r| r.head_dim)
+                .collect(),
+        })?;
+    check_heads(s)?;
+    check_seq(s)?;
+    check_options(s)?;
+    let (sq, sk) = s.seq.max_seqlens();
+    let (tq, tk) = s.seq.total_rows();
+    let batch = s.seq.batch();
+    // Rows each operand must cover: padded tensors are addressed per item, varlen globally.
+    let (rows_q, items_q, rows_k, items_k) = if s.seq.is_varlen() {
+        (tq, 1, tk, 1)
+    } else {
+        (sq, batch, sk, batch)
+    };
+    let d = s.head_dim;
+    let st = &s.strides;
+    let geometry = |tensor, strides, items, rows, heads| Geometry {
+        tensor,
+        strides,
+        items,
+        rows,
+        heads,
+        head_dim: d,
+    };
+    let q = geometry(TensorName::Q, st.q, items_q, rows_q, s.heads.q);
+    let k = geometry(TensorName::K, st.k, items_k, rows_k, s.heads.kv);
+    let v = geometry(TensorName::V, st.v, items_k, rows_k, s.heads.kv);
+    let o = geometry(TensorName::O, st.o, items_q, rows_q, s.heads.q);
+    for g in [&q, &k, &v] {
+        g.check_input()?;
+    }
+    o.check_output()?;
+    for g in [&q, &k, &v, &o] {
+        g.check_alignment(dtype)?;
+    }
+    if !(d * dtype.size()).is_multiple_of(COPY_ALIGN_BYTES) {
+        return Err(Error::Misaligned {
+            tensor: TensorName::Q,
+            what: AlignWhat::HeadDim,
+            required: COPY_ALIGN_BYTES,
+            value: (d * dtype.size()) as u64,
+        });
+    }
+    let row_stats = s.row_stats_len();
+    if row_stats as u64 > MAX_INDEX_32 {
+        return Err(Error::Overflow32 {
+            limit: Limit::RowStats,
+            value: row_stats as u64,
+            max: MAX_INDEX_32,
+        });
+    }
+    Ok((
+        kernel,
+        FwdExtents {
+            q: q.extent(),
+            k: k.extent(),
+            v: v.extent(),
+            o: o.extent(),
+            row_stats,
+            per_head: s.heads.q,
+            cu_seqlens: if s.seq.is_varlen() { batch + 1 } else { 0 },
+        },
+    ))
+}
+
+fn check_heads(s: &FwdShape) -> Result<()> {
+    let h = s.heads;
+    for (tensor, n) in [(TensorName::Q, h.q), (TensorName::K, h.kv)] {
+        if n == 0 {
+            return Err(Error::EmptyDim {
+                tensor,
+                dim: Dim::Heads,
+            });
+        }
+    }
+    if !h.q.is_multiple_of(h.kv) {
+        return Err(Error::HeadsNotDivisible {
+            heads_q: h.q,
+            heads_kv: h.kv,
+        });
+    }
+    if h.q > MAX_GRID_YZ {
+        return Err(Error::Overflow32 {
+            limit: Limit::GridYz,
+            value: h.q as u64,
+            max: MAX_GRID_YZ as u64,
+        });
+    }
+    if s.head_dim == 0 {
+        return Err(Error::EmptyDim {
+            tensor: TensorName::Q,
+            dim: Dim::HeadDim,
+        });
+    }
+    Ok(())
+}
+
+fn check_seq(s: &FwdShape) -> Result<()> {
+    let batch = s.seq.batch();
+    if batch == 0 {
+        return Err(Error::EmptyDim {
+            tensor: TensorName::Q,
+            dim: Dim::Batch,
+        });
+    }
+    if batch > MAX_GRID_YZ {
+        return Err(Error::Overflow32 {
+            limit: Limit::GridYz,
+            value: batch as u64,
+            max: MAX_GRID_YZ as u64,
+        });
+    }
+    let (sq, sk) = s.seq.max_seqlens();
+    if let SeqShape::Padded { .. } = s.seq {
+        // A padded item with no queries or no keys is a caller mistake; varlen items may be
+        // empty (their rows are simply absent).
+        for (tensor, n) in [(TensorName::Q, sq), (TensorName::K, sk)] {
+            if n == 0 {
+                return Err(Error::EmptyDim {
+                    tensor,
+                    dim: Dim::Seq,
+                });
+            }
+        }
+    }
+    if (sq + sk) as u64 > MAX_SEQLEN_SUM {
+        return Err(Error::Overflow32 {
+            limit: Limit::SeqlenSum,
+            value: (sq + sk) as u64,
+            max: MAX_SEQLEN_SUM,
+        });
+    }
+    let (tq, tk) = s.seq.total_rows();
+    for value in [tq, tk] {
+        if value as u64 > MAX_INDEX_32 {
+            return Err(Error::Overflow32 {
+                limit: Limit::Rows32,
+                value: value as u64,
+                max: MAX_INDEX_32,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_options(s: &FwdShape) -> Result<()> {
+    let o = &s.options;
+    // The kernel's running max assumes scores grow with q.k (scale > 0).
+    for (option, value) in [
+        (OptionName::SoftmaxScale, o.softmax_scale),
+        (OptionName::Softcap, o.softcap),
+    ] {
+        if let Some(v) = value {
+            if !v.is_finite() || v <= 0.0 {
+                return Err(Error::InvalidOption { option, value: v });
+            }
+        }
+    }
+    if let Some(w) = o.window {
+        for v in [w.left, w.right].into_iter().flatten() {
+            if v as u64 > MAX_INDEX_32 {
+                return Err(Error::Overflow32 {
+                    limit: Limit::Window,
+                    value: v as u64,
+                    max: MAX_INDEX_32,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One q/k/v/o operand: the index space the kernel walks over it.
+struct Geometry {
+    tensor: TensorName,
+    strides: Strides,
+    items: usize,
+    rows: usize,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl Geometry {
+    /// Elements from the base that the kernel may touch (largest offset + 1; 0 without rows).
+    fn extent(&self) -> usize {
+        if self.rows == 0 || self.items == 0 {
+            return 0;
+        }
+        let s = self.strides;
+        // Computed in 128-bit so the computation itself cannot wrap; strides are checked
+        // non-negative first.
+        let max = |n: usize, stride: i64| (n.saturating_sub(1) as u128) * stride.max(0) as u128;
+        let last = max(self.items, s.batch)
+            + max(self.rows, s.row)
+            + max(self.heads, s.head)
+            + (self.head_dim as u128 - 1);
+        usize::try_from(last + 1).unwrap_or(usize::MAX)
+    }
+
+    fn check_strides(&self) -> Result<()> {
+        let s = self.strides;
+        for (dim, stride) in [
+            (Dim::Batch, s.batch),
+            (Dim::Seq, s.row),
+            (Dim::Heads, s.head),
+        ] {
+            if stride < 0 {
+                return Err(Error::NegativeStride {
+                    tensor: self.tensor,
+                    dim,
+                    stride,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_input(&self) -> Result<()> {
+        self.check_strides()?;
+        if self.strides.row > MAX_ROW_STRIDE {
+            return Err(Error::Overflow32 {
+                limit: Limit::RowStride,
+                value: self.strides.row as u64,
+                max: MAX_ROW_STRIDE as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Distinct (item, row, head, col) must map to distinct elements, or CTAs race: sort the
+    /// used dimensions by stride; each stride must step past everything the smaller ones span.
+    fn check_output(&self) -> Result<()> {
+        self.check_strides()?;
+        let s = self.strides;
+        let (sb, sr, sh) = (s.batch as u64, s.row as u64, s.head as u64);
+        // (stride, extent) of the dimensions that vary; extent-1 ones cannot collide.
+        let mut dims =
+            [(sb, self.items), (sr, self.rows), (sh, self.heads)].map(|(stride, extent)| {
+                if extent > 1 {
+                    (stride, extent as u64)
+                } else {
+                    (u64::MAX, 1)
+                }
+            });
+        dims.sort_unstable();
+        // Largest offset reachable by the dimensions seen so far (the contiguous head dim first).
+        let mut reach = self.head_dim as u128 - 1;
+        for (stride, extent) in dims.into_iter().filter(|&(_, extent)| extent > 1) {
+            if stride as u128 <= reach {
+                return Err(Error::OverlappingOutput {
+                    tensor: self.tensor,
+                    batch: s.batch,
+                    row: s.row,
+                    head: s.head,
+                    head_dim: self.head_dim,
+                });
+            }
+            reach += stride as u128 * (extent as u128 - 1);
+        }
+        Ok(())
+    }
+
+    /// Every stride the kernel steps by must keep 16-byte row chunks aligned.
+    fn check_alignment(&self, dtype: DType) -> Result<()> {
+        let e = dtype.size() as u64;
+        let s = self.strides;
+        for (dim, stride) in [
+            (Dim::Batch, s.batch),
+            (Dim::Seq, s.row),
+            (Dim::Heads, s.head),
+        ] {
+            let bytes = stride as u64 * e;
+            if !bytes.is_multiple_of(COPY_ALIGN_BYTES as u64) {
+                return Err(Error::Misaligned {
+                    tensor: self.tensor,
+                    what: AlignWhat::Stride(dim),
+                    required: COPY_ALIGN_BYTES,
+                    value: bytes,
+                });
+            }
+        }
+        Ok(())
+    }
+}
