@@ -85,6 +85,14 @@ typedef struct FlashFwdParams {
  * A head whose output is all zeros for a token contributes 0 to its off-diagonal pairs and 1 to
  * its diagonal entry for that token.
  */
+/* The head-similarity kernel's fixed shape and limits (kernels/common/head_similarity_traits.cuh
+ * static_asserts its constants against these; the Rust plan reads them through bindgen). */
+#define FLASHMHA_HEADSIM_THREADS 256          /* threads per CTA; any other block size traps */
+#define FLASHMHA_HEADSIM_MAX_HEADS 128        /* largest num_heads */
+#define FLASHMHA_HEADSIM_MAX_HEAD_DIM 256     /* largest head_dim */
+#define FLASHMHA_HEADSIM_LOAD_BYTES 16        /* one vector load: base, strides, head_dim aligned */
+#define FLASHMHA_HEADSIM_TOKENS_PER_GROUP 8   /* tokens per CTA is a multiple of it */
+
 typedef struct HeadSimParams {
     const void *o;
     float *gram;

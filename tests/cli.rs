@@ -36,8 +36,11 @@ fn check_passes_random_cases_and_fails_cleanly_without_a_gpu() {
     assert!(ok, "{text}");
     assert!(text.contains("all cases passed"), "{text}");
     assert_eq!(text.matches("┆ pass").count(), 4, "{text}");
-    if !flashmha::cuda::driver_present() {
-        let (ok, text) = run(&["check", "--gpu", "--cases", "1"]);
+    // With a driver the GPU path must pass; without one it must fail with the typed error.
+    let (ok, text) = run(&["check", "--gpu", "--cases", "1"]);
+    if flashmha::cuda::driver_present() {
+        assert!(ok, "{text}");
+    } else {
         assert!(!ok);
         assert!(text.contains("no CUDA driver"), "{text}");
     }

@@ -94,12 +94,15 @@ proptest! {
 }
 
 #[test]
-fn forward_matches_reference_on_a_gpu_when_present() {
-    if !flashmha::cuda::driver_present() {
-        eprintln!("skipped: no CUDA driver on this machine (the emulator tests above ran instead)");
-        return;
-    }
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(rand::random());
+#[ignore = "needs a CUDA GPU and driver: run with `cargo test --release -- --ignored` on a GPU machine"]
+fn forward_matches_reference_on_a_gpu() {
+    // FLASHMHA_SEED replays a failing run; the seed is printed either way.
+    let seed = std::env::var("FLASHMHA_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("forward_matches_reference_on_a_gpu: FLASHMHA_SEED={seed}");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
     for _ in 0..cases() {
         let dtype = if rand::Rng::random_bool(&mut rng, 0.5) {
             DType::F16

@@ -17,6 +17,8 @@
 
 #include <stdint.h>
 
+#include "params.h"
+
 namespace flashmha {
 namespace headsim {
 
@@ -45,6 +47,12 @@ struct Shape {
     static constexpr float kMaxRowScale = 0x1p126f;
 
     static_assert(kThreads == kTileDim * kTileDim, "thread grid covers the CTA exactly");
+    // The host plans with the limits in params.h: they must be these.
+    static_assert(kThreads == FLASHMHA_HEADSIM_THREADS, "params.h block size");
+    static_assert(kMaxHeads == FLASHMHA_HEADSIM_MAX_HEADS, "params.h head limit");
+    static_assert(kMaxHeadDim == FLASHMHA_HEADSIM_MAX_HEAD_DIM, "params.h head-dim limit");
+    static_assert(kVecElems * 2 == FLASHMHA_HEADSIM_LOAD_BYTES, "params.h load width (16-bit)");
+    static_assert(kTokensPerGroup == FLASHMHA_HEADSIM_TOKENS_PER_GROUP, "params.h token group");
     static_assert(kThreads % kWarpSize == 0, "whole warps");
     static_assert(kWarpSize % kLanesPerRow == 0, "norm groups do not straddle warps");
     static_assert(kMaxHeadDim % (kVecElems * kLanesPerRow) == 0, "every lane loads kVecsPerLane");

@@ -2,7 +2,7 @@
 //! and its buffer addresses, then fills [`HeadSimParams`] with the grid, block and shared memory
 //! the kernel expects. Pure: touches no device and no memory; both backends execute this plan.
 
-use crate::abi::HeadSimParams;
+use crate::abi::{self, HeadSimParams};
 use crate::dtype::DType;
 use crate::error::{AlignWhat, Dim, Error, Limit, Result, TensorName};
 
@@ -10,17 +10,17 @@ use crate::error::{AlignWhat, Dim, Error, Limit, Result, TensorName};
 pub const ENTRY_F16: &str = "flashmha_head_similarity_f16";
 /// Entry of the bf16 instantiation.
 pub const ENTRY_BF16: &str = "flashmha_head_similarity_bf16";
-/// Threads per CTA (`headsim::Shape::kThreads`); the kernel traps on any other block size.
-pub const THREADS: u32 = 256;
-/// Largest head count (`Shape::kMaxHeads`).
-pub const MAX_HEADS: usize = 128;
-/// Largest head dim (`Shape::kMaxHeadDim`).
-pub const MAX_HEAD_DIM: usize = 256;
+/// Threads per CTA (params.h, `headsim::Shape::kThreads`); the kernel traps on any other size.
+pub const THREADS: u32 = abi::FLASHMHA_HEADSIM_THREADS;
+/// Largest head count (params.h, `Shape::kMaxHeads`).
+pub const MAX_HEADS: usize = abi::FLASHMHA_HEADSIM_MAX_HEADS as usize;
+/// Largest head dim (params.h, `Shape::kMaxHeadDim`).
+pub const MAX_HEAD_DIM: usize = abi::FLASHMHA_HEADSIM_MAX_HEAD_DIM as usize;
 /// The kernel reads 16-byte segments: base address and strides must keep them aligned.
-pub const LOAD_ALIGN_BYTES: usize = 16;
-/// Tokens whose norms a CTA holds at once (`Shape::kTokensPerGroup`); tokens per CTA is a
-/// multiple of it so no group is split between CTAs.
-pub const TOKENS_PER_GROUP: usize = 8;
+pub const LOAD_ALIGN_BYTES: usize = abi::FLASHMHA_HEADSIM_LOAD_BYTES as usize;
+/// Tokens whose norms a CTA holds at once (params.h, `Shape::kTokensPerGroup`); tokens per CTA
+/// is a multiple of it so no group is split between CTAs.
+pub const TOKENS_PER_GROUP: usize = abi::FLASHMHA_HEADSIM_TOKENS_PER_GROUP as usize;
 /// CTAs the plan aims for: two per SM on a 132-SM GPU (the kernel's 128 registers x 256 threads
 /// allow two resident CTAs per SM), enough to fill every shipped architecture. More CTAs would
 /// only add atomics (each CTA adds `heads²` of them).
