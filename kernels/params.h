@@ -9,7 +9,7 @@
  *  - Strides are in elements (not bytes) and are int64 so that no host-side product overflows;
  *    the last dimension (head dim) is always contiguous (stride 1).
  *  - Lengths are int32: validation guarantees that every index the kernel forms fits in 32 bits
- *    where the kernel uses 32-bit math (see src/validate.rs).
+ *    where the kernel uses 32-bit math (see src/validate/).
  */
 #ifndef FLASHMHA_PARAMS_H
 #define FLASHMHA_PARAMS_H

@@ -43,3 +43,8 @@ pub use error::{Error, Result};
 pub use options::AttnOptions;
 pub use plan::FwdPlan;
 pub use shape::{FwdShape, Heads, SeqShape, Strides};
+
+/// The README's Rust examples, compiled by `cargo test` as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
