@@ -297,7 +297,7 @@ pub(super) fn exec_ld(
             raw[..size as usize].copy_from_slice(&buf[k * size as usize..(k + 1) * size as usize]);
             let mut v = u64::from_le_bytes(raw);
             if sext && size < 8 {
-                v = super::alu::sext(v, size * 8) as u64;
+                v = super::lanes::sext(v, size * 8) as u64;
             }
             w.set(ds[k], l, v & dmask);
         }
@@ -334,7 +334,7 @@ pub(super) fn exec_st(
 
 fn atom_apply(op: AtomOp, ty: Ty, old: u64, a: u64, b: u64) -> u64 {
     let w = ty.bits() as u8;
-    let m = super::alu::mask(w);
+    let m = super::lanes::mask(w);
     let (old, a, b) = (old & m, a & m, b & m);
     match op {
         AtomOp::Add => match ty {
@@ -347,7 +347,7 @@ fn atom_apply(op: AtomOp, ty: Ty, old: u64, a: u64, b: u64) -> u64 {
             let lt = match ty {
                 Ty::F32 => f32::from_bits(old as u32) < f32::from_bits(a as u32),
                 Ty::F64 => f64::from_bits(old) < f64::from_bits(a),
-                t if t.is_signed() => super::alu::sext(old, w) < super::alu::sext(a, w),
+                t if t.is_signed() => super::lanes::sext(old, w) < super::lanes::sext(a, w),
                 _ => old < a,
             };
             if lt != max {

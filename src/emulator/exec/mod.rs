@@ -11,9 +11,14 @@
 //! completes (with a finding), a collective whose members cannot all arrive is forced (with a
 //! finding), and otherwise the CTA is reported as deadlocked and abandoned. Nothing ever hangs.
 
-mod alu;
 mod collective;
+mod compare;
+mod convert;
+mod float;
+mod int;
+mod lanes;
 mod mem;
+mod sfu;
 
 use super::counters::RawCounters;
 use super::findings::{FindingKind, FindingSink};
@@ -513,24 +518,24 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
         }
         match inst.op {
             Op::Mov { d, a, mask } => {
-                alu::lanes1(&mut w.regs, active, d, a, |x| x & mask);
+                lanes::lanes1(&mut w.regs, active, d, a, |x| x & mask);
                 w.next();
             }
             Op::Bin { k, d, a, b } => {
                 if active != 0 {
-                    alu::exec_bin(k, &mut w.regs, active, d, a, b);
+                    int::exec_bin(k, &mut w.regs, active, d, a, b);
                 }
                 w.next();
             }
             Op::Un { k, d, a } => {
                 if active != 0 {
-                    alu::exec_un(k, &mut w.regs, active, d, a);
+                    int::exec_un(k, &mut w.regs, active, d, a);
                 }
                 w.next();
             }
             Op::Tern { k, d, a, b, c } => {
                 if active != 0 {
-                    alu::exec_tern(k, &mut w.regs, active, d, a, b, c);
+                    int::exec_tern(k, &mut w.regs, active, d, a, b, c);
                 }
                 w.next();
             }
@@ -542,7 +547,83 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 c,
                 e,
             } => {
-                alu::exec_bfi(width, &mut w.regs, active, d, [a, b, c, e]);
+                int::exec_bfi(width, &mut w.regs, active, d, [a, b, c, e]);
+                w.next();
+            }
+            Op::FBin {
+                op,
+                ty,
+                mods,
+                d,
+                a,
+                b,
+            } => {
+                if active != 0 {
+                    float::exec_fbin(op, ty, mods, &mut w.regs, active, d, a, b);
+                }
+                w.next();
+            }
+            Op::FUn { k, ty, ftz, d, a } => {
+                if active != 0 {
+                    float::exec_fun(k, ty, ftz, &mut w.regs, active, d, a);
+                }
+                w.next();
+            }
+            Op::Fma {
+                ty,
+                mods,
+                d,
+                a,
+                b,
+                c,
+            } => {
+                if active != 0 {
+                    float::exec_fma(ty, mods, &mut w.regs, active, d, a, b, c);
+                }
+                w.next();
+            }
+            Op::SlctF32 { ftz, d, a, b, c } => {
+                if active != 0 {
+                    float::exec_slct_f32(ftz, &mut w.regs, active, d, a, b, c);
+                }
+                w.next();
+            }
+            Op::Sfu { k, d, a } => {
+                if active != 0 {
+                    sfu::exec_sfu(k, &mut w.regs, active, d, a);
+                }
+                w.next();
+            }
+            Op::Cvt { k, d, a } => {
+                if active != 0 {
+                    convert::exec_cvt(&k, &mut w.regs, active, d, a);
+                }
+                w.next();
+            }
+            Op::CvtPack {
+                fmt,
+                rnd,
+                relu,
+                satfinite,
+                d,
+                a,
+                b,
+            } => {
+                if active != 0 {
+                    convert::exec_cvt_pack(fmt, rnd, relu, satfinite, &mut w.regs, active, d, a, b);
+                }
+                w.next();
+            }
+            Op::Cvta {
+                to_space,
+                window,
+                dmask,
+                d,
+                a,
+            } => {
+                if active != 0 {
+                    convert::exec_cvta(to_space, window, dmask, &mut w.regs, active, d, a);
+                }
                 w.next();
             }
             Op::Setp {
@@ -555,42 +636,7 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 b,
                 comb,
             } => {
-                for l in lanes(active) {
-                    let r = alu::compare(ty, cmp, w.r(a, l), w.r(b, l));
-                    let (p, q) = match comb {
-                        None => (r, !r),
-                        Some((op, c, neg)) => {
-                            let cv = (w.r(c, l) & 1 != 0) != neg;
-                            let f = |x: bool| match op {
-                                BoolOp::And => x && cv,
-                                BoolOp::Or => x || cv,
-                                BoolOp::Xor => x != cv,
-                            };
-                            (f(r), f(!r))
-                        }
-                    };
-                    let enc = |x: bool| match out {
-                        SetOut::Pred => x as u64,
-                        SetOut::Mask => {
-                            if x {
-                                0xFFFF_FFFF
-                            } else {
-                                0
-                            }
-                        }
-                        SetOut::F32 => {
-                            if x {
-                                1f32.to_bits() as u64
-                            } else {
-                                0
-                            }
-                        }
-                    };
-                    w.set(d, l, enc(p));
-                    if dn != NONE {
-                        w.set(dn, l, enc(q));
-                    }
-                }
+                compare::exec_setp(w, active, ty, cmp, out, [d, dn, a, b], comb);
                 w.next();
             }
             Op::Pack {
@@ -599,7 +645,7 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 n: np,
                 bits,
             } => {
-                let m = alu::mask(bits);
+                let m = lanes::mask(bits);
                 for l in lanes(active) {
                     let mut v = 0u64;
                     for (k, p) in parts.iter().take(np as usize).enumerate() {
@@ -610,7 +656,7 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 w.next();
             }
             Op::Unpack { ds, n: np, bits, a } => {
-                let m = alu::mask(bits);
+                let m = lanes::mask(bits);
                 for l in lanes(active) {
                     let v = w.r(a, l);
                     for (k, d) in ds.iter().take(np as usize).enumerate() {
