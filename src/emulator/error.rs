@@ -13,12 +13,14 @@ pub enum EmuError {
         msg: String,
     },
     /// A well-formed instruction that the emulator does not implement. Raised at load time so no
-    /// kernel ever runs with an instruction silently skipped.
-    #[error("unsupported instruction `{opcode}` at line {line}: `{text}`")]
+    /// kernel ever runs with an instruction silently skipped. `detail` names what exactly is
+    /// missing (e.g. a qualifier no lowering consumed), or is empty.
+    #[error("unsupported instruction `{opcode}` at line {line}{detail}: `{text}`")]
     Unsupported {
         line: u32,
         opcode: String,
         text: String,
+        detail: String,
     },
     /// The module has no `.entry` of that name.
     #[error("no kernel entry named `{0}` in the module")]

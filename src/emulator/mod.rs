@@ -22,12 +22,17 @@
 //! # Files (each may only touch what it says)
 //! * `lexer.rs`, `parser.rs`, `ast.rs`: PTX text to syntax tree (no semantics).
 //! * `types.rs`: PTX types and state spaces.
-//! * `lower.rs`, `program.rs`: syntax tree to the executable form (dense registers, decoded
-//!   qualifiers, resolved labels); unsupported instructions are rejected here, at load time.
+//! * `lower/`, `program.rs`: syntax tree to the executable form (dense registers, decoded
+//!   qualifiers, resolved labels); unsupported instructions and qualifiers are rejected here, at
+//!   load time. `lower/mod.rs` routes each opcode to one file per instruction family, and
+//!   `lower/quals.rs` is the qualifier parser every family consumes from.
 //! * `softfloat.rs`: exact rounding to f16/bf16/tf32/f32/f64 in every rounding mode.
-//! * `exec/`: the engine. `mod.rs` schedules warps and lanes of one CTA; `alu.rs` is per-lane
-//!   arithmetic; `mem.rs` memory instructions and their checks; `collective.rs` warp
-//!   collectives and `mma` fragment layouts.
+//! * `exec/`: the engine. `mod.rs` schedules warps and lanes of one CTA; the rest is one file
+//!   per family: `int.rs`, `float.rs`, `sfu.rs`, `convert.rs`, `compare.rs` (per-lane
+//!   arithmetic over `lanes.rs`), `mem.rs` (memory instructions and their checks),
+//!   `async_copy.rs` (`cp.async`), `sync.rs` (barriers: the `Waitable` abstraction used by
+//!   stall resolution and race-checker epochs), `collective.rs` (warp collectives) and
+//!   `tensor.rs` (`mma` fragment layouts, `ldmatrix`).
 //! * `memory.rs` (global memory), `shared.rs` (shared memory + shadow state for the checks).
 //! * `findings.rs`, `counters.rs`: what a launch reports.
 //! * `device.rs`: the public backend API.

@@ -152,6 +152,7 @@ pub struct FMods {
     pub approx: bool,
 }
 
+/// Integer and bitwise binary operations (integer family).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BinK {
     Add(u8),
@@ -170,11 +171,9 @@ pub enum BinK {
     And,
     Or,
     Xor,
-    F(FOp, FTy, FMods),
-    /// `cvt.rn{.relu}{.satfinite}.{f16x2,bf16x2}.f32 d, a, b`: a to the upper half.
-    CvtPack(Fmt, Rnd, bool, bool),
 }
 
+/// Integer unary operations (integer family).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnK {
     Not(u8),
@@ -185,8 +184,18 @@ pub enum UnK {
     Clz(u8),
     Brev(u8),
     Bfind(u8, bool, bool),
-    FNeg(FTy, bool),
-    FAbs(FTy, bool),
+}
+
+/// Float sign operations (float family).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FUnK {
+    Neg,
+    Abs,
+}
+
+/// Special-function-unit operations and the IEEE square root / reciprocal (SFU family).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SfuK {
     Sqrt(FTy, FMods),
     Rsqrt(FTy, bool),
     Rcp(FTy, FMods),
@@ -195,15 +204,6 @@ pub enum UnK {
     Sin(bool),
     Cos(bool),
     Tanh(FTy),
-    Cvt(CvtK),
-    /// Generic <-> state-space address conversion: add (to generic) or subtract the window base.
-    Cvta {
-        to_space: bool,
-        window: u64,
-        dmask: u64,
-    },
-    /// Result = constant (e.g. `createpolicy`), still a register write.
-    Const(u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,15 +221,14 @@ pub struct CvtK {
     pub dmask: u64,
 }
 
+/// Integer ternary operations and selection (integer family).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TerK {
     MadLo(u8),
     MadHi(u8, bool),
     MadWide(u8, bool),
-    Fma(FTy, FMods),
     Selp,
     SlctS32,
-    SlctF32(bool),
     Bfe(u8, bool),
     Prmt,
     Shf { left: bool, clamp: bool },
@@ -363,6 +362,66 @@ pub enum Op {
         a: R,
         b: R,
         c: R,
+    },
+    /// Float arithmetic (float family).
+    FBin {
+        op: FOp,
+        ty: FTy,
+        mods: FMods,
+        d: R,
+        a: R,
+        b: R,
+    },
+    FUn {
+        k: FUnK,
+        ty: FTy,
+        ftz: bool,
+        d: R,
+        a: R,
+    },
+    Fma {
+        ty: FTy,
+        mods: FMods,
+        d: R,
+        a: R,
+        b: R,
+        c: R,
+    },
+    /// `slct.f32`: a if c >= 0 else b.
+    SlctF32 {
+        ftz: bool,
+        d: R,
+        a: R,
+        b: R,
+        c: R,
+    },
+    Sfu {
+        k: SfuK,
+        d: R,
+        a: R,
+    },
+    Cvt {
+        k: CvtK,
+        d: R,
+        a: R,
+    },
+    /// `cvt.rn{.relu}{.satfinite}.{f16x2,bf16x2}.f32 d, a, b`: a to the upper half.
+    CvtPack {
+        fmt: Fmt,
+        rnd: Rnd,
+        relu: bool,
+        satfinite: bool,
+        d: R,
+        a: R,
+        b: R,
+    },
+    /// Generic <-> state-space address conversion: add (to generic) or subtract the window base.
+    Cvta {
+        to_space: bool,
+        window: u64,
+        dmask: u64,
+        d: R,
+        a: R,
     },
     Bfi {
         w: u8,

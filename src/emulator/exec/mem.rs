@@ -1,9 +1,10 @@
-//! Memory instructions: `ld`, `st`, `atom`/`red`, `cp.async` (+ completion), `ldmatrix`.
+//! Memory family: `ld`, `st`, `atom`/`red`, and the per-lane access helpers the async-copy and
+//! tensor families use (`cp.async`, `ldmatrix`).
 //! Every lane's access is bounds- and alignment-checked in its state space; shared accesses also
 //! go through the shadow checks (races, uninitialised reads, cp.async hazards). The counters for
 //! global bytes/sectors and shared wavefronts are collected here per warp-instruction.
 
-use super::{lanes, CpRec, Env, Warp};
+use super::{lanes, Env, Warp};
 use crate::emulator::counters::wavefronts;
 use crate::emulator::findings::FindingKind;
 use crate::emulator::program::*;
@@ -12,14 +13,14 @@ use crate::emulator::types::{Space, Ty};
 
 /// Where one lane's address points.
 #[derive(Clone, Copy, Debug)]
-enum Loc {
+pub(super) enum Loc {
     Global(u64),
     Shared(u64),
     Local(u64),
     Param(u64),
 }
 
-fn resolve(sp: Space, a: u64) -> Loc {
+pub(super) fn resolve(sp: Space, a: u64) -> Loc {
     match sp {
         Space::Global | Space::Const => Loc::Global(a),
         Space::Shared => Loc::Shared(a),
@@ -39,7 +40,7 @@ fn resolve(sp: Space, a: u64) -> Loc {
     }
 }
 
-fn hazard_finding(env: &mut Env, pc: u32, tid: u32, off: u64, h: Hazard) {
+pub(super) fn hazard_finding(env: &mut Env, pc: u32, tid: u32, off: u64, h: Hazard) {
     let (kind, other) = match h {
         Hazard::Raw(o) => (FindingKind::SharedRaceRaw, Some(o)),
         Hazard::War(o) => (FindingKind::SharedRaceWar, o),
@@ -63,7 +64,7 @@ fn hazard_finding(env: &mut Env, pc: u32, tid: u32, off: u64, h: Hazard) {
     });
 }
 
-fn oob(env: &mut Env, pc: u32, tid: u32, loc: Loc, len: usize) {
+pub(super) fn oob(env: &mut Env, pc: u32, tid: u32, loc: Loc, len: usize) {
     let (kind, addr, what) = match loc {
         Loc::Global(a) => (
             FindingKind::GlobalOutOfBounds,
@@ -91,14 +92,21 @@ fn oob(env: &mut Env, pc: u32, tid: u32, loc: Loc, len: usize) {
     });
 }
 
-fn loc_addr(l: Loc) -> u64 {
+pub(super) fn loc_addr(l: Loc) -> u64 {
     match l {
         Loc::Global(a) | Loc::Shared(a) | Loc::Local(a) | Loc::Param(a) => a,
     }
 }
 
 /// Reads `out.len()` bytes for one lane; false (and a finding) if the access is invalid.
-fn read_lane(w: &Warp, env: &mut Env, pc: u32, lane: usize, loc: Loc, out: &mut [u8]) -> bool {
+pub(super) fn read_lane(
+    w: &Warp,
+    env: &mut Env,
+    pc: u32,
+    lane: usize,
+    loc: Loc,
+    out: &mut [u8],
+) -> bool {
     let len = out.len();
     let tid = w.id * 32 + lane as u32;
     if !loc_addr(loc).is_multiple_of(len as u64) {
@@ -153,7 +161,7 @@ fn read_lane(w: &Warp, env: &mut Env, pc: u32, lane: usize, loc: Loc, out: &mut 
     }
 }
 
-fn write_lane(w: &mut Warp, env: &mut Env, pc: u32, lane: usize, loc: Loc, data: &[u8]) {
+pub(super) fn write_lane(w: &mut Warp, env: &mut Env, pc: u32, lane: usize, loc: Loc, data: &[u8]) {
     let len = data.len();
     let tid = w.id * 32 + lane as u32;
     if !loc_addr(loc).is_multiple_of(len as u64) {
@@ -194,7 +202,7 @@ fn write_lane(w: &mut Warp, env: &mut Env, pc: u32, lane: usize, loc: Loc, data:
 }
 
 /// Per-warp-instruction traffic accumulation.
-struct Traffic {
+pub(super) struct Traffic {
     sectors: [u64; 64],
     nsec: usize,
     bytes: u64,
@@ -203,7 +211,7 @@ struct Traffic {
 }
 
 impl Traffic {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Traffic {
             sectors: [0; 64],
             nsec: 0,
@@ -213,7 +221,7 @@ impl Traffic {
         }
     }
 
-    fn add(&mut self, lane: usize, loc: Loc, len: usize) {
+    pub(super) fn add(&mut self, lane: usize, loc: Loc, len: usize) {
         match loc {
             Loc::Global(a) => {
                 self.bytes += len as u64;
@@ -236,7 +244,7 @@ impl Traffic {
         }
     }
 
-    fn finish(mut self, env: &mut Env, kind: u8) {
+    pub(super) fn finish(mut self, env: &mut Env, kind: u8) {
         if self.nsec > 0 || self.bytes > 0 {
             let s = &mut self.sectors[..self.nsec];
             s.sort_unstable();
@@ -267,7 +275,7 @@ impl Traffic {
 }
 
 #[inline]
-fn lane_addr(w: &Warp, addr: Addr, lane: usize) -> u64 {
+pub(super) fn lane_addr(w: &Warp, addr: Addr, lane: usize) -> u64 {
     w.r(addr.base, lane).wrapping_add(addr.off as u64)
 }
 
@@ -297,7 +305,7 @@ pub(super) fn exec_ld(
             raw[..size as usize].copy_from_slice(&buf[k * size as usize..(k + 1) * size as usize]);
             let mut v = u64::from_le_bytes(raw);
             if sext && size < 8 {
-                v = super::alu::sext(v, size * 8) as u64;
+                v = super::lanes::sext(v, size * 8) as u64;
             }
             w.set(ds[k], l, v & dmask);
         }
@@ -334,7 +342,7 @@ pub(super) fn exec_st(
 
 fn atom_apply(op: AtomOp, ty: Ty, old: u64, a: u64, b: u64) -> u64 {
     let w = ty.bits() as u8;
-    let m = super::alu::mask(w);
+    let m = super::lanes::mask(w);
     let (old, a, b) = (old & m, a & m, b & m);
     match op {
         AtomOp::Add => match ty {
@@ -347,7 +355,7 @@ fn atom_apply(op: AtomOp, ty: Ty, old: u64, a: u64, b: u64) -> u64 {
             let lt = match ty {
                 Ty::F32 => f32::from_bits(old as u32) < f32::from_bits(a as u32),
                 Ty::F64 => f64::from_bits(old) < f64::from_bits(a),
-                t if t.is_signed() => super::alu::sext(old, w) < super::alu::sext(a, w),
+                t if t.is_signed() => super::lanes::sext(old, w) < super::lanes::sext(a, w),
                 _ => old < a,
             };
             if lt != max {
@@ -447,160 +455,4 @@ pub(super) fn exec_atom(
         }
     }
     t.finish(env, 2);
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(super) fn exec_cp_async(
-    w: &mut Warp,
-    env: &mut Env,
-    pc: u32,
-    active: u32,
-    dst: Addr,
-    src: Addr,
-    cp: u8,
-    src_size: R,
-    ignore_src: R,
-) {
-    let mut t = Traffic::new();
-    let mut ts = Traffic::new();
-    for l in lanes(active) {
-        let tid = w.id * 32 + l as u32;
-        let mut n = if src_size != NONE {
-            w.r(src_size, l) as u32
-        } else if ignore_src != NONE && w.r(ignore_src, l) & 1 != 0 {
-            0
-        } else {
-            cp as u32
-        };
-        if n > cp as u32 {
-            env.report(FindingKind::GlobalOutOfBounds, pc, tid, None, None, || {
-                format!("cp.async src-size {n} exceeds cp-size {cp}")
-            });
-            n = cp as u32;
-        }
-        let d = lane_addr(w, dst, l);
-        let s = lane_addr(w, src, l);
-        if !d.is_multiple_of(cp as u64) || (n > 0 && !s.is_multiple_of(cp as u64)) {
-            env.report(FindingKind::Misaligned, pc, tid, Some(if !d.is_multiple_of(cp as u64) { d } else { s }), None, || {
-                format!("cp.async of {cp} bytes needs {cp}-byte aligned addresses (dst {d:#x}, src {s:#x})")
-            });
-            continue;
-        }
-        if d + cp as u64 > env.smem.len() as u64 {
-            oob(env, pc, tid, Loc::Shared(d), cp as usize);
-            continue;
-        }
-        let mut data = [0u8; 16];
-        if n > 0 {
-            match env.ctx.gmem.find(s, n as u64) {
-                Ok((al, off)) => al.read(off, &mut data[..n as usize]),
-                Err(_) => oob(env, pc, tid, Loc::Global(s), n as usize),
-            }
-            t.add(l, Loc::Global(s), n as usize);
-        }
-        if let Some(h) = env.smem.mark_pending(d as usize, cp as usize) {
-            hazard_finding(env, pc, tid, d, h);
-        }
-        ts.add(l, Loc::Shared(d), cp as usize);
-        w.cp[l].recs.push(CpRec {
-            group: u32::MAX,
-            dst: d as u32,
-            len: cp,
-            data,
-        });
-    }
-    t.finish(env, 0);
-    ts.finish(env, 0);
-}
-
-/// Completes lane `l`'s copies of commit groups below `target` (`u32::MAX`: all, committed or not).
-pub(super) fn complete_cp(w: &mut Warp, env: &mut Env, pc: u32, l: usize, target: u32) {
-    if w.cp[l].recs.is_empty() {
-        return;
-    }
-    let tid = w.id * 32 + l as u32;
-    let recs = std::mem::take(&mut w.cp[l].recs);
-    let mut keep = Vec::with_capacity(recs.len());
-    for r in recs {
-        if target == u32::MAX || (r.group != u32::MAX && r.group < target) {
-            let (o, n) = (r.dst as usize, r.len as usize);
-            env.smem.data[o..o + n].copy_from_slice(&r.data[..n]);
-            if let Some(h) = env.smem.write_check(o, n, tid, true) {
-                hazard_finding(env, pc, tid, o as u64, h);
-            }
-        } else {
-            keep.push(r);
-        }
-    }
-    w.cp[l].recs = keep;
-}
-
-/// `ldmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16`, PTX ISA "Warp-level matrix load
-/// instruction: ldmatrix": lanes 8j..8j+7 give the addresses of rows 0..7 of matrix j (16 bytes
-/// each). Without `.trans`, lane t receives row t/4, elements 2(t%4) and 2(t%4)+1 (low, high);
-/// with `.trans` it receives column t/4, rows 2(t%4) and 2(t%4)+1, i.e. the transposed matrix.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn exec_ldmatrix(
-    w: &mut Warp,
-    env: &mut Env,
-    pc: u32,
-    num: u8,
-    trans: bool,
-    ds: [R; 4],
-    addr: Addr,
-    generic: bool,
-) {
-    let mut rows = [[[0u16; 8]; 8]; 4];
-    let mut acc = [(0u32, 0u32, 0u32); 32];
-    let mut nacc = 0;
-    for (j, matrix) in rows.iter_mut().enumerate().take(num as usize) {
-        for (r, row) in matrix.iter_mut().enumerate() {
-            let lane = j * 8 + r;
-            let a = lane_addr(w, addr, lane);
-            let loc = if generic {
-                resolve(Space::Generic, a)
-            } else {
-                Loc::Shared(a)
-            };
-            let tid = w.id * 32 + lane as u32;
-            if !matches!(loc, Loc::Shared(_)) {
-                env.report(
-                    FindingKind::SharedOutOfBounds,
-                    pc,
-                    tid,
-                    Some(a),
-                    None,
-                    || "ldmatrix generic address is not in shared memory".to_string(),
-                );
-                continue;
-            }
-            let mut buf = [0u8; 16];
-            if read_lane(w, env, pc, lane, loc, &mut buf) {
-                for (e, v) in row.iter_mut().enumerate() {
-                    *v = u16::from_le_bytes([buf[2 * e], buf[2 * e + 1]]);
-                }
-                acc[nacc] = (lane as u32, loc_addr(loc) as u32, 16);
-                nacc += 1;
-            }
-        }
-    }
-    for t in 0..32usize {
-        if w.present >> t & 1 == 0 {
-            continue;
-        }
-        for j in 0..num as usize {
-            let (lo, hi) = if trans {
-                (rows[j][2 * (t % 4)][t / 4], rows[j][2 * (t % 4) + 1][t / 4])
-            } else {
-                (rows[j][t / 4][2 * (t % 4)], rows[j][t / 4][2 * (t % 4) + 1])
-            };
-            w.set(ds[j], t, lo as u64 | (hi as u64) << 16);
-        }
-    }
-    if nacc > 0 {
-        let (need, ideal) = wavefronts(&acc[..nacc], 8);
-        env.cnt.shared_accesses += 1;
-        env.cnt.wavefronts += need;
-        env.cnt.wavefronts_ideal += ideal;
-    }
 }

@@ -6,20 +6,29 @@
 //! common, fast case is the full warp). A branch that splits the group writes the lanes' PCs and
 //! re-picks the lowest-PC group; when the running group reaches the PC where other lanes wait,
 //! they merge back in. Collectives block: a group reaching `shfl`/`vote`/`mma`/`ldmatrix`/
-//! `bar.warp.sync` without all required lanes waits until the others arrive; `bar.sync` waits for
-//! the CTA. When nothing can run, the stall is resolved: a barrier missing only exited threads
-//! completes (with a finding), a collective whose members cannot all arrive is forced (with a
-//! finding), and otherwise the CTA is reported as deadlocked and abandoned. Nothing ever hangs.
+//! `bar.warp.sync` without all required lanes waits until the others arrive; `bar.sync` waits on
+//! a [`Waitable`] (`sync.rs`). When nothing can run, the stall is resolved: a waitable missing
+//! only exited threads completes (with a finding), a collective whose members cannot all arrive
+//! is forced (with a finding), and otherwise the CTA is reported as deadlocked and abandoned. Nothing ever hangs.
 
-mod alu;
+mod async_copy;
 mod collective;
+mod compare;
+mod convert;
+mod float;
+mod int;
+mod lanes;
 mod mem;
+mod sfu;
+mod sync;
+mod tensor;
 
 use super::counters::RawCounters;
 use super::findings::{FindingKind, FindingSink};
 use super::memory::GlobalMemory;
 use super::program::*;
 use super::shared::SharedMem;
+use sync::{Waitable, Waitables};
 
 /// Everything shared by all CTAs of one launch.
 pub(crate) struct LaunchCtx<'a> {
@@ -60,7 +69,8 @@ pub(crate) struct Warp {
     pub bar_wait: u32,
     pub coll_wait: u32,
     pub pcs: [u32; 32],
-    pub bar_id: [u8; 32],
+    /// What each lane in `bar_wait` waits on.
+    pub waiting_on: [Waitable; 32],
     pub group: u32,
     pub gpc: u32,
     pub merge_pc: u32,
@@ -70,15 +80,6 @@ pub(crate) struct Warp {
     pub cp: Vec<LaneCp>,
 }
 
-#[derive(Clone, Copy, Default)]
-struct BarState {
-    arrived: u32,
-    expected: u32,
-    first_pc: u32,
-    first_tid: u32,
-    divergent_reported: bool,
-}
-
 /// Per-CTA state besides the warps.
 pub(crate) struct Env<'a> {
     pub ctx: &'a LaunchCtx<'a>,
@@ -86,12 +87,12 @@ pub(crate) struct Env<'a> {
     pub smem: SharedMem,
     pub findings: FindingSink,
     pub cnt: RawCounters,
-    bars: [BarState; 16],
+    /// Barriers and other waitables of the CTA.
+    pub waits: Waitables,
     pub nthreads: u32,
     pub exited_threads: u32,
     pub abort: bool,
     pub clock: u64,
-    release: Option<u8>,
     pub local_size: u32,
 }
 
@@ -197,6 +198,15 @@ impl Warp {
         self.update_merge_pc();
     }
 
+    /// Parks `lanes_` at `pc`, waiting on `wt` until it completes.
+    fn wait_on(&mut self, lanes_: u32, pc: u32, wt: Waitable) {
+        for l in lanes(lanes_) {
+            self.pcs[l] = pc;
+            self.waiting_on[l] = wt;
+        }
+        self.bar_wait |= lanes_;
+    }
+
     /// Ends the current instruction for the group: all its lanes continue at `pc + 1`.
     #[inline]
     fn next(&mut self) {
@@ -239,12 +249,11 @@ pub(crate) fn run_cta(ctx: &LaunchCtx, cta: [u32; 3]) -> (FindingSink, RawCounte
         smem,
         findings: FindingSink::default(),
         cnt,
-        bars: [BarState::default(); 16],
+        waits: Waitables::new(),
         nthreads,
         exited_threads: 0,
         abort: false,
         clock: 0,
-        release: None,
         local_size: prog.local_size,
     };
     let mut warps: Vec<Warp> = (0..nwarps)
@@ -261,8 +270,8 @@ pub(crate) fn run_cta(ctx: &LaunchCtx, cta: [u32; 3]) -> (FindingSink, RawCounte
             if run_warp(&mut warps[wi], &mut env) > 0 {
                 progressed = true;
             }
-            if let Some(id) = env.release.take() {
-                release(&mut warps, &mut env, id);
+            if let Some(wt) = env.waits.take_completion() {
+                sync::release(&mut warps, &mut env, wt);
             }
             if env.abort {
                 break;
@@ -355,7 +364,7 @@ fn new_warp(
         bar_wait: 0,
         coll_wait: 0,
         pcs: [0; 32],
-        bar_id: [0; 32],
+        waiting_on: [Waitable::Barrier(0); 32],
         group: 0,
         gpc: 0,
         merge_pc: u32::MAX,
@@ -365,43 +374,11 @@ fn new_warp(
     }
 }
 
-/// Completes barrier `id`: every lane waiting on it moves past its `bar` instruction.
-fn release(warps: &mut [Warp], env: &mut Env, id: u8) {
-    for w in warps.iter_mut() {
-        for l in lanes(w.bar_wait) {
-            if w.bar_id[l] == id {
-                w.bar_wait &= !(1 << l);
-                w.pcs[l] += 1;
-            }
-        }
-    }
-    env.bars[id as usize] = BarState::default();
-    env.cnt.barriers += 1;
-    env.smem.next_epoch();
-}
-
 /// Nothing could run: resolve the stall or give up on the CTA. Returns false to stop.
 fn resolve_stall(warps: &mut [Warp], env: &mut Env) -> bool {
-    // A barrier that only misses exited threads.
-    for id in 0..16u8 {
-        let b = env.bars[id as usize];
-        if b.arrived > 0 && b.arrived + env.exited_threads >= b.expected {
-            let (arrived, expected) = (b.arrived, b.expected);
-            env.report(
-                FindingKind::BarrierWithExitedThreads,
-                b.first_pc,
-                b.first_tid,
-                None,
-                None,
-                || {
-                    format!(
-                        "barrier {id}: {arrived} of {expected} threads arrived, the others exited"
-                    )
-                },
-            );
-            release(warps, env, id);
-            return true;
-        }
+    // A waitable that only misses exited threads.
+    if sync::release_if_only_exited_missing(warps, env) {
+        return true;
     }
     // A warp collective whose members cannot all arrive: force the lowest-PC waiting group.
     for w in warps.iter_mut() {
@@ -444,13 +421,7 @@ fn resolve_stall(warps: &mut [Warp], env: &mut Env) -> bool {
         w.update_merge_pc();
         return true;
     }
-    let waiting: Vec<String> = env
-        .bars
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| b.arrived > 0)
-        .map(|(i, b)| format!("barrier {i}: {}/{} arrived", b.arrived, b.expected))
-        .collect();
+    let waiting = sync::describe_pending(env);
     let (pc, tid) = warps
         .iter()
         .find_map(|w| {
@@ -482,7 +453,7 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
         if w.gpc == w.merge_pc {
             w.merge();
         }
-        if n >= SLICE || env.release.is_some() || env.abort {
+        if n >= SLICE || env.waits.has_completion() || env.abort {
             w.park_group();
             break;
         }
@@ -513,24 +484,24 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
         }
         match inst.op {
             Op::Mov { d, a, mask } => {
-                alu::lanes1(&mut w.regs, active, d, a, |x| x & mask);
+                lanes::lanes1(&mut w.regs, active, d, a, |x| x & mask);
                 w.next();
             }
             Op::Bin { k, d, a, b } => {
                 if active != 0 {
-                    alu::exec_bin(k, &mut w.regs, active, d, a, b);
+                    int::exec_bin(k, &mut w.regs, active, d, a, b);
                 }
                 w.next();
             }
             Op::Un { k, d, a } => {
                 if active != 0 {
-                    alu::exec_un(k, &mut w.regs, active, d, a);
+                    int::exec_un(k, &mut w.regs, active, d, a);
                 }
                 w.next();
             }
             Op::Tern { k, d, a, b, c } => {
                 if active != 0 {
-                    alu::exec_tern(k, &mut w.regs, active, d, a, b, c);
+                    int::exec_tern(k, &mut w.regs, active, d, a, b, c);
                 }
                 w.next();
             }
@@ -542,7 +513,83 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 c,
                 e,
             } => {
-                alu::exec_bfi(width, &mut w.regs, active, d, [a, b, c, e]);
+                int::exec_bfi(width, &mut w.regs, active, d, [a, b, c, e]);
+                w.next();
+            }
+            Op::FBin {
+                op,
+                ty,
+                mods,
+                d,
+                a,
+                b,
+            } => {
+                if active != 0 {
+                    float::exec_fbin(op, ty, mods, &mut w.regs, active, d, a, b);
+                }
+                w.next();
+            }
+            Op::FUn { k, ty, ftz, d, a } => {
+                if active != 0 {
+                    float::exec_fun(k, ty, ftz, &mut w.regs, active, d, a);
+                }
+                w.next();
+            }
+            Op::Fma {
+                ty,
+                mods,
+                d,
+                a,
+                b,
+                c,
+            } => {
+                if active != 0 {
+                    float::exec_fma(ty, mods, &mut w.regs, active, d, a, b, c);
+                }
+                w.next();
+            }
+            Op::SlctF32 { ftz, d, a, b, c } => {
+                if active != 0 {
+                    float::exec_slct_f32(ftz, &mut w.regs, active, d, a, b, c);
+                }
+                w.next();
+            }
+            Op::Sfu { k, d, a } => {
+                if active != 0 {
+                    sfu::exec_sfu(k, &mut w.regs, active, d, a);
+                }
+                w.next();
+            }
+            Op::Cvt { k, d, a } => {
+                if active != 0 {
+                    convert::exec_cvt(&k, &mut w.regs, active, d, a);
+                }
+                w.next();
+            }
+            Op::CvtPack {
+                fmt,
+                rnd,
+                relu,
+                satfinite,
+                d,
+                a,
+                b,
+            } => {
+                if active != 0 {
+                    convert::exec_cvt_pack(fmt, rnd, relu, satfinite, &mut w.regs, active, d, a, b);
+                }
+                w.next();
+            }
+            Op::Cvta {
+                to_space,
+                window,
+                dmask,
+                d,
+                a,
+            } => {
+                if active != 0 {
+                    convert::exec_cvta(to_space, window, dmask, &mut w.regs, active, d, a);
+                }
                 w.next();
             }
             Op::Setp {
@@ -555,42 +602,7 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 b,
                 comb,
             } => {
-                for l in lanes(active) {
-                    let r = alu::compare(ty, cmp, w.r(a, l), w.r(b, l));
-                    let (p, q) = match comb {
-                        None => (r, !r),
-                        Some((op, c, neg)) => {
-                            let cv = (w.r(c, l) & 1 != 0) != neg;
-                            let f = |x: bool| match op {
-                                BoolOp::And => x && cv,
-                                BoolOp::Or => x || cv,
-                                BoolOp::Xor => x != cv,
-                            };
-                            (f(r), f(!r))
-                        }
-                    };
-                    let enc = |x: bool| match out {
-                        SetOut::Pred => x as u64,
-                        SetOut::Mask => {
-                            if x {
-                                0xFFFF_FFFF
-                            } else {
-                                0
-                            }
-                        }
-                        SetOut::F32 => {
-                            if x {
-                                1f32.to_bits() as u64
-                            } else {
-                                0
-                            }
-                        }
-                    };
-                    w.set(d, l, enc(p));
-                    if dn != NONE {
-                        w.set(dn, l, enc(q));
-                    }
-                }
+                compare::exec_setp(w, active, ty, cmp, out, [d, dn, a, b], comb);
                 w.next();
             }
             Op::Pack {
@@ -599,7 +611,7 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 n: np,
                 bits,
             } => {
-                let m = alu::mask(bits);
+                let m = lanes::mask(bits);
                 for l in lanes(active) {
                     let mut v = 0u64;
                     for (k, p) in parts.iter().take(np as usize).enumerate() {
@@ -610,7 +622,7 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 w.next();
             }
             Op::Unpack { ds, n: np, bits, a } => {
-                let m = alu::mask(bits);
+                let m = lanes::mask(bits);
                 for l in lanes(active) {
                     let v = w.r(a, l);
                     for (k, d) in ds.iter().take(np as usize).enumerate() {
@@ -663,7 +675,7 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 ignore_src,
                 ..
             } => {
-                mem::exec_cp_async(w, env, pc, active, dst, src, cp, src_size, ignore_src);
+                async_copy::exec_cp_async(w, env, pc, active, dst, src, cp, src_size, ignore_src);
                 w.next();
             }
             Op::CpCommit => {
@@ -680,7 +692,7 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
             Op::CpWait { n: keep } => {
                 for l in lanes(active) {
                     let target = w.cp[l].committed.saturating_sub(keep);
-                    mem::complete_cp(w, env, pc, l, target);
+                    async_copy::complete_cp(w, env, pc, l, target);
                 }
                 w.next();
             }
@@ -705,7 +717,7 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
             }
             Op::Exit => {
                 for l in lanes(active) {
-                    mem::complete_cp(w, env, pc, l, u32::MAX);
+                    async_copy::complete_cp(w, env, pc, l, u32::MAX);
                 }
                 w.exited |= active;
                 env.exited_threads += active.count_ones();
@@ -731,56 +743,7 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                     w.next();
                     continue;
                 }
-                let first = active.trailing_zeros() as usize;
-                let bid = (w.r(id, first) & 15) as u8;
-                let expected = if count == NONE {
-                    env.nthreads
-                } else {
-                    w.r(count, first) as u32
-                };
-                let tid = w.id * 32 + first as u32;
-                // Divergence is only defined for the CTA-wide form (`__syncthreads`): named
-                // barriers with a count legitimately pair `bar.arrive` with `bar.sync`, or
-                // barriers at different code locations.
-                let full = count == NONE && !arrive;
-                let b = &mut env.bars[bid as usize];
-                if b.arrived == 0 {
-                    b.first_pc = pc;
-                    b.first_tid = tid;
-                    b.expected = expected;
-                    b.divergent_reported = !full;
-                } else if full && b.first_pc != pc && !b.divergent_reported {
-                    b.divergent_reported = true;
-                    let (fpc, ftid) = (b.first_pc, b.first_tid);
-                    let other_line = insts[fpc as usize].line;
-                    env.report(
-                        FindingKind::DivergentBarrier,
-                        pc,
-                        tid,
-                        None,
-                        Some(ftid),
-                        || format!("threads wait on barrier {bid} at different instructions (also line {other_line})"),
-                    );
-                }
-                let b = &mut env.bars[bid as usize];
-                b.arrived += active.count_ones();
-                let complete = b.arrived >= b.expected;
-                if !arrive {
-                    for l in lanes(active) {
-                        w.pcs[l] = pc;
-                        w.bar_id[l] = bid;
-                    }
-                    w.bar_wait |= active;
-                    w.continue_with(g & !active);
-                    if w.group == 0 {
-                        w.update_merge_pc();
-                    }
-                } else {
-                    w.next();
-                }
-                if complete {
-                    env.release = Some(bid);
-                }
+                sync::exec_bar(w, env, pc, active, id, count, arrive);
             }
             Op::BarWarp { mask } => {
                 if collective::ready(w, env, pc, active, mask) {
@@ -842,7 +805,7 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 c,
             } => {
                 if collective::ready_aligned(w, env, pc, active) {
-                    collective::mma(w, env, shape, bf16, c_f32, d_f32, d, a, b, c);
+                    tensor::mma(w, env, shape, bf16, c_f32, d_f32, d, a, b, c);
                     w.next();
                 }
             }
@@ -854,7 +817,7 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 generic,
             } => {
                 if collective::ready_aligned(w, env, pc, active) {
-                    mem::exec_ldmatrix(w, env, pc, num, trans, ds, addr, generic);
+                    tensor::exec_ldmatrix(w, env, pc, num, trans, ds, addr, generic);
                     w.next();
                 }
             }

@@ -1,0 +1,77 @@
+//! Barrier and synchronisation family: `bar`/`barrier` (`.sync`, `.arrive`, named barriers with
+//! a thread count, `.aligned`), `bar.warp.sync`, memory fences (`membar`, `fence`: no-ops in the
+//! sequentially consistent model) and `nanosleep`/`pmevent`.
+
+use super::super::ast;
+use super::super::error::EmuError;
+use super::super::program::*;
+use super::super::types::Ty;
+use super::quals::{is_ignorable_mem_qual, Quals};
+use super::Lowerer;
+
+impl Lowerer {
+    pub(super) fn lower_sync(
+        &mut self,
+        base: &str,
+        i: &ast::Instr,
+        q: &mut Quals,
+    ) -> Result<(), EmuError> {
+        let o = &i.operands;
+        match base {
+            "bar" | "barrier" => {
+                if q.has("warp") {
+                    if !q.has("sync") {
+                        return self.unsupported(&i.opcode);
+                    }
+                    self.ops(i, 1)?;
+                    let mask = self.src(&o[0], Ty::B32)?;
+                    return self.push(i, Op::BarWarp { mask }, Class::Sync);
+                }
+                // `.cta` is the default (and only) scope of these barriers.
+                q.has("cta");
+                q.has("aligned");
+                let arrive = q.has("arrive");
+                if !arrive {
+                    q.has("sync");
+                }
+                self.ops(i, 1)?;
+                let id = self.src(&o[0], Ty::U32)?;
+                let count = if o.len() > 1 {
+                    self.src(&o[1], Ty::U32)?
+                } else {
+                    NONE
+                };
+                self.push(i, Op::Bar { id, count, arrive }, Class::Sync)
+            }
+            "membar" => {
+                q.one_of(&[("cta", ()), ("gl", ()), ("sys", ())]);
+                self.push(i, Op::Nop, Class::Sync)
+            }
+            "fence" => {
+                // Thread fences order memory; the model is sequentially consistent. Proxy
+                // fences order the generic and async proxies, which one memory models as one.
+                q.ignore(|s| {
+                    is_ignorable_mem_qual(s)
+                        || matches!(
+                            s,
+                            "proxy"
+                                | "async"
+                                | "alias"
+                                | "mbarrier_init"
+                                | "global"
+                                | "shared::cta"
+                                | "shared::cluster"
+                                | "shared"
+                        )
+                });
+                self.push(i, Op::Nop, Class::Sync)
+            }
+            _ => {
+                // nanosleep / pmevent
+                q.types();
+                q.has("mask");
+                self.push(i, Op::Nop, Class::Other)
+            }
+        }
+    }
+}
