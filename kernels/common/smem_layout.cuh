@@ -191,8 +191,13 @@ class TileCopy {
      * chunks from the tile's row 0. */
     struct Source {
         int64_t off0;                                // fixed column: the first chunk
-        int64_t step;                                // fixed column: bytes between its rows
+        int64_t step;                                // fixed column: bytes between its rows;
+                                                     // otherwise: bytes of one whole tile
         int32_t off32[kFixedColumn ? 1 : kIters];    // otherwise: every chunk (32-bit)
+        /* Bytes from one tile's row 0 to the next's (kIters * kRowStep = kRows when fixed). */
+        __device__ __forceinline__ int64_t tile_bytes() const {
+            return kFixedColumn ? kIters * step : step;
+        }
     };
 
     /* Shared side: smem_base is the .shared address the tile offsets are relative to (the tile
@@ -225,7 +230,7 @@ class TileCopy {
             src.off32[0] = 0;
         } else {
             src.off0 = 0;
-            src.step = 0;
+            src.step = Tile::kRows * row_stride * kElemBytes;
 #pragma unroll
             for (int it = 0; it < kIters; ++it) {
                 const int flat = tail_clamped(tid + it * kThreads);
