@@ -42,6 +42,11 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
     asm volatile("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dynamic_smem_bytes));
     if (dynamic_smem_bytes < static_cast<uint32_t>(T::kSmemBytes)) __trap();
 
+    // Head dims below the compiled one run with their extra columns predicated off (params.h).
+    const int d_real = params.head_dim;
+    if (d_real <= 0 || d_real > T::kHeadDim || d_real % kChunkElems != 0) __trap();
+    const int col8_valid = d_real / kChunkElems;  // 16-byte column chunks that exist in global
+
     const int tid = threadIdx.x;
     const int lane = lane_of(tid);
     const int warp = warp_of(tid);
@@ -118,7 +123,8 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
         typename KVCopy::Source k_src = kv_copy.source(params.k_row_stride, tid);
         typename KVCopy::Source v_src = kv_copy.source(params.v_row_stride, tid);
         // The thread's first-chunk offset rides in the running tile address (two 64-bit
-        // registers fewer in the main loop); row 0 of a tile stays a valid zero-fill address.
+        // registers fewer in the main loop); zero-filled chunks point at the tensor's base,
+        // a valid address the copy does not read.
         uint64_t k_next = k_seq + n_begin * k_src.tile_bytes() + k_src.off0;
         uint64_t v_next = v_seq + n_begin * v_src.tile_bytes() + v_src.off0;
         k_src.off0 = 0;
@@ -126,9 +132,11 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
         auto prefetch_kv = [&](auto stage_c, int n) {
             constexpr int kStage = decltype(stage_c)::value;
             const int valid_keys = ext.sk - n * kBlockN;
-            kv_copy.template copy<T::kKOffset + kStage * KVTile::kBytes>(k_src, k_next, valid_keys, tid);
+            kv_copy.template copy<T::kKOffset + kStage * KVTile::kBytes>(
+                k_src, k_next, valid_keys, col8_valid, gmem_addr(params.k), tid);
             cp_async_commit();
-            kv_copy.template copy<T::kVOffset + kStage * KVTile::kBytes>(v_src, v_next, valid_keys, tid);
+            kv_copy.template copy<T::kVOffset + kStage * KVTile::kBytes>(
+                v_src, v_next, valid_keys, col8_valid, gmem_addr(params.v), tid);
             cp_async_commit();
             k_next += k_src.tile_bytes();
             v_next += v_src.tile_bytes();
@@ -139,7 +147,7 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
             using QCopy = TileCopy<QTile, T::kThreads>;
             const QCopy q_copy(smem_base, tid);
             q_copy.template copy<T::kQOffset>(q_copy.source(params.q_row_stride, tid), q_tile,
-                                              rows_valid, tid);
+                                              rows_valid, col8_valid, q_tile, tid);
         }
         prefetch_kv(Int<0>{}, n_begin);
         cp_async_wait<1>();  // this thread's Q and K[n_begin] copies have landed
@@ -330,7 +338,7 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
         if (QTile::kChunks % T::kThreads == 0 || flat < QTile::kChunks) {
             const int row = QTile::flat_chunk_row(flat);
             const int col8 = QTile::flat_chunk_col8(flat);
-            if (row < rows_valid) {  // rows >= sq are not written
+            if (row < rows_valid && col8 < col8_valid) {  // rows >= sq, cols >= d not written
                 const uint4 v = *reinterpret_cast<const uint4 *>(
                     smem + T::kQOffset + QTile::chunk_offset(row, col8));
                 *reinterpret_cast<uint4 *>(o_tile + row * params.o_row_stride + col8 * kChunkElems) = v;

@@ -50,7 +50,7 @@ pub fn plan_forward_in(
     if p.layout.is_varlen() {
         flags |= abi::FLASHMHA_FLAG_VARLEN;
     }
-    let (total_q, _) = p.layout.total_rows();
+    let (total_q, total_k) = p.layout.total_rows();
     // lse / entropy: [b, hq, sq] padded, [hq, total_q] varlen (row stride 1).
     let (lse_batch_stride, lse_head_stride) = if p.layout.is_varlen() {
         (0, total_q as i64)
@@ -89,6 +89,8 @@ pub fn plan_forward_in(
         head_dim: p.head_dim as i32,
         seqlen_q: max_sq as i32,
         seqlen_k: max_sk as i32,
+        total_q: total_q as i32,
+        total_k: total_k as i32,
         scale,
         scale_log2: scale * std::f32::consts::LOG2_E,
         softcap: p.options.softcap.unwrap_or(0.0),

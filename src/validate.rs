@@ -35,9 +35,17 @@ pub fn validate_forward_in<'t>(
     bufs: &FwdBuffers,
 ) -> Result<&'t FwdKernelRow> {
     let p = problem;
+    // A head dim that is a multiple of 8 (whole 16-byte chunks) runs on the smallest compiled
+    // kernel at least as wide, its extra columns predicated off in the kernel.
     let kernel = table
         .iter()
-        .find(|r| r.dtype == p.dtype && r.head_dim as usize == p.head_dim)
+        .filter(|r| {
+            r.dtype == p.dtype
+                && p.head_dim > 0
+                && p.head_dim.is_multiple_of(8)
+                && r.head_dim as usize >= p.head_dim
+        })
+        .min_by_key(|r| r.head_dim)
         .ok_or_else(|| Error::UnsupportedHeadDim {
             dtype: p.dtype,
             head_dim: p.head_dim,
