@@ -40,7 +40,10 @@
  *   padded layout:  q: [b, sq, hq, d]   k, v: [b, sk, hkv, d]   o: [b, sq, hq, d]
  *   varlen layout:  q: [total_q, hq, d] k, v: [total_k, hkv, d] o: [total_q, hq, d]
  *                   batch item i owns rows cu_seqlens_q[i] .. cu_seqlens_q[i+1] (same for k);
- *                   the *_batch_stride fields are then ignored.
+ *                   the *_batch_stride fields are then ignored. cu_seqlens live in device
+ *                   memory the host cannot vouch for at launch time: the kernel checks every
+ *                   entry it reads (0 <= start <= end <= total, end - start <= seqlen max)
+ *                   against total_q / total_k / seqlen_q / seqlen_k and traps on violation.
  *   lse, entropy:   [b, hq, sq] (padded) or [hq, total_q] (varlen), f32, natural log.
  */
 typedef struct FlashFwdParams {
@@ -64,9 +67,13 @@ typedef struct FlashFwdParams {
     int32_t batch;
     int32_t num_heads_q;
     int32_t num_heads_kv; /* num_heads_q % num_heads_kv == 0 (GQA / MQA) */
-    int32_t head_dim;     /* must equal the entry's compiled head dim */
+    int32_t head_dim;     /* <= the entry's compiled head dim, a multiple of 8: the columns
+                             beyond it are predicated off (zero-filled in shared memory, never
+                             read from or written to global memory) */
     int32_t seqlen_q;     /* padded: the length; varlen: the maximum over the batch */
     int32_t seqlen_k;
+    int32_t total_q;      /* rows of the q / o tensors: varlen total_q, padded b * sq */
+    int32_t total_k;      /* rows of the k / v tensors: varlen total_k, padded b * sk */
 
     float scale;       /* softmax scale applied to q.k (natural domain), usually 1/sqrt(d) */
     float scale_log2;  /* scale * log2(e): the kernel works in the log2 domain */
@@ -114,7 +121,8 @@ typedef struct HeadSimParams {
     X(cu_seqlens_k) X(q_batch_stride) X(q_row_stride) X(q_head_stride) X(k_batch_stride)         \
     X(k_row_stride) X(k_head_stride) X(v_batch_stride) X(v_row_stride) X(v_head_stride)          \
     X(o_batch_stride) X(o_row_stride) X(o_head_stride) X(lse_batch_stride) X(lse_head_stride)    \
-    X(batch) X(num_heads_q) X(num_heads_kv) X(head_dim) X(seqlen_q) X(seqlen_k) X(scale)          \
+    X(batch) X(num_heads_q) X(num_heads_kv) X(head_dim) X(seqlen_q) X(seqlen_k) X(total_q)         \
+    X(total_k) X(scale)                                                                           \
     X(scale_log2) X(softcap) X(window_left) X(window_right) X(flags)
 
 /* The same for HeadSimParams, written after FlashFwdParams' values. */

@@ -47,10 +47,10 @@ mod tests {
 
     #[test]
     fn abi_has_no_padding() {
-        // 10 pointers + 14 i64 strides, then 12 four-byte fields.
+        // 10 pointers + 14 i64 strides, then 14 four-byte fields.
         assert_eq!(
             std::mem::size_of::<FlashFwdParams>(),
-            10 * 8 + 14 * 8 + 12 * 4
+            10 * 8 + 14 * 8 + 14 * 4
         );
         // 2 pointers + 2 i64 strides + 4 i32.
         assert_eq!(std::mem::size_of::<HeadSimParams>(), 2 * 8 + 2 * 8 + 4 * 4);

@@ -133,10 +133,19 @@ mod tests {
         for row in FWD_KERNELS {
             let m = module_of(row.entry).unwrap_or_else(|| panic!("{} not compiled", row.entry));
             assert!(m.ptx.contains(row.entry));
+            // Each warp owns whole m16 row blocks, at least two (so each K / V fragment read
+            // from shared memory feeds two mma) except at d256, where the f32 O accumulator of
+            // 32 rows alone would take all 256 registers a thread can address.
+            let row_blocks = row.block_m / (row.num_warps * 16);
             assert_eq!(
                 row.block_m,
-                row.num_warps * 16,
-                "{}: one m16 row block per warp",
+                row.num_warps * 16 * row_blocks,
+                "{}: whole m16 row blocks per warp",
+                row.entry
+            );
+            assert!(
+                row_blocks >= 2 || row.head_dim >= 256,
+                "{}: {row_blocks} m16 row block(s) per warp",
                 row.entry
             );
         }

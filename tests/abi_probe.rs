@@ -43,7 +43,7 @@ fn device_layout_of_params_structs_equals_bindgen_layout() {
         q_batch_stride, q_row_stride, q_head_stride, k_batch_stride, k_row_stride, k_head_stride,
         v_batch_stride, v_row_stride, v_head_stride, o_batch_stride, o_row_stride, o_head_stride,
         lse_batch_stride, lse_head_stride, batch, num_heads_q, num_heads_kv, head_dim, seqlen_q,
-        seqlen_k, scale, scale_log2, softcap, window_left, window_right, flags);
+        seqlen_k, total_q, total_k, scale, scale_log2, softcap, window_left, window_right, flags);
     let (sim, sim_names) = layout!(HeadSimParams;
         o, gram, token_stride, head_stride, num_tokens, num_heads, head_dim, tokens_per_cta);
     assert_eq!(fwd_names, header_fields("FLASHMHA_ABI_PROBE_FIELDS"));

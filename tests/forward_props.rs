@@ -17,12 +17,29 @@ fn cases() -> u32 {
 }
 
 /// Head dims this build compiled for `dtype`.
-fn head_dims(dtype: DType) -> Vec<usize> {
+fn compiled_head_dims(dtype: DType) -> Vec<usize> {
     FWD_KERNELS
         .iter()
         .filter(|r| r.dtype == dtype)
         .map(|r| r.head_dim as usize)
         .collect()
+}
+
+/// Head dims a case draws: every compiled one, and multiples of 8 between them, which run on
+/// the next compiled kernel with their extra columns predicated off.
+fn head_dims(dtype: DType) -> Vec<usize> {
+    let compiled = compiled_head_dims(dtype);
+    let max = compiled.iter().copied().max().unwrap_or(0);
+    let between = [
+        8usize, 24, 40, 48, 56, 72, 88, 104, 112, 120, 160, 192, 224, 248,
+    ];
+    let mut dims: Vec<usize> = compiled
+        .into_iter()
+        .chain(between.into_iter().filter(|&d| d <= max))
+        .collect();
+    dims.sort_unstable();
+    dims.dedup();
+    dims
 }
 
 fn window() -> impl Strategy<Value = Option<SlidingWindow>> {
@@ -44,15 +61,20 @@ prop_compose! {
     }
 }
 
+fn length() -> impl Strategy<Value = usize> {
+    prop_oneof![4 => 1usize..=150, 1 => 129usize..=280]
+}
+
 prop_compose! {
-    /// Lengths up to 150 (beyond two 64-row tiles, never rounded to a tile), down to 1, and in
-    /// varlen batches sometimes an item with no queries or no keys.
+    /// Lengths down to 1, mostly up to 150, sometimes up to 280 (beyond two 128-row Q tiles;
+    /// never rounded to a tile), and in varlen batches sometimes an item with no queries or no
+    /// keys.
     fn case()(
         dtype in prop_oneof![Just(DType::F16), Just(DType::Bf16)],
         hd_pick in any::<prop::sample::Index>(),
         hkv in 1usize..=2,
         group in 1usize..=3,
-        seqlens in prop::collection::vec((1usize..=150, 1usize..=150), 1..=3),
+        seqlens in prop::collection::vec((length(), length()), 1..=3),
         varlen in prop::bool::weighted(0.35),
         // Varlen only: empty one item's queries (0) or keys (1), or neither.
         empty in prop::option::weighted(0.3, (0usize..3, 0usize..2)),
@@ -136,7 +158,7 @@ proptest! {
         use flashmha::emulated::{forward, HostInputs};
         use flashmha::problem::{FwdProblem, SeqLayout};
         use rand::{Rng, SeedableRng};
-        let (heads, d) = (3usize, head_dims(dtype)[0]);
+        let (heads, d) = (3usize, compiled_head_dims(dtype)[0]);
         let mut p = FwdProblem::contiguous(
             dtype,
             SeqLayout::Padded { batch: 1, seqlen_q: sq, seqlen_k: sk },
@@ -169,5 +191,89 @@ proptest! {
             prop_assert!(head_bits(0).iter().any(|&b| b != 0));
             prop_assert!(head_bits(2).iter().any(|&b| b != 0));
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// cu_seqlens live in device memory, so the kernel checks every entry it reads against the
+    /// sizes in params (0 <= start <= end <= total, end - start <= seqlen max) and traps. A bad
+    /// entry planted after validation and planning (the host saw good ones) must end in a trap
+    /// finding, never in an out-of-bounds read or write.
+    #[test]
+    fn planted_bad_cu_seqlens_trap_instead_of_out_of_bounds(
+        dtype in prop_oneof![Just(DType::F16), Just(DType::Bf16)],
+        hd_pick in any::<prop::sample::Index>(),
+        violation in 0usize..5,
+        seed in any::<u64>(),
+    ) {
+        use flashmha::backend::emulator::{self as emu, dev_buf};
+        use flashmha::emulator::{Device, DevicePtr, FindingKind};
+        use flashmha::problem::{FwdProblem, SeqLayout};
+        use flashmha::validate::binding::FwdBufs;
+        use rand::{Rng, SeedableRng};
+        let dims = head_dims(dtype);
+        let d = dims[hd_pick.index(dims.len())];
+        // Two items: q lengths 40 and 90 (max 90, total 130), k lengths 70 and 30 (max 70, 100).
+        let (cu_q, cu_k) = (vec![0i32, 40, 130], vec![0i32, 70, 100]);
+        let p = FwdProblem::contiguous(
+            dtype,
+            SeqLayout::Varlen { cu_seqlens_q: cu_q.clone(), cu_seqlens_k: cu_k.clone() },
+            2,
+            1,
+            d,
+            AttnOptions::default(),
+        );
+        let mut dev = Device::new();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let put = |dev: &mut Device, bytes: Vec<u8>| {
+            let ptr = dev.alloc(bytes.len());
+            dev.write(ptr, &bytes).unwrap();
+            ptr
+        };
+        let mut random16 = |n: usize| -> Vec<u8> {
+            (0..n).flat_map(|_| dtype.bits_from_f32(rng.random_range(-1.0..1.0)).to_le_bytes()).collect()
+        };
+        let (qb, kb, vb, ob) = (random16(p.q.len), random16(p.k.len), random16(p.v.len), random16(p.o.len));
+        let i32s = |v: &[i32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let (cq, ck) = (put(&mut dev, i32s(&cu_q)), put(&mut dev, i32s(&cu_k)));
+        let bufs = FwdBufs {
+            q: dev_buf(put(&mut dev, qb), p.q.len),
+            k: dev_buf(put(&mut dev, kb), p.k.len),
+            v: dev_buf(put(&mut dev, vb), p.v.len),
+            o: dev_buf(put(&mut dev, ob), p.o.len),
+            lse: None,
+            entropy: None,
+            alibi_slopes: None,
+            head_gates: None,
+            cu_seqlens: Some((dev_buf(cq, cu_q.len()), dev_buf(ck, cu_k.len()))),
+        };
+        // The host validates and plans with good lengths ...
+        let shape = p.shape().unwrap();
+        let launch = match dtype {
+            DType::F16 => flashmha::FwdPlan::<half::f16>::new(&shape).unwrap().bind(&bufs),
+            DType::Bf16 => flashmha::FwdPlan::<half::bf16>::new(&shape).unwrap().bind(&bufs),
+        }
+        .unwrap();
+        // ... then one violation is planted in device memory.
+        let (mut bad_q, mut bad_k) = (cu_q.clone(), cu_k.clone());
+        match violation {
+            0 => bad_k[2] = 100 + 64,   // end past the k / v tensors (end > total_k)
+            1 => bad_q[0] = -16,        // negative start
+            2 => bad_k[1] = 110,        // item 0 longer than seqlen_k max, item 1 ends before it starts
+            3 => bad_q[1] = 0,          // item 1 spans 130 rows > seqlen_q max 90, inside total
+            _ => bad_q[2] = 20,         // end before start (item 1: 40 .. 20)
+        }
+        dev.write(DevicePtr(cq.0), &i32s(&bad_q)).unwrap();
+        dev.write(DevicePtr(ck.0), &i32s(&bad_k)).unwrap();
+        let report = emu::launch_bound(&mut dev, &launch).unwrap();
+        let kinds: Vec<FindingKind> = report.findings.iter().map(|f| f.kind).collect();
+        prop_assert!(kinds.contains(&FindingKind::Trap), "violation {violation}: {:?}", report.findings);
+        prop_assert!(
+            kinds.iter().all(|k| *k == FindingKind::Trap),
+            "violation {violation}: only traps expected, got {:?}",
+            report.findings
+        );
     }
 }

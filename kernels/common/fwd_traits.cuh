@@ -25,9 +25,11 @@ struct FwdTraits {
     static constexpr int kNumWarps = kNumWarps_;
     static constexpr int kThreads = kNumWarps * kWarpSize;
 
-    /* Each warp owns one m16 row block of Q (and of S, P, O). */
-    static constexpr int kRowsPerWarp = kMmaM;
-    static_assert(kBlockM == kNumWarps * kRowsPerWarp, "block_m must be num_warps x 16");
+    /* Each warp owns kRowBlocks m16 row blocks of Q (and of S, P, O): every K and V fragment a
+     * warp reads from shared memory then feeds kRowBlocks mma (DESIGN.md section 2). */
+    static constexpr int kRowsPerWarp = kBlockM / kNumWarps;
+    static constexpr int kRowBlocks = kRowsPerWarp / kMmaM;
+    static_assert(kBlockM == kNumWarps * kRowBlocks * kMmaM, "block_m must be num_warps x 16 x k");
     static_assert(kHeadDim % kMmaK == 0, "head_dim must be a multiple of 16 (k of Q.K^T)");
     static_assert(kBlockN % kMmaK == 0, "block_n must be a multiple of 16 (k of P.V)");
 
@@ -39,15 +41,15 @@ struct FwdTraits {
     static constexpr int kPairTilesN = kBlockN / (2 * kMmaN);   // one ldmatrix.x4 = 2 key tiles
     static constexpr int kPairTilesD = kHeadDim / (2 * kMmaN);  // one ldmatrix.x4.trans = 2 dim tiles
 
-    /* Q A-fragments (4 registers per k16 step) stay in registers for the whole main loop only
-     * while the accumulator-resident registers per thread (O: d / 2, S: block_n / 2, Q: d / 4)
-     * stay <= 96; otherwise each k-step re-reads its Q fragment with one ldmatrix. Measured
-     * (ptxas, sm_80, f16; main-loop PTX per tile): d96/n64 233 regs in registers vs 180 from
-     * shared memory (+1.4% instructions), d128/n64 241 vs 175 (+1.6%), d64/n128 255 vs 223; at
-     * d64/n64 (80 resident) and d80/n64 (92) registers cost nothing (167, 173) and save the
-     * reloads. */
-    static constexpr int kResidentRegs = kOTiles * kCRegs + kSTiles * kCRegs + kQKSteps * kARegs;
-    static constexpr bool kQInRegisters = kResidentRegs <= 96;
+    /* Q A-fragments (4 registers per k16 step and row block) stay in registers for the whole
+     * main loop only while the accumulator-resident registers per thread (per row block O: d / 2,
+     * S: block_n / 2, Q: d / 4) stay within kResidentRegBudget; otherwise each k-step re-reads
+     * its Q fragments with ldmatrix. The budget is measured (ptxas 13.5, sm_80..sm_90, 0 spills;
+     * see the table in kernels/kernel_table.h). */
+    static constexpr int kResidentRegs =
+        kRowBlocks * (kOTiles * kCRegs + kSTiles * kCRegs + kQKSteps * kARegs);
+    static constexpr int kResidentRegBudget = 208;
+    static constexpr bool kQInRegisters = kResidentRegs <= kResidentRegBudget;
 
     /* Shared memory: [Q | K stage 0 | K stage 1 | V stage 0 | V stage 1]; O is staged through the
      * Q tile in the epilogue (same shape). */

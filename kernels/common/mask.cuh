@@ -35,12 +35,19 @@ struct SeqExtent {
 __device__ __forceinline__ SeqExtent seq_extent(const FlashFwdParams &p, int batch) {
     SeqExtent e;
     if (p.flags & FLASHMHA_FLAG_VARLEN) {
+        // Device-resident indices: checked against the tensor sizes in params before any use
+        // (DESIGN.md section 2); a violation traps instead of reading or writing out of bounds.
         const int q0 = p.cu_seqlens_q[batch];
+        const int q1 = p.cu_seqlens_q[batch + 1];
         const int k0 = p.cu_seqlens_k[batch];
+        const int k1 = p.cu_seqlens_k[batch + 1];
+        const bool q_ok = 0 <= q0 && q0 <= q1 && q1 <= p.total_q && q1 - q0 <= p.seqlen_q;
+        const bool k_ok = 0 <= k0 && k0 <= k1 && k1 <= p.total_k && k1 - k0 <= p.seqlen_k;
+        if (!(q_ok && k_ok)) __trap();
         e.q_row0 = q0;
         e.k_row0 = k0;
-        e.sq = p.cu_seqlens_q[batch + 1] - q0;
-        e.sk = p.cu_seqlens_k[batch + 1] - k0;
+        e.sq = q1 - q0;
+        e.sk = k1 - k0;
     } else {
         e.q_row0 = 0;
         e.k_row0 = 0;

@@ -163,8 +163,9 @@ __host__ __device__ constexpr int gcd_int(int a, int b) { return b == 0 ? a : gc
 __host__ __device__ constexpr int min_int(int a, int b) { return a < b ? a : b; }
 
 /* Asynchronous global -> shared copy of one [Tile::kRows x Tile::kCols] tile into its swizzled
- * layout, rows >= valid_rows zero-filled (cp.async src-size 0; the source is then not read and
- * the address used is the tile's row 0, always valid).
+ * layout, rows >= valid_rows and 16-byte column chunks >= valid_col8 (head dims below the
+ * compiled one) zero-filled: cp.async src-size 0, the source is then not read, and the address
+ * used is the caller's `safe_src`, a valid global address (no extra global traffic).
  * Threads take flat chunks tid, tid + kThreads, ...: each 8-thread phase writes one aligned
  * 8-chunk group (conflict-free) and reads 128 contiguous global bytes of one row.
  * Construct once per CTA (per tensor: the offsets depend on its row stride); copy() per tile then
@@ -191,8 +192,13 @@ class TileCopy {
      * chunks from the tile's row 0. */
     struct Source {
         int64_t off0;                                // fixed column: the first chunk
-        int64_t step;                                // fixed column: bytes between its rows
+        int64_t step;                                // fixed column: bytes between its rows;
+                                                     // otherwise: bytes of one whole tile
         int32_t off32[kFixedColumn ? 1 : kIters];    // otherwise: every chunk (32-bit)
+        /* Bytes from one tile's row 0 to the next's (kIters * kRowStep = kRows when fixed). */
+        __device__ __forceinline__ int64_t tile_bytes() const {
+            return kFixedColumn ? kIters * step : step;
+        }
     };
 
     /* Shared side: smem_base is the .shared address the tile offsets are relative to (the tile
@@ -225,7 +231,7 @@ class TileCopy {
             src.off32[0] = 0;
         } else {
             src.off0 = 0;
-            src.step = 0;
+            src.step = Tile::kRows * row_stride * kElemBytes;
 #pragma unroll
             for (int it = 0; it < kIters; ++it) {
                 const int flat = tail_clamped(tid + it * kThreads);
@@ -236,15 +242,27 @@ class TileCopy {
         return src;
     }
 
-    /* Copies the tile whose row 0 is at .global address `gmem_tile` into the shared tile at
-     * smem_base + kTileOffset. */
+    /* Copies the tile whose row 0 (plus from.off0) is at .global address `gmem_tile` into the
+     * shared tile at smem_base + kTileOffset; see the class comment for valid_rows, valid_col8
+     * and safe_src. */
     template <int kTileOffset>
     __device__ __forceinline__ void copy(const Source &from, uint64_t gmem_tile, int valid_rows,
-                                         int tid) const {
-        if (valid_rows >= Tile::kRows)
-            run<kTileOffset, false>(from, gmem_tile, valid_rows, tid);
-        else
-            run<kTileOffset, true>(from, gmem_tile, valid_rows, tid);
+                                         int valid_col8, uint64_t safe_src, int tid) const {
+        if constexpr (kFixedColumn) {
+            // The thread's column is fixed: past valid_col8 all its chunks zero-fill, as if the
+            // tile had no valid rows (no extra code path in the main loop).
+            const int rows = Tile::flat_chunk_col8(tid) < valid_col8 ? valid_rows : 0;
+            if (rows >= Tile::kRows)
+                run<kTileOffset, false, false>(from, gmem_tile, rows, valid_col8, safe_src, tid);
+            else
+                run<kTileOffset, true, false>(from, gmem_tile, rows, valid_col8, safe_src, tid);
+        } else if (valid_col8 < Tile::kChunksPerRow) {
+            run<kTileOffset, true, true>(from, gmem_tile, valid_rows, valid_col8, safe_src, tid);
+        } else if (valid_rows >= Tile::kRows) {
+            run<kTileOffset, false, false>(from, gmem_tile, valid_rows, valid_col8, safe_src, tid);
+        } else {
+            run<kTileOffset, true, false>(from, gmem_tile, valid_rows, valid_col8, safe_src, tid);
+        }
     }
 
   private:
@@ -257,29 +275,32 @@ class TileCopy {
         return min_int(flat, Tile::kChunks - 1);
     }
 
-    template <int kTileOffset, bool kPartial>
+    template <int kTileOffset, bool kPartial, bool kPartialCols>
     __device__ __forceinline__ void run(const Source &from, uint64_t gmem_tile, int valid_rows,
-                                        int tid) const {
+                                        int valid_col8, uint64_t safe_src, int tid) const {
         uint64_t src = gmem_tile + from.off0;
         static_for<kIters>([&](auto it_c) {
             constexpr int it = decltype(it_c)::value;
             constexpr int kImm =
                 kTileOffset + (kFixedColumn ? (it / kPeriod) * kPeriod * kRowStep * Tile::kRowBytes : 0);
             int row;
+            int col8;
             uint32_t dst;
             if constexpr (kFixedColumn) {
                 row = row0_ + it * kRowStep;
+                col8 = Tile::flat_chunk_col8(tid);
                 dst = smem_off_[it % kPeriod];
             } else {
                 const int flat = tid + it * kThreads;
                 if (Tile::kChunks % kThreads != 0 && flat >= Tile::kChunks) return;
                 row = Tile::flat_chunk_row(flat);
+                col8 = Tile::flat_chunk_col8(flat);
                 dst = smem_off_[it];
                 src = gmem_tile + from.off32[it];  // sign-extended
             }
             if constexpr (kPartial) {
-                const bool valid = row < valid_rows;
-                cp_async_16<kImm>(dst, valid ? src : gmem_tile, valid ? kChunkBytes : 0);
+                const bool valid = row < valid_rows && (!kPartialCols || col8 < valid_col8);
+                cp_async_16<kImm>(dst, valid ? src : safe_src, valid ? kChunkBytes : 0);
             } else {
                 cp_async_16<kImm>(dst, src, kChunkBytes);
             }

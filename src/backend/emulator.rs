@@ -56,3 +56,15 @@ pub fn launch_bound(dev: &mut Device, launch: &FwdLaunch) -> Result<LaunchReport
     };
     Ok(dev.launch(&module, launch.kernel.entry, &cfg, launch.params.as_bytes())?)
 }
+
+/// `Ok` when the launch had no findings; otherwise the count and the first one, as an error
+/// (for callers that treat any finding, a device-index `trap` included, as a failure).
+pub fn require_clean(report: &LaunchReport) -> Result<()> {
+    match report.findings.first() {
+        None => Ok(()),
+        Some(first) => Err(Error::Emulator(crate::error::EmulatorError::Findings {
+            count: report.findings.len(),
+            first: first.to_string(),
+        })),
+    }
+}

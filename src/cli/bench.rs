@@ -36,6 +36,87 @@ pub struct BenchArgs {
     /// GPU: timed launches per configuration.
     #[arg(long, default_value_t = 100)]
     iters: usize,
+    /// Print the main-loop tile figures of every compiled kernel of `--dtype` (emulator, key
+    /// doubling) next to the figures before issue 8 and FlashAttention-2's.
+    #[arg(long)]
+    tiles: bool,
+}
+
+/// bench/results/fwd_tiles_before.tsv: figures before the retile and FA2's, per head dim.
+const TILES_BEFORE: &str = include_str!("../../bench/results/fwd_tiles_before.tsv");
+
+fn tiles_before(d: u32) -> Vec<&'static str> {
+    TILES_BEFORE
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .find(|f| f.first().and_then(|x| x.parse::<u32>().ok()) == Some(d))
+        .map(|f| f[1..].to_vec())
+        .unwrap_or_else(|| vec!["-"; 8])
+}
+
+fn run_tiles(args: &BenchArgs) -> super::CliResult<()> {
+    use flashmha::perf_model::tile_figures;
+    println!(
+        "flashmha bench --tiles: main loop by key doubling on the emulator (sq = block_m, sk {} -> {}), \
+         {}; old = before issue 8, FA2 = FlashAttention-2's forward tile on the same emulator \
+         (bench/results/fwd_tiles_before.tsv). Wavefronts include the cp.async stores.",
+        tile_figures::BASE_KEYS,
+        2 * tile_figures::BASE_KEYS,
+        args.dtype
+    );
+    let rows: Vec<_> = FWD_KERNELS
+        .iter()
+        .filter(|r| r.dtype == args.dtype)
+        .filter(|r| args.head_dims.is_empty() || args.head_dims.contains(&(r.head_dim as usize)))
+        .collect();
+    let bar = super::progress::bar(rows.len(), "kernels");
+    let mut t = table::new(&[
+        "d",
+        "tile (old -> new; FA2)",
+        "regs sm_80/86/89/90, spills",
+        "ldmatrix/mma new (old; FA2)",
+        "wavefronts/mma new [ideal] (old; FA2)",
+        "non-tensor/mma new (old; FA2)",
+        "global B / compulsory: sq=block_m, 1024^2",
+    ]);
+    for r in rows {
+        bar.set_message(r.entry);
+        let f = tile_figures::measure(r)?;
+        let old = tiles_before(r.head_dim);
+        let stats: Vec<_> = flashmha::build_info::ptxas_stats(r.entry).collect();
+        let regs = stats
+            .iter()
+            .map(|s| s.registers.to_string())
+            .collect::<Vec<_>>()
+            .join("/");
+        let spills: u32 = stats
+            .iter()
+            .map(|s| s.spill_store_bytes + s.spill_load_bytes)
+            .sum();
+        t.add_row(vec![
+            r.head_dim.to_string(),
+            format!(
+                "{} -> {}x{}/{}w; {}",
+                old[0], r.block_m, r.block_n, r.num_warps, old[4]
+            ),
+            format!("{regs}, {spills} B"),
+            format!("{:.4} ({}; {})", f.ldmatrix_per_mma, old[1], old[5]),
+            format!(
+                "{:.3} [{:.3}] ({}; {})",
+                f.wavefronts_per_mma, f.ideal_wavefronts_per_mma, old[2], old[6]
+            ),
+            format!("{:.3} ({}; {})", f.non_tensor_per_mma, old[3], old[7]),
+            format!(
+                "{:.3}, {:.3}",
+                f.bytes_vs_compulsory_one_tile, f.bytes_vs_compulsory_1024
+            ),
+        ]);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!("{t}");
+    Ok(())
 }
 
 fn problems(args: &BenchArgs) -> Vec<FwdProblem> {
@@ -89,6 +170,9 @@ fn label(p: &FwdProblem) -> String {
 }
 
 pub fn run(args: &BenchArgs) -> super::CliResult<()> {
+    if args.tiles {
+        return run_tiles(args);
+    }
     let problems = problems(args);
     if args.gpu {
         return run_gpu(args, &problems);

@@ -108,7 +108,7 @@ fn launch_without_buffers(kernel: FwdKernelRow, s: &FwdShape) -> FwdLaunch {
     if s.seq.is_varlen() {
         flags |= abi::FLASHMHA_FLAG_VARLEN;
     }
-    let (total_q, _) = s.seq.total_rows();
+    let (total_q, total_k) = s.seq.total_rows();
     // lse / entropy: [b, hq, sq] padded, [hq, total_q] varlen (row stride 1).
     let (lse_batch_stride, lse_head_stride) = if s.seq.is_varlen() {
         (0, total_q as i64)
@@ -138,6 +138,8 @@ fn launch_without_buffers(kernel: FwdKernelRow, s: &FwdShape) -> FwdLaunch {
         head_dim: s.head_dim as i32,
         seqlen_q: max_sq as i32,
         seqlen_k: max_sk as i32,
+        total_q: total_q as i32,
+        total_k: total_k as i32,
         scale,
         scale_log2: scale * std::f32::consts::LOG2_E,
         softcap: s.options.softcap.unwrap_or(0.0),

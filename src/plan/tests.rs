@@ -167,6 +167,36 @@ fn unsupported_head_dim_lists_the_compiled_ones() {
 }
 
 #[test]
+fn head_dims_that_are_multiples_of_8_run_on_the_next_compiled_kernel() {
+    // f16 d72 and d112 run on the f16 d128 kernel with the real head dim in params.
+    let f16 = |d| {
+        FwdProblem::contiguous(
+            DType::F16,
+            SeqLayout::Padded {
+                batch: 1,
+                seqlen_q: 8,
+                seqlen_k: 8,
+            },
+            2,
+            2,
+            d,
+            AttnOptions::default(),
+        )
+    };
+    for d in [72usize, 112, 128] {
+        let plan = plan(&f16(d)).unwrap();
+        assert_eq!(plan.kernel.head_dim, 128);
+        assert_eq!(plan.params.head_dim, d as i32);
+        assert_eq!(plan.params.total_q, 8);
+        assert_eq!(plan.params.total_k, 8);
+    }
+    // Not a multiple of 8, or wider than every compiled kernel: typed errors.
+    for d in [60usize, 136] {
+        assert_err(&f16(d), |e| matches!(e, Error::UnsupportedHeadDim { .. }));
+    }
+}
+
+#[test]
 fn heads_must_divide_and_lengths_must_be_positive() {
     assert_err(&padded(1, 8, 8, 6, 4, 64), |e| {
         matches!(

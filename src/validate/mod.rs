@@ -54,9 +54,17 @@ pub fn validate_shape<'t>(
     shape: &FwdShape,
 ) -> Result<(&'t FwdKernelRow, FwdExtents)> {
     let s = shape;
+    // A head dim that is a multiple of 8 (whole 16-byte chunks) runs on the smallest compiled
+    // kernel at least as wide, its extra columns predicated off in the kernel.
     let kernel = table
         .iter()
-        .find(|r| r.dtype == dtype && r.head_dim as usize == s.head_dim)
+        .filter(|r| {
+            r.dtype == dtype
+                && s.head_dim > 0
+                && s.head_dim.is_multiple_of(8)
+                && r.head_dim as usize >= s.head_dim
+        })
+        .min_by_key(|r| r.head_dim)
         .ok_or_else(|| Error::UnsupportedHeadDim {
             dtype,
             head_dim: s.head_dim,

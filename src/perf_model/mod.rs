@@ -5,6 +5,8 @@
 use crate::emulator::Counters;
 use crate::problem::{FwdProblem, SeqLayout};
 
+pub mod tile_figures;
+
 /// Published peaks of one GPU (dense, no sparsity).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GpuPeaks {
