@@ -156,32 +156,30 @@ impl FwdShape {
         heads: Heads,
         head_dim: usize,
     ) -> FwdShape {
-        let q = Strides::contiguous(seqlen_q, heads.q, head_dim);
-        let kv = Strides::contiguous(seqlen_k, heads.kv, head_dim);
-        FwdShape {
-            seq: SeqShape::Padded {
-                batch,
-                seqlen_q,
-                seqlen_k,
-            },
-            heads,
-            head_dim,
-            strides: QkvoStrides {
-                q,
-                k: kv,
-                v: kv,
-                o: q,
-            },
-            options: AttnOptions::default(),
-        }
+        let seq = SeqShape::Padded {
+            batch,
+            seqlen_q,
+            seqlen_k,
+        };
+        Self::contiguous(seq, heads, head_dim)
     }
 
-    /// Contiguous packed `[total, h, d]` tensors of variable-length sequences (the device
-    /// `cu_seqlens` are passed at run time); default options. Any `Varlen` layout may be
-    /// given through [`SeqShape::Varlen`]; this is its contiguous form.
+    /// Contiguous packed `[total, h, d]` tensors of variable-length sequences described by a
+    /// [`SeqShape::Varlen`] (the device `cu_seqlens` are passed at run time); default options.
     pub fn varlen(seq: SeqShape, heads: Heads, head_dim: usize) -> FwdShape {
-        let q = Strides::contiguous(0, heads.q, head_dim);
-        let kv = Strides::contiguous(0, heads.kv, head_dim);
+        Self::contiguous(seq, heads, head_dim)
+    }
+
+    /// Densely packed tensors for `seq` (batch strides are ignored by varlen layouts).
+    fn contiguous(seq: SeqShape, heads: Heads, head_dim: usize) -> FwdShape {
+        let (sq, sk) = match seq {
+            SeqShape::Padded {
+                seqlen_q, seqlen_k, ..
+            } => (seqlen_q, seqlen_k),
+            SeqShape::Varlen { .. } => (0, 0),
+        };
+        let q = Strides::contiguous(sq, heads.q, head_dim);
+        let kv = Strides::contiguous(sk, heads.kv, head_dim);
         FwdShape {
             seq,
             heads,

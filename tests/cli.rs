@@ -69,8 +69,26 @@ fn emulate_reports_no_findings_for_a_forward_and_a_head_similarity_kernel() {
 
 #[test]
 fn bench_without_a_gpu_prints_counters_and_labels_times_modelled() {
-    let (ok, text) = run(&["bench", "--head-dims", "64", "--seqlen", "130"]);
+    let (ok, text) = run(&[
+        "bench",
+        "--head-dims",
+        "64",
+        "--seqlens",
+        "130",
+        "--tokens",
+        "130",
+        "--hidden",
+        "64",
+    ]);
     assert!(ok, "{text}");
     assert!(text.contains("MODELLED"), "{text}");
-    assert!(text.contains("bf16 d64 b1 h1 130x130 causal"), "{text}");
+    assert!(text.contains("d64 b1 h1 130 causal"), "{text}");
+    for pipe in [
+        "tensor", "smem", "SFU", "FP32", "ALU", "issue", "L2", "DRAM", "binding",
+    ] {
+        assert!(text.contains(pipe), "{pipe} missing:\n{text}");
+    }
+    let (ok, text) = run(&["bench", "--tiles", "--head-dims", "32"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("ldmatrix/mma"), "{text}");
 }

@@ -1,14 +1,19 @@
-//! `flashmha bench`: forward-kernel performance. On a GPU: TFLOP/s from CUDA events (median of
-//! many launches after warm-up, rotating input sets). Without one: the emulator's counters per
-//! configuration and a *modelled* A100/H100 time derived from them (never a measurement).
+//! `flashmha bench`: forward-kernel performance on the FlashAttention papers' benchmark
+//! configurations (hidden size 2048, heads = 2048 / d, 16k tokens per batch, batch = 16384 /
+//! seqlen, seqlen 512 .. 16k, causal and not). Without a GPU: the per-pipe *modelled* time of
+//! every configuration (src/perf_model/), from emulator counters extrapolated per tile (the
+//! extrapolation is checked against full emulated launches and its error printed). With
+//! `--gpu`: CUDA-event timings next to the model's prediction for that GPU. `--tiles`: the
+//! main-loop figures behind the tile choices, before / after / FA2.
 
 use super::table;
-use flashmha::build_info::FWD_KERNELS;
+use flashmha::build_info::{ptxas_stats, FwdKernelRow, FWD_KERNELS};
 use flashmha::dtype::DType;
-use flashmha::emulated;
-use flashmha::host::HostInputs;
 use flashmha::options::AttnOptions;
-use flashmha::perf_model::{self, Bound, A100, H100};
+use flashmha::perf_model::gpus::{self, GpuSpec};
+use flashmha::perf_model::launch_work::{self, TileCosts};
+use flashmha::perf_model::pipes::{self, LaunchShape, Modelled, PIPES};
+use flashmha::perf_model::{self, tile_figures};
 use flashmha::problem::{FwdProblem, SeqLayout};
 
 #[derive(clap::Args)]
@@ -16,21 +21,25 @@ pub struct BenchArgs {
     /// Element type.
     #[arg(long, default_value = "bf16")]
     dtype: DType,
-    /// Head dims to run (default: every compiled one).
+    /// Head dims to run (default: 64 and 128, as in the FlashAttention papers).
     #[arg(long, value_delimiter = ',')]
     head_dims: Vec<usize>,
-    /// Sequence length of q and k.
-    #[arg(long, default_value_t = 1024)]
-    seqlen: usize,
-    /// Query heads (= kv heads).
-    #[arg(long, default_value_t = 1)]
-    heads: usize,
-    #[arg(long, default_value_t = 1)]
-    batch: usize,
+    /// Sequence lengths (default 512 .. 16384 by doubling).
+    #[arg(long, value_delimiter = ',')]
+    seqlens: Vec<usize>,
+    /// Hidden size: query heads = hidden / d (= kv heads).
+    #[arg(long, default_value_t = 2048)]
+    hidden: usize,
+    /// Tokens per batch: batch = tokens / seqlen (at least 1).
+    #[arg(long, default_value_t = 16384)]
+    tokens: usize,
     /// Also run each configuration with a causal mask.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     causal_too: bool,
-    /// Time on the first GPU instead of modelling from the emulator.
+    /// GPUs to model: a100, a10, l4, h100 or all.
+    #[arg(long, default_value = "a100")]
+    model: String,
+    /// Time on the first GPU (and print the model's prediction next to each measurement).
     #[arg(long)]
     gpu: bool,
     /// GPU: timed launches per configuration.
@@ -40,6 +49,234 @@ pub struct BenchArgs {
     /// doubling) next to the figures before issue 8 and FlashAttention-2's.
     #[arg(long)]
     tiles: bool,
+}
+
+/// One benchmark configuration.
+struct Config {
+    problem: FwdProblem,
+    kernel: FwdKernelRow,
+    seqlen: usize,
+    batch_heads: usize,
+}
+
+fn head_dims(args: &BenchArgs) -> Vec<usize> {
+    if args.head_dims.is_empty() {
+        vec![64, 128]
+    } else {
+        args.head_dims.clone()
+    }
+}
+
+fn configs(args: &BenchArgs) -> super::CliResult<Vec<Config>> {
+    let seqlens = if args.seqlens.is_empty() {
+        vec![512, 1024, 2048, 4096, 8192, 16384]
+    } else {
+        args.seqlens.clone()
+    };
+    let mut out = Vec::new();
+    for d in head_dims(args) {
+        let kernel = *kernel_for(args.dtype, d)?;
+        let heads = (args.hidden / d).max(1);
+        for &seqlen in &seqlens {
+            let batch = (args.tokens / seqlen).max(1);
+            for causal in [false, true] {
+                if causal && !args.causal_too {
+                    continue;
+                }
+                let problem = FwdProblem::contiguous(
+                    args.dtype,
+                    SeqLayout::Padded {
+                        batch,
+                        seqlen_q: seqlen,
+                        seqlen_k: seqlen,
+                    },
+                    heads,
+                    heads,
+                    d,
+                    AttnOptions {
+                        causal,
+                        ..Default::default()
+                    },
+                );
+                out.push(Config {
+                    problem,
+                    kernel,
+                    seqlen,
+                    batch_heads: batch * heads,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The compiled kernel a head dim runs on.
+fn kernel_for(dtype: DType, d: usize) -> super::CliResult<&'static FwdKernelRow> {
+    FWD_KERNELS
+        .iter()
+        .filter(|r| r.dtype == dtype && r.head_dim as usize >= d)
+        .min_by_key(|r| r.head_dim)
+        .ok_or_else(|| {
+            flashmha::Error::NoKernel {
+                entry: format!("{dtype} d{d}"),
+            }
+            .into()
+        })
+}
+
+fn label(c: &Config) -> String {
+    let p = &c.problem;
+    format!(
+        "d{} b{} h{} {}{}",
+        p.head_dim,
+        p.layout.batch(),
+        p.num_heads_q,
+        c.seqlen,
+        if p.options.causal { " causal" } else { "" }
+    )
+}
+
+fn gpus_to_model(args: &BenchArgs) -> Vec<&'static GpuSpec> {
+    match args.model.to_ascii_lowercase().as_str() {
+        "all" => gpus::ALL.to_vec(),
+        "a10" => vec![&gpus::A10],
+        "l4" => vec![&gpus::L4],
+        "h100" => vec![&gpus::H100],
+        _ => vec![&gpus::A100],
+    }
+}
+
+/// The launch shape of `c` on an arch (ptxas registers of that arch; sm_80's if absent).
+fn launch_shape(c: &Config, gpu: &GpuSpec) -> LaunchShape {
+    let arch = format!("sm_{}", gpu.sm);
+    let stats: Vec<_> = ptxas_stats(c.kernel.entry).collect();
+    let s = stats
+        .iter()
+        .find(|s| s.arch == arch)
+        .or(stats.first())
+        .copied();
+    let q_tiles = c.seqlen.div_ceil(c.kernel.block_m as usize) as u64;
+    LaunchShape {
+        ctas: q_tiles * c.batch_heads as u64,
+        threads_per_cta: c.kernel.num_warps * 32,
+        regs_per_thread: s.map_or(255, |s| s.registers),
+        smem_per_cta: c.kernel.smem_bytes + s.map_or(0, |s| s.static_smem_bytes),
+        spill_bytes_per_thread: s.map_or(0, |s| s.spill_store_bytes + s.spill_load_bytes),
+    }
+}
+
+/// The per-pipe model of `c` on `gpu`.
+fn modelled(c: &Config, costs: &TileCosts, gpu: &GpuSpec) -> Modelled {
+    let p = &c.problem;
+    let work = launch_work::launch_work(
+        costs,
+        &c.kernel,
+        c.batch_heads,
+        c.seqlen,
+        c.seqlen,
+        p.options.causal,
+    );
+    let shape = launch_shape(c, gpu);
+    let (per_sm, _) = pipes::ctas_per_sm(gpu, &shape);
+    let q_tiles = c.seqlen.div_ceil(c.kernel.block_m as usize) as u64;
+    let dram = perf_model::dram_bytes(
+        p,
+        work.global_sectors,
+        gpu,
+        per_sm as u64 * gpu.sms as u64,
+        q_tiles,
+    );
+    pipes::model(&work, gpu, &shape, dram)
+}
+
+/// Per kernel entry: its tile costs and the extrapolation's relative errors (plain, causal).
+type MeasuredCosts = Vec<(&'static str, TileCosts, [f64; 4], [f64; 4])>;
+
+/// Tile costs per kernel, measured once (three small emulated launches each), with the
+/// extrapolation checked against full emulated launches of one head at 1024 x 1024.
+fn measure_costs(configs: &[Config]) -> super::CliResult<MeasuredCosts> {
+    let mut out: MeasuredCosts = Vec::new();
+    for c in configs {
+        if out.iter().any(|(e, ..)| *e == c.kernel.entry) {
+            continue;
+        }
+        let costs = launch_work::measure_costs(&c.kernel)?;
+        let plain = launch_work::check_against_emulation(&costs, &c.kernel, 1024, false)?;
+        let causal = launch_work::check_against_emulation(&costs, &c.kernel, 1024, true)?;
+        out.push((c.kernel.entry, costs, plain, causal));
+    }
+    Ok(out)
+}
+
+fn costs_of<'a>(all: &'a MeasuredCosts, entry: &str) -> &'a TileCosts {
+    &all.iter().find(|(e, ..)| *e == entry).expect("measured").1
+}
+
+pub fn run(args: &BenchArgs) -> super::CliResult<()> {
+    if args.tiles {
+        return run_tiles(args);
+    }
+    let configs = configs(args)?;
+    let bar = super::progress::bar(configs.len(), "kernels measured");
+    bar.set_message("emulating tile costs");
+    let costs = measure_costs(&configs)?;
+    bar.finish_and_clear();
+    println!(
+        "Work per launch extrapolated from emulated launches (per CTA + per KV tile + per masked \
+         tile); extrapolation error against a full emulated launch of one head, 1024 x 1024 \
+         (warp-instructions, mma, smem wavefronts, 32B sectors):"
+    );
+    for (entry, _, plain, causal) in &costs {
+        let pct = |e: &[f64; 4]| {
+            e.iter()
+                .map(|x| format!("{:+.2}%", 100.0 * x))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!("  {entry}: plain {}; causal {}", pct(plain), pct(causal));
+    }
+    if args.gpu {
+        return run_gpu(args, &configs, &costs);
+    }
+    for gpu in gpus_to_model(args) {
+        println!(
+            "\n{} ({} SMs, {:.0} MHz, mma.sync peak {:.0} TFLOP/s): MODELLED microseconds per \
+             pipe (no latency model: each pipe at full rate; the slowest binds)",
+            gpu.name,
+            gpu.sms,
+            gpu.clock_hz / 1e6,
+            gpu.flops_peak() / 1e12
+        );
+        let mut header = vec!["config"];
+        header.extend(PIPES.iter().copied());
+        header.extend([
+            "binding",
+            "modelled TFLOP/s",
+            "% tensor peak",
+            "CTAs/SM (limit), wave eff.",
+        ]);
+        let mut t = table::new(&header);
+        for c in &configs {
+            let m = modelled(c, costs_of(&costs, c.kernel.entry), gpu);
+            let mut row = vec![label(c)];
+            row.extend(m.pipe_s.iter().map(|s| format!("{:.1}", s * 1e6)));
+            row.extend([
+                m.binding().to_string(),
+                format!("{:.0}", c.problem.flops() / m.seconds() / 1e12),
+                format!(
+                    "{:.0}%",
+                    100.0 * c.problem.flops() / m.seconds() / gpu.flops_peak()
+                ),
+                format!(
+                    "{} ({}), {:.2}",
+                    m.ctas_per_sm, m.occupancy_limit, m.wave_efficiency
+                ),
+            ]);
+            t.add_row(row);
+        }
+        println!("{t}");
+    }
+    Ok(())
 }
 
 /// bench/results/fwd_tiles_before.tsv: figures before the retile and FA2's, per head dim.
@@ -56,7 +293,6 @@ fn tiles_before(d: u32) -> Vec<&'static str> {
 }
 
 fn run_tiles(args: &BenchArgs) -> super::CliResult<()> {
-    use flashmha::perf_model::tile_figures;
     println!(
         "flashmha bench --tiles: main loop by key doubling on the emulator (sq = block_m, sk {} -> {}), \
          {}; old = before issue 8, FA2 = FlashAttention-2's forward tile on the same emulator \
@@ -78,13 +314,13 @@ fn run_tiles(args: &BenchArgs) -> super::CliResult<()> {
         "ldmatrix/mma new (old; FA2)",
         "wavefronts/mma new [ideal] (old; FA2)",
         "non-tensor/mma new (old; FA2)",
-        "global B / compulsory: sq=block_m, 1024^2",
+        "global B / compulsory: sq=block_m, 1024^2; / tile model 1024^2",
     ]);
     for r in rows {
         bar.set_message(r.entry);
         let f = tile_figures::measure(r)?;
         let old = tiles_before(r.head_dim);
-        let stats: Vec<_> = flashmha::build_info::ptxas_stats(r.entry).collect();
+        let stats: Vec<_> = ptxas_stats(r.entry).collect();
         let regs = stats
             .iter()
             .map(|s| s.registers.to_string())
@@ -108,8 +344,10 @@ fn run_tiles(args: &BenchArgs) -> super::CliResult<()> {
             ),
             format!("{:.3} ({}; {})", f.non_tensor_per_mma, old[3], old[7]),
             format!(
-                "{:.3}, {:.3}",
-                f.bytes_vs_compulsory_one_tile, f.bytes_vs_compulsory_1024
+                "{:.3}, {:.3}; {:.3}",
+                f.bytes_vs_compulsory_one_tile,
+                f.bytes_vs_compulsory_1024,
+                f.bytes_vs_tile_model_1024
             ),
         ]);
         bar.inc(1);
@@ -119,183 +357,39 @@ fn run_tiles(args: &BenchArgs) -> super::CliResult<()> {
     Ok(())
 }
 
-fn problems(args: &BenchArgs) -> Vec<FwdProblem> {
-    let dims: Vec<usize> = if args.head_dims.is_empty() {
-        FWD_KERNELS
-            .iter()
-            .filter(|r| r.dtype == args.dtype)
-            .map(|r| r.head_dim as usize)
-            .collect()
-    } else {
-        args.head_dims.clone()
-    };
-    let mut out = Vec::new();
-    for d in dims {
-        for causal in [false, true] {
-            if causal && !args.causal_too {
-                continue;
-            }
-            out.push(FwdProblem::contiguous(
-                args.dtype,
-                SeqLayout::Padded {
-                    batch: args.batch,
-                    seqlen_q: args.seqlen,
-                    seqlen_k: args.seqlen,
-                },
-                args.heads,
-                args.heads,
-                d,
-                AttnOptions {
-                    causal,
-                    ..Default::default()
-                },
-            ));
-        }
-    }
-    out
+/// The modelled GPU closest to a compute capability.
+fn spec_for(major: i32, minor: i32) -> &'static GpuSpec {
+    let sm = (major * 10 + minor) as u32;
+    gpus::ALL
+        .iter()
+        .copied()
+        .find(|g| g.sm == sm)
+        .unwrap_or(&gpus::A100)
 }
 
-fn label(p: &FwdProblem) -> String {
-    let (sq, sk) = p.layout.max_seqlens();
-    format!(
-        "{} d{} b{} h{} {}x{}{}",
-        p.dtype,
-        p.head_dim,
-        p.layout.batch(),
-        p.num_heads_q,
-        sq,
-        sk,
-        if p.options.causal { " causal" } else { "" }
-    )
-}
-
-pub fn run(args: &BenchArgs) -> super::CliResult<()> {
-    if args.tiles {
-        return run_tiles(args);
-    }
-    let problems = problems(args);
-    if args.gpu {
-        return run_gpu(args, &problems);
-    }
-    println!(
-        "flashmha bench (no GPU): emulator counters and MODELLED times = max(tensor FLOPs / peak, \
-         DRAM bytes / bandwidth, warp-instructions / issue rate), a roofline that assumes the \
-         grid fills the GPU; DRAM bytes = compulsory when K/V fit in L2, else every sector."
-    );
-    let bar = super::progress::bar(problems.len(), "configs");
-    let mut t = table::new(&[
-        "config",
-        "warp-instr",
-        "main-loop non-mma / mma",
-        "global B: / compulsory, / tile model",
-        "32B-sector efficiency",
-        "smem wavefronts / ideal",
-        "+entropy warp-instr",
-        "A100 modelled us (TFLOP/s, bound)",
-        "H100 modelled us (TFLOP/s, bound)",
-    ]);
-    for p in &problems {
-        bar.set_message(label(p));
-        let emulate = |p: &FwdProblem| -> super::CliResult<flashmha::emulator::Counters> {
-            let run = emulated::forward(p, &HostInputs::random(p, 7))?;
-            match run.report.findings.first() {
-                None => Ok(run.report.counters),
-                Some(f) => Err(super::CliError::Usage(format!("{}: finding {f}", label(p)))),
-            }
-        };
-        let c = emulate(p)?;
-        // Main loop by difference: doubling the keys adds only main-loop iterations, so the
-        // added non-mma instructions per added mma is the main loop's ratio, prologue and
-        // epilogue excluded. Causal runs change their tile ranges too, so only plain ones.
-        let main_loop = if p.options.causal || p.options.window.is_some() {
-            "-".to_string()
-        } else {
-            let c2 = emulate(&with_keys_doubled(p))?;
-            let d_mma = c2
-                .mma_instructions
-                .saturating_sub(c.mma_instructions)
-                .max(1);
-            let d_all = c2.warp_instructions.saturating_sub(c.warp_instructions);
-            format!("{:.2}", (d_all - d_mma) as f64 / d_mma as f64)
-        };
-        // The cost of the fused entropy output over a plain forward (no LSE either).
-        let mut with_entropy = p.clone();
-        with_entropy.entropy_len = Some(p.row_stats_len());
-        let c_entropy = emulate(&with_entropy)?;
-        let kernel = FWD_KERNELS
-            .iter()
-            .find(|r| r.dtype == p.dtype && r.head_dim as usize == p.head_dim)
-            .expect("bench runs compiled head dims");
-        let requested = c.global_bytes_requested() as f64;
-        let tile_model =
-            perf_model::tile_model_bytes(p, kernel.block_m as usize, kernel.block_n as usize)
-                .map_or("-".to_string(), |m| format!("{:.3}", requested / m));
-        let useful = p.flops();
-        let modelled = |gpu| {
-            let m = perf_model::model(&c, gpu, perf_model::dram_bytes(p, &c, gpu));
-            let bound = match m.bound() {
-                Bound::Tensor => "tensor",
-                Bound::Dram => "DRAM",
-                Bound::Issue => "issue",
-            };
-            format!(
-                "{:.1} ({:.0}, {bound})",
-                m.seconds() * 1e6,
-                useful / m.seconds() / 1e12
-            )
-        };
-        t.add_row(vec![
-            label(p),
-            c.warp_instructions.to_string(),
-            main_loop,
-            format!("{:.2}, {tile_model}", requested / p.compulsory_bytes()),
-            format!("{:.3}", requested / (c.global_sectors * 32) as f64),
-            format!("{} / {}", c.shared_wavefronts, c.shared_wavefronts_ideal),
-            format!(
-                "{:+.1}%",
-                100.0 * (c_entropy.warp_instructions as f64 / c.warp_instructions as f64 - 1.0)
-            ),
-            modelled(&A100),
-            modelled(&H100),
-        ]);
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    println!("{t}");
-    Ok(())
-}
-
-/// The same problem with twice the keys (contiguous padded layouts, as `problems` builds).
-fn with_keys_doubled(p: &FwdProblem) -> FwdProblem {
-    let (sq, sk) = p.layout.max_seqlens();
-    FwdProblem::contiguous(
-        p.dtype,
-        SeqLayout::Padded {
-            batch: p.layout.batch(),
-            seqlen_q: sq,
-            seqlen_k: 2 * sk,
-        },
-        p.num_heads_q,
-        p.num_heads_kv,
-        p.head_dim,
-        p.options,
-    )
-}
-
-fn run_gpu(args: &BenchArgs, problems: &[FwdProblem]) -> super::CliResult<()> {
+fn run_gpu(args: &BenchArgs, configs: &[Config], costs: &MeasuredCosts) -> super::CliResult<()> {
     let backend = flashmha::cuda::CudaBackend::new(0)?;
     let (major, minor) = backend.compute_capability();
-    println!("flashmha bench on GPU (compute capability {major}.{minor}): CUDA events, median of {} launches after 10 warm-up, 4 input sets rotated", args.iters);
-    let bar = super::progress::bar(problems.len(), "configs");
+    let spec = spec_for(major, minor);
+    println!(
+        "flashmha bench on GPU (compute capability {major}.{minor}): CUDA events, median of {} \
+         launches after 10 warm-up, 4 input sets rotated; prediction = the per-pipe model of {} \
+         (modelled)",
+        args.iters, spec.name
+    );
+    let bar = super::progress::bar(configs.len(), "configs");
     let mut t = table::new(&[
         "config",
         "median ms",
         "p10 ms",
         "p90 ms",
         "TFLOP/s (median)",
+        "modelled ms (binding pipe)",
+        "measured / modelled",
     ]);
-    for p in problems {
-        bar.set_message(label(p));
+    for c in configs {
+        bar.set_message(label(c));
+        let p = &c.problem;
         let shape = p.shape()?;
         let iters = args.iters.max(1);
         let mut ms = match p.dtype {
@@ -311,12 +405,15 @@ fn run_gpu(args: &BenchArgs, problems: &[FwdProblem]) -> super::CliResult<()> {
         ms.sort_by(f32::total_cmp);
         let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize] as f64;
         let median = at(0.5);
+        let m = modelled(c, costs_of(costs, c.kernel.entry), spec);
         t.add_row(vec![
-            label(p),
+            label(c),
             format!("{median:.4}"),
             format!("{:.4}", at(0.1)),
             format!("{:.4}", at(0.9)),
             format!("{:.1}", p.flops() / (median * 1e-3) / 1e12),
+            format!("{:.4} ({})", m.seconds() * 1e3, m.binding()),
+            format!("{:.2}", median * 1e-3 / m.seconds()),
         ]);
         bar.inc(1);
     }

@@ -1,99 +1,39 @@
-//! Modelled GPU time from emulator counters (DESIGN.md section 5): the larger of tensor-core
-//! time, DRAM time and instruction-issue time, on a table of published peaks. Pure arithmetic;
-//! every figure it produces is a *model*, not a measurement, and is labelled so.
+//! Modelled GPU time from emulator counters (DESIGN.md section 5), per pipe: tensor, shared
+//! memory, SFU, FP32, ALU, issue, L2 and DRAM, with occupancy from ptxas registers and shared
+//! memory, wave quantisation over the SMs and spill traffic. Pure arithmetic over counted work
+//! and a table of cited per-SM throughputs ([`gpus`]); every time it produces is a *model*, not
+//! a measurement, and is labelled so.
+//!
+//! - [`gpus`]: per-SM, per-clock throughputs of A100, A10 (sm_86), L4 (sm_89), H100 (mma.sync);
+//! - [`pipes`]: work -> time per pipe, occupancy, waves, the binding pipe;
+//! - [`launch_work`]: the work of a whole launch, extrapolated from small emulated launches;
+//! - [`tile_figures`]: main-loop ratios per kernel (ldmatrix, wavefronts, non-tensor per mma).
 
-use crate::emulator::Counters;
 use crate::problem::{FwdProblem, SeqLayout};
 
+pub mod gpus;
+pub mod launch_work;
+pub mod pipes;
 pub mod tile_figures;
 
-/// Published peaks of one GPU (dense, no sparsity).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GpuPeaks {
-    pub name: &'static str,
-    /// f16/bf16 tensor-core FLOP/s with f32 accumulation.
-    pub tensor_flops: f64,
-    /// DRAM bytes/s.
-    pub dram_bytes: f64,
-    /// Warp-instructions issued per second over the whole GPU (SMs x 4 schedulers x clock).
-    pub warp_issue: f64,
-    /// L2 cache bytes.
-    pub l2_bytes: f64,
-}
-
-/// A100 SXM4 80 GB: 312 TFLOP/s bf16 dense, 2039 GB/s, 108 SMs at a 1410 MHz boost clock.
-pub const A100: GpuPeaks = GpuPeaks {
-    name: "A100-SXM4-80GB",
-    tensor_flops: 312e12,
-    dram_bytes: 2039e9,
-    warp_issue: 108.0 * 4.0 * 1410e6,
-    l2_bytes: 40e6,
-};
-
-/// H100 SXM5: 989 TFLOP/s bf16 dense (wgmma; our mma.sync path reaches far less, so the
-/// tensor term is optimistic for this kernel), 3350 GB/s, 132 SMs at 1830 MHz.
-pub const H100: GpuPeaks = GpuPeaks {
-    name: "H100-SXM5",
-    tensor_flops: 989e12,
-    dram_bytes: 3350e9,
-    warp_issue: 132.0 * 4.0 * 1830e6,
-    l2_bytes: 50e6,
-};
-
-/// Which term bounds a modelled time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bound {
-    Tensor,
-    Dram,
-    Issue,
-}
-
-/// A modelled time and its three terms, in seconds.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Modelled {
-    pub tensor_s: f64,
-    pub dram_s: f64,
-    pub issue_s: f64,
-}
-
-impl Modelled {
-    pub fn seconds(&self) -> f64 {
-        self.tensor_s.max(self.dram_s).max(self.issue_s)
-    }
-
-    pub fn bound(&self) -> Bound {
-        let t = self.seconds();
-        if t == self.tensor_s {
-            Bound::Tensor
-        } else if t == self.dram_s {
-            Bound::Dram
-        } else {
-            Bound::Issue
-        }
-    }
-}
-
-/// Models one launch moving `dram_bytes` to and from DRAM (see [`dram_bytes`]). Assumes the
-/// grid fills the GPU and latency is hidden: a roofline, not a prediction for small grids.
-pub fn model(c: &Counters, gpu: &GpuPeaks, dram_bytes: f64) -> Modelled {
-    Modelled {
-        tensor_s: c.tensor_flops as f64 / gpu.tensor_flops,
-        dram_s: dram_bytes / gpu.dram_bytes,
-        issue_s: c.warp_instructions as f64 / gpu.warp_issue,
-    }
-}
-
-/// DRAM traffic of a forward launch: the compulsory bytes when the K and V of every KV head
-/// fit in half of L2 together (Q tiles of one head run close together in time, so their K/V
-/// re-reads hit L2), else every 32-byte sector the kernel touched (each re-read from DRAM, an
-/// upper bound).
-pub fn dram_bytes(p: &FwdProblem, c: &Counters, gpu: &GpuPeaks) -> f64 {
-    let (_, tk) = p.layout.total_rows();
-    let kv = 2.0 * (tk * p.num_heads_kv * p.head_dim * p.dtype.size()) as f64;
-    if kv <= gpu.l2_bytes / 2.0 {
+/// DRAM bytes of a forward launch on `gpu`: the compulsory bytes when the K and V of the heads
+/// in flight at once (resident CTAs / Q tiles per head, grid x = Q tile runs fastest) fit in half
+/// of L2, so that the other Q tiles of a head re-read them from L2; else every 32-byte sector the
+/// kernel touches (each re-read from DRAM: an upper bound).
+pub fn dram_bytes(
+    p: &FwdProblem,
+    global_sectors: f64,
+    gpu: &gpus::GpuSpec,
+    resident_ctas: u64,
+    q_tiles_per_head: u64,
+) -> f64 {
+    let (_, sk) = p.layout.max_seqlens();
+    let heads_in_flight = resident_ctas.div_ceil(q_tiles_per_head.max(1)).max(1) as f64;
+    let kv_in_flight = heads_in_flight * 2.0 * (sk * p.head_dim * p.dtype.size()) as f64;
+    if kv_in_flight <= gpu.l2_bytes / 2.0 {
         p.compulsory_bytes()
     } else {
-        (c.global_sectors * 32) as f64
+        global_sectors * 32.0
     }
 }
 
@@ -168,15 +108,6 @@ mod tests {
             tile_model_bytes(&mk(true), 64, 64),
             Some((2.0 * 128.0 + 2.0 * 192.0) * 64.0 * 2.0)
         );
-        let c = Counters {
-            global_sectors: 1_000_000,
-            ..Default::default()
-        };
-        // K/V of one 128-key head fit in L2: only compulsory bytes reach DRAM.
-        assert_eq!(
-            dram_bytes(&mk(false), &c, &A100),
-            mk(false).compulsory_bytes()
-        );
         let mut p = mk(false);
         p.lse_len = Some(128);
         assert_eq!(
@@ -186,28 +117,23 @@ mod tests {
     }
 
     #[test]
-    fn the_largest_term_bounds_the_time() {
-        let c = Counters {
-            tensor_flops: 312_000_000_000, // 1 ms of A100 tensor time
-            global_sectors: 1_000,
-            warp_instructions: 1_000,
-            ..Default::default()
-        };
-        let m = model(&c, &A100, 1e3);
-        assert!((m.seconds() - 1e-3).abs() < 1e-12);
-        assert_eq!(m.bound(), Bound::Tensor);
-        let c = Counters {
-            tensor_flops: 1,
-            warp_instructions: 1,
-            ..Default::default()
-        };
-        assert_eq!(model(&c, &A100, 2039e9).bound(), Bound::Dram); // 1 s of DRAM traffic
-        let c = Counters {
-            warp_instructions: 1_000_000_000,
-            ..Default::default()
-        };
-        let m = model(&c, &H100, 0.0);
-        assert_eq!(m.bound(), Bound::Issue);
-        assert!((m.issue_s - 1e9 / (132.0 * 4.0 * 1830e6)).abs() < 1e-15);
+    fn dram_is_compulsory_while_the_kv_in_flight_fits_half_of_l2() {
+        let p = FwdProblem::contiguous(
+            DType::Bf16,
+            SeqLayout::Padded {
+                batch: 1,
+                seqlen_q: 4096,
+                seqlen_k: 4096,
+            },
+            16,
+            16,
+            128,
+            AttnOptions::default(),
+        );
+        // 108 resident CTAs over 32 Q tiles per head: 4 heads x 2 MiB of K+V = 8 MiB < 20 MB.
+        let a100 = &gpus::A100;
+        assert_eq!(dram_bytes(&p, 1e12, a100, 108, 32), p.compulsory_bytes());
+        // One Q tile per head: 108 heads of K+V in flight (216 MiB) do not fit: every sector.
+        assert_eq!(dram_bytes(&p, 1e9, a100, 108, 1), 32e9);
     }
 }

@@ -25,6 +25,8 @@ pub struct TileFigures {
     pub bytes_vs_compulsory_one_tile: f64,
     /// The same at sq = sk = 1024 (8 or 16 Q tiles per head re-read K and V).
     pub bytes_vs_compulsory_1024: f64,
+    /// Global bytes / the tile model (one read of K and V per Q tile) at sq = sk = 1024.
+    pub bytes_vs_tile_model_1024: f64,
 }
 
 /// Keys of the shorter of the two launches (the longer has twice as many).
@@ -90,5 +92,7 @@ pub fn measure(row: &FwdKernelRow) -> Result<TileFigures> {
         non_tensor_per_mma: (d(|c| c.warp_instructions) - d_mma) / d_mma,
         bytes_vs_compulsory_one_tile: c1.global_bytes_requested() as f64 / p1.compulsory_bytes(),
         bytes_vs_compulsory_1024: c3.global_bytes_requested() as f64 / p3.compulsory_bytes(),
+        bytes_vs_tile_model_1024: c3.global_bytes_requested() as f64
+            / super::tile_model_bytes(&p3, bm, row.block_n as usize).unwrap_or(f64::NAN),
     })
 }

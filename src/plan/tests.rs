@@ -478,3 +478,35 @@ fn cu_seqlens_are_required_exactly_for_varlen_plans() {
         })
     ));
 }
+
+#[test]
+fn an_output_with_no_rows_cannot_overlap_itself() {
+    // Varlen, head-major, no queries at all: the head stride is total_q * d = 0, which would
+    // collide if any row existed; with none, nothing is written and the call is valid.
+    let mut p = FwdProblem::contiguous(
+        DType::Bf16,
+        SeqLayout::Varlen {
+            cu_seqlens_q: vec![0, 0],
+            cu_seqlens_k: vec![0, 1],
+        },
+        2,
+        1,
+        64,
+        AttnOptions::default(),
+    );
+    p.o.strides = Strides {
+        batch: 0,
+        row: 64,
+        head: 0,
+    };
+    p.q.strides = p.o.strides;
+    assert!(plan(&p).is_ok());
+    // With one row the same strides overlap and are rejected.
+    p.layout = SeqLayout::Varlen {
+        cu_seqlens_q: vec![0, 1],
+        cu_seqlens_k: vec![0, 1],
+    };
+    p.q.len = 64;
+    p.o.len = 64;
+    assert_err(&p, |e| matches!(e, Error::OverlappingOutput { .. }));
+}

@@ -305,6 +305,10 @@ impl Geometry {
     /// used dimensions by stride; each stride must step past everything the smaller ones span.
     fn check_output(&self) -> Result<()> {
         self.check_strides()?;
+        if self.extent() == 0 {
+            // No rows (e.g. a varlen batch with no queries): nothing is written.
+            return Ok(());
+        }
         let s = self.strides;
         let (sb, sr, sh) = (s.batch as u64, s.row as u64, s.head as u64);
         // (stride, extent) of the dimensions that vary; extent-1 ones cannot collide.

@@ -1,0 +1,166 @@
+//! Per-SM, per-clock throughputs of the GPUs the model knows, each with its source. Figures are
+//! for the mma.sync path our kernels use (no wgmma), dense (no sparsity), at the boost clock.
+//!
+//! Sources (cited per field below):
+//! - [A100-WP] NVIDIA A100 Tensor Core GPU Architecture whitepaper (2020): 108 SMs, 1410 MHz
+//!   boost, 1024 dense FP16/BF16 FMA per clock per SM with FP32 accumulate (312 TFLOP/s),
+//!   40 MB L2, 64 FP32 lanes per SM.
+//! - [A100-DS] NVIDIA A100 80GB datasheet: 2039 GB/s HBM2e (SXM4 80 GB).
+//! - [A10-DS] NVIDIA A10 datasheet: 125 TFLOP/s FP16 tensor (dense), 600 GB/s GDDR6; 72 SMs,
+//!   1695 MHz boost (GA102: [GA102-WP] NVIDIA Ampere GA102 GPU Architecture whitepaper, 6 MB L2,
+//!   128 FP32 lanes per SM).
+//! - [L4-DS] NVIDIA L4 datasheet: 121 TFLOP/s FP16 tensor (dense; 242 with sparsity), 300 GB/s
+//!   GDDR6; 58 SMs, 2040 MHz boost, 48 MB L2 ([AD102-WP] NVIDIA Ada GPU Architecture whitepaper:
+//!   128 FP32 lanes per SM).
+//! - [H100-WP] NVIDIA H100 Tensor Core GPU Architecture whitepaper (2022): H100 SXM5 132 SMs,
+//!   989.4 dense FP16 TFLOP/s at 1830 MHz (4096 FLOP/clk/SM, reached by wgmma), 50 MB L2,
+//!   3350 GB/s HBM3, 128 FP32 lanes per SM, 228 KB shared memory per SM.
+//! - [PG-T] CUDA C++ Programming Guide, "Arithmetic Instructions", table "Throughput of Native
+//!   Arithmetic Instructions (Operations per Clock Cycle per Multiprocessor)": cc 8.0 FP32
+//!   add/mul/fma 64, cc 8.6 / 8.9 / 9.0 128; 32-bit integer add / compare / min / max / logical
+//!   64 on all four; exp2 / log2 / reciprocal / tanh (SFU) 16 on all four; conversions 16.
+//! - [PG-CC] CUDA C++ Programming Guide, "Compute Capabilities", technical specifications:
+//!   4 warp schedulers per SM (one warp-instruction per scheduler per clock), 65536 32-bit
+//!   registers per SM, max resident threads per SM 2048 (8.0, 9.0) / 1536 (8.6, 8.9), max resident
+//!   blocks per SM 32 (8.0, 9.0) / 16 (8.6) / 24 (8.9), shared memory per SM 164 KB (8.0),
+//!   100 KB (8.6, 8.9), 228 KB (9.0), of which the CUDA runtime reserves 1 KB per block; shared
+//!   memory has 32 banks of 4 bytes, i.e. one 128-byte wavefront per clock per SM.
+//! - [L2] L2 bandwidth: the A100 whitepaper gives it as 2.3x V100's without a per-clock figure;
+//!   we use 5120 B/clk for A100 (an assumption, not a published number) and the same bytes per clock per SM for the other parts. The least certain
+//!   figure in the table: `bench --gpu` prints prediction next to measurement to calibrate it.
+//! - mma.sync on sm_90: NVIDIA publishes no rate for the legacy path; microbenchmarks (Luo et
+//!   al., "Dissecting the NVIDIA Hopper Architecture through Microbenchmarking", arXiv
+//!   2501.12084) find it well below wgmma. We model it at half the wgmma rate (2048 FLOP/clk/SM,
+//!   twice A100's per SM) and label H100 figures as such.
+
+/// One GPU's throughputs (per SM per clock unless said otherwise).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GpuSpec {
+    pub name: &'static str,
+    /// Compute capability major*10 + minor.
+    pub sm: u32,
+    pub sms: u32,
+    pub clock_hz: f64,
+    /// m16n8k16 f16/bf16 -> f32 mma.sync per clock per SM (4096 FLOP each).
+    pub mma_per_clk: f64,
+    /// Shared-memory wavefronts (128 B) per clock per SM.
+    pub smem_wavefronts_per_clk: f64,
+    /// SFU (MUFU: ex2, lg2, rcp, tanh) lanes per clock per SM.
+    pub sfu_lanes_per_clk: f64,
+    /// FP32 add/mul/fma lanes per clock per SM.
+    pub fp32_lanes_per_clk: f64,
+    /// 32-bit integer / logical / compare / min-max lanes per clock per SM.
+    pub alu_lanes_per_clk: f64,
+    /// Warp-instructions issued per clock per SM (schedulers).
+    pub issue_per_clk: f64,
+    /// L2 bytes per clock over the whole GPU.
+    pub l2_bytes_per_clk: f64,
+    /// DRAM bytes per second.
+    pub dram_bytes_per_s: f64,
+    pub l2_bytes: f64,
+    pub regs_per_sm: u32,
+    pub max_threads_per_sm: u32,
+    pub max_ctas_per_sm: u32,
+    /// Shared memory per SM usable by blocks (bytes), and the runtime's reservation per block.
+    pub smem_per_sm: u32,
+    pub smem_reserved_per_cta: u32,
+}
+
+impl GpuSpec {
+    pub fn flops_peak(&self) -> f64 {
+        self.mma_per_clk * MMA_FLOPS * self.sms as f64 * self.clock_hz
+    }
+}
+
+/// FLOPs of one m16n8k16 mma (2 m n k).
+pub const MMA_FLOPS: f64 = 2.0 * 16.0 * 8.0 * 16.0;
+
+/// [A100-WP], [A100-DS], [PG-T], [PG-CC], [L2].
+pub const A100: GpuSpec = GpuSpec {
+    name: "A100-SXM4-80GB",
+    sm: 80,
+    sms: 108,
+    clock_hz: 1410e6,
+    mma_per_clk: 1024.0 * 2.0 / MMA_FLOPS, // 1024 FMA/clk/SM = 0.5 mma/clk
+    smem_wavefronts_per_clk: 1.0,
+    sfu_lanes_per_clk: 16.0,
+    fp32_lanes_per_clk: 64.0,
+    alu_lanes_per_clk: 64.0,
+    issue_per_clk: 4.0,
+    l2_bytes_per_clk: 5120.0,
+    dram_bytes_per_s: 2039e9,
+    l2_bytes: 40e6,
+    regs_per_sm: 65536,
+    max_threads_per_sm: 2048,
+    max_ctas_per_sm: 32,
+    smem_per_sm: 164 * 1024,
+    smem_reserved_per_cta: 1024,
+};
+
+/// [A10-DS], [GA102-WP], [PG-T], [PG-CC]; 125 TFLOP/s / (72 SMs x 1695 MHz) = 1024 FLOP/clk/SM.
+pub const A10: GpuSpec = GpuSpec {
+    name: "A10 (sm_86)",
+    sm: 86,
+    sms: 72,
+    clock_hz: 1695e6,
+    mma_per_clk: 1024.0 / MMA_FLOPS,
+    smem_wavefronts_per_clk: 1.0,
+    sfu_lanes_per_clk: 16.0,
+    fp32_lanes_per_clk: 128.0,
+    alu_lanes_per_clk: 64.0,
+    issue_per_clk: 4.0,
+    l2_bytes_per_clk: 5120.0 / 108.0 * 72.0,
+    dram_bytes_per_s: 600e9,
+    l2_bytes: 6e6,
+    regs_per_sm: 65536,
+    max_threads_per_sm: 1536,
+    max_ctas_per_sm: 16,
+    smem_per_sm: 100 * 1024,
+    smem_reserved_per_cta: 1024,
+};
+
+/// [L4-DS], [AD102-WP], [PG-T], [PG-CC]; 121 TFLOP/s / (58 SMs x 2040 MHz) = 1023 FLOP/clk/SM.
+pub const L4: GpuSpec = GpuSpec {
+    name: "L4 (sm_89)",
+    sm: 89,
+    sms: 58,
+    clock_hz: 2040e6,
+    mma_per_clk: 1024.0 / MMA_FLOPS,
+    smem_wavefronts_per_clk: 1.0,
+    sfu_lanes_per_clk: 16.0,
+    fp32_lanes_per_clk: 128.0,
+    alu_lanes_per_clk: 64.0,
+    issue_per_clk: 4.0,
+    l2_bytes_per_clk: 5120.0 / 108.0 * 58.0,
+    dram_bytes_per_s: 300e9,
+    l2_bytes: 48e6,
+    regs_per_sm: 65536,
+    max_threads_per_sm: 1536,
+    max_ctas_per_sm: 24,
+    smem_per_sm: 100 * 1024,
+    smem_reserved_per_cta: 1024,
+};
+
+/// [H100-WP], [PG-T], [PG-CC]; mma.sync at half the wgmma rate (see the module doc).
+pub const H100: GpuSpec = GpuSpec {
+    name: "H100-SXM5 (mma.sync)",
+    sm: 90,
+    sms: 132,
+    clock_hz: 1830e6,
+    mma_per_clk: 2048.0 / MMA_FLOPS,
+    smem_wavefronts_per_clk: 1.0,
+    sfu_lanes_per_clk: 16.0,
+    fp32_lanes_per_clk: 128.0,
+    alu_lanes_per_clk: 64.0,
+    issue_per_clk: 4.0,
+    l2_bytes_per_clk: 5120.0 / 108.0 * 132.0,
+    dram_bytes_per_s: 3350e9,
+    l2_bytes: 50e6,
+    regs_per_sm: 65536,
+    max_threads_per_sm: 2048,
+    max_ctas_per_sm: 32,
+    smem_per_sm: 228 * 1024,
+    smem_reserved_per_cta: 1024,
+};
+
+pub const ALL: [&GpuSpec; 4] = [&A100, &A10, &L4, &H100];

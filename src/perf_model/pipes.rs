@@ -1,0 +1,216 @@
+//! The per-pipe model: emulator counters (what the kernel issues) + a [`GpuSpec`] (what each
+//! pipe retires per clock) + occupancy and wave quantisation -> a modelled time per pipe. The
+//! binding pipe is the slowest; every pipe is reported. No latency model: a pipe's time is its
+//! work at full rate, so the figures are lower bounds that assume enough warps to hide latency.
+
+use super::gpus::GpuSpec;
+use crate::emulator::Class;
+
+/// The work of one launch in the units the pipes consume (totals over the grid).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Work {
+    pub warp_instructions: f64,
+    pub mma: f64,
+    pub shared_wavefronts: f64,
+    /// SFU / XU class warp-instructions (ex2, lg2, rcp, tanh) plus conversions.
+    pub sfu: f64,
+    pub fp32: f64,
+    /// Integer, logical, compare, FP16-pair and "other" warp-instructions.
+    pub alu: f64,
+    /// Warp shuffles (32 lanes per clock per SM, [PG-T]).
+    pub shuffle: f64,
+    /// 32-byte sectors the kernel's global accesses touch.
+    pub global_sectors: f64,
+}
+
+impl Work {
+    pub fn from_counters(c: &crate::emulator::Counters) -> Work {
+        let k = |cl: Class| c.class(cl) as f64;
+        Work {
+            warp_instructions: c.warp_instructions as f64,
+            mma: c.mma_instructions as f64,
+            shared_wavefronts: c.shared_wavefronts as f64,
+            sfu: k(Class::Sfu) + k(Class::Conversion),
+            fp32: k(Class::Fp32),
+            alu: k(Class::Int) + k(Class::Fp16) + k(Class::Other),
+            shuffle: k(Class::Shuffle),
+            global_sectors: c.global_sectors as f64,
+        }
+    }
+    /// self + w * other (for linear extrapolation).
+    pub fn add_scaled(&self, o: &Work, w: f64) -> Work {
+        Work {
+            warp_instructions: self.warp_instructions + w * o.warp_instructions,
+            mma: self.mma + w * o.mma,
+            shared_wavefronts: self.shared_wavefronts + w * o.shared_wavefronts,
+            sfu: self.sfu + w * o.sfu,
+            fp32: self.fp32 + w * o.fp32,
+            alu: self.alu + w * o.alu,
+            shuffle: self.shuffle + w * o.shuffle,
+            global_sectors: self.global_sectors + w * o.global_sectors,
+        }
+    }
+    pub fn scaled(&self, w: f64) -> Work {
+        Work::default().add_scaled(self, w)
+    }
+}
+
+/// The launch shape the occupancy needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LaunchShape {
+    pub ctas: u64,
+    pub threads_per_cta: u32,
+    pub regs_per_thread: u32,
+    pub smem_per_cta: u32,
+    /// ptxas spill bytes (stores + loads) per thread per main-loop tile, an upper bound of the
+    /// local traffic (0 for every kernel we ship).
+    pub spill_bytes_per_thread: u32,
+}
+
+/// Register allocation granularity: 256 registers per warp ([PG-CC], "register allocation unit
+/// size 256").
+const REG_ALLOC_UNIT: u32 = 256;
+
+/// CTAs resident per SM, and which limit binds.
+pub fn ctas_per_sm(gpu: &GpuSpec, s: &LaunchShape) -> (u32, &'static str) {
+    let warps = s.threads_per_cta.div_ceil(32);
+    let regs_per_warp = (s.regs_per_thread * 32).div_ceil(REG_ALLOC_UNIT) * REG_ALLOC_UNIT;
+    let by_regs = gpu.regs_per_sm / (regs_per_warp * warps).max(1);
+    let by_smem = gpu.smem_per_sm / (s.smem_per_cta + gpu.smem_reserved_per_cta);
+    let by_threads = gpu.max_threads_per_sm / s.threads_per_cta.max(1);
+    let mut best = (gpu.max_ctas_per_sm, "CTA slots");
+    for (n, why) in [
+        (by_regs, "registers"),
+        (by_smem, "shared memory"),
+        (by_threads, "threads"),
+    ] {
+        if n < best.0 {
+            best = (n, why);
+        }
+    }
+    best
+}
+
+/// The pipes, in the order they are printed.
+pub const PIPES: [&str; 8] = [
+    "tensor", "smem", "SFU", "FP32", "ALU", "issue", "L2", "DRAM",
+];
+
+/// A modelled launch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Modelled {
+    /// Seconds per pipe, in [`PIPES`] order.
+    pub pipe_s: [f64; 8],
+    pub ctas_per_sm: u32,
+    pub occupancy_limit: &'static str,
+    /// Useful fraction of the SM-slots over all waves (1 = no tail).
+    pub wave_efficiency: f64,
+    pub waves: u64,
+}
+
+impl Modelled {
+    pub fn seconds(&self) -> f64 {
+        self.pipe_s.iter().cloned().fold(0.0, f64::max)
+    }
+    pub fn binding(&self) -> &'static str {
+        let t = self.seconds();
+        PIPES[self.pipe_s.iter().position(|&p| p == t).unwrap_or(0)]
+    }
+    /// Tensor time / modelled time: the fraction of the mma.sync peak reached.
+    pub fn tensor_fraction(&self) -> f64 {
+        self.pipe_s[0] / self.seconds()
+    }
+}
+
+/// Models `work` of a launch of `shape` on `gpu`, moving `dram_bytes` to and from DRAM.
+pub fn model(work: &Work, gpu: &GpuSpec, shape: &LaunchShape, dram_bytes: f64) -> Modelled {
+    let (per_sm, limit) = ctas_per_sm(gpu, shape);
+    let per_sm = per_sm.max(1);
+    let slots = per_sm as u64 * gpu.sms as u64;
+    let waves = shape.ctas.div_ceil(slots).max(1);
+    let wave_efficiency = shape.ctas as f64 / (waves * slots) as f64;
+    // SM-side pipes: the busiest SM does 1 / wave_efficiency of its even share.
+    let sm_clk = gpu.sms as f64 * gpu.clock_hz * wave_efficiency;
+    let lanes = |warp_instr: f64, lanes_per_clk: f64| warp_instr * 32.0 / lanes_per_clk / sm_clk;
+    let spill_bytes =
+        shape.spill_bytes_per_thread as f64 * shape.threads_per_cta as f64 * shape.ctas as f64;
+    let l2_bytes = work.global_sectors * 32.0 + spill_bytes;
+    Modelled {
+        pipe_s: [
+            work.mma / gpu.mma_per_clk / sm_clk,
+            work.shared_wavefronts / gpu.smem_wavefronts_per_clk / sm_clk,
+            lanes(work.sfu, gpu.sfu_lanes_per_clk),
+            lanes(work.fp32, gpu.fp32_lanes_per_clk),
+            lanes(work.alu, gpu.alu_lanes_per_clk) + lanes(work.shuffle, 32.0),
+            work.warp_instructions / gpu.issue_per_clk / sm_clk,
+            l2_bytes / (gpu.l2_bytes_per_clk * gpu.clock_hz),
+            (dram_bytes + spill_bytes) / gpu.dram_bytes_per_s,
+        ],
+        ctas_per_sm: per_sm,
+        occupancy_limit: limit,
+        wave_efficiency,
+        waves,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::gpus::{A10, A100};
+    use super::*;
+
+    fn shape(ctas: u64, regs: u32, smem: u32) -> LaunchShape {
+        LaunchShape {
+            ctas,
+            threads_per_cta: 128,
+            regs_per_thread: regs,
+            smem_per_cta: smem,
+            spill_bytes_per_thread: 0,
+        }
+    }
+
+    #[test]
+    fn occupancy_takes_the_tightest_limit() {
+        // 255 regs -> 8192 per warp (256-register units), 4 warps: 2 CTAs by registers; 96 KiB
+        // + 1 KiB reserved: 1 CTA in A100's 164 KiB.
+        assert_eq!(
+            ctas_per_sm(&A100, &shape(1, 255, 98304)),
+            (1, "shared memory")
+        );
+        assert_eq!(ctas_per_sm(&A100, &shape(1, 255, 40960)), (2, "registers"));
+        assert_eq!(ctas_per_sm(&A100, &shape(1, 64, 0)), (8, "registers"));
+        assert_eq!(ctas_per_sm(&A100, &shape(1, 16, 0)), (16, "threads"));
+        // sm_86: 100 KiB per SM: 48 KiB tiles fit twice.
+        assert_eq!(
+            ctas_per_sm(&A10, &shape(1, 128, 49152)),
+            (2, "shared memory")
+        );
+    }
+
+    #[test]
+    fn each_pipe_is_its_work_over_its_rate_and_the_slowest_binds() {
+        let w = Work {
+            mma: 1e6,
+            shared_wavefronts: 1.5e6,
+            sfu: 1e5,
+            warp_instructions: 4e6,
+            ..Default::default()
+        };
+        // One full wave on A100 (108 SMs x 1 CTA): no quantisation loss.
+        let m = model(&w, &A100, &shape(108, 255, 98304), 0.0);
+        let sm_clk = 108.0 * 1410e6;
+        assert!((m.pipe_s[0] - 1e6 / 0.5 / sm_clk).abs() < 1e-15);
+        assert!((m.pipe_s[1] - 1.5e6 / sm_clk).abs() < 1e-15);
+        assert!((m.pipe_s[2] - 1e5 * 32.0 / 16.0 / sm_clk).abs() < 1e-15);
+        assert!((m.pipe_s[5] - 4e6 / 4.0 / sm_clk).abs() < 1e-15);
+        assert_eq!(m.binding(), "tensor");
+        assert!((m.tensor_fraction() - 1.0).abs() < 1e-12);
+        // 109 CTAs need a second wave in which one SM works: every SM-side pipe doubles-ish.
+        let tail = model(&w, &A100, &shape(109, 255, 98304), 0.0);
+        assert_eq!(tail.waves, 2);
+        assert!((tail.wave_efficiency - 109.0 / 216.0).abs() < 1e-12);
+        assert!(tail.pipe_s[0] > 1.9 * m.pipe_s[0]);
+        // A DRAM-heavy launch binds on DRAM.
+        let d = model(&Work::default(), &A100, &shape(108, 255, 98304), 2039e9);
+        assert_eq!(d.binding(), "DRAM");
+    }
+}
