@@ -274,6 +274,10 @@ pub enum SetOut {
     Mask,
     /// `set.*.f32`: 1.0 for true.
     F32,
+    /// `set.*.{f16x2,bf16x2}.{f16x2,bf16x2}`: per 16-bit half, these bits (1.0) for true.
+    HalfOnes(u16),
+    /// `set.*.{u32,s32}.{f16x2,bf16x2}`: per 16-bit half, 0xFFFF for true.
+    HalfMask,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

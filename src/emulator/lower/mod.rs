@@ -83,13 +83,15 @@ fn mask_of(bits: u32) -> u64 {
 }
 
 /// Lowers every `.entry` of the module.
-pub fn lower_module(m: &ast::Module, src: &str) -> Result<Vec<Program>, EmuError> {
+/// Lowers every `.entry` of the module independently: an entry that uses something the
+/// emulator does not implement yields its error without affecting the others.
+pub fn lower_module(m: &ast::Module, src: &str) -> Vec<(String, Result<Program, EmuError>)> {
     let lines: Arc<Vec<String>> = Arc::new(src.lines().map(|l| l.to_string()).collect());
-    let mut out = Vec::new();
-    for f in m.funcs.iter().filter(|f| f.is_entry) {
-        out.push(lower_entry(m, f, lines.clone())?);
-    }
-    Ok(out)
+    m.funcs
+        .iter()
+        .filter(|f| f.is_entry)
+        .map(|f| (f.name.clone(), lower_entry(m, f, lines.clone())))
+        .collect()
 }
 
 fn lower_entry(
