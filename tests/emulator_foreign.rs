@@ -67,6 +67,148 @@ fn a_module_with_no_loadable_entry_is_an_error() {
     ));
 }
 
+/// A non-inlined `.func` in the shape nvcc emits (`callseq` blocks with `.param` arguments,
+/// `call.uni (retval0), f, (param0, param1)`): `sum_to(n, k)` fills a 16-byte `.local` array
+/// with i*k, sums its first n elements in a loop, and adds `twice(n)` (a nested call);
+/// an early `ret` for n == 0 returns 7.
+const CALLS: &str = r#"
+.func  (.param .b32 twice_retval0) twice(.param .b32 twice_param_0)
+{
+	.reg .b32 %r<3>;
+	ld.param.b32 %r1, [twice_param_0];
+	add.s32 %r2, %r1, %r1;
+	st.param.b32 [twice_retval0], %r2;
+	ret;
+}
+.func  (.param .b32 sum_retval0) sum_to(.param .b32 sum_param_0, .param .b32 sum_param_1)
+{
+	.local .align 4 .b8 frame[16];
+	.reg .pred %p<3>;
+	.reg .b32 %r<12>;
+	.reg .b64 %rd<4>;
+	ld.param.b32 %r1, [sum_param_0];
+	ld.param.b32 %r2, [sum_param_1];
+	setp.ne.s32 %p1, %r1, 0;
+	@%p1 bra $L_work;
+	mov.u32 %r9, 7;
+	st.param.b32 [sum_retval0], %r9;
+	ret;
+$L_work:
+	mov.u64 %rd1, frame;
+	st.local.u32 [frame], 0;
+	st.local.u32 [frame+4], %r2;
+	add.s32 %r3, %r2, %r2;
+	st.local.u32 [frame+8], %r3;
+	add.s32 %r3, %r3, %r2;
+	st.local.u32 [frame+12], %r3;
+	mov.u32 %r4, 0;
+	mov.u32 %r5, 0;
+$L_loop:
+	mul.wide.u32 %rd2, %r5, 4;
+	add.s64 %rd3, %rd1, %rd2;
+	ld.local.u32 %r6, [%rd3];
+	add.s32 %r4, %r4, %r6;
+	add.s32 %r5, %r5, 1;
+	setp.lt.u32 %p2, %r5, %r1;
+	@%p2 bra $L_loop;
+	{ // callseq 9, 0
+	.param .b32 param0;
+	st.param.b32 [param0], %r1;
+	.param .b32 retval0;
+	call.uni (retval0), twice, (param0);
+	ld.param.b32 %r7, [retval0];
+	} // callseq 9
+	add.s32 %r8, %r4, %r7;
+	st.param.b32 [sum_retval0], %r8;
+	ret;
+}
+.visible .entry calls(.param .u64 calls_out)
+{
+	.reg .b32 %r<12>;
+	.reg .b64 %rd<6>;
+	ld.param.u64 %rd1, [calls_out];
+	mov.u32 %r1, %tid.x;
+	and.b32 %r2, %r1, 3;
+	add.s32 %r3, %r1, 1;
+	{ // callseq 0, 0
+	.param .b32 param0;
+	st.param.b32 [param0], %r2;
+	.param .b32 param1;
+	st.param.b32 [param1], %r3;
+	.param .b32 retval0;
+	call.uni (retval0), sum_to, (param0, param1);
+	ld.param.b32 %r4, [retval0];
+	} // callseq 0
+	{ // callseq 1, 0
+	.param .b32 param0;
+	st.param.b32 [param0], 3;
+	.param .b32 param1;
+	st.param.b32 [param1], %r4;
+	.param .b32 retval0;
+	call.uni (retval0), sum_to, (param0, param1);
+	ld.param.b32 %r5, [retval0];
+	} // callseq 1
+	mul.wide.u32 %rd2, %r1, 8;
+	add.s64 %rd3, %rd1, %rd2;
+	st.global.v2.u32 [%rd3], {%r4, %r5};
+	ret;
+}
+"#;
+
+/// What `sum_to(n, k)` returns: sum of i*k for i < n, plus 2n; 7 for n == 0.
+fn sum_to(n: u32, k: u32) -> u32 {
+    if n == 0 {
+        return 7;
+    }
+    (0..n).map(|i| i * k).sum::<u32>() + 2 * n
+}
+
+#[test]
+fn calls_to_non_inlined_functions_pass_params_and_return_values() {
+    let ptx = format!("{HEADER}{CALLS}");
+    let m = Module::parse(&ptx).unwrap_or_else(|e| panic!("{e}"));
+    let threads = 64u32;
+    let mut dev = Device::new();
+    let out = dev.alloc(8 * threads as usize);
+    let cfg = LaunchConfig {
+        grid: [1, 1, 1],
+        block: [threads, 1, 1],
+        dynamic_smem_bytes: 0,
+    };
+    let rep = dev
+        .launch(&m, "calls", &cfg, &out.0.to_le_bytes())
+        .expect("launch");
+    assert!(rep.findings.is_empty(), "{:?}", rep.findings);
+    let b = dev.read(out, 8 * threads as usize).unwrap();
+    for t in 0..threads {
+        let got = |k: usize| {
+            let o = (8 * t) as usize + 4 * k;
+            u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+        };
+        let first = sum_to(t & 3, t + 1);
+        assert_eq!(got(0), first, "thread {t}: first call");
+        assert_eq!(got(1), sum_to(3, first), "thread {t}: second call");
+    }
+}
+
+#[test]
+fn recursion_and_missing_functions_are_typed_errors() {
+    let rec = format!(
+        "{HEADER}.func f()\n{{\n\tcall.uni f, ();\n\tret;\n}}\n.visible .entry e()\n{{\n\tcall.uni f, ();\n\tret;\n}}\n"
+    );
+    assert!(matches!(
+        Module::parse(&rec),
+        Err(EmuError::Unsupported { .. })
+    ));
+    let missing = format!(
+        "{HEADER}.extern .func g();\n.visible .entry e()\n{{\n\tcall.uni g, ();\n\tret;\n}}\n"
+    );
+    assert!(matches!(
+        Module::parse(&missing),
+        Err(EmuError::Unsupported { .. })
+    ));
+}
+
 /// Real PTX the build embeds: the shipped kernels (the largest inputs) and the emulator tests.
 fn corpus() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = MODULES.iter().map(|m| m.ptx).collect();
