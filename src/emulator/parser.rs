@@ -534,7 +534,7 @@ impl<'a> Parser<'a> {
             }
             Some(Tok::Ident(s)) => {
                 self.pos += 1;
-                if s == "_" {
+                if s == "_" && !self.is_punct('|') {
                     return Ok(Operand::Sink);
                 }
                 if self.eat_punct('|') {

@@ -90,6 +90,8 @@ pub enum Special {
     DynSmem,
     TotalSmem,
     Zero,
+    /// A constant value for every thread (cluster registers of a one-CTA cluster).
+    Value(u32),
 }
 
 /// Floating-point formats an arithmetic instruction works on.
@@ -540,6 +542,12 @@ pub enum Op {
     },
     Activemask {
         d: R,
+    },
+    /// `elect.sync d|p, membermask`: the lowest active member lane is the leader.
+    Elect {
+        d: R,
+        p: R,
+        mask: R,
     },
     Mma {
         shape: MmaShape,

@@ -394,6 +394,14 @@ impl Lowerer {
             ("%dynamic_smem_size", None) => Special::DynSmem,
             ("%total_smem_size", None) => Special::TotalSmem,
             ("%smid", None) | ("%gridid", None) => Special::Zero,
+            // Every launch is a grid of one-CTA clusters (PTX ISA "Special Registers":
+            // %clusterid is then the CTA id, %cluster_ctaid 0, %cluster_nctaid 1).
+            ("%clusterid", Some(c)) => Special::Ctaid(c),
+            ("%nclusterid", Some(c)) => Special::Nctaid(c),
+            ("%cluster_ctaid", Some(_)) => Special::Zero,
+            ("%cluster_nctaid", Some(_)) => Special::Value(1),
+            ("%cluster_ctarank", None) | ("%is_explicit_cluster", None) => Special::Zero,
+            ("%cluster_nctarank", None) => Special::Value(1),
             _ => return None,
         };
         let r = self.new_reg(64);
@@ -635,10 +643,11 @@ impl Lowerer {
             "ld" | "ldu" | "st" | "atom" | "red" | "cvta" | "prefetch" | "prefetchu"
             | "discard" | "applypriority" | "createpolicy" => self.lower_memory(base, i, &mut q),
             "cp" => self.lower_cp(i, &mut q),
-            "bar" | "barrier" | "membar" | "fence" | "nanosleep" | "pmevent" => {
-                self.lower_sync(base, i, &mut q)
+            "bar" | "barrier" | "membar" | "fence" | "nanosleep" | "pmevent" | "griddepcontrol"
+            | "setmaxnreg" => self.lower_sync(base, i, &mut q),
+            "shfl" | "vote" | "match" | "redux" | "activemask" | "elect" => {
+                self.lower_warp(base, i, &mut q)
             }
-            "shfl" | "vote" | "match" | "redux" | "activemask" => self.lower_warp(base, i, &mut q),
             "mma" | "ldmatrix" => self.lower_tensor(base, i, &mut q),
             "bra" | "ret" | "exit" | "trap" | "brkpt" => {
                 self.lower_control(base, i, &mut q, scope_chain)
