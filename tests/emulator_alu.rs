@@ -295,6 +295,65 @@ fn comparison_and_selection() {
 }
 
 #[test]
+fn packed_half_comparisons() {
+    // PTX ISA 9.7.4 "Half Precision Comparison Instructions": on f16x2/bf16x2 the halves
+    // compare separately; setp writes p from the low halves and q from the high halves (each
+    // combined with c by BoolOp); set writes 1.0 (f16x2/bf16x2 destination) or 0xFFFF
+    // (u32/s32 destination) per half. f16: 1.0 = 0x3C00, 2.0 = 0x4000, NaN = 0x7E00;
+    // bf16: 1.0 = 0x3F80, 2.0 = 0x4000.
+    check32(&[
+        // low: 2.0 < 1.0 false; high: 1.0 < 2.0 true  -> p = 0, q = 1.
+        (
+            "setp.lt.f16x2 %p1|%p2, %r1, %r2; selp.b32 %r4, 1, 0, %p1; selp.b32 %r5, 2, 0, %p2; or.b32 %r4, %r4, %r5;",
+            0x3C00_4000,
+            0x4000_3C00,
+            0,
+            2,
+        ),
+        (
+            "setp.lt.bf16x2 %p1|%p2, %r1, %r2; selp.b32 %r4, 1, 0, %p1; selp.b32 %r5, 2, 0, %p2; or.b32 %r4, %r4, %r5;",
+            0x4000_3F80,
+            0x3F80_4000,
+            0,
+            1,
+        ),
+        // .and with c = false clears both; .or with c = true sets both.
+        (
+            "setp.lt.and.f16x2 %p1|%p2, %r1, %r2, 0; selp.b32 %r4, 1, 0, %p1; selp.b32 %r5, 2, 0, %p2; or.b32 %r4, %r4, %r5;",
+            0x3C00_3C00,
+            0x4000_4000,
+            0,
+            0,
+        ),
+        (
+            "setp.gt.or.f16x2 %p1|%p2, %r1, %r2, 1; selp.b32 %r4, 1, 0, %p1; selp.b32 %r5, 2, 0, %p2; or.b32 %r4, %r4, %r5;",
+            0x3C00_3C00,
+            0x4000_4000,
+            0,
+            3,
+        ),
+        // NaN in the high half: ne is false (ordered), neu true.
+        (
+            "setp.ne.f16x2 %p1|%p2, %r1, %r2; selp.b32 %r4, 1, 0, %p1; selp.b32 %r5, 2, 0, %p2; or.b32 %r4, %r4, %r5;",
+            0x7E00_3C00,
+            0x3C00_4000,
+            0,
+            1,
+        ),
+        (
+            "setp.neu.f16x2 %p1|%p2, %r1, %r2; selp.b32 %r4, 1, 0, %p1; selp.b32 %r5, 2, 0, %p2; or.b32 %r4, %r4, %r5;",
+            0x7E00_3C00,
+            0x3C00_4000,
+            0,
+            3,
+        ),
+        ("set.lt.f16x2.f16x2 %r4, %r1, %r2;", 0x3C00_4000, 0x4000_3C00, 0, 0x3C00_0000),
+        ("set.ge.bf16x2.bf16x2 %r4, %r1, %r2;", 0x3C00_4000, 0x4000_3C00, 0, 0x0000_3F80),
+        ("set.lt.u32.f16x2 %r4, %r1, %r2;", 0x3C00_4000, 0x4000_3C00, 0, 0xFFFF_0000),
+    ]);
+}
+
+#[test]
 fn float_arithmetic() {
     // PTX ISA 9.7.3 "Floating-Point Instructions": rounding modifiers (.rn/.rz/.rm/.rp), .ftz
     // flushes subnormal inputs and results to sign-preserving zero, .sat clamps to [0, 1] (NaN

@@ -22,28 +22,49 @@ pub struct ParamDecl {
     pub align: u32,
 }
 
-/// A parsed PTX module, lowered to executable form (all load-time checks done).
+/// A parsed PTX module, lowered to executable form (all load-time checks done). Entries are
+/// lowered independently: one that uses an instruction the emulator does not implement is kept
+/// as its load error, returned when it is launched, while the other entries run.
 #[derive(Debug, Clone)]
 pub struct Module {
     version: String,
     target: String,
     programs: Vec<Program>,
+    rejected: Vec<(String, EmuError)>,
 }
 
 impl Module {
-    /// Parses and lowers PTX text. Fails with the PTX line on malformed input and on any
-    /// instruction the emulator does not implement.
+    /// Parses and lowers PTX text. Fails with the PTX line on malformed input, and when no entry
+    /// can be loaded (with the first entry's error, e.g. an instruction the emulator does not
+    /// implement). A module with some loadable entries loads; see [`Module::rejected_entries`].
     pub fn parse(ptx: &str) -> Result<Module, EmuError> {
         let ast = parser::parse(ptx)?;
-        let programs = lower::lower_module(&ast, ptx)?;
+        let mut programs = Vec::new();
+        let mut rejected = Vec::new();
+        for (name, r) in lower::lower_module(&ast, ptx) {
+            match r {
+                Ok(p) => programs.push(p),
+                Err(e) => rejected.push((name, e)),
+            }
+        }
+        if programs.is_empty() && !rejected.is_empty() {
+            return Err(rejected.swap_remove(0).1);
+        }
         Ok(Module {
             version: ast.version,
             target: ast.target,
             programs,
+            rejected,
         })
     }
 
-    /// Names of the `.entry` kernels.
+    /// Entries that could not be loaded, with the error (and PTX line) that launching them
+    /// returns.
+    pub fn rejected_entries(&self) -> impl Iterator<Item = (&str, &EmuError)> {
+        self.rejected.iter().map(|(n, e)| (n.as_str(), e))
+    }
+
+    /// Names of the loadable `.entry` kernels.
     pub fn entries(&self) -> impl Iterator<Item = &str> {
         self.programs.iter().map(|p| p.name.as_str())
     }
@@ -231,9 +252,13 @@ impl Device {
         cfg: &LaunchConfig,
         params: &[u8],
     ) -> Result<LaunchReport, EmuError> {
-        let prog = module
-            .program(entry)
-            .ok_or_else(|| EmuError::NoEntry(entry.to_string()))?;
+        let prog = match module.program(entry) {
+            Some(p) => p,
+            None => match module.rejected.iter().find(|(n, _)| n == entry) {
+                Some((_, e)) => return Err(e.clone()),
+                None => return Err(EmuError::NoEntry(entry.to_string())),
+            },
+        };
         let need = prog.param_size as usize;
         if params.len() < need || params.len() > need.div_ceil(8) * 8 {
             return Err(EmuError::Launch(format!(

@@ -7,7 +7,7 @@
 //! use flashmha::emulator::{Device, LaunchConfig, Module};
 //! # fn main() -> Result<(), flashmha::emulator::EmuError> {
 //! let ptx = std::fs::read_to_string("kernel.ptx").unwrap();
-//! let module = Module::parse(&ptx)?;                 // parse + lower; unsupported => error
+//! let module = Module::parse(&ptx)?;                 // parse + lower each entry
 //! let mut dev = Device::new();
 //! let x = dev.upload(&[0u8; 1024]);                   // DevicePtr
 //! let params = x.0.to_le_bytes();                     // raw parameter-space bytes
@@ -50,6 +50,13 @@
 //!   flagged even without `__syncwarp`), and every completed barrier (any id) as a full CTA
 //!   barrier; both can hide real races, neither produces false reports.
 //! * Module-scope `.global`/`.const` variables are allocated and initialised per launch.
+//! * Entries load independently: an entry using something unimplemented is kept as its load
+//!   error (returned by `Device::launch` for it, listed by `Module::rejected_entries`) while the
+//!   others run; a module with no loadable entry fails `Module::parse`.
+//! * `call` to a `.func` is inlined at the call site with its own register scope and local
+//!   frame (recursion is rejected at load time).
+//! * Hopper: `elect.sync`, one-CTA cluster registers, `griddepcontrol` and `setmaxnreg` are
+//!   implemented; `mbarrier`, TMA (`cp.async.bulk*`), `wgmma` and `stmatrix` are not yet.
 
 mod ast;
 mod counters;

@@ -459,6 +459,21 @@ impl<'a> Parser<'a> {
 
     fn operand(&mut self) -> Result<Operand, EmuError> {
         match self.peek() {
+            // `call` argument / result lists: `(a, b)`, possibly empty.
+            Some(Tok::Punct('(')) => {
+                self.pos += 1;
+                let mut v = Vec::new();
+                if !self.eat_punct(')') {
+                    loop {
+                        v.push(self.operand()?);
+                        if self.eat_punct(')') {
+                            break;
+                        }
+                        self.expect_punct(',')?;
+                    }
+                }
+                Ok(Operand::Vec(v))
+            }
             Some(Tok::Punct('{')) => {
                 self.pos += 1;
                 let mut v = Vec::new();
@@ -519,7 +534,7 @@ impl<'a> Parser<'a> {
             }
             Some(Tok::Ident(s)) => {
                 self.pos += 1;
-                if s == "_" {
+                if s == "_" && !self.is_punct('|') {
                     return Ok(Operand::Sink);
                 }
                 if self.eat_punct('|') {

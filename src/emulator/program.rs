@@ -90,6 +90,8 @@ pub enum Special {
     DynSmem,
     TotalSmem,
     Zero,
+    /// A constant value for every thread (cluster registers of a one-CTA cluster).
+    Value(u32),
 }
 
 /// Floating-point formats an arithmetic instruction works on.
@@ -274,6 +276,10 @@ pub enum SetOut {
     Mask,
     /// `set.*.f32`: 1.0 for true.
     F32,
+    /// `set.*.{f16x2,bf16x2}.{f16x2,bf16x2}`: per 16-bit half, these bits (1.0) for true.
+    HalfOnes(u16),
+    /// `set.*.{u32,s32}.{f16x2,bf16x2}`: per 16-bit half, 0xFFFF for true.
+    HalfMask,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -536,6 +542,12 @@ pub enum Op {
     },
     Activemask {
         d: R,
+    },
+    /// `elect.sync d|p, membermask`: the lowest active member lane is the leader.
+    Elect {
+        d: R,
+        p: R,
+        mask: R,
     },
     Mma {
         shape: MmaShape,

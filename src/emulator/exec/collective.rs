@@ -198,3 +198,27 @@ pub(super) fn redux(w: &mut Warp, active: u32, k: ReduxK, d: R, a: R) {
         w.set(d, l, r as u64);
     }
 }
+
+/// `elect.sync d|p, membermask` (PTX ISA "Parallel Synchronization and Communication
+/// Instructions: elect.sync", sm_90): one leader among the active member lanes; every executing
+/// lane receives the leader's lane id in `d`, and `p` is true only in the leader. The ISA
+/// leaves the choice to the hardware; the emulator deterministically picks the lowest lane.
+pub(super) fn elect(w: &mut Warp, active: u32, d: R, p: R, mask: R) {
+    if active == 0 {
+        return;
+    }
+    let members = active & w.r(mask, active.trailing_zeros() as usize) as u32;
+    let leader = if members == 0 {
+        32
+    } else {
+        members.trailing_zeros()
+    };
+    for l in lanes(active) {
+        if d != NONE {
+            w.set(d, l, leader as u64 & 31);
+        }
+        if p != NONE {
+            w.set(p, l, (l as u32 == leader) as u64);
+        }
+    }
+}

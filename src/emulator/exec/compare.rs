@@ -1,6 +1,7 @@
 //! Comparison family execution: `setp`/`set` compares (integer widths and signedness, float
 //! ordered/unordered forms) with the optional boolean combiner.
 
+use super::float::ftz_h;
 use super::lanes::*;
 use super::{lanes, Warp};
 use crate::emulator::program::*;
@@ -44,7 +45,12 @@ pub fn compare(ty: CmpTy, cmp: Cmp, x: u64, y: u64) -> bool {
                 FTy::F64 => (f64::from_bits(x), f64::from_bits(y)),
                 _ => {
                     let f = fty.half_fmt();
-                    (f.to_f64(x & 0xFFFF), f.to_f64(y & 0xFFFF))
+                    let (p, q) = if ftz {
+                        (ftz_h(x & 0xFFFF, f), ftz_h(y & 0xFFFF, f))
+                    } else {
+                        (x & 0xFFFF, y & 0xFFFF)
+                    };
+                    (f.to_f64(p), f.to_f64(q))
                 }
             };
             let un = a.is_nan() || b.is_nan();
@@ -69,7 +75,10 @@ pub fn compare(ty: CmpTy, cmp: Cmp, x: u64, y: u64) -> bool {
 }
 
 /// `setp`/`set` for the active lanes: `regs` are the destination, the negated destination (or
-/// `NONE`), and the two operands.
+/// `NONE`), and the two operands. For f16x2/bf16x2 operands (PTX ISA 9.7.4 "Half Precision
+/// Comparison Instructions: set, setp") the two halves compare separately: `p` (and the low
+/// half of a `set` result) from the low halves, `q` (the high half) from the high halves, each
+/// combined with `c` by the boolean operation.
 pub(super) fn exec_setp(
     w: &mut Warp,
     active: u32,
@@ -80,10 +89,17 @@ pub(super) fn exec_setp(
     comb: Option<(BoolOp, R, bool)>,
 ) {
     let [d, dn, a, b] = regs;
+    let x2 = matches!(ty, CmpTy::Float(FTy::F16x2 | FTy::Bf16x2, _));
     for l in lanes(active) {
-        let r = compare(ty, cmp, w.r(a, l), w.r(b, l));
+        let (av, bv) = (w.r(a, l), w.r(b, l));
+        let t0 = compare(ty, cmp, av, bv);
+        let t1 = if x2 {
+            compare(ty, cmp, av >> 16, bv >> 16)
+        } else {
+            !t0
+        };
         let (p, q) = match comb {
-            None => (r, !r),
+            None => (t0, t1),
             Some((op, c, neg)) => {
                 let cv = (w.r(c, l) & 1 != 0) != neg;
                 let f = |x: bool| match op {
@@ -91,7 +107,7 @@ pub(super) fn exec_setp(
                     BoolOp::Or => x || cv,
                     BoolOp::Xor => x != cv,
                 };
-                (f(r), f(!r))
+                (f(t0), f(t1))
             }
         };
         let enc = |x: bool| match out {
@@ -110,10 +126,29 @@ pub(super) fn exec_setp(
                     0
                 }
             }
+            SetOut::HalfOnes(one) => {
+                if x {
+                    one as u64
+                } else {
+                    0
+                }
+            }
+            SetOut::HalfMask => {
+                if x {
+                    0xFFFF
+                } else {
+                    0
+                }
+            }
         };
-        w.set(d, l, enc(p));
-        if dn != NONE {
-            w.set(dn, l, enc(q));
+        match out {
+            SetOut::HalfOnes(_) | SetOut::HalfMask => w.set(d, l, enc(p) | (enc(q) << 16)),
+            _ => {
+                w.set(d, l, enc(p));
+                if dn != NONE {
+                    w.set(dn, l, enc(q));
+                }
+            }
         }
     }
 }

@@ -123,7 +123,7 @@ fn f64_bin(op: FOp, m: FMods, x: f64, y: f64) -> f64 {
 }
 
 /// Flush a half-format subnormal to zero.
-fn ftz_h(bits: u64, fmt: Fmt) -> u64 {
+pub fn ftz_h(bits: u64, fmt: Fmt) -> u64 {
     let e = (bits >> fmt.mbits) & ((1 << fmt.ebits) - 1);
     if e == 0 {
         bits & fmt.sign_bit()

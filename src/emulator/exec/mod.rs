@@ -352,6 +352,7 @@ fn new_warp(
                 Special::DynSmem => ctx.dyn_smem as u64,
                 Special::TotalSmem => total_smem,
                 Special::Zero => 0,
+                Special::Value(v) => v as u64,
             };
             regs[r as usize * 32 + l as usize] = v;
         }
@@ -785,6 +786,12 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
             Op::Redux { k, d, a, mask } => {
                 if collective::ready(w, env, pc, active, mask) {
                     collective::redux(w, active, k, d, a);
+                    w.next();
+                }
+            }
+            Op::Elect { d, p, mask } => {
+                if collective::ready(w, env, pc, active, mask) {
+                    collective::elect(w, active, d, p, mask);
                     w.next();
                 }
             }

@@ -50,10 +50,15 @@ impl Lowerer {
             if types.len() != 2 {
                 return self.bad("set needs destination and source types");
             }
-            let out = if types[0] == Ty::F32 {
-                SetOut::F32
-            } else {
-                SetOut::Mask
+            let x2 = matches!(types[1], Ty::F16x2 | Ty::Bf16x2);
+            let out = match (types[0], x2) {
+                (Ty::F32, false) => SetOut::F32,
+                // 1.0 in f16 and bf16.
+                (Ty::F16x2, true) => SetOut::HalfOnes(0x3C00),
+                (Ty::Bf16x2, true) => SetOut::HalfOnes(0x3F80),
+                (Ty::U32 | Ty::S32, true) => SetOut::HalfMask,
+                (Ty::F16x2 | Ty::Bf16x2, false) => return self.unsupported(&i.opcode),
+                _ => SetOut::Mask,
             };
             (out, types[1])
         } else {
@@ -62,8 +67,9 @@ impl Lowerer {
                 None => return self.bad("setp without type"),
             }
         };
-        if sty == Ty::F16x2 || sty == Ty::Bf16x2 {
-            return self.unsupported(&i.opcode);
+        let x2 = matches!(sty, Ty::F16x2 | Ty::Bf16x2);
+        if x2 && !is_set && !matches!(i.operands[0], Operand::Pair(..)) {
+            return self.bad("setp on f16x2/bf16x2 needs a p|q destination pair");
         }
         let cty = match FTy::from_ty(sty) {
             Some(f) => CmpTy::Float(f, q.has("ftz")),

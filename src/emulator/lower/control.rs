@@ -28,6 +28,12 @@ impl Lowerer {
                 self.fixups.push((at, scope_chain.to_vec(), name, i.line));
                 self.push(i, Op::Bra { target: 0 }, Class::Control)
             }
+            // Inside an inlined `.func`, `ret` continues after the call.
+            "ret" if !self.ret_fixups.is_empty() => {
+                let at = self.insts.len();
+                self.ret_fixups.last_mut().unwrap().push(at);
+                self.push(i, Op::Bra { target: 0 }, Class::Control)
+            }
             "ret" | "exit" => self.push(i, Op::Exit, Class::Control),
             _ => self.push(i, Op::Trap, Class::Control),
         }

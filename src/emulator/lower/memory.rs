@@ -78,7 +78,21 @@ impl Lowerer {
     }
 
     fn lower_ldst(&mut self, i: &ast::Instr, store: bool, q: &mut Quals) -> Result<(), EmuError> {
-        let sp = q.space().unwrap_or(Space::Generic);
+        let mut sp = q.space().unwrap_or(Space::Generic);
+        // Call arguments and results (`.param` declared in a body, or an inlined function's
+        // parameters) live in the thread's local frame.
+        let addr_op = if store {
+            i.operands.first()
+        } else {
+            i.operands.get(1)
+        };
+        if sp == Space::Param {
+            if let Some(Operand::Addr(Some(n), _)) = addr_op {
+                if matches!(self.vars.get(n), Some(super::VarLoc::Local(_))) {
+                    sp = Space::Local;
+                }
+            }
+        }
         let n = q.one_of(&[("v2", 2u8), ("v4", 4u8)]).unwrap_or(1);
         q.ignore(is_ignorable_mem_qual);
         let ty = match q.types().last() {

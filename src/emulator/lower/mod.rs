@@ -17,12 +17,14 @@
 //! | `warp.rs`       | `shfl`, `vote`, `match`, `redux`, `activemask`                 |
 //! | `tensor.rs`     | `mma`, `ldmatrix`                                             |
 //! | `control.rs`    | `bra`, `ret`, `exit`, `trap`                                  |
+//! | `call.rs`       | `call` to a `.func`: inlined at the call site                  |
 //!
 //! Every family lowering consumes the qualifiers it implements through [`Quals`]; a qualifier
 //! left unconsumed rejects the instruction with [`EmuError::Unsupported`] and its PTX line, as
 //! does any opcode no family claims. Adding a family is a new file plus one dispatch line here.
 
 mod async_copy;
+mod call;
 mod compare;
 mod control;
 mod convert;
@@ -72,6 +74,15 @@ struct Lowerer {
     labels: HashMap<(u32, String), u32>,
     zero: R,
     cur_line: u32,
+    /// Bytes of local space laid out so far (entry `.local` variables, then call frames).
+    local_size: u32,
+    /// Next id for a `{ }` scope (label namespaces).
+    next_scope: u32,
+    /// The module's `.func` definitions, by name, for `call`.
+    funcs: Arc<HashMap<String, ast::Func>>,
+    /// Per inlined call being lowered (innermost last): indices of the branches its `ret`s
+    /// became, patched to the end of the inlined body.
+    ret_fixups: Vec<Vec<usize>>,
 }
 
 fn mask_of(bits: u32) -> u64 {
@@ -83,19 +94,34 @@ fn mask_of(bits: u32) -> u64 {
 }
 
 /// Lowers every `.entry` of the module.
-pub fn lower_module(m: &ast::Module, src: &str) -> Result<Vec<Program>, EmuError> {
+/// Lowers every `.entry` of the module independently: an entry that uses something the
+/// emulator does not implement yields its error without affecting the others.
+pub fn lower_module(m: &ast::Module, src: &str) -> Vec<(String, Result<Program, EmuError>)> {
     let lines: Arc<Vec<String>> = Arc::new(src.lines().map(|l| l.to_string()).collect());
-    let mut out = Vec::new();
-    for f in m.funcs.iter().filter(|f| f.is_entry) {
-        out.push(lower_entry(m, f, lines.clone())?);
-    }
-    Ok(out)
+    let funcs: Arc<HashMap<String, ast::Func>> = Arc::new(
+        m.funcs
+            .iter()
+            .filter(|f| !f.is_entry && f.body.is_some())
+            .map(|f| (f.name.clone(), f.clone()))
+            .collect(),
+    );
+    m.funcs
+        .iter()
+        .filter(|f| f.is_entry)
+        .map(|f| {
+            (
+                f.name.clone(),
+                lower_entry(m, f, lines.clone(), funcs.clone()),
+            )
+        })
+        .collect()
 }
 
 fn lower_entry(
     m: &ast::Module,
     f: &ast::Func,
     lines: Arc<Vec<String>>,
+    funcs: Arc<HashMap<String, ast::Func>>,
 ) -> Result<Program, EmuError> {
     let mut l = Lowerer {
         lines,
@@ -114,6 +140,10 @@ fn lower_entry(
         labels: HashMap::new(),
         zero: 0,
         cur_line: f.line,
+        local_size: 0,
+        next_scope: 1,
+        funcs,
+        ret_fixups: Vec::new(),
     };
     l.zero = l.constant(0);
 
@@ -185,6 +215,8 @@ fn lower_entry(
                     });
                     l.vars.insert(v.name.clone(), VarLoc::Global(idx));
                 }
+                // Call arguments and results: laid out where they are declared (pass 2).
+                Space::Param => {}
                 _ => {
                     return Err(EmuError::Unsupported {
                         line: v.line,
@@ -201,49 +233,8 @@ fn lower_entry(
         l.vars.insert(name, VarLoc::Shared(dyn_off));
     }
 
-    // Pass 1: label positions per scope.
-    let mut scope_ids = vec![0u32];
-    let mut next_scope = 1u32;
-    let mut idx = 0u32;
-    for s in body {
-        match s {
-            Stmt::Open => {
-                scope_ids.push(next_scope);
-                next_scope += 1;
-            }
-            Stmt::Close => {
-                scope_ids.pop();
-            }
-            Stmt::Label(name, _) => {
-                l.labels
-                    .insert((*scope_ids.last().unwrap(), name.clone()), idx);
-            }
-            Stmt::Instr(_) => idx += 1,
-            _ => {}
-        }
-    }
-    // Pass 2: instructions.
-    let mut scope_ids = vec![0u32];
-    let mut next_scope = 1u32;
-    for s in body {
-        match s {
-            Stmt::Open => {
-                scope_ids.push(next_scope);
-                next_scope += 1;
-                l.scopes.push(HashMap::new());
-            }
-            Stmt::Close => {
-                scope_ids.pop();
-                l.scopes.pop();
-            }
-            Stmt::Reg(r) => l.declare(r),
-            Stmt::Instr(i) => {
-                l.cur_line = i.line;
-                l.instr(i, &scope_ids)?;
-            }
-            _ => {}
-        }
-    }
+    l.local_size = loff;
+    l.lower_body(body, 0)?;
     // Falling off the end of the entry is a return.
     l.insts.push(Inst {
         op: Op::Exit,
@@ -277,7 +268,7 @@ fn lower_entry(
         params,
         static_smem: soff,
         dyn_smem_offset: dyn_off,
-        local_size: loff,
+        local_size: l.local_size,
         source_lines: l.lines,
     })
 }
@@ -403,6 +394,14 @@ impl Lowerer {
             ("%dynamic_smem_size", None) => Special::DynSmem,
             ("%total_smem_size", None) => Special::TotalSmem,
             ("%smid", None) | ("%gridid", None) => Special::Zero,
+            // Every launch is a grid of one-CTA clusters (PTX ISA "Special Registers":
+            // %clusterid is then the CTA id, %cluster_ctaid 0, %cluster_nctaid 1).
+            ("%clusterid", Some(c)) => Special::Ctaid(c),
+            ("%nclusterid", Some(c)) => Special::Nctaid(c),
+            ("%cluster_ctaid", Some(_)) => Special::Zero,
+            ("%cluster_nctaid", Some(_)) => Special::Value(1),
+            ("%cluster_ctarank", None) | ("%is_explicit_cluster", None) => Special::Zero,
+            ("%cluster_nctarank", None) => Special::Value(1),
             _ => return None,
         };
         let r = self.new_reg(64);
@@ -549,6 +548,77 @@ impl Lowerer {
         Ok(())
     }
 
+    /// Lowers the statements of a body (an entry's, or an inlined `.func`'s) in order. Labels
+    /// are recorded at the instruction index they precede, in the namespace of their `{ }`
+    /// scope (nested in `scope`); branches are patched once everything is lowered.
+    fn lower_body(&mut self, body: &[Stmt], scope: u32) -> Result<(), EmuError> {
+        let mut scope_ids = vec![scope];
+        // Variables declared in a `{ }` scope (call arguments and results, an inlined
+        // function's locals) shadow outer ones until the scope closes: (name, outer binding).
+        let mut shadowed: Vec<Vec<(String, Option<VarLoc>)>> = vec![Vec::new()];
+        let mut result = Ok(());
+        for s in body {
+            match s {
+                Stmt::Open => {
+                    scope_ids.push(self.next_scope);
+                    self.next_scope += 1;
+                    self.scopes.push(HashMap::new());
+                    shadowed.push(Vec::new());
+                }
+                Stmt::Close if scope_ids.len() > 1 => {
+                    scope_ids.pop();
+                    self.scopes.pop();
+                    self.unshadow(shadowed.pop().unwrap_or_default());
+                }
+                Stmt::Reg(r) => self.declare(r),
+                Stmt::Label(name, _) => {
+                    let at = self.insts.len() as u32;
+                    self.labels
+                        .insert((*scope_ids.last().unwrap(), name.clone()), at);
+                }
+                Stmt::Var(v)
+                    if v.space == Space::Param
+                        || (v.space == Space::Local && !self.ret_fixups.is_empty()) =>
+                {
+                    let outer = self.local_var(v);
+                    shadowed.last_mut().unwrap().push((v.name.clone(), outer));
+                }
+                Stmt::Instr(i) => {
+                    self.cur_line = i.line;
+                    if let Err(e) = self.instr(i, &scope_ids) {
+                        result = Err(e);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        while let Some(level) = shadowed.pop() {
+            self.unshadow(level);
+        }
+        result
+    }
+
+    /// Restores the outer bindings of variables a closing scope declared (innermost first).
+    fn unshadow(&mut self, level: Vec<(String, Option<VarLoc>)>) {
+        for (n, outer) in level.into_iter().rev() {
+            match outer {
+                Some(l) => self.vars.insert(n, l),
+                None => self.vars.remove(&n),
+            };
+        }
+    }
+
+    /// Lays out a per-thread variable in local space (call arguments and results, and the
+    /// `.local` variables of inlined functions): a fresh frame slot per declaration.
+    /// Returns the binding it shadows.
+    fn local_var(&mut self, v: &ast::VarDecl) -> Option<VarLoc> {
+        let a = v.effective_align().max(1);
+        let off = self.local_size.div_ceil(a) * a;
+        self.local_size = off + v.size() as u32;
+        self.vars.insert(v.name.clone(), VarLoc::Local(off))
+    }
+
     /// Lowers one instruction through its family, then rejects any qualifier nobody consumed.
     fn instr(&mut self, i: &ast::Instr, scope_chain: &[u32]) -> Result<(), EmuError> {
         let (base, mut q) = Quals::split(&i.opcode);
@@ -573,14 +643,16 @@ impl Lowerer {
             "ld" | "ldu" | "st" | "atom" | "red" | "cvta" | "prefetch" | "prefetchu"
             | "discard" | "applypriority" | "createpolicy" => self.lower_memory(base, i, &mut q),
             "cp" => self.lower_cp(i, &mut q),
-            "bar" | "barrier" | "membar" | "fence" | "nanosleep" | "pmevent" => {
-                self.lower_sync(base, i, &mut q)
+            "bar" | "barrier" | "membar" | "fence" | "nanosleep" | "pmevent" | "griddepcontrol"
+            | "setmaxnreg" => self.lower_sync(base, i, &mut q),
+            "shfl" | "vote" | "match" | "redux" | "activemask" | "elect" => {
+                self.lower_warp(base, i, &mut q)
             }
-            "shfl" | "vote" | "match" | "redux" | "activemask" => self.lower_warp(base, i, &mut q),
             "mma" | "ldmatrix" => self.lower_tensor(base, i, &mut q),
             "bra" | "ret" | "exit" | "trap" | "brkpt" => {
                 self.lower_control(base, i, &mut q, scope_chain)
             }
+            "call" => self.lower_call(i, &mut q),
             _ => self.unsupported(&i.opcode),
         }?;
         match q.leftover() {

@@ -2,7 +2,7 @@
 //! a thread count, `.aligned`), `bar.warp.sync`, memory fences (`membar`, `fence`: no-ops in the
 //! sequentially consistent model) and `nanosleep`/`pmevent`.
 
-use super::super::ast;
+use super::super::ast::{self, Operand};
 use super::super::error::EmuError;
 use super::super::program::*;
 use super::super::types::Ty;
@@ -65,6 +65,34 @@ impl Lowerer {
                         )
                 });
                 self.push(i, Op::Nop, Class::Sync)
+            }
+            "griddepcontrol" => {
+                // Programmatic dependent launch: with one launch at a time there is no
+                // prerequisite grid to wait for and no dependent grid to release.
+                if q.one_of(&[("wait", ()), ("launch_dependents", ())])
+                    .is_none()
+                {
+                    return self.unsupported(&i.opcode);
+                }
+                self.push(i, Op::Nop, Class::Sync)
+            }
+            "setmaxnreg" => {
+                // A register-allocation hint for warpgroups; the emulator's register files are
+                // unbounded. The operand must still be the immediate count the ISA requires.
+                if q.one_of(&[("inc", ()), ("dec", ())]).is_none() {
+                    return self.unsupported(&i.opcode);
+                }
+                q.has("sync");
+                q.has("aligned");
+                q.types();
+                self.ops(i, 1)?;
+                match i.operands[0] {
+                    Operand::Int(n) if (24..=256).contains(&n) && n % 8 == 0 => {}
+                    _ => {
+                        return self.bad("setmaxnreg needs an immediate in 24..=256, multiple of 8")
+                    }
+                }
+                self.push(i, Op::Nop, Class::Other)
             }
             _ => {
                 // nanosleep / pmevent

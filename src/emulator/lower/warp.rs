@@ -27,6 +27,22 @@ impl Lowerer {
             return self.unsupported(&i.opcode);
         }
         match base {
+            "elect" => {
+                self.ops(i, 2)?;
+                let (d, p) = match &o[0] {
+                    ast::Operand::Pair(d, p) => {
+                        let d = if d == "_" {
+                            NONE
+                        } else {
+                            self.dst(&ast::Operand::Reg(d.clone()))?
+                        };
+                        (d, self.dst(&ast::Operand::Reg(p.clone()))?)
+                    }
+                    _ => return self.bad("elect.sync needs a d|p destination"),
+                };
+                let mask = self.src(&o[1], Ty::B32)?;
+                self.push(i, Op::Elect { d, p, mask }, Class::Shuffle)
+            }
             "shfl" => {
                 self.ops(i, 5)?;
                 let mode = match q.one_of(&[
