@@ -14,7 +14,7 @@
 namespace flashmha {
 
 /* Largest dynamic shared memory per block on sm_86 / sm_89 (the smallest of our targets). */
-constexpr int kMaxDynamicSmemBytes = 101376;
+constexpr int kMaxDynamicSmemBytes = FLASHMHA_MAX_DYNAMIC_SMEM_BYTES;  // params.h: 99 KiB
 
 template <class Elem_, int kHeadDim_, int kBlockM_, int kBlockN_, int kNumWarps_>
 struct FwdTraits {
@@ -64,6 +64,9 @@ struct FwdTraits {
     static constexpr int kVOffset = kKOffset + kStages * KVTile::kBytes;
     static constexpr int kSmemBytes = kVOffset + kStages * KVTile::kBytes;
     static_assert(kSmemBytes <= kMaxDynamicSmemBytes, "tile does not fit sm_86/sm_89 shared memory");
+    // mask.cuh forms values up to sq + sk + block_n in int32; validation leaves the params.h
+    // headroom above sq + sk.
+    static_assert(kBlockN <= FLASHMHA_SEQLEN_HEADROOM, "params.h sequence headroom");
 };
 
 }  // namespace flashmha

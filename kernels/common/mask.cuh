@@ -11,7 +11,8 @@
  *
  * 32-bit arithmetic: every value formed here lies in (-(sq + sk), sq + sk + block_n]: a window
  * bound that cannot bind (right >= sq, left >= sk) is dropped before use, so window sizes never
- * enter a sum unclamped. Validation must guarantee sq + sk + 256 < 2^31 per batch item.
+ * enter a sum unclamped. Validation guarantees sq + sk + FLASHMHA_SEQLEN_HEADROOM < 2^31 per batch
+ * item (params.h), and fwd_traits.cuh asserts block_n <= that headroom.
  */
 #ifndef FLASHMHA_COMMON_MASK_CUH
 #define FLASHMHA_COMMON_MASK_CUH

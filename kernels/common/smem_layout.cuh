@@ -26,6 +26,7 @@
 
 #include <stdint.h>
 
+#include "params.h"
 #include "common/dtype.cuh"
 #include "common/mma.cuh"
 #include "common/codegen.cuh"
@@ -33,6 +34,8 @@
 namespace flashmha {
 
 constexpr int kChunkBytes = 16;                          // one cp.async / one ldmatrix row
+// Host validation aligns bases, strides and head dims to this (params.h): they must agree.
+static_assert(kChunkBytes == FLASHMHA_COPY_ALIGN_BYTES, "params.h copy alignment");
 constexpr int kChunkElems = kChunkBytes / kElemBytes;    // 8 elements
 constexpr int kBankGroups = 8;                           // 32 banks * 4 B / 16 B
 constexpr int kSwizzleRowPeriod = kBankGroups;           // xor_mask depends on row mod 8 only
