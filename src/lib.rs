@@ -15,6 +15,8 @@
 pub mod abi;
 pub mod backend;
 pub mod build_info;
+#[cfg(feature = "capi")]
+pub mod capi;
 #[cfg(feature = "reference")]
 pub mod check;
 #[cfg(feature = "diagnostics")]
