@@ -4,6 +4,9 @@
 
 #[path = "build/bindings.rs"]
 mod bindings;
+#[cfg(feature = "capi")]
+#[path = "build/capi.rs"]
+mod capi;
 #[path = "build/codegen.rs"]
 mod codegen;
 #[path = "build/compile.rs"]
@@ -44,6 +47,20 @@ fn main() {
         &kernels.join("params.h"),
         &out_dir.join("params_bindings.rs"),
     );
+    println!("cargo:rerun-if-changed=include");
+    println!("cargo:rerun-if-changed=tests/capi/client.cpp");
+    #[cfg(feature = "capi")]
+    {
+        capi::generate_bindings(
+            &root.join("include/flashmha.h"),
+            &out_dir.join("capi_bindings.rs"),
+        );
+        capi::compile_client(
+            &root.join("tests/capi/client.cpp"),
+            &root.join("include"),
+            &out_dir.join("capi_client"),
+        );
+    }
 
     let toolkit = toolkit::locate(&pins);
     let cubin_archs = pins.list("CUBIN_ARCHS");

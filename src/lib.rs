@@ -15,6 +15,10 @@
 pub mod abi;
 pub mod backend;
 pub mod build_info;
+#[cfg(feature = "candle")]
+pub mod candle_op;
+#[cfg(feature = "capi")]
+pub mod capi;
 #[cfg(feature = "reference")]
 pub mod check;
 #[cfg(feature = "diagnostics")]
@@ -35,6 +39,8 @@ pub mod shape;
 pub mod validate;
 
 pub use backend::cuda;
+#[cfg(feature = "candle")]
+pub use candle_op as candle;
 #[cfg(feature = "emulator")]
 pub use host::emulated;
 pub use host::problem;

@@ -180,6 +180,21 @@ impl CudaBackend {
     /// buffers that stay allocated, and are not otherwise written, until the stream has run the
     /// kernel.
     pub unsafe fn launch_bound(&self, launch: &FwdLaunch, stream: &CudaStream) -> Result<()> {
+        // SAFETY: the caller's contract above; `stream` belongs to a live cudarc stream.
+        unsafe { self.launch_bound_raw(launch, stream.cu_stream()) }
+    }
+
+    /// [`CudaBackend::launch_bound`] on a stream given as a raw `CUstream` (the C ABI's
+    /// callers own their streams; NULL is the legacy default stream).
+    ///
+    /// # Safety
+    /// As for [`CudaBackend::launch_bound`], and `stream` must be NULL or a live stream of this
+    /// backend's context.
+    pub unsafe fn launch_bound_raw(
+        &self,
+        launch: &FwdLaunch,
+        stream: cudarc::driver::sys::CUstream,
+    ) -> Result<()> {
         let index = FWD_KERNELS
             .iter()
             .position(|r| r.entry == launch.kernel.entry)
@@ -244,7 +259,7 @@ impl CudaBackend {
                 plan.grid,
                 plan.block,
                 plan.dynamic_smem_bytes,
-                stream,
+                stream.cu_stream(),
                 plan.params,
             )
         }
@@ -263,7 +278,7 @@ unsafe fn launch_one_struct<P: crate::abi::ParamsBytes>(
     grid: [u32; 3],
     block: [u32; 3],
     dynamic_smem_bytes: u32,
-    stream: &CudaStream,
+    stream: cudarc::driver::sys::CUstream,
     mut params: P,
 ) -> Result<()> {
     let mut args = [(&mut params as *mut P).cast::<std::ffi::c_void>()];
@@ -276,7 +291,7 @@ unsafe fn launch_one_struct<P: crate::abi::ParamsBytes>(
             (grid[0], grid[1], grid[2]),
             (block[0], block[1], block[2]),
             dynamic_smem_bytes,
-            stream.cu_stream(),
+            stream,
             &mut args,
         )?;
     }

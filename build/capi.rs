@@ -1,0 +1,66 @@
+//! Feature `capi`: generates the Rust side of the C ABI from `include/flashmha.h` with bindgen
+//! (types and extern declarations; the Rust definitions are checked against the declarations),
+//! and compiles the C++ test client `tests/capi/client.cpp` with the `cc` crate into a static
+//! library that only `tests/capi.rs` links.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Name of the client's static library in `OUT_DIR` (`lib<name>.a`).
+pub const CLIENT_LIB: &str = "flashmha_capi_client";
+
+pub fn generate_bindings(header: &Path, out: &Path) {
+    let mut builder = bindgen::Builder::default();
+    if let Some(dir) = compiler_builtin_includes() {
+        builder = builder.clang_arg(format!("-isystem{}", dir.display()));
+    }
+    let bindings = builder
+        .header(header.to_string_lossy())
+        .allowlist_type("flashmha_.*")
+        .allowlist_function("flashmha_.*")
+        .allowlist_var("FLASHMHA_.*")
+        .prepend_enum_name(false)
+        .derive_default(true)
+        .derive_debug(true)
+        .derive_copy(true)
+        .layout_tests(true)
+        .generate()
+        .unwrap_or_else(|e| panic!("bindgen failed on {}: {e}", header.display()));
+    bindings
+        .write_to_file(out)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
+}
+
+/// The C compiler's own header folder (`stddef.h` lives there, not in /usr/include). A libclang
+/// without its resource headers (Debian's `libclang1` alone) cannot find `stddef.h`; the
+/// system C compiler's copy serves, as it serves every C program on this machine.
+fn compiler_builtin_includes() -> Option<PathBuf> {
+    let compiler = cc::Build::new()
+        .cargo_metadata(false)
+        .try_get_compiler()
+        .ok()?;
+    let out = Command::new(compiler.path())
+        .arg("-print-file-name=include")
+        .output()
+        .ok()?;
+    let dir = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+    dir.join("stddef.h").is_file().then_some(dir)
+}
+
+/// Compiles the C++ test client against the header. Cargo metadata is off so the library is not
+/// linked into the crate itself; `tests/capi.rs` links it by name from the search path added
+/// here.
+pub fn compile_client(client: &Path, include_dir: &Path, out_dir: &Path) {
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .file(client)
+        .include(include_dir)
+        .warnings(true)
+        .extra_warnings(true)
+        .warnings_into_errors(true)
+        .cargo_metadata(false)
+        .out_dir(out_dir)
+        .compile(CLIENT_LIB);
+    println!("cargo:rustc-link-search=native={}", out_dir.display());
+}

@@ -1,0 +1,286 @@
+//! The candle op (feature `candle`), as `flashmha::candle`: attention over candle tensors that
+//! returns both O and the log-sum-exp (candle's `CustomOp3` returns one tensor, which is why
+//! this is a function and not a custom op). Padded ([`attention`]) and packed variable-length
+//! ([`attention_varlen`]) layouts.
+//!
+//! CPU tensors run the exact PTX of the GPU kernels on the emulator backend
+//! ([`crate::host::emulated`]), so the op is tested in CI against the candle reference; a run
+//! in which the emulator reports any finding fails. CUDA tensors are not served yet: see
+//! [`CUDA_UNAVAILABLE`].
+//!
+//! Errors: candle errors; a flashmha validation error is wrapped
+//! (`candle_core::Error::Wrapped`) with its structured message. Reads the given tensors,
+//! returns new ones; touches nothing else.
+
+use crate::dtype::DType;
+use crate::error::{Dim, Error, TensorName};
+use crate::host::emulated;
+use crate::host::problem::{FwdProblem, SeqLayout};
+use crate::host::HostInputs;
+use crate::options::AttnOptions;
+use crate::shape::FwdShape;
+use candle_core::{DType as CDType, Device, Tensor};
+
+/// Why CUDA tensors are rejected today (the error message of that case).
+pub const CUDA_UNAVAILABLE: &str = "flashmha::candle: CUDA tensors are not supported yet \
+     (reaching their device memory needs candle-core's `cuda` feature, not built here); move \
+     the tensors to the CPU to run the kernels on the emulator, or call \
+     flashmha::cuda::CudaBackend with cudarc buffers";
+
+fn wrap(e: Error) -> candle_core::Error {
+    candle_core::Error::wrap(e)
+}
+
+/// The kernels' element type of `t`, which must be f16 or bf16 and equal to `dtype` of q.
+fn element_type(name: TensorName, t: &Tensor) -> candle_core::Result<DType> {
+    match t.dtype() {
+        CDType::F16 => Ok(DType::F16),
+        CDType::BF16 => Ok(DType::Bf16),
+        other => Err(candle_core::Error::Msg(format!(
+            "flashmha::candle: {name} is {other:?}; the kernels take f16 or bf16"
+        ))),
+    }
+}
+
+fn same_dtype(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<DType> {
+    let dtype = element_type(TensorName::Q, q)?;
+    for (name, t) in [(TensorName::K, k), (TensorName::V, v)] {
+        let found = element_type(name, t)?;
+        if found != dtype {
+            return Err(wrap(Error::DTypeMismatch {
+                tensor: name,
+                expected: dtype,
+                found,
+            }));
+        }
+    }
+    Ok(dtype)
+}
+
+fn same_device(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<()> {
+    for t in [k, v] {
+        if !t.device().same_device(q.device()) {
+            return Err(candle_core::Error::Msg(
+                "flashmha::candle: q, k and v must be on the same device".into(),
+            ));
+        }
+    }
+    if q.device().is_cpu() {
+        Ok(())
+    } else if q.device().is_cuda() {
+        Err(candle_core::Error::Msg(CUDA_UNAVAILABLE.into()))
+    } else {
+        Err(candle_core::Error::Msg(format!(
+            "flashmha::candle: {:?} tensors are not supported (CPU runs on the emulator)",
+            q.device()
+        )))
+    }
+}
+
+fn dims<const N: usize>(name: TensorName, t: &Tensor) -> candle_core::Result<[usize; N]> {
+    t.dims().try_into().map_err(|_| {
+        candle_core::Error::Msg(format!(
+            "flashmha::candle: {name} has shape {:?}, expected rank {N}",
+            t.dims()
+        ))
+    })
+}
+
+/// The raw 16-bit patterns of a f16/bf16 tensor, in row-major order.
+fn bits(t: &Tensor) -> candle_core::Result<Vec<u16>> {
+    let flat = t.flatten_all()?;
+    Ok(match t.dtype() {
+        CDType::F16 => bytemuck::cast_vec(flat.to_vec1::<half::f16>()?),
+        _ => bytemuck::cast_vec(flat.to_vec1::<half::bf16>()?),
+    })
+}
+
+/// A tensor of `dtype` from raw 16-bit patterns.
+fn from_bits(bits: Vec<u16>, dtype: DType, dims: &[usize]) -> candle_core::Result<Tensor> {
+    match dtype {
+        DType::F16 => Tensor::from_vec(
+            bytemuck::cast_vec::<u16, half::f16>(bits),
+            dims,
+            &Device::Cpu,
+        ),
+        DType::Bf16 => Tensor::from_vec(
+            bytemuck::cast_vec::<u16, half::bf16>(bits),
+            dims,
+            &Device::Cpu,
+        ),
+    }
+}
+
+/// Runs `problem` on the emulator with the tensors' data; returns O's bits and the LSE.
+fn emulate(
+    problem: &FwdProblem,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+) -> candle_core::Result<(Vec<u16>, Vec<f32>)> {
+    let inputs = HostInputs {
+        q: bits(q)?,
+        k: bits(k)?,
+        v: bits(v)?,
+        alibi_slopes: None,
+        head_gates: None,
+    };
+    let run = emulated::forward(problem, &inputs).map_err(wrap)?;
+    if let Some(first) = run.report.findings.first() {
+        return Err(wrap(Error::Emulator(
+            crate::error::EmulatorError::Findings {
+                count: run.report.findings.len(),
+                first: first.to_string(),
+            },
+        )));
+    }
+    let lse = run
+        .outputs
+        .lse
+        .ok_or_else(|| candle_core::Error::Msg("flashmha::candle: no LSE was written".into()))?;
+    Ok((run.outputs.o, lse))
+}
+
+/// Attention over padded tensors: `q: [b, sq, hq, d]`, `k, v: [b, sk, hkv, d]` (f16 or bf16,
+/// any strides; `hq` a multiple of `hkv` for GQA/MQA). Returns `o: [b, sq, hq, d]` (q's dtype)
+/// and `lse: [b, hq, sq]` (f32, natural log; `-inf` for a fully masked row). Masks and scale
+/// follow [`AttnOptions`].
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &AttnOptions,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let dtype = same_dtype(q, k, v)?;
+    let qd = dims::<4>(TensorName::Q, q)?;
+    let kd = dims::<4>(TensorName::K, k)?;
+    let vd = dims::<4>(TensorName::V, v)?;
+    // Checks every dim of every tensor against the others (typed errors).
+    let shape = FwdShape::from_dense_dims(qd, kd, vd, qd).map_err(wrap)?;
+    same_device(q, k, v)?;
+    let [batch, seqlen_q, heads_q, head_dim] = qd;
+    let mut problem = FwdProblem::contiguous(
+        dtype,
+        SeqLayout::Padded {
+            batch,
+            seqlen_q,
+            seqlen_k: kd[1],
+        },
+        heads_q,
+        shape.heads.kv,
+        head_dim,
+        *opts,
+    );
+    problem.lse_len = Some(problem.row_stats_len());
+    let (o, lse) = emulate(&problem, q, k, v)?;
+    Ok((
+        from_bits(o, dtype, &qd)?,
+        Tensor::from_vec(lse, (batch, heads_q, seqlen_q), &Device::Cpu)?,
+    ))
+}
+
+/// A host copy of a `[batch + 1]` integer cu_seqlens tensor.
+fn cu_seqlens(name: TensorName, t: &Tensor) -> candle_core::Result<Vec<i32>> {
+    let [_] = dims::<1>(name, t)?;
+    if t.dtype().is_float() {
+        return Err(candle_core::Error::Msg(format!(
+            "flashmha::candle: {name} is {:?}; expected an integer dtype",
+            t.dtype()
+        )));
+    }
+    t.to_dtype(CDType::I64)?
+        .to_vec1::<i64>()?
+        .into_iter()
+        .map(|x| {
+            i32::try_from(x).map_err(|_| {
+                candle_core::Error::Msg(format!(
+                    "flashmha::candle: {name} holds {x}, beyond the kernels' int32 range"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Attention over packed variable-length sequences: `q: [total_q, hq, d]`,
+/// `k, v: [total_k, hkv, d]`; item `i` owns rows `cu_seqlens_q[i]..cu_seqlens_q[i + 1]` of q
+/// (and likewise of k, v). `cu_seqlens_*` are `[batch + 1]` integer tensors (any integer dtype,
+/// any device); `max_seqlen_*` bound every item's length (an item longer than its bound is an
+/// error). Returns `o: [total_q, hq, d]` and `lse: [hq, total_q]` (f32).
+#[allow(clippy::too_many_arguments)] // the varlen signature users know from flash-attn
+pub fn attention_varlen(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cu_seqlens_q: &Tensor,
+    cu_seqlens_k: &Tensor,
+    max_seqlen_q: usize,
+    max_seqlen_k: usize,
+    opts: &AttnOptions,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let dtype = same_dtype(q, k, v)?;
+    let [total_q, heads_q, head_dim] = dims::<3>(TensorName::Q, q)?;
+    let [total_k, heads_kv, head_dim_k] = dims::<3>(TensorName::K, k)?;
+    let vd = dims::<3>(TensorName::V, v)?;
+    let kd = [total_k, heads_kv, head_dim_k];
+    let dim_names = [Dim::Seq, Dim::Heads, Dim::HeadDim];
+    if let Some(i) = (0..3).find(|&i| vd[i] != kd[i]) {
+        return Err(wrap(Error::DimMismatch {
+            tensor: TensorName::V,
+            dim: dim_names[i],
+            expected: kd[i],
+            found: vd[i],
+        }));
+    }
+    if head_dim_k != head_dim {
+        return Err(wrap(Error::DimMismatch {
+            tensor: TensorName::K,
+            dim: Dim::HeadDim,
+            expected: head_dim,
+            found: head_dim_k,
+        }));
+    }
+    same_device(q, k, v)?;
+    let layout = SeqLayout::Varlen {
+        cu_seqlens_q: cu_seqlens(TensorName::CuSeqlensQ, cu_seqlens_q)?,
+        cu_seqlens_k: cu_seqlens(TensorName::CuSeqlensK, cu_seqlens_k)?,
+    };
+    let mut problem = FwdProblem::contiguous(dtype, layout, heads_q, heads_kv, head_dim, *opts);
+    // Host checks of the cu_seqlens (start at 0, never decrease, same length) first.
+    problem.shape().map_err(wrap)?;
+    let (max_q, max_k) = problem.layout.max_seqlens();
+    let (rows_q, rows_k) = problem.layout.total_rows();
+    let checks = [
+        (TensorName::CuSeqlensQ, Dim::Seq, max_seqlen_q, max_q),
+        (TensorName::CuSeqlensK, Dim::Seq, max_seqlen_k, max_k),
+    ];
+    for (tensor, dim, max, found) in checks {
+        if found > max {
+            return Err(wrap(Error::DimTooLarge {
+                tensor,
+                dim,
+                max,
+                found,
+            }));
+        }
+    }
+    // The packed tensors must hold exactly the rows the cu_seqlens end at.
+    for (tensor, expected, found) in [
+        (TensorName::Q, rows_q, total_q),
+        (TensorName::K, rows_k, total_k),
+    ] {
+        if found != expected {
+            return Err(wrap(Error::DimMismatch {
+                tensor,
+                dim: Dim::Seq,
+                expected,
+                found,
+            }));
+        }
+    }
+    problem.lse_len = Some(problem.row_stats_len());
+    let (o, lse) = emulate(&problem, q, k, v)?;
+    Ok((
+        from_bits(o, dtype, &[total_q, heads_q, head_dim])?,
+        Tensor::from_vec(lse, (heads_q, total_q), &Device::Cpu)?,
+    ))
+}

@@ -1,0 +1,158 @@
+//! The C ABI's GPU entry points: a context (one device with the kernels loaded) and runs of a
+//! plan on the caller's `CUstream` with raw device pointers. Raw pointers go through the same
+//! O(1) `FwdPlan::bind` checks as the Rust API before any launch. Without a driver every entry
+//! point returns `FLASHMHA_ERR_NO_CUDA_DRIVER`.
+
+use super::convert;
+use super::ffi::{self, flashmha_status};
+use super::plan::Plan;
+use super::status::{guard, CallError};
+use crate::cuda::CudaBackend;
+use std::ffi::c_void;
+
+/// The backend behind a context handle.
+///
+/// # Safety
+/// A non-NULL `p` must come from `flashmha_context_create` and not have been destroyed.
+unsafe fn backend<'a>(p: *const ffi::flashmha_context) -> Result<&'a CudaBackend, CallError> {
+    // SAFETY: handles are `Box<CudaBackend>` pointers; the caller's contract says it is live.
+    unsafe { convert::deref(p.cast::<CudaBackend>(), "ctx") }
+}
+
+/// `flashmha_status flashmha_context_create(int32_t ordinal, flashmha_context **out)`
+///
+/// # Safety
+/// `out` must be NULL or point to writable storage for one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn flashmha_context_create(
+    ordinal: i32,
+    out: *mut *mut ffi::flashmha_context,
+) -> flashmha_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(CallError::InvalidArgument("out is NULL".into()));
+        }
+        let ordinal = usize::try_from(ordinal)
+            .map_err(|_| CallError::InvalidArgument(format!("device ordinal {ordinal}")))?;
+        let ctx = Box::new(CudaBackend::new(ordinal)?);
+        // SAFETY: `out` is non-NULL and, by the caller's contract, writable.
+        unsafe { out.write(Box::into_raw(ctx).cast()) };
+        Ok(())
+    })
+}
+
+/// `void flashmha_context_destroy(flashmha_context *ctx)`
+///
+/// # Safety
+/// `ctx` must be NULL or a live handle from `flashmha_context_create`, not used afterwards,
+/// with no kernel of it still running.
+#[no_mangle]
+pub unsafe extern "C" fn flashmha_context_destroy(ctx: *mut ffi::flashmha_context) {
+    if !ctx.is_null() {
+        // SAFETY: the handle is a `Box<CudaBackend>`, freed only here.
+        drop(unsafe { Box::from_raw(ctx.cast::<CudaBackend>()) });
+    }
+}
+
+/// Binds and launches; shared by `flashmha_run` and `flashmha_forward`.
+///
+/// # Safety
+/// See `flashmha_run`.
+unsafe fn run_plan(
+    ctx: &CudaBackend,
+    plan: &Plan,
+    bufs: &ffi::flashmha_bufs,
+    stream: *mut c_void,
+) -> Result<(), CallError> {
+    let bufs = convert::bufs(bufs)?;
+    let launch = match plan {
+        Plan::F16(p) => p.bind(&bufs)?,
+        Plan::Bf16(p) => p.bind(&bufs)?,
+    };
+    // SAFETY: `bind` checked every buffer's length, alignment and aliasing against the plan's
+    // extents, so the kernel only touches the ranges the caller declared; the caller promises
+    // (header contract) that those ranges are device allocations that stay alive until the
+    // stream has run the kernel, and that `stream` is NULL or a live stream of this context.
+    // Device-resident indices (cu_seqlens) are checked by the kernel itself.
+    unsafe { ctx.launch_bound_raw(&launch, stream.cast()) }?;
+    Ok(())
+}
+
+/// `flashmha_status flashmha_run(const flashmha_context *ctx, const flashmha_plan *plan,
+/// const flashmha_bufs *bufs, void *stream)`
+///
+/// # Safety
+/// Pointers are NULL or valid (handles live); every buffer in `bufs` must be device memory of
+/// at least its declared length that stays allocated until `stream` has run the kernel;
+/// `stream` is NULL or a live `CUstream` of the context's device.
+#[no_mangle]
+pub unsafe extern "C" fn flashmha_run(
+    ctx: *const ffi::flashmha_context,
+    plan: *const ffi::flashmha_plan,
+    bufs: *const ffi::flashmha_bufs,
+    stream: *mut c_void,
+) -> flashmha_status {
+    guard(|| {
+        // SAFETY: the caller's contract for each pointer.
+        let (ctx, plan, bufs) = unsafe {
+            (
+                backend(ctx)?,
+                Plan::from_handle(plan)?,
+                convert::deref(bufs, "bufs")?,
+            )
+        };
+        // SAFETY: forwarded from this function's contract.
+        unsafe { run_plan(ctx, plan, bufs, stream) }
+    })
+}
+
+/// `flashmha_status flashmha_forward(const flashmha_context *ctx, const flashmha_shape *shape,
+/// const flashmha_bufs *bufs, void *stream)`
+///
+/// # Safety
+/// As for `flashmha_run`, with `shape` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn flashmha_forward(
+    ctx: *const ffi::flashmha_context,
+    shape: *const ffi::flashmha_shape,
+    bufs: *const ffi::flashmha_bufs,
+    stream: *mut c_void,
+) -> flashmha_status {
+    guard(|| {
+        // SAFETY: the caller's contract for each pointer.
+        let (ctx, shape, bufs) = unsafe {
+            (
+                backend(ctx)?,
+                convert::deref(shape, "shape")?,
+                convert::deref(bufs, "bufs")?,
+            )
+        };
+        let (dtype, shape) = convert::shape(shape)?;
+        let plan = Plan::new(dtype, &shape)?;
+        // SAFETY: forwarded from this function's contract.
+        unsafe { run_plan(ctx, &plan, bufs, stream) }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_driver_the_context_is_the_typed_no_driver_code() {
+        if crate::cuda::driver_present() {
+            eprintln!("skipped: a CUDA driver is present on this machine");
+            return;
+        }
+        let mut ctx: *mut ffi::flashmha_context = std::ptr::null_mut();
+        // SAFETY: valid pointer to a local.
+        let code = unsafe { flashmha_context_create(0, &mut ctx) };
+        assert_eq!(code, ffi::FLASHMHA_ERR_NO_CUDA_DRIVER);
+        assert!(ctx.is_null());
+        // A run without a context is rejected before anything else.
+        let bufs = ffi::flashmha_bufs::default();
+        // SAFETY: NULL handles are documented to be rejected.
+        let code = unsafe { flashmha_run(ctx, std::ptr::null(), &bufs, std::ptr::null_mut()) };
+        assert_eq!(code, ffi::FLASHMHA_ERR_INVALID_ARGUMENT);
+    }
+}

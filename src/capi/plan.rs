@@ -1,0 +1,129 @@
+//! The plan handle of the C ABI: `flashmha_plan_create` validates and plans a shape once;
+//! the handle is then run any number of times (on a GPU or the emulator) with new buffers.
+//! Also `flashmha_version`.
+
+use super::convert;
+use super::ffi::{self, flashmha_status};
+use super::status::{guard, CallError};
+use crate::dtype::DType;
+use crate::plan::FwdPlan;
+use crate::shape::FwdShape;
+use std::ffi::c_char;
+
+/// What a `flashmha_plan*` points to: a plan of either element type.
+#[derive(Debug, Clone, Copy)]
+pub enum Plan {
+    F16(FwdPlan<half::f16>),
+    Bf16(FwdPlan<half::bf16>),
+}
+
+impl Plan {
+    pub fn new(dtype: DType, shape: &FwdShape) -> crate::Result<Plan> {
+        Ok(match dtype {
+            DType::F16 => Plan::F16(FwdPlan::new(shape)?),
+            DType::Bf16 => Plan::Bf16(FwdPlan::new(shape)?),
+        })
+    }
+
+    /// The plan behind a handle.
+    ///
+    /// # Safety
+    /// A non-NULL `p` must come from `flashmha_plan_create` and not have been destroyed.
+    pub unsafe fn from_handle<'a>(p: *const ffi::flashmha_plan) -> Result<&'a Plan, CallError> {
+        // SAFETY: handles are `Box<Plan>` pointers (see `flashmha_plan_create`); the caller's
+        // contract says this one is live.
+        unsafe { convert::deref(p.cast::<Plan>(), "plan") }
+    }
+}
+
+/// NUL-terminated crate version, in static storage.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
+
+/// `const char *flashmha_version(void)`
+///
+/// # Safety
+/// Always safe to call; the string is static.
+#[no_mangle]
+pub unsafe extern "C" fn flashmha_version() -> *const c_char {
+    VERSION.as_ptr().cast()
+}
+
+/// `flashmha_status flashmha_plan_create(const flashmha_shape *shape, flashmha_plan **out)`
+///
+/// # Safety
+/// `shape` must be NULL or point to a valid `flashmha_shape`; `out` must be NULL or point to
+/// writable storage for one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn flashmha_plan_create(
+    shape: *const ffi::flashmha_shape,
+    out: *mut *mut ffi::flashmha_plan,
+) -> flashmha_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(CallError::InvalidArgument("out is NULL".into()));
+        }
+        // SAFETY: the caller's contract for `shape`.
+        let shape = unsafe { convert::deref(shape, "shape") }?;
+        let (dtype, shape) = convert::shape(shape)?;
+        let plan = Box::new(Plan::new(dtype, &shape)?);
+        // SAFETY: `out` is non-NULL and, by the caller's contract, writable.
+        unsafe { out.write(Box::into_raw(plan).cast()) };
+        Ok(())
+    })
+}
+
+/// `void flashmha_plan_destroy(flashmha_plan *plan)`
+///
+/// # Safety
+/// `plan` must be NULL or a live handle from `flashmha_plan_create`, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn flashmha_plan_destroy(plan: *mut ffi::flashmha_plan) {
+    if !plan.is_null() {
+        // SAFETY: the handle is a `Box<Plan>` from `flashmha_plan_create`, freed only here.
+        drop(unsafe { Box::from_raw(plan.cast::<Plan>()) });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_is_created_and_a_bad_shape_is_a_typed_error() {
+        let mut s = ffi::flashmha_shape {
+            dtype: ffi::FLASHMHA_DTYPE_F16,
+            batch: 1,
+            seqlen_q: 3,
+            seqlen_k: 9,
+            heads_q: 2,
+            heads_kv: 2,
+            head_dim: 64,
+            ..Default::default()
+        };
+        let mut p: *mut ffi::flashmha_plan = std::ptr::null_mut();
+        // SAFETY: valid pointers to locals.
+        assert_eq!(
+            unsafe { flashmha_plan_create(&s, &mut p) },
+            ffi::FLASHMHA_OK
+        );
+        assert!(!p.is_null());
+        // SAFETY: `p` was just created.
+        let plan = unsafe { Plan::from_handle(p) }.unwrap();
+        assert!(matches!(plan, Plan::F16(x) if x.extents().q == 3 * 2 * 64));
+        // SAFETY: destroyed once, not used afterwards.
+        unsafe { flashmha_plan_destroy(p) };
+        s.heads_kv = 3;
+        let mut p2: *mut ffi::flashmha_plan = std::ptr::null_mut();
+        // SAFETY: valid pointers to locals.
+        assert_eq!(
+            unsafe { flashmha_plan_create(&s, &mut p2) },
+            ffi::FLASHMHA_ERR_SHAPE
+        );
+        assert!(p2.is_null());
+        // SAFETY: NULL pointers are documented to be rejected.
+        assert_eq!(
+            unsafe { flashmha_plan_create(std::ptr::null(), &mut p2) },
+            ffi::FLASHMHA_ERR_INVALID_ARGUMENT
+        );
+    }
+}

@@ -1,0 +1,363 @@
+//! The candle op (`flashmha::candle`) on CPU tensors, which run the embedded PTX on the
+//! emulator: property tests with random shapes and values (padded, varlen, GQA/MQA, causal)
+//! against the candle reference, with the tolerances of `flashmha::reference::ErrorModel`
+//! (the same model `flashmha check` and the kernel property tests use), and the errors for bad
+//! dims, dtypes, devices and cu_seqlens. Set FLASHMHA_PROPTEST_CASES to run more cases.
+
+use candle_core::{DType as CDType, Device, Tensor};
+use flashmha::candle::{attention, attention_varlen};
+use flashmha::dtype::DType;
+use flashmha::options::AttnOptions;
+use flashmha::reference::{self, ErrorModel, Layout, ReferenceInputs, Tolerance};
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn cases() -> u32 {
+    std::env::var("FLASHMHA_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32)
+}
+
+fn candle_dtype(d: DType) -> CDType {
+    match d {
+        DType::F16 => CDType::F16,
+        DType::Bf16 => CDType::BF16,
+    }
+}
+
+/// A CPU tensor of `dims` with values uniform in `[-amp, amp)` rounded to `dtype` (never all
+/// zero), and those rounded values.
+fn random(rng: &mut StdRng, dtype: DType, dims: &[usize], amp: f32) -> (Tensor, Vec<f32>) {
+    let n: usize = dims.iter().product();
+    let vals: Vec<f32> = (0..n)
+        .map(|_| dtype.round(rng.random_range(-amp..amp)))
+        .collect();
+    let t = Tensor::from_vec(vals.clone(), dims, &Device::Cpu)
+        .unwrap()
+        .to_dtype(candle_dtype(dtype))
+        .unwrap();
+    (t, vals)
+}
+
+fn to_f32(t: &Tensor) -> Vec<f32> {
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(CDType::F32)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
+/// Everything one comparison needs besides the op's outputs.
+struct Case<'a> {
+    dtype: DType,
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    layout: Layout<'a>,
+    heads: (usize, usize),
+    head_dim: usize,
+    max_seqlens: (usize, usize),
+    options: AttnOptions,
+}
+
+/// Compares O and LSE with the reference; an error names the output and the tolerance.
+fn check(c: &Case, o: &Tensor, lse: &Tensor) -> Result<(), String> {
+    let r = reference::attention(&ReferenceInputs {
+        q: c.q,
+        k: c.k,
+        v: c.v,
+        layout: c.layout,
+        num_heads_q: c.heads.0,
+        num_heads_kv: c.heads.1,
+        head_dim: c.head_dim,
+        options: &c.options,
+        alibi_slopes: None,
+        head_gates: None,
+    })
+    .map_err(|e| e.to_string())?;
+    let max_abs = |xs: &[f32]| xs.iter().fold(0f64, |a, &x| a.max(f64::from(x).abs()));
+    let model = ErrorModel {
+        dtype: c.dtype,
+        value_bound: max_abs(c.v),
+        head_dim: c.head_dim,
+        seqlen_k: c.max_seqlens.1,
+        score_bound: reference::score_bound(
+            c.q,
+            c.k,
+            c.head_dim,
+            c.options.scale_for(c.head_dim),
+            None,
+            c.max_seqlens.0,
+            c.max_seqlens.1,
+        ),
+        softcap: c.options.softcap,
+    };
+    let verdict = |name: &str, out: &[f32], refr: &[f32], tol: Tolerance| {
+        reference::compare(out, refr)
+            .check(&tol)
+            .map_err(|e| format!("{name}: {e}"))
+    };
+    verdict("o", &to_f32(o), &r.o, model.output())?;
+    verdict("lse", &to_f32(lse), &r.lse, model.lse())
+}
+
+fn head_dims() -> Vec<usize> {
+    // Every compiled head dim up to 128 (larger ones are slow on the emulator and covered by
+    // the kernel property tests).
+    let mut d: Vec<usize> = flashmha::build_info::FWD_KERNELS
+        .iter()
+        .map(|r| r.head_dim as usize)
+        .filter(|&d| d <= 128)
+        .collect();
+    d.dedup();
+    d
+}
+
+prop_compose! {
+    fn options()(
+        scale in prop::option::weighted(0.2, 0.05f32..0.5),
+        causal in prop::bool::weighted(0.5),
+        softcap in prop::option::weighted(0.2, 5.0f32..30.0),
+    ) -> AttnOptions {
+        AttnOptions { softmax_scale: scale, causal, window: None, softcap }
+    }
+}
+
+fn dtype() -> impl Strategy<Value = DType> {
+    prop_oneof![Just(DType::F16), Just(DType::Bf16)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn padded_matches_the_reference(
+        dtype in dtype(),
+        hd in any::<prop::sample::Index>(),
+        batch in 1usize..=2,
+        sq in 1usize..=40,
+        sk in 1usize..=40,
+        hkv in 1usize..=2,
+        group in 1usize..=3,
+        options in options(),
+        seed in any::<u64>(),
+    ) {
+        let dims = head_dims();
+        let d = dims[hd.index(dims.len())];
+        let hq = hkv * group;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (q, qv) = random(&mut rng, dtype, &[batch, sq, hq, d], 1.5);
+        let (k, kv) = random(&mut rng, dtype, &[batch, sk, hkv, d], 1.5);
+        let (v, vv) = random(&mut rng, dtype, &[batch, sk, hkv, d], 1.0);
+        let (o, lse) = attention(&q, &k, &v, &options).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(o.dims(), &[batch, sq, hq, d]);
+        prop_assert_eq!(o.dtype(), candle_dtype(dtype));
+        prop_assert_eq!(lse.dims(), &[batch, hq, sq]);
+        let case = Case {
+            dtype, q: &qv, k: &kv, v: &vv,
+            layout: Layout::Padded { batch, seqlen_q: sq, seqlen_k: sk },
+            heads: (hq, hkv), head_dim: d, max_seqlens: (sq, sk), options,
+        };
+        check(&case, &o, &lse).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn varlen_matches_the_reference(
+        dtype in dtype(),
+        hd in any::<prop::sample::Index>(),
+        lens in prop::collection::vec((0usize..=40, 0usize..=40), 1..=3),
+        hkv in 1usize..=2,
+        group in 1usize..=3,
+        options in options(),
+        slack in 0usize..=3,
+        seed in any::<u64>(),
+    ) {
+        let dims = head_dims();
+        let d = dims[hd.index(dims.len())];
+        let hq = hkv * group;
+        let offsets = |pick: fn(&(usize, usize)) -> usize| -> Vec<i32> {
+            std::iter::once(0)
+                .chain(lens.iter().scan(0, |acc, l| { *acc += pick(l) as i32; Some(*acc) }))
+                .collect()
+        };
+        let (cu_q, cu_k) = (offsets(|l| l.0), offsets(|l| l.1));
+        let (tq, tk) = (*cu_q.last().unwrap() as usize, *cu_k.last().unwrap() as usize);
+        prop_assume!(tq > 0 && tk > 0);
+        let max_q = lens.iter().map(|l| l.0).max().unwrap();
+        let max_k = lens.iter().map(|l| l.1).max().unwrap();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (q, qv) = random(&mut rng, dtype, &[tq, hq, d], 1.5);
+        let (k, kv) = random(&mut rng, dtype, &[tk, hkv, d], 1.5);
+        let (v, vv) = random(&mut rng, dtype, &[tk, hkv, d], 1.0);
+        // cu_seqlens as u32 and i64 tensors: any integer dtype is accepted.
+        let cq = Tensor::from_vec(cu_q.iter().map(|&x| x as u32).collect::<Vec<_>>(), cu_q.len(), &Device::Cpu).unwrap();
+        let ck = Tensor::from_vec(cu_k.iter().map(|&x| x as i64).collect::<Vec<_>>(), cu_k.len(), &Device::Cpu).unwrap();
+        // The bounds may exceed the longest item.
+        let (o, lse) = attention_varlen(&q, &k, &v, &cq, &ck, max_q + slack, max_k + slack, &options)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(o.dims(), &[tq, hq, d]);
+        prop_assert_eq!(lse.dims(), &[hq, tq]);
+        let case = Case {
+            dtype, q: &qv, k: &kv, v: &vv,
+            layout: Layout::Varlen { cu_seqlens_q: &cu_q, cu_seqlens_k: &cu_k },
+            heads: (hq, hkv), head_dim: d, max_seqlens: (max_q, max_k), options,
+        };
+        check(&case, &o, &lse).map_err(TestCaseError::fail)?;
+    }
+}
+
+/// Runs one padded case and checks it; returns the outputs for further checks.
+fn padded(
+    dtype: DType,
+    dims: (usize, usize, usize, usize, usize, usize),
+    options: AttnOptions,
+    seed: u64,
+) -> (Tensor, Tensor) {
+    let (batch, sq, sk, hq, hkv, d) = dims;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (q, qv) = random(&mut rng, dtype, &[batch, sq, hq, d], 1.5);
+    let (k, kv) = random(&mut rng, dtype, &[batch, sk, hkv, d], 1.5);
+    let (v, vv) = random(&mut rng, dtype, &[batch, sk, hkv, d], 1.0);
+    let (o, lse) = attention(&q, &k, &v, &options).unwrap();
+    let case = Case {
+        dtype,
+        q: &qv,
+        k: &kv,
+        v: &vv,
+        layout: Layout::Padded {
+            batch,
+            seqlen_q: sq,
+            seqlen_k: sk,
+        },
+        heads: (hq, hkv),
+        head_dim: d,
+        max_seqlens: (sq, sk),
+        options,
+    };
+    check(&case, &o, &lse).unwrap();
+    (o, lse)
+}
+
+fn seed() -> u64 {
+    let s = rand::random();
+    println!("seed {s}");
+    s
+}
+
+#[test]
+fn multi_query_attention_shares_one_kv_head() {
+    // MQA (hkv = 1) and GQA (hq = 6, hkv = 2), checked against the reference.
+    padded(
+        DType::Bf16,
+        (2, 9, 13, 4, 1, 64),
+        AttnOptions::default(),
+        seed(),
+    );
+    padded(
+        DType::F16,
+        (1, 17, 11, 6, 2, 32),
+        AttnOptions::default(),
+        seed(),
+    );
+}
+
+#[test]
+fn causal_with_more_queries_than_keys_masks_whole_rows() {
+    // Bottom-right aligned: with sq = 12, sk = 5 the first 7 query rows see no key, so their
+    // LSE is -inf and their O is 0; the rest match the reference.
+    let causal = AttnOptions {
+        causal: true,
+        ..Default::default()
+    };
+    let (o, lse) = padded(DType::F16, (1, 12, 5, 2, 2, 64), causal, seed());
+    let lse = lse.to_vec3::<f32>().unwrap();
+    for row in &lse[0] {
+        assert!(row[..7].iter().all(|x| *x == f32::NEG_INFINITY), "{row:?}");
+        assert!(row[7..].iter().all(|x| x.is_finite()), "{row:?}");
+    }
+    let first_rows = to_f32(&o.narrow(1, 0, 7).unwrap());
+    assert!(first_rows.iter().all(|x| *x == 0.0));
+}
+
+#[test]
+fn strided_inputs_are_taken_as_their_logical_values() {
+    // q laid out head-major and transposed to [b, sq, hq, d]: not contiguous.
+    let mut rng = StdRng::seed_from_u64(seed());
+    let (b, sq, sk, h, d) = (1, 7, 9, 2, 64);
+    let (q_hm, _) = random(&mut rng, DType::Bf16, &[b, h, sq, d], 1.5);
+    let q = q_hm.transpose(1, 2).unwrap();
+    assert!(!q.is_contiguous());
+    let (k, _) = random(&mut rng, DType::Bf16, &[b, sk, h, d], 1.5);
+    let (v, _) = random(&mut rng, DType::Bf16, &[b, sk, h, d], 1.0);
+    let opts = AttnOptions::default();
+    let (o1, l1) = attention(&q, &k, &v, &opts).unwrap();
+    let (o2, l2) = attention(&q.contiguous().unwrap(), &k, &v, &opts).unwrap();
+    assert_eq!(to_f32(&o1), to_f32(&o2));
+    assert_eq!(to_f32(&l1), to_f32(&l2));
+    // And the result is not trivially zero.
+    assert!(to_f32(&o1).iter().any(|x| *x != 0.0));
+}
+
+fn err(r: candle_core::Result<(Tensor, Tensor)>) -> String {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_dims_dtypes_and_cu_seqlens_are_errors() {
+    let mut rng = StdRng::seed_from_u64(seed());
+    let bf = DType::Bf16;
+    let (q, _) = random(&mut rng, bf, &[1, 4, 2, 64], 1.0);
+    let (k, _) = random(&mut rng, bf, &[1, 6, 2, 64], 1.0);
+    let (v, _) = random(&mut rng, bf, &[1, 6, 2, 64], 1.0);
+    let o = AttnOptions::default();
+    // Rank.
+    let q3 = q.squeeze(0).unwrap();
+    assert!(err(attention(&q3, &k, &v, &o)).contains("expected rank 4"));
+    // dtype: f32, and k differing from q.
+    let q32 = q.to_dtype(CDType::F32).unwrap();
+    assert!(err(attention(&q32, &k, &v, &o)).contains("f16 or bf16"));
+    let k16 = k.to_dtype(CDType::F16).unwrap();
+    assert!(err(attention(&q, &k16, &v, &o)).contains("k holds f16 but bf16 was expected"));
+    // v's sequence length differs from k's.
+    let (v5, _) = random(&mut rng, bf, &[1, 5, 2, 64], 1.0);
+    assert!(err(attention(&q, &k, &v5, &o)).contains("v: dimension seq is 5, expected 6"));
+    // Head dim differs between q and k.
+    let (k32, _) = random(&mut rng, bf, &[1, 6, 2, 32], 1.0);
+    assert!(err(attention(&q, &k32, &k32, &o)).contains("k: dimension head_dim is 32"));
+    // Heads not divisible.
+    let (k3, _) = random(&mut rng, bf, &[1, 6, 3, 64], 1.0);
+    assert!(err(attention(&q, &k3, &k3, &o)).contains("multiple of num_heads_kv"));
+    // Head dim without a kernel: not a multiple of 8 (multiples of 8 run on the next kernel).
+    let (q20, _) = random(&mut rng, bf, &[1, 4, 2, 20], 1.0);
+    let (k20, _) = random(&mut rng, bf, &[1, 6, 2, 20], 1.0);
+    assert!(err(attention(&q20, &k20, &k20, &o)).contains("head dim 20 is not supported"));
+    // An invalid option.
+    let bad = AttnOptions {
+        softmax_scale: Some(-1.0),
+        ..Default::default()
+    };
+    assert!(err(attention(&q, &k, &v, &bad)).contains("softmax_scale"));
+
+    // Varlen: q [4, 2, 64], k/v [6, 2, 64] as items (1, 2) and (3, 4).
+    let qp = q.squeeze(0).unwrap();
+    let kp = k.squeeze(0).unwrap();
+    let vp = v.squeeze(0).unwrap();
+    let cu = |xs: &[u32]| Tensor::new(xs, &Device::Cpu).unwrap();
+    let ok = attention_varlen(&qp, &kp, &vp, &cu(&[0, 1, 4]), &cu(&[0, 2, 6]), 3, 4, &o);
+    assert!(ok.is_ok(), "{:?}", ok.err());
+    let decreasing = attention_varlen(&qp, &kp, &vp, &cu(&[0, 3, 1]), &cu(&[0, 2, 6]), 3, 4, &o);
+    assert!(err(decreasing).contains("cu_seqlens_q"));
+    let too_long = attention_varlen(&qp, &kp, &vp, &cu(&[0, 1, 4]), &cu(&[0, 2, 6]), 2, 4, &o);
+    assert!(err(too_long).contains("cu_seqlens_q: dimension seq is 3, at most 2"));
+    let wrong_total = attention_varlen(&qp, &kp, &vp, &cu(&[0, 1, 3]), &cu(&[0, 2, 6]), 3, 4, &o);
+    assert!(err(wrong_total).contains("q: dimension seq is 4, expected 3"));
+    let float_cu = Tensor::new(&[0f32, 1., 4.], &Device::Cpu).unwrap();
+    let float = attention_varlen(&qp, &kp, &vp, &float_cu, &cu(&[0, 2, 6]), 3, 4, &o);
+    assert!(err(float).contains("integer dtype"));
+}
