@@ -9,6 +9,7 @@ pub mod buffers;
 pub mod build_info;
 pub mod check;
 pub mod cuda;
+pub mod decode;
 pub mod diagnostics;
 pub mod dtype;
 pub mod element;

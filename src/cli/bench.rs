@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// GPU: timed launches per configuration.
     #[arg(long, default_value_t = 100)]
     iters: usize,
+    /// Paged decode instead of the forward: emulator counters per cached key (see
+    /// src/cli/bench_decode.rs); the other options are ignored.
+    #[arg(long)]
+    decode: bool,
 }
 
 fn problems(args: &BenchArgs) -> Vec<FwdProblem> {
@@ -88,6 +92,9 @@ fn label(p: &FwdProblem) -> String {
 }
 
 pub fn run(args: &BenchArgs) -> flashmha::Result<()> {
+    if args.decode {
+        return super::bench_decode::run();
+    }
     let problems = problems(args);
     if args.gpu {
         return run_gpu(args, &problems);
