@@ -255,8 +255,8 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         const uint32_t region = smem_base + T::kRegionOffset + warp * T::kWarpRegionBytes;
         const uint32_t copy_dst = region + copy_row * T::kPitch + copy_half * kDecodeChunkBytes;
 
-        // Copies key block `blk` into stage kStage: lane pair (2r, 2r+1) copies key row r, lane
-        // 2r + h the chunks 2j + h (adjacent chunks of a pair fill one 32-byte sector).
+        // Copies key block `blk` into stage kStage: lanes r and r + 16 copy key row r, lane
+        // r + 16h the chunks 2j + h (adjacent chunks of a pair fill one 32-byte sector).
         auto issue_block = [&](auto stage_c, int blk) {
             constexpr int kStage = decltype(stage_c)::value;
             const int key = blk * kDecodeKeysPerBlock + copy_row;

@@ -32,18 +32,21 @@ constexpr int kDecodeChunkElems = kDecodeChunkBytes / kElemBytes;
 constexpr int kDecodeBankGroups = 8;                            // 32 banks x 4 B / 16 B
 constexpr int kDecodeRows = kMmaM;        // packed query rows per CTA tile (one m16 row block)
 constexpr int kDecodeKeysPerBlock = kMmaK;  // keys per warp block: one k16 step of P.V
-/* Lanes that copy one key row: 2, so the 32 lanes of a warp cover the 16 keys of a block and
- * the two lanes of a row copy adjacent 16-byte chunks (one full 32-byte sector per pair). */
+/* Lanes that copy one key row: 2 (lanes r and r + 16 copy key row r, chunks 2j and 2j + 1), so
+ * the 32 lanes of a warp cover the 16 keys of a block, the two lanes of a row fill one full
+ * 32-byte sector per instruction, and each quarter-warp (8 lanes, one shared-memory phase of
+ * 16-byte stores) writes 8 different rows at the same chunk: 8 distinct bank groups with the
+ * odd-chunk pitch below. (Lane pairs (2r, 2r + 1) measured 12 wavefronts per key against the
+ * ideal 8: each phase hit 4 rows x 2 chunks with 2-way conflicts.) */
 constexpr int kCopyLanesPerRow = kWarpSize / kDecodeKeysPerBlock;
-static_assert(kCopyLanesPerRow == 2, "copy pairs: lane pair (2r, 2r+1) copies key row r");
+static_assert(kCopyLanesPerRow == 2, "lanes r and r + 16 copy key row r");
 
 /* Key row (0..15) of the block that `lane` copies, and which chunk of each pair it takes. */
-__device__ __forceinline__ int copy_row_of_lane(int lane) { return lane / kCopyLanesPerRow; }
-__device__ __forceinline__ int copy_half_of_lane(int lane) { return lane % kCopyLanesPerRow; }
-/* The lane of the pair that loads the block-table entry for both. */
-__device__ __forceinline__ int copy_pair_leader(int lane) { return lane - copy_half_of_lane(lane); }
+__device__ __forceinline__ int copy_row_of_lane(int lane) { return lane % kDecodeKeysPerBlock; }
+__device__ __forceinline__ int copy_half_of_lane(int lane) { return lane / kDecodeKeysPerBlock; }
+/* The lane of the pair that loads the block-table entry for both (half 0). */
+__device__ __forceinline__ int copy_pair_leader(int lane) { return copy_row_of_lane(lane); }
 
-/* 8 rows of one ldmatrix 8x8 matrix at the same chunk hit distinct bank groups. */
 template <int kPitch>
 __host__ __device__ constexpr bool padded_rows_conflict_free() {
     for (int r = 0; r < kDecodeBankGroups; ++r)

@@ -130,7 +130,7 @@ pub fn default_configs() -> Vec<DecodeBenchConfig> {
                     group,
                     sq_new,
                     page_size,
-                    cache_len: 1024,
+                    cache_len: 4096,
                     num_sms: 108,
                 });
             }

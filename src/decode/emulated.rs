@@ -194,3 +194,146 @@ pub fn decode_on(
         combine_report,
     })
 }
+
+/// What an emulated merge of states produced.
+pub struct MergeRun {
+    /// `[rows, heads, d]` raw bits of the states' dtype.
+    pub o: Vec<u16>,
+    /// `[heads, rows]` (one batch of `rows`).
+    pub lse: Vec<f32>,
+    pub report: LaunchReport,
+}
+
+/// Merges `num_states` states of `dtype` on the emulator: `o_states: [num_states, rows, heads, d]`
+/// (raw bits), `lse_states: [num_states, rows, heads]`; contiguous.
+pub fn merge_states(
+    dtype: crate::dtype::DType,
+    o_states: &[u16],
+    lse_states: &[f32],
+    num_states: usize,
+    rows: usize,
+    heads: usize,
+    head_dim: usize,
+) -> Result<MergeRun, DecodeError> {
+    use super::kernels::{merge_states_entry, MERGE_WARPS};
+    let n = rows * heads;
+    check_len("o_states", num_states * n * head_dim, o_states.len())?;
+    check_len("lse_states", num_states * n, lse_states.len())?;
+    if !head_dim.is_multiple_of(4) || n == 0 || num_states == 0 {
+        return Err(DecodeError::OutOfRange {
+            what: "merge_states shape (rows x heads, states >= 1, d % 4 == 0)",
+            min: 1,
+            max: u64::MAX,
+            found: 0,
+        });
+    }
+    let mut dev = Device::new();
+    let os = put(&mut dev, o_states)?;
+    let ls = put(&mut dev, lse_states)?;
+    let o = put(&mut dev, &vec![POISON_U16; n * head_dim])?;
+    let lse = put(&mut dev, &vec![f32::NAN; n])?;
+    let d = head_dim as i64;
+    let params = crate::abi::MergeStatesParams {
+        o_states: os.addr as *const _,
+        lse_states: ls.addr as *const f32,
+        entropy_states: std::ptr::null(),
+        o: o.addr as *mut _,
+        lse: lse.addr as *mut f32,
+        entropy: std::ptr::null_mut(),
+        head_gates: std::ptr::null(),
+        o_state_stride: n as i64 * d,
+        o_state_row_stride: heads as i64 * d,
+        o_state_head_stride: d,
+        lse_state_stride: n as i64,
+        lse_state_row_stride: heads as i64,
+        lse_state_head_stride: 1,
+        o_batch_stride: 0,
+        o_row_stride: heads as i64 * d,
+        o_head_stride: d,
+        lse_batch_stride: 0,
+        lse_head_stride: rows as i64,
+        num_states: num_states as i32,
+        rows: rows as i32,
+        heads: heads as i32,
+        head_dim: head_dim as i32,
+        rows_per_batch: rows as i32,
+        pad0: 0,
+    };
+    let l = Launch {
+        entry: merge_states_entry(dtype),
+        grid: [(n as u32).div_ceil(MERGE_WARPS), 1, 1],
+        block: [MERGE_WARPS * crate::plan::WARP_SIZE, 1, 1],
+        dynamic_smem_bytes: 0,
+    };
+    let report = launch(&mut dev, &l, params.as_bytes())?;
+    Ok(MergeRun {
+        o: get(&dev, o)?,
+        lse: get(&dev, lse)?,
+        report,
+    })
+}
+
+/// Appends `num_tokens` K/V rows (`[num_tokens, hkv, d]` contiguous raw bits) into copies of the
+/// pools of `p` at `slot_mapping`; returns the pools after the launch and the report.
+pub fn kv_append(
+    p: &super::problem::DecodeProblem,
+    k_cache: &[u16],
+    v_cache: &[u16],
+    k_new: &[u16],
+    v_new: &[u16],
+    slot_mapping: &[i32],
+) -> Result<(Vec<u16>, Vec<u16>, LaunchReport), DecodeError> {
+    use super::kernels::{KV_APPEND_ENTRY, KV_APPEND_THREADS};
+    let (hkv, d) = (p.num_heads_kv, p.head_dim);
+    let tokens = slot_mapping.len();
+    check_len(
+        "k_cache",
+        p.cache_span(&p.k_strides) as usize,
+        k_cache.len(),
+    )?;
+    check_len(
+        "v_cache",
+        p.cache_span(&p.v_strides) as usize,
+        v_cache.len(),
+    )?;
+    check_len("k_new", tokens * hkv * d, k_new.len())?;
+    check_len("v_new", tokens * hkv * d, v_new.len())?;
+    let mut dev = Device::new();
+    let kc = put(&mut dev, k_cache)?;
+    let vc = put(&mut dev, v_cache)?;
+    let kn = put(&mut dev, k_new)?;
+    let vn = put(&mut dev, v_new)?;
+    let sm = put(&mut dev, slot_mapping)?;
+    let params = crate::abi::KvAppendParams {
+        k_new: kn.addr as *const _,
+        v_new: vn.addr as *const _,
+        k_cache: kc.addr as *mut _,
+        v_cache: vc.addr as *mut _,
+        slot_mapping: sm.addr as *const i32,
+        k_new_token_stride: (hkv * d) as i64,
+        k_new_head_stride: d as i64,
+        v_new_token_stride: (hkv * d) as i64,
+        v_new_head_stride: d as i64,
+        k_page_stride: p.k_strides.page,
+        k_slot_stride: p.k_strides.slot,
+        k_head_stride: p.k_strides.head,
+        v_page_stride: p.v_strides.page,
+        v_slot_stride: p.v_strides.slot,
+        v_head_stride: p.v_strides.head,
+        num_tokens: tokens as i32,
+        num_heads_kv: hkv as i32,
+        head_dim: d as i32,
+        num_pages: p.num_pages as i32,
+        page_size: p.page_size as i32,
+        pad0: 0,
+    };
+    let chunks = (tokens * hkv * d / 8) as u32;
+    let l = Launch {
+        entry: KV_APPEND_ENTRY,
+        grid: [chunks.div_ceil(KV_APPEND_THREADS).max(1), 1, 1],
+        block: [KV_APPEND_THREADS, 1, 1],
+        dynamic_smem_bytes: 0,
+    };
+    let report = launch(&mut dev, &l, params.as_bytes())?;
+    Ok((get(&dev, kc)?, get(&dev, vc)?, report))
+}

@@ -7,9 +7,11 @@
 //! Split heuristic ([`choose_splits`]): the decode grid has `base = batch x hkv x row tiles`
 //! CTAs. If that already fills [`CTAS_PER_SM_TARGET`] CTAs on every SM, splitting only adds
 //! combine traffic: 1 split. Otherwise split the keys so the grid reaches that target, but give
-//! every split at least [`MIN_KEYS_PER_SPLIT`] keys of the longest cache (so the partial O/LSE
-//! traffic, `4·d + 4` bytes per row per split, stays small against the `4·d` bytes per key read
-//! per KV head) and never more than [`MAX_SPLITS`]. Overridable: [`SplitPolicy::Count`] and
+//! every split at least `max(MIN_KEYS_PER_SPLIT, KEYS_PER_SPLIT_PER_ROW x rows per KV head)` keys
+//! of the longest cache and never more than [`MAX_SPLITS`]. Why the per-row term: a split
+//! writes and the combine reads `4·d + 4` bytes of partial state per packed row (group x
+//! sq_new rows per KV head), about `8·d·rows` bytes, against `2·e·d = 4·d` bytes (f16) of K and V
+//! per key; `keys >= 100·rows` keeps the partials within 2% of the compulsory bytes. Overridable: [`SplitPolicy::Count`] and
 //! [`SplitPolicy::FixedKeys`] (batch-invariant: a sequence's split boundaries depend only on its
 //! own length, so its output bits do not depend on the rest of the batch).
 
@@ -25,6 +27,8 @@ use crate::plan::WARP_SIZE;
 pub const CTAS_PER_SM_TARGET: u64 = 2;
 /// Fewest keys (of the longest cache) a split gets from the heuristic.
 pub const MIN_KEYS_PER_SPLIT: u64 = 256;
+/// Keys per split per packed row of a KV head (see the module docs: partials <= 2%).
+pub const KEYS_PER_SPLIT_PER_ROW: u64 = 100;
 /// Most splits the heuristic or [`SplitPolicy::Count`] may use.
 pub const MAX_SPLITS: u32 = 256;
 /// Split boundaries are multiples of this many keys (`FLASHMHA_DECODE_SPLIT_ALIGN`).
@@ -42,15 +46,21 @@ pub enum SplitPolicy {
     FixedKeys(u32),
 }
 
-/// The split count for `base_ctas` decode CTAs, a longest cache of `max_cache_len` keys and
-/// `num_sms` SMs (see the module docs).
-pub fn choose_splits(base_ctas: u64, max_cache_len: u64, num_sms: u32) -> u32 {
+/// The split count for `base_ctas` decode CTAs of `rows_per_kv_head` packed rows each, a
+/// longest cache of `max_cache_len` keys and `num_sms` SMs (see the module docs).
+pub fn choose_splits(
+    base_ctas: u64,
+    rows_per_kv_head: u64,
+    max_cache_len: u64,
+    num_sms: u32,
+) -> u32 {
     let target = u64::from(num_sms.max(1)) * CTAS_PER_SM_TARGET;
     if base_ctas >= target {
         return 1;
     }
     let wanted = target.div_ceil(base_ctas.max(1));
-    let by_length = (max_cache_len / MIN_KEYS_PER_SPLIT).max(1);
+    let min_keys = MIN_KEYS_PER_SPLIT.max(KEYS_PER_SPLIT_PER_ROW * rows_per_kv_head);
+    let by_length = (max_cache_len / min_keys).max(1);
     wanted.min(by_length).min(u64::from(MAX_SPLITS)) as u32
 }
 
@@ -132,7 +142,11 @@ pub fn plan_decode(
     let base_ctas = p.batch as u64 * p.num_heads_kv as u64 * row_tiles;
     let (num_splits, split_keys) = match policy {
         SplitPolicy::Auto { num_sms } => {
-            (choose_splits(base_ctas, p.max_cache_len as u64, num_sms), 0)
+            let rows = (p.group() * p.max_seqlen_q()) as u64;
+            (
+                choose_splits(base_ctas, rows, p.max_cache_len as u64, num_sms),
+                0,
+            )
         }
         SplitPolicy::Count(n) => {
             if n == 0 || n > MAX_SPLITS {
@@ -431,14 +445,17 @@ mod tests {
     #[test]
     fn heuristic_splits_small_grids_and_leaves_full_ones() {
         // 108 SMs (A100): 216 CTAs fill it twice over.
-        assert_eq!(choose_splits(216, 1 << 20, 108), 1);
-        assert_eq!(choose_splits(1000, 1 << 20, 108), 1);
+        assert_eq!(choose_splits(216, 1, 1 << 20, 108), 1);
+        assert_eq!(choose_splits(1000, 1, 1 << 20, 108), 1);
         // One sequence, 8 KV heads, long cache: 216 / 8 = 27 splits.
-        assert_eq!(choose_splits(8, 1 << 16, 108), 27);
-        // Short cache caps it: 1000 keys allow 3 splits of >= 256 keys.
-        assert_eq!(choose_splits(8, 1000, 108), 3);
-        assert_eq!(choose_splits(1, 100, 108), 1);
-        assert_eq!(choose_splits(1, 1 << 29, 1000), MAX_SPLITS);
+        assert_eq!(choose_splits(8, 1, 1 << 16, 108), 27);
+        // Short cache caps it: 1000 keys allow 3 splits of >= 256 keys ...
+        assert_eq!(choose_splits(8, 1, 1000, 108), 3);
+        // ... and with 4 rows per KV head (GQA 4, 1 token) splits need 400 keys: 2.
+        assert_eq!(choose_splits(8, 4, 1000, 108), 2);
+        assert_eq!(choose_splits(8, 16, 4096, 108), 2);
+        assert_eq!(choose_splits(1, 1, 100, 108), 1);
+        assert_eq!(choose_splits(1, 1, 1 << 29, 1000), MAX_SPLITS);
     }
 
     fn problem() -> DecodeProblem {
