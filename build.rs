@@ -11,6 +11,8 @@ mod capi;
 mod codegen;
 #[path = "build/compile.rs"]
 mod compile;
+#[path = "build/decode_table.rs"]
+mod decode_table;
 #[path = "build/kernel_table.rs"]
 mod kernel_table;
 #[path = "build/libclang.rs"]
@@ -87,6 +89,16 @@ fn main() {
 
     let fwd_rows = kernel_table::parse(&kernels.join("kernel_table.h"));
     check_table_against_modules(&fwd_rows, &product);
+
+    let defined: Vec<String> = product
+        .iter()
+        .flat_map(|m| codegen::ptx_entries(&std::fs::read_to_string(&m.ptx).unwrap()))
+        .collect();
+    decode_table::write(
+        &decode_table::parse(&kernels.join("decode_table.h")),
+        &defined,
+        &out_dir.join("decode_generated.rs"),
+    );
 
     codegen::write(
         &codegen::Generated {

@@ -130,4 +130,164 @@ typedef struct HeadSimParams {
     X(o) X(gram) X(token_stride) X(head_stride) X(num_tokens) X(num_heads) X(head_dim)             \
     X(tokens_per_cta)
 
+/* ==== Decode over a paged KV cache (kernels/flash_decode.cu, kernels/merge_states.cu) ==== */
+
+/* Bits of FlashDecodeParams.flags (causal / window / varlen share the forward's values). */
+#define FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT 0x10u /* write partial (O, LSE) per split to the workspace */
+
+/* Split boundaries are multiples of this many keys (4 warps x 16-key blocks), so no key block
+ * is read by two splits. */
+#define FLASHMHA_DECODE_SPLIT_ALIGN 64
+/* Largest page size the decode kernels accept (keys per page). */
+#define FLASHMHA_DECODE_MAX_PAGE_SIZE 1024
+/* Cache lengths (and max_pages_per_seq * page_size) stay below this, so a key index times the
+ * page-size divisor fits 64 bits (see page_div_magic) and every key index fits int32. */
+#define FLASHMHA_DECODE_MAX_CACHE_KEYS (1 << 30)
+
+/*
+ * Paged decode forward. Shapes, in elements:
+ *   q, o:          [b, sq_new, hq, d] (padded, *_batch_stride used) or [total_q, hq, d] (varlen:
+ *                  item i owns rows cu_seqlens_q[i] .. cu_seqlens_q[i+1], batch strides ignored)
+ *   k_cache, v_cache: element (page, slot, kv head, c) at page * page_stride + slot * slot_stride
+ *                  + kv_head * head_stride + c: [num_pages, page_size, hkv, d] (NHD) or
+ *                  [num_pages, hkv, page_size, d] (HND), both through strides
+ *   block_table:   [b, max_pages_per_seq] i32 (row stride block_table_stride), device-resident
+ *   cache_seqlens: [b] i32, keys of item i (new tokens included), device-resident
+ *   lse, entropy:  [b, hq, sq_new] (padded) or [hq, total_q] (varlen), f32, natural log
+ *   partial_o:     [num_splits, total_q, hq, d] f32 workspace (with FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT)
+ *   partial_lse, partial_entropy: [num_splits, total_q, hq] f32 workspace
+ * Query row i of item b sees key j < cache_seqlens[b]; causal: j <= i + cache_seqlens[b] - sq_b.
+ * Every device-resident index is checked against the sizes below; a violation traps.
+ */
+typedef struct FlashDecodeParams {
+    const void *q;
+    const void *k_cache;
+    const void *v_cache;
+    void *o;
+    float *lse;                   /* optional */
+    float *entropy;               /* optional */
+    const float *alibi_slopes;    /* optional: [hq] */
+    const float *head_gates;      /* optional: [hq] */
+    const int32_t *block_table;
+    const int32_t *cache_seqlens;
+    const int32_t *cu_seqlens_q;  /* [b + 1], with FLASHMHA_FLAG_VARLEN */
+    float *partial_o;
+    float *partial_lse;
+    float *partial_entropy;       /* optional, only with entropy */
+
+    int64_t q_batch_stride, q_row_stride, q_head_stride;
+    int64_t o_batch_stride, o_row_stride, o_head_stride;
+    int64_t k_page_stride, k_slot_stride, k_head_stride;
+    int64_t v_page_stride, v_slot_stride, v_head_stride;
+    int64_t lse_batch_stride, lse_head_stride; /* shared by lse and entropy; row stride 1 */
+    int64_t block_table_stride;
+    /* key / page_size == (key * page_div_magic) >> page_div_shift for 0 <= key < 2^30 */
+    uint64_t page_div_magic;
+
+    int32_t batch;
+    int32_t num_heads_q;
+    int32_t num_heads_kv;      /* num_heads_q % num_heads_kv == 0; grid.y = hkv * row tiles */
+    int32_t head_dim;          /* must equal the entry's compiled head dim */
+    int32_t seqlen_q;          /* padded: sq_new; varlen: upper bound of any item's rows */
+    int32_t total_q;           /* rows of q / o (padded: batch * sq_new) */
+    int32_t num_pages;         /* block_table entries must lie in [0, num_pages) */
+    int32_t page_size;         /* 1 .. FLASHMHA_DECODE_MAX_PAGE_SIZE */
+    int32_t max_pages_per_seq; /* cache_seqlens[i] <= max_pages_per_seq * page_size */
+    int32_t page_div_shift;
+    int32_t num_splits;        /* grid.x */
+    int32_t split_keys;        /* > 0: fixed keys per split (batch-invariant); 0: from num_splits */
+
+    float scale;
+    float scale_log2;
+    float softcap;             /* > 0: softcap * tanh(score / softcap); 0 = off */
+    int32_t window_left;       /* with FLASHMHA_FLAG_WINDOW; < 0 unbounded */
+    int32_t window_right;
+    uint32_t flags;
+} FlashDecodeParams;
+
+/*
+ * Merge of attention states (kernels/merge_states.cu): for every (row, head), N states
+ * (O_s, LSE_s) of disjoint key sets become O = sum_s w_s O_s, LSE = log sum_s exp(LSE_s),
+ * w_s = exp(LSE_s - LSE). States with LSE_s = -inf are skipped; a row whose states are all -inf
+ * gets O = 0, LSE = -inf. With entropies: H = sum_s w_s H_s - sum_s w_s ln w_s.
+ *   o_states:   [num_states, rows, heads, d] through the state strides (f32 for the split
+ *               combine, f16 / bf16 for merge_states, as the entry says)
+ *   lse_states, entropy_states: [num_states, rows, heads] through the lse state strides
+ *   o:          row r at (r / rows_per_batch) * o_batch_stride + (r % rows_per_batch) * o_row_stride
+ *   lse, entropy (optional): (r / rows_per_batch) * lse_batch_stride + h * lse_head_stride
+ *               + r % rows_per_batch
+ */
+typedef struct MergeStatesParams {
+    const void *o_states;
+    const float *lse_states;
+    const float *entropy_states; /* optional */
+    void *o;
+    float *lse;                  /* optional */
+    float *entropy;              /* optional (needs entropy_states) */
+    const float *head_gates;     /* optional: [heads], O of head h times gate[h] */
+
+    int64_t o_state_stride, o_state_row_stride, o_state_head_stride;
+    int64_t lse_state_stride, lse_state_row_stride, lse_state_head_stride;
+    int64_t o_batch_stride, o_row_stride, o_head_stride;
+    int64_t lse_batch_stride, lse_head_stride;
+
+    int32_t num_states;
+    int32_t rows;
+    int32_t heads;
+    int32_t head_dim;
+    int32_t rows_per_batch;
+    int32_t pad0;                /* keeps the struct free of implicit padding */
+} MergeStatesParams;
+
+/*
+ * KV append (kernels/kv_append.cu): writes new rows of K and V into the paged cache.
+ *   k_new, v_new: [num_tokens, hkv, d] through token / head strides
+ *   slot_mapping: [num_tokens] i32, slot = page * page_size + offset; < 0 skips the token
+ *   k_cache, v_cache: as in FlashDecodeParams
+ * Slots are checked against num_pages * page_size; a violation traps.
+ */
+typedef struct KvAppendParams {
+    const void *k_new;
+    const void *v_new;
+    void *k_cache;
+    void *v_cache;
+    const int32_t *slot_mapping;
+
+    int64_t k_new_token_stride, k_new_head_stride;
+    int64_t v_new_token_stride, v_new_head_stride;
+    int64_t k_page_stride, k_slot_stride, k_head_stride;
+    int64_t v_page_stride, v_slot_stride, v_head_stride;
+
+    int32_t num_tokens;
+    int32_t num_heads_kv;
+    int32_t head_dim;
+    int32_t num_pages;
+    int32_t page_size;
+    int32_t pad0;
+} KvAppendParams;
+
+#define FLASHMHA_ABI_PROBE_DECODE_FIELDS(X)                                                        \
+    X(q) X(k_cache) X(v_cache) X(o) X(lse) X(entropy) X(alibi_slopes) X(head_gates)               \
+    X(block_table) X(cache_seqlens) X(cu_seqlens_q) X(partial_o) X(partial_lse)                   \
+    X(partial_entropy) X(q_batch_stride) X(q_row_stride) X(q_head_stride) X(o_batch_stride)      \
+    X(o_row_stride) X(o_head_stride) X(k_page_stride) X(k_slot_stride) X(k_head_stride)          \
+    X(v_page_stride) X(v_slot_stride) X(v_head_stride) X(lse_batch_stride) X(lse_head_stride)    \
+    X(block_table_stride) X(page_div_magic) X(batch) X(num_heads_q) X(num_heads_kv) X(head_dim)  \
+    X(seqlen_q) X(total_q) X(num_pages) X(page_size) X(max_pages_per_seq) X(page_div_shift)      \
+    X(num_splits) X(split_keys) X(scale) X(scale_log2) X(softcap) X(window_left)                 \
+    X(window_right) X(flags)
+
+#define FLASHMHA_ABI_PROBE_MERGE_FIELDS(X)                                                         \
+    X(o_states) X(lse_states) X(entropy_states) X(o) X(lse) X(entropy) X(head_gates)              \
+    X(o_state_stride) X(o_state_row_stride) X(o_state_head_stride) X(lse_state_stride)           \
+    X(lse_state_row_stride) X(lse_state_head_stride) X(o_batch_stride) X(o_row_stride)           \
+    X(o_head_stride) X(lse_batch_stride) X(lse_head_stride) X(num_states) X(rows) X(heads)       \
+    X(head_dim) X(rows_per_batch) X(pad0)
+
+#define FLASHMHA_ABI_PROBE_KV_APPEND_FIELDS(X)                                                     \
+    X(k_new) X(v_new) X(k_cache) X(v_cache) X(slot_mapping) X(k_new_token_stride)                 \
+    X(k_new_head_stride) X(v_new_token_stride) X(v_new_head_stride) X(k_page_stride)             \
+    X(k_slot_stride) X(k_head_stride) X(v_page_stride) X(v_slot_stride) X(v_head_stride)         \
+    X(num_tokens) X(num_heads_kv) X(head_dim) X(num_pages) X(page_size) X(pad0)
+
 #endif /* FLASHMHA_PARAMS_H */

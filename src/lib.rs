@@ -21,6 +21,7 @@ pub mod candle_op;
 pub mod capi;
 #[cfg(feature = "reference")]
 pub mod check;
+pub mod decode;
 #[cfg(feature = "diagnostics")]
 pub mod diagnostics;
 pub mod dtype;

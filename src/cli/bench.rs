@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// doubling) next to the figures before issue 8 and FlashAttention-2's.
     #[arg(long)]
     tiles: bool,
+    /// Paged decode instead of the forward: emulator counters per cached key (see
+    /// src/cli/bench_decode.rs); the other options are ignored.
+    #[arg(long)]
+    decode: bool,
 }
 
 /// One benchmark configuration.
@@ -213,6 +217,9 @@ fn costs_of<'a>(all: &'a MeasuredCosts, entry: &str) -> &'a TileCosts {
 }
 
 pub fn run(args: &BenchArgs) -> super::CliResult<()> {
+    if args.decode {
+        return super::bench_decode::run();
+    }
     if args.tiles {
         return run_tiles(args);
     }

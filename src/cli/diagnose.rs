@@ -357,7 +357,7 @@ fn forward_outputs(inp: &Inputs, causal: bool, dtype: DType) -> Result<ForwardOu
         },
     )?;
     if let Some(f) = run.report.findings.first() {
-        return Err(CliError::Usage(format!(
+        return Err(CliError::Failed(format!(
             "forward kernel: {} findings, first: {f}",
             run.report.findings.len()
         )));

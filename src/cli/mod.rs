@@ -1,6 +1,7 @@
 //! Subcommands of the `flashmha` binary, one file each; they only call the library's public API.
 
 pub mod bench;
+pub mod bench_decode;
 pub mod check;
 pub mod diagnose;
 pub mod emulate;
@@ -14,6 +15,9 @@ pub mod table;
 pub enum CliError {
     #[error("{0}")]
     Usage(String),
+    /// A run the CLI made failed (e.g. the emulator reported findings).
+    #[error("{0}")]
+    Failed(String),
     #[error(transparent)]
     Lib(#[from] flashmha::Error),
 }

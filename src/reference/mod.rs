@@ -12,6 +12,7 @@
 
 pub mod attention;
 pub mod head_similarity;
+pub mod paged;
 pub mod rounding;
 pub mod tolerance;
 

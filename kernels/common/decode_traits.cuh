@@ -1,0 +1,132 @@
+/*
+ * decode_traits.cuh: the compile-time shape of one paged-decode instantiation and the small
+ * helpers only decode uses: the padded shared-memory row layout, the per-warp K/V block copy
+ * from pages (block-table lookup, bounds check, cp.async), and the page-size divisor.
+ *
+ * Work split (kernels/flash_decode.cu): a CTA owns one (split, KV head, 16-row tile of packed
+ * query rows, batch item). Every warp holds the same 16 packed rows (rows = group x sq_new, GQA
+ * packing) in registers and streams its OWN blocks of 16 keys (warp w takes blocks w, w + W, ...)
+ * through its own double-buffered shared-memory region; each cached key passes through shared
+ * memory once per KV head. Warps only meet in the epilogue, which merges their (O, LSE) states.
+ *
+ * Shared-memory rows are padded by one 16-byte chunk (pitch = d * 2 + 16 bytes) instead of
+ * swizzled: for every compiled head dim (32, 64, 80, 96, 128, 256) the 8 row addresses of an
+ * ldmatrix 8x8 matrix then fall in 8 distinct 16-byte bank groups (pitch / 16 is odd, so
+ * row * pitch / 16 mod 8 runs over all 8 groups; checked by static_assert below), and the copy
+ * needs no XOR on either side. Decode reads each K/V row once, so the 6% larger footprint is
+ * cheaper than swizzle arithmetic on the copy path.
+ */
+#ifndef FLASHMHA_COMMON_DECODE_TRAITS_CUH
+#define FLASHMHA_COMMON_DECODE_TRAITS_CUH
+
+#include <stdint.h>
+
+#include "params.h"
+#include "common/dtype.cuh"
+#include "common/mma.cuh"
+
+namespace flashmha {
+
+constexpr int kDecodeChunkBytes = 16;                           // one cp.async / ldmatrix row
+constexpr int kDecodeChunkElems = kDecodeChunkBytes / kElemBytes;
+constexpr int kDecodeBankGroups = 8;                            // 32 banks x 4 B / 16 B
+constexpr int kDecodeRows = kMmaM;        // packed query rows per CTA tile (one m16 row block)
+constexpr int kDecodeKeysPerBlock = kMmaK;  // keys per warp block: one k16 step of P.V
+/* Lanes that copy one key row: 2 (lanes r and r + 16 copy key row r, chunks 2j and 2j + 1), so
+ * the 32 lanes of a warp cover the 16 keys of a block, the two lanes of a row fill one full
+ * 32-byte sector per instruction, and each quarter-warp (8 lanes, one shared-memory phase of
+ * 16-byte stores) writes 8 different rows at the same chunk: 8 distinct bank groups with the
+ * odd-chunk pitch below. (Lane pairs (2r, 2r + 1) measured 12 wavefronts per key against the
+ * ideal 8: each phase hit 4 rows x 2 chunks with 2-way conflicts.) */
+constexpr int kCopyLanesPerRow = kWarpSize / kDecodeKeysPerBlock;
+static_assert(kCopyLanesPerRow == 2, "lanes r and r + 16 copy key row r");
+
+/* Key row (0..15) of the block that `lane` copies, and which chunk of each pair it takes. */
+__device__ __forceinline__ int copy_row_of_lane(int lane) { return lane % kDecodeKeysPerBlock; }
+__device__ __forceinline__ int copy_half_of_lane(int lane) { return lane / kDecodeKeysPerBlock; }
+/* The lane of the pair that loads the block-table entry for both (half 0). */
+__device__ __forceinline__ int copy_pair_leader(int lane) { return copy_row_of_lane(lane); }
+
+template <int kPitch>
+__host__ __device__ constexpr bool padded_rows_conflict_free() {
+    for (int r = 0; r < kDecodeBankGroups; ++r)
+        for (int s = r + 1; s < kDecodeBankGroups; ++s)
+            if ((r * kPitch / kDecodeChunkBytes) % kDecodeBankGroups ==
+                (s * kPitch / kDecodeChunkBytes) % kDecodeBankGroups)
+                return false;
+    return true;
+}
+
+template <class Elem_, int kHeadDim_, int kNumWarps_>
+struct DecodeTraits {
+    using Elem = Elem_;
+    static constexpr int kHeadDim = kHeadDim_;
+    static constexpr int kNumWarps = kNumWarps_;
+    static constexpr int kThreads = kNumWarps * kWarpSize;
+    static_assert(kHeadDim % kMmaK == 0, "head_dim must be a multiple of 16 (k of Q.K^T)");
+
+    static constexpr int kChunks = kHeadDim / kDecodeChunkElems;    // 16-byte chunks per row
+    static constexpr int kChunksPerLane = kChunks / kCopyLanesPerRow;
+    static_assert(kChunks % kCopyLanesPerRow == 0, "a row splits evenly over its lane pair");
+    static constexpr int kSTiles = kDecodeKeysPerBlock / kMmaN;     // n8 score tiles per block
+    static constexpr int kOTiles = kHeadDim / kMmaN;                // n8 output tiles
+    static constexpr int kQKSteps = kHeadDim / kMmaK;               // k16 steps of Q.K^T
+    static constexpr int kPairTilesD = kHeadDim / (2 * kMmaN);      // ldmatrix.x4.trans per P.V
+    /* Q A-fragments (d / 4 registers) stay in registers beside O (d / 2) up to d128; at d256
+     * that is 192 accumulator-resident registers and ptxas (13.5, sm_80) spills at 255, so d256
+     * re-reads each k-step's Q fragment from the Q tile (one ldmatrix.x4 per k16 step). */
+    static constexpr bool kQInRegisters = kHeadDim <= 128;
+
+    /* Padded row: pitch / 16 odd => 8 consecutive rows hit 8 distinct bank groups. */
+    static constexpr int kPitch = kHeadDim * kElemBytes + kDecodeChunkBytes;
+    static_assert((kPitch / kDecodeChunkBytes) % 2 == 1, "pitch must be an odd number of chunks");
+    static constexpr int kBlockBytes = kDecodeKeysPerBlock * kPitch;  // k or v: [16 keys, d]
+    static constexpr int kStages = 2;
+    /* Per warp: [K stage 0 | K stage 1 | V stage 0 | V stage 1]. */
+    static constexpr int kWarpRegionBytes = 2 * kStages * kBlockBytes;
+    static constexpr int kQBytes = kDecodeRows * kPitch;             // q: [16 rows, d]
+    /* Epilogue: each warp stages its normalised O (f32, [16, d + 8]: the +8 floats make the
+     * 8 rows of a float2 C-fragment store hit distinct banks pairwise) in its own region, and
+     * its row LSE / entropy in small arrays after all regions. */
+    static constexpr int kOStagePitchFloats = kHeadDim + 8;
+    static constexpr int kOStageBytes = kDecodeRows * kOStagePitchFloats * 4;
+    static_assert(kOStageBytes <= kWarpRegionBytes, "O staging fits the warp's K/V region");
+    static constexpr int kQOffset = 0;
+    static constexpr int kRegionOffset = kQOffset + kQBytes;
+    static constexpr int kStatsOffset = kRegionOffset + kNumWarps * kWarpRegionBytes;
+    static constexpr int kStatsBytes = 2 * kNumWarps * kDecodeRows * 4;  // lse, entropy per warp
+    static constexpr int kSmemBytes = kStatsOffset + kStatsBytes;
+    static_assert(kPitch % kDecodeChunkBytes == 0, "16-byte aligned rows");
+    static_assert(padded_rows_conflict_free<kPitch>(), "ldmatrix rows must be conflict-free");
+    static_assert(kSmemBytes <= 101376, "fits sm_86 / sm_89 dynamic shared memory");
+
+    __host__ __device__ static constexpr int k_block(int stage) {
+        return kRegionOffset + stage * kBlockBytes;
+    }
+    __host__ __device__ static constexpr int v_block(int stage) {
+        return kRegionOffset + (kStages + stage) * kBlockBytes;
+    }
+};
+
+/* cp.async.cg 16 bytes, with immediates on both addresses (PTX ISA cp.async: [reg+imm] is a
+ * valid address for either space); src_bytes 0 zero-fills and reads nothing. */
+template <int kSmemImm, int kGmemImm>
+__device__ __forceinline__ void cp_async_16_imm(uint32_t smem, uint64_t gmem, uint32_t src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0+%3], [%1+%4], 16, %2;\n" ::"r"(smem), "l"(gmem),
+                 "r"(src_bytes), "n"(kSmemImm), "n"(kGmemImm)
+                 : "memory");
+}
+
+/* PTX ISA "bar.warp.sync": orders the shared-memory accesses of the warp's lanes (cp.async data
+ * waited for by one lane is then visible to ldmatrix of all lanes). */
+constexpr unsigned kDecodeWarpMask = 0xffffffffu;
+__device__ __forceinline__ void warp_sync() { __syncwarp(kDecodeWarpMask); }
+
+/* key / page_size by the host-computed multiplier (exact for 0 <= key < 2^30, see params.h). */
+__device__ __forceinline__ int page_of_key(const FlashDecodeParams &p, int key) {
+    return static_cast<int>((static_cast<uint64_t>(key) * p.page_div_magic) >> p.page_div_shift);
+}
+
+}  // namespace flashmha
+
+#endif  // FLASHMHA_COMMON_DECODE_TRAITS_CUH

@@ -1,0 +1,479 @@
+/*
+ * flash_decode.cu: attention of new query tokens over a paged KV cache (decode, speculative
+ * decode, chunked prefill), with GQA packing and split-KV, and its extern "C" entry points, one
+ * per row of kernels/decode_table.h.
+ *
+ * Grid (num_splits, hkv x row tiles, batch). A CTA computes, for one KV head of one batch item,
+ * a tile of 16 packed query rows (packed row R = query i x group + g, the group = hq / hkv query
+ * heads sharing the KV head, so each K/V row is read once per KV head), over the keys of one
+ * split. Each warp holds the same 16 rows of Q in registers and streams its own 16-key blocks
+ * (block-table lookup, bounds check, cp.async into its double-buffered region: DecodeTraits),
+ * runs S = Q K^T, the masks and modifiers, the online softmax and O += P V on them, and keeps its
+ * own (O, m, l) state. The epilogue merges the warps' states through shared memory and writes
+ * either O (and LSE / entropy) directly, or, with FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT, the split's
+ * partial O (f32) and LSE to the workspace for kernels/merge_states.cu.
+ *
+ * Device-resident indices are never trusted: cache_seqlens[b] against max_pages_per_seq x
+ * page_size, cu_seqlens_q against total_q and seqlen_q, every block-table entry used against
+ * num_pages; a violation executes trap. Keys at or past the row's visible range are zero-filled
+ * by cp.async (their pages are neither looked up nor read), so unused pages are never touched.
+ */
+#include <stdint.h>
+
+#include "params.h"
+#include "decode_table.h"
+#include "common/dtype.cuh"
+#include "common/mma.cuh"
+#include "common/softmax.cuh"
+#include "common/codegen.cuh"
+#include "common/decode_traits.cuh"
+
+namespace flashmha {
+
+/* Which keys one packed query row sees, for one batch item and split (mask semantics of
+ * src/options.rs: shift = L - sq, causal j <= i + shift, window [i + shift - left,
+ * i + shift + right]), clamped to the split's keys [split_lo, split_hi). */
+struct DecodeRowBounds {
+    int shift;
+    int split_lo;
+    int split_hi;
+    int left;
+    int right;
+    bool has_left;
+    bool has_right;
+
+    __device__ __forceinline__ int lo(int qi) const {
+        return has_left ? max(max(qi + shift - left, 0), split_lo) : split_lo;
+    }
+    __device__ __forceinline__ int hi(int qi) const {
+        return has_right ? min(qi + shift + right + 1, split_hi) : split_hi;
+    }
+};
+
+/* Softcap and per-row ALiBi (rows of one CTA belong to different query heads under GQA
+ * packing, so the slope is per row): raw q.k -> log2-domain scores. */
+struct DecodeScoreMod {
+    bool softcap;
+    bool alibi;
+    float scale_log2;
+    float softcap_pre;   // scale / c
+    float softcap_post;  // c log2 e
+    float alibi_log2[kRowHalves];
+
+    __device__ __forceinline__ bool any() const { return softcap || alibi; }
+
+    template <int kSTiles>
+    __device__ __forceinline__ void apply(float (&s)[kSTiles][kCRegs], const int (&diag)[kRowHalves],
+                                          int lane) const {
+#pragma unroll
+        for (int nt = 0; nt < kSTiles; ++nt)
+#pragma unroll
+            for (int c = 0; c < kCRegs; ++c) {
+                float x;
+                if (softcap) {
+                    float t;
+                    asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(s[nt][c] * softcap_pre));
+                    x = softcap_post * t;
+                } else {
+                    x = s[nt][c] * scale_log2;
+                }
+                if (alibi) {
+                    const int h = mma_c_row_half(c);
+                    const int dist = abs(diag[h] - (nt * kMmaN + mma_c_col(lane, c)));
+                    x = fmaf(-alibi_log2[h], static_cast<float>(dist), x);
+                }
+                s[nt][c] = x;
+            }
+    }
+};
+
+template <class T>
+__device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
+    using Elem = typename T::Elem;
+    constexpr int kW = T::kNumWarps;
+    extern __shared__ __align__(128) unsigned char smem[];
+
+    uint32_t dynamic_smem_bytes;
+    asm volatile("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dynamic_smem_bytes));
+    if (dynamic_smem_bytes < static_cast<uint32_t>(T::kSmemBytes)) __trap();
+
+    const int tid = threadIdx.x;
+    const int lane = lane_of(tid);
+    const int warp = warp_of(tid);
+    const int split = blockIdx.x;
+    const int row_tiles = gridDim.y / p.num_heads_kv;
+    const int kv_head = blockIdx.y / row_tiles;
+    const int row_tile = blockIdx.y - kv_head * row_tiles;
+    const int batch = blockIdx.z;
+    const int group = p.num_heads_q / p.num_heads_kv;
+    const bool varlen = (p.flags & FLASHMHA_FLAG_VARLEN) != 0;
+
+    // Device-resident lengths: checked before any use.
+    const int cache_len = p.cache_seqlens[batch];
+    if (cache_len < 0 ||
+        static_cast<int64_t>(cache_len) > static_cast<int64_t>(p.max_pages_per_seq) * p.page_size)
+        __trap();
+    int sq;
+    int q_row0;  // row of the item's first query in the [total_q] row space (lse, workspace)
+    int64_t q_item, o_item, lse_item;  // element offsets of the item's row 0
+    if (varlen) {
+        const int q0 = p.cu_seqlens_q[batch];
+        const int q1 = p.cu_seqlens_q[batch + 1];
+        if (q0 < 0 || q1 < q0 || q1 > p.total_q || q1 - q0 > p.seqlen_q) __trap();
+        sq = q1 - q0;
+        q_row0 = q0;
+        q_item = static_cast<int64_t>(q0) * p.q_row_stride;
+        o_item = static_cast<int64_t>(q0) * p.o_row_stride;
+        lse_item = q0;
+    } else {
+        sq = p.seqlen_q;
+        q_row0 = batch * p.seqlen_q;
+        q_item = batch * p.q_batch_stride;
+        o_item = batch * p.o_batch_stride;
+        lse_item = batch * p.lse_batch_stride;
+    }
+    const int rows_item = group * sq;
+    const int r0 = row_tile * kDecodeRows;
+    if (r0 >= rows_item) return;  // CTA-uniform: varlen item shorter than the grid
+
+    // Keys of this split: [split_lo, split_hi). Fixed split size (batch-invariant) or an even
+    // share of this item's keys, rounded to FLASHMHA_DECODE_SPLIT_ALIGN.
+    int per_split = p.split_keys;
+    if (per_split <= 0) {
+        const int share = (cache_len + p.num_splits - 1) / p.num_splits;
+        per_split = (share + FLASHMHA_DECODE_SPLIT_ALIGN - 1) / FLASHMHA_DECODE_SPLIT_ALIGN *
+                    FLASHMHA_DECODE_SPLIT_ALIGN;
+        per_split = max(per_split, FLASHMHA_DECODE_SPLIT_ALIGN);
+    }
+    DecodeRowBounds bounds;
+    {
+        const int64_t lo = static_cast<int64_t>(split) * per_split;
+        bounds.split_lo = static_cast<int>(min(lo, static_cast<int64_t>(cache_len)));
+        bounds.split_hi = static_cast<int>(min(lo + per_split, static_cast<int64_t>(cache_len)));
+        bounds.shift = cache_len - sq;
+        const bool causal = (p.flags & FLASHMHA_FLAG_CAUSAL) != 0;
+        const bool window = (p.flags & FLASHMHA_FLAG_WINDOW) != 0;
+        bounds.has_left = window && p.window_left >= 0 && p.window_left < cache_len;
+        bounds.left = bounds.has_left ? p.window_left : 0;
+        const bool window_right = window && p.window_right >= 0;
+        bounds.right = causal ? 0 : (window_right ? p.window_right : 0);
+        bounds.has_right = (causal || window_right) && bounds.right < sq;
+    }
+
+    // The thread's two packed rows (groupID, groupID + 8) and what they see.
+    int qi_of[kRowHalves];
+    int head_of[kRowHalves];
+    bool row_valid[kRowHalves];
+    int key_lo[kRowHalves];
+    int key_hi[kRowHalves];
+#pragma unroll
+    for (int h = 0; h < kRowHalves; ++h) {
+        const int r = r0 + mma_c_row(lane, mma_c_index(h, 0));
+        qi_of[h] = r / group;
+        head_of[h] = kv_head * group + (r - qi_of[h] * group);
+        row_valid[h] = r < rows_item;
+        key_lo[h] = row_valid[h] ? bounds.lo(qi_of[h]) : 0;
+        key_hi[h] = row_valid[h] ? bounds.hi(qi_of[h]) : 0;
+    }
+    // Bounds are nondecreasing in the query index: the CTA's keys and its fully visible keys.
+    const int qi_first = r0 / group;
+    const int qi_last = (min(r0 + kDecodeRows, rows_item) - 1) / group;
+    const int cta_lo = bounds.lo(qi_first);
+    const int cta_hi = bounds.hi(qi_last);
+    const int full_lo = bounds.lo(qi_last);
+    const int full_hi = bounds.hi(qi_first);
+
+    const uint32_t smem_base = smem_addr(smem);
+
+    // Q tile: q: [16 packed rows, d] -> shared (rows past the item zero-filled), then registers.
+    {
+        constexpr int kQChunks = kDecodeRows * T::kChunks;
+        for (int flat = tid; flat < kQChunks; flat += T::kThreads) {
+            const int row = flat / T::kChunks;
+            const int c = flat - row * T::kChunks;
+            const int r = r0 + row;
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (r < rows_item) {
+                const int qi = r / group;
+                const int head = kv_head * group + (r - qi * group);
+                const elem_bits_t *src = static_cast<const elem_bits_t *>(p.q) + q_item +
+                                         qi * p.q_row_stride + head * p.q_head_stride;
+                v = *reinterpret_cast<const uint4 *>(src + c * kDecodeChunkElems);
+            }
+            *reinterpret_cast<uint4 *>(smem + T::kQOffset + row * T::kPitch + c * kDecodeChunkBytes) = v;
+        }
+    }
+    __syncthreads();  // the Q tile comes from all threads; every warp reads all of it
+    // Q A-fragments of the 16 rows, one per k16 step (see DecodeTraits::kQInRegisters).
+    const uint32_t q_cur = smem_base + T::kQOffset + ldsm_a_row(lane) * T::kPitch +
+                           ldsm_a_col8(lane) * kDecodeChunkBytes;
+    constexpr int kQRegSteps = T::kQInRegisters ? T::kQKSteps : 1;
+    uint32_t q_frag[kQRegSteps][kARegs];
+    if constexpr (T::kQInRegisters) {
+        static_for<T::kQKSteps>([&](auto kk_c) {
+            constexpr int kk = decltype(kk_c)::value;
+            ldsm_x4<kk * 2 * kDecodeChunkBytes>(q_frag[kk], q_cur);
+        });
+    }
+
+    DecodeScoreMod mod;
+    mod.softcap = p.softcap > 0.0f;
+    mod.alibi = p.alibi_slopes != nullptr;
+    mod.scale_log2 = p.scale_log2;
+    mod.softcap_pre = mod.softcap ? p.scale / p.softcap : 0.0f;
+    mod.softcap_post = p.softcap * kLog2e;
+#pragma unroll
+    for (int h = 0; h < kRowHalves; ++h)
+        mod.alibi_log2[h] = mod.alibi && row_valid[h] ? p.alibi_slopes[head_of[h]] * kLog2e : 0.0f;
+    const float score_mul = pin(mod.any() ? 1.0f : p.scale_log2);
+
+    float o_acc[T::kOTiles][kCRegs];  // O: [16 rows, d] of this warp's keys, f32 C fragments
+#pragma unroll
+    for (int ot = 0; ot < T::kOTiles; ++ot)
+#pragma unroll
+        for (int c = 0; c < kCRegs; ++c) o_acc[ot][c] = 0.0f;
+    OnlineSoftmax<T::kSTiles, T::kOTiles> softmax;
+
+    // This warp's key blocks: blk_first, blk_first + W, ... < blk_end (blocks of 16 keys).
+    const int blk_begin = cta_lo / kDecodeKeysPerBlock;
+    const int blk_end = cta_hi > cta_lo ? (cta_hi + kDecodeKeysPerBlock - 1) / kDecodeKeysPerBlock
+                                        : blk_begin;
+    const int blk_first = blk_begin + warp;
+    const int num_blocks = blk_first < blk_end ? (blk_end - blk_first + kW - 1) / kW : 0;
+
+    if (num_blocks > 0) {
+        const bool want_entropy = p.entropy != nullptr || p.partial_entropy != nullptr;
+        const int copy_row = copy_row_of_lane(lane);
+        const int copy_half = copy_half_of_lane(lane);
+        const int copy_leader = copy_pair_leader(lane);
+        const int32_t *table = p.block_table + batch * p.block_table_stride;
+        // k, v of this KV head: element (page, slot, c) at page * page_stride + slot * slot_stride
+        const uint64_t k_head = gmem_addr(p.k_cache) + kv_head * p.k_head_stride * kElemBytes +
+                                copy_half * kDecodeChunkBytes;
+        const uint64_t v_head = gmem_addr(p.v_cache) + kv_head * p.v_head_stride * kElemBytes +
+                                copy_half * kDecodeChunkBytes;
+        const uint32_t region = smem_base + T::kRegionOffset + warp * T::kWarpRegionBytes;
+        const uint32_t copy_dst = region + copy_row * T::kPitch + copy_half * kDecodeChunkBytes;
+
+        // Copies key block `blk` into stage kStage: lanes r and r + 16 copy key row r, lane
+        // r + 16h the chunks 2j + h (adjacent chunks of a pair fill one 32-byte sector).
+        auto issue_block = [&](auto stage_c, int blk) {
+            constexpr int kStage = decltype(stage_c)::value;
+            const int key = blk * kDecodeKeysPerBlock + copy_row;
+            const bool in = key >= cta_lo && key < cta_hi;
+            const int page_slot = page_of_key(p, key);
+            int page = 0;
+            if (in && copy_half == 0) page = table[page_slot];  // page_slot < max_pages_per_seq
+            page = __shfl_sync(kDecodeWarpMask, page, copy_leader);
+            uint64_t k_src = k_head;
+            uint64_t v_src = v_head;
+            uint32_t bytes = 0;
+            if (in) {
+                if (static_cast<uint32_t>(page) >= static_cast<uint32_t>(p.num_pages)) __trap();
+                const int slot = key - page_slot * p.page_size;
+                k_src += (page * p.k_page_stride + slot * p.k_slot_stride) * kElemBytes;
+                v_src += (page * p.v_page_stride + slot * p.v_slot_stride) * kElemBytes;
+                bytes = kDecodeChunkBytes;
+            }
+            static_for<T::kChunksPerLane>([&](auto j_c) {
+                constexpr int kOff = decltype(j_c)::value * kCopyLanesPerRow * kDecodeChunkBytes;
+                cp_async_16_imm<T::k_block(kStage) - T::kRegionOffset + kOff, kOff>(copy_dst, k_src,
+                                                                                      bytes);
+            });
+            static_for<T::kChunksPerLane>([&](auto j_c) {
+                constexpr int kOff = decltype(j_c)::value * kCopyLanesPerRow * kDecodeChunkBytes;
+                cp_async_16_imm<T::v_block(kStage) - T::kRegionOffset + kOff, kOff>(copy_dst, v_src,
+                                                                                      bytes);
+            });
+            cp_async_commit();
+        };
+
+        // Fragment cursors into this warp's region (ldmatrix patterns of mma.cuh).
+        const uint32_t k_cur = region + ldsm_b_row(lane) * T::kPitch + ldsm_b_col8(lane) * kDecodeChunkBytes;
+        const uint32_t v_cur = region + ldsm_a_row(lane) * T::kPitch + ldsm_a_col8(lane) * kDecodeChunkBytes;
+
+        auto process_block = [&](auto stage_c, int i) {
+            constexpr int kStage = decltype(stage_c)::value;
+            constexpr int kK = T::k_block(kStage) - T::kRegionOffset;
+            constexpr int kV = T::v_block(kStage) - T::kRegionOffset;
+            const int blk = blk_first + i * kW;
+            const bool has_next = i + 1 < num_blocks;
+            if (has_next) issue_block(Int<kStage ^ 1>{}, blk + kW);  // stage freed by warp_sync
+            if (has_next)
+                cp_async_wait<1>();  // this block's group landed (the next may be in flight)
+            else
+                cp_async_wait<0>();
+            warp_sync();  // every lane's copies of this block are visible to the warp's ldmatrix
+
+            // S = Q K^T: s: [16 rows, 16 keys] as two n8 C fragments, f32.
+            float s[T::kSTiles][kCRegs];
+            static_for<T::kQKSteps>([&](auto kk_c) {
+                constexpr int kk = decltype(kk_c)::value;
+                uint32_t b[kLdsmMatrices];
+                ldsm_x4<kK + kk * 2 * kDecodeChunkBytes>(b, k_cur);
+                uint32_t q_step[kARegs];
+                if constexpr (T::kQInRegisters) {
+#pragma unroll
+                    for (int r = 0; r < kARegs; ++r) q_step[r] = q_frag[kk][r];
+                } else {
+                    ldsm_x4<kk * 2 * kDecodeChunkBytes>(q_step, q_cur);
+                }
+                if constexpr (kk == 0) {
+                    mma_16816_zero_c<Elem>(s[0], q_step, b[0], b[1]);
+                    mma_16816_zero_c<Elem>(s[1], q_step, b[2], b[3]);
+                } else {
+                    mma_16816<Elem>(s[0], q_step, b[0], b[1]);
+                    mma_16816<Elem>(s[1], q_step, b[2], b[3]);
+                }
+            });
+
+            const int n0 = blk * kDecodeKeysPerBlock;
+            if (mod.any()) {
+                int diag[kRowHalves];
+#pragma unroll
+                for (int h = 0; h < kRowHalves; ++h) diag[h] = qi_of[h] + bounds.shift - n0;
+                mod.apply(s, diag, lane);
+            }
+            if (n0 < full_lo || n0 + kDecodeKeysPerBlock > full_hi) {  // warp-uniform
+#pragma unroll
+                for (int nt = 0; nt < T::kSTiles; ++nt)
+#pragma unroll
+                    for (int c = 0; c < kCRegs; ++c) {
+                        const int h = mma_c_row_half(c);
+                        const int key = n0 + nt * kMmaN + mma_c_col(lane, c);
+                        if (key < key_lo[h] || key >= key_hi[h]) s[nt][c] = neg_inf();
+                    }
+            }
+            if (want_entropy)
+                softmax.template update<true>(s, o_acc, score_mul);
+            else
+                softmax.template update<false>(s, o_acc, score_mul);
+
+            // O += P V: P (the S registers, converted) is the A operand; V via ldmatrix.trans.
+            uint32_t pa[kARegs];
+#pragma unroll
+            for (int r = 0; r < kARegs; ++r) {
+                const float(&st)[kCRegs] = s[p_tile_of_a_reg(0, r)];
+                pa[r] = Elem::pack(st[p_c_of_a_reg(r)], st[p_c_of_a_reg(r) + 1]);
+            }
+            static_for<T::kPairTilesD>([&](auto dp_c) {
+                constexpr int dp = decltype(dp_c)::value;
+                uint32_t b[kLdsmMatrices];
+                ldsm_x4_trans<kV + dp * 2 * kDecodeChunkBytes>(b, v_cur);
+                mma_16816<Elem>(o_acc[2 * dp], pa, b[0], b[1]);
+                mma_16816<Elem>(o_acc[2 * dp + 1], pa, b[2], b[3]);
+            });
+            warp_sync();  // every lane is done reading this stage before it is refilled
+        };
+
+        issue_block(Int<0>{}, blk_first);
+        for (int i = 0; i < num_blocks; i += T::kStages) {
+            process_block(Int<0>{}, i);
+            if (i + 1 < num_blocks) process_block(Int<1>{}, i + 1);
+        }
+    }
+
+    // ---- Epilogue: merge the warps' states --------------------------------------------------
+    float *const stats_lse = reinterpret_cast<float *>(smem + T::kStatsOffset);  // [W][16]
+    float *const stats_ent = stats_lse + kW * kDecodeRows;                       // [W][16]
+    {
+        // o staging of this warp: [16, d + 8] f32 in its own region (its copies are all done).
+        float *const o_stage = reinterpret_cast<float *>(smem + T::kRegionOffset + warp * T::kWarpRegionBytes);
+#pragma unroll
+        for (int h = 0; h < kRowHalves; ++h) {
+            const RowResult res = softmax.finalize(h, score_mul);
+            const int c0 = mma_c_index(h, 0);
+            const int row = mma_c_row(lane, c0);
+#pragma unroll
+            for (int ot = 0; ot < T::kOTiles; ++ot) {
+                const int col = ot * kMmaN + mma_c_col(lane, c0);
+                *reinterpret_cast<float2 *>(o_stage + row * T::kOStagePitchFloats + col) =
+                    make_float2(o_acc[ot][c0] * res.inv_sum, o_acc[ot][c0 + 1] * res.inv_sum);
+            }
+            if (lane_in_quad(lane) == 0) {
+                stats_lse[warp * kDecodeRows + row] = res.lse;
+                stats_ent[warp * kDecodeRows + row] = res.entropy;
+            }
+        }
+    }
+    __syncthreads();  // every warp's staged state is complete before the cross-warp merge
+
+    const bool split_out = (p.flags & FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT) != 0;
+    const bool want_entropy = p.entropy != nullptr || p.partial_entropy != nullptr;
+    constexpr int kCol4 = T::kHeadDim / 4;  // float4 column groups per row
+    for (int flat = tid; flat < kDecodeRows * kCol4; flat += T::kThreads) {
+        const int row = flat / kCol4;
+        const int c4 = flat - row * kCol4;
+        const int r = r0 + row;
+        if (r >= rows_item) continue;
+        const int qi = r / group;
+        const int head = kv_head * group + (r - qi * group);
+        float m = neg_inf();
+#pragma unroll
+        for (int w = 0; w < kW; ++w) m = fmaxf(m, stats_lse[w * kDecodeRows + row]);
+        float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+        float lse = neg_inf();
+        float ent = 0.0f;
+        if (m != neg_inf()) {
+            float weight[kW];
+            float total = 0.0f;
+#pragma unroll
+            for (int w = 0; w < kW; ++w) {
+                weight[w] = fast_exp2((stats_lse[w * kDecodeRows + row] - m) * kLog2e);
+                total += weight[w];
+            }
+            const float inv_total = 1.0f / total;
+#pragma unroll
+            for (int w = 0; w < kW; ++w) {
+                const float a = weight[w] * inv_total;
+                const float4 ow = *reinterpret_cast<const float4 *>(
+                    smem + T::kRegionOffset + w * T::kWarpRegionBytes +
+                    (row * T::kOStagePitchFloats + c4 * 4) * 4);
+                acc.x = fmaf(a, ow.x, acc.x);
+                acc.y = fmaf(a, ow.y, acc.y);
+                acc.z = fmaf(a, ow.z, acc.z);
+                acc.w = fmaf(a, ow.w, acc.w);
+                if (want_entropy && a > 0.0f)
+                    ent += a * (stats_ent[w * kDecodeRows + row] - fast_log2(a) * kLn2);
+            }
+            lse = m + fast_log2(total) * kLn2;
+        }
+        const int64_t grow = q_row0 + qi;  // row in the [total_q] row space
+        if (split_out) {
+            const int64_t state = (static_cast<int64_t>(split) * p.total_q + grow) * p.num_heads_q + head;
+            if (lse != neg_inf())
+                *reinterpret_cast<float4 *>(p.partial_o + state * T::kHeadDim + c4 * 4) = acc;
+            if (c4 == 0) {
+                p.partial_lse[state] = lse;
+                if (p.partial_entropy != nullptr) p.partial_entropy[state] = ent;
+            }
+        } else {
+            const float gate = p.head_gates != nullptr ? p.head_gates[head] : 1.0f;
+            // Adding +0 turns the -0 of a zero gate into +0.
+            const uint32_t lo = Elem::pack(__fadd_rn(acc.x * gate, 0.0f), __fadd_rn(acc.y * gate, 0.0f));
+            const uint32_t hi = Elem::pack(__fadd_rn(acc.z * gate, 0.0f), __fadd_rn(acc.w * gate, 0.0f));
+            elem_bits_t *dst = static_cast<elem_bits_t *>(p.o) + o_item + qi * p.o_row_stride +
+                               head * p.o_head_stride + c4 * 4;
+            *reinterpret_cast<uint2 *>(dst) = make_uint2(lo, hi);
+            if (c4 == 0) {
+                const int64_t stat = lse_item + head * p.lse_head_stride + qi;
+                if (p.lse != nullptr) p.lse[stat] = lse;
+                if (p.entropy != nullptr) p.entropy[stat] = ent;
+            }
+        }
+    }
+}
+
+}  // namespace flashmha
+
+/* One entry point per decode_table.h row: flashmha_decode_<dtype>_d<head_dim>. */
+#define FLASHMHA_DEFINE_DECODE_ENTRY(dtype, head_dim, num_warps, smem_bytes)                       \
+    extern "C" __global__ void __launch_bounds__((num_warps) * flashmha::kWarpSize)                 \
+        flashmha_decode_##dtype##_d##head_dim(const FlashDecodeParams params) {                    \
+        using Traits = flashmha::DecodeTraits<flashmha::Elem_##dtype, head_dim, num_warps>;         \
+        static_assert(Traits::kSmemBytes == (smem_bytes),                                           \
+                      "decode_table.h smem_bytes must equal the traits' shared-memory layout");     \
+        flashmha::flash_decode_cta<Traits>(params);                                                 \
+    }
+
+FLASHMHA_DECODE_KERNELS(FLASHMHA_DEFINE_DECODE_ENTRY)

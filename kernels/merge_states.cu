@@ -1,0 +1,146 @@
+/*
+ * merge_states.cu: merges N attention states (O_s, LSE_s) of disjoint key sets into one
+ * (params.h, MergeStatesParams): the combine step of split-KV decode (f32 partial states from
+ * the workspace) and the public merge of f16 / bf16 states (cascade / shared-prefix attention).
+ *
+ * One warp per (row, head); CTAs of kMergeWarps warps. The states' LSEs are read once per lane
+ * group of 32 (lane s holds state s of the chunk), reduced with shfl, and each lane then owns
+ * 4 consecutive columns of O. States with LSE = -inf (no keys, e.g. an unused split) are skipped,
+ * so they change no bit of the result; a row with no state left gets O = 0, LSE = -inf, H = 0.
+ * Merge order is the state order, whatever the batch: the split combine is bitwise reproducible.
+ */
+#include <stdint.h>
+
+#include "params.h"
+#include "common/dtype.cuh"
+#include "common/mma.cuh"
+#include "common/softmax.cuh"
+
+namespace flashmha {
+
+constexpr int kMergeWarps = 4;
+constexpr int kMergeCols = 4;  // columns of O per lane per step (one float4 / 8-byte store)
+constexpr unsigned kMergeWarpMask = 0xffffffffu;
+
+/* State element readers: 4 consecutive columns as f32. */
+struct StateF32 {
+    static __device__ __forceinline__ float4 load4(const void *base, int64_t off) {
+        return *reinterpret_cast<const float4 *>(static_cast<const float *>(base) + off);
+    }
+};
+template <bool kBf16>
+struct State16 {
+    /* The element in the low (kHigh = false) or high half of a packed pair, as f32. */
+    template <bool kHigh>
+    static __device__ __forceinline__ float to_f32(uint32_t pair) {
+        if constexpr (kBf16) return __uint_as_float(kHigh ? (pair & 0xffff0000u) : (pair << 16));
+        float f;
+        if constexpr (kHigh)
+            asm("{ .reg .b16 lo, hi; mov.b32 {lo, hi}, %1; cvt.f32.f16 %0, hi; }" : "=f"(f) : "r"(pair));
+        else
+            asm("{ .reg .b16 lo, hi; mov.b32 {lo, hi}, %1; cvt.f32.f16 %0, lo; }" : "=f"(f) : "r"(pair));
+        return f;
+    }
+    static __device__ __forceinline__ float4 load4(const void *base, int64_t off) {
+        const uint2 v = *reinterpret_cast<const uint2 *>(static_cast<const elem_bits_t *>(base) + off);
+        return make_float4(to_f32<false>(v.x), to_f32<true>(v.x), to_f32<false>(v.y), to_f32<true>(v.y));
+    }
+};
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int b = kWarpSize / 2; b > 0; b /= 2) v = fmaxf(v, __shfl_xor_sync(kMergeWarpMask, v, b));
+    return v;
+}
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int b = kWarpSize / 2; b > 0; b /= 2) v += __shfl_xor_sync(kMergeWarpMask, v, b);
+    return v;
+}
+
+template <class State, class Out>
+__device__ __forceinline__ void merge_states_warp(const MergeStatesParams &p) {
+    const int lane = lane_of(threadIdx.x);
+    const int64_t item = static_cast<int64_t>(blockIdx.x) * kMergeWarps + warp_of(threadIdx.x);
+    if (item >= static_cast<int64_t>(p.rows) * p.heads) return;  // warp-uniform
+    const int row = static_cast<int>(item / p.heads);
+    const int head = static_cast<int>(item - static_cast<int64_t>(row) * p.heads);
+    const int64_t lse_rh = row * p.lse_state_row_stride + head * p.lse_state_head_stride;
+    const int64_t o_rh = row * p.o_state_row_stride + head * p.o_state_head_stride;
+
+    // Pass 1: m = max_s LSE_s, total = sum_s 2^((LSE_s - m) log2 e), lanes striding the states.
+    float m = neg_inf();
+    for (int s = lane; s < p.num_states; s += kWarpSize)
+        m = fmaxf(m, p.lse_states[s * p.lse_state_stride + lse_rh]);
+    m = warp_max(m);
+    float total = 0.0f;
+    if (m != neg_inf()) {
+        for (int s = lane; s < p.num_states; s += kWarpSize) {
+            const float l = p.lse_states[s * p.lse_state_stride + lse_rh];
+            total += fast_exp2((l - m) * kLog2e);  // -inf gives 0
+        }
+        total = warp_sum(total);
+    }
+    const float inv_total = m != neg_inf() ? 1.0f / total : 0.0f;
+
+    // Pass 2: O = sum_s (w_s / total) O_s over the finite states, in state order.
+    const int row_out_batch = row / p.rows_per_batch;
+    const int row_in_batch = row - row_out_batch * p.rows_per_batch;
+    float ent = 0.0f;
+    for (int c0 = lane * kMergeCols; c0 < p.head_dim; c0 += kWarpSize * kMergeCols) {
+        float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+        float ent_c = 0.0f;
+        if (m != neg_inf()) {
+            // Not unrolled: ptxas 13.5 unrolls this loop by 4 for 16-bit states and then spills
+            // 4 bytes on sm_80 (at 40 registers); one state per iteration is memory-bound anyway.
+#pragma unroll 1
+            for (int s = 0; s < p.num_states; ++s) {
+                const float l = p.lse_states[s * p.lse_state_stride + lse_rh];
+                if (l == neg_inf()) continue;
+                const float a = fast_exp2((l - m) * kLog2e) * inv_total;
+                const float4 v = State::load4(p.o_states, s * p.o_state_stride + o_rh + c0);
+                acc.x = fmaf(a, v.x, acc.x);
+                acc.y = fmaf(a, v.y, acc.y);
+                acc.z = fmaf(a, v.z, acc.z);
+                acc.w = fmaf(a, v.w, acc.w);
+                if (p.entropy_states != nullptr && a > 0.0f)
+                    ent_c += a * (p.entropy_states[s * p.lse_state_stride + lse_rh] - fast_log2(a) * kLn2);
+            }
+        }
+        ent = ent_c;
+        const float gate = p.head_gates != nullptr ? p.head_gates[head] : 1.0f;
+        Out::store4(p.o, row_out_batch * p.o_batch_stride + row_in_batch * p.o_row_stride +
+                             head * p.o_head_stride + c0,
+                    acc, gate);
+    }
+    if (lane == 0) {
+        const int64_t stat = row_out_batch * p.lse_batch_stride + head * p.lse_head_stride + row_in_batch;
+        if (p.lse != nullptr) p.lse[stat] = m != neg_inf() ? m + fast_log2(total) * kLn2 : neg_inf();
+        if (p.entropy != nullptr) p.entropy[stat] = ent;
+    }
+}
+
+/* Output writers: 4 columns times the head gate, rounded to the output type (+0 for -0). */
+template <class Elem>
+struct Out16 {
+    static __device__ __forceinline__ void store4(void *base, int64_t off, float4 v, float gate) {
+        const uint32_t lo = Elem::pack(__fadd_rn(v.x * gate, 0.0f), __fadd_rn(v.y * gate, 0.0f));
+        const uint32_t hi = Elem::pack(__fadd_rn(v.z * gate, 0.0f), __fadd_rn(v.w * gate, 0.0f));
+        *reinterpret_cast<uint2 *>(static_cast<elem_bits_t *>(base) + off) = make_uint2(lo, hi);
+    }
+};
+
+}  // namespace flashmha
+
+#define FLASHMHA_MERGE_ENTRY(name, state, out)                                                     \
+    extern "C" __global__ void __launch_bounds__(flashmha::kMergeWarps * flashmha::kWarpSize)      \
+        name(const MergeStatesParams params) {                                                     \
+        flashmha::merge_states_warp<state, out>(params);                                           \
+    }
+
+/* Split-KV combine: f32 partial states -> f16 / bf16 O. */
+FLASHMHA_MERGE_ENTRY(flashmha_combine_splits_f16, flashmha::StateF32, flashmha::Out16<flashmha::ElemF16>)
+FLASHMHA_MERGE_ENTRY(flashmha_combine_splits_bf16, flashmha::StateF32, flashmha::Out16<flashmha::ElemBF16>)
+/* Public merge_states: f16 / bf16 states -> the same type. */
+FLASHMHA_MERGE_ENTRY(flashmha_merge_states_f16, flashmha::State16<false>, flashmha::Out16<flashmha::ElemF16>)
+FLASHMHA_MERGE_ENTRY(flashmha_merge_states_bf16, flashmha::State16<true>, flashmha::Out16<flashmha::ElemBF16>)

@@ -1,0 +1,40 @@
+//! Marker impls for the decode params structs that bindgen generates from `kernels/params.h`
+//! (the structs themselves live in [`crate::abi`]); their device layout is checked by
+//! `tests/abi_probe_decode.rs`.
+
+use crate::abi::{FlashDecodeParams, KvAppendParams, MergeStatesParams, ParamsBytes};
+
+// SAFETY: #[repr(C)] plain-old-data (pointers and numbers), received by value by the kernel.
+unsafe impl cudarc::driver::DeviceRepr for FlashDecodeParams {}
+// SAFETY: as above.
+unsafe impl cudarc::driver::DeviceRepr for MergeStatesParams {}
+// SAFETY: as above.
+unsafe impl cudarc::driver::DeviceRepr for KvAppendParams {}
+
+// SAFETY: 14 pointers and 16 eight-byte fields, then 18 four-byte fields: no padding (tested).
+unsafe impl ParamsBytes for FlashDecodeParams {}
+// SAFETY: 7 pointers, 11 i64, 6 i32 (pad0 explicit): no padding (tested).
+unsafe impl ParamsBytes for MergeStatesParams {}
+// SAFETY: 5 pointers, 10 i64, 6 i32 (pad0 explicit): no padding (tested).
+unsafe impl ParamsBytes for KvAppendParams {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_abi_has_no_padding() {
+        assert_eq!(
+            std::mem::size_of::<FlashDecodeParams>(),
+            14 * 8 + 16 * 8 + 18 * 4
+        );
+        assert_eq!(
+            std::mem::size_of::<MergeStatesParams>(),
+            7 * 8 + 11 * 8 + 6 * 4
+        );
+        assert_eq!(
+            std::mem::size_of::<KvAppendParams>(),
+            5 * 8 + 10 * 8 + 6 * 4
+        );
+    }
+}

@@ -1,0 +1,352 @@
+//! One decode test case end to end, shared by the property tests and `flashmha check --decode`:
+//! builds a random paged cache (shuffled pages, optionally a prefix shared by several items,
+//! every slot no item uses and every unused page filled with NaN, block-table entries past an
+//! item's pages filled with out-of-range garbage that must never be read), runs the plan on the
+//! emulator and compares O, LSE and entropy with the candle reference over the gathered pages.
+
+use super::emulated::{decode_on, DecodeHostInputs, DecodeRun};
+use super::plan::{plan_decode, DecodePlan, SplitPolicy};
+use super::problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};
+use crate::dtype::DType;
+use crate::emulator::Device;
+use crate::options::AttnOptions;
+use crate::reference::paged::{
+    item_rows, paged_attention, row_offset, stat_offset, PagedReferenceInputs,
+};
+use crate::reference::{compare, score_bound, ErrorModel};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+/// Everything that defines one random case (besides the seed's values).
+#[derive(Debug, Clone)]
+pub struct DecodeCase {
+    pub dtype: DType,
+    pub head_dim: usize,
+    pub num_heads_kv: usize,
+    pub group: usize,
+    /// Cache length of each item (new tokens included).
+    pub cache_lens: Vec<usize>,
+    /// New query tokens of each item; padded layout when all equal and `!varlen`.
+    pub q_lens: Vec<usize>,
+    pub varlen: bool,
+    pub page_size: usize,
+    pub head_major_pages: bool,
+    /// Items 1.. share item 0's first this many pages (where both are long enough).
+    pub shared_prefix_pages: usize,
+    /// Extra pages nobody uses (NaN-filled).
+    pub spare_pages: usize,
+    pub options: AttnOptions,
+    pub alibi: bool,
+    pub gates: bool,
+    pub lse: bool,
+    pub entropy: bool,
+    pub split: SplitPolicy,
+    pub seed: u64,
+}
+
+/// Case data: problem, host inputs, and f32 views for the reference.
+pub struct BuiltCase {
+    pub problem: DecodeProblem,
+    pub inputs: DecodeHostInputs,
+}
+
+fn nan_bits(dtype: DType) -> u16 {
+    match dtype {
+        DType::F16 => 0x7E00,
+        DType::Bf16 => 0x7FC0,
+    }
+}
+
+impl DecodeCase {
+    /// The problem and host inputs (deterministic in `seed`).
+    pub fn build(&self) -> BuiltCase {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
+        let (hkv, d, ps) = (self.num_heads_kv, self.head_dim, self.page_size);
+        let hq = hkv * self.group;
+        let batch = self.cache_lens.len();
+        let pages_of = |l: usize| l.div_ceil(ps);
+        let max_pages_per_seq = self
+            .cache_lens
+            .iter()
+            .map(|&l| pages_of(l))
+            .max()
+            .unwrap_or(0)
+            .max(1)
+            + 1;
+        // Pages: item 0's first `shared` pages are reused by every item long enough.
+        let shared = self.shared_prefix_pages.min(pages_of(self.cache_lens[0]));
+        let own: usize = self
+            .cache_lens
+            .iter()
+            .enumerate()
+            .map(|(b, &l)| {
+                // Items long enough to hold the whole shared prefix reuse item 0's pages.
+                if b > 0 && shared > 0 && l >= shared * ps {
+                    pages_of(l) - shared
+                } else {
+                    pages_of(l)
+                }
+            })
+            .sum();
+        let num_pages = own + self.spare_pages + 1;
+        let mut free: Vec<i32> = (0..num_pages as i32).collect();
+        free.shuffle(&mut rng);
+        let mut table = vec![0i32; batch * max_pages_per_seq];
+        let garbage = [
+            num_pages as i32,
+            -1,
+            i32::MAX,
+            i32::MIN,
+            num_pages as i32 + 7,
+        ];
+        for (b, &l) in self.cache_lens.iter().enumerate() {
+            for j in 0..max_pages_per_seq {
+                table[b * max_pages_per_seq + j] = if j < pages_of(l) {
+                    if b > 0 && j < shared && l >= shared * ps {
+                        table[j]
+                    } else {
+                        free.pop().expect("enough pages")
+                    }
+                } else {
+                    garbage[rng.random_range(0..garbage.len())]
+                };
+            }
+        }
+        let queries = if self.varlen {
+            QueryLayout::Varlen {
+                total_q: self.q_lens.iter().sum::<usize>().max(1),
+                max_seqlen_q: self.q_lens.iter().copied().max().unwrap_or(1).max(1),
+            }
+        } else {
+            QueryLayout::Padded {
+                sq_new: self.q_lens[0],
+            }
+        };
+        let row = (hq * d) as i64;
+        let q_strides = RowStrides {
+            batch: self.q_lens[0] as i64 * row,
+            row,
+            head: d as i64,
+        };
+        let strides = if self.head_major_pages {
+            PageStrides::hnd(ps, hkv, d)
+        } else {
+            PageStrides::nhd(ps, hkv, d)
+        };
+        let problem = DecodeProblem {
+            dtype: self.dtype,
+            batch,
+            num_heads_q: hq,
+            num_heads_kv: hkv,
+            head_dim: d,
+            queries,
+            q_strides,
+            o_strides: q_strides,
+            num_pages,
+            page_size: ps,
+            k_strides: strides,
+            v_strides: strides,
+            max_pages_per_seq,
+            block_table_stride: max_pages_per_seq,
+            max_cache_len: self.cache_lens.iter().copied().max().unwrap_or(0),
+            options: self.options,
+            alibi: self.alibi,
+            gates: self.gates,
+            lse: self.lse,
+            entropy: self.entropy,
+        };
+        // Pools: NaN everywhere, random values in every slot some item reads.
+        let span = problem.cache_span(&strides) as usize;
+        let mut k_cache = vec![nan_bits(self.dtype); span];
+        let mut v_cache = k_cache.clone();
+        let draw =
+            |rng: &mut rand::rngs::StdRng| self.dtype.bits_from_f32(rng.random_range(-1.0..1.0));
+        for (b, &l) in self.cache_lens.iter().enumerate() {
+            for j in 0..l {
+                let page = table[b * max_pages_per_seq + j / ps] as i64;
+                for h in 0..hkv {
+                    let o = (page * strides.page
+                        + (j % ps) as i64 * strides.slot
+                        + h as i64 * strides.head) as usize;
+                    for c in 0..d {
+                        if k_cache[o + c] == nan_bits(self.dtype) {
+                            k_cache[o + c] = draw(&mut rng);
+                            v_cache[o + c] = draw(&mut rng);
+                        }
+                    }
+                }
+            }
+        }
+        let q_len = problem.q_span(&q_strides) as usize;
+        let q = (0..q_len).map(|_| draw(&mut rng)).collect();
+        let cu_seqlens_q = self.varlen.then(|| {
+            std::iter::once(0)
+                .chain(self.q_lens.iter().scan(0i32, |acc, &l| {
+                    *acc += l as i32;
+                    Some(*acc)
+                }))
+                .collect()
+        });
+        let alibi_slopes = self
+            .alibi
+            .then(|| (0..hq).map(|_| rng.random_range(0.0f32..0.3)).collect());
+        let head_gates = self
+            .gates
+            .then(|| (0..hq).map(|_| rng.random_range(-1.5f32..1.5)).collect());
+        BuiltCase {
+            problem,
+            inputs: DecodeHostInputs {
+                q,
+                k_cache,
+                v_cache,
+                block_table: table,
+                cache_seqlens: self.cache_lens.iter().map(|&l| l as i32).collect(),
+                cu_seqlens_q,
+                alibi_slopes,
+                head_gates,
+            },
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{:?} d{} hkv{} group{} cache{:?} q{:?}{} page{}{} shared{} {:?}{}{}{}{}{:?} seed {}",
+            self.dtype,
+            self.head_dim,
+            self.num_heads_kv,
+            self.group,
+            self.cache_lens,
+            self.q_lens,
+            if self.varlen { " varlen" } else { "" },
+            self.page_size,
+            if self.head_major_pages {
+                " HND"
+            } else {
+                " NHD"
+            },
+            self.shared_prefix_pages,
+            self.options,
+            if self.alibi { " alibi" } else { "" },
+            if self.gates { " gates" } else { "" },
+            if self.lse { " lse" } else { "" },
+            if self.entropy { " entropy" } else { "" },
+            self.split,
+            self.seed
+        )
+    }
+}
+
+/// Result of one case: the run, and every failed comparison or finding (empty = pass).
+pub struct DecodeOutcome {
+    pub plan: DecodePlan,
+    pub run: DecodeRun,
+    pub failures: Vec<String>,
+}
+
+/// Builds, plans, runs and checks `case`.
+pub fn run_decode_case(case: &DecodeCase) -> Result<DecodeOutcome, String> {
+    let built = case.build();
+    let plan = plan_decode(&built.problem, case.split).map_err(|e| e.to_string())?;
+    let run = decode_on(&mut Device::new(), &plan, &built.inputs).map_err(|e| e.to_string())?;
+    let failures = check_run(&built, &run);
+    Ok(DecodeOutcome {
+        plan,
+        run,
+        failures,
+    })
+}
+
+/// Compares a run with the reference; returns failures (findings included).
+pub fn check_run(built: &BuiltCase, run: &DecodeRun) -> Vec<String> {
+    let p = &built.problem;
+    let inp = &built.inputs;
+    let f32s = |xs: &[u16]| {
+        xs.iter()
+            .map(|&b| p.dtype.f32_from_bits(b))
+            .collect::<Vec<f32>>()
+    };
+    let (q, k, v) = (f32s(&inp.q), f32s(&inp.k_cache), f32s(&inp.v_cache));
+    let mut failures: Vec<String> = run.findings().iter().map(|f| f.to_string()).collect();
+    let reference = match paged_attention(&PagedReferenceInputs {
+        problem: p,
+        q: &q,
+        k_cache: &k,
+        v_cache: &v,
+        block_table: &inp.block_table,
+        cache_seqlens: &inp.cache_seqlens,
+        cu_seqlens_q: inp.cu_seqlens_q.as_deref(),
+        alibi_slopes: inp.alibi_slopes.as_deref(),
+        head_gates: inp.head_gates.as_deref(),
+    }) {
+        Ok(r) => r,
+        Err(e) => return vec![format!("reference: {e}")],
+    };
+    let rows = item_rows(p, inp.cu_seqlens_q.as_deref());
+    let total_q = rows.last().map_or(0, |r| r.1);
+    let (hq, d) = (p.num_heads_q, p.head_dim);
+    // Kernel outputs in the canonical layouts of the reference.
+    let mut o = Vec::with_capacity(total_q * hq * d);
+    for r in 0..total_q {
+        for h in 0..hq {
+            let off = row_offset(p, &p.o_strides, &rows, r, h);
+            o.extend(
+                run.o[off..off + d]
+                    .iter()
+                    .map(|&b| p.dtype.f32_from_bits(b)),
+            );
+        }
+    }
+    let canon_stats = |xs: &[f32]| {
+        let mut out = vec![0f32; hq * total_q];
+        for h in 0..hq {
+            for r in 0..total_q {
+                out[h * total_q + r] = xs[stat_offset(p, r, h)];
+            }
+        }
+        out
+    };
+    let max_abs = |xs: &[f32]| {
+        xs.iter().fold(0f64, |a, &x| {
+            if x.is_finite() {
+                a.max(f64::from(x).abs())
+            } else {
+                a
+            }
+        })
+    };
+    let gate_max = inp.head_gates.as_deref().map_or(1.0, max_abs);
+    let max_len = inp.cache_seqlens.iter().copied().max().unwrap_or(0).max(0) as usize;
+    let max_sq = rows.iter().map(|r| r.1 - r.0).max().unwrap_or(0);
+    let model = ErrorModel {
+        dtype: p.dtype,
+        value_bound: max_abs(&v) * gate_max,
+        head_dim: d,
+        seqlen_k: max_len,
+        score_bound: score_bound(
+            &q,
+            &k.iter()
+                .map(|x| if x.is_finite() { *x } else { 0.0 })
+                .collect::<Vec<_>>(),
+            d,
+            p.options.scale_for(d),
+            inp.alibi_slopes.as_deref(),
+            max_sq,
+            max_len,
+        ),
+        softcap: p.options.softcap,
+    };
+    if let Err(e) = compare(&o, &reference.o).check(&model.output()) {
+        failures.push(format!("o: {e}"));
+    }
+    if let Some(lse) = &run.lse {
+        if let Err(e) = compare(&canon_stats(lse), &reference.lse).check(&model.lse()) {
+            failures.push(format!("lse: {e}"));
+        }
+    }
+    if let Some(h) = &run.entropy {
+        if let Err(e) = compare(&canon_stats(h), &reference.entropy).check(&model.entropy()) {
+            failures.push(format!("entropy: {e}"));
+        }
+    }
+    failures
+}

@@ -1,0 +1,339 @@
+//! Runs decode plans on the emulator from host data: allocates exactly the buffers the problem
+//! describes (the page pools hold `num_pages` pages and nothing more, so a stray read past them
+//! is an out-of-bounds finding), poisons every output and the workspace with NaN, launches the
+//! decode kernel and, if planned, the split combine, with the same params bytes the CUDA backend
+//! would pass, and returns the outputs with both launches' reports.
+
+use super::error::DecodeError;
+use super::plan::{DecodeBuffers, DecodePlan, DeviceBuf, Launch};
+use crate::abi::ParamsBytes;
+use crate::build_info;
+use crate::emulator::{Device, DevicePtr, LaunchConfig, LaunchReport, Module};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// NaN in f16 and bf16; doubled, NaN in f32.
+const POISON_U16: u16 = 0xFFFF;
+
+/// Host data of one decode call. 16-bit tensors are raw bit patterns of the problem's dtype.
+#[derive(Debug, Clone, Default)]
+pub struct DecodeHostInputs {
+    pub q: Vec<u16>,
+    pub k_cache: Vec<u16>,
+    pub v_cache: Vec<u16>,
+    pub block_table: Vec<i32>,
+    pub cache_seqlens: Vec<i32>,
+    pub cu_seqlens_q: Option<Vec<i32>>,
+    pub alibi_slopes: Option<Vec<f32>>,
+    pub head_gates: Option<Vec<f32>>,
+}
+
+/// What one emulated decode produced.
+pub struct DecodeRun {
+    pub o: Vec<u16>,
+    pub lse: Option<Vec<f32>>,
+    pub entropy: Option<Vec<f32>>,
+    pub decode_report: LaunchReport,
+    pub combine_report: Option<LaunchReport>,
+}
+
+impl DecodeRun {
+    /// Findings of every launch.
+    pub fn findings(&self) -> Vec<&crate::emulator::Finding> {
+        let mut f: Vec<_> = self.decode_report.findings.iter().collect();
+        if let Some(c) = &self.combine_report {
+            f.extend(c.findings.iter());
+        }
+        f
+    }
+}
+
+/// Parsed PTX of the module defining `entry`, once per process.
+pub(crate) fn module(entry: &'static str) -> Result<Arc<Module>, DecodeError> {
+    static CACHE: OnceLock<Mutex<HashMap<&'static str, Arc<Module>>>> = OnceLock::new();
+    let image = build_info::module_of(entry).ok_or(DecodeError::NoKernel { entry })?;
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(m) = cache.lock().unwrap().get(image.name) {
+        return Ok(m.clone());
+    }
+    let m = Arc::new(Module::parse(image.ptx).map_err(|e| DecodeError::Emulator(e.to_string()))?);
+    cache.lock().unwrap().insert(image.name, m.clone());
+    Ok(m)
+}
+
+fn emu(e: crate::emulator::EmuError) -> DecodeError {
+    DecodeError::Emulator(e.to_string())
+}
+
+/// Uploads `data` (any plain type) and returns it as a [`DeviceBuf`] of `data.len()` elements.
+pub(crate) fn put<T: bytemuck::Pod>(
+    dev: &mut Device,
+    data: &[T],
+) -> Result<DeviceBuf, DecodeError> {
+    let bytes: &[u8] = bytemuck::cast_slice(data);
+    let ptr = dev.alloc(bytes.len().max(1));
+    dev.write(ptr, bytes).map_err(emu)?;
+    Ok(DeviceBuf {
+        addr: ptr.0,
+        len: data.len() as u64,
+    })
+}
+
+pub(crate) fn get<T: bytemuck::Pod>(dev: &Device, b: DeviceBuf) -> Result<Vec<T>, DecodeError> {
+    let bytes = dev
+        .read(DevicePtr(b.addr), b.len as usize * std::mem::size_of::<T>())
+        .map_err(emu)?;
+    Ok(bytemuck::pod_collect_to_vec(&bytes))
+}
+
+pub(crate) fn launch(
+    dev: &mut Device,
+    l: &Launch,
+    params: &[u8],
+) -> Result<LaunchReport, DecodeError> {
+    let m = module(l.entry)?;
+    let cfg = LaunchConfig {
+        grid: l.grid,
+        block: l.block,
+        dynamic_smem_bytes: l.dynamic_smem_bytes,
+    };
+    dev.launch(&m, l.entry, &cfg, params).map_err(emu)
+}
+
+fn check_len(tensor: &'static str, expected: usize, found: usize) -> Result<(), DecodeError> {
+    if expected != found {
+        return Err(DecodeError::HostLength {
+            tensor,
+            expected,
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// Runs `plan` on a fresh emulated device over `inputs`.
+pub fn decode(plan: &DecodePlan, inputs: &DecodeHostInputs) -> Result<DecodeRun, DecodeError> {
+    decode_on(&mut Device::new(), plan, inputs)
+}
+
+/// [`decode`] on a caller-configured device (e.g. with race checks switched off for speed).
+pub fn decode_on(
+    dev: &mut Device,
+    plan: &DecodePlan,
+    inputs: &DecodeHostInputs,
+) -> Result<DecodeRun, DecodeError> {
+    let p = &plan.problem;
+    check_len("q", p.q_span(&p.q_strides) as usize, inputs.q.len())?;
+    check_len(
+        "k_cache",
+        p.cache_span(&p.k_strides) as usize,
+        inputs.k_cache.len(),
+    )?;
+    check_len(
+        "v_cache",
+        p.cache_span(&p.v_strides) as usize,
+        inputs.v_cache.len(),
+    )?;
+    check_len("cache_seqlens", p.batch, inputs.cache_seqlens.len())?;
+    let opt_len = |v: &Option<Vec<f32>>| v.as_ref().map_or(0, Vec::len);
+    check_len(
+        "alibi_slopes",
+        if p.alibi { p.num_heads_q } else { 0 },
+        opt_len(&inputs.alibi_slopes),
+    )?;
+    check_len(
+        "head_gates",
+        if p.gates { p.num_heads_q } else { 0 },
+        opt_len(&inputs.head_gates),
+    )?;
+
+    let mut bufs = DecodeBuffers {
+        q: put(dev, &inputs.q)?,
+        k_cache: put(dev, &inputs.k_cache)?,
+        v_cache: put(dev, &inputs.v_cache)?,
+        o: put(dev, &vec![POISON_U16; p.q_span(&p.o_strides) as usize])?,
+        block_table: put(dev, &inputs.block_table)?,
+        cache_seqlens: put(dev, &inputs.cache_seqlens)?,
+        ..Default::default()
+    };
+    if let Some(cu) = &inputs.cu_seqlens_q {
+        bufs.cu_seqlens_q = put(dev, cu)?;
+    }
+    let nan = |n: u64| vec![f32::NAN; n as usize];
+    let stats = p.row_stats_len() as u64;
+    if p.lse {
+        bufs.lse = put(dev, &nan(stats))?;
+    }
+    if p.entropy {
+        bufs.entropy = put(dev, &nan(stats))?;
+    }
+    if let Some(a) = &inputs.alibi_slopes {
+        bufs.alibi_slopes = put(dev, a)?;
+    }
+    if let Some(g) = &inputs.head_gates {
+        bufs.head_gates = put(dev, g)?;
+    }
+    if plan.combine.is_some() {
+        bufs.partial_o = put(dev, &nan(plan.workspace.partial_o))?;
+        bufs.partial_lse = put(dev, &nan(plan.workspace.partial_lse))?;
+        if p.entropy {
+            bufs.partial_entropy = put(dev, &nan(plan.workspace.partial_entropy))?;
+        }
+    }
+    let (decode_params, combine_params) = plan.params(&bufs)?;
+    let decode_report = launch(dev, &plan.decode, decode_params.as_bytes())?;
+    let combine_report = match (&plan.combine, &combine_params) {
+        (Some(l), Some(cp)) => Some(launch(dev, l, cp.as_bytes())?),
+        _ => None,
+    };
+    Ok(DecodeRun {
+        o: get(dev, bufs.o)?,
+        lse: p.lse.then(|| get(dev, bufs.lse)).transpose()?,
+        entropy: p.entropy.then(|| get(dev, bufs.entropy)).transpose()?,
+        decode_report,
+        combine_report,
+    })
+}
+
+/// What an emulated merge of states produced.
+pub struct MergeRun {
+    /// `[rows, heads, d]` raw bits of the states' dtype.
+    pub o: Vec<u16>,
+    /// `[heads, rows]` (one batch of `rows`).
+    pub lse: Vec<f32>,
+    pub report: LaunchReport,
+}
+
+/// Merges `num_states` states of `dtype` on the emulator: `o_states: [num_states, rows, heads, d]`
+/// (raw bits), `lse_states: [num_states, rows, heads]`; contiguous.
+pub fn merge_states(
+    dtype: crate::dtype::DType,
+    o_states: &[u16],
+    lse_states: &[f32],
+    num_states: usize,
+    rows: usize,
+    heads: usize,
+    head_dim: usize,
+) -> Result<MergeRun, DecodeError> {
+    use super::kernels::{merge_states_entry, MERGE_WARPS};
+    let n = rows * heads;
+    check_len("o_states", num_states * n * head_dim, o_states.len())?;
+    check_len("lse_states", num_states * n, lse_states.len())?;
+    if !head_dim.is_multiple_of(4) || n == 0 || num_states == 0 {
+        return Err(DecodeError::OutOfRange {
+            what: "merge_states shape (rows x heads, states >= 1, d % 4 == 0)",
+            min: 1,
+            max: u64::MAX,
+            found: 0,
+        });
+    }
+    let mut dev = Device::new();
+    let os = put(&mut dev, o_states)?;
+    let ls = put(&mut dev, lse_states)?;
+    let o = put(&mut dev, &vec![POISON_U16; n * head_dim])?;
+    let lse = put(&mut dev, &vec![f32::NAN; n])?;
+    let d = head_dim as i64;
+    let params = crate::abi::MergeStatesParams {
+        o_states: os.addr as *const _,
+        lse_states: ls.addr as *const f32,
+        entropy_states: std::ptr::null(),
+        o: o.addr as *mut _,
+        lse: lse.addr as *mut f32,
+        entropy: std::ptr::null_mut(),
+        head_gates: std::ptr::null(),
+        o_state_stride: n as i64 * d,
+        o_state_row_stride: heads as i64 * d,
+        o_state_head_stride: d,
+        lse_state_stride: n as i64,
+        lse_state_row_stride: heads as i64,
+        lse_state_head_stride: 1,
+        o_batch_stride: 0,
+        o_row_stride: heads as i64 * d,
+        o_head_stride: d,
+        lse_batch_stride: 0,
+        lse_head_stride: rows as i64,
+        num_states: num_states as i32,
+        rows: rows as i32,
+        heads: heads as i32,
+        head_dim: head_dim as i32,
+        rows_per_batch: rows as i32,
+        pad0: 0,
+    };
+    let l = Launch {
+        entry: merge_states_entry(dtype),
+        grid: [(n as u32).div_ceil(MERGE_WARPS), 1, 1],
+        block: [MERGE_WARPS * crate::plan::WARP_SIZE, 1, 1],
+        dynamic_smem_bytes: 0,
+    };
+    let report = launch(&mut dev, &l, params.as_bytes())?;
+    Ok(MergeRun {
+        o: get(&dev, o)?,
+        lse: get(&dev, lse)?,
+        report,
+    })
+}
+
+/// Appends `num_tokens` K/V rows (`[num_tokens, hkv, d]` contiguous raw bits) into copies of the
+/// pools of `p` at `slot_mapping`; returns the pools after the launch and the report.
+pub fn kv_append(
+    p: &super::problem::DecodeProblem,
+    k_cache: &[u16],
+    v_cache: &[u16],
+    k_new: &[u16],
+    v_new: &[u16],
+    slot_mapping: &[i32],
+) -> Result<(Vec<u16>, Vec<u16>, LaunchReport), DecodeError> {
+    use super::kernels::{KV_APPEND_ENTRY, KV_APPEND_THREADS};
+    let (hkv, d) = (p.num_heads_kv, p.head_dim);
+    let tokens = slot_mapping.len();
+    check_len(
+        "k_cache",
+        p.cache_span(&p.k_strides) as usize,
+        k_cache.len(),
+    )?;
+    check_len(
+        "v_cache",
+        p.cache_span(&p.v_strides) as usize,
+        v_cache.len(),
+    )?;
+    check_len("k_new", tokens * hkv * d, k_new.len())?;
+    check_len("v_new", tokens * hkv * d, v_new.len())?;
+    let mut dev = Device::new();
+    let kc = put(&mut dev, k_cache)?;
+    let vc = put(&mut dev, v_cache)?;
+    let kn = put(&mut dev, k_new)?;
+    let vn = put(&mut dev, v_new)?;
+    let sm = put(&mut dev, slot_mapping)?;
+    let params = crate::abi::KvAppendParams {
+        k_new: kn.addr as *const _,
+        v_new: vn.addr as *const _,
+        k_cache: kc.addr as *mut _,
+        v_cache: vc.addr as *mut _,
+        slot_mapping: sm.addr as *const i32,
+        k_new_token_stride: (hkv * d) as i64,
+        k_new_head_stride: d as i64,
+        v_new_token_stride: (hkv * d) as i64,
+        v_new_head_stride: d as i64,
+        k_page_stride: p.k_strides.page,
+        k_slot_stride: p.k_strides.slot,
+        k_head_stride: p.k_strides.head,
+        v_page_stride: p.v_strides.page,
+        v_slot_stride: p.v_strides.slot,
+        v_head_stride: p.v_strides.head,
+        num_tokens: tokens as i32,
+        num_heads_kv: hkv as i32,
+        head_dim: d as i32,
+        num_pages: p.num_pages as i32,
+        page_size: p.page_size as i32,
+        pad0: 0,
+    };
+    let chunks = (tokens * hkv * d / 8) as u32;
+    let l = Launch {
+        entry: KV_APPEND_ENTRY,
+        grid: [chunks.div_ceil(KV_APPEND_THREADS).max(1), 1, 1],
+        block: [KV_APPEND_THREADS, 1, 1],
+        dynamic_smem_bytes: 0,
+    };
+    let report = launch(&mut dev, &l, params.as_bytes())?;
+    Ok((get(&dev, kc)?, get(&dev, vc)?, report))
+}

@@ -1,0 +1,525 @@
+//! The decode launch plan: a pure function of a validated [`DecodeProblem`] and a
+//! [`SplitPolicy`] giving the kernel, grid, split count, workspace size and the combine launch;
+//! then, per run, [`DecodePlan::params`] fills the params structs from buffer addresses with
+//! O(1) checks (no allocation, no device access), so a plan made once for the engine's upper
+//! bounds serves every layer and step and the launches can be captured in a CUDA graph.
+//!
+//! Split heuristic ([`choose_splits`]): the decode grid has `base = batch x hkv x row tiles`
+//! CTAs. If that already fills [`CTAS_PER_SM_TARGET`] CTAs on every SM, splitting only adds
+//! combine traffic: 1 split. Otherwise split the keys so the grid reaches that target, but give
+//! every split at least `max(MIN_KEYS_PER_SPLIT, KEYS_PER_SPLIT_PER_ROW x rows per KV head)` keys
+//! of the longest cache and never more than [`MAX_SPLITS`]. Why the per-row term: a split
+//! writes and the combine reads `4·d + 4` bytes of partial state per packed row (group x
+//! sq_new rows per KV head), about `8·d·rows` bytes, against `2·e·d = 4·d` bytes (f16) of K and V
+//! per key; `keys >= 100·rows` keeps the partials within 2% of the compulsory bytes. Overridable: [`SplitPolicy::Count`] and
+//! [`SplitPolicy::FixedKeys`] (batch-invariant: a sequence's split boundaries depend only on its
+//! own length, so its output bits do not depend on the rest of the batch).
+
+use super::error::DecodeError;
+use super::kernels::{combine_entry, DecodeKernelRow, MERGE_WARPS};
+use super::problem::DecodeProblem;
+use super::validate::{validate_decode, DECODE_TILE_ROWS};
+use crate::abi::{self, FlashDecodeParams, MergeStatesParams};
+use crate::plan::WARP_SIZE;
+
+/// CTAs per SM the heuristic aims for: two d128 decode CTAs (74.5 KB of shared memory each)
+/// fit the 164 KB of an A100 SM.
+pub const CTAS_PER_SM_TARGET: u64 = 2;
+/// Fewest keys (of the longest cache) a split gets from the heuristic.
+pub const MIN_KEYS_PER_SPLIT: u64 = 256;
+/// Keys per split per packed row of a KV head (see the module docs: partials <= 2%).
+pub const KEYS_PER_SPLIT_PER_ROW: u64 = 100;
+/// Most splits the heuristic or [`SplitPolicy::Count`] may use.
+pub const MAX_SPLITS: u32 = 256;
+/// Split boundaries are multiples of this many keys (`FLASHMHA_DECODE_SPLIT_ALIGN`).
+pub const SPLIT_ALIGN: u32 = abi::FLASHMHA_DECODE_SPLIT_ALIGN;
+
+/// How the keys of a sequence are divided among CTAs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitPolicy {
+    /// [`choose_splits`] for a device with this many SMs.
+    Auto { num_sms: u32 },
+    /// Exactly this many splits (1 = no workspace, no combine).
+    Count(u32),
+    /// Every split holds this many keys (a positive multiple of [`SPLIT_ALIGN`]); the split
+    /// count is what the longest cache needs. Batch-invariant; always goes through the combine.
+    FixedKeys(u32),
+}
+
+/// The split count for `base_ctas` decode CTAs of `rows_per_kv_head` packed rows each, a
+/// longest cache of `max_cache_len` keys and `num_sms` SMs (see the module docs).
+pub fn choose_splits(
+    base_ctas: u64,
+    rows_per_kv_head: u64,
+    max_cache_len: u64,
+    num_sms: u32,
+) -> u32 {
+    let target = u64::from(num_sms.max(1)) * CTAS_PER_SM_TARGET;
+    if base_ctas >= target {
+        return 1;
+    }
+    let wanted = target.div_ceil(base_ctas.max(1));
+    let min_keys = MIN_KEYS_PER_SPLIT.max(KEYS_PER_SPLIT_PER_ROW * rows_per_kv_head);
+    let by_length = (max_cache_len / min_keys).max(1);
+    wanted.min(by_length).min(u64::from(MAX_SPLITS)) as u32
+}
+
+/// f32 elements of the caller-owned workspace (zero when the plan has one split and no
+/// combine). Layouts: `partial_o [splits, total_q, hq, d]`, `partial_lse` and
+/// `partial_entropy [splits, total_q, hq]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WorkspaceLayout {
+    pub partial_o: u64,
+    pub partial_lse: u64,
+    pub partial_entropy: u64,
+}
+
+impl WorkspaceLayout {
+    /// Total bytes (three f32 arrays).
+    pub fn bytes(&self) -> u64 {
+        4 * (self.partial_o + self.partial_lse + self.partial_entropy)
+    }
+}
+
+/// A launch: entry, grid, block, dynamic shared memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Launch {
+    pub entry: &'static str,
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub dynamic_smem_bytes: u32,
+}
+
+/// Everything needed to run one decode shape, independent of buffer addresses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodePlan {
+    pub problem: DecodeProblem,
+    pub kernel: DecodeKernelRow,
+    pub decode: Launch,
+    pub num_splits: u32,
+    /// Keys per split when fixed (batch-invariant), else 0 (derived per item in the kernel).
+    pub split_keys: u32,
+    pub workspace: WorkspaceLayout,
+    /// The split combine, when the decode writes partial states.
+    pub combine: Option<Launch>,
+}
+
+/// A device buffer: address (0 = absent) and capacity in elements of its type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeviceBuf {
+    pub addr: u64,
+    pub len: u64,
+}
+
+/// The buffers of one run. Element types: q, o, k_cache, v_cache of the problem's dtype;
+/// block_table, cache_seqlens, cu_seqlens_q i32; everything else f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DecodeBuffers {
+    pub q: DeviceBuf,
+    pub k_cache: DeviceBuf,
+    pub v_cache: DeviceBuf,
+    pub o: DeviceBuf,
+    pub block_table: DeviceBuf,
+    pub cache_seqlens: DeviceBuf,
+    pub cu_seqlens_q: DeviceBuf,
+    pub lse: DeviceBuf,
+    pub entropy: DeviceBuf,
+    pub alibi_slopes: DeviceBuf,
+    pub head_gates: DeviceBuf,
+    pub partial_o: DeviceBuf,
+    pub partial_lse: DeviceBuf,
+    pub partial_entropy: DeviceBuf,
+}
+
+/// Validates `problem` and plans it under `policy`.
+pub fn plan_decode(
+    problem: &DecodeProblem,
+    policy: SplitPolicy,
+) -> Result<DecodePlan, DecodeError> {
+    let kernel = *validate_decode(problem)?;
+    let p = problem;
+    let row_tiles = (p.group() * p.max_seqlen_q()).div_ceil(DECODE_TILE_ROWS) as u64;
+    let base_ctas = p.batch as u64 * p.num_heads_kv as u64 * row_tiles;
+    let (num_splits, split_keys) = match policy {
+        SplitPolicy::Auto { num_sms } => {
+            let rows = (p.group() * p.max_seqlen_q()) as u64;
+            (
+                choose_splits(base_ctas, rows, p.max_cache_len as u64, num_sms),
+                0,
+            )
+        }
+        SplitPolicy::Count(n) => {
+            if n == 0 || n > MAX_SPLITS {
+                return Err(DecodeError::OutOfRange {
+                    what: "num_splits",
+                    min: 1,
+                    max: u64::from(MAX_SPLITS),
+                    found: u64::from(n),
+                });
+            }
+            (n, 0)
+        }
+        SplitPolicy::FixedKeys(k) => {
+            if k == 0 || k % SPLIT_ALIGN != 0 {
+                return Err(DecodeError::SplitKeys {
+                    found: k as usize,
+                    align: SPLIT_ALIGN as usize,
+                });
+            }
+            let n = (p.max_cache_len as u64).div_ceil(u64::from(k)).max(1);
+            if n > u64::from(MAX_SPLITS) {
+                return Err(DecodeError::OutOfRange {
+                    what: "max_cache_len / split keys (splits)",
+                    min: 1,
+                    max: u64::from(MAX_SPLITS),
+                    found: n,
+                });
+            }
+            (n as u32, k)
+        }
+    };
+    let split_output = num_splits > 1 || split_keys > 0;
+    let states = u64::from(num_splits) * p.total_q() as u64 * p.num_heads_q as u64;
+    let workspace = if split_output {
+        WorkspaceLayout {
+            partial_o: states * p.head_dim as u64,
+            partial_lse: states,
+            partial_entropy: if p.entropy { states } else { 0 },
+        }
+    } else {
+        WorkspaceLayout::default()
+    };
+    let decode = Launch {
+        entry: kernel.entry,
+        grid: [
+            num_splits,
+            (p.num_heads_kv as u64 * row_tiles) as u32,
+            p.batch as u32,
+        ],
+        block: [kernel.num_warps * WARP_SIZE, 1, 1],
+        dynamic_smem_bytes: kernel.smem_bytes,
+    };
+    let combine = split_output.then(|| Launch {
+        entry: combine_entry(p.dtype),
+        grid: [
+            ((p.total_q() * p.num_heads_q) as u64).div_ceil(u64::from(MERGE_WARPS)) as u32,
+            1,
+            1,
+        ],
+        block: [MERGE_WARPS * WARP_SIZE, 1, 1],
+        dynamic_smem_bytes: 0,
+    });
+    Ok(DecodePlan {
+        problem: problem.clone(),
+        kernel,
+        decode,
+        num_splits,
+        split_keys,
+        workspace,
+        combine,
+    })
+}
+
+/// Page-size divisor for the kernel: `key / page_size == (key * magic) >> shift` for every
+/// `0 <= key < 2^30` (with `l = ceil(log2 page_size)`, `shift = 32 + l`,
+/// `magic = ceil(2^shift / page_size)`: the error term `key * (magic - 2^shift / page_size) /
+/// 2^shift < 2^30 / 2^(32 + l) < 1 / page_size` never carries past the next integer, and
+/// `key * magic < 2^30 * 2^33` fits 64 bits).
+pub fn page_divisor(page_size: u32) -> (u64, i32) {
+    let l = 32 - (page_size.max(1) - 1).leading_zeros(); // ceil(log2), 0 for 1
+    let shift = 32 + l;
+    let magic = (1u64 << shift).div_ceil(u64::from(page_size));
+    (magic, shift as i32)
+}
+
+impl DecodePlan {
+    /// The params of the decode and (if any) combine launch for `bufs`, after O(1) checks of
+    /// buffer presence, sizes and alignment.
+    pub fn params(
+        &self,
+        bufs: &DecodeBuffers,
+    ) -> Result<(FlashDecodeParams, Option<MergeStatesParams>), DecodeError> {
+        let p = &self.problem;
+        let need = |tensor: &'static str, b: &DeviceBuf, needed: u64| -> Result<(), DecodeError> {
+            if b.addr == 0 {
+                return Err(DecodeError::MissingBuffer { tensor });
+            }
+            if b.len < needed {
+                return Err(DecodeError::BufferTooSmall {
+                    tensor,
+                    needed,
+                    available: b.len,
+                });
+            }
+            Ok(())
+        };
+        let align16 = |tensor: &'static str, b: &DeviceBuf| -> Result<(), DecodeError> {
+            if !b.addr.is_multiple_of(16) {
+                return Err(DecodeError::Alignment {
+                    tensor,
+                    required: 16,
+                    address: b.addr,
+                });
+            }
+            Ok(())
+        };
+        need("q", &bufs.q, p.q_span(&p.q_strides))?;
+        need("o", &bufs.o, p.q_span(&p.o_strides))?;
+        need("k_cache", &bufs.k_cache, p.cache_span(&p.k_strides))?;
+        need("v_cache", &bufs.v_cache, p.cache_span(&p.v_strides))?;
+        for (t, b) in [
+            ("q", &bufs.q),
+            ("o", &bufs.o),
+            ("k_cache", &bufs.k_cache),
+            ("v_cache", &bufs.v_cache),
+        ] {
+            align16(t, b)?;
+        }
+        need(
+            "block_table",
+            &bufs.block_table,
+            ((p.batch - 1) * p.block_table_stride + p.max_pages_per_seq) as u64,
+        )?;
+        need("cache_seqlens", &bufs.cache_seqlens, p.batch as u64)?;
+        if p.is_varlen() {
+            need("cu_seqlens_q", &bufs.cu_seqlens_q, p.batch as u64 + 1)?;
+        }
+        let stats = p.row_stats_len() as u64;
+        if p.lse {
+            need("lse", &bufs.lse, stats)?;
+        }
+        if p.entropy {
+            need("entropy", &bufs.entropy, stats)?;
+        }
+        if p.alibi {
+            need("alibi_slopes", &bufs.alibi_slopes, p.num_heads_q as u64)?;
+        }
+        if p.gates {
+            need("head_gates", &bufs.head_gates, p.num_heads_q as u64)?;
+        }
+        let split_output = self.combine.is_some();
+        if split_output {
+            need("partial_o", &bufs.partial_o, self.workspace.partial_o)?;
+            align16("partial_o", &bufs.partial_o)?;
+            need("partial_lse", &bufs.partial_lse, self.workspace.partial_lse)?;
+            if p.entropy {
+                need(
+                    "partial_entropy",
+                    &bufs.partial_entropy,
+                    self.workspace.partial_entropy,
+                )?;
+            }
+        }
+        let opt = |on: bool, b: &DeviceBuf| if on { b.addr } else { 0 };
+        let scale = p.options.scale_for(p.head_dim);
+        let (left, right) = p.options.window.map_or((None, None), |w| (w.left, w.right));
+        let mut flags = 0u32;
+        if p.options.causal {
+            flags |= abi::FLASHMHA_FLAG_CAUSAL;
+        }
+        if p.options.window.is_some() {
+            flags |= abi::FLASHMHA_FLAG_WINDOW;
+        }
+        if p.is_varlen() {
+            flags |= abi::FLASHMHA_FLAG_VARLEN;
+        }
+        if split_output {
+            flags |= abi::FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT;
+        }
+        let (sq, total_q, hq) = (p.max_seqlen_q(), p.total_q(), p.num_heads_q);
+        // lse / entropy: [b, hq, sq_new] padded, [hq, total_q] varlen (row stride 1).
+        let (lse_batch_stride, lse_head_stride, rows_per_batch) = if p.is_varlen() {
+            (0, total_q as i64, total_q)
+        } else {
+            ((hq * sq) as i64, sq as i64, sq)
+        };
+        let (magic, shift) = page_divisor(p.page_size as u32);
+        let unbounded = |w: Option<u32>| w.map_or(-1, |v| v as i32);
+        let decode = FlashDecodeParams {
+            q: bufs.q.addr as *const _,
+            k_cache: bufs.k_cache.addr as *const _,
+            v_cache: bufs.v_cache.addr as *const _,
+            o: bufs.o.addr as *mut _,
+            lse: opt(p.lse && !split_output, &bufs.lse) as *mut f32,
+            entropy: opt(p.entropy && !split_output, &bufs.entropy) as *mut f32,
+            alibi_slopes: opt(p.alibi, &bufs.alibi_slopes) as *const f32,
+            head_gates: opt(p.gates && !split_output, &bufs.head_gates) as *const f32,
+            block_table: bufs.block_table.addr as *const i32,
+            cache_seqlens: bufs.cache_seqlens.addr as *const i32,
+            cu_seqlens_q: opt(p.is_varlen(), &bufs.cu_seqlens_q) as *const i32,
+            partial_o: opt(split_output, &bufs.partial_o) as *mut f32,
+            partial_lse: opt(split_output, &bufs.partial_lse) as *mut f32,
+            partial_entropy: opt(split_output && p.entropy, &bufs.partial_entropy) as *mut f32,
+            q_batch_stride: p.q_strides.batch,
+            q_row_stride: p.q_strides.row,
+            q_head_stride: p.q_strides.head,
+            o_batch_stride: p.o_strides.batch,
+            o_row_stride: p.o_strides.row,
+            o_head_stride: p.o_strides.head,
+            k_page_stride: p.k_strides.page,
+            k_slot_stride: p.k_strides.slot,
+            k_head_stride: p.k_strides.head,
+            v_page_stride: p.v_strides.page,
+            v_slot_stride: p.v_strides.slot,
+            v_head_stride: p.v_strides.head,
+            lse_batch_stride,
+            lse_head_stride,
+            block_table_stride: p.block_table_stride as i64,
+            page_div_magic: magic,
+            batch: p.batch as i32,
+            num_heads_q: hq as i32,
+            num_heads_kv: p.num_heads_kv as i32,
+            head_dim: p.head_dim as i32,
+            seqlen_q: sq as i32,
+            total_q: total_q as i32,
+            num_pages: p.num_pages as i32,
+            page_size: p.page_size as i32,
+            max_pages_per_seq: p.max_pages_per_seq as i32,
+            page_div_shift: shift,
+            num_splits: self.num_splits as i32,
+            split_keys: self.split_keys as i32,
+            scale,
+            scale_log2: scale * std::f32::consts::LOG2_E,
+            softcap: p.options.softcap.unwrap_or(0.0),
+            window_left: unbounded(left),
+            window_right: unbounded(right),
+            flags,
+        };
+        let combine = split_output.then(|| {
+            let d = p.head_dim as i64;
+            MergeStatesParams {
+                o_states: bufs.partial_o.addr as *const _,
+                lse_states: bufs.partial_lse.addr as *const f32,
+                entropy_states: opt(p.entropy, &bufs.partial_entropy) as *const f32,
+                o: bufs.o.addr as *mut _,
+                lse: opt(p.lse, &bufs.lse) as *mut f32,
+                entropy: opt(p.entropy, &bufs.entropy) as *mut f32,
+                head_gates: opt(p.gates, &bufs.head_gates) as *const f32,
+                o_state_stride: (total_q * hq) as i64 * d,
+                o_state_row_stride: hq as i64 * d,
+                o_state_head_stride: d,
+                lse_state_stride: (total_q * hq) as i64,
+                lse_state_row_stride: hq as i64,
+                lse_state_head_stride: 1,
+                o_batch_stride: if p.is_varlen() { 0 } else { p.o_strides.batch },
+                o_row_stride: p.o_strides.row,
+                o_head_stride: p.o_strides.head,
+                lse_batch_stride,
+                lse_head_stride,
+                num_states: self.num_splits as i32,
+                rows: total_q as i32,
+                heads: hq as i32,
+                head_dim: p.head_dim as i32,
+                rows_per_batch: rows_per_batch as i32,
+                pad0: 0,
+            }
+        });
+        Ok((decode, combine))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::DType;
+
+    #[test]
+    fn page_divisor_is_exact_for_every_page_size() {
+        for ps in 1..=1024u32 {
+            let (m, s) = page_divisor(ps);
+            let keys = [0u64, 1, 2, 1023, 1024, 12345, (1 << 30) - 1, (1 << 30) - 2];
+            for key in keys
+                .into_iter()
+                .chain((0..3 * ps as u64).step_by(1 + ps as usize / 7))
+            {
+                assert_eq!((key * m) >> s, key / u64::from(ps), "page {ps} key {key}");
+            }
+            // The largest key of every page boundary near the top of the range.
+            let top = ((1u64 << 30) - 1) / u64::from(ps) * u64::from(ps);
+            for key in [top - 1, top] {
+                assert_eq!((key * m) >> s, key / u64::from(ps));
+            }
+        }
+    }
+
+    #[test]
+    fn heuristic_splits_small_grids_and_leaves_full_ones() {
+        // 108 SMs (A100): 216 CTAs fill it twice over.
+        assert_eq!(choose_splits(216, 1, 1 << 20, 108), 1);
+        assert_eq!(choose_splits(1000, 1, 1 << 20, 108), 1);
+        // One sequence, 8 KV heads, long cache: 216 / 8 = 27 splits.
+        assert_eq!(choose_splits(8, 1, 1 << 16, 108), 27);
+        // Short cache caps it: 1000 keys allow 3 splits of >= 256 keys ...
+        assert_eq!(choose_splits(8, 1, 1000, 108), 3);
+        // ... and with 4 rows per KV head (GQA 4, 1 token) splits need 400 keys: 2.
+        assert_eq!(choose_splits(8, 4, 1000, 108), 2);
+        assert_eq!(choose_splits(8, 16, 4096, 108), 2);
+        assert_eq!(choose_splits(1, 1, 100, 108), 1);
+        assert_eq!(choose_splits(1, 1, 1 << 29, 1000), MAX_SPLITS);
+    }
+
+    fn problem() -> DecodeProblem {
+        DecodeProblem::contiguous(DType::F16, 3, 2, 8, 2, 128, 40, 16, 10, false)
+    }
+
+    #[test]
+    fn plan_sizes_grid_and_workspace() {
+        let p = problem();
+        let plan = plan_decode(&p, SplitPolicy::Count(4)).unwrap();
+        // rows per KV head: group 4 x 2 new tokens = 8 -> one 16-row tile.
+        assert_eq!(plan.decode.grid, [4, 2, 3]);
+        assert_eq!(plan.workspace.partial_lse, 4 * 6 * 8);
+        assert_eq!(plan.workspace.partial_o, 4 * 6 * 8 * 128);
+        assert!(plan.combine.is_some());
+        let one = plan_decode(&p, SplitPolicy::Count(1)).unwrap();
+        assert_eq!(one.workspace, WorkspaceLayout::default());
+        assert!(one.combine.is_none());
+        let fixed = plan_decode(&p, SplitPolicy::FixedKeys(64)).unwrap();
+        assert_eq!(fixed.num_splits, 3); // 160 keys / 64
+        assert!(fixed.combine.is_some());
+        assert_eq!(
+            plan_decode(&p, SplitPolicy::FixedKeys(100)),
+            Err(DecodeError::SplitKeys {
+                found: 100,
+                align: 64
+            })
+        );
+    }
+
+    #[test]
+    fn invalid_problems_get_typed_errors() {
+        let mut p = problem();
+        p.page_size = 1025;
+        assert!(matches!(
+            plan_decode(&p, SplitPolicy::Count(1)),
+            Err(DecodeError::OutOfRange {
+                what: "page_size",
+                ..
+            })
+        ));
+        let mut p = problem();
+        p.num_heads_kv = 3;
+        assert!(matches!(
+            plan_decode(&p, SplitPolicy::Count(1)),
+            Err(DecodeError::Heads { .. })
+        ));
+        let mut p = problem();
+        p.head_dim = 48;
+        assert!(matches!(
+            plan_decode(&p, SplitPolicy::Count(1)),
+            Err(DecodeError::UnsupportedHeadDim { .. })
+        ));
+        let mut p = problem();
+        p.k_strides.slot = 12;
+        assert!(matches!(
+            plan_decode(&p, SplitPolicy::Count(1)),
+            Err(DecodeError::Stride {
+                tensor: "k_cache",
+                ..
+            })
+        ));
+        let plan = plan_decode(&problem(), SplitPolicy::Count(2)).unwrap();
+        let err = plan.params(&DecodeBuffers::default()).unwrap_err();
+        assert_eq!(err, DecodeError::MissingBuffer { tensor: "q" });
+    }
+}

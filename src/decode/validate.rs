@@ -1,0 +1,188 @@
+//! Validation of a paged-decode problem: kernel availability, heads, page geometry, host-side
+//! bounds, strides and options. Pure: reads the description, returns a typed [`DecodeError`].
+//! Per-run buffer checks (sizes, alignment) live in [`super::plan::DecodePlan::params`].
+
+use super::error::DecodeError;
+use super::kernels::{DecodeKernelRow, DECODE_KERNELS};
+use super::problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};
+use crate::abi;
+
+/// 16-byte vectors (cp.async, Q loads): strides in elements must keep rows 16-byte aligned.
+pub const STRIDE_ALIGN_ELEMS: i64 = 8;
+/// CUDA's limit on grid y and z.
+pub const MAX_GRID_YZ: u64 = 65_535;
+/// Rows x heads of q (and of each split in the workspace) are indexed with int32 in the kernel.
+pub const MAX_ROWS_X_HEADS: u64 = i32::MAX as u64;
+
+fn range(what: &'static str, min: u64, max: u64, found: u64) -> Result<(), DecodeError> {
+    if found < min || found > max {
+        return Err(DecodeError::OutOfRange {
+            what,
+            min,
+            max,
+            found,
+        });
+    }
+    Ok(())
+}
+
+fn row_strides(tensor: &'static str, s: &RowStrides, padded: bool) -> Result<(), DecodeError> {
+    let mut list = vec![("row", s.row), ("head", s.head)];
+    if padded {
+        list.push(("batch", s.batch));
+    }
+    for (stride, v) in list {
+        if v < 0 || v % STRIDE_ALIGN_ELEMS != 0 {
+            return Err(DecodeError::Stride {
+                tensor,
+                stride,
+                found: v,
+                requirement: "a non-negative multiple of 8 elements",
+            });
+        }
+    }
+    Ok(())
+}
+
+fn page_strides(tensor: &'static str, s: &PageStrides) -> Result<(), DecodeError> {
+    for (stride, v) in [("page", s.page), ("slot", s.slot), ("head", s.head)] {
+        if v < 0 || v % STRIDE_ALIGN_ELEMS != 0 {
+            return Err(DecodeError::Stride {
+                tensor,
+                stride,
+                found: v,
+                requirement: "a non-negative multiple of 8 elements",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The compiled kernel serving `p`, after checking everything about `p`.
+pub fn validate_decode(p: &DecodeProblem) -> Result<&'static DecodeKernelRow, DecodeError> {
+    let kernel = DECODE_KERNELS
+        .iter()
+        .find(|r| r.dtype == p.dtype && r.head_dim as usize == p.head_dim)
+        .ok_or_else(|| DecodeError::UnsupportedHeadDim {
+            dtype: p.dtype,
+            head_dim: p.head_dim,
+            supported: DECODE_KERNELS
+                .iter()
+                .filter(|r| r.dtype == p.dtype)
+                .map(|r| r.head_dim)
+                .collect(),
+        })?;
+    if p.num_heads_kv == 0 || p.num_heads_q == 0 || !p.num_heads_q.is_multiple_of(p.num_heads_kv) {
+        return Err(DecodeError::Heads {
+            num_heads_q: p.num_heads_q,
+            num_heads_kv: p.num_heads_kv,
+        });
+    }
+    range("batch", 1, MAX_GRID_YZ, p.batch as u64)?;
+    range(
+        "page_size",
+        1,
+        abi::FLASHMHA_DECODE_MAX_PAGE_SIZE as u64,
+        p.page_size as u64,
+    )?;
+    range("num_pages", 1, i32::MAX as u64, p.num_pages as u64)?;
+    let max_keys = abi::FLASHMHA_DECODE_MAX_CACHE_KEYS as u64 - 1;
+    range(
+        "max_pages_per_seq",
+        1,
+        max_keys / p.page_size as u64,
+        p.max_pages_per_seq as u64,
+    )?;
+    range(
+        "block_table_stride",
+        p.max_pages_per_seq as u64,
+        i32::MAX as u64,
+        p.block_table_stride as u64,
+    )?;
+    range(
+        "max_cache_len",
+        0,
+        (p.max_pages_per_seq * p.page_size) as u64,
+        p.max_cache_len as u64,
+    )?;
+    let padded = match p.queries {
+        QueryLayout::Padded { sq_new } => {
+            range("sq_new", 1, i32::MAX as u64, sq_new as u64)?;
+            true
+        }
+        QueryLayout::Varlen {
+            total_q,
+            max_seqlen_q,
+        } => {
+            range("total_q", 1, i32::MAX as u64, total_q as u64)?;
+            range("max_seqlen_q", 1, total_q as u64, max_seqlen_q as u64)?;
+            false
+        }
+    };
+    range(
+        "total_q x num_heads_q",
+        1,
+        MAX_ROWS_X_HEADS,
+        (p.total_q() * p.num_heads_q) as u64,
+    )?;
+    let row_tiles = (p.group() * p.max_seqlen_q()).div_ceil(DECODE_TILE_ROWS);
+    range(
+        "num_heads_kv x row tiles (grid y)",
+        1,
+        MAX_GRID_YZ,
+        (p.num_heads_kv * row_tiles) as u64,
+    )?;
+    row_strides("q", &p.q_strides, padded)?;
+    row_strides("o", &p.o_strides, padded)?;
+    page_strides("k_cache", &p.k_strides)?;
+    page_strides("v_cache", &p.v_strides)?;
+    let o = &p.options;
+    if let Some(s) = o.softmax_scale {
+        if !(s.is_finite() && s > 0.0) {
+            return Err(DecodeError::Scale { found: s });
+        }
+    }
+    if let Some(c) = o.softcap {
+        if !(c.is_finite() && c > 0.0) {
+            return Err(DecodeError::Softcap { found: c });
+        }
+    }
+    if let Some(w) = o.window {
+        for side in [w.left, w.right].into_iter().flatten() {
+            range("window bound", 0, i32::MAX as u64, u64::from(side))?;
+        }
+    }
+    Ok(kernel)
+}
+
+/// Packed query rows (group x new tokens) per CTA tile (`kDecodeRows` in
+/// kernels/common/decode_traits.cuh: one m16 row block).
+pub const DECODE_TILE_ROWS: usize = 16;
+
+/// Checks a host copy of `cu_seqlens_q` against the problem's bounds (for callers that have
+/// one; the kernel checks the device copy regardless).
+pub fn validate_cu_seqlens_q(p: &DecodeProblem, cu: &[i32]) -> Result<(), DecodeError> {
+    range(
+        "cu_seqlens_q length",
+        p.batch as u64 + 1,
+        p.batch as u64 + 1,
+        cu.len() as u64,
+    )?;
+    let mut prev = 0;
+    for (i, &c) in cu.iter().enumerate() {
+        let bad = if i == 0 {
+            c != 0
+        } else {
+            c < prev || (c - prev) as usize > p.max_seqlen_q()
+        };
+        if bad || c as usize > p.total_q() {
+            return Err(DecodeError::CuSeqlensQ {
+                index: i,
+                found: c,
+                previous: prev,
+            });
+        }
+        prev = c;
+    }
+    Ok(())
+}

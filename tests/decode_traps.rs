@@ -1,0 +1,96 @@
+//! Device-resident indices of decode are never trusted: a planted out-of-range block-table
+//! entry, a cache length beyond the block table, and an inconsistent cu_seqlens_q each make the
+//! kernel trap (a finding), and no out-of-bounds access is reported before the trap.
+
+use flashmha::decode::check::DecodeCase;
+use flashmha::decode::emulated::decode;
+use flashmha::decode::{plan_decode, SplitPolicy};
+use flashmha::dtype::DType;
+use flashmha::emulator::FindingKind;
+use flashmha::options::AttnOptions;
+
+fn base_case(seed: u64) -> DecodeCase {
+    DecodeCase {
+        dtype: DType::F16,
+        head_dim: 64,
+        num_heads_kv: 2,
+        group: 4,
+        cache_lens: vec![70, 33],
+        q_lens: vec![1, 1],
+        varlen: false,
+        page_size: 16,
+        head_major_pages: false,
+        shared_prefix_pages: 0,
+        spare_pages: 2,
+        options: AttnOptions::default(),
+        alibi: false,
+        gates: false,
+        lse: true,
+        entropy: false,
+        split: SplitPolicy::Count(2),
+        seed,
+    }
+}
+
+fn assert_traps(
+    case: &DecodeCase,
+    mutate: impl Fn(&mut flashmha::decode::emulated::DecodeHostInputs),
+) {
+    let mut built = case.build();
+    // The unmodified case runs clean.
+    let plan = plan_decode(&built.problem, case.split).unwrap();
+    let clean = decode(&plan, &built.inputs).unwrap();
+    assert!(clean.findings().is_empty(), "{:?}", clean.findings());
+    mutate(&mut built.inputs);
+    let run = decode(&plan, &built.inputs).unwrap();
+    assert!(
+        run.decode_report.has(FindingKind::Trap),
+        "{:?}",
+        run.decode_report.findings
+    );
+    assert!(
+        run.decode_report
+            .findings
+            .iter()
+            .all(|f| f.kind == FindingKind::Trap),
+        "only traps, no out-of-bounds access: {:?}",
+        run.decode_report.findings
+    );
+}
+
+#[test]
+fn out_of_range_block_table_entry_traps() {
+    for (seed, bad) in [(1u64, i32::MAX), (2, -1), (3, 0)] {
+        let case = base_case(seed);
+        let num_pages = case.build().problem.num_pages as i32;
+        let bad = if bad == 0 { num_pages } else { bad };
+        // Page 2 of item 0 (keys 32..47 of its 70).
+        assert_traps(&case, |i| i.block_table[2] = bad);
+    }
+}
+
+#[test]
+fn cache_length_beyond_the_block_table_traps() {
+    let case = base_case(4);
+    let built = case.build();
+    let limit = (built.problem.max_pages_per_seq * built.problem.page_size) as i32;
+    assert_traps(&case, |i| i.cache_seqlens[1] = limit + 1);
+    assert_traps(&case, |i| i.cache_seqlens[0] = -5);
+}
+
+#[test]
+fn inconsistent_cu_seqlens_q_traps() {
+    let mut case = base_case(5);
+    case.varlen = true;
+    case.q_lens = vec![2, 3];
+    // Past total_q, decreasing, and longer than max_seqlen_q.
+    assert_traps(&case, |i| i.cu_seqlens_q.as_mut().unwrap()[2] = 6);
+    assert_traps(&case, |i| i.cu_seqlens_q.as_mut().unwrap()[1] = 4);
+    let mut wide = base_case(6);
+    wide.varlen = true;
+    wide.q_lens = vec![1, 4];
+    assert_traps(&wide, |i| {
+        let cu = i.cu_seqlens_q.as_mut().unwrap();
+        cu[1] = 5; // item 0 would own 5 rows > max_seqlen_q = 4
+    });
+}
