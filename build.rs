@@ -25,6 +25,8 @@ mod provision;
 mod ptxas_report;
 #[path = "build/toolkit.rs"]
 mod toolkit;
+#[path = "build/x_table.rs"]
+mod x_table;
 
 use std::path::{Path, PathBuf};
 

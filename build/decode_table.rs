@@ -20,50 +20,16 @@ impl DecodeRow {
 }
 
 pub fn parse(path: &Path) -> Vec<DecodeRow> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let mut rows = Vec::new();
-    let mut in_table = false;
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.starts_with("#define FLASHMHA_DECODE_KERNELS(X)") {
-            in_table = true;
-            continue;
-        }
-        if !in_table {
-            continue;
-        }
-        let Some(body) = line.strip_prefix("X(") else {
-            if !line.is_empty() {
-                break;
-            }
-            continue;
-        };
-        let body = body.trim_end_matches('\\').trim().trim_end_matches(')');
-        let fields: Vec<&str> = body.split(',').map(str::trim).collect();
-        assert!(
-            fields.len() == 4 && (fields[0] == "f16" || fields[0] == "bf16"),
-            "{}:{}: expected X(f16|bf16, head_dim, num_warps, smem_bytes), got `{line}`",
-            path.display(),
-            n + 1
-        );
-        let num = |i: usize| -> u32 {
-            fields[i].parse().unwrap_or_else(|_| {
-                panic!(
-                    "{}:{}: field {i} of `{line}` is not a number",
-                    path.display(),
-                    n + 1
-                )
-            })
-        };
-        rows.push(DecodeRow {
-            dtype: fields[0].to_string(),
-            head_dim: num(1),
-            num_warps: num(2),
-            smem_bytes: num(3),
-        });
-    }
-    rows
+    let shape = "f16|bf16, head_dim, num_warps, smem_bytes";
+    crate::x_table::parse(path, "FLASHMHA_DECODE_KERNELS", 3, shape)
+        .into_iter()
+        .map(|r| DecodeRow {
+            dtype: r.dtype,
+            head_dim: r.nums[0],
+            num_warps: r.nums[1],
+            smem_bytes: r.nums[2],
+        })
+        .collect()
 }
 
 /// Writes the Rust table; `defined` are the entry names the compiled modules define (each row

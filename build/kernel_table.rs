@@ -20,53 +20,16 @@ impl FwdRow {
 }
 
 pub fn parse(path: &Path) -> Vec<FwdRow> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let mut rows = Vec::new();
-    let mut in_table = false;
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.starts_with("#define FLASHMHA_FWD_KERNELS(X)") {
-            in_table = true;
-            continue;
-        }
-        if !in_table {
-            continue;
-        }
-        let Some(body) = line.strip_prefix("X(") else {
-            if !line.is_empty() {
-                break;
-            }
-            continue;
-        };
-        let body = body.trim_end_matches('\\').trim().trim_end_matches(')');
-        let fields: Vec<&str> = body.split(',').map(str::trim).collect();
-        let num = |i: usize| -> u32 {
-            fields
-                .get(i)
-                .and_then(|f| f.parse().ok())
-                .unwrap_or_else(|| {
-                    panic!(
-                        "{}:{}: field {i} of `{line}` is not a number",
-                        path.display(),
-                        n + 1
-                    )
-                })
-        };
-        assert!(
-            fields.len() == 6 && (fields[0] == "f16" || fields[0] == "bf16"),
-            "{}:{}: expected X(f16|bf16, head_dim, block_m, block_n, num_warps, smem_bytes), got `{line}`",
-            path.display(),
-            n + 1
-        );
-        rows.push(FwdRow {
-            dtype: fields[0].to_string(),
-            head_dim: num(1),
-            block_m: num(2),
-            block_n: num(3),
-            num_warps: num(4),
-            smem_bytes: num(5),
-        });
-    }
-    rows
+    let shape = "f16|bf16, head_dim, block_m, block_n, num_warps, smem_bytes";
+    crate::x_table::parse(path, "FLASHMHA_FWD_KERNELS", 5, shape)
+        .into_iter()
+        .map(|r| FwdRow {
+            dtype: r.dtype,
+            head_dim: r.nums[0],
+            block_m: r.nums[1],
+            block_n: r.nums[2],
+            num_warps: r.nums[3],
+            smem_bytes: r.nums[4],
+        })
+        .collect()
 }

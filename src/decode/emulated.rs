@@ -9,8 +9,7 @@ use super::plan::{DecodeBuffers, DecodePlan, DeviceBuf, Launch};
 use crate::abi::ParamsBytes;
 use crate::build_info;
 use crate::emulator::{Device, DevicePtr, LaunchConfig, LaunchReport, Module};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 /// NaN in f16 and bf16; doubled, NaN in f32.
 const POISON_U16: u16 = 0xFFFF;
@@ -48,17 +47,12 @@ impl DecodeRun {
     }
 }
 
-/// Parsed PTX of the module defining `entry`, once per process.
+/// Parsed PTX of the module defining `entry`, from the crate's one per-process cache.
 pub(crate) fn module(entry: &'static str) -> Result<Arc<Module>, DecodeError> {
-    static CACHE: OnceLock<Mutex<HashMap<&'static str, Arc<Module>>>> = OnceLock::new();
-    let image = build_info::module_of(entry).ok_or(DecodeError::NoKernel { entry })?;
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(m) = cache.lock().unwrap().get(image.name) {
-        return Ok(m.clone());
+    if build_info::module_of(entry).is_none() {
+        return Err(DecodeError::NoKernel { entry });
     }
-    let m = Arc::new(Module::parse(image.ptx).map_err(|e| DecodeError::Emulator(e.to_string()))?);
-    cache.lock().unwrap().insert(image.name, m.clone());
-    Ok(m)
+    crate::backend::emulator::parsed_module(entry).map_err(|e| DecodeError::Emulator(e.to_string()))
 }
 
 fn emu(e: crate::emulator::EmuError) -> DecodeError {
