@@ -27,25 +27,26 @@ fn range(what: &'static str, min: u64, max: u64, found: u64) -> Result<(), Decod
 }
 
 fn row_strides(tensor: &'static str, s: &RowStrides, padded: bool) -> Result<(), DecodeError> {
-    let mut list = vec![("row", s.row), ("head", s.head)];
+    aligned_strides(tensor, &[("row", s.row), ("head", s.head)])?;
     if padded {
-        list.push(("batch", s.batch));
-    }
-    for (stride, v) in list {
-        if v < 0 || v % STRIDE_ALIGN_ELEMS != 0 {
-            return Err(DecodeError::Stride {
-                tensor,
-                stride,
-                found: v,
-                requirement: "a non-negative multiple of 8 elements",
-            });
-        }
+        aligned_strides(tensor, &[("batch", s.batch)])?;
     }
     Ok(())
 }
 
 fn page_strides(tensor: &'static str, s: &PageStrides) -> Result<(), DecodeError> {
-    for (stride, v) in [("page", s.page), ("slot", s.slot), ("head", s.head)] {
+    aligned_strides(
+        tensor,
+        &[("page", s.page), ("slot", s.slot), ("head", s.head)],
+    )
+}
+
+/// Every stride of `tensor` must be a non-negative multiple of the 16-byte copy in elements.
+fn aligned_strides(
+    tensor: &'static str,
+    strides: &[(&'static str, i64)],
+) -> Result<(), DecodeError> {
+    for &(stride, v) in strides {
         if v < 0 || v % STRIDE_ALIGN_ELEMS != 0 {
             return Err(DecodeError::Stride {
                 tensor,
