@@ -275,15 +275,15 @@ pub enum EmulatorError {
     Findings { count: usize, first: String },
 }
 
-impl From<cudarc::driver::DriverError> for Error {
-    fn from(e: cudarc::driver::DriverError) -> Self {
-        Error::Cuda {
-            code: e.0 as u32,
-            name: e.error_name().map_or_else(
-                |_| "unknown".to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            ),
-        }
+/// A cudarc driver error as our own [`Error::Cuda`] (a function, not a `From` impl, so that no
+/// cudarc type appears in the public error's API and our semver does not follow cudarc's).
+pub(crate) fn driver_error(e: cudarc::driver::DriverError) -> Error {
+    Error::Cuda {
+        code: e.0 as u32,
+        name: e.error_name().map_or_else(
+            |_| "unknown".to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        ),
     }
 }
 

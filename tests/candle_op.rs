@@ -361,3 +361,120 @@ fn bad_dims_dtypes_and_cu_seqlens_are_errors() {
     let float = attention_varlen(&qp, &kp, &vp, &float_cu, &cu(&[0, 2, 6]), 3, 4, &o);
     assert!(err(float).contains("integer dtype"));
 }
+
+/// CUDA tensors run on the GPU through the same plan: random padded (GQA, causal, strided k)
+/// and varlen cases, moved to the device, checked against the reference on their host values.
+#[cfg(feature = "candle-cuda")]
+#[test]
+#[ignore = "needs a CUDA GPU and the candle-cuda feature: \
+            cargo test --release --features candle-cuda --test candle_op -- --ignored"]
+fn cuda_tensors_run_on_the_gpu_and_match_the_reference() {
+    let dev = Device::new_cuda(0).expect("a CUDA device");
+    let s = seed();
+    let mut rng = StdRng::seed_from_u64(s);
+    for (dtype, causal) in [(DType::F16, false), (DType::Bf16, true)] {
+        let (batch, sq, sk, hq, hkv, d) = (2, 37, 90, 8, 2, 128);
+        let (q, qv) = random(&mut rng, dtype, &[batch, sq, hq, d], 1.5);
+        // k arrives head-major and is transposed back: a strided view on the device.
+        let (k, kv) = random(&mut rng, dtype, &[batch, sk, hkv, d], 1.5);
+        let (v, vv) = random(&mut rng, dtype, &[batch, sk, hkv, d], 1.0);
+        let k_strided = k
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .to_device(&dev)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap();
+        let options = AttnOptions {
+            causal,
+            ..AttnOptions::default()
+        };
+        let (o, lse) = attention(
+            &q.to_device(&dev).unwrap(),
+            &k_strided,
+            &v.to_device(&dev).unwrap(),
+            &options,
+        )
+        .unwrap();
+        assert!(o.device().is_cuda() && lse.device().is_cuda());
+        let case = Case {
+            dtype,
+            q: &qv,
+            k: &kv,
+            v: &vv,
+            layout: Layout::Padded {
+                batch,
+                seqlen_q: sq,
+                seqlen_k: sk,
+            },
+            heads: (hq, hkv),
+            head_dim: d,
+            max_seqlens: (sq, sk),
+            options,
+        };
+        let (o, lse) = (
+            o.to_device(&Device::Cpu).unwrap(),
+            lse.to_device(&Device::Cpu).unwrap(),
+        );
+        check(&case, &o, &lse).unwrap_or_else(|e| panic!("seed {s}, {dtype:?}: {e}"));
+    }
+    // Varlen: three items of random lengths (one empty), cu_seqlens given on the device.
+    let lens_q = [rng.random_range(1..40), 0, rng.random_range(1..40)];
+    let lens_k = [
+        rng.random_range(1..70),
+        rng.random_range(1..70),
+        rng.random_range(1..70),
+    ];
+    let cu = |lens: &[usize]| -> Vec<i32> {
+        std::iter::once(0)
+            .chain(lens.iter().scan(0, |acc, &l| {
+                *acc += l as i32;
+                Some(*acc)
+            }))
+            .collect()
+    };
+    let (cu_q, cu_k) = (cu(&lens_q), cu(&lens_k));
+    let (total_q, total_k) = (
+        *cu_q.last().unwrap() as usize,
+        *cu_k.last().unwrap() as usize,
+    );
+    let (hq, hkv, d) = (4, 4, 64);
+    let (q, qv) = random(&mut rng, DType::F16, &[total_q, hq, d], 1.5);
+    let (k, kv) = random(&mut rng, DType::F16, &[total_k, hkv, d], 1.5);
+    let (v, vv) = random(&mut rng, DType::F16, &[total_k, hkv, d], 1.0);
+    let (max_q, max_k) = (*lens_q.iter().max().unwrap(), *lens_k.iter().max().unwrap());
+    let on_dev = |t: &Tensor| t.to_device(&dev).unwrap();
+    let cu_tensor = |c: &[i32]| Tensor::new(c, &dev).unwrap();
+    let (o, lse) = attention_varlen(
+        &on_dev(&q),
+        &on_dev(&k),
+        &on_dev(&v),
+        &cu_tensor(&cu_q),
+        &cu_tensor(&cu_k),
+        max_q,
+        max_k,
+        &AttnOptions::default(),
+    )
+    .unwrap();
+    let case = Case {
+        dtype: DType::F16,
+        q: &qv,
+        k: &kv,
+        v: &vv,
+        layout: Layout::Varlen {
+            cu_seqlens_q: &cu_q,
+            cu_seqlens_k: &cu_k,
+        },
+        heads: (hq, hkv),
+        head_dim: d,
+        max_seqlens: (max_q, max_k),
+        options: AttnOptions::default(),
+    };
+    let (o, lse) = (
+        o.to_device(&Device::Cpu).unwrap(),
+        lse.to_device(&Device::Cpu).unwrap(),
+    );
+    check(&case, &o, &lse).unwrap_or_else(|e| panic!("seed {s}, varlen: {e}"));
+}

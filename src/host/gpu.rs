@@ -7,7 +7,7 @@ use super::{poisoned_f32, HostInputs, HostOutputs, POISON_U16};
 use crate::backend::cuda::{CudaBackend, FwdArgs};
 use crate::dtype::DType;
 use crate::element::Element;
-use crate::error::Result;
+use crate::error::{driver_error, Result};
 use crate::plan::FwdPlan;
 use cudarc::driver::CudaSlice;
 
@@ -33,7 +33,9 @@ fn run<T: Element>(
     let stream = backend.context().default_stream();
     let up = |v: &[u16]| -> Result<CudaSlice<T>> {
         // Host data holds the dtype's bit patterns: the same bytes as T.
-        Ok(stream.clone_htod(bytemuck::cast_slice::<u16, T>(v))?)
+        stream
+            .clone_htod(bytemuck::cast_slice::<u16, T>(v))
+            .map_err(driver_error)
     };
     let q = up(&inputs.q)?;
     let k = up(&inputs.k)?;
@@ -42,28 +44,32 @@ fn run<T: Element>(
     let mut lse = problem
         .lse_len
         .map(|n| stream.clone_htod(&poisoned_f32(n)))
-        .transpose()?;
+        .transpose()
+        .map_err(driver_error)?;
     let mut entropy = problem
         .entropy_len
         .map(|n| stream.clone_htod(&poisoned_f32(n)))
-        .transpose()?;
+        .transpose()
+        .map_err(driver_error)?;
     let alibi = inputs
         .alibi_slopes
         .as_deref()
         .map(|s| stream.clone_htod(s))
-        .transpose()?;
+        .transpose()
+        .map_err(driver_error)?;
     let gates = inputs
         .head_gates
         .as_deref()
         .map(|s| stream.clone_htod(s))
-        .transpose()?;
+        .transpose()
+        .map_err(driver_error)?;
     let cu = match &problem.layout {
         SeqLayout::Varlen {
             cu_seqlens_q,
             cu_seqlens_k,
         } => Some((
-            stream.clone_htod(cu_seqlens_q)?,
-            stream.clone_htod(cu_seqlens_k)?,
+            stream.clone_htod(cu_seqlens_q).map_err(driver_error)?,
+            stream.clone_htod(cu_seqlens_k).map_err(driver_error)?,
         )),
         SeqLayout::Padded { .. } => None,
     };
@@ -84,10 +90,16 @@ fn run<T: Element>(
         args = args.cu_seqlens(cq, ck);
     }
     backend.run(&stream, &plan, args)?;
-    stream.synchronize()?;
+    stream.synchronize().map_err(driver_error)?;
     Ok(HostOutputs {
-        o: bytemuck::cast_slice::<T, u16>(&stream.clone_dtoh(&o)?).to_vec(),
-        lse: lse.map(|s| stream.clone_dtoh(&s)).transpose()?,
-        entropy: entropy.map(|s| stream.clone_dtoh(&s)).transpose()?,
+        o: bytemuck::cast_slice::<T, u16>(&stream.clone_dtoh(&o).map_err(driver_error)?).to_vec(),
+        lse: lse
+            .map(|s| stream.clone_dtoh(&s))
+            .transpose()
+            .map_err(driver_error)?,
+        entropy: entropy
+            .map(|s| stream.clone_dtoh(&s))
+            .transpose()
+            .map_err(driver_error)?,
     })
 }

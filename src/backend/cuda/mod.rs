@@ -14,7 +14,7 @@ pub use timing::time_forward;
 
 use crate::build_info::{self, FWD_KERNELS};
 use crate::element::Element;
-use crate::error::{Error, Result};
+use crate::error::{driver_error, Error, Result};
 use crate::options::AttnOptions;
 use crate::plan::head_similarity::{
     plan_head_similarity, HeadSimBuffers, HeadSimProblem, ENTRY_BF16, ENTRY_F16,
@@ -28,8 +28,14 @@ use std::sync::Arc;
 
 /// Whether the CUDA driver library can be loaded on this machine.
 pub fn driver_present() -> bool {
+    #[cfg(not(feature = "candle-cuda"))]
     // SAFETY: only probes whether libcuda can be dlopen'ed; it calls no driver function.
-    unsafe { cudarc::driver::sys::is_culib_present() }
+    return unsafe { cudarc::driver::sys::is_culib_present() };
+    // candle-core's `cuda` feature links cudarc against libcuda at build time (cudarc's
+    // `dynamic-linking`, which takes precedence over our `fallback-dynamic-loading`): a program
+    // built so cannot start without the driver library, so a running one has it.
+    #[cfg(feature = "candle-cuda")]
+    return true;
 }
 
 /// A device with every forward kernel loaded.
@@ -50,8 +56,14 @@ impl CudaBackend {
                 reason: "libcuda.so (the NVIDIA driver library) cannot be loaded",
             });
         }
-        let ctx = CudaContext::new(ordinal)?;
-        let (major, minor) = ctx.compute_capability()?;
+        let ctx = CudaContext::new(ordinal).map_err(driver_error)?;
+        Self::on_context(ctx)
+    }
+
+    /// The kernels loaded into an existing context (e.g. the one a candle device or another
+    /// library already uses, so that their streams and allocations are ours too).
+    pub fn on_context(ctx: Arc<CudaContext>) -> Result<CudaBackend> {
+        let (major, minor) = ctx.compute_capability().map_err(driver_error)?;
         let load = |entry: &str| -> Result<CudaFunction> {
             let module = build_info::module_of(entry).ok_or_else(|| Error::NoKernel {
                 entry: entry.to_string(),
@@ -61,7 +73,10 @@ impl CudaBackend {
                 ImageChoice::Ptx(ptx) => cudarc::nvrtc::Ptx::from_src(ptx),
                 ImageChoice::None => return Err(Error::UnsupportedGpu { major, minor }),
             };
-            Ok(ctx.load_module(image)?.load_function(entry)?)
+            ctx.load_module(image)
+                .map_err(driver_error)?
+                .load_function(entry)
+                .map_err(driver_error)
         };
         let mut forward = Vec::with_capacity(FWD_KERNELS.len());
         for row in FWD_KERNELS {
@@ -70,7 +85,8 @@ impl CudaBackend {
             func.set_attribute(
                 CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                 row.smem_bytes as i32,
-            )?;
+            )
+            .map_err(driver_error)?;
             forward.push(func);
         }
         let head_similarity = (load(ENTRY_F16)?, load(ENTRY_BF16)?);
@@ -201,7 +217,7 @@ impl CudaBackend {
             .ok_or_else(|| Error::NoKernel {
                 entry: launch.kernel.entry.to_string(),
             })?;
-        self.ctx.bind_to_thread()?;
+        self.ctx.bind_to_thread().map_err(driver_error)?;
         // SAFETY: the caller's contract above.
         unsafe {
             launch_one_struct(
@@ -236,7 +252,7 @@ impl CudaBackend {
         let mut p = *problem;
         p.o_len = o.len();
         p.gram_len = gram.len();
-        stream.memset_zeros(gram)?;
+        stream.memset_zeros(gram).map_err(driver_error)?;
         let (o_ptr, _o) = o.device_ptr(stream);
         let (gram_ptr, _gram) = gram.device_ptr_mut(stream);
         let plan = plan_head_similarity(
@@ -250,7 +266,7 @@ impl CudaBackend {
             crate::dtype::DType::F16 => &self.head_similarity.0,
             crate::dtype::DType::Bf16 => &self.head_similarity.1,
         };
-        self.ctx.bind_to_thread()?;
+        self.ctx.bind_to_thread().map_err(driver_error)?;
         // SAFETY: validation proved every address the kernel forms lies inside `o` and `gram`,
         // which the caller keeps alive until the stream has run the kernel.
         unsafe {
@@ -293,7 +309,8 @@ unsafe fn launch_one_struct<P: crate::abi::ParamsBytes>(
             dynamic_smem_bytes,
             stream,
             &mut args,
-        )?;
+        )
+        .map_err(driver_error)?;
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use super::{CudaBackend, FwdArgs};
 use crate::element::Element;
-use crate::error::Result;
+use crate::error::{driver_error, Result};
 use crate::plan::FwdPlan;
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::CudaSlice;
@@ -33,10 +33,14 @@ pub fn time_forward<T: Element>(
     let mut sets: Vec<[CudaSlice<T>; 4]> = Vec::with_capacity(input_sets);
     for s in 0..input_sets as u64 {
         sets.push([
-            stream.clone_htod(&fill(x.q, 3 * s))?,
-            stream.clone_htod(&fill(x.k, 3 * s + 1))?,
-            stream.clone_htod(&fill(x.v, 3 * s + 2))?,
-            stream.alloc_zeros::<T>(x.o)?,
+            stream.clone_htod(&fill(x.q, 3 * s)).map_err(driver_error)?,
+            stream
+                .clone_htod(&fill(x.k, 3 * s + 1))
+                .map_err(driver_error)?,
+            stream
+                .clone_htod(&fill(x.v, 3 * s + 2))
+                .map_err(driver_error)?,
+            stream.alloc_zeros::<T>(x.o).map_err(driver_error)?,
         ]);
     }
     let mut launch = |i: usize| -> Result<()> {
@@ -48,11 +52,15 @@ pub fn time_forward<T: Element>(
     }
     let mut times = Vec::with_capacity(iters);
     for i in 0..iters {
-        let start = stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+        let start = stream
+            .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(driver_error)?;
         launch(i)?;
-        let end = stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
-        end.synchronize()?;
-        times.push(start.elapsed_ms(&end)?);
+        let end = stream
+            .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(driver_error)?;
+        end.synchronize().map_err(driver_error)?;
+        times.push(start.elapsed_ms(&end).map_err(driver_error)?);
     }
     Ok(times)
 }

@@ -3,10 +3,11 @@
 //! this is a function and not a custom op). Padded ([`attention`]) and packed variable-length
 //! ([`attention_varlen`]) layouts.
 //!
-//! CPU tensors run the exact PTX of the GPU kernels on the emulator backend
-//! ([`crate::host::emulated`]), so the op is tested in CI against the candle reference; a run
-//! in which the emulator reports any finding fails. CUDA tensors are not served yet: see
-//! [`CUDA_UNAVAILABLE`].
+//! CUDA tensors go to the kernels on the stream of candle's device (feature `candle-cuda`,
+//! `cuda.rs`: the same plan, no synchronisation). CPU tensors run the exact PTX of the GPU
+//! kernels on the emulator backend ([`crate::host::emulated`]), so the op is tested in CI
+//! against the candle reference; a run in which the emulator reports any finding fails.
+//! Without `candle-cuda`, CUDA tensors are refused with [`CUDA_UNAVAILABLE`].
 //!
 //! Errors: candle errors; a flashmha validation error is wrapped
 //! (`candle_core::Error::Wrapped`) with its structured message. Reads the given tensors,
@@ -18,14 +19,28 @@ use crate::host::emulated;
 use crate::host::problem::{FwdProblem, SeqLayout};
 use crate::host::HostInputs;
 use crate::options::AttnOptions;
-use crate::shape::FwdShape;
+use crate::shape::{FwdShape, Heads, SeqShape};
 use candle_core::{DType as CDType, Device, Tensor};
 
-/// Why CUDA tensors are rejected today (the error message of that case).
-pub const CUDA_UNAVAILABLE: &str = "flashmha::candle: CUDA tensors are not supported yet \
-     (reaching their device memory needs candle-core's `cuda` feature, not built here); move \
-     the tensors to the CPU to run the kernels on the emulator, or call \
-     flashmha::cuda::CudaBackend with cudarc buffers";
+#[cfg(feature = "candle-cuda")]
+mod cuda;
+
+/// Why CUDA tensors are rejected when the crate is built without feature `candle-cuda` (the
+/// error message of that case).
+pub const CUDA_UNAVAILABLE: &str = "flashmha::candle: CUDA tensors need flashmha's \
+     `candle-cuda` feature (which turns on candle-core's `cuda`); without it, move the tensors \
+     to the CPU to run the kernels on the emulator, or call flashmha::cuda::CudaBackend with \
+     cudarc buffers";
+
+/// Where q, k and v live: the kernels run there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// CPU tensors: the emulator.
+    Emulator,
+    /// CUDA tensors: the CUDA backend (feature `candle-cuda`).
+    #[cfg_attr(not(feature = "candle-cuda"), allow(dead_code))]
+    Cuda,
+}
 
 fn wrap(e: Error) -> candle_core::Error {
     candle_core::Error::wrap(e)
@@ -57,7 +72,7 @@ fn same_dtype(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<DType> 
     Ok(dtype)
 }
 
-fn same_device(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<()> {
+fn same_device(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<Target> {
     for t in [k, v] {
         if !t.device().same_device(q.device()) {
             return Err(candle_core::Error::Msg(
@@ -66,9 +81,13 @@ fn same_device(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<()> {
         }
     }
     if q.device().is_cpu() {
-        Ok(())
+        Ok(Target::Emulator)
     } else if q.device().is_cuda() {
-        Err(candle_core::Error::Msg(CUDA_UNAVAILABLE.into()))
+        if cfg!(feature = "candle-cuda") {
+            Ok(Target::Cuda)
+        } else {
+            Err(candle_core::Error::Msg(CUDA_UNAVAILABLE.into()))
+        }
     } else {
         Err(candle_core::Error::Msg(format!(
             "flashmha::candle: {:?} tensors are not supported (CPU runs on the emulator)",
@@ -157,8 +176,14 @@ pub fn attention(
     let vd = dims::<4>(TensorName::V, v)?;
     // Checks every dim of every tensor against the others (typed errors).
     let shape = FwdShape::from_dense_dims(qd, kd, vd, qd).map_err(wrap)?;
-    same_device(q, k, v)?;
     let [batch, seqlen_q, heads_q, head_dim] = qd;
+    if same_device(q, k, v)? == Target::Cuda {
+        let out = OutputDims {
+            o: qd.to_vec(),
+            lse: vec![batch, heads_q, seqlen_q],
+        };
+        return on_cuda(&shape.with_options(*opts), q, k, v, None, out);
+    }
     let mut problem = FwdProblem::contiguous(
         dtype,
         SeqLayout::Padded {
@@ -177,6 +202,42 @@ pub fn attention(
         from_bits(o, dtype, &qd)?,
         Tensor::from_vec(lse, (batch, heads_q, seqlen_q), &Device::Cpu)?,
     ))
+}
+
+/// The dims of the op's two outputs (read by the CUDA path; the emulator path builds its
+/// outputs from the problem).
+#[cfg_attr(not(feature = "candle-cuda"), allow(dead_code))]
+struct OutputDims {
+    /// `[b, sq, hq, d]` or `[total_q, hq, d]`, contiguous.
+    o: Vec<usize>,
+    /// `[b, hq, sq]` or `[hq, total_q]`.
+    lse: Vec<usize>,
+}
+
+/// Runs `shape` on the tensors' CUDA device (feature `candle-cuda`).
+#[cfg(feature = "candle-cuda")]
+fn on_cuda(
+    shape: &FwdShape,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cu_seqlens: Option<(&Tensor, &Tensor)>,
+    out: OutputDims,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    cuda::run(shape, q, k, v, cu_seqlens, out)
+}
+
+/// Without `candle-cuda`, [`same_device`] never returns [`Target::Cuda`].
+#[cfg(not(feature = "candle-cuda"))]
+fn on_cuda(
+    _shape: &FwdShape,
+    _q: &Tensor,
+    _k: &Tensor,
+    _v: &Tensor,
+    _cu_seqlens: Option<(&Tensor, &Tensor)>,
+    _out: OutputDims,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    Err(candle_core::Error::Msg(CUDA_UNAVAILABLE.into()))
 }
 
 /// A host copy of a `[batch + 1]` integer cu_seqlens tensor.
@@ -239,7 +300,30 @@ pub fn attention_varlen(
             found: head_dim_k,
         }));
     }
-    same_device(q, k, v)?;
+    if same_device(q, k, v)? == Target::Cuda {
+        // Host-side bounds only: the device cu_seqlens are never read here; the kernel checks
+        // them against these bounds and traps on a violation.
+        let batch = dims::<1>(TensorName::CuSeqlensQ, cu_seqlens_q)?[0].saturating_sub(1);
+        let shape = FwdShape::varlen(
+            SeqShape::Varlen {
+                batch,
+                max_seqlen_q,
+                max_seqlen_k,
+                total_q,
+                total_k,
+            },
+            Heads::gqa(heads_q, heads_kv),
+            head_dim,
+        )
+        .with_options(*opts);
+        let cu_q = cu_seqlens_q.to_device(q.device())?;
+        let cu_k = cu_seqlens_k.to_device(q.device())?;
+        let out = OutputDims {
+            o: vec![total_q, heads_q, head_dim],
+            lse: vec![heads_q, total_q],
+        };
+        return on_cuda(&shape, q, k, v, Some((&cu_q, &cu_k)), out);
+    }
     let layout = SeqLayout::Varlen {
         cu_seqlens_q: cu_seqlens(TensorName::CuSeqlensQ, cu_seqlens_q)?,
         cu_seqlens_k: cu_seqlens(TensorName::CuSeqlensK, cu_seqlens_k)?,

@@ -1,0 +1,197 @@
+//! The candle op on CUDA tensors (feature `candle-cuda`): the tensors' device memory goes to
+//! the kernels through [`CudaBackend::run`] on the stream of candle's device, with the same
+//! [`FwdPlan`] the emulator path runs. O and the LSE are allocated on that stream (as every
+//! candle op allocates its outputs) and wrapped as candle tensors; nothing is synchronised.
+//!
+//! Strided inputs are read in place when their head dim is contiguous (candle's layout strides
+//! become the plan's strides); anything else is made contiguous first. One [`CudaBackend`]
+//! (all forward kernels loaded) is kept per CUDA context, so only the first call on a device
+//! loads modules.
+//!
+//! Reads the given tensors, returns new ones; touches nothing else.
+
+use super::{wrap, OutputDims};
+use crate::backend::cuda::{CudaBackend, FwdArgs};
+use crate::element::Element;
+use crate::plan::FwdPlan;
+use crate::shape::{FwdShape, QkvoStrides, Strides};
+use candle_core::cuda::{CudaDType, CudaStorage};
+use candle_core::op::BackpropOp;
+use candle_core::{Storage, Tensor};
+use cudarc::driver::{CudaStream, CudaView};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Backends already loaded, by CUDA context handle (as an address: the handle is an opaque
+/// pointer the driver keeps for the context's lifetime).
+static BACKENDS: OnceLock<Mutex<Vec<LoadedBackend>>> = OnceLock::new();
+
+/// (context handle as an address, the backend loaded into that context)
+type LoadedBackend = (usize, Arc<CudaBackend>);
+
+/// The backend of `stream`'s context, loading the kernels on first use.
+fn backend_for(stream: &CudaStream) -> candle_core::Result<Arc<CudaBackend>> {
+    let ctx = stream.context();
+    let key = ctx.cu_ctx() as usize;
+    let cache = BACKENDS.get_or_init(|| Mutex::new(Vec::new()));
+    // A poisoned lock only means another thread panicked while loading; the list stays valid.
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, b)) = cache.iter().find(|(k, _)| *k == key) {
+        return Ok(b.clone());
+    }
+    let backend = Arc::new(CudaBackend::on_context(ctx.clone()).map_err(wrap)?);
+    cache.push((key, backend.clone()));
+    Ok(backend)
+}
+
+/// A CUDA tensor's device elements from its first element (`offset`) to the end of its storage;
+/// the plan's per-run check bounds every access the kernel forms within that view.
+fn device_view<'a, T: CudaDType>(
+    storage: &'a Storage,
+    offset: usize,
+) -> candle_core::Result<CudaView<'a, T>> {
+    match storage {
+        Storage::Cuda(s) => {
+            let slice = s.as_cuda_slice::<T>()?;
+            Ok(slice.slice(offset..))
+        }
+        _ => candle_core::bail!("flashmha::candle: expected a CUDA tensor"),
+    }
+}
+
+/// Row strides of a `[b, s, h, d]` (rank 4) or `[total, h, d]` (rank 3) tensor whose head dim
+/// is contiguous; `None` otherwise.
+fn row_strides(t: &Tensor) -> Option<Strides> {
+    let st = t.layout().stride();
+    match *st {
+        [batch, row, head, 1] => Some(Strides {
+            batch: batch as i64,
+            row: row as i64,
+            head: head as i64,
+        }),
+        [row, head, 1] => Some(Strides {
+            batch: 0,
+            row: row as i64,
+            head: head as i64,
+        }),
+        _ => None,
+    }
+}
+
+/// `t` with a contiguous head dim (itself, or a contiguous copy made on its stream) and the
+/// strides of its leading dims.
+fn with_contiguous_head_dim(t: &Tensor) -> candle_core::Result<(Tensor, Strides)> {
+    let t = if row_strides(t).is_some() {
+        t.clone()
+    } else {
+        t.contiguous()?
+    };
+    match row_strides(&t) {
+        Some(s) => Ok((t, s)),
+        None => candle_core::bail!(
+            "flashmha::candle: a tensor of shape {:?} must have rank 3 or 4",
+            t.dims()
+        ),
+    }
+}
+
+/// Runs `shape` (made from the tensors' dims, options set; its strides are replaced by the
+/// tensors' own) on the tensors' device. `cu_seqlens` are the device tensors of a varlen shape.
+pub(super) fn run(
+    shape: &FwdShape,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cu_seqlens: Option<(&Tensor, &Tensor)>,
+    out: OutputDims,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    match q.dtype() {
+        candle_core::DType::F16 => run_typed::<half::f16>(shape, q, k, v, cu_seqlens, out),
+        candle_core::DType::BF16 => run_typed::<half::bf16>(shape, q, k, v, cu_seqlens, out),
+        other => candle_core::bail!("flashmha::candle: {other:?} is not a kernel dtype"),
+    }
+}
+
+fn run_typed<T: Element + CudaDType>(
+    shape: &FwdShape,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cu_seqlens: Option<(&Tensor, &Tensor)>,
+    out: OutputDims,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let device = q.device().as_cuda_device()?.clone();
+    let stream = device.cuda_stream();
+    let backend = backend_for(&stream)?;
+
+    let (q, q_strides) = with_contiguous_head_dim(q)?;
+    let (k, k_strides) = with_contiguous_head_dim(k)?;
+    let (v, v_strides) = with_contiguous_head_dim(v)?;
+    let o_len: usize = out.o.iter().product();
+    let o_strides = match *out.o.as_slice() {
+        [_, s, h, d] => Strides::contiguous(s, h, d),
+        [_, h, d] => Strides::contiguous(0, h, d),
+        _ => candle_core::bail!("flashmha::candle: O must have rank 3 or 4"),
+    };
+    let strides = QkvoStrides {
+        q: q_strides,
+        k: k_strides,
+        v: v_strides,
+        o: o_strides,
+    };
+    let plan = FwdPlan::<T>::new(&shape.with_strides(strides)).map_err(wrap)?;
+
+    // Outputs are fully written by the kernel; zeroed allocations keep them defined even if a
+    // launch error leaves them unwritten (the error is returned and they are dropped).
+    let mut o = stream
+        .alloc_zeros::<T>(o_len)
+        .map_err(candle_core::Error::wrap)?;
+    let lse_len: usize = out.lse.iter().product();
+    let mut lse = stream
+        .alloc_zeros::<f32>(lse_len)
+        .map_err(candle_core::Error::wrap)?;
+    {
+        let (qs, ql) = q.storage_and_layout();
+        let (ks, kl) = k.storage_and_layout();
+        let (vs, vl) = v.storage_and_layout();
+        let q_view = device_view::<T>(&qs, ql.start_offset())?;
+        let k_view = device_view::<T>(&ks, kl.start_offset())?;
+        let v_view = device_view::<T>(&vs, vl.start_offset())?;
+        // The device cu_seqlens as i32, converted on the stream if they are another integer
+        // type (the kernel checks every entry against the plan's bounds and traps).
+        let cu = match cu_seqlens {
+            Some((cq, ck)) => Some((
+                cq.to_dtype(candle_core::DType::I32)?.contiguous()?,
+                ck.to_dtype(candle_core::DType::I32)?.contiguous()?,
+            )),
+            None => None,
+        };
+        let cu_guards = cu
+            .as_ref()
+            .map(|(cq, ck)| (cq.storage_and_layout(), ck.storage_and_layout()));
+        let cu_views = match &cu_guards {
+            Some(((cqs, cql), (cks, ckl))) => Some((
+                device_view::<i32>(cqs, cql.start_offset())?,
+                device_view::<i32>(cks, ckl.start_offset())?,
+            )),
+            None => None,
+        };
+        let mut args = FwdArgs::new(&q_view, &k_view, &v_view, &mut o).lse(&mut lse);
+        if let Some((cq, ck)) = cu_views.as_ref() {
+            args = args.cu_seqlens(cq, ck);
+        }
+        backend.run(&stream, &plan, args).map_err(wrap)?;
+    }
+    let o = Tensor::from_storage(
+        Storage::Cuda(CudaStorage::wrap_cuda_slice(o, device.clone())),
+        out.o,
+        BackpropOp::none(),
+        false,
+    );
+    let lse = Tensor::from_storage(
+        Storage::Cuda(CudaStorage::wrap_cuda_slice(lse, device)),
+        out.lse,
+        BackpropOp::none(),
+        false,
+    );
+    Ok((o, lse))
+}
