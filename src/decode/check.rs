@@ -13,7 +13,8 @@ use crate::options::AttnOptions;
 use crate::reference::paged::{
     item_rows, paged_attention, row_offset, stat_offset, PagedReferenceInputs,
 };
-use crate::reference::{compare, score_bound, ErrorModel};
+use crate::reference::tolerance::ENTROPY_TOLERANCE_CAP;
+use crate::reference::{check_each, compare, score_bound, ErrorModel};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
@@ -344,8 +345,16 @@ pub fn check_run(built: &BuiltCase, run: &DecodeRun) -> Vec<String> {
         }
     }
     if let Some(h) = &run.entropy {
-        if let Err(e) = compare(&canon_stats(h), &reference.entropy).check(&model.entropy()) {
+        let tolerances = model.entropy_rows(&reference.entropy_terms);
+        if let Err(e) = check_each(&canon_stats(h), &reference.entropy, &tolerances) {
             failures.push(format!("entropy: {e}"));
+        }
+        // The per-row tolerance must stay tight enough to catch a wrong entropy.
+        let loosest = tolerances.iter().fold(0f64, |a, &t| a.max(t));
+        if loosest > ENTROPY_TOLERANCE_CAP {
+            failures.push(format!(
+                "entropy tolerance {loosest:e} exceeds {ENTROPY_TOLERANCE_CAP:e}"
+            ));
         }
     }
     failures

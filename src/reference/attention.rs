@@ -11,6 +11,7 @@
 
 use candle_core::{Device, Tensor};
 
+use super::tolerance::EntropyTerms;
 use super::ReferenceError;
 use crate::options::AttnOptions;
 
@@ -63,6 +64,10 @@ pub struct ReferenceOutputs {
     pub lse: Vec<f32>,
     /// Shannon entropy (nats) of each row's attention distribution; 0 for a fully masked row.
     pub entropy: Vec<f32>,
+    /// Per row (same layout as `entropy`): the moments of the row's distribution that bound a
+    /// kernel's entropy error ([`crate::reference::ErrorModel::entropy_rows`]); all 0 for a
+    /// fully masked row.
+    pub entropy_terms: Vec<EntropyTerms>,
 }
 
 /// One batch item's rows in the packed `[rows, heads, d]` view of q and of k/v.
@@ -234,11 +239,12 @@ fn to_f64(xs: &[f32]) -> Vec<f64> {
     xs.iter().map(|&x| f64::from(x)).collect()
 }
 
-/// Per-item results: `o: [q_len, hq, d]`, `lse` and `entropy: [hq, q_len]`.
+/// Per-item results: `o: [q_len, hq, d]`, `lse`, `entropy` and `entropy_terms: [hq, q_len]`.
 struct ItemOutputs {
     o: Vec<f64>,
     lse: Vec<f64>,
     entropy: Vec<f64>,
+    entropy_terms: Vec<EntropyTerms>,
 }
 
 /// Forward attention of one batch item (q_len > 0 and k_len > 0), all query heads at once.
@@ -274,6 +280,13 @@ fn item_forward(
     // Scores s = scale * q . k: [hq, sq, sk]
     let scale = f64::from(inp.options.scale_for(d));
     let mut s = q.matmul(&k.t()?.contiguous()?)?.affine(scale, 0.0)?;
+    // The magnitude a kernel's rounding of each score scales with: scale * sum_c |q_c k_c|
+    // (before any softcap), plus |ALiBi bias| below. [hq, sq, sk]
+    let dot_magnitude = q
+        .abs()?
+        .matmul(&k.abs()?.t()?.contiguous()?)?
+        .affine(scale, 0.0)?;
+    let mut score_magnitude = dot_magnitude.clone();
     if let Some(c) = inp.options.softcap {
         let c = f64::from(c);
         // s = c * tanh(s / c): [hq, sq, sk]
@@ -291,7 +304,9 @@ fn item_forward(
                 }
             }
         }
-        s = (s + Tensor::from_vec(bias, (hq, sq, sk), dev)?)?;
+        let bias = Tensor::from_vec(bias, (hq, sq, sk), dev)?;
+        score_magnitude = (score_magnitude + bias.abs()?)?;
+        s = (s + bias)?;
     }
 
     // Visibility, identical for every head: visible [sq, sk], row_alive [sq, 1] (u8 0/1).
@@ -338,12 +353,48 @@ fn item_forward(
                                                                      // H = -sum p ln p = ln l - sum p (s - m), with (s - m) zeroed where masked (p is 0 there),
                                                                      // which also keeps a dead row at ln 1 - 0 = 0. [hq, sq, 1]
     let shifted = visible.where_cond(&shifted, &zero_scores)?; // [hq, sq, sk], finite
-    let entropy = (log_l - (p * shifted)?.sum_keepdim(2)?)?;
+    let mean_shifted = (&p * &shifted)?.sum_keepdim(2)?; // [hq, sq, 1]: E_p[s] - m
+    let entropy = (log_l - &mean_shifted)?;
+
+    // What the entropy's error bound needs of each row (tolerance.rs, ErrorModel::entropy_rows):
+    // the p-weighted deviation |s - E_p s| alone, times the score magnitude, and times the
+    // softcap's error scale min(c, dot magnitude); the gap E_p[m - s]; the largest score
+    // magnitude and the key count. Masked keys have p = 0 and finite (zeroed) values here.
+    let deviation = shifted.broadcast_sub(&mean_shifted)?.abs()?; // [hq, sq, sk]
+    let weighted = (&p * &deviation)?; // [hq, sq, sk]
+    let spread = weighted.sum_keepdim(2)?; // [hq, sq, 1]
+    let weighted_spread = (&weighted * &score_magnitude)?.sum_keepdim(2)?; // [hq, sq, 1]
+    let softcap_spread = match inp.options.softcap {
+        Some(c) => (&weighted * dot_magnitude.clamp(0.0, f64::from(c).abs())?)?.sum_keepdim(2)?,
+        None => zero_rows.clone(),
+    }; // [hq, sq, 1]
+    let gap = mean_shifted.neg()?; // [hq, sq, 1]
+    let visible_f = visible.to_dtype(candle_core::DType::F64)?; // [hq, sq, sk]
+    let max_magnitude = (&score_magnitude * &visible_f)?.max_keepdim(2)?; // [hq, sq, 1]
+    let keys = visible_f.sum_keepdim(2)?; // [hq, sq, 1]
+    let rows = |t: &Tensor| -> Result<Vec<f64>, ReferenceError> { Ok(t.flatten_all()?.to_vec1()?) };
+    let (spread, weighted_spread, softcap_spread) = (
+        rows(&spread)?,
+        rows(&weighted_spread)?,
+        rows(&softcap_spread)?,
+    );
+    let (gap, max_magnitude, keys) = (rows(&gap)?, rows(&max_magnitude)?, rows(&keys)?);
+    let entropy_terms = (0..hq * sq)
+        .map(|r| EntropyTerms {
+            spread: spread[r],
+            weighted_spread: weighted_spread[r],
+            softcap_spread: softcap_spread[r],
+            gap: gap[r],
+            max_score_magnitude: max_magnitude[r],
+            keys: keys[r] as usize,
+        })
+        .collect();
 
     Ok(ItemOutputs {
         o: o.flatten_all()?.to_vec1()?,
         lse: lse.flatten_all()?.to_vec1()?,
         entropy: entropy.flatten_all()?.to_vec1()?,
+        entropy_terms,
     })
 }
 
@@ -359,6 +410,7 @@ pub fn attention(inp: &ReferenceInputs) -> Result<ReferenceOutputs, ReferenceErr
         o: vec![0.0; problem.total_q * hq * d],
         lse: vec![f32::NEG_INFINITY; stats_len],
         entropy: vec![0.0; stats_len],
+        entropy_terms: vec![EntropyTerms::default(); stats_len],
     };
     for (b, &item) in problem.items.iter().enumerate() {
         // An item without queries has nothing to write; one without keys keeps the dead-row
@@ -376,6 +428,7 @@ pub fn attention(inp: &ReferenceInputs) -> Result<ReferenceOutputs, ReferenceErr
                 let at = problem.stat_index(b, h, i, hq);
                 out.lse[at] = r.lse[h * item.q_len + i] as f32;
                 out.entropy[at] = r.entropy[h * item.q_len + i] as f32;
+                out.entropy_terms[at] = r.entropy_terms[h * item.q_len + i];
             }
         }
     }

@@ -22,7 +22,9 @@ mod naive;
 pub use attention::{attention, Layout, ReferenceInputs, ReferenceOutputs};
 pub use head_similarity::head_similarity;
 pub use rounding::round_slice;
-pub use tolerance::{compare, score_bound, Comparison, ErrorModel, Tolerance};
+pub use tolerance::{
+    check_each, compare, score_bound, Comparison, EntropyTerms, ErrorModel, Tolerance,
+};
 
 /// Why the reference could not run: inconsistent inputs, or a candle failure.
 #[derive(Debug, thiserror::Error)]

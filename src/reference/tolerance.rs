@@ -93,31 +93,6 @@ impl Tolerance {
             rel_l2: None,
         }
     }
-
-    /// Absolute tolerance for the f32 entropy, same arguments as [`Tolerance::lse`]. With
-    /// `t_j = s_j − m ∈ [−2S, 0]`, `H = ln l − Σ p_j t_j` (DESIGN: `log l + m − E_p[s]`; the
-    /// kernel accumulates `Σ p̃_j t_j` relative to the running max):
-    /// - score errors: `∂H/∂s_j = −p_j (s_j − E_p s)`, so `|ΔH| ≤ 2S·max|Δs|` with
-    ///   `max|Δs| ≤ ε·(d + 4)·S` (first two LSE terms): `2(d + 4)·S²`;
-    /// - `Σ p̃_j t_j` accumulated (and rescaled on new maxima) over `n` keys and divided by `l`,
-    ///   whose relative error is `γ_n`: `2n·S`;
-    /// - `ln l` as for the LSE: `n + 4·log2 n + 8`;
-    /// - the final `ln l − e / l`: roundings of values up to `2S + ln n`: `3·S + ln n`.
-    ///
-    /// Total: `ε·(2(d + 4)·S² + (2n + 3)·S + n + ln n + 4·log2 n + 8)`.
-    pub fn entropy(head_dim: usize, seqlen_k: usize, score_bound: f64) -> Self {
-        let (d, n, s) = (head_dim as f64, seqlen_k.max(1) as f64, score_bound);
-        Tolerance {
-            max_abs: F32_UNIT_ROUNDOFF
-                * (2.0 * (d + 4.0) * s * s
-                    + (2.0 * n + 3.0) * s
-                    + n
-                    + n.ln()
-                    + 4.0 * n.log2()
-                    + 8.0),
-            rel_l2: None,
-        }
-    }
 }
 
 /// Documented maximum relative error of PTX `tanh.approx.f32` (PTX ISA, "tanh"), which the
@@ -127,8 +102,9 @@ impl Tolerance {
 pub const TANH_APPROX_REL_ERROR: f64 = 1.0 / 2048.0;
 
 /// Everything the derived tolerances of one forward call depend on, including the softcap.
-/// Without a softcap its tolerances equal [`Tolerance::attention_output`], [`Tolerance::lse`]
-/// and [`Tolerance::entropy`].
+/// Without a softcap its O and LSE tolerances equal [`Tolerance::attention_output`] and
+/// [`Tolerance::lse`]; the entropy's tolerance is per row, from the reference's
+/// [`EntropyTerms`] ([`ErrorModel::entropy_rows`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ErrorModel {
     /// The type of q, k, v, of `P` in the `P·V` MMA, and of O.
@@ -173,14 +149,77 @@ impl ErrorModel {
         }
     }
 
-    /// Tolerance for the entropy: sensitivity to the scores at most `2S`, so `+2S·Δ`.
-    pub fn entropy(&self) -> Tolerance {
-        let base = Tolerance::entropy(self.head_dim, self.seqlen_k, self.score_bound);
-        Tolerance {
-            max_abs: base.max_abs + 2.0 * self.score_bound * self.softcap_score_error(),
-            ..base
-        }
+    /// Absolute tolerance of the f32 entropy of each row, from that row's [`EntropyTerms`]
+    /// (the reference exports them), so that a wrong entropy cannot hide behind a worst-case
+    /// bound. All terms are in units of `ε`, first order in it (second-order terms are
+    /// `O(ε²·S²)`, below 1e-12 here). The kernel (softmax.cuh) computes, in log2 units relative
+    /// to the running max, `H = ln l − e / l` with `l = Σ p̃_j`, `e = Σ p̃_j t_j`, `t_j = s_j − m`,
+    /// rescaling `l` and `e` on every new maximum:
+    /// - **score errors.** Each kernel score is off by `|Δs_j| ≤ ε·((d + 2)·A_j + 2·S_row)`:
+    ///   the `d`-term f32 dot product and the scale / `log2 e` / ALiBi roundings relative to
+    ///   `A_j = scale·Σ_c |q_c k_c| + |bias_j|`, and the `x·mul − m·mul` FMA relative to the
+    ///   row's largest `A` (`S_row`). As `∂H/∂s_j = −p_j (s_j − E_p s)`, the error is at most
+    ///   `Σ_j p_j |s_j − E_p s|·|Δs_j| ≤ ε·((d + 2)·W + 2·S_row·D)` with
+    ///   `D = Σ p_j |s_j − E_p s|` and `W = Σ p_j |s_j − E_p s|·A_j`;
+    /// - **`ex2.approx`** (about 2 ulp relative, taken as `4ε`) perturbs each `p̃_j` by a
+    ///   relative `δ_j`, which moves `ln l − e/l` by `Σ p_j δ_j (1 − t_j + E_p t)`: `4·(1 + D)`;
+    /// - **accumulation** of `l` and `e` over `n` keys with up to `n` rescales: `l` gains a
+    ///   relative `γ_n` (`n`) and each rescale's rounded `α` a relative `4ε` on `l` alone
+    ///   (`e / l` sees `α` cancel): `5n`; `e` gains `(2n + 3)·ε` relative to
+    ///   `Σ p̃_j |t_j| = l·G` (products, sums, the rescale terms `(m − m')·l` whose size is part
+    ///   of the same sum, and the final division and subtraction), `G = E_p[m − s]`;
+    /// - **`lg2.approx`** and the `ln 2` conversion: `ln n + 4·log2 n + 8`, as for the LSE;
+    /// - **softcap**: `tanh.approx` adds up to `2^-11·min(c, scale·Σ|q_c k_c|)` to score `j`,
+    ///   which moves `H` by at most `2^-11·Σ p_j |s_j − E_p s|·min(c, ·)` = `2^-11·W_c`.
+    ///
+    /// A fully masked row (all terms 0) gets the constant terms only; the kernel writes exact 0.
+    pub fn entropy_row(&self, t: &EntropyTerms) -> f64 {
+        let d = self.head_dim as f64;
+        let n = t.keys.max(1) as f64;
+        let cap = if self.softcap.is_some() {
+            TANH_APPROX_REL_ERROR * t.softcap_spread
+        } else {
+            0.0
+        };
+        F32_UNIT_ROUNDOFF
+            * ((d + 2.0) * t.weighted_spread
+                + (2.0 * t.max_score_magnitude + 4.0) * t.spread
+                + 4.0
+                + (2.0 * n + 3.0) * t.gap
+                + 5.0 * n
+                + n.ln()
+                + 4.0 * n.log2()
+                + 8.0)
+            + cap
     }
+
+    /// [`ErrorModel::entropy_row`] of every row.
+    pub fn entropy_rows(&self, terms: &[EntropyTerms]) -> Vec<f64> {
+        terms.iter().map(|t| self.entropy_row(t)).collect()
+    }
+}
+
+/// Largest per-row entropy tolerance (nats) a checked case may have: a derived tolerance above
+/// it would be too loose to catch a wrong entropy, so the checkers fail such a case instead.
+pub const ENTROPY_TOLERANCE_CAP: f64 = 1e-2;
+
+/// The moments of one row's attention distribution `p` (over its visible keys) that bound a
+/// kernel's entropy error ([`ErrorModel::entropy_row`]); the reference computes them in f64.
+/// Scores `s` are the final ones (scaled, softcapped, with ALiBi).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EntropyTerms {
+    /// `D = Σ_j p_j |s_j − E_p s|`.
+    pub spread: f64,
+    /// `W = Σ_j p_j |s_j − E_p s|·A_j`, `A_j = scale·Σ_c |q_c k_c| + |ALiBi bias_j|`.
+    pub weighted_spread: f64,
+    /// `W_c = Σ_j p_j |s_j − E_p s|·min(c, scale·Σ_c |q_c k_c|)` for a softcap `c`, else 0.
+    pub softcap_spread: f64,
+    /// `G = E_p[m − s]`, `m` the row's largest score.
+    pub gap: f64,
+    /// `S_row = max_j A_j` over the visible keys.
+    pub max_score_magnitude: f64,
+    /// Visible keys of the row.
+    pub keys: usize,
 }
 
 /// A bound `S` on `scale·Σ_c |q_c k_c| + |ALiBi bias|` over every (query, key) pair, from the
@@ -307,6 +346,39 @@ impl Comparison {
         }
         Ok(())
     }
+}
+
+/// [`compare`] with a tolerance per element (`tolerances[i]` bounds `|out[i] − reference[i]|`),
+/// for outputs such as the entropy whose allowed error depends on each row's data. Non-finite
+/// values must agree exactly, as for [`Comparison::check`]. `Ok` carries the largest
+/// `|out − ref| / tolerance`.
+pub fn check_each(out: &[f32], reference: &[f32], tolerances: &[f64]) -> Result<f64, String> {
+    if tolerances.len() != reference.len() {
+        return Err(format!(
+            "{} tolerances for {} reference elements",
+            tolerances.len(),
+            reference.len()
+        ));
+    }
+    let unbounded = Tolerance {
+        max_abs: f64::INFINITY,
+        rel_l2: None,
+    };
+    compare(out, reference).check(&unbounded)?;
+    let mut worst = 0f64;
+    for (i, ((&o, &r), &tol)) in out.iter().zip(reference).zip(tolerances).enumerate() {
+        if !(o.is_finite() && r.is_finite()) {
+            continue; // matching infinities, checked above
+        }
+        let diff = (f64::from(o) - f64::from(r)).abs();
+        if diff > tol {
+            return Err(format!(
+                "element {i}: |out - ref| = {diff:e} > its tolerance {tol:e} (out {o}, ref {r})"
+            ));
+        }
+        worst = worst.max(if tol > 0.0 { diff / tol } else { 0.0 });
+    }
+    Ok(worst)
 }
 
 #[cfg(test)]
