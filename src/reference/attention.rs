@@ -282,15 +282,18 @@ fn item_forward(
     let mut s = q.matmul(&k.t()?.contiguous()?)?.affine(scale, 0.0)?;
     // The magnitude a kernel's rounding of each score scales with: scale * sum_c |q_c k_c|
     // (before any softcap), plus |ALiBi bias| below. [hq, sq, sk]
-    let dot_magnitude = q
+    let mut score_magnitude = q
         .abs()?
         .matmul(&k.abs()?.t()?.contiguous()?)?
         .affine(scale, 0.0)?;
-    let mut score_magnitude = dot_magnitude.clone();
+    // |c * tanh(s / c)| with a softcap c (the size tanh.approx's relative error scales with),
+    // else 0. [hq, sq, sk]
+    let mut capped_magnitude = None;
     if let Some(c) = inp.options.softcap {
         let c = f64::from(c);
         // s = c * tanh(s / c): [hq, sq, sk]
         s = s.affine(1.0 / c, 0.0)?.tanh()?.affine(c, 0.0)?;
+        capped_magnitude = Some(s.abs()?);
     }
     let shift = sk as i64 - sq as i64;
     if let Some(slopes) = inp.alibi_slopes {
@@ -358,14 +361,14 @@ fn item_forward(
 
     // What the entropy's error bound needs of each row (tolerance.rs, ErrorModel::entropy_rows):
     // the p-weighted deviation |s - E_p s| alone, times the score magnitude, and times the
-    // softcap's error scale min(c, dot magnitude); the gap E_p[m - s]; the largest score
+    // softcapped score's size |c tanh(s / c)|; the gap E_p[m - s]; the largest score
     // magnitude and the key count. Masked keys have p = 0 and finite (zeroed) values here.
     let deviation = shifted.broadcast_sub(&mean_shifted)?.abs()?; // [hq, sq, sk]
     let weighted = (&p * &deviation)?; // [hq, sq, sk]
     let spread = weighted.sum_keepdim(2)?; // [hq, sq, 1]
     let weighted_spread = (&weighted * &score_magnitude)?.sum_keepdim(2)?; // [hq, sq, 1]
-    let softcap_spread = match inp.options.softcap {
-        Some(c) => (&weighted * dot_magnitude.clamp(0.0, f64::from(c).abs())?)?.sum_keepdim(2)?,
+    let softcap_spread = match &capped_magnitude {
+        Some(capped) => (&weighted * capped)?.sum_keepdim(2)?,
         None => zero_rows.clone(),
     }; // [hq, sq, 1]
     let gap = mean_shifted.neg()?; // [hq, sq, 1]

@@ -169,8 +169,9 @@ impl ErrorModel {
     ///   `Σ p̃_j |t_j| = l·G` (products, sums, the rescale terms `(m − m')·l` whose size is part
     ///   of the same sum, and the final division and subtraction), `G = E_p[m − s]`;
     /// - **`lg2.approx`** and the `ln 2` conversion: `ln n + 4·log2 n + 8`, as for the LSE;
-    /// - **softcap**: `tanh.approx` adds up to `2^-11·min(c, scale·Σ|q_c k_c|)` to score `j`,
-    ///   which moves `H` by at most `2^-11·Σ p_j |s_j − E_p s|·min(c, ·)` = `2^-11·W_c`.
+    /// - **softcap**: `tanh.approx`'s relative error `2^-11` adds up to `2^-11·|c·tanh(x_j/c)|`
+    ///   to score `j` (its error in `x_j` is a score error above, damped by `tanh' ≤ 1`), which
+    ///   moves `H` by at most `2^-11·Σ p_j |s_j − E_p s|·|c·tanh(x_j/c)|` = `2^-11·W_c`.
     ///
     /// A fully masked row (all terms 0) gets the constant terms only; the kernel writes exact 0.
     pub fn entropy_row(&self, t: &EntropyTerms) -> f64 {
@@ -212,7 +213,8 @@ pub struct EntropyTerms {
     pub spread: f64,
     /// `W = Σ_j p_j |s_j − E_p s|·A_j`, `A_j = scale·Σ_c |q_c k_c| + |ALiBi bias_j|`.
     pub weighted_spread: f64,
-    /// `W_c = Σ_j p_j |s_j − E_p s|·min(c, scale·Σ_c |q_c k_c|)` for a softcap `c`, else 0.
+    /// `W_c = Σ_j p_j |s_j − E_p s|·|c·tanh(x_j / c)|` for a softcap `c` (`x_j` the scaled
+    /// dot product), else 0.
     pub softcap_spread: f64,
     /// `G = E_p[m − s]`, `m` the row's largest score.
     pub gap: f64,

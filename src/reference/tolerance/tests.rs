@@ -239,15 +239,13 @@ fn entropy_terms_are_the_moments_of_the_row() {
     let t = reference.entropy_terms[0];
     let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
     assert!(close(t.spread, p[0] * dev[0] + p[1] * dev[1]), "{t:?}");
-    // Magnitudes A = |q k| = (2, 1); the softcap scale is min(1.5, A) = (1.5, 1).
+    // Magnitudes A = |q k| = (2, 1); the softcapped scores' sizes are |s|.
     assert!(
         close(t.weighted_spread, p[0] * dev[0] * 2.0 + p[1] * dev[1]),
         "{t:?}"
     );
-    assert!(
-        close(t.softcap_spread, p[0] * dev[0] * 1.5 + p[1] * dev[1]),
-        "{t:?}"
-    );
+    let capped = p[0] * dev[0] * s[0].abs() + p[1] * dev[1] * s[1].abs();
+    assert!(close(t.softcap_spread, capped), "{t:?}");
     assert!(close(t.gap, p[1] * (s[0] - s[1])), "{t:?}");
     assert_eq!((t.max_score_magnitude, t.keys), (2.0, 2));
 }
