@@ -13,6 +13,8 @@ mod codegen;
 mod compile;
 #[path = "build/decode_table.rs"]
 mod decode_table;
+#[path = "build/kernel_cache.rs"]
+mod kernel_cache;
 #[path = "build/kernel_table.rs"]
 mod kernel_table;
 #[path = "build/libclang.rs"]
@@ -67,6 +69,8 @@ fn main() {
     }
 
     let toolkit = toolkit::locate(&pins);
+    println!("cargo:rerun-if-env-changed={}", kernel_cache::NO_CACHE_ENV);
+    let cache = kernel_cache::KernelCache::open(&root, &kernels, &toolkit);
     let cubin_archs = pins.list("CUBIN_ARCHS");
     let ptx_arch = pins.get("PTX_ARCH");
     let product_out = out_dir.join("kernels");
@@ -80,6 +84,7 @@ fn main() {
         out_dir: &product_out,
         ptx_arch,
         cubin_archs: &cubin_archs,
+        cache: cache.as_ref(),
     };
     let (product, stats) = compile::compile_all(&job, &cu_files(&kernels), true);
     let emu_job = compile::Job {

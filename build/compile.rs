@@ -1,8 +1,10 @@
 //! Compiles kernels with nvcc: every `.cu` to PTX for the pinned virtual architecture, then that
 //! exact PTX to a cubin per shipped architecture with `ptxas -v` (so cubins and the PTX the
 //! emulator runs come from one compilation). Jobs run in parallel; any compiler warning fails
-//! the build, and so does a register spill (`--warn-on-spills` with `-Werror`).
+//! the build, and so does a register spill (`--warn-on-spills` with `-Werror`). Outputs whose
+//! inputs were compiled before come from the kernel cache (`kernel_cache.rs`) instead.
 
+use crate::kernel_cache::KernelCache;
 use crate::ptxas_report::{self, EntryStats};
 use crate::toolkit::Toolkit;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,18 @@ pub struct Job<'a> {
     pub out_dir: &'a Path,
     pub ptx_arch: &'a str,
     pub cubin_archs: &'a [String],
+    pub cache: Option<&'a KernelCache>,
+}
+
+impl Job<'_> {
+    /// The cache entry name of output `file` of this job (jobs differ by output directory).
+    fn cache_name(&self, file: &str) -> String {
+        let group = self
+            .out_dir
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        format!("{group}-{file}")
+    }
 }
 
 /// Compiles `sources` (stems must be unique) to PTX and, when `with_cubins`, to cubins.
@@ -69,7 +83,12 @@ fn stem(src: &Path) -> String {
 }
 
 fn compile_ptx(job: &Job, src: &Path) -> PathBuf {
-    let out = job.out_dir.join(format!("{}.ptx", stem(src)));
+    let file = format!("{}.ptx", stem(src));
+    let out = job.out_dir.join(&file);
+    let cache_name = job.cache_name(&file);
+    if job.cache.is_some_and(|c| c.fetch(&cache_name, &out)) {
+        return out;
+    }
     let mut cmd = Command::new(&job.toolkit.nvcc);
     cmd.args(["-ptx", "-std=c++17", "-O3", "-Werror", "all-warnings"])
         .arg(format!("-arch={}", job.ptx_arch))
@@ -84,11 +103,26 @@ fn compile_ptx(job: &Job, src: &Path) -> PathBuf {
         "nvcc printed diagnostics for {} (warnings are errors here):\n{text}",
         src.display()
     );
+    if let (Some(cache), Ok(bytes)) = (job.cache, std::fs::read(&out)) {
+        cache.store(&cache_name, &bytes);
+    }
     out
 }
 
 fn assemble_cubin(job: &Job, module: &CompiledModule, arch: &str) -> (PathBuf, Vec<EntryStats>) {
-    let out = job.out_dir.join(format!("{}.{arch}.cubin", module.stem));
+    let file = format!("{}.{arch}.cubin", module.stem);
+    let out = job.out_dir.join(&file);
+    let (cubin_name, report_name) = (
+        job.cache_name(&file),
+        job.cache_name(&format!("{file}.ptxas")),
+    );
+    if let Some(cache) = job.cache {
+        if let Some(report) = cache.fetch_text(&report_name) {
+            if cache.fetch(&cubin_name, &out) {
+                return (out, ptxas_report::parse(&report));
+            }
+        }
+    }
     let mut cmd = Command::new(&job.toolkit.ptxas);
     cmd.arg(format!("-arch={arch}"))
         .args(["-O3", "-v", "--warn-on-spills", "--warning-as-error"])
@@ -113,6 +147,10 @@ fn assemble_cubin(job: &Job, module: &CompiledModule, arch: &str) -> (PathBuf, V
         module.stem,
         unexpected.join("\n")
     );
+    if let (Some(cache), Ok(bytes)) = (job.cache, std::fs::read(&out)) {
+        cache.store(&cubin_name, &bytes);
+        cache.store(&report_name, text.as_bytes());
+    }
     (out, ptxas_report::parse(&text))
 }
 
