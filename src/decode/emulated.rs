@@ -4,11 +4,11 @@
 //! decode kernel and, if planned, the split combine, with the same params bytes the CUDA backend
 //! would pass, and returns the outputs with both launches' reports.
 
-use super::error::DecodeError;
 use super::plan::{DecodeBuffers, DecodePlan, DeviceBuf, Launch};
 use crate::abi::ParamsBytes;
 use crate::build_info;
 use crate::emulator::{Device, DevicePtr, LaunchConfig, LaunchReport, Module};
+use crate::error::{Dim, Error, Result, TensorName};
 use std::sync::Arc;
 
 /// NaN in f16 and bf16; doubled, NaN in f32.
@@ -48,56 +48,47 @@ impl DecodeRun {
 }
 
 /// Parsed PTX of the module defining `entry`, from the crate's one per-process cache.
-pub(crate) fn module(entry: &'static str) -> Result<Arc<Module>, DecodeError> {
+pub(crate) fn module(entry: &'static str) -> Result<Arc<Module>> {
     if build_info::module_of(entry).is_none() {
-        return Err(DecodeError::NoKernel { entry });
+        return Err(Error::NoKernel {
+            entry: entry.to_string(),
+        });
     }
-    crate::backend::emulator::parsed_module(entry).map_err(|e| DecodeError::Emulator(e.to_string()))
-}
-
-fn emu(e: crate::emulator::EmuError) -> DecodeError {
-    DecodeError::Emulator(e.to_string())
+    crate::backend::emulator::parsed_module(entry)
 }
 
 /// Uploads `data` (any plain type) and returns it as a [`DeviceBuf`] of `data.len()` elements.
-pub(crate) fn put<T: bytemuck::Pod>(
-    dev: &mut Device,
-    data: &[T],
-) -> Result<DeviceBuf, DecodeError> {
+pub(crate) fn put<T: bytemuck::Pod>(dev: &mut Device, data: &[T]) -> Result<DeviceBuf> {
     let bytes: &[u8] = bytemuck::cast_slice(data);
     let ptr = dev.alloc(bytes.len().max(1));
-    dev.write(ptr, bytes).map_err(emu)?;
+    dev.write(ptr, bytes)?;
     Ok(DeviceBuf {
         addr: ptr.0,
         len: data.len() as u64,
     })
 }
 
-pub(crate) fn get<T: bytemuck::Pod>(dev: &Device, b: DeviceBuf) -> Result<Vec<T>, DecodeError> {
-    let bytes = dev
-        .read(DevicePtr(b.addr), b.len as usize * std::mem::size_of::<T>())
-        .map_err(emu)?;
+pub(crate) fn get<T: bytemuck::Pod>(dev: &Device, b: DeviceBuf) -> Result<Vec<T>> {
+    let bytes = dev.read(DevicePtr(b.addr), b.len as usize * std::mem::size_of::<T>())?;
     Ok(bytemuck::pod_collect_to_vec(&bytes))
 }
 
-pub(crate) fn launch(
-    dev: &mut Device,
-    l: &Launch,
-    params: &[u8],
-) -> Result<LaunchReport, DecodeError> {
+pub(crate) fn launch(dev: &mut Device, l: &Launch, params: &[u8]) -> Result<LaunchReport> {
     let m = module(l.entry)?;
     let cfg = LaunchConfig {
         grid: l.grid,
         block: l.block,
         dynamic_smem_bytes: l.dynamic_smem_bytes,
     };
-    dev.launch(&m, l.entry, &cfg, params).map_err(emu)
+    Ok(dev.launch(&m, l.entry, &cfg, params)?)
 }
 
-fn check_len(tensor: &'static str, expected: usize, found: usize) -> Result<(), DecodeError> {
+/// A host buffer must hold exactly what the problem describes.
+fn check_len(tensor: TensorName, expected: usize, found: usize) -> Result<()> {
     if expected != found {
-        return Err(DecodeError::HostLength {
+        return Err(Error::DimMismatch {
             tensor,
+            dim: Dim::Len,
             expected,
             found,
         });
@@ -106,7 +97,7 @@ fn check_len(tensor: &'static str, expected: usize, found: usize) -> Result<(), 
 }
 
 /// Runs `plan` on a fresh emulated device over `inputs`.
-pub fn decode(plan: &DecodePlan, inputs: &DecodeHostInputs) -> Result<DecodeRun, DecodeError> {
+pub fn decode(plan: &DecodePlan, inputs: &DecodeHostInputs) -> Result<DecodeRun> {
     decode_on(&mut Device::new(), plan, inputs)
 }
 
@@ -115,28 +106,36 @@ pub fn decode_on(
     dev: &mut Device,
     plan: &DecodePlan,
     inputs: &DecodeHostInputs,
-) -> Result<DecodeRun, DecodeError> {
+) -> Result<DecodeRun> {
     let p = &plan.problem;
-    check_len("q", p.q_span(&p.q_strides) as usize, inputs.q.len())?;
     check_len(
-        "k_cache",
+        TensorName::Q,
+        p.q_span(&p.q_strides) as usize,
+        inputs.q.len(),
+    )?;
+    check_len(
+        TensorName::KCache,
         p.cache_span(&p.k_strides) as usize,
         inputs.k_cache.len(),
     )?;
     check_len(
-        "v_cache",
+        TensorName::VCache,
         p.cache_span(&p.v_strides) as usize,
         inputs.v_cache.len(),
     )?;
-    check_len("cache_seqlens", p.batch, inputs.cache_seqlens.len())?;
+    check_len(
+        TensorName::CacheSeqlens,
+        p.batch,
+        inputs.cache_seqlens.len(),
+    )?;
     let opt_len = |v: &Option<Vec<f32>>| v.as_ref().map_or(0, Vec::len);
     check_len(
-        "alibi_slopes",
+        TensorName::AlibiSlopes,
         if p.alibi { p.num_heads_q } else { 0 },
         opt_len(&inputs.alibi_slopes),
     )?;
     check_len(
-        "head_gates",
+        TensorName::HeadGates,
         if p.gates { p.num_heads_q } else { 0 },
         opt_len(&inputs.head_gates),
     )?;
@@ -208,17 +207,33 @@ pub fn merge_states(
     rows: usize,
     heads: usize,
     head_dim: usize,
-) -> Result<MergeRun, DecodeError> {
+) -> Result<MergeRun> {
     use super::kernels::{merge_states_entry, MERGE_WARPS};
     let n = rows * heads;
-    check_len("o_states", num_states * n * head_dim, o_states.len())?;
-    check_len("lse_states", num_states * n, lse_states.len())?;
-    if !head_dim.is_multiple_of(4) || n == 0 || num_states == 0 {
-        return Err(DecodeError::OutOfRange {
-            what: "merge_states shape (rows x heads, states >= 1, d % 4 == 0)",
-            min: 1,
-            max: u64::MAX,
-            found: 0,
+    check_len(
+        TensorName::OStates,
+        num_states * n * head_dim,
+        o_states.len(),
+    )?;
+    check_len(TensorName::LseStates, num_states * n, lse_states.len())?;
+    for (dim, n) in [
+        (Dim::State, num_states),
+        (Dim::Seq, rows),
+        (Dim::Heads, heads),
+    ] {
+        if n == 0 {
+            return Err(Error::EmptyDim {
+                tensor: TensorName::OStates,
+                dim,
+            });
+        }
+    }
+    if !head_dim.is_multiple_of(4) {
+        return Err(Error::Misaligned {
+            tensor: TensorName::OStates,
+            what: crate::error::AlignWhat::HeadDim,
+            required: 8,
+            value: 2 * head_dim as u64,
         });
     }
     let mut dev = Device::new();
@@ -276,22 +291,22 @@ pub fn kv_append(
     k_new: &[u16],
     v_new: &[u16],
     slot_mapping: &[i32],
-) -> Result<(Vec<u16>, Vec<u16>, LaunchReport), DecodeError> {
+) -> Result<(Vec<u16>, Vec<u16>, LaunchReport)> {
     use super::kernels::{KV_APPEND_ENTRY, KV_APPEND_THREADS};
     let (hkv, d) = (p.num_heads_kv, p.head_dim);
     let tokens = slot_mapping.len();
     check_len(
-        "k_cache",
+        TensorName::KCache,
         p.cache_span(&p.k_strides) as usize,
         k_cache.len(),
     )?;
     check_len(
-        "v_cache",
+        TensorName::VCache,
         p.cache_span(&p.v_strides) as usize,
         v_cache.len(),
     )?;
-    check_len("k_new", tokens * hkv * d, k_new.len())?;
-    check_len("v_new", tokens * hkv * d, v_new.len())?;
+    check_len(TensorName::KNew, tokens * hkv * d, k_new.len())?;
+    check_len(TensorName::VNew, tokens * hkv * d, v_new.len())?;
     let mut dev = Device::new();
     let kc = put(&mut dev, k_cache)?;
     let vc = put(&mut dev, v_cache)?;
