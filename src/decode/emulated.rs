@@ -4,6 +4,8 @@
 //! decode kernel and, if planned, the split combine, with the same params bytes the CUDA backend
 //! would pass, and returns the outputs with both launches' reports.
 
+use super::append::{plan_kv_append, KvAppendBuffers};
+use super::merge::{plan_merge, MergeBuffers, MergePlan, MergeProblem, MergeStates, StatsLayout};
 use super::plan::{DecodeBuffers, DecodePlan, DeviceBuf, Launch};
 use crate::abi::ParamsBytes;
 use crate::build_info;
@@ -192,13 +194,67 @@ pub fn decode_on(
 pub struct MergeRun {
     /// `[rows, heads, d]` raw bits of the states' dtype.
     pub o: Vec<u16>,
-    /// `[heads, rows]` (one batch of `rows`).
+    /// `[heads, rows]` or `[rows, heads]`, as the problem's layout says.
     pub lse: Vec<f32>,
     pub report: LaunchReport,
 }
 
-/// Merges `num_states` states of `dtype` on the emulator: `o_states: [num_states, rows, heads, d]`
-/// (raw bits), `lse_states: [num_states, rows, heads]`; contiguous.
+/// Host states of a merge: stacked (`o_states: [num_states, rows, heads, d]` raw bits,
+/// `lse_states` per state in the problem's layout) or a pair (`o_b`, `lse_b` set).
+#[derive(Debug, Clone, Copy)]
+pub struct MergeHostInputs<'a> {
+    pub o_states: &'a [u16],
+    pub lse_states: &'a [f32],
+    pub o_b: Option<&'a [u16]>,
+    pub lse_b: Option<&'a [f32]>,
+}
+
+/// Runs a merge plan on a fresh emulated device (output and LSE poisoned with NaN first).
+pub fn merge(plan: &MergePlan, inputs: &MergeHostInputs<'_>) -> Result<MergeRun> {
+    let p = &plan.problem;
+    let stacked = match p.states {
+        MergeStates::Stacked { num_states } => num_states,
+        MergeStates::Pair => 1,
+    };
+    let (o_a, lse_a) = if p.states == MergeStates::Pair {
+        (TensorName::OA, TensorName::LseA)
+    } else {
+        (TensorName::OStates, TensorName::LseStates)
+    };
+    check_len(o_a, stacked * p.o_len() as usize, inputs.o_states.len())?;
+    check_len(
+        lse_a,
+        stacked * p.lse_len() as usize,
+        inputs.lse_states.len(),
+    )?;
+    let mut dev = Device::new();
+    let mut bufs = MergeBuffers {
+        o_states: put(&mut dev, inputs.o_states)?,
+        lse_states: put(&mut dev, inputs.lse_states)?,
+        o: put(&mut dev, &vec![POISON_U16; p.o_len() as usize])?,
+        lse: put(&mut dev, &vec![f32::NAN; p.lse_len() as usize])?,
+        ..Default::default()
+    };
+    if let Some(o_b) = inputs.o_b {
+        check_len(TensorName::OB, p.o_len() as usize, o_b.len())?;
+        bufs.o_b = put(&mut dev, o_b)?;
+    }
+    if let Some(lse_b) = inputs.lse_b {
+        check_len(TensorName::LseB, p.lse_len() as usize, lse_b.len())?;
+        bufs.lse_b = put(&mut dev, lse_b)?;
+    }
+    let params = plan.params(&bufs)?;
+    let report = launch(&mut dev, &plan.launch, params.as_bytes())?;
+    Ok(MergeRun {
+        o: get(&dev, bufs.o)?,
+        lse: get(&dev, bufs.lse)?,
+        report,
+    })
+}
+
+/// Merges `num_states` stacked states of `dtype` on the emulator: `o_states: [num_states, rows,
+/// heads, d]` (raw bits), `lse_states: [num_states, rows, heads]`; the merged LSE comes back as
+/// `[heads, rows]`.
 pub fn merge_states(
     dtype: crate::dtype::DType,
     o_states: &[u16],
@@ -208,78 +264,33 @@ pub fn merge_states(
     heads: usize,
     head_dim: usize,
 ) -> Result<MergeRun> {
-    use super::kernels::{merge_states_entry, MERGE_WARPS};
-    let n = rows * heads;
-    check_len(
-        TensorName::OStates,
-        num_states * n * head_dim,
-        o_states.len(),
+    // Inputs [rows, heads] per state; the output LSE [heads, rows] (as the decode writes it):
+    // the kernel takes the two layouts separately, the plan one, so transpose on the host.
+    let plan = plan_merge(&MergeProblem {
+        dtype,
+        states: MergeStates::Stacked { num_states },
+        rows,
+        heads,
+        head_dim,
+        lse_layout: StatsLayout::RowsHeads,
+    })?;
+    let mut run = merge(
+        &plan,
+        &MergeHostInputs {
+            o_states,
+            lse_states,
+            o_b: None,
+            lse_b: None,
+        },
     )?;
-    check_len(TensorName::LseStates, num_states * n, lse_states.len())?;
-    for (dim, n) in [
-        (Dim::State, num_states),
-        (Dim::Seq, rows),
-        (Dim::Heads, heads),
-    ] {
-        if n == 0 {
-            return Err(Error::EmptyDim {
-                tensor: TensorName::OStates,
-                dim,
-            });
+    let mut heads_rows = vec![0f32; run.lse.len()];
+    for r in 0..rows {
+        for h in 0..heads {
+            heads_rows[h * rows + r] = run.lse[r * heads + h];
         }
     }
-    if !head_dim.is_multiple_of(4) {
-        return Err(Error::Misaligned {
-            tensor: TensorName::OStates,
-            what: crate::error::AlignWhat::HeadDim,
-            required: 8,
-            value: 2 * head_dim as u64,
-        });
-    }
-    let mut dev = Device::new();
-    let os = put(&mut dev, o_states)?;
-    let ls = put(&mut dev, lse_states)?;
-    let o = put(&mut dev, &vec![POISON_U16; n * head_dim])?;
-    let lse = put(&mut dev, &vec![f32::NAN; n])?;
-    let d = head_dim as i64;
-    let params = crate::abi::MergeStatesParams {
-        o_states: os.addr as *const _,
-        lse_states: ls.addr as *const f32,
-        entropy_states: std::ptr::null(),
-        o: o.addr as *mut _,
-        lse: lse.addr as *mut f32,
-        entropy: std::ptr::null_mut(),
-        head_gates: std::ptr::null(),
-        o_state_stride: n as i64 * d,
-        o_state_row_stride: heads as i64 * d,
-        o_state_head_stride: d,
-        lse_state_stride: n as i64,
-        lse_state_row_stride: heads as i64,
-        lse_state_head_stride: 1,
-        o_batch_stride: 0,
-        o_row_stride: heads as i64 * d,
-        o_head_stride: d,
-        lse_batch_stride: 0,
-        lse_head_stride: rows as i64,
-        num_states: num_states as i32,
-        rows: rows as i32,
-        heads: heads as i32,
-        head_dim: head_dim as i32,
-        rows_per_batch: rows as i32,
-        pad0: 0,
-    };
-    let l = Launch {
-        entry: merge_states_entry(dtype),
-        grid: [(n as u32).div_ceil(MERGE_WARPS), 1, 1],
-        block: [MERGE_WARPS * crate::plan::WARP_SIZE, 1, 1],
-        dynamic_smem_bytes: 0,
-    };
-    let report = launch(&mut dev, &l, params.as_bytes())?;
-    Ok(MergeRun {
-        o: get(&dev, o)?,
-        lse: get(&dev, lse)?,
-        report,
-    })
+    run.lse = heads_rows;
+    Ok(run)
 }
 
 /// Appends `num_tokens` K/V rows (`[num_tokens, hkv, d]` contiguous raw bits) into copies of the
@@ -292,9 +303,8 @@ pub fn kv_append(
     v_new: &[u16],
     slot_mapping: &[i32],
 ) -> Result<(Vec<u16>, Vec<u16>, LaunchReport)> {
-    use super::kernels::{KV_APPEND_ENTRY, KV_APPEND_THREADS};
-    let (hkv, d) = (p.num_heads_kv, p.head_dim);
-    let tokens = slot_mapping.len();
+    let plan = plan_kv_append(p, slot_mapping.len())?;
+    let new_len = slot_mapping.len() * p.num_heads_kv * p.head_dim;
     check_len(
         TensorName::KCache,
         p.cache_span(&p.k_strides) as usize,
@@ -305,44 +315,17 @@ pub fn kv_append(
         p.cache_span(&p.v_strides) as usize,
         v_cache.len(),
     )?;
-    check_len(TensorName::KNew, tokens * hkv * d, k_new.len())?;
-    check_len(TensorName::VNew, tokens * hkv * d, v_new.len())?;
+    check_len(TensorName::KNew, new_len, k_new.len())?;
+    check_len(TensorName::VNew, new_len, v_new.len())?;
     let mut dev = Device::new();
-    let kc = put(&mut dev, k_cache)?;
-    let vc = put(&mut dev, v_cache)?;
-    let kn = put(&mut dev, k_new)?;
-    let vn = put(&mut dev, v_new)?;
-    let sm = put(&mut dev, slot_mapping)?;
-    let params = crate::abi::KvAppendParams {
-        k_new: kn.addr as *const _,
-        v_new: vn.addr as *const _,
-        k_cache: kc.addr as *mut _,
-        v_cache: vc.addr as *mut _,
-        slot_mapping: sm.addr as *const i32,
-        k_new_token_stride: (hkv * d) as i64,
-        k_new_head_stride: d as i64,
-        v_new_token_stride: (hkv * d) as i64,
-        v_new_head_stride: d as i64,
-        k_page_stride: p.k_strides.page,
-        k_slot_stride: p.k_strides.slot,
-        k_head_stride: p.k_strides.head,
-        v_page_stride: p.v_strides.page,
-        v_slot_stride: p.v_strides.slot,
-        v_head_stride: p.v_strides.head,
-        num_tokens: tokens as i32,
-        num_heads_kv: hkv as i32,
-        head_dim: d as i32,
-        num_pages: p.num_pages as i32,
-        page_size: p.page_size as i32,
-        pad0: 0,
+    let bufs = KvAppendBuffers {
+        k_cache: put(&mut dev, k_cache)?,
+        v_cache: put(&mut dev, v_cache)?,
+        k_new: put(&mut dev, k_new)?,
+        v_new: put(&mut dev, v_new)?,
+        slot_mapping: put(&mut dev, slot_mapping)?,
     };
-    let chunks = (tokens * hkv * d / 8) as u32;
-    let l = Launch {
-        entry: KV_APPEND_ENTRY,
-        grid: [chunks.div_ceil(KV_APPEND_THREADS).max(1), 1, 1],
-        block: [KV_APPEND_THREADS, 1, 1],
-        dynamic_smem_bytes: 0,
-    };
-    let report = launch(&mut dev, &l, params.as_bytes())?;
-    Ok((get(&dev, kc)?, get(&dev, vc)?, report))
+    let params = plan.params(&bufs)?;
+    let report = launch(&mut dev, &plan.launch, params.as_bytes())?;
+    Ok((get(&dev, bufs.k_cache)?, get(&dev, bufs.v_cache)?, report))
 }

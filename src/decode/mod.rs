@@ -9,10 +9,13 @@
 //! `kernels/kv_append.cu` (writes new K/V rows into pages).
 //!
 //! Files: `problem.rs` (plain data), `validate.rs`, `plan.rs` (incl. the split
-//! heuristic), `kernels.rs` (the generated kernel table), `abi.rs` (marker impls of the bindgen
-//! params structs), `emulated.rs` (runs plans on the emulator from host data).
+//! heuristic), `merge.rs` (the public merge of states: plan and params), `append.rs` (the KV
+//! append plan), `kernels.rs` (the generated kernel table), `abi.rs` (marker impls of the
+//! bindgen params structs), `emulated.rs` (runs plans on the emulator from host data); the
+//! CUDA launch path is `crate::backend::cuda::decode`.
 
 pub mod abi;
+pub mod append;
 #[cfg(feature = "emulator")]
 pub mod bench;
 #[cfg(feature = "reference")]
@@ -20,9 +23,12 @@ pub mod check;
 #[cfg(feature = "emulator")]
 pub mod emulated;
 pub mod kernels;
+pub mod merge;
 pub mod plan;
 pub mod problem;
 pub mod validate;
 
+pub use append::{plan_kv_append, KvAppendBuffers, KvAppendPlan};
+pub use merge::{plan_merge, MergeBuffers, MergePlan, MergeProblem, MergeStates, StatsLayout};
 pub use plan::{plan_decode, DecodeBuffers, DecodePlan, SplitPolicy, WorkspaceLayout};
 pub use problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};
