@@ -22,6 +22,8 @@ pub mod bench;
 pub mod check;
 #[cfg(feature = "emulator")]
 pub mod emulated;
+#[cfg(feature = "emulator")]
+pub mod gpu;
 pub mod kernels;
 pub mod merge;
 pub mod plan;
@@ -30,5 +32,5 @@ pub mod validate;
 
 pub use append::{plan_kv_append, KvAppendBuffers, KvAppendPlan};
 pub use merge::{plan_merge, MergeBuffers, MergePlan, MergeProblem, MergeStates, StatsLayout};
-pub use plan::{plan_decode, DecodeBuffers, DecodePlan, SplitPolicy, WorkspaceLayout};
+pub use plan::{plan_decode, DecodeBuffers, DecodePlan, DeviceBuf, SplitPolicy, WorkspaceLayout};
 pub use problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};
