@@ -28,8 +28,8 @@ pub struct CheckArgs {
     #[arg(long)]
     pub(super) gpu: bool,
     /// Paged decode instead of the forward: random paged-KV cases (page sizes, layouts, shared
-    /// and shuffled pages, GQA, splits, options) on the emulator against the candle reference
-    /// over the gathered pages (`--max-len` bounds the cache lengths).
+    /// and shuffled pages, GQA, splits, options) on the emulator (or --gpu) against the candle
+    /// reference over the gathered pages (`--max-len` bounds the cache lengths).
     #[arg(long)]
     pub(super) decode: bool,
 }

@@ -1,26 +1,28 @@
-//! `flashmha check --decode`: random paged-decode cases on the emulator, each compared with the
-//! candle reference over the gathered pages (src/decode/check.rs, the property tests' checker);
-//! prints each case's max errors, tolerances and findings, and exits non-zero on any failure.
+//! `flashmha check --decode`: random paged-decode cases on the emulator (or `--gpu`, through
+//! `CudaBackend::decode`), each compared with the candle reference over the gathered pages
+//! (src/decode/check.rs, the property tests' checker); prints each case's max errors,
+//! tolerances and findings, and exits non-zero on any failure.
 
 use super::check::CheckArgs;
 use super::table;
-use flashmha::decode::check::{run_decode_case, DecodeCase};
+use flashmha::decode::check::{check_outputs, run_decode_case, DecodeCase};
+use flashmha::decode::gpu::decode_host;
 use flashmha::decode::kernels::DECODE_KERNELS;
+use flashmha::decode::plan_decode;
 use flashmha::dtype::DType;
 use rand::SeedableRng;
 
 pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
-    if args.gpu {
-        return Err(super::CliError::Usage(
-            "check --decode runs on the emulator; the GPU check of decode is the ignored test \
-             `cargo test --release --test decode_cuda -- --ignored`"
-                .into(),
-        ));
-    }
+    let backend = if args.gpu {
+        Some(flashmha::cuda::CudaBackend::new(0)?)
+    } else {
+        None
+    };
     let seed = args.seed.unwrap_or_else(rand::random);
     println!(
-        "flashmha check --decode: {} paged-decode cases, seed {seed}, on the emulator",
-        args.cases
+        "flashmha check --decode: {} paged-decode cases, seed {seed}, on {}",
+        args.cases,
+        if args.gpu { "GPU" } else { "the emulator" }
     );
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dtypes: Vec<DType> = match args.dtype {
@@ -64,30 +66,47 @@ pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
     for n in 0..args.cases {
         let case = DecodeCase::random(&mut rng, &dtypes, &dims, args.max_len);
         bar.set_message(format!("case {n}"));
-        let outcome = run_decode_case(&case).map_err(super::CliError::Failed)?;
+        let (splits, findings, failures, errors) = match &backend {
+            None => {
+                let o = run_decode_case(&case).map_err(super::CliError::Failed)?;
+                (
+                    o.plan.num_splits,
+                    o.run.findings().len(),
+                    o.failures,
+                    o.errors,
+                )
+            }
+            Some(b) => {
+                let built = case.build();
+                let plan = plan_decode(&built.problem, case.split)?;
+                let out = decode_host(b, &plan, &built.inputs)?;
+                let (failures, errors) =
+                    check_outputs(&built, &out.o, out.lse.as_deref(), out.entropy.as_deref());
+                (plan.num_splits, 0, failures, errors)
+            }
+        };
         let err = |name: &str| {
-            outcome
-                .errors
+            errors
                 .iter()
                 .find(|e| e.name == name)
                 .map_or("-".to_string(), |e| {
                     format!("{:.2e} ({:.1e})", e.max_abs, e.tolerance)
                 })
         };
-        let passed = outcome.failures.is_empty();
+        let passed = failures.is_empty();
         all_passed &= passed;
         t.add_row(vec![
             n.to_string(),
             case.describe(),
-            outcome.plan.num_splits.to_string(),
+            splits.to_string(),
             err("o"),
             err("lse"),
             err("entropy"),
-            outcome.run.findings().len().to_string(),
+            findings.to_string(),
             if passed {
                 "pass".into()
             } else {
-                format!("FAIL: {}", outcome.failures.join("; "))
+                format!("FAIL: {}", failures.join("; "))
             },
         ]);
         bar.inc(1);
