@@ -145,3 +145,144 @@ fn random_paged_decode_on_the_gpu_matches_the_reference() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --test decode_cuda -- --ignored (FLASHMHA_SEED=n repeats a run)"]
+fn merge_pair_and_kv_append_on_the_gpu_match_the_emulator() {
+    use flashmha::cuda::{KvAppendArgs, MergeArgs};
+    use flashmha::decode::emulated::{kv_append, merge, MergeHostInputs};
+    use flashmha::decode::{plan_kv_append, plan_merge, DecodeProblem, MergeProblem};
+    use flashmha::decode::{MergeStates, StatsLayout};
+    use half::f16;
+    use rand::Rng;
+    let seed = std::env::var("FLASHMHA_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let backend = CudaBackend::new(0).expect("a CUDA GPU");
+    let stream = backend.context().default_stream();
+
+    // Merge of two separate states; some rows empty in one state or both.
+    let (rows, heads, d) = (rng.random_range(1..=9), rng.random_range(1..=8), 128);
+    let n = rows * heads;
+    let draw_o = |rng: &mut rand::rngs::StdRng| -> Vec<u16> {
+        (0..n * d)
+            .map(|_| f16::from_f32(rng.random_range(-1.0..1.0)).to_bits())
+            .collect()
+    };
+    let draw_lse = |rng: &mut rand::rngs::StdRng| -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                if i % 5 == 0 {
+                    f32::NEG_INFINITY
+                } else {
+                    rng.random_range(-6.0..6.0)
+                }
+            })
+            .collect()
+    };
+    let (o_a, lse_a, o_b, mut lse_b) = (
+        draw_o(&mut rng),
+        draw_lse(&mut rng),
+        draw_o(&mut rng),
+        draw_lse(&mut rng),
+    );
+    lse_b[n - 1] = f32::NEG_INFINITY;
+    let problem = MergeProblem {
+        dtype: DType::F16,
+        states: MergeStates::Pair,
+        rows,
+        heads,
+        head_dim: d,
+        lse_layout: StatsLayout::HeadsRows,
+    };
+    let plan = plan_merge(&problem).unwrap();
+    let emulated = merge(
+        &plan,
+        &MergeHostInputs {
+            o_states: &o_a,
+            lse_states: &lse_a,
+            o_b: Some(&o_b),
+            lse_b: Some(&lse_b),
+        },
+    )
+    .unwrap();
+    let up16 = |v: &[u16]| {
+        stream
+            .clone_htod(bytemuck::cast_slice::<u16, f16>(v))
+            .unwrap()
+    };
+    let (da, db) = (up16(&o_a), up16(&o_b));
+    let (la, lb) = (
+        stream.clone_htod(&lse_a).unwrap(),
+        stream.clone_htod(&lse_b).unwrap(),
+    );
+    let mut o = up16(&vec![0xFFFF; n * d]);
+    let mut lse = stream.clone_htod(&vec![f32::NAN; n]).unwrap();
+    backend
+        .merge_states(
+            &stream,
+            &plan,
+            MergeArgs::pair(&da, &la, &db, &lb, &mut o).lse(&mut lse),
+        )
+        .unwrap();
+    let got_o: Vec<f16> = stream.clone_dtoh(&o).unwrap();
+    let got_lse: Vec<f32> = stream.clone_dtoh(&lse).unwrap();
+    for (i, (g, e)) in got_o.iter().zip(&emulated.o).enumerate() {
+        let (g, e) = (g.to_f32(), f16::from_bits(*e).to_f32());
+        assert!(
+            (g - e).abs() <= 2e-3,
+            "o[{i}]: gpu {g} emulator {e}, seed {seed}"
+        );
+    }
+    for (i, (g, e)) in got_lse.iter().zip(&emulated.lse).enumerate() {
+        assert!(
+            g == e || (g - e).abs() <= 1e-5,
+            "lse[{i}]: gpu {g} emulator {e}, seed {seed}"
+        );
+    }
+
+    // KV append: a pure copy, so the GPU pools equal the emulator's bit for bit.
+    let (hkv, ps, pages, tokens) = (2, rng.random_range(2..=40), 5, 7);
+    let p = DecodeProblem::contiguous(DType::F16, 1, 1, hkv, hkv, d, pages, ps, 1, false);
+    let span = p.cache_span(&p.k_strides) as usize;
+    let k0: Vec<u16> = (0..span).map(|_| rng.random()).collect();
+    let v0: Vec<u16> = (0..span).map(|_| rng.random()).collect();
+    let kn: Vec<u16> = (0..tokens * hkv * d).map(|_| rng.random()).collect();
+    let vn: Vec<u16> = (0..tokens * hkv * d).map(|_| rng.random()).collect();
+    let slots: Vec<i32> = (0..tokens)
+        // Distinct slots spread over the pools (duplicates would race), one padding token.
+        .map(|t| {
+            if t == 3 {
+                -1
+            } else {
+                (t * (pages * ps / tokens)) as i32
+            }
+        })
+        .collect();
+    let (k_emu, v_emu, report) = kv_append(&p, &k0, &v0, &kn, &vn, &slots).unwrap();
+    assert!(report.findings.is_empty());
+    let plan = plan_kv_append(&p, tokens).unwrap();
+    let (dkn, dvn) = (up16(&kn), up16(&vn));
+    let (mut dk, mut dv) = (up16(&k0), up16(&v0));
+    let dslots = stream.clone_htod(&slots).unwrap();
+    backend
+        .kv_append(
+            &stream,
+            &plan,
+            KvAppendArgs {
+                k_new: &dkn,
+                v_new: &dvn,
+                k_cache: &mut dk,
+                v_cache: &mut dv,
+                slot_mapping: &dslots,
+            },
+        )
+        .unwrap();
+    let k_gpu: Vec<f16> = stream.clone_dtoh(&dk).unwrap();
+    let v_gpu: Vec<f16> = stream.clone_dtoh(&dv).unwrap();
+    assert!(k_gpu.iter().map(|x| x.to_bits()).eq(k_emu.iter().copied()));
+    assert!(v_gpu.iter().map(|x| x.to_bits()).eq(v_emu.iter().copied()));
+}
