@@ -115,8 +115,8 @@ proptest! {
         let run = merge(&plan, &MergeHostInputs {
             o_states: &o_flat,
             lse_states: &lse_flat,
-            o_b: pair.then_some(parts[1].0.as_slice()),
-            lse_b: pair.then_some(parts[1].1.as_slice()),
+            o_b: pair.then(|| parts[1].0.as_slice()),
+            lse_b: pair.then(|| parts[1].1.as_slice()),
         }).unwrap();
         prop_assert!(run.report.findings.is_empty(), "{:?}", run.report.findings);
         // Host merge over (row, head)-ordered LSEs.
