@@ -11,8 +11,9 @@
 //! Files: `problem.rs` (plain data), `validate.rs`, `plan.rs` (incl. the split
 //! heuristic), `merge.rs` (the public merge of states: plan and params), `append.rs` (the KV
 //! append plan), `kernels.rs` (the generated kernel table), `abi.rs` (marker impls of the
-//! bindgen params structs), `emulated.rs` (runs plans on the emulator from host data); the
-//! CUDA launch path is `crate::backend::cuda::decode`.
+//! bindgen params structs), `emulated.rs` (runs plans on the emulator from host data), `gpu.rs`
+//! (the same from host data on a GPU, for checks); the CUDA launch path itself is
+//! `CudaBackend::decode` / `merge_states` / `kv_append` (src/backend/cuda/decode.rs).
 
 pub mod abi;
 pub mod append;
