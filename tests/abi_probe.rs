@@ -103,7 +103,8 @@ fn device_layout_of_decode_params_equals_bindgen_layout() {
         page_div_shift, num_splits, split_keys, scale, scale_log2, softcap, window_left,
         window_right, flags);
     let (mrg, mrg_names) = layout!(MergeStatesParams;
-        o_states, lse_states, entropy_states, o, lse, entropy, head_gates, o_state_stride,
+        o_states, lse_states, entropy_states, o_states_b, lse_states_b, entropy_states_b, o,
+        lse, entropy, head_gates, o_state_stride,
         o_state_row_stride, o_state_head_stride, lse_state_stride, lse_state_row_stride,
         lse_state_head_stride, o_batch_stride, o_row_stride, o_head_stride, lse_batch_stride,
         lse_head_stride, num_states, rows, heads, head_dim, rows_per_batch, pad0);

@@ -362,8 +362,9 @@ fn bad_dims_dtypes_and_cu_seqlens_are_errors() {
     assert!(err(float).contains("integer dtype"));
 }
 
-/// CUDA tensors run on the GPU through the same plan: random padded (GQA, causal, strided k)
-/// and varlen cases, moved to the device, checked against the reference on their host values.
+/// CUDA tensors run on the GPU through the same plans: random padded (GQA, causal, strided k),
+/// varlen and paged cases, moved to the device, checked against the reference on their host
+/// values.
 #[cfg(feature = "candle-cuda")]
 #[test]
 #[ignore = "needs a CUDA GPU and the candle-cuda feature: \
@@ -477,4 +478,157 @@ fn cuda_tensors_run_on_the_gpu_and_match_the_reference() {
         lse.to_device(&Device::Cpu).unwrap(),
     );
     check(&case, &o, &lse).unwrap_or_else(|e| panic!("seed {s}, varlen: {e}"));
+    // Paged decode over device page pools (decode + split combine on the GPU).
+    check_paged_rounds(&dev, s);
+}
+
+/// The paged op on CPU tensors: random page sizes (1 upwards, not powers of two), NHD and HND
+/// pools with shuffled pages and NaN in every page no sequence uses, GQA, causal decode of 1-5
+/// new tokens per sequence, checked against the reference over the gathered pages.
+#[test]
+fn paged_attention_matches_the_reference_over_gathered_pages() {
+    check_paged_rounds(&Device::Cpu, seed());
+}
+
+/// Four random paged rounds (see the test above) with the tensors on `dev`.
+fn check_paged_rounds(dev: &Device, s: u64) {
+    use flashmha::candle::{paged_attention, PagedKvCache};
+    use flashmha::decode::DecodeProblem;
+    use flashmha::reference::paged::{paged_attention as reference_paged, PagedReferenceInputs};
+    let mut rng = StdRng::seed_from_u64(s);
+    for round in 0..4 {
+        let dtype = if round % 2 == 0 {
+            DType::F16
+        } else {
+            DType::Bf16
+        };
+        let head_major = round >= 2;
+        let (batch, hkv, group, d) = (
+            rng.random_range(1..4),
+            rng.random_range(1..3),
+            [1, 2, 4][round % 3],
+            64,
+        );
+        let hq = hkv * group;
+        let sq_new = rng.random_range(1..6);
+        let page_size = [1, 3, 16, 17][round];
+        let lens: Vec<i32> = (0..batch)
+            .map(|_| rng.random_range(sq_new..60) as i32)
+            .collect();
+        let max_pages = (*lens.iter().max().unwrap() as usize).div_ceil(page_size);
+        let used = batch * max_pages;
+        let num_pages = used + 3; // spare pages, never referenced, hold NaN
+        let mut pages: Vec<i32> = (0..num_pages as i32).collect();
+        // Fisher-Yates with the seeded rng: any page may serve any block.
+        for i in (1..pages.len()).rev() {
+            pages.swap(i, rng.random_range(0..=i));
+        }
+        let block_table: Vec<i32> = pages[..used].to_vec();
+        let pool_dims = if head_major {
+            [num_pages, hkv, page_size, d]
+        } else {
+            [num_pages, page_size, hkv, d]
+        };
+        let (q, qv) = random(&mut rng, dtype, &[batch, sq_new, hq, d], 1.5);
+        let (_, mut kv) = random(&mut rng, dtype, &pool_dims, 1.5);
+        let (_, mut vv) = random(&mut rng, dtype, &pool_dims, 1.0);
+        let page_elems = page_size * hkv * d;
+        for &p in &pages[used..] {
+            let p = p as usize;
+            kv[p * page_elems..(p + 1) * page_elems].fill(f32::NAN);
+            vv[p * page_elems..(p + 1) * page_elems].fill(f32::NAN);
+        }
+        let pool = |vals: &[f32]| {
+            Tensor::from_vec(vals.to_vec(), &pool_dims, &Device::Cpu)
+                .unwrap()
+                .to_dtype(candle_dtype(dtype))
+                .unwrap()
+                .to_device(dev)
+                .unwrap()
+        };
+        let (k, v) = (pool(&kv), pool(&vv));
+        let q = q.to_device(dev).unwrap();
+        let bt = Tensor::from_vec(block_table.clone(), (batch, max_pages), dev).unwrap();
+        let cl = Tensor::from_vec(lens.clone(), batch, dev).unwrap();
+        let options = AttnOptions {
+            causal: true,
+            ..AttnOptions::default()
+        };
+        let cache = PagedKvCache {
+            k: &k,
+            v: &v,
+            head_major,
+            block_table: &bt,
+            cache_seqlens: &cl,
+            max_cache_len: None,
+        };
+        let (o, lse) = paged_attention(&q, &cache, &options).unwrap();
+        assert!(o.device().same_device(dev) && lse.device().same_device(dev));
+        let (o, lse) = (
+            o.to_device(&Device::Cpu).unwrap(),
+            lse.to_device(&Device::Cpu).unwrap(),
+        );
+        assert_eq!(o.dims(), &[batch, sq_new, hq, d]);
+        assert_eq!(lse.dims(), &[batch, hq, sq_new]);
+
+        let mut problem = DecodeProblem::contiguous(
+            dtype, batch, sq_new, hq, hkv, d, num_pages, page_size, max_pages, head_major,
+        );
+        problem.options = options;
+        problem.lse = true;
+        let r = reference_paged(&PagedReferenceInputs {
+            problem: &problem,
+            q: &qv,
+            k_cache: &kv,
+            v_cache: &vv,
+            block_table: &block_table,
+            cache_seqlens: &lens,
+            cu_seqlens_q: None,
+            alibi_slopes: None,
+            head_gates: None,
+        })
+        .unwrap();
+        let max_abs = |xs: &[f32]| {
+            xs.iter()
+                .filter(|x| x.is_finite())
+                .fold(0f64, |a, &x| a.max(f64::from(x).abs()))
+        };
+        let model = ErrorModel {
+            dtype,
+            value_bound: max_abs(&vv),
+            head_dim: d,
+            seqlen_k: *lens.iter().max().unwrap() as usize,
+            score_bound: reference::score_bound(
+                &qv,
+                &kv.iter()
+                    .map(|x| if x.is_finite() { *x } else { 0.0 })
+                    .collect::<Vec<_>>(),
+                d,
+                options.scale_for(d),
+                None,
+                sq_new,
+                *lens.iter().max().unwrap() as usize,
+            ),
+            softcap: None,
+        };
+        // Padded problems: the reference's canonical LSE is [hq, b * sq_new], the op's
+        // [b, hq, sq_new].
+        let lse_out = to_f32(&lse);
+        let mut lse_canon = vec![0f32; lse_out.len()];
+        for b in 0..batch {
+            for h in 0..hq {
+                for i in 0..sq_new {
+                    lse_canon[h * batch * sq_new + b * sq_new + i] =
+                        lse_out[(b * hq + h) * sq_new + i];
+                }
+            }
+        }
+        let context = format!("seed {s}, round {round}, page size {page_size}");
+        reference::compare(&to_f32(&o), &r.o)
+            .check(&model.output())
+            .unwrap_or_else(|e| panic!("{context}: o: {e}"));
+        reference::compare(&lse_canon, &r.lse)
+            .check(&model.lse())
+            .unwrap_or_else(|e| panic!("{context}: lse: {e}"));
+    }
 }

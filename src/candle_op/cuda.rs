@@ -8,10 +8,16 @@
 //! (all forward kernels loaded) is kept per CUDA context, so only the first call on a device
 //! loads modules.
 //!
+//! The paged op ([`paged`]) plans decode for the device's SM count and allocates O, the LSE
+//! and the split workspace per call on the stream (servers that want one workspace for every
+//! layer use `CudaBackend::decode` directly).
+//!
 //! Reads the given tensors, returns new ones; touches nothing else.
 
+use super::paged::PagedKvCache;
 use super::{wrap, OutputDims};
-use crate::backend::cuda::{CudaBackend, FwdArgs};
+use crate::backend::cuda::{CudaBackend, DecodeArgs, FwdArgs};
+use crate::decode::{plan_decode, DecodeProblem, SplitPolicy};
 use crate::element::Element;
 use crate::plan::FwdPlan;
 use crate::shape::{FwdShape, QkvoStrides, Strides};
@@ -190,6 +196,104 @@ fn run_typed<T: Element + CudaDType>(
     let lse = Tensor::from_storage(
         Storage::Cuda(CudaStorage::wrap_cuda_slice(lse, device)),
         out.lse,
+        BackpropOp::none(),
+        false,
+    );
+    Ok((o, lse))
+}
+
+/// SMs of the device behind `stream` (the split heuristic's input).
+fn sm_count(stream: &CudaStream) -> candle_core::Result<u32> {
+    use cudarc::driver::sys::CUdevice_attribute_enum::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT;
+    let n = stream
+        .context()
+        .attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .map_err(candle_core::Error::wrap)?;
+    Ok(n.max(1) as u32)
+}
+
+/// The paged op on the tensors' device: plans for the device's SM count, allocates O, the LSE
+/// and (when the plan splits) the split workspace on candle's stream, and runs decode and
+/// combine through [`CudaBackend::decode`].
+pub(super) fn paged(
+    problem: &DecodeProblem,
+    q: &Tensor,
+    cache: &PagedKvCache,
+    o_dims: &[usize],
+    lse_dims: &[usize],
+) -> candle_core::Result<(Tensor, Tensor)> {
+    match q.dtype() {
+        candle_core::DType::F16 => paged_typed::<half::f16>(problem, q, cache, o_dims, lse_dims),
+        candle_core::DType::BF16 => paged_typed::<half::bf16>(problem, q, cache, o_dims, lse_dims),
+        other => candle_core::bail!("flashmha::candle: {other:?} is not a kernel dtype"),
+    }
+}
+
+fn paged_typed<T: Element + CudaDType>(
+    problem: &DecodeProblem,
+    q: &Tensor,
+    cache: &PagedKvCache,
+    o_dims: &[usize],
+    lse_dims: &[usize],
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let device = q.device().as_cuda_device()?.clone();
+    let stream = device.cuda_stream();
+    let backend = backend_for(&stream)?;
+    let plan = plan_decode(
+        problem,
+        SplitPolicy::Auto {
+            num_sms: sm_count(&stream)?,
+        },
+    )
+    .map_err(wrap)?;
+    // The problem describes contiguous tensors; indices as i32 on the device (the kernel
+    // checks every entry against the plan and traps).
+    let (q, k, v) = (
+        q.contiguous()?,
+        cache.k.contiguous()?,
+        cache.v.contiguous()?,
+    );
+    let to_i32 = |t: &Tensor| -> candle_core::Result<Tensor> {
+        t.to_device(q.device())?
+            .to_dtype(candle_core::DType::I32)?
+            .contiguous()
+    };
+    let (block_table, cache_seqlens) = (to_i32(cache.block_table)?, to_i32(cache.cache_seqlens)?);
+
+    let alloc = |n: usize| {
+        stream
+            .alloc_zeros::<f32>(n)
+            .map_err(candle_core::Error::wrap)
+    };
+    let mut o = stream
+        .alloc_zeros::<T>(o_dims.iter().product())
+        .map_err(candle_core::Error::wrap)?;
+    let mut lse = alloc(lse_dims.iter().product())?;
+    let mut workspace = alloc((plan.workspace.elems() as usize).max(1))?;
+    {
+        let guards = [&q, &k, &v].map(|t| t.storage_and_layout());
+        let [(qs, ql), (ks, kl), (vs, vl)] = &guards;
+        let (bs, bl) = block_table.storage_and_layout();
+        let (cs, cl) = cache_seqlens.storage_and_layout();
+        let q_view = device_view::<T>(qs, ql.start_offset())?;
+        let k_view = device_view::<T>(ks, kl.start_offset())?;
+        let v_view = device_view::<T>(vs, vl.start_offset())?;
+        let bt_view = device_view::<i32>(&bs, bl.start_offset())?;
+        let cs_view = device_view::<i32>(&cs, cl.start_offset())?;
+        let args = DecodeArgs::new(&q_view, &k_view, &v_view, &mut o, &bt_view, &cs_view)
+            .lse(&mut lse)
+            .workspace(&mut workspace);
+        backend.decode(&stream, &plan, args).map_err(wrap)?;
+    }
+    let o = Tensor::from_storage(
+        Storage::Cuda(CudaStorage::wrap_cuda_slice(o, device.clone())),
+        o_dims,
+        BackpropOp::none(),
+        false,
+    );
+    let lse = Tensor::from_storage(
+        Storage::Cuda(CudaStorage::wrap_cuda_slice(lse, device)),
+        lse_dims,
         BackpropOp::none(),
         false,
     );

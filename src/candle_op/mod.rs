@@ -1,7 +1,8 @@
 //! The candle op (feature `candle`), as `flashmha::candle`: attention over candle tensors that
 //! returns both O and the log-sum-exp (candle's `CustomOp3` returns one tensor, which is why
 //! this is a function and not a custom op). Padded ([`attention`]) and packed variable-length
-//! ([`attention_varlen`]) layouts.
+//! ([`attention_varlen`]) layouts, and new tokens over a paged KV cache ([`paged_attention`],
+//! `paged.rs`).
 //!
 //! CUDA tensors go to the kernels on the stream of candle's device (feature `candle-cuda`,
 //! `cuda.rs`: the same plan, no synchronisation). CPU tensors run the exact PTX of the GPU
@@ -24,6 +25,9 @@ use candle_core::{DType as CDType, Device, Tensor};
 
 #[cfg(feature = "candle-cuda")]
 mod cuda;
+mod paged;
+
+pub use paged::{paged_attention, PagedKvCache};
 
 /// Why CUDA tensors are rejected when the crate is built without feature `candle-cuda` (the
 /// error message of that case).
@@ -243,13 +247,20 @@ fn on_cuda(
 /// A host copy of a `[batch + 1]` integer cu_seqlens tensor.
 fn cu_seqlens(name: TensorName, t: &Tensor) -> candle_core::Result<Vec<i32>> {
     let [_] = dims::<1>(name, t)?;
+    host_i32(name, t)
+}
+
+/// A host copy of an integer tensor (any integer dtype, any device) as i32, in row-major
+/// order; an entry outside i32 is an error.
+fn host_i32(name: TensorName, t: &Tensor) -> candle_core::Result<Vec<i32>> {
     if t.dtype().is_float() {
         return Err(candle_core::Error::Msg(format!(
             "flashmha::candle: {name} is {:?}; expected an integer dtype",
             t.dtype()
         )));
     }
-    t.to_dtype(CDType::I64)?
+    t.flatten_all()?
+        .to_dtype(CDType::I64)?
         .to_vec1::<i64>()?
         .into_iter()
         .map(|x| {

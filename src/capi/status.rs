@@ -44,6 +44,7 @@ pub fn code_of(e: &Error) -> flashmha_status {
         | Error::DimTooLarge { .. }
         | Error::HeadsNotDivisible { .. }
         | Error::NegativeStride { .. }
+        | Error::StrideTooSmall { .. }
         | Error::OverlappingOutput { .. } => ffi::FLASHMHA_ERR_SHAPE,
         Error::BufferTooSmall { .. }
         | Error::Misaligned { .. }
@@ -55,7 +56,9 @@ pub fn code_of(e: &Error) -> flashmha_status {
         }
         Error::CuSeqlens { .. } => ffi::FLASHMHA_ERR_CU_SEQLENS,
         Error::Overflow32 { .. } => ffi::FLASHMHA_ERR_OVERFLOW,
-        Error::InvalidOption { .. } => ffi::FLASHMHA_ERR_INVALID_OPTION,
+        Error::InvalidOption { .. } | Error::SplitCount { .. } | Error::SplitKeys { .. } => {
+            ffi::FLASHMHA_ERR_INVALID_OPTION
+        }
         Error::NoCudaDriver { .. } => ffi::FLASHMHA_ERR_NO_CUDA_DRIVER,
         Error::UnsupportedGpu { .. } => ffi::FLASHMHA_ERR_UNSUPPORTED_GPU,
         Error::Cuda { .. } => ffi::FLASHMHA_ERR_CUDA,

@@ -4,11 +4,13 @@
 //! decode kernel and, if planned, the split combine, with the same params bytes the CUDA backend
 //! would pass, and returns the outputs with both launches' reports.
 
-use super::error::DecodeError;
+use super::append::{plan_kv_append, KvAppendBuffers};
+use super::merge::{plan_merge, MergeBuffers, MergePlan, MergeProblem, MergeStates, StatsLayout};
 use super::plan::{DecodeBuffers, DecodePlan, DeviceBuf, Launch};
 use crate::abi::ParamsBytes;
 use crate::build_info;
 use crate::emulator::{Device, DevicePtr, LaunchConfig, LaunchReport, Module};
+use crate::error::{Dim, Error, Result, TensorName};
 use std::sync::Arc;
 
 /// NaN in f16 and bf16; doubled, NaN in f32.
@@ -48,56 +50,47 @@ impl DecodeRun {
 }
 
 /// Parsed PTX of the module defining `entry`, from the crate's one per-process cache.
-pub(crate) fn module(entry: &'static str) -> Result<Arc<Module>, DecodeError> {
+pub(crate) fn module(entry: &'static str) -> Result<Arc<Module>> {
     if build_info::module_of(entry).is_none() {
-        return Err(DecodeError::NoKernel { entry });
+        return Err(Error::NoKernel {
+            entry: entry.to_string(),
+        });
     }
-    crate::backend::emulator::parsed_module(entry).map_err(|e| DecodeError::Emulator(e.to_string()))
-}
-
-fn emu(e: crate::emulator::EmuError) -> DecodeError {
-    DecodeError::Emulator(e.to_string())
+    crate::backend::emulator::parsed_module(entry)
 }
 
 /// Uploads `data` (any plain type) and returns it as a [`DeviceBuf`] of `data.len()` elements.
-pub(crate) fn put<T: bytemuck::Pod>(
-    dev: &mut Device,
-    data: &[T],
-) -> Result<DeviceBuf, DecodeError> {
+pub(crate) fn put<T: bytemuck::Pod>(dev: &mut Device, data: &[T]) -> Result<DeviceBuf> {
     let bytes: &[u8] = bytemuck::cast_slice(data);
     let ptr = dev.alloc(bytes.len().max(1));
-    dev.write(ptr, bytes).map_err(emu)?;
+    dev.write(ptr, bytes)?;
     Ok(DeviceBuf {
         addr: ptr.0,
         len: data.len() as u64,
     })
 }
 
-pub(crate) fn get<T: bytemuck::Pod>(dev: &Device, b: DeviceBuf) -> Result<Vec<T>, DecodeError> {
-    let bytes = dev
-        .read(DevicePtr(b.addr), b.len as usize * std::mem::size_of::<T>())
-        .map_err(emu)?;
+pub(crate) fn get<T: bytemuck::Pod>(dev: &Device, b: DeviceBuf) -> Result<Vec<T>> {
+    let bytes = dev.read(DevicePtr(b.addr), b.len as usize * std::mem::size_of::<T>())?;
     Ok(bytemuck::pod_collect_to_vec(&bytes))
 }
 
-pub(crate) fn launch(
-    dev: &mut Device,
-    l: &Launch,
-    params: &[u8],
-) -> Result<LaunchReport, DecodeError> {
+pub(crate) fn launch(dev: &mut Device, l: &Launch, params: &[u8]) -> Result<LaunchReport> {
     let m = module(l.entry)?;
     let cfg = LaunchConfig {
         grid: l.grid,
         block: l.block,
         dynamic_smem_bytes: l.dynamic_smem_bytes,
     };
-    dev.launch(&m, l.entry, &cfg, params).map_err(emu)
+    Ok(dev.launch(&m, l.entry, &cfg, params)?)
 }
 
-fn check_len(tensor: &'static str, expected: usize, found: usize) -> Result<(), DecodeError> {
+/// A host buffer must hold exactly what the problem describes.
+fn check_len(tensor: TensorName, expected: usize, found: usize) -> Result<()> {
     if expected != found {
-        return Err(DecodeError::HostLength {
+        return Err(Error::DimMismatch {
             tensor,
+            dim: Dim::Len,
             expected,
             found,
         });
@@ -106,7 +99,7 @@ fn check_len(tensor: &'static str, expected: usize, found: usize) -> Result<(), 
 }
 
 /// Runs `plan` on a fresh emulated device over `inputs`.
-pub fn decode(plan: &DecodePlan, inputs: &DecodeHostInputs) -> Result<DecodeRun, DecodeError> {
+pub fn decode(plan: &DecodePlan, inputs: &DecodeHostInputs) -> Result<DecodeRun> {
     decode_on(&mut Device::new(), plan, inputs)
 }
 
@@ -115,28 +108,36 @@ pub fn decode_on(
     dev: &mut Device,
     plan: &DecodePlan,
     inputs: &DecodeHostInputs,
-) -> Result<DecodeRun, DecodeError> {
+) -> Result<DecodeRun> {
     let p = &plan.problem;
-    check_len("q", p.q_span(&p.q_strides) as usize, inputs.q.len())?;
     check_len(
-        "k_cache",
+        TensorName::Q,
+        p.q_span(&p.q_strides) as usize,
+        inputs.q.len(),
+    )?;
+    check_len(
+        TensorName::KCache,
         p.cache_span(&p.k_strides) as usize,
         inputs.k_cache.len(),
     )?;
     check_len(
-        "v_cache",
+        TensorName::VCache,
         p.cache_span(&p.v_strides) as usize,
         inputs.v_cache.len(),
     )?;
-    check_len("cache_seqlens", p.batch, inputs.cache_seqlens.len())?;
+    check_len(
+        TensorName::CacheSeqlens,
+        p.batch,
+        inputs.cache_seqlens.len(),
+    )?;
     let opt_len = |v: &Option<Vec<f32>>| v.as_ref().map_or(0, Vec::len);
     check_len(
-        "alibi_slopes",
+        TensorName::AlibiSlopes,
         if p.alibi { p.num_heads_q } else { 0 },
         opt_len(&inputs.alibi_slopes),
     )?;
     check_len(
-        "head_gates",
+        TensorName::HeadGates,
         if p.gates { p.num_heads_q } else { 0 },
         opt_len(&inputs.head_gates),
     )?;
@@ -193,13 +194,67 @@ pub fn decode_on(
 pub struct MergeRun {
     /// `[rows, heads, d]` raw bits of the states' dtype.
     pub o: Vec<u16>,
-    /// `[heads, rows]` (one batch of `rows`).
+    /// `[heads, rows]` or `[rows, heads]`, as the problem's layout says.
     pub lse: Vec<f32>,
     pub report: LaunchReport,
 }
 
-/// Merges `num_states` states of `dtype` on the emulator: `o_states: [num_states, rows, heads, d]`
-/// (raw bits), `lse_states: [num_states, rows, heads]`; contiguous.
+/// Host states of a merge: stacked (`o_states: [num_states, rows, heads, d]` raw bits,
+/// `lse_states` per state in the problem's layout) or a pair (`o_b`, `lse_b` set).
+#[derive(Debug, Clone, Copy)]
+pub struct MergeHostInputs<'a> {
+    pub o_states: &'a [u16],
+    pub lse_states: &'a [f32],
+    pub o_b: Option<&'a [u16]>,
+    pub lse_b: Option<&'a [f32]>,
+}
+
+/// Runs a merge plan on a fresh emulated device (output and LSE poisoned with NaN first).
+pub fn merge(plan: &MergePlan, inputs: &MergeHostInputs<'_>) -> Result<MergeRun> {
+    let p = &plan.problem;
+    let stacked = match p.states {
+        MergeStates::Stacked { num_states } => num_states,
+        MergeStates::Pair => 1,
+    };
+    let (o_a, lse_a) = if p.states == MergeStates::Pair {
+        (TensorName::OA, TensorName::LseA)
+    } else {
+        (TensorName::OStates, TensorName::LseStates)
+    };
+    check_len(o_a, stacked * p.o_len() as usize, inputs.o_states.len())?;
+    check_len(
+        lse_a,
+        stacked * p.lse_len() as usize,
+        inputs.lse_states.len(),
+    )?;
+    let mut dev = Device::new();
+    let mut bufs = MergeBuffers {
+        o_states: put(&mut dev, inputs.o_states)?,
+        lse_states: put(&mut dev, inputs.lse_states)?,
+        o: put(&mut dev, &vec![POISON_U16; p.o_len() as usize])?,
+        lse: put(&mut dev, &vec![f32::NAN; p.lse_len() as usize])?,
+        ..Default::default()
+    };
+    if let Some(o_b) = inputs.o_b {
+        check_len(TensorName::OB, p.o_len() as usize, o_b.len())?;
+        bufs.o_b = put(&mut dev, o_b)?;
+    }
+    if let Some(lse_b) = inputs.lse_b {
+        check_len(TensorName::LseB, p.lse_len() as usize, lse_b.len())?;
+        bufs.lse_b = put(&mut dev, lse_b)?;
+    }
+    let params = plan.params(&bufs)?;
+    let report = launch(&mut dev, &plan.launch, params.as_bytes())?;
+    Ok(MergeRun {
+        o: get(&dev, bufs.o)?,
+        lse: get(&dev, bufs.lse)?,
+        report,
+    })
+}
+
+/// Merges `num_states` stacked states of `dtype` on the emulator: `o_states: [num_states, rows,
+/// heads, d]` (raw bits), `lse_states: [num_states, rows, heads]`; the merged LSE comes back as
+/// `[heads, rows]`.
 pub fn merge_states(
     dtype: crate::dtype::DType,
     o_states: &[u16],
@@ -208,63 +263,34 @@ pub fn merge_states(
     rows: usize,
     heads: usize,
     head_dim: usize,
-) -> Result<MergeRun, DecodeError> {
-    use super::kernels::{merge_states_entry, MERGE_WARPS};
-    let n = rows * heads;
-    check_len("o_states", num_states * n * head_dim, o_states.len())?;
-    check_len("lse_states", num_states * n, lse_states.len())?;
-    if !head_dim.is_multiple_of(4) || n == 0 || num_states == 0 {
-        return Err(DecodeError::OutOfRange {
-            what: "merge_states shape (rows x heads, states >= 1, d % 4 == 0)",
-            min: 1,
-            max: u64::MAX,
-            found: 0,
-        });
+) -> Result<MergeRun> {
+    // Inputs [rows, heads] per state; the output LSE [heads, rows] (as the decode writes it):
+    // the kernel takes the two layouts separately, the plan one, so transpose on the host.
+    let plan = plan_merge(&MergeProblem {
+        dtype,
+        states: MergeStates::Stacked { num_states },
+        rows,
+        heads,
+        head_dim,
+        lse_layout: StatsLayout::RowsHeads,
+    })?;
+    let mut run = merge(
+        &plan,
+        &MergeHostInputs {
+            o_states,
+            lse_states,
+            o_b: None,
+            lse_b: None,
+        },
+    )?;
+    let mut heads_rows = vec![0f32; run.lse.len()];
+    for r in 0..rows {
+        for h in 0..heads {
+            heads_rows[h * rows + r] = run.lse[r * heads + h];
+        }
     }
-    let mut dev = Device::new();
-    let os = put(&mut dev, o_states)?;
-    let ls = put(&mut dev, lse_states)?;
-    let o = put(&mut dev, &vec![POISON_U16; n * head_dim])?;
-    let lse = put(&mut dev, &vec![f32::NAN; n])?;
-    let d = head_dim as i64;
-    let params = crate::abi::MergeStatesParams {
-        o_states: os.addr as *const _,
-        lse_states: ls.addr as *const f32,
-        entropy_states: std::ptr::null(),
-        o: o.addr as *mut _,
-        lse: lse.addr as *mut f32,
-        entropy: std::ptr::null_mut(),
-        head_gates: std::ptr::null(),
-        o_state_stride: n as i64 * d,
-        o_state_row_stride: heads as i64 * d,
-        o_state_head_stride: d,
-        lse_state_stride: n as i64,
-        lse_state_row_stride: heads as i64,
-        lse_state_head_stride: 1,
-        o_batch_stride: 0,
-        o_row_stride: heads as i64 * d,
-        o_head_stride: d,
-        lse_batch_stride: 0,
-        lse_head_stride: rows as i64,
-        num_states: num_states as i32,
-        rows: rows as i32,
-        heads: heads as i32,
-        head_dim: head_dim as i32,
-        rows_per_batch: rows as i32,
-        pad0: 0,
-    };
-    let l = Launch {
-        entry: merge_states_entry(dtype),
-        grid: [(n as u32).div_ceil(MERGE_WARPS), 1, 1],
-        block: [MERGE_WARPS * crate::plan::WARP_SIZE, 1, 1],
-        dynamic_smem_bytes: 0,
-    };
-    let report = launch(&mut dev, &l, params.as_bytes())?;
-    Ok(MergeRun {
-        o: get(&dev, o)?,
-        lse: get(&dev, lse)?,
-        report,
-    })
+    run.lse = heads_rows;
+    Ok(run)
 }
 
 /// Appends `num_tokens` K/V rows (`[num_tokens, hkv, d]` contiguous raw bits) into copies of the
@@ -276,58 +302,30 @@ pub fn kv_append(
     k_new: &[u16],
     v_new: &[u16],
     slot_mapping: &[i32],
-) -> Result<(Vec<u16>, Vec<u16>, LaunchReport), DecodeError> {
-    use super::kernels::{KV_APPEND_ENTRY, KV_APPEND_THREADS};
-    let (hkv, d) = (p.num_heads_kv, p.head_dim);
-    let tokens = slot_mapping.len();
+) -> Result<(Vec<u16>, Vec<u16>, LaunchReport)> {
+    let plan = plan_kv_append(p, slot_mapping.len())?;
+    let new_len = slot_mapping.len() * p.num_heads_kv * p.head_dim;
     check_len(
-        "k_cache",
+        TensorName::KCache,
         p.cache_span(&p.k_strides) as usize,
         k_cache.len(),
     )?;
     check_len(
-        "v_cache",
+        TensorName::VCache,
         p.cache_span(&p.v_strides) as usize,
         v_cache.len(),
     )?;
-    check_len("k_new", tokens * hkv * d, k_new.len())?;
-    check_len("v_new", tokens * hkv * d, v_new.len())?;
+    check_len(TensorName::KNew, new_len, k_new.len())?;
+    check_len(TensorName::VNew, new_len, v_new.len())?;
     let mut dev = Device::new();
-    let kc = put(&mut dev, k_cache)?;
-    let vc = put(&mut dev, v_cache)?;
-    let kn = put(&mut dev, k_new)?;
-    let vn = put(&mut dev, v_new)?;
-    let sm = put(&mut dev, slot_mapping)?;
-    let params = crate::abi::KvAppendParams {
-        k_new: kn.addr as *const _,
-        v_new: vn.addr as *const _,
-        k_cache: kc.addr as *mut _,
-        v_cache: vc.addr as *mut _,
-        slot_mapping: sm.addr as *const i32,
-        k_new_token_stride: (hkv * d) as i64,
-        k_new_head_stride: d as i64,
-        v_new_token_stride: (hkv * d) as i64,
-        v_new_head_stride: d as i64,
-        k_page_stride: p.k_strides.page,
-        k_slot_stride: p.k_strides.slot,
-        k_head_stride: p.k_strides.head,
-        v_page_stride: p.v_strides.page,
-        v_slot_stride: p.v_strides.slot,
-        v_head_stride: p.v_strides.head,
-        num_tokens: tokens as i32,
-        num_heads_kv: hkv as i32,
-        head_dim: d as i32,
-        num_pages: p.num_pages as i32,
-        page_size: p.page_size as i32,
-        pad0: 0,
+    let bufs = KvAppendBuffers {
+        k_cache: put(&mut dev, k_cache)?,
+        v_cache: put(&mut dev, v_cache)?,
+        k_new: put(&mut dev, k_new)?,
+        v_new: put(&mut dev, v_new)?,
+        slot_mapping: put(&mut dev, slot_mapping)?,
     };
-    let chunks = (tokens * hkv * d / 8) as u32;
-    let l = Launch {
-        entry: KV_APPEND_ENTRY,
-        grid: [chunks.div_ceil(KV_APPEND_THREADS).max(1), 1, 1],
-        block: [KV_APPEND_THREADS, 1, 1],
-        dynamic_smem_bytes: 0,
-    };
-    let report = launch(&mut dev, &l, params.as_bytes())?;
-    Ok((get(&dev, kc)?, get(&dev, vc)?, report))
+    let params = plan.params(&bufs)?;
+    let report = launch(&mut dev, &plan.launch, params.as_bytes())?;
+    Ok((get(&dev, bufs.k_cache)?, get(&dev, bufs.v_cache)?, report))
 }

@@ -1,30 +1,37 @@
 //! Decode over a paged KV cache: new query tokens (1 for decode, a few for speculative decode,
 //! any number for chunked prefill) attend to K/V held in fixed-size pages through a block table.
 //!
-//! Flow, as for the forward: [`DecodeProblem`] (shapes, no device) -> [`validate`] (typed
-//! [`DecodeError`], nothing launched) -> [`plan`] (pure: kernel, grid, split count, workspace
+//! Flow, as for the forward: [`DecodeProblem`] (shapes, no device) -> [`validate`] (the crate's
+//! typed [`crate::Error`], nothing launched) -> [`plan`] (pure: kernel, grid, split count, workspace
 //! size, then per run the params struct from buffer addresses) -> backend ([`emulated`] here;
 //! the CUDA backend launches the same params bytes). Kernels: `kernels/flash_decode.cu` (paged,
 //! GQA-packed, split-KV), `kernels/merge_states.cu` (split combine and public merge of states),
 //! `kernels/kv_append.cu` (writes new K/V rows into pages).
 //!
-//! Files: `problem.rs` (plain data), `error.rs`, `validate.rs`, `plan.rs` (incl. the split
-//! heuristic), `kernels.rs` (the generated kernel table), `abi.rs` (marker impls of the bindgen
-//! params structs), `emulated.rs` (runs plans on the emulator from host data).
+//! Files: `problem.rs` (plain data), `validate.rs`, `plan.rs` (incl. the split
+//! heuristic), `merge.rs` (the public merge of states: plan and params), `append.rs` (the KV
+//! append plan), `kernels.rs` (the generated kernel table), `abi.rs` (marker impls of the
+//! bindgen params structs), `emulated.rs` (runs plans on the emulator from host data), `gpu.rs`
+//! (the same from host data on a GPU, for checks); the CUDA launch path itself is
+//! `CudaBackend::decode` / `merge_states` / `kv_append` (src/backend/cuda/decode.rs).
 
 pub mod abi;
+pub mod append;
 #[cfg(feature = "emulator")]
 pub mod bench;
 #[cfg(feature = "reference")]
 pub mod check;
 #[cfg(feature = "emulator")]
 pub mod emulated;
-pub mod error;
+#[cfg(feature = "emulator")]
+pub mod gpu;
 pub mod kernels;
+pub mod merge;
 pub mod plan;
 pub mod problem;
 pub mod validate;
 
-pub use error::DecodeError;
-pub use plan::{plan_decode, DecodeBuffers, DecodePlan, SplitPolicy, WorkspaceLayout};
+pub use append::{plan_kv_append, KvAppendBuffers, KvAppendPlan};
+pub use merge::{plan_merge, MergeBuffers, MergePlan, MergeProblem, MergeStates, StatsLayout};
+pub use plan::{plan_decode, DecodeBuffers, DecodePlan, DeviceBuf, SplitPolicy, WorkspaceLayout};
 pub use problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};

@@ -10,16 +10,20 @@
 //! every split at least `max(MIN_KEYS_PER_SPLIT, KEYS_PER_SPLIT_PER_ROW x rows per KV head)` keys
 //! of the longest cache and never more than [`MAX_SPLITS`]. Why the per-row term: a split
 //! writes and the combine reads `4·d + 4` bytes of partial state per packed row (group x
-//! sq_new rows per KV head), about `8·d·rows` bytes, against `2·e·d = 4·d` bytes (f16) of K and V
-//! per key; `keys >= 100·rows` keeps the partials within 2% of the compulsory bytes. Overridable: [`SplitPolicy::Count`] and
+//! sq_new rows per KV head), about `8·d·rows` bytes, and reloads Q (`2·d·rows` bytes, f16),
+//! against `2·e·d = 4·d` bytes (f16) of K and V per key: per split, `~2.5·rows / keys` of the
+//! compulsory bytes. `keys >= 256·rows` keeps that below 1% and leaves the rest of the 2%
+//! budget (whole call <= 1.02x compulsory, issue 9) to the block-table and length reads.
+//! Measured (bench/results/decode.txt, d128 GQA 4 sq_new 1): 100·rows gave 10 splits at
+//! 1.034x, 256·rows gives 4 splits. Overridable: [`SplitPolicy::Count`] and
 //! [`SplitPolicy::FixedKeys`] (batch-invariant: a sequence's split boundaries depend only on its
 //! own length, so its output bits do not depend on the rest of the batch).
 
-use super::error::DecodeError;
 use super::kernels::{combine_entry, DecodeKernelRow, MERGE_WARPS};
 use super::problem::DecodeProblem;
 use super::validate::{validate_decode, DECODE_TILE_ROWS};
 use crate::abi::{self, FlashDecodeParams, MergeStatesParams};
+use crate::error::{AlignWhat, Error, Result, TensorName};
 use crate::plan::WARP_SIZE;
 
 /// CTAs per SM the heuristic aims for: two d128 decode CTAs (74.5 KB of shared memory each)
@@ -27,8 +31,9 @@ use crate::plan::WARP_SIZE;
 pub const CTAS_PER_SM_TARGET: u64 = 2;
 /// Fewest keys (of the longest cache) a split gets from the heuristic.
 pub const MIN_KEYS_PER_SPLIT: u64 = 256;
-/// Keys per split per packed row of a KV head (see the module docs: partials <= 2%).
-pub const KEYS_PER_SPLIT_PER_ROW: u64 = 100;
+/// Keys per split per packed row of a KV head (see the module docs: partials and Q reloads
+/// < 1%).
+pub const KEYS_PER_SPLIT_PER_ROW: u64 = 256;
 /// Most splits the heuristic or [`SplitPolicy::Count`] may use.
 pub const MAX_SPLITS: u32 = 256;
 /// Split boundaries are multiples of this many keys (`FLASHMHA_DECODE_SPLIT_ALIGN`).
@@ -75,9 +80,14 @@ pub struct WorkspaceLayout {
 }
 
 impl WorkspaceLayout {
+    /// Total f32 elements: the one buffer a caller allocates, carved as partial O, then partial
+    /// LSE, then partial entropy.
+    pub fn elems(&self) -> u64 {
+        self.partial_o + self.partial_lse + self.partial_entropy
+    }
     /// Total bytes (three f32 arrays).
     pub fn bytes(&self) -> u64 {
-        4 * (self.partial_o + self.partial_lse + self.partial_entropy)
+        4 * self.elems()
     }
 }
 
@@ -132,10 +142,7 @@ pub struct DecodeBuffers {
 }
 
 /// Validates `problem` and plans it under `policy`.
-pub fn plan_decode(
-    problem: &DecodeProblem,
-    policy: SplitPolicy,
-) -> Result<DecodePlan, DecodeError> {
+pub fn plan_decode(problem: &DecodeProblem, policy: SplitPolicy) -> Result<DecodePlan> {
     let kernel = *validate_decode(problem)?;
     let p = problem;
     let row_tiles = (p.group() * p.max_seqlen_q()).div_ceil(DECODE_TILE_ROWS) as u64;
@@ -150,29 +157,25 @@ pub fn plan_decode(
         }
         SplitPolicy::Count(n) => {
             if n == 0 || n > MAX_SPLITS {
-                return Err(DecodeError::OutOfRange {
-                    what: "num_splits",
-                    min: 1,
-                    max: u64::from(MAX_SPLITS),
+                return Err(Error::SplitCount {
                     found: u64::from(n),
+                    max: MAX_SPLITS,
                 });
             }
             (n, 0)
         }
         SplitPolicy::FixedKeys(k) => {
             if k == 0 || k % SPLIT_ALIGN != 0 {
-                return Err(DecodeError::SplitKeys {
-                    found: k as usize,
-                    align: SPLIT_ALIGN as usize,
+                return Err(Error::SplitKeys {
+                    found: k,
+                    align: SPLIT_ALIGN,
                 });
             }
             let n = (p.max_cache_len as u64).div_ceil(u64::from(k)).max(1);
             if n > u64::from(MAX_SPLITS) {
-                return Err(DecodeError::OutOfRange {
-                    what: "max_cache_len / split keys (splits)",
-                    min: 1,
-                    max: u64::from(MAX_SPLITS),
+                return Err(Error::SplitCount {
                     found: n,
+                    max: MAX_SPLITS,
                 });
             }
             (n as u32, k)
@@ -220,6 +223,64 @@ pub fn plan_decode(
     })
 }
 
+/// `b` must be present and hold at least `needed` elements.
+pub(crate) fn need(tensor: TensorName, b: &DeviceBuf, needed: u64) -> Result<()> {
+    if b.addr == 0 {
+        return Err(Error::MissingBuffer { tensor });
+    }
+    if b.len < needed {
+        return Err(Error::BufferTooSmall {
+            tensor,
+            needed,
+            available: b.len,
+        });
+    }
+    Ok(())
+}
+
+/// `b`'s base address must allow the kernels' 16-byte vector accesses.
+pub(crate) fn align16(tensor: TensorName, b: &DeviceBuf) -> Result<()> {
+    align_to(tensor, b, abi::FLASHMHA_COPY_ALIGN_BYTES as u64)
+}
+
+/// `b`'s base address must be a multiple of `required` bytes.
+pub(crate) fn align_to(tensor: TensorName, b: &DeviceBuf, required: u64) -> Result<()> {
+    if !b.addr.is_multiple_of(required) {
+        return Err(Error::Misaligned {
+            tensor,
+            what: AlignWhat::Base,
+            required: required as usize,
+            value: b.addr,
+        });
+    }
+    Ok(())
+}
+
+/// No output of `all[..outputs]` overlaps any later entry (absent buffers skipped). Byte
+/// ranges are the extents, so tensors carved side by side from one arena do not collide.
+pub(crate) fn check_disjoint<const N: usize>(
+    all: &[(TensorName, DeviceBuf, u64, u64, u64); N],
+    outputs: usize,
+) -> Result<()> {
+    let span = |b: DeviceBuf, n: u64, e: u64| (b.addr, b.addr.saturating_add(n * e));
+    for (i, &(a, abuf, an, ae, _)) in all.iter().enumerate().take(outputs) {
+        if abuf.addr == 0 {
+            continue;
+        }
+        let (a0, a1) = span(abuf, an, ae);
+        for &(bname, bbuf, bn, be, _) in all.iter().skip(i + 1) {
+            if bbuf.addr == 0 {
+                continue;
+            }
+            let (b0, b1) = span(bbuf, bn, be);
+            if a0 < b1 && b0 < a1 {
+                return Err(Error::Alias { a, b: bname });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Page-size divisor for the kernel: `key / page_size == (key * magic) >> shift` for every
 /// `0 <= key < 2^30` (with `l = ceil(log2 page_size)`, `shift = 32 + l`,
 /// `magic = ceil(2^shift / page_size)`: the error term `key * (magic - 2^shift / page_size) /
@@ -233,84 +294,152 @@ pub fn page_divisor(page_size: u32) -> (u64, i32) {
 }
 
 impl DecodePlan {
+    /// Carves one caller-owned f32 workspace of at least [`WorkspaceLayout::elems`] elements
+    /// into (partial O, partial LSE, partial entropy). A plan without a combine needs none and
+    /// ignores `ws` (absent buffers come back), so one workspace sized for the engine's largest
+    /// plan serves every plan. The partial O at the base must be 16-byte aligned (checked by
+    /// [`DecodePlan::params`]).
+    pub fn carve_workspace(&self, ws: DeviceBuf) -> Result<(DeviceBuf, DeviceBuf, DeviceBuf)> {
+        let none = DeviceBuf::default();
+        if self.combine.is_none() {
+            return Ok((none, none, none));
+        }
+        let w = &self.workspace;
+        need(TensorName::Workspace, &ws, w.elems())?;
+        let at = |offset: u64, len: u64| DeviceBuf {
+            addr: ws.addr + 4 * offset,
+            len,
+        };
+        Ok((
+            at(0, w.partial_o),
+            at(w.partial_o, w.partial_lse),
+            if w.partial_entropy > 0 {
+                at(w.partial_o + w.partial_lse, w.partial_entropy)
+            } else {
+                none
+            },
+        ))
+    }
+
     /// The params of the decode and (if any) combine launch for `bufs`, after O(1) checks of
     /// buffer presence, sizes and alignment.
     pub fn params(
         &self,
         bufs: &DecodeBuffers,
-    ) -> Result<(FlashDecodeParams, Option<MergeStatesParams>), DecodeError> {
+    ) -> Result<(FlashDecodeParams, Option<MergeStatesParams>)> {
         let p = &self.problem;
-        let need = |tensor: &'static str, b: &DeviceBuf, needed: u64| -> Result<(), DecodeError> {
-            if b.addr == 0 {
-                return Err(DecodeError::MissingBuffer { tensor });
-            }
-            if b.len < needed {
-                return Err(DecodeError::BufferTooSmall {
-                    tensor,
-                    needed,
-                    available: b.len,
-                });
-            }
-            Ok(())
-        };
-        let align16 = |tensor: &'static str, b: &DeviceBuf| -> Result<(), DecodeError> {
-            if !b.addr.is_multiple_of(16) {
-                return Err(DecodeError::Alignment {
-                    tensor,
-                    required: 16,
-                    address: b.addr,
-                });
-            }
-            Ok(())
-        };
-        need("q", &bufs.q, p.q_span(&p.q_strides))?;
-        need("o", &bufs.o, p.q_span(&p.o_strides))?;
-        need("k_cache", &bufs.k_cache, p.cache_span(&p.k_strides))?;
-        need("v_cache", &bufs.v_cache, p.cache_span(&p.v_strides))?;
+        use TensorName as T;
+        need(T::Q, &bufs.q, p.q_span(&p.q_strides))?;
+        need(T::O, &bufs.o, p.q_span(&p.o_strides))?;
+        need(T::KCache, &bufs.k_cache, p.cache_span(&p.k_strides))?;
+        need(T::VCache, &bufs.v_cache, p.cache_span(&p.v_strides))?;
         for (t, b) in [
-            ("q", &bufs.q),
-            ("o", &bufs.o),
-            ("k_cache", &bufs.k_cache),
-            ("v_cache", &bufs.v_cache),
+            (T::Q, &bufs.q),
+            (T::O, &bufs.o),
+            (T::KCache, &bufs.k_cache),
+            (T::VCache, &bufs.v_cache),
         ] {
             align16(t, b)?;
         }
         need(
-            "block_table",
+            T::BlockTable,
             &bufs.block_table,
             ((p.batch - 1) * p.block_table_stride + p.max_pages_per_seq) as u64,
         )?;
-        need("cache_seqlens", &bufs.cache_seqlens, p.batch as u64)?;
+        need(T::CacheSeqlens, &bufs.cache_seqlens, p.batch as u64)?;
         if p.is_varlen() {
-            need("cu_seqlens_q", &bufs.cu_seqlens_q, p.batch as u64 + 1)?;
+            need(T::CuSeqlensQ, &bufs.cu_seqlens_q, p.batch as u64 + 1)?;
         }
         let stats = p.row_stats_len() as u64;
         if p.lse {
-            need("lse", &bufs.lse, stats)?;
+            need(T::Lse, &bufs.lse, stats)?;
         }
         if p.entropy {
-            need("entropy", &bufs.entropy, stats)?;
+            need(T::Entropy, &bufs.entropy, stats)?;
         }
         if p.alibi {
-            need("alibi_slopes", &bufs.alibi_slopes, p.num_heads_q as u64)?;
+            need(T::AlibiSlopes, &bufs.alibi_slopes, p.num_heads_q as u64)?;
         }
         if p.gates {
-            need("head_gates", &bufs.head_gates, p.num_heads_q as u64)?;
+            need(T::HeadGates, &bufs.head_gates, p.num_heads_q as u64)?;
         }
         let split_output = self.combine.is_some();
         if split_output {
-            need("partial_o", &bufs.partial_o, self.workspace.partial_o)?;
-            align16("partial_o", &bufs.partial_o)?;
-            need("partial_lse", &bufs.partial_lse, self.workspace.partial_lse)?;
+            need(T::PartialO, &bufs.partial_o, self.workspace.partial_o)?;
+            align16(T::PartialO, &bufs.partial_o)?;
+            need(T::PartialLse, &bufs.partial_lse, self.workspace.partial_lse)?;
             if p.entropy {
                 need(
-                    "partial_entropy",
+                    T::PartialEntropy,
                     &bufs.partial_entropy,
                     self.workspace.partial_entropy,
                 )?;
             }
         }
         let opt = |on: bool, b: &DeviceBuf| if on { b.addr } else { 0 };
+        // No output overlaps another operand (byte extents of what the kernels touch).
+        let e = p.dtype.size() as u64;
+        let on = |cond: bool, b: DeviceBuf| if cond { b } else { DeviceBuf::default() };
+        let ws = |b: DeviceBuf| on(split_output, b);
+        let alias: [(TensorName, DeviceBuf, u64, u64, u64); 14] = [
+            (T::O, bufs.o, p.q_span(&p.o_strides), e, 0),
+            (T::Lse, on(p.lse, bufs.lse), stats, 4, 0),
+            (T::Entropy, on(p.entropy, bufs.entropy), stats, 4, 0),
+            (
+                T::PartialO,
+                ws(bufs.partial_o),
+                self.workspace.partial_o,
+                4,
+                0,
+            ),
+            (
+                T::PartialLse,
+                ws(bufs.partial_lse),
+                self.workspace.partial_lse,
+                4,
+                0,
+            ),
+            (
+                T::PartialEntropy,
+                on(split_output && p.entropy, bufs.partial_entropy),
+                self.workspace.partial_entropy,
+                4,
+                0,
+            ),
+            (T::Q, bufs.q, p.q_span(&p.q_strides), e, 0),
+            (T::KCache, bufs.k_cache, p.cache_span(&p.k_strides), e, 0),
+            (T::VCache, bufs.v_cache, p.cache_span(&p.v_strides), e, 0),
+            (
+                T::BlockTable,
+                bufs.block_table,
+                ((p.batch - 1) * p.block_table_stride + p.max_pages_per_seq) as u64,
+                4,
+                0,
+            ),
+            (T::CacheSeqlens, bufs.cache_seqlens, p.batch as u64, 4, 0),
+            (
+                T::CuSeqlensQ,
+                on(p.is_varlen(), bufs.cu_seqlens_q),
+                p.batch as u64 + 1,
+                4,
+                0,
+            ),
+            (
+                T::AlibiSlopes,
+                on(p.alibi, bufs.alibi_slopes),
+                p.num_heads_q as u64,
+                4,
+                0,
+            ),
+            (
+                T::HeadGates,
+                on(p.gates, bufs.head_gates),
+                p.num_heads_q as u64,
+                4,
+                0,
+            ),
+        ];
+        check_disjoint(&alias, 6)?;
         let scale = p.options.scale_for(p.head_dim);
         let (left, right) = p.options.window.map_or((None, None), |w| (w.left, w.right));
         let mut flags = 0u32;
@@ -391,6 +520,9 @@ impl DecodePlan {
                 o_states: bufs.partial_o.addr as *const _,
                 lse_states: bufs.partial_lse.addr as *const f32,
                 entropy_states: opt(p.entropy, &bufs.partial_entropy) as *const f32,
+                o_states_b: std::ptr::null(),
+                lse_states_b: std::ptr::null(),
+                entropy_states_b: std::ptr::null(),
                 o: bufs.o.addr as *mut _,
                 lse: opt(p.lse, &bufs.lse) as *mut f32,
                 entropy: opt(p.entropy, &bufs.entropy) as *mut f32,
@@ -451,9 +583,11 @@ mod tests {
         assert_eq!(choose_splits(8, 1, 1 << 16, 108), 27);
         // Short cache caps it: 1000 keys allow 3 splits of >= 256 keys ...
         assert_eq!(choose_splits(8, 1, 1000, 108), 3);
-        // ... and with 4 rows per KV head (GQA 4, 1 token) splits need 400 keys: 2.
-        assert_eq!(choose_splits(8, 4, 1000, 108), 2);
-        assert_eq!(choose_splits(8, 16, 4096, 108), 2);
+        // ... and with 4 rows per KV head (GQA 4, 1 token) splits need 1024 keys: 1, or 4 of
+        // 4096 keys.
+        assert_eq!(choose_splits(8, 4, 1000, 108), 1);
+        assert_eq!(choose_splits(8, 4, 4096, 108), 4);
+        assert_eq!(choose_splits(8, 16, 4096, 108), 1);
         assert_eq!(choose_splits(1, 1, 100, 108), 1);
         assert_eq!(choose_splits(1, 1, 1 << 29, 1000), MAX_SPLITS);
     }
@@ -477,13 +611,17 @@ mod tests {
         let fixed = plan_decode(&p, SplitPolicy::FixedKeys(64)).unwrap();
         assert_eq!(fixed.num_splits, 3); // 160 keys / 64
         assert!(fixed.combine.is_some());
-        assert_eq!(
+        assert!(matches!(
             plan_decode(&p, SplitPolicy::FixedKeys(100)),
-            Err(DecodeError::SplitKeys {
+            Err(Error::SplitKeys {
                 found: 100,
                 align: 64
             })
-        );
+        ));
+        assert!(matches!(
+            plan_decode(&p, SplitPolicy::Count(MAX_SPLITS + 1)),
+            Err(Error::SplitCount { found, max: MAX_SPLITS }) if found == u64::from(MAX_SPLITS) + 1
+        ));
     }
 
     #[test]
@@ -492,34 +630,46 @@ mod tests {
         p.page_size = 1025;
         assert!(matches!(
             plan_decode(&p, SplitPolicy::Count(1)),
-            Err(DecodeError::OutOfRange {
-                what: "page_size",
-                ..
+            Err(Error::DimTooLarge {
+                tensor: TensorName::KCache,
+                dim: crate::error::Dim::Slot,
+                max: 1024,
+                found: 1025
             })
         ));
         let mut p = problem();
         p.num_heads_kv = 3;
         assert!(matches!(
             plan_decode(&p, SplitPolicy::Count(1)),
-            Err(DecodeError::Heads { .. })
+            Err(Error::HeadsNotDivisible {
+                heads_q: 8,
+                heads_kv: 3
+            })
         ));
         let mut p = problem();
         p.head_dim = 48;
         assert!(matches!(
             plan_decode(&p, SplitPolicy::Count(1)),
-            Err(DecodeError::UnsupportedHeadDim { .. })
+            Err(Error::UnsupportedHeadDim { head_dim: 48, .. })
         ));
         let mut p = problem();
         p.k_strides.slot = 12;
         assert!(matches!(
             plan_decode(&p, SplitPolicy::Count(1)),
-            Err(DecodeError::Stride {
-                tensor: "k_cache",
-                ..
+            Err(Error::Misaligned {
+                tensor: TensorName::KCache,
+                what: AlignWhat::Stride(crate::error::Dim::Slot),
+                required: 16,
+                value: 24
             })
         ));
         let plan = plan_decode(&problem(), SplitPolicy::Count(2)).unwrap();
         let err = plan.params(&DecodeBuffers::default()).unwrap_err();
-        assert_eq!(err, DecodeError::MissingBuffer { tensor: "q" });
+        assert!(matches!(
+            err,
+            Error::MissingBuffer {
+                tensor: TensorName::Q
+            }
+        ));
     }
 }

@@ -1,0 +1,187 @@
+//! The candle op over a paged KV cache (decode, speculative decode, chunked prefill):
+//! [`paged_attention`] returns O and the LSE of new query tokens attending to the keys a block
+//! table maps into K/V page pools. CPU tensors run the decode kernels' PTX on the emulator;
+//! CUDA tensors (feature `candle-cuda`) run them on the GPU through the same [`DecodePlan`].
+//!
+//! Reads the given tensors, returns new ones; touches nothing else.
+
+use super::{bits, dims, element_type, from_bits, host_i32, same_device, wrap, Target};
+use crate::decode::emulated::{self, DecodeHostInputs};
+use crate::decode::{plan_decode, DecodePlan, DecodeProblem, SplitPolicy};
+use crate::error::{Dim, Error, TensorName};
+use crate::options::AttnOptions;
+use candle_core::{Device, Tensor};
+
+/// SMs the split heuristic plans for on the emulator (an A100's 108: the emulator runs the
+/// plan a GPU of that size would get, splits included).
+const EMULATED_SMS: u32 = 108;
+
+/// A paged KV cache as candle tensors.
+#[derive(Debug, Clone, Copy)]
+pub struct PagedKvCache<'a> {
+    /// K pages: `[num_pages, page_size, hkv, d]`, or `[num_pages, hkv, page_size, d]` with
+    /// `head_major` (q's dtype, contiguous).
+    pub k: &'a Tensor,
+    /// V pages, laid out as `k`.
+    pub v: &'a Tensor,
+    /// Whether the pages are head-major (HND) instead of token-major (NHD).
+    pub head_major: bool,
+    /// `[b, max_pages_per_seq]` integer: page of each sequence's `j`-th block of keys.
+    pub block_table: &'a Tensor,
+    /// `[b]` integer: keys of each sequence, the new tokens' included.
+    pub cache_seqlens: &'a Tensor,
+    /// Host-side bound of every `cache_seqlens` entry (sizes the split heuristic); `None` means
+    /// `max_pages_per_seq * page_size`.
+    pub max_cache_len: Option<usize>,
+}
+
+/// Attention of `q: [b, sq_new, hq, d]` (f16 or bf16, contiguous) over the paged cache: row `i`
+/// of sequence `s` sees key `j < cache_seqlens[s]`, with causal masks aligned to the end of the
+/// cache (the new tokens are the last `sq_new` keys). Returns `o: [b, sq_new, hq, d]` and
+/// `lse: [b, hq, sq_new]` (f32, natural log). Device-resident indices (block table, lengths)
+/// are checked by the kernel, which traps (an error, never an out-of-bounds access).
+pub fn paged_attention(
+    q: &Tensor,
+    cache: &PagedKvCache,
+    opts: &AttnOptions,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let dtype = element_type(TensorName::Q, q)?;
+    for (name, t) in [(TensorName::KCache, cache.k), (TensorName::VCache, cache.v)] {
+        let found = element_type(name, t)?;
+        if found != dtype {
+            return Err(wrap(Error::DTypeMismatch {
+                tensor: name,
+                expected: dtype,
+                found,
+            }));
+        }
+    }
+    let [batch, sq_new, hq, d] = dims::<4>(TensorName::Q, q)?;
+    let kd = dims::<4>(TensorName::KCache, cache.k)?;
+    let vd = dims::<4>(TensorName::VCache, cache.v)?;
+    if let Some(i) = (0..4).find(|&i| vd[i] != kd[i]) {
+        return Err(wrap(Error::DimMismatch {
+            tensor: TensorName::VCache,
+            dim: [Dim::Batch, Dim::Seq, Dim::Heads, Dim::HeadDim][i],
+            expected: kd[i],
+            found: vd[i],
+        }));
+    }
+    let (num_pages, page_size, hkv) = if cache.head_major {
+        (kd[0], kd[2], kd[1])
+    } else {
+        (kd[0], kd[1], kd[2])
+    };
+    if kd[3] != d {
+        return Err(wrap(Error::DimMismatch {
+            tensor: TensorName::KCache,
+            dim: Dim::HeadDim,
+            expected: d,
+            found: kd[3],
+        }));
+    }
+    let [bt_rows, max_pages_per_seq] = dims::<2>(TensorName::BlockTable, cache.block_table)?;
+    let [lens] = dims::<1>(TensorName::CacheSeqlens, cache.cache_seqlens)?;
+    for (tensor, found) in [
+        (TensorName::BlockTable, bt_rows),
+        (TensorName::CacheSeqlens, lens),
+    ] {
+        if found != batch {
+            return Err(wrap(Error::DimMismatch {
+                tensor,
+                dim: Dim::Batch,
+                expected: batch,
+                found,
+            }));
+        }
+    }
+    let mut problem = DecodeProblem::contiguous(
+        dtype,
+        batch,
+        sq_new,
+        hq,
+        hkv,
+        d,
+        num_pages,
+        page_size,
+        max_pages_per_seq,
+        cache.head_major,
+    );
+    problem.options = *opts;
+    problem.lse = true;
+    if let Some(max) = cache.max_cache_len {
+        problem.max_cache_len = max;
+    }
+    let target = same_device(q, cache.k, cache.v)?;
+    let o_dims = [batch, sq_new, hq, d];
+    let lse_dims = [batch, hq, sq_new];
+    match target {
+        Target::Emulator => {
+            let plan = plan_decode(
+                &problem,
+                SplitPolicy::Auto {
+                    num_sms: EMULATED_SMS,
+                },
+            )
+            .map_err(wrap)?;
+            let (o, lse) = emulate(&plan, q, cache)?;
+            Ok((
+                from_bits(o, dtype, &o_dims)?,
+                Tensor::from_vec(lse, &lse_dims, &Device::Cpu)?,
+            ))
+        }
+        Target::Cuda => on_cuda(&problem, q, cache, &o_dims, &lse_dims),
+    }
+}
+
+/// Runs `plan` on the emulator; returns O's bits and the LSE.
+fn emulate(
+    plan: &DecodePlan,
+    q: &Tensor,
+    cache: &PagedKvCache,
+) -> candle_core::Result<(Vec<u16>, Vec<f32>)> {
+    let inputs = DecodeHostInputs {
+        q: bits(q)?,
+        k_cache: bits(cache.k)?,
+        v_cache: bits(cache.v)?,
+        block_table: host_i32(TensorName::BlockTable, cache.block_table)?,
+        cache_seqlens: host_i32(TensorName::CacheSeqlens, cache.cache_seqlens)?,
+        ..DecodeHostInputs::default()
+    };
+    let run = emulated::decode(plan, &inputs).map_err(wrap)?;
+    let findings = run.findings();
+    if let Some(first) = findings.first() {
+        return Err(wrap(Error::Emulator(
+            crate::error::EmulatorError::Findings {
+                count: findings.len(),
+                first: first.to_string(),
+            },
+        )));
+    }
+    let lse = run
+        .lse
+        .ok_or_else(|| candle_core::Error::Msg("flashmha::candle: no LSE was written".into()))?;
+    Ok((run.o, lse))
+}
+
+#[cfg(feature = "candle-cuda")]
+fn on_cuda(
+    problem: &DecodeProblem,
+    q: &Tensor,
+    cache: &PagedKvCache,
+    o_dims: &[usize],
+    lse_dims: &[usize],
+) -> candle_core::Result<(Tensor, Tensor)> {
+    super::cuda::paged(problem, q, cache, o_dims, lse_dims)
+}
+
+#[cfg(not(feature = "candle-cuda"))]
+fn on_cuda(
+    _problem: &DecodeProblem,
+    _q: &Tensor,
+    _cache: &PagedKvCache,
+    _o_dims: &[usize],
+    _lse_dims: &[usize],
+) -> candle_core::Result<(Tensor, Tensor)> {
+    Err(candle_core::Error::Msg(super::CUDA_UNAVAILABLE.into()))
+}
