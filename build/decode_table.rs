@@ -5,9 +5,10 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// One `X(dtype, head_dim, num_warps, smem_bytes)` row.
+/// One `X(dtype, kv_bytes, head_dim, num_warps, smem_bytes)` row.
 pub struct DecodeRow {
     pub dtype: String,
+    pub kv_bytes: u32,
     pub head_dim: u32,
     pub num_warps: u32,
     pub smem_bytes: u32,
@@ -15,19 +16,32 @@ pub struct DecodeRow {
 
 impl DecodeRow {
     pub fn entry(&self) -> String {
-        format!("flashmha_decode_{}_d{}", self.dtype, self.head_dim)
+        if self.kv_bytes == 1 {
+            format!("flashmha_decode_{}_fp8_d{}", self.dtype, self.head_dim)
+        } else {
+            format!("flashmha_decode_{}_d{}", self.dtype, self.head_dim)
+        }
     }
 }
 
 pub fn parse(path: &Path) -> Vec<DecodeRow> {
-    let shape = "f16|bf16, head_dim, num_warps, smem_bytes";
-    crate::x_table::parse(path, "FLASHMHA_DECODE_KERNELS", 3, shape)
+    let shape = "f16|bf16, kv_bytes, head_dim, num_warps, smem_bytes";
+    crate::x_table::parse(path, "FLASHMHA_DECODE_KERNELS", 4, shape)
         .into_iter()
-        .map(|r| DecodeRow {
-            dtype: r.dtype,
-            head_dim: r.nums[0],
-            num_warps: r.nums[1],
-            smem_bytes: r.nums[2],
+        .map(|r| {
+            assert!(
+                r.nums[0] == 1 || r.nums[0] == 2,
+                "{}: kv_bytes must be 1 (FP8) or 2, got {}",
+                path.display(),
+                r.nums[0]
+            );
+            DecodeRow {
+                dtype: r.dtype,
+                kv_bytes: r.nums[0],
+                head_dim: r.nums[1],
+                num_warps: r.nums[2],
+                smem_bytes: r.nums[3],
+            }
         })
         .collect()
 }
@@ -48,8 +62,9 @@ pub fn write(rows: &[DecodeRow], defined: &[String], out: &Path) {
         let dtype = if r.dtype == "f16" { "F16" } else { "Bf16" };
         writeln!(
             s,
-            "    DecodeKernelRow {{ entry: {:?}, dtype: DType::{dtype}, head_dim: {}, num_warps: {}, smem_bytes: {} }},",
+            "    DecodeKernelRow {{ entry: {:?}, dtype: DType::{dtype}, kv_bytes: {}, head_dim: {}, num_warps: {}, smem_bytes: {} }},",
             r.entry(),
+            r.kv_bytes,
             r.head_dim,
             r.num_warps,
             r.smem_bytes

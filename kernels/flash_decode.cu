@@ -27,6 +27,7 @@
 #include "common/softmax.cuh"
 #include "common/codegen.cuh"
 #include "common/decode_traits.cuh"
+#include "common/fp8.cuh"
 
 namespace flashmha {
 
@@ -186,26 +187,41 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
     const uint32_t smem_base = smem_addr(smem);
 
     // Q tile: q: [16 packed rows, d] -> shared (rows past the item zero-filled), then registers.
+    // FP8 K/V: each 16-dim group is stored even dims first (fp8_q_dim_of_k_col), so the chunks
+    // go in pairs.
     {
-        constexpr int kQChunks = kDecodeRows * T::kChunks;
-        for (int flat = tid; flat < kQChunks; flat += T::kThreads) {
-            const int row = flat / T::kChunks;
-            const int c = flat - row * T::kChunks;
+        constexpr int kChunksPerItem = T::kKvFp8 ? 2 : 1;
+        constexpr int kItemsPerRow = T::kQChunks / kChunksPerItem;
+        for (int flat = tid; flat < kDecodeRows * kItemsPerRow; flat += T::kThreads) {
+            const int row = flat / kItemsPerRow;
+            const int c = (flat - row * kItemsPerRow) * kChunksPerItem;
             const int r = r0 + row;
-            uint4 v = make_uint4(0, 0, 0, 0);
+            uint4 v[kChunksPerItem];
+#pragma unroll
+            for (int i = 0; i < kChunksPerItem; ++i) v[i] = make_uint4(0, 0, 0, 0);
             if (r < rows_item) {
                 const int qi = r / group;
                 const int head = kv_head * group + (r - qi * group);
                 const elem_bits_t *src = static_cast<const elem_bits_t *>(p.q) + q_item +
                                          qi * p.q_row_stride + head * p.q_head_stride;
-                v = *reinterpret_cast<const uint4 *>(src + c * kDecodeChunkElems);
+#pragma unroll
+                for (int i = 0; i < kChunksPerItem; ++i)
+                    v[i] = *reinterpret_cast<const uint4 *>(src + (c + i) * kDecodeChunkElems);
             }
-            *reinterpret_cast<uint4 *>(smem + T::kQOffset + row * T::kPitch + c * kDecodeChunkBytes) = v;
+            unsigned char *dst = smem + T::kQOffset + row * T::kQPitch + c * kDecodeChunkBytes;
+            if constexpr (T::kKvFp8) {
+                uint4 even, odd;
+                deinterleave_halves(v[0], v[1], even, odd);
+                *reinterpret_cast<uint4 *>(dst) = even;
+                *reinterpret_cast<uint4 *>(dst + kDecodeChunkBytes) = odd;
+            } else {
+                *reinterpret_cast<uint4 *>(dst) = v[0];
+            }
         }
     }
     __syncthreads();  // the Q tile comes from all threads; every warp reads all of it
     // Q A-fragments of the 16 rows, one per k16 step (see DecodeTraits::kQInRegisters).
-    const uint32_t q_cur = smem_base + T::kQOffset + ldsm_a_row(lane) * T::kPitch +
+    const uint32_t q_cur = smem_base + T::kQOffset + ldsm_a_row(lane) * T::kQPitch +
                            ldsm_a_col8(lane) * kDecodeChunkBytes;
     constexpr int kQRegSteps = T::kQInRegisters ? T::kQKSteps : 1;
     uint32_t q_frag[kQRegSteps][kARegs];
@@ -225,7 +241,20 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
 #pragma unroll
     for (int h = 0; h < kRowHalves; ++h)
         mod.alibi_log2[h] = mod.alibi && row_valid[h] ? p.alibi_slopes[head_of[h]] * kLog2e : 0.0f;
-    const float score_mul = pin(mod.any() ? 1.0f : p.scale_log2);
+    // FP8: the K scale (times the dequantiser's 2^8 for e4m3, fp8.cuh) multiplies every score,
+    // so it joins the softmax scale; the V scale multiplies O once in the epilogue.
+    float v_mul = 1.0f;
+    if constexpr (T::kKvFp8) {
+        if (p.kv_format != FLASHMHA_KV_FORMAT_E4M3 && p.kv_format != FLASHMHA_KV_FORMAT_E5M2)
+            __trap();
+        const float to_value = fp8_f16_scale(p.kv_format);
+        const int scale_index = kv_head * p.kv_scale_stride;
+        const float k_mul = p.k_scales[scale_index] * to_value;
+        v_mul = p.v_scales[scale_index] * to_value;
+        mod.scale_log2 *= k_mul;
+        mod.softcap_pre *= k_mul;
+    }
+    const float score_mul = pin(mod.any() ? 1.0f : mod.scale_log2);
 
     float o_acc[T::kOTiles][kCRegs];  // O: [16 rows, d] of this warp's keys, f32 C fragments
 #pragma unroll
@@ -248,9 +277,9 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         const int copy_leader = copy_pair_leader(lane);
         const int32_t *table = p.block_table + batch * p.block_table_stride;
         // k, v of this KV head: element (page, slot, c) at page * page_stride + slot * slot_stride
-        const uint64_t k_head = gmem_addr(p.k_cache) + kv_head * p.k_head_stride * kElemBytes +
+        const uint64_t k_head = gmem_addr(p.k_cache) + kv_head * p.k_head_stride * T::kKvBytes +
                                 copy_half * kDecodeChunkBytes;
-        const uint64_t v_head = gmem_addr(p.v_cache) + kv_head * p.v_head_stride * kElemBytes +
+        const uint64_t v_head = gmem_addr(p.v_cache) + kv_head * p.v_head_stride * T::kKvBytes +
                                 copy_half * kDecodeChunkBytes;
         const uint32_t region = smem_base + T::kRegionOffset + warp * T::kWarpRegionBytes;
         const uint32_t copy_dst = region + copy_row * T::kPitch + copy_half * kDecodeChunkBytes;
@@ -271,8 +300,8 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
             if (in) {
                 if (static_cast<uint32_t>(page) >= static_cast<uint32_t>(p.num_pages)) __trap();
                 const int slot = key - page_slot * p.page_size;
-                k_src += (page * p.k_page_stride + slot * p.k_slot_stride) * kElemBytes;
-                v_src += (page * p.v_page_stride + slot * p.v_slot_stride) * kElemBytes;
+                k_src += (page * p.k_page_stride + slot * p.k_slot_stride) * T::kKvBytes;
+                v_src += (page * p.v_page_stride + slot * p.v_slot_stride) * T::kKvBytes;
                 bytes = kDecodeChunkBytes;
             }
             static_for<T::kChunksPerLane>([&](auto j_c) {
@@ -292,7 +321,18 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         const uint32_t k_cur = region + ldsm_b_row(lane) * T::kPitch + ldsm_b_col8(lane) * kDecodeChunkBytes;
         const uint32_t v_cur = region + ldsm_a_row(lane) * T::kPitch + ldsm_a_col8(lane) * kDecodeChunkBytes;
 
-        auto process_block = [&](auto stage_c, int i) {
+        // FP8 code pairs of one ldmatrix register as two B registers of Elem (fp8.cuh pairing).
+        auto kv_pairs = [&](auto format_c, uint32_t x) {
+            constexpr int kFormat = decltype(format_c)::value;
+            Fp8Pairs r = kFormat == FLASHMHA_KV_FORMAT_E5M2 ? e5m2_pairs_to_f16(x) : e4m3_pairs_to_f16(x);
+            if constexpr (Elem::kIsBf16) {
+                r.p02 = f16x2_to_bf16x2(r.p02);
+                r.p13 = f16x2_to_bf16x2(r.p13);
+            }
+            return r;
+        };
+
+        auto process_block = [&](auto format_c, auto stage_c, int i) {
             constexpr int kStage = decltype(stage_c)::value;
             constexpr int kK = T::k_block(kStage) - T::kRegionOffset;
             constexpr int kV = T::v_block(kStage) - T::kRegionOffset;
@@ -307,17 +347,45 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
 
             // S = Q K^T: s: [16 rows, 16 keys] as two n8 C fragments, f32.
             float s[T::kSTiles][kCRegs];
-            static_for<T::kQKSteps>([&](auto kk_c) {
+            auto q_fragment = [&](auto kk_c, uint32_t(&q_step)[kARegs]) {
                 constexpr int kk = decltype(kk_c)::value;
-                uint32_t b[kLdsmMatrices];
-                ldsm_x4<kK + kk * 2 * kDecodeChunkBytes>(b, k_cur);
-                uint32_t q_step[kARegs];
                 if constexpr (T::kQInRegisters) {
 #pragma unroll
                     for (int r = 0; r < kARegs; ++r) q_step[r] = q_frag[kk][r];
                 } else {
                     ldsm_x4<kk * 2 * kDecodeChunkBytes>(q_step, q_cur);
                 }
+            };
+            if constexpr (T::kKvFp8) {
+                // k: [16 keys, 32 dims] per ldmatrix.x4; register m: keys 8 (m >> 1) + groupID,
+                // dim chunk 2j + (m & 1) (mma.cuh "B pattern" in 16-byte units).
+                static_for<T::kFp8LdsmSteps>([&](auto j_c) {
+                    constexpr int j = decltype(j_c)::value;
+                    uint32_t b[kLdsmMatrices];
+                    ldsm_x4<kK + j * kFp8DimsPerLdsmX4>(b, k_cur);
+                    static_for<2>([&](auto half_c) {
+                        constexpr int kHalf = decltype(half_c)::value;
+                        constexpr int kk = 2 * j + kHalf;
+                        uint32_t q_step[kARegs];
+                        q_fragment(Int<kk>{}, q_step);
+                        const Fp8Pairs k0 = kv_pairs(format_c, b[kHalf]);      // keys 0..7
+                        const Fp8Pairs k1 = kv_pairs(format_c, b[2 + kHalf]);  // keys 8..15
+                        if constexpr (kk == 0) {
+                            mma_16816_zero_c<Elem>(s[0], q_step, k0.p02, k0.p13);
+                            mma_16816_zero_c<Elem>(s[1], q_step, k1.p02, k1.p13);
+                        } else {
+                            mma_16816<Elem>(s[0], q_step, k0.p02, k0.p13);
+                            mma_16816<Elem>(s[1], q_step, k1.p02, k1.p13);
+                        }
+                    });
+                });
+            } else
+            static_for<T::kQKSteps>([&](auto kk_c) {
+                constexpr int kk = decltype(kk_c)::value;
+                uint32_t b[kLdsmMatrices];
+                ldsm_x4<kK + kk * 2 * kDecodeChunkBytes>(b, k_cur);
+                uint32_t q_step[kARegs];
+                q_fragment(kk_c, q_step);
                 if constexpr (kk == 0) {
                     mma_16816_zero_c<Elem>(s[0], q_step, b[0], b[1]);
                     mma_16816_zero_c<Elem>(s[1], q_step, b[2], b[3]);
@@ -356,6 +424,23 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                 const float(&st)[kCRegs] = s[p_tile_of_a_reg(0, r)];
                 pa[r] = Elem::pack(st[p_c_of_a_reg(r)], st[p_c_of_a_reg(r) + 1]);
             }
+            if constexpr (T::kKvFp8) {
+                // v: [16 keys, 32 dims] per ldmatrix.x4.trans; register m: keys 8 (m & 1) ..,
+                // dim chunk cc = 2j + (m >> 1); its even / odd dims feed tiles 2 cc, 2 cc + 1.
+                static_for<T::kFp8LdsmSteps>([&](auto j_c) {
+                    constexpr int j = decltype(j_c)::value;
+                    uint32_t b[kLdsmMatrices];
+                    ldsm_x4_trans<kV + j * kFp8DimsPerLdsmX4>(b, v_cur);
+                    static_for<2>([&](auto half_c) {
+                        constexpr int kHalf = decltype(half_c)::value;
+                        constexpr int cc = 2 * j + kHalf;
+                        const Fp8Pairs lo = kv_pairs(format_c, b[2 * kHalf]);      // keys 0..7
+                        const Fp8Pairs hi = kv_pairs(format_c, b[2 * kHalf + 1]);  // keys 8..15
+                        mma_16816<Elem>(o_acc[2 * cc], pa, lo.p02, hi.p02);
+                        mma_16816<Elem>(o_acc[2 * cc + 1], pa, lo.p13, hi.p13);
+                    });
+                });
+            } else
             static_for<T::kPairTilesD>([&](auto dp_c) {
                 constexpr int dp = decltype(dp_c)::value;
                 uint32_t b[kLdsmMatrices];
@@ -366,10 +451,21 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
             warp_sync();  // every lane is done reading this stage before it is refilled
         };
 
-        issue_block(Int<0>{}, blk_first);
-        for (int i = 0; i < num_blocks; i += T::kStages) {
-            process_block(Int<0>{}, i);
-            if (i + 1 < num_blocks) process_block(Int<1>{}, i + 1);
+        auto run_blocks = [&](auto format_c) {
+            issue_block(Int<0>{}, blk_first);
+            for (int i = 0; i < num_blocks; i += T::kStages) {
+                process_block(format_c, Int<0>{}, i);
+                if (i + 1 < num_blocks) process_block(format_c, Int<1>{}, i + 1);
+            }
+        };
+        // One CTA-uniform branch on the FP8 format; each side is the whole key loop.
+        if constexpr (T::kKvFp8) {
+            if (p.kv_format == FLASHMHA_KV_FORMAT_E5M2)
+                run_blocks(Int<FLASHMHA_KV_FORMAT_E5M2>{});
+            else
+                run_blocks(Int<FLASHMHA_KV_FORMAT_E4M3>{});
+        } else {
+            run_blocks(Int<FLASHMHA_KV_FORMAT_SAME>{});
         }
     }
 
@@ -384,11 +480,24 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
             const RowResult res = softmax.finalize(h, score_mul);
             const int c0 = mma_c_index(h, 0);
             const int row = mma_c_row(lane, c0);
+            if constexpr (T::kKvFp8) {
+                // Tiles 2cc (even dims) and 2cc + 1 (odd dims): columns c0, c0 + 1 of both are
+                // the 4 consecutive dims fp8_o_dim(2cc, col(c0)) .. + 3.
+                const float w = res.inv_sum * v_mul;
 #pragma unroll
-            for (int ot = 0; ot < T::kOTiles; ++ot) {
-                const int col = ot * kMmaN + mma_c_col(lane, c0);
-                *reinterpret_cast<float2 *>(o_stage + row * T::kOStagePitchFloats + col) =
-                    make_float2(o_acc[ot][c0] * res.inv_sum, o_acc[ot][c0 + 1] * res.inv_sum);
+                for (int cc = 0; cc < T::kOTiles / 2; ++cc) {
+                    const int dim = fp8_o_dim(2 * cc, mma_c_col(lane, c0));
+                    *reinterpret_cast<float4 *>(o_stage + row * T::kOStagePitchFloats + dim) =
+                        make_float4(o_acc[2 * cc][c0] * w, o_acc[2 * cc + 1][c0] * w,
+                                    o_acc[2 * cc][c0 + 1] * w, o_acc[2 * cc + 1][c0 + 1] * w);
+                }
+            } else {
+#pragma unroll
+                for (int ot = 0; ot < T::kOTiles; ++ot) {
+                    const int col = ot * kMmaN + mma_c_col(lane, c0);
+                    *reinterpret_cast<float2 *>(o_stage + row * T::kOStagePitchFloats + col) =
+                        make_float2(o_acc[ot][c0] * res.inv_sum, o_acc[ot][c0 + 1] * res.inv_sum);
+                }
             }
             if (lane_in_quad(lane) == 0) {
                 stats_lse[warp * kDecodeRows + row] = res.lse;
@@ -466,11 +575,15 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
 
 }  // namespace flashmha
 
-/* One entry point per decode_table.h row: flashmha_decode_<dtype>_d<head_dim>. */
-#define FLASHMHA_DEFINE_DECODE_ENTRY(dtype, head_dim, num_warps, smem_bytes)                       \
+/* One entry point per decode_table.h row: flashmha_decode_<dtype>_d<head_dim> (kv_bytes 2) or
+ * flashmha_decode_<dtype>_fp8_d<head_dim> (kv_bytes 1). */
+#define FLASHMHA_DECODE_ENTRY_NAME_2(dtype, head_dim) flashmha_decode_##dtype##_d##head_dim
+#define FLASHMHA_DECODE_ENTRY_NAME_1(dtype, head_dim) flashmha_decode_##dtype##_fp8_d##head_dim
+#define FLASHMHA_DEFINE_DECODE_ENTRY(dtype, kv_bytes, head_dim, num_warps, smem_bytes)             \
     extern "C" __global__ void __launch_bounds__((num_warps) * flashmha::kWarpSize)                 \
-        flashmha_decode_##dtype##_d##head_dim(const FlashDecodeParams params) {                    \
-        using Traits = flashmha::DecodeTraits<flashmha::Elem_##dtype, head_dim, num_warps>;         \
+        FLASHMHA_DECODE_ENTRY_NAME_##kv_bytes(dtype, head_dim)(const FlashDecodeParams params) {   \
+        using Traits =                                                                              \
+            flashmha::DecodeTraits<flashmha::Elem_##dtype, head_dim, num_warps, kv_bytes>;          \
         static_assert(Traits::kSmemBytes == (smem_bytes),                                           \
                       "decode_table.h smem_bytes must equal the traits' shared-memory layout");     \
         flashmha::flash_decode_cta<Traits>(params);                                                 \

@@ -15,11 +15,17 @@ use std::sync::Arc;
 const POISON_U16: u16 = 0xFFFF;
 
 /// Host data of one decode call. 16-bit tensors are raw bit patterns of the problem's dtype.
+/// The pools are `k_cache` / `v_cache` for 16-bit pages, or `k_cache_fp8` / `v_cache_fp8`
+/// (codes) with `k_scales` / `v_scales` for FP8 pages (the other pair stays empty).
 #[derive(Debug, Clone, Default)]
 pub struct DecodeHostInputs {
     pub q: Vec<u16>,
     pub k_cache: Vec<u16>,
     pub v_cache: Vec<u16>,
+    pub k_cache_fp8: Vec<u8>,
+    pub v_cache_fp8: Vec<u8>,
+    pub k_scales: Vec<f32>,
+    pub v_scales: Vec<f32>,
     pub block_table: Vec<i32>,
     pub cache_seqlens: Vec<i32>,
     pub cu_seqlens_q: Option<Vec<i32>>,
@@ -118,16 +124,22 @@ pub fn decode_on(
 ) -> Result<DecodeRun, DecodeError> {
     let p = &plan.problem;
     check_len("q", p.q_span(&p.q_strides) as usize, inputs.q.len())?;
-    check_len(
-        "k_cache",
+    let fp8 = p.kv_dtype.is_fp8();
+    let (k_span, v_span) = (
         p.cache_span(&p.k_strides) as usize,
-        inputs.k_cache.len(),
-    )?;
-    check_len(
-        "v_cache",
         p.cache_span(&p.v_strides) as usize,
-        inputs.v_cache.len(),
-    )?;
+    );
+    let (k16, v16, k8, v8) = if fp8 {
+        (0, 0, k_span, v_span)
+    } else {
+        (k_span, v_span, 0, 0)
+    };
+    check_len("k_cache", k16, inputs.k_cache.len())?;
+    check_len("v_cache", v16, inputs.v_cache.len())?;
+    check_len("k_cache_fp8", k8, inputs.k_cache_fp8.len())?;
+    check_len("v_cache_fp8", v8, inputs.v_cache_fp8.len())?;
+    check_len("k_scales", p.kv_scales_len(), inputs.k_scales.len())?;
+    check_len("v_scales", p.kv_scales_len(), inputs.v_scales.len())?;
     check_len("cache_seqlens", p.batch, inputs.cache_seqlens.len())?;
     let opt_len = |v: &Option<Vec<f32>>| v.as_ref().map_or(0, Vec::len);
     check_len(
@@ -141,10 +153,15 @@ pub fn decode_on(
         opt_len(&inputs.head_gates),
     )?;
 
+    let (k_cache, v_cache) = if fp8 {
+        (put(dev, &inputs.k_cache_fp8)?, put(dev, &inputs.v_cache_fp8)?)
+    } else {
+        (put(dev, &inputs.k_cache)?, put(dev, &inputs.v_cache)?)
+    };
     let mut bufs = DecodeBuffers {
         q: put(dev, &inputs.q)?,
-        k_cache: put(dev, &inputs.k_cache)?,
-        v_cache: put(dev, &inputs.v_cache)?,
+        k_cache,
+        v_cache,
         o: put(dev, &vec![POISON_U16; p.q_span(&p.o_strides) as usize])?,
         block_table: put(dev, &inputs.block_table)?,
         cache_seqlens: put(dev, &inputs.cache_seqlens)?,
@@ -166,6 +183,10 @@ pub fn decode_on(
     }
     if let Some(g) = &inputs.head_gates {
         bufs.head_gates = put(dev, g)?;
+    }
+    if fp8 {
+        bufs.k_scales = put(dev, &inputs.k_scales)?;
+        bufs.v_scales = put(dev, &inputs.v_scales)?;
     }
     if plan.combine.is_some() {
         bufs.partial_o = put(dev, &nan(plan.workspace.partial_o))?;
@@ -267,8 +288,46 @@ pub fn merge_states(
     })
 }
 
-/// Appends `num_tokens` K/V rows (`[num_tokens, hkv, d]` contiguous raw bits) into copies of the
-/// pools of `p` at `slot_mapping`; returns the pools after the launch and the report.
+/// The page pools an append writes into, as host data (returned updated by [`kv_append_into`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostPools {
+    /// 16-bit pages of the problem's dtype (raw bits).
+    Bits16 { k: Vec<u16>, v: Vec<u16> },
+    /// FP8 pages of the problem's `kv_dtype`, with the scales the rows are quantised with.
+    Fp8 {
+        k: Vec<u8>,
+        v: Vec<u8>,
+        k_scales: Vec<f32>,
+        v_scales: Vec<f32>,
+    },
+}
+
+/// Where each appended token goes.
+#[derive(Debug, Clone, Copy)]
+pub enum AppendTarget<'a> {
+    /// `slot = page * page_size + offset` per token; `< 0` skips the token.
+    Slots(&'a [i32]),
+    /// Token `t` is position `token_pos[t]` (`< 0` skips it) of item `token_batch[t]`, whose
+    /// pages are the problem's `block_table` rows (`[batch, block_table_stride]`).
+    Positions {
+        block_table: &'a [i32],
+        token_batch: &'a [i32],
+        token_pos: &'a [i32],
+    },
+}
+
+impl AppendTarget<'_> {
+    fn tokens(&self) -> usize {
+        match self {
+            AppendTarget::Slots(s) => s.len(),
+            AppendTarget::Positions { token_pos, .. } => token_pos.len(),
+        }
+    }
+}
+
+/// Appends `num_tokens` K/V rows (`[num_tokens, hkv, d]` contiguous raw bits of `p.dtype`) into
+/// copies of the pools of `p` at `slot_mapping` (16-bit pages); returns the pools after the
+/// launch and the report.
 pub fn kv_append(
     p: &super::problem::DecodeProblem,
     k_cache: &[u16],
@@ -277,33 +336,105 @@ pub fn kv_append(
     v_new: &[u16],
     slot_mapping: &[i32],
 ) -> Result<(Vec<u16>, Vec<u16>, LaunchReport), DecodeError> {
-    use super::kernels::{KV_APPEND_ENTRY, KV_APPEND_THREADS};
+    let pools = HostPools::Bits16 {
+        k: k_cache.to_vec(),
+        v: v_cache.to_vec(),
+    };
+    match kv_append_into(p, &pools, k_new, v_new, AppendTarget::Slots(slot_mapping))? {
+        (HostPools::Bits16 { k, v }, report) => Ok((k, v, report)),
+        _ => Err(DecodeError::Emulator("append returned FP8 pools".into())),
+    }
+}
+
+/// Appends `[num_tokens, hkv, d]` rows of `p.dtype` (raw bits, contiguous) into copies of
+/// `pools` (16-bit or FP8, as `p.kv_dtype` says) at `target`, on a fresh emulated device;
+/// returns the pools after the launch and its report. Checked first: the problem's page
+/// geometry, pool, row and index lengths, scales; the kernel checks the device indices.
+pub fn kv_append_into(
+    p: &super::problem::DecodeProblem,
+    pools: &HostPools,
+    k_new: &[u16],
+    v_new: &[u16],
+    target: AppendTarget,
+) -> Result<(HostPools, LaunchReport), DecodeError> {
+    use super::kernels::{KV_APPEND_ENTRY, KV_APPEND_FP8_ENTRY, KV_APPEND_THREADS};
     let (hkv, d) = (p.num_heads_kv, p.head_dim);
-    let tokens = slot_mapping.len();
-    check_len(
-        "k_cache",
+    let tokens = target.tokens();
+    super::validate::validate_kv_append(p, tokens)?;
+    let (k_span, v_span) = (
         p.cache_span(&p.k_strides) as usize,
-        k_cache.len(),
-    )?;
-    check_len(
-        "v_cache",
         p.cache_span(&p.v_strides) as usize,
-        v_cache.len(),
-    )?;
+    );
     check_len("k_new", tokens * hkv * d, k_new.len())?;
     check_len("v_new", tokens * hkv * d, v_new.len())?;
     let mut dev = Device::new();
-    let kc = put(&mut dev, k_cache)?;
-    let vc = put(&mut dev, v_cache)?;
+    let fp8 = p.kv_dtype.is_fp8();
+    let (kc, vc, ks, vs) = match pools {
+        HostPools::Bits16 { k, v } if !fp8 => {
+            check_len("k_cache", k_span, k.len())?;
+            check_len("v_cache", v_span, v.len())?;
+            (put(&mut dev, k)?, put(&mut dev, v)?, DeviceBuf::default(), DeviceBuf::default())
+        }
+        HostPools::Fp8 {
+            k,
+            v,
+            k_scales,
+            v_scales,
+        } if fp8 => {
+            check_len("k_cache_fp8", k_span, k.len())?;
+            check_len("v_cache_fp8", v_span, v.len())?;
+            check_len("k_scales", p.kv_scales_len(), k_scales.len())?;
+            check_len("v_scales", p.kv_scales_len(), v_scales.len())?;
+            (
+                put(&mut dev, k)?,
+                put(&mut dev, v)?,
+                put(&mut dev, k_scales)?,
+                put(&mut dev, v_scales)?,
+            )
+        }
+        _ => {
+            return Err(DecodeError::HostLength {
+                tensor: "pools (16-bit vs FP8 as the problem's kv_dtype)",
+                expected: usize::from(fp8),
+                found: usize::from(!fp8),
+            })
+        }
+    };
     let kn = put(&mut dev, k_new)?;
     let vn = put(&mut dev, v_new)?;
-    let sm = put(&mut dev, slot_mapping)?;
+    let none = DeviceBuf::default();
+    let (sm, bt, tb, tp) = match target {
+        AppendTarget::Slots(s) => (put(&mut dev, s)?, none, none, none),
+        AppendTarget::Positions {
+            block_table,
+            token_batch,
+            token_pos,
+        } => {
+            check_len(
+                "block_table",
+                (p.batch - 1) * p.block_table_stride + p.max_pages_per_seq,
+                block_table.len(),
+            )?;
+            check_len("token_batch", tokens, token_batch.len())?;
+            (
+                none,
+                put(&mut dev, block_table)?,
+                put(&mut dev, token_batch)?,
+                put(&mut dev, token_pos)?,
+            )
+        }
+    };
     let params = crate::abi::KvAppendParams {
         k_new: kn.addr as *const _,
         v_new: vn.addr as *const _,
         k_cache: kc.addr as *mut _,
         v_cache: vc.addr as *mut _,
         slot_mapping: sm.addr as *const i32,
+        block_table: bt.addr as *const i32,
+        token_batch: tb.addr as *const i32,
+        token_pos: tp.addr as *const i32,
+        k_scales: ks.addr as *const f32,
+        v_scales: vs.addr as *const f32,
         k_new_token_stride: (hkv * d) as i64,
         k_new_head_stride: d as i64,
         v_new_token_stride: (hkv * d) as i64,
@@ -314,20 +445,47 @@ pub fn kv_append(
         v_page_stride: p.v_strides.page,
         v_slot_stride: p.v_strides.slot,
         v_head_stride: p.v_strides.head,
+        block_table_stride: p.block_table_stride as i64,
         num_tokens: tokens as i32,
         num_heads_kv: hkv as i32,
         head_dim: d as i32,
         num_pages: p.num_pages as i32,
         page_size: p.page_size as i32,
-        pad0: 0,
+        batch: p.batch as i32,
+        max_pages_per_seq: p.max_pages_per_seq as i32,
+        kv_format: p.kv_dtype.format(),
+        kv_scale_stride: p.kv_scales.stride(),
+        flags: if p.dtype == crate::dtype::DType::Bf16 {
+            crate::abi::FLASHMHA_KV_APPEND_FLAG_SRC_BF16
+        } else {
+            0
+        },
     };
     let chunks = (tokens * hkv * d / 8) as u32;
     let l = Launch {
-        entry: KV_APPEND_ENTRY,
+        entry: if fp8 {
+            KV_APPEND_FP8_ENTRY
+        } else {
+            KV_APPEND_ENTRY
+        },
         grid: [chunks.div_ceil(KV_APPEND_THREADS).max(1), 1, 1],
         block: [KV_APPEND_THREADS, 1, 1],
         dynamic_smem_bytes: 0,
     };
     let report = launch(&mut dev, &l, params.as_bytes())?;
-    Ok((get(&dev, kc)?, get(&dev, vc)?, report))
+    let out = match pools {
+        HostPools::Bits16 { .. } => HostPools::Bits16 {
+            k: get(&dev, kc)?,
+            v: get(&dev, vc)?,
+        },
+        HostPools::Fp8 {
+            k_scales, v_scales, ..
+        } => HostPools::Fp8 {
+            k: get(&dev, kc)?,
+            v: get(&dev, vc)?,
+            k_scales: k_scales.clone(),
+            v_scales: v_scales.clone(),
+        },
+    };
+    Ok((out, report))
 }

@@ -8,7 +8,8 @@
 //! GQA-packed, split-KV), `kernels/merge_states.cu` (split combine and public merge of states),
 //! `kernels/kv_append.cu` (writes new K/V rows into pages).
 //!
-//! Files: `problem.rs` (plain data), `error.rs`, `validate.rs`, `plan.rs` (incl. the split
+//! Files: `problem.rs` (plain data), `fp8.rs` (KV-cache element types and the host FP8 codec),
+//! `error.rs`, `validate.rs`, `plan.rs` (incl. the split
 //! heuristic), `kernels.rs` (the generated kernel table), `abi.rs` (marker impls of the bindgen
 //! params structs), `emulated.rs` (runs plans on the emulator from host data).
 
@@ -20,11 +21,13 @@ pub mod check;
 #[cfg(feature = "emulator")]
 pub mod emulated;
 pub mod error;
+pub mod fp8;
 pub mod kernels;
 pub mod plan;
 pub mod problem;
 pub mod validate;
 
 pub use error::DecodeError;
+pub use fp8::{KvCacheDType, KvScaleGranularity};
 pub use plan::{plan_decode, DecodeBuffers, DecodePlan, SplitPolicy, WorkspaceLayout};
 pub use problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};

@@ -111,8 +111,9 @@ pub struct DeviceBuf {
     pub len: u64,
 }
 
-/// The buffers of one run. Element types: q, o, k_cache, v_cache of the problem's dtype;
-/// block_table, cache_seqlens, cu_seqlens_q i32; everything else f32.
+/// The buffers of one run. Element types: q, o of the problem's dtype; k_cache, v_cache of its
+/// `kv_dtype` (16-bit or FP8 bytes); block_table, cache_seqlens, cu_seqlens_q i32; everything
+/// else f32 (k_scales / v_scales only with FP8 pages).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DecodeBuffers {
     pub q: DeviceBuf,
@@ -129,6 +130,8 @@ pub struct DecodeBuffers {
     pub partial_o: DeviceBuf,
     pub partial_lse: DeviceBuf,
     pub partial_entropy: DeviceBuf,
+    pub k_scales: DeviceBuf,
+    pub v_scales: DeviceBuf,
 }
 
 /// Validates `problem` and plans it under `policy`.
@@ -297,6 +300,11 @@ impl DecodePlan {
         if p.gates {
             need("head_gates", &bufs.head_gates, p.num_heads_q as u64)?;
         }
+        let fp8 = p.kv_dtype.is_fp8();
+        if fp8 {
+            need("k_scales", &bufs.k_scales, p.kv_scales_len() as u64)?;
+            need("v_scales", &bufs.v_scales, p.kv_scales_len() as u64)?;
+        }
         let split_output = self.combine.is_some();
         if split_output {
             need("partial_o", &bufs.partial_o, self.workspace.partial_o)?;
@@ -350,6 +358,8 @@ impl DecodePlan {
             partial_o: opt(split_output, &bufs.partial_o) as *mut f32,
             partial_lse: opt(split_output, &bufs.partial_lse) as *mut f32,
             partial_entropy: opt(split_output && p.entropy, &bufs.partial_entropy) as *mut f32,
+            k_scales: opt(fp8, &bufs.k_scales) as *const f32,
+            v_scales: opt(fp8, &bufs.v_scales) as *const f32,
             q_batch_stride: p.q_strides.batch,
             q_row_stride: p.q_strides.row,
             q_head_stride: p.q_strides.head,
@@ -378,6 +388,8 @@ impl DecodePlan {
             page_div_shift: shift,
             num_splits: self.num_splits as i32,
             split_keys: self.split_keys as i32,
+            kv_format: p.kv_dtype.format(),
+            kv_scale_stride: p.kv_scales.stride(),
             scale,
             scale_log2: scale * std::f32::consts::LOG2_E,
             softcap: p.options.softcap.unwrap_or(0.0),
