@@ -23,6 +23,48 @@ pub enum TensorName {
     HeadSimInput,
     /// The head-similarity kernel's `[heads, heads]` accumulator.
     Gram,
+    /// Paged decode: the K page pool `[num_pages, page_size, hkv, d]` (or HND).
+    KCache,
+    /// Paged decode: the V page pool.
+    VCache,
+    /// Paged decode: `[batch, max_pages_per_seq]` i32 page indices.
+    BlockTable,
+    /// Paged decode: `[batch]` i32 cache lengths.
+    CacheSeqlens,
+    /// The caller's split-KV workspace (one f32 buffer carved into the partials below).
+    Workspace,
+    /// Split-KV workspace: partial O `[splits, total_q, hq, d]` f32.
+    PartialO,
+    /// Split-KV workspace: partial LSE `[splits, total_q, hq]` f32.
+    PartialLse,
+    /// Split-KV workspace: partial entropy `[splits, total_q, hq]` f32.
+    PartialEntropy,
+    /// merge_states: the stacked states' O `[num_states, rows, heads, d]`.
+    OStates,
+    /// merge_states: the stacked states' LSE `[num_states, rows, heads]`.
+    LseStates,
+    /// merge_states of two buffers: state A's O `[rows, heads, d]`.
+    OA,
+    /// merge_states of two buffers: state A's LSE `[rows, heads]`.
+    LseA,
+    /// merge_states of two buffers: state B's O.
+    OB,
+    /// merge_states of two buffers: state B's LSE.
+    LseB,
+    /// KV append: the new K rows `[num_tokens, hkv, d]`.
+    KNew,
+    /// KV append: the new V rows.
+    VNew,
+    /// KV append: `[num_tokens]` i32 slots.
+    SlotMapping,
+    /// FP8 pages: the K scales (`[1]` per tensor or `[hkv]` per KV head) f32.
+    KScales,
+    /// FP8 pages: the V scales.
+    VScales,
+    /// KV append through the block table: `[num_tokens]` i32 batch items.
+    TokenBatch,
+    /// KV append through the block table: `[num_tokens]` i32 positions in the items.
+    TokenPos,
 }
 
 impl std::fmt::Display for TensorName {
@@ -40,6 +82,27 @@ impl std::fmt::Display for TensorName {
             TensorName::CuSeqlensK => "cu_seqlens_k",
             TensorName::HeadSimInput => "o (head similarity)",
             TensorName::Gram => "gram",
+            TensorName::KCache => "k_cache",
+            TensorName::VCache => "v_cache",
+            TensorName::BlockTable => "block_table",
+            TensorName::CacheSeqlens => "cache_seqlens",
+            TensorName::Workspace => "workspace",
+            TensorName::PartialO => "partial_o",
+            TensorName::PartialLse => "partial_lse",
+            TensorName::PartialEntropy => "partial_entropy",
+            TensorName::OStates => "o_states",
+            TensorName::LseStates => "lse_states",
+            TensorName::OA => "o_a",
+            TensorName::LseA => "lse_a",
+            TensorName::OB => "o_b",
+            TensorName::LseB => "lse_b",
+            TensorName::KNew => "k_new",
+            TensorName::VNew => "v_new",
+            TensorName::SlotMapping => "slot_mapping",
+            TensorName::KScales => "k_scales",
+            TensorName::VScales => "v_scales",
+            TensorName::TokenBatch => "token_batch",
+            TensorName::TokenPos => "token_pos",
         })
     }
 }
@@ -55,6 +118,13 @@ pub enum Dim {
     HeadDim,
     /// The element count of a flat buffer.
     Len,
+    /// Pages of a page pool (`num_pages`), or page columns of a block table
+    /// (`max_pages_per_seq`).
+    Page,
+    /// Slots of a page (`page_size`: keys per page).
+    Slot,
+    /// States of a merge (or splits of a split-KV decode).
+    State,
 }
 
 impl std::fmt::Display for Dim {
@@ -65,6 +135,9 @@ impl std::fmt::Display for Dim {
             Dim::Heads => "heads",
             Dim::HeadDim => "head_dim",
             Dim::Len => "len",
+            Dim::Page => "page",
+            Dim::Slot => "slot",
+            Dim::State => "state",
         })
     }
 }
@@ -135,6 +208,12 @@ pub enum CuSeqlensFault {
     Decreasing { index: usize },
     /// `cu_seqlens_q` and `cu_seqlens_k` have different lengths.
     LengthMismatch,
+    /// Not `batch + 1` entries.
+    WrongLength { expected: usize, found: usize },
+    /// Item `index` has more rows than the plan's upper bound `max`.
+    ItemTooLong { index: usize, max: usize },
+    /// Entry `index` exceeds the plan's total rows `total`.
+    BeyondTotal { index: usize, total: usize },
 }
 
 /// What about an address or stride breaks an alignment rule.
@@ -204,6 +283,11 @@ pub enum Error {
         head_dim: usize,
         supported: Vec<u32>,
     },
+    #[error("the K/V page pools hold {found} elements but the problem's kv_dtype is {expected}")]
+    KvPoolMismatch {
+        expected: &'static str,
+        found: &'static str,
+    },
     #[error("{tensor} holds {found} but {expected} was expected")]
     DTypeMismatch {
         tensor: TensorName,
@@ -219,6 +303,17 @@ pub enum Error {
     Overflow32 { limit: Limit, value: u64, max: u64 },
     #[error("option {option} = {value} is invalid (must be finite and > 0)")]
     InvalidOption { option: OptionName, value: f32 },
+    #[error("{tensor}: {dim} stride {stride} is below its minimum {min}")]
+    StrideTooSmall {
+        tensor: TensorName,
+        dim: Dim,
+        stride: i64,
+        min: i64,
+    },
+    #[error("split-KV: {found} splits requested or implied, 1..={max} are supported")]
+    SplitCount { found: u64, max: u32 },
+    #[error("split-KV: a fixed split of {found} keys must be a positive multiple of {align}")]
+    SplitKeys { found: u32, align: u32 },
     #[error("{a} and {b} overlap in device memory")]
     Alias { a: TensorName, b: TensorName },
     #[error("{tensor} is required by this call but no buffer was given")]

@@ -44,18 +44,21 @@ pub fn code_of(e: &Error) -> flashmha_status {
         | Error::DimTooLarge { .. }
         | Error::HeadsNotDivisible { .. }
         | Error::NegativeStride { .. }
+        | Error::StrideTooSmall { .. }
         | Error::OverlappingOutput { .. } => ffi::FLASHMHA_ERR_SHAPE,
         Error::BufferTooSmall { .. }
         | Error::Misaligned { .. }
         | Error::Alias { .. }
         | Error::MissingBuffer { .. }
         | Error::UnexpectedBuffer { .. } => ffi::FLASHMHA_ERR_BUFFER,
-        Error::UnsupportedHeadDim { .. } | Error::DTypeMismatch { .. } => {
-            ffi::FLASHMHA_ERR_UNSUPPORTED
-        }
+        Error::UnsupportedHeadDim { .. }
+        | Error::DTypeMismatch { .. }
+        | Error::KvPoolMismatch { .. } => ffi::FLASHMHA_ERR_UNSUPPORTED,
         Error::CuSeqlens { .. } => ffi::FLASHMHA_ERR_CU_SEQLENS,
         Error::Overflow32 { .. } => ffi::FLASHMHA_ERR_OVERFLOW,
-        Error::InvalidOption { .. } => ffi::FLASHMHA_ERR_INVALID_OPTION,
+        Error::InvalidOption { .. } | Error::SplitCount { .. } | Error::SplitKeys { .. } => {
+            ffi::FLASHMHA_ERR_INVALID_OPTION
+        }
         Error::NoCudaDriver { .. } => ffi::FLASHMHA_ERR_NO_CUDA_DRIVER,
         Error::UnsupportedGpu { .. } => ffi::FLASHMHA_ERR_UNSUPPORTED_GPU,
         Error::Cuda { .. } => ffi::FLASHMHA_ERR_CUDA,

@@ -4,11 +4,11 @@
 //! decode kernel and, if planned, the split combine, with the same params bytes the CUDA backend
 //! would pass, and returns the outputs with both launches' reports.
 
-use super::error::DecodeError;
 use super::plan::{DecodeBuffers, DecodePlan, DeviceBuf, Launch};
 use crate::abi::ParamsBytes;
 use crate::build_info;
 use crate::emulator::{Device, DevicePtr, LaunchConfig, LaunchReport, Module};
+use crate::error::{Dim, Error, Result, TensorName};
 use std::sync::Arc;
 
 /// NaN in f16 and bf16; doubled, NaN in f32.
@@ -54,56 +54,47 @@ impl DecodeRun {
 }
 
 /// Parsed PTX of the module defining `entry`, from the crate's one per-process cache.
-pub(crate) fn module(entry: &'static str) -> Result<Arc<Module>, DecodeError> {
+pub(crate) fn module(entry: &'static str) -> Result<Arc<Module>> {
     if build_info::module_of(entry).is_none() {
-        return Err(DecodeError::NoKernel { entry });
+        return Err(Error::NoKernel {
+            entry: entry.to_string(),
+        });
     }
-    crate::backend::emulator::parsed_module(entry).map_err(|e| DecodeError::Emulator(e.to_string()))
-}
-
-fn emu(e: crate::emulator::EmuError) -> DecodeError {
-    DecodeError::Emulator(e.to_string())
+    crate::backend::emulator::parsed_module(entry)
 }
 
 /// Uploads `data` (any plain type) and returns it as a [`DeviceBuf`] of `data.len()` elements.
-pub(crate) fn put<T: bytemuck::Pod>(
-    dev: &mut Device,
-    data: &[T],
-) -> Result<DeviceBuf, DecodeError> {
+pub(crate) fn put<T: bytemuck::Pod>(dev: &mut Device, data: &[T]) -> Result<DeviceBuf> {
     let bytes: &[u8] = bytemuck::cast_slice(data);
     let ptr = dev.alloc(bytes.len().max(1));
-    dev.write(ptr, bytes).map_err(emu)?;
+    dev.write(ptr, bytes)?;
     Ok(DeviceBuf {
         addr: ptr.0,
         len: data.len() as u64,
     })
 }
 
-pub(crate) fn get<T: bytemuck::Pod>(dev: &Device, b: DeviceBuf) -> Result<Vec<T>, DecodeError> {
-    let bytes = dev
-        .read(DevicePtr(b.addr), b.len as usize * std::mem::size_of::<T>())
-        .map_err(emu)?;
+pub(crate) fn get<T: bytemuck::Pod>(dev: &Device, b: DeviceBuf) -> Result<Vec<T>> {
+    let bytes = dev.read(DevicePtr(b.addr), b.len as usize * std::mem::size_of::<T>())?;
     Ok(bytemuck::pod_collect_to_vec(&bytes))
 }
 
-pub(crate) fn launch(
-    dev: &mut Device,
-    l: &Launch,
-    params: &[u8],
-) -> Result<LaunchReport, DecodeError> {
+pub(crate) fn launch(dev: &mut Device, l: &Launch, params: &[u8]) -> Result<LaunchReport> {
     let m = module(l.entry)?;
     let cfg = LaunchConfig {
         grid: l.grid,
         block: l.block,
         dynamic_smem_bytes: l.dynamic_smem_bytes,
     };
-    dev.launch(&m, l.entry, &cfg, params).map_err(emu)
+    Ok(dev.launch(&m, l.entry, &cfg, params)?)
 }
 
-fn check_len(tensor: &'static str, expected: usize, found: usize) -> Result<(), DecodeError> {
+/// A host buffer must hold exactly what the problem describes.
+fn check_len(tensor: TensorName, expected: usize, found: usize) -> Result<()> {
     if expected != found {
-        return Err(DecodeError::HostLength {
+        return Err(Error::DimMismatch {
             tensor,
+            dim: Dim::Len,
             expected,
             found,
         });
@@ -112,7 +103,7 @@ fn check_len(tensor: &'static str, expected: usize, found: usize) -> Result<(), 
 }
 
 /// Runs `plan` on a fresh emulated device over `inputs`.
-pub fn decode(plan: &DecodePlan, inputs: &DecodeHostInputs) -> Result<DecodeRun, DecodeError> {
+pub fn decode(plan: &DecodePlan, inputs: &DecodeHostInputs) -> Result<DecodeRun> {
     decode_on(&mut Device::new(), plan, inputs)
 }
 
@@ -121,34 +112,40 @@ pub fn decode_on(
     dev: &mut Device,
     plan: &DecodePlan,
     inputs: &DecodeHostInputs,
-) -> Result<DecodeRun, DecodeError> {
+) -> Result<DecodeRun> {
     let p = &plan.problem;
-    check_len("q", p.q_span(&p.q_strides) as usize, inputs.q.len())?;
+    check_len(
+        TensorName::Q,
+        p.q_span(&p.q_strides) as usize,
+        inputs.q.len(),
+    )?;
     let fp8 = p.kv_dtype.is_fp8();
     let (k_span, v_span) = (
         p.cache_span(&p.k_strides) as usize,
         p.cache_span(&p.v_strides) as usize,
     );
-    let (k16, v16, k8, v8) = if fp8 {
-        (0, 0, k_span, v_span)
+    let (k_len, v_len) = if fp8 {
+        (inputs.k_cache_fp8.len(), inputs.v_cache_fp8.len())
     } else {
-        (k_span, v_span, 0, 0)
+        (inputs.k_cache.len(), inputs.v_cache.len())
     };
-    check_len("k_cache", k16, inputs.k_cache.len())?;
-    check_len("v_cache", v16, inputs.v_cache.len())?;
-    check_len("k_cache_fp8", k8, inputs.k_cache_fp8.len())?;
-    check_len("v_cache_fp8", v8, inputs.v_cache_fp8.len())?;
-    check_len("k_scales", p.kv_scales_len(), inputs.k_scales.len())?;
-    check_len("v_scales", p.kv_scales_len(), inputs.v_scales.len())?;
-    check_len("cache_seqlens", p.batch, inputs.cache_seqlens.len())?;
+    check_len(TensorName::KCache, k_span, k_len)?;
+    check_len(TensorName::VCache, v_span, v_len)?;
+    check_len(TensorName::KScales, p.kv_scales_len(), inputs.k_scales.len())?;
+    check_len(TensorName::VScales, p.kv_scales_len(), inputs.v_scales.len())?;
+    check_len(
+        TensorName::CacheSeqlens,
+        p.batch,
+        inputs.cache_seqlens.len(),
+    )?;
     let opt_len = |v: &Option<Vec<f32>>| v.as_ref().map_or(0, Vec::len);
     check_len(
-        "alibi_slopes",
+        TensorName::AlibiSlopes,
         if p.alibi { p.num_heads_q } else { 0 },
         opt_len(&inputs.alibi_slopes),
     )?;
     check_len(
-        "head_gates",
+        TensorName::HeadGates,
         if p.gates { p.num_heads_q } else { 0 },
         opt_len(&inputs.head_gates),
     )?;
@@ -229,17 +226,33 @@ pub fn merge_states(
     rows: usize,
     heads: usize,
     head_dim: usize,
-) -> Result<MergeRun, DecodeError> {
+) -> Result<MergeRun> {
     use super::kernels::{merge_states_entry, MERGE_WARPS};
     let n = rows * heads;
-    check_len("o_states", num_states * n * head_dim, o_states.len())?;
-    check_len("lse_states", num_states * n, lse_states.len())?;
-    if !head_dim.is_multiple_of(4) || n == 0 || num_states == 0 {
-        return Err(DecodeError::OutOfRange {
-            what: "merge_states shape (rows x heads, states >= 1, d % 4 == 0)",
-            min: 1,
-            max: u64::MAX,
-            found: 0,
+    check_len(
+        TensorName::OStates,
+        num_states * n * head_dim,
+        o_states.len(),
+    )?;
+    check_len(TensorName::LseStates, num_states * n, lse_states.len())?;
+    for (dim, n) in [
+        (Dim::State, num_states),
+        (Dim::Seq, rows),
+        (Dim::Heads, heads),
+    ] {
+        if n == 0 {
+            return Err(Error::EmptyDim {
+                tensor: TensorName::OStates,
+                dim,
+            });
+        }
+    }
+    if !head_dim.is_multiple_of(4) {
+        return Err(Error::Misaligned {
+            tensor: TensorName::OStates,
+            what: crate::error::AlignWhat::HeadDim,
+            required: 8,
+            value: 2 * head_dim as u64,
         });
     }
     let mut dev = Device::new();
@@ -335,14 +348,14 @@ pub fn kv_append(
     k_new: &[u16],
     v_new: &[u16],
     slot_mapping: &[i32],
-) -> Result<(Vec<u16>, Vec<u16>, LaunchReport), DecodeError> {
+) -> Result<(Vec<u16>, Vec<u16>, LaunchReport)> {
     let pools = HostPools::Bits16 {
         k: k_cache.to_vec(),
         v: v_cache.to_vec(),
     };
     match kv_append_into(p, &pools, k_new, v_new, AppendTarget::Slots(slot_mapping))? {
         (HostPools::Bits16 { k, v }, report) => Ok((k, v, report)),
-        _ => Err(DecodeError::Emulator("append returned FP8 pools".into())),
+        _ => unreachable!("16-bit pools come back as 16-bit pools"),
     }
 }
 
@@ -356,7 +369,7 @@ pub fn kv_append_into(
     k_new: &[u16],
     v_new: &[u16],
     target: AppendTarget,
-) -> Result<(HostPools, LaunchReport), DecodeError> {
+) -> Result<(HostPools, LaunchReport)> {
     use super::kernels::{KV_APPEND_ENTRY, KV_APPEND_FP8_ENTRY, KV_APPEND_THREADS};
     let (hkv, d) = (p.num_heads_kv, p.head_dim);
     let tokens = target.tokens();
@@ -365,14 +378,14 @@ pub fn kv_append_into(
         p.cache_span(&p.k_strides) as usize,
         p.cache_span(&p.v_strides) as usize,
     );
-    check_len("k_new", tokens * hkv * d, k_new.len())?;
-    check_len("v_new", tokens * hkv * d, v_new.len())?;
+    check_len(TensorName::KNew, tokens * hkv * d, k_new.len())?;
+    check_len(TensorName::VNew, tokens * hkv * d, v_new.len())?;
     let mut dev = Device::new();
     let fp8 = p.kv_dtype.is_fp8();
     let (kc, vc, ks, vs) = match pools {
         HostPools::Bits16 { k, v } if !fp8 => {
-            check_len("k_cache", k_span, k.len())?;
-            check_len("v_cache", v_span, v.len())?;
+            check_len(TensorName::KCache, k_span, k.len())?;
+            check_len(TensorName::VCache, v_span, v.len())?;
             (put(&mut dev, k)?, put(&mut dev, v)?, DeviceBuf::default(), DeviceBuf::default())
         }
         HostPools::Fp8 {
@@ -381,10 +394,10 @@ pub fn kv_append_into(
             k_scales,
             v_scales,
         } if fp8 => {
-            check_len("k_cache_fp8", k_span, k.len())?;
-            check_len("v_cache_fp8", v_span, v.len())?;
-            check_len("k_scales", p.kv_scales_len(), k_scales.len())?;
-            check_len("v_scales", p.kv_scales_len(), v_scales.len())?;
+            check_len(TensorName::KCache, k_span, k.len())?;
+            check_len(TensorName::VCache, v_span, v.len())?;
+            check_len(TensorName::KScales, p.kv_scales_len(), k_scales.len())?;
+            check_len(TensorName::VScales, p.kv_scales_len(), v_scales.len())?;
             (
                 put(&mut dev, k)?,
                 put(&mut dev, v)?,
@@ -393,11 +406,11 @@ pub fn kv_append_into(
             )
         }
         _ => {
-            return Err(DecodeError::HostLength {
-                tensor: "pools (16-bit vs FP8 as the problem's kv_dtype)",
-                expected: usize::from(fp8),
-                found: usize::from(!fp8),
-            })
+            let name = |fp8: bool| if fp8 { "FP8 codes" } else { "16-bit" };
+            return Err(Error::KvPoolMismatch {
+                expected: name(fp8),
+                found: name(!fp8),
+            });
         }
     };
     let kn = put(&mut dev, k_new)?;
@@ -411,11 +424,11 @@ pub fn kv_append_into(
             token_pos,
         } => {
             check_len(
-                "block_table",
+                TensorName::BlockTable,
                 (p.batch - 1) * p.block_table_stride + p.max_pages_per_seq,
                 block_table.len(),
             )?;
-            check_len("token_batch", tokens, token_batch.len())?;
+            check_len(TensorName::TokenBatch, tokens, token_batch.len())?;
             (
                 none,
                 put(&mut dev, block_table)?,

@@ -1,15 +1,15 @@
 //! Decode over a paged KV cache: new query tokens (1 for decode, a few for speculative decode,
 //! any number for chunked prefill) attend to K/V held in fixed-size pages through a block table.
 //!
-//! Flow, as for the forward: [`DecodeProblem`] (shapes, no device) -> [`validate`] (typed
-//! [`DecodeError`], nothing launched) -> [`plan`] (pure: kernel, grid, split count, workspace
+//! Flow, as for the forward: [`DecodeProblem`] (shapes, no device) -> [`validate`] (the crate's
+//! typed [`crate::Error`], nothing launched) -> [`plan`] (pure: kernel, grid, split count, workspace
 //! size, then per run the params struct from buffer addresses) -> backend ([`emulated`] here;
 //! the CUDA backend launches the same params bytes). Kernels: `kernels/flash_decode.cu` (paged,
 //! GQA-packed, split-KV), `kernels/merge_states.cu` (split combine and public merge of states),
 //! `kernels/kv_append.cu` (writes new K/V rows into pages).
 //!
 //! Files: `problem.rs` (plain data), `fp8.rs` (KV-cache element types and the host FP8 codec),
-//! `error.rs`, `validate.rs`, `plan.rs` (incl. the split
+//! `validate.rs`, `plan.rs` (incl. the split
 //! heuristic), `kernels.rs` (the generated kernel table), `abi.rs` (marker impls of the bindgen
 //! params structs), `emulated.rs` (runs plans on the emulator from host data).
 
@@ -20,14 +20,12 @@ pub mod bench;
 pub mod check;
 #[cfg(feature = "emulator")]
 pub mod emulated;
-pub mod error;
 pub mod fp8;
 pub mod kernels;
 pub mod plan;
 pub mod problem;
 pub mod validate;
 
-pub use error::DecodeError;
 pub use fp8::{KvCacheDType, KvScaleGranularity};
 pub use plan::{plan_decode, DecodeBuffers, DecodePlan, SplitPolicy, WorkspaceLayout};
 pub use problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};

@@ -15,11 +15,11 @@
 //! [`SplitPolicy::FixedKeys`] (batch-invariant: a sequence's split boundaries depend only on its
 //! own length, so its output bits do not depend on the rest of the batch).
 
-use super::error::DecodeError;
 use super::kernels::{combine_entry, DecodeKernelRow, MERGE_WARPS};
 use super::problem::DecodeProblem;
 use super::validate::{validate_decode, DECODE_TILE_ROWS};
 use crate::abi::{self, FlashDecodeParams, MergeStatesParams};
+use crate::error::{AlignWhat, Error, Result, TensorName};
 use crate::plan::WARP_SIZE;
 
 /// CTAs per SM the heuristic aims for: two d128 decode CTAs (74.5 KB of shared memory each)
@@ -135,10 +135,7 @@ pub struct DecodeBuffers {
 }
 
 /// Validates `problem` and plans it under `policy`.
-pub fn plan_decode(
-    problem: &DecodeProblem,
-    policy: SplitPolicy,
-) -> Result<DecodePlan, DecodeError> {
+pub fn plan_decode(problem: &DecodeProblem, policy: SplitPolicy) -> Result<DecodePlan> {
     let kernel = *validate_decode(problem)?;
     let p = problem;
     let row_tiles = (p.group() * p.max_seqlen_q()).div_ceil(DECODE_TILE_ROWS) as u64;
@@ -153,29 +150,25 @@ pub fn plan_decode(
         }
         SplitPolicy::Count(n) => {
             if n == 0 || n > MAX_SPLITS {
-                return Err(DecodeError::OutOfRange {
-                    what: "num_splits",
-                    min: 1,
-                    max: u64::from(MAX_SPLITS),
+                return Err(Error::SplitCount {
                     found: u64::from(n),
+                    max: MAX_SPLITS,
                 });
             }
             (n, 0)
         }
         SplitPolicy::FixedKeys(k) => {
             if k == 0 || k % SPLIT_ALIGN != 0 {
-                return Err(DecodeError::SplitKeys {
-                    found: k as usize,
-                    align: SPLIT_ALIGN as usize,
+                return Err(Error::SplitKeys {
+                    found: k,
+                    align: SPLIT_ALIGN,
                 });
             }
             let n = (p.max_cache_len as u64).div_ceil(u64::from(k)).max(1);
             if n > u64::from(MAX_SPLITS) {
-                return Err(DecodeError::OutOfRange {
-                    what: "max_cache_len / split keys (splits)",
-                    min: 1,
-                    max: u64::from(MAX_SPLITS),
+                return Err(Error::SplitCount {
                     found: n,
+                    max: MAX_SPLITS,
                 });
             }
             (n as u32, k)
@@ -223,6 +216,39 @@ pub fn plan_decode(
     })
 }
 
+/// `b` must be present and hold at least `needed` elements.
+pub(crate) fn need(tensor: TensorName, b: &DeviceBuf, needed: u64) -> Result<()> {
+    if b.addr == 0 {
+        return Err(Error::MissingBuffer { tensor });
+    }
+    if b.len < needed {
+        return Err(Error::BufferTooSmall {
+            tensor,
+            needed,
+            available: b.len,
+        });
+    }
+    Ok(())
+}
+
+/// `b`'s base address must allow the kernels' 16-byte vector accesses.
+pub(crate) fn align16(tensor: TensorName, b: &DeviceBuf) -> Result<()> {
+    align_to(tensor, b, abi::FLASHMHA_COPY_ALIGN_BYTES as u64)
+}
+
+/// `b`'s base address must be a multiple of `required` bytes.
+pub(crate) fn align_to(tensor: TensorName, b: &DeviceBuf, required: u64) -> Result<()> {
+    if !b.addr.is_multiple_of(required) {
+        return Err(Error::Misaligned {
+            tensor,
+            what: AlignWhat::Base,
+            required: required as usize,
+            value: b.addr,
+        });
+    }
+    Ok(())
+}
+
 /// Page-size divisor for the kernel: `key / page_size == (key * magic) >> shift` for every
 /// `0 <= key < 2^30` (with `l = ceil(log2 page_size)`, `shift = 32 + l`,
 /// `magic = ceil(2^shift / page_size)`: the error term `key * (magic - 2^shift / page_size) /
@@ -241,78 +267,56 @@ impl DecodePlan {
     pub fn params(
         &self,
         bufs: &DecodeBuffers,
-    ) -> Result<(FlashDecodeParams, Option<MergeStatesParams>), DecodeError> {
+    ) -> Result<(FlashDecodeParams, Option<MergeStatesParams>)> {
         let p = &self.problem;
-        let need = |tensor: &'static str, b: &DeviceBuf, needed: u64| -> Result<(), DecodeError> {
-            if b.addr == 0 {
-                return Err(DecodeError::MissingBuffer { tensor });
-            }
-            if b.len < needed {
-                return Err(DecodeError::BufferTooSmall {
-                    tensor,
-                    needed,
-                    available: b.len,
-                });
-            }
-            Ok(())
-        };
-        let align16 = |tensor: &'static str, b: &DeviceBuf| -> Result<(), DecodeError> {
-            if !b.addr.is_multiple_of(16) {
-                return Err(DecodeError::Alignment {
-                    tensor,
-                    required: 16,
-                    address: b.addr,
-                });
-            }
-            Ok(())
-        };
-        need("q", &bufs.q, p.q_span(&p.q_strides))?;
-        need("o", &bufs.o, p.q_span(&p.o_strides))?;
-        need("k_cache", &bufs.k_cache, p.cache_span(&p.k_strides))?;
-        need("v_cache", &bufs.v_cache, p.cache_span(&p.v_strides))?;
+        use TensorName as T;
+        need(T::Q, &bufs.q, p.q_span(&p.q_strides))?;
+        need(T::O, &bufs.o, p.q_span(&p.o_strides))?;
+        need(T::KCache, &bufs.k_cache, p.cache_span(&p.k_strides))?;
+        need(T::VCache, &bufs.v_cache, p.cache_span(&p.v_strides))?;
         for (t, b) in [
-            ("q", &bufs.q),
-            ("o", &bufs.o),
-            ("k_cache", &bufs.k_cache),
-            ("v_cache", &bufs.v_cache),
+            (T::Q, &bufs.q),
+            (T::O, &bufs.o),
+            (T::KCache, &bufs.k_cache),
+            (T::VCache, &bufs.v_cache),
         ] {
             align16(t, b)?;
         }
         need(
-            "block_table",
+            T::BlockTable,
             &bufs.block_table,
             ((p.batch - 1) * p.block_table_stride + p.max_pages_per_seq) as u64,
         )?;
-        need("cache_seqlens", &bufs.cache_seqlens, p.batch as u64)?;
+        need(T::CacheSeqlens, &bufs.cache_seqlens, p.batch as u64)?;
         if p.is_varlen() {
-            need("cu_seqlens_q", &bufs.cu_seqlens_q, p.batch as u64 + 1)?;
+            need(T::CuSeqlensQ, &bufs.cu_seqlens_q, p.batch as u64 + 1)?;
         }
         let stats = p.row_stats_len() as u64;
         if p.lse {
-            need("lse", &bufs.lse, stats)?;
+            need(T::Lse, &bufs.lse, stats)?;
         }
         if p.entropy {
-            need("entropy", &bufs.entropy, stats)?;
+            need(T::Entropy, &bufs.entropy, stats)?;
         }
         if p.alibi {
-            need("alibi_slopes", &bufs.alibi_slopes, p.num_heads_q as u64)?;
+            need(T::AlibiSlopes, &bufs.alibi_slopes, p.num_heads_q as u64)?;
         }
         if p.gates {
-            need("head_gates", &bufs.head_gates, p.num_heads_q as u64)?;
+            need(T::HeadGates, &bufs.head_gates, p.num_heads_q as u64)?;
         }
         let fp8 = p.kv_dtype.is_fp8();
         if fp8 {
-            need("k_scales", &bufs.k_scales, p.kv_scales_len() as u64)?;
-            need("v_scales", &bufs.v_scales, p.kv_scales_len() as u64)?;
+            need(TensorName::KScales, &bufs.k_scales, p.kv_scales_len() as u64)?;
+            need(TensorName::VScales, &bufs.v_scales, p.kv_scales_len() as u64)?;
         }
         let split_output = self.combine.is_some();
         if split_output {
-            need("partial_o", &bufs.partial_o, self.workspace.partial_o)?;
-            align16("partial_o", &bufs.partial_o)?;
-            need("partial_lse", &bufs.partial_lse, self.workspace.partial_lse)?;
+            need(T::PartialO, &bufs.partial_o, self.workspace.partial_o)?;
+            align16(T::PartialO, &bufs.partial_o)?;
+            need(T::PartialLse, &bufs.partial_lse, self.workspace.partial_lse)?;
             if p.entropy {
                 need(
-                    "partial_entropy",
+                    T::PartialEntropy,
                     &bufs.partial_entropy,
                     self.workspace.partial_entropy,
                 )?;
@@ -489,13 +493,17 @@ mod tests {
         let fixed = plan_decode(&p, SplitPolicy::FixedKeys(64)).unwrap();
         assert_eq!(fixed.num_splits, 3); // 160 keys / 64
         assert!(fixed.combine.is_some());
-        assert_eq!(
+        assert!(matches!(
             plan_decode(&p, SplitPolicy::FixedKeys(100)),
-            Err(DecodeError::SplitKeys {
+            Err(Error::SplitKeys {
                 found: 100,
                 align: 64
             })
-        );
+        ));
+        assert!(matches!(
+            plan_decode(&p, SplitPolicy::Count(MAX_SPLITS + 1)),
+            Err(Error::SplitCount { found, max: MAX_SPLITS }) if found == u64::from(MAX_SPLITS) + 1
+        ));
     }
 
     #[test]
@@ -504,34 +512,46 @@ mod tests {
         p.page_size = 1025;
         assert!(matches!(
             plan_decode(&p, SplitPolicy::Count(1)),
-            Err(DecodeError::OutOfRange {
-                what: "page_size",
-                ..
+            Err(Error::DimTooLarge {
+                tensor: TensorName::KCache,
+                dim: crate::error::Dim::Slot,
+                max: 1024,
+                found: 1025
             })
         ));
         let mut p = problem();
         p.num_heads_kv = 3;
         assert!(matches!(
             plan_decode(&p, SplitPolicy::Count(1)),
-            Err(DecodeError::Heads { .. })
+            Err(Error::HeadsNotDivisible {
+                heads_q: 8,
+                heads_kv: 3
+            })
         ));
         let mut p = problem();
         p.head_dim = 48;
         assert!(matches!(
             plan_decode(&p, SplitPolicy::Count(1)),
-            Err(DecodeError::UnsupportedHeadDim { .. })
+            Err(Error::UnsupportedHeadDim { head_dim: 48, .. })
         ));
         let mut p = problem();
         p.k_strides.slot = 12;
         assert!(matches!(
             plan_decode(&p, SplitPolicy::Count(1)),
-            Err(DecodeError::Stride {
-                tensor: "k_cache",
-                ..
+            Err(Error::Misaligned {
+                tensor: TensorName::KCache,
+                what: AlignWhat::Stride(crate::error::Dim::Slot),
+                required: 16,
+                value: 24
             })
         ));
         let plan = plan_decode(&problem(), SplitPolicy::Count(2)).unwrap();
         let err = plan.params(&DecodeBuffers::default()).unwrap_err();
-        assert_eq!(err, DecodeError::MissingBuffer { tensor: "q" });
+        assert!(matches!(
+            err,
+            Error::MissingBuffer {
+                tensor: TensorName::Q
+            }
+        ));
     }
 }

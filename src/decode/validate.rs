@@ -1,11 +1,11 @@
 //! Validation of a paged-decode problem: kernel availability, heads, page geometry, host-side
-//! bounds, strides and options. Pure: reads the description, returns a typed [`DecodeError`].
+//! bounds, strides and options. Pure: reads the description, returns a typed [`Error`].
 //! Per-run buffer checks (sizes, alignment) live in [`super::plan::DecodePlan::params`].
 
-use super::error::DecodeError;
 use super::kernels::{DecodeKernelRow, DECODE_KERNELS};
 use super::problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};
 use crate::abi;
+use crate::error::{AlignWhat, CuSeqlensFault, Dim, Error, Limit, OptionName, Result, TensorName};
 
 /// 16-byte vectors (cp.async, Q loads): strides in elements must keep rows 16-byte aligned.
 pub const STRIDE_ALIGN_BYTES: i64 = abi::FLASHMHA_COPY_ALIGN_BYTES as i64;
@@ -16,57 +16,69 @@ pub const MAX_GRID_YZ: u64 = 65_535;
 /// Rows x heads of q (and of each split in the workspace) are indexed with int32 in the kernel.
 pub const MAX_ROWS_X_HEADS: u64 = i32::MAX as u64;
 
-fn range(what: &'static str, min: u64, max: u64, found: u64) -> Result<(), DecodeError> {
-    if found < min || found > max {
-        return Err(DecodeError::OutOfRange {
-            what,
-            min,
-            max,
+/// `found` must be >= 1 ([`Error::EmptyDim`]) and <= `max` ([`Error::DimTooLarge`]).
+fn dim_in(tensor: TensorName, dim: Dim, max: u64, found: usize) -> Result<()> {
+    if found == 0 {
+        return Err(Error::EmptyDim { tensor, dim });
+    }
+    if found as u64 > max {
+        return Err(Error::DimTooLarge {
+            tensor,
+            dim,
+            max: max as usize,
             found,
         });
     }
     Ok(())
 }
 
-fn row_strides(tensor: &'static str, s: &RowStrides, padded: bool) -> Result<(), DecodeError> {
-    aligned_strides(tensor, &[("row", s.row), ("head", s.head)], 2)?;
-    if padded {
-        aligned_strides(tensor, &[("batch", s.batch)], 2)?;
+/// `value` must be <= `max` ([`Error::Overflow32`]).
+fn fits(limit: Limit, max: u64, value: u64) -> Result<()> {
+    if value > max {
+        return Err(Error::Overflow32 { limit, value, max });
     }
     Ok(())
 }
 
-/// Page strides are in elements of the cache type (`element_bytes` 2 or 1).
-pub(crate) fn page_strides(
-    tensor: &'static str,
-    s: &PageStrides,
-    element_bytes: usize,
-) -> Result<(), DecodeError> {
+fn row_strides(tensor: TensorName, s: &RowStrides, padded: bool) -> Result<()> {
+    aligned_strides(tensor, &[(Dim::Seq, s.row), (Dim::Heads, s.head)], 2)?;
+    if padded {
+        aligned_strides(tensor, &[(Dim::Batch, s.batch)], 2)?;
+    }
+    Ok(())
+}
+
+/// Page strides are in elements of the cache type (`element_bytes` 2, or 1 for FP8).
+fn page_strides(tensor: TensorName, s: &PageStrides, element_bytes: usize) -> Result<()> {
     aligned_strides(
         tensor,
-        &[("page", s.page), ("slot", s.slot), ("head", s.head)],
+        &[
+            (Dim::Page, s.page),
+            (Dim::Slot, s.slot),
+            (Dim::Heads, s.head),
+        ],
         element_bytes,
     )
 }
 
-/// Every stride of `tensor` must be a non-negative multiple of the 16-byte copy in elements.
-fn aligned_strides(
-    tensor: &'static str,
-    strides: &[(&'static str, i64)],
-    element_bytes: usize,
-) -> Result<(), DecodeError> {
+/// Every stride of `tensor` must be a non-negative multiple of the 16-byte copy in elements
+/// of `element_bytes` bytes.
+fn aligned_strides(tensor: TensorName, strides: &[(Dim, i64)], element_bytes: usize) -> Result<()> {
     let align = STRIDE_ALIGN_BYTES / element_bytes as i64;
-    for &(stride, v) in strides {
-        if v < 0 || v % align != 0 {
-            return Err(DecodeError::Stride {
+    for &(dim, stride) in strides {
+        if stride < 0 {
+            return Err(Error::NegativeStride {
                 tensor,
+                dim,
                 stride,
-                found: v,
-                requirement: if element_bytes == 1 {
-                    "a non-negative multiple of 16 FP8 elements"
-                } else {
-                    "a non-negative multiple of 8 elements"
-                },
+            });
+        }
+        if stride % align != 0 {
+            return Err(Error::Misaligned {
+                tensor,
+                what: AlignWhat::Stride(dim),
+                required: abi::FLASHMHA_COPY_ALIGN_BYTES as usize,
+                value: element_bytes as u64 * stride as u64,
             });
         }
     }
@@ -74,14 +86,14 @@ fn aligned_strides(
 }
 
 /// The compiled kernel serving `p`, after checking everything about `p`.
-pub fn validate_decode(p: &DecodeProblem) -> Result<&'static DecodeKernelRow, DecodeError> {
+pub fn validate_decode(p: &DecodeProblem) -> Result<&'static DecodeKernelRow> {
     // FP8 pages have their own (fewer) entries: the error lists the head dims compiled for
     // this dtype and this kind of page.
     let kv_bytes = p.kv_element_bytes() as u32;
     let kernel = DECODE_KERNELS
         .iter()
         .find(|r| r.dtype == p.dtype && r.kv_bytes == kv_bytes && r.head_dim as usize == p.head_dim)
-        .ok_or_else(|| DecodeError::UnsupportedHeadDim {
+        .ok_or_else(|| Error::UnsupportedHeadDim {
             dtype: p.dtype,
             head_dim: p.head_dim,
             supported: DECODE_KERNELS
@@ -90,84 +102,112 @@ pub fn validate_decode(p: &DecodeProblem) -> Result<&'static DecodeKernelRow, De
                 .map(|r| r.head_dim)
                 .collect(),
         })?;
-    if p.num_heads_kv == 0 || p.num_heads_q == 0 || !p.num_heads_q.is_multiple_of(p.num_heads_kv) {
-        return Err(DecodeError::Heads {
-            num_heads_q: p.num_heads_q,
-            num_heads_kv: p.num_heads_kv,
+    if p.num_heads_q == 0 {
+        return Err(Error::EmptyDim {
+            tensor: TensorName::Q,
+            dim: Dim::Heads,
         });
     }
-    range("batch", 1, MAX_GRID_YZ, p.batch as u64)?;
-    range(
-        "page_size",
-        1,
-        abi::FLASHMHA_DECODE_MAX_PAGE_SIZE as u64,
-        p.page_size as u64,
+    if p.num_heads_kv == 0 {
+        return Err(Error::EmptyDim {
+            tensor: TensorName::KCache,
+            dim: Dim::Heads,
+        });
+    }
+    if !p.num_heads_q.is_multiple_of(p.num_heads_kv) {
+        return Err(Error::HeadsNotDivisible {
+            heads_q: p.num_heads_q,
+            heads_kv: p.num_heads_kv,
+        });
+    }
+    if p.batch == 0 {
+        return Err(Error::EmptyDim {
+            tensor: TensorName::Q,
+            dim: Dim::Batch,
+        });
+    }
+    fits(Limit::GridYz, MAX_GRID_YZ, p.batch as u64)?;
+    dim_in(
+        TensorName::KCache,
+        Dim::Slot,
+        u64::from(abi::FLASHMHA_DECODE_MAX_PAGE_SIZE),
+        p.page_size,
     )?;
-    range("num_pages", 1, i32::MAX as u64, p.num_pages as u64)?;
+    dim_in(TensorName::KCache, Dim::Page, i32::MAX as u64, p.num_pages)?;
     let max_keys = abi::FLASHMHA_DECODE_MAX_CACHE_KEYS as u64 - 1;
-    range(
-        "max_pages_per_seq",
-        1,
+    dim_in(
+        TensorName::BlockTable,
+        Dim::Page,
         max_keys / p.page_size as u64,
-        p.max_pages_per_seq as u64,
+        p.max_pages_per_seq,
     )?;
-    range(
-        "block_table_stride",
-        p.max_pages_per_seq as u64,
-        i32::MAX as u64,
-        p.block_table_stride as u64,
-    )?;
-    range(
-        "max_cache_len",
-        0,
-        (p.max_pages_per_seq * p.page_size) as u64,
-        p.max_cache_len as u64,
-    )?;
+    if p.block_table_stride < p.max_pages_per_seq {
+        return Err(Error::StrideTooSmall {
+            tensor: TensorName::BlockTable,
+            dim: Dim::Batch,
+            stride: p.block_table_stride as i64,
+            min: p.max_pages_per_seq as i64,
+        });
+    }
+    fits(Limit::Rows32, i32::MAX as u64, p.block_table_stride as u64)?;
+    let max_cache_len = (p.max_pages_per_seq * p.page_size) as u64;
+    if p.max_cache_len as u64 > max_cache_len {
+        return Err(Error::DimTooLarge {
+            tensor: TensorName::CacheSeqlens,
+            dim: Dim::Seq,
+            max: max_cache_len as usize,
+            found: p.max_cache_len,
+        });
+    }
     let padded = match p.queries {
         QueryLayout::Padded { sq_new } => {
-            range("sq_new", 1, i32::MAX as u64, sq_new as u64)?;
+            dim_in(TensorName::Q, Dim::Seq, i32::MAX as u64, sq_new)?;
             true
         }
         QueryLayout::Varlen {
             total_q,
             max_seqlen_q,
         } => {
-            range("total_q", 1, i32::MAX as u64, total_q as u64)?;
-            range("max_seqlen_q", 1, total_q as u64, max_seqlen_q as u64)?;
+            dim_in(TensorName::Q, Dim::Len, i32::MAX as u64, total_q)?;
+            dim_in(TensorName::Q, Dim::Seq, total_q as u64, max_seqlen_q)?;
             false
         }
     };
-    range(
-        "total_q x num_heads_q",
-        1,
+    fits(
+        Limit::Rows32,
         MAX_ROWS_X_HEADS,
         (p.total_q() * p.num_heads_q) as u64,
     )?;
     let row_tiles = (p.group() * p.max_seqlen_q()).div_ceil(DECODE_TILE_ROWS);
-    range(
-        "num_heads_kv x row tiles (grid y)",
-        1,
+    fits(
+        Limit::GridYz,
         MAX_GRID_YZ,
         (p.num_heads_kv * row_tiles) as u64,
     )?;
-    row_strides("q", &p.q_strides, padded)?;
-    row_strides("o", &p.o_strides, padded)?;
-    page_strides("k_cache", &p.k_strides, p.kv_element_bytes())?;
-    page_strides("v_cache", &p.v_strides, p.kv_element_bytes())?;
+    row_strides(TensorName::Q, &p.q_strides, padded)?;
+    row_strides(TensorName::O, &p.o_strides, padded)?;
+    page_strides(TensorName::KCache, &p.k_strides, p.kv_element_bytes())?;
+    page_strides(TensorName::VCache, &p.v_strides, p.kv_element_bytes())?;
     let o = &p.options;
     if let Some(s) = o.softmax_scale {
         if !(s.is_finite() && s > 0.0) {
-            return Err(DecodeError::Scale { found: s });
+            return Err(Error::InvalidOption {
+                option: OptionName::SoftmaxScale,
+                value: s,
+            });
         }
     }
     if let Some(c) = o.softcap {
         if !(c.is_finite() && c > 0.0) {
-            return Err(DecodeError::Softcap { found: c });
+            return Err(Error::InvalidOption {
+                option: OptionName::Softcap,
+                value: c,
+            });
         }
     }
     if let Some(w) = o.window {
         for side in [w.left, w.right].into_iter().flatten() {
-            range("window bound", 0, i32::MAX as u64, u64::from(side))?;
+            fits(Limit::Window, i32::MAX as u64, u64::from(side))?;
         }
     }
     Ok(kernel)
@@ -179,76 +219,89 @@ pub const DECODE_TILE_ROWS: usize = 16;
 
 /// Checks a host copy of `cu_seqlens_q` against the problem's bounds (for callers that have
 /// one; the kernel checks the device copy regardless).
-pub fn validate_cu_seqlens_q(p: &DecodeProblem, cu: &[i32]) -> Result<(), DecodeError> {
-    range(
-        "cu_seqlens_q length",
-        p.batch as u64 + 1,
-        p.batch as u64 + 1,
-        cu.len() as u64,
-    )?;
-    let mut prev = 0;
-    for (i, &c) in cu.iter().enumerate() {
-        let bad = if i == 0 {
-            c != 0
-        } else {
-            c < prev || (c - prev) as usize > p.max_seqlen_q()
-        };
-        if bad || c as usize > p.total_q() {
-            return Err(DecodeError::CuSeqlensQ {
+pub fn validate_cu_seqlens_q(p: &DecodeProblem, cu: &[i32]) -> Result<()> {
+    let fault = |fault| {
+        Err(Error::CuSeqlens {
+            which: TensorName::CuSeqlensQ,
+            fault,
+        })
+    };
+    if cu.len() != p.batch + 1 {
+        return fault(CuSeqlensFault::WrongLength {
+            expected: p.batch + 1,
+            found: cu.len(),
+        });
+    }
+    if cu[0] != 0 {
+        return fault(CuSeqlensFault::FirstNotZero);
+    }
+    for (i, w) in cu.windows(2).enumerate() {
+        if w[1] < w[0] {
+            return fault(CuSeqlensFault::Decreasing { index: i });
+        }
+        if (w[1] - w[0]) as usize > p.max_seqlen_q() {
+            return fault(CuSeqlensFault::ItemTooLong {
                 index: i,
-                found: c,
-                previous: prev,
+                max: p.max_seqlen_q(),
             });
         }
-        prev = c;
+        if w[1] as usize > p.total_q() {
+            return fault(CuSeqlensFault::BeyondTotal {
+                index: i + 1,
+                total: p.total_q(),
+            });
+        }
     }
     Ok(())
 }
 
 /// Checks an append of `tokens` rows into the pools of `p` (page geometry, strides of the
-/// cache type, head dim in whole 16-byte source chunks, grid size). The scales, slots and
-/// block-table entries are device data: the kernel checks the indices.
-pub fn validate_kv_append(p: &DecodeProblem, tokens: usize) -> Result<(), DecodeError> {
+/// cache type, head dim in whole 16-byte source chunks, grid size). The scales, slots, positions
+/// and block-table entries are device data: the kernel checks the indices.
+pub fn validate_kv_append(p: &DecodeProblem, tokens: usize) -> Result<()> {
     if p.num_heads_kv == 0 {
-        return Err(DecodeError::Heads {
-            num_heads_q: p.num_heads_q,
-            num_heads_kv: p.num_heads_kv,
+        return Err(Error::EmptyDim {
+            tensor: TensorName::KCache,
+            dim: Dim::Heads,
         });
     }
-    range("num_tokens", 1, i32::MAX as u64, tokens as u64)?;
-    range(
-        "page_size",
-        1,
-        abi::FLASHMHA_DECODE_MAX_PAGE_SIZE as u64,
-        p.page_size as u64,
+    dim_in(TensorName::KNew, Dim::Seq, i32::MAX as u64, tokens)?;
+    dim_in(
+        TensorName::KCache,
+        Dim::Slot,
+        u64::from(abi::FLASHMHA_DECODE_MAX_PAGE_SIZE),
+        p.page_size,
     )?;
-    range("num_pages", 1, i32::MAX as u64, p.num_pages as u64)?;
-    range("batch", 1, i32::MAX as u64, p.batch as u64)?;
+    dim_in(TensorName::KCache, Dim::Page, i32::MAX as u64, p.num_pages)?;
+    dim_in(TensorName::BlockTable, Dim::Batch, i32::MAX as u64, p.batch)?;
     let max_keys = abi::FLASHMHA_DECODE_MAX_CACHE_KEYS as u64 - 1;
-    range(
-        "max_pages_per_seq",
-        1,
+    dim_in(
+        TensorName::BlockTable,
+        Dim::Page,
         max_keys / p.page_size as u64,
-        p.max_pages_per_seq as u64,
+        p.max_pages_per_seq,
     )?;
-    range(
-        "block_table_stride",
-        p.max_pages_per_seq as u64,
-        i32::MAX as u64,
-        p.block_table_stride as u64,
-    )?;
+    if p.block_table_stride < p.max_pages_per_seq {
+        return Err(Error::StrideTooSmall {
+            tensor: TensorName::BlockTable,
+            dim: Dim::Batch,
+            stride: p.block_table_stride as i64,
+            min: p.max_pages_per_seq as i64,
+        });
+    }
+    fits(Limit::Rows32, i32::MAX as u64, p.block_table_stride as u64)?;
     if p.head_dim == 0 || !p.head_dim.is_multiple_of(STRIDE_ALIGN_ELEMS as usize) {
-        return Err(DecodeError::OutOfRange {
-            what: "head_dim (a positive multiple of 8 for append)",
-            min: STRIDE_ALIGN_ELEMS as u64,
-            max: i32::MAX as u64,
-            found: p.head_dim as u64,
+        return Err(Error::Misaligned {
+            tensor: TensorName::KNew,
+            what: AlignWhat::HeadDim,
+            required: abi::FLASHMHA_COPY_ALIGN_BYTES as usize,
+            value: 2 * p.head_dim as u64,
         });
     }
     // One thread per 8-element chunk of (token, head): the grid's x dimension.
-    let threads = (tokens * p.num_heads_kv * p.head_dim / STRIDE_ALIGN_ELEMS as usize) as u64;
-    range("append threads", 1, u64::from(u32::MAX), threads)?;
-    page_strides("k_cache", &p.k_strides, p.kv_element_bytes())?;
-    page_strides("v_cache", &p.v_strides, p.kv_element_bytes())?;
+    let threads = (tokens * p.num_heads_kv * p.head_dim) as u64 / STRIDE_ALIGN_ELEMS as u64;
+    fits(Limit::GridX, u64::from(u32::MAX), threads)?;
+    page_strides(TensorName::KCache, &p.k_strides, p.kv_element_bytes())?;
+    page_strides(TensorName::VCache, &p.v_strides, p.kv_element_bytes())?;
     Ok(())
 }
