@@ -31,7 +31,7 @@ namespace flashmha {
 constexpr int kDecodeChunkBytes = 16;                           // one cp.async / ldmatrix row
 constexpr int kDecodeChunkElems = kDecodeChunkBytes / kElemBytes;
 constexpr int kDecodeBankGroups = 8;                            // 32 banks x 4 B / 16 B
-constexpr int kDecodeRows = kMmaM;        // packed query rows per CTA tile (one m16 row block)
+constexpr int kDecodeRowsPerBlock = kMmaM;  // packed query rows of one m16 row block
 constexpr int kDecodeKeysPerBlock = kMmaK;  // keys per warp block: one k16 step of P.V
 /* Lanes that copy one key row: 2 (lanes r and r + 16 copy key row r, chunks 2j and 2j + 1), so
  * the 32 lanes of a warp cover the 16 keys of a block, the two lanes of a row fill one full
@@ -93,13 +93,20 @@ __device__ __forceinline__ void deinterleave_halves(const uint4 &a, const uint4 
                      prmt(b.x, b.y, kPrmtHighHalves), prmt(b.z, b.w, kPrmtHighHalves));
 }
 
-template <class Elem_, int kHeadDim_, int kNumWarps_, int kKvBytes_ = kKvBytesSame>
+/* kTileRows_: packed query rows per CTA, 16 (one m16 row block) or 32 (two row blocks per warp:
+ * GQA group x new tokens up to 32 then reads each K/V row once per KV head instead of twice;
+ * every K / V fragment loaded from shared memory feeds the mma of both blocks). */
+template <class Elem_, int kHeadDim_, int kNumWarps_, int kKvBytes_ = kKvBytesSame,
+          int kTileRows_ = kDecodeRowsPerBlock>
 struct DecodeTraits {
     using Elem = Elem_;
     static constexpr int kHeadDim = kHeadDim_;
     static constexpr int kNumWarps = kNumWarps_;
     static constexpr int kKvBytes = kKvBytes_;
     static constexpr bool kKvFp8 = kKvBytes == kKvBytesFp8;
+    static constexpr int kTileRows = kTileRows_;
+    static constexpr int kRowBlocks = kTileRows / kDecodeRowsPerBlock;
+    static_assert(kTileRows % kDecodeRowsPerBlock == 0 && kRowBlocks <= 2, "16 or 32 rows");
     static constexpr int kThreads = kNumWarps * kWarpSize;
     static_assert(kHeadDim % kMmaK == 0, "head_dim must be a multiple of 16 (k of Q.K^T)");
     static_assert(!kKvFp8 || kHeadDim % kFp8DimsPerLdsmX4 == 0,
@@ -117,7 +124,7 @@ struct DecodeTraits {
     /* Q A-fragments (d / 4 registers) stay in registers beside O (d / 2) up to d128; at d256
      * that is 192 accumulator-resident registers and ptxas (13.5, sm_80) spills at 255, so d256
      * re-reads each k-step's Q fragment from the Q tile (one ldmatrix.x4 per k16 step). */
-    static constexpr bool kQInRegisters = kHeadDim <= 128;
+    static constexpr bool kQInRegisters = kHeadDim * kRowBlocks <= 128;
 
     /* Padded rows: pitch / 16 odd => 8 consecutive rows hit 8 distinct bank groups. */
     static constexpr int kQPitch = kHeadDim * kElemBytes + kDecodeChunkBytes;
@@ -128,17 +135,17 @@ struct DecodeTraits {
     static constexpr int kStages = 2;
     /* Per warp: [K stage 0 | K stage 1 | V stage 0 | V stage 1]. */
     static constexpr int kWarpRegionBytes = 2 * kStages * kBlockBytes;
-    static constexpr int kQBytes = kDecodeRows * kQPitch;            // q: [16 rows, d]
+    static constexpr int kQBytes = kTileRows * kQPitch;              // q: [tile rows, d]
     /* Epilogue: each warp stages its normalised O (f32, [16, d + 8]: the +8 floats make the
      * 8 rows of a float2 C-fragment store hit distinct banks pairwise) in its own region, and
      * its row LSE / entropy in small arrays after all regions. */
     static constexpr int kOStagePitchFloats = kHeadDim + 8;
-    static constexpr int kOStageBytes = kDecodeRows * kOStagePitchFloats * 4;
+    static constexpr int kOStageBytes = kTileRows * kOStagePitchFloats * 4;
     static_assert(kOStageBytes <= kWarpRegionBytes, "O staging fits the warp's K/V region");
     static constexpr int kQOffset = 0;
     static constexpr int kRegionOffset = kQOffset + kQBytes;
     static constexpr int kStatsOffset = kRegionOffset + kNumWarps * kWarpRegionBytes;
-    static constexpr int kStatsBytes = 2 * kNumWarps * kDecodeRows * 4;  // lse, entropy per warp
+    static constexpr int kStatsBytes = 2 * kNumWarps * kTileRows * 4;  // lse, entropy per warp
     static constexpr int kSmemBytes = kStatsOffset + kStatsBytes;
     static_assert(kPitch % kDecodeChunkBytes == 0, "16-byte aligned rows");
     static_assert(padded_rows_conflict_free<kPitch>(), "ldmatrix rows must be conflict-free");

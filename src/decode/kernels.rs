@@ -11,6 +11,8 @@ pub struct DecodeKernelRow {
     /// Bytes per cached K/V element: 2 (`dtype`) or 1 (FP8, format chosen at run time).
     pub kv_bytes: u32,
     pub head_dim: u32,
+    /// Packed query rows per CTA: 16, or 32 (two m16 row blocks per warp).
+    pub tile_rows: u32,
     pub num_warps: u32,
     pub smem_bytes: u32,
 }

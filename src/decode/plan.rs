@@ -17,7 +17,7 @@
 
 use super::kernels::{combine_entry, DecodeKernelRow, MERGE_WARPS};
 use super::problem::DecodeProblem;
-use super::validate::{validate_decode, DECODE_TILE_ROWS};
+use super::validate::validate_decode;
 use crate::abi::{self, FlashDecodeParams, MergeStatesParams};
 use crate::error::{AlignWhat, Error, Result, TensorName};
 use crate::plan::WARP_SIZE;
@@ -138,7 +138,7 @@ pub struct DecodeBuffers {
 pub fn plan_decode(problem: &DecodeProblem, policy: SplitPolicy) -> Result<DecodePlan> {
     let kernel = *validate_decode(problem)?;
     let p = problem;
-    let row_tiles = (p.group() * p.max_seqlen_q()).div_ceil(DECODE_TILE_ROWS) as u64;
+    let row_tiles = (p.group() * p.max_seqlen_q()).div_ceil(kernel.tile_rows as usize) as u64;
     let base_ctas = p.batch as u64 * p.num_heads_kv as u64 * row_tiles;
     let (num_splits, split_keys) = match policy {
         SplitPolicy::Auto { num_sms } => {

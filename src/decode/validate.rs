@@ -88,11 +88,29 @@ fn aligned_strides(tensor: TensorName, strides: &[(Dim, i64)], element_bytes: us
 /// The compiled kernel serving `p`, after checking everything about `p`.
 pub fn validate_decode(p: &DecodeProblem) -> Result<&'static DecodeKernelRow> {
     // FP8 pages have their own (fewer) entries: the error lists the head dims compiled for
-    // this dtype and this kind of page.
+    // this dtype and this kind of page. Among the entries of (dtype, pages, d), a 32-row tile
+    // when an item has more than 16 packed rows per KV head (K/V then pass through each CTA
+    // for up to 32 rows instead of 16), else the 16-row tile.
     let kv_bytes = p.kv_element_bytes() as u32;
+    let rows = p.group() * p.max_seqlen_q();
+    let wanted_tile = if rows > DECODE_TILE_ROWS {
+        DECODE_TILE_ROWS_WIDE
+    } else {
+        DECODE_TILE_ROWS
+    };
+    let serves = |r: &&DecodeKernelRow| {
+        r.dtype == p.dtype && r.kv_bytes == kv_bytes && r.head_dim as usize == p.head_dim
+    };
     let kernel = DECODE_KERNELS
         .iter()
-        .find(|r| r.dtype == p.dtype && r.kv_bytes == kv_bytes && r.head_dim as usize == p.head_dim)
+        .filter(serves)
+        .find(|r| r.tile_rows as usize == wanted_tile)
+        .or_else(|| {
+            DECODE_KERNELS
+                .iter()
+                .filter(serves)
+                .find(|r| r.tile_rows as usize == DECODE_TILE_ROWS)
+        })
         .ok_or_else(|| Error::UnsupportedHeadDim {
             dtype: p.dtype,
             head_dim: p.head_dim,
@@ -178,7 +196,7 @@ pub fn validate_decode(p: &DecodeProblem) -> Result<&'static DecodeKernelRow> {
         MAX_ROWS_X_HEADS,
         (p.total_q() * p.num_heads_q) as u64,
     )?;
-    let row_tiles = (p.group() * p.max_seqlen_q()).div_ceil(DECODE_TILE_ROWS);
+    let row_tiles = rows.div_ceil(kernel.tile_rows as usize);
     fits(
         Limit::GridYz,
         MAX_GRID_YZ,
@@ -213,9 +231,11 @@ pub fn validate_decode(p: &DecodeProblem) -> Result<&'static DecodeKernelRow> {
     Ok(kernel)
 }
 
-/// Packed query rows (group x new tokens) per CTA tile (`kDecodeRows` in
-/// kernels/common/decode_traits.cuh: one m16 row block).
+/// Packed query rows (group x new tokens) per CTA tile of the default entries
+/// (`kDecodeRowsPerBlock` in kernels/common/decode_traits.cuh: one m16 row block).
 pub const DECODE_TILE_ROWS: usize = 16;
+/// Rows of the wide (`_r32`) entries: two m16 row blocks per warp.
+pub const DECODE_TILE_ROWS_WIDE: usize = 32;
 
 /// Checks a host copy of `cu_seqlens_q` against the problem's bounds (for callers that have
 /// one; the kernel checks the device copy regardless).
