@@ -27,10 +27,10 @@ const SPECIAL_VALUES: [f32; 16] = [
     f32::INFINITY,
     f32::NEG_INFINITY,
     f32::NAN,
-    0.0009765625,  // 2^-10: half the e4m3 subnormal step
-    0.0029296875,  // 3 x 2^-10: e4m3 subnormal tie
-    7.62939453e-6, // 2^-17: half the e5m2 subnormal step
-    0.015625,      // 2^-6: the smallest e4m3 normal
+    0.0009765625,   // 2^-10: half the e4m3 subnormal step
+    0.0029296875,   // 3 x 2^-10: e4m3 subnormal tie
+    7.629_394_5e-6, // 2^-17: half the e5m2 subnormal step
+    0.015625,       // 2^-6: the smallest e4m3 normal
     -0.5,
 ];
 
@@ -155,10 +155,16 @@ impl AppendCase {
             .collect()
     }
     fn token_batch(&self) -> Vec<i32> {
-        self.dest.iter().map(|d| d.map_or(0, |x| x.0 as i32)).collect()
+        self.dest
+            .iter()
+            .map(|d| d.map_or(0, |x| x.0 as i32))
+            .collect()
     }
     fn token_pos(&self) -> Vec<i32> {
-        self.dest.iter().map(|d| d.map_or(-1, |x| x.1 as i32)).collect()
+        self.dest
+            .iter()
+            .map(|d| d.map_or(-1, |x| x.1 as i32))
+            .collect()
     }
 
     /// The pools after a host scatter (and quantisation) of the new rows.
@@ -296,7 +302,11 @@ fn planted_out_of_range_indices_trap() {
         // Block table + position.
         let case = build(DType::Bf16, kv, g, 5, 2, 64, true, 6, true, false, seed);
         assert!(case.run_clean().1.findings.is_empty());
-        let (tb, tp, bt) = (case.token_batch(), case.token_pos(), case.block_table.clone());
+        let (tb, tp, bt) = (
+            case.token_batch(),
+            case.token_pos(),
+            case.block_table.clone(),
+        );
         let limit = (case.problem.max_pages_per_seq * case.problem.page_size) as i32;
         for bad in [3, -1, i32::MAX] {
             let mut x = tb.clone();

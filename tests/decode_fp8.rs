@@ -38,7 +38,7 @@ fn case(
         alibi: false,
         gates: false,
         lse: true,
-        entropy: seed % 3 == 0,
+        entropy: seed.is_multiple_of(3),
         split: SplitPolicy::Count(1 + (seed % 3) as u32),
         seed,
     }
@@ -81,10 +81,16 @@ fn the_k_and_v_scales_are_applied() {
         // scale, then head 0's V scale, doubled) must fail.
         let mut wrong_k = c.build();
         wrong_k.inputs.k_scales[1] *= 2.0;
-        assert!(!check_run(&wrong_k, &run).is_empty(), "{kv:?}: K scale ignored");
+        assert!(
+            !check_run(&wrong_k, &run).is_empty(),
+            "{kv:?}: K scale ignored"
+        );
         let mut wrong_v = c.build();
         wrong_v.inputs.v_scales[0] *= 2.0;
-        assert!(!check_run(&wrong_v, &run).is_empty(), "{kv:?}: V scale ignored");
+        assert!(
+            !check_run(&wrong_v, &run).is_empty(),
+            "{kv:?}: V scale ignored"
+        );
     }
 }
 
@@ -96,7 +102,11 @@ fn subnormal_codes_dequantise_exactly() {
             let mut built = c.build();
             // Every used code becomes a subnormal or zero (exponent field 0) of either sign;
             // the NaN code 0x7f of unused slots stays.
-            let mantissa_mask = if kv == KvCacheDType::Fp8E4M3 { 0x87 } else { 0x83 };
+            let mantissa_mask = if kv == KvCacheDType::Fp8E4M3 {
+                0x87
+            } else {
+                0x83
+            };
             for pool in [&mut built.inputs.k_cache_fp8, &mut built.inputs.v_cache_fp8] {
                 for x in pool.iter_mut() {
                     if *x != 0x7f {
@@ -105,7 +115,11 @@ fn subnormal_codes_dequantise_exactly() {
                 }
             }
             // Scales large enough that subnormal keys still shape the softmax.
-            let s = if kv == KvCacheDType::Fp8E4M3 { 300.0 } else { 5000.0 };
+            let s = if kv == KvCacheDType::Fp8E4M3 {
+                300.0
+            } else {
+                5000.0
+            };
             built.inputs.k_scales = vec![s];
             built.inputs.v_scales = vec![s];
             let plan = plan_decode(&built.problem, c.split).unwrap();
@@ -176,7 +190,11 @@ fn special_codes_reach_exactly_the_outputs_that_see_them() {
                 .iter()
                 .flat_map(|&(r, h)| (0..64).map(move |x| (r, h, x)))
                 .collect();
-            assert!(bad == want, "{kv:?} K code {code:#x}: {} non-finite", bad.len());
+            assert!(
+                bad == want,
+                "{kv:?} K code {code:#x}: {} non-finite",
+                bad.len()
+            );
         }
         for &code in nans.iter().chain(infs) {
             // In V: only column 3 of those rows.

@@ -29,7 +29,7 @@ fn case(
         q_lens,
         varlen,
         page_size: 13,
-        head_major_pages: seed % 2 == 0,
+        head_major_pages: seed.is_multiple_of(2),
         kv_dtype: KvCacheDType::Same,
         kv_scales: KvScaleGranularity::PerTensor,
         shared_prefix_pages: 1,
@@ -81,7 +81,12 @@ fn wide_tiles_match_the_reference() {
                     let plan = plan_decode(&built.problem, c.split).unwrap();
                     assert!(plan.decode.entry.ends_with("_r32"), "{}", plan.decode.entry);
                     let out = run_decode_case(&c).unwrap();
-                    assert!(out.failures.is_empty(), "{}: {:#?}", c.describe(), out.failures);
+                    assert!(
+                        out.failures.is_empty(),
+                        "{}: {:#?}",
+                        c.describe(),
+                        out.failures
+                    );
                 }
             }
         }

@@ -6,8 +6,8 @@
 
 use super::check::DecodeCase;
 use super::emulated::{decode_on, DecodeRun};
-use super::plan::{plan_decode, SplitPolicy};
 use super::fp8::KvCacheDType;
+use super::plan::{plan_decode, SplitPolicy};
 use crate::dtype::DType;
 use crate::emulator::{Counters, Device};
 use crate::options::AttnOptions;

@@ -188,7 +188,11 @@ impl DecodeCase {
         if self.kv_dtype.is_fp8() {
             let t = self.kv_dtype;
             // The largest finite value, and the NaN code of both formats (S.1111111).
-            let max_finite = t.decode(if t == KvCacheDType::Fp8E5M2 { 0x7b } else { 0x7e });
+            let max_finite = t.decode(if t == KvCacheDType::Fp8E5M2 {
+                0x7b
+            } else {
+                0x7e
+            });
             const NAN_CODE: u8 = 0x7f;
             let n_scales = problem.kv_scales_len();
             let scale = |rng: &mut rand::rngs::StdRng| rng.random_range(0.5f32..2.0) / max_finite;

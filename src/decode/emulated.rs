@@ -131,8 +131,16 @@ pub fn decode_on(
     };
     check_len(TensorName::KCache, k_span, k_len)?;
     check_len(TensorName::VCache, v_span, v_len)?;
-    check_len(TensorName::KScales, p.kv_scales_len(), inputs.k_scales.len())?;
-    check_len(TensorName::VScales, p.kv_scales_len(), inputs.v_scales.len())?;
+    check_len(
+        TensorName::KScales,
+        p.kv_scales_len(),
+        inputs.k_scales.len(),
+    )?;
+    check_len(
+        TensorName::VScales,
+        p.kv_scales_len(),
+        inputs.v_scales.len(),
+    )?;
     check_len(
         TensorName::CacheSeqlens,
         p.batch,
@@ -151,7 +159,10 @@ pub fn decode_on(
     )?;
 
     let (k_cache, v_cache) = if fp8 {
-        (put(dev, &inputs.k_cache_fp8)?, put(dev, &inputs.v_cache_fp8)?)
+        (
+            put(dev, &inputs.k_cache_fp8)?,
+            put(dev, &inputs.v_cache_fp8)?,
+        )
     } else {
         (put(dev, &inputs.k_cache)?, put(dev, &inputs.v_cache)?)
     };
@@ -386,7 +397,12 @@ pub fn kv_append_into(
         HostPools::Bits16 { k, v } if !fp8 => {
             check_len(TensorName::KCache, k_span, k.len())?;
             check_len(TensorName::VCache, v_span, v.len())?;
-            (put(&mut dev, k)?, put(&mut dev, v)?, DeviceBuf::default(), DeviceBuf::default())
+            (
+                put(&mut dev, k)?,
+                put(&mut dev, v)?,
+                DeviceBuf::default(),
+                DeviceBuf::default(),
+            )
         }
         HostPools::Fp8 {
             k,

@@ -106,7 +106,11 @@ impl KvCacheDType {
         let e = i32::from(mag >> l.mantissa_bits);
         let e_max = (1 << (7 - l.mantissa_bits)) - 1;
         if l.ieee_specials && e == e_max {
-            return if m == 0 { sign * f32::INFINITY } else { f32::NAN };
+            return if m == 0 {
+                sign * f32::INFINITY
+            } else {
+                f32::NAN
+            };
         }
         if !l.ieee_specials && mag == MAGNITUDE {
             return f32::NAN;

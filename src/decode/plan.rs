@@ -306,8 +306,16 @@ impl DecodePlan {
         }
         let fp8 = p.kv_dtype.is_fp8();
         if fp8 {
-            need(TensorName::KScales, &bufs.k_scales, p.kv_scales_len() as u64)?;
-            need(TensorName::VScales, &bufs.v_scales, p.kv_scales_len() as u64)?;
+            need(
+                TensorName::KScales,
+                &bufs.k_scales,
+                p.kv_scales_len() as u64,
+            )?;
+            need(
+                TensorName::VScales,
+                &bufs.v_scales,
+                p.kv_scales_len() as u64,
+            )?;
         }
         let split_output = self.combine.is_some();
         if split_output {
