@@ -3,10 +3,13 @@
  * (params.h, MergeStatesParams): the combine step of split-KV decode (f32 partial states from
  * the workspace) and the public merge of f16 / bf16 states (cascade / shared-prefix attention).
  *
- * One warp per (row, head); CTAs of kMergeWarps warps. The states' LSEs are read once per lane
- * group of 32 (lane s holds state s of the chunk), reduced with shfl, and each lane then owns
- * 4 consecutive columns of O. States with LSE = -inf (no keys, e.g. an unused split) are skipped,
- * so they change no bit of the result; a row with no state left gets O = 0, LSE = -inf, H = 0.
+ * One warp per (row, head); CTAs of kMergeWarps warps. Each state's LSE is read by one lane
+ * (lane s holds state s of each chunk of 32), reduced with shfl, turned into a weight there and
+ * broadcast with shfl to the lanes, each of which owns 4 consecutive columns of O. Two layouts
+ * of the states: stacked in one buffer (the split combine, N-state merges) or two separate
+ * buffers (o_states_b set: merging a cached-prefix state with a fresh one needs no copy).
+ * States with LSE = -inf (no keys, e.g. an unused split) are skipped, so they change no bit of
+ * the result; a row with no state left gets O = 0, LSE = -inf, H = 0.
  * Merge order is the state order, whatever the batch: the split combine is bitwise reproducible.
  */
 #include <stdint.h>
@@ -58,6 +61,31 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+/* Where state s lives: the stacked form adds s times the state strides to the first buffer; the
+ * two-buffer form (o_states_b set) reads state 1 from the second buffers at the same row/head
+ * offsets. */
+struct StateAt {
+    const void *o;
+    const float *lse;
+    const float *entropy;
+    int64_t o_off;
+    int64_t lse_off;
+};
+__device__ __forceinline__ StateAt state_at(const MergeStatesParams &p, int s) {
+    const bool second = p.o_states_b != nullptr && s == 1;
+    const int64_t stacked = p.o_states_b != nullptr ? 0 : s;
+    return StateAt{second ? p.o_states_b : p.o_states, second ? p.lse_states_b : p.lse_states,
+                   second ? p.entropy_states_b : p.entropy_states, stacked * p.o_state_stride,
+                   stacked * p.lse_state_stride};
+}
+
+/* LSE of state s (-inf for lanes past the last state, which then weigh 0). */
+__device__ __forceinline__ float state_lse(const MergeStatesParams &p, int s, int64_t lse_rh) {
+    if (s >= p.num_states) return neg_inf();
+    const StateAt at = state_at(p, s);
+    return at.lse[at.lse_off + lse_rh];
+}
+
 template <class State, class Out>
 __device__ __forceinline__ void merge_states_warp(const MergeStatesParams &p) {
     const int lane = lane_of(threadIdx.x);
@@ -68,50 +96,69 @@ __device__ __forceinline__ void merge_states_warp(const MergeStatesParams &p) {
     const int64_t lse_rh = row * p.lse_state_row_stride + head * p.lse_state_head_stride;
     const int64_t o_rh = row * p.o_state_row_stride + head * p.o_state_head_stride;
 
-    // Pass 1: m = max_s LSE_s, total = sum_s 2^((LSE_s - m) log2 e), lanes striding the states.
-    float m = neg_inf();
-    for (int s = lane; s < p.num_states; s += kWarpSize)
-        m = fmaxf(m, p.lse_states[s * p.lse_state_stride + lse_rh]);
+    // Each LSE is read by one lane only: lane l holds state l of every chunk of kWarpSize states.
+    // The first chunk stays in a register (l_first), so with <= 32 states (every split count the
+    // heuristic picks below 32, and any merge of a few states) each LSE crosses memory once;
+    // O's weights are then broadcast with shfl instead of 32 lanes re-reading the LSE.
+    const float l_first = state_lse(p, lane, lse_rh);
+    float m = l_first;
+    for (int s = lane + kWarpSize; s < p.num_states; s += kWarpSize) m = fmaxf(m, state_lse(p, s, lse_rh));
     m = warp_max(m);
+    // Normalised weight of a state of LSE l: exp(l - m) / total; 0 for an empty state (l = -inf),
+    // and 0 for every state of a row without any (m = -inf), never (-inf) - (-inf).
     float total = 0.0f;
     if (m != neg_inf()) {
-        for (int s = lane; s < p.num_states; s += kWarpSize) {
-            const float l = p.lse_states[s * p.lse_state_stride + lse_rh];
-            total += fast_exp2((l - m) * kLog2e);  // -inf gives 0
-        }
-        total = warp_sum(total);
+        float part = fast_exp2((l_first - m) * kLog2e);  // -inf gives 0
+        for (int s = lane + kWarpSize; s < p.num_states; s += kWarpSize)
+            part += fast_exp2((state_lse(p, s, lse_rh) - m) * kLog2e);
+        total = warp_sum(part);
     }
     const float inv_total = m != neg_inf() ? 1.0f / total : 0.0f;
+    auto weight = [&](float l) { return l == neg_inf() ? 0.0f : fast_exp2((l - m) * kLog2e) * inv_total; };
+    const float a_first = weight(l_first);
 
-    // Pass 2: O = sum_s (w_s / total) O_s over the finite states, in state order.
+    // Entropy of the merged row: H = sum_s a_s (H_s - ln a_s), each lane its own states.
+    float ent = 0.0f;
+    if (p.entropy != nullptr) {
+        for (int s = lane; s < p.num_states; s += kWarpSize) {
+            const float a = s < kWarpSize ? a_first : weight(state_lse(p, s, lse_rh));
+            if (a > 0.0f) {
+                const StateAt at = state_at(p, s);
+                ent += a * (at.entropy[at.lse_off + lse_rh] - fast_log2(a) * kLn2);
+            }
+        }
+        ent = warp_sum(ent);
+    }
+
+    // O = sum_s a_s O_s over the states of positive weight, in state order (the split combine is
+    // bitwise reproducible whatever the batch); lane l owns kMergeCols consecutive columns.
     const int row_out_batch = row / p.rows_per_batch;
     const int row_in_batch = row - row_out_batch * p.rows_per_batch;
-    float ent = 0.0f;
-    for (int c0 = lane * kMergeCols; c0 < p.head_dim; c0 += kWarpSize * kMergeCols) {
+    const float gate = p.head_gates != nullptr ? p.head_gates[head] : 1.0f;
+    for (int c0 = lane * kMergeCols; c0 - lane * kMergeCols < p.head_dim; c0 += kWarpSize * kMergeCols) {
         float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-        float ent_c = 0.0f;
-        if (m != neg_inf()) {
-            // Not unrolled: ptxas 13.5 unrolls this loop by 4 for 16-bit states and then spills
-            // 4 bytes on sm_80 (at 40 registers); one state per iteration is memory-bound anyway.
+        const bool in_row = c0 < p.head_dim;  // lanes past d still shuffle the weights
+        for (int base = 0; base < p.num_states; base += kWarpSize) {
+            const float a_lane = base == 0 ? a_first : weight(state_lse(p, base + lane, lse_rh));
+            const int chunk = min(kWarpSize, p.num_states - base);
+            // Not unrolled: ptxas 13.5 unrolls this loop for 16-bit states and then spills on
+            // sm_80; one state per iteration is memory-bound anyway.
 #pragma unroll 1
-            for (int s = 0; s < p.num_states; ++s) {
-                const float l = p.lse_states[s * p.lse_state_stride + lse_rh];
-                if (l == neg_inf()) continue;
-                const float a = fast_exp2((l - m) * kLog2e) * inv_total;
-                const float4 v = State::load4(p.o_states, s * p.o_state_stride + o_rh + c0);
+            for (int j = 0; j < chunk; ++j) {
+                const float a = __shfl_sync(kMergeWarpMask, a_lane, j);  // warp-uniform
+                if (a == 0.0f || !in_row) continue;
+                const StateAt at = state_at(p, base + j);
+                const float4 v = State::load4(at.o, at.o_off + o_rh + c0);
                 acc.x = fmaf(a, v.x, acc.x);
                 acc.y = fmaf(a, v.y, acc.y);
                 acc.z = fmaf(a, v.z, acc.z);
                 acc.w = fmaf(a, v.w, acc.w);
-                if (p.entropy_states != nullptr && a > 0.0f)
-                    ent_c += a * (p.entropy_states[s * p.lse_state_stride + lse_rh] - fast_log2(a) * kLn2);
             }
         }
-        ent = ent_c;
-        const float gate = p.head_gates != nullptr ? p.head_gates[head] : 1.0f;
-        Out::store4(p.o, row_out_batch * p.o_batch_stride + row_in_batch * p.o_row_stride +
-                             head * p.o_head_stride + c0,
-                    acc, gate);
+        if (in_row)
+            Out::store4(p.o, row_out_batch * p.o_batch_stride + row_in_batch * p.o_row_stride +
+                                 head * p.o_head_stride + c0,
+                        acc, gate);
     }
     if (lane == 0) {
         const int64_t stat = row_out_batch * p.lse_batch_stride + head * p.lse_head_stride + row_in_batch;

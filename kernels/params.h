@@ -226,6 +226,10 @@ typedef struct FlashDecodeParams {
  *   o_states:   [num_states, rows, heads, d] through the state strides (f32 for the split
  *               combine, f16 / bf16 for merge_states, as the entry says)
  *   lse_states, entropy_states: [num_states, rows, heads] through the lse state strides
+ *   o_states_b, lse_states_b, entropy_states_b: optional second buffers (two-state form): when
+ *               o_states_b is set, num_states is 2, state 0 is read from o_states / lse_states /
+ *               entropy_states and state 1 from the *_b buffers, both at the same row / head
+ *               offsets; the o_state_stride and lse_state_stride fields are then ignored
  *   o:          row r at (r / rows_per_batch) * o_batch_stride + (r % rows_per_batch) * o_row_stride
  *   lse, entropy (optional): (r / rows_per_batch) * lse_batch_stride + h * lse_head_stride
  *               + r % rows_per_batch
@@ -234,6 +238,9 @@ typedef struct MergeStatesParams {
     const void *o_states;
     const float *lse_states;
     const float *entropy_states; /* optional */
+    const void *o_states_b;      /* optional: state 1 of the two-state form */
+    const float *lse_states_b;   /* with o_states_b */
+    const float *entropy_states_b; /* with o_states_b and entropy_states */
     void *o;
     float *lse;                  /* optional */
     float *entropy;              /* optional (needs entropy_states) */
@@ -314,7 +321,8 @@ typedef struct KvAppendParams {
     X(flags)
 
 #define FLASHMHA_ABI_PROBE_MERGE_FIELDS(X)                                                         \
-    X(o_states) X(lse_states) X(entropy_states) X(o) X(lse) X(entropy) X(head_gates)              \
+    X(o_states) X(lse_states) X(entropy_states) X(o_states_b) X(lse_states_b)                     \
+    X(entropy_states_b) X(o) X(lse) X(entropy) X(head_gates)                                       \
     X(o_state_stride) X(o_state_row_stride) X(o_state_head_stride) X(lse_state_stride)           \
     X(lse_state_row_stride) X(lse_state_head_stride) X(o_batch_stride) X(o_row_stride)           \
     X(o_head_stride) X(lse_batch_stride) X(lse_head_stride) X(num_states) X(rows) X(heads)       \

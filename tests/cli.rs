@@ -47,6 +47,24 @@ fn check_passes_random_cases_and_fails_cleanly_without_a_gpu() {
 }
 
 #[test]
+fn check_decode_passes_random_paged_cases_and_prints_their_errors() {
+    let (ok, text) = run(&["check", "--decode", "--cases", "5", "--seed", "3"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("all cases passed"), "{text}");
+    assert_eq!(text.matches("┆ pass").count(), 5, "{text}");
+    assert!(text.contains("O max err (tol)"), "{text}");
+    // Every case prints a measured O error in scientific notation with its tolerance.
+    assert!(text.matches("e-").count() >= 10, "{text}");
+    let (ok, text) = run(&["check", "--decode", "--gpu", "--cases", "1"]);
+    if flashmha::cuda::driver_present() {
+        assert!(ok, "{text}");
+    } else {
+        assert!(!ok);
+        assert!(text.contains("no CUDA driver"), "{text}");
+    }
+}
+
+#[test]
 fn emulate_reports_no_findings_for_a_forward_and_a_head_similarity_kernel() {
     for entry in ["flashmha_fwd_f16_d64", "flashmha_head_similarity_f16"] {
         let (ok, text) = run(&[
@@ -91,4 +109,23 @@ fn bench_without_a_gpu_prints_counters_and_labels_times_modelled() {
     let (ok, text) = run(&["bench", "--tiles", "--head-dims", "32"]);
     assert!(ok, "{text}");
     assert!(text.contains("ldmatrix/mma"), "{text}");
+}
+
+#[test]
+fn bench_decode_prints_counters_and_every_pipe_modelled() {
+    let (ok, text) = run(&["bench", "--decode"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("bytes/compulsory"), "{text}");
+    assert!(text.contains("MODELLED microseconds per pipe"), "{text}");
+    for pipe in [
+        "tensor", "smem", "SFU", "FP32", "ALU", "issue", "L2", "DRAM", "binding", "% DRAM",
+    ] {
+        assert!(text.contains(pipe), "{pipe} missing:\n{text}");
+    }
+    // 12 configurations (page 1/16/256 x sq_new 1/4 x GQA 1/8), each at batch 1 and filling.
+    let modelled = text
+        .lines()
+        .filter(|l| l.contains("us ") && l.contains('%'))
+        .count();
+    assert_eq!(modelled, 24, "{text}");
 }

@@ -11,25 +11,33 @@ use rand::SeedableRng;
 pub struct CheckArgs {
     /// Number of random configurations.
     #[arg(long, default_value_t = 12)]
-    cases: usize,
+    pub(super) cases: usize,
     /// Seed of the configuration generator (random when omitted; printed either way).
     #[arg(long)]
-    seed: Option<u64>,
+    pub(super) seed: Option<u64>,
     /// Longest sequence to draw (lengths are uniform in 1..=max-len).
     #[arg(long, default_value_t = 160)]
-    max_len: usize,
+    pub(super) max_len: usize,
     /// Restrict to one dtype (f16 or bf16).
     #[arg(long)]
-    dtype: Option<DType>,
+    pub(super) dtype: Option<DType>,
     /// Restrict to one head dim.
     #[arg(long)]
-    head_dim: Option<usize>,
+    pub(super) head_dim: Option<usize>,
     /// Run on the first GPU instead of the emulator.
     #[arg(long)]
-    gpu: bool,
+    pub(super) gpu: bool,
+    /// Paged decode instead of the forward: random paged-KV cases (page sizes, layouts, shared
+    /// and shuffled pages, GQA, splits, options) on the emulator (or --gpu) against the candle
+    /// reference over the gathered pages (`--max-len` bounds the cache lengths).
+    #[arg(long)]
+    pub(super) decode: bool,
 }
 
 pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
+    if args.decode {
+        return super::check_decode::run(args);
+    }
     let seed = args.seed.unwrap_or_else(rand::random);
     println!(
         "flashmha check: {} cases, seed {seed}, on {}",

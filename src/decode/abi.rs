@@ -13,7 +13,7 @@ unsafe impl cudarc::driver::DeviceRepr for KvAppendParams {}
 
 // SAFETY: 16 pointers and 16 eight-byte fields, then 20 four-byte fields: no padding (tested).
 unsafe impl ParamsBytes for FlashDecodeParams {}
-// SAFETY: 7 pointers, 11 i64, 6 i32 (pad0 explicit): no padding (tested).
+// SAFETY: 10 pointers, 11 i64, 6 i32 (pad0 explicit): no padding (tested).
 unsafe impl ParamsBytes for MergeStatesParams {}
 // SAFETY: 10 pointers, 11 i64, 10 four-byte fields: no padding (tested).
 unsafe impl ParamsBytes for KvAppendParams {}
@@ -30,7 +30,7 @@ mod tests {
         );
         assert_eq!(
             std::mem::size_of::<MergeStatesParams>(),
-            7 * 8 + 11 * 8 + 6 * 4
+            10 * 8 + 11 * 8 + 6 * 4
         );
         assert_eq!(
             std::mem::size_of::<KvAppendParams>(),

@@ -10,7 +10,6 @@ use super::fp8::KvCacheDType;
 use super::plan::{plan_decode, SplitPolicy};
 use crate::dtype::DType;
 use crate::emulator::{Counters, Device};
-use crate::options::AttnOptions;
 
 /// One measured configuration.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,29 +48,19 @@ pub struct DecodeBenchRow {
 
 fn case(c: &DecodeBenchConfig, len: usize, split: SplitPolicy) -> DecodeCase {
     DecodeCase {
-        dtype: c.dtype,
-        head_dim: c.head_dim,
-        num_heads_kv: c.num_heads_kv,
-        group: c.group,
-        cache_lens: vec![len; c.batch],
-        q_lens: vec![c.sq_new; c.batch],
-        varlen: false,
-        page_size: c.page_size,
-        head_major_pages: false,
         kv_dtype: c.kv_dtype,
-        kv_scales: Default::default(),
-        shared_prefix_pages: 0,
-        spare_pages: 0,
-        options: AttnOptions {
-            causal: true,
-            ..AttnOptions::default()
-        },
-        alibi: false,
-        gates: false,
-        lse: false,
-        entropy: false,
-        split,
-        seed: 7,
+        ..DecodeCase::uniform(
+            c.dtype,
+            c.head_dim,
+            c.batch,
+            c.num_heads_kv,
+            c.group,
+            c.sq_new,
+            c.page_size,
+            len,
+            split,
+            7,
+        )
     }
 }
 

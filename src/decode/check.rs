@@ -14,7 +14,7 @@ use crate::options::AttnOptions;
 use crate::reference::paged::{
     item_rows, paged_attention, row_offset, stat_offset, PagedReferenceInputs,
 };
-use crate::reference::{compare, score_bound, ErrorModel};
+use crate::reference::{compare, score_bound, ErrorModel, Tolerance};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
@@ -63,6 +63,136 @@ fn nan_bits(dtype: DType) -> u16 {
 }
 
 impl DecodeCase {
+    /// A uniform batch (every item `cache_len` keys and `sq_new` new tokens), NHD pages, no
+    /// shared prefix or spare pages, causal, no optional inputs or outputs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn uniform(
+        dtype: DType,
+        head_dim: usize,
+        batch: usize,
+        num_heads_kv: usize,
+        group: usize,
+        sq_new: usize,
+        page_size: usize,
+        cache_len: usize,
+        split: SplitPolicy,
+        seed: u64,
+    ) -> DecodeCase {
+        DecodeCase {
+            dtype,
+            head_dim,
+            num_heads_kv,
+            group,
+            cache_lens: vec![cache_len; batch],
+            q_lens: vec![sq_new; batch],
+            varlen: false,
+            page_size,
+            head_major_pages: false,
+            kv_dtype: KvCacheDType::Same,
+            kv_scales: KvScaleGranularity::PerTensor,
+            shared_prefix_pages: 0,
+            spare_pages: 0,
+            options: AttnOptions {
+                causal: true,
+                ..AttnOptions::default()
+            },
+            alibi: false,
+            gates: false,
+            lse: false,
+            entropy: false,
+            split,
+            seed,
+        }
+    }
+
+    /// A random case (the distribution of the property tests, for `flashmha check --decode`):
+    /// page sizes 1, 3, 16, 17, 256 or 1..=64, NHD or HND, cache lengths 0, 1 or up to
+    /// `max_len` (not multiples of the page size), GQA 1-8, padded or varlen queries, shared
+    /// prefixes and spare NaN pages, forced split counts, fixed split sizes or the heuristic,
+    /// and the options of prefill; head dims drawn from `head_dims`.
+    pub fn random(
+        rng: &mut impl Rng,
+        dtypes: &[DType],
+        head_dims: &[usize],
+        max_len: usize,
+    ) -> DecodeCase {
+        let dtype = dtypes[rng.random_range(0..dtypes.len())];
+        let head_dim = head_dims[rng.random_range(0..head_dims.len())];
+        let batch = rng.random_range(1..=3);
+        let cache_lens: Vec<usize> = (0..batch)
+            .map(|_| match rng.random_range(0..8) {
+                0 => 0,
+                1 => 1,
+                _ => rng.random_range(2..=max_len.max(2)),
+            })
+            .collect();
+        let varlen = rng.random_bool(0.3);
+        let q_lens = if varlen {
+            let mut q: Vec<usize> = (0..batch).map(|_| rng.random_range(0..=6)).collect();
+            if q.iter().all(|&x| x == 0) {
+                q[0] = 1;
+            }
+            q
+        } else {
+            let sq = if rng.random_bool(0.75) {
+                1
+            } else {
+                rng.random_range(2..=5)
+            };
+            vec![sq; batch]
+        };
+        let page_size = match rng.random_range(0..6) {
+            0 => 1,
+            1 => 3,
+            2 => 16,
+            3 => 17,
+            4 => 256,
+            _ => rng.random_range(1..=64),
+        };
+        let split = match rng.random_range(0..3) {
+            0 => SplitPolicy::Count(rng.random_range(1..=16)),
+            1 => SplitPolicy::FixedKeys(64 * rng.random_range(1..=4)),
+            _ => SplitPolicy::Auto {
+                num_sms: rng.random_range(1..=132),
+            },
+        };
+        let window = rng.random_bool(0.2).then(|| crate::options::SlidingWindow {
+            left: rng.random_bool(0.5).then(|| rng.random_range(0..80)),
+            right: rng.random_bool(0.5).then(|| rng.random_range(0..8)),
+        });
+        DecodeCase {
+            dtype,
+            head_dim,
+            num_heads_kv: rng.random_range(1..=2),
+            group: rng.random_range(1..=8),
+            cache_lens,
+            q_lens,
+            varlen,
+            page_size,
+            head_major_pages: rng.random_bool(0.5),
+            kv_dtype: KvCacheDType::Same,
+            kv_scales: KvScaleGranularity::PerTensor,
+            shared_prefix_pages: if rng.random_bool(0.5) {
+                rng.random_range(1..=3)
+            } else {
+                0
+            },
+            spare_pages: rng.random_range(0..=3),
+            options: AttnOptions {
+                softmax_scale: rng.random_bool(0.2).then(|| rng.random_range(0.05..0.5)),
+                causal: rng.random_bool(0.5),
+                window,
+                softcap: rng.random_bool(0.2).then(|| rng.random_range(5.0..30.0)),
+            },
+            alibi: rng.random_bool(0.2),
+            gates: rng.random_bool(0.2),
+            lse: rng.random_bool(0.6),
+            entropy: rng.random_bool(0.3),
+            split,
+            seed: rng.random(),
+        }
+    }
+
     /// The problem and host inputs (deterministic in `seed`).
     pub fn build(&self) -> BuiltCase {
         let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
@@ -326,11 +456,21 @@ pub fn dequantised_pool(
     out
 }
 
-/// Result of one case: the run, and every failed comparison or finding (empty = pass).
+/// Result of one case: the run, every failed comparison or finding (empty = pass), and the
+/// measured error of each output.
 pub struct DecodeOutcome {
     pub plan: DecodePlan,
     pub run: DecodeRun,
     pub failures: Vec<String>,
+    pub errors: Vec<OutputError>,
+}
+
+/// Largest absolute error of one output against the reference, and its tolerance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutputError {
+    pub name: &'static str,
+    pub max_abs: f64,
+    pub tolerance: f64,
 }
 
 /// Builds, plans, runs and checks `case`.
@@ -338,16 +478,33 @@ pub fn run_decode_case(case: &DecodeCase) -> Result<DecodeOutcome, String> {
     let built = case.build();
     let plan = plan_decode(&built.problem, case.split).map_err(|e| e.to_string())?;
     let run = decode_on(&mut Device::new(), &plan, &built.inputs).map_err(|e| e.to_string())?;
-    let failures = check_run(&built, &run);
+    let mut failures: Vec<String> = run.findings().iter().map(|f| f.to_string()).collect();
+    let (more, errors) = check_outputs(&built, &run.o, run.lse.as_deref(), run.entropy.as_deref());
+    failures.extend(more);
     Ok(DecodeOutcome {
         plan,
         run,
         failures,
+        errors,
     })
 }
 
 /// Compares a run with the reference; returns failures (findings included).
 pub fn check_run(built: &BuiltCase, run: &DecodeRun) -> Vec<String> {
+    let mut failures: Vec<String> = run.findings().iter().map(|f| f.to_string()).collect();
+    failures.extend(check_outputs(built, &run.o, run.lse.as_deref(), run.entropy.as_deref()).0);
+    failures
+}
+
+/// Compares outputs of any backend (o raw bits in the problem's layout; lse / entropy as the
+/// kernel writes them) with the candle reference: the failed comparisons and every output's
+/// measured error.
+pub fn check_outputs(
+    built: &BuiltCase,
+    run_o: &[u16],
+    run_lse: Option<&[f32]>,
+    run_entropy: Option<&[f32]>,
+) -> (Vec<String>, Vec<OutputError>) {
     let p = &built.problem;
     let inp = &built.inputs;
     let f32s = |xs: &[u16]| {
@@ -364,7 +521,8 @@ pub fn check_run(built: &BuiltCase, run: &DecodeRun) -> Vec<String> {
     } else {
         (f32s(&inp.k_cache), f32s(&inp.v_cache))
     };
-    let mut failures: Vec<String> = run.findings().iter().map(|f| f.to_string()).collect();
+    let mut failures = Vec::new();
+    let mut errors = Vec::new();
     let reference = match paged_attention(&PagedReferenceInputs {
         problem: p,
         q: &q,
@@ -377,7 +535,7 @@ pub fn check_run(built: &BuiltCase, run: &DecodeRun) -> Vec<String> {
         head_gates: inp.head_gates.as_deref(),
     }) {
         Ok(r) => r,
-        Err(e) => return vec![format!("reference: {e}")],
+        Err(e) => return (vec![format!("reference: {e}")], errors),
     };
     let rows = item_rows(p, inp.cu_seqlens_q.as_deref());
     let total_q = rows.last().map_or(0, |r| r.1);
@@ -388,7 +546,7 @@ pub fn check_run(built: &BuiltCase, run: &DecodeRun) -> Vec<String> {
         for h in 0..hq {
             let off = row_offset(p, &p.o_strides, &rows, r, h);
             o.extend(
-                run.o[off..off + d]
+                run_o[off..off + d]
                     .iter()
                     .map(|&b| p.dtype.f32_from_bits(b)),
             );
@@ -433,18 +591,28 @@ pub fn check_run(built: &BuiltCase, run: &DecodeRun) -> Vec<String> {
         ),
         softcap: p.options.softcap,
     };
-    if let Err(e) = compare(&o, &reference.o).check(&model.output()) {
-        failures.push(format!("o: {e}"));
-    }
-    if let Some(lse) = &run.lse {
-        if let Err(e) = compare(&canon_stats(lse), &reference.lse).check(&model.lse()) {
-            failures.push(format!("lse: {e}"));
+    let mut verdict = |name: &'static str, out: &[f32], reference: &[f32], tol: Tolerance| {
+        let c = compare(out, reference);
+        errors.push(OutputError {
+            name,
+            max_abs: c.max_abs,
+            tolerance: tol.max_abs,
+        });
+        if let Err(e) = c.check(&tol) {
+            failures.push(format!("{name}: {e}"));
         }
+    };
+    verdict("o", &o, &reference.o, model.output());
+    if let Some(lse) = run_lse {
+        verdict("lse", &canon_stats(lse), &reference.lse, model.lse());
     }
-    if let Some(h) = &run.entropy {
-        if let Err(e) = compare(&canon_stats(h), &reference.entropy).check(&model.entropy()) {
-            failures.push(format!("entropy: {e}"));
-        }
+    if let Some(h) = run_entropy {
+        verdict(
+            "entropy",
+            &canon_stats(h),
+            &reference.entropy,
+            model.entropy(),
+        );
     }
-    failures
+    (failures, errors)
 }

@@ -4,6 +4,8 @@
 //! decode kernel and, if planned, the split combine, with the same params bytes the CUDA backend
 //! would pass, and returns the outputs with both launches' reports.
 
+use super::append::{plan_kv_append_to, AppendIndex, KvAppendBuffers};
+use super::merge::{plan_merge, MergeBuffers, MergePlan, MergeProblem, MergeStates, StatsLayout};
 use super::plan::{DecodeBuffers, DecodePlan, DeviceBuf, Launch};
 use crate::abi::ParamsBytes;
 use crate::build_info;
@@ -222,13 +224,67 @@ pub fn decode_on(
 pub struct MergeRun {
     /// `[rows, heads, d]` raw bits of the states' dtype.
     pub o: Vec<u16>,
-    /// `[heads, rows]` (one batch of `rows`).
+    /// `[heads, rows]` or `[rows, heads]`, as the problem's layout says.
     pub lse: Vec<f32>,
     pub report: LaunchReport,
 }
 
-/// Merges `num_states` states of `dtype` on the emulator: `o_states: [num_states, rows, heads, d]`
-/// (raw bits), `lse_states: [num_states, rows, heads]`; contiguous.
+/// Host states of a merge: stacked (`o_states: [num_states, rows, heads, d]` raw bits,
+/// `lse_states` per state in the problem's layout) or a pair (`o_b`, `lse_b` set).
+#[derive(Debug, Clone, Copy)]
+pub struct MergeHostInputs<'a> {
+    pub o_states: &'a [u16],
+    pub lse_states: &'a [f32],
+    pub o_b: Option<&'a [u16]>,
+    pub lse_b: Option<&'a [f32]>,
+}
+
+/// Runs a merge plan on a fresh emulated device (output and LSE poisoned with NaN first).
+pub fn merge(plan: &MergePlan, inputs: &MergeHostInputs<'_>) -> Result<MergeRun> {
+    let p = &plan.problem;
+    let stacked = match p.states {
+        MergeStates::Stacked { num_states } => num_states,
+        MergeStates::Pair => 1,
+    };
+    let (o_a, lse_a) = if p.states == MergeStates::Pair {
+        (TensorName::OA, TensorName::LseA)
+    } else {
+        (TensorName::OStates, TensorName::LseStates)
+    };
+    check_len(o_a, stacked * p.o_len() as usize, inputs.o_states.len())?;
+    check_len(
+        lse_a,
+        stacked * p.lse_len() as usize,
+        inputs.lse_states.len(),
+    )?;
+    let mut dev = Device::new();
+    let mut bufs = MergeBuffers {
+        o_states: put(&mut dev, inputs.o_states)?,
+        lse_states: put(&mut dev, inputs.lse_states)?,
+        o: put(&mut dev, &vec![POISON_U16; p.o_len() as usize])?,
+        lse: put(&mut dev, &vec![f32::NAN; p.lse_len() as usize])?,
+        ..Default::default()
+    };
+    if let Some(o_b) = inputs.o_b {
+        check_len(TensorName::OB, p.o_len() as usize, o_b.len())?;
+        bufs.o_b = put(&mut dev, o_b)?;
+    }
+    if let Some(lse_b) = inputs.lse_b {
+        check_len(TensorName::LseB, p.lse_len() as usize, lse_b.len())?;
+        bufs.lse_b = put(&mut dev, lse_b)?;
+    }
+    let params = plan.params(&bufs)?;
+    let report = launch(&mut dev, &plan.launch, params.as_bytes())?;
+    Ok(MergeRun {
+        o: get(&dev, bufs.o)?,
+        lse: get(&dev, bufs.lse)?,
+        report,
+    })
+}
+
+/// Merges `num_states` stacked states of `dtype` on the emulator: `o_states: [num_states, rows,
+/// heads, d]` (raw bits), `lse_states: [num_states, rows, heads]`; the merged LSE comes back as
+/// `[heads, rows]`.
 pub fn merge_states(
     dtype: crate::dtype::DType,
     o_states: &[u16],
@@ -238,78 +294,33 @@ pub fn merge_states(
     heads: usize,
     head_dim: usize,
 ) -> Result<MergeRun> {
-    use super::kernels::{merge_states_entry, MERGE_WARPS};
-    let n = rows * heads;
-    check_len(
-        TensorName::OStates,
-        num_states * n * head_dim,
-        o_states.len(),
+    // Inputs [rows, heads] per state; the output LSE [heads, rows] (as the decode writes it):
+    // the kernel takes the two layouts separately, the plan one, so transpose on the host.
+    let plan = plan_merge(&MergeProblem {
+        dtype,
+        states: MergeStates::Stacked { num_states },
+        rows,
+        heads,
+        head_dim,
+        lse_layout: StatsLayout::RowsHeads,
+    })?;
+    let mut run = merge(
+        &plan,
+        &MergeHostInputs {
+            o_states,
+            lse_states,
+            o_b: None,
+            lse_b: None,
+        },
     )?;
-    check_len(TensorName::LseStates, num_states * n, lse_states.len())?;
-    for (dim, n) in [
-        (Dim::State, num_states),
-        (Dim::Seq, rows),
-        (Dim::Heads, heads),
-    ] {
-        if n == 0 {
-            return Err(Error::EmptyDim {
-                tensor: TensorName::OStates,
-                dim,
-            });
+    let mut heads_rows = vec![0f32; run.lse.len()];
+    for r in 0..rows {
+        for h in 0..heads {
+            heads_rows[h * rows + r] = run.lse[r * heads + h];
         }
     }
-    if !head_dim.is_multiple_of(4) {
-        return Err(Error::Misaligned {
-            tensor: TensorName::OStates,
-            what: crate::error::AlignWhat::HeadDim,
-            required: 8,
-            value: 2 * head_dim as u64,
-        });
-    }
-    let mut dev = Device::new();
-    let os = put(&mut dev, o_states)?;
-    let ls = put(&mut dev, lse_states)?;
-    let o = put(&mut dev, &vec![POISON_U16; n * head_dim])?;
-    let lse = put(&mut dev, &vec![f32::NAN; n])?;
-    let d = head_dim as i64;
-    let params = crate::abi::MergeStatesParams {
-        o_states: os.addr as *const _,
-        lse_states: ls.addr as *const f32,
-        entropy_states: std::ptr::null(),
-        o: o.addr as *mut _,
-        lse: lse.addr as *mut f32,
-        entropy: std::ptr::null_mut(),
-        head_gates: std::ptr::null(),
-        o_state_stride: n as i64 * d,
-        o_state_row_stride: heads as i64 * d,
-        o_state_head_stride: d,
-        lse_state_stride: n as i64,
-        lse_state_row_stride: heads as i64,
-        lse_state_head_stride: 1,
-        o_batch_stride: 0,
-        o_row_stride: heads as i64 * d,
-        o_head_stride: d,
-        lse_batch_stride: 0,
-        lse_head_stride: rows as i64,
-        num_states: num_states as i32,
-        rows: rows as i32,
-        heads: heads as i32,
-        head_dim: head_dim as i32,
-        rows_per_batch: rows as i32,
-        pad0: 0,
-    };
-    let l = Launch {
-        entry: merge_states_entry(dtype),
-        grid: [(n as u32).div_ceil(MERGE_WARPS), 1, 1],
-        block: [MERGE_WARPS * crate::plan::WARP_SIZE, 1, 1],
-        dynamic_smem_bytes: 0,
-    };
-    let report = launch(&mut dev, &l, params.as_bytes())?;
-    Ok(MergeRun {
-        o: get(&dev, o)?,
-        lse: get(&dev, lse)?,
-        report,
-    })
+    run.lse = heads_rows;
+    Ok(run)
 }
 
 /// The page pools an append writes into, as host data (returned updated by [`kv_append_into`]).
@@ -381,10 +392,13 @@ pub fn kv_append_into(
     v_new: &[u16],
     target: AppendTarget,
 ) -> Result<(HostPools, LaunchReport)> {
-    use super::kernels::{KV_APPEND_ENTRY, KV_APPEND_FP8_ENTRY, KV_APPEND_THREADS};
     let (hkv, d) = (p.num_heads_kv, p.head_dim);
     let tokens = target.tokens();
-    super::validate::validate_kv_append(p, tokens)?;
+    let index = match target {
+        AppendTarget::Slots(_) => AppendIndex::Slots,
+        AppendTarget::Positions { .. } => AppendIndex::Positions,
+    };
+    let plan = plan_kv_append_to(p, tokens, index)?;
     let (k_span, v_span) = (
         p.cache_span(&p.k_strides) as usize,
         p.cache_span(&p.v_strides) as usize,
@@ -393,16 +407,13 @@ pub fn kv_append_into(
     check_len(TensorName::VNew, tokens * hkv * d, v_new.len())?;
     let mut dev = Device::new();
     let fp8 = p.kv_dtype.is_fp8();
-    let (kc, vc, ks, vs) = match pools {
+    let mut bufs = KvAppendBuffers::default();
+    match pools {
         HostPools::Bits16 { k, v } if !fp8 => {
             check_len(TensorName::KCache, k_span, k.len())?;
             check_len(TensorName::VCache, v_span, v.len())?;
-            (
-                put(&mut dev, k)?,
-                put(&mut dev, v)?,
-                DeviceBuf::default(),
-                DeviceBuf::default(),
-            )
+            bufs.k_cache = put(&mut dev, k)?;
+            bufs.v_cache = put(&mut dev, v)?;
         }
         HostPools::Fp8 {
             k,
@@ -414,12 +425,10 @@ pub fn kv_append_into(
             check_len(TensorName::VCache, v_span, v.len())?;
             check_len(TensorName::KScales, p.kv_scales_len(), k_scales.len())?;
             check_len(TensorName::VScales, p.kv_scales_len(), v_scales.len())?;
-            (
-                put(&mut dev, k)?,
-                put(&mut dev, v)?,
-                put(&mut dev, k_scales)?,
-                put(&mut dev, v_scales)?,
-            )
+            bufs.k_cache = put(&mut dev, k)?;
+            bufs.v_cache = put(&mut dev, v)?;
+            bufs.k_scales = put(&mut dev, k_scales)?;
+            bufs.v_scales = put(&mut dev, v_scales)?;
         }
         _ => {
             let name = |fp8: bool| if fp8 { "FP8 codes" } else { "16-bit" };
@@ -429,11 +438,10 @@ pub fn kv_append_into(
             });
         }
     };
-    let kn = put(&mut dev, k_new)?;
-    let vn = put(&mut dev, v_new)?;
-    let none = DeviceBuf::default();
-    let (sm, bt, tb, tp) = match target {
-        AppendTarget::Slots(s) => (put(&mut dev, s)?, none, none, none),
+    bufs.k_new = put(&mut dev, k_new)?;
+    bufs.v_new = put(&mut dev, v_new)?;
+    match target {
+        AppendTarget::Slots(s) => bufs.slot_mapping = put(&mut dev, s)?,
         AppendTarget::Positions {
             block_table,
             token_batch,
@@ -445,62 +453,14 @@ pub fn kv_append_into(
                 block_table.len(),
             )?;
             check_len(TensorName::TokenBatch, tokens, token_batch.len())?;
-            (
-                none,
-                put(&mut dev, block_table)?,
-                put(&mut dev, token_batch)?,
-                put(&mut dev, token_pos)?,
-            )
+            bufs.block_table = put(&mut dev, block_table)?;
+            bufs.token_batch = put(&mut dev, token_batch)?;
+            bufs.token_pos = put(&mut dev, token_pos)?;
         }
-    };
-    let params = crate::abi::KvAppendParams {
-        k_new: kn.addr as *const _,
-        v_new: vn.addr as *const _,
-        k_cache: kc.addr as *mut _,
-        v_cache: vc.addr as *mut _,
-        slot_mapping: sm.addr as *const i32,
-        block_table: bt.addr as *const i32,
-        token_batch: tb.addr as *const i32,
-        token_pos: tp.addr as *const i32,
-        k_scales: ks.addr as *const f32,
-        v_scales: vs.addr as *const f32,
-        k_new_token_stride: (hkv * d) as i64,
-        k_new_head_stride: d as i64,
-        v_new_token_stride: (hkv * d) as i64,
-        v_new_head_stride: d as i64,
-        k_page_stride: p.k_strides.page,
-        k_slot_stride: p.k_strides.slot,
-        k_head_stride: p.k_strides.head,
-        v_page_stride: p.v_strides.page,
-        v_slot_stride: p.v_strides.slot,
-        v_head_stride: p.v_strides.head,
-        block_table_stride: p.block_table_stride as i64,
-        num_tokens: tokens as i32,
-        num_heads_kv: hkv as i32,
-        head_dim: d as i32,
-        num_pages: p.num_pages as i32,
-        page_size: p.page_size as i32,
-        batch: p.batch as i32,
-        max_pages_per_seq: p.max_pages_per_seq as i32,
-        kv_format: p.kv_dtype.format(),
-        kv_scale_stride: p.kv_scales.stride(),
-        flags: if p.dtype == crate::dtype::DType::Bf16 {
-            crate::abi::FLASHMHA_KV_APPEND_FLAG_SRC_BF16
-        } else {
-            0
-        },
-    };
-    let chunks = (tokens * hkv * d / 8) as u32;
-    let l = Launch {
-        entry: if fp8 {
-            KV_APPEND_FP8_ENTRY
-        } else {
-            KV_APPEND_ENTRY
-        },
-        grid: [chunks.div_ceil(KV_APPEND_THREADS).max(1), 1, 1],
-        block: [KV_APPEND_THREADS, 1, 1],
-        dynamic_smem_bytes: 0,
-    };
+    }
+    let params = plan.params(&bufs)?;
+    let l = plan.launch;
+    let (kc, vc) = (bufs.k_cache, bufs.v_cache);
     let report = launch(&mut dev, &l, params.as_bytes())?;
     let out = match pools {
         HostPools::Bits16 { .. } => HostPools::Bits16 {

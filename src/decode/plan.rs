@@ -10,8 +10,12 @@
 //! every split at least `max(MIN_KEYS_PER_SPLIT, KEYS_PER_SPLIT_PER_ROW x rows per KV head)` keys
 //! of the longest cache and never more than [`MAX_SPLITS`]. Why the per-row term: a split
 //! writes and the combine reads `4·d + 4` bytes of partial state per packed row (group x
-//! sq_new rows per KV head), about `8·d·rows` bytes, against `2·e·d = 4·d` bytes (f16) of K and V
-//! per key; `keys >= 100·rows` keeps the partials within 2% of the compulsory bytes. Overridable: [`SplitPolicy::Count`] and
+//! sq_new rows per KV head), about `8·d·rows` bytes, and reloads Q (`2·d·rows` bytes, f16),
+//! against `2·e·d = 4·d` bytes (f16) of K and V per key: per split, `~2.5·rows / keys` of the
+//! compulsory bytes. `keys >= 256·rows` keeps that below 1% and leaves the rest of the 2%
+//! budget (whole call <= 1.02x compulsory, issue 9) to the block-table and length reads.
+//! Measured (bench/results/decode.txt, d128 GQA 4 sq_new 1): 100·rows gave 10 splits at
+//! 1.034x, 256·rows gives 4 splits. Overridable: [`SplitPolicy::Count`] and
 //! [`SplitPolicy::FixedKeys`] (batch-invariant: a sequence's split boundaries depend only on its
 //! own length, so its output bits do not depend on the rest of the batch).
 
@@ -27,8 +31,9 @@ use crate::plan::WARP_SIZE;
 pub const CTAS_PER_SM_TARGET: u64 = 2;
 /// Fewest keys (of the longest cache) a split gets from the heuristic.
 pub const MIN_KEYS_PER_SPLIT: u64 = 256;
-/// Keys per split per packed row of a KV head (see the module docs: partials <= 2%).
-pub const KEYS_PER_SPLIT_PER_ROW: u64 = 100;
+/// Keys per split per packed row of a KV head (see the module docs: partials and Q reloads
+/// < 1%).
+pub const KEYS_PER_SPLIT_PER_ROW: u64 = 256;
 /// Most splits the heuristic or [`SplitPolicy::Count`] may use.
 pub const MAX_SPLITS: u32 = 256;
 /// Split boundaries are multiples of this many keys (`FLASHMHA_DECODE_SPLIT_ALIGN`).
@@ -75,9 +80,14 @@ pub struct WorkspaceLayout {
 }
 
 impl WorkspaceLayout {
+    /// Total f32 elements: the one buffer a caller allocates, carved as partial O, then partial
+    /// LSE, then partial entropy.
+    pub fn elems(&self) -> u64 {
+        self.partial_o + self.partial_lse + self.partial_entropy
+    }
     /// Total bytes (three f32 arrays).
     pub fn bytes(&self) -> u64 {
-        4 * (self.partial_o + self.partial_lse + self.partial_entropy)
+        4 * self.elems()
     }
 }
 
@@ -262,6 +272,33 @@ pub fn page_divisor(page_size: u32) -> (u64, i32) {
 }
 
 impl DecodePlan {
+    /// Carves one caller-owned f32 workspace of at least [`WorkspaceLayout::elems`] elements
+    /// into (partial O, partial LSE, partial entropy). A plan without a combine needs none and
+    /// ignores `ws` (absent buffers come back), so one workspace sized for the engine's largest
+    /// plan serves every plan. The partial O at the base must be 16-byte aligned (checked by
+    /// [`DecodePlan::params`]).
+    pub fn carve_workspace(&self, ws: DeviceBuf) -> Result<(DeviceBuf, DeviceBuf, DeviceBuf)> {
+        let none = DeviceBuf::default();
+        if self.combine.is_none() {
+            return Ok((none, none, none));
+        }
+        let w = &self.workspace;
+        need(TensorName::Workspace, &ws, w.elems())?;
+        let at = |offset: u64, len: u64| DeviceBuf {
+            addr: ws.addr + 4 * offset,
+            len,
+        };
+        Ok((
+            at(0, w.partial_o),
+            at(w.partial_o, w.partial_lse),
+            if w.partial_entropy > 0 {
+                at(w.partial_o + w.partial_lse, w.partial_entropy)
+            } else {
+                none
+            },
+        ))
+    }
+
     /// The params of the decode and (if any) combine launch for `bufs`, after O(1) checks of
     /// buffer presence, sizes and alignment.
     pub fn params(
@@ -331,6 +368,84 @@ impl DecodePlan {
             }
         }
         let opt = |on: bool, b: &DeviceBuf| if on { b.addr } else { 0 };
+        // No output overlaps another operand (byte extents of what the kernels touch).
+        let e = p.dtype.size() as u64;
+        let kv_e = p.kv_element_bytes() as u64; // cache elements: 2, or 1 for FP8 codes
+        let on = |cond: bool, b: DeviceBuf| if cond { b } else { DeviceBuf::default() };
+        let ws = |b: DeviceBuf| on(split_output, b);
+        let alias: [(TensorName, DeviceBuf, u64, u64, u64); 16] = [
+            (T::O, bufs.o, p.q_span(&p.o_strides), e, 0),
+            (T::Lse, on(p.lse, bufs.lse), stats, 4, 0),
+            (T::Entropy, on(p.entropy, bufs.entropy), stats, 4, 0),
+            (
+                T::PartialO,
+                ws(bufs.partial_o),
+                self.workspace.partial_o,
+                4,
+                0,
+            ),
+            (
+                T::PartialLse,
+                ws(bufs.partial_lse),
+                self.workspace.partial_lse,
+                4,
+                0,
+            ),
+            (
+                T::PartialEntropy,
+                on(split_output && p.entropy, bufs.partial_entropy),
+                self.workspace.partial_entropy,
+                4,
+                0,
+            ),
+            (T::Q, bufs.q, p.q_span(&p.q_strides), e, 0),
+            (T::KCache, bufs.k_cache, p.cache_span(&p.k_strides), kv_e, 0),
+            (T::VCache, bufs.v_cache, p.cache_span(&p.v_strides), kv_e, 0),
+            (
+                T::KScales,
+                on(fp8, bufs.k_scales),
+                p.kv_scales_len() as u64,
+                4,
+                0,
+            ),
+            (
+                T::VScales,
+                on(fp8, bufs.v_scales),
+                p.kv_scales_len() as u64,
+                4,
+                0,
+            ),
+            (
+                T::BlockTable,
+                bufs.block_table,
+                ((p.batch - 1) * p.block_table_stride + p.max_pages_per_seq) as u64,
+                4,
+                0,
+            ),
+            (T::CacheSeqlens, bufs.cache_seqlens, p.batch as u64, 4, 0),
+            (
+                T::CuSeqlensQ,
+                on(p.is_varlen(), bufs.cu_seqlens_q),
+                p.batch as u64 + 1,
+                4,
+                0,
+            ),
+            (
+                T::AlibiSlopes,
+                on(p.alibi, bufs.alibi_slopes),
+                p.num_heads_q as u64,
+                4,
+                0,
+            ),
+            (
+                T::HeadGates,
+                on(p.gates, bufs.head_gates),
+                p.num_heads_q as u64,
+                4,
+                0,
+            ),
+        ];
+        super::merge::check_disjoint(&alias, 6)?;
         let scale = p.options.scale_for(p.head_dim);
         let (left, right) = p.options.window.map_or((None, None), |w| (w.left, w.right));
         let mut flags = 0u32;
@@ -415,6 +530,9 @@ impl DecodePlan {
                 o_states: bufs.partial_o.addr as *const _,
                 lse_states: bufs.partial_lse.addr as *const f32,
                 entropy_states: opt(p.entropy, &bufs.partial_entropy) as *const f32,
+                o_states_b: std::ptr::null(),
+                lse_states_b: std::ptr::null(),
+                entropy_states_b: std::ptr::null(),
                 o: bufs.o.addr as *mut _,
                 lse: opt(p.lse, &bufs.lse) as *mut f32,
                 entropy: opt(p.entropy, &bufs.entropy) as *mut f32,
@@ -475,9 +593,11 @@ mod tests {
         assert_eq!(choose_splits(8, 1, 1 << 16, 108), 27);
         // Short cache caps it: 1000 keys allow 3 splits of >= 256 keys ...
         assert_eq!(choose_splits(8, 1, 1000, 108), 3);
-        // ... and with 4 rows per KV head (GQA 4, 1 token) splits need 400 keys: 2.
-        assert_eq!(choose_splits(8, 4, 1000, 108), 2);
-        assert_eq!(choose_splits(8, 16, 4096, 108), 2);
+        // ... and with 4 rows per KV head (GQA 4, 1 token) splits need 1024 keys: 1, or 4 of
+        // 4096 keys.
+        assert_eq!(choose_splits(8, 4, 1000, 108), 1);
+        assert_eq!(choose_splits(8, 4, 4096, 108), 4);
+        assert_eq!(choose_splits(8, 16, 4096, 108), 1);
         assert_eq!(choose_splits(1, 1, 100, 108), 1);
         assert_eq!(choose_splits(1, 1, 1 << 29, 1000), MAX_SPLITS);
     }

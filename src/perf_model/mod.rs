@@ -7,10 +7,13 @@
 //! - [`gpus`]: per-SM, per-clock throughputs of A100, A10 (sm_86), L4 (sm_89), H100 (mma.sync);
 //! - [`pipes`]: work -> time per pipe, occupancy, waves, the binding pipe;
 //! - [`launch_work`]: the work of a whole launch, extrapolated from small emulated launches;
-//! - [`tile_figures`]: main-loop ratios per kernel (ldmatrix, wavefronts, non-tensor per mma).
+//! - [`tile_figures`]: main-loop ratios per kernel (ldmatrix, wavefronts, non-tensor per mma);
+//! - `decode`: paged decode (decode launch + split combine) from one emulated item.
 
 use crate::problem::{FwdProblem, SeqLayout};
 
+#[cfg(feature = "reference")]
+pub mod decode;
 pub mod gpus;
 pub mod launch_work;
 pub mod pipes;

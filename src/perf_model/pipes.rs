@@ -128,7 +128,15 @@ pub fn model(work: &Work, gpu: &GpuSpec, shape: &LaunchShape, dram_bytes: f64) -
     let per_sm = per_sm.max(1);
     let slots = per_sm as u64 * gpu.sms as u64;
     let waves = shape.ctas.div_ceil(slots).max(1);
-    let wave_efficiency = shape.ctas as f64 / (waves * slots) as f64;
+    // In one partial wave the CTAs spread over the SMs first (one per SM before any SM gets a
+    // second), so the busiest SM runs ceil(ctas / sms) of them, not a full `per_sm`: a grid of
+    // 16 CTAs keeps 16 SMs busy. Over several waves the tail wave is what quantises.
+    let wave_efficiency = if waves == 1 {
+        let sms = u64::from(gpu.sms);
+        shape.ctas as f64 / (sms * shape.ctas.div_ceil(sms).max(1)) as f64
+    } else {
+        shape.ctas as f64 / (waves * slots) as f64
+    };
     // SM-side pipes: the busiest SM does 1 / wave_efficiency of its even share.
     let sm_clk = gpu.sms as f64 * gpu.clock_hz * wave_efficiency;
     let lanes = |warp_instr: f64, lanes_per_clk: f64| warp_instr * 32.0 / lanes_per_clk / sm_clk;
@@ -143,7 +151,9 @@ pub fn model(work: &Work, gpu: &GpuSpec, shape: &LaunchShape, dram_bytes: f64) -
             lanes(work.fp32, gpu.fp32_lanes_per_clk),
             lanes(work.alu, gpu.alu_lanes_per_clk) + lanes(work.shuffle, 32.0),
             work.warp_instructions / gpu.issue_per_clk / sm_clk,
-            l2_bytes / (gpu.l2_bytes_per_clk * gpu.clock_hz),
+            // Each SM reaches L2 through its own link (the per-SM share of the L2 bandwidth):
+            // a grid that leaves SMs idle cannot draw the whole L2 bandwidth.
+            l2_bytes / (gpu.l2_bytes_per_clk * gpu.clock_hz * wave_efficiency),
             (dram_bytes + spill_bytes) / gpu.dram_bytes_per_s,
         ],
         ctas_per_sm: per_sm,
@@ -209,6 +219,12 @@ mod tests {
         assert_eq!(tail.waves, 2);
         assert!((tail.wave_efficiency - 109.0 / 216.0).abs() < 1e-12);
         assert!(tail.pipe_s[0] > 1.9 * m.pipe_s[0]);
+        // 16 CTAs in one wave run on 16 SMs, one each: the busiest SM does 1/16 of the work,
+        // and only 16 SM-to-L2 links carry the traffic.
+        let small = model(&w, &A100, &shape(16, 255, 98304), 0.0);
+        assert_eq!(small.waves, 1);
+        assert!((small.wave_efficiency - 16.0 / 108.0).abs() < 1e-12);
+        assert!((small.pipe_s[0] - 1e6 / 16.0 / 0.5 / 1410e6).abs() < 1e-15);
         // A DRAM-heavy launch binds on DRAM.
         let d = model(&Work::default(), &A100, &shape(108, 255, 98304), 2039e9);
         assert_eq!(d.binding(), "DRAM");

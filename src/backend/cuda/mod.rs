@@ -5,14 +5,18 @@
 //! [`Error::NoCudaDriver`]; nothing here panics for lack of a GPU.
 
 mod args;
+mod decode;
 mod image_choice;
 mod timing;
 
 pub use args::{Dense, DenseMut, FwdArgs};
+pub use decode::{DecodeArgs, KvAppendArgs, MergeArgs};
 pub use image_choice::{choose_image, ImageChoice};
 pub use timing::time_forward;
 
 use crate::build_info::{self, FWD_KERNELS};
+use crate::decode::kernels::{combine_entry, merge_states_entry, DECODE_KERNELS, KV_APPEND_ENTRY};
+use crate::dtype::DType;
 use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::options::AttnOptions;
@@ -40,6 +44,8 @@ pub struct CudaBackend {
     forward: Vec<CudaFunction>,
     /// Head-similarity kernels: (f16, bf16).
     head_similarity: (CudaFunction, CudaFunction),
+    /// Paged decode, split combine, merge_states and KV append.
+    decode: decode::DecodeFunctions,
 }
 
 impl CudaBackend {
@@ -74,12 +80,34 @@ impl CudaBackend {
             forward.push(func);
         }
         let head_similarity = (load(ENTRY_F16)?, load(ENTRY_BF16)?);
+        let mut decode_fns = Vec::with_capacity(DECODE_KERNELS.len());
+        for row in DECODE_KERNELS {
+            let func = load(row.entry)?;
+            func.set_attribute(
+                CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                row.smem_bytes as i32,
+            )?;
+            decode_fns.push(func);
+        }
+        let decode = decode::DecodeFunctions {
+            decode: decode_fns,
+            combine: (
+                load(combine_entry(DType::F16))?,
+                load(combine_entry(DType::Bf16))?,
+            ),
+            merge: (
+                load(merge_states_entry(DType::F16))?,
+                load(merge_states_entry(DType::Bf16))?,
+            ),
+            kv_append: load(KV_APPEND_ENTRY)?,
+        };
         tracing::info!(major, minor, kernels = forward.len(), "cuda backend ready");
         Ok(CudaBackend {
             ctx,
             compute_capability: (major, minor),
             forward,
             head_similarity,
+            decode,
         })
     }
 

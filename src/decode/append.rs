@@ -1,0 +1,211 @@
+//! The KV-append plan: writes the K and V rows of `num_tokens` new tokens into the page pools
+//! of a [`DecodeProblem`] (16-bit pages: copied; FP8 pages: quantised with the K / V scales,
+//! nearest-even, saturating, NaN kept, see kernels/common/fp8.cuh), at device-resident
+//! destinations, either
+//! - [`AppendIndex::Slots`]: `slot_mapping[t] = page * page_size + offset` (< 0 skips the token,
+//!   >= `num_pages * page_size` traps in the kernel), or
+//! - [`AppendIndex::Positions`]: token `t` is position `token_pos[t]` (< 0 skips it) of item
+//!   `token_batch[t]`, paged through the problem's block table (item, position and table entry
+//!   all checked in the kernel; out of range traps).
+//!
+//! Pure, like the decode plan: [`plan_kv_append_to`] validates the geometry once,
+//! [`KvAppendPlan::params`] checks a run's buffers in O(1) (presence, sizes, 16-byte alignment,
+//! aliasing) and fills the params both backends launch.
+//!
+//! Layouts: `k_new, v_new: [num_tokens, hkv, d]` contiguous, of the problem's dtype; the pools as
+//! in the problem (elements of its `kv_dtype`).
+
+use super::kernels::{KV_APPEND_ENTRY, KV_APPEND_FP8_ENTRY, KV_APPEND_THREADS};
+use super::merge::check_disjoint;
+use super::plan::{align16, need, DeviceBuf, Launch};
+use super::problem::DecodeProblem;
+use super::validate::validate_kv_append;
+use crate::abi::{self, KvAppendParams};
+use crate::dtype::DType;
+use crate::error::{Error, Result, TensorName};
+
+/// Elements of one 16-byte copy (`kAppendChunkElems` in kernels/kv_append.cu).
+pub const APPEND_CHUNK_ELEMS: usize = 8;
+
+/// How the kernel finds each token's destination (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AppendIndex {
+    #[default]
+    Slots,
+    Positions,
+}
+
+/// A validated append of `num_tokens` tokens into the pools of `pools`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvAppendPlan {
+    pub pools: DecodeProblem,
+    pub num_tokens: usize,
+    pub index: AppendIndex,
+    pub launch: Launch,
+}
+
+/// The buffers of one append run (`slot_mapping` with [`AppendIndex::Slots`]; `block_table`,
+/// `token_batch`, `token_pos` with [`AppendIndex::Positions`]; the scales with FP8 pools).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KvAppendBuffers {
+    pub k_new: DeviceBuf,
+    pub v_new: DeviceBuf,
+    pub k_cache: DeviceBuf,
+    pub v_cache: DeviceBuf,
+    pub slot_mapping: DeviceBuf,
+    pub block_table: DeviceBuf,
+    pub token_batch: DeviceBuf,
+    pub token_pos: DeviceBuf,
+    pub k_scales: DeviceBuf,
+    pub v_scales: DeviceBuf,
+}
+
+/// [`plan_kv_append_to`] through a slot mapping.
+pub fn plan_kv_append(pools: &DecodeProblem, num_tokens: usize) -> Result<KvAppendPlan> {
+    plan_kv_append_to(pools, num_tokens, AppendIndex::Slots)
+}
+
+/// Validates the pool geometry of `pools` and plans an append of `num_tokens` tokens (one
+/// thread per 16-byte chunk of the source rows of K and of V) addressed by `index`.
+pub fn plan_kv_append_to(
+    pools: &DecodeProblem,
+    num_tokens: usize,
+    index: AppendIndex,
+) -> Result<KvAppendPlan> {
+    validate_kv_append(pools, num_tokens)?;
+    let chunks = (num_tokens * pools.num_heads_kv * pools.head_dim / APPEND_CHUNK_ELEMS) as u64;
+    Ok(KvAppendPlan {
+        pools: pools.clone(),
+        num_tokens,
+        index,
+        launch: Launch {
+            entry: if pools.kv_dtype.is_fp8() {
+                KV_APPEND_FP8_ENTRY
+            } else {
+                KV_APPEND_ENTRY
+            },
+            grid: [chunks.div_ceil(u64::from(KV_APPEND_THREADS)) as u32, 1, 1],
+            block: [KV_APPEND_THREADS, 1, 1],
+            dynamic_smem_bytes: 0,
+        },
+    })
+}
+
+impl KvAppendPlan {
+    /// The params of one run after O(1) checks of `b`.
+    pub fn params(&self, b: &KvAppendBuffers) -> Result<KvAppendParams> {
+        use TensorName as T;
+        let p = &self.pools;
+        let (hkv, d) = (p.num_heads_kv, p.head_dim);
+        let new_len = (self.num_tokens * hkv * d) as u64;
+        let e = p.kv_element_bytes() as u64;
+        let fp8 = p.kv_dtype.is_fp8();
+        let by_position = self.index == AppendIndex::Positions;
+        let tokens = self.num_tokens as u64;
+        let scales = p.kv_scales_len() as u64;
+        let table = ((p.batch - 1) * p.block_table_stride + p.max_pages_per_seq) as u64;
+        let none = DeviceBuf::default();
+        let used = |on: bool, buf: DeviceBuf| if on { buf } else { none };
+        // (name, buffer, elements, element bytes, alignment); outputs first. Buffers this plan
+        // does not use are left out (address 0: skipped below).
+        let all: [(T, DeviceBuf, u64, u64, u64); 10] = [
+            (T::KCache, b.k_cache, p.cache_span(&p.k_strides), e, 16),
+            (T::VCache, b.v_cache, p.cache_span(&p.v_strides), e, 16),
+            (T::KNew, b.k_new, new_len, 2, 16),
+            (T::VNew, b.v_new, new_len, 2, 16),
+            (
+                T::SlotMapping,
+                used(!by_position, b.slot_mapping),
+                tokens,
+                4,
+                4,
+            ),
+            (T::BlockTable, used(by_position, b.block_table), table, 4, 4),
+            (
+                T::TokenBatch,
+                used(by_position, b.token_batch),
+                tokens,
+                4,
+                4,
+            ),
+            (T::TokenPos, used(by_position, b.token_pos), tokens, 4, 4),
+            (T::KScales, used(fp8, b.k_scales), scales, 4, 4),
+            (T::VScales, used(fp8, b.v_scales), scales, 4, 4),
+        ];
+        let required = [
+            true,
+            true,
+            true,
+            true,
+            !by_position,
+            by_position,
+            by_position,
+            by_position,
+            fp8,
+            fp8,
+        ];
+        for (&(tensor, buf, needed, _, _), &req) in all.iter().zip(&required) {
+            if req {
+                need(tensor, &buf, needed)?;
+            }
+        }
+        for &(tensor, buf, ..) in &all[..4] {
+            align16(tensor, &buf)?;
+        }
+        check_disjoint(&all, 2)?;
+        let opt = |on: bool, buf: DeviceBuf| if on { buf.addr } else { 0 };
+        Ok(KvAppendParams {
+            k_new: b.k_new.addr as *const _,
+            v_new: b.v_new.addr as *const _,
+            k_cache: b.k_cache.addr as *mut _,
+            v_cache: b.v_cache.addr as *mut _,
+            slot_mapping: opt(!by_position, b.slot_mapping) as *const i32,
+            block_table: opt(by_position, b.block_table) as *const i32,
+            token_batch: opt(by_position, b.token_batch) as *const i32,
+            token_pos: opt(by_position, b.token_pos) as *const i32,
+            k_scales: opt(fp8, b.k_scales) as *const f32,
+            v_scales: opt(fp8, b.v_scales) as *const f32,
+            k_new_token_stride: (hkv * d) as i64,
+            k_new_head_stride: d as i64,
+            v_new_token_stride: (hkv * d) as i64,
+            v_new_head_stride: d as i64,
+            k_page_stride: p.k_strides.page,
+            k_slot_stride: p.k_strides.slot,
+            k_head_stride: p.k_strides.head,
+            v_page_stride: p.v_strides.page,
+            v_slot_stride: p.v_strides.slot,
+            v_head_stride: p.v_strides.head,
+            block_table_stride: p.block_table_stride as i64,
+            num_tokens: self.num_tokens as i32,
+            num_heads_kv: hkv as i32,
+            head_dim: d as i32,
+            num_pages: p.num_pages as i32,
+            page_size: p.page_size as i32,
+            batch: p.batch as i32,
+            max_pages_per_seq: p.max_pages_per_seq as i32,
+            kv_format: p.kv_dtype.format(),
+            kv_scale_stride: p.kv_scales.stride(),
+            flags: if p.dtype == DType::Bf16 {
+                abi::FLASHMHA_KV_APPEND_FLAG_SRC_BF16
+            } else {
+                0
+            },
+        })
+    }
+
+    /// The CUDA path launches the 16-bit slot-mapping form only (so far): anything else is a
+    /// typed error before any launch.
+    pub fn require_16bit_slots(&self) -> Result<()> {
+        if self.pools.kv_dtype.is_fp8() || self.index != AppendIndex::Slots {
+            return Err(Error::KvPoolMismatch {
+                expected: "16-bit pages through a slot mapping (CUDA path)",
+                found: if self.pools.kv_dtype.is_fp8() {
+                    "FP8 codes"
+                } else {
+                    "a block-table + position target"
+                },
+            });
+        }
+        Ok(())
+    }
+}

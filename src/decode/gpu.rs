@@ -1,0 +1,107 @@
+//! One decode call from host data on a real GPU through [`CudaBackend::decode`]: uploads the
+//! inputs, poisons the outputs and the workspace with NaN, runs the plan on the default stream,
+//! waits, and reads the outputs back. For checks only (the GPU test of decode); servers call the
+//! backend on their own device buffers.
+
+use super::emulated::DecodeHostInputs;
+use super::plan::DecodePlan;
+use crate::backend::cuda::{CudaBackend, DecodeArgs};
+use crate::dtype::DType;
+use crate::element::Element;
+use crate::error::Result;
+
+/// What a GPU decode produced: `o` raw bits in the problem's layout, LSE / entropy as written.
+pub struct GpuDecodeOutputs {
+    pub o: Vec<u16>,
+    pub lse: Option<Vec<f32>>,
+    pub entropy: Option<Vec<f32>>,
+}
+
+/// Runs `plan` over `inputs` on `backend`'s device.
+pub fn decode_host(
+    backend: &CudaBackend,
+    plan: &DecodePlan,
+    inputs: &DecodeHostInputs,
+) -> Result<GpuDecodeOutputs> {
+    match plan.problem.dtype {
+        DType::F16 => run::<half::f16>(backend, plan, inputs),
+        DType::Bf16 => run::<half::bf16>(backend, plan, inputs),
+    }
+}
+
+fn run<T: Element>(
+    backend: &CudaBackend,
+    plan: &DecodePlan,
+    inputs: &DecodeHostInputs,
+) -> Result<GpuDecodeOutputs> {
+    let p = &plan.problem;
+    let stream = backend.context().default_stream();
+    let bits = |v: &[u16]| -> Vec<T> { bytemuck::cast_slice::<u16, T>(v).to_vec() };
+    let q = stream.clone_htod(&bits(&inputs.q))?;
+    let k = stream.clone_htod(&bits(&inputs.k_cache))?;
+    let v = stream.clone_htod(&bits(&inputs.v_cache))?;
+    let mut o = stream.clone_htod(&bits(&vec![0xFFFF; p.q_span(&p.o_strides) as usize]))?;
+    let table = stream.clone_htod(&inputs.block_table)?;
+    let lens = stream.clone_htod(&inputs.cache_seqlens)?;
+    let stats = p.row_stats_len();
+    let nan = |n: usize| vec![f32::NAN; n.max(1)];
+    let mut lse = p.lse.then(|| stream.clone_htod(&nan(stats))).transpose()?;
+    let mut entropy = p
+        .entropy
+        .then(|| stream.clone_htod(&nan(stats)))
+        .transpose()?;
+    let cu = inputs
+        .cu_seqlens_q
+        .as_deref()
+        .map(|c| stream.clone_htod(c))
+        .transpose()?;
+    let alibi = inputs
+        .alibi_slopes
+        .as_deref()
+        .map(|a| stream.clone_htod(a))
+        .transpose()?;
+    let gates = inputs
+        .head_gates
+        .as_deref()
+        .map(|g| stream.clone_htod(g))
+        .transpose()?;
+    let mut ws = stream.clone_htod(&nan(plan.workspace.elems() as usize))?;
+    let mut args = DecodeArgs::new(&q, &k, &v, &mut o, &table, &lens).workspace(&mut ws);
+    if let Some(c) = cu.as_ref() {
+        args = args.cu_seqlens_q(c);
+    }
+    if let Some(l) = lse.as_mut() {
+        args = args.lse(l);
+    }
+    if let Some(e) = entropy.as_mut() {
+        args = args.entropy(e);
+    }
+    if let Some(a) = alibi.as_ref() {
+        args = args.alibi_slopes(a);
+    }
+    if let Some(g) = gates.as_ref() {
+        args = args.head_gates(g);
+    }
+    backend.decode(&stream, plan, args)?;
+    stream.synchronize()?;
+    let o_host: Vec<T> = stream.clone_dtoh(&o)?;
+    Ok(GpuDecodeOutputs {
+        o: bytemuck::cast_slice::<T, u16>(&o_host).to_vec(),
+        lse: lse
+            .map(|l| {
+                stream.clone_dtoh(&l).map(|mut v| {
+                    v.truncate(stats);
+                    v
+                })
+            })
+            .transpose()?,
+        entropy: entropy
+            .map(|e| {
+                stream.clone_dtoh(&e).map(|mut v| {
+                    v.truncate(stats);
+                    v
+                })
+            })
+            .transpose()?,
+    })
+}

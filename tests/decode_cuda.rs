@@ -1,0 +1,288 @@
+//! The CUDA launch path of paged decode. Without a driver the backend is a typed
+//! `Error::NoCudaDriver` (never a panic); with one, random paged cases run through
+//! `CudaBackend::decode` and match the candle reference (ignored here: no machine of CI has a
+//! GPU). The O(1) checks the CUDA path makes before any launch are the plan's, tested here on
+//! addresses alone.
+
+use flashmha::cuda::{driver_present, CudaBackend};
+use flashmha::decode::check::{check_outputs, DecodeCase};
+use flashmha::decode::gpu::decode_host;
+use flashmha::decode::kernels::DECODE_KERNELS;
+use flashmha::decode::{plan_decode, DecodeBuffers, DeviceBuf, SplitPolicy};
+use flashmha::dtype::DType;
+use flashmha::error::{AlignWhat, Error, TensorName};
+use rand::SeedableRng;
+
+#[test]
+fn without_a_driver_decode_is_a_typed_error_with_one_it_loads() {
+    match CudaBackend::new(0) {
+        Err(Error::NoCudaDriver { reason }) => {
+            assert!(!driver_present());
+            assert!(reason.contains("libcuda"), "{reason}");
+        }
+        // A driver without a usable device is still a typed error, never a panic.
+        Err(e) => assert!(driver_present(), "{e}"),
+        // With a GPU: the decode, combine, merge and append kernels loaded with the rest.
+        Ok(b) => assert!(b.compute_capability().0 >= 8),
+    }
+}
+
+#[test]
+fn the_checks_before_any_launch_are_typed() {
+    let case = DecodeCase::uniform(
+        DType::F16,
+        128,
+        2,
+        2,
+        4,
+        1,
+        16,
+        300,
+        SplitPolicy::Count(3),
+        1,
+    );
+    let built = case.build();
+    let plan = plan_decode(&built.problem, case.split).unwrap();
+    let p = &plan.problem;
+    // Addresses only (nothing runs): each buffer in its own 1 MiB slot.
+    let slot = |i: u64, len: u64| DeviceBuf {
+        addr: (i + 1) << 20,
+        len,
+    };
+    let ws_len = plan.workspace.elems();
+    let (po, pl, pe) = plan.carve_workspace(slot(9, ws_len)).unwrap();
+    let good = DecodeBuffers {
+        q: slot(0, p.q_span(&p.q_strides)),
+        k_cache: slot(1, p.cache_span(&p.k_strides)),
+        v_cache: slot(2, p.cache_span(&p.v_strides)),
+        o: slot(3, p.q_span(&p.o_strides)),
+        block_table: slot(4, built.inputs.block_table.len() as u64),
+        cache_seqlens: slot(5, 2),
+        partial_o: po,
+        partial_lse: pl,
+        partial_entropy: pe,
+        ..Default::default()
+    };
+    assert!(plan.params(&good).is_ok());
+    // The workspace the plan states, and not one element less.
+    assert!(matches!(
+        plan.carve_workspace(slot(9, ws_len - 1)),
+        Err(Error::BufferTooSmall {
+            tensor: TensorName::Workspace,
+            ..
+        })
+    ));
+    // o written over the V pool.
+    let aliased = DecodeBuffers {
+        o: DeviceBuf {
+            addr: good.v_cache.addr + 64,
+            ..good.o
+        },
+        ..good
+    };
+    assert!(matches!(
+        plan.params(&aliased),
+        Err(Error::Alias {
+            a: TensorName::O,
+            b: TensorName::VCache
+        })
+    ));
+    // A workspace carved at an address that breaks the 16-byte partial-O stores.
+    let (po, pl, pe) = plan
+        .carve_workspace(DeviceBuf {
+            addr: (10 << 20) + 4,
+            len: ws_len,
+        })
+        .unwrap();
+    assert!(matches!(
+        plan.params(&DecodeBuffers {
+            partial_o: po,
+            partial_lse: pl,
+            partial_entropy: pe,
+            ..good
+        }),
+        Err(Error::Misaligned {
+            tensor: TensorName::PartialO,
+            what: AlignWhat::Base,
+            ..
+        })
+    ));
+    // The block table one row short.
+    assert!(matches!(
+        plan.params(&DecodeBuffers {
+            block_table: slot(4, built.inputs.block_table.len() as u64 - 1),
+            ..good
+        }),
+        Err(Error::BufferTooSmall {
+            tensor: TensorName::BlockTable,
+            ..
+        })
+    ));
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --test decode_cuda -- --ignored (FLASHMHA_SEED=n repeats a run)"]
+fn random_paged_decode_on_the_gpu_matches_the_reference() {
+    let seed = std::env::var("FLASHMHA_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("seed {seed}");
+    let backend = CudaBackend::new(0).expect("a CUDA GPU");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dims: Vec<usize> = DECODE_KERNELS.iter().map(|r| r.head_dim as usize).collect();
+    for n in 0..32 {
+        let case = DecodeCase::random(&mut rng, &[DType::F16, DType::Bf16], &dims, 700);
+        let built = case.build();
+        let plan = plan_decode(&built.problem, case.split).unwrap();
+        let out = decode_host(&backend, &plan, &built.inputs).unwrap();
+        let (failures, _) =
+            check_outputs(&built, &out.o, out.lse.as_deref(), out.entropy.as_deref());
+        assert!(
+            failures.is_empty(),
+            "case {n} ({}), seed {seed}: {failures:?}",
+            case.describe()
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --test decode_cuda -- --ignored (FLASHMHA_SEED=n repeats a run)"]
+fn merge_pair_and_kv_append_on_the_gpu_match_the_emulator() {
+    use flashmha::cuda::{KvAppendArgs, MergeArgs};
+    use flashmha::decode::emulated::{kv_append, merge, MergeHostInputs};
+    use flashmha::decode::{plan_kv_append, plan_merge, DecodeProblem, MergeProblem};
+    use flashmha::decode::{MergeStates, StatsLayout};
+    use half::f16;
+    use rand::Rng;
+    let seed = std::env::var("FLASHMHA_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let backend = CudaBackend::new(0).expect("a CUDA GPU");
+    let stream = backend.context().default_stream();
+
+    // Merge of two separate states; some rows empty in one state or both.
+    let (rows, heads, d) = (rng.random_range(1..=9), rng.random_range(1..=8), 128);
+    let n = rows * heads;
+    let draw_o = |rng: &mut rand::rngs::StdRng| -> Vec<u16> {
+        (0..n * d)
+            .map(|_| f16::from_f32(rng.random_range(-1.0..1.0)).to_bits())
+            .collect()
+    };
+    let draw_lse = |rng: &mut rand::rngs::StdRng| -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                if i % 5 == 0 {
+                    f32::NEG_INFINITY
+                } else {
+                    rng.random_range(-6.0..6.0)
+                }
+            })
+            .collect()
+    };
+    let (o_a, lse_a, o_b, mut lse_b) = (
+        draw_o(&mut rng),
+        draw_lse(&mut rng),
+        draw_o(&mut rng),
+        draw_lse(&mut rng),
+    );
+    lse_b[n - 1] = f32::NEG_INFINITY;
+    let problem = MergeProblem {
+        dtype: DType::F16,
+        states: MergeStates::Pair,
+        rows,
+        heads,
+        head_dim: d,
+        lse_layout: StatsLayout::HeadsRows,
+    };
+    let plan = plan_merge(&problem).unwrap();
+    let emulated = merge(
+        &plan,
+        &MergeHostInputs {
+            o_states: &o_a,
+            lse_states: &lse_a,
+            o_b: Some(&o_b),
+            lse_b: Some(&lse_b),
+        },
+    )
+    .unwrap();
+    let up16 = |v: &[u16]| {
+        stream
+            .clone_htod(bytemuck::cast_slice::<u16, f16>(v))
+            .unwrap()
+    };
+    let (da, db) = (up16(&o_a), up16(&o_b));
+    let (la, lb) = (
+        stream.clone_htod(&lse_a).unwrap(),
+        stream.clone_htod(&lse_b).unwrap(),
+    );
+    let mut o = up16(&vec![0xFFFF; n * d]);
+    let mut lse = stream.clone_htod(&vec![f32::NAN; n]).unwrap();
+    backend
+        .merge_states(
+            &stream,
+            &plan,
+            MergeArgs::pair(&da, &la, &db, &lb, &mut o).lse(&mut lse),
+        )
+        .unwrap();
+    let got_o: Vec<f16> = stream.clone_dtoh(&o).unwrap();
+    let got_lse: Vec<f32> = stream.clone_dtoh(&lse).unwrap();
+    for (i, (g, e)) in got_o.iter().zip(&emulated.o).enumerate() {
+        let (g, e) = (g.to_f32(), f16::from_bits(*e).to_f32());
+        assert!(
+            (g - e).abs() <= 2e-3,
+            "o[{i}]: gpu {g} emulator {e}, seed {seed}"
+        );
+    }
+    for (i, (g, e)) in got_lse.iter().zip(&emulated.lse).enumerate() {
+        assert!(
+            g == e || (g - e).abs() <= 1e-5,
+            "lse[{i}]: gpu {g} emulator {e}, seed {seed}"
+        );
+    }
+
+    // KV append: a pure copy, so the GPU pools equal the emulator's bit for bit.
+    let (hkv, ps, pages, tokens) = (2, rng.random_range(2..=40), 5, 7);
+    let p = DecodeProblem::contiguous(DType::F16, 1, 1, hkv, hkv, d, pages, ps, 1, false);
+    let span = p.cache_span(&p.k_strides) as usize;
+    let k0: Vec<u16> = (0..span).map(|_| rng.random()).collect();
+    let v0: Vec<u16> = (0..span).map(|_| rng.random()).collect();
+    let kn: Vec<u16> = (0..tokens * hkv * d).map(|_| rng.random()).collect();
+    let vn: Vec<u16> = (0..tokens * hkv * d).map(|_| rng.random()).collect();
+    let slots: Vec<i32> = (0..tokens)
+        // Distinct slots spread over the pools (duplicates would race), one padding token.
+        .map(|t| {
+            if t == 3 {
+                -1
+            } else {
+                (t * (pages * ps / tokens)) as i32
+            }
+        })
+        .collect();
+    let (k_emu, v_emu, report) = kv_append(&p, &k0, &v0, &kn, &vn, &slots).unwrap();
+    assert!(report.findings.is_empty());
+    let plan = plan_kv_append(&p, tokens).unwrap();
+    let (dkn, dvn) = (up16(&kn), up16(&vn));
+    let (mut dk, mut dv) = (up16(&k0), up16(&v0));
+    let dslots = stream.clone_htod(&slots).unwrap();
+    backend
+        .kv_append(
+            &stream,
+            &plan,
+            KvAppendArgs {
+                k_new: &dkn,
+                v_new: &dvn,
+                k_cache: &mut dk,
+                v_cache: &mut dv,
+                slot_mapping: &dslots,
+            },
+        )
+        .unwrap();
+    let k_gpu: Vec<f16> = stream.clone_dtoh(&dk).unwrap();
+    let v_gpu: Vec<f16> = stream.clone_dtoh(&dv).unwrap();
+    assert!(k_gpu.iter().map(|x| x.to_bits()).eq(k_emu.iter().copied()));
+    assert!(v_gpu.iter().map(|x| x.to_bits()).eq(v_emu.iter().copied()));
+}
