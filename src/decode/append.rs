@@ -209,3 +209,55 @@ impl KvAppendPlan {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::fp8::KvCacheDType;
+
+    fn buf(addr: u64) -> DeviceBuf {
+        DeviceBuf { addr, len: 1 << 20 }
+    }
+
+    #[test]
+    fn each_target_and_page_type_needs_its_own_buffers() {
+        let mut p = DecodeProblem::contiguous(DType::F16, 2, 1, 2, 2, 64, 4, 16, 2, false);
+        p.kv_dtype = KvCacheDType::Fp8E4M3;
+        let plan = plan_kv_append_to(&p, 3, AppendIndex::Positions).unwrap();
+        assert_eq!(plan.launch.entry, KV_APPEND_FP8_ENTRY);
+        let mut b = KvAppendBuffers {
+            k_new: buf(0x10_0000),
+            v_new: buf(0x20_0000),
+            k_cache: buf(0x30_0000),
+            v_cache: buf(0x40_0000),
+            block_table: buf(0x50_0000),
+            token_batch: buf(0x60_0000),
+            ..KvAppendBuffers::default()
+        };
+        assert!(matches!(
+            plan.params(&b),
+            Err(Error::MissingBuffer {
+                tensor: TensorName::TokenPos
+            })
+        ));
+        b.token_pos = buf(0x70_0000);
+        assert!(matches!(
+            plan.params(&b),
+            Err(Error::MissingBuffer {
+                tensor: TensorName::KScales
+            })
+        ));
+        b.k_scales = buf(0x80_0000);
+        b.v_scales = buf(0x90_0000);
+        let params = plan.params(&b).unwrap();
+        assert!(params.slot_mapping.is_null() && !params.token_pos.is_null());
+        assert_eq!(params.kv_format, abi::FLASHMHA_KV_FORMAT_E4M3 as i32);
+        // An FP8 pool overlapping a scale buffer is refused (the pools are counted in bytes).
+        b.v_scales = buf(0x40_0000 + 100);
+        assert!(matches!(plan.params(&b), Err(Error::Alias { .. })));
+        // The CUDA path takes 16-bit slot-mapping appends only.
+        assert!(plan.require_16bit_slots().is_err());
+        p.kv_dtype = KvCacheDType::Same;
+        assert!(plan_kv_append(&p, 3).unwrap().require_16bit_slots().is_ok());
+    }
+}

@@ -682,4 +682,83 @@ mod tests {
             }
         ));
     }
+
+    #[test]
+    fn fp8_pools_plan_onto_fp8_entries_with_typed_errors() {
+        use crate::decode::fp8::{KvCacheDType, KvScaleGranularity};
+        use crate::error::AlignWhat;
+        let mut p = problem();
+        p.kv_dtype = KvCacheDType::Fp8E4M3;
+        p.kv_scales = KvScaleGranularity::PerKvHead;
+        let plan = plan_decode(&p, SplitPolicy::Count(2)).unwrap();
+        assert_eq!(plan.kernel.entry, "flashmha_decode_f16_fp8_d128");
+        assert_eq!(plan.kernel.kv_bytes, 1);
+        // FP8 strides are bytes: a 16-byte row step is 16 codes, 8 is misaligned.
+        let mut bad = p.clone();
+        bad.k_strides.slot = 8;
+        assert!(matches!(
+            plan_decode(&bad, SplitPolicy::Count(1)),
+            Err(Error::Misaligned {
+                tensor: TensorName::KCache,
+                what: AlignWhat::Stride(crate::error::Dim::Slot),
+                ..
+            })
+        ));
+        // No FP8 entry for d80: the error lists the FP8 head dims only.
+        let mut d80 = DecodeProblem::contiguous(DType::F16, 1, 1, 2, 2, 80, 4, 16, 2, false);
+        d80.kv_dtype = KvCacheDType::Fp8E5M2;
+        match plan_decode(&d80, SplitPolicy::Count(1)) {
+            Err(Error::UnsupportedHeadDim { supported, .. }) => {
+                assert!(!supported.contains(&80) && supported.contains(&128))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Every buffer present but the V scales: a typed error naming them.
+        let b = |addr: u64| DeviceBuf { addr, len: 1 << 30 };
+        let bufs = DecodeBuffers {
+            q: b(0x1000_0000),
+            k_cache: b(0x2000_0000),
+            v_cache: b(0x3000_0000),
+            o: b(0x4000_0000),
+            block_table: b(0x5000_0000),
+            cache_seqlens: b(0x6000_0000),
+            partial_o: b(0x7000_0000),
+            partial_lse: b(0x8000_0000),
+            k_scales: b(0x9000_0000),
+            ..DecodeBuffers::default()
+        };
+        assert!(matches!(
+            plan.params(&bufs),
+            Err(Error::MissingBuffer {
+                tensor: TensorName::VScales
+            })
+        ));
+        let (params, _) = plan
+            .params(&DecodeBuffers {
+                v_scales: b(0xa000_0000),
+                ..bufs
+            })
+            .unwrap();
+        assert_eq!(params.kv_format, abi::FLASHMHA_KV_FORMAT_E4M3 as i32);
+        assert_eq!(params.kv_scale_stride, 1);
+    }
+
+    #[test]
+    fn more_than_16_rows_per_kv_head_take_the_32_row_tile() {
+        // GQA 8 x 4 new tokens = 32 rows: one 32-row tile per KV head.
+        let p = DecodeProblem::contiguous(DType::Bf16, 2, 4, 16, 2, 64, 40, 16, 10, true);
+        let plan = plan_decode(&p, SplitPolicy::Count(1)).unwrap();
+        assert_eq!(plan.kernel.entry, "flashmha_decode_bf16_d64_r32");
+        assert_eq!(plan.decode.grid, [1, 2, 2]);
+        // 40 rows: two 32-row tiles; d96 has no wide entry: three 16-row tiles.
+        let p = DecodeProblem::contiguous(DType::F16, 1, 5, 16, 2, 128, 40, 16, 10, false);
+        assert_eq!(
+            plan_decode(&p, SplitPolicy::Count(1)).unwrap().decode.grid[1],
+            4
+        );
+        let p = DecodeProblem::contiguous(DType::F16, 1, 5, 16, 2, 96, 40, 16, 10, false);
+        let plan = plan_decode(&p, SplitPolicy::Count(1)).unwrap();
+        assert_eq!(plan.kernel.entry, "flashmha_decode_f16_d96");
+        assert_eq!(plan.decode.grid[1], 2 * 3);
+    }
 }
