@@ -198,7 +198,8 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
     // FP8 K/V: each 16-dim group is stored even dims first (fp8_q_dim_of_k_col), so the chunks
     // go in pairs.
     {
-        constexpr int kChunksPerItem = T::kKvFp8 ? 2 : 1;
+        // The even / odd split spans one k16 step: two 16-byte chunks of 16-bit Q.
+        constexpr int kChunksPerItem = T::kKvFp8 ? kMmaK / kDecodeChunkElems : 1;
         constexpr int kItemsPerRow = T::kQChunks / kChunksPerItem;
         for (int flat = tid; flat < T::kTileRows * kItemsPerRow; flat += T::kThreads) {
             const int row = flat / kItemsPerRow;
@@ -385,7 +386,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                     constexpr int j = decltype(j_c)::value;
                     uint32_t b[kLdsmMatrices];
                     ldsm_x4<kK + j * kFp8DimsPerLdsmX4>(b, k_cur);
-                    static_for<2>([&](auto half_c) {
+                    static_for<kFp8ChunksPerLdsmX4>([&](auto half_c) {
                         constexpr int kHalf = decltype(half_c)::value;
                         constexpr int kk = 2 * j + kHalf;
                         const Fp8Pairs k0 = kv_pairs(format_c, b[kHalf]);      // keys 0..7
@@ -462,7 +463,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                     constexpr int j = decltype(j_c)::value;
                     uint32_t b[kLdsmMatrices];
                     ldsm_x4_trans<kV + j * kFp8DimsPerLdsmX4>(b, v_cur);
-                    static_for<2>([&](auto half_c) {
+                    static_for<kFp8ChunksPerLdsmX4>([&](auto half_c) {
                         constexpr int kHalf = decltype(half_c)::value;
                         constexpr int cc = 2 * j + kHalf;
                         const Fp8Pairs lo = kv_pairs(format_c, b[2 * kHalf]);      // keys 0..7

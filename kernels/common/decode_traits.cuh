@@ -71,6 +71,8 @@ constexpr int kKvBytesFp8 = 1;
  * is dim 2c (c < 8) or 2(c - 8) + 1 (c >= 8): Q is staged with each 16-dim group's even dims
  * first, then its odd dims (the dot product only needs Q and K in the same order). */
 constexpr int kFp8DimsPerLdsmX4 = 2 * kDecodeChunkBytes;
+/* ... i.e. two k16 steps of Q.K^T (K) or two 16-dim output chunks (V) per ldmatrix.x4. */
+constexpr int kFp8ChunksPerLdsmX4 = kFp8DimsPerLdsmX4 / kMmaK;
 __host__ __device__ constexpr int fp8_q_dim_of_k_col(int c) {
     return c < kMmaKHalf ? 2 * c : 2 * (c - kMmaKHalf) + 1;
 }
