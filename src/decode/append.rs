@@ -16,8 +16,7 @@
 //! in the problem (elements of its `kv_dtype`).
 
 use super::kernels::{KV_APPEND_ENTRY, KV_APPEND_FP8_ENTRY, KV_APPEND_THREADS};
-use super::merge::check_disjoint;
-use super::plan::{align16, need, DeviceBuf, Launch};
+use super::plan::{align16, check_disjoint, need, DeviceBuf, Launch};
 use super::problem::DecodeProblem;
 use super::validate::validate_kv_append;
 use crate::abi::{self, KvAppendParams};
@@ -259,5 +258,85 @@ mod tests {
         assert!(plan.require_16bit_slots().is_err());
         p.kv_dtype = KvCacheDType::Same;
         assert!(plan_kv_append(&p, 3).unwrap().require_16bit_slots().is_ok());
+    }
+
+    #[test]
+    fn bad_append_buffers_are_typed_errors_before_any_launch() {
+        // 3 pages of 5 slots, 2 KV heads of d64: 1920 elements per pool.
+        let p = DecodeProblem::contiguous(DType::F16, 1, 1, 2, 2, 64, 3, 5, 1, false);
+        assert!(matches!(
+            plan_kv_append(&p, 0),
+            Err(Error::EmptyDim {
+                tensor: TensorName::KNew,
+                ..
+            })
+        ));
+        let plan = plan_kv_append(&p, 4).unwrap();
+        assert_eq!(plan.launch.grid, [1, 1, 1]); // 4 x 2 x 64 / 8 = 64 chunks
+        let buf = |slot: u64, len: u64| DeviceBuf {
+            addr: (slot + 1) << 20,
+            len,
+        };
+        let good = KvAppendBuffers {
+            k_new: buf(0, 512),
+            v_new: buf(1, 512),
+            k_cache: buf(2, 1920),
+            v_cache: buf(3, 1920),
+            slot_mapping: buf(4, 4),
+            ..KvAppendBuffers::default()
+        };
+        let params = plan.params(&good).unwrap();
+        assert_eq!(
+            (params.num_tokens, params.num_pages, params.page_size),
+            (4, 3, 5)
+        );
+        let err = |b: KvAppendBuffers| plan.params(&b).unwrap_err();
+        assert!(matches!(
+            err(KvAppendBuffers {
+                slot_mapping: DeviceBuf::default(),
+                ..good
+            }),
+            Error::MissingBuffer {
+                tensor: TensorName::SlotMapping
+            }
+        ));
+        assert!(matches!(
+            err(KvAppendBuffers {
+                v_cache: buf(3, 1919),
+                ..good
+            }),
+            Error::BufferTooSmall {
+                tensor: TensorName::VCache,
+                needed: 1920,
+                available: 1919
+            }
+        ));
+        assert!(matches!(
+            err(KvAppendBuffers {
+                k_new: DeviceBuf {
+                    addr: good.k_new.addr + 8,
+                    len: 512
+                },
+                ..good
+            }),
+            Error::Misaligned {
+                tensor: TensorName::KNew,
+                ..
+            }
+        ));
+        // The V pool carved inside the K pool.
+        assert!(matches!(
+            err(KvAppendBuffers {
+                v_cache: DeviceBuf {
+                    addr: good.k_cache.addr + 1024,
+                    len: 1920
+                },
+                ..good
+            }),
+            Error::Alias {
+                a: TensorName::KCache,
+                b: TensorName::VCache
+            }
+        ));
     }
 }

@@ -13,7 +13,7 @@
 //! state, states outermost).
 
 use super::kernels::{merge_states_entry, MERGE_WARPS};
-use super::plan::{align_to, need, DeviceBuf, Launch};
+use super::plan::{align_to, check_disjoint, need, DeviceBuf, Launch};
 use crate::abi::MergeStatesParams;
 use crate::dtype::DType;
 use crate::error::{AlignWhat, Dim, Error, Limit, Result, TensorName};
@@ -236,29 +236,4 @@ impl MergePlan {
             pad0: 0,
         })
     }
-}
-
-/// No output of `all[..outputs]` overlaps any later entry (absent buffers skipped). Byte
-/// ranges are the extents, so tensors carved side by side from one arena do not collide.
-pub(crate) fn check_disjoint<const N: usize>(
-    all: &[(TensorName, DeviceBuf, u64, u64, u64); N],
-    outputs: usize,
-) -> Result<()> {
-    let span = |b: DeviceBuf, n: u64, e: u64| (b.addr, b.addr.saturating_add(n * e));
-    for (i, &(a, abuf, an, ae, _)) in all.iter().enumerate().take(outputs) {
-        if abuf.addr == 0 {
-            continue;
-        }
-        let (a0, a1) = span(abuf, an, ae);
-        for &(bname, bbuf, bn, be, _) in all.iter().skip(i + 1) {
-            if bbuf.addr == 0 {
-                continue;
-            }
-            let (b0, b1) = span(bbuf, bn, be);
-            if a0 < b1 && b0 < a1 {
-                return Err(Error::Alias { a, b: bname });
-            }
-        }
-    }
-    Ok(())
 }

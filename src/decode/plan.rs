@@ -259,6 +259,31 @@ pub(crate) fn align_to(tensor: TensorName, b: &DeviceBuf, required: u64) -> Resu
     Ok(())
 }
 
+/// No output of `all[..outputs]` overlaps any later entry (absent buffers skipped). Byte
+/// ranges are the extents, so tensors carved side by side from one arena do not collide.
+pub(crate) fn check_disjoint<const N: usize>(
+    all: &[(TensorName, DeviceBuf, u64, u64, u64); N],
+    outputs: usize,
+) -> Result<()> {
+    let span = |b: DeviceBuf, n: u64, e: u64| (b.addr, b.addr.saturating_add(n * e));
+    for (i, &(a, abuf, an, ae, _)) in all.iter().enumerate().take(outputs) {
+        if abuf.addr == 0 {
+            continue;
+        }
+        let (a0, a1) = span(abuf, an, ae);
+        for &(bname, bbuf, bn, be, _) in all.iter().skip(i + 1) {
+            if bbuf.addr == 0 {
+                continue;
+            }
+            let (b0, b1) = span(bbuf, bn, be);
+            if a0 < b1 && b0 < a1 {
+                return Err(Error::Alias { a, b: bname });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Page-size divisor for the kernel: `key / page_size == (key * magic) >> shift` for every
 /// `0 <= key < 2^30` (with `l = ceil(log2 page_size)`, `shift = 32 + l`,
 /// `magic = ceil(2^shift / page_size)`: the error term `key * (magic - 2^shift / page_size) /
@@ -445,7 +470,7 @@ impl DecodePlan {
                 0,
             ),
         ];
-        super::merge::check_disjoint(&alias, 6)?;
+        check_disjoint(&alias, 6)?;
         let scale = p.options.scale_for(p.head_dim);
         let (left, right) = p.options.window.map_or((None, None), |w| (w.left, w.right));
         let mut flags = 0u32;
