@@ -5,29 +5,53 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// One `X(dtype, head_dim, num_warps, smem_bytes)` row.
+/// One `X(dtype, kv_bytes, head_dim, tile_rows, num_warps, smem_bytes)` row.
 pub struct DecodeRow {
     pub dtype: String,
+    pub kv_bytes: u32,
     pub head_dim: u32,
+    pub tile_rows: u32,
     pub num_warps: u32,
     pub smem_bytes: u32,
 }
 
 impl DecodeRow {
     pub fn entry(&self) -> String {
-        format!("flashmha_decode_{}_d{}", self.dtype, self.head_dim)
+        format!(
+            "flashmha_decode_{}{}_d{}{}",
+            self.dtype,
+            if self.kv_bytes == 1 { "_fp8" } else { "" },
+            self.head_dim,
+            if self.tile_rows == 32 { "_r32" } else { "" }
+        )
     }
 }
 
 pub fn parse(path: &Path) -> Vec<DecodeRow> {
-    let shape = "f16|bf16, head_dim, num_warps, smem_bytes";
-    crate::x_table::parse(path, "FLASHMHA_DECODE_KERNELS", 3, shape)
+    let shape = "f16|bf16, kv_bytes, head_dim, tile_rows, num_warps, smem_bytes";
+    crate::x_table::parse(path, "FLASHMHA_DECODE_KERNELS", 5, shape)
         .into_iter()
-        .map(|r| DecodeRow {
-            dtype: r.dtype,
-            head_dim: r.nums[0],
-            num_warps: r.nums[1],
-            smem_bytes: r.nums[2],
+        .map(|r| {
+            assert!(
+                r.nums[0] == 1 || r.nums[0] == 2,
+                "{}: kv_bytes must be 1 (FP8) or 2, got {}",
+                path.display(),
+                r.nums[0]
+            );
+            assert!(
+                r.nums[2] == 16 || (r.nums[2] == 32 && r.nums[0] == 2),
+                "{}: tile_rows must be 16, or 32 with kv_bytes 2, got {}",
+                path.display(),
+                r.nums[2]
+            );
+            DecodeRow {
+                dtype: r.dtype,
+                kv_bytes: r.nums[0],
+                head_dim: r.nums[1],
+                tile_rows: r.nums[2],
+                num_warps: r.nums[3],
+                smem_bytes: r.nums[4],
+            }
         })
         .collect()
 }
@@ -48,9 +72,11 @@ pub fn write(rows: &[DecodeRow], defined: &[String], out: &Path) {
         let dtype = if r.dtype == "f16" { "F16" } else { "Bf16" };
         writeln!(
             s,
-            "    DecodeKernelRow {{ entry: {:?}, dtype: DType::{dtype}, head_dim: {}, num_warps: {}, smem_bytes: {} }},",
+            "    DecodeKernelRow {{ entry: {:?}, dtype: DType::{dtype}, kv_bytes: {}, head_dim: {}, tile_rows: {}, num_warps: {}, smem_bytes: {} }},",
             r.entry(),
+            r.kv_bytes,
             r.head_dim,
+            r.tile_rows,
             r.num_warps,
             r.smem_bytes
         )

@@ -4,14 +4,19 @@
  * per row of kernels/decode_table.h.
  *
  * Grid (num_splits, hkv x row tiles, batch). A CTA computes, for one KV head of one batch item,
- * a tile of 16 packed query rows (packed row R = query i x group + g, the group = hq / hkv query
- * heads sharing the KV head, so each K/V row is read once per KV head), over the keys of one
- * split. Each warp holds the same 16 rows of Q in registers and streams its own 16-key blocks
+ * a tile of 16 or 32 packed query rows (packed row R = query i x group + g, the group = hq / hkv
+ * query heads sharing the KV head, so each K/V row is read once per KV head; 32-row tiles are
+ * two m16 row blocks per warp, for group x new tokens up to 32), over the keys of one split.
+ * Each warp holds the same rows of Q (registers or the Q tile) and streams its own 16-key blocks
  * (block-table lookup, bounds check, cp.async into its double-buffered region: DecodeTraits),
  * runs S = Q K^T, the masks and modifiers, the online softmax and O += P V on them, and keeps its
  * own (O, m, l) state. The epilogue merges the warps' states through shared memory and writes
  * either O (and LSE / entropy) directly, or, with FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT, the split's
  * partial O (f32) and LSE to the workspace for kernels/merge_states.cu.
+ *
+ * FP8 pages (kv_bytes 1): K / V codes go from shared memory through ldmatrix straight into
+ * registers and are dequantised there (kernels/common/fp8.cuh), the scales folded into the
+ * softmax scale (K) and the epilogue (V).
  *
  * Device-resident indices are never trusted: cache_seqlens[b] against max_pages_per_seq x
  * page_size, cu_seqlens_q against total_q and seqlen_q, every block-table entry used against
@@ -27,6 +32,7 @@
 #include "common/softmax.cuh"
 #include "common/codegen.cuh"
 #include "common/decode_traits.cuh"
+#include "common/fp8.cuh"
 
 namespace flashmha {
 
@@ -58,13 +64,13 @@ struct DecodeScoreMod {
     float scale_log2;
     float softcap_pre;   // scale / c
     float softcap_post;  // c log2 e
-    float alibi_log2[kRowHalves];
 
     __device__ __forceinline__ bool any() const { return softcap || alibi; }
 
+    /* s of one m16 row block; alibi_log2: the slopes (log2 units) of its two rows per thread. */
     template <int kSTiles>
     __device__ __forceinline__ void apply(float (&s)[kSTiles][kCRegs], const int (&diag)[kRowHalves],
-                                          int lane) const {
+                                          const float (&alibi_log2)[kRowHalves], int lane) const {
 #pragma unroll
         for (int nt = 0; nt < kSTiles; ++nt)
 #pragma unroll
@@ -133,7 +139,8 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         lse_item = batch * p.lse_batch_stride;
     }
     const int rows_item = group * sq;
-    const int r0 = row_tile * kDecodeRows;
+    constexpr int kRB = T::kRowBlocks;
+    const int r0 = row_tile * T::kTileRows;
     if (r0 >= rows_item) return;  // CTA-uniform: varlen item shorter than the grid
 
     // Keys of this split: [split_lo, split_hi). Fixed split size (batch-invariant) or an even
@@ -160,24 +167,26 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         bounds.has_right = (causal || window_right) && bounds.right < sq;
     }
 
-    // The thread's two packed rows (groupID, groupID + 8) and what they see.
-    int qi_of[kRowHalves];
-    int head_of[kRowHalves];
-    bool row_valid[kRowHalves];
-    int key_lo[kRowHalves];
-    int key_hi[kRowHalves];
+    // The thread's two packed rows (groupID, groupID + 8) of each row block and what they see.
+    int qi_of[kRB][kRowHalves];
+    int head_of[kRB][kRowHalves];
+    bool row_valid[kRB][kRowHalves];
+    int key_lo[kRB][kRowHalves];
+    int key_hi[kRB][kRowHalves];
 #pragma unroll
-    for (int h = 0; h < kRowHalves; ++h) {
-        const int r = r0 + mma_c_row(lane, mma_c_index(h, 0));
-        qi_of[h] = r / group;
-        head_of[h] = kv_head * group + (r - qi_of[h] * group);
-        row_valid[h] = r < rows_item;
-        key_lo[h] = row_valid[h] ? bounds.lo(qi_of[h]) : 0;
-        key_hi[h] = row_valid[h] ? bounds.hi(qi_of[h]) : 0;
-    }
+    for (int rb = 0; rb < kRB; ++rb)
+#pragma unroll
+        for (int h = 0; h < kRowHalves; ++h) {
+            const int r = r0 + rb * kDecodeRowsPerBlock + mma_c_row(lane, mma_c_index(h, 0));
+            qi_of[rb][h] = r / group;
+            head_of[rb][h] = kv_head * group + (r - qi_of[rb][h] * group);
+            row_valid[rb][h] = r < rows_item;
+            key_lo[rb][h] = row_valid[rb][h] ? bounds.lo(qi_of[rb][h]) : 0;
+            key_hi[rb][h] = row_valid[rb][h] ? bounds.hi(qi_of[rb][h]) : 0;
+        }
     // Bounds are nondecreasing in the query index: the CTA's keys and its fully visible keys.
     const int qi_first = r0 / group;
-    const int qi_last = (min(r0 + kDecodeRows, rows_item) - 1) / group;
+    const int qi_last = (min(r0 + T::kTileRows, rows_item) - 1) / group;
     const int cta_lo = bounds.lo(qi_first);
     const int cta_hi = bounds.hi(qi_last);
     const int full_lo = bounds.lo(qi_last);
@@ -185,34 +194,54 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
 
     const uint32_t smem_base = smem_addr(smem);
 
-    // Q tile: q: [16 packed rows, d] -> shared (rows past the item zero-filled), then registers.
+    // Q tile: q: [tile rows (16 or 32 packed rows), d] -> shared (rows past the item zero-filled), then registers.
+    // FP8 K/V: each 16-dim group is stored even dims first (fp8_q_dim_of_k_col), so the chunks
+    // go in pairs.
     {
-        constexpr int kQChunks = kDecodeRows * T::kChunks;
-        for (int flat = tid; flat < kQChunks; flat += T::kThreads) {
-            const int row = flat / T::kChunks;
-            const int c = flat - row * T::kChunks;
+        // The even / odd split spans one k16 step: two 16-byte chunks of 16-bit Q.
+        constexpr int kChunksPerItem = T::kKvFp8 ? kMmaK / kDecodeChunkElems : 1;
+        constexpr int kItemsPerRow = T::kQChunks / kChunksPerItem;
+        for (int flat = tid; flat < T::kTileRows * kItemsPerRow; flat += T::kThreads) {
+            const int row = flat / kItemsPerRow;
+            const int c = (flat - row * kItemsPerRow) * kChunksPerItem;
             const int r = r0 + row;
-            uint4 v = make_uint4(0, 0, 0, 0);
+            uint4 v[kChunksPerItem];
+#pragma unroll
+            for (int i = 0; i < kChunksPerItem; ++i) v[i] = make_uint4(0, 0, 0, 0);
             if (r < rows_item) {
                 const int qi = r / group;
                 const int head = kv_head * group + (r - qi * group);
                 const elem_bits_t *src = static_cast<const elem_bits_t *>(p.q) + q_item +
                                          qi * p.q_row_stride + head * p.q_head_stride;
-                v = *reinterpret_cast<const uint4 *>(src + c * kDecodeChunkElems);
+#pragma unroll
+                for (int i = 0; i < kChunksPerItem; ++i)
+                    v[i] = *reinterpret_cast<const uint4 *>(src + (c + i) * kDecodeChunkElems);
             }
-            *reinterpret_cast<uint4 *>(smem + T::kQOffset + row * T::kPitch + c * kDecodeChunkBytes) = v;
+            unsigned char *dst = smem + T::kQOffset + row * T::kQPitch + c * kDecodeChunkBytes;
+            if constexpr (T::kKvFp8) {
+                uint4 even, odd;
+                deinterleave_halves(v[0], v[1], even, odd);
+                *reinterpret_cast<uint4 *>(dst) = even;
+                *reinterpret_cast<uint4 *>(dst + kDecodeChunkBytes) = odd;
+            } else {
+                *reinterpret_cast<uint4 *>(dst) = v[0];
+            }
         }
     }
     __syncthreads();  // the Q tile comes from all threads; every warp reads all of it
-    // Q A-fragments of the 16 rows, one per k16 step (see DecodeTraits::kQInRegisters).
-    const uint32_t q_cur = smem_base + T::kQOffset + ldsm_a_row(lane) * T::kPitch +
+    // Q A-fragments of each row block, one per k16 step (see DecodeTraits::kQInRegisters).
+    const uint32_t q_cur = smem_base + T::kQOffset + ldsm_a_row(lane) * T::kQPitch +
                            ldsm_a_col8(lane) * kDecodeChunkBytes;
     constexpr int kQRegSteps = T::kQInRegisters ? T::kQKSteps : 1;
-    uint32_t q_frag[kQRegSteps][kARegs];
+    constexpr int kQBlockBytes = kDecodeRowsPerBlock * T::kQPitch;  // one row block of the Q tile
+    uint32_t q_frag[kRB][kQRegSteps][kARegs];
     if constexpr (T::kQInRegisters) {
-        static_for<T::kQKSteps>([&](auto kk_c) {
-            constexpr int kk = decltype(kk_c)::value;
-            ldsm_x4<kk * 2 * kDecodeChunkBytes>(q_frag[kk], q_cur);
+        static_for<kRB>([&](auto rb_c) {
+            constexpr int rb = decltype(rb_c)::value;
+            static_for<T::kQKSteps>([&](auto kk_c) {
+                constexpr int kk = decltype(kk_c)::value;
+                ldsm_x4<rb * kQBlockBytes + kk * 2 * kDecodeChunkBytes>(q_frag[rb][kk], q_cur);
+            });
         });
     }
 
@@ -222,17 +251,38 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
     mod.scale_log2 = p.scale_log2;
     mod.softcap_pre = mod.softcap ? p.scale / p.softcap : 0.0f;
     mod.softcap_post = p.softcap * kLog2e;
+    float alibi_log2[kRB][kRowHalves];
 #pragma unroll
-    for (int h = 0; h < kRowHalves; ++h)
-        mod.alibi_log2[h] = mod.alibi && row_valid[h] ? p.alibi_slopes[head_of[h]] * kLog2e : 0.0f;
-    const float score_mul = pin(mod.any() ? 1.0f : p.scale_log2);
+    for (int rb = 0; rb < kRB; ++rb)
+#pragma unroll
+        for (int h = 0; h < kRowHalves; ++h)
+            alibi_log2[rb][h] = mod.alibi && row_valid[rb][h]
+                                    ? p.alibi_slopes[head_of[rb][h]] * kLog2e
+                                    : 0.0f;
+    // FP8: the K scale (times the dequantiser's 2^8 for e4m3, fp8.cuh) multiplies every score,
+    // so it joins the softmax scale; the V scale multiplies O once in the epilogue.
+    float v_mul = 1.0f;
+    if constexpr (T::kKvFp8) {
+        if (p.kv_format != FLASHMHA_KV_FORMAT_E4M3 && p.kv_format != FLASHMHA_KV_FORMAT_E5M2)
+            __trap();
+        const float to_value = fp8_f16_scale(p.kv_format);
+        const int scale_index = kv_head * p.kv_scale_stride;
+        const float k_mul = p.k_scales[scale_index] * to_value;
+        v_mul = p.v_scales[scale_index] * to_value;
+        mod.scale_log2 *= k_mul;
+        mod.softcap_pre *= k_mul;
+    }
+    const float score_mul = pin(mod.any() ? 1.0f : mod.scale_log2);
 
-    float o_acc[T::kOTiles][kCRegs];  // O: [16 rows, d] of this warp's keys, f32 C fragments
+    // O: [16 rows, d] per row block of this warp's keys, f32 C fragments.
+    float o_acc[kRB][T::kOTiles][kCRegs];
 #pragma unroll
-    for (int ot = 0; ot < T::kOTiles; ++ot)
+    for (int rb = 0; rb < kRB; ++rb)
 #pragma unroll
-        for (int c = 0; c < kCRegs; ++c) o_acc[ot][c] = 0.0f;
-    OnlineSoftmax<T::kSTiles, T::kOTiles> softmax;
+        for (int ot = 0; ot < T::kOTiles; ++ot)
+#pragma unroll
+            for (int c = 0; c < kCRegs; ++c) o_acc[rb][ot][c] = 0.0f;
+    OnlineSoftmax<T::kSTiles, T::kOTiles> softmax[kRB];
 
     // This warp's key blocks: blk_first, blk_first + W, ... < blk_end (blocks of 16 keys).
     const int blk_begin = cta_lo / kDecodeKeysPerBlock;
@@ -248,9 +298,9 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         const int copy_leader = copy_pair_leader(lane);
         const int32_t *table = p.block_table + batch * p.block_table_stride;
         // k, v of this KV head: element (page, slot, c) at page * page_stride + slot * slot_stride
-        const uint64_t k_head = gmem_addr(p.k_cache) + kv_head * p.k_head_stride * kElemBytes +
+        const uint64_t k_head = gmem_addr(p.k_cache) + kv_head * p.k_head_stride * T::kKvBytes +
                                 copy_half * kDecodeChunkBytes;
-        const uint64_t v_head = gmem_addr(p.v_cache) + kv_head * p.v_head_stride * kElemBytes +
+        const uint64_t v_head = gmem_addr(p.v_cache) + kv_head * p.v_head_stride * T::kKvBytes +
                                 copy_half * kDecodeChunkBytes;
         const uint32_t region = smem_base + T::kRegionOffset + warp * T::kWarpRegionBytes;
         const uint32_t copy_dst = region + copy_row * T::kPitch + copy_half * kDecodeChunkBytes;
@@ -271,8 +321,8 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
             if (in) {
                 if (static_cast<uint32_t>(page) >= static_cast<uint32_t>(p.num_pages)) __trap();
                 const int slot = key - page_slot * p.page_size;
-                k_src += (page * p.k_page_stride + slot * p.k_slot_stride) * kElemBytes;
-                v_src += (page * p.v_page_stride + slot * p.v_slot_stride) * kElemBytes;
+                k_src += (page * p.k_page_stride + slot * p.k_slot_stride) * T::kKvBytes;
+                v_src += (page * p.v_page_stride + slot * p.v_slot_stride) * T::kKvBytes;
                 bytes = kDecodeChunkBytes;
             }
             static_for<T::kChunksPerLane>([&](auto j_c) {
@@ -292,7 +342,18 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         const uint32_t k_cur = region + ldsm_b_row(lane) * T::kPitch + ldsm_b_col8(lane) * kDecodeChunkBytes;
         const uint32_t v_cur = region + ldsm_a_row(lane) * T::kPitch + ldsm_a_col8(lane) * kDecodeChunkBytes;
 
-        auto process_block = [&](auto stage_c, int i) {
+        // FP8 code pairs of one ldmatrix register as two B registers of Elem (fp8.cuh pairing).
+        auto kv_pairs = [&](auto format_c, uint32_t x) {
+            constexpr int kFormat = decltype(format_c)::value;
+            Fp8Pairs r = kFormat == FLASHMHA_KV_FORMAT_E5M2 ? e5m2_pairs_to_f16(x) : e4m3_pairs_to_f16(x);
+            if constexpr (Elem::kIsBf16) {
+                r.p02 = f16x2_to_bf16x2(r.p02);
+                r.p13 = f16x2_to_bf16x2(r.p13);
+            }
+            return r;
+        };
+
+        auto process_block = [&](auto format_c, auto stage_c, int i) {
             constexpr int kStage = decltype(stage_c)::value;
             constexpr int kK = T::k_block(kStage) - T::kRegionOffset;
             constexpr int kV = T::v_block(kStage) - T::kRegionOffset;
@@ -305,94 +366,183 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                 cp_async_wait<0>();
             warp_sync();  // every lane's copies of this block are visible to the warp's ldmatrix
 
-            // S = Q K^T: s: [16 rows, 16 keys] as two n8 C fragments, f32.
-            float s[T::kSTiles][kCRegs];
+            // S = Q K^T: s: [16 rows, 16 keys] per row block as two n8 C fragments, f32. Every
+            // K fragment feeds the mma of each row block.
+            float s[kRB][T::kSTiles][kCRegs];
+            auto q_fragment = [&](auto rb_c, auto kk_c, uint32_t(&q_step)[kARegs]) {
+                constexpr int rb = decltype(rb_c)::value;
+                constexpr int kk = decltype(kk_c)::value;
+                if constexpr (T::kQInRegisters) {
+#pragma unroll
+                    for (int r = 0; r < kARegs; ++r) q_step[r] = q_frag[rb][kk][r];
+                } else {
+                    ldsm_x4<rb * kQBlockBytes + kk * 2 * kDecodeChunkBytes>(q_step, q_cur);
+                }
+            };
+            if constexpr (T::kKvFp8) {
+                // k: [16 keys, 32 dims] per ldmatrix.x4; register m: keys 8 (m >> 1) + groupID,
+                // dim chunk 2j + (m & 1) (mma.cuh "B pattern" in 16-byte units).
+                static_for<T::kFp8LdsmSteps>([&](auto j_c) {
+                    constexpr int j = decltype(j_c)::value;
+                    uint32_t b[kLdsmMatrices];
+                    ldsm_x4<kK + j * kFp8DimsPerLdsmX4>(b, k_cur);
+                    static_for<kFp8ChunksPerLdsmX4>([&](auto half_c) {
+                        constexpr int kHalf = decltype(half_c)::value;
+                        constexpr int kk = 2 * j + kHalf;
+                        const Fp8Pairs k0 = kv_pairs(format_c, b[kHalf]);      // keys 0..7
+                        const Fp8Pairs k1 = kv_pairs(format_c, b[2 + kHalf]);  // keys 8..15
+                        static_for<kRB>([&](auto rb_c) {
+                            constexpr int rb = decltype(rb_c)::value;
+                            uint32_t q_step[kARegs];
+                            q_fragment(rb_c, Int<kk>{}, q_step);
+                            if constexpr (kk == 0) {
+                                mma_16816_zero_c<Elem>(s[rb][0], q_step, k0.p02, k0.p13);
+                                mma_16816_zero_c<Elem>(s[rb][1], q_step, k1.p02, k1.p13);
+                            } else {
+                                mma_16816<Elem>(s[rb][0], q_step, k0.p02, k0.p13);
+                                mma_16816<Elem>(s[rb][1], q_step, k1.p02, k1.p13);
+                            }
+                        });
+                    });
+                });
+            } else
             static_for<T::kQKSteps>([&](auto kk_c) {
                 constexpr int kk = decltype(kk_c)::value;
                 uint32_t b[kLdsmMatrices];
                 ldsm_x4<kK + kk * 2 * kDecodeChunkBytes>(b, k_cur);
-                uint32_t q_step[kARegs];
-                if constexpr (T::kQInRegisters) {
-#pragma unroll
-                    for (int r = 0; r < kARegs; ++r) q_step[r] = q_frag[kk][r];
-                } else {
-                    ldsm_x4<kk * 2 * kDecodeChunkBytes>(q_step, q_cur);
-                }
-                if constexpr (kk == 0) {
-                    mma_16816_zero_c<Elem>(s[0], q_step, b[0], b[1]);
-                    mma_16816_zero_c<Elem>(s[1], q_step, b[2], b[3]);
-                } else {
-                    mma_16816<Elem>(s[0], q_step, b[0], b[1]);
-                    mma_16816<Elem>(s[1], q_step, b[2], b[3]);
-                }
+                static_for<kRB>([&](auto rb_c) {
+                    constexpr int rb = decltype(rb_c)::value;
+                    uint32_t q_step[kARegs];
+                    q_fragment(rb_c, kk_c, q_step);
+                    if constexpr (kk == 0) {
+                        mma_16816_zero_c<Elem>(s[rb][0], q_step, b[0], b[1]);
+                        mma_16816_zero_c<Elem>(s[rb][1], q_step, b[2], b[3]);
+                    } else {
+                        mma_16816<Elem>(s[rb][0], q_step, b[0], b[1]);
+                        mma_16816<Elem>(s[rb][1], q_step, b[2], b[3]);
+                    }
+                });
             });
 
             const int n0 = blk * kDecodeKeysPerBlock;
-            if (mod.any()) {
-                int diag[kRowHalves];
-#pragma unroll
-                for (int h = 0; h < kRowHalves; ++h) diag[h] = qi_of[h] + bounds.shift - n0;
-                mod.apply(s, diag, lane);
-            }
-            if (n0 < full_lo || n0 + kDecodeKeysPerBlock > full_hi) {  // warp-uniform
-#pragma unroll
-                for (int nt = 0; nt < T::kSTiles; ++nt)
-#pragma unroll
-                    for (int c = 0; c < kCRegs; ++c) {
-                        const int h = mma_c_row_half(c);
-                        const int key = n0 + nt * kMmaN + mma_c_col(lane, c);
-                        if (key < key_lo[h] || key >= key_hi[h]) s[nt][c] = neg_inf();
-                    }
-            }
-            if (want_entropy)
-                softmax.template update<true>(s, o_acc, score_mul);
-            else
-                softmax.template update<false>(s, o_acc, score_mul);
-
+            const bool partial = n0 < full_lo || n0 + kDecodeKeysPerBlock > full_hi;  // uniform
             // O += P V: P (the S registers, converted) is the A operand; V via ldmatrix.trans.
-            uint32_t pa[kARegs];
+            uint32_t pa[kRB][kARegs];
 #pragma unroll
-            for (int r = 0; r < kARegs; ++r) {
-                const float(&st)[kCRegs] = s[p_tile_of_a_reg(0, r)];
-                pa[r] = Elem::pack(st[p_c_of_a_reg(r)], st[p_c_of_a_reg(r) + 1]);
+            for (int rb = 0; rb < kRB; ++rb) {
+                if (mod.any()) {
+                    int diag[kRowHalves];
+#pragma unroll
+                    for (int h = 0; h < kRowHalves; ++h) diag[h] = qi_of[rb][h] + bounds.shift - n0;
+                    mod.apply(s[rb], diag, alibi_log2[rb], lane);
+                }
+                if (partial) {
+#pragma unroll
+                    for (int nt = 0; nt < T::kSTiles; ++nt)
+#pragma unroll
+                        for (int c = 0; c < kCRegs; ++c) {
+                            const int h = mma_c_row_half(c);
+                            const int key = n0 + nt * kMmaN + mma_c_col(lane, c);
+                            if (key < key_lo[rb][h] || key >= key_hi[rb][h]) s[rb][nt][c] = neg_inf();
+                        }
+                }
+                if (want_entropy)
+                    softmax[rb].template update<true>(s[rb], o_acc[rb], score_mul);
+                else
+                    softmax[rb].template update<false>(s[rb], o_acc[rb], score_mul);
+#pragma unroll
+                for (int r = 0; r < kARegs; ++r) {
+                    const float(&st)[kCRegs] = s[rb][p_tile_of_a_reg(0, r)];
+                    pa[rb][r] = Elem::pack(st[p_c_of_a_reg(r)], st[p_c_of_a_reg(r) + 1]);
+                }
             }
+            if constexpr (T::kKvFp8) {
+                // v: [16 keys, 32 dims] per ldmatrix.x4.trans; register m: keys 8 (m & 1) ..,
+                // dim chunk cc = 2j + (m >> 1); its even / odd dims feed tiles 2 cc, 2 cc + 1.
+                static_for<T::kFp8LdsmSteps>([&](auto j_c) {
+                    constexpr int j = decltype(j_c)::value;
+                    uint32_t b[kLdsmMatrices];
+                    ldsm_x4_trans<kV + j * kFp8DimsPerLdsmX4>(b, v_cur);
+                    static_for<kFp8ChunksPerLdsmX4>([&](auto half_c) {
+                        constexpr int kHalf = decltype(half_c)::value;
+                        constexpr int cc = 2 * j + kHalf;
+                        const Fp8Pairs lo = kv_pairs(format_c, b[2 * kHalf]);      // keys 0..7
+                        const Fp8Pairs hi = kv_pairs(format_c, b[2 * kHalf + 1]);  // keys 8..15
+#pragma unroll
+                        for (int rb = 0; rb < kRB; ++rb) {
+                            mma_16816<Elem>(o_acc[rb][2 * cc], pa[rb], lo.p02, hi.p02);
+                            mma_16816<Elem>(o_acc[rb][2 * cc + 1], pa[rb], lo.p13, hi.p13);
+                        }
+                    });
+                });
+            } else
             static_for<T::kPairTilesD>([&](auto dp_c) {
                 constexpr int dp = decltype(dp_c)::value;
                 uint32_t b[kLdsmMatrices];
                 ldsm_x4_trans<kV + dp * 2 * kDecodeChunkBytes>(b, v_cur);
-                mma_16816<Elem>(o_acc[2 * dp], pa, b[0], b[1]);
-                mma_16816<Elem>(o_acc[2 * dp + 1], pa, b[2], b[3]);
+#pragma unroll
+                for (int rb = 0; rb < kRB; ++rb) {
+                    mma_16816<Elem>(o_acc[rb][2 * dp], pa[rb], b[0], b[1]);
+                    mma_16816<Elem>(o_acc[rb][2 * dp + 1], pa[rb], b[2], b[3]);
+                }
             });
             warp_sync();  // every lane is done reading this stage before it is refilled
         };
 
-        issue_block(Int<0>{}, blk_first);
-        for (int i = 0; i < num_blocks; i += T::kStages) {
-            process_block(Int<0>{}, i);
-            if (i + 1 < num_blocks) process_block(Int<1>{}, i + 1);
+        auto run_blocks = [&](auto format_c) {
+            issue_block(Int<0>{}, blk_first);
+            for (int i = 0; i < num_blocks; i += T::kStages) {
+                process_block(format_c, Int<0>{}, i);
+                if (i + 1 < num_blocks) process_block(format_c, Int<1>{}, i + 1);
+            }
+        };
+        // One CTA-uniform branch on the FP8 format; each side is the whole key loop.
+        if constexpr (T::kKvFp8) {
+            if (p.kv_format == FLASHMHA_KV_FORMAT_E5M2)
+                run_blocks(Int<FLASHMHA_KV_FORMAT_E5M2>{});
+            else
+                run_blocks(Int<FLASHMHA_KV_FORMAT_E4M3>{});
+        } else {
+            run_blocks(Int<FLASHMHA_KV_FORMAT_SAME>{});
         }
     }
 
     // ---- Epilogue: merge the warps' states --------------------------------------------------
-    float *const stats_lse = reinterpret_cast<float *>(smem + T::kStatsOffset);  // [W][16]
-    float *const stats_ent = stats_lse + kW * kDecodeRows;                       // [W][16]
+    constexpr int kRows = T::kTileRows;
+    float *const stats_lse = reinterpret_cast<float *>(smem + T::kStatsOffset);  // [W][rows]
+    float *const stats_ent = stats_lse + kW * kRows;                             // [W][rows]
     {
-        // o staging of this warp: [16, d + 8] f32 in its own region (its copies are all done).
+        // o staging of this warp: [rows, d + 8] f32 in its own region (its copies are all done).
         float *const o_stage = reinterpret_cast<float *>(smem + T::kRegionOffset + warp * T::kWarpRegionBytes);
 #pragma unroll
-        for (int h = 0; h < kRowHalves; ++h) {
-            const RowResult res = softmax.finalize(h, score_mul);
+        for (int rbh = 0; rbh < kRB * kRowHalves; ++rbh) {
+            const int rb = rbh / kRowHalves;
+            const int h = rbh % kRowHalves;
+            const RowResult res = softmax[rb].finalize(h, score_mul);
             const int c0 = mma_c_index(h, 0);
-            const int row = mma_c_row(lane, c0);
+            const int row = rb * kDecodeRowsPerBlock + mma_c_row(lane, c0);
+            if constexpr (T::kKvFp8) {
+                // Tiles 2cc (even dims) and 2cc + 1 (odd dims): columns c0, c0 + 1 of both are
+                // the 4 consecutive dims fp8_o_dim(2cc, col(c0)) .. + 3.
+                const float w = res.inv_sum * v_mul;
 #pragma unroll
-            for (int ot = 0; ot < T::kOTiles; ++ot) {
-                const int col = ot * kMmaN + mma_c_col(lane, c0);
-                *reinterpret_cast<float2 *>(o_stage + row * T::kOStagePitchFloats + col) =
-                    make_float2(o_acc[ot][c0] * res.inv_sum, o_acc[ot][c0 + 1] * res.inv_sum);
+                for (int cc = 0; cc < T::kOTiles / 2; ++cc) {
+                    const int dim = fp8_o_dim(2 * cc, mma_c_col(lane, c0));
+                    *reinterpret_cast<float4 *>(o_stage + row * T::kOStagePitchFloats + dim) =
+                        make_float4(o_acc[rb][2 * cc][c0] * w, o_acc[rb][2 * cc + 1][c0] * w,
+                                    o_acc[rb][2 * cc][c0 + 1] * w, o_acc[rb][2 * cc + 1][c0 + 1] * w);
+                }
+            } else {
+#pragma unroll
+                for (int ot = 0; ot < T::kOTiles; ++ot) {
+                    const int col = ot * kMmaN + mma_c_col(lane, c0);
+                    *reinterpret_cast<float2 *>(o_stage + row * T::kOStagePitchFloats + col) =
+                        make_float2(o_acc[rb][ot][c0] * res.inv_sum, o_acc[rb][ot][c0 + 1] * res.inv_sum);
+                }
             }
             if (lane_in_quad(lane) == 0) {
-                stats_lse[warp * kDecodeRows + row] = res.lse;
-                stats_ent[warp * kDecodeRows + row] = res.entropy;
+                stats_lse[warp * kRows + row] = res.lse;
+                stats_ent[warp * kRows + row] = res.entropy;
             }
         }
     }
@@ -401,7 +551,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
     const bool split_out = (p.flags & FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT) != 0;
     const bool want_entropy = p.entropy != nullptr || p.partial_entropy != nullptr;
     constexpr int kCol4 = T::kHeadDim / 4;  // float4 column groups per row
-    for (int flat = tid; flat < kDecodeRows * kCol4; flat += T::kThreads) {
+    for (int flat = tid; flat < kRows * kCol4; flat += T::kThreads) {
         const int row = flat / kCol4;
         const int c4 = flat - row * kCol4;
         const int r = r0 + row;
@@ -410,7 +560,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         const int head = kv_head * group + (r - qi * group);
         float m = neg_inf();
 #pragma unroll
-        for (int w = 0; w < kW; ++w) m = fmaxf(m, stats_lse[w * kDecodeRows + row]);
+        for (int w = 0; w < kW; ++w) m = fmaxf(m, stats_lse[w * kRows + row]);
         float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
         float lse = neg_inf();
         float ent = 0.0f;
@@ -419,7 +569,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
             float total = 0.0f;
 #pragma unroll
             for (int w = 0; w < kW; ++w) {
-                weight[w] = fast_exp2((stats_lse[w * kDecodeRows + row] - m) * kLog2e);
+                weight[w] = fast_exp2((stats_lse[w * kRows + row] - m) * kLog2e);
                 total += weight[w];
             }
             const float inv_total = 1.0f / total;
@@ -434,7 +584,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                 acc.z = fmaf(a, ow.z, acc.z);
                 acc.w = fmaf(a, ow.w, acc.w);
                 if (want_entropy && a > 0.0f)
-                    ent += a * (stats_ent[w * kDecodeRows + row] - fast_log2(a) * kLn2);
+                    ent += a * (stats_ent[w * kRows + row] - fast_log2(a) * kLn2);
             }
             lse = m + fast_log2(total) * kLn2;
         }
@@ -466,11 +616,17 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
 
 }  // namespace flashmha
 
-/* One entry point per decode_table.h row: flashmha_decode_<dtype>_d<head_dim>. */
-#define FLASHMHA_DEFINE_DECODE_ENTRY(dtype, head_dim, num_warps, smem_bytes)                       \
+/* One entry point per decode_table.h row: flashmha_decode_<dtype>[_fp8]_d<head_dim>[_r32] (_fp8:
+ * kv_bytes 1; _r32: 32-row tiles). */
+#define FLASHMHA_DECODE_ENTRY_NAME_2_16(dtype, head_dim) flashmha_decode_##dtype##_d##head_dim
+#define FLASHMHA_DECODE_ENTRY_NAME_1_16(dtype, head_dim) flashmha_decode_##dtype##_fp8_d##head_dim
+#define FLASHMHA_DECODE_ENTRY_NAME_2_32(dtype, head_dim) flashmha_decode_##dtype##_d##head_dim##_r32
+#define FLASHMHA_DEFINE_DECODE_ENTRY(dtype, kv_bytes, head_dim, tile_rows, num_warps, smem_bytes)  \
     extern "C" __global__ void __launch_bounds__((num_warps) * flashmha::kWarpSize)                 \
-        flashmha_decode_##dtype##_d##head_dim(const FlashDecodeParams params) {                    \
-        using Traits = flashmha::DecodeTraits<flashmha::Elem_##dtype, head_dim, num_warps>;         \
+        FLASHMHA_DECODE_ENTRY_NAME_##kv_bytes##_##tile_rows(dtype,                                  \
+                                                            head_dim)(const FlashDecodeParams params) { \
+        using Traits = flashmha::DecodeTraits<flashmha::Elem_##dtype, head_dim, num_warps,         \
+                                              kv_bytes, tile_rows>;                                 \
         static_assert(Traits::kSmemBytes == (smem_bytes),                                           \
                       "decode_table.h smem_bytes must equal the traits' shared-memory layout");     \
         flashmha::flash_decode_cta<Traits>(params);                                                 \

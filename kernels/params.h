@@ -132,6 +132,14 @@ typedef struct HeadSimParams {
 
 /* ==== Decode over a paged KV cache (kernels/flash_decode.cu, kernels/merge_states.cu) ==== */
 
+/* KV-cache element formats (FlashDecodeParams.kv_format, KvAppendParams.kv_format). FP8 pages
+ * hold codes of PTX ISA 5.2.5.1 (kernels/common/fp8.cuh) and are dequantised in the kernel as
+ * code x scale, with f32 scales for K and for V: one per tensor (kv_scale_stride 0) or one per
+ * KV head (kv_scale_stride 1). */
+#define FLASHMHA_KV_FORMAT_SAME 0 /* pages hold q's dtype (f16 / bf16); scales unused */
+#define FLASHMHA_KV_FORMAT_E4M3 1
+#define FLASHMHA_KV_FORMAT_E5M2 2
+
 /* Bits of FlashDecodeParams.flags (causal / window / varlen share the forward's values). */
 #define FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT 0x10u /* write partial (O, LSE) per split to the workspace */
 
@@ -156,6 +164,7 @@ typedef struct HeadSimParams {
  *   lse, entropy:  [b, hq, sq_new] (padded) or [hq, total_q] (varlen), f32, natural log
  *   partial_o:     [num_splits, total_q, hq, d] f32 workspace (with FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT)
  *   partial_lse, partial_entropy: [num_splits, total_q, hq] f32 workspace
+ *   k_scales, v_scales: [hkv] (kv_scale_stride 1) or [1] (stride 0) f32, FP8 entries only
  * Query row i of item b sees key j < cache_seqlens[b]; causal: j <= i + cache_seqlens[b] - sq_b.
  * Every device-resident index is checked against the sizes below; a violation traps.
  */
@@ -174,6 +183,8 @@ typedef struct FlashDecodeParams {
     float *partial_o;
     float *partial_lse;
     float *partial_entropy;       /* optional, only with entropy */
+    const float *k_scales;        /* FP8 entries: dequantised K = code x k_scales[h * stride] */
+    const float *v_scales;
 
     int64_t q_batch_stride, q_row_stride, q_head_stride;
     int64_t o_batch_stride, o_row_stride, o_head_stride;
@@ -196,6 +207,8 @@ typedef struct FlashDecodeParams {
     int32_t page_div_shift;
     int32_t num_splits;        /* grid.x */
     int32_t split_keys;        /* > 0: fixed keys per split (batch-invariant); 0: from num_splits */
+    int32_t kv_format;         /* FLASHMHA_KV_FORMAT_*; FP8 only with an FP8 entry */
+    int32_t kv_scale_stride;   /* 0: one scale per tensor; 1: one per KV head */
 
     float scale;
     float scale_log2;
@@ -246,43 +259,66 @@ typedef struct MergeStatesParams {
     int32_t pad0;                /* keeps the struct free of implicit padding */
 } MergeStatesParams;
 
+/* Bits of KvAppendParams.flags. */
+#define FLASHMHA_KV_APPEND_FLAG_SRC_BF16 0x1u /* k_new / v_new are bf16 (else f16) */
+
 /*
  * KV append (kernels/kv_append.cu): writes new rows of K and V into the paged cache.
- *   k_new, v_new: [num_tokens, hkv, d] through token / head strides
- *   slot_mapping: [num_tokens] i32, slot = page * page_size + offset; < 0 skips the token
- *   k_cache, v_cache: as in FlashDecodeParams
- * Slots are checked against num_pages * page_size; a violation traps.
+ *   k_new, v_new: [num_tokens, hkv, d] through token / head strides (f16 or bf16)
+ *   where token t goes, one of:
+ *     slot_mapping: [num_tokens] i32, slot = page * page_size + offset; < 0 skips the token;
+ *     token_batch, token_pos: [num_tokens] i32 each (slot_mapping NULL): token t is position
+ *                   token_pos[t] (< 0 skips it) of item token_batch[t], whose page is
+ *                   block_table[token_batch[t] * block_table_stride + pos / page_size]
+ *   k_cache, v_cache: as in FlashDecodeParams, of kv_format (FLASHMHA_KV_FORMAT_SAME: the
+ *                   source dtype, copied; E4M3 / E5M2: code = round_to_nearest_even(x / scale),
+ *                   saturated to the largest finite code, NaN kept: kernels/common/fp8.cuh)
+ *   k_scales, v_scales: as in FlashDecodeParams (FP8 only)
+ * Every device-resident index is checked: slots against num_pages * page_size, token_batch
+ * against batch, token_pos against max_pages_per_seq * page_size, block-table entries against
+ * num_pages; a violation traps.
  */
 typedef struct KvAppendParams {
     const void *k_new;
     const void *v_new;
     void *k_cache;
     void *v_cache;
-    const int32_t *slot_mapping;
+    const int32_t *slot_mapping;  /* NULL: token_batch / token_pos through block_table */
+    const int32_t *block_table;
+    const int32_t *token_batch;
+    const int32_t *token_pos;
+    const float *k_scales;
+    const float *v_scales;
 
     int64_t k_new_token_stride, k_new_head_stride;
     int64_t v_new_token_stride, v_new_head_stride;
     int64_t k_page_stride, k_slot_stride, k_head_stride;
     int64_t v_page_stride, v_slot_stride, v_head_stride;
+    int64_t block_table_stride;
 
     int32_t num_tokens;
     int32_t num_heads_kv;
     int32_t head_dim;
     int32_t num_pages;
     int32_t page_size;
-    int32_t pad0;
+    int32_t batch;             /* rows of block_table */
+    int32_t max_pages_per_seq; /* columns of block_table */
+    int32_t kv_format;         /* FLASHMHA_KV_FORMAT_* of the pages */
+    int32_t kv_scale_stride;   /* 0: one scale per tensor; 1: one per KV head */
+    uint32_t flags;            /* FLASHMHA_KV_APPEND_FLAG_* */
 } KvAppendParams;
 
 #define FLASHMHA_ABI_PROBE_DECODE_FIELDS(X)                                                        \
-    X(q) X(k_cache) X(v_cache) X(o) X(lse) X(entropy) X(alibi_slopes) X(head_gates)               \
-    X(block_table) X(cache_seqlens) X(cu_seqlens_q) X(partial_o) X(partial_lse)                   \
-    X(partial_entropy) X(q_batch_stride) X(q_row_stride) X(q_head_stride) X(o_batch_stride)      \
-    X(o_row_stride) X(o_head_stride) X(k_page_stride) X(k_slot_stride) X(k_head_stride)          \
-    X(v_page_stride) X(v_slot_stride) X(v_head_stride) X(lse_batch_stride) X(lse_head_stride)    \
-    X(block_table_stride) X(page_div_magic) X(batch) X(num_heads_q) X(num_heads_kv) X(head_dim)  \
-    X(seqlen_q) X(total_q) X(num_pages) X(page_size) X(max_pages_per_seq) X(page_div_shift)      \
-    X(num_splits) X(split_keys) X(scale) X(scale_log2) X(softcap) X(window_left)                 \
-    X(window_right) X(flags)
+    X(q) X(k_cache) X(v_cache) X(o) X(lse) X(entropy) X(alibi_slopes) X(head_gates)                \
+    X(block_table) X(cache_seqlens) X(cu_seqlens_q) X(partial_o) X(partial_lse)                    \
+    X(partial_entropy) X(k_scales) X(v_scales) X(q_batch_stride) X(q_row_stride)                   \
+    X(q_head_stride) X(o_batch_stride) X(o_row_stride) X(o_head_stride) X(k_page_stride)           \
+    X(k_slot_stride) X(k_head_stride) X(v_page_stride) X(v_slot_stride) X(v_head_stride)           \
+    X(lse_batch_stride) X(lse_head_stride) X(block_table_stride) X(page_div_magic) X(batch)        \
+    X(num_heads_q) X(num_heads_kv) X(head_dim) X(seqlen_q) X(total_q) X(num_pages) X(page_size)    \
+    X(max_pages_per_seq) X(page_div_shift) X(num_splits) X(split_keys) X(kv_format)                \
+    X(kv_scale_stride) X(scale) X(scale_log2) X(softcap) X(window_left) X(window_right)            \
+    X(flags)
 
 #define FLASHMHA_ABI_PROBE_MERGE_FIELDS(X)                                                         \
     X(o_states) X(lse_states) X(entropy_states) X(o_states_b) X(lse_states_b)                     \
@@ -293,9 +329,11 @@ typedef struct KvAppendParams {
     X(head_dim) X(rows_per_batch) X(pad0)
 
 #define FLASHMHA_ABI_PROBE_KV_APPEND_FIELDS(X)                                                     \
-    X(k_new) X(v_new) X(k_cache) X(v_cache) X(slot_mapping) X(k_new_token_stride)                 \
-    X(k_new_head_stride) X(v_new_token_stride) X(v_new_head_stride) X(k_page_stride)             \
-    X(k_slot_stride) X(k_head_stride) X(v_page_stride) X(v_slot_stride) X(v_head_stride)         \
-    X(num_tokens) X(num_heads_kv) X(head_dim) X(num_pages) X(page_size) X(pad0)
+    X(k_new) X(v_new) X(k_cache) X(v_cache) X(slot_mapping) X(block_table) X(token_batch)          \
+    X(token_pos) X(k_scales) X(v_scales) X(k_new_token_stride) X(k_new_head_stride)                \
+    X(v_new_token_stride) X(v_new_head_stride) X(k_page_stride) X(k_slot_stride)                   \
+    X(k_head_stride) X(v_page_stride) X(v_slot_stride) X(v_head_stride) X(block_table_stride)      \
+    X(num_tokens) X(num_heads_kv) X(head_dim) X(num_pages) X(page_size) X(batch)                   \
+    X(max_pages_per_seq) X(kv_format) X(kv_scale_stride) X(flags)
 
 #endif /* FLASHMHA_PARAMS_H */

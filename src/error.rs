@@ -57,6 +57,14 @@ pub enum TensorName {
     VNew,
     /// KV append: `[num_tokens]` i32 slots.
     SlotMapping,
+    /// FP8 pages: the K scales (`[1]` per tensor or `[hkv]` per KV head) f32.
+    KScales,
+    /// FP8 pages: the V scales.
+    VScales,
+    /// KV append through the block table: `[num_tokens]` i32 batch items.
+    TokenBatch,
+    /// KV append through the block table: `[num_tokens]` i32 positions in the items.
+    TokenPos,
 }
 
 impl std::fmt::Display for TensorName {
@@ -91,6 +99,10 @@ impl std::fmt::Display for TensorName {
             TensorName::KNew => "k_new",
             TensorName::VNew => "v_new",
             TensorName::SlotMapping => "slot_mapping",
+            TensorName::KScales => "k_scales",
+            TensorName::VScales => "v_scales",
+            TensorName::TokenBatch => "token_batch",
+            TensorName::TokenPos => "token_pos",
         })
     }
 }
@@ -270,6 +282,11 @@ pub enum Error {
         dtype: DType,
         head_dim: usize,
         supported: Vec<u32>,
+    },
+    #[error("the K/V page pools hold {found} elements but the problem's kv_dtype is {expected}")]
+    KvPoolMismatch {
+        expected: &'static str,
+        found: &'static str,
     },
     #[error("{tensor} holds {found} but {expected} was expected")]
     DTypeMismatch {

@@ -94,14 +94,7 @@ fn device_layout_of_params_structs_equals_bindgen_layout() {
 #[test]
 fn device_layout_of_decode_params_equals_bindgen_layout() {
     let (dec, dec_names) = layout!(FlashDecodeParams;
-        q, k_cache, v_cache, o, lse, entropy, alibi_slopes, head_gates, block_table,
-        cache_seqlens, cu_seqlens_q, partial_o, partial_lse, partial_entropy, q_batch_stride,
-        q_row_stride, q_head_stride, o_batch_stride, o_row_stride, o_head_stride, k_page_stride,
-        k_slot_stride, k_head_stride, v_page_stride, v_slot_stride, v_head_stride,
-        lse_batch_stride, lse_head_stride, block_table_stride, page_div_magic, batch, num_heads_q,
-        num_heads_kv, head_dim, seqlen_q, total_q, num_pages, page_size, max_pages_per_seq,
-        page_div_shift, num_splits, split_keys, scale, scale_log2, softcap, window_left,
-        window_right, flags);
+        q, k_cache, v_cache, o, lse, entropy, alibi_slopes, head_gates, block_table, cache_seqlens, cu_seqlens_q, partial_o, partial_lse, partial_entropy, k_scales, v_scales, q_batch_stride, q_row_stride, q_head_stride, o_batch_stride, o_row_stride, o_head_stride, k_page_stride, k_slot_stride, k_head_stride, v_page_stride, v_slot_stride, v_head_stride, lse_batch_stride, lse_head_stride, block_table_stride, page_div_magic, batch, num_heads_q, num_heads_kv, head_dim, seqlen_q, total_q, num_pages, page_size, max_pages_per_seq, page_div_shift, num_splits, split_keys, kv_format, kv_scale_stride, scale, scale_log2, softcap, window_left, window_right, flags);
     let (mrg, mrg_names) = layout!(MergeStatesParams;
         o_states, lse_states, entropy_states, o_states_b, lse_states_b, entropy_states_b, o,
         lse, entropy, head_gates, o_state_stride,
@@ -109,10 +102,7 @@ fn device_layout_of_decode_params_equals_bindgen_layout() {
         lse_state_head_stride, o_batch_stride, o_row_stride, o_head_stride, lse_batch_stride,
         lse_head_stride, num_states, rows, heads, head_dim, rows_per_batch, pad0);
     let (app, app_names) = layout!(KvAppendParams;
-        k_new, v_new, k_cache, v_cache, slot_mapping, k_new_token_stride, k_new_head_stride,
-        v_new_token_stride, v_new_head_stride, k_page_stride, k_slot_stride, k_head_stride,
-        v_page_stride, v_slot_stride, v_head_stride, num_tokens, num_heads_kv, head_dim,
-        num_pages, page_size, pad0);
+        k_new, v_new, k_cache, v_cache, slot_mapping, block_table, token_batch, token_pos, k_scales, v_scales, k_new_token_stride, k_new_head_stride, v_new_token_stride, v_new_head_stride, k_page_stride, k_slot_stride, k_head_stride, v_page_stride, v_slot_stride, v_head_stride, block_table_stride, num_tokens, num_heads_kv, head_dim, num_pages, page_size, batch, max_pages_per_seq, kv_format, kv_scale_stride, flags);
     assert_eq!(dec_names, header_fields("FLASHMHA_ABI_PROBE_DECODE_FIELDS"));
     assert_eq!(mrg_names, header_fields("FLASHMHA_ABI_PROBE_MERGE_FIELDS"));
     assert_eq!(

@@ -30,6 +30,8 @@ fn case(
         varlen: false,
         page_size,
         head_major_pages: false,
+        kv_dtype: Default::default(),
+        kv_scales: Default::default(),
         shared_prefix_pages: 0,
         spare_pages: 1,
         options: AttnOptions {

@@ -4,10 +4,13 @@
 //! block-table entry, cache lengths 0, 1 and non-multiples of the page size, GQA 1-8, padded
 //! and varlen queries, forced split counts 1-16, fixed split sizes and the heuristic, and the
 //! options of prefill. Zero findings required. FLASHMHA_PROPTEST_CASES sets the case count.
+//! FP8 pages: e4m3 and e5m2 codes (quantised values mixed with arbitrary finite codes, zeros
+//! and subnormals included) under random per-tensor or per-KV-head scales, against the candle
+//! reference over the dequantised (f32) pages.
 
 use flashmha::decode::check::{run_decode_case, DecodeCase};
 use flashmha::decode::kernels::DECODE_KERNELS;
-use flashmha::decode::SplitPolicy;
+use flashmha::decode::{KvCacheDType, KvScaleGranularity, SplitPolicy};
 use flashmha::dtype::DType;
 use flashmha::options::{AttnOptions, SlidingWindow};
 use proptest::prelude::*;
@@ -92,14 +95,41 @@ prop_compose! {
         };
         DecodeCase {
             dtype, head_dim, num_heads_kv: hkv, group, cache_lens: lens, q_lens, varlen, page_size,
-            head_major_pages: head_major, shared_prefix_pages: shared, spare_pages: spare, options,
+            head_major_pages: head_major, kv_dtype: KvCacheDType::Same,
+            kv_scales: KvScaleGranularity::PerTensor, shared_prefix_pages: shared, spare_pages: spare, options,
             alibi, gates, lse, entropy, split, seed,
+        }
+    }
+}
+
+prop_compose! {
+    /// An FP8 case: any of the general case's shapes and options, on an FP8 head dim.
+    fn fp8_case()(
+        base in case(),
+        kv_dtype in prop_oneof![Just(KvCacheDType::Fp8E4M3), Just(KvCacheDType::Fp8E5M2)],
+        per_head in any::<bool>(),
+        d_pick in any::<prop::sample::Index>(),
+    ) -> DecodeCase {
+        let dims: Vec<usize> = DECODE_KERNELS.iter()
+            .filter(|r| r.dtype == base.dtype && r.kv_bytes == 1)
+            .map(|r| r.head_dim as usize).collect();
+        DecodeCase {
+            head_dim: dims[d_pick.index(dims.len())],
+            kv_dtype,
+            kv_scales: if per_head { KvScaleGranularity::PerKvHead } else { KvScaleGranularity::PerTensor },
+            ..base
         }
     }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn paged_decode_fp8_matches_reference(case in fp8_case()) {
+        let outcome = run_decode_case(&case).map_err(|e| TestCaseError::fail(format!("{}: {e}", case.describe())))?;
+        prop_assert!(outcome.failures.is_empty(), "{}: {:#?}", case.describe(), outcome.failures);
+    }
 
     #[test]
     fn paged_decode_matches_reference(case in case()) {

@@ -20,6 +20,8 @@ fn base_case(seed: u64) -> DecodeCase {
         varlen: false,
         page_size: 16,
         head_major_pages: false,
+        kv_dtype: Default::default(),
+        kv_scales: Default::default(),
         shared_prefix_pages: 0,
         spare_pages: 2,
         options: AttnOptions::default(),

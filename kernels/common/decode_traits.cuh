@@ -24,13 +24,14 @@
 #include "params.h"
 #include "common/dtype.cuh"
 #include "common/mma.cuh"
+#include "common/fp8.cuh"
 
 namespace flashmha {
 
 constexpr int kDecodeChunkBytes = 16;                           // one cp.async / ldmatrix row
 constexpr int kDecodeChunkElems = kDecodeChunkBytes / kElemBytes;
 constexpr int kDecodeBankGroups = 8;                            // 32 banks x 4 B / 16 B
-constexpr int kDecodeRows = kMmaM;        // packed query rows per CTA tile (one m16 row block)
+constexpr int kDecodeRowsPerBlock = kMmaM;  // packed query rows of one m16 row block
 constexpr int kDecodeKeysPerBlock = kMmaK;  // keys per warp block: one k16 step of P.V
 /* Lanes that copy one key row: 2 (lanes r and r + 16 copy key row r, chunks 2j and 2j + 1), so
  * the 32 lanes of a warp cover the 16 keys of a block, the two lanes of a row fill one full
@@ -57,16 +58,66 @@ __host__ __device__ constexpr bool padded_rows_conflict_free() {
     return true;
 }
 
-template <class Elem_, int kHeadDim_, int kNumWarps_>
+/* Bytes per cached K / V element: q's 16-bit dtype, or an FP8 code (format chosen at run time by
+ * FlashDecodeParams.kv_format, dequantised by kernels/common/fp8.cuh). */
+constexpr int kKvBytesSame = kElemBytes;
+constexpr int kKvBytesFp8 = 1;
+
+/* FP8 K / V through ldmatrix .b16: an 8x8 .b16 matrix of [key][byte] rows covers 8 keys x 16
+ * codes, so one .x4 covers 16 keys x 32 dims (two 16-byte chunks). With the pairing of
+ * fp8.cuh, lane (groupID, tig) of a K matrix (plain) holds codes 4 tig .. 4 tig + 3 of its
+ * chunk: (4 tig, 4 tig + 2) become the B register of k rows 2 tig, 2 tig + 1 and
+ * (4 tig + 1, 4 tig + 3) that of k rows 2 tig + 8, 2 tig + 9. So mma k column c of a k16 step
+ * is dim 2c (c < 8) or 2(c - 8) + 1 (c >= 8): Q is staged with each 16-dim group's even dims
+ * first, then its odd dims (the dot product only needs Q and K in the same order). */
+constexpr int kFp8DimsPerLdsmX4 = 2 * kDecodeChunkBytes;
+/* ... i.e. two k16 steps of Q.K^T (K) or two 16-dim output chunks (V) per ldmatrix.x4. */
+constexpr int kFp8ChunksPerLdsmX4 = kFp8DimsPerLdsmX4 / kMmaK;
+__host__ __device__ constexpr int fp8_q_dim_of_k_col(int c) {
+    return c < kMmaKHalf ? 2 * c : 2 * (c - kMmaKHalf) + 1;
+}
+/* V (ldmatrix .trans): lane (groupID, tig) gets bytes (key 2 tig, dims 2 groupID, 2 groupID + 1)
+ * and (key 2 tig + 1, same dims): the even-dim pair and the odd-dim pair are two n8 output tiles.
+ * Output tile 2 cc + parity of 16-dim chunk cc holds, in C column n, dim 16 cc + 2 n + parity. */
+__host__ __device__ constexpr int fp8_o_dim(int tile, int col) {
+    return (tile / 2) * kMmaK + 2 * col + (tile % 2);
+}
+
+/* f16 / bf16 halves of two .b32 (8 elements each) -> the same 16 elements with the even ones
+ * first (fp8_q_dim_of_k_col): PTX ISA prmt selectors picking the low / high half of each. */
+constexpr uint32_t kPrmtLowHalves = 0x5410u;   // (a.lo, b.lo)
+constexpr uint32_t kPrmtHighHalves = 0x7632u;  // (a.hi, b.hi)
+__device__ __forceinline__ void deinterleave_halves(const uint4 &a, const uint4 &b, uint4 &even,
+                                                    uint4 &odd) {
+    even = make_uint4(prmt(a.x, a.y, kPrmtLowHalves), prmt(a.z, a.w, kPrmtLowHalves),
+                      prmt(b.x, b.y, kPrmtLowHalves), prmt(b.z, b.w, kPrmtLowHalves));
+    odd = make_uint4(prmt(a.x, a.y, kPrmtHighHalves), prmt(a.z, a.w, kPrmtHighHalves),
+                     prmt(b.x, b.y, kPrmtHighHalves), prmt(b.z, b.w, kPrmtHighHalves));
+}
+
+/* kTileRows_: packed query rows per CTA, 16 (one m16 row block) or 32 (two row blocks per warp:
+ * GQA group x new tokens up to 32 then reads each K/V row once per KV head instead of twice;
+ * every K / V fragment loaded from shared memory feeds the mma of both blocks). */
+template <class Elem_, int kHeadDim_, int kNumWarps_, int kKvBytes_ = kKvBytesSame,
+          int kTileRows_ = kDecodeRowsPerBlock>
 struct DecodeTraits {
     using Elem = Elem_;
     static constexpr int kHeadDim = kHeadDim_;
     static constexpr int kNumWarps = kNumWarps_;
+    static constexpr int kKvBytes = kKvBytes_;
+    static constexpr bool kKvFp8 = kKvBytes == kKvBytesFp8;
+    static constexpr int kTileRows = kTileRows_;
+    static constexpr int kRowBlocks = kTileRows / kDecodeRowsPerBlock;
+    static_assert(kTileRows % kDecodeRowsPerBlock == 0 && kRowBlocks <= 2, "16 or 32 rows");
     static constexpr int kThreads = kNumWarps * kWarpSize;
     static_assert(kHeadDim % kMmaK == 0, "head_dim must be a multiple of 16 (k of Q.K^T)");
+    static_assert(!kKvFp8 || kHeadDim % kFp8DimsPerLdsmX4 == 0,
+                  "FP8 K / V rows are read 32 codes per ldmatrix.x4");
 
-    static constexpr int kChunks = kHeadDim / kDecodeChunkElems;    // 16-byte chunks per row
+    static constexpr int kQChunks = kHeadDim / kDecodeChunkElems;   // 16-byte chunks of a Q row
+    static constexpr int kChunks = kHeadDim * kKvBytes / kDecodeChunkBytes;  // ... of a K/V row
     static constexpr int kChunksPerLane = kChunks / kCopyLanesPerRow;
+    static constexpr int kFp8LdsmSteps = kHeadDim / kFp8DimsPerLdsmX4;  // ldmatrix.x4 per K / V
     static_assert(kChunks % kCopyLanesPerRow == 0, "a row splits evenly over its lane pair");
     static constexpr int kSTiles = kDecodeKeysPerBlock / kMmaN;     // n8 score tiles per block
     static constexpr int kOTiles = kHeadDim / kMmaN;                // n8 output tiles
@@ -75,29 +126,32 @@ struct DecodeTraits {
     /* Q A-fragments (d / 4 registers) stay in registers beside O (d / 2) up to d128; at d256
      * that is 192 accumulator-resident registers and ptxas (13.5, sm_80) spills at 255, so d256
      * re-reads each k-step's Q fragment from the Q tile (one ldmatrix.x4 per k16 step). */
-    static constexpr bool kQInRegisters = kHeadDim <= 128;
+    static constexpr bool kQInRegisters = kHeadDim * kRowBlocks <= 128;
 
-    /* Padded row: pitch / 16 odd => 8 consecutive rows hit 8 distinct bank groups. */
-    static constexpr int kPitch = kHeadDim * kElemBytes + kDecodeChunkBytes;
+    /* Padded rows: pitch / 16 odd => 8 consecutive rows hit 8 distinct bank groups. */
+    static constexpr int kQPitch = kHeadDim * kElemBytes + kDecodeChunkBytes;
+    static constexpr int kPitch = kHeadDim * kKvBytes + kDecodeChunkBytes;  // K / V rows
     static_assert((kPitch / kDecodeChunkBytes) % 2 == 1, "pitch must be an odd number of chunks");
+    static_assert((kQPitch / kDecodeChunkBytes) % 2 == 1, "pitch must be an odd number of chunks");
     static constexpr int kBlockBytes = kDecodeKeysPerBlock * kPitch;  // k or v: [16 keys, d]
     static constexpr int kStages = 2;
     /* Per warp: [K stage 0 | K stage 1 | V stage 0 | V stage 1]. */
     static constexpr int kWarpRegionBytes = 2 * kStages * kBlockBytes;
-    static constexpr int kQBytes = kDecodeRows * kPitch;             // q: [16 rows, d]
+    static constexpr int kQBytes = kTileRows * kQPitch;              // q: [tile rows, d]
     /* Epilogue: each warp stages its normalised O (f32, [16, d + 8]: the +8 floats make the
      * 8 rows of a float2 C-fragment store hit distinct banks pairwise) in its own region, and
      * its row LSE / entropy in small arrays after all regions. */
     static constexpr int kOStagePitchFloats = kHeadDim + 8;
-    static constexpr int kOStageBytes = kDecodeRows * kOStagePitchFloats * 4;
+    static constexpr int kOStageBytes = kTileRows * kOStagePitchFloats * 4;
     static_assert(kOStageBytes <= kWarpRegionBytes, "O staging fits the warp's K/V region");
     static constexpr int kQOffset = 0;
     static constexpr int kRegionOffset = kQOffset + kQBytes;
     static constexpr int kStatsOffset = kRegionOffset + kNumWarps * kWarpRegionBytes;
-    static constexpr int kStatsBytes = 2 * kNumWarps * kDecodeRows * 4;  // lse, entropy per warp
+    static constexpr int kStatsBytes = 2 * kNumWarps * kTileRows * 4;  // lse, entropy per warp
     static constexpr int kSmemBytes = kStatsOffset + kStatsBytes;
     static_assert(kPitch % kDecodeChunkBytes == 0, "16-byte aligned rows");
     static_assert(padded_rows_conflict_free<kPitch>(), "ldmatrix rows must be conflict-free");
+    static_assert(padded_rows_conflict_free<kQPitch>(), "ldmatrix rows must be conflict-free");
     static_assert(kSmemBytes <= 101376, "fits sm_86 / sm_89 dynamic shared memory");
 
     __host__ __device__ static constexpr int k_block(int stage) {

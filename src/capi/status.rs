@@ -51,9 +51,9 @@ pub fn code_of(e: &Error) -> flashmha_status {
         | Error::Alias { .. }
         | Error::MissingBuffer { .. }
         | Error::UnexpectedBuffer { .. } => ffi::FLASHMHA_ERR_BUFFER,
-        Error::UnsupportedHeadDim { .. } | Error::DTypeMismatch { .. } => {
-            ffi::FLASHMHA_ERR_UNSUPPORTED
-        }
+        Error::UnsupportedHeadDim { .. }
+        | Error::DTypeMismatch { .. }
+        | Error::KvPoolMismatch { .. } => ffi::FLASHMHA_ERR_UNSUPPORTED,
         Error::CuSeqlens { .. } => ffi::FLASHMHA_ERR_CU_SEQLENS,
         Error::Overflow32 { .. } => ffi::FLASHMHA_ERR_OVERFLOW,
         Error::InvalidOption { .. } | Error::SplitCount { .. } | Error::SplitKeys { .. } => {

@@ -11,11 +11,11 @@ unsafe impl cudarc::driver::DeviceRepr for MergeStatesParams {}
 // SAFETY: as above.
 unsafe impl cudarc::driver::DeviceRepr for KvAppendParams {}
 
-// SAFETY: 14 pointers and 16 eight-byte fields, then 18 four-byte fields: no padding (tested).
+// SAFETY: 16 pointers and 16 eight-byte fields, then 20 four-byte fields: no padding (tested).
 unsafe impl ParamsBytes for FlashDecodeParams {}
 // SAFETY: 10 pointers, 11 i64, 6 i32 (pad0 explicit): no padding (tested).
 unsafe impl ParamsBytes for MergeStatesParams {}
-// SAFETY: 5 pointers, 10 i64, 6 i32 (pad0 explicit): no padding (tested).
+// SAFETY: 10 pointers, 11 i64, 10 four-byte fields: no padding (tested).
 unsafe impl ParamsBytes for KvAppendParams {}
 
 #[cfg(test)]
@@ -26,7 +26,7 @@ mod tests {
     fn decode_abi_has_no_padding() {
         assert_eq!(
             std::mem::size_of::<FlashDecodeParams>(),
-            14 * 8 + 16 * 8 + 18 * 4
+            16 * 8 + 16 * 8 + 20 * 4
         );
         assert_eq!(
             std::mem::size_of::<MergeStatesParams>(),
@@ -34,7 +34,7 @@ mod tests {
         );
         assert_eq!(
             std::mem::size_of::<KvAppendParams>(),
-            5 * 8 + 10 * 8 + 6 * 4
+            10 * 8 + 11 * 8 + 10 * 4
         );
     }
 }

@@ -1,31 +1,50 @@
 //! The KV-append plan: writes the K and V rows of `num_tokens` new tokens into the page pools
-//! of a [`DecodeProblem`] at device-resident slots (`slot = page * page_size + offset`; a slot
-//! < 0 skips the token, one >= `num_pages * page_size` traps in the kernel). Pure, like the
-//! decode plan: [`plan_kv_append`] validates the geometry once, [`KvAppendPlan::params`] checks
-//! a run's buffers in O(1) (presence, sizes, 16-byte alignment, aliasing) and fills the params
-//! both backends launch.
+//! of a [`DecodeProblem`] (16-bit pages: copied; FP8 pages: quantised with the K / V scales,
+//! nearest-even, saturating, NaN kept, see kernels/common/fp8.cuh), at device-resident
+//! destinations, either
+//! - [`AppendIndex::Slots`]: `slot_mapping[t] = page * page_size + offset` (< 0 skips the token,
+//!   >= `num_pages * page_size` traps in the kernel), or
+//! - [`AppendIndex::Positions`]: token `t` is position `token_pos[t]` (< 0 skips it) of item
+//!   `token_batch[t]`, paged through the problem's block table (item, position and table entry
+//!   all checked in the kernel; out of range traps).
 //!
-//! Layouts: `k_new, v_new: [num_tokens, hkv, d]` contiguous; the pools as in the problem.
+//! Pure, like the decode plan: [`plan_kv_append_to`] validates the geometry once,
+//! [`KvAppendPlan::params`] checks a run's buffers in O(1) (presence, sizes, 16-byte alignment,
+//! aliasing) and fills the params both backends launch.
+//!
+//! Layouts: `k_new, v_new: [num_tokens, hkv, d]` contiguous, of the problem's dtype; the pools as
+//! in the problem (elements of its `kv_dtype`).
 
-use super::kernels::{KV_APPEND_ENTRY, KV_APPEND_THREADS};
+use super::kernels::{KV_APPEND_ENTRY, KV_APPEND_FP8_ENTRY, KV_APPEND_THREADS};
 use super::plan::{align16, check_disjoint, need, DeviceBuf, Launch};
 use super::problem::DecodeProblem;
-use super::validate::validate_decode;
-use crate::abi::KvAppendParams;
-use crate::error::{Dim, Error, Limit, Result, TensorName};
+use super::validate::validate_kv_append;
+use crate::abi::{self, KvAppendParams};
+use crate::dtype::DType;
+use crate::error::{Error, Result, TensorName};
 
 /// Elements of one 16-byte copy (`kAppendChunkElems` in kernels/kv_append.cu).
 pub const APPEND_CHUNK_ELEMS: usize = 8;
+
+/// How the kernel finds each token's destination (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AppendIndex {
+    #[default]
+    Slots,
+    Positions,
+}
 
 /// A validated append of `num_tokens` tokens into the pools of `pools`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KvAppendPlan {
     pub pools: DecodeProblem,
     pub num_tokens: usize,
+    pub index: AppendIndex,
     pub launch: Launch,
 }
 
-/// The buffers of one append run.
+/// The buffers of one append run (`slot_mapping` with [`AppendIndex::Slots`]; `block_table`,
+/// `token_batch`, `token_pos` with [`AppendIndex::Positions`]; the scales with FP8 pools).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KvAppendBuffers {
     pub k_new: DeviceBuf,
@@ -33,33 +52,37 @@ pub struct KvAppendBuffers {
     pub k_cache: DeviceBuf,
     pub v_cache: DeviceBuf,
     pub slot_mapping: DeviceBuf,
+    pub block_table: DeviceBuf,
+    pub token_batch: DeviceBuf,
+    pub token_pos: DeviceBuf,
+    pub k_scales: DeviceBuf,
+    pub v_scales: DeviceBuf,
 }
 
-/// Validates the pool geometry of `pools` (the same checks as a decode over them) and plans an
-/// append of `num_tokens` tokens (one thread per 16-byte chunk of K and of V).
+/// [`plan_kv_append_to`] through a slot mapping.
 pub fn plan_kv_append(pools: &DecodeProblem, num_tokens: usize) -> Result<KvAppendPlan> {
-    validate_decode(pools)?;
-    if num_tokens == 0 {
-        return Err(Error::EmptyDim {
-            tensor: TensorName::SlotMapping,
-            dim: Dim::Len,
-        });
-    }
+    plan_kv_append_to(pools, num_tokens, AppendIndex::Slots)
+}
+
+/// Validates the pool geometry of `pools` and plans an append of `num_tokens` tokens (one
+/// thread per 16-byte chunk of the source rows of K and of V) addressed by `index`.
+pub fn plan_kv_append_to(
+    pools: &DecodeProblem,
+    num_tokens: usize,
+    index: AppendIndex,
+) -> Result<KvAppendPlan> {
+    validate_kv_append(pools, num_tokens)?;
     let chunks = (num_tokens * pools.num_heads_kv * pools.head_dim / APPEND_CHUNK_ELEMS) as u64;
-    let max = i32::MAX as u64;
-    let elems = (num_tokens * pools.num_heads_kv * pools.head_dim) as u64;
-    if elems > max {
-        return Err(Error::Overflow32 {
-            limit: Limit::Rows32,
-            value: elems,
-            max,
-        });
-    }
     Ok(KvAppendPlan {
         pools: pools.clone(),
         num_tokens,
+        index,
         launch: Launch {
-            entry: KV_APPEND_ENTRY,
+            entry: if pools.kv_dtype.is_fp8() {
+                KV_APPEND_FP8_ENTRY
+            } else {
+                KV_APPEND_ENTRY
+            },
             grid: [chunks.div_ceil(u64::from(KV_APPEND_THREADS)) as u32, 1, 1],
             block: [KV_APPEND_THREADS, 1, 1],
             dynamic_smem_bytes: 0,
@@ -74,27 +97,73 @@ impl KvAppendPlan {
         let p = &self.pools;
         let (hkv, d) = (p.num_heads_kv, p.head_dim);
         let new_len = (self.num_tokens * hkv * d) as u64;
-        // (name, buffer, elements, element bytes, alignment); outputs first.
-        let all: [(T, DeviceBuf, u64, u64, u64); 5] = [
-            (T::KCache, b.k_cache, p.cache_span(&p.k_strides), 2, 16),
-            (T::VCache, b.v_cache, p.cache_span(&p.v_strides), 2, 16),
+        let e = p.kv_element_bytes() as u64;
+        let fp8 = p.kv_dtype.is_fp8();
+        let by_position = self.index == AppendIndex::Positions;
+        let tokens = self.num_tokens as u64;
+        let scales = p.kv_scales_len() as u64;
+        let table = ((p.batch - 1) * p.block_table_stride + p.max_pages_per_seq) as u64;
+        let none = DeviceBuf::default();
+        let used = |on: bool, buf: DeviceBuf| if on { buf } else { none };
+        // (name, buffer, elements, element bytes, alignment); outputs first. Buffers this plan
+        // does not use are left out (address 0: skipped below).
+        let all: [(T, DeviceBuf, u64, u64, u64); 10] = [
+            (T::KCache, b.k_cache, p.cache_span(&p.k_strides), e, 16),
+            (T::VCache, b.v_cache, p.cache_span(&p.v_strides), e, 16),
             (T::KNew, b.k_new, new_len, 2, 16),
             (T::VNew, b.v_new, new_len, 2, 16),
-            (T::SlotMapping, b.slot_mapping, self.num_tokens as u64, 4, 4),
+            (
+                T::SlotMapping,
+                used(!by_position, b.slot_mapping),
+                tokens,
+                4,
+                4,
+            ),
+            (T::BlockTable, used(by_position, b.block_table), table, 4, 4),
+            (
+                T::TokenBatch,
+                used(by_position, b.token_batch),
+                tokens,
+                4,
+                4,
+            ),
+            (T::TokenPos, used(by_position, b.token_pos), tokens, 4, 4),
+            (T::KScales, used(fp8, b.k_scales), scales, 4, 4),
+            (T::VScales, used(fp8, b.v_scales), scales, 4, 4),
         ];
-        for &(tensor, buf, needed, _, _) in &all {
-            need(tensor, &buf, needed)?;
+        let required = [
+            true,
+            true,
+            true,
+            true,
+            !by_position,
+            by_position,
+            by_position,
+            by_position,
+            fp8,
+            fp8,
+        ];
+        for (&(tensor, buf, needed, _, _), &req) in all.iter().zip(&required) {
+            if req {
+                need(tensor, &buf, needed)?;
+            }
         }
         for &(tensor, buf, ..) in &all[..4] {
             align16(tensor, &buf)?;
         }
         check_disjoint(&all, 2)?;
+        let opt = |on: bool, buf: DeviceBuf| if on { buf.addr } else { 0 };
         Ok(KvAppendParams {
             k_new: b.k_new.addr as *const _,
             v_new: b.v_new.addr as *const _,
             k_cache: b.k_cache.addr as *mut _,
             v_cache: b.v_cache.addr as *mut _,
-            slot_mapping: b.slot_mapping.addr as *const i32,
+            slot_mapping: opt(!by_position, b.slot_mapping) as *const i32,
+            block_table: opt(by_position, b.block_table) as *const i32,
+            token_batch: opt(by_position, b.token_batch) as *const i32,
+            token_pos: opt(by_position, b.token_pos) as *const i32,
+            k_scales: opt(fp8, b.k_scales) as *const f32,
+            v_scales: opt(fp8, b.v_scales) as *const f32,
             k_new_token_stride: (hkv * d) as i64,
             k_new_head_stride: d as i64,
             v_new_token_stride: (hkv * d) as i64,
@@ -105,20 +174,91 @@ impl KvAppendPlan {
             v_page_stride: p.v_strides.page,
             v_slot_stride: p.v_strides.slot,
             v_head_stride: p.v_strides.head,
+            block_table_stride: p.block_table_stride as i64,
             num_tokens: self.num_tokens as i32,
             num_heads_kv: hkv as i32,
             head_dim: d as i32,
             num_pages: p.num_pages as i32,
             page_size: p.page_size as i32,
-            pad0: 0,
+            batch: p.batch as i32,
+            max_pages_per_seq: p.max_pages_per_seq as i32,
+            kv_format: p.kv_dtype.format(),
+            kv_scale_stride: p.kv_scales.stride(),
+            flags: if p.dtype == DType::Bf16 {
+                abi::FLASHMHA_KV_APPEND_FLAG_SRC_BF16
+            } else {
+                0
+            },
         })
+    }
+
+    /// The CUDA path launches the 16-bit slot-mapping form only (so far): anything else is a
+    /// typed error before any launch.
+    pub fn require_16bit_slots(&self) -> Result<()> {
+        if self.pools.kv_dtype.is_fp8() || self.index != AppendIndex::Slots {
+            return Err(Error::KvPoolMismatch {
+                expected: "16-bit pages through a slot mapping (CUDA path)",
+                found: if self.pools.kv_dtype.is_fp8() {
+                    "FP8 codes"
+                } else {
+                    "a block-table + position target"
+                },
+            });
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dtype::DType;
+    use crate::decode::fp8::KvCacheDType;
+
+    fn buf(addr: u64) -> DeviceBuf {
+        DeviceBuf { addr, len: 1 << 20 }
+    }
+
+    #[test]
+    fn each_target_and_page_type_needs_its_own_buffers() {
+        let mut p = DecodeProblem::contiguous(DType::F16, 2, 1, 2, 2, 64, 4, 16, 2, false);
+        p.kv_dtype = KvCacheDType::Fp8E4M3;
+        let plan = plan_kv_append_to(&p, 3, AppendIndex::Positions).unwrap();
+        assert_eq!(plan.launch.entry, KV_APPEND_FP8_ENTRY);
+        let mut b = KvAppendBuffers {
+            k_new: buf(0x10_0000),
+            v_new: buf(0x20_0000),
+            k_cache: buf(0x30_0000),
+            v_cache: buf(0x40_0000),
+            block_table: buf(0x50_0000),
+            token_batch: buf(0x60_0000),
+            ..KvAppendBuffers::default()
+        };
+        assert!(matches!(
+            plan.params(&b),
+            Err(Error::MissingBuffer {
+                tensor: TensorName::TokenPos
+            })
+        ));
+        b.token_pos = buf(0x70_0000);
+        assert!(matches!(
+            plan.params(&b),
+            Err(Error::MissingBuffer {
+                tensor: TensorName::KScales
+            })
+        ));
+        b.k_scales = buf(0x80_0000);
+        b.v_scales = buf(0x90_0000);
+        let params = plan.params(&b).unwrap();
+        assert!(params.slot_mapping.is_null() && !params.token_pos.is_null());
+        assert_eq!(params.kv_format, abi::FLASHMHA_KV_FORMAT_E4M3 as i32);
+        // An FP8 pool overlapping a scale buffer is refused (the pools are counted in bytes).
+        b.v_scales = buf(0x40_0000 + 100);
+        assert!(matches!(plan.params(&b), Err(Error::Alias { .. })));
+        // The CUDA path takes 16-bit slot-mapping appends only.
+        assert!(plan.require_16bit_slots().is_err());
+        p.kv_dtype = KvCacheDType::Same;
+        assert!(plan_kv_append(&p, 3).unwrap().require_16bit_slots().is_ok());
+    }
 
     #[test]
     fn bad_append_buffers_are_typed_errors_before_any_launch() {
@@ -127,7 +267,7 @@ mod tests {
         assert!(matches!(
             plan_kv_append(&p, 0),
             Err(Error::EmptyDim {
-                tensor: TensorName::SlotMapping,
+                tensor: TensorName::KNew,
                 ..
             })
         ));
@@ -143,6 +283,7 @@ mod tests {
             k_cache: buf(2, 1920),
             v_cache: buf(3, 1920),
             slot_mapping: buf(4, 4),
+            ..KvAppendBuffers::default()
         };
         let params = plan.params(&good).unwrap();
         assert_eq!(

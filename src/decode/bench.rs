@@ -6,6 +6,7 @@
 
 use super::check::DecodeCase;
 use super::emulated::{decode_on, DecodeRun};
+use super::fp8::KvCacheDType;
 use super::plan::{plan_decode, SplitPolicy};
 use crate::dtype::DType;
 use crate::emulator::{Counters, Device};
@@ -14,6 +15,8 @@ use crate::emulator::{Counters, Device};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DecodeBenchConfig {
     pub dtype: DType,
+    /// 16-bit pages or FP8 (then K/V bytes per key halve).
+    pub kv_dtype: KvCacheDType,
     pub head_dim: usize,
     pub batch: usize,
     pub num_heads_kv: usize,
@@ -44,18 +47,21 @@ pub struct DecodeBenchRow {
 }
 
 fn case(c: &DecodeBenchConfig, len: usize, split: SplitPolicy) -> DecodeCase {
-    DecodeCase::uniform(
-        c.dtype,
-        c.head_dim,
-        c.batch,
-        c.num_heads_kv,
-        c.group,
-        c.sq_new,
-        c.page_size,
-        len,
-        split,
-        7,
-    )
+    DecodeCase {
+        kv_dtype: c.kv_dtype,
+        ..DecodeCase::uniform(
+            c.dtype,
+            c.head_dim,
+            c.batch,
+            c.num_heads_kv,
+            c.group,
+            c.sq_new,
+            c.page_size,
+            len,
+            split,
+            7,
+        )
+    }
 }
 
 fn run(c: &DecodeBenchConfig, len: usize, split: SplitPolicy) -> Result<(DecodeRun, u32), String> {
@@ -85,10 +91,18 @@ pub fn measure(c: &DecodeBenchConfig) -> Result<DecodeBenchRow, String> {
     let bytes = dc.global_bytes_requested() + cc.as_ref().map_or(0, |c| c.global_bytes_requested());
     let sectors = dc.global_sectors + cc.as_ref().map_or(0, |c| c.global_sectors);
     let e = c.dtype.size() as f64;
+    let e_kv = c.kv_dtype.element_bytes() as f64;
     let hq = c.num_heads_kv * c.group;
-    let compulsory = e
-        * (2.0 * (c.batch * hq * c.sq_new * c.head_dim) as f64
-            + 2.0 * (c.batch * c.num_heads_kv * c.cache_len * c.head_dim) as f64);
+    // q read and o written once; K and V read once per KV head (FP8: plus the scales, 8 bytes
+    // per KV head, counted as compulsory too).
+    let scales = if c.kv_dtype.is_fp8() {
+        8.0 * c.num_heads_kv as f64
+    } else {
+        0.0
+    };
+    let compulsory = e * 2.0 * (c.batch * hq * c.sq_new * c.head_dim) as f64
+        + e_kv * 2.0 * (c.batch * c.num_heads_kv * c.cache_len * c.head_dim) as f64
+        + scales;
     Ok(DecodeBenchRow {
         config: *c,
         warp_instr_per_key: per(|c| c.warp_instructions),
@@ -104,22 +118,42 @@ pub fn measure(c: &DecodeBenchConfig) -> Result<DecodeBenchRow, String> {
 }
 
 /// The configurations of bench/results/decode.txt: d128 f16, 2 KV heads, page sizes 1/16/256,
-/// sq_new 1/4, GQA 1/4/8.
+/// sq_new 1/4, GQA 1/4/8 with f16 pages; then FP8 e4m3 and e5m2 pages (f16 and bf16 q) at page
+/// size 16, sq_new 1 and 4, GQA 4.
 pub fn default_configs() -> Vec<DecodeBenchConfig> {
     let mut v = Vec::new();
+    let base = DecodeBenchConfig {
+        dtype: DType::F16,
+        kv_dtype: KvCacheDType::Same,
+        head_dim: 128,
+        batch: 1,
+        num_heads_kv: 2,
+        group: 4,
+        sq_new: 1,
+        page_size: 16,
+        cache_len: 4096,
+        num_sms: 108,
+    };
     for page_size in [1, 16, 256] {
         for sq_new in [1, 4] {
             for group in [1, 4, 8] {
                 v.push(DecodeBenchConfig {
-                    dtype: DType::F16,
-                    head_dim: 128,
-                    batch: 1,
-                    num_heads_kv: 2,
-                    group,
-                    sq_new,
                     page_size,
-                    cache_len: 4096,
-                    num_sms: 108,
+                    sq_new,
+                    group,
+                    ..base
+                });
+            }
+        }
+    }
+    for kv_dtype in [KvCacheDType::Fp8E4M3, KvCacheDType::Fp8E5M2] {
+        for dtype in [DType::F16, DType::Bf16] {
+            for sq_new in [1, 4] {
+                v.push(DecodeBenchConfig {
+                    dtype,
+                    kv_dtype,
+                    sq_new,
+                    ..base
                 });
             }
         }
@@ -132,12 +166,17 @@ pub fn format_table(rows: &[DecodeBenchRow]) -> String {
     let mut s = String::from(
         "paged decode on the emulator (exact counts, no times): per cached key per KV head by key doubling (L -> 2L, 1 split, causal); whole call (decode + combine, heuristic splits for 108 SMs) bytes vs compulsory\n",
     );
-    s.push_str("dtype d   page sq_new gqa  L     | warp-instr/key smem-wf/key (ideal) mma/key bytes/key | splits bytes/compulsory sector-eff findings\n");
+    s.push_str("dtype kv    d   page sq_new gqa  L     | warp-instr/key smem-wf/key (ideal) mma/key bytes/key | splits bytes/compulsory sector-eff findings\n");
     for r in rows {
         let c = &r.config;
         s.push_str(&format!(
-            "{:<5} {:<3} {:<4} {:<6} {:<4} {:<5} | {:>14.2} {:>7.2} ({:>5.2}) {:>7.2} {:>9.1} | {:>6} {:>16.4} {:>10.4} {:>8}\n",
+            "{:<5} {:<5} {:<3} {:<4} {:<6} {:<4} {:<5} | {:>14.2} {:>7.2} ({:>5.2}) {:>7.2} {:>9.1} | {:>6} {:>16.4} {:>10.4} {:>8}\n",
             format!("{:?}", c.dtype).to_lowercase(),
+            match c.kv_dtype {
+                KvCacheDType::Same => "same",
+                KvCacheDType::Fp8E4M3 => "e4m3",
+                KvCacheDType::Fp8E5M2 => "e5m2",
+            },
             c.head_dim,
             c.page_size,
             c.sq_new,

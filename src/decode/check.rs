@@ -5,6 +5,7 @@
 //! emulator and compares O, LSE and entropy with the candle reference over the gathered pages.
 
 use super::emulated::{decode_on, DecodeHostInputs, DecodeRun};
+use super::fp8::{KvCacheDType, KvScaleGranularity};
 use super::plan::{plan_decode, DecodePlan, SplitPolicy};
 use super::problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};
 use crate::dtype::DType;
@@ -32,6 +33,10 @@ pub struct DecodeCase {
     pub varlen: bool,
     pub page_size: usize,
     pub head_major_pages: bool,
+    /// 16-bit or FP8 pages; FP8 pools mix quantised uniform values with arbitrary finite codes
+    /// (subnormals and zeros included) under random positive scales.
+    pub kv_dtype: KvCacheDType,
+    pub kv_scales: KvScaleGranularity,
     /// Items 1.. share item 0's first this many pages (where both are long enough).
     pub shared_prefix_pages: usize,
     /// Extra pages nobody uses (NaN-filled).
@@ -84,6 +89,8 @@ impl DecodeCase {
             varlen: false,
             page_size,
             head_major_pages: false,
+            kv_dtype: KvCacheDType::Same,
+            kv_scales: KvScaleGranularity::PerTensor,
             shared_prefix_pages: 0,
             spare_pages: 0,
             options: AttnOptions {
@@ -164,6 +171,8 @@ impl DecodeCase {
             varlen,
             page_size,
             head_major_pages: rng.random_bool(0.5),
+            kv_dtype: KvCacheDType::Same,
+            kv_scales: KvScaleGranularity::PerTensor,
             shared_prefix_pages: if rng.random_bool(0.5) {
                 rng.random_range(1..=3)
             } else {
@@ -273,6 +282,8 @@ impl DecodeCase {
             page_size: ps,
             k_strides: strides,
             v_strides: strides,
+            kv_dtype: self.kv_dtype,
+            kv_scales: self.kv_scales,
             max_pages_per_seq,
             block_table_stride: max_pages_per_seq,
             max_cache_len: self.cache_lens.iter().copied().max().unwrap_or(0),
@@ -304,6 +315,56 @@ impl DecodeCase {
                 }
             }
         }
+        let mut inputs_fp8 = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        if self.kv_dtype.is_fp8() {
+            let t = self.kv_dtype;
+            // The largest finite value, and the NaN code of both formats (S.1111111).
+            let max_finite = t.decode(if t == KvCacheDType::Fp8E5M2 {
+                0x7b
+            } else {
+                0x7e
+            });
+            const NAN_CODE: u8 = 0x7f;
+            let n_scales = problem.kv_scales_len();
+            let scale = |rng: &mut rand::rngs::StdRng| rng.random_range(0.5f32..2.0) / max_finite;
+            let k_scales: Vec<f32> = (0..n_scales).map(|_| scale(&mut rng)).collect();
+            let v_scales: Vec<f32> = (0..n_scales).map(|_| scale(&mut rng)).collect();
+            let code = |rng: &mut rand::rngs::StdRng, s: f32| loop {
+                let c = if rng.random_range(0..10) == 0 {
+                    rng.random::<u8>() // any code: subnormals, zeros, the extremes
+                } else {
+                    t.encode(rng.random_range(-1.0f32..1.0) / s)
+                };
+                if t.decode(c).is_finite() {
+                    break c;
+                }
+            };
+            let mut k8 = vec![NAN_CODE; span];
+            let mut v8 = k8.clone();
+            let scale_of = |h: usize| match self.kv_scales {
+                KvScaleGranularity::PerTensor => 0,
+                KvScaleGranularity::PerKvHead => h,
+            };
+            for (b, &l) in self.cache_lens.iter().enumerate() {
+                for j in 0..l {
+                    let page = table[b * max_pages_per_seq + j / ps] as i64;
+                    for h in 0..hkv {
+                        let o = (page * strides.page
+                            + (j % ps) as i64 * strides.slot
+                            + h as i64 * strides.head) as usize;
+                        for c in 0..d {
+                            if k8[o + c] == NAN_CODE {
+                                k8[o + c] = code(&mut rng, k_scales[scale_of(h)]);
+                                v8[o + c] = code(&mut rng, v_scales[scale_of(h)]);
+                            }
+                        }
+                    }
+                }
+            }
+            k_cache.clear();
+            v_cache.clear();
+            inputs_fp8 = (k8, v8, k_scales, v_scales);
+        }
         let q_len = problem.q_span(&q_strides) as usize;
         let q = (0..q_len).map(|_| draw(&mut rng)).collect();
         let cu_seqlens_q = self.varlen.then(|| {
@@ -326,6 +387,10 @@ impl DecodeCase {
                 q,
                 k_cache,
                 v_cache,
+                k_cache_fp8: inputs_fp8.0,
+                v_cache_fp8: inputs_fp8.1,
+                k_scales: inputs_fp8.2,
+                v_scales: inputs_fp8.3,
                 block_table: table,
                 cache_seqlens: self.cache_lens.iter().map(|&l| l as i32).collect(),
                 cu_seqlens_q,
@@ -337,8 +402,13 @@ impl DecodeCase {
 
     pub fn describe(&self) -> String {
         format!(
-            "{:?} d{} hkv{} group{} cache{:?} q{:?}{} page{}{} shared{} {:?}{}{}{}{}{:?} seed {}",
+            "{:?}{} d{} hkv{} group{} cache{:?} q{:?}{} page{}{} shared{} {:?}{}{}{}{}{:?} seed {}",
             self.dtype,
+            if self.kv_dtype.is_fp8() {
+                format!(" kv {:?} scales {:?}", self.kv_dtype, self.kv_scales)
+            } else {
+                String::new()
+            },
             self.head_dim,
             self.num_heads_kv,
             self.group,
@@ -361,6 +431,30 @@ impl DecodeCase {
             self.seed
         )
     }
+}
+
+/// The f32 values of an FP8 pool: code x the scale of its KV head (NaN where no element is).
+pub fn dequantised_pool(
+    p: &DecodeProblem,
+    strides: &PageStrides,
+    codes: &[u8],
+    scales: &[f32],
+) -> Vec<f32> {
+    let mut out = vec![f32::NAN; codes.len()];
+    for page in 0..p.num_pages {
+        for slot in 0..p.page_size {
+            for h in 0..p.num_heads_kv {
+                let scale = scales[h * p.kv_scales.stride() as usize];
+                let o = (page as i64 * strides.page
+                    + slot as i64 * strides.slot
+                    + h as i64 * strides.head) as usize;
+                for c in 0..p.head_dim {
+                    out[o + c] = p.kv_dtype.decode(codes[o + c]) * scale;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Result of one case: the run, every failed comparison or finding (empty = pass), and the
@@ -419,7 +513,15 @@ pub fn check_outputs(
             .map(|&b| p.dtype.f32_from_bits(b))
             .collect::<Vec<f32>>()
     };
-    let (q, k, v) = (f32s(&inp.q), f32s(&inp.k_cache), f32s(&inp.v_cache));
+    let q = f32s(&inp.q);
+    let (k, v) = if p.kv_dtype.is_fp8() {
+        (
+            dequantised_pool(p, &p.k_strides, &inp.k_cache_fp8, &inp.k_scales),
+            dequantised_pool(p, &p.v_strides, &inp.v_cache_fp8, &inp.v_scales),
+        )
+    } else {
+        (f32s(&inp.k_cache), f32s(&inp.v_cache))
+    };
     let mut failures = Vec::new();
     let mut errors = Vec::new();
     let reference = match paged_attention(&PagedReferenceInputs {

@@ -4,7 +4,7 @@
 //! decode kernel and, if planned, the split combine, with the same params bytes the CUDA backend
 //! would pass, and returns the outputs with both launches' reports.
 
-use super::append::{plan_kv_append, KvAppendBuffers};
+use super::append::{plan_kv_append_to, AppendIndex, KvAppendBuffers};
 use super::merge::{plan_merge, MergeBuffers, MergePlan, MergeProblem, MergeStates, StatsLayout};
 use super::plan::{DecodeBuffers, DecodePlan, DeviceBuf, Launch};
 use crate::abi::ParamsBytes;
@@ -17,11 +17,17 @@ use std::sync::Arc;
 const POISON_U16: u16 = 0xFFFF;
 
 /// Host data of one decode call. 16-bit tensors are raw bit patterns of the problem's dtype.
+/// The pools are `k_cache` / `v_cache` for 16-bit pages, or `k_cache_fp8` / `v_cache_fp8`
+/// (codes) with `k_scales` / `v_scales` for FP8 pages (the other pair stays empty).
 #[derive(Debug, Clone, Default)]
 pub struct DecodeHostInputs {
     pub q: Vec<u16>,
     pub k_cache: Vec<u16>,
     pub v_cache: Vec<u16>,
+    pub k_cache_fp8: Vec<u8>,
+    pub v_cache_fp8: Vec<u8>,
+    pub k_scales: Vec<f32>,
+    pub v_scales: Vec<f32>,
     pub block_table: Vec<i32>,
     pub cache_seqlens: Vec<i32>,
     pub cu_seqlens_q: Option<Vec<i32>>,
@@ -115,15 +121,27 @@ pub fn decode_on(
         p.q_span(&p.q_strides) as usize,
         inputs.q.len(),
     )?;
-    check_len(
-        TensorName::KCache,
+    let fp8 = p.kv_dtype.is_fp8();
+    let (k_span, v_span) = (
         p.cache_span(&p.k_strides) as usize,
-        inputs.k_cache.len(),
+        p.cache_span(&p.v_strides) as usize,
+    );
+    let (k_len, v_len) = if fp8 {
+        (inputs.k_cache_fp8.len(), inputs.v_cache_fp8.len())
+    } else {
+        (inputs.k_cache.len(), inputs.v_cache.len())
+    };
+    check_len(TensorName::KCache, k_span, k_len)?;
+    check_len(TensorName::VCache, v_span, v_len)?;
+    check_len(
+        TensorName::KScales,
+        p.kv_scales_len(),
+        inputs.k_scales.len(),
     )?;
     check_len(
-        TensorName::VCache,
-        p.cache_span(&p.v_strides) as usize,
-        inputs.v_cache.len(),
+        TensorName::VScales,
+        p.kv_scales_len(),
+        inputs.v_scales.len(),
     )?;
     check_len(
         TensorName::CacheSeqlens,
@@ -142,10 +160,18 @@ pub fn decode_on(
         opt_len(&inputs.head_gates),
     )?;
 
+    let (k_cache, v_cache) = if fp8 {
+        (
+            put(dev, &inputs.k_cache_fp8)?,
+            put(dev, &inputs.v_cache_fp8)?,
+        )
+    } else {
+        (put(dev, &inputs.k_cache)?, put(dev, &inputs.v_cache)?)
+    };
     let mut bufs = DecodeBuffers {
         q: put(dev, &inputs.q)?,
-        k_cache: put(dev, &inputs.k_cache)?,
-        v_cache: put(dev, &inputs.v_cache)?,
+        k_cache,
+        v_cache,
         o: put(dev, &vec![POISON_U16; p.q_span(&p.o_strides) as usize])?,
         block_table: put(dev, &inputs.block_table)?,
         cache_seqlens: put(dev, &inputs.cache_seqlens)?,
@@ -167,6 +193,10 @@ pub fn decode_on(
     }
     if let Some(g) = &inputs.head_gates {
         bufs.head_gates = put(dev, g)?;
+    }
+    if fp8 {
+        bufs.k_scales = put(dev, &inputs.k_scales)?;
+        bufs.v_scales = put(dev, &inputs.v_scales)?;
     }
     if plan.combine.is_some() {
         bufs.partial_o = put(dev, &nan(plan.workspace.partial_o))?;
@@ -293,8 +323,46 @@ pub fn merge_states(
     Ok(run)
 }
 
-/// Appends `num_tokens` K/V rows (`[num_tokens, hkv, d]` contiguous raw bits) into copies of the
-/// pools of `p` at `slot_mapping`; returns the pools after the launch and the report.
+/// The page pools an append writes into, as host data (returned updated by [`kv_append_into`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostPools {
+    /// 16-bit pages of the problem's dtype (raw bits).
+    Bits16 { k: Vec<u16>, v: Vec<u16> },
+    /// FP8 pages of the problem's `kv_dtype`, with the scales the rows are quantised with.
+    Fp8 {
+        k: Vec<u8>,
+        v: Vec<u8>,
+        k_scales: Vec<f32>,
+        v_scales: Vec<f32>,
+    },
+}
+
+/// Where each appended token goes.
+#[derive(Debug, Clone, Copy)]
+pub enum AppendTarget<'a> {
+    /// `slot = page * page_size + offset` per token; `< 0` skips the token.
+    Slots(&'a [i32]),
+    /// Token `t` is position `token_pos[t]` (`< 0` skips it) of item `token_batch[t]`, whose
+    /// pages are the problem's `block_table` rows (`[batch, block_table_stride]`).
+    Positions {
+        block_table: &'a [i32],
+        token_batch: &'a [i32],
+        token_pos: &'a [i32],
+    },
+}
+
+impl AppendTarget<'_> {
+    fn tokens(&self) -> usize {
+        match self {
+            AppendTarget::Slots(s) => s.len(),
+            AppendTarget::Positions { token_pos, .. } => token_pos.len(),
+        }
+    }
+}
+
+/// Appends `num_tokens` K/V rows (`[num_tokens, hkv, d]` contiguous raw bits of `p.dtype`) into
+/// copies of the pools of `p` at `slot_mapping` (16-bit pages); returns the pools after the
+/// launch and the report.
 pub fn kv_append(
     p: &super::problem::DecodeProblem,
     k_cache: &[u16],
@@ -303,29 +371,110 @@ pub fn kv_append(
     v_new: &[u16],
     slot_mapping: &[i32],
 ) -> Result<(Vec<u16>, Vec<u16>, LaunchReport)> {
-    let plan = plan_kv_append(p, slot_mapping.len())?;
-    let new_len = slot_mapping.len() * p.num_heads_kv * p.head_dim;
-    check_len(
-        TensorName::KCache,
-        p.cache_span(&p.k_strides) as usize,
-        k_cache.len(),
-    )?;
-    check_len(
-        TensorName::VCache,
-        p.cache_span(&p.v_strides) as usize,
-        v_cache.len(),
-    )?;
-    check_len(TensorName::KNew, new_len, k_new.len())?;
-    check_len(TensorName::VNew, new_len, v_new.len())?;
-    let mut dev = Device::new();
-    let bufs = KvAppendBuffers {
-        k_cache: put(&mut dev, k_cache)?,
-        v_cache: put(&mut dev, v_cache)?,
-        k_new: put(&mut dev, k_new)?,
-        v_new: put(&mut dev, v_new)?,
-        slot_mapping: put(&mut dev, slot_mapping)?,
+    let pools = HostPools::Bits16 {
+        k: k_cache.to_vec(),
+        v: v_cache.to_vec(),
     };
+    match kv_append_into(p, &pools, k_new, v_new, AppendTarget::Slots(slot_mapping))? {
+        (HostPools::Bits16 { k, v }, report) => Ok((k, v, report)),
+        _ => unreachable!("16-bit pools come back as 16-bit pools"),
+    }
+}
+
+/// Appends `[num_tokens, hkv, d]` rows of `p.dtype` (raw bits, contiguous) into copies of
+/// `pools` (16-bit or FP8, as `p.kv_dtype` says) at `target`, on a fresh emulated device;
+/// returns the pools after the launch and its report. Checked first: the problem's page
+/// geometry, pool, row and index lengths, scales; the kernel checks the device indices.
+pub fn kv_append_into(
+    p: &super::problem::DecodeProblem,
+    pools: &HostPools,
+    k_new: &[u16],
+    v_new: &[u16],
+    target: AppendTarget,
+) -> Result<(HostPools, LaunchReport)> {
+    let (hkv, d) = (p.num_heads_kv, p.head_dim);
+    let tokens = target.tokens();
+    let index = match target {
+        AppendTarget::Slots(_) => AppendIndex::Slots,
+        AppendTarget::Positions { .. } => AppendIndex::Positions,
+    };
+    let plan = plan_kv_append_to(p, tokens, index)?;
+    let (k_span, v_span) = (
+        p.cache_span(&p.k_strides) as usize,
+        p.cache_span(&p.v_strides) as usize,
+    );
+    check_len(TensorName::KNew, tokens * hkv * d, k_new.len())?;
+    check_len(TensorName::VNew, tokens * hkv * d, v_new.len())?;
+    let mut dev = Device::new();
+    let fp8 = p.kv_dtype.is_fp8();
+    let mut bufs = KvAppendBuffers::default();
+    match pools {
+        HostPools::Bits16 { k, v } if !fp8 => {
+            check_len(TensorName::KCache, k_span, k.len())?;
+            check_len(TensorName::VCache, v_span, v.len())?;
+            bufs.k_cache = put(&mut dev, k)?;
+            bufs.v_cache = put(&mut dev, v)?;
+        }
+        HostPools::Fp8 {
+            k,
+            v,
+            k_scales,
+            v_scales,
+        } if fp8 => {
+            check_len(TensorName::KCache, k_span, k.len())?;
+            check_len(TensorName::VCache, v_span, v.len())?;
+            check_len(TensorName::KScales, p.kv_scales_len(), k_scales.len())?;
+            check_len(TensorName::VScales, p.kv_scales_len(), v_scales.len())?;
+            bufs.k_cache = put(&mut dev, k)?;
+            bufs.v_cache = put(&mut dev, v)?;
+            bufs.k_scales = put(&mut dev, k_scales)?;
+            bufs.v_scales = put(&mut dev, v_scales)?;
+        }
+        _ => {
+            let name = |fp8: bool| if fp8 { "FP8 codes" } else { "16-bit" };
+            return Err(Error::KvPoolMismatch {
+                expected: name(fp8),
+                found: name(!fp8),
+            });
+        }
+    };
+    bufs.k_new = put(&mut dev, k_new)?;
+    bufs.v_new = put(&mut dev, v_new)?;
+    match target {
+        AppendTarget::Slots(s) => bufs.slot_mapping = put(&mut dev, s)?,
+        AppendTarget::Positions {
+            block_table,
+            token_batch,
+            token_pos,
+        } => {
+            check_len(
+                TensorName::BlockTable,
+                (p.batch - 1) * p.block_table_stride + p.max_pages_per_seq,
+                block_table.len(),
+            )?;
+            check_len(TensorName::TokenBatch, tokens, token_batch.len())?;
+            bufs.block_table = put(&mut dev, block_table)?;
+            bufs.token_batch = put(&mut dev, token_batch)?;
+            bufs.token_pos = put(&mut dev, token_pos)?;
+        }
+    }
     let params = plan.params(&bufs)?;
-    let report = launch(&mut dev, &plan.launch, params.as_bytes())?;
-    Ok((get(&dev, bufs.k_cache)?, get(&dev, bufs.v_cache)?, report))
+    let l = plan.launch;
+    let (kc, vc) = (bufs.k_cache, bufs.v_cache);
+    let report = launch(&mut dev, &l, params.as_bytes())?;
+    let out = match pools {
+        HostPools::Bits16 { .. } => HostPools::Bits16 {
+            k: get(&dev, kc)?,
+            v: get(&dev, vc)?,
+        },
+        HostPools::Fp8 {
+            k_scales, v_scales, ..
+        } => HostPools::Fp8 {
+            k: get(&dev, kc)?,
+            v: get(&dev, vc)?,
+            k_scales: k_scales.clone(),
+            v_scales: v_scales.clone(),
+        },
+    };
+    Ok((out, report))
 }

@@ -8,7 +8,11 @@ use crate::dtype::DType;
 pub struct DecodeKernelRow {
     pub entry: &'static str,
     pub dtype: DType,
+    /// Bytes per cached K/V element: 2 (`dtype`) or 1 (FP8, format chosen at run time).
+    pub kv_bytes: u32,
     pub head_dim: u32,
+    /// Packed query rows per CTA: 16, or 32 (two m16 row blocks per warp).
+    pub tile_rows: u32,
     pub num_warps: u32,
     pub smem_bytes: u32,
 }
@@ -31,8 +35,10 @@ pub fn merge_states_entry(dtype: DType) -> &'static str {
     }
 }
 
-/// KV append (16-bit element copy; serves f16 and bf16).
+/// KV append into 16-bit pages (element copy; serves f16 and bf16).
 pub const KV_APPEND_ENTRY: &str = "flashmha_kv_append_16bit";
+/// KV append into FP8 pages (quantises f16 / bf16 rows with the given scales).
+pub const KV_APPEND_FP8_ENTRY: &str = "flashmha_kv_append_fp8";
 
 /// Warps per CTA of the merge kernels (`kMergeWarps` in kernels/merge_states.cu).
 pub const MERGE_WARPS: u32 = 4;
@@ -54,6 +60,7 @@ mod tests {
             merge_states_entry(DType::F16),
             merge_states_entry(DType::Bf16),
             KV_APPEND_ENTRY,
+            KV_APPEND_FP8_ENTRY,
         ]);
         for e in entries {
             assert!(module_of(e).is_some(), "{e} not compiled");

@@ -8,12 +8,13 @@
 //! GQA-packed, split-KV), `kernels/merge_states.cu` (split combine and public merge of states),
 //! `kernels/kv_append.cu` (writes new K/V rows into pages).
 //!
-//! Files: `problem.rs` (plain data), `validate.rs`, `plan.rs` (incl. the split
-//! heuristic), `merge.rs` (the public merge of states: plan and params), `append.rs` (the KV
-//! append plan), `kernels.rs` (the generated kernel table), `abi.rs` (marker impls of the
-//! bindgen params structs), `emulated.rs` (runs plans on the emulator from host data), `gpu.rs`
-//! (the same from host data on a GPU, for checks); the CUDA launch path itself is
-//! `CudaBackend::decode` / `merge_states` / `kv_append` (src/backend/cuda/decode.rs).
+//! Files: `problem.rs` (plain data), `fp8.rs` (KV-cache element types and the host FP8 codec),
+//! `validate.rs`, `plan.rs` (incl. the split heuristic), `merge.rs` (the public merge of
+//! states: plan and params), `append.rs` (the KV append plan), `kernels.rs` (the generated
+//! kernel table), `abi.rs` (marker impls of the bindgen params structs), `emulated.rs` (runs
+//! plans on the emulator from host data), `gpu.rs` (the same from host data on a GPU, for
+//! checks); the CUDA launch path itself is `CudaBackend::decode` / `merge_states` /
+//! `kv_append` (src/backend/cuda/decode.rs).
 
 pub mod abi;
 pub mod append;
@@ -23,6 +24,7 @@ pub mod bench;
 pub mod check;
 #[cfg(feature = "emulator")]
 pub mod emulated;
+pub mod fp8;
 #[cfg(feature = "emulator")]
 pub mod gpu;
 pub mod kernels;
@@ -31,7 +33,8 @@ pub mod plan;
 pub mod problem;
 pub mod validate;
 
-pub use append::{plan_kv_append, KvAppendBuffers, KvAppendPlan};
+pub use append::{plan_kv_append, AppendIndex, KvAppendBuffers, KvAppendPlan};
+pub use fp8::{KvCacheDType, KvScaleGranularity};
 pub use merge::{plan_merge, MergeBuffers, MergePlan, MergeProblem, MergeStates, StatsLayout};
 pub use plan::{plan_decode, DecodeBuffers, DecodePlan, DeviceBuf, SplitPolicy, WorkspaceLayout};
 pub use problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};

@@ -21,7 +21,7 @@
 
 use super::kernels::{combine_entry, DecodeKernelRow, MERGE_WARPS};
 use super::problem::DecodeProblem;
-use super::validate::{validate_decode, DECODE_TILE_ROWS};
+use super::validate::validate_decode;
 use crate::abi::{self, FlashDecodeParams, MergeStatesParams};
 use crate::error::{AlignWhat, Error, Result, TensorName};
 use crate::plan::WARP_SIZE;
@@ -121,8 +121,9 @@ pub struct DeviceBuf {
     pub len: u64,
 }
 
-/// The buffers of one run. Element types: q, o, k_cache, v_cache of the problem's dtype;
-/// block_table, cache_seqlens, cu_seqlens_q i32; everything else f32.
+/// The buffers of one run. Element types: q, o of the problem's dtype; k_cache, v_cache of its
+/// `kv_dtype` (16-bit or FP8 bytes); block_table, cache_seqlens, cu_seqlens_q i32; everything
+/// else f32 (k_scales / v_scales only with FP8 pages).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DecodeBuffers {
     pub q: DeviceBuf,
@@ -139,13 +140,15 @@ pub struct DecodeBuffers {
     pub partial_o: DeviceBuf,
     pub partial_lse: DeviceBuf,
     pub partial_entropy: DeviceBuf,
+    pub k_scales: DeviceBuf,
+    pub v_scales: DeviceBuf,
 }
 
 /// Validates `problem` and plans it under `policy`.
 pub fn plan_decode(problem: &DecodeProblem, policy: SplitPolicy) -> Result<DecodePlan> {
     let kernel = *validate_decode(problem)?;
     let p = problem;
-    let row_tiles = (p.group() * p.max_seqlen_q()).div_ceil(DECODE_TILE_ROWS) as u64;
+    let row_tiles = (p.group() * p.max_seqlen_q()).div_ceil(kernel.tile_rows as usize) as u64;
     let base_ctas = p.batch as u64 * p.num_heads_kv as u64 * row_tiles;
     let (num_splits, split_keys) = match policy {
         SplitPolicy::Auto { num_sms } => {
@@ -363,6 +366,19 @@ impl DecodePlan {
         if p.gates {
             need(T::HeadGates, &bufs.head_gates, p.num_heads_q as u64)?;
         }
+        let fp8 = p.kv_dtype.is_fp8();
+        if fp8 {
+            need(
+                TensorName::KScales,
+                &bufs.k_scales,
+                p.kv_scales_len() as u64,
+            )?;
+            need(
+                TensorName::VScales,
+                &bufs.v_scales,
+                p.kv_scales_len() as u64,
+            )?;
+        }
         let split_output = self.combine.is_some();
         if split_output {
             need(T::PartialO, &bufs.partial_o, self.workspace.partial_o)?;
@@ -379,9 +395,10 @@ impl DecodePlan {
         let opt = |on: bool, b: &DeviceBuf| if on { b.addr } else { 0 };
         // No output overlaps another operand (byte extents of what the kernels touch).
         let e = p.dtype.size() as u64;
+        let kv_e = p.kv_element_bytes() as u64; // cache elements: 2, or 1 for FP8 codes
         let on = |cond: bool, b: DeviceBuf| if cond { b } else { DeviceBuf::default() };
         let ws = |b: DeviceBuf| on(split_output, b);
-        let alias: [(TensorName, DeviceBuf, u64, u64, u64); 14] = [
+        let alias: [(TensorName, DeviceBuf, u64, u64, u64); 16] = [
             (T::O, bufs.o, p.q_span(&p.o_strides), e, 0),
             (T::Lse, on(p.lse, bufs.lse), stats, 4, 0),
             (T::Entropy, on(p.entropy, bufs.entropy), stats, 4, 0),
@@ -407,8 +424,22 @@ impl DecodePlan {
                 0,
             ),
             (T::Q, bufs.q, p.q_span(&p.q_strides), e, 0),
-            (T::KCache, bufs.k_cache, p.cache_span(&p.k_strides), e, 0),
-            (T::VCache, bufs.v_cache, p.cache_span(&p.v_strides), e, 0),
+            (T::KCache, bufs.k_cache, p.cache_span(&p.k_strides), kv_e, 0),
+            (T::VCache, bufs.v_cache, p.cache_span(&p.v_strides), kv_e, 0),
+            (
+                T::KScales,
+                on(fp8, bufs.k_scales),
+                p.kv_scales_len() as u64,
+                4,
+                0,
+            ),
+            (
+                T::VScales,
+                on(fp8, bufs.v_scales),
+                p.kv_scales_len() as u64,
+                4,
+                0,
+            ),
             (
                 T::BlockTable,
                 bufs.block_table,
@@ -479,6 +510,8 @@ impl DecodePlan {
             partial_o: opt(split_output, &bufs.partial_o) as *mut f32,
             partial_lse: opt(split_output, &bufs.partial_lse) as *mut f32,
             partial_entropy: opt(split_output && p.entropy, &bufs.partial_entropy) as *mut f32,
+            k_scales: opt(fp8, &bufs.k_scales) as *const f32,
+            v_scales: opt(fp8, &bufs.v_scales) as *const f32,
             q_batch_stride: p.q_strides.batch,
             q_row_stride: p.q_strides.row,
             q_head_stride: p.q_strides.head,
@@ -507,6 +540,8 @@ impl DecodePlan {
             page_div_shift: shift,
             num_splits: self.num_splits as i32,
             split_keys: self.split_keys as i32,
+            kv_format: p.kv_dtype.format(),
+            kv_scale_stride: p.kv_scales.stride(),
             scale,
             scale_log2: scale * std::f32::consts::LOG2_E,
             softcap: p.options.softcap.unwrap_or(0.0),
@@ -671,5 +706,84 @@ mod tests {
                 tensor: TensorName::Q
             }
         ));
+    }
+
+    #[test]
+    fn fp8_pools_plan_onto_fp8_entries_with_typed_errors() {
+        use crate::decode::fp8::{KvCacheDType, KvScaleGranularity};
+        use crate::error::AlignWhat;
+        let mut p = problem();
+        p.kv_dtype = KvCacheDType::Fp8E4M3;
+        p.kv_scales = KvScaleGranularity::PerKvHead;
+        let plan = plan_decode(&p, SplitPolicy::Count(2)).unwrap();
+        assert_eq!(plan.kernel.entry, "flashmha_decode_f16_fp8_d128");
+        assert_eq!(plan.kernel.kv_bytes, 1);
+        // FP8 strides are bytes: a 16-byte row step is 16 codes, 8 is misaligned.
+        let mut bad = p.clone();
+        bad.k_strides.slot = 8;
+        assert!(matches!(
+            plan_decode(&bad, SplitPolicy::Count(1)),
+            Err(Error::Misaligned {
+                tensor: TensorName::KCache,
+                what: AlignWhat::Stride(crate::error::Dim::Slot),
+                ..
+            })
+        ));
+        // No FP8 entry for d80: the error lists the FP8 head dims only.
+        let mut d80 = DecodeProblem::contiguous(DType::F16, 1, 1, 2, 2, 80, 4, 16, 2, false);
+        d80.kv_dtype = KvCacheDType::Fp8E5M2;
+        match plan_decode(&d80, SplitPolicy::Count(1)) {
+            Err(Error::UnsupportedHeadDim { supported, .. }) => {
+                assert!(!supported.contains(&80) && supported.contains(&128))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Every buffer present but the V scales: a typed error naming them.
+        let b = |addr: u64| DeviceBuf { addr, len: 1 << 30 };
+        let bufs = DecodeBuffers {
+            q: b(0x1000_0000),
+            k_cache: b(0x2000_0000),
+            v_cache: b(0x3000_0000),
+            o: b(0x4000_0000),
+            block_table: b(0x5000_0000),
+            cache_seqlens: b(0x6000_0000),
+            partial_o: b(0x7000_0000),
+            partial_lse: b(0x8000_0000),
+            k_scales: b(0x9000_0000),
+            ..DecodeBuffers::default()
+        };
+        assert!(matches!(
+            plan.params(&bufs),
+            Err(Error::MissingBuffer {
+                tensor: TensorName::VScales
+            })
+        ));
+        let (params, _) = plan
+            .params(&DecodeBuffers {
+                v_scales: b(0xa000_0000),
+                ..bufs
+            })
+            .unwrap();
+        assert_eq!(params.kv_format, abi::FLASHMHA_KV_FORMAT_E4M3 as i32);
+        assert_eq!(params.kv_scale_stride, 1);
+    }
+
+    #[test]
+    fn more_than_16_rows_per_kv_head_take_the_32_row_tile() {
+        // GQA 8 x 4 new tokens = 32 rows: one 32-row tile per KV head.
+        let p = DecodeProblem::contiguous(DType::Bf16, 2, 4, 16, 2, 64, 40, 16, 10, true);
+        let plan = plan_decode(&p, SplitPolicy::Count(1)).unwrap();
+        assert_eq!(plan.kernel.entry, "flashmha_decode_bf16_d64_r32");
+        assert_eq!(plan.decode.grid, [1, 2, 2]);
+        // 40 rows: two 32-row tiles; d96 has no wide entry: three 16-row tiles.
+        let p = DecodeProblem::contiguous(DType::F16, 1, 5, 16, 2, 128, 40, 16, 10, false);
+        assert_eq!(
+            plan_decode(&p, SplitPolicy::Count(1)).unwrap().decode.grid[1],
+            4
+        );
+        let p = DecodeProblem::contiguous(DType::F16, 1, 5, 16, 2, 96, 40, 16, 10, false);
+        let plan = plan_decode(&p, SplitPolicy::Count(1)).unwrap();
+        assert_eq!(plan.kernel.entry, "flashmha_decode_f16_d96");
+        assert_eq!(plan.decode.grid[1], 2 * 3);
     }
 }

@@ -5,6 +5,7 @@
 //! real lengths (`cache_seqlens`, `cu_seqlens_q`) are read by the kernel from device memory and
 //! checked there, so one plan made for the engine's maximum batch serves every smaller step.
 
+use super::fp8::{KvCacheDType, KvScaleGranularity};
 use crate::dtype::DType;
 use crate::options::AttnOptions;
 
@@ -85,8 +86,13 @@ pub struct DecodeProblem {
     pub num_pages: usize,
     /// Keys per page, 1..=1024.
     pub page_size: usize,
+    /// In elements of the cache type (bytes for FP8).
     pub k_strides: PageStrides,
     pub v_strides: PageStrides,
+    /// What the pages hold: `dtype` or FP8 codes (then `k_scales` / `v_scales` buffers of
+    /// `kv_scales.len(num_heads_kv)` f32 each are required).
+    pub kv_dtype: KvCacheDType,
+    pub kv_scales: KvScaleGranularity,
     /// Columns of the block table `[batch, max_pages_per_seq]`.
     pub max_pages_per_seq: usize,
     /// Elements between block-table rows (usually `max_pages_per_seq`).
@@ -140,6 +146,8 @@ impl DecodeProblem {
             page_size,
             k_strides: pages,
             v_strides: pages,
+            kv_dtype: KvCacheDType::Same,
+            kv_scales: KvScaleGranularity::PerTensor,
             max_pages_per_seq,
             block_table_stride: max_pages_per_seq,
             max_cache_len: max_pages_per_seq * page_size,
@@ -186,6 +194,18 @@ impl DecodeProblem {
                 (total_q as u64 - 1) * s.row as u64 + h * s.head as u64 + d
             }
             _ => 0,
+        }
+    }
+    /// Bytes per cached K / V element.
+    pub fn kv_element_bytes(&self) -> usize {
+        self.kv_dtype.element_bytes()
+    }
+    /// Scales in each of the K and V scale buffers (0 without FP8).
+    pub fn kv_scales_len(&self) -> usize {
+        if self.kv_dtype.is_fp8() {
+            self.kv_scales.len(self.num_heads_kv)
+        } else {
+            0
         }
     }
     /// Elements of one K (or V) page pool.

@@ -8,7 +8,9 @@ use crate::abi;
 use crate::error::{AlignWhat, CuSeqlensFault, Dim, Error, Limit, OptionName, Result, TensorName};
 
 /// 16-byte vectors (cp.async, Q loads): strides in elements must keep rows 16-byte aligned.
-pub const STRIDE_ALIGN_ELEMS: i64 = 8;
+pub const STRIDE_ALIGN_BYTES: i64 = abi::FLASHMHA_COPY_ALIGN_BYTES as i64;
+/// The same in 16-bit elements (q, o and 16-bit pages).
+pub const STRIDE_ALIGN_ELEMS: i64 = STRIDE_ALIGN_BYTES / 2;
 /// CUDA's limit on grid y and z.
 pub const MAX_GRID_YZ: u64 = 65_535;
 /// Rows x heads of q (and of each split in the workspace) are indexed with int32 in the kernel.
@@ -39,14 +41,15 @@ fn fits(limit: Limit, max: u64, value: u64) -> Result<()> {
 }
 
 fn row_strides(tensor: TensorName, s: &RowStrides, padded: bool) -> Result<()> {
-    aligned_strides(tensor, &[(Dim::Seq, s.row), (Dim::Heads, s.head)])?;
+    aligned_strides(tensor, &[(Dim::Seq, s.row), (Dim::Heads, s.head)], 2)?;
     if padded {
-        aligned_strides(tensor, &[(Dim::Batch, s.batch)])?;
+        aligned_strides(tensor, &[(Dim::Batch, s.batch)], 2)?;
     }
     Ok(())
 }
 
-fn page_strides(tensor: TensorName, s: &PageStrides) -> Result<()> {
+/// Page strides are in elements of the cache type (`element_bytes` 2, or 1 for FP8).
+fn page_strides(tensor: TensorName, s: &PageStrides, element_bytes: usize) -> Result<()> {
     aligned_strides(
         tensor,
         &[
@@ -54,12 +57,14 @@ fn page_strides(tensor: TensorName, s: &PageStrides) -> Result<()> {
             (Dim::Slot, s.slot),
             (Dim::Heads, s.head),
         ],
+        element_bytes,
     )
 }
 
 /// Every stride of `tensor` must be a non-negative multiple of the 16-byte copy in elements
-/// (all decode tensors hold 2-byte elements).
-fn aligned_strides(tensor: TensorName, strides: &[(Dim, i64)]) -> Result<()> {
+/// of `element_bytes` bytes.
+fn aligned_strides(tensor: TensorName, strides: &[(Dim, i64)], element_bytes: usize) -> Result<()> {
+    let align = STRIDE_ALIGN_BYTES / element_bytes as i64;
     for &(dim, stride) in strides {
         if stride < 0 {
             return Err(Error::NegativeStride {
@@ -68,12 +73,12 @@ fn aligned_strides(tensor: TensorName, strides: &[(Dim, i64)]) -> Result<()> {
                 stride,
             });
         }
-        if stride % STRIDE_ALIGN_ELEMS != 0 {
+        if stride % align != 0 {
             return Err(Error::Misaligned {
                 tensor,
                 what: AlignWhat::Stride(dim),
                 required: abi::FLASHMHA_COPY_ALIGN_BYTES as usize,
-                value: 2 * stride as u64,
+                value: element_bytes as u64 * stride as u64,
             });
         }
     }
@@ -82,15 +87,36 @@ fn aligned_strides(tensor: TensorName, strides: &[(Dim, i64)]) -> Result<()> {
 
 /// The compiled kernel serving `p`, after checking everything about `p`.
 pub fn validate_decode(p: &DecodeProblem) -> Result<&'static DecodeKernelRow> {
+    // FP8 pages have their own (fewer) entries: the error lists the head dims compiled for
+    // this dtype and this kind of page. Among the entries of (dtype, pages, d), a 32-row tile
+    // when an item has more than 16 packed rows per KV head (K/V then pass through each CTA
+    // for up to 32 rows instead of 16), else the 16-row tile.
+    let kv_bytes = p.kv_element_bytes() as u32;
+    let rows = p.group() * p.max_seqlen_q();
+    let wanted_tile = if rows > DECODE_TILE_ROWS {
+        DECODE_TILE_ROWS_WIDE
+    } else {
+        DECODE_TILE_ROWS
+    };
+    let serves = |r: &&DecodeKernelRow| {
+        r.dtype == p.dtype && r.kv_bytes == kv_bytes && r.head_dim as usize == p.head_dim
+    };
     let kernel = DECODE_KERNELS
         .iter()
-        .find(|r| r.dtype == p.dtype && r.head_dim as usize == p.head_dim)
+        .filter(serves)
+        .find(|r| r.tile_rows as usize == wanted_tile)
+        .or_else(|| {
+            DECODE_KERNELS
+                .iter()
+                .filter(serves)
+                .find(|r| r.tile_rows as usize == DECODE_TILE_ROWS)
+        })
         .ok_or_else(|| Error::UnsupportedHeadDim {
             dtype: p.dtype,
             head_dim: p.head_dim,
             supported: DECODE_KERNELS
                 .iter()
-                .filter(|r| r.dtype == p.dtype)
+                .filter(|r| r.dtype == p.dtype && r.kv_bytes == kv_bytes)
                 .map(|r| r.head_dim)
                 .collect(),
         })?;
@@ -170,7 +196,7 @@ pub fn validate_decode(p: &DecodeProblem) -> Result<&'static DecodeKernelRow> {
         MAX_ROWS_X_HEADS,
         (p.total_q() * p.num_heads_q) as u64,
     )?;
-    let row_tiles = (p.group() * p.max_seqlen_q()).div_ceil(DECODE_TILE_ROWS);
+    let row_tiles = rows.div_ceil(kernel.tile_rows as usize);
     fits(
         Limit::GridYz,
         MAX_GRID_YZ,
@@ -178,8 +204,8 @@ pub fn validate_decode(p: &DecodeProblem) -> Result<&'static DecodeKernelRow> {
     )?;
     row_strides(TensorName::Q, &p.q_strides, padded)?;
     row_strides(TensorName::O, &p.o_strides, padded)?;
-    page_strides(TensorName::KCache, &p.k_strides)?;
-    page_strides(TensorName::VCache, &p.v_strides)?;
+    page_strides(TensorName::KCache, &p.k_strides, p.kv_element_bytes())?;
+    page_strides(TensorName::VCache, &p.v_strides, p.kv_element_bytes())?;
     let o = &p.options;
     if let Some(s) = o.softmax_scale {
         if !(s.is_finite() && s > 0.0) {
@@ -205,9 +231,11 @@ pub fn validate_decode(p: &DecodeProblem) -> Result<&'static DecodeKernelRow> {
     Ok(kernel)
 }
 
-/// Packed query rows (group x new tokens) per CTA tile (`kDecodeRows` in
-/// kernels/common/decode_traits.cuh: one m16 row block).
+/// Packed query rows (group x new tokens) per CTA tile of the default entries
+/// (`kDecodeRowsPerBlock` in kernels/common/decode_traits.cuh: one m16 row block).
 pub const DECODE_TILE_ROWS: usize = 16;
+/// Rows of the wide (`_r32`) entries: two m16 row blocks per warp.
+pub const DECODE_TILE_ROWS_WIDE: usize = 32;
 
 /// Checks a host copy of `cu_seqlens_q` against the problem's bounds (for callers that have
 /// one; the kernel checks the device copy regardless).
@@ -244,5 +272,56 @@ pub fn validate_cu_seqlens_q(p: &DecodeProblem, cu: &[i32]) -> Result<()> {
             });
         }
     }
+    Ok(())
+}
+
+/// Checks an append of `tokens` rows into the pools of `p` (page geometry, strides of the
+/// cache type, head dim in whole 16-byte source chunks, grid size). The scales, slots, positions
+/// and block-table entries are device data: the kernel checks the indices.
+pub fn validate_kv_append(p: &DecodeProblem, tokens: usize) -> Result<()> {
+    if p.num_heads_kv == 0 {
+        return Err(Error::EmptyDim {
+            tensor: TensorName::KCache,
+            dim: Dim::Heads,
+        });
+    }
+    dim_in(TensorName::KNew, Dim::Seq, i32::MAX as u64, tokens)?;
+    dim_in(
+        TensorName::KCache,
+        Dim::Slot,
+        u64::from(abi::FLASHMHA_DECODE_MAX_PAGE_SIZE),
+        p.page_size,
+    )?;
+    dim_in(TensorName::KCache, Dim::Page, i32::MAX as u64, p.num_pages)?;
+    dim_in(TensorName::BlockTable, Dim::Batch, i32::MAX as u64, p.batch)?;
+    let max_keys = abi::FLASHMHA_DECODE_MAX_CACHE_KEYS as u64 - 1;
+    dim_in(
+        TensorName::BlockTable,
+        Dim::Page,
+        max_keys / p.page_size as u64,
+        p.max_pages_per_seq,
+    )?;
+    if p.block_table_stride < p.max_pages_per_seq {
+        return Err(Error::StrideTooSmall {
+            tensor: TensorName::BlockTable,
+            dim: Dim::Batch,
+            stride: p.block_table_stride as i64,
+            min: p.max_pages_per_seq as i64,
+        });
+    }
+    fits(Limit::Rows32, i32::MAX as u64, p.block_table_stride as u64)?;
+    if p.head_dim == 0 || !p.head_dim.is_multiple_of(STRIDE_ALIGN_ELEMS as usize) {
+        return Err(Error::Misaligned {
+            tensor: TensorName::KNew,
+            what: AlignWhat::HeadDim,
+            required: abi::FLASHMHA_COPY_ALIGN_BYTES as usize,
+            value: 2 * p.head_dim as u64,
+        });
+    }
+    // One thread per 8-element chunk of (token, head): the grid's x dimension.
+    let threads = (tokens * p.num_heads_kv * p.head_dim) as u64 / STRIDE_ALIGN_ELEMS as u64;
+    fits(Limit::GridX, u64::from(u32::MAX), threads)?;
+    page_strides(TensorName::KCache, &p.k_strides, p.kv_element_bytes())?;
+    page_strides(TensorName::VCache, &p.v_strides, p.kv_element_bytes())?;
     Ok(())
 }

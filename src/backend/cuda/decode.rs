@@ -198,6 +198,13 @@ impl CudaBackend {
         args: DecodeArgs<'_, T>,
     ) -> Result<()> {
         check_dtype::<T>(TensorName::Q, plan.problem.dtype)?;
+        if plan.problem.kv_dtype.is_fp8() {
+            // DecodeArgs types the pools as T; FP8 pools and their scales are emulator-only.
+            return Err(Error::KvPoolMismatch {
+                expected: "16-bit pages (the CUDA decode path takes no FP8 pools yet)",
+                found: "FP8 codes",
+            });
+        }
         let DecodeArgs {
             q,
             k_cache,
@@ -241,6 +248,7 @@ impl CudaBackend {
             partial_o,
             partial_lse,
             partial_entropy,
+            ..DecodeBuffers::default()
         };
         let (decode_params, combine_params) = plan.params(&bufs)?;
         let f = self.decode_functions();
@@ -362,6 +370,7 @@ impl CudaBackend {
         args: KvAppendArgs<'_, T>,
     ) -> Result<()> {
         check_dtype::<T>(TensorName::KNew, plan.pools.dtype)?;
+        plan.require_16bit_slots()?;
         let KvAppendArgs {
             k_new,
             v_new,
@@ -380,6 +389,7 @@ impl CudaBackend {
             k_cache: dev(k_cache),
             v_cache: dev(v_cache),
             slot_mapping: dev(slots),
+            ..KvAppendBuffers::default()
         })?;
         self.context().bind_to_thread().map_err(driver_error)?;
         let l = &plan.launch;

@@ -1,0 +1,206 @@
+//! FP8 KV cache in paged decode, beyond the property test: every format x scale granularity x
+//! dtype runs on an FP8 entry and matches the reference; the K and V scales really are applied
+//! (a run against wrongly scaled reference data fails); pages holding only subnormal codes
+//! (every subnormal and zero of the format) dequantise exactly; the special codes (e4m3 NaN
+//! 0x7f / 0xff, e5m2 NaN and +-inf) in a visible key make exactly the affected outputs non-finite.
+
+use flashmha::decode::check::{check_run, DecodeCase};
+use flashmha::decode::emulated::decode;
+use flashmha::decode::{plan_decode, KvCacheDType, KvScaleGranularity, SplitPolicy};
+use flashmha::dtype::DType;
+use flashmha::options::AttnOptions;
+
+fn case(
+    dtype: DType,
+    kv_dtype: KvCacheDType,
+    kv_scales: KvScaleGranularity,
+    head_dim: usize,
+    seed: u64,
+) -> DecodeCase {
+    DecodeCase {
+        dtype,
+        head_dim,
+        num_heads_kv: 2,
+        group: 4,
+        cache_lens: vec![77, 130],
+        q_lens: vec![2, 2],
+        varlen: false,
+        page_size: 17,
+        head_major_pages: seed % 2 == 1,
+        kv_dtype,
+        kv_scales,
+        shared_prefix_pages: 1,
+        spare_pages: 2,
+        options: AttnOptions {
+            causal: true,
+            ..AttnOptions::default()
+        },
+        alibi: false,
+        gates: false,
+        lse: true,
+        entropy: seed.is_multiple_of(3),
+        split: SplitPolicy::Count(1 + (seed % 3) as u32),
+        seed,
+    }
+}
+
+const FORMATS: [KvCacheDType; 2] = [KvCacheDType::Fp8E4M3, KvCacheDType::Fp8E5M2];
+const GRANULARITIES: [KvScaleGranularity; 2] =
+    [KvScaleGranularity::PerTensor, KvScaleGranularity::PerKvHead];
+
+#[test]
+fn every_format_granularity_and_dtype_matches_the_reference() {
+    let mut seed = 11;
+    for dtype in [DType::F16, DType::Bf16] {
+        for kv in FORMATS {
+            for g in GRANULARITIES {
+                for d in [64, 128, 256] {
+                    seed += 1;
+                    let c = case(dtype, kv, g, d, seed);
+                    let built = c.build();
+                    let plan = plan_decode(&built.problem, c.split).unwrap();
+                    assert!(plan.decode.entry.contains("_fp8_"), "{}", plan.decode.entry);
+                    let run = decode(&plan, &built.inputs).unwrap();
+                    let failures = check_run(&built, &run);
+                    assert!(failures.is_empty(), "{}: {failures:#?}", c.describe());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_k_and_v_scales_are_applied() {
+    for kv in FORMATS {
+        let c = case(DType::F16, kv, KvScaleGranularity::PerKvHead, 128, 5);
+        let built = c.build();
+        let plan = plan_decode(&built.problem, c.split).unwrap();
+        let run = decode(&plan, &built.inputs).unwrap();
+        assert!(check_run(&built, &run).is_empty());
+        // The same kernel output judged against a reference whose scales differ (head 1's K
+        // scale, then head 0's V scale, doubled) must fail.
+        let mut wrong_k = c.build();
+        wrong_k.inputs.k_scales[1] *= 2.0;
+        assert!(
+            !check_run(&wrong_k, &run).is_empty(),
+            "{kv:?}: K scale ignored"
+        );
+        let mut wrong_v = c.build();
+        wrong_v.inputs.v_scales[0] *= 2.0;
+        assert!(
+            !check_run(&wrong_v, &run).is_empty(),
+            "{kv:?}: V scale ignored"
+        );
+    }
+}
+
+#[test]
+fn subnormal_codes_dequantise_exactly() {
+    for kv in FORMATS {
+        for dtype in [DType::F16, DType::Bf16] {
+            let c = case(dtype, kv, KvScaleGranularity::PerTensor, 64, 9);
+            let mut built = c.build();
+            // Every used code becomes a subnormal or zero (exponent field 0) of either sign;
+            // the NaN code 0x7f of unused slots stays.
+            let mantissa_mask = if kv == KvCacheDType::Fp8E4M3 {
+                0x87
+            } else {
+                0x83
+            };
+            for pool in [&mut built.inputs.k_cache_fp8, &mut built.inputs.v_cache_fp8] {
+                for x in pool.iter_mut() {
+                    if *x != 0x7f {
+                        *x &= mantissa_mask;
+                    }
+                }
+            }
+            // Scales large enough that subnormal keys still shape the softmax.
+            let s = if kv == KvCacheDType::Fp8E4M3 {
+                300.0
+            } else {
+                5000.0
+            };
+            built.inputs.k_scales = vec![s];
+            built.inputs.v_scales = vec![s];
+            let plan = plan_decode(&built.problem, c.split).unwrap();
+            let run = decode(&plan, &built.inputs).unwrap();
+            let failures = check_run(&built, &run);
+            assert!(failures.is_empty(), "{kv:?} {dtype:?}: {failures:#?}");
+        }
+    }
+}
+
+/// Plants `code` at element `c` of key `key` of item 0 (KV head 0) in the K or V pool and
+/// returns which output elements are non-finite afterwards, as (row, q head, column).
+fn non_finite_outputs(kv: KvCacheDType, in_v: bool, code: u8) -> Vec<(usize, usize, usize)> {
+    let mut c = case(DType::F16, kv, KvScaleGranularity::PerTensor, 64, 4);
+    c.split = SplitPolicy::Count(1);
+    c.shared_prefix_pages = 0; // only item 0 holds the planted page
+    let mut built = c.build();
+    let p = &built.problem;
+    let (key, col) = (5usize, 3usize);
+    let strides = if in_v { p.v_strides } else { p.k_strides };
+    let page = built.inputs.block_table[key / p.page_size] as i64;
+    let o = (page * strides.page + (key % p.page_size) as i64 * strides.slot) as usize + col;
+    if in_v {
+        built.inputs.v_cache_fp8[o] = code;
+    } else {
+        built.inputs.k_cache_fp8[o] = code;
+    }
+    let plan = plan_decode(&built.problem, c.split).unwrap();
+    let run = decode(&plan, &built.inputs).unwrap();
+    assert!(run.findings().is_empty(), "{:?}", run.findings());
+    let (hq, d) = (p.num_heads_q, p.head_dim);
+    let sq = 2;
+    let mut bad = Vec::new();
+    for r in 0..p.batch * sq {
+        for h in 0..hq {
+            for x in 0..d {
+                let off = (r / sq) as i64 * p.o_strides.batch
+                    + (r % sq) as i64 * p.o_strides.row
+                    + h as i64 * p.o_strides.head
+                    + x as i64;
+                if !p.dtype.f32_from_bits(run.o[off as usize]).is_finite() {
+                    bad.push((r, h, x));
+                }
+            }
+        }
+    }
+    bad
+}
+
+#[test]
+fn special_codes_reach_exactly_the_outputs_that_see_them() {
+    let group = 4;
+    // Item 0's two query rows see key 5 (causal, 77 keys); KV head 0 serves q heads 0..3.
+    let rows_heads: Vec<(usize, usize)> = (0..2)
+        .flat_map(|r| (0..group).map(move |h| (r, h)))
+        .collect();
+    // (format, NaN codes, infinities). An infinite K element gives a +inf or -inf score
+    // depending on q's sign (a -inf score is a masked key), so K gets the NaN codes only.
+    let specials: [(KvCacheDType, &[u8], &[u8]); 2] = [
+        (KvCacheDType::Fp8E4M3, &[0x7f, 0xff], &[]),
+        (KvCacheDType::Fp8E5M2, &[0x7d, 0xfe], &[0x7c, 0xfc]),
+    ];
+    for (kv, nans, infs) in specials {
+        for &code in nans {
+            // In K: every column of the rows that see the key becomes NaN.
+            let bad = non_finite_outputs(kv, false, code);
+            let want: Vec<_> = rows_heads
+                .iter()
+                .flat_map(|&(r, h)| (0..64).map(move |x| (r, h, x)))
+                .collect();
+            assert!(
+                bad == want,
+                "{kv:?} K code {code:#x}: {} non-finite",
+                bad.len()
+            );
+        }
+        for &code in nans.iter().chain(infs) {
+            // In V: only column 3 of those rows.
+            let bad = non_finite_outputs(kv, true, code);
+            let want: Vec<_> = rows_heads.iter().map(|&(r, h)| (r, h, 3)).collect();
+            assert!(bad == want, "{kv:?} V code {code:#x}: {bad:?}");
+        }
+    }
+}

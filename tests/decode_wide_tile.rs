@@ -1,0 +1,133 @@
+//! 32-row query tiles (two m16 row blocks per warp): the plan picks the `_r32` entry when an
+//! item has more than 16 packed rows per KV head (GQA group x new tokens), it matches the
+//! reference with every option (masks, window, softcap, ALiBi, gates, LSE, entropy) on padded
+//! and varlen queries, partially filled tiles and more than one tile per KV head, and it reads
+//! each cached K/V row once per KV head where the 16-row tiles read it twice.
+
+use flashmha::decode::check::{run_decode_case, DecodeCase};
+use flashmha::decode::{plan_decode, KvCacheDType, KvScaleGranularity, SplitPolicy};
+use flashmha::dtype::DType;
+use flashmha::options::{AttnOptions, SlidingWindow};
+
+#[allow(clippy::too_many_arguments)]
+fn case(
+    dtype: DType,
+    head_dim: usize,
+    group: usize,
+    q_lens: Vec<usize>,
+    varlen: bool,
+    options: AttnOptions,
+    extras: bool,
+    seed: u64,
+) -> DecodeCase {
+    DecodeCase {
+        dtype,
+        head_dim,
+        num_heads_kv: 2,
+        group,
+        cache_lens: vec![150, 37, 0][..q_lens.len()].to_vec(),
+        q_lens,
+        varlen,
+        page_size: 13,
+        head_major_pages: seed.is_multiple_of(2),
+        kv_dtype: KvCacheDType::Same,
+        kv_scales: KvScaleGranularity::PerTensor,
+        shared_prefix_pages: 1,
+        spare_pages: 1,
+        options,
+        alibi: extras,
+        gates: extras,
+        lse: true,
+        entropy: extras,
+        split: SplitPolicy::Count(1 + (seed % 4) as u32),
+        seed,
+    }
+}
+
+#[test]
+fn wide_tiles_match_the_reference() {
+    let options = [
+        AttnOptions {
+            causal: true,
+            ..AttnOptions::default()
+        },
+        AttnOptions::default(),
+        AttnOptions {
+            causal: true,
+            window: Some(SlidingWindow {
+                left: Some(40),
+                right: None,
+            }),
+            softcap: Some(12.0),
+            ..AttnOptions::default()
+        },
+    ];
+    let mut seed = 100;
+    for dtype in [DType::F16, DType::Bf16] {
+        for d in [64, 128] {
+            // (group, q lens, varlen): 32 rows exactly, 24 (a partial tile), 40 (two tiles),
+            // varlen items of 3, 4 and 1 tokens at GQA 8.
+            let shapes: [(usize, Vec<usize>, bool); 4] = [
+                (8, vec![4, 4], false),
+                (8, vec![3, 3], false),
+                (5, vec![8, 8], false),
+                (8, vec![3, 4, 1], true),
+            ];
+            for (group, q_lens, varlen) in shapes {
+                for (i, o) in options.iter().enumerate() {
+                    seed += 1;
+                    let c = case(dtype, d, group, q_lens.clone(), varlen, *o, i == 1, seed);
+                    let built = c.build();
+                    let plan = plan_decode(&built.problem, c.split).unwrap();
+                    assert!(plan.decode.entry.ends_with("_r32"), "{}", plan.decode.entry);
+                    let out = run_decode_case(&c).unwrap();
+                    assert!(
+                        out.failures.is_empty(),
+                        "{}: {:#?}",
+                        c.describe(),
+                        out.failures
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn sixteen_rows_or_fewer_keep_the_narrow_tile() {
+    let c = case(
+        DType::F16,
+        128,
+        4,
+        vec![4, 4],
+        false,
+        AttnOptions::default(),
+        false,
+        1,
+    );
+    let plan = plan_decode(&c.build().problem, c.split).unwrap();
+    assert_eq!(plan.decode.entry, "flashmha_decode_f16_d128");
+    assert_eq!(plan.decode.grid[1], 2); // hkv x one 16-row tile
+}
+
+#[test]
+fn gqa8_by_4_tokens_reads_each_kv_row_once() {
+    use flashmha::decode::bench::{measure, DecodeBenchConfig};
+    let c = DecodeBenchConfig {
+        dtype: DType::F16,
+        kv_dtype: KvCacheDType::Same,
+        head_dim: 128,
+        batch: 1,
+        num_heads_kv: 2,
+        group: 8,
+        sq_new: 4,
+        page_size: 16,
+        cache_len: 512,
+        num_sms: 108,
+    };
+    let row = measure(&c).unwrap();
+    assert_eq!(row.findings, 0);
+    // K and V rows (2 x 128 x 2 bytes) plus the 4-byte block-table entry, once per key per
+    // KV head: one CTA per KV head instead of two.
+    assert_eq!(row.bytes_per_key, 516.0, "{row:?}");
+}
