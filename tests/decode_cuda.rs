@@ -272,17 +272,113 @@ fn merge_pair_and_kv_append_on_the_gpu_match_the_emulator() {
         .kv_append(
             &stream,
             &plan,
-            KvAppendArgs {
-                k_new: &dkn,
-                v_new: &dvn,
-                k_cache: &mut dk,
-                v_cache: &mut dv,
-                slot_mapping: &dslots,
-            },
+            KvAppendArgs::new(&dkn, &dvn, &mut dk, &mut dv).slots(&dslots),
         )
         .unwrap();
     let k_gpu: Vec<f16> = stream.clone_dtoh(&dk).unwrap();
     let v_gpu: Vec<f16> = stream.clone_dtoh(&dv).unwrap();
     assert!(k_gpu.iter().map(|x| x.to_bits()).eq(k_emu.iter().copied()));
     assert!(v_gpu.iter().map(|x| x.to_bits()).eq(v_emu.iter().copied()));
+}
+
+/// FP8 append through block table + positions on the GPU equals the emulator bit for bit (the
+/// quantisation is integer and round-to-nearest-even, so both backends produce the same codes).
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --test decode_cuda -- --ignored (FLASHMHA_SEED=n repeats a run)"]
+fn fp8_kv_append_at_positions_on_the_gpu_matches_the_emulator() {
+    use flashmha::cuda::KvAppendArgs;
+    use flashmha::decode::append::{plan_kv_append_to, AppendIndex};
+    use flashmha::decode::emulated::{kv_append_into, AppendTarget, HostPools};
+    use flashmha::decode::{DecodeProblem, KvCacheDType};
+    use half::f16;
+    use rand::Rng;
+    let seed = std::env::var("FLASHMHA_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let backend = CudaBackend::new(0).expect("a CUDA GPU");
+    let stream = backend.context().default_stream();
+    let (batch, hkv, d, ps, pages_per_seq) = (2, 2, 128, rng.random_range(1..=20), 3);
+    let pages = batch * pages_per_seq;
+    for kv in [KvCacheDType::Fp8E4M3, KvCacheDType::Fp8E5M2] {
+        let mut p = DecodeProblem::contiguous(
+            DType::F16,
+            batch,
+            1,
+            hkv,
+            hkv,
+            d,
+            pages,
+            ps,
+            pages_per_seq,
+            false,
+        );
+        p.kv_dtype = kv;
+        let span = p.cache_span(&p.k_strides) as usize;
+        let block_table: Vec<i32> = (0..pages as i32).rev().collect();
+        // One new token per sequence at a random position of its pages, plus a skipped one.
+        let token_batch: Vec<i32> = vec![0, 1, 1];
+        let token_pos: Vec<i32> = vec![
+            rng.random_range(0..(pages_per_seq * ps) as i32),
+            rng.random_range(0..(pages_per_seq * ps) as i32),
+            -1,
+        ];
+        let tokens = token_pos.len();
+        let rows = |rng: &mut rand::rngs::StdRng| -> Vec<u16> {
+            (0..tokens * hkv * d)
+                .map(|_| f16::from_f32(rng.random_range(-40.0..40.0)).to_bits())
+                .collect()
+        };
+        let (kn, vn) = (rows(&mut rng), rows(&mut rng));
+        let codes: Vec<u8> = (0..span).map(|_| rng.random()).collect();
+        let (k_scales, v_scales) = (vec![0.5f32; 1], vec![0.25f32; 1]);
+        let pools = HostPools::Fp8 {
+            k: codes.clone(),
+            v: codes.clone(),
+            k_scales: k_scales.clone(),
+            v_scales: v_scales.clone(),
+        };
+        let target = AppendTarget::Positions {
+            block_table: &block_table,
+            token_batch: &token_batch,
+            token_pos: &token_pos,
+        };
+        let (emulated, report) = kv_append_into(&p, &pools, &kn, &vn, target).unwrap();
+        assert!(report.findings.is_empty());
+        let HostPools::Fp8 {
+            k: k_emu, v: v_emu, ..
+        } = emulated
+        else {
+            panic!("FP8 pools come back as FP8 pools");
+        };
+        let plan = plan_kv_append_to(&p, tokens, AppendIndex::Positions).unwrap();
+        let up16 = |x: &[u16]| {
+            stream
+                .clone_htod(&x.iter().map(|&b| f16::from_bits(b)).collect::<Vec<_>>())
+                .unwrap()
+        };
+        let (dkn, dvn) = (up16(&kn), up16(&vn));
+        let (mut dk, mut dv) = (
+            stream.clone_htod(&codes).unwrap(),
+            stream.clone_htod(&codes).unwrap(),
+        );
+        let (dks, dvs) = (
+            stream.clone_htod(&k_scales).unwrap(),
+            stream.clone_htod(&v_scales).unwrap(),
+        );
+        let (dbt, dtb, dtp) = (
+            stream.clone_htod(&block_table).unwrap(),
+            stream.clone_htod(&token_batch).unwrap(),
+            stream.clone_htod(&token_pos).unwrap(),
+        );
+        let args =
+            KvAppendArgs::fp8(&dkn, &dvn, &mut dk, &mut dv, &dks, &dvs).positions(&dbt, &dtb, &dtp);
+        backend.kv_append(&stream, &plan, args).unwrap();
+        let k_gpu: Vec<u8> = stream.clone_dtoh(&dk).unwrap();
+        let v_gpu: Vec<u8> = stream.clone_dtoh(&dv).unwrap();
+        assert_eq!(k_gpu, k_emu, "{kv:?} K codes, seed {seed}");
+        assert_eq!(v_gpu, v_emu, "{kv:?} V codes, seed {seed}");
+    }
 }

@@ -21,7 +21,7 @@ use super::problem::DecodeProblem;
 use super::validate::validate_kv_append;
 use crate::abi::{self, KvAppendParams};
 use crate::dtype::DType;
-use crate::error::{Error, Result, TensorName};
+use crate::error::{Result, TensorName};
 
 /// Elements of one 16-byte copy (`kAppendChunkElems` in kernels/kv_append.cu).
 pub const APPEND_CHUNK_ELEMS: usize = 8;
@@ -191,28 +191,13 @@ impl KvAppendPlan {
             },
         })
     }
-
-    /// The CUDA path launches the 16-bit slot-mapping form only (so far): anything else is a
-    /// typed error before any launch.
-    pub fn require_16bit_slots(&self) -> Result<()> {
-        if self.pools.kv_dtype.is_fp8() || self.index != AppendIndex::Slots {
-            return Err(Error::KvPoolMismatch {
-                expected: "16-bit pages through a slot mapping (CUDA path)",
-                found: if self.pools.kv_dtype.is_fp8() {
-                    "FP8 codes"
-                } else {
-                    "a block-table + position target"
-                },
-            });
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::decode::fp8::KvCacheDType;
+    use crate::error::Error;
 
     fn buf(addr: u64) -> DeviceBuf {
         DeviceBuf { addr, len: 1 << 20 }
@@ -254,10 +239,6 @@ mod tests {
         // An FP8 pool overlapping a scale buffer is refused (the pools are counted in bytes).
         b.v_scales = buf(0x40_0000 + 100);
         assert!(matches!(plan.params(&b), Err(Error::Alias { .. })));
-        // The CUDA path takes 16-bit slot-mapping appends only.
-        assert!(plan.require_16bit_slots().is_err());
-        p.kv_dtype = KvCacheDType::Same;
-        assert!(plan_kv_append(&p, 3).unwrap().require_16bit_slots().is_ok());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use super::emulated::{decode_on, DecodeHostInputs, DecodeRun};
 use super::fp8::{KvCacheDType, KvScaleGranularity};
+use super::kernels::DECODE_KERNELS;
 use super::plan::{plan_decode, DecodePlan, SplitPolicy};
 use super::problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};
 use crate::dtype::DType;
@@ -110,7 +111,8 @@ impl DecodeCase {
     /// page sizes 1, 3, 16, 17, 256 or 1..=64, NHD or HND, cache lengths 0, 1 or up to
     /// `max_len` (not multiples of the page size), GQA 1-8, padded or varlen queries, shared
     /// prefixes and spare NaN pages, forced split counts, fixed split sizes or the heuristic,
-    /// and the options of prefill; head dims drawn from `head_dims`.
+    /// the options of prefill, and FP8 pages where an FP8 kernel exists; head dims drawn from
+    /// `head_dims`.
     pub fn random(
         rng: &mut impl Rng,
         dtypes: &[DType],
@@ -119,6 +121,21 @@ impl DecodeCase {
     ) -> DecodeCase {
         let dtype = dtypes[rng.random_range(0..dtypes.len())];
         let head_dim = head_dims[rng.random_range(0..head_dims.len())];
+        // FP8 pages (either format, either scale granularity) in a quarter of the cases whose
+        // dtype and head dim have an FP8 kernel.
+        let fp8_compiled = DECODE_KERNELS
+            .iter()
+            .any(|r| r.kv_bytes == 1 && r.dtype == dtype && r.head_dim as usize == head_dim);
+        let kv_dtype = match (fp8_compiled && rng.random_bool(0.25), rng.random_bool(0.5)) {
+            (false, _) => KvCacheDType::Same,
+            (true, true) => KvCacheDType::Fp8E4M3,
+            (true, false) => KvCacheDType::Fp8E5M2,
+        };
+        let kv_scales = if rng.random_bool(0.5) {
+            KvScaleGranularity::PerTensor
+        } else {
+            KvScaleGranularity::PerKvHead
+        };
         let batch = rng.random_range(1..=3);
         let cache_lens: Vec<usize> = (0..batch)
             .map(|_| match rng.random_range(0..8) {
@@ -171,8 +188,8 @@ impl DecodeCase {
             varlen,
             page_size,
             head_major_pages: rng.random_bool(0.5),
-            kv_dtype: KvCacheDType::Same,
-            kv_scales: KvScaleGranularity::PerTensor,
+            kv_dtype,
+            kv_scales,
             shared_prefix_pages: if rng.random_bool(0.5) {
                 rng.random_range(1..=3)
             } else {

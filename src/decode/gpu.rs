@@ -38,12 +38,19 @@ fn run<T: Element>(
     let stream = backend.context().default_stream();
     let bits = |v: &[u16]| -> Vec<T> { bytemuck::cast_slice::<u16, T>(v).to_vec() };
     let q = stream.clone_htod(&bits(&inputs.q)).map_err(driver_error)?;
+    // 16-bit pools as T, or FP8 codes with their scales (the other pair stays empty).
     let k = stream
         .clone_htod(&bits(&inputs.k_cache))
         .map_err(driver_error)?;
     let v = stream
         .clone_htod(&bits(&inputs.v_cache))
         .map_err(driver_error)?;
+    let up_or_empty = |x: &[u8]| stream.clone_htod(if x.is_empty() { &[0u8][..] } else { x });
+    let k_codes = up_or_empty(&inputs.k_cache_fp8).map_err(driver_error)?;
+    let v_codes = up_or_empty(&inputs.v_cache_fp8).map_err(driver_error)?;
+    let scales = |x: &[f32]| stream.clone_htod(if x.is_empty() { &[0f32][..] } else { x });
+    let k_scales = scales(&inputs.k_scales).map_err(driver_error)?;
+    let v_scales = scales(&inputs.v_scales).map_err(driver_error)?;
     let mut o = stream
         .clone_htod(&bits(&vec![0xFFFF; p.q_span(&p.o_strides) as usize]))
         .map_err(driver_error)?;
@@ -86,7 +93,14 @@ fn run<T: Element>(
     let mut ws = stream
         .clone_htod(&nan(plan.workspace.elems() as usize))
         .map_err(driver_error)?;
-    let mut args = DecodeArgs::new(&q, &k, &v, &mut o, &table, &lens).workspace(&mut ws);
+    let args = if p.kv_dtype.is_fp8() {
+        DecodeArgs::fp8(
+            &q, &k_codes, &v_codes, &k_scales, &v_scales, &mut o, &table, &lens,
+        )
+    } else {
+        DecodeArgs::new(&q, &k, &v, &mut o, &table, &lens)
+    };
+    let mut args = args.workspace(&mut ws);
     if let Some(c) = cu.as_ref() {
         args = args.cu_seqlens_q(c);
     }

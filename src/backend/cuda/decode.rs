@@ -8,7 +8,7 @@
 //! `CudaView`/`CudaViewMut`s carved from an arena or a KV-cache allocation.
 
 use super::{launch_one_struct, opt_read, opt_write, read, write, CudaBackend, Guard};
-use crate::decode::append::{KvAppendBuffers, KvAppendPlan};
+use crate::decode::append::{AppendIndex, KvAppendBuffers, KvAppendPlan};
 use crate::decode::merge::{MergeBuffers, MergePlan, MergeStates};
 use crate::decode::plan::{DecodeBuffers, DecodePlan, DeviceBuf};
 use crate::element::Element;
@@ -16,12 +16,27 @@ use crate::error::{driver_error, Error, Result, TensorName};
 use crate::validate::binding::DevBuf;
 use cudarc::driver::{CudaFunction, CudaStream, DevicePtr, DevicePtrMut};
 
+/// The K/V page pools of a decode run: 16-bit pages of the plan's element type, or FP8 codes
+/// with their f32 scales (per tensor or per KV head, as the plan says).
+enum KvPools<'a, T> {
+    Elements {
+        k: &'a dyn DevicePtr<T>,
+        v: &'a dyn DevicePtr<T>,
+    },
+    Fp8 {
+        k: &'a dyn DevicePtr<u8>,
+        v: &'a dyn DevicePtr<u8>,
+        k_scales: &'a dyn DevicePtr<f32>,
+        v_scales: &'a dyn DevicePtr<f32>,
+    },
+}
+
 /// Buffers of one decode run (layouts in `kernels/params.h`, sizes from the plan). Required
-/// tensors go to [`DecodeArgs::new`]; each optional one is a builder method.
+/// tensors go to [`DecodeArgs::new`] (16-bit pages) or [`DecodeArgs::fp8`] (FP8 pages); each
+/// optional one is a builder method.
 pub struct DecodeArgs<'a, T> {
     q: &'a dyn DevicePtr<T>,
-    k_cache: &'a dyn DevicePtr<T>,
-    v_cache: &'a dyn DevicePtr<T>,
+    pools: KvPools<'a, T>,
     o: &'a mut dyn DevicePtrMut<T>,
     block_table: &'a dyn DevicePtr<i32>,
     cache_seqlens: &'a dyn DevicePtr<i32>,
@@ -34,7 +49,7 @@ pub struct DecodeArgs<'a, T> {
 }
 
 impl<'a, T> DecodeArgs<'a, T> {
-    /// q and the page pools in, o out; `block_table [b, max_pages_per_seq]` and
+    /// q and 16-bit page pools in, o out; `block_table [b, max_pages_per_seq]` and
     /// `cache_seqlens [b]` (i32, device-resident, checked by the kernel).
     pub fn new(
         q: &'a impl DevicePtr<T>,
@@ -44,10 +59,46 @@ impl<'a, T> DecodeArgs<'a, T> {
         block_table: &'a impl DevicePtr<i32>,
         cache_seqlens: &'a impl DevicePtr<i32>,
     ) -> Self {
+        let pools = KvPools::Elements {
+            k: k_cache,
+            v: v_cache,
+        };
+        Self::with_pools(q, pools, o, block_table, cache_seqlens)
+    }
+
+    /// As [`DecodeArgs::new`] for FP8 pages (e4m3 or e5m2, as the plan's `kv_dtype` says):
+    /// the pools hold one code byte per element, and `k_scales` / `v_scales` (f32) one scale
+    /// per tensor or per KV head.
+    #[allow(clippy::too_many_arguments)] // the required tensors of an FP8 decode, each once
+    pub fn fp8(
+        q: &'a impl DevicePtr<T>,
+        k_codes: &'a impl DevicePtr<u8>,
+        v_codes: &'a impl DevicePtr<u8>,
+        k_scales: &'a impl DevicePtr<f32>,
+        v_scales: &'a impl DevicePtr<f32>,
+        o: &'a mut impl DevicePtrMut<T>,
+        block_table: &'a impl DevicePtr<i32>,
+        cache_seqlens: &'a impl DevicePtr<i32>,
+    ) -> Self {
+        let pools = KvPools::Fp8 {
+            k: k_codes,
+            v: v_codes,
+            k_scales,
+            v_scales,
+        };
+        Self::with_pools(q, pools, o, block_table, cache_seqlens)
+    }
+
+    fn with_pools(
+        q: &'a dyn DevicePtr<T>,
+        pools: KvPools<'a, T>,
+        o: &'a mut dyn DevicePtrMut<T>,
+        block_table: &'a dyn DevicePtr<i32>,
+        cache_seqlens: &'a dyn DevicePtr<i32>,
+    ) -> Self {
         DecodeArgs {
             q,
-            k_cache,
-            v_cache,
+            pools,
             o,
             block_table,
             cache_seqlens,
@@ -141,13 +192,105 @@ impl<'a, T> MergeArgs<'a, T> {
     }
 }
 
-/// Buffers of one KV-append run: new rows `[num_tokens, hkv, d]`, the pools, the slots.
+/// Buffers of one KV append: the new rows, the pools ([`KvAppendArgs::new`] for 16-bit pages,
+/// [`KvAppendArgs::fp8`] to quantise into FP8 pages with the given scales) and where the rows
+/// go ([`KvAppendArgs::slots`] or [`KvAppendArgs::positions`], as the plan's index says).
 pub struct KvAppendArgs<'a, T> {
-    pub k_new: &'a dyn DevicePtr<T>,
-    pub v_new: &'a dyn DevicePtr<T>,
-    pub k_cache: &'a mut dyn DevicePtrMut<T>,
-    pub v_cache: &'a mut dyn DevicePtrMut<T>,
-    pub slot_mapping: &'a dyn DevicePtr<i32>,
+    k_new: &'a dyn DevicePtr<T>,
+    v_new: &'a dyn DevicePtr<T>,
+    pools: AppendPools<'a, T>,
+    target: Option<AppendTarget<'a>>,
+}
+
+/// The pools an append writes.
+enum AppendPools<'a, T> {
+    Elements {
+        k: &'a mut dyn DevicePtrMut<T>,
+        v: &'a mut dyn DevicePtrMut<T>,
+    },
+    Fp8 {
+        k: &'a mut dyn DevicePtrMut<u8>,
+        v: &'a mut dyn DevicePtrMut<u8>,
+        k_scales: &'a dyn DevicePtr<f32>,
+        v_scales: &'a dyn DevicePtr<f32>,
+    },
+}
+
+/// Where each new token goes (device-resident, checked by the kernel, which traps).
+enum AppendTarget<'a> {
+    /// `slot_mapping [num_tokens]`: slot = page * page_size + offset; < 0 skips the token.
+    Slots(&'a dyn DevicePtr<i32>),
+    /// `block_table [b, max_pages_per_seq]`, and per token its batch item and position.
+    Positions {
+        block_table: &'a dyn DevicePtr<i32>,
+        token_batch: &'a dyn DevicePtr<i32>,
+        token_pos: &'a dyn DevicePtr<i32>,
+    },
+}
+
+impl<'a, T> KvAppendArgs<'a, T> {
+    /// New rows `k_new, v_new: [num_tokens, hkv, d]` into 16-bit pools.
+    pub fn new(
+        k_new: &'a impl DevicePtr<T>,
+        v_new: &'a impl DevicePtr<T>,
+        k_cache: &'a mut impl DevicePtrMut<T>,
+        v_cache: &'a mut impl DevicePtrMut<T>,
+    ) -> Self {
+        KvAppendArgs {
+            k_new,
+            v_new,
+            pools: AppendPools::Elements {
+                k: k_cache,
+                v: v_cache,
+            },
+            target: None,
+        }
+    }
+
+    /// New rows quantised into FP8 pools (one code byte per element) with f32 scales per
+    /// tensor or per KV head.
+    pub fn fp8(
+        k_new: &'a impl DevicePtr<T>,
+        v_new: &'a impl DevicePtr<T>,
+        k_codes: &'a mut impl DevicePtrMut<u8>,
+        v_codes: &'a mut impl DevicePtrMut<u8>,
+        k_scales: &'a impl DevicePtr<f32>,
+        v_scales: &'a impl DevicePtr<f32>,
+    ) -> Self {
+        KvAppendArgs {
+            k_new,
+            v_new,
+            pools: AppendPools::Fp8 {
+                k: k_codes,
+                v: v_codes,
+                k_scales,
+                v_scales,
+            },
+            target: None,
+        }
+    }
+
+    /// Token `t` goes to slot `slot_mapping[t]` (i32).
+    pub fn slots(mut self, slot_mapping: &'a impl DevicePtr<i32>) -> Self {
+        self.target = Some(AppendTarget::Slots(slot_mapping));
+        self
+    }
+
+    /// Token `t` goes to position `token_pos[t]` of sequence `token_batch[t]`, through that
+    /// sequence's row of `block_table` (all i32).
+    pub fn positions(
+        mut self,
+        block_table: &'a impl DevicePtr<i32>,
+        token_batch: &'a impl DevicePtr<i32>,
+        token_pos: &'a impl DevicePtr<i32>,
+    ) -> Self {
+        self.target = Some(AppendTarget::Positions {
+            block_table,
+            token_batch,
+            token_pos,
+        });
+        self
+    }
 }
 
 /// The decode, combine, merge and append functions of one device.
@@ -158,7 +301,9 @@ pub(super) struct DecodeFunctions {
     pub combine: (CudaFunction, CudaFunction),
     /// Public merge_states: (f16, bf16).
     pub merge: (CudaFunction, CudaFunction),
+    /// KV append into 16-bit pools, and quantising into FP8 pools.
     pub kv_append: CudaFunction,
+    pub kv_append_fp8: CudaFunction,
 }
 
 fn dev(b: DevBuf) -> DeviceBuf {
@@ -170,6 +315,78 @@ fn dev(b: DevBuf) -> DeviceBuf {
 
 fn opt_dev(b: Option<DevBuf>) -> DeviceBuf {
     b.map_or(DeviceBuf::default(), dev)
+}
+
+/// Device buffers of a run's pools and scales (scales absent for 16-bit pages).
+#[derive(Default)]
+struct PoolBufs {
+    k: DeviceBuf,
+    v: DeviceBuf,
+    k_scales: DeviceBuf,
+    v_scales: DeviceBuf,
+}
+
+/// The pools must be of the kind the plan was made for.
+fn check_pools<T>(pools: &KvPools<'_, T>, plan_fp8: bool) -> Result<()> {
+    let given_fp8 = matches!(pools, KvPools::Fp8 { .. });
+    if given_fp8 == plan_fp8 {
+        return Ok(());
+    }
+    Err(pool_mismatch(plan_fp8))
+}
+
+/// The typed error for pools of the other kind than the plan's `kv_dtype`.
+fn pool_mismatch(plan_fp8: bool) -> Error {
+    Error::KvPoolMismatch {
+        expected: if plan_fp8 {
+            "FP8 codes and scales (the `fp8` constructor), as the plan's kv_dtype says"
+        } else {
+            "16-bit pages of q's type (the `new` constructor), as the plan's kv_dtype says"
+        },
+        found: if plan_fp8 {
+            "16-bit pages"
+        } else {
+            "FP8 codes"
+        },
+    }
+}
+
+/// The pools' device ranges, with the guards that record stream ordering (a fixed array, no
+/// allocation; `None` where a 16-bit run has no scales).
+fn read_pools<'a, 'b: 'a, T>(
+    pools: KvPools<'b, T>,
+    stream: &'a CudaStream,
+) -> (PoolBufs, [Option<Guard<'a>>; 4]) {
+    match pools {
+        KvPools::Elements { k, v } => {
+            let (k, gk) = read(k, stream);
+            let (v, gv) = read(v, stream);
+            let bufs = PoolBufs {
+                k: dev(k),
+                v: dev(v),
+                ..PoolBufs::default()
+            };
+            (bufs, [Some(gk), Some(gv), None, None])
+        }
+        KvPools::Fp8 {
+            k,
+            v,
+            k_scales,
+            v_scales,
+        } => {
+            let (k, gk) = read(k, stream);
+            let (v, gv) = read(v, stream);
+            let (ks, gks) = read(k_scales, stream);
+            let (vs, gvs) = read(v_scales, stream);
+            let bufs = PoolBufs {
+                k: dev(k),
+                v: dev(v),
+                k_scales: dev(ks),
+                v_scales: dev(vs),
+            };
+            (bufs, [Some(gk), Some(gv), Some(gks), Some(gvs)])
+        }
+    }
 }
 
 fn check_dtype<T: Element>(tensor: TensorName, plan_dtype: crate::dtype::DType) -> Result<()> {
@@ -198,17 +415,9 @@ impl CudaBackend {
         args: DecodeArgs<'_, T>,
     ) -> Result<()> {
         check_dtype::<T>(TensorName::Q, plan.problem.dtype)?;
-        if plan.problem.kv_dtype.is_fp8() {
-            // DecodeArgs types the pools as T; FP8 pools and their scales are emulator-only.
-            return Err(Error::KvPoolMismatch {
-                expected: "16-bit pages (the CUDA decode path takes no FP8 pools yet)",
-                found: "FP8 codes",
-            });
-        }
         let DecodeArgs {
             q,
-            k_cache,
-            v_cache,
+            pools,
             o,
             block_table,
             cache_seqlens,
@@ -219,10 +428,10 @@ impl CudaBackend {
             head_gates,
             workspace,
         } = args;
+        check_pools(&pools, plan.problem.kv_dtype.is_fp8())?;
         // The guards record cudarc's stream-ordering events once the launches are queued.
         let (q, _q) = read(q, stream);
-        let (k_cache, _k) = read(k_cache, stream);
-        let (v_cache, _v) = read(v_cache, stream);
+        let (pools, _pool_guards) = read_pools(pools, stream);
         let (o, _o) = write(o, stream);
         let (block_table, _bt) = read(block_table, stream);
         let (cache_seqlens, _cs) = read(cache_seqlens, stream);
@@ -235,8 +444,10 @@ impl CudaBackend {
         let (partial_o, partial_lse, partial_entropy) = plan.carve_workspace(opt_dev(ws))?;
         let bufs = DecodeBuffers {
             q: dev(q),
-            k_cache: dev(k_cache),
-            v_cache: dev(v_cache),
+            k_cache: pools.k,
+            v_cache: pools.v,
+            k_scales: pools.k_scales,
+            v_scales: pools.v_scales,
             o: dev(o),
             block_table: dev(block_table),
             cache_seqlens: dev(cache_seqlens),
@@ -248,7 +459,6 @@ impl CudaBackend {
             partial_o,
             partial_lse,
             partial_entropy,
-            ..DecodeBuffers::default()
         };
         let (decode_params, combine_params) = plan.params(&bufs)?;
         let f = self.decode_functions();
@@ -370,34 +580,99 @@ impl CudaBackend {
         args: KvAppendArgs<'_, T>,
     ) -> Result<()> {
         check_dtype::<T>(TensorName::KNew, plan.pools.dtype)?;
-        plan.require_16bit_slots()?;
         let KvAppendArgs {
             k_new,
             v_new,
-            k_cache,
-            v_cache,
-            slot_mapping,
+            pools,
+            target,
         } = args;
+        let plan_fp8 = plan.pools.kv_dtype.is_fp8();
+        if matches!(pools, AppendPools::Fp8 { .. }) != plan_fp8 {
+            return Err(pool_mismatch(plan_fp8));
+        }
+        // The target must be the kind the plan was made for (the other kind is unexpected).
+        let target = target.ok_or(Error::MissingBuffer {
+            tensor: match plan.index {
+                AppendIndex::Slots => TensorName::SlotMapping,
+                AppendIndex::Positions => TensorName::TokenPos,
+            },
+        })?;
+        let given_positions = matches!(target, AppendTarget::Positions { .. });
+        if given_positions != (plan.index == AppendIndex::Positions) {
+            return Err(Error::UnexpectedBuffer {
+                tensor: if given_positions {
+                    TensorName::TokenPos
+                } else {
+                    TensorName::SlotMapping
+                },
+            });
+        }
+        // The guards record cudarc's stream-ordering events once the launch is queued; fixed
+        // arrays hold those of the pools and the target (no allocation).
         let (k_new, _kn) = read(k_new, stream);
         let (v_new, _vn) = read(v_new, stream);
-        let (k_cache, _kc) = write(k_cache, stream);
-        let (v_cache, _vc) = write(v_cache, stream);
-        let (slots, _s) = read(slot_mapping, stream);
-        let params = plan.params(&KvAppendBuffers {
+        let mut bufs = KvAppendBuffers {
             k_new: dev(k_new),
             v_new: dev(v_new),
-            k_cache: dev(k_cache),
-            v_cache: dev(v_cache),
-            slot_mapping: dev(slots),
             ..KvAppendBuffers::default()
-        })?;
+        };
+        let _pool_guards: [Option<Guard<'_>>; 4] = match pools {
+            AppendPools::Elements { k, v } => {
+                let (k, gk) = write(k, stream);
+                let (v, gv) = write(v, stream);
+                (bufs.k_cache, bufs.v_cache) = (dev(k), dev(v));
+                [Some(gk), Some(gv), None, None]
+            }
+            AppendPools::Fp8 {
+                k,
+                v,
+                k_scales,
+                v_scales,
+            } => {
+                let (k, gk) = write(k, stream);
+                let (v, gv) = write(v, stream);
+                let (ks, gks) = read(k_scales, stream);
+                let (vs, gvs) = read(v_scales, stream);
+                (bufs.k_cache, bufs.v_cache) = (dev(k), dev(v));
+                (bufs.k_scales, bufs.v_scales) = (dev(ks), dev(vs));
+                [Some(gk), Some(gv), Some(gks), Some(gvs)]
+            }
+        };
+        let _target_guards: [Option<Guard<'_>>; 3] = match target {
+            AppendTarget::Slots(slots) => {
+                let (s, g) = read(slots, stream);
+                bufs.slot_mapping = dev(s);
+                [Some(g), None, None]
+            }
+            AppendTarget::Positions {
+                block_table,
+                token_batch,
+                token_pos,
+            } => {
+                let (bt, gbt) = read(block_table, stream);
+                let (tb, gtb) = read(token_batch, stream);
+                let (tp, gtp) = read(token_pos, stream);
+                bufs.block_table = dev(bt);
+                bufs.token_batch = dev(tb);
+                bufs.token_pos = dev(tp);
+                [Some(gbt), Some(gtb), Some(gtp)]
+            }
+        };
+        let params = plan.params(&bufs)?;
+        let f = self.decode_functions();
+        let function = if plan_fp8 {
+            &f.kv_append_fp8
+        } else {
+            &f.kv_append
+        };
         self.context().bind_to_thread().map_err(driver_error)?;
         let l = &plan.launch;
-        // SAFETY: `params` checked every buffer against the plan; slots are device-resident and
-        // checked by the kernel against num_pages x page_size (trap).
+        // SAFETY: `params` checked every buffer against the plan; slots, block-table entries,
+        // batch items and positions are device-resident and checked by the kernel against the
+        // sizes in the params (trap).
         unsafe {
             launch_one_struct(
-                &self.decode_functions().kv_append,
+                function,
                 l.grid,
                 l.block,
                 l.dynamic_smem_bytes,

@@ -15,7 +15,9 @@ pub use image_choice::{choose_image, ImageChoice};
 pub use timing::time_forward;
 
 use crate::build_info::{self, FWD_KERNELS};
-use crate::decode::kernels::{combine_entry, merge_states_entry, DECODE_KERNELS, KV_APPEND_ENTRY};
+use crate::decode::kernels::{
+    combine_entry, merge_states_entry, DECODE_KERNELS, KV_APPEND_ENTRY, KV_APPEND_FP8_ENTRY,
+};
 use crate::dtype::DType;
 use crate::element::Element;
 use crate::error::{driver_error, Error, Result};
@@ -117,6 +119,7 @@ impl CudaBackend {
                 load(merge_states_entry(DType::Bf16))?,
             ),
             kv_append: load(KV_APPEND_ENTRY)?,
+            kv_append_fp8: load(KV_APPEND_FP8_ENTRY)?,
         };
         tracing::info!(major, minor, kernels = forward.len(), "cuda backend ready");
         Ok(CudaBackend {
