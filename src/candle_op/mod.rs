@@ -62,8 +62,16 @@ fn element_type(name: TensorName, t: &Tensor) -> candle_core::Result<DType> {
 }
 
 fn same_dtype(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<DType> {
+    dtype_shared_by(q, [(TensorName::K, k), (TensorName::V, v)])
+}
+
+/// q's kernel dtype, which every one of `others` must have too.
+fn dtype_shared_by<const N: usize>(
+    q: &Tensor,
+    others: [(TensorName, &Tensor); N],
+) -> candle_core::Result<DType> {
     let dtype = element_type(TensorName::Q, q)?;
-    for (name, t) in [(TensorName::K, k), (TensorName::V, v)] {
+    for (name, t) in others {
         let found = element_type(name, t)?;
         if found != dtype {
             return Err(wrap(Error::DTypeMismatch {

@@ -5,7 +5,7 @@
 //!
 //! Reads the given tensors, returns new ones; touches nothing else.
 
-use super::{bits, dims, element_type, from_bits, host_i32, same_device, wrap, Target};
+use super::{bits, dims, dtype_shared_by, from_bits, host_i32, same_device, wrap, Target};
 use crate::decode::emulated::{self, DecodeHostInputs};
 use crate::decode::{plan_decode, DecodePlan, DecodeProblem, SplitPolicy};
 use crate::error::{Dim, Error, TensorName};
@@ -45,17 +45,8 @@ pub fn paged_attention(
     cache: &PagedKvCache,
     opts: &AttnOptions,
 ) -> candle_core::Result<(Tensor, Tensor)> {
-    let dtype = element_type(TensorName::Q, q)?;
-    for (name, t) in [(TensorName::KCache, cache.k), (TensorName::VCache, cache.v)] {
-        let found = element_type(name, t)?;
-        if found != dtype {
-            return Err(wrap(Error::DTypeMismatch {
-                tensor: name,
-                expected: dtype,
-                found,
-            }));
-        }
-    }
+    let pools = [(TensorName::KCache, cache.k), (TensorName::VCache, cache.v)];
+    let dtype = dtype_shared_by(q, pools)?;
     let [batch, sq_new, hq, d] = dims::<4>(TensorName::Q, q)?;
     let kd = dims::<4>(TensorName::KCache, cache.k)?;
     let vd = dims::<4>(TensorName::VCache, cache.v)?;

@@ -5,7 +5,7 @@
 
 use super::emulated::DecodeHostInputs;
 use super::plan::DecodePlan;
-use crate::backend::cuda::{CudaBackend, DecodeArgs};
+use crate::backend::cuda::{upload_opt, CudaBackend, DecodeArgs};
 use crate::dtype::DType;
 use crate::element::Element;
 use crate::error::{driver_error, Result};
@@ -72,24 +72,9 @@ fn run<T: Element>(
         .then(|| stream.clone_htod(&nan(stats)))
         .transpose()
         .map_err(driver_error)?;
-    let cu = inputs
-        .cu_seqlens_q
-        .as_deref()
-        .map(|c| stream.clone_htod(c))
-        .transpose()
-        .map_err(driver_error)?;
-    let alibi = inputs
-        .alibi_slopes
-        .as_deref()
-        .map(|a| stream.clone_htod(a))
-        .transpose()
-        .map_err(driver_error)?;
-    let gates = inputs
-        .head_gates
-        .as_deref()
-        .map(|g| stream.clone_htod(g))
-        .transpose()
-        .map_err(driver_error)?;
+    let cu = upload_opt(&stream, inputs.cu_seqlens_q.as_deref())?;
+    let alibi = upload_opt(&stream, inputs.alibi_slopes.as_deref())?;
+    let gates = upload_opt(&stream, inputs.head_gates.as_deref())?;
     let mut ws = stream
         .clone_htod(&nan(plan.workspace.elems() as usize))
         .map_err(driver_error)?;

@@ -4,7 +4,7 @@
 
 use super::problem::{FwdProblem, SeqLayout};
 use super::{poisoned_f32, HostInputs, HostOutputs, POISON_U16};
-use crate::backend::cuda::{CudaBackend, FwdArgs};
+use crate::backend::cuda::{upload_opt, CudaBackend, FwdArgs};
 use crate::dtype::DType;
 use crate::element::Element;
 use crate::error::{driver_error, Result};
@@ -51,18 +51,8 @@ fn run<T: Element>(
         .map(|n| stream.clone_htod(&poisoned_f32(n)))
         .transpose()
         .map_err(driver_error)?;
-    let alibi = inputs
-        .alibi_slopes
-        .as_deref()
-        .map(|s| stream.clone_htod(s))
-        .transpose()
-        .map_err(driver_error)?;
-    let gates = inputs
-        .head_gates
-        .as_deref()
-        .map(|s| stream.clone_htod(s))
-        .transpose()
-        .map_err(driver_error)?;
+    let alibi = upload_opt(&stream, inputs.alibi_slopes.as_deref())?;
+    let gates = upload_opt(&stream, inputs.head_gates.as_deref())?;
     let cu = match &problem.layout {
         SeqLayout::Varlen {
             cu_seqlens_q,
