@@ -10,25 +10,15 @@ use std::process::Command;
 pub const CLIENT_LIB: &str = "flashmha_capi_client";
 
 pub fn generate_bindings(header: &Path, out: &Path) {
-    let mut builder = bindgen::Builder::default();
-    if let Some(dir) = compiler_builtin_includes() {
-        builder = builder.clang_arg(format!("-isystem{}", dir.display()));
-    }
-    let bindings = builder
-        .header(header.to_string_lossy())
+    let mut builder = crate::bindings::base_builder(header)
         .allowlist_type("flashmha_.*")
         .allowlist_function("flashmha_.*")
         .allowlist_var("FLASHMHA_.*")
-        .prepend_enum_name(false)
-        .derive_default(true)
-        .derive_debug(true)
-        .derive_copy(true)
-        .layout_tests(true)
-        .generate()
-        .unwrap_or_else(|e| panic!("bindgen failed on {}: {e}", header.display()));
-    bindings
-        .write_to_file(out)
-        .unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
+        .prepend_enum_name(false);
+    if let Some(dir) = compiler_builtin_includes() {
+        builder = builder.clang_arg(format!("-isystem{}", dir.display()));
+    }
+    crate::bindings::write(builder, header, out);
 }
 
 /// The C compiler's own header folder (`stddef.h` lives there, not in /usr/include). A libclang
