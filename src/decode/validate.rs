@@ -145,29 +145,7 @@ pub fn validate_decode(p: &DecodeProblem) -> Result<&'static DecodeKernelRow> {
         });
     }
     fits(Limit::GridYz, MAX_GRID_YZ, p.batch as u64)?;
-    dim_in(
-        TensorName::KCache,
-        Dim::Slot,
-        u64::from(abi::FLASHMHA_DECODE_MAX_PAGE_SIZE),
-        p.page_size,
-    )?;
-    dim_in(TensorName::KCache, Dim::Page, i32::MAX as u64, p.num_pages)?;
-    let max_keys = abi::FLASHMHA_DECODE_MAX_CACHE_KEYS as u64 - 1;
-    dim_in(
-        TensorName::BlockTable,
-        Dim::Page,
-        max_keys / p.page_size as u64,
-        p.max_pages_per_seq,
-    )?;
-    if p.block_table_stride < p.max_pages_per_seq {
-        return Err(Error::StrideTooSmall {
-            tensor: TensorName::BlockTable,
-            dim: Dim::Batch,
-            stride: p.block_table_stride as i64,
-            min: p.max_pages_per_seq as i64,
-        });
-    }
-    fits(Limit::Rows32, i32::MAX as u64, p.block_table_stride as u64)?;
+    page_geometry(p)?;
     let max_cache_len = (p.max_pages_per_seq * p.page_size) as u64;
     if p.max_cache_len as u64 > max_cache_len {
         return Err(Error::DimTooLarge {
@@ -275,17 +253,10 @@ pub fn validate_cu_seqlens_q(p: &DecodeProblem, cu: &[i32]) -> Result<()> {
     Ok(())
 }
 
-/// Checks an append of `tokens` rows into the pools of `p` (page geometry, strides of the
-/// cache type, head dim in whole 16-byte source chunks, grid size). The scales, slots, positions
-/// and block-table entries are device data: the kernel checks the indices.
-pub fn validate_kv_append(p: &DecodeProblem, tokens: usize) -> Result<()> {
-    if p.num_heads_kv == 0 {
-        return Err(Error::EmptyDim {
-            tensor: TensorName::KCache,
-            dim: Dim::Heads,
-        });
-    }
-    dim_in(TensorName::KNew, Dim::Seq, i32::MAX as u64, tokens)?;
+/// The page pools' and block table's geometry, shared by decode and append: page size in
+/// 1..=FLASHMHA_DECODE_MAX_PAGE_SIZE, page count and block-table stride within i32, and no
+/// more pages per sequence than the kernel's key bound allows.
+fn page_geometry(p: &DecodeProblem) -> Result<()> {
     dim_in(
         TensorName::KCache,
         Dim::Slot,
@@ -293,7 +264,6 @@ pub fn validate_kv_append(p: &DecodeProblem, tokens: usize) -> Result<()> {
         p.page_size,
     )?;
     dim_in(TensorName::KCache, Dim::Page, i32::MAX as u64, p.num_pages)?;
-    dim_in(TensorName::BlockTable, Dim::Batch, i32::MAX as u64, p.batch)?;
     let max_keys = abi::FLASHMHA_DECODE_MAX_CACHE_KEYS as u64 - 1;
     dim_in(
         TensorName::BlockTable,
@@ -310,6 +280,22 @@ pub fn validate_kv_append(p: &DecodeProblem, tokens: usize) -> Result<()> {
         });
     }
     fits(Limit::Rows32, i32::MAX as u64, p.block_table_stride as u64)?;
+    Ok(())
+}
+
+/// Checks an append of `tokens` rows into the pools of `p` (page geometry, strides of the
+/// cache type, head dim in whole 16-byte source chunks, grid size). The scales, slots, positions
+/// and block-table entries are device data: the kernel checks the indices.
+pub fn validate_kv_append(p: &DecodeProblem, tokens: usize) -> Result<()> {
+    if p.num_heads_kv == 0 {
+        return Err(Error::EmptyDim {
+            tensor: TensorName::KCache,
+            dim: Dim::Heads,
+        });
+    }
+    dim_in(TensorName::KNew, Dim::Seq, i32::MAX as u64, tokens)?;
+    page_geometry(p)?;
+    dim_in(TensorName::BlockTable, Dim::Batch, i32::MAX as u64, p.batch)?;
     if p.head_dim == 0 || !p.head_dim.is_multiple_of(STRIDE_ALIGN_ELEMS as usize) {
         return Err(Error::Misaligned {
             tensor: TensorName::KNew,
