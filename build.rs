@@ -73,9 +73,12 @@ fn main() {
     let cache = kernel_cache::KernelCache::open(&root, &kernels, &toolkit);
     let cubin_archs = pins.list("CUBIN_ARCHS");
     let ptx_arch = pins.get("PTX_ARCH");
+    let sm75_cubin_archs = pins.list("SM75_CUBIN_ARCHS");
+    let sm75_ptx_arch = pins.get("SM75_PTX_ARCH");
     let product_out = out_dir.join("kernels");
+    let sm75_out = out_dir.join("kernels_sm75");
     let emu_out = out_dir.join("emu_tests");
-    for dir in [&product_out, &emu_out] {
+    for dir in [&product_out, &sm75_out, &emu_out] {
         std::fs::create_dir_all(dir).unwrap();
     }
     let job = compile::Job {
@@ -86,7 +89,18 @@ fn main() {
         cubin_archs: &cubin_archs,
         cache: cache.as_ref(),
     };
-    let (product, stats) = compile::compile_all(&job, &cu_files(&kernels), true);
+    let (mut product, mut stats) = compile::compile_all(&job, &cu_files(&kernels), true);
+    // Turing: kernels/sm75/*.cu, their own PTX and cubin (no cp.async, no m16n8k16 there).
+    let sm75_job = compile::Job {
+        out_dir: &sm75_out,
+        ptx_arch: sm75_ptx_arch,
+        cubin_archs: &sm75_cubin_archs,
+        ..job
+    };
+    let (sm75_product, sm75_stats) =
+        compile::compile_all(&sm75_job, &cu_files(&kernels.join("sm75")), true);
+    product.extend(sm75_product);
+    stats.extend(sm75_stats);
     let emu_job = compile::Job {
         out_dir: &emu_out,
         ..job

@@ -55,8 +55,14 @@ pub fn write(g: &Generated, out: &Path) {
         let entries = ptx_entries(&ptx_text);
         writeln!(
             s,
-            "    ModuleImage {{ name: {:?}, ptx: include_str!({:?}), entries: &{:?}, cubins: &[",
+            "    ModuleImage {{ name: {:?}, ptx_arch: {:?}, ptx_sm: {}, ptx: include_str!({:?}), entries: &{:?}, cubins: &[",
             m.stem,
+            m.ptx_arch,
+            m.ptx_arch
+                .trim_start_matches("compute_")
+                .trim_end_matches('a')
+                .parse::<u32>()
+                .expect("compute_NN"),
             m.ptx.display().to_string(),
             entries
         )
@@ -94,8 +100,8 @@ pub fn write(g: &Generated, out: &Path) {
         let dtype = if r.dtype == "f16" { "F16" } else { "Bf16" };
         writeln!(
             s,
-            "    FwdKernelRow {{ entry: {:?}, dtype: DType::{dtype}, head_dim: {}, block_m: {}, block_n: {}, num_warps: {}, smem_bytes: {} }},",
-            r.entry(), r.head_dim, r.block_m, r.block_n, r.num_warps, r.smem_bytes
+            "    FwdKernelRow {{ target: KernelTarget::{}, entry: {:?}, dtype: DType::{dtype}, head_dim: {}, block_m: {}, block_n: {}, num_warps: {}, smem_bytes: {} }},",
+            r.target, r.entry(), r.head_dim, r.block_m, r.block_n, r.num_warps, r.smem_bytes
         )
         .unwrap();
     }

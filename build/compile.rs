@@ -15,6 +15,8 @@ use std::sync::Mutex;
 /// One compiled `.cu` file.
 pub struct CompiledModule {
     pub stem: String,
+    /// The virtual architecture of `ptx`, e.g. `compute_80`.
+    pub ptx_arch: String,
     pub ptx: PathBuf,
     /// (arch, cubin path); empty for emulator test kernels, which ship PTX only.
     pub cubins: Vec<(String, PathBuf)>,
@@ -54,6 +56,7 @@ pub fn compile_all(
         .zip(ptx_paths)
         .map(|(src, ptx)| CompiledModule {
             stem: stem(src),
+            ptx_arch: job.ptx_arch.to_string(),
             ptx,
             cubins: Vec::new(),
         })

@@ -5,6 +5,9 @@ use std::path::Path;
 
 /// One `X(dtype, head_dim, block_m, block_n, num_warps, smem_bytes)` row.
 pub struct FwdRow {
+    /// `Ampere` (FLASHMHA_FWD_KERNELS) or `Turing` (FLASHMHA_FWD_KERNELS_SM75): the variant of
+    /// `flashmha::KernelTarget` the row belongs to.
+    pub target: &'static str,
     pub dtype: String,
     pub head_dim: u32,
     pub block_m: u32,
@@ -15,15 +18,24 @@ pub struct FwdRow {
 
 impl FwdRow {
     pub fn entry(&self) -> String {
-        format!("flashmha_fwd_{}_d{}", self.dtype, self.head_dim)
+        let prefix = if self.target == "Turing" { "sm75_" } else { "" };
+        format!("flashmha_fwd_{prefix}{}_d{}", self.dtype, self.head_dim)
     }
 }
 
+/// Both tables: the Ampere rows, then the Turing ones.
 pub fn parse(path: &Path) -> Vec<FwdRow> {
+    let mut rows = parse_one(path, "FLASHMHA_FWD_KERNELS", "Ampere");
+    rows.extend(parse_one(path, "FLASHMHA_FWD_KERNELS_SM75", "Turing"));
+    rows
+}
+
+fn parse_one(path: &Path, macro_name: &str, target: &'static str) -> Vec<FwdRow> {
     let shape = "f16|bf16, head_dim, block_m, block_n, num_warps, smem_bytes";
-    crate::x_table::parse(path, "FLASHMHA_FWD_KERNELS", 5, shape)
+    crate::x_table::parse(path, macro_name, 5, shape)
         .into_iter()
         .map(|r| FwdRow {
+            target,
             dtype: r.dtype,
             head_dim: r.nums[0],
             block_m: r.nums[1],

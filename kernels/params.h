@@ -34,6 +34,9 @@
 /* Largest opt-in dynamic shared memory per CTA on every cubin target: sm_86 / sm_89 allow 99 KiB
  * (CUDA C++ Programming Guide, "Technical Specifications per Compute Capability"). */
 #define FLASHMHA_MAX_DYNAMIC_SMEM_BYTES 101376
+/* The same on sm_75 (Turing: 64 KiB of shared memory per SM, all of it opt-in to one CTA; same
+ * table). The Turing kernels (kernels/sm75/) are tiled to fit it. */
+#define FLASHMHA_SM75_MAX_DYNAMIC_SMEM_BYTES 65536
 
 /*
  * Forward attention (prefill). Shapes, in elements:

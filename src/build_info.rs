@@ -4,6 +4,7 @@
 //! types and small look-ups over the generated tables.
 
 use crate::dtype::DType;
+use crate::target::KernelTarget;
 
 /// The CUDA toolkit `build.rs` compiled with.
 #[derive(Debug, Clone, Copy)]
@@ -20,11 +21,15 @@ pub struct ToolkitInfo {
     pub ptx_arch: &'static str,
 }
 
-/// One compiled `kernels/*.cu` file.
+/// One compiled `kernels/*.cu` (or `kernels/sm75/*.cu`) file.
 #[derive(Debug, Clone, Copy)]
 pub struct ModuleImage {
     /// File stem, e.g. `flash_fwd`.
     pub name: &'static str,
+    /// Virtual architecture of `ptx`, e.g. `compute_80` (`compute_75` for kernels/sm75/).
+    pub ptx_arch: &'static str,
+    /// The same as major*10 + minor: the oldest device the PTX can be JIT-compiled for.
+    pub ptx_sm: u32,
     /// The exact PTX the emulator runs and the driver JITs when no cubin fits.
     pub ptx: &'static str,
     /// The `.entry` names the module defines.
@@ -58,6 +63,8 @@ pub struct PtxasStats {
 /// One row of `kernels/kernel_table.h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FwdKernelRow {
+    /// Which table the row is in: FLASHMHA_FWD_KERNELS (Ampere) or _SM75 (Turing).
+    pub target: KernelTarget,
     pub entry: &'static str,
     pub dtype: DType,
     pub head_dim: u32,
@@ -98,10 +105,17 @@ mod tests {
             assert!(m.ptx.contains(".entry"), "{} has no entry", m.name);
             assert!(m.ptx.contains(&format!(
                 ".target {}",
-                TOOLKIT.ptx_arch.replace("compute_", "sm_")
+                m.ptx_arch.replace("compute_", "sm_")
             )));
             let archs: Vec<_> = m.cubins.iter().map(|c| c.arch).collect();
-            assert_eq!(archs, ["sm_80", "sm_86", "sm_89", "sm_90"], "{}", m.name);
+            match m.ptx_arch {
+                "compute_80" => {
+                    assert_eq!(archs, ["sm_80", "sm_86", "sm_89", "sm_90"], "{}", m.name)
+                }
+                "compute_75" => assert_eq!(archs, ["sm_75"], "{}", m.name),
+                other => panic!("{}: unexpected PTX arch {other}", m.name),
+            }
+            assert_eq!(m.ptx_sm, m.ptx_arch[8..].parse::<u32>().unwrap());
             for c in m.cubins {
                 // ELF magic: cubins are ELF images.
                 assert_eq!(&c.bytes[..4], b"\x7fELF", "{} {}", m.name, c.arch);
@@ -143,11 +157,18 @@ mod tests {
                 "{}: whole m16 row blocks per warp",
                 row.entry
             );
+            // Turing's smaller register budget (a staged K / V tile is live next to O) keeps
+            // one row block per warp at d96 / d128 (kernels/kernel_table.h).
             assert!(
-                row_blocks >= 2 || row.head_dim >= 256,
+                row_blocks >= 2
+                    || row.head_dim >= 256
+                    || (row.target == KernelTarget::Turing && row.head_dim >= 96),
                 "{}: {row_blocks} m16 row block(s) per warp",
                 row.entry
             );
+            assert!(row.target.supports(row.dtype), "{}", row.entry);
+            let ptx_sm = m.ptx_sm;
+            assert_eq!(ptx_sm, row.target.min_sm(), "{}", row.entry);
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::options::{AttnOptions, SlidingWindow};
 use crate::problem::{FwdProblem, Operand, SeqLayout, Strides};
 use crate::reference::tolerance::{ErrorModel, ENTROPY_TOLERANCE_CAP};
 use crate::reference::{self, Layout, ReferenceInputs, Tolerance};
+use crate::target::KernelTarget;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -35,6 +36,8 @@ pub struct CheckCase {
     pub entropy: bool,
     /// Seed of the input values.
     pub seed: u64,
+    /// Which compiled kernels run the case.
+    pub target: KernelTarget,
 }
 
 /// Errors of one checked output, with the tolerance it was held to.
@@ -131,6 +134,7 @@ impl CheckCase {
             lse: rng.random_bool(0.6),
             entropy: rng.random_bool(0.4),
             seed: rng.random(),
+            target: KernelTarget::Ampere,
         }
     }
 
@@ -208,6 +212,7 @@ impl CheckCase {
         p.entropy_len = self.entropy.then_some(stats);
         p.alibi_len = self.alibi.then_some(self.num_heads_q);
         p.gates_len = self.gates.then_some(self.num_heads_q);
+        p.target = self.target;
         p
     }
 
@@ -239,6 +244,9 @@ impl CheckCase {
         }
         if self.head_major {
             feats.push("head-major".into());
+        }
+        if self.target != KernelTarget::Ampere {
+            feats.push(format!("on {}", self.target));
         }
         format!(
             "{} d{} hq{}/hkv{} {} {:?} [{}]",

@@ -4,6 +4,7 @@
 //! and name), so our semver does not follow cudarc's.
 
 use crate::dtype::DType;
+use crate::target::KernelTarget;
 
 /// The tensors and buffers of the crate's kernels, as errors name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -277,11 +278,26 @@ pub enum Error {
         required: usize,
         value: u64,
     },
-    #[error("head dim {head_dim} is not supported for {dtype} (compiled: {supported:?})")]
+    #[error(
+        "head dim {head_dim} is not supported for {dtype} on {target} (compiled: {supported:?})"
+    )]
     UnsupportedHeadDim {
         dtype: DType,
         head_dim: usize,
+        target: KernelTarget,
         supported: Vec<u32>,
+    },
+    #[error("{dtype} is not supported on {target} (Turing has no bf16 mma: use f16 there)")]
+    UnsupportedDType { dtype: DType, target: KernelTarget },
+    #[error("{what} has no kernels for {target} in this build")]
+    UnsupportedOnTarget {
+        what: &'static str,
+        target: KernelTarget,
+    },
+    #[error("the plan was made for {plan} kernels but the device runs {device} kernels (make plans with FwdPlan::new_for(backend.target(), ..))")]
+    TargetMismatch {
+        plan: KernelTarget,
+        device: KernelTarget,
     },
     #[error("the K/V page pools hold {found} elements but the problem's kv_dtype is {expected}")]
     KvPoolMismatch {

@@ -37,6 +37,7 @@ pub mod plan;
 #[cfg(feature = "reference")]
 pub mod reference;
 pub mod shape;
+pub mod target;
 pub mod validate;
 
 pub use backend::cuda;
@@ -50,6 +51,7 @@ pub use error::{Error, Result};
 pub use options::AttnOptions;
 pub use plan::FwdPlan;
 pub use shape::{FwdShape, Heads, SeqShape, Strides};
+pub use target::KernelTarget;
 
 /// The README's Rust examples, compiled by `cargo test` as doctests so they cannot rot.
 #[cfg(doctest)]

@@ -21,6 +21,11 @@ fn matmul(a: &[f64], b: &[f64], c: &[f64], k: usize) -> Vec<f64> {
 }
 
 fn run_f32(entry: &str, k: usize, bf: bool, seed: u64) {
+    run_f32_counted(entry, k, bf, seed, 1);
+}
+
+/// `run_f32` for a kernel that issues `mmas` mma instructions in all.
+fn run_f32_counted(entry: &str, k: usize, bf: bool, seed: u64, mmas: u64) {
     let m = module("mma");
     let mut r = rng(seed);
     let av = rand_f32(&mut r, 16 * k, 2.0);
@@ -73,7 +78,7 @@ fn run_f32(entry: &str, k: usize, bf: bool, seed: u64) {
             want[i]
         );
     }
-    assert_eq!(rep.counters.mma_instructions, 1);
+    assert_eq!(rep.counters.mma_instructions, mmas);
     assert_eq!(rep.counters.tensor_flops, 2 * 16 * 8 * k as u64);
 }
 
@@ -91,9 +96,23 @@ fn mma_m16n8k16_bf16_f32_matches_matmul() {
     }
 }
 
+/// PTX ISA 9.7.14.5.7 "Matrix Fragments for mma.m16n8k8" (the Turing kernels' only mma):
+/// A a0..a3 at rows groupID / groupID + 8, cols 2 * threadID_in_group + {0, 1}; B b0, b1 at rows
+/// 2 * threadID_in_group + {0, 1}, col groupID; C as m16n8k16.
 #[test]
 fn mma_m16n8k8_f16_f32_matches_matmul() {
-    run_f32("mma_k8_f16_f32", 8, false, 21);
+    for seed in 21..25 {
+        run_f32("mma_k8_f16_f32", 8, false, seed);
+    }
+}
+
+/// The Turing k16 step of kernels/common/mma.cuh: two m16n8k8 on the halves of the m16n8k16
+/// fragments must equal one m16n8k16 (two mma instructions, the same FLOPs).
+#[test]
+fn two_m16n8k8_compute_one_m16n8k16_step() {
+    for seed in 30..34 {
+        run_f32_counted("mma_k16_as_two_k8", 16, false, seed, 2);
+    }
 }
 
 #[test]

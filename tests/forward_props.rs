@@ -7,6 +7,7 @@ use flashmha::build_info::FWD_KERNELS;
 use flashmha::check::{run_case, CheckCase};
 use flashmha::dtype::DType;
 use flashmha::options::{AttnOptions, SlidingWindow};
+use flashmha::KernelTarget;
 use proptest::prelude::*;
 
 fn cases() -> u32 {
@@ -16,19 +17,19 @@ fn cases() -> u32 {
         .unwrap_or(256)
 }
 
-/// Head dims this build compiled for `dtype`.
-fn compiled_head_dims(dtype: DType) -> Vec<usize> {
+/// Head dims this build compiled for `dtype` on `target`.
+fn compiled_head_dims(dtype: DType, target: KernelTarget) -> Vec<usize> {
     FWD_KERNELS
         .iter()
-        .filter(|r| r.dtype == dtype)
+        .filter(|r| r.dtype == dtype && r.target == target)
         .map(|r| r.head_dim as usize)
         .collect()
 }
 
 /// Head dims a case draws: every compiled one, and multiples of 8 between them, which run on
 /// the next compiled kernel with their extra columns predicated off.
-fn head_dims(dtype: DType) -> Vec<usize> {
-    let compiled = compiled_head_dims(dtype);
+fn head_dims(dtype: DType, target: KernelTarget) -> Vec<usize> {
+    let compiled = compiled_head_dims(dtype, target);
     let max = compiled.iter().copied().max().unwrap_or(0);
     let between = [
         8usize, 24, 40, 48, 56, 72, 88, 104, 112, 120, 160, 192, 224, 248,
@@ -40,6 +41,15 @@ fn head_dims(dtype: DType) -> Vec<usize> {
     dims.sort_unstable();
     dims.dedup();
     dims
+}
+
+/// A kernel target and a dtype it has kernels for: Ampere f16 / bf16, Turing f16.
+fn target_and_dtype() -> impl Strategy<Value = (DType, KernelTarget)> {
+    prop_oneof![
+        Just((DType::F16, KernelTarget::Ampere)),
+        Just((DType::Bf16, KernelTarget::Ampere)),
+        Just((DType::F16, KernelTarget::Turing)),
+    ]
 }
 
 fn window() -> impl Strategy<Value = Option<SlidingWindow>> {
@@ -70,7 +80,7 @@ prop_compose! {
     /// never rounded to a tile), and in varlen batches sometimes an item with no queries or no
     /// keys.
     fn case()(
-        dtype in prop_oneof![Just(DType::F16), Just(DType::Bf16)],
+        (dtype, target) in target_and_dtype(),
         hd_pick in any::<prop::sample::Index>(),
         hkv in 1usize..=2,
         group in 1usize..=3,
@@ -87,7 +97,7 @@ prop_compose! {
         entropy in prop::bool::weighted(0.4),
         seed in any::<u64>(),
     ) -> CheckCase {
-        let dims = head_dims(dtype);
+        let dims = head_dims(dtype, target);
         let head_dim = dims[hd_pick.index(dims.len())];
         let mut seqlens = seqlens;
         if let (true, Some((item, side))) = (varlen, empty) {
@@ -97,7 +107,7 @@ prop_compose! {
         }
         CheckCase {
             dtype, head_dim, num_heads_q: hkv * group, num_heads_kv: hkv, seqlens, varlen,
-            stride_pad, head_major, options, alibi, gates, lse, entropy, seed,
+            stride_pad, head_major, options, alibi, gates, lse, entropy, seed, target,
         }
     }
 }
@@ -138,7 +148,12 @@ fn forward_matches_reference_on_a_gpu() {
         } else {
             DType::Bf16
         };
-        let case = CheckCase::random(&mut rng, &[dtype], &head_dims(dtype), 300);
+        let case = CheckCase::random(
+            &mut rng,
+            &[dtype],
+            &head_dims(dtype, KernelTarget::Ampere),
+            300,
+        );
         let outcome = flashmha::check::run_case_cuda(&case).expect("cuda run");
         assert!(
             outcome.passed(),
@@ -156,7 +171,7 @@ proptest! {
     /// the unnormalised output is negative, and leaves the other heads' outputs non-trivial.
     #[test]
     fn zero_gate_writes_exact_zeros(
-        dtype in prop_oneof![Just(DType::F16), Just(DType::Bf16)],
+        (dtype, target) in target_and_dtype(),
         sq in 1usize..=130,
         sk in 1usize..=130,
         causal in any::<bool>(),
@@ -165,7 +180,7 @@ proptest! {
         use flashmha::emulated::{forward, HostInputs};
         use flashmha::problem::{FwdProblem, SeqLayout};
         use rand::{Rng, SeedableRng};
-        let (heads, d) = (3usize, compiled_head_dims(dtype)[0]);
+        let (heads, d) = (3usize, compiled_head_dims(dtype, target)[0]);
         let mut p = FwdProblem::contiguous(
             dtype,
             SeqLayout::Padded { batch: 1, seqlen_q: sq, seqlen_k: sk },
@@ -175,6 +190,7 @@ proptest! {
             AttnOptions { causal, ..Default::default() },
         );
         p.gates_len = Some(heads);
+        p.target = target;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut draw = |n: usize| -> Vec<u16> {
             (0..n).map(|_| dtype.bits_from_f32(rng.random_range(-1.0..1.0))).collect()
@@ -210,7 +226,7 @@ proptest! {
     /// finding, never in an out-of-bounds read or write.
     #[test]
     fn planted_bad_cu_seqlens_trap_instead_of_out_of_bounds(
-        dtype in prop_oneof![Just(DType::F16), Just(DType::Bf16)],
+        (dtype, target) in target_and_dtype(),
         hd_pick in any::<prop::sample::Index>(),
         violation in 0usize..5,
         seed in any::<u64>(),
@@ -220,7 +236,7 @@ proptest! {
         use flashmha::problem::{FwdProblem, SeqLayout};
         use flashmha::validate::binding::FwdBufs;
         use rand::{Rng, SeedableRng};
-        let dims = head_dims(dtype);
+        let dims = head_dims(dtype, target);
         let d = dims[hd_pick.index(dims.len())];
         // Two items: q lengths 40 and 90 (max 90, total 130), k lengths 70 and 30 (max 70, 100).
         let (cu_q, cu_k) = (vec![0i32, 40, 130], vec![0i32, 70, 100]);
@@ -259,8 +275,8 @@ proptest! {
         // The host validates and plans with good lengths ...
         let shape = p.shape().unwrap();
         let launch = match dtype {
-            DType::F16 => flashmha::FwdPlan::<half::f16>::new(&shape).unwrap().bind(&bufs),
-            DType::Bf16 => flashmha::FwdPlan::<half::bf16>::new(&shape).unwrap().bind(&bufs),
+            DType::F16 => flashmha::FwdPlan::<half::f16>::new_for(target, &shape).unwrap().bind(&bufs),
+            DType::Bf16 => flashmha::FwdPlan::<half::bf16>::new_for(target, &shape).unwrap().bind(&bufs),
         }
         .unwrap();
         // ... then one violation is planted in device memory.

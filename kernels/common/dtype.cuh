@@ -8,6 +8,8 @@
 
 #include <stdint.h>
 
+#include "common/arch.cuh"
+
 namespace flashmha {
 
 using elem_bits_t = uint16_t;  // storage of one f16 / bf16 element
@@ -20,7 +22,15 @@ struct ElemF16 {
     static constexpr bool kIsBf16 = false;
     static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
         uint32_t r;
+#if FLASHMHA_SM75
+        // cvt.rn.f16x2.f32 needs sm_80 (PTX ISA "cvt", target ISA notes): two scalar cvt.
+        asm("{\n\t.reg .b16 l, h;\n\tcvt.rn.f16.f32 l, %1;\n\tcvt.rn.f16.f32 h, %2;\n\t"
+            "mov.b32 %0, {l, h};\n\t}"
+            : "=r"(r)
+            : "f"(lo), "f"(hi));
+#else
         asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+#endif
         return r;
     }
 };

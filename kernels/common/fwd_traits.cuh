@@ -16,7 +16,15 @@ namespace flashmha {
 /* Largest dynamic shared memory per block on sm_86 / sm_89 (the smallest of our targets). */
 constexpr int kMaxDynamicSmemBytes = FLASHMHA_MAX_DYNAMIC_SMEM_BYTES;  // params.h: 99 KiB
 
-template <class Elem_, int kHeadDim_, int kBlockM_, int kBlockN_, int kNumWarps_>
+/* How K / V tiles reach shared memory. */
+enum class LoadPath {
+    CpAsync,         // sm_80+: cp.async into two shared-memory stages (smem_layout.cuh TileCopy)
+    RegisterStaged,  // sm_75: ld.global into registers, then st.shared into one stage
+                     // (staged_copy.cuh), the next tile's loads in flight during this tile's math
+};
+
+template <class Elem_, int kHeadDim_, int kBlockM_, int kBlockN_, int kNumWarps_,
+          LoadPath kLoadPath_ = LoadPath::CpAsync>
 struct FwdTraits {
     using Elem = Elem_;
     static constexpr int kHeadDim = kHeadDim_;
@@ -46,16 +54,23 @@ struct FwdTraits {
      * S: block_n / 2, Q: d / 4) stay within kResidentRegBudget; otherwise each k-step re-reads
      * its Q fragments with ldmatrix. The budget is measured (ptxas 13.5, sm_80..sm_90, 0 spills;
      * see the table in kernels/kernel_table.h). */
+    static constexpr LoadPath kLoadPath = kLoadPath_;
+    static constexpr bool kRegisterStaged = kLoadPath == LoadPath::RegisterStaged;
+    using QTile = SwizzledTile<kBlockM, kHeadDim>;   // q: [block_m, d]
+    using KVTile = SwizzledTile<kBlockN, kHeadDim>;  // k, v: [block_n, d]
+    /* Register-staged loads hold one K or V tile per thread in flight (4 registers per 16-byte
+     * chunk; K during S = Q K^T, V during O += P V); they count against the same budget. */
+    static constexpr int kStagedRegs =
+        kRegisterStaged ? ((KVTile::kChunks + kThreads - 1) / kThreads) * 4 : 0;
     static constexpr int kResidentRegs =
-        kRowBlocks * (kOTiles * kCRegs + kSTiles * kCRegs + kQKSteps * kARegs);
+        kRowBlocks * (kOTiles * kCRegs + kSTiles * kCRegs + kQKSteps * kARegs) + kStagedRegs;
     static constexpr int kResidentRegBudget = 208;
     static constexpr bool kQInRegisters = kResidentRegs <= kResidentRegBudget;
 
-    /* Shared memory: [Q | K stage 0 | K stage 1 | V stage 0 | V stage 1]; O is staged through the
-     * Q tile in the epilogue (same shape). */
-    static constexpr int kStages = 2;
-    using QTile = SwizzledTile<kBlockM, kHeadDim>;   // q: [block_m, d]
-    using KVTile = SwizzledTile<kBlockN, kHeadDim>;  // k, v: [block_n, d]
+    /* Shared memory: [Q | K stage 0 (| K stage 1) | V stage 0 (| V stage 1)]; O is staged
+     * through the Q tile in the epilogue (same shape). cp.async double-buffers in shared
+     * memory; the register-staged path buffers the next tile in registers instead. */
+    static constexpr int kStages = kRegisterStaged ? 1 : 2;
     static_assert(QTile::conflict_free() && KVTile::conflict_free(), "swizzle must be conflict-free");
     static_assert(cursor_matches_layout<QTile>() && cursor_matches_layout<KVTile>(),
                   "fragment cursors must address the swizzled layout");
@@ -64,6 +79,8 @@ struct FwdTraits {
     static constexpr int kVOffset = kKOffset + kStages * KVTile::kBytes;
     static constexpr int kSmemBytes = kVOffset + kStages * KVTile::kBytes;
     static_assert(kSmemBytes <= kMaxDynamicSmemBytes, "tile does not fit sm_86/sm_89 shared memory");
+    static_assert(!kRegisterStaged || kSmemBytes <= FLASHMHA_SM75_MAX_DYNAMIC_SMEM_BYTES,
+                  "Turing tile does not fit sm_75 shared memory");
     // mask.cuh forms values up to sq + sk + block_n in int32; validation leaves the params.h
     // headroom above sq + sk.
     static_assert(kBlockN <= FLASHMHA_SEQLEN_HEADROOM, "params.h sequence headroom");

@@ -1,7 +1,8 @@
 /*
  * mma.cuh: warp-level tensor-core building blocks for sm_80+.
  *   - the mma.m16n8k16 fragment layouts, written once as named index functions;
- *   - mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32;
+ *   - mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32, and on sm_75 (Turing,
+ *     which has no m16n8k16) the same k16 step as two f16 m16n8k8, proven equivalent below;
  *   - ldmatrix .m8n8.x4 (plain and .trans) and the lane -> row-address helpers that make its
  *     result match the mma A / B fragments (checked by static_asserts below);
  *   - cp.async.cg 16-byte copies (zero-fill through src-size) with commit / wait_group.
@@ -14,6 +15,7 @@
 
 #include <stdint.h>
 
+#include "common/arch.cuh"
 #include "common/dtype.cuh"
 
 namespace flashmha {
@@ -88,6 +90,41 @@ __host__ __device__ constexpr bool p_reuse_layout_holds() {
     return true;
 }
 static_assert(p_reuse_layout_holds(), "P (score C fragments) must equal the A fragment of P.V");
+
+/* ---- mma.m16n8k8 (Turing): PTX ISA 9.7.14.5.7 "Matrix Fragments for mma.m16n8k8"
+ *      (#warp-level-matrix-fragment-mma-1688). A (16x8, .row), a0..a3 in two .b32:
+ *      row = groupID for a0,a1, groupID + 8 for a2,a3; col = threadID_in_group * 2 + (i & 1).
+ *      B (8x8, .col), b0,b1 in one .b32: row (k) = threadID_in_group * 2 + i; col = groupID.
+ *      C / D: as m16n8k16. A k16 step is two k8 halves: half h takes A registers
+ *      {kK8ARegs * h, kK8ARegs * h + 1} and B register h of the k16 fragments. -------------- */
+constexpr int kMmaK8 = 8;
+constexpr int kK8ARegs = 2;  // a0..a3 in two .b32
+constexpr int kK8Halves = kMmaK / kMmaK8;
+__host__ __device__ constexpr int mma_k8_a_row(int lane, int i) {
+    return quad_id(lane) + (i >> 1) * kMmaMHalf;
+}
+__host__ __device__ constexpr int mma_k8_a_col(int lane, int i) {
+    return lane_in_quad(lane) * kPairElems + (i & 1);
+}
+__host__ __device__ constexpr int mma_k8_b_row(int lane, int i) {
+    return lane_in_quad(lane) * kPairElems + i;
+}
+__host__ __device__ constexpr bool k8_halves_match_k16() {
+    for (int lane = 0; lane < kWarpSize; ++lane)
+        for (int h = 0; h < kK8Halves; ++h)
+            for (int r = 0; r < kK8ARegs; ++r)
+                for (int e = 0; e < kPairElems; ++e) {
+                    const int i8 = r * kPairElems + e;                        // k8 element
+                    const int i16 = (h * kK8ARegs + r) * kPairElems + e;      // k16 element
+                    if (mma_k8_a_row(lane, i8) != mma_a_row(lane, i16)) return false;
+                    if (mma_k8_a_col(lane, i8) + h * kMmaK8 != mma_a_col(lane, i16)) return false;
+                    // B: k16 register h holds b_{2h}, b_{2h+1}; k8 register 0 holds b0, b1.
+                    if (mma_k8_b_row(lane, e) + h * kMmaK8 != mma_b_row(lane, h * kPairElems + e))
+                        return false;
+                }
+    return true;
+}
+static_assert(k8_halves_match_k16(), "two m16n8k8 must compute one m16n8k16 step");
 
 /* ---- ldmatrix: PTX ISA 9.7.14.5.15 "Warp-level matrix load instruction: ldmatrix"
  *      (#warp-level-matrix-instructions-ldmatrix). For .m8n8.x4.b16, threads 8m .. 8m+7 give
@@ -183,9 +220,24 @@ __device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[kLdsmMatrices], uint
 
 /* ---- mma.sync: PTX ISA 9.7.14.5.14 "Multiply-and-Accumulate Instruction: mma"
  *      (#warp-level-matrix-instructions-mma). d = a * b + d, f32 accumulate. ------------------ */
+/* Turing: d += a * b over one k8 half (f16 only: sm_75 has no bf16 mma). */
+__device__ __forceinline__ void mma_1688_f16(float (&d)[kCRegs], uint32_t a0, uint32_t a1,
+                                             uint32_t b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5}, {%6}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(b));
+}
+
 template <class Elem>
 __device__ __forceinline__ void mma_16816(float (&d)[kCRegs], const uint32_t (&a)[kARegs],
                                           uint32_t b0, uint32_t b1) {
+#if FLASHMHA_SM75
+    static_assert(!Elem::kIsBf16, "sm_75 has no bf16 mma: Turing kernels are f16 only");
+    mma_1688_f16(d, a[0], a[1], b0);  // k 0..7   (k8_halves_match_k16)
+    mma_1688_f16(d, a[2], a[3], b1);  // k 8..15
+#else
     if constexpr (Elem::kIsBf16) {
         asm volatile(
             "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
@@ -199,12 +251,22 @@ __device__ __forceinline__ void mma_16816(float (&d)[kCRegs], const uint32_t (&a
             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
     }
+#endif
 }
 /* d = a * b (C = 0): the first k-step of a fresh accumulator, without zeroing d first. */
 template <class Elem>
 __device__ __forceinline__ void mma_16816_zero_c(float (&d)[kCRegs], const uint32_t (&a)[kARegs],
                                                  uint32_t b0, uint32_t b1) {
     const float zero = 0.0f;
+#if FLASHMHA_SM75
+    static_assert(!Elem::kIsBf16, "sm_75 has no bf16 mma: Turing kernels are f16 only");
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5}, {%6}, {%7, %7, %7, %7};\n"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(b0), "f"(zero));
+    mma_1688_f16(d, a[2], a[3], b1);
+#else
     if constexpr (Elem::kIsBf16) {
         asm volatile(
             "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
@@ -218,6 +280,7 @@ __device__ __forceinline__ void mma_16816_zero_c(float (&d)[kCRegs], const uint3
             : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(zero));
     }
+#endif
 }
 
 /* ---- cp.async: PTX ISA "Data Movement and Conversion Instructions: cp.async" (9.7.9.x)

@@ -251,24 +251,15 @@ class TileCopy {
     template <int kTileOffset>
     __device__ __forceinline__ void copy(const Source &from, uint64_t gmem_tile, int valid_rows,
                                          int valid_col8, uint64_t safe_src, int tid) const {
-        if constexpr (kFixedColumn) {
-            // The thread's column is fixed: past valid_col8 all its chunks zero-fill, as if the
-            // tile had no valid rows (no extra code path in the main loop).
-            const int rows = Tile::flat_chunk_col8(tid) < valid_col8 ? valid_rows : 0;
-            if (rows >= Tile::kRows)
-                run<kTileOffset, false, false>(from, gmem_tile, rows, valid_col8, safe_src, tid);
-            else
-                run<kTileOffset, true, false>(from, gmem_tile, rows, valid_col8, safe_src, tid);
-        } else if (valid_col8 < Tile::kChunksPerRow) {
-            run<kTileOffset, true, true>(from, gmem_tile, valid_rows, valid_col8, safe_src, tid);
-        } else if (valid_rows >= Tile::kRows) {
-            run<kTileOffset, false, false>(from, gmem_tile, valid_rows, valid_col8, safe_src, tid);
-        } else {
-            run<kTileOffset, true, false>(from, gmem_tile, valid_rows, valid_col8, safe_src, tid);
-        }
+        for_each_chunk<kTileOffset>(from, gmem_tile, valid_rows, valid_col8, tid,
+                                    [&](auto imm_c, auto /*it_c*/, uint32_t dst, uint64_t src,
+                                        bool valid) {
+                                        cp_async_16<decltype(imm_c)::value>(
+                                            dst, valid ? src : safe_src, valid ? kChunkBytes : 0);
+                                    });
     }
 
-  private:
+  protected:
     uint32_t smem_off_[kPeriod];  // .shared addresses of the thread's chunk(s), tile at 0
     int row0_;                    // fixed column: the thread's first row
 
@@ -278,35 +269,63 @@ class TileCopy {
         return min_int(flat, Tile::kChunks - 1);
     }
 
-    template <int kTileOffset, bool kPartial, bool kPartialCols>
+    /* Calls chunk(Int<imm>, Int<it>, dst, src, valid) for each of the thread's chunks: dst + imm
+     * is its .shared address, src its .global address, valid false for chunks past valid_rows /
+     * valid_col8 (to be zero-filled, src not to be read). The branches pick a variant per call,
+     * so full tiles (every KV tile but the last) skip the row test. */
+    template <int kTileOffset, class Chunk>
+    __device__ __forceinline__ void for_each_chunk(const Source &from, uint64_t gmem_tile,
+                                                   int valid_rows, int valid_col8, int tid,
+                                                   Chunk &&chunk) const {
+        if constexpr (kFixedColumn) {
+            // The thread's column is fixed: past valid_col8 all its chunks zero-fill, as if the
+            // tile had no valid rows (no extra code path in the main loop).
+            const int rows = Tile::flat_chunk_col8(tid) < valid_col8 ? valid_rows : 0;
+            if (rows >= Tile::kRows)
+                run<kTileOffset, false, false>(from, gmem_tile, rows, valid_col8, tid, chunk);
+            else
+                run<kTileOffset, true, false>(from, gmem_tile, rows, valid_col8, tid, chunk);
+        } else if (valid_col8 < Tile::kChunksPerRow) {
+            run<kTileOffset, true, true>(from, gmem_tile, valid_rows, valid_col8, tid, chunk);
+        } else if (valid_rows >= Tile::kRows) {
+            run<kTileOffset, false, false>(from, gmem_tile, valid_rows, valid_col8, tid, chunk);
+        } else {
+            run<kTileOffset, true, false>(from, gmem_tile, valid_rows, valid_col8, tid, chunk);
+        }
+    }
+
+    /* The .shared address and immediate of chunk `it` (the same for every tile). */
+    template <int kTileOffset, int it>
+    __host__ __device__ static constexpr int chunk_imm() {
+        return kTileOffset +
+               (kFixedColumn ? (it / kPeriod) * kPeriod * kRowStep * Tile::kRowBytes : 0);
+    }
+    template <int it>
+    __device__ __forceinline__ uint32_t chunk_dst() const {
+        return smem_off_[kFixedColumn ? it % kPeriod : it];
+    }
+
+    template <int kTileOffset, bool kPartial, bool kPartialCols, class Chunk>
     __device__ __forceinline__ void run(const Source &from, uint64_t gmem_tile, int valid_rows,
-                                        int valid_col8, uint64_t safe_src, int tid) const {
+                                        int valid_col8, int tid, Chunk &chunk) const {
         uint64_t src = gmem_tile + from.off0;
         static_for<kIters>([&](auto it_c) {
             constexpr int it = decltype(it_c)::value;
-            constexpr int kImm =
-                kTileOffset + (kFixedColumn ? (it / kPeriod) * kPeriod * kRowStep * Tile::kRowBytes : 0);
             int row;
             int col8;
-            uint32_t dst;
             if constexpr (kFixedColumn) {
                 row = row0_ + it * kRowStep;
                 col8 = Tile::flat_chunk_col8(tid);
-                dst = smem_off_[it % kPeriod];
             } else {
                 const int flat = tid + it * kThreads;
                 if (Tile::kChunks % kThreads != 0 && flat >= Tile::kChunks) return;
                 row = Tile::flat_chunk_row(flat);
                 col8 = Tile::flat_chunk_col8(flat);
-                dst = smem_off_[it];
                 src = gmem_tile + from.off32[it];  // sign-extended
             }
-            if constexpr (kPartial) {
-                const bool valid = row < valid_rows && (!kPartialCols || col8 < valid_col8);
-                cp_async_16<kImm>(dst, valid ? src : safe_src, valid ? kChunkBytes : 0);
-            } else {
-                cp_async_16<kImm>(dst, src, kChunkBytes);
-            }
+            const bool valid =
+                !kPartial || (row < valid_rows && (!kPartialCols || col8 < valid_col8));
+            chunk(Int<chunk_imm<kTileOffset, it>()>{}, it_c, chunk_dst<it>(), src, valid);
             if constexpr (kFixedColumn) src += from.step;
         });
     }

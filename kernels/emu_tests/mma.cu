@@ -84,3 +84,25 @@ extern "C" __global__ void mma_k8_f16_f32(const uint16_t *a, const uint16_t *b, 
     d[(g + 8) * 8 + 2 * t] = acc[2];
     d[(g + 8) * 8 + 2 * t + 1] = acc[3];
 }
+
+// Turing's k16 step (kernels/common/mma.cuh, compiled for sm_75): the m16n8k16 fragments above,
+// fed to two m16n8k8 through mma_1688_f16 in the order mma.cuh's Turing branch uses (half h takes
+// A registers 2h, 2h+1 and B register h). Same inputs and output as mma_f16_f32.
+#include "common/mma.cuh"
+extern "C" __global__ void mma_k16_as_two_k8(const uint16_t *a, const uint16_t *b, const float *c, float *d) {
+    int lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
+    uint32_t ra[4], rb[2];
+    ra[0] = pack2(a, g * 16 + 2 * t, g * 16 + 2 * t + 1);
+    ra[1] = pack2(a, (g + 8) * 16 + 2 * t, (g + 8) * 16 + 2 * t + 1);
+    ra[2] = pack2(a, g * 16 + 2 * t + 8, g * 16 + 2 * t + 9);
+    ra[3] = pack2(a, (g + 8) * 16 + 2 * t + 8, (g + 8) * 16 + 2 * t + 9);
+    rb[0] = pack2(b, (2 * t) * 8 + g, (2 * t + 1) * 8 + g);
+    rb[1] = pack2(b, (2 * t + 8) * 8 + g, (2 * t + 9) * 8 + g);
+    float acc[4] = {c[g * 8 + 2 * t], c[g * 8 + 2 * t + 1], c[(g + 8) * 8 + 2 * t], c[(g + 8) * 8 + 2 * t + 1]};
+    for (int h = 0; h < flashmha::kK8Halves; ++h)
+        flashmha::mma_1688_f16(acc, ra[flashmha::kK8ARegs * h], ra[flashmha::kK8ARegs * h + 1], rb[h]);
+    d[g * 8 + 2 * t] = acc[0];
+    d[g * 8 + 2 * t + 1] = acc[1];
+    d[(g + 8) * 8 + 2 * t] = acc[2];
+    d[(g + 8) * 8 + 2 * t + 1] = acc[3];
+}

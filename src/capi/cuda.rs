@@ -128,7 +128,7 @@ pub unsafe extern "C" fn flashmha_forward(
             )
         };
         let (dtype, shape) = convert::shape(shape)?;
-        let plan = Plan::new(dtype, &shape)?;
+        let plan = Plan::new_for(ctx.target(), dtype, &shape)?;
         // SAFETY: forwarded from this function's contract.
         unsafe { run_plan(ctx, &plan, bufs, stream) }
     })

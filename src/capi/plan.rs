@@ -8,6 +8,7 @@ use super::status::{guard, CallError};
 use crate::dtype::DType;
 use crate::plan::FwdPlan;
 use crate::shape::FwdShape;
+use crate::target::KernelTarget;
 use std::ffi::c_char;
 
 /// What a `flashmha_plan*` points to: a plan of either element type.
@@ -19,9 +20,14 @@ pub enum Plan {
 
 impl Plan {
     pub fn new(dtype: DType, shape: &FwdShape) -> crate::Result<Plan> {
+        Self::new_for(KernelTarget::Ampere, dtype, shape)
+    }
+
+    /// A plan for the kernels of `target` (a context's device: `flashmha_forward`).
+    pub fn new_for(target: KernelTarget, dtype: DType, shape: &FwdShape) -> crate::Result<Plan> {
         Ok(match dtype {
-            DType::F16 => Plan::F16(FwdPlan::new(shape)?),
-            DType::Bf16 => Plan::Bf16(FwdPlan::new(shape)?),
+            DType::F16 => Plan::F16(FwdPlan::new_for(target, shape)?),
+            DType::Bf16 => Plan::Bf16(FwdPlan::new_for(target, shape)?),
         })
     }
 

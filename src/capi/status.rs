@@ -52,6 +52,9 @@ pub fn code_of(e: &Error) -> flashmha_status {
         | Error::MissingBuffer { .. }
         | Error::UnexpectedBuffer { .. } => ffi::FLASHMHA_ERR_BUFFER,
         Error::UnsupportedHeadDim { .. }
+        | Error::UnsupportedDType { .. }
+        | Error::UnsupportedOnTarget { .. }
+        | Error::TargetMismatch { .. }
         | Error::DTypeMismatch { .. }
         | Error::KvPoolMismatch { .. } => ffi::FLASHMHA_ERR_UNSUPPORTED,
         Error::CuSeqlens { .. } => ffi::FLASHMHA_ERR_CU_SEQLENS,

@@ -15,6 +15,7 @@ use flashmha::perf_model::launch_work::{self, TileCosts};
 use flashmha::perf_model::pipes::{self, LaunchShape, Modelled, PIPES};
 use flashmha::perf_model::{self, tile_figures};
 use flashmha::problem::{FwdProblem, SeqLayout};
+use flashmha::KernelTarget;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -36,7 +37,8 @@ pub struct BenchArgs {
     /// Also run each configuration with a causal mask.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     causal_too: bool,
-    /// GPUs to model: a100, a10, l4, h100 or all.
+    /// GPUs to model: a100, a10, l4, h100, t4 or all. T4 (sm_75) runs the Turing kernels,
+    /// which are f16 only: its table is f16 whatever `--dtype` says.
     #[arg(long, default_value = "a100")]
     model: String,
     /// Time on the first GPU (and print the model's prediction next to each measurement).
@@ -71,7 +73,18 @@ fn head_dims(args: &BenchArgs) -> Vec<usize> {
     }
 }
 
-fn configs(args: &BenchArgs) -> super::CliResult<Vec<Config>> {
+/// The element type a target is benchmarked in: `--dtype`, or f16 where the target has no
+/// kernels for it (Turing and bf16).
+fn dtype_on(args: &BenchArgs, target: KernelTarget) -> DType {
+    if target.supports(args.dtype) {
+        args.dtype
+    } else {
+        DType::F16
+    }
+}
+
+fn configs_for(args: &BenchArgs, target: KernelTarget) -> super::CliResult<Vec<Config>> {
+    let dtype = dtype_on(args, target);
     let seqlens = if args.seqlens.is_empty() {
         vec![512, 1024, 2048, 4096, 8192, 16384]
     } else {
@@ -79,7 +92,7 @@ fn configs(args: &BenchArgs) -> super::CliResult<Vec<Config>> {
     };
     let mut out = Vec::new();
     for d in head_dims(args) {
-        let kernel = *kernel_for(args.dtype, d)?;
+        let kernel = *kernel_for(target, dtype, d)?;
         let heads = (args.hidden / d).max(1);
         for &seqlen in &seqlens {
             let batch = (args.tokens / seqlen).max(1);
@@ -87,8 +100,8 @@ fn configs(args: &BenchArgs) -> super::CliResult<Vec<Config>> {
                 if causal && !args.causal_too {
                     continue;
                 }
-                let problem = FwdProblem::contiguous(
-                    args.dtype,
+                let mut problem = FwdProblem::contiguous(
+                    dtype,
                     SeqLayout::Padded {
                         batch,
                         seqlen_q: seqlen,
@@ -102,6 +115,7 @@ fn configs(args: &BenchArgs) -> super::CliResult<Vec<Config>> {
                         ..Default::default()
                     },
                 );
+                problem.target = target;
                 out.push(Config {
                     problem,
                     kernel,
@@ -114,15 +128,19 @@ fn configs(args: &BenchArgs) -> super::CliResult<Vec<Config>> {
     Ok(out)
 }
 
-/// The compiled kernel a head dim runs on.
-fn kernel_for(dtype: DType, d: usize) -> super::CliResult<&'static FwdKernelRow> {
+/// The compiled kernel of `target` a head dim runs on.
+fn kernel_for(
+    target: KernelTarget,
+    dtype: DType,
+    d: usize,
+) -> super::CliResult<&'static FwdKernelRow> {
     FWD_KERNELS
         .iter()
-        .filter(|r| r.dtype == dtype && r.head_dim as usize >= d)
+        .filter(|r| r.target == target && r.dtype == dtype && r.head_dim as usize >= d)
         .min_by_key(|r| r.head_dim)
         .ok_or_else(|| {
             flashmha::Error::NoKernel {
-                entry: format!("{dtype} d{d}"),
+                entry: format!("{dtype} d{d} on {target}"),
             }
             .into()
         })
@@ -146,6 +164,7 @@ fn gpus_to_model(args: &BenchArgs) -> Vec<&'static GpuSpec> {
         "a10" => vec![&gpus::A10],
         "l4" => vec![&gpus::L4],
         "h100" => vec![&gpus::H100],
+        "t4" => vec![&gpus::T4],
         _ => vec![&gpus::A100],
     }
 }
@@ -223,7 +242,17 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
     if args.tiles {
         return run_tiles(args);
     }
-    let configs = configs(args)?;
+    let models = gpus_to_model(args);
+    let mut targets: Vec<KernelTarget> = if args.gpu {
+        vec![KernelTarget::Ampere]
+    } else {
+        models.iter().map(|g| target_of(g)).collect()
+    };
+    targets.dedup();
+    let mut configs = Vec::new();
+    for t in targets {
+        configs.extend(configs_for(args, t)?);
+    }
     let bar = super::progress::bar(configs.len(), "kernels measured");
     bar.set_message("emulating tile costs");
     let costs = measure_costs(&configs)?;
@@ -245,7 +274,13 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
     if args.gpu {
         return run_gpu(args, &configs, &costs);
     }
-    for gpu in gpus_to_model(args) {
+    for gpu in models {
+        let target = target_of(gpu);
+        println!(
+            "\n{} runs the {target} kernels, {}:",
+            gpu.name,
+            dtype_on(args, target)
+        );
         println!(
             "\n{} ({} SMs, {:.0} MHz, mma.sync peak {:.0} TFLOP/s): MODELLED microseconds per \
              pipe (no latency model: each pipe at full rate; the slowest binds)",
@@ -263,7 +298,7 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
             "CTAs/SM (limit), wave eff.",
         ]);
         let mut t = table::new(&header);
-        for c in &configs {
+        for c in configs.iter().filter(|c| c.kernel.target == target) {
             let m = modelled(c, costs_of(&costs, c.kernel.entry), gpu);
             let mut row = vec![label(c)];
             row.extend(m.pipe_s.iter().map(|s| format!("{:.1}", s * 1e6)));
@@ -362,6 +397,12 @@ fn run_tiles(args: &BenchArgs) -> super::CliResult<()> {
     bar.finish_and_clear();
     println!("{t}");
     Ok(())
+}
+
+/// The kernels a modelled GPU runs.
+fn target_of(gpu: &GpuSpec) -> KernelTarget {
+    KernelTarget::for_compute_capability((gpu.sm / 10) as i32, (gpu.sm % 10) as i32)
+        .unwrap_or_default()
 }
 
 /// The modelled GPU closest to a compute capability.

@@ -5,6 +5,7 @@ use super::table;
 use flashmha::build_info::FWD_KERNELS;
 use flashmha::check::{run_case, run_case_cuda, CheckCase};
 use flashmha::dtype::DType;
+use flashmha::KernelTarget;
 use rand::SeedableRng;
 
 #[derive(clap::Args)]
@@ -27,6 +28,9 @@ pub struct CheckArgs {
     /// Run on the first GPU instead of the emulator.
     #[arg(long)]
     pub(super) gpu: bool,
+    /// Run the Turing (sm_75) kernels instead of the sm_80+ ones (f16 only).
+    #[arg(long)]
+    pub(super) turing: bool,
     /// Paged decode instead of the forward: random paged-KV cases (page sizes, layouts, shared
     /// and shuffled pages, GQA, splits, options) on the emulator (or --gpu) against the candle
     /// reference over the gathered pages (`--max-len` bounds the cache lengths).
@@ -45,9 +49,20 @@ pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
         if args.gpu { "GPU" } else { "the emulator" }
     );
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let target = if args.turing {
+        KernelTarget::Turing
+    } else {
+        KernelTarget::Ampere
+    };
     let dtypes: Vec<DType> = match args.dtype {
+        Some(d) if !target.supports(d) => {
+            return Err(flashmha::Error::UnsupportedDType { dtype: d, target }.into())
+        }
         Some(d) => vec![d],
-        None => vec![DType::F16, DType::Bf16],
+        None => [DType::F16, DType::Bf16]
+            .into_iter()
+            .filter(|d| target.supports(*d))
+            .collect(),
     };
     let bar = super::progress::bar(args.cases, "cases");
     let mut t = table::new(&[
@@ -64,22 +79,28 @@ pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
         let dtype = dtypes[n % dtypes.len()];
         let dims: Vec<usize> = FWD_KERNELS
             .iter()
-            .filter(|r| r.dtype == dtype && args.head_dim.is_none_or(|d| d == r.head_dim as usize))
+            .filter(|r| {
+                r.target == target
+                    && r.dtype == dtype
+                    && args.head_dim.is_none_or(|d| d == r.head_dim as usize)
+            })
             .map(|r| r.head_dim as usize)
             .collect();
         if dims.is_empty() {
             return Err(flashmha::Error::UnsupportedHeadDim {
                 dtype,
                 head_dim: args.head_dim.unwrap_or(0),
+                target,
                 supported: FWD_KERNELS
                     .iter()
-                    .filter(|r| r.dtype == dtype)
+                    .filter(|r| r.target == target && r.dtype == dtype)
                     .map(|r| r.head_dim)
                     .collect(),
             }
             .into());
         }
-        let case = CheckCase::random(&mut rng, &[dtype], &dims, args.max_len);
+        let mut case = CheckCase::random(&mut rng, &[dtype], &dims, args.max_len);
+        case.target = target;
         bar.set_message(case.describe());
         let outcome = if args.gpu {
             run_case_cuda(&case)?

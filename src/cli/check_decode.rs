@@ -43,6 +43,7 @@ pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
         return Err(flashmha::Error::UnsupportedHeadDim {
             dtype: dtypes[0],
             head_dim: args.head_dim.unwrap_or(0),
+            target: flashmha::KernelTarget::Ampere,
             supported: DECODE_KERNELS
                 .iter()
                 .filter(|r| r.dtype == dtypes[0])

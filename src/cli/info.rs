@@ -13,7 +13,11 @@ pub fn run() -> super::CliResult<()> {
     ]);
     t.add_row(vec!["nvcc path", TOOLKIT.nvcc_path]);
     t.add_row(vec!["libclang (bindgen)", TOOLKIT.libclang]);
-    t.add_row(vec!["embedded PTX", TOOLKIT.ptx_arch]);
+    let mut ptx_archs: Vec<&str> = MODULES.iter().map(|m| m.ptx_arch).collect();
+    ptx_archs.sort_unstable();
+    ptx_archs.dedup();
+    let ptx_list = ptx_archs.join(", ");
+    t.add_row(vec!["embedded PTX", &ptx_list]);
     println!("{t}");
 
     let mut t = table::new(&[
@@ -57,6 +61,7 @@ pub fn run() -> super::CliResult<()> {
 
     let mut t = table::new(&[
         "forward kernel",
+        "target",
         "dtype",
         "head dim",
         "block m x n",
@@ -65,6 +70,7 @@ pub fn run() -> super::CliResult<()> {
     for r in FWD_KERNELS {
         t.add_row(vec![
             r.entry.to_string(),
+            r.target.to_string(),
             r.dtype.to_string(),
             r.head_dim.to_string(),
             format!("{} x {}", r.block_m, r.block_n),

@@ -114,6 +114,7 @@ pub fn validate_decode(p: &DecodeProblem) -> Result<&'static DecodeKernelRow> {
         .ok_or_else(|| Error::UnsupportedHeadDim {
             dtype: p.dtype,
             head_dim: p.head_dim,
+            target: crate::KernelTarget::Ampere,
             supported: DECODE_KERNELS
                 .iter()
                 .filter(|r| r.dtype == p.dtype && r.kv_bytes == kv_bytes)

@@ -33,7 +33,7 @@ pub fn forward(problem: &FwdProblem, inputs: &HostInputs) -> Result<EmulatedRun>
 
 fn forward_typed<T: Element>(problem: &FwdProblem, inputs: &HostInputs) -> Result<EmulatedRun> {
     inputs.check_against(problem)?;
-    let plan = FwdPlan::<T>::new(&problem.shape()?)?;
+    let plan = FwdPlan::<T>::new_for(problem.target, &problem.shape()?)?;
     let mut dev = Device::new();
     let put = |dev: &mut Device, bytes: &[u8]| -> Result<DevicePtr> {
         let ptr = dev.alloc(bytes.len());

@@ -29,7 +29,7 @@ fn run<T: Element>(
     inputs: &HostInputs,
 ) -> Result<HostOutputs> {
     inputs.check_against(problem)?;
-    let plan = FwdPlan::<T>::new(&problem.shape()?)?;
+    let plan = FwdPlan::<T>::new_for(problem.target, &problem.shape()?)?;
     let stream = backend.context().default_stream();
     let up = |v: &[u16]| -> Result<CudaSlice<T>> {
         // Host data holds the dtype's bit patterns: the same bytes as T.

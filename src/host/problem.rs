@@ -7,6 +7,7 @@ use crate::dtype::DType;
 use crate::error::{CuSeqlensFault, Error, Result, TensorName};
 use crate::options::AttnOptions;
 use crate::shape::{FwdShape, Heads, QkvoStrides, SeqShape};
+use crate::target::KernelTarget;
 
 pub use crate::shape::Strides;
 
@@ -124,6 +125,8 @@ pub struct FwdProblem {
     /// Elements of the f32 head-gate buffer (`[hq]`), when gates are on.
     pub gates_len: Option<usize>,
     pub options: AttnOptions,
+    /// Which compiled kernels run it (Ampere unless set).
+    pub target: KernelTarget,
 }
 
 impl FwdProblem {
@@ -167,6 +170,7 @@ impl FwdProblem {
             alibi_len: None,
             gates_len: None,
             options,
+            target: KernelTarget::Ampere,
         }
     }
 

@@ -15,6 +15,12 @@
 //! - [H100-WP] NVIDIA H100 Tensor Core GPU Architecture whitepaper (2022): H100 SXM5 132 SMs,
 //!   989.4 dense FP16 TFLOP/s at 1830 MHz (4096 FLOP/clk/SM, reached by wgmma), 50 MB L2,
 //!   3350 GB/s HBM3, 128 FP32 lanes per SM, 228 KB shared memory per SM.
+//! - [T4-DS] NVIDIA T4 Tensor Core GPU datasheet: 65 TFLOP/s FP16 mixed precision (f16 in,
+//!   f32 accumulate, dense), 320 GB/s GDDR6, 70 W. [TU-WP] NVIDIA Turing GPU Architecture
+//!   whitepaper: T4 is TU104 with 40 SMs at 1590 MHz boost (65e12 / (40 x 1590e6) = 1022
+//!   FLOP/clk/SM: one m16n8k16 equivalent every 4 clocks, i.e. two m16n8k8), 4 MB L2, 64 FP32
+//!   and 64 INT32 lanes and 16 SFU lanes per SM, 96 KB L1/shared per SM of which up to 64 KB
+//!   shared.
 //! - [PG-T] CUDA C++ Programming Guide, "Arithmetic Instructions", table "Throughput of Native
 //!   Arithmetic Instructions (Operations per Clock Cycle per Multiprocessor)": cc 8.0 FP32
 //!   add/mul/fma 64, cc 8.6 / 8.9 / 9.0 128; 32-bit integer add / compare / min / max / logical
@@ -23,7 +29,9 @@
 //!   4 warp schedulers per SM (one warp-instruction per scheduler per clock), 65536 32-bit
 //!   registers per SM, max resident threads per SM 2048 (8.0, 9.0) / 1536 (8.6, 8.9), max resident
 //!   blocks per SM 32 (8.0, 9.0) / 16 (8.6) / 24 (8.9), shared memory per SM 164 KB (8.0),
-//!   100 KB (8.6, 8.9), 228 KB (9.0), of which the CUDA runtime reserves 1 KB per block; shared
+//!   100 KB (8.6, 8.9), 228 KB (9.0), of which the CUDA runtime reserves 1 KB per block; for 7.5:
+//!   1024 threads, 16 blocks and 64 KB of shared memory per SM, 64 KB per block (the 1 KB
+//!   per-block reservation is documented from 8.0 on; we model none on 7.5); shared
 //!   memory has 32 banks of 4 bytes, i.e. one 128-byte wavefront per clock per SM.
 //! - [L2] L2 bandwidth: the A100 whitepaper gives it as 2.3x V100's without a per-clock figure;
 //!   we use 5120 B/clk for A100 (an assumption, not a published number) and the same bytes per clock per SM for the other parts. The least certain
@@ -41,7 +49,8 @@ pub struct GpuSpec {
     pub sm: u32,
     pub sms: u32,
     pub clock_hz: f64,
-    /// m16n8k16 f16/bf16 -> f32 mma.sync per clock per SM (4096 FLOP each).
+    /// m16n8k16 f16/bf16 -> f32 mma.sync per clock per SM (4096 FLOP each; Turing's m16n8k8
+    /// count as half of one: the model's tensor work is FLOPs / 4096).
     pub mma_per_clk: f64,
     /// Shared-memory wavefronts (128 B) per clock per SM.
     pub smem_wavefronts_per_clk: f64,
@@ -163,4 +172,27 @@ pub const H100: GpuSpec = GpuSpec {
     smem_reserved_per_cta: 1024,
 };
 
-pub const ALL: [&GpuSpec; 4] = [&A100, &A10, &L4, &H100];
+/// [T4-DS], [TU-WP], [PG-T] (cc 7.5: FP32 64, INT32 64, SFU 16 lanes per clock per SM),
+/// [PG-CC], [L2] (the same per-SM L2 share, an assumption).
+pub const T4: GpuSpec = GpuSpec {
+    name: "T4 (sm_75)",
+    sm: 75,
+    sms: 40,
+    clock_hz: 1590e6,
+    mma_per_clk: 1024.0 / MMA_FLOPS,
+    smem_wavefronts_per_clk: 1.0,
+    sfu_lanes_per_clk: 16.0,
+    fp32_lanes_per_clk: 64.0,
+    alu_lanes_per_clk: 64.0,
+    issue_per_clk: 4.0,
+    l2_bytes_per_clk: 5120.0 / 108.0 * 40.0,
+    dram_bytes_per_s: 320e9,
+    l2_bytes: 4e6,
+    regs_per_sm: 65536,
+    max_threads_per_sm: 1024,
+    max_ctas_per_sm: 16,
+    smem_per_sm: 64 * 1024,
+    smem_reserved_per_cta: 0,
+};
+
+pub const ALL: [&GpuSpec; 5] = [&A100, &A10, &L4, &H100, &T4];

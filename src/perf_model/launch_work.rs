@@ -22,7 +22,7 @@ pub struct TileCosts {
 }
 
 fn one_head(row: &FwdKernelRow, sq: usize, sk: usize, causal: bool) -> FwdProblem {
-    FwdProblem::contiguous(
+    let mut p = FwdProblem::contiguous(
         row.dtype,
         SeqLayout::Padded {
             batch: 1,
@@ -36,7 +36,9 @@ fn one_head(row: &FwdKernelRow, sq: usize, sk: usize, causal: bool) -> FwdProble
             causal,
             ..Default::default()
         },
-    )
+    );
+    p.target = row.target;
+    p
 }
 
 /// KV tiles of each Q tile and how many of them need the per-element mask, for a padded,

@@ -10,6 +10,7 @@ use crate::emulator::Class;
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Work {
     pub warp_instructions: f64,
+    /// Tensor work in m16n8k16 equivalents (tensor FLOPs / 4096).
     pub mma: f64,
     pub shared_wavefronts: f64,
     /// SFU / XU class warp-instructions (ex2, lg2, rcp, tanh) plus conversions.
@@ -28,7 +29,8 @@ impl Work {
         let k = |cl: Class| c.class(cl) as f64;
         Work {
             warp_instructions: c.warp_instructions as f64,
-            mma: c.mma_instructions as f64,
+            // In m16n8k16 equivalents, so Turing's two m16n8k8 per k16 step count as one.
+            mma: c.tensor_flops as f64 / super::gpus::MMA_FLOPS,
             shared_wavefronts: c.shared_wavefronts as f64,
             sfu: k(Class::Sfu) + k(Class::Conversion),
             fp32: k(Class::Fp32),

@@ -33,7 +33,7 @@ pub struct TileFigures {
 pub const BASE_KEYS: usize = 1024;
 
 fn padded(row: &FwdKernelRow, sq: usize, sk: usize) -> FwdProblem {
-    FwdProblem::contiguous(
+    let mut p = FwdProblem::contiguous(
         row.dtype,
         SeqLayout::Padded {
             batch: 1,
@@ -44,7 +44,9 @@ fn padded(row: &FwdKernelRow, sq: usize, sk: usize) -> FwdProblem {
         1,
         row.head_dim as usize,
         AttnOptions::default(),
-    )
+    );
+    p.target = row.target;
+    p
 }
 
 /// Runs `p` on the emulator with random inputs; any finding is an error.

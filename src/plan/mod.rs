@@ -11,6 +11,7 @@ use crate::build_info::{FwdKernelRow, FWD_KERNELS};
 use crate::element::Element;
 use crate::error::Result;
 use crate::shape::FwdShape;
+use crate::target::KernelTarget;
 use crate::validate::binding::{check_bufs, FwdBufs};
 use crate::validate::{validate_shape, FwdExtents};
 use std::marker::PhantomData;
@@ -47,14 +48,24 @@ unsafe impl<T> Send for FwdPlan<T> {}
 unsafe impl<T> Sync for FwdPlan<T> {}
 
 impl<T: Element> FwdPlan<T> {
-    /// Validates `shape` and plans it with the compiled kernels.
+    /// Validates `shape` and plans it with the compiled Ampere-and-newer (sm_80+) kernels.
     pub fn new(shape: &FwdShape) -> Result<FwdPlan<T>> {
-        Self::new_in(FWD_KERNELS, shape)
+        Self::new_for(KernelTarget::Ampere, shape)
     }
 
-    /// [`FwdPlan::new`] against an explicit kernel table (unit tests use synthetic tables).
-    pub fn new_in(table: &[FwdKernelRow], shape: &FwdShape) -> Result<FwdPlan<T>> {
-        let (kernel, extents) = validate_shape(table, T::DTYPE, shape)?;
+    /// Validates `shape` and plans it with the kernels of `target` (e.g.
+    /// [`CudaBackend::target`](crate::cuda::CudaBackend::target) of the device it will run on).
+    pub fn new_for(target: KernelTarget, shape: &FwdShape) -> Result<FwdPlan<T>> {
+        Self::new_in(FWD_KERNELS, target, shape)
+    }
+
+    /// [`FwdPlan::new_for`] against an explicit kernel table (unit tests use synthetic tables).
+    pub fn new_in(
+        table: &[FwdKernelRow],
+        target: KernelTarget,
+        shape: &FwdShape,
+    ) -> Result<FwdPlan<T>> {
+        let (kernel, extents) = validate_shape(table, target, T::DTYPE, shape)?;
         Ok(FwdPlan {
             launch: launch_without_buffers(*kernel, shape),
             extents,

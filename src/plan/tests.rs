@@ -13,6 +13,7 @@ use half::{bf16, f16};
 
 const TABLE: &[FwdKernelRow] = &[
     FwdKernelRow {
+        target: KernelTarget::Ampere,
         entry: "flashmha_fwd_bf16_d64",
         dtype: DType::Bf16,
         head_dim: 64,
@@ -22,6 +23,7 @@ const TABLE: &[FwdKernelRow] = &[
         smem_bytes: 40960,
     },
     FwdKernelRow {
+        target: KernelTarget::Ampere,
         entry: "flashmha_fwd_f16_d128",
         dtype: DType::F16,
         head_dim: 128,
@@ -29,6 +31,16 @@ const TABLE: &[FwdKernelRow] = &[
         block_n: 64,
         num_warps: 4,
         smem_bytes: 81920,
+    },
+    FwdKernelRow {
+        target: KernelTarget::Turing,
+        entry: "flashmha_fwd_sm75_f16_d64",
+        dtype: DType::F16,
+        head_dim: 64,
+        block_m: 128,
+        block_n: 64,
+        num_warps: 4,
+        smem_bytes: 32768,
     },
 ];
 
@@ -80,8 +92,8 @@ fn buffers(p: &FwdProblem) -> FwdBufs {
 fn plan_with(p: &FwdProblem, b: &FwdBufs) -> Result<FwdLaunch> {
     let shape = p.shape()?;
     match p.dtype {
-        DType::F16 => FwdPlan::<f16>::new_in(TABLE, &shape)?.bind(b),
-        DType::Bf16 => FwdPlan::<bf16>::new_in(TABLE, &shape)?.bind(b),
+        DType::F16 => FwdPlan::<f16>::new_in(TABLE, KernelTarget::Ampere, &shape)?.bind(b),
+        DType::Bf16 => FwdPlan::<bf16>::new_in(TABLE, KernelTarget::Ampere, &shape)?.bind(b),
     }
 }
 
@@ -164,6 +176,72 @@ fn unsupported_head_dim_lists_the_compiled_ones() {
         &p,
         |e| matches!(e, Error::UnsupportedHeadDim { head_dim: 72, supported, .. } if supported == &vec![64]),
     );
+}
+
+#[test]
+fn turing_plans_use_the_turing_rows_and_reject_bf16() {
+    let p = |dtype, d| {
+        FwdProblem::contiguous(
+            dtype,
+            SeqLayout::Padded {
+                batch: 2,
+                seqlen_q: 200,
+                seqlen_k: 77,
+            },
+            4,
+            2,
+            d,
+            AttnOptions::default(),
+        )
+    };
+    // f16 d48 runs on the Turing d64 row (not on the Ampere table), with its own tile.
+    let plan = FwdPlan::<f16>::new_in(
+        TABLE,
+        KernelTarget::Turing,
+        &p(DType::F16, 48).shape().unwrap(),
+    )
+    .unwrap();
+    let l = plan.launch();
+    assert_eq!(l.kernel.entry, "flashmha_fwd_sm75_f16_d64");
+    assert_eq!(l.grid, [2, 4, 2]); // ceil(200 / 128) Q tiles
+    assert_eq!(l.dynamic_smem_bytes, 32768);
+    assert_eq!(l.params.head_dim, 48);
+    // bf16 on Turing: a typed error before anything else is looked at.
+    let e = FwdPlan::<bf16>::new_in(
+        TABLE,
+        KernelTarget::Turing,
+        &p(DType::Bf16, 64).shape().unwrap(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::UnsupportedDType {
+                dtype: DType::Bf16,
+                target: KernelTarget::Turing
+            }
+        ),
+        "{e}"
+    );
+    // d128 exists for Ampere f16 only: on Turing the error lists Turing's head dims.
+    let e = FwdPlan::<f16>::new_in(
+        TABLE,
+        KernelTarget::Turing,
+        &p(DType::F16, 128).shape().unwrap(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, Error::UnsupportedHeadDim { target: KernelTarget::Turing, supported, .. } if supported == &vec![64]),
+        "{e}"
+    );
+    // And the Ampere plan of the same f16 d48 problem takes the Ampere d128 row.
+    let plan = FwdPlan::<f16>::new_in(
+        TABLE,
+        KernelTarget::Ampere,
+        &p(DType::F16, 48).shape().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(plan.launch().kernel.entry, "flashmha_fwd_f16_d128");
 }
 
 #[test]
@@ -413,7 +491,7 @@ fn bad_options_are_rejected() {
 #[test]
 fn one_plan_binds_the_buffers_of_every_layer() {
     let p = padded(2, 40, 70, 4, 2, 64);
-    let plan = FwdPlan::<bf16>::new_in(TABLE, &p.shape().unwrap()).unwrap();
+    let plan = FwdPlan::<bf16>::new_in(TABLE, KernelTarget::Ampere, &p.shape().unwrap()).unwrap();
     let first = buffers(&p);
     // Another layer: the same sizes at other addresses, and q/k/v carved from one arena.
     let mut second = first;

@@ -16,6 +16,7 @@ use crate::build_info::FwdKernelRow;
 use crate::dtype::DType;
 use crate::error::{AlignWhat, Dim, Error, Limit, OptionName, Result, TensorName};
 use crate::shape::{FwdShape, SeqShape, Strides};
+use crate::target::KernelTarget;
 
 /// cp.async moves 16 bytes; q/k/v/o bases and strides must keep every row chunk 16-byte aligned.
 pub const COPY_ALIGN_BYTES: usize = abi::FLASHMHA_COPY_ALIGN_BYTES as usize;
@@ -50,16 +51,21 @@ pub struct FwdExtents {
 /// buffers, after checking everything that does not depend on the buffers.
 pub fn validate_shape<'t>(
     table: &'t [FwdKernelRow],
+    target: KernelTarget,
     dtype: DType,
     shape: &FwdShape,
 ) -> Result<(&'t FwdKernelRow, FwdExtents)> {
     let s = shape;
+    if !target.supports(dtype) {
+        return Err(Error::UnsupportedDType { dtype, target });
+    }
     // A head dim that is a multiple of 8 (whole 16-byte chunks) runs on the smallest compiled
-    // kernel at least as wide, its extra columns predicated off in the kernel.
+    // kernel of the target at least as wide, its extra columns predicated off in the kernel.
     let kernel = table
         .iter()
         .filter(|r| {
-            r.dtype == dtype
+            r.target == target
+                && r.dtype == dtype
                 && s.head_dim > 0
                 && s.head_dim.is_multiple_of(8)
                 && r.head_dim as usize >= s.head_dim
@@ -68,9 +74,10 @@ pub fn validate_shape<'t>(
         .ok_or_else(|| Error::UnsupportedHeadDim {
             dtype,
             head_dim: s.head_dim,
+            target,
             supported: table
                 .iter()
-                .filter(|r| r.dtype == dtype)
+                .filter(|r| r.target == target && r.dtype == dtype)
                 .map(|r| r.head_dim)
                 .collect(),
         })?;

@@ -401,8 +401,11 @@ fn check_dtype<T: Element>(tensor: TensorName, plan_dtype: crate::dtype::DType) 
 }
 
 impl CudaBackend {
-    fn decode_functions(&self) -> &DecodeFunctions {
-        &self.decode
+    fn decode_functions(&self) -> Result<&DecodeFunctions> {
+        self.decode.as_ref().ok_or(Error::UnsupportedOnTarget {
+            what: "paged decode",
+            target: self.target(),
+        })
     }
 
     /// Runs `plan` with `args` on `stream`: the decode, then the split combine if the plan has
@@ -461,7 +464,7 @@ impl CudaBackend {
             partial_entropy,
         };
         let (decode_params, combine_params) = plan.params(&bufs)?;
-        let f = self.decode_functions();
+        let f = self.decode_functions()?;
         let index = crate::decode::kernels::DECODE_KERNELS
             .iter()
             .position(|r| r.entry == plan.kernel.entry)
@@ -549,7 +552,7 @@ impl CudaBackend {
             o: dev(o),
             lse: opt_dev(lse),
         })?;
-        let f = self.decode_functions();
+        let f = self.decode_functions()?;
         let func = match plan.problem.dtype {
             crate::dtype::DType::F16 => &f.merge.0,
             crate::dtype::DType::Bf16 => &f.merge.1,
@@ -659,7 +662,7 @@ impl CudaBackend {
             }
         };
         let params = plan.params(&bufs)?;
-        let f = self.decode_functions();
+        let f = self.decode_functions()?;
         let function = if plan_fp8 {
             &f.kv_append_fp8
         } else {

@@ -1,7 +1,8 @@
 //! Which embedded image a device runs: a cubin is binary-compatible with devices of the same
 //! major compute capability and an equal or higher minor one (CUDA C Programming Guide, "Binary
-//! Compatibility"); otherwise the compute_80 PTX is JIT-compiled by the driver, which works on
-//! any device of capability 8.0 or newer.
+//! Compatibility"); otherwise the module's PTX (compute_80, or compute_75 for kernels/sm75/) is
+//! JIT-compiled by the driver, which works on any device at least as new as its virtual
+//! architecture.
 
 use crate::build_info::{CubinImage, ModuleImage};
 
@@ -23,7 +24,7 @@ pub fn choose_image(module: &'static ModuleImage, major: i32, minor: i32) -> Ima
         .max_by_key(|c| c.sm);
     match best {
         Some(c) => ImageChoice::Cubin(c),
-        None if device >= 80 => ImageChoice::Ptx(module.ptx),
+        None if device >= module.ptx_sm => ImageChoice::Ptx(module.ptx),
         None => ImageChoice::None,
     }
 }
@@ -48,5 +49,13 @@ mod tests {
         assert_eq!(arch(choose_image(m, 9, 0)), "sm_90");
         assert_eq!(arch(choose_image(m, 10, 0)), "ptx"); // Blackwell: JIT from compute_80
         assert_eq!(arch(choose_image(m, 7, 5)), "none");
+        // The Turing modules: the sm_75 cubin on 7.5, their compute_75 PTX on newer majors.
+        let t = MODULES
+            .iter()
+            .find(|m| m.ptx_arch == "compute_75")
+            .expect("a Turing module");
+        assert_eq!(arch(choose_image(t, 7, 5)), "sm_75");
+        assert_eq!(arch(choose_image(t, 8, 0)), "ptx");
+        assert_eq!(arch(choose_image(t, 7, 0)), "none");
     }
 }

@@ -1,5 +1,8 @@
-//! The CUDA backend: loads the embedded kernels into a device context (the cubin built for the
-//! device's architecture, the compute_80 PTX otherwise) and runs plans on the caller's stream.
+//! The CUDA backend: loads the embedded kernels of the device's [`KernelTarget`] into a device
+//! context (the cubin built for the device's architecture, the target's PTX otherwise) and runs
+//! plans on the caller's stream. On sm_75 (Turing) that is the forward kernels of
+//! kernels/sm75/; decode and head similarity have no Turing kernels yet and return
+//! [`Error::UnsupportedOnTarget`] there.
 //! No host-device synchronisation and no heap allocation in the launch path, so launches can be
 //! captured in CUDA graphs. Without a driver every entry point returns
 //! [`Error::NoCudaDriver`]; nothing here panics for lack of a GPU.
@@ -27,6 +30,7 @@ use crate::plan::head_similarity::{
 };
 use crate::plan::{FwdLaunch, FwdPlan};
 use crate::shape::FwdShape;
+use crate::target::KernelTarget;
 use crate::validate::binding::{DevBuf, FwdBufs};
 use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
@@ -44,16 +48,17 @@ pub fn driver_present() -> bool {
     return true;
 }
 
-/// A device with every forward kernel loaded.
+/// A device with every kernel of its target loaded.
 pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     compute_capability: (i32, i32),
-    /// One function per row of the kernel table, in table order.
-    forward: Vec<CudaFunction>,
-    /// Head-similarity kernels: (f16, bf16).
-    head_similarity: (CudaFunction, CudaFunction),
-    /// Paged decode, split combine, merge_states and KV append.
-    decode: decode::DecodeFunctions,
+    target: KernelTarget,
+    /// One slot per row of the kernel table, in table order; rows of other targets are None.
+    forward: Vec<Option<CudaFunction>>,
+    /// Head-similarity kernels: (f16, bf16); None where the target has none (Turing).
+    head_similarity: Option<(CudaFunction, CudaFunction)>,
+    /// Paged decode, split combine, merge_states and KV append; None on Turing.
+    decode: Option<decode::DecodeFunctions>,
 }
 
 impl CudaBackend {
@@ -72,6 +77,8 @@ impl CudaBackend {
     /// library already uses, so that their streams and allocations are ours too).
     pub fn on_context(ctx: Arc<CudaContext>) -> Result<CudaBackend> {
         let (major, minor) = ctx.compute_capability().map_err(driver_error)?;
+        let target = KernelTarget::for_compute_capability(major, minor)
+            .ok_or(Error::UnsupportedGpu { major, minor })?;
         let load = |entry: &str| -> Result<CudaFunction> {
             let module = build_info::module_of(entry).ok_or_else(|| Error::NoKernel {
                 entry: entry.to_string(),
@@ -88,6 +95,10 @@ impl CudaBackend {
         };
         let mut forward = Vec::with_capacity(FWD_KERNELS.len());
         for row in FWD_KERNELS {
+            if row.target != target {
+                forward.push(None);
+                continue;
+            }
             let func = load(row.entry)?;
             // Above 48 KiB, dynamic shared memory must be opted into per function.
             func.set_attribute(
@@ -95,9 +106,26 @@ impl CudaBackend {
                 row.smem_bytes as i32,
             )
             .map_err(driver_error)?;
-            forward.push(func);
+            forward.push(Some(func));
         }
-        let head_similarity = (load(ENTRY_F16)?, load(ENTRY_BF16)?);
+        if target == KernelTarget::Turing {
+            let loaded = forward.iter().flatten().count();
+            tracing::info!(
+                major,
+                minor,
+                kernels = loaded,
+                "cuda backend ready (Turing kernels)"
+            );
+            return Ok(CudaBackend {
+                ctx,
+                compute_capability: (major, minor),
+                target,
+                forward,
+                head_similarity: None,
+                decode: None,
+            });
+        }
+        let head_similarity = Some((load(ENTRY_F16)?, load(ENTRY_BF16)?));
         let mut decode_fns = Vec::with_capacity(DECODE_KERNELS.len());
         for row in DECODE_KERNELS {
             let func = load(row.entry)?;
@@ -125,9 +153,10 @@ impl CudaBackend {
         Ok(CudaBackend {
             ctx,
             compute_capability: (major, minor),
+            target,
             forward,
             head_similarity,
-            decode,
+            decode: Some(decode),
         })
     }
 
@@ -137,6 +166,11 @@ impl CudaBackend {
 
     pub fn compute_capability(&self) -> (i32, i32) {
         self.compute_capability
+    }
+
+    /// The kernels this device runs: make plans with `FwdPlan::new_for(backend.target(), ..)`.
+    pub fn target(&self) -> KernelTarget {
+        self.target
     }
 
     /// Runs `plan` with `args` on `stream`: checks the buffers against the plan in O(1) (length,
@@ -206,7 +240,7 @@ impl CudaBackend {
     ) -> Result<()> {
         let shape =
             FwdShape::from_dense_dims(q.dims, k.dims, v.dims, o.dims)?.with_options(*options);
-        let plan = FwdPlan::<T>::new(&shape)?;
+        let plan = FwdPlan::<T>::new_for(self.target, &shape)?;
         let args = FwdArgs {
             q: q.buf,
             k: k.buf,
@@ -249,11 +283,15 @@ impl CudaBackend {
             .ok_or_else(|| Error::NoKernel {
                 entry: launch.kernel.entry.to_string(),
             })?;
+        let func = self.forward[index].as_ref().ok_or(Error::TargetMismatch {
+            plan: launch.kernel.target,
+            device: self.target,
+        })?;
         self.ctx.bind_to_thread().map_err(driver_error)?;
         // SAFETY: the caller's contract above.
         unsafe {
             launch_one_struct(
-                &self.forward[index],
+                func,
                 launch.grid,
                 launch.block,
                 launch.dynamic_smem_bytes,
@@ -294,9 +332,16 @@ impl CudaBackend {
                 gram: gram_ptr,
             },
         )?;
+        let (f16_fn, bf16_fn) =
+            self.head_similarity
+                .as_ref()
+                .ok_or(Error::UnsupportedOnTarget {
+                    what: "head similarity",
+                    target: self.target,
+                })?;
         let func = match p.dtype {
-            crate::dtype::DType::F16 => &self.head_similarity.0,
-            crate::dtype::DType::Bf16 => &self.head_similarity.1,
+            crate::dtype::DType::F16 => f16_fn,
+            crate::dtype::DType::Bf16 => bf16_fn,
         };
         self.ctx.bind_to_thread().map_err(driver_error)?;
         // SAFETY: validation proved every address the kernel forms lies inside `o` and `gram`,

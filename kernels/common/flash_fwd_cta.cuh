@@ -1,0 +1,435 @@
+/*
+ * flash_fwd_cta.cuh: the body of one forward flash-attention CTA (FlashAttention-2 style), shared
+ * by the Ampere entry points (kernels/flash_fwd.cu: cp.async, mma.m16n8k16) and the Turing ones
+ * (kernels/sm75/flash_fwd_sm75.cu: register-staged loads, two mma.m16n8k8 per k16 step). The
+ * traits' LoadPath picks the K / V pipeline; everything else (masks, modifiers, online softmax,
+ * entropy, epilogue) is the same code on both.
+ *
+ * One CTA computes one tile of block_m query rows of one query head of one batch item
+ * (grid = (ceil(seqlen_q / block_m), num_heads_q, batch)); each warp owns kRowBlocks m16 row
+ * blocks (32 rows for block_m = 128 and 4 warps), so every K / V fragment it reads from shared
+ * memory feeds kRowBlocks mma. Q is loaded once; K and V tiles of block_n keys stream through
+ * shared memory, the next tile's loads overlapping this tile's math:
+ *  - cp.async: two shared-memory stages, the copies of tile n+1 land in the stage tile n does
+ *    not use;
+ *  - register-staged: one stage; tile n+1's global loads are issued into registers before tile
+ *    n's math and stored to shared memory once every warp is done with tile n (K after S, V
+ *    after O += P V).
+ * Per tile a warp computes S = Q K^T (f32 accumulate), applies the score modifiers / masks,
+ * folds S into the online softmax (log2 domain), and accumulates O += P V with P taken straight
+ * from the S registers. The epilogue normalises O, applies the head gate, stages O through shared
+ * memory for coalesced 16-byte stores, and writes LSE and entropy when asked. Everything optional
+ * is a runtime flag or null pointer, tested once per CTA or once per tile (uniform branches).
+ */
+#ifndef FLASHMHA_COMMON_FLASH_FWD_CTA_CUH
+#define FLASHMHA_COMMON_FLASH_FWD_CTA_CUH
+
+#include <stdint.h>
+
+#include "params.h"
+#include "common/dtype.cuh"
+#include "common/mma.cuh"
+#include "common/smem_layout.cuh"
+#include "common/staged_copy.cuh"
+#include "common/softmax.cuh"
+#include "common/mask.cuh"
+#include "common/fwd_traits.cuh"
+#include "common/codegen.cuh"
+
+namespace flashmha {
+
+template <class T>
+__device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
+    using Elem = typename T::Elem;
+    using QTile = typename T::QTile;
+    using KVTile = typename T::KVTile;
+    constexpr int kBlockN = T::kBlockN;
+
+    // [Q | K0 | K1 | V0 | V1], layout in FwdTraits; 128-byte alignment keeps the swizzle exact.
+    extern __shared__ __align__(128) unsigned char smem[];
+
+    // The host must launch with smem_bytes of dynamic shared memory; less would corrupt memory.
+    uint32_t dynamic_smem_bytes;
+    asm volatile("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dynamic_smem_bytes));
+    if (dynamic_smem_bytes < static_cast<uint32_t>(T::kSmemBytes)) __trap();
+
+    // Head dims below the compiled one run with their extra columns predicated off (params.h).
+    const int d_real = params.head_dim;
+    if (d_real <= 0 || d_real > T::kHeadDim || d_real % kChunkElems != 0) __trap();
+    const int col8_valid = d_real / kChunkElems;  // 16-byte column chunks that exist in global
+
+    const int tid = threadIdx.x;
+    const int lane = lane_of(tid);
+    const int warp = warp_of(tid);
+    const int m_block = blockIdx.x;
+    const int head = blockIdx.y;
+    const int batch = blockIdx.z;
+
+    const SeqExtent ext = seq_extent(params, batch);
+    const int m0 = m_block * T::kBlockM;  // first query row of this CTA within the item
+    if (m0 >= ext.sq) return;             // varlen: item shorter than the grid (CTA-uniform)
+    const int rows_valid = min(ext.sq - m0, T::kBlockM);
+    const int kv_head = head / (params.num_heads_q / params.num_heads_kv);  // GQA / MQA
+    const bool varlen = (params.flags & FLASHMHA_FLAG_VARLEN) != 0;
+
+    // 64-bit element offsets of (batch, row 0, head); tile-local offsets below are small.
+    // q, o: [b, sq, hq, d] or varlen [total_q, hq, d]
+    // k, v: [b, sk, hkv, d] or varlen [total_k, hkv, d]
+    const int64_t q_off = (varlen ? 0 : batch * params.q_batch_stride) +
+                          (ext.q_row0 + m0) * params.q_row_stride + head * params.q_head_stride;
+    const int64_t o_off = (varlen ? 0 : batch * params.o_batch_stride) +
+                          (ext.q_row0 + m0) * params.o_row_stride + head * params.o_head_stride;
+    const int64_t k_off = (varlen ? 0 : batch * params.k_batch_stride) +
+                          ext.k_row0 * params.k_row_stride + kv_head * params.k_head_stride;
+    const int64_t v_off = (varlen ? 0 : batch * params.v_batch_stride) +
+                          ext.k_row0 * params.v_row_stride + kv_head * params.v_head_stride;
+    // .global byte addresses of row 0 of: q: [block_m, d] (this CTA's tile), k, v: [sk, d].
+    const uint64_t q_tile = gmem_addr(params.q) + q_off * kElemBytes;
+    const uint64_t k_seq = gmem_addr(params.k) + k_off * kElemBytes;
+    const uint64_t v_seq = gmem_addr(params.v) + v_off * kElemBytes;
+    elem_bits_t *o_tile = static_cast<elem_bits_t *>(params.o) + o_off;  // o: [block_m, d]
+
+    const KeyMask mask(params, ext.sq, ext.sk);
+    const int row_first = m0;
+    const int row_last = m0 + rows_valid - 1;
+    const int n_begin = mask.template kv_tile_begin<kBlockN>(row_first);
+    const int n_end = mask.template kv_tile_end<kBlockN>(row_last);
+    const auto needs_mask = mask.template partial_tile_test<kBlockN>(row_first, row_last);
+
+    // .shared base of [Q | K0 | K1 | V0 | V1]; tile and stage offsets ride in address immediates.
+    const uint32_t smem_base = smem_addr(smem);
+
+    constexpr int kRB = T::kRowBlocks;
+    // The thread's two query rows (groupID, groupID + 8) of each of the warp's m16 row blocks,
+    // within the item; the warp's first row within the CTA tile is warp_row0.
+    const int warp_row0 = warp * T::kRowsPerWarp;
+    int row_of[kRB][kRowHalves];
+#pragma unroll
+    for (int mb = 0; mb < kRB; ++mb)
+#pragma unroll
+        for (int h = 0; h < kRowHalves; ++h)
+            row_of[mb][h] = m0 + warp_row0 + mb * kMmaM + mma_c_row(lane, mma_c_index(h, 0));
+
+    // O: [kRB m16 row blocks of this warp, d] as n8 C fragments, f32
+    float o_acc[kRB][T::kOTiles][kCRegs];
+#pragma unroll
+    for (int mb = 0; mb < kRB; ++mb)
+#pragma unroll
+        for (int ot = 0; ot < T::kOTiles; ++ot)
+#pragma unroll
+            for (int c = 0; c < kCRegs; ++c) o_acc[mb][ot][c] = 0.0f;
+
+    OnlineSoftmax<T::kSTiles, T::kOTiles> softmax[kRB];
+    const ScoreMod mod(params, head);
+    const float score_mul = pin(mod.score_mul());
+
+    if (n_begin < n_end) {
+        const bool want_entropy = params.entropy != nullptr;
+        const bool want_mod = mod.any();
+
+        // K / V tile copies: tile n (keys n * block_n ..) into a stage; rows past sk zero-filled.
+        // k_next / v_next: .global address of the next tile to prefetch. (StagedTileCopy is a
+        // TileCopy: cp.async kernels use its copy(), register-staged ones its load / store.)
+        using KVCopy = StagedTileCopy<KVTile, T::kThreads>;
+        const KVCopy kv_copy(smem_base, tid);
+        typename KVCopy::Source k_src = kv_copy.source(params.k_row_stride, tid);
+        typename KVCopy::Source v_src = kv_copy.source(params.v_row_stride, tid);
+        // The thread's first-chunk offset rides in the running tile address (two 64-bit
+        // registers fewer in the main loop); zero-filled chunks point at the tensor's base,
+        // a valid address the copy does not read.
+        uint64_t k_next = k_seq + n_begin * k_src.tile_bytes() + k_src.off0;
+        uint64_t v_next = v_seq + n_begin * v_src.tile_bytes() + v_src.off0;
+        k_src.off0 = 0;
+        v_src.off0 = 0;
+        auto prefetch_kv = [&](auto stage_c, int n) {
+            constexpr int kStage = decltype(stage_c)::value;
+            const int valid_keys = ext.sk - n * kBlockN;
+            kv_copy.template copy<T::kKOffset + kStage * KVTile::kBytes>(
+                k_src, k_next, valid_keys, col8_valid, gmem_addr(params.k), tid);
+            cp_async_commit();
+            kv_copy.template copy<T::kVOffset + kStage * KVTile::kBytes>(
+                v_src, v_next, valid_keys, col8_valid, gmem_addr(params.v), tid);
+            cp_async_commit();
+            k_next += k_src.tile_bytes();
+            v_next += v_src.tile_bytes();
+        };
+        // Register-staged: issue the global loads of K[n] / V[n] into `st` (LoadPath).
+        using Staged = typename KVCopy::Staged;
+        auto load_k = [&](int n, Staged &st) {
+            kv_copy.load(k_src, k_next, ext.sk - n * kBlockN, col8_valid, tid, st);
+            k_next += k_src.tile_bytes();
+        };
+        auto load_v = [&](int n, Staged &st) {
+            kv_copy.load(v_src, v_next, ext.sk - n * kBlockN, col8_valid, tid, st);
+            v_next += v_src.tile_bytes();
+        };
+
+        if constexpr (T::kRegisterStaged) {
+            // Prologue: Q, K[n_begin], V[n_begin] through registers into the single stage.
+            {
+                using QCopy = StagedTileCopy<QTile, T::kThreads>;
+                const QCopy q_copy(smem_base, tid);
+                q_copy.template copy_via_registers<T::kQOffset>(
+                    q_copy.source(params.q_row_stride, tid), q_tile, rows_valid, col8_valid, tid);
+            }
+            Staged ks, vs;
+            load_k(n_begin, ks);
+            load_v(n_begin, vs);
+            kv_copy.template store<T::kKOffset>(ks, tid);
+            kv_copy.template store<T::kVOffset>(vs, tid);
+            __syncthreads();  // every thread's Q, K[n_begin], V[n_begin] stores are visible
+        } else {
+            // Prologue: group 1 = Q + K[n_begin], group 2 = V[n_begin].
+            {
+                using QCopy = TileCopy<QTile, T::kThreads>;
+                const QCopy q_copy(smem_base, tid);
+                q_copy.template copy<T::kQOffset>(q_copy.source(params.q_row_stride, tid), q_tile,
+                                                  rows_valid, col8_valid, q_tile, tid);
+            }
+            prefetch_kv(Int<0>{}, n_begin);
+            cp_async_wait<1>();  // this thread's Q and K[n_begin] copies have landed
+            __syncthreads();     // ... and every thread's: Q and K[n_begin] are complete
+        }
+
+        // Fragment cursors (ldmatrix row addresses; see the A / B patterns in mma.cuh).
+        using QCursor = SwizzleCursor<QTile>;
+        using KVCursor = SwizzleCursor<KVTile>;
+        // Q uses V's cursor (same lane pattern, same swizzle: Q and K/V rows are all d wide and
+        // warp_row0 is a multiple of the swizzle period) moved by the warp's row offset: one
+        // add per Q fragment load instead of kVariants more live registers.
+        static_assert(QTile::kRowBytes == KVTile::kRowBytes && T::kRowsPerWarp % kSwizzleRowPeriod == 0,
+                      "Q fragments may borrow the V cursor");
+        const uint32_t q_shift = static_cast<uint32_t>(warp_row0 * QTile::kRowBytes);
+        const KVCursor k_cur(smem_base, ldsm_b_row(lane), ldsm_b_col8(lane));
+        const KVCursor v_cur(smem_base, ldsm_a_row(lane), ldsm_a_col8(lane));
+
+        // Q A-fragments of this warp's row blocks, one per k16 step (kept only if kQInRegisters).
+        constexpr int kQRegSteps = T::kQInRegisters ? T::kQKSteps : 1;
+        uint32_t q_frag[kQRegSteps][kRB][kARegs];
+        // Loads the A fragments of k16 step kk for every row block of the warp.
+        auto load_q = [&](auto kk_c, uint32_t(&a)[kRB][kARegs]) {
+            constexpr int kCol8 = decltype(kk_c)::value * T::kChunksPerK16;
+            static_for<kRB>([&](auto mb_c) {
+                constexpr int kRow = decltype(mb_c)::value * kMmaM;
+                ldsm_x4<T::kQOffset + QCursor::template imm<kRow, kCol8>()>(
+                    a[decltype(mb_c)::value], pin(v_cur.template reg<kCol8>() + q_shift));
+            });
+        };
+        if constexpr (T::kQInRegisters) {
+            static_for<T::kQKSteps>([&](auto kk_c) { load_q(kk_c, q_frag[decltype(kk_c)::value]); });
+        }
+
+        // One KV tile in pipeline stage kStage (compile time, so all shared addresses are
+        // register + immediate): prefetch tile n+1 (into the other stage, or into registers),
+        // S = Q K^T, modifiers and masks, online softmax, O += P V.
+        auto process_tile = [&](auto stage_c, int n) {
+            constexpr int kStage = decltype(stage_c)::value;
+            constexpr int kKTile = T::kKOffset + kStage * KVTile::kBytes;
+            constexpr int kVTile = T::kVOffset + kStage * KVTile::kBytes;
+            const bool has_next = n + 1 < n_end;
+            [[maybe_unused]] Staged k_stage, v_stage;  // register-staged: K / V[n+1] in flight (unused otherwise)
+            if constexpr (T::kRegisterStaged) {
+                if (has_next) load_k(n + 1, k_stage);  // lands while S = Q K^T runs
+            } else {
+                if (has_next) prefetch_kv(Int<kStage ^ 1>{}, n + 1);  // stage freed by the last barrier
+            }
+
+            // S = Q K^T: s: [kRB x 16 rows, block_n keys] as n8 C fragments, f32 (the k-step 0
+            // mma starts from C = 0, so s needs no zeroing). Each K fragment feeds kRB mma.
+            float s[kRB][T::kSTiles][kCRegs];
+            static_for<T::kQKSteps>([&](auto kk_c) {
+                constexpr int kk = decltype(kk_c)::value;
+                constexpr int kCol8 = kk * T::kChunksPerK16;
+                auto qk_step = [&](const uint32_t(&a)[kRB][kARegs]) {
+                    static_for<T::kPairTilesN>([&](auto jp_c) {
+                        constexpr int jp = decltype(jp_c)::value;
+                        constexpr int kRow = jp * 2 * kMmaN;  // two n8 key tiles per ldmatrix.x4
+                        uint32_t b[kLdsmMatrices];
+                        ldsm_x4<kKTile + KVCursor::template imm<kRow, kCol8>()>(
+                            b, k_cur.template reg<kCol8>());
+#pragma unroll
+                        for (int mb = 0; mb < kRB; ++mb) {
+                            if constexpr (kk == 0) {
+                                mma_16816_zero_c<Elem>(s[mb][2 * jp], a[mb], b[0], b[1]);
+                                mma_16816_zero_c<Elem>(s[mb][2 * jp + 1], a[mb], b[2], b[3]);
+                            } else {
+                                mma_16816<Elem>(s[mb][2 * jp], a[mb], b[0], b[1]);
+                                mma_16816<Elem>(s[mb][2 * jp + 1], a[mb], b[2], b[3]);
+                            }
+                        }
+                    });
+                };
+                if constexpr (T::kQInRegisters) {
+                    qk_step(q_frag[kk]);
+                } else {  // re-read this k-step's Q fragments (see FwdTraits::kQInRegisters)
+                    uint32_t a[kRB][kARegs];
+                    load_q(kk_c, a);
+                    qk_step(a);
+                }
+            });
+
+            const int n0 = n * kBlockN;  // first key of the tile
+            const bool mask_tile = needs_mask(n0);
+            // P: [kRB x 16 rows, block_n keys] as 16-bit pairs in A-fragment order. Each row
+            // block's scores are packed right after its softmax, so at most one row block's f32
+            // scores are live next to O (the register peak of 32-row warps).
+            uint32_t p_all[T::kPVSteps][kRB][kARegs];
+#pragma unroll
+            for (int mb = 0; mb < kRB; ++mb) {
+                if (want_mod) {  // softcap / ALiBi: S -> log2-domain scores
+                    int diag[kRowHalves];
+#pragma unroll
+                    for (int h = 0; h < kRowHalves; ++h) diag[h] = row_of[mb][h] + mask.shift - n0;
+                    mod.apply_any(s[mb], diag, lane);
+                }
+                if (mask_tile) {  // rare (edge tiles): bounds recomputed, not kept in registers
+                    int key_lo[kRowHalves];
+                    int key_hi[kRowHalves];
+#pragma unroll
+                    for (int h = 0; h < kRowHalves; ++h) {
+                        key_lo[h] = mask.key_lo(row_of[mb][h]);
+                        key_hi[h] = mask.key_hi(row_of[mb][h]);
+                    }
+                    apply_key_mask(s[mb], key_lo, key_hi, n0, lane);
+                }
+                if (want_entropy)
+                    softmax[mb].template update<true>(s[mb], o_acc[mb], score_mul);
+                else
+                    softmax[mb].template update<false>(s[mb], o_acc[mb], score_mul);
+#pragma unroll
+                for (int kk = 0; kk < T::kPVSteps; ++kk)
+#pragma unroll
+                    for (int r = 0; r < kARegs; ++r) {
+                        const float(&st)[kCRegs] = s[mb][p_tile_of_a_reg(kk, r)];
+                        p_all[kk][mb][r] = Elem::pack(st[p_c_of_a_reg(r)], st[p_c_of_a_reg(r) + 1]);
+                    }
+            }
+
+            if constexpr (T::kRegisterStaged) {
+                __syncthreads();  // every warp is done reading K[n] (overwritten below), and
+                                  // V[n]'s stores (previous tile / prologue) are visible
+                if (has_next) {
+                    kv_copy.template store<kKTile>(k_stage, tid);
+                    // V[n+1] lands while O += P V runs; loaded only now so that one staged
+                    // tile, not two, is live at a time (the register peak is S and O).
+                    load_v(n + 1, v_stage);
+                }
+            } else {
+                if (has_next)
+                    cp_async_wait<2>();  // V[n] landed (K[n+1], V[n+1] may still be in flight)
+                else
+                    cp_async_wait<0>();
+                __syncthreads();  // every thread's V[n] copies are complete before any warp reads V[n]
+            }
+
+            // O += P V: P (registers, converted) is the A operand; V via ldmatrix.trans.
+            static_for<T::kPVSteps>([&](auto kk_c) {
+                constexpr int kk = decltype(kk_c)::value;
+                constexpr int kRow = kk * kMmaK;  // keys of this k16 step
+                const uint32_t(&p)[kRB][kARegs] = p_all[kk];
+                static_for<T::kPairTilesD>([&](auto dp_c) {
+                    constexpr int dp = decltype(dp_c)::value;
+                    constexpr int kCol8 = dp * T::kChunksPerK16;  // two n8 dim tiles per ldmatrix.x4
+                    uint32_t b[kLdsmMatrices];
+                    ldsm_x4_trans<kVTile + KVCursor::template imm<kRow, kCol8>()>(
+                        b, v_cur.template reg<kCol8>());
+#pragma unroll
+                    for (int mb = 0; mb < kRB; ++mb) {  // each V fragment feeds kRB mma
+                        mma_16816<Elem>(o_acc[mb][2 * dp], p[mb], b[0], b[1]);
+                        mma_16816<Elem>(o_acc[mb][2 * dp + 1], p[mb], b[2], b[3]);
+                    }
+                });
+            });
+
+            if constexpr (T::kRegisterStaged) {
+                if (has_next) {
+                    __syncthreads();  // every warp is done reading V[n] (overwritten below);
+                                      // K[n+1]'s stores are visible to the next S = Q K^T
+                    kv_copy.template store<kVTile>(v_stage, tid);
+                }
+            } else {
+                if (has_next) {
+                    cp_async_wait<1>();  // K[n+1] landed (V[n+1] may still be in flight)
+                    __syncthreads();     // K[n+1] complete for all; all warps are done with this
+                                         // stage, which the next tile's prefetch overwrites
+                }
+            }
+        };
+
+        if constexpr (T::kStages == 1) {
+            for (int n = n_begin; n < n_end; ++n) process_tile(Int<0>{}, n);
+        } else {
+            // Tiles alternate between the two stages; unrolled by two so the stage is static.
+            for (int n = n_begin; n < n_end; n += T::kStages) {
+                process_tile(Int<0>{}, n);
+                if (n + 1 < n_end) process_tile(Int<1>{}, n + 1);
+            }
+        }
+    }
+
+    // ---- Epilogue ---------------------------------------------------------------------------
+    const float gate = params.head_gates != nullptr ? params.head_gates[head] : 1.0f;
+    RowResult res[kRB][kRowHalves];
+    float row_scale[kRB][kRowHalves];
+#pragma unroll
+    for (int mb = 0; mb < kRB; ++mb)
+#pragma unroll
+        for (int h = 0; h < kRowHalves; ++h) {
+            res[mb][h] = softmax[mb].finalize(h, score_mul);
+            row_scale[mb][h] = res[mb][h].inv_sum * gate;
+        }
+
+    __syncthreads();  // O is staged in the Q tile: every warp must be done reading Q
+    // o staging: [block_m, d] in the swizzled Q layout. Adding +0 turns -0 (zero gate) into +0.
+#pragma unroll
+    for (int mb = 0; mb < kRB; ++mb)
+#pragma unroll
+        for (int ot = 0; ot < T::kOTiles; ++ot)
+#pragma unroll
+            for (int h = 0; h < kRowHalves; ++h) {
+                const int c = mma_c_index(h, 0);
+                const int row = warp_row0 + mb * kMmaM + mma_c_row(lane, c);
+                const int col = ot * kMmaN + mma_c_col(lane, c);
+                const float lo = __fadd_rn(o_acc[mb][ot][c] * row_scale[mb][h], 0.0f);
+                const float hi = __fadd_rn(o_acc[mb][ot][c + 1] * row_scale[mb][h], 0.0f);
+                *reinterpret_cast<uint32_t *>(smem + T::kQOffset + QTile::elem_offset(row, col)) =
+                    Elem::pack(lo, hi);
+            }
+    __syncthreads();  // staged O rows come from all warps; the copy-out below crosses warps
+
+    constexpr int kOutIters = (QTile::kChunks + T::kThreads - 1) / T::kThreads;
+#pragma unroll
+    for (int it = 0; it < kOutIters; ++it) {
+        const int flat = tid + it * T::kThreads;
+        if (QTile::kChunks % T::kThreads == 0 || flat < QTile::kChunks) {
+            const int row = QTile::flat_chunk_row(flat);
+            const int col8 = QTile::flat_chunk_col8(flat);
+            if (row < rows_valid && col8 < col8_valid) {  // rows >= sq, cols >= d not written
+                const uint4 v = *reinterpret_cast<const uint4 *>(
+                    smem + T::kQOffset + QTile::chunk_offset(row, col8));
+                *reinterpret_cast<uint4 *>(o_tile + row * params.o_row_stride + col8 * kChunkElems) = v;
+            }
+        }
+    }
+
+    // lse, entropy: [b, hq, sq] (padded) or [hq, total_q] (varlen; q_row0 = cu_seqlens_q[b]).
+    if (lane_in_quad(lane) == 0 && (params.lse != nullptr || params.entropy != nullptr)) {
+        const int64_t stat_off = (varlen ? 0 : batch * params.lse_batch_stride) +
+                                 head * params.lse_head_stride + ext.q_row0;
+#pragma unroll
+        for (int mb = 0; mb < kRB; ++mb)
+#pragma unroll
+            for (int h = 0; h < kRowHalves; ++h) {
+                const int row = row_of[mb][h];
+                if (row < ext.sq) {
+                    if (params.lse != nullptr) params.lse[stat_off + row] = res[mb][h].lse;
+                    if (params.entropy != nullptr)
+                        params.entropy[stat_off + row] = res[mb][h].entropy;
+                }
+            }
+    }
+}
+
+}  // namespace flashmha
+
+#endif  // FLASHMHA_COMMON_FLASH_FWD_CTA_CUH
