@@ -184,7 +184,10 @@ fn kernel(c: &Case, between: &str, after: &str) -> String {
     let tb = (c.b_major == Major::MN) as u32;
     let (a_op, trans) = match c.a {
         ASrc::Regs => ("{%r8, %r9, %r10, %r11}".to_string(), format!("{tb}")),
-        ASrc::Smem(m) => ("%rd13".to_string(), format!("{}, {tb}", (m == Major::MN) as u32)),
+        ASrc::Smem(m) => (
+            "%rd13".to_string(),
+            format!("{}, {tb}", (m == Major::MN) as u32),
+        ),
     };
     format!(
         "{HEADER}.visible .entry k(.param .u64 p_vals, .param .u64 p_offs, .param .u32 p_count,
@@ -301,8 +304,8 @@ fn prepare(c: &Case, seed: u64) -> Prepared {
         for reg in 0..4u32 {
             let (r0, c0) = a_pos(tid, 2 * reg);
             let (r1, c1) = a_pos(tid, 2 * reg + 1);
-            afrag[(tid * 4 + reg) as usize] = bits(a[r0 * 16 + c0], c.bf16) as u32
-                | (bits(a[r1 * 16 + c1], c.bf16) as u32) << 16;
+            afrag[(tid * 4 + reg) as usize] =
+                bits(a[r0 * 16 + c0], c.bf16) as u32 | (bits(a[r1 * 16 + c1], c.bf16) as u32) << 16;
         }
     }
     let nd = c.n / 2;
@@ -430,7 +433,11 @@ fn n_sweep_with_scale_d_and_negation() {
     for (idx, n) in (8..=256u32).step_by(8).enumerate() {
         let key = [8, 24, 64, 176, 256].contains(&n);
         let variants: Vec<(bool, bool, bool)> = if key {
-            vec![(false, true, false), (true, false, true), (true, true, true)]
+            vec![
+                (false, true, false),
+                (true, false, true),
+                (true, true, true),
+            ]
         } else {
             vec![(idx % 2 == 0, idx % 3 == 0, idx % 3 == 1)]
         };
@@ -461,11 +468,32 @@ fn descriptor_fields_decode_per_the_isa_table() {
     let table: [(u64, u32, u32, u32, u8, Swizzle); 9] = [
         (0, 0, 0, 0, 0, Swizzle::None),
         (0x0000_0040_0001_0040, 0x400, 16, 1024, 0, Swizzle::None),
-        (1 << 62 | 0x0000_0040_0001_0200, 0x2000, 16, 1024, 0, Swizzle::B128),
+        (
+            1 << 62 | 0x0000_0040_0001_0200,
+            0x2000,
+            16,
+            1024,
+            0,
+            Swizzle::B128,
+        ),
         (2 << 62 | 0x0000_0020_0001_0000, 0, 16, 512, 0, Swizzle::B64),
-        (3 << 62 | 0x0000_0010_0020_0010, 0x100, 512, 256, 0, Swizzle::B32),
+        (
+            3 << 62 | 0x0000_0010_0020_0010,
+            0x100,
+            512,
+            256,
+            0,
+            Swizzle::B32,
+        ),
         (5 << 49, 0, 0, 0, 5, Swizzle::None),
-        (0x0000_3FFF_3FFF_3FFF, 0x3FFF0, 0x3FFF0, 0x3FFF0, 0, Swizzle::None),
+        (
+            0x0000_3FFF_3FFF_3FFF,
+            0x3FFF0,
+            0x3FFF0,
+            0x3FFF0,
+            0,
+            Swizzle::None,
+        ),
         // Bits 14-15, 30-31, 46-48 and 52-61 are not part of any field.
         (0x3FF1_C000_C000_C000, 0, 0, 0, 0, Swizzle::None),
         (u64::MAX, 0x3FFF0, 0x3FFF0, 0x3FFF0, 7, Swizzle::B32),
@@ -519,7 +547,13 @@ fn base_offset_aligns_the_swizzle_pattern_of_an_unaligned_start() {
 }
 
 fn n4() -> Case {
-    case(64, ASrc::Smem(Major::K), Swizzle::B128, Major::K, Swizzle::B128)
+    case(
+        64,
+        ASrc::Smem(Major::K),
+        Swizzle::B128,
+        Major::K,
+        Swizzle::B128,
+    )
 }
 
 /// PTX ISA "wgmma.mma_async": the accumulator registers must not be accessed before the
@@ -535,7 +569,11 @@ fn planted_accumulator_access_before_wait_is_a_finding() {
             rep.findings
         );
         let (rep, _, _) = run_case(&n4(), 7, "", plant);
-        assert!(rep.is_clean(), "`{plant}` after the wait: {:?}", rep.findings);
+        assert!(
+            rep.is_clean(),
+            "`{plant}` after the wait: {:?}",
+            rep.findings
+        );
     }
 }
 
@@ -559,7 +597,8 @@ fn planted_smem_operand_overwrite_before_wait_is_a_finding() {
     assert!(rep.is_clean(), "{:?}", rep.findings);
     // An A operand in shared memory is protected the same way (A element (0, 1) of the
     // 128B-swizzled K-major tile, whose k16 slice starts 32 bytes into each row).
-    let a_store = "\tsetp.eq.u32 %p3, %r2, 0;\n\tmov.u32 %r20, smem;\n\t@%p3 st.shared.u16 [%r20+34], %h1;";
+    let a_store =
+        "\tsetp.eq.u32 %p3, %r2, 0;\n\tmov.u32 %r20, smem;\n\t@%p3 st.shared.u16 [%r20+34], %h1;";
     let (rep, _, _) = run_case(&n4(), 9, a_store, "");
     assert!(rep.has(FindingKind::WgmmaOperandWriteBeforeWait));
 }
@@ -629,7 +668,7 @@ fn illegal_forms_are_typed_errors() {
     // Legal PTX the emulator does not implement (f16 accumulators, other shapes, missing
     // .aligned) is Unsupported, never silently accepted.
     for line in [
-        format!("wgmma.mma_async.sync.aligned.m64n8k16.f16.f16.f16 {{%r1, %r2}}, %rd1, %rd2, %p1, 1, 1, 0, 0;"),
+        "wgmma.mma_async.sync.aligned.m64n8k16.f16.f16.f16 {%r1, %r2}, %rd1, %rd2, %p1, 1, 1, 0, 0;".to_string(),
         format!("wgmma.mma_async.sync.aligned.m64n8k8.f32.tf32.tf32 {d4}, %rd1, %rd2, %p1, 1, 1;"),
         "wgmma.fence.sync;".to_string(),
         "wgmma.wait_group.sync.aligned.foo 0;".to_string(),

@@ -70,7 +70,9 @@ impl FindingKind {
             FindingKind::WgmmaOperandWriteBeforeWait => {
                 "wgmma shared operand written before wait_group"
             }
-            FindingKind::WgmmaAccumulatorBeforeWait => "wgmma accumulator accessed before wait_group",
+            FindingKind::WgmmaAccumulatorBeforeWait => {
+                "wgmma accumulator accessed before wait_group"
+            }
             FindingKind::UninitSharedRead => "uninitialised shared read",
             FindingKind::DivergentCollective => "divergent warp collective",
             FindingKind::DivergentBarrier => "divergent barrier",

@@ -141,10 +141,7 @@ impl MatrixDesc {
             }
             (Major::MN, _) => {
                 let per_row = w / EB;
-                (mn / per_row) * self.lbo
-                    + (k / 8) * self.sbo
-                    + (k % 8) * w
-                    + (mn % per_row) * EB
+                (mn / per_row) * self.lbo + (k / 8) * self.sbo + (k % 8) * w + (mn % per_row) * EB
             }
         };
         self.swizzle_addr(self.start.wrapping_add(linear))

@@ -160,7 +160,9 @@ pub(super) fn exec_wgmma(w: &mut Warp, env: &mut Env, pc: u32, op: &WgmmaOp) {
                 s += a * bm[c][k];
             }
             if scale_d {
-                let cur = w.wg.pending_value(reg, lane).unwrap_or(w.r(reg, lane) as u32);
+                let cur =
+                    w.wg.pending_value(reg, lane)
+                        .unwrap_or(w.r(reg, lane) as u32);
                 s += f32::from_bits(cur) as f64;
             }
             vals[i * 32 + lane] = round_f64(s, 0.0, sf::F32, Rnd::Rn, false) as u32;
@@ -263,14 +265,13 @@ pub(super) fn check_access(w: &Warp, env: &mut Env, pc: u32, op: &Op, active: u3
         return;
     }
     let lane = lanes(active | w.group).next().unwrap_or(0) as u32;
-    let issued = w
-        .wg
-        .inflight
-        .iter()
-        .rev()
-        .find(|f| f.regs.contains(&hit))
-        .map(|f| env.ctx.prog.insts[f.pc as usize].line)
-        .unwrap_or(0);
+    let issued =
+        w.wg.inflight
+            .iter()
+            .rev()
+            .find(|f| f.regs.contains(&hit))
+            .map(|f| env.ctx.prog.insts[f.pc as usize].line)
+            .unwrap_or(0);
     env.report(
         FindingKind::WgmmaAccumulatorBeforeWait,
         pc,

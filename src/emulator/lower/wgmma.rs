@@ -70,7 +70,9 @@ impl Lowerer {
             return self.bad("wgmma: imm-trans-a is only valid when A is in shared memory");
         }
         if o.len() != want {
-            return self.bad(&format!("wgmma.mma_async with this A needs {want} operands"));
+            return self.bad(&format!(
+                "wgmma.mma_async with this A needs {want} operands"
+            ));
         }
         let Operand::Vec(dv) = &o[0] else {
             return self.bad("wgmma: the accumulator must be a vector `{...}`");
@@ -87,10 +89,7 @@ impl Lowerer {
             let r = self.dst(x)?;
             self.reg_lists.push(r);
         }
-        let d = RegList {
-            start,
-            len: n / 2,
-        };
+        let d = RegList { start, len: n / 2 };
         let mut a_regs = [NONE; 4];
         let a_desc = if let Operand::Vec(av) = &o[1] {
             if av.len() != 4 {
