@@ -577,6 +577,62 @@ fn planted_accumulator_access_before_wait_is_a_finding() {
     }
 }
 
+/// PTX ISA "wgmma.mma_async": the registers holding the A fragment are, like the
+/// accumulators, off limits until the covering `wgmma.wait_group`.
+#[test]
+fn planted_a_register_access_before_wait_is_a_finding() {
+    let mut c = n4();
+    c.a = ASrc::Regs;
+    let plant = "\tmov.b32 %r12, %r9;";
+    let (rep, _, _) = run_case(&c, 5, plant, "");
+    assert!(
+        rep.has(FindingKind::WgmmaAccumulatorBeforeWait),
+        "{:?}",
+        rep.findings
+    );
+    let (rep, _, _) = run_case(&c, 5, "", plant);
+    assert!(rep.is_clean(), "{:?}", rep.findings);
+}
+
+/// PTX ISA "wgmma.mma_async": consecutive wgmma on the same accumulators (the k-loop chain)
+/// need no wait in between; the second accumulates onto the first's in-flight result, and two
+/// wgmma may share the A registers. D = C + 2 A B, exactly, with no finding.
+#[test]
+fn chained_wgmma_accumulate_without_waiting() {
+    for a in [ASrc::Regs, ASrc::Smem(Major::MN)] {
+        let mut c = n4();
+        c.a = a;
+        let ptx = kernel(&c, "", "");
+        let line = ptx
+            .lines()
+            .find(|l| l.contains("wgmma.mma_async"))
+            .unwrap()
+            .to_string();
+        let ptx = ptx.replace(&line, &format!("{line}\n{line}"));
+        let m = Module::parse(&ptx).unwrap();
+        let p = prepare(&c, 13);
+        let mut dev = Device::new();
+        let out = dev.alloc(p.expect.len() * 4);
+        let args = [
+            Arg::Ptr(upload(&mut dev, &p.vals)),
+            Arg::Ptr(upload(&mut dev, &p.offs)),
+            Arg::U32(p.vals.len() as u32),
+            Arg::Ptr(upload(&mut dev, &p.afrag)),
+            Arg::Ptr(upload(&mut dev, &p.cinit)),
+            Arg::Ptr(out),
+            Arg::Ptr(upload(&mut dev, &p.descs)),
+            Arg::U32(1),
+        ];
+        let rep = launch_clean(&mut dev, &m, "k", 1, 128, &args);
+        assert_eq!(rep.counters.wgmma_instructions, 2);
+        let got = download::<f32>(&dev, out, p.expect.len());
+        for (k, g) in got.iter().enumerate() {
+            let want = p.cinit[k] + 2.0 * (p.expect[k] - p.cinit[k]);
+            assert_eq!(*g, want, "{a:?}: slot {k}");
+        }
+    }
+}
+
 /// PTX ISA "wgmma.mma_async": shared-memory operands must not be modified before the
 /// `wgmma.wait_group` completing the operation. One thread overwrites the first B element
 /// (the tile origin, 32 bytes into the 128B-swizzled rows) while the wgmma is in flight: a finding; after the wait and a barrier:

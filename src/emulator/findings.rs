@@ -34,8 +34,8 @@ pub enum FindingKind {
     /// A write to a shared-memory operand of a `wgmma.mma_async` before the warp's
     /// `wgmma.wait_group` covering it.
     WgmmaOperandWriteBeforeWait,
-    /// An accumulator register of an in-flight `wgmma.mma_async` read or written by another
-    /// instruction before `wgmma.wait_group`.
+    /// An accumulator or A-fragment register of an in-flight `wgmma.mma_async` read or written
+    /// by another instruction before `wgmma.wait_group`.
     WgmmaAccumulatorBeforeWait,
     /// A read of shared memory nobody has written in this launch.
     UninitSharedRead,
@@ -71,7 +71,7 @@ impl FindingKind {
                 "wgmma shared operand written before wait_group"
             }
             FindingKind::WgmmaAccumulatorBeforeWait => {
-                "wgmma accumulator accessed before wait_group"
+                "wgmma accumulator or A register accessed before wait_group"
             }
             FindingKind::UninitSharedRead => "uninitialised shared read",
             FindingKind::DivergentCollective => "divergent warp collective",

@@ -13,8 +13,11 @@
 //! k-loop chain, which the ISA orders without a wait) accumulates onto the in-flight value.
 //!
 //! Checks. While a wgmma is in flight: any other instruction naming one of its accumulator
-//! registers is a `WgmmaAccumulatorBeforeWait` finding, and any write to a shared-memory byte
-//! it reads is a `WgmmaOperandWriteBeforeWait` finding (`shared.rs` counts readers per byte).
+//! registers or A-fragment registers (the ISA makes accessing either before the covering
+//! `wgmma.wait_group` undefined) is a `WgmmaAccumulatorBeforeWait` finding, and any write to a
+//! shared-memory byte it reads is a `WgmmaOperandWriteBeforeWait` finding (`shared.rs` counts
+//! readers per byte). Another wgmma may share A registers with it, or chain on its
+//! accumulators, but not write its A registers or read its accumulators as A.
 //! The operand reads themselves go through the race checker like any shared read, so a tile
 //! written by other warps without a barrier in between is a race.
 //!
@@ -46,6 +49,8 @@ struct InFlight {
     /// Accumulator registers and their results, `vals[i * 32 + lane]` for register `regs[i]`.
     regs: Vec<R>,
     vals: Vec<u32>,
+    /// A-fragment registers (`NONE` for an A in shared memory).
+    a_regs: [R; 4],
     /// Shared-memory byte offsets of the 2-byte operand elements it reads.
     smem: Vec<u32>,
 }
@@ -55,8 +60,10 @@ struct InFlight {
 pub(crate) struct WgState {
     inflight: Vec<InFlight>,
     committed: u32,
-    /// Per register, how many in-flight wgmma write it (sized on first use).
+    /// Per register, how many in-flight wgmma write it as an accumulator (sized on first use).
     busy: Vec<u16>,
+    /// Per register, how many in-flight wgmma read it as an A fragment (sized on first use).
+    busy_a: Vec<u16>,
 }
 
 impl WgState {
@@ -70,8 +77,13 @@ impl WgState {
         r != NONE && self.busy.get(r as usize).is_some_and(|&c| c > 0)
     }
 
-    /// The value register `r` will hold once everything in flight completed, if it is in flight.
-    fn pending_value(&self, r: R, lane: usize) -> Option<u32> {
+    fn is_busy_a(&self, r: R) -> bool {
+        r != NONE && self.busy_a.get(r as usize).is_some_and(|&c| c > 0)
+    }
+
+    /// The 32 lane values register `r` will hold once everything in flight completed, if an
+    /// in-flight wgmma writes it.
+    fn pending_values(&self, r: R) -> Option<&[u32]> {
         if !self.is_busy(r) {
             return None;
         }
@@ -79,7 +91,7 @@ impl WgState {
             f.regs
                 .iter()
                 .position(|&x| x == r)
-                .map(|i| f.vals[i * 32 + lane])
+                .map(|i| &f.vals[i * 32..i * 32 + 32])
         })
     }
 }
@@ -149,10 +161,25 @@ pub(super) fn exec_wgmma(w: &mut Warp, env: &mut Env, pc: u32, op: &WgmmaOp) {
         l[op.d.start as usize..(op.d.start + op.d.len) as usize].to_vec()
     };
     let scale_d = w.r(op.scale_d, 0) & 1 == 1;
+    // The accumulator input: the in-flight value of a chained wgmma, else the register.
+    let mut cur = vec![0u32; regs.len() * 32];
+    if scale_d {
+        for (i, &reg) in regs.iter().enumerate() {
+            let dst = &mut cur[i * 32..i * 32 + 32];
+            match w.wg.pending_values(reg) {
+                Some(v) => dst.copy_from_slice(v),
+                None => {
+                    for (lane, x) in dst.iter_mut().enumerate() {
+                        *x = w.r(reg, lane) as u32;
+                    }
+                }
+            }
+        }
+    }
     let mut vals = vec![0u32; regs.len() * 32];
     for lane in 0..32usize {
         let (g, t) = (lane / 4, lane % 4);
-        for (i, &reg) in regs.iter().enumerate() {
+        for i in 0..regs.len() {
             let r = g + 8 * ((i / 2) % 2);
             let c = 8 * (i / 4) + 2 * t + i % 2;
             let mut s = 0f64;
@@ -160,10 +187,7 @@ pub(super) fn exec_wgmma(w: &mut Warp, env: &mut Env, pc: u32, op: &WgmmaOp) {
                 s += a * bm[c][k];
             }
             if scale_d {
-                let cur =
-                    w.wg.pending_value(reg, lane)
-                        .unwrap_or(w.r(reg, lane) as u32);
-                s += f32::from_bits(cur) as f64;
+                s += f32::from_bits(cur[i * 32 + lane]) as f64;
             }
             vals[i * 32 + lane] = round_f64(s, 0.0, sf::F32, Rnd::Rn, false) as u32;
         }
@@ -174,15 +198,25 @@ pub(super) fn exec_wgmma(w: &mut Warp, env: &mut Env, pc: u32, op: &WgmmaOp) {
     let st = &mut w.wg;
     if st.busy.len() < env.ctx.prog.nregs {
         st.busy.resize(env.ctx.prog.nregs, 0);
+        st.busy_a.resize(env.ctx.prog.nregs, 0);
     }
     for &r in &regs {
         st.busy[r as usize] += 1;
+    }
+    let a_regs = if op.a_desc == NONE {
+        op.a_regs
+    } else {
+        [NONE; 4]
+    };
+    for r in a_regs.into_iter().filter(|&r| r != NONE) {
+        st.busy_a[r as usize] += 1;
     }
     st.inflight.push(InFlight {
         group: UNCOMMITTED,
         pc,
         regs,
         vals,
+        a_regs,
         smem,
     });
     if slot == 0 {
@@ -213,6 +247,9 @@ fn retire(w: &mut Warp, env: &mut Env, f: InFlight, write: bool) {
         }
         w.wg.busy[r as usize] -= 1;
     }
+    for r in f.a_regs.into_iter().filter(|&r| r != NONE) {
+        w.wg.busy_a[r as usize] -= 1;
+    }
     for off in f.smem {
         env.smem.wgmma_unmark(off as usize, 2);
     }
@@ -240,45 +277,59 @@ pub(super) fn abandon(w: &mut Warp, env: &mut Env) {
     }
 }
 
-/// Reports an instruction that names an accumulator register of an in-flight wgmma. Another
-/// `wgmma.mma_async` may name them as its own accumulators (same-shape chains are ordered by
-/// the hardware), but not as its A registers or descriptors.
+/// Reports an instruction that names an accumulator or A-fragment register of an in-flight
+/// wgmma. Another `wgmma.mma_async` may name them as its own accumulators (same-shape chains
+/// are ordered by the hardware) or share its A registers, but may not read an in-flight
+/// accumulator as A (or through a descriptor register) nor accumulate into in-flight A.
 pub(super) fn check_access(w: &Warp, env: &mut Env, pc: u32, op: &Op, active: u32) {
+    let st = &w.wg;
     let mut hit = NONE;
-    let mut see = |r: R| {
-        if hit == NONE && w.wg.is_busy(r) {
+    let mut see = |r: R, acc: bool, a: bool| {
+        if hit == NONE && ((acc && st.is_busy(r)) || (a && st.is_busy_a(r))) {
             hit = r;
         }
     };
     match op {
         Op::Wgmma(o) => {
             for r in o.a_regs {
-                see(r);
+                see(r, true, false);
             }
-            see(o.a_desc);
-            see(o.b_desc);
-            see(o.scale_d);
+            for r in [o.a_desc, o.b_desc, o.scale_d] {
+                see(r, true, true);
+            }
+            let l = &env.ctx.prog.reg_lists;
+            for &r in &l[o.d.start as usize..(o.d.start + o.d.len) as usize] {
+                see(r, false, true);
+            }
         }
-        _ => op_regs(op, &mut see),
+        _ => op_regs(op, &mut |r| see(r, true, true)),
     }
     if hit == NONE {
         return;
     }
     let lane = lanes(active | w.group).next().unwrap_or(0) as u32;
-    let issued =
-        w.wg.inflight
-            .iter()
-            .rev()
-            .find(|f| f.regs.contains(&hit))
-            .map(|f| env.ctx.prog.insts[f.pc as usize].line)
-            .unwrap_or(0);
+    let (issued, what) = st
+        .inflight
+        .iter()
+        .rev()
+        .find_map(|f| {
+            let line = env.ctx.prog.insts[f.pc as usize].line;
+            if f.regs.contains(&hit) {
+                Some((line, "accumulator"))
+            } else if f.a_regs.contains(&hit) {
+                Some((line, "A-fragment"))
+            } else {
+                None
+            }
+        })
+        .unwrap_or((0, "operand"));
     env.report(
         FindingKind::WgmmaAccumulatorBeforeWait,
         pc,
         w.id * 32 + lane,
         None,
         None,
-        || format!("accumulator register of the wgmma.mma_async at line {issued} used before wgmma.wait_group"),
+        || format!("{what} register of the wgmma.mma_async at line {issued} used before wgmma.wait_group"),
     );
 }
 
