@@ -562,6 +562,10 @@ fn n4() -> Case {
 #[test]
 fn planted_accumulator_access_before_wait_is_a_finding() {
     for plant in ["\tmov.b32 %r12, %f5;", "\tadd.f32 %f0, %f0, %f1;"] {
+        // Predicated off in every lane, the access does not happen.
+        let off = format!("\tsetp.eq.u32 %p3, %r2, 999;\n\t@%p3 {}", plant.trim());
+        let (rep, _, _) = run_case(&n4(), 7, &off, "");
+        assert!(rep.is_clean(), "`{off}`: {:?}", rep.findings);
         let (rep, _, _) = run_case(&n4(), 7, plant, "");
         assert!(
             rep.has(FindingKind::WgmmaAccumulatorBeforeWait),

@@ -33,7 +33,7 @@
 
 use super::mem::{hazard_finding, oob, Loc};
 use super::tensor::a_frag_pos;
-use super::{lanes, Env, Warp};
+use super::{Env, Warp};
 use crate::emulator::findings::FindingKind;
 use crate::emulator::matrix_desc::{Major, MatrixDesc};
 use crate::emulator::program::*;
@@ -282,6 +282,10 @@ pub(super) fn abandon(w: &mut Warp, env: &mut Env) {
 /// are ordered by the hardware) or share its A registers, but may not read an in-flight
 /// accumulator as A (or through a descriptor register) nor accumulate into in-flight A.
 pub(super) fn check_access(w: &Warp, env: &mut Env, pc: u32, op: &Op, active: u32) {
+    // A guard that is false in every lane of the group: the instruction touches nothing.
+    if active == 0 {
+        return;
+    }
     let st = &w.wg;
     let mut hit = NONE;
     let mut see = |r: R, acc: bool, a: bool| {
@@ -307,7 +311,7 @@ pub(super) fn check_access(w: &Warp, env: &mut Env, pc: u32, op: &Op, active: u3
     if hit == NONE {
         return;
     }
-    let lane = lanes(active | w.group).next().unwrap_or(0) as u32;
+    let lane = active.trailing_zeros();
     let (issued, what) = st
         .inflight
         .iter()
