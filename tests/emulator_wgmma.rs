@@ -637,6 +637,40 @@ fn chained_wgmma_accumulate_without_waiting() {
     }
 }
 
+/// PTX ISA "wgmma.mma_async": scale-d may also be an immediate (ptxas accepts `0`/`1`):
+/// 0 ignores the accumulator input, 1 adds it.
+#[test]
+fn scale_d_as_an_immediate() {
+    for imm in [false, true] {
+        let mut c = n4();
+        c.scale_d = imm;
+        let ptx = kernel(&c, "", "");
+        let line = ptx
+            .lines()
+            .find(|l| l.contains("wgmma.mma_async"))
+            .unwrap()
+            .to_string();
+        let ptx = ptx.replace(&line, &line.replace("%p2", if imm { "1" } else { "0" }));
+        let m = Module::parse(&ptx).unwrap();
+        let p = prepare(&c, 17);
+        let mut dev = Device::new();
+        let out = dev.alloc(p.expect.len() * 4);
+        let args = [
+            Arg::Ptr(upload(&mut dev, &p.vals)),
+            Arg::Ptr(upload(&mut dev, &p.offs)),
+            Arg::U32(p.vals.len() as u32),
+            Arg::Ptr(upload(&mut dev, &p.afrag)),
+            Arg::Ptr(upload(&mut dev, &p.cinit)),
+            Arg::Ptr(out),
+            Arg::Ptr(upload(&mut dev, &p.descs)),
+            // The predicate register is now unused: pass the opposite value.
+            Arg::U32(!imm as u32),
+        ];
+        launch_clean(&mut dev, &m, "k", 1, 128, &args);
+        assert_eq!(download::<f32>(&dev, out, p.expect.len()), p.expect);
+    }
+}
+
 /// PTX ISA "wgmma.mma_async": shared-memory operands must not be modified before the
 /// `wgmma.wait_group` completing the operation. One thread overwrites the first B element
 /// (the tile origin, 32 bytes into the 128B-swizzled rows) while the wgmma is in flight: a finding; after the wait and a barrier:
@@ -722,6 +756,9 @@ fn illegal_forms_are_typed_errors() {
         let e = wgmma_error(line);
         assert!(matches!(e, EmuError::Parse { line: 10, .. }), "{line}: {e}");
     }
+    // stmatrix sources are a brace-enclosed vector even for .x1 (as ptxas insists).
+    let e = wgmma_error("stmatrix.sync.aligned.m8n8.x1.shared.b16 [%rd1], %r1;");
+    assert!(matches!(e, EmuError::Parse { line: 10, .. }), "{e}");
     // The transpose error says why.
     let e = wgmma_error(&bad[4]);
     assert!(e.to_string().contains("imm-trans-a"), "{e}");

@@ -57,8 +57,8 @@ impl Lowerer {
                     srcs[k] = self.src(x, Ty::B32)?;
                 }
             }
-            x if num == 1 && !matches!(x, Operand::Vec(_)) => srcs[0] = self.src(x, Ty::B32)?,
-            _ => return self.bad("stmatrix source count does not match .num"),
+            // PTX ISA "stmatrix": a brace-enclosed vector of 1, 2 or 4 registers, even for .x1.
+            _ => return self.bad("stmatrix sources must be a vector of .num registers"),
         }
         self.push(
             i,
