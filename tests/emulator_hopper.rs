@@ -104,7 +104,7 @@ fn malformed_or_unimplemented_hopper_forms_are_typed_errors() {
         "setmaxnreg.inc.sync.aligned.u32 23;",
         "griddepcontrol.signal;",
         "mbarrier.init.shared::cta.b64 [%rd1], 1;",
-        "wgmma.fence.sync.aligned;",
+        "wgmma.fence.sync;",
     ] {
         let ptx = format!(
             "{HEADER}.visible .entry t(.param .u64 t_out)\n{{\n\t.reg .b64 %rd<2>;\n\t{body}\n\tret;\n}}\n"

@@ -9,7 +9,11 @@
 //! * **thread-instruction**: lanes of a warp-instruction whose guard predicate is true.
 //! * **by class**: warp-instructions split by the static class of the instruction
 //!   (see [`Class`]); generic-space `ld`/`st` count as memory-global.
-//! * **tensor FLOPs**: 2·m·n·k per executed warp `mma` (4096 for m16n8k16).
+//! * **tensor FLOPs**: 2·m·n·k per executed warp `mma` (4096 for m16n8k16), plus the wgmma
+//!   FLOPs.
+//! * **wgmma instructions**: executed warpgroup `wgmma.mma_async` (one per warpgroup, counted
+//!   by its first warp); **wgmma FLOPs**: 2·64·N·16 per warpgroup instruction (each of its four
+//!   warps computes a 16-row slice and adds 2·16·N·16).
 //! * **global bytes requested**: sum over active lanes of the bytes each global access (and each
 //!   `cp.async` source read) asks for; **global sectors**: per warp-instruction, the number of
 //!   distinct 32-byte aligned sectors those bytes touch, summed.
@@ -35,6 +39,8 @@ pub struct Counters {
     pub by_class: Vec<(Class, u64)>,
     pub mma_instructions: u64,
     pub tensor_flops: u64,
+    pub wgmma_instructions: u64,
+    pub wgmma_flops: u64,
     pub global_load_bytes: u64,
     pub global_store_bytes: u64,
     pub global_atomic_bytes: u64,
@@ -84,6 +90,11 @@ impl Counters {
         r.extend([
             ("mma instructions (warp)".to_string(), self.mma_instructions),
             ("tensor FLOPs".to_string(), self.tensor_flops),
+            (
+                "wgmma instructions (warpgroup)".to_string(),
+                self.wgmma_instructions,
+            ),
+            ("wgmma FLOPs".to_string(), self.wgmma_flops),
             ("global load bytes".to_string(), self.global_load_bytes),
             ("global store bytes".to_string(), self.global_store_bytes),
             ("global atomic bytes".to_string(), self.global_atomic_bytes),
@@ -116,6 +127,8 @@ pub(crate) struct RawCounters {
     pub thread_instructions: u64,
     pub mma: u64,
     pub flops: u64,
+    pub wgmma: u64,
+    pub wgmma_flops: u64,
     pub gld: u64,
     pub gst: u64,
     pub gatom: u64,
@@ -143,6 +156,8 @@ impl RawCounters {
         self.thread_instructions += o.thread_instructions;
         self.mma += o.mma;
         self.flops += o.flops;
+        self.wgmma += o.wgmma;
+        self.wgmma_flops += o.wgmma_flops;
         self.gld += o.gld;
         self.gst += o.gst;
         self.gatom += o.gatom;
@@ -174,6 +189,8 @@ impl RawCounters {
             by_class: Class::ALL.iter().copied().zip(by).collect(),
             mma_instructions: self.mma,
             tensor_flops: self.flops,
+            wgmma_instructions: self.wgmma,
+            wgmma_flops: self.wgmma_flops,
             global_load_bytes: self.gld,
             global_store_bytes: self.gst,
             global_atomic_bytes: self.gatom,

@@ -31,6 +31,12 @@ pub enum FindingKind {
     CpAsyncReadBeforeWait,
     /// A write to a `cp.async` destination before that copy completed.
     CpAsyncWriteBeforeWait,
+    /// A write to a shared-memory operand of a `wgmma.mma_async` before the warp's
+    /// `wgmma.wait_group` covering it.
+    WgmmaOperandWriteBeforeWait,
+    /// An accumulator or A-fragment register of an in-flight `wgmma.mma_async` read or written
+    /// by another instruction before `wgmma.wait_group`.
+    WgmmaAccumulatorBeforeWait,
     /// A read of shared memory nobody has written in this launch.
     UninitSharedRead,
     /// Threads reach a warp collective in different places, with different masks, or a member
@@ -61,6 +67,12 @@ impl FindingKind {
             FindingKind::SharedRaceWaw => "shared race (write after write)",
             FindingKind::CpAsyncReadBeforeWait => "cp.async destination read before wait",
             FindingKind::CpAsyncWriteBeforeWait => "cp.async destination written before completion",
+            FindingKind::WgmmaOperandWriteBeforeWait => {
+                "wgmma shared operand written before wait_group"
+            }
+            FindingKind::WgmmaAccumulatorBeforeWait => {
+                "wgmma accumulator or A register accessed before wait_group"
+            }
             FindingKind::UninitSharedRead => "uninitialised shared read",
             FindingKind::DivergentCollective => "divergent warp collective",
             FindingKind::DivergentBarrier => "divergent barrier",

@@ -31,8 +31,11 @@
 //!   per family: `int.rs`, `float.rs`, `sfu.rs`, `convert.rs`, `compare.rs` (per-lane
 //!   arithmetic over `lanes.rs`), `mem.rs` (memory instructions and their checks),
 //!   `async_copy.rs` (`cp.async`), `sync.rs` (barriers: the `Waitable` abstraction used by
-//!   stall resolution and race-checker epochs), `collective.rs` (warp collectives) and
-//!   `tensor.rs` (`mma` fragment layouts, `ldmatrix`).
+//!   stall resolution and race-checker epochs), `collective.rs` (warp collectives),
+//!   `tensor.rs` (`mma` fragment layouts, `ldmatrix`, `stmatrix`) and `wgmma.rs` (warpgroup
+//!   MMA and its asynchronous commit/wait groups).
+//! * `matrix_desc.rs`: the public wgmma shared-memory matrix descriptor (encode/decode) and the
+//!   swizzled shared-memory layouts it describes.
 //! * `memory.rs` (global memory), `shared.rs` (shared memory + shadow state for the checks).
 //! * `findings.rs`, `counters.rs`: what a launch reports.
 //! * `device.rs`: the public backend API.
@@ -66,6 +69,7 @@ mod exec;
 mod findings;
 mod lexer;
 mod lower;
+pub mod matrix_desc;
 mod memory;
 mod parser;
 mod program;

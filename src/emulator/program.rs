@@ -566,10 +566,58 @@ pub enum Op {
         addr: Addr,
         generic: bool,
     },
+    /// `stmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16 [addr], {srcs}`.
+    Stmatrix {
+        num: u8,
+        trans: bool,
+        srcs: [R; 4],
+        addr: Addr,
+        generic: bool,
+    },
+    /// `wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16}.{f16,bf16}` (see `exec/wgmma.rs`).
+    Wgmma(WgmmaOp),
+    /// `wgmma.fence.sync.aligned`.
+    WgmmaFence,
+    /// `wgmma.commit_group.sync.aligned`.
+    WgmmaCommit,
+    /// `wgmma.wait_group.sync.aligned n`.
+    WgmmaWait {
+        n: u32,
+    },
     Clock {
         d: R,
     },
     Nop,
+}
+
+/// A run of registers in [`Program::reg_lists`] (operand vectors too long to inline in an
+/// [`Op`], such as a wgmma accumulator list of up to 128 registers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegList {
+    pub start: u32,
+    pub len: u32,
+}
+
+/// The decoded operands of one `wgmma.mma_async` (f16/bf16 inputs, f32 accumulators).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WgmmaOp {
+    /// N of m64nNk16 (8..=256, multiple of 8).
+    pub n: u32,
+    pub bf16: bool,
+    /// The N/2 accumulator registers.
+    pub d: RegList,
+    /// A from shared memory: the register holding its 64-bit matrix descriptor, else `NONE`.
+    pub a_desc: R,
+    /// A from registers (4 x b32), when `a_desc` is `NONE`.
+    pub a_regs: [R; 4],
+    pub b_desc: R,
+    /// The scale-d predicate: false computes D = A*B, true D = A*B + D.
+    pub scale_d: R,
+    pub neg_a: bool,
+    pub neg_b: bool,
+    /// A / B stored MN-major (imm-trans = 1) instead of K-major.
+    pub trans_a: bool,
+    pub trans_b: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -615,6 +663,8 @@ pub struct Program {
     /// Offset where dynamic (extern) shared memory starts.
     pub dyn_smem_offset: u32,
     pub local_size: u32,
+    /// Register lists referenced by [`RegList`]s of the instructions.
+    pub reg_lists: Vec<R>,
     /// PTX source text of each line (for findings), indexed by line - 1.
     pub source_lines: std::sync::Arc<Vec<String>>,
 }

@@ -7,6 +7,9 @@
 //!   from the same warp are treated as ordered (lockstep / warp-synchronous code) - see the module
 //!   docs for this limitation.
 //!
+//! * per byte, how many in-flight `wgmma.mma_async` read it as an operand (wgmma hazard check:
+//!   writing such a byte before the reader's `wgmma.wait_group` is a finding).
+//!
 //! Epochs are 16-bit in the shadow; when the counter wraps the stamps are cleared, so no stale
 //! stamp can ever compare equal to a new epoch.
 
@@ -27,6 +30,8 @@ pub enum Hazard {
     PendingRead,
     PendingWrite,
     Uninit,
+    /// A write to a shared-memory operand of a `wgmma.mma_async` still in flight.
+    WgmmaOperandWrite,
 }
 
 pub struct SharedMem {
@@ -36,6 +41,8 @@ pub struct SharedMem {
     /// 48-63 read epoch.
     shadow: Vec<u64>,
     epoch: u64,
+    /// Per byte, the number of in-flight wgmma reading it; empty until the first wgmma.
+    wgmma_readers: Vec<u16>,
     pub check_races: bool,
     pub check_uninit: bool,
 }
@@ -47,6 +54,7 @@ impl SharedMem {
             state: vec![UNINIT; size],
             shadow: vec![0; size],
             epoch: 1,
+            wgmma_readers: Vec::new(),
             check_races: true,
             check_uninit: true,
         }
@@ -128,6 +136,9 @@ impl SharedMem {
         let me = tid as u64 + 1;
         let warp = tid / 32;
         let mut hz = None;
+        if let Some(h) = self.wgmma_operand_hazard(off, len) {
+            hz = Some(h);
+        }
         for b in off..off + len {
             if self.state[b] == PENDING && !completing {
                 hz.get_or_insert(Hazard::PendingWrite);
@@ -172,7 +183,7 @@ impl SharedMem {
     /// Records an atomic access: atomics never race with each other, so only the cp.async check
     /// applies; the bytes become initialised.
     pub fn atomic_touch(&mut self, off: usize, len: usize) -> Option<Hazard> {
-        let mut hz = None;
+        let mut hz = self.wgmma_operand_hazard(off, len);
         for b in off..off + len {
             if self.state[b] == PENDING {
                 hz = Some(Hazard::PendingWrite);
@@ -180,6 +191,34 @@ impl SharedMem {
             self.state[b] = INIT;
         }
         hz
+    }
+}
+
+impl SharedMem {
+    /// Marks `[off, off+len)` as read by one more in-flight wgmma.
+    pub fn wgmma_mark(&mut self, off: usize, len: usize) {
+        if self.wgmma_readers.is_empty() {
+            self.wgmma_readers = vec![0; self.data.len()];
+        }
+        for c in &mut self.wgmma_readers[off..off + len] {
+            *c = c.saturating_add(1);
+        }
+    }
+
+    /// The wgmma that marked `[off, off+len)` completed (or was abandoned).
+    pub fn wgmma_unmark(&mut self, off: usize, len: usize) {
+        if let Some(cs) = self.wgmma_readers.get_mut(off..off + len) {
+            for c in cs {
+                *c = c.saturating_sub(1);
+            }
+        }
+    }
+
+    fn wgmma_operand_hazard(&self, off: usize, len: usize) -> Option<Hazard> {
+        let cs = self.wgmma_readers.get(off..off + len)?;
+        cs.iter()
+            .any(|&c| c > 0)
+            .then_some(Hazard::WgmmaOperandWrite)
     }
 }
 
@@ -209,6 +248,24 @@ mod tests {
         assert_eq!(s.read_check(20, 4, 0), Some(Hazard::PendingRead));
         assert_eq!(s.write_check(16, 16, 0, true), None);
         assert_eq!(s.read_check(20, 4, 0), None);
+    }
+
+    #[test]
+    fn wgmma_operands_are_write_protected_until_unmarked() {
+        let mut s = SharedMem::new(64);
+        s.write_check(0, 64, 0, false);
+        s.wgmma_mark(16, 8);
+        s.wgmma_mark(16, 8);
+        assert_eq!(s.read_check(16, 8, 0), None, "reading an operand is fine");
+        assert_eq!(
+            s.write_check(20, 2, 0, false),
+            Some(Hazard::WgmmaOperandWrite)
+        );
+        assert_eq!(s.write_check(24, 4, 0, false), None, "outside the operand");
+        s.wgmma_unmark(16, 8);
+        assert_eq!(s.atomic_touch(16, 4), Some(Hazard::WgmmaOperandWrite));
+        s.wgmma_unmark(16, 8);
+        assert_eq!(s.write_check(16, 8, 0, false), None);
     }
 
     #[test]

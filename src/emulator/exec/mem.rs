@@ -48,6 +48,7 @@ pub(super) fn hazard_finding(env: &mut Env, pc: u32, tid: u32, off: u64, h: Haza
         Hazard::PendingRead => (FindingKind::CpAsyncReadBeforeWait, None),
         Hazard::PendingWrite => (FindingKind::CpAsyncWriteBeforeWait, None),
         Hazard::Uninit => (FindingKind::UninitSharedRead, None),
+        Hazard::WgmmaOperandWrite => (FindingKind::WgmmaOperandWriteBeforeWait, None),
     };
     env.report(kind, pc, tid, Some(off), other, || match h {
         Hazard::War(None) => {
@@ -61,6 +62,10 @@ pub(super) fn hazard_finding(env: &mut Env, pc: u32, tid: u32, off: u64, h: Haza
         }
         Hazard::PendingWrite => "a cp.async to this location is still in flight".to_string(),
         Hazard::Uninit => "no thread wrote this shared memory before".to_string(),
+        Hazard::WgmmaOperandWrite => {
+            "a wgmma.mma_async reading this operand has not been waited for (wgmma.wait_group)"
+                .to_string()
+        }
     });
 }
 

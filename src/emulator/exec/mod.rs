@@ -22,6 +22,7 @@ mod mem;
 mod sfu;
 mod sync;
 mod tensor;
+mod wgmma;
 
 use super::counters::RawCounters;
 use super::findings::{FindingKind, FindingSink};
@@ -78,6 +79,8 @@ pub(crate) struct Warp {
     pub force: bool,
     pub local: Vec<u8>,
     pub cp: Vec<LaneCp>,
+    /// In-flight `wgmma.mma_async` and commit groups (`wgmma.rs`).
+    pub wg: wgmma::WgState,
 }
 
 /// Per-CTA state besides the warps.
@@ -372,6 +375,7 @@ fn new_warp(
         force: false,
         local: vec![0; prog.local_size as usize * 32],
         cp: vec![LaneCp::default(); 32],
+        wg: Default::default(),
     }
 }
 
@@ -470,6 +474,9 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
         env.clock += 1;
         env.cnt.per_pc[pc as usize] += 1;
         env.cnt.thread_instructions += active.count_ones() as u64;
+        if w.wg.active() {
+            wgmma::check_access(w, env, pc, &inst.op, active);
+        }
         if env.clock > env.ctx.max_warp_insts {
             let limit = env.ctx.max_warp_insts;
             env.report(
@@ -722,6 +729,9 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 }
                 w.exited |= active;
                 env.exited_threads += active.count_ones();
+                if w.live() == 0 {
+                    wgmma::abandon(w, env);
+                }
                 w.continue_with(g & !active);
             }
             Op::Trap => {
@@ -825,6 +835,43 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
             } => {
                 if collective::ready_aligned(w, env, pc, active) {
                     tensor::exec_ldmatrix(w, env, pc, num, trans, ds, addr, generic);
+                    w.next();
+                }
+            }
+            Op::Stmatrix {
+                num,
+                trans,
+                srcs,
+                addr,
+                generic,
+            } => {
+                if collective::ready_aligned(w, env, pc, active) {
+                    tensor::exec_stmatrix(w, env, pc, num, trans, srcs, addr, generic);
+                    w.next();
+                }
+            }
+            Op::Wgmma(ref op) => {
+                if collective::ready_aligned(w, env, pc, active) {
+                    wgmma::exec_wgmma(w, env, pc, op);
+                    w.next();
+                }
+            }
+            Op::WgmmaFence => {
+                // Orders register accesses before the next wgmma; the emulator reads operands
+                // at issue, so there is nothing to order.
+                if collective::ready_aligned(w, env, pc, active) {
+                    w.next();
+                }
+            }
+            Op::WgmmaCommit => {
+                if collective::ready_aligned(w, env, pc, active) {
+                    wgmma::commit(w);
+                    w.next();
+                }
+            }
+            Op::WgmmaWait { n: keep } => {
+                if collective::ready_aligned(w, env, pc, active) {
+                    wgmma::wait(w, env, keep);
                     w.next();
                 }
             }

@@ -197,3 +197,74 @@ pub(super) fn exec_ldmatrix(
         env.cnt.wavefronts_ideal += ideal;
     }
 }
+
+/// `stmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16`, PTX ISA "Warp-level matrix
+/// store instruction: stmatrix", the mirror of `ldmatrix`: lanes 8j..8j+7 give the addresses of
+/// rows 0..7 of matrix j (16 bytes each). Register j of lane t holds two elements of matrix j:
+/// without `.trans` row t/4, columns 2(t%4) and 2(t%4)+1 (low, high half); with `.trans`
+/// column t/4, rows 2(t%4) and 2(t%4)+1, so memory receives the transposed fragment.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn exec_stmatrix(
+    w: &mut Warp,
+    env: &mut Env,
+    pc: u32,
+    num: u8,
+    trans: bool,
+    srcs: [R; 4],
+    addr: Addr,
+    generic: bool,
+) {
+    let mut rows = [[[0u16; 8]; 8]; 4];
+    for t in 0..32usize {
+        for (j, m) in rows.iter_mut().enumerate().take(num as usize) {
+            let v = w.r(srcs[j], t);
+            let (lo, hi) = (v as u16, (v >> 16) as u16);
+            let (r, c) = (t / 4, 2 * (t % 4));
+            if trans {
+                m[c][r] = lo;
+                m[c + 1][r] = hi;
+            } else {
+                m[r][c] = lo;
+                m[r][c + 1] = hi;
+            }
+        }
+    }
+    let mut acc = [(0u32, 0u32, 0u32); 32];
+    let mut nacc = 0;
+    for (j, matrix) in rows.iter().enumerate().take(num as usize) {
+        for (r, row) in matrix.iter().enumerate() {
+            let lane = j * 8 + r;
+            let a = lane_addr(w, addr, lane);
+            let loc = if generic {
+                resolve(Space::Generic, a)
+            } else {
+                Loc::Shared(a)
+            };
+            if !matches!(loc, Loc::Shared(_)) {
+                let tid = w.id * 32 + lane as u32;
+                env.report(
+                    FindingKind::SharedOutOfBounds,
+                    pc,
+                    tid,
+                    Some(a),
+                    None,
+                    || "stmatrix generic address is not in shared memory".to_string(),
+                );
+                continue;
+            }
+            let mut buf = [0u8; 16];
+            for (e, v) in row.iter().enumerate() {
+                buf[2 * e..2 * e + 2].copy_from_slice(&v.to_le_bytes());
+            }
+            write_lane(w, env, pc, lane, loc, &buf);
+            acc[nacc] = (lane as u32, loc_addr(loc) as u32, 16);
+            nacc += 1;
+        }
+    }
+    if nacc > 0 {
+        let (need, ideal) = wavefronts(&acc[..nacc], 8);
+        env.cnt.shared_accesses += 1;
+        env.cnt.wavefronts += need;
+        env.cnt.wavefronts_ideal += ideal;
+    }
+}

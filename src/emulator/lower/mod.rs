@@ -15,7 +15,8 @@
 //! | `async_copy.rs` | `cp.async` and its groups                                      |
 //! | `sync.rs`       | `bar`/`barrier`, `membar`/`fence`, `nanosleep`                 |
 //! | `warp.rs`       | `shfl`, `vote`, `match`, `redux`, `activemask`                 |
-//! | `tensor.rs`     | `mma`, `ldmatrix`                                             |
+//! | `tensor.rs`     | `mma`, `ldmatrix`, `stmatrix`                                 |
+//! | `wgmma.rs`      | `wgmma.mma_async`, `wgmma.fence`/`commit_group`/`wait_group`  |
 //! | `control.rs`    | `bra`, `ret`, `exit`, `trap`                                  |
 //! | `call.rs`       | `call` to a `.func`: inlined at the call site                  |
 //!
@@ -37,6 +38,7 @@ mod sfu;
 mod sync;
 mod tensor;
 mod warp;
+mod wgmma;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -83,6 +85,8 @@ struct Lowerer {
     /// Per inlined call being lowered (innermost last): indices of the branches its `ret`s
     /// became, patched to the end of the inlined body.
     ret_fixups: Vec<Vec<usize>>,
+    /// Backing store of the [`RegList`]s in lowered instructions (`Program::reg_lists`).
+    reg_lists: Vec<R>,
 }
 
 fn mask_of(bits: u32) -> u64 {
@@ -144,6 +148,7 @@ fn lower_entry(
         next_scope: 1,
         funcs,
         ret_fixups: Vec::new(),
+        reg_lists: Vec::new(),
     };
     l.zero = l.constant(0);
 
@@ -269,6 +274,7 @@ fn lower_entry(
         static_smem: soff,
         dyn_smem_offset: dyn_off,
         local_size: l.local_size,
+        reg_lists: l.reg_lists,
         source_lines: l.lines,
     })
 }
@@ -648,7 +654,8 @@ impl Lowerer {
             "shfl" | "vote" | "match" | "redux" | "activemask" | "elect" => {
                 self.lower_warp(base, i, &mut q)
             }
-            "mma" | "ldmatrix" => self.lower_tensor(base, i, &mut q),
+            "mma" | "ldmatrix" | "stmatrix" => self.lower_tensor(base, i, &mut q),
+            "wgmma" => self.lower_wgmma(i, &mut q),
             "bra" | "ret" | "exit" | "trap" | "brkpt" => {
                 self.lower_control(base, i, &mut q, scope_chain)
             }

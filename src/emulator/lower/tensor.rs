@@ -1,5 +1,6 @@
 //! Tensor-core family: `mma.sync.aligned.{m16n8k16,m16n8k8}.row.col` (f16/bf16 inputs, f16/f32
-//! accumulators) and `ldmatrix.sync.aligned.m8n8.{x1,x2,x4}(.trans).shared.b16`.
+//! accumulators), `ldmatrix.sync.aligned.m8n8.{x1,x2,x4}(.trans).shared.b16` and its mirror
+//! `stmatrix.sync.aligned.m8n8.{x1,x2,x4}(.trans).shared.b16`.
 
 use super::super::ast::{self, Operand};
 use super::super::error::EmuError;
@@ -18,21 +19,22 @@ impl Lowerer {
         // Both are warp-wide `.sync.aligned` instructions.
         q.has("sync");
         q.has("aligned");
-        if base == "mma" {
-            self.lower_mma(i, q)
-        } else {
-            self.lower_ldmatrix(i, q)
+        match base {
+            "mma" => self.lower_mma(i, q),
+            "stmatrix" => self.lower_stmatrix(i, q),
+            _ => self.lower_ldmatrix(i, q),
         }
     }
 
-    fn lower_ldmatrix(&mut self, i: &ast::Instr, q: &mut Quals) -> Result<(), EmuError> {
-        self.ops(i, 2)?;
+    /// The shape, count and space qualifiers shared by `ldmatrix` and `stmatrix`:
+    /// (number of matrices, `.trans`, generic addressing).
+    fn matrix_quals(&self, i: &ast::Instr, q: &mut Quals) -> Result<(usize, bool, bool), EmuError> {
         if !q.has("m8n8") || !q.has("b16") {
             return self.unsupported(&i.opcode);
         }
         let num = match q.one_of(&[("x1", 1usize), ("x2", 2), ("x4", 4)]) {
             Some(n) => n,
-            None => return self.bad("ldmatrix needs .x1/.x2/.x4"),
+            None => return self.bad("ldmatrix/stmatrix needs .x1/.x2/.x4"),
         };
         let trans = q.has("trans");
         let generic = match q.space() {
@@ -40,6 +42,40 @@ impl Lowerer {
             None => true,
             Some(_) => return self.unsupported(&i.opcode),
         };
+        Ok((num, trans, generic))
+    }
+
+    fn lower_stmatrix(&mut self, i: &ast::Instr, q: &mut Quals) -> Result<(), EmuError> {
+        self.ops(i, 2)?;
+        let (num, trans, generic) = self.matrix_quals(i, q)?;
+        let o = &i.operands;
+        let addr = self.addr(&o[0])?;
+        let mut srcs = [NONE; 4];
+        match &o[1] {
+            Operand::Vec(v) if v.len() == num => {
+                for (k, x) in v.iter().enumerate() {
+                    srcs[k] = self.src(x, Ty::B32)?;
+                }
+            }
+            // PTX ISA "stmatrix": a brace-enclosed vector of 1, 2 or 4 registers, even for .x1.
+            _ => return self.bad("stmatrix sources must be a vector of .num registers"),
+        }
+        self.push(
+            i,
+            Op::Stmatrix {
+                num: num as u8,
+                trans,
+                srcs,
+                addr,
+                generic,
+            },
+            Class::MemShared,
+        )
+    }
+
+    fn lower_ldmatrix(&mut self, i: &ast::Instr, q: &mut Quals) -> Result<(), EmuError> {
+        self.ops(i, 2)?;
+        let (num, trans, generic) = self.matrix_quals(i, q)?;
         let o = &i.operands;
         let mut ds = [NONE; 4];
         match &o[0] {
