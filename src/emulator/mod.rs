@@ -71,6 +71,7 @@ mod parser;
 mod program;
 mod shared;
 mod softfloat;
+mod tensormap;
 mod types;
 
 pub use counters::Counters;
@@ -82,6 +83,10 @@ pub use findings::{Finding, FindingKind};
 pub use memory::POISON;
 pub use program::Class;
 pub use softfloat::Rnd;
+pub use tensormap::{
+    TensorMap, TensorMapError, TiledTensorMap, TmaDataType, TmaInterleave, TmaL2Promotion,
+    TmaOobFill, TmaSwizzle, TENSOR_MAP_ALIGN, TENSOR_MAP_BYTES,
+};
 
 /// Rounding helpers exposed for tests that compute expected results independently.
 pub mod rounding {

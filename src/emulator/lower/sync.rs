@@ -47,6 +47,20 @@ impl Lowerer {
                 q.one_of(&[("cta", ()), ("gl", ()), ("sys", ())]);
                 self.push(i, Op::Nop, Class::Sync)
             }
+            "fence" if q.at(0) == Some("proxy") && q.at(1) == Some("async") => {
+                // `fence.proxy.async{.shared::cta,.shared::cluster,.global}`: orders the
+                // generic proxy before the async proxy (the plain form covers every space).
+                q.has("proxy");
+                q.has("async");
+                let global = q.has("global");
+                let shared = q
+                    .take(|s| matches!(s, "shared" | "shared::cta" | "shared::cluster").then_some(()))
+                    .is_some();
+                let op = AsyncOp::FenceProxyAsync {
+                    shared: shared || !global,
+                };
+                self.push(i, Op::Async(op), Class::Sync)
+            }
             "fence" => {
                 // Thread fences order memory; the model is sequentially consistent. Proxy
                 // fences order the generic and async proxies, which one memory models as one.
