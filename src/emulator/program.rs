@@ -592,7 +592,10 @@ pub enum MbarK {
     CompleteTx,
     /// `test_wait` (never blocks) or `try_wait` (suspends until the phase completes or the
     /// emulator times it out), with a state token or a phase parity.
-    Wait { parity: bool, try_wait: bool },
+    Wait {
+        parity: bool,
+        try_wait: bool,
+    },
     /// `mbarrier.pending_count`: arrivals still pending, from a state token.
     PendingCount,
 }
@@ -624,7 +627,11 @@ pub enum AsyncOp {
     },
     /// `mapa`: the address of the same shared variable in cluster CTA `rank` (clusters have
     /// one CTA, so rank 0 maps to itself).
-    Mapa { d: R, a: R, rank: R },
+    Mapa {
+        d: R,
+        a: R,
+        rank: R,
+    },
     /// `cp.async.bulk.tensor.Nd` / `cp.async.bulk.prefetch.tensor.Nd` with `[map, {coords}]`.
     Tma {
         k: TmaK,
@@ -647,13 +654,21 @@ pub enum AsyncOp {
     },
     BulkCommit,
     /// `cp.async.bulk.wait_group{.read} n`.
-    BulkWait { n: u32, read: bool },
+    BulkWait {
+        n: u32,
+        read: bool,
+    },
     /// `fence.proxy.async{.shared::cta,.global}`: orders generic-proxy writes before later
     /// async-proxy accesses (`shared` = the variant covers shared memory).
-    FenceProxyAsync { shared: bool },
+    FenceProxyAsync {
+        shared: bool,
+    },
     /// `prefetch{.param,.const}.tensormap [a]`: validated, no effect. The generic address of
     /// the map is the lane's address plus `window` (the param window for `.param`).
-    PrefetchTensorMap { addr: Addr, window: u64 },
+    PrefetchTensorMap {
+        addr: Addr,
+        window: u64,
+    },
 }
 
 #[derive(Debug, Clone)]

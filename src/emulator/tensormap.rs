@@ -210,7 +210,9 @@ pub enum TensorMapError {
     AddressAlignment(u64),
     #[error("global dimension {dim} is {value}; it must be in 1..=2^31")]
     GlobalDim { dim: usize, value: u64 },
-    #[error("global stride of dimension {dim} is {value} bytes; it must be a multiple of 16 below 2^40")]
+    #[error(
+        "global stride of dimension {dim} is {value} bytes; it must be a multiple of 16 below 2^40"
+    )]
     GlobalStride { dim: usize, value: u64 },
     #[error("box dimension {dim} is {value}; it must be in 1..=256")]
     BoxDim { dim: usize, value: u32 },

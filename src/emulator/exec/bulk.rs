@@ -158,7 +158,11 @@ pub(super) fn exec_async(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: 
         }
         AsyncOp::BulkCommit => {
             for l in lanes(active) {
-                let g = env.async_proxy.groups.entry(w.id * 32 + l as u32).or_default();
+                let g = env
+                    .async_proxy
+                    .groups
+                    .entry(w.id * 32 + l as u32)
+                    .or_default();
                 let id = g.committed;
                 for s in g.stores.iter_mut().filter(|s| s.0 == u32::MAX) {
                     s.0 = id;
@@ -201,14 +205,27 @@ pub(super) fn exec_async(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: 
 }
 
 fn invalid_map(env: &mut Env, pc: u32, tid: u32, a: u64, why: String) {
-    env.report(FindingKind::TensorMapInvalid, pc, tid, Some(a), None, || why);
+    env.report(
+        FindingKind::TensorMapInvalid,
+        pc,
+        tid,
+        Some(a),
+        None,
+        || why,
+    );
 }
 
 /// Reads and decodes the tensor map at generic address `a` for thread `tid`; `None` after a
 /// finding.
 fn read_map(env: &mut Env, pc: u32, tid: u32, a: u64) -> Option<Decoded> {
     if !a.is_multiple_of(TENSOR_MAP_ALIGN) {
-        invalid_map(env, pc, tid, a, format!("tensor map address {a:#x} is not 64-byte aligned"));
+        invalid_map(
+            env,
+            pc,
+            tid,
+            a,
+            format!("tensor map address {a:#x} is not 64-byte aligned"),
+        );
         return None;
     }
     let mut buf = [0u8; TENSOR_MAP_BYTES];
@@ -298,7 +315,13 @@ fn tma(
     };
     if m.rank != dims {
         let a = w.r(map, l);
-        invalid_map(env, pc, tid, a, format!("{dims} coordinates for a tensor map of rank {}", m.rank));
+        invalid_map(
+            env,
+            pc,
+            tid,
+            a,
+            format!("{dims} coordinates for a tensor map of rank {}", m.rank),
+        );
         return;
     }
     if k == TmaK::Prefetch {
@@ -314,7 +337,10 @@ fn tma(
     let align = m.swizzle.smem_align() as u64;
     if !base.is_multiple_of(align) {
         env.report(FindingKind::Misaligned, pc, tid, Some(base), None, || {
-            format!("a tensor copy with {:?} swizzle needs a {align}-byte aligned shared-memory box", m.swizzle)
+            format!(
+                "a tensor copy with {:?} swizzle needs a {align}-byte aligned shared-memory box",
+                m.swizzle
+            )
         });
         return;
     }
@@ -382,9 +408,14 @@ fn tma(
 /// Registers a load in flight to `runs` completing on the mbarrier at `mb`.
 fn issue_load(env: &mut Env, pc: u32, tid: u32, mb: u32, runs: Vec<(u32, u32)>, data: Vec<u8>) {
     if !env.waits.mbars.is_valid(mb) {
-        env.report(FindingKind::MbarrierMisuse, pc, tid, Some(mb as u64), None, || {
-            format!("the copy completes on shared {mb:#x}, which holds no initialised mbarrier")
-        });
+        env.report(
+            FindingKind::MbarrierMisuse,
+            pc,
+            tid,
+            Some(mb as u64),
+            None,
+            || format!("the copy completes on shared {mb:#x}, which holds no initialised mbarrier"),
+        );
     }
     for &(o, n) in &runs {
         if let Some(h) = env.smem.bulk_mark(o as usize, n as usize) {

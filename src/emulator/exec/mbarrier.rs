@@ -267,9 +267,14 @@ pub(super) fn exec(
             MbarK::Init => {
                 let count = w.r(a, l) as u32;
                 if count == 0 || count > MAX_COUNT {
-                    env.report(FindingKind::MbarrierMisuse, pc, tid, Some(off as u64), None, || {
-                        format!("mbarrier.init count {count} is outside 1..=2^20-1")
-                    });
+                    env.report(
+                        FindingKind::MbarrierMisuse,
+                        pc,
+                        tid,
+                        Some(off as u64),
+                        None,
+                        || format!("mbarrier.init count {count} is outside 1..=2^20-1"),
+                    );
                 }
                 if let Some(h) = env.smem.mbar_mark(off as usize) {
                     super::mem::hazard_finding(env, pc, tid, off as u64, h);
@@ -298,9 +303,14 @@ pub(super) fn exec(
                 }
                 let count = if a == NONE { 1 } else { w.r(a, l) as u32 };
                 if count == 0 || count > MAX_COUNT {
-                    env.report(FindingKind::MbarrierMisuse, pc, tid, Some(off as u64), None, || {
-                        format!("arrive count {count} is outside 1..=2^20-1")
-                    });
+                    env.report(
+                        FindingKind::MbarrierMisuse,
+                        pc,
+                        tid,
+                        Some(off as u64),
+                        None,
+                        || format!("arrive count {count} is outside 1..=2^20-1"),
+                    );
                 }
                 let token = arrive(env, off, count, k, pc, tid);
                 if d != NONE {
@@ -317,7 +327,14 @@ pub(super) fn exec(
                     // Nothing can ever complete it: park, so a wait loop ends as a deadlock
                     // instead of spinning.
                     if try_wait {
-                        w.wait_on(1 << l, pc, Waitable::Mbar { off, phase: u32::MAX });
+                        w.wait_on(
+                            1 << l,
+                            pc,
+                            Waitable::Mbar {
+                                off,
+                                phase: u32::MAX,
+                            },
+                        );
                         parked |= 1 << l;
                     } else {
                         w.set(d, l, 0);

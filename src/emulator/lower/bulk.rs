@@ -106,7 +106,11 @@ impl Lowerer {
             (false, false) => 3,
         };
         if o.len() != n + hint as usize {
-            return self.bad(&format!("`{}` takes {} operands", i.opcode, n + hint as usize));
+            return self.bad(&format!(
+                "`{}` takes {} operands",
+                i.opcode,
+                n + hint as usize
+            ));
         }
         if hint {
             // The cache policy only steers L2 eviction.
@@ -169,7 +173,10 @@ impl Lowerer {
             return self.bad("expected `[tensorMap, {coordinates}]`");
         };
         if cs.len() != dims as usize {
-            return self.bad(&format!("{} coordinates for a .{dims}d tensor copy", cs.len()));
+            return self.bad(&format!(
+                "{} coordinates for a .{dims}d tensor copy",
+                cs.len()
+            ));
         }
         let map = match self.lookup_reg(name) {
             Some(r) => r,

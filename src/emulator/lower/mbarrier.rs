@@ -17,7 +17,8 @@ impl Lowerer {
         let o = &i.operands;
         // `.relaxed` / `.release` / `.acquire` and `.cta` / `.cluster`.
         q.ignore(is_ignorable_mem_qual);
-        let space = q.take(|s| matches!(s, "shared" | "shared::cta" | "shared::cluster").then_some(()));
+        let space =
+            q.take(|s| matches!(s, "shared" | "shared::cta" | "shared::cluster").then_some(()));
         let generic = space.is_none();
         let k = if q.has("init") {
             MbarK::Init

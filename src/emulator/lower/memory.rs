@@ -55,7 +55,12 @@ impl Lowerer {
     /// `rank`) and `getctarank{.shared::cluster}.{u32,u64} d, a` (the CTA owning `a`). Every
     /// cluster has one CTA (PTX ISA "Cluster of Cooperative Thread Arrays"), so `mapa` to rank 0
     /// is the identity (another rank is a finding) and `getctarank` is 0.
-    fn lower_cluster_addr(&mut self, mapa: bool, i: &ast::Instr, q: &mut Quals) -> Result<(), EmuError> {
+    fn lower_cluster_addr(
+        &mut self,
+        mapa: bool,
+        i: &ast::Instr,
+        q: &mut Quals,
+    ) -> Result<(), EmuError> {
         match q.space() {
             None | Some(Space::Shared) => {}
             Some(_) => return self.unsupported(&i.opcode),
@@ -69,7 +74,15 @@ impl Lowerer {
         let a = self.src(&i.operands[1], ty)?;
         if !mapa {
             let zero = self.zero;
-            return self.push(i, Op::Mov { d, a: zero, mask: u64::MAX }, Class::Int);
+            return self.push(
+                i,
+                Op::Mov {
+                    d,
+                    a: zero,
+                    mask: u64::MAX,
+                },
+                Class::Int,
+            );
         }
         let rank = self.src(&i.operands[2], Ty::U32)?;
         self.push(i, Op::Async(AsyncOp::Mapa { d, a, rank }), Class::Int)

@@ -54,7 +54,9 @@ impl Lowerer {
                 q.has("async");
                 let global = q.has("global");
                 let shared = q
-                    .take(|s| matches!(s, "shared" | "shared::cta" | "shared::cluster").then_some(()))
+                    .take(|s| {
+                        matches!(s, "shared" | "shared::cta" | "shared::cluster").then_some(())
+                    })
                     .is_some();
                 let op = AsyncOp::FenceProxyAsync {
                     shared: shared || !global,
