@@ -156,6 +156,14 @@ fn maybe_complete(env: &mut Env, off: u32) {
     env.waits.complete(Waitable::Mbar { off, phase });
 }
 
+/// A replaced or invalidated object no longer guards the copy destinations that landed in its
+/// last phase (nothing can complete that phase any more).
+fn release_guarded(env: &mut Env, old: Option<MbarObj>) {
+    for (o, n) in old.map(|m| m.guarded).unwrap_or_default() {
+        env.smem.bulk_release(o as usize, n as usize);
+    }
+}
+
 /// Changes the tx-count of the object at `off` by `delta` (a landed copy passes minus its
 /// bytes) and completes the phase if that was the last thing pending.
 pub(super) fn add_tx(env: &mut Env, off: u32, delta: i64, pc: u32, tid: u32) {
@@ -280,7 +288,7 @@ pub(super) fn exec(
                     super::mem::hazard_finding(env, pc, tid, off as u64, h);
                 }
                 let count = count.clamp(1, MAX_COUNT);
-                env.waits.mbars.objs.insert(
+                let old = env.waits.mbars.objs.insert(
                     off,
                     MbarObj {
                         expected: count,
@@ -288,11 +296,13 @@ pub(super) fn exec(
                         ..MbarObj::default()
                     },
                 );
+                release_guarded(env, old);
                 env.waits.mbars.changes += 1;
             }
             MbarK::Inval => {
-                if env.waits.mbars.objs.remove(&off).is_none() {
-                    uninit(env, pc, tid, off, "mbarrier.inval");
+                match env.waits.mbars.objs.remove(&off) {
+                    None => uninit(env, pc, tid, off, "mbarrier.inval"),
+                    old => release_guarded(env, old),
                 }
                 env.smem.mbar_clear(off as usize);
                 env.waits.mbars.changes += 1;

@@ -7,9 +7,11 @@
 //! re-picks the lowest-PC group; when the running group reaches the PC where other lanes wait,
 //! they merge back in. Collectives block: a group reaching `shfl`/`vote`/`mma`/`ldmatrix`/
 //! `bar.warp.sync` without all required lanes waits until the others arrive; `bar.sync` waits on
-//! a [`Waitable`] (`sync.rs`). When nothing can run, the stall is resolved: a waitable missing
-//! only exited threads completes (with a finding), a collective whose members cannot all arrive
-//! is forced (with a finding), and otherwise the CTA is reported as deadlocked and abandoned. Nothing ever hangs.
+//! a [`Waitable`] (`sync.rs`), and so does `mbarrier.try_wait` (`mbarrier.rs`). When nothing
+//! can run, the stall is resolved: in-flight bulk/TMA copies land or mbarrier waits time out
+//! (`mbarrier.rs`), a waitable missing only exited threads completes (with a finding), a
+//! collective whose members cannot all arrive is forced (with a finding), and otherwise the CTA
+//! is reported as deadlocked and abandoned. Nothing ever hangs.
 
 mod async_copy;
 mod bulk;

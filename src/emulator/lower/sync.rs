@@ -19,6 +19,10 @@ impl Lowerer {
         let o = &i.operands;
         match base {
             "bar" | "barrier" => {
+                if q.at(0) == Some("cluster") {
+                    // Cluster-wide split barriers are not implemented.
+                    return self.unsupported(&i.opcode);
+                }
                 if q.has("warp") {
                     if !q.has("sync") {
                         return self.unsupported(&i.opcode);
