@@ -365,6 +365,34 @@ mod tests {
     }
 
     #[test]
+    fn async_proxy_states() {
+        let mut s = SharedMem::new(64);
+        // A TMA destination: unreadable and unwritable until its phase completes.
+        assert_eq!(s.bulk_mark(0, 16), None);
+        assert_eq!(s.read_check(4, 4, 0), Some(Hazard::BulkPendingRead));
+        assert_eq!(s.write_check(8, 4, 0, false), Some(Hazard::BulkPendingWrite));
+        assert_eq!(s.bulk_mark(0, 16), Some(Hazard::BulkPendingWrite));
+        assert_eq!(s.bulk_land(0, 16, 0), None);
+        s.bulk_release(0, 16);
+        s.next_epoch();
+        assert_eq!(s.read_check(0, 16, 40), None);
+        // Generic writes need a proxy fence before a bulk store reads them; the store's source
+        // must not be overwritten until released.
+        s.write_check(16, 16, 0, false);
+        assert_eq!(s.store_source(16, 16, 0), (None, true));
+        assert_eq!(s.write_check(20, 4, 0, false), Some(Hazard::StoreSourceWrite));
+        s.clear_store_source(16, 16);
+        s.fence_proxy_async();
+        assert_eq!(s.store_source(16, 16, 0), (None, false));
+        // An mbarrier object is off limits to plain accesses until invalidated.
+        assert_eq!(s.mbar_mark(32), None);
+        assert_eq!(s.read_check(32, 8, 0), Some(Hazard::MbarAccess));
+        assert_eq!(s.atomic_touch(32, 4), Some(Hazard::MbarAccess));
+        s.mbar_clear(32);
+        assert_eq!(s.write_check(32, 8, 0, false), None);
+    }
+
+    #[test]
     fn epoch_wrap_clears_stamps() {
         let mut s = SharedMem::new(4);
         s.write_check(0, 4, 0, false);
