@@ -370,7 +370,10 @@ mod tests {
         // A TMA destination: unreadable and unwritable until its phase completes.
         assert_eq!(s.bulk_mark(0, 16), None);
         assert_eq!(s.read_check(4, 4, 0), Some(Hazard::BulkPendingRead));
-        assert_eq!(s.write_check(8, 4, 0, false), Some(Hazard::BulkPendingWrite));
+        assert_eq!(
+            s.write_check(8, 4, 0, false),
+            Some(Hazard::BulkPendingWrite)
+        );
         assert_eq!(s.bulk_mark(0, 16), Some(Hazard::BulkPendingWrite));
         assert_eq!(s.bulk_land(0, 16, 0), None);
         s.bulk_release(0, 16);
@@ -380,7 +383,10 @@ mod tests {
         // must not be overwritten until released.
         s.write_check(16, 16, 0, false);
         assert_eq!(s.store_source(16, 16, 0), (None, true));
-        assert_eq!(s.write_check(20, 4, 0, false), Some(Hazard::StoreSourceWrite));
+        assert_eq!(
+            s.write_check(20, 4, 0, false),
+            Some(Hazard::StoreSourceWrite)
+        );
         s.clear_store_source(16, 16);
         s.fence_proxy_async();
         assert_eq!(s.store_source(16, 16, 0), (None, false));
