@@ -250,6 +250,43 @@ WAIT:\n\tmbarrier.try_wait.parity.shared::cta.b64 %p4, [%r1], 0, 10000000;\n\t@!
 }
 
 #[test]
+fn every_thread_waits_on_its_own_state_token() {
+    // 64 threads of two warps each arrive on an mbarrier expecting 64 arrivals and try_wait
+    // with the token their arrive returned: all but the last park, and the last arrival
+    // completes phase 0 and releases them with a true predicate.
+    let body = "\tsetp.ne.u32 %p1, %r3, 0;\n\t@%p1 bra SYNC;\n\tmbarrier.init.shared::cta.b64 [%r1], 64;\nSYNC:\n\tbar.sync 0;\n\
+\tmbarrier.arrive.shared::cta.b64 %rd5, [%r1];\nWAIT:\n\tmbarrier.try_wait.shared::cta.b64 %p2, [%r1], %rd5;\n\t@!%p2 bra WAIT;\n\
+\tmbarrier.test_wait.parity.shared::cta.b64 %p3, [%r1], 0;\n\tselp.u32 %r6, 1, 0, %p3;\n\
+\tmul.wide.u32 %rd3, %r3, 4;\n\tadd.s64 %rd4, %rd1, %rd3;\n\tst.global.u32 [%rd4], %r6;";
+    let mut dev = Device::new();
+    let out = dev.alloc(4 * 64);
+    let rep = launch(&mut dev, body, 64, out, out, [None, None]);
+    assert_clean(&rep);
+    assert_eq!(rep.counters.mbarrier_phases, 1);
+    assert!(dev
+        .read(out, 256)
+        .unwrap()
+        .chunks(4)
+        .all(|c| c == [1, 0, 0, 0]));
+}
+
+#[test]
+fn try_wait_may_time_out_when_nothing_else_can_run() {
+    // PTX ISA "mbarrier.test_wait/try_wait": try_wait returns false when its time limit
+    // expires. The only thread waits before it arrives itself: the emulator times the wait out
+    // (false), the thread arrives, and the next try_wait succeeds.
+    let body = "\tmbarrier.init.shared::cta.b64 [%r1], 1;\n\
+\tmbarrier.try_wait.parity.shared::cta.b64 %p1, [%r1], 0;\n\tselp.u32 %r6, 1, 0, %p1;\n\tst.global.u32 [%rd1], %r6;\n\
+\tmbarrier.arrive.shared::cta.b64 _, [%r1];\n\
+\tmbarrier.try_wait.parity.shared::cta.b64 %p1, [%r1], 0;\n\tselp.u32 %r6, 1, 0, %p1;\n\tst.global.u32 [%rd1+4], %r6;";
+    let mut dev = Device::new();
+    let out = dev.alloc(8);
+    let rep = launch(&mut dev, body, 1, out, out, [None, None]);
+    assert_clean(&rep);
+    assert_eq!(dev.read(out, 8).unwrap(), [0, 0, 0, 0, 1, 0, 0, 0]);
+}
+
+#[test]
 fn a_wait_that_can_never_complete_is_a_deadlock() {
     // Two arrivals expected, one made: the try_wait loop can never succeed.
     let body =
