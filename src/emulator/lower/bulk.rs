@@ -79,7 +79,7 @@ impl Lowerer {
             return self.push(i, Op::Async(op), Class::MemGlobal);
         }
         // `.dst.src`: the first state space is the destination.
-        let spaces: Vec<&str> = (0..8)
+        let spaces: Vec<&str> = (0..16)
             .filter_map(|k| q.at(k))
             .filter(|s| matches!(*s, "global" | "shared::cta" | "shared::cluster"))
             .collect();
