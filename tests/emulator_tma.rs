@@ -469,6 +469,86 @@ fn tma_3d_load_with_element_stride_and_l2_hint() {
 }
 
 #[test]
+fn tma_1d_and_5d_loads_walk_every_dimension() {
+    // The u32 buffer holds its own word index. 1-d: 100 elements, a 16-element box at 90
+    // (the last 6 are outside: zero). 5-d: dims 4 x 2 x 2 x 2 x 2 with padded strides 32, 64,
+    // 128, 256 bytes, the whole box at (0, 0, 0, 0, 1): its second plane along dimension 4 is
+    // outside (zero).
+    let words: Vec<u8> = (0..128u32).flat_map(|v| v.to_le_bytes()).collect();
+    let mut dev = Device::new();
+    let inp = dev.upload(&words);
+    let enc = |dims: Vec<u64>, strides: Vec<u64>, boxd: Vec<u32>| {
+        let rank = dims.len();
+        TensorMap::encode_tiled(&TiledTensorMap {
+            data_type: TmaDataType::U32,
+            global_address: inp.0,
+            global_dim: dims,
+            global_strides: strides,
+            box_dim: boxd,
+            element_strides: vec![1; rank],
+            interleave: TmaInterleave::None,
+            swizzle: TmaSwizzle::None,
+            l2_promotion: TmaL2Promotion::None,
+            oob_fill: TmaOobFill::None,
+        })
+        .unwrap()
+    };
+    let m1 = enc(vec![100], vec![], vec![16]);
+    let m5 = enc(
+        vec![4, 2, 2, 2, 2],
+        vec![32, 64, 128, 256],
+        vec![4, 2, 2, 2, 2],
+    );
+    let copy1 = "mov.u32 %r10, 90;\n\t\
+cp.async.bulk.tensor.1d.shared::cluster.global.mbarrier::complete_tx::bytes [%r2], [tmap, {%r10}], [%r1];";
+    let out = dev.alloc(64);
+    let rep = launch(
+        &mut dev,
+        &load_and_dump(copy1, 64),
+        32,
+        out,
+        inp,
+        [Some(&m1), None],
+    );
+    assert_clean(&rep);
+    let got: Vec<u32> = dev
+        .read(out, 64)
+        .unwrap()
+        .chunks(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let want: Vec<u32> = (90..106).map(|i| if i < 100 { i } else { 0 }).collect();
+    assert_eq!(got, want, "1-d");
+    let copy5 = "mov.u32 %r10, 0;\n\tmov.u32 %r11, 1;\n\t\
+cp.async.bulk.tensor.5d.shared::cluster.global.mbarrier::complete_tx::bytes [%r2], [tmap2, {%r10, %r10, %r10, %r10, %r11}], [%r1];";
+    let out = dev.alloc(256);
+    let rep = launch(
+        &mut dev,
+        &load_and_dump(copy5, 256),
+        64,
+        out,
+        inp,
+        [None, Some(&m5)],
+    );
+    assert_clean(&rep);
+    let got: Vec<u32> = dev
+        .read(out, 256)
+        .unwrap()
+        .chunks(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    for (i, v) in got.iter().enumerate() {
+        let (a, b, c, d, e) = (i % 4, i / 4 % 2, i / 8 % 2, i / 16 % 2, i / 32);
+        let want = if e + 1 < 2 {
+            a + 8 * b + 16 * c + 32 * d + 64 * (e + 1)
+        } else {
+            0
+        };
+        assert_eq!(*v as usize, want, "5-d box element {i}");
+    }
+}
+
+#[test]
 fn tma_out_of_bounds_box_elements_are_zero_or_nan_filled() {
     // A 20 x 10 f32 tensor, element (x, y) = 100 y + x, box 8 x 4 at (-4, 8): columns -4..-1
     // and rows 10, 11 are outside. They read as zero, or as NaN with the NaN fill (CUDA Driver
