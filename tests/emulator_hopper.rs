@@ -1,7 +1,8 @@
 //! Hopper (sm_90) instructions that need no asynchronous machinery, on hand-written sm_90a
 //! PTX: `elect.sync`, the cluster special registers of a one-CTA cluster, `griddepcontrol`
-//! and `setmaxnreg`. (mbarrier, TMA and wgmma are not implemented yet: loading them is a typed
-//! error, checked here too.)
+//! and `setmaxnreg`; malformed forms are typed errors. mbarrier, bulk and tensor (TMA) copies
+//! and the asynchronous-proxy hazards are tested in `emulator_tma.rs`, `wgmma` and `stmatrix`
+//! in `emulator_wgmma.rs`.
 
 use flashmha::emulator::{Device, EmuError, LaunchConfig, Module};
 
@@ -103,7 +104,7 @@ fn malformed_or_unimplemented_hopper_forms_are_typed_errors() {
     for body in [
         "setmaxnreg.inc.sync.aligned.u32 23;",
         "griddepcontrol.signal;",
-        "mbarrier.init.shared::cta.b64 [%rd1], 1;",
+        "mbarrier.init.shared::cta.b32 [%rd1], 1;",
         "wgmma.fence.sync;",
     ] {
         let ptx = format!(

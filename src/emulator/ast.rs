@@ -78,6 +78,8 @@ pub enum Operand {
     Vec(Vec<Operand>),
     /// `[base+off]`; base is a register or symbol name, or absent for `[imm]`.
     Addr(Option<String>, i64),
+    /// `[map, {c0, c1, ..}]`: a tensor map address and tensor coordinates (TMA copies).
+    TensorAddr(String, Vec<Operand>),
     /// `d|p` destination pair of `setp`/`shfl`.
     Pair(String, String),
     /// `!p` negated predicate source.

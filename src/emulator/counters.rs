@@ -24,6 +24,11 @@
 //!   32 banks (same word = broadcast, no conflict). The **ideal** is, per phase,
 //!   ceil(distinct words / 32). needed / ideal is the bank-conflict factor.
 //! * **barriers**: completed CTA barrier generations (`bar.sync`/`barrier.sync`), summed over CTAs.
+//! * **mbarrier phases**: completed mbarrier phases, summed over CTAs.
+//! * **TMA bytes loaded / stored**: bytes the bulk and tensor copies (`cp.async.bulk*`) move:
+//!   a load counts its whole box (out-of-bounds fill included, as its transaction bytes do), a
+//!   store the bytes it writes to global memory. The global bytes they read or write in bounds
+//!   are also in the global load/store bytes and sectors.
 
 use std::fmt;
 
@@ -49,6 +54,9 @@ pub struct Counters {
     pub shared_wavefronts: u64,
     pub shared_wavefronts_ideal: u64,
     pub barriers: u64,
+    pub mbarrier_phases: u64,
+    pub tma_load_bytes: u64,
+    pub tma_store_bytes: u64,
     /// Warp-instructions per PTX source line, ascending by line (lines never executed omitted).
     pub per_line: Vec<(u32, u64)>,
 }
@@ -106,6 +114,9 @@ impl Counters {
                 self.shared_wavefronts_ideal,
             ),
             ("barriers".to_string(), self.barriers),
+            ("mbarrier phases".to_string(), self.mbarrier_phases),
+            ("TMA bytes loaded".to_string(), self.tma_load_bytes),
+            ("TMA bytes stored".to_string(), self.tma_store_bytes),
         ]);
         r
     }
@@ -137,6 +148,9 @@ pub(crate) struct RawCounters {
     pub wavefronts: u64,
     pub wavefronts_ideal: u64,
     pub barriers: u64,
+    pub mbar_phases: u64,
+    pub tma_load: u64,
+    pub tma_store: u64,
     pub threads: u64,
     pub ctas: u64,
 }
@@ -166,6 +180,9 @@ impl RawCounters {
         self.wavefronts += o.wavefronts;
         self.wavefronts_ideal += o.wavefronts_ideal;
         self.barriers += o.barriers;
+        self.mbar_phases += o.mbar_phases;
+        self.tma_load += o.tma_load;
+        self.tma_store += o.tma_store;
         self.threads += o.threads;
         self.ctas += o.ctas;
     }
@@ -199,6 +216,9 @@ impl RawCounters {
             shared_wavefronts: self.wavefronts,
             shared_wavefronts_ideal: self.wavefronts_ideal,
             barriers: self.barriers,
+            mbarrier_phases: self.mbar_phases,
+            tma_load_bytes: self.tma_load,
+            tma_store_bytes: self.tma_store,
             per_line: per_line.into_iter().collect(),
         }
     }

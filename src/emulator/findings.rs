@@ -39,6 +39,26 @@ pub enum FindingKind {
     WgmmaAccumulatorBeforeWait,
     /// A read of shared memory nobody has written in this launch.
     UninitSharedRead,
+    /// A read of the destination of a bulk/tensor (TMA) copy before the mbarrier phase the
+    /// copy completes on has completed.
+    BulkReadBeforeComplete,
+    /// A write to the destination of a bulk/tensor (TMA) copy (or a second copy to it) before
+    /// the mbarrier phase the first copy completes on has completed.
+    BulkWriteBeforeComplete,
+    /// A write to the shared-memory source of a bulk/tensor store before
+    /// `cp.async.bulk.wait_group.read` covered it.
+    BulkStoreSourceOverwritten,
+    /// A bulk/tensor store reads shared memory written by the generic proxy with no
+    /// `fence.proxy.async` in between.
+    MissingProxyFence,
+    /// An mbarrier used against the PTX ISA rules: not initialised, accessed by plain loads or
+    /// stores, more arrivals than pending, tx-count out of range, a bad state token.
+    MbarrierMisuse,
+    /// A TMA instruction whose tensor-map operand does not hold a valid tensor map, or whose
+    /// coordinates do not match its rank.
+    TensorMapInvalid,
+    /// `mapa` to a CTA rank outside the (one-CTA) cluster.
+    InvalidClusterRank,
     /// Threads reach a warp collective in different places, with different masks, or a member
     /// exited or is predicated off.
     DivergentCollective,
@@ -74,6 +94,21 @@ impl FindingKind {
                 "wgmma accumulator or A register accessed before wait_group"
             }
             FindingKind::UninitSharedRead => "uninitialised shared read",
+            FindingKind::BulkReadBeforeComplete => {
+                "bulk/TMA destination read before its mbarrier phase completed"
+            }
+            FindingKind::BulkWriteBeforeComplete => {
+                "bulk/TMA destination written before its mbarrier phase completed"
+            }
+            FindingKind::BulkStoreSourceOverwritten => {
+                "bulk store source overwritten before wait_group.read"
+            }
+            FindingKind::MissingProxyFence => {
+                "generic-proxy write read by a bulk store without fence.proxy.async"
+            }
+            FindingKind::MbarrierMisuse => "mbarrier misuse",
+            FindingKind::TensorMapInvalid => "invalid tensor map",
+            FindingKind::InvalidClusterRank => "cluster rank out of range",
             FindingKind::DivergentCollective => "divergent warp collective",
             FindingKind::DivergentBarrier => "divergent barrier",
             FindingKind::BarrierWithExitedThreads => "barrier with exited threads",

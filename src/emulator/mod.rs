@@ -31,11 +31,14 @@
 //!   per family: `int.rs`, `float.rs`, `sfu.rs`, `convert.rs`, `compare.rs` (per-lane
 //!   arithmetic over `lanes.rs`), `mem.rs` (memory instructions and their checks),
 //!   `async_copy.rs` (`cp.async`), `sync.rs` (barriers: the `Waitable` abstraction used by
-//!   stall resolution and race-checker epochs), `collective.rs` (warp collectives),
-//!   `tensor.rs` (`mma` fragment layouts, `ldmatrix`, `stmatrix`) and `wgmma.rs` (warpgroup
-//!   MMA and its asynchronous commit/wait groups).
+//!   stall resolution and race-checker epochs), `mbarrier.rs` (mbarrier objects, their phases
+//!   as waitables), `bulk.rs` (bulk and tensor/TMA copies, bulk groups, proxy fences, `mapa`),
+//!   `collective.rs` (warp collectives), `tensor.rs` (`mma` fragment layouts, `ldmatrix`,
+//!   `stmatrix`) and `wgmma.rs` (warpgroup MMA and its asynchronous commit/wait groups).
 //! * `matrix_desc.rs`: the public wgmma shared-memory matrix descriptor (encode/decode) and the
 //!   swizzled shared-memory layouts it describes.
+//! * `tensormap.rs`: the public [`TensorMap`] encoder (the fields of `cuTensorMapEncodeTiled`
+//!   into our own documented 128-byte layout) and its device-side decoder.
 //! * `memory.rs` (global memory), `shared.rs` (shared memory + shadow state for the checks).
 //! * `findings.rs`, `counters.rs`: what a launch reports.
 //! * `device.rs`: the public backend API.
@@ -58,8 +61,18 @@
 //!   others run; a module with no loadable entry fails `Module::parse`.
 //! * `call` to a `.func` is inlined at the call site with its own register scope and local
 //!   frame (recursion is rejected at load time).
-//! * Hopper: `elect.sync`, one-CTA cluster registers, `griddepcontrol` and `setmaxnreg` are
-//!   implemented; `mbarrier`, TMA (`cp.async.bulk*`), `wgmma` and `stmatrix` are not yet.
+//! * Hopper: `elect.sync`, one-CTA cluster registers and `mapa`, `griddepcontrol`,
+//!   `setmaxnreg`, `mbarrier` (phases, arrival and tx-counts; `try_wait` parks the thread, a
+//!   wait that can never complete is a deadlock finding), bulk and tensor (TMA) copies through
+//!   tensor maps encoded with [`TensorMap::encode_tiled`] (swizzle, out-of-bounds fill, bulk
+//!   groups) and `fence.proxy.async` are implemented. A kernel taking a `CUtensorMap`
+//!   parameter gets the 128 bytes of [`TensorMap::as_bytes`] in its parameter buffer.
+//! * Asynchronous proxy checks: a bulk/TMA load lands when a thread waits on its mbarrier (or
+//!   nothing else can run), and its bytes are readable only once that mbarrier phase completed;
+//!   reading them earlier, overwriting a bulk store's source before `wait_group.read`, a bulk
+//!   store of generic-proxy writes without `fence.proxy.async`, and plain accesses to an
+//!   mbarrier object are findings. Every completed mbarrier phase is a race-checker epoch, like
+//!   a barrier.
 
 mod ast;
 mod counters;
@@ -75,6 +88,7 @@ mod parser;
 mod program;
 mod shared;
 mod softfloat;
+mod tensormap;
 mod types;
 
 pub use counters::Counters;
@@ -86,6 +100,10 @@ pub use findings::{Finding, FindingKind};
 pub use memory::POISON;
 pub use program::Class;
 pub use softfloat::Rnd;
+pub use tensormap::{
+    TensorMap, TensorMapError, TiledTensorMap, TmaDataType, TmaInterleave, TmaL2Promotion,
+    TmaOobFill, TmaSwizzle, TENSOR_MAP_ALIGN, TENSOR_MAP_BYTES,
+};
 
 /// Rounding helpers exposed for tests that compute expected results independently.
 pub mod rounding {

@@ -495,6 +495,17 @@ impl<'a> Parser<'a> {
                     }
                     _ => (None, self.signed_int()?),
                 };
+                if let (Some(map), true) = (&base, self.is_punct(',')) {
+                    // `[tensorMap, {coords}]` of the tensor copies.
+                    self.pos += 1;
+                    let map = map.clone();
+                    let coords = match self.operand()? {
+                        Operand::Vec(v) => v,
+                        _ => return self.err("expected `{coordinates}` after the tensor map"),
+                    };
+                    self.expect_punct(']')?;
+                    return Ok(Operand::TensorAddr(map, coords));
+                }
                 while !self.is_punct(']') {
                     if self.eat_punct('+') {
                         off = off.wrapping_add(self.signed_int()?);

@@ -587,6 +587,9 @@ pub enum Op {
     Clock {
         d: R,
     },
+    /// mbarrier, cluster addressing, bulk and tensor (TMA) copies: the asynchronous-proxy
+    /// family (`exec/bulk.rs`, `exec/mbarrier.rs`).
+    Async(AsyncOp),
     Nop,
 }
 
@@ -618,6 +621,102 @@ pub struct WgmmaOp {
     /// A / B stored MN-major (imm-trans = 1) instead of K-major.
     pub trans_a: bool,
     pub trans_b: bool,
+}
+
+/// What an `mbarrier` instruction does (PTX ISA "Parallel Synchronization and Communication
+/// Instructions: mbarrier").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MbarK {
+    Init,
+    Inval,
+    /// `arrive`/`arrive_drop`, optionally `.expect_tx` first; `.noComplete` must not complete
+    /// the phase.
+    Arrive {
+        expect_tx: bool,
+        drop: bool,
+        no_complete: bool,
+    },
+    ExpectTx,
+    CompleteTx,
+    /// `test_wait` (never blocks) or `try_wait` (suspends until the phase completes or the
+    /// emulator times it out), with a state token or a phase parity.
+    Wait {
+        parity: bool,
+        try_wait: bool,
+    },
+    /// `mbarrier.pending_count`: arrivals still pending, from a state token.
+    PendingCount,
+}
+
+/// The kind of a tensor copy (`cp.async.bulk.tensor` / `cp.async.bulk.prefetch.tensor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TmaK {
+    /// global -> shared, completing bytes on an mbarrier.
+    Load,
+    /// shared -> global, in a bulk async-group.
+    Store,
+    /// global -> L2: validated, no effect.
+    Prefetch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AsyncOp {
+    Mbar {
+        k: MbarK,
+        /// State token / wait predicate / pending count destination (`NONE` for none).
+        d: R,
+        addr: Addr,
+        /// The address is generic (no state space given).
+        generic: bool,
+        /// Count / tx-count / state / parity operand (`NONE` when absent).
+        a: R,
+        /// tx-count of `arrive.expect_tx` (`NONE` when absent).
+        b: R,
+    },
+    /// `mapa`: the address of the same shared variable in cluster CTA `rank` (clusters have
+    /// one CTA, so rank 0 maps to itself).
+    Mapa {
+        d: R,
+        a: R,
+        rank: R,
+    },
+    /// `cp.async.bulk.tensor.Nd` / `cp.async.bulk.prefetch.tensor.Nd` with `[map, {coords}]`.
+    Tma {
+        k: TmaK,
+        dims: u8,
+        /// Shared-memory box (destination of a load, source of a store).
+        smem: Addr,
+        /// Generic address of the tensor map.
+        map: R,
+        coords: [R; 5],
+        mbar: Addr,
+    },
+    /// `cp.async.bulk` of `size` contiguous bytes: global -> shared with an mbarrier
+    /// (`load`), or shared -> global in a bulk async-group.
+    BulkCopy {
+        load: bool,
+        dst: Addr,
+        src: Addr,
+        size: R,
+        mbar: Addr,
+    },
+    BulkCommit,
+    /// `cp.async.bulk.wait_group{.read} n`.
+    BulkWait {
+        n: u32,
+        read: bool,
+    },
+    /// `fence.proxy.async{.shared::cta,.global}`: orders generic-proxy writes before later
+    /// async-proxy accesses (`shared` = the variant covers shared memory).
+    FenceProxyAsync {
+        shared: bool,
+    },
+    /// `prefetch{.param,.const}.tensormap [a]`: validated, no effect. The generic address of
+    /// the map is the lane's address plus `window` (the param window for `.param`).
+    PrefetchTensorMap {
+        addr: Addr,
+        window: u64,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -1,6 +1,10 @@
 //! One CTA's shared memory plus its shadow state for the checks:
-//! * per byte, whether it was ever written (uninitialised-read check) or is the destination of a
-//!   `cp.async` that has not completed yet (cp.async hazard check);
+//! * per byte, whether it was ever written (uninitialised-read check), is the destination of a
+//!   `cp.async` that has not completed yet (cp.async hazard check), the destination of a bulk /
+//!   tensor (TMA) copy whose mbarrier phase has not completed, or an mbarrier object (which only
+//!   `mbarrier` instructions may touch); plus two flags for the asynchronous proxy: written by
+//!   the generic proxy since the last `fence.proxy.async` (a TMA store reading it is a hazard),
+//!   and source of a bulk store not yet waited for with `cp.async.bulk.wait_group.read`;
 //! * per byte, the last writer and the last reader(s) stamped with the CTA's barrier epoch
 //!   (racecheck). Two accesses race when they touch the same byte in the same epoch (no barrier
 //!   completed in between), come from different warps, and at least one is a write. Accesses
@@ -16,6 +20,15 @@
 pub const UNINIT: u8 = 0;
 pub const INIT: u8 = 1;
 pub const PENDING: u8 = 2;
+/// Destination of a bulk/TMA copy in flight, or landed before its mbarrier phase completed.
+pub const BULK: u8 = 3;
+/// Part of an initialised mbarrier object.
+pub const MBAR: u8 = 4;
+const KIND: u8 = 0x3F;
+/// Written by the generic proxy since the last `fence.proxy.async`.
+const DIRTY: u8 = 0x40;
+/// Source of a bulk store whose reads were not waited for.
+const STORE_SRC: u8 = 0x80;
 
 const MULTI: u64 = 0xFFFF;
 
@@ -32,6 +45,14 @@ pub enum Hazard {
     Uninit,
     /// A write to a shared-memory operand of a `wgmma.mma_async` still in flight.
     WgmmaOperandWrite,
+    /// Read of a bulk/TMA copy destination before its mbarrier phase completed.
+    BulkPendingRead,
+    /// Write to a bulk/TMA copy destination before its mbarrier phase completed.
+    BulkPendingWrite,
+    /// Write to the source of a bulk store before `cp.async.bulk.wait_group.read`.
+    StoreSourceWrite,
+    /// A plain access to an mbarrier object.
+    MbarAccess,
 }
 
 pub struct SharedMem {
@@ -87,10 +108,16 @@ impl SharedMem {
         let warp = tid / 32;
         let mut hz = None;
         for b in off..off + len {
-            match self.state[b] {
+            match self.state[b] & KIND {
                 INIT => {}
                 PENDING => {
                     hz.get_or_insert(Hazard::PendingRead);
+                }
+                BULK => {
+                    hz.get_or_insert(Hazard::BulkPendingRead);
+                }
+                MBAR => {
+                    hz.get_or_insert(Hazard::MbarAccess);
                 }
                 _ => {
                     if self.check_uninit {
@@ -140,10 +167,24 @@ impl SharedMem {
             hz = Some(h);
         }
         for b in off..off + len {
-            if self.state[b] == PENDING && !completing {
-                hz.get_or_insert(Hazard::PendingWrite);
+            let st = self.state[b];
+            match st & KIND {
+                PENDING if !completing => {
+                    hz.get_or_insert(Hazard::PendingWrite);
+                }
+                BULK => {
+                    hz.get_or_insert(Hazard::BulkPendingWrite);
+                }
+                MBAR => {
+                    hz.get_or_insert(Hazard::MbarAccess);
+                }
+                _ => {}
             }
-            self.state[b] = INIT;
+            if st & STORE_SRC != 0 {
+                hz.get_or_insert(Hazard::StoreSourceWrite);
+            }
+            // A generic-proxy write (`cp.async` included).
+            self.state[b] = INIT | DIRTY | (st & STORE_SRC);
             if !self.check_races {
                 continue;
             }
@@ -170,12 +211,117 @@ impl SharedMem {
     pub fn mark_pending(&mut self, off: usize, len: usize) -> Option<Hazard> {
         let mut hz = None;
         for b in off..off + len {
-            if self.state[b] == PENDING {
+            let st = self.state[b];
+            if st & KIND == PENDING {
                 hz = Some(Hazard::PendingWrite);
             }
-            self.state[b] = PENDING;
+            self.state[b] = PENDING | (st & !KIND);
         }
         hz
+    }
+
+    /// Marks `[off, off+len)` as the destination of a bulk/TMA copy just issued; returns a
+    /// hazard if a copy is already in flight there (or it is an mbarrier).
+    pub fn bulk_mark(&mut self, off: usize, len: usize) -> Option<Hazard> {
+        let mut hz = None;
+        for b in off..off + len {
+            let st = self.state[b];
+            match st & KIND {
+                PENDING | BULK => hz = Some(Hazard::BulkPendingWrite),
+                MBAR => hz = Some(Hazard::MbarAccess),
+                _ => {}
+            }
+            if st & STORE_SRC != 0 {
+                hz = Some(Hazard::StoreSourceWrite);
+            }
+            // An async-proxy write: it does not need a proxy fence before a TMA store.
+            self.state[b] = BULK | (st & STORE_SRC);
+        }
+        hz
+    }
+
+    /// Records the landing of a bulk/TMA copy issued by `tid` for the race checker (a write
+    /// in the current epoch); the bytes stay `BULK` until [`SharedMem::bulk_release`].
+    pub fn bulk_land(&mut self, off: usize, len: usize, tid: u32) -> Option<Hazard> {
+        if !self.check_races {
+            return None;
+        }
+        let ep = self.ep();
+        let warp = tid / 32;
+        let mut hz = None;
+        for b in off..off + len {
+            let s = self.shadow[b];
+            let rt = (s >> 32) & 0xFFFF;
+            if rt != 0 && s >> 48 == ep && (rt == MULTI || (rt - 1) as u32 / 32 != warp) {
+                hz.get_or_insert(Hazard::War(if rt == MULTI {
+                    None
+                } else {
+                    Some((rt - 1) as u32)
+                }));
+            }
+            self.shadow[b] = (tid as u64 + 1) | (ep << 16);
+        }
+        hz
+    }
+
+    /// The mbarrier phase a bulk/TMA copy completed on has completed: its bytes are readable.
+    pub fn bulk_release(&mut self, off: usize, len: usize) {
+        for b in off..off + len {
+            if self.state[b] & KIND == BULK {
+                self.state[b] = INIT | (self.state[b] & !KIND);
+            }
+        }
+    }
+
+    /// Checks a bulk store's read of `[off, off+len)` by thread `tid` and marks the bytes as
+    /// its source until `wait_group.read`. Returns the read hazard and whether a byte was
+    /// written by the generic proxy after the last `fence.proxy.async`.
+    pub fn store_source(&mut self, off: usize, len: usize, tid: u32) -> (Option<Hazard>, bool) {
+        let hz = self.read_check(off, len, tid);
+        let mut dirty = false;
+        for b in off..off + len {
+            dirty |= self.state[b] & DIRTY != 0;
+            self.state[b] |= STORE_SRC;
+        }
+        (hz, dirty)
+    }
+
+    /// The bulk store reading `[off, off+len)` has finished reading.
+    pub fn clear_store_source(&mut self, off: usize, len: usize) {
+        for b in off..off + len {
+            self.state[b] &= !STORE_SRC;
+        }
+    }
+
+    /// `fence.proxy.async` on shared memory: every generic-proxy write so far is ordered before
+    /// later async-proxy accesses. (Any thread's fence clears every byte: this can hide a
+    /// missing fence in another thread, never report one that is there.)
+    pub fn fence_proxy_async(&mut self) {
+        for s in self.state.iter_mut() {
+            *s &= !DIRTY;
+        }
+    }
+
+    /// `mbarrier.init` at `off`: the 8 bytes become an mbarrier object. Returns a hazard when
+    /// an async copy is still writing them.
+    pub fn mbar_mark(&mut self, off: usize) -> Option<Hazard> {
+        let mut hz = None;
+        for b in off..off + 8 {
+            if matches!(self.state[b] & KIND, PENDING | BULK) {
+                hz = Some(Hazard::BulkPendingWrite);
+            }
+            self.state[b] = MBAR;
+        }
+        hz
+    }
+
+    /// `mbarrier.inval`: the 8 bytes are ordinary (initialised) memory again.
+    pub fn mbar_clear(&mut self, off: usize) {
+        for b in off..off + 8 {
+            if self.state[b] & KIND == MBAR {
+                self.state[b] = INIT;
+            }
+        }
     }
 }
 
@@ -185,10 +331,17 @@ impl SharedMem {
     pub fn atomic_touch(&mut self, off: usize, len: usize) -> Option<Hazard> {
         let mut hz = self.wgmma_operand_hazard(off, len);
         for b in off..off + len {
-            if self.state[b] == PENDING {
-                hz = Some(Hazard::PendingWrite);
+            let st = self.state[b];
+            match st & KIND {
+                PENDING => hz = Some(Hazard::PendingWrite),
+                BULK => hz = Some(Hazard::BulkPendingWrite),
+                MBAR => hz = Some(Hazard::MbarAccess),
+                _ => {}
             }
-            self.state[b] = INIT;
+            if st & STORE_SRC != 0 {
+                hz = Some(Hazard::StoreSourceWrite);
+            }
+            self.state[b] = INIT | DIRTY | (st & STORE_SRC);
         }
         hz
     }
@@ -266,6 +419,40 @@ mod tests {
         assert_eq!(s.atomic_touch(16, 4), Some(Hazard::WgmmaOperandWrite));
         s.wgmma_unmark(16, 8);
         assert_eq!(s.write_check(16, 8, 0, false), None);
+    }
+
+    #[test]
+    fn async_proxy_states() {
+        let mut s = SharedMem::new(64);
+        // A TMA destination: unreadable and unwritable until its phase completes.
+        assert_eq!(s.bulk_mark(0, 16), None);
+        assert_eq!(s.read_check(4, 4, 0), Some(Hazard::BulkPendingRead));
+        assert_eq!(
+            s.write_check(8, 4, 0, false),
+            Some(Hazard::BulkPendingWrite)
+        );
+        assert_eq!(s.bulk_mark(0, 16), Some(Hazard::BulkPendingWrite));
+        assert_eq!(s.bulk_land(0, 16, 0), None);
+        s.bulk_release(0, 16);
+        s.next_epoch();
+        assert_eq!(s.read_check(0, 16, 40), None);
+        // Generic writes need a proxy fence before a bulk store reads them; the store's source
+        // must not be overwritten until released.
+        s.write_check(16, 16, 0, false);
+        assert_eq!(s.store_source(16, 16, 0), (None, true));
+        assert_eq!(
+            s.write_check(20, 4, 0, false),
+            Some(Hazard::StoreSourceWrite)
+        );
+        s.clear_store_source(16, 16);
+        s.fence_proxy_async();
+        assert_eq!(s.store_source(16, 16, 0), (None, false));
+        // An mbarrier object is off limits to plain accesses until invalidated.
+        assert_eq!(s.mbar_mark(32), None);
+        assert_eq!(s.read_check(32, 8, 0), Some(Hazard::MbarAccess));
+        assert_eq!(s.atomic_touch(32, 4), Some(Hazard::MbarAccess));
+        s.mbar_clear(32);
+        assert_eq!(s.write_check(32, 8, 0, false), None);
     }
 
     #[test]

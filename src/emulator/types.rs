@@ -116,7 +116,8 @@ impl Space {
     pub fn parse(s: &str) -> Option<Space> {
         Some(match s {
             "global" => Space::Global,
-            "shared" | "shared::cta" => Space::Shared,
+            // Clusters have one CTA, so a shared::cluster address is one of the own CTA.
+            "shared" | "shared::cta" | "shared::cluster" => Space::Shared,
             "local" => Space::Local,
             "param" | "param::entry" | "param::func" => Space::Param,
             "const" => Space::Const,

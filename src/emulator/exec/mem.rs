@@ -49,6 +49,10 @@ pub(super) fn hazard_finding(env: &mut Env, pc: u32, tid: u32, off: u64, h: Haza
         Hazard::PendingWrite => (FindingKind::CpAsyncWriteBeforeWait, None),
         Hazard::Uninit => (FindingKind::UninitSharedRead, None),
         Hazard::WgmmaOperandWrite => (FindingKind::WgmmaOperandWriteBeforeWait, None),
+        Hazard::BulkPendingRead => (FindingKind::BulkReadBeforeComplete, None),
+        Hazard::BulkPendingWrite => (FindingKind::BulkWriteBeforeComplete, None),
+        Hazard::StoreSourceWrite => (FindingKind::BulkStoreSourceOverwritten, None),
+        Hazard::MbarAccess => (FindingKind::MbarrierMisuse, None),
     };
     env.report(kind, pc, tid, Some(off), other, || match h {
         Hazard::War(None) => {
@@ -65,6 +69,18 @@ pub(super) fn hazard_finding(env: &mut Env, pc: u32, tid: u32, off: u64, h: Haza
         Hazard::WgmmaOperandWrite => {
             "a wgmma.mma_async reading this operand has not been waited for (wgmma.wait_group)"
                 .to_string()
+        }
+        Hazard::BulkPendingRead => {
+            "the mbarrier phase the bulk/TMA copy into it completes on has not completed (wait with mbarrier.try_wait first)".to_string()
+        }
+        Hazard::BulkPendingWrite => {
+            "a bulk/TMA copy into it is in flight (its mbarrier phase has not completed)".to_string()
+        }
+        Hazard::StoreSourceWrite => {
+            "a bulk/TMA store still reads it (cp.async.bulk.wait_group.read not executed)".to_string()
+        }
+        Hazard::MbarAccess => {
+            "an mbarrier object is accessed by a plain load/store/atomic (only mbarrier instructions may touch it until mbarrier.inval)".to_string()
         }
     });
 }

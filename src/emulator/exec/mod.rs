@@ -7,17 +7,21 @@
 //! re-picks the lowest-PC group; when the running group reaches the PC where other lanes wait,
 //! they merge back in. Collectives block: a group reaching `shfl`/`vote`/`mma`/`ldmatrix`/
 //! `bar.warp.sync` without all required lanes waits until the others arrive; `bar.sync` waits on
-//! a [`Waitable`] (`sync.rs`). When nothing can run, the stall is resolved: a waitable missing
-//! only exited threads completes (with a finding), a collective whose members cannot all arrive
-//! is forced (with a finding), and otherwise the CTA is reported as deadlocked and abandoned. Nothing ever hangs.
+//! a [`Waitable`] (`sync.rs`), and so does `mbarrier.try_wait` (`mbarrier.rs`). When nothing
+//! can run, the stall is resolved: in-flight bulk/TMA copies land or mbarrier waits time out
+//! (`mbarrier.rs`), a waitable missing only exited threads completes (with a finding), a
+//! collective whose members cannot all arrive is forced (with a finding), and otherwise the CTA
+//! is reported as deadlocked and abandoned. Nothing ever hangs.
 
 mod async_copy;
+mod bulk;
 mod collective;
 mod compare;
 mod convert;
 mod float;
 mod int;
 mod lanes;
+mod mbarrier;
 mod mem;
 mod sfu;
 mod sync;
@@ -92,6 +96,8 @@ pub(crate) struct Env<'a> {
     pub cnt: RawCounters,
     /// Barriers and other waitables of the CTA.
     pub waits: Waitables,
+    /// In-flight bulk/TMA copies and bulk async-groups (`bulk.rs`).
+    pub async_proxy: bulk::AsyncProxy,
     pub nthreads: u32,
     pub exited_threads: u32,
     pub abort: bool,
@@ -253,6 +259,7 @@ pub(crate) fn run_cta(ctx: &LaunchCtx, cta: [u32; 3]) -> (FindingSink, RawCounte
         findings: FindingSink::default(),
         cnt,
         waits: Waitables::new(),
+        async_proxy: bulk::AsyncProxy::default(),
         nthreads,
         exited_threads: 0,
         abort: false,
@@ -273,7 +280,7 @@ pub(crate) fn run_cta(ctx: &LaunchCtx, cta: [u32; 3]) -> (FindingSink, RawCounte
             if run_warp(&mut warps[wi], &mut env) > 0 {
                 progressed = true;
             }
-            if let Some(wt) = env.waits.take_completion() {
+            while let Some(wt) = env.waits.take_completion() {
                 sync::release(&mut warps, &mut env, wt);
             }
             if env.abort {
@@ -381,6 +388,10 @@ fn new_warp(
 
 /// Nothing could run: resolve the stall or give up on the CTA. Returns false to stop.
 fn resolve_stall(warps: &mut [Warp], env: &mut Env) -> bool {
+    // In-flight bulk copies land; mbarrier try_waits time out.
+    if mbarrier::at_stall(warps, env) {
+        return true;
+    }
     // A waitable that only misses exited threads.
     if sync::release_if_only_exited_missing(warps, env) {
         return true;
@@ -882,6 +893,7 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 }
                 w.next();
             }
+            Op::Async(op) => bulk::exec_async(w, env, pc, active, op),
             Op::Nop => w.next(),
         }
     }

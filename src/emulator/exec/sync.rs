@@ -1,11 +1,12 @@
 //! Barrier and synchronisation family, built on one abstraction: a [`Waitable`] is something
-//! lanes block on until it completes. Today that is a CTA barrier (`bar.sync 0` /
-//! `__syncthreads`) or a named barrier with a thread count (`bar.sync id, n` / `bar.arrive`);
-//! warpgroup and mbarrier-phase waits are further variants. The scheduler asks [`Waitables`]
+//! lanes block on until it completes: a CTA barrier (`bar.sync 0` / `__syncthreads`), a named
+//! barrier with a thread count (`bar.sync id, n` / `bar.arrive`), or one phase of an mbarrier
+//! object (`mbarrier.try_wait`, state in `mbarrier.rs`). The scheduler asks [`Waitables`]
 //! which lanes a completion releases; stall resolution asks which waitables are pending and can
 //! only complete because threads exited; the race checker starts a new epoch whenever a
 //! waitable that orders shared memory among its participants completes.
 
+use super::mbarrier::Mbars;
 use super::{lanes, Env, Warp};
 use crate::emulator::findings::FindingKind;
 use crate::emulator::program::*;
@@ -18,6 +19,8 @@ pub const NUM_BARRIERS: usize = 16;
 pub(crate) enum Waitable {
     /// Barrier `id` (0..15) of the CTA, CTA-wide or named with a thread count.
     Barrier(u8),
+    /// Phase number `phase` of the mbarrier object at shared-memory offset `off`.
+    Mbar { off: u32, phase: u32 },
 }
 
 impl Waitable {
@@ -28,6 +31,8 @@ impl Waitable {
     fn orders_shared_memory(self) -> bool {
         match self {
             Waitable::Barrier(_) => true,
+            // Producer/consumer pipelines order their shared-memory reuse with mbarriers only.
+            Waitable::Mbar { .. } => true,
         }
     }
 }
@@ -44,31 +49,44 @@ struct BarState {
 /// What every waitable of one CTA has seen so far.
 pub(crate) struct Waitables {
     bars: [BarState; NUM_BARRIERS],
-    /// A waitable that completed and whose waiters the scheduler must release.
-    completed: Option<Waitable>,
+    /// Waitables that completed and whose waiters the scheduler must release, in order.
+    completed: Vec<Waitable>,
+    /// The CTA's mbarrier objects.
+    pub mbars: Mbars,
 }
 
 impl Waitables {
     pub fn new() -> Self {
         Waitables {
             bars: [BarState::default(); NUM_BARRIERS],
-            completed: None,
+            completed: Vec::new(),
+            mbars: Mbars::default(),
         }
     }
 
     /// Whether a completion is waiting to be released (the running warp yields).
     #[inline]
     pub fn has_completion(&self) -> bool {
-        self.completed.is_some()
+        !self.completed.is_empty()
     }
 
     pub fn take_completion(&mut self) -> Option<Waitable> {
-        self.completed.take()
+        if self.completed.is_empty() {
+            None
+        } else {
+            Some(self.completed.remove(0))
+        }
+    }
+
+    /// Queues the completion of `wt` for the scheduler to release.
+    pub fn complete(&mut self, wt: Waitable) {
+        self.completed.push(wt);
     }
 
     fn reset(&mut self, wt: Waitable) {
         match wt {
             Waitable::Barrier(id) => self.bars[id as usize] = BarState::default(),
+            Waitable::Mbar { .. } => {}
         }
     }
 
@@ -147,15 +165,19 @@ pub(super) fn exec_bar(
         w.next();
     }
     if complete {
-        env.waits.completed = Some(Waitable::Barrier(bid));
+        env.waits.complete(Waitable::Barrier(bid));
     }
 }
 
 /// Completes `wt`: every lane waiting on it moves past the instruction it waits at.
 pub(super) fn release(warps: &mut [Warp], env: &mut Env, wt: Waitable) {
+    let prog = env.ctx.prog;
     for w in warps.iter_mut() {
         for l in lanes(w.bar_wait) {
             if w.waiting_on[l] == wt {
+                if let Waitable::Mbar { .. } = wt {
+                    super::mbarrier::on_release(w, prog, l);
+                }
                 w.bar_wait &= !(1 << l);
                 w.pcs[l] += 1;
             }
@@ -164,6 +186,7 @@ pub(super) fn release(warps: &mut [Warp], env: &mut Env, wt: Waitable) {
     env.waits.reset(wt);
     match wt {
         Waitable::Barrier(_) => env.cnt.barriers += 1,
+        Waitable::Mbar { .. } => env.cnt.mbar_phases += 1,
     }
     if wt.orders_shared_memory() {
         env.smem.next_epoch();
@@ -181,7 +204,9 @@ pub(super) fn release_if_only_exited_missing(warps: &mut [Warp], env: &mut Env) 
     let Some((wt, arrived, expected, pc, tid)) = found else {
         return false;
     };
-    let Waitable::Barrier(id) = wt;
+    let Waitable::Barrier(id) = wt else {
+        return false;
+    };
     env.report(
         FindingKind::BarrierWithExitedThreads,
         pc,
@@ -196,10 +221,14 @@ pub(super) fn release_if_only_exited_missing(warps: &mut [Warp], env: &mut Env) 
 
 /// Describes the pending waitables for a deadlock report.
 pub(super) fn describe_pending(env: &Env) -> Vec<String> {
-    env.waits
+    let mut v: Vec<String> = env
+        .waits
         .pending()
         .map(|(wt, arrived, expected, _, _)| match wt {
             Waitable::Barrier(id) => format!("barrier {id}: {arrived}/{expected} arrived"),
+            Waitable::Mbar { off, phase } => format!("mbarrier {off:#x} phase {phase}"),
         })
-        .collect()
+        .collect();
+    v.extend(env.waits.mbars.describe());
+    v
 }

@@ -23,6 +23,7 @@ impl Lowerer {
             "ld" | "ldu" | "st" => self.lower_ldst(i, base == "st", q),
             "atom" | "red" => self.lower_atom(i, base == "red", q),
             "cvta" => self.lower_cvta(i, q),
+            "mapa" | "getctarank" => self.lower_cluster_addr(base == "mapa", i, q),
             "createpolicy" => {
                 self.ops(i, 1)?;
                 q.one_of(&[("fractional", ()), ("range", ())]);
@@ -48,6 +49,43 @@ impl Lowerer {
                 self.push(i, Op::Nop, Class::MemGlobal)
             }
         }
+    }
+
+    /// `mapa{.shared::cluster}.{u32,u64} d, a, rank` (the address of the same variable in CTA
+    /// `rank`) and `getctarank{.shared::cluster}.{u32,u64} d, a` (the CTA owning `a`). Every
+    /// cluster has one CTA (PTX ISA "Cluster of Cooperative Thread Arrays"), so `mapa` to rank 0
+    /// is the identity (another rank is a finding) and `getctarank` is 0.
+    fn lower_cluster_addr(
+        &mut self,
+        mapa: bool,
+        i: &ast::Instr,
+        q: &mut Quals,
+    ) -> Result<(), EmuError> {
+        match q.space() {
+            None | Some(Space::Shared) => {}
+            Some(_) => return self.unsupported(&i.opcode),
+        }
+        let ty = match q.types().as_slice() {
+            [t @ (Ty::U32 | Ty::U64 | Ty::B32 | Ty::B64)] => *t,
+            _ => return self.bad("mapa/getctarank take .u32 or .u64"),
+        };
+        self.ops(i, if mapa { 3 } else { 2 })?;
+        let d = self.dst(&i.operands[0])?;
+        let a = self.src(&i.operands[1], ty)?;
+        if !mapa {
+            let zero = self.zero;
+            return self.push(
+                i,
+                Op::Mov {
+                    d,
+                    a: zero,
+                    mask: u64::MAX,
+                },
+                Class::Int,
+            );
+        }
+        let rank = self.src(&i.operands[2], Ty::U32)?;
+        self.push(i, Op::Async(AsyncOp::Mapa { d, a, rank }), Class::Int)
     }
 
     fn lower_cvta(&mut self, i: &ast::Instr, q: &mut Quals) -> Result<(), EmuError> {

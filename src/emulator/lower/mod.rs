@@ -11,8 +11,10 @@
 //! | `compare.rs`    | `setp`, `set`, `selp`, `slct`                                   |
 //! | `convert.rs`    | `cvt`                                                         |
 //! | `data.rs`       | `mov` (incl. pack/unpack, `%clock`)                            |
-//! | `memory.rs`     | `ld`, `st`, `atom`, `red`, `cvta`, prefetch and cache hints     |
+//! | `memory.rs`     | `ld`, `st`, `atom`, `red`, `cvta`, `mapa`, prefetch, cache hints |
 //! | `async_copy.rs` | `cp.async` and its groups                                      |
+//! | `bulk.rs`       | `cp.async.bulk*` (bulk and TMA copies), `prefetch.tensormap`   |
+//! | `mbarrier.rs`   | `mbarrier.*`                                                  |
 //! | `sync.rs`       | `bar`/`barrier`, `membar`/`fence`, `nanosleep`                 |
 //! | `warp.rs`       | `shfl`, `vote`, `match`, `redux`, `activemask`                 |
 //! | `tensor.rs`     | `mma`, `ldmatrix`, `stmatrix`                                 |
@@ -25,6 +27,7 @@
 //! does any opcode no family claims. Adding a family is a new file plus one dispatch line here.
 
 mod async_copy;
+mod bulk;
 mod call;
 mod compare;
 mod control;
@@ -32,6 +35,7 @@ mod convert;
 mod data;
 mod float;
 mod int;
+mod mbarrier;
 mod memory;
 mod quals;
 mod sfu;
@@ -646,9 +650,16 @@ impl Lowerer {
             "setp" | "set" => self.lower_setp(base == "set", i, &mut q),
             "selp" | "slct" => self.lower_select(base, i, &mut q),
             "cvt" => self.lower_cvt(i, &mut q),
+            "prefetch" if i.opcode.contains(".tensormap") => {
+                self.lower_prefetch_tensormap(i, &mut q)
+            }
             "ld" | "ldu" | "st" | "atom" | "red" | "cvta" | "prefetch" | "prefetchu"
-            | "discard" | "applypriority" | "createpolicy" => self.lower_memory(base, i, &mut q),
+            | "discard" | "applypriority" | "createpolicy" | "mapa" | "getctarank" => {
+                self.lower_memory(base, i, &mut q)
+            }
+            "cp" if i.opcode.starts_with("cp.async.bulk") => self.lower_bulk(i, &mut q),
             "cp" => self.lower_cp(i, &mut q),
+            "mbarrier" => self.lower_mbarrier(i, &mut q),
             "bar" | "barrier" | "membar" | "fence" | "nanosleep" | "pmevent" | "griddepcontrol"
             | "setmaxnreg" => self.lower_sync(base, i, &mut q),
             "shfl" | "vote" | "match" | "redux" | "activemask" | "elect" => {

@@ -19,6 +19,10 @@ impl Lowerer {
         let o = &i.operands;
         match base {
             "bar" | "barrier" => {
+                if q.at(0) == Some("cluster") {
+                    // Cluster-wide split barriers are not implemented.
+                    return self.unsupported(&i.opcode);
+                }
                 if q.has("warp") {
                     if !q.has("sync") {
                         return self.unsupported(&i.opcode);
@@ -46,6 +50,22 @@ impl Lowerer {
             "membar" => {
                 q.one_of(&[("cta", ()), ("gl", ()), ("sys", ())]);
                 self.push(i, Op::Nop, Class::Sync)
+            }
+            "fence" if q.at(0) == Some("proxy") && q.at(1) == Some("async") => {
+                // `fence.proxy.async{.shared::cta,.shared::cluster,.global}`: orders the
+                // generic proxy before the async proxy (the plain form covers every space).
+                q.has("proxy");
+                q.has("async");
+                let global = q.has("global");
+                let shared = q
+                    .take(|s| {
+                        matches!(s, "shared" | "shared::cta" | "shared::cluster").then_some(())
+                    })
+                    .is_some();
+                let op = AsyncOp::FenceProxyAsync {
+                    shared: shared || !global,
+                };
+                self.push(i, Op::Async(op), Class::Sync)
             }
             "fence" => {
                 // Thread fences order memory; the model is sequentially consistent. Proxy
