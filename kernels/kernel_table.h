@@ -61,20 +61,23 @@
  * named flashmha_fwd_sm75_<dtype>_d<head_dim>. K / V are register-staged into ONE shared stage,
  * so smem = Q tile + K + V = 2 * d * (block_m + 2 * block_n) bytes <= 65536 (sm_75's whole
  * 64 KiB per SM). One staged K or V tile (4 registers per 16-byte chunk per thread) is live next
- * to S and O, so tiles are smaller than on Ampere. Each is the largest with 0 spill bytes under
- * ptxas 13.5 sm_75 (registers 241 / 255 / 244 / 214 / 250 for d32 .. d128) and at most 32 KiB
- * of shared memory, so two CTAs (8 warps) share an SM. Rejected for spills (ptxas 13.5): d32
- * 128x128 (100 B), d80 128x64 (168 B), d96 128x32 (28 B), d128 128x32 (104 B) and 64x64 (8 B),
- * d256 64x32 (156 B) and 64x16 (88 B): there is no 0-spill d256 tile with 4 warps on sm_75, so
- * d256 is not offered there (a typed error). Kept alternatives with 0 spills: d96 128x16 and
- * d128 128x16 (two row blocks per warp but 16-key tiles: twice the barriers and softmax
- * passes per key).
+ * to S and O, so tiles are smaller than on Ampere. Each is among the largest with 0 spill bytes
+ * under ptxas 13.5 sm_75 (registers 241 / 255 / 244 / 214 / 252 for d32 .. d128). Rejected for
+ * spills: d32 128x128 (100 B), d80 128x64 (168 B), d96 128x32 (28 B), d128 128x32 (104 B) and
+ * 64x64 (8 B), d256 64x32 (156 B) and 64x16 (88 B): there is no 0-spill d256 tile with 4 warps
+ * on sm_75, so d256 is not offered there (a typed error). d128: 128x16 (two row blocks per warp,
+ * 40960 B: one CTA per SM) against 64x32 (one row block, 32768 B: two CTAs), modelled on T4
+ * (`flashmha bench --model t4 --dtype f16`, 1024 x 1024, hidden 2048): tensor 2143 us for both;
+ * DRAM 3775 against 7130 us when every K/V re-read is charged to DRAM (the model's upper bound:
+ * T4's 4 MB L2 holds the K/V of fewer heads than are in flight), so 56% against 30% of the
+ * tensor peak; smem 1231 / 1373, FP32 819 / 513, issue 1100 / 910 us: both tensor-bound when the
+ * re-reads hit L2. d96 keeps 64x32 (214 registers, 24576 B; 128x16 also has 0 spills).
  */
 #define FLASHMHA_FWD_KERNELS_SM75(X) \
     X(f16, 32, 128, 64, 4, 16384) \
     X(f16, 64, 128, 64, 4, 32768) \
     X(f16, 80, 128, 32, 4, 30720) \
     X(f16, 96, 64, 32, 4, 24576) \
-    X(f16, 128, 64, 32, 4, 32768)
+    X(f16, 128, 128, 16, 4, 40960)
 
 #endif /* FLASHMHA_KERNEL_TABLE_H */

@@ -19,6 +19,32 @@ unsafe fn backend<'a>(p: *const ffi::flashmha_context) -> Result<&'a CudaBackend
     unsafe { convert::deref(p.cast::<CudaBackend>(), "ctx") }
 }
 
+/// `flashmha_status flashmha_plan_create_for_context(const flashmha_context *ctx,
+/// const flashmha_shape *shape, flashmha_plan **out)`
+///
+/// # Safety
+/// `ctx` must be NULL or a live context handle, `shape` NULL or a valid `flashmha_shape`, `out`
+/// NULL or writable storage for one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn flashmha_plan_create_for_context(
+    ctx: *const ffi::flashmha_context,
+    shape: *const ffi::flashmha_shape,
+    out: *mut *mut ffi::flashmha_plan,
+) -> flashmha_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(CallError::InvalidArgument("out is NULL".into()));
+        }
+        // SAFETY: the caller's contract for each pointer.
+        let (ctx, shape) = unsafe { (backend(ctx)?, convert::deref(shape, "shape")?) };
+        let (dtype, shape) = convert::shape(shape)?;
+        let plan = Box::new(Plan::new_for(ctx.target(), dtype, &shape)?);
+        // SAFETY: `out` is non-NULL and, by the caller's contract, writable.
+        unsafe { out.write(Box::into_raw(plan).cast()) };
+        Ok(())
+    })
+}
+
 /// `flashmha_status flashmha_context_create(int32_t ordinal, flashmha_context **out)`
 ///
 /// # Safety

@@ -29,6 +29,7 @@ same_signature!(
     flashmha_version,
     flashmha_last_error_message,
     flashmha_plan_create,
+    flashmha_plan_create_for_context,
     flashmha_plan_destroy,
     flashmha_context_create,
     flashmha_context_destroy,

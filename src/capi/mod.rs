@@ -17,7 +17,10 @@ mod header_check;
 pub mod plan;
 pub mod status;
 
-pub use cuda::{flashmha_context_create, flashmha_context_destroy, flashmha_forward, flashmha_run};
+pub use cuda::{
+    flashmha_context_create, flashmha_context_destroy, flashmha_forward,
+    flashmha_plan_create_for_context, flashmha_run,
+};
 pub use emulate::{flashmha_emulate_forward, flashmha_emulate_run};
 pub use plan::{flashmha_plan_create, flashmha_plan_destroy, flashmha_version};
 pub use status::flashmha_last_error_message;

@@ -284,6 +284,11 @@ void check_errors() {
     // A NULL argument.
     expect_status(flashmha_plan_create(nullptr, &plan), FLASHMHA_ERR_INVALID_ARGUMENT,
                   "NULL shape");
+    // Planning for a context needs a live context: NULL is an invalid argument, not a crash.
+    shape = shape_of(Problem{kF16, false, false, 2, 2, 64, {0, 4}, {0, 4}});
+    expect_status(flashmha_plan_create_for_context(nullptr, &shape, &plan),
+                  FLASHMHA_ERR_INVALID_ARGUMENT, "plan for a NULL context");
+    if (plan != nullptr) fail("a plan was returned for a NULL context");
 
     // A buffer one element short of what the plan needs: caught by bind, before the kernel.
     p.heads_q = 2;
