@@ -32,16 +32,14 @@ pub unsafe extern "C" fn flashmha_plan_create_for_context(
     out: *mut *mut ffi::flashmha_plan,
 ) -> flashmha_status {
     guard(|| {
-        if out.is_null() {
-            return Err(CallError::InvalidArgument("out is NULL".into()));
-        }
         // SAFETY: the caller's contract for each pointer.
-        let (ctx, shape) = unsafe { (backend(ctx)?, convert::deref(shape, "shape")?) };
-        let (dtype, shape) = convert::shape(shape)?;
-        let plan = Box::new(Plan::new_for(ctx.target(), dtype, &shape)?);
-        // SAFETY: `out` is non-NULL and, by the caller's contract, writable.
-        unsafe { out.write(Box::into_raw(plan).cast()) };
-        Ok(())
+        unsafe {
+            super::plan::create_into(out, || {
+                let (ctx, shape) = (backend(ctx)?, convert::deref(shape, "shape")?);
+                let (dtype, shape) = convert::shape(shape)?;
+                Ok(Plan::new_for(ctx.target(), dtype, &shape)?)
+            })
+        }
     })
 }
 

@@ -65,17 +65,32 @@ pub unsafe extern "C" fn flashmha_plan_create(
     out: *mut *mut ffi::flashmha_plan,
 ) -> flashmha_status {
     guard(|| {
-        if out.is_null() {
-            return Err(CallError::InvalidArgument("out is NULL".into()));
+        // SAFETY: the caller's contract for `out` and `shape`.
+        unsafe {
+            create_into(out, || {
+                let (dtype, shape) = convert::shape(convert::deref(shape, "shape")?)?;
+                Ok(Plan::new(dtype, &shape)?)
+            })
         }
-        // SAFETY: the caller's contract for `shape`.
-        let shape = unsafe { convert::deref(shape, "shape") }?;
-        let (dtype, shape) = convert::shape(shape)?;
-        let plan = Box::new(Plan::new(dtype, &shape)?);
-        // SAFETY: `out` is non-NULL and, by the caller's contract, writable.
-        unsafe { out.write(Box::into_raw(plan).cast()) };
-        Ok(())
     })
+}
+
+/// Checks `out` (NULL is an invalid argument, and nothing is planned), plans with `make` and
+/// hands the plan out as a new handle in `*out`.
+///
+/// # Safety
+/// `out` must be NULL or point to writable storage for one pointer.
+pub(super) unsafe fn create_into(
+    out: *mut *mut ffi::flashmha_plan,
+    make: impl FnOnce() -> Result<Plan, CallError>,
+) -> Result<(), CallError> {
+    if out.is_null() {
+        return Err(CallError::InvalidArgument("out is NULL".into()));
+    }
+    let plan = Box::new(make()?);
+    // SAFETY: `out` is non-NULL and, by the caller's contract, writable.
+    unsafe { out.write(Box::into_raw(plan).cast()) };
+    Ok(())
 }
 
 /// `void flashmha_plan_destroy(flashmha_plan *plan)`
