@@ -11,6 +11,7 @@ use flashmha::options::AttnOptions;
 
 fn base_case(seed: u64) -> DecodeCase {
     DecodeCase {
+        target: flashmha::KernelTarget::Ampere,
         dtype: DType::F16,
         head_dim: 64,
         num_heads_kv: 2,
