@@ -98,4 +98,31 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn turing_rows_are_f16_over_16_bit_pages_within_sm75_shared_memory() {
+        use crate::build_info::module_of;
+        let turing: Vec<&DecodeKernelRow> = DECODE_KERNELS
+            .iter()
+            .filter(|r| r.target == KernelTarget::Turing)
+            .collect();
+        assert!(turing
+            .iter()
+            .any(|r| r.head_dim == 128 && r.tile_rows == 16));
+        for r in turing {
+            assert!(r.entry.starts_with("flashmha_decode_sm75_"), "{}", r.entry);
+            assert_eq!((r.dtype, r.kv_bytes), (DType::F16, 2), "{}", r.entry);
+            assert!(r.smem_bytes <= crate::abi::FLASHMHA_SM75_MAX_DYNAMIC_SMEM_BYTES);
+            // Compiled into a compute_75 module (loadable on a 7.5 device), with an sm_75 cubin.
+            let m = module_of(r.entry).expect("compiled");
+            assert_eq!(m.ptx_sm, 75, "{}", r.entry);
+        }
+        for e in [
+            "flashmha_combine_splits_sm75_f16",
+            MERGE_STATES_SM75_F16_ENTRY,
+            KV_APPEND_SM75_ENTRY,
+        ] {
+            assert_eq!(module_of(e).map(|m| m.ptx_sm), Some(75), "{e}");
+        }
+    }
 }

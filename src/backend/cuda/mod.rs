@@ -18,7 +18,6 @@ pub use image_choice::{choose_image, ImageChoice};
 pub use timing::time_forward;
 
 use crate::build_info::{self, FWD_KERNELS};
-use crate::dtype::DType;
 use crate::element::Element;
 use crate::error::{driver_error, Error, Result};
 use crate::options::AttnOptions;
