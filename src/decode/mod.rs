@@ -33,7 +33,7 @@ pub mod plan;
 pub mod problem;
 pub mod validate;
 
-pub use append::{plan_kv_append, AppendIndex, KvAppendBuffers, KvAppendPlan};
+pub use append::{plan_kv_append, plan_kv_append_for, AppendIndex, KvAppendBuffers, KvAppendPlan};
 pub use fp8::{KvCacheDType, KvScaleGranularity};
 pub use merge::{plan_merge, MergeBuffers, MergePlan, MergeProblem, MergeStates, StatsLayout};
 pub use plan::{
