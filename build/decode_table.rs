@@ -7,6 +7,9 @@ use std::path::Path;
 
 /// One `X(dtype, kv_bytes, head_dim, tile_rows, num_warps, smem_bytes)` row.
 pub struct DecodeRow {
+    /// `Ampere` (FLASHMHA_DECODE_KERNELS) or `Turing` (FLASHMHA_DECODE_KERNELS_SM75): the variant
+    /// of `flashmha::KernelTarget` the row belongs to.
+    pub target: &'static str,
     pub dtype: String,
     pub kv_bytes: u32,
     pub head_dim: u32,
@@ -18,7 +21,8 @@ pub struct DecodeRow {
 impl DecodeRow {
     pub fn entry(&self) -> String {
         format!(
-            "flashmha_decode_{}{}_d{}{}",
+            "flashmha_decode_{}{}{}_d{}{}",
+            if self.target == "Turing" { "sm75_" } else { "" },
             self.dtype,
             if self.kv_bytes == 1 { "_fp8" } else { "" },
             self.head_dim,
@@ -27,9 +31,16 @@ impl DecodeRow {
     }
 }
 
+/// Both tables: the Ampere rows, then the Turing ones.
 pub fn parse(path: &Path) -> Vec<DecodeRow> {
+    let mut rows = parse_one(path, "FLASHMHA_DECODE_KERNELS", "Ampere");
+    rows.extend(parse_one(path, "FLASHMHA_DECODE_KERNELS_SM75", "Turing"));
+    rows
+}
+
+fn parse_one(path: &Path, macro_name: &str, target: &'static str) -> Vec<DecodeRow> {
     let shape = "f16|bf16, kv_bytes, head_dim, tile_rows, num_warps, smem_bytes";
-    crate::x_table::parse(path, "FLASHMHA_DECODE_KERNELS", 5, shape)
+    crate::x_table::parse(path, macro_name, 5, shape)
         .into_iter()
         .map(|r| {
             assert!(
@@ -44,7 +55,13 @@ pub fn parse(path: &Path) -> Vec<DecodeRow> {
                 path.display(),
                 r.nums[2]
             );
+            assert!(
+                target != "Turing" || (r.dtype == "f16" && r.nums[0] == 2),
+                "{}: Turing decode rows are f16 with kv_bytes 2",
+                path.display()
+            );
             DecodeRow {
+                target,
                 dtype: r.dtype,
                 kv_bytes: r.nums[0],
                 head_dim: r.nums[1],
@@ -72,7 +89,8 @@ pub fn write(rows: &[DecodeRow], defined: &[String], out: &Path) {
         let dtype = if r.dtype == "f16" { "F16" } else { "Bf16" };
         writeln!(
             s,
-            "    DecodeKernelRow {{ entry: {:?}, dtype: DType::{dtype}, kv_bytes: {}, head_dim: {}, tile_rows: {}, num_warps: {}, smem_bytes: {} }},",
+            "    DecodeKernelRow {{ target: KernelTarget::{}, entry: {:?}, dtype: DType::{dtype}, kv_bytes: {}, head_dim: {}, tile_rows: {}, num_warps: {}, smem_bytes: {} }},",
+            r.target,
             r.entry(),
             r.kv_bytes,
             r.head_dim,

@@ -54,4 +54,22 @@
     X(f16, 2, 128, 32, 4, 79360) \
     X(bf16, 2, 128, 32, 4, 79360)
 
+/*
+ * Turing (sm_75; kernels/sm75/flash_decode_sm75.cu), f16 with 16-bit pages only: the same X(...)
+ * columns, entries named flashmha_decode_sm75_f16_d<head_dim>[_r32]. Key blocks are
+ * register-staged into ONE shared stage per warp, so smem = Q tile + num_warps x max(K + V
+ * block, O staging) + stats <= 65536 (sm_75's 64 KiB). One staged K or V row (4 registers per
+ * 16-byte chunk of the lane) is live next to O and S. Registers under ptxas 13.5 sm_75, 0 spills:
+ * 96 / 144 / 160 / 175 / 211 for d32 .. d128, 211 for d64 r32. Rejected for spills: d256 with
+ * 2 warps (148 B: 64 staged registers next to 128 of O), so d256 is not offered on Turing (a
+ * typed error); d128 r32 would need 78336 B of shared memory (4 warps x 17408 B of O staging + Q).
+ */
+#define FLASHMHA_DECODE_KERNELS_SM75(X) \
+    X(f16, 2, 32, 16, 4, 12032) \
+    X(f16, 2, 64, 16, 4, 21248) \
+    X(f16, 2, 80, 16, 4, 25856) \
+    X(f16, 2, 96, 16, 4, 30464) \
+    X(f16, 2, 128, 16, 4, 39680) \
+    X(f16, 2, 64, 32, 4, 42496)
+
 #endif /* FLASHMHA_DECODE_TABLE_H */

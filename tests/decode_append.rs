@@ -2,12 +2,15 @@
 //! position, against a host scatter that quantises with the host FP8 codec (nearest, ties to
 //! the even code, saturating, NaN kept: src/decode/fp8.rs) of `x / scale` computed in f32; and
 //! every planted out-of-range device index (slot, batch item, position, block-table entry) traps
-//! without any out-of-bounds access.
+//! without any out-of-bounds access. The Turing append (compute_75, f16 into 16-bit pages)
+//! writes the same pools and traps the same way; bf16 and FP8 pages there are typed errors.
 
-use flashmha::decode::emulated::{kv_append_into, AppendTarget, HostPools};
+use flashmha::decode::emulated::{kv_append_into, kv_append_into_for, AppendTarget, HostPools};
 use flashmha::decode::{DecodeProblem, KvCacheDType, KvScaleGranularity};
 use flashmha::dtype::DType;
 use flashmha::emulator::FindingKind;
+use flashmha::error::Error;
+use flashmha::KernelTarget;
 use proptest::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -268,6 +271,114 @@ proptest! {
         prop_assert!(got == case.expected(), "{kv:?} {dtype:?} by_position {by_position}: pools differ");
         // Not vacuous: the scatter changed the pools (the first token is never padding).
         prop_assert!(got != case.pools, "nothing was written");
+    }
+}
+
+#[test]
+fn turing_append_writes_the_same_pools_and_traps() {
+    let turing = KernelTarget::Turing;
+    let g = KvScaleGranularity::PerTensor;
+    for (seed, by_position) in [(60u64, false), (61, true)] {
+        let case = build(
+            DType::F16,
+            KvCacheDType::Same,
+            g,
+            7,
+            2,
+            64,
+            by_position,
+            9,
+            by_position,
+            false,
+            seed,
+        );
+        let (slots, tb, tp) = (case.slots(), case.token_batch(), case.token_pos());
+        let run = |slots: &[i32], tp: &[i32]| {
+            let target = if by_position {
+                AppendTarget::Positions {
+                    block_table: &case.block_table,
+                    token_batch: &tb,
+                    token_pos: tp,
+                }
+            } else {
+                AppendTarget::Slots(slots)
+            };
+            kv_append_into_for(
+                turing,
+                &case.problem,
+                &case.pools,
+                &case.k_new,
+                &case.v_new,
+                target,
+            )
+            .unwrap()
+        };
+        let (got, report) = run(&slots, &tp);
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+        assert!(
+            got == case.expected(),
+            "by_position {by_position}: pools differ"
+        );
+        assert!(got != case.pools, "nothing was written");
+        // A destination past the pool traps, with no out-of-bounds access.
+        let limit = (case.problem.max_pages_per_seq * case.problem.page_size) as i32;
+        let (mut bad_slots, mut bad_tp) = (slots.clone(), tp.clone());
+        bad_slots[1] = (case.problem.num_pages * case.problem.page_size) as i32;
+        bad_tp[1] = limit;
+        let (_, report) = run(&bad_slots, &bad_tp);
+        assert!(report.has(FindingKind::Trap), "{:?}", report.findings);
+        assert!(
+            report.findings.iter().all(|f| f.kind == FindingKind::Trap),
+            "{:?}",
+            report.findings
+        );
+    }
+    // bf16 and FP8 pages: typed errors before any launch.
+    let bf16 = build(
+        DType::Bf16,
+        KvCacheDType::Same,
+        g,
+        7,
+        2,
+        64,
+        false,
+        3,
+        false,
+        false,
+        62,
+    );
+    let fp8 = build(
+        DType::F16,
+        KvCacheDType::Fp8E4M3,
+        g,
+        7,
+        2,
+        64,
+        false,
+        3,
+        false,
+        false,
+        63,
+    );
+    for (case, want_dtype_error) in [(&bf16, true), (&fp8, false)] {
+        let slots = case.slots();
+        let r = kv_append_into_for(
+            turing,
+            &case.problem,
+            &case.pools,
+            &case.k_new,
+            &case.v_new,
+            AppendTarget::Slots(&slots),
+        );
+        match r {
+            Err(Error::UnsupportedDType { target, .. }) if want_dtype_error => {
+                assert_eq!(target, turing)
+            }
+            Err(Error::UnsupportedOnTarget { target, .. }) if !want_dtype_error => {
+                assert_eq!(target, turing)
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
     }
 }
 

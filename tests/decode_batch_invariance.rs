@@ -21,6 +21,7 @@ fn case(
 ) -> DecodeCase {
     let batch = lens.len();
     DecodeCase {
+        target: flashmha::KernelTarget::Ampere,
         dtype: DType::Bf16,
         head_dim: 64,
         num_heads_kv: 2,

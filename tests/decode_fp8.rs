@@ -18,6 +18,7 @@ fn case(
     seed: u64,
 ) -> DecodeCase {
     DecodeCase {
+        target: flashmha::KernelTarget::Ampere,
         dtype,
         head_dim,
         num_heads_kv: 2,

@@ -6,7 +6,7 @@
 
 use flashmha::decode::emulated::{merge, MergeHostInputs};
 use flashmha::decode::{
-    plan_merge, DeviceBuf, MergeBuffers, MergeProblem, MergeStates, StatsLayout,
+    plan_merge, plan_merge_for, DeviceBuf, MergeBuffers, MergeProblem, MergeStates, StatsLayout,
 };
 use flashmha::dtype::DType;
 use flashmha::error::{Error, TensorName};
@@ -270,5 +270,59 @@ fn bad_merge_buffers_are_typed_errors() {
     assert!(matches!(
         plan_merge(&MergeProblem { rows: 0, ..problem }),
         Err(Error::EmptyDim { .. })
+    ));
+}
+
+#[test]
+fn turing_merge_equals_the_ampere_merge_bitwise() {
+    // The same warp body on compute_75 (f16 packing spelled as two scalar cvt.rn: the same
+    // round-to-nearest-even): identical bits, for both LSE layouts and an empty row.
+    let turing = flashmha::KernelTarget::Turing;
+    let (rows, heads, d, count) = (3, 2, 64, 5);
+    let n = rows * heads;
+    for layout in [StatsLayout::HeadsRows, StatsLayout::RowsHeads] {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let problem = MergeProblem {
+            dtype: DType::F16,
+            states: MergeStates::Stacked { num_states: count },
+            rows,
+            heads,
+            head_dim: d,
+            lse_layout: layout,
+        };
+        let (o, mut lse) = random_state(&mut rng, DType::F16, count * n, d, 20);
+        for s in 0..count {
+            lse[s * n] = f32::NEG_INFINITY; // (row 0, head 0) of every state: no keys
+        }
+        let inputs = MergeHostInputs {
+            o_states: &o,
+            lse_states: &lse,
+            o_b: None,
+            lse_b: None,
+        };
+        let plan = plan_merge_for(turing, &problem).unwrap();
+        assert_eq!(plan.launch.entry, "flashmha_merge_states_sm75_f16");
+        let got = merge(&plan, &inputs).unwrap();
+        let want = merge(&plan_merge(&problem).unwrap(), &inputs).unwrap();
+        assert!(got.report.findings.is_empty(), "{:?}", got.report.findings);
+        assert_eq!(got.o, want.o);
+        assert_eq!(
+            got.lse.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            want.lse.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+        assert!(got.o.iter().any(|&b| b != 0), "not vacuous");
+    }
+    // bf16 states: no bf16 kernels on Turing.
+    let bf16 = MergeProblem {
+        dtype: DType::Bf16,
+        states: MergeStates::Pair,
+        rows: 1,
+        heads: 1,
+        head_dim: 64,
+        lse_layout: StatsLayout::RowsHeads,
+    };
+    assert!(matches!(
+        plan_merge_for(turing, &bf16),
+        Err(Error::UnsupportedDType { target, .. }) if target == turing
     ));
 }

@@ -7,12 +7,15 @@
 //! FP8 pages: e4m3 and e5m2 codes (quantised values mixed with arbitrary finite codes, zeros
 //! and subnormals included) under random per-tensor or per-KV-head scales, against the candle
 //! reference over the dequantised (f32) pages.
+//! Turing: a quarter of the general cases run the sm_75 kernels (f16 over 16-bit pages, their
+//! register-staged key-block pipeline, m16n8k8 mma) under the same checks.
 
 use flashmha::decode::check::{run_decode_case, DecodeCase};
 use flashmha::decode::kernels::DECODE_KERNELS;
 use flashmha::decode::{KvCacheDType, KvScaleGranularity, SplitPolicy};
 use flashmha::dtype::DType;
 use flashmha::options::{AttnOptions, SlidingWindow};
+use flashmha::KernelTarget;
 use proptest::prelude::*;
 
 fn cases() -> u32 {
@@ -55,6 +58,7 @@ prop_compose! {
 
 prop_compose! {
     fn case()(
+        turing in prop::bool::weighted(0.25),
         dtype in prop_oneof![Just(DType::F16), Just(DType::Bf16)],
         // d64 / d128 most of the time, every compiled dim sometimes.
         hd_pick in prop_oneof![3 => Just(None), 1 => any::<prop::sample::Index>().prop_map(Some)],
@@ -77,10 +81,14 @@ prop_compose! {
         split in split(),
         seed in any::<u64>(),
     ) -> DecodeCase {
+        // Turing serves f16 only, at the head dims of its table (64 and 128 among them).
+        let target = if turing { KernelTarget::Turing } else { KernelTarget::Ampere };
+        let dtype = if turing { DType::F16 } else { dtype };
         let head_dim = match hd_pick {
             None => d_common,
             Some(i) => {
-                let dims: Vec<usize> = DECODE_KERNELS.iter().filter(|r| r.dtype == dtype)
+                let dims: Vec<usize> = DECODE_KERNELS.iter()
+                    .filter(|r| r.target == target && r.dtype == dtype && r.kv_bytes == 2)
                     .map(|r| r.head_dim as usize).collect();
                 dims[i.index(dims.len())]
             }
@@ -94,7 +102,7 @@ prop_compose! {
             vec![sq_new; batch]
         };
         DecodeCase {
-            dtype, head_dim, num_heads_kv: hkv, group, cache_lens: lens, q_lens, varlen, page_size,
+            target, dtype, head_dim, num_heads_kv: hkv, group, cache_lens: lens, q_lens, varlen, page_size,
             head_major_pages: head_major, kv_dtype: KvCacheDType::Same,
             kv_scales: KvScaleGranularity::PerTensor, shared_prefix_pages: shared, spare_pages: spare, options,
             alibi, gates, lse, entropy, split, seed,
@@ -114,6 +122,7 @@ prop_compose! {
             .filter(|r| r.dtype == base.dtype && r.kv_bytes == 1)
             .map(|r| r.head_dim as usize).collect();
         DecodeCase {
+            target: KernelTarget::Ampere,  // FP8 pages are an Ampere-and-newer feature
             head_dim: dims[d_pick.index(dims.len())],
             kv_dtype,
             kv_scales: if per_head { KvScaleGranularity::PerKvHead } else { KvScaleGranularity::PerTensor },
@@ -134,6 +143,9 @@ proptest! {
     #[test]
     fn paged_decode_matches_reference(case in case()) {
         let outcome = run_decode_case(&case).map_err(|e| TestCaseError::fail(format!("{}: {e}", case.describe())))?;
+        // The plan ran the case's kernel family (a Turing case never falls back to sm_80 code).
+        prop_assert_eq!(outcome.plan.kernel.target, case.target);
+        prop_assert_eq!(outcome.plan.decode.entry.contains("_sm75_"), case.target == KernelTarget::Turing);
         prop_assert!(outcome.failures.is_empty(), "{}: {:#?}", case.describe(), outcome.failures);
     }
 }

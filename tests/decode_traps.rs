@@ -1,16 +1,18 @@
 //! Device-resident indices of decode are never trusted: a planted out-of-range block-table
 //! entry, a cache length beyond the block table, and an inconsistent cu_seqlens_q each make the
-//! kernel trap (a finding), and no out-of-bounds access is reported before the trap.
+//! kernel trap (a finding), and no out-of-bounds access is reported before the trap. The
+//! Turing kernels (register-staged key blocks) check the same indices before their loads.
 
 use flashmha::decode::check::DecodeCase;
 use flashmha::decode::emulated::decode;
-use flashmha::decode::{plan_decode, SplitPolicy};
+use flashmha::decode::{plan_decode_for, SplitPolicy};
 use flashmha::dtype::DType;
 use flashmha::emulator::FindingKind;
 use flashmha::options::AttnOptions;
 
 fn base_case(seed: u64) -> DecodeCase {
     DecodeCase {
+        target: flashmha::KernelTarget::Ampere,
         dtype: DType::F16,
         head_dim: 64,
         num_heads_kv: 2,
@@ -40,7 +42,7 @@ fn assert_traps(
 ) {
     let mut built = case.build();
     // The unmodified case runs clean.
-    let plan = plan_decode(&built.problem, case.split).unwrap();
+    let plan = plan_decode_for(case.target, &built.problem, case.split).unwrap();
     let clean = decode(&plan, &built.inputs).unwrap();
     assert!(clean.findings().is_empty(), "{:?}", clean.findings());
     mutate(&mut built.inputs);
@@ -69,6 +71,22 @@ fn out_of_range_block_table_entry_traps() {
         // Page 2 of item 0 (keys 32..47 of its 70).
         assert_traps(&case, |i| i.block_table[2] = bad);
     }
+}
+
+#[test]
+fn turing_kernels_trap_on_the_same_bad_indices() {
+    let turing = |seed| DecodeCase {
+        target: flashmha::KernelTarget::Turing,
+        ..base_case(seed)
+    };
+    let case = turing(7);
+    let built = case.build();
+    let num_pages = built.problem.num_pages as i32;
+    // Page 2 of item 0 (keys 32..47 of its 70), and its first page.
+    assert_traps(&case, |i| i.block_table[2] = num_pages);
+    assert_traps(&case, |i| i.block_table[0] = -1);
+    let limit = (built.problem.max_pages_per_seq * built.problem.page_size) as i32;
+    assert_traps(&turing(8), |i| i.cache_seqlens[1] = limit + 1);
 }
 
 #[test]

@@ -2,10 +2,14 @@
 //! item has more than 16 packed rows per KV head (GQA group x new tokens), it matches the
 //! reference with every option (masks, window, softcap, ALiBi, gates, LSE, entropy) on padded
 //! and varlen queries, partially filled tiles and more than one tile per KV head, and it reads
-//! each cached K/V row once per KV head where the 16-row tiles read it twice.
+//! each cached K/V row once per KV head where the 16-row tiles read it twice. Turing (sm_75)
+//! has a wide tile at d64 only (d128's would not fit 64 KiB of shared memory): it matches the
+//! reference the same way, and d128 there runs two 16-row tiles per KV head.
 
 use flashmha::decode::check::{run_decode_case, DecodeCase};
-use flashmha::decode::{plan_decode, KvCacheDType, KvScaleGranularity, SplitPolicy};
+use flashmha::decode::{
+    plan_decode, plan_decode_for, KvCacheDType, KvScaleGranularity, SplitPolicy,
+};
 use flashmha::dtype::DType;
 use flashmha::options::{AttnOptions, SlidingWindow};
 
@@ -21,6 +25,7 @@ fn case(
     seed: u64,
 ) -> DecodeCase {
     DecodeCase {
+        target: flashmha::KernelTarget::Ampere,
         dtype,
         head_dim,
         num_heads_kv: 2,
@@ -88,6 +93,64 @@ fn wide_tiles_match_the_reference() {
                         out.failures
                     );
                 }
+            }
+        }
+    }
+}
+
+#[test]
+fn turing_wide_tiles_match_the_reference() {
+    let turing = flashmha::KernelTarget::Turing;
+    let options = [
+        AttnOptions {
+            causal: true,
+            ..AttnOptions::default()
+        },
+        AttnOptions {
+            causal: true,
+            window: Some(SlidingWindow {
+                left: Some(40),
+                right: None,
+            }),
+            softcap: Some(12.0),
+            ..AttnOptions::default()
+        },
+    ];
+    let shapes: [(usize, Vec<usize>, bool); 3] = [
+        (8, vec![4, 4], false),
+        (5, vec![8, 8], false),
+        (8, vec![3, 4, 1], true),
+    ];
+    let mut seed = 300;
+    for (d, entry) in [
+        (64, "flashmha_decode_sm75_f16_d64_r32"),
+        (128, "flashmha_decode_sm75_f16_d128"),
+    ] {
+        for (group, q_lens, varlen) in &shapes {
+            for (i, o) in options.iter().enumerate() {
+                seed += 1;
+                let c = DecodeCase {
+                    target: turing,
+                    ..case(
+                        DType::F16,
+                        d,
+                        *group,
+                        q_lens.clone(),
+                        *varlen,
+                        *o,
+                        i == 1,
+                        seed,
+                    )
+                };
+                let plan = plan_decode_for(turing, &c.build().problem, c.split).unwrap();
+                assert_eq!(plan.decode.entry, entry);
+                let out = run_decode_case(&c).unwrap();
+                assert!(
+                    out.failures.is_empty(),
+                    "{}: {:#?}",
+                    c.describe(),
+                    out.failures
+                );
             }
         }
     }

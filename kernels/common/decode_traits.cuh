@@ -25,6 +25,7 @@
 #include "common/dtype.cuh"
 #include "common/mma.cuh"
 #include "common/fp8.cuh"
+#include "common/load_path.cuh"
 
 namespace flashmha {
 
@@ -97,9 +98,11 @@ __device__ __forceinline__ void deinterleave_halves(const uint4 &a, const uint4 
 
 /* kTileRows_: packed query rows per CTA, 16 (one m16 row block) or 32 (two row blocks per warp:
  * GQA group x new tokens up to 32 then reads each K/V row once per KV head instead of twice;
- * every K / V fragment loaded from shared memory feeds the mma of both blocks). */
+ * every K / V fragment loaded from shared memory feeds the mma of both blocks).
+ * kLoadPath_: CpAsync (sm_80+, two stages per warp) or RegisterStaged (sm_75, one stage per warp,
+ * the next block staged in registers; f16 16-bit pages only, the Turing table's rows). */
 template <class Elem_, int kHeadDim_, int kNumWarps_, int kKvBytes_ = kKvBytesSame,
-          int kTileRows_ = kDecodeRowsPerBlock>
+          int kTileRows_ = kDecodeRowsPerBlock, LoadPath kLoadPath_ = LoadPath::CpAsync>
 struct DecodeTraits {
     using Elem = Elem_;
     static constexpr int kHeadDim = kHeadDim_;
@@ -110,6 +113,10 @@ struct DecodeTraits {
     static constexpr int kRowBlocks = kTileRows / kDecodeRowsPerBlock;
     static_assert(kTileRows % kDecodeRowsPerBlock == 0 && kRowBlocks <= 2, "16 or 32 rows");
     static constexpr int kThreads = kNumWarps * kWarpSize;
+    static constexpr LoadPath kLoadPath = kLoadPath_;
+    static constexpr bool kRegisterStaged = kLoadPath == LoadPath::RegisterStaged;
+    static_assert(!kRegisterStaged || (!kKvFp8 && !Elem::kIsBf16),
+                  "Turing decode is f16 with 16-bit pages (no bf16 mma on sm_75)");
     static_assert(kHeadDim % kMmaK == 0, "head_dim must be a multiple of 16 (k of Q.K^T)");
     static_assert(!kKvFp8 || kHeadDim % kFp8DimsPerLdsmX4 == 0,
                   "FP8 K / V rows are read 32 codes per ldmatrix.x4");
@@ -134,16 +141,22 @@ struct DecodeTraits {
     static_assert((kPitch / kDecodeChunkBytes) % 2 == 1, "pitch must be an odd number of chunks");
     static_assert((kQPitch / kDecodeChunkBytes) % 2 == 1, "pitch must be an odd number of chunks");
     static constexpr int kBlockBytes = kDecodeKeysPerBlock * kPitch;  // k or v: [16 keys, d]
-    static constexpr int kStages = 2;
-    /* Per warp: [K stage 0 | K stage 1 | V stage 0 | V stage 1]. */
-    static constexpr int kWarpRegionBytes = 2 * kStages * kBlockBytes;
+    /* cp.async double-buffers in shared memory; the register-staged path buffers the next
+     * block in registers instead (sm_75 has 64 KiB of shared memory per CTA, not 99). */
+    static constexpr int kStages = kRegisterStaged ? 1 : 2;
+    /* Per warp: [K stage 0 (| K stage 1) | V stage 0 (| V stage 1)], at least the O staging
+     * below (one stage of 32-row tiles is smaller than their O). */
+    static constexpr int kKvStageBytes = 2 * kStages * kBlockBytes;
     static constexpr int kQBytes = kTileRows * kQPitch;              // q: [tile rows, d]
     /* Epilogue: each warp stages its normalised O (f32, [16, d + 8]: the +8 floats make the
      * 8 rows of a float2 C-fragment store hit distinct banks pairwise) in its own region, and
      * its row LSE / entropy in small arrays after all regions. */
     static constexpr int kOStagePitchFloats = kHeadDim + 8;
     static constexpr int kOStageBytes = kTileRows * kOStagePitchFloats * 4;
-    static_assert(kOStageBytes <= kWarpRegionBytes, "O staging fits the warp's K/V region");
+    static constexpr int kWarpRegionBytes =
+        kKvStageBytes > kOStageBytes ? kKvStageBytes : kOStageBytes;
+    static_assert(kRegisterStaged || kOStageBytes <= kKvStageBytes,
+                  "Ampere: O staging fits the warp's K/V region (the table's smem_bytes)");
     static constexpr int kQOffset = 0;
     static constexpr int kRegionOffset = kQOffset + kQBytes;
     static constexpr int kStatsOffset = kRegionOffset + kNumWarps * kWarpRegionBytes;
@@ -152,7 +165,10 @@ struct DecodeTraits {
     static_assert(kPitch % kDecodeChunkBytes == 0, "16-byte aligned rows");
     static_assert(padded_rows_conflict_free<kPitch>(), "ldmatrix rows must be conflict-free");
     static_assert(padded_rows_conflict_free<kQPitch>(), "ldmatrix rows must be conflict-free");
-    static_assert(kSmemBytes <= 101376, "fits sm_86 / sm_89 dynamic shared memory");
+    static_assert(kSmemBytes <= FLASHMHA_MAX_DYNAMIC_SMEM_BYTES,
+                  "fits sm_86 / sm_89 dynamic shared memory");
+    static_assert(!kRegisterStaged || kSmemBytes <= FLASHMHA_SM75_MAX_DYNAMIC_SMEM_BYTES,
+                  "Turing tile does not fit sm_75 shared memory");
 
     __host__ __device__ static constexpr int k_block(int stage) {
         return kRegionOffset + stage * kBlockBytes;

@@ -10,18 +10,12 @@
 #include "common/dtype.cuh"
 #include "common/mma.cuh"
 #include "common/smem_layout.cuh"
+#include "common/load_path.cuh"  // LoadPath: CpAsync (smem_layout.cuh TileCopy) or RegisterStaged
 
 namespace flashmha {
 
 /* Largest dynamic shared memory per block on sm_86 / sm_89 (the smallest of our targets). */
 constexpr int kMaxDynamicSmemBytes = FLASHMHA_MAX_DYNAMIC_SMEM_BYTES;  // params.h: 99 KiB
-
-/* How K / V tiles reach shared memory. */
-enum class LoadPath {
-    CpAsync,         // sm_80+: cp.async into two shared-memory stages (smem_layout.cuh TileCopy)
-    RegisterStaged,  // sm_75: ld.global into registers, then st.shared into one stage
-                     // (staged_copy.cuh), the next tile's loads in flight during this tile's math
-};
 
 template <class Elem_, int kHeadDim_, int kBlockM_, int kBlockN_, int kNumWarps_,
           LoadPath kLoadPath_ = LoadPath::CpAsync>

@@ -17,7 +17,7 @@
 use super::paged::PagedKvCache;
 use super::{wrap, OutputDims};
 use crate::backend::cuda::{CudaBackend, DecodeArgs, FwdArgs};
-use crate::decode::{plan_decode, DecodeProblem, SplitPolicy};
+use crate::decode::{plan_decode_for, DecodeProblem, SplitPolicy};
 use crate::element::Element;
 use crate::plan::FwdPlan;
 use crate::shape::{FwdShape, QkvoStrides, Strides};
@@ -240,7 +240,9 @@ fn paged_typed<T: Element + CudaDType>(
     let device = q.device().as_cuda_device()?.clone();
     let stream = device.cuda_stream();
     let backend = backend_for(&stream)?;
-    let plan = plan_decode(
+    // The device's kernels (Turing: f16 only; bf16 there is a typed error).
+    let plan = plan_decode_for(
+        backend.target(),
         problem,
         SplitPolicy::Auto {
             num_sms: sm_count(&stream)?,

@@ -8,8 +8,9 @@ use super::table;
 use flashmha::decode::check::{check_outputs, run_decode_case, DecodeCase};
 use flashmha::decode::gpu::decode_host;
 use flashmha::decode::kernels::DECODE_KERNELS;
-use flashmha::decode::plan_decode;
+use flashmha::decode::plan_decode_for;
 use flashmha::dtype::DType;
+use flashmha::KernelTarget;
 use rand::SeedableRng;
 
 pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
@@ -32,7 +33,7 @@ pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
     let dims: Vec<usize> = {
         let mut v: Vec<usize> = DECODE_KERNELS
             .iter()
-            .filter(|r| dtypes.contains(&r.dtype))
+            .filter(|r| r.target == KernelTarget::Ampere && dtypes.contains(&r.dtype))
             .map(|r| r.head_dim as usize)
             .filter(|&d| args.head_dim.is_none_or(|h| h == d))
             .collect();
@@ -43,7 +44,7 @@ pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
         return Err(flashmha::Error::UnsupportedHeadDim {
             dtype: dtypes[0],
             head_dim: args.head_dim.unwrap_or(0),
-            target: flashmha::KernelTarget::Ampere,
+            target: KernelTarget::Ampere,
             supported: DECODE_KERNELS
                 .iter()
                 .filter(|r| r.dtype == dtypes[0])
@@ -79,7 +80,8 @@ pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
             }
             Some(b) => {
                 let built = case.build();
-                let plan = plan_decode(&built.problem, case.split)?;
+                // The device's kernels, whichever target the case was drawn for.
+                let plan = plan_decode_for(b.target(), &built.problem, case.split)?;
                 let out = decode_host(b, &plan, &built.inputs)?;
                 let (failures, errors) =
                     check_outputs(&built, &out.o, out.lse.as_deref(), out.entropy.as_deref());

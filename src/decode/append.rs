@@ -15,13 +15,16 @@
 //! Layouts: `k_new, v_new: [num_tokens, hkv, d]` contiguous, of the problem's dtype; the pools as
 //! in the problem (elements of its `kv_dtype`).
 
-use super::kernels::{KV_APPEND_ENTRY, KV_APPEND_FP8_ENTRY, KV_APPEND_THREADS};
+use super::kernels::{
+    KV_APPEND_ENTRY, KV_APPEND_FP8_ENTRY, KV_APPEND_SM75_ENTRY, KV_APPEND_THREADS,
+};
 use super::plan::{align16, check_disjoint, need, DeviceBuf, Launch};
 use super::problem::DecodeProblem;
 use super::validate::validate_kv_append;
 use crate::abi::{self, KvAppendParams};
 use crate::dtype::DType;
-use crate::error::{Result, TensorName};
+use crate::error::{Error, Result, TensorName};
+use crate::target::KernelTarget;
 
 /// Elements of one 16-byte copy (`kAppendChunkElems` in kernels/kv_append.cu).
 pub const APPEND_CHUNK_ELEMS: usize = 8;
@@ -71,6 +74,36 @@ pub fn plan_kv_append_to(
     num_tokens: usize,
     index: AppendIndex,
 ) -> Result<KvAppendPlan> {
+    plan_kv_append_for(KernelTarget::Ampere, pools, num_tokens, index)
+}
+
+/// [`plan_kv_append_to`] with the kernels of `kernels`: Turing appends into the pools its
+/// decode reads (f16, 16-bit pages); bf16 there is [`Error::UnsupportedDType`], FP8 pages
+/// [`Error::UnsupportedOnTarget`].
+pub fn plan_kv_append_for(
+    kernels: KernelTarget,
+    pools: &DecodeProblem,
+    num_tokens: usize,
+    index: AppendIndex,
+) -> Result<KvAppendPlan> {
+    if !kernels.supports(pools.dtype) {
+        return Err(Error::UnsupportedDType {
+            dtype: pools.dtype,
+            target: kernels,
+        });
+    }
+    let fp8 = pools.kv_dtype.is_fp8();
+    let entry = match (kernels, fp8) {
+        (KernelTarget::Ampere, true) => KV_APPEND_FP8_ENTRY,
+        (KernelTarget::Ampere, false) => KV_APPEND_ENTRY,
+        (KernelTarget::Turing, false) => KV_APPEND_SM75_ENTRY,
+        (KernelTarget::Turing, true) => {
+            return Err(Error::UnsupportedOnTarget {
+                what: "KV append into FP8 pages",
+                target: kernels,
+            })
+        }
+    };
     validate_kv_append(pools, num_tokens)?;
     let chunks = (num_tokens * pools.num_heads_kv * pools.head_dim / APPEND_CHUNK_ELEMS) as u64;
     Ok(KvAppendPlan {
@@ -78,11 +111,7 @@ pub fn plan_kv_append_to(
         num_tokens,
         index,
         launch: Launch {
-            entry: if pools.kv_dtype.is_fp8() {
-                KV_APPEND_FP8_ENTRY
-            } else {
-                KV_APPEND_ENTRY
-            },
+            entry,
             grid: [chunks.div_ceil(u64::from(KV_APPEND_THREADS)) as u32, 1, 1],
             block: [KV_APPEND_THREADS, 1, 1],
             dynamic_smem_bytes: 0,

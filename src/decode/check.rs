@@ -7,7 +7,7 @@
 use super::emulated::{decode_on, DecodeHostInputs, DecodeRun};
 use super::fp8::{KvCacheDType, KvScaleGranularity};
 use super::kernels::DECODE_KERNELS;
-use super::plan::{plan_decode, DecodePlan, SplitPolicy};
+use super::plan::{plan_decode_for, DecodePlan, SplitPolicy};
 use super::problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};
 use crate::dtype::DType;
 use crate::emulator::Device;
@@ -17,12 +17,15 @@ use crate::reference::paged::{
 };
 use crate::reference::tolerance::ENTROPY_TOLERANCE_CAP;
 use crate::reference::{check_each, compare, score_bound, ErrorModel, Tolerance};
+use crate::target::KernelTarget;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 /// Everything that defines one random case (besides the seed's values).
 #[derive(Debug, Clone)]
 pub struct DecodeCase {
+    /// The kernels that run it: Ampere-and-newer, or Turing (f16 over 16-bit pages only).
+    pub target: KernelTarget,
     pub dtype: DType,
     pub head_dim: usize,
     pub num_heads_kv: usize,
@@ -81,6 +84,7 @@ impl DecodeCase {
         seed: u64,
     ) -> DecodeCase {
         DecodeCase {
+            target: KernelTarget::Ampere,
             dtype,
             head_dim,
             num_heads_kv,
@@ -126,6 +130,17 @@ impl DecodeCase {
         let fp8_compiled = DECODE_KERNELS
             .iter()
             .any(|r| r.kv_bytes == 1 && r.dtype == dtype && r.head_dim as usize == head_dim);
+        // The Turing kernels in a quarter of the cases they serve (f16, their head dims, 16-bit
+        // pages); those cases take no FP8 pages.
+        let turing_compiled = DECODE_KERNELS.iter().any(|r| {
+            r.target == KernelTarget::Turing && r.dtype == dtype && r.head_dim as usize == head_dim
+        });
+        let target = if turing_compiled && rng.random_bool(0.25) {
+            KernelTarget::Turing
+        } else {
+            KernelTarget::Ampere
+        };
+        let fp8_compiled = fp8_compiled && target == KernelTarget::Ampere;
         let kv_dtype = match (fp8_compiled && rng.random_bool(0.25), rng.random_bool(0.5)) {
             (false, _) => KvCacheDType::Same,
             (true, true) => KvCacheDType::Fp8E4M3,
@@ -179,6 +194,7 @@ impl DecodeCase {
             right: rng.random_bool(0.5).then(|| rng.random_range(0..8)),
         });
         DecodeCase {
+            target,
             dtype,
             head_dim,
             num_heads_kv: rng.random_range(1..=2),
@@ -419,7 +435,12 @@ impl DecodeCase {
 
     pub fn describe(&self) -> String {
         format!(
-            "{:?}{} d{} hkv{} group{} cache{:?} q{:?}{} page{}{} shared{} {:?}{}{}{}{}{:?} seed {}",
+            "{}{:?}{} d{} hkv{} group{} cache{:?} q{:?}{} page{}{} shared{} {:?}{}{}{}{}{:?} seed {}",
+            if self.target == KernelTarget::Turing {
+                "sm_75 "
+            } else {
+                ""
+            },
             self.dtype,
             if self.kv_dtype.is_fp8() {
                 format!(" kv {:?} scales {:?}", self.kv_dtype, self.kv_scales)
@@ -494,7 +515,8 @@ pub struct OutputError {
 /// Builds, plans, runs and checks `case`.
 pub fn run_decode_case(case: &DecodeCase) -> Result<DecodeOutcome, String> {
     let built = case.build();
-    let plan = plan_decode(&built.problem, case.split).map_err(|e| e.to_string())?;
+    let plan =
+        plan_decode_for(case.target, &built.problem, case.split).map_err(|e| e.to_string())?;
     let run = decode_on(&mut Device::new(), &plan, &built.inputs).map_err(|e| e.to_string())?;
     let mut failures: Vec<String> = run.findings().iter().map(|f| f.to_string()).collect();
     let (more, errors) = check_outputs(&built, &run.o, run.lse.as_deref(), run.entropy.as_deref());

@@ -4,13 +4,14 @@
 //! decode kernel and, if planned, the split combine, with the same params bytes the CUDA backend
 //! would pass, and returns the outputs with both launches' reports.
 
-use super::append::{plan_kv_append_to, AppendIndex, KvAppendBuffers};
+use super::append::{plan_kv_append_for, AppendIndex, KvAppendBuffers};
 use super::merge::{plan_merge, MergeBuffers, MergePlan, MergeProblem, MergeStates, StatsLayout};
 use super::plan::{DecodeBuffers, DecodePlan, DeviceBuf, Launch};
 use crate::abi::ParamsBytes;
 use crate::build_info;
 use crate::emulator::{Device, DevicePtr, LaunchConfig, LaunchReport, Module};
 use crate::error::{Dim, Error, Result, TensorName};
+use crate::target::KernelTarget;
 use std::sync::Arc;
 
 /// NaN in f16 and bf16; doubled, NaN in f32.
@@ -392,13 +393,25 @@ pub fn kv_append_into(
     v_new: &[u16],
     target: AppendTarget,
 ) -> Result<(HostPools, LaunchReport)> {
+    kv_append_into_for(KernelTarget::Ampere, p, pools, k_new, v_new, target)
+}
+
+/// [`kv_append_into`] with the append kernel of `kernels` (Turing: f16 into 16-bit pages).
+pub fn kv_append_into_for(
+    kernels: KernelTarget,
+    p: &super::problem::DecodeProblem,
+    pools: &HostPools,
+    k_new: &[u16],
+    v_new: &[u16],
+    target: AppendTarget,
+) -> Result<(HostPools, LaunchReport)> {
     let (hkv, d) = (p.num_heads_kv, p.head_dim);
     let tokens = target.tokens();
     let index = match target {
         AppendTarget::Slots(_) => AppendIndex::Slots,
         AppendTarget::Positions { .. } => AppendIndex::Positions,
     };
-    let plan = plan_kv_append_to(p, tokens, index)?;
+    let plan = plan_kv_append_for(kernels, p, tokens, index)?;
     let (k_span, v_span) = (
         p.cache_span(&p.k_strides) as usize,
         p.cache_span(&p.v_strides) as usize,

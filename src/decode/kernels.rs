@@ -2,10 +2,13 @@
 //! `build.rs` (build/decode_table.rs), and the fixed entry names of the merge and append kernels.
 
 use crate::dtype::DType;
+use crate::target::KernelTarget;
 
 /// One row of `kernels/decode_table.h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeKernelRow {
+    /// The kernel family the entry belongs to (the Turing rows are f16 with 16-bit pages).
+    pub target: KernelTarget,
     pub entry: &'static str,
     pub dtype: DType,
     /// Bytes per cached K/V element: 2 (`dtype`) or 1 (FP8, format chosen at run time).
@@ -19,11 +22,21 @@ pub struct DecodeKernelRow {
 
 include!(concat!(env!("OUT_DIR"), "/decode_generated.rs"));
 
-/// Split-KV combine (f32 partial states -> O of `dtype`).
+/// Split-KV combine (f32 partial states -> O of `dtype`) of the Ampere-and-newer kernels.
 pub fn combine_entry(dtype: DType) -> &'static str {
     match dtype {
         DType::F16 => "flashmha_combine_splits_f16",
         DType::Bf16 => "flashmha_combine_splits_bf16",
+    }
+}
+
+/// The split-KV combine of `target`'s kernels (kernels/sm75/merge_states_sm75.cu on Turing:
+/// f16 only, like every Turing kernel; `None` for bf16 there).
+pub fn combine_entry_for(target: KernelTarget, dtype: DType) -> Option<&'static str> {
+    match (target, dtype) {
+        (KernelTarget::Ampere, d) => Some(combine_entry(d)),
+        (KernelTarget::Turing, DType::F16) => Some("flashmha_combine_splits_sm75_f16"),
+        (KernelTarget::Turing, DType::Bf16) => None,
     }
 }
 
@@ -35,10 +48,16 @@ pub fn merge_states_entry(dtype: DType) -> &'static str {
     }
 }
 
+/// Public f16 merge of the Turing kernels.
+pub const MERGE_STATES_SM75_F16_ENTRY: &str = "flashmha_merge_states_sm75_f16";
+
 /// KV append into 16-bit pages (element copy; serves f16 and bf16).
 pub const KV_APPEND_ENTRY: &str = "flashmha_kv_append_16bit";
 /// KV append into FP8 pages (quantises f16 / bf16 rows with the given scales).
 pub const KV_APPEND_FP8_ENTRY: &str = "flashmha_kv_append_fp8";
+/// KV append into 16-bit pages of the Turing kernels (kernels/sm75/kv_append_sm75.cu; Turing
+/// has no FP8 pages).
+pub const KV_APPEND_SM75_ENTRY: &str = "flashmha_kv_append_sm75_16bit";
 
 /// Warps per CTA of the merge kernels (`kMergeWarps` in kernels/merge_states.cu).
 pub const MERGE_WARPS: u32 = 4;
@@ -59,6 +78,9 @@ mod tests {
             combine_entry(DType::Bf16),
             merge_states_entry(DType::F16),
             merge_states_entry(DType::Bf16),
+            MERGE_STATES_SM75_F16_ENTRY,
+            KV_APPEND_SM75_ENTRY,
+            "flashmha_combine_splits_sm75_f16",
             KV_APPEND_ENTRY,
             KV_APPEND_FP8_ENTRY,
         ]);
@@ -74,6 +96,33 @@ mod tests {
                     s.arch
                 );
             }
+        }
+    }
+
+    #[test]
+    fn turing_rows_are_f16_over_16_bit_pages_within_sm75_shared_memory() {
+        use crate::build_info::module_of;
+        let turing: Vec<&DecodeKernelRow> = DECODE_KERNELS
+            .iter()
+            .filter(|r| r.target == KernelTarget::Turing)
+            .collect();
+        assert!(turing
+            .iter()
+            .any(|r| r.head_dim == 128 && r.tile_rows == 16));
+        for r in turing {
+            assert!(r.entry.starts_with("flashmha_decode_sm75_"), "{}", r.entry);
+            assert_eq!((r.dtype, r.kv_bytes), (DType::F16, 2), "{}", r.entry);
+            assert!(r.smem_bytes <= crate::abi::FLASHMHA_SM75_MAX_DYNAMIC_SMEM_BYTES);
+            // Compiled into a compute_75 module (loadable on a 7.5 device), with an sm_75 cubin.
+            let m = module_of(r.entry).expect("compiled");
+            assert_eq!(m.ptx_sm, 75, "{}", r.entry);
+        }
+        for e in [
+            "flashmha_combine_splits_sm75_f16",
+            MERGE_STATES_SM75_F16_ENTRY,
+            KV_APPEND_SM75_ENTRY,
+        ] {
+            assert_eq!(module_of(e).map(|m| m.ptx_sm), Some(75), "{e}");
         }
     }
 }

@@ -12,12 +12,13 @@
 //! the problem's dtype; every LSE f32 in the problem's [`StatsLayout`] (stacked: that layout per
 //! state, states outermost).
 
-use super::kernels::{merge_states_entry, MERGE_WARPS};
+use super::kernels::{merge_states_entry, MERGE_STATES_SM75_F16_ENTRY, MERGE_WARPS};
 use super::plan::{align_to, check_disjoint, need, DeviceBuf, Launch};
 use crate::abi::MergeStatesParams;
 use crate::dtype::DType;
 use crate::error::{AlignWhat, Dim, Error, Limit, Result, TensorName};
 use crate::plan::WARP_SIZE;
+use crate::target::KernelTarget;
 
 /// How the input states are held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,8 +96,20 @@ pub struct MergeBuffers {
 /// read and written 4 elements (8 bytes) at a time.
 pub const MERGE_COLS: usize = 4;
 
-/// Validates `p` and plans its launch (one warp per (row, head)).
+/// Validates `p` and plans its launch (one warp per (row, head)) with the Ampere-and-newer
+/// kernels.
 pub fn plan_merge(p: &MergeProblem) -> Result<MergePlan> {
+    plan_merge_for(KernelTarget::Ampere, p)
+}
+
+/// [`plan_merge`] with the kernels of `target`: Turing merges f16 states only (bf16 there is
+/// [`Error::UnsupportedDType`]).
+pub fn plan_merge_for(target: KernelTarget, p: &MergeProblem) -> Result<MergePlan> {
+    let entry = match (target, p.dtype) {
+        (KernelTarget::Ampere, dtype) => merge_states_entry(dtype),
+        (KernelTarget::Turing, DType::F16) => MERGE_STATES_SM75_F16_ENTRY,
+        (KernelTarget::Turing, dtype) => return Err(Error::UnsupportedDType { dtype, target }),
+    };
     for (dim, n) in [
         (Dim::State, p.num_states()),
         (Dim::Seq, p.rows),
@@ -134,7 +147,7 @@ pub fn plan_merge(p: &MergeProblem) -> Result<MergePlan> {
     Ok(MergePlan {
         problem: *p,
         launch: Launch {
-            entry: merge_states_entry(p.dtype),
+            entry,
             grid: [items.div_ceil(u64::from(MERGE_WARPS)) as u32, 1, 1],
             block: [MERGE_WARPS * WARP_SIZE, 1, 1],
             dynamic_smem_bytes: 0,

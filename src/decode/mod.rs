@@ -33,8 +33,13 @@ pub mod plan;
 pub mod problem;
 pub mod validate;
 
-pub use append::{plan_kv_append, AppendIndex, KvAppendBuffers, KvAppendPlan};
+pub use append::{plan_kv_append, plan_kv_append_for, AppendIndex, KvAppendBuffers, KvAppendPlan};
 pub use fp8::{KvCacheDType, KvScaleGranularity};
-pub use merge::{plan_merge, MergeBuffers, MergePlan, MergeProblem, MergeStates, StatsLayout};
-pub use plan::{plan_decode, DecodeBuffers, DecodePlan, DeviceBuf, SplitPolicy, WorkspaceLayout};
+pub use merge::{
+    plan_merge, plan_merge_for, MergeBuffers, MergePlan, MergeProblem, MergeStates, StatsLayout,
+};
+pub use plan::{
+    plan_decode, plan_decode_for, DecodeBuffers, DecodePlan, DeviceBuf, SplitPolicy,
+    WorkspaceLayout,
+};
 pub use problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};

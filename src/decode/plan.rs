@@ -19,12 +19,13 @@
 //! [`SplitPolicy::FixedKeys`] (batch-invariant: a sequence's split boundaries depend only on its
 //! own length, so its output bits do not depend on the rest of the batch).
 
-use super::kernels::{combine_entry, DecodeKernelRow, MERGE_WARPS};
+use super::kernels::{combine_entry_for, DecodeKernelRow, MERGE_WARPS};
 use super::problem::DecodeProblem;
-use super::validate::validate_decode;
+use super::validate::validate_decode_for;
 use crate::abi::{self, FlashDecodeParams, MergeStatesParams};
 use crate::error::{AlignWhat, Error, Result, TensorName};
 use crate::plan::WARP_SIZE;
+use crate::target::KernelTarget;
 
 /// CTAs per SM the heuristic aims for: two d128 decode CTAs (74.5 KB of shared memory each)
 /// fit the 164 KB of an A100 SM.
@@ -144,9 +145,20 @@ pub struct DecodeBuffers {
     pub v_scales: DeviceBuf,
 }
 
-/// Validates `problem` and plans it under `policy`.
+/// Validates `problem` and plans it under `policy` with the Ampere-and-newer (sm_80+) kernels.
 pub fn plan_decode(problem: &DecodeProblem, policy: SplitPolicy) -> Result<DecodePlan> {
-    let kernel = *validate_decode(problem)?;
+    plan_decode_for(KernelTarget::Ampere, problem, policy)
+}
+
+/// Validates `problem` and plans it under `policy` with the kernels of `target` (e.g.
+/// [`CudaBackend::target`](crate::cuda::CudaBackend::target) of the device it will run on), as
+/// [`FwdPlan::new_for`](crate::FwdPlan::new_for) does for the forward.
+pub fn plan_decode_for(
+    target: KernelTarget,
+    problem: &DecodeProblem,
+    policy: SplitPolicy,
+) -> Result<DecodePlan> {
+    let kernel = *validate_decode_for(target, problem)?;
     let p = problem;
     let row_tiles = (p.group() * p.max_seqlen_q()).div_ceil(kernel.tile_rows as usize) as u64;
     let base_ctas = p.batch as u64 * p.num_heads_kv as u64 * row_tiles;
@@ -205,8 +217,13 @@ pub fn plan_decode(problem: &DecodeProblem, policy: SplitPolicy) -> Result<Decod
         block: [kernel.num_warps * WARP_SIZE, 1, 1],
         dynamic_smem_bytes: kernel.smem_bytes,
     };
+    // Validation admitted (target, dtype), and every target has a combine for its dtypes.
+    let combine_entry = combine_entry_for(target, p.dtype).ok_or(Error::UnsupportedDType {
+        dtype: p.dtype,
+        target,
+    })?;
     let combine = split_output.then(|| Launch {
-        entry: combine_entry(p.dtype),
+        entry: combine_entry,
         grid: [
             ((p.total_q() * p.num_heads_q) as u64).div_ceil(u64::from(MERGE_WARPS)) as u32,
             1,
@@ -785,5 +802,68 @@ mod tests {
         let plan = plan_decode(&p, SplitPolicy::Count(1)).unwrap();
         assert_eq!(plan.kernel.entry, "flashmha_decode_f16_d96");
         assert_eq!(plan.decode.grid[1], 2 * 3);
+    }
+
+    #[test]
+    fn turing_plans_use_sm75_entries_and_reject_what_sm75_lacks() {
+        use crate::decode::fp8::{KvCacheDType, KvScaleGranularity};
+        let t = KernelTarget::Turing;
+        // f16 d128 with splits: the sm_75 decode and the sm_75 combine.
+        let plan = plan_decode_for(t, &problem(), SplitPolicy::Count(4)).unwrap();
+        assert_eq!(plan.kernel.target, t);
+        assert_eq!(plan.decode.entry, "flashmha_decode_sm75_f16_d128");
+        assert_eq!(
+            plan.combine.map(|c| c.entry),
+            Some("flashmha_combine_splits_sm75_f16")
+        );
+        // Turing tiles fit its 64 KiB of shared memory.
+        assert!(plan.decode.dynamic_smem_bytes <= abi::FLASHMHA_SM75_MAX_DYNAMIC_SMEM_BYTES);
+        // 32 packed rows at d64: the wide Turing tile; at d128 (no wide Turing tile) two 16-row
+        // tiles per KV head.
+        let p = DecodeProblem::contiguous(DType::F16, 2, 4, 16, 2, 64, 40, 16, 10, true);
+        let plan = plan_decode_for(t, &p, SplitPolicy::Count(1)).unwrap();
+        assert_eq!(plan.decode.entry, "flashmha_decode_sm75_f16_d64_r32");
+        let p = DecodeProblem::contiguous(DType::F16, 2, 4, 16, 2, 128, 40, 16, 10, true);
+        let plan = plan_decode_for(t, &p, SplitPolicy::Count(1)).unwrap();
+        assert_eq!(plan.decode.entry, "flashmha_decode_sm75_f16_d128");
+        assert_eq!(plan.decode.grid[1], 2 * 2);
+        // bf16: no bf16 mma on sm_75.
+        let bf16 = DecodeProblem::contiguous(DType::Bf16, 3, 2, 8, 2, 128, 40, 16, 10, false);
+        assert!(matches!(
+            plan_decode_for(t, &bf16, SplitPolicy::Count(1)),
+            Err(Error::UnsupportedDType {
+                dtype: DType::Bf16,
+                target: KernelTarget::Turing
+            })
+        ));
+        // FP8 pages: an Ampere-and-newer feature.
+        let mut fp8 = problem();
+        fp8.kv_dtype = KvCacheDType::Fp8E4M3;
+        fp8.kv_scales = KvScaleGranularity::PerTensor;
+        assert!(matches!(
+            plan_decode_for(t, &fp8, SplitPolicy::Count(1)),
+            Err(Error::UnsupportedOnTarget {
+                target: KernelTarget::Turing,
+                ..
+            })
+        ));
+        // d256: no 0-spill Turing tile; the error lists the Turing head dims.
+        let d256 = DecodeProblem::contiguous(DType::F16, 1, 1, 2, 2, 256, 4, 16, 2, false);
+        match plan_decode_for(t, &d256, SplitPolicy::Count(1)) {
+            Err(Error::UnsupportedHeadDim {
+                target: KernelTarget::Turing,
+                supported,
+                ..
+            }) => assert!(!supported.contains(&256) && supported.contains(&128)),
+            other => panic!("{other:?}"),
+        }
+        // The same problem plans onto the Ampere entry by default.
+        assert_eq!(
+            plan_decode(&problem(), SplitPolicy::Count(1))
+                .unwrap()
+                .decode
+                .entry,
+            "flashmha_decode_f16_d128"
+        );
     }
 }

@@ -6,6 +6,7 @@ use super::kernels::{DecodeKernelRow, DECODE_KERNELS};
 use super::problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};
 use crate::abi;
 use crate::error::{AlignWhat, CuSeqlensFault, Dim, Error, Limit, OptionName, Result, TensorName};
+use crate::target::KernelTarget;
 
 /// 16-byte vectors (cp.async, Q loads): strides in elements must keep rows 16-byte aligned.
 pub const STRIDE_ALIGN_BYTES: i64 = abi::FLASHMHA_COPY_ALIGN_BYTES as i64;
@@ -85,13 +86,35 @@ fn aligned_strides(tensor: TensorName, strides: &[(Dim, i64)], element_bytes: us
     Ok(())
 }
 
-/// The compiled kernel serving `p`, after checking everything about `p`.
+/// The compiled Ampere-and-newer kernel serving `p`, after checking everything about `p`.
 pub fn validate_decode(p: &DecodeProblem) -> Result<&'static DecodeKernelRow> {
+    validate_decode_for(KernelTarget::Ampere, p)
+}
+
+/// The compiled kernel of `target` serving `p`, after checking everything about `p`. Turing
+/// has f16 decode over 16-bit pages only: bf16 is [`Error::UnsupportedDType`], FP8 pages
+/// [`Error::UnsupportedOnTarget`].
+pub fn validate_decode_for(
+    target: KernelTarget,
+    p: &DecodeProblem,
+) -> Result<&'static DecodeKernelRow> {
+    if !target.supports(p.dtype) {
+        return Err(Error::UnsupportedDType {
+            dtype: p.dtype,
+            target,
+        });
+    }
     // FP8 pages have their own (fewer) entries: the error lists the head dims compiled for
     // this dtype and this kind of page. Among the entries of (dtype, pages, d), a 32-row tile
     // when an item has more than 16 packed rows per KV head (K/V then pass through each CTA
     // for up to 32 rows instead of 16), else the 16-row tile.
     let kv_bytes = p.kv_element_bytes() as u32;
+    if target == KernelTarget::Turing && kv_bytes != 2 {
+        return Err(Error::UnsupportedOnTarget {
+            what: "decode over FP8 KV pages",
+            target,
+        });
+    }
     let rows = p.group() * p.max_seqlen_q();
     let wanted_tile = if rows > DECODE_TILE_ROWS {
         DECODE_TILE_ROWS_WIDE
@@ -99,7 +122,10 @@ pub fn validate_decode(p: &DecodeProblem) -> Result<&'static DecodeKernelRow> {
         DECODE_TILE_ROWS
     };
     let serves = |r: &&DecodeKernelRow| {
-        r.dtype == p.dtype && r.kv_bytes == kv_bytes && r.head_dim as usize == p.head_dim
+        r.target == target
+            && r.dtype == p.dtype
+            && r.kv_bytes == kv_bytes
+            && r.head_dim as usize == p.head_dim
     };
     let kernel = DECODE_KERNELS
         .iter()
@@ -114,10 +140,10 @@ pub fn validate_decode(p: &DecodeProblem) -> Result<&'static DecodeKernelRow> {
         .ok_or_else(|| Error::UnsupportedHeadDim {
             dtype: p.dtype,
             head_dim: p.head_dim,
-            target: crate::KernelTarget::Ampere,
+            target,
             supported: DECODE_KERNELS
                 .iter()
-                .filter(|r| r.dtype == p.dtype && r.kv_bytes == kv_bytes)
+                .filter(|r| r.target == target && r.dtype == p.dtype && r.kv_bytes == kv_bytes)
                 .map(|r| r.head_dim)
                 .collect(),
         })?;

@@ -9,11 +9,18 @@
 
 use super::{launch_one_struct, opt_read, opt_write, read, write, CudaBackend, Guard};
 use crate::decode::append::{AppendIndex, KvAppendBuffers, KvAppendPlan};
+use crate::decode::kernels::{
+    combine_entry, combine_entry_for, merge_states_entry, DECODE_KERNELS, KV_APPEND_ENTRY,
+    KV_APPEND_FP8_ENTRY, KV_APPEND_SM75_ENTRY, MERGE_STATES_SM75_F16_ENTRY,
+};
 use crate::decode::merge::{MergeBuffers, MergePlan, MergeStates};
 use crate::decode::plan::{DecodeBuffers, DecodePlan, DeviceBuf};
+use crate::dtype::DType;
 use crate::element::Element;
 use crate::error::{driver_error, Error, Result, TensorName};
+use crate::target::KernelTarget;
 use crate::validate::binding::DevBuf;
+use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{CudaFunction, CudaStream, DevicePtr, DevicePtrMut};
 
 /// The K/V page pools of a decode run: 16-bit pages of the plan's element type, or FP8 codes
@@ -293,17 +300,91 @@ impl<'a, T> KvAppendArgs<'a, T> {
     }
 }
 
-/// The decode, combine, merge and append functions of one device.
+/// The decode, combine, merge and append functions of one device, for its kernel target.
+/// `None` marks what the target has no kernel for: rows of the other target, and on Turing
+/// bf16 (no bf16 mma there) and FP8 pages (an Ampere-and-newer feature).
 pub(super) struct DecodeFunctions {
-    /// One per row of the decode kernel table, in table order.
-    pub decode: Vec<CudaFunction>,
+    target: KernelTarget,
+    /// One slot per row of the decode kernel table, in table order.
+    pub decode: Vec<Option<CudaFunction>>,
     /// Split combine: (f16, bf16).
-    pub combine: (CudaFunction, CudaFunction),
+    combine: (CudaFunction, Option<CudaFunction>),
     /// Public merge_states: (f16, bf16).
-    pub merge: (CudaFunction, CudaFunction),
+    merge: (CudaFunction, Option<CudaFunction>),
     /// KV append into 16-bit pools, and quantising into FP8 pools.
-    pub kv_append: CudaFunction,
-    pub kv_append_fp8: CudaFunction,
+    kv_append: CudaFunction,
+    kv_append_fp8: Option<CudaFunction>,
+}
+
+impl DecodeFunctions {
+    /// Loads `target`'s functions with `load` (entry name -> function of the device).
+    pub(super) fn load(
+        target: KernelTarget,
+        load: &dyn Fn(&str) -> Result<CudaFunction>,
+    ) -> Result<DecodeFunctions> {
+        let mut decode = Vec::with_capacity(DECODE_KERNELS.len());
+        for row in DECODE_KERNELS {
+            if row.target != target {
+                decode.push(None);
+                continue;
+            }
+            let func = load(row.entry)?;
+            // Above 48 KiB, dynamic shared memory must be opted into per function.
+            func.set_attribute(
+                CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                row.smem_bytes as i32,
+            )
+            .map_err(driver_error)?;
+            decode.push(Some(func));
+        }
+        Ok(match target {
+            KernelTarget::Ampere => DecodeFunctions {
+                target,
+                decode,
+                combine: (
+                    load(combine_entry(DType::F16))?,
+                    Some(load(combine_entry(DType::Bf16))?),
+                ),
+                merge: (
+                    load(merge_states_entry(DType::F16))?,
+                    Some(load(merge_states_entry(DType::Bf16))?),
+                ),
+                kv_append: load(KV_APPEND_ENTRY)?,
+                kv_append_fp8: Some(load(KV_APPEND_FP8_ENTRY)?),
+            },
+            KernelTarget::Turing => DecodeFunctions {
+                target,
+                decode,
+                combine: (
+                    load(
+                        combine_entry_for(target, DType::F16).ok_or(Error::NoKernel {
+                            entry: "split combine (sm_75, f16)".to_string(),
+                        })?,
+                    )?,
+                    None,
+                ),
+                merge: (load(MERGE_STATES_SM75_F16_ENTRY)?, None),
+                kv_append: load(KV_APPEND_SM75_ENTRY)?,
+                kv_append_fp8: None,
+            },
+        })
+    }
+
+    /// The function of `dtype` in an (f16, bf16) pair; bf16 is a typed error where the target
+    /// has none.
+    fn of_dtype<'f>(
+        &self,
+        pair: &'f (CudaFunction, Option<CudaFunction>),
+        dtype: DType,
+    ) -> Result<&'f CudaFunction> {
+        match dtype {
+            DType::F16 => Ok(&pair.0),
+            DType::Bf16 => pair.1.as_ref().ok_or(Error::UnsupportedDType {
+                dtype,
+                target: self.target,
+            }),
+        }
+    }
 }
 
 fn dev(b: DevBuf) -> DeviceBuf {
@@ -401,11 +482,8 @@ fn check_dtype<T: Element>(tensor: TensorName, plan_dtype: crate::dtype::DType) 
 }
 
 impl CudaBackend {
-    fn decode_functions(&self) -> Result<&DecodeFunctions> {
-        self.decode.as_ref().ok_or(Error::UnsupportedOnTarget {
-            what: "paged decode",
-            target: self.target(),
-        })
+    fn decode_functions(&self) -> &DecodeFunctions {
+        &self.decode
     }
 
     /// Runs `plan` with `args` on `stream`: the decode, then the split combine if the plan has
@@ -464,13 +542,27 @@ impl CudaBackend {
             partial_entropy,
         };
         let (decode_params, combine_params) = plan.params(&bufs)?;
-        let f = self.decode_functions()?;
-        let index = crate::decode::kernels::DECODE_KERNELS
+        let f = self.decode_functions();
+        if plan.kernel.target != self.target() {
+            return Err(Error::TargetMismatch {
+                plan: plan.kernel.target,
+                device: self.target(),
+            });
+        }
+        let index = DECODE_KERNELS
             .iter()
             .position(|r| r.entry == plan.kernel.entry)
             .ok_or_else(|| Error::NoKernel {
                 entry: plan.kernel.entry.to_string(),
             })?;
+        let decode_fn = f.decode[index].as_ref().ok_or_else(|| Error::NoKernel {
+            entry: plan.kernel.entry.to_string(),
+        })?;
+        // Resolved before any launch, so that a missing combine launches nothing.
+        let combine_fn = match &plan.combine {
+            Some(_) => Some(f.of_dtype(&f.combine, plan.problem.dtype)?),
+            None => None,
+        };
         self.context().bind_to_thread().map_err(driver_error)?;
         let l = &plan.decode;
         // SAFETY: `params` checked every buffer against the plan's extents (presence, size,
@@ -479,7 +571,7 @@ impl CudaBackend {
         // indices (block table, lengths, cu_seqlens) are checked by the kernel, which traps.
         unsafe {
             launch_one_struct(
-                &f.decode[index],
+                decode_fn,
                 l.grid,
                 l.block,
                 l.dynamic_smem_bytes,
@@ -487,11 +579,7 @@ impl CudaBackend {
                 decode_params,
             )?;
         }
-        if let (Some(c), Some(cp)) = (&plan.combine, combine_params) {
-            let func = match plan.problem.dtype {
-                crate::dtype::DType::F16 => &f.combine.0,
-                crate::dtype::DType::Bf16 => &f.combine.1,
-            };
+        if let (Some(c), Some(cp), Some(func)) = (&plan.combine, combine_params, combine_fn) {
             // SAFETY: as above; the combine reads the workspace the decode wrote, in stream
             // order, and writes o / lse / entropy, all checked by `params`.
             unsafe {
@@ -552,11 +640,8 @@ impl CudaBackend {
             o: dev(o),
             lse: opt_dev(lse),
         })?;
-        let f = self.decode_functions()?;
-        let func = match plan.problem.dtype {
-            crate::dtype::DType::F16 => &f.merge.0,
-            crate::dtype::DType::Bf16 => &f.merge.1,
-        };
+        let f = self.decode_functions();
+        let func = f.of_dtype(&f.merge, plan.problem.dtype)?;
         self.context().bind_to_thread().map_err(driver_error)?;
         let l = &plan.launch;
         // SAFETY: `params` checked every buffer against the plan (presence, size, alignment,
@@ -662,9 +747,12 @@ impl CudaBackend {
             }
         };
         let params = plan.params(&bufs)?;
-        let f = self.decode_functions()?;
+        let f = self.decode_functions();
         let function = if plan_fp8 {
-            &f.kv_append_fp8
+            f.kv_append_fp8.as_ref().ok_or(Error::UnsupportedOnTarget {
+                what: "KV append into FP8 pages",
+                target: self.target(),
+            })?
         } else {
             &f.kv_append
         };

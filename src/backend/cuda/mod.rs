@@ -18,10 +18,6 @@ pub use image_choice::{choose_image, ImageChoice};
 pub use timing::time_forward;
 
 use crate::build_info::{self, FWD_KERNELS};
-use crate::decode::kernels::{
-    combine_entry, merge_states_entry, DECODE_KERNELS, KV_APPEND_ENTRY, KV_APPEND_FP8_ENTRY,
-};
-use crate::dtype::DType;
 use crate::element::Element;
 use crate::error::{driver_error, Error, Result};
 use crate::options::AttnOptions;
@@ -57,8 +53,9 @@ pub struct CudaBackend {
     forward: Vec<Option<CudaFunction>>,
     /// Head-similarity kernels: (f16, bf16); None where the target has none (Turing).
     head_similarity: Option<(CudaFunction, CudaFunction)>,
-    /// Paged decode, split combine, merge_states and KV append; None on Turing.
-    decode: Option<decode::DecodeFunctions>,
+    /// Paged decode, split combine, merge_states and KV append of the target (Turing: f16 over
+    /// 16-bit pages).
+    decode: decode::DecodeFunctions,
 }
 
 impl CudaBackend {
@@ -108,55 +105,23 @@ impl CudaBackend {
             .map_err(driver_error)?;
             forward.push(Some(func));
         }
-        if target == KernelTarget::Turing {
-            let loaded = forward.iter().flatten().count();
-            tracing::info!(
-                major,
-                minor,
-                kernels = loaded,
-                "cuda backend ready (Turing kernels)"
-            );
-            return Ok(CudaBackend {
-                ctx,
-                compute_capability: (major, minor),
-                target,
-                forward,
-                head_similarity: None,
-                decode: None,
-            });
-        }
-        let head_similarity = Some((load(ENTRY_F16)?, load(ENTRY_BF16)?));
-        let mut decode_fns = Vec::with_capacity(DECODE_KERNELS.len());
-        for row in DECODE_KERNELS {
-            let func = load(row.entry)?;
-            func.set_attribute(
-                CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                row.smem_bytes as i32,
-            )
-            .map_err(driver_error)?;
-            decode_fns.push(func);
-        }
-        let decode = decode::DecodeFunctions {
-            decode: decode_fns,
-            combine: (
-                load(combine_entry(DType::F16))?,
-                load(combine_entry(DType::Bf16))?,
-            ),
-            merge: (
-                load(merge_states_entry(DType::F16))?,
-                load(merge_states_entry(DType::Bf16))?,
-            ),
-            kv_append: load(KV_APPEND_ENTRY)?,
-            kv_append_fp8: load(KV_APPEND_FP8_ENTRY)?,
+        // Head similarity has no Turing kernels; decode, the split combine, merge_states and
+        // the 16-bit KV append do (f16 only there: decode::DecodeFunctions::load).
+        let head_similarity = if target == KernelTarget::Ampere {
+            Some((load(ENTRY_F16)?, load(ENTRY_BF16)?))
+        } else {
+            None
         };
-        tracing::info!(major, minor, kernels = forward.len(), "cuda backend ready");
+        let decode = decode::DecodeFunctions::load(target, &load)?;
+        let loaded = forward.iter().flatten().count() + decode.decode.iter().flatten().count();
+        tracing::info!(major, minor, %target, kernels = loaded, "cuda backend ready");
         Ok(CudaBackend {
             ctx,
             compute_capability: (major, minor),
             target,
             forward,
             head_similarity,
-            decode: Some(decode),
+            decode,
         })
     }
 

@@ -1,0 +1,706 @@
+/*
+ * flash_decode_cta.cuh: the CTA body of the paged-decode kernels, shared by the Ampere entry
+ * points (kernels/flash_decode.cu: cp.async into two per-warp stages, mma.m16n8k16) and the
+ * Turing ones (kernels/sm75/flash_decode_sm75.cu: register-staged key blocks into one per-warp
+ * stage, each k16 step two mma.m16n8k8), so both offer every option with the same code.
+ *
+ * Grid (num_splits, hkv x row tiles, batch). A CTA computes, for one KV head of one batch item,
+ * a tile of 16 or 32 packed query rows (packed row R = query i x group + g, the group = hq / hkv
+ * query heads sharing the KV head, so each K/V row is read once per KV head; 32-row tiles are
+ * two m16 row blocks per warp, for group x new tokens up to 32), over the keys of one split.
+ * Each warp holds the same rows of Q (registers or the Q tile) and streams its own 16-key blocks
+ * (block-table lookup, bounds check, copy into its shared-memory region: DecodeTraits), runs
+ * S = Q K^T, the masks and modifiers, the online softmax and O += P V on them, and keeps its
+ * own (O, m, l) state. The epilogue merges the warps' states through shared memory and writes
+ * either O (and LSE / entropy) directly, or, with FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT, the split's
+ * partial O (f32) and LSE to the workspace for kernels/merge_states.cu.
+ *
+ * Key-block pipeline (DecodeTraits::kLoadPath):
+ *  - CpAsync (sm_80+): block i+1 is copied by cp.async into the other stage while block i is
+ *    computed; cp.async.wait_group + bar.warp.sync make it visible.
+ *  - RegisterStaged (sm_75 has no cp.async): one stage per warp. The next block's K chunks are
+ *    loaded (ld.global.nc) into registers before S = Q K^T of the current block and stored to
+ *    the K stage right after it; its V chunks are loaded then, in flight during the softmax and
+ *    P V, and stored to the V stage after them. Only one of K or V is in registers at a time,
+ *    which keeps the loop within sm_75's registers without spills.
+ *
+ * FP8 pages (kv_bytes 1, Ampere only): K / V codes go from shared memory through ldmatrix
+ * straight into registers and are dequantised there (kernels/common/fp8.cuh), the scales folded
+ * into the softmax scale (K) and the epilogue (V).
+ *
+ * Device-resident indices are never trusted: cache_seqlens[b] against max_pages_per_seq x
+ * page_size, cu_seqlens_q against total_q and seqlen_q, every block-table entry used against
+ * num_pages; a violation executes trap. Keys at or past the row's visible range are zero-filled
+ * (cp.async src-size 0, or a zero register block without a load; their pages are neither looked
+ * up nor read), so unused pages are never touched.
+ */
+#ifndef FLASHMHA_COMMON_FLASH_DECODE_CTA_CUH
+#define FLASHMHA_COMMON_FLASH_DECODE_CTA_CUH
+
+#include <stdint.h>
+
+#include "params.h"
+#include "common/dtype.cuh"
+#include "common/mma.cuh"
+#include "common/softmax.cuh"
+#include "common/codegen.cuh"
+#include "common/decode_traits.cuh"
+#include "common/fp8.cuh"
+#include "common/staged_copy.cuh"
+
+namespace flashmha {
+
+/* Which keys one packed query row sees, for one batch item and split (mask semantics of
+ * src/options.rs: shift = L - sq, causal j <= i + shift, window [i + shift - left,
+ * i + shift + right]), clamped to the split's keys [split_lo, split_hi). */
+struct DecodeRowBounds {
+    int shift;
+    int split_lo;
+    int split_hi;
+    int left;
+    int right;
+    bool has_left;
+    bool has_right;
+
+    __device__ __forceinline__ int lo(int qi) const {
+        return has_left ? max(max(qi + shift - left, 0), split_lo) : split_lo;
+    }
+    __device__ __forceinline__ int hi(int qi) const {
+        return has_right ? min(qi + shift + right + 1, split_hi) : split_hi;
+    }
+};
+
+/* Softcap and per-row ALiBi (rows of one CTA belong to different query heads under GQA
+ * packing, so the slope is per row): raw q.k -> log2-domain scores. */
+struct DecodeScoreMod {
+    bool softcap;
+    bool alibi;
+    float scale_log2;
+    float softcap_pre;   // scale / c
+    float softcap_post;  // c log2 e
+
+    __device__ __forceinline__ bool any() const { return softcap || alibi; }
+
+    /* s of one m16 row block; alibi_log2: the slopes (log2 units) of its two rows per thread. */
+    template <int kSTiles>
+    __device__ __forceinline__ void apply(float (&s)[kSTiles][kCRegs], const int (&diag)[kRowHalves],
+                                          const float (&alibi_log2)[kRowHalves], int lane) const {
+#pragma unroll
+        for (int nt = 0; nt < kSTiles; ++nt)
+#pragma unroll
+            for (int c = 0; c < kCRegs; ++c) {
+                float x;
+                if (softcap) {
+                    float t;
+                    asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(s[nt][c] * softcap_pre));
+                    x = softcap_post * t;
+                } else {
+                    x = s[nt][c] * scale_log2;
+                }
+                if (alibi) {
+                    const int h = mma_c_row_half(c);
+                    const int dist = abs(diag[h] - (nt * kMmaN + mma_c_col(lane, c)));
+                    x = fmaf(-alibi_log2[h], static_cast<float>(dist), x);
+                }
+                s[nt][c] = x;
+            }
+    }
+};
+
+template <class T>
+__device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
+    using Elem = typename T::Elem;
+    constexpr int kW = T::kNumWarps;
+    extern __shared__ __align__(128) unsigned char smem[];
+
+    uint32_t dynamic_smem_bytes;
+    asm volatile("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dynamic_smem_bytes));
+    if (dynamic_smem_bytes < static_cast<uint32_t>(T::kSmemBytes)) __trap();
+
+    const int tid = threadIdx.x;
+    const int lane = lane_of(tid);
+    const int warp = warp_of(tid);
+    const int split = blockIdx.x;
+    const int row_tiles = gridDim.y / p.num_heads_kv;
+    const int kv_head = blockIdx.y / row_tiles;
+    const int row_tile = blockIdx.y - kv_head * row_tiles;
+    const int batch = blockIdx.z;
+    const int group = p.num_heads_q / p.num_heads_kv;
+    const bool varlen = (p.flags & FLASHMHA_FLAG_VARLEN) != 0;
+
+    // Device-resident lengths: checked before any use.
+    const int cache_len = p.cache_seqlens[batch];
+    if (cache_len < 0 ||
+        static_cast<int64_t>(cache_len) > static_cast<int64_t>(p.max_pages_per_seq) * p.page_size)
+        __trap();
+    int sq;
+    int q_row0;  // row of the item's first query in the [total_q] row space (lse, workspace)
+    int64_t q_item, o_item, lse_item;  // element offsets of the item's row 0
+    if (varlen) {
+        const int q0 = p.cu_seqlens_q[batch];
+        const int q1 = p.cu_seqlens_q[batch + 1];
+        if (q0 < 0 || q1 < q0 || q1 > p.total_q || q1 - q0 > p.seqlen_q) __trap();
+        sq = q1 - q0;
+        q_row0 = q0;
+        q_item = static_cast<int64_t>(q0) * p.q_row_stride;
+        o_item = static_cast<int64_t>(q0) * p.o_row_stride;
+        lse_item = q0;
+    } else {
+        sq = p.seqlen_q;
+        q_row0 = batch * p.seqlen_q;
+        q_item = batch * p.q_batch_stride;
+        o_item = batch * p.o_batch_stride;
+        lse_item = batch * p.lse_batch_stride;
+    }
+    const int rows_item = group * sq;
+    constexpr int kRB = T::kRowBlocks;
+    const int r0 = row_tile * T::kTileRows;
+    if (r0 >= rows_item) return;  // CTA-uniform: varlen item shorter than the grid
+
+    // Keys of this split: [split_lo, split_hi). Fixed split size (batch-invariant) or an even
+    // share of this item's keys, rounded to FLASHMHA_DECODE_SPLIT_ALIGN.
+    int per_split = p.split_keys;
+    if (per_split <= 0) {
+        const int share = (cache_len + p.num_splits - 1) / p.num_splits;
+        per_split = (share + FLASHMHA_DECODE_SPLIT_ALIGN - 1) / FLASHMHA_DECODE_SPLIT_ALIGN *
+                    FLASHMHA_DECODE_SPLIT_ALIGN;
+        per_split = max(per_split, FLASHMHA_DECODE_SPLIT_ALIGN);
+    }
+    DecodeRowBounds bounds;
+    {
+        const int64_t lo = static_cast<int64_t>(split) * per_split;
+        bounds.split_lo = static_cast<int>(min(lo, static_cast<int64_t>(cache_len)));
+        bounds.split_hi = static_cast<int>(min(lo + per_split, static_cast<int64_t>(cache_len)));
+        bounds.shift = cache_len - sq;
+        const bool causal = (p.flags & FLASHMHA_FLAG_CAUSAL) != 0;
+        const bool window = (p.flags & FLASHMHA_FLAG_WINDOW) != 0;
+        bounds.has_left = window && p.window_left >= 0 && p.window_left < cache_len;
+        bounds.left = bounds.has_left ? p.window_left : 0;
+        const bool window_right = window && p.window_right >= 0;
+        bounds.right = causal ? 0 : (window_right ? p.window_right : 0);
+        bounds.has_right = (causal || window_right) && bounds.right < sq;
+    }
+
+    // The thread's two packed rows (groupID, groupID + 8) of each row block and what they see.
+    int qi_of[kRB][kRowHalves];
+    int head_of[kRB][kRowHalves];
+    bool row_valid[kRB][kRowHalves];
+    int key_lo[kRB][kRowHalves];
+    int key_hi[kRB][kRowHalves];
+#pragma unroll
+    for (int rb = 0; rb < kRB; ++rb)
+#pragma unroll
+        for (int h = 0; h < kRowHalves; ++h) {
+            const int r = r0 + rb * kDecodeRowsPerBlock + mma_c_row(lane, mma_c_index(h, 0));
+            qi_of[rb][h] = r / group;
+            head_of[rb][h] = kv_head * group + (r - qi_of[rb][h] * group);
+            row_valid[rb][h] = r < rows_item;
+            key_lo[rb][h] = row_valid[rb][h] ? bounds.lo(qi_of[rb][h]) : 0;
+            key_hi[rb][h] = row_valid[rb][h] ? bounds.hi(qi_of[rb][h]) : 0;
+        }
+    // Bounds are nondecreasing in the query index: the CTA's keys and its fully visible keys.
+    const int qi_first = r0 / group;
+    const int qi_last = (min(r0 + T::kTileRows, rows_item) - 1) / group;
+    const int cta_lo = bounds.lo(qi_first);
+    const int cta_hi = bounds.hi(qi_last);
+    const int full_lo = bounds.lo(qi_last);
+    const int full_hi = bounds.hi(qi_first);
+
+    const uint32_t smem_base = smem_addr(smem);
+
+    // Q tile: q: [tile rows (16 or 32 packed rows), d] -> shared (rows past the item zero-filled), then registers.
+    // FP8 K/V: each 16-dim group is stored even dims first (fp8_q_dim_of_k_col), so the chunks
+    // go in pairs.
+    {
+        // The even / odd split spans one k16 step: two 16-byte chunks of 16-bit Q.
+        constexpr int kChunksPerItem = T::kKvFp8 ? kMmaK / kDecodeChunkElems : 1;
+        constexpr int kItemsPerRow = T::kQChunks / kChunksPerItem;
+        for (int flat = tid; flat < T::kTileRows * kItemsPerRow; flat += T::kThreads) {
+            const int row = flat / kItemsPerRow;
+            const int c = (flat - row * kItemsPerRow) * kChunksPerItem;
+            const int r = r0 + row;
+            uint4 v[kChunksPerItem];
+#pragma unroll
+            for (int i = 0; i < kChunksPerItem; ++i) v[i] = make_uint4(0, 0, 0, 0);
+            if (r < rows_item) {
+                const int qi = r / group;
+                const int head = kv_head * group + (r - qi * group);
+                const elem_bits_t *src = static_cast<const elem_bits_t *>(p.q) + q_item +
+                                         qi * p.q_row_stride + head * p.q_head_stride;
+#pragma unroll
+                for (int i = 0; i < kChunksPerItem; ++i)
+                    v[i] = *reinterpret_cast<const uint4 *>(src + (c + i) * kDecodeChunkElems);
+            }
+            unsigned char *dst = smem + T::kQOffset + row * T::kQPitch + c * kDecodeChunkBytes;
+            if constexpr (T::kKvFp8) {
+                uint4 even, odd;
+                deinterleave_halves(v[0], v[1], even, odd);
+                *reinterpret_cast<uint4 *>(dst) = even;
+                *reinterpret_cast<uint4 *>(dst + kDecodeChunkBytes) = odd;
+            } else {
+                *reinterpret_cast<uint4 *>(dst) = v[0];
+            }
+        }
+    }
+    __syncthreads();  // the Q tile comes from all threads; every warp reads all of it
+    // Q A-fragments of each row block, one per k16 step (see DecodeTraits::kQInRegisters).
+    const uint32_t q_cur = smem_base + T::kQOffset + ldsm_a_row(lane) * T::kQPitch +
+                           ldsm_a_col8(lane) * kDecodeChunkBytes;
+    constexpr int kQRegSteps = T::kQInRegisters ? T::kQKSteps : 1;
+    constexpr int kQBlockBytes = kDecodeRowsPerBlock * T::kQPitch;  // one row block of the Q tile
+    uint32_t q_frag[kRB][kQRegSteps][kARegs];
+    if constexpr (T::kQInRegisters) {
+        static_for<kRB>([&](auto rb_c) {
+            constexpr int rb = decltype(rb_c)::value;
+            static_for<T::kQKSteps>([&](auto kk_c) {
+                constexpr int kk = decltype(kk_c)::value;
+                ldsm_x4<rb * kQBlockBytes + kk * 2 * kDecodeChunkBytes>(q_frag[rb][kk], q_cur);
+            });
+        });
+    }
+
+    DecodeScoreMod mod;
+    mod.softcap = p.softcap > 0.0f;
+    mod.alibi = p.alibi_slopes != nullptr;
+    mod.scale_log2 = p.scale_log2;
+    mod.softcap_pre = mod.softcap ? p.scale / p.softcap : 0.0f;
+    mod.softcap_post = p.softcap * kLog2e;
+    float alibi_log2[kRB][kRowHalves];
+#pragma unroll
+    for (int rb = 0; rb < kRB; ++rb)
+#pragma unroll
+        for (int h = 0; h < kRowHalves; ++h)
+            alibi_log2[rb][h] = mod.alibi && row_valid[rb][h]
+                                    ? p.alibi_slopes[head_of[rb][h]] * kLog2e
+                                    : 0.0f;
+    // FP8: the K scale (times the dequantiser's 2^8 for e4m3, fp8.cuh) multiplies every score,
+    // so it joins the softmax scale; the V scale multiplies O once in the epilogue.
+    float v_mul = 1.0f;
+    if constexpr (T::kKvFp8) {
+        if (p.kv_format != FLASHMHA_KV_FORMAT_E4M3 && p.kv_format != FLASHMHA_KV_FORMAT_E5M2)
+            __trap();
+        const float to_value = fp8_f16_scale(p.kv_format);
+        const int scale_index = kv_head * p.kv_scale_stride;
+        const float k_mul = p.k_scales[scale_index] * to_value;
+        v_mul = p.v_scales[scale_index] * to_value;
+        mod.scale_log2 *= k_mul;
+        mod.softcap_pre *= k_mul;
+    }
+    const float score_mul = pin(mod.any() ? 1.0f : mod.scale_log2);
+
+    // O: [16 rows, d] per row block of this warp's keys, f32 C fragments.
+    float o_acc[kRB][T::kOTiles][kCRegs];
+#pragma unroll
+    for (int rb = 0; rb < kRB; ++rb)
+#pragma unroll
+        for (int ot = 0; ot < T::kOTiles; ++ot)
+#pragma unroll
+            for (int c = 0; c < kCRegs; ++c) o_acc[rb][ot][c] = 0.0f;
+    OnlineSoftmax<T::kSTiles, T::kOTiles> softmax[kRB];
+
+    // This warp's key blocks: blk_first, blk_first + W, ... < blk_end (blocks of 16 keys).
+    const int blk_begin = cta_lo / kDecodeKeysPerBlock;
+    const int blk_end = cta_hi > cta_lo ? (cta_hi + kDecodeKeysPerBlock - 1) / kDecodeKeysPerBlock
+                                        : blk_begin;
+    const int blk_first = blk_begin + warp;
+    const int num_blocks = blk_first < blk_end ? (blk_end - blk_first + kW - 1) / kW : 0;
+
+    if (num_blocks > 0) {
+        const bool want_entropy = p.entropy != nullptr || p.partial_entropy != nullptr;
+        const int copy_row = copy_row_of_lane(lane);
+        const int copy_half = copy_half_of_lane(lane);
+        const int copy_leader = copy_pair_leader(lane);
+        const int32_t *table = p.block_table + batch * p.block_table_stride;
+        // k, v of this KV head: element (page, slot, c) at page * page_stride + slot * slot_stride
+        const uint64_t k_head = gmem_addr(p.k_cache) + kv_head * p.k_head_stride * T::kKvBytes +
+                                copy_half * kDecodeChunkBytes;
+        const uint64_t v_head = gmem_addr(p.v_cache) + kv_head * p.v_head_stride * T::kKvBytes +
+                                copy_half * kDecodeChunkBytes;
+        const uint32_t region = smem_base + T::kRegionOffset + warp * T::kWarpRegionBytes;
+        const uint32_t copy_dst = region + copy_row * T::kPitch + copy_half * kDecodeChunkBytes;
+
+        // Where the lane's key row of block `blk` lives: lanes r and r + 16 copy key row r, lane
+        // r + 16h the chunks 2j + h (adjacent chunks of a pair fill one 32-byte sector).
+        // Returns the row's byte count per chunk: 16, or 0 for keys outside [cta_lo, cta_hi)
+        // (zero-filled; their page is neither looked up nor read).
+        auto locate_row = [&](int blk, uint64_t &k_src, uint64_t &v_src) -> uint32_t {
+            const int key = blk * kDecodeKeysPerBlock + copy_row;
+            const bool in = key >= cta_lo && key < cta_hi;
+            const int page_slot = page_of_key(p, key);
+            int page = 0;
+            if (in && copy_half == 0) page = table[page_slot];  // page_slot < max_pages_per_seq
+            page = __shfl_sync(kDecodeWarpMask, page, copy_leader);
+            k_src = k_head;
+            v_src = v_head;
+            uint32_t bytes = 0;
+            if (in) {
+                if (static_cast<uint32_t>(page) >= static_cast<uint32_t>(p.num_pages)) __trap();
+                const int slot = key - page_slot * p.page_size;
+                k_src += (page * p.k_page_stride + slot * p.k_slot_stride) * T::kKvBytes;
+                v_src += (page * p.v_page_stride + slot * p.v_slot_stride) * T::kKvBytes;
+                bytes = kDecodeChunkBytes;
+            }
+            return bytes;
+        };
+        // cp.async: copies key block `blk` into stage kStage.
+        auto issue_block = [&](auto stage_c, int blk) {
+            constexpr int kStage = decltype(stage_c)::value;
+            uint64_t k_src, v_src;
+            const uint32_t bytes = locate_row(blk, k_src, v_src);
+            static_for<T::kChunksPerLane>([&](auto j_c) {
+                constexpr int kOff = decltype(j_c)::value * kCopyLanesPerRow * kDecodeChunkBytes;
+                cp_async_16_imm<T::k_block(kStage) - T::kRegionOffset + kOff, kOff>(copy_dst, k_src,
+                                                                                      bytes);
+            });
+            static_for<T::kChunksPerLane>([&](auto j_c) {
+                constexpr int kOff = decltype(j_c)::value * kCopyLanesPerRow * kDecodeChunkBytes;
+                cp_async_16_imm<T::v_block(kStage) - T::kRegionOffset + kOff, kOff>(copy_dst, v_src,
+                                                                                      bytes);
+            });
+            cp_async_commit();
+        };
+        // Register-staged: the lane's chunks of one K or V row in flight (4 registers each);
+        // zero for keys outside [cta_lo, cta_hi), without a load, as cp.async's src-size 0.
+        struct StagedRow {
+            uint4 chunk[T::kChunksPerLane];
+        };
+        // The next block of a register-staged warp: where its K / V rows are, and the one of
+        // them in flight.
+        struct StagedNext {
+            uint64_t k = 0;
+            uint64_t v = 0;
+            uint32_t bytes = 0;
+            StagedRow row;
+        };
+        auto load_row = [&](uint64_t src, uint32_t bytes, StagedRow &st) {
+            static_for<T::kChunksPerLane>([&](auto j_c) {
+                constexpr int j = decltype(j_c)::value;
+                constexpr int kOff = j * kCopyLanesPerRow * kDecodeChunkBytes;
+                st.chunk[j] = make_uint4(0u, 0u, 0u, 0u);
+                if (bytes != 0) st.chunk[j] = ld_global_nc_16(src + kOff);
+            });
+        };
+        // Stores a staged row into the K (kBlock = k_block(0)) or V block of the single stage.
+        auto store_row = [&](auto block_c, const StagedRow &st) {
+            constexpr int kBlock = decltype(block_c)::value - T::kRegionOffset;
+            static_for<T::kChunksPerLane>([&](auto j_c) {
+                constexpr int j = decltype(j_c)::value;
+                st_shared_16<kBlock + j * kCopyLanesPerRow * kDecodeChunkBytes>(copy_dst,
+                                                                                 st.chunk[j]);
+            });
+        };
+
+        // Fragment cursors into this warp's region (ldmatrix patterns of mma.cuh).
+        const uint32_t k_cur = region + ldsm_b_row(lane) * T::kPitch + ldsm_b_col8(lane) * kDecodeChunkBytes;
+        const uint32_t v_cur = region + ldsm_a_row(lane) * T::kPitch + ldsm_a_col8(lane) * kDecodeChunkBytes;
+
+        // FP8 code pairs of one ldmatrix register as two B registers of Elem (fp8.cuh pairing).
+        auto kv_pairs = [&](auto format_c, uint32_t x) {
+            constexpr int kFormat = decltype(format_c)::value;
+            Fp8Pairs r = kFormat == FLASHMHA_KV_FORMAT_E5M2 ? e5m2_pairs_to_f16(x) : e4m3_pairs_to_f16(x);
+            if constexpr (Elem::kIsBf16) {
+                r.p02 = f16x2_to_bf16x2(r.p02);
+                r.p13 = f16x2_to_bf16x2(r.p13);
+            }
+            return r;
+        };
+
+        auto process_block = [&](auto format_c, auto stage_c, int i) {
+            constexpr int kStage = decltype(stage_c)::value;
+            constexpr int kK = T::k_block(kStage) - T::kRegionOffset;
+            constexpr int kV = T::v_block(kStage) - T::kRegionOffset;
+            const int blk = blk_first + i * kW;
+            const bool has_next = i + 1 < num_blocks;
+            // Register-staged: the next block's location and its K row, loading during S.
+            StagedNext next;
+            if constexpr (T::kRegisterStaged) {
+                if (has_next) {
+                    next.bytes = locate_row(blk + kW, next.k, next.v);
+                    load_row(next.k, next.bytes, next.row);
+                }
+            } else {
+                (void)next;  // the cp.async path stages nothing in registers
+                if (has_next) issue_block(Int<kStage ^ 1>{}, blk + kW);  // stage freed by warp_sync
+                if (has_next)
+                    cp_async_wait<1>();  // this block's group landed (the next may be in flight)
+                else
+                    cp_async_wait<0>();
+            }
+            warp_sync();  // every lane's copies of this block are visible to the warp's ldmatrix
+
+            // S = Q K^T: s: [16 rows, 16 keys] per row block as two n8 C fragments, f32. Every
+            // K fragment feeds the mma of each row block.
+            float s[kRB][T::kSTiles][kCRegs];
+            auto q_fragment = [&](auto rb_c, auto kk_c, uint32_t(&q_step)[kARegs]) {
+                constexpr int rb = decltype(rb_c)::value;
+                constexpr int kk = decltype(kk_c)::value;
+                if constexpr (T::kQInRegisters) {
+#pragma unroll
+                    for (int r = 0; r < kARegs; ++r) q_step[r] = q_frag[rb][kk][r];
+                } else {
+                    ldsm_x4<rb * kQBlockBytes + kk * 2 * kDecodeChunkBytes>(q_step, q_cur);
+                }
+            };
+            if constexpr (T::kKvFp8) {
+                // k: [16 keys, 32 dims] per ldmatrix.x4; register m: keys 8 (m >> 1) + groupID,
+                // dim chunk 2j + (m & 1) (mma.cuh "B pattern" in 16-byte units).
+                static_for<T::kFp8LdsmSteps>([&](auto j_c) {
+                    constexpr int j = decltype(j_c)::value;
+                    uint32_t b[kLdsmMatrices];
+                    ldsm_x4<kK + j * kFp8DimsPerLdsmX4>(b, k_cur);
+                    static_for<kFp8ChunksPerLdsmX4>([&](auto half_c) {
+                        constexpr int kHalf = decltype(half_c)::value;
+                        constexpr int kk = 2 * j + kHalf;
+                        const Fp8Pairs k0 = kv_pairs(format_c, b[kHalf]);      // keys 0..7
+                        const Fp8Pairs k1 = kv_pairs(format_c, b[2 + kHalf]);  // keys 8..15
+                        static_for<kRB>([&](auto rb_c) {
+                            constexpr int rb = decltype(rb_c)::value;
+                            uint32_t q_step[kARegs];
+                            q_fragment(rb_c, Int<kk>{}, q_step);
+                            if constexpr (kk == 0) {
+                                mma_16816_zero_c<Elem>(s[rb][0], q_step, k0.p02, k0.p13);
+                                mma_16816_zero_c<Elem>(s[rb][1], q_step, k1.p02, k1.p13);
+                            } else {
+                                mma_16816<Elem>(s[rb][0], q_step, k0.p02, k0.p13);
+                                mma_16816<Elem>(s[rb][1], q_step, k1.p02, k1.p13);
+                            }
+                        });
+                    });
+                });
+            } else
+            static_for<T::kQKSteps>([&](auto kk_c) {
+                constexpr int kk = decltype(kk_c)::value;
+                uint32_t b[kLdsmMatrices];
+                ldsm_x4<kK + kk * 2 * kDecodeChunkBytes>(b, k_cur);
+                static_for<kRB>([&](auto rb_c) {
+                    constexpr int rb = decltype(rb_c)::value;
+                    uint32_t q_step[kARegs];
+                    q_fragment(rb_c, kk_c, q_step);
+                    if constexpr (kk == 0) {
+                        mma_16816_zero_c<Elem>(s[rb][0], q_step, b[0], b[1]);
+                        mma_16816_zero_c<Elem>(s[rb][1], q_step, b[2], b[3]);
+                    } else {
+                        mma_16816<Elem>(s[rb][0], q_step, b[0], b[1]);
+                        mma_16816<Elem>(s[rb][1], q_step, b[2], b[3]);
+                    }
+                });
+            });
+
+            if constexpr (T::kRegisterStaged) {
+                // The K stage is free once every lane's ldmatrix of it is done: the next K row
+                // goes in, and the next V row's loads fly during the softmax and P V.
+                warp_sync();
+                if (has_next) {
+                    store_row(Int<T::k_block(0)>{}, next.row);
+                    load_row(next.v, next.bytes, next.row);
+                }
+            }
+
+            const int n0 = blk * kDecodeKeysPerBlock;
+            const bool partial = n0 < full_lo || n0 + kDecodeKeysPerBlock > full_hi;  // uniform
+            // O += P V: P (the S registers, converted) is the A operand; V via ldmatrix.trans.
+            uint32_t pa[kRB][kARegs];
+#pragma unroll
+            for (int rb = 0; rb < kRB; ++rb) {
+                if (mod.any()) {
+                    int diag[kRowHalves];
+#pragma unroll
+                    for (int h = 0; h < kRowHalves; ++h) diag[h] = qi_of[rb][h] + bounds.shift - n0;
+                    mod.apply(s[rb], diag, alibi_log2[rb], lane);
+                }
+                if (partial) {
+#pragma unroll
+                    for (int nt = 0; nt < T::kSTiles; ++nt)
+#pragma unroll
+                        for (int c = 0; c < kCRegs; ++c) {
+                            const int h = mma_c_row_half(c);
+                            const int key = n0 + nt * kMmaN + mma_c_col(lane, c);
+                            if (key < key_lo[rb][h] || key >= key_hi[rb][h]) s[rb][nt][c] = neg_inf();
+                        }
+                }
+                if (want_entropy)
+                    softmax[rb].template update<true>(s[rb], o_acc[rb], score_mul);
+                else
+                    softmax[rb].template update<false>(s[rb], o_acc[rb], score_mul);
+#pragma unroll
+                for (int r = 0; r < kARegs; ++r) {
+                    const float(&st)[kCRegs] = s[rb][p_tile_of_a_reg(0, r)];
+                    pa[rb][r] = Elem::pack(st[p_c_of_a_reg(r)], st[p_c_of_a_reg(r) + 1]);
+                }
+            }
+            if constexpr (T::kKvFp8) {
+                // v: [16 keys, 32 dims] per ldmatrix.x4.trans; register m: keys 8 (m & 1) ..,
+                // dim chunk cc = 2j + (m >> 1); its even / odd dims feed tiles 2 cc, 2 cc + 1.
+                static_for<T::kFp8LdsmSteps>([&](auto j_c) {
+                    constexpr int j = decltype(j_c)::value;
+                    uint32_t b[kLdsmMatrices];
+                    ldsm_x4_trans<kV + j * kFp8DimsPerLdsmX4>(b, v_cur);
+                    static_for<kFp8ChunksPerLdsmX4>([&](auto half_c) {
+                        constexpr int kHalf = decltype(half_c)::value;
+                        constexpr int cc = 2 * j + kHalf;
+                        const Fp8Pairs lo = kv_pairs(format_c, b[2 * kHalf]);      // keys 0..7
+                        const Fp8Pairs hi = kv_pairs(format_c, b[2 * kHalf + 1]);  // keys 8..15
+#pragma unroll
+                        for (int rb = 0; rb < kRB; ++rb) {
+                            mma_16816<Elem>(o_acc[rb][2 * cc], pa[rb], lo.p02, hi.p02);
+                            mma_16816<Elem>(o_acc[rb][2 * cc + 1], pa[rb], lo.p13, hi.p13);
+                        }
+                    });
+                });
+            } else
+            static_for<T::kPairTilesD>([&](auto dp_c) {
+                constexpr int dp = decltype(dp_c)::value;
+                uint32_t b[kLdsmMatrices];
+                ldsm_x4_trans<kV + dp * 2 * kDecodeChunkBytes>(b, v_cur);
+#pragma unroll
+                for (int rb = 0; rb < kRB; ++rb) {
+                    mma_16816<Elem>(o_acc[rb][2 * dp], pa[rb], b[0], b[1]);
+                    mma_16816<Elem>(o_acc[rb][2 * dp + 1], pa[rb], b[2], b[3]);
+                }
+            });
+            warp_sync();  // every lane is done reading this stage before it is refilled
+            if constexpr (T::kRegisterStaged) {
+                if (has_next) store_row(Int<T::v_block(0)>{}, next.row);
+            }
+        };
+
+        auto run_blocks = [&](auto format_c) {
+            if constexpr (T::kRegisterStaged) {
+                // Prologue: the first block through registers into the single stage.
+                uint64_t k_src, v_src;
+                const uint32_t bytes = locate_row(blk_first, k_src, v_src);
+                StagedRow row;
+                load_row(k_src, bytes, row);
+                store_row(Int<T::k_block(0)>{}, row);
+                load_row(v_src, bytes, row);
+                store_row(Int<T::v_block(0)>{}, row);
+                for (int i = 0; i < num_blocks; ++i) process_block(format_c, Int<0>{}, i);
+            } else {
+                issue_block(Int<0>{}, blk_first);
+                for (int i = 0; i < num_blocks; i += T::kStages) {
+                    process_block(format_c, Int<0>{}, i);
+                    if (i + 1 < num_blocks) process_block(format_c, Int<1>{}, i + 1);
+                }
+            }
+        };
+        // One CTA-uniform branch on the FP8 format; each side is the whole key loop.
+        if constexpr (T::kKvFp8) {
+            if (p.kv_format == FLASHMHA_KV_FORMAT_E5M2)
+                run_blocks(Int<FLASHMHA_KV_FORMAT_E5M2>{});
+            else
+                run_blocks(Int<FLASHMHA_KV_FORMAT_E4M3>{});
+        } else {
+            run_blocks(Int<FLASHMHA_KV_FORMAT_SAME>{});
+        }
+    }
+
+    // ---- Epilogue: merge the warps' states --------------------------------------------------
+    constexpr int kRows = T::kTileRows;
+    float *const stats_lse = reinterpret_cast<float *>(smem + T::kStatsOffset);  // [W][rows]
+    float *const stats_ent = stats_lse + kW * kRows;                             // [W][rows]
+    {
+        // o staging of this warp: [rows, d + 8] f32 in its own region (its copies are all done).
+        float *const o_stage = reinterpret_cast<float *>(smem + T::kRegionOffset + warp * T::kWarpRegionBytes);
+#pragma unroll
+        for (int rbh = 0; rbh < kRB * kRowHalves; ++rbh) {
+            const int rb = rbh / kRowHalves;
+            const int h = rbh % kRowHalves;
+            const RowResult res = softmax[rb].finalize(h, score_mul);
+            const int c0 = mma_c_index(h, 0);
+            const int row = rb * kDecodeRowsPerBlock + mma_c_row(lane, c0);
+            if constexpr (T::kKvFp8) {
+                // Tiles 2cc (even dims) and 2cc + 1 (odd dims): columns c0, c0 + 1 of both are
+                // the 4 consecutive dims fp8_o_dim(2cc, col(c0)) .. + 3.
+                const float w = res.inv_sum * v_mul;
+#pragma unroll
+                for (int cc = 0; cc < T::kOTiles / 2; ++cc) {
+                    const int dim = fp8_o_dim(2 * cc, mma_c_col(lane, c0));
+                    *reinterpret_cast<float4 *>(o_stage + row * T::kOStagePitchFloats + dim) =
+                        make_float4(o_acc[rb][2 * cc][c0] * w, o_acc[rb][2 * cc + 1][c0] * w,
+                                    o_acc[rb][2 * cc][c0 + 1] * w, o_acc[rb][2 * cc + 1][c0 + 1] * w);
+                }
+            } else {
+#pragma unroll
+                for (int ot = 0; ot < T::kOTiles; ++ot) {
+                    const int col = ot * kMmaN + mma_c_col(lane, c0);
+                    *reinterpret_cast<float2 *>(o_stage + row * T::kOStagePitchFloats + col) =
+                        make_float2(o_acc[rb][ot][c0] * res.inv_sum, o_acc[rb][ot][c0 + 1] * res.inv_sum);
+                }
+            }
+            if (lane_in_quad(lane) == 0) {
+                stats_lse[warp * kRows + row] = res.lse;
+                stats_ent[warp * kRows + row] = res.entropy;
+            }
+        }
+    }
+    __syncthreads();  // every warp's staged state is complete before the cross-warp merge
+
+    const bool split_out = (p.flags & FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT) != 0;
+    const bool want_entropy = p.entropy != nullptr || p.partial_entropy != nullptr;
+    constexpr int kCol4 = T::kHeadDim / 4;  // float4 column groups per row
+    for (int flat = tid; flat < kRows * kCol4; flat += T::kThreads) {
+        const int row = flat / kCol4;
+        const int c4 = flat - row * kCol4;
+        const int r = r0 + row;
+        if (r >= rows_item) continue;
+        const int qi = r / group;
+        const int head = kv_head * group + (r - qi * group);
+        float m = neg_inf();
+#pragma unroll
+        for (int w = 0; w < kW; ++w) m = fmaxf(m, stats_lse[w * kRows + row]);
+        float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+        float lse = neg_inf();
+        float ent = 0.0f;
+        if (m != neg_inf()) {
+            float weight[kW];
+            float total = 0.0f;
+#pragma unroll
+            for (int w = 0; w < kW; ++w) {
+                weight[w] = fast_exp2((stats_lse[w * kRows + row] - m) * kLog2e);
+                total += weight[w];
+            }
+            const float inv_total = 1.0f / total;
+#pragma unroll
+            for (int w = 0; w < kW; ++w) {
+                const float a = weight[w] * inv_total;
+                const float4 ow = *reinterpret_cast<const float4 *>(
+                    smem + T::kRegionOffset + w * T::kWarpRegionBytes +
+                    (row * T::kOStagePitchFloats + c4 * 4) * 4);
+                acc.x = fmaf(a, ow.x, acc.x);
+                acc.y = fmaf(a, ow.y, acc.y);
+                acc.z = fmaf(a, ow.z, acc.z);
+                acc.w = fmaf(a, ow.w, acc.w);
+                if (want_entropy && a > 0.0f)
+                    ent += a * (stats_ent[w * kRows + row] - fast_log2(a) * kLn2);
+            }
+            lse = m + fast_log2(total) * kLn2;
+        }
+        const int64_t grow = q_row0 + qi;  // row in the [total_q] row space
+        if (split_out) {
+            const int64_t state = (static_cast<int64_t>(split) * p.total_q + grow) * p.num_heads_q + head;
+            if (lse != neg_inf())
+                *reinterpret_cast<float4 *>(p.partial_o + state * T::kHeadDim + c4 * 4) = acc;
+            if (c4 == 0) {
+                p.partial_lse[state] = lse;
+                if (p.partial_entropy != nullptr) p.partial_entropy[state] = ent;
+            }
+        } else {
+            const float gate = p.head_gates != nullptr ? p.head_gates[head] : 1.0f;
+            // Adding +0 turns the -0 of a zero gate into +0.
+            const uint32_t lo = Elem::pack(__fadd_rn(acc.x * gate, 0.0f), __fadd_rn(acc.y * gate, 0.0f));
+            const uint32_t hi = Elem::pack(__fadd_rn(acc.z * gate, 0.0f), __fadd_rn(acc.w * gate, 0.0f));
+            elem_bits_t *dst = static_cast<elem_bits_t *>(p.o) + o_item + qi * p.o_row_stride +
+                               head * p.o_head_stride + c4 * 4;
+            *reinterpret_cast<uint2 *>(dst) = make_uint2(lo, hi);
+            if (c4 == 0) {
+                const int64_t stat = lse_item + head * p.lse_head_stride + qi;
+                if (p.lse != nullptr) p.lse[stat] = lse;
+                if (p.entropy != nullptr) p.entropy[stat] = ent;
+            }
+        }
+    }
+}
+
+}  // namespace flashmha
+
+#endif  // FLASHMHA_COMMON_FLASH_DECODE_CTA_CUH
