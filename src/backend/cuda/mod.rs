@@ -1,8 +1,8 @@
 //! The CUDA backend: loads the embedded kernels of the device's [`KernelTarget`] into a device
 //! context (the cubin built for the device's architecture, the target's PTX otherwise) and runs
-//! plans on the caller's stream. On sm_75 (Turing) that is the forward kernels of
-//! kernels/sm75/; decode and head similarity have no Turing kernels yet and return
-//! [`Error::UnsupportedOnTarget`] there.
+//! plans on the caller's stream. On sm_75 (Turing) that is the forward, paged decode, combine,
+//! merge and KV-append kernels of kernels/sm75/ (f16); head similarity has no Turing kernel and
+//! returns [`Error::UnsupportedOnTarget`] there.
 //! No host-device synchronisation and no heap allocation in the launch path, so launches can be
 //! captured in CUDA graphs. Without a driver every entry point returns
 //! [`Error::NoCudaDriver`]; nothing here panics for lack of a GPU.
