@@ -20,7 +20,6 @@ use crate::element::Element;
 use crate::error::{driver_error, Error, Result, TensorName};
 use crate::target::KernelTarget;
 use crate::validate::binding::DevBuf;
-use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{CudaFunction, CudaStream, DevicePtr, DevicePtrMut};
 
 /// The K/V page pools of a decode run: 16-bit pages of the plan's element type, or FP8 codes
@@ -322,21 +321,13 @@ impl DecodeFunctions {
         target: KernelTarget,
         load: &dyn Fn(&str) -> Result<CudaFunction>,
     ) -> Result<DecodeFunctions> {
-        let mut decode = Vec::with_capacity(DECODE_KERNELS.len());
-        for row in DECODE_KERNELS {
-            if row.target != target {
-                decode.push(None);
-                continue;
-            }
-            let func = load(row.entry)?;
-            // Above 48 KiB, dynamic shared memory must be opted into per function.
-            func.set_attribute(
-                CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                row.smem_bytes as i32,
-            )
-            .map_err(driver_error)?;
-            decode.push(Some(func));
-        }
+        let decode = super::load_rows(
+            DECODE_KERNELS
+                .iter()
+                .map(|r| (r.target, r.entry, r.smem_bytes)),
+            target,
+            load,
+        )?;
         Ok(match target {
             KernelTarget::Ampere => DecodeFunctions {
                 target,

@@ -32,6 +32,30 @@ use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use std::sync::Arc;
 
+/// One slot per kernel-table row `(target, entry, dynamic smem bytes)`, in table order: the
+/// function loaded with `load` and opted into its dynamic shared memory for `target`'s rows,
+/// None for the other target's.
+pub(super) fn load_rows(
+    rows: impl Iterator<Item = (KernelTarget, &'static str, u32)>,
+    target: KernelTarget,
+    load: &dyn Fn(&str) -> Result<CudaFunction>,
+) -> Result<Vec<Option<CudaFunction>>> {
+    rows.map(|(row_target, entry, smem_bytes)| {
+        if row_target != target {
+            return Ok(None);
+        }
+        let func = load(entry)?;
+        // Above 48 KiB, dynamic shared memory must be opted into per function.
+        func.set_attribute(
+            CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            smem_bytes as i32,
+        )
+        .map_err(driver_error)?;
+        Ok(Some(func))
+    })
+    .collect()
+}
+
 /// Whether the CUDA driver library can be loaded on this machine.
 pub fn driver_present() -> bool {
     #[cfg(not(feature = "candle-cuda"))]
@@ -90,21 +114,13 @@ impl CudaBackend {
                 .load_function(entry)
                 .map_err(driver_error)
         };
-        let mut forward = Vec::with_capacity(FWD_KERNELS.len());
-        for row in FWD_KERNELS {
-            if row.target != target {
-                forward.push(None);
-                continue;
-            }
-            let func = load(row.entry)?;
-            // Above 48 KiB, dynamic shared memory must be opted into per function.
-            func.set_attribute(
-                CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                row.smem_bytes as i32,
-            )
-            .map_err(driver_error)?;
-            forward.push(Some(func));
-        }
+        let forward = load_rows(
+            FWD_KERNELS
+                .iter()
+                .map(|r| (r.target, r.entry, r.smem_bytes)),
+            target,
+            &load,
+        )?;
         // Head similarity has no Turing kernels; decode, the split combine, merge_states and
         // the 16-bit KV append do (f16 only there: decode::DecodeFunctions::load).
         let head_similarity = if target == KernelTarget::Ampere {
