@@ -387,6 +387,15 @@ fn check(c: &Case, seed: u64) {
         2 * 64 * c.n as u64 * 16,
         "{c:?}: 2*64*N*16 FLOPs per wgmma"
     );
+    // The shared-memory operands the instruction reads through its descriptors (the ISA's
+    // "Matrix Descriptor Format" names A only when A is not in registers): B is N x K = N x 16
+    // 16-bit elements, A 64 x 16; each counted once per warpgroup instruction.
+    let a_bytes = if c.a == ASrc::Regs { 0 } else { 64 * 16 * 2 };
+    assert_eq!(
+        rep.counters.wgmma_smem_bytes,
+        a_bytes + c.n as u64 * 16 * 2,
+        "{c:?}: smem operand bytes"
+    );
 }
 
 fn case(n: u32, a: ASrc, a_swz: Swizzle, b_major: Major, b_swz: Swizzle) -> Case {
@@ -629,6 +638,12 @@ fn chained_wgmma_accumulate_without_waiting() {
         ];
         let rep = launch_clean(&mut dev, &m, "k", 1, 128, &args);
         assert_eq!(rep.counters.wgmma_instructions, 2);
+        // Two instructions read their operands twice: the count is per instruction.
+        let a_bytes = if a == ASrc::Regs { 0 } else { 64 * 16 * 2 };
+        assert_eq!(
+            rep.counters.wgmma_smem_bytes,
+            2 * (a_bytes + c.n as u64 * 16 * 2)
+        );
         let got = download::<f32>(&dev, out, p.expect.len());
         for (k, g) in got.iter().enumerate() {
             let want = p.cinit[k] + 2.0 * (p.expect[k] - p.cinit[k]);

@@ -14,6 +14,11 @@
 //! * **wgmma instructions**: executed warpgroup `wgmma.mma_async` (one per warpgroup, counted
 //!   by its first warp); **wgmma FLOPs**: 2·64·N·16 per warpgroup instruction (each of its four
 //!   warps computes a 16-row slice and adds 2·16·N·16).
+//! * **wgmma shared-memory operand bytes**: per warpgroup `wgmma.mma_async`, the bytes of its
+//!   operands given by matrix descriptors: A (64·16 elements) when it is in shared memory, and
+//!   B (N·16 elements), 2 bytes each. Counted once per warpgroup instruction, not per warp: the
+//!   four warps' slices of A partition it, and B is modelled as read once for the warpgroup (the
+//!   ISA does not say how hardware delivers it; `perf_model::gpus` states the assumption).
 //! * **global bytes requested**: sum over active lanes of the bytes each global access (and each
 //!   `cp.async` source read) asks for; **global sectors**: per warp-instruction, the number of
 //!   distinct 32-byte aligned sectors those bytes touch, summed.
@@ -46,6 +51,7 @@ pub struct Counters {
     pub tensor_flops: u64,
     pub wgmma_instructions: u64,
     pub wgmma_flops: u64,
+    pub wgmma_smem_bytes: u64,
     pub global_load_bytes: u64,
     pub global_store_bytes: u64,
     pub global_atomic_bytes: u64,
@@ -103,6 +109,10 @@ impl Counters {
                 self.wgmma_instructions,
             ),
             ("wgmma FLOPs".to_string(), self.wgmma_flops),
+            (
+                "wgmma smem operand bytes".to_string(),
+                self.wgmma_smem_bytes,
+            ),
             ("global load bytes".to_string(), self.global_load_bytes),
             ("global store bytes".to_string(), self.global_store_bytes),
             ("global atomic bytes".to_string(), self.global_atomic_bytes),
@@ -140,6 +150,7 @@ pub(crate) struct RawCounters {
     pub flops: u64,
     pub wgmma: u64,
     pub wgmma_flops: u64,
+    pub wgmma_smem: u64,
     pub gld: u64,
     pub gst: u64,
     pub gatom: u64,
@@ -172,6 +183,7 @@ impl RawCounters {
         self.flops += o.flops;
         self.wgmma += o.wgmma;
         self.wgmma_flops += o.wgmma_flops;
+        self.wgmma_smem += o.wgmma_smem;
         self.gld += o.gld;
         self.gst += o.gst;
         self.gatom += o.gatom;
@@ -208,6 +220,7 @@ impl RawCounters {
             tensor_flops: self.flops,
             wgmma_instructions: self.wgmma,
             wgmma_flops: self.wgmma_flops,
+            wgmma_smem_bytes: self.wgmma_smem,
             global_load_bytes: self.gld,
             global_store_bytes: self.gst,
             global_atomic_bytes: self.gatom,

@@ -222,6 +222,14 @@ pub(super) fn exec_wgmma(w: &mut Warp, env: &mut Env, pc: u32, op: &WgmmaOp) {
     if slot == 0 {
         env.cnt.wgmma += 1;
     }
+    // Shared-memory operand bytes: each warp reads its 16 rows of a descriptor A (the four
+    // slices make the 64 x 16 tile); B (N x 16) is counted once, by the warpgroup's first warp.
+    if op.a_desc != NONE {
+        env.cnt.wgmma_smem += 16 * 16 * 2;
+    }
+    if slot == 0 {
+        env.cnt.wgmma_smem += op.n as u64 * 16 * 2;
+    }
     let flops = 2 * 16 * op.n as u64 * 16;
     env.cnt.flops += flops;
     env.cnt.wgmma_flops += flops;
