@@ -7,13 +7,13 @@
 //! main-loop figures behind the tile choices, before / after / FA2.
 
 use super::table;
-use flashmha::build_info::{ptxas_stats, FwdKernelRow, FWD_KERNELS};
+use flashmha::build_info::{module_of, ptxas_stats, FwdKernelRow, FWD_KERNELS};
 use flashmha::dtype::DType;
 use flashmha::options::AttnOptions;
 use flashmha::perf_model::gpus::{self, GpuSpec};
 use flashmha::perf_model::launch_work::{self, TileCosts};
 use flashmha::perf_model::pipes::{self, LaunchShape, Modelled, PIPES};
-use flashmha::perf_model::{self, tile_figures};
+use flashmha::perf_model::{self, registers, tile_figures};
 use flashmha::problem::{FwdProblem, SeqLayout};
 use flashmha::KernelTarget;
 
@@ -169,22 +169,27 @@ fn gpus_to_model(args: &BenchArgs) -> Vec<&'static GpuSpec> {
     }
 }
 
-/// The launch shape of `c` on an arch (ptxas registers of that arch; sm_80's if absent).
+/// The launch shape of `c` on an arch (ptxas registers of that arch, or of its arch-specific
+/// `a` variant; the first arch's if absent), with the `setmaxnreg` split its PTX asks for.
 fn launch_shape(c: &Config, gpu: &GpuSpec) -> LaunchShape {
     let arch = format!("sm_{}", gpu.sm);
+    let arch_a = format!("{arch}a");
     let stats: Vec<_> = ptxas_stats(c.kernel.entry).collect();
     let s = stats
         .iter()
-        .find(|s| s.arch == arch)
+        .find(|s| s.arch == arch || s.arch == arch_a)
         .or(stats.first())
         .copied();
     let q_tiles = c.seqlen.div_ceil(c.kernel.block_m as usize) as u64;
+    let split = module_of(c.kernel.entry)
+        .and_then(|m| registers::reg_split(m.ptx, c.kernel.num_warps / 4));
     LaunchShape {
         ctas: q_tiles * c.batch_heads as u64,
         threads_per_cta: c.kernel.num_warps * 32,
         regs_per_thread: s.map_or(255, |s| s.registers),
         smem_per_cta: c.kernel.smem_bytes + s.map_or(0, |s| s.static_smem_bytes),
         spill_bytes_per_thread: s.map_or(0, |s| s.spill_store_bytes + s.spill_load_bytes),
+        setmaxnreg_regs_per_cta: split.map_or(0, |r| r.regs_per_cta()),
     }
 }
 
@@ -260,7 +265,8 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
     println!(
         "Work per launch extrapolated from emulated launches (per CTA + per KV tile + per masked \
          tile); extrapolation error against a full emulated launch of one head, 1024 x 1024 \
-         (warp-instructions, mma, smem wavefronts, 32B sectors):"
+         (warp-instructions, tensor FLOPs, smem wavefronts incl. wgmma operand and TMA bytes, \
+         32B sectors):"
     );
     for (entry, _, plain, causal) in &costs {
         let pct = |e: &[f64; 4]| {

@@ -131,6 +131,7 @@ fn launch_shape(entry: &str, ctas: u64, threads: u32, dyn_smem: u32, gpu: &GpuSp
         regs_per_thread: s.map_or(255, |s| s.registers),
         smem_per_cta: dyn_smem + s.map_or(0, |s| s.static_smem_bytes),
         spill_bytes_per_thread: s.map_or(0, |s| s.spill_store_bytes + s.spill_load_bytes),
+        setmaxnreg_regs_per_cta: 0,
     }
 }
 

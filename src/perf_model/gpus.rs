@@ -1,5 +1,9 @@
 //! Per-SM, per-clock throughputs of the GPUs the model knows, each with its source. Figures are
-//! for the mma.sync path our kernels use (no wgmma), dense (no sparsity), at the boost clock.
+//! dense (no sparsity), at the boost clock. Tensor work is charged per instruction family: the
+//! `mma.sync` FLOPs at [`GpuSpec::mma_per_clk`], the `wgmma` FLOPs at
+//! [`GpuSpec::wgmma_flops_per_clk`] (sm_90 only). H100 has two entries, one per kernel family
+//! it can run ([`TensorPath`]): [`H100`] for the Ampere (mma.sync) kernels and [`H100_WGMMA`]
+//! for the sm_90a (TMA + wgmma) forward; the hardware figures are the same.
 //!
 //! Sources (cited per field below):
 //! - [A100-WP] NVIDIA A100 Tensor Core GPU Architecture whitepaper (2020): 108 SMs, 1410 MHz
@@ -12,9 +16,27 @@
 //! - [L4-DS] NVIDIA L4 datasheet: 121 TFLOP/s FP16 tensor (dense; 242 with sparsity), 300 GB/s
 //!   GDDR6; 58 SMs, 2040 MHz boost, 48 MB L2 ([AD102-WP] NVIDIA Ada GPU Architecture whitepaper:
 //!   128 FP32 lanes per SM).
-//! - [H100-WP] NVIDIA H100 Tensor Core GPU Architecture whitepaper (2022): H100 SXM5 132 SMs,
-//!   989.4 dense FP16 TFLOP/s at 1830 MHz (4096 FLOP/clk/SM, reached by wgmma), 50 MB L2,
-//!   3350 GB/s HBM3, 128 FP32 lanes per SM, 228 KB shared memory per SM.
+//! - [H100-WP] NVIDIA H100 Tensor Core GPU Architecture whitepaper (2022,
+//!   resources.nvidia.com/en-us-tensor-core/gtc22-whitepaper-hopper), table "NVIDIA H100 SXM5
+//!   compared to A100": H100 SXM5 132 SMs, 1830 MHz boost for the tensor-core figures,
+//!   989.4 TFLOP/s peak FP16 and BF16 Tensor with FP32 accumulate (dense; 1978.9 with
+//!   sparsity), i.e. 989.4e12 / (132 x 1830e6) = 4096 FLOP/clk/SM = 4 tensor cores x 512 FMA;
+//!   50 MB L2, 3350 GB/s HBM3, 128 FP32 lanes per SM, 228 KB shared memory per SM. The same
+//!   figures in [H100-DS] NVIDIA H100 Tensor Core GPU datasheet (SXM: FP16 / BF16 Tensor Core
+//!   1,979 TFLOP/s with sparsity, dense half of it). Only `wgmma` reaches this rate (the
+//!   FlashAttention-3 paper, Shah et al. 2024, arXiv 2407.08608, section 2, which puts the
+//!   older `mma.sync` at about two thirds of it); our sm_90a forward issues `wgmma`.
+//! - [SMEM-BW] Shared-memory bandwidth, 128 B/clk/SM on sm_80 and sm_90: [PG-CC] below (32
+//!   banks of 4 bytes, one 128-byte wavefront per clock), and for Hopper the figure of Table 3 of
+//!   Ultrasonics Sonochemistry 99:106546 (2023, pmc.ncbi.nlm.nih.gov/articles/PMC10448217):
+//!   32348 GB/s for 144 SMs at 1755 MHz = 128 B/clk/SM. `wgmma` operands read through matrix
+//!   descriptors and TMA (`cp.async.bulk`) copies into or out of shared memory are charged at
+//!   these 128 B/clk, beside the wavefronts of ordinary shared accesses. Assumption (not
+//!   published): a warpgroup `wgmma` reads its B tile once for its four warps' tensor cores
+//!   (the emulator's `wgmma_smem_bytes` counts it so). Reading B four times would make an
+//!   m64n128k16 SS `wgmma` need 144 clk of shared memory against 64 clk of math, capping any
+//!   128 x 128 attention tile near 45% of peak, which FlashAttention-3's measured 740 TFLOP/s
+//!   (75%) at d128 rules out.
 //! - [T4-DS] NVIDIA T4 Tensor Core GPU datasheet: 65 TFLOP/s FP16 mixed precision (f16 in,
 //!   f32 accumulate, dense), 320 GB/s GDDR6, 70 W. [TU-WP] NVIDIA Turing GPU Architecture
 //!   whitepaper: T4 is TU104 with 40 SMs at 1590 MHz boost (65e12 / (40 x 1590e6) = 1022
@@ -38,8 +60,23 @@
 //!   figure in the table: `bench --gpu` prints prediction next to measurement to calibrate it.
 //! - mma.sync on sm_90: NVIDIA publishes no rate for the legacy path; microbenchmarks (Luo et
 //!   al., "Dissecting the NVIDIA Hopper Architecture through Microbenchmarking", arXiv
-//!   2501.12084) find it well below wgmma. We model it at half the wgmma rate (2048 FLOP/clk/SM,
-//!   twice A100's per SM) and label H100 figures as such.
+//!   2501.12084) find it well below wgmma ([H100-WP] above: at most two thirds). We model it
+//!   at half the wgmma rate (2048 FLOP/clk/SM, twice A100's per SM) and label H100 figures as
+//!   such.
+//! - [PG-SM90] CUDA C++ Programming Guide, technical specifications for 9.0: 228 KB of shared
+//!   memory per SM, at most 227 KB (232448 B) per block, 1 KB reserved per block; 65536
+//!   registers per SM; `setmaxnreg` (PTX ISA "setmaxnreg") moves registers between the warps of
+//!   a CTA through a per-CTA pool, so occupancy follows the launch allocation (see
+//!   [`super::registers`]).
+
+/// Which tensor-core instruction family the kernels an entry models issue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorPath {
+    /// `mma.sync` (the Ampere and Turing kernels).
+    MmaSync,
+    /// `wgmma.mma_async` (the sm_90a forward).
+    Wgmma,
+}
 
 /// One GPU's throughputs (per SM per clock unless said otherwise).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,11 +84,15 @@ pub struct GpuSpec {
     pub name: &'static str,
     /// Compute capability major*10 + minor.
     pub sm: u32,
+    /// The kernels this entry models.
+    pub path: TensorPath,
     pub sms: u32,
     pub clock_hz: f64,
     /// m16n8k16 f16/bf16 -> f32 mma.sync per clock per SM (4096 FLOP each; Turing's m16n8k8
     /// count as half of one: the model's tensor work is FLOPs / 4096).
     pub mma_per_clk: f64,
+    /// Dense f16/bf16 -> f32 `wgmma` FLOPs per clock per SM; 0 where there is no `wgmma`.
+    pub wgmma_flops_per_clk: f64,
     /// Shared-memory wavefronts (128 B) per clock per SM.
     pub smem_wavefronts_per_clk: f64,
     /// SFU (MUFU: ex2, lg2, rcp, tanh) lanes per clock per SM.
@@ -76,8 +117,29 @@ pub struct GpuSpec {
 }
 
 impl GpuSpec {
+    /// Tensor FLOP/s of the path this entry models (mma.sync or wgmma).
     pub fn flops_peak(&self) -> f64 {
+        match self.path {
+            TensorPath::MmaSync => self.mma_sync_peak(),
+            TensorPath::Wgmma => self.wgmma_flops_per_clk * self.sms as f64 * self.clock_hz,
+        }
+    }
+
+    /// Tensor FLOP/s of `mma.sync` alone.
+    pub fn mma_sync_peak(&self) -> f64 {
         self.mma_per_clk * MMA_FLOPS * self.sms as f64 * self.clock_hz
+    }
+
+    /// The GPU's dense f16/bf16 tensor peak over both instruction families (the datasheet
+    /// figure): 989 TFLOP/s on H100 SXM5 whichever kernels run.
+    pub fn dense_peak(&self) -> f64 {
+        let wgmma = self.wgmma_flops_per_clk * self.sms as f64 * self.clock_hz;
+        self.mma_sync_peak().max(wgmma)
+    }
+
+    /// Shared-memory bytes per clock per SM (one 128-byte wavefront per clock, [SMEM-BW]).
+    pub fn smem_bytes_per_clk(&self) -> f64 {
+        self.smem_wavefronts_per_clk * 128.0
     }
 }
 
@@ -88,9 +150,11 @@ pub const MMA_FLOPS: f64 = 2.0 * 16.0 * 8.0 * 16.0;
 pub const A100: GpuSpec = GpuSpec {
     name: "A100-SXM4-80GB",
     sm: 80,
+    path: TensorPath::MmaSync,
     sms: 108,
     clock_hz: 1410e6,
     mma_per_clk: 1024.0 * 2.0 / MMA_FLOPS, // 1024 FMA/clk/SM = 0.5 mma/clk
+    wgmma_flops_per_clk: 0.0,
     smem_wavefronts_per_clk: 1.0,
     sfu_lanes_per_clk: 16.0,
     fp32_lanes_per_clk: 64.0,
@@ -110,9 +174,11 @@ pub const A100: GpuSpec = GpuSpec {
 pub const A10: GpuSpec = GpuSpec {
     name: "A10 (sm_86)",
     sm: 86,
+    path: TensorPath::MmaSync,
     sms: 72,
     clock_hz: 1695e6,
     mma_per_clk: 1024.0 / MMA_FLOPS,
+    wgmma_flops_per_clk: 0.0,
     smem_wavefronts_per_clk: 1.0,
     sfu_lanes_per_clk: 16.0,
     fp32_lanes_per_clk: 128.0,
@@ -132,9 +198,11 @@ pub const A10: GpuSpec = GpuSpec {
 pub const L4: GpuSpec = GpuSpec {
     name: "L4 (sm_89)",
     sm: 89,
+    path: TensorPath::MmaSync,
     sms: 58,
     clock_hz: 2040e6,
     mma_per_clk: 1024.0 / MMA_FLOPS,
+    wgmma_flops_per_clk: 0.0,
     smem_wavefronts_per_clk: 1.0,
     sfu_lanes_per_clk: 16.0,
     fp32_lanes_per_clk: 128.0,
@@ -150,13 +218,16 @@ pub const L4: GpuSpec = GpuSpec {
     smem_reserved_per_cta: 1024,
 };
 
-/// [H100-WP], [PG-T], [PG-CC]; mma.sync at half the wgmma rate (see the module doc).
+/// [H100-WP], [PG-T], [PG-CC], [PG-SM90]; the Ampere (mma.sync) kernels, mma.sync at half the
+/// wgmma rate (see the module doc).
 pub const H100: GpuSpec = GpuSpec {
     name: "H100-SXM5 (mma.sync)",
     sm: 90,
+    path: TensorPath::MmaSync,
     sms: 132,
     clock_hz: 1830e6,
     mma_per_clk: 2048.0 / MMA_FLOPS,
+    wgmma_flops_per_clk: 4096.0,
     smem_wavefronts_per_clk: 1.0,
     sfu_lanes_per_clk: 16.0,
     fp32_lanes_per_clk: 128.0,
@@ -177,9 +248,11 @@ pub const H100: GpuSpec = GpuSpec {
 pub const T4: GpuSpec = GpuSpec {
     name: "T4 (sm_75)",
     sm: 75,
+    path: TensorPath::MmaSync,
     sms: 40,
     clock_hz: 1590e6,
     mma_per_clk: 1024.0 / MMA_FLOPS,
+    wgmma_flops_per_clk: 0.0,
     smem_wavefronts_per_clk: 1.0,
     sfu_lanes_per_clk: 16.0,
     fp32_lanes_per_clk: 64.0,
@@ -195,4 +268,34 @@ pub const T4: GpuSpec = GpuSpec {
     smem_reserved_per_cta: 0,
 };
 
-pub const ALL: [&GpuSpec; 5] = [&A100, &A10, &L4, &H100, &T4];
+/// [H100-WP], [H100-DS], [SMEM-BW], [PG-T], [PG-CC], [PG-SM90]: the same H100 SXM5 running the
+/// sm_90a forward (TMA + wgmma): 4096 wgmma FLOP/clk/SM = 989.4 TFLOP/s at 132 SMs x 1830 MHz.
+pub const H100_WGMMA: GpuSpec = GpuSpec {
+    name: "H100-SXM5 (wgmma)",
+    path: TensorPath::Wgmma,
+    ..H100
+};
+
+pub const ALL: [&GpuSpec; 6] = [&A100, &A10, &L4, &H100, &H100_WGMMA, &T4];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h100_wgmma_peak_is_the_whitepaper_989_tflops() {
+        // [H100-WP]: 989.4 TFLOP/s dense FP16/BF16 -> FP32 at 132 SMs x 1830 MHz.
+        assert!((H100_WGMMA.flops_peak() / 1e12 - 989.4).abs() < 0.1);
+        assert_eq!(H100_WGMMA.sms, 132);
+        // The mma.sync entry models the same GPU: its own path at half the rate, the same
+        // dense peak.
+        assert!((H100.flops_peak() / H100_WGMMA.flops_peak() - 0.5).abs() < 1e-12);
+        assert_eq!(H100.dense_peak(), H100_WGMMA.dense_peak());
+        assert_eq!(H100.path, TensorPath::MmaSync);
+        // A100: 312 TFLOP/s, no wgmma.
+        assert!((A100.dense_peak() / 1e12 - 311.9).abs() < 0.5);
+        assert_eq!(A100.dense_peak(), A100.flops_peak());
+        // 128 B/clk/SM of shared memory ([SMEM-BW]).
+        assert_eq!(H100_WGMMA.smem_bytes_per_clk(), 128.0);
+    }
+}

@@ -111,7 +111,8 @@ pub fn launch_work(
 }
 
 /// Relative error of the extrapolation against a full emulated launch of one head at sq = sk =
-/// `seqlen`: (warp-instructions, mma, shared wavefronts, global sectors).
+/// `seqlen`: (warp-instructions, tensor FLOPs (mma.sync + wgmma), shared-memory wavefronts
+/// (with wgmma operand and TMA bytes, [`Work::smem_wavefronts_total`]), global sectors).
 pub fn check_against_emulation(
     costs: &TileCosts,
     row: &FwdKernelRow,
@@ -123,8 +124,8 @@ pub fn check_against_emulation(
     let rel = |a: f64, b: f64| (a - b) / b.max(1.0);
     Ok([
         rel(est.warp_instructions, full.warp_instructions),
-        rel(est.mma, full.mma),
-        rel(est.shared_wavefronts, full.shared_wavefronts),
+        rel(est.tensor_flops(), full.tensor_flops()),
+        rel(est.smem_wavefronts_total(), full.smem_wavefronts_total()),
         rel(est.global_sectors, full.global_sectors),
     ])
 }

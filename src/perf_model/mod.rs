@@ -4,8 +4,10 @@
 //! and a table of cited per-SM throughputs ([`gpus`]); every time it produces is a *model*, not
 //! a measurement, and is labelled so.
 //!
-//! - [`gpus`]: per-SM, per-clock throughputs of A100, A10 (sm_86), L4 (sm_89), H100 (mma.sync);
+//! - [`gpus`]: per-SM, per-clock throughputs of A100, A10 (sm_86), L4 (sm_89), T4 (sm_75) and
+//!   H100 (one entry for the mma.sync kernels, one for the sm_90a wgmma forward);
 //! - [`pipes`]: work -> time per pipe, occupancy, waves, the binding pipe;
+//! - [`registers`]: the `setmaxnreg` register split of a warp-specialised CTA and its pool;
 //! - [`launch_work`]: the work of a whole launch, extrapolated from small emulated launches;
 //! - [`tile_figures`]: main-loop ratios per kernel (ldmatrix, wavefronts, non-tensor per mma);
 //! - `decode`: paged decode (decode launch + split combine) from one emulated item.
@@ -17,6 +19,7 @@ pub mod decode;
 pub mod gpus;
 pub mod launch_work;
 pub mod pipes;
+pub mod registers;
 pub mod tile_figures;
 
 /// DRAM bytes of a forward launch on `gpu`: the compulsory bytes when the K and V of the heads
