@@ -181,8 +181,8 @@ fn launch_shape(c: &Config, gpu: &GpuSpec) -> LaunchShape {
         .or(stats.first())
         .copied();
     let q_tiles = c.seqlen.div_ceil(c.kernel.block_m as usize) as u64;
-    let split = module_of(c.kernel.entry)
-        .and_then(|m| registers::reg_split(m.ptx, c.kernel.num_warps / 4));
+    let split =
+        module_of(c.kernel.entry).and_then(|m| registers::reg_split(m.ptx, c.kernel.num_warps / 4));
     LaunchShape {
         ctas: q_tiles * c.batch_heads as u64,
         threads_per_cta: c.kernel.num_warps * 32,
