@@ -10,7 +10,7 @@ use super::table;
 use flashmha::build_info::{module_of, ptxas_stats, FwdKernelRow, FWD_KERNELS};
 use flashmha::dtype::DType;
 use flashmha::options::AttnOptions;
-use flashmha::perf_model::gpus::{self, GpuSpec};
+use flashmha::perf_model::gpus::{self, GpuSpec, TensorPath};
 use flashmha::perf_model::launch_work::{self, TileCosts};
 use flashmha::perf_model::pipes::{self, LaunchShape, Modelled, PIPES};
 use flashmha::perf_model::{self, registers, tile_figures};
@@ -38,7 +38,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     causal_too: bool,
     /// GPUs to model: a100, a10, l4, h100, t4 or all. T4 (sm_75) runs the Turing kernels,
-    /// which are f16 only: its table is f16 whatever `--dtype` says.
+    /// which are f16 only: its table is f16 whatever `--dtype` says. h100 models both kernel
+    /// families on the same shapes: the Ampere (mma.sync) kernels and the sm_90a (TMA + wgmma)
+    /// forward, then the two side by side.
     #[arg(long, default_value = "a100")]
     model: String,
     /// Time on the first GPU (and print the model's prediction next to each measurement).
@@ -159,14 +161,27 @@ fn label(c: &Config) -> String {
 }
 
 fn gpus_to_model(args: &BenchArgs) -> Vec<&'static GpuSpec> {
-    match args.model.to_ascii_lowercase().as_str() {
+    let all = match args.model.to_ascii_lowercase().as_str() {
         "all" => gpus::ALL.to_vec(),
         "a10" => vec![&gpus::A10],
         "l4" => vec![&gpus::L4],
-        "h100" => vec![&gpus::H100],
+        "h100" => vec![&gpus::H100, &gpus::H100_WGMMA],
         "t4" => vec![&gpus::T4],
         _ => vec![&gpus::A100],
-    }
+    };
+    // The wgmma entry models the kernels that issue wgmma; a build without them has no table.
+    all.into_iter()
+        .filter(|g| g.path == TensorPath::MmaSync || has_wgmma_kernels(target_of(g)))
+        .collect()
+}
+
+/// Whether some forward kernel of `target` issues `wgmma.mma_async`.
+fn has_wgmma_kernels(target: KernelTarget) -> bool {
+    FWD_KERNELS
+        .iter()
+        .filter(|r| r.target == target)
+        .filter_map(|r| module_of(r.entry))
+        .any(|m| m.ptx.contains("wgmma.mma_async"))
 }
 
 /// The launch shape of `c` on an arch (ptxas registers of that arch, or of its arch-specific
@@ -240,6 +255,70 @@ fn costs_of<'a>(all: &'a MeasuredCosts, entry: &str) -> &'a TileCosts {
     &all.iter().find(|(e, ..)| *e == entry).expect("measured").1
 }
 
+fn path_name(gpu: &GpuSpec) -> &'static str {
+    match gpu.path {
+        TensorPath::MmaSync => "mma.sync",
+        TensorPath::Wgmma => "wgmma",
+    }
+}
+
+/// The two kernel families of one GPU on the same configurations (H100: mma.sync and wgmma),
+/// one row per configuration: each family's modelled time, binding pipe and share of the GPU's
+/// dense peak.
+fn side_by_side(models: &[&'static GpuSpec], configs: &[Config], costs: &MeasuredCosts) {
+    let Some(fast) = models.iter().find(|g| g.path == TensorPath::Wgmma) else {
+        return;
+    };
+    let Some(slow) = models
+        .iter()
+        .find(|g| g.path == TensorPath::MmaSync && g.sm == fast.sm)
+    else {
+        return;
+    };
+    let (ts, tf) = (target_of(slow), target_of(fast));
+    println!(
+        "\n{} vs {} on the same configurations: MODELLED time (binding pipe), % of the dense \
+         peak {:.0} TFLOP/s",
+        slow.name,
+        fast.name,
+        fast.dense_peak() / 1e12
+    );
+    let mut t = table::new(&[
+        "config",
+        "mma.sync kernel",
+        "modelled us (binding)",
+        "% dense peak",
+        "wgmma kernel",
+        "modelled us (binding)",
+        "% dense peak",
+        "modelled speed-up",
+    ]);
+    for c in configs.iter().filter(|c| c.kernel.target == tf) {
+        let Some(cs) = configs.iter().find(|o| {
+            o.kernel.target == ts
+                && o.problem.head_dim == c.problem.head_dim
+                && o.seqlen == c.seqlen
+                && o.problem.options.causal == c.problem.options.causal
+        }) else {
+            continue;
+        };
+        let ms = modelled(cs, costs_of(costs, cs.kernel.entry), slow);
+        let mf = modelled(c, costs_of(costs, c.kernel.entry), fast);
+        let pct = |m: &Modelled| 100.0 * c.problem.flops() / m.seconds() / fast.dense_peak();
+        t.add_row(vec![
+            label(c),
+            cs.kernel.entry.to_string(),
+            format!("{:.1} ({})", ms.seconds() * 1e6, ms.binding()),
+            format!("{:.0}%", pct(&ms)),
+            c.kernel.entry.to_string(),
+            format!("{:.1} ({})", mf.seconds() * 1e6, mf.binding()),
+            format!("{:.0}%", pct(&mf)),
+            format!("{:.2}x", ms.seconds() / mf.seconds()),
+        ]);
+    }
+    println!("{t}");
+}
+
 pub fn run(args: &BenchArgs) -> super::CliResult<()> {
     if args.decode {
         return super::bench_decode::run();
@@ -280,23 +359,33 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
     if args.gpu {
         return run_gpu(args, &configs, &costs);
     }
-    for gpu in models {
+    for gpu in &models {
         let target = target_of(gpu);
         println!(
             "\n{} runs the {target} kernels, {}:",
             gpu.name,
             dtype_on(args, target)
         );
+        let peak_note = if gpu.dense_peak() > gpu.flops_peak() {
+            format!(
+                "; the GPU's dense peak, reached only by wgmma: {:.0} TFLOP/s",
+                gpu.dense_peak() / 1e12
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "\n{} ({} SMs, {:.0} MHz, mma.sync peak {:.0} TFLOP/s): MODELLED microseconds per \
-             pipe (no latency model: each pipe at full rate; the slowest binds)",
+            "\n{} ({} SMs, {:.0} MHz, {} peak {:.0} TFLOP/s{peak_note}): MODELLED microseconds \
+             per pipe (no latency model: each pipe at full rate; the slowest binds)",
             gpu.name,
             gpu.sms,
             gpu.clock_hz / 1e6,
+            path_name(gpu),
             gpu.flops_peak() / 1e12
         );
-        let mut header = vec!["config"];
-        header.extend(PIPES.iter().copied());
+        let pipe_cols: Vec<String> = PIPES.iter().map(|p| format!("{p} us (modelled)")).collect();
+        let mut header: Vec<&str> = vec!["config"];
+        header.extend(pipe_cols.iter().map(String::as_str));
         header.extend([
             "binding",
             "modelled TFLOP/s",
@@ -324,6 +413,7 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
         }
         println!("{t}");
     }
+    side_by_side(&models, &configs, &costs);
     Ok(())
 }
 
@@ -405,10 +495,18 @@ fn run_tiles(args: &BenchArgs) -> super::CliResult<()> {
     Ok(())
 }
 
-/// The kernels a modelled GPU runs.
+/// The kernels a modelled GPU entry runs: the wgmma entry the target of its compute capability
+/// (the sm_90a forward), an mma.sync entry the Ampere kernels from sm_80 on (H100 included) and
+/// the Turing ones below.
 fn target_of(gpu: &GpuSpec) -> KernelTarget {
-    KernelTarget::for_compute_capability((gpu.sm / 10) as i32, (gpu.sm % 10) as i32)
-        .unwrap_or_default()
+    match gpu.path {
+        TensorPath::Wgmma => {
+            KernelTarget::for_compute_capability((gpu.sm / 10) as i32, (gpu.sm % 10) as i32)
+                .unwrap_or_default()
+        }
+        TensorPath::MmaSync if gpu.sm >= 80 => KernelTarget::Ampere,
+        TensorPath::MmaSync => KernelTarget::Turing,
+    }
 }
 
 /// The modelled GPU closest to a compute capability.
