@@ -180,8 +180,12 @@ fn has_wgmma_kernels(target: KernelTarget) -> bool {
     FWD_KERNELS
         .iter()
         .filter(|r| r.target == target)
-        .filter_map(|r| module_of(r.entry))
-        .any(|m| m.ptx.contains("wgmma.mma_async"))
+        .any(issues_wgmma)
+}
+
+/// Whether the kernel of `row` issues `wgmma.mma_async`.
+fn issues_wgmma(row: &FwdKernelRow) -> bool {
+    module_of(row.entry).is_some_and(|m| m.ptx.contains("wgmma.mma_async"))
 }
 
 /// The launch shape of `c` on an arch (ptxas registers of that arch, or of its arch-specific
@@ -439,9 +443,11 @@ fn run_tiles(args: &BenchArgs) -> super::CliResult<()> {
         2 * tile_figures::BASE_KEYS,
         args.dtype
     );
+    // The figures are per mma.sync (ldmatrix / mma, wavefronts / mma): the wgmma kernels have
+    // neither, and their per-pipe model is in the --model tables.
     let rows: Vec<_> = FWD_KERNELS
         .iter()
-        .filter(|r| r.dtype == args.dtype)
+        .filter(|r| r.dtype == args.dtype && !issues_wgmma(r))
         .filter(|r| args.head_dims.is_empty() || args.head_dims.contains(&(r.head_dim as usize)))
         .collect();
     let bar = super::progress::bar(rows.len(), "kernels");
