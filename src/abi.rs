@@ -41,9 +41,97 @@ unsafe impl ParamsBytes for FlashFwdParams {}
 // SAFETY: two pointers, two i64 strides, four i32: no padding (tested below).
 unsafe impl ParamsBytes for HeadSimParams {}
 
+/// The Hopper forward's params (`FlashFwdTmaParams`: three 64-byte aligned tensor maps, then
+/// the forward params) as the exact bytes of the kernel's `.param` space. The struct itself has
+/// trailing padding (3 x 128 + 248 bytes rounded up to its 64-byte alignment), so it cannot be
+/// viewed as bytes; this zero-initialised image of the same size and alignment is written field
+/// by field at bindgen's offsets instead, and the padding stays zero.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub struct FwdTmaParamsBytes([u8; std::mem::size_of::<FlashFwdTmaParams>()]);
+
+/// Bytes of one encoded tensor map (`CUtensorMap`, `FlashTensorMap`).
+pub const TENSOR_MAP_BYTES: usize = FLASHMHA_TENSOR_MAP_BYTES as usize;
+
+impl FwdTmaParamsBytes {
+    /// The params of one launch: the encoded Q, K and V maps and the bound forward params.
+    pub fn new(
+        q_map: &[u8; TENSOR_MAP_BYTES],
+        k_map: &[u8; TENSOR_MAP_BYTES],
+        v_map: &[u8; TENSOR_MAP_BYTES],
+        base: &FlashFwdParams,
+    ) -> FwdTmaParamsBytes {
+        use std::mem::offset_of;
+        let mut b = [0u8; std::mem::size_of::<FlashFwdTmaParams>()];
+        for (offset, map) in [
+            (offset_of!(FlashFwdTmaParams, q_map), q_map),
+            (offset_of!(FlashFwdTmaParams, k_map), k_map),
+            (offset_of!(FlashFwdTmaParams, v_map), v_map),
+        ] {
+            b[offset..offset + TENSOR_MAP_BYTES].copy_from_slice(map);
+        }
+        let at = offset_of!(FlashFwdTmaParams, base);
+        b[at..at + std::mem::size_of::<FlashFwdParams>()].copy_from_slice(base.as_bytes());
+        FwdTmaParamsBytes(b)
+    }
+}
+
+impl std::fmt::Debug for FwdTmaParamsBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FwdTmaParamsBytes({} bytes)", self.0.len())
+    }
+}
+
+// SAFETY: a byte array (no padding of its own: its size is a multiple of its alignment, 64).
+unsafe impl ParamsBytes for FwdTmaParamsBytes {}
+// SAFETY: plain bytes laid out as the kernel's FlashFwdTmaParams (offsets from bindgen, checked
+// against the kernel's `.param` declaration by `tma_params_layout`).
+unsafe impl cudarc::driver::DeviceRepr for FwdTmaParamsBytes {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tma_params_layout() {
+        use std::mem::{align_of, offset_of, size_of};
+        // params.h: FlashTensorMap is 128 bytes aligned to 64; the three maps come first, then
+        // the forward params (248 bytes), and the whole struct is rounded up to 64 bytes
+        // (3 x 128 + 248 = 632 -> 640).
+        assert_eq!(size_of::<FlashTensorMap>(), TENSOR_MAP_BYTES);
+        assert_eq!(
+            align_of::<FlashTensorMap>(),
+            FLASHMHA_TENSOR_MAP_ALIGN as usize
+        );
+        assert_eq!(offset_of!(FlashFwdTmaParams, q_map), 0);
+        assert_eq!(offset_of!(FlashFwdTmaParams, k_map), 128);
+        assert_eq!(offset_of!(FlashFwdTmaParams, v_map), 256);
+        assert_eq!(offset_of!(FlashFwdTmaParams, base), 384);
+        assert_eq!(size_of::<FlashFwdParams>(), 248);
+        assert_eq!(size_of::<FlashFwdTmaParams>(), 640);
+        assert_eq!(align_of::<FlashFwdTmaParams>(), 64);
+        assert_eq!(size_of::<FwdTmaParamsBytes>(), 640);
+        assert_eq!(align_of::<FwdTmaParamsBytes>(), 64);
+        let base = FlashFwdParams {
+            head_dim: 0x1234_5678,
+            flags: 0x9abc_def0,
+            ..Default::default()
+        };
+        let maps = [[1u8; 128], [2u8; 128], [3u8; 128]];
+        let p = FwdTmaParamsBytes::new(&maps[0], &maps[1], &maps[2], &base);
+        let b = p.as_bytes();
+        assert!(b[..128].iter().all(|&x| x == 1));
+        assert!(b[128..256].iter().all(|&x| x == 2));
+        assert!(b[256..384].iter().all(|&x| x == 3));
+        let head_dim = 384 + offset_of!(FlashFwdParams, head_dim);
+        assert_eq!(b[head_dim..head_dim + 4], 0x1234_5678i32.to_le_bytes());
+        let flags = 384 + offset_of!(FlashFwdParams, flags);
+        assert_eq!(b[flags..flags + 4], 0x9abc_def0u32.to_le_bytes());
+        // The tail padding is zero, not junk.
+        assert!(b[384 + size_of::<FlashFwdParams>()..]
+            .iter()
+            .all(|&x| x == 0));
+    }
 
     #[test]
     fn abi_has_no_padding() {
