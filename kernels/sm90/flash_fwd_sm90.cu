@@ -4,9 +4,14 @@
  * producer, wgmma consumers) is kernels/sm90/flash_fwd_sm90_cta.cuh. The params live in the
  * kernel's parameter space (__grid_constant__) because TMA reads the tensor maps from there.
  */
+#include <stddef.h>
+
 #include "params.h"
 #include "kernel_table.h"
 #include "sm90/flash_fwd_sm90_cta.cuh"
+
+static_assert(sizeof(FlashFwdTmaParams) == offsetof(FlashFwdTmaParams, pad0) + sizeof(uint64_t),
+              "FlashFwdTmaParams must have no implicit tail padding (params.h pad0)");
 
 /* One entry point per row: flashmha_fwd_sm90_<dtype>_d<head_dim>. One CTA per SM (its shared
  * memory and the consumers' 240 registers), hence the minimum of 1 block. */
