@@ -121,6 +121,8 @@ typedef struct FlashFwdTmaParams {
     FlashTensorMap k_map; /* k as (d, hkv, rows, batch), box (64, 1, block_n, 1) */
     FlashTensorMap v_map; /* v as k */
     FlashFwdParams base;
+    uint64_t pad0; /* explicit tail padding to the 64-byte alignment: the host views the struct
+                      as bytes, so it has no implicit padding (static_assert in flash_fwd_sm90.cu) */
 } FlashFwdTmaParams;
 
 /*
@@ -164,6 +166,9 @@ typedef struct HeadSimParams {
     X(batch) X(num_heads_q) X(num_heads_kv) X(head_dim) X(seqlen_q) X(seqlen_k) X(total_q)         \
     X(total_k) X(scale)                                                                           \
     X(scale_log2) X(softcap) X(window_left) X(window_right) X(flags)
+
+/* The same for FlashFwdTmaParams, written after HeadSimParams' values. */
+#define FLASHMHA_ABI_PROBE_TMA_FIELDS(X) X(q_map) X(k_map) X(v_map) X(base) X(pad0)
 
 /* The same for HeadSimParams, written after FlashFwdParams' values. */
 #define FLASHMHA_ABI_PROBE_HEADSIM_FIELDS(X)                                                       \

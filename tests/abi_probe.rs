@@ -4,7 +4,8 @@
 //! (or in another order) fails too.
 
 use flashmha::abi::{
-    FlashDecodeParams, FlashFwdParams, HeadSimParams, KvAppendParams, MergeStatesParams,
+    FlashDecodeParams, FlashFwdParams, FlashFwdTmaParams, HeadSimParams, KvAppendParams,
+    MergeStatesParams,
 };
 use flashmha::build_info::module_of;
 use flashmha::emulator::{Device, LaunchConfig, Module};
@@ -72,22 +73,32 @@ fn device_layout_of_params_structs_equals_bindgen_layout() {
         seqlen_k, total_q, total_k, scale, scale_log2, softcap, window_left, window_right, flags);
     let (sim, sim_names) = layout!(HeadSimParams;
         o, gram, token_stride, head_stride, num_tokens, num_heads, head_dim, tokens_per_cta);
+    let (tma, tma_names) = layout!(FlashFwdTmaParams; q_map, k_map, v_map, base, pad0);
+    assert_eq!(tma_names, header_fields("FLASHMHA_ABI_PROBE_TMA_FIELDS"));
+    // The tensor maps must sit on 64-byte boundaries (CUtensorMap's alignment).
+    assert_eq!(align_of::<FlashFwdTmaParams>(), 64);
     assert_eq!(fwd_names, header_fields("FLASHMHA_ABI_PROBE_FIELDS"));
     assert_eq!(
         sim_names,
         header_fields("FLASHMHA_ABI_PROBE_HEADSIM_FIELDS")
     );
 
-    let device = run_probe("flashmha_abi_probe", fwd.len() + sim.len());
+    let device = run_probe("flashmha_abi_probe", fwd.len() + sim.len() + tma.len());
     assert_eq!(
         device[..fwd.len()],
         fwd[..],
         "FlashFwdParams: device vs bindgen (size, align, offsets)"
     );
+    let sim_end = fwd.len() + sim.len();
     assert_eq!(
-        device[fwd.len()..],
+        device[fwd.len()..sim_end],
         sim[..],
         "HeadSimParams: device vs bindgen (size, align, offsets)"
+    );
+    assert_eq!(
+        device[sim_end..],
+        tma[..],
+        "FlashFwdTmaParams: device vs bindgen (size, align, offsets)"
     );
 }
 
