@@ -11,7 +11,7 @@
 //! PTX ISA references: "Data Movement and Conversion Instructions: cp.async.bulk.tensor"
 //! (tile mode, out-of-bound elements are filled), "Tensors: Tensor Swizzling Modes" (128B).
 
-use flashmha::abi::{FlashFwdParams, FwdTmaParamsBytes, ParamsBytes};
+use flashmha::abi::{fwd_tma_params, FlashFwdParams, ParamsBytes};
 use flashmha::backend::emulator::encode;
 use flashmha::dtype::DType;
 use flashmha::emulator::{Device, DevicePtr, LaunchConfig, Module};
@@ -81,7 +81,7 @@ fn check_box(p: &FwdProblem, which: usize, c: [u32; 4]) {
         ptr
     };
     let (qa, ka, va) = (upload(&ops.q.1), upload(&ops.k.1), upload(&ops.v.1));
-    let tma = FwdTmaParamsBytes::new(
+    let tma = fwd_tma_params(
         encode(&maps.q, qa.0, "q").unwrap().as_bytes(),
         encode(&maps.k, ka.0, "k").unwrap().as_bytes(),
         encode(&maps.v, va.0, "v").unwrap().as_bytes(),
@@ -219,4 +219,31 @@ fn head_major_strides_with_padded_rows() {
     check_box(&p, 0, [0, 2, 16, 1]);
     check_box(&p, 0, [0, 0, 0, 0]);
     check_box(&p, 1, [0, 2, 16, 0]);
+}
+
+#[test]
+fn every_sm90_entry_declares_one_flash_fwd_tma_params() {
+    // The compiled sm_90a kernels take exactly the struct the backends pack: one parameter of
+    // size_of::<FlashFwdTmaParams>() bytes at offset 0, 64-byte aligned (the tensor maps'
+    // alignment). The field offsets inside it are checked by tests/abi_probe.rs.
+    let rows: Vec<_> = flashmha::build_info::FWD_KERNELS
+        .iter()
+        .filter(|r| r.target == flashmha::KernelTarget::Hopper)
+        .collect();
+    assert_eq!(rows.len(), 6, "f16 and bf16 at d64 / d128 / d256");
+    for row in rows {
+        let image = flashmha::build_info::module_of(row.entry).expect("compiled");
+        assert_eq!(image.ptx_arch, "compute_90a");
+        let module = Module::parse(image.ptx).expect("the sm_90a PTX parses");
+        let layout = module.param_layout(row.entry).expect("entry");
+        assert_eq!(layout.len(), 1, "{}", row.entry);
+        assert_eq!(layout[0].offset, 0);
+        assert_eq!(
+            layout[0].size as usize,
+            std::mem::size_of::<flashmha::abi::FlashFwdTmaParams>(),
+            "{}",
+            row.entry
+        );
+        assert_eq!(layout[0].align, 64, "{}", row.entry);
+    }
 }

@@ -6,7 +6,7 @@
 //! [`TensorMap`] over the bound q / k / v addresses, as the CUDA backend encodes them with the
 //! driver.
 
-use crate::abi::{FwdTmaParamsBytes, ParamsBytes};
+use crate::abi::{fwd_tma_params, ParamsBytes};
 use crate::build_info;
 use crate::element::Element;
 use crate::emulator::{
@@ -67,7 +67,7 @@ pub fn launch_bound(dev: &mut Device, launch: &FwdLaunch) -> Result<LaunchReport
         }
         FwdParamsAbi::FwdTma(maps) => {
             let p = &launch.params;
-            let params = FwdTmaParamsBytes::new(
+            let params = fwd_tma_params(
                 encode(&maps.q, p.q as u64, "q")?.as_bytes(),
                 encode(&maps.k, p.k as u64, "k")?.as_bytes(),
                 encode(&maps.v, p.v as u64, "v")?.as_bytes(),

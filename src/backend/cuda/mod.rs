@@ -20,7 +20,7 @@ pub use decode::{DecodeArgs, KvAppendArgs, MergeArgs};
 pub use image_choice::{choose_image, ImageChoice};
 pub use timing::time_forward;
 
-use crate::abi::FwdTmaParamsBytes;
+use crate::abi::fwd_tma_params;
 use crate::build_info::{self, FWD_KERNELS};
 use crate::element::Element;
 use crate::error::{driver_error, Error, Result};
@@ -288,7 +288,7 @@ impl CudaBackend {
             },
             FwdParamsAbi::FwdTma(maps) => {
                 let p = &launch.params;
-                let params = FwdTmaParamsBytes::new(
+                let params = fwd_tma_params(
                     &tma::encode(&maps.q, p.q as u64)?,
                     &tma::encode(&maps.k, p.k as u64)?,
                     &tma::encode(&maps.v, p.v as u64)?,
