@@ -15,15 +15,19 @@ const PARAMS_H: &str = include_str!("../kernels/params.h");
 
 /// Field names of the X-macro `name` in params.h, in order.
 fn header_fields(name: &str) -> Vec<String> {
-    let start = PARAMS_H
-        .find(&format!("#define {name}(X)"))
-        .expect("macro in params.h");
-    let body: String = PARAMS_H[start..]
-        .lines()
-        .skip(1)
-        .take_while(|l| l.trim_end().ends_with('\\') || l.contains("X("))
-        .collect::<Vec<_>>()
-        .join(" ");
+    // The macro's body: the rest of the #define line, then every continuation line (a
+    // one-line macro such as FLASHMHA_ABI_PROBE_TMA_FIELDS has its fields on the first).
+    let header = format!("#define {name}(X)");
+    let start = PARAMS_H.find(&header).expect("macro in params.h") + header.len();
+    let mut body = String::new();
+    for line in PARAMS_H[start..].lines() {
+        let line = line.trim_end();
+        body.push_str(line.trim_end_matches('\\'));
+        body.push(' ');
+        if !line.ends_with('\\') {
+            break;
+        }
+    }
     body.split("X(")
         .skip(1)
         .map(|s| s.split(')').next().unwrap().trim().to_string())
