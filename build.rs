@@ -75,10 +75,13 @@ fn main() {
     let ptx_arch = pins.get("PTX_ARCH");
     let sm75_cubin_archs = pins.list("SM75_CUBIN_ARCHS");
     let sm75_ptx_arch = pins.get("SM75_PTX_ARCH");
+    let sm90_cubin_archs = pins.list("SM90_CUBIN_ARCHS");
+    let sm90_ptx_arch = pins.get("SM90_PTX_ARCH");
     let product_out = out_dir.join("kernels");
     let sm75_out = out_dir.join("kernels_sm75");
+    let sm90_out = out_dir.join("kernels_sm90");
     let emu_out = out_dir.join("emu_tests");
-    for dir in [&product_out, &sm75_out, &emu_out] {
+    for dir in [&product_out, &sm75_out, &sm90_out, &emu_out] {
         std::fs::create_dir_all(dir).unwrap();
     }
     let job = compile::Job {
@@ -101,6 +104,18 @@ fn main() {
         compile::compile_all(&sm75_job, &cu_files(&kernels.join("sm75")), true);
     product.extend(sm75_product);
     stats.extend(sm75_stats);
+    // Hopper: kernels/sm90/*.cu (TMA, wgmma, mbarrier), arch-specific compute_90a PTX and
+    // sm_90a cubin only.
+    let sm90_job = compile::Job {
+        out_dir: &sm90_out,
+        ptx_arch: sm90_ptx_arch,
+        cubin_archs: &sm90_cubin_archs,
+        ..job
+    };
+    let (sm90_product, sm90_stats) =
+        compile::compile_all(&sm90_job, &cu_files(&kernels.join("sm90")), true);
+    product.extend(sm90_product);
+    stats.extend(sm90_stats);
     let emu_job = compile::Job {
         out_dir: &emu_out,
         ..job
@@ -109,7 +124,11 @@ fn main() {
         compile::compile_all(&emu_job, &cu_files(&kernels.join("emu_tests")), false);
 
     let fwd_rows = kernel_table::parse(&kernels.join("kernel_table.h"));
-    check_table_against_modules(&fwd_rows, &product);
+    check_table_against_modules(&fwd_rows, &product, |target| match target {
+        "Turing" => sm75_ptx_arch,
+        "Hopper" => sm90_ptx_arch,
+        _ => ptx_arch,
+    });
 
     let defined: Vec<String> = product
         .iter()
@@ -145,18 +164,40 @@ fn cu_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Every table row must be defined by exactly one compiled module.
-fn check_table_against_modules(rows: &[kernel_table::FwdRow], modules: &[compile::CompiledModule]) {
-    let defined: Vec<String> = modules
+/// Every table row must be defined by exactly one compiled module, compiled for the PTX
+/// architecture of the row's target (`ptx_arch_of`: an sm_90a row in kernels/sm90/, say).
+fn check_table_against_modules<'a>(
+    rows: &[kernel_table::FwdRow],
+    modules: &[compile::CompiledModule],
+    ptx_arch_of: impl Fn(&str) -> &'a str,
+) {
+    let defined: Vec<(String, &str)> = modules
         .iter()
-        .flat_map(|m| codegen::ptx_entries(&std::fs::read_to_string(&m.ptx).unwrap()))
+        .flat_map(|m| {
+            codegen::ptx_entries(&std::fs::read_to_string(&m.ptx).unwrap())
+                .into_iter()
+                .map(|e| (e, m.ptx_arch.as_str()))
+        })
         .collect();
     for row in rows {
-        let n = defined.iter().filter(|e| **e == row.entry()).count();
+        let defining: Vec<&str> = defined
+            .iter()
+            .filter(|(e, _)| *e == row.entry())
+            .map(|(_, arch)| *arch)
+            .collect();
         assert!(
-            n == 1,
-            "kernels/kernel_table.h lists {} but {n} compiled modules define it",
-            row.entry()
+            defining.len() == 1,
+            "kernels/kernel_table.h lists {} but {} compiled modules define it",
+            row.entry(),
+            defining.len()
+        );
+        let want = ptx_arch_of(row.target);
+        assert!(
+            defining[0] == want,
+            "kernels/kernel_table.h lists {} as a {} row, but it is compiled for {} (expected {want})",
+            row.entry(),
+            row.target,
+            defining[0]
         );
     }
 }

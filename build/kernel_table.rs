@@ -5,8 +5,8 @@ use std::path::Path;
 
 /// One `X(dtype, head_dim, block_m, block_n, num_warps, smem_bytes)` row.
 pub struct FwdRow {
-    /// `Ampere` (FLASHMHA_FWD_KERNELS) or `Turing` (FLASHMHA_FWD_KERNELS_SM75): the variant of
-    /// `flashmha::KernelTarget` the row belongs to.
+    /// `Ampere` (FLASHMHA_FWD_KERNELS), `Turing` (FLASHMHA_FWD_KERNELS_SM75) or `Hopper`
+    /// (FLASHMHA_FWD_KERNELS_SM90): the variant of `flashmha::KernelTarget` the row belongs to.
     pub target: &'static str,
     pub dtype: String,
     pub head_dim: u32,
@@ -18,15 +18,20 @@ pub struct FwdRow {
 
 impl FwdRow {
     pub fn entry(&self) -> String {
-        let prefix = if self.target == "Turing" { "sm75_" } else { "" };
+        let prefix = match self.target {
+            "Turing" => "sm75_",
+            "Hopper" => "sm90_",
+            _ => "",
+        };
         format!("flashmha_fwd_{prefix}{}_d{}", self.dtype, self.head_dim)
     }
 }
 
-/// Both tables: the Ampere rows, then the Turing ones.
+/// Every table: the Ampere rows, then the Turing ones, then the Hopper ones.
 pub fn parse(path: &Path) -> Vec<FwdRow> {
     let mut rows = parse_one(path, "FLASHMHA_FWD_KERNELS", "Ampere");
     rows.extend(parse_one(path, "FLASHMHA_FWD_KERNELS_SM75", "Turing"));
+    rows.extend(parse_one(path, "FLASHMHA_FWD_KERNELS_SM90", "Hopper"));
     rows
 }
 

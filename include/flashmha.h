@@ -148,8 +148,9 @@ const char *flashmha_last_error_message(void);
 /* Validates `shape` and plans it for the sm_80+ kernels; on success *out is a plan to free with
  * flashmha_plan_destroy. */
 flashmha_status flashmha_plan_create(const flashmha_shape *shape, flashmha_plan **out);
-/* The same for the kernels of `ctx`'s device (the Turing ones on sm_75, f16 only); a plan of the
- * other family fails flashmha_run with FLASHMHA_ERR_UNSUPPORTED. */
+/* The same for the kernels of `ctx`'s device (the Turing ones on sm_75, f16 only; on sm_90 the
+ * sm_90a forward at the head dims it was compiled for, the sm_80+ one otherwise); a plan for
+ * kernels the device does not run fails flashmha_run with FLASHMHA_ERR_UNSUPPORTED. */
 flashmha_status flashmha_plan_create_for_context(const flashmha_context *ctx,
                                                  const flashmha_shape *shape, flashmha_plan **out);
 void flashmha_plan_destroy(flashmha_plan *plan);

@@ -80,4 +80,23 @@
     X(f16, 96, 64, 32, 4, 24576) \
     X(f16, 128, 128, 16, 4, 40960)
 
+/*
+ * Hopper (sm_90a; kernels/sm90/flash_fwd_sm90.cu): TMA + wgmma + mbarrier, f16 and bf16, entries
+ * named flashmha_fwd_sm90_<dtype>_d<head_dim>, the same X(...) columns. One producer warpgroup
+ * (one thread issues the TMA loads) and block_m / 64 consumer warpgroups of 64 query rows each.
+ * smem = Q tile + 2 stages x (K + V) + the mbarrier block = 2 * d * (block_m + 4 * block_n) + 128
+ * bytes <= 232448 (sm_90's 227 KiB). ptxas 13.5 sm_90a allocates the whole 384-thread kernel
+ * within 168 registers (setmaxnreg moves registers at run time, not at allocation): d64 and d128
+ * 128 x 128 / 12 warps use 168 with 0 spills; d256 128 x 64 / 12 warps spilled 20 bytes, so d256
+ * runs one consumer (64 x 64 / 8 warps, up to 255 registers). Head dims other than these run the
+ * Ampere kernels on sm_90.
+ */
+#define FLASHMHA_FWD_KERNELS_SM90(X) \
+    X(f16, 64, 128, 128, 12, 82048) \
+    X(bf16, 64, 128, 128, 12, 82048) \
+    X(f16, 128, 128, 128, 12, 163968) \
+    X(bf16, 128, 128, 128, 12, 163968) \
+    X(f16, 256, 64, 64, 8, 163968) \
+    X(bf16, 256, 64, 64, 8, 163968)
+
 #endif /* FLASHMHA_KERNEL_TABLE_H */

@@ -87,6 +87,45 @@ typedef struct FlashFwdParams {
 } FlashFwdParams;
 
 /*
+ * Hopper forward (kernels/sm90/flash_fwd_sm90.cu, sm_90a: TMA + wgmma + mbarrier). The kernel
+ * takes FlashFwdTmaParams: the forward params plus three tensor maps through which its TMA
+ * loads Q, K and V tiles. A tensor map is a CUtensorMap (CUDA Driver API, "Tensor Map Object
+ * Management", cuTensorMapEncodeTiled): 128 bytes, 64-byte aligned, opaque to the kernel, which
+ * only names it in cp.async.bulk.tensor. The host encodes them per launch (the CUDA backend with
+ * the driver, the emulator with flashmha::emulator::TensorMap) from the plan's map description:
+ *   rank 4, dimensions innermost first: (head_dim, heads, rows, batch)
+ *     q_map: heads = num_heads_q,  k_map / v_map: heads = num_heads_kv;
+ *     padded layout: rows = seqlen_q (q) / seqlen_k (k, v), batch = batch;
+ *     varlen layout: rows = total_q / total_k, batch = 1 (the item's rows start at cu_seqlens);
+ *   byte strides of dims 1..3: head, row and batch stride x element size (multiples of 16);
+ *   box: (FLASHMHA_TMA_BOX_COLS, 1, block_m (q) or block_n (k, v), 1);
+ *   element type u16 (f16 / bf16 bits), 128-byte swizzle, no interleave, zero out-of-bounds
+ *   fill (rows past the tensor and columns past head_dim arrive as zeros).
+ * The kernel issues one box per 64 columns of its compiled head dim at coordinates
+ * (64 * j, head, row, batch). The base params keep every other field's meaning.
+ */
+#define FLASHMHA_TENSOR_MAP_BYTES 128
+#define FLASHMHA_TENSOR_MAP_ALIGN 64
+#define FLASHMHA_TMA_BOX_COLS 64 /* one 128-byte swizzle row of 16-bit elements */
+#define FLASHMHA_TMA_RANK 4
+/* Largest opt-in dynamic shared memory per CTA on sm_90 (227 KiB; CUDA C++ Programming Guide,
+ * "Technical Specifications per Compute Capability"). The sm_90a tiles are sized to it. */
+#define FLASHMHA_SM90_MAX_DYNAMIC_SMEM_BYTES 232448
+
+typedef struct __attribute__((aligned(64))) FlashTensorMap {
+    uint64_t opaque[FLASHMHA_TENSOR_MAP_BYTES / 8];
+} FlashTensorMap;
+
+typedef struct FlashFwdTmaParams {
+    FlashTensorMap q_map; /* q as (d, hq, rows, batch), box (64, 1, block_m, 1) */
+    FlashTensorMap k_map; /* k as (d, hkv, rows, batch), box (64, 1, block_n, 1) */
+    FlashTensorMap v_map; /* v as k */
+    FlashFwdParams base;
+    uint64_t pad0; /* explicit tail padding to the 64-byte alignment: the host views the struct
+                      as bytes, so it has no implicit padding (static_assert in flash_fwd_sm90.cu) */
+} FlashFwdTmaParams;
+
+/*
  * Head similarity (diagnostics). For every token t, the cosine similarity of every pair of head
  * outputs, summed over tokens into an h x h matrix (the host divides by num_tokens):
  *   o:    [num_tokens, num_heads, head_dim] through token_stride / head_stride (f16 or bf16,
@@ -127,6 +166,9 @@ typedef struct HeadSimParams {
     X(batch) X(num_heads_q) X(num_heads_kv) X(head_dim) X(seqlen_q) X(seqlen_k) X(total_q)         \
     X(total_k) X(scale)                                                                           \
     X(scale_log2) X(softcap) X(window_left) X(window_right) X(flags)
+
+/* The same for FlashFwdTmaParams, written after HeadSimParams' values. */
+#define FLASHMHA_ABI_PROBE_TMA_FIELDS(X) X(q_map) X(k_map) X(v_map) X(base) X(pad0)
 
 /* The same for HeadSimParams, written after FlashFwdParams' values. */
 #define FLASHMHA_ABI_PROBE_HEADSIM_FIELDS(X)                                                       \

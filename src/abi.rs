@@ -41,9 +41,82 @@ unsafe impl ParamsBytes for FlashFwdParams {}
 // SAFETY: two pointers, two i64 strides, four i32: no padding (tested below).
 unsafe impl ParamsBytes for HeadSimParams {}
 
+/// Bytes of one encoded tensor map (`CUtensorMap`, `FlashTensorMap`).
+pub const TENSOR_MAP_BYTES: usize = FLASHMHA_TENSOR_MAP_BYTES as usize;
+
+/// The Hopper forward's params (`FlashFwdTmaParams`): the encoded Q, K and V tensor maps (the
+/// 128 opaque bytes each, as the encoder wrote them) and the bound forward params.
+pub fn fwd_tma_params(
+    q_map: &[u8; TENSOR_MAP_BYTES],
+    k_map: &[u8; TENSOR_MAP_BYTES],
+    v_map: &[u8; TENSOR_MAP_BYTES],
+    base: &FlashFwdParams,
+) -> FlashFwdTmaParams {
+    let map = |bytes: &[u8; TENSOR_MAP_BYTES]| {
+        let mut opaque = [0u64; TENSOR_MAP_BYTES / 8];
+        for (word, chunk) in opaque.iter_mut().zip(bytes.chunks_exact(8)) {
+            // The kernel reads the object byte for byte; host and device are little endian.
+            *word = u64::from_le_bytes(chunk.try_into().expect("8-byte chunk"));
+        }
+        FlashTensorMap { opaque }
+    };
+    FlashFwdTmaParams {
+        q_map: map(q_map),
+        k_map: map(k_map),
+        v_map: map(v_map),
+        base: *base,
+        pad0: 0,
+    }
+}
+
+// SAFETY: three 128-byte maps, the forward params (no padding, see FlashFwdParams) at offset
+// 384 and an explicit u64 pad0 up to the 64-byte alignment: no padding (tested below, and by
+// the ABI probe against nvcc's layout).
+unsafe impl ParamsBytes for FlashFwdTmaParams {}
+// SAFETY: as above; the kernel receives it by value as a __grid_constant__ parameter.
+unsafe impl cudarc::driver::DeviceRepr for FlashFwdTmaParams {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tma_params_layout() {
+        use std::mem::{align_of, offset_of, size_of};
+        // params.h: FlashTensorMap is 128 bytes aligned to 64; the three maps come first, then
+        // the forward params (248 bytes) and pad0 up to the 64-byte alignment (3 x 128 + 248 +
+        // 8 = 640): no implicit padding, so the struct can be viewed as bytes.
+        assert_eq!(size_of::<FlashTensorMap>(), TENSOR_MAP_BYTES);
+        assert_eq!(
+            align_of::<FlashTensorMap>(),
+            FLASHMHA_TENSOR_MAP_ALIGN as usize
+        );
+        assert_eq!(offset_of!(FlashFwdTmaParams, q_map), 0);
+        assert_eq!(offset_of!(FlashFwdTmaParams, k_map), 128);
+        assert_eq!(offset_of!(FlashFwdTmaParams, v_map), 256);
+        assert_eq!(offset_of!(FlashFwdTmaParams, base), 384);
+        assert_eq!(size_of::<FlashFwdParams>(), 248);
+        assert_eq!(offset_of!(FlashFwdTmaParams, pad0), 384 + 248);
+        assert_eq!(size_of::<FlashFwdTmaParams>(), 640);
+        assert_eq!(align_of::<FlashFwdTmaParams>(), 64);
+        let base = FlashFwdParams {
+            head_dim: 0x1234_5678,
+            flags: 0x9abc_def0,
+            ..Default::default()
+        };
+        let mut maps = [[1u8; 128], [2u8; 128], [3u8; 128]];
+        maps[0][5] = 0xee;
+        let p = fwd_tma_params(&maps[0], &maps[1], &maps[2], &base);
+        let b = p.as_bytes();
+        assert_eq!(b[..128], maps[0]);
+        assert_eq!(b[128..256], maps[1]);
+        assert_eq!(b[256..384], maps[2]);
+        let head_dim = 384 + offset_of!(FlashFwdParams, head_dim);
+        assert_eq!(b[head_dim..head_dim + 4], 0x1234_5678i32.to_le_bytes());
+        let flags = 384 + offset_of!(FlashFwdParams, flags);
+        assert_eq!(b[flags..flags + 4], 0x9abc_def0u32.to_le_bytes());
+        assert!(b[632..].iter().all(|&x| x == 0));
+    }
 
     #[test]
     fn abi_has_no_padding() {

@@ -63,7 +63,8 @@ pub struct PtxasStats {
 /// One row of `kernels/kernel_table.h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FwdKernelRow {
-    /// Which table the row is in: FLASHMHA_FWD_KERNELS (Ampere) or _SM75 (Turing).
+    /// Which table the row is in: FLASHMHA_FWD_KERNELS (Ampere), _SM75 (Turing) or _SM90
+    /// (Hopper).
     pub target: KernelTarget,
     pub entry: &'static str,
     pub dtype: DType,
@@ -72,6 +73,14 @@ pub struct FwdKernelRow {
     pub block_n: u32,
     pub num_warps: u32,
     pub smem_bytes: u32,
+}
+
+impl FwdKernelRow {
+    /// Whether the kernel takes `FlashFwdTmaParams` (the sm_90a rows: Q, K and V arrive through
+    /// tensor maps) rather than `FlashFwdParams`.
+    pub fn takes_tma_params(&self) -> bool {
+        self.target == KernelTarget::Hopper
+    }
 }
 
 include!(concat!(env!("OUT_DIR"), "/kernels_generated.rs"));
@@ -113,9 +122,11 @@ mod tests {
                     assert_eq!(archs, ["sm_80", "sm_86", "sm_89", "sm_90"], "{}", m.name)
                 }
                 "compute_75" => assert_eq!(archs, ["sm_75"], "{}", m.name),
+                "compute_90a" => assert_eq!(archs, ["sm_90a"], "{}", m.name),
                 other => panic!("{}: unexpected PTX arch {other}", m.name),
             }
-            assert_eq!(m.ptx_sm, m.ptx_arch[8..].parse::<u32>().unwrap());
+            let sm = m.ptx_arch["compute_".len()..].trim_end_matches('a');
+            assert_eq!(m.ptx_sm, sm.parse::<u32>().unwrap());
             for c in m.cubins {
                 // ELF magic: cubins are ELF images.
                 assert_eq!(&c.bytes[..4], b"\x7fELF", "{} {}", m.name, c.arch);
@@ -147,6 +158,22 @@ mod tests {
         for row in FWD_KERNELS {
             let m = module_of(row.entry).unwrap_or_else(|| panic!("{} not compiled", row.entry));
             assert!(m.ptx.contains(row.entry));
+            assert!(row.target.supports(row.dtype), "{}", row.entry);
+            assert_eq!(m.ptx_sm, row.target.min_sm(), "{}", row.entry);
+            if row.target == KernelTarget::Hopper {
+                // kernel_table.h: one producer warpgroup and consumer warpgroups of 64 query
+                // rows each; the tile fits sm_90's opt-in shared memory.
+                assert_eq!(row.num_warps % 4, 0, "{}: whole warpgroups", row.entry);
+                assert_eq!(row.block_m, (row.num_warps / 4 - 1) * 64, "{}", row.entry);
+                assert!(
+                    row.smem_bytes <= crate::abi::FLASHMHA_SM90_MAX_DYNAMIC_SMEM_BYTES,
+                    "{}",
+                    row.entry
+                );
+                assert!(row.entry.starts_with("flashmha_fwd_sm90_"), "{}", row.entry);
+                assert_eq!(m.ptx_arch, "compute_90a", "{}", row.entry);
+                continue;
+            }
             // Each warp owns whole m16 row blocks, at least two (so each K / V fragment read
             // from shared memory feeds two mma) except at d256, where the f32 O accumulator of
             // 32 rows alone would take all 256 registers a thread can address.
@@ -166,9 +193,6 @@ mod tests {
                 "{}: {row_blocks} m16 row block(s) per warp",
                 row.entry
             );
-            assert!(row.target.supports(row.dtype), "{}", row.entry);
-            let ptx_sm = m.ptx_sm;
-            assert_eq!(ptx_sm, row.target.min_sm(), "{}", row.entry);
         }
     }
 }

@@ -163,6 +163,8 @@ pub enum Limit {
     Window,
     /// Tokens of a head-similarity call.
     Tokens,
+    /// A byte stride of a tensor map of the sm_90a forward (the TMA encoder takes < 2^40).
+    TmaStride,
 }
 
 impl std::fmt::Display for Limit {
@@ -176,6 +178,7 @@ impl std::fmt::Display for Limit {
             Limit::RowStats => "lse/entropy elements",
             Limit::Window => "window bound",
             Limit::Tokens => "tokens",
+            Limit::TmaStride => "tensor-map byte stride",
         })
     }
 }

@@ -4,7 +4,8 @@
 //! (or in another order) fails too.
 
 use flashmha::abi::{
-    FlashDecodeParams, FlashFwdParams, HeadSimParams, KvAppendParams, MergeStatesParams,
+    FlashDecodeParams, FlashFwdParams, FlashFwdTmaParams, HeadSimParams, KvAppendParams,
+    MergeStatesParams,
 };
 use flashmha::build_info::module_of;
 use flashmha::emulator::{Device, LaunchConfig, Module};
@@ -14,15 +15,19 @@ const PARAMS_H: &str = include_str!("../kernels/params.h");
 
 /// Field names of the X-macro `name` in params.h, in order.
 fn header_fields(name: &str) -> Vec<String> {
-    let start = PARAMS_H
-        .find(&format!("#define {name}(X)"))
-        .expect("macro in params.h");
-    let body: String = PARAMS_H[start..]
-        .lines()
-        .skip(1)
-        .take_while(|l| l.trim_end().ends_with('\\') || l.contains("X("))
-        .collect::<Vec<_>>()
-        .join(" ");
+    // The macro's body: the rest of the #define line, then every continuation line (a
+    // one-line macro such as FLASHMHA_ABI_PROBE_TMA_FIELDS has its fields on the first).
+    let header = format!("#define {name}(X)");
+    let start = PARAMS_H.find(&header).expect("macro in params.h") + header.len();
+    let mut body = String::new();
+    for line in PARAMS_H[start..].lines() {
+        let line = line.trim_end();
+        body.push_str(line.trim_end_matches('\\'));
+        body.push(' ');
+        if !line.ends_with('\\') {
+            break;
+        }
+    }
     body.split("X(")
         .skip(1)
         .map(|s| s.split(')').next().unwrap().trim().to_string())
@@ -72,22 +77,32 @@ fn device_layout_of_params_structs_equals_bindgen_layout() {
         seqlen_k, total_q, total_k, scale, scale_log2, softcap, window_left, window_right, flags);
     let (sim, sim_names) = layout!(HeadSimParams;
         o, gram, token_stride, head_stride, num_tokens, num_heads, head_dim, tokens_per_cta);
+    let (tma, tma_names) = layout!(FlashFwdTmaParams; q_map, k_map, v_map, base, pad0);
+    assert_eq!(tma_names, header_fields("FLASHMHA_ABI_PROBE_TMA_FIELDS"));
+    // The tensor maps must sit on 64-byte boundaries (CUtensorMap's alignment).
+    assert_eq!(align_of::<FlashFwdTmaParams>(), 64);
     assert_eq!(fwd_names, header_fields("FLASHMHA_ABI_PROBE_FIELDS"));
     assert_eq!(
         sim_names,
         header_fields("FLASHMHA_ABI_PROBE_HEADSIM_FIELDS")
     );
 
-    let device = run_probe("flashmha_abi_probe", fwd.len() + sim.len());
+    let device = run_probe("flashmha_abi_probe", fwd.len() + sim.len() + tma.len());
     assert_eq!(
         device[..fwd.len()],
         fwd[..],
         "FlashFwdParams: device vs bindgen (size, align, offsets)"
     );
+    let sim_end = fwd.len() + sim.len();
     assert_eq!(
-        device[fwd.len()..],
+        device[fwd.len()..sim_end],
         sim[..],
         "HeadSimParams: device vs bindgen (size, align, offsets)"
+    );
+    assert_eq!(
+        device[sim_end..],
+        tma[..],
+        "FlashFwdTmaParams: device vs bindgen (size, align, offsets)"
     );
 }
 

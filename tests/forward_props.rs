@@ -43,13 +43,37 @@ fn head_dims(dtype: DType, target: KernelTarget) -> Vec<usize> {
     dims
 }
 
-/// A kernel target and a dtype it has kernels for: Ampere f16 / bf16, Turing f16.
+/// A kernel target and a dtype it has kernels for: Ampere f16 / bf16 (two shares each),
+/// Turing f16, and Hopper f16 / bf16 when this build compiled the sm_90a forward (its cases
+/// draw the head dims between the sm_90a ones too, which run the sm_90a row of their bucket or
+/// fall back to the Ampere one, as on an H100).
 fn target_and_dtype() -> impl Strategy<Value = (DType, KernelTarget)> {
-    prop_oneof![
-        Just((DType::F16, KernelTarget::Ampere)),
-        Just((DType::Bf16, KernelTarget::Ampere)),
-        Just((DType::F16, KernelTarget::Turing)),
-    ]
+    let mut pairs = vec![
+        (DType::F16, KernelTarget::Ampere),
+        (DType::F16, KernelTarget::Ampere),
+        (DType::Bf16, KernelTarget::Ampere),
+        (DType::Bf16, KernelTarget::Ampere),
+        (DType::F16, KernelTarget::Turing),
+    ];
+    for dtype in [DType::F16, DType::Bf16] {
+        if !compiled_head_dims(dtype, KernelTarget::Hopper).is_empty() {
+            pairs.push((dtype, KernelTarget::Hopper));
+        }
+    }
+    prop::sample::select(pairs)
+}
+
+/// The kernel family a case's plan launches: Hopper cases at an sm_90a head dim must run the
+/// sm_90a kernel (never silently the Ampere one), other cases their own target's.
+fn planned_target(case: &CheckCase) -> KernelTarget {
+    let shape = case.problem().shape().expect("a valid case");
+    match case.dtype {
+        DType::F16 => flashmha::FwdPlan::<half::f16>::new_for(case.target, &shape)
+            .map(|p| p.launch().kernel.target),
+        DType::Bf16 => flashmha::FwdPlan::<half::bf16>::new_for(case.target, &shape)
+            .map(|p| p.launch().kernel.target),
+    }
+    .expect("the case plans")
 }
 
 fn window() -> impl Strategy<Value = Option<SlidingWindow>> {
@@ -119,6 +143,14 @@ proptest! {
     fn forward_matches_reference_on_the_emulator(case in case()) {
         let outcome = run_case(&case).map_err(|e| TestCaseError::fail(format!("{}: {e}", case.describe())))?;
         prop_assert!(outcome.passed(), "{}:\n{}", case.describe(), outcome.failures().join("\n"));
+        let sm90_dim = compiled_head_dims(case.dtype, KernelTarget::Hopper).contains(&case.head_dim);
+        let planned = planned_target(&case);
+        if case.target != KernelTarget::Hopper || sm90_dim {
+            prop_assert_eq!(planned, case.target, "{}", case.describe());
+        } else {
+            // Between the sm_90a head dims: the sm_90a row of the bucket or the Ampere one.
+            prop_assert!(matches!(planned, KernelTarget::Hopper | KernelTarget::Ampere));
+        }
         // Every output was checked against a finite reference somewhere: an all-masked case
         // still checks O = 0 exactly.
         prop_assert!(!outcome.outputs.is_empty());
@@ -154,6 +186,41 @@ fn forward_matches_reference_on_a_gpu() {
             &head_dims(dtype, KernelTarget::Ampere),
             300,
         );
+        let outcome = flashmha::check::run_case_cuda(&case).expect("cuda run");
+        assert!(
+            outcome.passed(),
+            "{}:\n{}",
+            case.describe(),
+            outcome.failures().join("\n")
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs an sm_90 GPU: run with `cargo test --release -- --ignored` on an H100"]
+fn hopper_forward_matches_reference_on_an_sm90_gpu() {
+    // The sm_90a kernels through the CUDA backend: tensor maps encoded by the driver, FlashFwdTmaParams, 227 KiB opt-in.
+    let backend = flashmha::cuda::CudaBackend::new(0).expect("a GPU");
+    assert_eq!(
+        backend.target(),
+        KernelTarget::Hopper,
+        "not an sm_90 device"
+    );
+    let seed = std::env::var("FLASHMHA_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("hopper_forward_matches_reference_on_an_sm90_gpu: FLASHMHA_SEED={seed}");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    for n in 0..cases() {
+        let dtype = [DType::F16, DType::Bf16][n as usize % 2];
+        let mut case = CheckCase::random(
+            &mut rng,
+            &[dtype],
+            &head_dims(dtype, KernelTarget::Hopper),
+            300,
+        );
+        case.target = KernelTarget::Hopper;
         let outcome = flashmha::check::run_case_cuda(&case).expect("cuda run");
         assert!(
             outcome.passed(),

@@ -38,6 +38,11 @@ __device__ __forceinline__ float pin(float x) {
     asm volatile("mov.b32 %0, %1;" : "=f"(r) : "f"(x));
     return r;
 }
+__device__ __forceinline__ uint64_t pin(uint64_t x) {
+    uint64_t r;
+    asm volatile("mov.b64 %0, %1;" : "=l"(r) : "l"(x));
+    return r;
+}
 
 }  // namespace flashmha
 

@@ -98,6 +98,16 @@ struct OnlineSoftmax {
     __device__ __forceinline__ void update(float (&s)[kSTiles][kCRegs],
                                            float (&o)[kOTiles][kCRegs], float score_mul) {
         float alpha[kRowHalves];
+        fold<kEntropy>(s, score_mul, alpha);
+        rescale(o, alpha);
+    }
+
+    /* The score half of update(): S becomes P in place, l and e are rescaled and extended, and
+     * alpha (the factor O must be rescaled by) is returned. Split out for kernels whose O is
+     * still being accumulated asynchronously (wgmma) while the next scores are folded. */
+    template <bool kEntropy>
+    __device__ __forceinline__ void fold(float (&s)[kSTiles][kCRegs], float score_mul,
+                                         float (&alpha)[kRowHalves]) {
 #pragma unroll
         for (int h = 0; h < kRowHalves; ++h) {
             const float m_old = row_max[h];
@@ -132,6 +142,11 @@ struct OnlineSoftmax {
             }
             row_sum[h] = fmaf(alpha[h], row_sum[h], sum);
         }
+    }
+
+    /* The O half of update(): O *= alpha per row. */
+    __device__ __forceinline__ void rescale(float (&o)[kOTiles][kCRegs],
+                                            const float (&alpha)[kRowHalves]) const {
         if (__any_sync(kFullWarpMask, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
 #pragma unroll
             for (int ot = 0; ot < kOTiles; ++ot)

@@ -1,14 +1,21 @@
 //! The emulator backend: executes a [`FwdPlan`] on [`crate::emulator`], with the same PTX and
 //! the same params bytes as the CUDA backend, over buffers allocated on an emulator
 //! [`Device`]. Every access the kernel makes is checked by the emulator, so binding emulator
-//! allocations is safe whatever their addresses. Touches only the device it is given.
+//! allocations is safe whatever their addresses. Touches only the device it is given. For the
+//! sm_90a kernels the plan's tensor-map descriptions are encoded here with the emulator's
+//! [`TensorMap`] over the bound q / k / v addresses, as the CUDA backend encodes them with the
+//! driver.
 
-use crate::abi::ParamsBytes;
+use crate::abi::{fwd_tma_params, ParamsBytes};
 use crate::build_info;
 use crate::element::Element;
-use crate::emulator::{Device, DevicePtr, LaunchConfig, LaunchReport, Module};
-use crate::error::{Error, Result};
-use crate::plan::{FwdLaunch, FwdPlan};
+use crate::emulator::{
+    Device, DevicePtr, LaunchConfig, LaunchReport, Module, TensorMap, TiledTensorMap, TmaDataType,
+    TmaInterleave, TmaL2Promotion, TmaOobFill, TmaSwizzle,
+};
+use crate::error::{EmulatorError, Error, Result};
+use crate::plan::tma::{TmaElement, TmaMapDesc, TmaSwizzleMode};
+use crate::plan::{FwdLaunch, FwdParamsAbi, FwdPlan};
 use crate::validate::binding::{DevBuf, FwdBufs};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -54,7 +61,50 @@ pub fn launch_bound(dev: &mut Device, launch: &FwdLaunch) -> Result<LaunchReport
         block: launch.block,
         dynamic_smem_bytes: launch.dynamic_smem_bytes,
     };
-    Ok(dev.launch(&module, launch.kernel.entry, &cfg, launch.params.as_bytes())?)
+    match &launch.abi {
+        FwdParamsAbi::Fwd => {
+            Ok(dev.launch(&module, launch.kernel.entry, &cfg, launch.params.as_bytes())?)
+        }
+        FwdParamsAbi::FwdTma(maps) => {
+            let p = &launch.params;
+            let params = fwd_tma_params(
+                encode(&maps.q, p.q as u64, "q")?.as_bytes(),
+                encode(&maps.k, p.k as u64, "k")?.as_bytes(),
+                encode(&maps.v, p.v as u64, "v")?.as_bytes(),
+                p,
+            );
+            Ok(dev.launch(&module, launch.kernel.entry, &cfg, params.as_bytes())?)
+        }
+    }
+}
+
+/// The emulator's encoding of one planned map over `addr` (the fields `cuTensorMapEncodeTiled`
+/// takes on a GPU). Validation checked the plan's maps against the encoder's rules, so an error
+/// here is a bug, reported as a launch error rather than a panic.
+pub fn encode(desc: &TmaMapDesc, addr: u64, what: &str) -> Result<TensorMap> {
+    let tiled = TiledTensorMap {
+        data_type: match desc.element {
+            TmaElement::U16 => TmaDataType::U16,
+        },
+        global_address: addr,
+        global_dim: desc.global_dim.to_vec(),
+        global_strides: desc.global_strides.to_vec(),
+        box_dim: desc.box_dim.to_vec(),
+        element_strides: vec![1; desc.box_dim.len()],
+        interleave: TmaInterleave::None,
+        swizzle: match desc.swizzle {
+            TmaSwizzleMode::B128 => TmaSwizzle::B128,
+        },
+        // A cache hint only; the CUDA backend asks for the same.
+        l2_promotion: TmaL2Promotion::B128,
+        // Zeros: rows past the tensor and columns past head_dim must contribute nothing.
+        oob_fill: TmaOobFill::None,
+    };
+    TensorMap::encode_tiled(&tiled).map_err(|e| {
+        Error::Emulator(EmulatorError::Launch(format!(
+            "encoding the {what} tensor map: {e}"
+        )))
+    })
 }
 
 /// `Ok` when the launch had no findings; otherwise the count and the first one, as an error

@@ -29,8 +29,12 @@ pub struct CheckArgs {
     #[arg(long)]
     pub(super) gpu: bool,
     /// Run the Turing (sm_75) kernels instead of the sm_80+ ones (f16 only).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "hopper")]
     pub(super) turing: bool,
+    /// Run the Hopper (sm_90a: TMA, wgmma) forward kernels instead of the sm_80+ ones, at the
+    /// head dims they were compiled for (the others run the sm_80+ kernels on sm_90 anyway).
+    #[arg(long)]
+    pub(super) hopper: bool,
     /// Paged decode instead of the forward: random paged-KV cases (page sizes, layouts, shared
     /// and shuffled pages, GQA, splits, options) on the emulator (or --gpu) against the candle
     /// reference over the gathered pages (`--max-len` bounds the cache lengths).
@@ -51,6 +55,8 @@ pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let target = if args.turing {
         KernelTarget::Turing
+    } else if args.hopper {
+        KernelTarget::Hopper
     } else {
         KernelTarget::Ampere
     };

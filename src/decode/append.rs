@@ -93,9 +93,10 @@ pub fn plan_kv_append_for(
         });
     }
     let fp8 = pools.kv_dtype.is_fp8();
-    let entry = match (kernels, fp8) {
-        (KernelTarget::Ampere, true) => KV_APPEND_FP8_ENTRY,
-        (KernelTarget::Ampere, false) => KV_APPEND_ENTRY,
+    // Hopper appends with the Ampere kernels (it has a forward of its own only).
+    let entry = match (kernels.shared_kernels(), fp8) {
+        (KernelTarget::Ampere | KernelTarget::Hopper, true) => KV_APPEND_FP8_ENTRY,
+        (KernelTarget::Ampere | KernelTarget::Hopper, false) => KV_APPEND_ENTRY,
         (KernelTarget::Turing, false) => KV_APPEND_SM75_ENTRY,
         (KernelTarget::Turing, true) => {
             return Err(Error::UnsupportedOnTarget {

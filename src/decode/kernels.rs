@@ -31,10 +31,10 @@ pub fn combine_entry(dtype: DType) -> &'static str {
 }
 
 /// The split-KV combine of `target`'s kernels (kernels/sm75/merge_states_sm75.cu on Turing:
-/// f16 only, like every Turing kernel; `None` for bf16 there).
+/// f16 only, like every Turing kernel; `None` for bf16 there; Hopper runs the Ampere one).
 pub fn combine_entry_for(target: KernelTarget, dtype: DType) -> Option<&'static str> {
-    match (target, dtype) {
-        (KernelTarget::Ampere, d) => Some(combine_entry(d)),
+    match (target.shared_kernels(), dtype) {
+        (KernelTarget::Ampere | KernelTarget::Hopper, d) => Some(combine_entry(d)),
         (KernelTarget::Turing, DType::F16) => Some("flashmha_combine_splits_sm75_f16"),
         (KernelTarget::Turing, DType::Bf16) => None,
     }

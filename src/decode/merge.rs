@@ -105,8 +105,9 @@ pub fn plan_merge(p: &MergeProblem) -> Result<MergePlan> {
 /// [`plan_merge`] with the kernels of `target`: Turing merges f16 states only (bf16 there is
 /// [`Error::UnsupportedDType`]).
 pub fn plan_merge_for(target: KernelTarget, p: &MergeProblem) -> Result<MergePlan> {
-    let entry = match (target, p.dtype) {
-        (KernelTarget::Ampere, dtype) => merge_states_entry(dtype),
+    // Hopper merges with the Ampere kernels (it has a forward of its own only).
+    let entry = match (target.shared_kernels(), p.dtype) {
+        (KernelTarget::Ampere | KernelTarget::Hopper, dtype) => merge_states_entry(dtype),
         (KernelTarget::Turing, DType::F16) => MERGE_STATES_SM75_F16_ENTRY,
         (KernelTarget::Turing, dtype) => return Err(Error::UnsupportedDType { dtype, target }),
     };

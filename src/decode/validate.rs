@@ -93,11 +93,12 @@ pub fn validate_decode(p: &DecodeProblem) -> Result<&'static DecodeKernelRow> {
 
 /// The compiled kernel of `target` serving `p`, after checking everything about `p`. Turing
 /// has f16 decode over 16-bit pages only: bf16 is [`Error::UnsupportedDType`], FP8 pages
-/// [`Error::UnsupportedOnTarget`].
+/// [`Error::UnsupportedOnTarget`]. Hopper decodes with the Ampere rows.
 pub fn validate_decode_for(
     target: KernelTarget,
     p: &DecodeProblem,
 ) -> Result<&'static DecodeKernelRow> {
+    let target = target.shared_kernels();
     if !target.supports(p.dtype) {
         return Err(Error::UnsupportedDType {
             dtype: p.dtype,

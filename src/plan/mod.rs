@@ -5,6 +5,7 @@
 //! same params bytes.
 
 pub mod head_similarity;
+pub mod tma;
 
 use crate::abi::{self, FlashFwdParams};
 use crate::build_info::{FwdKernelRow, FWD_KERNELS};
@@ -15,6 +16,7 @@ use crate::target::KernelTarget;
 use crate::validate::binding::{check_bufs, FwdBufs};
 use crate::validate::{validate_shape, FwdExtents};
 use std::marker::PhantomData;
+pub use tma::{FwdParamsAbi, FwdTmaMaps, TmaMapDesc};
 
 /// Threads per warp (PTX ISA: warp size 32).
 pub const WARP_SIZE: u32 = 32;
@@ -28,6 +30,9 @@ pub struct FwdLaunch {
     pub block: [u32; 3],
     pub dynamic_smem_bytes: u32,
     pub params: FlashFwdParams,
+    /// The params struct the kernel takes; for the sm_90a kernels, the tensor maps to encode
+    /// over the bound q / k / v addresses (in `params`) before the launch.
+    pub abi: FwdParamsAbi,
 }
 
 /// A validated forward plan for elements of type `T`: everything but the buffers. Pure data,
@@ -166,8 +171,15 @@ fn launch_without_buffers(kernel: FwdKernelRow, s: &FwdShape) -> FwdLaunch {
         block: [kernel.num_warps * WARP_SIZE, 1, 1],
         dynamic_smem_bytes: kernel.smem_bytes,
         params,
+        abi: if kernel.takes_tma_params() {
+            FwdParamsAbi::FwdTma(FwdTmaMaps::describe(s, kernel.block_m, kernel.block_n))
+        } else {
+            FwdParamsAbi::Fwd
+        },
     }
 }
 
+#[cfg(test)]
+mod hopper_tests;
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,7 @@ use crate::abi;
 use crate::build_info::FwdKernelRow;
 use crate::dtype::DType;
 use crate::error::{AlignWhat, Dim, Error, Limit, OptionName, Result, TensorName};
+use crate::plan::tma::{FwdTmaMaps, TMA_MAX_DIM, TMA_MAX_STRIDE_BYTES, TMA_STRIDE_ALIGN};
 use crate::shape::{FwdShape, SeqShape, Strides};
 use crate::target::KernelTarget;
 
@@ -61,26 +62,45 @@ pub fn validate_shape<'t>(
     }
     // A head dim that is a multiple of 8 (whole 16-byte chunks) runs on the smallest compiled
     // kernel of the target at least as wide, its extra columns predicated off in the kernel.
-    let kernel = table
-        .iter()
-        .filter(|r| {
-            r.target == target
-                && r.dtype == dtype
-                && s.head_dim > 0
-                && s.head_dim.is_multiple_of(8)
-                && r.head_dim as usize >= s.head_dim
-        })
-        .min_by_key(|r| r.head_dim)
-        .ok_or_else(|| Error::UnsupportedHeadDim {
-            dtype,
-            head_dim: s.head_dim,
-            target,
-            supported: table
+    let bucket = |t: KernelTarget| {
+        table
+            .iter()
+            .filter(|r| {
+                r.target == t
+                    && r.dtype == dtype
+                    && s.head_dim > 0
+                    && s.head_dim.is_multiple_of(8)
+                    && r.head_dim as usize >= s.head_dim
+            })
+            .min_by_key(|r| r.head_dim)
+    };
+    // A target with a fallback (Hopper: Ampere) runs its own row when that is no wider than
+    // the fallback's bucket (d48 -> the sm_90a d64), else the fallback's (d80 / d96 -> the
+    // Ampere d80 / d96 rather than padding them to the sm_90a d128).
+    let own = bucket(target);
+    let kernel = match (own, target.forward_fallback().and_then(bucket)) {
+        (Some(own), Some(other)) if other.head_dim < own.head_dim => Some(other),
+        (Some(own), _) => Some(own),
+        (None, other) => other,
+    }
+    .ok_or_else(|| Error::UnsupportedHeadDim {
+        dtype,
+        head_dim: s.head_dim,
+        target,
+        supported: {
+            let mut dims: Vec<u32> = table
                 .iter()
-                .filter(|r| r.target == target && r.dtype == dtype)
+                .filter(|r| {
+                    (r.target == target || Some(r.target) == target.forward_fallback())
+                        && r.dtype == dtype
+                })
                 .map(|r| r.head_dim)
-                .collect(),
-        })?;
+                .collect();
+            dims.sort_unstable();
+            dims.dedup();
+            dims
+        },
+    })?;
     check_heads(s)?;
     check_seq(s)?;
     check_options(s)?;
@@ -122,6 +142,9 @@ pub fn validate_shape<'t>(
             value: (d * dtype.size()) as u64,
         });
     }
+    if kernel.takes_tma_params() {
+        check_tma(s, kernel)?;
+    }
     let row_stats = s.row_stats_len();
     if row_stats as u64 > MAX_INDEX_32 {
         return Err(Error::Overflow32 {
@@ -142,6 +165,45 @@ pub fn validate_shape<'t>(
             cu_seqlens: if s.seq.is_varlen() { batch + 1 } else { 0 },
         },
     ))
+}
+
+/// What the sm_90a kernels' tensor maps need beyond the checks every kernel has: the encoder
+/// takes byte strides that are multiples of 16 (already required of every kernel, for 16-byte
+/// copies) and below 2^40, and dimensions of at most 2^31 elements (rows are already int32);
+/// checked on the maps the plan will encode, so a launch never meets an encoder error.
+fn check_tma(s: &FwdShape, kernel: &FwdKernelRow) -> Result<()> {
+    let maps = FwdTmaMaps::describe(s, kernel.block_m, kernel.block_n);
+    for (tensor, map) in maps.iter() {
+        for (stride, dim) in map
+            .global_strides
+            .iter()
+            .zip([Dim::Heads, Dim::Seq, Dim::Batch])
+        {
+            if !stride.is_multiple_of(TMA_STRIDE_ALIGN) {
+                return Err(Error::Misaligned {
+                    tensor,
+                    what: AlignWhat::Stride(dim),
+                    required: TMA_STRIDE_ALIGN as usize,
+                    value: *stride,
+                });
+            }
+            if *stride >= TMA_MAX_STRIDE_BYTES {
+                return Err(Error::Overflow32 {
+                    limit: Limit::TmaStride,
+                    value: *stride,
+                    max: TMA_MAX_STRIDE_BYTES - 1,
+                });
+            }
+        }
+        if let Some(&rows) = map.global_dim.iter().find(|&&n| n > TMA_MAX_DIM) {
+            return Err(Error::Overflow32 {
+                limit: Limit::Rows32,
+                value: rows,
+                max: TMA_MAX_DIM,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn check_heads(s: &FwdShape) -> Result<()> {

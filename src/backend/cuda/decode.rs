@@ -321,15 +321,17 @@ impl DecodeFunctions {
         target: KernelTarget,
         load: &dyn Fn(&str) -> Result<CudaFunction>,
     ) -> Result<DecodeFunctions> {
+        // Hopper runs the Ampere decode, combine, merge and append kernels.
+        let target = target.shared_kernels();
         let decode = super::load_rows(
             DECODE_KERNELS
                 .iter()
                 .map(|r| (r.target, r.entry, r.smem_bytes)),
-            target,
+            &[target],
             load,
         )?;
         Ok(match target {
-            KernelTarget::Ampere => DecodeFunctions {
+            KernelTarget::Ampere | KernelTarget::Hopper => DecodeFunctions {
                 target,
                 decode,
                 combine: (
@@ -534,7 +536,9 @@ impl CudaBackend {
         };
         let (decode_params, combine_params) = plan.params(&bufs)?;
         let f = self.decode_functions();
-        if plan.kernel.target != self.target() {
+        // Decode rows belong to the target whose decode kernels the device runs (Hopper runs
+        // the Ampere ones).
+        if plan.kernel.target != self.target().shared_kernels() {
             return Err(Error::TargetMismatch {
                 plan: plan.kernel.target,
                 device: self.target(),

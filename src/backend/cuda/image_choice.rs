@@ -2,7 +2,10 @@
 //! major compute capability and an equal or higher minor one (CUDA C Programming Guide, "Binary
 //! Compatibility"); otherwise the module's PTX (compute_80, or compute_75 for kernels/sm75/) is
 //! JIT-compiled by the driver, which works on any device at least as new as its virtual
-//! architecture.
+//! architecture. Arch-specific code (`sm_90a` / `compute_90a`, kernels/sm90/) is the exception:
+//! it runs on exactly that compute capability and has no forward compatibility (CUDA C
+//! Programming Guide, "Feature Availability": architecture-specific features), so its PTX is
+//! never chosen for a newer device.
 
 use crate::build_info::{CubinImage, ModuleImage};
 
@@ -22,8 +25,10 @@ pub fn choose_image(module: &'static ModuleImage, major: i32, minor: i32) -> Ima
         .iter()
         .filter(|c| c.sm / 10 == device / 10 && c.sm <= device)
         .max_by_key(|c| c.sm);
+    let arch_specific = module.ptx_arch.ends_with('a');
     match best {
         Some(c) => ImageChoice::Cubin(c),
+        None if arch_specific && device != module.ptx_sm => ImageChoice::None,
         None if device >= module.ptx_sm => ImageChoice::Ptx(module.ptx),
         None => ImageChoice::None,
     }
@@ -57,5 +62,13 @@ mod tests {
         assert_eq!(arch(choose_image(t, 7, 5)), "sm_75");
         assert_eq!(arch(choose_image(t, 8, 0)), "ptx");
         assert_eq!(arch(choose_image(t, 7, 0)), "none");
+        // The sm_90a modules (once compiled): their cubin on 9.0, nothing elsewhere (an
+        // arch-specific PTX does not JIT for sm_100 or sm_89).
+        if let Some(h) = MODULES.iter().find(|m| m.ptx_arch == "compute_90a") {
+            assert_eq!(arch(choose_image(h, 9, 0)), "sm_90a");
+            assert_eq!(arch(choose_image(h, 10, 0)), "none");
+            assert_eq!(arch(choose_image(h, 12, 0)), "none");
+            assert_eq!(arch(choose_image(h, 8, 9)), "none");
+        }
     }
 }

@@ -2,7 +2,9 @@
 //! context (the cubin built for the device's architecture, the target's PTX otherwise) and runs
 //! plans on the caller's stream. On sm_75 (Turing) that is the forward, paged decode, combine,
 //! merge and KV-append kernels of kernels/sm75/ (f16); head similarity has no Turing kernel and
-//! returns [`Error::UnsupportedOnTarget`] there.
+//! returns [`Error::UnsupportedOnTarget`] there. On sm_90 (Hopper) the forward runs the sm_90a
+//! kernels of kernels/sm90/ where the table has a row (their Q / K / V tensor maps encoded by
+//! the driver per launch, `tma.rs`) and the Ampere ones otherwise; everything else is Ampere's.
 //! No host-device synchronisation and no heap allocation in the launch path, so launches can be
 //! captured in CUDA graphs. Without a driver every entry point returns
 //! [`Error::NoCudaDriver`]; nothing here panics for lack of a GPU.
@@ -11,12 +13,14 @@ mod args;
 mod decode;
 mod image_choice;
 mod timing;
+mod tma;
 
 pub use args::{Dense, DenseMut, FwdArgs};
 pub use decode::{DecodeArgs, KvAppendArgs, MergeArgs};
 pub use image_choice::{choose_image, ImageChoice};
 pub use timing::time_forward;
 
+use crate::abi::fwd_tma_params;
 use crate::build_info::{self, FWD_KERNELS};
 use crate::element::Element;
 use crate::error::{driver_error, Error, Result};
@@ -24,7 +28,7 @@ use crate::options::AttnOptions;
 use crate::plan::head_similarity::{
     plan_head_similarity, HeadSimBuffers, HeadSimProblem, ENTRY_BF16, ENTRY_F16,
 };
-use crate::plan::{FwdLaunch, FwdPlan};
+use crate::plan::{FwdLaunch, FwdParamsAbi, FwdPlan};
 use crate::shape::FwdShape;
 use crate::target::KernelTarget;
 use crate::validate::binding::{DevBuf, FwdBufs};
@@ -33,19 +37,20 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr
 use std::sync::Arc;
 
 /// One slot per kernel-table row `(target, entry, dynamic smem bytes)`, in table order: the
-/// function loaded with `load` and opted into its dynamic shared memory for `target`'s rows,
-/// None for the other target's.
+/// function loaded with `load` and opted into its dynamic shared memory for the rows of
+/// `targets`, None for the others'.
 pub(super) fn load_rows(
     rows: impl Iterator<Item = (KernelTarget, &'static str, u32)>,
-    target: KernelTarget,
+    targets: &[KernelTarget],
     load: &dyn Fn(&str) -> Result<CudaFunction>,
 ) -> Result<Vec<Option<CudaFunction>>> {
     rows.map(|(row_target, entry, smem_bytes)| {
-        if row_target != target {
+        if !targets.contains(&row_target) {
             return Ok(None);
         }
         let func = load(entry)?;
-        // Above 48 KiB, dynamic shared memory must be opted into per function.
+        // Above 48 KiB, dynamic shared memory must be opted into per function (up to the
+        // device's limit: 227 KiB on sm_90, which the sm_90a rows are sized to).
         func.set_attribute(
             CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
             smem_bytes as i32,
@@ -114,16 +119,22 @@ impl CudaBackend {
                 .load_function(entry)
                 .map_err(driver_error)
         };
+        // The target's forward rows, and those of its fallback (Hopper: the Ampere rows serve
+        // the head dims without an sm_90a row).
+        let forward_targets: Vec<KernelTarget> = std::iter::once(target)
+            .chain(target.forward_fallback())
+            .collect();
         let forward = load_rows(
             FWD_KERNELS
                 .iter()
                 .map(|r| (r.target, r.entry, r.smem_bytes)),
-            target,
+            &forward_targets,
             &load,
         )?;
         // Head similarity has no Turing kernels; decode, the split combine, merge_states and
-        // the 16-bit KV append do (f16 only there: decode::DecodeFunctions::load).
-        let head_similarity = if target == KernelTarget::Ampere {
+        // the 16-bit KV append do (f16 only there: decode::DecodeFunctions::load). Hopper runs
+        // the Ampere ones of all of these.
+        let head_similarity = if target.shared_kernels() == KernelTarget::Ampere {
             Some((load(ENTRY_F16)?, load(ENTRY_BF16)?))
         } else {
             None
@@ -269,16 +280,24 @@ impl CudaBackend {
             device: self.target,
         })?;
         self.ctx.bind_to_thread().map_err(driver_error)?;
-        // SAFETY: the caller's contract above.
-        unsafe {
-            launch_one_struct(
-                func,
-                launch.grid,
-                launch.block,
-                launch.dynamic_smem_bytes,
-                stream,
-                launch.params,
-            )
+        let (grid, block, smem) = (launch.grid, launch.block, launch.dynamic_smem_bytes);
+        match &launch.abi {
+            // SAFETY: the caller's contract above.
+            FwdParamsAbi::Fwd => unsafe {
+                launch_one_struct(func, grid, block, smem, stream, launch.params)
+            },
+            FwdParamsAbi::FwdTma(maps) => {
+                let p = &launch.params;
+                let params = fwd_tma_params(
+                    &tma::encode(&maps.q, p.q as u64)?,
+                    &tma::encode(&maps.k, p.k as u64)?,
+                    &tma::encode(&maps.v, p.v as u64)?,
+                    p,
+                );
+                // SAFETY: the caller's contract above; the maps describe the bound q / k / v
+                // over the extents `bind` checked (boxes past them are zero-filled, not read).
+                unsafe { launch_one_struct(func, grid, block, smem, stream, params) }
+            }
         }
     }
 
