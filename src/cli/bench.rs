@@ -13,7 +13,7 @@ use flashmha::options::AttnOptions;
 use flashmha::perf_model::gpus::{self, GpuSpec, TensorPath};
 use flashmha::perf_model::launch_work::{self, TileCosts};
 use flashmha::perf_model::pipes::{self, LaunchShape, Modelled, PIPES};
-use flashmha::perf_model::{self, registers, tile_figures};
+use flashmha::perf_model::{self, tile_figures};
 use flashmha::problem::{FwdProblem, SeqLayout};
 use flashmha::KernelTarget;
 
@@ -188,28 +188,10 @@ fn issues_wgmma(row: &FwdKernelRow) -> bool {
     module_of(row.entry).is_some_and(|m| m.ptx.contains("wgmma.mma_async"))
 }
 
-/// The launch shape of `c` on an arch (ptxas registers of that arch, or of its arch-specific
-/// `a` variant; the first arch's if absent), with the `setmaxnreg` split its PTX asks for.
+/// The launch shape of `c` on `gpu` (one CTA per Q tile, head and batch item).
 fn launch_shape(c: &Config, gpu: &GpuSpec) -> LaunchShape {
-    let arch = format!("sm_{}", gpu.sm);
-    let arch_a = format!("{arch}a");
-    let stats: Vec<_> = ptxas_stats(c.kernel.entry).collect();
-    let s = stats
-        .iter()
-        .find(|s| s.arch == arch || s.arch == arch_a)
-        .or(stats.first())
-        .copied();
     let q_tiles = c.seqlen.div_ceil(c.kernel.block_m as usize) as u64;
-    let split =
-        module_of(c.kernel.entry).and_then(|m| registers::reg_split(m.ptx, c.kernel.num_warps / 4));
-    LaunchShape {
-        ctas: q_tiles * c.batch_heads as u64,
-        threads_per_cta: c.kernel.num_warps * 32,
-        regs_per_thread: s.map_or(255, |s| s.registers),
-        smem_per_cta: c.kernel.smem_bytes + s.map_or(0, |s| s.static_smem_bytes),
-        spill_bytes_per_thread: s.map_or(0, |s| s.spill_store_bytes + s.spill_load_bytes),
-        setmaxnreg_regs_per_cta: split.map_or(0, |r| r.regs_per_cta()),
-    }
+    launch_work::fwd_launch_shape(&c.kernel, q_tiles * c.batch_heads as u64, gpu)
 }
 
 /// The per-pipe model of `c` on `gpu`.
@@ -501,15 +483,11 @@ fn run_tiles(args: &BenchArgs) -> super::CliResult<()> {
     Ok(())
 }
 
-/// The kernels a modelled GPU entry runs: the wgmma entry the target of its compute capability
-/// (the sm_90a forward), an mma.sync entry the Ampere kernels from sm_80 on (H100 included) and
-/// the Turing ones below.
+/// The kernels a modelled GPU entry runs: the wgmma entry the sm_90a forward, an mma.sync entry
+/// the Ampere kernels from sm_80 on (H100 included) and the Turing ones below.
 fn target_of(gpu: &GpuSpec) -> KernelTarget {
     match gpu.path {
-        TensorPath::Wgmma => {
-            KernelTarget::for_compute_capability((gpu.sm / 10) as i32, (gpu.sm % 10) as i32)
-                .unwrap_or_default()
-        }
+        TensorPath::Wgmma => KernelTarget::Hopper,
         TensorPath::MmaSync if gpu.sm >= 80 => KernelTarget::Ampere,
         TensorPath::MmaSync => KernelTarget::Turing,
     }

@@ -1,13 +1,16 @@
-//! The work of a whole launch, extrapolated from small emulator runs: every CTA costs a fixed
+//! The work of a whole launch, extrapolated from small emulator runs, and the launch's shape
+//! ([`fwd_launch_shape`]: ptxas registers and shared memory, the `setmaxnreg` split). The work: every CTA costs a fixed
 //! part (prologue, epilogue) plus one per-tile part per KV tile it processes plus an extra per
 //! tile that needs the per-element mask. The three parts are measured on the emulator (key
 //! doubling, then one causal tile), and the launch's tile counts come from the same tile
 //! ranges the kernel computes (mask.cuh). [`check_against_emulation`] compares the
 //! extrapolation with a full emulated launch, so the subset is shown to be representative.
 
-use super::pipes::Work;
+use super::gpus::GpuSpec;
+use super::pipes::{LaunchShape, Work};
+use super::registers;
 use super::tile_figures::emulate_counters;
-use crate::build_info::FwdKernelRow;
+use crate::build_info::{module_of, ptxas_stats, FwdKernelRow};
 use crate::error::Result;
 use crate::options::AttnOptions;
 use crate::problem::{FwdProblem, SeqLayout};
@@ -64,6 +67,30 @@ pub fn tile_counts(sq: usize, sk: usize, causal: bool, bm: usize, bn: usize) -> 
             (end as u64, masked as u64)
         })
         .collect()
+}
+
+/// The launch shape of `ctas` CTAs of `row` on `gpu`: ptxas's registers and static shared
+/// memory of the GPU's arch (or of its arch-specific `a` variant, e.g. sm_90a; the first arch
+/// assembled if neither), the row's dynamic shared memory, and the register split its PTX asks
+/// for with `setmaxnreg` (one producer warpgroup, the others consumers).
+pub fn fwd_launch_shape(row: &FwdKernelRow, ctas: u64, gpu: &GpuSpec) -> LaunchShape {
+    let arch = format!("sm_{}", gpu.sm);
+    let arch_a = format!("{arch}a");
+    let stats: Vec<_> = ptxas_stats(row.entry).collect();
+    let s = stats
+        .iter()
+        .find(|s| s.arch == arch || s.arch == arch_a)
+        .or(stats.first())
+        .copied();
+    let split = module_of(row.entry).and_then(|m| registers::reg_split(m.ptx, row.num_warps / 4));
+    LaunchShape {
+        ctas,
+        threads_per_cta: row.num_warps * 32,
+        regs_per_thread: s.map_or(255, |s| s.registers),
+        smem_per_cta: row.smem_bytes + s.map_or(0, |s| s.static_smem_bytes),
+        spill_bytes_per_thread: s.map_or(0, |s| s.spill_store_bytes + s.spill_load_bytes),
+        setmaxnreg_regs_per_cta: split.map_or(0, |r| r.regs_per_cta()),
+    }
 }
 
 /// Measures the three parts of `row` on the emulator (three small launches of one Q tile).
