@@ -112,6 +112,49 @@ fn bench_without_a_gpu_prints_counters_and_labels_times_modelled() {
 }
 
 #[test]
+fn bench_h100_models_the_wgmma_forward_beside_the_mma_sync_one() {
+    let (ok, text) = run(&[
+        "bench",
+        "--model",
+        "h100",
+        "--head-dims",
+        "128",
+        "--seqlens",
+        "256",
+        "--tokens",
+        "256",
+        "--hidden",
+        "128",
+        "--causal-too",
+        "false",
+    ]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("H100-SXM5 (mma.sync) runs the sm_80+ kernels"),
+        "{text}"
+    );
+    assert!(
+        text.contains("H100-SXM5 (wgmma) runs the sm_90a kernels"),
+        "{text}"
+    );
+    assert!(text.contains("wgmma peak 989 TFLOP/s"), "{text}");
+    assert!(text.contains("flashmha_fwd_sm90_bf16_d128"), "{text}");
+    // Every pipe's time is labelled modelled, in both tables, and the side-by-side table names
+    // both kernels of the same configuration.
+    for pipe in [
+        "tensor", "smem", "SFU", "FP32", "ALU", "issue", "L2", "DRAM",
+    ] {
+        let col = format!("{pipe} us (modelled)");
+        assert_eq!(text.matches(&col).count(), 2, "{col}:\n{text}");
+    }
+    let side = text
+        .lines()
+        .find(|l| l.contains("d128 b1 h1 256") && l.contains("flashmha_fwd_sm90_bf16_d128"))
+        .unwrap_or_else(|| panic!("no side-by-side row:\n{text}"));
+    assert!(side.contains("flashmha_fwd_bf16_d128"), "{side}");
+}
+
+#[test]
 fn bench_decode_prints_counters_and_every_pipe_modelled() {
     let (ok, text) = run(&["bench", "--decode"]);
     assert!(ok, "{text}");
