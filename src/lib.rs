@@ -31,7 +31,8 @@ pub mod emulator;
 pub mod error;
 pub mod host;
 pub mod options;
-#[cfg(feature = "emulator")]
+// The model extrapolates from emulated runs on random inputs (HostInputs::random: `reference`).
+#[cfg(feature = "reference")]
 pub mod perf_model;
 pub mod plan;
 #[cfg(feature = "reference")]

@@ -23,7 +23,7 @@ fn info_lists_every_kernel_with_ptxas_figures_and_the_gpu_state() {
     for row in flashmha::build_info::FWD_KERNELS {
         assert!(text.contains(row.entry), "{} missing:\n{text}", row.entry);
     }
-    for arch in ["sm_80", "sm_86", "sm_89", "sm_90"] {
+    for arch in ["sm_80", "sm_86", "sm_89", "sm_90", "sm_90a", "compute_90a"] {
         assert!(text.contains(arch), "{arch} missing");
     }
     assert!(text.contains(flashmha::build_info::TOOLKIT.nvcc_version));
@@ -44,6 +44,30 @@ fn check_passes_random_cases_and_fails_cleanly_without_a_gpu() {
         assert!(!ok);
         assert!(text.contains("no CUDA driver"), "{text}");
     }
+}
+
+#[test]
+fn check_hopper_runs_the_sm90a_forward_and_rejects_turing_with_it() {
+    let (ok, text) = run(&[
+        "check",
+        "--hopper",
+        "--cases",
+        "3",
+        "--max-len",
+        "70",
+        "--seed",
+        "7",
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("all cases passed"), "{text}");
+    // Every case names its target, and the head dims drawn are the sm_90a ones.
+    assert_eq!(text.matches("on sm_90a").count(), 3, "{text}");
+    let (ok, text) = run(&["check", "--hopper", "--head-dim", "80", "--cases", "1"]);
+    assert!(!ok);
+    assert!(text.contains("head dim 80"), "{text}");
+    let (ok, text) = run(&["check", "--hopper", "--turing", "--cases", "1"]);
+    assert!(!ok);
+    assert!(text.contains("cannot be used with"), "{text}");
 }
 
 #[test]

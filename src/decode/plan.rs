@@ -805,6 +805,51 @@ mod tests {
     }
 
     #[test]
+    fn hopper_decodes_merges_and_appends_with_the_ampere_kernels() {
+        use crate::decode::append::{plan_kv_append_for, AppendIndex};
+        use crate::decode::fp8::{KvCacheDType, KvScaleGranularity};
+        use crate::decode::kernels::{merge_states_entry, KV_APPEND_FP8_ENTRY};
+        use crate::decode::merge::{plan_merge_for, MergeProblem, MergeStates, StatsLayout};
+        let h = KernelTarget::Hopper;
+        // sm_90 has a forward of its own only: decode rows and the combine are Ampere's, and a
+        // device check compares them with the device's shared_kernels().
+        let plan = plan_decode_for(h, &problem(), SplitPolicy::Count(4)).unwrap();
+        assert_eq!(plan.kernel.target, KernelTarget::Ampere);
+        assert_eq!(plan.decode.entry, "flashmha_decode_f16_d128");
+        assert_eq!(
+            plan.combine.map(|c| c.entry),
+            Some("flashmha_combine_splits_f16")
+        );
+        let bf16 = DecodeProblem::contiguous(DType::Bf16, 3, 2, 8, 2, 128, 40, 16, 10, false);
+        let plan = plan_decode_for(h, &bf16, SplitPolicy::Count(2)).unwrap();
+        assert_eq!(plan.decode.entry, "flashmha_decode_bf16_d128");
+        assert_eq!(
+            plan.combine.map(|c| c.entry),
+            Some("flashmha_combine_splits_bf16")
+        );
+        // FP8 pages and their quantising append: Ampere features sm_90 has too.
+        let mut fp8 = problem();
+        fp8.kv_dtype = KvCacheDType::Fp8E4M3;
+        fp8.kv_scales = KvScaleGranularity::PerTensor;
+        let plan = plan_decode_for(h, &fp8, SplitPolicy::Count(1)).unwrap();
+        assert_eq!(plan.kernel.target, KernelTarget::Ampere);
+        assert_eq!(plan.kernel.kv_bytes, 1);
+        let append = plan_kv_append_for(h, &fp8, 3, AppendIndex::Slots).unwrap();
+        assert_eq!(append.launch.entry, KV_APPEND_FP8_ENTRY);
+        // bf16 merge_states.
+        let merge = MergeProblem {
+            dtype: DType::Bf16,
+            states: MergeStates::Pair,
+            rows: 5,
+            heads: 2,
+            head_dim: 64,
+            lse_layout: StatsLayout::HeadsRows,
+        };
+        let plan = plan_merge_for(h, &merge).unwrap();
+        assert_eq!(plan.launch.entry, merge_states_entry(DType::Bf16));
+    }
+
+    #[test]
     fn turing_plans_use_sm75_entries_and_reject_what_sm75_lacks() {
         use crate::decode::fp8::{KvCacheDType, KvScaleGranularity};
         let t = KernelTarget::Turing;

@@ -149,6 +149,23 @@ fn binding_keeps_the_maps_and_fills_the_addresses_they_are_encoded_over() {
     };
     let l = plan.bind(&bufs).unwrap();
     assert_eq!(l.abi, plan.launch().abi);
+    // TMA needs 16-byte aligned global addresses: the per-run base check every kernel has
+    // (16-byte copies) rejects anything else before a map is encoded.
+    let mut bad = bufs;
+    bad.k.addr += 8;
+    assert!(
+        matches!(
+            plan.bind(&bad),
+            Err(Error::Misaligned {
+                tensor: TensorName::K,
+                what: AlignWhat::Base,
+                required: 16,
+                ..
+            })
+        ),
+        "{:?}",
+        plan.bind(&bad)
+    );
     assert_eq!(
         (l.params.q as u64, l.params.k as u64, l.params.v as u64),
         (0x10_0000, 0x20_0000, 0x30_0000)
