@@ -78,6 +78,9 @@ pub struct FwdTmaMaps {
 }
 
 /// Which params struct a forward kernel takes.
+// Kept inline rather than boxed: a plan is `Copy` and planning / launching allocate nothing
+// (DESIGN.md section 1), so the 216-byte variant is the price of that.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FwdParamsAbi {
     /// `FlashFwdParams` by value (the Ampere and Turing kernels).
