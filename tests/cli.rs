@@ -104,6 +104,30 @@ fn emulate_reports_no_findings_for_a_forward_and_a_head_similarity_kernel() {
         assert!(text.contains("none: no out-of-bounds access"), "{text}");
         assert!(text.contains("warp-instructions"), "{text}");
     }
+    // The named entry is the kernel that runs: the sm_90a d128 row launches 384 threads and
+    // issues wgmma and TMA (not the Ampere d128 kernel of the same head dim).
+    let (ok, text) = run(&[
+        "emulate",
+        "--entry",
+        "flashmha_fwd_sm90_bf16_d128",
+        "--seqlen-q",
+        "70",
+        "--seqlen-k",
+        "90",
+        "--heads",
+        "1",
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("block [384, 1, 1]"), "{text}");
+    let count = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.contains(name))
+            .and_then(|l| l.split('┆').nth(1))
+            .and_then(|v| v.trim().trim_end_matches('│').trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name}:\n{text}"))
+    };
+    assert!(count("wgmma instructions") > 0, "{text}");
+    assert!(count("TMA bytes loaded") > 0, "{text}");
     let (ok, text) = run(&["emulate", "--entry", "no_such_kernel"]);
     assert!(!ok);
     assert!(text.contains("no kernel no_such_kernel"), "{text}");

@@ -73,6 +73,9 @@ pub fn run(args: &EmulateArgs) -> super::CliResult<bool> {
             ..Default::default()
         },
     );
+    // Plan with the row's own kernel family: the Turing and sm_90a rows share head dims with
+    // the Ampere ones, and the plan picks its row by target and head dim.
+    p.target = row.target;
     p.lse_len = Some(p.row_stats_len());
     let inputs = HostInputs::random(&p, args.seed);
     let started = std::time::Instant::now();
