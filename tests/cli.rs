@@ -90,7 +90,12 @@ fn check_decode_passes_random_paged_cases_and_prints_their_errors() {
 
 #[test]
 fn emulate_reports_no_findings_for_a_forward_and_a_head_similarity_kernel() {
-    for entry in ["flashmha_fwd_f16_d64", "flashmha_head_similarity_f16"] {
+    for entry in [
+        "flashmha_fwd_f16_d64",
+        "flashmha_fwd_sm75_f16_d64",
+        "flashmha_fwd_sm90_bf16_d64",
+        "flashmha_head_similarity_f16",
+    ] {
         let (ok, text) = run(&[
             "emulate",
             "--entry",
@@ -103,6 +108,10 @@ fn emulate_reports_no_findings_for_a_forward_and_a_head_similarity_kernel() {
         assert!(ok, "{text}");
         assert!(text.contains("none: no out-of-bounds access"), "{text}");
         assert!(text.contains("warp-instructions"), "{text}");
+        // The entry asked for is the one that ran (not the sm_80+ kernel of its head dim).
+        if entry.starts_with("flashmha_fwd") {
+            assert!(text.contains(&format!("{entry}: grid")), "{text}");
+        }
     }
     // The named entry is the kernel that runs: the sm_90a d128 row launches 384 threads and
     // issues wgmma and TMA (not the Ampere d128 kernel of the same head dim).

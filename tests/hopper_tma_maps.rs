@@ -247,3 +247,44 @@ fn every_sm90_entry_declares_one_flash_fwd_tma_params() {
         assert_eq!(layout[0].align, 64, "{}", row.entry);
     }
 }
+
+#[test]
+fn varlen_batches_without_query_or_key_rows_run_clean_on_the_sm90a_kernels() {
+    // A map needs at least one row, so an operand without rows is described with one; the
+    // kernel must then load no row of it (an item with no queries does no work, one with no
+    // keys writes O = 0 and LSE = -inf without a K / V load). The emulator flags any access
+    // past the buffers.
+    use flashmha::emulated::{forward, HostInputs};
+    for (cu_q, cu_k) in [
+        (vec![0, 0, 0], vec![0, 40, 70]),
+        (vec![0, 9, 30], vec![0, 0, 0]),
+    ] {
+        for d in [64, 128, 256] {
+            let mut p = FwdProblem::contiguous(
+                DType::F16,
+                SeqLayout::Varlen {
+                    cu_seqlens_q: cu_q.clone(),
+                    cu_seqlens_k: cu_k.clone(),
+                },
+                2,
+                1,
+                d,
+                AttnOptions::default(),
+            );
+            p.target = flashmha::KernelTarget::Hopper;
+            p.lse_len = Some(p.row_stats_len());
+            let inputs = HostInputs::random(&p, 5);
+            let run = forward(&p, &inputs).unwrap();
+            assert!(run.launch.kernel.entry.starts_with("flashmha_fwd_sm90_"));
+            assert!(
+                run.report.is_clean(),
+                "d{d} q {cu_q:?} k {cu_k:?}: {:#?}",
+                run.report.findings
+            );
+            // No keys: every query row's output is exactly zero.
+            if cu_k.last() == Some(&0) {
+                assert!(run.outputs.o.iter().all(|&b| b == 0), "d{d}: O = 0");
+            }
+        }
+    }
+}

@@ -110,6 +110,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_hopper_context_plans_the_sm90a_forward_where_it_has_a_row() {
+        // What flashmha_plan_create_for_context does on an sm_90 device (ctx.target() is
+        // Hopper there): the sm_90a kernel at d128, the Ampere one at d80.
+        let shape = |d: usize| {
+            let s = ffi::flashmha_shape {
+                dtype: ffi::FLASHMHA_DTYPE_BF16,
+                batch: 2,
+                seqlen_q: 130,
+                seqlen_k: 70,
+                heads_q: 4,
+                heads_kv: 2,
+                head_dim: d as _,
+                ..Default::default()
+            };
+            convert::shape(&s).unwrap()
+        };
+        let (dtype, s128) = shape(128);
+        let Plan::Bf16(p) = Plan::new_for(KernelTarget::Hopper, dtype, &s128).unwrap() else {
+            panic!("a bf16 plan")
+        };
+        assert_eq!(p.launch().kernel.entry, "flashmha_fwd_sm90_bf16_d128");
+        assert!(matches!(
+            p.launch().abi,
+            crate::plan::FwdParamsAbi::FwdTma(_)
+        ));
+        let (dtype, s80) = shape(80);
+        let Plan::Bf16(p) = Plan::new_for(KernelTarget::Hopper, dtype, &s80).unwrap() else {
+            panic!("a bf16 plan")
+        };
+        assert_eq!(p.launch().kernel.entry, "flashmha_fwd_bf16_d80");
+        assert_eq!(p.launch().abi, crate::plan::FwdParamsAbi::Fwd);
+    }
+
+    #[test]
     fn a_plan_is_created_and_a_bad_shape_is_a_typed_error() {
         let mut s = ffi::flashmha_shape {
             dtype: ffi::FLASHMHA_DTYPE_F16,

@@ -73,17 +73,17 @@ pub fn run(args: &EmulateArgs) -> super::CliResult<bool> {
             ..Default::default()
         },
     );
-    // Plan with the row's own kernel family: the Turing and sm_90a rows share head dims with
-    // the Ampere ones, and the plan picks its row by target and head dim.
-    p.target = row.target;
     p.lse_len = Some(p.row_stats_len());
+    // The row's own kernel family (an sm_75 or sm_90a entry must not run the sm_80+ kernel of
+    // the same head dim).
+    p.target = row.target;
     let inputs = HostInputs::random(&p, args.seed);
     let started = std::time::Instant::now();
     let run = emulated::forward(&p, &inputs)?;
     let elapsed = started.elapsed();
     println!(
         "{}: grid {:?}, block {:?}, {} B dynamic shared memory; emulated in {:.2} s",
-        row.entry,
+        run.launch.kernel.entry,
         run.launch.grid,
         run.launch.block,
         run.launch.dynamic_smem_bytes,
