@@ -168,6 +168,34 @@ fn bench_without_a_gpu_prints_counters_and_labels_times_modelled() {
     assert!(text.contains("ldmatrix/mma"), "{text}");
 }
 
+/// `bench --gpu` opens the device first (its target picks the kernels: sm_90a on an H100), so
+/// without a driver it fails at once with the typed error, before any emulated measurement;
+/// with one it times the device's own kernels.
+#[test]
+fn bench_gpu_opens_the_device_before_measuring() {
+    let args = [
+        "bench",
+        "--gpu",
+        "--head-dims",
+        "64",
+        "--seqlens",
+        "130",
+        "--tokens",
+        "130",
+        "--hidden",
+        "64",
+    ];
+    let (ok, text) = run(&args);
+    if flashmha::cuda::driver_present() {
+        assert!(ok, "{text}");
+        assert!(text.contains("CUDA events"), "{text}");
+    } else {
+        assert!(!ok, "{text}");
+        assert!(text.contains("no CUDA driver"), "{text}");
+        assert!(!text.contains("extrapolation error"), "{text}");
+    }
+}
+
 #[test]
 fn bench_h100_models_the_wgmma_forward_beside_the_mma_sync_one() {
     let (ok, text) = run(&[

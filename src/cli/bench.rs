@@ -94,7 +94,6 @@ fn configs_for(args: &BenchArgs, target: KernelTarget) -> super::CliResult<Vec<C
     };
     let mut out = Vec::new();
     for d in head_dims(args) {
-        let kernel = *kernel_for(target, dtype, d)?;
         let heads = (args.hidden / d).max(1);
         for &seqlen in &seqlens {
             let batch = (args.tokens / seqlen).max(1);
@@ -118,6 +117,7 @@ fn configs_for(args: &BenchArgs, target: KernelTarget) -> super::CliResult<Vec<C
                     },
                 );
                 problem.target = target;
+                let kernel = planned_kernel(&problem)?;
                 out.push(Config {
                     problem,
                     kernel,
@@ -130,22 +130,23 @@ fn configs_for(args: &BenchArgs, target: KernelTarget) -> super::CliResult<Vec<C
     Ok(out)
 }
 
-/// The compiled kernel of `target` a head dim runs on.
-fn kernel_for(
-    target: KernelTarget,
-    dtype: DType,
-    d: usize,
-) -> super::CliResult<&'static FwdKernelRow> {
-    FWD_KERNELS
-        .iter()
-        .filter(|r| r.target == target && r.dtype == dtype && r.head_dim as usize >= d)
-        .min_by_key(|r| r.head_dim)
-        .ok_or_else(|| {
-            flashmha::Error::NoKernel {
-                entry: format!("{dtype} d{d} on {target}"),
-            }
-            .into()
-        })
+/// The compiled kernel the plan of `p` launches on `p.target`: on Hopper the sm_90a row, or the
+/// Ampere one where the plan falls back to it (d80, d96), so that the model and the GPU timings
+/// are of the kernel that runs.
+fn planned_kernel(p: &FwdProblem) -> super::CliResult<FwdKernelRow> {
+    let shape = p.shape()?;
+    Ok(match p.dtype {
+        DType::F16 => {
+            flashmha::FwdPlan::<half::f16>::new_for(p.target, &shape)?
+                .launch()
+                .kernel
+        }
+        DType::Bf16 => {
+            flashmha::FwdPlan::<half::bf16>::new_for(p.target, &shape)?
+                .launch()
+                .kernel
+        }
+    })
 }
 
 fn label(c: &Config) -> String {
@@ -313,10 +314,15 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
         return run_tiles(args);
     }
     let models = gpus_to_model(args);
-    let mut targets: Vec<KernelTarget> = if args.gpu {
-        vec![KernelTarget::Ampere]
+    // On a GPU: the device's own target (sm_90a kernels on an H100, Turing's on a T4).
+    let backend = if args.gpu {
+        Some(flashmha::cuda::CudaBackend::new(0)?)
     } else {
-        models.iter().map(|g| target_of(g)).collect()
+        None
+    };
+    let mut targets: Vec<KernelTarget> = match &backend {
+        Some(b) => vec![b.target()],
+        None => models.iter().map(|g| target_of(g)).collect(),
     };
     targets.dedup();
     let mut configs = Vec::new();
@@ -342,8 +348,8 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
         };
         println!("  {entry}: plain {}; causal {}", pct(plain), pct(causal));
     }
-    if args.gpu {
-        return run_gpu(args, &configs, &costs);
+    if let Some(backend) = &backend {
+        return run_gpu(args, backend, &configs, &costs);
     }
     for gpu in &models {
         let target = target_of(gpu);
@@ -493,20 +499,26 @@ fn target_of(gpu: &GpuSpec) -> KernelTarget {
     }
 }
 
-/// The modelled GPU closest to a compute capability.
-fn spec_for(major: i32, minor: i32) -> &'static GpuSpec {
+/// The modelled GPU closest to a compute capability, on the tensor path of `target`'s kernels
+/// (an H100 running the sm_90a forward is modelled at the wgmma rate).
+fn spec_for(major: i32, minor: i32, target: KernelTarget) -> &'static GpuSpec {
     let sm = (major * 10 + minor) as u32;
     gpus::ALL
         .iter()
         .copied()
-        .find(|g| g.sm == sm)
+        .find(|g| g.sm == sm && target_of(g) == target)
+        .or_else(|| gpus::ALL.iter().copied().find(|g| g.sm == sm))
         .unwrap_or(&gpus::A100)
 }
 
-fn run_gpu(args: &BenchArgs, configs: &[Config], costs: &MeasuredCosts) -> super::CliResult<()> {
-    let backend = flashmha::cuda::CudaBackend::new(0)?;
+fn run_gpu(
+    args: &BenchArgs,
+    backend: &flashmha::cuda::CudaBackend,
+    configs: &[Config],
+    costs: &MeasuredCosts,
+) -> super::CliResult<()> {
     let (major, minor) = backend.compute_capability();
-    let spec = spec_for(major, minor);
+    let spec = spec_for(major, minor, backend.target());
     println!(
         "flashmha bench on GPU (compute capability {major}.{minor}): CUDA events, median of {} \
          launches after 10 warm-up, 4 input sets rotated; prediction = the per-pipe model of {} \
@@ -530,12 +542,12 @@ fn run_gpu(args: &BenchArgs, configs: &[Config], costs: &MeasuredCosts) -> super
         let iters = args.iters.max(1);
         let mut ms = match p.dtype {
             DType::F16 => {
-                let plan = flashmha::FwdPlan::<half::f16>::new(&shape)?;
-                flashmha::cuda::time_forward(&backend, &plan, 4, 10, iters)?
+                let plan = flashmha::FwdPlan::<half::f16>::new_for(p.target, &shape)?;
+                flashmha::cuda::time_forward(backend, &plan, 4, 10, iters)?
             }
             DType::Bf16 => {
-                let plan = flashmha::FwdPlan::<half::bf16>::new(&shape)?;
-                flashmha::cuda::time_forward(&backend, &plan, 4, 10, iters)?
+                let plan = flashmha::FwdPlan::<half::bf16>::new_for(p.target, &shape)?;
+                flashmha::cuda::time_forward(backend, &plan, 4, 10, iters)?
             }
         };
         ms.sort_by(f32::total_cmp);
