@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::host::{emulated, gpu, HostInputs, HostOutputs};
 use crate::options::{AttnOptions, SlidingWindow};
 use crate::problem::{FwdProblem, Operand, SeqLayout, Strides};
-use crate::reference::tolerance::{ErrorModel, ENTROPY_TOLERANCE_CAP};
+use crate::reference::tolerance::{ErrorModel, ENTROPY_SOFTCAP_MAX, ENTROPY_TOLERANCE_CAP};
 use crate::reference::{self, Layout, ReferenceInputs, Tolerance};
 use crate::target::KernelTarget;
 use rand::rngs::StdRng;
@@ -110,6 +110,7 @@ impl CheckCase {
                 .random_bool(0.7)
                 .then(|| rng.random_range(0..max_len as u32)),
         });
+        let entropy = rng.random_bool(0.4);
         CheckCase {
             dtype,
             head_dim,
@@ -127,12 +128,19 @@ impl CheckCase {
                 softmax_scale: rng.random_bool(0.2).then(|| rng.random_range(0.05..0.5)),
                 causal: rng.random_bool(0.4),
                 window,
-                softcap: rng.random_bool(0.2).then(|| rng.random_range(5.0..30.0)),
+                softcap: rng.random_bool(0.2).then(|| {
+                    let c = rng.random_range(5.0..30.0f32);
+                    if entropy {
+                        c.min(ENTROPY_SOFTCAP_MAX)
+                    } else {
+                        c
+                    }
+                }),
             },
             alibi: rng.random_bool(0.2),
             gates: rng.random_bool(0.2),
             lse: rng.random_bool(0.6),
-            entropy: rng.random_bool(0.4),
+            entropy,
             seed: rng.random(),
             target: KernelTarget::Ampere,
         }

@@ -204,6 +204,14 @@ impl ErrorModel {
 /// it would be too loose to catch a wrong entropy, so the checkers fail such a case instead.
 pub const ENTROPY_TOLERANCE_CAP: f64 = 1e-2;
 
+/// Largest softcap the random-case generators combine with an entropy request. The softcap term
+/// of [`ErrorModel::entropy_row`] is `2^-11·W_c ≤ 2^-11·c·D` (`D` the row's score spread), which
+/// alone reached the cap at `c = 21.9, D ≈ 1` (a d256 varlen causal case whose entropy was right
+/// to 1.8e-6): a derived tolerance that loose cannot tell a wrong entropy from a right one, so
+/// the generators keep `c` at most this with entropy on (larger softcaps are still drawn, and
+/// checked on O and LSE, without it).
+pub const ENTROPY_SOFTCAP_MAX: f32 = 8.0;
+
 /// The moments of one row's attention distribution `p` (over its visible keys) that bound a
 /// kernel's entropy error ([`ErrorModel::entropy_row`]); the reference computes them in f64.
 /// Scores `s` are the final ones (scaled, softcapped, with ALiBi).
