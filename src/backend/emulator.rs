@@ -6,7 +6,7 @@
 //! [`TensorMap`] over the bound q / k / v addresses, as the CUDA backend encodes them with the
 //! driver.
 
-use crate::abi::{fwd_tma_params, ParamsBytes};
+use crate::abi::ParamsBytes;
 use crate::build_info;
 use crate::element::Element;
 use crate::emulator::{
@@ -66,13 +66,9 @@ pub fn launch_bound(dev: &mut Device, launch: &FwdLaunch) -> Result<LaunchReport
             Ok(dev.launch(&module, launch.kernel.entry, &cfg, launch.params.as_bytes())?)
         }
         FwdParamsAbi::FwdTma(maps) => {
-            let p = &launch.params;
-            let params = fwd_tma_params(
-                encode(&maps.q, p.q as u64, "q")?.as_bytes(),
-                encode(&maps.k, p.k as u64, "k")?.as_bytes(),
-                encode(&maps.v, p.v as u64, "v")?.as_bytes(),
-                p,
-            );
+            let params = maps.params(&launch.params, |name, desc, addr| {
+                Ok(*encode(desc, addr, name)?.as_bytes())
+            })?;
             Ok(dev.launch(&module, launch.kernel.entry, &cfg, params.as_bytes())?)
         }
     }
@@ -81,7 +77,7 @@ pub fn launch_bound(dev: &mut Device, launch: &FwdLaunch) -> Result<LaunchReport
 /// The emulator's encoding of one planned map over `addr` (the fields `cuTensorMapEncodeTiled`
 /// takes on a GPU). Validation checked the plan's maps against the encoder's rules, so an error
 /// here is a bug, reported as a launch error rather than a panic.
-pub fn encode(desc: &TmaMapDesc, addr: u64, what: &str) -> Result<TensorMap> {
+pub fn encode(desc: &TmaMapDesc, addr: u64, what: impl std::fmt::Display) -> Result<TensorMap> {
     let tiled = TiledTensorMap {
         data_type: match desc.element {
             TmaElement::U16 => TmaDataType::U16,

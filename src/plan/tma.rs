@@ -112,6 +112,27 @@ impl FwdTmaMaps {
         }
     }
 
+    /// The sm_90a kernel's `FlashFwdTmaParams`: each map encoded by `encode` over the address
+    /// of its tensor in `base` (the driver's encoder on a GPU, the emulator's in the emulator),
+    /// then `base` itself. Both backends build their launch bytes through this one function.
+    pub fn params(
+        &self,
+        base: &abi::FlashFwdParams,
+        mut encode: impl FnMut(
+            crate::error::TensorName,
+            &TmaMapDesc,
+            u64,
+        ) -> crate::error::Result<[u8; abi::TENSOR_MAP_BYTES]>,
+    ) -> crate::error::Result<abi::FlashFwdTmaParams> {
+        use crate::error::TensorName;
+        Ok(abi::fwd_tma_params(
+            &encode(TensorName::Q, &self.q, base.q as u64)?,
+            &encode(TensorName::K, &self.k, base.k as u64)?,
+            &encode(TensorName::V, &self.v, base.v as u64)?,
+            base,
+        ))
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (crate::error::TensorName, &TmaMapDesc)> {
         use crate::error::TensorName;
         [

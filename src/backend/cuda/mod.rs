@@ -20,7 +20,6 @@ pub use decode::{DecodeArgs, KvAppendArgs, MergeArgs};
 pub use image_choice::{choose_image, ImageChoice};
 pub use timing::time_forward;
 
-use crate::abi::fwd_tma_params;
 use crate::build_info::{self, FWD_KERNELS};
 use crate::element::Element;
 use crate::error::{driver_error, Error, Result};
@@ -287,13 +286,8 @@ impl CudaBackend {
                 launch_one_struct(func, grid, block, smem, stream, launch.params)
             },
             FwdParamsAbi::FwdTma(maps) => {
-                let p = &launch.params;
-                let params = fwd_tma_params(
-                    &tma::encode(&maps.q, p.q as u64)?,
-                    &tma::encode(&maps.k, p.k as u64)?,
-                    &tma::encode(&maps.v, p.v as u64)?,
-                    p,
-                );
+                let params =
+                    maps.params(&launch.params, |_, desc, addr| tma::encode(desc, addr))?;
                 // SAFETY: the caller's contract above; the maps describe the bound q / k / v
                 // over the extents `bind` checked (boxes past them are zero-filled, not read).
                 unsafe { launch_one_struct(func, grid, block, smem, stream, params) }
