@@ -1,7 +1,7 @@
 //! Forward-kernel correctness checks: a random case (shape, layout, strides, features), its
 //! inputs drawn from a seed, one emulated run, the candle reference on the same rounded inputs,
 //! and the comparison with tolerances from the output dtype's rounding. Shared by the property
-//! tests (`tests/forward_props.rs`) and `flashmha check`, so both judge kernels the same way.
+//! tests (`tests/ops/forward_props.rs`) and `flashmha check`, so both judge kernels the same way.
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};

@@ -26,8 +26,6 @@ pub mod decode;
 pub mod diagnostics;
 pub mod dtype;
 pub mod element;
-#[cfg(feature = "emulator")]
-pub mod emulator;
 pub mod error;
 pub mod host;
 pub mod options;
@@ -42,6 +40,9 @@ pub mod target;
 pub mod validate;
 
 pub use backend::cuda;
+/// The PTX emulator (its own crate, `flashmha-emulator`; feature `emulator`).
+#[cfg(feature = "emulator")]
+pub use flashmha_emulator as emulator;
 #[cfg(feature = "candle")]
 pub use candle_op as candle;
 #[cfg(feature = "emulator")]

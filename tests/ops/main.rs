@@ -1,0 +1,25 @@
+//! Every op end to end: forward, paged decode, merge_states, KV append and head similarity on the
+//! emulator against the candle reference (random property cases, traps, FP8, batch invariance),
+//! the ABI probes, the CUDA paths (`#[ignore]`d without a GPU), the perf model's hand-counted
+//! cases, the CLI and the candle op. One binary (link time dominated CI when each file was one).
+
+#[path = "../support/mod.rs"]
+mod emulator_support;
+
+mod abi_probe;
+mod api;
+mod candle_op;
+mod cli;
+mod decode_append;
+mod decode_batch_invariance;
+mod decode_cuda;
+mod decode_fp8;
+mod decode_merge_append;
+mod decode_merge_pair;
+mod decode_props;
+mod decode_traps;
+mod decode_wide_tile;
+mod forward_props;
+mod head_similarity;
+mod hopper_tma_maps;
+mod perf_model_hopper;

@@ -1,0 +1,103 @@
+//! Shared helpers of the emulator integration tests: test-kernel PTX, parameter packing, random
+//! data. (A module of the `fidelity` and `ops` test binaries.)
+#![allow(dead_code)]
+
+use flashmha::emulator::{Device, DevicePtr, LaunchConfig, LaunchReport, Module};
+use rand::{Rng, SeedableRng};
+
+/// Parses the PTX the build compiled from `kernels/emu_tests/<stem>.cu`.
+pub fn module(stem: &str) -> Module {
+    let ptx = flashmha::build_info::emu_test_ptx(stem)
+        .unwrap_or_else(|| panic!("no emu test PTX `{stem}`"));
+    Module::parse(ptx).unwrap_or_else(|e| panic!("{stem}: {e}"))
+}
+
+/// One kernel argument.
+#[derive(Clone, Copy, Debug)]
+pub enum Arg {
+    Ptr(DevicePtr),
+    U32(u32),
+    I32(i32),
+    F32(f32),
+}
+
+/// Lays the arguments out at the offsets the entry declares.
+pub fn params(m: &Module, entry: &str, args: &[Arg]) -> Vec<u8> {
+    let layout = m.param_layout(entry).expect("entry");
+    assert_eq!(layout.len(), args.len(), "argument count of {entry}");
+    let mut buf = vec![0u8; m.param_size(entry).unwrap()];
+    for (p, a) in layout.iter().zip(args) {
+        let bytes: Vec<u8> = match *a {
+            Arg::Ptr(d) => d.0.to_le_bytes().to_vec(),
+            Arg::U32(v) => v.to_le_bytes().to_vec(),
+            Arg::I32(v) => v.to_le_bytes().to_vec(),
+            Arg::F32(v) => v.to_le_bytes().to_vec(),
+        };
+        assert_eq!(bytes.len() as u32, p.size, "size of parameter {}", p.name);
+        buf[p.offset as usize..p.offset as usize + bytes.len()].copy_from_slice(&bytes);
+    }
+    buf
+}
+
+pub fn cfg(grid: u32, block: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid: [grid, 1, 1],
+        block: [block, 1, 1],
+        dynamic_smem_bytes: 0,
+    }
+}
+
+pub fn launch(
+    dev: &mut Device,
+    m: &Module,
+    entry: &str,
+    grid: u32,
+    block: u32,
+    args: &[Arg],
+) -> LaunchReport {
+    let p = params(m, entry, args);
+    dev.launch(m, entry, &cfg(grid, block), &p)
+        .unwrap_or_else(|e| panic!("{entry}: {e}"))
+}
+
+/// Launches and insists on a clean report.
+pub fn launch_clean(
+    dev: &mut Device,
+    m: &Module,
+    entry: &str,
+    grid: u32,
+    block: u32,
+    args: &[Arg],
+) -> LaunchReport {
+    let r = launch(dev, m, entry, grid, block, args);
+    assert!(
+        r.findings.is_empty(),
+        "{entry} produced findings:\n{}",
+        r.findings
+            .iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    r
+}
+
+pub fn rng(seed: u64) -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+pub fn upload<T: bytemuck::Pod>(dev: &mut Device, v: &[T]) -> DevicePtr {
+    dev.upload(bytemuck::cast_slice(v))
+}
+
+pub fn download<T: bytemuck::Pod>(dev: &Device, p: DevicePtr, n: usize) -> Vec<T> {
+    let bytes = dev.read(p, n * std::mem::size_of::<T>()).unwrap();
+    let mut out = vec![T::zeroed(); n];
+    bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(&bytes);
+    out
+}
+
+/// Random floats in [-range, range), never all zero.
+pub fn rand_f32(r: &mut impl Rng, n: usize, range: f32) -> Vec<f32> {
+    (0..n).map(|_| r.random_range(-range..range)).collect()
+}
