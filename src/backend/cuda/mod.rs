@@ -12,6 +12,7 @@
 mod args;
 mod decode;
 mod image_choice;
+mod module_cache;
 mod timing;
 mod tma;
 
@@ -20,7 +21,7 @@ pub use decode::{DecodeArgs, KvAppendArgs, MergeArgs};
 pub use image_choice::{choose_image, ImageChoice};
 pub use timing::time_forward;
 
-use crate::build_info::{self, FWD_KERNELS};
+use crate::build_info::FWD_KERNELS;
 use crate::element::Element;
 use crate::error::{driver_error, Error, Result};
 use crate::options::AttnOptions;
@@ -32,7 +33,11 @@ use crate::shape::FwdShape;
 use crate::target::KernelTarget;
 use crate::validate::binding::{DevBuf, FwdBufs};
 use cudarc::driver::sys::CUfunction_attribute_enum;
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
+};
+use module_cache::ModuleCache;
+use std::cell::RefCell;
 use std::sync::Arc;
 
 /// One slot per kernel-table row `(target, entry, dynamic smem bytes)`, in table order: the
@@ -104,19 +109,20 @@ impl CudaBackend {
         let (major, minor) = ctx.compute_capability().map_err(driver_error)?;
         let target = KernelTarget::for_compute_capability(major, minor)
             .ok_or(Error::UnsupportedGpu { major, minor })?;
+        // Each module is loaded once into this context (module_cache.rs); entries are looked
+        // up in it. The cache lives only while the backend is built, never on a launch path.
+        let cache = RefCell::new(ModuleCache::<Arc<CudaModule>>::new());
         let load = |entry: &str| -> Result<CudaFunction> {
-            let module = build_info::module_of(entry).ok_or_else(|| Error::NoKernel {
-                entry: entry.to_string(),
+            let (module, _) = cache.borrow_mut().module_for(entry, |image| {
+                let ptx = match choose_image(image, major, minor) {
+                    // cudarc takes the image by value: one copy per module, not per entry.
+                    ImageChoice::Cubin(c) => cudarc::nvrtc::Ptx::from_binary(c.bytes.to_vec()),
+                    ImageChoice::Ptx(ptx) => cudarc::nvrtc::Ptx::from_src(ptx),
+                    ImageChoice::None => return Err(Error::UnsupportedGpu { major, minor }),
+                };
+                ctx.load_module(ptx).map_err(driver_error)
             })?;
-            let image = match choose_image(module, major, minor) {
-                ImageChoice::Cubin(c) => cudarc::nvrtc::Ptx::from_binary(c.bytes.to_vec()),
-                ImageChoice::Ptx(ptx) => cudarc::nvrtc::Ptx::from_src(ptx),
-                ImageChoice::None => return Err(Error::UnsupportedGpu { major, minor }),
-            };
-            ctx.load_module(image)
-                .map_err(driver_error)?
-                .load_function(entry)
-                .map_err(driver_error)
+            module.load_function(entry).map_err(driver_error)
         };
         // The target's forward rows, and those of its fallback (Hopper: the Ampere rows serve
         // the head dims without an sm_90a row).
@@ -140,7 +146,8 @@ impl CudaBackend {
         };
         let decode = decode::DecodeFunctions::load(target, &load)?;
         let loaded = forward.iter().flatten().count() + decode.decode.iter().flatten().count();
-        tracing::info!(major, minor, %target, kernels = loaded, "cuda backend ready");
+        let modules = cache.borrow().loads();
+        tracing::info!(major, minor, %target, kernels = loaded, modules, "cuda backend ready");
         Ok(CudaBackend {
             ctx,
             compute_capability: (major, minor),
