@@ -2,9 +2,9 @@
 //! second on 1 host thread and on all of them. A benchmark, not a test:
 //! `cargo bench --bench emulator_speed`. The figure is quoted in the README.
 
-use flashmha::dtype::DType;
+use flashmha::common::dtype::DType;
+use flashmha::common::options::AttnOptions;
 use flashmha::emulated::{self, HostInputs};
-use flashmha::options::AttnOptions;
 use flashmha::problem::{FwdProblem, SeqLayout};
 use std::time::Instant;
 

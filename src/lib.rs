@@ -1,10 +1,11 @@
 //! flashmha: hand-written CUDA kernels for flash-style fused multi-head attention, with a PTX
 //! emulator so that every kernel runs, is checked and is measured without a GPU.
 //!
-//! Data flows one way: user API ([`shape`], the backends' argument builders) -> [`validate`]
-//! -> [`plan`] (pure) -> [`backend`] ([`backend::cuda`] or [`backend::emulator`]); both
-//! backends execute the same plan with the same module bytes. [`host`] holds host-data helpers
-//! owned by neither backend.
+//! Layout (DESIGN.md section 1): [`ops`] holds one folder per op (its problem, validation and
+//! pure plan); [`common`] what every op shares (dtype, target, options, errors, binding checks,
+//! the params ABI, the kernel registry); [`backend`] runs what a plan binds ([`backend::cuda`]
+//! or [`backend::emulator`], the same params bytes and module images on both); [`host`] holds
+//! runs from host data owned by neither backend; [`check`] judges them against [`reference`].
 //!
 //! Features: with `default-features = false` only what launching needs is compiled (the CUDA
 //! backend, validation and plans). `emulator` adds the PTX emulator backend, `reference` the
@@ -12,48 +13,39 @@
 //! analysis and plots, `cli` the `flashmha` binary (default), `candle` the candle op, `capi`
 //! the C ABI.
 
-pub mod abi;
 pub mod backend;
-pub mod build_info;
 #[cfg(feature = "candle")]
 pub mod candle_op;
 #[cfg(feature = "capi")]
 pub mod capi;
 #[cfg(feature = "reference")]
 pub mod check;
-pub mod decode;
+pub mod common;
 #[cfg(feature = "diagnostics")]
 pub mod diagnostics;
-pub mod dtype;
-pub mod element;
-pub mod error;
 pub mod host;
-pub mod options;
+pub mod ops;
 // The model extrapolates from emulated runs on random inputs (HostInputs::random: `reference`).
 #[cfg(feature = "reference")]
 pub mod perf_model;
-pub mod plan;
 #[cfg(feature = "reference")]
 pub mod reference;
-pub mod shape;
-pub mod target;
-pub mod validate;
 
 pub use backend::cuda;
+#[cfg(feature = "candle")]
+pub use candle_op as candle;
 /// The PTX emulator (its own crate, `flashmha-emulator`; feature `emulator`).
 #[cfg(feature = "emulator")]
 pub use flashmha_emulator as emulator;
-#[cfg(feature = "candle")]
-pub use candle_op as candle;
 #[cfg(feature = "emulator")]
 pub use host::emulated;
 pub use host::problem;
 
-pub use error::{Error, Result};
-pub use options::AttnOptions;
-pub use plan::FwdPlan;
-pub use shape::{FwdShape, Heads, SeqShape, Strides};
-pub use target::KernelTarget;
+pub use common::dtype::DType;
+pub use common::error::{Error, Result};
+pub use common::options::AttnOptions;
+pub use common::target::KernelTarget;
+pub use ops::forward::{FwdPlan, FwdShape, Heads, SeqShape, Strides};
 
 /// The README's Rust examples, compiled by `cargo test` as doctests so they cannot rot.
 #[cfg(doctest)]

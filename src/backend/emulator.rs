@@ -6,17 +6,17 @@
 //! [`TensorMap`] over the bound q / k / v addresses, as the CUDA backend encodes them with the
 //! driver.
 
-use crate::abi::ParamsBytes;
-use crate::build_info;
-use crate::element::Element;
+use crate::common::abi::ParamsBytes;
+use crate::common::binding::{DevBuf, FwdBufs};
+use crate::common::build_info;
+use crate::common::element::Element;
+use crate::common::error::{EmulatorError, Error, Result};
 use crate::emulator::{
     Device, DevicePtr, LaunchConfig, LaunchReport, Module, TensorMap, TiledTensorMap, TmaDataType,
     TmaInterleave, TmaL2Promotion, TmaOobFill, TmaSwizzle,
 };
-use crate::error::{EmulatorError, Error, Result};
-use crate::plan::tma::{TmaElement, TmaMapDesc, TmaSwizzleMode};
-use crate::plan::{FwdLaunch, FwdParamsAbi, FwdPlan};
-use crate::validate::binding::{DevBuf, FwdBufs};
+use crate::ops::forward::plan::{FwdLaunch, FwdParamsAbi, FwdPlan};
+use crate::ops::forward::tma::{TmaElement, TmaMapDesc, TmaSwizzleMode};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -108,9 +108,11 @@ pub fn encode(desc: &TmaMapDesc, addr: u64, what: impl std::fmt::Display) -> Res
 pub fn require_clean(report: &LaunchReport) -> Result<()> {
     match report.findings.first() {
         None => Ok(()),
-        Some(first) => Err(Error::Emulator(crate::error::EmulatorError::Findings {
-            count: report.findings.len(),
-            first: first.to_string(),
-        })),
+        Some(first) => Err(Error::Emulator(
+            crate::common::error::EmulatorError::Findings {
+                count: report.findings.len(),
+                first: first.to_string(),
+            },
+        )),
     }
 }

@@ -17,10 +17,10 @@
 use super::paged::PagedKvCache;
 use super::{wrap, OutputDims};
 use crate::backend::cuda::{CudaBackend, DecodeArgs, FwdArgs};
-use crate::decode::{plan_decode_for, DecodeProblem, SplitPolicy};
-use crate::element::Element;
-use crate::plan::FwdPlan;
-use crate::shape::{FwdShape, QkvoStrides, Strides};
+use crate::common::element::Element;
+use crate::ops::decode::{plan_decode_for, DecodeProblem, SplitPolicy};
+use crate::ops::forward::plan::FwdPlan;
+use crate::ops::forward::problem::{FwdShape, QkvoStrides, Strides};
 use candle_core::cuda::{CudaDType, CudaStorage};
 use candle_core::op::BackpropOp;
 use candle_core::{Storage, Tensor};

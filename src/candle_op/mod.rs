@@ -14,13 +14,13 @@
 //! (`candle_core::Error::Wrapped`) with its structured message. Reads the given tensors,
 //! returns new ones; touches nothing else.
 
-use crate::dtype::DType;
-use crate::error::{Dim, Error, TensorName};
+use crate::common::dtype::DType;
+use crate::common::error::{Dim, Error, TensorName};
+use crate::common::options::AttnOptions;
 use crate::host::emulated;
 use crate::host::problem::{FwdProblem, SeqLayout};
 use crate::host::HostInputs;
-use crate::options::AttnOptions;
-use crate::shape::{FwdShape, Heads, SeqShape};
+use crate::ops::forward::problem::{FwdShape, Heads, SeqShape};
 use candle_core::{DType as CDType, Device, Tensor};
 
 #[cfg(feature = "candle-cuda")]
@@ -159,7 +159,7 @@ fn emulate(
     let run = emulated::forward(problem, &inputs).map_err(wrap)?;
     if let Some(first) = run.report.findings.first() {
         return Err(wrap(Error::Emulator(
-            crate::error::EmulatorError::Findings {
+            crate::common::error::EmulatorError::Findings {
                 count: run.report.findings.len(),
                 first: first.to_string(),
             },

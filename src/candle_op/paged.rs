@@ -6,10 +6,10 @@
 //! Reads the given tensors, returns new ones; touches nothing else.
 
 use super::{bits, dims, dtype_shared_by, from_bits, host_i32, same_device, wrap, Target};
-use crate::decode::emulated::{self, DecodeHostInputs};
-use crate::decode::{plan_decode, DecodePlan, DecodeProblem, SplitPolicy};
-use crate::error::{Dim, Error, TensorName};
-use crate::options::AttnOptions;
+use crate::common::error::{Dim, Error, TensorName};
+use crate::common::options::AttnOptions;
+use crate::host::emulated_decode::{self as emulated, DecodeHostInputs};
+use crate::ops::decode::{plan_decode, DecodePlan, DecodeProblem, SplitPolicy};
 use candle_core::{Device, Tensor};
 
 /// SMs the split heuristic plans for on the emulator (an A100's 108: the emulator runs the
@@ -143,7 +143,7 @@ fn emulate(
     let findings = run.findings();
     if let Some(first) = findings.first() {
         return Err(wrap(Error::Emulator(
-            crate::error::EmulatorError::Findings {
+            crate::common::error::EmulatorError::Findings {
                 count: findings.len(),
                 first: first.to_string(),
             },

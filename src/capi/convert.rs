@@ -4,10 +4,10 @@
 
 use super::ffi;
 use super::status::CallError;
-use crate::dtype::DType;
-use crate::options::{AttnOptions, SlidingWindow};
-use crate::shape::{FwdShape, Heads, QkvoStrides, SeqShape, Strides};
-use crate::validate::binding::{DevBuf, FwdBufs};
+use crate::common::binding::{DevBuf, FwdBufs};
+use crate::common::dtype::DType;
+use crate::common::options::{AttnOptions, SlidingWindow};
+use crate::ops::forward::problem::{FwdShape, Heads, QkvoStrides, SeqShape, Strides};
 
 fn invalid(msg: impl Into<String>) -> CallError {
     CallError::InvalidArgument(msg.into())

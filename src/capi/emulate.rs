@@ -10,12 +10,12 @@ use super::ffi::{self, flashmha_status};
 use super::plan::Plan;
 use super::status::{guard, CallError};
 use crate::backend::emulator as backend;
-use crate::element::Element;
+use crate::common::binding::{DevBuf, FwdBufs};
+use crate::common::element::Element;
+use crate::common::error::{EmulatorError, Error};
 use crate::emulator::{Device, DevicePtr};
-use crate::error::{EmulatorError, Error};
 use crate::host::POISON_U16;
-use crate::plan::FwdPlan;
-use crate::validate::binding::{DevBuf, FwdBufs};
+use crate::ops::forward::plan::FwdPlan;
 
 /// The bytes of a host buffer of `elem` bytes per element.
 ///

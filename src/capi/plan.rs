@@ -5,10 +5,10 @@
 use super::convert;
 use super::ffi::{self, flashmha_status};
 use super::status::{guard, CallError};
-use crate::dtype::DType;
-use crate::plan::FwdPlan;
-use crate::shape::FwdShape;
-use crate::target::KernelTarget;
+use crate::common::dtype::DType;
+use crate::common::target::KernelTarget;
+use crate::ops::forward::plan::FwdPlan;
+use crate::ops::forward::problem::FwdShape;
 use std::ffi::c_char;
 
 /// What a `flashmha_plan*` points to: a plan of either element type.
@@ -133,14 +133,14 @@ mod tests {
         assert_eq!(p.launch().kernel.entry, "flashmha_fwd_sm90_bf16_d128");
         assert!(matches!(
             p.launch().abi,
-            crate::plan::FwdParamsAbi::FwdTma(_)
+            crate::ops::forward::plan::FwdParamsAbi::FwdTma(_)
         ));
         let (dtype, s80) = shape(80);
         let Plan::Bf16(p) = Plan::new_for(KernelTarget::Hopper, dtype, &s80).unwrap() else {
             panic!("a bf16 plan")
         };
         assert_eq!(p.launch().kernel.entry, "flashmha_fwd_bf16_d80");
-        assert_eq!(p.launch().abi, crate::plan::FwdParamsAbi::Fwd);
+        assert_eq!(p.launch().abi, crate::ops::forward::plan::FwdParamsAbi::Fwd);
     }
 
     #[test]

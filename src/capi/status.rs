@@ -4,7 +4,7 @@
 //! that none unwinds into C.
 
 use super::ffi::{self, flashmha_status};
-use crate::error::Error;
+use crate::common::error::Error;
 use std::cell::RefCell;
 use std::ffi::{c_char, CString};
 
@@ -122,7 +122,7 @@ pub unsafe extern "C" fn flashmha_last_error_message() -> *const c_char {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{Dim, TensorName};
+    use crate::common::error::{Dim, TensorName};
 
     #[test]
     fn each_family_has_its_own_code_and_the_message_is_kept() {

@@ -7,9 +7,9 @@
 //! main-loop figures behind the tile choices, before / after / FA2.
 
 use super::table;
-use flashmha::build_info::{module_of, ptxas_stats, FwdKernelRow, FWD_KERNELS};
-use flashmha::dtype::DType;
-use flashmha::options::AttnOptions;
+use flashmha::common::build_info::{module_of, ptxas_stats, FwdKernelRow, FWD_KERNELS};
+use flashmha::common::dtype::DType;
+use flashmha::common::options::AttnOptions;
 use flashmha::perf_model::gpus::{self, GpuSpec, TensorPath};
 use flashmha::perf_model::launch_work::{self, TileCosts};
 use flashmha::perf_model::pipes::{self, LaunchShape, Modelled, PIPES};

@@ -4,9 +4,9 @@
 //! f16, 8 KV heads, 4096 cached keys) at batch 1 and at the batch that fills the GPU
 //! (src/perf_model/decode.rs). bench/results/decode.txt holds the output.
 
-use flashmha::decode::bench::{default_configs, format_table, measure};
-use flashmha::dtype::DType;
+use flashmha::common::dtype::DType;
 use flashmha::perf_model::decode::{batch_filling, model_decode, DecodeModelConfig};
+use flashmha::perf_model::decode_bench::{default_configs, format_table, measure};
 use flashmha::perf_model::gpus::{GpuSpec, A100};
 use flashmha::perf_model::pipes::PIPES;
 

@@ -2,9 +2,9 @@
 //! the candle reference; prints a pass/fail table with the errors and exits non-zero on failure.
 
 use super::table;
-use flashmha::build_info::FWD_KERNELS;
-use flashmha::check::{run_case, run_case_cuda, CheckCase};
-use flashmha::dtype::DType;
+use flashmha::check::forward::{run_case, run_case_cuda, CheckCase};
+use flashmha::common::build_info::FWD_KERNELS;
+use flashmha::common::dtype::DType;
 use flashmha::KernelTarget;
 use rand::SeedableRng;
 

@@ -5,11 +5,11 @@
 
 use super::check::CheckArgs;
 use super::table;
-use flashmha::decode::check::{check_outputs, run_decode_case, DecodeCase};
-use flashmha::decode::gpu::decode_host;
-use flashmha::decode::kernels::DECODE_KERNELS;
-use flashmha::decode::plan_decode_for;
-use flashmha::dtype::DType;
+use flashmha::check::decode::{check_outputs, run_decode_case, DecodeCase};
+use flashmha::common::dtype::DType;
+use flashmha::host::gpu_decode::decode_host;
+use flashmha::ops::decode::kernels::DECODE_KERNELS;
+use flashmha::ops::decode::plan_decode_for;
 use flashmha::KernelTarget;
 use rand::SeedableRng;
 

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use rand::{Rng, SeedableRng};
 
 use super::{CliError, CliResult as Result};
+use flashmha::common::dtype::DType;
+use flashmha::common::options::AttnOptions;
 use flashmha::diagnostics::{self, report, EntropySource, SimilarityMatrix};
-use flashmha::dtype::DType;
 use flashmha::emulated;
 use flashmha::host::HostInputs;
-use flashmha::options::AttnOptions;
 use flashmha::problem::{FwdProblem, SeqLayout};
 use flashmha::reference;
 

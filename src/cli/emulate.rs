@@ -3,14 +3,14 @@
 //! findings and counters as tables.
 
 use super::table;
-use flashmha::build_info::FWD_KERNELS;
+use flashmha::common::build_info::FWD_KERNELS;
+use flashmha::common::dtype::DType;
+use flashmha::common::options::AttnOptions;
 use flashmha::diagnostics::head_similarity_emulated;
-use flashmha::dtype::DType;
 use flashmha::emulated;
 use flashmha::emulator::LaunchReport;
 use flashmha::host::HostInputs;
-use flashmha::options::AttnOptions;
-use flashmha::plan::head_similarity::{ENTRY_BF16, ENTRY_F16};
+use flashmha::ops::head_similarity::{ENTRY_BF16, ENTRY_F16};
 use flashmha::problem::{FwdProblem, SeqLayout};
 
 #[derive(clap::Args)]
@@ -38,8 +38,8 @@ pub struct EmulateArgs {
 
 pub fn run(args: &EmulateArgs) -> super::CliResult<bool> {
     let head_sim = [
-        (ENTRY_F16, flashmha::dtype::DType::F16),
-        (ENTRY_BF16, flashmha::dtype::DType::Bf16),
+        (ENTRY_F16, flashmha::common::dtype::DType::F16),
+        (ENTRY_BF16, flashmha::common::dtype::DType::Bf16),
     ];
     if let Some((entry, dtype)) = head_sim
         .iter()

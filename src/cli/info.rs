@@ -2,7 +2,7 @@
 //! architecture, and whether a GPU is usable here.
 
 use super::table;
-use flashmha::build_info::{self, FWD_KERNELS, MODULES, TOOLKIT};
+use flashmha::common::build_info::{self, FWD_KERNELS, MODULES, TOOLKIT};
 use flashmha::cuda;
 
 pub fn run() -> super::CliResult<()> {

@@ -1,15 +1,15 @@
 //! Runs the head-similarity kernel on the PTX emulator: uploads o, zeroes gram, launches the
-//! plan of [`crate::plan::head_similarity`] with the embedded PTX and the same params bytes the
+//! plan of [`crate::ops::head_similarity`] with the embedded PTX and the same params bytes the
 //! CUDA backend would pass, reads gram back and turns it into the mean [`SimilarityMatrix`].
 //! Touches only the emulator device it creates.
 
 use super::similarity::SimilarityMatrix;
-use crate::abi::ParamsBytes;
 use crate::backend::emulator::parsed_module;
-use crate::element::Element;
+use crate::common::abi::ParamsBytes;
+use crate::common::element::Element;
+use crate::common::error::{Dim, Error, Result, TensorName};
 use crate::emulator::{Device, LaunchConfig, LaunchReport};
-use crate::error::{Dim, Error, Result, TensorName};
-use crate::plan::head_similarity::{
+use crate::ops::head_similarity::{
     plan_head_similarity, HeadSimBuffers, HeadSimPlan, HeadSimProblem,
 };
 

@@ -2,7 +2,7 @@
 //! The per-row entropies come from the fused forward kernel's `entropy` output
 //! (`FlashFwdParams.entropy`); [`EntropySource`] records how it ran, so reports can say so. Pure.
 
-use crate::error::{Dim, Error, Result, TensorName};
+use crate::common::error::{Dim, Error, Result, TensorName};
 
 /// Where per-row entropies came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Head diagnostics: how alike a model's attention heads are, and how focused their attention is.
 //!
 //! - [`emulated`]: the head-similarity kernel (`kernels/head_similarity.cu`, planned by
-//!   [`crate::plan::head_similarity`]), which sums per-token cosine similarities of every pair of
+//!   [`crate::ops::head_similarity`]), which sums per-token cosine similarities of every pair of
 //!   head outputs into an `H × H` matrix, run on the PTX emulator ([`head_similarity_emulated`]).
 //! - [`similarity`]: host analysis of the mean matrix: eigen spectrum, effective number of
 //!   distinct heads (participation ratio), near-duplicate clusters.
@@ -18,7 +18,7 @@ pub mod plots;
 pub mod report;
 pub mod similarity;
 
-pub use crate::plan::head_similarity::{
+pub use crate::ops::head_similarity::{
     plan_head_similarity, HeadSimBuffers, HeadSimPlan, HeadSimProblem,
 };
 pub use emulated::{describe_launch, head_similarity_emulated, head_similarity_emulated_view};

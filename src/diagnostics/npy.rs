@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::common::error::{Error, Result};
 
 /// `.npy` magic string (NumPy format spec: "\x93NUMPY", then major and minor version bytes).
 const MAGIC: &[u8] = b"\x93NUMPY";

@@ -15,7 +15,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
 
 use super::similarity::{SimilarityAnalysis, SimilarityMatrix};
-use crate::error::{Error, Result};
+use crate::common::error::{Error, Result};
 
 /// Family name plotters knows our font by.
 const FAMILY: &str = "sans-serif";

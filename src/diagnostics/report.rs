@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::entropy::{EntropySource, HeadEntropy};
 use super::plots;
 use super::similarity::{SimilarityAnalysis, SimilarityMatrix};
-use crate::error::{Error, Result};
+use crate::common::error::{Error, Result};
 
 /// Everything one report shows.
 #[derive(Debug, Clone)]

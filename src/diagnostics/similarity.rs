@@ -24,7 +24,7 @@
 
 use nalgebra::{DMatrix, SymmetricEigen};
 
-use crate::error::{Dim, Error, Result, TensorName};
+use crate::common::error::{Dim, Error, Result, TensorName};
 
 /// Default similarity at or above which two heads are called near-duplicates.
 pub const DEFAULT_DUPLICATE_THRESHOLD: f32 = 0.9;

@@ -8,12 +8,12 @@ use super::problem::{FwdProblem, SeqLayout};
 use super::{poisoned_f32, POISON_U16};
 pub use super::{HostInputs, HostOutputs};
 use crate::backend::emulator::{self as backend, dev_buf};
-use crate::dtype::DType;
-use crate::element::Element;
+use crate::common::binding::FwdBufs;
+use crate::common::dtype::DType;
+use crate::common::element::Element;
+use crate::common::error::Result;
 use crate::emulator::{Device, DevicePtr, LaunchReport};
-use crate::error::Result;
-use crate::plan::{FwdLaunch, FwdPlan};
-use crate::validate::binding::FwdBufs;
+use crate::ops::forward::plan::{FwdLaunch, FwdPlan};
 
 /// One emulated forward: outputs, the launch it ran, and the emulator's report.
 pub struct EmulatedRun {
@@ -92,7 +92,7 @@ fn forward_typed<T: Element>(problem: &FwdProblem, inputs: &HostInputs) -> Resul
         cu_seqlens,
     };
     let (launch, report) = backend::run(&mut dev, &plan, &bufs)?;
-    let read_f32 = |b: Option<crate::validate::binding::DevBuf>| -> Result<Option<Vec<f32>>> {
+    let read_f32 = |b: Option<crate::common::binding::DevBuf>| -> Result<Option<Vec<f32>>> {
         b.map(|b| -> Result<Vec<f32>> {
             Ok(bytemuck::pod_collect_to_vec(
                 &dev.read(DevicePtr(b.addr), b.len * 4)?,

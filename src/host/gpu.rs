@@ -5,10 +5,10 @@
 use super::problem::{FwdProblem, SeqLayout};
 use super::{poisoned_f32, HostInputs, HostOutputs, POISON_U16};
 use crate::backend::cuda::{upload_opt, CudaBackend, FwdArgs};
-use crate::dtype::DType;
-use crate::element::Element;
-use crate::error::{driver_error, Result};
-use crate::plan::FwdPlan;
+use crate::common::dtype::DType;
+use crate::common::element::Element;
+use crate::common::error::{driver_error, Result};
+use crate::ops::forward::plan::FwdPlan;
 use cudarc::driver::CudaSlice;
 
 /// Uploads, runs and downloads one forward call on `backend`'s device.

@@ -5,7 +5,11 @@
 
 #[cfg(feature = "emulator")]
 pub mod emulated;
+#[cfg(feature = "emulator")]
+pub mod emulated_decode;
 pub mod gpu;
+#[cfg(feature = "emulator")]
+pub mod gpu_decode;
 pub mod problem;
 
 /// Bit pattern that is a NaN in f16, bf16 (all-ones exponent, non-zero mantissa) and, doubled,
@@ -45,8 +49,8 @@ impl HostInputs {
     }
 
     /// Checks the host buffers against `problem`'s lengths.
-    pub fn check_against(&self, problem: &problem::FwdProblem) -> crate::error::Result<()> {
-        use crate::error::{Dim, Error, TensorName};
+    pub fn check_against(&self, problem: &problem::FwdProblem) -> crate::common::error::Result<()> {
+        use crate::common::error::{Dim, Error, TensorName};
         let lens = [
             (TensorName::Q, problem.q.len, self.q.len()),
             (TensorName::K, problem.k.len, self.k.len()),

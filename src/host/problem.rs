@@ -3,13 +3,13 @@
 //! which optional outputs to produce. The reference and the random-case checker read it; the
 //! device path derives its [`FwdShape`] from it ([`FwdProblem::shape`]). Plain data.
 
-use crate::dtype::DType;
-use crate::error::{CuSeqlensFault, Error, Result, TensorName};
-use crate::options::AttnOptions;
-use crate::shape::{FwdShape, Heads, QkvoStrides, SeqShape};
-use crate::target::KernelTarget;
+use crate::common::dtype::DType;
+use crate::common::error::{CuSeqlensFault, Error, Result, TensorName};
+use crate::common::options::AttnOptions;
+use crate::common::target::KernelTarget;
+use crate::ops::forward::problem::{FwdShape, Heads, QkvoStrides, SeqShape};
 
-pub use crate::shape::Strides;
+pub use crate::ops::forward::problem::Strides;
 
 /// How sequences are laid out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,7 +244,7 @@ impl FwdProblem {
         let pairs: u64 = (0..self.layout.batch())
             .map(|i| {
                 let (sq, sk) = self.layout.seqlens_of(i);
-                crate::options::unmasked_pairs(&self.options, sq, sk)
+                crate::common::options::unmasked_pairs(&self.options, sq, sk)
             })
             .sum();
         4.0 * pairs as f64 * self.num_heads_q as f64 * self.head_dim as f64

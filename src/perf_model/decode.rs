@@ -12,16 +12,16 @@
 
 use super::gpus::GpuSpec;
 use super::pipes::{self, LaunchShape, Modelled, Work};
-use crate::build_info::ptxas_stats;
-use crate::decode::check::DecodeCase;
-use crate::decode::emulated::decode_on;
-use crate::decode::plan::{plan_decode, SplitPolicy};
-use crate::decode::problem::DecodeProblem;
-use crate::decode::validate::DECODE_TILE_ROWS;
-use crate::dtype::DType;
+use crate::check::decode::DecodeCase;
+use crate::common::build_info::ptxas_stats;
+use crate::common::dtype::DType;
+use crate::common::error::Result;
+use crate::common::options::AttnOptions;
 use crate::emulator::{Device, EmuOptions};
-use crate::error::Result;
-use crate::options::AttnOptions;
+use crate::host::emulated_decode::decode_on;
+use crate::ops::decode::plan::{plan_decode, SplitPolicy};
+use crate::ops::decode::problem::DecodeProblem;
+use crate::ops::decode::validate::DECODE_TILE_ROWS;
 
 /// One decode configuration: a uniform batch (every item `cache_len` keys, `sq_new` new
 /// tokens), contiguous NHD pages.

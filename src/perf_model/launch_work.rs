@@ -10,9 +10,9 @@ use super::gpus::GpuSpec;
 use super::pipes::{LaunchShape, Work};
 use super::registers;
 use super::tile_figures::emulate_counters;
-use crate::build_info::{module_of, ptxas_stats, FwdKernelRow};
-use crate::error::Result;
-use crate::options::AttnOptions;
+use crate::common::build_info::{module_of, ptxas_stats, FwdKernelRow};
+use crate::common::error::Result;
+use crate::common::options::AttnOptions;
 use crate::problem::{FwdProblem, SeqLayout};
 
 /// Per-CTA, per-tile and per-masked-tile work of one kernel (non-causal full tiles, plus the

@@ -16,6 +16,7 @@ use crate::problem::{FwdProblem, SeqLayout};
 
 #[cfg(feature = "reference")]
 pub mod decode;
+pub mod decode_bench;
 pub mod gpus;
 pub mod launch_work;
 pub mod pipes;
@@ -82,8 +83,8 @@ pub fn tile_model_bytes(p: &FwdProblem, block_m: usize, block_n: usize) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dtype::DType;
-    use crate::options::AttnOptions;
+    use crate::common::dtype::DType;
+    use crate::common::options::AttnOptions;
 
     #[test]
     fn tile_model_counts_kv_rereads_per_q_tile_and_causal_skipping() {

@@ -3,11 +3,11 @@
 //! the differences of the counters are the main loop's, prologue and epilogue excluded. These
 //! are the numbers behind every tile choice in `kernels/kernel_table.h` (DESIGN.md section 5).
 
-use crate::build_info::{self, FwdKernelRow};
+use crate::common::build_info::{self, FwdKernelRow};
+use crate::common::error::Result;
+use crate::common::options::AttnOptions;
 use crate::emulated::{self, HostInputs};
 use crate::emulator::Counters;
-use crate::error::Result;
-use crate::options::AttnOptions;
 use crate::problem::{FwdProblem, SeqLayout};
 
 /// Per `mma` of the main loop, plus global traffic of whole launches.

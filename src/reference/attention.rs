@@ -1,6 +1,6 @@
 //! Reference forward attention: O, LSE and per-row entropy, computed with candle on the CPU.
 //!
-//! Semantics are exactly those of [`crate::options`] (module docs), per batch item with the
+//! Semantics are exactly those of [`crate::common::options`] (module docs), per batch item with the
 //! diagonal bottom-right aligned. Everything is computed in f64 (on a CPU at test sizes that
 //! costs little and leaves the reference's own error far below any kernel tolerance), from f32
 //! inputs the caller has already rounded to the kernel's dtype; results are returned as f32.
@@ -13,7 +13,7 @@ use candle_core::{Device, Tensor};
 
 use super::tolerance::EntropyTerms;
 use super::ReferenceError;
-use crate::options::AttnOptions;
+use crate::common::options::AttnOptions;
 
 /// How q, k, v (and O, LSE, entropy) are laid out. Data is always contiguous and row-major.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -401,7 +401,7 @@ fn item_forward(
     })
 }
 
-/// Reference forward attention. See [`ReferenceInputs`] for shapes and [`crate::options`] for the
+/// Reference forward attention. See [`ReferenceInputs`] for shapes and [`crate::common::options`] for the
 /// semantics; a fully masked row (including every row of an item with no keys) gets `O = 0`,
 /// `lse = -inf` and entropy 0.
 pub fn attention(inp: &ReferenceInputs) -> Result<ReferenceOutputs, ReferenceError> {

@@ -2,7 +2,7 @@
 //!
 //! Computed with `candle-core` on the CPU, in f64 internally, from inputs that the caller has
 //! already rounded to the kernel's input dtype (see [`rounding`]). The mask semantics are the
-//! ones documented in [`crate::options`]; nothing here is tuned to a kernel's tiling or order of
+//! ones documented in [`crate::common::options`]; nothing here is tuned to a kernel's tiling or order of
 //! operations, so a match means the kernel computes the documented function.
 //!
 //! - [`attention`]: forward attention (O, LSE, entropy) for padded and varlen layouts.

@@ -11,7 +11,7 @@ pub struct NaiveOutputs {
     pub entropy: Vec<f64>,
 }
 
-/// Straight from the contract in `crate::options`: one (item, head, row) at a time.
+/// Straight from the contract in `crate::common::options`: one (item, head, row) at a time.
 /// Assumes the inputs are valid (the tests build them so).
 pub fn naive_attention(inp: &ReferenceInputs) -> NaiveOutputs {
     let (hq, hkv, d) = (inp.num_heads_q, inp.num_heads_kv, inp.head_dim);

@@ -8,7 +8,7 @@
 
 use super::attention::{attention, Layout, ReferenceInputs, ReferenceOutputs};
 use super::ReferenceError;
-use crate::decode::problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};
+use crate::ops::decode::problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};
 
 /// Host data of one paged call, values already as f32 (rounded to the kernel's input type).
 #[derive(Debug, Clone, Copy)]

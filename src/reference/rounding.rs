@@ -1,7 +1,7 @@
 //! Rounding f32 data through the kernel's 16-bit dtypes, so the reference sees exactly the
 //! values the kernel reads (and so tests can model the kernel's own rounding steps).
 
-use crate::dtype::DType;
+use crate::common::dtype::DType;
 
 /// Rounds every element of `xs` through `ty`, returning the rounded values as f32.
 pub fn round_slice(xs: &[f32], ty: DType) -> Vec<f32> {

@@ -14,7 +14,7 @@
 //! is summed in f32, O accumulated in f32 and rounded once to the output type; LSE and entropy
 //! are written in f32.
 
-use crate::dtype::DType;
+use crate::common::dtype::DType;
 
 /// Unit roundoff of f32 (round to nearest): `2^-24`.
 pub const F32_UNIT_ROUNDOFF: f64 = 1.0 / 16_777_216.0;

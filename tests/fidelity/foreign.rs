@@ -2,7 +2,7 @@
 //! are not all supported still runs the supported ones; and no input, however mangled, makes
 //! the parser or lowering panic or hang: it loads or returns a typed error.
 
-use flashmha::build_info::MODULES;
+use flashmha::common::build_info::MODULES;
 use flashmha::emulator::{Device, EmuError, LaunchConfig, Module};
 use proptest::prelude::*;
 
@@ -215,7 +215,7 @@ fn corpus() -> Vec<&'static str> {
     for stem in [
         "mma", "ldmatrix", "cp_async", "shfl", "atomics", "cvt", "sfu",
     ] {
-        if let Some(p) = flashmha::build_info::emu_test_ptx(stem) {
+        if let Some(p) = flashmha::common::build_info::emu_test_ptx(stem) {
             v.push(p);
         }
     }

@@ -1,7 +1,7 @@
 //! Every shipped kernel module parses and lowers on the emulator (no unsupported instruction).
 //! Emulation speed is a benchmark: `cargo bench --bench emulator_speed`.
 
-use flashmha::build_info::MODULES;
+use flashmha::common::build_info::MODULES;
 use flashmha::emulator::Module;
 
 #[test]

@@ -3,11 +3,11 @@
 //! The field lists are read from kernels/params.h, so a field added to the header but not here
 //! (or in another order) fails too.
 
-use flashmha::abi::{
+use flashmha::common::abi::{
     FlashDecodeParams, FlashFwdParams, FlashFwdTmaParams, HeadSimParams, KvAppendParams,
     MergeStatesParams,
 };
-use flashmha::build_info::module_of;
+use flashmha::common::build_info::module_of;
 use flashmha::emulator::{Device, LaunchConfig, Module};
 use std::mem::{align_of, offset_of, size_of};
 

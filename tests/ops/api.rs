@@ -3,9 +3,9 @@
 //! errors before any launch, and the thread-safety of plans and backends.
 
 use flashmha::backend::emulator::{self as emu, dev_buf};
+use flashmha::common::binding::FwdBufs;
 use flashmha::emulator::{Device, DevicePtr};
 use flashmha::reference::{self, Layout, ReferenceInputs};
-use flashmha::validate::binding::FwdBufs;
 use flashmha::{AttnOptions, Error, FwdPlan, FwdShape, Heads};
 use half::bf16;
 use rand::{Rng, SeedableRng};
@@ -123,7 +123,7 @@ fn one_plan_serves_every_layer_and_matches_the_reference() {
         .unwrap();
         // |o| <= 1 (a convex mix of values in [-1, 1)): the output's own rounding (u) plus the
         // P rounding to bf16 before P.V (another u per term, averaging out), with margin: 5u.
-        let tol = 5.0 * flashmha::dtype::DType::Bf16.unit_roundoff() as f32;
+        let tol = 5.0 * flashmha::common::dtype::DType::Bf16.unit_roundoff() as f32;
         let worst = o
             .iter()
             .zip(&reference.o)

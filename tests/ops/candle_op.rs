@@ -6,8 +6,8 @@
 
 use candle_core::{DType as CDType, Device, Tensor};
 use flashmha::candle::{attention, attention_varlen};
-use flashmha::dtype::DType;
-use flashmha::options::AttnOptions;
+use flashmha::common::dtype::DType;
+use flashmha::common::options::AttnOptions;
 use flashmha::reference::{self, ErrorModel, Layout, ReferenceInputs, Tolerance};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -107,7 +107,7 @@ fn check(c: &Case, o: &Tensor, lse: &Tensor) -> Result<(), String> {
 fn head_dims() -> Vec<usize> {
     // Every compiled head dim up to 128 (larger ones are slow on the emulator and covered by
     // the kernel property tests).
-    let mut d: Vec<usize> = flashmha::build_info::FWD_KERNELS
+    let mut d: Vec<usize> = flashmha::common::build_info::FWD_KERNELS
         .iter()
         .map(|r| r.head_dim as usize)
         .filter(|&d| d <= 128)
@@ -493,7 +493,7 @@ fn paged_attention_matches_the_reference_over_gathered_pages() {
 /// Four random paged rounds (see the test above) with the tensors on `dev`.
 fn check_paged_rounds(dev: &Device, s: u64) {
     use flashmha::candle::{paged_attention, PagedKvCache};
-    use flashmha::decode::DecodeProblem;
+    use flashmha::ops::decode::DecodeProblem;
     use flashmha::reference::paged::{paged_attention as reference_paged, PagedReferenceInputs};
     let mut rng = StdRng::seed_from_u64(s);
     for round in 0..4 {

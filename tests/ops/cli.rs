@@ -20,13 +20,13 @@ fn run(args: &[&str]) -> (bool, String) {
 fn info_lists_every_kernel_with_ptxas_figures_and_the_gpu_state() {
     let (ok, text) = run(&["info"]);
     assert!(ok, "{text}");
-    for row in flashmha::build_info::FWD_KERNELS {
+    for row in flashmha::common::build_info::FWD_KERNELS {
         assert!(text.contains(row.entry), "{} missing:\n{text}", row.entry);
     }
     for arch in ["sm_80", "sm_86", "sm_89", "sm_90", "sm_90a", "compute_90a"] {
         assert!(text.contains(arch), "{arch} missing");
     }
-    assert!(text.contains(flashmha::build_info::TOOLKIT.nvcc_version));
+    assert!(text.contains(flashmha::common::build_info::TOOLKIT.nvcc_version));
     assert!(text.contains("GPU: "), "{text}");
 }
 

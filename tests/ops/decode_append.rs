@@ -5,11 +5,13 @@
 //! without any out-of-bounds access. The Turing append (compute_75, f16 into 16-bit pages)
 //! writes the same pools and traps the same way; bf16 and FP8 pages there are typed errors.
 
-use flashmha::decode::emulated::{kv_append_into, kv_append_into_for, AppendTarget, HostPools};
-use flashmha::decode::{DecodeProblem, KvCacheDType, KvScaleGranularity};
-use flashmha::dtype::DType;
+use flashmha::common::dtype::DType;
+use flashmha::common::error::Error;
 use flashmha::emulator::FindingKind;
-use flashmha::error::Error;
+use flashmha::host::emulated_decode::{
+    kv_append_into, kv_append_into_for, AppendTarget, HostPools,
+};
+use flashmha::ops::decode::{DecodeProblem, KvCacheDType, KvScaleGranularity};
 use flashmha::KernelTarget;
 use proptest::prelude::*;
 use rand::seq::SliceRandom;

@@ -3,11 +3,11 @@
 //! random batch (other lengths, other position, more splits in the plan). Random lengths,
 //! page sizes, GQA ratios and values; compared bit for bit.
 
-use flashmha::decode::check::DecodeCase;
-use flashmha::decode::emulated::decode;
-use flashmha::decode::{plan_decode, SplitPolicy};
-use flashmha::dtype::DType;
-use flashmha::options::AttnOptions;
+use flashmha::check::decode::DecodeCase;
+use flashmha::common::dtype::DType;
+use flashmha::common::options::AttnOptions;
+use flashmha::host::emulated_decode::decode;
+use flashmha::ops::decode::{plan_decode, SplitPolicy};
 use proptest::prelude::*;
 
 fn case(

@@ -4,13 +4,13 @@
 //! GPU). The O(1) checks the CUDA path makes before any launch are the plan's, tested here on
 //! addresses alone.
 
+use flashmha::check::decode::{check_outputs, DecodeCase};
+use flashmha::common::dtype::DType;
+use flashmha::common::error::{AlignWhat, Error, TensorName};
 use flashmha::cuda::{driver_present, CudaBackend};
-use flashmha::decode::check::{check_outputs, DecodeCase};
-use flashmha::decode::gpu::decode_host;
-use flashmha::decode::kernels::DECODE_KERNELS;
-use flashmha::decode::{plan_decode, plan_decode_for, DecodeBuffers, DeviceBuf, SplitPolicy};
-use flashmha::dtype::DType;
-use flashmha::error::{AlignWhat, Error, TensorName};
+use flashmha::host::gpu_decode::decode_host;
+use flashmha::ops::decode::kernels::DECODE_KERNELS;
+use flashmha::ops::decode::{plan_decode, plan_decode_for, DecodeBuffers, DeviceBuf, SplitPolicy};
 use rand::SeedableRng;
 
 #[test]
@@ -161,9 +161,11 @@ fn random_paged_decode_on_the_gpu_matches_the_reference() {
 #[ignore = "needs a CUDA GPU: cargo test --release --test decode_cuda -- --ignored (FLASHMHA_SEED=n repeats a run)"]
 fn merge_pair_and_kv_append_on_the_gpu_match_the_emulator() {
     use flashmha::cuda::{KvAppendArgs, MergeArgs};
-    use flashmha::decode::emulated::{kv_append, merge, MergeHostInputs};
-    use flashmha::decode::{plan_kv_append, plan_merge, DecodeProblem, MergeProblem};
-    use flashmha::decode::{MergeStates, StatsLayout};
+    use flashmha::host::emulated_decode::{kv_append, merge, MergeHostInputs};
+    use flashmha::ops::decode::DecodeProblem;
+    use flashmha::ops::kv_append::plan_kv_append;
+    use flashmha::ops::merge::{plan_merge, MergeProblem};
+    use flashmha::ops::merge::{MergeStates, StatsLayout};
     use half::f16;
     use rand::Rng;
     let seed = std::env::var("FLASHMHA_SEED")
@@ -298,9 +300,9 @@ fn merge_pair_and_kv_append_on_the_gpu_match_the_emulator() {
 #[ignore = "needs a CUDA GPU: cargo test --release --test decode_cuda -- --ignored (FLASHMHA_SEED=n repeats a run)"]
 fn fp8_kv_append_at_positions_on_the_gpu_matches_the_emulator() {
     use flashmha::cuda::KvAppendArgs;
-    use flashmha::decode::append::{plan_kv_append_to, AppendIndex};
-    use flashmha::decode::emulated::{kv_append_into, AppendTarget, HostPools};
-    use flashmha::decode::{DecodeProblem, KvCacheDType};
+    use flashmha::host::emulated_decode::{kv_append_into, AppendTarget, HostPools};
+    use flashmha::ops::decode::{DecodeProblem, KvCacheDType};
+    use flashmha::ops::kv_append::{plan_kv_append_to, AppendIndex};
     use half::f16;
     use rand::Rng;
     let seed = std::env::var("FLASHMHA_SEED")

@@ -4,11 +4,11 @@
 //! (every subnormal and zero of the format) dequantise exactly; the special codes (e4m3 NaN
 //! 0x7f / 0xff, e5m2 NaN and +-inf) in a visible key make exactly the affected outputs non-finite.
 
-use flashmha::decode::check::{check_run, DecodeCase};
-use flashmha::decode::emulated::decode;
-use flashmha::decode::{plan_decode, KvCacheDType, KvScaleGranularity, SplitPolicy};
-use flashmha::dtype::DType;
-use flashmha::options::AttnOptions;
+use flashmha::check::decode::{check_run, DecodeCase};
+use flashmha::common::dtype::DType;
+use flashmha::common::options::AttnOptions;
+use flashmha::host::emulated_decode::decode;
+use flashmha::ops::decode::{plan_decode, KvCacheDType, KvScaleGranularity, SplitPolicy};
 
 fn case(
     dtype: DType,

@@ -3,10 +3,10 @@
 //! kernel against a host scatter (NHD and HND pools, padding slots < 0 skipped, an out-of-range
 //! slot traps).
 
-use flashmha::decode::emulated::{kv_append, merge_states};
-use flashmha::decode::DecodeProblem;
-use flashmha::dtype::DType;
+use flashmha::common::dtype::DType;
 use flashmha::emulator::FindingKind;
+use flashmha::host::emulated_decode::{kv_append, merge_states};
+use flashmha::ops::decode::DecodeProblem;
 use proptest::prelude::*;
 
 proptest! {

@@ -4,12 +4,13 @@
 //! each state's LSE is read once (the combine's byte budget), and bad buffers are typed errors
 //! before any launch.
 
-use flashmha::decode::emulated::{merge, MergeHostInputs};
-use flashmha::decode::{
-    plan_merge, plan_merge_for, DeviceBuf, MergeBuffers, MergeProblem, MergeStates, StatsLayout,
+use flashmha::common::dtype::DType;
+use flashmha::common::error::{Error, TensorName};
+use flashmha::host::emulated_decode::{merge, MergeHostInputs};
+use flashmha::ops::decode::DeviceBuf;
+use flashmha::ops::merge::{
+    plan_merge, plan_merge_for, MergeBuffers, MergeProblem, MergeStates, StatsLayout,
 };
-use flashmha::dtype::DType;
-use flashmha::error::{Error, TensorName};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 

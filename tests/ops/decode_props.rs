@@ -10,11 +10,11 @@
 //! Turing: a quarter of the general cases run the sm_75 kernels (f16 over 16-bit pages, their
 //! register-staged key-block pipeline, m16n8k8 mma) under the same checks.
 
-use flashmha::decode::check::{run_decode_case, DecodeCase};
-use flashmha::decode::kernels::DECODE_KERNELS;
-use flashmha::decode::{KvCacheDType, KvScaleGranularity, SplitPolicy};
-use flashmha::dtype::DType;
-use flashmha::options::{AttnOptions, SlidingWindow};
+use flashmha::check::decode::{run_decode_case, DecodeCase};
+use flashmha::common::dtype::DType;
+use flashmha::common::options::{AttnOptions, SlidingWindow};
+use flashmha::ops::decode::kernels::DECODE_KERNELS;
+use flashmha::ops::decode::{KvCacheDType, KvScaleGranularity, SplitPolicy};
 use flashmha::KernelTarget;
 use proptest::prelude::*;
 

@@ -3,12 +3,12 @@
 //! kernel trap (a finding), and no out-of-bounds access is reported before the trap. The
 //! Turing kernels (register-staged key blocks) check the same indices before their loads.
 
-use flashmha::decode::check::DecodeCase;
-use flashmha::decode::emulated::decode;
-use flashmha::decode::{plan_decode_for, SplitPolicy};
-use flashmha::dtype::DType;
+use flashmha::check::decode::DecodeCase;
+use flashmha::common::dtype::DType;
+use flashmha::common::options::AttnOptions;
 use flashmha::emulator::FindingKind;
-use flashmha::options::AttnOptions;
+use flashmha::host::emulated_decode::decode;
+use flashmha::ops::decode::{plan_decode_for, SplitPolicy};
 
 fn base_case(seed: u64) -> DecodeCase {
     DecodeCase {
@@ -38,7 +38,7 @@ fn base_case(seed: u64) -> DecodeCase {
 
 fn assert_traps(
     case: &DecodeCase,
-    mutate: impl Fn(&mut flashmha::decode::emulated::DecodeHostInputs),
+    mutate: impl Fn(&mut flashmha::host::emulated_decode::DecodeHostInputs),
 ) {
     let mut built = case.build();
     // The unmodified case runs clean.

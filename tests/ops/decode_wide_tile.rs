@@ -6,12 +6,12 @@
 //! has a wide tile at d64 only (d128's would not fit 64 KiB of shared memory): it matches the
 //! reference the same way, and d128 there runs two 16-row tiles per KV head.
 
-use flashmha::decode::check::{run_decode_case, DecodeCase};
-use flashmha::decode::{
+use flashmha::check::decode::{run_decode_case, DecodeCase};
+use flashmha::common::dtype::DType;
+use flashmha::common::options::{AttnOptions, SlidingWindow};
+use flashmha::ops::decode::{
     plan_decode, plan_decode_for, KvCacheDType, KvScaleGranularity, SplitPolicy,
 };
-use flashmha::dtype::DType;
-use flashmha::options::{AttnOptions, SlidingWindow};
 
 #[allow(clippy::too_many_arguments)]
 fn case(
@@ -175,7 +175,7 @@ fn sixteen_rows_or_fewer_keep_the_narrow_tile() {
 
 #[test]
 fn gqa8_by_4_tokens_reads_each_kv_row_once() {
-    use flashmha::decode::bench::{measure, DecodeBenchConfig};
+    use flashmha::perf_model::decode_bench::{measure, DecodeBenchConfig};
     let c = DecodeBenchConfig {
         dtype: DType::F16,
         kv_dtype: KvCacheDType::Same,

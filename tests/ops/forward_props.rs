@@ -3,10 +3,10 @@
 //! dtype-derived tolerances, with zero emulator findings. Outputs are poisoned before each run.
 //! Set FLASHMHA_PROPTEST_CASES to run more cases than CI's default.
 
-use flashmha::build_info::FWD_KERNELS;
-use flashmha::check::{run_case, CheckCase};
-use flashmha::dtype::DType;
-use flashmha::options::{AttnOptions, SlidingWindow};
+use flashmha::check::forward::{run_case, CheckCase};
+use flashmha::common::build_info::FWD_KERNELS;
+use flashmha::common::dtype::DType;
+use flashmha::common::options::{AttnOptions, SlidingWindow};
 use flashmha::reference::tolerance::ENTROPY_SOFTCAP_MAX;
 use flashmha::KernelTarget;
 use proptest::prelude::*;
@@ -193,7 +193,7 @@ fn forward_matches_reference_on_a_gpu() {
             &head_dims(dtype, KernelTarget::Ampere),
             300,
         );
-        let outcome = flashmha::check::run_case_cuda(&case).expect("cuda run");
+        let outcome = flashmha::check::forward::run_case_cuda(&case).expect("cuda run");
         assert!(
             outcome.passed(),
             "{}:\n{}",
@@ -228,7 +228,7 @@ fn hopper_forward_matches_reference_on_an_sm90_gpu() {
             300,
         );
         case.target = KernelTarget::Hopper;
-        let outcome = flashmha::check::run_case_cuda(&case).expect("cuda run");
+        let outcome = flashmha::check::forward::run_case_cuda(&case).expect("cuda run");
         assert!(
             outcome.passed(),
             "{}:\n{}",
@@ -308,7 +308,7 @@ proptest! {
         use flashmha::backend::emulator::{self as emu, dev_buf};
         use flashmha::emulator::{Device, DevicePtr, FindingKind};
         use flashmha::problem::{FwdProblem, SeqLayout};
-        use flashmha::validate::binding::FwdBufs;
+        use flashmha::common::binding::FwdBufs;
         use rand::{Rng, SeedableRng};
         let dims = head_dims(dtype, target);
         let d = dims[hd_pick.index(dims.len())];

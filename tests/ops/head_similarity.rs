@@ -19,12 +19,12 @@
 //! case, not a fit to observed errors (which are ~100x smaller). The diagonal is exact (the
 //! kernel adds token counts, the reference writes 1).
 
+use flashmha::common::dtype::DType;
+use flashmha::common::element::Element;
 use flashmha::diagnostics::{
     head_similarity_emulated, head_similarity_emulated_view, HeadSimPlan, SimilarityMatrix,
 };
-use flashmha::dtype::DType;
-use flashmha::element::Element;
-use flashmha::plan::head_similarity::HeadSimProblem;
+use flashmha::ops::head_similarity::HeadSimProblem;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 

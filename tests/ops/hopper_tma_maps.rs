@@ -11,11 +11,11 @@
 //! PTX ISA references: "Data Movement and Conversion Instructions: cp.async.bulk.tensor"
 //! (tile mode, out-of-bound elements are filled), "Tensors: Tensor Swizzling Modes" (128B).
 
-use flashmha::abi::{fwd_tma_params, FlashFwdParams, ParamsBytes};
 use flashmha::backend::emulator::encode;
-use flashmha::dtype::DType;
+use flashmha::common::abi::{fwd_tma_params, FlashFwdParams, ParamsBytes};
+use flashmha::common::dtype::DType;
 use flashmha::emulator::{Device, DevicePtr, LaunchConfig, Module};
-use flashmha::plan::tma::{FwdTmaMaps, TmaMapDesc};
+use flashmha::ops::forward::tma::{FwdTmaMaps, TmaMapDesc};
 use flashmha::problem::{FwdProblem, Operand, SeqLayout, Strides};
 use flashmha::AttnOptions;
 
@@ -226,13 +226,13 @@ fn every_sm90_entry_declares_one_flash_fwd_tma_params() {
     // The compiled sm_90a kernels take exactly the struct the backends pack: one parameter of
     // size_of::<FlashFwdTmaParams>() bytes at offset 0, 64-byte aligned (the tensor maps'
     // alignment). The field offsets inside it are checked by tests/ops/abi_probe.rs.
-    let rows: Vec<_> = flashmha::build_info::FWD_KERNELS
+    let rows: Vec<_> = flashmha::common::build_info::FWD_KERNELS
         .iter()
         .filter(|r| r.target == flashmha::KernelTarget::Hopper)
         .collect();
     assert_eq!(rows.len(), 6, "f16 and bf16 at d64 / d128 / d256");
     for row in rows {
-        let image = flashmha::build_info::module_of(row.entry).expect("compiled");
+        let image = flashmha::common::build_info::module_of(row.entry).expect("compiled");
         assert_eq!(image.ptx_arch, "compute_90a");
         let module = Module::parse(image.ptx).expect("the sm_90a PTX parses");
         let layout = module.param_layout(row.entry).expect("entry");
@@ -240,7 +240,7 @@ fn every_sm90_entry_declares_one_flash_fwd_tma_params() {
         assert_eq!(layout[0].offset, 0);
         assert_eq!(
             layout[0].size as usize,
-            std::mem::size_of::<flashmha::abi::FlashFwdTmaParams>(),
+            std::mem::size_of::<flashmha::common::abi::FlashFwdTmaParams>(),
             "{}",
             row.entry
         );

@@ -11,10 +11,10 @@
 use crate::emulator_support;
 
 use emulator_support::*;
-use flashmha::build_info::{FwdKernelRow, FWD_KERNELS};
+use flashmha::common::build_info::{FwdKernelRow, FWD_KERNELS};
+use flashmha::common::options::AttnOptions;
 use flashmha::emulator::matrix_desc::{MatrixDesc, Swizzle};
 use flashmha::emulator::{Device, Module};
-use flashmha::options::AttnOptions;
 use flashmha::perf_model::gpus::{H100, H100_WGMMA};
 use flashmha::perf_model::pipes::{self, LaunchShape, Work};
 use flashmha::perf_model::{self, launch_work};

@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 
 /// Parses the PTX the build compiled from `kernels/emu_tests/<stem>.cu`.
 pub fn module(stem: &str) -> Module {
-    let ptx = flashmha::build_info::emu_test_ptx(stem)
+    let ptx = flashmha::common::build_info::emu_test_ptx(stem)
         .unwrap_or_else(|| panic!("no emu test PTX `{stem}`"));
     Module::parse(ptx).unwrap_or_else(|e| panic!("{stem}: {e}"))
 }

@@ -1,5 +1,5 @@
 //! The CUDA launch path of paged decode, merge_states and KV append: the same plans and params
-//! bytes as the emulator ([`crate::decode`]), on the caller's stream. Per run: O(1) buffer
+//! bytes as the emulator ([`crate::ops::decode`]), on the caller's stream. Per run: O(1) buffer
 //! checks (presence, sizes, alignment, aliasing) with typed errors before any launch, then the
 //! decode and (if planned) the split combine, queued back to back. No allocation and no
 //! host-device synchronisation, so a server can capture the calls in a CUDA graph; the split
@@ -8,18 +8,18 @@
 //! `CudaView`/`CudaViewMut`s carved from an arena or a KV-cache allocation.
 
 use super::{launch_one_struct, opt_read, opt_write, read, write, CudaBackend, Guard};
-use crate::decode::append::{AppendIndex, KvAppendBuffers, KvAppendPlan};
-use crate::decode::kernels::{
+use crate::common::binding::DevBuf;
+use crate::common::dtype::DType;
+use crate::common::element::Element;
+use crate::common::error::{driver_error, Error, Result, TensorName};
+use crate::common::target::KernelTarget;
+use crate::ops::decode::kernels::{
     combine_entry, combine_entry_for, merge_states_entry, DECODE_KERNELS, KV_APPEND_ENTRY,
     KV_APPEND_FP8_ENTRY, KV_APPEND_SM75_ENTRY, MERGE_STATES_SM75_F16_ENTRY,
 };
-use crate::decode::merge::{MergeBuffers, MergePlan, MergeStates};
-use crate::decode::plan::{DecodeBuffers, DecodePlan, DeviceBuf};
-use crate::dtype::DType;
-use crate::element::Element;
-use crate::error::{driver_error, Error, Result, TensorName};
-use crate::target::KernelTarget;
-use crate::validate::binding::DevBuf;
+use crate::ops::decode::plan::{DecodeBuffers, DecodePlan, DeviceBuf};
+use crate::ops::kv_append::{AppendIndex, KvAppendBuffers, KvAppendPlan};
+use crate::ops::merge::{MergeBuffers, MergePlan, MergeStates};
 use cudarc::driver::{CudaFunction, CudaStream, DevicePtr, DevicePtrMut};
 
 /// The K/V page pools of a decode run: 16-bit pages of the plan's element type, or FP8 codes
@@ -141,7 +141,7 @@ impl<'a, T> DecodeArgs<'a, T> {
         self.head_gates = Some(gates);
         self
     }
-    /// The split workspace: at least [`crate::decode::WorkspaceLayout::elems`] f32 of the
+    /// The split workspace: at least [`crate::ops::decode::WorkspaceLayout::elems`] f32 of the
     /// plan (required when the plan has a combine; a plan without one ignores it, so a server
     /// can pass its one workspace to every plan).
     pub fn workspace(mut self, ws: &'a mut impl DevicePtrMut<f32>) -> Self {
@@ -463,7 +463,10 @@ fn read_pools<'a, 'b: 'a, T>(
     }
 }
 
-fn check_dtype<T: Element>(tensor: TensorName, plan_dtype: crate::dtype::DType) -> Result<()> {
+fn check_dtype<T: Element>(
+    tensor: TensorName,
+    plan_dtype: crate::common::dtype::DType,
+) -> Result<()> {
     if plan_dtype != T::DTYPE {
         return Err(Error::DTypeMismatch {
             tensor,

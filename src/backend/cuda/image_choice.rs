@@ -7,7 +7,7 @@
 //! Programming Guide, "Feature Availability": architecture-specific features), so its PTX is
 //! never chosen for a newer device.
 
-use crate::build_info::{CubinImage, ModuleImage};
+use crate::common::build_info::{CubinImage, ModuleImage};
 
 #[derive(Debug, Clone, Copy)]
 pub enum ImageChoice {
@@ -37,7 +37,7 @@ pub fn choose_image(module: &'static ModuleImage, major: i32, minor: i32) -> Ima
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build_info::MODULES;
+    use crate::common::build_info::MODULES;
 
     #[test]
     fn devices_get_the_newest_compatible_cubin_then_ptx() {

@@ -21,17 +21,17 @@ pub use decode::{DecodeArgs, KvAppendArgs, MergeArgs};
 pub use image_choice::{choose_image, ImageChoice};
 pub use timing::time_forward;
 
-use crate::build_info::FWD_KERNELS;
-use crate::element::Element;
-use crate::error::{driver_error, Error, Result};
-use crate::options::AttnOptions;
-use crate::plan::head_similarity::{
+use crate::common::binding::{DevBuf, FwdBufs};
+use crate::common::build_info::FWD_KERNELS;
+use crate::common::element::Element;
+use crate::common::error::{driver_error, Error, Result};
+use crate::common::options::AttnOptions;
+use crate::common::target::KernelTarget;
+use crate::ops::forward::plan::{FwdLaunch, FwdParamsAbi, FwdPlan};
+use crate::ops::forward::problem::FwdShape;
+use crate::ops::head_similarity::{
     plan_head_similarity, HeadSimBuffers, HeadSimProblem, ENTRY_BF16, ENTRY_F16,
 };
-use crate::plan::{FwdLaunch, FwdParamsAbi, FwdPlan};
-use crate::shape::FwdShape;
-use crate::target::KernelTarget;
-use crate::validate::binding::{DevBuf, FwdBufs};
 use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
@@ -315,7 +315,7 @@ impl CudaBackend {
     ) -> Result<()> {
         if problem.dtype != T::DTYPE {
             return Err(Error::DTypeMismatch {
-                tensor: crate::error::TensorName::HeadSimInput,
+                tensor: crate::common::error::TensorName::HeadSimInput,
                 expected: problem.dtype,
                 found: T::DTYPE,
             });
@@ -341,8 +341,8 @@ impl CudaBackend {
                     target: self.target,
                 })?;
         let func = match p.dtype {
-            crate::dtype::DType::F16 => f16_fn,
-            crate::dtype::DType::Bf16 => bf16_fn,
+            crate::common::dtype::DType::F16 => f16_fn,
+            crate::common::dtype::DType::Bf16 => bf16_fn,
         };
         self.ctx.bind_to_thread().map_err(driver_error)?;
         // SAFETY: validation proved every address the kernel forms lies inside `o` and `gram`,
@@ -367,7 +367,7 @@ impl CudaBackend {
 /// `P` must be the struct the kernel declares (the ABI probe test checks the layouts against
 /// nvcc's), and every device address inside `params` must stay valid for what the kernel does
 /// with it until the stream has run the kernel.
-unsafe fn launch_one_struct<P: crate::abi::ParamsBytes>(
+unsafe fn launch_one_struct<P: crate::common::abi::ParamsBytes>(
     func: &CudaFunction,
     grid: [u32; 3],
     block: [u32; 3],

@@ -7,8 +7,8 @@
 //! The cache is generic over what a load yields so that its one-load-per-module contract is
 //! unit-tested without a driver (the tests count loader calls over every kernel table).
 
-use crate::build_info::{self, ModuleImage};
-use crate::error::{Error, Result};
+use crate::common::build_info::{self, ModuleImage};
+use crate::common::error::{Error, Result};
 
 /// Modules loaded so far, keyed by their image (module names are unique in `build_info::MODULES`).
 /// Filled while a backend is built, never on a launch path.
@@ -53,8 +53,8 @@ impl<M: Clone> ModuleCache<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build_info::{FWD_KERNELS, MODULES};
-    use crate::decode::kernels::DECODE_KERNELS;
+    use crate::common::build_info::{FWD_KERNELS, MODULES};
+    use crate::ops::decode::kernels::DECODE_KERNELS;
     use std::collections::BTreeSet;
 
     /// Asking for every entry of every module, in kernel-table order and then again, loads each
@@ -69,7 +69,10 @@ mod tests {
             .chain(DECODE_KERNELS.iter().map(|r| r.entry))
             .chain(MODULES.iter().flat_map(|m| m.entries.iter().copied()))
             .collect();
-        assert!(entries.len() > MODULES.len(), "the tables name several entries per module");
+        assert!(
+            entries.len() > MODULES.len(),
+            "the tables name several entries per module"
+        );
         for _pass in 0..2 {
             for e in &entries {
                 let (id, image) = cache
@@ -79,7 +82,10 @@ mod tests {
                     })
                     .unwrap();
                 assert!(image.entries.contains(e), "{e} looked up in {}", image.name);
-                assert_eq!(MODULES[id].name, image.name, "{e}: cached module of another image");
+                assert_eq!(
+                    MODULES[id].name, image.name,
+                    "{e}: cached module of another image"
+                );
             }
         }
         let distinct: BTreeSet<&str> = entries

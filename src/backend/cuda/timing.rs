@@ -3,9 +3,9 @@
 //! inputs of the timed launch), returning every launch's time. Used by `flashmha bench`.
 
 use super::{CudaBackend, FwdArgs};
-use crate::element::Element;
-use crate::error::{driver_error, Result};
-use crate::plan::FwdPlan;
+use crate::common::element::Element;
+use crate::common::error::{driver_error, Result};
+use crate::ops::forward::plan::FwdPlan;
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::CudaSlice;
 

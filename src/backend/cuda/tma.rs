@@ -4,9 +4,9 @@
 //! receives in `FlashFwdTmaParams`. Host-only work on the stack: no allocation, no device call,
 //! no synchronisation, so it stays on the launch path of a captured graph.
 
-use crate::abi::TENSOR_MAP_BYTES;
-use crate::error::{driver_error, Result};
-use crate::plan::tma::{TmaElement, TmaMapDesc, TmaSwizzleMode};
+use crate::common::abi::TENSOR_MAP_BYTES;
+use crate::common::error::{driver_error, Result};
+use crate::ops::forward::tma::{TmaElement, TmaMapDesc, TmaSwizzleMode};
 use cudarc::driver::sys;
 
 /// The driver's encoding of `desc` over the device address `addr`.
@@ -14,7 +14,7 @@ pub(super) fn encode(desc: &TmaMapDesc, addr: u64) -> Result<[u8; TENSOR_MAP_BYT
     let mut map = sys::CUtensorMap {
         opaque: [0; TENSOR_MAP_BYTES / 8],
     };
-    let element_strides = [1u32; crate::plan::tma::TMA_RANK];
+    let element_strides = [1u32; crate::ops::forward::tma::TMA_RANK];
     let data_type = match desc.element {
         TmaElement::U16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT16,
     };
@@ -56,10 +56,10 @@ pub(super) fn encode(desc: &TmaMapDesc, addr: u64) -> Result<[u8; TENSOR_MAP_BYT
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dtype::DType;
+    use crate::common::dtype::DType;
+    use crate::common::options::AttnOptions;
     use crate::host::problem::{FwdProblem, SeqLayout};
-    use crate::options::AttnOptions;
-    use crate::plan::tma::FwdTmaMaps;
+    use crate::ops::forward::tma::FwdTmaMaps;
 
     #[test]
     #[ignore = "needs an sm_90 GPU"]
@@ -88,7 +88,7 @@ mod tests {
         bad.global_strides[1] += 8;
         assert!(matches!(
             encode(&bad, 0x7f00_0000_0000),
-            Err(crate::error::Error::Cuda { .. })
+            Err(crate::common::error::Error::Cuda { .. })
         ));
     }
 }

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::options::SlidingWindow;
+use crate::common::options::SlidingWindow;
 use crate::reference::naive::naive_attention;
 use crate::reference::tolerance::{compare, Tolerance, F32_UNIT_ROUNDOFF};
 

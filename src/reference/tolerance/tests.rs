@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::options::AttnOptions;
+use crate::common::options::AttnOptions;
 use crate::reference::attention::{attention, Layout, ReferenceInputs};
 use crate::reference::rounding::round_slice;
 

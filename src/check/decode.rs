@@ -1,0 +1,672 @@
+//! One decode test case end to end, shared by the property tests and `flashmha check --decode`:
+//! builds a random paged cache (shuffled pages, optionally a prefix shared by several items,
+//! every slot no item uses and every unused page filled with NaN, block-table entries past an
+//! item's pages filled with out-of-range garbage that must never be read), runs the plan on the
+//! emulator and compares O, LSE and entropy with the candle reference over the gathered pages.
+
+use crate::common::dtype::DType;
+use crate::common::options::AttnOptions;
+use crate::common::target::KernelTarget;
+use crate::emulator::Device;
+use crate::host::emulated_decode::{decode_on, DecodeHostInputs, DecodeRun};
+use crate::ops::decode::fp8::{KvCacheDType, KvScaleGranularity};
+use crate::ops::decode::kernels::DECODE_KERNELS;
+use crate::ops::decode::plan::{plan_decode_for, DecodePlan, SplitPolicy};
+use crate::ops::decode::problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};
+use crate::reference::paged::{
+    item_rows, paged_attention, row_offset, stat_offset, PagedReferenceInputs,
+};
+use crate::reference::tolerance::ENTROPY_TOLERANCE_CAP;
+use crate::reference::{check_each, compare, score_bound, ErrorModel, Tolerance};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+/// Everything that defines one random case (besides the seed's values).
+#[derive(Debug, Clone)]
+pub struct DecodeCase {
+    /// The kernels that run it: Ampere-and-newer, or Turing (f16 over 16-bit pages only).
+    pub target: KernelTarget,
+    pub dtype: DType,
+    pub head_dim: usize,
+    pub num_heads_kv: usize,
+    pub group: usize,
+    /// Cache length of each item (new tokens included).
+    pub cache_lens: Vec<usize>,
+    /// New query tokens of each item; padded layout when all equal and `!varlen`.
+    pub q_lens: Vec<usize>,
+    pub varlen: bool,
+    pub page_size: usize,
+    pub head_major_pages: bool,
+    /// 16-bit or FP8 pages; FP8 pools mix quantised uniform values with arbitrary finite codes
+    /// (subnormals and zeros included) under random positive scales.
+    pub kv_dtype: KvCacheDType,
+    pub kv_scales: KvScaleGranularity,
+    /// Items 1.. share item 0's first this many pages (where both are long enough).
+    pub shared_prefix_pages: usize,
+    /// Extra pages nobody uses (NaN-filled).
+    pub spare_pages: usize,
+    pub options: AttnOptions,
+    pub alibi: bool,
+    pub gates: bool,
+    pub lse: bool,
+    pub entropy: bool,
+    pub split: SplitPolicy,
+    pub seed: u64,
+}
+
+/// Case data: problem, host inputs, and f32 views for the reference.
+pub struct BuiltCase {
+    pub problem: DecodeProblem,
+    pub inputs: DecodeHostInputs,
+}
+
+fn nan_bits(dtype: DType) -> u16 {
+    match dtype {
+        DType::F16 => 0x7E00,
+        DType::Bf16 => 0x7FC0,
+    }
+}
+
+impl DecodeCase {
+    /// A uniform batch (every item `cache_len` keys and `sq_new` new tokens), NHD pages, no
+    /// shared prefix or spare pages, causal, no optional inputs or outputs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn uniform(
+        dtype: DType,
+        head_dim: usize,
+        batch: usize,
+        num_heads_kv: usize,
+        group: usize,
+        sq_new: usize,
+        page_size: usize,
+        cache_len: usize,
+        split: SplitPolicy,
+        seed: u64,
+    ) -> DecodeCase {
+        DecodeCase {
+            target: KernelTarget::Ampere,
+            dtype,
+            head_dim,
+            num_heads_kv,
+            group,
+            cache_lens: vec![cache_len; batch],
+            q_lens: vec![sq_new; batch],
+            varlen: false,
+            page_size,
+            head_major_pages: false,
+            kv_dtype: KvCacheDType::Same,
+            kv_scales: KvScaleGranularity::PerTensor,
+            shared_prefix_pages: 0,
+            spare_pages: 0,
+            options: AttnOptions {
+                causal: true,
+                ..AttnOptions::default()
+            },
+            alibi: false,
+            gates: false,
+            lse: false,
+            entropy: false,
+            split,
+            seed,
+        }
+    }
+
+    /// A random case (the distribution of the property tests, for `flashmha check --decode`):
+    /// page sizes 1, 3, 16, 17, 256 or 1..=64, NHD or HND, cache lengths 0, 1 or up to
+    /// `max_len` (not multiples of the page size), GQA 1-8, padded or varlen queries, shared
+    /// prefixes and spare NaN pages, forced split counts, fixed split sizes or the heuristic,
+    /// the options of prefill, and FP8 pages where an FP8 kernel exists; head dims drawn from
+    /// `head_dims`.
+    pub fn random(
+        rng: &mut impl Rng,
+        dtypes: &[DType],
+        head_dims: &[usize],
+        max_len: usize,
+    ) -> DecodeCase {
+        let dtype = dtypes[rng.random_range(0..dtypes.len())];
+        let head_dim = head_dims[rng.random_range(0..head_dims.len())];
+        // FP8 pages (either format, either scale granularity) in a quarter of the cases whose
+        // dtype and head dim have an FP8 kernel.
+        let fp8_compiled = DECODE_KERNELS
+            .iter()
+            .any(|r| r.kv_bytes == 1 && r.dtype == dtype && r.head_dim as usize == head_dim);
+        // The Turing kernels in a quarter of the cases they serve (f16, their head dims, 16-bit
+        // pages); those cases take no FP8 pages.
+        let turing_compiled = DECODE_KERNELS.iter().any(|r| {
+            r.target == KernelTarget::Turing && r.dtype == dtype && r.head_dim as usize == head_dim
+        });
+        let target = if turing_compiled && rng.random_bool(0.25) {
+            KernelTarget::Turing
+        } else {
+            KernelTarget::Ampere
+        };
+        let fp8_compiled = fp8_compiled && target == KernelTarget::Ampere;
+        let kv_dtype = match (fp8_compiled && rng.random_bool(0.25), rng.random_bool(0.5)) {
+            (false, _) => KvCacheDType::Same,
+            (true, true) => KvCacheDType::Fp8E4M3,
+            (true, false) => KvCacheDType::Fp8E5M2,
+        };
+        let kv_scales = if rng.random_bool(0.5) {
+            KvScaleGranularity::PerTensor
+        } else {
+            KvScaleGranularity::PerKvHead
+        };
+        let batch = rng.random_range(1..=3);
+        let cache_lens: Vec<usize> = (0..batch)
+            .map(|_| match rng.random_range(0..8) {
+                0 => 0,
+                1 => 1,
+                _ => rng.random_range(2..=max_len.max(2)),
+            })
+            .collect();
+        let varlen = rng.random_bool(0.3);
+        let q_lens = if varlen {
+            let mut q: Vec<usize> = (0..batch).map(|_| rng.random_range(0..=6)).collect();
+            if q.iter().all(|&x| x == 0) {
+                q[0] = 1;
+            }
+            q
+        } else {
+            let sq = if rng.random_bool(0.75) {
+                1
+            } else {
+                rng.random_range(2..=5)
+            };
+            vec![sq; batch]
+        };
+        let page_size = match rng.random_range(0..6) {
+            0 => 1,
+            1 => 3,
+            2 => 16,
+            3 => 17,
+            4 => 256,
+            _ => rng.random_range(1..=64),
+        };
+        let split = match rng.random_range(0..3) {
+            0 => SplitPolicy::Count(rng.random_range(1..=16)),
+            1 => SplitPolicy::FixedKeys(64 * rng.random_range(1..=4)),
+            _ => SplitPolicy::Auto {
+                num_sms: rng.random_range(1..=132),
+            },
+        };
+        let window = rng
+            .random_bool(0.2)
+            .then(|| crate::common::options::SlidingWindow {
+                left: rng.random_bool(0.5).then(|| rng.random_range(0..80)),
+                right: rng.random_bool(0.5).then(|| rng.random_range(0..8)),
+            });
+        DecodeCase {
+            target,
+            dtype,
+            head_dim,
+            num_heads_kv: rng.random_range(1..=2),
+            group: rng.random_range(1..=8),
+            cache_lens,
+            q_lens,
+            varlen,
+            page_size,
+            head_major_pages: rng.random_bool(0.5),
+            kv_dtype,
+            kv_scales,
+            shared_prefix_pages: if rng.random_bool(0.5) {
+                rng.random_range(1..=3)
+            } else {
+                0
+            },
+            spare_pages: rng.random_range(0..=3),
+            options: AttnOptions {
+                softmax_scale: rng.random_bool(0.2).then(|| rng.random_range(0.05..0.5)),
+                causal: rng.random_bool(0.5),
+                window,
+                softcap: rng.random_bool(0.2).then(|| rng.random_range(5.0..30.0)),
+            },
+            alibi: rng.random_bool(0.2),
+            gates: rng.random_bool(0.2),
+            lse: rng.random_bool(0.6),
+            entropy: rng.random_bool(0.3),
+            split,
+            seed: rng.random(),
+        }
+    }
+
+    /// The problem and host inputs (deterministic in `seed`).
+    pub fn build(&self) -> BuiltCase {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
+        let (hkv, d, ps) = (self.num_heads_kv, self.head_dim, self.page_size);
+        let hq = hkv * self.group;
+        let batch = self.cache_lens.len();
+        let pages_of = |l: usize| l.div_ceil(ps);
+        let max_pages_per_seq = self
+            .cache_lens
+            .iter()
+            .map(|&l| pages_of(l))
+            .max()
+            .unwrap_or(0)
+            .max(1)
+            + 1;
+        // Pages: item 0's first `shared` pages are reused by every item long enough.
+        let shared = self.shared_prefix_pages.min(pages_of(self.cache_lens[0]));
+        let own: usize = self
+            .cache_lens
+            .iter()
+            .enumerate()
+            .map(|(b, &l)| {
+                // Items long enough to hold the whole shared prefix reuse item 0's pages.
+                if b > 0 && shared > 0 && l >= shared * ps {
+                    pages_of(l) - shared
+                } else {
+                    pages_of(l)
+                }
+            })
+            .sum();
+        let num_pages = own + self.spare_pages + 1;
+        let mut free: Vec<i32> = (0..num_pages as i32).collect();
+        free.shuffle(&mut rng);
+        let mut table = vec![0i32; batch * max_pages_per_seq];
+        let garbage = [
+            num_pages as i32,
+            -1,
+            i32::MAX,
+            i32::MIN,
+            num_pages as i32 + 7,
+        ];
+        for (b, &l) in self.cache_lens.iter().enumerate() {
+            for j in 0..max_pages_per_seq {
+                table[b * max_pages_per_seq + j] = if j < pages_of(l) {
+                    if b > 0 && j < shared && l >= shared * ps {
+                        table[j]
+                    } else {
+                        free.pop().expect("enough pages")
+                    }
+                } else {
+                    garbage[rng.random_range(0..garbage.len())]
+                };
+            }
+        }
+        let queries = if self.varlen {
+            QueryLayout::Varlen {
+                total_q: self.q_lens.iter().sum::<usize>().max(1),
+                max_seqlen_q: self.q_lens.iter().copied().max().unwrap_or(1).max(1),
+            }
+        } else {
+            QueryLayout::Padded {
+                sq_new: self.q_lens[0],
+            }
+        };
+        let row = (hq * d) as i64;
+        let q_strides = RowStrides {
+            batch: self.q_lens[0] as i64 * row,
+            row,
+            head: d as i64,
+        };
+        let strides = if self.head_major_pages {
+            PageStrides::hnd(ps, hkv, d)
+        } else {
+            PageStrides::nhd(ps, hkv, d)
+        };
+        let problem = DecodeProblem {
+            dtype: self.dtype,
+            batch,
+            num_heads_q: hq,
+            num_heads_kv: hkv,
+            head_dim: d,
+            queries,
+            q_strides,
+            o_strides: q_strides,
+            num_pages,
+            page_size: ps,
+            k_strides: strides,
+            v_strides: strides,
+            kv_dtype: self.kv_dtype,
+            kv_scales: self.kv_scales,
+            max_pages_per_seq,
+            block_table_stride: max_pages_per_seq,
+            max_cache_len: self.cache_lens.iter().copied().max().unwrap_or(0),
+            options: self.options,
+            alibi: self.alibi,
+            gates: self.gates,
+            lse: self.lse,
+            entropy: self.entropy,
+        };
+        // Pools: NaN everywhere, random values in every slot some item reads.
+        let span = problem.cache_span(&strides) as usize;
+        let mut k_cache = vec![nan_bits(self.dtype); span];
+        let mut v_cache = k_cache.clone();
+        let draw =
+            |rng: &mut rand::rngs::StdRng| self.dtype.bits_from_f32(rng.random_range(-1.0..1.0));
+        for (b, &l) in self.cache_lens.iter().enumerate() {
+            for j in 0..l {
+                let page = table[b * max_pages_per_seq + j / ps] as i64;
+                for h in 0..hkv {
+                    let o = (page * strides.page
+                        + (j % ps) as i64 * strides.slot
+                        + h as i64 * strides.head) as usize;
+                    for c in 0..d {
+                        if k_cache[o + c] == nan_bits(self.dtype) {
+                            k_cache[o + c] = draw(&mut rng);
+                            v_cache[o + c] = draw(&mut rng);
+                        }
+                    }
+                }
+            }
+        }
+        let mut inputs_fp8 = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        if self.kv_dtype.is_fp8() {
+            let t = self.kv_dtype;
+            // The largest finite value, and the NaN code of both formats (S.1111111).
+            let max_finite = t.decode(if t == KvCacheDType::Fp8E5M2 {
+                0x7b
+            } else {
+                0x7e
+            });
+            const NAN_CODE: u8 = 0x7f;
+            let n_scales = problem.kv_scales_len();
+            let scale = |rng: &mut rand::rngs::StdRng| rng.random_range(0.5f32..2.0) / max_finite;
+            let k_scales: Vec<f32> = (0..n_scales).map(|_| scale(&mut rng)).collect();
+            let v_scales: Vec<f32> = (0..n_scales).map(|_| scale(&mut rng)).collect();
+            let code = |rng: &mut rand::rngs::StdRng, s: f32| loop {
+                let c = if rng.random_range(0..10) == 0 {
+                    rng.random::<u8>() // any code: subnormals, zeros, the extremes
+                } else {
+                    t.encode(rng.random_range(-1.0f32..1.0) / s)
+                };
+                if t.decode(c).is_finite() {
+                    break c;
+                }
+            };
+            let mut k8 = vec![NAN_CODE; span];
+            let mut v8 = k8.clone();
+            let scale_of = |h: usize| match self.kv_scales {
+                KvScaleGranularity::PerTensor => 0,
+                KvScaleGranularity::PerKvHead => h,
+            };
+            for (b, &l) in self.cache_lens.iter().enumerate() {
+                for j in 0..l {
+                    let page = table[b * max_pages_per_seq + j / ps] as i64;
+                    for h in 0..hkv {
+                        let o = (page * strides.page
+                            + (j % ps) as i64 * strides.slot
+                            + h as i64 * strides.head) as usize;
+                        for c in 0..d {
+                            if k8[o + c] == NAN_CODE {
+                                k8[o + c] = code(&mut rng, k_scales[scale_of(h)]);
+                                v8[o + c] = code(&mut rng, v_scales[scale_of(h)]);
+                            }
+                        }
+                    }
+                }
+            }
+            k_cache.clear();
+            v_cache.clear();
+            inputs_fp8 = (k8, v8, k_scales, v_scales);
+        }
+        let q_len = problem.q_span(&q_strides) as usize;
+        let q = (0..q_len).map(|_| draw(&mut rng)).collect();
+        let cu_seqlens_q = self.varlen.then(|| {
+            std::iter::once(0)
+                .chain(self.q_lens.iter().scan(0i32, |acc, &l| {
+                    *acc += l as i32;
+                    Some(*acc)
+                }))
+                .collect()
+        });
+        let alibi_slopes = self
+            .alibi
+            .then(|| (0..hq).map(|_| rng.random_range(0.0f32..0.3)).collect());
+        let head_gates = self
+            .gates
+            .then(|| (0..hq).map(|_| rng.random_range(-1.5f32..1.5)).collect());
+        BuiltCase {
+            problem,
+            inputs: DecodeHostInputs {
+                q,
+                k_cache,
+                v_cache,
+                k_cache_fp8: inputs_fp8.0,
+                v_cache_fp8: inputs_fp8.1,
+                k_scales: inputs_fp8.2,
+                v_scales: inputs_fp8.3,
+                block_table: table,
+                cache_seqlens: self.cache_lens.iter().map(|&l| l as i32).collect(),
+                cu_seqlens_q,
+                alibi_slopes,
+                head_gates,
+            },
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{}{:?}{} d{} hkv{} group{} cache{:?} q{:?}{} page{}{} shared{} {:?}{}{}{}{}{:?} seed {}",
+            if self.target == KernelTarget::Turing {
+                "sm_75 "
+            } else {
+                ""
+            },
+            self.dtype,
+            if self.kv_dtype.is_fp8() {
+                format!(" kv {:?} scales {:?}", self.kv_dtype, self.kv_scales)
+            } else {
+                String::new()
+            },
+            self.head_dim,
+            self.num_heads_kv,
+            self.group,
+            self.cache_lens,
+            self.q_lens,
+            if self.varlen { " varlen" } else { "" },
+            self.page_size,
+            if self.head_major_pages {
+                " HND"
+            } else {
+                " NHD"
+            },
+            self.shared_prefix_pages,
+            self.options,
+            if self.alibi { " alibi" } else { "" },
+            if self.gates { " gates" } else { "" },
+            if self.lse { " lse" } else { "" },
+            if self.entropy { " entropy" } else { "" },
+            self.split,
+            self.seed
+        )
+    }
+}
+
+/// The f32 values of an FP8 pool: code x the scale of its KV head (NaN where no element is).
+pub fn dequantised_pool(
+    p: &DecodeProblem,
+    strides: &PageStrides,
+    codes: &[u8],
+    scales: &[f32],
+) -> Vec<f32> {
+    let mut out = vec![f32::NAN; codes.len()];
+    for page in 0..p.num_pages {
+        for slot in 0..p.page_size {
+            for h in 0..p.num_heads_kv {
+                let scale = scales[h * p.kv_scales.stride() as usize];
+                let o = (page as i64 * strides.page
+                    + slot as i64 * strides.slot
+                    + h as i64 * strides.head) as usize;
+                for c in 0..p.head_dim {
+                    out[o + c] = p.kv_dtype.decode(codes[o + c]) * scale;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Result of one case: the run, every failed comparison or finding (empty = pass), and the
+/// measured error of each output.
+pub struct DecodeOutcome {
+    pub plan: DecodePlan,
+    pub run: DecodeRun,
+    pub failures: Vec<String>,
+    pub errors: Vec<OutputError>,
+}
+
+/// Largest absolute error of one output against the reference, and its tolerance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutputError {
+    pub name: &'static str,
+    pub max_abs: f64,
+    pub tolerance: f64,
+}
+
+/// Builds, plans, runs and checks `case`.
+pub fn run_decode_case(case: &DecodeCase) -> Result<DecodeOutcome, String> {
+    let built = case.build();
+    let plan =
+        plan_decode_for(case.target, &built.problem, case.split).map_err(|e| e.to_string())?;
+    let run = decode_on(&mut Device::new(), &plan, &built.inputs).map_err(|e| e.to_string())?;
+    let mut failures: Vec<String> = run.findings().iter().map(|f| f.to_string()).collect();
+    let (more, errors) = check_outputs(&built, &run.o, run.lse.as_deref(), run.entropy.as_deref());
+    failures.extend(more);
+    Ok(DecodeOutcome {
+        plan,
+        run,
+        failures,
+        errors,
+    })
+}
+
+/// Compares a run with the reference; returns failures (findings included).
+pub fn check_run(built: &BuiltCase, run: &DecodeRun) -> Vec<String> {
+    let mut failures: Vec<String> = run.findings().iter().map(|f| f.to_string()).collect();
+    failures.extend(check_outputs(built, &run.o, run.lse.as_deref(), run.entropy.as_deref()).0);
+    failures
+}
+
+/// Compares outputs of any backend (o raw bits in the problem's layout; lse / entropy as the
+/// kernel writes them) with the candle reference: the failed comparisons and every output's
+/// measured error.
+pub fn check_outputs(
+    built: &BuiltCase,
+    run_o: &[u16],
+    run_lse: Option<&[f32]>,
+    run_entropy: Option<&[f32]>,
+) -> (Vec<String>, Vec<OutputError>) {
+    let p = &built.problem;
+    let inp = &built.inputs;
+    let f32s = |xs: &[u16]| {
+        xs.iter()
+            .map(|&b| p.dtype.f32_from_bits(b))
+            .collect::<Vec<f32>>()
+    };
+    let q = f32s(&inp.q);
+    let (k, v) = if p.kv_dtype.is_fp8() {
+        (
+            dequantised_pool(p, &p.k_strides, &inp.k_cache_fp8, &inp.k_scales),
+            dequantised_pool(p, &p.v_strides, &inp.v_cache_fp8, &inp.v_scales),
+        )
+    } else {
+        (f32s(&inp.k_cache), f32s(&inp.v_cache))
+    };
+    let mut failures = Vec::new();
+    let mut errors = Vec::new();
+    let reference = match paged_attention(&PagedReferenceInputs {
+        problem: p,
+        q: &q,
+        k_cache: &k,
+        v_cache: &v,
+        block_table: &inp.block_table,
+        cache_seqlens: &inp.cache_seqlens,
+        cu_seqlens_q: inp.cu_seqlens_q.as_deref(),
+        alibi_slopes: inp.alibi_slopes.as_deref(),
+        head_gates: inp.head_gates.as_deref(),
+    }) {
+        Ok(r) => r,
+        Err(e) => return (vec![format!("reference: {e}")], errors),
+    };
+    let rows = item_rows(p, inp.cu_seqlens_q.as_deref());
+    let total_q = rows.last().map_or(0, |r| r.1);
+    let (hq, d) = (p.num_heads_q, p.head_dim);
+    // Kernel outputs in the canonical layouts of the reference.
+    let mut o = Vec::with_capacity(total_q * hq * d);
+    for r in 0..total_q {
+        for h in 0..hq {
+            let off = row_offset(p, &p.o_strides, &rows, r, h);
+            o.extend(
+                run_o[off..off + d]
+                    .iter()
+                    .map(|&b| p.dtype.f32_from_bits(b)),
+            );
+        }
+    }
+    let canon_stats = |xs: &[f32]| {
+        let mut out = vec![0f32; hq * total_q];
+        for h in 0..hq {
+            for r in 0..total_q {
+                out[h * total_q + r] = xs[stat_offset(p, r, h)];
+            }
+        }
+        out
+    };
+    let max_abs = |xs: &[f32]| {
+        xs.iter().fold(0f64, |a, &x| {
+            if x.is_finite() {
+                a.max(f64::from(x).abs())
+            } else {
+                a
+            }
+        })
+    };
+    let gate_max = inp.head_gates.as_deref().map_or(1.0, max_abs);
+    let max_len = inp.cache_seqlens.iter().copied().max().unwrap_or(0).max(0) as usize;
+    let max_sq = rows.iter().map(|r| r.1 - r.0).max().unwrap_or(0);
+    let model = ErrorModel {
+        dtype: p.dtype,
+        value_bound: max_abs(&v) * gate_max,
+        head_dim: d,
+        seqlen_k: max_len,
+        score_bound: score_bound(
+            &q,
+            &k.iter()
+                .map(|x| if x.is_finite() { *x } else { 0.0 })
+                .collect::<Vec<_>>(),
+            d,
+            p.options.scale_for(d),
+            inp.alibi_slopes.as_deref(),
+            max_sq,
+            max_len,
+        ),
+        softcap: p.options.softcap,
+    };
+    let mut verdict = |name: &'static str, out: &[f32], reference: &[f32], tol: Tolerance| {
+        let c = compare(out, reference);
+        errors.push(OutputError {
+            name,
+            max_abs: c.max_abs,
+            tolerance: tol.max_abs,
+        });
+        if let Err(e) = c.check(&tol) {
+            failures.push(format!("{name}: {e}"));
+        }
+    };
+    verdict("o", &o, &reference.o, model.output());
+    if let Some(lse) = run_lse {
+        verdict("lse", &canon_stats(lse), &reference.lse, model.lse());
+    }
+    if let Some(h) = run_entropy {
+        // Per-row tolerances from the reference's moments; the reported tolerance is the
+        // loosest row's, which must stay tight enough to catch a wrong entropy.
+        let tolerances = model.entropy_rows(&reference.entropy_terms);
+        let loosest = tolerances.iter().fold(0f64, |a, &t| a.max(t));
+        let out = canon_stats(h);
+        errors.push(OutputError {
+            name: "entropy",
+            max_abs: compare(&out, &reference.entropy).max_abs,
+            tolerance: loosest,
+        });
+        if let Err(e) = check_each(&out, &reference.entropy, &tolerances) {
+            failures.push(format!("entropy: {e}"));
+        }
+        if loosest > ENTROPY_TOLERANCE_CAP {
+            failures.push(format!(
+                "entropy tolerance {loosest:e} exceeds {ENTROPY_TOLERANCE_CAP:e}"
+            ));
+        }
+    }
+    (failures, errors)
+}

@@ -1,0 +1,497 @@
+//! Forward-kernel correctness checks: a random case (shape, layout, strides, features), its
+//! inputs drawn from a seed, one emulated run, the candle reference on the same rounded inputs,
+//! and the comparison with tolerances from the output dtype's rounding. Shared by the property
+//! tests (`tests/ops/forward_props.rs`) and `flashmha check`, so both judge kernels the same way.
+
+use crate::common::dtype::DType;
+use crate::common::error::{Error, Result};
+use crate::common::options::{AttnOptions, SlidingWindow};
+use crate::common::target::KernelTarget;
+use crate::host::{emulated, gpu, HostInputs, HostOutputs};
+use crate::problem::{FwdProblem, Operand, SeqLayout, Strides};
+use crate::reference::tolerance::{ErrorModel, ENTROPY_SOFTCAP_MAX, ENTROPY_TOLERANCE_CAP};
+use crate::reference::{self, Layout, ReferenceInputs, Tolerance};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// One forward configuration to check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckCase {
+    pub dtype: DType,
+    pub head_dim: usize,
+    pub num_heads_q: usize,
+    pub num_heads_kv: usize,
+    /// (sq, sk) per batch item; padded layouts use the first item's lengths for all items.
+    pub seqlens: Vec<(usize, usize)>,
+    pub varlen: bool,
+    /// Extra elements (a multiple of 8) between rows and between heads: non-contiguous strides.
+    pub stride_pad: usize,
+    /// q/o as `[b, hq, s, d]` and k/v as `[b, hkv, s, d]` (heads outside rows) instead of the
+    /// row-major `[b, s, h, d]`; varlen: `[h, total, d]`.
+    pub head_major: bool,
+    pub options: AttnOptions,
+    pub alibi: bool,
+    pub gates: bool,
+    pub lse: bool,
+    pub entropy: bool,
+    /// Seed of the input values.
+    pub seed: u64,
+    /// Which compiled kernels run the case.
+    pub target: KernelTarget,
+}
+
+/// Errors of one checked output, with the tolerance it was held to.
+#[derive(Debug, Clone)]
+pub struct OutputCheck {
+    pub name: &'static str,
+    pub max_abs: f64,
+    pub rel_l2: f64,
+    pub tolerance: Tolerance,
+    pub verdict: std::result::Result<(), String>,
+}
+
+/// The outcome of one case.
+pub struct CaseOutcome {
+    pub outputs: Vec<OutputCheck>,
+    /// Emulator findings (memory, races, hazards); empty on a GPU.
+    pub findings: Vec<String>,
+    /// The emulator's report, when the case ran on the emulator.
+    pub report: Option<crate::emulator::LaunchReport>,
+}
+
+impl CaseOutcome {
+    pub fn passed(&self) -> bool {
+        self.findings.is_empty() && self.outputs.iter().all(|o| o.verdict.is_ok())
+    }
+
+    /// One line per failure, for test messages and the CLI.
+    pub fn failures(&self) -> Vec<String> {
+        let mut f: Vec<String> = self.findings.clone();
+        for o in &self.outputs {
+            if let Err(e) = &o.verdict {
+                f.push(format!("{}: {e}", o.name));
+            }
+        }
+        f
+    }
+}
+
+impl CheckCase {
+    /// A random case: random dtype among `dtypes`, head dim among `head_dims`, lengths up to
+    /// `max_len` (never rounded to tiles), and every feature switched on at random.
+    pub fn random(
+        rng: &mut impl Rng,
+        dtypes: &[DType],
+        head_dims: &[usize],
+        max_len: usize,
+    ) -> CheckCase {
+        let dtype = dtypes[rng.random_range(0..dtypes.len())];
+        let head_dim = head_dims[rng.random_range(0..head_dims.len())];
+        let num_heads_kv = rng.random_range(1..=2);
+        let num_heads_q = num_heads_kv * rng.random_range(1..=3);
+        let varlen = rng.random_bool(0.3);
+        let batch = rng.random_range(1..=2);
+        let len = |rng: &mut dyn rand::RngCore| rng.random_range(1..=max_len);
+        let first = (len(rng), len(rng));
+        let seqlens = (0..batch)
+            .map(|i| {
+                if varlen && i > 0 {
+                    (len(rng), len(rng))
+                } else {
+                    first
+                }
+            })
+            .collect();
+        let window = rng.random_bool(0.25).then(|| SlidingWindow {
+            left: rng
+                .random_bool(0.7)
+                .then(|| rng.random_range(0..max_len as u32)),
+            right: rng
+                .random_bool(0.7)
+                .then(|| rng.random_range(0..max_len as u32)),
+        });
+        let entropy = rng.random_bool(0.4);
+        CheckCase {
+            dtype,
+            head_dim,
+            num_heads_q,
+            num_heads_kv,
+            seqlens,
+            varlen,
+            stride_pad: if rng.random_bool(0.3) {
+                8 * rng.random_range(1..=2)
+            } else {
+                0
+            },
+            head_major: rng.random_bool(0.25),
+            options: AttnOptions {
+                softmax_scale: rng.random_bool(0.2).then(|| rng.random_range(0.05..0.5)),
+                causal: rng.random_bool(0.4),
+                window,
+                softcap: rng.random_bool(0.2).then(|| {
+                    let c = rng.random_range(5.0..30.0f32);
+                    if entropy {
+                        c.min(ENTROPY_SOFTCAP_MAX)
+                    } else {
+                        c
+                    }
+                }),
+            },
+            alibi: rng.random_bool(0.2),
+            gates: rng.random_bool(0.2),
+            lse: rng.random_bool(0.6),
+            entropy,
+            seed: rng.random(),
+            target: KernelTarget::Ampere,
+        }
+    }
+
+    fn layout(&self) -> SeqLayout {
+        if self.varlen {
+            let cu = |pick: fn(&(usize, usize)) -> usize| {
+                std::iter::once(0)
+                    .chain(self.seqlens.iter().scan(0i32, |acc, s| {
+                        *acc += pick(s) as i32;
+                        Some(*acc)
+                    }))
+                    .collect()
+            };
+            SeqLayout::Varlen {
+                cu_seqlens_q: cu(|s| s.0),
+                cu_seqlens_k: cu(|s| s.1),
+            }
+        } else {
+            SeqLayout::Padded {
+                batch: self.seqlens.len(),
+                seqlen_q: self.seqlens[0].0,
+                seqlen_k: self.seqlens[0].1,
+            }
+        }
+    }
+
+    /// The problem, with strides padded by `stride_pad` and heads outside rows when asked.
+    pub fn problem(&self) -> FwdProblem {
+        let mut p = FwdProblem::contiguous(
+            self.dtype,
+            self.layout(),
+            self.num_heads_q,
+            self.num_heads_kv,
+            self.head_dim,
+            self.options,
+        );
+        if self.stride_pad > 0 || self.head_major {
+            let (sq, sk) = p.layout.max_seqlens();
+            let (tq, tk) = p.layout.total_rows();
+            let batch = p.layout.batch();
+            let pad = self.stride_pad as i64;
+            let d = self.head_dim as i64;
+            // Rows one (item, head) slice spans: the item's length, or every row for varlen.
+            let operand = |heads: usize, seqlen: usize, rows_total: usize| {
+                let (items, rows) = if self.varlen {
+                    (1, rows_total as i64)
+                } else {
+                    (batch as i64, seqlen as i64)
+                };
+                let (row, head, item) = if self.head_major {
+                    let row = d + pad;
+                    let head = rows * row + pad;
+                    (row, head, heads as i64 * head)
+                } else {
+                    let head = d + pad;
+                    let row = heads as i64 * head + pad;
+                    (row, head, rows * row)
+                };
+                Operand {
+                    strides: Strides {
+                        batch: if self.varlen { 0 } else { item },
+                        row,
+                        head,
+                    },
+                    len: (items * item) as usize,
+                }
+            };
+            p.q = operand(self.num_heads_q, sq, tq);
+            p.o = p.q;
+            p.k = operand(self.num_heads_kv, sk, tk);
+            p.v = p.k;
+        }
+        let stats = p.row_stats_len();
+        p.lse_len = self.lse.then_some(stats);
+        p.entropy_len = self.entropy.then_some(stats);
+        p.alibi_len = self.alibi.then_some(self.num_heads_q);
+        p.gates_len = self.gates.then_some(self.num_heads_q);
+        p.target = self.target;
+        p
+    }
+
+    /// A one-line description for tables and failure messages.
+    pub fn describe(&self) -> String {
+        let o = &self.options;
+        let mut feats = Vec::new();
+        if o.causal {
+            feats.push("causal".to_string());
+        }
+        if let Some(w) = o.window {
+            feats.push(format!("window({:?},{:?})", w.left, w.right));
+        }
+        if let Some(c) = o.softcap {
+            feats.push(format!("softcap {c:.1}"));
+        }
+        for (on, name) in [
+            (self.alibi, "alibi"),
+            (self.gates, "gates"),
+            (self.lse, "lse"),
+            (self.entropy, "entropy"),
+        ] {
+            if on {
+                feats.push(name.into());
+            }
+        }
+        if self.stride_pad > 0 {
+            feats.push(format!("strided+{}", self.stride_pad));
+        }
+        if self.head_major {
+            feats.push("head-major".into());
+        }
+        if self.target != KernelTarget::Ampere {
+            feats.push(format!("on {}", self.target));
+        }
+        format!(
+            "{} d{} hq{}/hkv{} {} {:?} [{}]",
+            self.dtype,
+            self.head_dim,
+            self.num_heads_q,
+            self.num_heads_kv,
+            if self.varlen { "varlen" } else { "padded" },
+            self.seqlens,
+            feats.join(", ")
+        )
+    }
+}
+
+/// Element offsets of every (row, head, col) of an operand, in contiguous `[rows, heads, d]`
+/// order, where `rows` walks batch items then positions (padded) or global rows (varlen).
+fn gather_offsets(p: &FwdProblem, op: &Operand, heads: usize, is_q: bool) -> Vec<usize> {
+    let mut out = Vec::new();
+    let (sq, sk) = p.layout.max_seqlens();
+    let per_item = if is_q { sq } else { sk };
+    let (tq, tk) = p.layout.total_rows();
+    let (items, rows) = if p.layout.is_varlen() {
+        (1, if is_q { tq } else { tk })
+    } else {
+        (p.layout.batch(), per_item)
+    };
+    let s = op.strides;
+    for b in 0..items {
+        for r in 0..rows {
+            for h in 0..heads {
+                let base = b as i64 * s.batch + r as i64 * s.row + h as i64 * s.head;
+                out.extend((0..p.head_dim).map(|c| (base + c as i64) as usize));
+            }
+        }
+    }
+    out
+}
+
+/// Runs `case` on the emulator and compares every output with the reference.
+pub fn run_case(case: &CheckCase) -> Result<CaseOutcome> {
+    run_case_with(case, |p, inputs| {
+        let run = emulated::forward(p, inputs)?;
+        Ok((run.outputs, Some(run.report)))
+    })
+}
+
+/// Runs `case` on the first GPU and compares every output with the reference.
+pub fn run_case_cuda(case: &CheckCase) -> Result<CaseOutcome> {
+    let backend = crate::cuda::CudaBackend::new(0)?;
+    run_case_with(case, |p, inputs| {
+        Ok((gpu::forward_host(&backend, p, inputs)?, None))
+    })
+}
+
+/// What a backend returns for one case: outputs, and the emulator's report if it was emulated.
+type RunOutput = (HostOutputs, Option<crate::emulator::LaunchReport>);
+
+fn run_case_with(
+    case: &CheckCase,
+    runner: impl FnOnce(&FwdProblem, &HostInputs) -> Result<RunOutput>,
+) -> Result<CaseOutcome> {
+    let p = case.problem();
+    let mut rng = StdRng::seed_from_u64(case.seed);
+    let ty = case.dtype;
+    // Values in [-1, 1) scaled per tensor, rounded to the dtype: never all zeros.
+    let mut draw = |n: usize, amp: f32| -> Vec<f32> {
+        (0..n)
+            .map(|_| ty.round(rng.random_range(-amp..amp)))
+            .collect()
+    };
+    let q_vals = draw(p.q.len, 1.5);
+    let k_vals = draw(p.k.len, 1.5);
+    let v_vals = draw(p.v.len, 1.0);
+    let slopes: Option<Vec<f32>> = case.alibi.then(|| {
+        (0..case.num_heads_q)
+            .map(|h| 0.5f32.powi(h as i32 + 1))
+            .collect()
+    });
+    let gates: Option<Vec<f32>> = case.gates.then(|| {
+        (0..case.num_heads_q)
+            .map(|h| {
+                if h % 3 == 1 {
+                    0.0
+                } else {
+                    rng.random_range(0.25..2.0)
+                }
+            })
+            .collect()
+    });
+    let inputs = HostInputs {
+        q: q_vals
+            .iter()
+            .map(|&x| case.dtype.bits_from_f32(x))
+            .collect(),
+        k: k_vals
+            .iter()
+            .map(|&x| case.dtype.bits_from_f32(x))
+            .collect(),
+        v: v_vals
+            .iter()
+            .map(|&x| case.dtype.bits_from_f32(x))
+            .collect(),
+        alibi_slopes: slopes.clone(),
+        head_gates: gates.clone(),
+    };
+    let (outputs, report) = runner(&p, &inputs)?;
+
+    // The reference takes contiguous tensors: gather the strided ones.
+    let q_off = gather_offsets(&p, &p.q, case.num_heads_q, true);
+    let k_off = gather_offsets(&p, &p.k, case.num_heads_kv, false);
+    let gather = |vals: &[f32], off: &[usize]| off.iter().map(|&i| vals[i]).collect::<Vec<f32>>();
+    let (q_c, k_c, v_c) = (
+        gather(&q_vals, &q_off),
+        gather(&k_vals, &k_off),
+        gather(&v_vals, &k_off),
+    );
+    let cu;
+    let layout = match &p.layout {
+        SeqLayout::Padded {
+            batch,
+            seqlen_q,
+            seqlen_k,
+        } => Layout::Padded {
+            batch: *batch,
+            seqlen_q: *seqlen_q,
+            seqlen_k: *seqlen_k,
+        },
+        SeqLayout::Varlen {
+            cu_seqlens_q,
+            cu_seqlens_k,
+        } => {
+            cu = (cu_seqlens_q.clone(), cu_seqlens_k.clone());
+            Layout::Varlen {
+                cu_seqlens_q: &cu.0,
+                cu_seqlens_k: &cu.1,
+            }
+        }
+    };
+    let reference = reference::attention(&ReferenceInputs {
+        q: &q_c,
+        k: &k_c,
+        v: &v_c,
+        layout,
+        num_heads_q: case.num_heads_q,
+        num_heads_kv: case.num_heads_kv,
+        head_dim: case.head_dim,
+        options: &case.options,
+        alibi_slopes: slopes.as_deref(),
+        head_gates: gates.as_deref(),
+    })
+    .map_err(|e| Error::Reference(e.to_string()))?;
+
+    let o_out: Vec<f32> = q_off
+        .iter()
+        .map(|&i| case.dtype.f32_from_bits(outputs.o[i]))
+        .collect();
+    let gate_max = gates
+        .as_ref()
+        .map_or(1.0, |g| g.iter().fold(0f64, |a, &x| a.max(x as f64)));
+    let v_max = v_vals.iter().fold(0f64, |a, &x| a.max(x.abs() as f64));
+    let (max_sq, max_sk) = p.layout.max_seqlens();
+    let score_bound = reference::tolerance::score_bound(
+        &q_vals,
+        &k_vals,
+        case.head_dim,
+        case.options.scale_for(case.head_dim),
+        slopes.as_deref(),
+        max_sq,
+        max_sk,
+    );
+    let model = ErrorModel {
+        dtype: ty,
+        value_bound: v_max * gate_max,
+        head_dim: case.head_dim,
+        seqlen_k: max_sk,
+        score_bound,
+        softcap: case.options.softcap,
+    };
+    let mut checks = vec![output_check("o", &o_out, &reference.o, model.output())];
+    if let Some(lse) = &outputs.lse {
+        checks.push(output_check("lse", lse, &reference.lse, model.lse()));
+    }
+    if let Some(h) = &outputs.entropy {
+        checks.push(entropy_check(
+            h,
+            &reference.entropy,
+            &model.entropy_rows(&reference.entropy_terms),
+        ));
+    }
+    let findings = report
+        .iter()
+        .flat_map(|r| r.findings.iter().map(|f| f.to_string()))
+        .collect();
+    Ok(CaseOutcome {
+        outputs: checks,
+        findings,
+        report,
+    })
+}
+
+/// The entropy against per-row tolerances; the reported tolerance is the loosest row's, and a
+/// case whose loosest tolerance exceeds [`ENTROPY_TOLERANCE_CAP`] fails (it could not tell a
+/// wrong entropy from a right one).
+fn entropy_check(out: &[f32], reference: &[f32], tolerances: &[f64]) -> OutputCheck {
+    let c = reference::compare(out, reference);
+    let loosest = tolerances.iter().fold(0f64, |a, &t| a.max(t));
+    let verdict = if loosest > ENTROPY_TOLERANCE_CAP {
+        Err(format!(
+            "entropy tolerance {loosest:e} exceeds {ENTROPY_TOLERANCE_CAP:e}"
+        ))
+    } else {
+        reference::check_each(out, reference, tolerances).map(|_| ())
+    };
+    OutputCheck {
+        name: "entropy",
+        max_abs: c.max_abs,
+        rel_l2: c.rel_l2,
+        tolerance: Tolerance {
+            max_abs: loosest,
+            rel_l2: None,
+        },
+        verdict,
+    }
+}
+
+fn output_check(
+    name: &'static str,
+    out: &[f32],
+    reference: &[f32],
+    tolerance: Tolerance,
+) -> OutputCheck {
+    let c = reference::compare(out, reference);
+    OutputCheck {
+        name,
+        max_abs: c.max_abs,
+        rel_l2: c.rel_l2,
+        tolerance,
+        verdict: c.check(&tolerance),
+    }
+}

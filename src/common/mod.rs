@@ -1,0 +1,13 @@
+//! What every op shares: element types ([`dtype`], [`element`]), the kernel family
+//! ([`target`]), attention options ([`options`]), the typed errors ([`error`]), buffer binding
+//! checks ([`binding`]), the launch-parameter ABI generated from `kernels/params.h` ([`abi`]) and
+//! the kernel registry generated from the kernel tables ([`build_info`]).
+
+pub mod abi;
+pub mod binding;
+pub mod build_info;
+pub mod dtype;
+pub mod element;
+pub mod error;
+pub mod options;
+pub mod target;

@@ -1,0 +1,914 @@
+//! The decode launch plan: a pure function of a validated [`DecodeProblem`] and a
+//! [`SplitPolicy`] giving the kernel, grid, split count, workspace size and the combine launch;
+//! then, per run, [`DecodePlan::params`] fills the params structs from buffer addresses with
+//! O(1) checks (no allocation, no device access), so a plan made once for the engine's upper
+//! bounds serves every layer and step and the launches can be captured in a CUDA graph.
+//!
+//! Split heuristic ([`choose_splits`]): the decode grid has `base = batch x hkv x row tiles`
+//! CTAs. If that already fills [`CTAS_PER_SM_TARGET`] CTAs on every SM, splitting only adds
+//! combine traffic: 1 split. Otherwise split the keys so the grid reaches that target, but give
+//! every split at least `max(MIN_KEYS_PER_SPLIT, KEYS_PER_SPLIT_PER_ROW x rows per KV head)` keys
+//! of the longest cache and never more than [`MAX_SPLITS`]. Why the per-row term: a split
+//! writes and the combine reads `4·d + 4` bytes of partial state per packed row (group x
+//! sq_new rows per KV head), about `8·d·rows` bytes, and reloads Q (`2·d·rows` bytes, f16),
+//! against `2·e·d = 4·d` bytes (f16) of K and V per key: per split, `~2.5·rows / keys` of the
+//! compulsory bytes. `keys >= 256·rows` keeps that below 1% and leaves the rest of the 2%
+//! budget (whole call <= 1.02x compulsory, issue 9) to the block-table and length reads.
+//! Measured (bench/results/decode.txt, d128 GQA 4 sq_new 1): 100·rows gave 10 splits at
+//! 1.034x, 256·rows gives 4 splits. Overridable: [`SplitPolicy::Count`] and
+//! [`SplitPolicy::FixedKeys`] (batch-invariant: a sequence's split boundaries depend only on its
+//! own length, so its output bits do not depend on the rest of the batch).
+
+use super::kernels::{combine_entry_for, DecodeKernelRow, MERGE_WARPS};
+use super::problem::DecodeProblem;
+use super::validate::validate_decode_for;
+use crate::common::abi::{self, FlashDecodeParams, MergeStatesParams};
+use crate::common::error::{AlignWhat, Error, Result, TensorName};
+use crate::common::target::KernelTarget;
+use crate::ops::forward::plan::WARP_SIZE;
+
+/// CTAs per SM the heuristic aims for: two d128 decode CTAs (74.5 KB of shared memory each)
+/// fit the 164 KB of an A100 SM.
+pub const CTAS_PER_SM_TARGET: u64 = 2;
+/// Fewest keys (of the longest cache) a split gets from the heuristic.
+pub const MIN_KEYS_PER_SPLIT: u64 = 256;
+/// Keys per split per packed row of a KV head (see the module docs: partials and Q reloads
+/// < 1%).
+pub const KEYS_PER_SPLIT_PER_ROW: u64 = 256;
+/// Most splits the heuristic or [`SplitPolicy::Count`] may use.
+pub const MAX_SPLITS: u32 = 256;
+/// Split boundaries are multiples of this many keys (`FLASHMHA_DECODE_SPLIT_ALIGN`).
+pub const SPLIT_ALIGN: u32 = abi::FLASHMHA_DECODE_SPLIT_ALIGN;
+
+/// How the keys of a sequence are divided among CTAs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitPolicy {
+    /// [`choose_splits`] for a device with this many SMs.
+    Auto { num_sms: u32 },
+    /// Exactly this many splits (1 = no workspace, no combine).
+    Count(u32),
+    /// Every split holds this many keys (a positive multiple of [`SPLIT_ALIGN`]); the split
+    /// count is what the longest cache needs. Batch-invariant; always goes through the combine.
+    FixedKeys(u32),
+}
+
+/// The split count for `base_ctas` decode CTAs of `rows_per_kv_head` packed rows each, a
+/// longest cache of `max_cache_len` keys and `num_sms` SMs (see the module docs).
+pub fn choose_splits(
+    base_ctas: u64,
+    rows_per_kv_head: u64,
+    max_cache_len: u64,
+    num_sms: u32,
+) -> u32 {
+    let target = u64::from(num_sms.max(1)) * CTAS_PER_SM_TARGET;
+    if base_ctas >= target {
+        return 1;
+    }
+    let wanted = target.div_ceil(base_ctas.max(1));
+    let min_keys = MIN_KEYS_PER_SPLIT.max(KEYS_PER_SPLIT_PER_ROW * rows_per_kv_head);
+    let by_length = (max_cache_len / min_keys).max(1);
+    wanted.min(by_length).min(u64::from(MAX_SPLITS)) as u32
+}
+
+/// f32 elements of the caller-owned workspace (zero when the plan has one split and no
+/// combine). Layouts: `partial_o [splits, total_q, hq, d]`, `partial_lse` and
+/// `partial_entropy [splits, total_q, hq]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WorkspaceLayout {
+    pub partial_o: u64,
+    pub partial_lse: u64,
+    pub partial_entropy: u64,
+}
+
+impl WorkspaceLayout {
+    /// Total f32 elements: the one buffer a caller allocates, carved as partial O, then partial
+    /// LSE, then partial entropy.
+    pub fn elems(&self) -> u64 {
+        self.partial_o + self.partial_lse + self.partial_entropy
+    }
+    /// Total bytes (three f32 arrays).
+    pub fn bytes(&self) -> u64 {
+        4 * self.elems()
+    }
+}
+
+/// A launch: entry, grid, block, dynamic shared memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Launch {
+    pub entry: &'static str,
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub dynamic_smem_bytes: u32,
+}
+
+/// Everything needed to run one decode shape, independent of buffer addresses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodePlan {
+    pub problem: DecodeProblem,
+    pub kernel: DecodeKernelRow,
+    pub decode: Launch,
+    pub num_splits: u32,
+    /// Keys per split when fixed (batch-invariant), else 0 (derived per item in the kernel).
+    pub split_keys: u32,
+    pub workspace: WorkspaceLayout,
+    /// The split combine, when the decode writes partial states.
+    pub combine: Option<Launch>,
+}
+
+/// A device buffer: address (0 = absent) and capacity in elements of its type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeviceBuf {
+    pub addr: u64,
+    pub len: u64,
+}
+
+/// The buffers of one run. Element types: q, o of the problem's dtype; k_cache, v_cache of its
+/// `kv_dtype` (16-bit or FP8 bytes); block_table, cache_seqlens, cu_seqlens_q i32; everything
+/// else f32 (k_scales / v_scales only with FP8 pages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DecodeBuffers {
+    pub q: DeviceBuf,
+    pub k_cache: DeviceBuf,
+    pub v_cache: DeviceBuf,
+    pub o: DeviceBuf,
+    pub block_table: DeviceBuf,
+    pub cache_seqlens: DeviceBuf,
+    pub cu_seqlens_q: DeviceBuf,
+    pub lse: DeviceBuf,
+    pub entropy: DeviceBuf,
+    pub alibi_slopes: DeviceBuf,
+    pub head_gates: DeviceBuf,
+    pub partial_o: DeviceBuf,
+    pub partial_lse: DeviceBuf,
+    pub partial_entropy: DeviceBuf,
+    pub k_scales: DeviceBuf,
+    pub v_scales: DeviceBuf,
+}
+
+/// Validates `problem` and plans it under `policy` with the Ampere-and-newer (sm_80+) kernels.
+pub fn plan_decode(problem: &DecodeProblem, policy: SplitPolicy) -> Result<DecodePlan> {
+    plan_decode_for(KernelTarget::Ampere, problem, policy)
+}
+
+/// Validates `problem` and plans it under `policy` with the kernels of `target` (e.g.
+/// [`CudaBackend::target`](crate::cuda::CudaBackend::target) of the device it will run on), as
+/// [`FwdPlan::new_for`](crate::FwdPlan::new_for) does for the forward.
+pub fn plan_decode_for(
+    target: KernelTarget,
+    problem: &DecodeProblem,
+    policy: SplitPolicy,
+) -> Result<DecodePlan> {
+    let kernel = *validate_decode_for(target, problem)?;
+    let p = problem;
+    let row_tiles = (p.group() * p.max_seqlen_q()).div_ceil(kernel.tile_rows as usize) as u64;
+    let base_ctas = p.batch as u64 * p.num_heads_kv as u64 * row_tiles;
+    let (num_splits, split_keys) = match policy {
+        SplitPolicy::Auto { num_sms } => {
+            let rows = (p.group() * p.max_seqlen_q()) as u64;
+            (
+                choose_splits(base_ctas, rows, p.max_cache_len as u64, num_sms),
+                0,
+            )
+        }
+        SplitPolicy::Count(n) => {
+            if n == 0 || n > MAX_SPLITS {
+                return Err(Error::SplitCount {
+                    found: u64::from(n),
+                    max: MAX_SPLITS,
+                });
+            }
+            (n, 0)
+        }
+        SplitPolicy::FixedKeys(k) => {
+            if k == 0 || k % SPLIT_ALIGN != 0 {
+                return Err(Error::SplitKeys {
+                    found: k,
+                    align: SPLIT_ALIGN,
+                });
+            }
+            let n = (p.max_cache_len as u64).div_ceil(u64::from(k)).max(1);
+            if n > u64::from(MAX_SPLITS) {
+                return Err(Error::SplitCount {
+                    found: n,
+                    max: MAX_SPLITS,
+                });
+            }
+            (n as u32, k)
+        }
+    };
+    let split_output = num_splits > 1 || split_keys > 0;
+    let states = u64::from(num_splits) * p.total_q() as u64 * p.num_heads_q as u64;
+    let workspace = if split_output {
+        WorkspaceLayout {
+            partial_o: states * p.head_dim as u64,
+            partial_lse: states,
+            partial_entropy: if p.entropy { states } else { 0 },
+        }
+    } else {
+        WorkspaceLayout::default()
+    };
+    let decode = Launch {
+        entry: kernel.entry,
+        grid: [
+            num_splits,
+            (p.num_heads_kv as u64 * row_tiles) as u32,
+            p.batch as u32,
+        ],
+        block: [kernel.num_warps * WARP_SIZE, 1, 1],
+        dynamic_smem_bytes: kernel.smem_bytes,
+    };
+    // Validation admitted (target, dtype), and every target has a combine for its dtypes.
+    let combine_entry = combine_entry_for(target, p.dtype).ok_or(Error::UnsupportedDType {
+        dtype: p.dtype,
+        target,
+    })?;
+    let combine = split_output.then(|| Launch {
+        entry: combine_entry,
+        grid: [
+            ((p.total_q() * p.num_heads_q) as u64).div_ceil(u64::from(MERGE_WARPS)) as u32,
+            1,
+            1,
+        ],
+        block: [MERGE_WARPS * WARP_SIZE, 1, 1],
+        dynamic_smem_bytes: 0,
+    });
+    Ok(DecodePlan {
+        problem: problem.clone(),
+        kernel,
+        decode,
+        num_splits,
+        split_keys,
+        workspace,
+        combine,
+    })
+}
+
+/// `b` must be present and hold at least `needed` elements.
+pub(crate) fn need(tensor: TensorName, b: &DeviceBuf, needed: u64) -> Result<()> {
+    if b.addr == 0 {
+        return Err(Error::MissingBuffer { tensor });
+    }
+    if b.len < needed {
+        return Err(Error::BufferTooSmall {
+            tensor,
+            needed,
+            available: b.len,
+        });
+    }
+    Ok(())
+}
+
+/// `b`'s base address must allow the kernels' 16-byte vector accesses.
+pub(crate) fn align16(tensor: TensorName, b: &DeviceBuf) -> Result<()> {
+    align_to(tensor, b, abi::FLASHMHA_COPY_ALIGN_BYTES as u64)
+}
+
+/// `b`'s base address must be a multiple of `required` bytes.
+pub(crate) fn align_to(tensor: TensorName, b: &DeviceBuf, required: u64) -> Result<()> {
+    if !b.addr.is_multiple_of(required) {
+        return Err(Error::Misaligned {
+            tensor,
+            what: AlignWhat::Base,
+            required: required as usize,
+            value: b.addr,
+        });
+    }
+    Ok(())
+}
+
+/// No output of `all[..outputs]` overlaps any later entry (absent buffers skipped). Byte
+/// ranges are the extents, so tensors carved side by side from one arena do not collide.
+pub(crate) fn check_disjoint<const N: usize>(
+    all: &[(TensorName, DeviceBuf, u64, u64, u64); N],
+    outputs: usize,
+) -> Result<()> {
+    let span = |b: DeviceBuf, n: u64, e: u64| (b.addr, b.addr.saturating_add(n * e));
+    for (i, &(a, abuf, an, ae, _)) in all.iter().enumerate().take(outputs) {
+        if abuf.addr == 0 {
+            continue;
+        }
+        let (a0, a1) = span(abuf, an, ae);
+        for &(bname, bbuf, bn, be, _) in all.iter().skip(i + 1) {
+            if bbuf.addr == 0 {
+                continue;
+            }
+            let (b0, b1) = span(bbuf, bn, be);
+            if a0 < b1 && b0 < a1 {
+                return Err(Error::Alias { a, b: bname });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Page-size divisor for the kernel: `key / page_size == (key * magic) >> shift` for every
+/// `0 <= key < 2^30` (with `l = ceil(log2 page_size)`, `shift = 32 + l`,
+/// `magic = ceil(2^shift / page_size)`: the error term `key * (magic - 2^shift / page_size) /
+/// 2^shift < 2^30 / 2^(32 + l) < 1 / page_size` never carries past the next integer, and
+/// `key * magic < 2^30 * 2^33` fits 64 bits).
+pub fn page_divisor(page_size: u32) -> (u64, i32) {
+    let l = 32 - (page_size.max(1) - 1).leading_zeros(); // ceil(log2), 0 for 1
+    let shift = 32 + l;
+    let magic = (1u64 << shift).div_ceil(u64::from(page_size));
+    (magic, shift as i32)
+}
+
+impl DecodePlan {
+    /// Carves one caller-owned f32 workspace of at least [`WorkspaceLayout::elems`] elements
+    /// into (partial O, partial LSE, partial entropy). A plan without a combine needs none and
+    /// ignores `ws` (absent buffers come back), so one workspace sized for the engine's largest
+    /// plan serves every plan. The partial O at the base must be 16-byte aligned (checked by
+    /// [`DecodePlan::params`]).
+    pub fn carve_workspace(&self, ws: DeviceBuf) -> Result<(DeviceBuf, DeviceBuf, DeviceBuf)> {
+        let none = DeviceBuf::default();
+        if self.combine.is_none() {
+            return Ok((none, none, none));
+        }
+        let w = &self.workspace;
+        need(TensorName::Workspace, &ws, w.elems())?;
+        let at = |offset: u64, len: u64| DeviceBuf {
+            addr: ws.addr + 4 * offset,
+            len,
+        };
+        Ok((
+            at(0, w.partial_o),
+            at(w.partial_o, w.partial_lse),
+            if w.partial_entropy > 0 {
+                at(w.partial_o + w.partial_lse, w.partial_entropy)
+            } else {
+                none
+            },
+        ))
+    }
+
+    /// The params of the decode and (if any) combine launch for `bufs`, after O(1) checks of
+    /// buffer presence, sizes and alignment.
+    pub fn params(
+        &self,
+        bufs: &DecodeBuffers,
+    ) -> Result<(FlashDecodeParams, Option<MergeStatesParams>)> {
+        let p = &self.problem;
+        use TensorName as T;
+        need(T::Q, &bufs.q, p.q_span(&p.q_strides))?;
+        need(T::O, &bufs.o, p.q_span(&p.o_strides))?;
+        need(T::KCache, &bufs.k_cache, p.cache_span(&p.k_strides))?;
+        need(T::VCache, &bufs.v_cache, p.cache_span(&p.v_strides))?;
+        for (t, b) in [
+            (T::Q, &bufs.q),
+            (T::O, &bufs.o),
+            (T::KCache, &bufs.k_cache),
+            (T::VCache, &bufs.v_cache),
+        ] {
+            align16(t, b)?;
+        }
+        need(
+            T::BlockTable,
+            &bufs.block_table,
+            ((p.batch - 1) * p.block_table_stride + p.max_pages_per_seq) as u64,
+        )?;
+        need(T::CacheSeqlens, &bufs.cache_seqlens, p.batch as u64)?;
+        if p.is_varlen() {
+            need(T::CuSeqlensQ, &bufs.cu_seqlens_q, p.batch as u64 + 1)?;
+        }
+        let stats = p.row_stats_len() as u64;
+        if p.lse {
+            need(T::Lse, &bufs.lse, stats)?;
+        }
+        if p.entropy {
+            need(T::Entropy, &bufs.entropy, stats)?;
+        }
+        if p.alibi {
+            need(T::AlibiSlopes, &bufs.alibi_slopes, p.num_heads_q as u64)?;
+        }
+        if p.gates {
+            need(T::HeadGates, &bufs.head_gates, p.num_heads_q as u64)?;
+        }
+        let fp8 = p.kv_dtype.is_fp8();
+        if fp8 {
+            need(
+                TensorName::KScales,
+                &bufs.k_scales,
+                p.kv_scales_len() as u64,
+            )?;
+            need(
+                TensorName::VScales,
+                &bufs.v_scales,
+                p.kv_scales_len() as u64,
+            )?;
+        }
+        let split_output = self.combine.is_some();
+        if split_output {
+            need(T::PartialO, &bufs.partial_o, self.workspace.partial_o)?;
+            align16(T::PartialO, &bufs.partial_o)?;
+            need(T::PartialLse, &bufs.partial_lse, self.workspace.partial_lse)?;
+            if p.entropy {
+                need(
+                    T::PartialEntropy,
+                    &bufs.partial_entropy,
+                    self.workspace.partial_entropy,
+                )?;
+            }
+        }
+        let opt = |on: bool, b: &DeviceBuf| if on { b.addr } else { 0 };
+        // No output overlaps another operand (byte extents of what the kernels touch).
+        let e = p.dtype.size() as u64;
+        let kv_e = p.kv_element_bytes() as u64; // cache elements: 2, or 1 for FP8 codes
+        let on = |cond: bool, b: DeviceBuf| if cond { b } else { DeviceBuf::default() };
+        let ws = |b: DeviceBuf| on(split_output, b);
+        let alias: [(TensorName, DeviceBuf, u64, u64, u64); 16] = [
+            (T::O, bufs.o, p.q_span(&p.o_strides), e, 0),
+            (T::Lse, on(p.lse, bufs.lse), stats, 4, 0),
+            (T::Entropy, on(p.entropy, bufs.entropy), stats, 4, 0),
+            (
+                T::PartialO,
+                ws(bufs.partial_o),
+                self.workspace.partial_o,
+                4,
+                0,
+            ),
+            (
+                T::PartialLse,
+                ws(bufs.partial_lse),
+                self.workspace.partial_lse,
+                4,
+                0,
+            ),
+            (
+                T::PartialEntropy,
+                on(split_output && p.entropy, bufs.partial_entropy),
+                self.workspace.partial_entropy,
+                4,
+                0,
+            ),
+            (T::Q, bufs.q, p.q_span(&p.q_strides), e, 0),
+            (T::KCache, bufs.k_cache, p.cache_span(&p.k_strides), kv_e, 0),
+            (T::VCache, bufs.v_cache, p.cache_span(&p.v_strides), kv_e, 0),
+            (
+                T::KScales,
+                on(fp8, bufs.k_scales),
+                p.kv_scales_len() as u64,
+                4,
+                0,
+            ),
+            (
+                T::VScales,
+                on(fp8, bufs.v_scales),
+                p.kv_scales_len() as u64,
+                4,
+                0,
+            ),
+            (
+                T::BlockTable,
+                bufs.block_table,
+                ((p.batch - 1) * p.block_table_stride + p.max_pages_per_seq) as u64,
+                4,
+                0,
+            ),
+            (T::CacheSeqlens, bufs.cache_seqlens, p.batch as u64, 4, 0),
+            (
+                T::CuSeqlensQ,
+                on(p.is_varlen(), bufs.cu_seqlens_q),
+                p.batch as u64 + 1,
+                4,
+                0,
+            ),
+            (
+                T::AlibiSlopes,
+                on(p.alibi, bufs.alibi_slopes),
+                p.num_heads_q as u64,
+                4,
+                0,
+            ),
+            (
+                T::HeadGates,
+                on(p.gates, bufs.head_gates),
+                p.num_heads_q as u64,
+                4,
+                0,
+            ),
+        ];
+        check_disjoint(&alias, 6)?;
+        let scale = p.options.scale_for(p.head_dim);
+        let (left, right) = p.options.window.map_or((None, None), |w| (w.left, w.right));
+        let mut flags = 0u32;
+        if p.options.causal {
+            flags |= abi::FLASHMHA_FLAG_CAUSAL;
+        }
+        if p.options.window.is_some() {
+            flags |= abi::FLASHMHA_FLAG_WINDOW;
+        }
+        if p.is_varlen() {
+            flags |= abi::FLASHMHA_FLAG_VARLEN;
+        }
+        if split_output {
+            flags |= abi::FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT;
+        }
+        let (sq, total_q, hq) = (p.max_seqlen_q(), p.total_q(), p.num_heads_q);
+        // lse / entropy: [b, hq, sq_new] padded, [hq, total_q] varlen (row stride 1).
+        let (lse_batch_stride, lse_head_stride, rows_per_batch) = if p.is_varlen() {
+            (0, total_q as i64, total_q)
+        } else {
+            ((hq * sq) as i64, sq as i64, sq)
+        };
+        let (magic, shift) = page_divisor(p.page_size as u32);
+        let unbounded = |w: Option<u32>| w.map_or(-1, |v| v as i32);
+        let decode = FlashDecodeParams {
+            q: bufs.q.addr as *const _,
+            k_cache: bufs.k_cache.addr as *const _,
+            v_cache: bufs.v_cache.addr as *const _,
+            o: bufs.o.addr as *mut _,
+            lse: opt(p.lse && !split_output, &bufs.lse) as *mut f32,
+            entropy: opt(p.entropy && !split_output, &bufs.entropy) as *mut f32,
+            alibi_slopes: opt(p.alibi, &bufs.alibi_slopes) as *const f32,
+            head_gates: opt(p.gates && !split_output, &bufs.head_gates) as *const f32,
+            block_table: bufs.block_table.addr as *const i32,
+            cache_seqlens: bufs.cache_seqlens.addr as *const i32,
+            cu_seqlens_q: opt(p.is_varlen(), &bufs.cu_seqlens_q) as *const i32,
+            partial_o: opt(split_output, &bufs.partial_o) as *mut f32,
+            partial_lse: opt(split_output, &bufs.partial_lse) as *mut f32,
+            partial_entropy: opt(split_output && p.entropy, &bufs.partial_entropy) as *mut f32,
+            k_scales: opt(fp8, &bufs.k_scales) as *const f32,
+            v_scales: opt(fp8, &bufs.v_scales) as *const f32,
+            q_batch_stride: p.q_strides.batch,
+            q_row_stride: p.q_strides.row,
+            q_head_stride: p.q_strides.head,
+            o_batch_stride: p.o_strides.batch,
+            o_row_stride: p.o_strides.row,
+            o_head_stride: p.o_strides.head,
+            k_page_stride: p.k_strides.page,
+            k_slot_stride: p.k_strides.slot,
+            k_head_stride: p.k_strides.head,
+            v_page_stride: p.v_strides.page,
+            v_slot_stride: p.v_strides.slot,
+            v_head_stride: p.v_strides.head,
+            lse_batch_stride,
+            lse_head_stride,
+            block_table_stride: p.block_table_stride as i64,
+            page_div_magic: magic,
+            batch: p.batch as i32,
+            num_heads_q: hq as i32,
+            num_heads_kv: p.num_heads_kv as i32,
+            head_dim: p.head_dim as i32,
+            seqlen_q: sq as i32,
+            total_q: total_q as i32,
+            num_pages: p.num_pages as i32,
+            page_size: p.page_size as i32,
+            max_pages_per_seq: p.max_pages_per_seq as i32,
+            page_div_shift: shift,
+            num_splits: self.num_splits as i32,
+            split_keys: self.split_keys as i32,
+            kv_format: p.kv_dtype.format(),
+            kv_scale_stride: p.kv_scales.stride(),
+            scale,
+            scale_log2: scale * std::f32::consts::LOG2_E,
+            softcap: p.options.softcap.unwrap_or(0.0),
+            window_left: unbounded(left),
+            window_right: unbounded(right),
+            flags,
+        };
+        let combine = split_output.then(|| {
+            let d = p.head_dim as i64;
+            MergeStatesParams {
+                o_states: bufs.partial_o.addr as *const _,
+                lse_states: bufs.partial_lse.addr as *const f32,
+                entropy_states: opt(p.entropy, &bufs.partial_entropy) as *const f32,
+                o_states_b: std::ptr::null(),
+                lse_states_b: std::ptr::null(),
+                entropy_states_b: std::ptr::null(),
+                o: bufs.o.addr as *mut _,
+                lse: opt(p.lse, &bufs.lse) as *mut f32,
+                entropy: opt(p.entropy, &bufs.entropy) as *mut f32,
+                head_gates: opt(p.gates, &bufs.head_gates) as *const f32,
+                o_state_stride: (total_q * hq) as i64 * d,
+                o_state_row_stride: hq as i64 * d,
+                o_state_head_stride: d,
+                lse_state_stride: (total_q * hq) as i64,
+                lse_state_row_stride: hq as i64,
+                lse_state_head_stride: 1,
+                o_batch_stride: if p.is_varlen() { 0 } else { p.o_strides.batch },
+                o_row_stride: p.o_strides.row,
+                o_head_stride: p.o_strides.head,
+                lse_batch_stride,
+                lse_head_stride,
+                num_states: self.num_splits as i32,
+                rows: total_q as i32,
+                heads: hq as i32,
+                head_dim: p.head_dim as i32,
+                rows_per_batch: rows_per_batch as i32,
+                pad0: 0,
+            }
+        });
+        Ok((decode, combine))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::common::dtype::DType;
+
+    #[test]
+    fn page_divisor_is_exact_for_every_page_size() {
+        for ps in 1..=1024u32 {
+            let (m, s) = page_divisor(ps);
+            let keys = [0u64, 1, 2, 1023, 1024, 12345, (1 << 30) - 1, (1 << 30) - 2];
+            for key in keys
+                .into_iter()
+                .chain((0..3 * ps as u64).step_by(1 + ps as usize / 7))
+            {
+                assert_eq!((key * m) >> s, key / u64::from(ps), "page {ps} key {key}");
+            }
+            // The largest key of every page boundary near the top of the range.
+            let top = ((1u64 << 30) - 1) / u64::from(ps) * u64::from(ps);
+            for key in [top - 1, top] {
+                assert_eq!((key * m) >> s, key / u64::from(ps));
+            }
+        }
+    }
+
+    #[test]
+    fn heuristic_splits_small_grids_and_leaves_full_ones() {
+        // 108 SMs (A100): 216 CTAs fill it twice over.
+        assert_eq!(choose_splits(216, 1, 1 << 20, 108), 1);
+        assert_eq!(choose_splits(1000, 1, 1 << 20, 108), 1);
+        // One sequence, 8 KV heads, long cache: 216 / 8 = 27 splits.
+        assert_eq!(choose_splits(8, 1, 1 << 16, 108), 27);
+        // Short cache caps it: 1000 keys allow 3 splits of >= 256 keys ...
+        assert_eq!(choose_splits(8, 1, 1000, 108), 3);
+        // ... and with 4 rows per KV head (GQA 4, 1 token) splits need 1024 keys: 1, or 4 of
+        // 4096 keys.
+        assert_eq!(choose_splits(8, 4, 1000, 108), 1);
+        assert_eq!(choose_splits(8, 4, 4096, 108), 4);
+        assert_eq!(choose_splits(8, 16, 4096, 108), 1);
+        assert_eq!(choose_splits(1, 1, 100, 108), 1);
+        assert_eq!(choose_splits(1, 1, 1 << 29, 1000), MAX_SPLITS);
+    }
+
+    fn problem() -> DecodeProblem {
+        DecodeProblem::contiguous(DType::F16, 3, 2, 8, 2, 128, 40, 16, 10, false)
+    }
+
+    #[test]
+    fn plan_sizes_grid_and_workspace() {
+        let p = problem();
+        let plan = plan_decode(&p, SplitPolicy::Count(4)).unwrap();
+        // rows per KV head: group 4 x 2 new tokens = 8 -> one 16-row tile.
+        assert_eq!(plan.decode.grid, [4, 2, 3]);
+        assert_eq!(plan.workspace.partial_lse, 4 * 6 * 8);
+        assert_eq!(plan.workspace.partial_o, 4 * 6 * 8 * 128);
+        assert!(plan.combine.is_some());
+        let one = plan_decode(&p, SplitPolicy::Count(1)).unwrap();
+        assert_eq!(one.workspace, WorkspaceLayout::default());
+        assert!(one.combine.is_none());
+        let fixed = plan_decode(&p, SplitPolicy::FixedKeys(64)).unwrap();
+        assert_eq!(fixed.num_splits, 3); // 160 keys / 64
+        assert!(fixed.combine.is_some());
+        assert!(matches!(
+            plan_decode(&p, SplitPolicy::FixedKeys(100)),
+            Err(Error::SplitKeys {
+                found: 100,
+                align: 64
+            })
+        ));
+        assert!(matches!(
+            plan_decode(&p, SplitPolicy::Count(MAX_SPLITS + 1)),
+            Err(Error::SplitCount { found, max: MAX_SPLITS }) if found == u64::from(MAX_SPLITS) + 1
+        ));
+    }
+
+    #[test]
+    fn invalid_problems_get_typed_errors() {
+        let mut p = problem();
+        p.page_size = 1025;
+        assert!(matches!(
+            plan_decode(&p, SplitPolicy::Count(1)),
+            Err(Error::DimTooLarge {
+                tensor: TensorName::KCache,
+                dim: crate::common::error::Dim::Slot,
+                max: 1024,
+                found: 1025
+            })
+        ));
+        let mut p = problem();
+        p.num_heads_kv = 3;
+        assert!(matches!(
+            plan_decode(&p, SplitPolicy::Count(1)),
+            Err(Error::HeadsNotDivisible {
+                heads_q: 8,
+                heads_kv: 3
+            })
+        ));
+        let mut p = problem();
+        p.head_dim = 48;
+        assert!(matches!(
+            plan_decode(&p, SplitPolicy::Count(1)),
+            Err(Error::UnsupportedHeadDim { head_dim: 48, .. })
+        ));
+        let mut p = problem();
+        p.k_strides.slot = 12;
+        assert!(matches!(
+            plan_decode(&p, SplitPolicy::Count(1)),
+            Err(Error::Misaligned {
+                tensor: TensorName::KCache,
+                what: AlignWhat::Stride(crate::common::error::Dim::Slot),
+                required: 16,
+                value: 24
+            })
+        ));
+        let plan = plan_decode(&problem(), SplitPolicy::Count(2)).unwrap();
+        let err = plan.params(&DecodeBuffers::default()).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::MissingBuffer {
+                tensor: TensorName::Q
+            }
+        ));
+    }
+
+    #[test]
+    fn fp8_pools_plan_onto_fp8_entries_with_typed_errors() {
+        use crate::common::error::AlignWhat;
+        use crate::ops::decode::fp8::{KvCacheDType, KvScaleGranularity};
+        let mut p = problem();
+        p.kv_dtype = KvCacheDType::Fp8E4M3;
+        p.kv_scales = KvScaleGranularity::PerKvHead;
+        let plan = plan_decode(&p, SplitPolicy::Count(2)).unwrap();
+        assert_eq!(plan.kernel.entry, "flashmha_decode_f16_fp8_d128");
+        assert_eq!(plan.kernel.kv_bytes, 1);
+        // FP8 strides are bytes: a 16-byte row step is 16 codes, 8 is misaligned.
+        let mut bad = p.clone();
+        bad.k_strides.slot = 8;
+        assert!(matches!(
+            plan_decode(&bad, SplitPolicy::Count(1)),
+            Err(Error::Misaligned {
+                tensor: TensorName::KCache,
+                what: AlignWhat::Stride(crate::common::error::Dim::Slot),
+                ..
+            })
+        ));
+        // No FP8 entry for d80: the error lists the FP8 head dims only.
+        let mut d80 = DecodeProblem::contiguous(DType::F16, 1, 1, 2, 2, 80, 4, 16, 2, false);
+        d80.kv_dtype = KvCacheDType::Fp8E5M2;
+        match plan_decode(&d80, SplitPolicy::Count(1)) {
+            Err(Error::UnsupportedHeadDim { supported, .. }) => {
+                assert!(!supported.contains(&80) && supported.contains(&128))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Every buffer present but the V scales: a typed error naming them.
+        let b = |addr: u64| DeviceBuf { addr, len: 1 << 30 };
+        let bufs = DecodeBuffers {
+            q: b(0x1000_0000),
+            k_cache: b(0x2000_0000),
+            v_cache: b(0x3000_0000),
+            o: b(0x4000_0000),
+            block_table: b(0x5000_0000),
+            cache_seqlens: b(0x6000_0000),
+            partial_o: b(0x7000_0000),
+            partial_lse: b(0x8000_0000),
+            k_scales: b(0x9000_0000),
+            ..DecodeBuffers::default()
+        };
+        assert!(matches!(
+            plan.params(&bufs),
+            Err(Error::MissingBuffer {
+                tensor: TensorName::VScales
+            })
+        ));
+        let (params, _) = plan
+            .params(&DecodeBuffers {
+                v_scales: b(0xa000_0000),
+                ..bufs
+            })
+            .unwrap();
+        assert_eq!(params.kv_format, abi::FLASHMHA_KV_FORMAT_E4M3 as i32);
+        assert_eq!(params.kv_scale_stride, 1);
+    }
+
+    #[test]
+    fn more_than_16_rows_per_kv_head_take_the_32_row_tile() {
+        // GQA 8 x 4 new tokens = 32 rows: one 32-row tile per KV head.
+        let p = DecodeProblem::contiguous(DType::Bf16, 2, 4, 16, 2, 64, 40, 16, 10, true);
+        let plan = plan_decode(&p, SplitPolicy::Count(1)).unwrap();
+        assert_eq!(plan.kernel.entry, "flashmha_decode_bf16_d64_r32");
+        assert_eq!(plan.decode.grid, [1, 2, 2]);
+        // 40 rows: two 32-row tiles; d96 has no wide entry: three 16-row tiles.
+        let p = DecodeProblem::contiguous(DType::F16, 1, 5, 16, 2, 128, 40, 16, 10, false);
+        assert_eq!(
+            plan_decode(&p, SplitPolicy::Count(1)).unwrap().decode.grid[1],
+            4
+        );
+        let p = DecodeProblem::contiguous(DType::F16, 1, 5, 16, 2, 96, 40, 16, 10, false);
+        let plan = plan_decode(&p, SplitPolicy::Count(1)).unwrap();
+        assert_eq!(plan.kernel.entry, "flashmha_decode_f16_d96");
+        assert_eq!(plan.decode.grid[1], 2 * 3);
+    }
+
+    #[test]
+    fn hopper_decodes_merges_and_appends_with_the_ampere_kernels() {
+        use crate::ops::decode::fp8::{KvCacheDType, KvScaleGranularity};
+        use crate::ops::decode::kernels::{merge_states_entry, KV_APPEND_FP8_ENTRY};
+        use crate::ops::kv_append::{plan_kv_append_for, AppendIndex};
+        use crate::ops::merge::{plan_merge_for, MergeProblem, MergeStates, StatsLayout};
+        let h = KernelTarget::Hopper;
+        // sm_90 has a forward of its own only: decode rows and the combine are Ampere's, and a
+        // device check compares them with the device's shared_kernels().
+        let plan = plan_decode_for(h, &problem(), SplitPolicy::Count(4)).unwrap();
+        assert_eq!(plan.kernel.target, KernelTarget::Ampere);
+        assert_eq!(plan.decode.entry, "flashmha_decode_f16_d128");
+        assert_eq!(
+            plan.combine.map(|c| c.entry),
+            Some("flashmha_combine_splits_f16")
+        );
+        let bf16 = DecodeProblem::contiguous(DType::Bf16, 3, 2, 8, 2, 128, 40, 16, 10, false);
+        let plan = plan_decode_for(h, &bf16, SplitPolicy::Count(2)).unwrap();
+        assert_eq!(plan.decode.entry, "flashmha_decode_bf16_d128");
+        assert_eq!(
+            plan.combine.map(|c| c.entry),
+            Some("flashmha_combine_splits_bf16")
+        );
+        // FP8 pages and their quantising append: Ampere features sm_90 has too.
+        let mut fp8 = problem();
+        fp8.kv_dtype = KvCacheDType::Fp8E4M3;
+        fp8.kv_scales = KvScaleGranularity::PerTensor;
+        let plan = plan_decode_for(h, &fp8, SplitPolicy::Count(1)).unwrap();
+        assert_eq!(plan.kernel.target, KernelTarget::Ampere);
+        assert_eq!(plan.kernel.kv_bytes, 1);
+        let append = plan_kv_append_for(h, &fp8, 3, AppendIndex::Slots).unwrap();
+        assert_eq!(append.launch.entry, KV_APPEND_FP8_ENTRY);
+        // bf16 merge_states.
+        let merge = MergeProblem {
+            dtype: DType::Bf16,
+            states: MergeStates::Pair,
+            rows: 5,
+            heads: 2,
+            head_dim: 64,
+            lse_layout: StatsLayout::HeadsRows,
+        };
+        let plan = plan_merge_for(h, &merge).unwrap();
+        assert_eq!(plan.launch.entry, merge_states_entry(DType::Bf16));
+    }
+
+    #[test]
+    fn turing_plans_use_sm75_entries_and_reject_what_sm75_lacks() {
+        use crate::ops::decode::fp8::{KvCacheDType, KvScaleGranularity};
+        let t = KernelTarget::Turing;
+        // f16 d128 with splits: the sm_75 decode and the sm_75 combine.
+        let plan = plan_decode_for(t, &problem(), SplitPolicy::Count(4)).unwrap();
+        assert_eq!(plan.kernel.target, t);
+        assert_eq!(plan.decode.entry, "flashmha_decode_sm75_f16_d128");
+        assert_eq!(
+            plan.combine.map(|c| c.entry),
+            Some("flashmha_combine_splits_sm75_f16")
+        );
+        // Turing tiles fit its 64 KiB of shared memory.
+        assert!(plan.decode.dynamic_smem_bytes <= abi::FLASHMHA_SM75_MAX_DYNAMIC_SMEM_BYTES);
+        // 32 packed rows at d64: the wide Turing tile; at d128 (no wide Turing tile) two 16-row
+        // tiles per KV head.
+        let p = DecodeProblem::contiguous(DType::F16, 2, 4, 16, 2, 64, 40, 16, 10, true);
+        let plan = plan_decode_for(t, &p, SplitPolicy::Count(1)).unwrap();
+        assert_eq!(plan.decode.entry, "flashmha_decode_sm75_f16_d64_r32");
+        let p = DecodeProblem::contiguous(DType::F16, 2, 4, 16, 2, 128, 40, 16, 10, true);
+        let plan = plan_decode_for(t, &p, SplitPolicy::Count(1)).unwrap();
+        assert_eq!(plan.decode.entry, "flashmha_decode_sm75_f16_d128");
+        assert_eq!(plan.decode.grid[1], 2 * 2);
+        // bf16: no bf16 mma on sm_75.
+        let bf16 = DecodeProblem::contiguous(DType::Bf16, 3, 2, 8, 2, 128, 40, 16, 10, false);
+        assert!(matches!(
+            plan_decode_for(t, &bf16, SplitPolicy::Count(1)),
+            Err(Error::UnsupportedDType {
+                dtype: DType::Bf16,
+                target: KernelTarget::Turing
+            })
+        ));
+        // FP8 pages: an Ampere-and-newer feature.
+        let mut fp8 = problem();
+        fp8.kv_dtype = KvCacheDType::Fp8E4M3;
+        fp8.kv_scales = KvScaleGranularity::PerTensor;
+        assert!(matches!(
+            plan_decode_for(t, &fp8, SplitPolicy::Count(1)),
+            Err(Error::UnsupportedOnTarget {
+                target: KernelTarget::Turing,
+                ..
+            })
+        ));
+        // d256: no 0-spill Turing tile; the error lists the Turing head dims.
+        let d256 = DecodeProblem::contiguous(DType::F16, 1, 1, 2, 2, 256, 4, 16, 2, false);
+        match plan_decode_for(t, &d256, SplitPolicy::Count(1)) {
+            Err(Error::UnsupportedHeadDim {
+                target: KernelTarget::Turing,
+                supported,
+                ..
+            }) => assert!(!supported.contains(&256) && supported.contains(&128)),
+            other => panic!("{other:?}"),
+        }
+        // The same problem plans onto the Ampere entry by default.
+        assert_eq!(
+            plan_decode(&problem(), SplitPolicy::Count(1))
+                .unwrap()
+                .decode
+                .entry,
+            "flashmha_decode_f16_d128"
+        );
+    }
+}

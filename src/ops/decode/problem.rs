@@ -1,0 +1,224 @@
+//! A paged-decode call described without any device: shapes, strides, page geometry, host-side
+//! upper bounds and options. Plain data; touches nothing.
+//!
+//! The plan uses only host-side upper bounds (`max_seqlen_q`, `total_q`, `max_cache_len`); the
+//! real lengths (`cache_seqlens`, `cu_seqlens_q`) are read by the kernel from device memory and
+//! checked there, so one plan made for the engine's maximum batch serves every smaller step.
+
+use super::fp8::{KvCacheDType, KvScaleGranularity};
+use crate::common::dtype::DType;
+use crate::common::options::AttnOptions;
+
+/// Strides (elements) of q or o; the head dim is contiguous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RowStrides {
+    /// Between batch items (padded layout only).
+    pub batch: i64,
+    /// Between query rows.
+    pub row: i64,
+    /// Between heads.
+    pub head: i64,
+}
+
+/// Strides (elements) of a K or V page pool; element `(page, slot, kv_head, c)` lives at
+/// `page * page + slot * slot + kv_head * head + c`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PageStrides {
+    pub page: i64,
+    pub slot: i64,
+    pub head: i64,
+}
+
+impl PageStrides {
+    /// `[num_pages, page_size, hkv, d]` contiguous (NHD).
+    pub fn nhd(page_size: usize, num_heads_kv: usize, head_dim: usize) -> PageStrides {
+        let slot = (num_heads_kv * head_dim) as i64;
+        PageStrides {
+            page: page_size as i64 * slot,
+            slot,
+            head: head_dim as i64,
+        }
+    }
+    /// `[num_pages, hkv, page_size, d]` contiguous (HND).
+    pub fn hnd(page_size: usize, num_heads_kv: usize, head_dim: usize) -> PageStrides {
+        let head = (page_size * head_dim) as i64;
+        PageStrides {
+            page: num_heads_kv as i64 * head,
+            slot: head_dim as i64,
+            head,
+        }
+    }
+    /// Elements a pool of `num_pages` pages spans (last element + 1).
+    pub fn span(&self, num_pages: usize, page_size: usize, heads: usize, d: usize) -> u64 {
+        if num_pages == 0 {
+            return 0;
+        }
+        (num_pages as u64 - 1) * self.page as u64
+            + (page_size as u64 - 1) * self.slot as u64
+            + (heads as u64 - 1) * self.head as u64
+            + d as u64
+    }
+}
+
+/// How the new query tokens are laid out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryLayout {
+    /// `q, o: [batch, sq_new, hq, d]`.
+    Padded { sq_new: usize },
+    /// `q, o: [total_q, hq, d]`; item `i` owns rows `cu_seqlens_q[i]..cu_seqlens_q[i + 1]` of the
+    /// device array. The plan needs only the bounds: `total_q` rows and at most `max_seqlen_q`
+    /// per item (both checked against the device values by the kernel).
+    Varlen { total_q: usize, max_seqlen_q: usize },
+}
+
+/// One decode call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeProblem {
+    pub dtype: DType,
+    pub batch: usize,
+    pub num_heads_q: usize,
+    pub num_heads_kv: usize,
+    pub head_dim: usize,
+    pub queries: QueryLayout,
+    pub q_strides: RowStrides,
+    pub o_strides: RowStrides,
+    /// Pages in each of the K and V pools (block-table entries must be below it).
+    pub num_pages: usize,
+    /// Keys per page, 1..=1024.
+    pub page_size: usize,
+    /// In elements of the cache type (bytes for FP8).
+    pub k_strides: PageStrides,
+    pub v_strides: PageStrides,
+    /// What the pages hold: `dtype` or FP8 codes (then `k_scales` / `v_scales` buffers of
+    /// `kv_scales.len(num_heads_kv)` f32 each are required).
+    pub kv_dtype: KvCacheDType,
+    pub kv_scales: KvScaleGranularity,
+    /// Columns of the block table `[batch, max_pages_per_seq]`.
+    pub max_pages_per_seq: usize,
+    /// Elements between block-table rows (usually `max_pages_per_seq`).
+    pub block_table_stride: usize,
+    /// Host-side upper bound of every `cache_seqlens[i]` (drives the split heuristic only).
+    pub max_cache_len: usize,
+    pub options: AttnOptions,
+    pub alibi: bool,
+    pub gates: bool,
+    pub lse: bool,
+    pub entropy: bool,
+}
+
+impl DecodeProblem {
+    /// Contiguous padded q/o, NHD or HND pages, `block_table_stride = max_pages_per_seq`, no
+    /// optional inputs or outputs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn contiguous(
+        dtype: DType,
+        batch: usize,
+        sq_new: usize,
+        num_heads_q: usize,
+        num_heads_kv: usize,
+        head_dim: usize,
+        num_pages: usize,
+        page_size: usize,
+        max_pages_per_seq: usize,
+        head_major_pages: bool,
+    ) -> DecodeProblem {
+        let row = (num_heads_q * head_dim) as i64;
+        let qs = RowStrides {
+            batch: sq_new as i64 * row,
+            row,
+            head: head_dim as i64,
+        };
+        let pages = if head_major_pages {
+            PageStrides::hnd(page_size, num_heads_kv, head_dim)
+        } else {
+            PageStrides::nhd(page_size, num_heads_kv, head_dim)
+        };
+        DecodeProblem {
+            dtype,
+            batch,
+            num_heads_q,
+            num_heads_kv,
+            head_dim,
+            queries: QueryLayout::Padded { sq_new },
+            q_strides: qs,
+            o_strides: qs,
+            num_pages,
+            page_size,
+            k_strides: pages,
+            v_strides: pages,
+            kv_dtype: KvCacheDType::Same,
+            kv_scales: KvScaleGranularity::PerTensor,
+            max_pages_per_seq,
+            block_table_stride: max_pages_per_seq,
+            max_cache_len: max_pages_per_seq * page_size,
+            options: AttnOptions::default(),
+            alibi: false,
+            gates: false,
+            lse: false,
+            entropy: false,
+        }
+    }
+
+    /// Rows of q / o (padded: `batch * sq_new`).
+    pub fn total_q(&self) -> usize {
+        match self.queries {
+            QueryLayout::Padded { sq_new } => self.batch * sq_new,
+            QueryLayout::Varlen { total_q, .. } => total_q,
+        }
+    }
+    /// Upper bound of any item's query rows.
+    pub fn max_seqlen_q(&self) -> usize {
+        match self.queries {
+            QueryLayout::Padded { sq_new } => sq_new,
+            QueryLayout::Varlen { max_seqlen_q, .. } => max_seqlen_q,
+        }
+    }
+    pub fn is_varlen(&self) -> bool {
+        matches!(self.queries, QueryLayout::Varlen { .. })
+    }
+    pub fn group(&self) -> usize {
+        self.num_heads_q / self.num_heads_kv
+    }
+    /// Elements the q (or o) tensor spans.
+    pub fn q_span(&self, s: &RowStrides) -> u64 {
+        let d = self.head_dim as u64;
+        let h = self.num_heads_q as u64 - 1;
+        match self.queries {
+            QueryLayout::Padded { sq_new } if self.batch > 0 && sq_new > 0 => {
+                (self.batch as u64 - 1) * s.batch as u64
+                    + (sq_new as u64 - 1) * s.row as u64
+                    + h * s.head as u64
+                    + d
+            }
+            QueryLayout::Varlen { total_q, .. } if total_q > 0 => {
+                (total_q as u64 - 1) * s.row as u64 + h * s.head as u64 + d
+            }
+            _ => 0,
+        }
+    }
+    /// Bytes per cached K / V element.
+    pub fn kv_element_bytes(&self) -> usize {
+        self.kv_dtype.element_bytes()
+    }
+    /// Scales in each of the K and V scale buffers (0 without FP8).
+    pub fn kv_scales_len(&self) -> usize {
+        if self.kv_dtype.is_fp8() {
+            self.kv_scales.len(self.num_heads_kv)
+        } else {
+            0
+        }
+    }
+    /// Elements of one K (or V) page pool.
+    pub fn cache_span(&self, s: &PageStrides) -> u64 {
+        s.span(
+            self.num_pages,
+            self.page_size,
+            self.num_heads_kv,
+            self.head_dim,
+        )
+    }
+    /// `[batch, hq, sq_new]` (padded) or `[hq, total_q]` (varlen): f32 elements of LSE / entropy.
+    pub fn row_stats_len(&self) -> usize {
+        self.num_heads_q * self.total_q()
+    }
+}

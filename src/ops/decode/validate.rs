@@ -1,0 +1,343 @@
+//! Validation of a paged-decode problem: kernel availability, heads, page geometry, host-side
+//! bounds, strides and options. Pure: reads the description, returns a typed [`Error`].
+//! Per-run buffer checks (sizes, alignment) live in [`super::plan::DecodePlan::params`].
+
+use super::kernels::{DecodeKernelRow, DECODE_KERNELS};
+use super::problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};
+use crate::common::abi;
+use crate::common::error::{
+    AlignWhat, CuSeqlensFault, Dim, Error, Limit, OptionName, Result, TensorName,
+};
+use crate::common::target::KernelTarget;
+
+/// 16-byte vectors (cp.async, Q loads): strides in elements must keep rows 16-byte aligned.
+pub const STRIDE_ALIGN_BYTES: i64 = abi::FLASHMHA_COPY_ALIGN_BYTES as i64;
+/// The same in 16-bit elements (q, o and 16-bit pages).
+pub const STRIDE_ALIGN_ELEMS: i64 = STRIDE_ALIGN_BYTES / 2;
+/// CUDA's limit on grid y and z.
+pub const MAX_GRID_YZ: u64 = 65_535;
+/// Rows x heads of q (and of each split in the workspace) are indexed with int32 in the kernel.
+pub const MAX_ROWS_X_HEADS: u64 = i32::MAX as u64;
+
+/// `found` must be >= 1 ([`Error::EmptyDim`]) and <= `max` ([`Error::DimTooLarge`]).
+fn dim_in(tensor: TensorName, dim: Dim, max: u64, found: usize) -> Result<()> {
+    if found == 0 {
+        return Err(Error::EmptyDim { tensor, dim });
+    }
+    if found as u64 > max {
+        return Err(Error::DimTooLarge {
+            tensor,
+            dim,
+            max: max as usize,
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// `value` must be <= `max` ([`Error::Overflow32`]).
+fn fits(limit: Limit, max: u64, value: u64) -> Result<()> {
+    if value > max {
+        return Err(Error::Overflow32 { limit, value, max });
+    }
+    Ok(())
+}
+
+fn row_strides(tensor: TensorName, s: &RowStrides, padded: bool) -> Result<()> {
+    aligned_strides(tensor, &[(Dim::Seq, s.row), (Dim::Heads, s.head)], 2)?;
+    if padded {
+        aligned_strides(tensor, &[(Dim::Batch, s.batch)], 2)?;
+    }
+    Ok(())
+}
+
+/// Page strides are in elements of the cache type (`element_bytes` 2, or 1 for FP8).
+fn page_strides(tensor: TensorName, s: &PageStrides, element_bytes: usize) -> Result<()> {
+    aligned_strides(
+        tensor,
+        &[
+            (Dim::Page, s.page),
+            (Dim::Slot, s.slot),
+            (Dim::Heads, s.head),
+        ],
+        element_bytes,
+    )
+}
+
+/// Every stride of `tensor` must be a non-negative multiple of the 16-byte copy in elements
+/// of `element_bytes` bytes.
+fn aligned_strides(tensor: TensorName, strides: &[(Dim, i64)], element_bytes: usize) -> Result<()> {
+    let align = STRIDE_ALIGN_BYTES / element_bytes as i64;
+    for &(dim, stride) in strides {
+        if stride < 0 {
+            return Err(Error::NegativeStride {
+                tensor,
+                dim,
+                stride,
+            });
+        }
+        if stride % align != 0 {
+            return Err(Error::Misaligned {
+                tensor,
+                what: AlignWhat::Stride(dim),
+                required: abi::FLASHMHA_COPY_ALIGN_BYTES as usize,
+                value: element_bytes as u64 * stride as u64,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The compiled Ampere-and-newer kernel serving `p`, after checking everything about `p`.
+pub fn validate_decode(p: &DecodeProblem) -> Result<&'static DecodeKernelRow> {
+    validate_decode_for(KernelTarget::Ampere, p)
+}
+
+/// The compiled kernel of `target` serving `p`, after checking everything about `p`. Turing
+/// has f16 decode over 16-bit pages only: bf16 is [`Error::UnsupportedDType`], FP8 pages
+/// [`Error::UnsupportedOnTarget`]. Hopper decodes with the Ampere rows.
+pub fn validate_decode_for(
+    target: KernelTarget,
+    p: &DecodeProblem,
+) -> Result<&'static DecodeKernelRow> {
+    let target = target.shared_kernels();
+    if !target.supports(p.dtype) {
+        return Err(Error::UnsupportedDType {
+            dtype: p.dtype,
+            target,
+        });
+    }
+    // FP8 pages have their own (fewer) entries: the error lists the head dims compiled for
+    // this dtype and this kind of page. Among the entries of (dtype, pages, d), a 32-row tile
+    // when an item has more than 16 packed rows per KV head (K/V then pass through each CTA
+    // for up to 32 rows instead of 16), else the 16-row tile.
+    let kv_bytes = p.kv_element_bytes() as u32;
+    if target == KernelTarget::Turing && kv_bytes != 2 {
+        return Err(Error::UnsupportedOnTarget {
+            what: "decode over FP8 KV pages",
+            target,
+        });
+    }
+    let rows = p.group() * p.max_seqlen_q();
+    let wanted_tile = if rows > DECODE_TILE_ROWS {
+        DECODE_TILE_ROWS_WIDE
+    } else {
+        DECODE_TILE_ROWS
+    };
+    let serves = |r: &&DecodeKernelRow| {
+        r.target == target
+            && r.dtype == p.dtype
+            && r.kv_bytes == kv_bytes
+            && r.head_dim as usize == p.head_dim
+    };
+    let kernel = DECODE_KERNELS
+        .iter()
+        .filter(serves)
+        .find(|r| r.tile_rows as usize == wanted_tile)
+        .or_else(|| {
+            DECODE_KERNELS
+                .iter()
+                .filter(serves)
+                .find(|r| r.tile_rows as usize == DECODE_TILE_ROWS)
+        })
+        .ok_or_else(|| Error::UnsupportedHeadDim {
+            dtype: p.dtype,
+            head_dim: p.head_dim,
+            target,
+            supported: DECODE_KERNELS
+                .iter()
+                .filter(|r| r.target == target && r.dtype == p.dtype && r.kv_bytes == kv_bytes)
+                .map(|r| r.head_dim)
+                .collect(),
+        })?;
+    if p.num_heads_q == 0 {
+        return Err(Error::EmptyDim {
+            tensor: TensorName::Q,
+            dim: Dim::Heads,
+        });
+    }
+    if p.num_heads_kv == 0 {
+        return Err(Error::EmptyDim {
+            tensor: TensorName::KCache,
+            dim: Dim::Heads,
+        });
+    }
+    if !p.num_heads_q.is_multiple_of(p.num_heads_kv) {
+        return Err(Error::HeadsNotDivisible {
+            heads_q: p.num_heads_q,
+            heads_kv: p.num_heads_kv,
+        });
+    }
+    if p.batch == 0 {
+        return Err(Error::EmptyDim {
+            tensor: TensorName::Q,
+            dim: Dim::Batch,
+        });
+    }
+    fits(Limit::GridYz, MAX_GRID_YZ, p.batch as u64)?;
+    page_geometry(p)?;
+    let max_cache_len = (p.max_pages_per_seq * p.page_size) as u64;
+    if p.max_cache_len as u64 > max_cache_len {
+        return Err(Error::DimTooLarge {
+            tensor: TensorName::CacheSeqlens,
+            dim: Dim::Seq,
+            max: max_cache_len as usize,
+            found: p.max_cache_len,
+        });
+    }
+    let padded = match p.queries {
+        QueryLayout::Padded { sq_new } => {
+            dim_in(TensorName::Q, Dim::Seq, i32::MAX as u64, sq_new)?;
+            true
+        }
+        QueryLayout::Varlen {
+            total_q,
+            max_seqlen_q,
+        } => {
+            dim_in(TensorName::Q, Dim::Len, i32::MAX as u64, total_q)?;
+            dim_in(TensorName::Q, Dim::Seq, total_q as u64, max_seqlen_q)?;
+            false
+        }
+    };
+    fits(
+        Limit::Rows32,
+        MAX_ROWS_X_HEADS,
+        (p.total_q() * p.num_heads_q) as u64,
+    )?;
+    let row_tiles = rows.div_ceil(kernel.tile_rows as usize);
+    fits(
+        Limit::GridYz,
+        MAX_GRID_YZ,
+        (p.num_heads_kv * row_tiles) as u64,
+    )?;
+    row_strides(TensorName::Q, &p.q_strides, padded)?;
+    row_strides(TensorName::O, &p.o_strides, padded)?;
+    page_strides(TensorName::KCache, &p.k_strides, p.kv_element_bytes())?;
+    page_strides(TensorName::VCache, &p.v_strides, p.kv_element_bytes())?;
+    let o = &p.options;
+    if let Some(s) = o.softmax_scale {
+        if !(s.is_finite() && s > 0.0) {
+            return Err(Error::InvalidOption {
+                option: OptionName::SoftmaxScale,
+                value: s,
+            });
+        }
+    }
+    if let Some(c) = o.softcap {
+        if !(c.is_finite() && c > 0.0) {
+            return Err(Error::InvalidOption {
+                option: OptionName::Softcap,
+                value: c,
+            });
+        }
+    }
+    if let Some(w) = o.window {
+        for side in [w.left, w.right].into_iter().flatten() {
+            fits(Limit::Window, i32::MAX as u64, u64::from(side))?;
+        }
+    }
+    Ok(kernel)
+}
+
+/// Packed query rows (group x new tokens) per CTA tile of the default entries
+/// (`kDecodeRowsPerBlock` in kernels/common/decode_traits.cuh: one m16 row block).
+pub const DECODE_TILE_ROWS: usize = 16;
+/// Rows of the wide (`_r32`) entries: two m16 row blocks per warp.
+pub const DECODE_TILE_ROWS_WIDE: usize = 32;
+
+/// Checks a host copy of `cu_seqlens_q` against the problem's bounds (for callers that have
+/// one; the kernel checks the device copy regardless).
+pub fn validate_cu_seqlens_q(p: &DecodeProblem, cu: &[i32]) -> Result<()> {
+    let fault = |fault| {
+        Err(Error::CuSeqlens {
+            which: TensorName::CuSeqlensQ,
+            fault,
+        })
+    };
+    if cu.len() != p.batch + 1 {
+        return fault(CuSeqlensFault::WrongLength {
+            expected: p.batch + 1,
+            found: cu.len(),
+        });
+    }
+    if cu[0] != 0 {
+        return fault(CuSeqlensFault::FirstNotZero);
+    }
+    for (i, w) in cu.windows(2).enumerate() {
+        if w[1] < w[0] {
+            return fault(CuSeqlensFault::Decreasing { index: i });
+        }
+        if (w[1] - w[0]) as usize > p.max_seqlen_q() {
+            return fault(CuSeqlensFault::ItemTooLong {
+                index: i,
+                max: p.max_seqlen_q(),
+            });
+        }
+        if w[1] as usize > p.total_q() {
+            return fault(CuSeqlensFault::BeyondTotal {
+                index: i + 1,
+                total: p.total_q(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The page pools' and block table's geometry, shared by decode and append: page size in
+/// 1..=FLASHMHA_DECODE_MAX_PAGE_SIZE, page count and block-table stride within i32, and no
+/// more pages per sequence than the kernel's key bound allows.
+fn page_geometry(p: &DecodeProblem) -> Result<()> {
+    dim_in(
+        TensorName::KCache,
+        Dim::Slot,
+        u64::from(abi::FLASHMHA_DECODE_MAX_PAGE_SIZE),
+        p.page_size,
+    )?;
+    dim_in(TensorName::KCache, Dim::Page, i32::MAX as u64, p.num_pages)?;
+    let max_keys = abi::FLASHMHA_DECODE_MAX_CACHE_KEYS as u64 - 1;
+    dim_in(
+        TensorName::BlockTable,
+        Dim::Page,
+        max_keys / p.page_size as u64,
+        p.max_pages_per_seq,
+    )?;
+    if p.block_table_stride < p.max_pages_per_seq {
+        return Err(Error::StrideTooSmall {
+            tensor: TensorName::BlockTable,
+            dim: Dim::Batch,
+            stride: p.block_table_stride as i64,
+            min: p.max_pages_per_seq as i64,
+        });
+    }
+    fits(Limit::Rows32, i32::MAX as u64, p.block_table_stride as u64)?;
+    Ok(())
+}
+
+/// Checks an append of `tokens` rows into the pools of `p` (page geometry, strides of the
+/// cache type, head dim in whole 16-byte source chunks, grid size). The scales, slots, positions
+/// and block-table entries are device data: the kernel checks the indices.
+pub fn validate_kv_append(p: &DecodeProblem, tokens: usize) -> Result<()> {
+    if p.num_heads_kv == 0 {
+        return Err(Error::EmptyDim {
+            tensor: TensorName::KCache,
+            dim: Dim::Heads,
+        });
+    }
+    dim_in(TensorName::KNew, Dim::Seq, i32::MAX as u64, tokens)?;
+    page_geometry(p)?;
+    dim_in(TensorName::BlockTable, Dim::Batch, i32::MAX as u64, p.batch)?;
+    if p.head_dim == 0 || !p.head_dim.is_multiple_of(STRIDE_ALIGN_ELEMS as usize) {
+        return Err(Error::Misaligned {
+            tensor: TensorName::KNew,
+            what: AlignWhat::HeadDim,
+            required: abi::FLASHMHA_COPY_ALIGN_BYTES as usize,
+            value: 2 * p.head_dim as u64,
+        });
+    }
+    // One thread per 8-element chunk of (token, head): the grid's x dimension.
+    let threads = (tokens * p.num_heads_kv * p.head_dim) as u64 / STRIDE_ALIGN_ELEMS as u64;
+    fits(Limit::GridX, u64::from(u32::MAX), threads)?;
+    page_strides(TensorName::KCache, &p.k_strides, p.kv_element_bytes())?;
+    page_strides(TensorName::VCache, &p.v_strides, p.kv_element_bytes())?;
+    Ok(())
+}

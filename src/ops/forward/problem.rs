@@ -1,0 +1,255 @@
+//! What a forward call computes, without any device buffer: sequence layout, heads, head dim,
+//! per-tensor strides and options. A [`FwdShape`] is the input of the launch plan; a server
+//! builds one per batch shape and reuses the plan for every layer. Plain data; touches nothing.
+//!
+//! The element type is not here: it is the plan's type parameter (`FwdPlan::<bf16>::new`), so it
+//! is stated once, by the buffers' type.
+
+use crate::common::options::AttnOptions;
+
+/// Strides of a q/k/v/o tensor in elements. The head dim is always contiguous (stride 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Strides {
+    /// Between batch items (padded layout only; ignored for varlen).
+    pub batch: i64,
+    /// Between sequence positions (rows).
+    pub row: i64,
+    /// Between heads.
+    pub head: i64,
+}
+
+impl Strides {
+    /// Contiguous `[b, s, h, d]` strides (for varlen, `[total, h, d]`: `seqlen` is ignored).
+    pub fn contiguous(seqlen: usize, heads: usize, head_dim: usize) -> Strides {
+        let row = (heads * head_dim) as i64;
+        Strides {
+            batch: seqlen as i64 * row,
+            row,
+            head: head_dim as i64,
+        }
+    }
+
+    /// Head-major `[b, h, s, d]` strides.
+    pub fn head_major(seqlen: usize, heads: usize, head_dim: usize) -> Strides {
+        Strides {
+            batch: (heads * seqlen * head_dim) as i64,
+            row: head_dim as i64,
+            head: (seqlen * head_dim) as i64,
+        }
+    }
+}
+
+/// Query and key/value head counts (`q % kv == 0`: MHA, GQA or MQA).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heads {
+    pub q: usize,
+    pub kv: usize,
+}
+
+impl Heads {
+    /// Multi-head attention: as many key/value heads as query heads.
+    pub fn mha(heads: usize) -> Heads {
+        Heads {
+            q: heads,
+            kv: heads,
+        }
+    }
+
+    /// Grouped-query attention (`kv = 1` is multi-query attention).
+    pub fn gqa(q: usize, kv: usize) -> Heads {
+        Heads { q, kv }
+    }
+}
+
+/// How sequences are laid out, with host-side sizes only (nothing read from the device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqShape {
+    /// `q, o: [b, sq, hq, d]`, `k, v: [b, sk, hkv, d]`.
+    Padded {
+        batch: usize,
+        seqlen_q: usize,
+        seqlen_k: usize,
+    },
+    /// `q, o: [total_q, hq, d]`, `k, v: [total_k, hkv, d]`; item `i` owns rows
+    /// `cu_seqlens_q[i]..cu_seqlens_q[i + 1]` (same for k) of the device `cu_seqlens` buffers,
+    /// which the kernel checks against these bounds (a violation traps; nothing is read or
+    /// written out of bounds). The grid is sized from `max_seqlen_q`, so the same plan serves
+    /// every batch whose sizes stay within these bounds.
+    Varlen {
+        batch: usize,
+        /// Upper bound of any item's query count.
+        max_seqlen_q: usize,
+        /// Upper bound of any item's key count.
+        max_seqlen_k: usize,
+        /// Rows of the packed q and o tensors.
+        total_q: usize,
+        /// Rows of the packed k and v tensors.
+        total_k: usize,
+    },
+}
+
+impl SeqShape {
+    pub fn batch(&self) -> usize {
+        match *self {
+            SeqShape::Padded { batch, .. } | SeqShape::Varlen { batch, .. } => batch,
+        }
+    }
+
+    /// (longest q sequence, longest k sequence): exact when padded, bounds when varlen.
+    pub fn max_seqlens(&self) -> (usize, usize) {
+        match *self {
+            SeqShape::Padded {
+                seqlen_q, seqlen_k, ..
+            } => (seqlen_q, seqlen_k),
+            SeqShape::Varlen {
+                max_seqlen_q,
+                max_seqlen_k,
+                ..
+            } => (max_seqlen_q, max_seqlen_k),
+        }
+    }
+
+    /// (q rows, k rows) over the whole batch, as the tensors hold them.
+    pub fn total_rows(&self) -> (usize, usize) {
+        match *self {
+            SeqShape::Padded {
+                batch,
+                seqlen_q,
+                seqlen_k,
+            } => (batch * seqlen_q, batch * seqlen_k),
+            SeqShape::Varlen {
+                total_q, total_k, ..
+            } => (total_q, total_k),
+        }
+    }
+
+    pub fn is_varlen(&self) -> bool {
+        matches!(self, SeqShape::Varlen { .. })
+    }
+}
+
+/// The strides of the four attention tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QkvoStrides {
+    pub q: Strides,
+    pub k: Strides,
+    pub v: Strides,
+    pub o: Strides,
+}
+
+/// A whole forward call without buffers: the plan's input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FwdShape {
+    pub seq: SeqShape,
+    pub heads: Heads,
+    pub head_dim: usize,
+    pub strides: QkvoStrides,
+    pub options: AttnOptions,
+}
+
+impl FwdShape {
+    /// Contiguous `[b, s, h, d]` tensors of equal-length sequences; default options.
+    pub fn padded(
+        batch: usize,
+        seqlen_q: usize,
+        seqlen_k: usize,
+        heads: Heads,
+        head_dim: usize,
+    ) -> FwdShape {
+        let seq = SeqShape::Padded {
+            batch,
+            seqlen_q,
+            seqlen_k,
+        };
+        Self::contiguous(seq, heads, head_dim)
+    }
+
+    /// Contiguous packed `[total, h, d]` tensors of variable-length sequences described by a
+    /// [`SeqShape::Varlen`] (the device `cu_seqlens` are passed at run time); default options.
+    pub fn varlen(seq: SeqShape, heads: Heads, head_dim: usize) -> FwdShape {
+        Self::contiguous(seq, heads, head_dim)
+    }
+
+    /// Densely packed tensors for `seq` (batch strides are ignored by varlen layouts).
+    fn contiguous(seq: SeqShape, heads: Heads, head_dim: usize) -> FwdShape {
+        let (sq, sk) = match seq {
+            SeqShape::Padded {
+                seqlen_q, seqlen_k, ..
+            } => (seqlen_q, seqlen_k),
+            SeqShape::Varlen { .. } => (0, 0),
+        };
+        let q = Strides::contiguous(sq, heads.q, head_dim);
+        let kv = Strides::contiguous(sk, heads.kv, head_dim);
+        FwdShape {
+            seq,
+            heads,
+            head_dim,
+            strides: QkvoStrides {
+                q,
+                k: kv,
+                v: kv,
+                o: q,
+            },
+            options: AttnOptions::default(),
+        }
+    }
+
+    /// The shape of contiguous `[batch, seq, heads, head_dim]` tensors q, k, v, o, each of
+    /// whose dims is stated by its tensor: k and v must agree, o must equal q, and batch and
+    /// head dim must be the same everywhere (a typed error names the first that is not).
+    pub fn from_dense_dims(
+        q: [usize; 4],
+        k: [usize; 4],
+        v: [usize; 4],
+        o: [usize; 4],
+    ) -> crate::common::error::Result<FwdShape> {
+        use crate::common::error::{Dim, Error, TensorName};
+        const DIMS: [Dim; 4] = [Dim::Batch, Dim::Seq, Dim::Heads, Dim::HeadDim];
+        // (tensor, its dims, the dims it must match, which of them must match): k shares batch
+        // and head dim with q; v equals k; o equals q.
+        let rules = [
+            (TensorName::K, k, q, [true, false, false, true]),
+            (TensorName::V, v, k, [true; 4]),
+            (TensorName::O, o, q, [true; 4]),
+        ];
+        for (tensor, found, expected, must_match) in rules {
+            if let Some(i) = (0..4).find(|&i| must_match[i] && found[i] != expected[i]) {
+                return Err(Error::DimMismatch {
+                    tensor,
+                    dim: DIMS[i],
+                    expected: expected[i],
+                    found: found[i],
+                });
+            }
+        }
+        Ok(FwdShape::padded(
+            q[0],
+            q[1],
+            k[1],
+            Heads { q: q[2], kv: k[2] },
+            q[3],
+        ))
+    }
+
+    /// The same shape with `options`.
+    pub fn with_options(mut self, options: AttnOptions) -> FwdShape {
+        self.options = options;
+        self
+    }
+
+    /// The same shape with other strides.
+    pub fn with_strides(mut self, strides: QkvoStrides) -> FwdShape {
+        self.strides = strides;
+        self
+    }
+
+    /// Elements of an LSE (or entropy) output: `[b, hq, sq]` padded, `[hq, total_q]` varlen.
+    pub fn row_stats_len(&self) -> usize {
+        match self.seq {
+            SeqShape::Padded {
+                batch, seqlen_q, ..
+            } => batch * self.heads.q * seqlen_q,
+            SeqShape::Varlen { total_q, .. } => self.heads.q * total_q,
+        }
+    }
+}

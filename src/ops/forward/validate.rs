@@ -1,0 +1,429 @@
+//! Validation, in two steps that mirror plan once / run per layer:
+//! - [`validate_shape`] (here): everything about a [`FwdShape`] alone (heads, sizes, strides,
+//!   options, 32-bit index limits, output self-overlap, the compiled kernel that serves it).
+//!   Runs once per plan; returns the kernel and the extents each buffer must cover.
+//! - [`binding`]: what depends on the buffers of one run (length, alignment, aliasing,
+//!   presence), in O(1), before every launch.
+//!
+//! Pure: reads descriptions and addresses, returns typed errors, launches and writes nothing.
+//! Device-resident indices (`cu_seqlens`) are not read here: the kernel checks them against the
+//! bounds in its params and traps.
+
+use crate::common::abi;
+use crate::common::build_info::FwdKernelRow;
+use crate::common::dtype::DType;
+use crate::common::error::{AlignWhat, Dim, Error, Limit, OptionName, Result, TensorName};
+use crate::common::target::KernelTarget;
+use crate::ops::forward::problem::{FwdShape, SeqShape, Strides};
+use crate::ops::forward::tma::{FwdTmaMaps, TMA_MAX_DIM, TMA_MAX_STRIDE_BYTES, TMA_STRIDE_ALIGN};
+
+/// cp.async moves 16 bytes; q/k/v/o bases and strides must keep every row chunk 16-byte aligned.
+pub const COPY_ALIGN_BYTES: usize = abi::FLASHMHA_COPY_ALIGN_BYTES as usize;
+/// Grid y (heads) and z (batch) are limited to 65535 by CUDA.
+pub const MAX_GRID_YZ: usize = 65_535;
+/// Lengths and window bounds are int32 in the params struct.
+pub const MAX_INDEX_32: u64 = i32::MAX as u64;
+/// `sq + sk` of every item must stay below 2^31 minus the kernels' headroom (params.h).
+pub const MAX_SEQLEN_SUM: u64 = (1 << 31) - abi::FLASHMHA_SEQLEN_HEADROOM as u64;
+/// For head dims whose tiles are copied with per-thread 32-bit byte offsets (d80, d96:
+/// `(row * row_stride + col) * 2` with row < 64), a q/k/v row stride of at most 2^24 elements
+/// keeps those offsets in range; we apply the bound to every head dim so it does not depend on
+/// which instantiation serves a call.
+pub const MAX_ROW_STRIDE: i64 = 1 << 24;
+
+/// Elements each buffer must hold from its base address, for a validated shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FwdExtents {
+    pub q: usize,
+    pub k: usize,
+    pub v: usize,
+    pub o: usize,
+    /// LSE and entropy (f32), when given.
+    pub row_stats: usize,
+    /// ALiBi slopes and head gates (f32), when given: one per query head.
+    pub per_head: usize,
+    /// Each `cu_seqlens` (i32), varlen only: batch + 1.
+    pub cu_seqlens: usize,
+}
+
+/// The compiled kernel that serves `shape` of element type `dtype`, and the extents of its
+/// buffers, after checking everything that does not depend on the buffers.
+pub fn validate_shape<'t>(
+    table: &'t [FwdKernelRow],
+    target: KernelTarget,
+    dtype: DType,
+    shape: &FwdShape,
+) -> Result<(&'t FwdKernelRow, FwdExtents)> {
+    let s = shape;
+    if !target.supports(dtype) {
+        return Err(Error::UnsupportedDType { dtype, target });
+    }
+    // A head dim that is a multiple of 8 (whole 16-byte chunks) runs on the smallest compiled
+    // kernel of the target at least as wide, its extra columns predicated off in the kernel.
+    let bucket = |t: KernelTarget| {
+        table
+            .iter()
+            .filter(|r| {
+                r.target == t
+                    && r.dtype == dtype
+                    && s.head_dim > 0
+                    && s.head_dim.is_multiple_of(8)
+                    && r.head_dim as usize >= s.head_dim
+            })
+            .min_by_key(|r| r.head_dim)
+    };
+    // A target with a fallback (Hopper: Ampere) runs its own row when that is no wider than
+    // the fallback's bucket (d48 -> the sm_90a d64), else the fallback's (d80 / d96 -> the
+    // Ampere d80 / d96 rather than padding them to the sm_90a d128).
+    let own = bucket(target);
+    let kernel = match (own, target.forward_fallback().and_then(bucket)) {
+        (Some(own), Some(other)) if other.head_dim < own.head_dim => Some(other),
+        (Some(own), _) => Some(own),
+        (None, other) => other,
+    }
+    .ok_or_else(|| Error::UnsupportedHeadDim {
+        dtype,
+        head_dim: s.head_dim,
+        target,
+        supported: {
+            let mut dims: Vec<u32> = table
+                .iter()
+                .filter(|r| {
+                    (r.target == target || Some(r.target) == target.forward_fallback())
+                        && r.dtype == dtype
+                })
+                .map(|r| r.head_dim)
+                .collect();
+            dims.sort_unstable();
+            dims.dedup();
+            dims
+        },
+    })?;
+    check_heads(s)?;
+    check_seq(s)?;
+    check_options(s)?;
+    let (sq, sk) = s.seq.max_seqlens();
+    let (tq, tk) = s.seq.total_rows();
+    let batch = s.seq.batch();
+    // Rows each operand must cover: padded tensors are addressed per item, varlen globally.
+    let (rows_q, items_q, rows_k, items_k) = if s.seq.is_varlen() {
+        (tq, 1, tk, 1)
+    } else {
+        (sq, batch, sk, batch)
+    };
+    let d = s.head_dim;
+    let st = &s.strides;
+    let geometry = |tensor, strides, items, rows, heads| Geometry {
+        tensor,
+        strides,
+        items,
+        rows,
+        heads,
+        head_dim: d,
+    };
+    let q = geometry(TensorName::Q, st.q, items_q, rows_q, s.heads.q);
+    let k = geometry(TensorName::K, st.k, items_k, rows_k, s.heads.kv);
+    let v = geometry(TensorName::V, st.v, items_k, rows_k, s.heads.kv);
+    let o = geometry(TensorName::O, st.o, items_q, rows_q, s.heads.q);
+    for g in [&q, &k, &v] {
+        g.check_input()?;
+    }
+    o.check_output()?;
+    for g in [&q, &k, &v, &o] {
+        g.check_alignment(dtype)?;
+    }
+    if !(d * dtype.size()).is_multiple_of(COPY_ALIGN_BYTES) {
+        return Err(Error::Misaligned {
+            tensor: TensorName::Q,
+            what: AlignWhat::HeadDim,
+            required: COPY_ALIGN_BYTES,
+            value: (d * dtype.size()) as u64,
+        });
+    }
+    if kernel.takes_tma_params() {
+        check_tma(s, kernel)?;
+    }
+    let row_stats = s.row_stats_len();
+    if row_stats as u64 > MAX_INDEX_32 {
+        return Err(Error::Overflow32 {
+            limit: Limit::RowStats,
+            value: row_stats as u64,
+            max: MAX_INDEX_32,
+        });
+    }
+    Ok((
+        kernel,
+        FwdExtents {
+            q: q.extent(),
+            k: k.extent(),
+            v: v.extent(),
+            o: o.extent(),
+            row_stats,
+            per_head: s.heads.q,
+            cu_seqlens: if s.seq.is_varlen() { batch + 1 } else { 0 },
+        },
+    ))
+}
+
+/// What the sm_90a kernels' tensor maps need beyond the checks every kernel has: the encoder
+/// takes byte strides that are multiples of 16 (already required of every kernel, for 16-byte
+/// copies) and below 2^40, and dimensions of at most 2^31 elements (rows are already int32);
+/// checked on the maps the plan will encode, so a launch never meets an encoder error.
+fn check_tma(s: &FwdShape, kernel: &FwdKernelRow) -> Result<()> {
+    let maps = FwdTmaMaps::describe(s, kernel.block_m, kernel.block_n);
+    for (tensor, map) in maps.iter() {
+        for (stride, dim) in map
+            .global_strides
+            .iter()
+            .zip([Dim::Heads, Dim::Seq, Dim::Batch])
+        {
+            if !stride.is_multiple_of(TMA_STRIDE_ALIGN) {
+                return Err(Error::Misaligned {
+                    tensor,
+                    what: AlignWhat::Stride(dim),
+                    required: TMA_STRIDE_ALIGN as usize,
+                    value: *stride,
+                });
+            }
+            if *stride >= TMA_MAX_STRIDE_BYTES {
+                return Err(Error::Overflow32 {
+                    limit: Limit::TmaStride,
+                    value: *stride,
+                    max: TMA_MAX_STRIDE_BYTES - 1,
+                });
+            }
+        }
+        if let Some(&rows) = map.global_dim.iter().find(|&&n| n > TMA_MAX_DIM) {
+            return Err(Error::Overflow32 {
+                limit: Limit::Rows32,
+                value: rows,
+                max: TMA_MAX_DIM,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_heads(s: &FwdShape) -> Result<()> {
+    let h = s.heads;
+    for (tensor, n) in [(TensorName::Q, h.q), (TensorName::K, h.kv)] {
+        if n == 0 {
+            return Err(Error::EmptyDim {
+                tensor,
+                dim: Dim::Heads,
+            });
+        }
+    }
+    if !h.q.is_multiple_of(h.kv) {
+        return Err(Error::HeadsNotDivisible {
+            heads_q: h.q,
+            heads_kv: h.kv,
+        });
+    }
+    if h.q > MAX_GRID_YZ {
+        return Err(Error::Overflow32 {
+            limit: Limit::GridYz,
+            value: h.q as u64,
+            max: MAX_GRID_YZ as u64,
+        });
+    }
+    if s.head_dim == 0 {
+        return Err(Error::EmptyDim {
+            tensor: TensorName::Q,
+            dim: Dim::HeadDim,
+        });
+    }
+    Ok(())
+}
+
+fn check_seq(s: &FwdShape) -> Result<()> {
+    let batch = s.seq.batch();
+    if batch == 0 {
+        return Err(Error::EmptyDim {
+            tensor: TensorName::Q,
+            dim: Dim::Batch,
+        });
+    }
+    if batch > MAX_GRID_YZ {
+        return Err(Error::Overflow32 {
+            limit: Limit::GridYz,
+            value: batch as u64,
+            max: MAX_GRID_YZ as u64,
+        });
+    }
+    let (sq, sk) = s.seq.max_seqlens();
+    if let SeqShape::Padded { .. } = s.seq {
+        // A padded item with no queries or no keys is a caller mistake; varlen items may be
+        // empty (their rows are simply absent).
+        for (tensor, n) in [(TensorName::Q, sq), (TensorName::K, sk)] {
+            if n == 0 {
+                return Err(Error::EmptyDim {
+                    tensor,
+                    dim: Dim::Seq,
+                });
+            }
+        }
+    }
+    if (sq + sk) as u64 > MAX_SEQLEN_SUM {
+        return Err(Error::Overflow32 {
+            limit: Limit::SeqlenSum,
+            value: (sq + sk) as u64,
+            max: MAX_SEQLEN_SUM,
+        });
+    }
+    let (tq, tk) = s.seq.total_rows();
+    for value in [tq, tk] {
+        if value as u64 > MAX_INDEX_32 {
+            return Err(Error::Overflow32 {
+                limit: Limit::Rows32,
+                value: value as u64,
+                max: MAX_INDEX_32,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_options(s: &FwdShape) -> Result<()> {
+    let o = &s.options;
+    // The kernel's running max assumes scores grow with q.k (scale > 0).
+    for (option, value) in [
+        (OptionName::SoftmaxScale, o.softmax_scale),
+        (OptionName::Softcap, o.softcap),
+    ] {
+        if let Some(v) = value {
+            if !v.is_finite() || v <= 0.0 {
+                return Err(Error::InvalidOption { option, value: v });
+            }
+        }
+    }
+    if let Some(w) = o.window {
+        for v in [w.left, w.right].into_iter().flatten() {
+            if v as u64 > MAX_INDEX_32 {
+                return Err(Error::Overflow32 {
+                    limit: Limit::Window,
+                    value: v as u64,
+                    max: MAX_INDEX_32,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One q/k/v/o operand: the index space the kernel walks over it.
+struct Geometry {
+    tensor: TensorName,
+    strides: Strides,
+    items: usize,
+    rows: usize,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl Geometry {
+    /// Elements from the base that the kernel may touch (largest offset + 1; 0 without rows).
+    fn extent(&self) -> usize {
+        if self.rows == 0 || self.items == 0 {
+            return 0;
+        }
+        let s = self.strides;
+        // Computed in 128-bit so the computation itself cannot wrap; strides are checked
+        // non-negative first.
+        let max = |n: usize, stride: i64| (n.saturating_sub(1) as u128) * stride.max(0) as u128;
+        let last = max(self.items, s.batch)
+            + max(self.rows, s.row)
+            + max(self.heads, s.head)
+            + (self.head_dim as u128 - 1);
+        usize::try_from(last + 1).unwrap_or(usize::MAX)
+    }
+
+    fn check_strides(&self) -> Result<()> {
+        let s = self.strides;
+        for (dim, stride) in [
+            (Dim::Batch, s.batch),
+            (Dim::Seq, s.row),
+            (Dim::Heads, s.head),
+        ] {
+            if stride < 0 {
+                return Err(Error::NegativeStride {
+                    tensor: self.tensor,
+                    dim,
+                    stride,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_input(&self) -> Result<()> {
+        self.check_strides()?;
+        if self.strides.row > MAX_ROW_STRIDE {
+            return Err(Error::Overflow32 {
+                limit: Limit::RowStride,
+                value: self.strides.row as u64,
+                max: MAX_ROW_STRIDE as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Distinct (item, row, head, col) must map to distinct elements, or CTAs race: sort the
+    /// used dimensions by stride; each stride must step past everything the smaller ones span.
+    fn check_output(&self) -> Result<()> {
+        self.check_strides()?;
+        if self.extent() == 0 {
+            // No rows (e.g. a varlen batch with no queries): nothing is written.
+            return Ok(());
+        }
+        let s = self.strides;
+        let (sb, sr, sh) = (s.batch as u64, s.row as u64, s.head as u64);
+        // (stride, extent) of the dimensions that vary; extent-1 ones cannot collide.
+        let mut dims =
+            [(sb, self.items), (sr, self.rows), (sh, self.heads)].map(|(stride, extent)| {
+                if extent > 1 {
+                    (stride, extent as u64)
+                } else {
+                    (u64::MAX, 1)
+                }
+            });
+        dims.sort_unstable();
+        // Largest offset reachable by the dimensions seen so far (the contiguous head dim first).
+        let mut reach = self.head_dim as u128 - 1;
+        for (stride, extent) in dims.into_iter().filter(|&(_, extent)| extent > 1) {
+            if stride as u128 <= reach {
+                return Err(Error::OverlappingOutput {
+                    tensor: self.tensor,
+                    batch: s.batch,
+                    row: s.row,
+                    head: s.head,
+                    head_dim: self.head_dim,
+                });
+            }
+            reach += stride as u128 * (extent as u128 - 1);
+        }
+        Ok(())
+    }
+
+    /// Every stride the kernel steps by must keep 16-byte row chunks aligned.
+    fn check_alignment(&self, dtype: DType) -> Result<()> {
+        let e = dtype.size() as u64;
+        let s = self.strides;
+        for (dim, stride) in [
+            (Dim::Batch, s.batch),
+            (Dim::Seq, s.row),
+            (Dim::Heads, s.head),
+        ] {
+            let bytes = stride as u64 * e;
+            if !bytes.is_multiple_of(COPY_ALIGN_BYTES as u64) {
+                return Err(Error::Misaligned {
+                    tensor: self.tensor,
+                    what: AlignWhat::Stride(dim),
+                    required: COPY_ALIGN_BYTES,
+                    value: bytes,
+                });
+            }
+        }
+        Ok(())
+    }
+}
