@@ -7,7 +7,7 @@
 //! driver.
 
 use crate::common::abi::ParamsBytes;
-use crate::common::binding::{DevBuf, FwdBufs};
+use crate::common::binding::DevBuf;
 use crate::common::build_info;
 use crate::common::element::Element;
 use crate::common::error::{EmulatorError, Error, Result};
@@ -17,6 +17,7 @@ use crate::emulator::{
 };
 use crate::ops::forward::plan::{FwdLaunch, FwdParamsAbi, FwdPlan};
 use crate::ops::forward::tma::{TmaElement, TmaMapDesc, TmaSwizzleMode};
+use crate::ops::forward::FwdBufs;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -38,7 +39,7 @@ pub fn parsed_module(entry: &str) -> Result<Arc<Module>> {
 
 /// A buffer of `len` elements at an emulator allocation.
 pub fn dev_buf(ptr: DevicePtr, len: usize) -> DevBuf {
-    DevBuf { addr: ptr.0, len }
+    DevBuf::new(ptr.0, len)
 }
 
 /// Binds `bufs` to `plan` (the same O(1) checks as on a GPU) and runs it on `dev`; returns

@@ -4,10 +4,11 @@
 
 use super::ffi;
 use super::status::CallError;
-use crate::common::binding::{DevBuf, FwdBufs};
+use crate::common::binding::DevBuf;
 use crate::common::dtype::DType;
 use crate::common::options::{AttnOptions, SlidingWindow};
 use crate::ops::forward::problem::{FwdShape, Heads, QkvoStrides, SeqShape, Strides};
+use crate::ops::forward::FwdBufs;
 
 fn invalid(msg: impl Into<String>) -> CallError {
     CallError::InvalidArgument(msg.into())
@@ -104,39 +105,30 @@ pub fn shape(s: &ffi::flashmha_shape) -> Result<(DType, FwdShape), CallError> {
     Ok((dtype, shape))
 }
 
+/// NULL is the absent buffer (address 0).
 fn buf(b: ffi::flashmha_buf) -> DevBuf {
-    DevBuf {
-        addr: b.data as u64,
-        len: b.len,
-    }
-}
-
-fn optional(b: ffi::flashmha_buf) -> Option<DevBuf> {
-    (!b.data.is_null()).then(|| buf(b))
+    DevBuf::new(b.data as u64, b.len)
 }
 
 /// The buffers as the plan's `bind` checks them. Required buffers are passed on even when NULL
 /// (bind reports a NULL q/k/v/o as a missing buffer); the cu_seqlens must come as a pair.
 pub fn bufs(b: &ffi::flashmha_bufs) -> Result<FwdBufs, CallError> {
-    let cu_seqlens = match (optional(b.cu_seqlens_q), optional(b.cu_seqlens_k)) {
-        (Some(q), Some(k)) => Some((q, k)),
-        (None, None) => None,
-        _ => {
-            return Err(invalid(
-                "cu_seqlens_q and cu_seqlens_k must both be given or both be NULL",
-            ))
-        }
-    };
+    if b.cu_seqlens_q.data.is_null() != b.cu_seqlens_k.data.is_null() {
+        return Err(invalid(
+            "cu_seqlens_q and cu_seqlens_k must both be given or both be NULL",
+        ));
+    }
     Ok(FwdBufs {
         q: buf(b.q),
         k: buf(b.k),
         v: buf(b.v),
         o: buf(b.o),
-        lse: optional(b.lse),
-        entropy: optional(b.entropy),
-        alibi_slopes: optional(b.alibi_slopes),
-        head_gates: optional(b.head_gates),
-        cu_seqlens,
+        lse: buf(b.lse),
+        entropy: buf(b.entropy),
+        alibi_slopes: buf(b.alibi_slopes),
+        head_gates: buf(b.head_gates),
+        cu_seqlens_q: buf(b.cu_seqlens_q),
+        cu_seqlens_k: buf(b.cu_seqlens_k),
     })
 }
 
@@ -223,7 +215,7 @@ mod tests {
         assert!(matches!(bufs(&b), Err(CallError::InvalidArgument(_))));
         b.cu_seqlens_k = b.cu_seqlens_q;
         let f = bufs(&b).unwrap();
-        assert_eq!(f.cu_seqlens.unwrap().0.len, 3);
-        assert_eq!(f.lse, None);
+        assert_eq!((f.cu_seqlens_q.len, f.cu_seqlens_k.len), (3, 3));
+        assert!(!f.lse.is_present());
     }
 }

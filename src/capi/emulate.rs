@@ -10,20 +10,33 @@ use super::ffi::{self, flashmha_status};
 use super::plan::Plan;
 use super::status::{guard, CallError};
 use crate::backend::emulator as backend;
-use crate::common::binding::{DevBuf, FwdBufs};
+use crate::common::binding::DevBuf;
 use crate::common::element::Element;
 use crate::common::error::{EmulatorError, Error};
 use crate::emulator::{Device, DevicePtr};
 use crate::host::POISON_U16;
 use crate::ops::forward::plan::FwdPlan;
+use crate::ops::forward::FwdBufs;
 
 /// The bytes of a host buffer of `elem` bytes per element.
 ///
 /// # Safety
 /// `b.data` must point to `b.len * elem` readable bytes that nothing writes during the call.
-unsafe fn host_bytes<'a>(b: DevBuf, elem: usize) -> &'a [u8] {
+unsafe fn host_bytes<'a>(b: DevBuf, elem: usize) -> crate::Result<&'a [u8]> {
+    let n = byte_len(b, elem)?;
     // SAFETY: the caller's contract.
-    unsafe { std::slice::from_raw_parts(b.addr as *const u8, b.len * elem) }
+    Ok(unsafe { std::slice::from_raw_parts(b.addr as *const u8, n) })
+}
+
+/// `b.len * elem` bytes, checked (a C caller may declare any length).
+fn byte_len(b: DevBuf, elem: usize) -> crate::Result<usize> {
+    usize::try_from(b.len)
+        .ok()
+        .and_then(|n| n.checked_mul(elem))
+        .filter(|&n| n <= isize::MAX as usize)
+        .ok_or(Error::SizeOverflow {
+            what: "a host buffer's bytes",
+        })
 }
 
 /// Copies `len` elements of `elem` bytes of an emulator buffer back to the host buffer `host`.
@@ -31,7 +44,7 @@ unsafe fn host_bytes<'a>(b: DevBuf, elem: usize) -> &'a [u8] {
 /// # Safety
 /// `host.addr` must point to `host.len * elem` writable bytes.
 unsafe fn copy_back(dev: &Device, at: DevicePtr, host: DevBuf, elem: usize) -> crate::Result<()> {
-    let bytes = dev.read(at, host.len * elem)?;
+    let bytes = dev.read(at, byte_len(host, elem)?)?;
     // SAFETY: `bytes` is a fresh buffer of exactly the host buffer's size; the caller's contract
     // makes the destination writable; a fresh Vec cannot overlap caller memory.
     unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), host.addr as *mut u8, bytes.len()) };
@@ -53,35 +66,39 @@ unsafe fn emulate<T: Element>(plan: &FwdPlan<T>, host: &FwdBufs) -> Result<(), C
             return Ok(b);
         }
         // SAFETY: the caller's contract for input buffers.
-        let ptr = dev.upload(unsafe { host_bytes(b, elem) });
-        Ok(backend::dev_buf(ptr, b.len))
+        let ptr = dev.upload(unsafe { host_bytes(b, elem) }?);
+        Ok(DevBuf {
+            addr: ptr.0,
+            len: b.len,
+        })
     };
     let q = input(host.q, elem)?;
     let k = input(host.k, elem)?;
     let v = input(host.v, elem)?;
-    let alibi_slopes = host.alibi_slopes.map(|b| input(b, 4)).transpose()?;
-    let head_gates = host.head_gates.map(|b| input(b, 4)).transpose()?;
-    let cu_seqlens = host
-        .cu_seqlens
-        .map(|(cq, ck)| Ok::<_, Error>((input(cq, 4)?, input(ck, 4)?)))
-        .transpose()?;
-    let mut output = |b: DevBuf, pattern: &[u8]| -> DevBuf {
+    let alibi_slopes = input(host.alibi_slopes, 4)?;
+    let head_gates = input(host.head_gates, 4)?;
+    let cu_seqlens_q = input(host.cu_seqlens_q, 4)?;
+    let cu_seqlens_k = input(host.cu_seqlens_k, 4)?;
+    let mut output = |b: DevBuf, pattern: &[u8]| -> crate::Result<DevBuf> {
         if b.addr == 0 {
-            return b;
+            return Ok(b);
         }
         let bytes: Vec<u8> = pattern
             .iter()
             .copied()
             .cycle()
-            .take(b.len * pattern.len())
+            .take(byte_len(b, pattern.len())?)
             .collect();
-        backend::dev_buf(dev.upload(&bytes), b.len)
+        Ok(DevBuf {
+            addr: dev.upload(&bytes).0,
+            len: b.len,
+        })
     };
     let poison16 = POISON_U16.to_ne_bytes();
     let poison32 = u32::MAX.to_ne_bytes();
-    let o = output(host.o, &poison16);
-    let lse = host.lse.map(|b| output(b, &poison32));
-    let entropy = host.entropy.map(|b| output(b, &poison32));
+    let o = output(host.o, &poison16)?;
+    let lse = output(host.lse, &poison32)?;
+    let entropy = output(host.entropy, &poison32)?;
     let bufs = FwdBufs {
         q,
         k,
@@ -91,7 +108,8 @@ unsafe fn emulate<T: Element>(plan: &FwdPlan<T>, host: &FwdBufs) -> Result<(), C
         entropy,
         alibi_slopes,
         head_gates,
-        cu_seqlens,
+        cu_seqlens_q,
+        cu_seqlens_k,
     };
     let (_, report) = backend::run(&mut dev, plan, &bufs)?;
     if !report.findings.is_empty() {
@@ -102,12 +120,12 @@ unsafe fn emulate<T: Element>(plan: &FwdPlan<T>, host: &FwdBufs) -> Result<(), C
         .into());
     }
     let outputs = [
-        (Some(o), Some(host.o), elem),
+        (o, host.o, elem),
         (lse, host.lse, 4),
         (entropy, host.entropy, 4),
     ];
-    for (dev_buf, host_buf, elem) in outputs {
-        if let (Some(d), Some(h)) = (dev_buf, host_buf) {
+    for (d, h, elem) in outputs {
+        if d.is_present() {
             // SAFETY: output buffers are writable for their declared length (caller's contract).
             unsafe { copy_back(&dev, DevicePtr(d.addr), h, elem) }?;
         }

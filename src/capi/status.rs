@@ -58,7 +58,7 @@ pub fn code_of(e: &Error) -> flashmha_status {
         | Error::DTypeMismatch { .. }
         | Error::KvPoolMismatch { .. } => ffi::FLASHMHA_ERR_UNSUPPORTED,
         Error::CuSeqlens { .. } => ffi::FLASHMHA_ERR_CU_SEQLENS,
-        Error::Overflow32 { .. } => ffi::FLASHMHA_ERR_OVERFLOW,
+        Error::Overflow32 { .. } | Error::SizeOverflow { .. } => ffi::FLASHMHA_ERR_OVERFLOW,
         Error::InvalidOption { .. } | Error::SplitCount { .. } | Error::SplitKeys { .. } => {
             ffi::FLASHMHA_ERR_INVALID_OPTION
         }

@@ -1,104 +1,280 @@
-//! Per-run checks of the buffers bound to a plan: each buffer covers its extent, base
-//! addresses are aligned, outputs overlap nothing, and exactly the buffers the layout needs are
-//! present. O(1): a fixed number of buffers, no allocation; runs before every launch.
+//! Binding: the one device-buffer type of every op ([`DevBuf`]) and the one per-run checker
+//! ([`check`]) that each op drives with a fixed table of [`BufSpec`]s (tensor, buffer, elements
+//! the plan needs, element size, alignment, role). O(1) in the number of buffers, no allocation;
+//! runs before every launch, so a bad binding is a typed error and nothing is written.
 
 use crate::common::error::{AlignWhat, Error, Result, TensorName};
-use crate::ops::forward::validate::{FwdExtents, COPY_ALIGN_BYTES};
 
-/// One device buffer: its base address and how many elements are available from there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One device buffer: base address (0 = absent) and how many elements of its type are available
+/// from there. Each backend fills it from its own buffer types (cudarc slices and views,
+/// emulator allocations, C pointers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DevBuf {
     pub addr: u64,
-    pub len: usize,
+    pub len: u64,
 }
 
-/// The buffers of one forward run, as device addresses and element counts. Each backend fills
-/// this from its own buffer types (cudarc slices and views, emulator allocations).
+impl DevBuf {
+    /// No buffer.
+    pub const ABSENT: DevBuf = DevBuf { addr: 0, len: 0 };
+
+    /// `len` elements at `addr` (`usize` lengths from host-side containers).
+    pub fn new(addr: u64, len: usize) -> DevBuf {
+        DevBuf {
+            addr,
+            len: len as u64,
+        }
+    }
+
+    pub fn is_present(&self) -> bool {
+        self.addr != 0
+    }
+
+    /// `len` elements starting `offset` elements (of `elem_bytes` bytes) into `self` (absent
+    /// when `self` is; the caller checked the offset against `self.len`).
+    pub fn slice(&self, offset: u64, len: u64, elem_bytes: u64) -> DevBuf {
+        if !self.is_present() {
+            return DevBuf::ABSENT;
+        }
+        DevBuf {
+            addr: self.addr.saturating_add(offset.saturating_mul(elem_bytes)),
+            len,
+        }
+    }
+}
+
+/// What a plan does with one buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FwdBufs {
-    /// Element type of the plan.
-    pub q: DevBuf,
-    pub k: DevBuf,
-    pub v: DevBuf,
-    pub o: DevBuf,
-    /// f32 outputs, optional.
-    pub lse: Option<DevBuf>,
-    pub entropy: Option<DevBuf>,
-    /// f32 inputs, optional: `[hq]` each.
-    pub alibi_slopes: Option<DevBuf>,
-    pub head_gates: Option<DevBuf>,
-    /// i32 `[batch + 1]` each; required exactly when the plan is varlen.
-    pub cu_seqlens: Option<(DevBuf, DevBuf)>,
+pub enum Use {
+    /// Must be present and hold `needed` elements.
+    Required,
+    /// Checked like `Required` when present; absence turns the feature off (e.g. an LSE output).
+    IfPresent,
+    /// The plan does not touch it: ignored whatever it holds.
+    Unused,
+    /// The plan cannot use it and a present one is a mistake ([`Error::UnexpectedBuffer`]).
+    Forbidden,
 }
 
-/// Checks `b` against the extents of a validated shape with elements of `elem_bytes` bytes.
-pub fn check_bufs(x: &FwdExtents, elem_bytes: usize, b: &FwdBufs) -> Result<()> {
-    use TensorName as T;
-    let (cu_q, cu_k) = match (b.cu_seqlens, x.cu_seqlens > 0) {
-        (Some((q, k)), true) => (Some(q), Some(k)),
-        (None, false) => (None, None),
-        (None, true) => {
-            return Err(Error::MissingBuffer {
-                tensor: T::CuSeqlensQ,
-            })
+/// One row of an op's binding table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufSpec {
+    pub tensor: TensorName,
+    pub buf: DevBuf,
+    pub usage: Use,
+    /// Elements the kernels may touch (the extent, not the capacity).
+    pub needed: u64,
+    pub elem_bytes: u64,
+    /// Required base alignment in bytes.
+    pub align: u64,
+    /// Outputs must overlap no other bound buffer.
+    pub output: bool,
+}
+
+impl BufSpec {
+    pub fn input(
+        tensor: TensorName,
+        buf: DevBuf,
+        usage: Use,
+        needed: u64,
+        elem_bytes: u64,
+        align: u64,
+    ) -> BufSpec {
+        BufSpec {
+            tensor,
+            buf,
+            usage,
+            needed,
+            elem_bytes,
+            align,
+            output: false,
         }
-        (Some(_), false) => {
-            return Err(Error::UnexpectedBuffer {
-                tensor: T::CuSeqlensQ,
-            })
+    }
+
+    pub fn output(
+        tensor: TensorName,
+        buf: DevBuf,
+        usage: Use,
+        needed: u64,
+        elem_bytes: u64,
+        align: u64,
+    ) -> BufSpec {
+        BufSpec {
+            tensor,
+            buf,
+            usage,
+            needed,
+            elem_bytes,
+            align,
+            output: true,
         }
-    };
-    // (name, buffer, elements needed, element bytes, alignment). Fixed array: no allocation.
-    let all: [(T, Option<DevBuf>, usize, usize, usize); 10] = [
-        (T::O, Some(b.o), x.o, elem_bytes, COPY_ALIGN_BYTES),
-        (T::Lse, b.lse, x.row_stats, 4, 4),
-        (T::Entropy, b.entropy, x.row_stats, 4, 4),
-        (T::Q, Some(b.q), x.q, elem_bytes, COPY_ALIGN_BYTES),
-        (T::K, Some(b.k), x.k, elem_bytes, COPY_ALIGN_BYTES),
-        (T::V, Some(b.v), x.v, elem_bytes, COPY_ALIGN_BYTES),
-        (T::AlibiSlopes, b.alibi_slopes, x.per_head, 4, 4),
-        (T::HeadGates, b.head_gates, x.per_head, 4, 4),
-        (T::CuSeqlensQ, cu_q, x.cu_seqlens, 4, 4),
-        (T::CuSeqlensK, cu_k, x.cu_seqlens, 4, 4),
-    ];
-    /// The outputs come first in `all`.
-    const OUTPUTS: usize = 3;
-    for (tensor, buf, needed, _, align) in all {
-        let Some(buf) = buf else { continue };
-        if buf.addr == 0 {
-            return Err(Error::MissingBuffer { tensor });
+    }
+
+    /// Whether the launch reads or writes this buffer.
+    fn bound(&self) -> bool {
+        match self.usage {
+            Use::Required => true,
+            Use::IfPresent => self.buf.is_present(),
+            Use::Unused | Use::Forbidden => false,
         }
-        if buf.len < needed {
+    }
+
+    /// The address the params struct gets: 0 for a buffer the launch does not use.
+    pub fn addr(&self) -> u64 {
+        if self.bound() {
+            self.buf.addr
+        } else {
+            0
+        }
+    }
+
+    /// Byte range the kernels may touch: the extent, not the whole buffer, so two tensors carved
+    /// side by side from one arena do not count as overlapping.
+    fn span(&self) -> (u64, u64) {
+        let bytes = self.needed.saturating_mul(self.elem_bytes);
+        (self.buf.addr, self.buf.addr.saturating_add(bytes))
+    }
+}
+
+/// Checks one binding table: presence, extent, base alignment of every used buffer, then that no
+/// output overlaps another bound buffer.
+pub fn check(specs: &[BufSpec]) -> Result<()> {
+    for s in specs {
+        match s.usage {
+            Use::Unused => continue,
+            Use::Forbidden if s.buf.is_present() => {
+                return Err(Error::UnexpectedBuffer { tensor: s.tensor })
+            }
+            Use::Forbidden | Use::IfPresent if !s.buf.is_present() => continue,
+            _ => {}
+        }
+        if !s.buf.is_present() {
+            return Err(Error::MissingBuffer { tensor: s.tensor });
+        }
+        if s.buf.len < s.needed {
             return Err(Error::BufferTooSmall {
-                tensor,
-                needed: needed as u64,
-                available: buf.len as u64,
+                tensor: s.tensor,
+                needed: s.needed,
+                available: s.buf.len,
             });
         }
-        if !buf.addr.is_multiple_of(align as u64) {
+        if !s.buf.addr.is_multiple_of(s.align.max(1)) {
             return Err(Error::Misaligned {
-                tensor,
+                tensor: s.tensor,
                 what: AlignWhat::Base,
-                required: align,
-                value: buf.addr,
+                required: s.align as usize,
+                value: s.buf.addr,
             });
         }
     }
-    // Byte range an operand may touch: its extent, not the whole buffer, so two tensors
-    // carved side by side from one arena do not count as overlapping.
-    let span = |buf: DevBuf, needed: usize, elem: usize| {
-        (buf.addr, buf.addr.saturating_add((needed * elem) as u64))
-    };
-    for (i, (a, abuf, an, ae, _)) in all.iter().enumerate().take(OUTPUTS) {
-        let Some(abuf) = abuf else { continue };
-        let (a0, a1) = span(*abuf, *an, *ae);
-        for (bname, bbuf, bn, be, _) in all.iter().skip(i + 1) {
-            let Some(bbuf) = bbuf else { continue };
-            let (b0, b1) = span(*bbuf, *bn, *be);
+    for (i, a) in specs.iter().enumerate() {
+        if !a.bound() {
+            continue;
+        }
+        let (a0, a1) = a.span();
+        for b in &specs[i + 1..] {
+            if !(a.output || b.output) || !b.bound() {
+                continue;
+            }
+            let (b0, b1) = b.span();
             if a0 < b1 && b0 < a1 {
-                return Err(Error::Alias { a: *a, b: *bname });
+                let (first, second) = if a.output { (a, b) } else { (b, a) };
+                return Err(Error::Alias {
+                    a: first.tensor,
+                    b: second.tensor,
+                });
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use TensorName as T;
+
+    /// `Error` has no `PartialEq` (it wraps I/O errors): compare verdicts by their Debug text.
+    macro_rules! same {
+        ($a:expr, $b:expr $(,)?) => {
+            assert_eq!(format!("{:?}", $a), format!("{:?}", $b))
+        };
+    }
+
+    fn buf(addr: u64, len: u64) -> DevBuf {
+        DevBuf { addr, len }
+    }
+
+    #[test]
+    fn each_rule_is_a_typed_error() {
+        let q = |b, u| BufSpec::input(T::Q, b, u, 64, 2, 16);
+        let o = |b| BufSpec::output(T::O, b, Use::Required, 64, 2, 16);
+        same!(
+            check(&[q(DevBuf::ABSENT, Use::Required)]),
+            Err::<(), Error>(Error::MissingBuffer { tensor: T::Q })
+        );
+        same!(
+            check(&[q(buf(4096, 63), Use::Required)]),
+            Err::<(), Error>(Error::BufferTooSmall {
+                tensor: T::Q,
+                needed: 64,
+                available: 63
+            })
+        );
+        assert!(matches!(
+            check(&[q(buf(4104, 64), Use::Required)]),
+            Err::<(), Error>(Error::Misaligned { tensor: T::Q, .. })
+        ));
+        same!(
+            check(&[q(buf(4096, 64), Use::Forbidden)]),
+            Err::<(), Error>(Error::UnexpectedBuffer { tensor: T::Q })
+        );
+        // Unused: not even looked at; IfPresent absent: fine.
+        same!(
+            check(&[
+                q(buf(4104, 1), Use::Unused),
+                q(DevBuf::ABSENT, Use::IfPresent)
+            ]),
+            Ok::<(), Error>(())
+        );
+        // The output overlaps the input's extent: named output first.
+        same!(
+            check(&[q(buf(4096, 64), Use::Required), o(buf(4096 + 112, 64))]),
+            Err::<(), Error>(Error::Alias { a: T::O, b: T::Q })
+        );
+        // Side by side in one arena: no overlap.
+        same!(
+            check(&[q(buf(4096, 64), Use::Required), o(buf(4096 + 128, 64))]),
+            Ok::<(), Error>(())
+        );
+        // Two inputs may alias each other (K and V from one buffer are legal).
+        let k = BufSpec::input(T::K, buf(4096, 64), Use::Required, 64, 2, 16);
+        same!(
+            check(&[q(buf(4096, 64), Use::Required), k]),
+            Ok::<(), Error>(())
+        );
+        // An unused buffer cannot alias.
+        let lse = BufSpec::output(T::Lse, buf(4096, 64), Use::Unused, 64, 4, 4);
+        same!(
+            check(&[q(buf(4096, 64), Use::Required), lse]),
+            Ok::<(), Error>(())
+        );
+    }
+
+    proptest! {
+        /// The overlap verdict equals interval intersection of the extents, whatever the addresses
+        /// (saturating near 2^64: no panic).
+        #[test]
+        fn overlap_is_interval_intersection(a in any::<u64>(), b in any::<u64>(), na in 1u64..1 << 40, nb in 1u64..1 << 40) {
+            let (a, b) = ((a & !15).max(16), (b & !15).max(16));
+            let specs = [
+                BufSpec::output(T::O, buf(a, na), Use::Required, na, 1, 16),
+                BufSpec::input(T::Q, buf(b, nb), Use::Required, nb, 1, 16),
+            ];
+            let (a1, b1) = (a.saturating_add(na), b.saturating_add(nb));
+            let overlap = a < b1 && b < a1;
+            prop_assert_eq!(check(&specs).is_err(), overlap);
+        }
+    }
 }

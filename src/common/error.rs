@@ -320,6 +320,8 @@ pub enum Error {
     },
     #[error("{limit} = {value} overflows the kernel's index math (limit {max})")]
     Overflow32 { limit: Limit, value: u64, max: u64 },
+    #[error("{what} overflows the host's address space")]
+    SizeOverflow { what: &'static str },
     #[error("option {option} = {value} is invalid (must be finite and > 0)")]
     InvalidOption { option: OptionName, value: f32 },
     #[error("{tensor}: {dim} stride {stride} is below its minimum {min}")]

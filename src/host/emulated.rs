@@ -8,12 +8,13 @@ use super::problem::{FwdProblem, SeqLayout};
 use super::{poisoned_f32, POISON_U16};
 pub use super::{HostInputs, HostOutputs};
 use crate::backend::emulator::{self as backend, dev_buf};
-use crate::common::binding::FwdBufs;
+use crate::common::binding::DevBuf;
 use crate::common::dtype::DType;
 use crate::common::element::Element;
 use crate::common::error::Result;
 use crate::emulator::{Device, DevicePtr, LaunchReport};
 use crate::ops::forward::plan::{FwdLaunch, FwdPlan};
+use crate::ops::forward::FwdBufs;
 
 /// One emulated forward: outputs, the launch it ran, and the emulator's report.
 pub struct EmulatedRun {
@@ -66,36 +67,38 @@ fn forward_typed<T: Element>(problem: &FwdProblem, inputs: &HostInputs) -> Resul
         .as_deref()
         .map(|s| put_f32(&mut dev, s).map(|p| dev_buf(p, s.len())))
         .transpose()?;
-    let cu_seqlens = match &problem.layout {
+    let (cu_seqlens_q, cu_seqlens_k) = match &problem.layout {
         SeqLayout::Varlen {
             cu_seqlens_q,
             cu_seqlens_k,
         } => {
             let cq = put(&mut dev, bytemuck::cast_slice(cu_seqlens_q))?;
             let ck = put(&mut dev, bytemuck::cast_slice(cu_seqlens_k))?;
-            Some((
+            (
                 dev_buf(cq, cu_seqlens_q.len()),
                 dev_buf(ck, cu_seqlens_k.len()),
-            ))
+            )
         }
-        SeqLayout::Padded { .. } => None,
+        SeqLayout::Padded { .. } => (DevBuf::ABSENT, DevBuf::ABSENT),
     };
     let bufs = FwdBufs {
         q: dev_buf(q, inputs.q.len()),
         k: dev_buf(k, inputs.k.len()),
         v: dev_buf(v, inputs.v.len()),
         o: dev_buf(o, problem.o.len),
-        lse,
-        entropy,
-        alibi_slopes: alibi,
-        head_gates: gates,
-        cu_seqlens,
+        lse: lse.unwrap_or_default(),
+        entropy: entropy.unwrap_or_default(),
+        alibi_slopes: alibi.unwrap_or_default(),
+        head_gates: gates.unwrap_or_default(),
+        cu_seqlens_q,
+        cu_seqlens_k,
     };
     let (launch, report) = backend::run(&mut dev, &plan, &bufs)?;
-    let read_f32 = |b: Option<crate::common::binding::DevBuf>| -> Result<Option<Vec<f32>>> {
+    // Lengths here come from host Vecs, so `len * 4` fits (the Vec's bytes did).
+    let read_f32 = |b: Option<DevBuf>| -> Result<Option<Vec<f32>>> {
         b.map(|b| -> Result<Vec<f32>> {
             Ok(bytemuck::pod_collect_to_vec(
-                &dev.read(DevicePtr(b.addr), b.len * 4)?,
+                &dev.read(DevicePtr(b.addr), b.len as usize * 4)?,
             ))
         })
         .transpose()

@@ -5,11 +5,12 @@
 //! would pass, and returns the outputs with both launches' reports.
 
 use crate::common::abi::ParamsBytes;
+use crate::common::binding::DevBuf;
 use crate::common::build_info;
 use crate::common::error::{Dim, Error, Result, TensorName};
 use crate::common::target::KernelTarget;
 use crate::emulator::{Device, DevicePtr, LaunchConfig, LaunchReport, Module};
-use crate::ops::decode::plan::{DecodeBuffers, DecodePlan, DeviceBuf, Launch};
+use crate::ops::decode::plan::{DecodeBuffers, DecodePlan, Launch};
 use crate::ops::kv_append::{plan_kv_append_for, AppendIndex, KvAppendBuffers};
 use crate::ops::merge::{
     plan_merge, MergeBuffers, MergePlan, MergeProblem, MergeStates, StatsLayout,
@@ -68,18 +69,18 @@ pub(crate) fn module(entry: &'static str) -> Result<Arc<Module>> {
     crate::backend::emulator::parsed_module(entry)
 }
 
-/// Uploads `data` (any plain type) and returns it as a [`DeviceBuf`] of `data.len()` elements.
-pub(crate) fn put<T: bytemuck::Pod>(dev: &mut Device, data: &[T]) -> Result<DeviceBuf> {
+/// Uploads `data` (any plain type) and returns it as a [`DevBuf`] of `data.len()` elements.
+pub(crate) fn put<T: bytemuck::Pod>(dev: &mut Device, data: &[T]) -> Result<DevBuf> {
     let bytes: &[u8] = bytemuck::cast_slice(data);
     let ptr = dev.alloc(bytes.len().max(1));
     dev.write(ptr, bytes)?;
-    Ok(DeviceBuf {
+    Ok(DevBuf {
         addr: ptr.0,
         len: data.len() as u64,
     })
 }
 
-pub(crate) fn get<T: bytemuck::Pod>(dev: &Device, b: DeviceBuf) -> Result<Vec<T>> {
+pub(crate) fn get<T: bytemuck::Pod>(dev: &Device, b: DevBuf) -> Result<Vec<T>> {
     let bytes = dev.read(DevicePtr(b.addr), b.len as usize * std::mem::size_of::<T>())?;
     Ok(bytemuck::pod_collect_to_vec(&bytes))
 }

@@ -3,8 +3,8 @@
 //! errors before any launch, and the thread-safety of plans and backends.
 
 use flashmha::backend::emulator::{self as emu, dev_buf};
-use flashmha::common::binding::FwdBufs;
 use flashmha::emulator::{Device, DevicePtr};
+use flashmha::ops::forward::FwdBufs;
 use flashmha::reference::{self, Layout, ReferenceInputs};
 use flashmha::{AttnOptions, Error, FwdPlan, FwdShape, Heads};
 use half::bf16;
@@ -49,11 +49,7 @@ fn run_layer(dev: &mut Device, plan: &FwdPlan<bf16>, layer: &Layer) -> Vec<bf16>
         k: dev_buf(k, layer.k.len()),
         v: dev_buf(v, layer.v.len()),
         o: dev_buf(o, x.o),
-        lse: None,
-        entropy: None,
-        alibi_slopes: None,
-        head_gates: None,
-        cu_seqlens: None,
+        ..FwdBufs::default()
     };
     let (_, report) = emu::run(dev, plan, &bufs).unwrap();
     assert!(report.is_clean(), "{:?}", report.findings);
@@ -168,11 +164,7 @@ fn binding_errors_come_before_any_launch_and_write_nothing() {
         k: dev_buf(k, x.k),
         v: dev_buf(v, x.v),
         o: dev_buf(o, x.o),
-        lse: None,
-        entropy: None,
-        alibi_slopes: None,
-        head_gates: None,
-        cu_seqlens: None,
+        ..FwdBufs::default()
     };
     let short_v = FwdBufs {
         v: dev_buf(v, x.v - 1),

@@ -5,12 +5,13 @@
 //! addresses alone.
 
 use flashmha::check::decode::{check_outputs, DecodeCase};
+use flashmha::common::binding::DevBuf;
 use flashmha::common::dtype::DType;
 use flashmha::common::error::{AlignWhat, Error, TensorName};
 use flashmha::cuda::{driver_present, CudaBackend};
 use flashmha::host::gpu_decode::decode_host;
 use flashmha::ops::decode::kernels::DECODE_KERNELS;
-use flashmha::ops::decode::{plan_decode, plan_decode_for, DecodeBuffers, DeviceBuf, SplitPolicy};
+use flashmha::ops::decode::{plan_decode, plan_decode_for, DecodeBuffers, SplitPolicy};
 use rand::SeedableRng;
 
 #[test]
@@ -45,7 +46,7 @@ fn the_checks_before_any_launch_are_typed() {
     let plan = plan_decode(&built.problem, case.split).unwrap();
     let p = &plan.problem;
     // Addresses only (nothing runs): each buffer in its own 1 MiB slot.
-    let slot = |i: u64, len: u64| DeviceBuf {
+    let slot = |i: u64, len: u64| DevBuf {
         addr: (i + 1) << 20,
         len,
     };
@@ -74,7 +75,7 @@ fn the_checks_before_any_launch_are_typed() {
     ));
     // o written over the V pool.
     let aliased = DecodeBuffers {
-        o: DeviceBuf {
+        o: DevBuf {
             addr: good.v_cache.addr + 64,
             ..good.o
         },
@@ -89,7 +90,7 @@ fn the_checks_before_any_launch_are_typed() {
     ));
     // A workspace carved at an address that breaks the 16-byte partial-O stores.
     let (po, pl, pe) = plan
-        .carve_workspace(DeviceBuf {
+        .carve_workspace(DevBuf {
             addr: (10 << 20) + 4,
             len: ws_len,
         })

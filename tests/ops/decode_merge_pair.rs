@@ -4,10 +4,10 @@
 //! each state's LSE is read once (the combine's byte budget), and bad buffers are typed errors
 //! before any launch.
 
+use flashmha::common::binding::DevBuf;
 use flashmha::common::dtype::DType;
 use flashmha::common::error::{Error, TensorName};
 use flashmha::host::emulated_decode::{merge, MergeHostInputs};
-use flashmha::ops::decode::DeviceBuf;
 use flashmha::ops::merge::{
     plan_merge, plan_merge_for, MergeBuffers, MergeProblem, MergeStates, StatsLayout,
 };
@@ -192,7 +192,7 @@ fn bad_merge_buffers_are_typed_errors() {
         lse_layout: StatsLayout::RowsHeads,
     };
     let plan = plan_merge(&problem).unwrap();
-    let buf = |addr: u64, len: u64| DeviceBuf { addr, len };
+    let buf = |addr: u64, len: u64| DevBuf { addr, len };
     let good = MergeBuffers {
         o_states: buf(0x10000, 512),
         lse_states: buf(0x20000, 8),
@@ -205,7 +205,7 @@ fn bad_merge_buffers_are_typed_errors() {
     let err = |b: MergeBuffers| plan.params(&b).unwrap_err();
     assert!(matches!(
         err(MergeBuffers {
-            o_b: DeviceBuf::default(),
+            o_b: DevBuf::default(),
             ..good
         }),
         Error::MissingBuffer {

@@ -308,7 +308,7 @@ proptest! {
         use flashmha::backend::emulator::{self as emu, dev_buf};
         use flashmha::emulator::{Device, DevicePtr, FindingKind};
         use flashmha::problem::{FwdProblem, SeqLayout};
-        use flashmha::common::binding::FwdBufs;
+        use flashmha::ops::forward::FwdBufs;
         use rand::{Rng, SeedableRng};
         let dims = head_dims(dtype, target);
         let d = dims[hd_pick.index(dims.len())];
@@ -340,11 +340,9 @@ proptest! {
             k: dev_buf(put(&mut dev, kb), p.k.len),
             v: dev_buf(put(&mut dev, vb), p.v.len),
             o: dev_buf(put(&mut dev, ob), p.o.len),
-            lse: None,
-            entropy: None,
-            alibi_slopes: None,
-            head_gates: None,
-            cu_seqlens: Some((dev_buf(cq, cu_q.len()), dev_buf(ck, cu_k.len()))),
+            cu_seqlens_q: dev_buf(cq, cu_q.len()),
+            cu_seqlens_k: dev_buf(ck, cu_k.len()),
+            ..FwdBufs::default()
         };
         // The host validates and plans with good lengths ...
         let shape = p.shape().unwrap();

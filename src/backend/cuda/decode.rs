@@ -17,7 +17,7 @@ use crate::ops::decode::kernels::{
     combine_entry, combine_entry_for, merge_states_entry, DECODE_KERNELS, KV_APPEND_ENTRY,
     KV_APPEND_FP8_ENTRY, KV_APPEND_SM75_ENTRY, MERGE_STATES_SM75_F16_ENTRY,
 };
-use crate::ops::decode::plan::{DecodeBuffers, DecodePlan, DeviceBuf};
+use crate::ops::decode::plan::{DecodeBuffers, DecodePlan};
 use crate::ops::kv_append::{AppendIndex, KvAppendBuffers, KvAppendPlan};
 use crate::ops::merge::{MergeBuffers, MergePlan, MergeStates};
 use cudarc::driver::{CudaFunction, CudaStream, DevicePtr, DevicePtrMut};
@@ -380,24 +380,13 @@ impl DecodeFunctions {
     }
 }
 
-fn dev(b: DevBuf) -> DeviceBuf {
-    DeviceBuf {
-        addr: b.addr,
-        len: b.len as u64,
-    }
-}
-
-fn opt_dev(b: Option<DevBuf>) -> DeviceBuf {
-    b.map_or(DeviceBuf::default(), dev)
-}
-
 /// Device buffers of a run's pools and scales (scales absent for 16-bit pages).
 #[derive(Default)]
 struct PoolBufs {
-    k: DeviceBuf,
-    v: DeviceBuf,
-    k_scales: DeviceBuf,
-    v_scales: DeviceBuf,
+    k: DevBuf,
+    v: DevBuf,
+    k_scales: DevBuf,
+    v_scales: DevBuf,
 }
 
 /// The pools must be of the kind the plan was made for.
@@ -436,8 +425,8 @@ fn read_pools<'a, 'b: 'a, T>(
             let (k, gk) = read(k, stream);
             let (v, gv) = read(v, stream);
             let bufs = PoolBufs {
-                k: dev(k),
-                v: dev(v),
+                k,
+                v,
                 ..PoolBufs::default()
             };
             (bufs, [Some(gk), Some(gv), None, None])
@@ -453,10 +442,10 @@ fn read_pools<'a, 'b: 'a, T>(
             let (ks, gks) = read(k_scales, stream);
             let (vs, gvs) = read(v_scales, stream);
             let bufs = PoolBufs {
-                k: dev(k),
-                v: dev(v),
-                k_scales: dev(ks),
-                v_scales: dev(vs),
+                k,
+                v,
+                k_scales: ks,
+                v_scales: vs,
             };
             (bufs, [Some(gk), Some(gv), Some(gks), Some(gvs)])
         }
@@ -517,22 +506,22 @@ impl CudaBackend {
         let (entropy, _ent) = opt_write(entropy, stream);
         let (alibi, _alibi) = opt_read(alibi_slopes, stream);
         let (gates, _gates) = opt_read(head_gates, stream);
-        let (ws, _ws): (Option<DevBuf>, Option<Guard<'_>>) = opt_write(workspace, stream);
-        let (partial_o, partial_lse, partial_entropy) = plan.carve_workspace(opt_dev(ws))?;
+        let (ws, _ws): (DevBuf, Option<Guard<'_>>) = opt_write(workspace, stream);
+        let (partial_o, partial_lse, partial_entropy) = plan.carve_workspace(ws)?;
         let bufs = DecodeBuffers {
-            q: dev(q),
+            q,
             k_cache: pools.k,
             v_cache: pools.v,
             k_scales: pools.k_scales,
             v_scales: pools.v_scales,
-            o: dev(o),
-            block_table: dev(block_table),
-            cache_seqlens: dev(cache_seqlens),
-            cu_seqlens_q: opt_dev(cu_q),
-            lse: opt_dev(lse),
-            entropy: opt_dev(entropy),
-            alibi_slopes: opt_dev(alibi),
-            head_gates: opt_dev(gates),
+            o,
+            block_table,
+            cache_seqlens,
+            cu_seqlens_q: cu_q,
+            lse,
+            entropy,
+            alibi_slopes: alibi,
+            head_gates: gates,
             partial_o,
             partial_lse,
             partial_entropy,
@@ -631,12 +620,12 @@ impl CudaBackend {
         let (o, _o) = write(o, stream);
         let (lse, _lse) = opt_write(lse, stream);
         let params = plan.params(&MergeBuffers {
-            o_states: dev(o_a),
-            lse_states: dev(lse_a),
-            o_b: opt_dev(o_b),
-            lse_b: opt_dev(lse_b),
-            o: dev(o),
-            lse: opt_dev(lse),
+            o_states: o_a,
+            lse_states: lse_a,
+            o_b,
+            lse_b,
+            o,
+            lse,
         })?;
         let f = self.decode_functions();
         let func = f.of_dtype(&f.merge, plan.problem.dtype)?;
@@ -698,15 +687,15 @@ impl CudaBackend {
         let (k_new, _kn) = read(k_new, stream);
         let (v_new, _vn) = read(v_new, stream);
         let mut bufs = KvAppendBuffers {
-            k_new: dev(k_new),
-            v_new: dev(v_new),
+            k_new,
+            v_new,
             ..KvAppendBuffers::default()
         };
         let _pool_guards: [Option<Guard<'_>>; 4] = match pools {
             AppendPools::Elements { k, v } => {
                 let (k, gk) = write(k, stream);
                 let (v, gv) = write(v, stream);
-                (bufs.k_cache, bufs.v_cache) = (dev(k), dev(v));
+                (bufs.k_cache, bufs.v_cache) = (k, v);
                 [Some(gk), Some(gv), None, None]
             }
             AppendPools::Fp8 {
@@ -719,15 +708,15 @@ impl CudaBackend {
                 let (v, gv) = write(v, stream);
                 let (ks, gks) = read(k_scales, stream);
                 let (vs, gvs) = read(v_scales, stream);
-                (bufs.k_cache, bufs.v_cache) = (dev(k), dev(v));
-                (bufs.k_scales, bufs.v_scales) = (dev(ks), dev(vs));
+                (bufs.k_cache, bufs.v_cache) = (k, v);
+                (bufs.k_scales, bufs.v_scales) = (ks, vs);
                 [Some(gk), Some(gv), Some(gks), Some(gvs)]
             }
         };
         let _target_guards: [Option<Guard<'_>>; 3] = match target {
             AppendTarget::Slots(slots) => {
                 let (s, g) = read(slots, stream);
-                bufs.slot_mapping = dev(s);
+                bufs.slot_mapping = s;
                 [Some(g), None, None]
             }
             AppendTarget::Positions {
@@ -738,9 +727,9 @@ impl CudaBackend {
                 let (bt, gbt) = read(block_table, stream);
                 let (tb, gtb) = read(token_batch, stream);
                 let (tp, gtp) = read(token_pos, stream);
-                bufs.block_table = dev(bt);
-                bufs.token_batch = dev(tb);
-                bufs.token_pos = dev(tp);
+                bufs.block_table = bt;
+                bufs.token_batch = tb;
+                bufs.token_pos = tp;
                 [Some(gbt), Some(gtb), Some(gtp)]
             }
         };

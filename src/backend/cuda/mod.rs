@@ -21,7 +21,7 @@ pub use decode::{DecodeArgs, KvAppendArgs, MergeArgs};
 pub use image_choice::{choose_image, ImageChoice};
 pub use timing::time_forward;
 
-use crate::common::binding::{DevBuf, FwdBufs};
+use crate::common::binding::DevBuf;
 use crate::common::build_info::FWD_KERNELS;
 use crate::common::element::Element;
 use crate::common::error::{driver_error, Error, Result};
@@ -29,6 +29,7 @@ use crate::common::options::AttnOptions;
 use crate::common::target::KernelTarget;
 use crate::ops::forward::plan::{FwdLaunch, FwdParamsAbi, FwdPlan};
 use crate::ops::forward::problem::FwdShape;
+use crate::ops::forward::FwdBufs;
 use crate::ops::head_similarity::{
     plan_head_similarity, HeadSimBuffers, HeadSimProblem, ENTRY_BF16, ENTRY_F16,
 };
@@ -203,8 +204,8 @@ impl CudaBackend {
         let (entropy, _entropy) = opt_write(entropy, stream);
         let (alibi_slopes, _alibi) = opt_read(alibi_slopes, stream);
         let (head_gates, _gates) = opt_read(head_gates, stream);
-        let (cu_q, _cu_q) = opt_read(cu_seqlens.map(|c| c.0), stream);
-        let (cu_k, _cu_k) = opt_read(cu_seqlens.map(|c| c.1), stream);
+        let (cu_seqlens_q, _cu_q) = opt_read(cu_seqlens.map(|c| c.0), stream);
+        let (cu_seqlens_k, _cu_k) = opt_read(cu_seqlens.map(|c| c.1), stream);
         let bufs = FwdBufs {
             q,
             k,
@@ -214,7 +215,8 @@ impl CudaBackend {
             entropy,
             alibi_slopes,
             head_gates,
-            cu_seqlens: cu_q.zip(cu_k),
+            cu_seqlens_q,
+            cu_seqlens_k,
         };
         let launch = plan.bind(&bufs)?;
         // SAFETY: `bind` checked every buffer against the plan's extents, so every address the
@@ -414,7 +416,7 @@ fn read<'a, 'b: 'a, U>(
 ) -> (DevBuf, Guard<'a>) {
     let len = b.len();
     let (addr, guard) = b.device_ptr(stream);
-    (DevBuf { addr, len }, guard)
+    (DevBuf::new(addr, len), guard)
 }
 
 fn write<'a, 'b: 'a, U>(
@@ -423,23 +425,23 @@ fn write<'a, 'b: 'a, U>(
 ) -> (DevBuf, Guard<'a>) {
     let len = b.len();
     let (addr, guard) = b.device_ptr_mut(stream);
-    (DevBuf { addr, len }, guard)
+    (DevBuf::new(addr, len), guard)
 }
 
 fn opt_read<'a, 'b: 'a, U>(
     b: Option<&'a (dyn DevicePtr<U> + 'b)>,
     stream: &'a CudaStream,
-) -> (Option<DevBuf>, Option<Guard<'a>>) {
+) -> (DevBuf, Option<Guard<'a>>) {
     b.map(|b| read(b, stream))
-        .map_or((None, None), |(d, g)| (Some(d), Some(g)))
+        .map_or((DevBuf::ABSENT, None), |(d, g)| (d, Some(g)))
 }
 
 fn opt_write<'a, 'b: 'a, U>(
     b: Option<&'a mut (dyn DevicePtrMut<U> + 'b)>,
     stream: &'a CudaStream,
-) -> (Option<DevBuf>, Option<Guard<'a>>) {
+) -> (DevBuf, Option<Guard<'a>>) {
     b.map(|b| write(b, stream))
-        .map_or((None, None), |(d, g)| (Some(d), Some(g)))
+        .map_or((DevBuf::ABSENT, None), |(d, g)| (d, Some(g)))
 }
 
 #[cfg(test)]

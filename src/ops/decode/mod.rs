@@ -25,7 +25,6 @@ pub mod validate;
 
 pub use fp8::{KvCacheDType, KvScaleGranularity};
 pub use plan::{
-    plan_decode, plan_decode_for, DecodeBuffers, DecodePlan, DeviceBuf, SplitPolicy,
-    WorkspaceLayout,
+    plan_decode, plan_decode_for, DecodeBuffers, DecodePlan, SplitPolicy, WorkspaceLayout,
 };
 pub use problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};

@@ -23,7 +23,8 @@ use super::kernels::{combine_entry_for, DecodeKernelRow, MERGE_WARPS};
 use super::problem::DecodeProblem;
 use super::validate::validate_decode_for;
 use crate::common::abi::{self, FlashDecodeParams, MergeStatesParams};
-use crate::common::error::{AlignWhat, Error, Result, TensorName};
+use crate::common::binding::{check, BufSpec, DevBuf, Use};
+use crate::common::error::{Error, Result, TensorName};
 use crate::common::target::KernelTarget;
 use crate::ops::forward::plan::WARP_SIZE;
 
@@ -115,34 +116,27 @@ pub struct DecodePlan {
     pub combine: Option<Launch>,
 }
 
-/// A device buffer: address (0 = absent) and capacity in elements of its type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DeviceBuf {
-    pub addr: u64,
-    pub len: u64,
-}
-
 /// The buffers of one run. Element types: q, o of the problem's dtype; k_cache, v_cache of its
 /// `kv_dtype` (16-bit or FP8 bytes); block_table, cache_seqlens, cu_seqlens_q i32; everything
 /// else f32 (k_scales / v_scales only with FP8 pages).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DecodeBuffers {
-    pub q: DeviceBuf,
-    pub k_cache: DeviceBuf,
-    pub v_cache: DeviceBuf,
-    pub o: DeviceBuf,
-    pub block_table: DeviceBuf,
-    pub cache_seqlens: DeviceBuf,
-    pub cu_seqlens_q: DeviceBuf,
-    pub lse: DeviceBuf,
-    pub entropy: DeviceBuf,
-    pub alibi_slopes: DeviceBuf,
-    pub head_gates: DeviceBuf,
-    pub partial_o: DeviceBuf,
-    pub partial_lse: DeviceBuf,
-    pub partial_entropy: DeviceBuf,
-    pub k_scales: DeviceBuf,
-    pub v_scales: DeviceBuf,
+    pub q: DevBuf,
+    pub k_cache: DevBuf,
+    pub v_cache: DevBuf,
+    pub o: DevBuf,
+    pub block_table: DevBuf,
+    pub cache_seqlens: DevBuf,
+    pub cu_seqlens_q: DevBuf,
+    pub lse: DevBuf,
+    pub entropy: DevBuf,
+    pub alibi_slopes: DevBuf,
+    pub head_gates: DevBuf,
+    pub partial_o: DevBuf,
+    pub partial_lse: DevBuf,
+    pub partial_entropy: DevBuf,
+    pub k_scales: DevBuf,
+    pub v_scales: DevBuf,
 }
 
 /// Validates `problem` and plans it under `policy` with the Ampere-and-newer (sm_80+) kernels.
@@ -243,64 +237,6 @@ pub fn plan_decode_for(
     })
 }
 
-/// `b` must be present and hold at least `needed` elements.
-pub(crate) fn need(tensor: TensorName, b: &DeviceBuf, needed: u64) -> Result<()> {
-    if b.addr == 0 {
-        return Err(Error::MissingBuffer { tensor });
-    }
-    if b.len < needed {
-        return Err(Error::BufferTooSmall {
-            tensor,
-            needed,
-            available: b.len,
-        });
-    }
-    Ok(())
-}
-
-/// `b`'s base address must allow the kernels' 16-byte vector accesses.
-pub(crate) fn align16(tensor: TensorName, b: &DeviceBuf) -> Result<()> {
-    align_to(tensor, b, abi::FLASHMHA_COPY_ALIGN_BYTES as u64)
-}
-
-/// `b`'s base address must be a multiple of `required` bytes.
-pub(crate) fn align_to(tensor: TensorName, b: &DeviceBuf, required: u64) -> Result<()> {
-    if !b.addr.is_multiple_of(required) {
-        return Err(Error::Misaligned {
-            tensor,
-            what: AlignWhat::Base,
-            required: required as usize,
-            value: b.addr,
-        });
-    }
-    Ok(())
-}
-
-/// No output of `all[..outputs]` overlaps any later entry (absent buffers skipped). Byte
-/// ranges are the extents, so tensors carved side by side from one arena do not collide.
-pub(crate) fn check_disjoint<const N: usize>(
-    all: &[(TensorName, DeviceBuf, u64, u64, u64); N],
-    outputs: usize,
-) -> Result<()> {
-    let span = |b: DeviceBuf, n: u64, e: u64| (b.addr, b.addr.saturating_add(n * e));
-    for (i, &(a, abuf, an, ae, _)) in all.iter().enumerate().take(outputs) {
-        if abuf.addr == 0 {
-            continue;
-        }
-        let (a0, a1) = span(abuf, an, ae);
-        for &(bname, bbuf, bn, be, _) in all.iter().skip(i + 1) {
-            if bbuf.addr == 0 {
-                continue;
-            }
-            let (b0, b1) = span(bbuf, bn, be);
-            if a0 < b1 && b0 < a1 {
-                return Err(Error::Alias { a, b: bname });
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Page-size divisor for the kernel: `key / page_size == (key * magic) >> shift` for every
 /// `0 <= key < 2^30` (with `l = ceil(log2 page_size)`, `shift = 32 + l`,
 /// `magic = ceil(2^shift / page_size)`: the error term `key * (magic - 2^shift / page_size) /
@@ -319,17 +255,22 @@ impl DecodePlan {
     /// ignores `ws` (absent buffers come back), so one workspace sized for the engine's largest
     /// plan serves every plan. The partial O at the base must be 16-byte aligned (checked by
     /// [`DecodePlan::params`]).
-    pub fn carve_workspace(&self, ws: DeviceBuf) -> Result<(DeviceBuf, DeviceBuf, DeviceBuf)> {
-        let none = DeviceBuf::default();
+    pub fn carve_workspace(&self, ws: DevBuf) -> Result<(DevBuf, DevBuf, DevBuf)> {
+        let none = DevBuf::default();
         if self.combine.is_none() {
             return Ok((none, none, none));
         }
         let w = &self.workspace;
-        need(TensorName::Workspace, &ws, w.elems())?;
-        let at = |offset: u64, len: u64| DeviceBuf {
-            addr: ws.addr + 4 * offset,
-            len,
-        };
+        // Only presence and size here; alignment is the partial O's row in `params`.
+        check(&[BufSpec::input(
+            TensorName::Workspace,
+            ws,
+            Use::Required,
+            w.elems(),
+            4,
+            1,
+        )])?;
+        let at = |offset: u64, len: u64| ws.slice(offset, len, 4);
         Ok((
             at(0, w.partial_o),
             at(w.partial_o, w.partial_lse),
@@ -341,153 +282,108 @@ impl DecodePlan {
         ))
     }
 
+    /// The binding table of one run: what each buffer must hold for this plan (outputs first).
+    pub fn specs(&self, bufs: &DecodeBuffers) -> [BufSpec; 16] {
+        use TensorName as T;
+        let p = &self.problem;
+        let req = |on: bool| if on { Use::Required } else { Use::Unused };
+        let split_output = self.combine.is_some();
+        let fp8 = p.kv_dtype.is_fp8();
+        let stats = p.row_stats_len() as u64;
+        let e = p.dtype.size() as u64;
+        let kv_e = p.kv_element_bytes() as u64; // cache elements: 2, or 1 for FP8 codes
+        let a16 = abi::FLASHMHA_COPY_ALIGN_BYTES as u64;
+        let ws = &self.workspace;
+        let (hq, batch) = (p.num_heads_q as u64, p.batch as u64);
+        let table_len = ((p.batch - 1) * p.block_table_stride + p.max_pages_per_seq) as u64;
+        let scales = p.kv_scales_len() as u64;
+        [
+            BufSpec::output(T::O, bufs.o, Use::Required, p.q_span(&p.o_strides), e, a16),
+            BufSpec::output(T::Lse, bufs.lse, req(p.lse), stats, 4, 4),
+            BufSpec::output(T::Entropy, bufs.entropy, req(p.entropy), stats, 4, 4),
+            BufSpec::output(
+                T::PartialO,
+                bufs.partial_o,
+                req(split_output),
+                ws.partial_o,
+                4,
+                a16,
+            ),
+            BufSpec::output(
+                T::PartialLse,
+                bufs.partial_lse,
+                req(split_output),
+                ws.partial_lse,
+                4,
+                4,
+            ),
+            BufSpec::output(
+                T::PartialEntropy,
+                bufs.partial_entropy,
+                req(split_output && p.entropy),
+                ws.partial_entropy,
+                4,
+                4,
+            ),
+            BufSpec::input(T::Q, bufs.q, Use::Required, p.q_span(&p.q_strides), e, a16),
+            BufSpec::input(
+                T::KCache,
+                bufs.k_cache,
+                Use::Required,
+                p.cache_span(&p.k_strides),
+                kv_e,
+                a16,
+            ),
+            BufSpec::input(
+                T::VCache,
+                bufs.v_cache,
+                Use::Required,
+                p.cache_span(&p.v_strides),
+                kv_e,
+                a16,
+            ),
+            BufSpec::input(T::KScales, bufs.k_scales, req(fp8), scales, 4, 4),
+            BufSpec::input(T::VScales, bufs.v_scales, req(fp8), scales, 4, 4),
+            BufSpec::input(
+                T::BlockTable,
+                bufs.block_table,
+                Use::Required,
+                table_len,
+                4,
+                4,
+            ),
+            BufSpec::input(
+                T::CacheSeqlens,
+                bufs.cache_seqlens,
+                Use::Required,
+                batch,
+                4,
+                4,
+            ),
+            BufSpec::input(
+                T::CuSeqlensQ,
+                bufs.cu_seqlens_q,
+                req(p.is_varlen()),
+                batch + 1,
+                4,
+                4,
+            ),
+            BufSpec::input(T::AlibiSlopes, bufs.alibi_slopes, req(p.alibi), hq, 4, 4),
+            BufSpec::input(T::HeadGates, bufs.head_gates, req(p.gates), hq, 4, 4),
+        ]
+    }
+
     /// The params of the decode and (if any) combine launch for `bufs`, after O(1) checks of
     /// buffer presence, sizes and alignment.
     pub fn params(
         &self,
         bufs: &DecodeBuffers,
     ) -> Result<(FlashDecodeParams, Option<MergeStatesParams>)> {
+        check(&self.specs(bufs))?;
         let p = &self.problem;
-        use TensorName as T;
-        need(T::Q, &bufs.q, p.q_span(&p.q_strides))?;
-        need(T::O, &bufs.o, p.q_span(&p.o_strides))?;
-        need(T::KCache, &bufs.k_cache, p.cache_span(&p.k_strides))?;
-        need(T::VCache, &bufs.v_cache, p.cache_span(&p.v_strides))?;
-        for (t, b) in [
-            (T::Q, &bufs.q),
-            (T::O, &bufs.o),
-            (T::KCache, &bufs.k_cache),
-            (T::VCache, &bufs.v_cache),
-        ] {
-            align16(t, b)?;
-        }
-        need(
-            T::BlockTable,
-            &bufs.block_table,
-            ((p.batch - 1) * p.block_table_stride + p.max_pages_per_seq) as u64,
-        )?;
-        need(T::CacheSeqlens, &bufs.cache_seqlens, p.batch as u64)?;
-        if p.is_varlen() {
-            need(T::CuSeqlensQ, &bufs.cu_seqlens_q, p.batch as u64 + 1)?;
-        }
-        let stats = p.row_stats_len() as u64;
-        if p.lse {
-            need(T::Lse, &bufs.lse, stats)?;
-        }
-        if p.entropy {
-            need(T::Entropy, &bufs.entropy, stats)?;
-        }
-        if p.alibi {
-            need(T::AlibiSlopes, &bufs.alibi_slopes, p.num_heads_q as u64)?;
-        }
-        if p.gates {
-            need(T::HeadGates, &bufs.head_gates, p.num_heads_q as u64)?;
-        }
-        let fp8 = p.kv_dtype.is_fp8();
-        if fp8 {
-            need(
-                TensorName::KScales,
-                &bufs.k_scales,
-                p.kv_scales_len() as u64,
-            )?;
-            need(
-                TensorName::VScales,
-                &bufs.v_scales,
-                p.kv_scales_len() as u64,
-            )?;
-        }
         let split_output = self.combine.is_some();
-        if split_output {
-            need(T::PartialO, &bufs.partial_o, self.workspace.partial_o)?;
-            align16(T::PartialO, &bufs.partial_o)?;
-            need(T::PartialLse, &bufs.partial_lse, self.workspace.partial_lse)?;
-            if p.entropy {
-                need(
-                    T::PartialEntropy,
-                    &bufs.partial_entropy,
-                    self.workspace.partial_entropy,
-                )?;
-            }
-        }
-        let opt = |on: bool, b: &DeviceBuf| if on { b.addr } else { 0 };
-        // No output overlaps another operand (byte extents of what the kernels touch).
-        let e = p.dtype.size() as u64;
-        let kv_e = p.kv_element_bytes() as u64; // cache elements: 2, or 1 for FP8 codes
-        let on = |cond: bool, b: DeviceBuf| if cond { b } else { DeviceBuf::default() };
-        let ws = |b: DeviceBuf| on(split_output, b);
-        let alias: [(TensorName, DeviceBuf, u64, u64, u64); 16] = [
-            (T::O, bufs.o, p.q_span(&p.o_strides), e, 0),
-            (T::Lse, on(p.lse, bufs.lse), stats, 4, 0),
-            (T::Entropy, on(p.entropy, bufs.entropy), stats, 4, 0),
-            (
-                T::PartialO,
-                ws(bufs.partial_o),
-                self.workspace.partial_o,
-                4,
-                0,
-            ),
-            (
-                T::PartialLse,
-                ws(bufs.partial_lse),
-                self.workspace.partial_lse,
-                4,
-                0,
-            ),
-            (
-                T::PartialEntropy,
-                on(split_output && p.entropy, bufs.partial_entropy),
-                self.workspace.partial_entropy,
-                4,
-                0,
-            ),
-            (T::Q, bufs.q, p.q_span(&p.q_strides), e, 0),
-            (T::KCache, bufs.k_cache, p.cache_span(&p.k_strides), kv_e, 0),
-            (T::VCache, bufs.v_cache, p.cache_span(&p.v_strides), kv_e, 0),
-            (
-                T::KScales,
-                on(fp8, bufs.k_scales),
-                p.kv_scales_len() as u64,
-                4,
-                0,
-            ),
-            (
-                T::VScales,
-                on(fp8, bufs.v_scales),
-                p.kv_scales_len() as u64,
-                4,
-                0,
-            ),
-            (
-                T::BlockTable,
-                bufs.block_table,
-                ((p.batch - 1) * p.block_table_stride + p.max_pages_per_seq) as u64,
-                4,
-                0,
-            ),
-            (T::CacheSeqlens, bufs.cache_seqlens, p.batch as u64, 4, 0),
-            (
-                T::CuSeqlensQ,
-                on(p.is_varlen(), bufs.cu_seqlens_q),
-                p.batch as u64 + 1,
-                4,
-                0,
-            ),
-            (
-                T::AlibiSlopes,
-                on(p.alibi, bufs.alibi_slopes),
-                p.num_heads_q as u64,
-                4,
-                0,
-            ),
-            (
-                T::HeadGates,
-                on(p.gates, bufs.head_gates),
-                p.num_heads_q as u64,
-                4,
-                0,
-            ),
-        ];
-        check_disjoint(&alias, 6)?;
+        let fp8 = p.kv_dtype.is_fp8();
+        let opt = |on: bool, b: &DevBuf| if on { b.addr } else { 0 };
         let scale = p.options.scale_for(p.head_dim);
         let (left, right) = p.options.window.map_or((None, None), |w| (w.left, w.right));
         let mut flags = 0u32;
@@ -710,24 +606,24 @@ mod tests {
             plan_decode(&p, SplitPolicy::Count(1)),
             Err(Error::Misaligned {
                 tensor: TensorName::KCache,
-                what: AlignWhat::Stride(crate::common::error::Dim::Slot),
+                what: crate::common::error::AlignWhat::Stride(crate::common::error::Dim::Slot),
                 required: 16,
                 value: 24
             })
         ));
         let plan = plan_decode(&problem(), SplitPolicy::Count(2)).unwrap();
+        // The binding table lists outputs first: with nothing bound, O is the first missing.
         let err = plan.params(&DecodeBuffers::default()).unwrap_err();
         assert!(matches!(
             err,
             Error::MissingBuffer {
-                tensor: TensorName::Q
+                tensor: TensorName::O
             }
         ));
     }
 
     #[test]
     fn fp8_pools_plan_onto_fp8_entries_with_typed_errors() {
-        use crate::common::error::AlignWhat;
         use crate::ops::decode::fp8::{KvCacheDType, KvScaleGranularity};
         let mut p = problem();
         p.kv_dtype = KvCacheDType::Fp8E4M3;
@@ -742,7 +638,7 @@ mod tests {
             plan_decode(&bad, SplitPolicy::Count(1)),
             Err(Error::Misaligned {
                 tensor: TensorName::KCache,
-                what: AlignWhat::Stride(crate::common::error::Dim::Slot),
+                what: crate::common::error::AlignWhat::Stride(crate::common::error::Dim::Slot),
                 ..
             })
         ));
@@ -756,7 +652,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Every buffer present but the V scales: a typed error naming them.
-        let b = |addr: u64| DeviceBuf { addr, len: 1 << 30 };
+        let b = |addr: u64| DevBuf { addr, len: 1 << 30 };
         let bufs = DecodeBuffers {
             q: b(0x1000_0000),
             k_cache: b(0x2000_0000),

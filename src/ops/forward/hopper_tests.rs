@@ -135,17 +135,13 @@ fn an_sm90_plan_takes_the_tma_params_and_its_own_geometry() {
 fn binding_keeps_the_maps_and_fills_the_addresses_they_are_encoded_over() {
     let p = problem(64);
     let plan = hopper(&p).unwrap();
-    let dev = |addr: u64, len: usize| crate::common::binding::DevBuf { addr, len };
+    let dev = crate::common::binding::DevBuf::new;
     let bufs = FwdBufs {
         q: dev(0x10_0000, p.q.len),
         k: dev(0x20_0000, p.k.len),
         v: dev(0x30_0000, p.v.len),
         o: dev(0x40_0000, p.o.len),
-        lse: None,
-        entropy: None,
-        alibi_slopes: None,
-        head_gates: None,
-        cu_seqlens: None,
+        ..FwdBufs::default()
     };
     let l = plan.bind(&bufs).unwrap();
     assert_eq!(l.abi, plan.launch().abi);

@@ -6,11 +6,11 @@
 
 pub use super::tma::{FwdParamsAbi, FwdTmaMaps, TmaMapDesc};
 use crate::common::abi::{self, FlashFwdParams};
-use crate::common::binding::{check_bufs, FwdBufs};
 use crate::common::build_info::{FwdKernelRow, FWD_KERNELS};
 use crate::common::element::Element;
 use crate::common::error::Result;
 use crate::common::target::KernelTarget;
+use crate::ops::forward::bind::{check_bufs, FwdBufs};
 use crate::ops::forward::problem::FwdShape;
 use crate::ops::forward::validate::{validate_shape, FwdExtents};
 use std::marker::PhantomData;
@@ -91,17 +91,16 @@ impl<T: Element> FwdPlan<T> {
         check_bufs(&self.extents, std::mem::size_of::<T>(), bufs)?;
         let mut l = self.launch;
         let p = &mut l.params;
-        let addr = |b: Option<crate::common::binding::DevBuf>| b.map_or(0, |b| b.addr);
         p.q = bufs.q.addr as *const _;
         p.k = bufs.k.addr as *const _;
         p.v = bufs.v.addr as *const _;
         p.o = bufs.o.addr as *mut _;
-        p.lse = addr(bufs.lse) as *mut f32;
-        p.entropy = addr(bufs.entropy) as *mut f32;
-        p.alibi_slopes = addr(bufs.alibi_slopes) as *const f32;
-        p.head_gates = addr(bufs.head_gates) as *const f32;
-        p.cu_seqlens_q = addr(bufs.cu_seqlens.map(|c| c.0)) as *const i32;
-        p.cu_seqlens_k = addr(bufs.cu_seqlens.map(|c| c.1)) as *const i32;
+        p.lse = bufs.lse.addr as *mut f32;
+        p.entropy = bufs.entropy.addr as *mut f32;
+        p.alibi_slopes = bufs.alibi_slopes.addr as *const f32;
+        p.head_gates = bufs.head_gates.addr as *const f32;
+        p.cu_seqlens_q = bufs.cu_seqlens_q.addr as *const i32;
+        p.cu_seqlens_k = bufs.cu_seqlens_k.addr as *const i32;
         Ok(l)
     }
 }

@@ -65,26 +65,30 @@ fn buffers(p: &FwdProblem) -> FwdBufs {
     let mut take = |len: usize, elem: usize| {
         let addr = next;
         next += ((len * elem) as u64).div_ceil(256) * 256 + 256;
-        DevBuf { addr, len }
+        DevBuf::new(addr, len)
     };
     let e = p.dtype.size();
     let cu = match &p.layout {
         SeqLayout::Varlen {
             cu_seqlens_q,
             cu_seqlens_k,
-        } => Some((take(cu_seqlens_q.len(), 4), take(cu_seqlens_k.len(), 4))),
-        SeqLayout::Padded { .. } => None,
+        } => (take(cu_seqlens_q.len(), 4), take(cu_seqlens_k.len(), 4)),
+        SeqLayout::Padded { .. } => (DevBuf::ABSENT, DevBuf::ABSENT),
+    };
+    let opt = |n: Option<usize>, take: &mut dyn FnMut(usize, usize) -> DevBuf| {
+        n.map_or(DevBuf::ABSENT, |n| take(n, 4))
     };
     FwdBufs {
         q: take(p.q.len, e),
         k: take(p.k.len, e),
         v: take(p.v.len, e),
         o: take(p.o.len, e),
-        lse: p.lse_len.map(|n| take(n, 4)),
-        entropy: p.entropy_len.map(|n| take(n, 4)),
-        alibi_slopes: p.alibi_len.map(|n| take(n, 4)),
-        head_gates: p.gates_len.map(|n| take(n, 4)),
-        cu_seqlens: cu,
+        lse: opt(p.lse_len, &mut take),
+        entropy: opt(p.entropy_len, &mut take),
+        alibi_slopes: opt(p.alibi_len, &mut take),
+        head_gates: opt(p.gates_len, &mut take),
+        cu_seqlens_q: cu.0,
+        cu_seqlens_k: cu.1,
     }
 }
 
@@ -520,7 +524,7 @@ fn cu_seqlens_are_required_exactly_for_varlen_plans() {
         addr: 0x7000_0000,
         len: 2,
     };
-    b.cu_seqlens = Some((extra, extra));
+    (b.cu_seqlens_q, b.cu_seqlens_k) = (extra, extra);
     assert!(matches!(
         plan_with(&padded_p, &b),
         Err(Error::UnexpectedBuffer { .. })
@@ -537,16 +541,14 @@ fn cu_seqlens_are_required_exactly_for_varlen_plans() {
         AttnOptions::default(),
     );
     let mut b = buffers(&varlen);
-    b.cu_seqlens = None;
+    (b.cu_seqlens_q, b.cu_seqlens_k) = (DevBuf::ABSENT, DevBuf::ABSENT);
     assert!(matches!(
         plan_with(&varlen, &b),
         Err(Error::MissingBuffer { .. })
     ));
     // cu_seqlens shorter than batch + 1 could be read past their end by the kernel.
     let mut b = buffers(&varlen);
-    if let Some((q, _)) = b.cu_seqlens.as_mut() {
-        q.len = 2;
-    }
+    b.cu_seqlens_q.len = 2;
     assert!(matches!(
         plan_with(&varlen, &b),
         Err(Error::BufferTooSmall {

@@ -16,13 +16,14 @@
 //! in the problem (elements of its `kv_dtype`).
 
 use crate::common::abi::{self, KvAppendParams};
+use crate::common::binding::{check, BufSpec, DevBuf, Use};
 use crate::common::dtype::DType;
 use crate::common::error::{Error, Result, TensorName};
 use crate::common::target::KernelTarget;
 use crate::ops::decode::kernels::{
     KV_APPEND_ENTRY, KV_APPEND_FP8_ENTRY, KV_APPEND_SM75_ENTRY, KV_APPEND_THREADS,
 };
-use crate::ops::decode::plan::{align16, check_disjoint, need, DeviceBuf, Launch};
+use crate::ops::decode::plan::Launch;
 use crate::ops::decode::problem::DecodeProblem;
 use crate::ops::decode::validate::validate_kv_append;
 
@@ -50,16 +51,16 @@ pub struct KvAppendPlan {
 /// `token_batch`, `token_pos` with [`AppendIndex::Positions`]; the scales with FP8 pools).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KvAppendBuffers {
-    pub k_new: DeviceBuf,
-    pub v_new: DeviceBuf,
-    pub k_cache: DeviceBuf,
-    pub v_cache: DeviceBuf,
-    pub slot_mapping: DeviceBuf,
-    pub block_table: DeviceBuf,
-    pub token_batch: DeviceBuf,
-    pub token_pos: DeviceBuf,
-    pub k_scales: DeviceBuf,
-    pub v_scales: DeviceBuf,
+    pub k_new: DevBuf,
+    pub v_new: DevBuf,
+    pub k_cache: DevBuf,
+    pub v_cache: DevBuf,
+    pub slot_mapping: DevBuf,
+    pub block_table: DevBuf,
+    pub token_batch: DevBuf,
+    pub token_pos: DevBuf,
+    pub k_scales: DevBuf,
+    pub v_scales: DevBuf,
 }
 
 /// [`plan_kv_append_to`] through a slot mapping.
@@ -133,56 +134,42 @@ impl KvAppendPlan {
         let tokens = self.num_tokens as u64;
         let scales = p.kv_scales_len() as u64;
         let table = ((p.batch - 1) * p.block_table_stride + p.max_pages_per_seq) as u64;
-        let none = DeviceBuf::default();
-        let used = |on: bool, buf: DeviceBuf| if on { buf } else { none };
-        // (name, buffer, elements, element bytes, alignment); outputs first. Buffers this plan
-        // does not use are left out (address 0: skipped below).
-        let all: [(T, DeviceBuf, u64, u64, u64); 10] = [
-            (T::KCache, b.k_cache, p.cache_span(&p.k_strides), e, 16),
-            (T::VCache, b.v_cache, p.cache_span(&p.v_strides), e, 16),
-            (T::KNew, b.k_new, new_len, 2, 16),
-            (T::VNew, b.v_new, new_len, 2, 16),
-            (
+        let req = |on: bool| if on { Use::Required } else { Use::Unused };
+        let a16 = abi::FLASHMHA_COPY_ALIGN_BYTES as u64;
+        check(&[
+            BufSpec::output(
+                T::KCache,
+                b.k_cache,
+                Use::Required,
+                p.cache_span(&p.k_strides),
+                e,
+                a16,
+            ),
+            BufSpec::output(
+                T::VCache,
+                b.v_cache,
+                Use::Required,
+                p.cache_span(&p.v_strides),
+                e,
+                a16,
+            ),
+            BufSpec::input(T::KNew, b.k_new, Use::Required, new_len, 2, a16),
+            BufSpec::input(T::VNew, b.v_new, Use::Required, new_len, 2, a16),
+            BufSpec::input(
                 T::SlotMapping,
-                used(!by_position, b.slot_mapping),
+                b.slot_mapping,
+                req(!by_position),
                 tokens,
                 4,
                 4,
             ),
-            (T::BlockTable, used(by_position, b.block_table), table, 4, 4),
-            (
-                T::TokenBatch,
-                used(by_position, b.token_batch),
-                tokens,
-                4,
-                4,
-            ),
-            (T::TokenPos, used(by_position, b.token_pos), tokens, 4, 4),
-            (T::KScales, used(fp8, b.k_scales), scales, 4, 4),
-            (T::VScales, used(fp8, b.v_scales), scales, 4, 4),
-        ];
-        let required = [
-            true,
-            true,
-            true,
-            true,
-            !by_position,
-            by_position,
-            by_position,
-            by_position,
-            fp8,
-            fp8,
-        ];
-        for (&(tensor, buf, needed, _, _), &req) in all.iter().zip(&required) {
-            if req {
-                need(tensor, &buf, needed)?;
-            }
-        }
-        for &(tensor, buf, ..) in &all[..4] {
-            align16(tensor, &buf)?;
-        }
-        check_disjoint(&all, 2)?;
-        let opt = |on: bool, buf: DeviceBuf| if on { buf.addr } else { 0 };
+            BufSpec::input(T::BlockTable, b.block_table, req(by_position), table, 4, 4),
+            BufSpec::input(T::TokenBatch, b.token_batch, req(by_position), tokens, 4, 4),
+            BufSpec::input(T::TokenPos, b.token_pos, req(by_position), tokens, 4, 4),
+            BufSpec::input(T::KScales, b.k_scales, req(fp8), scales, 4, 4),
+            BufSpec::input(T::VScales, b.v_scales, req(fp8), scales, 4, 4),
+        ])?;
+        let opt = |on: bool, buf: DevBuf| if on { buf.addr } else { 0 };
         Ok(KvAppendParams {
             k_new: b.k_new.addr as *const _,
             v_new: b.v_new.addr as *const _,
@@ -229,8 +216,8 @@ mod tests {
     use crate::common::error::Error;
     use crate::ops::decode::fp8::KvCacheDType;
 
-    fn buf(addr: u64) -> DeviceBuf {
-        DeviceBuf { addr, len: 1 << 20 }
+    fn buf(addr: u64) -> DevBuf {
+        DevBuf { addr, len: 1 << 20 }
     }
 
     #[test]
@@ -284,7 +271,7 @@ mod tests {
         ));
         let plan = plan_kv_append(&p, 4).unwrap();
         assert_eq!(plan.launch.grid, [1, 1, 1]); // 4 x 2 x 64 / 8 = 64 chunks
-        let buf = |slot: u64, len: u64| DeviceBuf {
+        let buf = |slot: u64, len: u64| DevBuf {
             addr: (slot + 1) << 20,
             len,
         };
@@ -304,7 +291,7 @@ mod tests {
         let err = |b: KvAppendBuffers| plan.params(&b).unwrap_err();
         assert!(matches!(
             err(KvAppendBuffers {
-                slot_mapping: DeviceBuf::default(),
+                slot_mapping: DevBuf::default(),
                 ..good
             }),
             Error::MissingBuffer {
@@ -324,7 +311,7 @@ mod tests {
         ));
         assert!(matches!(
             err(KvAppendBuffers {
-                k_new: DeviceBuf {
+                k_new: DevBuf {
                     addr: good.k_new.addr + 8,
                     len: 512
                 },
@@ -338,7 +325,7 @@ mod tests {
         // The V pool carved inside the K pool.
         assert!(matches!(
             err(KvAppendBuffers {
-                v_cache: DeviceBuf {
+                v_cache: DevBuf {
                     addr: good.k_cache.addr + 1024,
                     len: 1920
                 },

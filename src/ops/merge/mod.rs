@@ -13,11 +13,12 @@
 //! state, states outermost).
 
 use crate::common::abi::MergeStatesParams;
+use crate::common::binding::{check, BufSpec, DevBuf, Use};
 use crate::common::dtype::DType;
 use crate::common::error::{AlignWhat, Dim, Error, Limit, Result, TensorName};
 use crate::common::target::KernelTarget;
 use crate::ops::decode::kernels::{merge_states_entry, MERGE_STATES_SM75_F16_ENTRY, MERGE_WARPS};
-use crate::ops::decode::plan::{align_to, check_disjoint, need, DeviceBuf, Launch};
+use crate::ops::decode::plan::Launch;
 use crate::ops::forward::plan::WARP_SIZE;
 
 /// How the input states are held.
@@ -84,12 +85,12 @@ pub struct MergePlan {
 /// merged LSE) is optional (address 0 = not written).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MergeBuffers {
-    pub o_states: DeviceBuf,
-    pub lse_states: DeviceBuf,
-    pub o_b: DeviceBuf,
-    pub lse_b: DeviceBuf,
-    pub o: DeviceBuf,
-    pub lse: DeviceBuf,
+    pub o_states: DevBuf,
+    pub lse_states: DevBuf,
+    pub o_b: DevBuf,
+    pub lse_b: DevBuf,
+    pub o: DevBuf,
+    pub lse: DevBuf,
 }
 
 /// Columns of O each lane merges per step (`kMergeCols` in kernels/merge_states.cu): O rows are
@@ -171,40 +172,30 @@ impl MergePlan {
             (T::OStates, T::LseStates)
         };
         let stacked = if pair { 1 } else { n };
-        // (name, buffer, elements, element bytes, alignment); outputs first.
-        let none = DeviceBuf::default();
-        let all: [(T, DeviceBuf, u64, u64, u64); 6] = [
-            (T::O, b.o, p.o_len(), e, MERGE_COLS as u64 * e),
-            (T::Lse, b.lse, p.lse_len(), 4, 4),
-            (
+        let col_align = MERGE_COLS as u64 * e;
+        let second = if pair { Use::Required } else { Use::Forbidden };
+        check(&[
+            BufSpec::output(T::O, b.o, Use::Required, p.o_len(), e, col_align),
+            BufSpec::output(T::Lse, b.lse, Use::IfPresent, p.lse_len(), 4, 4),
+            BufSpec::input(
                 o_a,
                 b.o_states,
+                Use::Required,
                 stacked * p.o_len(),
                 e,
-                MERGE_COLS as u64 * e,
+                col_align,
             ),
-            (lse_a, b.lse_states, stacked * p.lse_len(), 4, 4),
-            (T::OB, if pair { b.o_b } else { none }, p.o_len(), e, 8),
-            (
-                T::LseB,
-                if pair { b.lse_b } else { none },
-                p.lse_len(),
+            BufSpec::input(
+                lse_a,
+                b.lse_states,
+                Use::Required,
+                stacked * p.lse_len(),
                 4,
                 4,
             ),
-        ];
-        for (i, &(tensor, buf, needed, _, align)) in all.iter().enumerate() {
-            let optional = tensor == T::Lse || (!pair && i >= 4);
-            if optional && buf.addr == 0 {
-                continue;
-            }
-            need(tensor, &buf, needed)?;
-            align_to(tensor, &buf, align)?;
-        }
-        if !pair && (b.o_b.addr != 0 || b.lse_b.addr != 0) {
-            return Err(Error::UnexpectedBuffer { tensor: T::OB });
-        }
-        check_disjoint(&all, 2)?;
+            BufSpec::input(T::OB, b.o_b, second, p.o_len(), e, 8),
+            BufSpec::input(T::LseB, b.lse_b, second, p.lse_len(), 4, 4),
+        ])?;
         let (lse_row, lse_head) = p.lse_strides();
         let d = p.head_dim as i64;
         let (rows_per_batch, o_batch_stride, lse_batch_stride) = match p.lse_layout {
