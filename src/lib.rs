@@ -43,9 +43,10 @@ pub use host::problem;
 
 pub use common::dtype::DType;
 pub use common::error::{Error, Result};
+pub use common::geometry::{PageStrides, Strides};
 pub use common::options::AttnOptions;
 pub use common::target::KernelTarget;
-pub use ops::forward::{FwdPlan, FwdShape, Heads, SeqShape, Strides};
+pub use ops::forward::{FwdPlan, FwdShape, Heads, SeqShape};
 
 /// The README's Rust examples, compiled by `cargo test` as doctests so they cannot rot.
 #[cfg(doctest)]

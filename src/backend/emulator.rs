@@ -15,9 +15,9 @@ use crate::emulator::{
     Device, DevicePtr, LaunchConfig, LaunchReport, Module, TensorMap, TiledTensorMap, TmaDataType,
     TmaInterleave, TmaL2Promotion, TmaOobFill, TmaSwizzle,
 };
+use crate::ops::forward::bind::FwdBufs;
 use crate::ops::forward::plan::{FwdLaunch, FwdParamsAbi, FwdPlan};
 use crate::ops::forward::tma::{TmaElement, TmaMapDesc, TmaSwizzleMode};
-use crate::ops::forward::FwdBufs;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 

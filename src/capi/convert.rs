@@ -6,9 +6,10 @@ use super::ffi;
 use super::status::CallError;
 use crate::common::binding::DevBuf;
 use crate::common::dtype::DType;
+use crate::common::geometry::Strides;
 use crate::common::options::{AttnOptions, SlidingWindow};
-use crate::ops::forward::problem::{FwdShape, Heads, QkvoStrides, SeqShape, Strides};
-use crate::ops::forward::FwdBufs;
+use crate::ops::forward::bind::FwdBufs;
+use crate::ops::forward::problem::{FwdShape, Heads, QkvoStrides, SeqShape};
 
 fn invalid(msg: impl Into<String>) -> CallError {
     CallError::InvalidArgument(msg.into())

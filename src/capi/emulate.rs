@@ -15,8 +15,8 @@ use crate::common::element::Element;
 use crate::common::error::{EmulatorError, Error};
 use crate::emulator::{Device, DevicePtr};
 use crate::host::POISON_U16;
+use crate::ops::forward::bind::FwdBufs;
 use crate::ops::forward::plan::FwdPlan;
-use crate::ops::forward::FwdBufs;
 
 /// The bytes of a host buffer of `elem` bytes per element.
 ///

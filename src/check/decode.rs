@@ -5,6 +5,7 @@
 //! emulator and compares O, LSE and entropy with the candle reference over the gathered pages.
 
 use crate::common::dtype::DType;
+use crate::common::geometry::{PageStrides, Strides};
 use crate::common::options::AttnOptions;
 use crate::common::target::KernelTarget;
 use crate::emulator::Device;
@@ -12,7 +13,7 @@ use crate::host::emulated_decode::{decode_on, DecodeHostInputs, DecodeRun};
 use crate::ops::decode::fp8::{KvCacheDType, KvScaleGranularity};
 use crate::ops::decode::kernels::DECODE_KERNELS;
 use crate::ops::decode::plan::{plan_decode_for, DecodePlan, SplitPolicy};
-use crate::ops::decode::problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};
+use crate::ops::decode::problem::{DecodeProblem, QueryLayout};
 use crate::reference::paged::{
     item_rows, paged_attention, row_offset, stat_offset, PagedReferenceInputs,
 };
@@ -294,7 +295,7 @@ impl DecodeCase {
             }
         };
         let row = (hq * d) as i64;
-        let q_strides = RowStrides {
+        let q_strides = Strides {
             batch: self.q_lens[0] as i64 * row,
             row,
             head: d as i64,

@@ -5,10 +5,11 @@
 
 use crate::common::dtype::DType;
 use crate::common::error::{Error, Result};
+use crate::common::geometry::Strides;
 use crate::common::options::{AttnOptions, SlidingWindow};
 use crate::common::target::KernelTarget;
 use crate::host::{emulated, gpu, HostInputs, HostOutputs};
-use crate::problem::{FwdProblem, Operand, SeqLayout, Strides};
+use crate::problem::{FwdProblem, Operand, SeqLayout};
 use crate::reference::tolerance::{ErrorModel, ENTROPY_SOFTCAP_MAX, ENTROPY_TOLERANCE_CAP};
 use crate::reference::{self, Layout, ReferenceInputs, Tolerance};
 use rand::rngs::StdRng;

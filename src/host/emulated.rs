@@ -13,8 +13,8 @@ use crate::common::dtype::DType;
 use crate::common::element::Element;
 use crate::common::error::Result;
 use crate::emulator::{Device, DevicePtr, LaunchReport};
+use crate::ops::forward::bind::FwdBufs;
 use crate::ops::forward::plan::{FwdLaunch, FwdPlan};
-use crate::ops::forward::FwdBufs;
 
 /// One emulated forward: outputs, the launch it ran, and the emulator's report.
 pub struct EmulatedRun {

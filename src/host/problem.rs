@@ -9,7 +9,7 @@ use crate::common::options::AttnOptions;
 use crate::common::target::KernelTarget;
 use crate::ops::forward::problem::{FwdShape, Heads, QkvoStrides, SeqShape};
 
-pub use crate::ops::forward::problem::Strides;
+pub use crate::common::geometry::Strides;
 
 /// How sequences are laid out.
 #[derive(Debug, Clone, PartialEq, Eq)]

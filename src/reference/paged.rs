@@ -8,7 +8,8 @@
 
 use super::attention::{attention, Layout, ReferenceInputs, ReferenceOutputs};
 use super::ReferenceError;
-use crate::ops::decode::problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};
+use crate::common::geometry::{PageStrides, Strides};
+use crate::ops::decode::problem::{DecodeProblem, QueryLayout};
 
 /// Host data of one paged call, values already as f32 (rounded to the kernel's input type).
 #[derive(Debug, Clone, Copy)]
@@ -43,7 +44,7 @@ pub fn item_rows(p: &DecodeProblem, cu_seqlens_q: Option<&[i32]>) -> Vec<(usize,
 /// Offset (elements) of row `r` (canonical), head `h` of a q/o tensor.
 pub fn row_offset(
     p: &DecodeProblem,
-    s: &RowStrides,
+    s: &Strides,
     rows: &[(usize, usize)],
     r: usize,
     h: usize,

@@ -4,7 +4,7 @@
 
 use flashmha::backend::emulator::{self as emu, dev_buf};
 use flashmha::emulator::{Device, DevicePtr};
-use flashmha::ops::forward::FwdBufs;
+use flashmha::ops::forward::bind::FwdBufs;
 use flashmha::reference::{self, Layout, ReferenceInputs};
 use flashmha::{AttnOptions, Error, FwdPlan, FwdShape, Heads};
 use half::bf16;

@@ -308,7 +308,7 @@ proptest! {
         use flashmha::backend::emulator::{self as emu, dev_buf};
         use flashmha::emulator::{Device, DevicePtr, FindingKind};
         use flashmha::problem::{FwdProblem, SeqLayout};
-        use flashmha::ops::forward::FwdBufs;
+        use flashmha::ops::forward::bind::FwdBufs;
         use rand::{Rng, SeedableRng};
         let dims = head_dims(dtype, target);
         let d = dims[hd_pick.index(dims.len())];

@@ -14,9 +14,10 @@
 use flashmha::backend::emulator::encode;
 use flashmha::common::abi::{fwd_tma_params, FlashFwdParams, ParamsBytes};
 use flashmha::common::dtype::DType;
+use flashmha::common::geometry::Strides;
 use flashmha::emulator::{Device, DevicePtr, LaunchConfig, Module};
 use flashmha::ops::forward::tma::{FwdTmaMaps, TmaMapDesc};
-use flashmha::problem::{FwdProblem, Operand, SeqLayout, Strides};
+use flashmha::problem::{FwdProblem, Operand, SeqLayout};
 use flashmha::AttnOptions;
 
 /// Rows per box in these tests (the kernels use block_m / block_n; any box height works).

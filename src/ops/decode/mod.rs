@@ -27,4 +27,4 @@ pub use fp8::{KvCacheDType, KvScaleGranularity};
 pub use plan::{
     plan_decode, plan_decode_for, DecodeBuffers, DecodePlan, SplitPolicy, WorkspaceLayout,
 };
-pub use problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};
+pub use problem::{DecodeProblem, QueryLayout};

@@ -7,58 +7,8 @@
 
 use super::fp8::{KvCacheDType, KvScaleGranularity};
 use crate::common::dtype::DType;
+use crate::common::geometry::{PageStrides, Strides};
 use crate::common::options::AttnOptions;
-
-/// Strides (elements) of q or o; the head dim is contiguous.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RowStrides {
-    /// Between batch items (padded layout only).
-    pub batch: i64,
-    /// Between query rows.
-    pub row: i64,
-    /// Between heads.
-    pub head: i64,
-}
-
-/// Strides (elements) of a K or V page pool; element `(page, slot, kv_head, c)` lives at
-/// `page * page + slot * slot + kv_head * head + c`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PageStrides {
-    pub page: i64,
-    pub slot: i64,
-    pub head: i64,
-}
-
-impl PageStrides {
-    /// `[num_pages, page_size, hkv, d]` contiguous (NHD).
-    pub fn nhd(page_size: usize, num_heads_kv: usize, head_dim: usize) -> PageStrides {
-        let slot = (num_heads_kv * head_dim) as i64;
-        PageStrides {
-            page: page_size as i64 * slot,
-            slot,
-            head: head_dim as i64,
-        }
-    }
-    /// `[num_pages, hkv, page_size, d]` contiguous (HND).
-    pub fn hnd(page_size: usize, num_heads_kv: usize, head_dim: usize) -> PageStrides {
-        let head = (page_size * head_dim) as i64;
-        PageStrides {
-            page: num_heads_kv as i64 * head,
-            slot: head_dim as i64,
-            head,
-        }
-    }
-    /// Elements a pool of `num_pages` pages spans (last element + 1).
-    pub fn span(&self, num_pages: usize, page_size: usize, heads: usize, d: usize) -> u64 {
-        if num_pages == 0 {
-            return 0;
-        }
-        (num_pages as u64 - 1) * self.page as u64
-            + (page_size as u64 - 1) * self.slot as u64
-            + (heads as u64 - 1) * self.head as u64
-            + d as u64
-    }
-}
 
 /// How the new query tokens are laid out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,8 +30,8 @@ pub struct DecodeProblem {
     pub num_heads_kv: usize,
     pub head_dim: usize,
     pub queries: QueryLayout,
-    pub q_strides: RowStrides,
-    pub o_strides: RowStrides,
+    pub q_strides: Strides,
+    pub o_strides: Strides,
     /// Pages in each of the K and V pools (block-table entries must be below it).
     pub num_pages: usize,
     /// Keys per page, 1..=1024.
@@ -123,7 +73,7 @@ impl DecodeProblem {
         head_major_pages: bool,
     ) -> DecodeProblem {
         let row = (num_heads_q * head_dim) as i64;
-        let qs = RowStrides {
+        let qs = Strides {
             batch: sq_new as i64 * row,
             row,
             head: head_dim as i64,
@@ -180,7 +130,7 @@ impl DecodeProblem {
         self.num_heads_q / self.num_heads_kv
     }
     /// Elements the q (or o) tensor spans.
-    pub fn q_span(&self, s: &RowStrides) -> u64 {
+    pub fn q_span(&self, s: &Strides) -> u64 {
         let d = self.head_dim as u64;
         let h = self.num_heads_q as u64 - 1;
         match self.queries {

@@ -3,19 +3,19 @@
 //! Per-run buffer checks (sizes, alignment) live in [`super::plan::DecodePlan::params`].
 
 use super::kernels::{DecodeKernelRow, DECODE_KERNELS};
-use super::problem::{DecodeProblem, PageStrides, QueryLayout, RowStrides};
+use super::problem::{DecodeProblem, QueryLayout};
 use crate::common::abi;
 use crate::common::error::{
     AlignWhat, CuSeqlensFault, Dim, Error, Limit, OptionName, Result, TensorName,
 };
+use crate::common::geometry::{PageStrides, Strides};
 use crate::common::target::KernelTarget;
 
 /// 16-byte vectors (cp.async, Q loads): strides in elements must keep rows 16-byte aligned.
 pub const STRIDE_ALIGN_BYTES: i64 = abi::FLASHMHA_COPY_ALIGN_BYTES as i64;
 /// The same in 16-bit elements (q, o and 16-bit pages).
 pub const STRIDE_ALIGN_ELEMS: i64 = STRIDE_ALIGN_BYTES / 2;
-/// CUDA's limit on grid y and z.
-pub const MAX_GRID_YZ: u64 = 65_535;
+use crate::common::geometry::MAX_GRID_YZ;
 /// Rows x heads of q (and of each split in the workspace) are indexed with int32 in the kernel.
 pub const MAX_ROWS_X_HEADS: u64 = i32::MAX as u64;
 
@@ -43,7 +43,7 @@ fn fits(limit: Limit, max: u64, value: u64) -> Result<()> {
     Ok(())
 }
 
-fn row_strides(tensor: TensorName, s: &RowStrides, padded: bool) -> Result<()> {
+fn row_strides(tensor: TensorName, s: &Strides, padded: bool) -> Result<()> {
     aligned_strides(tensor, &[(Dim::Seq, s.row), (Dim::Heads, s.head)], 2)?;
     if padded {
         aligned_strides(tensor, &[(Dim::Batch, s.batch)], 2)?;

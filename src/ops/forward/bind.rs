@@ -4,7 +4,8 @@
 
 use crate::common::binding::{check, BufSpec, DevBuf, Use};
 use crate::common::error::{Result, TensorName};
-use crate::ops::forward::validate::{FwdExtents, COPY_ALIGN_BYTES};
+use crate::common::geometry::COPY_ALIGN_BYTES;
+use crate::ops::forward::validate::FwdExtents;
 
 /// The buffers of one forward run (absent ones are [`DevBuf::ABSENT`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -9,5 +9,5 @@ pub mod validate;
 
 pub use bind::FwdBufs;
 pub use plan::{FwdLaunch, FwdPlan};
-pub use problem::{FwdShape, Heads, QkvoStrides, SeqShape, Strides};
+pub use problem::{FwdShape, Heads, QkvoStrides, SeqShape};
 pub use tma::{FwdParamsAbi, FwdTmaMaps, TmaMapDesc};

@@ -5,39 +5,8 @@
 //! The element type is not here: it is the plan's type parameter (`FwdPlan::<bf16>::new`), so it
 //! is stated once, by the buffers' type.
 
+use crate::common::geometry::Strides;
 use crate::common::options::AttnOptions;
-
-/// Strides of a q/k/v/o tensor in elements. The head dim is always contiguous (stride 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Strides {
-    /// Between batch items (padded layout only; ignored for varlen).
-    pub batch: i64,
-    /// Between sequence positions (rows).
-    pub row: i64,
-    /// Between heads.
-    pub head: i64,
-}
-
-impl Strides {
-    /// Contiguous `[b, s, h, d]` strides (for varlen, `[total, h, d]`: `seqlen` is ignored).
-    pub fn contiguous(seqlen: usize, heads: usize, head_dim: usize) -> Strides {
-        let row = (heads * head_dim) as i64;
-        Strides {
-            batch: seqlen as i64 * row,
-            row,
-            head: head_dim as i64,
-        }
-    }
-
-    /// Head-major `[b, h, s, d]` strides.
-    pub fn head_major(seqlen: usize, heads: usize, head_dim: usize) -> Strides {
-        Strides {
-            batch: (heads * seqlen * head_dim) as i64,
-            row: head_dim as i64,
-            head: (seqlen * head_dim) as i64,
-        }
-    }
-}
 
 /// Query and key/value head counts (`q % kv == 0`: MHA, GQA or MQA).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

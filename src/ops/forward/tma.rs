@@ -14,7 +14,8 @@
 //! (d48 on the d64 kernel, say) arrive as zeros, and nothing past a row's last column is read.
 
 use crate::common::abi;
-use crate::ops::forward::problem::{FwdShape, Strides};
+use crate::common::geometry::Strides;
+use crate::ops::forward::problem::FwdShape;
 
 /// Rank of every map (params.h: FLASHMHA_TMA_RANK).
 pub const TMA_RANK: usize = abi::FLASHMHA_TMA_RANK as usize;

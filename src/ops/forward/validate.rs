@@ -13,16 +13,12 @@ use crate::common::abi;
 use crate::common::build_info::FwdKernelRow;
 use crate::common::dtype::DType;
 use crate::common::error::{AlignWhat, Dim, Error, Limit, OptionName, Result, TensorName};
+use crate::common::geometry::Strides;
 use crate::common::target::KernelTarget;
-use crate::ops::forward::problem::{FwdShape, SeqShape, Strides};
+use crate::ops::forward::problem::{FwdShape, SeqShape};
 use crate::ops::forward::tma::{FwdTmaMaps, TMA_MAX_DIM, TMA_MAX_STRIDE_BYTES, TMA_STRIDE_ALIGN};
 
-/// cp.async moves 16 bytes; q/k/v/o bases and strides must keep every row chunk 16-byte aligned.
-pub const COPY_ALIGN_BYTES: usize = abi::FLASHMHA_COPY_ALIGN_BYTES as usize;
-/// Grid y (heads) and z (batch) are limited to 65535 by CUDA.
-pub const MAX_GRID_YZ: usize = 65_535;
-/// Lengths and window bounds are int32 in the params struct.
-pub const MAX_INDEX_32: u64 = i32::MAX as u64;
+use crate::common::geometry::{COPY_ALIGN_BYTES, MAX_GRID_YZ, MAX_INDEX_32};
 /// `sq + sk` of every item must stay below 2^31 minus the kernels' headroom (params.h).
 pub const MAX_SEQLEN_SUM: u64 = (1 << 31) - abi::FLASHMHA_SEQLEN_HEADROOM as u64;
 /// For head dims whose tiles are copied with per-thread 32-bit byte offsets (d80, d96:
@@ -220,11 +216,11 @@ fn check_heads(s: &FwdShape) -> Result<()> {
             heads_kv: h.kv,
         });
     }
-    if h.q > MAX_GRID_YZ {
+    if h.q as u64 > MAX_GRID_YZ {
         return Err(Error::Overflow32 {
             limit: Limit::GridYz,
             value: h.q as u64,
-            max: MAX_GRID_YZ as u64,
+            max: MAX_GRID_YZ,
         });
     }
     if s.head_dim == 0 {
@@ -244,11 +240,11 @@ fn check_seq(s: &FwdShape) -> Result<()> {
             dim: Dim::Batch,
         });
     }
-    if batch > MAX_GRID_YZ {
+    if batch as u64 > MAX_GRID_YZ {
         return Err(Error::Overflow32 {
             limit: Limit::GridYz,
             value: batch as u64,
-            max: MAX_GRID_YZ as u64,
+            max: MAX_GRID_YZ,
         });
     }
     let (sq, sk) = s.seq.max_seqlens();
