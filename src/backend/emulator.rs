@@ -1,22 +1,22 @@
-//! The emulator backend: executes a [`FwdPlan`] on [`crate::emulator`], with the same PTX and
-//! the same params bytes as the CUDA backend, over buffers allocated on an emulator
-//! [`Device`]. Every access the kernel makes is checked by the emulator, so binding emulator
+//! The emulator backend: executes any op's [`Launch`] on [`crate::emulator`] ([`launch`], the
+//! one path), with the same PTX and the same params bytes as the CUDA backend, over buffers
+//! allocated on an emulator [`Device`]. Every access the kernel makes is checked by the emulator, so binding emulator
 //! allocations is safe whatever their addresses. Touches only the device it is given. For the
 //! sm_90a kernels the plan's tensor-map descriptions are encoded here with the emulator's
 //! [`TensorMap`] over the bound q / k / v addresses, as the CUDA backend encodes them with the
 //! driver.
 
-use crate::common::abi::ParamsBytes;
 use crate::common::binding::DevBuf;
 use crate::common::build_info;
 use crate::common::element::Element;
 use crate::common::error::{EmulatorError, Error, Result};
+use crate::common::launch::Launch;
 use crate::emulator::{
     Device, DevicePtr, LaunchConfig, LaunchReport, Module, TensorMap, TiledTensorMap, TmaDataType,
     TmaInterleave, TmaL2Promotion, TmaOobFill, TmaSwizzle,
 };
 use crate::ops::forward::bind::FwdBufs;
-use crate::ops::forward::plan::{FwdLaunch, FwdParamsAbi, FwdPlan};
+use crate::ops::forward::plan::{FwdLaunch, FwdPlan};
 use crate::ops::forward::tma::{TmaElement, TmaMapDesc, TmaSwizzleMode};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -54,25 +54,22 @@ pub fn run<T: Element>(
     Ok((launch, report))
 }
 
-/// Runs an already bound launch on `dev`.
+/// Runs an already bound forward launch on `dev` (its sm_90a tensor maps encoded by the
+/// emulator's encoder).
 pub fn launch_bound(dev: &mut Device, launch: &FwdLaunch) -> Result<LaunchReport> {
-    let module = parsed_module(launch.kernel.entry)?;
+    let l = launch.to_launch(|name, desc, addr| Ok(*encode(desc, addr, name)?.as_bytes()))?;
+    self::launch(dev, &l)
+}
+
+/// The one launch path of this backend: runs `l` (any op's) on `dev` with its params bytes.
+pub fn launch(dev: &mut Device, l: &Launch) -> Result<LaunchReport> {
+    let module = parsed_module(l.entry)?;
     let cfg = LaunchConfig {
-        grid: launch.grid,
-        block: launch.block,
-        dynamic_smem_bytes: launch.dynamic_smem_bytes,
+        grid: l.grid,
+        block: l.block,
+        dynamic_smem_bytes: l.dynamic_smem_bytes,
     };
-    match &launch.abi {
-        FwdParamsAbi::Fwd => {
-            Ok(dev.launch(&module, launch.kernel.entry, &cfg, launch.params.as_bytes())?)
-        }
-        FwdParamsAbi::FwdTma(maps) => {
-            let params = maps.params(&launch.params, |name, desc, addr| {
-                Ok(*encode(desc, addr, name)?.as_bytes())
-            })?;
-            Ok(dev.launch(&module, launch.kernel.entry, &cfg, params.as_bytes())?)
-        }
-    }
+    Ok(dev.launch(&module, l.entry, &cfg, l.params())?)
 }
 
 /// The emulator's encoding of one planned map over `addr` (the fields `cuTensorMapEncodeTiled`

@@ -133,14 +133,14 @@ mod tests {
         assert_eq!(p.launch().kernel.entry, "flashmha_fwd_sm90_bf16_d128");
         assert!(matches!(
             p.launch().abi,
-            crate::ops::forward::plan::FwdParamsAbi::FwdTma(_)
+            crate::ops::forward::tma::FwdParamsAbi::FwdTma(_)
         ));
         let (dtype, s80) = shape(80);
         let Plan::Bf16(p) = Plan::new_for(KernelTarget::Hopper, dtype, &s80).unwrap() else {
             panic!("a bf16 plan")
         };
         assert_eq!(p.launch().kernel.entry, "flashmha_fwd_bf16_d80");
-        assert_eq!(p.launch().abi, crate::ops::forward::plan::FwdParamsAbi::Fwd);
+        assert_eq!(p.launch().abi, crate::ops::forward::tma::FwdParamsAbi::Fwd);
     }
 
     #[test]

@@ -4,18 +4,16 @@
 //! decode kernel and, if planned, the split combine, with the same params bytes the CUDA backend
 //! would pass, and returns the outputs with both launches' reports.
 
-use crate::common::abi::ParamsBytes;
 use crate::common::binding::DevBuf;
-use crate::common::build_info;
 use crate::common::error::{Dim, Error, Result, TensorName};
+use crate::common::launch::Launch;
 use crate::common::target::KernelTarget;
-use crate::emulator::{Device, DevicePtr, LaunchConfig, LaunchReport, Module};
-use crate::ops::decode::plan::{DecodeBuffers, DecodePlan, Launch};
+use crate::emulator::{Device, DevicePtr, LaunchReport};
+use crate::ops::decode::plan::{DecodeBuffers, DecodePlan};
 use crate::ops::kv_append::{plan_kv_append_for, AppendIndex, KvAppendBuffers};
 use crate::ops::merge::{
     plan_merge, MergeBuffers, MergePlan, MergeProblem, MergeStates, StatsLayout,
 };
-use std::sync::Arc;
 
 /// NaN in f16 and bf16; doubled, NaN in f32.
 const POISON_U16: u16 = 0xFFFF;
@@ -59,16 +57,6 @@ impl DecodeRun {
     }
 }
 
-/// Parsed PTX of the module defining `entry`, from the crate's one per-process cache.
-pub(crate) fn module(entry: &'static str) -> Result<Arc<Module>> {
-    if build_info::module_of(entry).is_none() {
-        return Err(Error::NoKernel {
-            entry: entry.to_string(),
-        });
-    }
-    crate::backend::emulator::parsed_module(entry)
-}
-
 /// Uploads `data` (any plain type) and returns it as a [`DevBuf`] of `data.len()` elements.
 pub(crate) fn put<T: bytemuck::Pod>(dev: &mut Device, data: &[T]) -> Result<DevBuf> {
     let bytes: &[u8] = bytemuck::cast_slice(data);
@@ -85,14 +73,8 @@ pub(crate) fn get<T: bytemuck::Pod>(dev: &Device, b: DevBuf) -> Result<Vec<T>> {
     Ok(bytemuck::pod_collect_to_vec(&bytes))
 }
 
-pub(crate) fn launch(dev: &mut Device, l: &Launch, params: &[u8]) -> Result<LaunchReport> {
-    let m = module(l.entry)?;
-    let cfg = LaunchConfig {
-        grid: l.grid,
-        block: l.block,
-        dynamic_smem_bytes: l.dynamic_smem_bytes,
-    };
-    Ok(dev.launch(&m, l.entry, &cfg, params)?)
+pub(crate) fn launch(dev: &mut Device, l: &Launch) -> Result<LaunchReport> {
+    crate::backend::emulator::launch(dev, l)
 }
 
 /// A host buffer must hold exactly what the problem describes.
@@ -209,12 +191,10 @@ pub fn decode_on(
             bufs.partial_entropy = put(dev, &nan(plan.workspace.partial_entropy))?;
         }
     }
-    let (decode_params, combine_params) = plan.params(&bufs)?;
-    let decode_report = launch(dev, &plan.decode, decode_params.as_bytes())?;
-    let combine_report = match (&plan.combine, &combine_params) {
-        (Some(l), Some(cp)) => Some(launch(dev, l, cp.as_bytes())?),
-        _ => None,
-    };
+    let launches = plan.bind(&bufs)?;
+    let mut reports = launches.iter().map(|l| launch(dev, l));
+    let decode_report = reports.next().expect("a decode launch")?;
+    let combine_report = reports.next().transpose()?;
     Ok(DecodeRun {
         o: get(dev, bufs.o)?,
         lse: p.lse.then(|| get(dev, bufs.lse)).transpose()?,
@@ -277,8 +257,7 @@ pub fn merge(plan: &MergePlan, inputs: &MergeHostInputs<'_>) -> Result<MergeRun>
         check_len(TensorName::LseB, p.lse_len() as usize, lse_b.len())?;
         bufs.lse_b = put(&mut dev, lse_b)?;
     }
-    let params = plan.params(&bufs)?;
-    let report = launch(&mut dev, &plan.launch, params.as_bytes())?;
+    let report = launch(&mut dev, &plan.bind(&bufs)?)?;
     Ok(MergeRun {
         o: get(&dev, bufs.o)?,
         lse: get(&dev, bufs.lse)?,
@@ -474,10 +453,8 @@ pub fn kv_append_into_for(
             bufs.token_pos = put(&mut dev, token_pos)?;
         }
     }
-    let params = plan.params(&bufs)?;
-    let l = plan.launch;
     let (kc, vc) = (bufs.k_cache, bufs.v_cache);
-    let report = launch(&mut dev, &l, params.as_bytes())?;
+    let report = launch(&mut dev, &plan.bind(&bufs)?)?;
     let out = match pools {
         HostPools::Bits16 { .. } => HostPools::Bits16 {
             k: get(&dev, kc)?,

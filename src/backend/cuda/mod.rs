@@ -28,7 +28,8 @@ use crate::common::error::{driver_error, Error, Result};
 use crate::common::options::AttnOptions;
 use crate::common::target::KernelTarget;
 use crate::ops::forward::bind::FwdBufs;
-use crate::ops::forward::plan::{FwdLaunch, FwdParamsAbi, FwdPlan};
+use crate::ops::forward::plan::{FwdLaunch, FwdPlan};
+use crate::ops::forward::tma::FwdParamsAbi;
 use crate::ops::forward::problem::FwdShape;
 use crate::ops::head_similarity::{
     plan_head_similarity, HeadSimBuffers, HeadSimProblem, ENTRY_BF16, ENTRY_F16,

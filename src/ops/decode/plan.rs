@@ -25,6 +25,7 @@ use super::validate::validate_decode_for;
 use crate::common::abi::{self, FlashDecodeParams, MergeStatesParams};
 use crate::common::binding::{check, BufSpec, DevBuf, Use};
 use crate::common::error::{Error, Result, TensorName};
+use crate::common::launch::{Launch, Launches};
 use crate::common::target::KernelTarget;
 use crate::ops::forward::plan::WARP_SIZE;
 
@@ -91,15 +92,6 @@ impl WorkspaceLayout {
     pub fn bytes(&self) -> u64 {
         4 * self.elems()
     }
-}
-
-/// A launch: entry, grid, block, dynamic shared memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Launch {
-    pub entry: &'static str,
-    pub grid: [u32; 3],
-    pub block: [u32; 3],
-    pub dynamic_smem_bytes: u32,
 }
 
 /// Everything needed to run one decode shape, independent of buffer addresses.
@@ -201,30 +193,32 @@ pub fn plan_decode_for(
     } else {
         WorkspaceLayout::default()
     };
-    let decode = Launch {
-        entry: kernel.entry,
-        grid: [
+    let decode = Launch::geometry(
+        kernel.entry,
+        [
             num_splits,
             (p.num_heads_kv as u64 * row_tiles) as u32,
             p.batch as u32,
         ],
-        block: [kernel.num_warps * WARP_SIZE, 1, 1],
-        dynamic_smem_bytes: kernel.smem_bytes,
-    };
+        [kernel.num_warps * WARP_SIZE, 1, 1],
+        kernel.smem_bytes,
+    );
     // Validation admitted (target, dtype), and every target has a combine for its dtypes.
     let combine_entry = combine_entry_for(target, p.dtype).ok_or(Error::UnsupportedDType {
         dtype: p.dtype,
         target,
     })?;
-    let combine = split_output.then(|| Launch {
-        entry: combine_entry,
-        grid: [
-            ((p.total_q() * p.num_heads_q) as u64).div_ceil(u64::from(MERGE_WARPS)) as u32,
-            1,
-            1,
-        ],
-        block: [MERGE_WARPS * WARP_SIZE, 1, 1],
-        dynamic_smem_bytes: 0,
+    let combine = split_output.then(|| {
+        Launch::geometry(
+            combine_entry,
+            [
+                ((p.total_q() * p.num_heads_q) as u64).div_ceil(u64::from(MERGE_WARPS)) as u32,
+                1,
+                1,
+            ],
+            [MERGE_WARPS * WARP_SIZE, 1, 1],
+            0,
+        )
     });
     Ok(DecodePlan {
         problem: problem.clone(),
@@ -279,6 +273,16 @@ impl DecodePlan {
             } else {
                 none
             },
+        ))
+    }
+
+    /// Binds `bufs` (checked as [`DecodePlan::params`] does) into the launches of one run: the
+    /// decode, then the split combine if the plan has one.
+    pub fn bind(&self, bufs: &DecodeBuffers) -> Result<Launches> {
+        let (decode, combine) = self.params(bufs)?;
+        Ok(Launches::two(
+            self.decode.with_params(&decode),
+            self.combine.zip(combine).map(|(l, c)| l.with_params(&c)),
         ))
     }
 

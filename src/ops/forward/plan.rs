@@ -4,11 +4,12 @@
 //! no allocation). Both backends (cuda and emulator) execute exactly what `bind` returns, with the
 //! same params bytes.
 
-pub use super::tma::{FwdParamsAbi, FwdTmaMaps, TmaMapDesc};
+use super::tma::{FwdParamsAbi, FwdTmaMaps, TmaMapDesc};
 use crate::common::abi::{self, FlashFwdParams};
 use crate::common::build_info::{FwdKernelRow, FWD_KERNELS};
 use crate::common::element::Element;
-use crate::common::error::Result;
+use crate::common::error::{Result, TensorName};
+use crate::common::launch::Launch;
 use crate::common::target::KernelTarget;
 use crate::ops::forward::bind::{check_bufs, FwdBufs};
 use crate::ops::forward::problem::FwdShape;
@@ -30,6 +31,27 @@ pub struct FwdLaunch {
     /// The params struct the kernel takes; for the sm_90a kernels, the tensor maps to encode
     /// over the bound q / k / v addresses (in `params`) before the launch.
     pub abi: FwdParamsAbi,
+}
+
+impl FwdLaunch {
+    /// The op-agnostic launch (entry, geometry, params bytes). For the sm_90a kernels the Q / K
+    /// / V tensor maps are encoded over the bound addresses by `encode` (the backend's encoder:
+    /// the driver's on a GPU, the emulator's in the emulator); other kernels ignore it.
+    pub fn to_launch(
+        &self,
+        encode: impl FnMut(TensorName, &TmaMapDesc, u64) -> Result<[u8; abi::TENSOR_MAP_BYTES]>,
+    ) -> Result<Launch> {
+        let geometry = Launch::geometry(
+            self.kernel.entry,
+            self.grid,
+            self.block,
+            self.dynamic_smem_bytes,
+        );
+        Ok(match &self.abi {
+            FwdParamsAbi::Fwd => geometry.with_params(&self.params),
+            FwdParamsAbi::FwdTma(maps) => geometry.with_params(&maps.params(&self.params, encode)?),
+        })
+    }
 }
 
 /// A validated forward plan for elements of type `T`: everything but the buffers. Pure data,

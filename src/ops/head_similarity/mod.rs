@@ -5,6 +5,7 @@
 use crate::common::abi::{self, HeadSimParams};
 use crate::common::dtype::DType;
 use crate::common::error::{AlignWhat, Dim, Error, Limit, Result, TensorName};
+use crate::common::launch::Launch;
 
 /// Entry of the f16 instantiation.
 pub const ENTRY_F16: &str = "flashmha_head_similarity_f16";
@@ -80,6 +81,14 @@ pub struct HeadSimPlan {
     /// The kernel's shared memory is static; nothing dynamic.
     pub dynamic_smem_bytes: u32,
     pub params: HeadSimParams,
+}
+
+impl HeadSimPlan {
+    /// The launch this plan describes (the params carry the buffers it was planned with).
+    pub fn launch(&self) -> Launch {
+        Launch::geometry(self.entry, self.grid, self.block, self.dynamic_smem_bytes)
+            .with_params(&self.params)
+    }
 }
 
 /// Validates `problem` and `bufs` and plans the launch. `gram` must be zeroed by the caller

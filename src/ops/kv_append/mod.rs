@@ -19,11 +19,11 @@ use crate::common::abi::{self, KvAppendParams};
 use crate::common::binding::{check, BufSpec, DevBuf, Use};
 use crate::common::dtype::DType;
 use crate::common::error::{Error, Result, TensorName};
+use crate::common::launch::Launch;
 use crate::common::target::KernelTarget;
 use crate::ops::decode::kernels::{
     KV_APPEND_ENTRY, KV_APPEND_FP8_ENTRY, KV_APPEND_SM75_ENTRY, KV_APPEND_THREADS,
 };
-use crate::ops::decode::plan::Launch;
 use crate::ops::decode::problem::DecodeProblem;
 use crate::ops::decode::validate::validate_kv_append;
 
@@ -112,16 +112,21 @@ pub fn plan_kv_append_for(
         pools: pools.clone(),
         num_tokens,
         index,
-        launch: Launch {
+        launch: Launch::geometry(
             entry,
-            grid: [chunks.div_ceil(u64::from(KV_APPEND_THREADS)) as u32, 1, 1],
-            block: [KV_APPEND_THREADS, 1, 1],
-            dynamic_smem_bytes: 0,
-        },
+            [chunks.div_ceil(u64::from(KV_APPEND_THREADS)) as u32, 1, 1],
+            [KV_APPEND_THREADS, 1, 1],
+            0,
+        ),
     })
 }
 
 impl KvAppendPlan {
+    /// Binds `b` (checked as `params` does) into this plan's one launch.
+    pub fn bind(&self, b: &KvAppendBuffers) -> Result<Launch> {
+        Ok(self.launch.with_params(&self.params(b)?))
+    }
+
     /// The params of one run after O(1) checks of `b`.
     pub fn params(&self, b: &KvAppendBuffers) -> Result<KvAppendParams> {
         use TensorName as T;

@@ -16,9 +16,9 @@ use crate::common::abi::MergeStatesParams;
 use crate::common::binding::{check, BufSpec, DevBuf, Use};
 use crate::common::dtype::DType;
 use crate::common::error::{AlignWhat, Dim, Error, Limit, Result, TensorName};
+use crate::common::launch::Launch;
 use crate::common::target::KernelTarget;
 use crate::ops::decode::kernels::{merge_states_entry, MERGE_STATES_SM75_F16_ENTRY, MERGE_WARPS};
-use crate::ops::decode::plan::Launch;
 use crate::ops::forward::plan::WARP_SIZE;
 
 /// How the input states are held.
@@ -148,16 +148,21 @@ pub fn plan_merge_for(target: KernelTarget, p: &MergeProblem) -> Result<MergePla
     }
     Ok(MergePlan {
         problem: *p,
-        launch: Launch {
+        launch: Launch::geometry(
             entry,
-            grid: [items.div_ceil(u64::from(MERGE_WARPS)) as u32, 1, 1],
-            block: [MERGE_WARPS * WARP_SIZE, 1, 1],
-            dynamic_smem_bytes: 0,
-        },
+            [items.div_ceil(u64::from(MERGE_WARPS)) as u32, 1, 1],
+            [MERGE_WARPS * WARP_SIZE, 1, 1],
+            0,
+        ),
     })
 }
 
 impl MergePlan {
+    /// Binds `b` (checked as `params` does) into this plan's one launch.
+    pub fn bind(&self, b: &MergeBuffers) -> Result<Launch> {
+        Ok(self.launch.with_params(&self.params(b)?))
+    }
+
     /// The params of one run, after O(1) checks of `b`: every buffer present and large enough,
     /// O buffers 8-byte and LSE buffers 4-byte aligned, outputs overlapping nothing.
     pub fn params(&self, b: &MergeBuffers) -> Result<MergeStatesParams> {
