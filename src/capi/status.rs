@@ -119,6 +119,37 @@ pub unsafe extern "C" fn flashmha_last_error_message() -> *const c_char {
     LAST_ERROR.with(|m| m.borrow().as_ptr())
 }
 
+/// The static description of each status code (NUL-terminated for C).
+fn status_text(status: flashmha_status) -> &'static str {
+    match status {
+        ffi::FLASHMHA_OK => "success\0",
+        ffi::FLASHMHA_ERR_INVALID_ARGUMENT => "invalid argument\0",
+        ffi::FLASHMHA_ERR_SHAPE => "shape error\0",
+        ffi::FLASHMHA_ERR_BUFFER => "buffer error\0",
+        ffi::FLASHMHA_ERR_UNSUPPORTED => "unsupported\0",
+        ffi::FLASHMHA_ERR_CU_SEQLENS => "malformed cu_seqlens\0",
+        ffi::FLASHMHA_ERR_OVERFLOW => "size overflow\0",
+        ffi::FLASHMHA_ERR_INVALID_OPTION => "invalid option\0",
+        ffi::FLASHMHA_ERR_NO_CUDA_DRIVER => "no CUDA driver\0",
+        ffi::FLASHMHA_ERR_UNSUPPORTED_GPU => "unsupported GPU\0",
+        ffi::FLASHMHA_ERR_CUDA => "CUDA driver error\0",
+        ffi::FLASHMHA_ERR_NO_KERNEL => "kernel missing from this build\0",
+        ffi::FLASHMHA_ERR_EMULATOR => "emulator error\0",
+        ffi::FLASHMHA_ERR_IO => "I/O error\0",
+        ffi::FLASHMHA_ERR_INTERNAL => "internal error\0",
+        _ => "unknown flashmha_status\0",
+    }
+}
+
+/// `const char *flashmha_status_string(flashmha_status status)`
+///
+/// # Safety
+/// Always safe to call; the string is static.
+#[no_mangle]
+pub unsafe extern "C" fn flashmha_status_string(status: flashmha_status) -> *const c_char {
+    status_text(status).as_ptr().cast()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +175,26 @@ mod tests {
         // SAFETY: as above.
         let msg = unsafe { std::ffi::CStr::from_ptr(flashmha_last_error_message()) };
         assert!(msg.to_bytes().is_empty());
+    }
+
+    #[test]
+    fn every_status_has_its_own_string_and_unknown_codes_are_named() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ffi::FLASHMHA_OK..=ffi::FLASHMHA_ERR_INTERNAL {
+            // SAFETY: static NUL-terminated strings.
+            let s = unsafe { std::ffi::CStr::from_ptr(flashmha_status_string(code)) };
+            let s = s.to_str().unwrap();
+            assert_ne!(s, "unknown flashmha_status", "code {code}");
+            assert!(seen.insert(s.to_string()), "{s} used twice");
+        }
+        // SAFETY: as above.
+        let s = unsafe { std::ffi::CStr::from_ptr(flashmha_status_string(99)) };
+        assert_eq!(s.to_str().unwrap(), "unknown flashmha_status");
+        // The family of an error and its string agree.
+        let code = code_of(&Error::NoCudaDriver { reason: "test" });
+        // SAFETY: as above.
+        let s = unsafe { std::ffi::CStr::from_ptr(flashmha_status_string(code)) };
+        assert_eq!(s.to_str().unwrap(), "no CUDA driver");
     }
 
     #[test]

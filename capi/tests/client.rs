@@ -1,8 +1,9 @@
-//! Runs the C++ client of the C ABI (`tests/capi/client.cpp`, compiled by build.rs with the `cc`
-//! crate against `include/flashmha.h`) with a fresh random seed: it runs random problems on the
-//! emulator entry points, checks O and LSE against its own CPU attention, and checks the typed
-//! errors (no GPU, bad shapes, bad buffers). The seed is printed so a failure can be replayed
-//! with `FLASHMHA_CAPI_SEED=<seed>`.
+//! Runs the C++ client of the C ABI (`capi/tests/client.cpp`, compiled by capi/build.rs with
+//! the `cc` crate against `include/flashmha.h`) with a fresh random seed: it runs every op
+//! (forward, paged decode with and without splits, merge_states, KV append, head similarity) on
+//! random problems through the emulator entry points, checks each against its own CPU
+//! reference or an identity between ops, and checks the typed errors (no GPU, bad shapes, bad
+//! buffers). The seed is printed so a failure can be replayed with `FLASHMHA_CAPI_SEED=<seed>`.
 
 // The client refers to the `flashmha_*` symbols, defined in the flashmha rlib linked after it.
 #[link(name = "flashmha_capi_client", kind = "static")]
