@@ -6,12 +6,17 @@
  * (src/capi/header_check.rs) puts each generated declaration and the Rust definition in one
  * array, so a signature that drifts from this header does not compile.
  *
- * Linking. Shared: -lflashmha. Static (libflashmha.a bundles the Rust standard library, which
- * needs the C runtime's maths, threads and dynamic loading; the CUDA driver is opened with
- * dlopen at run time, so no CUDA library is needed to link or to run without a GPU):
- *     -lflashmha -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
- * (rustc --print native-static-libs for the glibc Linux target; verified by linking the C++
- * client capi/tests/client.cpp against libflashmha.a).
+ * Linking. The CUDA driver is opened with dlopen at run time, so no CUDA library is needed to
+ * link, nor to run without a GPU (the context calls then return FLASHMHA_ERR_NO_CUDA_DRIVER).
+ *   shared: -lflashmha
+ *   static: libflashmha.a bundles the Rust standard library, which needs the C runtime:
+ *           -lflashmha -lm                       glibc >= 2.34 (threads, dl, rt in libc)
+ *           -lflashmha -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc   any glibc (the list
+ *                                                `rustc --print native-static-libs` gives)
+ *   A C++ program linked with g++ / clang++ needs nothing beyond -lflashmha (libstdc++ pulls
+ *   in libm). Checked on glibc 2.36 by linking a C program (gcc ... -lflashmha -lm) and the C++
+ *   client capi/tests/client.cpp against libflashmha.a; without -lm a C link fails on exp2,
+ *   log2, tanh, sin, cos.
  *
  * Conventions: every function but the getters returns a flashmha_status; on failure
  * flashmha_last_error_message() describes the error (thread-local, valid until the next
@@ -23,15 +28,18 @@
  *  - Plans (flashmha_plan, flashmha_decode_plan, flashmha_merge_plan, flashmha_kv_append_plan)
  *    are created by their *_create function and owned by the caller, who frees each exactly
  *    once with its *_destroy (NULL is accepted and ignored). A plan is immutable: any number of
- *    threads may use one plan at the same time, on any context or the emulator; destroy it
- *    after the last call that uses it has returned (a queued kernel does not reference it).
+ *    threads may use one plan at the same time, on the emulator or on any context whose
+ *    kernels it was planned for; destroy it after the last call that uses it has returned (a
+ *    queued kernel does not reference it).
  *  - A context (flashmha_context) is created by flashmha_context_create and owned by the caller
  *    (flashmha_context_destroy, once, after every kernel launched through it has completed).
  *    Calls on one context from several threads at the same time are safe; each launch makes
  *    the context's CUDA context current on the calling thread.
- *  - Buffers and streams are always the caller's: flashmha never allocates, frees or
- *    synchronises on the CUDA path, so every run can be captured in a CUDA graph. Device
- *    buffers must stay allocated until the stream has run the kernels.
+ *  - Buffers and streams are always the caller's. The launching calls (flashmha_run,
+ *    flashmha_forward, flashmha_decode_run, flashmha_merge_run, flashmha_kv_append_run,
+ *    flashmha_head_similarity) neither allocate (host or device memory) nor synchronise when
+ *    they succeed, so they can be captured in a CUDA graph; the split workspace is the
+ *    caller's too. Device buffers must stay allocated until the stream has run the kernels.
  *  - The emulator entry points (flashmha_emulate_*) use a private emulated device per call and
  *    touch only the host buffers given; they are safe to call from several threads.
  *

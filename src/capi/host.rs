@@ -29,11 +29,21 @@ pub enum Role {
 }
 
 /// An emulator device holding mirrors of one call's host buffers.
-#[derive(Default)]
 pub struct HostMirror {
     dev: Device,
     /// (emulator address, host destination, bytes) of every buffer copied back.
     back: Vec<(DevicePtr, *mut u8, usize)>,
+}
+
+impl Default for HostMirror {
+    /// `Device::new`, not `Device::default`: the derived default of the emulator's memory
+    /// starts allocating at address 0, which the binding checks read as an absent buffer.
+    fn default() -> Self {
+        HostMirror {
+            dev: Device::new(),
+            back: Vec::new(),
+        }
+    }
 }
 
 impl HostMirror {
@@ -102,5 +112,43 @@ impl HostMirror {
             unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), *host, *bytes) };
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mirror_is_never_null_and_an_unwritten_output_comes_back_poisoned() {
+        let mut m = HostMirror::default();
+        let mut x = [1u16, 2, 3];
+        let mut y = [5u16; 2];
+        let b = ffi::flashmha_buf {
+            data: x.as_mut_ptr().cast(),
+            len: x.len(),
+        };
+        // SAFETY: `x` holds 3 u16 and outlives the mirror.
+        let first = unsafe { m.mirror(b, 2, Role::Output) }.unwrap();
+        assert!(
+            !first.data.is_null(),
+            "the first allocation reads as absent"
+        );
+        assert_eq!(first.len, 3);
+        // SAFETY: as above.
+        let unused = unsafe { m.mirror(b, 2, Role::Unused) }.unwrap();
+        assert!(unused.data.is_null());
+        let c = ffi::flashmha_buf {
+            data: y.as_mut_ptr().cast(),
+            len: y.len(),
+        };
+        // SAFETY: `y` holds 2 u16 and outlives the mirror.
+        let inout = unsafe { m.mirror(c, 2, Role::InOut) }.unwrap();
+        assert_ne!(inout.data, first.data);
+        // SAFETY: `x` and `y` are still writable.
+        unsafe { m.copy_back() }.unwrap();
+        // Nothing ran: the output is the emulator's NaN poison, the in-out buffer unchanged.
+        assert_eq!(x, [u16::MAX; 3]);
+        assert_eq!(y, [5u16; 2]);
     }
 }

@@ -6,12 +6,17 @@
 use super::ffi::{self, flashmha_status};
 use crate::error::Error;
 use std::cell::RefCell;
-use std::ffi::{c_char, CString};
+use std::ffi::c_char;
 
 thread_local! {
-    /// Message of the last failed call on this thread (NUL-terminated for C).
-    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    /// Message of the last failed call on this thread, NUL-terminated for C; empty after a
+    /// successful call. Clearing keeps the capacity, so a successful call (a launch) never
+    /// allocates here.
+    static LAST_ERROR: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
+
+/// What `flashmha_last_error_message` returns when the last call succeeded.
+const NO_ERROR: &[u8] = b"\0";
 
 /// What an entry point can fail with before or after reaching the Rust API.
 #[derive(Debug)]
@@ -76,10 +81,17 @@ pub fn code_of(e: &Error) -> flashmha_status {
     }
 }
 
-fn set_message(msg: String) {
-    // An interior NUL would truncate the C string; replace it rather than lose the message.
-    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
-    LAST_ERROR.with(|m| *m.borrow_mut() = c);
+fn set_message(msg: &str) {
+    LAST_ERROR.with(|m| {
+        let mut m = m.borrow_mut();
+        m.clear();
+        if !msg.is_empty() {
+            // An interior NUL would truncate the C string; replace it rather than lose the
+            // message.
+            m.extend(msg.bytes().map(|b| if b == 0 { b' ' } else { b }));
+            m.push(0);
+        }
+    });
 }
 
 /// Runs `body`; records the message of a failure (or clears it on success) and returns the
@@ -87,7 +99,10 @@ fn set_message(msg: String) {
 pub fn guard(body: impl FnOnce() -> Result<(), CallError>) -> flashmha_status {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
     let (code, msg) = match outcome {
-        Ok(Ok(())) => (ffi::FLASHMHA_OK, String::new()),
+        Ok(Ok(())) => {
+            set_message("");
+            return ffi::FLASHMHA_OK;
+        }
         Ok(Err(CallError::InvalidArgument(m))) => (
             ffi::FLASHMHA_ERR_INVALID_ARGUMENT,
             format!("invalid argument: {m}"),
@@ -105,7 +120,7 @@ pub fn guard(body: impl FnOnce() -> Result<(), CallError>) -> flashmha_status {
             )
         }
     };
-    set_message(msg);
+    set_message(&msg);
     code
 }
 
@@ -116,7 +131,10 @@ pub fn guard(body: impl FnOnce() -> Result<(), CallError>) -> flashmha_status {
 /// thread.
 #[no_mangle]
 pub unsafe extern "C" fn flashmha_last_error_message() -> *const c_char {
-    LAST_ERROR.with(|m| m.borrow().as_ptr())
+    LAST_ERROR.with(|m| {
+        let m = m.borrow();
+        if m.is_empty() { NO_ERROR } else { &m[..] }.as_ptr().cast()
+    })
 }
 
 /// The static description of each status code (NUL-terminated for C).
