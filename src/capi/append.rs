@@ -158,3 +158,49 @@ pub unsafe extern "C" fn flashmha_emulate_kv_append_run(
         unsafe { m.copy_back() }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pools_of_a_decode_shape_plan_an_append_and_bad_counts_are_typed() {
+        let pools = ffi::flashmha_decode_shape {
+            dtype: ffi::FLASHMHA_DTYPE_BF16,
+            batch: 2,
+            seqlen_q: 1,
+            heads_q: 4,
+            heads_kv: 2,
+            head_dim: 64,
+            num_pages: 8,
+            page_size: 16,
+            max_pages_per_seq: 4,
+            ..Default::default()
+        };
+        for (tokens, index, ok) in [
+            (5, ffi::FLASHMHA_APPEND_SLOTS, true),
+            (5, ffi::FLASHMHA_APPEND_POSITIONS, true),
+            (usize::MAX, ffi::FLASHMHA_APPEND_SLOTS, false),
+            (5, 7, false),
+        ] {
+            let mut p: *mut ffi::flashmha_kv_append_plan = std::ptr::null_mut();
+            // SAFETY: valid pointers to locals.
+            let code = unsafe { flashmha_kv_append_plan_create(&pools, tokens, index, &mut p) };
+            assert_eq!(
+                code == ffi::FLASHMHA_OK,
+                ok,
+                "{tokens} tokens, index {index}"
+            );
+            assert_ne!(code, ffi::FLASHMHA_ERR_INTERNAL);
+            assert_eq!(p.is_null(), !ok);
+            if ok {
+                // SAFETY: `p` was just made.
+                let plan = unsafe { plan(p) }.unwrap();
+                assert_eq!(plan.num_tokens, tokens);
+                assert_eq!(plan.pools, convert::decode_problem(&pools).unwrap());
+            }
+            // SAFETY: NULL or the plan just made, destroyed once.
+            unsafe { flashmha_kv_append_plan_destroy(p) };
+        }
+    }
+}

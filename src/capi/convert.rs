@@ -509,4 +509,104 @@ mod tests {
         assert_eq!(f.cu_seqlens.unwrap().0.len, 3);
         assert_eq!(f.lse, None);
     }
+
+    fn decode_base() -> ffi::flashmha_decode_shape {
+        ffi::flashmha_decode_shape {
+            dtype: ffi::FLASHMHA_DTYPE_F16,
+            batch: 3,
+            seqlen_q: 2,
+            heads_q: 8,
+            heads_kv: 2,
+            head_dim: 128,
+            num_pages: 40,
+            page_size: 16,
+            max_pages_per_seq: 9,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_zeroed_decode_shape_is_the_rust_contiguous_problem() {
+        let mut c = decode_base();
+        for hnd in [false, true] {
+            c.head_major_pages = i32::from(hnd);
+            let want = DecodeProblem::contiguous(DType::F16, 3, 2, 8, 2, 128, 40, 16, 9, hnd);
+            assert_eq!(decode_problem(&c).unwrap(), want);
+        }
+        // Given strides and bounds are taken as given.
+        c.block_table_stride = 12;
+        c.max_cache_len = 100;
+        c.k_strides = ffi::flashmha_page_strides {
+            page: 1 << 20,
+            slot: 512,
+            head: 128,
+        };
+        let p = decode_problem(&c).unwrap();
+        assert_eq!((p.block_table_stride, p.max_cache_len), (12, 100));
+        assert_eq!(p.k_strides.slot, 512);
+        // v left all-zero is passed on as zero (validation decides), not replaced.
+        assert_eq!(p.v_strides, PageStrides::default());
+    }
+
+    #[test]
+    fn decode_defaults_that_overflow_and_unknown_enums_are_invalid_arguments() {
+        let mut c = decode_base();
+        c.heads_q = usize::MAX;
+        assert!(matches!(
+            decode_problem(&c),
+            Err(CallError::InvalidArgument(_))
+        ));
+        let mut c = decode_base();
+        c.page_size = usize::MAX / 2;
+        assert!(matches!(
+            decode_problem(&c),
+            Err(CallError::InvalidArgument(_))
+        ));
+        let mut c = decode_base();
+        c.kv_dtype = 9;
+        assert!(matches!(
+            decode_problem(&c),
+            Err(CallError::InvalidArgument(_))
+        ));
+        let mut c = decode_base();
+        c.split_mode = ffi::FLASHMHA_SPLIT_AUTO;
+        assert!(matches!(
+            split_policy(&c, None),
+            Err(CallError::InvalidArgument(_))
+        ));
+        assert_eq!(
+            split_policy(&c, Some(132)).unwrap(),
+            SplitPolicy::Auto { num_sms: 132 }
+        );
+        c.split_value = 7;
+        assert_eq!(
+            split_policy(&c, Some(132)).unwrap(),
+            SplitPolicy::Auto { num_sms: 7 }
+        );
+        c.split_mode = ffi::FLASHMHA_SPLIT_FIXED_KEYS;
+        assert_eq!(split_policy(&c, None).unwrap(), SplitPolicy::FixedKeys(7));
+        c.split_mode = 3;
+        assert!(matches!(
+            split_policy(&c, None),
+            Err(CallError::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn head_similarity_zero_strides_are_contiguous_over_the_given_lengths() {
+        let s = ffi::flashmha_head_similarity_shape {
+            dtype: ffi::FLASHMHA_DTYPE_BF16,
+            num_tokens: 5,
+            num_heads: 3,
+            head_dim: 64,
+            ..Default::default()
+        };
+        let mut b = ffi::flashmha_head_similarity_bufs::default();
+        b.o.len = 5 * 3 * 64 + 7;
+        b.gram.len = 10;
+        let p = head_sim_problem(&s, &b).unwrap();
+        let mut want = HeadSimProblem::contiguous(DType::Bf16, 5, 3, 64);
+        (want.o_len, want.gram_len) = (5 * 3 * 64 + 7, 10);
+        assert_eq!(p, want);
+    }
 }

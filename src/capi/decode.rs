@@ -201,3 +201,90 @@ pub unsafe extern "C" fn flashmha_emulate_decode_run(
         unsafe { m.copy_back() }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape() -> ffi::flashmha_decode_shape {
+        ffi::flashmha_decode_shape {
+            dtype: ffi::FLASHMHA_DTYPE_BF16,
+            batch: 4,
+            seqlen_q: 1,
+            heads_q: 8,
+            heads_kv: 2,
+            head_dim: 128,
+            num_pages: 64,
+            page_size: 16,
+            max_pages_per_seq: 16,
+            split_mode: ffi::FLASHMHA_SPLIT_COUNT,
+            split_value: 4,
+            ..Default::default()
+        }
+    }
+
+    /// Creates a plan from `s`; the status, and the info when it was planned.
+    fn create(
+        s: &ffi::flashmha_decode_shape,
+    ) -> (flashmha_status, Option<ffi::flashmha_decode_info>) {
+        let mut p: *mut ffi::flashmha_decode_plan = std::ptr::null_mut();
+        // SAFETY: valid pointers to locals.
+        let code = unsafe { flashmha_decode_plan_create(s, &mut p) };
+        if p.is_null() {
+            return (code, None);
+        }
+        let mut info = ffi::flashmha_decode_info::default();
+        // SAFETY: `p` is live; `info` is a local.
+        assert_eq!(
+            unsafe { flashmha_decode_plan_info(p, &mut info) },
+            ffi::FLASHMHA_OK
+        );
+        // SAFETY: destroyed once.
+        unsafe { flashmha_decode_plan_destroy(p) };
+        (code, Some(info))
+    }
+
+    #[test]
+    fn the_info_states_the_rust_plans_splits_and_workspace() {
+        let (code, info) = create(&shape());
+        assert_eq!(code, ffi::FLASHMHA_OK);
+        let info = info.unwrap();
+        let problem = convert::decode_problem(&shape()).unwrap();
+        let want =
+            crate::decode::plan_decode(&problem, crate::decode::SplitPolicy::Count(4)).unwrap();
+        assert_eq!(info.num_splits, want.num_splits);
+        assert_eq!(info.workspace_elems as u64, want.workspace.elems());
+        assert_eq!(info.workspace_bytes as u64, want.workspace.bytes());
+        // 4 splits x 4 rows x 8 heads, each a partial O of 128 and an LSE.
+        assert_eq!(info.workspace_elems, 4 * 4 * 8 * 129);
+        let mut one = shape();
+        one.split_value = 1;
+        let (_, info) = create(&one);
+        assert_eq!(info.unwrap().workspace_elems, 0);
+    }
+
+    #[test]
+    fn extreme_sizes_are_typed_errors_never_a_panic() {
+        // Every size field at usize::MAX in turn: a typed error (never the caught-panic code),
+        // and no plan handed out.
+        let fields: [fn(&mut ffi::flashmha_decode_shape); 9] = [
+            |s| s.batch = usize::MAX,
+            |s| s.seqlen_q = usize::MAX,
+            |s| s.heads_q = usize::MAX,
+            |s| s.heads_kv = usize::MAX,
+            |s| s.head_dim = usize::MAX,
+            |s| s.num_pages = usize::MAX,
+            |s| s.page_size = usize::MAX,
+            |s| s.max_pages_per_seq = usize::MAX,
+            |s| s.max_cache_len = usize::MAX,
+        ];
+        for (i, set) in fields.iter().enumerate() {
+            let mut s = shape();
+            set(&mut s);
+            let (code, info) = create(&s);
+            assert_ne!(code, ffi::FLASHMHA_OK, "field {i}");
+            assert_ne!(code, ffi::FLASHMHA_ERR_INTERNAL, "field {i}");
+            assert!(info.is_none(), "field {i}");
+        }
+    }
+}

@@ -138,3 +138,48 @@ pub unsafe extern "C" fn flashmha_emulate_merge_run(
         unsafe { m.copy_back() }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(s: &ffi::flashmha_merge_shape) -> (flashmha_status, bool) {
+        let mut p: *mut ffi::flashmha_merge_plan = std::ptr::null_mut();
+        // SAFETY: valid pointers to locals.
+        let code = unsafe { flashmha_merge_plan_create(s, &mut p) };
+        let made = !p.is_null();
+        // SAFETY: NULL or the plan just made, destroyed once.
+        unsafe { flashmha_merge_plan_destroy(p) };
+        (code, made)
+    }
+
+    #[test]
+    fn shapes_are_planned_or_typed_errors_never_a_panic() {
+        let base = ffi::flashmha_merge_shape {
+            dtype: ffi::FLASHMHA_DTYPE_F16,
+            form: ffi::FLASHMHA_MERGE_STACKED,
+            num_states: 3,
+            rows: 5,
+            heads: 4,
+            head_dim: 64,
+            lse_layout: ffi::FLASHMHA_STATS_ROWS_HEADS,
+        };
+        assert_eq!(create(&base), (ffi::FLASHMHA_OK, true));
+        let edits: [fn(&mut ffi::flashmha_merge_shape); 6] = [
+            |s| s.num_states = usize::MAX,
+            |s| s.rows = usize::MAX,
+            |s| s.heads = usize::MAX,
+            |s| s.head_dim = usize::MAX - 3,
+            |s| s.head_dim = 6,
+            |s| s.rows = 0,
+        ];
+        for (i, edit) in edits.iter().enumerate() {
+            let mut s = base;
+            edit(&mut s);
+            let (code, made) = create(&s);
+            assert_ne!(code, ffi::FLASHMHA_OK, "edit {i}");
+            assert_ne!(code, ffi::FLASHMHA_ERR_INTERNAL, "edit {i}");
+            assert!(!made, "edit {i}");
+        }
+    }
+}
