@@ -577,6 +577,138 @@ void check_append(const Dtype &dt, bool by_position, std::mt19937_64 &rng) {
                 tokens, num_pages, page_size);
 }
 
+// ---- KV append into FP8 pages, then decode from them -------------------------------------
+
+// The value of an FP8 code, by the format's definition (e4m3: bias 7, S.1111.111 NaN, no
+// infinities; e5m2: bias 15, IEEE-like specials).
+double fp8_value(uint8_t code, bool e4m3) {
+    const int mbits = e4m3 ? 3 : 2, bias = e4m3 ? 7 : 15, emax = e4m3 ? 15 : 31;
+    const int e = (code & 0x7f) >> mbits, m = code & ((1 << mbits) - 1);
+    const double sign = (code & 0x80) ? -1.0 : 1.0;
+    if (e4m3 && e == emax && m == (1 << mbits) - 1) return NAN;
+    if (!e4m3 && e == emax) return m == 0 ? sign * INFINITY : NAN;
+    if (e == 0) return sign * std::ldexp(m, 1 - bias - mbits);
+    return sign * std::ldexp((1 << mbits) + m, e - bias - mbits);
+}
+
+// A server step over FP8 pages: every key of `p` is appended by position into shuffled FP8
+// pages (per-KV-head scales), then the new tokens are decoded from those pages. Checks the
+// quantisation (each dequantised element within half an FP8 step of its source) and the decode
+// against the CPU attention over the dequantised keys and values.
+void check_fp8_append_then_decode(const Problem &p, bool e4m3, std::mt19937_64 &rng) {
+    const std::string name = std::string("fp8 ") + (e4m3 ? "e4m3" : "e5m2") + " append+decode " +
+                             p.dtype.name;
+    const Data d = draw(p, rng);
+    const size_t page_size = 1 + rng() % 16, batch = p.cu_k.size() - 1;
+    const size_t hkv = p.heads_kv, dim = p.head_dim, row = hkv * dim;
+    // The block table of a 16-bit pagination (its pools are not used).
+    const Paged g = paginate(p, d, page_size, rng);
+    std::vector<float> k_scales(hkv), v_scales(hkv);
+    for (size_t h = 0; h < hkv; ++h) {
+        k_scales[h] = 0.25f + 0.125f * static_cast<float>(h);
+        v_scales[h] = 0.5f / (1.0f + static_cast<float>(h));
+    }
+    flashmha_decode_shape shape = decode_shape_of(p, g);
+    shape.kv_dtype = e4m3 ? FLASHMHA_KV_FP8_E4M3 : FLASHMHA_KV_FP8_E5M2;
+    shape.kv_scales = FLASHMHA_KV_SCALES_PER_KV_HEAD;
+    shape.split_value = 2;
+    // Append every key of every item: token t is key j of item b.
+    std::vector<int32_t> token_batch, token_pos;
+    for (size_t b = 0; b < batch; ++b) {
+        for (int32_t j = 0; j < p.cu_k[b + 1] - p.cu_k[b]; ++j) {
+            token_batch.push_back(static_cast<int32_t>(b));
+            token_pos.push_back(j);
+        }
+    }
+    const size_t tokens = token_pos.size();
+    flashmha_kv_append_plan *append = nullptr;
+    expect_status(flashmha_kv_append_plan_create(&shape, tokens, FLASHMHA_APPEND_POSITIONS,
+                                                 &append),
+                  FLASHMHA_OK, name + " append plan");
+    if (append == nullptr) return;
+    // Filler codes (1) in every slot no key lands in.
+    std::vector<uint8_t> k(g.num_pages * page_size * row, 1), v = k;
+    std::vector<int32_t> table = g.table;
+    std::vector<uint16_t> k_new = d.k, v_new = d.v;
+    flashmha_kv_append_bufs ab;
+    std::memset(&ab, 0, sizeof ab);
+    ab.k_new = buf(k_new.data(), k_new.size());
+    ab.v_new = buf(v_new.data(), v_new.size());
+    ab.k_cache = buf(k.data(), k.size());
+    ab.v_cache = buf(v.data(), v.size());
+    ab.block_table = buf(table.data(), table.size());
+    ab.token_batch = buf(token_batch.data(), token_batch.size());
+    ab.token_pos = buf(token_pos.data(), token_pos.size());
+    ab.k_scales = buf(k_scales.data(), k_scales.size());
+    ab.v_scales = buf(v_scales.data(), v_scales.size());
+    expect_status(flashmha_emulate_kv_append_run(append, &ab), FLASHMHA_OK, name + " append");
+    flashmha_kv_append_plan_destroy(append);
+
+    // The dequantised keys and values, packed as the reference reads them.
+    Data deq = d;
+    const double step = e4m3 ? 1.0 / 16.0 : 1.0 / 8.0;  // half an FP8 step, relative
+    double worst_quant = 0.0;
+    for (size_t t = 0; t < tokens; ++t) {
+        const size_t b = static_cast<size_t>(token_batch[t]), j = static_cast<size_t>(token_pos[t]);
+        const size_t page = static_cast<size_t>(table[b * g.max_pages + j / page_size]);
+        for (size_t h = 0; h < hkv; ++h) {
+            for (size_t c = 0; c < dim; ++c) {
+                const size_t at = (page * page_size + j % page_size) * row + h * dim + c;
+                const size_t src = t * row + h * dim + c;
+                deq.kf[src] = fp8_value(k[at], e4m3) * k_scales[h];
+                deq.vf[src] = fp8_value(v[at], e4m3) * v_scales[h];
+                for (const auto &[got, want] : {std::make_pair(deq.kf[src], d.kf[src]),
+                                                std::make_pair(deq.vf[src], d.vf[src])}) {
+                    // Relative error of round-to-nearest, plus the subnormal range's absolute
+                    // step (at most 2^-9 x scale <= 2^-9 here).
+                    const double err = std::fabs(got - want) - step * std::fabs(want);
+                    if (!(err <= worst_quant)) worst_quant = err;
+                }
+            }
+        }
+    }
+    check_close(name + " quantisation", worst_quant, std::ldexp(1.0, -9));
+
+    flashmha_decode_plan *plan = nullptr;
+    expect_status(flashmha_decode_plan_create(&shape, &plan), FLASHMHA_OK, name + " plan");
+    if (plan == nullptr) return;
+    flashmha_decode_info info;
+    expect_status(flashmha_decode_plan_info(plan, &info), FLASHMHA_OK, name + " info");
+    std::vector<uint16_t> q = d.q, o(d.q.size(), 0);
+    std::vector<float> lse(static_cast<size_t>(p.cu_q.back()) * p.heads_q, 0.0f);
+    std::vector<float> ws(info.workspace_elems);
+    std::vector<int32_t> lens = g.cache_lens, cu_q = p.cu_q;
+    flashmha_decode_bufs db;
+    std::memset(&db, 0, sizeof db);
+    db.q = buf(q.data(), q.size());
+    db.k_cache = buf(k.data(), k.size());
+    db.v_cache = buf(v.data(), v.size());
+    db.o = buf(o.data(), o.size());
+    db.block_table = buf(table.data(), table.size());
+    db.cache_seqlens = buf(lens.data(), lens.size());
+    if (p.varlen) db.cu_seqlens_q = buf(cu_q.data(), cu_q.size());
+    db.lse = buf(lse.data(), lse.size());
+    db.k_scales = buf(k_scales.data(), k_scales.size());
+    db.v_scales = buf(v_scales.data(), v_scales.size());
+    db.workspace = buf(ws.data(), ws.size());
+    const flashmha_status st = flashmha_emulate_decode_run(plan, &db);
+    expect_status(st, FLASHMHA_OK, name + " decode");
+    flashmha_decode_plan_destroy(plan);
+    if (st != FLASHMHA_OK) return;
+    std::vector<double> ref_o, ref_lse;
+    cpu_attention(p, deq, ref_o, ref_lse);
+    const double tol_o = 4.0 * p.dtype.unit_roundoff * 1.5;
+    const double err_o = max_err([&](size_t i) { return p.dtype.value(o[i]); },
+                                 [&](size_t i) { return ref_o[i]; }, o.size());
+    check_close(name + " O", err_o, tol_o);
+    const double err_lse = max_err([&](size_t i) { return lse[i]; },
+                                   [&](size_t i) { return ref_lse[i]; }, lse.size());
+    check_close(name + " LSE", err_lse, 1e-3);
+    std::printf("capi client: %s: %zu keys, max quantisation excess %.3g, max |O - ref| %.3g, "
+                "max |LSE - ref| %.3g\n",
+                name.c_str(), tokens, worst_quant, err_o, err_lse);
+}
+
 // ---- merge_states ------------------------------------------------------------------------
 
 struct FwdOut {
@@ -871,6 +1003,10 @@ extern "C" int flashmha_capi_client_main(uint64_t seed) {
 
         check_append(dt, false, rng);
         check_append(dt, true, rng);
+        const int fq = std::uniform_int_distribution<int>(1, 2)(rng);
+        const Problem fp8{dt, false, true, heads_kv * group, heads_kv, 64, offsets({fq, fq}),
+                          offsets({std::max(fq, keys(rng)), std::max(fq, keys(rng))})};
+        check_fp8_append_then_decode(fp8, dt.code == FLASHMHA_DTYPE_BF16, rng);
         check_merge(dt, rng);
         check_head_similarity(dt, rng);
     }
