@@ -11,6 +11,12 @@ extern "C" {
     fn flashmha_capi_client_main(seed: u64) -> std::ffi::c_int;
 }
 
+// The header compiled as C99 (tests/header_c.c).
+#[link(name = "flashmha_capi_c_check", kind = "static")]
+extern "C" {
+    fn flashmha_capi_c_check() -> std::ffi::c_int;
+}
+
 // The client is C++: its runtime.
 #[link(name = "stdc++")]
 extern "C" {}
@@ -34,4 +40,14 @@ fn cpp_client_runs_on_the_emulator_and_gets_typed_errors() {
     // the C ABI.
     let failures = unsafe { flashmha_capi_client_main(seed) };
     assert_eq!(failures, 0, "the C++ client reported failures (see stderr)");
+}
+
+#[test]
+fn the_header_compiles_as_c99_and_a_c_caller_gets_typed_errors() {
+    // SAFETY: takes nothing, touches only its own locals and the C ABI.
+    let failed_check = unsafe { flashmha_capi_c_check() };
+    assert_eq!(
+        failed_check, 0,
+        "check {failed_check} of tests/header_c.c failed"
+    );
 }

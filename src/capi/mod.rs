@@ -1,6 +1,6 @@
 //! The C ABI (feature `capi`), declared in `include/flashmha.h`. Its structs, enums and extern
 //! declarations are generated from that header by bindgen ([`ffi`]); the functions here define
-//! them, and [`header_check`] makes every definition's signature equal to its generated
+//! them, and `header_check.rs` makes every definition's signature equal to its generated
 //! declaration at compile time. The `capi/` workspace member packages these symbols as
 //! `libflashmha.a` and `libflashmha.so`.
 //!

@@ -1,7 +1,7 @@
 //! The forward plan handle of the C ABI: `flashmha_plan_create` validates and plans a shape
 //! once; the handle is then run any number of times (on a GPU or the emulator) with new
-//! buffers. Also the handle helpers every op's plan uses ([`create_into`], [`handle`],
-//! [`destroy`]) and `flashmha_version`.
+//! buffers. Also the handle helpers every op's plan uses (`create_into`, `handle`, `destroy`)
+//! and `flashmha_version`.
 
 use super::convert;
 use super::ffi::{self, flashmha_status};
