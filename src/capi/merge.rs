@@ -182,4 +182,92 @@ mod tests {
             assert!(!made, "edit {i}");
         }
     }
+
+    /// Merges two states of `rows x heads x 64` f16 (values from `seed`) on the emulator
+    /// through the C ABI; the merged O bits.
+    fn emulated_merge(seed: u32, rows: usize, heads: usize) -> Vec<u16> {
+        let shape = ffi::flashmha_merge_shape {
+            dtype: ffi::FLASHMHA_DTYPE_F16,
+            form: ffi::FLASHMHA_MERGE_PAIR,
+            num_states: 2,
+            rows,
+            heads,
+            head_dim: 64,
+            lse_layout: ffi::FLASHMHA_STATS_HEADS_ROWS,
+        };
+        let n = rows * heads * 64;
+        let value = |i: usize| {
+            let x = ((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2000;
+            half::f16::from_f32(x as f32 / 1000.0 - 0.9995).to_bits()
+        };
+        let mut o_a: Vec<u16> = (0..n).map(value).collect();
+        let mut o_b: Vec<u16> = (0..n).map(|i| value(i + n)).collect();
+        let mut lse_a: Vec<f32> = (0..rows * heads)
+            .map(|i| (i % 7) as f32 * 0.3 - 1.0)
+            .collect();
+        let mut lse_b: Vec<f32> = (0..rows * heads).map(|i| (i % 5) as f32 * 0.2).collect();
+        let mut o = vec![0u16; n];
+        let b = |p: *mut std::ffi::c_void, len: usize| ffi::flashmha_buf { data: p, len };
+        let bufs = ffi::flashmha_merge_bufs {
+            o_states: b(o_a.as_mut_ptr().cast(), n),
+            lse_states: b(lse_a.as_mut_ptr().cast(), rows * heads),
+            o_b: b(o_b.as_mut_ptr().cast(), n),
+            lse_b: b(lse_b.as_mut_ptr().cast(), rows * heads),
+            o: b(o.as_mut_ptr().cast(), n),
+            lse: b(std::ptr::null_mut(), 0),
+        };
+        let mut plan: *mut ffi::flashmha_merge_plan = std::ptr::null_mut();
+        // SAFETY: pointers to locals; every buffer holds its declared length.
+        unsafe {
+            assert_eq!(
+                flashmha_merge_plan_create(&shape, &mut plan),
+                ffi::FLASHMHA_OK
+            );
+            assert_eq!(flashmha_emulate_merge_run(plan, &bufs), ffi::FLASHMHA_OK);
+            flashmha_merge_plan_destroy(plan);
+        }
+        o
+    }
+
+    #[test]
+    fn emulated_runs_from_several_threads_agree_and_keep_their_own_error_messages() {
+        // The header says the emulator entry points may be called from several threads and
+        // that the error message is per thread.
+        let alone = emulated_merge(7, 6, 3);
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..4)
+                .map(|t| {
+                    scope.spawn(move || {
+                        // Odd threads fail first (a shape without heads), then all run the
+                        // same merge.
+                        if t % 2 == 1 {
+                            let (code, _) = create(&ffi::flashmha_merge_shape {
+                                dtype: ffi::FLASHMHA_DTYPE_F16,
+                                form: ffi::FLASHMHA_MERGE_PAIR,
+                                num_states: 2,
+                                rows: 1,
+                                heads: 0,
+                                head_dim: 64,
+                                lse_layout: ffi::FLASHMHA_STATS_HEADS_ROWS,
+                            });
+                            assert_eq!(code, ffi::FLASHMHA_ERR_SHAPE);
+                        }
+                        // SAFETY: read on this thread before its next flashmha call.
+                        let before = unsafe {
+                            std::ffi::CStr::from_ptr(super::super::flashmha_last_error_message())
+                        }
+                        .to_owned();
+                        assert_eq!(before.is_empty(), t % 2 == 0, "thread {t}: {before:?}");
+                        emulated_merge(7, 6, 3)
+                    })
+                })
+                .collect();
+            for run in runs {
+                assert_eq!(run.join().unwrap(), alone);
+            }
+        });
+        // The merge wrote real values (not the NaN poison, not zeros).
+        assert!(alone.iter().all(|&x| x & 0x7c00 != 0x7c00));
+        assert!(alone.iter().any(|&x| x != 0));
+    }
 }
