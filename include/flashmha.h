@@ -41,7 +41,12 @@
  *    they succeed, so they can be captured in a CUDA graph; the split workspace is the
  *    caller's too. Device buffers must stay allocated until the stream has run the kernels.
  *  - The emulator entry points (flashmha_emulate_*) use a private emulated device per call and
- *    touch only the host buffers given; they are safe to call from several threads.
+ *    touch only the host buffers given; they are safe to call from several threads. They
+ *    check the host buffers by the GPU's rules first (sizes, 16-byte alignment where the
+ *    kernels need it, no output overlapping another buffer), so a call that fails writes
+ *    nothing. An output is copied back over its whole declared length: elements the kernels
+ *    do not write come back as NaN (the emulator's poison), never as stale data; buffers
+ *    updated in place (the KV append's pools, head similarity's gram) keep them instead.
  *
  * Forward tensors:
  *   padded:  q, o: [batch, seqlen_q, heads_q, head_dim]; k, v: [batch, seqlen_k, heads_kv, d]
