@@ -181,10 +181,11 @@ fn is_zero_pages(s: &ffi::flashmha_page_strides) -> bool {
     s.page == 0 && s.slot == 0 && s.head == 0
 }
 
-/// The pools' and queries' description of a `flashmha_decode_shape`. Defaults (contiguous
-/// strides, table stride, cache bound) are derived with the Rust API's own constructors; sizes
-/// are then validated by the plan (an overflowing default becomes a typed shape error there,
-/// or an invalid argument here when even the default cannot be formed).
+/// The pools' and queries' description of a `flashmha_decode_shape`. Zero fields take the
+/// header's defaults (contiguous q / o strides, NHD or HND pages through the Rust API's own
+/// `PageStrides` constructors, table stride, cache bound), each product checked, so a default
+/// that cannot be formed is an invalid argument here; every value is then validated by the
+/// plan.
 pub fn decode_problem(s: &ffi::flashmha_decode_shape) -> Result<DecodeProblem, CallError> {
     let dtype = dtype(s.dtype)?;
     let overflow = |what: &str| invalid(format!("{what} overflows"));
