@@ -1,13 +1,10 @@
 //! Feature `capi`: generates the Rust side of the C ABI from `include/flashmha.h` with bindgen
-//! (types and extern declarations; the Rust definitions are checked against the declarations),
-//! and compiles the C++ test client `tests/capi/client.cpp` with the `cc` crate into a static
-//! library that only `tests/capi.rs` links.
+//! (types and extern declarations; the Rust definitions are checked against the declarations).
+//! The `cc` crate only locates the C compiler's own headers here; the C++ test client is
+//! compiled by the `capi/` workspace member (capi/build.rs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// Name of the client's static library in `OUT_DIR` (`lib<name>.a`).
-pub const CLIENT_LIB: &str = "flashmha_capi_client";
 
 pub fn generate_bindings(header: &Path, out: &Path) {
     let mut builder = crate::bindings::base_builder(header)
@@ -35,22 +32,4 @@ fn compiler_builtin_includes() -> Option<PathBuf> {
         .ok()?;
     let dir = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
     dir.join("stddef.h").is_file().then_some(dir)
-}
-
-/// Compiles the C++ test client against the header. Cargo metadata is off so the library is not
-/// linked into the crate itself; `tests/capi.rs` links it by name from the search path added
-/// here.
-pub fn compile_client(client: &Path, include_dir: &Path, out_dir: &Path) {
-    cc::Build::new()
-        .cpp(true)
-        .std("c++17")
-        .file(client)
-        .include(include_dir)
-        .warnings(true)
-        .extra_warnings(true)
-        .warnings_into_errors(true)
-        .cargo_metadata(false)
-        .out_dir(out_dir)
-        .compile(CLIENT_LIB);
-    println!("cargo:rustc-link-search=native={}", out_dir.display());
 }

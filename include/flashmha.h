@@ -1,13 +1,54 @@
-/* flashmha C ABI (Rust feature `capi`).
+/* flashmha C ABI (Rust feature `capi`; built as libflashmha.a / libflashmha.so by the `capi/`
+ * workspace member: `cargo build --release -p flashmha-capi`).
  *
  * This header is the single definition of the ABI: the Rust side's structs, enums and extern
- * declarations are generated from it by bindgen (build/capi_bindings.rs), and a test puts each
- * generated declaration and the Rust definition in one array, so a signature that drifts from
- * this header does not compile.
+ * declarations are generated from it by bindgen (build/capi.rs), and a compile-time check
+ * (src/capi/header_check.rs) puts each generated declaration and the Rust definition in one
+ * array, so a signature that drifts from this header does not compile.
  *
- * Conventions: every function returns a flashmha_status; on failure
+ * Linking. The CUDA driver is opened with dlopen at run time, so no CUDA library is needed to
+ * link, nor to run without a GPU (the context calls then return FLASHMHA_ERR_NO_CUDA_DRIVER).
+ *   shared: -lflashmha
+ *   static: libflashmha.a bundles the Rust standard library, which needs the C runtime:
+ *           -lflashmha -lm                       glibc >= 2.34 (threads, dl, rt in libc)
+ *           -lflashmha -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc   any glibc (the list
+ *                                                `rustc --print native-static-libs` gives)
+ *   A C++ program linked with g++ / clang++ needs nothing beyond -lflashmha (libstdc++ pulls
+ *   in libm). Checked on glibc 2.36 by linking a C program (gcc ... -lflashmha -lm) and the C++
+ *   client capi/tests/client.cpp against libflashmha.a; without -lm a C link fails on exp2,
+ *   log2, tanh, sin, cos.
+ *
+ * Conventions: every function but the getters returns a flashmha_status; on failure
  * flashmha_last_error_message() describes the error (thread-local, valid until the next
- * flashmha call on the same thread). Lengths are element counts, not bytes. Tensors:
+ * flashmha call on the same thread). No entry point lets a panic escape (it becomes
+ * FLASHMHA_ERR_INTERNAL). Bad input is rejected before any launch and nothing is written.
+ * Lengths are element counts, not bytes. An optional buffer is absent when its data is NULL.
+ *
+ * Ownership and thread safety:
+ *  - Plans (flashmha_plan, flashmha_decode_plan, flashmha_merge_plan, flashmha_kv_append_plan)
+ *    are created by their *_create function and owned by the caller, who frees each exactly
+ *    once with its *_destroy (NULL is accepted and ignored). A plan is immutable: any number of
+ *    threads may use one plan at the same time, on the emulator or on any context whose
+ *    kernels it was planned for; destroy it after the last call that uses it has returned (a
+ *    queued kernel does not reference it).
+ *  - A context (flashmha_context) is created by flashmha_context_create and owned by the caller
+ *    (flashmha_context_destroy, once, after every kernel launched through it has completed).
+ *    Calls on one context from several threads at the same time are safe; each launch makes
+ *    the context's CUDA context current on the calling thread.
+ *  - Buffers and streams are always the caller's. The launching calls (flashmha_run,
+ *    flashmha_forward, flashmha_decode_run, flashmha_merge_run, flashmha_kv_append_run,
+ *    flashmha_head_similarity) neither allocate (host or device memory) nor synchronise when
+ *    they succeed, so they can be captured in a CUDA graph; the split workspace is the
+ *    caller's too. Device buffers must stay allocated until the stream has run the kernels.
+ *  - The emulator entry points (flashmha_emulate_*) use a private emulated device per call and
+ *    touch only the host buffers given; they are safe to call from several threads. They
+ *    check the host buffers by the GPU's rules first (sizes, 16-byte alignment where the
+ *    kernels need it, no output overlapping another buffer), so a call that fails writes
+ *    nothing. An output is copied back over its whole declared length: elements the kernels
+ *    do not write come back as NaN (the emulator's poison), never as stale data; buffers
+ *    updated in place (the KV append's pools, head similarity's gram) keep them instead.
+ *
+ * Forward tensors:
  *   padded:  q, o: [batch, seqlen_q, heads_q, head_dim]; k, v: [batch, seqlen_k, heads_kv, d]
  *            lse, entropy: [batch, heads_q, seqlen_q] (f32)
  *   varlen:  q, o: [total_q, heads_q, d]; k, v: [total_k, heads_kv, d];
@@ -23,6 +64,17 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* ---------------------------------------------------------------------------------------------
+ * Version and errors
+ * ------------------------------------------------------------------------------------------ */
+
+/* The version of this header; flashmha_version() is the library's (a test keeps both equal to
+ * the crate's Cargo version). */
+#define FLASHMHA_VERSION_MAJOR 0
+#define FLASHMHA_VERSION_MINOR 1
+#define FLASHMHA_VERSION_PATCH 0
+#define FLASHMHA_VERSION_STRING "0.1.0"
 
 /* One code per family of errors of the Rust API (flashmha::Error). */
 typedef enum flashmha_status {
@@ -86,7 +138,7 @@ typedef struct flashmha_options {
     int64_t window_right;
 } flashmha_options;
 
-/* A whole forward call without buffers. */
+/* A whole forward call without buffers (see "Forward (prefill) attention" below). */
 typedef struct flashmha_shape {
     flashmha_dtype dtype;
     /* 0: padded layout; non-zero: varlen (packed rows, cu_seqlens at run time). */
@@ -133,17 +185,36 @@ typedef struct flashmha_bufs {
     flashmha_buf cu_seqlens_k;
 } flashmha_bufs;
 
-/* A validated launch plan for one batch shape (pure data, thread-safe, reusable). */
-typedef struct flashmha_plan flashmha_plan;
-/* One device with the kernels loaded. */
+/* One device with the kernels of its architecture loaded (see "Ownership and thread safety"). */
 typedef struct flashmha_context flashmha_context;
 
-/* The crate version, e.g. "0.1.0" (static storage). */
+/* The library's version, e.g. "0.1.0" (static storage); equals FLASHMHA_VERSION_STRING when
+ * the header and the library match. */
 const char *flashmha_version(void);
 
 /* The message of the last failed call on this thread ("" if none). Valid until the next
  * flashmha call on this thread. */
 const char *flashmha_last_error_message(void);
+
+/* A short static description of a status code ("success", "shape error", ...); an unknown
+ * value gives "unknown flashmha_status". Never NULL, never freed. */
+const char *flashmha_status_string(flashmha_status status);
+
+/* ---------------------------------------------------------------------------------------------
+ * Contexts (CUDA)
+ * ------------------------------------------------------------------------------------------ */
+
+/* Opens CUDA device `ordinal` and loads the kernels; FLASHMHA_ERR_NO_CUDA_DRIVER without a
+ * driver. Free with flashmha_context_destroy. */
+flashmha_status flashmha_context_create(int32_t ordinal, flashmha_context **out);
+void flashmha_context_destroy(flashmha_context *ctx);
+
+/* ---------------------------------------------------------------------------------------------
+ * Forward (prefill) attention: flashmha_shape, flashmha_bufs above
+ * ------------------------------------------------------------------------------------------ */
+
+/* A validated forward launch plan for one batch shape (immutable, reusable, thread-safe). */
+typedef struct flashmha_plan flashmha_plan;
 
 /* Validates `shape` and plans it for the sm_80+ kernels; on success *out is a plan to free with
  * flashmha_plan_destroy. */
@@ -154,11 +225,6 @@ flashmha_status flashmha_plan_create(const flashmha_shape *shape, flashmha_plan 
 flashmha_status flashmha_plan_create_for_context(const flashmha_context *ctx,
                                                  const flashmha_shape *shape, flashmha_plan **out);
 void flashmha_plan_destroy(flashmha_plan *plan);
-
-/* Opens CUDA device `ordinal` and loads the kernels; FLASHMHA_ERR_NO_CUDA_DRIVER without a
- * driver. Free with flashmha_context_destroy. */
-flashmha_status flashmha_context_create(int32_t ordinal, flashmha_context **out);
-void flashmha_context_destroy(flashmha_context *ctx);
 
 /* Checks `bufs` (device addresses) against `plan` in O(1) (lengths, alignment, aliasing,
  * presence) and launches on `stream` (a CUstream; NULL is the legacy default stream).
@@ -171,14 +237,316 @@ flashmha_status flashmha_run(const flashmha_context *ctx, const flashmha_plan *p
 flashmha_status flashmha_forward(const flashmha_context *ctx, const flashmha_shape *shape,
                                  const flashmha_bufs *bufs, void *stream);
 
-/* Runs `plan` on the PTX emulator with host buffers: copies the inputs in, runs the same
- * kernel the GPU would (every access checked), and copies o (and lse / entropy when given)
- * back. FLASHMHA_ERR_EMULATOR if the kernel reported any finding. Slow: for tests and CI. */
+/* Runs `plan` on the PTX emulator with host buffers: checks them against the plan as
+ * flashmha_run does (the same rules: lengths, 16-byte alignment, no output overlapping another
+ * buffer), copies the inputs in, runs the same kernel the GPU would (every access checked), and
+ * copies o (and lse / entropy when given) back. FLASHMHA_ERR_EMULATOR if the kernel reported
+ * any finding. Slow: for tests and CI. */
 flashmha_status flashmha_emulate_run(const flashmha_plan *plan, const flashmha_bufs *host_bufs);
 
 /* Plans `shape` and runs it on the emulator with host buffers. */
 flashmha_status flashmha_emulate_forward(const flashmha_shape *shape,
                                          const flashmha_bufs *host_bufs);
+
+/* ---------------------------------------------------------------------------------------------
+ * Paged decode: new query tokens attend to K/V held in fixed-size pages through a block table
+ *
+ *   q, o:        padded [batch, seqlen_q, heads_q, d]; varlen [total_q, heads_q, d] (shape's dtype)
+ *   k/v pages:   element (page, slot, kv_head, c) at page*k_strides.page + slot*k_strides.slot +
+ *                kv_head*k_strides.head + c; num_pages pages; elements of the shape's dtype, or
+ *                one FP8 code byte each (kv_dtype), then strides count bytes
+ *   block_table: [batch, block_table_stride] int32, entries < num_pages (device-resident)
+ *   cache_seqlens: [batch] int32, keys of item i with its new tokens included (device-resident)
+ *   cu_seqlens_q:  [batch + 1] int32, varlen only (device-resident)
+ *   lse, entropy:  f32, padded [batch, heads_q, seqlen_q], varlen [heads_q, total_q]
+ *   alibi_slopes, head_gates: f32 [heads_q]; k_scales, v_scales: f32, 1 or heads_kv (FP8 only)
+ *   workspace:   f32, flashmha_decode_info.workspace_elems (0: the plan needs none)
+ * Query row i of item b sees key j < cache_seqlens[b]; causal: j <= i + cache_seqlens[b] - sq_b
+ * (the new tokens are the last keys of their item). Device-resident indices are checked by the
+ * kernel, which traps on a bad one (the CUDA context is then unusable: recreate it).
+ * ------------------------------------------------------------------------------------------ */
+
+/* What the K and V pages hold. */
+typedef enum flashmha_kv_dtype {
+    /* Elements of the shape's dtype. */
+    FLASHMHA_KV_SAME = 0,
+    /* FP8 e4m3 codes with f32 scales (k_scales / v_scales). */
+    FLASHMHA_KV_FP8_E4M3 = 1,
+    /* FP8 e5m2 codes with f32 scales. */
+    FLASHMHA_KV_FP8_E5M2 = 2
+} flashmha_kv_dtype;
+
+/* One FP8 scale per tensor or one per KV head (each of K and V separately). */
+typedef enum flashmha_kv_scales {
+    FLASHMHA_KV_SCALES_PER_TENSOR = 0,
+    FLASHMHA_KV_SCALES_PER_KV_HEAD = 1
+} flashmha_kv_scales;
+
+/* Strides of one page pool, in elements of the pool's type; the head dim is contiguous. */
+typedef struct flashmha_page_strides {
+    int64_t page;
+    int64_t slot;
+    int64_t head;
+} flashmha_page_strides;
+
+/* How the keys of a sequence are divided among CTAs (split-KV). Splits write partial states to
+ * the caller's workspace and a second kernel combines them, on the same stream. */
+typedef enum flashmha_split_mode {
+    /* The heuristic for split_value SMs (0 with a context: the device's SM count; 0 without
+     * one: FLASHMHA_ERR_INVALID_ARGUMENT). */
+    FLASHMHA_SPLIT_AUTO = 0,
+    /* Exactly split_value splits (1 = no workspace, no combine). */
+    FLASHMHA_SPLIT_COUNT = 1,
+    /* Every split holds split_value keys (a positive multiple of 64): a sequence's output bits
+     * do not depend on the rest of the batch. */
+    FLASHMHA_SPLIT_FIXED_KEYS = 2
+} flashmha_split_mode;
+
+/* A paged decode call without buffers, and the page pools a KV append writes. The plan uses
+ * only host-side upper bounds, so one plan made for the engine's largest batch serves every
+ * step and layer. Zero-initialised fields marked "0:" take the stated default. */
+typedef struct flashmha_decode_shape {
+    flashmha_dtype dtype;
+    /* 0: padded q/o; non-zero: varlen (cu_seqlens_q at run time). */
+    int32_t varlen;
+    size_t batch;
+    /* Padded: new tokens per item. Varlen: upper bound of any item's new tokens. */
+    size_t seqlen_q;
+    /* Varlen only: rows of q/o. */
+    size_t total_q;
+    size_t heads_q;
+    size_t heads_kv;
+    size_t head_dim;
+    /* Both all-zero: contiguous. Otherwise each is used as given. */
+    flashmha_strides q_strides;
+    flashmha_strides o_strides;
+    size_t num_pages;
+    /* Keys per page, 1..1024. */
+    size_t page_size;
+    /* Used when both page strides are all-zero: 0 = NHD pages [num_pages, page_size, heads_kv,
+     * d], non-zero = HND pages [num_pages, heads_kv, page_size, d], contiguous. */
+    int32_t head_major_pages;
+    flashmha_page_strides k_strides;
+    flashmha_page_strides v_strides;
+    flashmha_kv_dtype kv_dtype;
+    flashmha_kv_scales kv_scales;
+    /* Columns of the block table used per item. */
+    size_t max_pages_per_seq;
+    /* 0: max_pages_per_seq. */
+    size_t block_table_stride;
+    /* Upper bound of every cache_seqlens[i] (drives the split heuristic); 0: max_pages_per_seq *
+     * page_size. */
+    size_t max_cache_len;
+    flashmha_options options;
+    /* Non-zero: the run reads alibi_slopes / head_gates, writes lse / entropy. */
+    int32_t alibi;
+    int32_t head_gates;
+    int32_t lse;
+    int32_t entropy;
+    flashmha_split_mode split_mode;
+    uint32_t split_value;
+} flashmha_decode_shape;
+
+/* The buffers of one decode run (see the section's layouts). */
+typedef struct flashmha_decode_bufs {
+    flashmha_buf q;
+    flashmha_buf k_cache;
+    flashmha_buf v_cache;
+    flashmha_buf o;
+    flashmha_buf block_table;
+    flashmha_buf cache_seqlens;
+    flashmha_buf cu_seqlens_q;
+    flashmha_buf lse;
+    flashmha_buf entropy;
+    flashmha_buf alibi_slopes;
+    flashmha_buf head_gates;
+    flashmha_buf k_scales;
+    flashmha_buf v_scales;
+    /* One f32 buffer of at least workspace_elems, owned by the caller; ignored (may be NULL)
+     * when the plan needs none, so one workspace sized for the largest plan serves all. Its
+     * contents are scratch, undefined after a run. */
+    flashmha_buf workspace;
+} flashmha_decode_bufs;
+
+/* What a decode plan chose. */
+typedef struct flashmha_decode_info {
+    uint32_t num_splits;
+    /* Keys per split with FLASHMHA_SPLIT_FIXED_KEYS, else 0. */
+    uint32_t split_keys;
+    /* The workspace the caller must pass: f32 elements and bytes (both 0: none). */
+    size_t workspace_elems;
+    size_t workspace_bytes;
+} flashmha_decode_info;
+
+/* A validated decode plan (immutable, reusable, thread-safe). */
+typedef struct flashmha_decode_plan flashmha_decode_plan;
+
+/* Validates `shape` and plans it for the sm_80+ kernels (FLASHMHA_SPLIT_AUTO needs
+ * split_value > 0 here); free with flashmha_decode_plan_destroy. */
+flashmha_status flashmha_decode_plan_create(const flashmha_decode_shape *shape,
+                                            flashmha_decode_plan **out);
+/* The same for `ctx`'s device (its kernels; FLASHMHA_SPLIT_AUTO with split_value 0 uses its SM
+ * count). */
+flashmha_status flashmha_decode_plan_create_for_context(const flashmha_context *ctx,
+                                                        const flashmha_decode_shape *shape,
+                                                        flashmha_decode_plan **out);
+/* The plan's split count and workspace size. */
+flashmha_status flashmha_decode_plan_info(const flashmha_decode_plan *plan,
+                                          flashmha_decode_info *out);
+void flashmha_decode_plan_destroy(flashmha_decode_plan *plan);
+
+/* Checks `bufs` (device addresses) against `plan` in O(1) and launches the decode (and the split
+ * combine, if planned) on `stream`. Asynchronous; no allocation, no synchronisation. */
+flashmha_status flashmha_decode_run(const flashmha_context *ctx, const flashmha_decode_plan *plan,
+                                    const flashmha_decode_bufs *bufs, void *stream);
+/* Runs `plan` on the emulator with host buffers (the same checks; o, lse and entropy copied
+ * back). */
+flashmha_status flashmha_emulate_decode_run(const flashmha_decode_plan *plan,
+                                            const flashmha_decode_bufs *host_bufs);
+
+/* ---------------------------------------------------------------------------------------------
+ * Merge of attention states (cascade / shared-prefix attention, split results)
+ *
+ * States (O_s, LSE_s) over disjoint key sets become O = sum_s exp(LSE_s - LSE) O_s,
+ * LSE = log sum_s exp(LSE_s); a state with LSE = -inf (no keys) weighs 0.
+ *   o_states: stacked [num_states, rows, heads, d], pair form [rows, heads, d] (state A);
+ *   o_b: [rows, heads, d] (pair form only); o: [rows, heads, d]; all of the shape's dtype.
+ *   lse_states (per state), lse_b, lse: f32 in lse_layout ([rows, heads] or [heads, rows]).
+ * The forward's padded output of one batch item is rows = seqlen_q with FLASHMHA_STATS_HEADS_ROWS.
+ * ------------------------------------------------------------------------------------------ */
+
+typedef enum flashmha_merge_form {
+    /* num_states states stacked in o_states / lse_states, state outermost. */
+    FLASHMHA_MERGE_STACKED = 0,
+    /* Two states in separate buffers: (o_states, lse_states) and (o_b, lse_b). */
+    FLASHMHA_MERGE_PAIR = 1
+} flashmha_merge_form;
+
+typedef enum flashmha_stats_layout {
+    FLASHMHA_STATS_ROWS_HEADS = 0,
+    FLASHMHA_STATS_HEADS_ROWS = 1
+} flashmha_stats_layout;
+
+typedef struct flashmha_merge_shape {
+    flashmha_dtype dtype;
+    flashmha_merge_form form;
+    /* Stacked form only. */
+    size_t num_states;
+    size_t rows;
+    size_t heads;
+    /* A multiple of 4. */
+    size_t head_dim;
+    flashmha_stats_layout lse_layout;
+} flashmha_merge_shape;
+
+/* lse is optional (NULL: the merged LSE is not written). */
+typedef struct flashmha_merge_bufs {
+    flashmha_buf o_states;
+    flashmha_buf lse_states;
+    flashmha_buf o_b;
+    flashmha_buf lse_b;
+    flashmha_buf o;
+    flashmha_buf lse;
+} flashmha_merge_bufs;
+
+typedef struct flashmha_merge_plan flashmha_merge_plan;
+
+flashmha_status flashmha_merge_plan_create(const flashmha_merge_shape *shape,
+                                           flashmha_merge_plan **out);
+flashmha_status flashmha_merge_plan_create_for_context(const flashmha_context *ctx,
+                                                       const flashmha_merge_shape *shape,
+                                                       flashmha_merge_plan **out);
+void flashmha_merge_plan_destroy(flashmha_merge_plan *plan);
+/* Asynchronous on `stream`, like flashmha_run. */
+flashmha_status flashmha_merge_run(const flashmha_context *ctx, const flashmha_merge_plan *plan,
+                                   const flashmha_merge_bufs *bufs, void *stream);
+/* On the emulator with host buffers; o (and lse when given) copied back. */
+flashmha_status flashmha_emulate_merge_run(const flashmha_merge_plan *plan,
+                                           const flashmha_merge_bufs *host_bufs);
+
+/* ---------------------------------------------------------------------------------------------
+ * KV append: writes the K and V rows of num_tokens new tokens into the page pools that a
+ * flashmha_decode_shape describes (16-bit pages: copied; FP8 pages: quantised with k_scales /
+ * v_scales, nearest-even, saturating)
+ *
+ *   k_new, v_new: [num_tokens, heads_kv, d] contiguous, of the shape's dtype
+ *   FLASHMHA_APPEND_SLOTS:     slot_mapping [num_tokens] int32, slot = page * page_size +
+ *                              offset; < 0 skips the token
+ *   FLASHMHA_APPEND_POSITIONS: block_table [batch, block_table_stride], token_batch and
+ *                              token_pos [num_tokens] int32; token t is position token_pos[t]
+ *                              (< 0 skips it) of item token_batch[t]
+ * Indices are device-resident and checked by the kernel (out of range traps).
+ * ------------------------------------------------------------------------------------------ */
+
+typedef enum flashmha_append_index {
+    FLASHMHA_APPEND_SLOTS = 0,
+    FLASHMHA_APPEND_POSITIONS = 1
+} flashmha_append_index;
+
+typedef struct flashmha_kv_append_bufs {
+    flashmha_buf k_new;
+    flashmha_buf v_new;
+    flashmha_buf k_cache;
+    flashmha_buf v_cache;
+    flashmha_buf slot_mapping;
+    flashmha_buf block_table;
+    flashmha_buf token_batch;
+    flashmha_buf token_pos;
+    flashmha_buf k_scales;
+    flashmha_buf v_scales;
+} flashmha_kv_append_bufs;
+
+typedef struct flashmha_kv_append_plan flashmha_kv_append_plan;
+
+/* Validates the pool geometry of `pools` (its query fields and split are not used) and plans
+ * an append of `num_tokens` tokens addressed by `index`. */
+flashmha_status flashmha_kv_append_plan_create(const flashmha_decode_shape *pools,
+                                               size_t num_tokens, flashmha_append_index index,
+                                               flashmha_kv_append_plan **out);
+flashmha_status flashmha_kv_append_plan_create_for_context(const flashmha_context *ctx,
+                                                           const flashmha_decode_shape *pools,
+                                                           size_t num_tokens,
+                                                           flashmha_append_index index,
+                                                           flashmha_kv_append_plan **out);
+void flashmha_kv_append_plan_destroy(flashmha_kv_append_plan *plan);
+/* Asynchronous on `stream`, like flashmha_run. */
+flashmha_status flashmha_kv_append_run(const flashmha_context *ctx,
+                                       const flashmha_kv_append_plan *plan,
+                                       const flashmha_kv_append_bufs *bufs, void *stream);
+/* On the emulator with host buffers: the pools are copied in and back (updated in place). */
+flashmha_status flashmha_emulate_kv_append_run(const flashmha_kv_append_plan *plan,
+                                               const flashmha_kv_append_bufs *host_bufs);
+
+/* ---------------------------------------------------------------------------------------------
+ * Head similarity (diagnostics): gram[i][j] = sum over tokens of the cosine similarity of head
+ * outputs i and j of o: [num_tokens, num_heads, head_dim]; divide by num_tokens for the mean.
+ * No plan split (the Rust side validates and plans per call, O(1)).
+ *   o: elements of the shape's dtype; gram: f32 [num_heads, num_heads] (zeroed by the call)
+ * ------------------------------------------------------------------------------------------ */
+
+typedef struct flashmha_head_similarity_shape {
+    flashmha_dtype dtype;
+    size_t num_tokens;
+    size_t num_heads;
+    size_t head_dim;
+    /* Both 0: contiguous ([num_tokens, num_heads, head_dim]). In elements. */
+    int64_t token_stride;
+    int64_t head_stride;
+} flashmha_head_similarity_shape;
+
+typedef struct flashmha_head_similarity_bufs {
+    flashmha_buf o;
+    flashmha_buf gram;
+} flashmha_head_similarity_bufs;
+
+/* Validates, zeroes gram's num_heads^2 sums and launches on `stream` (asynchronous, no
+ * allocation, no synchronisation). Not on sm_75 (FLASHMHA_ERR_UNSUPPORTED). */
+flashmha_status flashmha_head_similarity(const flashmha_context *ctx,
+                                         const flashmha_head_similarity_shape *shape,
+                                         const flashmha_head_similarity_bufs *bufs, void *stream);
+/* On the emulator with host buffers; gram copied back. */
+flashmha_status flashmha_emulate_head_similarity(const flashmha_head_similarity_shape *shape,
+                                                 const flashmha_head_similarity_bufs *host_bufs);
 
 #ifdef __cplusplus
 }

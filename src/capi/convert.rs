@@ -1,15 +1,25 @@
 //! From the C structs of `include/flashmha.h` to the Rust API's types: a `flashmha_shape`
-//! becomes a dtype and a [`FwdShape`], a `flashmha_bufs` becomes [`FwdBufs`]. Pure; reads only
-//! the structs it is given.
+//! becomes a dtype and a [`FwdShape`], a `flashmha_bufs` [`FwdBufs`], a
+//! `flashmha_decode_shape` a [`DecodeProblem`] and its [`SplitPolicy`], a `flashmha_merge_shape`
+//! a [`MergeProblem`], a `flashmha_head_similarity_shape` a [`HeadSimProblem`], and the run
+//! buffers of each op its `*Buffers`. Pure; reads only the structs it is given, and leaves
+//! every check of values to the Rust API's validation.
 
 use super::ffi;
 use super::status::CallError;
 use crate::common::binding::DevBuf;
 use crate::common::dtype::DType;
+use crate::common::geometry::PageStrides;
 use crate::common::geometry::Strides;
 use crate::common::options::{AttnOptions, SlidingWindow};
+use crate::ops::decode::{
+    DecodeBuffers, DecodeProblem, KvCacheDType, KvScaleGranularity, QueryLayout, SplitPolicy,
+};
 use crate::ops::forward::bind::FwdBufs;
 use crate::ops::forward::problem::{FwdShape, Heads, QkvoStrides, SeqShape};
+use crate::ops::head_similarity::HeadSimProblem;
+use crate::ops::kv_append::{AppendIndex, KvAppendBuffers};
+use crate::ops::merge::{MergeBuffers, MergeProblem, MergeStates, StatsLayout};
 
 fn invalid(msg: impl Into<String>) -> CallError {
     CallError::InvalidArgument(msg.into())
@@ -133,6 +143,281 @@ pub fn bufs(b: &ffi::flashmha_bufs) -> Result<FwdBufs, CallError> {
     })
 }
 
+/// A buffer as the decode, merge and append plans check it (NULL = address 0 = absent).
+pub fn device_buf(b: ffi::flashmha_buf) -> DevBuf {
+    DevBuf {
+        addr: b.data as u64,
+        len: b.len as u64,
+    }
+}
+
+fn row_strides(s: ffi::flashmha_strides) -> Strides {
+    Strides {
+        batch: s.batch,
+        row: s.row,
+        head: s.head,
+    }
+}
+
+fn page_strides(s: ffi::flashmha_page_strides) -> PageStrides {
+    PageStrides {
+        page: s.page,
+        slot: s.slot,
+        head: s.head,
+    }
+}
+
+fn is_zero(s: &ffi::flashmha_strides) -> bool {
+    s.batch == 0 && s.row == 0 && s.head == 0
+}
+
+fn is_zero_pages(s: &ffi::flashmha_page_strides) -> bool {
+    s.page == 0 && s.slot == 0 && s.head == 0
+}
+
+/// The pools' and queries' description of a `flashmha_decode_shape`. Zero fields take the
+/// header's defaults (contiguous q / o strides, NHD or HND pages through the Rust API's own
+/// `PageStrides` constructors, table stride, cache bound), each product checked, so a default
+/// that cannot be formed is an invalid argument here; every value is then validated by the
+/// plan.
+pub fn decode_problem(s: &ffi::flashmha_decode_shape) -> Result<DecodeProblem, CallError> {
+    let dtype = dtype(s.dtype)?;
+    let overflow = |what: &str| invalid(format!("{what} overflows"));
+    let kv_dtype = match s.kv_dtype {
+        ffi::FLASHMHA_KV_SAME => KvCacheDType::Same,
+        ffi::FLASHMHA_KV_FP8_E4M3 => KvCacheDType::Fp8E4M3,
+        ffi::FLASHMHA_KV_FP8_E5M2 => KvCacheDType::Fp8E5M2,
+        other => {
+            return Err(invalid(format!(
+                "kv_dtype {other} is not a flashmha_kv_dtype"
+            )))
+        }
+    };
+    let kv_scales = match s.kv_scales {
+        ffi::FLASHMHA_KV_SCALES_PER_TENSOR => KvScaleGranularity::PerTensor,
+        ffi::FLASHMHA_KV_SCALES_PER_KV_HEAD => KvScaleGranularity::PerKvHead,
+        other => {
+            return Err(invalid(format!(
+                "kv_scales {other} is not a flashmha_kv_scales"
+            )))
+        }
+    };
+    // The contiguous defaults: checked products, so a huge shape is an error, not a wrap.
+    let product = |a: usize, b: usize, what: &str| -> Result<i64, CallError> {
+        a.checked_mul(b)
+            .and_then(|x| i64::try_from(x).ok())
+            .ok_or_else(|| overflow(what))
+    };
+    let (q_strides, o_strides) = if is_zero(&s.q_strides) && is_zero(&s.o_strides) {
+        let row = product(s.heads_q, s.head_dim, "heads_q * head_dim")?;
+        let q = Strides {
+            batch: product(s.seqlen_q, row as usize, "seqlen_q * heads_q * head_dim")?,
+            row,
+            head: product(s.head_dim, 1, "head_dim")?,
+        };
+        (q, q)
+    } else {
+        (row_strides(s.q_strides), row_strides(s.o_strides))
+    };
+    let (k_strides, v_strides) = if is_zero_pages(&s.k_strides) && is_zero_pages(&s.v_strides) {
+        let per_page = s
+            .page_size
+            .checked_mul(s.heads_kv)
+            .and_then(|x| x.checked_mul(s.head_dim))
+            .ok_or_else(|| overflow("page_size * heads_kv * head_dim"))?;
+        i64::try_from(per_page).map_err(|_| overflow("page_size * heads_kv * head_dim"))?;
+        let pages = if s.head_major_pages != 0 {
+            PageStrides::hnd(s.page_size, s.heads_kv, s.head_dim)
+        } else {
+            PageStrides::nhd(s.page_size, s.heads_kv, s.head_dim)
+        };
+        (pages, pages)
+    } else {
+        (page_strides(s.k_strides), page_strides(s.v_strides))
+    };
+    let block_table_stride = match s.block_table_stride {
+        0 => s.max_pages_per_seq,
+        n => n,
+    };
+    let max_cache_len = match s.max_cache_len {
+        0 => s
+            .max_pages_per_seq
+            .checked_mul(s.page_size)
+            .ok_or_else(|| overflow("max_pages_per_seq * page_size"))?,
+        n => n,
+    };
+    let queries = if s.varlen != 0 {
+        QueryLayout::Varlen {
+            total_q: s.total_q,
+            max_seqlen_q: s.seqlen_q,
+        }
+    } else {
+        QueryLayout::Padded { sq_new: s.seqlen_q }
+    };
+    Ok(DecodeProblem {
+        dtype,
+        batch: s.batch,
+        num_heads_q: s.heads_q,
+        num_heads_kv: s.heads_kv,
+        head_dim: s.head_dim,
+        queries,
+        q_strides,
+        o_strides,
+        num_pages: s.num_pages,
+        page_size: s.page_size,
+        k_strides,
+        v_strides,
+        kv_dtype,
+        kv_scales,
+        max_pages_per_seq: s.max_pages_per_seq,
+        block_table_stride,
+        max_cache_len,
+        options: options(&s.options)?,
+        alibi: s.alibi != 0,
+        gates: s.head_gates != 0,
+        lse: s.lse != 0,
+        entropy: s.entropy != 0,
+    })
+}
+
+/// The split policy of a `flashmha_decode_shape`; `device_sms` is the SM count of the context's
+/// device (None without a context), used when `FLASHMHA_SPLIT_AUTO` gives 0.
+pub fn split_policy(
+    s: &ffi::flashmha_decode_shape,
+    device_sms: Option<u32>,
+) -> Result<SplitPolicy, CallError> {
+    match s.split_mode {
+        ffi::FLASHMHA_SPLIT_AUTO => match (s.split_value, device_sms) {
+            (0, Some(n)) => Ok(SplitPolicy::Auto { num_sms: n }),
+            (0, None) => Err(invalid(
+                "FLASHMHA_SPLIT_AUTO needs split_value = the SM count without a context",
+            )),
+            (n, _) => Ok(SplitPolicy::Auto { num_sms: n }),
+        },
+        ffi::FLASHMHA_SPLIT_COUNT => Ok(SplitPolicy::Count(s.split_value)),
+        ffi::FLASHMHA_SPLIT_FIXED_KEYS => Ok(SplitPolicy::FixedKeys(s.split_value)),
+        other => Err(invalid(format!(
+            "split_mode {other} is not a flashmha_split_mode"
+        ))),
+    }
+}
+
+/// The decode buffers of a run; the workspace is carved by the plan.
+pub fn decode_bufs(b: &ffi::flashmha_decode_bufs) -> DecodeBuffers {
+    DecodeBuffers {
+        q: device_buf(b.q),
+        k_cache: device_buf(b.k_cache),
+        v_cache: device_buf(b.v_cache),
+        o: device_buf(b.o),
+        block_table: device_buf(b.block_table),
+        cache_seqlens: device_buf(b.cache_seqlens),
+        cu_seqlens_q: device_buf(b.cu_seqlens_q),
+        lse: device_buf(b.lse),
+        entropy: device_buf(b.entropy),
+        alibi_slopes: device_buf(b.alibi_slopes),
+        head_gates: device_buf(b.head_gates),
+        k_scales: device_buf(b.k_scales),
+        v_scales: device_buf(b.v_scales),
+        ..Default::default()
+    }
+}
+
+pub fn merge_problem(s: &ffi::flashmha_merge_shape) -> Result<MergeProblem, CallError> {
+    let states = match s.form {
+        ffi::FLASHMHA_MERGE_STACKED => MergeStates::Stacked {
+            num_states: s.num_states,
+        },
+        ffi::FLASHMHA_MERGE_PAIR => MergeStates::Pair,
+        other => {
+            return Err(invalid(format!(
+                "form {other} is not a flashmha_merge_form"
+            )))
+        }
+    };
+    let lse_layout = match s.lse_layout {
+        ffi::FLASHMHA_STATS_ROWS_HEADS => StatsLayout::RowsHeads,
+        ffi::FLASHMHA_STATS_HEADS_ROWS => StatsLayout::HeadsRows,
+        other => {
+            return Err(invalid(format!(
+                "lse_layout {other} is not a flashmha_stats_layout"
+            )))
+        }
+    };
+    Ok(MergeProblem {
+        dtype: dtype(s.dtype)?,
+        states,
+        rows: s.rows,
+        heads: s.heads,
+        head_dim: s.head_dim,
+        lse_layout,
+    })
+}
+
+pub fn merge_bufs(b: &ffi::flashmha_merge_bufs) -> MergeBuffers {
+    MergeBuffers {
+        o_states: device_buf(b.o_states),
+        lse_states: device_buf(b.lse_states),
+        o_b: device_buf(b.o_b),
+        lse_b: device_buf(b.lse_b),
+        o: device_buf(b.o),
+        lse: device_buf(b.lse),
+    }
+}
+
+pub fn append_index(i: ffi::flashmha_append_index) -> Result<AppendIndex, CallError> {
+    match i {
+        ffi::FLASHMHA_APPEND_SLOTS => Ok(AppendIndex::Slots),
+        ffi::FLASHMHA_APPEND_POSITIONS => Ok(AppendIndex::Positions),
+        other => Err(invalid(format!(
+            "index {other} is not a flashmha_append_index"
+        ))),
+    }
+}
+
+pub fn append_bufs(b: &ffi::flashmha_kv_append_bufs) -> KvAppendBuffers {
+    KvAppendBuffers {
+        k_new: device_buf(b.k_new),
+        v_new: device_buf(b.v_new),
+        k_cache: device_buf(b.k_cache),
+        v_cache: device_buf(b.v_cache),
+        slot_mapping: device_buf(b.slot_mapping),
+        block_table: device_buf(b.block_table),
+        token_batch: device_buf(b.token_batch),
+        token_pos: device_buf(b.token_pos),
+        k_scales: device_buf(b.k_scales),
+        v_scales: device_buf(b.v_scales),
+    }
+}
+
+/// The head-similarity problem over the given buffers' lengths (zero strides: contiguous).
+pub fn head_sim_problem(
+    s: &ffi::flashmha_head_similarity_shape,
+    b: &ffi::flashmha_head_similarity_bufs,
+) -> Result<HeadSimProblem, CallError> {
+    let dtype = dtype(s.dtype)?;
+    let (token_stride, head_stride) = if s.token_stride == 0 && s.head_stride == 0 {
+        let row = s
+            .num_heads
+            .checked_mul(s.head_dim)
+            .and_then(|x| i64::try_from(x).ok())
+            .ok_or_else(|| invalid("num_heads * head_dim overflows"))?;
+        let d = i64::try_from(s.head_dim).map_err(|_| invalid("head_dim overflows"))?;
+        (row, d)
+    } else {
+        (s.token_stride, s.head_stride)
+    };
+    Ok(HeadSimProblem {
+        dtype,
+        num_tokens: s.num_tokens,
+        num_heads: s.num_heads,
+        head_dim: s.head_dim,
+        token_stride,
+        head_stride,
+        o_len: b.o.len,
+        gram_len: b.gram.len,
+    })
+}
+
 /// `*ptr`, or an invalid-argument error naming `what` when it is NULL.
 ///
 /// # Safety
@@ -218,5 +503,105 @@ mod tests {
         let f = bufs(&b).unwrap();
         assert_eq!((f.cu_seqlens_q.len, f.cu_seqlens_k.len), (3, 3));
         assert!(!f.lse.is_present());
+    }
+
+    fn decode_base() -> ffi::flashmha_decode_shape {
+        ffi::flashmha_decode_shape {
+            dtype: ffi::FLASHMHA_DTYPE_F16,
+            batch: 3,
+            seqlen_q: 2,
+            heads_q: 8,
+            heads_kv: 2,
+            head_dim: 128,
+            num_pages: 40,
+            page_size: 16,
+            max_pages_per_seq: 9,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_zeroed_decode_shape_is_the_rust_contiguous_problem() {
+        let mut c = decode_base();
+        for hnd in [false, true] {
+            c.head_major_pages = i32::from(hnd);
+            let want = DecodeProblem::contiguous(DType::F16, 3, 2, 8, 2, 128, 40, 16, 9, hnd);
+            assert_eq!(decode_problem(&c).unwrap(), want);
+        }
+        // Given strides and bounds are taken as given.
+        c.block_table_stride = 12;
+        c.max_cache_len = 100;
+        c.k_strides = ffi::flashmha_page_strides {
+            page: 1 << 20,
+            slot: 512,
+            head: 128,
+        };
+        let p = decode_problem(&c).unwrap();
+        assert_eq!((p.block_table_stride, p.max_cache_len), (12, 100));
+        assert_eq!(p.k_strides.slot, 512);
+        // v left all-zero is passed on as zero (validation decides), not replaced.
+        assert_eq!(p.v_strides, PageStrides::default());
+    }
+
+    #[test]
+    fn decode_defaults_that_overflow_and_unknown_enums_are_invalid_arguments() {
+        let mut c = decode_base();
+        c.heads_q = usize::MAX;
+        assert!(matches!(
+            decode_problem(&c),
+            Err(CallError::InvalidArgument(_))
+        ));
+        let mut c = decode_base();
+        c.page_size = usize::MAX / 2;
+        assert!(matches!(
+            decode_problem(&c),
+            Err(CallError::InvalidArgument(_))
+        ));
+        let mut c = decode_base();
+        c.kv_dtype = 9;
+        assert!(matches!(
+            decode_problem(&c),
+            Err(CallError::InvalidArgument(_))
+        ));
+        let mut c = decode_base();
+        c.split_mode = ffi::FLASHMHA_SPLIT_AUTO;
+        assert!(matches!(
+            split_policy(&c, None),
+            Err(CallError::InvalidArgument(_))
+        ));
+        assert_eq!(
+            split_policy(&c, Some(132)).unwrap(),
+            SplitPolicy::Auto { num_sms: 132 }
+        );
+        c.split_value = 7;
+        assert_eq!(
+            split_policy(&c, Some(132)).unwrap(),
+            SplitPolicy::Auto { num_sms: 7 }
+        );
+        c.split_mode = ffi::FLASHMHA_SPLIT_FIXED_KEYS;
+        assert_eq!(split_policy(&c, None).unwrap(), SplitPolicy::FixedKeys(7));
+        c.split_mode = 3;
+        assert!(matches!(
+            split_policy(&c, None),
+            Err(CallError::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn head_similarity_zero_strides_are_contiguous_over_the_given_lengths() {
+        let s = ffi::flashmha_head_similarity_shape {
+            dtype: ffi::FLASHMHA_DTYPE_BF16,
+            num_tokens: 5,
+            num_heads: 3,
+            head_dim: 64,
+            ..Default::default()
+        };
+        let mut b = ffi::flashmha_head_similarity_bufs::default();
+        b.o.len = 5 * 3 * 64 + 7;
+        b.gram.len = 10;
+        let p = head_sim_problem(&s, &b).unwrap();
+        let mut want = HeadSimProblem::contiguous(DType::Bf16, 5, 3, 64);
+        (want.o_len, want.gram_len) = (5 * 3 * 64 + 7, 10);
+        assert_eq!(p, want);
     }
 }

@@ -14,9 +14,21 @@ use std::ffi::c_void;
 ///
 /// # Safety
 /// A non-NULL `p` must come from `flashmha_context_create` and not have been destroyed.
-unsafe fn backend<'a>(p: *const ffi::flashmha_context) -> Result<&'a CudaBackend, CallError> {
+pub(super) unsafe fn backend<'a>(
+    p: *const ffi::flashmha_context,
+) -> Result<&'a CudaBackend, CallError> {
     // SAFETY: handles are `Box<CudaBackend>` pointers; the caller's contract says it is live.
     unsafe { convert::deref(p.cast::<CudaBackend>(), "ctx") }
+}
+
+/// SMs of `ctx`'s device: the decode split heuristic's input when the caller gives none.
+pub(super) fn sm_count(ctx: &CudaBackend) -> Result<u32, CallError> {
+    use cudarc::driver::sys::CUdevice_attribute_enum::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT;
+    let n = ctx
+        .context()
+        .attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .map_err(crate::common::error::driver_error)?;
+    Ok(n.max(1) as u32)
 }
 
 /// `flashmha_status flashmha_plan_create_for_context(const flashmha_context *ctx,
@@ -88,11 +100,7 @@ unsafe fn run_plan(
     bufs: &ffi::flashmha_bufs,
     stream: *mut c_void,
 ) -> Result<(), CallError> {
-    let bufs = convert::bufs(bufs)?;
-    let launch = match plan {
-        Plan::F16(p) => p.bind(&bufs)?,
-        Plan::Bf16(p) => p.bind(&bufs)?,
-    };
+    let launch = plan.bind(&convert::bufs(bufs)?)?;
     // SAFETY: `bind` checked every buffer's length, alignment and aliasing against the plan's
     // extents, so the kernel only touches the ranges the caller declared; the caller promises
     // (header contract) that those ranges are device allocations that stay alive until the

@@ -1,149 +1,45 @@
-//! The C ABI's emulator entry points: a plan run on the PTX emulator with host buffers, so C
-//! and C++ clients (and CI) exercise the exact kernels without a GPU. Inputs are copied into an
-//! emulator device, outputs are poisoned with NaN there (an element the kernel does not write
-//! cannot pass for a result), the plan is bound to the emulator buffers (the same O(1) checks
-//! as on a GPU) and run, and the outputs are copied back. Any finding of the emulator (an
-//! out-of-bounds access, a race, a trap) fails the call.
+//! The C ABI's emulator entry point of the forward: a plan run on the PTX emulator with host
+//! buffers, so C and C++ clients (and CI) exercise the exact kernels without a GPU. The host
+//! buffers are first bound to the plan at their own addresses (the GPU's rules: lengths,
+//! alignment, no output overlapping another buffer, presence), then mirrored on an emulator
+//! device ([`HostMirror`]), bound again there and run; o, lse and entropy are copied back.
 
 use super::convert;
 use super::ffi::{self, flashmha_status};
+use super::host::{HostMirror, Role};
 use super::plan::Plan;
 use super::status::{guard, CallError};
 use crate::backend::emulator as backend;
-use crate::common::binding::DevBuf;
-use crate::common::element::Element;
-use crate::common::error::{EmulatorError, Error};
-use crate::emulator::{Device, DevicePtr};
-use crate::host::POISON_U16;
-use crate::ops::forward::bind::FwdBufs;
-use crate::ops::forward::plan::FwdPlan;
-
-/// The bytes of a host buffer of `elem` bytes per element.
-///
-/// # Safety
-/// `b.data` must point to `b.len * elem` readable bytes that nothing writes during the call.
-unsafe fn host_bytes<'a>(b: DevBuf, elem: usize) -> crate::Result<&'a [u8]> {
-    let n = byte_len(b, elem)?;
-    // SAFETY: the caller's contract.
-    Ok(unsafe { std::slice::from_raw_parts(b.addr as *const u8, n) })
-}
-
-/// `b.len * elem` bytes, checked (a C caller may declare any length).
-fn byte_len(b: DevBuf, elem: usize) -> crate::Result<usize> {
-    usize::try_from(b.len)
-        .ok()
-        .and_then(|n| n.checked_mul(elem))
-        .filter(|&n| n <= isize::MAX as usize)
-        .ok_or(Error::SizeOverflow {
-            what: "a host buffer's bytes",
-        })
-}
-
-/// Copies `len` elements of `elem` bytes of an emulator buffer back to the host buffer `host`.
-///
-/// # Safety
-/// `host.addr` must point to `host.len * elem` writable bytes.
-unsafe fn copy_back(dev: &Device, at: DevicePtr, host: DevBuf, elem: usize) -> crate::Result<()> {
-    let bytes = dev.read(at, byte_len(host, elem)?)?;
-    // SAFETY: `bytes` is a fresh buffer of exactly the host buffer's size; the caller's contract
-    // makes the destination writable; a fresh Vec cannot overlap caller memory.
-    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), host.addr as *mut u8, bytes.len()) };
-    Ok(())
-}
 
 /// Runs `plan` on host buffers `host` (see the module docs).
 ///
 /// # Safety
 /// Each buffer in `host` must be host memory of at least its declared length (elements of its
 /// type); the inputs must not be written during the call.
-unsafe fn emulate<T: Element>(plan: &FwdPlan<T>, host: &FwdBufs) -> Result<(), CallError> {
-    let elem = std::mem::size_of::<T>();
-    let mut dev = Device::new();
-    // Required buffers that are NULL are passed on as absent (address 0) so that `bind` names
-    // them; everything else gets an emulator allocation of the declared size.
-    let mut input = |b: DevBuf, elem: usize| -> crate::Result<DevBuf> {
-        if b.addr == 0 {
-            return Ok(b);
-        }
-        // SAFETY: the caller's contract for input buffers.
-        let ptr = dev.upload(unsafe { host_bytes(b, elem) }?);
-        Ok(DevBuf {
-            addr: ptr.0,
-            len: b.len,
-        })
-    };
-    let q = input(host.q, elem)?;
-    let k = input(host.k, elem)?;
-    let v = input(host.v, elem)?;
-    let alibi_slopes = input(host.alibi_slopes, 4)?;
-    let head_gates = input(host.head_gates, 4)?;
-    let cu_seqlens_q = input(host.cu_seqlens_q, 4)?;
-    let cu_seqlens_k = input(host.cu_seqlens_k, 4)?;
-    let mut output = |b: DevBuf, pattern: &[u8]| -> crate::Result<DevBuf> {
-        if b.addr == 0 {
-            return Ok(b);
-        }
-        let bytes: Vec<u8> = pattern
-            .iter()
-            .copied()
-            .cycle()
-            .take(byte_len(b, pattern.len())?)
-            .collect();
-        Ok(DevBuf {
-            addr: dev.upload(&bytes).0,
-            len: b.len,
-        })
-    };
-    let poison16 = POISON_U16.to_ne_bytes();
-    let poison32 = u32::MAX.to_ne_bytes();
-    let o = output(host.o, &poison16)?;
-    let lse = output(host.lse, &poison32)?;
-    let entropy = output(host.entropy, &poison32)?;
-    let bufs = FwdBufs {
-        q,
-        k,
-        v,
-        o,
-        lse,
-        entropy,
-        alibi_slopes,
-        head_gates,
-        cu_seqlens_q,
-        cu_seqlens_k,
-    };
-    let (_, report) = backend::run(&mut dev, plan, &bufs)?;
-    if !report.findings.is_empty() {
-        return Err(Error::Emulator(EmulatorError::Findings {
-            count: report.findings.len(),
-            first: report.findings[0].to_string(),
-        })
-        .into());
-    }
-    let outputs = [
-        (o, host.o, elem),
-        (lse, host.lse, 4),
-        (entropy, host.entropy, 4),
-    ];
-    for (d, h, elem) in outputs {
-        if d.is_present() {
-            // SAFETY: output buffers are writable for their declared length (caller's contract).
-            unsafe { copy_back(&dev, DevicePtr(d.addr), h, elem) }?;
-        }
-    }
-    Ok(())
-}
-
-/// # Safety
-/// See `flashmha_emulate_run`.
 unsafe fn emulate_plan(plan: &Plan, host: &ffi::flashmha_bufs) -> Result<(), CallError> {
-    let host = convert::bufs(host)?;
-    // SAFETY: forwarded from the caller's contract.
-    unsafe {
-        match plan {
-            Plan::F16(p) => emulate(p, &host),
-            Plan::Bf16(p) => emulate(p, &host),
+    plan.bind(&convert::bufs(host)?)?;
+    let e = plan.dtype().size();
+    let mut m = HostMirror::default();
+    // SAFETY: the caller's contract for each buffer (inputs readable, outputs writable).
+    let mirrored = unsafe {
+        ffi::flashmha_bufs {
+            q: m.mirror(host.q, e, Role::Input)?,
+            k: m.mirror(host.k, e, Role::Input)?,
+            v: m.mirror(host.v, e, Role::Input)?,
+            o: m.mirror(host.o, e, Role::Output)?,
+            lse: m.mirror(host.lse, 4, Role::Output)?,
+            entropy: m.mirror(host.entropy, 4, Role::Output)?,
+            alibi_slopes: m.mirror(host.alibi_slopes, 4, Role::Input)?,
+            head_gates: m.mirror(host.head_gates, 4, Role::Input)?,
+            cu_seqlens_q: m.mirror(host.cu_seqlens_q, 4, Role::Input)?,
+            cu_seqlens_k: m.mirror(host.cu_seqlens_k, 4, Role::Input)?,
         }
-    }
+    };
+    let launch = plan.bind(&convert::bufs(&mirrored)?)?;
+    let report = backend::launch_bound(m.device(), &launch)?;
+    HostMirror::clean(&report)?;
+    // SAFETY: the output buffers are writable (caller's contract).
+    unsafe { m.copy_back() }
 }
 
 /// `flashmha_status flashmha_emulate_run(const flashmha_plan *plan,

@@ -37,10 +37,54 @@ same_signature!(
     flashmha_forward,
     flashmha_emulate_run,
     flashmha_emulate_forward,
+    flashmha_status_string,
+    flashmha_decode_plan_create,
+    flashmha_decode_plan_create_for_context,
+    flashmha_decode_plan_info,
+    flashmha_decode_plan_destroy,
+    flashmha_decode_run,
+    flashmha_emulate_decode_run,
+    flashmha_merge_plan_create,
+    flashmha_merge_plan_create_for_context,
+    flashmha_merge_plan_destroy,
+    flashmha_merge_run,
+    flashmha_emulate_merge_run,
+    flashmha_kv_append_plan_create,
+    flashmha_kv_append_plan_create_for_context,
+    flashmha_kv_append_plan_destroy,
+    flashmha_kv_append_run,
+    flashmha_emulate_kv_append_run,
+    flashmha_head_similarity,
+    flashmha_emulate_head_similarity,
 );
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_header_version_is_the_crate_version() {
+        let number = |s: &str| s.parse::<u32>().unwrap();
+        assert_eq!(
+            super::ffi::FLASHMHA_VERSION_MAJOR,
+            number(env!("CARGO_PKG_VERSION_MAJOR"))
+        );
+        assert_eq!(
+            super::ffi::FLASHMHA_VERSION_MINOR,
+            number(env!("CARGO_PKG_VERSION_MINOR"))
+        );
+        assert_eq!(
+            super::ffi::FLASHMHA_VERSION_PATCH,
+            number(env!("CARGO_PKG_VERSION_PATCH"))
+        );
+        let string = std::ffi::CStr::from_bytes_with_nul(super::ffi::FLASHMHA_VERSION_STRING)
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert_eq!(string, env!("CARGO_PKG_VERSION"));
+        // SAFETY: a static NUL-terminated string.
+        let library = unsafe { std::ffi::CStr::from_ptr(super::super::flashmha_version()) };
+        assert_eq!(library.to_str().unwrap(), string);
+    }
+
     #[test]
     fn every_declared_function_is_our_definition() {
         let header = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/include/flashmha.h"));

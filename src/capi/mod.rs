@@ -1,21 +1,48 @@
 //! The C ABI (feature `capi`), declared in `include/flashmha.h`. Its structs, enums and extern
 //! declarations are generated from that header by bindgen ([`ffi`]); the functions here define
-//! them, and [`header_check`] makes every definition's signature equal to its generated
+//! them, and `header_check.rs` makes every definition's signature equal to its generated
 //! declaration at compile time. The `capi/` workspace member packages these symbols as
 //! `libflashmha.a` and `libflashmha.so`.
 //!
-//! Every entry point converts plain C structs to the Rust API ([`convert`]) and goes through the
-//! same path as Rust callers: validate -> plan -> bind (O(1) buffer checks) -> backend. Errors
+//! Every op (forward, paged decode, merge_states, KV append, head similarity) converts plain C
+//! structs to the Rust API ([`convert`]) and goes through the same path as Rust callers:
+//! validate -> plan -> bind (O(1) buffer checks) -> backend, on a CUDA context (raw device
+//! addresses, the caller's `CUstream`) or on the emulator with host buffers ([`host`]). Errors
 //! come back as a [`ffi::flashmha_status`] code plus a thread-local message ([`status`]); a
 //! panic never crosses the boundary.
+//!
+//! Files: `plan.rs` (the forward plan, the handle helpers, the version), `cuda.rs` (contexts
+//! and the forward's GPU entry points), `emulate.rs` (the forward on the emulator), one file per
+//! other op (`decode.rs`, `merge.rs`, `append.rs`, `head_similarity.rs`, each with both paths).
 
+pub mod append;
 pub mod convert;
 pub mod cuda;
+pub mod decode;
 pub mod emulate;
 pub mod ffi;
+pub mod head_similarity;
 mod header_check;
+pub mod host;
+pub mod merge;
 pub mod plan;
 pub mod status;
+
+pub use append::{
+    flashmha_emulate_kv_append_run, flashmha_kv_append_plan_create,
+    flashmha_kv_append_plan_create_for_context, flashmha_kv_append_plan_destroy,
+    flashmha_kv_append_run,
+};
+pub use decode::{
+    flashmha_decode_plan_create, flashmha_decode_plan_create_for_context,
+    flashmha_decode_plan_destroy, flashmha_decode_plan_info, flashmha_decode_run,
+    flashmha_emulate_decode_run,
+};
+pub use head_similarity::{flashmha_emulate_head_similarity, flashmha_head_similarity};
+pub use merge::{
+    flashmha_emulate_merge_run, flashmha_merge_plan_create, flashmha_merge_plan_create_for_context,
+    flashmha_merge_plan_destroy, flashmha_merge_run,
+};
 
 pub use cuda::{
     flashmha_context_create, flashmha_context_destroy, flashmha_forward,
@@ -23,4 +50,15 @@ pub use cuda::{
 };
 pub use emulate::{flashmha_emulate_forward, flashmha_emulate_run};
 pub use plan::{flashmha_plan_create, flashmha_plan_destroy, flashmha_version};
-pub use status::flashmha_last_error_message;
+pub use status::{flashmha_last_error_message, flashmha_status_string};
+
+// The header's thread-safety promises (include/flashmha.h, "Ownership and thread safety"):
+// contexts and every plan may be shared between threads.
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    shared::<crate::cuda::CudaBackend>();
+    shared::<plan::Plan>();
+    shared::<crate::ops::decode::DecodePlan>();
+    shared::<crate::ops::merge::MergePlan>();
+    shared::<crate::ops::kv_append::KvAppendPlan>();
+};

@@ -1,13 +1,15 @@
-//! The plan handle of the C ABI: `flashmha_plan_create` validates and plans a shape once;
-//! the handle is then run any number of times (on a GPU or the emulator) with new buffers.
-//! Also `flashmha_version`.
+//! The forward plan handle of the C ABI: `flashmha_plan_create` validates and plans a shape
+//! once; the handle is then run any number of times (on a GPU or the emulator) with new
+//! buffers. Also the handle helpers every op's plan uses (`create_into`, `handle`, `destroy`)
+//! and `flashmha_version`.
 
 use super::convert;
 use super::ffi::{self, flashmha_status};
 use super::status::{guard, CallError};
 use crate::common::dtype::DType;
 use crate::common::target::KernelTarget;
-use crate::ops::forward::plan::FwdPlan;
+use crate::ops::forward::bind::FwdBufs;
+use crate::ops::forward::plan::{FwdLaunch, FwdPlan};
 use crate::ops::forward::problem::FwdShape;
 use std::ffi::c_char;
 
@@ -36,9 +38,44 @@ impl Plan {
     /// # Safety
     /// A non-NULL `p` must come from `flashmha_plan_create` and not have been destroyed.
     pub unsafe fn from_handle<'a>(p: *const ffi::flashmha_plan) -> Result<&'a Plan, CallError> {
-        // SAFETY: handles are `Box<Plan>` pointers (see `flashmha_plan_create`); the caller's
-        // contract says this one is live.
-        unsafe { convert::deref(p.cast::<Plan>(), "plan") }
+        // SAFETY: the caller's contract.
+        unsafe { handle(p, "plan") }
+    }
+
+    /// The O(1) binding checks of `bufs` against the plan, and the launch they give.
+    pub fn bind(&self, bufs: &FwdBufs) -> crate::Result<FwdLaunch> {
+        match self {
+            Plan::F16(p) => p.bind(bufs),
+            Plan::Bf16(p) => p.bind(bufs),
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self {
+            Plan::F16(_) => DType::F16,
+            Plan::Bf16(_) => DType::Bf16,
+        }
+    }
+}
+
+/// The `T` behind an opaque handle `H` (named `what` in the NULL error).
+///
+/// # Safety
+/// A non-NULL `p` must come from [`create_into`] with this `T` and not have been destroyed.
+pub(super) unsafe fn handle<'a, T, H>(p: *const H, what: &str) -> Result<&'a T, CallError> {
+    // SAFETY: handles are `Box<T>` pointers (see `create_into`); the caller's contract says
+    // this one is live.
+    unsafe { convert::deref(p.cast::<T>(), what) }
+}
+
+/// Frees a handle made by [`create_into`]; NULL is ignored.
+///
+/// # Safety
+/// `p` must be NULL or a live handle of a `Box<T>` from [`create_into`], not used afterwards.
+pub(super) unsafe fn destroy<T, H>(p: *mut H) {
+    if !p.is_null() {
+        // SAFETY: the handle is a `Box<T>` from `create_into`, freed only here.
+        drop(unsafe { Box::from_raw(p.cast::<T>()) });
     }
 }
 
@@ -76,13 +113,13 @@ pub unsafe extern "C" fn flashmha_plan_create(
 }
 
 /// Checks `out` (NULL is an invalid argument, and nothing is planned), plans with `make` and
-/// hands the plan out as a new handle in `*out`.
+/// hands the plan out as a new handle `H` in `*out`.
 ///
 /// # Safety
 /// `out` must be NULL or point to writable storage for one pointer.
-pub(super) unsafe fn create_into(
-    out: *mut *mut ffi::flashmha_plan,
-    make: impl FnOnce() -> Result<Plan, CallError>,
+pub(super) unsafe fn create_into<T, H>(
+    out: *mut *mut H,
+    make: impl FnOnce() -> Result<T, CallError>,
 ) -> Result<(), CallError> {
     if out.is_null() {
         return Err(CallError::InvalidArgument("out is NULL".into()));
@@ -99,10 +136,8 @@ pub(super) unsafe fn create_into(
 /// `plan` must be NULL or a live handle from `flashmha_plan_create`, not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn flashmha_plan_destroy(plan: *mut ffi::flashmha_plan) {
-    if !plan.is_null() {
-        // SAFETY: the handle is a `Box<Plan>` from `flashmha_plan_create`, freed only here.
-        drop(unsafe { Box::from_raw(plan.cast::<Plan>()) });
-    }
+    // SAFETY: the caller's contract; forward handles are `Box<Plan>`.
+    unsafe { destroy::<Plan, _>(plan) }
 }
 
 #[cfg(test)]

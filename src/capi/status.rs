@@ -6,12 +6,17 @@
 use super::ffi::{self, flashmha_status};
 use crate::common::error::Error;
 use std::cell::RefCell;
-use std::ffi::{c_char, CString};
+use std::ffi::c_char;
 
 thread_local! {
-    /// Message of the last failed call on this thread (NUL-terminated for C).
-    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    /// Message of the last failed call on this thread, NUL-terminated for C; empty after a
+    /// successful call. Clearing keeps the capacity, so a successful call (a launch) never
+    /// allocates here.
+    static LAST_ERROR: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
+
+/// What `flashmha_last_error_message` returns when the last call succeeded.
+const NO_ERROR: &[u8] = b"\0";
 
 /// What an entry point can fail with before or after reaching the Rust API.
 #[derive(Debug)]
@@ -76,10 +81,17 @@ pub fn code_of(e: &Error) -> flashmha_status {
     }
 }
 
-fn set_message(msg: String) {
-    // An interior NUL would truncate the C string; replace it rather than lose the message.
-    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
-    LAST_ERROR.with(|m| *m.borrow_mut() = c);
+fn set_message(msg: &str) {
+    LAST_ERROR.with(|m| {
+        let mut m = m.borrow_mut();
+        m.clear();
+        if !msg.is_empty() {
+            // An interior NUL would truncate the C string; replace it rather than lose the
+            // message.
+            m.extend(msg.bytes().map(|b| if b == 0 { b' ' } else { b }));
+            m.push(0);
+        }
+    });
 }
 
 /// Runs `body`; records the message of a failure (or clears it on success) and returns the
@@ -87,7 +99,10 @@ fn set_message(msg: String) {
 pub fn guard(body: impl FnOnce() -> Result<(), CallError>) -> flashmha_status {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
     let (code, msg) = match outcome {
-        Ok(Ok(())) => (ffi::FLASHMHA_OK, String::new()),
+        Ok(Ok(())) => {
+            set_message("");
+            return ffi::FLASHMHA_OK;
+        }
         Ok(Err(CallError::InvalidArgument(m))) => (
             ffi::FLASHMHA_ERR_INVALID_ARGUMENT,
             format!("invalid argument: {m}"),
@@ -105,7 +120,7 @@ pub fn guard(body: impl FnOnce() -> Result<(), CallError>) -> flashmha_status {
             )
         }
     };
-    set_message(msg);
+    set_message(&msg);
     code
 }
 
@@ -116,7 +131,41 @@ pub fn guard(body: impl FnOnce() -> Result<(), CallError>) -> flashmha_status {
 /// thread.
 #[no_mangle]
 pub unsafe extern "C" fn flashmha_last_error_message() -> *const c_char {
-    LAST_ERROR.with(|m| m.borrow().as_ptr())
+    LAST_ERROR.with(|m| {
+        let m = m.borrow();
+        if m.is_empty() { NO_ERROR } else { &m[..] }.as_ptr().cast()
+    })
+}
+
+/// The static description of each status code (NUL-terminated for C).
+fn status_text(status: flashmha_status) -> &'static str {
+    match status {
+        ffi::FLASHMHA_OK => "success\0",
+        ffi::FLASHMHA_ERR_INVALID_ARGUMENT => "invalid argument\0",
+        ffi::FLASHMHA_ERR_SHAPE => "shape error\0",
+        ffi::FLASHMHA_ERR_BUFFER => "buffer error\0",
+        ffi::FLASHMHA_ERR_UNSUPPORTED => "unsupported\0",
+        ffi::FLASHMHA_ERR_CU_SEQLENS => "malformed cu_seqlens\0",
+        ffi::FLASHMHA_ERR_OVERFLOW => "size overflow\0",
+        ffi::FLASHMHA_ERR_INVALID_OPTION => "invalid option\0",
+        ffi::FLASHMHA_ERR_NO_CUDA_DRIVER => "no CUDA driver\0",
+        ffi::FLASHMHA_ERR_UNSUPPORTED_GPU => "unsupported GPU\0",
+        ffi::FLASHMHA_ERR_CUDA => "CUDA driver error\0",
+        ffi::FLASHMHA_ERR_NO_KERNEL => "kernel missing from this build\0",
+        ffi::FLASHMHA_ERR_EMULATOR => "emulator error\0",
+        ffi::FLASHMHA_ERR_IO => "I/O error\0",
+        ffi::FLASHMHA_ERR_INTERNAL => "internal error\0",
+        _ => "unknown flashmha_status\0",
+    }
+}
+
+/// `const char *flashmha_status_string(flashmha_status status)`
+///
+/// # Safety
+/// Always safe to call; the string is static.
+#[no_mangle]
+pub unsafe extern "C" fn flashmha_status_string(status: flashmha_status) -> *const c_char {
+    status_text(status).as_ptr().cast()
 }
 
 #[cfg(test)]
@@ -144,6 +193,26 @@ mod tests {
         // SAFETY: as above.
         let msg = unsafe { std::ffi::CStr::from_ptr(flashmha_last_error_message()) };
         assert!(msg.to_bytes().is_empty());
+    }
+
+    #[test]
+    fn every_status_has_its_own_string_and_unknown_codes_are_named() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ffi::FLASHMHA_OK..=ffi::FLASHMHA_ERR_INTERNAL {
+            // SAFETY: static NUL-terminated strings.
+            let s = unsafe { std::ffi::CStr::from_ptr(flashmha_status_string(code)) };
+            let s = s.to_str().unwrap();
+            assert_ne!(s, "unknown flashmha_status", "code {code}");
+            assert!(seen.insert(s.to_string()), "{s} used twice");
+        }
+        // SAFETY: as above.
+        let s = unsafe { std::ffi::CStr::from_ptr(flashmha_status_string(99)) };
+        assert_eq!(s.to_str().unwrap(), "unknown flashmha_status");
+        // The family of an error and its string agree.
+        let code = code_of(&Error::NoCudaDriver { reason: "test" });
+        // SAFETY: as above.
+        let s = unsafe { std::ffi::CStr::from_ptr(flashmha_status_string(code)) };
+        assert_eq!(s.to_str().unwrap(), "no CUDA driver");
     }
 
     #[test]

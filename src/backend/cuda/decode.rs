@@ -526,7 +526,26 @@ impl CudaBackend {
             partial_lse,
             partial_entropy,
         };
-        let (decode_params, combine_params) = plan.params(&bufs)?;
+        // SAFETY: every address in `bufs` comes from a buffer borrowed by `args` (alive for this
+        // call; cudarc's stream ordering keeps it alive for the kernels), with its own length.
+        unsafe { self.decode_raw(plan, &bufs, stream.cu_stream()) }
+    }
+
+    /// [`CudaBackend::decode`] for buffers given as device addresses on a raw `CUstream` (the C
+    /// ABI's callers own both; NULL is the legacy default stream): the same O(1) checks of
+    /// `bufs` against the plan, nothing launched if one fails, then the decode and the combine.
+    ///
+    /// # Safety
+    /// Every non-zero address in `bufs` must be device memory of this backend's context holding
+    /// at least its `len` elements, which stays allocated (and is not written by anything else)
+    /// until `stream` has run the kernels; `stream` must be NULL or a live stream of the context.
+    pub unsafe fn decode_raw(
+        &self,
+        plan: &DecodePlan,
+        bufs: &DecodeBuffers,
+        stream: cudarc::driver::sys::CUstream,
+    ) -> Result<()> {
+        let (decode_params, combine_params) = plan.params(bufs)?;
         let f = self.decode_functions();
         // Decode rows belong to the target whose decode kernels the device runs (Hopper runs
         // the Ampere ones).
@@ -553,8 +572,8 @@ impl CudaBackend {
         self.context().bind_to_thread().map_err(driver_error)?;
         let l = &plan.decode;
         // SAFETY: `params` checked every buffer against the plan's extents (presence, size,
-        // alignment, no output overlapping another operand), the borrows in `args` keep them
-        // alive for this call and cudarc's stream ordering for the kernels; device-resident
+        // alignment, no output overlapping another operand), the caller's contract keeps them
+        // allocated until the stream has run the kernels; device-resident
         // indices (block table, lengths, cu_seqlens) are checked by the kernel, which traps.
         unsafe {
             launch_one_struct(
@@ -562,7 +581,7 @@ impl CudaBackend {
                 l.grid,
                 l.block,
                 l.dynamic_smem_bytes,
-                stream.cu_stream(),
+                stream,
                 decode_params,
             )?;
         }
@@ -570,14 +589,7 @@ impl CudaBackend {
             // SAFETY: as above; the combine reads the workspace the decode wrote, in stream
             // order, and writes o / lse / entropy, all checked by `params`.
             unsafe {
-                launch_one_struct(
-                    func,
-                    c.grid,
-                    c.block,
-                    c.dynamic_smem_bytes,
-                    stream.cu_stream(),
-                    cp,
-                )?;
+                launch_one_struct(func, c.grid, c.block, c.dynamic_smem_bytes, stream, cp)?;
             }
         }
         Ok(())
@@ -619,31 +631,39 @@ impl CudaBackend {
         let (lse_b, _lb) = opt_read(b.map(|x| x.1), stream);
         let (o, _o) = write(o, stream);
         let (lse, _lse) = opt_write(lse, stream);
-        let params = plan.params(&MergeBuffers {
+        let bufs = MergeBuffers {
             o_states: o_a,
             lse_states: lse_a,
             o_b,
             lse_b,
             o,
             lse,
-        })?;
+        };
+        // SAFETY: every address in `bufs` comes from a buffer borrowed by `args` (alive for this
+        // call; cudarc's stream ordering keeps it alive for the kernel), with its own length.
+        unsafe { self.merge_states_raw(plan, &bufs, stream.cu_stream()) }
+    }
+
+    /// [`CudaBackend::merge_states`] for buffers given as device addresses on a raw `CUstream`
+    /// (see [`CudaBackend::decode_raw`]).
+    ///
+    /// # Safety
+    /// As for [`CudaBackend::decode_raw`].
+    pub unsafe fn merge_states_raw(
+        &self,
+        plan: &MergePlan,
+        bufs: &MergeBuffers,
+        stream: cudarc::driver::sys::CUstream,
+    ) -> Result<()> {
+        let params = plan.params(bufs)?;
         let f = self.decode_functions();
         let func = f.of_dtype(&f.merge, plan.problem.dtype)?;
         self.context().bind_to_thread().map_err(driver_error)?;
         let l = &plan.launch;
         // SAFETY: `params` checked every buffer against the plan (presence, size, alignment,
-        // the outputs overlapping no input); the borrows keep them alive for this call and
-        // cudarc's stream ordering for the kernel.
-        unsafe {
-            launch_one_struct(
-                func,
-                l.grid,
-                l.block,
-                l.dynamic_smem_bytes,
-                stream.cu_stream(),
-                params,
-            )
-        }
+        // the outputs overlapping no input); the caller's contract keeps them allocated until
+        // the stream has run the kernel.
+        unsafe { launch_one_struct(func, l.grid, l.block, l.dynamic_smem_bytes, stream, params) }
     }
 
     /// Writes new K/V rows into the page pools per `plan` on `stream`. Asynchronous, no
@@ -733,7 +753,24 @@ impl CudaBackend {
                 [Some(gbt), Some(gtb), Some(gtp)]
             }
         };
-        let params = plan.params(&bufs)?;
+        // SAFETY: every address in `bufs` comes from a buffer borrowed by `args` (alive for this
+        // call; cudarc's stream ordering keeps it alive for the kernel), with its own length.
+        unsafe { self.kv_append_raw(plan, &bufs, stream.cu_stream()) }
+    }
+
+    /// [`CudaBackend::kv_append`] for buffers given as device addresses on a raw `CUstream`
+    /// (see [`CudaBackend::decode_raw`]).
+    ///
+    /// # Safety
+    /// As for [`CudaBackend::decode_raw`].
+    pub unsafe fn kv_append_raw(
+        &self,
+        plan: &KvAppendPlan,
+        bufs: &KvAppendBuffers,
+        stream: cudarc::driver::sys::CUstream,
+    ) -> Result<()> {
+        let plan_fp8 = plan.pools.kv_dtype.is_fp8();
+        let params = plan.params(bufs)?;
         let f = self.decode_functions();
         let function = if plan_fp8 {
             f.kv_append_fp8.as_ref().ok_or(Error::UnsupportedOnTarget {
@@ -745,7 +782,8 @@ impl CudaBackend {
         };
         self.context().bind_to_thread().map_err(driver_error)?;
         let l = &plan.launch;
-        // SAFETY: `params` checked every buffer against the plan; slots, block-table entries,
+        // SAFETY: `params` checked every buffer against the plan (the caller's
+        // contract keeps them allocated until the stream has run the kernel); slots, block-table entries,
         // batch items and positions are device-resident and checked by the kernel against the
         // sizes in the params (trap).
         unsafe {
@@ -754,7 +792,7 @@ impl CudaBackend {
                 l.grid,
                 l.block,
                 l.dynamic_smem_bytes,
-                stream.cu_stream(),
+                stream,
                 params,
             )
         }

@@ -29,8 +29,8 @@ use crate::common::options::AttnOptions;
 use crate::common::target::KernelTarget;
 use crate::ops::forward::bind::FwdBufs;
 use crate::ops::forward::plan::{FwdLaunch, FwdPlan};
-use crate::ops::forward::tma::FwdParamsAbi;
 use crate::ops::forward::problem::FwdShape;
+use crate::ops::forward::tma::FwdParamsAbi;
 use crate::ops::head_similarity::{
     plan_head_similarity, HeadSimBuffers, HeadSimProblem, ENTRY_BF16, ENTRY_F16,
 };
@@ -326,16 +326,30 @@ impl CudaBackend {
         let mut p = *problem;
         p.o_len = o.len();
         p.gram_len = gram.len();
-        stream.memset_zeros(gram).map_err(driver_error)?;
         let (o_ptr, _o) = o.device_ptr(stream);
         let (gram_ptr, _gram) = gram.device_ptr_mut(stream);
-        let plan = plan_head_similarity(
-            &p,
-            &HeadSimBuffers {
-                o: o_ptr,
-                gram: gram_ptr,
-            },
-        )?;
+        // SAFETY: both addresses come from the borrowed slices (alive for this call; cudarc's
+        // stream ordering keeps them alive for the kernel), whose lengths `p` carries.
+        unsafe { self.head_similarity_raw(&p, o_ptr, gram_ptr, stream.cu_stream()) }
+    }
+
+    /// [`CudaBackend::head_similarity`] for buffers given as device addresses on a raw
+    /// `CUstream` (the C ABI's callers own both; NULL is the legacy default stream), their
+    /// lengths in `problem.o_len` / `problem.gram_len`: validates, then zeroes gram's
+    /// `heads x heads` sums and launches on `stream`; nothing is written if validation fails.
+    ///
+    /// # Safety
+    /// `o` and `gram` must be device memory of this backend's context holding at least
+    /// `problem.o_len` elements of `problem.dtype` and `problem.gram_len` f32, allocated until
+    /// `stream` has run the kernel; `stream` must be NULL or a live stream of the context.
+    pub unsafe fn head_similarity_raw(
+        &self,
+        problem: &HeadSimProblem,
+        o: u64,
+        gram: u64,
+        stream: cudarc::driver::sys::CUstream,
+    ) -> Result<()> {
+        let plan = plan_head_similarity(problem, &HeadSimBuffers { o, gram })?;
         let (f16_fn, bf16_fn) =
             self.head_similarity
                 .as_ref()
@@ -343,11 +357,20 @@ impl CudaBackend {
                     what: "head similarity",
                     target: self.target,
                 })?;
-        let func = match p.dtype {
+        let func = match problem.dtype {
             crate::common::dtype::DType::F16 => f16_fn,
             crate::common::dtype::DType::Bf16 => bf16_fn,
         };
         self.ctx.bind_to_thread().map_err(driver_error)?;
+        // The kernel accumulates into gram's `heads x heads` f32: zero them first, in stream
+        // order (validation bounds `heads` by MAX_HEADS, so the product cannot overflow).
+        let gram_bytes = problem.num_heads * problem.num_heads * 4;
+        // SAFETY: validation proved gram holds at least `heads²` f32 at `gram` (caller's
+        // contract: device memory of this context, alive until the stream has run).
+        unsafe {
+            cudarc::driver::result::memset_d8_async(gram, 0, gram_bytes, stream)
+                .map_err(driver_error)?;
+        }
         // SAFETY: validation proved every address the kernel forms lies inside `o` and `gram`,
         // which the caller keeps alive until the stream has run the kernel.
         unsafe {
@@ -356,7 +379,7 @@ impl CudaBackend {
                 plan.grid,
                 plan.block,
                 plan.dynamic_smem_bytes,
-                stream.cu_stream(),
+                stream,
                 plan.params,
             )
         }

@@ -1,0 +1,272 @@
+//! The C ABI of the merge of attention states: a plan handle (`flashmha_merge_plan_*`, a boxed
+//! [`MergePlan`] made by `plan_merge_for`) run on a context (`CudaBackend::merge_states_raw`)
+//! or on the emulator; both check the buffers with [`MergePlan::params`].
+
+use super::convert;
+use super::cuda::backend;
+use super::ffi::{self, flashmha_status};
+use super::host::{HostMirror, Role};
+use super::plan::{create_into, destroy, handle};
+use super::status::{guard, CallError};
+use crate::common::target::KernelTarget;
+use crate::ops::merge::{plan_merge_for, MergePlan, MergeStates};
+use std::ffi::c_void;
+
+/// # Safety
+/// A non-NULL `p` must be a live handle from `flashmha_merge_plan_create*`.
+unsafe fn plan<'a>(p: *const ffi::flashmha_merge_plan) -> Result<&'a MergePlan, CallError> {
+    // SAFETY: the caller's contract; merge handles are `Box<MergePlan>`.
+    unsafe { handle(p, "plan") }
+}
+
+/// `flashmha_status flashmha_merge_plan_create(const flashmha_merge_shape *shape,
+/// flashmha_merge_plan **out)`
+///
+/// # Safety
+/// `shape` NULL or valid; `out` NULL or writable storage for one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn flashmha_merge_plan_create(
+    shape: *const ffi::flashmha_merge_shape,
+    out: *mut *mut ffi::flashmha_merge_plan,
+) -> flashmha_status {
+    guard(|| {
+        // SAFETY: the caller's contract for each pointer.
+        unsafe {
+            create_into(out, || {
+                let problem = convert::merge_problem(convert::deref(shape, "shape")?)?;
+                Ok(plan_merge_for(KernelTarget::Ampere, &problem)?)
+            })
+        }
+    })
+}
+
+/// `flashmha_status flashmha_merge_plan_create_for_context(const flashmha_context *ctx,
+/// const flashmha_merge_shape *shape, flashmha_merge_plan **out)`
+///
+/// # Safety
+/// `ctx` NULL or live; `shape` NULL or valid; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn flashmha_merge_plan_create_for_context(
+    ctx: *const ffi::flashmha_context,
+    shape: *const ffi::flashmha_merge_shape,
+    out: *mut *mut ffi::flashmha_merge_plan,
+) -> flashmha_status {
+    guard(|| {
+        // SAFETY: the caller's contract for each pointer.
+        unsafe {
+            create_into(out, || {
+                let ctx = backend(ctx)?;
+                let problem = convert::merge_problem(convert::deref(shape, "shape")?)?;
+                Ok(plan_merge_for(ctx.target(), &problem)?)
+            })
+        }
+    })
+}
+
+/// `void flashmha_merge_plan_destroy(flashmha_merge_plan *plan)`
+///
+/// # Safety
+/// `plan` NULL or a live merge handle, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn flashmha_merge_plan_destroy(plan: *mut ffi::flashmha_merge_plan) {
+    // SAFETY: the caller's contract; merge handles are `Box<MergePlan>`.
+    unsafe { destroy::<MergePlan, _>(plan) }
+}
+
+/// `flashmha_status flashmha_merge_run(const flashmha_context *ctx,
+/// const flashmha_merge_plan *plan, const flashmha_merge_bufs *bufs, void *stream)`
+///
+/// # Safety
+/// As for `flashmha_decode_run`.
+#[no_mangle]
+pub unsafe extern "C" fn flashmha_merge_run(
+    ctx: *const ffi::flashmha_context,
+    plan_handle: *const ffi::flashmha_merge_plan,
+    bufs: *const ffi::flashmha_merge_bufs,
+    stream: *mut c_void,
+) -> flashmha_status {
+    guard(|| {
+        // SAFETY: the caller's contract for each pointer.
+        let (ctx, p, b) = unsafe {
+            (
+                backend(ctx)?,
+                plan(plan_handle)?,
+                convert::deref(bufs, "bufs")?,
+            )
+        };
+        // SAFETY: forwarded from this function's contract; `merge_states_raw` checks every
+        // buffer against the plan before launching.
+        unsafe { ctx.merge_states_raw(p, &convert::merge_bufs(b), stream.cast()) }?;
+        Ok(())
+    })
+}
+
+/// `flashmha_status flashmha_emulate_merge_run(const flashmha_merge_plan *plan,
+/// const flashmha_merge_bufs *host_bufs)`
+///
+/// # Safety
+/// As for `flashmha_emulate_decode_run`.
+#[no_mangle]
+pub unsafe extern "C" fn flashmha_emulate_merge_run(
+    plan_handle: *const ffi::flashmha_merge_plan,
+    host_bufs: *const ffi::flashmha_merge_bufs,
+) -> flashmha_status {
+    guard(|| {
+        // SAFETY: the caller's contract for each pointer.
+        let (p, host) = unsafe { (plan(plan_handle)?, convert::deref(host_bufs, "host_bufs")?) };
+        // The GPU's checks on the caller's own addresses first.
+        p.params(&convert::merge_bufs(host))?;
+        let e = p.problem.dtype.size();
+        // A stacked plan rejects a given o_b / lse_b above, so they are the pair's here.
+        let pair = p.problem.states == MergeStates::Pair;
+        let b_role = if pair { Role::Input } else { Role::Unused };
+        let mut m = HostMirror::default();
+        // SAFETY: the caller's contract for each buffer (inputs readable, outputs writable).
+        let mirrored = unsafe {
+            ffi::flashmha_merge_bufs {
+                o_states: m.mirror(host.o_states, e, Role::Input)?,
+                lse_states: m.mirror(host.lse_states, 4, Role::Input)?,
+                o_b: m.mirror(host.o_b, e, b_role)?,
+                lse_b: m.mirror(host.lse_b, 4, b_role)?,
+                o: m.mirror(host.o, e, Role::Output)?,
+                lse: m.mirror(host.lse, 4, Role::Output)?,
+            }
+        };
+        m.launch(&p.bind(&convert::merge_bufs(&mirrored))?)?;
+        // SAFETY: the output buffers are writable (caller's contract).
+        unsafe { m.copy_back() }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(s: &ffi::flashmha_merge_shape) -> (flashmha_status, bool) {
+        let mut p: *mut ffi::flashmha_merge_plan = std::ptr::null_mut();
+        // SAFETY: valid pointers to locals.
+        let code = unsafe { flashmha_merge_plan_create(s, &mut p) };
+        let made = !p.is_null();
+        // SAFETY: NULL or the plan just made, destroyed once.
+        unsafe { flashmha_merge_plan_destroy(p) };
+        (code, made)
+    }
+
+    #[test]
+    fn shapes_are_planned_or_typed_errors_never_a_panic() {
+        let base = ffi::flashmha_merge_shape {
+            dtype: ffi::FLASHMHA_DTYPE_F16,
+            form: ffi::FLASHMHA_MERGE_STACKED,
+            num_states: 3,
+            rows: 5,
+            heads: 4,
+            head_dim: 64,
+            lse_layout: ffi::FLASHMHA_STATS_ROWS_HEADS,
+        };
+        assert_eq!(create(&base), (ffi::FLASHMHA_OK, true));
+        let edits: [fn(&mut ffi::flashmha_merge_shape); 6] = [
+            |s| s.num_states = usize::MAX,
+            |s| s.rows = usize::MAX,
+            |s| s.heads = usize::MAX,
+            |s| s.head_dim = usize::MAX - 3,
+            |s| s.head_dim = 6,
+            |s| s.rows = 0,
+        ];
+        for (i, edit) in edits.iter().enumerate() {
+            let mut s = base;
+            edit(&mut s);
+            let (code, made) = create(&s);
+            assert_ne!(code, ffi::FLASHMHA_OK, "edit {i}");
+            assert_ne!(code, ffi::FLASHMHA_ERR_INTERNAL, "edit {i}");
+            assert!(!made, "edit {i}");
+        }
+    }
+
+    /// Merges two states of `rows x heads x 64` f16 (values from `seed`) on the emulator
+    /// through the C ABI; the merged O bits.
+    fn emulated_merge(seed: u32, rows: usize, heads: usize) -> Vec<u16> {
+        let shape = ffi::flashmha_merge_shape {
+            dtype: ffi::FLASHMHA_DTYPE_F16,
+            form: ffi::FLASHMHA_MERGE_PAIR,
+            num_states: 2,
+            rows,
+            heads,
+            head_dim: 64,
+            lse_layout: ffi::FLASHMHA_STATS_HEADS_ROWS,
+        };
+        let n = rows * heads * 64;
+        let value = |i: usize| {
+            let x = ((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2000;
+            half::f16::from_f32(x as f32 / 1000.0 - 0.9995).to_bits()
+        };
+        let mut o_a: Vec<u16> = (0..n).map(value).collect();
+        let mut o_b: Vec<u16> = (0..n).map(|i| value(i + n)).collect();
+        let mut lse_a: Vec<f32> = (0..rows * heads)
+            .map(|i| (i % 7) as f32 * 0.3 - 1.0)
+            .collect();
+        let mut lse_b: Vec<f32> = (0..rows * heads).map(|i| (i % 5) as f32 * 0.2).collect();
+        let mut o = vec![0u16; n];
+        let b = |p: *mut std::ffi::c_void, len: usize| ffi::flashmha_buf { data: p, len };
+        let bufs = ffi::flashmha_merge_bufs {
+            o_states: b(o_a.as_mut_ptr().cast(), n),
+            lse_states: b(lse_a.as_mut_ptr().cast(), rows * heads),
+            o_b: b(o_b.as_mut_ptr().cast(), n),
+            lse_b: b(lse_b.as_mut_ptr().cast(), rows * heads),
+            o: b(o.as_mut_ptr().cast(), n),
+            lse: b(std::ptr::null_mut(), 0),
+        };
+        let mut plan: *mut ffi::flashmha_merge_plan = std::ptr::null_mut();
+        // SAFETY: pointers to locals; every buffer holds its declared length.
+        unsafe {
+            assert_eq!(
+                flashmha_merge_plan_create(&shape, &mut plan),
+                ffi::FLASHMHA_OK
+            );
+            assert_eq!(flashmha_emulate_merge_run(plan, &bufs), ffi::FLASHMHA_OK);
+            flashmha_merge_plan_destroy(plan);
+        }
+        o
+    }
+
+    #[test]
+    fn emulated_runs_from_several_threads_agree_and_keep_their_own_error_messages() {
+        // The header says the emulator entry points may be called from several threads and
+        // that the error message is per thread.
+        let alone = emulated_merge(7, 6, 3);
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..4)
+                .map(|t| {
+                    scope.spawn(move || {
+                        // Odd threads fail first (a shape without heads), then all run the
+                        // same merge.
+                        if t % 2 == 1 {
+                            let (code, _) = create(&ffi::flashmha_merge_shape {
+                                dtype: ffi::FLASHMHA_DTYPE_F16,
+                                form: ffi::FLASHMHA_MERGE_PAIR,
+                                num_states: 2,
+                                rows: 1,
+                                heads: 0,
+                                head_dim: 64,
+                                lse_layout: ffi::FLASHMHA_STATS_HEADS_ROWS,
+                            });
+                            assert_eq!(code, ffi::FLASHMHA_ERR_SHAPE);
+                        }
+                        // SAFETY: read on this thread before its next flashmha call.
+                        let before = unsafe {
+                            std::ffi::CStr::from_ptr(super::super::flashmha_last_error_message())
+                        }
+                        .to_owned();
+                        assert_eq!(before.is_empty(), t % 2 == 0, "thread {t}: {before:?}");
+                        emulated_merge(7, 6, 3)
+                    })
+                })
+                .collect();
+            for run in runs {
+                assert_eq!(run.join().unwrap(), alone);
+            }
+        });
+        // The merge wrote real values (not the NaN poison, not zeros).
+        assert!(alone.iter().all(|&x| x & 0x7c00 != 0x7c00));
+        assert!(alone.iter().any(|&x| x != 0));
+    }
+}
