@@ -5,7 +5,7 @@
 //! pure plan); [`common`] what every op shares (dtype, target, options, errors, binding checks,
 //! the params ABI, the kernel registry); [`backend`] runs what a plan binds ([`backend::cuda`]
 //! or [`backend::emulator`], the same params bytes and module images on both); [`host`] holds
-//! runs from host data owned by neither backend; [`check`] judges them against [`reference`].
+//! runs from host data owned by neither backend; [`check`] judges them against [`mod@reference`].
 //!
 //! Features: with `default-features = false` only what launching needs is compiled (the CUDA
 //! backend, validation and plans). `emulator` adds the PTX emulator backend, `reference` the

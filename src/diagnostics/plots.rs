@@ -46,7 +46,7 @@ const ANNOTATE_CELLS_UP_TO: usize = 16;
 const FOOTER_CHARS: usize = 80;
 
 /// Registers a TrueType font with plotters once per process and returns its path. Looks at
-/// `explicit`, then `$FLASHMHA_FONT`, then [`FONT_CANDIDATES`], then any `.ttf` in [`FONT_DIRS`].
+/// `explicit`, then `$FLASHMHA_FONT`, then the usual system fonts, then any `.ttf` in the usual font folders.
 pub fn load_font(explicit: Option<&Path>) -> Result<PathBuf> {
     static LOADED: OnceLock<PathBuf> = OnceLock::new();
     if let Some(p) = LOADED.get() {

@@ -55,7 +55,7 @@
 //!   1024 threads, 16 blocks and 64 KB of shared memory per SM, 64 KB per block (the 1 KB
 //!   per-block reservation is documented from 8.0 on; we model none on 7.5); shared
 //!   memory has 32 banks of 4 bytes, i.e. one 128-byte wavefront per clock per SM.
-//! - [L2] L2 bandwidth: the A100 whitepaper gives it as 2.3x V100's without a per-clock figure;
+//! - \[L2\] L2 bandwidth: the A100 whitepaper gives it as 2.3x V100's without a per-clock figure;
 //!   we use 5120 B/clk for A100 (an assumption, not a published number) and the same bytes per clock per SM for the other parts. The least certain
 //!   figure in the table: `bench --gpu` prints prediction next to measurement to calibrate it.
 //! - mma.sync on sm_90: NVIDIA publishes no rate for the legacy path; microbenchmarks (Luo et
@@ -146,7 +146,7 @@ impl GpuSpec {
 /// FLOPs of one m16n8k16 mma (2 m n k).
 pub const MMA_FLOPS: f64 = 2.0 * 16.0 * 8.0 * 16.0;
 
-/// [A100-WP], [A100-DS], [PG-T], [PG-CC], [L2].
+/// [A100-WP], [A100-DS], [PG-T], [PG-CC], \[L2\].
 pub const A100: GpuSpec = GpuSpec {
     name: "A100-SXM4-80GB",
     sm: 80,
@@ -244,7 +244,7 @@ pub const H100: GpuSpec = GpuSpec {
 };
 
 /// [T4-DS], [TU-WP], [PG-T] (cc 7.5: FP32 64, INT32 64, SFU 16 lanes per clock per SM),
-/// [PG-CC], [L2] (the same per-SM L2 share, an assumption).
+/// [PG-CC], \[L2\] (the same per-SM L2 share, an assumption).
 pub const T4: GpuSpec = GpuSpec {
     name: "T4 (sm_75)",
     sm: 75,

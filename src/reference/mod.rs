@@ -5,8 +5,8 @@
 //! ones documented in [`crate::common::options`]; nothing here is tuned to a kernel's tiling or order of
 //! operations, so a match means the kernel computes the documented function.
 //!
-//! - [`attention`]: forward attention (O, LSE, entropy) for padded and varlen layouts.
-//! - [`head_similarity`]: cosine similarity between head outputs, averaged over tokens.
+//! - [`mod@attention`]: forward attention (O, LSE, entropy) for padded and varlen layouts.
+//! - [`mod@head_similarity`]: cosine similarity between head outputs, averaged over tokens.
 //! - [`tolerance`]: the error measures and the tolerances every comparison uses.
 //! - [`rounding`]: rounding f32 data through `half::f16` / `half::bf16`.
 

@@ -3,7 +3,7 @@
 //!
 //! Flow, as for the forward: [`DecodeProblem`] (shapes, no device) -> [`validate`] (the crate's
 //! typed [`crate::Error`], nothing launched) -> [`plan`] (pure: kernel, grid, split count, workspace
-//! size, then per run the params struct from buffer addresses) -> backend ([`emulated`] here;
+//! size, then per run the params struct from buffer addresses) -> backend ([`crate::host::emulated_decode`] from host data;
 //! the CUDA backend launches the same params bytes). Kernels: `kernels/flash_decode.cu` (paged,
 //! GQA-packed, split-KV), `kernels/merge_states.cu` (split combine and public merge of states),
 //! `kernels/kv_append.cu` (writes new K/V rows into pages).

@@ -2,7 +2,7 @@
 //! - [`validate_shape`] (here): everything about a [`FwdShape`] alone (heads, sizes, strides,
 //!   options, 32-bit index limits, output self-overlap, the compiled kernel that serves it).
 //!   Runs once per plan; returns the kernel and the extents each buffer must cover.
-//! - [`binding`]: what depends on the buffers of one run (length, alignment, aliasing,
+//! - [`crate::ops::forward::bind`]: what depends on the buffers of one run (length, alignment, aliasing,
 //!   presence), in O(1), before every launch.
 //!
 //! Pure: reads descriptions and addresses, returns typed errors, launches and writes nothing.

@@ -64,7 +64,7 @@ impl HeadSimProblem {
     }
 }
 
-/// Device addresses of the two buffers (plain numbers, as in [`crate::buffers::FwdBuffers`]).
+/// Device addresses of the two buffers (plain numbers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HeadSimBuffers {
     pub o: u64,
