@@ -107,10 +107,13 @@ impl Launch {
 /// capacity: no allocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Launches {
-    list: [Option<Launch>; 2],
+    list: [Option<Launch>; Launches::CAPACITY],
 }
 
 impl Launches {
+    /// Most launches one op call makes.
+    pub const CAPACITY: usize = 2;
+
     pub fn one(l: Launch) -> Launches {
         Launches {
             list: [Some(l), None],

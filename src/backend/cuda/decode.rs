@@ -7,20 +7,14 @@
 //! size) and passes to every run. Any cudarc buffer works: whole `CudaSlice`s or
 //! `CudaView`/`CudaViewMut`s carved from an arena or a KV-cache allocation.
 
-use super::{launch_one_struct, opt_read, opt_write, read, write, CudaBackend, Guard};
+use super::{opt_read, opt_write, read, write, CudaBackend, Guard};
 use crate::common::binding::DevBuf;
-use crate::common::dtype::DType;
 use crate::common::element::Element;
-use crate::common::error::{driver_error, Error, Result, TensorName};
-use crate::common::target::KernelTarget;
-use crate::ops::decode::kernels::{
-    combine_entry, combine_entry_for, merge_states_entry, DECODE_KERNELS, KV_APPEND_ENTRY,
-    KV_APPEND_FP8_ENTRY, KV_APPEND_SM75_ENTRY, MERGE_STATES_SM75_F16_ENTRY,
-};
+use crate::common::error::{Error, Result, TensorName};
 use crate::ops::decode::plan::{DecodeBuffers, DecodePlan};
 use crate::ops::kv_append::{AppendIndex, KvAppendBuffers, KvAppendPlan};
 use crate::ops::merge::{MergeBuffers, MergePlan, MergeStates};
-use cudarc::driver::{CudaFunction, CudaStream, DevicePtr, DevicePtrMut};
+use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut};
 
 /// The K/V page pools of a decode run: 16-bit pages of the plan's element type, or FP8 codes
 /// with their f32 scales (per tensor or per KV head, as the plan says).
@@ -299,87 +293,6 @@ impl<'a, T> KvAppendArgs<'a, T> {
     }
 }
 
-/// The decode, combine, merge and append functions of one device, for its kernel target.
-/// `None` marks what the target has no kernel for: rows of the other target, and on Turing
-/// bf16 (no bf16 mma there) and FP8 pages (an Ampere-and-newer feature).
-pub(super) struct DecodeFunctions {
-    target: KernelTarget,
-    /// One slot per row of the decode kernel table, in table order.
-    pub decode: Vec<Option<CudaFunction>>,
-    /// Split combine: (f16, bf16).
-    combine: (CudaFunction, Option<CudaFunction>),
-    /// Public merge_states: (f16, bf16).
-    merge: (CudaFunction, Option<CudaFunction>),
-    /// KV append into 16-bit pools, and quantising into FP8 pools.
-    kv_append: CudaFunction,
-    kv_append_fp8: Option<CudaFunction>,
-}
-
-impl DecodeFunctions {
-    /// Loads `target`'s functions with `load` (entry name -> function of the device).
-    pub(super) fn load(
-        target: KernelTarget,
-        load: &dyn Fn(&str) -> Result<CudaFunction>,
-    ) -> Result<DecodeFunctions> {
-        // Hopper runs the Ampere decode, combine, merge and append kernels.
-        let target = target.shared_kernels();
-        let decode = super::load_rows(
-            DECODE_KERNELS
-                .iter()
-                .map(|r| (r.target, r.entry, r.smem_bytes)),
-            &[target],
-            load,
-        )?;
-        Ok(match target {
-            KernelTarget::Ampere | KernelTarget::Hopper => DecodeFunctions {
-                target,
-                decode,
-                combine: (
-                    load(combine_entry(DType::F16))?,
-                    Some(load(combine_entry(DType::Bf16))?),
-                ),
-                merge: (
-                    load(merge_states_entry(DType::F16))?,
-                    Some(load(merge_states_entry(DType::Bf16))?),
-                ),
-                kv_append: load(KV_APPEND_ENTRY)?,
-                kv_append_fp8: Some(load(KV_APPEND_FP8_ENTRY)?),
-            },
-            KernelTarget::Turing => DecodeFunctions {
-                target,
-                decode,
-                combine: (
-                    load(
-                        combine_entry_for(target, DType::F16).ok_or(Error::NoKernel {
-                            entry: "split combine (sm_75, f16)".to_string(),
-                        })?,
-                    )?,
-                    None,
-                ),
-                merge: (load(MERGE_STATES_SM75_F16_ENTRY)?, None),
-                kv_append: load(KV_APPEND_SM75_ENTRY)?,
-                kv_append_fp8: None,
-            },
-        })
-    }
-
-    /// The function of `dtype` in an (f16, bf16) pair; bf16 is a typed error where the target
-    /// has none.
-    fn of_dtype<'f>(
-        &self,
-        pair: &'f (CudaFunction, Option<CudaFunction>),
-        dtype: DType,
-    ) -> Result<&'f CudaFunction> {
-        match dtype {
-            DType::F16 => Ok(&pair.0),
-            DType::Bf16 => pair.1.as_ref().ok_or(Error::UnsupportedDType {
-                dtype,
-                target: self.target,
-            }),
-        }
-    }
-}
-
 /// Device buffers of a run's pools and scales (scales absent for 16-bit pages).
 #[derive(Default)]
 struct PoolBufs {
@@ -467,10 +380,6 @@ fn check_dtype<T: Element>(
 }
 
 impl CudaBackend {
-    fn decode_functions(&self) -> &DecodeFunctions {
-        &self.decode
-    }
-
     /// Runs `plan` with `args` on `stream`: the decode, then the split combine if the plan has
     /// one. Asynchronous, no allocation, no synchronisation (graph-capturable); every buffer is
     /// checked against the plan first, and nothing is launched if any check fails.
@@ -545,54 +454,13 @@ impl CudaBackend {
         bufs: &DecodeBuffers,
         stream: cudarc::driver::sys::CUstream,
     ) -> Result<()> {
-        let (decode_params, combine_params) = plan.params(bufs)?;
-        let f = self.decode_functions();
-        // Decode rows belong to the target whose decode kernels the device runs (Hopper runs
-        // the Ampere ones).
-        if plan.kernel.target != self.target().shared_kernels() {
-            return Err(Error::TargetMismatch {
-                plan: plan.kernel.target,
-                device: self.target(),
-            });
-        }
-        let index = DECODE_KERNELS
-            .iter()
-            .position(|r| r.entry == plan.kernel.entry)
-            .ok_or_else(|| Error::NoKernel {
-                entry: plan.kernel.entry.to_string(),
-            })?;
-        let decode_fn = f.decode[index].as_ref().ok_or_else(|| Error::NoKernel {
-            entry: plan.kernel.entry.to_string(),
-        })?;
-        // Resolved before any launch, so that a missing combine launches nothing.
-        let combine_fn = match &plan.combine {
-            Some(_) => Some(f.of_dtype(&f.combine, plan.problem.dtype)?),
-            None => None,
-        };
-        self.context().bind_to_thread().map_err(driver_error)?;
-        let l = &plan.decode;
-        // SAFETY: `params` checked every buffer against the plan's extents (presence, size,
+        let launches = plan.bind(bufs)?;
+        // SAFETY: `bind` checked every buffer against the plan's extents (presence, size,
         // alignment, no output overlapping another operand), the caller's contract keeps them
-        // allocated until the stream has run the kernels; device-resident
-        // indices (block table, lengths, cu_seqlens) are checked by the kernel, which traps.
-        unsafe {
-            launch_one_struct(
-                decode_fn,
-                l.grid,
-                l.block,
-                l.dynamic_smem_bytes,
-                stream,
-                decode_params,
-            )?;
-        }
-        if let (Some(c), Some(cp), Some(func)) = (&plan.combine, combine_params, combine_fn) {
-            // SAFETY: as above; the combine reads the workspace the decode wrote, in stream
-            // order, and writes o / lse / entropy, all checked by `params`.
-            unsafe {
-                launch_one_struct(func, c.grid, c.block, c.dynamic_smem_bytes, stream, cp)?;
-            }
-        }
-        Ok(())
+        // allocated until the stream has run the kernels; device-resident indices (block table,
+        // lengths, cu_seqlens) are checked by the kernel, which traps. The combine reads the
+        // workspace the decode wrote, in stream order.
+        unsafe { self.launch_raw(&launches, stream) }
     }
 
     /// Merges attention states per `plan` (stacked or pair, as the plan says) on `stream`.
@@ -655,15 +523,11 @@ impl CudaBackend {
         bufs: &MergeBuffers,
         stream: cudarc::driver::sys::CUstream,
     ) -> Result<()> {
-        let params = plan.params(bufs)?;
-        let f = self.decode_functions();
-        let func = f.of_dtype(&f.merge, plan.problem.dtype)?;
-        self.context().bind_to_thread().map_err(driver_error)?;
-        let l = &plan.launch;
-        // SAFETY: `params` checked every buffer against the plan (presence, size, alignment,
-        // the outputs overlapping no input); the caller's contract keeps them allocated until
-        // the stream has run the kernel.
-        unsafe { launch_one_struct(func, l.grid, l.block, l.dynamic_smem_bytes, stream, params) }
+        let launch = plan.bind(bufs)?;
+        // SAFETY: `bind` checked every buffer against the plan (presence, size, alignment, the
+        // outputs overlapping no input); the caller's contract keeps them allocated until the
+        // stream has run the kernel.
+        unsafe { self.launch_raw(&launch.into(), stream) }
     }
 
     /// Writes new K/V rows into the page pools per `plan` on `stream`. Asynchronous, no
@@ -769,32 +633,11 @@ impl CudaBackend {
         bufs: &KvAppendBuffers,
         stream: cudarc::driver::sys::CUstream,
     ) -> Result<()> {
-        let plan_fp8 = plan.pools.kv_dtype.is_fp8();
-        let params = plan.params(bufs)?;
-        let f = self.decode_functions();
-        let function = if plan_fp8 {
-            f.kv_append_fp8.as_ref().ok_or(Error::UnsupportedOnTarget {
-                what: "KV append into FP8 pages",
-                target: self.target(),
-            })?
-        } else {
-            &f.kv_append
-        };
-        self.context().bind_to_thread().map_err(driver_error)?;
-        let l = &plan.launch;
-        // SAFETY: `params` checked every buffer against the plan (the caller's
-        // contract keeps them allocated until the stream has run the kernel); slots, block-table entries,
-        // batch items and positions are device-resident and checked by the kernel against the
-        // sizes in the params (trap).
-        unsafe {
-            launch_one_struct(
-                function,
-                l.grid,
-                l.block,
-                l.dynamic_smem_bytes,
-                stream,
-                params,
-            )
-        }
+        let launch = plan.bind(bufs)?;
+        // SAFETY: `bind` checked every buffer against the plan (the caller's contract keeps
+        // them allocated until the stream has run the kernel); slots, block-table entries, batch
+        // items and positions are device-resident and checked by the kernel against the sizes in
+        // the params (trap).
+        unsafe { self.launch_raw(&launch.into(), stream) }
     }
 }

@@ -11,8 +11,8 @@
 
 mod args;
 mod decode;
+mod functions;
 mod image_choice;
-mod module_cache;
 mod timing;
 mod tma;
 
@@ -22,50 +22,19 @@ pub use image_choice::{choose_image, ImageChoice};
 pub use timing::time_forward;
 
 use crate::common::binding::DevBuf;
-use crate::common::build_info::FWD_KERNELS;
+use crate::common::build_info;
 use crate::common::element::Element;
 use crate::common::error::{driver_error, Error, Result};
+use crate::common::launch::{Launch, Launches};
 use crate::common::options::AttnOptions;
 use crate::common::target::KernelTarget;
 use crate::ops::forward::bind::FwdBufs;
 use crate::ops::forward::plan::{FwdLaunch, FwdPlan};
 use crate::ops::forward::problem::FwdShape;
-use crate::ops::forward::tma::FwdParamsAbi;
-use crate::ops::head_similarity::{
-    plan_head_similarity, HeadSimBuffers, HeadSimProblem, ENTRY_BF16, ENTRY_F16,
-};
+use crate::ops::head_similarity::{plan_head_similarity, HeadSimBuffers, HeadSimProblem};
 use cudarc::driver::sys::CUfunction_attribute_enum;
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
-};
-use module_cache::ModuleCache;
-use std::cell::RefCell;
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use std::sync::Arc;
-
-/// One slot per kernel-table row `(target, entry, dynamic smem bytes)`, in table order: the
-/// function loaded with `load` and opted into its dynamic shared memory for the rows of
-/// `targets`, None for the others'.
-pub(super) fn load_rows(
-    rows: impl Iterator<Item = (KernelTarget, &'static str, u32)>,
-    targets: &[KernelTarget],
-    load: &dyn Fn(&str) -> Result<CudaFunction>,
-) -> Result<Vec<Option<CudaFunction>>> {
-    rows.map(|(row_target, entry, smem_bytes)| {
-        if !targets.contains(&row_target) {
-            return Ok(None);
-        }
-        let func = load(entry)?;
-        // Above 48 KiB, dynamic shared memory must be opted into per function (up to the
-        // device's limit: 227 KiB on sm_90, which the sm_90a rows are sized to).
-        func.set_attribute(
-            CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            smem_bytes as i32,
-        )
-        .map_err(driver_error)?;
-        Ok(Some(func))
-    })
-    .collect()
-}
 
 /// Whether the CUDA driver library can be loaded on this machine.
 pub fn driver_present() -> bool {
@@ -84,13 +53,11 @@ pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     compute_capability: (i32, i32),
     target: KernelTarget,
-    /// One slot per row of the kernel table, in table order; rows of other targets are None.
-    forward: Vec<Option<CudaFunction>>,
-    /// Head-similarity kernels: (f16, bf16); None where the target has none (Turing).
-    head_similarity: Option<(CudaFunction, CudaFunction)>,
-    /// Paged decode, split combine, merge_states and KV append of the target (Turing: f16 over
-    /// 16-bit pages).
-    decode: decode::DecodeFunctions,
+    /// Every function of every module this device's target runs (functions.rs), looked up by
+    /// entry name at launch (a few dozen entries: a linear scan, no allocation).
+    functions: Vec<(&'static str, CudaFunction)>,
+    /// Modules loaded into the context (each once).
+    modules_loaded: usize,
 }
 
 impl CudaBackend {
@@ -111,53 +78,104 @@ impl CudaBackend {
         let (major, minor) = ctx.compute_capability().map_err(driver_error)?;
         let target = KernelTarget::for_compute_capability(major, minor)
             .ok_or(Error::UnsupportedGpu { major, minor })?;
-        // Each module is loaded once into this context (module_cache.rs); entries are looked
-        // up in it. The cache lives only while the backend is built, never on a launch path.
-        let cache = RefCell::new(ModuleCache::<Arc<CudaModule>>::new());
-        let load = |entry: &str| -> Result<CudaFunction> {
-            let (module, _) = cache.borrow_mut().module_for(entry, |image| {
-                let ptx = match choose_image(image, major, minor) {
-                    // cudarc takes the image by value: one copy per module, not per entry.
-                    ImageChoice::Cubin(c) => cudarc::nvrtc::Ptx::from_binary(c.bytes.to_vec()),
-                    ImageChoice::Ptx(ptx) => cudarc::nvrtc::Ptx::from_src(ptx),
-                    ImageChoice::None => return Err(Error::UnsupportedGpu { major, minor }),
-                };
-                ctx.load_module(ptx).map_err(driver_error)
-            })?;
-            module.load_function(entry).map_err(driver_error)
-        };
-        // The target's forward rows, and those of its fallback (Hopper: the Ampere rows serve
-        // the head dims without an sm_90a row).
-        let forward_targets: Vec<KernelTarget> = std::iter::once(target)
-            .chain(target.forward_fallback())
-            .collect();
-        let forward = load_rows(
-            FWD_KERNELS
-                .iter()
-                .map(|r| (r.target, r.entry, r.smem_bytes)),
-            &forward_targets,
-            &load,
-        )?;
-        // Head similarity has no Turing kernels; decode, the split combine, merge_states and
-        // the 16-bit KV append do (f16 only there: decode::DecodeFunctions::load). Hopper runs
-        // the Ampere ones of all of these.
-        let head_similarity = if target.shared_kernels() == KernelTarget::Ampere {
-            Some((load(ENTRY_F16)?, load(ENTRY_BF16)?))
-        } else {
-            None
-        };
-        let decode = decode::DecodeFunctions::load(target, &load)?;
-        let loaded = forward.iter().flatten().count() + decode.decode.iter().flatten().count();
-        let modules = cache.borrow().loads();
-        tracing::info!(major, minor, %target, kernels = loaded, modules, "cuda backend ready");
+        // Each module the target runs is loaded once (functions.rs), then every entry of it is
+        // looked up and opted into the dynamic shared memory its table row launches with (above
+        // 48 KiB that opt-in is required, up to the device's limit: 227 KiB on sm_90).
+        let mut functions = Vec::new();
+        let mut modules_loaded = 0;
+        for image in functions::modules_for(target) {
+            let ptx = match choose_image(image, major, minor) {
+                // cudarc takes the image by value: one copy per module.
+                ImageChoice::Cubin(c) => cudarc::nvrtc::Ptx::from_binary(c.bytes.to_vec()),
+                ImageChoice::Ptx(ptx) => cudarc::nvrtc::Ptx::from_src(ptx),
+                // Arch-specific code for another minor version: its plans get TargetMismatch.
+                ImageChoice::None => {
+                    tracing::warn!(
+                        module = image.name,
+                        major,
+                        minor,
+                        "no image for this device"
+                    );
+                    continue;
+                }
+            };
+            let module = ctx.load_module(ptx).map_err(driver_error)?;
+            modules_loaded += 1;
+            for &entry in image.entries {
+                let func = module.load_function(entry).map_err(driver_error)?;
+                let smem = functions::dynamic_smem_of(entry);
+                if smem > 0 {
+                    func.set_attribute(
+                        CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        smem as i32,
+                    )
+                    .map_err(driver_error)?;
+                }
+                functions.push((entry, func));
+            }
+        }
+        tracing::info!(
+            major,
+            minor,
+            %target,
+            kernels = functions.len(),
+            modules = modules_loaded,
+            "cuda backend ready"
+        );
         Ok(CudaBackend {
             ctx,
             compute_capability: (major, minor),
             target,
-            forward,
-            head_similarity,
-            decode,
+            functions,
+            modules_loaded,
         })
+    }
+
+    /// Modules loaded into the context: each module of the target's families once.
+    pub fn modules_loaded(&self) -> usize {
+        self.modules_loaded
+    }
+
+    /// The loaded function of `entry`: [`Error::TargetMismatch`] when the build has it for
+    /// another kernel family than this device runs, [`Error::NoKernel`] when it has none.
+    fn function(&self, entry: &str) -> Result<&CudaFunction> {
+        if let Some((_, f)) = self.functions.iter().find(|(e, _)| *e == entry) {
+            return Ok(f);
+        }
+        match build_info::module_of(entry).and_then(functions::module_target) {
+            Some(plan) => Err(Error::TargetMismatch {
+                plan,
+                device: self.target,
+            }),
+            None => Err(Error::NoKernel {
+                entry: entry.to_string(),
+            }),
+        }
+    }
+
+    /// The one launch path: every launch of `launches` in order on `stream`, with no allocation
+    /// and no synchronisation. All functions are resolved before the first launch, so an
+    /// unknown or foreign entry launches nothing.
+    ///
+    /// # Safety
+    /// `launches` must come from a plan's `bind` (which checked every buffer against the plan)
+    /// over device memory of this context that stays allocated, and is not otherwise written,
+    /// until `stream` has run the kernels; `stream` must be NULL or a live stream of the context.
+    pub unsafe fn launch_raw(
+        &self,
+        launches: &Launches,
+        stream: cudarc::driver::sys::CUstream,
+    ) -> Result<()> {
+        let mut funcs: [Option<&CudaFunction>; Launches::CAPACITY] = [None; Launches::CAPACITY];
+        for (slot, l) in funcs.iter_mut().zip(launches.iter()) {
+            *slot = Some(self.function(l.entry)?);
+        }
+        self.ctx.bind_to_thread().map_err(driver_error)?;
+        for (l, f) in launches.iter().zip(funcs.into_iter().flatten()) {
+            // SAFETY: the caller's contract above.
+            unsafe { launch_one(f, l, stream)? };
+        }
+        Ok(())
     }
 
     pub fn context(&self) -> &Arc<CudaContext> {
@@ -278,31 +296,12 @@ impl CudaBackend {
         launch: &FwdLaunch,
         stream: cudarc::driver::sys::CUstream,
     ) -> Result<()> {
-        let index = FWD_KERNELS
-            .iter()
-            .position(|r| r.entry == launch.kernel.entry)
-            .ok_or_else(|| Error::NoKernel {
-                entry: launch.kernel.entry.to_string(),
-            })?;
-        let func = self.forward[index].as_ref().ok_or(Error::TargetMismatch {
-            plan: launch.kernel.target,
-            device: self.target,
-        })?;
-        self.ctx.bind_to_thread().map_err(driver_error)?;
-        let (grid, block, smem) = (launch.grid, launch.block, launch.dynamic_smem_bytes);
-        match &launch.abi {
-            // SAFETY: the caller's contract above.
-            FwdParamsAbi::Fwd => unsafe {
-                launch_one_struct(func, grid, block, smem, stream, launch.params)
-            },
-            FwdParamsAbi::FwdTma(maps) => {
-                let params =
-                    maps.params(&launch.params, |_, desc, addr| tma::encode(desc, addr))?;
-                // SAFETY: the caller's contract above; the maps describe the bound q / k / v
-                // over the extents `bind` checked (boxes past them are zero-filled, not read).
-                unsafe { launch_one_struct(func, grid, block, smem, stream, params) }
-            }
-        }
+        // The sm_90a kernels' tensor maps are encoded here by the driver over the bound
+        // addresses (tma.rs): a host-only call on the stack, no allocation.
+        let l = launch.to_launch(|_, desc, addr| tma::encode(desc, addr))?;
+        // SAFETY: the caller's contract above; the maps describe the bound q / k / v over the
+        // extents `bind` checked (boxes past them are zero-filled, not read).
+        unsafe { self.launch_raw(&Launches::one(l), stream) }
     }
 
     /// Sums, over the tokens of `o: [tokens, heads, head_dim]` (strides in `problem`), the
@@ -350,17 +349,12 @@ impl CudaBackend {
         stream: cudarc::driver::sys::CUstream,
     ) -> Result<()> {
         let plan = plan_head_similarity(problem, &HeadSimBuffers { o, gram })?;
-        let (f16_fn, bf16_fn) =
-            self.head_similarity
-                .as_ref()
-                .ok_or(Error::UnsupportedOnTarget {
-                    what: "head similarity",
-                    target: self.target,
-                })?;
-        let func = match problem.dtype {
-            crate::common::dtype::DType::F16 => f16_fn,
-            crate::common::dtype::DType::Bf16 => bf16_fn,
-        };
+        if self.target.shared_kernels() != KernelTarget::Ampere {
+            return Err(Error::UnsupportedOnTarget {
+                what: "head similarity",
+                target: self.target,
+            });
+        }
         self.ctx.bind_to_thread().map_err(driver_error)?;
         // The kernel accumulates into gram's `heads x heads` f32: zero them first, in stream
         // order (validation bounds `heads` by MAX_HEADS, so the product cannot overflow).
@@ -373,44 +367,31 @@ impl CudaBackend {
         }
         // SAFETY: validation proved every address the kernel forms lies inside `o` and `gram`,
         // which the caller keeps alive until the stream has run the kernel.
-        unsafe {
-            launch_one_struct(
-                func,
-                plan.grid,
-                plan.block,
-                plan.dynamic_smem_bytes,
-                stream,
-                plan.params,
-            )
-        }
+        unsafe { self.launch_raw(&Launches::one(plan.launch()), stream) }
     }
 }
 
-/// Launches `func`, whose only parameter is one by-value params struct `P`, with no allocation
-/// and no synchronisation.
+/// Launches `func` with `l`'s geometry and its one by-value params struct.
 ///
 /// # Safety
-/// `P` must be the struct the kernel declares (the ABI probe test checks the layouts against
-/// nvcc's), and every device address inside `params` must stay valid for what the kernel does
-/// with it until the stream has run the kernel.
-unsafe fn launch_one_struct<P: crate::common::abi::ParamsBytes>(
+/// `l.entry` must be `func`'s entry (its params are the struct that kernel declares; the ABI
+/// probe test checks the layouts against nvcc's), and every device address inside the params
+/// must stay valid for what the kernel does with it until the stream has run the kernel.
+unsafe fn launch_one(
     func: &CudaFunction,
-    grid: [u32; 3],
-    block: [u32; 3],
-    dynamic_smem_bytes: u32,
+    l: &Launch,
     stream: cudarc::driver::sys::CUstream,
-    mut params: P,
 ) -> Result<()> {
-    let mut args = [(&mut params as *mut P).cast::<std::ffi::c_void>()];
-    // SAFETY: `args` points at a live copy of the params for the duration of the call
+    let mut args = [l.params_ptr().cast_mut().cast::<std::ffi::c_void>()];
+    // SAFETY: `args` points at `l`'s params bytes for the duration of the call
     // (cuLaunchKernel copies kernel parameters before it returns); the rest is the caller's
     // contract above.
     unsafe {
         cudarc::driver::result::launch_kernel(
             func.cu_function(),
-            (grid[0], grid[1], grid[2]),
-            (block[0], block[1], block[2]),
-            dynamic_smem_bytes,
+            (l.grid[0], l.grid[1], l.grid[2]),
+            (l.block[0], l.block[1], l.block[2]),
+            l.dynamic_smem_bytes,
             stream,
             &mut args,
         )
