@@ -124,8 +124,9 @@ pub struct LaunchConfig {
     pub dynamic_smem_bytes: u32,
 }
 
-/// Result of a launch: what the checks found and what the counters counted.
-#[derive(Debug, Clone)]
+/// Result of a launch: what the checks found and what the counters counted (`Default`: no
+/// launch, nothing found, nothing counted).
+#[derive(Debug, Clone, Default)]
 pub struct LaunchReport {
     /// Deduplicated findings, ordered by kind then PTX line.
     pub findings: Vec<Finding>,

@@ -152,7 +152,9 @@ pub unsafe extern "C" fn flashmha_emulate_kv_append_run(
                 v_scales: m.mirror(host.v_scales, 4, used(fp8))?,
             }
         };
-        m.launch(&p.bind(&convert::append_bufs(&mirrored))?)?;
+        for l in p.bind(&convert::append_bufs(&mirrored))?.iter() {
+            m.launch(l)?;
+        }
         // SAFETY: the pools are writable (caller's contract).
         unsafe { m.copy_back() }
     })

@@ -114,6 +114,11 @@ impl Launches {
     /// Most launches one op call makes.
     pub const CAPACITY: usize = 2;
 
+    /// No launch (e.g. an append of zero tokens).
+    pub fn none() -> Launches {
+        Launches { list: [None, None] }
+    }
+
     pub fn one(l: Launch) -> Launches {
         Launches {
             list: [Some(l), None],

@@ -454,7 +454,11 @@ pub fn kv_append_into_for(
         }
     }
     let (kc, vc) = (bufs.k_cache, bufs.v_cache);
-    let report = launch(&mut dev, &plan.bind(&bufs)?)?;
+    // Zero tokens bind to no launch: the pools come back unchanged with an empty report.
+    let mut report = LaunchReport::default();
+    for l in plan.bind(&bufs)?.iter() {
+        report = launch(&mut dev, l)?;
+    }
     let out = match pools {
         HostPools::Bits16 { .. } => HostPools::Bits16 {
             k: get(&dev, kc)?,

@@ -638,6 +638,6 @@ impl CudaBackend {
         // them allocated until the stream has run the kernel); slots, block-table entries, batch
         // items and positions are device-resident and checked by the kernel against the sizes in
         // the params (trap).
-        unsafe { self.launch_raw(&launch.into(), stream) }
+        unsafe { self.launch_raw(&launch, stream) }
     }
 }

@@ -323,7 +323,10 @@ pub fn validate_kv_append(p: &DecodeProblem, tokens: usize) -> Result<()> {
             dim: Dim::Heads,
         });
     }
-    dim_in(TensorName::KNew, Dim::Seq, i32::MAX as u64, tokens)?;
+    // Zero tokens is a valid, empty append (the plan binds to no launch).
+    if tokens > 0 {
+        dim_in(TensorName::KNew, Dim::Seq, i32::MAX as u64, tokens)?;
+    }
     page_geometry(p)?;
     dim_in(TensorName::BlockTable, Dim::Batch, i32::MAX as u64, p.batch)?;
     if p.head_dim == 0 || !p.head_dim.is_multiple_of(STRIDE_ALIGN_ELEMS as usize) {

@@ -19,7 +19,7 @@ use crate::common::abi::{self, KvAppendParams};
 use crate::common::binding::{check, BufSpec, DevBuf, Use};
 use crate::common::dtype::DType;
 use crate::common::error::{Error, Result, TensorName};
-use crate::common::launch::Launch;
+use crate::common::launch::{Launch, Launches};
 use crate::common::target::KernelTarget;
 use crate::ops::decode::kernels::{
     KV_APPEND_ENTRY, KV_APPEND_FP8_ENTRY, KV_APPEND_SM75_ENTRY, KV_APPEND_THREADS,
@@ -122,9 +122,14 @@ pub fn plan_kv_append_for(
 }
 
 impl KvAppendPlan {
-    /// Binds `b` (checked as `params` does) into this plan's one launch.
-    pub fn bind(&self, b: &KvAppendBuffers) -> Result<Launch> {
-        Ok(self.launch.with_params(&self.params(b)?))
+    /// Binds `b` (checked as `params` does) into this plan's one launch; an append of zero
+    /// tokens is no launch at all (nothing is read or written, whatever `b` holds), so a
+    /// server's step with no new tokens needs no special case.
+    pub fn bind(&self, b: &KvAppendBuffers) -> Result<Launches> {
+        if self.num_tokens == 0 {
+            return Ok(Launches::none());
+        }
+        Ok(self.launch.with_params(&self.params(b)?).into())
     }
 
     /// The params of one run after O(1) checks of `b`.
@@ -267,12 +272,16 @@ mod tests {
     fn bad_append_buffers_are_typed_errors_before_any_launch() {
         // 3 pages of 5 slots, 2 KV heads of d64: 1920 elements per pool.
         let p = DecodeProblem::contiguous(DType::F16, 1, 1, 2, 2, 64, 3, 5, 1, false);
+        // Zero tokens: a valid plan that binds to no launch, whatever the buffers hold (a step
+        // with no new tokens needs no special case in a server), while its pools are still
+        // validated.
+        let empty = plan_kv_append(&p, 0).unwrap();
+        assert!(empty.bind(&KvAppendBuffers::default()).unwrap().is_empty());
+        let mut bad_pools = p.clone();
+        bad_pools.num_heads_kv = 0;
         assert!(matches!(
-            plan_kv_append(&p, 0),
-            Err(Error::EmptyDim {
-                tensor: TensorName::KNew,
-                ..
-            })
+            plan_kv_append(&bad_pools, 0),
+            Err(Error::EmptyDim { .. })
         ));
         let plan = plan_kv_append(&p, 4).unwrap();
         assert_eq!(plan.launch.grid, [1, 1, 1]); // 4 x 2 x 64 / 8 = 64 chunks
