@@ -18,23 +18,32 @@ pub struct Strides {
     pub head: i64,
 }
 
+/// `a * b * ...` of sizes as an i64 stride, saturating at `i64::MAX`: absurd sizes make absurd
+/// strides that validation then refuses with a typed error, never a wrapped (or panicking)
+/// product.
+pub(crate) fn stride_of(factors: &[usize]) -> i64 {
+    factors
+        .iter()
+        .map(|&f| i64::try_from(f).unwrap_or(i64::MAX))
+        .fold(1i64, i64::saturating_mul)
+}
+
 impl Strides {
     /// Contiguous `[b, s, h, d]` strides (for varlen, `[total, h, d]`: `seqlen` is ignored).
     pub fn contiguous(seqlen: usize, heads: usize, head_dim: usize) -> Strides {
-        let row = (heads * head_dim) as i64;
         Strides {
-            batch: seqlen as i64 * row,
-            row,
-            head: head_dim as i64,
+            batch: stride_of(&[seqlen, heads, head_dim]),
+            row: stride_of(&[heads, head_dim]),
+            head: stride_of(&[head_dim]),
         }
     }
 
     /// Head-major `[b, h, s, d]` strides.
     pub fn head_major(seqlen: usize, heads: usize, head_dim: usize) -> Strides {
         Strides {
-            batch: (heads * seqlen * head_dim) as i64,
-            row: head_dim as i64,
-            head: (seqlen * head_dim) as i64,
+            batch: stride_of(&[heads, seqlen, head_dim]),
+            row: stride_of(&[head_dim]),
+            head: stride_of(&[seqlen, head_dim]),
         }
     }
 }
@@ -109,14 +118,18 @@ impl SeqShape {
         }
     }
 
-    /// (q rows, k rows) over the whole batch, as the tensors hold them.
+    /// (q rows, k rows) over the whole batch, as the tensors hold them (saturating: validation
+    /// refuses anything near `usize::MAX`).
     pub fn total_rows(&self) -> (usize, usize) {
         match *self {
             SeqShape::Padded {
                 batch,
                 seqlen_q,
                 seqlen_k,
-            } => (batch * seqlen_q, batch * seqlen_k),
+            } => (
+                batch.saturating_mul(seqlen_q),
+                batch.saturating_mul(seqlen_k),
+            ),
             SeqShape::Varlen {
                 total_q, total_k, ..
             } => (total_q, total_k),
@@ -243,13 +256,10 @@ impl FwdShape {
         self
     }
 
-    /// Elements of an LSE (or entropy) output: `[b, hq, sq]` padded, `[hq, total_q]` varlen.
+    /// Elements of an LSE (or entropy) output: `[b, hq, sq]` padded, `[hq, total_q]` varlen
+    /// (saturating, like [`SeqShape::total_rows`]).
     pub fn row_stats_len(&self) -> usize {
-        match self.seq {
-            SeqShape::Padded {
-                batch, seqlen_q, ..
-            } => batch * self.heads.q * seqlen_q,
-            SeqShape::Varlen { total_q, .. } => self.heads.q * total_q,
-        }
+        let (rows, _) = self.seq.total_rows();
+        self.heads.q.saturating_mul(rows)
     }
 }

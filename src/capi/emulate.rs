@@ -15,7 +15,7 @@ use crate::emulator::{Device, DevicePtr};
 use crate::error::{EmulatorError, Error};
 use crate::host::POISON_U16;
 use crate::plan::FwdPlan;
-use crate::validate::binding::{DevBuf, FwdBufs};
+use crate::validate::binding::{check_host_bufs, DevBuf, FwdBufs};
 
 /// The bytes of a host buffer of `elem` bytes per element.
 ///
@@ -45,6 +45,9 @@ unsafe fn copy_back(dev: &Device, at: DevicePtr, host: DevBuf, elem: usize) -> c
 /// type); the inputs must not be written during the call.
 unsafe fn emulate<T: Element>(plan: &FwdPlan<T>, host: &FwdBufs) -> Result<(), CallError> {
     let elem = std::mem::size_of::<T>();
+    // The caller's buffers obey the GPU path's rules (an output overlapping an input is
+    // refused) before they are copied into the emulator's own, disjoint allocations.
+    check_host_bufs(plan.extents(), elem, host)?;
     let mut dev = Device::new();
     // Required buffers that are NULL are passed on as absent (address 0) so that `bind` names
     // them; everything else gets an emulator allocation of the declared size.

@@ -282,7 +282,7 @@ pub(crate) fn check_disjoint<const N: usize>(
     all: &[(TensorName, DeviceBuf, u64, u64, u64); N],
     outputs: usize,
 ) -> Result<()> {
-    let span = |b: DeviceBuf, n: u64, e: u64| (b.addr, b.addr.saturating_add(n * e));
+    let span = |b: DeviceBuf, n: u64, e: u64| (b.addr, b.addr.saturating_add(n.saturating_mul(e)));
     for (i, &(a, abuf, an, ae, _)) in all.iter().enumerate().take(outputs) {
         if abuf.addr == 0 {
             continue;
@@ -326,8 +326,10 @@ impl DecodePlan {
         }
         let w = &self.workspace;
         need(TensorName::Workspace, &ws, w.elems())?;
+        // `need` above bounds the offsets by the buffer's length; saturating keeps an absurd
+        // address from wrapping.
         let at = |offset: u64, len: u64| DeviceBuf {
-            addr: ws.addr + 4 * offset,
+            addr: ws.addr.saturating_add(4 * offset),
             len,
         };
         Ok((

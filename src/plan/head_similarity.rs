@@ -55,10 +55,13 @@ impl HeadSimProblem {
             num_tokens,
             num_heads,
             head_dim,
-            token_stride: (num_heads * head_dim) as i64,
-            head_stride: head_dim as i64,
-            o_len: num_tokens * num_heads * head_dim,
-            gram_len: num_heads * num_heads,
+            // Saturating: absurd sizes are refused by the plan, never wrapped here.
+            token_stride: crate::shape::stride_of(&[num_heads, head_dim]),
+            head_stride: crate::shape::stride_of(&[head_dim]),
+            o_len: num_tokens
+                .saturating_mul(num_heads)
+                .saturating_mul(head_dim),
+            gram_len: num_heads.saturating_mul(num_heads),
         }
     }
 }

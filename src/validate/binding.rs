@@ -33,6 +33,18 @@ pub struct FwdBufs {
 
 /// Checks `b` against the extents of a validated shape with elements of `elem_bytes` bytes.
 pub fn check_bufs(x: &FwdExtents, elem_bytes: usize, b: &FwdBufs) -> Result<()> {
+    check(x, elem_bytes, b, true)
+}
+
+/// [`check_bufs`] without the alignment rule, for buffers that are not what the kernel reads
+/// (the C ABI's emulator entry copies host buffers into its own device): presence, sizes, and
+/// outputs overlapping nothing, so that `o` aliasing `q` in the caller's memory is refused there
+/// as it is on a GPU.
+pub fn check_host_bufs(x: &FwdExtents, elem_bytes: usize, b: &FwdBufs) -> Result<()> {
+    check(x, elem_bytes, b, false)
+}
+
+fn check(x: &FwdExtents, elem_bytes: usize, b: &FwdBufs, alignment: bool) -> Result<()> {
     use TensorName as T;
     let (cu_q, cu_k) = match (b.cu_seqlens, x.cu_seqlens > 0) {
         (Some((q, k)), true) => (Some(q), Some(k)),
@@ -75,7 +87,7 @@ pub fn check_bufs(x: &FwdExtents, elem_bytes: usize, b: &FwdBufs) -> Result<()> 
                 available: buf.len as u64,
             });
         }
-        if !buf.addr.is_multiple_of(align as u64) {
+        if alignment && !buf.addr.is_multiple_of(align as u64) {
             return Err(Error::Misaligned {
                 tensor,
                 what: AlignWhat::Base,
