@@ -5,6 +5,7 @@
 //! would pass, and returns the outputs with both launches' reports.
 
 use super::append::{plan_kv_append_for, AppendIndex, KvAppendBuffers};
+use super::fp8::check_scales;
 use super::merge::{plan_merge, MergeBuffers, MergePlan, MergeProblem, MergeStates, StatsLayout};
 use super::plan::{DecodeBuffers, DecodePlan, DeviceBuf, Launch};
 use crate::abi::ParamsBytes;
@@ -144,6 +145,10 @@ pub fn decode_on(
         p.kv_scales_len(),
         inputs.v_scales.len(),
     )?;
+    if fp8 {
+        check_scales(TensorName::KScales, &inputs.k_scales)?;
+        check_scales(TensorName::VScales, &inputs.v_scales)?;
+    }
     check_len(
         TensorName::CacheSeqlens,
         p.batch,
@@ -438,6 +443,8 @@ pub fn kv_append_into_for(
             check_len(TensorName::VCache, v_span, v.len())?;
             check_len(TensorName::KScales, p.kv_scales_len(), k_scales.len())?;
             check_len(TensorName::VScales, p.kv_scales_len(), v_scales.len())?;
+            check_scales(TensorName::KScales, k_scales)?;
+            check_scales(TensorName::VScales, v_scales)?;
             bufs.k_cache = put(&mut dev, k)?;
             bufs.v_cache = put(&mut dev, v)?;
             bufs.k_scales = put(&mut dev, k_scales)?;

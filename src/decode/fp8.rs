@@ -5,8 +5,22 @@
 //! decoding by the definition `(-1)^s 2^(e - bias) (1 + m / 2^M)` (subnormals
 //! `2^(1 - bias) m / 2^M`), encoding by picking the nearest representable value (ties to the even
 //! code), saturating to the largest finite value (`.satfinite`: +-inf too), NaN to NaN.
+//!
+//! Scales: dequantised value = code x scale, and the append quantises `x / scale`. A scale must
+//! be finite and > 0. Host scales (the emulator runners' `k_scales` / `v_scales`, the GPU check
+//! runner) are checked by [`check_scales`] before anything is uploaded ([`Error::InvalidScale`]).
+//! Scales already on the device are the caller's to keep valid: like every other float input
+//! the kernels read them as they are, and a bad one gives defined but useless results rather
+//! than a trap. Decode (kernels/common/flash_decode_cta.cuh) folds the K scale into the score
+//! scale and multiplies O by the V scale: a K scale of 0 makes every score 0 (uniform weights
+//! over the unmasked keys), a negative one negates the scores, NaN or inf make O and LSE NaN;
+//! a V scale of 0 gives O = 0, a negative one -O, NaN or inf NaN / inf in O. The append
+//! (kernels/common/kv_append_chunk.cuh) writes the code of `x / scale`: a scale of 0 saturates
+//! every non-zero value to the largest code (0 / 0 to NaN), inf gives zero codes, NaN NaN
+//! codes, a negative scale flipped signs.
 
 use crate::abi;
+use crate::error::{Error, Result, TensorName};
 
 /// What the K and V pages hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -42,6 +56,23 @@ impl KvScaleGranularity {
             KvScaleGranularity::PerTensor => 0,
             KvScaleGranularity::PerKvHead => 1,
         }
+    }
+}
+
+/// Every FP8 scale in `scales` (the `tensor` buffer's host copy) must be finite and > 0: 0 or
+/// a negative scale would silently zero or negate the cache, NaN / inf poison it.
+pub fn check_scales(tensor: TensorName, scales: &[f32]) -> Result<()> {
+    match scales
+        .iter()
+        .enumerate()
+        .find(|(_, s)| !(s.is_finite() && **s > 0.0))
+    {
+        Some((index, &value)) => Err(Error::InvalidScale {
+            tensor,
+            index,
+            value,
+        }),
+        None => Ok(()),
     }
 }
 

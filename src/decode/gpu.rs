@@ -4,11 +4,12 @@
 //! backend on their own device buffers.
 
 use super::emulated::DecodeHostInputs;
+use super::fp8::check_scales;
 use super::plan::DecodePlan;
 use crate::backend::cuda::{upload_opt, CudaBackend, DecodeArgs};
 use crate::dtype::DType;
 use crate::element::Element;
-use crate::error::{driver_error, Result};
+use crate::error::{driver_error, Result, TensorName};
 
 /// What a GPU decode produced: `o` raw bits in the problem's layout, LSE / entropy as written.
 pub struct GpuDecodeOutputs {
@@ -35,6 +36,11 @@ fn run<T: Element>(
     inputs: &DecodeHostInputs,
 ) -> Result<GpuDecodeOutputs> {
     let p = &plan.problem;
+    if p.kv_dtype.is_fp8() {
+        // Host scales are checked before anything is uploaded, as on the emulator.
+        check_scales(TensorName::KScales, &inputs.k_scales)?;
+        check_scales(TensorName::VScales, &inputs.v_scales)?;
+    }
     let stream = backend.context().default_stream();
     let bits = |v: &[u16]| -> Vec<T> { bytemuck::cast_slice::<u16, T>(v).to_vec() };
     let q = stream.clone_htod(&bits(&inputs.q)).map_err(driver_error)?;
