@@ -2,8 +2,14 @@
 //! emulator so that every kernel runs, is checked and is measured without a GPU.
 //!
 //! Data flows one way: user API ([`shape`], the backends' argument builders) -> [`validate`]
-//! -> [`plan`] (pure) -> [`backend`] ([`backend::cuda`] or [`backend::emulator`]); both
-//! backends execute the same plan with the same module bytes. [`host`] holds host-data helpers
+//! -> [`plan`] (pure) -> [`backend`] ([`backend::cuda`] or [`backend::emulator`]). What both
+//! backends share is exact per op: the forward's one [`FwdPlan`] is bound and launched by
+//! either backend with the same params bytes of the same module. Decode, the split combine,
+//! merge_states and kv_append are planned in [`decode`] (problem -> validate -> plan ->
+//! params, pure); [`backend::cuda`] launches those params on the caller's device buffers and
+//! `decode::emulated` launches the same bytes on the emulator, from host data on a fresh
+//! device per call. Head similarity is planned by [`plan::head_similarity`] and launched by
+//! [`backend::cuda`] and by `diagnostics` on the emulator. [`host`] holds host-data helpers
 //! owned by neither backend.
 //!
 //! Features: with `default-features = false` only what launching needs is compiled (the CUDA

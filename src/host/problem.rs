@@ -238,8 +238,8 @@ impl FwdProblem {
         }
     }
 
-    /// Compulsory FLOPs of the two matmuls (DESIGN.md section 5), counting only unmasked
-    /// (query, key) pairs.
+    /// Compulsory FLOPs of the two matmuls (README.md, "Performance evidence"), counting only
+    /// unmasked (query, key) pairs.
     pub fn flops(&self) -> f64 {
         let pairs: u64 = (0..self.layout.batch())
             .map(|i| {
@@ -250,7 +250,8 @@ impl FwdProblem {
         4.0 * pairs as f64 * self.num_heads_q as f64 * self.head_dim as f64
     }
 
-    /// Compulsory DRAM bytes: read q, k, v once, write o once (DESIGN.md section 5).
+    /// Compulsory DRAM bytes: read q, k, v once, write o once (README.md, "Performance
+    /// evidence").
     pub fn compulsory_bytes(&self) -> f64 {
         let (tq, tk) = self.layout.total_rows();
         let e = self.dtype.size() as f64;
