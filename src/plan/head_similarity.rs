@@ -66,7 +66,8 @@ impl HeadSimProblem {
     }
 }
 
-/// Device addresses of the two buffers (plain numbers, as in [`crate::buffers::FwdBuffers`]).
+/// Device addresses of the two buffers (plain numbers, as in
+/// [`crate::validate::binding::FwdBufs`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HeadSimBuffers {
     pub o: u64,
