@@ -202,6 +202,28 @@ fn zero_sizes_and_unknown_models_are_refused() {
         );
         assert!(!text.contains("panicked"), "{text}");
     }
+    // Lengths past the kernels' index math are refused before any host buffer is drawn (it
+    // was an allocation failure of 1 TB, or a wrapped product).
+    for args in [
+        &[
+            "emulate",
+            "--entry",
+            "flashmha_fwd_f16_d64",
+            "--seqlen-q",
+            "4000000000",
+        ][..],
+        &[
+            "emulate",
+            "--entry",
+            "flashmha_head_similarity_f16",
+            "--seqlen-q",
+            "18446744073709551615",
+        ][..],
+    ] {
+        let (ok, text) = run(args);
+        assert!(!ok, "{args:?}: {text}");
+        assert!(text.contains("overflows the kernel's index math"), "{text}");
+    }
     let (ok, text) = run(&["bench", "--model", "x100"]);
     assert!(!ok, "{text}");
     assert!(text.contains("unknown --model \"x100\""), "{text}");
