@@ -22,22 +22,27 @@
  * 2 * d * (block_m + 4 * block_n) bytes <= 101376 (sm_86 / sm_89). Q stays in registers when the
  * resident accumulators (FwdTraits::kResidentRegs) fit kResidentRegBudget = 208, else each k-step
  * re-reads its Q fragments. block_n is the largest that keeps 0 spill bytes on sm_80/86/89/90
- * with the best ldmatrix/mma. Main loop measured on the emulator by key doubling (sq = block_m,
- * sk 1024 -> 2048; `flashmha bench --tiles`, bench/results/fwd_tiles_{f16,bf16}.txt), nvcc/ptxas
- * 13.5, f16 (bf16 measures the same):
- *   d   tile      Q     regs 80/86/89/90  ldsm/mma  wavefronts/mma  non-tensor/mma  (FA2 tile: ldsm, wf, non-tensor)
- *   32  128x128   regs  254/255/255/254   0.250     1.250           6.03            (128x128: 0.281, 1.40, 6.91)
- *   64  128x64    regs  255/254/254/254   0.250     1.250           3.77            (128x128: 0.281, 1.40, 3.80)
- *   80  128x64    regs  254/254/254/253   0.250     1.250           3.19
- *   96  128x32    regs  255/255/255/255   0.250     1.250           3.49
- *  128  128x64    smem  255/255/255/255   0.3125    1.500           2.33            (128x64:  0.3125, 1.52, 2.72)
- *  256   64x32    regs  254/254/254/254   0.500     2.500           2.18            (128x64/8w: 0.5625, 2.52, 2.29)
- * Wavefronts equal the conflict-free ideal everywhere; 0 spill bytes everywhere. Rejected (ptxas
- * 13.5, sm_80 unless said): d64 128x128 (Q smem, 0.281 ldsm/mma, 1.375 wf/mma: worse than 128x64
+ * with the best ldmatrix/mma. Measured on the emulator with q/k/v drawn from N(0, 1) (`flashmha
+ * bench --tiles`, bench/results/fwd_tiles_{f16,bf16}.txt), nvcc/ptxas 13.5, f16 (bf16 within
+ * 0.01), per m16n8k16 mma, on two bases never mixed: main loop = key doubling (sq = block_m,
+ * sk 1024 -> 2048); whole run = the sk 2048 launch's totals, the basis of FlashAttention-2's
+ * recorded figures (bench/results/fwd_tiles_before.tsv), which are given beside it:
+ *   d   tile      Q     regs 80/86/89/90  main loop: ldsm  wf     non-tensor  whole run: ldsm  wf     non-tensor  (FA2 whole run: tile, ldsm, wf, non-tensor)
+ *   32  128x128   regs  254/255/255/254   0.250            1.250  6.01        0.252            1.281  6.42        (128x128: 0.281, 1.40, 6.91)
+ *   64  128x64    regs  255/254/254/255   0.250            1.250  3.83        0.252            1.281  4.20        (128x128: 0.281, 1.40, 3.80)
+ *   80  128x64    regs  255/255/255/255   0.250            1.250  3.17        0.252            1.281  3.58
+ *   96  128x32    regs  246/246/246/250   0.250            1.250  3.47        0.252            1.281  3.96
+ *  128  128x64    smem  255/255/255/255   0.3125           1.500  2.36        0.3125           1.523  2.65        (128x64:  0.3125, 1.52, 2.72)
+ *  256   64x32    regs  254/254/254/254   0.500            2.500  2.27        0.502            2.531  2.67        (128x64/8w: 0.5625, 2.52, 2.29)
+ * Non-tensor counts depend on the inputs (uniform [-1, 1) skips more O rescales: d64 main loop
+ * 3.77); the FA2 figures' input distribution was not recorded.
+ * Wavefronts equal the conflict-free ideal everywhere; 0 spill bytes everywhere. Rejected (main
+ * loop, ptxas 13.5, sm_80 unless said): d64 128x128 (Q smem, 0.281 ldsm/mma, 1.375 wf/mma: worse than 128x64
  * with Q in registers); d96 128x64 (Q smem, 0.3125 ldsm/mma, spills 8 B on sm_90); d128 128x64 with
  * the P pack after both row blocks' softmax (spills 20-36 B: packing each row block right after
  * its softmax is what keeps d128 at 0 spills); d256 at 32 rows per warp (does not fit registers).
- * Before issue 8 (block_m 64, one row block per warp): 0.50-0.625 ldsm/mma, 2.53-3.02 wf/mma.
+ * Before issue 8 (block_m 64, one row block per warp), main loop: 0.50-0.625 ldsm/mma, 2.53-3.02
+ * wf/mma.
  */
 #ifndef FLASHMHA_KERNEL_TABLE_H
 #define FLASHMHA_KERNEL_TABLE_H

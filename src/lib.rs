@@ -6,6 +6,11 @@
 //! the params ABI, the kernel registry); [`backend`] runs what a plan binds ([`backend::cuda`]
 //! or [`backend::emulator`], the same params bytes and module images on both); [`host`] holds
 //! runs from host data owned by neither backend; [`check`] judges them against [`mod@reference`].
+//! Every op is built the same way: problem -> validate -> plan (pure) -> `bind(buffers)` ->
+//! [`common::launch::Launch`] values that either backend runs with the same params bytes of
+//! the same module: [`backend::cuda`] on the caller's device buffers and stream, and
+//! [`backend::emulator`] on an emulator device (today the emulator side is driven from host data
+//! by [`host`], on a fresh device per call).
 //!
 //! Features: with `default-features = false` only what launching needs is compiled (the CUDA
 //! backend, validation and plans). `emulator` adds the PTX emulator backend, `reference` the

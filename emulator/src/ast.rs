@@ -1,5 +1,5 @@
 //! Syntax tree of a PTX module as written: names are still strings and qualifiers are still
-//! dotted text. The lowering pass (`lower.rs`) turns this into the executable form.
+//! dotted text. The lowering pass (`lower/`) turns this into the executable form.
 
 use super::types::{Space, Ty};
 

@@ -80,16 +80,6 @@ impl Counters {
         self.global_load_bytes + self.global_store_bytes + self.global_atomic_bytes
     }
 
-    /// Warp-instructions executed on the given PTX source lines (inclusive range), e.g. the main
-    /// loop of a kernel.
-    pub fn warp_instructions_in_lines(&self, lines: std::ops::RangeInclusive<u32>) -> u64 {
-        self.per_line
-            .iter()
-            .filter(|(l, _)| lines.contains(l))
-            .map(|(_, c)| c)
-            .sum()
-    }
-
     /// (name, value) rows for a table.
     pub fn rows(&self) -> Vec<(String, u64)> {
         let mut r = vec![

@@ -79,17 +79,6 @@ impl Module {
         self.program(entry).map(|p| p.param_size as usize)
     }
 
-    /// Static shared memory of the entry in bytes (dynamic shared memory starts after it,
-    /// 16-byte aligned).
-    pub fn static_shared_bytes(&self, entry: &str) -> Option<u32> {
-        self.program(entry).map(|p| p.static_smem)
-    }
-
-    /// Number of executable instructions of the entry.
-    pub fn instruction_count(&self, entry: &str) -> Option<usize> {
-        self.program(entry).map(|p| p.insts.len())
-    }
-
     /// `.version` of the PTX.
     pub fn version(&self) -> &str {
         &self.version

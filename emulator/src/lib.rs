@@ -1,6 +1,6 @@
 //! PTX emulator: runs the PTX that nvcc emits for our kernels on the CPU, checks it for memory
 //! errors, races and hazards, and counts what it executes. No GPU involved; this is how every
-//! kernel is executed, checked and measured in CI (DESIGN.md section 3).
+//! kernel is executed, checked and measured in CI (README.md, "The emulator").
 //!
 //! # Using it
 //! ```no_run

@@ -1,5 +1,5 @@
 //! Recursive-descent parser from PTX tokens to the syntax tree in `ast.rs`. It knows PTX's
-//! directives and statement shapes but not the meaning of opcodes; that is `lower.rs`'s job.
+//! directives and statement shapes but not the meaning of opcodes; that is the job of `lower/`.
 //! Debug directives (`.loc`, `.file`, `.section`) and pragmas are skipped.
 
 use super::ast::*;

@@ -1,4 +1,4 @@
-//! The executable form of one kernel entry, produced once by `lower.rs`: a flat instruction
+//! The executable form of one kernel entry, produced once by `lower/`: a flat instruction
 //! vector whose operands are dense register indices (immediates and special registers are
 //! pre-loaded registers too, so every source operand is a register read), branch targets are
 //! instruction indices, and every qualifier is decoded into enums. The executor never looks at

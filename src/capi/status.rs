@@ -64,9 +64,10 @@ pub fn code_of(e: &Error) -> flashmha_status {
         | Error::KvPoolMismatch { .. } => ffi::FLASHMHA_ERR_UNSUPPORTED,
         Error::CuSeqlens { .. } => ffi::FLASHMHA_ERR_CU_SEQLENS,
         Error::Overflow32 { .. } | Error::SizeOverflow { .. } => ffi::FLASHMHA_ERR_OVERFLOW,
-        Error::InvalidOption { .. } | Error::SplitCount { .. } | Error::SplitKeys { .. } => {
-            ffi::FLASHMHA_ERR_INVALID_OPTION
-        }
+        Error::InvalidOption { .. }
+        | Error::InvalidScale { .. }
+        | Error::SplitCount { .. }
+        | Error::SplitKeys { .. } => ffi::FLASHMHA_ERR_INVALID_OPTION,
         Error::NoCudaDriver { .. } => ffi::FLASHMHA_ERR_NO_CUDA_DRIVER,
         Error::UnsupportedGpu { .. } => ffi::FLASHMHA_ERR_UNSUPPORTED_GPU,
         Error::Cuda { .. } => ffi::FLASHMHA_ERR_CUDA,

@@ -55,7 +55,8 @@ pub struct DecodeCase {
     pub seed: u64,
 }
 
-/// Case data: problem, host inputs, and f32 views for the reference.
+/// Case data: the problem and its host inputs (the reference's f32 values are derived from
+/// them in [`check_outputs`]).
 pub struct BuiltCase {
     pub problem: DecodeProblem,
     pub inputs: DecodeHostInputs,
@@ -124,6 +125,20 @@ impl DecodeCase {
         head_dims: &[usize],
         max_len: usize,
     ) -> DecodeCase {
+        Self::random_on(rng, None, dtypes, head_dims, max_len)
+    }
+
+    /// [`DecodeCase::random`] on the kernels of `target` when given (Hopper decodes with the
+    /// Ampere rows; Turing takes 16-bit pages only), else on Turing in a quarter of the cases
+    /// it serves and on Ampere otherwise. `dtypes` and `head_dims` must be ones `target` has
+    /// decode kernels for.
+    pub fn random_on(
+        rng: &mut impl Rng,
+        target: Option<KernelTarget>,
+        dtypes: &[DType],
+        head_dims: &[usize],
+        max_len: usize,
+    ) -> DecodeCase {
         let dtype = dtypes[rng.random_range(0..dtypes.len())];
         let head_dim = head_dims[rng.random_range(0..head_dims.len())];
         // FP8 pages (either format, either scale granularity) in a quarter of the cases whose
@@ -136,10 +151,10 @@ impl DecodeCase {
         let turing_compiled = DECODE_KERNELS.iter().any(|r| {
             r.target == KernelTarget::Turing && r.dtype == dtype && r.head_dim as usize == head_dim
         });
-        let target = if turing_compiled && rng.random_bool(0.25) {
-            KernelTarget::Turing
-        } else {
-            KernelTarget::Ampere
+        let target = match target {
+            Some(t) => t.shared_kernels(),
+            None if turing_compiled && rng.random_bool(0.25) => KernelTarget::Turing,
+            None => KernelTarget::Ampere,
         };
         let fp8_compiled = fp8_compiled && target == KernelTarget::Ampere;
         let kv_dtype = match (fp8_compiled && rng.random_bool(0.25), rng.random_bool(0.5)) {
@@ -436,41 +451,61 @@ impl DecodeCase {
         }
     }
 
+    /// One line a person can read: target (when not Ampere), dtype, pages, head dim, heads,
+    /// lengths, layout, options and split policy.
     pub fn describe(&self) -> String {
-        format!(
-            "{}{:?}{} d{} hkv{} group{} cache{:?} q{:?}{} page{}{} shared{} {:?}{}{}{}{}{:?} seed {}",
-            if self.target == KernelTarget::Turing {
-                "sm_75 "
-            } else {
-                ""
-            },
-            self.dtype,
-            if self.kv_dtype.is_fp8() {
-                format!(" kv {:?} scales {:?}", self.kv_dtype, self.kv_scales)
-            } else {
-                String::new()
-            },
-            self.head_dim,
-            self.num_heads_kv,
-            self.group,
-            self.cache_lens,
-            self.q_lens,
-            if self.varlen { " varlen" } else { "" },
+        let list = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+        let mut words = Vec::new();
+        if self.target != KernelTarget::Ampere {
+            words.push(format!("on {}", self.target));
+        }
+        words.push(format!("{} d{}", self.dtype, self.head_dim));
+        if self.kv_dtype.is_fp8() {
+            words.push(format!(
+                "kv {} scale per {}",
+                match self.kv_dtype {
+                    KvCacheDType::Fp8E5M2 => "e5m2",
+                    _ => "e4m3",
+                },
+                match self.kv_scales {
+                    KvScaleGranularity::PerTensor => "tensor",
+                    KvScaleGranularity::PerKvHead => "kv head",
+                }
+            ));
+        }
+        words.push(format!("hkv{} gqa{}", self.num_heads_kv, self.group));
+        words.push(format!("cache {}", list(&self.cache_lens)));
+        words.push(format!(
+            "q {}{}",
+            list(&self.q_lens),
+            if self.varlen { " varlen" } else { "" }
+        ));
+        words.push(format!(
+            "page {} {}",
             self.page_size,
-            if self.head_major_pages {
-                " HND"
-            } else {
-                " NHD"
-            },
-            self.shared_prefix_pages,
-            self.options,
-            if self.alibi { " alibi" } else { "" },
-            if self.gates { " gates" } else { "" },
-            if self.lse { " lse" } else { "" },
-            if self.entropy { " entropy" } else { "" },
-            self.split,
-            self.seed
-        )
+            if self.head_major_pages { "HND" } else { "NHD" }
+        ));
+        if self.shared_prefix_pages > 0 {
+            words.push(format!("shared {}", self.shared_prefix_pages));
+        }
+        words.extend(self.options.features());
+        for (on, name) in [
+            (self.alibi, "alibi"),
+            (self.gates, "gates"),
+            (self.lse, "lse"),
+            (self.entropy, "entropy"),
+        ] {
+            if on {
+                words.push(name.to_string());
+            }
+        }
+        words.push(match self.split {
+            SplitPolicy::Auto { num_sms } => format!("splits auto/{num_sms} SMs"),
+            SplitPolicy::Count(n) => format!("splits {n}"),
+            SplitPolicy::FixedKeys(k) => format!("splits of {k} keys"),
+        });
+        words.push(format!("seed {}", self.seed));
+        words.join(" ")
     }
 }
 

@@ -227,17 +227,7 @@ impl CheckCase {
 
     /// A one-line description for tables and failure messages.
     pub fn describe(&self) -> String {
-        let o = &self.options;
-        let mut feats = Vec::new();
-        if o.causal {
-            feats.push("causal".to_string());
-        }
-        if let Some(w) = o.window {
-            feats.push(format!("window({:?},{:?})", w.left, w.right));
-        }
-        if let Some(c) = o.softcap {
-            feats.push(format!("softcap {c:.1}"));
-        }
+        let mut feats = self.options.features();
         for (on, name) in [
             (self.alibi, "alibi"),
             (self.gates, "gates"),
@@ -257,14 +247,19 @@ impl CheckCase {
         if self.target != KernelTarget::Ampere {
             feats.push(format!("on {}", self.target));
         }
+        let seqlens: Vec<String> = self
+            .seqlens
+            .iter()
+            .map(|(q, k)| format!("{q}x{k}"))
+            .collect();
         format!(
-            "{} d{} hq{}/hkv{} {} {:?} [{}]",
+            "{} d{} hq{}/hkv{} {} sq x sk {} [{}]",
             self.dtype,
             self.head_dim,
             self.num_heads_q,
             self.num_heads_kv,
             if self.varlen { "varlen" } else { "padded" },
-            self.seqlens,
+            seqlens.join(","),
             feats.join(", ")
         )
     }

@@ -50,9 +50,15 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100)]
     iters: usize,
     /// Print the main-loop tile figures of every compiled kernel of `--dtype` (emulator, key
-    /// doubling) next to the figures before issue 8 and FlashAttention-2's.
+    /// doubling) next to the figures before issue 8, and the whole-run figures next to
+    /// FlashAttention-2's (which are whole-run totals).
     #[arg(long)]
     tiles: bool,
+    /// `--tiles`: the distribution of q, k, v (normal: N(0, 1), as FlashAttention-2's figures;
+    /// uniform: [-1, 1)). Non-tensor counts depend on it (the O rescale runs only when a row
+    /// max grows).
+    #[arg(long, default_value = "normal")]
+    tile_inputs: tile_figures::Inputs,
     /// Paged decode instead of the forward: emulator counters per cached key (see
     /// src/cli/bench_decode.rs); the other options are ignored.
     #[arg(long)]
@@ -161,19 +167,29 @@ fn label(c: &Config) -> String {
     )
 }
 
-fn gpus_to_model(args: &BenchArgs) -> Vec<&'static GpuSpec> {
+/// The `--model` names, in the order `--help` lists them.
+const MODELS: [&str; 6] = ["a100", "a10", "l4", "h100", "t4", "all"];
+
+fn gpus_to_model(args: &BenchArgs) -> super::CliResult<Vec<&'static GpuSpec>> {
     let all = match args.model.to_ascii_lowercase().as_str() {
         "all" => gpus::ALL.to_vec(),
+        "a100" => vec![&gpus::A100],
         "a10" => vec![&gpus::A10],
         "l4" => vec![&gpus::L4],
         "h100" => vec![&gpus::H100, &gpus::H100_WGMMA],
         "t4" => vec![&gpus::T4],
-        _ => vec![&gpus::A100],
+        _ => {
+            return Err(super::CliError::UnknownModel {
+                name: args.model.clone(),
+                known: MODELS.to_vec(),
+            })
+        }
     };
     // The wgmma entry models the kernels that issue wgmma; a build without them has no table.
-    all.into_iter()
+    Ok(all
+        .into_iter()
         .filter(|g| g.path == TensorPath::MmaSync || has_wgmma_kernels(target_of(g)))
-        .collect()
+        .collect())
 }
 
 /// Whether some forward kernel of `target` issues `wgmma.mma_async`.
@@ -307,13 +323,18 @@ fn side_by_side(models: &[&'static GpuSpec], configs: &[Config], costs: &Measure
 }
 
 pub fn run(args: &BenchArgs) -> super::CliResult<()> {
+    // Batch = tokens / seqlen and heads = hidden / d: a zero would divide by zero.
+    super::positive("--seqlens", &args.seqlens)?;
+    super::positive("--head-dims", &args.head_dims)?;
+    super::positive("--hidden", &[args.hidden])?;
+    super::positive("--tokens", &[args.tokens])?;
     if args.decode {
         return super::bench_decode::run();
     }
     if args.tiles {
         return run_tiles(args);
     }
-    let models = gpus_to_model(args);
+    let models = gpus_to_model(args)?;
     // On a GPU: the device's own target (sm_90a kernels on an H100, Turing's on a T4).
     let backend = if args.gpu {
         Some(flashmha::cuda::CudaBackend::new(0)?)
@@ -424,12 +445,17 @@ fn tiles_before(d: u32) -> Vec<&'static str> {
 
 fn run_tiles(args: &BenchArgs) -> super::CliResult<()> {
     println!(
-        "flashmha bench --tiles: main loop by key doubling on the emulator (sq = block_m, sk {} -> {}), \
-         {}; old = before issue 8, FA2 = FlashAttention-2's forward tile on the same emulator \
-         (bench/results/fwd_tiles_before.tsv). Wavefronts include the cp.async stores.",
+        "flashmha bench --tiles: {} on the emulator, q/k/v drawn from {}. Per m16n8k16-equivalent \
+         mma (a Turing m16n8k8 counts half). Main loop: key doubling (sq = block_m, sk {} -> {}), \
+         compared with the kernels before issue 8 (old, same basis). Whole run: the whole sk {} \
+         launch (prologue and epilogue included), compared with FlashAttention-2's forward tile \
+         (FA2), whose figures are whole-run totals (bench/results/fwd_tiles_before.tsv). \
+         Wavefronts include the cp.async stores.",
+        args.dtype,
+        args.tile_inputs,
         tile_figures::BASE_KEYS,
         2 * tile_figures::BASE_KEYS,
-        args.dtype
+        2 * tile_figures::BASE_KEYS,
     );
     // The figures are per mma.sync (ldmatrix / mma, wavefronts / mma): the wgmma kernels have
     // neither, and their per-pipe model is in the --model tables.
@@ -440,41 +466,56 @@ fn run_tiles(args: &BenchArgs) -> super::CliResult<()> {
         .collect();
     let bar = super::progress::bar(rows.len(), "kernels");
     let mut t = table::new(&[
-        "d",
+        "kernel",
         "tile (old -> new; FA2)",
-        "regs sm_80/86/89/90, spills",
-        "ldmatrix/mma new (old; FA2)",
-        "wavefronts/mma new [ideal] (old; FA2)",
-        "non-tensor/mma new (old; FA2)",
+        "regs, spills",
+        "ldmatrix/mma: main loop (old) | whole run (FA2)",
+        "wavefronts/mma: main loop [ideal] (old) | whole run (FA2)",
+        "non-tensor/mma: main loop (old) | whole run (FA2)",
         "global B / compulsory: sq=block_m, 1024^2; / tile model 1024^2",
     ]);
     for r in rows {
         bar.set_message(r.entry);
-        let f = tile_figures::measure(r)?;
-        let old = tiles_before(r.head_dim);
+        let f = tile_figures::measure(r, args.tile_inputs)?;
+        // The old and FA2 figures are of the sm_80+ kernels.
+        let old = if r.target == KernelTarget::Turing {
+            vec!["-"; 8]
+        } else {
+            tiles_before(r.head_dim)
+        };
         let stats: Vec<_> = ptxas_stats(r.entry).collect();
         let regs = stats
             .iter()
-            .map(|s| s.registers.to_string())
+            .map(|s| format!("{} {}", s.arch, s.registers))
             .collect::<Vec<_>>()
-            .join("/");
+            .join(", ");
         let spills: u32 = stats
             .iter()
             .map(|s| s.spill_store_bytes + s.spill_load_bytes)
             .sum();
         t.add_row(vec![
-            r.head_dim.to_string(),
+            r.entry.to_string(),
             format!(
                 "{} -> {}x{}/{}w; {}",
                 old[0], r.block_m, r.block_n, r.num_warps, old[4]
             ),
-            format!("{regs}, {spills} B"),
-            format!("{:.4} ({}; {})", f.ldmatrix_per_mma, old[1], old[5]),
+            format!("{regs}; {spills} B"),
             format!(
-                "{:.3} [{:.3}] ({}; {})",
-                f.wavefronts_per_mma, f.ideal_wavefronts_per_mma, old[2], old[6]
+                "{:.4} ({}) | {:.4} ({})",
+                f.ldmatrix_per_mma, old[1], f.whole_run_ldmatrix_per_mma, old[5]
             ),
-            format!("{:.3} ({}; {})", f.non_tensor_per_mma, old[3], old[7]),
+            format!(
+                "{:.3} [{:.3}] ({}) | {:.3} ({})",
+                f.wavefronts_per_mma,
+                f.ideal_wavefronts_per_mma,
+                old[2],
+                f.whole_run_wavefronts_per_mma,
+                old[6]
+            ),
+            format!(
+                "{:.3} ({}) | {:.3} ({})",
+                f.non_tensor_per_mma, old[3], f.whole_run_non_tensor_per_mma, old[7]
+            ),
             format!(
                 "{:.3}, {:.3}; {:.3}",
                 f.bytes_vs_compulsory_one_tile,

@@ -4,9 +4,11 @@
 //! f16, 8 KV heads, 4096 cached keys) at batch 1 and at the batch that fills the GPU
 //! (src/perf_model/decode.rs). bench/results/decode.txt holds the output.
 
+use super::table;
 use flashmha::common::dtype::DType;
+use flashmha::ops::decode::KvCacheDType;
 use flashmha::perf_model::decode::{batch_filling, model_decode, DecodeModelConfig};
-use flashmha::perf_model::decode_bench::{default_configs, format_table, measure};
+use flashmha::perf_model::decode_bench::{default_configs, measure, DecodeBenchRow};
 use flashmha::perf_model::gpus::{GpuSpec, A100};
 use flashmha::perf_model::pipes::PIPES;
 
@@ -37,33 +39,30 @@ fn model_configs() -> Vec<DecodeModelConfig> {
 }
 
 fn model_table(gpu: &GpuSpec, bar: &indicatif::ProgressBar) -> super::CliResult<String> {
-    let mut s = format!(
+    let title = format!(
         "\n{} ({} SMs, {:.0} GB/s DRAM): MODELLED microseconds per pipe of the decode launch \
          (no latency model: each pipe at full rate, the slowest binds), then the combine's \
          modelled time and binding pipe, the call's modelled total and the compulsory bytes / \
          modelled time as % of DRAM bandwidth. d128 f16, {} KV heads, {} cached keys, causal, \
-         heuristic splits; batch 1 and the batch whose one-split grid fills every CTA slot.\n",
+         heuristic splits; batch 1 and the batch whose one-split grid fills every CTA slot.",
         gpu.name,
         gpu.sms,
         gpu.dram_bytes_per_s / 1e9,
         MODEL_KV_HEADS,
         MODEL_CACHE_LEN
     );
-    s.push_str(&format!(
-        "{:<4} {:<6} {:<4} {:<5} {:<6} |{}| {:<7} {:<16} | {:<17} | {:>11} {:>7} {:>8}\n",
-        "page",
-        "sq_new",
-        "gqa",
-        "batch",
-        "splits",
-        PIPES.iter().map(|p| format!(" {p:>6}")).collect::<String>(),
+    let pipe_cols: Vec<String> = PIPES.iter().map(|p| format!("{p} us")).collect();
+    let mut header = vec!["page", "sq_new", "gqa", "batch", "splits"];
+    header.extend(pipe_cols.iter().map(String::as_str));
+    header.extend([
         "binding",
-        "CTAs/SM, waves",
+        "CTAs/SM, waves (eff.)",
         "combine (binding)",
-        "total (mod.)",
+        "total (modelled)",
         "% DRAM",
-        "findings"
-    ));
+        "findings",
+    ]);
+    let mut t = table::new(&header);
     for base in model_configs() {
         for batch in [1, batch_filling(gpu, &base)?] {
             let c = DecodeModelConfig { batch, ..base };
@@ -73,32 +72,83 @@ fn model_table(gpu: &GpuSpec, bar: &indicatif::ProgressBar) -> super::CliResult<
             ));
             let m = model_decode(gpu, &c)?;
             let d = &m.decode;
-            s.push_str(&format!(
-                "{:<4} {:<6} {:<4} {:<5} {:<6} |{}| {:<7} {:<16} | {:<17} | {:>9.2}us {:>6.1}% {:>8}\n",
-                c.page_size,
-                c.sq_new,
-                c.group,
-                batch,
-                m.splits,
-                d.pipe_s
-                    .iter()
-                    .map(|t| format!(" {:>6.2}", t * 1e6))
-                    .collect::<String>(),
-                d.binding(),
+            let mut row = vec![
+                c.page_size.to_string(),
+                c.sq_new.to_string(),
+                c.group.to_string(),
+                batch.to_string(),
+                m.splits.to_string(),
+            ];
+            row.extend(d.pipe_s.iter().map(|t| format!("{:.2}", t * 1e6)));
+            row.extend([
+                d.binding().to_string(),
                 format!("{}, {} ({:.2})", d.ctas_per_sm, d.waves, d.wave_efficiency),
-                m.combine.map_or("-".to_string(), |c| format!(
-                    "{:.2}us ({})",
-                    c.seconds() * 1e6,
-                    c.binding()
-                )),
-                m.seconds() * 1e6,
-                100.0 * m.dram_fraction(gpu),
-                m.findings
-            ));
+                m.combine.map_or("-".to_string(), |c| {
+                    format!("{:.2} us ({})", c.seconds() * 1e6, c.binding())
+                }),
+                format!("{:.2} us", m.seconds() * 1e6),
+                format!("{:.1}%", 100.0 * m.dram_fraction(gpu)),
+                m.findings.to_string(),
+            ]);
+            t.add_row(row);
             bar.inc(1);
         }
     }
-    Ok(s)
+    Ok(format!("{title}\n{t}\n"))
+}
+
+/// The emulator counters of `rows`, one table row each.
+fn counters_table(rows: &[DecodeBenchRow]) -> String {
+    let mut t = table::new(&[
+        "dtype",
+        "kv",
+        "d",
+        "page",
+        "sq_new",
+        "gqa",
+        "L",
+        "warp-instr/key",
+        "smem-wf/key (ideal)",
+        "mma/key",
+        "bytes/key",
+        "splits",
+        "bytes/compulsory",
+        "sector-eff",
+        "findings",
+    ]);
+    for r in rows {
+        let c = &r.config;
+        t.add_row(vec![
+            c.dtype.to_string(),
+            match c.kv_dtype {
+                KvCacheDType::Same => "same",
+                KvCacheDType::Fp8E4M3 => "e4m3",
+                KvCacheDType::Fp8E5M2 => "e5m2",
+            }
+            .to_string(),
+            c.head_dim.to_string(),
+            c.page_size.to_string(),
+            c.sq_new.to_string(),
+            c.group.to_string(),
+            c.cache_len.to_string(),
+            format!("{:.2}", r.warp_instr_per_key),
+            format!(
+                "{:.2} ({:.2})",
+                r.smem_wavefronts_per_key, r.smem_ideal_per_key
+            ),
+            format!("{:.2}", r.mma_per_key),
+            format!("{:.1}", r.bytes_per_key),
+            r.splits.to_string(),
+            format!("{:.4}", r.bytes_vs_compulsory),
+            format!("{:.4}", r.sector_efficiency),
+            r.findings.to_string(),
+        ]);
+    }
+    format!(
+        "paged decode on the emulator (exact counts, no times): per cached key per KV head by key \
+         doubling (L -> 2L, 1 split, causal); whole call (decode + combine, heuristic splits for \
+         108 SMs) bytes vs compulsory\n{t}\n"
+    )
 }
 
 pub fn run() -> super::CliResult<()> {
@@ -112,7 +162,7 @@ pub fn run() -> super::CliResult<()> {
     }
     let modelled = model_table(&A100, &bar)?;
     bar.finish_and_clear();
-    print!("{}", format_table(&rows));
+    print!("{}", counters_table(&rows));
     print!("{modelled}");
     Ok(())
 }

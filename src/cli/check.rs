@@ -5,8 +5,9 @@ use super::table;
 use flashmha::check::forward::{run_case, run_case_cuda, CheckCase};
 use flashmha::common::build_info::FWD_KERNELS;
 use flashmha::common::dtype::DType;
+use flashmha::ops::forward::validate::{compiled_head_dims, forward_kernel_for};
 use flashmha::KernelTarget;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 
 #[derive(clap::Args)]
 pub struct CheckArgs {
@@ -42,10 +43,56 @@ pub struct CheckArgs {
     pub(super) decode: bool,
 }
 
+/// Random forward cases draw head dims up to this (the widest compiled kernel, d256).
+const MAX_DRAWN_HEAD_DIM: usize = 256;
+
+impl CheckArgs {
+    /// The kernels `--turing` / `--hopper` ask for (`None`: the default).
+    pub(super) fn target(&self) -> Option<KernelTarget> {
+        if self.turing {
+            Some(KernelTarget::Turing)
+        } else if self.hopper {
+            Some(KernelTarget::Hopper)
+        } else {
+            None
+        }
+    }
+
+    /// `--dtype` if `target` has kernels for it (else a typed error), or every dtype it has.
+    pub(super) fn dtypes(&self, target: KernelTarget) -> super::CliResult<Vec<DType>> {
+        Ok(match self.dtype {
+            Some(d) if !target.supports(d) => {
+                return Err(flashmha::Error::UnsupportedDType { dtype: d, target }.into())
+            }
+            Some(d) => vec![d],
+            None => [DType::F16, DType::Bf16]
+                .into_iter()
+                .filter(|d| target.supports(*d))
+                .collect(),
+        })
+    }
+}
+
 pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
+    // Lengths are drawn from 1..=max-len: an empty range has no case to draw.
+    super::positive("--max-len", &[args.max_len])?;
+    if let Some(d) = args.head_dim {
+        super::positive("--head-dim", &[d])?;
+    }
     if args.decode {
         return super::check_decode::run(args);
     }
+    // On a GPU the device's own kernels unless a flag names others (a T4 runs sm_75 ones).
+    let backend_target = if args.gpu {
+        Some(flashmha::cuda::CudaBackend::new(0)?.target())
+    } else {
+        None
+    };
+    let target = args
+        .target()
+        .or(backend_target)
+        .unwrap_or(KernelTarget::Ampere);
+    let dtypes = args.dtypes(target)?;
     let seed = args.seed.unwrap_or_else(rand::random);
     println!(
         "flashmha check: {} cases, seed {seed}, on {}",
@@ -53,23 +100,39 @@ pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
         if args.gpu { "GPU" } else { "the emulator" }
     );
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let target = if args.turing {
-        KernelTarget::Turing
-    } else if args.hopper {
-        KernelTarget::Hopper
-    } else {
-        KernelTarget::Ampere
-    };
-    let dtypes: Vec<DType> = match args.dtype {
-        Some(d) if !target.supports(d) => {
-            return Err(flashmha::Error::UnsupportedDType { dtype: d, target }.into())
-        }
-        Some(d) => vec![d],
-        None => [DType::F16, DType::Bf16]
+    // Per dtype: the head dims to draw from (compiled ones, and every multiple of 8 up to the
+    // widest compiled one, which runs on the next compiled kernel), or the one asked for.
+    let mut draws = Vec::new();
+    for &dtype in &dtypes {
+        let compiled: Vec<usize> = compiled_head_dims(FWD_KERNELS, target, dtype)
             .into_iter()
-            .filter(|d| target.supports(*d))
-            .collect(),
-    };
+            .map(|d| d as usize)
+            .collect();
+        let served: Vec<usize> = (1..=MAX_DRAWN_HEAD_DIM / 8)
+            .map(|i| 8 * i)
+            .filter(|&d| forward_kernel_for(FWD_KERNELS, target, dtype, d).is_some())
+            .collect();
+        match args.head_dim {
+            Some(d) if forward_kernel_for(FWD_KERNELS, target, dtype, d).is_none() => {
+                return Err(flashmha::Error::UnsupportedHeadDim {
+                    dtype,
+                    head_dim: d,
+                    target,
+                    supported: compiled.iter().map(|&d| d as u32).collect(),
+                }
+                .into())
+            }
+            Some(d) => draws.push((vec![d], vec![d])),
+            None if served.is_empty() => {
+                return Err(flashmha::Error::UnsupportedOnTarget {
+                    what: "the forward of this dtype",
+                    target,
+                }
+                .into())
+            }
+            None => draws.push((compiled, served)),
+        }
+    }
     let bar = super::progress::bar(args.cases, "cases");
     let mut t = table::new(&[
         "#",
@@ -83,29 +146,14 @@ pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
     let mut all_passed = true;
     for n in 0..args.cases {
         let dtype = dtypes[n % dtypes.len()];
-        let dims: Vec<usize> = FWD_KERNELS
-            .iter()
-            .filter(|r| {
-                r.target == target
-                    && r.dtype == dtype
-                    && args.head_dim.is_none_or(|d| d == r.head_dim as usize)
-            })
-            .map(|r| r.head_dim as usize)
-            .collect();
-        if dims.is_empty() {
-            return Err(flashmha::Error::UnsupportedHeadDim {
-                dtype,
-                head_dim: args.head_dim.unwrap_or(0),
-                target,
-                supported: FWD_KERNELS
-                    .iter()
-                    .filter(|r| r.target == target && r.dtype == dtype)
-                    .map(|r| r.head_dim)
-                    .collect(),
-            }
-            .into());
-        }
-        let mut case = CheckCase::random(&mut rng, &[dtype], &dims, args.max_len);
+        // Half the cases at a compiled head dim, half at any served multiple of 8.
+        let (compiled, served) = &draws[n % dtypes.len()];
+        let dims = if rng.random_bool(0.5) {
+            compiled
+        } else {
+            served
+        };
+        let mut case = CheckCase::random(&mut rng, &[dtype], dims, args.max_len);
         case.target = target;
         bar.set_message(case.describe());
         let outcome = if args.gpu {

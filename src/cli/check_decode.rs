@@ -1,12 +1,11 @@
 //! `flashmha check --decode`: random paged-decode cases on the emulator (or `--gpu`, through
 //! `CudaBackend::decode`), each compared with the candle reference over the gathered pages
-//! (src/decode/check.rs, the property tests' checker); prints each case's max errors,
+//! (src/check/decode.rs, the property tests' checker); prints each case's max errors,
 //! tolerances and findings, and exits non-zero on any failure.
 
 use super::check::CheckArgs;
 use super::table;
 use flashmha::check::decode::{check_outputs, run_decode_case, DecodeCase};
-use flashmha::common::dtype::DType;
 use flashmha::host::gpu_decode::decode_host;
 use flashmha::ops::decode::kernels::DECODE_KERNELS;
 use flashmha::ops::decode::plan_decode_for;
@@ -19,6 +18,12 @@ pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
     } else {
         None
     };
+    // The kernels asked for, else on a GPU the device's own (a T4: f16 over 16-bit pages), else
+    // a mix of the Ampere and Turing kernels (`None`, as the property tests draw).
+    let target = args.target().or(backend.as_ref().map(|b| b.target()));
+    // Decode rows exist for Ampere and Turing; Hopper decodes with the Ampere rows.
+    let rows_of = target.unwrap_or(KernelTarget::Ampere).shared_kernels();
+    let dtypes = args.dtypes(rows_of)?;
     let seed = args.seed.unwrap_or_else(rand::random);
     println!(
         "flashmha check --decode: {} paged-decode cases, seed {seed}, on {}",
@@ -26,30 +31,25 @@ pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
         if args.gpu { "GPU" } else { "the emulator" }
     );
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let dtypes: Vec<DType> = match args.dtype {
-        Some(d) => vec![d],
-        None => vec![DType::F16, DType::Bf16],
-    };
-    let dims: Vec<usize> = {
+    // Sorted and distinct, so that every head dim is drawn equally often.
+    let head_dims = |filter: &dyn Fn(usize) -> bool| -> Vec<usize> {
         let mut v: Vec<usize> = DECODE_KERNELS
             .iter()
-            .filter(|r| r.target == KernelTarget::Ampere && dtypes.contains(&r.dtype))
+            .filter(|r| r.target == rows_of && dtypes.contains(&r.dtype))
             .map(|r| r.head_dim as usize)
-            .filter(|&d| args.head_dim.is_none_or(|h| h == d))
+            .filter(|&d| filter(d))
             .collect();
+        v.sort_unstable();
         v.dedup();
         v
     };
+    let dims = head_dims(&|d| args.head_dim.is_none_or(|h| h == d));
     if dims.is_empty() {
         return Err(flashmha::Error::UnsupportedHeadDim {
             dtype: dtypes[0],
             head_dim: args.head_dim.unwrap_or(0),
-            target: KernelTarget::Ampere,
-            supported: DECODE_KERNELS
-                .iter()
-                .filter(|r| r.dtype == dtypes[0])
-                .map(|r| r.head_dim)
-                .collect(),
+            target: rows_of,
+            supported: head_dims(&|_| true).into_iter().map(|d| d as u32).collect(),
         }
         .into());
     }
@@ -66,7 +66,7 @@ pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
     ]);
     let mut all_passed = true;
     for n in 0..args.cases {
-        let case = DecodeCase::random(&mut rng, &dtypes, &dims, args.max_len);
+        let case = DecodeCase::random_on(&mut rng, target, &dtypes, &dims, args.max_len);
         bar.set_message(format!("case {n}"));
         let (splits, findings, failures, errors) = match &backend {
             None => {

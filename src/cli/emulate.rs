@@ -77,6 +77,9 @@ pub fn run(args: &EmulateArgs) -> super::CliResult<bool> {
     // The row's own kernel family (an sm_75 or sm_90a entry must not run the sm_80+ kernel of
     // the same head dim).
     p.target = row.target;
+    // Validated before the host inputs are drawn: sizes the kernels cannot index are a typed
+    // error, not a host allocation of that size.
+    flashmha::ops::forward::validate::validate_shape(FWD_KERNELS, p.target, p.dtype, &p.shape()?)?;
     let inputs = HostInputs::random(&p, args.seed);
     let started = std::time::Instant::now();
     let run = emulated::forward(&p, &inputs)?;
@@ -95,7 +98,20 @@ pub fn run(args: &EmulateArgs) -> super::CliResult<bool> {
 /// The head-similarity kernel over a random `o: [batch * seqlen_q, heads, head_dim]`.
 fn run_head_similarity(args: &EmulateArgs, entry: &str, dtype: DType) -> super::CliResult<bool> {
     use rand::{Rng, SeedableRng};
-    let tokens = args.batch * args.seqlen_q;
+    let tokens = args.batch.saturating_mul(args.seqlen_q);
+    // The plan's checks first (token count, heads, head dim), before any host allocation.
+    flashmha::ops::head_similarity::plan_head_similarity(
+        &flashmha::ops::head_similarity::HeadSimProblem::contiguous(
+            dtype,
+            tokens,
+            args.heads,
+            args.head_dim,
+        ),
+        &flashmha::ops::head_similarity::HeadSimBuffers {
+            o: 1 << 32,
+            gram: 1 << 62,
+        },
+    )?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let values: Vec<f32> = (0..tokens * args.heads * args.head_dim)
         .map(|_| rng.random_range(-1.0..1.0))

@@ -19,8 +19,25 @@ pub enum CliError {
     /// A run the CLI made failed (e.g. the emulator reported findings).
     #[error("{0}")]
     Failed(String),
+    /// A numeric flag that must be positive was given 0 (a length, a head dim, ...).
+    #[error("{flag} must be at least 1 (got 0)")]
+    Zero { flag: &'static str },
+    /// `bench --model` named a GPU that has no model.
+    #[error("unknown --model {name:?}: the modelled GPUs are {}", known.join(", "))]
+    UnknownModel {
+        name: String,
+        known: Vec<&'static str>,
+    },
     #[error(transparent)]
     Lib(#[from] flashmha::Error),
+}
+
+/// Refuses a zero in any of `values` as [`CliError::Zero`] naming `flag`.
+pub(crate) fn positive(flag: &'static str, values: &[usize]) -> CliResult<()> {
+    if values.contains(&0) {
+        return Err(CliError::Zero { flag });
+    }
+    Ok(())
 }
 
 pub type CliResult<T> = std::result::Result<T, CliError>;

@@ -165,6 +165,9 @@ pub enum Limit {
     Tokens,
     /// A byte stride of a tensor map of the sm_90a forward (the TMA encoder takes < 2^40).
     TmaStride,
+    /// Bytes a tensor spans from its base (strides x extents): the kernels form element and
+    /// byte offsets in signed 64-bit.
+    Span64,
 }
 
 impl std::fmt::Display for Limit {
@@ -179,6 +182,7 @@ impl std::fmt::Display for Limit {
             Limit::Window => "window bound",
             Limit::Tokens => "tokens",
             Limit::TmaStride => "tensor-map byte stride",
+            Limit::Span64 => "bytes a tensor spans (int64 offsets)",
         })
     }
 }
@@ -324,6 +328,12 @@ pub enum Error {
     SizeOverflow { what: &'static str },
     #[error("option {option} = {value} is invalid (must be finite and > 0)")]
     InvalidOption { option: OptionName, value: f32 },
+    #[error("{tensor}[{index}] = {value} is not a valid FP8 scale (must be finite and > 0)")]
+    InvalidScale {
+        tensor: TensorName,
+        index: usize,
+        value: f32,
+    },
     #[error("{tensor}: {dim} stride {stride} is below its minimum {min}")]
     StrideTooSmall {
         tensor: TensorName,

@@ -2,6 +2,7 @@
 //! K/V page pool, and the CUDA limits that every plan checks its grid against.
 
 use crate::common::abi;
+use crate::common::error::{Error, Limit, Result, TensorName};
 
 /// CUDA's limit on grid y and z.
 pub const MAX_GRID_YZ: u64 = 65_535;
@@ -25,22 +26,31 @@ pub struct Strides {
 impl Strides {
     /// Contiguous `[b, s, h, d]` strides (for varlen, `[total, h, d]`: `seqlen` is ignored).
     pub fn contiguous(seqlen: usize, heads: usize, head_dim: usize) -> Strides {
-        let row = (heads * head_dim) as i64;
         Strides {
-            batch: seqlen as i64 * row,
-            row,
-            head: head_dim as i64,
+            batch: stride_of(&[seqlen, heads, head_dim]),
+            row: stride_of(&[heads, head_dim]),
+            head: stride_of(&[head_dim]),
         }
     }
 
     /// Head-major `[b, h, s, d]` strides.
     pub fn head_major(seqlen: usize, heads: usize, head_dim: usize) -> Strides {
         Strides {
-            batch: (heads * seqlen * head_dim) as i64,
-            row: head_dim as i64,
-            head: (seqlen * head_dim) as i64,
+            batch: stride_of(&[heads, seqlen, head_dim]),
+            row: stride_of(&[head_dim]),
+            head: stride_of(&[seqlen, head_dim]),
         }
     }
+}
+
+/// `a * b * ...` of sizes as an i64 stride, saturating at `i64::MAX`: absurd sizes make absurd
+/// strides that validation then refuses with a typed error, never a wrapped (or panicking)
+/// product.
+pub(crate) fn stride_of(factors: &[usize]) -> i64 {
+    factors
+        .iter()
+        .map(|&f| i64::try_from(f).unwrap_or(i64::MAX))
+        .fold(1i64, i64::saturating_mul)
 }
 
 /// Strides (elements) of a K or V page pool; element `(page, slot, kv_head, c)` lives at
@@ -55,30 +65,107 @@ pub struct PageStrides {
 impl PageStrides {
     /// `[num_pages, page_size, hkv, d]` contiguous (NHD).
     pub fn nhd(page_size: usize, num_heads_kv: usize, head_dim: usize) -> PageStrides {
-        let slot = (num_heads_kv * head_dim) as i64;
         PageStrides {
-            page: page_size as i64 * slot,
-            slot,
-            head: head_dim as i64,
+            page: stride_of(&[page_size, num_heads_kv, head_dim]),
+            slot: stride_of(&[num_heads_kv, head_dim]),
+            head: stride_of(&[head_dim]),
         }
     }
     /// `[num_pages, hkv, page_size, d]` contiguous (HND).
     pub fn hnd(page_size: usize, num_heads_kv: usize, head_dim: usize) -> PageStrides {
-        let head = (page_size * head_dim) as i64;
         PageStrides {
-            page: num_heads_kv as i64 * head,
-            slot: head_dim as i64,
-            head,
+            page: stride_of(&[num_heads_kv, page_size, head_dim]),
+            slot: stride_of(&[head_dim]),
+            head: stride_of(&[page_size, head_dim]),
         }
     }
-    /// Elements a pool of `num_pages` pages spans (last element + 1).
+    /// (stride, extent) of the page, slot and head dimensions of a pool.
+    pub(crate) fn dims(
+        &self,
+        num_pages: usize,
+        page_size: usize,
+        heads: usize,
+    ) -> [(i64, usize); 3] {
+        [
+            (self.page, num_pages),
+            (self.slot, page_size),
+            (self.head, heads),
+        ]
+    }
+    /// Elements a pool of `num_pages` pages spans (last element + 1; 0 when any size is 0),
+    /// saturating at `u64::MAX` (validation refuses spans past the kernels' int64 offsets).
     pub fn span(&self, num_pages: usize, page_size: usize, heads: usize, d: usize) -> u64 {
-        if num_pages == 0 {
-            return 0;
-        }
-        (num_pages as u64 - 1) * self.page as u64
-            + (page_size as u64 - 1) * self.slot as u64
-            + (heads as u64 - 1) * self.head as u64
-            + d as u64
+        let dims = self.dims(num_pages, page_size, heads);
+        u64::try_from(span(&dims, d)).unwrap_or(u64::MAX)
     }
+}
+
+/// Largest element offset + 1 of a tensor whose dimensions are `(stride, extent)` (strides
+/// non-negative) plus a contiguous head dim; 0 when any extent is 0. In 128-bit: no product of
+/// host sizes can wrap.
+pub(crate) fn span(dims: &[(i64, usize)], head_dim: usize) -> u128 {
+    if head_dim == 0 || dims.iter().any(|&(_, n)| n == 0) {
+        return 0;
+    }
+    dims.iter()
+        .map(|&(stride, n)| (n as u128 - 1) * stride.max(0) as u128)
+        .sum::<u128>()
+        + head_dim as u128
+}
+
+/// The bytes a tensor spans must fit the kernels' signed 64-bit offsets
+/// ([`Limit::Span64`]); every op checks its tensors with this one rule.
+pub(crate) fn check_span(
+    dims: &[(i64, usize)],
+    head_dim: usize,
+    element_bytes: usize,
+) -> Result<()> {
+    let bytes = span(dims, head_dim) * element_bytes as u128;
+    if bytes > i64::MAX as u128 {
+        return Err(Error::Overflow32 {
+            limit: Limit::Span64,
+            value: u64::try_from(bytes).unwrap_or(u64::MAX),
+            max: i64::MAX as u64,
+        });
+    }
+    Ok(())
+}
+
+/// An output's distinct (item, row, head, col) must map to distinct elements, or CTAs race:
+/// sort the dimensions that vary (extent > 1) by stride; each stride must step past everything
+/// the smaller ones span. `dims` are the (stride, extent) of batch, row and head (non-negative
+/// strides). The one rule of every op that writes through strides (forward and decode O).
+pub(crate) fn check_no_overlap(
+    tensor: TensorName,
+    dims: [(i64, usize); 3],
+    head_dim: usize,
+) -> Result<()> {
+    if span(&dims, head_dim) == 0 {
+        // No rows (e.g. a varlen batch with no queries): nothing is written.
+        return Ok(());
+    }
+    let [(batch, _), (row, _), (head, _)] = dims;
+    let mut varying = dims.map(|(stride, extent)| {
+        if extent > 1 {
+            (stride.max(0) as u128, extent as u128)
+        } else {
+            (u128::MAX, 1)
+        }
+    });
+    varying.sort_unstable();
+    // Largest offset reachable by the dimensions seen so far (the contiguous head dim first).
+    let mut reach = head_dim as u128 - 1;
+    for (stride, extent) in varying.into_iter().filter(|&(_, extent)| extent > 1) {
+        if stride <= reach {
+            return Err(Error::OverlappingOutput {
+                tensor,
+                batch,
+                row,
+                head,
+                head_dim,
+            });
+        }
+        reach += stride * (extent - 1);
+    }
+    Ok(())
 }

@@ -44,6 +44,26 @@ impl AttnOptions {
             .unwrap_or_else(|| 1.0 / (head_dim as f32).sqrt())
     }
 
+    /// The options that are set, each as a short human-readable word or phrase (`causal`,
+    /// `scale 0.20`, `window 3..-`, `softcap 12.5`), for case descriptions in tables.
+    pub fn features(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(s) = self.softmax_scale {
+            out.push(format!("scale {s:.3}"));
+        }
+        if self.causal {
+            out.push("causal".to_string());
+        }
+        if let Some(w) = self.window {
+            let side = |v: Option<u32>| v.map_or("-".to_string(), |v| v.to_string());
+            out.push(format!("window {}..{}", side(w.left), side(w.right)));
+        }
+        if let Some(c) = self.softcap {
+            out.push(format!("softcap {c:.1}"));
+        }
+        out
+    }
+
     /// The effective (left, right) window after folding in `causal`, `None` meaning unbounded.
     pub fn effective_window(&self) -> (Option<u32>, Option<u32>) {
         let (left, right) = self.window.map_or((None, None), |w| (w.left, w.right));

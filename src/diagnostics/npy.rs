@@ -29,14 +29,14 @@ pub fn read_tensor(path: &Path, raw_shape: &[usize]) -> Result<HostTensor> {
     if bytes.starts_with(MAGIC) {
         parse_npy(&bytes).map_err(|why| bad(path, why))
     } else {
-        let n: usize = raw_shape.iter().product();
-        if bytes.len() != n * 4 {
+        let needed = byte_len(raw_shape, 4);
+        if needed != Some(bytes.len()) {
             return Err(bad(
                 path,
                 format!(
                     "raw f32 file has {} bytes, shape {raw_shape:?} needs {}",
                     bytes.len(),
-                    n * 4
+                    needed.map_or("more than usize::MAX".to_string(), |n| n.to_string())
                 ),
             ));
         }
@@ -50,13 +50,19 @@ pub fn read_tensor(path: &Path, raw_shape: &[usize]) -> Result<HostTensor> {
     }
 }
 
+/// Bytes of a tensor of `shape` with `elem`-byte elements, `None` when the product overflows
+/// (a shape no file can hold: refused, never wrapped).
+fn byte_len(shape: &[usize], elem: usize) -> Option<usize> {
+    shape.iter().try_fold(elem, |n, &d| n.checked_mul(d))
+}
+
 /// Parses a whole `.npy` file.
 pub fn parse_npy(bytes: &[u8]) -> std::result::Result<HostTensor, String> {
     let major = *bytes.get(MAGIC.len()).ok_or("truncated header")?;
     let (header_len, start) = match major {
         1 => {
             let b = bytes.get(8..10).ok_or("truncated header")?;
-            (u16::from_le_bytes([b[0], b[1]]) as usize, 10)
+            (u16::from_le_bytes([b[0], b[1]]) as usize, 10usize)
         }
         2 | 3 => {
             let b = bytes.get(8..12).ok_or("truncated header")?;
@@ -64,9 +70,8 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<HostTensor, String> {
         }
         v => return Err(format!("unsupported .npy version {v}")),
     };
-    let header = bytes
-        .get(start..start + header_len)
-        .ok_or("truncated header")?;
+    let end = start.checked_add(header_len).ok_or("truncated header")?;
+    let header = bytes.get(start..end).ok_or("truncated header")?;
     let header = std::str::from_utf8(header).map_err(|_| "header is not text")?;
     let descr = dict_value(header, "descr").ok_or("header has no 'descr'")?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
@@ -85,29 +90,24 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<HostTensor, String> {
                 .map_err(|_| format!("bad shape {shape_text}"))
         })
         .collect::<std::result::Result<Vec<usize>, String>>()?;
-    let n: usize = shape.iter().product();
-    let body = &bytes[start + header_len..];
+    let body = &bytes[end..];
+    let sized = |elem: usize| match byte_len(&shape, elem) {
+        Some(n) if n == body.len() => Ok(()),
+        needed => Err(format!(
+            "data has {} bytes, shape {shape:?} needs {}",
+            body.len(),
+            needed.map_or("more than usize::MAX".to_string(), |n| n.to_string())
+        )),
+    };
     let data: Vec<f32> = match descr {
         "<f4" => {
-            if body.len() != n * 4 {
-                return Err(format!(
-                    "data has {} bytes, shape {shape:?} needs {}",
-                    body.len(),
-                    n * 4
-                ));
-            }
+            sized(4)?;
             body.chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect()
         }
         "<f8" => {
-            if body.len() != n * 8 {
-                return Err(format!(
-                    "data has {} bytes, shape {shape:?} needs {}",
-                    body.len(),
-                    n * 8
-                ));
-            }
+            sized(8)?;
             body.chunks_exact(8)
                 .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
                 .collect()
@@ -221,5 +221,15 @@ mod tests {
         assert!(parse_npy(&npy_bytes(&int, &body)).is_err());
         let short = ok.replace("(3,)", "(4,)");
         assert!(parse_npy(&npy_bytes(&short, &body)).is_err());
+        // A shape whose byte count overflows usize is refused, not wrapped (or a panic).
+        let huge = ok.replace("(3,)", &format!("({}, 3)", usize::MAX));
+        let err = parse_npy(&npy_bytes(&huge, &body)).unwrap_err();
+        assert!(err.contains("more than usize::MAX"), "{err}");
+        let dir = std::env::temp_dir().join(format!("flashmha_npy_raw_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let raw = dir.join("raw.f32");
+        std::fs::write(&raw, [0u8; 8]).unwrap();
+        assert!(read_tensor(&raw, &[usize::MAX, 2]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,6 +9,7 @@ use crate::common::error::{Dim, Error, Result, TensorName};
 use crate::common::launch::Launch;
 use crate::common::target::KernelTarget;
 use crate::emulator::{Device, DevicePtr, LaunchReport};
+use crate::ops::decode::fp8::check_scales;
 use crate::ops::decode::plan::{DecodeBuffers, DecodePlan};
 use crate::ops::kv_append::{plan_kv_append_for, AppendIndex, KvAppendBuffers};
 use crate::ops::merge::{
@@ -129,6 +130,10 @@ pub fn decode_on(
         p.kv_scales_len(),
         inputs.v_scales.len(),
     )?;
+    if fp8 {
+        check_scales(TensorName::KScales, &inputs.k_scales)?;
+        check_scales(TensorName::VScales, &inputs.v_scales)?;
+    }
     check_len(
         TensorName::CacheSeqlens,
         p.batch,
@@ -420,6 +425,8 @@ pub fn kv_append_into_for(
             check_len(TensorName::VCache, v_span, v.len())?;
             check_len(TensorName::KScales, p.kv_scales_len(), k_scales.len())?;
             check_len(TensorName::VScales, p.kv_scales_len(), v_scales.len())?;
+            check_scales(TensorName::KScales, k_scales)?;
+            check_scales(TensorName::VScales, v_scales)?;
             bufs.k_cache = put(&mut dev, k)?;
             bufs.v_cache = put(&mut dev, v)?;
             bufs.k_scales = put(&mut dev, k_scales)?;

@@ -6,8 +6,9 @@
 use crate::backend::cuda::{upload_opt, CudaBackend, DecodeArgs};
 use crate::common::dtype::DType;
 use crate::common::element::Element;
-use crate::common::error::{driver_error, Result};
+use crate::common::error::{driver_error, Result, TensorName};
 use crate::host::emulated_decode::DecodeHostInputs;
+use crate::ops::decode::fp8::check_scales;
 use crate::ops::decode::plan::DecodePlan;
 
 /// What a GPU decode produced: `o` raw bits in the problem's layout, LSE / entropy as written.
@@ -35,6 +36,11 @@ fn run<T: Element>(
     inputs: &DecodeHostInputs,
 ) -> Result<GpuDecodeOutputs> {
     let p = &plan.problem;
+    if p.kv_dtype.is_fp8() {
+        // Host scales are checked before anything is uploaded, as on the emulator.
+        check_scales(TensorName::KScales, &inputs.k_scales)?;
+        check_scales(TensorName::VScales, &inputs.v_scales)?;
+    }
     let stream = backend.context().default_stream();
     let bits = |v: &[u16]| -> Vec<T> { bytemuck::cast_slice::<u16, T>(v).to_vec() };
     let q = stream.clone_htod(&bits(&inputs.q)).map_err(driver_error)?;

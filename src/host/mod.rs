@@ -48,6 +48,34 @@ impl HostInputs {
         }
     }
 
+    /// q, k, v of `problem` drawn from the standard normal N(0, 1) (Box-Muller over `seed`'s
+    /// uniform stream), rounded to its dtype: the inputs instruction counts are quoted with (a
+    /// row max grows more often than with uniform values in [-1, 1), and each growth costs the
+    /// O rescale, so non-tensor counts depend on the distribution).
+    #[cfg(feature = "reference")]
+    pub fn random_normal(problem: &problem::FwdProblem, seed: u64) -> HostInputs {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut draw = |n: usize| -> Vec<u16> {
+            (0..n)
+                .map(|_| {
+                    // 1 - u in (0, 1]: the log is finite.
+                    let u1: f64 = 1.0 - rng.random::<f64>();
+                    let u2: f64 = rng.random();
+                    let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                    problem.dtype.bits_from_f32(z as f32)
+                })
+                .collect()
+        };
+        HostInputs {
+            q: draw(problem.q.len),
+            k: draw(problem.k.len),
+            v: draw(problem.v.len),
+            alibi_slopes: None,
+            head_gates: None,
+        }
+    }
+
     /// Checks the host buffers against `problem`'s lengths.
     pub fn check_against(&self, problem: &problem::FwdProblem) -> crate::common::error::Result<()> {
         use crate::common::error::{Dim, Error, TensorName};

@@ -50,14 +50,18 @@ impl SeqLayout {
         }
     }
 
-    /// (q rows, k rows) over the whole batch, as the tensors hold them.
+    /// (q rows, k rows) over the whole batch, as the tensors hold them (saturating: the plan
+    /// refuses such sizes with a typed error).
     pub fn total_rows(&self) -> (usize, usize) {
         match self {
             SeqLayout::Padded {
                 batch,
                 seqlen_q,
                 seqlen_k,
-            } => (batch * seqlen_q, batch * seqlen_k),
+            } => (
+                batch.saturating_mul(*seqlen_q),
+                batch.saturating_mul(*seqlen_k),
+            ),
             SeqLayout::Varlen {
                 cu_seqlens_q,
                 cu_seqlens_k,
@@ -77,10 +81,11 @@ impl SeqLayout {
             SeqLayout::Varlen {
                 cu_seqlens_q,
                 cu_seqlens_k,
-            } => (
-                (cu_seqlens_q[i + 1] - cu_seqlens_q[i]) as usize,
-                (cu_seqlens_k[i + 1] - cu_seqlens_k[i]) as usize,
-            ),
+            } => {
+                // In i64: host copies are not validated yet, and i32 differences can overflow.
+                let len = |cu: &[i32]| (i64::from(cu[i + 1]) - i64::from(cu[i])).max(0) as usize;
+                (len(cu_seqlens_q), len(cu_seqlens_k))
+            }
         }
     }
 
@@ -149,11 +154,11 @@ impl FwdProblem {
         };
         let q = Operand {
             strides: Strides::contiguous(sq, num_heads_q, head_dim),
-            len: tq * num_heads_q * head_dim,
+            len: tq.saturating_mul(num_heads_q).saturating_mul(head_dim),
         };
         let kv = Operand {
             strides: Strides::contiguous(sk, num_heads_kv, head_dim),
-            len: tk * num_heads_kv * head_dim,
+            len: tk.saturating_mul(num_heads_kv).saturating_mul(head_dim),
         };
         FwdProblem {
             dtype,
@@ -227,19 +232,15 @@ impl FwdProblem {
         })
     }
 
-    /// Elements an LSE (or entropy) buffer must hold.
+    /// Elements an LSE (or entropy) buffer must hold (`[b, hq, sq]` or `[hq, total_q]`;
+    /// saturating).
     pub fn row_stats_len(&self) -> usize {
         let (tq, _) = self.layout.total_rows();
-        match &self.layout {
-            SeqLayout::Padded {
-                batch, seqlen_q, ..
-            } => batch * self.num_heads_q * seqlen_q,
-            SeqLayout::Varlen { .. } => self.num_heads_q * tq,
-        }
+        self.num_heads_q.saturating_mul(tq)
     }
 
-    /// Compulsory FLOPs of the two matmuls (DESIGN.md section 5), counting only unmasked
-    /// (query, key) pairs.
+    /// Compulsory FLOPs of the two matmuls (README.md, "Performance evidence"), counting only
+    /// unmasked (query, key) pairs.
     pub fn flops(&self) -> f64 {
         let pairs: u64 = (0..self.layout.batch())
             .map(|i| {
@@ -250,7 +251,8 @@ impl FwdProblem {
         4.0 * pairs as f64 * self.num_heads_q as f64 * self.head_dim as f64
     }
 
-    /// Compulsory DRAM bytes: read q, k, v once, write o once (DESIGN.md section 5).
+    /// Compulsory DRAM bytes: read q, k, v once, write o once (README.md, "Performance
+    /// evidence").
     pub fn compulsory_bytes(&self) -> f64 {
         let (tq, tk) = self.layout.total_rows();
         let e = self.dtype.size() as f64;

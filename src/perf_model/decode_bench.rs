@@ -1,7 +1,8 @@
 //! Decode counters from the emulator (no GPU): per cached key per KV head, by key doubling
 //! (two runs at cache lengths L and 2L with one split, difference divided by the added keys, so
 //! per-CTA setup and epilogue cancel), plus whole-call global bytes (decode + combine, the split
-//! count from the heuristic) against the compulsory bytes of DESIGN.md §5:
+//! count from the heuristic) against the compulsory bytes (README.md, "Performance
+//! evidence"):
 //! `e·(B·Hq·Sq·d·2 + B·Hkv·L·d·2)`. Counts are exact emulator counts, not times.
 
 use crate::check::decode::DecodeCase;
@@ -159,39 +160,4 @@ pub fn default_configs() -> Vec<DecodeBenchConfig> {
         }
     }
     v
-}
-
-/// Plain-text table of `rows`.
-pub fn format_table(rows: &[DecodeBenchRow]) -> String {
-    let mut s = String::from(
-        "paged decode on the emulator (exact counts, no times): per cached key per KV head by key doubling (L -> 2L, 1 split, causal); whole call (decode + combine, heuristic splits for 108 SMs) bytes vs compulsory\n",
-    );
-    s.push_str("dtype kv    d   page sq_new gqa  L     | warp-instr/key smem-wf/key (ideal) mma/key bytes/key | splits bytes/compulsory sector-eff findings\n");
-    for r in rows {
-        let c = &r.config;
-        s.push_str(&format!(
-            "{:<5} {:<5} {:<3} {:<4} {:<6} {:<4} {:<5} | {:>14.2} {:>7.2} ({:>5.2}) {:>7.2} {:>9.1} | {:>6} {:>16.4} {:>10.4} {:>8}\n",
-            format!("{:?}", c.dtype).to_lowercase(),
-            match c.kv_dtype {
-                KvCacheDType::Same => "same",
-                KvCacheDType::Fp8E4M3 => "e4m3",
-                KvCacheDType::Fp8E5M2 => "e5m2",
-            },
-            c.head_dim,
-            c.page_size,
-            c.sq_new,
-            c.group,
-            c.cache_len,
-            r.warp_instr_per_key,
-            r.smem_wavefronts_per_key,
-            r.smem_ideal_per_key,
-            r.mma_per_key,
-            r.bytes_per_key,
-            r.splits,
-            r.bytes_vs_compulsory,
-            r.sector_efficiency,
-            r.findings
-        ));
-    }
-    s
 }

@@ -1,6 +1,6 @@
-//! Modelled GPU time from emulator counters (DESIGN.md section 5), per pipe: tensor, shared
-//! memory, SFU, FP32, ALU, issue, L2 and DRAM, with occupancy from ptxas registers and shared
-//! memory, wave quantisation over the SMs and spill traffic. Pure arithmetic over counted work
+//! Modelled GPU time from emulator counters (README.md, "Performance evidence"), per pipe:
+//! tensor, shared memory, SFU, FP32, ALU, issue, L2 and DRAM, with occupancy from ptxas
+//! registers and shared memory, wave quantisation over the SMs and spill traffic. Pure arithmetic over counted work
 //! and a table of cited per-SM throughputs ([`gpus`]); every time it produces is a *model*, not
 //! a measurement, and is labelled so.
 //!

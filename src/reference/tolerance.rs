@@ -8,9 +8,9 @@
 //!
 //! Tolerances are derived from the rounding of the dtypes involved, never fitted to make a test
 //! pass. `ε = 2^-24` below is the unit roundoff of f32 and `u` that of the kernel's 16-bit type
-//! ([`DType::unit_roundoff`]: `2^-11` for f16, `2^-8` for bf16). The kernel model is the one
-//! of DESIGN.md §2: f32 MMA accumulation of exactly representable 16-bit inputs, online softmax
-//! in f32 with `exp2`, `P` rounded to the 16-bit type for the `P·V` MMA while the normaliser `l`
+//! ([`DType::unit_roundoff`]: `2^-11` for f16, `2^-8` for bf16). The kernel model: f32 MMA
+//! accumulation of exactly representable 16-bit inputs, online softmax in f32 with `exp2`,
+//! `P` rounded to the 16-bit type for the `P·V` MMA while the normaliser `l`
 //! is summed in f32, O accumulated in f32 and rounded once to the output type; LSE and entropy
 //! are written in f32.
 

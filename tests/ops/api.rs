@@ -198,3 +198,407 @@ fn plans_and_backends_are_send_and_sync() {
     send_sync::<flashmha::cuda::CudaBackend>();
     send_sync::<Device>();
 }
+
+/// Absurd sizes (usize::MAX, 0) and strides (2^62 elements, i64::MAX, negative, an output head
+/// stride of 0) given to every public plan constructor: each is a typed error, never a panic or
+/// a wrapped size. Each case first plans a valid random problem (so the error is the absurd
+/// value's), then the same problem with one value made absurd.
+mod absurd_sizes {
+    use flashmha::common::dtype::DType;
+    use flashmha::ops::decode::{plan_decode, DecodeProblem, QueryLayout, SplitPolicy};
+    use flashmha::ops::head_similarity::{plan_head_similarity, HeadSimBuffers, HeadSimProblem};
+    use flashmha::ops::kv_append::{plan_kv_append_to, AppendIndex};
+    use flashmha::ops::merge::{plan_merge, MergeProblem, MergeStates, StatsLayout};
+    use flashmha::{FwdPlan, FwdShape, Heads, SeqShape};
+    use half::f16;
+    use proptest::prelude::*;
+
+    /// A size made absurd: the largest or the empty one.
+    fn absurd_size() -> impl Strategy<Value = usize> {
+        prop_oneof![Just(usize::MAX), Just(0usize)]
+    }
+
+    /// A stride no tensor of a few rows can have: past the kernels' int64 byte offsets
+    /// (aligned, so only the span can refuse it), unaligned at i64::MAX, or negative.
+    fn absurd_stride() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            Just(1i64 << 62),
+            Just(i64::MAX),
+            Just(-8i64),
+            Just(i64::MIN)
+        ]
+    }
+
+    /// Where a forward shape gets its absurd value.
+    #[derive(Debug, Clone)]
+    enum FwdAbsurd {
+        /// 0 batch, 1 seqlen_q, 2 seqlen_k, 3 heads_q, 4 heads_kv, 5 head_dim (padded).
+        Size(usize, usize),
+        /// Varlen total rows: 0 q, 1 k (usize::MAX only: empty varlen tensors are valid).
+        VarlenTotal(usize),
+        /// Tensor 0..4 (q, k, v, o), dim 0..3 (batch, row, head).
+        Stride(usize, usize, i64),
+        /// O's head stride 0: every head writes the same elements.
+        OutputHeadsOverlap,
+    }
+
+    fn fwd_absurd() -> impl Strategy<Value = FwdAbsurd> {
+        prop_oneof![
+            (0..6usize, absurd_size()).prop_map(|(f, v)| FwdAbsurd::Size(f, v)),
+            (0..2usize).prop_map(FwdAbsurd::VarlenTotal),
+            (0..4usize, 0..3usize, absurd_stride())
+                .prop_map(|(t, d, v)| FwdAbsurd::Stride(t, d, v)),
+            Just(FwdAbsurd::OutputHeadsOverlap),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    enum DecodeAbsurd {
+        /// 0 batch, 1 sq_new, 2 heads_q, 3 heads_kv, 4 head_dim, 5 num_pages, 6 page_size,
+        /// 7 max_pages_per_seq (through `DecodeProblem::contiguous`).
+        Size(usize, usize),
+        /// `block_table_stride`, `max_cache_len` = usize::MAX.
+        BlockTableStride,
+        MaxCacheLen,
+        /// Varlen queries with usize::MAX total rows, or an item bound of usize::MAX.
+        VarlenTotal,
+        VarlenItem,
+        /// Tensor 0..4 (q, o, k_cache, v_cache), dim 0..3 (batch/page, row/slot, head).
+        Stride(usize, usize, i64),
+        OutputHeadsOverlap,
+    }
+
+    fn decode_absurd() -> impl Strategy<Value = DecodeAbsurd> {
+        prop_oneof![
+            (0..8usize, absurd_size()).prop_map(|(f, v)| DecodeAbsurd::Size(f, v)),
+            Just(DecodeAbsurd::BlockTableStride),
+            Just(DecodeAbsurd::MaxCacheLen),
+            Just(DecodeAbsurd::VarlenTotal),
+            Just(DecodeAbsurd::VarlenItem),
+            (0..4usize, 0..3usize, absurd_stride())
+                .prop_map(|(t, d, v)| DecodeAbsurd::Stride(t, d, v)),
+            Just(DecodeAbsurd::OutputHeadsOverlap),
+        ]
+    }
+
+    /// The valid base of a decode / append case: every dimension has extent >= 2, so any
+    /// absurd stride is stepped by.
+    #[derive(Debug, Clone, Copy)]
+    struct DecodeBase {
+        batch: usize,
+        sq_new: usize,
+        hkv: usize,
+        group: usize,
+        d: usize,
+        pages_per_seq: usize,
+        page_size: usize,
+        hnd: bool,
+    }
+
+    fn decode_base() -> impl Strategy<Value = DecodeBase> {
+        (
+            2..=4usize,
+            2..=3usize,
+            2..=4usize,
+            1..=4usize,
+            prop_oneof![Just(64usize), Just(128)],
+            2..=6usize,
+            2..=40usize,
+            any::<bool>(),
+        )
+            .prop_map(
+                |(batch, sq_new, hkv, group, d, pages_per_seq, page_size, hnd)| DecodeBase {
+                    batch,
+                    sq_new,
+                    hkv,
+                    group,
+                    d,
+                    pages_per_seq,
+                    page_size,
+                    hnd,
+                },
+            )
+    }
+
+    fn decode_problem(b: DecodeBase, absurd: Option<&DecodeAbsurd>) -> DecodeProblem {
+        let mut sizes = [
+            b.batch,
+            b.sq_new,
+            b.hkv * b.group,
+            b.hkv,
+            b.d,
+            b.batch * b.pages_per_seq,
+            b.page_size,
+            b.pages_per_seq,
+        ];
+        if let Some(DecodeAbsurd::Size(f, v)) = absurd {
+            sizes[*f] = *v;
+        }
+        let [batch, sq_new, hq, hkv, d, pages, page_size, per_seq] = sizes;
+        let mut p = DecodeProblem::contiguous(
+            DType::F16,
+            batch,
+            sq_new,
+            hq,
+            hkv,
+            d,
+            pages,
+            page_size,
+            per_seq,
+            b.hnd,
+        );
+        match absurd {
+            Some(DecodeAbsurd::BlockTableStride) => p.block_table_stride = usize::MAX,
+            Some(DecodeAbsurd::MaxCacheLen) => p.max_cache_len = usize::MAX,
+            Some(DecodeAbsurd::VarlenTotal) => {
+                p.queries = QueryLayout::Varlen {
+                    total_q: usize::MAX,
+                    max_seqlen_q: 1,
+                }
+            }
+            Some(DecodeAbsurd::VarlenItem) => {
+                p.queries = QueryLayout::Varlen {
+                    total_q: 2,
+                    max_seqlen_q: usize::MAX,
+                }
+            }
+            Some(DecodeAbsurd::Stride(t, dim, v)) => {
+                let (q, o) = (&mut p.q_strides, &mut p.o_strides);
+                let (k, vv) = (&mut p.k_strides, &mut p.v_strides);
+                *match (t, dim) {
+                    (0, 0) => &mut q.batch,
+                    (0, 1) => &mut q.row,
+                    (0, _) => &mut q.head,
+                    (1, 0) => &mut o.batch,
+                    (1, 1) => &mut o.row,
+                    (1, _) => &mut o.head,
+                    (2, 0) => &mut k.page,
+                    (2, 1) => &mut k.slot,
+                    (2, _) => &mut k.head,
+                    (_, 0) => &mut vv.page,
+                    (_, 1) => &mut vv.slot,
+                    (_, _) => &mut vv.head,
+                } = *v;
+            }
+            Some(DecodeAbsurd::OutputHeadsOverlap) => p.o_strides.head = 0,
+            _ => {}
+        }
+        p
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn forward_plans_refuse_absurd_sizes(
+            batch in 2..=4usize, sq in 2..=64usize, sk in 2..=64usize, hkv in 2..=4usize,
+            group in 1..=2usize, d in prop_oneof![Just(64usize), Just(128)],
+            varlen in any::<bool>(), absurd in fwd_absurd(),
+        ) {
+            let mut sizes = [batch, sq, sk, hkv * group, hkv, d];
+            let (mut total_q, mut total_k) = (batch * sq, batch * sk);
+            // Padded when a stride is made absurd (varlen ignores the batch stride) or a length
+            // 0 (a varlen item may be empty).
+            let varlen = varlen
+                && !matches!(absurd, FwdAbsurd::Stride(..) | FwdAbsurd::Size(1 | 2, 0));
+            let build = |sizes: [usize; 6], total_q, total_k| {
+                let [batch, sq, sk, hq, hkv, d] = sizes;
+                let heads = Heads::gqa(hq, hkv);
+                if varlen {
+                    let seq = SeqShape::Varlen {
+                        batch, max_seqlen_q: sq, max_seqlen_k: sk, total_q, total_k,
+                    };
+                    FwdShape::varlen(seq, heads, d)
+                } else {
+                    FwdShape::padded(batch, sq, sk, heads, d)
+                }
+            };
+            let valid = build(sizes, total_q, total_k);
+            prop_assert!(FwdPlan::<f16>::new(&valid).is_ok(), "{valid:?}");
+            let mut shape = match absurd {
+                FwdAbsurd::Size(f, v) => {
+                    sizes[f] = v;
+                    build(sizes, total_q, total_k)
+                }
+                FwdAbsurd::VarlenTotal(which) => {
+                    if which == 0 { total_q = usize::MAX } else { total_k = usize::MAX }
+                    let seq = SeqShape::Varlen {
+                        batch, max_seqlen_q: sq, max_seqlen_k: sk, total_q, total_k,
+                    };
+                    FwdShape::varlen(seq, Heads::gqa(hkv * group, hkv), d)
+                }
+                _ => valid,
+            };
+            match absurd {
+                FwdAbsurd::Stride(t, dim, v) => {
+                    let st = &mut shape.strides;
+                    let s = match t { 0 => &mut st.q, 1 => &mut st.k, 2 => &mut st.v, _ => &mut st.o };
+                    *match dim { 0 => &mut s.batch, 1 => &mut s.row, _ => &mut s.head } = v;
+                }
+                FwdAbsurd::OutputHeadsOverlap => shape.strides.o.head = 0,
+                _ => {}
+            }
+            let result = FwdPlan::<f16>::new(&shape);
+            prop_assert!(result.is_err(), "{absurd:?} planned: {shape:?}");
+        }
+
+        #[test]
+        fn decode_and_append_plans_refuse_absurd_sizes(
+            base in decode_base(), absurd in decode_absurd(), tokens in 1..=9usize,
+        ) {
+            let valid = decode_problem(base, None);
+            prop_assert!(plan_decode(&valid, SplitPolicy::Count(2)).is_ok(), "{valid:?}");
+            prop_assert!(plan_kv_append_to(&valid, tokens, AppendIndex::Slots).is_ok());
+            let p = decode_problem(base, Some(&absurd));
+            let decode = plan_decode(&p, SplitPolicy::Count(2));
+            prop_assert!(decode.is_err(), "{absurd:?} planned: {p:?}");
+            // The append reads the pools' geometry only: q / o and the query bounds are the
+            // decode's.
+            let append_reads = match absurd {
+                DecodeAbsurd::Size(f, _) => ![1, 2].contains(&f),
+                DecodeAbsurd::BlockTableStride => true,
+                DecodeAbsurd::Stride(t, ..) => t >= 2,
+                _ => false,
+            };
+            let append = plan_kv_append_to(&p, tokens, AppendIndex::Positions);
+            if append_reads {
+                prop_assert!(append.is_err(), "{absurd:?} planned an append: {p:?}");
+            }
+            let append = plan_kv_append_to(&valid, usize::MAX, AppendIndex::Slots);
+            prop_assert!(append.is_err());
+        }
+
+        #[test]
+        fn merge_and_head_similarity_plans_refuse_absurd_sizes(
+            rows in 1..=64usize, heads in 1..=8usize, d in prop_oneof![Just(64usize), Just(128)],
+            states in 2..=5usize, field in 0..4usize, value in absurd_size(),
+            stride in absurd_stride(),
+        ) {
+            let merge = |sizes: [usize; 4]| MergeProblem {
+                dtype: DType::F16,
+                states: MergeStates::Stacked { num_states: sizes[0] },
+                rows: sizes[1],
+                heads: sizes[2],
+                head_dim: sizes[3],
+                lse_layout: StatsLayout::HeadsRows,
+            };
+            let mut sizes = [states, rows, heads, d];
+            prop_assert!(plan_merge(&merge(sizes)).is_ok());
+            sizes[field] = value;
+            prop_assert!(plan_merge(&merge(sizes)).is_err(), "{sizes:?}");
+
+            let bufs = HeadSimBuffers { o: 1 << 32, gram: 1 << 40 };
+            let heads = heads + 1; // a stride is only stepped by with two heads or more
+            let mut sizes = [rows + 1, heads, d];
+            prop_assert!(plan_head_similarity(
+                &HeadSimProblem::contiguous(DType::F16, sizes[0], sizes[1], sizes[2]),
+                &bufs,
+            ).is_ok());
+            let valid = HeadSimProblem::contiguous(DType::F16, sizes[0], sizes[1], sizes[2]);
+            if field < 3 {
+                sizes[field] = value;
+                let p = HeadSimProblem::contiguous(DType::F16, sizes[0], sizes[1], sizes[2]);
+                prop_assert!(plan_head_similarity(&p, &bufs).is_err(), "{p:?}");
+            } else {
+                for p in [
+                    HeadSimProblem { token_stride: stride, ..valid },
+                    HeadSimProblem { head_stride: stride, ..valid },
+                ] {
+                    prop_assert!(plan_head_similarity(&p, &bufs).is_err(), "{p:?}");
+                }
+            }
+        }
+    }
+
+    /// The case: `seqlen_q = seqlen_k = usize::MAX` is an overflow error in Rust and
+    /// `FLASHMHA_ERR_OVERFLOW` through the C ABI (it was a panic, reported as internal).
+    #[test]
+    fn usize_max_lengths_are_an_overflow_error_in_rust_and_in_c() {
+        let shape = FwdShape::padded(1, usize::MAX, usize::MAX, Heads::mha(2), 64);
+        assert!(matches!(
+            FwdPlan::<f16>::new(&shape),
+            Err(flashmha::Error::Overflow32 {
+                limit: flashmha::common::error::Limit::SeqlenSum,
+                ..
+            })
+        ));
+        #[cfg(feature = "capi")]
+        {
+            use flashmha::capi::ffi;
+            let s = ffi::flashmha_shape {
+                dtype: ffi::FLASHMHA_DTYPE_F16,
+                batch: 1,
+                seqlen_q: usize::MAX as _,
+                seqlen_k: usize::MAX as _,
+                heads_q: 2,
+                heads_kv: 2,
+                head_dim: 64,
+                ..Default::default()
+            };
+            let mut p: *mut ffi::flashmha_plan = std::ptr::null_mut();
+            // SAFETY: valid pointers to locals; nothing is created on failure.
+            let code = unsafe { flashmha::capi::flashmha_plan_create(&s, &mut p) };
+            assert_eq!(code, ffi::FLASHMHA_ERR_OVERFLOW);
+            assert!(p.is_null());
+        }
+    }
+}
+
+/// One aliasing rule for both paths of the C ABI: `o` overlapping `q` is `FLASHMHA_ERR_BUFFER`
+/// in the emulator entry as it is on a GPU (the emulator copies host buffers into its own
+/// allocations, which hid the overlap), and the same buffers without the overlap run.
+#[cfg(feature = "capi")]
+#[test]
+fn the_c_emulator_entry_refuses_o_aliasing_q_like_the_gpu_path() {
+    use flashmha::capi::{ffi, flashmha_emulate_run, flashmha_plan_create, flashmha_plan_destroy};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let (sq, sk, h, d) = (rng.random_range(1..=40), rng.random_range(1..=40), 2, 64);
+    let s = ffi::flashmha_shape {
+        dtype: ffi::FLASHMHA_DTYPE_BF16,
+        batch: 1,
+        seqlen_q: sq,
+        seqlen_k: sk,
+        heads_q: h,
+        heads_kv: h,
+        head_dim: d,
+        ..Default::default()
+    };
+    let mut plan: *mut ffi::flashmha_plan = std::ptr::null_mut();
+    // SAFETY: valid pointers to locals.
+    assert_eq!(
+        unsafe { flashmha_plan_create(&s, &mut plan) },
+        ffi::FLASHMHA_OK
+    );
+    let (nq, nk) = (sq * h * d, sk * h * d);
+    let mut q = random_bf16(&mut rng, nq);
+    let mut k = random_bf16(&mut rng, nk);
+    let mut v = random_bf16(&mut rng, nk);
+    let mut o = vec![bf16::ZERO; nq];
+    let buf = |p: *mut bf16, len: usize| ffi::flashmha_buf {
+        data: p.cast(),
+        len: len as _,
+    };
+    let mut bufs = ffi::flashmha_bufs {
+        q: buf(q.as_mut_ptr(), nq),
+        k: buf(k.as_mut_ptr(), nk),
+        v: buf(v.as_mut_ptr(), nk),
+        o: buf(o.as_mut_ptr(), nq),
+        ..Default::default()
+    };
+    // SAFETY: every buffer is a live Vec of its declared length; `plan` is live.
+    assert_eq!(
+        unsafe { flashmha_emulate_run(plan, &bufs) },
+        ffi::FLASHMHA_OK
+    );
+    assert!(o.iter().all(|x| x.is_finite()) && o.iter().any(|x| *x != bf16::ZERO));
+    let q_before = q.clone();
+    bufs.o = buf(q.as_mut_ptr(), nq);
+    // SAFETY: as above (o and q are the same live Vec; the call must refuse before writing).
+    assert_eq!(
+        unsafe { flashmha_emulate_run(plan, &bufs) },
+        ffi::FLASHMHA_ERR_BUFFER
+    );
+    assert_eq!(q, q_before, "nothing is written");
+    // SAFETY: destroyed once.
+    unsafe { flashmha_plan_destroy(plan) };
+}

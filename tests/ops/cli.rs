@@ -62,9 +62,10 @@ fn check_hopper_runs_the_sm90a_forward_and_rejects_turing_with_it() {
     assert!(text.contains("all cases passed"), "{text}");
     // Every case names its target, and the head dims drawn are the sm_90a ones.
     assert_eq!(text.matches("on sm_90a").count(), 3, "{text}");
-    let (ok, text) = run(&["check", "--hopper", "--head-dim", "80", "--cases", "1"]);
+    // A head dim no kernel serves (not a multiple of 8) is refused with the compiled list.
+    let (ok, text) = run(&["check", "--hopper", "--head-dim", "84", "--cases", "1"]);
     assert!(!ok);
-    assert!(text.contains("head dim 80"), "{text}");
+    assert!(text.contains("head dim 84"), "{text}");
     let (ok, text) = run(&["check", "--hopper", "--turing", "--cases", "1"]);
     assert!(!ok);
     assert!(text.contains("cannot be used with"), "{text}");
@@ -79,12 +80,155 @@ fn check_decode_passes_random_paged_cases_and_prints_their_errors() {
     assert!(text.contains("O max err (tol)"), "{text}");
     // Every case prints a measured O error in scientific notation with its tolerance.
     assert!(text.matches("e-").count() >= 10, "{text}");
+    // The case column reads as words, not Rust's Debug of the case's fields.
+    for debug in [
+        "Some(",
+        "None",
+        "Count(",
+        "FixedKeys",
+        "Auto {",
+        "AttnOptions",
+        "Fp8E",
+        "Per",
+    ] {
+        assert!(!text.contains(debug), "{debug}:\n{text}");
+    }
+    assert!(text.contains("splits") && text.contains("page "), "{text}");
     let (ok, text) = run(&["check", "--decode", "--gpu", "--cases", "1"]);
     if flashmha::cuda::driver_present() {
         assert!(ok, "{text}");
     } else {
         assert!(!ok);
         assert!(text.contains("no CUDA driver"), "{text}");
+    }
+}
+
+/// `check --decode --turing` runs the sm_75 decode on every case (f16 over 16-bit pages), bf16
+/// there is a typed refusal (what a T4 GPU gets instead of aborting mid-run), and a head dim
+/// without a decode kernel lists the compiled ones once each, in order.
+#[test]
+fn check_decode_honours_turing_dtype_and_head_dim() {
+    let (ok, text) = run(&[
+        "check",
+        "--decode",
+        "--turing",
+        "--cases",
+        "3",
+        "--seed",
+        "5",
+        "--max-len",
+        "60",
+    ]);
+    assert!(ok, "{text}");
+    assert_eq!(text.matches("on sm_75").count(), 3, "{text}");
+    assert!(!text.contains("bf16"), "{text}");
+    let (ok, text) = run(&["check", "--decode", "--turing", "--dtype", "bf16"]);
+    assert!(!ok);
+    assert!(text.contains("bf16 is not supported on sm_75"), "{text}");
+    let (ok, text) = run(&["check", "--decode", "--head-dim", "72", "--cases", "1"]);
+    assert!(!ok);
+    let list = text
+        .split("compiled: [")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or_else(|| panic!("{text}"));
+    let dims: Vec<u32> = list.split(',').map(|d| d.trim().parse().unwrap()).collect();
+    assert!(dims.windows(2).all(|w| w[0] < w[1]), "{list}");
+    assert!(dims.contains(&128), "{list}");
+}
+
+/// A head dim between the compiled ones (a multiple of 8) runs on the next compiled kernel in
+/// the library, so `check` takes it; random cases draw such dims too.
+#[test]
+fn check_runs_head_dims_between_the_compiled_ones() {
+    let (ok, text) = run(&[
+        "check",
+        "--head-dim",
+        "72",
+        "--cases",
+        "2",
+        "--max-len",
+        "40",
+    ]);
+    assert!(ok, "{text}");
+    assert_eq!(text.matches(" d72 ").count(), 2, "{text}");
+    let (ok, text) = run(&[
+        "check",
+        "--turing",
+        "--head-dim",
+        "40",
+        "--cases",
+        "1",
+        "--max-len",
+        "40",
+    ]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(" d40 ") && text.contains("on sm_75"),
+        "{text}"
+    );
+    let compiled: Vec<usize> = flashmha::common::build_info::FWD_KERNELS
+        .iter()
+        .map(|r| r.head_dim as usize)
+        .collect();
+    let (ok, text) = run(&["check", "--cases", "8", "--max-len", "24", "--seed", "11"]);
+    assert!(ok, "{text}");
+    let drawn: Vec<usize> = text
+        .split(" d")
+        .skip(1)
+        .filter_map(|t| t.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(drawn.len(), 8, "{text}");
+    assert!(drawn.iter().all(|d| d % 8 == 0 && *d <= 256), "{drawn:?}");
+    assert!(drawn.iter().any(|d| !compiled.contains(d)), "{drawn:?}");
+}
+
+/// Zero lengths and unknown models are typed CLI errors, not panics.
+#[test]
+fn zero_sizes_and_unknown_models_are_refused() {
+    for (args, flag) in [
+        (&["check", "--max-len", "0"][..], "--max-len"),
+        (&["check", "--decode", "--max-len", "0"][..], "--max-len"),
+        (&["bench", "--seqlens", "0"][..], "--seqlens"),
+        (&["bench", "--seqlens", "512,0"][..], "--seqlens"),
+        (&["bench", "--head-dims", "0"][..], "--head-dims"),
+        (&["bench", "--hidden", "0"][..], "--hidden"),
+    ] {
+        let (ok, text) = run(args);
+        assert!(!ok, "{args:?}: {text}");
+        assert!(
+            text.contains(&format!("{flag} must be at least 1")),
+            "{text}"
+        );
+        assert!(!text.contains("panicked"), "{text}");
+    }
+    // Lengths past the kernels' index math are refused before any host buffer is drawn (it
+    // was an allocation failure of 1 TB, or a wrapped product).
+    for args in [
+        &[
+            "emulate",
+            "--entry",
+            "flashmha_fwd_f16_d64",
+            "--seqlen-q",
+            "4000000000",
+        ][..],
+        &[
+            "emulate",
+            "--entry",
+            "flashmha_head_similarity_f16",
+            "--seqlen-q",
+            "18446744073709551615",
+        ][..],
+    ] {
+        let (ok, text) = run(args);
+        assert!(!ok, "{args:?}: {text}");
+        assert!(text.contains("overflows the kernel's index math"), "{text}");
+    }
+    let (ok, text) = run(&["bench", "--model", "x100"]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("unknown --model \"x100\""), "{text}");
+    for model in ["a100", "a10", "l4", "h100", "t4", "all"] {
+        assert!(text.contains(model), "{model}: {text}");
     }
 }
 
@@ -250,10 +394,17 @@ fn bench_decode_prints_counters_and_every_pipe_modelled() {
     ] {
         assert!(text.contains(pipe), "{pipe} missing:\n{text}");
     }
-    // 12 configurations (page 1/16/256 x sq_new 1/4 x GQA 1/8), each at batch 1 and filling.
+    // 12 configurations (page 1/16/256 x sq_new 1/4 x GQA 1/8), each at batch 1 and filling,
+    // one table row each (comfy-table, like every other command).
     let modelled = text
         .lines()
-        .filter(|l| l.contains("us ") && l.contains('%'))
+        .filter(|l| {
+            let first_cell = l.trim_start_matches('│').trim_start();
+            first_cell.starts_with(|c: char| c.is_ascii_digit())
+                && l.contains(" us")
+                && l.contains('%')
+        })
         .count();
     assert_eq!(modelled, 24, "{text}");
+    assert!(text.contains("╞"), "{text}");
 }

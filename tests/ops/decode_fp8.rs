@@ -205,3 +205,79 @@ fn special_codes_reach_exactly_the_outputs_that_see_them() {
         }
     }
 }
+
+/// A host scale of 0, NaN, +-inf or below 0 is a typed error naming the buffer and the index,
+/// before anything is uploaded or launched, in the decode and in the append (before, they ran
+/// and gave O = 0 or NaN codes silently); the valid scales of the same case run.
+#[test]
+fn invalid_host_scales_are_typed_errors_in_decode_and_append() {
+    use flashmha::common::error::{Error, TensorName};
+    use flashmha::host::emulated_decode::{kv_append_into, AppendTarget, HostPools};
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+    let bad = [
+        0.0f32,
+        -0.0,
+        -1.5,
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+    ];
+    for kv in FORMATS {
+        let c = case(
+            DType::F16,
+            kv,
+            KvScaleGranularity::PerKvHead,
+            128,
+            rng.random(),
+        );
+        let built = c.build();
+        let plan = plan_decode(&built.problem, c.split).unwrap();
+        assert!(decode(&plan, &built.inputs).is_ok());
+        let value = bad[rng.random_range(0..bad.len())];
+        let head = rng.random_range(0..built.inputs.k_scales.len());
+        for tensor in [TensorName::KScales, TensorName::VScales] {
+            let mut inputs = built.inputs.clone();
+            let scales = if tensor == TensorName::KScales {
+                &mut inputs.k_scales
+            } else {
+                &mut inputs.v_scales
+            };
+            scales[head] = value;
+            match decode(&plan, &inputs) {
+                Err(Error::InvalidScale {
+                    tensor: t, index, ..
+                }) => assert_eq!((t, index), (tensor, head), "{kv:?}"),
+                Err(e) => panic!("{kv:?} {value}: {e}"),
+                Ok(_) => panic!("{kv:?}: {tensor} = {value} was accepted"),
+            }
+            // The append quantises with the same scales: the same rule.
+            let p = &built.problem;
+            let rows = p.num_heads_kv * p.head_dim;
+            let new: Vec<u16> = (0..rows)
+                .map(|_| half::f16::from_f32(rng.random_range(-4.0..4.0)).to_bits())
+                .collect();
+            let pools = HostPools::Fp8 {
+                k: built.inputs.k_cache_fp8.clone(),
+                v: built.inputs.v_cache_fp8.clone(),
+                k_scales: if tensor == TensorName::KScales {
+                    inputs.k_scales.clone()
+                } else {
+                    built.inputs.k_scales.clone()
+                },
+                v_scales: if tensor == TensorName::VScales {
+                    inputs.v_scales.clone()
+                } else {
+                    built.inputs.v_scales.clone()
+                },
+            };
+            let slot = [rng.random_range(0..(p.num_pages * p.page_size) as i32)];
+            let appended = kv_append_into(p, &pools, &new, &new, AppendTarget::Slots(&slot));
+            assert!(
+                matches!(appended, Err(Error::InvalidScale { tensor: t, index, .. }) if t == tensor && index == head),
+                "{kv:?} {tensor} = {value}: {:?}",
+                appended.map(|_| ())
+            );
+        }
+    }
+}

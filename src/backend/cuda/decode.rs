@@ -68,7 +68,9 @@ impl<'a, T> DecodeArgs<'a, T> {
 
     /// As [`DecodeArgs::new`] for FP8 pages (e4m3 or e5m2, as the plan's `kv_dtype` says):
     /// the pools hold one code byte per element, and `k_scales` / `v_scales` (f32) one scale
-    /// per tensor or per KV head.
+    /// per tensor or per KV head. Every scale must be finite and > 0: device data is not read
+    /// on the host, and the kernel uses a bad scale as it is (what that gives: the module docs
+    /// of [`crate::ops::decode::fp8`]).
     #[allow(clippy::too_many_arguments)] // the required tensors of an FP8 decode, each once
     pub fn fp8(
         q: &'a impl DevicePtr<T>,
@@ -248,7 +250,8 @@ impl<'a, T> KvAppendArgs<'a, T> {
     }
 
     /// New rows quantised into FP8 pools (one code byte per element) with f32 scales per
-    /// tensor or per KV head.
+    /// tensor or per KV head, each finite and > 0 (the kernel quantises `x / scale` with
+    /// whatever it finds: see [`crate::ops::decode::fp8`]).
     pub fn fp8(
         k_new: &'a impl DevicePtr<T>,
         v_new: &'a impl DevicePtr<T>,

@@ -8,6 +8,13 @@
 //! No host-device synchronisation and no heap allocation in the launch path, so launches can be
 //! captured in CUDA graphs. Without a driver every entry point returns
 //! [`Error::NoCudaDriver`]; nothing here panics for lack of a GPU.
+//!
+//! Traps: the kernels check device-resident indices (`cu_seqlens`, `cache_seqlens`,
+//! block-table entries, append slots) and `trap` on a bad one before any access it guards. A
+//! trap poisons the whole CUDA context: that launch and every later call on the context fail
+//! with [`Error::Cuda`]. A server recovers by dropping this backend and every buffer of its
+//! context, creating a new one ([`CudaBackend::new`]) and re-uploading its state (README,
+//! "Correctness", says why there is no non-fatal mode).
 
 mod args;
 mod decode;

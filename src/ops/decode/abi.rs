@@ -1,6 +1,7 @@
 //! Marker impls for the decode params structs that bindgen generates from `kernels/params.h`
 //! (the structs themselves live in [`crate::common::abi`]); their device layout is checked by
 //! `tests/abi_probe_decode.rs`.
+//! `tests/abi_probe.rs`, which runs the probe kernel `kernels/abi_probe_decode.cu`.
 
 use crate::common::abi::{FlashDecodeParams, KvAppendParams, MergeStatesParams, ParamsBytes};
 

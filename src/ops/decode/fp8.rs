@@ -1,12 +1,28 @@
 //! FP8 KV-cache element types on the host: what a cache page holds ([`KvCacheDType`]), how its
-//! scales are laid out ([`KvScaleGranularity`]), and the exact host codec of both formats (PTX ISA
-//! 5.2.5.1 "Alternate Floating-Point Data Formats"), written independently of the kernels'
-//! bit tricks (kernels/common/fp8.cuh) so the tests compare two implementations:
-//! decoding by the definition `(-1)^s 2^(e - bias) (1 + m / 2^M)` (subnormals
-//! `2^(1 - bias) m / 2^M`), encoding by picking the nearest representable value (ties to the even
-//! code), saturating to the largest finite value (`.satfinite`: +-inf too), NaN to NaN.
+//! scales are laid out ([`KvScaleGranularity`]), and (feature `reference`) the host codec of
+//! both formats (PTX ISA 5.2.5.1 "Alternate Floating-Point Data Formats"), independent of the
+//! kernels' bit tricks (kernels/common/fp8.cuh) so that the tests compare two implementations.
+//! Decoding is the `float8` crate's (already in the tree through candle-core: a port of
+//! NVIDIA's `cuda_fp8.hpp` conversions; exact for every code). Encoding is ours (see
+//! [`KvCacheDType::encode`] for why): the nearest code, ties to the even code, saturating to
+//! the largest finite value (`.satfinite`: +-inf too), every NaN to the format's one NaN code,
+//! as the append kernel does.
+//!
+//! Scales: dequantised value = code x scale, and the append quantises `x / scale`. A scale must
+//! be finite and > 0. Host scales (the emulator runners' `k_scales` / `v_scales`, the GPU check
+//! runner) are checked by [`check_scales`] before anything is uploaded ([`Error::InvalidScale`]).
+//! Scales already on the device are the caller's to keep valid: like every other float input
+//! the kernels read them as they are, and a bad one gives defined but useless results rather
+//! than a trap. Decode (kernels/common/flash_decode_cta.cuh) folds the K scale into the score
+//! scale and multiplies O by the V scale: a K scale of 0 makes every score 0 (uniform weights
+//! over the unmasked keys), a negative one negates the scores, NaN or inf make O and LSE NaN;
+//! a V scale of 0 gives O = 0, a negative one -O, NaN or inf NaN / inf in O. The append
+//! (kernels/common/kv_append_chunk.cuh) writes the code of `x / scale`: a scale of 0 saturates
+//! every non-zero value to the largest code (0 / 0 to NaN), inf gives zero codes, NaN NaN
+//! codes, a negative scale flipped signs.
 
 use crate::common::abi;
+use crate::common::error::{Error, Result, TensorName};
 
 /// What the K and V pages hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -45,28 +61,26 @@ impl KvScaleGranularity {
     }
 }
 
-/// Exponent bits, mantissa bits, bias of a format.
-struct Layout {
-    mantissa_bits: u32,
-    bias: i32,
-    /// e4m3 has no infinities and only S.1111.111 is NaN; e5m2 is IEEE-like.
-    ieee_specials: bool,
-    max_finite: f32,
+/// Every FP8 scale in `scales` (the `tensor` buffer's host copy) must be finite and > 0: 0 or
+/// a negative scale would silently zero or negate the cache, NaN / inf poison it.
+pub fn check_scales(tensor: TensorName, scales: &[f32]) -> Result<()> {
+    match scales
+        .iter()
+        .enumerate()
+        .find(|(_, s)| !(s.is_finite() && **s > 0.0))
+    {
+        Some((index, &value)) => Err(Error::InvalidScale {
+            tensor,
+            index,
+            value,
+        }),
+        None => Ok(()),
+    }
 }
 
-const E4M3: Layout = Layout {
-    mantissa_bits: 3,
-    bias: 7,
-    ieee_specials: false,
-    max_finite: 448.0,
-};
-const E5M2: Layout = Layout {
-    mantissa_bits: 2,
-    bias: 15,
-    ieee_specials: true,
-    max_finite: 57344.0,
-};
+#[cfg(feature = "reference")]
 const SIGN: u8 = 0x80;
+#[cfg(feature = "reference")]
 const MAGNITUDE: u8 = 0x7f;
 
 impl KvCacheDType {
@@ -89,55 +103,32 @@ impl KvCacheDType {
             2
         }
     }
-    fn layout(self) -> &'static Layout {
-        match self {
-            KvCacheDType::Fp8E5M2 => &E5M2,
-            _ => &E4M3,
-        }
-    }
-
     /// The value of an FP8 code (panics for [`KvCacheDType::Same`]).
+    #[cfg(feature = "reference")]
     pub fn decode(self, code: u8) -> f32 {
-        assert!(self.is_fp8(), "decode of an FP8 code needs an FP8 type");
-        let l = self.layout();
-        let sign = if code & SIGN != 0 { -1.0f32 } else { 1.0 };
-        let mag = code & MAGNITUDE;
-        let m = u32::from(mag) & ((1 << l.mantissa_bits) - 1);
-        let e = i32::from(mag >> l.mantissa_bits);
-        let e_max = (1 << (7 - l.mantissa_bits)) - 1;
-        if l.ieee_specials && e == e_max {
-            return if m == 0 {
-                sign * f32::INFINITY
-            } else {
-                f32::NAN
-            };
+        match self {
+            KvCacheDType::Fp8E4M3 => float8::F8E4M3::from_bits(code).to_f32(),
+            KvCacheDType::Fp8E5M2 => float8::F8E5M2::from_bits(code).to_f32(),
+            KvCacheDType::Same => panic!("decode of an FP8 code needs an FP8 type"),
         }
-        if !l.ieee_specials && mag == MAGNITUDE {
-            return f32::NAN;
-        }
-        let frac = m as f32 / (1u32 << l.mantissa_bits) as f32;
-        let v = if e == 0 {
-            2f32.powi(1 - l.bias) * frac
-        } else {
-            2f32.powi(e - l.bias) * (1.0 + frac)
-        };
-        sign * v
     }
 
     /// The code nearest to `x` (ties to the even code), saturating, NaN to the format's NaN.
+    /// Ours rather than `float8`'s encoder: the append kernel writes the one NaN code
+    /// S.1111111 for every NaN (`cvt.satfinite`'s), where `float8` keeps e5m2 NaN payload bits,
+    /// and the tests compare the kernel's pools with this bit for bit.
+    #[cfg(feature = "reference")]
     pub fn encode(self, x: f32) -> u8 {
-        assert!(self.is_fp8(), "encode to an FP8 code needs an FP8 type");
-        let l = self.layout();
+        let max_code = self.encode_positive_max();
         let sign = if x.is_sign_negative() { SIGN } else { 0 };
         if x.is_nan() {
             return sign | MAGNITUDE;
         }
         let a = x.abs();
-        if a >= l.max_finite {
-            return sign | self.encode_positive_max();
+        if a >= self.decode(max_code) {
+            return sign | max_code;
         }
         // Nearest among the non-negative finite codes (monotone in the code), ties to even.
-        let max_code = self.encode_positive_max();
         let mut best = 0u8;
         let mut best_err = f64::INFINITY;
         for c in 0..=max_code {
@@ -150,15 +141,18 @@ impl KvCacheDType {
         sign | best
     }
 
+    /// The largest finite positive code (panics for [`KvCacheDType::Same`]).
+    #[cfg(feature = "reference")]
     fn encode_positive_max(self) -> u8 {
         match self {
             KvCacheDType::Fp8E5M2 => 0x7b,
-            _ => 0x7e,
+            KvCacheDType::Fp8E4M3 => 0x7e,
+            KvCacheDType::Same => panic!("encode to an FP8 code needs an FP8 type"),
         }
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "reference"))]
 mod tests {
     use super::*;
 

@@ -59,9 +59,9 @@ pub const KV_APPEND_FP8_ENTRY: &str = "flashmha_kv_append_fp8";
 /// has no FP8 pages).
 pub const KV_APPEND_SM75_ENTRY: &str = "flashmha_kv_append_sm75_16bit";
 
-/// Warps per CTA of the merge kernels (`kMergeWarps` in kernels/merge_states.cu).
+/// Warps per CTA of the merge kernels (`kMergeWarps` in kernels/common/merge_states_warp.cuh).
 pub const MERGE_WARPS: u32 = 4;
-/// Threads per CTA of the append kernel (`kAppendThreads` in kernels/kv_append.cu).
+/// Threads per CTA of the append kernel (`kAppendThreads` in kernels/common/kv_append_chunk.cuh).
 pub const KV_APPEND_THREADS: u32 = 128;
 
 #[cfg(test)]

@@ -3,11 +3,12 @@
 //!
 //! The plan uses only host-side upper bounds (`max_seqlen_q`, `total_q`, `max_cache_len`); the
 //! real lengths (`cache_seqlens`, `cu_seqlens_q`) are read by the kernel from device memory and
-//! checked there, so one plan made for the engine's maximum batch serves every smaller step.
+//! checked there (a bad one traps, which on a GPU leaves the context unusable: see
+//! [`crate::backend::cuda`]), so one plan made for the engine's maximum batch serves every smaller step.
 
 use super::fp8::{KvCacheDType, KvScaleGranularity};
 use crate::common::dtype::DType;
-use crate::common::geometry::{PageStrides, Strides};
+use crate::common::geometry::{span, stride_of, PageStrides, Strides};
 use crate::common::options::AttnOptions;
 
 /// How the new query tokens are laid out.
@@ -72,11 +73,10 @@ impl DecodeProblem {
         max_pages_per_seq: usize,
         head_major_pages: bool,
     ) -> DecodeProblem {
-        let row = (num_heads_q * head_dim) as i64;
         let qs = Strides {
-            batch: sq_new as i64 * row,
-            row,
-            head: head_dim as i64,
+            batch: stride_of(&[sq_new, num_heads_q, head_dim]),
+            row: stride_of(&[num_heads_q, head_dim]),
+            head: stride_of(&[head_dim]),
         };
         let pages = if head_major_pages {
             PageStrides::hnd(page_size, num_heads_kv, head_dim)
@@ -100,7 +100,7 @@ impl DecodeProblem {
             kv_scales: KvScaleGranularity::PerTensor,
             max_pages_per_seq,
             block_table_stride: max_pages_per_seq,
-            max_cache_len: max_pages_per_seq * page_size,
+            max_cache_len: max_pages_per_seq.saturating_mul(page_size),
             options: AttnOptions::default(),
             alibi: false,
             gates: false,
@@ -109,10 +109,10 @@ impl DecodeProblem {
         }
     }
 
-    /// Rows of q / o (padded: `batch * sq_new`).
+    /// Rows of q / o (padded: `batch * sq_new`, saturating).
     pub fn total_q(&self) -> usize {
         match self.queries {
-            QueryLayout::Padded { sq_new } => self.batch * sq_new,
+            QueryLayout::Padded { sq_new } => self.batch.saturating_mul(sq_new),
             QueryLayout::Varlen { total_q, .. } => total_q,
         }
     }
@@ -126,25 +126,27 @@ impl DecodeProblem {
     pub fn is_varlen(&self) -> bool {
         matches!(self.queries, QueryLayout::Varlen { .. })
     }
+    /// Query heads per KV head (0 without KV heads: validation refuses that first).
     pub fn group(&self) -> usize {
-        self.num_heads_q / self.num_heads_kv
+        self.num_heads_q.checked_div(self.num_heads_kv).unwrap_or(0)
     }
-    /// Elements the q (or o) tensor spans.
-    pub fn q_span(&self, s: &Strides) -> u64 {
-        let d = self.head_dim as u64;
-        let h = self.num_heads_q as u64 - 1;
+    /// (stride, extent) of the batch, row and head dimensions of q or o: padded tensors are
+    /// addressed per item, varlen ones by global row (the batch stride unused).
+    pub(crate) fn q_dims(&self, s: &Strides) -> [(i64, usize); 3] {
         match self.queries {
-            QueryLayout::Padded { sq_new } if self.batch > 0 && sq_new > 0 => {
-                (self.batch as u64 - 1) * s.batch as u64
-                    + (sq_new as u64 - 1) * s.row as u64
-                    + h * s.head as u64
-                    + d
+            QueryLayout::Padded { sq_new } => [
+                (s.batch, self.batch),
+                (s.row, sq_new),
+                (s.head, self.num_heads_q),
+            ],
+            QueryLayout::Varlen { total_q, .. } => {
+                [(0, 1), (s.row, total_q), (s.head, self.num_heads_q)]
             }
-            QueryLayout::Varlen { total_q, .. } if total_q > 0 => {
-                (total_q as u64 - 1) * s.row as u64 + h * s.head as u64 + d
-            }
-            _ => 0,
         }
+    }
+    /// Elements the q (or o) tensor spans (0 without rows), saturating at `u64::MAX`.
+    pub fn q_span(&self, s: &Strides) -> u64 {
+        u64::try_from(span(&self.q_dims(s), self.head_dim)).unwrap_or(u64::MAX)
     }
     /// Bytes per cached K / V element.
     pub fn kv_element_bytes(&self) -> usize {
@@ -169,6 +171,6 @@ impl DecodeProblem {
     }
     /// `[batch, hq, sq_new]` (padded) or `[hq, total_q]` (varlen): f32 elements of LSE / entropy.
     pub fn row_stats_len(&self) -> usize {
-        self.num_heads_q * self.total_q()
+        self.num_heads_q.saturating_mul(self.total_q())
     }
 }

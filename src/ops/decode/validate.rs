@@ -5,9 +5,8 @@
 use super::kernels::{DecodeKernelRow, DECODE_KERNELS};
 use super::problem::{DecodeProblem, QueryLayout};
 use crate::common::abi;
-use crate::common::error::{
-    AlignWhat, CuSeqlensFault, Dim, Error, Limit, OptionName, Result, TensorName,
-};
+use crate::common::error::{AlignWhat, Dim, Error, Limit, OptionName, Result, TensorName};
+use crate::common::geometry::{check_no_overlap, check_span};
 use crate::common::geometry::{PageStrides, Strides};
 use crate::common::target::KernelTarget;
 
@@ -88,11 +87,6 @@ fn aligned_strides(tensor: TensorName, strides: &[(Dim, i64)], element_bytes: us
     Ok(())
 }
 
-/// The compiled Ampere-and-newer kernel serving `p`, after checking everything about `p`.
-pub fn validate_decode(p: &DecodeProblem) -> Result<&'static DecodeKernelRow> {
-    validate_decode_for(KernelTarget::Ampere, p)
-}
-
 /// The compiled kernel of `target` serving `p`, after checking everything about `p`. Turing
 /// has f16 decode over 16-bit pages only: bf16 is [`Error::UnsupportedDType`], FP8 pages
 /// [`Error::UnsupportedOnTarget`]. Hopper decodes with the Ampere rows.
@@ -118,7 +112,8 @@ pub fn validate_decode_for(
             target,
         });
     }
-    let rows = p.group() * p.max_seqlen_q();
+    // Saturating: absurd sizes are refused below, after the kernel lookup.
+    let rows = p.group().saturating_mul(p.max_seqlen_q());
     let wanted_tile = if rows > DECODE_TILE_ROWS {
         DECODE_TILE_ROWS_WIDE
     } else {
@@ -144,11 +139,17 @@ pub fn validate_decode_for(
             dtype: p.dtype,
             head_dim: p.head_dim,
             target,
-            supported: DECODE_KERNELS
-                .iter()
-                .filter(|r| r.target == target && r.dtype == p.dtype && r.kv_bytes == kv_bytes)
-                .map(|r| r.head_dim)
-                .collect(),
+            supported: {
+                // Sorted and distinct: a head dim with a 16- and a 32-row tile is listed once.
+                let mut dims: Vec<u32> = DECODE_KERNELS
+                    .iter()
+                    .filter(|r| r.target == target && r.dtype == p.dtype && r.kv_bytes == kv_bytes)
+                    .map(|r| r.head_dim)
+                    .collect();
+                dims.sort_unstable();
+                dims.dedup();
+                dims
+            },
         })?;
     if p.num_heads_q == 0 {
         return Err(Error::EmptyDim {
@@ -176,6 +177,7 @@ pub fn validate_decode_for(
     }
     fits(Limit::GridYz, MAX_GRID_YZ, p.batch as u64)?;
     page_geometry(p)?;
+    // Both bounded by page_geometry (their product is below the kernel's key bound).
     let max_cache_len = (p.max_pages_per_seq * p.page_size) as u64;
     if p.max_cache_len as u64 > max_cache_len {
         return Err(Error::DimTooLarge {
@@ -202,18 +204,24 @@ pub fn validate_decode_for(
     fits(
         Limit::Rows32,
         MAX_ROWS_X_HEADS,
-        (p.total_q() * p.num_heads_q) as u64,
+        (p.total_q() as u64).saturating_mul(p.num_heads_q as u64),
     )?;
     let row_tiles = rows.div_ceil(kernel.tile_rows as usize);
     fits(
         Limit::GridYz,
         MAX_GRID_YZ,
-        (p.num_heads_kv * row_tiles) as u64,
+        (p.num_heads_kv as u64).saturating_mul(row_tiles as u64),
     )?;
     row_strides(TensorName::Q, &p.q_strides, padded)?;
     row_strides(TensorName::O, &p.o_strides, padded)?;
     page_strides(TensorName::KCache, &p.k_strides, p.kv_element_bytes())?;
     page_strides(TensorName::VCache, &p.v_strides, p.kv_element_bytes())?;
+    let e = p.dtype.size();
+    check_span(&p.q_dims(&p.q_strides), p.head_dim, e)?;
+    check_span(&p.q_dims(&p.o_strides), p.head_dim, e)?;
+    pool_spans(p)?;
+    // The forward's rule: distinct (item, row, head, col) of O are distinct elements.
+    check_no_overlap(TensorName::O, p.q_dims(&p.o_strides), p.head_dim)?;
     let o = &p.options;
     if let Some(s) = o.softmax_scale {
         if !(s.is_finite() && s > 0.0) {
@@ -244,44 +252,6 @@ pub fn validate_decode_for(
 pub const DECODE_TILE_ROWS: usize = 16;
 /// Rows of the wide (`_r32`) entries: two m16 row blocks per warp.
 pub const DECODE_TILE_ROWS_WIDE: usize = 32;
-
-/// Checks a host copy of `cu_seqlens_q` against the problem's bounds (for callers that have
-/// one; the kernel checks the device copy regardless).
-pub fn validate_cu_seqlens_q(p: &DecodeProblem, cu: &[i32]) -> Result<()> {
-    let fault = |fault| {
-        Err(Error::CuSeqlens {
-            which: TensorName::CuSeqlensQ,
-            fault,
-        })
-    };
-    if cu.len() != p.batch + 1 {
-        return fault(CuSeqlensFault::WrongLength {
-            expected: p.batch + 1,
-            found: cu.len(),
-        });
-    }
-    if cu[0] != 0 {
-        return fault(CuSeqlensFault::FirstNotZero);
-    }
-    for (i, w) in cu.windows(2).enumerate() {
-        if w[1] < w[0] {
-            return fault(CuSeqlensFault::Decreasing { index: i });
-        }
-        if (w[1] - w[0]) as usize > p.max_seqlen_q() {
-            return fault(CuSeqlensFault::ItemTooLong {
-                index: i,
-                max: p.max_seqlen_q(),
-            });
-        }
-        if w[1] as usize > p.total_q() {
-            return fault(CuSeqlensFault::BeyondTotal {
-                index: i + 1,
-                total: p.total_q(),
-            });
-        }
-    }
-    Ok(())
-}
 
 /// The page pools' and block table's geometry, shared by decode and append: page size in
 /// 1..=FLASHMHA_DECODE_MAX_PAGE_SIZE, page count and block-table stride within i32, and no
@@ -334,13 +304,28 @@ pub fn validate_kv_append(p: &DecodeProblem, tokens: usize) -> Result<()> {
             tensor: TensorName::KNew,
             what: AlignWhat::HeadDim,
             required: abi::FLASHMHA_COPY_ALIGN_BYTES as usize,
-            value: 2 * p.head_dim as u64,
+            value: (p.head_dim as u64).saturating_mul(2),
         });
     }
     // One thread per 8-element chunk of (token, head): the grid's x dimension.
-    let threads = (tokens * p.num_heads_kv * p.head_dim) as u64 / STRIDE_ALIGN_ELEMS as u64;
+    let threads = (tokens as u64)
+        .saturating_mul(p.num_heads_kv as u64)
+        .saturating_mul(p.head_dim as u64)
+        / STRIDE_ALIGN_ELEMS as u64;
     fits(Limit::GridX, u64::from(u32::MAX), threads)?;
     page_strides(TensorName::KCache, &p.k_strides, p.kv_element_bytes())?;
     page_strides(TensorName::VCache, &p.v_strides, p.kv_element_bytes())?;
+    pool_spans(p)
+}
+
+/// Both page pools' byte spans fit the kernels' int64 offsets.
+fn pool_spans(p: &DecodeProblem) -> Result<()> {
+    for s in [&p.k_strides, &p.v_strides] {
+        check_span(
+            &s.dims(p.num_pages, p.page_size, p.num_heads_kv),
+            p.head_dim,
+            p.kv_element_bytes(),
+        )?;
+    }
     Ok(())
 }

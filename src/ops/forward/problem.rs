@@ -78,14 +78,18 @@ impl SeqShape {
         }
     }
 
-    /// (q rows, k rows) over the whole batch, as the tensors hold them.
+    /// (q rows, k rows) over the whole batch, as the tensors hold them (saturating: validation
+    /// refuses anything near `usize::MAX`).
     pub fn total_rows(&self) -> (usize, usize) {
         match *self {
             SeqShape::Padded {
                 batch,
                 seqlen_q,
                 seqlen_k,
-            } => (batch * seqlen_q, batch * seqlen_k),
+            } => (
+                batch.saturating_mul(seqlen_q),
+                batch.saturating_mul(seqlen_k),
+            ),
             SeqShape::Varlen {
                 total_q, total_k, ..
             } => (total_q, total_k),
@@ -212,13 +216,10 @@ impl FwdShape {
         self
     }
 
-    /// Elements of an LSE (or entropy) output: `[b, hq, sq]` padded, `[hq, total_q]` varlen.
+    /// Elements of an LSE (or entropy) output: `[b, hq, sq]` padded, `[hq, total_q]` varlen
+    /// (saturating, like [`SeqShape::total_rows`]).
     pub fn row_stats_len(&self) -> usize {
-        match self.seq {
-            SeqShape::Padded {
-                batch, seqlen_q, ..
-            } => batch * self.heads.q * seqlen_q,
-            SeqShape::Varlen { total_q, .. } => self.heads.q * total_q,
-        }
+        let (rows, _) = self.seq.total_rows();
+        self.heads.q.saturating_mul(rows)
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! Pure: reads descriptions and addresses, returns typed errors, launches and writes nothing.
 //! Device-resident indices (`cu_seqlens`) are not read here: the kernel checks them against the
-//! bounds in its params and traps.
+//! bounds in its params and traps, which on a GPU leaves the CUDA context unusable (recreate it:
+//! see [`crate::backend::cuda`]).
 
 use crate::common::abi;
 use crate::common::build_info::FwdKernelRow;
@@ -18,7 +19,9 @@ use crate::common::target::KernelTarget;
 use crate::ops::forward::problem::{FwdShape, SeqShape};
 use crate::ops::forward::tma::{FwdTmaMaps, TMA_MAX_DIM, TMA_MAX_STRIDE_BYTES, TMA_STRIDE_ALIGN};
 
-use crate::common::geometry::{COPY_ALIGN_BYTES, MAX_GRID_YZ, MAX_INDEX_32};
+use crate::common::geometry::{
+    check_no_overlap, check_span, span, COPY_ALIGN_BYTES, MAX_GRID_YZ, MAX_INDEX_32,
+};
 /// `sq + sk` of every item must stay below 2^31 minus the kernels' headroom (params.h).
 pub const MAX_SEQLEN_SUM: u64 = (1 << 31) - abi::FLASHMHA_SEQLEN_HEADROOM as u64;
 /// For head dims whose tiles are copied with per-thread 32-bit byte offsets (d80, d96:
@@ -54,46 +57,13 @@ pub fn validate_shape<'t>(
     if !target.supports(dtype) {
         return Err(Error::UnsupportedDType { dtype, target });
     }
-    // A head dim that is a multiple of 8 (whole 16-byte chunks) runs on the smallest compiled
-    // kernel of the target at least as wide, its extra columns predicated off in the kernel.
-    let bucket = |t: KernelTarget| {
-        table
-            .iter()
-            .filter(|r| {
-                r.target == t
-                    && r.dtype == dtype
-                    && s.head_dim > 0
-                    && s.head_dim.is_multiple_of(8)
-                    && r.head_dim as usize >= s.head_dim
-            })
-            .min_by_key(|r| r.head_dim)
-    };
-    // A target with a fallback (Hopper: Ampere) runs its own row when that is no wider than
-    // the fallback's bucket (d48 -> the sm_90a d64), else the fallback's (d80 / d96 -> the
-    // Ampere d80 / d96 rather than padding them to the sm_90a d128).
-    let own = bucket(target);
-    let kernel = match (own, target.forward_fallback().and_then(bucket)) {
-        (Some(own), Some(other)) if other.head_dim < own.head_dim => Some(other),
-        (Some(own), _) => Some(own),
-        (None, other) => other,
-    }
-    .ok_or_else(|| Error::UnsupportedHeadDim {
-        dtype,
-        head_dim: s.head_dim,
-        target,
-        supported: {
-            let mut dims: Vec<u32> = table
-                .iter()
-                .filter(|r| {
-                    (r.target == target || Some(r.target) == target.forward_fallback())
-                        && r.dtype == dtype
-                })
-                .map(|r| r.head_dim)
-                .collect();
-            dims.sort_unstable();
-            dims.dedup();
-            dims
-        },
+    let kernel = forward_kernel_for(table, target, dtype, s.head_dim).ok_or_else(|| {
+        Error::UnsupportedHeadDim {
+            dtype,
+            head_dim: s.head_dim,
+            target,
+            supported: compiled_head_dims(table, target, dtype),
+        }
     })?;
     check_heads(s)?;
     check_seq(s)?;
@@ -122,9 +92,9 @@ pub fn validate_shape<'t>(
     let v = geometry(TensorName::V, st.v, items_k, rows_k, s.heads.kv);
     let o = geometry(TensorName::O, st.o, items_q, rows_q, s.heads.q);
     for g in [&q, &k, &v] {
-        g.check_input()?;
+        g.check_input(dtype)?;
     }
-    o.check_output()?;
+    o.check_output(dtype)?;
     for g in [&q, &k, &v, &o] {
         g.check_alignment(dtype)?;
     }
@@ -159,6 +129,55 @@ pub fn validate_shape<'t>(
             cu_seqlens: if s.seq.is_varlen() { batch + 1 } else { 0 },
         },
     ))
+}
+
+/// The compiled forward kernel that serves `head_dim` for `dtype` on `target`, if any: a head
+/// dim that is a multiple of 8 (whole 16-byte chunks) runs on the smallest compiled kernel of
+/// the target at least as wide, its extra columns predicated off in the kernel. A target with a
+/// fallback (Hopper: Ampere) runs its own row when that is no wider than the fallback's bucket
+/// (d48 -> the sm_90a d64), else the fallback's (d80 / d96 -> the Ampere d80 / d96 rather than
+/// padding them to the sm_90a d128). Used by [`validate_shape`] and by callers (the CLI) that
+/// draw or check head dims.
+pub fn forward_kernel_for(
+    table: &[FwdKernelRow],
+    target: KernelTarget,
+    dtype: DType,
+    head_dim: usize,
+) -> Option<&FwdKernelRow> {
+    let bucket = |t: KernelTarget| {
+        table
+            .iter()
+            .filter(|r| {
+                r.target == t
+                    && r.dtype == dtype
+                    && head_dim > 0
+                    && head_dim.is_multiple_of(8)
+                    && r.head_dim as usize >= head_dim
+            })
+            .min_by_key(|r| r.head_dim)
+    };
+    let own = bucket(target);
+    match (own, target.forward_fallback().and_then(bucket)) {
+        (Some(own), Some(other)) if other.head_dim < own.head_dim => Some(other),
+        (Some(own), _) => Some(own),
+        (None, other) => other,
+    }
+}
+
+/// The compiled forward head dims of `dtype` on `target` (its own and its fallback's), sorted
+/// and distinct: what [`Error::UnsupportedHeadDim`] lists. Multiples of 8 between them run too
+/// ([`forward_kernel_for`]).
+pub fn compiled_head_dims(table: &[FwdKernelRow], target: KernelTarget, dtype: DType) -> Vec<u32> {
+    let mut dims: Vec<u32> = table
+        .iter()
+        .filter(|r| {
+            (r.target == target || Some(r.target) == target.forward_fallback()) && r.dtype == dtype
+        })
+        .map(|r| r.head_dim)
+        .collect();
+    dims.sort_unstable();
+    dims.dedup();
+    dims
 }
 
 /// What the sm_90a kernels' tensor maps need beyond the checks every kernel has: the encoder
@@ -260,10 +279,12 @@ fn check_seq(s: &FwdShape) -> Result<()> {
             }
         }
     }
-    if (sq + sk) as u64 > MAX_SEQLEN_SUM {
+    // Checked: `usize::MAX` lengths must be refused, not wrapped (or panic) in the sum.
+    let sum = (sq as u64).saturating_add(sk as u64);
+    if sum > MAX_SEQLEN_SUM {
         return Err(Error::Overflow32 {
             limit: Limit::SeqlenSum,
-            value: (sq + sk) as u64,
+            value: sum,
             max: MAX_SEQLEN_SUM,
         });
     }
@@ -318,20 +339,20 @@ struct Geometry {
 }
 
 impl Geometry {
-    /// Elements from the base that the kernel may touch (largest offset + 1; 0 without rows).
-    fn extent(&self) -> usize {
-        if self.rows == 0 || self.items == 0 {
-            return 0;
-        }
+    /// (stride, extent) of the batch, row and head dimensions.
+    fn dims(&self) -> [(i64, usize); 3] {
         let s = self.strides;
-        // Computed in 128-bit so the computation itself cannot wrap; strides are checked
-        // non-negative first.
-        let max = |n: usize, stride: i64| (n.saturating_sub(1) as u128) * stride.max(0) as u128;
-        let last = max(self.items, s.batch)
-            + max(self.rows, s.row)
-            + max(self.heads, s.head)
-            + (self.head_dim as u128 - 1);
-        usize::try_from(last + 1).unwrap_or(usize::MAX)
+        [
+            (s.batch, self.items),
+            (s.row, self.rows),
+            (s.head, self.heads),
+        ]
+    }
+
+    /// Elements from the base that the kernel may touch (largest offset + 1; 0 without rows),
+    /// saturating at `usize::MAX` (a span that large is refused by [`check_span`]).
+    fn extent(&self) -> usize {
+        usize::try_from(span(&self.dims(), self.head_dim)).unwrap_or(usize::MAX)
     }
 
     fn check_strides(&self) -> Result<()> {
@@ -352,7 +373,7 @@ impl Geometry {
         Ok(())
     }
 
-    fn check_input(&self) -> Result<()> {
+    fn check_input(&self, dtype: DType) -> Result<()> {
         self.check_strides()?;
         if self.strides.row > MAX_ROW_STRIDE {
             return Err(Error::Overflow32 {
@@ -361,44 +382,13 @@ impl Geometry {
                 max: MAX_ROW_STRIDE as u64,
             });
         }
-        Ok(())
+        check_span(&self.dims(), self.head_dim, dtype.size())
     }
 
-    /// Distinct (item, row, head, col) must map to distinct elements, or CTAs race: sort the
-    /// used dimensions by stride; each stride must step past everything the smaller ones span.
-    fn check_output(&self) -> Result<()> {
+    fn check_output(&self, dtype: DType) -> Result<()> {
         self.check_strides()?;
-        if self.extent() == 0 {
-            // No rows (e.g. a varlen batch with no queries): nothing is written.
-            return Ok(());
-        }
-        let s = self.strides;
-        let (sb, sr, sh) = (s.batch as u64, s.row as u64, s.head as u64);
-        // (stride, extent) of the dimensions that vary; extent-1 ones cannot collide.
-        let mut dims =
-            [(sb, self.items), (sr, self.rows), (sh, self.heads)].map(|(stride, extent)| {
-                if extent > 1 {
-                    (stride, extent as u64)
-                } else {
-                    (u64::MAX, 1)
-                }
-            });
-        dims.sort_unstable();
-        // Largest offset reachable by the dimensions seen so far (the contiguous head dim first).
-        let mut reach = self.head_dim as u128 - 1;
-        for (stride, extent) in dims.into_iter().filter(|&(_, extent)| extent > 1) {
-            if stride as u128 <= reach {
-                return Err(Error::OverlappingOutput {
-                    tensor: self.tensor,
-                    batch: s.batch,
-                    row: s.row,
-                    head: s.head,
-                    head_dim: self.head_dim,
-                });
-            }
-            reach += stride as u128 * (extent as u128 - 1);
-        }
-        Ok(())
+        check_span(&self.dims(), self.head_dim, dtype.size())?;
+        check_no_overlap(self.tensor, self.dims(), self.head_dim)
     }
 
     /// Every stride the kernel steps by must keep 16-byte row chunks aligned.
@@ -410,7 +400,8 @@ impl Geometry {
             (Dim::Seq, s.row),
             (Dim::Heads, s.head),
         ] {
-            let bytes = stride as u64 * e;
+            // Strides are non-negative here (checked first), so the product fits u64.
+            let bytes = (stride as u64).saturating_mul(e);
             if !bytes.is_multiple_of(COPY_ALIGN_BYTES as u64) {
                 return Err(Error::Misaligned {
                     tensor: self.tensor,

@@ -56,15 +56,20 @@ impl HeadSimProblem {
             num_tokens,
             num_heads,
             head_dim,
-            token_stride: (num_heads * head_dim) as i64,
-            head_stride: head_dim as i64,
-            o_len: num_tokens * num_heads * head_dim,
-            gram_len: num_heads * num_heads,
+            // Saturating: absurd sizes are refused by the plan, never wrapped here.
+            token_stride: crate::common::geometry::stride_of(&[num_heads, head_dim]),
+            head_stride: crate::common::geometry::stride_of(&[head_dim]),
+            o_len: num_tokens
+                .saturating_mul(num_heads)
+                .saturating_mul(head_dim),
+            gram_len: num_heads.saturating_mul(num_heads),
         }
     }
 }
 
 /// Device addresses of the two buffers (plain numbers).
+/// Device addresses of the two buffers (plain numbers, as in
+/// [`crate::ops::forward::FwdBufs`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HeadSimBuffers {
     pub o: u64,

@@ -8,6 +8,8 @@
 //!   `token_batch[t]`, paged through the problem's block table (item, position and table entry
 //!   all checked in the kernel; out of range traps).
 //!
+//! A trap on a GPU leaves the CUDA context unusable: recreate it (see [`crate::backend::cuda`]).
+//!
 //! Pure, like the decode plan: [`plan_kv_append_to`] validates the geometry once,
 //! [`KvAppendPlan::params`] checks a run's buffers in O(1) (presence, sizes, 16-byte alignment,
 //! aliasing) and fills the params both backends launch.
@@ -27,7 +29,7 @@ use crate::ops::decode::kernels::{
 use crate::ops::decode::problem::DecodeProblem;
 use crate::ops::decode::validate::validate_kv_append;
 
-/// Elements of one 16-byte copy (`kAppendChunkElems` in kernels/kv_append.cu).
+/// Elements of one 16-byte copy (`kAppendChunkElems` in kernels/common/kv_append_chunk.cuh).
 pub const APPEND_CHUNK_ELEMS: usize = 8;
 
 /// How the kernel finds each token's destination (module docs).

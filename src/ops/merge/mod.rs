@@ -57,13 +57,14 @@ impl MergeProblem {
             MergeStates::Pair => 2,
         }
     }
-    /// Elements of one state's (or the output's) O.
+    /// Elements of one state's (or the output's) O (saturating: validation refuses anything
+    /// past int32).
     pub fn o_len(&self) -> u64 {
-        (self.rows * self.heads * self.head_dim) as u64
+        self.lse_len().saturating_mul(self.head_dim as u64)
     }
-    /// Elements of one state's (or the output's) LSE.
+    /// Elements of one state's (or the output's) LSE (saturating).
     pub fn lse_len(&self) -> u64 {
-        (self.rows * self.heads) as u64
+        (self.rows as u64).saturating_mul(self.heads as u64)
     }
     /// (row stride, head stride) of an LSE vector.
     fn lse_strides(&self) -> (i64, i64) {
@@ -93,8 +94,8 @@ pub struct MergeBuffers {
     pub lse: DevBuf,
 }
 
-/// Columns of O each lane merges per step (`kMergeCols` in kernels/merge_states.cu): O rows are
-/// read and written 4 elements (8 bytes) at a time.
+/// Columns of O each lane merges per step (`kMergeCols` in kernels/common/merge_states_warp.cuh):
+/// O rows are read and written 4 elements (8 bytes) at a time.
 pub const MERGE_COLS: usize = 4;
 
 /// Validates `p` and plans its launch (one warp per (row, head)) with the Ampere-and-newer
@@ -130,16 +131,16 @@ pub fn plan_merge_for(target: KernelTarget, p: &MergeProblem) -> Result<MergePla
             tensor: TensorName::OStates,
             what: AlignWhat::HeadDim,
             required: MERGE_COLS * p.dtype.size(),
-            value: (p.head_dim * p.dtype.size()) as u64,
+            value: (p.head_dim as u64).saturating_mul(p.dtype.size() as u64),
         });
     }
-    let items = (p.rows * p.heads) as u64;
+    let items = p.lse_len();
     let max = i32::MAX as u64;
     for (limit, value) in [
-        (Limit::Rows32, items * p.head_dim as u64),
+        (Limit::Rows32, p.o_len()),
         (
             Limit::Rows32,
-            p.num_states() as u64 * items * p.head_dim as u64,
+            (p.num_states() as u64).saturating_mul(p.o_len()),
         ),
     ] {
         if value > max {
