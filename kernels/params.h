@@ -47,7 +47,9 @@
  *                   memory the host cannot vouch for at launch time: the kernel checks every
  *                   entry it reads (0 <= start <= end <= total, end - start <= seqlen max)
  *                   against total_q / total_k / seqlen_q / seqlen_k and traps on violation.
- *   lse, entropy:   [b, hq, sq] (padded) or [hq, total_q] (varlen), f32, natural log.
+ *   lse, entropy:   [b, hq, sq] (padded) or [hq, total_q] (varlen), f32, natural log; -inf / 0
+ *                   for a row with no unmasked key, NaN / NaN when a NaN reached the row's scores
+ *                   or output (src/options.rs, kernels/common/softmax.cuh).
  */
 typedef struct FlashFwdParams {
     const void *q; /* f16 or bf16, as the entry's name says */
@@ -267,7 +269,8 @@ typedef struct FlashDecodeParams {
  * Merge of attention states (kernels/merge_states.cu): for every (row, head), N states
  * (O_s, LSE_s) of disjoint key sets become O = sum_s w_s O_s, LSE = log sum_s exp(LSE_s),
  * w_s = exp(LSE_s - LSE). States with LSE_s = -inf are skipped; a row whose states are all -inf
- * gets O = 0, LSE = -inf. With entropies: H = sum_s w_s H_s - sum_s w_s ln w_s.
+ * gets O = 0, LSE = -inf; a NaN LSE_s makes the row's O, LSE and H NaN
+ * (kernels/common/state_merge.cuh). With entropies: H = sum_s w_s H_s - sum_s w_s ln w_s.
  *   o_states:   [num_states, rows, heads, d] through the state strides (f32 for the split
  *               combine, f16 / bf16 for merge_states, as the entry says)
  *   lse_states, entropy_states: [num_states, rows, heads] through the lse state strides

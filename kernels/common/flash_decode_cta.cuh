@@ -43,6 +43,7 @@
 #include "common/dtype.cuh"
 #include "common/mma.cuh"
 #include "common/softmax.cuh"
+#include "common/state_merge.cuh"
 #include "common/codegen.cuh"
 #include "common/decode_traits.cuh"
 #include "common/fp8.cuh"
@@ -605,7 +606,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         for (int rbh = 0; rbh < kRB * kRowHalves; ++rbh) {
             const int rb = rbh / kRowHalves;
             const int h = rbh % kRowHalves;
-            const RowResult res = softmax[rb].finalize(h, score_mul);
+            const RowResult res = softmax[rb].finalize(h, score_mul, o_acc[rb]);
             const int c0 = mma_c_index(h, 0);
             const int row = rb * kDecodeRowsPerBlock + mma_c_row(lane, c0);
             if constexpr (T::kKvFp8) {
@@ -645,36 +646,33 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         if (r >= rows_item) continue;
         const int qi = r / group;
         const int head = kv_head * group + (r - qi * group);
+        // The warps' states merged (state_merge.cuh): an empty warp (LSE -inf) weighs -0 and
+        // its staged O is 0, a NaN LSE makes the row NaN.
         float m = neg_inf();
 #pragma unroll
         for (int w = 0; w < kW; ++w) m = fmaxf(m, stats_lse[w * kRows + row]);
-        float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-        float lse = neg_inf();
-        float ent = 0.0f;
-        if (m != neg_inf()) {
-            float weight[kW];
-            float total = 0.0f;
+        const float ref = merge_ref(m);
+        float weight[kW];
+        float total = 0.0f;
 #pragma unroll
-            for (int w = 0; w < kW; ++w) {
-                weight[w] = fast_exp2((stats_lse[w * kRows + row] - m) * kLog2e);
-                total += weight[w];
-            }
-            const float inv_total = 1.0f / total;
-#pragma unroll
-            for (int w = 0; w < kW; ++w) {
-                const float a = weight[w] * inv_total;
-                const float4 ow = *reinterpret_cast<const float4 *>(
-                    smem + T::kRegionOffset + w * T::kWarpRegionBytes +
-                    (row * T::kOStagePitchFloats + c4 * 4) * 4);
-                acc.x = fmaf(a, ow.x, acc.x);
-                acc.y = fmaf(a, ow.y, acc.y);
-                acc.z = fmaf(a, ow.z, acc.z);
-                acc.w = fmaf(a, ow.w, acc.w);
-                if (want_entropy && a > 0.0f)
-                    ent += a * (stats_ent[w * kRows + row] - fast_log2(a) * kLn2);
-            }
-            lse = m + fast_log2(total) * kLn2;
+        for (int w = 0; w < kW; ++w) {
+            weight[w] = merge_term(stats_lse[w * kRows + row], ref);
+            total += weight[w];
         }
+        const float inv_total = 1.0f / total;
+        float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+        float ent = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kW; ++w) {
+            const float l = stats_lse[w * kRows + row];
+            const float a = l == neg_inf() ? merge_skip_weight() : weight[w] * inv_total;
+            const float4 ow = *reinterpret_cast<const float4 *>(
+                smem + T::kRegionOffset + w * T::kWarpRegionBytes +
+                (row * T::kOStagePitchFloats + c4 * 4) * 4);
+            merge_accumulate(acc, a, ow);
+            if (want_entropy) ent = merge_entropy_add(ent, a, stats_ent[w * kRows + row]);
+        }
+        const float lse = merge_lse(ref, total);
         const int64_t grow = q_row0 + qi;  // row in the [total_q] row space
         if (split_out) {
             const int64_t state = (static_cast<int64_t>(split) * p.total_q + grow) * p.num_heads_q + head;
