@@ -177,7 +177,7 @@ typedef struct HeadSimParams {
     X(o) X(gram) X(token_stride) X(head_stride) X(num_tokens) X(num_heads) X(head_dim)             \
     X(tokens_per_cta)
 
-/* ==== Decode over a paged KV cache (kernels/flash_decode.cu, kernels/merge_states.cu) ==== */
+/* ==== Decode over a paged KV cache (kernels/sm80/flash_decode.cu, sm80/merge_states.cu) ==== */
 
 /* KV-cache element formats (FlashDecodeParams.kv_format, KvAppendParams.kv_format). FP8 pages
  * hold codes of PTX ISA 5.2.5.1 (kernels/common/fp8.cuh) and are dequantised in the kernel as
@@ -193,6 +193,15 @@ typedef struct HeadSimParams {
 /* Split boundaries are multiples of this many keys (4 warps x 16-key blocks), so no key block
  * is read by two splits. */
 #define FLASHMHA_DECODE_SPLIT_ALIGN 64
+/* Block shapes of the merge and append kernels, which the host launches with (Rust reads them
+ * through bindgen; kernels/common/merge_states_warp.cuh and kv_append_chunk.cuh take theirs
+ * from here). Merge: warps per CTA (one (row, head) per warp) and O columns per lane per step
+ * (so head_dim must be a multiple of it); append: threads per CTA and 16-bit elements per
+ * thread (one 16-byte vector, so head_dim must be a multiple of it). */
+#define FLASHMHA_MERGE_WARPS 4
+#define FLASHMHA_MERGE_COLS 4
+#define FLASHMHA_KV_APPEND_THREADS 128
+#define FLASHMHA_KV_APPEND_CHUNK_ELEMS 8
 /* Largest page size the decode kernels accept (keys per page). */
 #define FLASHMHA_DECODE_MAX_PAGE_SIZE 1024
 /* Cache lengths (and max_pages_per_seq * page_size) stay below this, so a key index times the
@@ -266,7 +275,7 @@ typedef struct FlashDecodeParams {
 } FlashDecodeParams;
 
 /*
- * Merge of attention states (kernels/merge_states.cu): for every (row, head), N states
+ * Merge of attention states (kernels/sm80/merge_states.cu): for every (row, head), N states
  * (O_s, LSE_s) of disjoint key sets become O = sum_s w_s O_s, LSE = log sum_s exp(LSE_s),
  * w_s = exp(LSE_s - LSE). States with LSE_s = -inf are skipped; a row whose states are all -inf
  * gets O = 0, LSE = -inf; a NaN LSE_s makes the row's O, LSE and H NaN
@@ -311,7 +320,7 @@ typedef struct MergeStatesParams {
 #define FLASHMHA_KV_APPEND_FLAG_SRC_BF16 0x1u /* k_new / v_new are bf16 (else f16) */
 
 /*
- * KV append (kernels/kv_append.cu): writes new rows of K and V into the paged cache.
+ * KV append (kernels/sm80/kv_append.cu): writes new rows of K and V into the paged cache.
  *   k_new, v_new: [num_tokens, hkv, d] through token / head strides (f16 or bf16)
  *   where token t goes, one of:
  *     slot_mapping: [num_tokens] i32, slot = page * page_size + offset; < 0 skips the token;

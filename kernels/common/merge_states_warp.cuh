@@ -1,6 +1,6 @@
 /*
  * merge_states_warp.cuh: the warp body of the state merge, shared by the Ampere entry points
- * (kernels/merge_states.cu, compute_80) and the Turing f16 ones (kernels/sm75/
+ * (kernels/sm80/merge_states.cu, compute_80) and the Turing f16 ones (kernels/sm75/
  * merge_states_sm75.cu, compute_75: a compute_80 module does not load on a 7.5 device).
  *
  * merge_states.cu: merges N attention states (O_s, LSE_s) of disjoint key sets into one
@@ -28,8 +28,9 @@
 
 namespace flashmha {
 
-constexpr int kMergeWarps = 4;
-constexpr int kMergeCols = 4;  // columns of O per lane per step (one float4 / 8-byte store)
+constexpr int kMergeWarps = FLASHMHA_MERGE_WARPS;
+constexpr int kMergeCols = FLASHMHA_MERGE_COLS;  // columns of O per lane per step (float4 / 8 bytes)
+static_assert(kMergeCols == 4, "StateF32 / State16 load and Out16 stores 4 columns");
 constexpr unsigned kMergeWarpMask = 0xffffffffu;
 
 /* State element readers: 4 consecutive columns as f32. */

@@ -26,8 +26,9 @@ use crate::dtype::DType;
 use crate::error::{Error, Result, TensorName};
 use crate::target::KernelTarget;
 
-/// Elements of one 16-byte copy (`kAppendChunkElems` in kernels/kv_append.cu).
-pub const APPEND_CHUNK_ELEMS: usize = 8;
+/// Elements of one 16-byte copy (`FLASHMHA_KV_APPEND_CHUNK_ELEMS` of kernels/params.h,
+/// `kAppendChunkElems` in kernels/common/kv_append_chunk.cuh).
+pub const APPEND_CHUNK_ELEMS: usize = crate::abi::FLASHMHA_KV_APPEND_CHUNK_ELEMS as usize;
 
 /// How the kernel finds each token's destination (module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -94,9 +94,10 @@ pub struct MergeBuffers {
     pub lse: DeviceBuf,
 }
 
-/// Columns of O each lane merges per step (`kMergeCols` in kernels/merge_states.cu): O rows are
-/// read and written 4 elements (8 bytes) at a time.
-pub const MERGE_COLS: usize = 4;
+/// Columns of O each lane merges per step (`FLASHMHA_MERGE_COLS` of kernels/params.h,
+/// `kMergeCols` in kernels/common/merge_states_warp.cuh): O rows are read and written 4
+/// elements (8 bytes) at a time.
+pub const MERGE_COLS: usize = crate::abi::FLASHMHA_MERGE_COLS as usize;
 
 /// Validates `p` and plans its launch (one warp per (row, head)) with the Ampere-and-newer
 /// kernels.
