@@ -70,7 +70,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
     const int row_tile = blockIdx.y - kv_head * row_tiles;
     const int batch = blockIdx.z;
     const int group = p.num_heads_q / p.num_heads_kv;
-    const bool varlen = (p.flags & FLASHMHA_FLAG_VARLEN) != 0;
+    const bool varlen = (p.opt.flags & FLASHMHA_FLAG_VARLEN) != 0;
 
     // Device-resident lengths: checked before any use.
     const int cache_len = p.cache_seqlens[batch];
@@ -92,7 +92,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         q_row0 = batch * p.seqlen_q;
         q_item = batch * p.q_batch_stride;
         o_item = batch * p.o_batch_stride;
-        lse_item = batch * p.lse_batch_stride;
+        lse_item = batch * p.opt.lse_batch_stride;
     }
     const int rows_item = group * sq;
     constexpr int kRB = T::kRowBlocks;
@@ -109,7 +109,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         per_split = max(per_split, FLASHMHA_DECODE_SPLIT_ALIGN);
     }
     // The keys each row sees (mask.cuh semantics with sk = cache_len), within this split's keys.
-    KeyMask mask(p, sq, cache_len);
+    KeyMask mask(p.opt, sq, cache_len);
     {
         const int64_t lo = static_cast<int64_t>(split) * per_split;
         mask.clamp_keys(static_cast<int>(min(lo, static_cast<int64_t>(cache_len))),
@@ -195,13 +195,13 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         });
     }
 
-    ScoreMod mod(p);
+    ScoreMod mod(p.opt);
     float alibi_log2[kRB][kRowHalves];  // per row: the rows of a CTA belong to several heads
 #pragma unroll
     for (int rb = 0; rb < kRB; ++rb)
 #pragma unroll
         for (int h = 0; h < kRowHalves; ++h)
-            alibi_log2[rb][h] = row_valid[rb][h] ? mod.alibi_log2(p, head_of[rb][h]) : 0.0f;
+            alibi_log2[rb][h] = row_valid[rb][h] ? mod.alibi_log2(p.opt, head_of[rb][h]) : 0.0f;
     // FP8: the K scale (times the dequantiser's 2^8 for e4m3, fp8.cuh) multiplies every score,
     // so it joins the softmax scale; the V scale multiplies O once in the epilogue.
     float v_mul = 1.0f;
@@ -234,7 +234,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
     const int num_blocks = blk_first < blk_end ? (blk_end - blk_first + kW - 1) / kW : 0;
 
     if (num_blocks > 0) {
-        const bool want_entropy = p.entropy != nullptr || p.partial_entropy != nullptr;
+        const bool want_entropy = p.opt.entropy != nullptr || p.partial_entropy != nullptr;
         const int copy_row = copy_row_of_lane(lane);
         const int copy_half = copy_half_of_lane(lane);
         const int copy_leader = copy_pair_leader(lane);
@@ -552,8 +552,8 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
     }
     __syncthreads();  // every warp's staged state is complete before the cross-warp merge
 
-    const bool split_out = (p.flags & FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT) != 0;
-    const bool want_entropy = p.entropy != nullptr || p.partial_entropy != nullptr;
+    const bool split_out = (p.opt.flags & FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT) != 0;
+    const bool want_entropy = p.opt.entropy != nullptr || p.partial_entropy != nullptr;
     constexpr int kCol4 = T::kHeadDim / 4;  // float4 column groups per row
     for (int flat = tid; flat < kRows * kCol4; flat += T::kThreads) {
         const int row = flat / kCol4;
@@ -599,7 +599,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                 if (p.partial_entropy != nullptr) p.partial_entropy[state] = ent;
             }
         } else {
-            const float gate = p.head_gates != nullptr ? p.head_gates[head] : 1.0f;
+            const float gate = p.opt.head_gates != nullptr ? p.opt.head_gates[head] : 1.0f;
             // Adding +0 turns the -0 of a zero gate into +0.
             const uint32_t lo = Elem::pack(__fadd_rn(acc.x * gate, 0.0f), __fadd_rn(acc.y * gate, 0.0f));
             const uint32_t hi = Elem::pack(__fadd_rn(acc.z * gate, 0.0f), __fadd_rn(acc.w * gate, 0.0f));
@@ -607,9 +607,9 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                                head * p.o_head_stride + c4 * 4;
             *reinterpret_cast<uint2 *>(dst) = make_uint2(lo, hi);
             if (c4 == 0) {
-                const int64_t stat = lse_item + head * p.lse_head_stride + qi;
-                if (p.lse != nullptr) p.lse[stat] = lse;
-                if (p.entropy != nullptr) p.entropy[stat] = ent;
+                const int64_t stat = lse_item + head * p.opt.lse_head_stride + qi;
+                if (p.opt.lse != nullptr) p.opt.lse[stat] = lse;
+                if (p.opt.entropy != nullptr) p.opt.entropy[stat] = ent;
             }
         }
     }

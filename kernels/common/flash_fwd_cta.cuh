@@ -66,7 +66,7 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
     if (m0 >= ext.sq) return;             // varlen: item shorter than the grid (CTA-uniform)
     const int rows_valid = min(ext.sq - m0, T::kBlockM);
     const int kv_head = head / (params.num_heads_q / params.num_heads_kv);  // GQA / MQA
-    const bool varlen = (params.flags & FLASHMHA_FLAG_VARLEN) != 0;
+    const bool varlen = (params.opt.flags & FLASHMHA_FLAG_VARLEN) != 0;
 
     // 64-bit element offsets of (batch, row 0, head); tile-local offsets below are small.
     // q, o: [b, sq, hq, d] or varlen [total_q, hq, d]
@@ -85,7 +85,7 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
     const uint64_t v_seq = gmem_addr(params.v) + v_off * kElemBytes;
     elem_bits_t *o_tile = static_cast<elem_bits_t *>(params.o) + o_off;  // o: [block_m, d]
 
-    const KeyMask mask(params, ext.sq, ext.sk);
+    const KeyMask mask(params.opt, ext.sq, ext.sk);
     const int row_first = m0;
     const int row_last = m0 + rows_valid - 1;
     const int n_begin = mask.template kv_tile_begin<kBlockN>(row_first);
@@ -117,13 +117,13 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
             for (int c = 0; c < kCRegs; ++c) o_acc[mb][ot][c] = 0.0f;
 
     OnlineSoftmax<T::kSTiles, T::kOTiles> softmax[kRB];
-    const ScoreMod mod(params);
+    const ScoreMod mod(params.opt);
     const float score_mul = pin(mod.score_mul());
-    const float head_alibi = mod.alibi_log2(params, head);
+    const float head_alibi = mod.alibi_log2(params.opt, head);
     const float alibi_log2[kRowHalves] = {head_alibi, head_alibi};  // one head per CTA
 
     if (n_begin < n_end) {
-        const bool want_entropy = params.entropy != nullptr;
+        const bool want_entropy = params.opt.entropy != nullptr;
         const bool want_mod = mod.any();
 
         // K / V tile copies: tile n (keys n * block_n ..) into a stage; rows past sk zero-filled.
@@ -352,7 +352,7 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
     }
 
     // ---- Epilogue ---------------------------------------------------------------------------
-    const float gate = params.head_gates != nullptr ? params.head_gates[head] : 1.0f;
+    const float gate = params.opt.head_gates != nullptr ? params.opt.head_gates[head] : 1.0f;
     RowResult res[kRB][kRowHalves];
     float row_scale[kRB][kRowHalves];
 #pragma unroll

@@ -53,7 +53,7 @@ __device__ __forceinline__ SeqRows checked_seq_rows(const int32_t *cu_seqlens, i
 
 __device__ __forceinline__ SeqExtent seq_extent(const FlashFwdParams &p, int batch) {
     SeqExtent e;
-    if (p.flags & FLASHMHA_FLAG_VARLEN) {
+    if (p.opt.flags & FLASHMHA_FLAG_VARLEN) {
         const SeqRows q = checked_seq_rows(p.cu_seqlens_q, batch, p.total_q, p.seqlen_q);
         const SeqRows k = checked_seq_rows(p.cu_seqlens_k, batch, p.total_k, p.seqlen_k);
         e.q_row0 = q.start;
@@ -82,8 +82,8 @@ struct PartialTileTest {
 };
 
 /* The key mask of one batch item (and, for decode, one split): the forward, sm_90a and decode
- * CTA bodies all build it from their params (P: FlashFwdParams or FlashDecodeParams; it reads
- * flags, window_left and window_right). */
+ * CTA bodies all build it from their params' option block (params.h, FlashAttnOptions: flags,
+ * window_left, window_right). */
 struct KeyMask {
     int sk;
     int shift;     // sk - sq
@@ -94,8 +94,8 @@ struct KeyMask {
     int lo_min;    // keys below it are masked: 0, or the first key of a decode split
     int hi_max;    // keys at or past it are masked: sk, or the end of a decode split
 
-    template <class P>
-    __device__ __forceinline__ KeyMask(const P &p, int sq, int sk_) : sk(sk_), lo_min(0), hi_max(sk_) {
+    __device__ __forceinline__ KeyMask(const FlashAttnOptions &p, int sq, int sk_)
+        : sk(sk_), lo_min(0), hi_max(sk_) {
         shift = sk - sq;
         const bool causal = (p.flags & FLASHMHA_FLAG_CAUSAL) != 0;
         const bool window = (p.flags & FLASHMHA_FLAG_WINDOW) != 0;
@@ -178,7 +178,7 @@ __device__ __forceinline__ void apply_key_mask(float (&s)[kSTiles][kCRegs], cons
 }
 
 /* Softcap and ALiBi: turn raw q.k accumulators into log2-domain scores x (then score_mul = 1).
- * Built from the forward's or decode's params (P: scale, scale_log2, softcap, alibi_slopes). The
+ * Built from the option block of the forward's or decode's params (FlashAttnOptions). The
  * ALiBi slope is per row: one head per CTA in the forward, rows of several query heads in a
  * decode CTA (GQA packing). */
 struct ScoreMod {
@@ -188,8 +188,7 @@ struct ScoreMod {
     float softcap_pre;  // scale / c
     float softcap_post; // c log2 e
 
-    template <class P>
-    __device__ __forceinline__ explicit ScoreMod(const P &p) {
+    __device__ __forceinline__ explicit ScoreMod(const FlashAttnOptions &p) {
         softcap = p.softcap > 0.0f;
         alibi = p.alibi_slopes != nullptr;
         scale_log2 = p.scale_log2;
@@ -197,8 +196,7 @@ struct ScoreMod {
         softcap_post = p.softcap * kLog2e;
     }
     /* slope[head] log2 e: the ALiBi slope of a row of that query head, 0 without ALiBi. */
-    template <class P>
-    __device__ __forceinline__ float alibi_log2(const P &p, int head) const {
+    __device__ __forceinline__ float alibi_log2(const FlashAttnOptions &p, int head) const {
         return alibi ? p.alibi_slopes[head] * kLog2e : 0.0f;
     }
     /* Every score times k as well (decode's FP8 K scale, fp8.cuh). */
@@ -314,14 +312,15 @@ template <int kN>
 __device__ __forceinline__ void write_row_stats(const FlashFwdParams &p, const SeqExtent &ext,
                                                 int batch, int head, bool varlen, int lane,
                                                 const int *rows, const RowResult *res) {
-    if (lane_in_quad(lane) == 0 && (p.lse != nullptr || p.entropy != nullptr)) {
-        const int64_t stat_off = (varlen ? 0 : batch * p.lse_batch_stride) +
-                                 head * p.lse_head_stride + ext.q_row0;
+    const FlashAttnOptions &o = p.opt;
+    if (lane_in_quad(lane) == 0 && (o.lse != nullptr || o.entropy != nullptr)) {
+        const int64_t stat_off = (varlen ? 0 : batch * o.lse_batch_stride) +
+                                 head * o.lse_head_stride + ext.q_row0;
 #pragma unroll
         for (int i = 0; i < kN; ++i) {
             if (rows[i] < ext.sq) {
-                if (p.lse != nullptr) p.lse[stat_off + rows[i]] = res[i].lse;
-                if (p.entropy != nullptr) p.entropy[stat_off + rows[i]] = res[i].entropy;
+                if (o.lse != nullptr) o.lse[stat_off + rows[i]] = res[i].lse;
+                if (o.entropy != nullptr) o.entropy[stat_off + rows[i]] = res[i].entropy;
             }
         }
     }

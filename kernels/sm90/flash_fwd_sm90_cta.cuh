@@ -68,9 +68,9 @@ __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) 
     if (m0 >= ext.sq) return;             // varlen: item shorter than the grid (CTA-uniform)
     const int rows_valid = min(ext.sq - m0, T::kBlockM);
     const int kv_head = head / (params.num_heads_q / params.num_heads_kv);  // GQA / MQA
-    const bool varlen = (params.flags & FLASHMHA_FLAG_VARLEN) != 0;
+    const bool varlen = (params.opt.flags & FLASHMHA_FLAG_VARLEN) != 0;
 
-    const KeyMask mask(params, ext.sq, ext.sk);
+    const KeyMask mask(params.opt, ext.sq, ext.sk);
     const int n_begin = mask.template kv_tile_begin<kBlockN>(m0);
     const int n_end = mask.template kv_tile_end<kBlockN>(m0 + rows_valid - 1);
     const bool has_tiles = n_begin < n_end;
@@ -141,13 +141,13 @@ __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) 
         for (int c = 0; c < kCRegs; ++c) o_acc[ot][c] = 0.0f;
 
     OnlineSoftmax<T::kSTiles, T::kOTiles> softmax;
-    const ScoreMod mod(params);
+    const ScoreMod mod(params.opt);
     const float score_mul = pin(mod.score_mul());
-    const float head_alibi = mod.alibi_log2(params, head);
+    const float head_alibi = mod.alibi_log2(params.opt, head);
     const float alibi_log2[kRowHalves] = {head_alibi, head_alibi};  // one head per CTA
 
     if (has_tiles) {
-        const bool want_entropy = params.entropy != nullptr;
+        const bool want_entropy = params.opt.entropy != nullptr;
         const bool want_mod = mod.any();
         const auto needs_mask = mask.template partial_tile_test<kBlockN>(m0, m0 + rows_valid - 1);
 
@@ -252,7 +252,7 @@ __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) 
     }
 
     // ---- Epilogue ---------------------------------------------------------------------------
-    const float gate = params.head_gates != nullptr ? params.head_gates[head] : 1.0f;
+    const float gate = params.opt.head_gates != nullptr ? params.opt.head_gates[head] : 1.0f;
     RowResult res[kRowHalves];
     float row_scale[kRowHalves];
 #pragma unroll
