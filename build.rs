@@ -86,7 +86,10 @@ fn main() {
         cubin_archs: &cubin_archs,
         cache: cache.as_ref(),
     };
-    let (mut product, mut stats) = compile::compile_all(&job, &cu_files(&kernels), true);
+    // Ampere and newer: kernels/sm80/*.cu (cp.async, m16n8k16), and the ABI probes at the root.
+    let mut sm80_sources = cu_files(&kernels.join("sm80"));
+    sm80_sources.extend(cu_files(&kernels));
+    let (mut product, mut stats) = compile::compile_all(&job, &sm80_sources, true);
     // Turing: kernels/sm75/*.cu, their own PTX and cubin (no cp.async, no m16n8k16 there).
     let sm75_job = compile::Job {
         out_dir: &sm75_out,

@@ -15,7 +15,7 @@
  * Keep one entry per line: build.rs reads this file line by line. Add a row only once the
  * kernel defines its entry: the build fails when a listed entry is missing.
  *
- * Tile choices (kernels/flash_fwd.cu, kernels/common/fwd_traits.cuh; issue 8). Each warp owns
+ * Tile choices (kernels/sm80/flash_fwd.cu, kernels/common/fwd_traits.cuh; issue 8). Each warp owns
  * two m16 row blocks (block_m = 128, 4 warps x 32 rows), so every K / V fragment read from
  * shared memory feeds two mma; d256 keeps one row block per warp (64 x 32): at 32 rows its f32 O
  * accumulator alone would need 256 registers per thread. smem = Q tile + 2 stages x (K + V) =

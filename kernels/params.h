@@ -16,7 +16,7 @@
 
 #include <stdint.h>
 
-/* Bits of FlashFwdParams.flags. */
+/* Bits of FlashAttnOptions.flags (the opt of every attention params struct). */
 #define FLASHMHA_FLAG_CAUSAL 0x1u /* bottom-right aligned causal mask (when seqlen_q != seqlen_k) */
 #define FLASHMHA_FLAG_WINDOW 0x2u /* sliding window [i - window_left, i + window_right] */
 #define FLASHMHA_FLAG_VARLEN 0x4u /* packed [total, h, d] layout through cu_seqlens_q / _k */
@@ -39,6 +39,31 @@
 #define FLASHMHA_SM75_MAX_DYNAMIC_SMEM_BYTES 65536
 
 /*
+ * The attention options: masks, score modifiers and the optional per-row outputs, one block
+ * that every attention params struct embeds as its field `opt` (FlashFwdParams, and through its
+ * base FlashFwdTmaParams; FlashDecodeParams), packed by one host function (src/plan/options.rs)
+ * and read by one device vocabulary (kernels/common/mask.cuh: KeyMask, ScoreMod,
+ * write_row_stats). A new option is added here, there and in the packer.
+ *   lse, entropy: [b, hq, sq] (padded) or [hq, total_q] (varlen), f32, natural log, at
+ *                 b * lse_batch_stride (padded only) + h * lse_head_stride + row; -inf / 0 for a
+ *                 row with no unmasked key, NaN / NaN when a NaN reached the row's scores or
+ *                 output (src/options.rs, kernels/common/softmax.cuh).
+ */
+typedef struct FlashAttnOptions {
+    float *lse;                /* optional: log-sum-exp of each score row (natural log) */
+    float *entropy;            /* optional: Shannon entropy of each attention row (nats) */
+    const float *alibi_slopes; /* optional: [hq], bias -slope * |i + sk - sq - j| added to scaled scores */
+    const float *head_gates;   /* optional: [hq], O of head h is multiplied by gate[h] */
+    int64_t lse_batch_stride, lse_head_stride; /* shared by lse and entropy; row stride is 1 */
+    float scale;        /* softmax scale applied to q.k (natural domain), usually 1/sqrt(d) */
+    float scale_log2;   /* scale * log2(e): the kernel works in the log2 domain */
+    float softcap;      /* > 0: scores become softcap * tanh(score * scale / softcap); 0 = off */
+    int32_t window_left;  /* with FLASHMHA_FLAG_WINDOW; < 0 means unbounded on that side */
+    int32_t window_right;
+    uint32_t flags;       /* FLASHMHA_FLAG_* (decode: and FLASHMHA_DECODE_FLAG_*) */
+} FlashAttnOptions;
+
+/*
  * Forward attention (prefill). Shapes, in elements:
  *   padded layout:  q: [b, sq, hq, d]   k, v: [b, sk, hkv, d]   o: [b, sq, hq, d]
  *   varlen layout:  q: [total_q, hq, d] k, v: [total_k, hkv, d] o: [total_q, hq, d]
@@ -47,17 +72,13 @@
  *                   memory the host cannot vouch for at launch time: the kernel checks every
  *                   entry it reads (0 <= start <= end <= total, end - start <= seqlen max)
  *                   against total_q / total_k / seqlen_q / seqlen_k and traps on violation.
- *   lse, entropy:   [b, hq, sq] (padded) or [hq, total_q] (varlen), f32, natural log.
+ *   lse, entropy:   in opt (FlashAttnOptions).
  */
 typedef struct FlashFwdParams {
     const void *q; /* f16 or bf16, as the entry's name says */
     const void *k;
     const void *v;
     void *o;
-    float *lse;                  /* optional: log-sum-exp of each score row (natural log) */
-    float *entropy;              /* optional: Shannon entropy of each attention row (nats) */
-    const float *alibi_slopes;   /* optional: [hq], bias -slope * |i + sk - sq - j| added to scaled scores */
-    const float *head_gates;     /* optional: [hq], O of head h is multiplied by gate[h] */
     const int32_t *cu_seqlens_q; /* [b + 1], required with FLASHMHA_FLAG_VARLEN */
     const int32_t *cu_seqlens_k; /* [b + 1], required with FLASHMHA_FLAG_VARLEN */
 
@@ -65,7 +86,7 @@ typedef struct FlashFwdParams {
     int64_t k_batch_stride, k_row_stride, k_head_stride;
     int64_t v_batch_stride, v_row_stride, v_head_stride;
     int64_t o_batch_stride, o_row_stride, o_head_stride;
-    int64_t lse_batch_stride, lse_head_stride; /* shared by lse and entropy; row stride is 1 */
+    FlashAttnOptions opt;
 
     int32_t batch;
     int32_t num_heads_q;
@@ -77,13 +98,6 @@ typedef struct FlashFwdParams {
     int32_t seqlen_k;
     int32_t total_q;      /* rows of the q / o tensors: varlen total_q, padded b * sq */
     int32_t total_k;      /* rows of the k / v tensors: varlen total_k, padded b * sk */
-
-    float scale;       /* softmax scale applied to q.k (natural domain), usually 1/sqrt(d) */
-    float scale_log2;  /* scale * log2(e): the kernel works in the log2 domain */
-    float softcap;     /* > 0: scores become softcap * tanh(score * scale / softcap); 0 = off */
-    int32_t window_left;  /* with FLASHMHA_FLAG_WINDOW; < 0 means unbounded on that side */
-    int32_t window_right;
-    uint32_t flags;       /* FLASHMHA_FLAG_* */
 } FlashFwdParams;
 
 /*
@@ -159,13 +173,16 @@ typedef struct HeadSimParams {
  * compares them with the bindgen structs. Keep each list in its struct's field order.
  */
 #define FLASHMHA_ABI_PROBE_FIELDS(X)                                                               \
-    X(q) X(k) X(v) X(o) X(lse) X(entropy) X(alibi_slopes) X(head_gates) X(cu_seqlens_q)           \
-    X(cu_seqlens_k) X(q_batch_stride) X(q_row_stride) X(q_head_stride) X(k_batch_stride)         \
-    X(k_row_stride) X(k_head_stride) X(v_batch_stride) X(v_row_stride) X(v_head_stride)          \
-    X(o_batch_stride) X(o_row_stride) X(o_head_stride) X(lse_batch_stride) X(lse_head_stride)    \
+    X(q) X(k) X(v) X(o) X(cu_seqlens_q) X(cu_seqlens_k) X(q_batch_stride) X(q_row_stride)         \
+    X(q_head_stride) X(k_batch_stride) X(k_row_stride) X(k_head_stride) X(v_batch_stride)          \
+    X(v_row_stride) X(v_head_stride) X(o_batch_stride) X(o_row_stride) X(o_head_stride) X(opt)     \
     X(batch) X(num_heads_q) X(num_heads_kv) X(head_dim) X(seqlen_q) X(seqlen_k) X(total_q)         \
-    X(total_k) X(scale)                                                                           \
-    X(scale_log2) X(softcap) X(window_left) X(window_right) X(flags)
+    X(total_k)
+
+/* The same for FlashAttnOptions, written after FlashFwdTmaParams' values. */
+#define FLASHMHA_ABI_PROBE_OPTIONS_FIELDS(X)                                                       \
+    X(lse) X(entropy) X(alibi_slopes) X(head_gates) X(lse_batch_stride) X(lse_head_stride)         \
+    X(scale) X(scale_log2) X(softcap) X(window_left) X(window_right) X(flags)
 
 /* The same for FlashFwdTmaParams, written after HeadSimParams' values. */
 #define FLASHMHA_ABI_PROBE_TMA_FIELDS(X) X(q_map) X(k_map) X(v_map) X(base) X(pad0)
@@ -175,7 +192,7 @@ typedef struct HeadSimParams {
     X(o) X(gram) X(token_stride) X(head_stride) X(num_tokens) X(num_heads) X(head_dim)             \
     X(tokens_per_cta)
 
-/* ==== Decode over a paged KV cache (kernels/flash_decode.cu, kernels/merge_states.cu) ==== */
+/* ==== Decode over a paged KV cache (kernels/sm80/flash_decode.cu, sm80/merge_states.cu) ==== */
 
 /* KV-cache element formats (FlashDecodeParams.kv_format, KvAppendParams.kv_format). FP8 pages
  * hold codes of PTX ISA 5.2.5.1 (kernels/common/fp8.cuh) and are dequantised in the kernel as
@@ -185,12 +202,21 @@ typedef struct HeadSimParams {
 #define FLASHMHA_KV_FORMAT_E4M3 1
 #define FLASHMHA_KV_FORMAT_E5M2 2
 
-/* Bits of FlashDecodeParams.flags (causal / window / varlen share the forward's values). */
+/* Decode-only bits of FlashAttnOptions.flags (causal / window / varlen as in the forward). */
 #define FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT 0x10u /* write partial (O, LSE) per split to the workspace */
 
 /* Split boundaries are multiples of this many keys (4 warps x 16-key blocks), so no key block
  * is read by two splits. */
 #define FLASHMHA_DECODE_SPLIT_ALIGN 64
+/* Block shapes of the merge and append kernels, which the host launches with (Rust reads them
+ * through bindgen; kernels/common/merge_states_warp.cuh and kv_append_chunk.cuh take theirs
+ * from here). Merge: warps per CTA (one (row, head) per warp) and O columns per lane per step
+ * (so head_dim must be a multiple of it); append: threads per CTA and 16-bit elements per
+ * thread (one 16-byte vector, so head_dim must be a multiple of it). */
+#define FLASHMHA_MERGE_WARPS 4
+#define FLASHMHA_MERGE_COLS 4
+#define FLASHMHA_KV_APPEND_THREADS 128
+#define FLASHMHA_KV_APPEND_CHUNK_ELEMS 8
 /* Largest page size the decode kernels accept (keys per page). */
 #define FLASHMHA_DECODE_MAX_PAGE_SIZE 1024
 /* Cache lengths (and max_pages_per_seq * page_size) stay below this, so a key index times the
@@ -206,7 +232,7 @@ typedef struct HeadSimParams {
  *                  [num_pages, hkv, page_size, d] (HND), both through strides
  *   block_table:   [b, max_pages_per_seq] i32 (row stride block_table_stride), device-resident
  *   cache_seqlens: [b] i32, keys of item i (new tokens included), device-resident
- *   lse, entropy:  [b, hq, sq_new] (padded) or [hq, total_q] (varlen), f32, natural log
+ *   lse, entropy:  in opt (FlashAttnOptions): [b, hq, sq_new] (padded) or [hq, total_q] (varlen)
  *   partial_o:     [num_splits, total_q, hq, d] f32 workspace (with FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT)
  *   partial_lse, partial_entropy: [num_splits, total_q, hq] f32 workspace
  *   k_scales, v_scales: [hkv] (kv_scale_stride 1) or [1] (stride 0) f32, FP8 entries only
@@ -218,10 +244,6 @@ typedef struct FlashDecodeParams {
     const void *k_cache;
     const void *v_cache;
     void *o;
-    float *lse;                   /* optional */
-    float *entropy;               /* optional */
-    const float *alibi_slopes;    /* optional: [hq] */
-    const float *head_gates;      /* optional: [hq] */
     const int32_t *block_table;
     const int32_t *cache_seqlens;
     const int32_t *cu_seqlens_q;  /* [b + 1], with FLASHMHA_FLAG_VARLEN */
@@ -235,10 +257,10 @@ typedef struct FlashDecodeParams {
     int64_t o_batch_stride, o_row_stride, o_head_stride;
     int64_t k_page_stride, k_slot_stride, k_head_stride;
     int64_t v_page_stride, v_slot_stride, v_head_stride;
-    int64_t lse_batch_stride, lse_head_stride; /* shared by lse and entropy; row stride 1 */
     int64_t block_table_stride;
     /* key / page_size == (key * page_div_magic) >> page_div_shift for 0 <= key < 2^30 */
     uint64_t page_div_magic;
+    FlashAttnOptions opt;
 
     int32_t batch;
     int32_t num_heads_q;
@@ -254,20 +276,14 @@ typedef struct FlashDecodeParams {
     int32_t split_keys;        /* > 0: fixed keys per split (batch-invariant); 0: from num_splits */
     int32_t kv_format;         /* FLASHMHA_KV_FORMAT_*; FP8 only with an FP8 entry */
     int32_t kv_scale_stride;   /* 0: one scale per tensor; 1: one per KV head */
-
-    float scale;
-    float scale_log2;
-    float softcap;             /* > 0: softcap * tanh(score / softcap); 0 = off */
-    int32_t window_left;       /* with FLASHMHA_FLAG_WINDOW; < 0 unbounded */
-    int32_t window_right;
-    uint32_t flags;
 } FlashDecodeParams;
 
 /*
- * Merge of attention states (kernels/merge_states.cu): for every (row, head), N states
+ * Merge of attention states (kernels/sm80/merge_states.cu): for every (row, head), N states
  * (O_s, LSE_s) of disjoint key sets become O = sum_s w_s O_s, LSE = log sum_s exp(LSE_s),
  * w_s = exp(LSE_s - LSE). States with LSE_s = -inf are skipped; a row whose states are all -inf
- * gets O = 0, LSE = -inf. With entropies: H = sum_s w_s H_s - sum_s w_s ln w_s.
+ * gets O = 0, LSE = -inf; a NaN LSE_s makes the row's O, LSE and H NaN
+ * (kernels/common/state_merge.cuh). With entropies: H = sum_s w_s H_s - sum_s w_s ln w_s.
  *   o_states:   [num_states, rows, heads, d] through the state strides (f32 for the split
  *               combine, f16 / bf16 for merge_states, as the entry says)
  *   lse_states, entropy_states: [num_states, rows, heads] through the lse state strides
@@ -308,7 +324,7 @@ typedef struct MergeStatesParams {
 #define FLASHMHA_KV_APPEND_FLAG_SRC_BF16 0x1u /* k_new / v_new are bf16 (else f16) */
 
 /*
- * KV append (kernels/kv_append.cu): writes new rows of K and V into the paged cache.
+ * KV append (kernels/sm80/kv_append.cu): writes new rows of K and V into the paged cache.
  *   k_new, v_new: [num_tokens, hkv, d] through token / head strides (f16 or bf16)
  *   where token t goes, one of:
  *     slot_mapping: [num_tokens] i32, slot = page * page_size + offset; < 0 skips the token;
@@ -354,16 +370,13 @@ typedef struct KvAppendParams {
 } KvAppendParams;
 
 #define FLASHMHA_ABI_PROBE_DECODE_FIELDS(X)                                                        \
-    X(q) X(k_cache) X(v_cache) X(o) X(lse) X(entropy) X(alibi_slopes) X(head_gates)                \
-    X(block_table) X(cache_seqlens) X(cu_seqlens_q) X(partial_o) X(partial_lse)                    \
-    X(partial_entropy) X(k_scales) X(v_scales) X(q_batch_stride) X(q_row_stride)                   \
+    X(q) X(k_cache) X(v_cache) X(o) X(block_table) X(cache_seqlens) X(cu_seqlens_q) X(partial_o)   \
+    X(partial_lse) X(partial_entropy) X(k_scales) X(v_scales) X(q_batch_stride) X(q_row_stride)    \
     X(q_head_stride) X(o_batch_stride) X(o_row_stride) X(o_head_stride) X(k_page_stride)           \
     X(k_slot_stride) X(k_head_stride) X(v_page_stride) X(v_slot_stride) X(v_head_stride)           \
-    X(lse_batch_stride) X(lse_head_stride) X(block_table_stride) X(page_div_magic) X(batch)        \
-    X(num_heads_q) X(num_heads_kv) X(head_dim) X(seqlen_q) X(total_q) X(num_pages) X(page_size)    \
-    X(max_pages_per_seq) X(page_div_shift) X(num_splits) X(split_keys) X(kv_format)                \
-    X(kv_scale_stride) X(scale) X(scale_log2) X(softcap) X(window_left) X(window_right)            \
-    X(flags)
+    X(block_table_stride) X(page_div_magic) X(opt) X(batch) X(num_heads_q) X(num_heads_kv)         \
+    X(head_dim) X(seqlen_q) X(total_q) X(num_pages) X(page_size) X(max_pages_per_seq)              \
+    X(page_div_shift) X(num_splits) X(split_keys) X(kv_format) X(kv_scale_stride)
 
 #define FLASHMHA_ABI_PROBE_MERGE_FIELDS(X)                                                         \
     X(o_states) X(lse_states) X(entropy_states) X(o_states_b) X(lse_states_b)                     \

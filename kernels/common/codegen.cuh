@@ -33,6 +33,7 @@ __device__ __forceinline__ uint32_t pin(uint32_t x) {
     asm volatile("mov.b32 %0, %1;" : "=r"(r) : "r"(x));
     return r;
 }
+__device__ __forceinline__ int pin(int x) { return static_cast<int>(pin(static_cast<uint32_t>(x))); }
 __device__ __forceinline__ float pin(float x) {
     float r;
     asm volatile("mov.b32 %0, %1;" : "=f"(r) : "f"(x));

@@ -3,7 +3,7 @@
  * helpers only decode uses: the padded shared-memory row layout, the per-warp K/V block copy
  * from pages (block-table lookup, bounds check, cp.async), and the page-size divisor.
  *
- * Work split (kernels/flash_decode.cu): a CTA owns one (split, KV head, 16-row tile of packed
+ * Work split (kernels/sm80/flash_decode.cu): a CTA owns one (split, KV head, 16-row tile of packed
  * query rows, batch item). Every warp holds the same 16 packed rows (rows = group x sq_new, GQA
  * packing) in registers and streams its OWN blocks of 16 keys (warp w takes blocks w, w + W, ...)
  * through its own double-buffered shared-memory region; each cached key passes through shared

@@ -1,6 +1,6 @@
 /*
  * flash_decode_cta.cuh: the CTA body of the paged-decode kernels, shared by the Ampere entry
- * points (kernels/flash_decode.cu: cp.async into two per-warp stages, mma.m16n8k16) and the
+ * points (kernels/sm80/flash_decode.cu: cp.async into two per-warp stages, mma.m16n8k16) and the
  * Turing ones (kernels/sm75/flash_decode_sm75.cu: register-staged key blocks into one per-warp
  * stage, each k16 step two mma.m16n8k8), so both offer every option with the same code.
  *
@@ -13,7 +13,7 @@
  * S = Q K^T, the masks and modifiers, the online softmax and O += P V on them, and keeps its
  * own (O, m, l) state. The epilogue merges the warps' states through shared memory and writes
  * either O (and LSE / entropy) directly, or, with FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT, the split's
- * partial O (f32) and LSE to the workspace for kernels/merge_states.cu.
+ * partial O (f32) and LSE to the workspace for kernels/sm80/merge_states.cu.
  *
  * Key-block pipeline (DecodeTraits::kLoadPath):
  *  - CpAsync (sm_80+): block i+1 is copied by cp.async into the other stage while block i is
@@ -43,69 +43,15 @@
 #include "common/dtype.cuh"
 #include "common/mma.cuh"
 #include "common/softmax.cuh"
+#include "common/state_merge.cuh"
 #include "common/codegen.cuh"
+#include "common/cta_prologue.cuh"
 #include "common/decode_traits.cuh"
 #include "common/fp8.cuh"
 #include "common/staged_copy.cuh"
+#include "common/mask.cuh"
 
 namespace flashmha {
-
-/* Which keys one packed query row sees, for one batch item and split (mask semantics of
- * src/options.rs: shift = L - sq, causal j <= i + shift, window [i + shift - left,
- * i + shift + right]), clamped to the split's keys [split_lo, split_hi). */
-struct DecodeRowBounds {
-    int shift;
-    int split_lo;
-    int split_hi;
-    int left;
-    int right;
-    bool has_left;
-    bool has_right;
-
-    __device__ __forceinline__ int lo(int qi) const {
-        return has_left ? max(max(qi + shift - left, 0), split_lo) : split_lo;
-    }
-    __device__ __forceinline__ int hi(int qi) const {
-        return has_right ? min(qi + shift + right + 1, split_hi) : split_hi;
-    }
-};
-
-/* Softcap and per-row ALiBi (rows of one CTA belong to different query heads under GQA
- * packing, so the slope is per row): raw q.k -> log2-domain scores. */
-struct DecodeScoreMod {
-    bool softcap;
-    bool alibi;
-    float scale_log2;
-    float softcap_pre;   // scale / c
-    float softcap_post;  // c log2 e
-
-    __device__ __forceinline__ bool any() const { return softcap || alibi; }
-
-    /* s of one m16 row block; alibi_log2: the slopes (log2 units) of its two rows per thread. */
-    template <int kSTiles>
-    __device__ __forceinline__ void apply(float (&s)[kSTiles][kCRegs], const int (&diag)[kRowHalves],
-                                          const float (&alibi_log2)[kRowHalves], int lane) const {
-#pragma unroll
-        for (int nt = 0; nt < kSTiles; ++nt)
-#pragma unroll
-            for (int c = 0; c < kCRegs; ++c) {
-                float x;
-                if (softcap) {
-                    float t;
-                    asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(s[nt][c] * softcap_pre));
-                    x = softcap_post * t;
-                } else {
-                    x = s[nt][c] * scale_log2;
-                }
-                if (alibi) {
-                    const int h = mma_c_row_half(c);
-                    const int dist = abs(diag[h] - (nt * kMmaN + mma_c_col(lane, c)));
-                    x = fmaf(-alibi_log2[h], static_cast<float>(dist), x);
-                }
-                s[nt][c] = x;
-            }
-    }
-};
 
 template <class T>
 __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
@@ -113,9 +59,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
     constexpr int kW = T::kNumWarps;
     extern __shared__ __align__(128) unsigned char smem[];
 
-    uint32_t dynamic_smem_bytes;
-    asm volatile("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dynamic_smem_bytes));
-    if (dynamic_smem_bytes < static_cast<uint32_t>(T::kSmemBytes)) __trap();
+    cta_prologue<T::kSmemBytes, T::kHeadDim, T::kHeadDim>(p.head_dim);  // its compiled dim only
 
     const int tid = threadIdx.x;
     const int lane = lane_of(tid);
@@ -126,7 +70,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
     const int row_tile = blockIdx.y - kv_head * row_tiles;
     const int batch = blockIdx.z;
     const int group = p.num_heads_q / p.num_heads_kv;
-    const bool varlen = (p.flags & FLASHMHA_FLAG_VARLEN) != 0;
+    const bool varlen = (p.opt.flags & FLASHMHA_FLAG_VARLEN) != 0;
 
     // Device-resident lengths: checked before any use.
     const int cache_len = p.cache_seqlens[batch];
@@ -137,20 +81,18 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
     int q_row0;  // row of the item's first query in the [total_q] row space (lse, workspace)
     int64_t q_item, o_item, lse_item;  // element offsets of the item's row 0
     if (varlen) {
-        const int q0 = p.cu_seqlens_q[batch];
-        const int q1 = p.cu_seqlens_q[batch + 1];
-        if (q0 < 0 || q1 < q0 || q1 > p.total_q || q1 - q0 > p.seqlen_q) __trap();
-        sq = q1 - q0;
-        q_row0 = q0;
-        q_item = static_cast<int64_t>(q0) * p.q_row_stride;
-        o_item = static_cast<int64_t>(q0) * p.o_row_stride;
-        lse_item = q0;
+        const SeqRows q = checked_seq_rows(p.cu_seqlens_q, batch, p.total_q, p.seqlen_q);
+        sq = q.len;
+        q_row0 = q.start;
+        q_item = static_cast<int64_t>(q.start) * p.q_row_stride;
+        o_item = static_cast<int64_t>(q.start) * p.o_row_stride;
+        lse_item = q.start;
     } else {
         sq = p.seqlen_q;
         q_row0 = batch * p.seqlen_q;
         q_item = batch * p.q_batch_stride;
         o_item = batch * p.o_batch_stride;
-        lse_item = batch * p.lse_batch_stride;
+        lse_item = batch * p.opt.lse_batch_stride;
     }
     const int rows_item = group * sq;
     constexpr int kRB = T::kRowBlocks;
@@ -166,22 +108,17 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                     FLASHMHA_DECODE_SPLIT_ALIGN;
         per_split = max(per_split, FLASHMHA_DECODE_SPLIT_ALIGN);
     }
-    DecodeRowBounds bounds;
+    // The keys each row sees (mask.cuh semantics with sk = cache_len), within this split's keys.
+    KeyMask mask(p.opt, sq, cache_len);
     {
         const int64_t lo = static_cast<int64_t>(split) * per_split;
-        bounds.split_lo = static_cast<int>(min(lo, static_cast<int64_t>(cache_len)));
-        bounds.split_hi = static_cast<int>(min(lo + per_split, static_cast<int64_t>(cache_len)));
-        bounds.shift = cache_len - sq;
-        const bool causal = (p.flags & FLASHMHA_FLAG_CAUSAL) != 0;
-        const bool window = (p.flags & FLASHMHA_FLAG_WINDOW) != 0;
-        bounds.has_left = window && p.window_left >= 0 && p.window_left < cache_len;
-        bounds.left = bounds.has_left ? p.window_left : 0;
-        const bool window_right = window && p.window_right >= 0;
-        bounds.right = causal ? 0 : (window_right ? p.window_right : 0);
-        bounds.has_right = (causal || window_right) && bounds.right < sq;
+        mask.clamp_keys(static_cast<int>(min(lo, static_cast<int64_t>(cache_len))),
+                        static_cast<int>(min(lo + per_split, static_cast<int64_t>(cache_len))));
     }
 
-    // The thread's two packed rows (groupID, groupID + 8) of each row block and what they see.
+    // The thread's two packed rows (groupID, groupID + 8) of each row block and what they see
+    // (kept in registers: recomputing them from the mask costs sm_75 a spill); rows past the
+    // item (r >= rows_item) see no key and are never written.
     int qi_of[kRB][kRowHalves];
     int head_of[kRB][kRowHalves];
     bool row_valid[kRB][kRowHalves];
@@ -195,16 +132,15 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
             qi_of[rb][h] = r / group;
             head_of[rb][h] = kv_head * group + (r - qi_of[rb][h] * group);
             row_valid[rb][h] = r < rows_item;
-            key_lo[rb][h] = row_valid[rb][h] ? bounds.lo(qi_of[rb][h]) : 0;
-            key_hi[rb][h] = row_valid[rb][h] ? bounds.hi(qi_of[rb][h]) : 0;
+            key_lo[rb][h] = row_valid[rb][h] ? mask.key_lo(qi_of[rb][h]) : 0;
+            key_hi[rb][h] = row_valid[rb][h] ? mask.key_hi(qi_of[rb][h]) : 0;
         }
     // Bounds are nondecreasing in the query index: the CTA's keys and its fully visible keys.
     const int qi_first = r0 / group;
     const int qi_last = (min(r0 + T::kTileRows, rows_item) - 1) / group;
-    const int cta_lo = bounds.lo(qi_first);
-    const int cta_hi = bounds.hi(qi_last);
-    const int full_lo = bounds.lo(qi_last);
-    const int full_hi = bounds.hi(qi_first);
+    const int cta_lo = mask.key_lo(qi_first);
+    const int cta_hi = mask.key_hi(qi_last);
+    const auto needs_mask = mask.template partial_tile_test<kDecodeKeysPerBlock>(qi_first, qi_last);
 
     const uint32_t smem_base = smem_addr(smem);
 
@@ -259,20 +195,13 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         });
     }
 
-    DecodeScoreMod mod;
-    mod.softcap = p.softcap > 0.0f;
-    mod.alibi = p.alibi_slopes != nullptr;
-    mod.scale_log2 = p.scale_log2;
-    mod.softcap_pre = mod.softcap ? p.scale / p.softcap : 0.0f;
-    mod.softcap_post = p.softcap * kLog2e;
-    float alibi_log2[kRB][kRowHalves];
+    ScoreMod mod(p.opt);
+    float alibi_log2[kRB][kRowHalves];  // per row: the rows of a CTA belong to several heads
 #pragma unroll
     for (int rb = 0; rb < kRB; ++rb)
 #pragma unroll
         for (int h = 0; h < kRowHalves; ++h)
-            alibi_log2[rb][h] = mod.alibi && row_valid[rb][h]
-                                    ? p.alibi_slopes[head_of[rb][h]] * kLog2e
-                                    : 0.0f;
+            alibi_log2[rb][h] = row_valid[rb][h] ? mod.alibi_log2(p.opt, head_of[rb][h]) : 0.0f;
     // FP8: the K scale (times the dequantiser's 2^8 for e4m3, fp8.cuh) multiplies every score,
     // so it joins the softmax scale; the V scale multiplies O once in the epilogue.
     float v_mul = 1.0f;
@@ -283,10 +212,9 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         const int scale_index = kv_head * p.kv_scale_stride;
         const float k_mul = p.k_scales[scale_index] * to_value;
         v_mul = p.v_scales[scale_index] * to_value;
-        mod.scale_log2 *= k_mul;
-        mod.softcap_pre *= k_mul;
+        mod.scale_scores(k_mul);
     }
-    const float score_mul = pin(mod.any() ? 1.0f : mod.scale_log2);
+    const float score_mul = pin(mod.score_mul());
 
     // O: [16 rows, d] per row block of this warp's keys, f32 C fragments.
     float o_acc[kRB][T::kOTiles][kCRegs];
@@ -306,7 +234,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
     const int num_blocks = blk_first < blk_end ? (blk_end - blk_first + kW - 1) / kW : 0;
 
     if (num_blocks > 0) {
-        const bool want_entropy = p.entropy != nullptr || p.partial_entropy != nullptr;
+        const bool want_entropy = p.opt.entropy != nullptr || p.partial_entropy != nullptr;
         const int copy_row = copy_row_of_lane(lane);
         const int copy_half = copy_half_of_lane(lane);
         const int copy_leader = copy_pair_leader(lane);
@@ -497,27 +425,16 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
             }
 
             const int n0 = blk * kDecodeKeysPerBlock;
-            const bool partial = n0 < full_lo || n0 + kDecodeKeysPerBlock > full_hi;  // uniform
+            const bool partial = needs_mask(n0);  // uniform
             // O += P V: P (the S registers, converted) is the A operand; V via ldmatrix.trans.
             uint32_t pa[kRB][kARegs];
 #pragma unroll
             for (int rb = 0; rb < kRB; ++rb) {
-                if (mod.any()) {
-                    int diag[kRowHalves];
-#pragma unroll
-                    for (int h = 0; h < kRowHalves; ++h) diag[h] = qi_of[rb][h] + bounds.shift - n0;
-                    mod.apply(s[rb], diag, alibi_log2[rb], lane);
-                }
-                if (partial) {
-#pragma unroll
-                    for (int nt = 0; nt < T::kSTiles; ++nt)
-#pragma unroll
-                        for (int c = 0; c < kCRegs; ++c) {
-                            const int h = mma_c_row_half(c);
-                            const int key = n0 + nt * kMmaN + mma_c_col(lane, c);
-                            if (key < key_lo[rb][h] || key >= key_hi[rb][h]) s[rb][nt][c] = neg_inf();
-                        }
-                }
+                modify_and_mask<false, true>(s[rb], mask.shift, mod, alibi_log2[rb], qi_of[rb], n0,
+                                             mod.any(), partial, lane, [&](int h, int &lo, int &hi) {
+                                                 lo = key_lo[rb][h];
+                                                 hi = key_hi[rb][h];
+                                             });
                 if (want_entropy)
                     softmax[rb].template update<true>(s[rb], o_acc[rb], score_mul);
                 else
@@ -605,7 +522,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         for (int rbh = 0; rbh < kRB * kRowHalves; ++rbh) {
             const int rb = rbh / kRowHalves;
             const int h = rbh % kRowHalves;
-            const RowResult res = softmax[rb].finalize(h, score_mul);
+            const RowResult res = softmax[rb].finalize(h, score_mul, o_acc[rb]);
             const int c0 = mma_c_index(h, 0);
             const int row = rb * kDecodeRowsPerBlock + mma_c_row(lane, c0);
             if constexpr (T::kKvFp8) {
@@ -635,8 +552,8 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
     }
     __syncthreads();  // every warp's staged state is complete before the cross-warp merge
 
-    const bool split_out = (p.flags & FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT) != 0;
-    const bool want_entropy = p.entropy != nullptr || p.partial_entropy != nullptr;
+    const bool split_out = (p.opt.flags & FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT) != 0;
+    const bool want_entropy = p.opt.entropy != nullptr || p.partial_entropy != nullptr;
     constexpr int kCol4 = T::kHeadDim / 4;  // float4 column groups per row
     for (int flat = tid; flat < kRows * kCol4; flat += T::kThreads) {
         const int row = flat / kCol4;
@@ -645,36 +562,33 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         if (r >= rows_item) continue;
         const int qi = r / group;
         const int head = kv_head * group + (r - qi * group);
+        // The warps' states merged (state_merge.cuh): an empty warp (LSE -inf) weighs -0 and
+        // its staged O is 0, a NaN LSE makes the row NaN.
         float m = neg_inf();
 #pragma unroll
         for (int w = 0; w < kW; ++w) m = fmaxf(m, stats_lse[w * kRows + row]);
-        float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-        float lse = neg_inf();
-        float ent = 0.0f;
-        if (m != neg_inf()) {
-            float weight[kW];
-            float total = 0.0f;
+        const float ref = merge_ref(m);
+        float weight[kW];
+        float total = 0.0f;
 #pragma unroll
-            for (int w = 0; w < kW; ++w) {
-                weight[w] = fast_exp2((stats_lse[w * kRows + row] - m) * kLog2e);
-                total += weight[w];
-            }
-            const float inv_total = 1.0f / total;
-#pragma unroll
-            for (int w = 0; w < kW; ++w) {
-                const float a = weight[w] * inv_total;
-                const float4 ow = *reinterpret_cast<const float4 *>(
-                    smem + T::kRegionOffset + w * T::kWarpRegionBytes +
-                    (row * T::kOStagePitchFloats + c4 * 4) * 4);
-                acc.x = fmaf(a, ow.x, acc.x);
-                acc.y = fmaf(a, ow.y, acc.y);
-                acc.z = fmaf(a, ow.z, acc.z);
-                acc.w = fmaf(a, ow.w, acc.w);
-                if (want_entropy && a > 0.0f)
-                    ent += a * (stats_ent[w * kRows + row] - fast_log2(a) * kLn2);
-            }
-            lse = m + fast_log2(total) * kLn2;
+        for (int w = 0; w < kW; ++w) {
+            weight[w] = merge_term(stats_lse[w * kRows + row], ref);
+            total += weight[w];
         }
+        const float inv_total = 1.0f / total;
+        float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+        float ent = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kW; ++w) {
+            const float l = stats_lse[w * kRows + row];
+            const float a = l == neg_inf() ? merge_skip_weight() : weight[w] * inv_total;
+            const float4 ow = *reinterpret_cast<const float4 *>(
+                smem + T::kRegionOffset + w * T::kWarpRegionBytes +
+                (row * T::kOStagePitchFloats + c4 * 4) * 4);
+            merge_accumulate(acc, a, ow);
+            if (want_entropy) ent = merge_entropy_add(ent, a, stats_ent[w * kRows + row]);
+        }
+        const float lse = merge_lse(ref, total);
         const int64_t grow = q_row0 + qi;  // row in the [total_q] row space
         if (split_out) {
             const int64_t state = (static_cast<int64_t>(split) * p.total_q + grow) * p.num_heads_q + head;
@@ -685,7 +599,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                 if (p.partial_entropy != nullptr) p.partial_entropy[state] = ent;
             }
         } else {
-            const float gate = p.head_gates != nullptr ? p.head_gates[head] : 1.0f;
+            const float gate = p.opt.head_gates != nullptr ? p.opt.head_gates[head] : 1.0f;
             // Adding +0 turns the -0 of a zero gate into +0.
             const uint32_t lo = Elem::pack(__fadd_rn(acc.x * gate, 0.0f), __fadd_rn(acc.y * gate, 0.0f));
             const uint32_t hi = Elem::pack(__fadd_rn(acc.z * gate, 0.0f), __fadd_rn(acc.w * gate, 0.0f));
@@ -693,9 +607,9 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                                head * p.o_head_stride + c4 * 4;
             *reinterpret_cast<uint2 *>(dst) = make_uint2(lo, hi);
             if (c4 == 0) {
-                const int64_t stat = lse_item + head * p.lse_head_stride + qi;
-                if (p.lse != nullptr) p.lse[stat] = lse;
-                if (p.entropy != nullptr) p.entropy[stat] = ent;
+                const int64_t stat = lse_item + head * p.opt.lse_head_stride + qi;
+                if (p.opt.lse != nullptr) p.opt.lse[stat] = lse;
+                if (p.opt.entropy != nullptr) p.opt.entropy[stat] = ent;
             }
         }
     }

@@ -1,6 +1,6 @@
 /*
  * flash_fwd_cta.cuh: the body of one forward flash-attention CTA (FlashAttention-2 style), shared
- * by the Ampere entry points (kernels/flash_fwd.cu: cp.async, mma.m16n8k16) and the Turing ones
+ * by the Ampere entry points (kernels/sm80/flash_fwd.cu: cp.async, mma.m16n8k16) and the Turing ones
  * (kernels/sm75/flash_fwd_sm75.cu: register-staged loads, two mma.m16n8k8 per k16 step). The
  * traits' LoadPath picks the K / V pipeline; everything else (masks, modifiers, online softmax,
  * entropy, epilogue) is the same code on both.
@@ -35,6 +35,7 @@
 #include "common/mask.cuh"
 #include "common/fwd_traits.cuh"
 #include "common/codegen.cuh"
+#include "common/cta_prologue.cuh"
 
 namespace flashmha {
 
@@ -48,14 +49,9 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
     // [Q | K0 | K1 | V0 | V1], layout in FwdTraits; 128-byte alignment keeps the swizzle exact.
     extern __shared__ __align__(128) unsigned char smem[];
 
-    // The host must launch with smem_bytes of dynamic shared memory; less would corrupt memory.
-    uint32_t dynamic_smem_bytes;
-    asm volatile("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dynamic_smem_bytes));
-    if (dynamic_smem_bytes < static_cast<uint32_t>(T::kSmemBytes)) __trap();
-
     // Head dims below the compiled one run with their extra columns predicated off (params.h).
     const int d_real = params.head_dim;
-    if (d_real <= 0 || d_real > T::kHeadDim || d_real % kChunkElems != 0) __trap();
+    cta_prologue<T::kSmemBytes, T::kHeadDim, kChunkElems>(d_real);
     const int col8_valid = d_real / kChunkElems;  // 16-byte column chunks that exist in global
 
     const int tid = threadIdx.x;
@@ -70,7 +66,7 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
     if (m0 >= ext.sq) return;             // varlen: item shorter than the grid (CTA-uniform)
     const int rows_valid = min(ext.sq - m0, T::kBlockM);
     const int kv_head = head / (params.num_heads_q / params.num_heads_kv);  // GQA / MQA
-    const bool varlen = (params.flags & FLASHMHA_FLAG_VARLEN) != 0;
+    const bool varlen = (params.opt.flags & FLASHMHA_FLAG_VARLEN) != 0;
 
     // 64-bit element offsets of (batch, row 0, head); tile-local offsets below are small.
     // q, o: [b, sq, hq, d] or varlen [total_q, hq, d]
@@ -89,12 +85,13 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
     const uint64_t v_seq = gmem_addr(params.v) + v_off * kElemBytes;
     elem_bits_t *o_tile = static_cast<elem_bits_t *>(params.o) + o_off;  // o: [block_m, d]
 
-    const KeyMask mask(params, ext.sq, ext.sk);
+    const KeyMask mask(params.opt, ext.sq, ext.sk);
     const int row_first = m0;
     const int row_last = m0 + rows_valid - 1;
     const int n_begin = mask.template kv_tile_begin<kBlockN>(row_first);
     const int n_end = mask.template kv_tile_end<kBlockN>(row_last);
-    const auto needs_mask = mask.template partial_tile_test<kBlockN>(row_first, row_last);
+    // Pinned: NVVM would otherwise re-derive key_lo(row_last) in every tile of the main loop.
+    const PartialTileTest<kBlockN> needs_mask{pin(mask.key_hi(row_first)), pin(mask.key_lo(row_last))};
 
     // .shared base of [Q | K0 | K1 | V0 | V1]; tile and stage offsets ride in address immediates.
     const uint32_t smem_base = smem_addr(smem);
@@ -120,11 +117,13 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
             for (int c = 0; c < kCRegs; ++c) o_acc[mb][ot][c] = 0.0f;
 
     OnlineSoftmax<T::kSTiles, T::kOTiles> softmax[kRB];
-    const ScoreMod mod(params, head);
+    const ScoreMod mod(params.opt);
     const float score_mul = pin(mod.score_mul());
+    const float head_alibi = mod.alibi_log2(params.opt, head);
+    const float alibi_log2[kRowHalves] = {head_alibi, head_alibi};  // one head per CTA
 
     if (n_begin < n_end) {
-        const bool want_entropy = params.entropy != nullptr;
+        const bool want_entropy = params.opt.entropy != nullptr;
         const bool want_mod = mod.any();
 
         // K / V tile copies: tile n (keys n * block_n ..) into a stage; rows past sk zero-filled.
@@ -276,22 +275,7 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
             uint32_t p_all[T::kPVSteps][kRB][kARegs];
 #pragma unroll
             for (int mb = 0; mb < kRB; ++mb) {
-                if (want_mod) {  // softcap / ALiBi: S -> log2-domain scores
-                    int diag[kRowHalves];
-#pragma unroll
-                    for (int h = 0; h < kRowHalves; ++h) diag[h] = row_of[mb][h] + mask.shift - n0;
-                    mod.apply_any(s[mb], diag, lane);
-                }
-                if (mask_tile) {  // rare (edge tiles): bounds recomputed, not kept in registers
-                    int key_lo[kRowHalves];
-                    int key_hi[kRowHalves];
-#pragma unroll
-                    for (int h = 0; h < kRowHalves; ++h) {
-                        key_lo[h] = mask.key_lo(row_of[mb][h]);
-                        key_hi[h] = mask.key_hi(row_of[mb][h]);
-                    }
-                    apply_key_mask(s[mb], key_lo, key_hi, n0, lane);
-                }
+                modify_and_mask(s[mb], mask, mod, alibi_log2, row_of[mb], n0, want_mod, mask_tile, lane);
                 if (want_entropy)
                     softmax[mb].template update<true>(s[mb], o_acc[mb], score_mul);
                 else
@@ -368,14 +352,14 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
     }
 
     // ---- Epilogue ---------------------------------------------------------------------------
-    const float gate = params.head_gates != nullptr ? params.head_gates[head] : 1.0f;
+    const float gate = params.opt.head_gates != nullptr ? params.opt.head_gates[head] : 1.0f;
     RowResult res[kRB][kRowHalves];
     float row_scale[kRB][kRowHalves];
 #pragma unroll
     for (int mb = 0; mb < kRB; ++mb)
 #pragma unroll
         for (int h = 0; h < kRowHalves; ++h) {
-            res[mb][h] = softmax[mb].finalize(h, score_mul);
+            res[mb][h] = softmax[mb].finalize(h, score_mul, o_acc[mb]);
             row_scale[mb][h] = res[mb][h].inv_sum * gate;
         }
 
@@ -412,22 +396,7 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
         }
     }
 
-    // lse, entropy: [b, hq, sq] (padded) or [hq, total_q] (varlen; q_row0 = cu_seqlens_q[b]).
-    if (lane_in_quad(lane) == 0 && (params.lse != nullptr || params.entropy != nullptr)) {
-        const int64_t stat_off = (varlen ? 0 : batch * params.lse_batch_stride) +
-                                 head * params.lse_head_stride + ext.q_row0;
-#pragma unroll
-        for (int mb = 0; mb < kRB; ++mb)
-#pragma unroll
-            for (int h = 0; h < kRowHalves; ++h) {
-                const int row = row_of[mb][h];
-                if (row < ext.sq) {
-                    if (params.lse != nullptr) params.lse[stat_off + row] = res[mb][h].lse;
-                    if (params.entropy != nullptr)
-                        params.entropy[stat_off + row] = res[mb][h].entropy;
-                }
-            }
-    }
+    write_row_stats<kRB * kRowHalves>(params, ext, batch, head, varlen, lane, &row_of[0][0], &res[0][0]);
 }
 
 }  // namespace flashmha

@@ -14,7 +14,7 @@
  *
  * Pairing: a .b32 `x` holds codes b0..b3 (b0 in bits 0..7). The dequantisers return the pairs
  * (b0, b2) and (b1, b3) as f16x2 (first of the pair in bits 0..15). That is the pairing both
- * ldmatrix layouts of kernels/flash_decode.cu need: with .trans on [key][dim] bytes, b0 / b2 are
+ * ldmatrix layouts of kernels/sm80/flash_decode.cu need: with .trans on [key][dim] bytes, b0 / b2 are
  * two keys of one dim and b1 / b3 the same keys of the next dim.
  *
  * e4m3 codes become f16 values scaled by 2^-8 (kE4M3ToF16Scale): the 7 magnitude bits shifted

@@ -1,6 +1,6 @@
 /*
  * head_similarity_traits.cuh: the compile-time shape of the head-similarity kernel
- * (kernels/head_similarity.cu), its shared-memory layout, and the 16-bit -> f32 element loads it
+ * (kernels/sm80/head_similarity.cu), its shared-memory layout, and the 16-bit -> f32 element loads it
  * needs. Used by that kernel only; the forward kernels' building blocks live in the other files of
  * kernels/common/.
  *

@@ -1,6 +1,6 @@
 /*
  * kv_append_chunk.cuh: the thread body of the KV append, shared by the Ampere entry points
- * (kernels/kv_append.cu, compute_80) and the Turing 16-bit one (kernels/sm75/kv_append_sm75.cu,
+ * (kernels/sm80/kv_append.cu, compute_80) and the Turing 16-bit one (kernels/sm75/kv_append_sm75.cu,
  * compute_75: a compute_80 module does not load on a 7.5 device).
  *
  * kv_append.cu: writes the K and V rows of new tokens into the paged cache (params.h,
@@ -29,8 +29,9 @@
 
 namespace flashmha {
 
-constexpr int kAppendThreads = 128;
-constexpr int kAppendChunkElems = 16 / kElemBytes;  // one 16-byte vector of the source per thread
+constexpr int kAppendThreads = FLASHMHA_KV_APPEND_THREADS;
+constexpr int kAppendChunkElems = FLASHMHA_KV_APPEND_CHUNK_ELEMS;  // one 16-byte vector per thread
+static_assert(kAppendChunkElems * kElemBytes == 16, "one 16-byte vector of the source per thread");
 constexpr int kAppendWordsPerChunk = kAppendChunkElems / 2;  // .b32 words: two elements each
 constexpr int kFp8CodesPerWord = 4;
 constexpr int kBitsPerByte = 8;

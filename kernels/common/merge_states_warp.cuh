@@ -1,6 +1,6 @@
 /*
  * merge_states_warp.cuh: the warp body of the state merge, shared by the Ampere entry points
- * (kernels/merge_states.cu, compute_80) and the Turing f16 ones (kernels/sm75/
+ * (kernels/sm80/merge_states.cu, compute_80) and the Turing f16 ones (kernels/sm75/
  * merge_states_sm75.cu, compute_75: a compute_80 module does not load on a 7.5 device).
  *
  * merge_states.cu: merges N attention states (O_s, LSE_s) of disjoint key sets into one
@@ -12,8 +12,7 @@
  * broadcast with shfl to the lanes, each of which owns 4 consecutive columns of O. Two layouts
  * of the states: stacked in one buffer (the split combine, N-state merges) or two separate
  * buffers (o_states_b set: merging a cached-prefix state with a fresh one needs no copy).
- * States with LSE = -inf (no keys, e.g. an unused split) are skipped, so they change no bit of
- * the result; a row with no state left gets O = 0, LSE = -inf, H = 0.
+ * The merge arithmetic (empty states skipped, NaN kept) is kernels/common/state_merge.cuh.
  * Merge order is the state order, whatever the batch: the split combine is bitwise reproducible.
  */
 #ifndef FLASHMHA_COMMON_MERGE_STATES_WARP_CUH
@@ -25,11 +24,13 @@
 #include "common/dtype.cuh"
 #include "common/mma.cuh"
 #include "common/softmax.cuh"
+#include "common/state_merge.cuh"
 
 namespace flashmha {
 
-constexpr int kMergeWarps = 4;
-constexpr int kMergeCols = 4;  // columns of O per lane per step (one float4 / 8-byte store)
+constexpr int kMergeWarps = FLASHMHA_MERGE_WARPS;
+constexpr int kMergeCols = FLASHMHA_MERGE_COLS;  // columns of O per lane per step (float4 / 8 bytes)
+static_assert(kMergeCols == 4, "StateF32 / State16 load and Out16 stores 4 columns");
 constexpr unsigned kMergeWarpMask = 0xffffffffu;
 
 /* State element readers: 4 consecutive columns as f32. */
@@ -110,18 +111,13 @@ __device__ __forceinline__ void merge_states_warp(const MergeStatesParams &p) {
     const float l_first = state_lse(p, lane, lse_rh);
     float m = l_first;
     for (int s = lane + kWarpSize; s < p.num_states; s += kWarpSize) m = fmaxf(m, state_lse(p, s, lse_rh));
-    m = warp_max(m);
-    // Normalised weight of a state of LSE l: exp(l - m) / total; 0 for an empty state (l = -inf),
-    // and 0 for every state of a row without any (m = -inf), never (-inf) - (-inf).
-    float total = 0.0f;
-    if (m != neg_inf()) {
-        float part = fast_exp2((l_first - m) * kLog2e);  // -inf gives 0
-        for (int s = lane + kWarpSize; s < p.num_states; s += kWarpSize)
-            part += fast_exp2((state_lse(p, s, lse_rh) - m) * kLog2e);
-        total = warp_sum(part);
-    }
-    const float inv_total = m != neg_inf() ? 1.0f / total : 0.0f;
-    auto weight = [&](float l) { return l == neg_inf() ? 0.0f : fast_exp2((l - m) * kLog2e) * inv_total; };
+    const float ref = merge_ref(warp_max(m));
+    float part = merge_term(l_first, ref);  // -inf gives 0
+    for (int s = lane + kWarpSize; s < p.num_states; s += kWarpSize)
+        part += merge_term(state_lse(p, s, lse_rh), ref);
+    const float total = warp_sum(part);
+    const float inv_total = 1.0f / total;
+    auto weight = [&](float l) { return merge_weight(l, ref, inv_total); };
     const float a_first = weight(l_first);
 
     // Entropy of the merged row: H = sum_s a_s (H_s - ln a_s), each lane its own states.
@@ -129,15 +125,15 @@ __device__ __forceinline__ void merge_states_warp(const MergeStatesParams &p) {
     if (p.entropy != nullptr) {
         for (int s = lane; s < p.num_states; s += kWarpSize) {
             const float a = s < kWarpSize ? a_first : weight(state_lse(p, s, lse_rh));
-            if (a > 0.0f) {
+            if (a != 0.0f) {  // not an empty state (NaN weights included)
                 const StateAt at = state_at(p, s);
-                ent += a * (at.entropy[at.lse_off + lse_rh] - fast_log2(a) * kLn2);
+                ent = merge_entropy_add(ent, a, at.entropy[at.lse_off + lse_rh]);
             }
         }
         ent = warp_sum(ent);
     }
 
-    // O = sum_s a_s O_s over the states of positive weight, in state order (the split combine is
+    // O = sum_s a_s O_s over the non-empty states, in state order (the split combine is
     // bitwise reproducible whatever the batch); lane l owns kMergeCols consecutive columns.
     const int row_out_batch = row / p.rows_per_batch;
     const int row_in_batch = row - row_out_batch * p.rows_per_batch;
@@ -153,13 +149,9 @@ __device__ __forceinline__ void merge_states_warp(const MergeStatesParams &p) {
 #pragma unroll 1
             for (int j = 0; j < chunk; ++j) {
                 const float a = __shfl_sync(kMergeWarpMask, a_lane, j);  // warp-uniform
-                if (a == 0.0f || !in_row) continue;
+                if (merge_skipped(a) || !in_row) continue;
                 const StateAt at = state_at(p, base + j);
-                const float4 v = State::load4(at.o, at.o_off + o_rh + c0);
-                acc.x = fmaf(a, v.x, acc.x);
-                acc.y = fmaf(a, v.y, acc.y);
-                acc.z = fmaf(a, v.z, acc.z);
-                acc.w = fmaf(a, v.w, acc.w);
+                merge_accumulate(acc, a, State::load4(at.o, at.o_off + o_rh + c0));
             }
         }
         if (in_row)
@@ -169,7 +161,7 @@ __device__ __forceinline__ void merge_states_warp(const MergeStatesParams &p) {
     }
     if (lane == 0) {
         const int64_t stat = row_out_batch * p.lse_batch_stride + head * p.lse_head_stride + row_in_batch;
-        if (p.lse != nullptr) p.lse[stat] = m != neg_inf() ? m + fast_log2(total) * kLn2 : neg_inf();
+        if (p.lse != nullptr) p.lse[stat] = merge_lse(ref, total);
         if (p.entropy != nullptr) p.entropy[stat] = ent;
     }
 }

@@ -15,6 +15,11 @@
  * Finally  lse = ln 2 (m + log2 l),  H = -sum p ln p = ln l + M - E_p[s] = ln 2 (log2 l - e / l).
  * A row with no unmasked key keeps m = -inf and l = 0: every -inf is guarded (no NaN) and the
  * row ends with O = 0, lse = -inf, H = 0.
+ * NaN (src/options.rs): a NaN score (NaN or inf in q or k) is skipped by the max (fmaxf) but
+ * not by 2^(x - m), so l, e and O turn NaN and stay NaN through every rescale (alpha * NaN);
+ * finalize() then gives lse = NaN, H = NaN, never the "no keys" -inf. A non-finite O with finite
+ * scores (NaN or inf in v) is caught by finalize()'s probe of the O accumulators. The main loop
+ * carries no test for either: the NaN rides the arithmetic it already does.
  */
 #ifndef FLASHMHA_COMMON_SOFTMAX_CUH
 #define FLASHMHA_COMMON_SOFTMAX_CUH
@@ -69,10 +74,14 @@ __device__ __forceinline__ float quad_allreduce_sum(float v) {
 
 /* What the epilogue needs of one row. */
 struct RowResult {
-    float inv_sum;  // 1 / l, or 0 for a fully masked row (so O = 0)
-    float lse;      // natural log-sum-exp of the (scaled, modified) scores, -inf if fully masked
-    float entropy;  // nats, 0 if fully masked
+    float inv_sum;  // 1 / l, or 0 for a fully masked row (so O = 0); NaN with a NaN score
+    float lse;      // natural log-sum-exp of the (scaled, modified) scores, -inf if fully
+                    // masked, NaN if a NaN reached the row's scores or O
+    float entropy;  // nats, 0 if fully masked, NaN with lse
 };
+
+/* max(x, 0) that keeps a NaN (fmaxf would return 0). */
+__device__ __forceinline__ float clamp_nonneg_keep_nan(float x) { return x < 0.0f ? 0.0f : x; }
 
 /* kSTiles: 8-column score tiles per KV tile; kOTiles: 8-column output tiles (head_dim / 8). */
 template <int kSTiles, int kOTiles>
@@ -155,20 +164,35 @@ struct OnlineSoftmax {
         }
     }
 
-    /* Row results after the last tile (quad-reduces l and e; every thread of the quad gets them). */
-    __device__ __forceinline__ RowResult finalize(int h, float score_mul) const {
+    /* Row results after the last tile (quad-reduces l and e; every thread of the quad gets
+     * them). o: the row block's O accumulators, probed for a non-finite value (see below). */
+    __device__ __forceinline__ RowResult finalize(int h, float score_mul,
+                                                  const float (&o)[kOTiles][kCRegs]) const {
         const float l = quad_allreduce_sum(row_sum[h]);
         const float e = quad_allreduce_sum(row_ent[h]);
+        // 0 * o is +-0 for finite o and NaN for NaN or inf: summed over the quad's share of the
+        // row, a NaN exactly when some O element of the row is not finite (a NaN or inf in v,
+        // which leaves l finite). Adding it to lse makes that row's lse NaN, so no merge can
+        // weigh the row's O by 0 and drop the NaN (+-0 leaves every other lse, -inf included,
+        // unchanged). Epilogue only: d / 4 FFMA per row.
+        float probe = 0.0f;
+#pragma unroll
+        for (int ot = 0; ot < kOTiles; ++ot)
+#pragma unroll
+            for (int i = 0; i < kPairElems; ++i) probe = fmaf(0.0f, o[ot][mma_c_index(h, i)], probe);
+        probe = quad_allreduce_sum(probe);
         RowResult r;
-        if (l > 0.0f) {  // l >= ~1 whenever the row saw an unmasked key (its max gives 2^0)
+        // l >= ~1 whenever the row saw an unmasked key (its max gives 2^0); l is 0 for a fully
+        // masked row and NaN when a NaN score reached it (l > 0 would take NaN for "no keys").
+        if (l != 0.0f) {
             const float log2_l = fast_log2(l);
             r.inv_sum = 1.0f / l;
-            r.lse = (row_max[h] * score_mul + log2_l) * kLn2;
-            r.entropy = fmaxf((log2_l - e * r.inv_sum) * kLn2, 0.0f);
+            r.lse = (row_max[h] * score_mul + log2_l) * kLn2 + probe;
+            r.entropy = clamp_nonneg_keep_nan((log2_l - e * r.inv_sum) * kLn2) + probe;
         } else {
             r.inv_sum = 0.0f;
-            r.lse = neg_inf();
-            r.entropy = 0.0f;
+            r.lse = neg_inf() + probe;
+            r.entropy = 0.0f + probe;
         }
         return r;
     }

@@ -6,7 +6,8 @@
  *     in the 128-byte swizzled layout TMA writes (each row of a tile is 64 16-bit elements =
  *     128 bytes; 8 rows form one 1024-byte swizzle atom);
  *   - wgmma.fence / commit_group / wait_group (PTX ISA 9.7.15.7,
- *     #asynchronous-warpgroup-level-matrix-instructions-wgmma-fence and the two following);
+ *     #asynchronous-warpgroup-level-matrix-instructions-wgmma-fence and the two following), and
+ *     wgmma_fence_operand, which pins the registers an asynchronous wgmma reads or writes;
  *   - the wgmma.mma_async wrappers themselves (generated: common/wgmma_ops.cuh).
  * The accumulator and register-A fragments of m64nNk16 are, per warp of the warpgroup, the
  * m16n8k16 C and A fragments of common/mma.cuh (PTX ISA "Matrix Fragments for
@@ -95,6 +96,24 @@ __device__ __forceinline__ void wgmma_wait(float (&d)[kTiles][kCRegs]) {
     for (int t = 0; t < kTiles; ++t)
 #pragma unroll
         for (int c = 0; c < kCRegs; ++c) asm volatile("" : "+f"(d[t][c])::"memory");
+}
+
+/* Keeps the compiler from moving reads or writes of registers that an asynchronous wgmma reads
+ * (A fragments) or writes (accumulators) across the instruction that orders them (wgmma.fence
+ * before, wgmma.wait_group after): the empty asm "uses and redefines" each register there. */
+template <int kRows, int kCols>
+__device__ __forceinline__ void wgmma_fence_operand(float (&r)[kRows][kCols]) {
+#pragma unroll
+    for (int i = 0; i < kRows; ++i)
+#pragma unroll
+        for (int j = 0; j < kCols; ++j) asm volatile("" : "+f"(r[i][j])::"memory");
+}
+template <int kRows, int kCols>
+__device__ __forceinline__ void wgmma_fence_operand(uint32_t (&r)[kRows][kCols]) {
+#pragma unroll
+    for (int i = 0; i < kRows; ++i)
+#pragma unroll
+        for (int j = 0; j < kCols; ++j) asm volatile("" : "+r"(r[i][j])::"memory");
 }
 
 }  // namespace flashmha

@@ -27,6 +27,7 @@
 
 #include "params.h"
 #include "common/codegen.cuh"
+#include "common/cta_prologue.cuh"
 #include "common/dtype.cuh"
 #include "common/mask.cuh"
 #include "common/mma.cuh"
@@ -37,24 +38,6 @@
 #include "sm90/fwd_traits_sm90.cuh"
 
 namespace flashmha {
-
-/* Keeps the compiler from moving reads or writes of registers that an asynchronous wgmma reads
- * (A fragments) or writes (accumulators) across the instruction that orders them (wgmma.fence
- * before, wgmma.wait_group after): the empty asm "uses and redefines" each register there. */
-template <int kRows, int kCols>
-__device__ __forceinline__ void wgmma_fence_operand(float (&r)[kRows][kCols]) {
-#pragma unroll
-    for (int i = 0; i < kRows; ++i)
-#pragma unroll
-        for (int j = 0; j < kCols; ++j) asm volatile("" : "+f"(r[i][j])::"memory");
-}
-template <int kRows, int kCols>
-__device__ __forceinline__ void wgmma_fence_operand(uint32_t (&r)[kRows][kCols]) {
-#pragma unroll
-    for (int i = 0; i < kRows; ++i)
-#pragma unroll
-        for (int j = 0; j < kCols; ++j) asm volatile("" : "+r"(r[i][j])::"memory");
-}
 
 template <class T>
 __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) {
@@ -67,17 +50,12 @@ __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) 
     extern __shared__ __align__(1024) unsigned char smem[];
     const uint32_t smem_base = smem_addr(smem);
 
-    // The host must launch with smem_bytes of dynamic shared memory; the 128-byte swizzle of TMA
-    // and of the wgmma descriptors needs 1024-byte aligned tiles.
-    uint32_t dynamic_smem_bytes;
-    asm volatile("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dynamic_smem_bytes));
-    if (dynamic_smem_bytes < static_cast<uint32_t>(T::kSmemBytes)) __trap();
-    if (smem_base % kSwizzleAtomBytes != 0) __trap();
-
     // Head dims below the compiled one: the tensor maps' dimension 0 is head_dim, so TMA fills
     // the missing columns with zeros; the epilogue does not store them.
     const int d_real = params.head_dim;
-    if (d_real <= 0 || d_real > T::kHeadDim || d_real % kChunkElems != 0) __trap();
+    cta_prologue<T::kSmemBytes, T::kHeadDim, kChunkElems>(d_real);
+    // The 128-byte swizzle of TMA and of the wgmma descriptors needs 1024-byte aligned tiles.
+    if (smem_base % kSwizzleAtomBytes != 0) __trap();
 
     const int tid = threadIdx.x;
     const int lane = lane_of(tid);
@@ -90,9 +68,9 @@ __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) 
     if (m0 >= ext.sq) return;             // varlen: item shorter than the grid (CTA-uniform)
     const int rows_valid = min(ext.sq - m0, T::kBlockM);
     const int kv_head = head / (params.num_heads_q / params.num_heads_kv);  // GQA / MQA
-    const bool varlen = (params.flags & FLASHMHA_FLAG_VARLEN) != 0;
+    const bool varlen = (params.opt.flags & FLASHMHA_FLAG_VARLEN) != 0;
 
-    const KeyMask mask(params, ext.sq, ext.sk);
+    const KeyMask mask(params.opt, ext.sq, ext.sk);
     const int n_begin = mask.template kv_tile_begin<kBlockN>(m0);
     const int n_end = mask.template kv_tile_end<kBlockN>(m0 + rows_valid - 1);
     const bool has_tiles = n_begin < n_end;
@@ -163,11 +141,13 @@ __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) 
         for (int c = 0; c < kCRegs; ++c) o_acc[ot][c] = 0.0f;
 
     OnlineSoftmax<T::kSTiles, T::kOTiles> softmax;
-    const ScoreMod mod(params, head);
+    const ScoreMod mod(params.opt);
     const float score_mul = pin(mod.score_mul());
+    const float head_alibi = mod.alibi_log2(params.opt, head);
+    const float alibi_log2[kRowHalves] = {head_alibi, head_alibi};  // one head per CTA
 
     if (has_tiles) {
-        const bool want_entropy = params.entropy != nullptr;
+        const bool want_entropy = params.opt.entropy != nullptr;
         const bool want_mod = mod.any();
         const auto needs_mask = mask.template partial_tile_test<kBlockN>(m0, m0 + rows_valid - 1);
 
@@ -206,22 +186,8 @@ __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) 
         // factor O must be rescaled by before it accumulates this tile's P V.
         auto fold_scores = [&](float(&s)[T::kSTiles][kCRegs], int n, float(&alpha)[kRowHalves]) {
             const int n0 = n * kBlockN;  // first key of the tile
-            if (want_mod) {              // softcap / ALiBi: S -> log2-domain scores
-                int diag[kRowHalves];
-#pragma unroll
-                for (int h = 0; h < kRowHalves; ++h) diag[h] = row_of[h] + mask.shift - n0;
-                mod.apply_any(s, diag, lane);
-            }
-            if (needs_mask(n0)) {  // edge tiles (keys past sk, causal diagonal, window edges)
-                int key_lo[kRowHalves];
-                int key_hi[kRowHalves];
-#pragma unroll
-                for (int h = 0; h < kRowHalves; ++h) {
-                    key_lo[h] = mask.key_lo(row_of[h]);
-                    key_hi[h] = mask.key_hi(row_of[h]);
-                }
-                apply_key_mask(s, key_lo, key_hi, n0, lane);
-            }
+            // Edge tiles (keys past sk, causal diagonal, window edges) are masked per element.
+            modify_and_mask(s, mask, mod, alibi_log2, row_of, n0, want_mod, needs_mask(n0), lane);
             if (want_entropy)
                 softmax.template fold<true>(s, score_mul, alpha);
             else
@@ -286,12 +252,12 @@ __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) 
     }
 
     // ---- Epilogue ---------------------------------------------------------------------------
-    const float gate = params.head_gates != nullptr ? params.head_gates[head] : 1.0f;
+    const float gate = params.opt.head_gates != nullptr ? params.opt.head_gates[head] : 1.0f;
     RowResult res[kRowHalves];
     float row_scale[kRowHalves];
 #pragma unroll
     for (int h = 0; h < kRowHalves; ++h) {
-        res[h] = softmax.finalize(h, score_mul);
+        res[h] = softmax.finalize(h, score_mul, o_acc);
         row_scale[h] = res[h].inv_sum * gate;
     }
 
@@ -315,19 +281,7 @@ __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) 
         }
     }
 
-    // lse, entropy: [b, hq, sq] (padded) or [hq, total_q] (varlen; q_row0 = cu_seqlens_q[b]).
-    if (lane_in_quad(lane) == 0 && (params.lse != nullptr || params.entropy != nullptr)) {
-        const int64_t stat_off = (varlen ? 0 : batch * params.lse_batch_stride) +
-                                 head * params.lse_head_stride + ext.q_row0;
-#pragma unroll
-        for (int h = 0; h < kRowHalves; ++h) {
-            const int row = row_of[h];
-            if (row < ext.sq) {
-                if (params.lse != nullptr) params.lse[stat_off + row] = res[h].lse;
-                if (params.entropy != nullptr) params.entropy[stat_off + row] = res[h].entropy;
-            }
-        }
-    }
+    write_row_stats<kRowHalves>(params, ext, batch, head, varlen, lane, row_of, res);
 }
 
 }  // namespace flashmha

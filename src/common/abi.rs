@@ -37,7 +37,8 @@ pub unsafe trait ParamsBytes: Copy + Sized {
     }
 }
 
-// SAFETY: pointers and i64 strides first, then 4-byte fields: no padding (tested below).
+// SAFETY: pointers and i64 strides first, the option block (8-aligned, itself pointers, i64 and
+// 4-byte fields, 72 bytes), then 4-byte fields: no padding (tested below).
 unsafe impl ParamsBytes for FlashFwdParams {}
 // SAFETY: two pointers, two i64 strides, four i32: no padding (tested below).
 unsafe impl ParamsBytes for HeadSimParams {}
@@ -102,7 +103,10 @@ mod tests {
         assert_eq!(align_of::<FlashFwdTmaParams>(), 64);
         let base = FlashFwdParams {
             head_dim: 0x1234_5678,
-            flags: 0x9abc_def0,
+            opt: FlashAttnOptions {
+                flags: 0x9abc_def0,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let mut maps = [[1u8; 128], [2u8; 128], [3u8; 128]];
@@ -114,17 +118,22 @@ mod tests {
         assert_eq!(b[256..384], maps[2]);
         let head_dim = 384 + offset_of!(FlashFwdParams, head_dim);
         assert_eq!(b[head_dim..head_dim + 4], 0x1234_5678i32.to_le_bytes());
-        let flags = 384 + offset_of!(FlashFwdParams, flags);
+        let flags = 384 + offset_of!(FlashFwdParams, opt) + offset_of!(FlashAttnOptions, flags);
         assert_eq!(b[flags..flags + 4], 0x9abc_def0u32.to_le_bytes());
         assert!(b[632..].iter().all(|&x| x == 0));
     }
 
     #[test]
     fn abi_has_no_padding() {
-        // 10 pointers + 14 i64 strides, then 14 four-byte fields.
+        // The option block: 4 pointers + 2 i64 strides, then 6 four-byte fields.
+        assert_eq!(
+            std::mem::size_of::<FlashAttnOptions>(),
+            4 * 8 + 2 * 8 + 6 * 4
+        );
+        // 6 pointers + 12 i64 strides, the option block, then 8 four-byte fields.
         assert_eq!(
             std::mem::size_of::<FlashFwdParams>(),
-            10 * 8 + 14 * 8 + 14 * 4
+            6 * 8 + 12 * 8 + std::mem::size_of::<FlashAttnOptions>() + 8 * 4
         );
         // 2 pointers + 2 i64 strides + 4 i32.
         assert_eq!(std::mem::size_of::<HeadSimParams>(), 2 * 8 + 2 * 8 + 4 * 4);

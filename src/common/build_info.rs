@@ -21,7 +21,8 @@ pub struct ToolkitInfo {
     pub ptx_arch: &'static str,
 }
 
-/// One compiled `kernels/*.cu` (or `kernels/sm75/*.cu`) file.
+/// One compiled `.cu` file: `kernels/sm80/`, `kernels/sm75/`, `kernels/sm90/` or an ABI probe at
+/// `kernels/`.
 #[derive(Debug, Clone, Copy)]
 pub struct ModuleImage {
     /// File stem, e.g. `flash_fwd`.

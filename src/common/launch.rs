@@ -159,7 +159,7 @@ mod tests {
     fn params_bytes_are_the_structs_bytes_and_nothing_more() {
         let p = FlashFwdParams {
             head_dim: 0x0102_0304,
-            flags: 7,
+            seqlen_k: 7,
             ..Default::default()
         };
         let l = Launch::geometry("e", [1, 2, 3], [128, 1, 1], 4096).with_params(&p);

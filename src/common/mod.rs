@@ -13,4 +13,5 @@ pub mod error;
 pub mod geometry;
 pub mod launch;
 pub mod options;
+pub mod options_abi;
 pub mod target;

@@ -14,6 +14,13 @@
 //!   (`None` on a side means unbounded there); causal is the window `(None, Some(0))`;
 //! - `P = softmax(s)` over the unmasked keys; a row with no unmasked key yields `O = 0`,
 //!   `lse = -inf` and entropy `0`.
+//! - NaN: a row whose inputs hold a NaN (or an inf that makes a score or an output element NaN
+//!   or infinite: in its q, or in the k or v of a key it sees) yields `lse = NaN` and entropy
+//!   `NaN`, with the NaN in `O`. `-inf` always means "no unmasked key", never a NaN; every
+//!   merge (decode's splits, `merge_states`) turns a NaN `lse` into a NaN `O` and `lse`, so the
+//!   NaN survives cascades. A key a row does not see cannot make it NaN through its scores; its
+//!   v can still reach O on hardware that computes `0 x NaN` in the P V product (keys of the same
+//!   tile that other rows see), and the row's `lse` is then NaN too.
 
 /// Sliding-window bounds, in keys on each side of the (bottom-right aligned) diagonal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

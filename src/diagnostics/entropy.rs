@@ -1,6 +1,7 @@
 //! Per-head summary of attention entropy: mean, min and max over every query row of a head.
 //! The per-row entropies come from the fused forward kernel's `entropy` output
-//! (`FlashFwdParams.entropy`); [`EntropySource`] records how it ran, so reports can say so. Pure.
+//! (`FlashAttnOptions.entropy` of `FlashFwdParams.opt`); [`EntropySource`] records how it ran,
+//! so reports can say so. Pure.
 
 use crate::common::error::{Dim, Error, Result, TensorName};
 

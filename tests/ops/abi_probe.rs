@@ -4,8 +4,8 @@
 //! (or in another order) fails too.
 
 use flashmha::common::abi::{
-    FlashDecodeParams, FlashFwdParams, FlashFwdTmaParams, HeadSimParams, KvAppendParams,
-    MergeStatesParams,
+    FlashAttnOptions, FlashDecodeParams, FlashFwdParams, FlashFwdTmaParams, HeadSimParams,
+    KvAppendParams, MergeStatesParams,
 };
 use flashmha::common::build_info::module_of;
 use flashmha::emulator::{Device, LaunchConfig, Module};
@@ -70,11 +70,13 @@ fn run_probe(entry: &str, n: usize) -> Vec<u64> {
 #[test]
 fn device_layout_of_params_structs_equals_bindgen_layout() {
     let (fwd, fwd_names) = layout!(FlashFwdParams;
-        q, k, v, o, lse, entropy, alibi_slopes, head_gates, cu_seqlens_q, cu_seqlens_k,
+        q, k, v, o, cu_seqlens_q, cu_seqlens_k,
         q_batch_stride, q_row_stride, q_head_stride, k_batch_stride, k_row_stride, k_head_stride,
         v_batch_stride, v_row_stride, v_head_stride, o_batch_stride, o_row_stride, o_head_stride,
-        lse_batch_stride, lse_head_stride, batch, num_heads_q, num_heads_kv, head_dim, seqlen_q,
-        seqlen_k, total_q, total_k, scale, scale_log2, softcap, window_left, window_right, flags);
+        opt, batch, num_heads_q, num_heads_kv, head_dim, seqlen_q, seqlen_k, total_q, total_k);
+    let (opt, opt_names) = layout!(FlashAttnOptions;
+        lse, entropy, alibi_slopes, head_gates, lse_batch_stride, lse_head_stride, scale,
+        scale_log2, softcap, window_left, window_right, flags);
     let (sim, sim_names) = layout!(HeadSimParams;
         o, gram, token_stride, head_stride, num_tokens, num_heads, head_dim, tokens_per_cta);
     let (tma, tma_names) = layout!(FlashFwdTmaParams; q_map, k_map, v_map, base, pad0);
@@ -87,7 +89,15 @@ fn device_layout_of_params_structs_equals_bindgen_layout() {
         header_fields("FLASHMHA_ABI_PROBE_HEADSIM_FIELDS")
     );
 
-    let device = run_probe("flashmha_abi_probe", fwd.len() + sim.len() + tma.len());
+    assert_eq!(
+        opt_names,
+        header_fields("FLASHMHA_ABI_PROBE_OPTIONS_FIELDS")
+    );
+
+    let device = run_probe(
+        "flashmha_abi_probe",
+        fwd.len() + sim.len() + tma.len() + opt.len(),
+    );
     assert_eq!(
         device[..fwd.len()],
         fwd[..],
@@ -99,17 +109,23 @@ fn device_layout_of_params_structs_equals_bindgen_layout() {
         sim[..],
         "HeadSimParams: device vs bindgen (size, align, offsets)"
     );
+    let tma_end = sim_end + tma.len();
     assert_eq!(
-        device[sim_end..],
+        device[sim_end..tma_end],
         tma[..],
         "FlashFwdTmaParams: device vs bindgen (size, align, offsets)"
+    );
+    assert_eq!(
+        device[tma_end..],
+        opt[..],
+        "FlashAttnOptions: device vs bindgen (size, align, offsets)"
     );
 }
 
 #[test]
 fn device_layout_of_decode_params_equals_bindgen_layout() {
     let (dec, dec_names) = layout!(FlashDecodeParams;
-        q, k_cache, v_cache, o, lse, entropy, alibi_slopes, head_gates, block_table, cache_seqlens, cu_seqlens_q, partial_o, partial_lse, partial_entropy, k_scales, v_scales, q_batch_stride, q_row_stride, q_head_stride, o_batch_stride, o_row_stride, o_head_stride, k_page_stride, k_slot_stride, k_head_stride, v_page_stride, v_slot_stride, v_head_stride, lse_batch_stride, lse_head_stride, block_table_stride, page_div_magic, batch, num_heads_q, num_heads_kv, head_dim, seqlen_q, total_q, num_pages, page_size, max_pages_per_seq, page_div_shift, num_splits, split_keys, kv_format, kv_scale_stride, scale, scale_log2, softcap, window_left, window_right, flags);
+        q, k_cache, v_cache, o, block_table, cache_seqlens, cu_seqlens_q, partial_o, partial_lse, partial_entropy, k_scales, v_scales, q_batch_stride, q_row_stride, q_head_stride, o_batch_stride, o_row_stride, o_head_stride, k_page_stride, k_slot_stride, k_head_stride, v_page_stride, v_slot_stride, v_head_stride, block_table_stride, page_div_magic, opt, batch, num_heads_q, num_heads_kv, head_dim, seqlen_q, total_q, num_pages, page_size, max_pages_per_seq, page_div_shift, num_splits, split_keys, kv_format, kv_scale_stride);
     let (mrg, mrg_names) = layout!(MergeStatesParams;
         o_states, lse_states, entropy_states, o_states_b, lse_states_b, entropy_states_b, o,
         lse, entropy, head_gates, o_state_stride,

@@ -372,3 +372,114 @@ proptest! {
         );
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// NaN propagation (src/options.rs): a NaN planted at a random position of a random row's q,
+    /// or of the k or v of a random key, makes every row that sees it (that q row; every row of
+    /// the key's KV-head group whose mask lets the key in) end with a NaN lse and a NaN in its O,
+    /// written by the kernel (not the poison), never the "no keys" -inf; rows of the other KV
+    /// heads stay finite. Merged with a finite state by merge_states, each such row's O and lse
+    /// are NaN through and through.
+    #[test]
+    fn a_nan_in_q_k_or_v_reaches_the_rows_o_and_lse_and_survives_merge_states(
+        (dtype, target) in target_and_dtype(),
+        hd_pick in any::<prop::sample::Index>(),
+        hkv in 1usize..=2,
+        group in 1usize..=2,
+        sq in 1usize..=140,
+        sk in 1usize..=140,
+        causal in any::<bool>(),
+        softcap in prop::option::weighted(0.2, 5.0f32..30.0),
+        alibi in prop::bool::weighted(0.2),
+        operand in 0usize..3,
+        seed in any::<u64>(),
+    ) {
+        use flashmha::host::emulated_decode::merge_states;
+        use flashmha::emulated::{forward, HostInputs};
+        use flashmha::host::POISON_U16;
+        use flashmha::problem::{FwdProblem, SeqLayout};
+        use rand::{Rng, SeedableRng};
+        let dims = compiled_head_dims(dtype, target);
+        let d = dims[hd_pick.index(dims.len())];
+        // Causal with sk >= sq: every row sees key 0, so every row has keys.
+        let sk = if causal { sk.max(sq) } else { sk };
+        let hq = hkv * group;
+        let options = AttnOptions { causal, softcap, ..Default::default() };
+        let mut p = FwdProblem::contiguous(
+            dtype,
+            SeqLayout::Padded { batch: 1, seqlen_q: sq, seqlen_k: sk },
+            hq,
+            hkv,
+            d,
+            options,
+        );
+        p.lse_len = Some(hq * sq);
+        p.alibi_len = alibi.then_some(hq);
+        p.target = target;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut inputs = HostInputs::random(&p, rng.random());
+        inputs.alibi_slopes = alibi.then(|| (0..hq).map(|_| rng.random_range(0.0f32..0.5)).collect());
+        let nan = dtype.bits_from_f32(f32::NAN);
+        let sees = |i: usize, j: usize| !causal || j + sq <= i + sk;
+        // Rows (i, h) the NaN reaches, and the KV head it is planted in.
+        let (affected, kv_head): (Vec<(usize, usize)>, usize) = match operand {
+            0 => {
+                let (i, h, c) = (rng.random_range(0..sq), rng.random_range(0..hq), rng.random_range(0..d));
+                inputs.q[(i * hq + h) * d + c] = nan;
+                (vec![(i, h)], h / group)
+            }
+            _ => {
+                let (j, g, c) = (rng.random_range(0..sk), rng.random_range(0..hkv), rng.random_range(0..d));
+                let x = if operand == 1 { &mut inputs.k } else { &mut inputs.v };
+                x[(j * hkv + g) * d + c] = nan;
+                let rows = (0..sq)
+                    .filter(|&i| sees(i, j))
+                    .flat_map(|i| (g * group..(g + 1) * group).map(move |h| (i, h)))
+                    .collect();
+                (rows, g)
+            }
+        };
+        prop_assert!(!affected.is_empty(), "the last row sees every key");
+        let run = forward(&p, &inputs).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(run.report.is_clean(), "{:?}", run.report.findings);
+        let lse = run.outputs.lse.clone().expect("lse requested"); // [hq, sq]
+        let o = &run.outputs.o; // [sq, hq, d]
+        let row_o = |o: &[u16], i: usize, h: usize| -> Vec<u16> { o[(i * hq + h) * d..][..d].to_vec() };
+        let written_nan16 = |b: u16| dtype.f32_from_bits(b).is_nan() && b != POISON_U16;
+        let what = ["q", "k", "v"][operand];
+        for &(i, h) in &affected {
+            let l = lse[h * sq + i];
+            prop_assert!(l.is_nan() && l.to_bits() != u32::MAX, "{what}: lse[{h}][{i}] = {l} ({:#x})", l.to_bits());
+            prop_assert!(row_o(o, i, h).into_iter().any(written_nan16), "{what}: O row ({i}, {h}) has no NaN");
+        }
+        for i in 0..sq {
+            for h in (0..hq).filter(|h| h / group != kv_head) {
+                prop_assert!(lse[h * sq + i].is_finite(), "{what}: other head lse[{h}][{i}] = {}", lse[h * sq + i]);
+                prop_assert!(row_o(o, i, h).iter().all(|&b| dtype.f32_from_bits(b).is_finite()));
+            }
+        }
+
+        // merge_states with a finite state: [2, sq, hq, d] and LSE [2, sq, hq].
+        let mut o_states = o.clone();
+        o_states.extend((0..sq * hq * d).map(|_| dtype.bits_from_f32(rng.random_range(-1.0..1.0))));
+        let mut lse_states: Vec<f32> = (0..sq * hq).map(|n| lse[(n % hq) * sq + n / hq]).collect();
+        lse_states.extend((0..sq * hq).map(|_| rng.random_range(-8.0f32..8.0)));
+        let merged = merge_states(dtype, &o_states, &lse_states, 2, sq, hq, d)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(merged.report.is_clean(), "{:?}", merged.report.findings);
+        for &(i, h) in &affected {
+            let l = merged.lse[h * sq + i];
+            // merge() poisons its LSE with f32::NAN; the kernel's NaN is another pattern.
+            prop_assert!(l.is_nan() && l.to_bits() != f32::NAN.to_bits(), "{what}: merged lse[{h}][{i}] = {l}");
+            prop_assert!(row_o(&merged.o, i, h).into_iter().all(written_nan16), "{what}: merged O row ({i}, {h}) not all NaN");
+        }
+        for i in 0..sq {
+            for h in (0..hq).filter(|h| h / group != kv_head) {
+                prop_assert!(merged.lse[h * sq + i].is_finite());
+                prop_assert!(row_o(&merged.o, i, h).iter().all(|&b| dtype.f32_from_bits(b).is_finite()));
+            }
+        }
+    }
+}

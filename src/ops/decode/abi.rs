@@ -1,8 +1,9 @@
 //! Marker impls for the decode params structs that bindgen generates from `kernels/params.h`
 //! (the structs themselves live in [`crate::common::abi`]); their device layout is checked by
-//! `tests/abi_probe_decode.rs`.
-//! `tests/abi_probe.rs`, which runs the probe kernel `kernels/abi_probe_decode.cu`.
+//! `tests/abi_probe.rs`.
 
+#[cfg(test)]
+use crate::common::abi::FlashAttnOptions;
 use crate::common::abi::{FlashDecodeParams, KvAppendParams, MergeStatesParams, ParamsBytes};
 
 // SAFETY: #[repr(C)] plain-old-data (pointers and numbers), received by value by the kernel.
@@ -12,7 +13,8 @@ unsafe impl cudarc::driver::DeviceRepr for MergeStatesParams {}
 // SAFETY: as above.
 unsafe impl cudarc::driver::DeviceRepr for KvAppendParams {}
 
-// SAFETY: 16 pointers and 16 eight-byte fields, then 20 four-byte fields: no padding (tested).
+// SAFETY: 12 pointers and 14 eight-byte fields, the option block (8-aligned, itself without
+// padding), then 14 four-byte fields: no padding (tested).
 unsafe impl ParamsBytes for FlashDecodeParams {}
 // SAFETY: 10 pointers, 11 i64, 6 i32 (pad0 explicit): no padding (tested).
 unsafe impl ParamsBytes for MergeStatesParams {}
@@ -27,7 +29,7 @@ mod tests {
     fn decode_abi_has_no_padding() {
         assert_eq!(
             std::mem::size_of::<FlashDecodeParams>(),
-            16 * 8 + 16 * 8 + 20 * 4
+            12 * 8 + 14 * 8 + std::mem::size_of::<FlashAttnOptions>() + 14 * 4
         );
         assert_eq!(
             std::mem::size_of::<MergeStatesParams>(),

@@ -59,10 +59,12 @@ pub const KV_APPEND_FP8_ENTRY: &str = "flashmha_kv_append_fp8";
 /// has no FP8 pages).
 pub const KV_APPEND_SM75_ENTRY: &str = "flashmha_kv_append_sm75_16bit";
 
-/// Warps per CTA of the merge kernels (`kMergeWarps` in kernels/common/merge_states_warp.cuh).
-pub const MERGE_WARPS: u32 = 4;
-/// Threads per CTA of the append kernel (`kAppendThreads` in kernels/common/kv_append_chunk.cuh).
-pub const KV_APPEND_THREADS: u32 = 128;
+/// Warps per CTA of the merge kernels (`FLASHMHA_MERGE_WARPS` of kernels/params.h, which
+/// kernels/common/merge_states_warp.cuh takes as `kMergeWarps`).
+pub const MERGE_WARPS: u32 = crate::common::abi::FLASHMHA_MERGE_WARPS;
+/// Threads per CTA of the append kernel (`FLASHMHA_KV_APPEND_THREADS` of kernels/params.h,
+/// `kAppendThreads` in kernels/common/kv_append_chunk.cuh).
+pub const KV_APPEND_THREADS: u32 = crate::common::abi::FLASHMHA_KV_APPEND_THREADS;
 
 #[cfg(test)]
 mod tests {

@@ -4,9 +4,9 @@
 //! Flow, as for the forward: [`DecodeProblem`] (shapes, no device) -> [`validate`] (the crate's
 //! typed [`crate::Error`], nothing launched) -> [`plan`] (pure: kernel, grid, split count, workspace
 //! size, then per run the params struct from buffer addresses) -> backend ([`crate::host::emulated_decode`] from host data;
-//! the CUDA backend launches the same params bytes). Kernels: `kernels/flash_decode.cu` (paged,
-//! GQA-packed, split-KV), `kernels/merge_states.cu` (split combine and public merge of states),
-//! `kernels/kv_append.cu` (writes new K/V rows into pages).
+//! the CUDA backend launches the same params bytes). Kernels: `kernels/sm80/flash_decode.cu` (paged,
+//! GQA-packed, split-KV), `kernels/sm80/merge_states.cu` (split combine and public merge of states),
+//! `kernels/sm80/kv_append.cu` (writes new K/V rows into pages).
 //!
 //! Files: `problem.rs` (plain data), `fp8.rs` (KV-cache element types and the host FP8 codec),
 //! `validate.rs`, `plan.rs` (incl. the split heuristic), `kernels.rs` (the generated kernel

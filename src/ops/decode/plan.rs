@@ -26,6 +26,7 @@ use crate::common::abi::{self, FlashDecodeParams, MergeStatesParams};
 use crate::common::binding::{check, BufSpec, DevBuf, Use};
 use crate::common::error::{Error, Result, TensorName};
 use crate::common::launch::{Launch, Launches};
+use crate::common::options_abi::{pack_attn_options, StatRows};
 use crate::common::target::KernelTarget;
 use crate::ops::forward::plan::WARP_SIZE;
 
@@ -387,48 +388,39 @@ impl DecodePlan {
         let p = &self.problem;
         let split_output = self.combine.is_some();
         let fp8 = p.kv_dtype.is_fp8();
-        let opt = |on: bool, b: &DevBuf| if on { b.addr } else { 0 };
-        let scale = p.options.scale_for(p.head_dim);
-        let (left, right) = p.options.window.map_or((None, None), |w| (w.left, w.right));
-        let mut flags = 0u32;
-        if p.options.causal {
-            flags |= abi::FLASHMHA_FLAG_CAUSAL;
-        }
-        if p.options.window.is_some() {
-            flags |= abi::FLASHMHA_FLAG_WINDOW;
-        }
-        if p.is_varlen() {
-            flags |= abi::FLASHMHA_FLAG_VARLEN;
-        }
-        if split_output {
-            flags |= abi::FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT;
-        }
+        let opt_addr = |on: bool, b: &DevBuf| if on { b.addr } else { 0 };
         let (sq, total_q, hq) = (p.max_seqlen_q(), p.total_q(), p.num_heads_q);
         // lse / entropy: [b, hq, sq_new] padded, [hq, total_q] varlen (row stride 1).
-        let (lse_batch_stride, lse_head_stride, rows_per_batch) = if p.is_varlen() {
-            (0, total_q as i64, total_q)
-        } else {
-            ((hq * sq) as i64, sq as i64, sq)
+        let rows = StatRows {
+            varlen: p.is_varlen(),
+            heads_q: hq,
+            seqlen_q: sq,
+            total_q,
         };
+        let (lse_batch_stride, lse_head_stride) = rows.strides();
+        let rows_per_batch = if p.is_varlen() { total_q } else { sq };
+        let mut opt = pack_attn_options(&p.options, p.head_dim, rows);
+        if split_output {
+            opt.flags |= abi::FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT;
+        }
+        opt.lse = opt_addr(p.lse && !split_output, &bufs.lse) as *mut f32;
+        opt.entropy = opt_addr(p.entropy && !split_output, &bufs.entropy) as *mut f32;
+        opt.alibi_slopes = opt_addr(p.alibi, &bufs.alibi_slopes) as *const f32;
+        opt.head_gates = opt_addr(p.gates && !split_output, &bufs.head_gates) as *const f32;
         let (magic, shift) = page_divisor(p.page_size as u32);
-        let unbounded = |w: Option<u32>| w.map_or(-1, |v| v as i32);
         let decode = FlashDecodeParams {
             q: bufs.q.addr as *const _,
             k_cache: bufs.k_cache.addr as *const _,
             v_cache: bufs.v_cache.addr as *const _,
             o: bufs.o.addr as *mut _,
-            lse: opt(p.lse && !split_output, &bufs.lse) as *mut f32,
-            entropy: opt(p.entropy && !split_output, &bufs.entropy) as *mut f32,
-            alibi_slopes: opt(p.alibi, &bufs.alibi_slopes) as *const f32,
-            head_gates: opt(p.gates && !split_output, &bufs.head_gates) as *const f32,
             block_table: bufs.block_table.addr as *const i32,
             cache_seqlens: bufs.cache_seqlens.addr as *const i32,
-            cu_seqlens_q: opt(p.is_varlen(), &bufs.cu_seqlens_q) as *const i32,
-            partial_o: opt(split_output, &bufs.partial_o) as *mut f32,
-            partial_lse: opt(split_output, &bufs.partial_lse) as *mut f32,
-            partial_entropy: opt(split_output && p.entropy, &bufs.partial_entropy) as *mut f32,
-            k_scales: opt(fp8, &bufs.k_scales) as *const f32,
-            v_scales: opt(fp8, &bufs.v_scales) as *const f32,
+            cu_seqlens_q: opt_addr(p.is_varlen(), &bufs.cu_seqlens_q) as *const i32,
+            partial_o: opt_addr(split_output, &bufs.partial_o) as *mut f32,
+            partial_lse: opt_addr(split_output, &bufs.partial_lse) as *mut f32,
+            partial_entropy: opt_addr(split_output && p.entropy, &bufs.partial_entropy) as *mut f32,
+            k_scales: opt_addr(fp8, &bufs.k_scales) as *const f32,
+            v_scales: opt_addr(fp8, &bufs.v_scales) as *const f32,
             q_batch_stride: p.q_strides.batch,
             q_row_stride: p.q_strides.row,
             q_head_stride: p.q_strides.head,
@@ -441,10 +433,9 @@ impl DecodePlan {
             v_page_stride: p.v_strides.page,
             v_slot_stride: p.v_strides.slot,
             v_head_stride: p.v_strides.head,
-            lse_batch_stride,
-            lse_head_stride,
             block_table_stride: p.block_table_stride as i64,
             page_div_magic: magic,
+            opt,
             batch: p.batch as i32,
             num_heads_q: hq as i32,
             num_heads_kv: p.num_heads_kv as i32,
@@ -459,26 +450,20 @@ impl DecodePlan {
             split_keys: self.split_keys as i32,
             kv_format: p.kv_dtype.format(),
             kv_scale_stride: p.kv_scales.stride(),
-            scale,
-            scale_log2: scale * std::f32::consts::LOG2_E,
-            softcap: p.options.softcap.unwrap_or(0.0),
-            window_left: unbounded(left),
-            window_right: unbounded(right),
-            flags,
         };
         let combine = split_output.then(|| {
             let d = p.head_dim as i64;
             MergeStatesParams {
                 o_states: bufs.partial_o.addr as *const _,
                 lse_states: bufs.partial_lse.addr as *const f32,
-                entropy_states: opt(p.entropy, &bufs.partial_entropy) as *const f32,
+                entropy_states: opt_addr(p.entropy, &bufs.partial_entropy) as *const f32,
                 o_states_b: std::ptr::null(),
                 lse_states_b: std::ptr::null(),
                 entropy_states_b: std::ptr::null(),
                 o: bufs.o.addr as *mut _,
-                lse: opt(p.lse, &bufs.lse) as *mut f32,
-                entropy: opt(p.entropy, &bufs.entropy) as *mut f32,
-                head_gates: opt(p.gates, &bufs.head_gates) as *const f32,
+                lse: opt_addr(p.lse, &bufs.lse) as *mut f32,
+                entropy: opt_addr(p.entropy, &bufs.entropy) as *mut f32,
+                head_gates: opt_addr(p.gates, &bufs.head_gates) as *const f32,
                 o_state_stride: (total_q * hq) as i64 * d,
                 o_state_row_stride: hq as i64 * d,
                 o_state_head_stride: d,

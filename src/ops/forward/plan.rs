@@ -10,6 +10,7 @@ use crate::common::build_info::{FwdKernelRow, FWD_KERNELS};
 use crate::common::element::Element;
 use crate::common::error::{Result, TensorName};
 use crate::common::launch::Launch;
+use crate::common::options_abi::{pack_attn_options, StatRows};
 use crate::common::target::KernelTarget;
 use crate::ops::forward::bind::{check_bufs, FwdBufs};
 use crate::ops::forward::problem::FwdShape;
@@ -117,10 +118,10 @@ impl<T: Element> FwdPlan<T> {
         p.k = bufs.k.addr as *const _;
         p.v = bufs.v.addr as *const _;
         p.o = bufs.o.addr as *mut _;
-        p.lse = bufs.lse.addr as *mut f32;
-        p.entropy = bufs.entropy.addr as *mut f32;
-        p.alibi_slopes = bufs.alibi_slopes.addr as *const f32;
-        p.head_gates = bufs.head_gates.addr as *const f32;
+        p.opt.lse = bufs.lse.addr as *mut f32;
+        p.opt.entropy = bufs.entropy.addr as *mut f32;
+        p.opt.alibi_slopes = bufs.alibi_slopes.addr as *const f32;
+        p.opt.head_gates = bufs.head_gates.addr as *const f32;
         p.cu_seqlens_q = bufs.cu_seqlens_q.addr as *const i32;
         p.cu_seqlens_k = bufs.cu_seqlens_k.addr as *const i32;
         Ok(l)
@@ -130,26 +131,14 @@ impl<T: Element> FwdPlan<T> {
 fn launch_without_buffers(kernel: FwdKernelRow, s: &FwdShape) -> FwdLaunch {
     let (max_sq, max_sk) = s.seq.max_seqlens();
     let q_tiles = max_sq.div_ceil(kernel.block_m as usize).max(1) as u32;
-    let scale = s.options.scale_for(s.head_dim);
-    let (left, right) = s.options.window.map_or((None, None), |w| (w.left, w.right));
-    let mut flags = 0u32;
-    if s.options.causal {
-        flags |= abi::FLASHMHA_FLAG_CAUSAL;
-    }
-    if s.options.window.is_some() {
-        flags |= abi::FLASHMHA_FLAG_WINDOW;
-    }
-    if s.seq.is_varlen() {
-        flags |= abi::FLASHMHA_FLAG_VARLEN;
-    }
     let (total_q, total_k) = s.seq.total_rows();
     // lse / entropy: [b, hq, sq] padded, [hq, total_q] varlen (row stride 1).
-    let (lse_batch_stride, lse_head_stride) = if s.seq.is_varlen() {
-        (0, total_q as i64)
-    } else {
-        ((s.heads.q * max_sq) as i64, max_sq as i64)
+    let rows = StatRows {
+        varlen: s.seq.is_varlen(),
+        heads_q: s.heads.q,
+        seqlen_q: max_sq,
+        total_q,
     };
-    let unbounded = |w: Option<u32>| w.map_or(-1, |v| v as i32);
     let st = &s.strides;
     let params = FlashFwdParams {
         q_batch_stride: st.q.batch,
@@ -164,8 +153,7 @@ fn launch_without_buffers(kernel: FwdKernelRow, s: &FwdShape) -> FwdLaunch {
         o_batch_stride: st.o.batch,
         o_row_stride: st.o.row,
         o_head_stride: st.o.head,
-        lse_batch_stride,
-        lse_head_stride,
+        opt: pack_attn_options(&s.options, s.head_dim, rows),
         batch: s.seq.batch() as i32,
         num_heads_q: s.heads.q as i32,
         num_heads_kv: s.heads.kv as i32,
@@ -174,12 +162,6 @@ fn launch_without_buffers(kernel: FwdKernelRow, s: &FwdShape) -> FwdLaunch {
         seqlen_k: max_sk as i32,
         total_q: total_q as i32,
         total_k: total_k as i32,
-        scale,
-        scale_log2: scale * std::f32::consts::LOG2_E,
-        softcap: s.options.softcap.unwrap_or(0.0),
-        window_left: unbounded(left),
-        window_right: unbounded(right),
-        flags,
         // Addresses are bound per run.
         ..Default::default()
     };

@@ -3,6 +3,7 @@
 //! harness type [`FwdProblem`] (lengths, cu_seqlens) and planned through its shape.
 
 use super::*;
+use crate::common::abi;
 use crate::common::binding::DevBuf;
 use crate::common::dtype::DType;
 use crate::common::error::{AlignWhat, CuSeqlensFault, Dim, Error, OptionName, TensorName};
@@ -123,10 +124,10 @@ fn padded_plan_has_one_cta_per_q_tile_head_and_item() {
         (8 * 64, 64, 130 * 8 * 64)
     );
     assert_eq!((pr.k_row_stride, pr.k_batch_stride), (2 * 64, 77 * 2 * 64));
-    assert_eq!(pr.flags, 0);
-    assert!((pr.scale - 0.125).abs() < 1e-7);
-    assert!((pr.scale_log2 - 0.125 * std::f32::consts::LOG2_E).abs() < 1e-6);
-    assert_eq!((pr.window_left, pr.window_right), (-1, -1));
+    assert_eq!(pr.opt.flags, 0);
+    assert!((pr.opt.scale - 0.125).abs() < 1e-7);
+    assert!((pr.opt.scale_log2 - 0.125 * std::f32::consts::LOG2_E).abs() < 1e-6);
+    assert_eq!((pr.opt.window_left, pr.opt.window_right), (-1, -1));
 }
 
 #[test]
@@ -155,13 +156,13 @@ fn varlen_plan_sizes_grid_by_longest_item_and_uses_head_major_lse() {
     assert_eq!(plan.grid, [4, 4, 3]); // longest q item is 200 rows
     let pr = plan.params;
     assert_eq!(
-        pr.flags,
+        pr.opt.flags,
         abi::FLASHMHA_FLAG_CAUSAL | abi::FLASHMHA_FLAG_WINDOW | abi::FLASHMHA_FLAG_VARLEN
     );
     assert_eq!((pr.seqlen_q, pr.seqlen_k), (200, 290));
-    assert_eq!((pr.lse_batch_stride, pr.lse_head_stride), (0, 206));
-    assert_eq!((pr.window_left, pr.window_right), (16, -1));
-    assert_eq!(pr.softcap, 30.0);
+    assert_eq!((pr.opt.lse_batch_stride, pr.opt.lse_head_stride), (0, 206));
+    assert_eq!((pr.opt.window_left, pr.opt.window_right), (16, -1));
+    assert_eq!(pr.opt.softcap, 30.0);
     assert_eq!(p.row_stats_len(), 4 * 206);
 }
 

@@ -1,4 +1,4 @@
-//! Launch plan of the head-similarity kernel (`kernels/head_similarity.cu`): validates a problem
+//! Launch plan of the head-similarity kernel (`kernels/sm80/head_similarity.cu`): validates a problem
 //! and its buffer addresses, then fills [`HeadSimParams`] with the grid, block and shared memory
 //! the kernel expects. Pure: touches no device and no memory; both backends execute this plan.
 

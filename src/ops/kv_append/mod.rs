@@ -29,8 +29,9 @@ use crate::ops::decode::kernels::{
 use crate::ops::decode::problem::DecodeProblem;
 use crate::ops::decode::validate::validate_kv_append;
 
-/// Elements of one 16-byte copy (`kAppendChunkElems` in kernels/common/kv_append_chunk.cuh).
-pub const APPEND_CHUNK_ELEMS: usize = 8;
+/// Elements of one 16-byte copy (`FLASHMHA_KV_APPEND_CHUNK_ELEMS` of kernels/params.h,
+/// `kAppendChunkElems` in kernels/common/kv_append_chunk.cuh).
+pub const APPEND_CHUNK_ELEMS: usize = crate::common::abi::FLASHMHA_KV_APPEND_CHUNK_ELEMS as usize;
 
 /// How the kernel finds each token's destination (module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,7 +1,9 @@
 //! The public merge of attention states (cascade / shared-prefix attention, or a cached prefix
 //! combined with fresh tokens): states `(O_s, LSE_s)` over disjoint key sets become
 //! `O = sum_s exp(LSE_s - LSE) O_s`, `LSE = log sum_s exp(LSE_s)`; a state with `LSE = -inf`
-//! (no keys) weighs 0, and a row whose every state is empty gets `O = 0, LSE = -inf`.
+//! (no keys) weighs 0, and a row whose every state is empty gets `O = 0, LSE = -inf`. A state
+//! with `LSE = NaN` (a NaN reached it: `crate::common::options`) makes the row's `O` and `LSE` NaN;
+//! a finite state whose weight underflows to 0 is still multiplied in (`0 x NaN = NaN`).
 //!
 //! Two forms ([`MergeStates`]): N states stacked in one buffer, or two separate buffers
 //! `(O_a, LSE_a)` + `(O_b, LSE_b)` (no copy into a stack first). Like the decode: a pure plan
@@ -94,9 +96,10 @@ pub struct MergeBuffers {
     pub lse: DevBuf,
 }
 
-/// Columns of O each lane merges per step (`kMergeCols` in kernels/common/merge_states_warp.cuh):
-/// O rows are read and written 4 elements (8 bytes) at a time.
-pub const MERGE_COLS: usize = 4;
+/// Columns of O each lane merges per step (`FLASHMHA_MERGE_COLS` of kernels/params.h,
+/// `kMergeCols` in kernels/common/merge_states_warp.cuh): O rows are read and written 4
+/// elements (8 bytes) at a time.
+pub const MERGE_COLS: usize = crate::common::abi::FLASHMHA_MERGE_COLS as usize;
 
 /// Validates `p` and plans its launch (one warp per (row, head)) with the Ampere-and-newer
 /// kernels.
