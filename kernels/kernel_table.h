@@ -28,14 +28,14 @@
  * sk 1024 -> 2048); whole run = the sk 2048 launch's totals, the basis of FlashAttention-2's
  * recorded figures (bench/results/fwd_tiles_before.tsv), which are given beside it:
  *   d   tile      Q     regs 80/86/89/90  main loop: ldsm  wf     non-tensor  whole run: ldsm  wf     non-tensor  (FA2 whole run: tile, ldsm, wf, non-tensor)
- *   32  128x128   regs  254/255/255/254   0.250            1.250  6.01        0.252            1.281  6.42        (128x128: 0.281, 1.40, 6.91)
- *   64  128x64    regs  255/254/254/255   0.250            1.250  3.83        0.252            1.281  4.20        (128x128: 0.281, 1.40, 3.80)
- *   80  128x64    regs  255/255/255/255   0.250            1.250  3.17        0.252            1.281  3.58
- *   96  128x32    regs  246/246/246/250   0.250            1.250  3.47        0.252            1.281  3.96
- *  128  128x64    smem  255/255/255/255   0.3125           1.500  2.36        0.3125           1.523  2.65        (128x64:  0.3125, 1.52, 2.72)
- *  256   64x32    regs  254/254/254/254   0.500            2.500  2.27        0.502            2.531  2.67        (128x64/8w: 0.5625, 2.52, 2.29)
+ *   32  128x128   regs  254/255/255/254   0.250            1.250  5.96        0.252            1.281  6.41        (128x128: 0.281, 1.40, 6.91)
+ *   64  128x64    regs  255/255/255/255   0.250            1.250  3.78        0.252            1.281  4.17        (128x128: 0.281, 1.40, 3.80)
+ *   80  128x64    regs  255/255/255/255   0.250            1.250  3.15        0.252            1.281  3.58
+ *   96  128x32    regs  255/255/255/255   0.250            1.250  3.41        0.252            1.281  3.92
+ *  128  128x64    smem  255/255/255/255   0.3125           1.500  2.33        0.3125           1.523  2.65        (128x64:  0.3125, 1.52, 2.72)
+ *  256   64x32    regs  254/254/254/254   0.500            2.500  2.23        0.502            2.531  2.64        (128x64/8w: 0.5625, 2.52, 2.29)
  * Non-tensor counts depend on the inputs (uniform [-1, 1) skips more O rescales: d64 main loop
- * 3.77); the FA2 figures' input distribution was not recorded.
+ * 3.73); the FA2 figures' input distribution was not recorded.
  * Wavefronts equal the conflict-free ideal everywhere; 0 spill bytes everywhere. Rejected (main
  * loop, ptxas 13.5, sm_80 unless said): d64 128x128 (Q smem, 0.281 ldsm/mma, 1.375 wf/mma: worse than 128x64
  * with Q in registers); d96 128x64 (Q smem, 0.3125 ldsm/mma, spills 8 B on sm_90); d128 128x64 with
