@@ -206,7 +206,11 @@ fn special_codes_reach_exactly_the_outputs_that_see_them() {
                 .iter()
                 .flat_map(|&(r, h)| (0..64).map(move |x| (r, h, x)))
                 .collect();
-            assert!(bad == want, "{kv:?} V code {code:#x}: {} non-finite", bad.len());
+            assert!(
+                bad == want,
+                "{kv:?} V code {code:#x}: {} non-finite",
+                bad.len()
+            );
         }
     }
 }
