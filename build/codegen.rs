@@ -1,5 +1,5 @@
 //! Writes `$OUT_DIR/kernels_generated.rs`: the embedded PTX and cubins, the ptxas figures, the
-//! forward-kernel table and the toolkit used. `src/build_info.rs` includes it and defines the
+//! forward-kernel table and the toolkit used. `src/common/build_info.rs` includes it and defines the
 //! types it names.
 
 use crate::compile::CompiledModule;

@@ -1,5 +1,5 @@
 //! Parses `kernels/decode_table.h`, the one list of paged-decode kernel instantiations, and
-//! writes `$OUT_DIR/decode_generated.rs` (included by `src/decode/kernels.rs`), so CUDA (through
+//! writes `$OUT_DIR/decode_generated.rs` (included by `src/ops/decode/kernels.rs`), so CUDA (through
 //! the X-macro) and Rust read the same rows.
 
 use std::fmt::Write as _;

@@ -1,5 +1,5 @@
 // abi_probe.cu: reports how the device compiler lays out the params structs, so a Rust test can
-// check them against the bindgen structs (src/abi.rs, tests/abi_probe.rs). One thread writes, in
+// check them against the bindgen structs (src/common/abi.rs, tests/ops/abi_probe.rs). One thread writes, in
 // order, for FlashFwdParams, HeadSimParams, FlashFwdTmaParams and then FlashAttnOptions: sizeof,
 // alignof, then offsetof of every field in the order of FLASHMHA_ABI_PROBE_FIELDS /
 // _HEADSIM_FIELDS / _TMA_FIELDS / _OPTIONS_FIELDS.

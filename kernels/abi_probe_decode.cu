@@ -1,7 +1,7 @@
 // abi_probe_decode.cu: the decode params structs as the device compiler lays them out (see
 // abi_probe.cu). One thread writes, in order, for FlashDecodeParams, MergeStatesParams and
 // KvAppendParams: sizeof, alignof, then offsetof of every field of FLASHMHA_ABI_PROBE_DECODE_FIELDS,
-// _MERGE_FIELDS and _KV_APPEND_FIELDS; tests/abi_probe.rs compares with bindgen.
+// _MERGE_FIELDS and _KV_APPEND_FIELDS; tests/ops/abi_probe.rs compares with bindgen.
 #include <stddef.h>
 #include <stdint.h>
 

@@ -1,7 +1,7 @@
 /*
  * decode_table.h: the one list of paged-decode kernel instantiations (kernels/sm80/flash_decode.cu).
  * CUDA includes it to define the extern "C" entry points; build/decode_table.rs parses it to
- * generate the Rust registry (src/decode/kernels.rs), so an entry exists on both sides or on
+ * generate the Rust registry (src/ops/decode/kernels.rs), so an entry exists on both sides or on
  * neither. Keep one entry per line.
  *
  * X(dtype, kv_bytes, head_dim, tile_rows, num_warps, smem_bytes)

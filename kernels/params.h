@@ -9,7 +9,7 @@
  *  - Strides are in elements (not bytes) and are int64 so that no host-side product overflows;
  *    the last dimension (head dim) is always contiguous (stride 1).
  *  - Lengths are int32: validation guarantees that every index the kernel forms fits in 32 bits
- *    where the kernel uses 32-bit math (see src/validate/).
+ *    where the kernel uses 32-bit math (see src/ops/forward/validate.rs).
  */
 #ifndef FLASHMHA_PARAMS_H
 #define FLASHMHA_PARAMS_H
@@ -41,13 +41,13 @@
 /*
  * The attention options: masks, score modifiers and the optional per-row outputs, one block
  * that every attention params struct embeds as its field `opt` (FlashFwdParams, and through its
- * base FlashFwdTmaParams; FlashDecodeParams), packed by one host function (src/plan/options.rs)
+ * base FlashFwdTmaParams; FlashDecodeParams), packed by one host function (src/common/options_abi.rs)
  * and read by one device vocabulary (kernels/common/mask.cuh: KeyMask, ScoreMod,
  * write_row_stats). A new option is added here, there and in the packer.
  *   lse, entropy: [b, hq, sq] (padded) or [hq, total_q] (varlen), f32, natural log, at
  *                 b * lse_batch_stride (padded only) + h * lse_head_stride + row; -inf / 0 for a
  *                 row with no unmasked key, NaN / NaN when a NaN reached the row's scores or
- *                 output (src/options.rs, kernels/common/softmax.cuh).
+ *                 output (src/common/options.rs, kernels/common/softmax.cuh).
  */
 typedef struct FlashAttnOptions {
     float *lse;                /* optional: log-sum-exp of each score row (natural log) */
@@ -235,7 +235,10 @@ typedef struct HeadSimParams {
  *   lse, entropy:  in opt (FlashAttnOptions): [b, hq, sq_new] (padded) or [hq, total_q] (varlen)
  *   partial_o:     [num_splits, total_q, hq, d] f32 workspace (with FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT)
  *   partial_lse, partial_entropy: [num_splits, total_q, hq] f32 workspace
- *   k_scales, v_scales: [hkv] (kv_scale_stride 1) or [1] (stride 0) f32, FP8 entries only
+ *   k_scales, v_scales: [hkv] (kv_scale_stride 1) or [1] (stride 0) f32, FP8 entries only; each
+ *     finite and > 0 (host scales are checked before any launch, Error::InvalidScale; device
+ *     scales are the caller's: 0 or a NaN gives uniform weights / O = 0 / NaN, see
+ *     src/ops/decode/fp8.rs)
  * Query row i of item b sees key j < cache_seqlens[b]; causal: j <= i + cache_seqlens[b] - sq_b.
  * Every device-resident index is checked against the sizes below; a violation traps.
  */

@@ -2,7 +2,7 @@
  * mask.cuh: which keys a query row may see, and the score modifiers, for one batch item: the
  * one mask / modifier vocabulary of the forward (Ampere, Turing, sm_90a) and decode CTA bodies.
  *
- * Semantics (src/options.rs): rows i in [0, sq), keys j in [0, sk), shift = sk - sq (bottom-right
+ * Semantics (src/common/options.rs): rows i in [0, sq), keys j in [0, sk), shift = sk - sq (bottom-right
  * aligned diagonal). Causal masks j > i + shift; the window masks j < i + shift - window_left
  * (window_left >= 0) and j > i + shift + window_right (window_right >= 0); keys j >= sk are always
  * masked. So row i sees exactly the keys [key_lo(i), key_hi(i)); both bounds are nondecreasing in

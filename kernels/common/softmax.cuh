@@ -15,7 +15,7 @@
  * Finally  lse = ln 2 (m + log2 l),  H = -sum p ln p = ln l + M - E_p[s] = ln 2 (log2 l - e / l).
  * A row with no unmasked key keeps m = -inf and l = 0: every -inf is guarded (no NaN) and the
  * row ends with O = 0, lse = -inf, H = 0.
- * NaN (src/options.rs): a NaN score (NaN or inf in q or k) is skipped by the max (fmaxf) but
+ * NaN (src/common/options.rs): a NaN score (NaN or inf in q or k) is skipped by the max (fmaxf) but
  * not by 2^(x - m), so l, e and O turn NaN and stay NaN through every rescale (alpha * NaN);
  * finalize() then gives lse = NaN, H = NaN, never the "no keys" -inf. A non-finite O with finite
  * scores (NaN or inf in v) is caught by finalize()'s probe of the O accumulators. The main loop
@@ -62,7 +62,7 @@ __device__ __forceinline__ float shfl_xor(float v) {
     return r;
 }
 constexpr unsigned kFullWarpMask = 0xffffffffu;
-static_assert(kQuadSize == 4, "quad reductions below shuffle over lane bits 1 and 2");
+static_assert(kQuadSize == 4, "quad reductions below shuffle over lane bits 0 and 1 (xor 1, 2)");
 __device__ __forceinline__ float quad_allreduce_max(float v) {
     v = fmaxf(v, shfl_xor<1>(v));
     return fmaxf(v, shfl_xor<2>(v));

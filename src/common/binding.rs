@@ -72,6 +72,7 @@ pub struct BufSpec {
 }
 
 impl BufSpec {
+    /// A buffer the launch only reads.
     pub fn input(
         tensor: TensorName,
         buf: DevBuf,
@@ -91,6 +92,7 @@ impl BufSpec {
         }
     }
 
+    /// [`BufSpec::input`] for a buffer the launch writes: it may overlap no other.
     pub fn output(
         tensor: TensorName,
         buf: DevBuf,
@@ -100,13 +102,8 @@ impl BufSpec {
         align: u64,
     ) -> BufSpec {
         BufSpec {
-            tensor,
-            buf,
-            usage,
-            needed,
-            elem_bytes,
-            align,
             output: true,
+            ..BufSpec::input(tensor, buf, usage, needed, elem_bytes, align)
         }
     }
 

@@ -1,6 +1,6 @@
 //! KV append into 16-bit and FP8 pages, through a slot mapping or through block table +
 //! position, against a host scatter that quantises with the host FP8 codec (nearest, ties to
-//! the even code, saturating, NaN kept: src/decode/fp8.rs) of `x / scale` computed in f32; and
+//! the even code, saturating, NaN kept: src/ops/decode/fp8.rs) of `x / scale` computed in f32; and
 //! every planted out-of-range device index (slot, batch item, position, block-table entry) traps
 //! without any out-of-bounds access. The Turing append (compute_75, f16 into 16-bit pages)
 //! writes the same pools and traps the same way; bf16 and FP8 pages there are typed errors.

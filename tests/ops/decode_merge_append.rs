@@ -115,7 +115,7 @@ fn kv_append_out_of_range_slot_traps() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
-    /// NaN propagation (src/options.rs) in paged decode: a NaN planted at a random position of a
+    /// NaN propagation (src/common/options.rs) in paged decode: a NaN planted at a random position of a
     /// random query row's q, or of the k or v of a random cached key, makes every row that sees
     /// it (that row; every row of the key's KV-head group whose mask lets the key in) end with a
     /// NaN LSE written by the kernel and a NaN in its O, through the warps' merge and, with

@@ -376,7 +376,7 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
 
-    /// NaN propagation (src/options.rs): a NaN planted at a random position of a random row's q,
+    /// NaN propagation (src/common/options.rs): a NaN planted at a random position of a random row's q,
     /// or of the k or v of a random key, makes every row that sees it (that q row; every row of
     /// the key's KV-head group whose mask lets the key in) end with a NaN lse and a NaN in its O,
     /// written by the kernel (not the poison), never the "no keys" -inf; rows of the other KV

@@ -1,8 +1,8 @@
 //! Hopper (sm_90) instructions that need no asynchronous machinery, on hand-written sm_90a
 //! PTX: `elect.sync`, the cluster special registers of a one-CTA cluster, `griddepcontrol`
 //! and `setmaxnreg`; malformed forms are typed errors. mbarrier, bulk and tensor (TMA) copies
-//! and the asynchronous-proxy hazards are tested in `emulator_tma.rs`, `wgmma` and `stmatrix`
-//! in `emulator_wgmma.rs`.
+//! and the asynchronous-proxy hazards are tested in `emulator/tests/ptx/tma.rs`, `wgmma` and `stmatrix`
+//! in `tests/fidelity/wgmma.rs`.
 
 use flashmha_emulator::{Device, EmuError, LaunchConfig, Module};
 

@@ -1,6 +1,6 @@
 //! Marker impls for the decode params structs that bindgen generates from `kernels/params.h`
 //! (the structs themselves live in [`crate::common::abi`]); their device layout is checked by
-//! `tests/abi_probe.rs`.
+//! `tests/ops/abi_probe.rs`.
 
 #[cfg(test)]
 use crate::common::abi::FlashAttnOptions;
