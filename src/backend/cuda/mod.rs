@@ -193,6 +193,17 @@ impl CudaBackend {
         self.compute_capability
     }
 
+    /// Streaming multiprocessors of the device: the input of decode's split heuristic
+    /// ([`SplitPolicy::Auto`](crate::ops::decode::SplitPolicy::Auto)). A host-only query.
+    pub fn sm_count(&self) -> Result<u32> {
+        use cudarc::driver::sys::CUdevice_attribute_enum::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT;
+        let n = self
+            .ctx
+            .attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(driver_error)?;
+        Ok(n.max(1) as u32)
+    }
+
     /// The kernels this device runs: make plans with `FwdPlan::new_for(backend.target(), ..)`.
     pub fn target(&self) -> KernelTarget {
         self.target
