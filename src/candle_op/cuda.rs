@@ -19,7 +19,7 @@ use super::{wrap, OutputDims};
 use crate::backend::cuda::{CudaBackend, DecodeArgs, FwdArgs};
 use crate::common::element::Element;
 use crate::common::geometry::Strides;
-use crate::ops::decode::{plan_decode_for, DecodeProblem, SplitPolicy};
+use crate::ops::decode::{DecodePlan, DecodeProblem, SplitPolicy};
 use crate::ops::forward::plan::FwdPlan;
 use crate::ops::forward::problem::{FwdShape, QkvoStrides};
 use candle_core::cuda::{CudaDType, CudaStorage};
@@ -242,7 +242,7 @@ fn paged_typed<T: Element + CudaDType>(
     let stream = device.cuda_stream();
     let backend = backend_for(&stream)?;
     // The device's kernels (Turing: f16 only; bf16 there is a typed error).
-    let plan = plan_decode_for(
+    let plan = DecodePlan::new_for(
         backend.target(),
         problem,
         SplitPolicy::Auto {

@@ -9,7 +9,7 @@ use super::{bits, dims, dtype_shared_by, from_bits, host_i32, same_device, wrap,
 use crate::common::error::{Dim, Error, TensorName};
 use crate::common::options::AttnOptions;
 use crate::host::emulated_decode::{self as emulated, DecodeHostInputs};
-use crate::ops::decode::{plan_decode, DecodePlan, DecodeProblem, SplitPolicy};
+use crate::ops::decode::{DecodePlan, DecodeProblem, SplitPolicy};
 use candle_core::{Device, Tensor};
 
 /// SMs the split heuristic plans for on the emulator (an A100's 108: the emulator runs the
@@ -108,7 +108,7 @@ pub fn paged_attention(
     let lse_dims = [batch, hq, sq_new];
     match target {
         Target::Emulator => {
-            let plan = plan_decode(
+            let plan = DecodePlan::new(
                 &problem,
                 SplitPolicy::Auto {
                     num_sms: EMULATED_SMS,

@@ -10,7 +10,7 @@ use super::host::{HostMirror, Role};
 use super::plan::{create_into, destroy, handle};
 use super::status::{guard, CallError};
 use crate::common::target::KernelTarget;
-use crate::ops::kv_append::{plan_kv_append_for, AppendIndex, KvAppendPlan};
+use crate::ops::kv_append::{AppendIndex, KvAppendPlan};
 use std::ffi::c_void;
 
 /// # Safety
@@ -29,7 +29,7 @@ fn make(
 ) -> Result<KvAppendPlan, CallError> {
     let problem = convert::decode_problem(pools)?;
     let index = convert::append_index(index)?;
-    Ok(plan_kv_append_for(target, &problem, num_tokens, index)?)
+    Ok(KvAppendPlan::new_for(target, &problem, num_tokens, index)?)
 }
 
 /// `flashmha_status flashmha_kv_append_plan_create(const flashmha_decode_shape *pools,

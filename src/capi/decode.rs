@@ -1,5 +1,5 @@
 //! The C ABI of paged decode: a plan handle (`flashmha_decode_plan_*`, a boxed [`DecodePlan`]
-//! made by `plan_decode_for`), its split count and workspace size, and runs on a context
+//! made by `DecodePlan::new_for`), its split count and workspace size, and runs on a context
 //! (`CudaBackend::decode_raw`) or on the emulator. Both paths carve the caller's one workspace
 //! with [`DecodePlan::carve_workspace`] and check every buffer with [`DecodePlan::params`].
 
@@ -10,7 +10,7 @@ use super::host::{HostMirror, Role};
 use super::plan::{create_into, destroy, handle};
 use super::status::{guard, CallError};
 use crate::common::target::KernelTarget;
-use crate::ops::decode::{plan_decode_for, DecodeBuffers, DecodePlan};
+use crate::ops::decode::{DecodeBuffers, DecodePlan};
 use std::ffi::c_void;
 
 /// The plan behind a decode handle.
@@ -47,7 +47,7 @@ pub unsafe extern "C" fn flashmha_decode_plan_create(
                 let s = convert::deref(shape, "shape")?;
                 let problem = convert::decode_problem(s)?;
                 let policy = convert::split_policy(s, None)?;
-                Ok(plan_decode_for(KernelTarget::Ampere, &problem, policy)?)
+                Ok(DecodePlan::new_for(KernelTarget::Ampere, &problem, policy)?)
             })
         }
     })
@@ -71,7 +71,7 @@ pub unsafe extern "C" fn flashmha_decode_plan_create_for_context(
                 let (ctx, s) = (backend(ctx)?, convert::deref(shape, "shape")?);
                 let problem = convert::decode_problem(s)?;
                 let policy = convert::split_policy(s, Some(super::cuda::sm_count(ctx)?))?;
-                Ok(plan_decode_for(ctx.target(), &problem, policy)?)
+                Ok(DecodePlan::new_for(ctx.target(), &problem, policy)?)
             })
         }
     })
@@ -248,9 +248,11 @@ mod tests {
         assert_eq!(code, ffi::FLASHMHA_OK);
         let info = info.unwrap();
         let problem = convert::decode_problem(&shape()).unwrap();
-        let want =
-            crate::ops::decode::plan_decode(&problem, crate::ops::decode::SplitPolicy::Count(4))
-                .unwrap();
+        let want = crate::ops::decode::DecodePlan::new(
+            &problem,
+            crate::ops::decode::SplitPolicy::Count(4),
+        )
+        .unwrap();
         assert_eq!(info.num_splits, want.num_splits);
         assert_eq!(info.workspace_elems as u64, want.workspace.elems());
         assert_eq!(info.workspace_bytes as u64, want.workspace.bytes());

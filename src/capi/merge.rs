@@ -1,5 +1,5 @@
 //! The C ABI of the merge of attention states: a plan handle (`flashmha_merge_plan_*`, a boxed
-//! [`MergePlan`] made by `plan_merge_for`) run on a context (`CudaBackend::merge_states_raw`)
+//! [`MergePlan`] made by `MergePlan::new_for`) run on a context (`CudaBackend::merge_states_raw`)
 //! or on the emulator; both check the buffers with [`MergePlan::params`].
 
 use super::convert;
@@ -9,7 +9,7 @@ use super::host::{HostMirror, Role};
 use super::plan::{create_into, destroy, handle};
 use super::status::{guard, CallError};
 use crate::common::target::KernelTarget;
-use crate::ops::merge::{plan_merge_for, MergePlan, MergeStates};
+use crate::ops::merge::{MergePlan, MergeStates};
 use std::ffi::c_void;
 
 /// # Safety
@@ -34,7 +34,7 @@ pub unsafe extern "C" fn flashmha_merge_plan_create(
         unsafe {
             create_into(out, || {
                 let problem = convert::merge_problem(convert::deref(shape, "shape")?)?;
-                Ok(plan_merge_for(KernelTarget::Ampere, &problem)?)
+                Ok(MergePlan::new_for(KernelTarget::Ampere, &problem)?)
             })
         }
     })
@@ -57,7 +57,7 @@ pub unsafe extern "C" fn flashmha_merge_plan_create_for_context(
             create_into(out, || {
                 let ctx = backend(ctx)?;
                 let problem = convert::merge_problem(convert::deref(shape, "shape")?)?;
-                Ok(plan_merge_for(ctx.target(), &problem)?)
+                Ok(MergePlan::new_for(ctx.target(), &problem)?)
             })
         }
     })

@@ -12,7 +12,7 @@ use crate::emulator::Device;
 use crate::host::emulated_decode::{decode_on, DecodeHostInputs, DecodeRun};
 use crate::ops::decode::fp8::{KvCacheDType, KvScaleGranularity};
 use crate::ops::decode::kernels::DECODE_KERNELS;
-use crate::ops::decode::plan::{plan_decode_for, DecodePlan, SplitPolicy};
+use crate::ops::decode::plan::{DecodePlan, SplitPolicy};
 use crate::ops::decode::problem::{DecodeProblem, QueryLayout};
 use crate::reference::paged::{
     item_rows, paged_attention, row_offset, stat_offset, PagedReferenceInputs,
@@ -554,7 +554,7 @@ pub struct OutputError {
 pub fn run_decode_case(case: &DecodeCase) -> Result<DecodeOutcome, String> {
     let built = case.build();
     let plan =
-        plan_decode_for(case.target, &built.problem, case.split).map_err(|e| e.to_string())?;
+        DecodePlan::new_for(case.target, &built.problem, case.split).map_err(|e| e.to_string())?;
     let run = decode_on(&mut Device::new(), &plan, &built.inputs).map_err(|e| e.to_string())?;
     let mut failures: Vec<String> = run.findings().iter().map(|f| f.to_string()).collect();
     let (more, errors) = check_outputs(&built, &run.o, run.lse.as_deref(), run.entropy.as_deref());

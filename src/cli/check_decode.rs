@@ -8,7 +8,7 @@ use super::table;
 use flashmha::check::decode::{check_outputs, run_decode_case, DecodeCase};
 use flashmha::host::gpu_decode::decode_host;
 use flashmha::ops::decode::kernels::DECODE_KERNELS;
-use flashmha::ops::decode::plan_decode_for;
+use flashmha::ops::decode::DecodePlan;
 use flashmha::KernelTarget;
 use rand::SeedableRng;
 
@@ -81,7 +81,7 @@ pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
             Some(b) => {
                 let built = case.build();
                 // The device's kernels, whichever target the case was drawn for.
-                let plan = plan_decode_for(b.target(), &built.problem, case.split)?;
+                let plan = DecodePlan::new_for(b.target(), &built.problem, case.split)?;
                 let out = decode_host(b, &plan, &built.inputs)?;
                 let (failures, errors) =
                     check_outputs(&built, &out.o, out.lse.as_deref(), out.entropy.as_deref());

@@ -11,10 +11,8 @@ use crate::common::target::KernelTarget;
 use crate::emulator::{Device, DevicePtr, LaunchReport};
 use crate::ops::decode::fp8::check_scales;
 use crate::ops::decode::plan::{DecodeBuffers, DecodePlan};
-use crate::ops::kv_append::{plan_kv_append_for, AppendIndex, KvAppendBuffers};
-use crate::ops::merge::{
-    plan_merge, MergeBuffers, MergePlan, MergeProblem, MergeStates, StatsLayout,
-};
+use crate::ops::kv_append::{AppendIndex, KvAppendBuffers, KvAppendPlan};
+use crate::ops::merge::{MergeBuffers, MergePlan, MergeProblem, MergeStates, StatsLayout};
 
 /// NaN in f16 and bf16; doubled, NaN in f32.
 const POISON_U16: u16 = 0xFFFF;
@@ -284,7 +282,7 @@ pub fn merge_states(
 ) -> Result<MergeRun> {
     // Inputs [rows, heads] per state; the output LSE [heads, rows] (as the decode writes it):
     // the kernel takes the two layouts separately, the plan one, so transpose on the host.
-    let plan = plan_merge(&MergeProblem {
+    let plan = MergePlan::new(&MergeProblem {
         dtype,
         states: MergeStates::Stacked { num_states },
         rows,
@@ -398,7 +396,7 @@ pub fn kv_append_into_for(
         AppendTarget::Slots(_) => AppendIndex::Slots,
         AppendTarget::Positions { .. } => AppendIndex::Positions,
     };
-    let plan = plan_kv_append_for(kernels, p, tokens, index)?;
+    let plan = KvAppendPlan::new_for(kernels, p, tokens, index)?;
     let (k_span, v_span) = (
         p.cache_span(&p.k_strides) as usize,
         p.cache_span(&p.v_strides) as usize,

@@ -19,7 +19,7 @@ use crate::common::error::Result;
 use crate::common::options::AttnOptions;
 use crate::emulator::{Device, EmuOptions};
 use crate::host::emulated_decode::decode_on;
-use crate::ops::decode::plan::{plan_decode, SplitPolicy};
+use crate::ops::decode::plan::{DecodePlan, SplitPolicy};
 use crate::ops::decode::problem::DecodeProblem;
 use crate::ops::decode::validate::DECODE_TILE_ROWS;
 
@@ -103,7 +103,7 @@ impl DecodeModelled {
 /// The smallest batch whose decode grid (one split) fills every CTA slot of `gpu` once.
 pub fn batch_filling(gpu: &GpuSpec, c: &DecodeModelConfig) -> Result<usize> {
     let one = DecodeModelConfig { batch: 1, ..*c };
-    let plan = plan_decode(&one.problem(), SplitPolicy::Count(1))?;
+    let plan = DecodePlan::new(&one.problem(), SplitPolicy::Count(1))?;
     let shape = launch_shape(
         plan.kernel.entry,
         1,
@@ -138,7 +138,7 @@ fn launch_shape(entry: &str, ctas: u64, threads: u32, dyn_smem: u32, gpu: &GpuSp
 /// Models `c` on `gpu`: the split count from the plan's heuristic for `gpu`'s SMs, one item
 /// with one KV head emulated with that split count, scaled to the whole launch.
 pub fn model_decode(gpu: &GpuSpec, c: &DecodeModelConfig) -> Result<DecodeModelled> {
-    let plan = plan_decode(&c.problem(), SplitPolicy::Auto { num_sms: gpu.sms })?;
+    let plan = DecodePlan::new(&c.problem(), SplitPolicy::Auto { num_sms: gpu.sms })?;
     let split = if plan.combine.is_some() {
         SplitPolicy::Count(plan.num_splits)
     } else {
@@ -157,7 +157,7 @@ pub fn model_decode(gpu: &GpuSpec, c: &DecodeModelConfig) -> Result<DecodeModell
         11,
     );
     let built = case.build();
-    let one = plan_decode(&built.problem, split)?;
+    let one = DecodePlan::new(&built.problem, split)?;
     // Counters do not depend on the race and uninitialised-read checks; the tests run those.
     let mut dev = Device::with_options(EmuOptions {
         check_races: false,

@@ -10,7 +10,7 @@ use crate::common::dtype::DType;
 use crate::emulator::{Counters, Device};
 use crate::host::emulated_decode::{decode_on, DecodeRun};
 use crate::ops::decode::fp8::KvCacheDType;
-use crate::ops::decode::plan::{plan_decode, SplitPolicy};
+use crate::ops::decode::plan::{DecodePlan, SplitPolicy};
 
 /// One measured configuration.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -67,7 +67,7 @@ fn case(c: &DecodeBenchConfig, len: usize, split: SplitPolicy) -> DecodeCase {
 
 fn run(c: &DecodeBenchConfig, len: usize, split: SplitPolicy) -> Result<(DecodeRun, u32), String> {
     let built = case(c, len, split).build();
-    let plan = plan_decode(&built.problem, split).map_err(|e| e.to_string())?;
+    let plan = DecodePlan::new(&built.problem, split).map_err(|e| e.to_string())?;
     let mut dev = Device::new();
     let r = decode_on(&mut dev, &plan, &built.inputs).map_err(|e| e.to_string())?;
     Ok((r, plan.num_splits))

@@ -205,10 +205,10 @@ fn plans_and_backends_are_send_and_sync() {
 /// value's), then the same problem with one value made absurd.
 mod absurd_sizes {
     use flashmha::common::dtype::DType;
-    use flashmha::ops::decode::{plan_decode, DecodeProblem, QueryLayout, SplitPolicy};
+    use flashmha::ops::decode::{DecodePlan, DecodeProblem, QueryLayout, SplitPolicy};
     use flashmha::ops::head_similarity::{plan_head_similarity, HeadSimBuffers, HeadSimProblem};
-    use flashmha::ops::kv_append::{plan_kv_append_to, AppendIndex};
-    use flashmha::ops::merge::{plan_merge, MergeProblem, MergeStates, StatsLayout};
+    use flashmha::ops::kv_append::{AppendIndex, KvAppendPlan};
+    use flashmha::ops::merge::{MergePlan, MergeProblem, MergeStates, StatsLayout};
     use flashmha::{FwdPlan, FwdShape, Heads, SeqShape};
     use half::f16;
     use proptest::prelude::*;
@@ -447,10 +447,10 @@ mod absurd_sizes {
             base in decode_base(), absurd in decode_absurd(), tokens in 1..=9usize,
         ) {
             let valid = decode_problem(base, None);
-            prop_assert!(plan_decode(&valid, SplitPolicy::Count(2)).is_ok(), "{valid:?}");
-            prop_assert!(plan_kv_append_to(&valid, tokens, AppendIndex::Slots).is_ok());
+            prop_assert!(DecodePlan::new(&valid, SplitPolicy::Count(2)).is_ok(), "{valid:?}");
+            prop_assert!(KvAppendPlan::new(&valid, tokens, AppendIndex::Slots).is_ok());
             let p = decode_problem(base, Some(&absurd));
-            let decode = plan_decode(&p, SplitPolicy::Count(2));
+            let decode = DecodePlan::new(&p, SplitPolicy::Count(2));
             prop_assert!(decode.is_err(), "{absurd:?} planned: {p:?}");
             // The append reads the pools' geometry only: q / o and the query bounds are the
             // decode's.
@@ -460,11 +460,11 @@ mod absurd_sizes {
                 DecodeAbsurd::Stride(t, ..) => t >= 2,
                 _ => false,
             };
-            let append = plan_kv_append_to(&p, tokens, AppendIndex::Positions);
+            let append = KvAppendPlan::new(&p, tokens, AppendIndex::Positions);
             if append_reads {
                 prop_assert!(append.is_err(), "{absurd:?} planned an append: {p:?}");
             }
-            let append = plan_kv_append_to(&valid, usize::MAX, AppendIndex::Slots);
+            let append = KvAppendPlan::new(&valid, usize::MAX, AppendIndex::Slots);
             prop_assert!(append.is_err());
         }
 
@@ -483,9 +483,9 @@ mod absurd_sizes {
                 lse_layout: StatsLayout::HeadsRows,
             };
             let mut sizes = [states, rows, heads, d];
-            prop_assert!(plan_merge(&merge(sizes)).is_ok());
+            prop_assert!(MergePlan::new(&merge(sizes)).is_ok());
             sizes[field] = value;
-            prop_assert!(plan_merge(&merge(sizes)).is_err(), "{sizes:?}");
+            prop_assert!(MergePlan::new(&merge(sizes)).is_err(), "{sizes:?}");
 
             let bufs = HeadSimBuffers { o: 1 << 32, gram: 1 << 40 };
             let heads = heads + 1; // a stride is only stepped by with two heads or more

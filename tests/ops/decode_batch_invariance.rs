@@ -7,7 +7,7 @@ use flashmha::check::decode::DecodeCase;
 use flashmha::common::dtype::DType;
 use flashmha::common::options::AttnOptions;
 use flashmha::host::emulated_decode::decode;
-use flashmha::ops::decode::{plan_decode, SplitPolicy};
+use flashmha::ops::decode::{DecodePlan, SplitPolicy};
 use proptest::prelude::*;
 
 fn case(
@@ -88,8 +88,8 @@ proptest! {
             }
         }
 
-        let plan_a = plan_decode(pa, SplitPolicy::FixedKeys(split_keys)).unwrap();
-        let plan_b = plan_decode(pb, SplitPolicy::FixedKeys(split_keys)).unwrap();
+        let plan_a = DecodePlan::new(pa, SplitPolicy::FixedKeys(split_keys)).unwrap();
+        let plan_b = DecodePlan::new(pb, SplitPolicy::FixedKeys(split_keys)).unwrap();
         let run_a = decode(&plan_a, &alone.inputs).unwrap();
         let run_b = decode(&plan_b, &batch.inputs).unwrap();
         prop_assert!(run_a.findings().is_empty() && run_b.findings().is_empty());

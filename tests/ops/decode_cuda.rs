@@ -11,7 +11,7 @@ use flashmha::common::error::{AlignWhat, Error, TensorName};
 use flashmha::cuda::{driver_present, CudaBackend};
 use flashmha::host::gpu_decode::decode_host;
 use flashmha::ops::decode::kernels::DECODE_KERNELS;
-use flashmha::ops::decode::{plan_decode, plan_decode_for, DecodeBuffers, SplitPolicy};
+use flashmha::ops::decode::{DecodeBuffers, DecodePlan, SplitPolicy};
 use flashmha::KernelTarget;
 use rand::SeedableRng;
 
@@ -52,7 +52,7 @@ fn the_checks_before_any_launch_are_typed() {
         1,
     );
     let built = case.build();
-    let plan = plan_decode(&built.problem, case.split).unwrap();
+    let plan = DecodePlan::new(&built.problem, case.split).unwrap();
     let p = &plan.problem;
     // Addresses only (nothing runs): each buffer in its own 1 MiB slot.
     let slot = |i: u64, len: u64| DevBuf {
@@ -158,7 +158,7 @@ fn random_paged_decode_on_the_gpu_matches_the_reference() {
     for n in 0..32 {
         let case = DecodeCase::random_on(&mut rng, Some(target), dtypes, &dims, 700);
         let built = case.build();
-        let plan = plan_decode_for(target, &built.problem, case.split).unwrap();
+        let plan = DecodePlan::new_for(target, &built.problem, case.split).unwrap();
         let out = decode_host(&backend, &plan, &built.inputs).unwrap();
         let (failures, _) =
             check_outputs(&built, &out.o, out.lse.as_deref(), out.entropy.as_deref());
@@ -177,8 +177,8 @@ fn merge_pair_and_kv_append_on_the_gpu_match_the_emulator() {
     use flashmha::host::emulated_decode::{kv_append_into_for, AppendTarget, HostPools};
     use flashmha::host::emulated_decode::{merge, MergeHostInputs};
     use flashmha::ops::decode::DecodeProblem;
-    use flashmha::ops::kv_append::{plan_kv_append_for, AppendIndex};
-    use flashmha::ops::merge::{plan_merge_for, MergeProblem};
+    use flashmha::ops::kv_append::{AppendIndex, KvAppendPlan};
+    use flashmha::ops::merge::{MergePlan, MergeProblem};
     use flashmha::ops::merge::{MergeStates, StatsLayout};
     use half::f16;
     use rand::Rng;
@@ -227,7 +227,7 @@ fn merge_pair_and_kv_append_on_the_gpu_match_the_emulator() {
     };
     // The device's own kernels (sm_75 ones on a T4), emulated and on the GPU alike.
     let target = backend.target();
-    let plan = plan_merge_for(target, &problem).unwrap();
+    let plan = MergePlan::new_for(target, &problem).unwrap();
     let emulated = merge(
         &plan,
         &MergeHostInputs {
@@ -301,7 +301,7 @@ fn merge_pair_and_kv_append_on_the_gpu_match_the_emulator() {
     let HostPools::Bits16 { k: k_emu, v: v_emu } = appended else {
         panic!("16-bit pools come back as 16-bit pools");
     };
-    let plan = plan_kv_append_for(target, &p, tokens, AppendIndex::Slots).unwrap();
+    let plan = KvAppendPlan::new_for(target, &p, tokens, AppendIndex::Slots).unwrap();
     let (dkn, dvn) = (up16(&kn), up16(&vn));
     let (mut dk, mut dv) = (up16(&k0), up16(&v0));
     let dslots = stream.clone_htod(&slots).unwrap();
@@ -326,7 +326,7 @@ fn fp8_kv_append_at_positions_on_the_gpu_matches_the_emulator() {
     use flashmha::cuda::KvAppendArgs;
     use flashmha::host::emulated_decode::{kv_append_into, AppendTarget, HostPools};
     use flashmha::ops::decode::{DecodeProblem, KvCacheDType};
-    use flashmha::ops::kv_append::{plan_kv_append_to, AppendIndex};
+    use flashmha::ops::kv_append::{AppendIndex, KvAppendPlan};
     use half::f16;
     use rand::Rng;
     let seed = std::env::var("FLASHMHA_SEED")
@@ -395,7 +395,7 @@ fn fp8_kv_append_at_positions_on_the_gpu_matches_the_emulator() {
         else {
             panic!("FP8 pools come back as FP8 pools");
         };
-        let plan = plan_kv_append_to(&p, tokens, AppendIndex::Positions).unwrap();
+        let plan = KvAppendPlan::new(&p, tokens, AppendIndex::Positions).unwrap();
         let up16 = |x: &[u16]| {
             stream
                 .clone_htod(&x.iter().map(|&b| f16::from_bits(b)).collect::<Vec<_>>())

@@ -8,7 +8,7 @@ use flashmha::check::decode::{check_run, DecodeCase};
 use flashmha::common::dtype::DType;
 use flashmha::common::options::AttnOptions;
 use flashmha::host::emulated_decode::decode;
-use flashmha::ops::decode::{plan_decode, KvCacheDType, KvScaleGranularity, SplitPolicy};
+use flashmha::ops::decode::{DecodePlan, KvCacheDType, KvScaleGranularity, SplitPolicy};
 
 fn case(
     dtype: DType,
@@ -59,7 +59,7 @@ fn every_format_granularity_and_dtype_matches_the_reference() {
                     seed += 1;
                     let c = case(dtype, kv, g, d, seed);
                     let built = c.build();
-                    let plan = plan_decode(&built.problem, c.split).unwrap();
+                    let plan = DecodePlan::new(&built.problem, c.split).unwrap();
                     assert!(plan.decode.entry.contains("_fp8_"), "{}", plan.decode.entry);
                     let run = decode(&plan, &built.inputs).unwrap();
                     let failures = check_run(&built, &run);
@@ -75,7 +75,7 @@ fn the_k_and_v_scales_are_applied() {
     for kv in FORMATS {
         let c = case(DType::F16, kv, KvScaleGranularity::PerKvHead, 128, 5);
         let built = c.build();
-        let plan = plan_decode(&built.problem, c.split).unwrap();
+        let plan = DecodePlan::new(&built.problem, c.split).unwrap();
         let run = decode(&plan, &built.inputs).unwrap();
         assert!(check_run(&built, &run).is_empty());
         // The same kernel output judged against a reference whose scales differ (head 1's K
@@ -123,7 +123,7 @@ fn subnormal_codes_dequantise_exactly() {
             };
             built.inputs.k_scales = vec![s];
             built.inputs.v_scales = vec![s];
-            let plan = plan_decode(&built.problem, c.split).unwrap();
+            let plan = DecodePlan::new(&built.problem, c.split).unwrap();
             let run = decode(&plan, &built.inputs).unwrap();
             let failures = check_run(&built, &run);
             assert!(failures.is_empty(), "{kv:?} {dtype:?}: {failures:#?}");
@@ -148,7 +148,7 @@ fn non_finite_outputs(kv: KvCacheDType, in_v: bool, code: u8) -> Vec<(usize, usi
     } else {
         built.inputs.k_cache_fp8[o] = code;
     }
-    let plan = plan_decode(&built.problem, c.split).unwrap();
+    let plan = DecodePlan::new(&built.problem, c.split).unwrap();
     let run = decode(&plan, &built.inputs).unwrap();
     assert!(run.findings().is_empty(), "{:?}", run.findings());
     let (hq, d) = (p.num_heads_q, p.head_dim);
@@ -241,7 +241,7 @@ fn invalid_host_scales_are_typed_errors_in_decode_and_append() {
             rng.random(),
         );
         let built = c.build();
-        let plan = plan_decode(&built.problem, c.split).unwrap();
+        let plan = DecodePlan::new(&built.problem, c.split).unwrap();
         assert!(decode(&plan, &built.inputs).is_ok());
         let value = bad[rng.random_range(0..bad.len())];
         let head = rng.random_range(0..built.inputs.k_scales.len());

@@ -139,7 +139,7 @@ proptest! {
     ) {
         use flashmha::check::decode::DecodeCase;
         use flashmha::host::emulated_decode::decode;
-        use flashmha::ops::decode::{plan_decode_for, SplitPolicy};
+        use flashmha::ops::decode::{DecodePlan, SplitPolicy};
         use flashmha::host::POISON_U16;
         use flashmha::KernelTarget;
         use rand::{Rng, SeedableRng};
@@ -183,7 +183,7 @@ proptest! {
             }
         };
         prop_assert!(!affected.is_empty(), "the last row sees every key");
-        let plan = plan_decode_for(target, &p, SplitPolicy::Count(splits)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let plan = DecodePlan::new_for(target, &p, SplitPolicy::Count(splits)).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let run = decode(&plan, &inputs).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert!(run.findings().is_empty(), "{:?}", run.findings());
         let lse = run.lse.clone().expect("lse requested"); // [b, hq, sq_new]

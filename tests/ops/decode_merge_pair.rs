@@ -8,9 +8,7 @@ use flashmha::common::binding::DevBuf;
 use flashmha::common::dtype::DType;
 use flashmha::common::error::{Error, TensorName};
 use flashmha::host::emulated_decode::{merge, MergeHostInputs};
-use flashmha::ops::merge::{
-    plan_merge, plan_merge_for, MergeBuffers, MergeProblem, MergeStates, StatsLayout,
-};
+use flashmha::ops::merge::{MergeBuffers, MergePlan, MergeProblem, MergeStates, StatsLayout};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 
@@ -112,7 +110,7 @@ proptest! {
         } else {
             (parts.iter().flat_map(|p| p.0.clone()).collect(), parts.iter().flat_map(|p| p.1.clone()).collect())
         };
-        let plan = plan_merge(&problem).unwrap();
+        let plan = MergePlan::new(&problem).unwrap();
         let run = merge(&plan, &MergeHostInputs {
             o_states: &o_flat,
             lse_states: &lse_flat,
@@ -167,7 +165,7 @@ fn every_state_s_lse_is_read_once_and_o_once() {
     };
     let (o, lse) = random_state(&mut rng, DType::F16, count * n, d, 0);
     let run = merge(
-        &plan_merge(&problem).unwrap(),
+        &MergePlan::new(&problem).unwrap(),
         &MergeHostInputs {
             o_states: &o,
             lse_states: &lse,
@@ -191,7 +189,7 @@ fn bad_merge_buffers_are_typed_errors() {
         head_dim: 64,
         lse_layout: StatsLayout::RowsHeads,
     };
-    let plan = plan_merge(&problem).unwrap();
+    let plan = MergePlan::new(&problem).unwrap();
     let buf = |addr: u64, len: u64| DevBuf { addr, len };
     let good = MergeBuffers {
         o_states: buf(0x10000, 512),
@@ -245,7 +243,7 @@ fn bad_merge_buffers_are_typed_errors() {
         }
     ));
     // Stacked plans take no second buffers.
-    let stacked = plan_merge(&MergeProblem {
+    let stacked = MergePlan::new(&MergeProblem {
         states: MergeStates::Stacked { num_states: 2 },
         ..problem
     })
@@ -262,14 +260,14 @@ fn bad_merge_buffers_are_typed_errors() {
     ));
     // Shapes: d must be a multiple of 4, no empty dims.
     assert!(matches!(
-        plan_merge(&MergeProblem {
+        MergePlan::new(&MergeProblem {
             head_dim: 66,
             ..problem
         }),
         Err(Error::Misaligned { .. })
     ));
     assert!(matches!(
-        plan_merge(&MergeProblem { rows: 0, ..problem }),
+        MergePlan::new(&MergeProblem { rows: 0, ..problem }),
         Err(Error::EmptyDim { .. })
     ));
 }
@@ -301,10 +299,10 @@ fn turing_merge_equals_the_ampere_merge_bitwise() {
             o_b: None,
             lse_b: None,
         };
-        let plan = plan_merge_for(turing, &problem).unwrap();
+        let plan = MergePlan::new_for(turing, &problem).unwrap();
         assert_eq!(plan.launch.entry, "flashmha_merge_states_sm75_f16");
         let got = merge(&plan, &inputs).unwrap();
-        let want = merge(&plan_merge(&problem).unwrap(), &inputs).unwrap();
+        let want = merge(&MergePlan::new(&problem).unwrap(), &inputs).unwrap();
         assert!(got.report.findings.is_empty(), "{:?}", got.report.findings);
         assert_eq!(got.o, want.o);
         assert_eq!(
@@ -323,7 +321,7 @@ fn turing_merge_equals_the_ampere_merge_bitwise() {
         lse_layout: StatsLayout::RowsHeads,
     };
     assert!(matches!(
-        plan_merge_for(turing, &bf16),
+        MergePlan::new_for(turing, &bf16),
         Err(Error::UnsupportedDType { target, .. }) if target == turing
     ));
 }

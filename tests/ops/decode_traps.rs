@@ -8,7 +8,7 @@ use flashmha::common::dtype::DType;
 use flashmha::common::options::AttnOptions;
 use flashmha::emulator::FindingKind;
 use flashmha::host::emulated_decode::decode;
-use flashmha::ops::decode::{plan_decode_for, SplitPolicy};
+use flashmha::ops::decode::{DecodePlan, SplitPolicy};
 
 fn base_case(seed: u64) -> DecodeCase {
     DecodeCase {
@@ -42,7 +42,7 @@ fn assert_traps(
 ) {
     let mut built = case.build();
     // The unmodified case runs clean.
-    let plan = plan_decode_for(case.target, &built.problem, case.split).unwrap();
+    let plan = DecodePlan::new_for(case.target, &built.problem, case.split).unwrap();
     let clean = decode(&plan, &built.inputs).unwrap();
     assert!(clean.findings().is_empty(), "{:?}", clean.findings());
     mutate(&mut built.inputs);

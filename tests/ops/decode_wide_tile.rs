@@ -9,9 +9,7 @@
 use flashmha::check::decode::{run_decode_case, DecodeCase};
 use flashmha::common::dtype::DType;
 use flashmha::common::options::{AttnOptions, SlidingWindow};
-use flashmha::ops::decode::{
-    plan_decode, plan_decode_for, KvCacheDType, KvScaleGranularity, SplitPolicy,
-};
+use flashmha::ops::decode::{DecodePlan, KvCacheDType, KvScaleGranularity, SplitPolicy};
 
 #[allow(clippy::too_many_arguments)]
 fn case(
@@ -83,7 +81,7 @@ fn wide_tiles_match_the_reference() {
                     seed += 1;
                     let c = case(dtype, d, group, q_lens.clone(), varlen, *o, i == 1, seed);
                     let built = c.build();
-                    let plan = plan_decode(&built.problem, c.split).unwrap();
+                    let plan = DecodePlan::new(&built.problem, c.split).unwrap();
                     assert!(plan.decode.entry.ends_with("_r32"), "{}", plan.decode.entry);
                     let out = run_decode_case(&c).unwrap();
                     assert!(
@@ -142,7 +140,7 @@ fn turing_wide_tiles_match_the_reference() {
                         seed,
                     )
                 };
-                let plan = plan_decode_for(turing, &c.build().problem, c.split).unwrap();
+                let plan = DecodePlan::new_for(turing, &c.build().problem, c.split).unwrap();
                 assert_eq!(plan.decode.entry, entry);
                 let out = run_decode_case(&c).unwrap();
                 assert!(
@@ -168,7 +166,7 @@ fn sixteen_rows_or_fewer_keep_the_narrow_tile() {
         false,
         1,
     );
-    let plan = plan_decode(&c.build().problem, c.split).unwrap();
+    let plan = DecodePlan::new(&c.build().problem, c.split).unwrap();
     assert_eq!(plan.decode.entry, "flashmha_decode_f16_d128");
     assert_eq!(plan.decode.grid[1], 2); // hkv x one 16-row tile
 }

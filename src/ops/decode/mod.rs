@@ -24,7 +24,5 @@ pub mod problem;
 pub mod validate;
 
 pub use fp8::{KvCacheDType, KvScaleGranularity};
-pub use plan::{
-    plan_decode, plan_decode_for, DecodeBuffers, DecodePlan, SplitPolicy, WorkspaceLayout,
-};
+pub use plan::{DecodeBuffers, DecodePlan, SplitPolicy, WorkspaceLayout};
 pub use problem::{DecodeProblem, QueryLayout};

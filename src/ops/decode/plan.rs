@@ -132,19 +132,28 @@ pub struct DecodeBuffers {
     pub v_scales: DevBuf,
 }
 
-/// Validates `problem` and plans it under `policy` with the Ampere-and-newer (sm_80+) kernels.
-pub fn plan_decode(problem: &DecodeProblem, policy: SplitPolicy) -> Result<DecodePlan> {
-    plan_decode_for(KernelTarget::Ampere, problem, policy)
+impl DecodePlan {
+    /// Validates `problem` and plans it under `policy` with the Ampere-and-newer (sm_80+)
+    /// kernels.
+    pub fn new(problem: &DecodeProblem, policy: SplitPolicy) -> Result<DecodePlan> {
+        Self::new_for(KernelTarget::Ampere, problem, policy)
+    }
+
+    /// Validates `problem` and plans it under `policy` with the kernels of `target` (e.g.
+    /// [`CudaBackend::target`](crate::cuda::CudaBackend::target) of the device it will run on),
+    /// as [`FwdPlan::new_for`](crate::FwdPlan::new_for) does for the forward. Pure; then
+    /// [`DecodePlan::bind`] per run.
+    pub fn new_for(
+        target: KernelTarget,
+        problem: &DecodeProblem,
+        policy: SplitPolicy,
+    ) -> Result<DecodePlan> {
+        plan(target, problem, policy)
+    }
 }
 
-/// Validates `problem` and plans it under `policy` with the kernels of `target` (e.g.
-/// [`CudaBackend::target`](crate::cuda::CudaBackend::target) of the device it will run on), as
-/// [`FwdPlan::new_for`](crate::FwdPlan::new_for) does for the forward.
-pub fn plan_decode_for(
-    target: KernelTarget,
-    problem: &DecodeProblem,
-    policy: SplitPolicy,
-) -> Result<DecodePlan> {
+/// [`DecodePlan::new_for`].
+fn plan(target: KernelTarget, problem: &DecodeProblem, policy: SplitPolicy) -> Result<DecodePlan> {
     let kernel = *validate_decode_for(target, problem)?;
     let p = problem;
     let row_tiles = (p.group() * p.max_seqlen_q()).div_ceil(kernel.tile_rows as usize) as u64;
@@ -536,27 +545,27 @@ mod tests {
     #[test]
     fn plan_sizes_grid_and_workspace() {
         let p = problem();
-        let plan = plan_decode(&p, SplitPolicy::Count(4)).unwrap();
+        let plan = DecodePlan::new(&p, SplitPolicy::Count(4)).unwrap();
         // rows per KV head: group 4 x 2 new tokens = 8 -> one 16-row tile.
         assert_eq!(plan.decode.grid, [4, 2, 3]);
         assert_eq!(plan.workspace.partial_lse, 4 * 6 * 8);
         assert_eq!(plan.workspace.partial_o, 4 * 6 * 8 * 128);
         assert!(plan.combine.is_some());
-        let one = plan_decode(&p, SplitPolicy::Count(1)).unwrap();
+        let one = DecodePlan::new(&p, SplitPolicy::Count(1)).unwrap();
         assert_eq!(one.workspace, WorkspaceLayout::default());
         assert!(one.combine.is_none());
-        let fixed = plan_decode(&p, SplitPolicy::FixedKeys(64)).unwrap();
+        let fixed = DecodePlan::new(&p, SplitPolicy::FixedKeys(64)).unwrap();
         assert_eq!(fixed.num_splits, 3); // 160 keys / 64
         assert!(fixed.combine.is_some());
         assert!(matches!(
-            plan_decode(&p, SplitPolicy::FixedKeys(100)),
+            DecodePlan::new(&p, SplitPolicy::FixedKeys(100)),
             Err(Error::SplitKeys {
                 found: 100,
                 align: 64
             })
         ));
         assert!(matches!(
-            plan_decode(&p, SplitPolicy::Count(MAX_SPLITS + 1)),
+            DecodePlan::new(&p, SplitPolicy::Count(MAX_SPLITS + 1)),
             Err(Error::SplitCount { found, max: MAX_SPLITS }) if found == u64::from(MAX_SPLITS) + 1
         ));
     }
@@ -566,7 +575,7 @@ mod tests {
         let mut p = problem();
         p.page_size = 1025;
         assert!(matches!(
-            plan_decode(&p, SplitPolicy::Count(1)),
+            DecodePlan::new(&p, SplitPolicy::Count(1)),
             Err(Error::DimTooLarge {
                 tensor: TensorName::KCache,
                 dim: crate::common::error::Dim::Slot,
@@ -577,7 +586,7 @@ mod tests {
         let mut p = problem();
         p.num_heads_kv = 3;
         assert!(matches!(
-            plan_decode(&p, SplitPolicy::Count(1)),
+            DecodePlan::new(&p, SplitPolicy::Count(1)),
             Err(Error::HeadsNotDivisible {
                 heads_q: 8,
                 heads_kv: 3
@@ -586,13 +595,13 @@ mod tests {
         let mut p = problem();
         p.head_dim = 48;
         assert!(matches!(
-            plan_decode(&p, SplitPolicy::Count(1)),
+            DecodePlan::new(&p, SplitPolicy::Count(1)),
             Err(Error::UnsupportedHeadDim { head_dim: 48, .. })
         ));
         let mut p = problem();
         p.k_strides.slot = 12;
         assert!(matches!(
-            plan_decode(&p, SplitPolicy::Count(1)),
+            DecodePlan::new(&p, SplitPolicy::Count(1)),
             Err(Error::Misaligned {
                 tensor: TensorName::KCache,
                 what: crate::common::error::AlignWhat::Stride(crate::common::error::Dim::Slot),
@@ -600,7 +609,7 @@ mod tests {
                 value: 24
             })
         ));
-        let plan = plan_decode(&problem(), SplitPolicy::Count(2)).unwrap();
+        let plan = DecodePlan::new(&problem(), SplitPolicy::Count(2)).unwrap();
         // The binding table lists outputs first: with nothing bound, O is the first missing.
         let err = plan.params(&DecodeBuffers::default()).unwrap_err();
         assert!(matches!(
@@ -617,14 +626,14 @@ mod tests {
         let mut p = problem();
         p.kv_dtype = KvCacheDType::Fp8E4M3;
         p.kv_scales = KvScaleGranularity::PerKvHead;
-        let plan = plan_decode(&p, SplitPolicy::Count(2)).unwrap();
+        let plan = DecodePlan::new(&p, SplitPolicy::Count(2)).unwrap();
         assert_eq!(plan.kernel.entry, "flashmha_decode_f16_fp8_d128");
         assert_eq!(plan.kernel.kv_bytes, 1);
         // FP8 strides are bytes: a 16-byte row step is 16 codes, 8 is misaligned.
         let mut bad = p.clone();
         bad.k_strides.slot = 8;
         assert!(matches!(
-            plan_decode(&bad, SplitPolicy::Count(1)),
+            DecodePlan::new(&bad, SplitPolicy::Count(1)),
             Err(Error::Misaligned {
                 tensor: TensorName::KCache,
                 what: crate::common::error::AlignWhat::Stride(crate::common::error::Dim::Slot),
@@ -634,7 +643,7 @@ mod tests {
         // No FP8 entry for d80: the error lists the FP8 head dims only.
         let mut d80 = DecodeProblem::contiguous(DType::F16, 1, 1, 2, 2, 80, 4, 16, 2, false);
         d80.kv_dtype = KvCacheDType::Fp8E5M2;
-        match plan_decode(&d80, SplitPolicy::Count(1)) {
+        match DecodePlan::new(&d80, SplitPolicy::Count(1)) {
             Err(Error::UnsupportedHeadDim { supported, .. }) => {
                 assert!(!supported.contains(&80) && supported.contains(&128))
             }
@@ -674,17 +683,20 @@ mod tests {
     fn more_than_16_rows_per_kv_head_take_the_32_row_tile() {
         // GQA 8 x 4 new tokens = 32 rows: one 32-row tile per KV head.
         let p = DecodeProblem::contiguous(DType::Bf16, 2, 4, 16, 2, 64, 40, 16, 10, true);
-        let plan = plan_decode(&p, SplitPolicy::Count(1)).unwrap();
+        let plan = DecodePlan::new(&p, SplitPolicy::Count(1)).unwrap();
         assert_eq!(plan.kernel.entry, "flashmha_decode_bf16_d64_r32");
         assert_eq!(plan.decode.grid, [1, 2, 2]);
         // 40 rows: two 32-row tiles; d96 has no wide entry: three 16-row tiles.
         let p = DecodeProblem::contiguous(DType::F16, 1, 5, 16, 2, 128, 40, 16, 10, false);
         assert_eq!(
-            plan_decode(&p, SplitPolicy::Count(1)).unwrap().decode.grid[1],
+            DecodePlan::new(&p, SplitPolicy::Count(1))
+                .unwrap()
+                .decode
+                .grid[1],
             4
         );
         let p = DecodeProblem::contiguous(DType::F16, 1, 5, 16, 2, 96, 40, 16, 10, false);
-        let plan = plan_decode(&p, SplitPolicy::Count(1)).unwrap();
+        let plan = DecodePlan::new(&p, SplitPolicy::Count(1)).unwrap();
         assert_eq!(plan.kernel.entry, "flashmha_decode_f16_d96");
         assert_eq!(plan.decode.grid[1], 2 * 3);
     }
@@ -693,12 +705,12 @@ mod tests {
     fn hopper_decodes_merges_and_appends_with_the_ampere_kernels() {
         use crate::ops::decode::fp8::{KvCacheDType, KvScaleGranularity};
         use crate::ops::decode::kernels::{merge_states_entry, KV_APPEND_FP8_ENTRY};
-        use crate::ops::kv_append::{plan_kv_append_for, AppendIndex};
-        use crate::ops::merge::{plan_merge_for, MergeProblem, MergeStates, StatsLayout};
+        use crate::ops::kv_append::{AppendIndex, KvAppendPlan};
+        use crate::ops::merge::{MergePlan, MergeProblem, MergeStates, StatsLayout};
         let h = KernelTarget::Hopper;
         // sm_90 has a forward of its own only: decode rows and the combine are Ampere's, and a
         // device check compares them with the device's shared_kernels().
-        let plan = plan_decode_for(h, &problem(), SplitPolicy::Count(4)).unwrap();
+        let plan = DecodePlan::new_for(h, &problem(), SplitPolicy::Count(4)).unwrap();
         assert_eq!(plan.kernel.target, KernelTarget::Ampere);
         assert_eq!(plan.decode.entry, "flashmha_decode_f16_d128");
         assert_eq!(
@@ -706,7 +718,7 @@ mod tests {
             Some("flashmha_combine_splits_f16")
         );
         let bf16 = DecodeProblem::contiguous(DType::Bf16, 3, 2, 8, 2, 128, 40, 16, 10, false);
-        let plan = plan_decode_for(h, &bf16, SplitPolicy::Count(2)).unwrap();
+        let plan = DecodePlan::new_for(h, &bf16, SplitPolicy::Count(2)).unwrap();
         assert_eq!(plan.decode.entry, "flashmha_decode_bf16_d128");
         assert_eq!(
             plan.combine.map(|c| c.entry),
@@ -716,10 +728,10 @@ mod tests {
         let mut fp8 = problem();
         fp8.kv_dtype = KvCacheDType::Fp8E4M3;
         fp8.kv_scales = KvScaleGranularity::PerTensor;
-        let plan = plan_decode_for(h, &fp8, SplitPolicy::Count(1)).unwrap();
+        let plan = DecodePlan::new_for(h, &fp8, SplitPolicy::Count(1)).unwrap();
         assert_eq!(plan.kernel.target, KernelTarget::Ampere);
         assert_eq!(plan.kernel.kv_bytes, 1);
-        let append = plan_kv_append_for(h, &fp8, 3, AppendIndex::Slots).unwrap();
+        let append = KvAppendPlan::new_for(h, &fp8, 3, AppendIndex::Slots).unwrap();
         assert_eq!(append.launch.entry, KV_APPEND_FP8_ENTRY);
         // bf16 merge_states.
         let merge = MergeProblem {
@@ -730,7 +742,7 @@ mod tests {
             head_dim: 64,
             lse_layout: StatsLayout::HeadsRows,
         };
-        let plan = plan_merge_for(h, &merge).unwrap();
+        let plan = MergePlan::new_for(h, &merge).unwrap();
         assert_eq!(plan.launch.entry, merge_states_entry(DType::Bf16));
     }
 
@@ -739,7 +751,7 @@ mod tests {
         use crate::ops::decode::fp8::{KvCacheDType, KvScaleGranularity};
         let t = KernelTarget::Turing;
         // f16 d128 with splits: the sm_75 decode and the sm_75 combine.
-        let plan = plan_decode_for(t, &problem(), SplitPolicy::Count(4)).unwrap();
+        let plan = DecodePlan::new_for(t, &problem(), SplitPolicy::Count(4)).unwrap();
         assert_eq!(plan.kernel.target, t);
         assert_eq!(plan.decode.entry, "flashmha_decode_sm75_f16_d128");
         assert_eq!(
@@ -751,16 +763,16 @@ mod tests {
         // 32 packed rows at d64: the wide Turing tile; at d128 (no wide Turing tile) two 16-row
         // tiles per KV head.
         let p = DecodeProblem::contiguous(DType::F16, 2, 4, 16, 2, 64, 40, 16, 10, true);
-        let plan = plan_decode_for(t, &p, SplitPolicy::Count(1)).unwrap();
+        let plan = DecodePlan::new_for(t, &p, SplitPolicy::Count(1)).unwrap();
         assert_eq!(plan.decode.entry, "flashmha_decode_sm75_f16_d64_r32");
         let p = DecodeProblem::contiguous(DType::F16, 2, 4, 16, 2, 128, 40, 16, 10, true);
-        let plan = plan_decode_for(t, &p, SplitPolicy::Count(1)).unwrap();
+        let plan = DecodePlan::new_for(t, &p, SplitPolicy::Count(1)).unwrap();
         assert_eq!(plan.decode.entry, "flashmha_decode_sm75_f16_d128");
         assert_eq!(plan.decode.grid[1], 2 * 2);
         // bf16: no bf16 mma on sm_75.
         let bf16 = DecodeProblem::contiguous(DType::Bf16, 3, 2, 8, 2, 128, 40, 16, 10, false);
         assert!(matches!(
-            plan_decode_for(t, &bf16, SplitPolicy::Count(1)),
+            DecodePlan::new_for(t, &bf16, SplitPolicy::Count(1)),
             Err(Error::UnsupportedDType {
                 dtype: DType::Bf16,
                 target: KernelTarget::Turing
@@ -771,7 +783,7 @@ mod tests {
         fp8.kv_dtype = KvCacheDType::Fp8E4M3;
         fp8.kv_scales = KvScaleGranularity::PerTensor;
         assert!(matches!(
-            plan_decode_for(t, &fp8, SplitPolicy::Count(1)),
+            DecodePlan::new_for(t, &fp8, SplitPolicy::Count(1)),
             Err(Error::UnsupportedOnTarget {
                 target: KernelTarget::Turing,
                 ..
@@ -779,7 +791,7 @@ mod tests {
         ));
         // d256: no 0-spill Turing tile; the error lists the Turing head dims.
         let d256 = DecodeProblem::contiguous(DType::F16, 1, 1, 2, 2, 256, 4, 16, 2, false);
-        match plan_decode_for(t, &d256, SplitPolicy::Count(1)) {
+        match DecodePlan::new_for(t, &d256, SplitPolicy::Count(1)) {
             Err(Error::UnsupportedHeadDim {
                 target: KernelTarget::Turing,
                 supported,
@@ -789,7 +801,7 @@ mod tests {
         }
         // The same problem plans onto the Ampere entry by default.
         assert_eq!(
-            plan_decode(&problem(), SplitPolicy::Count(1))
+            DecodePlan::new(&problem(), SplitPolicy::Count(1))
                 .unwrap()
                 .decode
                 .entry,

@@ -10,7 +10,7 @@
 //!
 //! A trap on a GPU leaves the CUDA context unusable: recreate it (see [`crate::backend::cuda`]).
 //!
-//! Pure, like the decode plan: [`plan_kv_append_to`] validates the geometry once,
+//! Pure, like the decode plan: [`KvAppendPlan::new`] validates the geometry once,
 //! [`KvAppendPlan::params`] checks a run's buffers in O(1) (presence, sizes, 16-byte alignment,
 //! aliasing) and fills the params both backends launch.
 //!
@@ -66,25 +66,33 @@ pub struct KvAppendBuffers {
     pub v_scales: DevBuf,
 }
 
-/// [`plan_kv_append_to`] through a slot mapping.
-pub fn plan_kv_append(pools: &DecodeProblem, num_tokens: usize) -> Result<KvAppendPlan> {
-    plan_kv_append_to(pools, num_tokens, AppendIndex::Slots)
+impl KvAppendPlan {
+    /// Validates the pool geometry of `pools` and plans an append of `num_tokens` tokens (one
+    /// thread per 16-byte chunk of the source rows of K and of V) addressed by `index`, with the
+    /// Ampere-and-newer kernels. Zero tokens is a plan that binds to no launch.
+    pub fn new(
+        pools: &DecodeProblem,
+        num_tokens: usize,
+        index: AppendIndex,
+    ) -> Result<KvAppendPlan> {
+        Self::new_for(KernelTarget::Ampere, pools, num_tokens, index)
+    }
+
+    /// [`KvAppendPlan::new`] with the kernels of `kernels`: Turing appends into the pools its
+    /// decode reads (f16, 16-bit pages); bf16 there is [`Error::UnsupportedDType`], FP8 pages
+    /// [`Error::UnsupportedOnTarget`]. Pure; then [`KvAppendPlan::bind`] per run.
+    pub fn new_for(
+        kernels: KernelTarget,
+        pools: &DecodeProblem,
+        num_tokens: usize,
+        index: AppendIndex,
+    ) -> Result<KvAppendPlan> {
+        plan(kernels, pools, num_tokens, index)
+    }
 }
 
-/// Validates the pool geometry of `pools` and plans an append of `num_tokens` tokens (one
-/// thread per 16-byte chunk of the source rows of K and of V) addressed by `index`.
-pub fn plan_kv_append_to(
-    pools: &DecodeProblem,
-    num_tokens: usize,
-    index: AppendIndex,
-) -> Result<KvAppendPlan> {
-    plan_kv_append_for(KernelTarget::Ampere, pools, num_tokens, index)
-}
-
-/// [`plan_kv_append_to`] with the kernels of `kernels`: Turing appends into the pools its
-/// decode reads (f16, 16-bit pages); bf16 there is [`Error::UnsupportedDType`], FP8 pages
-/// [`Error::UnsupportedOnTarget`].
-pub fn plan_kv_append_for(
+/// [`KvAppendPlan::new_for`].
+fn plan(
     kernels: KernelTarget,
     pools: &DecodeProblem,
     num_tokens: usize,
@@ -237,7 +245,7 @@ mod tests {
     fn each_target_and_page_type_needs_its_own_buffers() {
         let mut p = DecodeProblem::contiguous(DType::F16, 2, 1, 2, 2, 64, 4, 16, 2, false);
         p.kv_dtype = KvCacheDType::Fp8E4M3;
-        let plan = plan_kv_append_to(&p, 3, AppendIndex::Positions).unwrap();
+        let plan = KvAppendPlan::new(&p, 3, AppendIndex::Positions).unwrap();
         assert_eq!(plan.launch.entry, KV_APPEND_FP8_ENTRY);
         let mut b = KvAppendBuffers {
             k_new: buf(0x10_0000),
@@ -278,15 +286,15 @@ mod tests {
         // Zero tokens: a valid plan that binds to no launch, whatever the buffers hold (a step
         // with no new tokens needs no special case in a server), while its pools are still
         // validated.
-        let empty = plan_kv_append(&p, 0).unwrap();
+        let empty = KvAppendPlan::new(&p, 0, AppendIndex::Slots).unwrap();
         assert!(empty.bind(&KvAppendBuffers::default()).unwrap().is_empty());
         let mut bad_pools = p.clone();
         bad_pools.num_heads_kv = 0;
         assert!(matches!(
-            plan_kv_append(&bad_pools, 0),
+            KvAppendPlan::new(&bad_pools, 0, AppendIndex::Slots),
             Err(Error::EmptyDim { .. })
         ));
-        let plan = plan_kv_append(&p, 4).unwrap();
+        let plan = KvAppendPlan::new(&p, 4, AppendIndex::Slots).unwrap();
         assert_eq!(plan.launch.grid, [1, 1, 1]); // 4 x 2 x 64 / 8 = 64 chunks
         let buf = |slot: u64, len: u64| DevBuf {
             addr: (slot + 1) << 20,

@@ -7,7 +7,7 @@
 //!
 //! Two forms ([`MergeStates`]): N states stacked in one buffer, or two separate buffers
 //! `(O_a, LSE_a)` + `(O_b, LSE_b)` (no copy into a stack first). Like the decode: a pure plan
-//! ([`plan_merge`]) validated once, then per run [`MergePlan::params`] with O(1) buffer checks
+//! ([`MergePlan::new`]) validated once, then per run [`MergePlan::params`] with O(1) buffer checks
 //! (presence, sizes, alignment, aliasing); both backends launch the same params bytes.
 //!
 //! Layouts (contiguous): every O `[rows, heads, d]` (stacked: `[num_states, rows, heads, d]`) of
@@ -101,15 +101,22 @@ pub struct MergeBuffers {
 /// elements (8 bytes) at a time.
 pub const MERGE_COLS: usize = crate::common::abi::FLASHMHA_MERGE_COLS as usize;
 
-/// Validates `p` and plans its launch (one warp per (row, head)) with the Ampere-and-newer
-/// kernels.
-pub fn plan_merge(p: &MergeProblem) -> Result<MergePlan> {
-    plan_merge_for(KernelTarget::Ampere, p)
+impl MergePlan {
+    /// Validates `p` and plans its launch (one warp per (row, head)) with the Ampere-and-newer
+    /// kernels.
+    pub fn new(p: &MergeProblem) -> Result<MergePlan> {
+        Self::new_for(KernelTarget::Ampere, p)
+    }
+
+    /// [`MergePlan::new`] with the kernels of `target`: Turing merges f16 states only (bf16
+    /// there is [`Error::UnsupportedDType`]). Pure; then [`MergePlan::bind`] per run.
+    pub fn new_for(target: KernelTarget, p: &MergeProblem) -> Result<MergePlan> {
+        plan(target, p)
+    }
 }
 
-/// [`plan_merge`] with the kernels of `target`: Turing merges f16 states only (bf16 there is
-/// [`Error::UnsupportedDType`]).
-pub fn plan_merge_for(target: KernelTarget, p: &MergeProblem) -> Result<MergePlan> {
+/// [`MergePlan::new_for`].
+fn plan(target: KernelTarget, p: &MergeProblem) -> Result<MergePlan> {
     // Hopper merges with the Ampere kernels (it has a forward of its own only).
     let entry = match (target.shared_kernels(), p.dtype) {
         (KernelTarget::Ampere | KernelTarget::Hopper, dtype) => merge_states_entry(dtype),
