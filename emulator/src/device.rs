@@ -167,6 +167,7 @@ impl Default for EmuOptions {
 pub const MAX_SHARED_BYTES: u32 = 227 * 1024;
 
 /// The emulated GPU: global memory plus the ability to launch kernels of a [`Module`].
+/// `Device::default()` is `Device::new()`.
 #[derive(Default)]
 pub struct Device {
     gmem: GlobalMemory,

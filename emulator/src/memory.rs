@@ -21,10 +21,17 @@ pub struct Alloc {
     words: Box<[AtomicU64]>,
 }
 
-#[derive(Default)]
 pub struct GlobalMemory {
     allocs: Vec<Alloc>,
     next: u64,
+}
+
+/// The same as [`GlobalMemory::new`]: allocations start at `BASE`, never at address 0, which
+/// callers (the crate's buffer binding) read as "no buffer". A derived `Default` started at 0.
+impl Default for GlobalMemory {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Why an access could not be served.
@@ -152,6 +159,16 @@ impl Alloc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A default-built memory (and so `Device::default()`) never hands out address 0, which
+    /// binding reads as an absent buffer.
+    #[test]
+    fn default_is_new_and_never_allocates_at_zero() {
+        let mut g = GlobalMemory::default();
+        let first = g.alloc(16);
+        assert_eq!(first, GlobalMemory::new().alloc(16));
+        assert_ne!(first, 0);
+    }
 
     #[test]
     fn allocations_are_bounded_and_apart() {

@@ -29,21 +29,11 @@ pub enum Role {
 }
 
 /// An emulator device holding mirrors of one call's host buffers.
+#[derive(Default)]
 pub struct HostMirror {
     dev: Device,
     /// (emulator address, host destination, bytes) of every buffer copied back.
     back: Vec<(DevicePtr, *mut u8, usize)>,
-}
-
-impl Default for HostMirror {
-    /// `Device::new`, not `Device::default`: the derived default of the emulator's memory
-    /// starts allocating at address 0, which the binding checks read as an absent buffer.
-    fn default() -> Self {
-        HostMirror {
-            dev: Device::new(),
-            back: Vec::new(),
-        }
-    }
 }
 
 impl HostMirror {
