@@ -1,7 +1,8 @@
 //! The C ABI of the KV append: a plan handle (`flashmha_kv_append_plan_*`, a boxed
-//! [`KvAppendPlan`] made by `plan_kv_append_for` from the same `flashmha_decode_shape` that
-//! describes the pools to the decode) run on a context (`CudaBackend::kv_append_raw`) or on
-//! the emulator; both check the buffers with [`KvAppendPlan::params`].
+//! [`KvAppendPlan`] made by `KvAppendPlan::new_for` from the same `flashmha_decode_shape` that
+//! describes the pools to the decode) run on a context (`bind`, then
+//! `CudaBackend::launch_raw`) or on the emulator; both check the buffers with
+//! [`KvAppendPlan::params`].
 
 use super::convert;
 use super::cuda::backend;
@@ -111,9 +112,9 @@ pub unsafe extern "C" fn flashmha_kv_append_run(
                 convert::deref(bufs, "bufs")?,
             )
         };
-        // SAFETY: forwarded from this function's contract; `kv_append_raw` checks every
-        // buffer against the plan before launching.
-        unsafe { ctx.kv_append_raw(p, &convert::append_bufs(b), stream.cast()) }?;
+        // SAFETY: forwarded from this function's contract; `bind` checks every buffer
+        // against the plan before anything is launched.
+        unsafe { ctx.launch_raw(&p.bind(&convert::append_bufs(b))?, stream.cast()) }?;
         Ok(())
     })
 }

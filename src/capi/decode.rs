@@ -1,7 +1,8 @@
 //! The C ABI of paged decode: a plan handle (`flashmha_decode_plan_*`, a boxed [`DecodePlan`]
 //! made by `DecodePlan::new_for`), its split count and workspace size, and runs on a context
-//! (`CudaBackend::decode_raw`) or on the emulator. Both paths carve the caller's one workspace
-//! with [`DecodePlan::carve_workspace`] and check every buffer with [`DecodePlan::params`].
+//! (`bind`, then `CudaBackend::launch_raw`) or on the emulator. Both paths carve the caller's one
+//! workspace with [`DecodePlan::carve_workspace`] and check every buffer with
+//! [`DecodePlan::params`].
 
 use super::convert;
 use super::cuda::backend;
@@ -144,9 +145,9 @@ pub unsafe extern "C" fn flashmha_decode_run(
             )
         };
         let bufs = buffers(p, b)?;
-        // SAFETY: forwarded from this function's contract; `decode_raw` checks every buffer
-        // against the plan before launching.
-        unsafe { ctx.decode_raw(p, &bufs, stream.cast()) }?;
+        // SAFETY: forwarded from this function's contract; `bind` checks every buffer
+        // against the plan before anything is launched.
+        unsafe { ctx.launch_raw(&p.bind(&bufs)?, stream.cast()) }?;
         Ok(())
     })
 }

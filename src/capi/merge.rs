@@ -1,6 +1,7 @@
 //! The C ABI of the merge of attention states: a plan handle (`flashmha_merge_plan_*`, a boxed
-//! [`MergePlan`] made by `MergePlan::new_for`) run on a context (`CudaBackend::merge_states_raw`)
-//! or on the emulator; both check the buffers with [`MergePlan::params`].
+//! [`MergePlan`] made by `MergePlan::new_for`) run on a context (`bind`, then
+//! `CudaBackend::launch_raw`) or on the emulator; both check the buffers with
+//! [`MergePlan::params`].
 
 use super::convert;
 use super::cuda::backend;
@@ -94,9 +95,9 @@ pub unsafe extern "C" fn flashmha_merge_run(
                 convert::deref(bufs, "bufs")?,
             )
         };
-        // SAFETY: forwarded from this function's contract; `merge_states_raw` checks every
-        // buffer against the plan before launching.
-        unsafe { ctx.merge_states_raw(p, &convert::merge_bufs(b), stream.cast()) }?;
+        // SAFETY: forwarded from this function's contract; `bind` checks every buffer
+        // against the plan before anything is launched.
+        unsafe { ctx.launch_raw(&p.bind(&convert::merge_bufs(b))?.into(), stream.cast()) }?;
         Ok(())
     })
 }

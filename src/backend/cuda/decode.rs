@@ -438,32 +438,13 @@ impl CudaBackend {
             partial_lse,
             partial_entropy,
         };
-        // SAFETY: every address in `bufs` comes from a buffer borrowed by `args` (alive for this
-        // call; cudarc's stream ordering keeps it alive for the kernels), with its own length.
-        unsafe { self.decode_raw(plan, &bufs, stream.cu_stream()) }
-    }
-
-    /// [`CudaBackend::decode`] for buffers given as device addresses on a raw `CUstream` (the C
-    /// ABI's callers own both; NULL is the legacy default stream): the same O(1) checks of
-    /// `bufs` against the plan, nothing launched if one fails, then the decode and the combine.
-    ///
-    /// # Safety
-    /// Every non-zero address in `bufs` must be device memory of this backend's context holding
-    /// at least its `len` elements, which stays allocated (and is not written by anything else)
-    /// until `stream` has run the kernels; `stream` must be NULL or a live stream of the context.
-    pub unsafe fn decode_raw(
-        &self,
-        plan: &DecodePlan,
-        bufs: &DecodeBuffers,
-        stream: cudarc::driver::sys::CUstream,
-    ) -> Result<()> {
-        let launches = plan.bind(bufs)?;
-        // SAFETY: `bind` checked every buffer against the plan's extents (presence, size,
-        // alignment, no output overlapping another operand), the caller's contract keeps them
-        // allocated until the stream has run the kernels; device-resident indices (block table,
-        // lengths, cu_seqlens) are checked by the kernel, which traps. The combine reads the
-        // workspace the decode wrote, in stream order.
-        unsafe { self.launch_raw(&launches, stream) }
+        let launches = plan.bind(&bufs)?;
+        // SAFETY: `bind` checked every buffer against the plan (presence, size, alignment, no
+        // output overlapping another operand); each address comes from a buffer borrowed by
+        // `args` (alive for this call; cudarc's stream ordering keeps it alive for the kernels);
+        // device-resident indices (block table, lengths, cu_seqlens) are checked by the kernel,
+        // which traps. The combine reads the workspace the decode wrote, in stream order.
+        unsafe { self.launch_raw(&launches, stream.cu_stream()) }
     }
 
     /// Merges attention states per `plan` (stacked or pair, as the plan says) on `stream`.
@@ -510,27 +491,11 @@ impl CudaBackend {
             o,
             lse,
         };
-        // SAFETY: every address in `bufs` comes from a buffer borrowed by `args` (alive for this
-        // call; cudarc's stream ordering keeps it alive for the kernel), with its own length.
-        unsafe { self.merge_states_raw(plan, &bufs, stream.cu_stream()) }
-    }
-
-    /// [`CudaBackend::merge_states`] for buffers given as device addresses on a raw `CUstream`
-    /// (see [`CudaBackend::decode_raw`]).
-    ///
-    /// # Safety
-    /// As for [`CudaBackend::decode_raw`].
-    pub unsafe fn merge_states_raw(
-        &self,
-        plan: &MergePlan,
-        bufs: &MergeBuffers,
-        stream: cudarc::driver::sys::CUstream,
-    ) -> Result<()> {
-        let launch = plan.bind(bufs)?;
-        // SAFETY: `bind` checked every buffer against the plan (presence, size, alignment, the
-        // outputs overlapping no input); the caller's contract keeps them allocated until the
-        // stream has run the kernel.
-        unsafe { self.launch_raw(&launch.into(), stream) }
+        let launch = plan.bind(&bufs)?;
+        // SAFETY: `bind` checked every buffer against the plan; each address comes from a buffer
+        // borrowed by `args` (alive for this call; cudarc's stream ordering keeps it alive for
+        // the kernel).
+        unsafe { self.launch_raw(&launch.into(), stream.cu_stream()) }
     }
 
     /// Writes new K/V rows into the page pools per `plan` on `stream`. Asynchronous, no
@@ -620,27 +585,11 @@ impl CudaBackend {
                 [Some(gbt), Some(gtb), Some(gtp)]
             }
         };
-        // SAFETY: every address in `bufs` comes from a buffer borrowed by `args` (alive for this
-        // call; cudarc's stream ordering keeps it alive for the kernel), with its own length.
-        unsafe { self.kv_append_raw(plan, &bufs, stream.cu_stream()) }
-    }
-
-    /// [`CudaBackend::kv_append`] for buffers given as device addresses on a raw `CUstream`
-    /// (see [`CudaBackend::decode_raw`]).
-    ///
-    /// # Safety
-    /// As for [`CudaBackend::decode_raw`].
-    pub unsafe fn kv_append_raw(
-        &self,
-        plan: &KvAppendPlan,
-        bufs: &KvAppendBuffers,
-        stream: cudarc::driver::sys::CUstream,
-    ) -> Result<()> {
-        let launch = plan.bind(bufs)?;
-        // SAFETY: `bind` checked every buffer against the plan (the caller's contract keeps
-        // them allocated until the stream has run the kernel); slots, block-table entries, batch
-        // items and positions are device-resident and checked by the kernel against the sizes in
-        // the params (trap).
-        unsafe { self.launch_raw(&launch, stream) }
+        let launches = plan.bind(&bufs)?;
+        // SAFETY: `bind` checked every buffer against the plan; each address comes from a buffer
+        // borrowed by `args` (alive for this call; cudarc's stream ordering keeps it alive for
+        // the kernel); slots, block-table entries, batch items and positions are device-resident
+        // and checked by the kernel against the sizes in the params (trap).
+        unsafe { self.launch_raw(&launches, stream.cu_stream()) }
     }
 }
