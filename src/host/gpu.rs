@@ -4,7 +4,8 @@
 
 use super::problem::{FwdProblem, SeqLayout};
 use super::{poisoned_f32, HostInputs, HostOutputs, POISON_U16};
-use crate::backend::cuda::{upload_opt, CudaBackend, FwdArgs};
+use crate::api::{Attention, FwdArgs};
+use crate::backend::cuda::{upload_opt, CudaBackend};
 use crate::common::dtype::DType;
 use crate::common::element::Element;
 use crate::common::error::{driver_error, Result};

@@ -3,7 +3,8 @@
 //! waits, and reads the outputs back. For checks only (the GPU test of decode); servers call the
 //! backend on their own device buffers.
 
-use crate::backend::cuda::{upload_opt, CudaBackend, DecodeArgs};
+use crate::api::{Attention, DecodeArgs};
+use crate::backend::cuda::{upload_opt, CudaBackend};
 use crate::common::dtype::DType;
 use crate::common::element::Element;
 use crate::common::error::{driver_error, Result, TensorName};

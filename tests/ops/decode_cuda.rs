@@ -173,7 +173,7 @@ fn random_paged_decode_on_the_gpu_matches_the_reference() {
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --test decode_cuda -- --ignored (FLASHMHA_SEED=n repeats a run)"]
 fn merge_pair_and_kv_append_on_the_gpu_match_the_emulator() {
-    use flashmha::cuda::{KvAppendArgs, MergeArgs};
+    use flashmha::api::{Attention, KvAppendArgs, MergeArgs};
     use flashmha::host::emulated_decode::{kv_append_into_for, AppendTarget, HostPools};
     use flashmha::host::emulated_decode::{merge, MergeHostInputs};
     use flashmha::ops::decode::DecodeProblem;
@@ -323,7 +323,7 @@ fn merge_pair_and_kv_append_on_the_gpu_match_the_emulator() {
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --test decode_cuda -- --ignored (FLASHMHA_SEED=n repeats a run)"]
 fn fp8_kv_append_at_positions_on_the_gpu_matches_the_emulator() {
-    use flashmha::cuda::KvAppendArgs;
+    use flashmha::api::{Attention, KvAppendArgs};
     use flashmha::host::emulated_decode::{kv_append_into, AppendTarget, HostPools};
     use flashmha::ops::decode::{DecodeProblem, KvCacheDType};
     use flashmha::ops::kv_append::{AppendIndex, KvAppendPlan};
