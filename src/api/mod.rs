@@ -52,6 +52,25 @@ use crate::ops::merge::MergePlan;
 /// launches asynchronously on `stream`.
 pub trait Attention: Backend {
     /// Runs a forward plan (made once per batch shape, run per layer).
+    ///
+    /// ```
+    /// use flashmha::api::{Attention, FwdArgs};
+    /// use flashmha::backend::{emulator::EmulatorBackend, Backend};
+    /// use flashmha::{FwdPlan, FwdShape, Heads, KernelTarget};
+    /// use half::f16;
+    ///
+    /// # fn main() -> flashmha::Result<()> {
+    /// let be = EmulatorBackend::new(KernelTarget::Ampere); // CudaBackend::new(0)? on a GPU
+    /// let stream = be.stream()?;
+    /// // q, o: [1, 8, 2, 64]; k, v: [1, 16, 2, 64].
+    /// let plan = FwdPlan::<f16>::new_for(be.target(), &FwdShape::padded(1, 8, 16, Heads::mha(2), 64))?;
+    /// let x: Vec<f16> = (0..16 * 2 * 64).map(|i| f16::from_f32((i % 7) as f32 / 7.0)).collect();
+    /// let (q, k, v) = (be.upload(&stream, &x[..8 * 128])?, be.upload(&stream, &x)?, be.upload(&stream, &x)?);
+    /// let mut o = be.alloc_zeros::<f16>(&stream, 8 * 2 * 64)?;
+    /// be.run(&stream, &plan, FwdArgs::new(&q, &k, &v, &mut o))?;
+    /// assert!(be.download(&stream, &o)?.iter().all(|x| x.is_finite()));
+    /// # Ok(()) }
+    /// ```
     fn run<T: Element>(
         &self,
         stream: &Self::Stream,
@@ -86,6 +105,29 @@ pub trait Attention: Backend {
     }
 
     /// Merges attention states (stacked or a pair, as the plan says).
+    ///
+    /// ```
+    /// use flashmha::api::{Attention, MergeArgs};
+    /// use flashmha::backend::{emulator::EmulatorBackend, Backend};
+    /// use flashmha::ops::merge::{MergePlan, MergeProblem, MergeStates, StatsLayout};
+    /// use flashmha::{DType, KernelTarget};
+    /// use half::f16;
+    ///
+    /// # fn main() -> flashmha::Result<()> {
+    /// let be = EmulatorBackend::new(KernelTarget::Ampere);
+    /// let stream = be.stream()?;
+    /// // Two states of 4 rows x 2 heads x d64, LSE [rows, heads].
+    /// let problem = MergeProblem { dtype: DType::F16, states: MergeStates::Pair, rows: 4,
+    ///                              heads: 2, head_dim: 64, lse_layout: StatsLayout::RowsHeads };
+    /// let plan = MergePlan::new_for(be.target(), &problem)?;
+    /// let oa = be.upload(&stream, &vec![f16::from_f32(1.0); 4 * 2 * 64])?;
+    /// let ob = be.upload(&stream, &vec![f16::from_f32(3.0); 4 * 2 * 64])?;
+    /// let equal = be.upload(&stream, &[0.5f32; 8])?; // equal weights
+    /// let mut o = be.alloc_zeros::<f16>(&stream, 4 * 2 * 64)?;
+    /// be.merge_states(&stream, &plan, MergeArgs::pair(&oa, &equal, &ob, &equal, &mut o))?;
+    /// assert!(be.download(&stream, &o)?.iter().all(|x| x.to_f32() == 2.0));
+    /// # Ok(()) }
+    /// ```
     fn merge_states<T: Element>(
         &self,
         stream: &Self::Stream,
@@ -97,6 +139,31 @@ pub trait Attention: Backend {
 
     /// Writes new K/V rows into the page pools (slots are checked by the kernel, which traps).
     /// A plan for zero tokens launches nothing.
+    ///
+    /// ```
+    /// use flashmha::api::{Attention, KvAppendArgs};
+    /// use flashmha::backend::{emulator::EmulatorBackend, Backend};
+    /// use flashmha::ops::decode::DecodeProblem;
+    /// use flashmha::ops::kv_append::{AppendIndex, KvAppendPlan};
+    /// use flashmha::{DType, KernelTarget};
+    /// use half::f16;
+    ///
+    /// # fn main() -> flashmha::Result<()> {
+    /// let be = EmulatorBackend::new(KernelTarget::Ampere);
+    /// let stream = be.stream()?;
+    /// // Pools of 4 pages x 16 slots x 2 KV heads x d64; two new tokens.
+    /// let pools = DecodeProblem::contiguous(DType::F16, 1, 1, 2, 2, 64, 4, 16, 4, false);
+    /// let plan = KvAppendPlan::new_for(be.target(), &pools, 2, AppendIndex::Slots)?;
+    /// let rows = be.upload(&stream, &vec![f16::from_f32(0.25); 2 * 2 * 64])?;
+    /// let (mut k, mut v) = (be.alloc_zeros::<f16>(&stream, 4 * 16 * 128)?,
+    ///                       be.alloc_zeros::<f16>(&stream, 4 * 16 * 128)?);
+    /// let slots = be.upload(&stream, &[17i32, 40])?; // page 1 slot 1, page 2 slot 8
+    /// be.kv_append(&stream, &plan, KvAppendArgs::new(&rows, &rows, &mut k, &mut v).slots(&slots))?;
+    /// let k = be.download(&stream, &k)?;
+    /// assert_eq!(k[17 * 128].to_f32(), 0.25);
+    /// assert_eq!(k[16 * 128].to_f32(), 0.0); // untouched
+    /// # Ok(()) }
+    /// ```
     fn kv_append<T: Element>(
         &self,
         stream: &Self::Stream,
@@ -109,6 +176,27 @@ pub trait Attention: Backend {
     /// Sums, over the tokens of `o: [tokens, heads, head_dim]` (strides in `problem`), the
     /// cosine similarity of every pair of head outputs into `gram: [heads, heads]` f32, which
     /// this zeroes first (in stream order); divide by the token count for the mean.
+    ///
+    /// ```
+    /// use flashmha::api::Attention;
+    /// use flashmha::backend::{emulator::EmulatorBackend, Backend};
+    /// use flashmha::ops::head_similarity::HeadSimProblem;
+    /// use flashmha::{DType, KernelTarget};
+    /// use half::f16;
+    ///
+    /// # fn main() -> flashmha::Result<()> {
+    /// let be = EmulatorBackend::new(KernelTarget::Ampere);
+    /// let stream = be.stream()?;
+    /// // 8 tokens x 2 heads x d8, both heads the same vector: cosine 1 everywhere.
+    /// let o = be.upload(&stream, &vec![f16::from_f32(0.5); 8 * 2 * 8])?;
+    /// let mut gram = be.alloc_zeros::<f32>(&stream, 4)?;
+    /// let problem = HeadSimProblem::contiguous(DType::F16, 8, 2, 8);
+    /// be.head_similarity(&stream, &problem, &o, &mut gram)?;
+    /// for sum in be.download(&stream, &gram)? {
+    ///     assert!((sum / 8.0 - 1.0).abs() < 1e-3);
+    /// }
+    /// # Ok(()) }
+    /// ```
     fn head_similarity<T: Element>(
         &self,
         stream: &Self::Stream,

@@ -1,5 +1,5 @@
 //! One forward problem from host data on a real GPU: uploads inputs, poisons outputs with NaN,
-//! plans and runs through [`CudaBackend::run`], waits, and reads outputs back. For checks and
+//! plans and runs through [`crate::api::Attention::run`], waits, and reads outputs back. For checks and
 //! benchmarks only; servers call the backend on their own device buffers.
 
 use super::problem::{FwdProblem, SeqLayout};

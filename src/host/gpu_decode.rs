@@ -1,4 +1,4 @@
-//! One decode call from host data on a real GPU through [`CudaBackend::decode`]: uploads the
+//! One decode call from host data on a real GPU through [`crate::api::Attention::decode`]: uploads the
 //! inputs, poisons the outputs and the workspace with NaN, runs the plan on the default stream,
 //! waits, and reads the outputs back. For checks only (the GPU test of decode); servers call the
 //! backend on their own device buffers.

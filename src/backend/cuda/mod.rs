@@ -206,7 +206,7 @@ impl CudaBackend {
     /// Launches an already bound plan.
     ///
     /// # Safety
-    /// `launch` must come from [`FwdPlan::bind`] (which validated the buffers) for device
+    /// `launch` must come from [`crate::ops::forward::plan::FwdPlan::bind`] (which validated the buffers) for device
     /// buffers that stay allocated, and are not otherwise written, until the stream has run the
     /// kernel.
     pub unsafe fn launch_bound(&self, launch: &FwdLaunch, stream: &CudaStream) -> Result<()> {
