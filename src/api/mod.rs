@@ -40,10 +40,9 @@ use crate::common::element::Element;
 use crate::common::error::{Error, Result, TensorName};
 use crate::common::launch::Launches;
 use crate::common::options::AttnOptions;
-use crate::common::target::KernelTarget;
 use crate::ops::decode::plan::DecodePlan;
 use crate::ops::forward::plan::FwdPlan;
-use crate::ops::head_similarity::{plan_head_similarity, HeadSimBuffers, HeadSimProblem};
+use crate::ops::head_similarity::{HeadSimBuffers, HeadSimPlan};
 use crate::ops::kv_append::KvAppendPlan;
 use crate::ops::merge::MergePlan;
 
@@ -173,14 +172,14 @@ pub trait Attention: Backend {
         decode::kv_append(self, stream, plan, args)
     }
 
-    /// Sums, over the tokens of `o: [tokens, heads, head_dim]` (strides in `problem`), the
+    /// Sums, over the tokens of `o: [tokens, heads, head_dim]` (strides in the plan), the
     /// cosine similarity of every pair of head outputs into `gram: [heads, heads]` f32, which
     /// this zeroes first (in stream order); divide by the token count for the mean.
     ///
     /// ```
     /// use flashmha::api::Attention;
     /// use flashmha::backend::{emulator::EmulatorBackend, Backend};
-    /// use flashmha::ops::head_similarity::HeadSimProblem;
+    /// use flashmha::ops::head_similarity::{HeadSimPlan, HeadSimProblem};
     /// use flashmha::{DType, KernelTarget};
     /// use half::f16;
     ///
@@ -190,8 +189,8 @@ pub trait Attention: Backend {
     /// // 8 tokens x 2 heads x d8, both heads the same vector: cosine 1 everywhere.
     /// let o = be.upload(&stream, &vec![f16::from_f32(0.5); 8 * 2 * 8])?;
     /// let mut gram = be.alloc_zeros::<f32>(&stream, 4)?;
-    /// let problem = HeadSimProblem::contiguous(DType::F16, 8, 2, 8);
-    /// be.head_similarity(&stream, &problem, &o, &mut gram)?;
+    /// let plan = HeadSimPlan::new_for(be.target(), &HeadSimProblem::contiguous(DType::F16, 8, 2, 8))?;
+    /// be.head_similarity(&stream, &plan, &o, &mut gram)?;
     /// for sum in be.download(&stream, &gram)? {
     ///     assert!((sum / 8.0 - 1.0).abs() < 1e-3);
     /// }
@@ -200,11 +199,11 @@ pub trait Attention: Backend {
     fn head_similarity<T: Element>(
         &self,
         stream: &Self::Stream,
-        problem: &HeadSimProblem,
+        plan: &HeadSimPlan,
         o: &dyn Read<Self, T>,
         gram: &mut dyn Write<Self, f32>,
     ) -> Result<()> {
-        head_similarity(self, stream, problem, o, gram)
+        head_similarity(self, stream, plan, o, gram)
     }
 }
 
@@ -213,45 +212,26 @@ impl<B: Backend + ?Sized> Attention for B {}
 fn head_similarity<B: Backend + ?Sized, T: Element>(
     be: &B,
     stream: &B::Stream,
-    problem: &HeadSimProblem,
+    plan: &HeadSimPlan,
     o: &dyn Read<B, T>,
     gram: &mut dyn Write<B, f32>,
 ) -> Result<()> {
-    if problem.dtype != T::DTYPE {
+    if plan.problem.dtype != T::DTYPE {
         return Err(Error::DTypeMismatch {
             tensor: TensorName::HeadSimInput,
-            expected: problem.dtype,
+            expected: plan.problem.dtype,
             found: T::DTYPE,
-        });
-    }
-    if be.target().shared_kernels() != KernelTarget::Ampere {
-        return Err(Error::UnsupportedOnTarget {
-            what: "head similarity",
-            target: be.target(),
         });
     }
     let mut t = BoundTensors::default();
     let (o, _o) = backend::read(be, stream, &mut t, TensorName::HeadSimInput, o)?;
     let (gram, _g) = backend::write(be, stream, &mut t, TensorName::Gram, gram)?;
-    let mut p = *problem;
-    p.o_len = usize::try_from(o.len).map_err(|_| Error::SizeOverflow { what: "o length" })?;
-    p.gram_len = usize::try_from(gram.len).map_err(|_| Error::SizeOverflow {
-        what: "gram length",
-    })?;
-    let plan = plan_head_similarity(
-        &p,
-        &HeadSimBuffers {
-            o: o.addr,
-            gram: gram.addr,
-        },
-    )?;
-    // Validation bounds `heads` by MAX_HEADS, so the product cannot overflow.
-    let gram_bytes = (p.num_heads * p.num_heads * 4) as u64;
-    // SAFETY: validation proved gram holds at least `heads²` f32 and every address the kernel
-    // forms lies inside `o` and `gram`, which the borrows keep alive for this call and the
-    // guards keep ordered on the stream.
+    let bound = plan.bind(&HeadSimBuffers { o, gram })?;
+    // SAFETY: `bind` checked both buffers against the plan (extent, alignment, no overlap), so
+    // the zeroed bytes and every address the kernel forms lie inside `o` and `gram`, which the
+    // borrows keep alive for this call and the guards keep ordered on the stream.
     unsafe {
-        be.zero(stream, gram, gram_bytes)?;
-        be.launch(stream, &Launches::one(plan.launch()), &t)
+        be.zero(stream, bound.zero, bound.zero_bytes)?;
+        be.launch(stream, &Launches::one(bound.launch), &t)
     }
 }
