@@ -29,12 +29,9 @@ fn cmp_of(q: &str) -> Option<Cmp> {
 }
 
 impl Lowerer {
-    pub(super) fn lower_setp(
-        &mut self,
-        is_set: bool,
-        i: &ast::Instr,
-        q: &mut Quals,
-    ) -> Result<(), EmuError> {
+    /// `setp`, or `set` (which writes a value instead of a predicate).
+    pub(super) fn lower_setp(&mut self, i: &ast::Instr, q: &mut Quals) -> Result<(), EmuError> {
+        let is_set = q.base() == "set";
         self.ops(i, 3)?;
         let cmp = match q.take(cmp_of) {
             Some(c) => c,
@@ -107,12 +104,8 @@ impl Lowerer {
         )
     }
 
-    pub(super) fn lower_select(
-        &mut self,
-        base: &str,
-        i: &ast::Instr,
-        q: &mut Quals,
-    ) -> Result<(), EmuError> {
+    pub(super) fn lower_select(&mut self, i: &ast::Instr, q: &mut Quals) -> Result<(), EmuError> {
+        let base = q.base();
         self.ops(i, 4)?;
         let types = q.types();
         let dty = match types.first() {

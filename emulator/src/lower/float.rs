@@ -27,12 +27,8 @@ impl Lowerer {
         })
     }
 
-    pub(super) fn lower_float(
-        &mut self,
-        base: &str,
-        i: &ast::Instr,
-        q: &mut Quals,
-    ) -> Result<(), EmuError> {
+    pub(super) fn lower_float(&mut self, i: &ast::Instr, q: &mut Quals) -> Result<(), EmuError> {
+        let base = q.base();
         let ty = self.one_ty(q)?;
         let fty = FTy::from_ty(ty).expect("dispatched on a float type");
         let o = &i.operands;

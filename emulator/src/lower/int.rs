@@ -10,12 +10,8 @@ use super::quals::Quals;
 use super::Lowerer;
 
 impl Lowerer {
-    pub(super) fn lower_int(
-        &mut self,
-        base: &str,
-        i: &ast::Instr,
-        q: &mut Quals,
-    ) -> Result<(), EmuError> {
+    pub(super) fn lower_int(&mut self, i: &ast::Instr, q: &mut Quals) -> Result<(), EmuError> {
+        let base = q.base();
         let ty = self.one_ty(q)?;
         let o = &i.operands;
         let w = if ty == Ty::Pred { 1 } else { ty.bits() as u8 };

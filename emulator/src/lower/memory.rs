@@ -13,12 +13,8 @@ use super::{mask_of, Lowerer};
 const CACHE_POLICY: u64 = 0x1000_0000_0000_0000;
 
 impl Lowerer {
-    pub(super) fn lower_memory(
-        &mut self,
-        base: &str,
-        i: &ast::Instr,
-        q: &mut Quals,
-    ) -> Result<(), EmuError> {
+    pub(super) fn lower_memory(&mut self, i: &ast::Instr, q: &mut Quals) -> Result<(), EmuError> {
+        let base = q.base();
         match base {
             "ld" | "ldu" | "st" => self.lower_ldst(i, base == "st", q),
             "atom" | "red" => self.lower_atom(i, base == "red", q),

@@ -10,12 +10,8 @@ use super::quals::Quals;
 use super::Lowerer;
 
 impl Lowerer {
-    pub(super) fn lower_tensor(
-        &mut self,
-        base: &str,
-        i: &ast::Instr,
-        q: &mut Quals,
-    ) -> Result<(), EmuError> {
+    pub(super) fn lower_tensor(&mut self, i: &ast::Instr, q: &mut Quals) -> Result<(), EmuError> {
+        let base = q.base();
         // Both are warp-wide `.sync.aligned` instructions.
         q.has("sync");
         q.has("aligned");
