@@ -461,22 +461,8 @@ pub enum Op {
         bits: u8,
         a: R,
     },
-    Ld {
-        sp: Space,
-        size: u8,
-        n: u8,
-        ds: [R; 4],
-        addr: Addr,
-        sext: bool,
-        dmask: u64,
-    },
-    St {
-        sp: Space,
-        size: u8,
-        n: u8,
-        srcs: [R; 4],
-        addr: Addr,
-    },
+    Ld(LdOp),
+    St(StOp),
     Atom {
         sp: Space,
         op: AtomOp,
@@ -486,14 +472,7 @@ pub enum Op {
         a: R,
         b: R,
     },
-    CpAsync {
-        dst: Addr,
-        src: Addr,
-        cp: u8,
-        src_size: R,
-        ignore_src: R,
-        dst_generic: bool,
-    },
+    CpAsync(CpAsyncOp),
     CpCommit,
     CpWait {
         n: u32,
@@ -549,16 +528,7 @@ pub enum Op {
         p: R,
         mask: R,
     },
-    Mma {
-        shape: MmaShape,
-        bf16: bool,
-        c_f32: bool,
-        d_f32: bool,
-        d: [R; 4],
-        a: [R; 4],
-        b: [R; 2],
-        c: [R; 4],
-    },
+    Mma(MmaOp),
     Ldmatrix {
         num: u8,
         trans: bool,
@@ -591,6 +561,52 @@ pub enum Op {
     /// family (`exec/bulk.rs`, `exec/mbarrier.rs`).
     Async(AsyncOp),
     Nop,
+}
+
+/// The operands of `ld`/`ldu` (scalar or `.v2`/`.v4`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LdOp {
+    pub sp: Space,
+    pub size: u8,
+    pub n: u8,
+    pub ds: [R; 4],
+    pub addr: Addr,
+    pub sext: bool,
+    pub dmask: u64,
+}
+
+/// The operands of `st` (scalar or `.v2`/`.v4`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StOp {
+    pub sp: Space,
+    pub size: u8,
+    pub n: u8,
+    pub srcs: [R; 4],
+    pub addr: Addr,
+}
+
+/// The operands of `cp.async.{ca,cg}.shared.global`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpAsyncOp {
+    pub dst: Addr,
+    pub src: Addr,
+    pub cp: u8,
+    pub src_size: R,
+    pub ignore_src: R,
+    pub dst_generic: bool,
+}
+
+/// The operands of `mma.sync.aligned.m16n8k{16,8}.row.col` (f16/bf16 inputs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MmaOp {
+    pub shape: MmaShape,
+    pub bf16: bool,
+    pub c_f32: bool,
+    pub d_f32: bool,
+    pub d: [R; 4],
+    pub a: [R; 4],
+    pub b: [R; 2],
+    pub c: [R; 4],
 }
 
 /// A run of registers in [`Program::reg_lists`] (operand vectors too long to inline in an
@@ -661,18 +677,7 @@ pub enum TmaK {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum AsyncOp {
-    Mbar {
-        k: MbarK,
-        /// State token / wait predicate / pending count destination (`NONE` for none).
-        d: R,
-        addr: Addr,
-        /// The address is generic (no state space given).
-        generic: bool,
-        /// Count / tx-count / state / parity operand (`NONE` when absent).
-        a: R,
-        /// tx-count of `arrive.expect_tx` (`NONE` when absent).
-        b: R,
-    },
+    Mbar(MbarOp),
     /// `mapa`: the address of the same shared variable in cluster CTA `rank` (clusters have
     /// one CTA, so rank 0 maps to itself).
     Mapa {
@@ -681,25 +686,10 @@ pub enum AsyncOp {
         rank: R,
     },
     /// `cp.async.bulk.tensor.Nd` / `cp.async.bulk.prefetch.tensor.Nd` with `[map, {coords}]`.
-    Tma {
-        k: TmaK,
-        dims: u8,
-        /// Shared-memory box (destination of a load, source of a store).
-        smem: Addr,
-        /// Generic address of the tensor map.
-        map: R,
-        coords: [R; 5],
-        mbar: Addr,
-    },
+    Tma(TmaOp),
     /// `cp.async.bulk` of `size` contiguous bytes: global -> shared with an mbarrier
     /// (`load`), or shared -> global in a bulk async-group.
-    BulkCopy {
-        load: bool,
-        dst: Addr,
-        src: Addr,
-        size: R,
-        mbar: Addr,
-    },
+    BulkCopy(BulkCopyOp),
     BulkCommit,
     /// `cp.async.bulk.wait_group{.read} n`.
     BulkWait {
@@ -717,6 +707,44 @@ pub enum AsyncOp {
         addr: Addr,
         window: u64,
     },
+}
+
+/// The operands of an `mbarrier` instruction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MbarOp {
+    pub k: MbarK,
+    /// State token / wait predicate / pending count destination (`NONE` for none).
+    pub d: R,
+    pub addr: Addr,
+    /// The address is generic (no state space given).
+    pub generic: bool,
+    /// Count / tx-count / state / parity operand (`NONE` when absent).
+    pub a: R,
+    /// tx-count of `arrive.expect_tx` (`NONE` when absent).
+    pub b: R,
+}
+
+/// The operands of `cp.async.bulk.tensor.Nd` / `cp.async.bulk.prefetch.tensor.Nd`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TmaOp {
+    pub k: TmaK,
+    pub dims: u8,
+    /// Shared-memory box (destination of a load, source of a store).
+    pub smem: Addr,
+    /// Generic address of the tensor map.
+    pub map: R,
+    pub coords: [R; 5],
+    pub mbar: Addr,
+}
+
+/// The operands of `cp.async.bulk` (contiguous bytes).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BulkCopyOp {
+    pub load: bool,
+    pub dst: Addr,
+    pub src: Addr,
+    pub size: R,
+    pub mbar: Addr,
 }
 
 #[derive(Debug, Clone)]

@@ -300,65 +300,58 @@ pub(super) fn lane_addr(w: &Warp, addr: Addr, lane: usize) -> u64 {
     w.r(addr.base, lane).wrapping_add(addr.off as u64)
 }
 
+/// Resolves the address of each active lane, runs `access` (the lane's read or write) on it and
+/// counts the warp's traffic of `len` bytes a lane (`kind` as in [`Traffic::finish`]).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn exec_ld(
+#[inline(always)]
+fn each_lane_access(
     w: &mut Warp,
     env: &mut Env,
-    pc: u32,
     active: u32,
     sp: Space,
-    size: u8,
-    n: u8,
-    ds: [R; 4],
     addr: Addr,
-    sext: bool,
-    dmask: u64,
+    len: usize,
+    kind: u8,
+    mut access: impl FnMut(&mut Warp, &mut Env, usize, Loc),
 ) {
-    let len = size as usize * n as usize;
     let mut t = Traffic::new();
     for l in lanes(active) {
         let loc = resolve(sp, lane_addr(w, addr, l));
-        let mut buf = [0u8; 32];
-        read_lane(w, env, pc, l, loc, &mut buf[..len]);
+        access(w, env, l, loc);
         t.add(l, loc, len);
-        for k in 0..n as usize {
-            let mut raw = [0u8; 8];
-            raw[..size as usize].copy_from_slice(&buf[k * size as usize..(k + 1) * size as usize]);
-            let mut v = u64::from_le_bytes(raw);
-            if sext && size < 8 {
-                v = super::lanes::sext(v, size * 8) as u64;
-            }
-            w.set(ds[k], l, v & dmask);
-        }
     }
-    t.finish(env, 0);
+    t.finish(env, kind);
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn exec_st(
-    w: &mut Warp,
-    env: &mut Env,
-    pc: u32,
-    active: u32,
-    sp: Space,
-    size: u8,
-    n: u8,
-    srcs: [R; 4],
-    addr: Addr,
-) {
-    let len = size as usize * n as usize;
-    let mut t = Traffic::new();
-    for l in lanes(active) {
-        let loc = resolve(sp, lane_addr(w, addr, l));
+pub(super) fn exec_ld(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: &LdOp) {
+    let size = op.size as usize;
+    let len = size * op.n as usize;
+    each_lane_access(w, env, active, op.sp, op.addr, len, 0, |w, env, l, loc| {
         let mut buf = [0u8; 32];
-        for k in 0..n as usize {
-            let v = w.r(srcs[k], l).to_le_bytes();
-            buf[k * size as usize..(k + 1) * size as usize].copy_from_slice(&v[..size as usize]);
+        read_lane(w, env, pc, l, loc, &mut buf[..len]);
+        for (k, d) in op.ds.iter().enumerate().take(op.n as usize) {
+            let mut raw = [0u8; 8];
+            raw[..size].copy_from_slice(&buf[k * size..(k + 1) * size]);
+            let mut v = u64::from_le_bytes(raw);
+            if op.sext && size < 8 {
+                v = super::lanes::sext(v, op.size * 8) as u64;
+            }
+            w.set(*d, l, v & op.dmask);
+        }
+    });
+}
+
+pub(super) fn exec_st(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: &StOp) {
+    let size = op.size as usize;
+    let len = size * op.n as usize;
+    each_lane_access(w, env, active, op.sp, op.addr, len, 1, |w, env, l, loc| {
+        let mut buf = [0u8; 32];
+        for (k, r) in op.srcs.iter().enumerate().take(op.n as usize) {
+            let v = w.r(*r, l).to_le_bytes();
+            buf[k * size..(k + 1) * size].copy_from_slice(&v[..size]);
         }
         write_lane(w, env, pc, l, loc, &buf[..len]);
-        t.add(l, loc, len);
-    }
-    t.finish(env, 1);
+    });
 }
 
 fn atom_apply(op: AtomOp, ty: Ty, old: u64, a: u64, b: u64) -> u64 {

@@ -652,26 +652,12 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 }
                 w.next();
             }
-            Op::Ld {
-                sp,
-                size,
-                n: nv,
-                ds,
-                addr,
-                sext,
-                dmask,
-            } => {
-                mem::exec_ld(w, env, pc, active, sp, size, nv, ds, addr, sext, dmask);
+            Op::Ld(ref op) => {
+                mem::exec_ld(w, env, pc, active, op);
                 w.next();
             }
-            Op::St {
-                sp,
-                size,
-                n: nv,
-                srcs,
-                addr,
-            } => {
-                mem::exec_st(w, env, pc, active, sp, size, nv, srcs, addr);
+            Op::St(ref op) => {
+                mem::exec_st(w, env, pc, active, op);
                 w.next();
             }
             Op::Atom {
@@ -686,15 +672,8 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 mem::exec_atom(w, env, pc, active, sp, op, ty, d, addr, a, b);
                 w.next();
             }
-            Op::CpAsync {
-                dst,
-                src,
-                cp,
-                src_size,
-                ignore_src,
-                ..
-            } => {
-                async_copy::exec_cp_async(w, env, pc, active, dst, src, cp, src_size, ignore_src);
+            Op::CpAsync(ref op) => {
+                async_copy::exec_cp_async(w, env, pc, active, op);
                 w.next();
             }
             Op::CpCommit => {
@@ -822,18 +801,9 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 }
                 w.next();
             }
-            Op::Mma {
-                shape,
-                bf16,
-                c_f32,
-                d_f32,
-                d,
-                a,
-                b,
-                c,
-            } => {
+            Op::Mma(ref op) => {
                 if collective::ready_aligned(w, env, pc, active) {
-                    tensor::mma(w, env, shape, bf16, c_f32, d_f32, d, a, b, c);
+                    tensor::mma(w, env, op);
                     w.next();
                 }
             }

@@ -56,19 +56,17 @@ pub fn c_frag_pos(lane: u32, i: u32) -> (u32, u32) {
 /// `mma.sync.aligned.m16n8k{16,8}.row.col` with f16/bf16 inputs. Products are exact and summed
 /// in f64, then rounded once to the output type (round to nearest even); real tensor cores
 /// accumulate with slightly different internal precision, which tests allow for.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn mma(
-    w: &mut Warp,
-    env: &mut Env,
-    shape: MmaShape,
-    bf16: bool,
-    c_f32: bool,
-    d_f32: bool,
-    d: [R; 4],
-    a: [R; 4],
-    b: [R; 2],
-    c: [R; 4],
-) {
+pub(super) fn mma(w: &mut Warp, env: &mut Env, op: &MmaOp) {
+    let MmaOp {
+        shape,
+        bf16,
+        c_f32,
+        d_f32,
+        d,
+        a,
+        b,
+        c,
+    } = *op;
     let (m, n, k) = shape.mnk();
     let fmt = if bf16 { sf::BF16 } else { sf::F16 };
     let mut am = [[0f64; 16]; 16];
@@ -128,6 +126,50 @@ pub(super) fn mma(
     env.cnt.flops += 2 * (m * n * k) as u64;
 }
 
+/// Where the 16-byte matrix row that `lane` addresses lives (`ldmatrix` / `stmatrix`), or
+/// `None` after a finding when a generic address is not in shared memory.
+#[allow(clippy::too_many_arguments)]
+fn row_loc(
+    w: &Warp,
+    env: &mut Env,
+    pc: u32,
+    lane: usize,
+    addr: Addr,
+    generic: bool,
+    what: &str,
+) -> Option<Loc> {
+    let a = lane_addr(w, addr, lane);
+    let loc = if generic {
+        resolve(Space::Generic, a)
+    } else {
+        Loc::Shared(a)
+    };
+    if !matches!(loc, Loc::Shared(_)) {
+        let tid = w.id * 32 + lane as u32;
+        env.report(
+            FindingKind::SharedOutOfBounds,
+            pc,
+            tid,
+            Some(a),
+            None,
+            || format!("{what} generic address is not in shared memory"),
+        );
+        return None;
+    }
+    Some(loc)
+}
+
+/// Counts one warp-wide shared access of the matrix rows in `acc` (lane, offset, 16 bytes):
+/// 8 rows of 16 bytes make one 128-byte phase.
+fn count_rows(env: &mut Env, acc: &[(u32, u32, u32)]) {
+    if !acc.is_empty() {
+        let (need, ideal) = wavefronts(acc, 8);
+        env.cnt.shared_accesses += 1;
+        env.cnt.wavefronts += need;
+        env.cnt.wavefronts_ideal += ideal;
+    }
+}
+
 /// `ldmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16`, PTX ISA "Warp-level matrix load
 /// instruction: ldmatrix": lanes 8j..8j+7 give the addresses of rows 0..7 of matrix j (16 bytes
 /// each). Without `.trans`, lane t receives row t/4, elements 2(t%4) and 2(t%4)+1 (low, high);
@@ -149,24 +191,9 @@ pub(super) fn exec_ldmatrix(
     for (j, matrix) in rows.iter_mut().enumerate().take(num as usize) {
         for (r, row) in matrix.iter_mut().enumerate() {
             let lane = j * 8 + r;
-            let a = lane_addr(w, addr, lane);
-            let loc = if generic {
-                resolve(Space::Generic, a)
-            } else {
-                Loc::Shared(a)
-            };
-            let tid = w.id * 32 + lane as u32;
-            if !matches!(loc, Loc::Shared(_)) {
-                env.report(
-                    FindingKind::SharedOutOfBounds,
-                    pc,
-                    tid,
-                    Some(a),
-                    None,
-                    || "ldmatrix generic address is not in shared memory".to_string(),
-                );
+            let Some(loc) = row_loc(w, env, pc, lane, addr, generic, "ldmatrix") else {
                 continue;
-            }
+            };
             let mut buf = [0u8; 16];
             if read_lane(w, env, pc, lane, loc, &mut buf) {
                 for (e, v) in row.iter_mut().enumerate() {
@@ -190,12 +217,7 @@ pub(super) fn exec_ldmatrix(
             w.set(ds[j], t, lo as u64 | (hi as u64) << 16);
         }
     }
-    if nacc > 0 {
-        let (need, ideal) = wavefronts(&acc[..nacc], 8);
-        env.cnt.shared_accesses += 1;
-        env.cnt.wavefronts += need;
-        env.cnt.wavefronts_ideal += ideal;
-    }
+    count_rows(env, &acc[..nacc]);
 }
 
 /// `stmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16`, PTX ISA "Warp-level matrix
@@ -234,24 +256,9 @@ pub(super) fn exec_stmatrix(
     for (j, matrix) in rows.iter().enumerate().take(num as usize) {
         for (r, row) in matrix.iter().enumerate() {
             let lane = j * 8 + r;
-            let a = lane_addr(w, addr, lane);
-            let loc = if generic {
-                resolve(Space::Generic, a)
-            } else {
-                Loc::Shared(a)
-            };
-            if !matches!(loc, Loc::Shared(_)) {
-                let tid = w.id * 32 + lane as u32;
-                env.report(
-                    FindingKind::SharedOutOfBounds,
-                    pc,
-                    tid,
-                    Some(a),
-                    None,
-                    || "stmatrix generic address is not in shared memory".to_string(),
-                );
+            let Some(loc) = row_loc(w, env, pc, lane, addr, generic, "stmatrix") else {
                 continue;
-            }
+            };
             let mut buf = [0u8; 16];
             for (e, v) in row.iter().enumerate() {
                 buf[2 * e..2 * e + 2].copy_from_slice(&v.to_le_bytes());
@@ -261,10 +268,5 @@ pub(super) fn exec_stmatrix(
             nacc += 1;
         }
     }
-    if nacc > 0 {
-        let (need, ideal) = wavefronts(&acc[..nacc], 8);
-        env.cnt.shared_accesses += 1;
-        env.cnt.wavefronts += need;
-        env.cnt.wavefronts_ideal += ideal;
-    }
+    count_rows(env, &acc[..nacc]);
 }

@@ -378,22 +378,22 @@ fn op_regs(op: &Op, f: &mut impl FnMut(R)) {
             all(&ds);
             all(&[a]);
         }
-        Op::Ld { ds, addr, .. } | Op::Ldmatrix { ds, addr, .. } => {
+        Op::Ld(LdOp { ds, addr, .. }) | Op::Ldmatrix { ds, addr, .. } => {
             all(&ds);
             all(&[addr.base]);
         }
-        Op::St { srcs, addr, .. } | Op::Stmatrix { srcs, addr, .. } => {
+        Op::St(StOp { srcs, addr, .. }) | Op::Stmatrix { srcs, addr, .. } => {
             all(&srcs);
             all(&[addr.base]);
         }
         Op::Atom { d, addr, a, b, .. } => all(&[d, addr.base, a, b]),
-        Op::CpAsync {
+        Op::CpAsync(CpAsyncOp {
             dst,
             src,
             src_size,
             ignore_src,
             ..
-        } => all(&[dst.base, src.base, src_size, ignore_src]),
+        }) => all(&[dst.base, src.base, src_size, ignore_src]),
         Op::Bar { id, count, .. } => all(&[id, count]),
         Op::BarWarp { mask } => all(&[mask]),
         Op::Shfl {
@@ -409,7 +409,7 @@ fn op_regs(op: &Op, f: &mut impl FnMut(R)) {
         Op::Match { d, p, a, mask, .. } => all(&[d, p, a, mask]),
         Op::Elect { d, p, mask } => all(&[d, p, mask]),
         Op::Activemask { d } | Op::Clock { d } => all(&[d]),
-        Op::Mma { d, a, b, c, .. } => {
+        Op::Mma(MmaOp { d, a, b, c, .. }) => {
             all(&d);
             all(&a);
             all(&b);

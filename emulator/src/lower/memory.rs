@@ -165,13 +165,13 @@ impl Lowerer {
             }
             self.push(
                 i,
-                Op::St {
+                Op::St(StOp {
                     sp,
                     size,
                     n,
                     srcs: regs,
                     addr,
-                },
+                }),
                 class,
             )
         } else {
@@ -187,7 +187,7 @@ impl Lowerer {
             let dmask = mask_of(dbits.max(ty.bits()));
             self.push(
                 i,
-                Op::Ld {
+                Op::Ld(LdOp {
                     sp,
                     size,
                     n,
@@ -195,7 +195,7 @@ impl Lowerer {
                     addr,
                     sext: ty.is_signed(),
                     dmask,
-                },
+                }),
                 class,
             )
         }

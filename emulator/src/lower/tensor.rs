@@ -145,7 +145,7 @@ impl Lowerer {
         let a = vecs(self, &o[1], na, false)?;
         let b4 = vecs(self, &o[2], nb, false)?;
         let c = vecs(self, &o[3], nc, false)?;
-        let op = Op::Mma {
+        let op = Op::Mma(MmaOp {
             shape,
             bf16,
             c_f32: ct == Ty::F32,
@@ -154,7 +154,7 @@ impl Lowerer {
             a,
             b: [b4[0], b4[1]],
             c,
-        };
+        });
         self.push(i, op, Class::Tensor)
     }
 }
