@@ -32,6 +32,14 @@ const STORE_SRC: u8 = 0x80;
 
 const MULTI: u64 = 0xFFFF;
 
+/// The thread that last wrote a byte with shadow word `s`, when it wrote in epoch `ep` from a
+/// warp other than `warp` (a conflict for an access by `warp` in the same epoch).
+#[inline(always)]
+fn writer_in_other_warp(s: u64, ep: u64, warp: u32) -> Option<u32> {
+    let wt = s & 0xFFFF;
+    (wt != 0 && (s >> 16) & 0xFFFF == ep && (wt - 1) as u32 / 32 != warp).then(|| (wt - 1) as u32)
+}
+
 /// A problem found by a shadow check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hazard {
@@ -129,9 +137,8 @@ impl SharedMem {
                 continue;
             }
             let s = self.shadow[b];
-            let wt = s & 0xFFFF;
-            if wt != 0 && (s >> 16) & 0xFFFF == ep && (wt - 1) as u32 / 32 != warp {
-                hz.get_or_insert(Hazard::Raw((wt - 1) as u32));
+            if let Some(t) = writer_in_other_warp(s, ep, warp) {
+                hz.get_or_insert(Hazard::Raw(t));
             }
             let rt = (s >> 32) & 0xFFFF;
             let re = s >> 48;
@@ -189,9 +196,8 @@ impl SharedMem {
                 continue;
             }
             let s = self.shadow[b];
-            let wt = s & 0xFFFF;
-            if wt != 0 && (s >> 16) & 0xFFFF == ep && (wt - 1) as u32 / 32 != warp {
-                hz.get_or_insert(Hazard::Waw((wt - 1) as u32));
+            if let Some(t) = writer_in_other_warp(s, ep, warp) {
+                hz.get_or_insert(Hazard::Waw(t));
             }
             let rt = (s >> 32) & 0xFFFF;
             if rt != 0 && s >> 48 == ep && (rt == MULTI || (rt - 1) as u32 / 32 != warp) {

@@ -119,6 +119,19 @@ pub(super) fn loc_addr(l: Loc) -> u64 {
     }
 }
 
+/// Whether a `len`-byte access at `loc` is naturally aligned; a finding if not.
+#[inline]
+fn aligned(env: &mut Env, pc: u32, tid: u32, loc: Loc, len: usize) -> bool {
+    let a = loc_addr(loc);
+    if a.is_multiple_of(len as u64) {
+        return true;
+    }
+    env.report(FindingKind::Misaligned, pc, tid, Some(a), None, || {
+        format!("{len}-byte access at {a:#x}")
+    });
+    false
+}
+
 /// Reads `out.len()` bytes for one lane; false (and a finding) if the access is invalid.
 pub(super) fn read_lane(
     w: &Warp,
@@ -130,11 +143,7 @@ pub(super) fn read_lane(
 ) -> bool {
     let len = out.len();
     let tid = w.id * 32 + lane as u32;
-    if !loc_addr(loc).is_multiple_of(len as u64) {
-        let a = loc_addr(loc);
-        env.report(FindingKind::Misaligned, pc, tid, Some(a), None, || {
-            format!("{len}-byte access at {a:#x}")
-        });
+    if !aligned(env, pc, tid, loc, len) {
         return false;
     }
     match loc {
@@ -185,11 +194,7 @@ pub(super) fn read_lane(
 pub(super) fn write_lane(w: &mut Warp, env: &mut Env, pc: u32, lane: usize, loc: Loc, data: &[u8]) {
     let len = data.len();
     let tid = w.id * 32 + lane as u32;
-    if !loc_addr(loc).is_multiple_of(len as u64) {
-        let a = loc_addr(loc);
-        env.report(FindingKind::Misaligned, pc, tid, Some(a), None, || {
-            format!("{len}-byte access at {a:#x}")
-        });
+    if !aligned(env, pc, tid, loc, len) {
         return;
     }
     match loc {

@@ -191,17 +191,19 @@ fn lower_entry(
             *soff += v.size() as u32;
         }
     };
+    // Module-scope and function-scope `.global` / `.const` variables: one initialised image each.
+    let place_global = |l: &mut Lowerer, v: &ast::VarDecl| {
+        let idx = l.global_vars.len();
+        l.global_vars.push(GlobalVar {
+            size: v.size(),
+            init: init_bytes(v),
+        });
+        l.vars.insert(v.name.clone(), VarLoc::Global(idx));
+    };
     for v in &m.vars {
         match v.space {
             Space::Shared => place_shared(&mut l, v, &mut soff),
-            Space::Global | Space::Const => {
-                let idx = l.global_vars.len();
-                l.global_vars.push(GlobalVar {
-                    size: v.size(),
-                    init: init_bytes(v),
-                });
-                l.vars.insert(v.name.clone(), VarLoc::Global(idx));
-            }
+            Space::Global | Space::Const => place_global(&mut l, v),
             _ => {}
         }
     }
@@ -216,14 +218,7 @@ fn lower_entry(
                     l.vars.insert(v.name.clone(), VarLoc::Local(loff));
                     loff += v.size() as u32;
                 }
-                Space::Global | Space::Const => {
-                    let idx = l.global_vars.len();
-                    l.global_vars.push(GlobalVar {
-                        size: v.size(),
-                        init: init_bytes(v),
-                    });
-                    l.vars.insert(v.name.clone(), VarLoc::Global(idx));
-                }
+                Space::Global | Space::Const => place_global(&mut l, v),
                 // Call arguments and results: laid out where they are declared (pass 2).
                 Space::Param => {}
                 _ => {

@@ -202,20 +202,38 @@ fn launch_validation_errors() {
     assert!(dev.read(flashmha_emulator::DevicePtr(16), 4).is_err());
 }
 
+/// 128 threads exchange through shared `buf`: threads 0..63 (producers) store `produced` at
+/// `buf[tid]` then run `producer_end`; threads 64..127 (consumers) run `consumer_start`, then
+/// load `buf[tid - 64]` into `%r7` and run `consumer_end`. `%rd1` is the output pointer.
+fn exchange(
+    produced: &str,
+    producer_end: &str,
+    consumer_start: &str,
+    consumer_end: &str,
+) -> String {
+    format!(
+        "\t.reg .pred %p<3>;\n\t.reg .b32 %r<12>;\n\t.reg .b64 %rd<4>;\n\
+        \t.shared .align 4 .b8 buf[256];\n\
+        \tld.param.u64 %rd1, [k_param_0];\n\tmov.u32 %r1, %tid.x;\n\
+        \tsetp.lt.u32 %p1, %r1, 64;\n\tmov.u32 %r2, buf;\n\t@!%p1 bra $CONSUMER;\n\
+        \tshl.b32 %r3, %r1, 2;\n\tadd.s32 %r4, %r2, %r3;\n{produced}\
+        \tst.shared.u32 [%r4], %r5;\n{producer_end}\tret;\n\
+        $CONSUMER:\n{consumer_start}\tsub.s32 %r6, %r1, 64;\n\tshl.b32 %r3, %r6, 2;\n\
+        \tadd.s32 %r4, %r2, %r3;\n\tld.shared.u32 %r7, [%r4];\n{consumer_end}\tret;"
+    )
+}
+
 /// Producer/consumer through a named barrier with a thread count: producers `bar.arrive`,
 /// consumers `bar.sync`; the consumers see the data and no race is reported.
 #[test]
 fn named_barrier_with_count_orders_producers_and_consumers() {
-    let body = "\t.reg .pred %p<3>;\n\t.reg .b32 %r<12>;\n\t.reg .b64 %rd<4>;\n\
-        \t.shared .align 4 .b8 buf[256];\n\
-        \tld.param.u64 %rd1, [k_param_0];\n\tmov.u32 %r1, %tid.x;\n\
-        \tsetp.lt.u32 %p1, %r1, 64;\n\tmov.u32 %r2, buf;\n\t@!%p1 bra $CONSUMER;\n\
-        \tshl.b32 %r3, %r1, 2;\n\tadd.s32 %r4, %r2, %r3;\n\tmul.lo.s32 %r5, %r1, 7;\n\
-        \tst.shared.u32 [%r4], %r5;\n\tbar.arrive 1, 128;\n\tret;\n\
-        $CONSUMER:\n\tbar.sync 1, 128;\n\tsub.s32 %r6, %r1, 64;\n\tshl.b32 %r3, %r6, 2;\n\
-        \tadd.s32 %r4, %r2, %r3;\n\tld.shared.u32 %r7, [%r4];\n\tmul.wide.u32 %rd2, %r6, 4;\n\
-        \tadd.s64 %rd3, %rd1, %rd2;\n\tst.global.u32 [%rd3], %r7;\n\tret;";
-    let (out, rep) = run(&kernel(body), 128, 64);
+    let body = exchange(
+        "\tmul.lo.s32 %r5, %r1, 7;\n",
+        "\tbar.arrive 1, 128;\n",
+        "\tbar.sync 1, 128;\n",
+        "\tmul.wide.u32 %rd2, %r6, 4;\n\tadd.s64 %rd3, %rd1, %rd2;\n\tst.global.u32 [%rd3], %r7;\n",
+    );
+    let (out, rep) = run(&kernel(&body), 128, 64);
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     for (i, v) in out.iter().enumerate() {
         assert_eq!(*v, 7 * i as u32);
@@ -227,13 +245,7 @@ fn named_barrier_with_count_orders_producers_and_consumers() {
 /// read unwritten memory): checks that the epoch logic does not hide it.
 #[test]
 fn exchange_without_barrier_is_reported() {
-    let body = "\t.reg .pred %p<3>;\n\t.reg .b32 %r<12>;\n\t.reg .b64 %rd<4>;\n\
-        \t.shared .align 4 .b8 buf[256];\n\
-        \tld.param.u64 %rd1, [k_param_0];\n\tmov.u32 %r1, %tid.x;\n\
-        \tsetp.lt.u32 %p1, %r1, 64;\n\tmov.u32 %r2, buf;\n\t@!%p1 bra $CONSUMER;\n\
-        \tshl.b32 %r3, %r1, 2;\n\tadd.s32 %r4, %r2, %r3;\n\tst.shared.u32 [%r4], %r1;\n\tret;\n\
-        $CONSUMER:\n\tsub.s32 %r6, %r1, 64;\n\tshl.b32 %r3, %r6, 2;\n\
-        \tadd.s32 %r4, %r2, %r3;\n\tld.shared.u32 %r7, [%r4];\n\tret;";
-    let (_, rep) = run(&kernel(body), 128, 1);
+    let body = exchange("\tmov.u32 %r5, %r1;\n", "", "", "");
+    let (_, rep) = run(&kernel(&body), 128, 1);
     assert!(rep.has(FindingKind::SharedRaceRaw), "{:?}", rep.findings);
 }

@@ -65,6 +65,15 @@ fn kinds(rep: &LaunchReport) -> Vec<FindingKind> {
     rep.findings.iter().map(|f| f.kind).collect()
 }
 
+/// A planted bug gives exactly one finding of `kind`; the fixed kernel runs clean.
+fn assert_finding_iff(planted: bool, rep: &LaunchReport, kind: FindingKind) {
+    if planted {
+        assert_eq!(kinds(rep), vec![kind], "{:#?}", rep.findings);
+    } else {
+        assert_clean(rep);
+    }
+}
+
 fn map2d(
     ty: TmaDataType,
     addr: DevicePtr,
@@ -606,17 +615,11 @@ fn tma_out_of_bounds_box_elements_are_zero_or_nan_filled() {
 const ROUND_TRIP: &str = "mov.u32 %r10, 4;\n\tmov.u32 %r11, 2;\n\
 \tcp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%r2], [%rd9, {%r10, %r11}], [%r1];";
 
-#[test]
-fn tma_store_round_trip_writes_only_in_bounds_elements() {
-    // PTX ISA "cp.async.bulk.tensor": a store writes the box to the tensor, skipping elements
-    // outside it. Source 80 x 40 u16 (value 1000 y + x); destination 24 x 12 u16, poisoned;
-    // the box lands at (16, 8), so columns 16..23 and rows 8..11 are inside.
-    let (w, h) = (80usize, 40usize);
-    let data: Vec<u8> = (0..h)
-        .flat_map(|y| (0..w).flat_map(move |x| ((1000 * y + x) as u16).to_le_bytes()))
-        .collect();
-    let mut dev = Device::new();
-    let inp = dev.upload(&data);
+/// Uploads `data` as the 80 x 40 u16 source (map `a`, 16 x 8 boxes, 128B swizzle) and allocates
+/// the 24 x 12 u16 destination (map `b`, same boxes): the maps of [`ROUND_TRIP`] and its store.
+fn round_trip_maps(dev: &mut Device, data: &[u8]) -> (DevicePtr, DevicePtr, TensorMap, TensorMap) {
+    assert_eq!(data.len(), 80 * 40 * 2);
+    let inp = dev.upload(data);
     let dst = dev.alloc(24 * 12 * 2);
     let a = map2d(
         TmaDataType::U16,
@@ -636,6 +639,20 @@ fn tma_store_round_trip_writes_only_in_bounds_elements() {
         TmaSwizzle::B128,
         TmaOobFill::None,
     );
+    (inp, dst, a, b)
+}
+
+#[test]
+fn tma_store_round_trip_writes_only_in_bounds_elements() {
+    // PTX ISA "cp.async.bulk.tensor": a store writes the box to the tensor, skipping elements
+    // outside it. Source 80 x 40 u16 (value 1000 y + x); destination 24 x 12 u16, poisoned;
+    // the box lands at (16, 8), so columns 16..23 and rows 8..11 are inside.
+    let (w, h) = (80usize, 40usize);
+    let data: Vec<u8> = (0..h)
+        .flat_map(|y| (0..w).flat_map(move |x| ((1000 * y + x) as u16).to_le_bytes()))
+        .collect();
+    let mut dev = Device::new();
+    let (inp, dst, a, b) = round_trip_maps(&mut dev, &data);
     let body = load_and_dump(ROUND_TRIP, 256)
         + "\n\t@%p1 bra FIN;\n\tmov.u32 %r12, 16;\n\tmov.u32 %r13, 8;\n\
 \tcp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%rd11, {%r12, %r13}], [%r2];\n\
@@ -752,36 +769,12 @@ CDONE:\n\tmul.wide.u32 %rd3, %r31, 4;\n\tadd.s64 %rd4, %rd1, %rd3;\n\tst.global.
 
 // ---------------------------------------------------------------- hazards (planted bugs)
 
-fn round_trip_maps(dev: &mut Device) -> (DevicePtr, TensorMap, TensorMap) {
-    let inp = dev.upload(&[7u8; 80 * 40 * 2]);
-    let dst = dev.alloc(24 * 12 * 2);
-    let a = map2d(
-        TmaDataType::U16,
-        inp,
-        [80, 40],
-        160,
-        [16, 8],
-        TmaSwizzle::B128,
-        TmaOobFill::None,
-    );
-    let b = map2d(
-        TmaDataType::U16,
-        dst,
-        [24, 12],
-        48,
-        [16, 8],
-        TmaSwizzle::B128,
-        TmaOobFill::None,
-    );
-    (inp, a, b)
-}
-
 #[test]
 fn reading_a_tma_destination_before_the_phase_completes_is_a_finding() {
     // The bug: thread 0 reads the tile right after issuing the copy, before waiting.
     for (planted, read) in [(true, "ld.shared.u32 %r8, [%r2+64];"), (false, "")] {
         let mut dev = Device::new();
-        let (inp, a, _) = round_trip_maps(&mut dev);
+        let (inp, _, a, _) = round_trip_maps(&mut dev, &[7; 80 * 40 * 2]);
         let copy = format!("{ROUND_TRIP}\n\t{read}");
         let out = dev.alloc(256);
         let rep = launch(
@@ -792,16 +785,7 @@ fn reading_a_tma_destination_before_the_phase_completes_is_a_finding() {
             inp,
             [Some(&a), None],
         );
-        if planted {
-            assert_eq!(
-                kinds(&rep),
-                vec![FindingKind::BulkReadBeforeComplete],
-                "{:#?}",
-                rep.findings
-            );
-        } else {
-            assert_clean(&rep);
-        }
+        assert_finding_iff(planted, &rep, FindingKind::BulkReadBeforeComplete);
     }
 }
 
@@ -818,7 +802,7 @@ fn generic_writes_read_by_a_tma_store_need_fence_proxy_async() {
         "fence.proxy.async;",
     ] {
         let mut dev = Device::new();
-        let (inp, _, b) = round_trip_maps(&mut dev);
+        let (inp, _, _, b) = round_trip_maps(&mut dev, &[7; 80 * 40 * 2]);
         let body = format!(
             "\tmul.lo.u32 %r5, %r3, 4;\n\tadd.u32 %r6, %r2, %r5;\n\tst.shared.u32 [%r6], %r3;\n\t{fence}\n\tbar.sync 0;\n\
 \tsetp.ne.u32 %p1, %r3, 0;\n\t@%p1 bra FIN;\n\tmov.u32 %r12, 0;\n\
@@ -826,16 +810,8 @@ fn generic_writes_read_by_a_tma_store_need_fence_proxy_async() {
 \tcp.async.bulk.commit_group;\n\tcp.async.bulk.wait_group.read 0;\nFIN:"
         );
         let rep = launch(&mut dev, &body, 64, inp, inp, [None, Some(&b)]);
-        if fence.is_empty() || fence.contains("global") {
-            assert_eq!(
-                kinds(&rep),
-                vec![FindingKind::MissingProxyFence],
-                "{:#?}",
-                rep.findings
-            );
-        } else {
-            assert_clean(&rep);
-        }
+        let planted = fence.is_empty() || fence.contains("global");
+        assert_finding_iff(planted, &rep, FindingKind::MissingProxyFence);
     }
 }
 
@@ -845,7 +821,7 @@ fn overwriting_a_bulk_store_source_before_wait_group_read_is_a_finding() {
     // write before cp.async.bulk.wait_group.read.
     for planted in [true, false] {
         let mut dev = Device::new();
-        let (inp, a, b) = round_trip_maps(&mut dev);
+        let (inp, _, a, b) = round_trip_maps(&mut dev, &[7; 80 * 40 * 2]);
         let (before, after) = if planted {
             ("st.shared.u32 [%r2], 1;", "")
         } else {
@@ -859,23 +835,14 @@ fn overwriting_a_bulk_store_source_before_wait_group_read_is_a_finding() {
             );
         let out = dev.alloc(256);
         let rep = launch(&mut dev, &body, 32, out, inp, [Some(&a), Some(&b)]);
-        if planted {
-            assert_eq!(
-                kinds(&rep),
-                vec![FindingKind::BulkStoreSourceOverwritten],
-                "{:#?}",
-                rep.findings
-            );
-        } else {
-            assert_clean(&rep);
-        }
+        assert_finding_iff(planted, &rep, FindingKind::BulkStoreSourceOverwritten);
     }
 }
 
 #[test]
 fn mbarrier_and_tensor_map_misuse_are_findings() {
     let mut dev = Device::new();
-    let (inp, a, _) = round_trip_maps(&mut dev);
+    let (inp, _, a, _) = round_trip_maps(&mut dev, &[7; 80 * 40 * 2]);
     let out = dev.alloc(64);
     for (body, kind) in [
         // A plain store over a live mbarrier object.
