@@ -529,21 +529,9 @@ pub enum Op {
         mask: R,
     },
     Mma(MmaOp),
-    Ldmatrix {
-        num: u8,
-        trans: bool,
-        ds: [R; 4],
-        addr: Addr,
-        generic: bool,
-    },
+    Ldmatrix(MatrixOp),
     /// `stmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16 [addr], {srcs}`.
-    Stmatrix {
-        num: u8,
-        trans: bool,
-        srcs: [R; 4],
-        addr: Addr,
-        generic: bool,
-    },
+    Stmatrix(MatrixOp),
     /// `wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16}.{f16,bf16}` (see `exec/wgmma.rs`).
     Wgmma(WgmmaOp),
     /// `wgmma.fence.sync.aligned`.
@@ -607,6 +595,20 @@ pub struct MmaOp {
     pub a: [R; 4],
     pub b: [R; 2],
     pub c: [R; 4],
+}
+
+/// The operands of `ldmatrix` / `stmatrix` (`.m8n8.{x1,x2,x4}{.trans}.shared.b16`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatrixOp {
+    /// Number of 8 x 8 matrices (1, 2 or 4).
+    pub num: u8,
+    pub trans: bool,
+    /// One b32 register per matrix: the destinations of `ldmatrix`, the sources of `stmatrix`.
+    pub regs: [R; 4],
+    /// Lanes 8j..8j+7 address the rows of matrix j.
+    pub addr: Addr,
+    /// The address is generic (no `.shared`).
+    pub generic: bool,
 }
 
 /// A run of registers in [`Program::reg_lists`] (operand vectors too long to inline in an

@@ -386,6 +386,54 @@ fn new_warp(
     }
 }
 
+/// Executes a lane-parallel register op (each active lane's destination from its own sources;
+/// no memory, no other lanes) for the lanes in `active` (not empty).
+#[inline(always)]
+fn exec_lane_op(op: &Op, regs: &mut [u64], active: u32) {
+    match *op {
+        Op::Bin { k, d, a, b } => int::exec_bin(k, regs, active, d, a, b),
+        Op::Un { k, d, a } => int::exec_un(k, regs, active, d, a),
+        Op::Tern { k, d, a, b, c } => int::exec_tern(k, regs, active, d, a, b, c),
+        Op::FBin {
+            op,
+            ty,
+            mods,
+            d,
+            a,
+            b,
+        } => float::exec_fbin(op, ty, mods, regs, active, d, a, b),
+        Op::FUn { k, ty, ftz, d, a } => float::exec_fun(k, ty, ftz, regs, active, d, a),
+        Op::Fma {
+            ty,
+            mods,
+            d,
+            a,
+            b,
+            c,
+        } => float::exec_fma(ty, mods, regs, active, d, a, b, c),
+        Op::SlctF32 { ftz, d, a, b, c } => float::exec_slct_f32(ftz, regs, active, d, a, b, c),
+        Op::Sfu { k, d, a } => sfu::exec_sfu(k, regs, active, d, a),
+        Op::Cvt { k, d, a } => convert::exec_cvt(&k, regs, active, d, a),
+        Op::CvtPack {
+            fmt,
+            rnd,
+            relu,
+            satfinite,
+            d,
+            a,
+            b,
+        } => convert::exec_cvt_pack(fmt, rnd, relu, satfinite, regs, active, d, a, b),
+        Op::Cvta {
+            to_space,
+            window,
+            dmask,
+            d,
+            a,
+        } => convert::exec_cvta(to_space, window, dmask, regs, active, d, a),
+        _ => unreachable!("not a lane-parallel register op: {op:?}"),
+    }
+}
+
 /// Nothing could run: resolve the stall or give up on the CTA. Returns false to stop.
 fn resolve_stall(warps: &mut [Warp], env: &mut Env) -> bool {
     // In-flight bulk copies land; mbarrier try_waits time out.
@@ -506,21 +554,19 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 lanes::lanes1(&mut w.regs, active, d, a, |x| x & mask);
                 w.next();
             }
-            Op::Bin { k, d, a, b } => {
+            Op::Bin { .. }
+            | Op::Un { .. }
+            | Op::Tern { .. }
+            | Op::FBin { .. }
+            | Op::FUn { .. }
+            | Op::Fma { .. }
+            | Op::SlctF32 { .. }
+            | Op::Sfu { .. }
+            | Op::Cvt { .. }
+            | Op::CvtPack { .. }
+            | Op::Cvta { .. } => {
                 if active != 0 {
-                    int::exec_bin(k, &mut w.regs, active, d, a, b);
-                }
-                w.next();
-            }
-            Op::Un { k, d, a } => {
-                if active != 0 {
-                    int::exec_un(k, &mut w.regs, active, d, a);
-                }
-                w.next();
-            }
-            Op::Tern { k, d, a, b, c } => {
-                if active != 0 {
-                    int::exec_tern(k, &mut w.regs, active, d, a, b, c);
+                    exec_lane_op(&inst.op, &mut w.regs, active);
                 }
                 w.next();
             }
@@ -533,82 +579,6 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 e,
             } => {
                 int::exec_bfi(width, &mut w.regs, active, d, [a, b, c, e]);
-                w.next();
-            }
-            Op::FBin {
-                op,
-                ty,
-                mods,
-                d,
-                a,
-                b,
-            } => {
-                if active != 0 {
-                    float::exec_fbin(op, ty, mods, &mut w.regs, active, d, a, b);
-                }
-                w.next();
-            }
-            Op::FUn { k, ty, ftz, d, a } => {
-                if active != 0 {
-                    float::exec_fun(k, ty, ftz, &mut w.regs, active, d, a);
-                }
-                w.next();
-            }
-            Op::Fma {
-                ty,
-                mods,
-                d,
-                a,
-                b,
-                c,
-            } => {
-                if active != 0 {
-                    float::exec_fma(ty, mods, &mut w.regs, active, d, a, b, c);
-                }
-                w.next();
-            }
-            Op::SlctF32 { ftz, d, a, b, c } => {
-                if active != 0 {
-                    float::exec_slct_f32(ftz, &mut w.regs, active, d, a, b, c);
-                }
-                w.next();
-            }
-            Op::Sfu { k, d, a } => {
-                if active != 0 {
-                    sfu::exec_sfu(k, &mut w.regs, active, d, a);
-                }
-                w.next();
-            }
-            Op::Cvt { k, d, a } => {
-                if active != 0 {
-                    convert::exec_cvt(&k, &mut w.regs, active, d, a);
-                }
-                w.next();
-            }
-            Op::CvtPack {
-                fmt,
-                rnd,
-                relu,
-                satfinite,
-                d,
-                a,
-                b,
-            } => {
-                if active != 0 {
-                    convert::exec_cvt_pack(fmt, rnd, relu, satfinite, &mut w.regs, active, d, a, b);
-                }
-                w.next();
-            }
-            Op::Cvta {
-                to_space,
-                window,
-                dmask,
-                d,
-                a,
-            } => {
-                if active != 0 {
-                    convert::exec_cvta(to_space, window, dmask, &mut w.regs, active, d, a);
-                }
                 w.next();
             }
             Op::Setp {
@@ -807,27 +777,15 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                     w.next();
                 }
             }
-            Op::Ldmatrix {
-                num,
-                trans,
-                ds,
-                addr,
-                generic,
-            } => {
+            Op::Ldmatrix(ref op) => {
                 if collective::ready_aligned(w, env, pc, active) {
-                    tensor::exec_ldmatrix(w, env, pc, num, trans, ds, addr, generic);
+                    tensor::exec_ldmatrix(w, env, pc, op);
                     w.next();
                 }
             }
-            Op::Stmatrix {
-                num,
-                trans,
-                srcs,
-                addr,
-                generic,
-            } => {
+            Op::Stmatrix(ref op) => {
                 if collective::ready_aligned(w, env, pc, active) {
-                    tensor::exec_stmatrix(w, env, pc, num, trans, srcs, addr, generic);
+                    tensor::exec_stmatrix(w, env, pc, op);
                     w.next();
                 }
             }

@@ -128,18 +128,16 @@ pub(super) fn mma(w: &mut Warp, env: &mut Env, op: &MmaOp) {
 
 /// Where the 16-byte matrix row that `lane` addresses lives (`ldmatrix` / `stmatrix`), or
 /// `None` after a finding when a generic address is not in shared memory.
-#[allow(clippy::too_many_arguments)]
 fn row_loc(
     w: &Warp,
     env: &mut Env,
     pc: u32,
     lane: usize,
-    addr: Addr,
-    generic: bool,
+    op: &MatrixOp,
     what: &str,
 ) -> Option<Loc> {
-    let a = lane_addr(w, addr, lane);
-    let loc = if generic {
+    let a = lane_addr(w, op.addr, lane);
+    let loc = if op.generic {
         resolve(Space::Generic, a)
     } else {
         Loc::Shared(a)
@@ -159,11 +157,33 @@ fn row_loc(
     Some(loc)
 }
 
-/// Counts one warp-wide shared access of the matrix rows in `acc` (lane, offset, 16 bytes):
-/// 8 rows of 16 bytes make one 128-byte phase.
-fn count_rows(env: &mut Env, acc: &[(u32, u32, u32)]) {
-    if !acc.is_empty() {
-        let (need, ideal) = wavefronts(acc, 8);
+/// Runs `access(w, env, j, r, lane, loc)` on row r of every matrix j of `op` (the row lane
+/// 8j+r addresses, at `loc`), then counts the warp's shared access of the rows `access`
+/// reported as done (8 rows of 16 bytes make one 128-byte phase).
+fn each_row(
+    w: &mut Warp,
+    env: &mut Env,
+    pc: u32,
+    op: &MatrixOp,
+    what: &str,
+    mut access: impl FnMut(&mut Warp, &mut Env, usize, usize, usize, Loc) -> bool,
+) {
+    let mut acc = [(0u32, 0u32, 0u32); 32];
+    let mut nacc = 0;
+    for j in 0..op.num as usize {
+        for r in 0..8 {
+            let lane = j * 8 + r;
+            let Some(loc) = row_loc(w, env, pc, lane, op, what) else {
+                continue;
+            };
+            if access(w, env, j, r, lane, loc) {
+                acc[nacc] = (lane as u32, loc_addr(loc) as u32, 16);
+                nacc += 1;
+            }
+        }
+    }
+    if nacc > 0 {
+        let (need, ideal) = wavefronts(&acc[..nacc], 8);
         env.cnt.shared_accesses += 1;
         env.cnt.wavefronts += need;
         env.cnt.wavefronts_ideal += ideal;
@@ -174,50 +194,31 @@ fn count_rows(env: &mut Env, acc: &[(u32, u32, u32)]) {
 /// instruction: ldmatrix": lanes 8j..8j+7 give the addresses of rows 0..7 of matrix j (16 bytes
 /// each). Without `.trans`, lane t receives row t/4, elements 2(t%4) and 2(t%4)+1 (low, high);
 /// with `.trans` it receives column t/4, rows 2(t%4) and 2(t%4)+1, i.e. the transposed matrix.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn exec_ldmatrix(
-    w: &mut Warp,
-    env: &mut Env,
-    pc: u32,
-    num: u8,
-    trans: bool,
-    ds: [R; 4],
-    addr: Addr,
-    generic: bool,
-) {
+pub(super) fn exec_ldmatrix(w: &mut Warp, env: &mut Env, pc: u32, op: &MatrixOp) {
     let mut rows = [[[0u16; 8]; 8]; 4];
-    let mut acc = [(0u32, 0u32, 0u32); 32];
-    let mut nacc = 0;
-    for (j, matrix) in rows.iter_mut().enumerate().take(num as usize) {
-        for (r, row) in matrix.iter_mut().enumerate() {
-            let lane = j * 8 + r;
-            let Some(loc) = row_loc(w, env, pc, lane, addr, generic, "ldmatrix") else {
-                continue;
-            };
-            let mut buf = [0u8; 16];
-            if read_lane(w, env, pc, lane, loc, &mut buf) {
-                for (e, v) in row.iter_mut().enumerate() {
-                    *v = u16::from_le_bytes([buf[2 * e], buf[2 * e + 1]]);
-                }
-                acc[nacc] = (lane as u32, loc_addr(loc) as u32, 16);
-                nacc += 1;
+    each_row(w, env, pc, op, "ldmatrix", |w, env, j, r, lane, loc| {
+        let mut buf = [0u8; 16];
+        let ok = read_lane(w, env, pc, lane, loc, &mut buf);
+        if ok {
+            for (e, v) in rows[j][r].iter_mut().enumerate() {
+                *v = u16::from_le_bytes([buf[2 * e], buf[2 * e + 1]]);
             }
         }
-    }
+        ok
+    });
     for t in 0..32usize {
         if w.present >> t & 1 == 0 {
             continue;
         }
-        for j in 0..num as usize {
-            let (lo, hi) = if trans {
-                (rows[j][2 * (t % 4)][t / 4], rows[j][2 * (t % 4) + 1][t / 4])
+        for (m, &d) in rows.iter().zip(&op.regs).take(op.num as usize) {
+            let (lo, hi) = if op.trans {
+                (m[2 * (t % 4)][t / 4], m[2 * (t % 4) + 1][t / 4])
             } else {
-                (rows[j][t / 4][2 * (t % 4)], rows[j][t / 4][2 * (t % 4) + 1])
+                (m[t / 4][2 * (t % 4)], m[t / 4][2 * (t % 4) + 1])
             };
-            w.set(ds[j], t, lo as u64 | (hi as u64) << 16);
+            w.set(d, t, lo as u64 | (hi as u64) << 16);
         }
     }
-    count_rows(env, &acc[..nacc]);
 }
 
 /// `stmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16`, PTX ISA "Warp-level matrix
@@ -225,24 +226,14 @@ pub(super) fn exec_ldmatrix(
 /// rows 0..7 of matrix j (16 bytes each). Register j of lane t holds two elements of matrix j:
 /// without `.trans` row t/4, columns 2(t%4) and 2(t%4)+1 (low, high half); with `.trans`
 /// column t/4, rows 2(t%4) and 2(t%4)+1, so memory receives the transposed fragment.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn exec_stmatrix(
-    w: &mut Warp,
-    env: &mut Env,
-    pc: u32,
-    num: u8,
-    trans: bool,
-    srcs: [R; 4],
-    addr: Addr,
-    generic: bool,
-) {
+pub(super) fn exec_stmatrix(w: &mut Warp, env: &mut Env, pc: u32, op: &MatrixOp) {
     let mut rows = [[[0u16; 8]; 8]; 4];
     for t in 0..32usize {
-        for (j, m) in rows.iter_mut().enumerate().take(num as usize) {
-            let v = w.r(srcs[j], t);
+        for (j, m) in rows.iter_mut().enumerate().take(op.num as usize) {
+            let v = w.r(op.regs[j], t);
             let (lo, hi) = (v as u16, (v >> 16) as u16);
             let (r, c) = (t / 4, 2 * (t % 4));
-            if trans {
+            if op.trans {
                 m[c][r] = lo;
                 m[c + 1][r] = hi;
             } else {
@@ -251,22 +242,12 @@ pub(super) fn exec_stmatrix(
             }
         }
     }
-    let mut acc = [(0u32, 0u32, 0u32); 32];
-    let mut nacc = 0;
-    for (j, matrix) in rows.iter().enumerate().take(num as usize) {
-        for (r, row) in matrix.iter().enumerate() {
-            let lane = j * 8 + r;
-            let Some(loc) = row_loc(w, env, pc, lane, addr, generic, "stmatrix") else {
-                continue;
-            };
-            let mut buf = [0u8; 16];
-            for (e, v) in row.iter().enumerate() {
-                buf[2 * e..2 * e + 2].copy_from_slice(&v.to_le_bytes());
-            }
-            write_lane(w, env, pc, lane, loc, &buf);
-            acc[nacc] = (lane as u32, loc_addr(loc) as u32, 16);
-            nacc += 1;
+    each_row(w, env, pc, op, "stmatrix", |w, env, j, r, lane, loc| {
+        let mut buf = [0u8; 16];
+        for (e, v) in rows[j][r].iter().enumerate() {
+            buf[2 * e..2 * e + 2].copy_from_slice(&v.to_le_bytes());
         }
-    }
-    count_rows(env, &acc[..nacc]);
+        write_lane(w, env, pc, lane, loc, &buf);
+        true
+    });
 }

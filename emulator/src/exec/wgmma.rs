@@ -378,11 +378,14 @@ fn op_regs(op: &Op, f: &mut impl FnMut(R)) {
             all(&ds);
             all(&[a]);
         }
-        Op::Ld(LdOp { ds, addr, .. }) | Op::Ldmatrix { ds, addr, .. } => {
+        Op::Ld(LdOp { ds, addr, .. }) | Op::Ldmatrix(MatrixOp { regs: ds, addr, .. }) => {
             all(&ds);
             all(&[addr.base]);
         }
-        Op::St(StOp { srcs, addr, .. }) | Op::Stmatrix { srcs, addr, .. } => {
+        Op::St(StOp { srcs, addr, .. })
+        | Op::Stmatrix(MatrixOp {
+            regs: srcs, addr, ..
+        }) => {
             all(&srcs);
             all(&[addr.base]);
         }

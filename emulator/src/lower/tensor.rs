@@ -58,13 +58,13 @@ impl Lowerer {
         }
         self.push(
             i,
-            Op::Stmatrix {
+            Op::Stmatrix(MatrixOp {
                 num: num as u8,
                 trans,
-                srcs,
+                regs: srcs,
                 addr,
                 generic,
-            },
+            }),
             Class::MemShared,
         )
     }
@@ -86,13 +86,13 @@ impl Lowerer {
         let addr = self.addr(&o[1])?;
         self.push(
             i,
-            Op::Ldmatrix {
+            Op::Ldmatrix(MatrixOp {
                 num: num as u8,
                 trans,
-                ds,
+                regs: ds,
                 addr,
                 generic,
-            },
+            }),
             Class::MemShared,
         )
     }

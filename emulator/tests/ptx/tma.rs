@@ -347,6 +347,49 @@ WAIT:\n\tmbarrier.try_wait.parity.shared::cta.b64 %p2, [%r1], 0, 1000000;\n\t@!%
     )
 }
 
+/// Runs [`load_and_dump`] of `copy` (`bytes` of the tile) on one CTA of `threads` threads,
+/// checks that it ran clean and returns the report and the `bytes` dumped.
+fn load_tile(
+    dev: &mut Device,
+    copy: &str,
+    bytes: usize,
+    threads: u32,
+    inp: DevicePtr,
+    maps: [Option<&TensorMap>; 2],
+) -> (LaunchReport, Vec<u8>) {
+    let out = dev.alloc(bytes);
+    let rep = launch(
+        dev,
+        &load_and_dump(copy, bytes as u32),
+        threads,
+        out,
+        inp,
+        maps,
+    );
+    assert_clean(&rep);
+    let got = dev.read(out, bytes).unwrap();
+    (rep, got)
+}
+
+/// Little-endian u32 words of `b`.
+fn u32_words(b: &[u8]) -> Vec<u32> {
+    b.chunks(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// The bytes of a dense `w` x `h` tensor (x innermost) whose element (x, y) is `elem(x, y)`.
+fn tensor_2d<const N: usize>(
+    w: usize,
+    h: usize,
+    elem: impl Fn(usize, usize) -> [u8; N],
+) -> Vec<u8> {
+    (0..h)
+        .flat_map(|y| (0..w).map(move |x| (x, y)))
+        .flat_map(|(x, y)| elem(x, y))
+        .collect()
+}
+
 /// CPU model of the swizzle (PTX ISA "Tensors: Tensor Swizzling Modes" and CUDA Driver API
 /// `CUtensorMapSwizzle`: 16-byte chunks are permuted within each span; within a 128-byte
 /// line, chunk c of line r moves to chunk c XOR (r mod span/16)). `o` is relative to a box
@@ -368,9 +411,7 @@ fn tma_2d_load_places_every_element_in_each_swizzle_mode() {
     // at (8, 5). Its rows are dense in shared memory (row r at r * box-row bytes), then every
     // 16-byte chunk moves as the swizzle says.
     let (w, h) = (80usize, 40usize);
-    let data: Vec<u8> = (0..h)
-        .flat_map(|y| (0..w).flat_map(move |x| ((1000 * y + x) as u16).to_le_bytes()))
-        .collect();
+    let data = tensor_2d(w, h, |x, y| ((1000 * y + x) as u16).to_le_bytes());
     for (sw, box0, box1) in [
         (TmaSwizzle::None, 32u32, 8u32),
         (TmaSwizzle::B32, 16, 16),
@@ -391,18 +432,8 @@ fn tma_2d_load_places_every_element_in_each_swizzle_mode() {
         let bytes = box0 * box1 * 2;
         let copy = "mov.u32 %r10, 8;\n\tmov.u32 %r11, 5;\n\
 \tcp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%r2], [%rd9, {%r10, %r11}], [%r1];";
-        let out = dev.alloc(bytes as usize);
-        let rep = launch(
-            &mut dev,
-            &load_and_dump(copy, bytes),
-            128,
-            out,
-            inp,
-            [Some(&map), None],
-        );
-        assert_clean(&rep);
+        let (rep, got) = load_tile(&mut dev, copy, bytes as usize, 128, inp, [Some(&map), None]);
         assert_eq!(rep.counters.tma_load_bytes, bytes as u64, "{sw:?}");
-        let got = dev.read(out, bytes as usize).unwrap();
         for r in 0..box1 as usize {
             for c in 0..box0 as usize {
                 let o = swizzled(r * box0 as usize * 2 + c * 2, sw.span() as usize);
@@ -451,17 +482,7 @@ fn tma_3d_load_with_element_stride_and_l2_hint() {
     let bytes = 8 * 4 * 2 * 4;
     let copy = "mov.u32 %r10, 4;\n\tmov.u32 %r11, 1;\n\tmov.u32 %r12, 1;\n\tcreatepolicy.fractional.L2::evict_last.b64 %rd12, 1.0;\n\
 \tcp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%r2], [tmap, {%r10, %r11, %r12}], [%r1], %rd12;";
-    let out = dev.alloc(bytes);
-    let rep = launch(
-        &mut dev,
-        &load_and_dump(copy, bytes as u32),
-        64,
-        out,
-        inp,
-        [Some(&map), None],
-    );
-    assert_clean(&rep);
-    let got = dev.read(out, bytes).unwrap();
+    let (_, got) = load_tile(&mut dev, copy, bytes, 64, inp, [Some(&map), None]);
     for (p, zz) in [1usize, 3].into_iter().enumerate() {
         for j in 0..4 {
             for i in 0..8 {
@@ -510,42 +531,14 @@ fn tma_1d_and_5d_loads_walk_every_dimension() {
     );
     let copy1 = "mov.u32 %r10, 90;\n\t\
 cp.async.bulk.tensor.1d.shared::cluster.global.mbarrier::complete_tx::bytes [%r2], [tmap, {%r10}], [%r1];";
-    let out = dev.alloc(64);
-    let rep = launch(
-        &mut dev,
-        &load_and_dump(copy1, 64),
-        32,
-        out,
-        inp,
-        [Some(&m1), None],
-    );
-    assert_clean(&rep);
-    let got: Vec<u32> = dev
-        .read(out, 64)
-        .unwrap()
-        .chunks(4)
-        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let (_, got) = load_tile(&mut dev, copy1, 64, 32, inp, [Some(&m1), None]);
+    let got = u32_words(&got);
     let want: Vec<u32> = (90..106).map(|i| if i < 100 { i } else { 0 }).collect();
     assert_eq!(got, want, "1-d");
     let copy5 = "mov.u32 %r10, 0;\n\tmov.u32 %r11, 1;\n\t\
 cp.async.bulk.tensor.5d.shared::cluster.global.mbarrier::complete_tx::bytes [%r2], [tmap2, {%r10, %r10, %r10, %r10, %r11}], [%r1];";
-    let out = dev.alloc(256);
-    let rep = launch(
-        &mut dev,
-        &load_and_dump(copy5, 256),
-        64,
-        out,
-        inp,
-        [None, Some(&m5)],
-    );
-    assert_clean(&rep);
-    let got: Vec<u32> = dev
-        .read(out, 256)
-        .unwrap()
-        .chunks(4)
-        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let (_, got) = load_tile(&mut dev, copy5, 256, 64, inp, [None, Some(&m5)]);
+    let got = u32_words(&got);
     for (i, v) in got.iter().enumerate() {
         let (a, b, c, d, e) = (i % 4, i / 4 % 2, i / 8 % 2, i / 16 % 2, i / 32);
         let want = if e + 1 < 2 {
@@ -563,9 +556,7 @@ fn tma_out_of_bounds_box_elements_are_zero_or_nan_filled() {
     // and rows 10, 11 are outside. They read as zero, or as NaN with the NaN fill (CUDA Driver
     // API CUtensorMapFloatOOBfill); the transaction still counts the whole box.
     let (w, h) = (20usize, 10usize);
-    let data: Vec<u8> = (0..h)
-        .flat_map(|y| (0..w).flat_map(move |x| ((100 * y + x) as f32).to_le_bytes()))
-        .collect();
+    let data = tensor_2d(w, h, |x, y| ((100 * y + x) as f32).to_le_bytes());
     for fill in [TmaOobFill::None, TmaOobFill::NanRequestZeroFma] {
         let mut dev = Device::new();
         let inp = dev.upload(&data);
@@ -580,17 +571,7 @@ fn tma_out_of_bounds_box_elements_are_zero_or_nan_filled() {
         );
         let copy = "mov.u32 %r10, -4;\n\tmov.u32 %r11, 8;\n\
 \tcp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%r2], [%rd9, {%r10, %r11}], [%r1];";
-        let out = dev.alloc(128);
-        let rep = launch(
-            &mut dev,
-            &load_and_dump(copy, 128),
-            32,
-            out,
-            inp,
-            [Some(&map), None],
-        );
-        assert_clean(&rep);
-        let got = dev.read(out, 128).unwrap();
+        let (_, got) = load_tile(&mut dev, copy, 128, 32, inp, [Some(&map), None]);
         for r in 0..4i64 {
             for c in 0..8i64 {
                 let (gx, gy) = (c - 4, 8 + r);
@@ -648,9 +629,7 @@ fn tma_store_round_trip_writes_only_in_bounds_elements() {
     // outside it. Source 80 x 40 u16 (value 1000 y + x); destination 24 x 12 u16, poisoned;
     // the box lands at (16, 8), so columns 16..23 and rows 8..11 are inside.
     let (w, h) = (80usize, 40usize);
-    let data: Vec<u8> = (0..h)
-        .flat_map(|y| (0..w).flat_map(move |x| ((1000 * y + x) as u16).to_le_bytes()))
-        .collect();
+    let data = tensor_2d(w, h, |x, y| ((1000 * y + x) as u16).to_le_bytes());
     let mut dev = Device::new();
     let (inp, dst, a, b) = round_trip_maps(&mut dev, &data);
     let body = load_and_dump(ROUND_TRIP, 256)
