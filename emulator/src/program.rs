@@ -290,7 +290,7 @@ pub struct Addr {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AtomOp {
+pub enum AtomK {
     Add,
     Min,
     Max,
@@ -463,15 +463,7 @@ pub enum Op {
     },
     Ld(LdOp),
     St(StOp),
-    Atom {
-        sp: Space,
-        op: AtomOp,
-        ty: Ty,
-        d: R,
-        addr: Addr,
-        a: R,
-        b: R,
-    },
+    Atom(AtomOp),
     CpAsync(CpAsyncOp),
     CpCommit,
     CpWait {
@@ -573,6 +565,20 @@ pub struct StOp {
     pub addr: Addr,
 }
 
+/// The operands of `atom` / `red` (`red` writes no destination: `d` is `NONE`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AtomOp {
+    pub sp: Space,
+    pub k: AtomK,
+    pub ty: Ty,
+    /// The old value (`NONE` for `red`).
+    pub d: R,
+    pub addr: Addr,
+    pub a: R,
+    /// The second operand of `cas` (`NONE` otherwise).
+    pub b: R,
+}
+
 /// The operands of `cp.async.{ca,cg}.shared.global`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CpAsyncOp {
@@ -588,12 +594,19 @@ pub struct CpAsyncOp {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MmaOp {
     pub shape: MmaShape,
+    /// bf16 inputs (else f16).
     pub bf16: bool,
+    /// f32 accumulators in C (else f16x2).
     pub c_f32: bool,
+    /// f32 accumulators in D (else f16x2).
     pub d_f32: bool,
+    /// D fragment: 4 f32 or 2 f16x2 registers (`NONE` past the end).
     pub d: [R; 4],
+    /// A fragment: 4 b32 registers (m16n8k16) or 2 (m16n8k8).
     pub a: [R; 4],
+    /// B fragment: 2 b32 registers (m16n8k16) or 1 (m16n8k8).
     pub b: [R; 2],
+    /// C fragment, as D.
     pub c: [R; 4],
 }
 

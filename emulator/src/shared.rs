@@ -32,6 +32,20 @@ const STORE_SRC: u8 = 0x80;
 
 const MULTI: u64 = 0xFFFF;
 
+/// The hazard of a generic read (`write` false) or write of a byte in state `kind` that an
+/// in-flight `cp.async` or bulk copy will still write, or that holds an mbarrier object.
+#[inline(always)]
+fn in_flight_hazard(kind: u8, write: bool) -> Option<Hazard> {
+    match kind {
+        PENDING if write => Some(Hazard::PendingWrite),
+        PENDING => Some(Hazard::PendingRead),
+        BULK if write => Some(Hazard::BulkPendingWrite),
+        BULK => Some(Hazard::BulkPendingRead),
+        MBAR => Some(Hazard::MbarAccess),
+        _ => None,
+    }
+}
+
 /// The thread that last wrote a byte with shadow word `s`, when it wrote in epoch `ep` from a
 /// warp other than `warp` (a conflict for an access by `warp` in the same epoch).
 #[inline(always)]
@@ -116,22 +130,11 @@ impl SharedMem {
         let warp = tid / 32;
         let mut hz = None;
         for b in off..off + len {
-            match self.state[b] & KIND {
-                INIT => {}
-                PENDING => {
-                    hz.get_or_insert(Hazard::PendingRead);
-                }
-                BULK => {
-                    hz.get_or_insert(Hazard::BulkPendingRead);
-                }
-                MBAR => {
-                    hz.get_or_insert(Hazard::MbarAccess);
-                }
-                _ => {
-                    if self.check_uninit {
-                        hz.get_or_insert(Hazard::Uninit);
-                    }
-                }
+            let kind = self.state[b] & KIND;
+            if let Some(h) = in_flight_hazard(kind, false) {
+                hz.get_or_insert(h);
+            } else if kind != INIT && self.check_uninit {
+                hz.get_or_insert(Hazard::Uninit);
             }
             if !self.check_races {
                 continue;
@@ -175,17 +178,11 @@ impl SharedMem {
         }
         for b in off..off + len {
             let st = self.state[b];
-            match st & KIND {
-                PENDING if !completing => {
-                    hz.get_or_insert(Hazard::PendingWrite);
+            // A landing `cp.async` writes the bytes its own pending mark guards.
+            if !(completing && st & KIND == PENDING) {
+                if let Some(h) = in_flight_hazard(st & KIND, true) {
+                    hz.get_or_insert(h);
                 }
-                BULK => {
-                    hz.get_or_insert(Hazard::BulkPendingWrite);
-                }
-                MBAR => {
-                    hz.get_or_insert(Hazard::MbarAccess);
-                }
-                _ => {}
             }
             if st & STORE_SRC != 0 {
                 hz.get_or_insert(Hazard::StoreSourceWrite);

@@ -359,18 +359,18 @@ pub(super) fn exec_st(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: &St
     });
 }
 
-fn atom_apply(op: AtomOp, ty: Ty, old: u64, a: u64, b: u64) -> u64 {
+fn atom_apply(op: AtomK, ty: Ty, old: u64, a: u64, b: u64) -> u64 {
     let w = ty.bits() as u8;
     let m = super::lanes::mask(w);
     let (old, a, b) = (old & m, a & m, b & m);
     match op {
-        AtomOp::Add => match ty {
+        AtomK::Add => match ty {
             Ty::F32 => (f32::from_bits(old as u32) + f32::from_bits(a as u32)).to_bits() as u64,
             Ty::F64 => (f64::from_bits(old) + f64::from_bits(a)).to_bits(),
             _ => old.wrapping_add(a) & m,
         },
-        AtomOp::Min | AtomOp::Max => {
-            let max = op == AtomOp::Max;
+        AtomK::Min | AtomK::Max => {
+            let max = op == AtomK::Max;
             let lt = match ty {
                 Ty::F32 => f32::from_bits(old as u32) < f32::from_bits(a as u32),
                 Ty::F64 => f64::from_bits(old) < f64::from_bits(a),
@@ -383,48 +383,44 @@ fn atom_apply(op: AtomOp, ty: Ty, old: u64, a: u64, b: u64) -> u64 {
                 a
             }
         }
-        AtomOp::Inc => {
+        AtomK::Inc => {
             if old >= a {
                 0
             } else {
                 old + 1
             }
         }
-        AtomOp::Dec => {
+        AtomK::Dec => {
             if old == 0 || old > a {
                 a
             } else {
                 old - 1
             }
         }
-        AtomOp::Exch => a,
-        AtomOp::Cas => {
+        AtomK::Exch => a,
+        AtomK::Cas => {
             if old == a {
                 b
             } else {
                 old
             }
         }
-        AtomOp::And => old & a,
-        AtomOp::Or => old | a,
-        AtomOp::Xor => old ^ a,
+        AtomK::And => old & a,
+        AtomK::Or => old | a,
+        AtomK::Xor => old ^ a,
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn exec_atom(
-    w: &mut Warp,
-    env: &mut Env,
-    pc: u32,
-    active: u32,
-    sp: Space,
-    op: AtomOp,
-    ty: Ty,
-    d: R,
-    addr: Addr,
-    a: R,
-    b: R,
-) {
+pub(super) fn exec_atom(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: &AtomOp) {
+    let AtomOp {
+        sp,
+        k,
+        ty,
+        d,
+        addr,
+        a,
+        b,
+    } = *op;
     let size = ty.bytes() as usize;
     let mut t = Traffic::new();
     for l in lanes(active) {
@@ -441,7 +437,7 @@ pub(super) fn exec_atom(
         }
         let old = match loc {
             Loc::Global(ga) => match env.ctx.gmem.find(ga, size as u64) {
-                Ok((al, off)) => al.rmw(off, size, |old| atom_apply(op, ty, old, av, bv)),
+                Ok((al, off)) => al.rmw(off, size, |old| atom_apply(k, ty, old, av, bv)),
                 Err(_) => {
                     oob(env, pc, tid, loc, size);
                     continue;
@@ -459,7 +455,7 @@ pub(super) fn exec_atom(
                 let mut raw = [0u8; 8];
                 raw[..size].copy_from_slice(&env.smem.data[o..o + size]);
                 let old = u64::from_le_bytes(raw);
-                let new = atom_apply(op, ty, old, av, bv);
+                let new = atom_apply(k, ty, old, av, bv);
                 env.smem.data[o..o + size].copy_from_slice(&new.to_le_bytes()[..size]);
                 old
             }

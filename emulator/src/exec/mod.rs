@@ -434,6 +434,19 @@ fn exec_lane_op(op: &Op, regs: &mut [u64], active: u32) {
     }
 }
 
+/// Executes a per-lane memory access (`ld`, `st`, `atom`/`red`, `cp.async`) for the lanes in
+/// `active`.
+#[inline(always)]
+fn exec_memory_op(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: &Op) {
+    match op {
+        Op::Ld(op) => mem::exec_ld(w, env, pc, active, op),
+        Op::St(op) => mem::exec_st(w, env, pc, active, op),
+        Op::Atom(op) => mem::exec_atom(w, env, pc, active, op),
+        Op::CpAsync(op) => async_copy::exec_cp_async(w, env, pc, active, op),
+        _ => unreachable!("not a memory op: {op:?}"),
+    }
+}
+
 /// Nothing could run: resolve the stall or give up on the CTA. Returns false to stop.
 fn resolve_stall(warps: &mut [Warp], env: &mut Env) -> bool {
     // In-flight bulk copies land; mbarrier try_waits time out.
@@ -622,28 +635,8 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 }
                 w.next();
             }
-            Op::Ld(ref op) => {
-                mem::exec_ld(w, env, pc, active, op);
-                w.next();
-            }
-            Op::St(ref op) => {
-                mem::exec_st(w, env, pc, active, op);
-                w.next();
-            }
-            Op::Atom {
-                sp,
-                op,
-                ty,
-                d,
-                addr,
-                a,
-                b,
-            } => {
-                mem::exec_atom(w, env, pc, active, sp, op, ty, d, addr, a, b);
-                w.next();
-            }
-            Op::CpAsync(ref op) => {
-                async_copy::exec_cp_async(w, env, pc, active, op);
+            Op::Ld(_) | Op::St(_) | Op::Atom(_) | Op::CpAsync(_) => {
+                exec_memory_op(w, env, pc, active, &inst.op);
                 w.next();
             }
             Op::CpCommit => {

@@ -389,7 +389,7 @@ fn op_regs(op: &Op, f: &mut impl FnMut(R)) {
             all(&srcs);
             all(&[addr.base]);
         }
-        Op::Atom { d, addr, a, b, .. } => all(&[d, addr.base, a, b]),
+        Op::Atom(AtomOp { d, addr, a, b, .. }) => all(&[d, addr.base, a, b]),
         Op::CpAsync(CpAsyncOp {
             dst,
             src,
