@@ -351,84 +351,8 @@ pub enum Op {
         a: R,
         mask: u64,
     },
-    Bin {
-        k: BinK,
-        d: R,
-        a: R,
-        b: R,
-    },
-    Un {
-        k: UnK,
-        d: R,
-        a: R,
-    },
-    Tern {
-        k: TerK,
-        d: R,
-        a: R,
-        b: R,
-        c: R,
-    },
-    /// Float arithmetic (float family).
-    FBin {
-        op: FOp,
-        ty: FTy,
-        mods: FMods,
-        d: R,
-        a: R,
-        b: R,
-    },
-    FUn {
-        k: FUnK,
-        ty: FTy,
-        ftz: bool,
-        d: R,
-        a: R,
-    },
-    Fma {
-        ty: FTy,
-        mods: FMods,
-        d: R,
-        a: R,
-        b: R,
-        c: R,
-    },
-    /// `slct.f32`: a if c >= 0 else b.
-    SlctF32 {
-        ftz: bool,
-        d: R,
-        a: R,
-        b: R,
-        c: R,
-    },
-    Sfu {
-        k: SfuK,
-        d: R,
-        a: R,
-    },
-    Cvt {
-        k: CvtK,
-        d: R,
-        a: R,
-    },
-    /// `cvt.rn{.relu}{.satfinite}.{f16x2,bf16x2}.f32 d, a, b`: a to the upper half.
-    CvtPack {
-        fmt: Fmt,
-        rnd: Rnd,
-        relu: bool,
-        satfinite: bool,
-        d: R,
-        a: R,
-        b: R,
-    },
-    /// Generic <-> state-space address conversion: add (to generic) or subtract the window base.
-    Cvta {
-        to_space: bool,
-        window: u64,
-        dmask: u64,
-        d: R,
-        a: R,
-    },
+    /// Integer, float, SFU and conversion arithmetic: see [`LaneOp`].
+    Lane(LaneOp),
     Bfi {
         w: u8,
         d: R,
@@ -541,6 +465,90 @@ pub enum Op {
     /// family (`exec/bulk.rs`, `exec/mbarrier.rs`).
     Async(AsyncOp),
     Nop,
+}
+
+/// A lane-parallel register op: each active lane's destination from that lane's own sources
+/// (no memory, no other lanes), so the executor runs it as one loop over the lanes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LaneOp {
+    Bin {
+        k: BinK,
+        d: R,
+        a: R,
+        b: R,
+    },
+    Un {
+        k: UnK,
+        d: R,
+        a: R,
+    },
+    Tern {
+        k: TerK,
+        d: R,
+        a: R,
+        b: R,
+        c: R,
+    },
+    /// Float arithmetic (float family).
+    FBin {
+        op: FOp,
+        ty: FTy,
+        mods: FMods,
+        d: R,
+        a: R,
+        b: R,
+    },
+    FUn {
+        k: FUnK,
+        ty: FTy,
+        ftz: bool,
+        d: R,
+        a: R,
+    },
+    Fma {
+        ty: FTy,
+        mods: FMods,
+        d: R,
+        a: R,
+        b: R,
+        c: R,
+    },
+    /// `slct.f32`: a if c >= 0 else b.
+    SlctF32 {
+        ftz: bool,
+        d: R,
+        a: R,
+        b: R,
+        c: R,
+    },
+    Sfu {
+        k: SfuK,
+        d: R,
+        a: R,
+    },
+    Cvt {
+        k: CvtK,
+        d: R,
+        a: R,
+    },
+    /// `cvt.rn{.relu}{.satfinite}.{f16x2,bf16x2}.f32 d, a, b`: a to the upper half.
+    CvtPack {
+        fmt: Fmt,
+        rnd: Rnd,
+        relu: bool,
+        satfinite: bool,
+        d: R,
+        a: R,
+        b: R,
+    },
+    /// Generic <-> state-space address conversion: add (to generic) or subtract the window base.
+    Cvta {
+        to_space: bool,
+        window: u64,
+        dmask: u64,
+        d: R,
+        a: R,
+    },
 }
 
 /// The operands of `ld`/`ldu` (scalar or `.v2`/`.v4`).

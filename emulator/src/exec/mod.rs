@@ -386,15 +386,14 @@ fn new_warp(
     }
 }
 
-/// Executes a lane-parallel register op (each active lane's destination from its own sources;
-/// no memory, no other lanes) for the lanes in `active` (not empty).
+/// Executes a lane-parallel register op for the lanes in `active` (not empty).
 #[inline(always)]
-fn exec_lane_op(op: &Op, regs: &mut [u64], active: u32) {
+fn exec_lane_op(op: &LaneOp, regs: &mut [u64], active: u32) {
     match *op {
-        Op::Bin { k, d, a, b } => int::exec_bin(k, regs, active, d, a, b),
-        Op::Un { k, d, a } => int::exec_un(k, regs, active, d, a),
-        Op::Tern { k, d, a, b, c } => int::exec_tern(k, regs, active, d, a, b, c),
-        Op::FBin {
+        LaneOp::Bin { k, d, a, b } => int::exec_bin(k, regs, active, d, a, b),
+        LaneOp::Un { k, d, a } => int::exec_un(k, regs, active, d, a),
+        LaneOp::Tern { k, d, a, b, c } => int::exec_tern(k, regs, active, d, a, b, c),
+        LaneOp::FBin {
             op,
             ty,
             mods,
@@ -402,8 +401,8 @@ fn exec_lane_op(op: &Op, regs: &mut [u64], active: u32) {
             a,
             b,
         } => float::exec_fbin(op, ty, mods, regs, active, d, a, b),
-        Op::FUn { k, ty, ftz, d, a } => float::exec_fun(k, ty, ftz, regs, active, d, a),
-        Op::Fma {
+        LaneOp::FUn { k, ty, ftz, d, a } => float::exec_fun(k, ty, ftz, regs, active, d, a),
+        LaneOp::Fma {
             ty,
             mods,
             d,
@@ -411,10 +410,10 @@ fn exec_lane_op(op: &Op, regs: &mut [u64], active: u32) {
             b,
             c,
         } => float::exec_fma(ty, mods, regs, active, d, a, b, c),
-        Op::SlctF32 { ftz, d, a, b, c } => float::exec_slct_f32(ftz, regs, active, d, a, b, c),
-        Op::Sfu { k, d, a } => sfu::exec_sfu(k, regs, active, d, a),
-        Op::Cvt { k, d, a } => convert::exec_cvt(&k, regs, active, d, a),
-        Op::CvtPack {
+        LaneOp::SlctF32 { ftz, d, a, b, c } => float::exec_slct_f32(ftz, regs, active, d, a, b, c),
+        LaneOp::Sfu { k, d, a } => sfu::exec_sfu(k, regs, active, d, a),
+        LaneOp::Cvt { k, d, a } => convert::exec_cvt(&k, regs, active, d, a),
+        LaneOp::CvtPack {
             fmt,
             rnd,
             relu,
@@ -423,14 +422,13 @@ fn exec_lane_op(op: &Op, regs: &mut [u64], active: u32) {
             a,
             b,
         } => convert::exec_cvt_pack(fmt, rnd, relu, satfinite, regs, active, d, a, b),
-        Op::Cvta {
+        LaneOp::Cvta {
             to_space,
             window,
             dmask,
             d,
             a,
         } => convert::exec_cvta(to_space, window, dmask, regs, active, d, a),
-        _ => unreachable!("not a lane-parallel register op: {op:?}"),
     }
 }
 
@@ -567,19 +565,9 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 lanes::lanes1(&mut w.regs, active, d, a, |x| x & mask);
                 w.next();
             }
-            Op::Bin { .. }
-            | Op::Un { .. }
-            | Op::Tern { .. }
-            | Op::FBin { .. }
-            | Op::FUn { .. }
-            | Op::Fma { .. }
-            | Op::SlctF32 { .. }
-            | Op::Sfu { .. }
-            | Op::Cvt { .. }
-            | Op::CvtPack { .. }
-            | Op::Cvta { .. } => {
+            Op::Lane(ref op) => {
                 if active != 0 {
-                    exec_lane_op(&inst.op, &mut w.regs, active);
+                    exec_lane_op(op, &mut w.regs, active);
                 }
                 w.next();
             }

@@ -350,17 +350,17 @@ fn op_regs(op: &Op, f: &mut impl FnMut(R)) {
     let mut all = |rs: &[R]| rs.iter().for_each(|&r| f(r));
     match *op {
         Op::Mov { d, a, .. }
-        | Op::Un { d, a, .. }
-        | Op::FUn { d, a, .. }
-        | Op::Sfu { d, a, .. }
-        | Op::Cvt { d, a, .. }
-        | Op::Cvta { d, a, .. } => all(&[d, a]),
-        Op::Bin { d, a, b, .. } | Op::FBin { d, a, b, .. } | Op::CvtPack { d, a, b, .. } => {
-            all(&[d, a, b])
-        }
-        Op::Tern { d, a, b, c, .. }
-        | Op::Fma { d, a, b, c, .. }
-        | Op::SlctF32 { d, a, b, c, .. } => all(&[d, a, b, c]),
+        | Op::Lane(LaneOp::Un { d, a, .. })
+        | Op::Lane(LaneOp::FUn { d, a, .. })
+        | Op::Lane(LaneOp::Sfu { d, a, .. })
+        | Op::Lane(LaneOp::Cvt { d, a, .. })
+        | Op::Lane(LaneOp::Cvta { d, a, .. }) => all(&[d, a]),
+        Op::Lane(LaneOp::Bin { d, a, b, .. })
+        | Op::Lane(LaneOp::FBin { d, a, b, .. })
+        | Op::Lane(LaneOp::CvtPack { d, a, b, .. }) => all(&[d, a, b]),
+        Op::Lane(LaneOp::Tern { d, a, b, c, .. })
+        | Op::Lane(LaneOp::Fma { d, a, b, c, .. })
+        | Op::Lane(LaneOp::SlctF32 { d, a, b, c, .. }) => all(&[d, a, b, c]),
         Op::Bfi { d, a, b, c, e, .. } => all(&[d, a, b, c, e]),
         Op::Setp {
             d, dn, a, b, comb, ..

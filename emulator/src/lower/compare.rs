@@ -124,13 +124,13 @@ impl Lowerer {
             let c = self.src(&o[3], Ty::Pred)?;
             return self.push(
                 i,
-                Op::Tern {
+                Op::Lane(LaneOp::Tern {
                     k: TerK::Selp,
                     d,
                     a,
                     b,
                     c,
-                },
+                }),
                 class,
             );
         }
@@ -140,18 +140,18 @@ impl Lowerer {
         if types[1] == Ty::F32 {
             let c = self.src(&o[3], Ty::F32)?;
             let ftz = q.has("ftz");
-            self.push(i, Op::SlctF32 { ftz, d, a, b, c }, class)
+            self.push(i, Op::Lane(LaneOp::SlctF32 { ftz, d, a, b, c }), class)
         } else {
             let c = self.src(&o[3], Ty::S32)?;
             self.push(
                 i,
-                Op::Tern {
+                Op::Lane(LaneOp::Tern {
                     k: TerK::SlctS32,
                     d,
                     a,
                     b,
                     c,
-                },
+                }),
                 class,
             )
         }

@@ -42,13 +42,13 @@ impl Lowerer {
                 let ftz = q.has("ftz");
                 self.push(
                     i,
-                    Op::FUn {
+                    Op::Lane(LaneOp::FUn {
                         k,
                         ty: fty,
                         ftz,
                         d,
                         a,
-                    },
+                    }),
                     class,
                 )
             }
@@ -64,14 +64,14 @@ impl Lowerer {
                 let c = self.src(&o[3], ty)?;
                 self.push(
                     i,
-                    Op::Fma {
+                    Op::Lane(LaneOp::Fma {
                         ty: fty,
                         mods,
                         d,
                         a,
                         b,
                         c,
-                    },
+                    }),
                     class,
                 )
             }
@@ -95,14 +95,14 @@ impl Lowerer {
                 let b = self.src(&o[2], ty)?;
                 self.push(
                     i,
-                    Op::FBin {
+                    Op::Lane(LaneOp::FBin {
                         op,
                         ty: fty,
                         mods,
                         d,
                         a,
                         b,
-                    },
+                    }),
                     class,
                 )
             }

@@ -100,13 +100,13 @@ impl Lowerer {
         let dmask = mask_of(ty.bits());
         self.push(
             i,
-            Op::Cvta {
+            Op::Lane(LaneOp::Cvta {
                 to_space: to,
                 window,
                 dmask,
                 d,
                 a,
-            },
+            }),
             Class::Int,
         )
     }

@@ -59,6 +59,6 @@ impl Lowerer {
         } else {
             float_class(fty)
         };
-        self.push(i, Op::Sfu { k, d, a }, class)
+        self.push(i, Op::Lane(LaneOp::Sfu { k, d, a }), class)
     }
 }
