@@ -3,7 +3,8 @@
 //! instruction's description (section named per table). Every row runs end to end through the
 //! parser, the family's qualifier parser, lowering and execution.
 
-use flashmha_emulator::{Device, LaunchConfig, Module};
+use crate::support::linear;
+use flashmha_emulator::{Device, Module};
 
 const HEADER: &str = ".version 8.0\n.target sm_80\n.address_size 64\n";
 
@@ -44,11 +45,7 @@ fn run(body: &str, ops: [u64; 3], per_lane: bool) -> (u64, u32) {
     let inp = dev.upload(&inb);
     let mut params = out.0.to_le_bytes().to_vec();
     params.extend_from_slice(&inp.0.to_le_bytes());
-    let cfg = LaunchConfig {
-        grid: [1, 1, 1],
-        block: [32, 1, 1],
-        dynamic_smem_bytes: 0,
-    };
+    let cfg = linear(1, 32);
     let rep = dev.launch(&m, "t", &cfg, &params).expect("launch");
     assert!(rep.findings.is_empty(), "`{body}`: {:?}", rep.findings);
     let b = dev.read(out, 16).unwrap();

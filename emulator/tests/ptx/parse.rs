@@ -1,6 +1,7 @@
 //! Parser and loader: inline PTX snippets, error lines, unsupported instructions, and a few
 //! hand-written PTX programs executed end to end (divergence, integer and predicate semantics).
-use flashmha_emulator::{Device, EmuError, FindingKind, LaunchConfig, Module};
+use crate::support::linear;
+use flashmha_emulator::{Device, EmuError, FindingKind, Module};
 
 const HEADER: &str = ".version 9.5\n.target sm_80\n.address_size 64\n";
 
@@ -12,11 +13,7 @@ fn run(ptx: &str, threads: u32, out_words: usize) -> (Vec<u32>, flashmha_emulato
     let m = Module::parse(ptx).unwrap_or_else(|e| panic!("{e}"));
     let mut dev = Device::new();
     let out = dev.alloc(out_words * 4);
-    let cfg = LaunchConfig {
-        grid: [1, 1, 1],
-        block: [threads, 1, 1],
-        dynamic_smem_bytes: 0,
-    };
+    let cfg = linear(1, threads);
     let rep = dev.launch(&m, "k", &cfg, &out.0.to_le_bytes()).unwrap();
     let bytes = dev.read(out, out_words * 4).unwrap();
     (
@@ -163,11 +160,7 @@ fn infinite_loop_hits_the_instruction_limit() {
     let m = Module::parse(&kernel(body)).unwrap();
     let mut dev = Device::new();
     dev.options_mut().max_warp_instructions_per_cta = 10_000;
-    let cfg = LaunchConfig {
-        grid: [2, 1, 1],
-        block: [64, 1, 1],
-        dynamic_smem_bytes: 0,
-    };
+    let cfg = linear(2, 64);
     let rep = dev.launch(&m, "k", &cfg, &0u64.to_le_bytes()).unwrap();
     let f: Vec<_> = rep.of_kind(FindingKind::InstructionLimit).collect();
     assert_eq!(f.len(), 1);
@@ -178,11 +171,7 @@ fn infinite_loop_hits_the_instruction_limit() {
 fn launch_validation_errors() {
     let m = Module::parse(&kernel("\tret;")).unwrap();
     let mut dev = Device::new();
-    let ok = LaunchConfig {
-        grid: [1, 1, 1],
-        block: [32, 1, 1],
-        dynamic_smem_bytes: 0,
-    };
+    let ok = linear(1, 32);
     assert!(matches!(
         dev.launch(&m, "nope", &ok, &[0; 8]),
         Err(EmuError::NoEntry(_))
@@ -191,10 +180,7 @@ fn launch_validation_errors() {
         dev.launch(&m, "k", &ok, &[0; 4]),
         Err(EmuError::Launch(_))
     ));
-    let big = LaunchConfig {
-        block: [2048, 1, 1],
-        ..ok
-    };
+    let big = linear(1, 2048);
     assert!(matches!(
         dev.launch(&m, "k", &big, &[0; 8]),
         Err(EmuError::Launch(_))

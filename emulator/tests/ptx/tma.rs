@@ -4,8 +4,9 @@
 //! two-stage producer/consumer ring across warps, the asynchronous-proxy hazards as planted
 //! bugs, and the encoder's typed errors.
 
+use crate::support::linear;
 use flashmha_emulator::{
-    Device, DevicePtr, FindingKind, LaunchConfig, LaunchReport, Module, TensorMap, TensorMapError,
+    Device, DevicePtr, FindingKind, LaunchReport, Module, TensorMap, TensorMapError,
     TiledTensorMap, TmaDataType, TmaInterleave, TmaL2Promotion, TmaOobFill, TmaSwizzle, POISON,
 };
 
@@ -49,11 +50,7 @@ fn launch(
             params[64 + 128 * k..192 + 128 * k].copy_from_slice(map.as_bytes());
         }
     }
-    let cfg = LaunchConfig {
-        grid: [1, 1, 1],
-        block: [threads, 1, 1],
-        dynamic_smem_bytes: 0,
-    };
+    let cfg = linear(1, threads);
     dev.launch(&m, "k", &cfg, &params).expect("launch")
 }
 
