@@ -242,12 +242,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
 
     // O: [16 rows, d] per row block of this warp's keys, f32 C fragments.
     float o_acc[kRB][T::kOTiles][kCRegs];
-#pragma unroll
-    for (int rb = 0; rb < kRB; ++rb)
-#pragma unroll
-        for (int ot = 0; ot < T::kOTiles; ++ot)
-#pragma unroll
-            for (int c = 0; c < kCRegs; ++c) o_acc[rb][ot][c] = 0.0f;
+    zero_c_fragments(o_acc);
     OnlineSoftmax<T::kSTiles, T::kOTiles> softmax[kRB];
 
     // This warp's key blocks: blk_first, blk_first + W, ... < blk_end (blocks of 16 keys).

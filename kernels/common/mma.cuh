@@ -218,6 +218,21 @@ FLASHMHA_DEFINE_LDSM_X4(ldsm_x4, "")
 FLASHMHA_DEFINE_LDSM_X4(ldsm_x4_trans, ".trans")
 #undef FLASHMHA_DEFINE_LDSM_X4
 
+/* Zeroes f32 C fragments, kTiles n8 tiles (one m16 row block), or kRowBlocks x kTiles: the
+ * O accumulators every attention CTA body starts from. */
+template <int kTiles>
+__device__ __forceinline__ void zero_c_fragments(float (&c)[kTiles][kCRegs]) {
+#pragma unroll
+    for (int t = 0; t < kTiles; ++t)
+#pragma unroll
+        for (int i = 0; i < kCRegs; ++i) c[t][i] = 0.0f;
+}
+template <int kRowBlocks, int kTiles>
+__device__ __forceinline__ void zero_c_fragments(float (&c)[kRowBlocks][kTiles][kCRegs]) {
+#pragma unroll
+    for (int rb = 0; rb < kRowBlocks; ++rb) zero_c_fragments(c[rb]);
+}
+
 /* ---- mma.sync: PTX ISA 9.7.14.5.14 "Multiply-and-Accumulate Instruction: mma"
  *      (#warp-level-matrix-instructions-mma). d = a * b + d, f32 accumulate. ------------------ */
 /* Turing: d += a * b over one k8 half (f16 only: sm_75 has no bf16 mma). */
