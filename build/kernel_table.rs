@@ -138,9 +138,8 @@ pub fn parse(path: &Path) -> Vec<KernelRow> {
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                f.parse().unwrap_or_else(|_| {
-                    panic!("{at}: field {} of `{line}` is not a number", i + 3)
-                })
+                f.parse()
+                    .unwrap_or_else(|_| panic!("{at}: field {} of `{line}` is not a number", i + 3))
             })
             .collect();
         for &dtype in dtypes {
