@@ -5,7 +5,8 @@
 
 use super::convert;
 use super::ffi::{self, flashmha_status};
-use super::plan::Plan;
+use super::op;
+use super::plan::{create_into, destroy, make, Forward};
 use super::status::{guard, CallError};
 use crate::cuda::CudaBackend;
 use std::ffi::c_void;
@@ -43,16 +44,8 @@ pub unsafe extern "C" fn flashmha_plan_create_for_context(
     shape: *const ffi::flashmha_shape,
     out: *mut *mut ffi::flashmha_plan,
 ) -> flashmha_status {
-    guard(|| {
-        // SAFETY: the caller's contract for each pointer.
-        unsafe {
-            super::plan::create_into(out, || {
-                let (ctx, shape) = (backend(ctx)?, convert::deref(shape, "shape")?);
-                let (dtype, shape) = convert::shape(shape)?;
-                Ok(Plan::new_for(ctx.target(), dtype, &shape)?)
-            })
-        }
-    })
+    // SAFETY: the caller's contract for each pointer.
+    unsafe { op::create(Some(ctx), shape, "shape", out, super::plan::make) }
 }
 
 /// `flashmha_status flashmha_context_create(int32_t ordinal, flashmha_context **out)`
@@ -65,15 +58,14 @@ pub unsafe extern "C" fn flashmha_context_create(
     out: *mut *mut ffi::flashmha_context,
 ) -> flashmha_status {
     guard(|| {
-        if out.is_null() {
-            return Err(CallError::InvalidArgument("out is NULL".into()));
+        // SAFETY: the caller's contract for `out`; context handles are `Box<CudaBackend>`.
+        unsafe {
+            create_into(out, || {
+                let ordinal = usize::try_from(ordinal)
+                    .map_err(|_| CallError::InvalidArgument(format!("device ordinal {ordinal}")))?;
+                Ok(CudaBackend::new(ordinal)?)
+            })
         }
-        let ordinal = usize::try_from(ordinal)
-            .map_err(|_| CallError::InvalidArgument(format!("device ordinal {ordinal}")))?;
-        let ctx = Box::new(CudaBackend::new(ordinal)?);
-        // SAFETY: `out` is non-NULL and, by the caller's contract, writable.
-        unsafe { out.write(Box::into_raw(ctx).cast()) };
-        Ok(())
     })
 }
 
@@ -84,30 +76,8 @@ pub unsafe extern "C" fn flashmha_context_create(
 /// with no kernel of it still running.
 #[no_mangle]
 pub unsafe extern "C" fn flashmha_context_destroy(ctx: *mut ffi::flashmha_context) {
-    if !ctx.is_null() {
-        // SAFETY: the handle is a `Box<CudaBackend>`, freed only here.
-        drop(unsafe { Box::from_raw(ctx.cast::<CudaBackend>()) });
-    }
-}
-
-/// Binds and launches; shared by `flashmha_run` and `flashmha_forward`.
-///
-/// # Safety
-/// See `flashmha_run`.
-unsafe fn run_plan(
-    ctx: &CudaBackend,
-    plan: &Plan,
-    bufs: &ffi::flashmha_bufs,
-    stream: *mut c_void,
-) -> Result<(), CallError> {
-    let launch = plan.bind(&convert::bufs(bufs)?)?;
-    // SAFETY: `bind` checked every buffer's length, alignment and aliasing against the plan's
-    // extents, so the kernel only touches the ranges the caller declared; the caller promises
-    // (header contract) that those ranges are device allocations that stay alive until the
-    // stream has run the kernel, and that `stream` is NULL or a live stream of this context.
-    // Device-resident indices (cu_seqlens) are checked by the kernel itself.
-    unsafe { ctx.launch_bound_raw(&launch, stream.cast()) }?;
-    Ok(())
+    // SAFETY: the caller's contract; context handles are `Box<CudaBackend>`.
+    unsafe { destroy::<CudaBackend, _>(ctx) }
 }
 
 /// `flashmha_status flashmha_run(const flashmha_context *ctx, const flashmha_plan *plan,
@@ -124,18 +94,8 @@ pub unsafe extern "C" fn flashmha_run(
     bufs: *const ffi::flashmha_bufs,
     stream: *mut c_void,
 ) -> flashmha_status {
-    guard(|| {
-        // SAFETY: the caller's contract for each pointer.
-        let (ctx, plan, bufs) = unsafe {
-            (
-                backend(ctx)?,
-                Plan::from_handle(plan)?,
-                convert::deref(bufs, "bufs")?,
-            )
-        };
-        // SAFETY: forwarded from this function's contract.
-        unsafe { run_plan(ctx, plan, bufs, stream) }
-    })
+    // SAFETY: the caller's contract; forward handles are `Box<Plan>`.
+    unsafe { op::run_handle::<Forward, _>(ctx, plan, bufs, stream) }
 }
 
 /// `flashmha_status flashmha_forward(const flashmha_context *ctx, const flashmha_shape *shape,
@@ -150,20 +110,12 @@ pub unsafe extern "C" fn flashmha_forward(
     bufs: *const ffi::flashmha_bufs,
     stream: *mut c_void,
 ) -> flashmha_status {
-    guard(|| {
-        // SAFETY: the caller's contract for each pointer.
-        let (ctx, shape, bufs) = unsafe {
-            (
-                backend(ctx)?,
-                convert::deref(shape, "shape")?,
-                convert::deref(bufs, "bufs")?,
-            )
-        };
-        let (dtype, shape) = convert::shape(shape)?;
-        let plan = Plan::new_for(ctx.target(), dtype, &shape)?;
-        // SAFETY: forwarded from this function's contract.
-        unsafe { run_plan(ctx, &plan, bufs, stream) }
-    })
+    // SAFETY: the caller's contract for each pointer.
+    unsafe {
+        op::run::<Forward, _, _>(ctx, shape, "shape", bufs, stream, |ctx, s| {
+            make(s, Some(ctx))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -11,9 +11,11 @@
 //! come back as a [`ffi::flashmha_status`] code plus a thread-local message ([`status`]); a
 //! panic never crosses the boundary.
 //!
-//! Files: `plan.rs` (the forward plan, the handle helpers, the version), `cuda.rs` (contexts
-//! and the forward's GPU entry points), `emulate.rs` (the forward on the emulator), one file per
-//! other op (`decode.rs`, `merge.rs`, `append.rs`, `head_similarity.rs`, each with both paths).
+//! Files: `op.rs` (the one path every op runs through: handles, plan, bind, launch on a context
+//! or the emulator), `plan.rs` (the forward plan, the handle helpers, the version), `cuda.rs`
+//! (contexts and the forward's GPU entry points), `emulate.rs` (the forward on the emulator),
+//! one file per other op (`decode.rs`, `merge.rs`, `append.rs`, `head_similarity.rs`, each
+//! saying only what differs for it).
 
 pub mod append;
 pub mod convert;
@@ -25,6 +27,7 @@ pub mod head_similarity;
 mod header_check;
 pub mod host;
 pub mod merge;
+mod op;
 pub mod plan;
 pub mod status;
 

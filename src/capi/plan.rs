@@ -5,12 +5,16 @@
 
 use super::convert;
 use super::ffi::{self, flashmha_status};
-use super::status::{guard, CallError};
+use super::host::{HostMirror, Role};
+use super::op::Op;
+use super::status::CallError;
 use crate::common::dtype::DType;
 use crate::common::target::KernelTarget;
+use crate::cuda::CudaBackend;
 use crate::ops::forward::bind::FwdBufs;
 use crate::ops::forward::plan::{FwdLaunch, FwdPlan};
 use crate::ops::forward::problem::FwdShape;
+use cudarc::driver::sys::CUstream;
 use std::ffi::c_char;
 
 /// What a `flashmha_plan*` points to: a plan of either element type.
@@ -58,6 +62,60 @@ impl Plan {
     }
 }
 
+/// The forward on the shared C ABI path (`op.rs`).
+pub(super) struct Forward;
+
+impl Op for Forward {
+    type Plan = Plan;
+    type Bufs = ffi::flashmha_bufs;
+    type Bound = FwdLaunch;
+
+    fn bind(plan: &Plan, bufs: &Self::Bufs) -> Result<FwdLaunch, CallError> {
+        Ok(plan.bind(&convert::bufs(bufs)?)?)
+    }
+
+    unsafe fn launch(ctx: &CudaBackend, l: &FwdLaunch, stream: CUstream) -> crate::Result<()> {
+        // SAFETY: the caller's contract; the sm_90a tensor maps are encoded over the bound
+        // addresses by the backend.
+        unsafe { ctx.launch_bound_raw(l, stream) }
+    }
+
+    unsafe fn mirror(
+        plan: &Plan,
+        m: &mut HostMirror,
+        host: &Self::Bufs,
+    ) -> Result<Self::Bufs, CallError> {
+        let e = plan.dtype().size();
+        let (input, output) = (Role::Input, Role::Output);
+        // SAFETY: the caller's contract for each buffer.
+        unsafe {
+            Ok(ffi::flashmha_bufs {
+                q: m.mirror(host.q, e, input)?,
+                k: m.mirror(host.k, e, input)?,
+                v: m.mirror(host.v, e, input)?,
+                o: m.mirror(host.o, e, output)?,
+                lse: m.mirror(host.lse, 4, output)?,
+                entropy: m.mirror(host.entropy, 4, output)?,
+                alibi_slopes: m.mirror(host.alibi_slopes, 4, input)?,
+                head_gates: m.mirror(host.head_gates, 4, input)?,
+                cu_seqlens_q: m.mirror(host.cu_seqlens_q, 4, input)?,
+                cu_seqlens_k: m.mirror(host.cu_seqlens_k, 4, input)?,
+            })
+        }
+    }
+
+    fn emulate(m: &mut HostMirror, l: &FwdLaunch) -> Result<(), CallError> {
+        let report = crate::backend::emulator::launch_bound(m.device(), l)?;
+        HostMirror::clean(&report)
+    }
+}
+
+/// Plans a C shape for the context's device or, without one, for the default kernels.
+pub(super) fn make(s: &ffi::flashmha_shape, ctx: Option<&CudaBackend>) -> Result<Plan, CallError> {
+    let (dtype, shape) = convert::shape(s)?;
+    Ok(Plan::new_for(super::op::target(ctx), dtype, &shape)?)
+}
+
 /// The `T` behind an opaque handle `H` (named `what` in the NULL error).
 ///
 /// # Safety
@@ -101,19 +159,30 @@ pub unsafe extern "C" fn flashmha_plan_create(
     shape: *const ffi::flashmha_shape,
     out: *mut *mut ffi::flashmha_plan,
 ) -> flashmha_status {
-    guard(|| {
-        // SAFETY: the caller's contract for `out` and `shape`.
-        unsafe {
-            create_into(out, || {
-                let (dtype, shape) = convert::shape(convert::deref(shape, "shape")?)?;
-                Ok(Plan::new(dtype, &shape)?)
-            })
-        }
-    })
+    // SAFETY: the caller's contract for `out` and `shape`.
+    unsafe { super::op::create(None, shape, "shape", out, make) }
 }
 
-/// Checks `out` (NULL is an invalid argument, and nothing is planned), plans with `make` and
-/// hands the plan out as a new handle `H` in `*out`.
+/// Checks `out` (NULL is an invalid argument, and nothing is made), makes the value with
+/// `make` and writes it to `*out`.
+///
+/// # Safety
+/// `out` must be NULL or point to writable storage for one `T`.
+pub(super) unsafe fn write_out<T>(
+    out: *mut T,
+    make: impl FnOnce() -> Result<T, CallError>,
+) -> Result<(), CallError> {
+    if out.is_null() {
+        return Err(CallError::InvalidArgument("out is NULL".into()));
+    }
+    let value = make()?;
+    // SAFETY: `out` is non-NULL and, by the caller's contract, writable.
+    unsafe { out.write(value) };
+    Ok(())
+}
+
+/// Checks `out`, makes the value with `make` and hands it out as a new handle `H` (a
+/// `Box<T>`) in `*out`.
 ///
 /// # Safety
 /// `out` must be NULL or point to writable storage for one pointer.
@@ -121,13 +190,8 @@ pub(super) unsafe fn create_into<T, H>(
     out: *mut *mut H,
     make: impl FnOnce() -> Result<T, CallError>,
 ) -> Result<(), CallError> {
-    if out.is_null() {
-        return Err(CallError::InvalidArgument("out is NULL".into()));
-    }
-    let plan = Box::new(make()?);
-    // SAFETY: `out` is non-NULL and, by the caller's contract, writable.
-    unsafe { out.write(Box::into_raw(plan).cast()) };
-    Ok(())
+    // SAFETY: the caller's contract for `out`.
+    unsafe { write_out(out, || Ok(Box::into_raw(Box::new(make()?)).cast())) }
 }
 
 /// `void flashmha_plan_destroy(flashmha_plan *plan)`

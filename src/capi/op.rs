@@ -1,0 +1,204 @@
+//! The one path every op of the C ABI runs through: resolve the handles and pointers, convert
+//! the C structs, plan or take the plan of a handle, bind (every buffer checked before anything
+//! runs), then launch on the caller's context and stream or on the emulator with host buffers
+//! ([`HostMirror`]), the status coming from [`guard`]. Each op says only what differs ([`Op`]):
+//! how its C buffers bind, how a bound call launches, and which role each buffer plays.
+
+use super::convert;
+use super::cuda::backend;
+use super::ffi::{self, flashmha_status};
+use super::host::HostMirror;
+use super::plan::create_into;
+use super::status::{guard, CallError};
+use crate::common::launch::Launches;
+use crate::common::target::KernelTarget;
+use crate::cuda::CudaBackend;
+use cudarc::driver::sys::CUstream;
+use std::borrow::Borrow;
+use std::ffi::c_void;
+
+/// What one op of the C ABI adds to the shared path.
+pub(super) trait Op {
+    /// What a run is made from besides the buffers: the plan behind a handle, or the shape of an
+    /// op planned per call.
+    type Plan;
+    /// The op's C buffer struct (`flashmha_*_bufs`).
+    type Bufs;
+    /// The checked launch(es) binding gives.
+    type Bound;
+
+    /// Converts the C buffers and binds them to `plan`: every length, alignment and aliasing
+    /// rule is checked here, before any launch.
+    fn bind(plan: &Self::Plan, bufs: &Self::Bufs) -> Result<Self::Bound, CallError>;
+
+    /// The checks of the caller's own host addresses before anything is mirrored (the GPU's
+    /// rules, so nothing is copied or run when one fails); by default the whole bind.
+    fn check_host(plan: &Self::Plan, host: &Self::Bufs) -> Result<(), CallError> {
+        Self::bind(plan, host).map(drop)
+    }
+
+    /// Launches a bound call on `ctx`'s `stream`.
+    ///
+    /// # Safety
+    /// The bound buffers are device memory of `ctx` holding their declared lengths, allocated
+    /// until `stream` has run the kernels; `stream` is NULL or a live stream of the context.
+    unsafe fn launch(ctx: &CudaBackend, bound: &Self::Bound, stream: CUstream)
+        -> crate::Result<()>;
+
+    /// The host buffers mirrored on the emulator device of `m`, each with the role this plan
+    /// gives it.
+    ///
+    /// # Safety
+    /// As for [`HostMirror::mirror`], for every buffer of `host`.
+    unsafe fn mirror(
+        plan: &Self::Plan,
+        m: &mut HostMirror,
+        host: &Self::Bufs,
+    ) -> Result<Self::Bufs, CallError>;
+
+    /// Runs a call bound to mirrored buffers on the emulator; any finding is an error.
+    fn emulate(m: &mut HostMirror, bound: &Self::Bound) -> Result<(), CallError>;
+}
+
+/// [`Op::launch`] of an op whose bind gives [`Launches`].
+///
+/// # Safety
+/// As for [`Op::launch`].
+pub(super) unsafe fn launch_all(
+    ctx: &CudaBackend,
+    launches: &Launches,
+    stream: CUstream,
+) -> crate::Result<()> {
+    // SAFETY: the caller's contract; the launches were bound (every buffer checked).
+    unsafe { ctx.launch_raw(launches, stream) }
+}
+
+/// [`Op::emulate`] of an op whose bind gives [`Launches`].
+pub(super) fn emulate_all(m: &mut HostMirror, launches: &Launches) -> Result<(), CallError> {
+    launches.iter().try_for_each(|l| m.launch(l))
+}
+
+/// The kernels a plan is made for: the context's device, or the default (Ampere) kernels for
+/// the context-free plans the emulator runs.
+pub(super) fn target(ctx: Option<&CudaBackend>) -> KernelTarget {
+    ctx.map_or(KernelTarget::Ampere, CudaBackend::target)
+}
+
+/// A `flashmha_*_plan_create[_for_context]` entry point: checks `out`, resolves the context
+/// (when given) and the shape (named `name` in the NULL error), plans with `make` and hands the
+/// plan out as a new handle in `*out`.
+///
+/// # Safety
+/// `ctx` (when given) NULL or a live context; `shape` NULL or valid; `out` NULL or writable
+/// storage for one pointer.
+pub(super) unsafe fn create<S, T, H>(
+    ctx: Option<*const ffi::flashmha_context>,
+    shape: *const S,
+    name: &str,
+    out: *mut *mut H,
+    make: impl FnOnce(&S, Option<&CudaBackend>) -> Result<T, CallError>,
+) -> flashmha_status {
+    guard(|| {
+        // SAFETY: the caller's contract for each pointer.
+        unsafe {
+            create_into(out, || {
+                let ctx = ctx.map(|c| backend(c)).transpose()?;
+                make(convert::deref(shape, name)?, ctx)
+            })
+        }
+    })
+}
+
+/// A run on a context: resolves `ctx`, `plan` (named `name` in the NULL error) and `bufs`,
+/// makes the op's plan from `plan` with `resolve`, binds and launches on `stream`.
+///
+/// # Safety
+/// Pointers NULL or valid (handles live, `plan` of the type `resolve` expects); every buffer
+/// in `bufs` device memory of the context holding at least its declared length, allocated
+/// until `stream` has run the kernels; `stream` NULL or a live `CUstream` of the context.
+pub(super) unsafe fn run<'a, O: Op, P: 'a, Q: Borrow<O::Plan>>(
+    ctx: *const ffi::flashmha_context,
+    plan: *const P,
+    name: &str,
+    bufs: *const O::Bufs,
+    stream: *mut c_void,
+    resolve: impl FnOnce(&'a CudaBackend, &'a P) -> Result<Q, CallError>,
+) -> flashmha_status {
+    guard(|| {
+        // SAFETY: the caller's contract for each pointer.
+        let (ctx, p, b): (&'a CudaBackend, &'a P, _) = unsafe {
+            (
+                backend(ctx)?,
+                convert::deref(plan, name)?,
+                convert::deref(bufs, "bufs")?,
+            )
+        };
+        let bound = O::bind(resolve(ctx, p)?.borrow(), b)?;
+        // SAFETY: forwarded from this function's contract; `bind` checked every buffer against
+        // the plan (length, alignment, aliasing), so the kernels only touch the ranges the
+        // caller declared. Device-resident indices are checked by the kernels themselves.
+        unsafe { O::launch(ctx, &bound, stream.cast()) }?;
+        Ok(())
+    })
+}
+
+/// [`run`] of a plan handle (a `Box<O::Plan>` from [`create`]).
+///
+/// # Safety
+/// As for [`run`], with `handle` NULL or a live handle of `O`'s plan.
+pub(super) unsafe fn run_handle<O: Op, H>(
+    ctx: *const ffi::flashmha_context,
+    handle: *const H,
+    bufs: *const O::Bufs,
+    stream: *mut c_void,
+) -> flashmha_status {
+    // SAFETY: the caller's contract; plan handles are `Box<O::Plan>` pointers.
+    unsafe { run::<O, O::Plan, _>(ctx, handle.cast(), "plan", bufs, stream, |_, p| Ok(p)) }
+}
+
+/// A run on the emulator with host buffers: resolves `plan` (named `name`) and `host_bufs`,
+/// makes the op's plan with `resolve`, checks the caller's own addresses as the GPU would,
+/// mirrors the buffers on an emulator device, binds and runs there, and copies the outputs
+/// back.
+///
+/// # Safety
+/// `plan` NULL or valid (a live handle of the type `resolve` expects); `host_bufs` NULL or
+/// valid, each buffer host memory of at least its declared length, inputs not written during
+/// the call.
+pub(super) unsafe fn emulate<'a, O: Op, P: 'a, Q: Borrow<O::Plan>>(
+    plan: *const P,
+    name: &str,
+    host_bufs: *const O::Bufs,
+    resolve: impl FnOnce(&'a P) -> Result<Q, CallError>,
+) -> flashmha_status {
+    guard(|| {
+        // SAFETY: the caller's contract for each pointer.
+        let (p, host): (&'a P, _) = unsafe {
+            (
+                convert::deref(plan, name)?,
+                convert::deref(host_bufs, "host_bufs")?,
+            )
+        };
+        let plan = resolve(p)?;
+        let plan = plan.borrow();
+        O::check_host(plan, host)?;
+        let mut m = HostMirror::default();
+        // SAFETY: the caller's contract for each buffer (inputs readable, outputs writable).
+        let mirrored = unsafe { O::mirror(plan, &mut m, host) }?;
+        O::emulate(&mut m, &O::bind(plan, &mirrored)?)?;
+        // SAFETY: the output buffers are writable (caller's contract).
+        unsafe { m.copy_back() }
+    })
+}
+
+/// [`emulate`] of a plan handle.
+///
+/// # Safety
+/// As for [`emulate`], with `handle` NULL or a live handle of `O`'s plan.
+pub(super) unsafe fn emulate_handle<O: Op, H>(
+    handle: *const H,
+    host_bufs: *const O::Bufs,
+) -> flashmha_status {
+    // SAFETY: the caller's contract; plan handles are `Box<O::Plan>` pointers.
+    unsafe { emulate::<O, O::Plan, _>(handle.cast(), "plan", host_bufs, Ok) }
+}
