@@ -8,13 +8,11 @@ use super::convert;
 use super::ffi::{self, flashmha_status};
 use super::host::{HostMirror, Role};
 use super::op::{self, Op};
-use super::plan::destroy;
 use super::status::CallError;
 use crate::common::launch::Launches;
 use crate::cuda::CudaBackend;
 use crate::ops::kv_append::{AppendIndex, KvAppendPlan};
 use cudarc::driver::sys::CUstream;
-use std::ffi::c_void;
 
 /// The KV append on the shared C ABI path.
 struct KvAppend;
@@ -69,6 +67,10 @@ impl Op for KvAppend {
         op::emulate_all(m, l)
     }
 }
+
+op::handle_entry_points!(KvAppend, flashmha_kv_append_plan, flashmha_kv_append_bufs;
+    run: flashmha_kv_append_run, emulate: flashmha_emulate_kv_append_run,
+    destroy: flashmha_kv_append_plan_destroy);
 
 /// Plans an append of `num_tokens` by `index` into the pools `pools` describes, for the
 /// context's device or, without one, for the default kernels.
@@ -129,46 +131,6 @@ pub unsafe extern "C" fn flashmha_kv_append_plan_create_for_context(
 ) -> flashmha_status {
     // SAFETY: the caller's contract for each pointer.
     unsafe { create(Some(ctx), pools, num_tokens, index, out) }
-}
-
-/// `void flashmha_kv_append_plan_destroy(flashmha_kv_append_plan *plan)`
-///
-/// # Safety
-/// `plan` NULL or a live append handle, not used afterwards.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_kv_append_plan_destroy(plan: *mut ffi::flashmha_kv_append_plan) {
-    // SAFETY: the caller's contract; append handles are `Box<KvAppendPlan>`.
-    unsafe { destroy::<KvAppendPlan, _>(plan) }
-}
-
-/// `flashmha_status flashmha_kv_append_run(const flashmha_context *ctx,
-/// const flashmha_kv_append_plan *plan, const flashmha_kv_append_bufs *bufs, void *stream)`
-///
-/// # Safety
-/// As for `flashmha_decode_run`.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_kv_append_run(
-    ctx: *const ffi::flashmha_context,
-    plan: *const ffi::flashmha_kv_append_plan,
-    bufs: *const ffi::flashmha_kv_append_bufs,
-    stream: *mut c_void,
-) -> flashmha_status {
-    // SAFETY: the caller's contract; append handles are `Box<KvAppendPlan>`.
-    unsafe { op::run_handle::<KvAppend, _>(ctx, plan, bufs, stream) }
-}
-
-/// `flashmha_status flashmha_emulate_kv_append_run(const flashmha_kv_append_plan *plan,
-/// const flashmha_kv_append_bufs *host_bufs)`
-///
-/// # Safety
-/// As for `flashmha_emulate_decode_run`; the pools are read and written.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_emulate_kv_append_run(
-    plan: *const ffi::flashmha_kv_append_plan,
-    host_bufs: *const ffi::flashmha_kv_append_bufs,
-) -> flashmha_status {
-    // SAFETY: the caller's contract; append handles are `Box<KvAppendPlan>`.
-    unsafe { op::emulate_handle::<KvAppend, _>(plan, host_bufs) }
 }
 
 #[cfg(test)]

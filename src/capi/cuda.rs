@@ -1,15 +1,13 @@
-//! The C ABI's GPU entry points: a context (one device with the kernels loaded) and runs of a
-//! plan on the caller's `CUstream` with raw device pointers. Raw pointers go through the same
-//! O(1) `FwdPlan::bind` checks as the Rust API before any launch. Without a driver every entry
-//! point returns `FLASHMHA_ERR_NO_CUDA_DRIVER`.
+//! The C ABI's contexts: one device with the kernels loaded, which every op's GPU entry point
+//! runs on (with the caller's `CUstream` and raw device pointers, bound by the same O(1) checks
+//! as the Rust API before any launch: `op.rs`). Without a driver every entry point returns
+//! `FLASHMHA_ERR_NO_CUDA_DRIVER`.
 
 use super::convert;
 use super::ffi::{self, flashmha_status};
-use super::op;
-use super::plan::{create_into, destroy, make, Forward};
+use super::plan::{create_into, destroy};
 use super::status::{guard, CallError};
 use crate::cuda::CudaBackend;
-use std::ffi::c_void;
 
 /// The backend behind a context handle.
 ///
@@ -30,22 +28,6 @@ pub(super) fn sm_count(ctx: &CudaBackend) -> Result<u32, CallError> {
         .attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
         .map_err(crate::common::error::driver_error)?;
     Ok(n.max(1) as u32)
-}
-
-/// `flashmha_status flashmha_plan_create_for_context(const flashmha_context *ctx,
-/// const flashmha_shape *shape, flashmha_plan **out)`
-///
-/// # Safety
-/// `ctx` must be NULL or a live context handle, `shape` NULL or a valid `flashmha_shape`, `out`
-/// NULL or writable storage for one pointer.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_plan_create_for_context(
-    ctx: *const ffi::flashmha_context,
-    shape: *const ffi::flashmha_shape,
-    out: *mut *mut ffi::flashmha_plan,
-) -> flashmha_status {
-    // SAFETY: the caller's contract for each pointer.
-    unsafe { op::create(Some(ctx), shape, "shape", out, super::plan::make) }
 }
 
 /// `flashmha_status flashmha_context_create(int32_t ordinal, flashmha_context **out)`
@@ -80,44 +62,6 @@ pub unsafe extern "C" fn flashmha_context_destroy(ctx: *mut ffi::flashmha_contex
     unsafe { destroy::<CudaBackend, _>(ctx) }
 }
 
-/// `flashmha_status flashmha_run(const flashmha_context *ctx, const flashmha_plan *plan,
-/// const flashmha_bufs *bufs, void *stream)`
-///
-/// # Safety
-/// Pointers are NULL or valid (handles live); every buffer in `bufs` must be device memory of
-/// at least its declared length that stays allocated until `stream` has run the kernel;
-/// `stream` is NULL or a live `CUstream` of the context's device.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_run(
-    ctx: *const ffi::flashmha_context,
-    plan: *const ffi::flashmha_plan,
-    bufs: *const ffi::flashmha_bufs,
-    stream: *mut c_void,
-) -> flashmha_status {
-    // SAFETY: the caller's contract; forward handles are `Box<Plan>`.
-    unsafe { op::run_handle::<Forward, _>(ctx, plan, bufs, stream) }
-}
-
-/// `flashmha_status flashmha_forward(const flashmha_context *ctx, const flashmha_shape *shape,
-/// const flashmha_bufs *bufs, void *stream)`
-///
-/// # Safety
-/// As for `flashmha_run`, with `shape` NULL or valid.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_forward(
-    ctx: *const ffi::flashmha_context,
-    shape: *const ffi::flashmha_shape,
-    bufs: *const ffi::flashmha_bufs,
-    stream: *mut c_void,
-) -> flashmha_status {
-    // SAFETY: the caller's contract for each pointer.
-    unsafe {
-        op::run::<Forward, _, _>(ctx, shape, "shape", bufs, stream, |ctx, s| {
-            make(s, Some(ctx))
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,7 +80,9 @@ mod tests {
         // A run without a context is rejected before anything else.
         let bufs = ffi::flashmha_bufs::default();
         // SAFETY: NULL handles are documented to be rejected.
-        let code = unsafe { flashmha_run(ctx, std::ptr::null(), &bufs, std::ptr::null_mut()) };
+        let code = unsafe {
+            super::super::flashmha_run(ctx, std::ptr::null(), &bufs, std::ptr::null_mut())
+        };
         assert_eq!(code, ffi::FLASHMHA_ERR_INVALID_ARGUMENT);
     }
 }

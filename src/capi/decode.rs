@@ -8,13 +8,12 @@ use super::convert;
 use super::ffi::{self, flashmha_status};
 use super::host::{HostMirror, Role};
 use super::op::{self, Op};
-use super::plan::{destroy, handle, write_out};
+use super::plan::{handle, write_out};
 use super::status::{guard, CallError};
 use crate::common::launch::Launches;
 use crate::cuda::CudaBackend;
 use crate::ops::decode::{DecodeBuffers, DecodePlan};
 use cudarc::driver::sys::CUstream;
-use std::ffi::c_void;
 
 /// The run's buffers with the workspace carved as the plan needs it.
 fn buffers(plan: &DecodePlan, b: &ffi::flashmha_decode_bufs) -> crate::Result<DecodeBuffers> {
@@ -75,6 +74,10 @@ impl Op for Decode {
         op::emulate_all(m, l)
     }
 }
+
+op::handle_entry_points!(Decode, flashmha_decode_plan, flashmha_decode_bufs;
+    run: flashmha_decode_run, emulate: flashmha_emulate_decode_run,
+    destroy: flashmha_decode_plan_destroy);
 
 /// `flashmha_status flashmha_decode_plan_create(const flashmha_decode_shape *shape,
 /// flashmha_decode_plan **out)`
@@ -146,49 +149,6 @@ pub unsafe extern "C" fn flashmha_decode_plan_info(
             })
         }
     })
-}
-
-/// `void flashmha_decode_plan_destroy(flashmha_decode_plan *plan)`
-///
-/// # Safety
-/// `plan` NULL or a live decode handle, not used afterwards.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_decode_plan_destroy(plan: *mut ffi::flashmha_decode_plan) {
-    // SAFETY: the caller's contract; decode handles are `Box<DecodePlan>`.
-    unsafe { destroy::<DecodePlan, _>(plan) }
-}
-
-/// `flashmha_status flashmha_decode_run(const flashmha_context *ctx,
-/// const flashmha_decode_plan *plan, const flashmha_decode_bufs *bufs, void *stream)`
-///
-/// # Safety
-/// Pointers NULL or valid (handles live); every buffer in `bufs` is device memory of the
-/// context holding at least its declared length, allocated until `stream` has run the kernels;
-/// `stream` NULL or a live `CUstream` of the context's device.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_decode_run(
-    ctx: *const ffi::flashmha_context,
-    plan: *const ffi::flashmha_decode_plan,
-    bufs: *const ffi::flashmha_decode_bufs,
-    stream: *mut c_void,
-) -> flashmha_status {
-    // SAFETY: the caller's contract; decode handles are `Box<DecodePlan>`.
-    unsafe { op::run_handle::<Decode, _>(ctx, plan, bufs, stream) }
-}
-
-/// `flashmha_status flashmha_emulate_decode_run(const flashmha_decode_plan *plan,
-/// const flashmha_decode_bufs *host_bufs)`
-///
-/// # Safety
-/// `plan` NULL or live; `host_bufs` NULL or valid, each buffer host memory of at least its
-/// declared length; inputs not written during the call.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_emulate_decode_run(
-    plan: *const ffi::flashmha_decode_plan,
-    host_bufs: *const ffi::flashmha_decode_bufs,
-) -> flashmha_status {
-    // SAFETY: the caller's contract; decode handles are `Box<DecodePlan>`.
-    unsafe { op::emulate_handle::<Decode, _>(plan, host_bufs) }
 }
 
 #[cfg(test)]

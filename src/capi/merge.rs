@@ -7,13 +7,11 @@ use super::convert;
 use super::ffi::{self, flashmha_status};
 use super::host::{HostMirror, Role};
 use super::op::{self, Op};
-use super::plan::destroy;
 use super::status::CallError;
 use crate::common::launch::Launches;
 use crate::cuda::CudaBackend;
 use crate::ops::merge::{MergePlan, MergeStates};
 use cudarc::driver::sys::CUstream;
-use std::ffi::c_void;
 
 /// The merge of attention states on the shared C ABI path.
 struct Merge;
@@ -59,6 +57,10 @@ impl Op for Merge {
     }
 }
 
+op::handle_entry_points!(Merge, flashmha_merge_plan, flashmha_merge_bufs;
+    run: flashmha_merge_run, emulate: flashmha_emulate_merge_run,
+    destroy: flashmha_merge_plan_destroy);
+
 /// Plans for the context's device or, without one, for the default kernels.
 fn make(s: &ffi::flashmha_merge_shape, ctx: Option<&CudaBackend>) -> Result<MergePlan, CallError> {
     let problem = convert::merge_problem(s)?;
@@ -92,46 +94,6 @@ pub unsafe extern "C" fn flashmha_merge_plan_create_for_context(
 ) -> flashmha_status {
     // SAFETY: the caller's contract for each pointer.
     unsafe { op::create(Some(ctx), shape, "shape", out, make) }
-}
-
-/// `void flashmha_merge_plan_destroy(flashmha_merge_plan *plan)`
-///
-/// # Safety
-/// `plan` NULL or a live merge handle, not used afterwards.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_merge_plan_destroy(plan: *mut ffi::flashmha_merge_plan) {
-    // SAFETY: the caller's contract; merge handles are `Box<MergePlan>`.
-    unsafe { destroy::<MergePlan, _>(plan) }
-}
-
-/// `flashmha_status flashmha_merge_run(const flashmha_context *ctx,
-/// const flashmha_merge_plan *plan, const flashmha_merge_bufs *bufs, void *stream)`
-///
-/// # Safety
-/// As for `flashmha_decode_run`.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_merge_run(
-    ctx: *const ffi::flashmha_context,
-    plan: *const ffi::flashmha_merge_plan,
-    bufs: *const ffi::flashmha_merge_bufs,
-    stream: *mut c_void,
-) -> flashmha_status {
-    // SAFETY: the caller's contract; merge handles are `Box<MergePlan>`.
-    unsafe { op::run_handle::<Merge, _>(ctx, plan, bufs, stream) }
-}
-
-/// `flashmha_status flashmha_emulate_merge_run(const flashmha_merge_plan *plan,
-/// const flashmha_merge_bufs *host_bufs)`
-///
-/// # Safety
-/// As for `flashmha_emulate_decode_run`.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_emulate_merge_run(
-    plan: *const ffi::flashmha_merge_plan,
-    host_bufs: *const ffi::flashmha_merge_bufs,
-) -> flashmha_status {
-    // SAFETY: the caller's contract; merge handles are `Box<MergePlan>`.
-    unsafe { op::emulate_handle::<Merge, _>(plan, host_bufs) }
 }
 
 #[cfg(test)]

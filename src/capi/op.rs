@@ -202,3 +202,56 @@ pub(super) unsafe fn emulate_handle<O: Op, H>(
     // SAFETY: the caller's contract; plan handles are `Box<O::Plan>` pointers.
     unsafe { emulate::<O, O::Plan, _>(handle.cast(), "plan", host_bufs, Ok) }
 }
+
+/// Defines the run, emulator run and destroy entry points of an op with a plan handle (the
+/// header's `flashmha_<op>_run`, `flashmha_emulate_<op>_run` and `flashmha_<op>_plan_destroy`),
+/// all three on the shared path above; `header_check.rs` pins each to its declaration.
+macro_rules! handle_entry_points {
+    ($op:ty, $handle:ident, $bufs:ident; run: $run:ident, emulate: $emulate:ident,
+     destroy: $destroy:ident) => {
+        #[doc = concat!("`flashmha_status ", stringify!($run), "(const flashmha_context *ctx, const ",
+            stringify!($handle), " *plan, const ", stringify!($bufs), " *bufs, void *stream)`")]
+        ///
+        /// # Safety
+        /// Pointers NULL or valid (handles live); every buffer in `bufs` is device memory of the
+        /// context holding at least its declared length, allocated until `stream` has run the
+        /// kernels; `stream` NULL or a live `CUstream` of the context's device.
+        #[no_mangle]
+        pub unsafe extern "C" fn $run(
+            ctx: *const ffi::flashmha_context,
+            plan: *const ffi::$handle,
+            bufs: *const ffi::$bufs,
+            stream: *mut std::ffi::c_void,
+        ) -> ffi::flashmha_status {
+            // SAFETY: the caller's contract; the handle is a `Box` of the op's plan.
+            unsafe { $crate::capi::op::run_handle::<$op, _>(ctx, plan, bufs, stream) }
+        }
+
+        #[doc = concat!("`flashmha_status ", stringify!($emulate), "(const ", stringify!($handle),
+            " *plan, const ", stringify!($bufs), " *host_bufs)`")]
+        ///
+        /// # Safety
+        /// `plan` NULL or live; `host_bufs` NULL or valid, each buffer host memory of at least
+        /// its declared length (outputs and in-place buffers writable); inputs not written
+        /// during the call.
+        #[no_mangle]
+        pub unsafe extern "C" fn $emulate(
+            plan: *const ffi::$handle,
+            host_bufs: *const ffi::$bufs,
+        ) -> ffi::flashmha_status {
+            // SAFETY: the caller's contract; the handle is a `Box` of the op's plan.
+            unsafe { $crate::capi::op::emulate_handle::<$op, _>(plan, host_bufs) }
+        }
+
+        #[doc = concat!("`void ", stringify!($destroy), "(", stringify!($handle), " *plan)`")]
+        ///
+        /// # Safety
+        /// `plan` NULL or a live handle of this op, not used afterwards.
+        #[no_mangle]
+        pub unsafe extern "C" fn $destroy(plan: *mut ffi::$handle) {
+            // SAFETY: the caller's contract; the handle is a `Box` of the op's plan.
+            unsafe { $crate::capi::plan::destroy::<<$op as $crate::capi::op::Op>::Plan, _>(plan) }
+        }
+    };
+}
+pub(super) use handle_entry_points;

@@ -1,12 +1,12 @@
-//! The forward plan handle of the C ABI: `flashmha_plan_create` validates and plans a shape
+//! The forward in the C ABI: `flashmha_plan_create[_for_context]` validates and plans a shape
 //! once; the handle is then run any number of times (on a GPU or the emulator) with new
-//! buffers. Also the handle helpers every op's plan uses (`create_into`, `handle`, `destroy`)
+//! buffers, or `flashmha_forward` / `flashmha_emulate_forward` plan and run in one call. Also the handle helpers every op's plan uses (`create_into`, `handle`, `destroy`)
 //! and `flashmha_version`.
 
 use super::convert;
 use super::ffi::{self, flashmha_status};
 use super::host::{HostMirror, Role};
-use super::op::Op;
+use super::op::{self, Op};
 use super::status::CallError;
 use crate::common::dtype::DType;
 use crate::common::target::KernelTarget;
@@ -15,7 +15,7 @@ use crate::ops::forward::bind::FwdBufs;
 use crate::ops::forward::plan::{FwdLaunch, FwdPlan};
 use crate::ops::forward::problem::FwdShape;
 use cudarc::driver::sys::CUstream;
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
 
 /// What a `flashmha_plan*` points to: a plan of either element type.
 #[derive(Debug, Clone, Copy)]
@@ -113,7 +113,7 @@ impl Op for Forward {
 /// Plans a C shape for the context's device or, without one, for the default kernels.
 pub(super) fn make(s: &ffi::flashmha_shape, ctx: Option<&CudaBackend>) -> Result<Plan, CallError> {
     let (dtype, shape) = convert::shape(s)?;
-    Ok(Plan::new_for(super::op::target(ctx), dtype, &shape)?)
+    Ok(Plan::new_for(op::target(ctx), dtype, &shape)?)
 }
 
 /// The `T` behind an opaque handle `H` (named `what` in the NULL error).
@@ -160,7 +160,7 @@ pub unsafe extern "C" fn flashmha_plan_create(
     out: *mut *mut ffi::flashmha_plan,
 ) -> flashmha_status {
     // SAFETY: the caller's contract for `out` and `shape`.
-    unsafe { super::op::create(None, shape, "shape", out, make) }
+    unsafe { op::create(None, shape, "shape", out, make) }
 }
 
 /// Checks `out` (NULL is an invalid argument, and nothing is made), makes the value with
@@ -194,14 +194,57 @@ pub(super) unsafe fn create_into<T, H>(
     unsafe { write_out(out, || Ok(Box::into_raw(Box::new(make()?)).cast())) }
 }
 
-/// `void flashmha_plan_destroy(flashmha_plan *plan)`
+/// `flashmha_status flashmha_plan_create_for_context(const flashmha_context *ctx,
+/// const flashmha_shape *shape, flashmha_plan **out)`
 ///
 /// # Safety
-/// `plan` must be NULL or a live handle from `flashmha_plan_create`, not used afterwards.
+/// `ctx` must be NULL or a live context handle, `shape` NULL or a valid `flashmha_shape`, `out`
+/// NULL or writable storage for one pointer.
 #[no_mangle]
-pub unsafe extern "C" fn flashmha_plan_destroy(plan: *mut ffi::flashmha_plan) {
-    // SAFETY: the caller's contract; forward handles are `Box<Plan>`.
-    unsafe { destroy::<Plan, _>(plan) }
+pub unsafe extern "C" fn flashmha_plan_create_for_context(
+    ctx: *const ffi::flashmha_context,
+    shape: *const ffi::flashmha_shape,
+    out: *mut *mut ffi::flashmha_plan,
+) -> flashmha_status {
+    // SAFETY: the caller's contract for each pointer.
+    unsafe { op::create(Some(ctx), shape, "shape", out, make) }
+}
+
+op::handle_entry_points!(Forward, flashmha_plan, flashmha_bufs;
+    run: flashmha_run, emulate: flashmha_emulate_run, destroy: flashmha_plan_destroy);
+
+/// `flashmha_status flashmha_forward(const flashmha_context *ctx, const flashmha_shape *shape,
+/// const flashmha_bufs *bufs, void *stream)`
+///
+/// # Safety
+/// As for `flashmha_run`, with `shape` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn flashmha_forward(
+    ctx: *const ffi::flashmha_context,
+    shape: *const ffi::flashmha_shape,
+    bufs: *const ffi::flashmha_bufs,
+    stream: *mut c_void,
+) -> flashmha_status {
+    // SAFETY: the caller's contract for each pointer.
+    unsafe {
+        op::run::<Forward, _, _>(ctx, shape, "shape", bufs, stream, |ctx, s| {
+            make(s, Some(ctx))
+        })
+    }
+}
+
+/// `flashmha_status flashmha_emulate_forward(const flashmha_shape *shape,
+/// const flashmha_bufs *host_bufs)`
+///
+/// # Safety
+/// As for `flashmha_emulate_run`, with `shape` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn flashmha_emulate_forward(
+    shape: *const ffi::flashmha_shape,
+    host_bufs: *const ffi::flashmha_bufs,
+) -> flashmha_status {
+    // SAFETY: the caller's contract for each pointer.
+    unsafe { op::emulate::<Forward, _, _>(shape, "shape", host_bufs, |s| make(s, None)) }
 }
 
 #[cfg(test)]
