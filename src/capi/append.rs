@@ -10,9 +10,7 @@ use super::host::{HostMirror, Role};
 use super::op::{self, Op};
 use super::status::CallError;
 use crate::common::launch::Launches;
-use crate::cuda::CudaBackend;
 use crate::ops::kv_append::{AppendIndex, KvAppendPlan};
-use cudarc::driver::sys::CUstream;
 
 /// The KV append on the shared C ABI path.
 struct KvAppend;
@@ -31,11 +29,6 @@ impl Op for KvAppend {
     fn check_host(p: &KvAppendPlan, host: &Self::Bufs) -> Result<(), CallError> {
         p.params(&convert::append_bufs(host))?;
         Ok(())
-    }
-
-    unsafe fn launch(ctx: &CudaBackend, l: &Launches, stream: CUstream) -> crate::Result<()> {
-        // SAFETY: the caller's contract.
-        unsafe { op::launch_all(ctx, l, stream) }
     }
 
     unsafe fn mirror(
@@ -61,10 +54,6 @@ impl Op for KvAppend {
                 v_scales: m.mirror(host.v_scales, 4, input.when(fp8))?,
             })
         }
-    }
-
-    fn emulate(m: &mut HostMirror, l: &Launches) -> Result<(), CallError> {
-        op::emulate_all(m, l)
     }
 }
 

@@ -13,7 +13,6 @@ use super::status::{guard, CallError};
 use crate::common::launch::Launches;
 use crate::cuda::CudaBackend;
 use crate::ops::decode::{DecodeBuffers, DecodePlan};
-use cudarc::driver::sys::CUstream;
 
 /// The run's buffers with the workspace carved as the plan needs it.
 fn buffers(plan: &DecodePlan, b: &ffi::flashmha_decode_bufs) -> crate::Result<DecodeBuffers> {
@@ -33,11 +32,6 @@ impl Op for Decode {
 
     fn bind(p: &DecodePlan, b: &Self::Bufs) -> Result<Launches, CallError> {
         Ok(p.bind(&buffers(p, b)?)?)
-    }
-
-    unsafe fn launch(ctx: &CudaBackend, l: &Launches, stream: CUstream) -> crate::Result<()> {
-        // SAFETY: the caller's contract.
-        unsafe { op::launch_all(ctx, l, stream) }
     }
 
     unsafe fn mirror(
@@ -68,10 +62,6 @@ impl Op for Decode {
                 workspace: m.mirror(host.workspace, 4, Role::Scratch.when(p.combine.is_some()))?,
             })
         }
-    }
-
-    fn emulate(m: &mut HostMirror, l: &Launches) -> Result<(), CallError> {
-        op::emulate_all(m, l)
     }
 }
 

@@ -6,7 +6,7 @@
 use super::convert;
 use super::ffi::{self, flashmha_status};
 use super::host::{HostMirror, Role};
-use super::op::{self, Op};
+use super::op::{self, Bound, Op};
 use super::status::CallError;
 use crate::cuda::CudaBackend;
 use crate::ops::head_similarity::{
@@ -21,26 +21,20 @@ struct HeadSimilarity;
 impl Op for HeadSimilarity {
     type Plan = ffi::flashmha_head_similarity_shape;
     type Bufs = ffi::flashmha_head_similarity_bufs;
-    type Bound = (HeadSimProblem, HeadSimBuffers, HeadSimPlan);
+    type Bound = BoundHeadSim;
 
     fn bind(s: &Self::Plan, b: &Self::Bufs) -> Result<Self::Bound, CallError> {
         let problem = convert::head_sim_problem(s, b)?;
-        let addrs = HeadSimBuffers {
+        let bufs = HeadSimBuffers {
             o: b.o.data as u64,
             gram: b.gram.data as u64,
         };
-        let plan = plan_head_similarity(&problem, &addrs)?;
-        Ok((problem, addrs, plan))
-    }
-
-    unsafe fn launch(
-        ctx: &CudaBackend,
-        (problem, b, _): &Self::Bound,
-        stream: CUstream,
-    ) -> crate::Result<()> {
-        // SAFETY: the caller's contract; `head_similarity_raw` validates the problem and both
-        // buffers again, zeroes the sums and launches.
-        unsafe { ctx.head_similarity_raw(problem, b.o, b.gram, stream) }
+        let plan = plan_head_similarity(&problem, &bufs)?;
+        Ok(BoundHeadSim {
+            problem,
+            bufs,
+            plan,
+        })
     }
 
     unsafe fn mirror(
@@ -58,15 +52,30 @@ impl Op for HeadSimilarity {
             })
         }
     }
+}
 
-    fn emulate(m: &mut HostMirror, (problem, _, plan): &Self::Bound) -> Result<(), CallError> {
+/// A head-similarity call validated against its buffers.
+struct BoundHeadSim {
+    problem: HeadSimProblem,
+    bufs: HeadSimBuffers,
+    plan: HeadSimPlan,
+}
+
+impl Bound for BoundHeadSim {
+    unsafe fn launch(&self, ctx: &CudaBackend, stream: CUstream) -> crate::Result<()> {
+        // SAFETY: the caller's contract; `head_similarity_raw` validates the problem and both
+        // buffers again, zeroes the sums and launches.
+        unsafe { ctx.head_similarity_raw(&self.problem, self.bufs.o, self.bufs.gram, stream) }
+    }
+
+    fn emulate(&self, m: &mut HostMirror) -> Result<(), CallError> {
         // The kernel accumulates into the heads² sums: zero them, as the GPU path does.
-        let sums = vec![0u8; problem.num_heads * problem.num_heads * 4];
-        let gram_at = crate::emulator::DevicePtr(plan.params.gram as u64);
+        let heads = self.problem.num_heads;
+        let gram_at = crate::emulator::DevicePtr(self.plan.params.gram as u64);
         m.device()
-            .write(gram_at, &sums)
+            .write(gram_at, &vec![0u8; heads * heads * 4])
             .map_err(crate::Error::from)?;
-        m.launch(&plan.launch())
+        m.launch(&self.plan.launch())
     }
 }
 

@@ -11,7 +11,6 @@ use super::status::CallError;
 use crate::common::launch::Launches;
 use crate::cuda::CudaBackend;
 use crate::ops::merge::{MergePlan, MergeStates};
-use cudarc::driver::sys::CUstream;
 
 /// The merge of attention states on the shared C ABI path.
 struct Merge;
@@ -23,11 +22,6 @@ impl Op for Merge {
 
     fn bind(p: &MergePlan, b: &Self::Bufs) -> Result<Launches, CallError> {
         Ok(p.bind(&convert::merge_bufs(b))?.into())
-    }
-
-    unsafe fn launch(ctx: &CudaBackend, l: &Launches, stream: CUstream) -> crate::Result<()> {
-        // SAFETY: the caller's contract.
-        unsafe { op::launch_all(ctx, l, stream) }
     }
 
     unsafe fn mirror(
@@ -50,10 +44,6 @@ impl Op for Merge {
                 lse: m.mirror(host.lse, 4, Role::Output)?,
             })
         }
-    }
-
-    fn emulate(m: &mut HostMirror, l: &Launches) -> Result<(), CallError> {
-        op::emulate_all(m, l)
     }
 }
 

@@ -25,7 +25,7 @@ pub(super) trait Op {
     /// The op's C buffer struct (`flashmha_*_bufs`).
     type Bufs;
     /// The checked launch(es) binding gives.
-    type Bound;
+    type Bound: Bound;
 
     /// Converts the C buffers and binds them to `plan`: every length, alignment and aliasing
     /// rule is checked here, before any launch.
@@ -37,14 +37,6 @@ pub(super) trait Op {
         Self::bind(plan, host).map(drop)
     }
 
-    /// Launches a bound call on `ctx`'s `stream`.
-    ///
-    /// # Safety
-    /// The bound buffers are device memory of `ctx` holding their declared lengths, allocated
-    /// until `stream` has run the kernels; `stream` is NULL or a live stream of the context.
-    unsafe fn launch(ctx: &CudaBackend, bound: &Self::Bound, stream: CUstream)
-        -> crate::Result<()>;
-
     /// The host buffers mirrored on the emulator device of `m`, each with the role this plan
     /// gives it.
     ///
@@ -55,27 +47,32 @@ pub(super) trait Op {
         m: &mut HostMirror,
         host: &Self::Bufs,
     ) -> Result<Self::Bufs, CallError>;
-
-    /// Runs a call bound to mirrored buffers on the emulator; any finding is an error.
-    fn emulate(m: &mut HostMirror, bound: &Self::Bound) -> Result<(), CallError>;
 }
 
-/// [`Op::launch`] of an op whose bind gives [`Launches`].
-///
-/// # Safety
-/// As for [`Op::launch`].
-pub(super) unsafe fn launch_all(
-    ctx: &CudaBackend,
-    launches: &Launches,
-    stream: CUstream,
-) -> crate::Result<()> {
-    // SAFETY: the caller's contract; the launches were bound (every buffer checked).
-    unsafe { ctx.launch_raw(launches, stream) }
+/// A bound call: how it launches on a context and on the emulator.
+pub(super) trait Bound {
+    /// Launches on `ctx`'s `stream`.
+    ///
+    /// # Safety
+    /// The bound buffers are device memory of `ctx` holding their declared lengths, allocated
+    /// until `stream` has run the kernels; `stream` is NULL or a live stream of the context.
+    unsafe fn launch(&self, ctx: &CudaBackend, stream: CUstream) -> crate::Result<()>;
+
+    /// Runs on the emulator device of `m` (bound to its mirrored buffers); any finding is an
+    /// error.
+    fn emulate(&self, m: &mut HostMirror) -> Result<(), CallError>;
 }
 
-/// [`Op::emulate`] of an op whose bind gives [`Launches`].
-pub(super) fn emulate_all(m: &mut HostMirror, launches: &Launches) -> Result<(), CallError> {
-    launches.iter().try_for_each(|l| m.launch(l))
+/// The bound launches of decode, merge and KV append.
+impl Bound for Launches {
+    unsafe fn launch(&self, ctx: &CudaBackend, stream: CUstream) -> crate::Result<()> {
+        // SAFETY: the caller's contract; the launches were bound (every buffer checked).
+        unsafe { ctx.launch_raw(self, stream) }
+    }
+
+    fn emulate(&self, m: &mut HostMirror) -> Result<(), CallError> {
+        self.iter().try_for_each(|l| m.launch(l))
+    }
 }
 
 /// The kernels a plan is made for: the context's device, or the default (Ampere) kernels for
@@ -137,7 +134,7 @@ pub(super) unsafe fn run<'a, O: Op, P: 'a, Q: Borrow<O::Plan>>(
         // SAFETY: forwarded from this function's contract; `bind` checked every buffer against
         // the plan (length, alignment, aliasing), so the kernels only touch the ranges the
         // caller declared. Device-resident indices are checked by the kernels themselves.
-        unsafe { O::launch(ctx, &bound, stream.cast()) }?;
+        unsafe { bound.launch(ctx, stream.cast()) }?;
         Ok(())
     })
 }
@@ -185,7 +182,7 @@ pub(super) unsafe fn emulate<'a, O: Op, P: 'a, Q: Borrow<O::Plan>>(
         let mut m = HostMirror::default();
         // SAFETY: the caller's contract for each buffer (inputs readable, outputs writable).
         let mirrored = unsafe { O::mirror(plan, &mut m, host) }?;
-        O::emulate(&mut m, &O::bind(plan, &mirrored)?)?;
+        O::bind(plan, &mirrored)?.emulate(&mut m)?;
         // SAFETY: the output buffers are writable (caller's contract).
         unsafe { m.copy_back() }
     })

@@ -6,7 +6,7 @@
 use super::convert;
 use super::ffi::{self, flashmha_status};
 use super::host::{HostMirror, Role};
-use super::op::{self, Op};
+use super::op::{self, Bound, Op};
 use super::status::CallError;
 use crate::common::dtype::DType;
 use crate::common::target::KernelTarget;
@@ -74,12 +74,6 @@ impl Op for Forward {
         Ok(plan.bind(&convert::bufs(bufs)?)?)
     }
 
-    unsafe fn launch(ctx: &CudaBackend, l: &FwdLaunch, stream: CUstream) -> crate::Result<()> {
-        // SAFETY: the caller's contract; the sm_90a tensor maps are encoded over the bound
-        // addresses by the backend.
-        unsafe { ctx.launch_bound_raw(l, stream) }
-    }
-
     unsafe fn mirror(
         plan: &Plan,
         m: &mut HostMirror,
@@ -103,9 +97,18 @@ impl Op for Forward {
             })
         }
     }
+}
 
-    fn emulate(m: &mut HostMirror, l: &FwdLaunch) -> Result<(), CallError> {
-        let report = crate::backend::emulator::launch_bound(m.device(), l)?;
+/// The forward's one launch (its sm_90a tensor maps are encoded over the bound addresses by
+/// each backend).
+impl Bound for FwdLaunch {
+    unsafe fn launch(&self, ctx: &CudaBackend, stream: CUstream) -> crate::Result<()> {
+        // SAFETY: the caller's contract; the launch was bound (every buffer checked).
+        unsafe { ctx.launch_bound_raw(self, stream) }
+    }
+
+    fn emulate(&self, m: &mut HostMirror) -> Result<(), CallError> {
+        let report = crate::backend::emulator::launch_bound(m.device(), self)?;
         HostMirror::clean(&report)
     }
 }
