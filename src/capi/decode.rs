@@ -69,20 +69,6 @@ op::handle_entry_points!(Decode, flashmha_decode_plan, flashmha_decode_bufs;
     run: flashmha_decode_run, emulate: flashmha_emulate_decode_run,
     destroy: flashmha_decode_plan_destroy);
 
-/// `flashmha_status flashmha_decode_plan_create(const flashmha_decode_shape *shape,
-/// flashmha_decode_plan **out)`
-///
-/// # Safety
-/// `shape` NULL or valid; `out` NULL or writable storage for one pointer.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_decode_plan_create(
-    shape: *const ffi::flashmha_decode_shape,
-    out: *mut *mut ffi::flashmha_decode_plan,
-) -> flashmha_status {
-    // SAFETY: the caller's contract for each pointer.
-    unsafe { op::create(None, shape, "shape", out, make) }
-}
-
 /// Plans for the context's device (its SM count the split heuristic's input) or, without one,
 /// for the default kernels.
 fn make(
@@ -94,20 +80,8 @@ fn make(
     Ok(DecodePlan::new_for(op::target(ctx), &problem, policy)?)
 }
 
-/// `flashmha_status flashmha_decode_plan_create_for_context(const flashmha_context *ctx,
-/// const flashmha_decode_shape *shape, flashmha_decode_plan **out)`
-///
-/// # Safety
-/// `ctx` NULL or a live context; `shape` NULL or valid; `out` NULL or writable.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_decode_plan_create_for_context(
-    ctx: *const ffi::flashmha_context,
-    shape: *const ffi::flashmha_decode_shape,
-    out: *mut *mut ffi::flashmha_decode_plan,
-) -> flashmha_status {
-    // SAFETY: the caller's contract for each pointer.
-    unsafe { op::create(Some(ctx), shape, "shape", out, make) }
-}
+op::create_entry_points!(flashmha_decode_shape, flashmha_decode_plan, make;
+    create: flashmha_decode_plan_create, for_context: flashmha_decode_plan_create_for_context);
 
 /// `flashmha_status flashmha_decode_plan_info(const flashmha_decode_plan *plan,
 /// flashmha_decode_info *out)`

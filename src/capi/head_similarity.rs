@@ -4,7 +4,7 @@
 //! (`CudaBackend::head_similarity_raw`) or on the emulator.
 
 use super::convert;
-use super::ffi::{self, flashmha_status};
+use super::ffi;
 use super::host::{HostMirror, Role};
 use super::op::{self, Bound, Op};
 use super::status::CallError;
@@ -13,7 +13,6 @@ use crate::ops::head_similarity::{
     plan_head_similarity, HeadSimBuffers, HeadSimPlan, HeadSimProblem,
 };
 use cudarc::driver::sys::CUstream;
-use std::ffi::c_void;
 
 /// Head similarity on the shared C ABI path; the shape is the plan (planned per call).
 struct HeadSimilarity;
@@ -79,36 +78,14 @@ impl Bound for BoundHeadSim {
     }
 }
 
-/// `flashmha_status flashmha_head_similarity(const flashmha_context *ctx,
-/// const flashmha_head_similarity_shape *shape, const flashmha_head_similarity_bufs *bufs,
-/// void *stream)`
-///
-/// # Safety
-/// Pointers NULL or valid (ctx live); `o` and `gram` device memory of the context holding at
-/// least their declared lengths, allocated until `stream` has run the kernel; `stream` NULL or
-/// a live `CUstream` of the context's device.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_head_similarity(
-    ctx: *const ffi::flashmha_context,
-    shape: *const ffi::flashmha_head_similarity_shape,
-    bufs: *const ffi::flashmha_head_similarity_bufs,
-    stream: *mut c_void,
-) -> flashmha_status {
-    // SAFETY: the caller's contract for each pointer.
-    unsafe { op::run::<HeadSimilarity, _, _>(ctx, shape, "shape", bufs, stream, |_, s| Ok(s)) }
+/// What head similarity binds: its shape as given (the Rust side plans per call).
+fn same<'a>(
+    s: &'a ffi::flashmha_head_similarity_shape,
+    _: Option<&CudaBackend>,
+) -> Result<&'a ffi::flashmha_head_similarity_shape, CallError> {
+    Ok(s)
 }
 
-/// `flashmha_status flashmha_emulate_head_similarity(const flashmha_head_similarity_shape
-/// *shape, const flashmha_head_similarity_bufs *host_bufs)`
-///
-/// # Safety
-/// Pointers NULL or valid; `o` readable and `gram` writable host memory of at least their
-/// declared lengths.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_emulate_head_similarity(
-    shape: *const ffi::flashmha_head_similarity_shape,
-    host_bufs: *const ffi::flashmha_head_similarity_bufs,
-) -> flashmha_status {
-    // SAFETY: the caller's contract for each pointer.
-    unsafe { op::emulate::<HeadSimilarity, _, _>(shape, "shape", host_bufs, Ok) }
-}
+op::shape_entry_points!(HeadSimilarity, flashmha_head_similarity_shape,
+    flashmha_head_similarity_bufs, same;
+    run: flashmha_head_similarity, emulate: flashmha_emulate_head_similarity);

@@ -4,7 +4,7 @@
 //! [`MergePlan::bind`].
 
 use super::convert;
-use super::ffi::{self, flashmha_status};
+use super::ffi;
 use super::host::{HostMirror, Role};
 use super::op::{self, Op};
 use super::status::CallError;
@@ -57,40 +57,14 @@ fn make(s: &ffi::flashmha_merge_shape, ctx: Option<&CudaBackend>) -> Result<Merg
     Ok(MergePlan::new_for(op::target(ctx), &problem)?)
 }
 
-/// `flashmha_status flashmha_merge_plan_create(const flashmha_merge_shape *shape,
-/// flashmha_merge_plan **out)`
-///
-/// # Safety
-/// `shape` NULL or valid; `out` NULL or writable storage for one pointer.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_merge_plan_create(
-    shape: *const ffi::flashmha_merge_shape,
-    out: *mut *mut ffi::flashmha_merge_plan,
-) -> flashmha_status {
-    // SAFETY: the caller's contract for each pointer.
-    unsafe { op::create(None, shape, "shape", out, make) }
-}
-
-/// `flashmha_status flashmha_merge_plan_create_for_context(const flashmha_context *ctx,
-/// const flashmha_merge_shape *shape, flashmha_merge_plan **out)`
-///
-/// # Safety
-/// `ctx` NULL or live; `shape` NULL or valid; `out` NULL or writable.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_merge_plan_create_for_context(
-    ctx: *const ffi::flashmha_context,
-    shape: *const ffi::flashmha_merge_shape,
-    out: *mut *mut ffi::flashmha_merge_plan,
-) -> flashmha_status {
-    // SAFETY: the caller's contract for each pointer.
-    unsafe { op::create(Some(ctx), shape, "shape", out, make) }
-}
+op::create_entry_points!(flashmha_merge_shape, flashmha_merge_plan, make;
+    create: flashmha_merge_plan_create, for_context: flashmha_merge_plan_create_for_context);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn create(s: &ffi::flashmha_merge_shape) -> (flashmha_status, bool) {
+    fn create(s: &ffi::flashmha_merge_shape) -> (ffi::flashmha_status, bool) {
         let mut p: *mut ffi::flashmha_merge_plan = std::ptr::null_mut();
         // SAFETY: valid pointers to locals.
         let code = unsafe { flashmha_merge_plan_create(s, &mut p) };

@@ -252,3 +252,91 @@ macro_rules! handle_entry_points {
     };
 }
 pub(super) use handle_entry_points;
+
+/// Defines `flashmha_<op>_plan_create` and `flashmha_<op>_plan_create_for_context` of an op
+/// whose plan is made from its shape alone by `make(shape, context)`.
+macro_rules! create_entry_points {
+    ($shape:ident, $handle:ident, $make:path; create: $create:ident,
+     for_context: $for_context:ident) => {
+        #[doc = concat!("`flashmha_status ", stringify!($create), "(const ", stringify!($shape),
+                            " *shape, ", stringify!($handle), " **out)`")]
+        ///
+        /// # Safety
+        /// `shape` NULL or valid; `out` NULL or writable storage for one pointer.
+        #[no_mangle]
+        pub unsafe extern "C" fn $create(
+            shape: *const ffi::$shape,
+            out: *mut *mut ffi::$handle,
+        ) -> ffi::flashmha_status {
+            // SAFETY: the caller's contract for each pointer.
+            unsafe { $crate::capi::op::create(None, shape, "shape", out, $make) }
+        }
+
+        #[doc = concat!("`flashmha_status ", stringify!($for_context),
+                            "(const flashmha_context *ctx, const ", stringify!($shape), " *shape, ",
+                            stringify!($handle), " **out)`: planned for the context's device.")]
+        ///
+        /// # Safety
+        /// `ctx` NULL or a live context; `shape` NULL or valid; `out` NULL or writable storage
+        /// for one pointer.
+        #[no_mangle]
+        pub unsafe extern "C" fn $for_context(
+            ctx: *const ffi::flashmha_context,
+            shape: *const ffi::$shape,
+            out: *mut *mut ffi::$handle,
+        ) -> ffi::flashmha_status {
+            // SAFETY: the caller's contract for each pointer.
+            unsafe { $crate::capi::op::create(Some(ctx), shape, "shape", out, $make) }
+        }
+    };
+}
+pub(super) use create_entry_points;
+
+/// Defines the one-call entry points of an op planned from its shape at each call (the
+/// forward's `flashmha_forward` / `flashmha_emulate_forward`, head similarity's): on a context
+/// and on the emulator, `plan(shape, context)` making what the op binds.
+macro_rules! shape_entry_points {
+    ($op:ty, $shape:ident, $bufs:ident, $plan:expr; run: $run:ident, emulate: $emulate:ident) => {
+        #[doc = concat!("`flashmha_status ", stringify!($run), "(const flashmha_context *ctx, const ",
+            stringify!($shape), " *shape, const ", stringify!($bufs), " *bufs, void *stream)`")]
+        ///
+        /// # Safety
+        /// Pointers NULL or valid (ctx live); every buffer in `bufs` device memory of the
+        /// context holding at least its declared length, allocated until `stream` has run the
+        /// kernel; `stream` NULL or a live `CUstream` of the context's device.
+        #[no_mangle]
+        pub unsafe extern "C" fn $run(
+            ctx: *const ffi::flashmha_context,
+            shape: *const ffi::$shape,
+            bufs: *const ffi::$bufs,
+            stream: *mut std::ffi::c_void,
+        ) -> ffi::flashmha_status {
+            // SAFETY: the caller's contract for each pointer.
+            unsafe {
+                $crate::capi::op::run::<$op, _, _>(ctx, shape, "shape", bufs, stream, |ctx, s| {
+                    ($plan)(s, Some(ctx))
+                })
+            }
+        }
+
+        #[doc = concat!("`flashmha_status ", stringify!($emulate), "(const ", stringify!($shape),
+            " *shape, const ", stringify!($bufs), " *host_bufs)`")]
+        ///
+        /// # Safety
+        /// Pointers NULL or valid; each buffer host memory of at least its declared length
+        /// (outputs writable); inputs not written during the call.
+        #[no_mangle]
+        pub unsafe extern "C" fn $emulate(
+            shape: *const ffi::$shape,
+            host_bufs: *const ffi::$bufs,
+        ) -> ffi::flashmha_status {
+            // SAFETY: the caller's contract for each pointer.
+            unsafe {
+                $crate::capi::op::emulate::<$op, _, _>(shape, "shape", host_bufs, |s| {
+                    ($plan)(s, None)
+                })
+            }
+        }
+    };
+}
+pub(super) use shape_entry_points;

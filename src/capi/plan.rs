@@ -4,7 +4,7 @@
 //! and `flashmha_version`.
 
 use super::convert;
-use super::ffi::{self, flashmha_status};
+use super::ffi;
 use super::host::{HostMirror, Role};
 use super::op::{self, Bound, Op};
 use super::status::CallError;
@@ -15,7 +15,7 @@ use crate::ops::forward::bind::FwdBufs;
 use crate::ops::forward::plan::{FwdLaunch, FwdPlan};
 use crate::ops::forward::problem::FwdShape;
 use cudarc::driver::sys::CUstream;
-use std::ffi::{c_char, c_void};
+use std::ffi::c_char;
 
 /// What a `flashmha_plan*` points to: a plan of either element type.
 #[derive(Debug, Clone, Copy)]
@@ -152,20 +152,6 @@ pub unsafe extern "C" fn flashmha_version() -> *const c_char {
     VERSION.as_ptr().cast()
 }
 
-/// `flashmha_status flashmha_plan_create(const flashmha_shape *shape, flashmha_plan **out)`
-///
-/// # Safety
-/// `shape` must be NULL or point to a valid `flashmha_shape`; `out` must be NULL or point to
-/// writable storage for one pointer.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_plan_create(
-    shape: *const ffi::flashmha_shape,
-    out: *mut *mut ffi::flashmha_plan,
-) -> flashmha_status {
-    // SAFETY: the caller's contract for `out` and `shape`.
-    unsafe { op::create(None, shape, "shape", out, make) }
-}
-
 /// Checks `out` (NULL is an invalid argument, and nothing is made), makes the value with
 /// `make` and writes it to `*out`.
 ///
@@ -197,58 +183,14 @@ pub(super) unsafe fn create_into<T, H>(
     unsafe { write_out(out, || Ok(Box::into_raw(Box::new(make()?)).cast())) }
 }
 
-/// `flashmha_status flashmha_plan_create_for_context(const flashmha_context *ctx,
-/// const flashmha_shape *shape, flashmha_plan **out)`
-///
-/// # Safety
-/// `ctx` must be NULL or a live context handle, `shape` NULL or a valid `flashmha_shape`, `out`
-/// NULL or writable storage for one pointer.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_plan_create_for_context(
-    ctx: *const ffi::flashmha_context,
-    shape: *const ffi::flashmha_shape,
-    out: *mut *mut ffi::flashmha_plan,
-) -> flashmha_status {
-    // SAFETY: the caller's contract for each pointer.
-    unsafe { op::create(Some(ctx), shape, "shape", out, make) }
-}
+op::create_entry_points!(flashmha_shape, flashmha_plan, make;
+    create: flashmha_plan_create, for_context: flashmha_plan_create_for_context);
+
+op::shape_entry_points!(Forward, flashmha_shape, flashmha_bufs, make;
+    run: flashmha_forward, emulate: flashmha_emulate_forward);
 
 op::handle_entry_points!(Forward, flashmha_plan, flashmha_bufs;
     run: flashmha_run, emulate: flashmha_emulate_run, destroy: flashmha_plan_destroy);
-
-/// `flashmha_status flashmha_forward(const flashmha_context *ctx, const flashmha_shape *shape,
-/// const flashmha_bufs *bufs, void *stream)`
-///
-/// # Safety
-/// As for `flashmha_run`, with `shape` NULL or valid.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_forward(
-    ctx: *const ffi::flashmha_context,
-    shape: *const ffi::flashmha_shape,
-    bufs: *const ffi::flashmha_bufs,
-    stream: *mut c_void,
-) -> flashmha_status {
-    // SAFETY: the caller's contract for each pointer.
-    unsafe {
-        op::run::<Forward, _, _>(ctx, shape, "shape", bufs, stream, |ctx, s| {
-            make(s, Some(ctx))
-        })
-    }
-}
-
-/// `flashmha_status flashmha_emulate_forward(const flashmha_shape *shape,
-/// const flashmha_bufs *host_bufs)`
-///
-/// # Safety
-/// As for `flashmha_emulate_run`, with `shape` NULL or valid.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_emulate_forward(
-    shape: *const ffi::flashmha_shape,
-    host_bufs: *const ffi::flashmha_bufs,
-) -> flashmha_status {
-    // SAFETY: the caller's contract for each pointer.
-    unsafe { op::emulate::<Forward, _, _>(shape, "shape", host_bufs, |s| make(s, None)) }
-}
 
 #[cfg(test)]
 mod tests {
