@@ -13,14 +13,15 @@ fn dynamically_indexed_local_array() {
     let mut dev = Device::new();
     let pi = upload(&mut dev, &idx);
     let po = dev.alloc(64 * 4);
-    launch_clean(
+    launch(
         &mut dev,
         &m,
         "local_array",
         1,
         64,
         &[Arg::Ptr(pi), Arg::Ptr(po)],
-    );
+    )
+    .clean();
     let out: Vec<u32> = download(&dev, po, 64);
     for t in 0..64u32 {
         let a = |i: u32| i * 131 + t;

@@ -636,7 +636,7 @@ fn chained_wgmma_accumulate_without_waiting() {
             Arg::Ptr(upload(&mut dev, &p.descs)),
             Arg::U32(1),
         ];
-        let rep = launch_clean(&mut dev, &m, "k", 1, 128, &args);
+        let rep = launch(&mut dev, &m, "k", 1, 128, &args).clean();
         assert_eq!(rep.counters.wgmma_instructions, 2);
         // Two instructions read their operands twice: the count is per instruction.
         let a_bytes = if a == ASrc::Regs { 0 } else { 64 * 16 * 2 };
@@ -681,7 +681,7 @@ fn scale_d_as_an_immediate() {
             // The predicate register is now unused: pass the opposite value.
             Arg::U32(!imm as u32),
         ];
-        launch_clean(&mut dev, &m, "k", 1, 128, &args);
+        launch(&mut dev, &m, "k", 1, 128, &args).clean();
         assert_eq!(download::<f32>(&dev, out, p.expect.len()), p.expect);
     }
 }
@@ -738,7 +738,7 @@ fn wait_group_n_completes_all_but_the_newest_n_groups() {
     let Arg::Ptr(out) = args[5] else {
         unreachable!()
     };
-    launch_clean(&mut dev, &m, "k", 1, 128, &args);
+    launch(&mut dev, &m, "k", 1, 128, &args).clean();
     let got = download::<f32>(&dev, out, p.expect.len());
     assert_eq!(got, p.expect);
 }
@@ -843,7 +843,7 @@ fn run_stmatrix(num: u32, trans: bool, space: &str) -> Vec<u16> {
     let m = Module::parse(&ptx).unwrap_or_else(|e| panic!("{e}"));
     let mut dev = Device::new();
     let out = dev.alloc(1024);
-    launch_clean(&mut dev, &m, "s", 1, 32, &[Arg::Ptr(out)]);
+    launch(&mut dev, &m, "s", 1, 32, &[Arg::Ptr(out)]).clean();
     download::<u16>(&dev, out, 512)
 }
 

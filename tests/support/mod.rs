@@ -2,7 +2,9 @@
 //! data. (A module of the `fidelity` and `ops` test binaries.)
 #![allow(dead_code)]
 
-use flashmha::emulator::{Device, DevicePtr, LaunchConfig, LaunchReport, Module};
+use flashmha::emulator::{
+    Device, DevicePtr, Finding, FindingKind, LaunchConfig, LaunchReport, Module,
+};
 use rand::{Rng, SeedableRng};
 
 /// Parses the PTX the build compiled from `kernels/emu_tests/<stem>.cu`.
@@ -60,26 +62,38 @@ pub fn launch(
         .unwrap_or_else(|e| panic!("{entry}: {e}"))
 }
 
-/// Launches and insists on a clean report.
-pub fn launch_clean(
-    dev: &mut Device,
-    m: &Module,
-    entry: &str,
-    grid: u32,
-    block: u32,
-    args: &[Arg],
-) -> LaunchReport {
-    let r = launch(dev, m, entry, grid, block, args);
-    assert!(
-        r.findings.is_empty(),
-        "{entry} produced findings:\n{}",
-        r.findings
-            .iter()
-            .map(|f| f.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    r
+/// What the tests ask of a launch report.
+pub trait ReportExt: Sized {
+    /// The report, insisting that it has no finding (each finding names its kernel).
+    fn clean(self) -> Self;
+    /// The one finding of `kind`, insisting there is exactly one.
+    fn only(&self, kind: FindingKind) -> &Finding;
+}
+
+impl ReportExt for LaunchReport {
+    fn clean(self) -> Self {
+        assert!(
+            self.findings.is_empty(),
+            "the launch produced findings:\n{}",
+            self.findings
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        self
+    }
+
+    fn only(&self, kind: FindingKind) -> &Finding {
+        let mut of_kind = self.of_kind(kind);
+        let first = of_kind.next();
+        assert!(
+            first.is_some() && of_kind.next().is_none(),
+            "expected exactly one {kind:?}: {:?}",
+            self.findings
+        );
+        first.unwrap()
+    }
 }
 
 pub fn rng(seed: u64) -> rand::rngs::StdRng {
