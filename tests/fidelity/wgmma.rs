@@ -337,35 +337,40 @@ fn prepare(c: &Case, seed: u64) -> Prepared {
 
 /// Runs a case with the planted lines; returns the report and the output fragments.
 fn run_case(c: &Case, seed: u64, between: &str, after: &str) -> (LaunchReport, Prepared, Vec<f32>) {
-    let ptx = kernel(c, between, after);
-    let m = Module::parse(&ptx).unwrap_or_else(|e| panic!("{c:?}: {e}"));
+    run_ptx(c, &kernel(c, between, after), seed, c.scale_d as u32)
+}
+
+/// Runs `ptx` (a [`kernel`] of `c`, possibly edited) on the operands of `prepare(c, seed)`,
+/// passing `scale_d` as the predicate parameter; the report, the operands and D.
+fn run_ptx(c: &Case, ptx: &str, seed: u64, scale_d: u32) -> (LaunchReport, Prepared, Vec<f32>) {
+    let m = Module::parse(ptx).unwrap_or_else(|e| panic!("{c:?}: {e}"));
     let p = prepare(c, seed);
     let mut dev = Device::new();
-    let pv = upload(&mut dev, &p.vals);
-    let po = upload(&mut dev, &p.offs);
-    let pa = upload(&mut dev, &p.afrag);
-    let pc = upload(&mut dev, &p.cinit);
-    let pd = upload(&mut dev, &p.descs);
     let out = dev.alloc(p.expect.len() * 4);
-    let rep = launch(
-        &mut dev,
-        &m,
-        "k",
-        1,
-        128,
-        &[
-            Arg::Ptr(pv),
-            Arg::Ptr(po),
-            Arg::U32(p.vals.len() as u32),
-            Arg::Ptr(pa),
-            Arg::Ptr(pc),
-            Arg::Ptr(out),
-            Arg::Ptr(pd),
-            Arg::U32(c.scale_d as u32),
-        ],
-    );
+    let args = [
+        Arg::Ptr(upload(&mut dev, &p.vals)),
+        Arg::Ptr(upload(&mut dev, &p.offs)),
+        Arg::U32(p.vals.len() as u32),
+        Arg::Ptr(upload(&mut dev, &p.afrag)),
+        Arg::Ptr(upload(&mut dev, &p.cinit)),
+        Arg::Ptr(out),
+        Arg::Ptr(upload(&mut dev, &p.descs)),
+        Arg::U32(scale_d),
+    ];
+    let rep = launch(&mut dev, &m, "k", 1, 128, &args);
     let got = download::<f32>(&dev, out, p.expect.len());
     (rep, p, got)
+}
+
+/// `c`'s kernel with its `wgmma.mma_async` line replaced by `edit(line)`.
+fn with_wgmma_line(c: &Case, edit: impl Fn(&str) -> String) -> String {
+    let ptx = kernel(c, "", "");
+    let line = ptx
+        .lines()
+        .find(|l| l.contains("wgmma.mma_async"))
+        .unwrap()
+        .to_string();
+    ptx.replace(&line, &edit(&line))
 }
 
 /// Runs a case and insists on a clean report, the exact CPU result and the counters.
@@ -615,28 +620,9 @@ fn chained_wgmma_accumulate_without_waiting() {
     for a in [ASrc::Regs, ASrc::Smem(Major::MN)] {
         let mut c = n4();
         c.a = a;
-        let ptx = kernel(&c, "", "");
-        let line = ptx
-            .lines()
-            .find(|l| l.contains("wgmma.mma_async"))
-            .unwrap()
-            .to_string();
-        let ptx = ptx.replace(&line, &format!("{line}\n{line}"));
-        let m = Module::parse(&ptx).unwrap();
-        let p = prepare(&c, 13);
-        let mut dev = Device::new();
-        let out = dev.alloc(p.expect.len() * 4);
-        let args = [
-            Arg::Ptr(upload(&mut dev, &p.vals)),
-            Arg::Ptr(upload(&mut dev, &p.offs)),
-            Arg::U32(p.vals.len() as u32),
-            Arg::Ptr(upload(&mut dev, &p.afrag)),
-            Arg::Ptr(upload(&mut dev, &p.cinit)),
-            Arg::Ptr(out),
-            Arg::Ptr(upload(&mut dev, &p.descs)),
-            Arg::U32(1),
-        ];
-        let rep = launch(&mut dev, &m, "k", 1, 128, &args).clean();
+        let ptx = with_wgmma_line(&c, |line| format!("{line}\n{line}"));
+        let (rep, p, got) = run_ptx(&c, &ptx, 13, 1);
+        let rep = rep.clean();
         assert_eq!(rep.counters.wgmma_instructions, 2);
         // Two instructions read their operands twice: the count is per instruction.
         let a_bytes = if a == ASrc::Regs { 0 } else { 64 * 16 * 2 };
@@ -644,7 +630,6 @@ fn chained_wgmma_accumulate_without_waiting() {
             rep.counters.wgmma_smem_bytes,
             2 * (a_bytes + c.n as u64 * 16 * 2)
         );
-        let got = download::<f32>(&dev, out, p.expect.len());
         for (k, g) in got.iter().enumerate() {
             let want = p.cinit[k] + 2.0 * (p.expect[k] - p.cinit[k]);
             assert_eq!(*g, want, "{a:?}: slot {k}");
@@ -659,30 +644,11 @@ fn scale_d_as_an_immediate() {
     for imm in [false, true] {
         let mut c = n4();
         c.scale_d = imm;
-        let ptx = kernel(&c, "", "");
-        let line = ptx
-            .lines()
-            .find(|l| l.contains("wgmma.mma_async"))
-            .unwrap()
-            .to_string();
-        let ptx = ptx.replace(&line, &line.replace("%p2", if imm { "1" } else { "0" }));
-        let m = Module::parse(&ptx).unwrap();
-        let p = prepare(&c, 17);
-        let mut dev = Device::new();
-        let out = dev.alloc(p.expect.len() * 4);
-        let args = [
-            Arg::Ptr(upload(&mut dev, &p.vals)),
-            Arg::Ptr(upload(&mut dev, &p.offs)),
-            Arg::U32(p.vals.len() as u32),
-            Arg::Ptr(upload(&mut dev, &p.afrag)),
-            Arg::Ptr(upload(&mut dev, &p.cinit)),
-            Arg::Ptr(out),
-            Arg::Ptr(upload(&mut dev, &p.descs)),
-            // The predicate register is now unused: pass the opposite value.
-            Arg::U32(!imm as u32),
-        ];
-        launch(&mut dev, &m, "k", 1, 128, &args).clean();
-        assert_eq!(download::<f32>(&dev, out, p.expect.len()), p.expect);
+        let ptx = with_wgmma_line(&c, |line| line.replace("%p2", if imm { "1" } else { "0" }));
+        // The predicate register is now unused: pass the opposite value.
+        let (rep, p, got) = run_ptx(&c, &ptx, 17, !imm as u32);
+        rep.clean();
+        assert_eq!(got, p.expect);
     }
 }
 
