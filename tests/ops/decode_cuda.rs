@@ -13,7 +13,6 @@ use flashmha::host::gpu_decode::decode_host;
 use flashmha::ops::decode::kernels::DECODE_KERNELS;
 use flashmha::ops::decode::{DecodeBuffers, DecodePlan, SplitPolicy};
 use flashmha::KernelTarget;
-use rand::SeedableRng;
 
 #[test]
 fn without_a_driver_decode_is_a_typed_error_with_one_it_loads() {
@@ -133,13 +132,9 @@ fn the_checks_before_any_launch_are_typed() {
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --test decode_cuda -- --ignored (FLASHMHA_SEED=n repeats a run)"]
 fn random_paged_decode_on_the_gpu_matches_the_reference() {
-    let seed = std::env::var("FLASHMHA_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("seed {seed}");
+    let seed = crate::emulator_support::seed();
     let backend = CudaBackend::new(0).expect("a CUDA GPU");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = crate::emulator_support::rng(seed);
     // The device's kernels: on a T4 (Turing) f16 at the Turing head dims over 16-bit pages; on
     // an H100 the Ampere decode rows it shares.
     let target = backend.target();
@@ -182,12 +177,8 @@ fn merge_pair_and_kv_append_on_the_gpu_match_the_emulator() {
     use flashmha::ops::merge::{MergeStates, StatsLayout};
     use half::f16;
     use rand::Rng;
-    let seed = std::env::var("FLASHMHA_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("seed {seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let seed = crate::emulator_support::seed();
+    let mut rng = crate::emulator_support::rng(seed);
     let backend = CudaBackend::new(0).expect("a CUDA GPU");
     let stream = backend.context().default_stream();
 
@@ -329,12 +320,8 @@ fn fp8_kv_append_at_positions_on_the_gpu_matches_the_emulator() {
     use flashmha::ops::kv_append::{AppendIndex, KvAppendPlan};
     use half::f16;
     use rand::Rng;
-    let seed = std::env::var("FLASHMHA_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("seed {seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let seed = crate::emulator_support::seed();
+    let mut rng = crate::emulator_support::rng(seed);
     let backend = CudaBackend::new(0).expect("a CUDA GPU");
     if backend.target() == KernelTarget::Turing {
         // FP8 pages are an sm_80+ feature (the plan refuses them on sm_75 with a typed error).

@@ -96,6 +96,16 @@ impl ReportExt for LaunchReport {
     }
 }
 
+/// A fresh random seed, or `FLASHMHA_SEED` to repeat a run; printed either way.
+pub fn seed() -> u64 {
+    let seed = std::env::var("FLASHMHA_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("FLASHMHA_SEED={seed}");
+    seed
+}
+
 pub fn rng(seed: u64) -> rand::rngs::StdRng {
     rand::rngs::StdRng::seed_from_u64(seed)
 }
