@@ -53,19 +53,7 @@ fn cp_async_groups_and_ignore_src() {
     let m = module("cp_async");
     let mut r = rng(10);
     let src: Vec<u32> = (0..128).map(|_| r.random_range(1..u32::MAX)).collect();
-    let mut dev = Device::new();
-    let psrc = upload(&mut dev, &src);
-    let pout = dev.alloc(128 * 4);
-    launch(
-        &mut dev,
-        &m,
-        "cp_async_groups",
-        1,
-        64,
-        &[Arg::Ptr(psrc), Arg::Ptr(pout)],
-    )
-    .clean();
-    let out: Vec<u32> = download(&dev, pout, 128);
+    let out: Vec<u32> = run_in_out(&m, "cp_async_groups", 64, &src, 128);
     for t in 0..64 {
         // ignore-src true (odd t) copies zeros
         assert_eq!(out[t], if t % 2 == 1 { 0 } else { src[t] }, "a[{t}]");

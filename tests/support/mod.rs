@@ -106,6 +106,30 @@ pub fn seed() -> u64 {
     seed
 }
 
+/// Runs `entry` of `m` as one CTA of `block` threads on (`input`, a fresh output of `n`
+/// elements), insisting on a clean report; the output.
+pub fn run_in_out<T: bytemuck::Pod, U: bytemuck::Pod>(
+    m: &Module,
+    entry: &str,
+    block: u32,
+    input: &[T],
+    n: usize,
+) -> Vec<U> {
+    let mut dev = Device::new();
+    let pin = upload(&mut dev, input);
+    let pout = dev.alloc(n * std::mem::size_of::<U>());
+    launch(
+        &mut dev,
+        m,
+        entry,
+        1,
+        block,
+        &[Arg::Ptr(pin), Arg::Ptr(pout)],
+    )
+    .clean();
+    download(&dev, pout, n)
+}
+
 pub fn rng(seed: u64) -> rand::rngs::StdRng {
     rand::rngs::StdRng::seed_from_u64(seed)
 }
