@@ -78,14 +78,7 @@ impl Bound for BoundHeadSim {
     }
 }
 
-/// What head similarity binds: its shape as given (the Rust side plans per call).
-fn same<'a>(
-    s: &'a ffi::flashmha_head_similarity_shape,
-    _: Option<&CudaBackend>,
-) -> Result<&'a ffi::flashmha_head_similarity_shape, CallError> {
-    Ok(s)
-}
-
-op::shape_entry_points!(HeadSimilarity, flashmha_head_similarity_shape,
-    flashmha_head_similarity_bufs, same;
+op::run_entry_points!(HeadSimilarity,
+    shape: flashmha_head_similarity_shape => ffi::flashmha_head_similarity_shape,
+    flashmha_head_similarity_bufs, op::as_is;
     run: flashmha_head_similarity, emulate: flashmha_emulate_head_similarity);

@@ -81,6 +81,12 @@ pub(super) fn target(ctx: Option<&CudaBackend>) -> KernelTarget {
     ctx.map_or(KernelTarget::Ampere, CudaBackend::target)
 }
 
+/// What an op binds when its C argument is already that (a plan handle's plan, or the shape of
+/// head similarity, which plans per call).
+pub(super) fn as_is<'a, T>(p: &'a T, _: Option<&CudaBackend>) -> Result<&'a T, CallError> {
+    Ok(p)
+}
+
 /// A `flashmha_*_plan_create[_for_context]` entry point: checks `out`, resolves the context
 /// (when given) and the shape (named `name` in the NULL error), plans with `make` and hands the
 /// plan out as a new handle in `*out`.
@@ -139,20 +145,6 @@ pub(super) unsafe fn run<'a, O: Op, P: 'a, Q: Borrow<O::Plan>>(
     })
 }
 
-/// [`run`] of a plan handle (a `Box<O::Plan>` from [`create`]).
-///
-/// # Safety
-/// As for [`run`], with `handle` NULL or a live handle of `O`'s plan.
-pub(super) unsafe fn run_handle<O: Op, H>(
-    ctx: *const ffi::flashmha_context,
-    handle: *const H,
-    bufs: *const O::Bufs,
-    stream: *mut c_void,
-) -> flashmha_status {
-    // SAFETY: the caller's contract; plan handles are `Box<O::Plan>` pointers.
-    unsafe { run::<O, O::Plan, _>(ctx, handle.cast(), "plan", bufs, stream, |_, p| Ok(p)) }
-}
-
 /// A run on the emulator with host buffers: resolves `plan` (named `name`) and `host_bufs`,
 /// makes the op's plan with `resolve`, checks the caller's own addresses as the GPU would,
 /// mirrors the buffers on an emulator device, binds and runs there, and copies the outputs
@@ -188,57 +180,16 @@ pub(super) unsafe fn emulate<'a, O: Op, P: 'a, Q: Borrow<O::Plan>>(
     })
 }
 
-/// [`emulate`] of a plan handle.
-///
-/// # Safety
-/// As for [`emulate`], with `handle` NULL or a live handle of `O`'s plan.
-pub(super) unsafe fn emulate_handle<O: Op, H>(
-    handle: *const H,
-    host_bufs: *const O::Bufs,
-) -> flashmha_status {
-    // SAFETY: the caller's contract; plan handles are `Box<O::Plan>` pointers.
-    unsafe { emulate::<O, O::Plan, _>(handle.cast(), "plan", host_bufs, Ok) }
-}
-
 /// Defines the run, emulator run and destroy entry points of an op with a plan handle (the
-/// header's `flashmha_<op>_run`, `flashmha_emulate_<op>_run` and `flashmha_<op>_plan_destroy`),
-/// all three on the shared path above; `header_check.rs` pins each to its declaration.
+/// header's `flashmha_<op>_run`, `flashmha_emulate_<op>_run` and `flashmha_<op>_plan_destroy`);
+/// `header_check.rs` pins each to its declaration.
 macro_rules! handle_entry_points {
     ($op:ty, $handle:ident, $bufs:ident; run: $run:ident, emulate: $emulate:ident,
      destroy: $destroy:ident) => {
-        #[doc = concat!("`flashmha_status ", stringify!($run), "(const flashmha_context *ctx, const ",
-            stringify!($handle), " *plan, const ", stringify!($bufs), " *bufs, void *stream)`")]
-        ///
-        /// # Safety
-        /// Pointers NULL or valid (handles live); every buffer in `bufs` is device memory of the
-        /// context holding at least its declared length, allocated until `stream` has run the
-        /// kernels; `stream` NULL or a live `CUstream` of the context's device.
-        #[no_mangle]
-        pub unsafe extern "C" fn $run(
-            ctx: *const ffi::flashmha_context,
-            plan: *const ffi::$handle,
-            bufs: *const ffi::$bufs,
-            stream: *mut std::ffi::c_void,
-        ) -> ffi::flashmha_status {
-            // SAFETY: the caller's contract; the handle is a `Box` of the op's plan.
-            unsafe { $crate::capi::op::run_handle::<$op, _>(ctx, plan, bufs, stream) }
-        }
-
-        #[doc = concat!("`flashmha_status ", stringify!($emulate), "(const ", stringify!($handle),
-            " *plan, const ", stringify!($bufs), " *host_bufs)`")]
-        ///
-        /// # Safety
-        /// `plan` NULL or live; `host_bufs` NULL or valid, each buffer host memory of at least
-        /// its declared length (outputs and in-place buffers writable); inputs not written
-        /// during the call.
-        #[no_mangle]
-        pub unsafe extern "C" fn $emulate(
-            plan: *const ffi::$handle,
-            host_bufs: *const ffi::$bufs,
-        ) -> ffi::flashmha_status {
-            // SAFETY: the caller's contract; the handle is a `Box` of the op's plan.
-            unsafe { $crate::capi::op::emulate_handle::<$op, _>(plan, host_bufs) }
-        }
+        // Plan handles are `Box`es of the op's plan: the run takes the plan as it is.
+        $crate::capi::op::run_entry_points!($op, plan: $handle => <$op as $crate::capi::op::Op>::Plan,
+            $bufs, $crate::capi::op::as_is;
+            run: $run, emulate: $emulate);
 
         #[doc = concat!("`void ", stringify!($destroy), "(", stringify!($handle), " *plan)`")]
         ///
@@ -292,51 +243,63 @@ macro_rules! create_entry_points {
 }
 pub(super) use create_entry_points;
 
-/// Defines the one-call entry points of an op planned from its shape at each call (the
-/// forward's `flashmha_forward` / `flashmha_emulate_forward`, head similarity's): on a context
-/// and on the emulator, `plan(shape, context)` making what the op binds.
-macro_rules! shape_entry_points {
-    ($op:ty, $shape:ident, $bufs:ident, $plan:expr; run: $run:ident, emulate: $emulate:ident) => {
+/// Defines the run on a context and the run on the emulator of an op, both on the shared path
+/// above: the C argument `$arg` (a plan handle, or the shape of an op planned at each call, as
+/// the forward's `flashmha_forward`) points to a `$target`, and `$plan(target, context)` makes
+/// what the op binds from it.
+macro_rules! run_entry_points {
+    ($op:ty, $arg:ident: $arg_ty:ident => $target:ty, $bufs:ident, $plan:expr;
+     run: $run:ident, emulate: $emulate:ident) => {
         #[doc = concat!("`flashmha_status ", stringify!($run), "(const flashmha_context *ctx, const ",
-            stringify!($shape), " *shape, const ", stringify!($bufs), " *bufs, void *stream)`")]
+                    stringify!($arg_ty), " *", stringify!($arg), ", const ", stringify!($bufs),
+                    " *bufs, void *stream)`")]
         ///
         /// # Safety
-        /// Pointers NULL or valid (ctx live); every buffer in `bufs` device memory of the
+        /// Pointers NULL or valid (handles live); every buffer in `bufs` device memory of the
         /// context holding at least its declared length, allocated until `stream` has run the
-        /// kernel; `stream` NULL or a live `CUstream` of the context's device.
+        /// kernels; `stream` NULL or a live `CUstream` of the context's device.
         #[no_mangle]
         pub unsafe extern "C" fn $run(
             ctx: *const ffi::flashmha_context,
-            shape: *const ffi::$shape,
+            $arg: *const ffi::$arg_ty,
             bufs: *const ffi::$bufs,
             stream: *mut std::ffi::c_void,
         ) -> ffi::flashmha_status {
-            // SAFETY: the caller's contract for each pointer.
+            // SAFETY: the caller's contract for each pointer; `$arg` points to a `$target`.
             unsafe {
-                $crate::capi::op::run::<$op, _, _>(ctx, shape, "shape", bufs, stream, |ctx, s| {
-                    ($plan)(s, Some(ctx))
-                })
+                $crate::capi::op::run::<$op, _, _>(
+                    ctx,
+                    $arg.cast::<$target>(),
+                    stringify!($arg),
+                    bufs,
+                    stream,
+                    |ctx, p| ($plan)(p, Some(ctx)),
+                )
             }
         }
 
-        #[doc = concat!("`flashmha_status ", stringify!($emulate), "(const ", stringify!($shape),
-            " *shape, const ", stringify!($bufs), " *host_bufs)`")]
+        #[doc = concat!("`flashmha_status ", stringify!($emulate), "(const ", stringify!($arg_ty),
+                    " *", stringify!($arg), ", const ", stringify!($bufs), " *host_bufs)`")]
         ///
         /// # Safety
-        /// Pointers NULL or valid; each buffer host memory of at least its declared length
-        /// (outputs writable); inputs not written during the call.
+        /// Pointers NULL or valid (handles live); each buffer host memory of at least its
+        /// declared length (outputs and in-place buffers writable); inputs not written during
+        /// the call.
         #[no_mangle]
         pub unsafe extern "C" fn $emulate(
-            shape: *const ffi::$shape,
+            $arg: *const ffi::$arg_ty,
             host_bufs: *const ffi::$bufs,
         ) -> ffi::flashmha_status {
-            // SAFETY: the caller's contract for each pointer.
+            // SAFETY: the caller's contract for each pointer; `$arg` points to a `$target`.
             unsafe {
-                $crate::capi::op::emulate::<$op, _, _>(shape, "shape", host_bufs, |s| {
-                    ($plan)(s, None)
-                })
+                $crate::capi::op::emulate::<$op, _, _>(
+                    $arg.cast::<$target>(),
+                    stringify!($arg),
+                    host_bufs,
+                    |p| ($plan)(p, None),
+                )
             }
         }
     };
 }
-pub(super) use shape_entry_points;
+pub(super) use run_entry_points;

@@ -186,7 +186,7 @@ pub(super) unsafe fn create_into<T, H>(
 op::create_entry_points!(flashmha_shape, flashmha_plan, make;
     create: flashmha_plan_create, for_context: flashmha_plan_create_for_context);
 
-op::shape_entry_points!(Forward, flashmha_shape, flashmha_bufs, make;
+op::run_entry_points!(Forward, shape: flashmha_shape => ffi::flashmha_shape, flashmha_bufs, make;
     run: flashmha_forward, emulate: flashmha_emulate_forward);
 
 op::handle_entry_points!(Forward, flashmha_plan, flashmha_bufs;
