@@ -258,6 +258,32 @@ struct Prepared {
     expect: Vec<f32>,
 }
 
+/// Places an `mn_extent x 16` operand (element (mn, k) = `at(mn, k)`) at shared-memory offset
+/// `base` with `swz` and `major`, appending its (value, offset) pairs; its matrix descriptor.
+fn place_operand(
+    c: &Case,
+    (base, swz, major, mn_extent): (u32, Swizzle, Major, u32),
+    at: impl Fn(usize, usize) -> f32,
+    vals: &mut Vec<u16>,
+    offs: &mut Vec<u32>,
+) -> u64 {
+    let p = place(swz, major, mn_extent);
+    for mn in 0..mn_extent as usize {
+        for k in 0..16 {
+            vals.push(bits(at(mn, k), c.bf16));
+            offs.push(base + p.offs[mn * 16 + k]);
+        }
+    }
+    MatrixDesc {
+        start: base + p.start,
+        lbo: p.lbo,
+        sbo: p.sbo,
+        base_offset: 0,
+        swizzle: swz,
+    }
+    .encode()
+}
+
 fn prepare(c: &Case, seed: u64) -> Prepared {
     let n = c.n as usize;
     let mut r = rng(seed);
@@ -267,38 +293,12 @@ fn prepare(c: &Case, seed: u64) -> Prepared {
     let (mut vals, mut offs) = (Vec::new(), Vec::new());
     let mut descs = [0u64; 2];
     if let ASrc::Smem(m) = c.a {
-        let p = place(c.a_swz, m, 64);
-        for mn in 0..64 {
-            for k in 0..16 {
-                vals.push(bits(a[mn * 16 + k], c.bf16));
-                offs.push(A_BASE + p.offs[mn * 16 + k]);
-            }
-        }
-        descs[0] = MatrixDesc {
-            start: A_BASE + p.start,
-            lbo: p.lbo,
-            sbo: p.sbo,
-            base_offset: 0,
-            swizzle: c.a_swz,
-        }
-        .encode();
+        let operand = (A_BASE, c.a_swz, m, 64);
+        descs[0] = place_operand(c, operand, |mn, k| a[mn * 16 + k], &mut vals, &mut offs);
     }
-    let p = place(c.b_swz, c.b_major, c.n);
-    for nn in 0..n {
-        for k in 0..16 {
-            vals.push(bits(b[k * n + nn], c.bf16));
-            offs.push(B_BASE + p.offs[nn * 16 + k]);
-        }
-    }
+    let operand = (B_BASE, c.b_swz, c.b_major, c.n);
+    descs[1] = place_operand(c, operand, |nn, k| b[k * n + nn], &mut vals, &mut offs);
     assert!(offs.iter().all(|&o| o + 2 <= SMEM));
-    descs[1] = MatrixDesc {
-        start: B_BASE + p.start,
-        lbo: p.lbo,
-        sbo: p.sbo,
-        base_offset: 0,
-        swizzle: c.b_swz,
-    }
-    .encode();
     let mut afrag = vec![0u32; 128 * 4];
     for tid in 0..128u32 {
         for reg in 0..4u32 {
