@@ -688,24 +688,8 @@ fn wait_group_n_completes_all_but_the_newest_n_groups() {
         "\twgmma.wait_group.sync.aligned 0;",
         "\twgmma.commit_group.sync.aligned;\n\twgmma.wait_group.sync.aligned 1;",
     );
-    let m = Module::parse(&ptx).unwrap();
-    let p = prepare(&c, 11);
-    let mut dev = Device::new();
-    let args = [
-        Arg::Ptr(upload(&mut dev, &p.vals)),
-        Arg::Ptr(upload(&mut dev, &p.offs)),
-        Arg::U32(p.vals.len() as u32),
-        Arg::Ptr(upload(&mut dev, &p.afrag)),
-        Arg::Ptr(upload(&mut dev, &p.cinit)),
-        Arg::Ptr(dev.alloc(p.expect.len() * 4)),
-        Arg::Ptr(upload(&mut dev, &p.descs)),
-        Arg::U32(1),
-    ];
-    let Arg::Ptr(out) = args[5] else {
-        unreachable!()
-    };
-    launch(&mut dev, &m, "k", 1, 128, &args).clean();
-    let got = download::<f32>(&dev, out, p.expect.len());
+    let (rep, p, got) = run_ptx(&c, &ptx, 11, 1);
+    rep.clean();
     assert_eq!(got, p.expect);
 }
 
