@@ -1,8 +1,10 @@
 //! The one path every op of the C ABI runs through: resolve the handles and pointers, convert
 //! the C structs, plan or take the plan of a handle, bind (every buffer checked before anything
 //! runs), then launch on the caller's context and stream or on the emulator with host buffers
-//! ([`HostMirror`]), the status coming from [`guard`]. Each op says only what differs ([`Op`]):
-//! how its C buffers bind, how a bound call launches, and which role each buffer plays.
+//! ([`HostMirror`]), the status coming from [`guard`]. Each op says only what differs: how its
+//! C buffers bind and which role each buffer plays on the emulator ([`Op`]), and how its bound
+//! call launches ([`Bound`]). The macros at the end define the `extern "C"` entry points of
+//! every op over this path, so an entry point is one line naming the op's types.
 
 use super::convert;
 use super::cuda::backend;

@@ -426,10 +426,7 @@ proptest! {
                 let (j, g, c) = (rng.random_range(0..sk), rng.random_range(0..hkv), rng.random_range(0..d));
                 let x = if operand == 1 { &mut inputs.k } else { &mut inputs.v };
                 x[(j * hkv + g) * d + c] = nan;
-                let rows = (0..sq)
-                    .filter(|&i| sees(i, j))
-                    .flat_map(|i| (g * group..(g + 1) * group).map(move |h| (i, h)))
-                    .collect();
+                let rows = crate::emulator_support::rows_of_group(sq, g, group, |i| sees(i, j));
                 (rows, g)
             }
         };

@@ -130,6 +130,20 @@ pub fn run_in_out<T: bytemuck::Pod, U: bytemuck::Pod>(
     download(&dev, pout, n)
 }
 
+/// The (row, q head) pairs a key of KV head `g` reaches: every row of `0..rows` that `sees`
+/// it, in each of the `group` q heads that share that KV head.
+pub fn rows_of_group(
+    rows: usize,
+    g: usize,
+    group: usize,
+    sees: impl Fn(usize) -> bool,
+) -> Vec<(usize, usize)> {
+    (0..rows)
+        .filter(|&i| sees(i))
+        .flat_map(|i| (g * group..(g + 1) * group).map(move |h| (i, h)))
+        .collect()
+}
+
 pub fn rng(seed: u64) -> rand::rngs::StdRng {
     rand::rngs::StdRng::seed_from_u64(seed)
 }
