@@ -2,12 +2,13 @@
 use crate::emulator_support;
 
 use emulator_support::*;
-use flashmha::emulator::{Device, FindingKind, LaunchReport};
+use flashmha::emulator::{Device, DevicePtr, FindingKind, LaunchReport};
 
 /// Runs the kernel `entry` of `kernels/emu_tests/planted_bugs.cu` as one CTA of `block`
-/// threads.
-fn planted(dev: &mut Device, entry: &str, block: u32, args: &[Arg]) -> LaunchReport {
-    launch(dev, &module("planted_bugs"), entry, 1, block, args)
+/// threads on the buffers `ptrs`.
+fn planted(dev: &mut Device, entry: &str, block: u32, ptrs: &[DevicePtr]) -> LaunchReport {
+    let args: Vec<Arg> = ptrs.iter().map(|&p| Arg::Ptr(p)).collect();
+    launch(dev, &module("planted_bugs"), entry, 1, block, &args)
 }
 
 #[test]
@@ -15,11 +16,14 @@ fn out_of_bounds_global_write_is_reported_with_thread_and_address() {
     let mut dev = Device::new();
     let n = 100;
     let out = dev.alloc(n * 4);
-    let r = planted(
+    let args = [Arg::Ptr(out), Arg::I32(n as i32)];
+    let r = launch(
         &mut dev,
+        &module("planted_bugs"),
         "bug_oob_write",
+        1,
         128,
-        &[Arg::Ptr(out), Arg::I32(n as i32)],
+        &args,
     );
     let f = r.only(FindingKind::GlobalOutOfBounds);
     assert_eq!(f.tid, [100, 0, 0]);
@@ -38,12 +42,7 @@ fn missing_syncthreads_is_a_shared_race_and_the_barrier_fixes_it() {
     let mut r = rng(1);
     let input = upload(&mut dev, &rand_f32(&mut r, 128, 1.0));
     let out = dev.alloc(128 * 4);
-    let rep = planted(
-        &mut dev,
-        "bug_missing_sync",
-        128,
-        &[Arg::Ptr(input), Arg::Ptr(out)],
-    );
+    let rep = planted(&mut dev, "bug_missing_sync", 128, &[input, out]);
     assert!(
         rep.has(FindingKind::SharedRaceRaw) || rep.has(FindingKind::UninitSharedRead),
         "{:?}",
@@ -52,13 +51,7 @@ fn missing_syncthreads_is_a_shared_race_and_the_barrier_fixes_it() {
     let races: Vec<_> = rep.findings.iter().filter(|f| f.kind.is_race()).collect();
     assert!(!races.is_empty(), "{:?}", rep.findings);
     assert!(races[0].other_tid.is_some());
-    planted(
-        &mut dev,
-        "clean_with_sync",
-        128,
-        &[Arg::Ptr(input), Arg::Ptr(out)],
-    )
-    .clean();
+    planted(&mut dev, "clean_with_sync", 128, &[input, out]).clean();
 }
 
 #[test]
@@ -67,12 +60,7 @@ fn reading_cp_async_destination_before_wait_is_reported() {
     let mut r = rng(2);
     let input = upload(&mut dev, &rand_f32(&mut r, 256, 1.0));
     let out = dev.alloc(64 * 16);
-    let rep = planted(
-        &mut dev,
-        "bug_cp_async_no_wait",
-        64,
-        &[Arg::Ptr(input), Arg::Ptr(out)],
-    );
+    let rep = planted(&mut dev, "bug_cp_async_no_wait", 64, &[input, out]);
     let f = rep.only(FindingKind::CpAsyncReadBeforeWait);
     assert_eq!(f.occurrences, 64);
     assert!(f.ptx.starts_with("ld.shared"), "{}", f.ptx);
@@ -82,7 +70,7 @@ fn reading_cp_async_destination_before_wait_is_reported() {
 fn uninitialised_shared_read_is_reported_only_for_unwritten_elements() {
     let mut dev = Device::new();
     let out = dev.alloc(64 * 4);
-    let rep = planted(&mut dev, "bug_uninit_shared", 64, &[Arg::Ptr(out)]);
+    let rep = planted(&mut dev, "bug_uninit_shared", 64, &[out]);
     let f = rep.only(FindingKind::UninitSharedRead);
     assert_eq!(f.occurrences, 32);
     assert_eq!(f.tid, [32, 0, 0]);
@@ -93,7 +81,7 @@ fn uninitialised_shared_read_is_reported_only_for_unwritten_elements() {
 fn syncthreads_skipped_by_exiting_threads_is_reported_not_hung() {
     let mut dev = Device::new();
     let out = dev.alloc(128 * 4);
-    let rep = planted(&mut dev, "bug_divergent_syncthreads", 128, &[Arg::Ptr(out)]);
+    let rep = planted(&mut dev, "bug_divergent_syncthreads", 128, &[out]);
     assert!(
         rep.has(FindingKind::BarrierWithExitedThreads),
         "{:?}",
@@ -110,7 +98,7 @@ fn syncthreads_skipped_by_exiting_threads_is_reported_not_hung() {
 fn threads_at_different_barriers_are_reported() {
     let mut dev = Device::new();
     let out = dev.alloc(128 * 4);
-    let rep = planted(&mut dev, "bug_divergent_barriers", 128, &[Arg::Ptr(out)]);
+    let rep = planted(&mut dev, "bug_divergent_barriers", 128, &[out]);
     let f = rep.only(FindingKind::DivergentBarrier);
     assert!(f.other_tid.is_some());
     let v: Vec<f32> = download(&dev, out, 128);
@@ -125,12 +113,7 @@ fn shuffle_with_absent_members_is_a_divergent_collective() {
     let mut dev = Device::new();
     let input = upload(&mut dev, &(0..32u32).map(|i| i * 7 + 1).collect::<Vec<_>>());
     let out = dev.alloc(32 * 4);
-    let rep = planted(
-        &mut dev,
-        "bug_divergent_shfl",
-        32,
-        &[Arg::Ptr(input), Arg::Ptr(out)],
-    );
+    let rep = planted(&mut dev, "bug_divergent_shfl", 32, &[input, out]);
     assert!(
         rep.has(FindingKind::DivergentCollective),
         "{:?}",
@@ -142,7 +125,7 @@ fn shuffle_with_absent_members_is_a_divergent_collective() {
 fn trap_is_reported() {
     let mut dev = Device::new();
     let out = dev.alloc(32 * 4);
-    let rep = planted(&mut dev, "bug_trap", 32, &[Arg::Ptr(out)]);
+    let rep = planted(&mut dev, "bug_trap", 32, &[out]);
     let f = rep.only(FindingKind::Trap);
     assert_eq!(f.tid, [5, 0, 0]);
 }
@@ -152,12 +135,7 @@ fn misaligned_load_is_reported() {
     let mut dev = Device::new();
     let input = dev.upload(&[1u8; 256]);
     let out = dev.alloc(32 * 4);
-    let rep = planted(
-        &mut dev,
-        "bug_misaligned",
-        32,
-        &[Arg::Ptr(input), Arg::Ptr(out)],
-    );
+    let rep = planted(&mut dev, "bug_misaligned", 32, &[input, out]);
     let f = rep.only(FindingKind::Misaligned);
     assert_eq!(f.occurrences, 32);
 }
