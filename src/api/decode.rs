@@ -17,19 +17,98 @@ use crate::ops::decode::plan::{DecodeBuffers, DecodePlan};
 use crate::ops::kv_append::{AppendIndex, KvAppendBuffers, KvAppendPlan};
 use crate::ops::merge::{MergeBuffers, MergePlan, MergeStates};
 
-/// The K/V page pools of a decode run: 16-bit pages of the plan's element type, or FP8 codes
-/// with their f32 scales (per tensor or per KV head, as the plan says).
-enum KvPools<'a, B: Backend + ?Sized, T> {
+/// The K/V page pools of a run: 16-bit pages of the plan's element type (`P`), or FP8 codes
+/// (`C`) with their f32 scales (`S`, per tensor or per KV head, as the plan says). A decode
+/// reads the pools, an append writes them: one type, one binding ([`Pools::bind`]).
+enum Pools<P, C, S> {
     Elements {
-        k: &'a dyn Read<B, T>,
-        v: &'a dyn Read<B, T>,
+        k: P,
+        v: P,
     },
     Fp8 {
-        k: &'a dyn Read<B, u8>,
-        v: &'a dyn Read<B, u8>,
-        k_scales: &'a dyn Read<B, f32>,
-        v_scales: &'a dyn Read<B, f32>,
+        k: C,
+        v: C,
+        k_scales: S,
+        v_scales: S,
     },
+}
+
+/// The pools a decode reads.
+type KvPools<'a, B, T> = Pools<&'a dyn Read<B, T>, &'a dyn Read<B, u8>, &'a dyn Read<B, f32>>;
+
+/// The pools an append writes (the scales it quantises with are read).
+type AppendPools<'a, B, T> =
+    Pools<&'a mut dyn Write<B, T>, &'a mut dyn Write<B, u8>, &'a dyn Read<B, f32>>;
+
+/// Device buffers of a run's pools and scales (scales absent for 16-bit pages).
+#[derive(Default)]
+struct PoolBufs {
+    k: DevBuf,
+    v: DevBuf,
+    k_scales: DevBuf,
+    v_scales: DevBuf,
+}
+
+impl<P, C, S> Pools<P, C, S> {
+    /// The pools must be of the kind the plan was made for ([`Error::KvPoolMismatch`]).
+    fn check_kind(&self, plan_fp8: bool) -> Result<()> {
+        if matches!(self, Pools::Fp8 { .. }) == plan_fp8 {
+            return Ok(());
+        }
+        Err(Error::KvPoolMismatch {
+            expected: if plan_fp8 {
+                "FP8 codes and scales (the `fp8` constructor), as the plan's kv_dtype says"
+            } else {
+                "16-bit pages of q's type (the `new` constructor), as the plan's kv_dtype says"
+            },
+            found: if plan_fp8 {
+                "16-bit pages"
+            } else {
+                "FP8 codes"
+            },
+        })
+    }
+
+    /// Binds the pools (each by the given binder: read or write) and the scales (read); the
+    /// guards, in a fixed array, live as long as the call.
+    fn bind<'s, B: Backend + ?Sized>(
+        self,
+        t: &mut Binder<'s, B>,
+        pages: impl Fn(&mut Binder<'s, B>, TensorName, P) -> Result<(DevBuf, B::Guard<'s>)>,
+        codes: impl Fn(&mut Binder<'s, B>, TensorName, C) -> Result<(DevBuf, B::Guard<'s>)>,
+        scales: impl Fn(&mut Binder<'s, B>, TensorName, S) -> Result<(DevBuf, B::Guard<'s>)>,
+    ) -> Result<(PoolBufs, [Option<B::Guard<'s>>; 4])> {
+        Ok(match self {
+            Pools::Elements { k, v } => {
+                let (k, gk) = pages(t, TensorName::KCache, k)?;
+                let (v, gv) = pages(t, TensorName::VCache, v)?;
+                let bufs = PoolBufs {
+                    k,
+                    v,
+                    ..PoolBufs::default()
+                };
+                (bufs, [Some(gk), Some(gv), None, None])
+            }
+            Pools::Fp8 {
+                k,
+                v,
+                k_scales,
+                v_scales,
+            } => {
+                let (k, gk) = codes(t, TensorName::KCache, k)?;
+                let (v, gv) = codes(t, TensorName::VCache, v)?;
+                let (k_scales, gks) = scales(t, TensorName::KScales, k_scales)?;
+                let (v_scales, gvs) = scales(t, TensorName::VScales, v_scales)?;
+                let bufs = PoolBufs {
+                    k,
+                    v,
+                    k_scales,
+                    v_scales,
+                };
+                (bufs, [Some(gk), Some(gv), Some(gks), Some(gvs)])
+            }
+        })
+    }
 }
 
 /// Buffers of one decode run (layouts in `kernels/params.h`, sizes from the plan). Required
@@ -57,7 +136,7 @@ impl<'a, B: Backend + ?Sized, T> DecodeArgs<'a, B, T> {
         block_table: &'a impl Read<B, i32>,
         cache_seqlens: &'a impl Read<B, i32>,
     ) -> Self {
-        let pools = KvPools::Elements {
+        let pools: KvPools<'a, B, T> = Pools::Elements {
             k: k_cache,
             v: v_cache,
         };
@@ -80,7 +159,7 @@ impl<'a, B: Backend + ?Sized, T> DecodeArgs<'a, B, T> {
         block_table: &'a impl Read<B, i32>,
         cache_seqlens: &'a impl Read<B, i32>,
     ) -> Self {
-        let pools = KvPools::Fp8 {
+        let pools: KvPools<'a, B, T> = Pools::Fp8 {
             k: k_codes,
             v: v_codes,
             k_scales,
@@ -184,20 +263,6 @@ pub struct KvAppendArgs<'a, B: Backend + ?Sized, T> {
     target: Option<AppendTarget<'a, B>>,
 }
 
-/// The pools an append writes.
-enum AppendPools<'a, B: Backend + ?Sized, T> {
-    Elements {
-        k: &'a mut dyn Write<B, T>,
-        v: &'a mut dyn Write<B, T>,
-    },
-    Fp8 {
-        k: &'a mut dyn Write<B, u8>,
-        v: &'a mut dyn Write<B, u8>,
-        k_scales: &'a dyn Read<B, f32>,
-        v_scales: &'a dyn Read<B, f32>,
-    },
-}
-
 /// Where each new token goes (device-resident, checked by the kernel, which traps).
 enum AppendTarget<'a, B: Backend + ?Sized> {
     /// `slot_mapping [num_tokens]`: slot = page * page_size + offset; < 0 skips the token.
@@ -221,7 +286,7 @@ impl<'a, B: Backend + ?Sized, T> KvAppendArgs<'a, B, T> {
         KvAppendArgs {
             k_new,
             v_new,
-            pools: AppendPools::Elements {
+            pools: Pools::Elements {
                 k: k_cache,
                 v: v_cache,
             },
@@ -243,7 +308,7 @@ impl<'a, B: Backend + ?Sized, T> KvAppendArgs<'a, B, T> {
         KvAppendArgs {
             k_new,
             v_new,
-            pools: AppendPools::Fp8 {
+            pools: Pools::Fp8 {
                 k: k_codes,
                 v: v_codes,
                 k_scales,
@@ -276,31 +341,6 @@ impl<'a, B: Backend + ?Sized, T> KvAppendArgs<'a, B, T> {
     }
 }
 
-/// Device buffers of a run's pools and scales (scales absent for 16-bit pages).
-#[derive(Default)]
-struct PoolBufs {
-    k: DevBuf,
-    v: DevBuf,
-    k_scales: DevBuf,
-    v_scales: DevBuf,
-}
-
-/// The typed error for pools of the other kind than the plan's `kv_dtype`.
-fn pool_mismatch(plan_fp8: bool) -> Error {
-    Error::KvPoolMismatch {
-        expected: if plan_fp8 {
-            "FP8 codes and scales (the `fp8` constructor), as the plan's kv_dtype says"
-        } else {
-            "16-bit pages of q's type (the `new` constructor), as the plan's kv_dtype says"
-        },
-        found: if plan_fp8 {
-            "16-bit pages"
-        } else {
-            "FP8 codes"
-        },
-    }
-}
-
 /// The element type must be the plan's.
 fn check_dtype<T: Element>(
     tensor: TensorName,
@@ -315,9 +355,6 @@ fn check_dtype<T: Element>(
     }
     Ok(())
 }
-
-/// Guards of up to four pool buffers (a fixed array, no allocation).
-type PoolGuards<'a, B> = [Option<<B as Backend>::Guard<'a>>; 4];
 
 /// [`super::Attention::decode`]: the decode, then the split combine if the plan has one.
 pub(super) fn decode<B: Backend + ?Sized, T: Element>(
@@ -337,43 +374,16 @@ pub(super) fn decode<B: Backend + ?Sized, T: Element>(
         extras,
         workspace,
     } = args;
-    let plan_fp8 = plan.problem.kv_dtype.is_fp8();
-    if matches!(pools, KvPools::Fp8 { .. }) != plan_fp8 {
-        return Err(pool_mismatch(plan_fp8));
-    }
+    pools.check_kind(plan.problem.kv_dtype.is_fp8())?;
     let mut t = Binder::new(be, stream);
     // The guards order each buffer's use on the stream once the launches are queued.
     let (q, _q) = t.read(TensorName::Q, q)?;
-    let (pools, _pool_guards): (PoolBufs, PoolGuards<'_, B>) = match pools {
-        KvPools::Elements { k, v } => {
-            let (k, gk) = t.read(TensorName::KCache, k)?;
-            let (v, gv) = t.read(TensorName::VCache, v)?;
-            let bufs = PoolBufs {
-                k,
-                v,
-                ..PoolBufs::default()
-            };
-            (bufs, [Some(gk), Some(gv), None, None])
-        }
-        KvPools::Fp8 {
-            k,
-            v,
-            k_scales,
-            v_scales,
-        } => {
-            let (k, gk) = t.read(TensorName::KCache, k)?;
-            let (v, gv) = t.read(TensorName::VCache, v)?;
-            let (ks, gks) = t.read(TensorName::KScales, k_scales)?;
-            let (vs, gvs) = t.read(TensorName::VScales, v_scales)?;
-            let bufs = PoolBufs {
-                k,
-                v,
-                k_scales: ks,
-                v_scales: vs,
-            };
-            (bufs, [Some(gk), Some(gv), Some(gks), Some(gvs)])
-        }
-    };
+    let (pools, _pool_guards) = pools.bind(
+        &mut t,
+        |t, n, x| t.read(n, x),
+        |t, n, x| t.read(n, x),
+        |t, n, x| t.read(n, x),
+    )?;
     let (o, _o) = t.write(TensorName::O, o)?;
     let (block_table, _bt) = t.read(TensorName::BlockTable, block_table)?;
     let (cache_seqlens, _cs) = t.read(TensorName::CacheSeqlens, cache_seqlens)?;
@@ -477,10 +487,7 @@ pub(super) fn kv_append<B: Backend + ?Sized, T: Element>(
         pools,
         target,
     } = args;
-    let plan_fp8 = plan.pools.kv_dtype.is_fp8();
-    if matches!(pools, AppendPools::Fp8 { .. }) != plan_fp8 {
-        return Err(pool_mismatch(plan_fp8));
-    }
+    pools.check_kind(plan.pools.kv_dtype.is_fp8())?;
     // The target must be the kind the plan was made for (the other kind is unexpected).
     let target = target.ok_or(Error::MissingBuffer {
         tensor: match plan.index {
@@ -508,28 +515,14 @@ pub(super) fn kv_append<B: Backend + ?Sized, T: Element>(
         v_new,
         ..KvAppendBuffers::default()
     };
-    let _pool_guards: PoolGuards<'_, B> = match pools {
-        AppendPools::Elements { k, v } => {
-            let (k, gk) = t.write(TensorName::KCache, k)?;
-            let (v, gv) = t.write(TensorName::VCache, v)?;
-            (bufs.k_cache, bufs.v_cache) = (k, v);
-            [Some(gk), Some(gv), None, None]
-        }
-        AppendPools::Fp8 {
-            k,
-            v,
-            k_scales,
-            v_scales,
-        } => {
-            let (k, gk) = t.write(TensorName::KCache, k)?;
-            let (v, gv) = t.write(TensorName::VCache, v)?;
-            let (ks, gks) = t.read(TensorName::KScales, k_scales)?;
-            let (vs, gvs) = t.read(TensorName::VScales, v_scales)?;
-            (bufs.k_cache, bufs.v_cache) = (k, v);
-            (bufs.k_scales, bufs.v_scales) = (ks, vs);
-            [Some(gk), Some(gv), Some(gks), Some(gvs)]
-        }
-    };
+    let (pools, _pool_guards) = pools.bind(
+        &mut t,
+        |t, n, x| t.write(n, x),
+        |t, n, x| t.write(n, x),
+        |t, n, x| t.read(n, x),
+    )?;
+    (bufs.k_cache, bufs.v_cache) = (pools.k, pools.v);
+    (bufs.k_scales, bufs.v_scales) = (pools.k_scales, pools.v_scales);
     let _target_guards: [Option<B::Guard<'_>>; 3] = match target {
         AppendTarget::Slots(slots) => {
             let (s, g) = t.read(TensorName::SlotMapping, slots)?;
