@@ -16,7 +16,8 @@
 //! # fn main() -> flashmha::Result<()> {
 //! let be = EmulatorBackend::new(KernelTarget::Ampere); // CudaBackend in production
 //! let stream = be.stream()?;
-//! let pools = PagedKv { dtype: DType::F16, kv_dtype: KvCacheDType::Same, num_heads_q: 4,
+//! let pools = PagedKv { dtype: DType::F16, kv_dtype: KvCacheDType::Same,
+//!                       kv_scales: Default::default(), num_heads_q: 4,
 //!                       num_heads_kv: 2, head_dim: 64, num_pages: 8, page_size: 16,
 //!                       head_major: false };
 //! let bounds = BatchBounds { batch: 2, new_tokens: 1, max_pages_per_seq: 4 };
@@ -47,7 +48,9 @@ use crate::common::dtype::DType;
 use crate::common::element::Element;
 use crate::common::error::{Error, Result};
 use crate::common::options::AttnOptions;
-use crate::ops::decode::{DecodePlan, DecodeProblem, KvCacheDType, SplitPolicy};
+use crate::ops::decode::{
+    DecodePlan, DecodeProblem, KvCacheDType, KvScaleGranularity, SplitPolicy,
+};
 use crate::ops::kv_append::{AppendIndex, KvAppendPlan};
 
 /// The page pools of a model's KV cache (the same for every layer): `[num_pages, page_size,
@@ -58,6 +61,8 @@ pub struct PagedKv {
     /// q, o and the new K/V rows (and the pages, unless `kv_dtype` is FP8).
     pub dtype: DType,
     pub kv_dtype: KvCacheDType,
+    /// FP8 pools: one scale per tensor or per KV head (ignored for 16-bit pools).
+    pub kv_scales: KvScaleGranularity,
     pub num_heads_q: usize,
     pub num_heads_kv: usize,
     pub head_dim: usize,
@@ -116,6 +121,7 @@ impl PagedAttention {
             pools.head_major,
         );
         problem.kv_dtype = pools.kv_dtype;
+        problem.kv_scales = pools.kv_scales;
         problem.options = *options;
         problem.lse = stats.lse;
         problem.entropy = stats.entropy;
