@@ -3,14 +3,13 @@
 //!
 //! Layout (DESIGN.md section 1): [`ops`] holds one folder per op (its problem, validation and
 //! pure plan); [`common`] what every op shares (dtype, target, options, errors, binding checks,
-//! the params ABI, the kernel registry); [`backend`] runs what a plan binds ([`backend::cuda`]
-//! or [`backend::emulator`], the same params bytes and module images on both); [`host`] holds
-//! runs from host data owned by neither backend; [`check`] judges them against [`mod@reference`].
-//! Every op is built the same way: problem -> validate -> plan (pure) -> `bind(buffers)` ->
-//! [`common::launch::Launch`] values that either backend runs with the same params bytes of
-//! the same module: [`backend::cuda`] on the caller's device buffers and stream, and
-//! [`backend::emulator`] on an emulator device (today the emulator side is driven from host data
-//! by [`host`], on a fresh device per call).
+//! the params ABI, the kernel registry); [`backend`] runs what a plan binds behind one trait,
+//! [`backend::Backend`] ([`backend::cuda`] or [`backend::emulator`]: the same params bytes and
+//! module images on both); [`api`] writes every op's call once over that trait
+//! ([`Attention`], [`api::PagedAttention`]), so a server generic over the backend runs on the
+//! emulator in CI and on CUDA in production; [`host`] holds runs from host data owned by neither
+//! backend; [`check`] judges them against [`mod@reference`]. Every op is built the same way:
+//! problem -> validate -> plan (pure) -> `bind(buffers)` -> [`common::launch::Launch`] values.
 //!
 //! Features: with `default-features = false` only what launching needs is compiled (the CUDA
 //! backend, validation and plans). `emulator` adds the PTX emulator backend, `reference` the
