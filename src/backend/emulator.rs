@@ -308,11 +308,16 @@ impl<T> Write<EmulatorBackend, T> for EmuViewMut<'_, T> {
     }
 }
 
+/// The largest buffer the emulated device allocates: its memory is host memory, and an
+/// absurd size must be a typed error rather than an allocation failure that aborts.
+pub const MAX_EMULATED_ALLOC_BYTES: usize = 1 << 36;
+
 /// Bytes of `n` elements of `T`, checked (an absurd host size is an error, not a panic).
 fn bytes_of<T>(n: usize) -> Result<usize> {
     n.checked_mul(std::mem::size_of::<T>())
+        .filter(|&b| b <= MAX_EMULATED_ALLOC_BYTES)
         .ok_or(Error::SizeOverflow {
-            what: "emulator buffer bytes",
+            what: "emulator buffer bytes (at most MAX_EMULATED_ALLOC_BYTES)",
         })
 }
 

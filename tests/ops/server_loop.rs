@@ -551,6 +551,10 @@ fn a_finding_is_an_error_naming_the_kernel_tensor_and_element() {
         Error::BufferTooSmall { tensor, .. } => assert_eq!(tensor, TensorName::Q),
         e => panic!("expected BufferTooSmall for q, got {e}"),
     }
+    // Absurd sizes are typed errors, never a panic or an aborting allocation.
+    for n in [usize::MAX, usize::MAX / 2, 1 << 40] {
+        assert!(be.alloc_zeros::<f32>(&stream, n).is_err(), "{n}");
+    }
     // A buffer of another emulated device is refused, not read at a stale address.
     let other = EmulatorBackend::new(KernelTarget::Ampere);
     let foreign = other
