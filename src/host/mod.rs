@@ -1,20 +1,27 @@
-//! Host-data helpers, owned by neither backend: a concrete problem with its sequence lengths
-//! ([`problem`]), host inputs and outputs, and runs of one problem from host data on the
-//! emulator ([`emulated`]) or a GPU ([`gpu`]), uploading inputs and poisoning outputs. For
+//! Host-data harness, owned by neither backend: a concrete problem with its sequence lengths
+//! ([`problem`]), host inputs and outputs, and the one runner ([`runner`]) that runs every op
+//! from host data on any [`device::HostDevice`] (the emulator, or a GPU through
+//! [`device::GpuDevice`]): upload inputs, poison outputs with one value, launch, read back.
+//! [`emulated`] and [`emulated_decode`] are its entry points on a fresh emulator device. For
 //! checks, benchmarks, the CLI and the tests; servers use the backends on their own buffers.
 
+#[cfg(feature = "emulator")]
+pub mod device;
 #[cfg(feature = "emulator")]
 pub mod emulated;
 #[cfg(feature = "emulator")]
 pub mod emulated_decode;
-pub mod gpu;
-#[cfg(feature = "emulator")]
-pub mod gpu_decode;
 pub mod problem;
+#[cfg(feature = "emulator")]
+pub mod runner;
 
-/// Bit pattern that is a NaN in f16, bf16 (all-ones exponent, non-zero mantissa) and, doubled,
-/// in f32: what unwritten outputs read as.
+/// A 16-bit output element the kernel did not write: every byte of every output starts as
+/// `device::POISON_BYTE` (0xFF), a NaN in f16 and bf16.
 pub const POISON_U16: u16 = 0xFFFF;
+
+/// The bits of an f32 output element the kernel did not write (all ones: a NaN, and not the
+/// pattern of a NaN the kernels compute).
+pub const POISON_F32_BITS: u32 = u32::MAX;
 
 /// Host-side inputs of one forward call; element types are raw 16-bit patterns of the
 /// problem's dtype (`half::f16::to_bits` / `half::bf16::to_bits`).
@@ -115,9 +122,4 @@ pub struct HostOutputs {
     pub o: Vec<u16>,
     pub lse: Option<Vec<f32>>,
     pub entropy: Option<Vec<f32>>,
-}
-
-/// An f32 buffer of `n` NaNs (all bits set), for poisoned outputs.
-pub fn poisoned_f32(n: usize) -> Vec<f32> {
-    vec![f32::from_bits(u32::MAX); n]
 }

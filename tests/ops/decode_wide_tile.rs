@@ -84,12 +84,7 @@ fn wide_tiles_match_the_reference() {
                     let plan = DecodePlan::new(&built.problem, c.split).unwrap();
                     assert!(plan.decode.entry.ends_with("_r32"), "{}", plan.decode.entry);
                     let out = run_decode_case(&c).unwrap();
-                    assert!(
-                        out.failures.is_empty(),
-                        "{}: {:#?}",
-                        c.describe(),
-                        out.failures
-                    );
+                    assert!(out.passed(), "{}: {:#?}", c.describe(), out.failures());
                 }
             }
         }
@@ -143,12 +138,7 @@ fn turing_wide_tiles_match_the_reference() {
                 let plan = DecodePlan::new_for(turing, &c.build().problem, c.split).unwrap();
                 assert_eq!(plan.decode.entry, entry);
                 let out = run_decode_case(&c).unwrap();
-                assert!(
-                    out.failures.is_empty(),
-                    "{}: {:#?}",
-                    c.describe(),
-                    out.failures
-                );
+                assert!(out.passed(), "{}: {:#?}", c.describe(), out.failures());
             }
         }
     }

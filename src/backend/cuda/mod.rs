@@ -420,17 +420,6 @@ unsafe fn launch_one(
 
 type Guard<'a> = cudarc::driver::SyncOnDrop<'a>;
 
-/// Optional host data copied to the device (the host-data harnesses of `host::gpu` and
-/// `decode::gpu`; never on a launch path).
-pub(crate) fn upload_opt<T: cudarc::driver::DeviceRepr>(
-    stream: &Arc<CudaStream>,
-    data: Option<&[T]>,
-) -> Result<Option<CudaSlice<T>>> {
-    data.map(|d| stream.clone_htod(d))
-        .transpose()
-        .map_err(driver_error)
-}
-
 // `'b` (the buffer's own lifetime) is kept apart from `'a` (this call's): `&mut dyn` is invariant
 // in its object type, so the two cannot be unified through an `Option`.
 fn read<'a, 'b: 'a, U>(
