@@ -18,6 +18,7 @@
 //! analysis and plots, `cli` the `flashmha` binary (default), `candle` the candle op, `capi`
 //! the C ABI.
 
+pub mod api;
 pub mod backend;
 #[cfg(feature = "candle")]
 pub mod candle_op;
@@ -46,6 +47,7 @@ pub use flashmha_emulator as emulator;
 pub use host::emulated;
 pub use host::problem;
 
+pub use api::Attention;
 pub use common::dtype::DType;
 pub use common::error::{Error, Result};
 pub use common::geometry::{PageStrides, Strides};

@@ -6,19 +6,22 @@
 //! [`TensorMap`] over the bound q / k / v addresses, as the CUDA backend encodes them with the
 //! driver.
 
+use super::{Backend, BoundTensors, Pod, Read, Write};
 use crate::common::binding::DevBuf;
 use crate::common::build_info;
 use crate::common::element::Element;
 use crate::common::error::{EmulatorError, Error, Result};
-use crate::common::launch::Launch;
+use crate::common::launch::{Launch, Launches};
+use crate::common::target::KernelTarget;
 use crate::emulator::{
-    Device, DevicePtr, LaunchConfig, LaunchReport, Module, TensorMap, TiledTensorMap, TmaDataType,
-    TmaInterleave, TmaL2Promotion, TmaOobFill, TmaSwizzle,
+    Device, DevicePtr, FindingKind, LaunchConfig, LaunchReport, Module, TensorMap, TiledTensorMap,
+    TmaDataType, TmaInterleave, TmaL2Promotion, TmaOobFill, TmaSwizzle,
 };
 use crate::ops::forward::bind::FwdBufs;
 use crate::ops::forward::plan::{FwdLaunch, FwdPlan};
 use crate::ops::forward::tma::{TmaElement, TmaMapDesc, TmaSwizzleMode};
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// The parsed PTX of the module defining `entry`, parsed once per process (parsing dominates
@@ -112,5 +115,330 @@ pub fn require_clean(report: &LaunchReport) -> Result<()> {
                 first: first.to_string(),
             },
         )),
+    }
+}
+
+/// The emulator as a [`Backend`]: one persistent emulated device whose buffers live between
+/// calls (a server's page pools stay on it from step to step, as on a GPU), a stream handle,
+/// and the one launch path above. Every launch is checked by the emulator; a finding is a
+/// typed error naming the kernel, the bound tensor and the element
+/// ([`EmulatorError::KernelFinding`]), and each call's reports (findings and counters) stay
+/// readable ([`EmulatorBackend::last_reports`]). Cloning gives another handle to the same device.
+#[derive(Clone)]
+pub struct EmulatorBackend {
+    dev: Arc<EmuDevice>,
+    target: KernelTarget,
+    sm_count: u32,
+}
+
+/// The device behind every handle, buffer and stream of one [`EmulatorBackend`].
+struct EmuDevice {
+    memory: Mutex<Device>,
+    /// Reports of the launches of the last call (at most [`Launches::CAPACITY`]).
+    last: Mutex<Vec<(&'static str, LaunchReport)>>,
+}
+
+impl EmuDevice {
+    fn memory(&self) -> std::sync::MutexGuard<'_, Device> {
+        // A panic while the lock was held cannot leave the emulator's memory half-written in a
+        // way later calls would misread (each write is one call), so a poisoned lock is used.
+        self.memory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl EmulatorBackend {
+    /// An emulated device running `target`'s kernels, reporting a typical SM count for it
+    /// (Turing 40 as a T4, Ampere 108 as an A100, Hopper 132 as an H100) to the split
+    /// heuristic; change it with [`EmulatorBackend::with_sm_count`].
+    pub fn new(target: KernelTarget) -> EmulatorBackend {
+        let sm_count = match target {
+            KernelTarget::Turing => 40,
+            KernelTarget::Ampere => 108,
+            KernelTarget::Hopper => 132,
+        };
+        EmulatorBackend {
+            dev: Arc::new(EmuDevice {
+                memory: Mutex::new(Device::new()),
+                last: Mutex::new(Vec::new()),
+            }),
+            target,
+            sm_count,
+        }
+    }
+
+    /// The same device reporting `sm_count` SMs (at least 1) to the split heuristic.
+    pub fn with_sm_count(mut self, sm_count: u32) -> EmulatorBackend {
+        self.sm_count = sm_count.max(1);
+        self
+    }
+
+    /// The emulator's checks and limits for later launches (race and uninitialised-read
+    /// detection, the instruction cap).
+    pub fn set_options(&self, options: crate::emulator::EmuOptions) {
+        *self.dev.memory().options_mut() = options;
+    }
+
+    /// The findings and counters of each launch of the last call, by entry.
+    pub fn last_reports(&self) -> Vec<(&'static str, LaunchReport)> {
+        self.dev
+            .last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn owns(&self, dev: &Arc<EmuDevice>) -> Result<()> {
+        if Arc::ptr_eq(&self.dev, dev) {
+            return Ok(());
+        }
+        Err(Error::Emulator(EmulatorError::Launch(
+            "a buffer or stream of another emulated device was passed".into(),
+        )))
+    }
+}
+
+/// The stream of an [`EmulatorBackend`]: launches run when they are queued, in order, so
+/// [`Backend::synchronize`] has nothing to wait for.
+#[derive(Clone)]
+pub struct EmuStream {
+    dev: Arc<EmuDevice>,
+}
+
+/// An owned buffer of `T` on an emulated device, freed when dropped.
+pub struct EmuBuffer<T> {
+    dev: Arc<EmuDevice>,
+    addr: u64,
+    len: usize,
+    _elem: PhantomData<T>,
+}
+
+impl<T> EmuBuffer<T> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Elements `range` of this buffer as a read-only view, or `None` past its end.
+    pub fn try_slice(&self, range: std::ops::Range<usize>) -> Option<EmuView<'_, T>> {
+        (range.start <= range.end && range.end <= self.len).then(|| EmuView {
+            buf: self,
+            offset: range.start,
+            len: range.end - range.start,
+        })
+    }
+
+    /// Elements `range` of this buffer as a writable view, or `None` past its end.
+    pub fn try_slice_mut(&mut self, range: std::ops::Range<usize>) -> Option<EmuViewMut<'_, T>> {
+        (range.start <= range.end && range.end <= self.len).then(|| EmuViewMut {
+            offset: range.start,
+            len: range.end - range.start,
+            buf: self,
+        })
+    }
+
+    fn dev_buf(&self, offset: usize, len: usize) -> DevBuf {
+        // The allocation held `len * size_of::<T>()` bytes, so the offset fits.
+        DevBuf::new(self.addr + (offset * std::mem::size_of::<T>()) as u64, len)
+    }
+}
+
+impl<T> Drop for EmuBuffer<T> {
+    fn drop(&mut self) {
+        self.dev.memory().free(DevicePtr(self.addr));
+    }
+}
+
+/// Part of an [`EmuBuffer`], read-only (as a `CudaView`).
+pub struct EmuView<'a, T> {
+    buf: &'a EmuBuffer<T>,
+    offset: usize,
+    len: usize,
+}
+
+/// Part of an [`EmuBuffer`], writable (as a `CudaViewMut`).
+pub struct EmuViewMut<'a, T> {
+    buf: &'a mut EmuBuffer<T>,
+    offset: usize,
+    len: usize,
+}
+
+impl<T> Read<EmulatorBackend, T> for EmuBuffer<T> {
+    fn bind_read<'a>(&'a self, be: &EmulatorBackend, _: &'a EmuStream) -> Result<(DevBuf, ())> {
+        be.owns(&self.dev)?;
+        Ok((self.dev_buf(0, self.len), ()))
+    }
+}
+
+impl<T> Write<EmulatorBackend, T> for EmuBuffer<T> {
+    fn bind_write<'a>(
+        &'a mut self,
+        be: &EmulatorBackend,
+        _: &'a EmuStream,
+    ) -> Result<(DevBuf, ())> {
+        be.owns(&self.dev)?;
+        Ok((self.dev_buf(0, self.len), ()))
+    }
+}
+
+impl<T> Read<EmulatorBackend, T> for EmuView<'_, T> {
+    fn bind_read<'a>(&'a self, be: &EmulatorBackend, _: &'a EmuStream) -> Result<(DevBuf, ())> {
+        be.owns(&self.buf.dev)?;
+        Ok((self.buf.dev_buf(self.offset, self.len), ()))
+    }
+}
+
+impl<T> Read<EmulatorBackend, T> for EmuViewMut<'_, T> {
+    fn bind_read<'a>(&'a self, be: &EmulatorBackend, _: &'a EmuStream) -> Result<(DevBuf, ())> {
+        be.owns(&self.buf.dev)?;
+        Ok((self.buf.dev_buf(self.offset, self.len), ()))
+    }
+}
+
+impl<T> Write<EmulatorBackend, T> for EmuViewMut<'_, T> {
+    fn bind_write<'a>(
+        &'a mut self,
+        be: &EmulatorBackend,
+        _: &'a EmuStream,
+    ) -> Result<(DevBuf, ())> {
+        be.owns(&self.buf.dev)?;
+        Ok((self.buf.dev_buf(self.offset, self.len), ()))
+    }
+}
+
+/// Bytes of `n` elements of `T`, checked (an absurd host size is an error, not a panic).
+fn bytes_of<T>(n: usize) -> Result<usize> {
+    n.checked_mul(std::mem::size_of::<T>())
+        .ok_or(Error::SizeOverflow {
+            what: "emulator buffer bytes",
+        })
+}
+
+impl Backend for EmulatorBackend {
+    type Stream = EmuStream;
+    type Buffer<T: Pod> = EmuBuffer<T>;
+    type Guard<'a> = ();
+
+    fn target(&self) -> KernelTarget {
+        self.target
+    }
+
+    fn sm_count(&self) -> Result<u32> {
+        Ok(self.sm_count)
+    }
+
+    fn stream(&self) -> Result<EmuStream> {
+        Ok(EmuStream {
+            dev: self.dev.clone(),
+        })
+    }
+
+    fn alloc_zeros<T: Pod>(&self, stream: &EmuStream, n: usize) -> Result<EmuBuffer<T>> {
+        self.owns(&stream.dev)?;
+        let bytes = bytes_of::<T>(n)?;
+        let mut dev = self.dev.memory();
+        let ptr = dev.alloc(bytes);
+        dev.write(ptr, &vec![0u8; bytes])?;
+        Ok(EmuBuffer {
+            dev: self.dev.clone(),
+            addr: ptr.0,
+            len: n,
+            _elem: PhantomData,
+        })
+    }
+
+    fn upload<T: Pod>(&self, stream: &EmuStream, data: &[T]) -> Result<EmuBuffer<T>> {
+        self.owns(&stream.dev)?;
+        let ptr = self.dev.memory().upload(bytemuck::cast_slice(data));
+        Ok(EmuBuffer {
+            dev: self.dev.clone(),
+            addr: ptr.0,
+            len: data.len(),
+            _elem: PhantomData,
+        })
+    }
+
+    fn copy_in<T: Pod>(
+        &self,
+        stream: &EmuStream,
+        data: &[T],
+        dst: &mut EmuBuffer<T>,
+    ) -> Result<()> {
+        self.owns(&stream.dev)?;
+        self.owns(&dst.dev)?;
+        if data.len() > dst.len {
+            return Err(Error::Emulator(EmulatorError::Launch(format!(
+                "copy of {} elements into a buffer of {}",
+                data.len(),
+                dst.len
+            ))));
+        }
+        Ok(self
+            .dev
+            .memory()
+            .write(DevicePtr(dst.addr), bytemuck::cast_slice(data))?)
+    }
+
+    fn download<T: Pod>(&self, stream: &EmuStream, src: &EmuBuffer<T>) -> Result<Vec<T>> {
+        self.owns(&stream.dev)?;
+        self.owns(&src.dev)?;
+        let bytes = self
+            .dev
+            .memory()
+            .read(DevicePtr(src.addr), bytes_of::<T>(src.len)?)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    fn synchronize(&self, stream: &EmuStream) -> Result<()> {
+        self.owns(&stream.dev)
+    }
+
+    unsafe fn launch(
+        &self,
+        stream: &EmuStream,
+        launches: &Launches,
+        bound: &BoundTensors,
+    ) -> Result<()> {
+        self.owns(&stream.dev)?;
+        let mut last = self.dev.last.lock().unwrap_or_else(|p| p.into_inner());
+        last.clear();
+        for l in launches.iter() {
+            let report = launch(&mut self.dev.memory(), l)?;
+            let first = report.findings.first().cloned();
+            let count = report.findings.len();
+            last.push((l.entry, report));
+            if let Some(f) = first {
+                // Later launches of the call (a split combine) would read what this one failed
+                // to write: stop here, as a trap stops a CUDA stream.
+                return Err(Error::Emulator(EmulatorError::KernelFinding {
+                    kernel: l.entry.to_string(),
+                    kind: format!("{:?}", f.kind),
+                    at: f
+                        .address
+                        .filter(|_| f.kind == FindingKind::GlobalOutOfBounds)
+                        .and_then(|a| bound.locate(a)),
+                    count,
+                    finding: f.to_string(),
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    unsafe fn zero(&self, stream: &EmuStream, buf: DevBuf, bytes: u64) -> Result<()> {
+        self.owns(&stream.dev)?;
+        let n = usize::try_from(bytes).map_err(|_| Error::SizeOverflow {
+            what: "emulator buffer bytes",
+        })?;
+        Ok(self
+            .dev
+            .memory()
+            .write(DevicePtr(buf.addr), &vec![0u8; n])?)
+    }
+
+    fn encode_tensor_map(&self, name: &str, desc: &TmaMapDesc, addr: u64) -> Result<[u8; 128]> {
+        Ok(*encode(desc, addr, name)?.as_bytes())
     }
 }

@@ -16,7 +16,8 @@
 
 use super::paged::PagedKvCache;
 use super::{wrap, OutputDims};
-use crate::backend::cuda::{CudaBackend, DecodeArgs, FwdArgs};
+use crate::api::{Attention, DecodeArgs, FwdArgs};
+use crate::backend::cuda::CudaBackend;
 use crate::common::element::Element;
 use crate::common::geometry::Strides;
 use crate::ops::decode::{DecodePlan, DecodeProblem, SplitPolicy};

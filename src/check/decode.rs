@@ -6,12 +6,13 @@
 //! reference over the gathered pages with the one judge ([`super::judge`]).
 
 use super::judge::{self, AttentionInputs, AttentionOutputs, Judgement};
+use crate::backend::emulator::EmulatorBackend;
 use crate::common::dtype::DType;
 use crate::common::error::{Error, Result};
 use crate::common::geometry::{PageStrides, Strides};
 use crate::common::options::AttnOptions;
 use crate::common::target::KernelTarget;
-use crate::host::device::HostDevice;
+use crate::host::device::HarnessBackend;
 use crate::host::runner::{self, DecodeHostInputs, DecodeRun};
 use crate::ops::decode::fp8::{KvCacheDType, KvScaleGranularity};
 use crate::ops::decode::kernels::DECODE_KERNELS;
@@ -563,20 +564,20 @@ impl DecodeOutcome {
 
 /// Builds, plans, runs and judges `case` on a fresh emulator device.
 pub fn run_decode_case(case: &DecodeCase) -> std::result::Result<DecodeOutcome, String> {
-    run_decode_case_on(&mut crate::emulator::Device::new(), case.target, case)
+    run_decode_case_on(&EmulatorBackend::new(case.target), case.target, case)
         .map_err(|e| e.to_string())
 }
 
 /// Builds `case`, plans it for the kernels of `target` (a GPU's own, or the case's), runs it on
-/// `dev` through the host runner and judges it.
-pub fn run_decode_case_on<D: HostDevice>(
-    dev: &mut D,
+/// `backend` through the host runner and judges it.
+pub fn run_decode_case_on<B: HarnessBackend>(
+    backend: &B,
     target: KernelTarget,
     case: &DecodeCase,
 ) -> Result<DecodeOutcome> {
     let built = case.build();
     let plan = DecodePlan::new_for(target, &built.problem, case.split)?;
-    let run = runner::decode(dev, &plan, &built.inputs)?;
+    let run = runner::decode(backend, &plan, &built.inputs)?;
     let judgement = judge_run(&built, &run)?;
     Ok(DecodeOutcome {
         plan,

@@ -5,12 +5,13 @@
 //! judge kernels the same way.
 
 use super::judge::{self, AttentionInputs, AttentionOutputs, Judgement};
+use crate::backend::emulator::EmulatorBackend;
 use crate::common::dtype::DType;
 use crate::common::error::{Error, Result};
 use crate::common::geometry::Strides;
 use crate::common::options::{AttnOptions, SlidingWindow};
 use crate::common::target::KernelTarget;
-use crate::host::device::{GpuDevice, HostDevice};
+use crate::host::device::HarnessBackend;
 use crate::host::{runner, HostInputs};
 use crate::problem::{FwdProblem, Operand, SeqLayout};
 use crate::reference::tolerance::ENTROPY_SOFTCAP_MAX;
@@ -258,17 +259,17 @@ fn gather_offsets(p: &FwdProblem, op: &Operand, heads: usize, is_q: bool) -> Vec
 
 /// Runs `case` on the emulator and compares every output with the reference.
 pub fn run_case(case: &CheckCase) -> Result<Judgement> {
-    run_case_on(&mut crate::emulator::Device::new(), case)
+    run_case_on(&EmulatorBackend::new(case.target), case)
 }
 
 /// Runs `case` on the first GPU and compares every output with the reference.
 pub fn run_case_cuda(case: &CheckCase) -> Result<Judgement> {
     let backend = crate::cuda::CudaBackend::new(0)?;
-    run_case_on(&mut GpuDevice::new(&backend), case)
+    run_case_on(&backend, case)
 }
 
-/// Runs `case` on `dev` (through the one host runner) and judges every output.
-pub fn run_case_on<D: HostDevice>(dev: &mut D, case: &CheckCase) -> Result<Judgement> {
+/// Runs `case` on `backend` (through the one host runner) and judges every output.
+pub fn run_case_on<B: HarnessBackend>(backend: &B, case: &CheckCase) -> Result<Judgement> {
     let p = case.problem();
     let mut rng = StdRng::seed_from_u64(case.seed);
     let ty = case.dtype;
@@ -305,7 +306,7 @@ pub fn run_case_on<D: HostDevice>(dev: &mut D, case: &CheckCase) -> Result<Judge
         alibi_slopes: slopes.clone(),
         head_gates: gates.clone(),
     };
-    let run = runner::forward(dev, &p, &inputs)?;
+    let run = runner::forward(backend, &p, &inputs)?;
     let outputs = run.outputs;
 
     // The reference takes contiguous tensors: gather the strided ones.

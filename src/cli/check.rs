@@ -11,7 +11,6 @@ use flashmha::check::judge::Judgement;
 use flashmha::common::build_info::FWD_KERNELS;
 use flashmha::common::dtype::DType;
 use flashmha::cuda::CudaBackend;
-use flashmha::host::device::GpuDevice;
 use flashmha::ops::decode::kernels::DECODE_KERNELS;
 use flashmha::ops::forward::validate::{compiled_head_dims, forward_kernel_for};
 use flashmha::KernelTarget;
@@ -226,7 +225,7 @@ fn forward_op<'a>(args: &'a CheckArgs, backend: Option<&'a CudaBackend>) -> CliR
             let mut case = CheckCase::random(rng, &[*dtype], dims, args.max_len);
             case.target = target;
             let judgement = match backend {
-                Some(b) => run_case_on(&mut GpuDevice::new(b), &case)?,
+                Some(b) => run_case_on(b, &case)?,
                 None => run_case(&case)?,
             };
             Ok(Checked {
@@ -275,7 +274,7 @@ fn decode_op<'a>(args: &'a CheckArgs, backend: Option<&'a CudaBackend>) -> CliRe
             let case = DecodeCase::random_on(rng, target, &dtypes, &dims, args.max_len);
             let outcome = match backend {
                 // The device's kernels, whichever target the case was drawn for.
-                Some(b) => run_decode_case_on(&mut GpuDevice::new(b), b.target(), &case)?,
+                Some(b) => run_decode_case_on(b, b.target(), &case)?,
                 None => run_decode_case(&case).map_err(super::CliError::Failed)?,
             };
             Ok(Checked {

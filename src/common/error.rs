@@ -399,6 +399,24 @@ pub enum EmulatorError {
     Launch(String),
     #[error("the kernel reported {count} finding(s), first: {first}")]
     Findings { count: usize, first: String },
+    /// A finding of a launch through [`crate::backend::emulator::EmulatorBackend`], named by the
+    /// kernel and, where the finding has a global address, the bound tensor and element it falls
+    /// in (or the nearest tensor below it, `past_end`: an access running off that tensor).
+    #[error(
+        "kernel {kernel}: {count} finding(s), first: {kind}{}: {finding}",
+        at.map_or(String::new(), |(t, i, past)| format!(
+            " at {t}[{i}]{}", if past { " (past its end)" } else { "" }
+        ))
+    )]
+    KernelFinding {
+        kernel: String,
+        kind: String,
+        /// Tensor, element index, and whether the index is past the tensor's end.
+        at: Option<(TensorName, u64, bool)>,
+        count: usize,
+        /// The finding as the emulator states it (PTX line, CTA, thread, detail).
+        finding: String,
+    },
 }
 
 /// A cudarc driver error as our own [`Error::Cuda`] (a function, not a `From` impl, so that no

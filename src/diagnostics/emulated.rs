@@ -1,11 +1,13 @@
 //! Runs the head-similarity kernel on the PTX emulator from host data (through the one host
-//! runner, [`crate::host::runner::head_similarity`], on a fresh device) and turns the gram sums
+//! runner, [`crate::host::runner::head_similarity`], on a fresh emulated device) and turns the gram sums
 //! into the mean [`SimilarityMatrix`].
 
 use super::similarity::SimilarityMatrix;
+use crate::backend::emulator::EmulatorBackend;
 use crate::common::element::Element;
 use crate::common::error::Result;
-use crate::emulator::{Device, LaunchReport};
+use crate::common::target::KernelTarget;
+use crate::emulator::LaunchReport;
 use crate::ops::head_similarity::{HeadSimPlan, HeadSimProblem};
 
 /// Mean head similarity of a contiguous `o: [tokens, heads, head_dim]` computed by the kernel
@@ -27,7 +29,11 @@ pub fn head_similarity_emulated_view<T: Element>(
     o: &[T],
     problem: &HeadSimProblem,
 ) -> Result<(SimilarityMatrix, LaunchReport, HeadSimPlan)> {
-    let run = crate::host::runner::head_similarity(&mut Device::new(), o, problem)?;
+    let run = crate::host::runner::head_similarity(
+        &EmulatorBackend::new(KernelTarget::Ampere),
+        o,
+        problem,
+    )?;
     let m = SimilarityMatrix::from_gram_sum(problem.num_heads, &run.gram, problem.num_tokens)?;
     Ok((m, run.report, run.plan))
 }

@@ -1,154 +1,98 @@
-//! The device the host runner ([`super::runner`]) works on: one small interface over both
-//! backends (upload, poison, launch, read back), so that every op is run from host data by one
-//! generic function whatever executes it. [`crate::emulator::Device`] implements it through
-//! [`crate::backend::emulator::launch`] (with the emulator's findings and counters per launch);
-//! [`GpuDevice`] through [`CudaBackend::launch_raw`] on the device's default stream, keeping
-//! every allocation alive until it is dropped. For checks, benchmarks and tests only: nothing
-//! here is on a server's launch path.
+//! The backends as the host runner ([`super::runner`]) uses them: any [`Backend`] (the
+//! emulator's [`EmulatorBackend`] or the [`CudaBackend`]) that can also say what its last call's
+//! launches reported ([`HarnessBackend`]), and one run's [`Session`] on it: uploads, outputs
+//! poisoned with the one [`POISON_BYTE`], read backs, and the verdict of a call (an emulator
+//! finding is a report for the judge, not an error). The runner drives the ops through the same
+//! calls a server makes ([`crate::api::Attention`]). For checks, benchmarks and tests only.
 
-use crate::backend::cuda::CudaBackend;
-use crate::common::binding::DevBuf;
-use crate::common::error::{driver_error, Result};
-use crate::common::launch::Launches;
-use crate::emulator::{Device, DevicePtr, LaunchReport};
-use crate::ops::forward::plan::FwdLaunch;
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr as _};
-use std::sync::Arc;
+use crate::backend::emulator::EmulatorBackend;
+use crate::backend::{Backend, Pod};
+use crate::common::error::{EmulatorError, Error, Result};
+use crate::cuda::CudaBackend;
+use crate::emulator::LaunchReport;
 
 /// The one poison byte: every output buffer starts as all-ones bytes, a NaN in f16, bf16 and
 /// f32 alike, so an element the kernel fails to write cannot pass a comparison. A NaN the
 /// kernel writes has another pattern (PTX's canonical NaN is `0x7fff_ffff`).
 pub const POISON_BYTE: u8 = 0xFF;
 
-/// What the host runner needs of a device: allocations from host bytes, reads back, and the
-/// backend's one launch path.
-pub trait HostDevice {
-    /// A new allocation holding `bytes` (at least one byte is allocated, so an empty buffer is
-    /// still present); returns its device address.
-    fn upload_bytes(&mut self, bytes: &[u8]) -> Result<u64>;
-    /// `len` bytes from `addr`, after every launch queued so far has finished.
-    fn download_bytes(&mut self, addr: u64, len: usize) -> Result<Vec<u8>>;
-    /// Runs bound launches in order; the emulator's reports (none on a GPU).
-    fn launch(&mut self, launches: &Launches) -> Result<Vec<LaunchReport>>;
-    /// Runs a bound forward launch (its sm_90a tensor maps encoded by this backend's encoder).
-    fn launch_forward(&mut self, launch: &FwdLaunch) -> Result<Vec<LaunchReport>>;
+/// A backend the host runner runs on: a [`Backend`] whose last call's launch reports (findings
+/// and counters) can be read.
+pub trait HarnessBackend: Backend {
+    /// The report of each launch of the last call, in order (none on a GPU).
+    fn reports(&self) -> Vec<LaunchReport>;
+}
 
-    /// Uploads `data` as a buffer of `data.len()` elements.
-    fn put<T: bytemuck::Pod>(&mut self, data: &[T]) -> Result<DevBuf>
-    where
-        Self: Sized,
-    {
-        Ok(DevBuf::new(
-            self.upload_bytes(bytemuck::cast_slice(data))?,
-            data.len(),
-        ))
+impl HarnessBackend for EmulatorBackend {
+    fn reports(&self) -> Vec<LaunchReport> {
+        self.last_reports().into_iter().map(|(_, r)| r).collect()
+    }
+}
+
+impl HarnessBackend for CudaBackend {
+    fn reports(&self) -> Vec<LaunchReport> {
+        Vec::new()
+    }
+}
+
+/// One run on a backend: its stream, and the uploads and read backs of host data.
+pub struct Session<'b, B: HarnessBackend> {
+    pub backend: &'b B,
+    pub stream: B::Stream,
+}
+
+impl<'b, B: HarnessBackend> Session<'b, B> {
+    pub fn new(backend: &'b B) -> Result<Self> {
+        Ok(Session {
+            backend,
+            stream: backend.stream()?,
+        })
+    }
+
+    /// A buffer holding `data`.
+    pub fn put<T: Pod>(&self, data: &[T]) -> Result<B::Buffer<T>> {
+        self.backend.upload(&self.stream, data)
+    }
+
+    /// [`Session::put`] of optional data.
+    pub fn put_opt<T: Pod>(&self, data: Option<&[T]>) -> Result<Option<B::Buffer<T>>> {
+        data.map(|d| self.put(d)).transpose()
     }
 
     /// An output buffer of `n` elements of `T`, every byte [`POISON_BYTE`].
-    fn poisoned<T: bytemuck::Pod>(&mut self, n: usize) -> Result<DevBuf>
-    where
-        Self: Sized,
-    {
-        // Lengths here come from host-side sizes the plan accepted; the product fits.
-        let bytes = vec![POISON_BYTE; n * std::mem::size_of::<T>()];
-        Ok(DevBuf::new(self.upload_bytes(&bytes)?, n))
-    }
-
-    /// The elements of `b`.
-    fn get<T: bytemuck::Pod>(&mut self, b: DevBuf) -> Result<Vec<T>>
-    where
-        Self: Sized,
-    {
-        let bytes = self.download_bytes(b.addr, b.len as usize * std::mem::size_of::<T>())?;
-        Ok(bytemuck::pod_collect_to_vec(&bytes))
-    }
-}
-
-impl HostDevice for Device {
-    fn upload_bytes(&mut self, bytes: &[u8]) -> Result<u64> {
-        let ptr = self.alloc(bytes.len().max(1));
-        self.write(ptr, bytes)?;
-        Ok(ptr.0)
-    }
-
-    fn download_bytes(&mut self, addr: u64, len: usize) -> Result<Vec<u8>> {
-        Ok(self.read(DevicePtr(addr), len)?)
-    }
-
-    fn launch(&mut self, launches: &Launches) -> Result<Vec<LaunchReport>> {
-        launches
-            .iter()
-            .map(|l| crate::backend::emulator::launch(self, l))
-            .collect()
-    }
-
-    fn launch_forward(&mut self, launch: &FwdLaunch) -> Result<Vec<LaunchReport>> {
-        Ok(vec![crate::backend::emulator::launch_bound(self, launch)?])
-    }
-}
-
-/// A GPU seen through [`HostDevice`]: allocations on `backend`'s context, launches on its
-/// default stream. Allocations live until the device is dropped.
-pub struct GpuDevice<'b> {
-    backend: &'b CudaBackend,
-    stream: Arc<CudaStream>,
-    /// Every allocation made, with its address.
-    allocs: Vec<(u64, CudaSlice<u8>)>,
-}
-
-impl<'b> GpuDevice<'b> {
-    pub fn new(backend: &'b CudaBackend) -> GpuDevice<'b> {
-        GpuDevice {
-            backend,
-            stream: backend.context().default_stream(),
-            allocs: Vec::new(),
-        }
-    }
-}
-
-impl HostDevice for GpuDevice<'_> {
-    fn upload_bytes(&mut self, bytes: &[u8]) -> Result<u64> {
-        let data = if bytes.is_empty() { &[0u8][..] } else { bytes };
-        let slice = self.stream.clone_htod(data).map_err(driver_error)?;
-        // The guard records stream order for this read of the address; it ends here.
-        let addr = slice.device_ptr(&self.stream).0;
-        self.allocs.push((addr, slice));
-        Ok(addr)
-    }
-
-    fn download_bytes(&mut self, addr: u64, len: usize) -> Result<Vec<u8>> {
-        self.stream.synchronize().map_err(driver_error)?;
-        let (start, slice) = self
-            .allocs
-            .iter()
-            .find_map(|(base, s)| {
-                let start = usize::try_from(addr.checked_sub(*base)?).ok()?;
-                (start.checked_add(len)? <= s.len()).then_some((start, s))
-            })
-            // What the driver says of a pointer it did not allocate.
-            .ok_or_else(|| crate::common::error::Error::Cuda {
-                code: 1,
-                name: "CUDA_ERROR_INVALID_VALUE: not inside an allocation of this GpuDevice".into(),
+    pub fn poisoned<T: Pod>(&self, n: usize) -> Result<B::Buffer<T>> {
+        let bytes = n
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or(Error::SizeOverflow {
+                what: "a poisoned output buffer",
             })?;
-        self.stream
-            .clone_dtoh(&slice.slice(start..start + len))
-            .map_err(driver_error)
+        self.put::<T>(&bytemuck::pod_collect_to_vec(&vec![POISON_BYTE; bytes]))
     }
 
-    fn launch(&mut self, launches: &Launches) -> Result<Vec<LaunchReport>> {
-        // SAFETY: `launches` come from a plan's `bind` over allocations of this device (made on
-        // the backend's context), which `self.allocs` keeps alive until after the stream has
-        // run them (every read back synchronises first; dropping frees in stream order).
-        unsafe { self.backend.launch_raw(launches, self.stream.cu_stream())? };
-        Ok(Vec::new())
+    /// A poisoned output when `n` is given.
+    pub fn poisoned_opt<T: Pod>(&self, n: Option<usize>) -> Result<Option<B::Buffer<T>>> {
+        n.map(|n| self.poisoned(n)).transpose()
     }
 
-    fn launch_forward(&mut self, launch: &FwdLaunch) -> Result<Vec<LaunchReport>> {
-        // SAFETY: as for `launch`: bound by `FwdPlan::bind` over allocations `self` keeps alive.
-        unsafe {
-            self.backend
-                .launch_bound_raw(launch, self.stream.cu_stream())?
-        };
-        Ok(Vec::new())
+    /// The contents of `b` once every queued launch has run.
+    pub fn get<T: Pod>(&self, b: &B::Buffer<T>) -> Result<Vec<T>> {
+        self.backend.download(&self.stream, b)
+    }
+
+    /// [`Session::get`] of an optional buffer.
+    pub fn get_opt<T: Pod>(&self, b: Option<&B::Buffer<T>>) -> Result<Option<Vec<T>>> {
+        b.map(|b| self.get(b)).transpose()
+    }
+
+    /// The reports of a call just made (`call` is its result): a kernel finding is kept in the
+    /// reports for the judge (the outputs are read back as they are), any other error is the
+    /// run's error.
+    pub fn reports(&self, call: Result<()>) -> Result<Vec<LaunchReport>> {
+        match call {
+            Ok(()) | Err(Error::Emulator(EmulatorError::KernelFinding { .. })) => {
+                Ok(self.backend.reports())
+            }
+            Err(e) => Err(e),
+        }
     }
 }

@@ -1,11 +1,13 @@
 //! Decode, merge_states and KV append from host data on the emulator: the runner's functions
-//! ([`super::runner`]) on a fresh [`Device`] (or the caller's, [`decode_on`]), plus the
-//! stacked-merge and 16-bit-append shorthands the tests use.
+//! ([`super::runner`]) on a fresh [`EmulatorBackend`] (for a decode, with the options of the
+//! caller's [`Device`]: [`decode_on`]), plus the stacked-merge and 16-bit-append shorthands the
+//! tests use.
 
 use super::runner;
 pub use super::runner::{
     AppendTarget, DecodeHostInputs, DecodeRun, HostPools, MergeHostInputs, MergeRun,
 };
+use crate::backend::emulator::EmulatorBackend;
 use crate::common::dtype::DType;
 use crate::common::error::Result;
 use crate::common::target::KernelTarget;
@@ -16,21 +18,24 @@ use crate::ops::merge::{MergePlan, MergeProblem, MergeStates, StatsLayout};
 
 /// Runs `plan` on a fresh emulated device over `inputs`.
 pub fn decode(plan: &DecodePlan, inputs: &DecodeHostInputs) -> Result<DecodeRun> {
-    decode_on(&mut Device::new(), plan, inputs)
+    runner::decode(&EmulatorBackend::new(plan.kernel.target), plan, inputs)
 }
 
-/// [`decode`] on a caller-configured device (e.g. with race checks switched off for speed).
+/// [`decode`] on a fresh emulated device with the options of `dev` (e.g. race checks switched
+/// off for speed); `dev`'s memory is not used.
 pub fn decode_on(
     dev: &mut Device,
     plan: &DecodePlan,
     inputs: &DecodeHostInputs,
 ) -> Result<DecodeRun> {
-    runner::decode(dev, plan, inputs)
+    let backend = EmulatorBackend::new(plan.kernel.target);
+    backend.set_options(*dev.options_mut());
+    runner::decode(&backend, plan, inputs)
 }
 
 /// Runs a merge plan on a fresh emulated device.
 pub fn merge(plan: &MergePlan, inputs: &MergeHostInputs<'_>) -> Result<MergeRun> {
-    runner::merge(&mut Device::new(), plan, inputs)
+    runner::merge(&EmulatorBackend::new(KernelTarget::Ampere), plan, inputs)
 }
 
 /// Merges `num_states` stacked states of `dtype` on the emulator: `o_states: [num_states, rows,
@@ -117,7 +122,14 @@ pub fn kv_append_into_for(
     v_new: &[u16],
     target: AppendTarget,
 ) -> Result<(HostPools, LaunchReport)> {
-    let (pools, mut reports) =
-        runner::kv_append(&mut Device::new(), kernels, p, pools, k_new, v_new, target)?;
+    let (pools, mut reports) = runner::kv_append(
+        &EmulatorBackend::new(kernels),
+        kernels,
+        p,
+        pools,
+        k_new,
+        v_new,
+        target,
+    )?;
     Ok((pools, reports.pop().unwrap_or_default()))
 }

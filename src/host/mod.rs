@@ -1,7 +1,7 @@
 //! Host-data harness, owned by neither backend: a concrete problem with its sequence lengths
 //! ([`problem`]), host inputs and outputs, and the one runner ([`runner`]) that runs every op
-//! from host data on any [`device::HostDevice`] (the emulator, or a GPU through
-//! [`device::GpuDevice`]): upload inputs, poison outputs with one value, launch, read back.
+//! from host data on any backend ([`device::HarnessBackend`]: the emulator or a GPU): upload
+//! inputs, poison outputs with one value, launch through the calls a server makes, read back.
 //! [`emulated`] and [`emulated_decode`] are its entry points on a fresh emulator device. For
 //! checks, benchmarks, the CLI and the tests; servers use the backends on their own buffers.
 

@@ -1,32 +1,42 @@
 //! The one host runner: every op (forward, paged decode, merge_states, KV append, head
-//! similarity) run from host data the same way on any [`HostDevice`] (the emulator or a GPU):
-//! check the host buffers against the problem, upload the inputs, allocate every output
+//! similarity) run from host data the same way on any [`HarnessBackend`] (the emulator or a
+//! GPU): check the host buffers against the problem, upload the inputs, allocate every output
 //! poisoned with [`POISON_BYTE`](super::device::POISON_BYTE) (so an element the kernel does not
-//! write cannot pass a comparison), plan and bind (the same O(1) binding checks as on a
-//! server's buffers), launch through the backend's one launch path, and read the outputs back.
-//! Buffers are sized exactly as the problem describes (the decode page pools hold `num_pages`
-//! pages and nothing more), so on the emulator a stray access past them is a finding.
+//! write cannot pass a comparison), run the op through the call a server makes
+//! ([`crate::api::Attention`]: the same binding checks and the backend's one launch path) and
+//! read the outputs back with the launches' reports. Buffers are sized exactly as the problem
+//! describes (the decode page pools hold `num_pages` pages and nothing more), so on the
+//! emulator a stray access past them is a finding.
 
-use super::device::HostDevice;
+use super::device::{HarnessBackend, Session};
 use super::problem::{FwdProblem, SeqLayout};
 use super::{HostInputs, HostOutputs};
-use crate::common::binding::DevBuf;
+use crate::api::{Attention, DecodeArgs, FwdArgs, KvAppendArgs, MergeArgs};
+use crate::backend::{Read as _, Write as _};
 use crate::common::dtype::DType;
 use crate::common::element::Element;
 use crate::common::error::{Dim, Error, Result, TensorName};
-use crate::common::launch::Launches;
 use crate::common::target::KernelTarget;
 use crate::emulator::{Finding, LaunchReport};
 use crate::ops::decode::fp8::check_scales;
-use crate::ops::decode::plan::{DecodeBuffers, DecodePlan};
+use crate::ops::decode::plan::DecodePlan;
 use crate::ops::decode::problem::DecodeProblem;
-use crate::ops::forward::bind::FwdBufs;
 use crate::ops::forward::plan::{FwdLaunch, FwdPlan};
 use crate::ops::head_similarity::{
     plan_head_similarity, HeadSimBuffers, HeadSimPlan, HeadSimProblem,
 };
-use crate::ops::kv_append::{AppendIndex, KvAppendBuffers, KvAppendPlan};
-use crate::ops::merge::{MergeBuffers, MergePlan, MergeStates};
+use crate::ops::kv_append::{AppendIndex, KvAppendPlan};
+use crate::ops::merge::{MergePlan, MergeStates};
+
+/// Host 16-bit bit patterns as elements of `T` (the same bytes).
+fn as_elems<T: Element>(bits: &[u16]) -> &[T] {
+    bytemuck::cast_slice(bits)
+}
+
+/// Elements of `T` as their 16-bit bit patterns.
+fn as_bits<T: Element>(v: Vec<T>) -> Vec<u16> {
+    bytemuck::cast_slice(&v).to_vec()
+}
 
 /// A host buffer must hold exactly what the problem describes.
 fn check_len(tensor: TensorName, expected: usize, found: usize) -> Result<()> {
@@ -41,25 +51,6 @@ fn check_len(tensor: TensorName, expected: usize, found: usize) -> Result<()> {
     Ok(())
 }
 
-/// `data` uploaded when given, else no buffer.
-fn put_opt<D: HostDevice, T: bytemuck::Pod>(dev: &mut D, data: Option<&[T]>) -> Result<DevBuf> {
-    data.map_or(Ok(DevBuf::ABSENT), |d| dev.put(d))
-}
-
-/// A poisoned output of `n` elements when `n` is given, else no buffer.
-fn poisoned_opt<D: HostDevice, T: bytemuck::Pod>(dev: &mut D, n: Option<usize>) -> Result<DevBuf> {
-    n.map_or(Ok(DevBuf::ABSENT), |n| dev.poisoned::<T>(n))
-}
-
-/// `b` read back when `wanted`.
-fn get_opt<D: HostDevice, T: bytemuck::Pod>(
-    dev: &mut D,
-    wanted: bool,
-    b: DevBuf,
-) -> Result<Option<Vec<T>>> {
-    wanted.then(|| dev.get(b)).transpose()
-}
-
 /// The `i`-th report of a launch sequence (an empty report on a GPU, which has none).
 fn report_at(reports: &mut Vec<LaunchReport>, i: usize) -> LaunchReport {
     if i < reports.len() {
@@ -69,62 +60,74 @@ fn report_at(reports: &mut Vec<LaunchReport>, i: usize) -> LaunchReport {
     }
 }
 
-/// One forward run: outputs, the launch it ran, and the emulator's report (empty on a GPU).
+/// One forward run: outputs, the plan's launch (its geometry; the params are bound per call),
+/// and the emulator's report (empty on a GPU).
 pub struct ForwardRun {
     pub outputs: HostOutputs,
     pub launch: FwdLaunch,
     pub report: LaunchReport,
 }
 
-/// Runs the forward of `problem` on `dev`. `inputs` must match the problem's lengths; the
+/// Runs the forward of `problem` on `backend`. `inputs` must match the problem's lengths; the
 /// problem's optional lengths say which optional outputs to produce.
-pub fn forward<D: HostDevice>(
-    dev: &mut D,
+pub fn forward<B: HarnessBackend>(
+    backend: &B,
     problem: &FwdProblem,
     inputs: &HostInputs,
 ) -> Result<ForwardRun> {
     match problem.dtype {
-        DType::F16 => forward_typed::<half::f16, D>(dev, problem, inputs),
-        DType::Bf16 => forward_typed::<half::bf16, D>(dev, problem, inputs),
+        DType::F16 => forward_typed::<half::f16, B>(backend, problem, inputs),
+        DType::Bf16 => forward_typed::<half::bf16, B>(backend, problem, inputs),
     }
 }
 
-fn forward_typed<T: Element, D: HostDevice>(
-    dev: &mut D,
+fn forward_typed<T: Element, B: HarnessBackend>(
+    backend: &B,
     problem: &FwdProblem,
     inputs: &HostInputs,
 ) -> Result<ForwardRun> {
     inputs.check_against(problem)?;
     let plan = FwdPlan::<T>::new_for(problem.target, &problem.shape()?)?;
-    let (cu_seqlens_q, cu_seqlens_k) = match &problem.layout {
+    let s = Session::new(backend)?;
+    let q = s.put(as_elems::<T>(&inputs.q))?;
+    let k = s.put(as_elems::<T>(&inputs.k))?;
+    let v = s.put(as_elems::<T>(&inputs.v))?;
+    let mut o = s.poisoned::<T>(problem.o.len)?;
+    let mut lse = s.poisoned_opt::<f32>(problem.lse_len)?;
+    let mut entropy = s.poisoned_opt::<f32>(problem.entropy_len)?;
+    let alibi = s.put_opt(inputs.alibi_slopes.as_deref())?;
+    let gates = s.put_opt(inputs.head_gates.as_deref())?;
+    let cu = match &problem.layout {
         SeqLayout::Varlen {
             cu_seqlens_q,
             cu_seqlens_k,
-        } => (dev.put(cu_seqlens_q)?, dev.put(cu_seqlens_k)?),
-        SeqLayout::Padded { .. } => (DevBuf::ABSENT, DevBuf::ABSENT),
+        } => Some((s.put(cu_seqlens_q)?, s.put(cu_seqlens_k)?)),
+        SeqLayout::Padded { .. } => None,
     };
-    let bufs = FwdBufs {
-        q: dev.put(&inputs.q)?,
-        k: dev.put(&inputs.k)?,
-        v: dev.put(&inputs.v)?,
-        o: dev.poisoned::<u16>(problem.o.len)?,
-        lse: poisoned_opt::<D, f32>(dev, problem.lse_len)?,
-        entropy: poisoned_opt::<D, f32>(dev, problem.entropy_len)?,
-        alibi_slopes: put_opt(dev, inputs.alibi_slopes.as_deref())?,
-        head_gates: put_opt(dev, inputs.head_gates.as_deref())?,
-        cu_seqlens_q,
-        cu_seqlens_k,
-    };
-    let launch = plan.bind(&bufs)?;
-    let mut reports = dev.launch_forward(&launch)?;
-    let outputs = HostOutputs {
-        o: dev.get(bufs.o)?,
-        lse: get_opt(dev, problem.lse_len.is_some(), bufs.lse)?,
-        entropy: get_opt(dev, problem.entropy_len.is_some(), bufs.entropy)?,
-    };
+    let mut args = FwdArgs::new(&q, &k, &v, &mut o);
+    if let Some(l) = lse.as_mut() {
+        args = args.lse(l);
+    }
+    if let Some(e) = entropy.as_mut() {
+        args = args.entropy(e);
+    }
+    if let Some(a) = alibi.as_ref() {
+        args = args.alibi_slopes(a);
+    }
+    if let Some(g) = gates.as_ref() {
+        args = args.head_gates(g);
+    }
+    if let Some((cq, ck)) = cu.as_ref() {
+        args = args.cu_seqlens(cq, ck);
+    }
+    let mut reports = s.reports(backend.run(&s.stream, &plan, args))?;
     Ok(ForwardRun {
-        outputs,
-        launch,
+        outputs: HostOutputs {
+            o: as_bits(s.get(&o)?),
+            lse: s.get_opt(lse.as_ref())?,
+            entropy: s.get_opt(entropy.as_ref())?,
+        },
+        launch: *plan.launch(),
         report: report_at(&mut reports, 0),
     })
 }
@@ -222,55 +225,90 @@ fn check_decode_inputs(p: &DecodeProblem, inputs: &DecodeHostInputs) -> Result<(
     check_len(TensorName::HeadGates, expected, found)
 }
 
-/// Runs `plan` over `inputs` on `dev`: the decode launch and, if planned, the split combine
-/// (the workspace poisoned like every output).
-pub fn decode<D: HostDevice>(
-    dev: &mut D,
+/// Runs `plan` over `inputs` on `backend`: the decode launch and, if planned, the split
+/// combine (the workspace poisoned like every output). On the emulator a finding in the decode
+/// stops the call before the combine, as a trap stops a CUDA stream.
+pub fn decode<B: HarnessBackend>(
+    backend: &B,
+    plan: &DecodePlan,
+    inputs: &DecodeHostInputs,
+) -> Result<DecodeRun> {
+    match plan.problem.dtype {
+        DType::F16 => decode_typed::<half::f16, B>(backend, plan, inputs),
+        DType::Bf16 => decode_typed::<half::bf16, B>(backend, plan, inputs),
+    }
+}
+
+fn decode_typed<T: Element, B: HarnessBackend>(
+    backend: &B,
     plan: &DecodePlan,
     inputs: &DecodeHostInputs,
 ) -> Result<DecodeRun> {
     let p = &plan.problem;
     check_decode_inputs(p, inputs)?;
-    let fp8 = p.kv_dtype.is_fp8();
-    let (k_cache, v_cache) = if fp8 {
-        (dev.put(&inputs.k_cache_fp8)?, dev.put(&inputs.v_cache_fp8)?)
-    } else {
-        (dev.put(&inputs.k_cache)?, dev.put(&inputs.v_cache)?)
-    };
-    let (k_scales, v_scales) = if fp8 {
-        (dev.put(&inputs.k_scales)?, dev.put(&inputs.v_scales)?)
-    } else {
-        (DevBuf::ABSENT, DevBuf::ABSENT)
-    };
+    let s = Session::new(backend)?;
+    let q = s.put(as_elems::<T>(&inputs.q))?;
+    let mut o = s.poisoned::<T>(p.q_span(&p.o_strides) as usize)?;
+    let table = s.put(&inputs.block_table)?;
+    let lens = s.put(&inputs.cache_seqlens)?;
     let stats = p.row_stats_len();
-    let ws = &plan.workspace;
-    let split = plan.combine.is_some();
-    let bufs = DecodeBuffers {
-        q: dev.put(&inputs.q)?,
-        k_cache,
-        v_cache,
-        o: dev.poisoned::<u16>(p.q_span(&p.o_strides) as usize)?,
-        block_table: dev.put(&inputs.block_table)?,
-        cache_seqlens: dev.put(&inputs.cache_seqlens)?,
-        cu_seqlens_q: put_opt(dev, inputs.cu_seqlens_q.as_deref())?,
-        lse: poisoned_opt::<D, f32>(dev, p.lse.then_some(stats))?,
-        entropy: poisoned_opt::<D, f32>(dev, p.entropy.then_some(stats))?,
-        alibi_slopes: put_opt(dev, inputs.alibi_slopes.as_deref())?,
-        head_gates: put_opt(dev, inputs.head_gates.as_deref())?,
-        partial_o: poisoned_opt::<D, f32>(dev, split.then_some(ws.partial_o as usize))?,
-        partial_lse: poisoned_opt::<D, f32>(dev, split.then_some(ws.partial_lse as usize))?,
-        partial_entropy: poisoned_opt::<D, f32>(
-            dev,
-            (split && p.entropy).then_some(ws.partial_entropy as usize),
-        )?,
-        k_scales,
-        v_scales,
+    let mut lse = s.poisoned_opt::<f32>(p.lse.then_some(stats))?;
+    let mut entropy = s.poisoned_opt::<f32>(p.entropy.then_some(stats))?;
+    let cu = s.put_opt(inputs.cu_seqlens_q.as_deref())?;
+    let alibi = s.put_opt(inputs.alibi_slopes.as_deref())?;
+    let gates = s.put_opt(inputs.head_gates.as_deref())?;
+    let workspace = plan.workspace.elems() as usize;
+    let mut ws = s.poisoned_opt::<f32>((workspace > 0).then_some(workspace))?;
+    // 16-bit pools as T, or FP8 codes with their scales.
+    let fp8 = p.kv_dtype.is_fp8();
+    let (k, v) = if fp8 {
+        (None, None)
+    } else {
+        (
+            Some(s.put(as_elems::<T>(&inputs.k_cache))?),
+            Some(s.put(as_elems::<T>(&inputs.v_cache))?),
+        )
     };
-    let mut reports = dev.launch(&plan.bind(&bufs)?)?;
+    let codes = if fp8 {
+        Some((
+            s.put(&inputs.k_cache_fp8)?,
+            s.put(&inputs.v_cache_fp8)?,
+            s.put(&inputs.k_scales)?,
+            s.put(&inputs.v_scales)?,
+        ))
+    } else {
+        None
+    };
+    let mut args = match (&k, &v, &codes) {
+        (Some(k), Some(v), _) => DecodeArgs::new(&q, k, v, &mut o, &table, &lens),
+        (_, _, Some((kc, vc, ks, vs))) => {
+            DecodeArgs::fp8(&q, kc, vc, ks, vs, &mut o, &table, &lens)
+        }
+        _ => unreachable!("one pool kind was uploaded"),
+    };
+    if let Some(w) = ws.as_mut() {
+        args = args.workspace(w);
+    }
+    if let Some(c) = cu.as_ref() {
+        args = args.cu_seqlens_q(c);
+    }
+    if let Some(l) = lse.as_mut() {
+        args = args.lse(l);
+    }
+    if let Some(e) = entropy.as_mut() {
+        args = args.entropy(e);
+    }
+    if let Some(a) = alibi.as_ref() {
+        args = args.alibi_slopes(a);
+    }
+    if let Some(g) = gates.as_ref() {
+        args = args.head_gates(g);
+    }
+    let mut reports = s.reports(backend.decode(&s.stream, plan, args))?;
     Ok(DecodeRun {
-        o: dev.get(bufs.o)?,
-        lse: get_opt(dev, p.lse, bufs.lse)?,
-        entropy: get_opt(dev, p.entropy, bufs.entropy)?,
+        o: as_bits(s.get(&o)?),
+        lse: s.get_opt(lse.as_ref())?,
+        entropy: s.get_opt(entropy.as_ref())?,
         decode_report: report_at(&mut reports, 0),
         combine_report: (reports.len() > 1).then(|| report_at(&mut reports, 1)),
     })
@@ -296,9 +334,20 @@ pub struct MergeHostInputs<'a> {
     pub lse_b: Option<&'a [f32]>,
 }
 
-/// Runs a merge plan on `dev`.
-pub fn merge<D: HostDevice>(
-    dev: &mut D,
+/// Runs a merge plan on `backend` (the merged LSE always requested).
+pub fn merge<B: HarnessBackend>(
+    backend: &B,
+    plan: &MergePlan,
+    inputs: &MergeHostInputs<'_>,
+) -> Result<MergeRun> {
+    match plan.problem.dtype {
+        DType::F16 => merge_typed::<half::f16, B>(backend, plan, inputs),
+        DType::Bf16 => merge_typed::<half::bf16, B>(backend, plan, inputs),
+    }
+}
+
+fn merge_typed<T: Element, B: HarnessBackend>(
+    backend: &B,
     plan: &MergePlan,
     inputs: &MergeHostInputs<'_>,
 ) -> Result<MergeRun> {
@@ -318,18 +367,22 @@ pub fn merge<D: HostDevice>(
     if let Some(lse_b) = inputs.lse_b {
         check_len(TensorName::LseB, lse_len, lse_b.len())?;
     }
-    let bufs = MergeBuffers {
-        o_states: dev.put(inputs.o_states)?,
-        lse_states: dev.put(inputs.lse_states)?,
-        o_b: put_opt(dev, inputs.o_b)?,
-        lse_b: put_opt(dev, inputs.lse_b)?,
-        o: dev.poisoned::<u16>(o_len)?,
-        lse: dev.poisoned::<f32>(lse_len)?,
+    let s = Session::new(backend)?;
+    let o_states = s.put(as_elems::<T>(inputs.o_states))?;
+    let lse_states = s.put(inputs.lse_states)?;
+    let o_b = inputs.o_b.map(|b| s.put(as_elems::<T>(b))).transpose()?;
+    let lse_b = s.put_opt(inputs.lse_b)?;
+    let mut o = s.poisoned::<T>(o_len)?;
+    let mut lse = s.poisoned::<f32>(lse_len)?;
+    let args = match (&o_b, &lse_b) {
+        (Some(ob), Some(lb)) => MergeArgs::pair(&o_states, &lse_states, ob, lb, &mut o),
+        // A pair plan without its second state is the plan's typed error.
+        _ => MergeArgs::stacked(&o_states, &lse_states, &mut o),
     };
-    let mut reports = dev.launch(&plan.bind(&bufs)?.into())?;
+    let mut reports = s.reports(backend.merge_states(&s.stream, plan, args.lse(&mut lse)))?;
     Ok(MergeRun {
-        o: dev.get(bufs.o)?,
-        lse: dev.get(bufs.lse)?,
+        o: as_bits(s.get(&o)?),
+        lse: s.get(&lse)?,
         report: report_at(&mut reports, 0),
     })
 }
@@ -373,11 +426,11 @@ impl AppendTarget<'_> {
 
 /// Appends `[num_tokens, hkv, d]` rows of `p.dtype` (raw bits, contiguous) into copies of
 /// `pools` (16-bit or FP8, as `p.kv_dtype` says) at `target` with the append kernel of
-/// `kernels`, on `dev`; returns the pools after the launch and the launches' reports (none for
+/// `kernels`, on `backend`; returns the pools after the launch and the launches' reports (none for
 /// zero tokens, which bind to no launch). Checked first: the problem's page geometry, pool,
 /// row and index lengths, scales; the kernel checks the device indices.
-pub fn kv_append<D: HostDevice>(
-    dev: &mut D,
+pub fn kv_append<B: HarnessBackend>(
+    backend: &B,
     kernels: KernelTarget,
     p: &DecodeProblem,
     pools: &HostPools,
@@ -420,28 +473,8 @@ pub fn kv_append<D: HostDevice>(
     if let Some((k, v)) = scales {
         check_scale_inputs(p, true, k, v)?;
     }
-    let mut bufs = KvAppendBuffers::default();
-    match pools {
-        HostPools::Bits16 { k, v } => {
-            bufs.k_cache = dev.put(k)?;
-            bufs.v_cache = dev.put(v)?;
-        }
-        HostPools::Fp8 {
-            k,
-            v,
-            k_scales,
-            v_scales,
-        } => {
-            bufs.k_cache = dev.put(k)?;
-            bufs.v_cache = dev.put(v)?;
-            bufs.k_scales = dev.put(k_scales)?;
-            bufs.v_scales = dev.put(v_scales)?;
-        }
-    }
-    bufs.k_new = dev.put(k_new)?;
-    bufs.v_new = dev.put(v_new)?;
-    match target {
-        AppendTarget::Slots(s) => bufs.slot_mapping = dev.put(s)?,
+    let (slots, positions) = match target {
+        AppendTarget::Slots(slots) => (Some(slots), None),
         AppendTarget::Positions {
             block_table,
             token_batch,
@@ -453,27 +486,84 @@ pub fn kv_append<D: HostDevice>(
                 block_table.len(),
             )?;
             check_len(TensorName::TokenBatch, tokens, token_batch.len())?;
-            bufs.block_table = dev.put(block_table)?;
-            bufs.token_batch = dev.put(token_batch)?;
-            bufs.token_pos = dev.put(token_pos)?;
+            (None, Some((block_table, token_batch, token_pos)))
+        }
+    };
+    match p.dtype {
+        DType::F16 => {
+            append_typed::<half::f16, B>(backend, &plan, pools, (k_new, v_new), slots, positions)
+        }
+        DType::Bf16 => {
+            append_typed::<half::bf16, B>(backend, &plan, pools, (k_new, v_new), slots, positions)
         }
     }
-    let reports = dev.launch(&plan.bind(&bufs)?)?;
-    let out = match pools {
-        HostPools::Bits16 { .. } => HostPools::Bits16 {
-            k: dev.get(bufs.k_cache)?,
-            v: dev.get(bufs.v_cache)?,
-        },
+}
+
+/// Per token: its batch item, its position (`block_table`, `token_batch`, `token_pos`).
+type Positions<'a> = (&'a [i32], &'a [i32], &'a [i32]);
+
+/// Routes the tokens of `args` as the host target said (the plan checks that it is the kind of
+/// index it was made for).
+fn route<'a, B: HarnessBackend, T>(
+    args: KvAppendArgs<'a, B, T>,
+    slots: Option<&'a B::Buffer<i32>>,
+    positions: Option<&'a (B::Buffer<i32>, B::Buffer<i32>, B::Buffer<i32>)>,
+) -> KvAppendArgs<'a, B, T> {
+    match (slots, positions) {
+        (Some(slots), _) => args.slots(slots),
+        (_, Some((table, batch, pos))) => args.positions(table, batch, pos),
+        _ => args,
+    }
+}
+
+fn append_typed<T: Element, B: HarnessBackend>(
+    backend: &B,
+    plan: &KvAppendPlan,
+    pools: &HostPools,
+    (k_new, v_new): (&[u16], &[u16]),
+    slots: Option<&[i32]>,
+    positions: Option<Positions<'_>>,
+) -> Result<(HostPools, Vec<LaunchReport>)> {
+    let s = Session::new(backend)?;
+    let k_new = s.put(as_elems::<T>(k_new))?;
+    let v_new = s.put(as_elems::<T>(v_new))?;
+    let slots = s.put_opt(slots)?;
+    let positions = positions
+        .map(|(t, b, p)| -> Result<_> { Ok((s.put(t)?, s.put(b)?, s.put(p)?)) })
+        .transpose()?;
+    match pools {
+        HostPools::Bits16 { k, v } => {
+            let mut k = s.put(as_elems::<T>(k))?;
+            let mut v = s.put(as_elems::<T>(v))?;
+            let args = KvAppendArgs::new(&k_new, &v_new, &mut k, &mut v);
+            let args = route(args, slots.as_ref(), positions.as_ref());
+            let reports = s.reports(backend.kv_append(&s.stream, plan, args))?;
+            let pools = HostPools::Bits16 {
+                k: as_bits(s.get(&k)?),
+                v: as_bits(s.get(&v)?),
+            };
+            Ok((pools, reports))
+        }
         HostPools::Fp8 {
-            k_scales, v_scales, ..
-        } => HostPools::Fp8 {
-            k: dev.get(bufs.k_cache)?,
-            v: dev.get(bufs.v_cache)?,
-            k_scales: k_scales.clone(),
-            v_scales: v_scales.clone(),
-        },
-    };
-    Ok((out, reports))
+            k,
+            v,
+            k_scales,
+            v_scales,
+        } => {
+            let (mut kc, mut vc) = (s.put(k)?, s.put(v)?);
+            let (ks, vs) = (s.put(k_scales)?, s.put(v_scales)?);
+            let args = KvAppendArgs::fp8(&k_new, &v_new, &mut kc, &mut vc, &ks, &vs);
+            let args = route(args, slots.as_ref(), positions.as_ref());
+            let reports = s.reports(backend.kv_append(&s.stream, plan, args))?;
+            let pools = HostPools::Fp8 {
+                k: s.get(&kc)?,
+                v: s.get(&vc)?,
+                k_scales: k_scales.clone(),
+                v_scales: v_scales.clone(),
+            };
+            Ok((pools, reports))
+        }
+    }
 }
 
 /// What one head-similarity launch produced.
@@ -486,9 +576,10 @@ pub struct HeadSimRun {
 }
 
 /// Runs the head-similarity kernel over `o` (the strided view `problem` describes; its length
-/// must be `problem.o_len`) on `dev`. `gram` is an accumulator: it starts at zero, not poisoned.
-pub fn head_similarity<T: Element, D: HostDevice>(
-    dev: &mut D,
+/// must be `problem.o_len`) on `backend`. The gram buffer starts poisoned like every output:
+/// the call zeroes the sums it accumulates.
+pub fn head_similarity<T: Element, B: HarnessBackend>(
+    backend: &B,
     o: &[T],
     problem: &HeadSimProblem,
 ) -> Result<HeadSimRun> {
@@ -500,20 +591,23 @@ pub fn head_similarity<T: Element, D: HostDevice>(
         });
     }
     check_len(TensorName::HeadSimInput, problem.o_len, o.len())?;
-    let o_buf = dev.put(o)?;
-    let gram_buf = dev.put(&vec![0f32; problem.gram_len])?;
+    let s = Session::new(backend)?;
+    let o_buf = s.put(o)?;
+    let mut gram = s.poisoned::<f32>(problem.gram_len)?;
+    // The plan the call makes, for the caller (the same problem over the same addresses).
     let plan = plan_head_similarity(
         problem,
         &HeadSimBuffers {
-            o: o_buf.addr,
-            gram: gram_buf.addr,
+            o: o_buf.bind_read(backend, &s.stream)?.0.addr,
+            gram: gram.bind_write(backend, &s.stream)?.0.addr,
         },
     )?;
-    let mut reports = dev.launch(&Launches::one(plan.launch()))?;
-    let heads = problem.num_heads;
-    let gram = dev.get(DevBuf::new(gram_buf.addr, heads * heads))?;
+    let call = backend.head_similarity(&s.stream, problem, &o_buf, &mut gram);
+    let mut reports = s.reports(call)?;
+    let mut sums = s.get(&gram)?;
+    sums.truncate(problem.num_heads * problem.num_heads);
     Ok(HeadSimRun {
-        gram,
+        gram: sums,
         plan,
         report: report_at(&mut reports, 0),
     })

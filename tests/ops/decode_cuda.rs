@@ -1,7 +1,7 @@
 //! The CUDA launch path of paged decode. Without a driver the backend is a typed
 //! `Error::NoCudaDriver` (never a panic); with one, random paged cases run through the host
-//! runner on the GPU (`GpuDevice`: the backend's one launch path) and match the candle reference (ignored here: no machine of CI has a
-//! GPU). The O(1) checks the CUDA path makes before any launch are the plan's, tested here on
+//! runner on the GPU (the `Backend` calls a server makes) and match the candle reference (ignored
+//! here: no machine of CI has a GPU). The O(1) checks the CUDA path makes before any launch are the plan's, tested here on
 //! addresses alone.
 
 use flashmha::check::decode::{run_decode_case_on, DecodeCase};
@@ -9,7 +9,6 @@ use flashmha::common::binding::DevBuf;
 use flashmha::common::dtype::DType;
 use flashmha::common::error::{AlignWhat, Error, TensorName};
 use flashmha::cuda::{driver_present, CudaBackend};
-use flashmha::host::device::GpuDevice;
 use flashmha::ops::decode::kernels::DECODE_KERNELS;
 use flashmha::ops::decode::{DecodeBuffers, DecodePlan, SplitPolicy};
 use flashmha::KernelTarget;
@@ -157,7 +156,7 @@ fn random_paged_decode_on_the_gpu_matches_the_reference() {
     };
     for n in 0..32 {
         let case = DecodeCase::random_on(&mut rng, Some(target), dtypes, &dims, 700);
-        let failures = run_decode_case_on(&mut GpuDevice::new(&backend), target, &case)
+        let failures = run_decode_case_on(&backend, target, &case)
             .unwrap()
             .failures();
         assert!(
@@ -171,7 +170,7 @@ fn random_paged_decode_on_the_gpu_matches_the_reference() {
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --test decode_cuda -- --ignored (FLASHMHA_SEED=n repeats a run)"]
 fn merge_pair_and_kv_append_on_the_gpu_match_the_emulator() {
-    use flashmha::cuda::{KvAppendArgs, MergeArgs};
+    use flashmha::api::{Attention, KvAppendArgs, MergeArgs};
     use flashmha::host::emulated_decode::{kv_append_into_for, AppendTarget, HostPools};
     use flashmha::host::emulated_decode::{merge, MergeHostInputs};
     use flashmha::ops::decode::DecodeProblem;
@@ -321,7 +320,7 @@ fn merge_pair_and_kv_append_on_the_gpu_match_the_emulator() {
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --test decode_cuda -- --ignored (FLASHMHA_SEED=n repeats a run)"]
 fn fp8_kv_append_at_positions_on_the_gpu_matches_the_emulator() {
-    use flashmha::cuda::KvAppendArgs;
+    use flashmha::api::{Attention, KvAppendArgs};
     use flashmha::host::emulated_decode::{kv_append_into, AppendTarget, HostPools};
     use flashmha::ops::decode::{DecodeProblem, KvCacheDType};
     use flashmha::ops::kv_append::{AppendIndex, KvAppendPlan};

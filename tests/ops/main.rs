@@ -23,3 +23,4 @@ mod forward_props;
 mod head_similarity;
 mod hopper_tma_maps;
 mod perf_model_hopper;
+mod server_loop;

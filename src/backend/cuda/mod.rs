@@ -16,28 +16,22 @@
 //! context, creating a new one ([`CudaBackend::new`]) and re-uploading its state (README,
 //! "Correctness", says why there is no non-fatal mode).
 
-mod args;
-mod decode;
 mod functions;
 mod image_choice;
 mod timing;
 mod tma;
 
-pub use args::{Dense, DenseMut, FwdArgs};
-pub use decode::{DecodeArgs, KvAppendArgs, MergeArgs};
 pub use image_choice::{choose_image, ImageChoice};
 pub use timing::time_forward;
 
+use super::{Backend, BoundTensors, Pod, Read, Write};
 use crate::common::binding::DevBuf;
 use crate::common::build_info;
-use crate::common::element::Element;
 use crate::common::error::{driver_error, Error, Result};
 use crate::common::launch::{Launch, Launches};
-use crate::common::options::AttnOptions;
 use crate::common::target::KernelTarget;
-use crate::ops::forward::bind::FwdBufs;
-use crate::ops::forward::plan::{FwdLaunch, FwdPlan};
-use crate::ops::forward::problem::FwdShape;
+use crate::ops::forward::plan::FwdLaunch;
+use crate::ops::forward::tma::TmaMapDesc;
 use crate::ops::head_similarity::{plan_head_similarity, HeadSimBuffers, HeadSimProblem};
 use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
@@ -209,89 +203,6 @@ impl CudaBackend {
         self.target
     }
 
-    /// Runs `plan` with `args` on `stream`: checks the buffers against the plan in O(1) (length,
-    /// alignment, aliasing, presence), binds the context to the calling thread and launches.
-    /// Asynchronous: returns once the launch is queued; no allocation, no synchronisation, so
-    /// it can be captured in a CUDA graph. Make the plan once per batch shape and call this per
-    /// layer with that layer's buffers.
-    pub fn run<T: Element>(
-        &self,
-        stream: &CudaStream,
-        plan: &FwdPlan<T>,
-        args: FwdArgs<'_, T>,
-    ) -> Result<()> {
-        let FwdArgs {
-            q,
-            k,
-            v,
-            o,
-            lse,
-            entropy,
-            alibi_slopes,
-            head_gates,
-            cu_seqlens,
-        } = args;
-        // The guards record cudarc's stream-ordering events once the launch is queued; they
-        // live until the end of this function.
-        let (q, _q) = read(q, stream);
-        let (k, _k) = read(k, stream);
-        let (v, _v) = read(v, stream);
-        let (o, _o) = write(o, stream);
-        let (lse, _lse) = opt_write(lse, stream);
-        let (entropy, _entropy) = opt_write(entropy, stream);
-        let (alibi_slopes, _alibi) = opt_read(alibi_slopes, stream);
-        let (head_gates, _gates) = opt_read(head_gates, stream);
-        let (cu_seqlens_q, _cu_q) = opt_read(cu_seqlens.map(|c| c.0), stream);
-        let (cu_seqlens_k, _cu_k) = opt_read(cu_seqlens.map(|c| c.1), stream);
-        let bufs = FwdBufs {
-            q,
-            k,
-            v,
-            o,
-            lse,
-            entropy,
-            alibi_slopes,
-            head_gates,
-            cu_seqlens_q,
-            cu_seqlens_k,
-        };
-        let launch = plan.bind(&bufs)?;
-        // SAFETY: `bind` checked every buffer against the plan's extents, so every address the
-        // kernel forms lies inside buffers that the borrows in `args` keep alive for this call
-        // and that cudarc's stream ordering keeps alive for the kernel; device-resident indices
-        // (cu_seqlens) are checked by the kernel itself.
-        unsafe { self.launch_bound(&launch, stream) }
-    }
-
-    /// One call for contiguous `[batch, seq, heads, head_dim]` tensors: plans (validating
-    /// every dim, see [`FwdShape::from_dense_dims`]) and runs. Servers that call attention per
-    /// layer should keep a [`FwdPlan`] and use [`CudaBackend::run`].
-    pub fn forward<T: Element>(
-        &self,
-        stream: &CudaStream,
-        q: Dense<'_, T>,
-        k: Dense<'_, T>,
-        v: Dense<'_, T>,
-        o: DenseMut<'_, T>,
-        options: &AttnOptions,
-    ) -> Result<()> {
-        let shape =
-            FwdShape::from_dense_dims(q.dims, k.dims, v.dims, o.dims)?.with_options(*options);
-        let plan = FwdPlan::<T>::new_for(self.target, &shape)?;
-        let args = FwdArgs {
-            q: q.buf,
-            k: k.buf,
-            v: v.buf,
-            o: o.buf,
-            lse: None,
-            entropy: None,
-            alibi_slopes: None,
-            head_gates: None,
-            cu_seqlens: None,
-        };
-        self.run(stream, &plan, args)
-    }
-
     /// Launches an already bound plan.
     ///
     /// # Safety
@@ -322,35 +233,7 @@ impl CudaBackend {
         unsafe { self.launch_raw(&Launches::one(l), stream) }
     }
 
-    /// Sums, over the tokens of `o: [tokens, heads, head_dim]` (strides in `problem`), the
-    /// cosine similarity of every pair of head outputs into `gram: [heads, heads]`, which this
-    /// zeroes first (on `stream`); divide by the token count for the mean. Asynchronous, like
-    /// `run`.
-    pub fn head_similarity<T: Element>(
-        &self,
-        stream: &Arc<CudaStream>,
-        problem: &HeadSimProblem,
-        o: &CudaSlice<T>,
-        gram: &mut CudaSlice<f32>,
-    ) -> Result<()> {
-        if problem.dtype != T::DTYPE {
-            return Err(Error::DTypeMismatch {
-                tensor: crate::common::error::TensorName::HeadSimInput,
-                expected: problem.dtype,
-                found: T::DTYPE,
-            });
-        }
-        let mut p = *problem;
-        p.o_len = o.len();
-        p.gram_len = gram.len();
-        let (o_ptr, _o) = o.device_ptr(stream);
-        let (gram_ptr, _gram) = gram.device_ptr_mut(stream);
-        // SAFETY: both addresses come from the borrowed slices (alive for this call; cudarc's
-        // stream ordering keeps them alive for the kernel), whose lengths `p` carries.
-        unsafe { self.head_similarity_raw(&p, o_ptr, gram_ptr, stream.cu_stream()) }
-    }
-
-    /// [`CudaBackend::head_similarity`] for buffers given as device addresses on a raw
+    /// [`crate::api::Attention::head_similarity`] for buffers given as device addresses on a raw
     /// `CUstream` (the C ABI's callers own both; NULL is the legacy default stream), their
     /// lengths in `problem.o_len` / `problem.gram_len`: validates, then zeroes gram's
     /// `heads x heads` sums and launches on `stream`; nothing is written if validation fails.
@@ -418,42 +301,110 @@ unsafe fn launch_one(
     Ok(())
 }
 
-type Guard<'a> = cudarc::driver::SyncOnDrop<'a>;
+impl Backend for CudaBackend {
+    type Stream = Arc<CudaStream>;
+    type Buffer<T: Pod> = CudaSlice<T>;
+    type Guard<'a> = cudarc::driver::SyncOnDrop<'a>;
 
-// `'b` (the buffer's own lifetime) is kept apart from `'a` (this call's): `&mut dyn` is invariant
-// in its object type, so the two cannot be unified through an `Option`.
-fn read<'a, 'b: 'a, U>(
-    b: &'a (dyn DevicePtr<U> + 'b),
-    stream: &'a CudaStream,
-) -> (DevBuf, Guard<'a>) {
-    let len = b.len();
-    let (addr, guard) = b.device_ptr(stream);
-    (DevBuf::new(addr, len), guard)
+    fn target(&self) -> KernelTarget {
+        self.target
+    }
+
+    fn sm_count(&self) -> Result<u32> {
+        CudaBackend::sm_count(self)
+    }
+
+    fn stream(&self) -> Result<Arc<CudaStream>> {
+        Ok(self.ctx.default_stream())
+    }
+
+    fn alloc_zeros<T: Pod>(&self, stream: &Arc<CudaStream>, n: usize) -> Result<CudaSlice<T>> {
+        stream.alloc_zeros(n).map_err(driver_error)
+    }
+
+    fn upload<T: Pod>(&self, stream: &Arc<CudaStream>, data: &[T]) -> Result<CudaSlice<T>> {
+        stream.clone_htod(data).map_err(driver_error)
+    }
+
+    fn copy_in<T: Pod>(
+        &self,
+        stream: &Arc<CudaStream>,
+        data: &[T],
+        dst: &mut CudaSlice<T>,
+    ) -> Result<()> {
+        let available = dst.len();
+        let mut view = dst
+            .try_slice_mut(..data.len())
+            .ok_or(Error::BufferTooSmall {
+                tensor: crate::common::error::TensorName::O,
+                needed: data.len() as u64,
+                available: available as u64,
+            })?;
+        stream.memcpy_htod(data, &mut view).map_err(driver_error)
+    }
+
+    fn download<T: Pod>(&self, stream: &Arc<CudaStream>, src: &CudaSlice<T>) -> Result<Vec<T>> {
+        let out = stream.clone_dtoh(src).map_err(driver_error)?;
+        stream.synchronize().map_err(driver_error)?;
+        Ok(out)
+    }
+
+    fn synchronize(&self, stream: &Arc<CudaStream>) -> Result<()> {
+        stream.synchronize().map_err(driver_error)
+    }
+
+    unsafe fn launch(
+        &self,
+        stream: &Arc<CudaStream>,
+        launches: &Launches,
+        _bound: &BoundTensors,
+    ) -> Result<()> {
+        // SAFETY: the trait's contract is launch_raw's; the stream is a live cudarc stream.
+        unsafe { self.launch_raw(launches, stream.cu_stream()) }
+    }
+
+    unsafe fn zero(&self, stream: &Arc<CudaStream>, buf: DevBuf, bytes: u64) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(driver_error)?;
+        let bytes = usize::try_from(bytes).map_err(|_| Error::SizeOverflow {
+            what: "bytes to zero",
+        })?;
+        // SAFETY: the caller's contract: `buf` is memory of this context holding `bytes` bytes,
+        // alive until the stream has run the write.
+        unsafe {
+            cudarc::driver::result::memset_d8_async(buf.addr, 0, bytes, stream.cu_stream())
+                .map_err(driver_error)
+        }
+    }
+
+    fn encode_tensor_map(&self, _name: &str, desc: &TmaMapDesc, addr: u64) -> Result<[u8; 128]> {
+        tma::encode(desc, addr)
+    }
 }
 
-fn write<'a, 'b: 'a, U>(
-    b: &'a mut (dyn DevicePtrMut<U> + 'b),
-    stream: &'a CudaStream,
-) -> (DevBuf, Guard<'a>) {
-    let len = b.len();
-    let (addr, guard) = b.device_ptr_mut(stream);
-    (DevBuf::new(addr, len), guard)
+/// Any cudarc buffer a launch reads (a `CudaSlice`, `CudaView`, `CudaViewMut`).
+impl<T, P: DevicePtr<T>> Read<CudaBackend, T> for P {
+    fn bind_read<'a>(
+        &'a self,
+        _: &CudaBackend,
+        stream: &'a Arc<CudaStream>,
+    ) -> Result<(DevBuf, cudarc::driver::SyncOnDrop<'a>)> {
+        let len = self.len();
+        let (addr, guard) = self.device_ptr(stream);
+        Ok((DevBuf::new(addr, len), guard))
+    }
 }
 
-fn opt_read<'a, 'b: 'a, U>(
-    b: Option<&'a (dyn DevicePtr<U> + 'b)>,
-    stream: &'a CudaStream,
-) -> (DevBuf, Option<Guard<'a>>) {
-    b.map(|b| read(b, stream))
-        .map_or((DevBuf::ABSENT, None), |(d, g)| (d, Some(g)))
-}
-
-fn opt_write<'a, 'b: 'a, U>(
-    b: Option<&'a mut (dyn DevicePtrMut<U> + 'b)>,
-    stream: &'a CudaStream,
-) -> (DevBuf, Option<Guard<'a>>) {
-    b.map(|b| write(b, stream))
-        .map_or((DevBuf::ABSENT, None), |(d, g)| (d, Some(g)))
+/// Any cudarc buffer a launch writes (a `CudaSlice`, `CudaViewMut`).
+impl<T, P: DevicePtrMut<T>> Write<CudaBackend, T> for P {
+    fn bind_write<'a>(
+        &'a mut self,
+        _: &CudaBackend,
+        stream: &'a Arc<CudaStream>,
+    ) -> Result<(DevBuf, cudarc::driver::SyncOnDrop<'a>)> {
+        let len = self.len();
+        let (addr, guard) = self.device_ptr_mut(stream);
+        Ok((DevBuf::new(addr, len), guard))
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! launches rotating over several independent input sets (so the L2 cache does not hold the
 //! inputs of the timed launch), returning every launch's time. Used by `flashmha bench`.
 
-use super::{CudaBackend, FwdArgs};
+use super::CudaBackend;
+use crate::api::{Attention, FwdArgs};
 use crate::common::element::Element;
 use crate::common::error::{driver_error, Result};
 use crate::ops::forward::plan::FwdPlan;

@@ -1,0 +1,588 @@
+//! Paged decode, merge_states and KV append over any backend: the buffers of one run
+//! ([`DecodeArgs`], [`MergeArgs`], [`KvAppendArgs`]) and the runs. Per run: O(1) buffer checks
+//! (presence, sizes, alignment, aliasing) with typed errors before any launch, then the decode
+//! and (if planned) the split combine, queued back to back. No allocation and no host-device
+//! synchronisation, so a server can capture the calls in a CUDA graph; the split workspace is
+//! one f32 buffer the caller allocates once ([`DecodePlan::workspace`] states its size) and
+//! passes to every run. Any buffer of the backend works: on CUDA whole `CudaSlice`s or
+//! `CudaView`/`CudaViewMut`s carved from an arena or a KV-cache allocation.
+
+use crate::backend::{opt_read, opt_write, read, write, Backend, BoundTensors, Read, Write};
+use crate::common::binding::DevBuf;
+use crate::common::element::Element;
+use crate::common::error::{Error, Result, TensorName};
+use crate::common::launch::Launches;
+use crate::ops::decode::plan::{DecodeBuffers, DecodePlan};
+use crate::ops::kv_append::{AppendIndex, KvAppendBuffers, KvAppendPlan};
+use crate::ops::merge::{MergeBuffers, MergePlan, MergeStates};
+
+/// The K/V page pools of a decode run: 16-bit pages of the plan's element type, or FP8 codes
+/// with their f32 scales (per tensor or per KV head, as the plan says).
+enum KvPools<'a, B: Backend + ?Sized, T> {
+    Elements {
+        k: &'a dyn Read<B, T>,
+        v: &'a dyn Read<B, T>,
+    },
+    Fp8 {
+        k: &'a dyn Read<B, u8>,
+        v: &'a dyn Read<B, u8>,
+        k_scales: &'a dyn Read<B, f32>,
+        v_scales: &'a dyn Read<B, f32>,
+    },
+}
+
+/// Buffers of one decode run (layouts in `kernels/params.h`, sizes from the plan). Required
+/// tensors go to [`DecodeArgs::new`] (16-bit pages) or [`DecodeArgs::fp8`] (FP8 pages); each
+/// optional one is a builder method.
+pub struct DecodeArgs<'a, B: Backend + ?Sized, T> {
+    q: &'a dyn Read<B, T>,
+    pools: KvPools<'a, B, T>,
+    o: &'a mut dyn Write<B, T>,
+    block_table: &'a dyn Read<B, i32>,
+    cache_seqlens: &'a dyn Read<B, i32>,
+    cu_seqlens_q: Option<&'a dyn Read<B, i32>>,
+    lse: Option<&'a mut dyn Write<B, f32>>,
+    entropy: Option<&'a mut dyn Write<B, f32>>,
+    alibi_slopes: Option<&'a dyn Read<B, f32>>,
+    head_gates: Option<&'a dyn Read<B, f32>>,
+    workspace: Option<&'a mut dyn Write<B, f32>>,
+}
+
+impl<'a, B: Backend + ?Sized, T> DecodeArgs<'a, B, T> {
+    /// q and 16-bit page pools in, o out; `block_table [b, max_pages_per_seq]` and
+    /// `cache_seqlens [b]` (i32, device-resident, checked by the kernel).
+    pub fn new(
+        q: &'a impl Read<B, T>,
+        k_cache: &'a impl Read<B, T>,
+        v_cache: &'a impl Read<B, T>,
+        o: &'a mut impl Write<B, T>,
+        block_table: &'a impl Read<B, i32>,
+        cache_seqlens: &'a impl Read<B, i32>,
+    ) -> Self {
+        let pools = KvPools::Elements {
+            k: k_cache,
+            v: v_cache,
+        };
+        Self::with_pools(q, pools, o, block_table, cache_seqlens)
+    }
+
+    /// As [`DecodeArgs::new`] for FP8 pages (e4m3 or e5m2, as the plan's `kv_dtype` says):
+    /// the pools hold one code byte per element, and `k_scales` / `v_scales` (f32) one scale
+    /// per tensor or per KV head. Every scale must be finite and > 0: device data is not read
+    /// on the host, and the kernel uses a bad scale as it is (what that gives: the module docs
+    /// of [`crate::ops::decode::fp8`]).
+    #[allow(clippy::too_many_arguments)] // the required tensors of an FP8 decode, each once
+    pub fn fp8(
+        q: &'a impl Read<B, T>,
+        k_codes: &'a impl Read<B, u8>,
+        v_codes: &'a impl Read<B, u8>,
+        k_scales: &'a impl Read<B, f32>,
+        v_scales: &'a impl Read<B, f32>,
+        o: &'a mut impl Write<B, T>,
+        block_table: &'a impl Read<B, i32>,
+        cache_seqlens: &'a impl Read<B, i32>,
+    ) -> Self {
+        let pools = KvPools::Fp8 {
+            k: k_codes,
+            v: v_codes,
+            k_scales,
+            v_scales,
+        };
+        Self::with_pools(q, pools, o, block_table, cache_seqlens)
+    }
+
+    fn with_pools(
+        q: &'a dyn Read<B, T>,
+        pools: KvPools<'a, B, T>,
+        o: &'a mut dyn Write<B, T>,
+        block_table: &'a dyn Read<B, i32>,
+        cache_seqlens: &'a dyn Read<B, i32>,
+    ) -> Self {
+        DecodeArgs {
+            q,
+            pools,
+            o,
+            block_table,
+            cache_seqlens,
+            cu_seqlens_q: None,
+            lse: None,
+            entropy: None,
+            alibi_slopes: None,
+            head_gates: None,
+            workspace: None,
+        }
+    }
+    /// `cu_seqlens_q [b + 1]` (i32) of a varlen plan.
+    pub fn cu_seqlens_q(mut self, cu: &'a impl Read<B, i32>) -> Self {
+        self.cu_seqlens_q = Some(cu);
+        self
+    }
+    /// Also write the LSE of each row (`[b, hq, sq_new]` padded, `[hq, total_q]` varlen).
+    pub fn lse(mut self, lse: &'a mut impl Write<B, f32>) -> Self {
+        self.lse = Some(lse);
+        self
+    }
+    /// Also write the entropy of each row (same layout as LSE).
+    pub fn entropy(mut self, entropy: &'a mut impl Write<B, f32>) -> Self {
+        self.entropy = Some(entropy);
+        self
+    }
+    /// ALiBi slopes `[hq]`.
+    pub fn alibi_slopes(mut self, slopes: &'a impl Read<B, f32>) -> Self {
+        self.alibi_slopes = Some(slopes);
+        self
+    }
+    /// Per-head output gates `[hq]`.
+    pub fn head_gates(mut self, gates: &'a impl Read<B, f32>) -> Self {
+        self.head_gates = Some(gates);
+        self
+    }
+    /// The split workspace: at least [`crate::ops::decode::WorkspaceLayout::elems`] f32 of the
+    /// plan (required when the plan has a combine; a plan without one ignores it, so a server
+    /// can pass its one workspace to every plan).
+    pub fn workspace(mut self, ws: &'a mut impl Write<B, f32>) -> Self {
+        self.workspace = Some(ws);
+        self
+    }
+}
+
+/// One state's O and LSE, as merge reads them.
+type State<'a, B, T> = (&'a dyn Read<B, T>, &'a dyn Read<B, f32>);
+
+/// Buffers of one merge run: [`MergeArgs::stacked`] or [`MergeArgs::pair`], then optionally
+/// the merged LSE.
+pub struct MergeArgs<'a, B: Backend + ?Sized, T> {
+    o_a: &'a dyn Read<B, T>,
+    lse_a: &'a dyn Read<B, f32>,
+    b: Option<State<'a, B, T>>,
+    o: &'a mut dyn Write<B, T>,
+    lse: Option<&'a mut dyn Write<B, f32>>,
+}
+
+impl<'a, B: Backend + ?Sized, T> MergeArgs<'a, B, T> {
+    /// N states stacked: `o_states [n, rows, heads, d]`, `lse_states` per the plan's layout.
+    pub fn stacked(
+        o_states: &'a impl Read<B, T>,
+        lse_states: &'a impl Read<B, f32>,
+        o: &'a mut impl Write<B, T>,
+    ) -> Self {
+        MergeArgs {
+            o_a: o_states,
+            lse_a: lse_states,
+            b: None,
+            o,
+            lse: None,
+        }
+    }
+    /// Two states in separate buffers.
+    pub fn pair(
+        o_a: &'a impl Read<B, T>,
+        lse_a: &'a impl Read<B, f32>,
+        o_b: &'a impl Read<B, T>,
+        lse_b: &'a impl Read<B, f32>,
+        o: &'a mut impl Write<B, T>,
+    ) -> Self {
+        MergeArgs {
+            o_a,
+            lse_a,
+            b: Some((o_b, lse_b)),
+            o,
+            lse: None,
+        }
+    }
+    /// Also write the merged LSE.
+    pub fn lse(mut self, lse: &'a mut impl Write<B, f32>) -> Self {
+        self.lse = Some(lse);
+        self
+    }
+}
+
+/// Buffers of one KV append: the new rows, the pools ([`KvAppendArgs::new`] for 16-bit pages,
+/// [`KvAppendArgs::fp8`] to quantise into FP8 pages with the given scales) and where the rows
+/// go ([`KvAppendArgs::slots`] or [`KvAppendArgs::positions`], as the plan's index says).
+pub struct KvAppendArgs<'a, B: Backend + ?Sized, T> {
+    k_new: &'a dyn Read<B, T>,
+    v_new: &'a dyn Read<B, T>,
+    pools: AppendPools<'a, B, T>,
+    target: Option<AppendTarget<'a, B>>,
+}
+
+/// The pools an append writes.
+enum AppendPools<'a, B: Backend + ?Sized, T> {
+    Elements {
+        k: &'a mut dyn Write<B, T>,
+        v: &'a mut dyn Write<B, T>,
+    },
+    Fp8 {
+        k: &'a mut dyn Write<B, u8>,
+        v: &'a mut dyn Write<B, u8>,
+        k_scales: &'a dyn Read<B, f32>,
+        v_scales: &'a dyn Read<B, f32>,
+    },
+}
+
+/// Where each new token goes (device-resident, checked by the kernel, which traps).
+enum AppendTarget<'a, B: Backend + ?Sized> {
+    /// `slot_mapping [num_tokens]`: slot = page * page_size + offset; < 0 skips the token.
+    Slots(&'a dyn Read<B, i32>),
+    /// `block_table [b, max_pages_per_seq]`, and per token its batch item and position.
+    Positions {
+        block_table: &'a dyn Read<B, i32>,
+        token_batch: &'a dyn Read<B, i32>,
+        token_pos: &'a dyn Read<B, i32>,
+    },
+}
+
+impl<'a, B: Backend + ?Sized, T> KvAppendArgs<'a, B, T> {
+    /// New rows `k_new, v_new: [num_tokens, hkv, d]` into 16-bit pools.
+    pub fn new(
+        k_new: &'a impl Read<B, T>,
+        v_new: &'a impl Read<B, T>,
+        k_cache: &'a mut impl Write<B, T>,
+        v_cache: &'a mut impl Write<B, T>,
+    ) -> Self {
+        KvAppendArgs {
+            k_new,
+            v_new,
+            pools: AppendPools::Elements {
+                k: k_cache,
+                v: v_cache,
+            },
+            target: None,
+        }
+    }
+
+    /// New rows quantised into FP8 pools (one code byte per element) with f32 scales per
+    /// tensor or per KV head, each finite and > 0 (the kernel quantises `x / scale` with
+    /// whatever it finds: see [`crate::ops::decode::fp8`]).
+    pub fn fp8(
+        k_new: &'a impl Read<B, T>,
+        v_new: &'a impl Read<B, T>,
+        k_codes: &'a mut impl Write<B, u8>,
+        v_codes: &'a mut impl Write<B, u8>,
+        k_scales: &'a impl Read<B, f32>,
+        v_scales: &'a impl Read<B, f32>,
+    ) -> Self {
+        KvAppendArgs {
+            k_new,
+            v_new,
+            pools: AppendPools::Fp8 {
+                k: k_codes,
+                v: v_codes,
+                k_scales,
+                v_scales,
+            },
+            target: None,
+        }
+    }
+
+    /// Token `t` goes to slot `slot_mapping[t]` (i32).
+    pub fn slots(mut self, slot_mapping: &'a impl Read<B, i32>) -> Self {
+        self.target = Some(AppendTarget::Slots(slot_mapping));
+        self
+    }
+
+    /// Token `t` goes to position `token_pos[t]` of sequence `token_batch[t]`, through that
+    /// sequence's row of `block_table` (all i32).
+    pub fn positions(
+        mut self,
+        block_table: &'a impl Read<B, i32>,
+        token_batch: &'a impl Read<B, i32>,
+        token_pos: &'a impl Read<B, i32>,
+    ) -> Self {
+        self.target = Some(AppendTarget::Positions {
+            block_table,
+            token_batch,
+            token_pos,
+        });
+        self
+    }
+}
+
+/// Device buffers of a run's pools and scales (scales absent for 16-bit pages).
+#[derive(Default)]
+struct PoolBufs {
+    k: DevBuf,
+    v: DevBuf,
+    k_scales: DevBuf,
+    v_scales: DevBuf,
+}
+
+/// The typed error for pools of the other kind than the plan's `kv_dtype`.
+fn pool_mismatch(plan_fp8: bool) -> Error {
+    Error::KvPoolMismatch {
+        expected: if plan_fp8 {
+            "FP8 codes and scales (the `fp8` constructor), as the plan's kv_dtype says"
+        } else {
+            "16-bit pages of q's type (the `new` constructor), as the plan's kv_dtype says"
+        },
+        found: if plan_fp8 {
+            "16-bit pages"
+        } else {
+            "FP8 codes"
+        },
+    }
+}
+
+/// The element type must be the plan's.
+fn check_dtype<T: Element>(
+    tensor: TensorName,
+    plan_dtype: crate::common::dtype::DType,
+) -> Result<()> {
+    if plan_dtype != T::DTYPE {
+        return Err(Error::DTypeMismatch {
+            tensor,
+            expected: plan_dtype,
+            found: T::DTYPE,
+        });
+    }
+    Ok(())
+}
+
+/// Guards of up to four pool buffers (a fixed array, no allocation).
+type PoolGuards<'a, B> = [Option<<B as Backend>::Guard<'a>>; 4];
+
+/// [`super::Attention::decode`]: the decode, then the split combine if the plan has one.
+pub(super) fn decode<B: Backend + ?Sized, T: Element>(
+    be: &B,
+    stream: &B::Stream,
+    plan: &DecodePlan,
+    args: DecodeArgs<'_, B, T>,
+) -> Result<()> {
+    check_dtype::<T>(TensorName::Q, plan.problem.dtype)?;
+    let DecodeArgs {
+        q,
+        pools,
+        o,
+        block_table,
+        cache_seqlens,
+        cu_seqlens_q,
+        lse,
+        entropy,
+        alibi_slopes,
+        head_gates,
+        workspace,
+    } = args;
+    let plan_fp8 = plan.problem.kv_dtype.is_fp8();
+    if matches!(pools, KvPools::Fp8 { .. }) != plan_fp8 {
+        return Err(pool_mismatch(plan_fp8));
+    }
+    let mut t = BoundTensors::default();
+    // The guards order each buffer's use on the stream once the launches are queued.
+    let (q, _q) = read(be, stream, &mut t, TensorName::Q, q)?;
+    let (pools, _pool_guards): (PoolBufs, PoolGuards<'_, B>) = match pools {
+        KvPools::Elements { k, v } => {
+            let (k, gk) = read(be, stream, &mut t, TensorName::KCache, k)?;
+            let (v, gv) = read(be, stream, &mut t, TensorName::VCache, v)?;
+            let bufs = PoolBufs {
+                k,
+                v,
+                ..PoolBufs::default()
+            };
+            (bufs, [Some(gk), Some(gv), None, None])
+        }
+        KvPools::Fp8 {
+            k,
+            v,
+            k_scales,
+            v_scales,
+        } => {
+            let (k, gk) = read(be, stream, &mut t, TensorName::KCache, k)?;
+            let (v, gv) = read(be, stream, &mut t, TensorName::VCache, v)?;
+            let (ks, gks) = read(be, stream, &mut t, TensorName::KScales, k_scales)?;
+            let (vs, gvs) = read(be, stream, &mut t, TensorName::VScales, v_scales)?;
+            let bufs = PoolBufs {
+                k,
+                v,
+                k_scales: ks,
+                v_scales: vs,
+            };
+            (bufs, [Some(gk), Some(gv), Some(gks), Some(gvs)])
+        }
+    };
+    let (o, _o) = write(be, stream, &mut t, TensorName::O, o)?;
+    let (block_table, _bt) = read(be, stream, &mut t, TensorName::BlockTable, block_table)?;
+    let (cache_seqlens, _cs) = read(be, stream, &mut t, TensorName::CacheSeqlens, cache_seqlens)?;
+    let (cu_q, _cu) = opt_read(be, stream, &mut t, TensorName::CuSeqlensQ, cu_seqlens_q)?;
+    let (lse, _lse) = opt_write(be, stream, &mut t, TensorName::Lse, lse)?;
+    let (entropy, _ent) = opt_write(be, stream, &mut t, TensorName::Entropy, entropy)?;
+    let (alibi, _al) = opt_read(be, stream, &mut t, TensorName::AlibiSlopes, alibi_slopes)?;
+    let (gates, _hg) = opt_read(be, stream, &mut t, TensorName::HeadGates, head_gates)?;
+    let (ws, _ws) = opt_write(be, stream, &mut t, TensorName::Workspace, workspace)?;
+    let (partial_o, partial_lse, partial_entropy) = plan.carve_workspace(ws)?;
+    let bufs = DecodeBuffers {
+        q,
+        k_cache: pools.k,
+        v_cache: pools.v,
+        k_scales: pools.k_scales,
+        v_scales: pools.v_scales,
+        o,
+        block_table,
+        cache_seqlens,
+        cu_seqlens_q: cu_q,
+        lse,
+        entropy,
+        alibi_slopes: alibi,
+        head_gates: gates,
+        partial_o,
+        partial_lse,
+        partial_entropy,
+    };
+    let launches = plan.bind(&bufs)?;
+    // SAFETY: `bind` checked every buffer against the plan (presence, size, alignment, no
+    // output overlapping another operand); each address comes from a buffer borrowed by `args`
+    // (alive for this call; the guards keep its use ordered on the stream); device-resident
+    // indices (block table, lengths, cu_seqlens) are checked by the kernel, which traps. The
+    // combine reads the workspace the decode wrote, in stream order.
+    unsafe { be.launch(stream, &launches, &t) }
+}
+
+/// [`super::Attention::merge_states`]: stacked or pair, as the plan says.
+pub(super) fn merge_states<B: Backend + ?Sized, T: Element>(
+    be: &B,
+    stream: &B::Stream,
+    plan: &MergePlan,
+    args: MergeArgs<'_, B, T>,
+) -> Result<()> {
+    check_dtype::<T>(TensorName::OStates, plan.problem.dtype)?;
+    let pair = plan.problem.states == MergeStates::Pair;
+    match (pair, args.b.is_some()) {
+        (true, false) => {
+            return Err(Error::MissingBuffer {
+                tensor: TensorName::OB,
+            })
+        }
+        (false, true) => {
+            return Err(Error::UnexpectedBuffer {
+                tensor: TensorName::OB,
+            })
+        }
+        _ => {}
+    }
+    let MergeArgs {
+        o_a,
+        lse_a,
+        b,
+        o,
+        lse,
+    } = args;
+    let (name_o, name_lse) = if pair {
+        (TensorName::OA, TensorName::LseA)
+    } else {
+        (TensorName::OStates, TensorName::LseStates)
+    };
+    let mut t = BoundTensors::default();
+    let (o_a, _oa) = read(be, stream, &mut t, name_o, o_a)?;
+    let (lse_a, _la) = read(be, stream, &mut t, name_lse, lse_a)?;
+    let (o_b, _ob) = opt_read(be, stream, &mut t, TensorName::OB, b.map(|x| x.0))?;
+    let (lse_b, _lb) = opt_read(be, stream, &mut t, TensorName::LseB, b.map(|x| x.1))?;
+    let (o, _o) = write(be, stream, &mut t, TensorName::O, o)?;
+    let (lse, _lse) = opt_write(be, stream, &mut t, TensorName::Lse, lse)?;
+    let bufs = MergeBuffers {
+        o_states: o_a,
+        lse_states: lse_a,
+        o_b,
+        lse_b,
+        o,
+        lse,
+    };
+    let launch = plan.bind(&bufs)?;
+    // SAFETY: `bind` checked every buffer against the plan; each address comes from a buffer
+    // borrowed by `args` (alive for this call, its use ordered on the stream by the guards).
+    unsafe { be.launch(stream, &Launches::one(launch), &t) }
+}
+
+/// [`super::Attention::kv_append`]: new K/V rows into the page pools.
+pub(super) fn kv_append<B: Backend + ?Sized, T: Element>(
+    be: &B,
+    stream: &B::Stream,
+    plan: &KvAppendPlan,
+    args: KvAppendArgs<'_, B, T>,
+) -> Result<()> {
+    check_dtype::<T>(TensorName::KNew, plan.pools.dtype)?;
+    let KvAppendArgs {
+        k_new,
+        v_new,
+        pools,
+        target,
+    } = args;
+    let plan_fp8 = plan.pools.kv_dtype.is_fp8();
+    if matches!(pools, AppendPools::Fp8 { .. }) != plan_fp8 {
+        return Err(pool_mismatch(plan_fp8));
+    }
+    // The target must be the kind the plan was made for (the other kind is unexpected).
+    let target = target.ok_or(Error::MissingBuffer {
+        tensor: match plan.index {
+            AppendIndex::Slots => TensorName::SlotMapping,
+            AppendIndex::Positions => TensorName::TokenPos,
+        },
+    })?;
+    let given_positions = matches!(target, AppendTarget::Positions { .. });
+    if given_positions != (plan.index == AppendIndex::Positions) {
+        return Err(Error::UnexpectedBuffer {
+            tensor: if given_positions {
+                TensorName::TokenPos
+            } else {
+                TensorName::SlotMapping
+            },
+        });
+    }
+    let mut t = BoundTensors::default();
+    // The guards order each buffer's use on the stream; fixed arrays hold those of the pools
+    // and the target (no allocation).
+    let (k_new, _kn) = read(be, stream, &mut t, TensorName::KNew, k_new)?;
+    let (v_new, _vn) = read(be, stream, &mut t, TensorName::VNew, v_new)?;
+    let mut bufs = KvAppendBuffers {
+        k_new,
+        v_new,
+        ..KvAppendBuffers::default()
+    };
+    let _pool_guards: PoolGuards<'_, B> = match pools {
+        AppendPools::Elements { k, v } => {
+            let (k, gk) = write(be, stream, &mut t, TensorName::KCache, k)?;
+            let (v, gv) = write(be, stream, &mut t, TensorName::VCache, v)?;
+            (bufs.k_cache, bufs.v_cache) = (k, v);
+            [Some(gk), Some(gv), None, None]
+        }
+        AppendPools::Fp8 {
+            k,
+            v,
+            k_scales,
+            v_scales,
+        } => {
+            let (k, gk) = write(be, stream, &mut t, TensorName::KCache, k)?;
+            let (v, gv) = write(be, stream, &mut t, TensorName::VCache, v)?;
+            let (ks, gks) = read(be, stream, &mut t, TensorName::KScales, k_scales)?;
+            let (vs, gvs) = read(be, stream, &mut t, TensorName::VScales, v_scales)?;
+            (bufs.k_cache, bufs.v_cache) = (k, v);
+            (bufs.k_scales, bufs.v_scales) = (ks, vs);
+            [Some(gk), Some(gv), Some(gks), Some(gvs)]
+        }
+    };
+    let _target_guards: [Option<B::Guard<'_>>; 3] = match target {
+        AppendTarget::Slots(slots) => {
+            let (s, g) = read(be, stream, &mut t, TensorName::SlotMapping, slots)?;
+            bufs.slot_mapping = s;
+            [Some(g), None, None]
+        }
+        AppendTarget::Positions {
+            block_table,
+            token_batch,
+            token_pos,
+        } => {
+            let (bt, gbt) = read(be, stream, &mut t, TensorName::BlockTable, block_table)?;
+            let (tb, gtb) = read(be, stream, &mut t, TensorName::TokenBatch, token_batch)?;
+            let (tp, gtp) = read(be, stream, &mut t, TensorName::TokenPos, token_pos)?;
+            bufs.block_table = bt;
+            bufs.token_batch = tb;
+            bufs.token_pos = tp;
+            [Some(gbt), Some(gtb), Some(gtp)]
+        }
+    };
+    let launches = plan.bind(&bufs)?;
+    // SAFETY: `bind` checked every buffer against the plan; each address comes from a buffer
+    // borrowed by `args` (alive for this call, its use ordered on the stream by the guards);
+    // slots, block-table entries, batch items and positions are device-resident and checked by
+    // the kernel against the sizes in the params (trap).
+    unsafe { be.launch(stream, &launches, &t) }
+}
