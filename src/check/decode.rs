@@ -359,19 +359,21 @@ impl DecodeCase {
         let mut v_cache = k_cache.clone();
         let draw =
             |rng: &mut rand::rngs::StdRng| self.dtype.bits_from_f32(rng.random_range(-1.0..1.0));
-        for (b, &l) in self.cache_lens.iter().enumerate() {
-            for j in 0..l {
+        // Offset and KV head of every cache row some item reads (item, position, head order;
+        // shared pages are met once per item that reads them).
+        let used_rows: Vec<(usize, usize)> = (0..batch)
+            .flat_map(|b| (0..self.cache_lens[b]).map(move |j| (b, j)))
+            .flat_map(|(b, j)| {
                 let page = table[b * max_pages_per_seq + j / ps] as i64;
-                for h in 0..hkv {
-                    let o = (page * strides.page
-                        + (j % ps) as i64 * strides.slot
-                        + h as i64 * strides.head) as usize;
-                    for c in 0..d {
-                        if k_cache[o + c] == nan_bits(self.dtype) {
-                            k_cache[o + c] = draw(&mut rng);
-                            v_cache[o + c] = draw(&mut rng);
-                        }
-                    }
+                let slot = page * strides.page + (j % ps) as i64 * strides.slot;
+                (0..hkv).map(move |h| ((slot + h as i64 * strides.head) as usize, h))
+            })
+            .collect();
+        for &(o, _) in &used_rows {
+            for c in 0..d {
+                if k_cache[o + c] == nan_bits(self.dtype) {
+                    k_cache[o + c] = draw(&mut rng);
+                    v_cache[o + c] = draw(&mut rng);
                 }
             }
         }
@@ -405,19 +407,11 @@ impl DecodeCase {
                 KvScaleGranularity::PerTensor => 0,
                 KvScaleGranularity::PerKvHead => h,
             };
-            for (b, &l) in self.cache_lens.iter().enumerate() {
-                for j in 0..l {
-                    let page = table[b * max_pages_per_seq + j / ps] as i64;
-                    for h in 0..hkv {
-                        let o = (page * strides.page
-                            + (j % ps) as i64 * strides.slot
-                            + h as i64 * strides.head) as usize;
-                        for c in 0..d {
-                            if k8[o + c] == NAN_CODE {
-                                k8[o + c] = code(&mut rng, k_scales[scale_of(h)]);
-                                v8[o + c] = code(&mut rng, v_scales[scale_of(h)]);
-                            }
-                        }
+            for &(o, h) in &used_rows {
+                for c in 0..d {
+                    if k8[o + c] == NAN_CODE {
+                        k8[o + c] = code(&mut rng, k_scales[scale_of(h)]);
+                        v8[o + c] = code(&mut rng, v_scales[scale_of(h)]);
                     }
                 }
             }
@@ -497,17 +491,10 @@ impl DecodeCase {
         if self.shared_prefix_pages > 0 {
             words.push(format!("shared {}", self.shared_prefix_pages));
         }
-        words.extend(self.options.features());
-        for (on, name) in [
-            (self.alibi, "alibi"),
-            (self.gates, "gates"),
-            (self.lse, "lse"),
-            (self.entropy, "entropy"),
-        ] {
-            if on {
-                words.push(name.to_string());
-            }
-        }
+        words.extend(super::feature_words(
+            &self.options,
+            [self.alibi, self.gates, self.lse, self.entropy],
+        ));
         words.push(match self.split {
             SplitPolicy::Auto { num_sms } => format!("splits auto/{num_sms} SMs"),
             SplitPolicy::Count(n) => format!("splits {n}"),

@@ -195,17 +195,10 @@ impl CheckCase {
 
     /// A one-line description for tables and failure messages.
     pub fn describe(&self) -> String {
-        let mut feats = self.options.features();
-        for (on, name) in [
-            (self.alibi, "alibi"),
-            (self.gates, "gates"),
-            (self.lse, "lse"),
-            (self.entropy, "entropy"),
-        ] {
-            if on {
-                feats.push(name.into());
-            }
-        }
+        let mut feats = super::feature_words(
+            &self.options,
+            [self.alibi, self.gates, self.lse, self.entropy],
+        );
         if self.stride_pad > 0 {
             feats.push(format!("strided+{}", self.stride_pad));
         }

@@ -5,7 +5,7 @@
 
 use super::runner;
 pub use super::runner::{
-    AppendTarget, DecodeHostInputs, DecodeRun, HostPools, MergeHostInputs, MergeRun,
+    AppendInputs, AppendTarget, DecodeHostInputs, DecodeRun, HostPools, MergeHostInputs, MergeRun,
 };
 use crate::backend::emulator::EmulatorBackend;
 use crate::common::dtype::DType;
@@ -94,21 +94,11 @@ pub fn kv_append(
         k: k_cache.to_vec(),
         v: v_cache.to_vec(),
     };
-    match kv_append_into(p, &pools, k_new, v_new, AppendTarget::Slots(slot_mapping))? {
+    let slots = AppendTarget::Slots(slot_mapping);
+    match kv_append_into_for(KernelTarget::Ampere, p, &pools, k_new, v_new, slots)? {
         (HostPools::Bits16 { k, v }, report) => Ok((k, v, report)),
         _ => unreachable!("16-bit pools come back as 16-bit pools"),
     }
-}
-
-/// [`runner::kv_append`] with the Ampere-and-newer kernels on a fresh emulated device.
-pub fn kv_append_into(
-    p: &DecodeProblem,
-    pools: &HostPools,
-    k_new: &[u16],
-    v_new: &[u16],
-    target: AppendTarget,
-) -> Result<(HostPools, LaunchReport)> {
-    kv_append_into_for(KernelTarget::Ampere, p, pools, k_new, v_new, target)
 }
 
 /// [`runner::kv_append`] with the append kernel of `kernels` (Turing: f16 into 16-bit pages) on
@@ -122,14 +112,12 @@ pub fn kv_append_into_for(
     v_new: &[u16],
     target: AppendTarget,
 ) -> Result<(HostPools, LaunchReport)> {
-    let (pools, mut reports) = runner::kv_append(
-        &EmulatorBackend::new(kernels),
-        kernels,
-        p,
+    let inputs = AppendInputs {
         pools,
         k_new,
         v_new,
         target,
-    )?;
+    };
+    let (pools, mut reports) = runner::kv_append(&EmulatorBackend::new(kernels), p, &inputs)?;
     Ok((pools, reports.pop().unwrap_or_default()))
 }

@@ -39,20 +39,8 @@ impl HostInputs {
     /// zeros), drawn from `seed`; no ALiBi slopes or gates.
     #[cfg(feature = "reference")]
     pub fn random(problem: &problem::FwdProblem, seed: u64) -> HostInputs {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut draw = |n: usize| -> Vec<u16> {
-            (0..n)
-                .map(|_| problem.dtype.bits_from_f32(rng.random_range(-1.0..1.0)))
-                .collect()
-        };
-        HostInputs {
-            q: draw(problem.q.len),
-            k: draw(problem.k.len),
-            v: draw(problem.v.len),
-            alibi_slopes: None,
-            head_gates: None,
-        }
+        use rand::Rng;
+        Self::drawn(problem, seed, |rng| rng.random_range(-1.0..1.0))
     }
 
     /// q, k, v of `problem` drawn from the standard normal N(0, 1) (Box-Muller over `seed`'s
@@ -61,17 +49,28 @@ impl HostInputs {
     /// O rescale, so non-tensor counts depend on the distribution).
     #[cfg(feature = "reference")]
     pub fn random_normal(problem: &problem::FwdProblem, seed: u64) -> HostInputs {
-        use rand::{Rng, SeedableRng};
+        use rand::Rng;
+        Self::drawn(problem, seed, |rng| {
+            // 1 - u in (0, 1]: the log is finite.
+            let u1: f64 = 1.0 - rng.random::<f64>();
+            let u2: f64 = rng.random();
+            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+        })
+    }
+
+    /// q, k, v of `problem`, each element `sample`d from `seed`'s stream (q, then k, then v)
+    /// and rounded to the dtype; no ALiBi slopes or gates.
+    #[cfg(feature = "reference")]
+    fn drawn(
+        problem: &problem::FwdProblem,
+        seed: u64,
+        mut sample: impl FnMut(&mut rand::rngs::StdRng) -> f32,
+    ) -> HostInputs {
+        use rand::SeedableRng;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut draw = |n: usize| -> Vec<u16> {
             (0..n)
-                .map(|_| {
-                    // 1 - u in (0, 1]: the log is finite.
-                    let u1: f64 = 1.0 - rng.random::<f64>();
-                    let u2: f64 = rng.random();
-                    let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-                    problem.dtype.bits_from_f32(z as f32)
-                })
+                .map(|_| problem.dtype.bits_from_f32(sample(&mut rng)))
                 .collect()
         };
         HostInputs {
@@ -85,34 +84,39 @@ impl HostInputs {
 
     /// Checks the host buffers against `problem`'s lengths.
     pub fn check_against(&self, problem: &problem::FwdProblem) -> crate::common::error::Result<()> {
-        use crate::common::error::{Dim, Error, TensorName};
-        let lens = [
-            (TensorName::Q, problem.q.len, self.q.len()),
-            (TensorName::K, problem.k.len, self.k.len()),
-            (TensorName::V, problem.v.len, self.v.len()),
-            (
-                TensorName::AlibiSlopes,
-                problem.alibi_len.unwrap_or(0),
-                self.alibi_slopes.as_ref().map_or(0, Vec::len),
-            ),
-            (
-                TensorName::HeadGates,
-                problem.gates_len.unwrap_or(0),
-                self.head_gates.as_ref().map_or(0, Vec::len),
-            ),
-        ];
-        for (tensor, expected, found) in lens {
-            if expected != found {
-                return Err(Error::DimMismatch {
-                    tensor,
-                    dim: Dim::Len,
-                    expected,
-                    found,
-                });
-            }
-        }
-        Ok(())
+        use crate::common::error::TensorName;
+        check_len(TensorName::Q, problem.q.len, self.q.len())?;
+        check_len(TensorName::K, problem.k.len, self.k.len())?;
+        check_len(TensorName::V, problem.v.len, self.v.len())?;
+        let opt_len = |v: &Option<Vec<f32>>| v.as_ref().map_or(0, Vec::len);
+        check_len(
+            TensorName::AlibiSlopes,
+            problem.alibi_len.unwrap_or(0),
+            opt_len(&self.alibi_slopes),
+        )?;
+        check_len(
+            TensorName::HeadGates,
+            problem.gates_len.unwrap_or(0),
+            opt_len(&self.head_gates),
+        )
     }
+}
+
+/// A host buffer must hold exactly the `expected` elements the problem describes.
+pub(crate) fn check_len(
+    tensor: crate::common::error::TensorName,
+    expected: usize,
+    found: usize,
+) -> crate::common::error::Result<()> {
+    if expected != found {
+        return Err(crate::common::error::Error::DimMismatch {
+            tensor,
+            dim: crate::common::error::Dim::Len,
+            expected,
+            found,
+        });
+    }
+    Ok(())
 }
 
 /// What the kernel wrote, read back.

@@ -10,13 +10,12 @@
 
 use super::device::{HarnessBackend, Session};
 use super::problem::{FwdProblem, SeqLayout};
-use super::{HostInputs, HostOutputs};
+use super::{check_len, HostInputs, HostOutputs};
 use crate::api::{Attention, DecodeArgs, FwdArgs, KvAppendArgs, MergeArgs};
 use crate::backend::{Read as _, Write as _};
 use crate::common::dtype::DType;
 use crate::common::element::Element;
-use crate::common::error::{Dim, Error, Result, TensorName};
-use crate::common::target::KernelTarget;
+use crate::common::error::{Error, Result, TensorName};
 use crate::emulator::{Finding, LaunchReport};
 use crate::ops::decode::fp8::check_scales;
 use crate::ops::decode::plan::DecodePlan;
@@ -28,6 +27,16 @@ use crate::ops::head_similarity::{
 use crate::ops::kv_append::{AppendIndex, KvAppendPlan};
 use crate::ops::merge::{MergePlan, MergeStates};
 
+/// `$op::<T, _>(args)` with `T` the element type of `$dtype` (the ops' arguments are typed).
+macro_rules! with_element {
+    ($dtype:expr, $op:ident($($arg:expr),* $(,)?)) => {
+        match $dtype {
+            DType::F16 => $op::<half::f16, _>($($arg),*),
+            DType::Bf16 => $op::<half::bf16, _>($($arg),*),
+        }
+    };
+}
+
 /// Host 16-bit bit patterns as elements of `T` (the same bytes).
 fn as_elems<T: Element>(bits: &[u16]) -> &[T] {
     bytemuck::cast_slice(bits)
@@ -38,19 +47,6 @@ fn as_bits<T: Element>(v: Vec<T>) -> Vec<u16> {
     bytemuck::cast_slice(&v).to_vec()
 }
 
-/// A host buffer must hold exactly what the problem describes.
-fn check_len(tensor: TensorName, expected: usize, found: usize) -> Result<()> {
-    if expected != found {
-        return Err(Error::DimMismatch {
-            tensor,
-            dim: Dim::Len,
-            expected,
-            found,
-        });
-    }
-    Ok(())
-}
-
 /// The `i`-th report of a launch sequence (an empty report on a GPU, which has none).
 fn report_at(reports: &mut Vec<LaunchReport>, i: usize) -> LaunchReport {
     if i < reports.len() {
@@ -59,6 +55,93 @@ fn report_at(reports: &mut Vec<LaunchReport>, i: usize) -> LaunchReport {
         LaunchReport::default()
     }
 }
+
+/// What the forward and the decode share beyond their own tensors: O and the optional row
+/// statistics (outputs, poisoned), and the optional ALiBi slopes and head gates (inputs).
+struct AttentionBufs<B: HarnessBackend, T: Element> {
+    o: B::Buffer<T>,
+    lse: Option<B::Buffer<f32>>,
+    entropy: Option<B::Buffer<f32>>,
+    alibi_slopes: Option<B::Buffer<f32>>,
+    head_gates: Option<B::Buffer<f32>>,
+}
+
+impl<B: HarnessBackend, T: Element> AttentionBufs<B, T> {
+    /// O of `o_len` elements, LSE / entropy of `stats` elements where requested.
+    fn new(
+        s: &Session<'_, B>,
+        o_len: usize,
+        (lse, entropy): (Option<usize>, Option<usize>),
+        alibi_slopes: Option<&[f32]>,
+        head_gates: Option<&[f32]>,
+    ) -> Result<Self> {
+        Ok(AttentionBufs {
+            o: s.poisoned(o_len)?,
+            lse: s.poisoned_opt(lse)?,
+            entropy: s.poisoned_opt(entropy)?,
+            alibi_slopes: s.put_opt(alibi_slopes)?,
+            head_gates: s.put_opt(head_gates)?,
+        })
+    }
+
+    /// An op's arguments: `new` makes them around O, then every optional buffer is added.
+    fn args<'a, A: RowOptions<'a, B>>(
+        &'a mut self,
+        new: impl FnOnce(&'a mut B::Buffer<T>) -> A,
+    ) -> A {
+        let AttentionBufs {
+            o,
+            lse,
+            entropy,
+            alibi_slopes,
+            head_gates,
+        } = self;
+        let args = new(o);
+        let args = lse.iter_mut().fold(args, A::lse);
+        let args = entropy.iter_mut().fold(args, A::entropy);
+        let args = alibi_slopes.iter().fold(args, A::alibi_slopes);
+        head_gates.iter().fold(args, A::head_gates)
+    }
+
+    /// O (as raw bits), LSE and entropy after the call.
+    fn read_back(&self, s: &Session<'_, B>) -> Result<HostOutputs> {
+        Ok(HostOutputs {
+            o: as_bits(s.get(&self.o)?),
+            lse: s.get_opt(self.lse.as_ref())?,
+            entropy: s.get_opt(self.entropy.as_ref())?,
+        })
+    }
+}
+
+/// The optional-buffer builders the forward's and the decode's arguments share.
+trait RowOptions<'a, B: HarnessBackend>: Sized {
+    fn lse(self, lse: &'a mut B::Buffer<f32>) -> Self;
+    fn entropy(self, entropy: &'a mut B::Buffer<f32>) -> Self;
+    fn alibi_slopes(self, slopes: &'a B::Buffer<f32>) -> Self;
+    fn head_gates(self, gates: &'a B::Buffer<f32>) -> Self;
+}
+
+/// [`RowOptions`] of an op's argument type: its own builder methods of the same names.
+macro_rules! row_options {
+    ($args:ident) => {
+        impl<'a, B: HarnessBackend, T> RowOptions<'a, B> for $args<'a, B, T> {
+            fn lse(self, lse: &'a mut B::Buffer<f32>) -> Self {
+                $args::lse(self, lse)
+            }
+            fn entropy(self, entropy: &'a mut B::Buffer<f32>) -> Self {
+                $args::entropy(self, entropy)
+            }
+            fn alibi_slopes(self, slopes: &'a B::Buffer<f32>) -> Self {
+                $args::alibi_slopes(self, slopes)
+            }
+            fn head_gates(self, gates: &'a B::Buffer<f32>) -> Self {
+                $args::head_gates(self, gates)
+            }
+        }
+    };
+}
+row_options!(FwdArgs);
+row_options!(DecodeArgs);
 
 /// One forward run: outputs, the plan's launch (its geometry; the params are bound per call),
 /// and the emulator's report (empty on a GPU).
@@ -75,10 +158,7 @@ pub fn forward<B: HarnessBackend>(
     problem: &FwdProblem,
     inputs: &HostInputs,
 ) -> Result<ForwardRun> {
-    match problem.dtype {
-        DType::F16 => forward_typed::<half::f16, B>(backend, problem, inputs),
-        DType::Bf16 => forward_typed::<half::bf16, B>(backend, problem, inputs),
-    }
+    with_element!(problem.dtype, forward_typed(backend, problem, inputs))
 }
 
 fn forward_typed<T: Element, B: HarnessBackend>(
@@ -92,11 +172,13 @@ fn forward_typed<T: Element, B: HarnessBackend>(
     let q = s.put(as_elems::<T>(&inputs.q))?;
     let k = s.put(as_elems::<T>(&inputs.k))?;
     let v = s.put(as_elems::<T>(&inputs.v))?;
-    let mut o = s.poisoned::<T>(problem.o.len)?;
-    let mut lse = s.poisoned_opt::<f32>(problem.lse_len)?;
-    let mut entropy = s.poisoned_opt::<f32>(problem.entropy_len)?;
-    let alibi = s.put_opt(inputs.alibi_slopes.as_deref())?;
-    let gates = s.put_opt(inputs.head_gates.as_deref())?;
+    let mut bufs = AttentionBufs::<B, T>::new(
+        &s,
+        problem.o.len,
+        (problem.lse_len, problem.entropy_len),
+        inputs.alibi_slopes.as_deref(),
+        inputs.head_gates.as_deref(),
+    )?;
     let cu = match &problem.layout {
         SeqLayout::Varlen {
             cu_seqlens_q,
@@ -104,29 +186,13 @@ fn forward_typed<T: Element, B: HarnessBackend>(
         } => Some((s.put(cu_seqlens_q)?, s.put(cu_seqlens_k)?)),
         SeqLayout::Padded { .. } => None,
     };
-    let mut args = FwdArgs::new(&q, &k, &v, &mut o);
-    if let Some(l) = lse.as_mut() {
-        args = args.lse(l);
-    }
-    if let Some(e) = entropy.as_mut() {
-        args = args.entropy(e);
-    }
-    if let Some(a) = alibi.as_ref() {
-        args = args.alibi_slopes(a);
-    }
-    if let Some(g) = gates.as_ref() {
-        args = args.head_gates(g);
-    }
+    let mut args = bufs.args(|o| FwdArgs::new(&q, &k, &v, o));
     if let Some((cq, ck)) = cu.as_ref() {
         args = args.cu_seqlens(cq, ck);
     }
     let mut reports = s.reports(backend.run(&s.stream, &plan, args))?;
     Ok(ForwardRun {
-        outputs: HostOutputs {
-            o: as_bits(s.get(&o)?),
-            lse: s.get_opt(lse.as_ref())?,
-            entropy: s.get_opt(entropy.as_ref())?,
-        },
+        outputs: bufs.read_back(&s)?,
         launch: *plan.launch(),
         report: report_at(&mut reports, 0),
     })
@@ -225,6 +291,20 @@ fn check_decode_inputs(p: &DecodeProblem, inputs: &DecodeHostInputs) -> Result<(
     check_len(TensorName::HeadGates, expected, found)
 }
 
+/// A decode's page pools on the device: 16-bit pages as `T`, or FP8 codes with their scales.
+enum DevicePools<B: HarnessBackend, T: Element> {
+    Elements {
+        k: B::Buffer<T>,
+        v: B::Buffer<T>,
+    },
+    Fp8 {
+        k: B::Buffer<u8>,
+        v: B::Buffer<u8>,
+        k_scales: B::Buffer<f32>,
+        v_scales: B::Buffer<f32>,
+    },
+}
+
 /// Runs `plan` over `inputs` on `backend`: the decode launch and, if planned, the split
 /// combine (the workspace poisoned like every output). On the emulator a finding in the decode
 /// stops the call before the combine, as a trap stops a CUDA stream.
@@ -233,10 +313,7 @@ pub fn decode<B: HarnessBackend>(
     plan: &DecodePlan,
     inputs: &DecodeHostInputs,
 ) -> Result<DecodeRun> {
-    match plan.problem.dtype {
-        DType::F16 => decode_typed::<half::f16, B>(backend, plan, inputs),
-        DType::Bf16 => decode_typed::<half::bf16, B>(backend, plan, inputs),
-    }
+    with_element!(plan.problem.dtype, decode_typed(backend, plan, inputs))
 }
 
 fn decode_typed<T: Element, B: HarnessBackend>(
@@ -248,67 +325,53 @@ fn decode_typed<T: Element, B: HarnessBackend>(
     check_decode_inputs(p, inputs)?;
     let s = Session::new(backend)?;
     let q = s.put(as_elems::<T>(&inputs.q))?;
-    let mut o = s.poisoned::<T>(p.q_span(&p.o_strides) as usize)?;
     let table = s.put(&inputs.block_table)?;
     let lens = s.put(&inputs.cache_seqlens)?;
     let stats = p.row_stats_len();
-    let mut lse = s.poisoned_opt::<f32>(p.lse.then_some(stats))?;
-    let mut entropy = s.poisoned_opt::<f32>(p.entropy.then_some(stats))?;
+    let mut bufs = AttentionBufs::<B, T>::new(
+        &s,
+        p.q_span(&p.o_strides) as usize,
+        (p.lse.then_some(stats), p.entropy.then_some(stats)),
+        inputs.alibi_slopes.as_deref(),
+        inputs.head_gates.as_deref(),
+    )?;
     let cu = s.put_opt(inputs.cu_seqlens_q.as_deref())?;
-    let alibi = s.put_opt(inputs.alibi_slopes.as_deref())?;
-    let gates = s.put_opt(inputs.head_gates.as_deref())?;
     let workspace = plan.workspace.elems() as usize;
     let mut ws = s.poisoned_opt::<f32>((workspace > 0).then_some(workspace))?;
-    // 16-bit pools as T, or FP8 codes with their scales.
-    let fp8 = p.kv_dtype.is_fp8();
-    let (k, v) = if fp8 {
-        (None, None)
-    } else {
-        (
-            Some(s.put(as_elems::<T>(&inputs.k_cache))?),
-            Some(s.put(as_elems::<T>(&inputs.v_cache))?),
-        )
-    };
-    let codes = if fp8 {
-        Some((
-            s.put(&inputs.k_cache_fp8)?,
-            s.put(&inputs.v_cache_fp8)?,
-            s.put(&inputs.k_scales)?,
-            s.put(&inputs.v_scales)?,
-        ))
-    } else {
-        None
-    };
-    let mut args = match (&k, &v, &codes) {
-        (Some(k), Some(v), _) => DecodeArgs::new(&q, k, v, &mut o, &table, &lens),
-        (_, _, Some((kc, vc, ks, vs))) => {
-            DecodeArgs::fp8(&q, kc, vc, ks, vs, &mut o, &table, &lens)
+    let pools: DevicePools<B, T> = if p.kv_dtype.is_fp8() {
+        DevicePools::Fp8 {
+            k: s.put(&inputs.k_cache_fp8)?,
+            v: s.put(&inputs.v_cache_fp8)?,
+            k_scales: s.put(&inputs.k_scales)?,
+            v_scales: s.put(&inputs.v_scales)?,
         }
-        _ => unreachable!("one pool kind was uploaded"),
+    } else {
+        DevicePools::Elements {
+            k: s.put(as_elems::<T>(&inputs.k_cache))?,
+            v: s.put(as_elems::<T>(&inputs.v_cache))?,
+        }
     };
+    let mut args = bufs.args(|o| match &pools {
+        DevicePools::Elements { k, v } => DecodeArgs::new(&q, k, v, o, &table, &lens),
+        DevicePools::Fp8 {
+            k,
+            v,
+            k_scales,
+            v_scales,
+        } => DecodeArgs::fp8(&q, k, v, k_scales, v_scales, o, &table, &lens),
+    });
     if let Some(w) = ws.as_mut() {
         args = args.workspace(w);
     }
     if let Some(c) = cu.as_ref() {
         args = args.cu_seqlens_q(c);
     }
-    if let Some(l) = lse.as_mut() {
-        args = args.lse(l);
-    }
-    if let Some(e) = entropy.as_mut() {
-        args = args.entropy(e);
-    }
-    if let Some(a) = alibi.as_ref() {
-        args = args.alibi_slopes(a);
-    }
-    if let Some(g) = gates.as_ref() {
-        args = args.head_gates(g);
-    }
     let mut reports = s.reports(backend.decode(&s.stream, plan, args))?;
+    let out = bufs.read_back(&s)?;
     Ok(DecodeRun {
-        o: as_bits(s.get(&o)?),
-        lse: s.get_opt(lse.as_ref())?,
-        entropy: s.get_opt(entropy.as_ref())?,
+        o: out.o,
+        lse: out.lse,
+        entropy: out.entropy,
         decode_report: report_at(&mut reports, 0),
         combine_report: (reports.len() > 1).then(|| report_at(&mut reports, 1)),
     })
@@ -340,10 +403,7 @@ pub fn merge<B: HarnessBackend>(
     plan: &MergePlan,
     inputs: &MergeHostInputs<'_>,
 ) -> Result<MergeRun> {
-    match plan.problem.dtype {
-        DType::F16 => merge_typed::<half::f16, B>(backend, plan, inputs),
-        DType::Bf16 => merge_typed::<half::bf16, B>(backend, plan, inputs),
-    }
+    with_element!(plan.problem.dtype, merge_typed(backend, plan, inputs))
 }
 
 fn merge_typed<T: Element, B: HarnessBackend>(
@@ -424,27 +484,40 @@ impl AppendTarget<'_> {
     }
 }
 
-/// Appends `[num_tokens, hkv, d]` rows of `p.dtype` (raw bits, contiguous) into copies of
-/// `pools` (16-bit or FP8, as `p.kv_dtype` says) at `target` with the append kernel of
-/// `kernels`, on `backend`; returns the pools after the launch and the launches' reports (none for
-/// zero tokens, which bind to no launch). Checked first: the problem's page geometry, pool,
-/// row and index lengths, scales; the kernel checks the device indices.
+/// Host data of one KV append: the pools it writes into (updated copies come back), the new
+/// rows `k_new, v_new: [num_tokens, hkv, d]` (raw bits of the problem's dtype, contiguous), and
+/// where each token goes.
+#[derive(Debug, Clone, Copy)]
+pub struct AppendInputs<'a> {
+    pub pools: &'a HostPools,
+    pub k_new: &'a [u16],
+    pub v_new: &'a [u16],
+    pub target: AppendTarget<'a>,
+}
+
+/// Appends the rows of `inputs` into copies of its pools (16-bit or FP8, as `p.kv_dtype` says)
+/// with the append kernel of `backend`'s target; returns the pools after the launch and the
+/// launches' reports (none for zero tokens, which bind to no launch). Checked first: the
+/// problem's page geometry, pool, row and index lengths, scales; the kernel checks the device
+/// indices.
 pub fn kv_append<B: HarnessBackend>(
     backend: &B,
-    kernels: KernelTarget,
     p: &DecodeProblem,
-    pools: &HostPools,
-    k_new: &[u16],
-    v_new: &[u16],
-    target: AppendTarget,
+    inputs: &AppendInputs<'_>,
 ) -> Result<(HostPools, Vec<LaunchReport>)> {
+    let AppendInputs {
+        pools,
+        k_new,
+        v_new,
+        target,
+    } = *inputs;
     let (hkv, d) = (p.num_heads_kv, p.head_dim);
     let tokens = target.tokens();
     let index = match target {
         AppendTarget::Slots(_) => AppendIndex::Slots,
         AppendTarget::Positions { .. } => AppendIndex::Positions,
     };
-    let plan = KvAppendPlan::new_for(kernels, p, tokens, index)?;
+    let plan = KvAppendPlan::new_for(backend.target(), p, tokens, index)?;
     let (k_span, v_span) = (
         p.cache_span(&p.k_strides) as usize,
         p.cache_span(&p.v_strides) as usize,
@@ -489,14 +562,11 @@ pub fn kv_append<B: HarnessBackend>(
             (None, Some((block_table, token_batch, token_pos)))
         }
     };
-    match p.dtype {
-        DType::F16 => {
-            append_typed::<half::f16, B>(backend, &plan, pools, (k_new, v_new), slots, positions)
-        }
-        DType::Bf16 => {
-            append_typed::<half::bf16, B>(backend, &plan, pools, (k_new, v_new), slots, positions)
-        }
-    }
+    let rows = (k_new, v_new);
+    with_element!(
+        p.dtype,
+        append_typed(backend, &plan, pools, rows, slots, positions)
+    )
 }
 
 /// Per token: its batch item, its position (`block_table`, `token_batch`, `token_pos`).

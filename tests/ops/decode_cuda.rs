@@ -321,7 +321,7 @@ fn merge_pair_and_kv_append_on_the_gpu_match_the_emulator() {
 #[ignore = "needs a CUDA GPU: cargo test --release --test decode_cuda -- --ignored (FLASHMHA_SEED=n repeats a run)"]
 fn fp8_kv_append_at_positions_on_the_gpu_matches_the_emulator() {
     use flashmha::api::{Attention, KvAppendArgs};
-    use flashmha::host::emulated_decode::{kv_append_into, AppendTarget, HostPools};
+    use flashmha::host::emulated_decode::{kv_append_into_for, AppendTarget, HostPools};
     use flashmha::ops::decode::{DecodeProblem, KvCacheDType};
     use flashmha::ops::kv_append::{AppendIndex, KvAppendPlan};
     use half::f16;
@@ -384,7 +384,8 @@ fn fp8_kv_append_at_positions_on_the_gpu_matches_the_emulator() {
             token_batch: &token_batch,
             token_pos: &token_pos,
         };
-        let (emulated, report) = kv_append_into(&p, &pools, &kn, &vn, target).unwrap();
+        let (emulated, report) =
+            kv_append_into_for(KernelTarget::Ampere, &p, &pools, &kn, &vn, target).unwrap();
         assert!(report.findings.is_empty());
         let HostPools::Fp8 {
             k: k_emu, v: v_emu, ..
