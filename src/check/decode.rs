@@ -672,3 +672,28 @@ pub fn check_outputs(
         findings: Vec::new(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The judge's entropy policy (src/check/judge.rs) needs softcaps of at most
+    /// ENTROPY_SOFTCAP_MAX whenever entropy is requested; larger ones are still drawn without it.
+    #[test]
+    fn random_cases_keep_softcaps_within_the_entropy_bound_when_entropy_is_on() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+        let (mut capped, mut large_without) = (0, 0);
+        for _ in 0..4000 {
+            let c = DecodeCase::random(&mut rng, &[DType::F16], &[64], 100);
+            match (c.entropy, c.options.softcap) {
+                (true, Some(cap)) => {
+                    assert!(cap <= ENTROPY_SOFTCAP_MAX, "{}", c.describe());
+                    capped += 1;
+                }
+                (false, Some(cap)) if cap > ENTROPY_SOFTCAP_MAX => large_without += 1,
+                _ => {}
+            }
+        }
+        assert!(capped > 0 && large_without > 0, "{capped} {large_without}");
+    }
+}

@@ -187,3 +187,65 @@ pub fn error_model(i: &AttentionInputs<'_>) -> ErrorModel {
         softcap: i.softcap,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entropy_rows_are_each_held_to_their_own_tolerance_and_the_loosest_to_the_cap() {
+        let reference = [0.5f32, 1.0, 2.0];
+        // Every row within its tolerance and the loosest below the cap: pass.
+        let tight = [1e-6, 1e-5, 1e-4];
+        let out = [0.5f32 + 5e-7, 1.0 - 5e-6, 2.0];
+        let c = entropy(&out, &reference, &tight);
+        assert!(c.verdict.is_ok(), "{:?}", c.verdict);
+        assert_eq!(c.tolerance.max_abs, 1e-4);
+        // One row off by more than its own tolerance (though within the loosest): fail.
+        let off = [0.5f32 + 5e-5, 1.0, 2.0];
+        let c = entropy(&off, &reference, &tight);
+        assert!(
+            c.verdict.as_ref().unwrap_err().contains("element 0"),
+            "{c:?}"
+        );
+        // Right values under a bound looser than the cap: fail, naming the cap.
+        let loose = [1e-6, 2.0 * ENTROPY_TOLERANCE_CAP, 1e-6];
+        let c = entropy(&reference, &reference, &loose);
+        assert!(c.verdict.as_ref().unwrap_err().contains("exceeds"), "{c:?}");
+        // Both at once: both reported.
+        let both = entropy(&off, &reference, &[1e-6, 2.0 * ENTROPY_TOLERANCE_CAP, 1e-6]);
+        let msg = both.verdict.unwrap_err();
+        assert!(
+            msg.contains("element 0") && msg.contains("exceeds"),
+            "{msg}"
+        );
+        // An unwritten (poisoned) row fails whatever its tolerance.
+        let c = entropy(&[f32::NAN, 1.0, 2.0], &reference, &tight);
+        assert!(c.verdict.is_err());
+    }
+
+    #[test]
+    fn a_judgement_passes_only_without_findings_and_failed_outputs() {
+        let tol = Tolerance {
+            max_abs: 1e-3,
+            rel_l2: None,
+        };
+        let ok = output("o", &[1.0, 2.0], &[1.0, 2.0005], tol);
+        let bad = output("lse", &[1.0, 2.1], &[1.0, 2.0], tol);
+        let mut j = Judgement {
+            outputs: vec![ok.clone()],
+            findings: Vec::new(),
+        };
+        assert!(j.passed() && j.failures().is_empty());
+        assert!(j.output("o").is_some() && j.output("lse").is_none());
+        j.findings.push("race".into());
+        assert!(!j.passed());
+        assert_eq!(j.failures(), vec!["race".to_string()]);
+        let j = Judgement {
+            outputs: vec![ok, bad],
+            findings: Vec::new(),
+        };
+        assert!(!j.passed());
+        assert!(j.failures()[0].starts_with("lse: "), "{:?}", j.failures());
+    }
+}

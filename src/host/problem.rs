@@ -173,6 +173,24 @@ impl FwdProblem {
         }
     }
 
+    /// A contiguous padded problem: `batch` items of `seqlen_q` queries over `seqlen_k` keys,
+    /// `heads_q` query heads over `heads_kv` KV heads.
+    pub fn padded(
+        dtype: DType,
+        batch: usize,
+        (seqlen_q, seqlen_k): (usize, usize),
+        (heads_q, heads_kv): (usize, usize),
+        head_dim: usize,
+        options: AttnOptions,
+    ) -> FwdProblem {
+        let layout = SeqLayout::Padded {
+            batch,
+            seqlen_q,
+            seqlen_k,
+        };
+        Self::contiguous(dtype, layout, heads_q, heads_kv, head_dim, options)
+    }
+
     /// The device-side description: host `cu_seqlens` are checked here (typed errors) and
     /// summarised into the bounds the plan and the kernel use.
     pub fn shape(&self) -> Result<FwdShape> {
