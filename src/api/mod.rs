@@ -40,10 +40,9 @@ use crate::common::element::Element;
 use crate::common::error::{Error, Result, TensorName};
 use crate::common::launch::Launches;
 use crate::common::options::AttnOptions;
-use crate::common::target::KernelTarget;
 use crate::ops::decode::plan::DecodePlan;
 use crate::ops::forward::plan::FwdPlan;
-use crate::ops::head_similarity::{plan_head_similarity, HeadSimBuffers, HeadSimProblem};
+use crate::ops::head_similarity::{HeadSimBuffers, HeadSimPlan};
 use crate::ops::kv_append::KvAppendPlan;
 use crate::ops::merge::MergePlan;
 
@@ -52,6 +51,25 @@ use crate::ops::merge::MergePlan;
 /// launches asynchronously on `stream`.
 pub trait Attention: Backend {
     /// Runs a forward plan (made once per batch shape, run per layer).
+    ///
+    /// ```
+    /// use flashmha::api::{Attention, FwdArgs};
+    /// use flashmha::backend::{emulator::EmulatorBackend, Backend};
+    /// use flashmha::{FwdPlan, FwdShape, Heads, KernelTarget};
+    /// use half::f16;
+    ///
+    /// # fn main() -> flashmha::Result<()> {
+    /// let be = EmulatorBackend::new(KernelTarget::Ampere); // CudaBackend::new(0)? on a GPU
+    /// let stream = be.stream()?;
+    /// // q, o: [1, 8, 2, 64]; k, v: [1, 16, 2, 64].
+    /// let plan = FwdPlan::<f16>::new_for(be.target(), &FwdShape::padded(1, 8, 16, Heads::mha(2), 64))?;
+    /// let x: Vec<f16> = (0..16 * 2 * 64).map(|i| f16::from_f32((i % 7) as f32 / 7.0)).collect();
+    /// let (q, k, v) = (be.upload(&stream, &x[..8 * 128])?, be.upload(&stream, &x)?, be.upload(&stream, &x)?);
+    /// let mut o = be.alloc_zeros::<f16>(&stream, 8 * 2 * 64)?;
+    /// be.run(&stream, &plan, FwdArgs::new(&q, &k, &v, &mut o))?;
+    /// assert!(be.download(&stream, &o)?.iter().all(|x| x.is_finite()));
+    /// # Ok(()) }
+    /// ```
     fn run<T: Element>(
         &self,
         stream: &Self::Stream,
@@ -86,6 +104,29 @@ pub trait Attention: Backend {
     }
 
     /// Merges attention states (stacked or a pair, as the plan says).
+    ///
+    /// ```
+    /// use flashmha::api::{Attention, MergeArgs};
+    /// use flashmha::backend::{emulator::EmulatorBackend, Backend};
+    /// use flashmha::ops::merge::{MergePlan, MergeProblem, MergeStates, StatsLayout};
+    /// use flashmha::{DType, KernelTarget};
+    /// use half::f16;
+    ///
+    /// # fn main() -> flashmha::Result<()> {
+    /// let be = EmulatorBackend::new(KernelTarget::Ampere);
+    /// let stream = be.stream()?;
+    /// // Two states of 4 rows x 2 heads x d64, LSE [rows, heads].
+    /// let problem = MergeProblem { dtype: DType::F16, states: MergeStates::Pair, rows: 4,
+    ///                              heads: 2, head_dim: 64, lse_layout: StatsLayout::RowsHeads };
+    /// let plan = MergePlan::new_for(be.target(), &problem)?;
+    /// let oa = be.upload(&stream, &vec![f16::from_f32(1.0); 4 * 2 * 64])?;
+    /// let ob = be.upload(&stream, &vec![f16::from_f32(3.0); 4 * 2 * 64])?;
+    /// let equal = be.upload(&stream, &[0.5f32; 8])?; // equal weights
+    /// let mut o = be.alloc_zeros::<f16>(&stream, 4 * 2 * 64)?;
+    /// be.merge_states(&stream, &plan, MergeArgs::pair(&oa, &equal, &ob, &equal, &mut o))?;
+    /// assert!(be.download(&stream, &o)?.iter().all(|x| x.to_f32() == 2.0));
+    /// # Ok(()) }
+    /// ```
     fn merge_states<T: Element>(
         &self,
         stream: &Self::Stream,
@@ -97,6 +138,31 @@ pub trait Attention: Backend {
 
     /// Writes new K/V rows into the page pools (slots are checked by the kernel, which traps).
     /// A plan for zero tokens launches nothing.
+    ///
+    /// ```
+    /// use flashmha::api::{Attention, KvAppendArgs};
+    /// use flashmha::backend::{emulator::EmulatorBackend, Backend};
+    /// use flashmha::ops::decode::DecodeProblem;
+    /// use flashmha::ops::kv_append::{AppendIndex, KvAppendPlan};
+    /// use flashmha::{DType, KernelTarget};
+    /// use half::f16;
+    ///
+    /// # fn main() -> flashmha::Result<()> {
+    /// let be = EmulatorBackend::new(KernelTarget::Ampere);
+    /// let stream = be.stream()?;
+    /// // Pools of 4 pages x 16 slots x 2 KV heads x d64; two new tokens.
+    /// let pools = DecodeProblem::contiguous(DType::F16, 1, 1, 2, 2, 64, 4, 16, 4, false);
+    /// let plan = KvAppendPlan::new_for(be.target(), &pools, 2, AppendIndex::Slots)?;
+    /// let rows = be.upload(&stream, &vec![f16::from_f32(0.25); 2 * 2 * 64])?;
+    /// let (mut k, mut v) = (be.alloc_zeros::<f16>(&stream, 4 * 16 * 128)?,
+    ///                       be.alloc_zeros::<f16>(&stream, 4 * 16 * 128)?);
+    /// let slots = be.upload(&stream, &[17i32, 40])?; // page 1 slot 1, page 2 slot 8
+    /// be.kv_append(&stream, &plan, KvAppendArgs::new(&rows, &rows, &mut k, &mut v).slots(&slots))?;
+    /// let k = be.download(&stream, &k)?;
+    /// assert_eq!(k[17 * 128].to_f32(), 0.25);
+    /// assert_eq!(k[16 * 128].to_f32(), 0.0); // untouched
+    /// # Ok(()) }
+    /// ```
     fn kv_append<T: Element>(
         &self,
         stream: &Self::Stream,
@@ -106,17 +172,38 @@ pub trait Attention: Backend {
         decode::kv_append(self, stream, plan, args)
     }
 
-    /// Sums, over the tokens of `o: [tokens, heads, head_dim]` (strides in `problem`), the
+    /// Sums, over the tokens of `o: [tokens, heads, head_dim]` (strides in the plan), the
     /// cosine similarity of every pair of head outputs into `gram: [heads, heads]` f32, which
     /// this zeroes first (in stream order); divide by the token count for the mean.
+    ///
+    /// ```
+    /// use flashmha::api::Attention;
+    /// use flashmha::backend::{emulator::EmulatorBackend, Backend};
+    /// use flashmha::ops::head_similarity::{HeadSimPlan, HeadSimProblem};
+    /// use flashmha::{DType, KernelTarget};
+    /// use half::f16;
+    ///
+    /// # fn main() -> flashmha::Result<()> {
+    /// let be = EmulatorBackend::new(KernelTarget::Ampere);
+    /// let stream = be.stream()?;
+    /// // 8 tokens x 2 heads x d8, both heads the same vector: cosine 1 everywhere.
+    /// let o = be.upload(&stream, &vec![f16::from_f32(0.5); 8 * 2 * 8])?;
+    /// let mut gram = be.alloc_zeros::<f32>(&stream, 4)?;
+    /// let plan = HeadSimPlan::new_for(be.target(), &HeadSimProblem::contiguous(DType::F16, 8, 2, 8))?;
+    /// be.head_similarity(&stream, &plan, &o, &mut gram)?;
+    /// for sum in be.download(&stream, &gram)? {
+    ///     assert!((sum / 8.0 - 1.0).abs() < 1e-3);
+    /// }
+    /// # Ok(()) }
+    /// ```
     fn head_similarity<T: Element>(
         &self,
         stream: &Self::Stream,
-        problem: &HeadSimProblem,
+        plan: &HeadSimPlan,
         o: &dyn Read<Self, T>,
         gram: &mut dyn Write<Self, f32>,
     ) -> Result<()> {
-        head_similarity(self, stream, problem, o, gram)
+        head_similarity(self, stream, plan, o, gram)
     }
 }
 
@@ -125,45 +212,26 @@ impl<B: Backend + ?Sized> Attention for B {}
 fn head_similarity<B: Backend + ?Sized, T: Element>(
     be: &B,
     stream: &B::Stream,
-    problem: &HeadSimProblem,
+    plan: &HeadSimPlan,
     o: &dyn Read<B, T>,
     gram: &mut dyn Write<B, f32>,
 ) -> Result<()> {
-    if problem.dtype != T::DTYPE {
+    if plan.problem.dtype != T::DTYPE {
         return Err(Error::DTypeMismatch {
             tensor: TensorName::HeadSimInput,
-            expected: problem.dtype,
+            expected: plan.problem.dtype,
             found: T::DTYPE,
-        });
-    }
-    if be.target().shared_kernels() != KernelTarget::Ampere {
-        return Err(Error::UnsupportedOnTarget {
-            what: "head similarity",
-            target: be.target(),
         });
     }
     let mut t = BoundTensors::default();
     let (o, _o) = backend::read(be, stream, &mut t, TensorName::HeadSimInput, o)?;
     let (gram, _g) = backend::write(be, stream, &mut t, TensorName::Gram, gram)?;
-    let mut p = *problem;
-    p.o_len = usize::try_from(o.len).map_err(|_| Error::SizeOverflow { what: "o length" })?;
-    p.gram_len = usize::try_from(gram.len).map_err(|_| Error::SizeOverflow {
-        what: "gram length",
-    })?;
-    let plan = plan_head_similarity(
-        &p,
-        &HeadSimBuffers {
-            o: o.addr,
-            gram: gram.addr,
-        },
-    )?;
-    // Validation bounds `heads` by MAX_HEADS, so the product cannot overflow.
-    let gram_bytes = (p.num_heads * p.num_heads * 4) as u64;
-    // SAFETY: validation proved gram holds at least `heads²` f32 and every address the kernel
-    // forms lies inside `o` and `gram`, which the borrows keep alive for this call and the
-    // guards keep ordered on the stream.
+    let bound = plan.bind(&HeadSimBuffers { o, gram })?;
+    // SAFETY: `bind` checked both buffers against the plan (extent, alignment, no overlap), so
+    // the zeroed bytes and every address the kernel forms lie inside `o` and `gram`, which the
+    // borrows keep alive for this call and the guards keep ordered on the stream.
     unsafe {
-        be.zero(stream, gram, gram_bytes)?;
-        be.launch(stream, &Launches::one(plan.launch()), &t)
+        be.zero(stream, bound.zero, bound.zero_bytes)?;
+        be.launch(stream, &Launches::one(bound.launch), &t)
     }
 }

@@ -5,6 +5,41 @@
 //! slots are device data the kernels check (a bad entry traps), so one wrapper, and one CUDA
 //! graph captured over it, serves every step; a step with fewer tokens than the bound marks the
 //! unused slots `-1` (skipped), and a wrapper planned for zero new tokens appends nothing.
+//!
+//! ```
+//! use flashmha::api::{BatchBounds, DecodeArgs, KvAppendArgs, PagedAttention, PagedKv, RowStats};
+//! use flashmha::backend::{emulator::EmulatorBackend, Backend};
+//! use flashmha::ops::decode::KvCacheDType;
+//! use flashmha::{AttnOptions, DType, KernelTarget};
+//! use half::f16;
+//!
+//! # fn main() -> flashmha::Result<()> {
+//! let be = EmulatorBackend::new(KernelTarget::Ampere); // CudaBackend in production
+//! let stream = be.stream()?;
+//! let pools = PagedKv { dtype: DType::F16, kv_dtype: KvCacheDType::Same, num_heads_q: 4,
+//!                       num_heads_kv: 2, head_dim: 64, num_pages: 8, page_size: 16,
+//!                       head_major: false };
+//! let bounds = BatchBounds { batch: 2, new_tokens: 1, max_pages_per_seq: 4 };
+//! let paged = PagedAttention::new(&be, &pools, &bounds, &AttnOptions::default(),
+//!                                 RowStats::default())?;
+//! // One layer's pools, and a workspace for every layer (sized by the plan).
+//! let (mut k, mut v) = (be.alloc_zeros::<f16>(&stream, 8 * 16 * 2 * 64)?,
+//!                       be.alloc_zeros::<f16>(&stream, 8 * 16 * 2 * 64)?);
+//! let mut ws = be.alloc_zeros::<f32>(&stream, paged.workspace_elems().max(1) as usize)?;
+//! // A step: each sequence's new token goes to slot 0 of its first page, then decode.
+//! let table = be.upload(&stream, &[3i32, 4, 5, 6, 0, 1, 2, 7])?;
+//! let slots = be.upload(&stream, &[3i32 * 16, 0])?;
+//! let lens = be.upload(&stream, &[1i32, 1])?;
+//! let kv_new = be.upload(&stream, &vec![f16::from_f32(0.5); 2 * 2 * 64])?;
+//! paged.append(&be, &stream, KvAppendArgs::new(&kv_new, &kv_new, &mut k, &mut v).slots(&slots))?;
+//! let q = be.upload(&stream, &vec![f16::from_f32(1.0); 2 * 4 * 64])?;
+//! let mut o = be.alloc_zeros::<f16>(&stream, 2 * 4 * 64)?;
+//! let args = DecodeArgs::new(&q, &k, &v, &mut o, &table, &lens).workspace(&mut ws);
+//! paged.decode(&be, &stream, args)?;
+//! // One key per sequence: O is its value row.
+//! assert!(be.download(&stream, &o)?.iter().all(|x| x.to_f32() == 0.5));
+//! # Ok(()) }
+//! ```
 
 use super::{Attention, DecodeArgs, KvAppendArgs};
 use crate::backend::Backend;

@@ -389,10 +389,9 @@ pub fn append_bufs(b: &ffi::flashmha_kv_append_bufs) -> KvAppendBuffers {
     }
 }
 
-/// The head-similarity problem over the given buffers' lengths (zero strides: contiguous).
+/// The head-similarity problem of `s` (zero strides: contiguous).
 pub fn head_sim_problem(
     s: &ffi::flashmha_head_similarity_shape,
-    b: &ffi::flashmha_head_similarity_bufs,
 ) -> Result<HeadSimProblem, CallError> {
     let dtype = dtype(s.dtype)?;
     let (token_stride, head_stride) = if s.token_stride == 0 && s.head_stride == 0 {
@@ -413,8 +412,6 @@ pub fn head_sim_problem(
         head_dim: s.head_dim,
         token_stride,
         head_stride,
-        o_len: b.o.len,
-        gram_len: b.gram.len,
     })
 }
 
@@ -588,20 +585,19 @@ mod tests {
     }
 
     #[test]
-    fn head_similarity_zero_strides_are_contiguous_over_the_given_lengths() {
-        let s = ffi::flashmha_head_similarity_shape {
+    fn head_similarity_zero_strides_are_contiguous() {
+        let mut s = ffi::flashmha_head_similarity_shape {
             dtype: ffi::FLASHMHA_DTYPE_BF16,
             num_tokens: 5,
             num_heads: 3,
             head_dim: 64,
             ..Default::default()
         };
-        let mut b = ffi::flashmha_head_similarity_bufs::default();
-        b.o.len = 5 * 3 * 64 + 7;
-        b.gram.len = 10;
-        let p = head_sim_problem(&s, &b).unwrap();
-        let mut want = HeadSimProblem::contiguous(DType::Bf16, 5, 3, 64);
-        (want.o_len, want.gram_len) = (5 * 3 * 64 + 7, 10);
-        assert_eq!(p, want);
+        let p = head_sim_problem(&s).unwrap();
+        assert_eq!(p, HeadSimProblem::contiguous(DType::Bf16, 5, 3, 64));
+        // Given strides are taken as they are.
+        (s.token_stride, s.head_stride) = (1024, 128);
+        let p = head_sim_problem(&s).unwrap();
+        assert_eq!((p.token_stride, p.head_stride), (1024, 128));
     }
 }

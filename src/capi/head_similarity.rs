@@ -1,13 +1,16 @@
-//! The C ABI of head similarity. The Rust side has no plan/bind split
-//! (`plan_head_similarity(problem, buffers)` validates both and plans in O(1)), so each path
-//! is one call: on a context (`CudaBackend::head_similarity_raw`) or on the emulator.
+//! The C ABI of head similarity: the op's plan ([`HeadSimPlan`], made per call: it is O(1)),
+//! bound to the caller's buffers, then gram's sums zeroed and the kernel launched, on a context
+//! or on the emulator.
 
 use super::convert;
 use super::cuda::backend;
 use super::ffi::{self, flashmha_status};
 use super::host::{HostMirror, Role};
 use super::status::guard;
-use crate::ops::head_similarity::{plan_head_similarity, HeadSimBuffers};
+use crate::common::binding::DevBuf;
+use crate::common::launch::Launches;
+use crate::common::target::KernelTarget;
+use crate::ops::head_similarity::{HeadSimBuffers, HeadSimPlan};
 use std::ffi::c_void;
 
 /// `flashmha_status flashmha_head_similarity(const flashmha_context *ctx,
@@ -34,11 +37,15 @@ pub unsafe extern "C" fn flashmha_head_similarity(
                 convert::deref(bufs, "bufs")?,
             )
         };
-        let problem = convert::head_sim_problem(s, b)?;
-        let (o, gram) = (b.o.data as u64, b.gram.data as u64);
-        // SAFETY: forwarded from this function's contract; `head_similarity_raw` validates the
-        // problem and both buffers before writing anything.
-        unsafe { ctx.head_similarity_raw(&problem, o, gram, stream.cast()) }?;
+        let plan = HeadSimPlan::new_for(ctx.target(), &convert::head_sim_problem(s)?)?;
+        let bound = plan.bind(&bufs_of(b))?;
+        // SAFETY: `bind` checked both buffers against the plan before anything is written;
+        // the rest is forwarded from this function's contract (device memory of the context,
+        // alive until the stream has run).
+        unsafe {
+            ctx.zero_raw(bound.zero.addr, bound.zero_bytes, stream.cast())?;
+            ctx.launch_raw(&Launches::one(bound.launch), stream.cast())?;
+        }
         Ok(())
     })
 }
@@ -62,13 +69,10 @@ pub unsafe extern "C" fn flashmha_emulate_head_similarity(
                 convert::deref(host_bufs, "host_bufs")?,
             )
         };
-        let problem = convert::head_sim_problem(s, host)?;
+        let problem = convert::head_sim_problem(s)?;
+        let plan = HeadSimPlan::new_for(KernelTarget::Ampere, &problem)?;
         // The GPU's checks on the caller's own addresses first.
-        let addrs = |b: &ffi::flashmha_head_similarity_bufs| HeadSimBuffers {
-            o: b.o.data as u64,
-            gram: b.gram.data as u64,
-        };
-        plan_head_similarity(&problem, &addrs(host))?;
+        plan.bind(&bufs_of(host))?;
         let mut m = HostMirror::default();
         // SAFETY: the caller's contract (o readable, gram writable). gram is read too: the
         // entries past heads² keep the caller's values, as on the GPU path.
@@ -78,15 +82,22 @@ pub unsafe extern "C" fn flashmha_emulate_head_similarity(
                 gram: m.mirror(host.gram, 4, Role::InOut)?,
             }
         };
-        let plan = plan_head_similarity(&problem, &addrs(&mirrored))?;
+        let bound = plan.bind(&bufs_of(&mirrored))?;
         // The kernel accumulates into the heads² sums: zero them, as the GPU path does.
-        let sums = vec![0u8; problem.num_heads * problem.num_heads * 4];
-        let gram_at = crate::emulator::DevicePtr(plan.params.gram as u64);
+        let sums = vec![0u8; bound.zero_bytes as usize];
         m.device()
-            .write(gram_at, &sums)
+            .write(crate::emulator::DevicePtr(bound.zero.addr), &sums)
             .map_err(crate::Error::from)?;
-        m.launch(&plan.launch())?;
+        m.launch(&bound.launch)?;
         // SAFETY: gram is writable (caller's contract).
         unsafe { m.copy_back() }
     })
+}
+
+/// The C buffers as the plan binds them (address and element count).
+fn bufs_of(b: &ffi::flashmha_head_similarity_bufs) -> HeadSimBuffers {
+    HeadSimBuffers {
+        o: DevBuf::new(b.o.data as u64, b.o.len),
+        gram: DevBuf::new(b.gram.data as u64, b.gram.len),
+    }
 }

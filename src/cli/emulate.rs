@@ -97,17 +97,13 @@ fn run_head_similarity(args: &EmulateArgs, entry: &str, dtype: DType) -> super::
     use rand::{Rng, SeedableRng};
     let tokens = args.batch.saturating_mul(args.seqlen_q);
     // The plan's checks first (token count, heads, head dim), before any host allocation.
-    flashmha::ops::head_similarity::plan_head_similarity(
+    flashmha::ops::head_similarity::HeadSimPlan::new(
         &flashmha::ops::head_similarity::HeadSimProblem::contiguous(
             dtype,
             tokens,
             args.heads,
             args.head_dim,
         ),
-        &flashmha::ops::head_similarity::HeadSimBuffers {
-            o: 1 << 32,
-            gram: 1 << 62,
-        },
     )?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let values: Vec<f32> = (0..tokens * args.heads * args.head_dim)

@@ -24,7 +24,7 @@ pub fn head_similarity_emulated<T: Element>(
 }
 
 /// [`head_similarity_emulated`] for any strided view `problem` describes over the buffer `o`
-/// (whose length must be `problem.o_len`); also returns the plan that ran.
+/// (the plan checks that `o` holds the view); also returns the plan that ran.
 pub fn head_similarity_emulated_view<T: Element>(
     o: &[T],
     problem: &HeadSimProblem,

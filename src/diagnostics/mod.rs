@@ -18,9 +18,7 @@ pub mod plots;
 pub mod report;
 pub mod similarity;
 
-pub use crate::ops::head_similarity::{
-    plan_head_similarity, HeadSimBuffers, HeadSimPlan, HeadSimProblem,
-};
+pub use crate::ops::head_similarity::{HeadSimBuffers, HeadSimLaunch, HeadSimPlan, HeadSimProblem};
 pub use emulated::{describe_launch, head_similarity_emulated, head_similarity_emulated_view};
 pub use entropy::{per_head_entropy, EntropySource, HeadEntropy};
 pub use similarity::{

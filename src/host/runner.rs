@@ -12,7 +12,6 @@ use super::device::{HarnessBackend, Session};
 use super::problem::{FwdProblem, SeqLayout};
 use super::{check_len, HostInputs, HostOutputs};
 use crate::api::{Attention, DecodeArgs, FwdArgs, KvAppendArgs, MergeArgs};
-use crate::backend::{Read as _, Write as _};
 use crate::common::dtype::DType;
 use crate::common::element::Element;
 use crate::common::error::{Error, Result, TensorName};
@@ -21,9 +20,7 @@ use crate::ops::decode::fp8::check_scales;
 use crate::ops::decode::plan::DecodePlan;
 use crate::ops::decode::problem::DecodeProblem;
 use crate::ops::forward::plan::{FwdLaunch, FwdPlan};
-use crate::ops::head_similarity::{
-    plan_head_similarity, HeadSimBuffers, HeadSimPlan, HeadSimProblem,
-};
+use crate::ops::head_similarity::{HeadSimPlan, HeadSimProblem};
 use crate::ops::kv_append::{AppendIndex, KvAppendPlan};
 use crate::ops::merge::{MergePlan, MergeStates};
 
@@ -645,39 +642,22 @@ pub struct HeadSimRun {
     pub report: LaunchReport,
 }
 
-/// Runs the head-similarity kernel over `o` (the strided view `problem` describes; its length
-/// must be `problem.o_len`) on `backend`. The gram buffer starts poisoned like every output:
-/// the call zeroes the sums it accumulates.
+/// Runs the head-similarity kernel over `o` (the strided view `problem` describes; the plan
+/// checks that `o` holds it) on `backend`, planned for the backend's kernels. The gram buffer
+/// starts poisoned like every output: the call zeroes the sums it accumulates.
 pub fn head_similarity<T: Element, B: HarnessBackend>(
     backend: &B,
     o: &[T],
     problem: &HeadSimProblem,
 ) -> Result<HeadSimRun> {
-    if problem.dtype != T::DTYPE {
-        return Err(Error::DTypeMismatch {
-            tensor: TensorName::HeadSimInput,
-            expected: problem.dtype,
-            found: T::DTYPE,
-        });
-    }
-    check_len(TensorName::HeadSimInput, problem.o_len, o.len())?;
+    let plan = HeadSimPlan::new_for(backend.target(), problem)?;
     let s = Session::new(backend)?;
     let o_buf = s.put(o)?;
-    let mut gram = s.poisoned::<f32>(problem.gram_len)?;
-    // The plan the call makes, for the caller (the same problem over the same addresses).
-    let plan = plan_head_similarity(
-        problem,
-        &HeadSimBuffers {
-            o: o_buf.bind_read(backend, &s.stream)?.0.addr,
-            gram: gram.bind_write(backend, &s.stream)?.0.addr,
-        },
-    )?;
-    let call = backend.head_similarity(&s.stream, problem, &o_buf, &mut gram);
+    let mut gram = s.poisoned::<f32>(plan.gram_elems() as usize)?;
+    let call = backend.head_similarity(&s.stream, &plan, &o_buf, &mut gram);
     let mut reports = s.reports(call)?;
-    let mut sums = s.get(&gram)?;
-    sums.truncate(problem.num_heads * problem.num_heads);
     Ok(HeadSimRun {
-        gram: sums,
+        gram: s.get(&gram)?,
         plan,
         report: report_at(&mut reports, 0),
     })

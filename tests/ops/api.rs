@@ -204,9 +204,10 @@ fn plans_and_backends_are_send_and_sync() {
 /// a wrapped size. Each case first plans a valid random problem (so the error is the absurd
 /// value's), then the same problem with one value made absurd.
 mod absurd_sizes {
+    use flashmha::common::binding::DevBuf;
     use flashmha::common::dtype::DType;
     use flashmha::ops::decode::{DecodePlan, DecodeProblem, QueryLayout, SplitPolicy};
-    use flashmha::ops::head_similarity::{plan_head_similarity, HeadSimBuffers, HeadSimProblem};
+    use flashmha::ops::head_similarity::{HeadSimBuffers, HeadSimPlan, HeadSimProblem};
     use flashmha::ops::kv_append::{AppendIndex, KvAppendPlan};
     use flashmha::ops::merge::{MergePlan, MergeProblem, MergeStates, StatsLayout};
     use flashmha::{FwdPlan, FwdShape, Heads, SeqShape};
@@ -487,24 +488,31 @@ mod absurd_sizes {
             sizes[field] = value;
             prop_assert!(MergePlan::new(&merge(sizes)).is_err(), "{sizes:?}");
 
-            let bufs = HeadSimBuffers { o: 1 << 32, gram: 1 << 40 };
+            // Plan, then bind to buffers as long as the contiguous tensors (saturating).
+            let plan_head_similarity = |p: &HeadSimProblem| {
+                let o_len = p.num_tokens.saturating_mul(p.num_heads).saturating_mul(p.head_dim);
+                let bufs = HeadSimBuffers {
+                    o: DevBuf::new(1 << 32, o_len),
+                    gram: DevBuf::new(1 << 40, p.num_heads.saturating_mul(p.num_heads)),
+                };
+                HeadSimPlan::new(p).and_then(|plan| plan.bind(&bufs))
+            };
             let heads = heads + 1; // a stride is only stepped by with two heads or more
             let mut sizes = [rows + 1, heads, d];
             prop_assert!(plan_head_similarity(
                 &HeadSimProblem::contiguous(DType::F16, sizes[0], sizes[1], sizes[2]),
-                &bufs,
             ).is_ok());
             let valid = HeadSimProblem::contiguous(DType::F16, sizes[0], sizes[1], sizes[2]);
             if field < 3 {
                 sizes[field] = value;
                 let p = HeadSimProblem::contiguous(DType::F16, sizes[0], sizes[1], sizes[2]);
-                prop_assert!(plan_head_similarity(&p, &bufs).is_err(), "{p:?}");
+                prop_assert!(plan_head_similarity(&p).is_err(), "{p:?}");
             } else {
                 for p in [
                     HeadSimProblem { token_stride: stride, ..valid },
                     HeadSimProblem { head_stride: stride, ..valid },
                 ] {
-                    prop_assert!(plan_head_similarity(&p, &bufs).is_err(), "{p:?}");
+                    prop_assert!(plan_head_similarity(&p).is_err(), "{p:?}");
                 }
             }
         }

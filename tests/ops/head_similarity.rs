@@ -33,8 +33,8 @@ const U: f64 = 1.0 / (1u64 << 24) as f64;
 /// The worst-case bound derived in the module docs.
 fn tolerance(plan: &HeadSimPlan, head_dim: usize) -> f64 {
     let d = head_dim as f64;
-    let tpc = plan.params.tokens_per_cta as f64;
-    let grid = plan.grid[0] as f64;
+    let tpc = plan.tokens_per_cta() as f64;
+    let grid = plan.grid()[0] as f64;
     U * (3.0 * d + 8.0 + tpc * d + grid + 1.0)
 }
 
@@ -244,7 +244,6 @@ fn strided_view_matches_the_gathered_copy() {
     let problem = HeadSimProblem {
         token_stride: ts as i64,
         head_stride: hs as i64,
-        o_len: buf.len(),
         ..HeadSimProblem::contiguous(DType::F16, tokens, heads, d)
     };
     let (m, report, plan) = head_similarity_emulated_view(&data, &problem).unwrap();

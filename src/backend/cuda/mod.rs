@@ -32,7 +32,6 @@ use crate::common::launch::{Launch, Launches};
 use crate::common::target::KernelTarget;
 use crate::ops::forward::plan::FwdLaunch;
 use crate::ops::forward::tma::TmaMapDesc;
-use crate::ops::head_similarity::{plan_head_similarity, HeadSimBuffers, HeadSimProblem};
 use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use std::sync::Arc;
@@ -206,7 +205,7 @@ impl CudaBackend {
     /// Launches an already bound plan.
     ///
     /// # Safety
-    /// `launch` must come from [`FwdPlan::bind`] (which validated the buffers) for device
+    /// `launch` must come from [`crate::ops::forward::plan::FwdPlan::bind`] (which validated the buffers) for device
     /// buffers that stay allocated, and are not otherwise written, until the stream has run the
     /// kernel.
     pub unsafe fn launch_bound(&self, launch: &FwdLaunch, stream: &CudaStream) -> Result<()> {
@@ -233,42 +232,27 @@ impl CudaBackend {
         unsafe { self.launch_raw(&Launches::one(l), stream) }
     }
 
-    /// [`crate::api::Attention::head_similarity`] for buffers given as device addresses on a raw
-    /// `CUstream` (the C ABI's callers own both; NULL is the legacy default stream), their
-    /// lengths in `problem.o_len` / `problem.gram_len`: validates, then zeroes gram's
-    /// `heads x heads` sums and launches on `stream`; nothing is written if validation fails.
+    /// Zeroes `bytes` bytes at `addr` in stream order on a raw `CUstream` (what a plan's
+    /// launch may need first, e.g. [`crate::ops::head_similarity::HeadSimLaunch::zero`]).
     ///
     /// # Safety
-    /// `o` and `gram` must be device memory of this backend's context holding at least
-    /// `problem.o_len` elements of `problem.dtype` and `problem.gram_len` f32, allocated until
-    /// `stream` has run the kernel; `stream` must be NULL or a live stream of the context.
-    pub unsafe fn head_similarity_raw(
+    /// `addr` must be device memory of this backend's context holding at least `bytes` bytes,
+    /// allocated until `stream` has run the write; `stream` must be NULL or a live stream of
+    /// the context.
+    pub unsafe fn zero_raw(
         &self,
-        problem: &HeadSimProblem,
-        o: u64,
-        gram: u64,
+        addr: u64,
+        bytes: u64,
         stream: cudarc::driver::sys::CUstream,
     ) -> Result<()> {
-        let plan = plan_head_similarity(problem, &HeadSimBuffers { o, gram })?;
-        if self.target.shared_kernels() != KernelTarget::Ampere {
-            return Err(Error::UnsupportedOnTarget {
-                what: "head similarity",
-                target: self.target,
-            });
-        }
         self.ctx.bind_to_thread().map_err(driver_error)?;
-        // The kernel accumulates into gram's `heads x heads` f32: zero them first, in stream
-        // order (validation bounds `heads` by MAX_HEADS, so the product cannot overflow).
-        let gram_bytes = problem.num_heads * problem.num_heads * 4;
-        // SAFETY: validation proved gram holds at least `heads²` f32 at `gram` (caller's
-        // contract: device memory of this context, alive until the stream has run).
+        let bytes = usize::try_from(bytes).map_err(|_| Error::SizeOverflow {
+            what: "bytes to zero",
+        })?;
+        // SAFETY: the caller's contract above.
         unsafe {
-            cudarc::driver::result::memset_d8_async(gram, 0, gram_bytes, stream)
-                .map_err(driver_error)?;
+            cudarc::driver::result::memset_d8_async(addr, 0, bytes, stream).map_err(driver_error)
         }
-        // SAFETY: validation proved every address the kernel forms lies inside `o` and `gram`,
-        // which the caller keeps alive until the stream has run the kernel.
-        unsafe { self.launch_raw(&Launches::one(plan.launch()), stream) }
     }
 }
 
@@ -364,16 +348,8 @@ impl Backend for CudaBackend {
     }
 
     unsafe fn zero(&self, stream: &Arc<CudaStream>, buf: DevBuf, bytes: u64) -> Result<()> {
-        self.ctx.bind_to_thread().map_err(driver_error)?;
-        let bytes = usize::try_from(bytes).map_err(|_| Error::SizeOverflow {
-            what: "bytes to zero",
-        })?;
-        // SAFETY: the caller's contract: `buf` is memory of this context holding `bytes` bytes,
-        // alive until the stream has run the write.
-        unsafe {
-            cudarc::driver::result::memset_d8_async(buf.addr, 0, bytes, stream.cu_stream())
-                .map_err(driver_error)
-        }
+        // SAFETY: the trait's contract is zero_raw's; the stream is a live cudarc stream.
+        unsafe { self.zero_raw(buf.addr, bytes, stream.cu_stream()) }
     }
 
     fn encode_tensor_map(&self, _name: &str, desc: &TmaMapDesc, addr: u64) -> Result<[u8; 128]> {

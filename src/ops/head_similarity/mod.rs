@@ -1,11 +1,15 @@
-//! Launch plan of the head-similarity kernel (`kernels/sm80/head_similarity.cu`): validates a problem
-//! and its buffer addresses, then fills [`HeadSimParams`] with the grid, block and shared memory
-//! the kernel expects. Pure: touches no device and no memory; both backends execute this plan.
+//! The head-similarity op (`kernels/sm80/head_similarity.cu`): its problem, validation and plan.
+//! [`HeadSimPlan::new_for`] validates the shape and sizes the grid; [`HeadSimPlan::bind`] checks
+//! the two buffers with the one binding checker and fills [`HeadSimParams`]. Pure: touches no
+//! device and no memory; both backends run what it binds.
 
 use crate::common::abi::{self, HeadSimParams};
+use crate::common::binding::{self, BufSpec, DevBuf, Use};
 use crate::common::dtype::DType;
 use crate::common::error::{AlignWhat, Dim, Error, Limit, Result, TensorName};
 use crate::common::launch::Launch;
+use crate::common::target::KernelTarget;
+use TensorName as T;
 
 /// Entry of the f16 instantiation.
 pub const ENTRY_F16: &str = "flashmha_head_similarity_f16";
@@ -32,8 +36,8 @@ pub const MAX_TOKENS_PER_CTA: usize = 1 << 24;
 pub const MAX_GRID_X: u64 = i32::MAX as u64;
 
 /// One head-similarity call described without a device: `o: [num_tokens, num_heads, head_dim]`
-/// through `token_stride` / `head_stride` (elements, head dim contiguous), and the lengths of
-/// the buffers in elements.
+/// through `token_stride` / `head_stride` (elements, head dim contiguous) into
+/// `gram: [num_heads, num_heads]` f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeadSimProblem {
     pub dtype: DType,
@@ -42,14 +46,10 @@ pub struct HeadSimProblem {
     pub head_dim: usize,
     pub token_stride: i64,
     pub head_stride: i64,
-    /// Elements in o's buffer.
-    pub o_len: usize,
-    /// f32 elements in gram's buffer (at least `num_heads²`).
-    pub gram_len: usize,
 }
 
 impl HeadSimProblem {
-    /// A contiguous `[tokens, heads, head_dim]` o and an exactly sized gram.
+    /// A contiguous `[tokens, heads, head_dim]` o.
     pub fn contiguous(dtype: DType, num_tokens: usize, num_heads: usize, head_dim: usize) -> Self {
         HeadSimProblem {
             dtype,
@@ -59,80 +59,133 @@ impl HeadSimProblem {
             // Saturating: absurd sizes are refused by the plan, never wrapped here.
             token_stride: crate::common::geometry::stride_of(&[num_heads, head_dim]),
             head_stride: crate::common::geometry::stride_of(&[head_dim]),
-            o_len: num_tokens
-                .saturating_mul(num_heads)
-                .saturating_mul(head_dim),
-            gram_len: num_heads.saturating_mul(num_heads),
         }
     }
 }
 
-/// Device addresses of the two buffers (plain numbers).
-/// Device addresses of the two buffers (plain numbers, as in
-/// [`crate::ops::forward::FwdBufs`]).
+/// The two buffers of a run (lengths in elements of their types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HeadSimBuffers {
-    pub o: u64,
-    pub gram: u64,
+    /// `o` (elements of the problem's dtype).
+    pub o: DevBuf,
+    /// `gram` (f32).
+    pub gram: DevBuf,
 }
 
-/// Everything a backend needs to launch the head-similarity kernel once.
+/// The validated launch of one problem, before buffers (the same contract as every op:
+/// [`HeadSimPlan::new_for`], then [`HeadSimPlan::bind`]).
 #[derive(Debug, Clone, Copy)]
 pub struct HeadSimPlan {
-    pub entry: &'static str,
-    /// (ceil(num_tokens / tokens_per_cta), 1, 1).
-    pub grid: [u32; 3],
-    pub block: [u32; 3],
-    /// The kernel's shared memory is static; nothing dynamic.
-    pub dynamic_smem_bytes: u32,
-    pub params: HeadSimParams,
+    pub problem: HeadSimProblem,
+    /// Entry, (ceil(num_tokens / tokens_per_cta), 1, 1), the block, no dynamic shared memory.
+    geometry: Launch,
+    /// The params without buffer addresses (filled by `bind`).
+    params: HeadSimParams,
+    /// Elements of o the kernel may read (the extent of the strided view).
+    o_extent: u64,
+}
+
+/// What [`HeadSimPlan::bind`] gives a backend: zero gram's `heads²` f32 (the kernel adds to
+/// them), then launch.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadSimLaunch {
+    pub zero: DevBuf,
+    pub zero_bytes: u64,
+    pub launch: Launch,
 }
 
 impl HeadSimPlan {
-    /// The launch this plan describes (the params carry the buffers it was planned with).
-    pub fn launch(&self) -> Launch {
-        Launch::geometry(self.entry, self.grid, self.block, self.dynamic_smem_bytes)
-            .with_params(&self.params)
+    /// [`HeadSimPlan::new_for`] the Ampere-and-newer kernels.
+    pub fn new(problem: &HeadSimProblem) -> Result<HeadSimPlan> {
+        Self::new_for(KernelTarget::Ampere, problem)
     }
-}
 
-/// Validates `problem` and `bufs` and plans the launch. `gram` must be zeroed by the caller
-/// before the launch (the kernel adds to it).
-pub fn plan_head_similarity(
-    problem: &HeadSimProblem,
-    bufs: &HeadSimBuffers,
-) -> Result<HeadSimPlan> {
-    validate(problem, bufs)?;
-    let p = problem;
-    let tokens_per_cta = tokens_per_cta(p.num_tokens);
-    let grid_x = p.num_tokens.div_ceil(tokens_per_cta) as u64;
-    if grid_x > MAX_GRID_X {
-        return Err(Error::Overflow32 {
-            limit: Limit::GridX,
-            value: grid_x,
-            max: MAX_GRID_X,
-        });
-    }
-    let params = HeadSimParams {
-        o: bufs.o as *const _,
-        gram: bufs.gram as *mut f32,
-        token_stride: p.token_stride,
-        head_stride: p.head_stride,
-        num_tokens: p.num_tokens as i32,
-        num_heads: p.num_heads as i32,
-        head_dim: p.head_dim as i32,
-        tokens_per_cta: tokens_per_cta as i32,
-    };
-    Ok(HeadSimPlan {
-        entry: match p.dtype {
+    /// Validates `problem` for `target` (no Turing kernel: [`Error::UnsupportedOnTarget`]) and
+    /// plans the grid.
+    pub fn new_for(target: KernelTarget, problem: &HeadSimProblem) -> Result<HeadSimPlan> {
+        if target.shared_kernels() != KernelTarget::Ampere {
+            return Err(Error::UnsupportedOnTarget {
+                what: "head similarity",
+                target,
+            });
+        }
+        let o_extent = validate(problem)?;
+        let p = problem;
+        let tokens_per_cta = tokens_per_cta(p.num_tokens);
+        let grid_x = p.num_tokens.div_ceil(tokens_per_cta) as u64;
+        if grid_x > MAX_GRID_X {
+            return Err(Error::Overflow32 {
+                limit: Limit::GridX,
+                value: grid_x,
+                max: MAX_GRID_X,
+            });
+        }
+        let params = HeadSimParams {
+            o: std::ptr::null(),
+            gram: std::ptr::null_mut(),
+            token_stride: p.token_stride,
+            head_stride: p.head_stride,
+            num_tokens: p.num_tokens as i32,
+            num_heads: p.num_heads as i32,
+            head_dim: p.head_dim as i32,
+            tokens_per_cta: tokens_per_cta as i32,
+        };
+        let entry = match p.dtype {
             DType::F16 => ENTRY_F16,
             DType::Bf16 => ENTRY_BF16,
-        },
-        grid: [grid_x as u32, 1, 1],
-        block: [THREADS, 1, 1],
-        dynamic_smem_bytes: 0,
-        params,
-    })
+        };
+        Ok(HeadSimPlan {
+            problem: *p,
+            geometry: Launch::geometry(entry, [grid_x as u32, 1, 1], [THREADS, 1, 1], 0),
+            params,
+            o_extent,
+        })
+    }
+
+    /// The kernel entry this plan launches.
+    pub fn entry(&self) -> &'static str {
+        self.geometry.entry
+    }
+
+    pub fn grid(&self) -> [u32; 3] {
+        self.geometry.grid
+    }
+
+    /// Tokens each CTA sums.
+    pub fn tokens_per_cta(&self) -> usize {
+        self.params.tokens_per_cta as usize
+    }
+
+    /// f32 elements gram must hold (`heads²`).
+    pub fn gram_elems(&self) -> u64 {
+        (self.problem.num_heads * self.problem.num_heads) as u64
+    }
+
+    /// The binding table (one checker for every op, [`binding::check`]).
+    pub fn specs(&self, b: &HeadSimBuffers) -> [BufSpec; 2] {
+        let e = self.problem.dtype.size() as u64;
+        let align = LOAD_ALIGN_BYTES as u64;
+        [
+            BufSpec::input(T::HeadSimInput, b.o, Use::Required, self.o_extent, e, align),
+            BufSpec::output(T::Gram, b.gram, Use::Required, self.gram_elems(), 4, 4),
+        ]
+    }
+
+    /// Checks `bufs` against the plan (presence, extent, alignment, no overlap) and fills the
+    /// addresses. O(1), no allocation.
+    pub fn bind(&self, bufs: &HeadSimBuffers) -> Result<HeadSimLaunch> {
+        binding::check(&self.specs(bufs))?;
+        let params = HeadSimParams {
+            o: bufs.o.addr as *const _,
+            gram: bufs.gram.addr as *mut f32,
+            ..self.params
+        };
+        Ok(HeadSimLaunch {
+            zero: bufs.gram,
+            zero_bytes: self.gram_elems() * 4,
+            launch: self.geometry.with_params(&params),
+        })
+    }
 }
 
 /// Tokens per CTA: enough CTAs to fill the GPU ([`TARGET_CTAS`]), whole token groups, and at
@@ -144,7 +197,8 @@ pub fn tokens_per_cta(num_tokens: usize) -> usize {
         .clamp(TOKENS_PER_GROUP, MAX_TOKENS_PER_CTA)
 }
 
-fn validate(p: &HeadSimProblem, b: &HeadSimBuffers) -> Result<()> {
+/// Validates the shape; returns the elements of o the kernel may read.
+fn validate(p: &HeadSimProblem) -> Result<u64> {
     if p.num_tokens == 0 {
         return Err(Error::EmptyDim {
             tensor: TensorName::HeadSimInput,
@@ -201,51 +255,13 @@ fn validate(p: &HeadSimProblem, b: &HeadSimBuffers) -> Result<()> {
             });
         }
     }
-    for (tensor, addr, align) in [
-        (TensorName::HeadSimInput, b.o, LOAD_ALIGN_BYTES),
-        (TensorName::Gram, b.gram, 4),
-    ] {
-        if addr == 0 {
-            return Err(Error::MissingBuffer { tensor });
-        }
-        if !addr.is_multiple_of(align as u64) {
-            return Err(Error::Misaligned {
-                tensor,
-                what: AlignWhat::Base,
-                required: align,
-                value: addr,
-            });
-        }
-    }
-    // Last element read, in 128-bit so the check cannot wrap.
+    // Last element read, in 128-bit so the sum cannot wrap (tokens < 2^31, strides < 2^63).
     let last = (p.num_tokens as u128 - 1) * p.token_stride as u128
         + (p.num_heads as u128 - 1) * p.head_stride as u128
-        + p.head_dim as u128
-        - 1;
-    if last >= p.o_len as u128 {
-        return Err(Error::BufferTooSmall {
-            tensor: TensorName::HeadSimInput,
-            needed: (last + 1).min(u64::MAX as u128) as u64,
-            available: p.o_len as u64,
-        });
-    }
-    let gram_needed = (p.num_heads * p.num_heads) as u64;
-    if (p.gram_len as u64) < gram_needed {
-        return Err(Error::BufferTooSmall {
-            tensor: TensorName::Gram,
-            needed: gram_needed,
-            available: p.gram_len as u64,
-        });
-    }
-    let o_end = b.o as u128 + p.o_len as u128 * p.dtype.size() as u128;
-    let gram_end = b.gram as u128 + p.gram_len as u128 * 4;
-    if (b.o as u128) < gram_end && (b.gram as u128) < o_end {
-        return Err(Error::Alias {
-            a: TensorName::Gram,
-            b: TensorName::HeadSimInput,
-        });
-    }
-    Ok(())
+        + p.head_dim as u128;
+    u64::try_from(last).map_err(|_| Error::SizeOverflow {
+        what: "head-similarity input extent",
+    })
 }
 
 #[cfg(test)]
@@ -257,7 +273,28 @@ mod tests {
     // Far apart: the largest o in the property test spans ~16 GB.
     const O: u64 = 0x1_0000_0000;
     const GRAM: u64 = 0x100_0000_0000;
-    const BUFS: HeadSimBuffers = HeadSimBuffers { o: O, gram: GRAM };
+
+    /// Buffers exactly as large as `p` needs.
+    fn bufs(p: &HeadSimProblem) -> HeadSimBuffers {
+        let plan = HeadSimPlan::new(p).unwrap();
+        HeadSimBuffers {
+            o: DevBuf {
+                addr: O,
+                len: plan.o_extent,
+            },
+            gram: DevBuf {
+                addr: GRAM,
+                len: plan.gram_elems(),
+            },
+        }
+    }
+
+    fn err(p: HeadSimProblem, b: HeadSimBuffers) -> Error {
+        match HeadSimPlan::new(&p) {
+            Err(e) => e,
+            Ok(plan) => plan.bind(&b).unwrap_err(),
+        }
+    }
 
     #[test]
     fn params_layout_matches_the_bytes_we_write() {
@@ -271,9 +308,10 @@ mod tests {
         assert_eq!(offset_of!(HeadSimParams, num_heads), 36);
         assert_eq!(offset_of!(HeadSimParams, head_dim), 40);
         assert_eq!(offset_of!(HeadSimParams, tokens_per_cta), 44);
-        let plan = plan_head_similarity(&HeadSimProblem::contiguous(DType::F16, 37, 5, 24), &BUFS)
-            .unwrap();
-        let bytes = plan.params.as_bytes();
+        let p = HeadSimProblem::contiguous(DType::F16, 37, 5, 24);
+        let plan = HeadSimPlan::new(&p).unwrap();
+        let bound = plan.bind(&bufs(&p)).unwrap();
+        let bytes = bound.launch.params();
         assert_eq!(bytes.len(), 48);
         let at = |o: usize, n: usize| &bytes[o..o + n];
         assert_eq!(at(0, 8), O.to_le_bytes());
@@ -283,15 +321,17 @@ mod tests {
         assert_eq!(at(32, 4), 37i32.to_le_bytes());
         assert_eq!(at(36, 4), 5i32.to_le_bytes());
         assert_eq!(at(40, 4), 24i32.to_le_bytes());
-        assert_eq!(at(44, 4), plan.params.tokens_per_cta.to_le_bytes());
+        assert_eq!(at(44, 4), (plan.tokens_per_cta() as i32).to_le_bytes());
+        assert_eq!(plan.params.as_bytes().len(), 48);
+        // gram's heads² f32 are zeroed before the launch.
+        assert_eq!((bound.zero.addr, bound.zero_bytes), (GRAM, 25 * 4));
     }
 
     #[test]
     fn entry_follows_dtype_and_entries_are_compiled() {
         for (dtype, entry) in [(DType::F16, ENTRY_F16), (DType::Bf16, ENTRY_BF16)] {
-            let plan =
-                plan_head_similarity(&HeadSimProblem::contiguous(dtype, 9, 3, 8), &BUFS).unwrap();
-            assert_eq!(plan.entry, entry);
+            let plan = HeadSimPlan::new(&HeadSimProblem::contiguous(dtype, 9, 3, 8)).unwrap();
+            assert_eq!(plan.entry(), entry);
             assert!(
                 crate::common::build_info::module_of(entry).is_some(),
                 "{entry} not embedded"
@@ -299,8 +339,14 @@ mod tests {
         }
     }
 
-    fn err(p: HeadSimProblem, b: HeadSimBuffers) -> Error {
-        plan_head_similarity(&p, &b).unwrap_err()
+    #[test]
+    fn turing_has_no_head_similarity_kernel() {
+        let p = HeadSimProblem::contiguous(DType::F16, 9, 3, 8);
+        assert!(matches!(
+            HeadSimPlan::new_for(KernelTarget::Turing, &p),
+            Err(Error::UnsupportedOnTarget { .. })
+        ));
+        assert!(HeadSimPlan::new_for(KernelTarget::Hopper, &p).is_ok());
     }
 
     #[test]
@@ -317,76 +363,90 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    err(bad, BUFS),
+                    HeadSimPlan::new(&bad).unwrap_err(),
                     Error::EmptyDim { .. } | Error::DimTooLarge { .. }
                 ),
                 "{bad:?}"
             );
         }
-        assert!(matches!(
-            err(ok, HeadSimBuffers { o: 0, gram: GRAM }),
-            Error::MissingBuffer {
-                tensor: TensorName::HeadSimInput
-            }
-        ));
-        assert!(matches!(
-            err(ok, HeadSimBuffers { o: O, gram: 0 }),
-            Error::MissingBuffer {
-                tensor: TensorName::Gram
-            }
-        ));
+        let b = bufs(&ok);
+        for (missing, tensor) in [
+            (
+                HeadSimBuffers {
+                    o: DevBuf::ABSENT,
+                    ..b
+                },
+                TensorName::HeadSimInput,
+            ),
+            (
+                HeadSimBuffers {
+                    gram: DevBuf::ABSENT,
+                    ..b
+                },
+                TensorName::Gram,
+            ),
+        ] {
+            assert!(
+                matches!(err(ok, missing), Error::MissingBuffer { tensor: t } if t == tensor),
+                "{tensor:?}"
+            );
+        }
         let huge = HeadSimProblem {
             num_tokens: i32::MAX as usize + 1,
             ..ok
         };
-        assert!(matches!(err(huge, BUFS), Error::Overflow32 { .. }));
+        assert!(matches!(
+            HeadSimPlan::new(&huge).unwrap_err(),
+            Error::Overflow32 { .. }
+        ));
+        // Absurd strides are a typed error, never a wrapped extent or a panic.
+        let absurd = HeadSimProblem {
+            token_stride: i64::MAX - 7,
+            ..ok
+        };
+        assert!(HeadSimPlan::new(&absurd).is_err());
     }
 
     #[test]
     fn alignment_and_stride_errors() {
         let ok = HeadSimProblem::contiguous(DType::F16, 10, 4, 64);
-        let cases = [
-            (HeadSimProblem::contiguous(DType::F16, 10, 4, 12), BUFS),
-            (
-                HeadSimProblem {
-                    head_stride: 68,
-                    ..ok
-                },
-                BUFS,
-            ),
-            (
-                HeadSimProblem {
-                    token_stride: 260,
-                    ..ok
-                },
-                BUFS,
-            ),
-            (
-                ok,
-                HeadSimBuffers {
-                    o: O + 8,
-                    gram: GRAM,
-                },
-            ),
-            (
-                ok,
-                HeadSimBuffers {
-                    o: O,
-                    gram: GRAM + 2,
-                },
-            ),
-        ];
-        for (p, b) in cases {
-            assert!(matches!(err(p, b), Error::Misaligned { .. }), "{p:?} {b:?}");
+        let b = bufs(&ok);
+        for p in [
+            HeadSimProblem::contiguous(DType::F16, 10, 4, 12),
+            HeadSimProblem {
+                head_stride: 68,
+                ..ok
+            },
+            HeadSimProblem {
+                token_stride: 260,
+                ..ok
+            },
+        ] {
+            assert!(
+                matches!(HeadSimPlan::new(&p).unwrap_err(), Error::Misaligned { .. }),
+                "{p:?}"
+            );
+        }
+        let shifted_o = HeadSimBuffers {
+            o: DevBuf { addr: O + 8, ..b.o },
+            ..b
+        };
+        let shifted_gram = HeadSimBuffers {
+            gram: DevBuf {
+                addr: GRAM + 2,
+                ..b.gram
+            },
+            ..b
+        };
+        for bad in [shifted_o, shifted_gram] {
+            assert!(matches!(err(ok, bad), Error::Misaligned { .. }), "{bad:?}");
         }
         assert!(matches!(
-            err(
-                HeadSimProblem {
-                    head_stride: -64,
-                    ..ok
-                },
-                BUFS
-            ),
+            HeadSimPlan::new(&HeadSimProblem {
+                head_stride: -64,
+                ..ok
+            })
+            .unwrap_err(),
             Error::NegativeStride { .. }
         ));
     }
@@ -394,18 +454,25 @@ mod tests {
     #[test]
     fn buffer_and_alias_errors() {
         let ok = HeadSimProblem::contiguous(DType::F16, 10, 4, 64);
-        let short_o = HeadSimProblem {
-            o_len: ok.o_len - 1,
-            ..ok
+        let b = bufs(&ok);
+        let short_o = HeadSimBuffers {
+            o: DevBuf {
+                len: b.o.len - 1,
+                ..b.o
+            },
+            ..b
         };
         assert!(matches!(
-            err(short_o, BUFS),
+            err(ok, short_o),
             Error::BufferTooSmall { tensor: TensorName::HeadSimInput, needed, .. }
-                if needed == ok.o_len as u64
+                if needed == 10 * 4 * 64
         ));
-        let short_gram = HeadSimProblem { gram_len: 15, ..ok };
+        let short_gram = HeadSimBuffers {
+            gram: DevBuf { len: 15, ..b.gram },
+            ..b
+        };
         assert!(matches!(
-            err(short_gram, BUFS),
+            err(ok, short_gram),
             Error::BufferTooSmall {
                 tensor: TensorName::Gram,
                 needed: 16,
@@ -413,27 +480,48 @@ mod tests {
             }
         ));
         // gram placed inside o's bytes.
-        let inside = HeadSimBuffers { o: O, gram: O + 64 };
+        let inside = HeadSimBuffers {
+            gram: DevBuf {
+                addr: O + 64,
+                ..b.gram
+            },
+            ..b
+        };
         assert!(matches!(err(ok, inside), Error::Alias { .. }));
         // Directly after o's last byte is fine.
         let after = HeadSimBuffers {
-            o: O,
-            gram: O + ok.o_len as u64 * 2,
+            gram: DevBuf {
+                addr: O + b.o.len * 2,
+                ..b.gram
+            },
+            ..b
         };
-        assert!(plan_head_similarity(&ok, &after).is_ok());
+        assert!(HeadSimPlan::new(&ok).unwrap().bind(&after).is_ok());
     }
 
     #[test]
     fn strided_views_are_accepted_when_they_fit() {
-        // o is the [t, h, d] slice of a wider [t, 2h, d] tensor.
+        // o is the [t, h, d] slice of a wider [t, 2h, d] tensor: its extent is less than the
+        // wider tensor's length, which is what the buffer holds.
         let p = HeadSimProblem {
             token_stride: 2 * 4 * 64,
-            o_len: 10 * 2 * 4 * 64,
             ..HeadSimProblem::contiguous(DType::F16, 10, 4, 64)
         };
-        let plan = plan_head_similarity(&p, &BUFS).unwrap();
-        assert_eq!(plan.params.token_stride, 512);
-        assert_eq!(plan.params.head_stride, 64);
+        let plan = HeadSimPlan::new(&p).unwrap();
+        assert_eq!(plan.o_extent, 9 * 512 + 3 * 64 + 64);
+        let wide = HeadSimBuffers {
+            o: DevBuf {
+                addr: O,
+                len: 10 * 2 * 4 * 64,
+            },
+            gram: DevBuf {
+                addr: GRAM,
+                len: 16,
+            },
+        };
+        let l = plan.bind(&wide).unwrap().launch;
+        assert_eq!(&l.params()[16..24], 512i64.to_le_bytes());
+        assert_eq!(&l.params()[24..32], 64i64.to_le_bytes());
     }
 
     proptest! {
@@ -441,16 +529,17 @@ mod tests {
         fn grid_covers_every_token_once(tokens in 1usize..2_000_000, heads in 1usize..=MAX_HEADS,
                                         d8 in 1usize..=MAX_HEAD_DIM / 8) {
             let p = HeadSimProblem::contiguous(DType::Bf16, tokens, heads, d8 * 8);
-            let plan = plan_head_similarity(&p, &BUFS).unwrap();
-            let tpc = plan.params.tokens_per_cta as usize;
+            let plan = HeadSimPlan::new(&p).unwrap();
+            let l = plan.bind(&bufs(&p)).unwrap().launch;
+            let tpc = plan.tokens_per_cta();
             prop_assert_eq!(tpc % TOKENS_PER_GROUP, 0);
-            let grid = plan.grid[0] as usize;
+            let grid = l.grid[0] as usize;
             // Every token in exactly one CTA, and no CTA empty.
             prop_assert!(grid * tpc >= tokens);
             prop_assert!((grid - 1) * tpc < tokens);
             prop_assert!(grid <= TARGET_CTAS || tpc == TOKENS_PER_GROUP);
-            prop_assert_eq!(plan.block, [THREADS, 1, 1]);
-            prop_assert_eq!(&plan.grid[1..], &[1, 1]);
+            prop_assert_eq!(l.block, [THREADS, 1, 1]);
+            prop_assert_eq!(&l.grid[1..], &[1, 1]);
             prop_assert_eq!(plan.params.num_heads as usize, heads);
         }
     }
