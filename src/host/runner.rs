@@ -12,6 +12,7 @@ use super::device::{HarnessBackend, Session};
 use super::problem::{FwdProblem, SeqLayout};
 use super::{check_len, HostInputs, HostOutputs};
 use crate::api::{Attention, DecodeArgs, FwdArgs, KvAppendArgs, MergeArgs};
+use crate::backend::Backend;
 use crate::common::dtype::DType;
 use crate::common::element::Element;
 use crate::common::error::{Error, Result, TensorName};
@@ -45,12 +46,8 @@ fn as_bits<T: Element>(v: Vec<T>) -> Vec<u16> {
 }
 
 /// The `i`-th report of a launch sequence (an empty report on a GPU, which has none).
-fn report_at(reports: &mut Vec<LaunchReport>, i: usize) -> LaunchReport {
-    if i < reports.len() {
-        std::mem::take(&mut reports[i])
-    } else {
-        LaunchReport::default()
-    }
+fn report_at(reports: &mut [LaunchReport], i: usize) -> LaunchReport {
+    reports.get_mut(i).map(std::mem::take).unwrap_or_default()
 }
 
 /// What the forward and the decode share beyond their own tensors: O and the optional row
@@ -569,12 +566,19 @@ pub fn kv_append<B: HarnessBackend>(
 /// Per token: its batch item, its position (`block_table`, `token_batch`, `token_pos`).
 type Positions<'a> = (&'a [i32], &'a [i32], &'a [i32]);
 
+/// [`Positions`] on the device.
+type DevicePositions<B> = (
+    <B as Backend>::Buffer<i32>,
+    <B as Backend>::Buffer<i32>,
+    <B as Backend>::Buffer<i32>,
+);
+
 /// Routes the tokens of `args` as the host target said (the plan checks that it is the kind of
 /// index it was made for).
 fn route<'a, B: HarnessBackend, T>(
     args: KvAppendArgs<'a, B, T>,
     slots: Option<&'a B::Buffer<i32>>,
-    positions: Option<&'a (B::Buffer<i32>, B::Buffer<i32>, B::Buffer<i32>)>,
+    positions: Option<&'a DevicePositions<B>>,
 ) -> KvAppendArgs<'a, B, T> {
     match (slots, positions) {
         (Some(slots), _) => args.slots(slots),
