@@ -27,8 +27,6 @@ mod provision;
 mod ptxas_report;
 #[path = "build/toolkit.rs"]
 mod toolkit;
-#[path = "build/x_table.rs"]
-mod x_table;
 
 use std::path::{Path, PathBuf};
 
@@ -120,22 +118,13 @@ fn main() {
     let (emu_tests, _) =
         compile::compile_all(&emu_job, &cu_files(&kernels.join("emu_tests")), false);
 
-    let fwd_rows = kernel_table::parse(&kernels.join("kernel_table.h"));
-    check_table_against_modules(&fwd_rows, &product, |target| match target {
+    let rows = kernel_table::parse(&kernels.join("kernel_table.h"));
+    check_table_against_modules(&rows, &product, |target| match target {
         "Turing" => sm75_ptx_arch,
         "Hopper" => sm90_ptx_arch,
         _ => ptx_arch,
     });
-
-    let defined: Vec<String> = product
-        .iter()
-        .flat_map(|m| codegen::ptx_entries(&std::fs::read_to_string(&m.ptx).unwrap()))
-        .collect();
-    decode_table::write(
-        &decode_table::parse(&kernels.join("decode_table.h")),
-        &defined,
-        &out_dir.join("decode_generated.rs"),
-    );
+    decode_table::write(&rows, &out_dir.join("decode_generated.rs"));
 
     codegen::write(
         &codegen::Generated {
@@ -145,7 +134,7 @@ fn main() {
             product: &product,
             emu_tests: &emu_tests,
             stats: &stats,
-            fwd_rows: &fwd_rows,
+            rows: &rows,
         },
         &out_dir.join("kernels_generated.rs"),
     );
@@ -164,7 +153,7 @@ fn cu_files(dir: &Path) -> Vec<PathBuf> {
 /// Every table row must be defined by exactly one compiled module, compiled for the PTX
 /// architecture of the row's target (`ptx_arch_of`: an sm_90a row in kernels/sm90/, say).
 fn check_table_against_modules<'a>(
-    rows: &[kernel_table::FwdRow],
+    rows: &[kernel_table::KernelRow],
     modules: &[compile::CompiledModule],
     ptx_arch_of: impl Fn(&str) -> &'a str,
 ) {
@@ -188,12 +177,12 @@ fn check_table_against_modules<'a>(
             row.entry(),
             defining.len()
         );
-        let want = ptx_arch_of(row.target);
+        let want = ptx_arch_of(row.target());
         assert!(
             defining[0] == want,
             "kernels/kernel_table.h lists {} as a {} row, but it is compiled for {} (expected {want})",
             row.entry(),
-            row.target,
+            row.target(),
             defining[0]
         );
     }

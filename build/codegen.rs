@@ -3,7 +3,7 @@
 //! types it names.
 
 use crate::compile::CompiledModule;
-use crate::kernel_table::FwdRow;
+use crate::kernel_table::{KernelRow, Op};
 use crate::ptxas_report::EntryStats;
 use crate::toolkit::Toolkit;
 use std::fmt::Write as _;
@@ -16,7 +16,8 @@ pub struct Generated<'a> {
     pub product: &'a [CompiledModule],
     pub emu_tests: &'a [CompiledModule],
     pub stats: &'a [EntryStats],
-    pub fwd_rows: &'a [FwdRow],
+    /// Every row of kernels/kernel_table.h; this file writes the forward ones.
+    pub rows: &'a [KernelRow],
 }
 
 /// The `.entry` names a PTX file defines.
@@ -96,12 +97,12 @@ pub fn write(g: &Generated, out: &Path) {
     s.push_str("];\n\n");
 
     s.push_str("pub static FWD_KERNELS: &[FwdKernelRow] = &[\n");
-    for r in g.fwd_rows {
+    for r in g.rows.iter().filter(|r| r.op() == Op::Forward) {
         let dtype = if r.dtype == "f16" { "F16" } else { "Bf16" };
         writeln!(
             s,
             "    FwdKernelRow {{ target: KernelTarget::{}, entry: {:?}, dtype: DType::{dtype}, head_dim: {}, block_m: {}, block_n: {}, num_warps: {}, smem_bytes: {} }},",
-            r.target, r.entry(), r.head_dim, r.block_m, r.block_n, r.num_warps, r.smem_bytes
+            r.target(), r.entry(), r.head_dim, r.rows, r.block_n, r.num_warps, r.smem_bytes
         )
         .unwrap();
     }

@@ -1,52 +1,192 @@
-//! Parses `kernels/kernel_table.h`, the one list of forward-kernel instantiations that CUDA
-//! (through the X-macro) and Rust (through this parser and the generated registry) both read.
+//! Reads `kernels/kernel_table.h`, the one list of kernel instantiations (forward and paged
+//! decode, every target) that CUDA expands as an X-macro and Rust reads here: the rows
+//! `X(group, dtypes, n1, n2, ...)` that follow `#define FLASHMHA_KERNELS(X)`, up to the first
+//! line that is not a row. The generated registries (build/codegen.rs, build/decode_table.rs)
+//! are written from these rows, so an entry exists on both sides or on neither.
 
 use std::path::Path;
 
-/// One `X(dtype, head_dim, block_m, block_n, num_warps, smem_bytes)` row.
-pub struct FwdRow {
-    /// `Ampere` (FLASHMHA_FWD_KERNELS), `Turing` (FLASHMHA_FWD_KERNELS_SM75) or `Hopper`
-    /// (FLASHMHA_FWD_KERNELS_SM90): the variant of `flashmha::KernelTarget` the row belongs to.
-    pub target: &'static str,
-    pub dtype: String,
+/// The table's macro.
+const TABLE: &str = "FLASHMHA_KERNELS";
+
+/// The numeric columns after `group, dtypes` (the panic message of a malformed row names them).
+const COLUMNS: &str = "head_dim, rows, block_n, num_warps, kv_bytes, smem_bytes";
+
+/// What a row computes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Forward,
+    Decode,
+}
+
+/// One entry family: the row hook of kernels/kernel_table.h that names it, the op, the variant of
+/// `flashmha::KernelTarget` its entries run on, and the target's part of the entry names.
+struct Group {
+    hook: &'static str,
+    op: Op,
+    target: &'static str,
+    entry_prefix: &'static str,
+}
+
+const GROUPS: [Group; 5] = [
+    Group {
+        hook: "FLASHMHA_FWD_KERNELS",
+        op: Op::Forward,
+        target: "Ampere",
+        entry_prefix: "",
+    },
+    Group {
+        hook: "FLASHMHA_FWD_KERNELS_SM75",
+        op: Op::Forward,
+        target: "Turing",
+        entry_prefix: "sm75_",
+    },
+    Group {
+        hook: "FLASHMHA_FWD_KERNELS_SM90",
+        op: Op::Forward,
+        target: "Hopper",
+        entry_prefix: "sm90_",
+    },
+    Group {
+        hook: "FLASHMHA_DECODE_KERNELS",
+        op: Op::Decode,
+        target: "Ampere",
+        entry_prefix: "",
+    },
+    Group {
+        hook: "FLASHMHA_DECODE_KERNELS_SM75",
+        op: Op::Decode,
+        target: "Turing",
+        entry_prefix: "sm75_",
+    },
+];
+
+/// One kernel: one row of the table with one dtype (an `f16_bf16` row gives two).
+pub struct KernelRow {
+    group: &'static Group,
+    /// `f16` or `bf16`.
+    pub dtype: &'static str,
     pub head_dim: u32,
-    pub block_m: u32,
+    /// Query rows per CTA: block_m of the forward, tile_rows of decode.
+    pub rows: u32,
     pub block_n: u32,
     pub num_warps: u32,
+    /// Bytes per cached K/V element: 2, or 1 for decode over FP8 pages.
+    pub kv_bytes: u32,
     pub smem_bytes: u32,
 }
 
-impl FwdRow {
+impl KernelRow {
+    pub fn op(&self) -> Op {
+        self.group.op
+    }
+
+    /// The variant of `flashmha::KernelTarget` the entry runs on.
+    pub fn target(&self) -> &'static str {
+        self.group.target
+    }
+
     pub fn entry(&self) -> String {
-        let prefix = match self.target {
-            "Turing" => "sm75_",
-            "Hopper" => "sm90_",
-            _ => "",
-        };
-        format!("flashmha_fwd_{prefix}{}_d{}", self.dtype, self.head_dim)
+        let (prefix, dtype, d) = (self.group.entry_prefix, self.dtype, self.head_dim);
+        match self.group.op {
+            Op::Forward => format!("flashmha_fwd_{prefix}{dtype}_d{d}"),
+            Op::Decode => format!(
+                "flashmha_decode_{prefix}{dtype}{}_d{d}{}",
+                if self.kv_bytes == 1 { "_fp8" } else { "" },
+                if self.rows == 32 { "_r32" } else { "" }
+            ),
+        }
     }
 }
 
-/// Every table: the Ampere rows, then the Turing ones, then the Hopper ones.
-pub fn parse(path: &Path) -> Vec<FwdRow> {
-    let mut rows = parse_one(path, "FLASHMHA_FWD_KERNELS", "Ampere");
-    rows.extend(parse_one(path, "FLASHMHA_FWD_KERNELS_SM75", "Turing"));
-    rows.extend(parse_one(path, "FLASHMHA_FWD_KERNELS_SM90", "Hopper"));
+/// Every row of the table, in its order (each `f16_bf16` row as its f16 then its bf16 kernel).
+/// Panics on a malformed row or one that breaks its group's rules.
+pub fn parse(path: &Path) -> Vec<KernelRow> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let header = format!("#define {TABLE}(X)");
+    let mut rows = Vec::new();
+    let mut in_table = false;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.starts_with(&header) {
+            in_table = true;
+            continue;
+        }
+        if !in_table {
+            continue;
+        }
+        let Some(body) = line.strip_prefix("X(") else {
+            if !line.is_empty() {
+                break;
+            }
+            continue;
+        };
+        let at = format!("{}:{}", path.display(), n + 1);
+        let body = body.trim_end_matches('\\').trim().trim_end_matches(')');
+        let fields: Vec<&str> = body.split(',').map(str::trim).collect();
+        let group = GROUPS.iter().find(|g| g.hook == fields[0]);
+        let dtypes: &[&'static str] = match fields.get(1) {
+            Some(&"f16") => &["f16"],
+            Some(&"f16_bf16") => &["f16", "bf16"],
+            _ => &[],
+        };
+        let (Some(group), false, 8) = (group, dtypes.is_empty(), fields.len()) else {
+            panic!("{at}: expected X(<group hook>, f16|f16_bf16, {COLUMNS}), got `{line}`");
+        };
+        let nums: Vec<u32> = fields[2..]
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                f.parse()
+                    .unwrap_or_else(|_| panic!("{at}: field {} of `{line}` is not a number", i + 3))
+            })
+            .collect();
+        for &dtype in dtypes {
+            let row = KernelRow {
+                group,
+                dtype,
+                head_dim: nums[0],
+                rows: nums[1],
+                block_n: nums[2],
+                num_warps: nums[3],
+                kv_bytes: nums[4],
+                smem_bytes: nums[5],
+            };
+            check_group_rules(&row, &at);
+            rows.push(row);
+        }
+    }
     rows
 }
 
-fn parse_one(path: &Path, macro_name: &str, target: &'static str) -> Vec<FwdRow> {
-    let shape = "f16|bf16, head_dim, block_m, block_n, num_warps, smem_bytes";
-    crate::x_table::parse(path, macro_name, 5, shape)
-        .into_iter()
-        .map(|r| FwdRow {
-            target,
-            dtype: r.dtype,
-            head_dim: r.nums[0],
-            block_m: r.nums[1],
-            block_n: r.nums[2],
-            num_warps: r.nums[3],
-            smem_bytes: r.nums[4],
-        })
-        .collect()
+/// The columns a group constrains (the entry files assume them; a violation is a table typo).
+fn check_group_rules(r: &KernelRow, at: &str) {
+    match r.group.op {
+        Op::Forward => assert!(
+            r.kv_bytes == 2,
+            "{at}: a forward row reads K / V of its dtype: kv_bytes must be 2"
+        ),
+        Op::Decode => {
+            assert!(
+                r.kv_bytes == 1 || r.kv_bytes == 2,
+                "{at}: kv_bytes must be 1 (FP8) or 2, got {}",
+                r.kv_bytes
+            );
+            assert!(
+                r.rows == 16 || (r.rows == 32 && r.kv_bytes == 2),
+                "{at}: decode rows must be 16, or 32 with kv_bytes 2, got {}",
+                r.rows
+            );
+            assert!(
+                r.block_n == 16,
+                "{at}: a decode row's block_n is the warp's 16-key block, got {}",
+                r.block_n
+            );
+        }
+    }
+    assert!(
+        r.target() != "Turing" || (r.dtype == "f16" && r.kv_bytes == 2),
+        "{at}: Turing rows are f16 with kv_bytes 2 (sm_75 has no bf16 mma)"
+    );
 }

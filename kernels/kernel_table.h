@@ -1,19 +1,44 @@
 /*
- * kernel_table.h: the one list of forward-attention kernel instantiations. CUDA includes it to
- * define the extern "C" entry points; build.rs parses it to generate the Rust kernel registry,
- * so an entry exists on both sides or on neither.
+ * kernel_table.h: the one list of attention kernel instantiations, forward and paged decode, on
+ * every target. CUDA includes it to define the extern "C" entry points; build.rs reads it
+ * (build/kernel_table.rs) to generate the Rust registries (src/common/build_info.rs,
+ * src/ops/decode/kernels.rs), so an entry exists on both sides or on neither. Keep one row per
+ * line: build/kernel_table.rs reads this file line by line. Add a row only once the kernel
+ * defines its entry: the build fails when a listed entry is missing.
  *
- * X(dtype, head_dim, block_m, block_n, num_warps, smem_bytes)
- *   dtype       f16 | bf16 (the element type of q, k, v, o)
- *   head_dim    compiled head dimension d
- *   block_m     query rows per CTA: num_warps x 16 x (m16 row blocks per warp)
- *   block_n     key/value rows per main-loop tile
+ * X(group, dtypes, head_dim, rows, block_n, num_warps, kv_bytes, smem_bytes)
+ *   group       the entry family, named by its row hook below, and the entries it defines:
+ *                 FLASHMHA_FWD_KERNELS          forward, Ampere and newer
+ *                                               (kernels/sm80/flash_fwd.cu):
+ *                                               flashmha_fwd_<dtype>_d<head_dim>
+ *                 FLASHMHA_FWD_KERNELS_SM75     forward, Turing (kernels/sm75/flash_fwd_sm75.cu):
+ *                                               flashmha_fwd_sm75_<dtype>_d<head_dim>
+ *                 FLASHMHA_FWD_KERNELS_SM90     forward, Hopper (kernels/sm90/flash_fwd_sm90.cu):
+ *                                               flashmha_fwd_sm90_<dtype>_d<head_dim>
+ *                 FLASHMHA_DECODE_KERNELS       paged decode, Ampere and newer
+ *                                               (kernels/sm80/flash_decode.cu):
+ *                                               flashmha_decode_<dtype>[_fp8]_d<head_dim>[_r32]
+ *                 FLASHMHA_DECODE_KERNELS_SM75  paged decode, Turing
+ *                                               (kernels/sm75/flash_decode_sm75.cu):
+ *                                               flashmha_decode_sm75_<dtype>_d<head_dim>[_r32]
+ *               (_fp8 for kv_bytes 1, _r32 for 32-row tiles)
+ *   dtypes      f16, or f16_bf16 for two rows alike but for the dtype (f16 first): the element
+ *               type of q and o, and of the K / V pages when kv_bytes is 2
+ *   head_dim    compiled head dimension d (decode FP8: a multiple of 32, see DecodeTraits)
+ *   rows        query rows per CTA. Forward: block_m = num_warps x 16 x (m16 row blocks per
+ *               warp). Decode: packed query rows (GQA group x new tokens), 16 (one m16 row block
+ *               per warp) or 32 (two; the plan picks it when an item has more than 16 rows per KV
+ *               head, so K/V pass through each CTA once for up to 32 rows; 16-bit pages only)
+ *   block_n     keys per main-loop tile; decode: 16, each warp streams its own 16-key blocks
+ *               (kDecodeKeysPerBlock, kernels/common/decode_traits.cuh)
  *   num_warps   warps per CTA
- *   smem_bytes  dynamic shared memory the kernel needs; the kernel static_asserts that its own
+ *   kv_bytes    bytes per cached K/V element: 2 (the dtype; every forward row) or 1 (decode
+ *               over FP8 codes, e4m3 or e5m2 chosen at run time by FlashDecodeParams.kv_format,
+ *               dequantised in the kernel with integer arithmetic: kernels/common/fp8.cuh)
+ *   smem_bytes  dynamic shared memory the kernel needs; the entry static_asserts that its traits'
  *               layout computes the same number, so host and device cannot drift apart.
- * The entry is named flashmha_fwd_<dtype>_d<head_dim>.
- * Keep one entry per line: build.rs reads this file line by line. Add a row only once the
- * kernel defines its entry: the build fails when a listed entry is missing.
+ *
+ * ---- Forward ------------------------------------------------------------------------------
  *
  * Tile choices (kernels/sm80/flash_fwd.cu, kernels/common/fwd_traits.cuh; issue 8). Each warp owns
  * two m16 row blocks (block_m = 128, 4 warps x 32 rows), so every K / V fragment read from
@@ -43,65 +68,113 @@
  * its softmax is what keeps d128 at 0 spills); d256 at 32 rows per warp (does not fit registers).
  * Before issue 8 (block_m 64, one row block per warp), main loop: 0.50-0.625 ldsm/mma, 2.53-3.02
  * wf/mma.
+ *
+ * Turing (sm_75; kernels/sm75/flash_fwd_sm75.cu), f16 only (sm_75 has no bf16 mma). K / V are
+ * register-staged into ONE shared stage, so smem = Q tile + K + V = 2 * d * (block_m + 2 *
+ * block_n) bytes <= 65536 (sm_75's whole 64 KiB per SM). One staged K or V tile (4 registers per
+ * 16-byte chunk per thread) is live next to S and O, so tiles are smaller than on Ampere. Each is
+ * among the largest with 0 spill bytes under ptxas 13.5 sm_75 (registers 241 / 255 / 244 / 214 /
+ * 252 for d32 .. d128). Rejected for spills: d32 128x128 (100 B), d80 128x64 (168 B), d96 128x32
+ * (28 B), d128 128x32 (104 B) and 64x64 (8 B), d256 64x32 (156 B) and 64x16 (88 B): there is no
+ * 0-spill d256 tile with 4 warps on sm_75, so d256 is not offered there (a typed error). d128:
+ * 128x16 (two row blocks per warp, 40960 B: one CTA per SM) against 64x32 (one row block, 32768 B:
+ * two CTAs), modelled on T4 (`flashmha bench --model t4 --dtype f16`, 1024 x 1024, hidden 2048):
+ * tensor 2143 us for both; DRAM 3775 against 7130 us when every K/V re-read is charged to DRAM
+ * (the model's upper bound: T4's 4 MB L2 holds the K/V of fewer heads than are in flight), so 56%
+ * against 30% of the tensor peak; smem 1231 / 1373, FP32 819 / 513, issue 1100 / 910 us: both
+ * tensor-bound when the re-reads hit L2. d96 keeps 64x32 (214 registers, 24576 B; 128x16 also has
+ * 0 spills).
+ *
+ * Hopper (sm_90a; kernels/sm90/flash_fwd_sm90.cu): TMA + wgmma + mbarrier, f16 and bf16. One
+ * producer warpgroup (one thread issues the TMA loads) and block_m / 64 consumer warpgroups of 64
+ * query rows each. smem = Q tile + 2 stages x (K + V) + the mbarrier block =
+ * 2 * d * (block_m + 4 * block_n) + 128 bytes <= 232448 (sm_90's 227 KiB). ptxas 13.5 sm_90a
+ * allocates the whole 384-thread kernel within 168 registers (setmaxnreg moves registers at run
+ * time, not at allocation): d64 and d128 128 x 128 / 12 warps use 168 with 0 spills; d256 128 x 64
+ * / 12 warps spilled 20 bytes, so d256 runs one consumer (64 x 64 / 8 warps, up to 255 registers).
+ * Head dims other than these run the Ampere kernels on sm_90.
+ *
+ * ---- Paged decode -----------------------------------------------------------------------------
+ *
+ * smem = Q tile + num_warps x 2 stages x (K + V) blocks + stats, rows padded by 16 bytes (Q:
+ * 2d + 16, K/V: kv_bytes x d + 16).
+ * Warps: 4 everywhere except d256, where 4 warps x 2 stages x (K + V) x 16 x 528 B would exceed
+ * the 101376 B of sm_86 / sm_89, so d256 runs 2 warps; FP8 pages halve the K/V blocks, so FP8
+ * d256 keeps 4. FP8 is compiled for the common LLM head dims 64, 128 and 256 only (each entry
+ * adds ptxas time for 4 architectures; d80 cannot split a 5-chunk FP8 row over a lane pair);
+ * 32-row tiles for d64 and d128 (the GQA-8 shapes of the common models; d256 would need 256
+ * accumulator registers per thread).
+ *
+ * Turing (sm_75; kernels/sm75/flash_decode_sm75.cu), f16 with 16-bit pages only. Key blocks are
+ * register-staged into ONE shared stage per warp, so smem = Q tile + num_warps x max(K + V
+ * block, O staging) + stats <= 65536 (sm_75's 64 KiB). One staged K or V row (4 registers per
+ * 16-byte chunk of the lane) is live next to O and S. Registers under ptxas 13.5 sm_75, 0 spills:
+ * 96 / 144 / 160 / 175 / 211 for d32 .. d128, 211 for d64 r32. Rejected for spills: d256 with
+ * 2 warps (148 B: 64 staged registers next to 128 of O), so d256 is not offered on Turing (a
+ * typed error); d128 r32 would need 78336 B of shared memory (4 warps x 17408 B of O staging + Q).
  */
 #ifndef FLASHMHA_KERNEL_TABLE_H
 #define FLASHMHA_KERNEL_TABLE_H
 
-#define FLASHMHA_FWD_KERNELS(X) \
-    X(f16, 32, 128, 128, 4, 40960) \
-    X(bf16, 32, 128, 128, 4, 40960) \
-    X(f16, 64, 128, 64, 4, 49152) \
-    X(bf16, 64, 128, 64, 4, 49152) \
-    X(f16, 80, 128, 64, 4, 61440) \
-    X(bf16, 80, 128, 64, 4, 61440) \
-    X(f16, 96, 128, 32, 4, 49152) \
-    X(bf16, 96, 128, 32, 4, 49152) \
-    X(f16, 128, 128, 64, 4, 98304) \
-    X(bf16, 128, 128, 64, 4, 98304) \
-    X(f16, 256, 64, 32, 4, 98304) \
-    X(bf16, 256, 64, 32, 4, 98304)
+#define FLASHMHA_KERNELS(X) \
+    X(FLASHMHA_FWD_KERNELS, f16_bf16, 32, 128, 128, 4, 2, 40960) \
+    X(FLASHMHA_FWD_KERNELS, f16_bf16, 64, 128, 64, 4, 2, 49152) \
+    X(FLASHMHA_FWD_KERNELS, f16_bf16, 80, 128, 64, 4, 2, 61440) \
+    X(FLASHMHA_FWD_KERNELS, f16_bf16, 96, 128, 32, 4, 2, 49152) \
+    X(FLASHMHA_FWD_KERNELS, f16_bf16, 128, 128, 64, 4, 2, 98304) \
+    X(FLASHMHA_FWD_KERNELS, f16_bf16, 256, 64, 32, 4, 2, 98304) \
+    X(FLASHMHA_FWD_KERNELS_SM75, f16, 32, 128, 64, 4, 2, 16384) \
+    X(FLASHMHA_FWD_KERNELS_SM75, f16, 64, 128, 64, 4, 2, 32768) \
+    X(FLASHMHA_FWD_KERNELS_SM75, f16, 80, 128, 32, 4, 2, 30720) \
+    X(FLASHMHA_FWD_KERNELS_SM75, f16, 96, 64, 32, 4, 2, 24576) \
+    X(FLASHMHA_FWD_KERNELS_SM75, f16, 128, 128, 16, 4, 2, 40960) \
+    X(FLASHMHA_FWD_KERNELS_SM90, f16_bf16, 64, 128, 128, 12, 2, 82048) \
+    X(FLASHMHA_FWD_KERNELS_SM90, f16_bf16, 128, 128, 128, 12, 2, 163968) \
+    X(FLASHMHA_FWD_KERNELS_SM90, f16_bf16, 256, 64, 64, 8, 2, 163968) \
+    X(FLASHMHA_DECODE_KERNELS, f16_bf16, 32, 16, 16, 4, 2, 22272) \
+    X(FLASHMHA_DECODE_KERNELS, f16_bf16, 64, 16, 16, 4, 2, 39680) \
+    X(FLASHMHA_DECODE_KERNELS, f16_bf16, 80, 16, 16, 4, 2, 48384) \
+    X(FLASHMHA_DECODE_KERNELS, f16_bf16, 96, 16, 16, 4, 2, 57088) \
+    X(FLASHMHA_DECODE_KERNELS, f16_bf16, 128, 16, 16, 4, 2, 74496) \
+    X(FLASHMHA_DECODE_KERNELS, f16_bf16, 256, 16, 16, 2, 2, 76288) \
+    X(FLASHMHA_DECODE_KERNELS, f16_bf16, 64, 16, 16, 4, 1, 23296) \
+    X(FLASHMHA_DECODE_KERNELS, f16_bf16, 128, 16, 16, 4, 1, 41728) \
+    X(FLASHMHA_DECODE_KERNELS, f16_bf16, 256, 16, 16, 4, 1, 78592) \
+    X(FLASHMHA_DECODE_KERNELS, f16_bf16, 64, 32, 16, 4, 2, 42496) \
+    X(FLASHMHA_DECODE_KERNELS, f16_bf16, 128, 32, 16, 4, 2, 79360) \
+    X(FLASHMHA_DECODE_KERNELS_SM75, f16, 32, 16, 16, 4, 2, 12032) \
+    X(FLASHMHA_DECODE_KERNELS_SM75, f16, 64, 16, 16, 4, 2, 21248) \
+    X(FLASHMHA_DECODE_KERNELS_SM75, f16, 80, 16, 16, 4, 2, 25856) \
+    X(FLASHMHA_DECODE_KERNELS_SM75, f16, 96, 16, 16, 4, 2, 30464) \
+    X(FLASHMHA_DECODE_KERNELS_SM75, f16, 128, 16, 16, 4, 2, 39680) \
+    X(FLASHMHA_DECODE_KERNELS_SM75, f16, 64, 32, 16, 4, 2, 42496)
 
-/*
- * Turing (sm_75; kernels/sm75/flash_fwd_sm75.cu), f16 only: the same X(...) columns, entries
- * named flashmha_fwd_sm75_<dtype>_d<head_dim>. K / V are register-staged into ONE shared stage,
- * so smem = Q tile + K + V = 2 * d * (block_m + 2 * block_n) bytes <= 65536 (sm_75's whole
- * 64 KiB per SM). One staged K or V tile (4 registers per 16-byte chunk per thread) is live next
- * to S and O, so tiles are smaller than on Ampere. Each is among the largest with 0 spill bytes
- * under ptxas 13.5 sm_75 (registers 241 / 255 / 244 / 214 / 252 for d32 .. d128). Rejected for
- * spills: d32 128x128 (100 B), d80 128x64 (168 B), d96 128x32 (28 B), d128 128x32 (104 B) and
- * 64x64 (8 B), d256 64x32 (156 B) and 64x16 (88 B): there is no 0-spill d256 tile with 4 warps
- * on sm_75, so d256 is not offered there (a typed error). d128: 128x16 (two row blocks per warp,
- * 40960 B: one CTA per SM) against 64x32 (one row block, 32768 B: two CTAs), modelled on T4
- * (`flashmha bench --model t4 --dtype f16`, 1024 x 1024, hidden 2048): tensor 2143 us for both;
- * DRAM 3775 against 7130 us when every K/V re-read is charged to DRAM (the model's upper bound:
- * T4's 4 MB L2 holds the K/V of fewer heads than are in flight), so 56% against 30% of the
- * tensor peak; smem 1231 / 1373, FP32 819 / 513, issue 1100 / 910 us: both tensor-bound when the
- * re-reads hit L2. d96 keeps 64x32 (214 registers, 24576 B; 128x16 also has 0 spills).
- */
-#define FLASHMHA_FWD_KERNELS_SM75(X) \
-    X(f16, 32, 128, 64, 4, 16384) \
-    X(f16, 64, 128, 64, 4, 32768) \
-    X(f16, 80, 128, 32, 4, 30720) \
-    X(f16, 96, 64, 32, 4, 24576) \
-    X(f16, 128, 128, 16, 4, 40960)
+/* Row hooks, one per group, each taking a row without its group column and with one dtype:
+ * (dtype, head_dim, rows, block_n, num_warps, kv_bytes, smem_bytes). All expand to nothing
+ * here; an entry file #undefs the hook of its own group, defines it as its entry point
+ * (FLASHMHA_DEFINE_ENTRY) and expands FLASHMHA_KERNELS(FLASHMHA_KERNEL_ROW), so each .cu
+ * defines the entries of its group and no other. */
+#define FLASHMHA_FWD_KERNELS(...)
+#define FLASHMHA_FWD_KERNELS_SM75(...)
+#define FLASHMHA_FWD_KERNELS_SM90(...)
+#define FLASHMHA_DECODE_KERNELS(...)
+#define FLASHMHA_DECODE_KERNELS_SM75(...)
 
-/*
- * Hopper (sm_90a; kernels/sm90/flash_fwd_sm90.cu): TMA + wgmma + mbarrier, f16 and bf16, entries
- * named flashmha_fwd_sm90_<dtype>_d<head_dim>, the same X(...) columns. One producer warpgroup
- * (one thread issues the TMA loads) and block_m / 64 consumer warpgroups of 64 query rows each.
- * smem = Q tile + 2 stages x (K + V) + the mbarrier block = 2 * d * (block_m + 4 * block_n) + 128
- * bytes <= 232448 (sm_90's 227 KiB). ptxas 13.5 sm_90a allocates the whole 384-thread kernel
- * within 168 registers (setmaxnreg moves registers at run time, not at allocation): d64 and d128
- * 128 x 128 / 12 warps use 168 with 0 spills; d256 128 x 64 / 12 warps spilled 20 bytes, so d256
- * runs one consumer (64 x 64 / 8 warps, up to 255 registers). Head dims other than these run the
- * Ampere kernels on sm_90.
- */
-#define FLASHMHA_FWD_KERNELS_SM90(X) \
-    X(f16, 64, 128, 128, 12, 82048) \
-    X(bf16, 64, 128, 128, 12, 82048) \
-    X(f16, 128, 128, 128, 12, 163968) \
-    X(bf16, 128, 128, 128, 12, 163968) \
-    X(f16, 256, 64, 64, 8, 163968) \
-    X(bf16, 256, 64, 64, 8, 163968)
+/* One row: its group's hook once per dtype of `dtypes`. */
+#define FLASHMHA_KERNEL_ROW(group, dtypes, ...) FLASHMHA_DTYPES_##dtypes(group, __VA_ARGS__)
+#define FLASHMHA_DTYPES_f16(hook, ...) hook(f16, __VA_ARGS__)
+#define FLASHMHA_DTYPES_f16_bf16(hook, ...) hook(f16, __VA_ARGS__) hook(bf16, __VA_ARGS__)
+
+/* The extern "C" entry point `name` of one row: `params_type params` is its only parameter (the
+ * params.h ABI), `launch_bounds` the parenthesised __launch_bounds__ arguments, and the CTA body
+ * flashmha::cta<Traits> runs with Traits = the trailing arguments (a template-id, commas and
+ * all). smem_bytes is the row's column, checked against the traits' layout. */
+#define FLASHMHA_DEFINE_ENTRY(name, launch_bounds, params_type, cta, smem_bytes, ...)             \
+    extern "C" __global__ void __launch_bounds__ launch_bounds name(params_type params) {         \
+        using Traits = __VA_ARGS__;                                                               \
+        static_assert(Traits::kSmemBytes == (smem_bytes),                                         \
+                      "kernel_table.h smem_bytes must equal the traits' shared-memory layout");   \
+        flashmha::cta<Traits>(params);                                                            \
+    }
 
 #endif /* FLASHMHA_KERNEL_TABLE_H */

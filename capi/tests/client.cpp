@@ -199,6 +199,56 @@ flashmha_buf buf(void *data, size_t len) {
     return b;
 }
 
+// The whole of `v` as a buffer.
+template <class T>
+flashmha_buf buf(std::vector<T> &v) {
+    return buf(v.data(), v.size());
+}
+
+void check_close(const std::string &what, double err, double tol) {
+    if (!(err <= tol)) {
+        fail(what + ": max error " + std::to_string(err) + " > " + std::to_string(tol));
+    }
+}
+
+// Largest |a[i] - b[i]| (NaN anywhere gives NaN, which fails every `<=` check).
+template <class A, class B>
+double max_err(const A &a, const B &b, size_t n) {
+    double worst = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+        const double err = std::fabs(static_cast<double>(a(i)) - static_cast<double>(b(i)));
+        if (!(err <= worst)) worst = err;
+    }
+    return worst;
+}
+
+// The O tolerance: P is rounded to the dtype for the P.V product and O to the dtype on output,
+// each a relative error of at most u on values bounded by max|v| = 1.5; 4u covers both with
+// margin (a split merge adds only an f32 rescale per split).
+double o_tolerance(const Problem &p) { return 4.0 * p.dtype.unit_roundoff * 1.5; }
+
+// Checks O (`o_tolerance`) and LSE of `p` on inputs `d` against the CPU attention and returns
+// the worst errors. LSE: scores are f32 dot products of 16-bit values (|s| <= 18 here); 1e-3 is
+// far above f32 accumulation error and far below any mistake in masking or scaling; a row
+// masked in both (the same infinity) is exact.
+std::pair<double, double> check_against_cpu(const std::string &name, const Problem &p,
+                                            const Data &d, const std::vector<uint16_t> &o,
+                                            const std::vector<float> &lse) {
+    std::vector<double> ref_o, ref_lse;
+    cpu_attention(p, d, ref_o, ref_lse);
+    const double err_o = max_err([&](size_t i) { return p.dtype.value(o[i]); },
+                                 [&](size_t i) { return ref_o[i]; }, o.size());
+    check_close(name + " O", err_o, o_tolerance(p));
+    double err_lse = 0.0;
+    for (size_t i = 0; i < lse.size(); ++i) {
+        const bool both_masked = std::isinf(ref_lse[i]) && lse[i] == ref_lse[i];
+        const double err = both_masked ? 0.0 : std::fabs(lse[i] - ref_lse[i]);
+        if (!(err <= err_lse)) err_lse = err;  // NaN propagates
+    }
+    check_close(name + " LSE", err_lse, 1e-3);
+    return {err_o, err_lse};
+}
+
 // Runs `p` through a plan handle (or the one-call entry point) and checks O and LSE.
 void check_problem(const Problem &p, bool one_call, std::mt19937_64 &rng) {
     const std::string name = std::string(p.dtype.name) + (p.varlen ? " varlen" : " padded") +
@@ -211,14 +261,14 @@ void check_problem(const Problem &p, bool one_call, std::mt19937_64 &rng) {
     std::vector<int32_t> cu_q = p.cu_q, cu_k = p.cu_k;
     flashmha_bufs bufs;
     std::memset(&bufs, 0, sizeof bufs);
-    bufs.q = buf(d.q.data(), d.q.size());
-    bufs.k = buf(d.k.data(), d.k.size());
-    bufs.v = buf(d.v.data(), d.v.size());
-    bufs.o = buf(o.data(), o.size());
-    bufs.lse = buf(lse.data(), lse.size());
+    bufs.q = buf(d.q);
+    bufs.k = buf(d.k);
+    bufs.v = buf(d.v);
+    bufs.o = buf(o);
+    bufs.lse = buf(lse);
     if (p.varlen) {
-        bufs.cu_seqlens_q = buf(cu_q.data(), cu_q.size());
-        bufs.cu_seqlens_k = buf(cu_k.data(), cu_k.size());
+        bufs.cu_seqlens_q = buf(cu_q);
+        bufs.cu_seqlens_k = buf(cu_k);
     }
     const flashmha_shape shape = shape_of(p);
     flashmha_status st;
@@ -233,31 +283,8 @@ void check_problem(const Problem &p, bool one_call, std::mt19937_64 &rng) {
     expect_status(st, FLASHMHA_OK, name + " run");
     if (st != FLASHMHA_OK) return;
 
-    std::vector<double> ref_o, ref_lse;
-    cpu_attention(p, d, ref_o, ref_lse);
-    // O: P is rounded to the dtype for the P.V product and O to the dtype on output, each a
-    // relative error of at most u on values bounded by max|v| = 1.5; 4u covers both with margin.
-    const double tol_o = 4.0 * p.dtype.unit_roundoff * 1.5;
-    double worst_o = 0.0;
-    for (size_t i = 0; i < o.size(); ++i) {
-        const double err = std::fabs(p.dtype.value(o[i]) - ref_o[i]);
-        if (!(err <= worst_o)) worst_o = err;  // NaN propagates
-    }
-    if (!(worst_o <= tol_o)) {
-        fail(name + ": max |O - ref| = " + std::to_string(worst_o) + " > " +
-             std::to_string(tol_o));
-    }
-    // LSE: scores are f32 dot products of 16-bit values (|s| <= 18 here); 1e-3 is far above
-    // f32 accumulation error and far below any mistake in masking or scaling.
-    double worst_lse = 0.0;
-    for (size_t i = 0; i < lse.size(); ++i) {
-        const bool both_masked = std::isinf(ref_lse[i]) && lse[i] == ref_lse[i];
-        const double err = both_masked ? 0.0 : std::fabs(lse[i] - ref_lse[i]);
-        if (!(err <= worst_lse)) worst_lse = err;
-    }
-    if (!(worst_lse <= 1e-3)) {
-        fail(name + ": max |LSE - ref| = " + std::to_string(worst_lse));
-    }
+    const auto [worst_o, worst_lse] = check_against_cpu(name, p, d, o, lse);
+    const double tol_o = o_tolerance(p);
     std::printf("capi client: %s: max |O - ref| %.3g (tol %.3g), max |LSE - ref| %.3g\n",
                 name.c_str(), worst_o, tol_o, worst_lse);
 }
@@ -303,10 +330,10 @@ void check_errors() {
     std::vector<uint16_t> q(4 * 2 * 64, bf16_bits(0.25f)), k = q, v = q, o(q.size());
     flashmha_bufs bufs;
     std::memset(&bufs, 0, sizeof bufs);
-    bufs.q = buf(q.data(), q.size());
+    bufs.q = buf(q);
     bufs.k = buf(k.data(), k.size() - 1);
-    bufs.v = buf(v.data(), v.size());
-    bufs.o = buf(o.data(), o.size());
+    bufs.v = buf(v);
+    bufs.o = buf(o);
     expect_status(flashmha_emulate_run(plan, &bufs), FLASHMHA_ERR_BUFFER, "short k");
     if (std::strstr(flashmha_last_error_message(), "k needs") == nullptr) {
         fail(std::string("short-k message: ") + flashmha_last_error_message());
@@ -317,33 +344,16 @@ void check_errors() {
     const std::vector<uint16_t> q_before = q;
     expect_status(flashmha_emulate_run(plan, &bufs), FLASHMHA_ERR_BUFFER, "o aliasing q");
     if (q != q_before) fail("a rejected forward wrote q");
-    bufs.o = buf(o.data(), o.size());
+    bufs.o = buf(o);
     // cu_seqlens with a padded plan.
     std::vector<int32_t> cu{0, 4};
-    bufs.cu_seqlens_q = buf(cu.data(), cu.size());
-    bufs.cu_seqlens_k = buf(cu.data(), cu.size());
+    bufs.cu_seqlens_q = buf(cu);
+    bufs.cu_seqlens_k = buf(cu);
     expect_status(flashmha_emulate_run(plan, &bufs), FLASHMHA_ERR_BUFFER, "unexpected cu_seqlens");
     // The raw GPU path rejects a missing context before touching anything.
     expect_status(flashmha_run(nullptr, plan, &bufs, nullptr), FLASHMHA_ERR_INVALID_ARGUMENT,
                   "run without a context");
     flashmha_plan_destroy(plan);
-}
-
-// Largest |a[i] - b[i]| (NaN anywhere gives NaN, which fails every `<=` check).
-template <class A, class B>
-double max_err(const A &a, const B &b, size_t n) {
-    double worst = 0.0;
-    for (size_t i = 0; i < n; ++i) {
-        const double err = std::fabs(static_cast<double>(a(i)) - static_cast<double>(b(i)));
-        if (!(err <= worst)) worst = err;
-    }
-    return worst;
-}
-
-void check_close(const std::string &what, double err, double tol) {
-    if (!(err <= tol)) {
-        fail(what + ": max error " + std::to_string(err) + " > " + std::to_string(tol));
-    }
 }
 
 // ---- Paged decode ------------------------------------------------------------------------
@@ -415,6 +425,35 @@ flashmha_decode_shape decode_shape_of(const Problem &p, const Paged &g) {
     return s;
 }
 
+// The host buffers of one decode of `p` from the pages of `g`, over pools of `Code` elements
+// (the problem's 16-bit values, or FP8 codes).
+template <class Code>
+struct DecodeHost {
+    std::vector<uint16_t> q, o;                 // [total_q, hq, d]
+    std::vector<Code> k, v;                     // NHD [num_pages, page_size, hkv, d]
+    std::vector<int32_t> table, lens, cu_q;     // [batch, max_pages], [batch], [batch + 1]
+    std::vector<float> lse;                     // [hq, total_q]
+    DecodeHost(const Problem &p, const Data &d, const Paged &g, std::vector<Code> k_pool,
+               std::vector<Code> v_pool)
+        : q(d.q), o(d.q.size(), 0), k(std::move(k_pool)), v(std::move(v_pool)), table(g.table),
+          lens(g.cache_lens), cu_q(p.cu_q),
+          lse(static_cast<size_t>(p.cu_q.back()) * p.heads_q, 0.0f) {}
+    // Everything but the workspace and the FP8 scales.
+    flashmha_decode_bufs bufs(bool varlen) {
+        flashmha_decode_bufs b;
+        std::memset(&b, 0, sizeof b);
+        b.q = buf(q);
+        b.k_cache = buf(k);
+        b.v_cache = buf(v);
+        b.o = buf(o);
+        b.block_table = buf(table);
+        b.cache_seqlens = buf(lens);
+        if (varlen) b.cu_seqlens_q = buf(cu_q);
+        b.lse = buf(lse);
+        return b;
+    }
+};
+
 // Decodes `p` (new tokens = q rows, cache = its keys) from pages with `splits` splits and
 // checks O and LSE against the CPU attention.
 void check_decode(const Problem &p, size_t page_size, uint32_t splits, std::mt19937_64 &rng) {
@@ -442,26 +481,15 @@ void check_decode(const Problem &p, size_t page_size, uint32_t splits, std::mt19
         fail(name + ": workspace " + std::to_string(info.workspace_elems) + " f32, expected " +
              std::to_string(want_ws));
     }
-    std::vector<uint16_t> q = d.q, o(d.q.size(), 0), k = g.k, v = g.v;
-    std::vector<float> lse(static_cast<size_t>(p.cu_q.back()) * p.heads_q, 0.0f);
+    DecodeHost<uint16_t> h(p, d, g, g.k, g.v);
     std::vector<float> ws(info.workspace_elems + 1, 0.0f);
-    std::vector<int32_t> table = g.table, lens = g.cache_lens, cu_q = p.cu_q;
-    flashmha_decode_bufs bufs;
-    std::memset(&bufs, 0, sizeof bufs);
-    bufs.q = buf(q.data(), q.size());
-    bufs.k_cache = buf(k.data(), k.size());
-    bufs.v_cache = buf(v.data(), v.size());
-    bufs.o = buf(o.data(), o.size());
-    bufs.block_table = buf(table.data(), table.size());
-    bufs.cache_seqlens = buf(lens.data(), lens.size());
-    if (p.varlen) bufs.cu_seqlens_q = buf(cu_q.data(), cu_q.size());
-    bufs.lse = buf(lse.data(), lse.size());
+    flashmha_decode_bufs bufs = h.bufs(p.varlen);
     if (info.workspace_elems > 0) {
         // One element short of what the plan states: rejected before anything runs.
         bufs.workspace = buf(ws.data(), info.workspace_elems - 1);
         expect_status(flashmha_emulate_decode_run(plan, &bufs), FLASHMHA_ERR_BUFFER,
                       name + " short workspace");
-        if (std::any_of(o.begin(), o.end(), [](uint16_t x) { return x != 0; })) {
+        if (std::any_of(h.o.begin(), h.o.end(), [](uint16_t x) { return x != 0; })) {
             fail(name + ": a rejected run wrote o");
         }
         bufs.workspace = buf(ws.data(), info.workspace_elems);
@@ -470,18 +498,8 @@ void check_decode(const Problem &p, size_t page_size, uint32_t splits, std::mt19
     expect_status(st, FLASHMHA_OK, name + " run");
     flashmha_decode_plan_destroy(plan);
     if (st != FLASHMHA_OK) return;
-    if (k != g.k || v != g.v || q != d.q) fail(name + ": an input was written");
-
-    std::vector<double> ref_o, ref_lse;
-    cpu_attention(p, d, ref_o, ref_lse);
-    // As for the forward (check_problem); a split merge adds one f32 rescale per split.
-    const double tol_o = 4.0 * p.dtype.unit_roundoff * 1.5;
-    const double err_o = max_err([&](size_t i) { return p.dtype.value(o[i]); },
-                                 [&](size_t i) { return ref_o[i]; }, o.size());
-    check_close(name + " O", err_o, tol_o);
-    const double err_lse = max_err([&](size_t i) { return lse[i]; },
-                                   [&](size_t i) { return ref_lse[i]; }, lse.size());
-    check_close(name + " LSE", err_lse, 1e-3);
+    if (h.k != g.k || h.v != g.v || h.q != d.q) fail(name + ": an input was written");
+    const auto [err_o, err_lse] = check_against_cpu(name, p, d, h.o, h.lse);
     std::printf("capi client: %s: max |O - ref| %.3g, max |LSE - ref| %.3g\n", name.c_str(),
                 err_o, err_lse);
 }
@@ -553,14 +571,14 @@ void check_append(const Dtype &dt, bool by_position, std::mt19937_64 &rng) {
     std::memset(&bufs, 0, sizeof bufs);
     bufs.k_new = buf(const_cast<uint16_t *>(k_new.data()), k_new.size());
     bufs.v_new = buf(const_cast<uint16_t *>(v_new.data()), v_new.size());
-    bufs.k_cache = buf(k.data(), k.size());
-    bufs.v_cache = buf(v.data(), v.size());
+    bufs.k_cache = buf(k);
+    bufs.v_cache = buf(v);
     if (by_position) {
-        bufs.block_table = buf(table.data(), table.size());
-        bufs.token_batch = buf(token_batch.data(), token_batch.size());
-        bufs.token_pos = buf(token_pos.data(), token_pos.size());
+        bufs.block_table = buf(table);
+        bufs.token_batch = buf(token_batch);
+        bufs.token_pos = buf(token_pos);
     } else {
-        bufs.slot_mapping = buf(slots.data(), slots.size());
+        bufs.slot_mapping = buf(slots);
     }
     // The other kind of index is missing: rejected, pools untouched.
     flashmha_kv_append_bufs wrong = bufs;
@@ -627,20 +645,20 @@ void check_fp8_append_then_decode(const Problem &p, bool e4m3, std::mt19937_64 &
                   FLASHMHA_OK, name + " append plan");
     if (append == nullptr) return;
     // Filler codes (1) in every slot no key lands in.
-    std::vector<uint8_t> k(g.num_pages * page_size * row, 1), v = k;
-    std::vector<int32_t> table = g.table;
+    const std::vector<uint8_t> filler(g.num_pages * page_size * row, 1);
+    DecodeHost<uint8_t> host(p, d, g, filler, filler);
     std::vector<uint16_t> k_new = d.k, v_new = d.v;
     flashmha_kv_append_bufs ab;
     std::memset(&ab, 0, sizeof ab);
-    ab.k_new = buf(k_new.data(), k_new.size());
-    ab.v_new = buf(v_new.data(), v_new.size());
-    ab.k_cache = buf(k.data(), k.size());
-    ab.v_cache = buf(v.data(), v.size());
-    ab.block_table = buf(table.data(), table.size());
-    ab.token_batch = buf(token_batch.data(), token_batch.size());
-    ab.token_pos = buf(token_pos.data(), token_pos.size());
-    ab.k_scales = buf(k_scales.data(), k_scales.size());
-    ab.v_scales = buf(v_scales.data(), v_scales.size());
+    ab.k_new = buf(k_new);
+    ab.v_new = buf(v_new);
+    ab.k_cache = buf(host.k);
+    ab.v_cache = buf(host.v);
+    ab.block_table = buf(host.table);
+    ab.token_batch = buf(token_batch);
+    ab.token_pos = buf(token_pos);
+    ab.k_scales = buf(k_scales);
+    ab.v_scales = buf(v_scales);
     expect_status(flashmha_emulate_kv_append_run(append, &ab), FLASHMHA_OK, name + " append");
     flashmha_kv_append_plan_destroy(append);
 
@@ -650,13 +668,13 @@ void check_fp8_append_then_decode(const Problem &p, bool e4m3, std::mt19937_64 &
     double worst_quant = 0.0;
     for (size_t t = 0; t < tokens; ++t) {
         const size_t b = static_cast<size_t>(token_batch[t]), j = static_cast<size_t>(token_pos[t]);
-        const size_t page = static_cast<size_t>(table[b * g.max_pages + j / page_size]);
+        const size_t page = static_cast<size_t>(host.table[b * g.max_pages + j / page_size]);
         for (size_t h = 0; h < hkv; ++h) {
             for (size_t c = 0; c < dim; ++c) {
                 const size_t at = (page * page_size + j % page_size) * row + h * dim + c;
                 const size_t src = t * row + h * dim + c;
-                deq.kf[src] = fp8_value(k[at], e4m3) * k_scales[h];
-                deq.vf[src] = fp8_value(v[at], e4m3) * v_scales[h];
+                deq.kf[src] = fp8_value(host.k[at], e4m3) * k_scales[h];
+                deq.vf[src] = fp8_value(host.v[at], e4m3) * v_scales[h];
                 for (const auto &[got, want] : {std::make_pair(deq.kf[src], d.kf[src]),
                                                 std::make_pair(deq.vf[src], d.vf[src])}) {
                     // Relative error of round-to-nearest, plus the subnormal range's absolute
@@ -674,36 +692,16 @@ void check_fp8_append_then_decode(const Problem &p, bool e4m3, std::mt19937_64 &
     if (plan == nullptr) return;
     flashmha_decode_info info;
     expect_status(flashmha_decode_plan_info(plan, &info), FLASHMHA_OK, name + " info");
-    std::vector<uint16_t> q = d.q, o(d.q.size(), 0);
-    std::vector<float> lse(static_cast<size_t>(p.cu_q.back()) * p.heads_q, 0.0f);
     std::vector<float> ws(info.workspace_elems);
-    std::vector<int32_t> lens = g.cache_lens, cu_q = p.cu_q;
-    flashmha_decode_bufs db;
-    std::memset(&db, 0, sizeof db);
-    db.q = buf(q.data(), q.size());
-    db.k_cache = buf(k.data(), k.size());
-    db.v_cache = buf(v.data(), v.size());
-    db.o = buf(o.data(), o.size());
-    db.block_table = buf(table.data(), table.size());
-    db.cache_seqlens = buf(lens.data(), lens.size());
-    if (p.varlen) db.cu_seqlens_q = buf(cu_q.data(), cu_q.size());
-    db.lse = buf(lse.data(), lse.size());
-    db.k_scales = buf(k_scales.data(), k_scales.size());
-    db.v_scales = buf(v_scales.data(), v_scales.size());
-    db.workspace = buf(ws.data(), ws.size());
+    flashmha_decode_bufs db = host.bufs(p.varlen);
+    db.k_scales = buf(k_scales);
+    db.v_scales = buf(v_scales);
+    db.workspace = buf(ws);
     const flashmha_status st = flashmha_emulate_decode_run(plan, &db);
     expect_status(st, FLASHMHA_OK, name + " decode");
     flashmha_decode_plan_destroy(plan);
     if (st != FLASHMHA_OK) return;
-    std::vector<double> ref_o, ref_lse;
-    cpu_attention(p, deq, ref_o, ref_lse);
-    const double tol_o = 4.0 * p.dtype.unit_roundoff * 1.5;
-    const double err_o = max_err([&](size_t i) { return p.dtype.value(o[i]); },
-                                 [&](size_t i) { return ref_o[i]; }, o.size());
-    check_close(name + " O", err_o, tol_o);
-    const double err_lse = max_err([&](size_t i) { return lse[i]; },
-                                   [&](size_t i) { return ref_lse[i]; }, lse.size());
-    check_close(name + " LSE", err_lse, 1e-3);
+    const auto [err_o, err_lse] = check_against_cpu(name, p, deq, host.o, host.lse);
     std::printf("capi client: %s: %zu keys, max quantisation excess %.3g, max |O - ref| %.3g, "
                 "max |LSE - ref| %.3g\n",
                 name.c_str(), tokens, worst_quant, err_o, err_lse);
@@ -728,8 +726,8 @@ FwdOut forward(const Dtype &dt, size_t sq, size_t sk, size_t hq, size_t hkv, siz
     bufs.q = buf(const_cast<uint16_t *>(q), sq * hq * dim);
     bufs.k = buf(const_cast<uint16_t *>(k), sk * hkv * dim);
     bufs.v = buf(const_cast<uint16_t *>(v), sk * hkv * dim);
-    bufs.o = buf(out.o.data(), out.o.size());
-    bufs.lse = buf(out.lse.data(), out.lse.size());
+    bufs.o = buf(out.o);
+    bufs.lse = buf(out.lse);
     expect_status(flashmha_emulate_forward(&shape, &bufs), FLASHMHA_OK, "forward for merge");
     return out;
 }
@@ -782,11 +780,11 @@ void check_merge(const Dtype &dt, std::mt19937_64 &rng) {
             bufs.o_b = buf(const_cast<uint16_t *>(b.o.data()), b.o.size());
             bufs.lse_b = buf(const_cast<float *>(b.lse.data()), b.lse.size());
         } else {
-            bufs.o_states = buf(stacked_o.data(), stacked_o.size());
-            bufs.lse_states = buf(stacked_lse.data(), stacked_lse.size());
+            bufs.o_states = buf(stacked_o);
+            bufs.lse_states = buf(stacked_lse);
         }
-        bufs.o = buf(o.data(), o.size());
-        bufs.lse = buf(lse.data(), lse.size());
+        bufs.o = buf(o);
+        bufs.lse = buf(lse);
         expect_status(flashmha_emulate_merge_run(plan, &bufs), FLASHMHA_OK, what + " run");
         flashmha_merge_plan_destroy(plan);
         const double err_o = max_err([&](size_t i) { return dt.value(o[i]); },
@@ -841,8 +839,8 @@ void check_head_similarity(const Dtype &dt, std::mt19937_64 &rng) {
     shape.num_heads = heads;
     shape.head_dim = dim;
     flashmha_head_similarity_bufs bufs;
-    bufs.o = buf(o.data(), o.size());
-    bufs.gram = buf(gram.data(), gram.size());
+    bufs.o = buf(o);
+    bufs.gram = buf(gram);
     expect_status(flashmha_emulate_head_similarity(&shape, &bufs), FLASHMHA_OK, name);
     // f32 dot products and norms of 64 terms per token: ~1e-6 relative each, summed over
     // at most 70 tokens.
@@ -892,13 +890,13 @@ void check_op_errors() {
     std::vector<uint16_t> q = d.q, k = g.k, v = g.v;
     std::vector<int32_t> table = g.table, lens = g.cache_lens;
     std::vector<float> lse(2);
-    bufs.q = buf(q.data(), q.size());
+    bufs.q = buf(q);
     bufs.o = bufs.q;
-    bufs.k_cache = buf(k.data(), k.size());
-    bufs.v_cache = buf(v.data(), v.size());
-    bufs.block_table = buf(table.data(), table.size());
-    bufs.cache_seqlens = buf(lens.data(), lens.size());
-    bufs.lse = buf(lse.data(), lse.size());
+    bufs.k_cache = buf(k);
+    bufs.v_cache = buf(v);
+    bufs.block_table = buf(table);
+    bufs.cache_seqlens = buf(lens);
+    bufs.lse = buf(lse);
     expect_status(flashmha_emulate_decode_run(plan, &bufs), FLASHMHA_ERR_BUFFER,
                   "decode with o aliasing q");
     if (q != d.q) fail("a rejected decode wrote q");
@@ -918,9 +916,9 @@ void check_op_errors() {
     std::vector<float> mlse(4, 0.25f);
     flashmha_merge_bufs mb;
     std::memset(&mb, 0, sizeof mb);
-    mb.o_states = buf(mo.data(), mo.size());
-    mb.lse_states = buf(mlse.data(), mlse.size());
-    mb.o = buf(out.data(), out.size());
+    mb.o_states = buf(mo);
+    mb.lse_states = buf(mlse);
+    mb.o = buf(out);
     expect_status(flashmha_emulate_merge_run(mplan, &mb), FLASHMHA_ERR_BUFFER,
                   "merge pair without o_b");
     flashmha_merge_plan_destroy(mplan);

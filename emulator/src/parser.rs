@@ -457,34 +457,33 @@ impl<'a> Parser<'a> {
         Ok(if neg { v.wrapping_neg() } else { v })
     }
 
+    /// The comma-separated operands after an opening bracket, up to and including `close`
+    /// (none at all only if `may_be_empty`).
+    fn operand_list(&mut self, close: char, may_be_empty: bool) -> Result<Operand, EmuError> {
+        let mut v = Vec::new();
+        if !(may_be_empty && self.eat_punct(close)) {
+            loop {
+                v.push(self.operand()?);
+                if self.eat_punct(close) {
+                    break;
+                }
+                self.expect_punct(',')?;
+            }
+        }
+        Ok(Operand::Vec(v))
+    }
+
     fn operand(&mut self) -> Result<Operand, EmuError> {
         match self.peek() {
             // `call` argument / result lists: `(a, b)`, possibly empty.
             Some(Tok::Punct('(')) => {
                 self.pos += 1;
-                let mut v = Vec::new();
-                if !self.eat_punct(')') {
-                    loop {
-                        v.push(self.operand()?);
-                        if self.eat_punct(')') {
-                            break;
-                        }
-                        self.expect_punct(',')?;
-                    }
-                }
-                Ok(Operand::Vec(v))
+                self.operand_list(')', true)
             }
+            // Vector operands `{a, b}`: at least one element.
             Some(Tok::Punct('{')) => {
                 self.pos += 1;
-                let mut v = Vec::new();
-                loop {
-                    v.push(self.operand()?);
-                    if self.eat_punct('}') {
-                        break;
-                    }
-                    self.expect_punct(',')?;
-                }
-                Ok(Operand::Vec(v))
+                self.operand_list('}', false)
             }
             Some(Tok::Punct('[')) => {
                 self.pos += 1;

@@ -290,7 +290,7 @@ pub struct Addr {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AtomOp {
+pub enum AtomK {
     Add,
     Min,
     Max,
@@ -351,6 +351,126 @@ pub enum Op {
         a: R,
         mask: u64,
     },
+    /// Integer, float, SFU and conversion arithmetic: see [`LaneOp`].
+    Lane(LaneOp),
+    Bfi {
+        w: u8,
+        d: R,
+        a: R,
+        b: R,
+        c: R,
+        e: R,
+    },
+    Setp {
+        ty: CmpTy,
+        cmp: Cmp,
+        out: SetOut,
+        d: R,
+        dn: R,
+        a: R,
+        b: R,
+        comb: Option<(BoolOp, R, bool)>,
+    },
+    /// `mov.bN d, {p0, p1, ..}`: low part first.
+    Pack {
+        d: R,
+        parts: [R; 4],
+        n: u8,
+        bits: u8,
+    },
+    /// `mov.bN {d0, d1, ..}, a`.
+    Unpack {
+        ds: [R; 4],
+        n: u8,
+        bits: u8,
+        a: R,
+    },
+    Ld(LdOp),
+    St(StOp),
+    Atom(AtomOp),
+    CpAsync(CpAsyncOp),
+    CpCommit,
+    CpWait {
+        n: u32,
+    },
+    Bra {
+        target: u32,
+    },
+    Exit,
+    Trap,
+    Bar {
+        id: R,
+        count: R,
+        arrive: bool,
+    },
+    BarWarp {
+        mask: R,
+    },
+    Shfl {
+        mode: ShflMode,
+        d: R,
+        p: R,
+        a: R,
+        b: R,
+        c: R,
+        mask: R,
+    },
+    Vote {
+        mode: VoteMode,
+        d: R,
+        a: R,
+        neg: bool,
+        mask: R,
+    },
+    Match {
+        all: bool,
+        d: R,
+        p: R,
+        a: R,
+        mask: R,
+    },
+    Redux {
+        k: ReduxK,
+        d: R,
+        a: R,
+        mask: R,
+    },
+    Activemask {
+        d: R,
+    },
+    /// `elect.sync d|p, membermask`: the lowest active member lane is the leader.
+    Elect {
+        d: R,
+        p: R,
+        mask: R,
+    },
+    Mma(MmaOp),
+    Ldmatrix(MatrixOp),
+    /// `stmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16 [addr], {srcs}`.
+    Stmatrix(MatrixOp),
+    /// `wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16}.{f16,bf16}` (see `exec/wgmma.rs`).
+    Wgmma(WgmmaOp),
+    /// `wgmma.fence.sync.aligned`.
+    WgmmaFence,
+    /// `wgmma.commit_group.sync.aligned`.
+    WgmmaCommit,
+    /// `wgmma.wait_group.sync.aligned n`.
+    WgmmaWait {
+        n: u32,
+    },
+    Clock {
+        d: R,
+    },
+    /// mbarrier, cluster addressing, bulk and tensor (TMA) copies: the asynchronous-proxy
+    /// family (`exec/bulk.rs`, `exec/mbarrier.rs`).
+    Async(AsyncOp),
+    Nop,
+}
+
+/// A lane-parallel register op: each active lane's destination from that lane's own sources
+/// (no memory, no other lanes), so the executor runs it as one loop over the lanes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LaneOp {
     Bin {
         k: BinK,
         d: R,
@@ -429,168 +549,87 @@ pub enum Op {
         d: R,
         a: R,
     },
-    Bfi {
-        w: u8,
-        d: R,
-        a: R,
-        b: R,
-        c: R,
-        e: R,
-    },
-    Setp {
-        ty: CmpTy,
-        cmp: Cmp,
-        out: SetOut,
-        d: R,
-        dn: R,
-        a: R,
-        b: R,
-        comb: Option<(BoolOp, R, bool)>,
-    },
-    /// `mov.bN d, {p0, p1, ..}`: low part first.
-    Pack {
-        d: R,
-        parts: [R; 4],
-        n: u8,
-        bits: u8,
-    },
-    /// `mov.bN {d0, d1, ..}, a`.
-    Unpack {
-        ds: [R; 4],
-        n: u8,
-        bits: u8,
-        a: R,
-    },
-    Ld {
-        sp: Space,
-        size: u8,
-        n: u8,
-        ds: [R; 4],
-        addr: Addr,
-        sext: bool,
-        dmask: u64,
-    },
-    St {
-        sp: Space,
-        size: u8,
-        n: u8,
-        srcs: [R; 4],
-        addr: Addr,
-    },
-    Atom {
-        sp: Space,
-        op: AtomOp,
-        ty: Ty,
-        d: R,
-        addr: Addr,
-        a: R,
-        b: R,
-    },
-    CpAsync {
-        dst: Addr,
-        src: Addr,
-        cp: u8,
-        src_size: R,
-        ignore_src: R,
-        dst_generic: bool,
-    },
-    CpCommit,
-    CpWait {
-        n: u32,
-    },
-    Bra {
-        target: u32,
-    },
-    Exit,
-    Trap,
-    Bar {
-        id: R,
-        count: R,
-        arrive: bool,
-    },
-    BarWarp {
-        mask: R,
-    },
-    Shfl {
-        mode: ShflMode,
-        d: R,
-        p: R,
-        a: R,
-        b: R,
-        c: R,
-        mask: R,
-    },
-    Vote {
-        mode: VoteMode,
-        d: R,
-        a: R,
-        neg: bool,
-        mask: R,
-    },
-    Match {
-        all: bool,
-        d: R,
-        p: R,
-        a: R,
-        mask: R,
-    },
-    Redux {
-        k: ReduxK,
-        d: R,
-        a: R,
-        mask: R,
-    },
-    Activemask {
-        d: R,
-    },
-    /// `elect.sync d|p, membermask`: the lowest active member lane is the leader.
-    Elect {
-        d: R,
-        p: R,
-        mask: R,
-    },
-    Mma {
-        shape: MmaShape,
-        bf16: bool,
-        c_f32: bool,
-        d_f32: bool,
-        d: [R; 4],
-        a: [R; 4],
-        b: [R; 2],
-        c: [R; 4],
-    },
-    Ldmatrix {
-        num: u8,
-        trans: bool,
-        ds: [R; 4],
-        addr: Addr,
-        generic: bool,
-    },
-    /// `stmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16 [addr], {srcs}`.
-    Stmatrix {
-        num: u8,
-        trans: bool,
-        srcs: [R; 4],
-        addr: Addr,
-        generic: bool,
-    },
-    /// `wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16}.{f16,bf16}` (see `exec/wgmma.rs`).
-    Wgmma(WgmmaOp),
-    /// `wgmma.fence.sync.aligned`.
-    WgmmaFence,
-    /// `wgmma.commit_group.sync.aligned`.
-    WgmmaCommit,
-    /// `wgmma.wait_group.sync.aligned n`.
-    WgmmaWait {
-        n: u32,
-    },
-    Clock {
-        d: R,
-    },
-    /// mbarrier, cluster addressing, bulk and tensor (TMA) copies: the asynchronous-proxy
-    /// family (`exec/bulk.rs`, `exec/mbarrier.rs`).
-    Async(AsyncOp),
-    Nop,
+}
+
+/// The operands of `ld`/`ldu` (scalar or `.v2`/`.v4`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LdOp {
+    pub sp: Space,
+    pub size: u8,
+    pub n: u8,
+    pub ds: [R; 4],
+    pub addr: Addr,
+    pub sext: bool,
+    pub dmask: u64,
+}
+
+/// The operands of `st` (scalar or `.v2`/`.v4`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StOp {
+    pub sp: Space,
+    pub size: u8,
+    pub n: u8,
+    pub srcs: [R; 4],
+    pub addr: Addr,
+}
+
+/// The operands of `atom` / `red` (`red` writes no destination: `d` is `NONE`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AtomOp {
+    pub sp: Space,
+    pub k: AtomK,
+    pub ty: Ty,
+    /// The old value (`NONE` for `red`).
+    pub d: R,
+    pub addr: Addr,
+    pub a: R,
+    /// The second operand of `cas` (`NONE` otherwise).
+    pub b: R,
+}
+
+/// The operands of `cp.async.{ca,cg}.shared.global`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpAsyncOp {
+    pub dst: Addr,
+    pub src: Addr,
+    pub cp: u8,
+    pub src_size: R,
+    pub ignore_src: R,
+    pub dst_generic: bool,
+}
+
+/// The operands of `mma.sync.aligned.m16n8k{16,8}.row.col` (f16/bf16 inputs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MmaOp {
+    pub shape: MmaShape,
+    /// bf16 inputs (else f16).
+    pub bf16: bool,
+    /// f32 accumulators in C (else f16x2).
+    pub c_f32: bool,
+    /// f32 accumulators in D (else f16x2).
+    pub d_f32: bool,
+    /// D fragment: 4 f32 or 2 f16x2 registers (`NONE` past the end).
+    pub d: [R; 4],
+    /// A fragment: 4 b32 registers (m16n8k16) or 2 (m16n8k8).
+    pub a: [R; 4],
+    /// B fragment: 2 b32 registers (m16n8k16) or 1 (m16n8k8).
+    pub b: [R; 2],
+    /// C fragment, as D.
+    pub c: [R; 4],
+}
+
+/// The operands of `ldmatrix` / `stmatrix` (`.m8n8.{x1,x2,x4}{.trans}.shared.b16`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatrixOp {
+    /// Number of 8 x 8 matrices (1, 2 or 4).
+    pub num: u8,
+    pub trans: bool,
+    /// One b32 register per matrix: the destinations of `ldmatrix`, the sources of `stmatrix`.
+    pub regs: [R; 4],
+    /// Lanes 8j..8j+7 address the rows of matrix j.
+    pub addr: Addr,
+    /// The address is generic (no `.shared`).
+    pub generic: bool,
 }
 
 /// A run of registers in [`Program::reg_lists`] (operand vectors too long to inline in an
@@ -661,18 +700,7 @@ pub enum TmaK {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum AsyncOp {
-    Mbar {
-        k: MbarK,
-        /// State token / wait predicate / pending count destination (`NONE` for none).
-        d: R,
-        addr: Addr,
-        /// The address is generic (no state space given).
-        generic: bool,
-        /// Count / tx-count / state / parity operand (`NONE` when absent).
-        a: R,
-        /// tx-count of `arrive.expect_tx` (`NONE` when absent).
-        b: R,
-    },
+    Mbar(MbarOp),
     /// `mapa`: the address of the same shared variable in cluster CTA `rank` (clusters have
     /// one CTA, so rank 0 maps to itself).
     Mapa {
@@ -681,25 +709,10 @@ pub enum AsyncOp {
         rank: R,
     },
     /// `cp.async.bulk.tensor.Nd` / `cp.async.bulk.prefetch.tensor.Nd` with `[map, {coords}]`.
-    Tma {
-        k: TmaK,
-        dims: u8,
-        /// Shared-memory box (destination of a load, source of a store).
-        smem: Addr,
-        /// Generic address of the tensor map.
-        map: R,
-        coords: [R; 5],
-        mbar: Addr,
-    },
+    Tma(TmaOp),
     /// `cp.async.bulk` of `size` contiguous bytes: global -> shared with an mbarrier
     /// (`load`), or shared -> global in a bulk async-group.
-    BulkCopy {
-        load: bool,
-        dst: Addr,
-        src: Addr,
-        size: R,
-        mbar: Addr,
-    },
+    BulkCopy(BulkCopyOp),
     BulkCommit,
     /// `cp.async.bulk.wait_group{.read} n`.
     BulkWait {
@@ -717,6 +730,44 @@ pub enum AsyncOp {
         addr: Addr,
         window: u64,
     },
+}
+
+/// The operands of an `mbarrier` instruction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MbarOp {
+    pub k: MbarK,
+    /// State token / wait predicate / pending count destination (`NONE` for none).
+    pub d: R,
+    pub addr: Addr,
+    /// The address is generic (no state space given).
+    pub generic: bool,
+    /// Count / tx-count / state / parity operand (`NONE` when absent).
+    pub a: R,
+    /// tx-count of `arrive.expect_tx` (`NONE` when absent).
+    pub b: R,
+}
+
+/// The operands of `cp.async.bulk.tensor.Nd` / `cp.async.bulk.prefetch.tensor.Nd`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TmaOp {
+    pub k: TmaK,
+    pub dims: u8,
+    /// Shared-memory box (destination of a load, source of a store).
+    pub smem: Addr,
+    /// Generic address of the tensor map.
+    pub map: R,
+    pub coords: [R; 5],
+    pub mbar: Addr,
+}
+
+/// The operands of `cp.async.bulk` (contiguous bytes).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BulkCopyOp {
+    pub load: bool,
+    pub dst: Addr,
+    pub src: Addr,
+    pub size: R,
+    pub mbar: Addr,
 }
 
 #[derive(Debug, Clone)]

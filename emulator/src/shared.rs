@@ -32,6 +32,28 @@ const STORE_SRC: u8 = 0x80;
 
 const MULTI: u64 = 0xFFFF;
 
+/// The hazard of a generic read (`write` false) or write of a byte in state `kind` that an
+/// in-flight `cp.async` or bulk copy will still write, or that holds an mbarrier object.
+#[inline(always)]
+fn in_flight_hazard(kind: u8, write: bool) -> Option<Hazard> {
+    match kind {
+        PENDING if write => Some(Hazard::PendingWrite),
+        PENDING => Some(Hazard::PendingRead),
+        BULK if write => Some(Hazard::BulkPendingWrite),
+        BULK => Some(Hazard::BulkPendingRead),
+        MBAR => Some(Hazard::MbarAccess),
+        _ => None,
+    }
+}
+
+/// The thread that last wrote a byte with shadow word `s`, when it wrote in epoch `ep` from a
+/// warp other than `warp` (a conflict for an access by `warp` in the same epoch).
+#[inline(always)]
+fn writer_in_other_warp(s: u64, ep: u64, warp: u32) -> Option<u32> {
+    let wt = s & 0xFFFF;
+    (wt != 0 && (s >> 16) & 0xFFFF == ep && (wt - 1) as u32 / 32 != warp).then(|| (wt - 1) as u32)
+}
+
 /// A problem found by a shadow check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hazard {
@@ -108,30 +130,18 @@ impl SharedMem {
         let warp = tid / 32;
         let mut hz = None;
         for b in off..off + len {
-            match self.state[b] & KIND {
-                INIT => {}
-                PENDING => {
-                    hz.get_or_insert(Hazard::PendingRead);
-                }
-                BULK => {
-                    hz.get_or_insert(Hazard::BulkPendingRead);
-                }
-                MBAR => {
-                    hz.get_or_insert(Hazard::MbarAccess);
-                }
-                _ => {
-                    if self.check_uninit {
-                        hz.get_or_insert(Hazard::Uninit);
-                    }
-                }
+            let kind = self.state[b] & KIND;
+            if let Some(h) = in_flight_hazard(kind, false) {
+                hz.get_or_insert(h);
+            } else if kind != INIT && self.check_uninit {
+                hz.get_or_insert(Hazard::Uninit);
             }
             if !self.check_races {
                 continue;
             }
             let s = self.shadow[b];
-            let wt = s & 0xFFFF;
-            if wt != 0 && (s >> 16) & 0xFFFF == ep && (wt - 1) as u32 / 32 != warp {
-                hz.get_or_insert(Hazard::Raw((wt - 1) as u32));
+            if let Some(t) = writer_in_other_warp(s, ep, warp) {
+                hz.get_or_insert(Hazard::Raw(t));
             }
             let rt = (s >> 32) & 0xFFFF;
             let re = s >> 48;
@@ -168,17 +178,11 @@ impl SharedMem {
         }
         for b in off..off + len {
             let st = self.state[b];
-            match st & KIND {
-                PENDING if !completing => {
-                    hz.get_or_insert(Hazard::PendingWrite);
+            // A landing `cp.async` writes the bytes its own pending mark guards.
+            if !(completing && st & KIND == PENDING) {
+                if let Some(h) = in_flight_hazard(st & KIND, true) {
+                    hz.get_or_insert(h);
                 }
-                BULK => {
-                    hz.get_or_insert(Hazard::BulkPendingWrite);
-                }
-                MBAR => {
-                    hz.get_or_insert(Hazard::MbarAccess);
-                }
-                _ => {}
             }
             if st & STORE_SRC != 0 {
                 hz.get_or_insert(Hazard::StoreSourceWrite);
@@ -189,9 +193,8 @@ impl SharedMem {
                 continue;
             }
             let s = self.shadow[b];
-            let wt = s & 0xFFFF;
-            if wt != 0 && (s >> 16) & 0xFFFF == ep && (wt - 1) as u32 / 32 != warp {
-                hz.get_or_insert(Hazard::Waw((wt - 1) as u32));
+            if let Some(t) = writer_in_other_warp(s, ep, warp) {
+                hz.get_or_insert(Hazard::Waw(t));
             }
             let rt = (s >> 32) & 0xFFFF;
             if rt != 0 && s >> 48 == ep && (rt == MULTI || (rt - 1) as u32 / 32 != warp) {

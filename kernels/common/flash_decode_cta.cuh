@@ -53,6 +53,30 @@
 
 namespace flashmha {
 
+/* The FP8 K or V block of one warp, kSteps ldmatrix.x4 of [16 keys, kFp8DimsPerLdsmX4 dims] of
+ * codes from the stage cursor + kBase: for each 16-dim chunk c (2 per ldmatrix), calls
+ * f(Int<c>, keys 0..7, keys 8..15) with the chunk's codes dequantised (fp8.cuh pairing). K
+ * (kTrans false, mma.cuh "B pattern" in 16-byte units): register m holds keys 8 (m >> 1) +
+ * groupID of dim chunk 2j + (m & 1). V (ldmatrix .trans): register m holds keys 8 (m & 1) .. of
+ * dim chunk 2j + (m >> 1). */
+template <int kSteps, bool kTrans, int kBase, class Dequant, class F>
+__device__ __forceinline__ void for_each_fp8_chunk(uint32_t cursor, Dequant &dequant, F &&f) {
+    static_for<kSteps>([&](auto j_c) {
+        constexpr int j = decltype(j_c)::value;
+        uint32_t b[kLdsmMatrices];
+        if constexpr (kTrans)
+            ldsm_x4_trans<kBase + j * kFp8DimsPerLdsmX4>(b, cursor);
+        else
+            ldsm_x4<kBase + j * kFp8DimsPerLdsmX4>(b, cursor);
+        static_for<kFp8ChunksPerLdsmX4>([&](auto half_c) {
+            constexpr int kHalf = decltype(half_c)::value;
+            const Fp8Pairs lo = dequant(b[kTrans ? 2 * kHalf : kHalf]);
+            const Fp8Pairs hi = dequant(b[kTrans ? 2 * kHalf + 1 : 2 + kHalf]);
+            f(Int<2 * j + kHalf>{}, lo, hi);
+        });
+    });
+}
+
 template <class T>
 __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
     using Elem = typename T::Elem;
@@ -218,12 +242,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
 
     // O: [16 rows, d] per row block of this warp's keys, f32 C fragments.
     float o_acc[kRB][T::kOTiles][kCRegs];
-#pragma unroll
-    for (int rb = 0; rb < kRB; ++rb)
-#pragma unroll
-        for (int ot = 0; ot < T::kOTiles; ++ot)
-#pragma unroll
-            for (int c = 0; c < kCRegs; ++c) o_acc[rb][ot][c] = 0.0f;
+    zero_c_fragments(o_acc);
     OnlineSoftmax<T::kSTiles, T::kOTiles> softmax[kRB];
 
     // This warp's key blocks: blk_first, blk_first + W, ... < blk_end (blocks of 16 keys).
@@ -337,6 +356,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
             constexpr int kStage = decltype(stage_c)::value;
             constexpr int kK = T::k_block(kStage) - T::kRegionOffset;
             constexpr int kV = T::v_block(kStage) - T::kRegionOffset;
+            auto dequant = [&](uint32_t x) { return kv_pairs(format_c, x); };
             const int blk = blk_first + i * kW;
             const bool has_next = i + 1 < num_blocks;
             // Register-staged: the next block's location and its K row, loading during S.
@@ -370,21 +390,14 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                 }
             };
             if constexpr (T::kKvFp8) {
-                // k: [16 keys, 32 dims] per ldmatrix.x4; register m: keys 8 (m >> 1) + groupID,
-                // dim chunk 2j + (m & 1) (mma.cuh "B pattern" in 16-byte units).
-                static_for<T::kFp8LdsmSteps>([&](auto j_c) {
-                    constexpr int j = decltype(j_c)::value;
-                    uint32_t b[kLdsmMatrices];
-                    ldsm_x4<kK + j * kFp8DimsPerLdsmX4>(b, k_cur);
-                    static_for<kFp8ChunksPerLdsmX4>([&](auto half_c) {
-                        constexpr int kHalf = decltype(half_c)::value;
-                        constexpr int kk = 2 * j + kHalf;
-                        const Fp8Pairs k0 = kv_pairs(format_c, b[kHalf]);      // keys 0..7
-                        const Fp8Pairs k1 = kv_pairs(format_c, b[2 + kHalf]);  // keys 8..15
+                // k: kk = dim chunk, k0 / k1 = keys 0..7 / 8..15 (for_each_fp8_chunk).
+                for_each_fp8_chunk<T::kFp8LdsmSteps, false, kK>(
+                    k_cur, dequant, [&](auto kk_c, const Fp8Pairs &k0, const Fp8Pairs &k1) {
+                        constexpr int kk = decltype(kk_c)::value;
                         static_for<kRB>([&](auto rb_c) {
                             constexpr int rb = decltype(rb_c)::value;
                             uint32_t q_step[kARegs];
-                            q_fragment(rb_c, Int<kk>{}, q_step);
+                            q_fragment(rb_c, kk_c, q_step);
                             if constexpr (kk == 0) {
                                 mma_16816_zero_c<Elem>(s[rb][0], q_step, k0.p02, k0.p13);
                                 mma_16816_zero_c<Elem>(s[rb][1], q_step, k1.p02, k1.p13);
@@ -394,7 +407,6 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                             }
                         });
                     });
-                });
             } else
             static_for<T::kQKSteps>([&](auto kk_c) {
                 constexpr int kk = decltype(kk_c)::value;
@@ -446,24 +458,17 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                 }
             }
             if constexpr (T::kKvFp8) {
-                // v: [16 keys, 32 dims] per ldmatrix.x4.trans; register m: keys 8 (m & 1) ..,
-                // dim chunk cc = 2j + (m >> 1); its even / odd dims feed tiles 2 cc, 2 cc + 1.
-                static_for<T::kFp8LdsmSteps>([&](auto j_c) {
-                    constexpr int j = decltype(j_c)::value;
-                    uint32_t b[kLdsmMatrices];
-                    ldsm_x4_trans<kV + j * kFp8DimsPerLdsmX4>(b, v_cur);
-                    static_for<kFp8ChunksPerLdsmX4>([&](auto half_c) {
-                        constexpr int kHalf = decltype(half_c)::value;
-                        constexpr int cc = 2 * j + kHalf;
-                        const Fp8Pairs lo = kv_pairs(format_c, b[2 * kHalf]);      // keys 0..7
-                        const Fp8Pairs hi = kv_pairs(format_c, b[2 * kHalf + 1]);  // keys 8..15
+                // v: cc = dim chunk, lo / hi = keys 0..7 / 8..15 (for_each_fp8_chunk); the even /
+                // odd dims of chunk cc feed tiles 2 cc, 2 cc + 1.
+                for_each_fp8_chunk<T::kFp8LdsmSteps, true, kV>(
+                    v_cur, dequant, [&](auto cc_c, const Fp8Pairs &lo, const Fp8Pairs &hi) {
+                        constexpr int cc = decltype(cc_c)::value;
 #pragma unroll
                         for (int rb = 0; rb < kRB; ++rb) {
                             mma_16816<Elem>(o_acc[rb][2 * cc], pa[rb], lo.p02, hi.p02);
                             mma_16816<Elem>(o_acc[rb][2 * cc + 1], pa[rb], lo.p13, hi.p13);
                         }
                     });
-                });
             } else
             static_for<T::kPairTilesD>([&](auto dp_c) {
                 constexpr int dp = decltype(dp_c)::value;

@@ -109,12 +109,7 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
 
     // O: [kRB m16 row blocks of this warp, d] as n8 C fragments, f32
     float o_acc[kRB][T::kOTiles][kCRegs];
-#pragma unroll
-    for (int mb = 0; mb < kRB; ++mb)
-#pragma unroll
-        for (int ot = 0; ot < T::kOTiles; ++ot)
-#pragma unroll
-            for (int c = 0; c < kCRegs; ++c) o_acc[mb][ot][c] = 0.0f;
+    zero_c_fragments(o_acc);
 
     OnlineSoftmax<T::kSTiles, T::kOTiles> softmax[kRB];
     const ScoreMod mod(params.opt);

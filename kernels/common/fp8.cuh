@@ -34,20 +34,35 @@ namespace flashmha {
 /* ---- Format constants (PTX ISA 5.2.5.1) ---------------------------------------------------- */
 constexpr uint32_t kFp8SignBit = 0x80u;
 constexpr uint32_t kFp8MagnitudeMask = 0x7fu;   // exponent and mantissa bits of one code
-constexpr int kE4M3MantissaBits = 3;
-constexpr int kE4M3Bias = 7;
-constexpr uint32_t kE4M3NaNMagnitude = 0x7fu;   // S.1111.111
-constexpr uint32_t kE4M3MaxFiniteCode = 0x7eu;  // 448 = 1.75 x 2^8
-constexpr float kE4M3MaxFinite = 448.0f;
-constexpr float kE4M3SubnormalStepInv = 512.0f;  // subnormal step 2^-9
-constexpr float kE4M3MinNormal = 1.0f / 64.0f;    // 2^(1 - 7)
-constexpr int kE5M2MantissaBits = 2;
-constexpr int kE5M2Bias = 15;
-constexpr uint32_t kE5M2NaNCode = 0x7fu;        // exponent 11111, mantissa 11
-constexpr uint32_t kE5M2MaxFiniteCode = 0x7bu;  // 57344 = 1.75 x 2^15
-constexpr float kE5M2MaxFinite = 57344.0f;
-constexpr float kE5M2SubnormalStepInv = 65536.0f;  // subnormal step 2^-16
-constexpr float kE5M2MinNormal = 1.0f / 16384.0f;   // 2^(1 - 15)
+/* 2^e for e >= 0, exact in f32 (the formats' powers of two below). */
+constexpr float fp8_exp2(int e) { return e == 0 ? 1.0f : 2.0f * fp8_exp2(e - 1); }
+
+/* One format, from its field widths and its largest codes: the value of a normal code with
+ * exponent field E and mantissa M is (1 + M / 2^kMantissaBits) x 2^(E - kBias); subnormals are
+ * M x kSubnormalStep. kNaNCode is the magnitude the quantiser gives a NaN. */
+template <int kMantissaBits_, int kBias_, uint32_t kNaNCode_, uint32_t kMaxFiniteCode_>
+struct Fp8Format {
+    static constexpr int kMantissaBits = kMantissaBits_;
+    static constexpr int kBias = kBias_;
+    static constexpr uint32_t kNaNCode = kNaNCode_;
+    static constexpr uint32_t kMaxFiniteCode = kMaxFiniteCode_;
+    static constexpr uint32_t kMantissaMask = (1u << kMantissaBits) - 1u;
+    static constexpr float kMaxFinite =
+        (1.0f + static_cast<float>(kMaxFiniteCode & kMantissaMask) / fp8_exp2(kMantissaBits)) *
+        fp8_exp2(static_cast<int>(kMaxFiniteCode >> kMantissaBits) - kBias);
+    static constexpr float kSubnormalStepInv = fp8_exp2(kBias - 1 + kMantissaBits);
+    static constexpr float kMinNormal = 1.0f / fp8_exp2(kBias - 1);  // 2^(1 - bias)
+};
+/* e4m3: NaN S.1111.111, max 448 = 1.75 x 2^8 (code 0x7e), subnormal step 2^-9. */
+using Fp8E4M3 = Fp8Format<3, 7, 0x7fu, 0x7eu>;
+/* e5m2: NaN exponent 11111 mantissa 11, max 57344 = 1.75 x 2^15 (code 0x7b), step 2^-16. */
+using Fp8E5M2 = Fp8Format<2, 15, 0x7fu, 0x7bu>;
+static_assert(Fp8E4M3::kMaxFinite == 448.0f && Fp8E4M3::kSubnormalStepInv == 512.0f &&
+                  Fp8E4M3::kMinNormal == 1.0f / 64.0f,
+              "e4m3 constants (PTX ISA 5.2.5.1)");
+static_assert(Fp8E5M2::kMaxFinite == 57344.0f && Fp8E5M2::kSubnormalStepInv == 65536.0f &&
+                  Fp8E5M2::kMinNormal == 1.0f / 16384.0f,
+              "e5m2 constants (PTX ISA 5.2.5.1)");
 
 /* f32 layout (IEEE binary32). */
 constexpr int kF32MantissaBits = 23;
@@ -56,8 +71,8 @@ constexpr uint32_t kF32SignBit = 0x80000000u;
 
 /* f16 layout: the magnitude bits of an e4m3 code land at bits 7..13 (mantissa 7..9, exponent
  * 10..13), its sign at bit 15; the f16 value is then code x 2^(7 - 15). */
-constexpr int kE4M3ToF16Shift = 10 - kE4M3MantissaBits;  // mantissa field 3 bits below f16's top
-constexpr float kE4M3ToF16Scale = 256.0f;                // 2^(15 - 7): the f16 holds value / 256
+constexpr int kE4M3ToF16Shift = 10 - Fp8E4M3::kMantissaBits;  // mantissa 3 bits below f16's top
+constexpr float kE4M3ToF16Scale = 256.0f;  // 2^(15 - 7): the f16 holds value / 256
 constexpr float kE5M2ToF16Scale = 1.0f;
 
 /* ---- prmt selectors (PTX ISA 9.7.9.7 "prmt", default mode): nibble i picks the source byte of
@@ -142,40 +157,25 @@ __device__ __forceinline__ uint32_t fp8_round_normal(uint32_t abs_bits) {
     return (v + kHalfUlpMinus1 + ((v >> kDrop) & 1u)) >> kDrop;
 }
 
-/* x -> e4m3 / e5m2 code. |x| >= max finite (inf included) saturates to it (values between the
- * max and the next would-be step round to the max anyway, so this is .satfinite after rounding).
- * Subnormal targets: |x| times the inverse subnormal step is exact in f32
- * and cvt.rni rounds it to nearest even; the codes of subnormals are those integers (and the
+/* x -> code of format F (Fp8E4M3 or Fp8E5M2). |x| >= max finite (inf included) saturates to it
+ * (values between the max and the next would-be step round to the max anyway, so this is
+ * .satfinite after rounding). Subnormal targets: |x| times the inverse subnormal step is exact in
+ * f32 and cvt.rni rounds it to nearest even; the codes of subnormals are those integers (and the
  * integer 2^mantissa_bits is the smallest normal's code, so a round-up stays correct). */
-__device__ __forceinline__ uint32_t f32_to_e4m3(float x) {
+template <class F>
+__device__ __forceinline__ uint32_t f32_to_fp8(float x) {
     const uint32_t bits = __float_as_uint(x);
     const uint32_t sign = (bits & kF32SignBit) ? kFp8SignBit : 0u;
     const float a = fabsf(x);
     uint32_t mag;
     if (a != a)
-        mag = kE4M3NaNMagnitude;
-    else if (a >= kE4M3MaxFinite)
-        mag = kE4M3MaxFiniteCode;
-    else if (a < kE4M3MinNormal)
-        mag = static_cast<uint32_t>(__float2int_rn(a * kE4M3SubnormalStepInv));
+        mag = F::kNaNCode;
+    else if (a >= F::kMaxFinite)
+        mag = F::kMaxFiniteCode;
+    else if (a < F::kMinNormal)
+        mag = static_cast<uint32_t>(__float2int_rn(a * F::kSubnormalStepInv));
     else
-        mag = fp8_round_normal<kE4M3MantissaBits, kE4M3Bias>(__float_as_uint(a));
-    return sign | mag;
-}
-
-__device__ __forceinline__ uint32_t f32_to_e5m2(float x) {
-    const uint32_t bits = __float_as_uint(x);
-    const uint32_t sign = (bits & kF32SignBit) ? kFp8SignBit : 0u;
-    const float a = fabsf(x);
-    uint32_t mag;
-    if (a != a)
-        mag = kE5M2NaNCode;
-    else if (a >= kE5M2MaxFinite)
-        mag = kE5M2MaxFiniteCode;
-    else if (a < kE5M2MinNormal)
-        mag = static_cast<uint32_t>(__float2int_rn(a * kE5M2SubnormalStepInv));
-    else
-        mag = fp8_round_normal<kE5M2MantissaBits, kE5M2Bias>(__float_as_uint(a));
+        mag = fp8_round_normal<F::kMantissaBits, F::kBias>(__float_as_uint(a));
     return sign | mag;
 }
 

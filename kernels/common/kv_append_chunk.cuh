@@ -77,7 +77,8 @@ __device__ __forceinline__ uint2 quantise_chunk(const uint4 &src, float scale, i
 #pragma unroll
     for (int i = 0; i < kAppendChunkElems; ++i) {
         const float x = __fdiv_rn(source_value(words[i / 2], i % 2, bf16), scale);
-        const uint32_t code = format == FLASHMHA_KV_FORMAT_E5M2 ? f32_to_e5m2(x) : f32_to_e4m3(x);
+        const uint32_t code = format == FLASHMHA_KV_FORMAT_E5M2 ? f32_to_fp8<Fp8E5M2>(x)
+                                                                  : f32_to_fp8<Fp8E4M3>(x);
         out[i / kFp8CodesPerWord] |= code << (kBitsPerByte * (i % kFp8CodesPerWord));
     }
     return make_uint2(out[0], out[1]);

@@ -201,21 +201,36 @@ __host__ __device__ constexpr bool ldsm_layouts_hold() {
 }
 static_assert(ldsm_layouts_hold(), "ldmatrix address patterns must deliver the mma fragments");
 
-/* ldmatrix.sync.aligned.m8n8.x4.shared.b16 from the .shared address base + kImm (the immediate
- * rides in the address operand, so unrolled fragment loads need no address arithmetic). */
-template <int kImm>
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[kLdsmMatrices], uint32_t base) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4+%5];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(base), "n"(kImm)
-                 : "memory");
+/* ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 from the .shared address base + kImm (the
+ * immediate rides in the address operand, so unrolled fragment loads need no address
+ * arithmetic). One definition for both forms: the qualifier is the only difference, and asm
+ * needs it spelled in the string literal. */
+#define FLASHMHA_DEFINE_LDSM_X4(name, qualifier)                                                   \
+    template <int kImm>                                                                            \
+    __device__ __forceinline__ void name(uint32_t(&r)[kLdsmMatrices], uint32_t base) {             \
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4" qualifier                                     \
+                     ".shared.b16 {%0, %1, %2, %3}, [%4+%5];\n"                                    \
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])                              \
+                     : "r"(base), "n"(kImm)                                                        \
+                     : "memory");                                                                  \
+    }
+FLASHMHA_DEFINE_LDSM_X4(ldsm_x4, "")
+FLASHMHA_DEFINE_LDSM_X4(ldsm_x4_trans, ".trans")
+#undef FLASHMHA_DEFINE_LDSM_X4
+
+/* Zeroes f32 C fragments, kTiles n8 tiles (one m16 row block), or kRowBlocks x kTiles: the
+ * O accumulators every attention CTA body starts from. */
+template <int kTiles>
+__device__ __forceinline__ void zero_c_fragments(float (&c)[kTiles][kCRegs]) {
+#pragma unroll
+    for (int t = 0; t < kTiles; ++t)
+#pragma unroll
+        for (int i = 0; i < kCRegs; ++i) c[t][i] = 0.0f;
 }
-template <int kImm>
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[kLdsmMatrices], uint32_t base) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4+%5];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(base), "n"(kImm)
-                 : "memory");
+template <int kRowBlocks, int kTiles>
+__device__ __forceinline__ void zero_c_fragments(float (&c)[kRowBlocks][kTiles][kCRegs]) {
+#pragma unroll
+    for (int rb = 0; rb < kRowBlocks; ++rb) zero_c_fragments(c[rb]);
 }
 
 /* ---- mma.sync: PTX ISA 9.7.14.5.14 "Multiply-and-Accumulate Instruction: mma"
@@ -230,6 +245,17 @@ __device__ __forceinline__ void mma_1688_f16(float (&d)[kCRegs], uint32_t a0, ui
         : "r"(a0), "r"(a1), "r"(b));
 }
 
+/* The m16n8k16 asm with A / B of PTX type `ab` ("f16" or "bf16"), read from the caller's d, a,
+ * b0, b1: the type must be spelled inside the string literal, so one macro writes every form.
+ * c_operands is the C operand ("{%0, %1, %2, %3}": accumulate into d, d_constraint "+f"; or four
+ * copies of an extra input, d_constraint "=f"); the trailing arguments are extra inputs, each
+ * after a comma. */
+#define FLASHMHA_MMA_16816_ASM(ab, c_operands, d_constraint, ...)                                  \
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." ab "." ab ".f32 "                        \
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, " c_operands ";\n"                 \
+                 : d_constraint(d[0]), d_constraint(d[1]), d_constraint(d[2]), d_constraint(d[3])  \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1) __VA_ARGS__)
+
 template <class Elem>
 __device__ __forceinline__ void mma_16816(float (&d)[kCRegs], const uint32_t (&a)[kARegs],
                                           uint32_t b0, uint32_t b1) {
@@ -238,19 +264,10 @@ __device__ __forceinline__ void mma_16816(float (&d)[kCRegs], const uint32_t (&a
     mma_1688_f16(d, a[0], a[1], b0);  // k 0..7   (k8_halves_match_k16)
     mma_1688_f16(d, a[2], a[3], b1);  // k 8..15
 #else
-    if constexpr (Elem::kIsBf16) {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    } else {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
+    if constexpr (Elem::kIsBf16)
+        FLASHMHA_MMA_16816_ASM("bf16", "{%0, %1, %2, %3}", "+f", );
+    else
+        FLASHMHA_MMA_16816_ASM("f16", "{%0, %1, %2, %3}", "+f", );
 #endif
 }
 /* d = a * b (C = 0): the first k-step of a fresh accumulator, without zeroing d first. */
@@ -267,21 +284,13 @@ __device__ __forceinline__ void mma_16816_zero_c(float (&d)[kCRegs], const uint3
         : "r"(a[0]), "r"(a[1]), "r"(b0), "f"(zero));
     mma_1688_f16(d, a[2], a[3], b1);
 #else
-    if constexpr (Elem::kIsBf16) {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %10, %10, %10};\n"
-            : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(zero));
-    } else {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %10, %10, %10};\n"
-            : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(zero));
-    }
+    if constexpr (Elem::kIsBf16)
+        FLASHMHA_MMA_16816_ASM("bf16", "{%10, %10, %10, %10}", "=f", , "f"(zero));
+    else
+        FLASHMHA_MMA_16816_ASM("f16", "{%10, %10, %10, %10}", "=f", , "f"(zero));
 #endif
 }
+#undef FLASHMHA_MMA_16816_ASM
 
 /* ---- cp.async: PTX ISA "Data Movement and Conversion Instructions: cp.async" (9.7.9.x)
  *      (#data-movement-and-conversion-instructions-cp-async), commit_group / wait_group

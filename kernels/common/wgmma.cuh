@@ -86,34 +86,30 @@ __device__ __forceinline__ void wgmma_fence() {
 __device__ __forceinline__ void wgmma_commit() {
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 }
-/* Waits until at most kPending of the warpgroup's committed wgmma groups are in flight. The
- * accumulator registers of a group must not be touched before it completes: the "+f" ties
- * keep the compiler from moving their uses across the wait. */
-template <int kPending, int kTiles>
-__device__ __forceinline__ void wgmma_wait(float (&d)[kTiles][kCRegs]) {
-    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
-#pragma unroll
-    for (int t = 0; t < kTiles; ++t)
-#pragma unroll
-        for (int c = 0; c < kCRegs; ++c) asm volatile("" : "+f"(d[t][c])::"memory");
-}
-
 /* Keeps the compiler from moving reads or writes of registers that an asynchronous wgmma reads
  * (A fragments) or writes (accumulators) across the instruction that orders them (wgmma.fence
  * before, wgmma.wait_group after): the empty asm "uses and redefines" each register there. */
-template <int kRows, int kCols>
-__device__ __forceinline__ void wgmma_fence_operand(float (&r)[kRows][kCols]) {
-#pragma unroll
-    for (int i = 0; i < kRows; ++i)
-#pragma unroll
-        for (int j = 0; j < kCols; ++j) asm volatile("" : "+f"(r[i][j])::"memory");
+__device__ __forceinline__ void wgmma_fence_register(float &x) {
+    asm volatile("" : "+f"(x)::"memory");
 }
-template <int kRows, int kCols>
-__device__ __forceinline__ void wgmma_fence_operand(uint32_t (&r)[kRows][kCols]) {
+__device__ __forceinline__ void wgmma_fence_register(uint32_t &x) {
+    asm volatile("" : "+r"(x)::"memory");
+}
+template <class Reg, int kRows, int kCols>
+__device__ __forceinline__ void wgmma_fence_operand(Reg (&r)[kRows][kCols]) {
 #pragma unroll
     for (int i = 0; i < kRows; ++i)
 #pragma unroll
-        for (int j = 0; j < kCols; ++j) asm volatile("" : "+r"(r[i][j])::"memory");
+        for (int j = 0; j < kCols; ++j) wgmma_fence_register(r[i][j]);
+}
+
+/* Waits until at most kPending of the warpgroup's committed wgmma groups are in flight. The
+ * accumulator registers of a group must not be touched before it completes: fencing them right
+ * after the wait keeps the compiler from moving their uses across it. */
+template <int kPending, int kTiles>
+__device__ __forceinline__ void wgmma_wait(float (&d)[kTiles][kCRegs]) {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+    wgmma_fence_operand(d);
 }
 
 }  // namespace flashmha

@@ -135,10 +135,7 @@ __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) 
 
     // O: [16 rows of this warp, d] as n8 C fragments (the wgmma accumulator), f32
     float o_acc[T::kOTiles][kCRegs];
-#pragma unroll
-    for (int ot = 0; ot < T::kOTiles; ++ot)
-#pragma unroll
-        for (int c = 0; c < kCRegs; ++c) o_acc[ot][c] = 0.0f;
+    zero_c_fragments(o_acc);
 
     OnlineSoftmax<T::kSTiles, T::kOTiles> softmax;
     const ScoreMod mod(params.opt);

@@ -7,7 +7,8 @@
 //! passes to every run. Any buffer of the backend works: on CUDA whole `CudaSlice`s or
 //! `CudaView`/`CudaViewMut`s carved from an arena or a KV-cache allocation.
 
-use crate::backend::{opt_read, opt_write, read, write, Backend, BoundTensors, Read, Write};
+use super::RowExtras;
+use crate::backend::{Backend, Binder, Read, Write};
 use crate::common::binding::DevBuf;
 use crate::common::element::Element;
 use crate::common::error::{Error, Result, TensorName};
@@ -41,10 +42,7 @@ pub struct DecodeArgs<'a, B: Backend + ?Sized, T> {
     block_table: &'a dyn Read<B, i32>,
     cache_seqlens: &'a dyn Read<B, i32>,
     cu_seqlens_q: Option<&'a dyn Read<B, i32>>,
-    lse: Option<&'a mut dyn Write<B, f32>>,
-    entropy: Option<&'a mut dyn Write<B, f32>>,
-    alibi_slopes: Option<&'a dyn Read<B, f32>>,
-    head_gates: Option<&'a dyn Read<B, f32>>,
+    extras: RowExtras<'a, B>,
     workspace: Option<&'a mut dyn Write<B, f32>>,
 }
 
@@ -105,10 +103,7 @@ impl<'a, B: Backend + ?Sized, T> DecodeArgs<'a, B, T> {
             block_table,
             cache_seqlens,
             cu_seqlens_q: None,
-            lse: None,
-            entropy: None,
-            alibi_slopes: None,
-            head_gates: None,
+            extras: RowExtras::default(),
             workspace: None,
         }
     }
@@ -117,26 +112,8 @@ impl<'a, B: Backend + ?Sized, T> DecodeArgs<'a, B, T> {
         self.cu_seqlens_q = Some(cu);
         self
     }
-    /// Also write the LSE of each row (`[b, hq, sq_new]` padded, `[hq, total_q]` varlen).
-    pub fn lse(mut self, lse: &'a mut impl Write<B, f32>) -> Self {
-        self.lse = Some(lse);
-        self
-    }
-    /// Also write the entropy of each row (same layout as LSE).
-    pub fn entropy(mut self, entropy: &'a mut impl Write<B, f32>) -> Self {
-        self.entropy = Some(entropy);
-        self
-    }
-    /// ALiBi slopes `[hq]`.
-    pub fn alibi_slopes(mut self, slopes: &'a impl Read<B, f32>) -> Self {
-        self.alibi_slopes = Some(slopes);
-        self
-    }
-    /// Per-head output gates `[hq]`.
-    pub fn head_gates(mut self, gates: &'a impl Read<B, f32>) -> Self {
-        self.head_gates = Some(gates);
-        self
-    }
+    super::row_extras_builders!();
+
     /// The split workspace: at least [`crate::ops::decode::WorkspaceLayout::elems`] f32 of the
     /// plan (required when the plan has a combine; a plan without one ignores it, so a server
     /// can pass its one workspace to every plan).
@@ -357,23 +334,20 @@ pub(super) fn decode<B: Backend + ?Sized, T: Element>(
         block_table,
         cache_seqlens,
         cu_seqlens_q,
-        lse,
-        entropy,
-        alibi_slopes,
-        head_gates,
+        extras,
         workspace,
     } = args;
     let plan_fp8 = plan.problem.kv_dtype.is_fp8();
     if matches!(pools, KvPools::Fp8 { .. }) != plan_fp8 {
         return Err(pool_mismatch(plan_fp8));
     }
-    let mut t = BoundTensors::default();
+    let mut t = Binder::new(be, stream);
     // The guards order each buffer's use on the stream once the launches are queued.
-    let (q, _q) = read(be, stream, &mut t, TensorName::Q, q)?;
+    let (q, _q) = t.read(TensorName::Q, q)?;
     let (pools, _pool_guards): (PoolBufs, PoolGuards<'_, B>) = match pools {
         KvPools::Elements { k, v } => {
-            let (k, gk) = read(be, stream, &mut t, TensorName::KCache, k)?;
-            let (v, gv) = read(be, stream, &mut t, TensorName::VCache, v)?;
+            let (k, gk) = t.read(TensorName::KCache, k)?;
+            let (v, gv) = t.read(TensorName::VCache, v)?;
             let bufs = PoolBufs {
                 k,
                 v,
@@ -387,10 +361,10 @@ pub(super) fn decode<B: Backend + ?Sized, T: Element>(
             k_scales,
             v_scales,
         } => {
-            let (k, gk) = read(be, stream, &mut t, TensorName::KCache, k)?;
-            let (v, gv) = read(be, stream, &mut t, TensorName::VCache, v)?;
-            let (ks, gks) = read(be, stream, &mut t, TensorName::KScales, k_scales)?;
-            let (vs, gvs) = read(be, stream, &mut t, TensorName::VScales, v_scales)?;
+            let (k, gk) = t.read(TensorName::KCache, k)?;
+            let (v, gv) = t.read(TensorName::VCache, v)?;
+            let (ks, gks) = t.read(TensorName::KScales, k_scales)?;
+            let (vs, gvs) = t.read(TensorName::VScales, v_scales)?;
             let bufs = PoolBufs {
                 k,
                 v,
@@ -400,15 +374,12 @@ pub(super) fn decode<B: Backend + ?Sized, T: Element>(
             (bufs, [Some(gk), Some(gv), Some(gks), Some(gvs)])
         }
     };
-    let (o, _o) = write(be, stream, &mut t, TensorName::O, o)?;
-    let (block_table, _bt) = read(be, stream, &mut t, TensorName::BlockTable, block_table)?;
-    let (cache_seqlens, _cs) = read(be, stream, &mut t, TensorName::CacheSeqlens, cache_seqlens)?;
-    let (cu_q, _cu) = opt_read(be, stream, &mut t, TensorName::CuSeqlensQ, cu_seqlens_q)?;
-    let (lse, _lse) = opt_write(be, stream, &mut t, TensorName::Lse, lse)?;
-    let (entropy, _ent) = opt_write(be, stream, &mut t, TensorName::Entropy, entropy)?;
-    let (alibi, _al) = opt_read(be, stream, &mut t, TensorName::AlibiSlopes, alibi_slopes)?;
-    let (gates, _hg) = opt_read(be, stream, &mut t, TensorName::HeadGates, head_gates)?;
-    let (ws, _ws) = opt_write(be, stream, &mut t, TensorName::Workspace, workspace)?;
+    let (o, _o) = t.write(TensorName::O, o)?;
+    let (block_table, _bt) = t.read(TensorName::BlockTable, block_table)?;
+    let (cache_seqlens, _cs) = t.read(TensorName::CacheSeqlens, cache_seqlens)?;
+    let (cu_q, _cu) = t.opt_read(TensorName::CuSeqlensQ, cu_seqlens_q)?;
+    let ([lse, entropy, alibi, gates], _extras) = extras.bind(&mut t)?;
+    let (ws, _ws) = t.opt_write(TensorName::Workspace, workspace)?;
     let (partial_o, partial_lse, partial_entropy) = plan.carve_workspace(ws)?;
     let bufs = DecodeBuffers {
         q,
@@ -434,7 +405,7 @@ pub(super) fn decode<B: Backend + ?Sized, T: Element>(
     // (alive for this call; the guards keep its use ordered on the stream); device-resident
     // indices (block table, lengths, cu_seqlens) are checked by the kernel, which traps. The
     // combine reads the workspace the decode wrote, in stream order.
-    unsafe { be.launch(stream, &launches, &t) }
+    unsafe { be.launch(stream, &launches, &t.bound) }
 }
 
 /// [`super::Attention::merge_states`]: stacked or pair, as the plan says.
@@ -471,13 +442,13 @@ pub(super) fn merge_states<B: Backend + ?Sized, T: Element>(
     } else {
         (TensorName::OStates, TensorName::LseStates)
     };
-    let mut t = BoundTensors::default();
-    let (o_a, _oa) = read(be, stream, &mut t, name_o, o_a)?;
-    let (lse_a, _la) = read(be, stream, &mut t, name_lse, lse_a)?;
-    let (o_b, _ob) = opt_read(be, stream, &mut t, TensorName::OB, b.map(|x| x.0))?;
-    let (lse_b, _lb) = opt_read(be, stream, &mut t, TensorName::LseB, b.map(|x| x.1))?;
-    let (o, _o) = write(be, stream, &mut t, TensorName::O, o)?;
-    let (lse, _lse) = opt_write(be, stream, &mut t, TensorName::Lse, lse)?;
+    let mut t = Binder::new(be, stream);
+    let (o_a, _oa) = t.read(name_o, o_a)?;
+    let (lse_a, _la) = t.read(name_lse, lse_a)?;
+    let (o_b, _ob) = t.opt_read(TensorName::OB, b.map(|x| x.0))?;
+    let (lse_b, _lb) = t.opt_read(TensorName::LseB, b.map(|x| x.1))?;
+    let (o, _o) = t.write(TensorName::O, o)?;
+    let (lse, _lse) = t.opt_write(TensorName::Lse, lse)?;
     let bufs = MergeBuffers {
         o_states: o_a,
         lse_states: lse_a,
@@ -489,7 +460,7 @@ pub(super) fn merge_states<B: Backend + ?Sized, T: Element>(
     let launch = plan.bind(&bufs)?;
     // SAFETY: `bind` checked every buffer against the plan; each address comes from a buffer
     // borrowed by `args` (alive for this call, its use ordered on the stream by the guards).
-    unsafe { be.launch(stream, &Launches::one(launch), &t) }
+    unsafe { be.launch(stream, &Launches::one(launch), &t.bound) }
 }
 
 /// [`super::Attention::kv_append`]: new K/V rows into the page pools.
@@ -527,11 +498,11 @@ pub(super) fn kv_append<B: Backend + ?Sized, T: Element>(
             },
         });
     }
-    let mut t = BoundTensors::default();
+    let mut t = Binder::new(be, stream);
     // The guards order each buffer's use on the stream; fixed arrays hold those of the pools
     // and the target (no allocation).
-    let (k_new, _kn) = read(be, stream, &mut t, TensorName::KNew, k_new)?;
-    let (v_new, _vn) = read(be, stream, &mut t, TensorName::VNew, v_new)?;
+    let (k_new, _kn) = t.read(TensorName::KNew, k_new)?;
+    let (v_new, _vn) = t.read(TensorName::VNew, v_new)?;
     let mut bufs = KvAppendBuffers {
         k_new,
         v_new,
@@ -539,8 +510,8 @@ pub(super) fn kv_append<B: Backend + ?Sized, T: Element>(
     };
     let _pool_guards: PoolGuards<'_, B> = match pools {
         AppendPools::Elements { k, v } => {
-            let (k, gk) = write(be, stream, &mut t, TensorName::KCache, k)?;
-            let (v, gv) = write(be, stream, &mut t, TensorName::VCache, v)?;
+            let (k, gk) = t.write(TensorName::KCache, k)?;
+            let (v, gv) = t.write(TensorName::VCache, v)?;
             (bufs.k_cache, bufs.v_cache) = (k, v);
             [Some(gk), Some(gv), None, None]
         }
@@ -550,10 +521,10 @@ pub(super) fn kv_append<B: Backend + ?Sized, T: Element>(
             k_scales,
             v_scales,
         } => {
-            let (k, gk) = write(be, stream, &mut t, TensorName::KCache, k)?;
-            let (v, gv) = write(be, stream, &mut t, TensorName::VCache, v)?;
-            let (ks, gks) = read(be, stream, &mut t, TensorName::KScales, k_scales)?;
-            let (vs, gvs) = read(be, stream, &mut t, TensorName::VScales, v_scales)?;
+            let (k, gk) = t.write(TensorName::KCache, k)?;
+            let (v, gv) = t.write(TensorName::VCache, v)?;
+            let (ks, gks) = t.read(TensorName::KScales, k_scales)?;
+            let (vs, gvs) = t.read(TensorName::VScales, v_scales)?;
             (bufs.k_cache, bufs.v_cache) = (k, v);
             (bufs.k_scales, bufs.v_scales) = (ks, vs);
             [Some(gk), Some(gv), Some(gks), Some(gvs)]
@@ -561,7 +532,7 @@ pub(super) fn kv_append<B: Backend + ?Sized, T: Element>(
     };
     let _target_guards: [Option<B::Guard<'_>>; 3] = match target {
         AppendTarget::Slots(slots) => {
-            let (s, g) = read(be, stream, &mut t, TensorName::SlotMapping, slots)?;
+            let (s, g) = t.read(TensorName::SlotMapping, slots)?;
             bufs.slot_mapping = s;
             [Some(g), None, None]
         }
@@ -570,9 +541,9 @@ pub(super) fn kv_append<B: Backend + ?Sized, T: Element>(
             token_batch,
             token_pos,
         } => {
-            let (bt, gbt) = read(be, stream, &mut t, TensorName::BlockTable, block_table)?;
-            let (tb, gtb) = read(be, stream, &mut t, TensorName::TokenBatch, token_batch)?;
-            let (tp, gtp) = read(be, stream, &mut t, TensorName::TokenPos, token_pos)?;
+            let (bt, gbt) = t.read(TensorName::BlockTable, block_table)?;
+            let (tb, gtb) = t.read(TensorName::TokenBatch, token_batch)?;
+            let (tp, gtp) = t.read(TensorName::TokenPos, token_pos)?;
             bufs.block_table = bt;
             bufs.token_batch = tb;
             bufs.token_pos = tp;
@@ -584,5 +555,5 @@ pub(super) fn kv_append<B: Backend + ?Sized, T: Element>(
     // borrowed by `args` (alive for this call, its use ordered on the stream by the guards);
     // slots, block-table entries, batch items and positions are device-resident and checked by
     // the kernel against the sizes in the params (trap).
-    unsafe { be.launch(stream, &launches, &t) }
+    unsafe { be.launch(stream, &launches, &t.bound) }
 }

@@ -31,17 +31,92 @@ mod decode;
 mod forward;
 mod paged;
 
+/// The optional per-row outputs (LSE, entropy: f32, one per query row and head) and per-head
+/// inputs (ALiBi slopes, output gates: f32 `[hq]`) that the forward and the decode share, with
+/// the same meaning and layouts relative to their rows.
+pub(crate) struct RowExtras<'a, B: Backend + ?Sized> {
+    lse: Option<&'a mut dyn Write<B, f32>>,
+    entropy: Option<&'a mut dyn Write<B, f32>>,
+    alibi_slopes: Option<&'a dyn Read<B, f32>>,
+    head_gates: Option<&'a dyn Read<B, f32>>,
+}
+
+impl<B: Backend + ?Sized> Default for RowExtras<'_, B> {
+    fn default() -> Self {
+        RowExtras {
+            lse: None,
+            entropy: None,
+            alibi_slopes: None,
+            head_gates: None,
+        }
+    }
+}
+
+/// The bound [`RowExtras`]: lse, entropy, alibi slopes, head gates.
+pub(crate) type BoundExtras = [DevBuf; 4];
+
+impl<'a, B: Backend + ?Sized> RowExtras<'a, B> {
+    /// Binds the given ones (absent ones stay absent); the guards live as long as the call.
+    pub(crate) fn bind<'s>(
+        self,
+        t: &mut Binder<'s, B>,
+    ) -> Result<(BoundExtras, [Option<B::Guard<'s>>; 4])>
+    where
+        'a: 's,
+    {
+        let (lse, g0) = t.opt_write(TensorName::Lse, self.lse)?;
+        let (entropy, g1) = t.opt_write(TensorName::Entropy, self.entropy)?;
+        let (alibi, g2) = t.opt_read(TensorName::AlibiSlopes, self.alibi_slopes)?;
+        let (gates, g3) = t.opt_read(TensorName::HeadGates, self.head_gates)?;
+        Ok(([lse, entropy, alibi, gates], [g0, g1, g2, g3]))
+    }
+}
+
+/// The builder methods of [`RowExtras`] on an args struct with an `extras` field.
+macro_rules! row_extras_builders {
+    () => {
+        /// Also write the log-sum-exp of each score row (natural log, f32; `[b, hq, sq]`
+        /// padded, `[hq, total_q]` varlen).
+        pub fn lse(mut self, lse: &'a mut impl Write<B, f32>) -> Self {
+            self.extras.lse = Some(lse);
+            self
+        }
+
+        /// Also write the Shannon entropy of each attention row (nats, f32; same layout as
+        /// LSE).
+        pub fn entropy(mut self, entropy: &'a mut impl Write<B, f32>) -> Self {
+            self.extras.entropy = Some(entropy);
+            self
+        }
+
+        /// ALiBi slopes `[hq]` (f32): bias `-slope * |i + sk - sq - j|` on the scaled scores.
+        pub fn alibi_slopes(mut self, slopes: &'a impl Read<B, f32>) -> Self {
+            self.extras.alibi_slopes = Some(slopes);
+            self
+        }
+
+        /// Per-head output gates `[hq]` (f32): O of head `h` is multiplied by `gates[h]`.
+        pub fn head_gates(mut self, gates: &'a impl Read<B, f32>) -> Self {
+            self.extras.head_gates = Some(gates);
+            self
+        }
+    };
+}
+pub(crate) use row_extras_builders;
+
 pub use decode::{DecodeArgs, KvAppendArgs, MergeArgs};
 pub use forward::{Dense, DenseMut, FwdArgs};
 pub use paged::{BatchBounds, PagedAttention, PagedKv, RowStats};
 
-use crate::backend::{self, Backend, BoundTensors, Read, Write};
+use crate::backend::{Backend, Binder, Read, Write};
+use crate::common::binding::DevBuf;
 use crate::common::element::Element;
 use crate::common::error::{Error, Result, TensorName};
 use crate::common::launch::Launches;
 use crate::common::options::AttnOptions;
 use crate::ops::decode::plan::DecodePlan;
 use crate::ops::forward::plan::FwdPlan;
+use crate::ops::forward::problem::FwdShape;
 use crate::ops::head_similarity::{HeadSimBuffers, HeadSimPlan};
 use crate::ops::kv_append::KvAppendPlan;
 use crate::ops::merge::MergePlan;
@@ -90,7 +165,19 @@ pub trait Attention: Backend {
         o: DenseMut<'_, Self, T>,
         options: &AttnOptions,
     ) -> Result<()> {
-        forward::forward(self, stream, q, k, v, o, options)
+        // Validates every dim (see `FwdShape::from_dense_dims`), plans, runs.
+        let shape =
+            FwdShape::from_dense_dims(q.dims, k.dims, v.dims, o.dims)?.with_options(*options);
+        let plan = FwdPlan::<T>::new_for(self.target(), &shape)?;
+        let args = FwdArgs {
+            q: q.buf,
+            k: k.buf,
+            v: v.buf,
+            o: o.buf,
+            extras: RowExtras::default(),
+            cu_seqlens: None,
+        };
+        forward::run(self, stream, &plan, args)
     }
 
     /// Paged decode: the decode, then the split combine if the plan has one.
@@ -223,15 +310,15 @@ fn head_similarity<B: Backend + ?Sized, T: Element>(
             found: T::DTYPE,
         });
     }
-    let mut t = BoundTensors::default();
-    let (o, _o) = backend::read(be, stream, &mut t, TensorName::HeadSimInput, o)?;
-    let (gram, _g) = backend::write(be, stream, &mut t, TensorName::Gram, gram)?;
+    let mut t = Binder::new(be, stream);
+    let (o, _o) = t.read(TensorName::HeadSimInput, o)?;
+    let (gram, _g) = t.write(TensorName::Gram, gram)?;
     let bound = plan.bind(&HeadSimBuffers { o, gram })?;
     // SAFETY: `bind` checked both buffers against the plan (extent, alignment, no overlap), so
     // the zeroed bytes and every address the kernel forms lie inside `o` and `gram`, which the
     // borrows keep alive for this call and the guards keep ordered on the stream.
     unsafe {
         be.zero(stream, bound.zero, bound.zero_bytes)?;
-        be.launch(stream, &Launches::one(bound.launch), &t)
+        be.launch(stream, &Launches::one(bound.launch), &t.bound)
     }
 }

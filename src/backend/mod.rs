@@ -139,57 +139,71 @@ impl BoundTensors {
     }
 }
 
-/// Binds one read argument and records it; the guard is the caller's to keep until launch.
-pub(crate) fn read<'a, 'b: 'a, B: Backend + ?Sized, T>(
-    backend: &B,
-    stream: &'a B::Stream,
-    bound: &mut BoundTensors,
-    tensor: TensorName,
-    arg: &'a (dyn Read<B, T> + 'b),
-) -> Result<(DevBuf, B::Guard<'a>)> {
-    let (buf, guard) = arg.bind_read(backend, stream)?;
-    bound.push(tensor, buf, std::mem::size_of::<T>() as u64);
-    Ok((buf, guard))
+/// Binds one call's arguments on a stream and records each as a named tensor; the guards it
+/// returns are the caller's to keep until the launch is queued.
+pub(crate) struct Binder<'s, B: Backend + ?Sized> {
+    backend: &'s B,
+    stream: &'s B::Stream,
+    pub bound: BoundTensors,
 }
 
-/// Binds one written argument and records it.
-pub(crate) fn write<'a, 'b: 'a, B: Backend + ?Sized, T>(
-    backend: &B,
-    stream: &'a B::Stream,
-    bound: &mut BoundTensors,
-    tensor: TensorName,
-    arg: &'a mut (dyn Write<B, T> + 'b),
-) -> Result<(DevBuf, B::Guard<'a>)> {
-    let (buf, guard) = arg.bind_write(backend, stream)?;
-    bound.push(tensor, buf, std::mem::size_of::<T>() as u64);
-    Ok((buf, guard))
-}
+impl<'s, B: Backend + ?Sized> Binder<'s, B> {
+    pub fn new(backend: &'s B, stream: &'s B::Stream) -> Self {
+        Binder {
+            backend,
+            stream,
+            bound: BoundTensors::default(),
+        }
+    }
 
-/// [`read`] of an optional argument (absent: no buffer, no guard).
-pub(crate) fn opt_read<'a, 'b: 'a, B: Backend + ?Sized, T>(
-    backend: &B,
-    stream: &'a B::Stream,
-    bound: &mut BoundTensors,
-    tensor: TensorName,
-    arg: Option<&'a (dyn Read<B, T> + 'b)>,
-) -> Result<(DevBuf, Option<B::Guard<'a>>)> {
-    match arg {
-        None => Ok((DevBuf::ABSENT, None)),
-        Some(a) => read(backend, stream, bound, tensor, a).map(|(b, g)| (b, Some(g))),
+    /// A buffer the launch reads.
+    pub fn read<'b, T>(
+        &mut self,
+        tensor: TensorName,
+        arg: &'s (dyn Read<B, T> + 'b),
+    ) -> Result<(DevBuf, B::Guard<'s>)> {
+        let (buf, guard) = arg.bind_read(self.backend, self.stream)?;
+        self.bound
+            .push(tensor, buf, std::mem::size_of::<T>() as u64);
+        Ok((buf, guard))
+    }
+
+    /// A buffer the launch writes.
+    pub fn write<'b, T>(
+        &mut self,
+        tensor: TensorName,
+        arg: &'s mut (dyn Write<B, T> + 'b),
+    ) -> Result<(DevBuf, B::Guard<'s>)> {
+        let (buf, guard) = arg.bind_write(self.backend, self.stream)?;
+        self.bound
+            .push(tensor, buf, std::mem::size_of::<T>() as u64);
+        Ok((buf, guard))
+    }
+
+    /// [`Binder::read`] of an optional argument (absent: no buffer, no guard).
+    pub fn opt_read<'b, T>(
+        &mut self,
+        tensor: TensorName,
+        arg: Option<&'s (dyn Read<B, T> + 'b)>,
+    ) -> Result<(DevBuf, Option<B::Guard<'s>>)> {
+        opt(arg.map(|a| self.read(tensor, a)))
+    }
+
+    /// [`Binder::write`] of an optional argument.
+    pub fn opt_write<'b, T>(
+        &mut self,
+        tensor: TensorName,
+        arg: Option<&'s mut (dyn Write<B, T> + 'b)>,
+    ) -> Result<(DevBuf, Option<B::Guard<'s>>)> {
+        opt(arg.map(|a| self.write(tensor, a)))
     }
 }
 
-/// [`write`] of an optional argument.
-pub(crate) fn opt_write<'a, 'b: 'a, B: Backend + ?Sized, T>(
-    backend: &B,
-    stream: &'a B::Stream,
-    bound: &mut BoundTensors,
-    tensor: TensorName,
-    arg: Option<&'a mut (dyn Write<B, T> + 'b)>,
-) -> Result<(DevBuf, Option<B::Guard<'a>>)> {
-    match arg {
+/// An optional binding: absent is no buffer and no guard.
+fn opt<G>(bound: Option<Result<(DevBuf, G)>>) -> Result<(DevBuf, Option<G>)> {
+    match bound.transpose()? {
         None => Ok((DevBuf::ABSENT, None)),
-        Some(a) => write(backend, stream, bound, tensor, a).map(|(b, g)| (b, Some(g))),
+        Some((buf, guard)) => Ok((buf, Some(guard))),
     }
 }
 

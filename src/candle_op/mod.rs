@@ -157,19 +157,33 @@ fn emulate(
         head_gates: None,
     };
     let run = emulated::forward(problem, &inputs).map_err(wrap)?;
-    if let Some(first) = run.report.findings.first() {
+    let findings = run
+        .report
+        .findings
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    emulated_outputs(findings, run.outputs.o, run.outputs.lse)
+}
+
+/// An emulated run's O bits and LSE; an error when the emulator reported any finding (the
+/// first one named) or the LSE was not written.
+fn emulated_outputs(
+    findings: Vec<String>,
+    o: Vec<u16>,
+    lse: Option<Vec<f32>>,
+) -> candle_core::Result<(Vec<u16>, Vec<f32>)> {
+    if let Some(first) = findings.first() {
         return Err(wrap(Error::Emulator(
             crate::common::error::EmulatorError::Findings {
-                count: run.report.findings.len(),
-                first: first.to_string(),
+                count: findings.len(),
+                first: first.clone(),
             },
         )));
     }
-    let lse = run
-        .outputs
-        .lse
-        .ok_or_else(|| candle_core::Error::Msg("flashmha::candle: no LSE was written".into()))?;
-    Ok((run.outputs.o, lse))
+    let lse =
+        lse.ok_or_else(|| candle_core::Error::Msg("flashmha::candle: no LSE was written".into()))?;
+    Ok((o, lse))
 }
 
 /// Attention over padded tensors: `q: [b, sq, hq, d]`, `k, v: [b, sk, hkv, d]` (f16 or bf16,
@@ -226,8 +240,8 @@ struct OutputDims {
     lse: Vec<usize>,
 }
 
-/// Runs `shape` on the tensors' CUDA device (feature `candle-cuda`).
-#[cfg(feature = "candle-cuda")]
+/// Runs `shape` on the tensors' CUDA device (feature `candle-cuda`); without the feature,
+/// [`same_device`] never returns [`Target::Cuda`] and this is the [`CUDA_UNAVAILABLE`] error.
 fn on_cuda(
     shape: &FwdShape,
     q: &Tensor,
@@ -236,20 +250,13 @@ fn on_cuda(
     cu_seqlens: Option<(&Tensor, &Tensor)>,
     out: OutputDims,
 ) -> candle_core::Result<(Tensor, Tensor)> {
-    cuda::run(shape, q, k, v, cu_seqlens, out)
-}
-
-/// Without `candle-cuda`, [`same_device`] never returns [`Target::Cuda`].
-#[cfg(not(feature = "candle-cuda"))]
-fn on_cuda(
-    _shape: &FwdShape,
-    _q: &Tensor,
-    _k: &Tensor,
-    _v: &Tensor,
-    _cu_seqlens: Option<(&Tensor, &Tensor)>,
-    _out: OutputDims,
-) -> candle_core::Result<(Tensor, Tensor)> {
-    Err(candle_core::Error::Msg(CUDA_UNAVAILABLE.into()))
+    #[cfg(feature = "candle-cuda")]
+    return cuda::run(shape, q, k, v, cu_seqlens, out);
+    #[cfg(not(feature = "candle-cuda"))]
+    {
+        let _ = (shape, q, k, v, cu_seqlens, out);
+        Err(candle_core::Error::Msg(CUDA_UNAVAILABLE.into()))
+    }
 }
 
 /// A host copy of a `[batch + 1]` integer cu_seqlens tensor.

@@ -5,7 +5,9 @@
 //!
 //! Reads the given tensors, returns new ones; touches nothing else.
 
-use super::{bits, dims, dtype_shared_by, from_bits, host_i32, same_device, wrap, Target};
+use super::{
+    bits, dims, dtype_shared_by, emulated_outputs, from_bits, host_i32, same_device, wrap, Target,
+};
 use crate::common::error::{Dim, Error, TensorName};
 use crate::common::options::AttnOptions;
 use crate::host::emulated_decode::{self as emulated, DecodeHostInputs};
@@ -140,22 +142,12 @@ fn emulate(
         ..DecodeHostInputs::default()
     };
     let run = emulated::decode(plan, &inputs).map_err(wrap)?;
-    let findings = run.findings();
-    if let Some(first) = findings.first() {
-        return Err(wrap(Error::Emulator(
-            crate::common::error::EmulatorError::Findings {
-                count: findings.len(),
-                first: first.to_string(),
-            },
-        )));
-    }
-    let lse = run
-        .lse
-        .ok_or_else(|| candle_core::Error::Msg("flashmha::candle: no LSE was written".into()))?;
-    Ok((run.o, lse))
+    let findings = run.findings().iter().map(ToString::to_string).collect();
+    emulated_outputs(findings, run.o, run.lse)
 }
 
-#[cfg(feature = "candle-cuda")]
+/// The paged op on the tensors' CUDA device (feature `candle-cuda`); without the feature,
+/// [`same_device`] never returns [`Target::Cuda`] and this is the `CUDA_UNAVAILABLE` error.
 fn on_cuda(
     problem: &DecodeProblem,
     q: &Tensor,
@@ -163,16 +155,11 @@ fn on_cuda(
     o_dims: &[usize],
     lse_dims: &[usize],
 ) -> candle_core::Result<(Tensor, Tensor)> {
-    super::cuda::paged(problem, q, cache, o_dims, lse_dims)
-}
-
-#[cfg(not(feature = "candle-cuda"))]
-fn on_cuda(
-    _problem: &DecodeProblem,
-    _q: &Tensor,
-    _cache: &PagedKvCache,
-    _o_dims: &[usize],
-    _lse_dims: &[usize],
-) -> candle_core::Result<(Tensor, Tensor)> {
-    Err(candle_core::Error::Msg(super::CUDA_UNAVAILABLE.into()))
+    #[cfg(feature = "candle-cuda")]
+    return super::cuda::paged(problem, q, cache, o_dims, lse_dims);
+    #[cfg(not(feature = "candle-cuda"))]
+    {
+        let _ = (problem, q, cache, o_dims, lse_dims);
+        Err(candle_core::Error::Msg(super::CUDA_UNAVAILABLE.into()))
+    }
 }

@@ -25,12 +25,29 @@ fn invalid(msg: impl Into<String>) -> CallError {
     CallError::InvalidArgument(msg.into())
 }
 
+/// The Rust value of the C enum value `v` of field `field` (C type `ty`), from `table`; any
+/// other value is an invalid argument naming both.
+fn pick<T: Copy>(
+    field: &str,
+    ty: &str,
+    v: std::ffi::c_uint,
+    table: &[(std::ffi::c_uint, T)],
+) -> Result<T, CallError> {
+    table
+        .iter()
+        .find(|(c, _)| *c == v)
+        .map(|&(_, t)| t)
+        .ok_or_else(|| invalid(format!("{field} {v} is not a {ty}")))
+}
+
 pub fn dtype(d: ffi::flashmha_dtype) -> Result<DType, CallError> {
-    match d {
-        ffi::FLASHMHA_DTYPE_F16 => Ok(DType::F16),
-        ffi::FLASHMHA_DTYPE_BF16 => Ok(DType::Bf16),
-        other => Err(invalid(format!("dtype {other} is not a flashmha_dtype"))),
-    }
+    use ffi::{FLASHMHA_DTYPE_BF16 as BF16, FLASHMHA_DTYPE_F16 as F16};
+    pick(
+        "dtype",
+        "flashmha_dtype",
+        d,
+        &[(F16, DType::F16), (BF16, DType::Bf16)],
+    )
 }
 
 fn strides(s: ffi::flashmha_strides) -> Strides {
@@ -151,14 +168,6 @@ pub fn device_buf(b: ffi::flashmha_buf) -> DevBuf {
     }
 }
 
-fn row_strides(s: ffi::flashmha_strides) -> Strides {
-    Strides {
-        batch: s.batch,
-        row: s.row,
-        head: s.head,
-    }
-}
-
 fn page_strides(s: ffi::flashmha_page_strides) -> PageStrides {
     PageStrides {
         page: s.page,
@@ -183,25 +192,31 @@ fn is_zero_pages(s: &ffi::flashmha_page_strides) -> bool {
 pub fn decode_problem(s: &ffi::flashmha_decode_shape) -> Result<DecodeProblem, CallError> {
     let dtype = dtype(s.dtype)?;
     let overflow = |what: &str| invalid(format!("{what} overflows"));
-    let kv_dtype = match s.kv_dtype {
-        ffi::FLASHMHA_KV_SAME => KvCacheDType::Same,
-        ffi::FLASHMHA_KV_FP8_E4M3 => KvCacheDType::Fp8E4M3,
-        ffi::FLASHMHA_KV_FP8_E5M2 => KvCacheDType::Fp8E5M2,
-        other => {
-            return Err(invalid(format!(
-                "kv_dtype {other} is not a flashmha_kv_dtype"
-            )))
-        }
-    };
-    let kv_scales = match s.kv_scales {
-        ffi::FLASHMHA_KV_SCALES_PER_TENSOR => KvScaleGranularity::PerTensor,
-        ffi::FLASHMHA_KV_SCALES_PER_KV_HEAD => KvScaleGranularity::PerKvHead,
-        other => {
-            return Err(invalid(format!(
-                "kv_scales {other} is not a flashmha_kv_scales"
-            )))
-        }
-    };
+    let kv_dtype = pick(
+        "kv_dtype",
+        "flashmha_kv_dtype",
+        s.kv_dtype,
+        &[
+            (ffi::FLASHMHA_KV_SAME, KvCacheDType::Same),
+            (ffi::FLASHMHA_KV_FP8_E4M3, KvCacheDType::Fp8E4M3),
+            (ffi::FLASHMHA_KV_FP8_E5M2, KvCacheDType::Fp8E5M2),
+        ],
+    )?;
+    let kv_scales = pick(
+        "kv_scales",
+        "flashmha_kv_scales",
+        s.kv_scales,
+        &[
+            (
+                ffi::FLASHMHA_KV_SCALES_PER_TENSOR,
+                KvScaleGranularity::PerTensor,
+            ),
+            (
+                ffi::FLASHMHA_KV_SCALES_PER_KV_HEAD,
+                KvScaleGranularity::PerKvHead,
+            ),
+        ],
+    )?;
     // The contiguous defaults: checked products, so a huge shape is an error, not a wrap.
     let product = |a: usize, b: usize, what: &str| -> Result<i64, CallError> {
         a.checked_mul(b)
@@ -217,7 +232,7 @@ pub fn decode_problem(s: &ffi::flashmha_decode_shape) -> Result<DecodeProblem, C
         };
         (q, q)
     } else {
-        (row_strides(s.q_strides), row_strides(s.o_strides))
+        (strides(s.q_strides), strides(s.o_strides))
     };
     let (k_strides, v_strides) = if is_zero_pages(&s.k_strides) && is_zero_pages(&s.v_strides) {
         let per_page = s
@@ -323,26 +338,27 @@ pub fn decode_bufs(b: &ffi::flashmha_decode_bufs) -> DecodeBuffers {
 }
 
 pub fn merge_problem(s: &ffi::flashmha_merge_shape) -> Result<MergeProblem, CallError> {
-    let states = match s.form {
-        ffi::FLASHMHA_MERGE_STACKED => MergeStates::Stacked {
-            num_states: s.num_states,
-        },
-        ffi::FLASHMHA_MERGE_PAIR => MergeStates::Pair,
-        other => {
-            return Err(invalid(format!(
-                "form {other} is not a flashmha_merge_form"
-            )))
-        }
+    let stacked = MergeStates::Stacked {
+        num_states: s.num_states,
     };
-    let lse_layout = match s.lse_layout {
-        ffi::FLASHMHA_STATS_ROWS_HEADS => StatsLayout::RowsHeads,
-        ffi::FLASHMHA_STATS_HEADS_ROWS => StatsLayout::HeadsRows,
-        other => {
-            return Err(invalid(format!(
-                "lse_layout {other} is not a flashmha_stats_layout"
-            )))
-        }
-    };
+    let states = pick(
+        "form",
+        "flashmha_merge_form",
+        s.form,
+        &[
+            (ffi::FLASHMHA_MERGE_STACKED, stacked),
+            (ffi::FLASHMHA_MERGE_PAIR, MergeStates::Pair),
+        ],
+    )?;
+    let lse_layout = pick(
+        "lse_layout",
+        "flashmha_stats_layout",
+        s.lse_layout,
+        &[
+            (ffi::FLASHMHA_STATS_ROWS_HEADS, StatsLayout::RowsHeads),
+            (ffi::FLASHMHA_STATS_HEADS_ROWS, StatsLayout::HeadsRows),
+        ],
+    )?;
     Ok(MergeProblem {
         dtype: dtype(s.dtype)?,
         states,
@@ -365,13 +381,15 @@ pub fn merge_bufs(b: &ffi::flashmha_merge_bufs) -> MergeBuffers {
 }
 
 pub fn append_index(i: ffi::flashmha_append_index) -> Result<AppendIndex, CallError> {
-    match i {
-        ffi::FLASHMHA_APPEND_SLOTS => Ok(AppendIndex::Slots),
-        ffi::FLASHMHA_APPEND_POSITIONS => Ok(AppendIndex::Positions),
-        other => Err(invalid(format!(
-            "index {other} is not a flashmha_append_index"
-        ))),
-    }
+    pick(
+        "index",
+        "flashmha_append_index",
+        i,
+        &[
+            (ffi::FLASHMHA_APPEND_SLOTS, AppendIndex::Slots),
+            (ffi::FLASHMHA_APPEND_POSITIONS, AppendIndex::Positions),
+        ],
+    )
 }
 
 pub fn append_bufs(b: &ffi::flashmha_kv_append_bufs) -> KvAppendBuffers {

@@ -1,14 +1,13 @@
-//! The C ABI's GPU entry points: a context (one device with the kernels loaded) and runs of a
-//! plan on the caller's `CUstream` with raw device pointers. Raw pointers go through the same
-//! O(1) `FwdPlan::bind` checks as the Rust API before any launch. Without a driver every entry
-//! point returns `FLASHMHA_ERR_NO_CUDA_DRIVER`.
+//! The C ABI's contexts: one device with the kernels loaded, which every op's GPU entry point
+//! runs on (with the caller's `CUstream` and raw device pointers, bound by the same O(1) checks
+//! as the Rust API before any launch: `op.rs`). Without a driver every entry point returns
+//! `FLASHMHA_ERR_NO_CUDA_DRIVER`.
 
 use super::convert;
 use super::ffi::{self, flashmha_status};
-use super::plan::Plan;
+use super::plan::{create_into, destroy};
 use super::status::{guard, CallError};
 use crate::cuda::CudaBackend;
-use std::ffi::c_void;
 
 /// The backend behind a context handle.
 ///
@@ -31,30 +30,6 @@ pub(super) fn sm_count(ctx: &CudaBackend) -> Result<u32, CallError> {
     Ok(n.max(1) as u32)
 }
 
-/// `flashmha_status flashmha_plan_create_for_context(const flashmha_context *ctx,
-/// const flashmha_shape *shape, flashmha_plan **out)`
-///
-/// # Safety
-/// `ctx` must be NULL or a live context handle, `shape` NULL or a valid `flashmha_shape`, `out`
-/// NULL or writable storage for one pointer.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_plan_create_for_context(
-    ctx: *const ffi::flashmha_context,
-    shape: *const ffi::flashmha_shape,
-    out: *mut *mut ffi::flashmha_plan,
-) -> flashmha_status {
-    guard(|| {
-        // SAFETY: the caller's contract for each pointer.
-        unsafe {
-            super::plan::create_into(out, || {
-                let (ctx, shape) = (backend(ctx)?, convert::deref(shape, "shape")?);
-                let (dtype, shape) = convert::shape(shape)?;
-                Ok(Plan::new_for(ctx.target(), dtype, &shape)?)
-            })
-        }
-    })
-}
-
 /// `flashmha_status flashmha_context_create(int32_t ordinal, flashmha_context **out)`
 ///
 /// # Safety
@@ -65,15 +40,14 @@ pub unsafe extern "C" fn flashmha_context_create(
     out: *mut *mut ffi::flashmha_context,
 ) -> flashmha_status {
     guard(|| {
-        if out.is_null() {
-            return Err(CallError::InvalidArgument("out is NULL".into()));
+        // SAFETY: the caller's contract for `out`; context handles are `Box<CudaBackend>`.
+        unsafe {
+            create_into(out, || {
+                let ordinal = usize::try_from(ordinal)
+                    .map_err(|_| CallError::InvalidArgument(format!("device ordinal {ordinal}")))?;
+                Ok(CudaBackend::new(ordinal)?)
+            })
         }
-        let ordinal = usize::try_from(ordinal)
-            .map_err(|_| CallError::InvalidArgument(format!("device ordinal {ordinal}")))?;
-        let ctx = Box::new(CudaBackend::new(ordinal)?);
-        // SAFETY: `out` is non-NULL and, by the caller's contract, writable.
-        unsafe { out.write(Box::into_raw(ctx).cast()) };
-        Ok(())
     })
 }
 
@@ -84,86 +58,8 @@ pub unsafe extern "C" fn flashmha_context_create(
 /// with no kernel of it still running.
 #[no_mangle]
 pub unsafe extern "C" fn flashmha_context_destroy(ctx: *mut ffi::flashmha_context) {
-    if !ctx.is_null() {
-        // SAFETY: the handle is a `Box<CudaBackend>`, freed only here.
-        drop(unsafe { Box::from_raw(ctx.cast::<CudaBackend>()) });
-    }
-}
-
-/// Binds and launches; shared by `flashmha_run` and `flashmha_forward`.
-///
-/// # Safety
-/// See `flashmha_run`.
-unsafe fn run_plan(
-    ctx: &CudaBackend,
-    plan: &Plan,
-    bufs: &ffi::flashmha_bufs,
-    stream: *mut c_void,
-) -> Result<(), CallError> {
-    let launch = plan.bind(&convert::bufs(bufs)?)?;
-    // SAFETY: `bind` checked every buffer's length, alignment and aliasing against the plan's
-    // extents, so the kernel only touches the ranges the caller declared; the caller promises
-    // (header contract) that those ranges are device allocations that stay alive until the
-    // stream has run the kernel, and that `stream` is NULL or a live stream of this context.
-    // Device-resident indices (cu_seqlens) are checked by the kernel itself.
-    unsafe { ctx.launch_bound_raw(&launch, stream.cast()) }?;
-    Ok(())
-}
-
-/// `flashmha_status flashmha_run(const flashmha_context *ctx, const flashmha_plan *plan,
-/// const flashmha_bufs *bufs, void *stream)`
-///
-/// # Safety
-/// Pointers are NULL or valid (handles live); every buffer in `bufs` must be device memory of
-/// at least its declared length that stays allocated until `stream` has run the kernel;
-/// `stream` is NULL or a live `CUstream` of the context's device.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_run(
-    ctx: *const ffi::flashmha_context,
-    plan: *const ffi::flashmha_plan,
-    bufs: *const ffi::flashmha_bufs,
-    stream: *mut c_void,
-) -> flashmha_status {
-    guard(|| {
-        // SAFETY: the caller's contract for each pointer.
-        let (ctx, plan, bufs) = unsafe {
-            (
-                backend(ctx)?,
-                Plan::from_handle(plan)?,
-                convert::deref(bufs, "bufs")?,
-            )
-        };
-        // SAFETY: forwarded from this function's contract.
-        unsafe { run_plan(ctx, plan, bufs, stream) }
-    })
-}
-
-/// `flashmha_status flashmha_forward(const flashmha_context *ctx, const flashmha_shape *shape,
-/// const flashmha_bufs *bufs, void *stream)`
-///
-/// # Safety
-/// As for `flashmha_run`, with `shape` NULL or valid.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_forward(
-    ctx: *const ffi::flashmha_context,
-    shape: *const ffi::flashmha_shape,
-    bufs: *const ffi::flashmha_bufs,
-    stream: *mut c_void,
-) -> flashmha_status {
-    guard(|| {
-        // SAFETY: the caller's contract for each pointer.
-        let (ctx, shape, bufs) = unsafe {
-            (
-                backend(ctx)?,
-                convert::deref(shape, "shape")?,
-                convert::deref(bufs, "bufs")?,
-            )
-        };
-        let (dtype, shape) = convert::shape(shape)?;
-        let plan = Plan::new_for(ctx.target(), dtype, &shape)?;
-        // SAFETY: forwarded from this function's contract.
-        unsafe { run_plan(ctx, &plan, bufs, stream) }
-    })
+    // SAFETY: the caller's contract; context handles are `Box<CudaBackend>`.
+    unsafe { destroy::<CudaBackend, _>(ctx) }
 }
 
 #[cfg(test)]
@@ -184,7 +80,9 @@ mod tests {
         // A run without a context is rejected before anything else.
         let bufs = ffi::flashmha_bufs::default();
         // SAFETY: NULL handles are documented to be rejected.
-        let code = unsafe { flashmha_run(ctx, std::ptr::null(), &bufs, std::ptr::null_mut()) };
+        let code = unsafe {
+            super::super::flashmha_run(ctx, std::ptr::null(), &bufs, std::ptr::null_mut())
+        };
         assert_eq!(code, ffi::FLASHMHA_ERR_INVALID_ARGUMENT);
     }
 }

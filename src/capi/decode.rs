@@ -1,27 +1,18 @@
 //! The C ABI of paged decode: a plan handle (`flashmha_decode_plan_*`, a boxed [`DecodePlan`]
-//! made by `DecodePlan::new_for`), its split count and workspace size, and runs on a context
-//! (`bind`, then `CudaBackend::launch_raw`) or on the emulator. Both paths carve the caller's one
+//! made by `DecodePlan::new_for`), its split count and workspace size, and runs on a context or
+//! on the emulator through the shared path of `op.rs`. Both paths carve the caller's one
 //! workspace with [`DecodePlan::carve_workspace`] and check every buffer with
-//! [`DecodePlan::params`].
+//! [`DecodePlan::bind`].
 
 use super::convert;
-use super::cuda::backend;
 use super::ffi::{self, flashmha_status};
 use super::host::{HostMirror, Role};
-use super::plan::{create_into, destroy, handle};
+use super::op::{self, Op};
+use super::plan::{handle, write_out};
 use super::status::{guard, CallError};
-use crate::common::target::KernelTarget;
+use crate::common::launch::Launches;
+use crate::cuda::CudaBackend;
 use crate::ops::decode::{DecodeBuffers, DecodePlan};
-use std::ffi::c_void;
-
-/// The plan behind a decode handle.
-///
-/// # Safety
-/// A non-NULL `p` must be a live handle from `flashmha_decode_plan_create*`.
-unsafe fn plan<'a>(p: *const ffi::flashmha_decode_plan) -> Result<&'a DecodePlan, CallError> {
-    // SAFETY: the caller's contract; decode handles are `Box<DecodePlan>`.
-    unsafe { handle(p, "plan") }
-}
 
 /// The run's buffers with the workspace carved as the plan needs it.
 fn buffers(plan: &DecodePlan, b: &ffi::flashmha_decode_bufs) -> crate::Result<DecodeBuffers> {
@@ -31,52 +22,66 @@ fn buffers(plan: &DecodePlan, b: &ffi::flashmha_decode_bufs) -> crate::Result<De
     Ok(bufs)
 }
 
-/// `flashmha_status flashmha_decode_plan_create(const flashmha_decode_shape *shape,
-/// flashmha_decode_plan **out)`
-///
-/// # Safety
-/// `shape` NULL or valid; `out` NULL or writable storage for one pointer.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_decode_plan_create(
-    shape: *const ffi::flashmha_decode_shape,
-    out: *mut *mut ffi::flashmha_decode_plan,
-) -> flashmha_status {
-    guard(|| {
-        // SAFETY: the caller's contract for each pointer.
+/// Paged decode on the shared C ABI path.
+struct Decode;
+
+impl Op for Decode {
+    type Plan = DecodePlan;
+    type Bufs = ffi::flashmha_decode_bufs;
+    type Bound = Launches;
+
+    fn bind(p: &DecodePlan, b: &Self::Bufs) -> Result<Launches, CallError> {
+        Ok(p.bind(&buffers(p, b)?)?)
+    }
+
+    unsafe fn mirror(
+        p: &DecodePlan,
+        m: &mut HostMirror,
+        host: &Self::Bufs,
+    ) -> Result<Self::Bufs, CallError> {
+        let pr = &p.problem;
+        let (e, kv_e) = (pr.dtype.size(), pr.kv_element_bytes());
+        let (input, output) = (Role::Input, Role::Output);
+        let fp8 = pr.kv_dtype.is_fp8();
+        // SAFETY: the caller's contract for each buffer.
         unsafe {
-            create_into(out, || {
-                let s = convert::deref(shape, "shape")?;
-                let problem = convert::decode_problem(s)?;
-                let policy = convert::split_policy(s, None)?;
-                Ok(DecodePlan::new_for(KernelTarget::Ampere, &problem, policy)?)
+            Ok(ffi::flashmha_decode_bufs {
+                q: m.mirror(host.q, e, input)?,
+                k_cache: m.mirror(host.k_cache, kv_e, input)?,
+                v_cache: m.mirror(host.v_cache, kv_e, input)?,
+                o: m.mirror(host.o, e, output)?,
+                block_table: m.mirror(host.block_table, 4, input)?,
+                cache_seqlens: m.mirror(host.cache_seqlens, 4, input)?,
+                cu_seqlens_q: m.mirror(host.cu_seqlens_q, 4, input.when(pr.is_varlen()))?,
+                lse: m.mirror(host.lse, 4, output.when(pr.lse))?,
+                entropy: m.mirror(host.entropy, 4, output.when(pr.entropy))?,
+                alibi_slopes: m.mirror(host.alibi_slopes, 4, input.when(pr.alibi))?,
+                head_gates: m.mirror(host.head_gates, 4, input.when(pr.gates))?,
+                k_scales: m.mirror(host.k_scales, 4, input.when(fp8))?,
+                v_scales: m.mirror(host.v_scales, 4, input.when(fp8))?,
+                workspace: m.mirror(host.workspace, 4, Role::Scratch.when(p.combine.is_some()))?,
             })
         }
-    })
+    }
 }
 
-/// `flashmha_status flashmha_decode_plan_create_for_context(const flashmha_context *ctx,
-/// const flashmha_decode_shape *shape, flashmha_decode_plan **out)`
-///
-/// # Safety
-/// `ctx` NULL or a live context; `shape` NULL or valid; `out` NULL or writable.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_decode_plan_create_for_context(
-    ctx: *const ffi::flashmha_context,
-    shape: *const ffi::flashmha_decode_shape,
-    out: *mut *mut ffi::flashmha_decode_plan,
-) -> flashmha_status {
-    guard(|| {
-        // SAFETY: the caller's contract for each pointer.
-        unsafe {
-            create_into(out, || {
-                let (ctx, s) = (backend(ctx)?, convert::deref(shape, "shape")?);
-                let problem = convert::decode_problem(s)?;
-                let policy = convert::split_policy(s, Some(super::cuda::sm_count(ctx)?))?;
-                Ok(DecodePlan::new_for(ctx.target(), &problem, policy)?)
-            })
-        }
-    })
+op::handle_entry_points!(Decode, flashmha_decode_plan, flashmha_decode_bufs;
+    run: flashmha_decode_run, emulate: flashmha_emulate_decode_run,
+    destroy: flashmha_decode_plan_destroy);
+
+/// Plans for the context's device (its SM count the split heuristic's input) or, without one,
+/// for the default kernels.
+fn make(
+    s: &ffi::flashmha_decode_shape,
+    ctx: Option<&CudaBackend>,
+) -> Result<DecodePlan, CallError> {
+    let problem = convert::decode_problem(s)?;
+    let policy = convert::split_policy(s, ctx.map(super::cuda::sm_count).transpose()?)?;
+    Ok(DecodePlan::new_for(op::target(ctx), &problem, policy)?)
 }
+
+op::create_entry_points!(flashmha_decode_shape, flashmha_decode_plan, make;
+    create: flashmha_decode_plan_create, for_context: flashmha_decode_plan_create_for_context);
 
 /// `flashmha_status flashmha_decode_plan_info(const flashmha_decode_plan *plan,
 /// flashmha_decode_info *out)`
@@ -89,115 +94,24 @@ pub unsafe extern "C" fn flashmha_decode_plan_info(
     out: *mut ffi::flashmha_decode_info,
 ) -> flashmha_status {
     guard(|| {
-        // SAFETY: the caller's contract.
-        let p = unsafe { plan(plan_handle)? };
-        if out.is_null() {
-            return Err(CallError::InvalidArgument("out is NULL".into()));
-        }
+        // SAFETY: the caller's contract; decode handles are `Box<DecodePlan>`.
+        let p: &DecodePlan = unsafe { handle(plan_handle, "plan")? };
         let size = |v: u64| {
             usize::try_from(v).map_err(|_| {
                 CallError::InvalidArgument(format!("a workspace of {v} f32 exceeds size_t"))
             })
         };
-        let info = ffi::flashmha_decode_info {
-            num_splits: p.num_splits,
-            split_keys: p.split_keys,
-            workspace_elems: size(p.workspace.elems())?,
-            workspace_bytes: size(p.workspace.elems().saturating_mul(4))?,
-        };
-        // SAFETY: `out` is non-NULL and, by the caller's contract, writable.
-        unsafe { out.write(info) };
-        Ok(())
-    })
-}
-
-/// `void flashmha_decode_plan_destroy(flashmha_decode_plan *plan)`
-///
-/// # Safety
-/// `plan` NULL or a live decode handle, not used afterwards.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_decode_plan_destroy(plan: *mut ffi::flashmha_decode_plan) {
-    // SAFETY: the caller's contract; decode handles are `Box<DecodePlan>`.
-    unsafe { destroy::<DecodePlan, _>(plan) }
-}
-
-/// `flashmha_status flashmha_decode_run(const flashmha_context *ctx,
-/// const flashmha_decode_plan *plan, const flashmha_decode_bufs *bufs, void *stream)`
-///
-/// # Safety
-/// Pointers NULL or valid (handles live); every buffer in `bufs` is device memory of the
-/// context holding at least its declared length, allocated until `stream` has run the kernels;
-/// `stream` NULL or a live `CUstream` of the context's device.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_decode_run(
-    ctx: *const ffi::flashmha_context,
-    plan_handle: *const ffi::flashmha_decode_plan,
-    bufs: *const ffi::flashmha_decode_bufs,
-    stream: *mut c_void,
-) -> flashmha_status {
-    guard(|| {
-        // SAFETY: the caller's contract for each pointer.
-        let (ctx, p, b) = unsafe {
-            (
-                backend(ctx)?,
-                plan(plan_handle)?,
-                convert::deref(bufs, "bufs")?,
-            )
-        };
-        let bufs = buffers(p, b)?;
-        // SAFETY: forwarded from this function's contract; `bind` checks every buffer
-        // against the plan before anything is launched.
-        unsafe { ctx.launch_raw(&p.bind(&bufs)?, stream.cast()) }?;
-        Ok(())
-    })
-}
-
-/// `flashmha_status flashmha_emulate_decode_run(const flashmha_decode_plan *plan,
-/// const flashmha_decode_bufs *host_bufs)`
-///
-/// # Safety
-/// `plan` NULL or live; `host_bufs` NULL or valid, each buffer host memory of at least its
-/// declared length; inputs not written during the call.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_emulate_decode_run(
-    plan_handle: *const ffi::flashmha_decode_plan,
-    host_bufs: *const ffi::flashmha_decode_bufs,
-) -> flashmha_status {
-    guard(|| {
-        // SAFETY: the caller's contract for each pointer.
-        let (p, host) = unsafe { (plan(plan_handle)?, convert::deref(host_bufs, "host_bufs")?) };
-        // The GPU's checks on the caller's own addresses first: nothing is copied or run when
-        // one fails.
-        p.params(&buffers(p, host)?)?;
-        let pr = &p.problem;
-        let (e, kv_e) = (pr.dtype.size(), pr.kv_element_bytes());
-        let used = |on: bool, role: Role| if on { role } else { Role::Unused };
-        let fp8 = pr.kv_dtype.is_fp8();
-        let mut m = HostMirror::default();
-        // SAFETY: the caller's contract for each buffer (inputs readable, outputs writable).
-        let mirrored = unsafe {
-            ffi::flashmha_decode_bufs {
-                q: m.mirror(host.q, e, Role::Input)?,
-                k_cache: m.mirror(host.k_cache, kv_e, Role::Input)?,
-                v_cache: m.mirror(host.v_cache, kv_e, Role::Input)?,
-                o: m.mirror(host.o, e, Role::Output)?,
-                block_table: m.mirror(host.block_table, 4, Role::Input)?,
-                cache_seqlens: m.mirror(host.cache_seqlens, 4, Role::Input)?,
-                cu_seqlens_q: m.mirror(host.cu_seqlens_q, 4, used(pr.is_varlen(), Role::Input))?,
-                lse: m.mirror(host.lse, 4, used(pr.lse, Role::Output))?,
-                entropy: m.mirror(host.entropy, 4, used(pr.entropy, Role::Output))?,
-                alibi_slopes: m.mirror(host.alibi_slopes, 4, used(pr.alibi, Role::Input))?,
-                head_gates: m.mirror(host.head_gates, 4, used(pr.gates, Role::Input))?,
-                k_scales: m.mirror(host.k_scales, 4, used(fp8, Role::Input))?,
-                v_scales: m.mirror(host.v_scales, 4, used(fp8, Role::Input))?,
-                workspace: m.mirror(host.workspace, 4, used(p.combine.is_some(), Role::Scratch))?,
-            }
-        };
-        for l in p.bind(&buffers(p, &mirrored)?)?.iter() {
-            m.launch(l)?;
+        // SAFETY: the caller's contract for `out`.
+        unsafe {
+            write_out(out, || {
+                Ok(ffi::flashmha_decode_info {
+                    num_splits: p.num_splits,
+                    split_keys: p.split_keys,
+                    workspace_elems: size(p.workspace.elems())?,
+                    workspace_bytes: size(p.workspace.elems().saturating_mul(4))?,
+                })
+            })
         }
-        // SAFETY: the output buffers are writable (caller's contract).
-        unsafe { m.copy_back() }
     })
 }
 

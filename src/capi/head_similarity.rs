@@ -1,103 +1,74 @@
-//! The C ABI of head similarity: the op's plan ([`HeadSimPlan`], made per call: it is O(1)),
-//! bound to the caller's buffers, then gram's sums zeroed and the kernel launched, on a context
-//! or on the emulator.
+//! The C ABI of head similarity, on the shared path of `op.rs`: the shape is planned at each
+//! call ([`HeadSimPlan`] is O(1)) and bound to the caller's buffers; the bound call zeroes
+//! gram's sums and launches, on a context or on the emulator.
 
 use super::convert;
-use super::cuda::backend;
-use super::ffi::{self, flashmha_status};
+use super::ffi;
 use super::host::{HostMirror, Role};
-use super::status::guard;
+use super::op::{self, Bound, Op};
+use super::status::CallError;
 use crate::common::binding::DevBuf;
 use crate::common::launch::Launches;
-use crate::common::target::KernelTarget;
-use crate::ops::head_similarity::{HeadSimBuffers, HeadSimPlan};
-use std::ffi::c_void;
+use crate::cuda::CudaBackend;
+use crate::ops::head_similarity::{HeadSimBuffers, HeadSimLaunch, HeadSimPlan};
+use cudarc::driver::sys::CUstream;
 
-/// `flashmha_status flashmha_head_similarity(const flashmha_context *ctx,
-/// const flashmha_head_similarity_shape *shape, const flashmha_head_similarity_bufs *bufs,
-/// void *stream)`
-///
-/// # Safety
-/// Pointers NULL or valid (ctx live); `o` and `gram` device memory of the context holding at
-/// least their declared lengths, allocated until `stream` has run the kernel; `stream` NULL or
-/// a live `CUstream` of the context's device.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_head_similarity(
-    ctx: *const ffi::flashmha_context,
-    shape: *const ffi::flashmha_head_similarity_shape,
-    bufs: *const ffi::flashmha_head_similarity_bufs,
-    stream: *mut c_void,
-) -> flashmha_status {
-    guard(|| {
-        // SAFETY: the caller's contract for each pointer.
-        let (ctx, s, b) = unsafe {
-            (
-                backend(ctx)?,
-                convert::deref(shape, "shape")?,
-                convert::deref(bufs, "bufs")?,
-            )
-        };
-        let plan = HeadSimPlan::new_for(ctx.target(), &convert::head_sim_problem(s)?)?;
-        let bound = plan.bind(&bufs_of(b))?;
-        // SAFETY: `bind` checked both buffers against the plan before anything is written;
-        // the rest is forwarded from this function's contract (device memory of the context,
-        // alive until the stream has run).
-        unsafe {
-            ctx.zero_raw(bound.zero.addr, bound.zero_bytes, stream.cast())?;
-            ctx.launch_raw(&Launches::one(bound.launch), stream.cast())?;
-        }
-        Ok(())
-    })
-}
+/// Head similarity on the shared C ABI path; the shape is the plan (planned per call).
+struct HeadSimilarity;
 
-/// `flashmha_status flashmha_emulate_head_similarity(const flashmha_head_similarity_shape
-/// *shape, const flashmha_head_similarity_bufs *host_bufs)`
-///
-/// # Safety
-/// Pointers NULL or valid; `o` readable and `gram` writable host memory of at least their
-/// declared lengths.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_emulate_head_similarity(
-    shape: *const ffi::flashmha_head_similarity_shape,
-    host_bufs: *const ffi::flashmha_head_similarity_bufs,
-) -> flashmha_status {
-    guard(|| {
-        // SAFETY: the caller's contract for each pointer.
-        let (s, host) = unsafe {
-            (
-                convert::deref(shape, "shape")?,
-                convert::deref(host_bufs, "host_bufs")?,
-            )
-        };
-        let problem = convert::head_sim_problem(s)?;
-        let plan = HeadSimPlan::new_for(KernelTarget::Ampere, &problem)?;
-        // The GPU's checks on the caller's own addresses first.
-        plan.bind(&bufs_of(host))?;
-        let mut m = HostMirror::default();
+impl Op for HeadSimilarity {
+    type Plan = ffi::flashmha_head_similarity_shape;
+    type Bufs = ffi::flashmha_head_similarity_bufs;
+    type Bound = HeadSimLaunch;
+
+    fn bind(s: &Self::Plan, b: &Self::Bufs) -> Result<Self::Bound, CallError> {
+        // The Ampere kernels (Hopper's too); a Turing context has no head-similarity kernel
+        // and its launch is a typed TargetMismatch.
+        let plan = HeadSimPlan::new(&convert::head_sim_problem(s)?)?;
+        Ok(plan.bind(&HeadSimBuffers {
+            o: DevBuf::new(b.o.data as u64, b.o.len),
+            gram: DevBuf::new(b.gram.data as u64, b.gram.len),
+        })?)
+    }
+
+    unsafe fn mirror(
+        s: &Self::Plan,
+        m: &mut HostMirror,
+        host: &Self::Bufs,
+    ) -> Result<Self::Bufs, CallError> {
+        let e = convert::dtype(s.dtype)?.size();
         // SAFETY: the caller's contract (o readable, gram writable). gram is read too: the
         // entries past heads² keep the caller's values, as on the GPU path.
-        let mirrored = unsafe {
-            ffi::flashmha_head_similarity_bufs {
-                o: m.mirror(host.o, problem.dtype.size(), Role::Input)?,
+        unsafe {
+            Ok(ffi::flashmha_head_similarity_bufs {
+                o: m.mirror(host.o, e, Role::Input)?,
                 gram: m.mirror(host.gram, 4, Role::InOut)?,
-            }
-        };
-        let bound = plan.bind(&bufs_of(&mirrored))?;
-        // The kernel accumulates into the heads² sums: zero them, as the GPU path does.
-        let sums = vec![0u8; bound.zero_bytes as usize];
-        m.device()
-            .write(crate::emulator::DevicePtr(bound.zero.addr), &sums)
-            .map_err(crate::Error::from)?;
-        m.launch(&bound.launch)?;
-        // SAFETY: gram is writable (caller's contract).
-        unsafe { m.copy_back() }
-    })
-}
-
-/// The C buffers as the plan binds them (address and element count).
-fn bufs_of(b: &ffi::flashmha_head_similarity_bufs) -> HeadSimBuffers {
-    HeadSimBuffers {
-        o: DevBuf::new(b.o.data as u64, b.o.len),
-        gram: DevBuf::new(b.gram.data as u64, b.gram.len),
+            })
+        }
     }
 }
+
+impl Bound for HeadSimLaunch {
+    unsafe fn launch(&self, ctx: &CudaBackend, stream: CUstream) -> crate::Result<()> {
+        // SAFETY: `bind` checked both buffers against the plan; the caller's contract keeps
+        // them allocated (device memory of the context) until the stream has run.
+        unsafe {
+            ctx.zero_raw(self.zero.addr, self.zero_bytes, stream)?;
+            ctx.launch_raw(&Launches::one(self.launch), stream)
+        }
+    }
+
+    fn emulate(&self, m: &mut HostMirror) -> Result<(), CallError> {
+        // The kernel accumulates into the heads² sums: zero them, as the GPU path does.
+        let zeros = vec![0u8; self.zero_bytes as usize];
+        m.device()
+            .write(crate::emulator::DevicePtr(self.zero.addr), &zeros)
+            .map_err(crate::Error::from)?;
+        m.launch(&self.launch)
+    }
+}
+
+op::run_entry_points!(HeadSimilarity,
+    shape: flashmha_head_similarity_shape => ffi::flashmha_head_similarity_shape,
+    flashmha_head_similarity_bufs, op::as_is;
+    run: flashmha_head_similarity, emulate: flashmha_emulate_head_similarity);

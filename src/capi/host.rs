@@ -28,6 +28,17 @@ pub enum Role {
     Unused,
 }
 
+impl Role {
+    /// This role when the plan uses the buffer (`on`), else [`Role::Unused`].
+    pub fn when(self, on: bool) -> Role {
+        if on {
+            self
+        } else {
+            Role::Unused
+        }
+    }
+}
+
 /// An emulator device holding mirrors of one call's host buffers.
 #[derive(Default)]
 pub struct HostMirror {

@@ -1,149 +1,70 @@
 //! The C ABI of the merge of attention states: a plan handle (`flashmha_merge_plan_*`, a boxed
-//! [`MergePlan`] made by `MergePlan::new_for`) run on a context (`bind`, then
-//! `CudaBackend::launch_raw`) or on the emulator; both check the buffers with
-//! [`MergePlan::params`].
+//! [`MergePlan`] made by `MergePlan::new_for`) run on a context or on the
+//! emulator through the shared path of `op.rs`; both check the buffers with
+//! [`MergePlan::bind`].
 
 use super::convert;
-use super::cuda::backend;
-use super::ffi::{self, flashmha_status};
+use super::ffi;
 use super::host::{HostMirror, Role};
-use super::plan::{create_into, destroy, handle};
-use super::status::{guard, CallError};
-use crate::common::target::KernelTarget;
+use super::op::{self, Op};
+use super::status::CallError;
+use crate::common::launch::Launches;
+use crate::cuda::CudaBackend;
 use crate::ops::merge::{MergePlan, MergeStates};
-use std::ffi::c_void;
 
-/// # Safety
-/// A non-NULL `p` must be a live handle from `flashmha_merge_plan_create*`.
-unsafe fn plan<'a>(p: *const ffi::flashmha_merge_plan) -> Result<&'a MergePlan, CallError> {
-    // SAFETY: the caller's contract; merge handles are `Box<MergePlan>`.
-    unsafe { handle(p, "plan") }
-}
+/// The merge of attention states on the shared C ABI path.
+struct Merge;
 
-/// `flashmha_status flashmha_merge_plan_create(const flashmha_merge_shape *shape,
-/// flashmha_merge_plan **out)`
-///
-/// # Safety
-/// `shape` NULL or valid; `out` NULL or writable storage for one pointer.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_merge_plan_create(
-    shape: *const ffi::flashmha_merge_shape,
-    out: *mut *mut ffi::flashmha_merge_plan,
-) -> flashmha_status {
-    guard(|| {
-        // SAFETY: the caller's contract for each pointer.
-        unsafe {
-            create_into(out, || {
-                let problem = convert::merge_problem(convert::deref(shape, "shape")?)?;
-                Ok(MergePlan::new_for(KernelTarget::Ampere, &problem)?)
-            })
-        }
-    })
-}
+impl Op for Merge {
+    type Plan = MergePlan;
+    type Bufs = ffi::flashmha_merge_bufs;
+    type Bound = Launches;
 
-/// `flashmha_status flashmha_merge_plan_create_for_context(const flashmha_context *ctx,
-/// const flashmha_merge_shape *shape, flashmha_merge_plan **out)`
-///
-/// # Safety
-/// `ctx` NULL or live; `shape` NULL or valid; `out` NULL or writable.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_merge_plan_create_for_context(
-    ctx: *const ffi::flashmha_context,
-    shape: *const ffi::flashmha_merge_shape,
-    out: *mut *mut ffi::flashmha_merge_plan,
-) -> flashmha_status {
-    guard(|| {
-        // SAFETY: the caller's contract for each pointer.
-        unsafe {
-            create_into(out, || {
-                let ctx = backend(ctx)?;
-                let problem = convert::merge_problem(convert::deref(shape, "shape")?)?;
-                Ok(MergePlan::new_for(ctx.target(), &problem)?)
-            })
-        }
-    })
-}
+    fn bind(p: &MergePlan, b: &Self::Bufs) -> Result<Launches, CallError> {
+        Ok(p.bind(&convert::merge_bufs(b))?.into())
+    }
 
-/// `void flashmha_merge_plan_destroy(flashmha_merge_plan *plan)`
-///
-/// # Safety
-/// `plan` NULL or a live merge handle, not used afterwards.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_merge_plan_destroy(plan: *mut ffi::flashmha_merge_plan) {
-    // SAFETY: the caller's contract; merge handles are `Box<MergePlan>`.
-    unsafe { destroy::<MergePlan, _>(plan) }
-}
-
-/// `flashmha_status flashmha_merge_run(const flashmha_context *ctx,
-/// const flashmha_merge_plan *plan, const flashmha_merge_bufs *bufs, void *stream)`
-///
-/// # Safety
-/// As for `flashmha_decode_run`.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_merge_run(
-    ctx: *const ffi::flashmha_context,
-    plan_handle: *const ffi::flashmha_merge_plan,
-    bufs: *const ffi::flashmha_merge_bufs,
-    stream: *mut c_void,
-) -> flashmha_status {
-    guard(|| {
-        // SAFETY: the caller's contract for each pointer.
-        let (ctx, p, b) = unsafe {
-            (
-                backend(ctx)?,
-                plan(plan_handle)?,
-                convert::deref(bufs, "bufs")?,
-            )
-        };
-        // SAFETY: forwarded from this function's contract; `bind` checks every buffer
-        // against the plan before anything is launched.
-        unsafe { ctx.launch_raw(&p.bind(&convert::merge_bufs(b))?.into(), stream.cast()) }?;
-        Ok(())
-    })
-}
-
-/// `flashmha_status flashmha_emulate_merge_run(const flashmha_merge_plan *plan,
-/// const flashmha_merge_bufs *host_bufs)`
-///
-/// # Safety
-/// As for `flashmha_emulate_decode_run`.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_emulate_merge_run(
-    plan_handle: *const ffi::flashmha_merge_plan,
-    host_bufs: *const ffi::flashmha_merge_bufs,
-) -> flashmha_status {
-    guard(|| {
-        // SAFETY: the caller's contract for each pointer.
-        let (p, host) = unsafe { (plan(plan_handle)?, convert::deref(host_bufs, "host_bufs")?) };
-        // The GPU's checks on the caller's own addresses first.
-        p.params(&convert::merge_bufs(host))?;
+    unsafe fn mirror(
+        p: &MergePlan,
+        m: &mut HostMirror,
+        host: &Self::Bufs,
+    ) -> Result<Self::Bufs, CallError> {
         let e = p.problem.dtype.size();
-        // A stacked plan rejects a given o_b / lse_b above, so they are the pair's here.
-        let pair = p.problem.states == MergeStates::Pair;
-        let b_role = if pair { Role::Input } else { Role::Unused };
-        let mut m = HostMirror::default();
-        // SAFETY: the caller's contract for each buffer (inputs readable, outputs writable).
-        let mirrored = unsafe {
-            ffi::flashmha_merge_bufs {
+        // A stacked plan rejects a given o_b / lse_b (checked on the host addresses first), so
+        // they are the pair's here.
+        let b_role = Role::Input.when(p.problem.states == MergeStates::Pair);
+        // SAFETY: the caller's contract for each buffer.
+        unsafe {
+            Ok(ffi::flashmha_merge_bufs {
                 o_states: m.mirror(host.o_states, e, Role::Input)?,
                 lse_states: m.mirror(host.lse_states, 4, Role::Input)?,
                 o_b: m.mirror(host.o_b, e, b_role)?,
                 lse_b: m.mirror(host.lse_b, 4, b_role)?,
                 o: m.mirror(host.o, e, Role::Output)?,
                 lse: m.mirror(host.lse, 4, Role::Output)?,
-            }
-        };
-        m.launch(&p.bind(&convert::merge_bufs(&mirrored))?)?;
-        // SAFETY: the output buffers are writable (caller's contract).
-        unsafe { m.copy_back() }
-    })
+            })
+        }
+    }
 }
+
+op::handle_entry_points!(Merge, flashmha_merge_plan, flashmha_merge_bufs;
+    run: flashmha_merge_run, emulate: flashmha_emulate_merge_run,
+    destroy: flashmha_merge_plan_destroy);
+
+/// Plans for the context's device or, without one, for the default kernels.
+fn make(s: &ffi::flashmha_merge_shape, ctx: Option<&CudaBackend>) -> Result<MergePlan, CallError> {
+    let problem = convert::merge_problem(s)?;
+    Ok(MergePlan::new_for(op::target(ctx), &problem)?)
+}
+
+op::create_entry_points!(flashmha_merge_shape, flashmha_merge_plan, make;
+    create: flashmha_merge_plan_create, for_context: flashmha_merge_plan_create_for_context);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn create(s: &ffi::flashmha_merge_shape) -> (flashmha_status, bool) {
+    fn create(s: &ffi::flashmha_merge_shape) -> (ffi::flashmha_status, bool) {
         let mut p: *mut ffi::flashmha_merge_plan = std::ptr::null_mut();
         // SAFETY: valid pointers to locals.
         let code = unsafe { flashmha_merge_plan_create(s, &mut p) };

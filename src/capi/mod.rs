@@ -11,20 +11,21 @@
 //! come back as a [`ffi::flashmha_status`] code plus a thread-local message ([`status`]); a
 //! panic never crosses the boundary.
 //!
-//! Files: `plan.rs` (the forward plan, the handle helpers, the version), `cuda.rs` (contexts
-//! and the forward's GPU entry points), `emulate.rs` (the forward on the emulator), one file per
-//! other op (`decode.rs`, `merge.rs`, `append.rs`, `head_similarity.rs`, each with both paths).
+//! Files: `op.rs` (the one path every op runs through: handles, plan, bind, launch on a context
+//! or the emulator), `plan.rs` (the forward's plan and entry points, the handle helpers, the version),
+//! `cuda.rs` (contexts), one file per other op (`decode.rs`, `merge.rs`, `append.rs`, `head_similarity.rs`, each
+//! saying only what differs for it).
 
 pub mod append;
 pub mod convert;
 pub mod cuda;
 pub mod decode;
-pub mod emulate;
 pub mod ffi;
 pub mod head_similarity;
 mod header_check;
 pub mod host;
 pub mod merge;
+mod op;
 pub mod plan;
 pub mod status;
 
@@ -44,12 +45,11 @@ pub use merge::{
     flashmha_merge_plan_destroy, flashmha_merge_run,
 };
 
-pub use cuda::{
-    flashmha_context_create, flashmha_context_destroy, flashmha_forward,
-    flashmha_plan_create_for_context, flashmha_run,
+pub use cuda::{flashmha_context_create, flashmha_context_destroy};
+pub use plan::{
+    flashmha_emulate_forward, flashmha_emulate_run, flashmha_forward, flashmha_plan_create,
+    flashmha_plan_create_for_context, flashmha_plan_destroy, flashmha_run, flashmha_version,
 };
-pub use emulate::{flashmha_emulate_forward, flashmha_emulate_run};
-pub use plan::{flashmha_plan_create, flashmha_plan_destroy, flashmha_version};
 pub use status::{flashmha_last_error_message, flashmha_status_string};
 
 // The header's thread-safety promises (include/flashmha.h, "Ownership and thread safety"):

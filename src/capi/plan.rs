@@ -1,16 +1,20 @@
-//! The forward plan handle of the C ABI: `flashmha_plan_create` validates and plans a shape
+//! The forward in the C ABI: `flashmha_plan_create[_for_context]` validates and plans a shape
 //! once; the handle is then run any number of times (on a GPU or the emulator) with new
-//! buffers. Also the handle helpers every op's plan uses (`create_into`, `handle`, `destroy`)
+//! buffers, or `flashmha_forward` / `flashmha_emulate_forward` plan and run in one call. Also the handle helpers every op's plan uses (`create_into`, `handle`, `destroy`)
 //! and `flashmha_version`.
 
 use super::convert;
-use super::ffi::{self, flashmha_status};
-use super::status::{guard, CallError};
+use super::ffi;
+use super::host::{HostMirror, Role};
+use super::op::{self, Bound, Op};
+use super::status::CallError;
 use crate::common::dtype::DType;
 use crate::common::target::KernelTarget;
+use crate::cuda::CudaBackend;
 use crate::ops::forward::bind::FwdBufs;
 use crate::ops::forward::plan::{FwdLaunch, FwdPlan};
 use crate::ops::forward::problem::FwdShape;
+use cudarc::driver::sys::CUstream;
 use std::ffi::c_char;
 
 /// What a `flashmha_plan*` points to: a plan of either element type.
@@ -58,6 +62,63 @@ impl Plan {
     }
 }
 
+/// The forward on the shared C ABI path (`op.rs`).
+pub(super) struct Forward;
+
+impl Op for Forward {
+    type Plan = Plan;
+    type Bufs = ffi::flashmha_bufs;
+    type Bound = FwdLaunch;
+
+    fn bind(plan: &Plan, bufs: &Self::Bufs) -> Result<FwdLaunch, CallError> {
+        Ok(plan.bind(&convert::bufs(bufs)?)?)
+    }
+
+    unsafe fn mirror(
+        plan: &Plan,
+        m: &mut HostMirror,
+        host: &Self::Bufs,
+    ) -> Result<Self::Bufs, CallError> {
+        let e = plan.dtype().size();
+        let (input, output) = (Role::Input, Role::Output);
+        // SAFETY: the caller's contract for each buffer.
+        unsafe {
+            Ok(ffi::flashmha_bufs {
+                q: m.mirror(host.q, e, input)?,
+                k: m.mirror(host.k, e, input)?,
+                v: m.mirror(host.v, e, input)?,
+                o: m.mirror(host.o, e, output)?,
+                lse: m.mirror(host.lse, 4, output)?,
+                entropy: m.mirror(host.entropy, 4, output)?,
+                alibi_slopes: m.mirror(host.alibi_slopes, 4, input)?,
+                head_gates: m.mirror(host.head_gates, 4, input)?,
+                cu_seqlens_q: m.mirror(host.cu_seqlens_q, 4, input)?,
+                cu_seqlens_k: m.mirror(host.cu_seqlens_k, 4, input)?,
+            })
+        }
+    }
+}
+
+/// The forward's one launch (its sm_90a tensor maps are encoded over the bound addresses by
+/// each backend).
+impl Bound for FwdLaunch {
+    unsafe fn launch(&self, ctx: &CudaBackend, stream: CUstream) -> crate::Result<()> {
+        // SAFETY: the caller's contract; the launch was bound (every buffer checked).
+        unsafe { ctx.launch_bound_raw(self, stream) }
+    }
+
+    fn emulate(&self, m: &mut HostMirror) -> Result<(), CallError> {
+        let report = crate::backend::emulator::launch_bound(m.device(), self)?;
+        HostMirror::clean(&report)
+    }
+}
+
+/// Plans a C shape for the context's device or, without one, for the default kernels.
+pub(super) fn make(s: &ffi::flashmha_shape, ctx: Option<&CudaBackend>) -> Result<Plan, CallError> {
+    let (dtype, shape) = convert::shape(s)?;
+    Ok(Plan::new_for(op::target(ctx), dtype, &shape)?)
+}
+
 /// The `T` behind an opaque handle `H` (named `what` in the NULL error).
 ///
 /// # Safety
@@ -91,29 +152,26 @@ pub unsafe extern "C" fn flashmha_version() -> *const c_char {
     VERSION.as_ptr().cast()
 }
 
-/// `flashmha_status flashmha_plan_create(const flashmha_shape *shape, flashmha_plan **out)`
+/// Checks `out` (NULL is an invalid argument, and nothing is made), makes the value with
+/// `make` and writes it to `*out`.
 ///
 /// # Safety
-/// `shape` must be NULL or point to a valid `flashmha_shape`; `out` must be NULL or point to
-/// writable storage for one pointer.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_plan_create(
-    shape: *const ffi::flashmha_shape,
-    out: *mut *mut ffi::flashmha_plan,
-) -> flashmha_status {
-    guard(|| {
-        // SAFETY: the caller's contract for `out` and `shape`.
-        unsafe {
-            create_into(out, || {
-                let (dtype, shape) = convert::shape(convert::deref(shape, "shape")?)?;
-                Ok(Plan::new(dtype, &shape)?)
-            })
-        }
-    })
+/// `out` must be NULL or point to writable storage for one `T`.
+pub(super) unsafe fn write_out<T>(
+    out: *mut T,
+    make: impl FnOnce() -> Result<T, CallError>,
+) -> Result<(), CallError> {
+    if out.is_null() {
+        return Err(CallError::InvalidArgument("out is NULL".into()));
+    }
+    let value = make()?;
+    // SAFETY: `out` is non-NULL and, by the caller's contract, writable.
+    unsafe { out.write(value) };
+    Ok(())
 }
 
-/// Checks `out` (NULL is an invalid argument, and nothing is planned), plans with `make` and
-/// hands the plan out as a new handle `H` in `*out`.
+/// Checks `out`, makes the value with `make` and hands it out as a new handle `H` (a
+/// `Box<T>`) in `*out`.
 ///
 /// # Safety
 /// `out` must be NULL or point to writable storage for one pointer.
@@ -121,24 +179,18 @@ pub(super) unsafe fn create_into<T, H>(
     out: *mut *mut H,
     make: impl FnOnce() -> Result<T, CallError>,
 ) -> Result<(), CallError> {
-    if out.is_null() {
-        return Err(CallError::InvalidArgument("out is NULL".into()));
-    }
-    let plan = Box::new(make()?);
-    // SAFETY: `out` is non-NULL and, by the caller's contract, writable.
-    unsafe { out.write(Box::into_raw(plan).cast()) };
-    Ok(())
+    // SAFETY: the caller's contract for `out`.
+    unsafe { write_out(out, || Ok(Box::into_raw(Box::new(make()?)).cast())) }
 }
 
-/// `void flashmha_plan_destroy(flashmha_plan *plan)`
-///
-/// # Safety
-/// `plan` must be NULL or a live handle from `flashmha_plan_create`, not used afterwards.
-#[no_mangle]
-pub unsafe extern "C" fn flashmha_plan_destroy(plan: *mut ffi::flashmha_plan) {
-    // SAFETY: the caller's contract; forward handles are `Box<Plan>`.
-    unsafe { destroy::<Plan, _>(plan) }
-}
+op::create_entry_points!(flashmha_shape, flashmha_plan, make;
+    create: flashmha_plan_create, for_context: flashmha_plan_create_for_context);
+
+op::run_entry_points!(Forward, shape: flashmha_shape => ffi::flashmha_shape, flashmha_bufs, make;
+    run: flashmha_forward, emulate: flashmha_emulate_forward);
+
+op::handle_entry_points!(Forward, flashmha_plan, flashmha_bufs;
+    run: flashmha_run, emulate: flashmha_emulate_run, destroy: flashmha_plan_destroy);
 
 #[cfg(test)]
 mod tests {

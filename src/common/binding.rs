@@ -92,18 +92,11 @@ impl BufSpec {
         }
     }
 
-    /// [`BufSpec::input`] for a buffer the launch writes: it may overlap no other.
-    pub fn output(
-        tensor: TensorName,
-        buf: DevBuf,
-        usage: Use,
-        needed: u64,
-        elem_bytes: u64,
-        align: u64,
-    ) -> BufSpec {
+    /// This buffer as one the launch writes: it may overlap no other.
+    pub fn written(self) -> BufSpec {
         BufSpec {
             output: true,
-            ..BufSpec::input(tensor, buf, usage, needed, elem_bytes, align)
+            ..self
         }
     }
 
@@ -206,7 +199,7 @@ mod tests {
     #[test]
     fn each_rule_is_a_typed_error() {
         let q = |b, u| BufSpec::input(T::Q, b, u, 64, 2, 16);
-        let o = |b| BufSpec::output(T::O, b, Use::Required, 64, 2, 16);
+        let o = |b| BufSpec::input(T::O, b, Use::Required, 64, 2, 16).written();
         same!(
             check(&[q(DevBuf::ABSENT, Use::Required)]),
             Err::<(), Error>(Error::MissingBuffer { tensor: T::Q })
@@ -252,7 +245,7 @@ mod tests {
             Ok::<(), Error>(())
         );
         // An unused buffer cannot alias.
-        let lse = BufSpec::output(T::Lse, buf(4096, 64), Use::Unused, 64, 4, 4);
+        let lse = BufSpec::input(T::Lse, buf(4096, 64), Use::Unused, 64, 4, 4).written();
         same!(
             check(&[q(buf(4096, 64), Use::Required), lse]),
             Ok::<(), Error>(())
@@ -266,7 +259,7 @@ mod tests {
         fn overlap_is_interval_intersection(a in any::<u64>(), b in any::<u64>(), na in 1u64..1 << 40, nb in 1u64..1 << 40) {
             let (a, b) = ((a & !15).max(16), (b & !15).max(16));
             let specs = [
-                BufSpec::output(T::O, buf(a, na), Use::Required, na, 1, 16),
+                BufSpec::input(T::O, buf(a, na), Use::Required, na, 1, 16).written(),
                 BufSpec::input(T::Q, buf(b, nb), Use::Required, nb, 1, 16),
             ];
             let (a1, b1) = (a.saturating_add(na), b.saturating_add(nb));

@@ -61,11 +61,10 @@ pub struct PtxasStats {
     pub spill_load_bytes: u32,
 }
 
-/// One row of `kernels/kernel_table.h`.
+/// One forward kernel of `kernels/kernel_table.h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FwdKernelRow {
-    /// Which table the row is in: FLASHMHA_FWD_KERNELS (Ampere), _SM75 (Turing) or _SM90
-    /// (Hopper).
+    /// The row's group: FLASHMHA_FWD_KERNELS (Ampere), _SM75 (Turing) or _SM90 (Hopper).
     pub target: KernelTarget,
     pub entry: &'static str,
     pub dtype: DType,

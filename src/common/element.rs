@@ -13,22 +13,20 @@ pub trait Element:
     fn from_f32(x: f32) -> Self;
 }
 
-impl Element for half::f16 {
-    const DTYPE: DType = DType::F16;
-    fn to_f32(self) -> f32 {
-        half::f16::to_f32(self)
-    }
-    fn from_f32(x: f32) -> Self {
-        half::f16::from_f32(x)
-    }
+/// `impl Element` for a `half` type: its dtype, and `half`'s own conversions.
+macro_rules! element {
+    ($t:ty, $dtype:expr) => {
+        impl Element for $t {
+            const DTYPE: DType = $dtype;
+            fn to_f32(self) -> f32 {
+                <$t>::to_f32(self)
+            }
+            fn from_f32(x: f32) -> Self {
+                <$t>::from_f32(x)
+            }
+        }
+    };
 }
 
-impl Element for half::bf16 {
-    const DTYPE: DType = DType::Bf16;
-    fn to_f32(self) -> f32 {
-        half::bf16::to_f32(self)
-    }
-    fn from_f32(x: f32) -> Self {
-        half::bf16::from_f32(x)
-    }
-}
+element!(half::f16, DType::F16);
+element!(half::bf16, DType::Bf16);

@@ -1,7 +1,8 @@
 //! Attention options: the scalar knobs of one forward call, with documented defaults.
 //!
 //! Device buffers (q, k, v, slopes, gates, cu_seqlens) are not here: they travel in the input
-//! structs of each backend. This file holds plain data only and touches nothing else.
+//! structs of each backend. This file holds plain data and the one validation of it
+//! ([`AttnOptions::validate`], called by every op).
 //!
 //! Mask semantics (shared by the kernel, the reference and validation), for query row `i` in
 //! `0..sq` and key column `j` in `0..sk` of one batch item, with the diagonal bottom-right
@@ -21,6 +22,9 @@
 //!   NaN survives cascades. A key a row does not see cannot make it NaN through its scores; its
 //!   v can still reach O on hardware that computes `0 x NaN` in the P V product (keys of the same
 //!   tile that other rows see), and the row's `lse` is then NaN too.
+
+use crate::common::error::{Error, Limit, OptionName, Result};
+use crate::common::geometry::MAX_INDEX_32;
 
 /// Sliding-window bounds, in keys on each side of the (bottom-right aligned) diagonal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,6 +49,34 @@ pub struct AttnOptions {
 }
 
 impl AttnOptions {
+    /// The rules every op's options obey (the forward's and the decode's validation call it):
+    /// a given scale or softcap is finite and > 0 (the kernels' running max assumes scores
+    /// grow with q.k), and window bounds fit the kernels' 32-bit index math.
+    pub fn validate(&self) -> Result<()> {
+        for (option, value) in [
+            (OptionName::SoftmaxScale, self.softmax_scale),
+            (OptionName::Softcap, self.softcap),
+        ] {
+            if let Some(v) = value {
+                if !v.is_finite() || v <= 0.0 {
+                    return Err(Error::InvalidOption { option, value: v });
+                }
+            }
+        }
+        if let Some(w) = self.window {
+            for v in [w.left, w.right].into_iter().flatten() {
+                if u64::from(v) > MAX_INDEX_32 {
+                    return Err(Error::Overflow32 {
+                        limit: Limit::Window,
+                        value: u64::from(v),
+                        max: MAX_INDEX_32,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The scale actually used for a head dimension `d`.
     pub fn scale_for(&self, head_dim: usize) -> f32 {
         self.softmax_scale

@@ -195,27 +195,20 @@ pub const A10: GpuSpec = GpuSpec {
 };
 
 /// [L4-DS], [AD102-WP], [PG-T], [PG-CC]; 121 TFLOP/s / (58 SMs x 2040 MHz) = 1023 FLOP/clk/SM.
+///
+/// The per-SM figures not listed are the A10's: cc 8.9 has the same per-SM tensor, FP32, SFU,
+/// issue, register, thread and shared-memory figures as cc 8.6 in [PG-T] and [PG-CC]; only
+/// the CTA limit differs (24).
 pub const L4: GpuSpec = GpuSpec {
     name: "L4 (sm_89)",
     sm: 89,
-    path: TensorPath::MmaSync,
     sms: 58,
     clock_hz: 2040e6,
-    mma_per_clk: 1024.0 / MMA_FLOPS,
-    wgmma_flops_per_clk: 0.0,
-    smem_wavefronts_per_clk: 1.0,
-    sfu_lanes_per_clk: 16.0,
-    fp32_lanes_per_clk: 128.0,
-    alu_lanes_per_clk: 64.0,
-    issue_per_clk: 4.0,
     l2_bytes_per_clk: 5120.0 / 108.0 * 58.0,
     dram_bytes_per_s: 300e9,
     l2_bytes: 48e6,
-    regs_per_sm: 65536,
-    max_threads_per_sm: 1536,
     max_ctas_per_sm: 24,
-    smem_per_sm: 100 * 1024,
-    smem_reserved_per_cta: 1024,
+    ..A10
 };
 
 /// [H100-WP], [PG-T], [PG-CC], [PG-SM90]; the Ampere (mma.sync) kernels, mma.sync at half the

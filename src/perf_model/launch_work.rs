@@ -24,7 +24,8 @@ pub struct TileCosts {
     pub masked_extra: Work,
 }
 
-fn one_head(row: &FwdKernelRow, sq: usize, sk: usize, causal: bool) -> FwdProblem {
+/// A one-head padded problem (`sq` queries, `sk` keys) of `row`'s kernel and target.
+pub(super) fn one_head(row: &FwdKernelRow, sq: usize, sk: usize, causal: bool) -> FwdProblem {
     let mut p = FwdProblem::contiguous(
         row.dtype,
         SeqLayout::Padded {

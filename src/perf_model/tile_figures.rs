@@ -11,12 +11,12 @@
 //! Non-tensor counts depend on the inputs (the O rescale is skipped when no row max grows), so
 //! the distribution is a parameter ([`Inputs`]) and is stated wherever a figure is quoted.
 
+use super::launch_work::one_head;
 use crate::common::build_info::{self, FwdKernelRow};
 use crate::common::error::Result;
-use crate::common::options::AttnOptions;
 use crate::emulated::{self, HostInputs};
 use crate::emulator::Counters;
-use crate::problem::{FwdProblem, SeqLayout};
+use crate::problem::FwdProblem;
 
 /// The distribution of q, k, v in a measured launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -79,23 +79,6 @@ pub struct TileFigures {
 /// Keys of the shorter of the two launches (the longer has twice as many).
 pub const BASE_KEYS: usize = 1024;
 
-fn padded(row: &FwdKernelRow, sq: usize, sk: usize) -> FwdProblem {
-    let mut p = FwdProblem::contiguous(
-        row.dtype,
-        SeqLayout::Padded {
-            batch: 1,
-            seqlen_q: sq,
-            seqlen_k: sk,
-        },
-        1,
-        1,
-        row.head_dim as usize,
-        AttnOptions::default(),
-    );
-    p.target = row.target;
-    p
-}
-
 /// Runs `p` on the emulator with uniform random inputs; any finding is an error.
 pub fn emulate_counters(p: &FwdProblem) -> Result<Counters> {
     emulate_counters_with(p, Inputs::Uniform)
@@ -143,8 +126,8 @@ fn k16_per_mma(entry: &str) -> f64 {
 /// Measures `row` with inputs from `inputs` (see the module doc).
 pub fn measure(row: &FwdKernelRow, inputs: Inputs) -> Result<TileFigures> {
     let bm = row.block_m as usize;
-    let p1 = padded(row, bm, BASE_KEYS);
-    let p2 = padded(row, bm, 2 * BASE_KEYS);
+    let p1 = one_head(row, bm, BASE_KEYS, false);
+    let p2 = one_head(row, bm, 2 * BASE_KEYS, false);
     let (c1, c2) = (
         emulate_counters_with(&p1, inputs)?,
         emulate_counters_with(&p2, inputs)?,
@@ -157,7 +140,7 @@ pub fn measure(row: &FwdKernelRow, inputs: Inputs) -> Result<TileFigures> {
     let d_ldsm = ldsm(&c2).saturating_sub(ldsm(&c1)) as f64;
     let all_mma_instr = (c2.mma_instructions as f64).max(1.0);
     let all_mma = all_mma_instr * k16;
-    let p3 = padded(row, 1024, 1024);
+    let p3 = one_head(row, 1024, 1024, false);
     let c3 = emulate_counters_with(&p3, inputs)?;
     Ok(TileFigures {
         ldmatrix_per_mma: d_ldsm / d_mma,

@@ -74,14 +74,15 @@ fn cvt_rounding_modes_and_packing() {
     let mut dev = Device::new();
     let pin = upload(&mut dev, &xs);
     let pout = dev.alloc(n * 12 * 4);
-    launch_clean(
+    launch(
         &mut dev,
         &m,
         "cvt_modes",
         (n as u32).div_ceil(64),
         64,
         &[Arg::Ptr(pin), Arg::Ptr(pout), Arg::I32(n as i32)],
-    );
+    )
+    .clean();
     let out: Vec<u32> = download(&dev, pout, n * 12);
     for (i, &x) in xs.iter().enumerate() {
         let o = &out[i * 12..i * 12 + 12];
@@ -134,14 +135,15 @@ fn special_functions_are_accurate() {
     let mut dev = Device::new();
     let pin = upload(&mut dev, &xs);
     let pout = dev.alloc(n * 8 * 4);
-    let rep = launch_clean(
+    let rep = launch(
         &mut dev,
         &m,
         "sfu",
         4,
         64,
         &[Arg::Ptr(pin), Arg::Ptr(pout), Arg::I32(n as i32)],
-    );
+    )
+    .clean();
     let out: Vec<f32> = download(&dev, pout, n * 8);
     let rel = |got: f32, want: f64| ((got as f64 - want) / want.abs().max(1e-30)).abs();
     for (i, &x) in xs.iter().enumerate() {

@@ -17,14 +17,15 @@ fn cp_async_zero_fills_past_src_size() {
     let psrc = dev.upload(&src);
     let psz = upload(&mut dev, &sizes);
     let pout = dev.alloc(n * 16);
-    let rep = launch_clean(
+    let rep = launch(
         &mut dev,
         &m,
         "cp_async_zfill",
         1,
         n as u32,
         &[Arg::Ptr(psrc), Arg::Ptr(psz), Arg::Ptr(pout)],
-    );
+    )
+    .clean();
     let out = dev.read(pout, n * 16).unwrap();
     for t in 0..n {
         let s = (t + 1) % n;
@@ -52,18 +53,7 @@ fn cp_async_groups_and_ignore_src() {
     let m = module("cp_async");
     let mut r = rng(10);
     let src: Vec<u32> = (0..128).map(|_| r.random_range(1..u32::MAX)).collect();
-    let mut dev = Device::new();
-    let psrc = upload(&mut dev, &src);
-    let pout = dev.alloc(128 * 4);
-    launch_clean(
-        &mut dev,
-        &m,
-        "cp_async_groups",
-        1,
-        64,
-        &[Arg::Ptr(psrc), Arg::Ptr(pout)],
-    );
-    let out: Vec<u32> = download(&dev, pout, 128);
+    let out: Vec<u32> = run_in_out(&m, "cp_async_groups", 64, &src, 128);
     for t in 0..64 {
         // ignore-src true (odd t) copies zeros
         assert_eq!(out[t], if t % 2 == 1 { 0 } else { src[t] }, "a[{t}]");
@@ -85,7 +75,7 @@ fn atomics_are_exact_across_ctas() {
     let pc = upload(&mut dev, &init);
     let pf = upload(&mut dev, &[0f32]);
     let pw = upload(&mut dev, &[0u64]);
-    let rep = launch_clean(
+    let rep = launch(
         &mut dev,
         &m,
         "atomics",
@@ -98,7 +88,8 @@ fn atomics_are_exact_across_ctas() {
             Arg::Ptr(pw),
             Arg::I32(n as i32),
         ],
-    );
+    )
+    .clean();
     let c: Vec<u32> = download(&dev, pc, 5 + blocks as usize);
     assert_eq!(c[0], input.iter().fold(0u32, |s, v| s.wrapping_add(*v)));
     assert_eq!(c[1], *input.iter().max().unwrap());

@@ -57,14 +57,15 @@ fn run_f32_counted(entry: &str, k: usize, bf: bool, seed: u64, mmas: u64) {
         upload(&mut dev, &cv),
     );
     let pd = dev.alloc(16 * 8 * 4);
-    let rep = launch_clean(
+    let rep = launch(
         &mut dev,
         &m,
         entry,
         1,
         32,
         &[Arg::Ptr(pa), Arg::Ptr(pb), Arg::Ptr(pc), Arg::Ptr(pd)],
-    );
+    )
+    .clean();
     let d: Vec<f32> = download(&dev, pd, 128);
     let want = matmul(&a64, &b64, &c64, k);
     for i in 0..128 {
@@ -139,14 +140,15 @@ fn mma_m16n8k16_f16_f16_matches_matmul_rounded() {
         upload(&mut dev, &bits(&c)),
     );
     let pd = dev.alloc(256);
-    launch_clean(
+    launch(
         &mut dev,
         &m,
         "mma_f16_f16",
         1,
         32,
         &[Arg::Ptr(pa), Arg::Ptr(pb), Arg::Ptr(pc), Arg::Ptr(pd)],
-    );
+    )
+    .clean();
     let d: Vec<u16> = download(&dev, pd, 128);
     let f = |v: &[f16]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
     let want = matmul(&f(&a), &f(&b), &f(&c), 16);
@@ -195,7 +197,7 @@ fn ldmatrix_layouts_all_variants() {
         let mut dev = Device::new();
         let pin = upload(&mut dev, &src);
         let pout = dev.alloc(32 * 4 * 4);
-        let rep = launch_clean(&mut dev, &m, entry, 1, 32, &[Arg::Ptr(pin), Arg::Ptr(pout)]);
+        let rep = launch(&mut dev, &m, entry, 1, 32, &[Arg::Ptr(pin), Arg::Ptr(pout)]).clean();
         let got: Vec<u32> = download(&dev, pout, 128);
         for t in 0..32 {
             let want = ldmatrix_expect(&src, num, trans, t);

@@ -10,18 +10,7 @@ fn dynamically_indexed_local_array() {
     let m = module("spaces");
     let mut r = rng(13);
     let idx: Vec<u32> = (0..64).map(|_| r.random()).collect();
-    let mut dev = Device::new();
-    let pi = upload(&mut dev, &idx);
-    let po = dev.alloc(64 * 4);
-    launch_clean(
-        &mut dev,
-        &m,
-        "local_array",
-        1,
-        64,
-        &[Arg::Ptr(pi), Arg::Ptr(po)],
-    );
-    let out: Vec<u32> = download(&dev, po, 64);
+    let out: Vec<u32> = run_in_out(&m, "local_array", 64, &idx, 64);
     for t in 0..64u32 {
         let a = |i: u32| i * 131 + t;
         assert_eq!(

@@ -41,14 +41,15 @@ fn shuffles_votes_and_match_follow_the_isa() {
         let pin = upload(&mut dev, &input);
         let pp = upload(&mut dev, &[delta, src, xmask, width]);
         let pout = dev.alloc(13 * 32 * 4);
-        launch_clean(
+        launch(
             &mut dev,
             &m,
             "shfl_modes",
             1,
             32,
             &[Arg::Ptr(pin), Arg::Ptr(pp), Arg::Ptr(pout)],
-        );
+        )
+        .clean();
         let out: Vec<u32> = download(&dev, pout, 13 * 32);
         let row = |k: usize| &out[k * 32..(k + 1) * 32];
         let (d, s, x, w) = (delta as i32, src as i32, xmask as i32, width as i32);

@@ -258,6 +258,32 @@ struct Prepared {
     expect: Vec<f32>,
 }
 
+/// Places an `mn_extent x 16` operand (element (mn, k) = `at(mn, k)`) at shared-memory offset
+/// `base` with `swz` and `major`, appending its (value, offset) pairs; its matrix descriptor.
+fn place_operand(
+    c: &Case,
+    (base, swz, major, mn_extent): (u32, Swizzle, Major, u32),
+    at: impl Fn(usize, usize) -> f32,
+    vals: &mut Vec<u16>,
+    offs: &mut Vec<u32>,
+) -> u64 {
+    let p = place(swz, major, mn_extent);
+    for mn in 0..mn_extent as usize {
+        for k in 0..16 {
+            vals.push(bits(at(mn, k), c.bf16));
+            offs.push(base + p.offs[mn * 16 + k]);
+        }
+    }
+    MatrixDesc {
+        start: base + p.start,
+        lbo: p.lbo,
+        sbo: p.sbo,
+        base_offset: 0,
+        swizzle: swz,
+    }
+    .encode()
+}
+
 fn prepare(c: &Case, seed: u64) -> Prepared {
     let n = c.n as usize;
     let mut r = rng(seed);
@@ -267,38 +293,12 @@ fn prepare(c: &Case, seed: u64) -> Prepared {
     let (mut vals, mut offs) = (Vec::new(), Vec::new());
     let mut descs = [0u64; 2];
     if let ASrc::Smem(m) = c.a {
-        let p = place(c.a_swz, m, 64);
-        for mn in 0..64 {
-            for k in 0..16 {
-                vals.push(bits(a[mn * 16 + k], c.bf16));
-                offs.push(A_BASE + p.offs[mn * 16 + k]);
-            }
-        }
-        descs[0] = MatrixDesc {
-            start: A_BASE + p.start,
-            lbo: p.lbo,
-            sbo: p.sbo,
-            base_offset: 0,
-            swizzle: c.a_swz,
-        }
-        .encode();
+        let operand = (A_BASE, c.a_swz, m, 64);
+        descs[0] = place_operand(c, operand, |mn, k| a[mn * 16 + k], &mut vals, &mut offs);
     }
-    let p = place(c.b_swz, c.b_major, c.n);
-    for nn in 0..n {
-        for k in 0..16 {
-            vals.push(bits(b[k * n + nn], c.bf16));
-            offs.push(B_BASE + p.offs[nn * 16 + k]);
-        }
-    }
+    let operand = (B_BASE, c.b_swz, c.b_major, c.n);
+    descs[1] = place_operand(c, operand, |nn, k| b[k * n + nn], &mut vals, &mut offs);
     assert!(offs.iter().all(|&o| o + 2 <= SMEM));
-    descs[1] = MatrixDesc {
-        start: B_BASE + p.start,
-        lbo: p.lbo,
-        sbo: p.sbo,
-        base_offset: 0,
-        swizzle: c.b_swz,
-    }
-    .encode();
     let mut afrag = vec![0u32; 128 * 4];
     for tid in 0..128u32 {
         for reg in 0..4u32 {
@@ -337,35 +337,40 @@ fn prepare(c: &Case, seed: u64) -> Prepared {
 
 /// Runs a case with the planted lines; returns the report and the output fragments.
 fn run_case(c: &Case, seed: u64, between: &str, after: &str) -> (LaunchReport, Prepared, Vec<f32>) {
-    let ptx = kernel(c, between, after);
-    let m = Module::parse(&ptx).unwrap_or_else(|e| panic!("{c:?}: {e}"));
+    run_ptx(c, &kernel(c, between, after), seed, c.scale_d as u32)
+}
+
+/// Runs `ptx` (a [`kernel`] of `c`, possibly edited) on the operands of `prepare(c, seed)`,
+/// passing `scale_d` as the predicate parameter; the report, the operands and D.
+fn run_ptx(c: &Case, ptx: &str, seed: u64, scale_d: u32) -> (LaunchReport, Prepared, Vec<f32>) {
+    let m = Module::parse(ptx).unwrap_or_else(|e| panic!("{c:?}: {e}"));
     let p = prepare(c, seed);
     let mut dev = Device::new();
-    let pv = upload(&mut dev, &p.vals);
-    let po = upload(&mut dev, &p.offs);
-    let pa = upload(&mut dev, &p.afrag);
-    let pc = upload(&mut dev, &p.cinit);
-    let pd = upload(&mut dev, &p.descs);
     let out = dev.alloc(p.expect.len() * 4);
-    let rep = launch(
-        &mut dev,
-        &m,
-        "k",
-        1,
-        128,
-        &[
-            Arg::Ptr(pv),
-            Arg::Ptr(po),
-            Arg::U32(p.vals.len() as u32),
-            Arg::Ptr(pa),
-            Arg::Ptr(pc),
-            Arg::Ptr(out),
-            Arg::Ptr(pd),
-            Arg::U32(c.scale_d as u32),
-        ],
-    );
+    let args = [
+        Arg::Ptr(upload(&mut dev, &p.vals)),
+        Arg::Ptr(upload(&mut dev, &p.offs)),
+        Arg::U32(p.vals.len() as u32),
+        Arg::Ptr(upload(&mut dev, &p.afrag)),
+        Arg::Ptr(upload(&mut dev, &p.cinit)),
+        Arg::Ptr(out),
+        Arg::Ptr(upload(&mut dev, &p.descs)),
+        Arg::U32(scale_d),
+    ];
+    let rep = launch(&mut dev, &m, "k", 1, 128, &args);
     let got = download::<f32>(&dev, out, p.expect.len());
     (rep, p, got)
+}
+
+/// `c`'s kernel with its `wgmma.mma_async` line replaced by `edit(line)`.
+fn with_wgmma_line(c: &Case, edit: impl Fn(&str) -> String) -> String {
+    let ptx = kernel(c, "", "");
+    let line = ptx
+        .lines()
+        .find(|l| l.contains("wgmma.mma_async"))
+        .unwrap()
+        .to_string();
+    ptx.replace(&line, &edit(&line))
 }
 
 /// Runs a case and insists on a clean report, the exact CPU result and the counters.
@@ -615,28 +620,9 @@ fn chained_wgmma_accumulate_without_waiting() {
     for a in [ASrc::Regs, ASrc::Smem(Major::MN)] {
         let mut c = n4();
         c.a = a;
-        let ptx = kernel(&c, "", "");
-        let line = ptx
-            .lines()
-            .find(|l| l.contains("wgmma.mma_async"))
-            .unwrap()
-            .to_string();
-        let ptx = ptx.replace(&line, &format!("{line}\n{line}"));
-        let m = Module::parse(&ptx).unwrap();
-        let p = prepare(&c, 13);
-        let mut dev = Device::new();
-        let out = dev.alloc(p.expect.len() * 4);
-        let args = [
-            Arg::Ptr(upload(&mut dev, &p.vals)),
-            Arg::Ptr(upload(&mut dev, &p.offs)),
-            Arg::U32(p.vals.len() as u32),
-            Arg::Ptr(upload(&mut dev, &p.afrag)),
-            Arg::Ptr(upload(&mut dev, &p.cinit)),
-            Arg::Ptr(out),
-            Arg::Ptr(upload(&mut dev, &p.descs)),
-            Arg::U32(1),
-        ];
-        let rep = launch_clean(&mut dev, &m, "k", 1, 128, &args);
+        let ptx = with_wgmma_line(&c, |line| format!("{line}\n{line}"));
+        let (rep, p, got) = run_ptx(&c, &ptx, 13, 1);
+        let rep = rep.clean();
         assert_eq!(rep.counters.wgmma_instructions, 2);
         // Two instructions read their operands twice: the count is per instruction.
         let a_bytes = if a == ASrc::Regs { 0 } else { 64 * 16 * 2 };
@@ -644,7 +630,6 @@ fn chained_wgmma_accumulate_without_waiting() {
             rep.counters.wgmma_smem_bytes,
             2 * (a_bytes + c.n as u64 * 16 * 2)
         );
-        let got = download::<f32>(&dev, out, p.expect.len());
         for (k, g) in got.iter().enumerate() {
             let want = p.cinit[k] + 2.0 * (p.expect[k] - p.cinit[k]);
             assert_eq!(*g, want, "{a:?}: slot {k}");
@@ -659,30 +644,11 @@ fn scale_d_as_an_immediate() {
     for imm in [false, true] {
         let mut c = n4();
         c.scale_d = imm;
-        let ptx = kernel(&c, "", "");
-        let line = ptx
-            .lines()
-            .find(|l| l.contains("wgmma.mma_async"))
-            .unwrap()
-            .to_string();
-        let ptx = ptx.replace(&line, &line.replace("%p2", if imm { "1" } else { "0" }));
-        let m = Module::parse(&ptx).unwrap();
-        let p = prepare(&c, 17);
-        let mut dev = Device::new();
-        let out = dev.alloc(p.expect.len() * 4);
-        let args = [
-            Arg::Ptr(upload(&mut dev, &p.vals)),
-            Arg::Ptr(upload(&mut dev, &p.offs)),
-            Arg::U32(p.vals.len() as u32),
-            Arg::Ptr(upload(&mut dev, &p.afrag)),
-            Arg::Ptr(upload(&mut dev, &p.cinit)),
-            Arg::Ptr(out),
-            Arg::Ptr(upload(&mut dev, &p.descs)),
-            // The predicate register is now unused: pass the opposite value.
-            Arg::U32(!imm as u32),
-        ];
-        launch_clean(&mut dev, &m, "k", 1, 128, &args);
-        assert_eq!(download::<f32>(&dev, out, p.expect.len()), p.expect);
+        let ptx = with_wgmma_line(&c, |line| line.replace("%p2", if imm { "1" } else { "0" }));
+        // The predicate register is now unused: pass the opposite value.
+        let (rep, p, got) = run_ptx(&c, &ptx, 17, !imm as u32);
+        rep.clean();
+        assert_eq!(got, p.expect);
     }
 }
 
@@ -722,24 +688,8 @@ fn wait_group_n_completes_all_but_the_newest_n_groups() {
         "\twgmma.wait_group.sync.aligned 0;",
         "\twgmma.commit_group.sync.aligned;\n\twgmma.wait_group.sync.aligned 1;",
     );
-    let m = Module::parse(&ptx).unwrap();
-    let p = prepare(&c, 11);
-    let mut dev = Device::new();
-    let args = [
-        Arg::Ptr(upload(&mut dev, &p.vals)),
-        Arg::Ptr(upload(&mut dev, &p.offs)),
-        Arg::U32(p.vals.len() as u32),
-        Arg::Ptr(upload(&mut dev, &p.afrag)),
-        Arg::Ptr(upload(&mut dev, &p.cinit)),
-        Arg::Ptr(dev.alloc(p.expect.len() * 4)),
-        Arg::Ptr(upload(&mut dev, &p.descs)),
-        Arg::U32(1),
-    ];
-    let Arg::Ptr(out) = args[5] else {
-        unreachable!()
-    };
-    launch_clean(&mut dev, &m, "k", 1, 128, &args);
-    let got = download::<f32>(&dev, out, p.expect.len());
+    let (rep, p, got) = run_ptx(&c, &ptx, 11, 1);
+    rep.clean();
     assert_eq!(got, p.expect);
 }
 
@@ -843,7 +793,7 @@ fn run_stmatrix(num: u32, trans: bool, space: &str) -> Vec<u16> {
     let m = Module::parse(&ptx).unwrap_or_else(|e| panic!("{e}"));
     let mut dev = Device::new();
     let out = dev.alloc(1024);
-    launch_clean(&mut dev, &m, "s", 1, 32, &[Arg::Ptr(out)]);
+    launch(&mut dev, &m, "s", 1, 32, &[Arg::Ptr(out)]).clean();
     download::<u16>(&dev, out, 512)
 }
 

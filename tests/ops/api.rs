@@ -2,22 +2,14 @@
 //! "layers", the same plan run from several threads at once (identical bits), O(1) binding
 //! errors before any launch, and the thread-safety of plans and backends.
 
+use crate::emulator_support::{rng, seed};
 use flashmha::backend::emulator::{self as emu, dev_buf};
 use flashmha::emulator::{Device, DevicePtr};
 use flashmha::ops::forward::bind::FwdBufs;
 use flashmha::reference::{self, Layout, ReferenceInputs};
 use flashmha::{AttnOptions, Error, FwdPlan, FwdShape, Heads};
 use half::bf16;
-use rand::{Rng, SeedableRng};
-
-fn seed() -> u64 {
-    let seed = std::env::var("FLASHMHA_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
-    eprintln!("FLASHMHA_SEED={seed}");
-    seed
-}
+use rand::Rng;
 
 fn random_bf16(rng: &mut impl Rng, n: usize) -> Vec<bf16> {
     (0..n)
@@ -83,7 +75,7 @@ fn random_layer(rng: &mut impl Rng, plan: &FwdPlan<bf16>) -> Layer {
 
 #[test]
 fn one_plan_serves_every_layer_and_matches_the_reference() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let mut rng = rng(seed());
     let shape = random_shape(&mut rng);
     let plan = FwdPlan::<bf16>::new(&shape).unwrap();
     let mut dev = Device::new();
@@ -131,7 +123,7 @@ fn one_plan_serves_every_layer_and_matches_the_reference() {
 
 #[test]
 fn the_same_plan_runs_from_several_threads_with_identical_bits() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let mut rng = rng(seed());
     let shape = random_shape(&mut rng);
     let plan = FwdPlan::<bf16>::new(&shape).unwrap();
     let layer = random_layer(&mut rng, &plan);
@@ -153,7 +145,7 @@ fn binding_errors_come_before_any_launch_and_write_nothing() {
     let shape = FwdShape::padded(1, 20, 30, Heads::mha(2), 64);
     let plan = FwdPlan::<bf16>::new(&shape).unwrap();
     let x = *plan.extents();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let mut rng = rng(seed());
     let mut dev = Device::new();
     let q = upload(&mut dev, &random_bf16(&mut rng, x.q));
     let k = upload(&mut dev, &random_bf16(&mut rng, x.k));
@@ -559,7 +551,7 @@ mod absurd_sizes {
 #[test]
 fn the_c_emulator_entry_refuses_o_aliasing_q_like_the_gpu_path() {
     use flashmha::capi::{ffi, flashmha_emulate_run, flashmha_plan_create, flashmha_plan_destroy};
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let mut rng = rng(seed());
     let (sq, sk, h, d) = (rng.random_range(1..=40), rng.random_range(1..=40), 2, 64);
     let s = ffi::flashmha_shape {
         dtype: ffi::FLASHMHA_DTYPE_BF16,

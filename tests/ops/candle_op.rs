@@ -4,6 +4,7 @@
 //! (the same model `flashmha check` and the kernel property tests use), and the errors for bad
 //! dims, dtypes, devices and cu_seqlens. Set FLASHMHA_PROPTEST_CASES to run more cases.
 
+use crate::emulator_support::seed;
 use candle_core::{DType as CDType, Device, Tensor};
 use flashmha::candle::{attention, attention_varlen};
 use flashmha::common::dtype::DType;
@@ -61,6 +62,50 @@ struct Case<'a> {
     head_dim: usize,
     max_seqlens: (usize, usize),
     options: AttnOptions,
+}
+
+/// Random padded inputs: q `[batch, sq, hq, d]` (|x| <= 1.5), k `[batch, sk, hkv, d]`
+/// (|x| <= 1.5), v like k (|x| <= 1.0), as tensors and as the f32 values the reference reads.
+struct Padded {
+    dims: (usize, usize, usize, usize, usize, usize),
+    q: (Tensor, Vec<f32>),
+    k: (Tensor, Vec<f32>),
+    v: (Tensor, Vec<f32>),
+}
+
+impl Padded {
+    /// `dims` = (batch, sq, sk, hq, hkv, d).
+    fn draw(
+        rng: &mut StdRng,
+        dtype: DType,
+        dims: (usize, usize, usize, usize, usize, usize),
+    ) -> Padded {
+        let (batch, sq, sk, hq, hkv, d) = dims;
+        let q = random(rng, dtype, &[batch, sq, hq, d], 1.5);
+        let k = random(rng, dtype, &[batch, sk, hkv, d], 1.5);
+        let v = random(rng, dtype, &[batch, sk, hkv, d], 1.0);
+        Padded { dims, q, k, v }
+    }
+
+    /// The comparison of a run of these inputs under `options`.
+    fn case(&self, dtype: DType, options: AttnOptions) -> Case<'_> {
+        let (batch, sq, sk, hq, hkv, d) = self.dims;
+        Case {
+            dtype,
+            q: &self.q.1,
+            k: &self.k.1,
+            v: &self.v.1,
+            layout: Layout::Padded {
+                batch,
+                seqlen_q: sq,
+                seqlen_k: sk,
+            },
+            heads: (hq, hkv),
+            head_dim: d,
+            max_seqlens: (sq, sk),
+            options,
+        }
+    }
 }
 
 /// Compares O and LSE with the reference; an error names the output and the tolerance.
@@ -149,19 +194,12 @@ proptest! {
         let d = dims[hd.index(dims.len())];
         let hq = hkv * group;
         let mut rng = StdRng::seed_from_u64(seed);
-        let (q, qv) = random(&mut rng, dtype, &[batch, sq, hq, d], 1.5);
-        let (k, kv) = random(&mut rng, dtype, &[batch, sk, hkv, d], 1.5);
-        let (v, vv) = random(&mut rng, dtype, &[batch, sk, hkv, d], 1.0);
-        let (o, lse) = attention(&q, &k, &v, &options).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let x = Padded::draw(&mut rng, dtype, (batch, sq, sk, hq, hkv, d));
+        let (o, lse) = attention(&x.q.0, &x.k.0, &x.v.0, &options).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(o.dims(), &[batch, sq, hq, d]);
         prop_assert_eq!(o.dtype(), candle_dtype(dtype));
         prop_assert_eq!(lse.dims(), &[batch, hq, sq]);
-        let case = Case {
-            dtype, q: &qv, k: &kv, v: &vv,
-            layout: Layout::Padded { batch, seqlen_q: sq, seqlen_k: sk },
-            heads: (hq, hkv), head_dim: d, max_seqlens: (sq, sk), options,
-        };
-        check(&case, &o, &lse).map_err(TestCaseError::fail)?;
+        check(&x.case(dtype, options), &o, &lse).map_err(TestCaseError::fail)?;
     }
 
     #[test]
@@ -216,35 +254,10 @@ fn padded(
     options: AttnOptions,
     seed: u64,
 ) -> (Tensor, Tensor) {
-    let (batch, sq, sk, hq, hkv, d) = dims;
-    let mut rng = StdRng::seed_from_u64(seed);
-    let (q, qv) = random(&mut rng, dtype, &[batch, sq, hq, d], 1.5);
-    let (k, kv) = random(&mut rng, dtype, &[batch, sk, hkv, d], 1.5);
-    let (v, vv) = random(&mut rng, dtype, &[batch, sk, hkv, d], 1.0);
-    let (o, lse) = attention(&q, &k, &v, &options).unwrap();
-    let case = Case {
-        dtype,
-        q: &qv,
-        k: &kv,
-        v: &vv,
-        layout: Layout::Padded {
-            batch,
-            seqlen_q: sq,
-            seqlen_k: sk,
-        },
-        heads: (hq, hkv),
-        head_dim: d,
-        max_seqlens: (sq, sk),
-        options,
-    };
-    check(&case, &o, &lse).unwrap();
+    let x = Padded::draw(&mut StdRng::seed_from_u64(seed), dtype, dims);
+    let (o, lse) = attention(&x.q.0, &x.k.0, &x.v.0, &options).unwrap();
+    check(&x.case(dtype, options), &o, &lse).unwrap();
     (o, lse)
-}
-
-fn seed() -> u64 {
-    let s = rand::random();
-    println!("seed {s}");
-    s
 }
 
 #[test]
@@ -374,47 +387,31 @@ fn cuda_tensors_run_on_the_gpu_and_match_the_reference() {
     let s = seed();
     let mut rng = StdRng::seed_from_u64(s);
     for (dtype, causal) in [(DType::F16, false), (DType::Bf16, true)] {
-        let (batch, sq, sk, hq, hkv, d) = (2, 37, 90, 8, 2, 128);
-        let (q, qv) = random(&mut rng, dtype, &[batch, sq, hq, d], 1.5);
         // k arrives head-major and is transposed back: a strided view on the device.
-        let (k, kv) = random(&mut rng, dtype, &[batch, sk, hkv, d], 1.5);
-        let (v, vv) = random(&mut rng, dtype, &[batch, sk, hkv, d], 1.0);
-        let k_strided = k
-            .transpose(1, 2)
-            .unwrap()
-            .contiguous()
-            .unwrap()
-            .to_device(&dev)
-            .unwrap()
-            .transpose(1, 2)
-            .unwrap();
+        let x = Padded::draw(&mut rng, dtype, (2, 37, 90, 8, 2, 128));
+        let k_strided =
+            x.k.0
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .to_device(&dev)
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap();
         let options = AttnOptions {
             causal,
             ..AttnOptions::default()
         };
         let (o, lse) = attention(
-            &q.to_device(&dev).unwrap(),
+            &x.q.0.to_device(&dev).unwrap(),
             &k_strided,
-            &v.to_device(&dev).unwrap(),
+            &x.v.0.to_device(&dev).unwrap(),
             &options,
         )
         .unwrap();
         assert!(o.device().is_cuda() && lse.device().is_cuda());
-        let case = Case {
-            dtype,
-            q: &qv,
-            k: &kv,
-            v: &vv,
-            layout: Layout::Padded {
-                batch,
-                seqlen_q: sq,
-                seqlen_k: sk,
-            },
-            heads: (hq, hkv),
-            head_dim: d,
-            max_seqlens: (sq, sk),
-            options,
-        };
+        let case = x.case(dtype, options);
         let (o, lse) = (
             o.to_device(&Device::Cpu).unwrap(),
             lse.to_device(&Device::Cpu).unwrap(),

@@ -1,18 +1,25 @@
 //! The CUDA launch path of paged decode. Without a driver the backend is a typed
 //! `Error::NoCudaDriver` (never a panic); with one, random paged cases run through the host
-//! runner on the GPU (the `Backend` calls a server makes) and match the candle reference (ignored
-//! here: no machine of CI has a GPU). The O(1) checks the CUDA path makes before any launch are the plan's, tested here on
+//! runner on the GPU (the `Backend` calls a server makes) and match the candle reference
+//! (ignored here: no machine of CI has a GPU). The O(1) checks the CUDA path makes before any launch are the plan's, tested here on
 //! addresses alone.
 
+use crate::emulator_support::{rng, seed};
+use flashmha::api::{Attention, KvAppendArgs, MergeArgs};
 use flashmha::check::decode::{run_decode_case_on, DecodeCase};
 use flashmha::common::binding::DevBuf;
 use flashmha::common::dtype::DType;
 use flashmha::common::error::{AlignWhat, Error, TensorName};
 use flashmha::cuda::{driver_present, CudaBackend};
+use flashmha::host::emulated_decode::{kv_append_into_for, merge};
+use flashmha::host::emulated_decode::{AppendTarget, HostPools, MergeHostInputs};
 use flashmha::ops::decode::kernels::DECODE_KERNELS;
-use flashmha::ops::decode::{DecodeBuffers, DecodePlan, SplitPolicy};
+use flashmha::ops::decode::{DecodeBuffers, DecodePlan, DecodeProblem, KvCacheDType, SplitPolicy};
+use flashmha::ops::kv_append::{AppendIndex, KvAppendPlan};
+use flashmha::ops::merge::{MergePlan, MergeProblem, MergeStates, StatsLayout};
 use flashmha::KernelTarget;
-use rand::SeedableRng;
+use half::f16;
+use rand::Rng;
 
 #[test]
 fn without_a_driver_decode_is_a_typed_error_with_one_it_loads() {
@@ -132,13 +139,9 @@ fn the_checks_before_any_launch_are_typed() {
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --test decode_cuda -- --ignored (FLASHMHA_SEED=n repeats a run)"]
 fn random_paged_decode_on_the_gpu_matches_the_reference() {
-    let seed = std::env::var("FLASHMHA_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("seed {seed}");
+    let seed = seed();
     let backend = CudaBackend::new(0).expect("a CUDA GPU");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = rng(seed);
     // The device's kernels: on a T4 (Turing) f16 at the Turing head dims over 16-bit pages; on
     // an H100 the Ampere decode rows it shares.
     let target = backend.target();
@@ -170,21 +173,8 @@ fn random_paged_decode_on_the_gpu_matches_the_reference() {
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --test decode_cuda -- --ignored (FLASHMHA_SEED=n repeats a run)"]
 fn merge_pair_and_kv_append_on_the_gpu_match_the_emulator() {
-    use flashmha::api::{Attention, KvAppendArgs, MergeArgs};
-    use flashmha::host::emulated_decode::{kv_append_into_for, AppendTarget, HostPools};
-    use flashmha::host::emulated_decode::{merge, MergeHostInputs};
-    use flashmha::ops::decode::DecodeProblem;
-    use flashmha::ops::kv_append::{AppendIndex, KvAppendPlan};
-    use flashmha::ops::merge::{MergePlan, MergeProblem};
-    use flashmha::ops::merge::{MergeStates, StatsLayout};
-    use half::f16;
-    use rand::Rng;
-    let seed = std::env::var("FLASHMHA_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("seed {seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let seed = seed();
+    let mut rng = rng(seed);
     let backend = CudaBackend::new(0).expect("a CUDA GPU");
     let stream = backend.context().default_stream();
 
@@ -320,18 +310,8 @@ fn merge_pair_and_kv_append_on_the_gpu_match_the_emulator() {
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --test decode_cuda -- --ignored (FLASHMHA_SEED=n repeats a run)"]
 fn fp8_kv_append_at_positions_on_the_gpu_matches_the_emulator() {
-    use flashmha::api::{Attention, KvAppendArgs};
-    use flashmha::host::emulated_decode::{kv_append_into_for, AppendTarget, HostPools};
-    use flashmha::ops::decode::{DecodeProblem, KvCacheDType};
-    use flashmha::ops::kv_append::{AppendIndex, KvAppendPlan};
-    use half::f16;
-    use rand::Rng;
-    let seed = std::env::var("FLASHMHA_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("seed {seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let seed = seed();
+    let mut rng = rng(seed);
     let backend = CudaBackend::new(0).expect("a CUDA GPU");
     if backend.target() == KernelTarget::Turing {
         // FP8 pages are an sm_80+ feature (the plan refuses them on sm_75 with a typed error).

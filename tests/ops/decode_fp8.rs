@@ -6,7 +6,6 @@
 
 use flashmha::check::decode::{check_run, DecodeCase};
 use flashmha::common::dtype::DType;
-use flashmha::common::options::AttnOptions;
 use flashmha::host::emulated_decode::decode;
 use flashmha::ops::decode::{DecodePlan, KvCacheDType, KvScaleGranularity, SplitPolicy};
 
@@ -18,30 +17,27 @@ fn case(
     seed: u64,
 ) -> DecodeCase {
     DecodeCase {
-        target: flashmha::KernelTarget::Ampere,
-        dtype,
-        head_dim,
-        num_heads_kv: 2,
-        group: 4,
         cache_lens: vec![77, 130],
-        q_lens: vec![2, 2],
-        varlen: false,
-        page_size: 17,
         head_major_pages: seed % 2 == 1,
         kv_dtype,
         kv_scales,
         shared_prefix_pages: 1,
         spare_pages: 2,
-        options: AttnOptions {
-            causal: true,
-            ..AttnOptions::default()
-        },
-        alibi: false,
-        gates: false,
         lse: true,
         entropy: seed.is_multiple_of(3),
-        split: SplitPolicy::Count(1 + (seed % 3) as u32),
-        seed,
+        // Two items of 2 new tokens, GQA 4 over 2 KV heads, pages of 17; causal.
+        ..DecodeCase::uniform(
+            dtype,
+            head_dim,
+            2,
+            2,
+            4,
+            2,
+            17,
+            77,
+            SplitPolicy::Count(1 + (seed % 3) as u32),
+            seed,
+        )
     }
 }
 
@@ -183,32 +179,24 @@ fn special_codes_reach_exactly_the_outputs_that_see_them() {
         (KvCacheDType::Fp8E4M3, &[0x7f, 0xff], &[]),
         (KvCacheDType::Fp8E5M2, &[0x7d, 0xfe], &[0x7c, 0xfc]),
     ];
+    // Both cases reach every column of the rows that see the key, and nothing else.
+    let want: Vec<_> = rows_heads
+        .iter()
+        .flat_map(|&(r, h)| (0..64).map(move |x| (r, h, x)))
+        .collect();
     for (kv, nans, infs) in specials {
-        for &code in nans {
-            // In K: every column of the rows that see the key becomes NaN.
-            let bad = non_finite_outputs(kv, false, code);
-            let want: Vec<_> = rows_heads
-                .iter()
-                .flat_map(|&(r, h)| (0..64).map(move |x| (r, h, x)))
-                .collect();
+        // In K (the NaN codes): every column of the rows that see the key becomes NaN. In V
+        // (NaN and infinite codes): the rows that see the key get a NaN LSE (a NaN or inf in O
+        // reaches the row statistics, so no merge can drop it), and decode's cross-warp state
+        // merge weights every column by it.
+        let k_codes = nans.iter().map(|&c| (false, c));
+        let v_codes = nans.iter().chain(infs).map(|&c| (true, c));
+        for (in_v, code) in k_codes.chain(v_codes) {
+            let bad = non_finite_outputs(kv, in_v, code);
+            let operand = if in_v { "V" } else { "K" };
             assert!(
                 bad == want,
-                "{kv:?} K code {code:#x}: {} non-finite",
-                bad.len()
-            );
-        }
-        for &code in nans.iter().chain(infs) {
-            // In V: the rows that see the key get a NaN LSE (a NaN or inf in O reaches the row
-            // statistics, so no merge can drop it), and decode's cross-warp state merge weights
-            // every column by it: every column of those rows, and nothing else.
-            let bad = non_finite_outputs(kv, true, code);
-            let want: Vec<_> = rows_heads
-                .iter()
-                .flat_map(|&(r, h)| (0..64).map(move |x| (r, h, x)))
-                .collect();
-            assert!(
-                bad == want,
-                "{kv:?} V code {code:#x}: {} non-finite",
+                "{kv:?} {operand} code {code:#x}: {} non-finite",
                 bad.len()
             );
         }

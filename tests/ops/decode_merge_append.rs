@@ -175,10 +175,7 @@ proptest! {
                 let at = page * s.page + (j % page_size) as i64 * s.slot + g as i64 * s.head;
                 let x = if operand == 1 { &mut inputs.k_cache } else { &mut inputs.v_cache };
                 x[at as usize + c] = nan;
-                let rows = (0..sq_new)
-                    .filter(|&i| sees(i, j))
-                    .flat_map(|i| (g * group..(g + 1) * group).map(move |h| (i, h)))
-                    .collect();
+                let rows = crate::emulator_support::rows_of_group(sq_new, g, group, |i| sees(i, j));
                 (rows, g)
             }
         };

@@ -149,20 +149,31 @@ proptest! {
     }
 }
 
+/// An f16 merge of `count` stacked states of `rows x heads x d`.
+fn stacked_f16(
+    count: usize,
+    rows: usize,
+    heads: usize,
+    d: usize,
+    lse_layout: StatsLayout,
+) -> MergeProblem {
+    MergeProblem {
+        dtype: DType::F16,
+        states: MergeStates::Stacked { num_states: count },
+        rows,
+        heads,
+        head_dim: d,
+        lse_layout,
+    }
+}
+
 #[test]
 fn every_state_s_lse_is_read_once_and_o_once() {
     // Finite LSEs everywhere: every O row is read, every LSE exactly once.
     let (rows, heads, d, count) = (3, 2, 128, 10);
     let n = rows * heads;
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-    let problem = MergeProblem {
-        dtype: DType::F16,
-        states: MergeStates::Stacked { num_states: count },
-        rows,
-        heads,
-        head_dim: d,
-        lse_layout: StatsLayout::HeadsRows,
-    };
+    let problem = stacked_f16(count, rows, heads, d, StatsLayout::HeadsRows);
     let (o, lse) = random_state(&mut rng, DType::F16, count * n, d, 0);
     let run = merge(
         &MergePlan::new(&problem).unwrap(),
@@ -281,14 +292,7 @@ fn turing_merge_equals_the_ampere_merge_bitwise() {
     let n = rows * heads;
     for layout in [StatsLayout::HeadsRows, StatsLayout::RowsHeads] {
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-        let problem = MergeProblem {
-            dtype: DType::F16,
-            states: MergeStates::Stacked { num_states: count },
-            rows,
-            heads,
-            head_dim: d,
-            lse_layout: layout,
-        };
+        let problem = stacked_f16(count, rows, heads, d, layout);
         let (o, mut lse) = random_state(&mut rng, DType::F16, count * n, d, 20);
         for s in 0..count {
             lse[s * n] = f32::NEG_INFINITY; // (row 0, head 0) of every state: no keys

@@ -12,27 +12,23 @@ use flashmha::ops::decode::{DecodePlan, SplitPolicy};
 
 fn base_case(seed: u64) -> DecodeCase {
     DecodeCase {
-        target: flashmha::KernelTarget::Ampere,
-        dtype: DType::F16,
-        head_dim: 64,
-        num_heads_kv: 2,
-        group: 4,
         cache_lens: vec![70, 33],
-        q_lens: vec![1, 1],
-        varlen: false,
-        page_size: 16,
-        head_major_pages: false,
-        kv_dtype: Default::default(),
-        kv_scales: Default::default(),
-        shared_prefix_pages: 0,
         spare_pages: 2,
         options: AttnOptions::default(),
-        alibi: false,
-        gates: false,
         lse: true,
-        entropy: false,
-        split: SplitPolicy::Count(2),
-        seed,
+        // Two items of one new token, f16 d64, GQA 4 over 2 KV heads, pages of 16.
+        ..DecodeCase::uniform(
+            DType::F16,
+            64,
+            2,
+            2,
+            4,
+            1,
+            16,
+            70,
+            SplitPolicy::Count(2),
+            seed,
+        )
     }
 }
 

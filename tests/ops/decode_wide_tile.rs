@@ -9,7 +9,7 @@
 use flashmha::check::decode::{run_decode_case, DecodeCase};
 use flashmha::common::dtype::DType;
 use flashmha::common::options::{AttnOptions, SlidingWindow};
-use flashmha::ops::decode::{DecodePlan, KvCacheDType, KvScaleGranularity, SplitPolicy};
+use flashmha::ops::decode::{DecodePlan, KvCacheDType, SplitPolicy};
 
 #[allow(clippy::too_many_arguments)]
 fn case(
@@ -22,19 +22,12 @@ fn case(
     extras: bool,
     seed: u64,
 ) -> DecodeCase {
+    let batch = q_lens.len();
     DecodeCase {
-        target: flashmha::KernelTarget::Ampere,
-        dtype,
-        head_dim,
-        num_heads_kv: 2,
-        group,
-        cache_lens: vec![150, 37, 0][..q_lens.len()].to_vec(),
+        cache_lens: vec![150, 37, 0][..batch].to_vec(),
         q_lens,
         varlen,
-        page_size: 13,
         head_major_pages: seed.is_multiple_of(2),
-        kv_dtype: KvCacheDType::Same,
-        kv_scales: KvScaleGranularity::PerTensor,
         shared_prefix_pages: 1,
         spare_pages: 1,
         options,
@@ -42,29 +35,50 @@ fn case(
         gates: extras,
         lse: true,
         entropy: extras,
-        split: SplitPolicy::Count(1 + (seed % 4) as u32),
-        seed,
+        // Pages of 13 over 2 KV heads; the lengths above replace the uniform ones.
+        ..DecodeCase::uniform(
+            dtype,
+            head_dim,
+            batch,
+            2,
+            group,
+            1,
+            13,
+            0,
+            SplitPolicy::Count(1 + (seed % 4) as u32),
+            seed,
+        )
     }
+}
+
+/// The options the wide tiles run with: causal, none, and causal with a window and a softcap.
+fn option_sets() -> [AttnOptions; 3] {
+    let causal = AttnOptions {
+        causal: true,
+        ..AttnOptions::default()
+    };
+    let windowed = AttnOptions {
+        window: Some(SlidingWindow {
+            left: Some(40),
+            right: None,
+        }),
+        softcap: Some(12.0),
+        ..causal
+    };
+    [causal, AttnOptions::default(), windowed]
+}
+
+/// Plans `c` for its target, asserts its decode entry with `entry_ok`, runs it on the emulator
+/// and asserts the outputs match the reference.
+fn plan_and_check(c: &DecodeCase, entry_ok: impl Fn(&str) -> bool) {
+    let plan = DecodePlan::new_for(c.target, &c.build().problem, c.split).unwrap();
+    assert!(entry_ok(plan.decode.entry), "{}", plan.decode.entry);
+    let out = run_decode_case(c).unwrap();
+    assert!(out.passed(), "{}: {:#?}", c.describe(), out.failures());
 }
 
 #[test]
 fn wide_tiles_match_the_reference() {
-    let options = [
-        AttnOptions {
-            causal: true,
-            ..AttnOptions::default()
-        },
-        AttnOptions::default(),
-        AttnOptions {
-            causal: true,
-            window: Some(SlidingWindow {
-                left: Some(40),
-                right: None,
-            }),
-            softcap: Some(12.0),
-            ..AttnOptions::default()
-        },
-    ];
     let mut seed = 100;
     for dtype in [DType::F16, DType::Bf16] {
         for d in [64, 128] {
@@ -77,14 +91,10 @@ fn wide_tiles_match_the_reference() {
                 (8, vec![3, 4, 1], true),
             ];
             for (group, q_lens, varlen) in shapes {
-                for (i, o) in options.iter().enumerate() {
+                for (i, o) in option_sets().into_iter().enumerate() {
                     seed += 1;
-                    let c = case(dtype, d, group, q_lens.clone(), varlen, *o, i == 1, seed);
-                    let built = c.build();
-                    let plan = DecodePlan::new(&built.problem, c.split).unwrap();
-                    assert!(plan.decode.entry.ends_with("_r32"), "{}", plan.decode.entry);
-                    let out = run_decode_case(&c).unwrap();
-                    assert!(out.passed(), "{}: {:#?}", c.describe(), out.failures());
+                    let c = case(dtype, d, group, q_lens.clone(), varlen, o, i == 1, seed);
+                    plan_and_check(&c, |entry| entry.ends_with("_r32"));
                 }
             }
         }
@@ -93,52 +103,34 @@ fn wide_tiles_match_the_reference() {
 
 #[test]
 fn turing_wide_tiles_match_the_reference() {
-    let turing = flashmha::KernelTarget::Turing;
-    let options = [
-        AttnOptions {
-            causal: true,
-            ..AttnOptions::default()
-        },
-        AttnOptions {
-            causal: true,
-            window: Some(SlidingWindow {
-                left: Some(40),
-                right: None,
-            }),
-            softcap: Some(12.0),
-            ..AttnOptions::default()
-        },
-    ];
+    let [causal, _, windowed] = option_sets();
     let shapes: [(usize, Vec<usize>, bool); 3] = [
         (8, vec![4, 4], false),
         (5, vec![8, 8], false),
         (8, vec![3, 4, 1], true),
     ];
     let mut seed = 300;
-    for (d, entry) in [
+    for (d, want) in [
         (64, "flashmha_decode_sm75_f16_d64_r32"),
         (128, "flashmha_decode_sm75_f16_d128"),
     ] {
         for (group, q_lens, varlen) in &shapes {
-            for (i, o) in options.iter().enumerate() {
+            for (i, o) in [causal, windowed].into_iter().enumerate() {
                 seed += 1;
                 let c = DecodeCase {
-                    target: turing,
+                    target: flashmha::KernelTarget::Turing,
                     ..case(
                         DType::F16,
                         d,
                         *group,
                         q_lens.clone(),
                         *varlen,
-                        *o,
+                        o,
                         i == 1,
                         seed,
                     )
                 };
-                let plan = DecodePlan::new_for(turing, &c.build().problem, c.split).unwrap();
-                assert_eq!(plan.decode.entry, entry);
-                let out = run_decode_case(&c).unwrap();
-                assert!(out.passed(), "{}: {:#?}", c.describe(), out.failures());
+                plan_and_check(&c, |entry| entry == want);
             }
         }
     }

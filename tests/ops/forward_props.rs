@@ -175,12 +175,8 @@ proptest! {
 #[ignore = "needs a CUDA GPU and driver: run with `cargo test --release -- --ignored` on a GPU machine"]
 fn forward_matches_reference_on_a_gpu() {
     // FLASHMHA_SEED replays a failing run; the seed is printed either way.
-    let seed = std::env::var("FLASHMHA_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
-    eprintln!("forward_matches_reference_on_a_gpu: FLASHMHA_SEED={seed}");
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let seed = crate::emulator_support::seed();
+    let mut rng = crate::emulator_support::rng(seed);
     for _ in 0..cases() {
         let dtype = if rand::Rng::random_bool(&mut rng, 0.5) {
             DType::F16
@@ -213,12 +209,8 @@ fn hopper_forward_matches_reference_on_an_sm90_gpu() {
         KernelTarget::Hopper,
         "not an sm_90 device"
     );
-    let seed = std::env::var("FLASHMHA_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
-    eprintln!("hopper_forward_matches_reference_on_an_sm90_gpu: FLASHMHA_SEED={seed}");
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let seed = crate::emulator_support::seed();
+    let mut rng = crate::emulator_support::rng(seed);
     for n in 0..cases() {
         let dtype = [DType::F16, DType::Bf16][n as usize % 2];
         let mut case = CheckCase::random(
@@ -253,7 +245,7 @@ proptest! {
     ) {
         use flashmha::emulated::{forward, HostInputs};
         use flashmha::problem::{FwdProblem, SeqLayout};
-        use rand::{Rng, SeedableRng};
+        use rand::Rng;
         let (heads, d) = (3usize, compiled_head_dims(dtype, target)[0]);
         let mut p = FwdProblem::contiguous(
             dtype,
@@ -265,7 +257,7 @@ proptest! {
         );
         p.gates_len = Some(heads);
         p.target = target;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut rng = crate::emulator_support::rng(seed);
         let mut draw = |n: usize| -> Vec<u16> {
             (0..n).map(|_| dtype.bits_from_f32(rng.random_range(-1.0..1.0))).collect()
         };
@@ -309,7 +301,7 @@ proptest! {
         use flashmha::emulator::{Device, DevicePtr, FindingKind};
         use flashmha::problem::{FwdProblem, SeqLayout};
         use flashmha::ops::forward::bind::FwdBufs;
-        use rand::{Rng, SeedableRng};
+        use rand::Rng;
         let dims = head_dims(dtype, target);
         let d = dims[hd_pick.index(dims.len())];
         // Two items: q lengths 40 and 90 (max 90, total 130), k lengths 70 and 30 (max 70, 100).
@@ -323,7 +315,7 @@ proptest! {
             AttnOptions::default(),
         );
         let mut dev = Device::new();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut rng = crate::emulator_support::rng(seed);
         let put = |dev: &mut Device, bytes: Vec<u8>| {
             let ptr = dev.alloc(bytes.len());
             dev.write(ptr, &bytes).unwrap();
@@ -400,7 +392,7 @@ proptest! {
         use flashmha::emulated::{forward, HostInputs};
         use flashmha::host::POISON_U16;
         use flashmha::problem::{FwdProblem, SeqLayout};
-        use rand::{Rng, SeedableRng};
+        use rand::Rng;
         let dims = compiled_head_dims(dtype, target);
         let d = dims[hd_pick.index(dims.len())];
         // Causal with sk >= sq: every row sees key 0, so every row has keys.
@@ -418,7 +410,7 @@ proptest! {
         p.lse_len = Some(hq * sq);
         p.alibi_len = alibi.then_some(hq);
         p.target = target;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut rng = crate::emulator_support::rng(seed);
         let mut inputs = HostInputs::random(&p, rng.random());
         inputs.alibi_slopes = alibi.then(|| (0..hq).map(|_| rng.random_range(0.0f32..0.5)).collect());
         let nan = dtype.bits_from_f32(f32::NAN);
@@ -434,10 +426,7 @@ proptest! {
                 let (j, g, c) = (rng.random_range(0..sk), rng.random_range(0..hkv), rng.random_range(0..d));
                 let x = if operand == 1 { &mut inputs.k } else { &mut inputs.v };
                 x[(j * hkv + g) * d + c] = nan;
-                let rows = (0..sq)
-                    .filter(|&i| sees(i, j))
-                    .flat_map(|i| (g * group..(g + 1) * group).map(move |h| (i, h)))
-                    .collect();
+                let rows = crate::emulator_support::rows_of_group(sq, g, group, |i| sees(i, j));
                 (rows, g)
             }
         };

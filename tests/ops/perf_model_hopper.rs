@@ -110,7 +110,7 @@ fn wgmma_and_bulk_copy_counters_feed_the_tensor_and_shared_memory_pipes() {
     let inp = upload(&mut dev, &ones);
     let out = dev.alloc(128 * 4);
     // The descriptors are .u64 parameters; Arg::Ptr packs any 8-byte value.
-    let rep = launch_clean(
+    let rep = launch(
         &mut dev,
         &m,
         "k",
@@ -122,7 +122,8 @@ fn wgmma_and_bulk_copy_counters_feed_the_tensor_and_shared_memory_pipes() {
             Arg::Ptr(flashmha::emulator::DevicePtr(desc_fields())),
             Arg::Ptr(flashmha::emulator::DevicePtr(desc_fields())),
         ],
-    );
+    )
+    .clean();
     let got = download::<f32>(&dev, out, 128);
     assert!(got.iter().all(|&x| x == 16.0 * CHAIN as f32), "{got:?}");
 

@@ -2,7 +2,9 @@
 //! data. (A module of the `fidelity` and `ops` test binaries.)
 #![allow(dead_code)]
 
-use flashmha::emulator::{Device, DevicePtr, LaunchConfig, LaunchReport, Module};
+use flashmha::emulator::{
+    Device, DevicePtr, Finding, FindingKind, LaunchConfig, LaunchReport, Module,
+};
 use rand::{Rng, SeedableRng};
 
 /// Parses the PTX the build compiled from `kernels/emu_tests/<stem>.cu`.
@@ -60,26 +62,86 @@ pub fn launch(
         .unwrap_or_else(|e| panic!("{entry}: {e}"))
 }
 
-/// Launches and insists on a clean report.
-pub fn launch_clean(
-    dev: &mut Device,
+/// What the tests ask of a launch report.
+pub trait ReportExt: Sized {
+    /// The report, insisting that it has no finding (each finding names its kernel).
+    fn clean(self) -> Self;
+    /// The one finding of `kind`, insisting there is exactly one.
+    fn only(&self, kind: FindingKind) -> &Finding;
+}
+
+impl ReportExt for LaunchReport {
+    fn clean(self) -> Self {
+        assert!(
+            self.findings.is_empty(),
+            "the launch produced findings:\n{}",
+            self.findings
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        self
+    }
+
+    fn only(&self, kind: FindingKind) -> &Finding {
+        let mut of_kind = self.of_kind(kind);
+        let first = of_kind.next();
+        assert!(
+            first.is_some() && of_kind.next().is_none(),
+            "expected exactly one {kind:?}: {:?}",
+            self.findings
+        );
+        first.unwrap()
+    }
+}
+
+/// A fresh random seed, or `FLASHMHA_SEED` to repeat a run; printed either way.
+pub fn seed() -> u64 {
+    let seed = std::env::var("FLASHMHA_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("FLASHMHA_SEED={seed}");
+    seed
+}
+
+/// Runs `entry` of `m` as one CTA of `block` threads on (`input`, a fresh output of `n`
+/// elements), insisting on a clean report; the output.
+pub fn run_in_out<T: bytemuck::Pod, U: bytemuck::Pod>(
     m: &Module,
     entry: &str,
-    grid: u32,
     block: u32,
-    args: &[Arg],
-) -> LaunchReport {
-    let r = launch(dev, m, entry, grid, block, args);
-    assert!(
-        r.findings.is_empty(),
-        "{entry} produced findings:\n{}",
-        r.findings
-            .iter()
-            .map(|f| f.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    r
+    input: &[T],
+    n: usize,
+) -> Vec<U> {
+    let mut dev = Device::new();
+    let pin = upload(&mut dev, input);
+    let pout = dev.alloc(n * std::mem::size_of::<U>());
+    launch(
+        &mut dev,
+        m,
+        entry,
+        1,
+        block,
+        &[Arg::Ptr(pin), Arg::Ptr(pout)],
+    )
+    .clean();
+    download(&dev, pout, n)
+}
+
+/// The (row, q head) pairs a key of KV head `g` reaches: every row of `0..rows` that `sees`
+/// it, in each of the `group` q heads that share that KV head.
+pub fn rows_of_group(
+    rows: usize,
+    g: usize,
+    group: usize,
+    sees: impl Fn(usize) -> bool,
+) -> Vec<(usize, usize)> {
+    (0..rows)
+        .filter(|&i| sees(i))
+        .flat_map(|i| (g * group..(g + 1) * group).map(move |h| (i, h)))
+        .collect()
 }
 
 pub fn rng(seed: u64) -> rand::rngs::StdRng {

@@ -7,18 +7,15 @@ use super::{lanes, CpRec, Env, Warp};
 use crate::findings::FindingKind;
 use crate::program::*;
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn exec_cp_async(
-    w: &mut Warp,
-    env: &mut Env,
-    pc: u32,
-    active: u32,
-    dst: Addr,
-    src: Addr,
-    cp: u8,
-    src_size: R,
-    ignore_src: R,
-) {
+pub(super) fn exec_cp_async(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: &CpAsyncOp) {
+    let CpAsyncOp {
+        dst,
+        src,
+        cp,
+        src_size,
+        ignore_src,
+        ..
+    } = *op;
     let mut t = Traffic::new();
     let mut ts = Traffic::new();
     for l in lanes(active) {

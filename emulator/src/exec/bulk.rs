@@ -112,14 +112,7 @@ pub(super) fn land_all(env: &mut Env) -> bool {
 /// Executes one instruction of the family for the active lanes and moves the group on.
 pub(super) fn exec_async(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: AsyncOp) {
     match op {
-        AsyncOp::Mbar {
-            k,
-            d,
-            addr,
-            generic,
-            a,
-            b,
-        } => return mbarrier::exec(w, env, pc, active, k, d, addr, generic, a, b),
+        AsyncOp::Mbar(ref m) => return mbarrier::exec(w, env, pc, active, m),
         AsyncOp::Mapa { d, a, rank } => {
             for l in lanes(active) {
                 let r = w.r(rank, l) as u32;
@@ -133,27 +126,14 @@ pub(super) fn exec_async(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: 
                 w.set(d, l, v);
             }
         }
-        AsyncOp::Tma {
-            k,
-            dims,
-            smem,
-            map,
-            coords,
-            mbar,
-        } => {
+        AsyncOp::Tma(ref t) => {
             for l in lanes(active) {
-                tma(w, env, pc, l, k, dims, smem, map, coords, mbar);
+                tma(w, env, pc, l, t);
             }
         }
-        AsyncOp::BulkCopy {
-            load,
-            dst,
-            src,
-            size,
-            mbar,
-        } => {
+        AsyncOp::BulkCopy(ref c) => {
             for l in lanes(active) {
-                bulk_copy(w, env, pc, l, load, dst, src, size, mbar);
+                bulk_copy(w, env, pc, l, c);
             }
         }
         AsyncOp::BulkCommit => {
@@ -296,44 +276,35 @@ fn count_global(env: &mut Env, addr: u64, n: u64, store: bool) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn tma(
-    w: &mut Warp,
-    env: &mut Env,
-    pc: u32,
-    l: usize,
-    k: TmaK,
-    dims: u8,
-    smem: Addr,
-    map: R,
-    coords: [R; 5],
-    mbar: Addr,
-) {
+fn tma(w: &mut Warp, env: &mut Env, pc: u32, l: usize, op: &TmaOp) {
     let tid = w.id * 32 + l as u32;
-    let Some(m) = read_map(env, pc, tid, w.r(map, l)) else {
+    let Some(m) = read_map(env, pc, tid, w.r(op.map, l)) else {
         return;
     };
-    if m.rank != dims {
-        let a = w.r(map, l);
+    if m.rank != op.dims {
+        let a = w.r(op.map, l);
         invalid_map(
             env,
             pc,
             tid,
             a,
-            format!("{dims} coordinates for a tensor map of rank {}", m.rank),
+            format!(
+                "{} coordinates for a tensor map of rank {}",
+                op.dims, m.rank
+            ),
         );
         return;
     }
-    if k == TmaK::Prefetch {
+    if op.k == TmaK::Prefetch {
         return;
     }
     let mut c = [0i64; 5];
-    for (x, r) in c.iter_mut().zip(coords.iter()).take(dims as usize) {
+    for (x, r) in c.iter_mut().zip(op.coords.iter()).take(op.dims as usize) {
         *x = w.r(*r, l) as u32 as i32 as i64;
     }
     // PTX ISA "cp.async.bulk.tensor": the shared-memory box is 128-byte aligned; a swizzled box
     // starts at a repeat of its pattern.
-    let base = lane_addr(w, smem, l);
+    let base = lane_addr(w, op.smem, l);
     let align = m.swizzle.smem_align() as u64;
     if !base.is_multiple_of(align) {
         env.report(FindingKind::Misaligned, pc, tid, Some(base), None, || {
@@ -354,8 +325,8 @@ fn tma(
     let rows = box_rows(&m, &c);
     // Where the 16-byte chunk at dense offset `j` of the box lives in shared memory.
     let place = |j: u32| m.swizzle.apply(base + j);
-    if k == TmaK::Load {
-        let Some(mb) = mbarrier::mbar_offset(w, env, pc, l, mbar, false) else {
+    if op.k == TmaK::Load {
+        let Some(mb) = mbarrier::mbar_offset(w, env, pc, l, op.mbar, false) else {
             return;
         };
         let fill = if m.nan_fill { 0xFF } else { 0 };
@@ -447,21 +418,10 @@ fn issue_store(env: &mut Env, pc: u32, tid: u32, src: u64, runs: Vec<(u32, u32)>
         .push((u32::MAX, runs));
 }
 
-#[allow(clippy::too_many_arguments)]
-fn bulk_copy(
-    w: &mut Warp,
-    env: &mut Env,
-    pc: u32,
-    l: usize,
-    load: bool,
-    dst: Addr,
-    src: Addr,
-    size: R,
-    mbar: Addr,
-) {
+fn bulk_copy(w: &mut Warp, env: &mut Env, pc: u32, l: usize, op: &BulkCopyOp) {
     let tid = w.id * 32 + l as u32;
-    let (d, s) = (lane_addr(w, dst, l), lane_addr(w, src, l));
-    let n = w.r(size, l) as u32 as u64;
+    let (d, s) = (lane_addr(w, op.dst, l), lane_addr(w, op.src, l));
+    let n = w.r(op.size, l) as u32 as u64;
     // PTX ISA "cp.async.bulk": size and both addresses are multiples of 16.
     if !n.is_multiple_of(16) || !d.is_multiple_of(16) || !s.is_multiple_of(16) {
         env.report(FindingKind::Misaligned, pc, tid, Some(d), None, || {
@@ -469,12 +429,12 @@ fn bulk_copy(
         });
         return;
     }
-    let (sh, g) = if load { (d, s) } else { (s, d) };
+    let (sh, g) = if op.load { (d, s) } else { (s, d) };
     if sh + n > env.smem.len() as u64 {
         return oob(env, pc, tid, Loc::Shared(sh), n as usize);
     }
-    if load {
-        let Some(mb) = mbarrier::mbar_offset(w, env, pc, l, mbar, false) else {
+    if op.load {
+        let Some(mb) = mbarrier::mbar_offset(w, env, pc, l, op.mbar, false) else {
             return;
         };
         let mut data = vec![super::super::memory::POISON; n as usize];

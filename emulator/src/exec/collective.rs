@@ -6,6 +6,21 @@ use super::{lanes, Env, Warp};
 use crate::findings::FindingKind;
 use crate::program::*;
 
+/// Reports a collective whose lanes do not agree (`tid`: the first lane concerned).
+fn divergent(env: &mut Env, pc: u32, tid: u32, detail: impl FnOnce() -> String) {
+    env.report(
+        FindingKind::DivergentCollective,
+        pc,
+        tid,
+        None,
+        None,
+        detail,
+    );
+}
+
+/// The message of one member-mask violation, from its lanes and the member mask.
+type MaskMessage = fn(u32, u32) -> String;
+
 /// Decides whether the group may execute a collective that needs the lanes in `required`.
 /// Returns false after parking the group to wait for missing lanes.
 fn ready_mask(
@@ -30,33 +45,23 @@ fn ready_mask(
         return false;
     }
     let tid = w.id * 32 + active.trailing_zeros().min(31);
-    let gone = required & !live;
-    if gone != 0 {
-        env.report(
-            FindingKind::DivergentCollective,
-            pc,
-            tid,
-            None,
-            None,
-            || format!("{what}: member lanes {gone:#010x} have exited or do not exist"),
-        );
-    }
-    let off = required & g & !active;
-    if off != 0 {
-        env.report(
-            FindingKind::DivergentCollective,
-            pc,
-            tid,
-            None,
-            None,
-            || format!("{what}: member lanes {off:#010x} are predicated off"),
-        );
-    }
-    let extra = active & !required;
-    if extra != 0 {
-        env.report(FindingKind::DivergentCollective, pc, tid, None, None, || {
-            format!("{what}: lanes {extra:#010x} execute it but are not in the member mask {required:#010x}")
-        });
+    // Every violation of the member mask is a finding: lanes that are gone, lanes predicated
+    // off, lanes that run it without being members.
+    let violations: [(u32, MaskMessage); 3] = [
+        (required & !live, |m, _| {
+            format!("member lanes {m:#010x} have exited or do not exist")
+        }),
+        (required & g & !active, |m, _| {
+            format!("member lanes {m:#010x} are predicated off")
+        }),
+        (active & !required, |m, req| {
+            format!("lanes {m:#010x} execute it but are not in the member mask {req:#010x}")
+        }),
+    ];
+    for (m, msg) in violations {
+        if m != 0 {
+            divergent(env, pc, tid, || format!("{what}: {}", msg(m, required)));
+        }
     }
     true
 }
@@ -73,14 +78,9 @@ pub(super) fn ready(w: &mut Warp, env: &mut Env, pc: u32, active: u32, mask_reg:
         if w.r(mask_reg, l) as u32 != required {
             let other = w.r(mask_reg, l) as u32;
             let tid = w.id * 32 + l as u32;
-            env.report(
-                FindingKind::DivergentCollective,
-                pc,
-                tid,
-                None,
-                None,
-                || format!("lanes use different member masks ({required:#010x} and {other:#010x})"),
-            );
+            divergent(env, pc, tid, || {
+                format!("lanes use different member masks ({required:#010x} and {other:#010x})")
+            });
             break;
         }
     }

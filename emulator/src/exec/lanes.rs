@@ -30,62 +30,53 @@ pub fn lane_slice(regs: &[u64], r: R) -> [u64; 32] {
     regs[i..i + 32].try_into().unwrap()
 }
 
+/// Writes `f(l)` to lane `l` of the destination slots `dv` for the lanes in `m` (all 32 without
+/// a mask test when `m` is full).
+#[inline(always)]
+fn write_lanes(dv: &mut [u64], m: u32, f: impl Fn(usize) -> u64) {
+    if m == FULL {
+        for (l, d) in dv.iter_mut().enumerate() {
+            *d = f(l);
+        }
+    } else {
+        for (l, d) in dv.iter_mut().enumerate() {
+            if m >> l & 1 != 0 {
+                *d = f(l);
+            }
+        }
+    }
+}
+
+/// The 32 lane slots of register `d`.
+#[inline(always)]
+fn dst_slots(regs: &mut [u64], d: R) -> &mut [u64] {
+    let di = d as usize * 32;
+    &mut regs[di..di + 32]
+}
+
 /// `d = f(a)` on the lanes in `m`.
 #[inline(always)]
 pub fn lanes1(regs: &mut [u64], m: u32, d: R, a: R, f: impl Fn(u64) -> u64) {
     let av = lane_slice(regs, a);
-    let di = d as usize * 32;
-    let dv = &mut regs[di..di + 32];
-    if m == FULL {
-        for l in 0..32 {
-            dv[l] = f(av[l]);
-        }
-    } else {
-        for l in 0..32 {
-            if m >> l & 1 != 0 {
-                dv[l] = f(av[l]);
-            }
-        }
-    }
+    write_lanes(dst_slots(regs, d), m, |l| f(av[l]));
 }
 
+/// `d = f(a, b)` on the lanes in `m`.
 #[inline(always)]
 pub fn lanes2(regs: &mut [u64], m: u32, d: R, a: R, b: R, f: impl Fn(u64, u64) -> u64) {
-    let av = lane_slice(regs, a);
-    let bv = lane_slice(regs, b);
-    let di = d as usize * 32;
-    let dv = &mut regs[di..di + 32];
-    if m == FULL {
-        for l in 0..32 {
-            dv[l] = f(av[l], bv[l]);
-        }
-    } else {
-        for l in 0..32 {
-            if m >> l & 1 != 0 {
-                dv[l] = f(av[l], bv[l]);
-            }
-        }
-    }
+    let (av, bv) = (lane_slice(regs, a), lane_slice(regs, b));
+    write_lanes(dst_slots(regs, d), m, |l| f(av[l], bv[l]));
 }
 
+/// `d = f(a, b, c)` on the lanes in `m`.
 #[inline(always)]
 pub fn lanes3(regs: &mut [u64], m: u32, d: R, a: R, b: R, c: R, f: impl Fn(u64, u64, u64) -> u64) {
-    let av = lane_slice(regs, a);
-    let bv = lane_slice(regs, b);
-    let cv = lane_slice(regs, c);
-    let di = d as usize * 32;
-    let dv = &mut regs[di..di + 32];
-    if m == FULL {
-        for l in 0..32 {
-            dv[l] = f(av[l], bv[l], cv[l]);
-        }
-    } else {
-        for l in 0..32 {
-            if m >> l & 1 != 0 {
-                dv[l] = f(av[l], bv[l], cv[l]);
-            }
-        }
-    }
+    let (av, bv, cv) = (
+        lane_slice(regs, a),
+        lane_slice(regs, b),
+        lane_slice(regs, c),
+    );
+    write_lanes(dst_slots(regs, d), m, |l| f(av[l], bv[l], cv[l]));
 }
 
 #[inline(always)]

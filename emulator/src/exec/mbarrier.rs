@@ -125,15 +125,22 @@ pub(super) fn mbar_offset(
     Some(off as u32)
 }
 
-fn uninit(env: &mut Env, pc: u32, tid: u32, off: u32, what: &str) {
+/// Reports a misuse of the mbarrier object at shared offset `off` by thread `tid`.
+fn misuse(env: &mut Env, pc: u32, tid: u32, off: u32, detail: impl FnOnce() -> String) {
     env.report(
         FindingKind::MbarrierMisuse,
         pc,
         tid,
         Some(off as u64),
         None,
-        || format!("{what} on shared {off:#x}, which holds no initialised mbarrier (mbarrier.init missing, or after mbarrier.inval)"),
+        detail,
     );
+}
+
+fn uninit(env: &mut Env, pc: u32, tid: u32, off: u32, what: &str) {
+    misuse(env, pc, tid, off, || {
+        format!("{what} on shared {off:#x}, which holds no initialised mbarrier (mbarrier.init missing, or after mbarrier.inval)")
+    });
 }
 
 /// Completes the current phase of the object at `off` if no arrival and no transaction is
@@ -174,14 +181,9 @@ pub(super) fn add_tx(env: &mut Env, off: u32, delta: i64, pc: u32, tid: u32) {
     let tx = m.tx;
     env.waits.mbars.changes += 1;
     if tx.abs() > TX_LIMIT {
-        env.report(
-            FindingKind::MbarrierMisuse,
-            pc,
-            tid,
-            Some(off as u64),
-            None,
-            || format!("tx-count {tx} is outside the range +-(2^20-1)"),
-        );
+        misuse(env, pc, tid, off, || {
+            format!("tx-count {tx} is outside the range +-(2^20-1)")
+        });
     }
     maybe_complete(env, off);
 }
@@ -209,24 +211,16 @@ fn arrive(env: &mut Env, off: u32, count: u32, k: MbarK, pc: u32, tid: u32) -> u
     let completes = m.pending == 0 && m.tx == 0;
     env.waits.mbars.changes += 1;
     if over {
-        env.report(
-            FindingKind::MbarrierMisuse,
-            pc,
-            tid,
-            Some(off as u64),
-            None,
-            || format!("arrive with count {count} but only {pending} arrivals are pending in this phase"),
-        );
+        misuse(env, pc, tid, off, || {
+            format!(
+                "arrive with count {count} but only {pending} arrivals are pending in this phase"
+            )
+        });
     }
     if no_complete && completes {
-        env.report(
-            FindingKind::MbarrierMisuse,
-            pc,
-            tid,
-            Some(off as u64),
-            None,
-            || "mbarrier.arrive.noComplete completed the phase".to_string(),
-        );
+        misuse(env, pc, tid, off, || {
+            "mbarrier.arrive.noComplete completed the phase".to_string()
+        });
     }
     maybe_complete(env, off);
     token
@@ -243,19 +237,15 @@ fn wait_done(m: &MbarObj, parity: bool, v: u64) -> bool {
 
 /// Executes an `mbarrier` instruction for the active lanes (in lane order) and moves the group
 /// on; `try_wait` lanes whose phase is incomplete park instead.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn exec(
-    w: &mut Warp,
-    env: &mut Env,
-    pc: u32,
-    active: u32,
-    k: MbarK,
-    d: R,
-    addr: Addr,
-    generic: bool,
-    a: R,
-    b: R,
-) {
+pub(super) fn exec(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: &MbarOp) {
+    let MbarOp {
+        k,
+        d,
+        addr,
+        generic,
+        a,
+        b,
+    } = *op;
     let g = w.group;
     let mut parked = 0u32;
     for l in lanes(active) {
@@ -275,14 +265,9 @@ pub(super) fn exec(
             MbarK::Init => {
                 let count = w.r(a, l) as u32;
                 if count == 0 || count > MAX_COUNT {
-                    env.report(
-                        FindingKind::MbarrierMisuse,
-                        pc,
-                        tid,
-                        Some(off as u64),
-                        None,
-                        || format!("mbarrier.init count {count} is outside 1..=2^20-1"),
-                    );
+                    misuse(env, pc, tid, off, || {
+                        format!("mbarrier.init count {count} is outside 1..=2^20-1")
+                    });
                 }
                 if let Some(h) = env.smem.mbar_mark(off as usize) {
                     super::mem::hazard_finding(env, pc, tid, off as u64, h);
@@ -313,14 +298,9 @@ pub(super) fn exec(
                 }
                 let count = if a == NONE { 1 } else { w.r(a, l) as u32 };
                 if count == 0 || count > MAX_COUNT {
-                    env.report(
-                        FindingKind::MbarrierMisuse,
-                        pc,
-                        tid,
-                        Some(off as u64),
-                        None,
-                        || format!("arrive count {count} is outside 1..=2^20-1"),
-                    );
+                    misuse(env, pc, tid, off, || {
+                        format!("arrive count {count} is outside 1..=2^20-1")
+                    });
                 }
                 let token = arrive(env, off, count, k, pc, tid);
                 if d != NONE {
@@ -362,8 +342,10 @@ pub(super) fn exec(
                     w.set(d, l, done as u64);
                 }
                 if bad_token {
-                    env.report(FindingKind::MbarrierMisuse, pc, tid, Some(off as u64), None, || {
-                        format!("wait operand {v:#x} is not a state token returned by mbarrier.arrive")
+                    misuse(env, pc, tid, off, || {
+                        format!(
+                            "wait operand {v:#x} is not a state token returned by mbarrier.arrive"
+                        )
                     });
                 }
             }
@@ -398,7 +380,8 @@ pub(super) fn at_stall(warps: &mut [Warp], env: &mut Env) -> bool {
     for w in warps.iter_mut() {
         for l in lanes(w.bar_wait & w.live()) {
             if let Waitable::Mbar { .. } = w.waiting_on[l] {
-                if let Op::Async(AsyncOp::Mbar { d, .. }) = prog.insts[w.pcs[l] as usize].op {
+                if let Op::Async(AsyncOp::Mbar(MbarOp { d, .. })) = prog.insts[w.pcs[l] as usize].op
+                {
                     w.set(d, l, 0);
                 }
                 w.bar_wait &= !(1 << l);
@@ -411,7 +394,7 @@ pub(super) fn at_stall(warps: &mut [Warp], env: &mut Env) -> bool {
 
 /// A completed phase releases a parked `try_wait` lane: its predicate becomes true.
 pub(super) fn on_release(w: &mut Warp, prog: &Program, l: usize) {
-    if let Op::Async(AsyncOp::Mbar { d, .. }) = prog.insts[w.pcs[l] as usize].op {
+    if let Op::Async(AsyncOp::Mbar(MbarOp { d, .. })) = prog.insts[w.pcs[l] as usize].op {
         if d != NONE {
             w.set(d, l, 1);
         }

@@ -119,6 +119,19 @@ pub(super) fn loc_addr(l: Loc) -> u64 {
     }
 }
 
+/// Whether a `len`-byte access at `loc` is naturally aligned; a finding if not.
+#[inline]
+fn aligned(env: &mut Env, pc: u32, tid: u32, loc: Loc, len: usize) -> bool {
+    let a = loc_addr(loc);
+    if a.is_multiple_of(len as u64) {
+        return true;
+    }
+    env.report(FindingKind::Misaligned, pc, tid, Some(a), None, || {
+        format!("{len}-byte access at {a:#x}")
+    });
+    false
+}
+
 /// Reads `out.len()` bytes for one lane; false (and a finding) if the access is invalid.
 pub(super) fn read_lane(
     w: &Warp,
@@ -130,11 +143,7 @@ pub(super) fn read_lane(
 ) -> bool {
     let len = out.len();
     let tid = w.id * 32 + lane as u32;
-    if !loc_addr(loc).is_multiple_of(len as u64) {
-        let a = loc_addr(loc);
-        env.report(FindingKind::Misaligned, pc, tid, Some(a), None, || {
-            format!("{len}-byte access at {a:#x}")
-        });
+    if !aligned(env, pc, tid, loc, len) {
         return false;
     }
     match loc {
@@ -185,11 +194,7 @@ pub(super) fn read_lane(
 pub(super) fn write_lane(w: &mut Warp, env: &mut Env, pc: u32, lane: usize, loc: Loc, data: &[u8]) {
     let len = data.len();
     let tid = w.id * 32 + lane as u32;
-    if !loc_addr(loc).is_multiple_of(len as u64) {
-        let a = loc_addr(loc);
-        env.report(FindingKind::Misaligned, pc, tid, Some(a), None, || {
-            format!("{len}-byte access at {a:#x}")
-        });
+    if !aligned(env, pc, tid, loc, len) {
         return;
     }
     match loc {
@@ -300,79 +305,72 @@ pub(super) fn lane_addr(w: &Warp, addr: Addr, lane: usize) -> u64 {
     w.r(addr.base, lane).wrapping_add(addr.off as u64)
 }
 
+/// Resolves the address of each active lane, runs `access` (the lane's read or write) on it and
+/// counts the warp's traffic of `len` bytes a lane (`kind` as in [`Traffic::finish`]).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn exec_ld(
+#[inline(always)]
+fn each_lane_access(
     w: &mut Warp,
     env: &mut Env,
-    pc: u32,
     active: u32,
     sp: Space,
-    size: u8,
-    n: u8,
-    ds: [R; 4],
     addr: Addr,
-    sext: bool,
-    dmask: u64,
+    len: usize,
+    kind: u8,
+    mut access: impl FnMut(&mut Warp, &mut Env, usize, Loc),
 ) {
-    let len = size as usize * n as usize;
     let mut t = Traffic::new();
     for l in lanes(active) {
         let loc = resolve(sp, lane_addr(w, addr, l));
+        access(w, env, l, loc);
+        t.add(l, loc, len);
+    }
+    t.finish(env, kind);
+}
+
+pub(super) fn exec_ld(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: &LdOp) {
+    let size = op.size as usize;
+    let len = size * op.n as usize;
+    each_lane_access(w, env, active, op.sp, op.addr, len, 0, |w, env, l, loc| {
         let mut buf = [0u8; 32];
         read_lane(w, env, pc, l, loc, &mut buf[..len]);
-        t.add(l, loc, len);
-        for k in 0..n as usize {
+        for (k, d) in op.ds.iter().enumerate().take(op.n as usize) {
             let mut raw = [0u8; 8];
-            raw[..size as usize].copy_from_slice(&buf[k * size as usize..(k + 1) * size as usize]);
+            raw[..size].copy_from_slice(&buf[k * size..(k + 1) * size]);
             let mut v = u64::from_le_bytes(raw);
-            if sext && size < 8 {
-                v = super::lanes::sext(v, size * 8) as u64;
+            if op.sext && size < 8 {
+                v = super::lanes::sext(v, op.size * 8) as u64;
             }
-            w.set(ds[k], l, v & dmask);
+            w.set(*d, l, v & op.dmask);
         }
-    }
-    t.finish(env, 0);
+    });
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn exec_st(
-    w: &mut Warp,
-    env: &mut Env,
-    pc: u32,
-    active: u32,
-    sp: Space,
-    size: u8,
-    n: u8,
-    srcs: [R; 4],
-    addr: Addr,
-) {
-    let len = size as usize * n as usize;
-    let mut t = Traffic::new();
-    for l in lanes(active) {
-        let loc = resolve(sp, lane_addr(w, addr, l));
+pub(super) fn exec_st(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: &StOp) {
+    let size = op.size as usize;
+    let len = size * op.n as usize;
+    each_lane_access(w, env, active, op.sp, op.addr, len, 1, |w, env, l, loc| {
         let mut buf = [0u8; 32];
-        for k in 0..n as usize {
-            let v = w.r(srcs[k], l).to_le_bytes();
-            buf[k * size as usize..(k + 1) * size as usize].copy_from_slice(&v[..size as usize]);
+        for (k, r) in op.srcs.iter().enumerate().take(op.n as usize) {
+            let v = w.r(*r, l).to_le_bytes();
+            buf[k * size..(k + 1) * size].copy_from_slice(&v[..size]);
         }
         write_lane(w, env, pc, l, loc, &buf[..len]);
-        t.add(l, loc, len);
-    }
-    t.finish(env, 1);
+    });
 }
 
-fn atom_apply(op: AtomOp, ty: Ty, old: u64, a: u64, b: u64) -> u64 {
+fn atom_apply(op: AtomK, ty: Ty, old: u64, a: u64, b: u64) -> u64 {
     let w = ty.bits() as u8;
     let m = super::lanes::mask(w);
     let (old, a, b) = (old & m, a & m, b & m);
     match op {
-        AtomOp::Add => match ty {
+        AtomK::Add => match ty {
             Ty::F32 => (f32::from_bits(old as u32) + f32::from_bits(a as u32)).to_bits() as u64,
             Ty::F64 => (f64::from_bits(old) + f64::from_bits(a)).to_bits(),
             _ => old.wrapping_add(a) & m,
         },
-        AtomOp::Min | AtomOp::Max => {
-            let max = op == AtomOp::Max;
+        AtomK::Min | AtomK::Max => {
+            let max = op == AtomK::Max;
             let lt = match ty {
                 Ty::F32 => f32::from_bits(old as u32) < f32::from_bits(a as u32),
                 Ty::F64 => f64::from_bits(old) < f64::from_bits(a),
@@ -385,48 +383,44 @@ fn atom_apply(op: AtomOp, ty: Ty, old: u64, a: u64, b: u64) -> u64 {
                 a
             }
         }
-        AtomOp::Inc => {
+        AtomK::Inc => {
             if old >= a {
                 0
             } else {
                 old + 1
             }
         }
-        AtomOp::Dec => {
+        AtomK::Dec => {
             if old == 0 || old > a {
                 a
             } else {
                 old - 1
             }
         }
-        AtomOp::Exch => a,
-        AtomOp::Cas => {
+        AtomK::Exch => a,
+        AtomK::Cas => {
             if old == a {
                 b
             } else {
                 old
             }
         }
-        AtomOp::And => old & a,
-        AtomOp::Or => old | a,
-        AtomOp::Xor => old ^ a,
+        AtomK::And => old & a,
+        AtomK::Or => old | a,
+        AtomK::Xor => old ^ a,
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn exec_atom(
-    w: &mut Warp,
-    env: &mut Env,
-    pc: u32,
-    active: u32,
-    sp: Space,
-    op: AtomOp,
-    ty: Ty,
-    d: R,
-    addr: Addr,
-    a: R,
-    b: R,
-) {
+pub(super) fn exec_atom(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: &AtomOp) {
+    let AtomOp {
+        sp,
+        k,
+        ty,
+        d,
+        addr,
+        a,
+        b,
+    } = *op;
     let size = ty.bytes() as usize;
     let mut t = Traffic::new();
     for l in lanes(active) {
@@ -443,7 +437,7 @@ pub(super) fn exec_atom(
         }
         let old = match loc {
             Loc::Global(ga) => match env.ctx.gmem.find(ga, size as u64) {
-                Ok((al, off)) => al.rmw(off, size, |old| atom_apply(op, ty, old, av, bv)),
+                Ok((al, off)) => al.rmw(off, size, |old| atom_apply(k, ty, old, av, bv)),
                 Err(_) => {
                     oob(env, pc, tid, loc, size);
                     continue;
@@ -461,7 +455,7 @@ pub(super) fn exec_atom(
                 let mut raw = [0u8; 8];
                 raw[..size].copy_from_slice(&env.smem.data[o..o + size]);
                 let old = u64::from_le_bytes(raw);
-                let new = atom_apply(op, ty, old, av, bv);
+                let new = atom_apply(k, ty, old, av, bv);
                 env.smem.data[o..o + size].copy_from_slice(&new.to_le_bytes()[..size]);
                 old
             }

@@ -386,6 +386,65 @@ fn new_warp(
     }
 }
 
+/// Executes a lane-parallel register op for the lanes in `active` (not empty).
+#[inline(always)]
+fn exec_lane_op(op: &LaneOp, regs: &mut [u64], active: u32) {
+    match *op {
+        LaneOp::Bin { k, d, a, b } => int::exec_bin(k, regs, active, d, a, b),
+        LaneOp::Un { k, d, a } => int::exec_un(k, regs, active, d, a),
+        LaneOp::Tern { k, d, a, b, c } => int::exec_tern(k, regs, active, d, a, b, c),
+        LaneOp::FBin {
+            op,
+            ty,
+            mods,
+            d,
+            a,
+            b,
+        } => float::exec_fbin(op, ty, mods, regs, active, d, a, b),
+        LaneOp::FUn { k, ty, ftz, d, a } => float::exec_fun(k, ty, ftz, regs, active, d, a),
+        LaneOp::Fma {
+            ty,
+            mods,
+            d,
+            a,
+            b,
+            c,
+        } => float::exec_fma(ty, mods, regs, active, d, a, b, c),
+        LaneOp::SlctF32 { ftz, d, a, b, c } => float::exec_slct_f32(ftz, regs, active, d, a, b, c),
+        LaneOp::Sfu { k, d, a } => sfu::exec_sfu(k, regs, active, d, a),
+        LaneOp::Cvt { k, d, a } => convert::exec_cvt(&k, regs, active, d, a),
+        LaneOp::CvtPack {
+            fmt,
+            rnd,
+            relu,
+            satfinite,
+            d,
+            a,
+            b,
+        } => convert::exec_cvt_pack(fmt, rnd, relu, satfinite, regs, active, d, a, b),
+        LaneOp::Cvta {
+            to_space,
+            window,
+            dmask,
+            d,
+            a,
+        } => convert::exec_cvta(to_space, window, dmask, regs, active, d, a),
+    }
+}
+
+/// Executes a per-lane memory access (`ld`, `st`, `atom`/`red`, `cp.async`) for the lanes in
+/// `active`.
+#[inline(always)]
+fn exec_memory_op(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: &Op) {
+    match op {
+        Op::Ld(op) => mem::exec_ld(w, env, pc, active, op),
+        Op::St(op) => mem::exec_st(w, env, pc, active, op),
+        Op::Atom(op) => mem::exec_atom(w, env, pc, active, op),
+        Op::CpAsync(op) => async_copy::exec_cp_async(w, env, pc, active, op),
+        _ => unreachable!("not a memory op: {op:?}"),
+    }
+}
+
 /// Nothing could run: resolve the stall or give up on the CTA. Returns false to stop.
 fn resolve_stall(warps: &mut [Warp], env: &mut Env) -> bool {
     // In-flight bulk copies land; mbarrier try_waits time out.
@@ -506,21 +565,9 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 lanes::lanes1(&mut w.regs, active, d, a, |x| x & mask);
                 w.next();
             }
-            Op::Bin { k, d, a, b } => {
+            Op::Lane(ref op) => {
                 if active != 0 {
-                    int::exec_bin(k, &mut w.regs, active, d, a, b);
-                }
-                w.next();
-            }
-            Op::Un { k, d, a } => {
-                if active != 0 {
-                    int::exec_un(k, &mut w.regs, active, d, a);
-                }
-                w.next();
-            }
-            Op::Tern { k, d, a, b, c } => {
-                if active != 0 {
-                    int::exec_tern(k, &mut w.regs, active, d, a, b, c);
+                    exec_lane_op(op, &mut w.regs, active);
                 }
                 w.next();
             }
@@ -533,82 +580,6 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 e,
             } => {
                 int::exec_bfi(width, &mut w.regs, active, d, [a, b, c, e]);
-                w.next();
-            }
-            Op::FBin {
-                op,
-                ty,
-                mods,
-                d,
-                a,
-                b,
-            } => {
-                if active != 0 {
-                    float::exec_fbin(op, ty, mods, &mut w.regs, active, d, a, b);
-                }
-                w.next();
-            }
-            Op::FUn { k, ty, ftz, d, a } => {
-                if active != 0 {
-                    float::exec_fun(k, ty, ftz, &mut w.regs, active, d, a);
-                }
-                w.next();
-            }
-            Op::Fma {
-                ty,
-                mods,
-                d,
-                a,
-                b,
-                c,
-            } => {
-                if active != 0 {
-                    float::exec_fma(ty, mods, &mut w.regs, active, d, a, b, c);
-                }
-                w.next();
-            }
-            Op::SlctF32 { ftz, d, a, b, c } => {
-                if active != 0 {
-                    float::exec_slct_f32(ftz, &mut w.regs, active, d, a, b, c);
-                }
-                w.next();
-            }
-            Op::Sfu { k, d, a } => {
-                if active != 0 {
-                    sfu::exec_sfu(k, &mut w.regs, active, d, a);
-                }
-                w.next();
-            }
-            Op::Cvt { k, d, a } => {
-                if active != 0 {
-                    convert::exec_cvt(&k, &mut w.regs, active, d, a);
-                }
-                w.next();
-            }
-            Op::CvtPack {
-                fmt,
-                rnd,
-                relu,
-                satfinite,
-                d,
-                a,
-                b,
-            } => {
-                if active != 0 {
-                    convert::exec_cvt_pack(fmt, rnd, relu, satfinite, &mut w.regs, active, d, a, b);
-                }
-                w.next();
-            }
-            Op::Cvta {
-                to_space,
-                window,
-                dmask,
-                d,
-                a,
-            } => {
-                if active != 0 {
-                    convert::exec_cvta(to_space, window, dmask, &mut w.regs, active, d, a);
-                }
                 w.next();
             }
             Op::Setp {
@@ -652,49 +623,8 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 }
                 w.next();
             }
-            Op::Ld {
-                sp,
-                size,
-                n: nv,
-                ds,
-                addr,
-                sext,
-                dmask,
-            } => {
-                mem::exec_ld(w, env, pc, active, sp, size, nv, ds, addr, sext, dmask);
-                w.next();
-            }
-            Op::St {
-                sp,
-                size,
-                n: nv,
-                srcs,
-                addr,
-            } => {
-                mem::exec_st(w, env, pc, active, sp, size, nv, srcs, addr);
-                w.next();
-            }
-            Op::Atom {
-                sp,
-                op,
-                ty,
-                d,
-                addr,
-                a,
-                b,
-            } => {
-                mem::exec_atom(w, env, pc, active, sp, op, ty, d, addr, a, b);
-                w.next();
-            }
-            Op::CpAsync {
-                dst,
-                src,
-                cp,
-                src_size,
-                ignore_src,
-                ..
-            } => {
-                async_copy::exec_cp_async(w, env, pc, active, dst, src, cp, src_size, ignore_src);
+            Op::Ld(_) | Op::St(_) | Op::Atom(_) | Op::CpAsync(_) => {
+                exec_memory_op(w, env, pc, active, &inst.op);
                 w.next();
             }
             Op::CpCommit => {
@@ -822,42 +752,21 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 }
                 w.next();
             }
-            Op::Mma {
-                shape,
-                bf16,
-                c_f32,
-                d_f32,
-                d,
-                a,
-                b,
-                c,
-            } => {
+            Op::Mma(ref op) => {
                 if collective::ready_aligned(w, env, pc, active) {
-                    tensor::mma(w, env, shape, bf16, c_f32, d_f32, d, a, b, c);
+                    tensor::mma(w, env, op);
                     w.next();
                 }
             }
-            Op::Ldmatrix {
-                num,
-                trans,
-                ds,
-                addr,
-                generic,
-            } => {
+            Op::Ldmatrix(ref op) => {
                 if collective::ready_aligned(w, env, pc, active) {
-                    tensor::exec_ldmatrix(w, env, pc, num, trans, ds, addr, generic);
+                    tensor::exec_ldmatrix(w, env, pc, op);
                     w.next();
                 }
             }
-            Op::Stmatrix {
-                num,
-                trans,
-                srcs,
-                addr,
-                generic,
-            } => {
+            Op::Stmatrix(ref op) => {
                 if collective::ready_aligned(w, env, pc, active) {
-                    tensor::exec_stmatrix(w, env, pc, num, trans, srcs, addr, generic);
+                    tensor::exec_stmatrix(w, env, pc, op);
                     w.next();
                 }
             }

@@ -56,19 +56,17 @@ pub fn c_frag_pos(lane: u32, i: u32) -> (u32, u32) {
 /// `mma.sync.aligned.m16n8k{16,8}.row.col` with f16/bf16 inputs. Products are exact and summed
 /// in f64, then rounded once to the output type (round to nearest even); real tensor cores
 /// accumulate with slightly different internal precision, which tests allow for.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn mma(
-    w: &mut Warp,
-    env: &mut Env,
-    shape: MmaShape,
-    bf16: bool,
-    c_f32: bool,
-    d_f32: bool,
-    d: [R; 4],
-    a: [R; 4],
-    b: [R; 2],
-    c: [R; 4],
-) {
+pub(super) fn mma(w: &mut Warp, env: &mut Env, op: &MmaOp) {
+    let MmaOp {
+        shape,
+        bf16,
+        c_f32,
+        d_f32,
+        d,
+        a,
+        b,
+        c,
+    } = *op;
     let (m, n, k) = shape.mnk();
     let fmt = if bf16 { sf::BF16 } else { sf::F16 };
     let mut am = [[0f64; 16]; 16];
@@ -128,66 +126,60 @@ pub(super) fn mma(
     env.cnt.flops += 2 * (m * n * k) as u64;
 }
 
-/// `ldmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16`, PTX ISA "Warp-level matrix load
-/// instruction: ldmatrix": lanes 8j..8j+7 give the addresses of rows 0..7 of matrix j (16 bytes
-/// each). Without `.trans`, lane t receives row t/4, elements 2(t%4) and 2(t%4)+1 (low, high);
-/// with `.trans` it receives column t/4, rows 2(t%4) and 2(t%4)+1, i.e. the transposed matrix.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn exec_ldmatrix(
+/// Where the 16-byte matrix row that `lane` addresses lives (`ldmatrix` / `stmatrix`), or
+/// `None` after a finding when a generic address is not in shared memory.
+fn row_loc(
+    w: &Warp,
+    env: &mut Env,
+    pc: u32,
+    lane: usize,
+    op: &MatrixOp,
+    what: &str,
+) -> Option<Loc> {
+    let a = lane_addr(w, op.addr, lane);
+    let loc = if op.generic {
+        resolve(Space::Generic, a)
+    } else {
+        Loc::Shared(a)
+    };
+    if !matches!(loc, Loc::Shared(_)) {
+        let tid = w.id * 32 + lane as u32;
+        env.report(
+            FindingKind::SharedOutOfBounds,
+            pc,
+            tid,
+            Some(a),
+            None,
+            || format!("{what} generic address is not in shared memory"),
+        );
+        return None;
+    }
+    Some(loc)
+}
+
+/// Runs `access(w, env, j, r, lane, loc)` on row r of every matrix j of `op` (the row lane
+/// 8j+r addresses, at `loc`), then counts the warp's shared access of the rows `access`
+/// reported as done (8 rows of 16 bytes make one 128-byte phase).
+fn each_row(
     w: &mut Warp,
     env: &mut Env,
     pc: u32,
-    num: u8,
-    trans: bool,
-    ds: [R; 4],
-    addr: Addr,
-    generic: bool,
+    op: &MatrixOp,
+    what: &str,
+    mut access: impl FnMut(&mut Warp, &mut Env, usize, usize, usize, Loc) -> bool,
 ) {
-    let mut rows = [[[0u16; 8]; 8]; 4];
     let mut acc = [(0u32, 0u32, 0u32); 32];
     let mut nacc = 0;
-    for (j, matrix) in rows.iter_mut().enumerate().take(num as usize) {
-        for (r, row) in matrix.iter_mut().enumerate() {
+    for j in 0..op.num as usize {
+        for r in 0..8 {
             let lane = j * 8 + r;
-            let a = lane_addr(w, addr, lane);
-            let loc = if generic {
-                resolve(Space::Generic, a)
-            } else {
-                Loc::Shared(a)
-            };
-            let tid = w.id * 32 + lane as u32;
-            if !matches!(loc, Loc::Shared(_)) {
-                env.report(
-                    FindingKind::SharedOutOfBounds,
-                    pc,
-                    tid,
-                    Some(a),
-                    None,
-                    || "ldmatrix generic address is not in shared memory".to_string(),
-                );
+            let Some(loc) = row_loc(w, env, pc, lane, op, what) else {
                 continue;
-            }
-            let mut buf = [0u8; 16];
-            if read_lane(w, env, pc, lane, loc, &mut buf) {
-                for (e, v) in row.iter_mut().enumerate() {
-                    *v = u16::from_le_bytes([buf[2 * e], buf[2 * e + 1]]);
-                }
+            };
+            if access(w, env, j, r, lane, loc) {
                 acc[nacc] = (lane as u32, loc_addr(loc) as u32, 16);
                 nacc += 1;
             }
-        }
-    }
-    for t in 0..32usize {
-        if w.present >> t & 1 == 0 {
-            continue;
-        }
-        for j in 0..num as usize {
-            let (lo, hi) = if trans {
-                (rows[j][2 * (t % 4)][t / 4], rows[j][2 * (t % 4) + 1][t / 4])
-            } else {
-                (rows[j][t / 4][2 * (t % 4)], rows[j][t / 4][2 * (t % 4) + 1])
-            };
-            w.set(ds[j], t, lo as u64 | (hi as u64) << 16);
         }
     }
     if nacc > 0 {
@@ -198,29 +190,50 @@ pub(super) fn exec_ldmatrix(
     }
 }
 
+/// `ldmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16`, PTX ISA "Warp-level matrix load
+/// instruction: ldmatrix": lanes 8j..8j+7 give the addresses of rows 0..7 of matrix j (16 bytes
+/// each). Without `.trans`, lane t receives row t/4, elements 2(t%4) and 2(t%4)+1 (low, high);
+/// with `.trans` it receives column t/4, rows 2(t%4) and 2(t%4)+1, i.e. the transposed matrix.
+pub(super) fn exec_ldmatrix(w: &mut Warp, env: &mut Env, pc: u32, op: &MatrixOp) {
+    let mut rows = [[[0u16; 8]; 8]; 4];
+    each_row(w, env, pc, op, "ldmatrix", |w, env, j, r, lane, loc| {
+        let mut buf = [0u8; 16];
+        let ok = read_lane(w, env, pc, lane, loc, &mut buf);
+        if ok {
+            for (e, v) in rows[j][r].iter_mut().enumerate() {
+                *v = u16::from_le_bytes([buf[2 * e], buf[2 * e + 1]]);
+            }
+        }
+        ok
+    });
+    for t in 0..32usize {
+        if w.present >> t & 1 == 0 {
+            continue;
+        }
+        for (m, &d) in rows.iter().zip(&op.regs).take(op.num as usize) {
+            let (lo, hi) = if op.trans {
+                (m[2 * (t % 4)][t / 4], m[2 * (t % 4) + 1][t / 4])
+            } else {
+                (m[t / 4][2 * (t % 4)], m[t / 4][2 * (t % 4) + 1])
+            };
+            w.set(d, t, lo as u64 | (hi as u64) << 16);
+        }
+    }
+}
+
 /// `stmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16`, PTX ISA "Warp-level matrix
 /// store instruction: stmatrix", the mirror of `ldmatrix`: lanes 8j..8j+7 give the addresses of
 /// rows 0..7 of matrix j (16 bytes each). Register j of lane t holds two elements of matrix j:
 /// without `.trans` row t/4, columns 2(t%4) and 2(t%4)+1 (low, high half); with `.trans`
 /// column t/4, rows 2(t%4) and 2(t%4)+1, so memory receives the transposed fragment.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn exec_stmatrix(
-    w: &mut Warp,
-    env: &mut Env,
-    pc: u32,
-    num: u8,
-    trans: bool,
-    srcs: [R; 4],
-    addr: Addr,
-    generic: bool,
-) {
+pub(super) fn exec_stmatrix(w: &mut Warp, env: &mut Env, pc: u32, op: &MatrixOp) {
     let mut rows = [[[0u16; 8]; 8]; 4];
     for t in 0..32usize {
-        for (j, m) in rows.iter_mut().enumerate().take(num as usize) {
-            let v = w.r(srcs[j], t);
+        for (j, m) in rows.iter_mut().enumerate().take(op.num as usize) {
+            let v = w.r(op.regs[j], t);
             let (lo, hi) = (v as u16, (v >> 16) as u16);
             let (r, c) = (t / 4, 2 * (t % 4));
-            if trans {
+            if op.trans {
                 m[c][r] = lo;
                 m[c + 1][r] = hi;
             } else {
@@ -229,42 +242,12 @@ pub(super) fn exec_stmatrix(
             }
         }
     }
-    let mut acc = [(0u32, 0u32, 0u32); 32];
-    let mut nacc = 0;
-    for (j, matrix) in rows.iter().enumerate().take(num as usize) {
-        for (r, row) in matrix.iter().enumerate() {
-            let lane = j * 8 + r;
-            let a = lane_addr(w, addr, lane);
-            let loc = if generic {
-                resolve(Space::Generic, a)
-            } else {
-                Loc::Shared(a)
-            };
-            if !matches!(loc, Loc::Shared(_)) {
-                let tid = w.id * 32 + lane as u32;
-                env.report(
-                    FindingKind::SharedOutOfBounds,
-                    pc,
-                    tid,
-                    Some(a),
-                    None,
-                    || "stmatrix generic address is not in shared memory".to_string(),
-                );
-                continue;
-            }
-            let mut buf = [0u8; 16];
-            for (e, v) in row.iter().enumerate() {
-                buf[2 * e..2 * e + 2].copy_from_slice(&v.to_le_bytes());
-            }
-            write_lane(w, env, pc, lane, loc, &buf);
-            acc[nacc] = (lane as u32, loc_addr(loc) as u32, 16);
-            nacc += 1;
+    each_row(w, env, pc, op, "stmatrix", |w, env, j, r, lane, loc| {
+        let mut buf = [0u8; 16];
+        for (e, v) in rows[j][r].iter().enumerate() {
+            buf[2 * e..2 * e + 2].copy_from_slice(&v.to_le_bytes());
         }
-    }
-    if nacc > 0 {
-        let (need, ideal) = wavefronts(&acc[..nacc], 8);
-        env.cnt.shared_accesses += 1;
-        env.cnt.wavefronts += need;
-        env.cnt.wavefronts_ideal += ideal;
-    }
+        write_lane(w, env, pc, lane, loc, &buf);
+        true
+    });
 }

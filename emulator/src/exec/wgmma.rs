@@ -350,17 +350,17 @@ fn op_regs(op: &Op, f: &mut impl FnMut(R)) {
     let mut all = |rs: &[R]| rs.iter().for_each(|&r| f(r));
     match *op {
         Op::Mov { d, a, .. }
-        | Op::Un { d, a, .. }
-        | Op::FUn { d, a, .. }
-        | Op::Sfu { d, a, .. }
-        | Op::Cvt { d, a, .. }
-        | Op::Cvta { d, a, .. } => all(&[d, a]),
-        Op::Bin { d, a, b, .. } | Op::FBin { d, a, b, .. } | Op::CvtPack { d, a, b, .. } => {
-            all(&[d, a, b])
-        }
-        Op::Tern { d, a, b, c, .. }
-        | Op::Fma { d, a, b, c, .. }
-        | Op::SlctF32 { d, a, b, c, .. } => all(&[d, a, b, c]),
+        | Op::Lane(LaneOp::Un { d, a, .. })
+        | Op::Lane(LaneOp::FUn { d, a, .. })
+        | Op::Lane(LaneOp::Sfu { d, a, .. })
+        | Op::Lane(LaneOp::Cvt { d, a, .. })
+        | Op::Lane(LaneOp::Cvta { d, a, .. }) => all(&[d, a]),
+        Op::Lane(LaneOp::Bin { d, a, b, .. })
+        | Op::Lane(LaneOp::FBin { d, a, b, .. })
+        | Op::Lane(LaneOp::CvtPack { d, a, b, .. }) => all(&[d, a, b]),
+        Op::Lane(LaneOp::Tern { d, a, b, c, .. })
+        | Op::Lane(LaneOp::Fma { d, a, b, c, .. })
+        | Op::Lane(LaneOp::SlctF32 { d, a, b, c, .. }) => all(&[d, a, b, c]),
         Op::Bfi { d, a, b, c, e, .. } => all(&[d, a, b, c, e]),
         Op::Setp {
             d, dn, a, b, comb, ..
@@ -378,22 +378,25 @@ fn op_regs(op: &Op, f: &mut impl FnMut(R)) {
             all(&ds);
             all(&[a]);
         }
-        Op::Ld { ds, addr, .. } | Op::Ldmatrix { ds, addr, .. } => {
+        Op::Ld(LdOp { ds, addr, .. }) | Op::Ldmatrix(MatrixOp { regs: ds, addr, .. }) => {
             all(&ds);
             all(&[addr.base]);
         }
-        Op::St { srcs, addr, .. } | Op::Stmatrix { srcs, addr, .. } => {
+        Op::St(StOp { srcs, addr, .. })
+        | Op::Stmatrix(MatrixOp {
+            regs: srcs, addr, ..
+        }) => {
             all(&srcs);
             all(&[addr.base]);
         }
-        Op::Atom { d, addr, a, b, .. } => all(&[d, addr.base, a, b]),
-        Op::CpAsync {
+        Op::Atom(AtomOp { d, addr, a, b, .. }) => all(&[d, addr.base, a, b]),
+        Op::CpAsync(CpAsyncOp {
             dst,
             src,
             src_size,
             ignore_src,
             ..
-        } => all(&[dst.base, src.base, src_size, ignore_src]),
+        }) => all(&[dst.base, src.base, src_size, ignore_src]),
         Op::Bar { id, count, .. } => all(&[id, count]),
         Op::BarWarp { mask } => all(&[mask]),
         Op::Shfl {
@@ -409,7 +412,7 @@ fn op_regs(op: &Op, f: &mut impl FnMut(R)) {
         Op::Match { d, p, a, mask, .. } => all(&[d, p, a, mask]),
         Op::Elect { d, p, mask } => all(&[d, p, mask]),
         Op::Activemask { d } | Op::Clock { d } => all(&[d]),
-        Op::Mma { d, a, b, c, .. } => {
+        Op::Mma(MmaOp { d, a, b, c, .. }) => {
             all(&d);
             all(&a);
             all(&b);

@@ -69,14 +69,14 @@ impl Lowerer {
         }
         self.push(
             i,
-            Op::CpAsync {
+            Op::CpAsync(CpAsyncOp {
                 dst,
                 src,
                 cp,
                 src_size,
                 ignore_src,
                 dst_generic: false,
-            },
+            }),
             Class::MemGlobal,
         )
     }

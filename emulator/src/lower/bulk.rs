@@ -68,14 +68,14 @@ impl Lowerer {
             }
             self.ops(i, 1)?;
             let (map, coords) = self.tensor_addr(&o[0], dims)?;
-            let op = AsyncOp::Tma {
+            let op = AsyncOp::Tma(TmaOp {
                 k: TmaK::Prefetch,
                 dims,
                 smem: zero,
                 map,
                 coords,
                 mbar: zero,
-            };
+            });
             return self.push(i, Op::Async(op), Class::MemGlobal);
         }
         // `.dst.src`: the first state space is the destination.
@@ -121,26 +121,26 @@ impl Lowerer {
             let (map, coords) = self.tensor_addr(tm, dims)?;
             let smem = self.addr(smem)?;
             let mbar = if load { self.addr(&o[2])? } else { zero };
-            AsyncOp::Tma {
+            AsyncOp::Tma(TmaOp {
                 k: if load { TmaK::Load } else { TmaK::Store },
                 dims,
                 smem,
                 map,
                 coords,
                 mbar,
-            }
+            })
         } else {
             let dst = self.addr(&o[0])?;
             let src = self.addr(&o[1])?;
             let size = self.src(&o[2], Ty::U32)?;
             let mbar = if load { self.addr(&o[3])? } else { zero };
-            AsyncOp::BulkCopy {
+            AsyncOp::BulkCopy(BulkCopyOp {
                 load,
                 dst,
                 src,
                 size,
                 mbar,
-            }
+            })
         };
         self.push(i, Op::Async(op), Class::MemGlobal)
     }

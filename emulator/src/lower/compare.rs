@@ -29,12 +29,9 @@ fn cmp_of(q: &str) -> Option<Cmp> {
 }
 
 impl Lowerer {
-    pub(super) fn lower_setp(
-        &mut self,
-        is_set: bool,
-        i: &ast::Instr,
-        q: &mut Quals,
-    ) -> Result<(), EmuError> {
+    /// `setp`, or `set` (which writes a value instead of a predicate).
+    pub(super) fn lower_setp(&mut self, i: &ast::Instr, q: &mut Quals) -> Result<(), EmuError> {
+        let is_set = q.base() == "set";
         self.ops(i, 3)?;
         let cmp = match q.take(cmp_of) {
             Some(c) => c,
@@ -107,12 +104,8 @@ impl Lowerer {
         )
     }
 
-    pub(super) fn lower_select(
-        &mut self,
-        base: &str,
-        i: &ast::Instr,
-        q: &mut Quals,
-    ) -> Result<(), EmuError> {
+    pub(super) fn lower_select(&mut self, i: &ast::Instr, q: &mut Quals) -> Result<(), EmuError> {
+        let base = q.base();
         self.ops(i, 4)?;
         let types = q.types();
         let dty = match types.first() {
@@ -131,13 +124,13 @@ impl Lowerer {
             let c = self.src(&o[3], Ty::Pred)?;
             return self.push(
                 i,
-                Op::Tern {
+                Op::Lane(LaneOp::Tern {
                     k: TerK::Selp,
                     d,
                     a,
                     b,
                     c,
-                },
+                }),
                 class,
             );
         }
@@ -147,18 +140,18 @@ impl Lowerer {
         if types[1] == Ty::F32 {
             let c = self.src(&o[3], Ty::F32)?;
             let ftz = q.has("ftz");
-            self.push(i, Op::SlctF32 { ftz, d, a, b, c }, class)
+            self.push(i, Op::Lane(LaneOp::SlctF32 { ftz, d, a, b, c }), class)
         } else {
             let c = self.src(&o[3], Ty::S32)?;
             self.push(
                 i,
-                Op::Tern {
+                Op::Lane(LaneOp::Tern {
                     k: TerK::SlctS32,
                     d,
                     a,
                     b,
                     c,
-                },
+                }),
                 class,
             )
         }

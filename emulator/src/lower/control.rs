@@ -10,14 +10,13 @@ use super::Lowerer;
 impl Lowerer {
     pub(super) fn lower_control(
         &mut self,
-        base: &str,
         i: &ast::Instr,
         q: &mut Quals,
         scope_chain: &[u32],
     ) -> Result<(), EmuError> {
         // `.uni` only promises the branch is not divergent; the scheduler handles either case.
         q.has("uni");
-        match base {
+        match q.base() {
             "bra" => {
                 self.ops(i, 1)?;
                 let name = match &i.operands[0] {

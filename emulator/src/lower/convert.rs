@@ -37,7 +37,7 @@ impl Lowerer {
             let d = self.dst(&o[0])?;
             let a = self.src(&o[1], Ty::F32)?;
             let b = self.src(&o[2], Ty::F32)?;
-            let op = Op::CvtPack {
+            let op = Op::Lane(LaneOp::CvtPack {
                 fmt,
                 rnd: rnd.unwrap_or(Rnd::Rn),
                 relu,
@@ -45,7 +45,7 @@ impl Lowerer {
                 d,
                 a,
                 b,
-            };
+            });
             return self.push(i, op, Class::Conversion);
         }
         self.ops(i, 2)?;
@@ -69,6 +69,6 @@ impl Lowerer {
             satfinite,
             dmask: mask_of(dbits.max(to.bits())),
         };
-        self.push(i, Op::Cvt { k, d, a }, Class::Conversion)
+        self.push(i, Op::Lane(LaneOp::Cvt { k, d, a }), Class::Conversion)
     }
 }

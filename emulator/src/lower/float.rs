@@ -27,12 +27,8 @@ impl Lowerer {
         })
     }
 
-    pub(super) fn lower_float(
-        &mut self,
-        base: &str,
-        i: &ast::Instr,
-        q: &mut Quals,
-    ) -> Result<(), EmuError> {
+    pub(super) fn lower_float(&mut self, i: &ast::Instr, q: &mut Quals) -> Result<(), EmuError> {
+        let base = q.base();
         let ty = self.one_ty(q)?;
         let fty = FTy::from_ty(ty).expect("dispatched on a float type");
         let o = &i.operands;
@@ -46,13 +42,13 @@ impl Lowerer {
                 let ftz = q.has("ftz");
                 self.push(
                     i,
-                    Op::FUn {
+                    Op::Lane(LaneOp::FUn {
                         k,
                         ty: fty,
                         ftz,
                         d,
                         a,
-                    },
+                    }),
                     class,
                 )
             }
@@ -68,14 +64,14 @@ impl Lowerer {
                 let c = self.src(&o[3], ty)?;
                 self.push(
                     i,
-                    Op::Fma {
+                    Op::Lane(LaneOp::Fma {
                         ty: fty,
                         mods,
                         d,
                         a,
                         b,
                         c,
-                    },
+                    }),
                     class,
                 )
             }
@@ -99,14 +95,14 @@ impl Lowerer {
                 let b = self.src(&o[2], ty)?;
                 self.push(
                     i,
-                    Op::FBin {
+                    Op::Lane(LaneOp::FBin {
                         op,
                         ty: fty,
                         mods,
                         d,
                         a,
                         b,
-                    },
+                    }),
                     class,
                 )
             }

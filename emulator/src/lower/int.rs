@@ -10,12 +10,8 @@ use super::quals::Quals;
 use super::Lowerer;
 
 impl Lowerer {
-    pub(super) fn lower_int(
-        &mut self,
-        base: &str,
-        i: &ast::Instr,
-        q: &mut Quals,
-    ) -> Result<(), EmuError> {
+    pub(super) fn lower_int(&mut self, i: &ast::Instr, q: &mut Quals) -> Result<(), EmuError> {
+        let base = q.base();
         let ty = self.one_ty(q)?;
         let o = &i.operands;
         let w = if ty == Ty::Pred { 1 } else { ty.bits() as u8 };
@@ -46,7 +42,7 @@ impl Lowerer {
                 let d = self.dst(&o[0])?;
                 let a = self.src(&o[1], ty)?;
                 let b = self.src(&o[2], ty)?;
-                self.push(i, Op::Bin { k, d, a, b }, Class::Int)
+                self.push(i, Op::Lane(LaneOp::Bin { k, d, a, b }), Class::Int)
             }
             "mad" => {
                 self.ops(i, 4)?;
@@ -68,7 +64,7 @@ impl Lowerer {
                     (TerK::MadLo(w), ty)
                 };
                 let c = self.src(&o[3], cty)?;
-                self.push(i, Op::Tern { k, d, a, b, c }, Class::Int)
+                self.push(i, Op::Lane(LaneOp::Tern { k, d, a, b, c }), Class::Int)
             }
             "neg" | "abs" | "not" | "cnot" | "popc" | "clz" | "brev" | "bfind" => {
                 self.ops(i, 2)?;
@@ -84,7 +80,7 @@ impl Lowerer {
                     "brev" => UnK::Brev(w),
                     _ => UnK::Bfind(w, s, q.has("shiftamt")),
                 };
-                self.push(i, Op::Un { k, d, a }, Class::Int)
+                self.push(i, Op::Lane(LaneOp::Un { k, d, a }), Class::Int)
             }
             "and" | "or" | "xor" | "shl" | "shr" => {
                 self.ops(i, 3)?;
@@ -98,7 +94,7 @@ impl Lowerer {
                     _ => (BinK::Shr(w, s), Ty::U32),
                 };
                 let b = self.src(&o[2], bty)?;
-                self.push(i, Op::Bin { k, d, a, b }, Class::Int)
+                self.push(i, Op::Lane(LaneOp::Bin { k, d, a, b }), Class::Int)
             }
             "bfe" | "prmt" | "shf" => {
                 self.ops(i, 4)?;
@@ -124,7 +120,7 @@ impl Lowerer {
                 let bty = if base == "bfe" { Ty::U32 } else { ty };
                 let b = self.src(&o[2], bty)?;
                 let c = self.src(&o[3], Ty::U32)?;
-                self.push(i, Op::Tern { k, d, a, b, c }, Class::Int)
+                self.push(i, Op::Lane(LaneOp::Tern { k, d, a, b, c }), Class::Int)
             }
             _ => {
                 // bfi

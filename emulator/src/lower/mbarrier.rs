@@ -93,7 +93,7 @@ impl Lowerer {
                 self.ops(i, 2)?;
                 d = self.dst(&o[0])?;
                 a = self.src(&o[1], Ty::U64)?;
-                let op = AsyncOp::Mbar {
+                let op = AsyncOp::Mbar(MbarOp {
                     k,
                     d,
                     addr: Addr {
@@ -103,7 +103,7 @@ impl Lowerer {
                     generic: false,
                     a,
                     b,
-                };
+                });
                 return self.push(i, Op::Async(op), Class::Sync);
             }
         };
@@ -111,14 +111,14 @@ impl Lowerer {
             return self.bad("expected the mbarrier address `[addr]`");
         }
         let addr = self.addr(&o[addr_at])?;
-        let op = AsyncOp::Mbar {
+        let op = AsyncOp::Mbar(MbarOp {
             k,
             d,
             addr,
             generic,
             a,
             b,
-        };
+        });
         self.push(i, Op::Async(op), Class::Sync)
     }
 }

@@ -13,12 +13,8 @@ use super::{mask_of, Lowerer};
 const CACHE_POLICY: u64 = 0x1000_0000_0000_0000;
 
 impl Lowerer {
-    pub(super) fn lower_memory(
-        &mut self,
-        base: &str,
-        i: &ast::Instr,
-        q: &mut Quals,
-    ) -> Result<(), EmuError> {
+    pub(super) fn lower_memory(&mut self, i: &ast::Instr, q: &mut Quals) -> Result<(), EmuError> {
+        let base = q.base();
         match base {
             "ld" | "ldu" | "st" => self.lower_ldst(i, base == "st", q),
             "atom" | "red" => self.lower_atom(i, base == "red", q),
@@ -104,13 +100,13 @@ impl Lowerer {
         let dmask = mask_of(ty.bits());
         self.push(
             i,
-            Op::Cvta {
+            Op::Lane(LaneOp::Cvta {
                 to_space: to,
                 window,
                 dmask,
                 d,
                 a,
-            },
+            }),
             Class::Int,
         )
     }
@@ -169,13 +165,13 @@ impl Lowerer {
             }
             self.push(
                 i,
-                Op::St {
+                Op::St(StOp {
                     sp,
                     size,
                     n,
                     srcs: regs,
                     addr,
-                },
+                }),
                 class,
             )
         } else {
@@ -191,7 +187,7 @@ impl Lowerer {
             let dmask = mask_of(dbits.max(ty.bits()));
             self.push(
                 i,
-                Op::Ld {
+                Op::Ld(LdOp {
                     sp,
                     size,
                     n,
@@ -199,7 +195,7 @@ impl Lowerer {
                     addr,
                     sext: ty.is_signed(),
                     dmask,
-                },
+                }),
                 class,
             )
         }
@@ -208,16 +204,16 @@ impl Lowerer {
     fn lower_atom(&mut self, i: &ast::Instr, red: bool, q: &mut Quals) -> Result<(), EmuError> {
         let sp = q.space().unwrap_or(Space::Generic);
         let op = q.one_of(&[
-            ("add", AtomOp::Add),
-            ("min", AtomOp::Min),
-            ("max", AtomOp::Max),
-            ("inc", AtomOp::Inc),
-            ("dec", AtomOp::Dec),
-            ("exch", AtomOp::Exch),
-            ("cas", AtomOp::Cas),
-            ("and", AtomOp::And),
-            ("or", AtomOp::Or),
-            ("xor", AtomOp::Xor),
+            ("add", AtomK::Add),
+            ("min", AtomK::Min),
+            ("max", AtomK::Max),
+            ("inc", AtomK::Inc),
+            ("dec", AtomK::Dec),
+            ("exch", AtomK::Exch),
+            ("cas", AtomK::Cas),
+            ("and", AtomK::And),
+            ("or", AtomK::Or),
+            ("xor", AtomK::Xor),
         ]);
         q.ignore(is_ignorable_mem_qual);
         let ty = q.types().last().copied();
@@ -227,7 +223,7 @@ impl Lowerer {
         };
         let ok_ty = matches!(ty.bits(), 32 | 64) && !matches!(ty, Ty::F16x2 | Ty::Bf16x2);
         let float_ok = !ty.is_float()
-            || (op == AtomOp::Add || op == AtomOp::Exch || op == AtomOp::Min || op == AtomOp::Max);
+            || (op == AtomK::Add || op == AtomK::Exch || op == AtomK::Min || op == AtomK::Max);
         if !ok_ty
             || !float_ok
             || (sp != Space::Global && sp != Space::Shared && sp != Space::Generic)
@@ -246,7 +242,7 @@ impl Lowerer {
         }
         let addr = self.addr(&rest[0])?;
         let a = self.src(&rest[1], ty)?;
-        let b = if op == AtomOp::Cas {
+        let b = if op == AtomK::Cas {
             match rest.get(2) {
                 Some(x) => self.src(x, ty)?,
                 None => return self.bad("atom.cas needs two values"),
@@ -261,15 +257,15 @@ impl Lowerer {
         };
         self.push(
             i,
-            Op::Atom {
+            Op::Atom(AtomOp {
                 sp,
-                op,
+                k: op,
                 ty,
                 d,
                 addr,
                 a,
                 b,
-            },
+            }),
             class,
         )
     }

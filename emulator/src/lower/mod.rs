@@ -191,17 +191,19 @@ fn lower_entry(
             *soff += v.size() as u32;
         }
     };
+    // Module-scope and function-scope `.global` / `.const` variables: one initialised image each.
+    let place_global = |l: &mut Lowerer, v: &ast::VarDecl| {
+        let idx = l.global_vars.len();
+        l.global_vars.push(GlobalVar {
+            size: v.size(),
+            init: init_bytes(v),
+        });
+        l.vars.insert(v.name.clone(), VarLoc::Global(idx));
+    };
     for v in &m.vars {
         match v.space {
             Space::Shared => place_shared(&mut l, v, &mut soff),
-            Space::Global | Space::Const => {
-                let idx = l.global_vars.len();
-                l.global_vars.push(GlobalVar {
-                    size: v.size(),
-                    init: init_bytes(v),
-                });
-                l.vars.insert(v.name.clone(), VarLoc::Global(idx));
-            }
+            Space::Global | Space::Const => place_global(&mut l, v),
             _ => {}
         }
     }
@@ -216,14 +218,7 @@ fn lower_entry(
                     l.vars.insert(v.name.clone(), VarLoc::Local(loff));
                     loff += v.size() as u32;
                 }
-                Space::Global | Space::Const => {
-                    let idx = l.global_vars.len();
-                    l.global_vars.push(GlobalVar {
-                        size: v.size(),
-                        init: init_bytes(v),
-                    });
-                    l.vars.insert(v.name.clone(), VarLoc::Global(idx));
-                }
+                Space::Global | Space::Const => place_global(&mut l, v),
                 // Call arguments and results: laid out where they are declared (pass 2).
                 Space::Param => {}
                 _ => {
@@ -631,47 +626,12 @@ impl Lowerer {
 
     /// Lowers one instruction through its family, then rejects any qualifier nobody consumed.
     fn instr(&mut self, i: &ast::Instr, scope_chain: &[u32]) -> Result<(), EmuError> {
-        let (base, mut q) = Quals::split(&i.opcode);
-        let float = q.peek_ty().and_then(FTy::from_ty).is_some();
-        match base {
-            "mov" => self.lower_mov(i, &mut q),
-            "add" | "sub" | "mul" | "div" | "min" | "max" | "copysign" | "mad" | "fma" | "neg"
-            | "abs"
-                if float =>
-            {
-                self.lower_float(base, i, &mut q)
-            }
-            "add" | "sub" | "mul" | "div" | "rem" | "min" | "max" | "mad" | "neg" | "abs"
-            | "not" | "cnot" | "popc" | "clz" | "brev" | "bfind" | "and" | "or" | "xor" | "shl"
-            | "shr" | "bfe" | "prmt" | "shf" | "bfi" => self.lower_int(base, i, &mut q),
-            "ex2" | "lg2" | "rcp" | "sqrt" | "rsqrt" | "sin" | "cos" | "tanh" => {
-                self.lower_sfu(base, i, &mut q)
-            }
-            "setp" | "set" => self.lower_setp(base == "set", i, &mut q),
-            "selp" | "slct" => self.lower_select(base, i, &mut q),
-            "cvt" => self.lower_cvt(i, &mut q),
-            "prefetch" if i.opcode.contains(".tensormap") => {
-                self.lower_prefetch_tensormap(i, &mut q)
-            }
-            "ld" | "ldu" | "st" | "atom" | "red" | "cvta" | "prefetch" | "prefetchu"
-            | "discard" | "applypriority" | "createpolicy" | "mapa" | "getctarank" => {
-                self.lower_memory(base, i, &mut q)
-            }
-            "cp" if i.opcode.starts_with("cp.async.bulk") => self.lower_bulk(i, &mut q),
-            "cp" => self.lower_cp(i, &mut q),
-            "mbarrier" => self.lower_mbarrier(i, &mut q),
-            "bar" | "barrier" | "membar" | "fence" | "nanosleep" | "pmevent" | "griddepcontrol"
-            | "setmaxnreg" => self.lower_sync(base, i, &mut q),
-            "shfl" | "vote" | "match" | "redux" | "activemask" | "elect" => {
-                self.lower_warp(base, i, &mut q)
-            }
-            "mma" | "ldmatrix" | "stmatrix" => self.lower_tensor(base, i, &mut q),
-            "wgmma" => self.lower_wgmma(i, &mut q),
-            "bra" | "ret" | "exit" | "trap" | "brkpt" => {
-                self.lower_control(base, i, &mut q, scope_chain)
-            }
-            "call" => self.lower_call(i, &mut q),
-            _ => self.unsupported(&i.opcode),
+        let mut q = Quals::split(&i.opcode);
+        match family(i, &q) {
+            Some(lower) => lower(self, i, &mut q),
+            // Branches resolve against the enclosing scopes' labels.
+            None if CONTROL.contains(&q.base()) => self.lower_control(i, &mut q, scope_chain),
+            None => self.unsupported(&i.opcode),
         }?;
         match q.leftover() {
             Some(left) => Err(EmuError::Unsupported {
@@ -703,6 +663,47 @@ impl Lowerer {
             other => Ok((self.dst(other)?, NONE)),
         }
     }
+}
+
+/// How one instruction family lowers an instruction (its base name is `q.base()`).
+type Family = fn(&mut Lowerer, &ast::Instr, &mut Quals) -> Result<(), EmuError>;
+
+/// The base names of the control family (`lower_control`, which also needs the scope chain).
+const CONTROL: &[&str] = &["bra", "ret", "exit", "trap", "brkpt"];
+
+/// The family that lowers `i`, by its base name (and, where one name spans two families, by its
+/// type or qualifiers); `None` for the control family and for what is not implemented.
+fn family(i: &ast::Instr, q: &Quals) -> Option<Family> {
+    let float = q.peek_ty().and_then(FTy::from_ty).is_some();
+    Some(match q.base() {
+        "mov" => Lowerer::lower_mov,
+        "add" | "sub" | "mul" | "div" | "min" | "max" | "copysign" | "mad" | "fma" | "neg"
+        | "abs"
+            if float =>
+        {
+            Lowerer::lower_float
+        }
+        "add" | "sub" | "mul" | "div" | "rem" | "min" | "max" | "mad" | "neg" | "abs" | "not"
+        | "cnot" | "popc" | "clz" | "brev" | "bfind" | "and" | "or" | "xor" | "shl" | "shr"
+        | "bfe" | "prmt" | "shf" | "bfi" => Lowerer::lower_int,
+        "ex2" | "lg2" | "rcp" | "sqrt" | "rsqrt" | "sin" | "cos" | "tanh" => Lowerer::lower_sfu,
+        "setp" | "set" => Lowerer::lower_setp,
+        "selp" | "slct" => Lowerer::lower_select,
+        "cvt" => Lowerer::lower_cvt,
+        "prefetch" if i.opcode.contains(".tensormap") => Lowerer::lower_prefetch_tensormap,
+        "ld" | "ldu" | "st" | "atom" | "red" | "cvta" | "prefetch" | "prefetchu" | "discard"
+        | "applypriority" | "createpolicy" | "mapa" | "getctarank" => Lowerer::lower_memory,
+        "cp" if i.opcode.starts_with("cp.async.bulk") => Lowerer::lower_bulk,
+        "cp" => Lowerer::lower_cp,
+        "mbarrier" => Lowerer::lower_mbarrier,
+        "bar" | "barrier" | "membar" | "fence" | "nanosleep" | "pmevent" | "griddepcontrol"
+        | "setmaxnreg" => Lowerer::lower_sync,
+        "shfl" | "vote" | "match" | "redux" | "activemask" | "elect" => Lowerer::lower_warp,
+        "mma" | "ldmatrix" | "stmatrix" => Lowerer::lower_tensor,
+        "wgmma" => Lowerer::lower_wgmma,
+        "call" => Lowerer::lower_call,
+        _ => return None,
+    })
 }
 
 fn float_class(f: FTy) -> Class {

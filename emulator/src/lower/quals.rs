@@ -7,18 +7,24 @@ use super::super::softfloat::Rnd;
 use super::super::types::{Space, Ty};
 
 pub(super) struct Quals<'a> {
+    base: &'a str,
     items: Vec<&'a str>,
     used: Vec<bool>,
 }
 
 impl<'a> Quals<'a> {
     /// Splits `opcode` into its base name and qualifiers.
-    pub fn split(opcode: &'a str) -> (&'a str, Quals<'a>) {
+    pub fn split(opcode: &'a str) -> Quals<'a> {
         let mut parts = opcode.split('.');
         let base = parts.next().unwrap_or("");
         let items: Vec<&str> = parts.collect();
         let used = vec![false; items.len()];
-        (base, Quals { items, used })
+        Quals { base, items, used }
+    }
+
+    /// The opcode's base name (`add` of `add.sat.s32`): what a family dispatches on.
+    pub fn base(&self) -> &'a str {
+        self.base
     }
 
     /// Consumes `q` if present.
@@ -147,8 +153,8 @@ mod tests {
 
     #[test]
     fn leftover_names_the_unconsumed_qualifier() {
-        let (base, mut q) = Quals::split("add.sat.s32");
-        assert_eq!(base, "add");
+        let mut q = Quals::split("add.sat.s32");
+        assert_eq!(q.base(), "add");
         assert_eq!(q.types(), vec![Ty::S32]);
         assert_eq!(q.leftover(), Some("sat"));
         assert!(q.has("sat"));
@@ -157,7 +163,7 @@ mod tests {
 
     #[test]
     fn take_and_one_of_consume_only_the_match() {
-        let (_, mut q) = Quals::split("shfl.sync.bfly.b32");
+        let mut q = Quals::split("shfl.sync.bfly.b32");
         assert_eq!(q.one_of(&[("up", 1), ("bfly", 2)]), Some(2));
         assert!(!q.has("up"));
         assert_eq!(q.leftover(), Some("sync"));

@@ -9,12 +9,8 @@ use super::quals::{rnd_of, Quals};
 use super::{float_class, Lowerer};
 
 impl Lowerer {
-    pub(super) fn lower_sfu(
-        &mut self,
-        base: &str,
-        i: &ast::Instr,
-        q: &mut Quals,
-    ) -> Result<(), EmuError> {
+    pub(super) fn lower_sfu(&mut self, i: &ast::Instr, q: &mut Quals) -> Result<(), EmuError> {
+        let base = q.base();
         self.ops(i, 2)?;
         let ty = self.one_ty(q)?;
         let fty = match FTy::from_ty(ty) {
@@ -63,6 +59,6 @@ impl Lowerer {
         } else {
             float_class(fty)
         };
-        self.push(i, Op::Sfu { k, d, a }, class)
+        self.push(i, Op::Lane(LaneOp::Sfu { k, d, a }), class)
     }
 }

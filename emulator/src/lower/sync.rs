@@ -10,12 +10,8 @@ use super::quals::{is_ignorable_mem_qual, Quals};
 use super::Lowerer;
 
 impl Lowerer {
-    pub(super) fn lower_sync(
-        &mut self,
-        base: &str,
-        i: &ast::Instr,
-        q: &mut Quals,
-    ) -> Result<(), EmuError> {
+    pub(super) fn lower_sync(&mut self, i: &ast::Instr, q: &mut Quals) -> Result<(), EmuError> {
+        let base = q.base();
         let o = &i.operands;
         match base {
             "bar" | "barrier" => {

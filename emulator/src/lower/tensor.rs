@@ -10,12 +10,8 @@ use super::quals::Quals;
 use super::Lowerer;
 
 impl Lowerer {
-    pub(super) fn lower_tensor(
-        &mut self,
-        base: &str,
-        i: &ast::Instr,
-        q: &mut Quals,
-    ) -> Result<(), EmuError> {
+    pub(super) fn lower_tensor(&mut self, i: &ast::Instr, q: &mut Quals) -> Result<(), EmuError> {
+        let base = q.base();
         // Both are warp-wide `.sync.aligned` instructions.
         q.has("sync");
         q.has("aligned");
@@ -62,13 +58,13 @@ impl Lowerer {
         }
         self.push(
             i,
-            Op::Stmatrix {
+            Op::Stmatrix(MatrixOp {
                 num: num as u8,
                 trans,
-                srcs,
+                regs: srcs,
                 addr,
                 generic,
-            },
+            }),
             Class::MemShared,
         )
     }
@@ -90,13 +86,13 @@ impl Lowerer {
         let addr = self.addr(&o[1])?;
         self.push(
             i,
-            Op::Ldmatrix {
+            Op::Ldmatrix(MatrixOp {
                 num: num as u8,
                 trans,
-                ds,
+                regs: ds,
                 addr,
                 generic,
-            },
+            }),
             Class::MemShared,
         )
     }
@@ -149,7 +145,7 @@ impl Lowerer {
         let a = vecs(self, &o[1], na, false)?;
         let b4 = vecs(self, &o[2], nb, false)?;
         let c = vecs(self, &o[3], nc, false)?;
-        let op = Op::Mma {
+        let op = Op::Mma(MmaOp {
             shape,
             bf16,
             c_f32: ct == Ty::F32,
@@ -158,7 +154,7 @@ impl Lowerer {
             a,
             b: [b4[0], b4[1]],
             c,
-        };
+        });
         self.push(i, op, Class::Tensor)
     }
 }

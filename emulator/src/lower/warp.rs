@@ -9,12 +9,8 @@ use super::quals::Quals;
 use super::Lowerer;
 
 impl Lowerer {
-    pub(super) fn lower_warp(
-        &mut self,
-        base: &str,
-        i: &ast::Instr,
-        q: &mut Quals,
-    ) -> Result<(), EmuError> {
+    pub(super) fn lower_warp(&mut self, i: &ast::Instr, q: &mut Quals) -> Result<(), EmuError> {
+        let base = q.base();
         let o = &i.operands;
         if base == "activemask" {
             q.types();

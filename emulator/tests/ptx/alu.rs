@@ -3,7 +3,8 @@
 //! instruction's description (section named per table). Every row runs end to end through the
 //! parser, the family's qualifier parser, lowering and execution.
 
-use flashmha_emulator::{Device, LaunchConfig, Module};
+use crate::support::linear;
+use flashmha_emulator::{Device, Module};
 
 const HEADER: &str = ".version 8.0\n.target sm_80\n.address_size 64\n";
 
@@ -44,11 +45,7 @@ fn run(body: &str, ops: [u64; 3], per_lane: bool) -> (u64, u32) {
     let inp = dev.upload(&inb);
     let mut params = out.0.to_le_bytes().to_vec();
     params.extend_from_slice(&inp.0.to_le_bytes());
-    let cfg = LaunchConfig {
-        grid: [1, 1, 1],
-        block: [32, 1, 1],
-        dynamic_smem_bytes: 0,
-    };
+    let cfg = linear(1, 32);
     let rep = dev.launch(&m, "t", &cfg, &params).expect("launch");
     assert!(rep.findings.is_empty(), "`{body}`: {:?}", rep.findings);
     let b = dev.read(out, 16).unwrap();
@@ -62,26 +59,30 @@ fn f(x: f32) -> u64 {
     x.to_bits() as u64
 }
 
-/// Rows whose result is `%r4`: (instruction, a, b, c, expected).
-fn check32(rows: &[(&str, u64, u64, u64, u32)]) {
+/// Checks rows (instruction, a, b, c, expected) against the result `pick` takes from
+/// (`%rd4`, `%r4`), printed as hex of the result's width.
+fn check_rows<T: Copy + PartialEq + std::fmt::Debug + std::fmt::LowerHex>(
+    rows: &[(&str, u64, u64, u64, T)],
+    pick: fn((u64, u32)) -> T,
+) {
+    let width = 2 + 2 * std::mem::size_of::<T>();
     for &(body, a, b, c, want) in rows {
-        let (_, got) = run(body, [a, b, c], false);
+        let got = pick(run(body, [a, b, c], false));
         assert_eq!(
             got, want,
-            "`{body}` with a={a:#x} b={b:#x} c={c:#x}: got {got:#010x}, want {want:#010x}"
+            "`{body}` with a={a:#x} b={b:#x} c={c:#x}: got {got:#0width$x}, want {want:#0width$x}"
         );
     }
 }
 
+/// Rows whose result is `%r4`: (instruction, a, b, c, expected).
+fn check32(rows: &[(&str, u64, u64, u64, u32)]) {
+    check_rows(rows, |(_, r4)| r4);
+}
+
 /// Rows whose result is `%rd4`.
 fn check64(rows: &[(&str, u64, u64, u64, u64)]) {
-    for &(body, a, b, c, want) in rows {
-        let (got, _) = run(body, [a, b, c], false);
-        assert_eq!(
-            got, want,
-            "`{body}` with a={a:#x} b={b:#x} c={c:#x}: got {got:#018x}, want {want:#018x}"
-        );
-    }
+    check_rows(rows, |(rd4, _)| rd4);
 }
 
 const NEG1: u64 = 0xFFFF_FFFF;

@@ -4,7 +4,8 @@
 //! and the asynchronous-proxy hazards are tested in `emulator/tests/ptx/tma.rs`, `wgmma` and `stmatrix`
 //! in `tests/fidelity/wgmma.rs`.
 
-use flashmha_emulator::{Device, EmuError, LaunchConfig, Module};
+use crate::support::linear;
+use flashmha_emulator::{Device, EmuError, Module};
 
 const HEADER: &str = ".version 8.0\n.target sm_90a\n.address_size 64\n";
 
@@ -21,11 +22,7 @@ fn run(body: &str, grid: u32, threads: u32) -> Vec<(u32, u32)> {
     let mut dev = Device::new();
     let n = (grid * threads) as usize;
     let out = dev.alloc(8 * n);
-    let cfg = LaunchConfig {
-        grid: [grid, 1, 1],
-        block: [threads, 1, 1],
-        dynamic_smem_bytes: 0,
-    };
+    let cfg = linear(grid, threads);
     let rep = dev
         .launch(&m, "t", &cfg, &out.0.to_le_bytes())
         .expect("launch");

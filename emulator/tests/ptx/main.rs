@@ -5,4 +5,5 @@
 mod alu;
 mod hopper;
 mod parse;
+mod support;
 mod tma;

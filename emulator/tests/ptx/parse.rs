@@ -1,6 +1,7 @@
 //! Parser and loader: inline PTX snippets, error lines, unsupported instructions, and a few
 //! hand-written PTX programs executed end to end (divergence, integer and predicate semantics).
-use flashmha_emulator::{Device, EmuError, FindingKind, LaunchConfig, Module};
+use crate::support::linear;
+use flashmha_emulator::{Device, EmuError, FindingKind, Module};
 
 const HEADER: &str = ".version 9.5\n.target sm_80\n.address_size 64\n";
 
@@ -12,11 +13,7 @@ fn run(ptx: &str, threads: u32, out_words: usize) -> (Vec<u32>, flashmha_emulato
     let m = Module::parse(ptx).unwrap_or_else(|e| panic!("{e}"));
     let mut dev = Device::new();
     let out = dev.alloc(out_words * 4);
-    let cfg = LaunchConfig {
-        grid: [1, 1, 1],
-        block: [threads, 1, 1],
-        dynamic_smem_bytes: 0,
-    };
+    let cfg = linear(1, threads);
     let rep = dev.launch(&m, "k", &cfg, &out.0.to_le_bytes()).unwrap();
     let bytes = dev.read(out, out_words * 4).unwrap();
     (
@@ -163,11 +160,7 @@ fn infinite_loop_hits_the_instruction_limit() {
     let m = Module::parse(&kernel(body)).unwrap();
     let mut dev = Device::new();
     dev.options_mut().max_warp_instructions_per_cta = 10_000;
-    let cfg = LaunchConfig {
-        grid: [2, 1, 1],
-        block: [64, 1, 1],
-        dynamic_smem_bytes: 0,
-    };
+    let cfg = linear(2, 64);
     let rep = dev.launch(&m, "k", &cfg, &0u64.to_le_bytes()).unwrap();
     let f: Vec<_> = rep.of_kind(FindingKind::InstructionLimit).collect();
     assert_eq!(f.len(), 1);
@@ -178,11 +171,7 @@ fn infinite_loop_hits_the_instruction_limit() {
 fn launch_validation_errors() {
     let m = Module::parse(&kernel("\tret;")).unwrap();
     let mut dev = Device::new();
-    let ok = LaunchConfig {
-        grid: [1, 1, 1],
-        block: [32, 1, 1],
-        dynamic_smem_bytes: 0,
-    };
+    let ok = linear(1, 32);
     assert!(matches!(
         dev.launch(&m, "nope", &ok, &[0; 8]),
         Err(EmuError::NoEntry(_))
@@ -191,10 +180,7 @@ fn launch_validation_errors() {
         dev.launch(&m, "k", &ok, &[0; 4]),
         Err(EmuError::Launch(_))
     ));
-    let big = LaunchConfig {
-        block: [2048, 1, 1],
-        ..ok
-    };
+    let big = linear(1, 2048);
     assert!(matches!(
         dev.launch(&m, "k", &big, &[0; 8]),
         Err(EmuError::Launch(_))
@@ -202,20 +188,38 @@ fn launch_validation_errors() {
     assert!(dev.read(flashmha_emulator::DevicePtr(16), 4).is_err());
 }
 
+/// 128 threads exchange through shared `buf`: threads 0..63 (producers) store `produced` at
+/// `buf[tid]` then run `producer_end`; threads 64..127 (consumers) run `consumer_start`, then
+/// load `buf[tid - 64]` into `%r7` and run `consumer_end`. `%rd1` is the output pointer.
+fn exchange(
+    produced: &str,
+    producer_end: &str,
+    consumer_start: &str,
+    consumer_end: &str,
+) -> String {
+    format!(
+        "\t.reg .pred %p<3>;\n\t.reg .b32 %r<12>;\n\t.reg .b64 %rd<4>;\n\
+        \t.shared .align 4 .b8 buf[256];\n\
+        \tld.param.u64 %rd1, [k_param_0];\n\tmov.u32 %r1, %tid.x;\n\
+        \tsetp.lt.u32 %p1, %r1, 64;\n\tmov.u32 %r2, buf;\n\t@!%p1 bra $CONSUMER;\n\
+        \tshl.b32 %r3, %r1, 2;\n\tadd.s32 %r4, %r2, %r3;\n{produced}\
+        \tst.shared.u32 [%r4], %r5;\n{producer_end}\tret;\n\
+        $CONSUMER:\n{consumer_start}\tsub.s32 %r6, %r1, 64;\n\tshl.b32 %r3, %r6, 2;\n\
+        \tadd.s32 %r4, %r2, %r3;\n\tld.shared.u32 %r7, [%r4];\n{consumer_end}\tret;"
+    )
+}
+
 /// Producer/consumer through a named barrier with a thread count: producers `bar.arrive`,
 /// consumers `bar.sync`; the consumers see the data and no race is reported.
 #[test]
 fn named_barrier_with_count_orders_producers_and_consumers() {
-    let body = "\t.reg .pred %p<3>;\n\t.reg .b32 %r<12>;\n\t.reg .b64 %rd<4>;\n\
-        \t.shared .align 4 .b8 buf[256];\n\
-        \tld.param.u64 %rd1, [k_param_0];\n\tmov.u32 %r1, %tid.x;\n\
-        \tsetp.lt.u32 %p1, %r1, 64;\n\tmov.u32 %r2, buf;\n\t@!%p1 bra $CONSUMER;\n\
-        \tshl.b32 %r3, %r1, 2;\n\tadd.s32 %r4, %r2, %r3;\n\tmul.lo.s32 %r5, %r1, 7;\n\
-        \tst.shared.u32 [%r4], %r5;\n\tbar.arrive 1, 128;\n\tret;\n\
-        $CONSUMER:\n\tbar.sync 1, 128;\n\tsub.s32 %r6, %r1, 64;\n\tshl.b32 %r3, %r6, 2;\n\
-        \tadd.s32 %r4, %r2, %r3;\n\tld.shared.u32 %r7, [%r4];\n\tmul.wide.u32 %rd2, %r6, 4;\n\
-        \tadd.s64 %rd3, %rd1, %rd2;\n\tst.global.u32 [%rd3], %r7;\n\tret;";
-    let (out, rep) = run(&kernel(body), 128, 64);
+    let body = exchange(
+        "\tmul.lo.s32 %r5, %r1, 7;\n",
+        "\tbar.arrive 1, 128;\n",
+        "\tbar.sync 1, 128;\n",
+        "\tmul.wide.u32 %rd2, %r6, 4;\n\tadd.s64 %rd3, %rd1, %rd2;\n\tst.global.u32 [%rd3], %r7;\n",
+    );
+    let (out, rep) = run(&kernel(&body), 128, 64);
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     for (i, v) in out.iter().enumerate() {
         assert_eq!(*v, 7 * i as u32);
@@ -227,13 +231,7 @@ fn named_barrier_with_count_orders_producers_and_consumers() {
 /// read unwritten memory): checks that the epoch logic does not hide it.
 #[test]
 fn exchange_without_barrier_is_reported() {
-    let body = "\t.reg .pred %p<3>;\n\t.reg .b32 %r<12>;\n\t.reg .b64 %rd<4>;\n\
-        \t.shared .align 4 .b8 buf[256];\n\
-        \tld.param.u64 %rd1, [k_param_0];\n\tmov.u32 %r1, %tid.x;\n\
-        \tsetp.lt.u32 %p1, %r1, 64;\n\tmov.u32 %r2, buf;\n\t@!%p1 bra $CONSUMER;\n\
-        \tshl.b32 %r3, %r1, 2;\n\tadd.s32 %r4, %r2, %r3;\n\tst.shared.u32 [%r4], %r1;\n\tret;\n\
-        $CONSUMER:\n\tsub.s32 %r6, %r1, 64;\n\tshl.b32 %r3, %r6, 2;\n\
-        \tadd.s32 %r4, %r2, %r3;\n\tld.shared.u32 %r7, [%r4];\n\tret;";
-    let (_, rep) = run(&kernel(body), 128, 1);
+    let body = exchange("\tmov.u32 %r5, %r1;\n", "", "", "");
+    let (_, rep) = run(&kernel(&body), 128, 1);
     assert!(rep.has(FindingKind::SharedRaceRaw), "{:?}", rep.findings);
 }

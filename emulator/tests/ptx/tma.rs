@@ -4,8 +4,9 @@
 //! two-stage producer/consumer ring across warps, the asynchronous-proxy hazards as planted
 //! bugs, and the encoder's typed errors.
 
+use crate::support::linear;
 use flashmha_emulator::{
-    Device, DevicePtr, FindingKind, LaunchConfig, LaunchReport, Module, TensorMap, TensorMapError,
+    Device, DevicePtr, FindingKind, LaunchReport, Module, TensorMap, TensorMapError,
     TiledTensorMap, TmaDataType, TmaInterleave, TmaL2Promotion, TmaOobFill, TmaSwizzle, POISON,
 };
 
@@ -49,11 +50,7 @@ fn launch(
             params[64 + 128 * k..192 + 128 * k].copy_from_slice(map.as_bytes());
         }
     }
-    let cfg = LaunchConfig {
-        grid: [1, 1, 1],
-        block: [threads, 1, 1],
-        dynamic_smem_bytes: 0,
-    };
+    let cfg = linear(1, threads);
     dev.launch(&m, "k", &cfg, &params).expect("launch")
 }
 
@@ -63,6 +60,15 @@ fn assert_clean(rep: &LaunchReport) {
 
 fn kinds(rep: &LaunchReport) -> Vec<FindingKind> {
     rep.findings.iter().map(|f| f.kind).collect()
+}
+
+/// A planted bug gives exactly one finding of `kind`; the fixed kernel runs clean.
+fn assert_finding_iff(planted: bool, rep: &LaunchReport, kind: FindingKind) {
+    if planted {
+        assert_eq!(kinds(rep), vec![kind], "{:#?}", rep.findings);
+    } else {
+        assert_clean(rep);
+    }
 }
 
 fn map2d(
@@ -338,6 +344,49 @@ WAIT:\n\tmbarrier.try_wait.parity.shared::cta.b64 %p2, [%r1], 0, 1000000;\n\t@!%
     )
 }
 
+/// Runs [`load_and_dump`] of `copy` (`bytes` of the tile) on one CTA of `threads` threads,
+/// checks that it ran clean and returns the report and the `bytes` dumped.
+fn load_tile(
+    dev: &mut Device,
+    copy: &str,
+    bytes: usize,
+    threads: u32,
+    inp: DevicePtr,
+    maps: [Option<&TensorMap>; 2],
+) -> (LaunchReport, Vec<u8>) {
+    let out = dev.alloc(bytes);
+    let rep = launch(
+        dev,
+        &load_and_dump(copy, bytes as u32),
+        threads,
+        out,
+        inp,
+        maps,
+    );
+    assert_clean(&rep);
+    let got = dev.read(out, bytes).unwrap();
+    (rep, got)
+}
+
+/// Little-endian u32 words of `b`.
+fn u32_words(b: &[u8]) -> Vec<u32> {
+    b.chunks(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// The bytes of a dense `w` x `h` tensor (x innermost) whose element (x, y) is `elem(x, y)`.
+fn tensor_2d<const N: usize>(
+    w: usize,
+    h: usize,
+    elem: impl Fn(usize, usize) -> [u8; N],
+) -> Vec<u8> {
+    (0..h)
+        .flat_map(|y| (0..w).map(move |x| (x, y)))
+        .flat_map(|(x, y)| elem(x, y))
+        .collect()
+}
+
 /// CPU model of the swizzle (PTX ISA "Tensors: Tensor Swizzling Modes" and CUDA Driver API
 /// `CUtensorMapSwizzle`: 16-byte chunks are permuted within each span; within a 128-byte
 /// line, chunk c of line r moves to chunk c XOR (r mod span/16)). `o` is relative to a box
@@ -359,9 +408,7 @@ fn tma_2d_load_places_every_element_in_each_swizzle_mode() {
     // at (8, 5). Its rows are dense in shared memory (row r at r * box-row bytes), then every
     // 16-byte chunk moves as the swizzle says.
     let (w, h) = (80usize, 40usize);
-    let data: Vec<u8> = (0..h)
-        .flat_map(|y| (0..w).flat_map(move |x| ((1000 * y + x) as u16).to_le_bytes()))
-        .collect();
+    let data = tensor_2d(w, h, |x, y| ((1000 * y + x) as u16).to_le_bytes());
     for (sw, box0, box1) in [
         (TmaSwizzle::None, 32u32, 8u32),
         (TmaSwizzle::B32, 16, 16),
@@ -382,18 +429,8 @@ fn tma_2d_load_places_every_element_in_each_swizzle_mode() {
         let bytes = box0 * box1 * 2;
         let copy = "mov.u32 %r10, 8;\n\tmov.u32 %r11, 5;\n\
 \tcp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%r2], [%rd9, {%r10, %r11}], [%r1];";
-        let out = dev.alloc(bytes as usize);
-        let rep = launch(
-            &mut dev,
-            &load_and_dump(copy, bytes),
-            128,
-            out,
-            inp,
-            [Some(&map), None],
-        );
-        assert_clean(&rep);
+        let (rep, got) = load_tile(&mut dev, copy, bytes as usize, 128, inp, [Some(&map), None]);
         assert_eq!(rep.counters.tma_load_bytes, bytes as u64, "{sw:?}");
-        let got = dev.read(out, bytes as usize).unwrap();
         for r in 0..box1 as usize {
             for c in 0..box0 as usize {
                 let o = swizzled(r * box0 as usize * 2 + c * 2, sw.span() as usize);
@@ -442,17 +479,7 @@ fn tma_3d_load_with_element_stride_and_l2_hint() {
     let bytes = 8 * 4 * 2 * 4;
     let copy = "mov.u32 %r10, 4;\n\tmov.u32 %r11, 1;\n\tmov.u32 %r12, 1;\n\tcreatepolicy.fractional.L2::evict_last.b64 %rd12, 1.0;\n\
 \tcp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%r2], [tmap, {%r10, %r11, %r12}], [%r1], %rd12;";
-    let out = dev.alloc(bytes);
-    let rep = launch(
-        &mut dev,
-        &load_and_dump(copy, bytes as u32),
-        64,
-        out,
-        inp,
-        [Some(&map), None],
-    );
-    assert_clean(&rep);
-    let got = dev.read(out, bytes).unwrap();
+    let (_, got) = load_tile(&mut dev, copy, bytes, 64, inp, [Some(&map), None]);
     for (p, zz) in [1usize, 3].into_iter().enumerate() {
         for j in 0..4 {
             for i in 0..8 {
@@ -501,42 +528,14 @@ fn tma_1d_and_5d_loads_walk_every_dimension() {
     );
     let copy1 = "mov.u32 %r10, 90;\n\t\
 cp.async.bulk.tensor.1d.shared::cluster.global.mbarrier::complete_tx::bytes [%r2], [tmap, {%r10}], [%r1];";
-    let out = dev.alloc(64);
-    let rep = launch(
-        &mut dev,
-        &load_and_dump(copy1, 64),
-        32,
-        out,
-        inp,
-        [Some(&m1), None],
-    );
-    assert_clean(&rep);
-    let got: Vec<u32> = dev
-        .read(out, 64)
-        .unwrap()
-        .chunks(4)
-        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let (_, got) = load_tile(&mut dev, copy1, 64, 32, inp, [Some(&m1), None]);
+    let got = u32_words(&got);
     let want: Vec<u32> = (90..106).map(|i| if i < 100 { i } else { 0 }).collect();
     assert_eq!(got, want, "1-d");
     let copy5 = "mov.u32 %r10, 0;\n\tmov.u32 %r11, 1;\n\t\
 cp.async.bulk.tensor.5d.shared::cluster.global.mbarrier::complete_tx::bytes [%r2], [tmap2, {%r10, %r10, %r10, %r10, %r11}], [%r1];";
-    let out = dev.alloc(256);
-    let rep = launch(
-        &mut dev,
-        &load_and_dump(copy5, 256),
-        64,
-        out,
-        inp,
-        [None, Some(&m5)],
-    );
-    assert_clean(&rep);
-    let got: Vec<u32> = dev
-        .read(out, 256)
-        .unwrap()
-        .chunks(4)
-        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let (_, got) = load_tile(&mut dev, copy5, 256, 64, inp, [None, Some(&m5)]);
+    let got = u32_words(&got);
     for (i, v) in got.iter().enumerate() {
         let (a, b, c, d, e) = (i % 4, i / 4 % 2, i / 8 % 2, i / 16 % 2, i / 32);
         let want = if e + 1 < 2 {
@@ -554,9 +553,7 @@ fn tma_out_of_bounds_box_elements_are_zero_or_nan_filled() {
     // and rows 10, 11 are outside. They read as zero, or as NaN with the NaN fill (CUDA Driver
     // API CUtensorMapFloatOOBfill); the transaction still counts the whole box.
     let (w, h) = (20usize, 10usize);
-    let data: Vec<u8> = (0..h)
-        .flat_map(|y| (0..w).flat_map(move |x| ((100 * y + x) as f32).to_le_bytes()))
-        .collect();
+    let data = tensor_2d(w, h, |x, y| ((100 * y + x) as f32).to_le_bytes());
     for fill in [TmaOobFill::None, TmaOobFill::NanRequestZeroFma] {
         let mut dev = Device::new();
         let inp = dev.upload(&data);
@@ -571,17 +568,7 @@ fn tma_out_of_bounds_box_elements_are_zero_or_nan_filled() {
         );
         let copy = "mov.u32 %r10, -4;\n\tmov.u32 %r11, 8;\n\
 \tcp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%r2], [%rd9, {%r10, %r11}], [%r1];";
-        let out = dev.alloc(128);
-        let rep = launch(
-            &mut dev,
-            &load_and_dump(copy, 128),
-            32,
-            out,
-            inp,
-            [Some(&map), None],
-        );
-        assert_clean(&rep);
-        let got = dev.read(out, 128).unwrap();
+        let (_, got) = load_tile(&mut dev, copy, 128, 32, inp, [Some(&map), None]);
         for r in 0..4i64 {
             for c in 0..8i64 {
                 let (gx, gy) = (c - 4, 8 + r);
@@ -606,17 +593,11 @@ fn tma_out_of_bounds_box_elements_are_zero_or_nan_filled() {
 const ROUND_TRIP: &str = "mov.u32 %r10, 4;\n\tmov.u32 %r11, 2;\n\
 \tcp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%r2], [%rd9, {%r10, %r11}], [%r1];";
 
-#[test]
-fn tma_store_round_trip_writes_only_in_bounds_elements() {
-    // PTX ISA "cp.async.bulk.tensor": a store writes the box to the tensor, skipping elements
-    // outside it. Source 80 x 40 u16 (value 1000 y + x); destination 24 x 12 u16, poisoned;
-    // the box lands at (16, 8), so columns 16..23 and rows 8..11 are inside.
-    let (w, h) = (80usize, 40usize);
-    let data: Vec<u8> = (0..h)
-        .flat_map(|y| (0..w).flat_map(move |x| ((1000 * y + x) as u16).to_le_bytes()))
-        .collect();
-    let mut dev = Device::new();
-    let inp = dev.upload(&data);
+/// Uploads `data` as the 80 x 40 u16 source (map `a`, 16 x 8 boxes, 128B swizzle) and allocates
+/// the 24 x 12 u16 destination (map `b`, same boxes): the maps of [`ROUND_TRIP`] and its store.
+fn round_trip_maps(dev: &mut Device, data: &[u8]) -> (DevicePtr, DevicePtr, TensorMap, TensorMap) {
+    assert_eq!(data.len(), 80 * 40 * 2);
+    let inp = dev.upload(data);
     let dst = dev.alloc(24 * 12 * 2);
     let a = map2d(
         TmaDataType::U16,
@@ -636,6 +617,18 @@ fn tma_store_round_trip_writes_only_in_bounds_elements() {
         TmaSwizzle::B128,
         TmaOobFill::None,
     );
+    (inp, dst, a, b)
+}
+
+#[test]
+fn tma_store_round_trip_writes_only_in_bounds_elements() {
+    // PTX ISA "cp.async.bulk.tensor": a store writes the box to the tensor, skipping elements
+    // outside it. Source 80 x 40 u16 (value 1000 y + x); destination 24 x 12 u16, poisoned;
+    // the box lands at (16, 8), so columns 16..23 and rows 8..11 are inside.
+    let (w, h) = (80usize, 40usize);
+    let data = tensor_2d(w, h, |x, y| ((1000 * y + x) as u16).to_le_bytes());
+    let mut dev = Device::new();
+    let (inp, dst, a, b) = round_trip_maps(&mut dev, &data);
     let body = load_and_dump(ROUND_TRIP, 256)
         + "\n\t@%p1 bra FIN;\n\tmov.u32 %r12, 16;\n\tmov.u32 %r13, 8;\n\
 \tcp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%rd11, {%r12, %r13}], [%r2];\n\
@@ -752,36 +745,12 @@ CDONE:\n\tmul.wide.u32 %rd3, %r31, 4;\n\tadd.s64 %rd4, %rd1, %rd3;\n\tst.global.
 
 // ---------------------------------------------------------------- hazards (planted bugs)
 
-fn round_trip_maps(dev: &mut Device) -> (DevicePtr, TensorMap, TensorMap) {
-    let inp = dev.upload(&[7u8; 80 * 40 * 2]);
-    let dst = dev.alloc(24 * 12 * 2);
-    let a = map2d(
-        TmaDataType::U16,
-        inp,
-        [80, 40],
-        160,
-        [16, 8],
-        TmaSwizzle::B128,
-        TmaOobFill::None,
-    );
-    let b = map2d(
-        TmaDataType::U16,
-        dst,
-        [24, 12],
-        48,
-        [16, 8],
-        TmaSwizzle::B128,
-        TmaOobFill::None,
-    );
-    (inp, a, b)
-}
-
 #[test]
 fn reading_a_tma_destination_before_the_phase_completes_is_a_finding() {
     // The bug: thread 0 reads the tile right after issuing the copy, before waiting.
     for (planted, read) in [(true, "ld.shared.u32 %r8, [%r2+64];"), (false, "")] {
         let mut dev = Device::new();
-        let (inp, a, _) = round_trip_maps(&mut dev);
+        let (inp, _, a, _) = round_trip_maps(&mut dev, &[7; 80 * 40 * 2]);
         let copy = format!("{ROUND_TRIP}\n\t{read}");
         let out = dev.alloc(256);
         let rep = launch(
@@ -792,16 +761,7 @@ fn reading_a_tma_destination_before_the_phase_completes_is_a_finding() {
             inp,
             [Some(&a), None],
         );
-        if planted {
-            assert_eq!(
-                kinds(&rep),
-                vec![FindingKind::BulkReadBeforeComplete],
-                "{:#?}",
-                rep.findings
-            );
-        } else {
-            assert_clean(&rep);
-        }
+        assert_finding_iff(planted, &rep, FindingKind::BulkReadBeforeComplete);
     }
 }
 
@@ -818,7 +778,7 @@ fn generic_writes_read_by_a_tma_store_need_fence_proxy_async() {
         "fence.proxy.async;",
     ] {
         let mut dev = Device::new();
-        let (inp, _, b) = round_trip_maps(&mut dev);
+        let (inp, _, _, b) = round_trip_maps(&mut dev, &[7; 80 * 40 * 2]);
         let body = format!(
             "\tmul.lo.u32 %r5, %r3, 4;\n\tadd.u32 %r6, %r2, %r5;\n\tst.shared.u32 [%r6], %r3;\n\t{fence}\n\tbar.sync 0;\n\
 \tsetp.ne.u32 %p1, %r3, 0;\n\t@%p1 bra FIN;\n\tmov.u32 %r12, 0;\n\
@@ -826,16 +786,8 @@ fn generic_writes_read_by_a_tma_store_need_fence_proxy_async() {
 \tcp.async.bulk.commit_group;\n\tcp.async.bulk.wait_group.read 0;\nFIN:"
         );
         let rep = launch(&mut dev, &body, 64, inp, inp, [None, Some(&b)]);
-        if fence.is_empty() || fence.contains("global") {
-            assert_eq!(
-                kinds(&rep),
-                vec![FindingKind::MissingProxyFence],
-                "{:#?}",
-                rep.findings
-            );
-        } else {
-            assert_clean(&rep);
-        }
+        let planted = fence.is_empty() || fence.contains("global");
+        assert_finding_iff(planted, &rep, FindingKind::MissingProxyFence);
     }
 }
 
@@ -845,7 +797,7 @@ fn overwriting_a_bulk_store_source_before_wait_group_read_is_a_finding() {
     // write before cp.async.bulk.wait_group.read.
     for planted in [true, false] {
         let mut dev = Device::new();
-        let (inp, a, b) = round_trip_maps(&mut dev);
+        let (inp, _, a, b) = round_trip_maps(&mut dev, &[7; 80 * 40 * 2]);
         let (before, after) = if planted {
             ("st.shared.u32 [%r2], 1;", "")
         } else {
@@ -859,23 +811,14 @@ fn overwriting_a_bulk_store_source_before_wait_group_read_is_a_finding() {
             );
         let out = dev.alloc(256);
         let rep = launch(&mut dev, &body, 32, out, inp, [Some(&a), Some(&b)]);
-        if planted {
-            assert_eq!(
-                kinds(&rep),
-                vec![FindingKind::BulkStoreSourceOverwritten],
-                "{:#?}",
-                rep.findings
-            );
-        } else {
-            assert_clean(&rep);
-        }
+        assert_finding_iff(planted, &rep, FindingKind::BulkStoreSourceOverwritten);
     }
 }
 
 #[test]
 fn mbarrier_and_tensor_map_misuse_are_findings() {
     let mut dev = Device::new();
-    let (inp, a, _) = round_trip_maps(&mut dev);
+    let (inp, _, a, _) = round_trip_maps(&mut dev, &[7; 80 * 40 * 2]);
     let out = dev.alloc(64);
     for (body, kind) in [
         // A plain store over a live mbarrier object.

@@ -103,13 +103,13 @@ impl KvCacheDType {
             2
         }
     }
-    /// The value of an FP8 code (panics for [`KvCacheDType::Same`]).
+    /// The value of an FP8 code; [`KvCacheDType::Same`] has no codes, so NaN (never a panic).
     #[cfg(feature = "reference")]
     pub fn decode(self, code: u8) -> f32 {
         match self {
             KvCacheDType::Fp8E4M3 => float8::F8E4M3::from_bits(code).to_f32(),
             KvCacheDType::Fp8E5M2 => float8::F8E5M2::from_bits(code).to_f32(),
-            KvCacheDType::Same => panic!("decode of an FP8 code needs an FP8 type"),
+            KvCacheDType::Same => f32::NAN,
         }
     }
 
@@ -118,8 +118,11 @@ impl KvCacheDType {
     /// S.1111111 for every NaN (`cvt.satfinite`'s), where `float8` keeps e5m2 NaN payload bits,
     /// and the tests compare the kernel's pools with this bit for bit.
     #[cfg(feature = "reference")]
+    /// [`KvCacheDType::Same`] has no codes: every value gives the NaN pattern 0x7f.
     pub fn encode(self, x: f32) -> u8 {
-        let max_code = self.encode_positive_max();
+        let Some(max_code) = self.encode_positive_max() else {
+            return MAGNITUDE;
+        };
         let sign = if x.is_sign_negative() { SIGN } else { 0 };
         if x.is_nan() {
             return sign | MAGNITUDE;
@@ -143,11 +146,11 @@ impl KvCacheDType {
 
     /// The largest finite positive code (panics for [`KvCacheDType::Same`]).
     #[cfg(feature = "reference")]
-    fn encode_positive_max(self) -> u8 {
+    fn encode_positive_max(self) -> Option<u8> {
         match self {
-            KvCacheDType::Fp8E5M2 => 0x7b,
-            KvCacheDType::Fp8E4M3 => 0x7e,
-            KvCacheDType::Same => panic!("encode to an FP8 code needs an FP8 type"),
+            KvCacheDType::Fp8E5M2 => Some(0x7b),
+            KvCacheDType::Fp8E4M3 => Some(0x7e),
+            KvCacheDType::Same => None,
         }
     }
 }
@@ -190,9 +193,12 @@ mod tests {
                     assert_eq!(t.decode(t.encode(v)), v, "{t:?} {c:#x} round trip");
                 }
             }
-            assert_eq!(t.encode(f32::INFINITY), t.encode_positive_max());
-            assert_eq!(t.encode(-1e30), SIGN | t.encode_positive_max());
+            assert_eq!(t.encode(f32::INFINITY), t.encode_positive_max().unwrap());
+            assert_eq!(t.encode(-1e30), SIGN | t.encode_positive_max().unwrap());
             assert!(t.decode(t.encode(f32::NAN)).is_nan());
+            // A 16-bit cache has no codes: NaN both ways, never a panic.
+            let same = KvCacheDType::Same;
+            assert!(same.decode(t.encode(1.0)).is_nan() && same.encode(1.0) == MAGNITUDE);
         }
         let e4 = KvCacheDType::Fp8E4M3;
         // 1 + 1/16 lies halfway between 1 (0x38, even) and 1.125 (0x39): ties to even.

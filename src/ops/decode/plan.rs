@@ -312,33 +312,36 @@ impl DecodePlan {
         let table_len = ((p.batch - 1) * p.block_table_stride + p.max_pages_per_seq) as u64;
         let scales = p.kv_scales_len() as u64;
         [
-            BufSpec::output(T::O, bufs.o, Use::Required, p.q_span(&p.o_strides), e, a16),
-            BufSpec::output(T::Lse, bufs.lse, req(p.lse), stats, 4, 4),
-            BufSpec::output(T::Entropy, bufs.entropy, req(p.entropy), stats, 4, 4),
-            BufSpec::output(
+            BufSpec::input(T::O, bufs.o, Use::Required, p.q_span(&p.o_strides), e, a16).written(),
+            BufSpec::input(T::Lse, bufs.lse, req(p.lse), stats, 4, 4).written(),
+            BufSpec::input(T::Entropy, bufs.entropy, req(p.entropy), stats, 4, 4).written(),
+            BufSpec::input(
                 T::PartialO,
                 bufs.partial_o,
                 req(split_output),
                 ws.partial_o,
                 4,
                 a16,
-            ),
-            BufSpec::output(
+            )
+            .written(),
+            BufSpec::input(
                 T::PartialLse,
                 bufs.partial_lse,
                 req(split_output),
                 ws.partial_lse,
                 4,
                 4,
-            ),
-            BufSpec::output(
+            )
+            .written(),
+            BufSpec::input(
                 T::PartialEntropy,
                 bufs.partial_entropy,
                 req(split_output && p.entropy),
                 ws.partial_entropy,
                 4,
                 4,
-            ),
+            )
+            .written(),
             BufSpec::input(T::Q, bufs.q, Use::Required, p.q_span(&p.q_strides), e, a16),
             BufSpec::input(
                 T::KCache,

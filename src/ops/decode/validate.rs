@@ -5,7 +5,7 @@
 use super::kernels::{DecodeKernelRow, DECODE_KERNELS};
 use super::problem::{DecodeProblem, QueryLayout};
 use crate::common::abi;
-use crate::common::error::{AlignWhat, Dim, Error, Limit, OptionName, Result, TensorName};
+use crate::common::error::{AlignWhat, Dim, Error, Limit, Result, TensorName};
 use crate::common::geometry::{check_no_overlap, check_span};
 use crate::common::geometry::{PageStrides, Strides};
 use crate::common::target::KernelTarget;
@@ -222,28 +222,7 @@ pub fn validate_decode_for(
     pool_spans(p)?;
     // The forward's rule: distinct (item, row, head, col) of O are distinct elements.
     check_no_overlap(TensorName::O, p.q_dims(&p.o_strides), p.head_dim)?;
-    let o = &p.options;
-    if let Some(s) = o.softmax_scale {
-        if !(s.is_finite() && s > 0.0) {
-            return Err(Error::InvalidOption {
-                option: OptionName::SoftmaxScale,
-                value: s,
-            });
-        }
-    }
-    if let Some(c) = o.softcap {
-        if !(c.is_finite() && c > 0.0) {
-            return Err(Error::InvalidOption {
-                option: OptionName::Softcap,
-                value: c,
-            });
-        }
-    }
-    if let Some(w) = o.window {
-        for side in [w.left, w.right].into_iter().flatten() {
-            fits(Limit::Window, i32::MAX as u64, u64::from(side))?;
-        }
-    }
+    p.options.validate()?;
     Ok(kernel)
 }
 

@@ -38,9 +38,9 @@ pub fn specs(x: &FwdExtents, elem_bytes: usize, b: &FwdBufs) -> [BufSpec; 10] {
         Use::Forbidden
     };
     [
-        BufSpec::output(T::O, b.o, Use::Required, n(x.o), e, a),
-        BufSpec::output(T::Lse, b.lse, Use::IfPresent, n(x.row_stats), 4, 4),
-        BufSpec::output(T::Entropy, b.entropy, Use::IfPresent, n(x.row_stats), 4, 4),
+        BufSpec::input(T::O, b.o, Use::Required, n(x.o), e, a).written(),
+        BufSpec::input(T::Lse, b.lse, Use::IfPresent, n(x.row_stats), 4, 4).written(),
+        BufSpec::input(T::Entropy, b.entropy, Use::IfPresent, n(x.row_stats), 4, 4).written(),
         BufSpec::input(T::Q, b.q, Use::Required, n(x.q), e, a),
         BufSpec::input(T::K, b.k, Use::Required, n(x.k), e, a),
         BufSpec::input(T::V, b.v, Use::Required, n(x.v), e, a),

@@ -13,7 +13,7 @@
 use crate::common::abi;
 use crate::common::build_info::FwdKernelRow;
 use crate::common::dtype::DType;
-use crate::common::error::{AlignWhat, Dim, Error, Limit, OptionName, Result, TensorName};
+use crate::common::error::{AlignWhat, Dim, Error, Limit, Result, TensorName};
 use crate::common::geometry::Strides;
 use crate::common::target::KernelTarget;
 use crate::ops::forward::problem::{FwdShape, SeqShape};
@@ -67,7 +67,7 @@ pub fn validate_shape<'t>(
     })?;
     check_heads(s)?;
     check_seq(s)?;
-    check_options(s)?;
+    s.options.validate()?;
     let (sq, sk) = s.seq.max_seqlens();
     let (tq, tk) = s.seq.total_rows();
     let batch = s.seq.batch();
@@ -296,33 +296,6 @@ fn check_seq(s: &FwdShape) -> Result<()> {
                 value: value as u64,
                 max: MAX_INDEX_32,
             });
-        }
-    }
-    Ok(())
-}
-
-fn check_options(s: &FwdShape) -> Result<()> {
-    let o = &s.options;
-    // The kernel's running max assumes scores grow with q.k (scale > 0).
-    for (option, value) in [
-        (OptionName::SoftmaxScale, o.softmax_scale),
-        (OptionName::Softcap, o.softcap),
-    ] {
-        if let Some(v) = value {
-            if !v.is_finite() || v <= 0.0 {
-                return Err(Error::InvalidOption { option, value: v });
-            }
-        }
-    }
-    if let Some(w) = o.window {
-        for v in [w.left, w.right].into_iter().flatten() {
-            if v as u64 > MAX_INDEX_32 {
-                return Err(Error::Overflow32 {
-                    limit: Limit::Window,
-                    value: v as u64,
-                    max: MAX_INDEX_32,
-                });
-            }
         }
     }
     Ok(())

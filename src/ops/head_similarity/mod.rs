@@ -167,7 +167,7 @@ impl HeadSimPlan {
         let align = LOAD_ALIGN_BYTES as u64;
         [
             BufSpec::input(T::HeadSimInput, b.o, Use::Required, self.o_extent, e, align),
-            BufSpec::output(T::Gram, b.gram, Use::Required, self.gram_elems(), 4, 4),
+            BufSpec::input(T::Gram, b.gram, Use::Required, self.gram_elems(), 4, 4).written(),
         ]
     }
 

@@ -158,22 +158,24 @@ impl KvAppendPlan {
         let req = |on: bool| if on { Use::Required } else { Use::Unused };
         let a16 = abi::FLASHMHA_COPY_ALIGN_BYTES as u64;
         check(&[
-            BufSpec::output(
+            BufSpec::input(
                 T::KCache,
                 b.k_cache,
                 Use::Required,
                 p.cache_span(&p.k_strides),
                 e,
                 a16,
-            ),
-            BufSpec::output(
+            )
+            .written(),
+            BufSpec::input(
                 T::VCache,
                 b.v_cache,
                 Use::Required,
                 p.cache_span(&p.v_strides),
                 e,
                 a16,
-            ),
+            )
+            .written(),
             BufSpec::input(T::KNew, b.k_new, Use::Required, new_len, 2, a16),
             BufSpec::input(T::VNew, b.v_new, Use::Required, new_len, 2, a16),
             BufSpec::input(

@@ -191,8 +191,8 @@ impl MergePlan {
         let col_align = MERGE_COLS as u64 * e;
         let second = if pair { Use::Required } else { Use::Forbidden };
         check(&[
-            BufSpec::output(T::O, b.o, Use::Required, p.o_len(), e, col_align),
-            BufSpec::output(T::Lse, b.lse, Use::IfPresent, p.lse_len(), 4, 4),
+            BufSpec::input(T::O, b.o, Use::Required, p.o_len(), e, col_align).written(),
+            BufSpec::input(T::Lse, b.lse, Use::IfPresent, p.lse_len(), 4, 4).written(),
             BufSpec::input(
                 o_a,
                 b.o_states,
