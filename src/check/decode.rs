@@ -2,14 +2,18 @@
 //! builds a random paged cache (shuffled pages, optionally a prefix shared by several items,
 //! every slot no item uses and every unused page filled with NaN, block-table entries past an
 //! item's pages filled with out-of-range garbage that must never be read), runs the plan on the
-//! emulator and compares O, LSE and entropy with the candle reference over the gathered pages.
+//! emulator (or any device of the host runner) and judges O, LSE and entropy against the candle
+//! reference over the gathered pages with the one judge ([`super::judge`]).
 
+use super::judge::{self, AttentionInputs, AttentionOutputs, Judgement};
+use crate::backend::emulator::EmulatorBackend;
 use crate::common::dtype::DType;
+use crate::common::error::{Error, Result};
 use crate::common::geometry::{PageStrides, Strides};
 use crate::common::options::AttnOptions;
 use crate::common::target::KernelTarget;
-use crate::emulator::Device;
-use crate::host::emulated_decode::{decode_on, DecodeHostInputs, DecodeRun};
+use crate::host::device::HarnessBackend;
+use crate::host::runner::{self, DecodeHostInputs, DecodeRun};
 use crate::ops::decode::fp8::{KvCacheDType, KvScaleGranularity};
 use crate::ops::decode::kernels::DECODE_KERNELS;
 use crate::ops::decode::plan::{DecodePlan, SplitPolicy};
@@ -17,8 +21,7 @@ use crate::ops::decode::problem::{DecodeProblem, QueryLayout};
 use crate::reference::paged::{
     item_rows, paged_attention, row_offset, stat_offset, PagedReferenceInputs,
 };
-use crate::reference::tolerance::ENTROPY_TOLERANCE_CAP;
-use crate::reference::{check_each, compare, score_bound, ErrorModel, Tolerance};
+use crate::reference::tolerance::ENTROPY_SOFTCAP_MAX;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
@@ -211,7 +214,7 @@ impl DecodeCase {
                 left: rng.random_bool(0.5).then(|| rng.random_range(0..80)),
                 right: rng.random_bool(0.5).then(|| rng.random_range(0..8)),
             });
-        DecodeCase {
+        let mut case = DecodeCase {
             target,
             dtype,
             head_dim,
@@ -242,7 +245,13 @@ impl DecodeCase {
             entropy: rng.random_bool(0.3),
             split,
             seed: rng.random(),
+        };
+        // With entropy on, softcaps stay within ENTROPY_SOFTCAP_MAX (the judge's entropy policy,
+        // src/check/judge.rs), as the forward generator draws them.
+        if case.entropy {
+            case.options.softcap = case.options.softcap.map(|c| c.min(ENTROPY_SOFTCAP_MAX));
         }
+        case
     }
 
     /// The problem and host inputs (deterministic in `seed`).
@@ -350,19 +359,21 @@ impl DecodeCase {
         let mut v_cache = k_cache.clone();
         let draw =
             |rng: &mut rand::rngs::StdRng| self.dtype.bits_from_f32(rng.random_range(-1.0..1.0));
-        for (b, &l) in self.cache_lens.iter().enumerate() {
-            for j in 0..l {
+        // Offset and KV head of every cache row some item reads (item, position, head order;
+        // shared pages are met once per item that reads them).
+        let used_rows: Vec<(usize, usize)> = (0..batch)
+            .flat_map(|b| (0..self.cache_lens[b]).map(move |j| (b, j)))
+            .flat_map(|(b, j)| {
                 let page = table[b * max_pages_per_seq + j / ps] as i64;
-                for h in 0..hkv {
-                    let o = (page * strides.page
-                        + (j % ps) as i64 * strides.slot
-                        + h as i64 * strides.head) as usize;
-                    for c in 0..d {
-                        if k_cache[o + c] == nan_bits(self.dtype) {
-                            k_cache[o + c] = draw(&mut rng);
-                            v_cache[o + c] = draw(&mut rng);
-                        }
-                    }
+                let slot = page * strides.page + (j % ps) as i64 * strides.slot;
+                (0..hkv).map(move |h| ((slot + h as i64 * strides.head) as usize, h))
+            })
+            .collect();
+        for &(o, _) in &used_rows {
+            for c in 0..d {
+                if k_cache[o + c] == nan_bits(self.dtype) {
+                    k_cache[o + c] = draw(&mut rng);
+                    v_cache[o + c] = draw(&mut rng);
                 }
             }
         }
@@ -396,19 +407,11 @@ impl DecodeCase {
                 KvScaleGranularity::PerTensor => 0,
                 KvScaleGranularity::PerKvHead => h,
             };
-            for (b, &l) in self.cache_lens.iter().enumerate() {
-                for j in 0..l {
-                    let page = table[b * max_pages_per_seq + j / ps] as i64;
-                    for h in 0..hkv {
-                        let o = (page * strides.page
-                            + (j % ps) as i64 * strides.slot
-                            + h as i64 * strides.head) as usize;
-                        for c in 0..d {
-                            if k8[o + c] == NAN_CODE {
-                                k8[o + c] = code(&mut rng, k_scales[scale_of(h)]);
-                                v8[o + c] = code(&mut rng, v_scales[scale_of(h)]);
-                            }
-                        }
+            for &(o, h) in &used_rows {
+                for c in 0..d {
+                    if k8[o + c] == NAN_CODE {
+                        k8[o + c] = code(&mut rng, k_scales[scale_of(h)]);
+                        v8[o + c] = code(&mut rng, v_scales[scale_of(h)]);
                     }
                 }
             }
@@ -488,17 +491,10 @@ impl DecodeCase {
         if self.shared_prefix_pages > 0 {
             words.push(format!("shared {}", self.shared_prefix_pages));
         }
-        words.extend(self.options.features());
-        for (on, name) in [
-            (self.alibi, "alibi"),
-            (self.gates, "gates"),
-            (self.lse, "lse"),
-            (self.entropy, "entropy"),
-        ] {
-            if on {
-                words.push(name.to_string());
-            }
-        }
+        words.extend(super::feature_words(
+            &self.options,
+            [self.alibi, self.gates, self.lse, self.entropy],
+        ));
         words.push(match self.split {
             SplitPolicy::Auto { num_sms } => format!("splits auto/{num_sms} SMs"),
             SplitPolicy::Count(n) => format!("splits {n}"),
@@ -533,56 +529,70 @@ pub fn dequantised_pool(
     out
 }
 
-/// Result of one case: the run, every failed comparison or finding (empty = pass), and the
-/// measured error of each output.
+/// Result of one case: the plan and run, and the judge's verdict on every output (findings
+/// included).
 pub struct DecodeOutcome {
     pub plan: DecodePlan,
     pub run: DecodeRun,
-    pub failures: Vec<String>,
-    pub errors: Vec<OutputError>,
+    pub judgement: Judgement,
 }
 
-/// Largest absolute error of one output against the reference, and its tolerance.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct OutputError {
-    pub name: &'static str,
-    pub max_abs: f64,
-    pub tolerance: f64,
+impl DecodeOutcome {
+    /// No finding and every output within its tolerance.
+    pub fn passed(&self) -> bool {
+        self.judgement.passed()
+    }
+
+    /// One line per failure (empty = pass).
+    pub fn failures(&self) -> Vec<String> {
+        self.judgement.failures()
+    }
 }
 
-/// Builds, plans, runs and checks `case`.
-pub fn run_decode_case(case: &DecodeCase) -> Result<DecodeOutcome, String> {
+/// Builds, plans, runs and judges `case` on a fresh emulator device.
+pub fn run_decode_case(case: &DecodeCase) -> std::result::Result<DecodeOutcome, String> {
+    run_decode_case_on(&EmulatorBackend::new(case.target), case.target, case)
+        .map_err(|e| e.to_string())
+}
+
+/// Builds `case`, plans it for the kernels of `target` (a GPU's own, or the case's), runs it on
+/// `backend` through the host runner and judges it.
+pub fn run_decode_case_on<B: HarnessBackend>(
+    backend: &B,
+    target: KernelTarget,
+    case: &DecodeCase,
+) -> Result<DecodeOutcome> {
     let built = case.build();
-    let plan =
-        DecodePlan::new_for(case.target, &built.problem, case.split).map_err(|e| e.to_string())?;
-    let run = decode_on(&mut Device::new(), &plan, &built.inputs).map_err(|e| e.to_string())?;
-    let mut failures: Vec<String> = run.findings().iter().map(|f| f.to_string()).collect();
-    let (more, errors) = check_outputs(&built, &run.o, run.lse.as_deref(), run.entropy.as_deref());
-    failures.extend(more);
+    let plan = DecodePlan::new_for(target, &built.problem, case.split)?;
+    let run = runner::decode(backend, &plan, &built.inputs)?;
+    let judgement = judge_run(&built, &run)?;
     Ok(DecodeOutcome {
         plan,
         run,
-        failures,
-        errors,
+        judgement,
     })
 }
 
-/// Compares a run with the reference; returns failures (findings included).
-pub fn check_run(built: &BuiltCase, run: &DecodeRun) -> Vec<String> {
-    let mut failures: Vec<String> = run.findings().iter().map(|f| f.to_string()).collect();
-    failures.extend(check_outputs(built, &run.o, run.lse.as_deref(), run.entropy.as_deref()).0);
-    failures
+/// Judges a run: its findings and every output against the reference.
+pub fn judge_run(built: &BuiltCase, run: &DecodeRun) -> Result<Judgement> {
+    let mut j = check_outputs(built, &run.o, run.lse.as_deref(), run.entropy.as_deref())?;
+    j.findings = run.findings().iter().map(|f| f.to_string()).collect();
+    Ok(j)
 }
 
-/// Compares outputs of any backend (o raw bits in the problem's layout; lse / entropy as the
-/// kernel writes them) with the candle reference: the failed comparisons and every output's
-/// measured error.
+/// [`judge_run`]'s failures, one line each (empty = pass).
+pub fn check_run(built: &BuiltCase, run: &DecodeRun) -> Vec<String> {
+    judge_run(built, run).map_or_else(|e| vec![e.to_string()], |j| j.failures())
+}
+
+/// Judges outputs of any backend (o raw bits in the problem's layout; lse / entropy as the
+/// kernel writes them) against the candle reference (no findings: see [`judge_run`]).
 pub fn check_outputs(
     built: &BuiltCase,
     run_o: &[u16],
     run_lse: Option<&[f32]>,
     run_entropy: Option<&[f32]>,
-) -> (Vec<String>, Vec<OutputError>) {
+) -> Result<Judgement> {
     let p = &built.problem;
     let inp = &built.inputs;
     let f32s = |xs: &[u16]| {
@@ -599,9 +609,7 @@ pub fn check_outputs(
     } else {
         (f32s(&inp.k_cache), f32s(&inp.v_cache))
     };
-    let mut failures = Vec::new();
-    let mut errors = Vec::new();
-    let reference = match paged_attention(&PagedReferenceInputs {
+    let reference = paged_attention(&PagedReferenceInputs {
         problem: p,
         q: &q,
         k_cache: &k,
@@ -611,10 +619,8 @@ pub fn check_outputs(
         cu_seqlens_q: inp.cu_seqlens_q.as_deref(),
         alibi_slopes: inp.alibi_slopes.as_deref(),
         head_gates: inp.head_gates.as_deref(),
-    }) {
-        Ok(r) => r,
-        Err(e) => return (vec![format!("reference: {e}")], errors),
-    };
+    })
+    .map_err(|e| Error::Reference(e.to_string()))?;
     let rows = item_rows(p, inp.cu_seqlens_q.as_deref());
     let total_q = rows.last().map_or(0, |r| r.1);
     let (hq, d) = (p.num_heads_q, p.head_dim);
@@ -639,70 +645,55 @@ pub fn check_outputs(
         }
         out
     };
-    let max_abs = |xs: &[f32]| {
-        xs.iter().fold(0f64, |a, &x| {
-            if x.is_finite() {
-                a.max(f64::from(x).abs())
-            } else {
-                a
-            }
-        })
-    };
-    let gate_max = inp.head_gates.as_deref().map_or(1.0, max_abs);
-    let max_len = inp.cache_seqlens.iter().copied().max().unwrap_or(0).max(0) as usize;
-    let max_sq = rows.iter().map(|r| r.1 - r.0).max().unwrap_or(0);
-    let model = ErrorModel {
+    let model = judge::error_model(&AttentionInputs {
         dtype: p.dtype,
-        value_bound: max_abs(&v) * gate_max,
         head_dim: d,
-        seqlen_k: max_len,
-        score_bound: score_bound(
-            &q,
-            &k.iter()
-                .map(|x| if x.is_finite() { *x } else { 0.0 })
-                .collect::<Vec<_>>(),
-            d,
-            p.options.scale_for(d),
-            inp.alibi_slopes.as_deref(),
-            max_sq,
-            max_len,
-        ),
+        q: &q,
+        k: &k,
+        v: &v,
+        head_gates: inp.head_gates.as_deref(),
+        alibi_slopes: inp.alibi_slopes.as_deref(),
+        softmax_scale: p.options.scale_for(d),
         softcap: p.options.softcap,
-    };
-    let mut verdict = |name: &'static str, out: &[f32], reference: &[f32], tol: Tolerance| {
-        let c = compare(out, reference);
-        errors.push(OutputError {
-            name,
-            max_abs: c.max_abs,
-            tolerance: tol.max_abs,
-        });
-        if let Err(e) = c.check(&tol) {
-            failures.push(format!("{name}: {e}"));
+        max_seqlen_q: rows.iter().map(|r| r.1 - r.0).max().unwrap_or(0),
+        max_seqlen_k: inp.cache_seqlens.iter().copied().max().unwrap_or(0).max(0) as usize,
+    });
+    let (lse, entropy) = (run_lse.map(canon_stats), run_entropy.map(canon_stats));
+    Ok(Judgement {
+        outputs: judge::attention(
+            &model,
+            AttentionOutputs {
+                o: &o,
+                lse: lse.as_deref(),
+                entropy: entropy.as_deref(),
+            },
+            &reference,
+        ),
+        findings: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The judge's entropy policy (src/check/judge.rs) needs softcaps of at most
+    /// ENTROPY_SOFTCAP_MAX whenever entropy is requested; larger ones are still drawn without it.
+    #[test]
+    fn random_cases_keep_softcaps_within_the_entropy_bound_when_entropy_is_on() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+        let (mut capped, mut large_without) = (0, 0);
+        for _ in 0..4000 {
+            let c = DecodeCase::random(&mut rng, &[DType::F16], &[64], 100);
+            match (c.entropy, c.options.softcap) {
+                (true, Some(cap)) => {
+                    assert!(cap <= ENTROPY_SOFTCAP_MAX, "{}", c.describe());
+                    capped += 1;
+                }
+                (false, Some(cap)) if cap > ENTROPY_SOFTCAP_MAX => large_without += 1,
+                _ => {}
+            }
         }
-    };
-    verdict("o", &o, &reference.o, model.output());
-    if let Some(lse) = run_lse {
-        verdict("lse", &canon_stats(lse), &reference.lse, model.lse());
+        assert!(capped > 0 && large_without > 0, "{capped} {large_without}");
     }
-    if let Some(h) = run_entropy {
-        // Per-row tolerances from the reference's moments; the reported tolerance is the
-        // loosest row's, which must stay tight enough to catch a wrong entropy.
-        let tolerances = model.entropy_rows(&reference.entropy_terms);
-        let loosest = tolerances.iter().fold(0f64, |a, &t| a.max(t));
-        let out = canon_stats(h);
-        errors.push(OutputError {
-            name: "entropy",
-            max_abs: compare(&out, &reference.entropy).max_abs,
-            tolerance: loosest,
-        });
-        if let Err(e) = check_each(&out, &reference.entropy, &tolerances) {
-            failures.push(format!("entropy: {e}"));
-        }
-        if loosest > ENTROPY_TOLERANCE_CAP {
-            failures.push(format!(
-                "entropy tolerance {loosest:e} exceeds {ENTROPY_TOLERANCE_CAP:e}"
-            ));
-        }
-    }
-    (failures, errors)
 }

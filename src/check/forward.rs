@@ -1,17 +1,21 @@
 //! Forward-kernel correctness checks: a random case (shape, layout, strides, features), its
-//! inputs drawn from a seed, one emulated run, the candle reference on the same rounded inputs,
-//! and the comparison with tolerances from the output dtype's rounding. Shared by the property
-//! tests (`tests/ops/forward_props.rs`) and `flashmha check`, so both judge kernels the same way.
+//! inputs drawn from a seed, one run through the host runner (emulator or GPU), the candle
+//! reference on the same rounded inputs, and the verdict of the one judge ([`super::judge`]).
+//! Shared by the property tests (`tests/ops/forward_props.rs`) and `flashmha check`, so both
+//! judge kernels the same way.
 
+use super::judge::{self, AttentionInputs, AttentionOutputs, Judgement};
+use crate::backend::emulator::EmulatorBackend;
 use crate::common::dtype::DType;
 use crate::common::error::{Error, Result};
 use crate::common::geometry::Strides;
 use crate::common::options::{AttnOptions, SlidingWindow};
 use crate::common::target::KernelTarget;
-use crate::host::{emulated, gpu, HostInputs, HostOutputs};
+use crate::host::device::HarnessBackend;
+use crate::host::{runner, HostInputs};
 use crate::problem::{FwdProblem, Operand, SeqLayout};
-use crate::reference::tolerance::{ErrorModel, ENTROPY_SOFTCAP_MAX, ENTROPY_TOLERANCE_CAP};
-use crate::reference::{self, Layout, ReferenceInputs, Tolerance};
+use crate::reference::tolerance::ENTROPY_SOFTCAP_MAX;
+use crate::reference::{self, Layout, ReferenceInputs};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -39,42 +43,6 @@ pub struct CheckCase {
     pub seed: u64,
     /// Which compiled kernels run the case.
     pub target: KernelTarget,
-}
-
-/// Errors of one checked output, with the tolerance it was held to.
-#[derive(Debug, Clone)]
-pub struct OutputCheck {
-    pub name: &'static str,
-    pub max_abs: f64,
-    pub rel_l2: f64,
-    pub tolerance: Tolerance,
-    pub verdict: std::result::Result<(), String>,
-}
-
-/// The outcome of one case.
-pub struct CaseOutcome {
-    pub outputs: Vec<OutputCheck>,
-    /// Emulator findings (memory, races, hazards); empty on a GPU.
-    pub findings: Vec<String>,
-    /// The emulator's report, when the case ran on the emulator.
-    pub report: Option<crate::emulator::LaunchReport>,
-}
-
-impl CaseOutcome {
-    pub fn passed(&self) -> bool {
-        self.findings.is_empty() && self.outputs.iter().all(|o| o.verdict.is_ok())
-    }
-
-    /// One line per failure, for test messages and the CLI.
-    pub fn failures(&self) -> Vec<String> {
-        let mut f: Vec<String> = self.findings.clone();
-        for o in &self.outputs {
-            if let Err(e) = &o.verdict {
-                f.push(format!("{}: {e}", o.name));
-            }
-        }
-        f
-    }
 }
 
 impl CheckCase {
@@ -227,17 +195,10 @@ impl CheckCase {
 
     /// A one-line description for tables and failure messages.
     pub fn describe(&self) -> String {
-        let mut feats = self.options.features();
-        for (on, name) in [
-            (self.alibi, "alibi"),
-            (self.gates, "gates"),
-            (self.lse, "lse"),
-            (self.entropy, "entropy"),
-        ] {
-            if on {
-                feats.push(name.into());
-            }
-        }
+        let mut feats = super::feature_words(
+            &self.options,
+            [self.alibi, self.gates, self.lse, self.entropy],
+        );
         if self.stride_pad > 0 {
             feats.push(format!("strided+{}", self.stride_pad));
         }
@@ -290,28 +251,18 @@ fn gather_offsets(p: &FwdProblem, op: &Operand, heads: usize, is_q: bool) -> Vec
 }
 
 /// Runs `case` on the emulator and compares every output with the reference.
-pub fn run_case(case: &CheckCase) -> Result<CaseOutcome> {
-    run_case_with(case, |p, inputs| {
-        let run = emulated::forward(p, inputs)?;
-        Ok((run.outputs, Some(run.report)))
-    })
+pub fn run_case(case: &CheckCase) -> Result<Judgement> {
+    run_case_on(&EmulatorBackend::new(case.target), case)
 }
 
 /// Runs `case` on the first GPU and compares every output with the reference.
-pub fn run_case_cuda(case: &CheckCase) -> Result<CaseOutcome> {
+pub fn run_case_cuda(case: &CheckCase) -> Result<Judgement> {
     let backend = crate::cuda::CudaBackend::new(0)?;
-    run_case_with(case, |p, inputs| {
-        Ok((gpu::forward_host(&backend, p, inputs)?, None))
-    })
+    run_case_on(&backend, case)
 }
 
-/// What a backend returns for one case: outputs, and the emulator's report if it was emulated.
-type RunOutput = (HostOutputs, Option<crate::emulator::LaunchReport>);
-
-fn run_case_with(
-    case: &CheckCase,
-    runner: impl FnOnce(&FwdProblem, &HostInputs) -> Result<RunOutput>,
-) -> Result<CaseOutcome> {
+/// Runs `case` on `backend` (through the one host runner) and judges every output.
+pub fn run_case_on<B: HarnessBackend>(backend: &B, case: &CheckCase) -> Result<Judgement> {
     let p = case.problem();
     let mut rng = StdRng::seed_from_u64(case.seed);
     let ty = case.dtype;
@@ -340,23 +291,16 @@ fn run_case_with(
             })
             .collect()
     });
+    let bits = |vals: &[f32]| vals.iter().map(|&x| ty.bits_from_f32(x)).collect();
     let inputs = HostInputs {
-        q: q_vals
-            .iter()
-            .map(|&x| case.dtype.bits_from_f32(x))
-            .collect(),
-        k: k_vals
-            .iter()
-            .map(|&x| case.dtype.bits_from_f32(x))
-            .collect(),
-        v: v_vals
-            .iter()
-            .map(|&x| case.dtype.bits_from_f32(x))
-            .collect(),
+        q: bits(&q_vals),
+        k: bits(&k_vals),
+        v: bits(&v_vals),
         alibi_slopes: slopes.clone(),
         head_gates: gates.clone(),
     };
-    let (outputs, report) = runner(&p, &inputs)?;
+    let run = runner::forward(backend, &p, &inputs)?;
+    let outputs = run.outputs;
 
     // The reference takes contiguous tensors: gather the strided ones.
     let q_off = gather_offsets(&p, &p.q, case.num_heads_q, true);
@@ -367,27 +311,23 @@ fn run_case_with(
         gather(&k_vals, &k_off),
         gather(&v_vals, &k_off),
     );
-    let cu;
     let layout = match &p.layout {
-        SeqLayout::Padded {
+        &SeqLayout::Padded {
             batch,
             seqlen_q,
             seqlen_k,
         } => Layout::Padded {
-            batch: *batch,
-            seqlen_q: *seqlen_q,
-            seqlen_k: *seqlen_k,
+            batch,
+            seqlen_q,
+            seqlen_k,
         },
         SeqLayout::Varlen {
             cu_seqlens_q,
             cu_seqlens_k,
-        } => {
-            cu = (cu_seqlens_q.clone(), cu_seqlens_k.clone());
-            Layout::Varlen {
-                cu_seqlens_q: &cu.0,
-                cu_seqlens_k: &cu.1,
-            }
-        }
+        } => Layout::Varlen {
+            cu_seqlens_q,
+            cu_seqlens_k,
+        },
     };
     let reference = reference::attention(&ReferenceInputs {
         q: &q_c,
@@ -407,87 +347,31 @@ fn run_case_with(
         .iter()
         .map(|&i| case.dtype.f32_from_bits(outputs.o[i]))
         .collect();
-    let gate_max = gates
-        .as_ref()
-        .map_or(1.0, |g| g.iter().fold(0f64, |a, &x| a.max(x as f64)));
-    let v_max = v_vals.iter().fold(0f64, |a, &x| a.max(x.abs() as f64));
-    let (max_sq, max_sk) = p.layout.max_seqlens();
-    let score_bound = reference::tolerance::score_bound(
-        &q_vals,
-        &k_vals,
-        case.head_dim,
-        case.options.scale_for(case.head_dim),
-        slopes.as_deref(),
-        max_sq,
-        max_sk,
-    );
-    let model = ErrorModel {
+    let (max_seqlen_q, max_seqlen_k) = p.layout.max_seqlens();
+    let model = judge::error_model(&AttentionInputs {
         dtype: ty,
-        value_bound: v_max * gate_max,
         head_dim: case.head_dim,
-        seqlen_k: max_sk,
-        score_bound,
+        q: &q_vals,
+        k: &k_vals,
+        v: &v_vals,
+        head_gates: gates.as_deref(),
+        alibi_slopes: slopes.as_deref(),
+        softmax_scale: case.options.scale_for(case.head_dim),
         softcap: case.options.softcap,
-    };
-    let mut checks = vec![output_check("o", &o_out, &reference.o, model.output())];
-    if let Some(lse) = &outputs.lse {
-        checks.push(output_check("lse", lse, &reference.lse, model.lse()));
-    }
-    if let Some(h) = &outputs.entropy {
-        checks.push(entropy_check(
-            h,
-            &reference.entropy,
-            &model.entropy_rows(&reference.entropy_terms),
-        ));
-    }
-    let findings = report
-        .iter()
-        .flat_map(|r| r.findings.iter().map(|f| f.to_string()))
-        .collect();
-    Ok(CaseOutcome {
-        outputs: checks,
-        findings,
-        report,
-    })
-}
-
-/// The entropy against per-row tolerances; the reported tolerance is the loosest row's, and a
-/// case whose loosest tolerance exceeds [`ENTROPY_TOLERANCE_CAP`] fails (it could not tell a
-/// wrong entropy from a right one).
-fn entropy_check(out: &[f32], reference: &[f32], tolerances: &[f64]) -> OutputCheck {
-    let c = reference::compare(out, reference);
-    let loosest = tolerances.iter().fold(0f64, |a, &t| a.max(t));
-    let verdict = if loosest > ENTROPY_TOLERANCE_CAP {
-        Err(format!(
-            "entropy tolerance {loosest:e} exceeds {ENTROPY_TOLERANCE_CAP:e}"
-        ))
-    } else {
-        reference::check_each(out, reference, tolerances).map(|_| ())
-    };
-    OutputCheck {
-        name: "entropy",
-        max_abs: c.max_abs,
-        rel_l2: c.rel_l2,
-        tolerance: Tolerance {
-            max_abs: loosest,
-            rel_l2: None,
+        max_seqlen_q,
+        max_seqlen_k,
+    });
+    let outputs = judge::attention(
+        &model,
+        AttentionOutputs {
+            o: &o_out,
+            lse: outputs.lse.as_deref(),
+            entropy: outputs.entropy.as_deref(),
         },
-        verdict,
-    }
-}
-
-fn output_check(
-    name: &'static str,
-    out: &[f32],
-    reference: &[f32],
-    tolerance: Tolerance,
-) -> OutputCheck {
-    let c = reference::compare(out, reference);
-    OutputCheck {
-        name,
-        max_abs: c.max_abs,
-        rel_l2: c.rel_l2,
-        tolerance,
-        verdict: c.check(&tolerance),
-    }
+        &reference,
+    );
+    Ok(Judgement {
+        outputs,
+        findings: run.report.findings.iter().map(|f| f.to_string()).collect(),
+    })
 }

@@ -14,14 +14,15 @@ use flashmha::perf_model::gpus::{self, GpuSpec, TensorPath};
 use flashmha::perf_model::launch_work::{self, TileCosts};
 use flashmha::perf_model::pipes::{self, LaunchShape, Modelled, PIPES};
 use flashmha::perf_model::{self, tile_figures};
-use flashmha::problem::{FwdProblem, SeqLayout};
+use flashmha::problem::FwdProblem;
 use flashmha::KernelTarget;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Element type.
-    #[arg(long, default_value = "bf16")]
-    dtype: DType,
+    /// Element type (bf16 unless given; `--decode`: every dtype of its configurations unless
+    /// given).
+    #[arg(long)]
+    dtype: Option<DType>,
     /// Head dims to run (default: 64 and 128, as in the FlashAttention papers).
     #[arg(long, value_delimiter = ',')]
     head_dims: Vec<usize>,
@@ -59,10 +60,18 @@ pub struct BenchArgs {
     /// max grows).
     #[arg(long, default_value = "normal")]
     tile_inputs: tile_figures::Inputs,
-    /// Paged decode instead of the forward: emulator counters per cached key (see
-    /// src/cli/bench_decode.rs); the other options are ignored.
+    /// Paged decode instead of the forward: emulator counters per cached key of the
+    /// configurations of `--dtype` and `--head-dims` (all when not given), and the modelled
+    /// time on each `--model` GPU that runs the sm_80+ decode (see src/cli/bench_decode.rs).
     #[arg(long)]
     decode: bool,
+}
+
+impl BenchArgs {
+    /// `--dtype`, bf16 when not given.
+    fn dtype(&self) -> DType {
+        self.dtype.unwrap_or(DType::Bf16)
+    }
 }
 
 /// One benchmark configuration.
@@ -84,8 +93,8 @@ fn head_dims(args: &BenchArgs) -> Vec<usize> {
 /// The element type a target is benchmarked in: `--dtype`, or f16 where the target has no
 /// kernels for it (Turing and bf16).
 fn dtype_on(args: &BenchArgs, target: KernelTarget) -> DType {
-    if target.supports(args.dtype) {
-        args.dtype
+    if target.supports(args.dtype()) {
+        args.dtype()
     } else {
         DType::F16
     }
@@ -107,21 +116,12 @@ fn configs_for(args: &BenchArgs, target: KernelTarget) -> super::CliResult<Vec<C
                 if causal && !args.causal_too {
                     continue;
                 }
-                let mut problem = FwdProblem::contiguous(
-                    dtype,
-                    SeqLayout::Padded {
-                        batch,
-                        seqlen_q: seqlen,
-                        seqlen_k: seqlen,
-                    },
-                    heads,
-                    heads,
-                    d,
-                    AttnOptions {
-                        causal,
-                        ..Default::default()
-                    },
-                );
+                let options = AttnOptions {
+                    causal,
+                    ..Default::default()
+                };
+                let mut problem =
+                    FwdProblem::padded(dtype, batch, (seqlen, seqlen), (heads, heads), d, options);
                 problem.target = target;
                 let kernel = planned_kernel(&problem)?;
                 out.push(Config {
@@ -328,13 +328,14 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
     super::positive("--head-dims", &args.head_dims)?;
     super::positive("--hidden", &[args.hidden])?;
     super::positive("--tokens", &[args.tokens])?;
+    // An unknown --model is an error whatever else is asked for.
+    let models = gpus_to_model(args)?;
     if args.decode {
-        return super::bench_decode::run();
+        return super::bench_decode::run(args.dtype, &args.head_dims, &models);
     }
     if args.tiles {
         return run_tiles(args);
     }
-    let models = gpus_to_model(args)?;
     // On a GPU: the device's own target (sm_90a kernels on an H100, Turing's on a T4).
     let backend = if args.gpu {
         Some(flashmha::cuda::CudaBackend::new(0)?)
@@ -451,7 +452,7 @@ fn run_tiles(args: &BenchArgs) -> super::CliResult<()> {
          launch (prologue and epilogue included), compared with FlashAttention-2's forward tile \
          (FA2), whose figures are whole-run totals (bench/results/fwd_tiles_before.tsv). \
          Wavefronts include the cp.async stores.",
-        args.dtype,
+        args.dtype(),
         args.tile_inputs,
         tile_figures::BASE_KEYS,
         2 * tile_figures::BASE_KEYS,
@@ -461,7 +462,7 @@ fn run_tiles(args: &BenchArgs) -> super::CliResult<()> {
     // neither, and their per-pipe model is in the --model tables.
     let rows: Vec<_> = FWD_KERNELS
         .iter()
-        .filter(|r| r.dtype == args.dtype && !issues_wgmma(r))
+        .filter(|r| r.dtype == args.dtype() && !issues_wgmma(r))
         .filter(|r| args.head_dims.is_empty() || args.head_dims.contains(&(r.head_dim as usize)))
         .collect();
     let bar = super::progress::bar(rows.len(), "kernels");
@@ -532,7 +533,7 @@ fn run_tiles(args: &BenchArgs) -> super::CliResult<()> {
 
 /// The kernels a modelled GPU entry runs: the wgmma entry the sm_90a forward, an mma.sync entry
 /// the Ampere kernels from sm_80 on (H100 included) and the Turing ones below.
-fn target_of(gpu: &GpuSpec) -> KernelTarget {
+pub(super) fn target_of(gpu: &GpuSpec) -> KernelTarget {
     match gpu.path {
         TensorPath::Wgmma => KernelTarget::Hopper,
         TensorPath::MmaSync if gpu.sm >= 80 => KernelTarget::Ampere,

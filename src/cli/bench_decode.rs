@@ -1,16 +1,19 @@
 //! `flashmha bench --decode`: paged-decode counters on the emulator (exact counts per cached
-//! key per KV head and whole-call bytes vs compulsory), then the per-pipe *modelled* A100 time
-//! of every configuration of the issue-9 table (page sizes 1/16/256, sq_new 1/4, GQA 1/8, d128
-//! f16, 8 KV heads, 4096 cached keys) at batch 1 and at the batch that fills the GPU
-//! (src/perf_model/decode.rs). bench/results/decode.txt holds the output.
+//! key per KV head and whole-call bytes vs compulsory; `--dtype` / `--head-dims` select among
+//! the configurations), then the per-pipe *modelled* time on each `--model` GPU that runs the
+//! sm_80+ decode kernels (A100 by default) of every configuration of the issue-9 table (page
+//! sizes 1/16/256, sq_new 1/4, GQA 1/8, d128 f16, 8 KV heads, 4096 cached keys) at batch 1 and
+//! at the batch that fills the GPU (src/perf_model/decode.rs). bench/results/decode.txt holds
+//! the default output.
 
 use super::table;
 use flashmha::common::dtype::DType;
 use flashmha::ops::decode::KvCacheDType;
 use flashmha::perf_model::decode::{batch_filling, model_decode, DecodeModelConfig};
 use flashmha::perf_model::decode_bench::{default_configs, measure, DecodeBenchRow};
-use flashmha::perf_model::gpus::{GpuSpec, A100};
+use flashmha::perf_model::gpus::{GpuSpec, TensorPath};
 use flashmha::perf_model::pipes::PIPES;
+use flashmha::KernelTarget;
 
 /// KV heads and cached keys of the modelled configurations (a Llama-3-70B-like layer: 8 KV
 /// heads of d128).
@@ -151,18 +154,53 @@ fn counters_table(rows: &[DecodeBenchRow]) -> String {
     )
 }
 
-pub fn run() -> super::CliResult<()> {
-    let configs = default_configs();
+/// Runs the configurations of `dtype` (all when `None`) and of `head_dims` (all when empty),
+/// and models the decode on each of `gpus` that runs the sm_80+ decode kernels.
+pub fn run(
+    dtype: Option<DType>,
+    head_dims: &[usize],
+    gpus: &[&'static GpuSpec],
+) -> super::CliResult<()> {
+    let configs: Vec<_> = default_configs()
+        .into_iter()
+        .filter(|c| dtype.is_none_or(|d| c.dtype == d))
+        .filter(|c| head_dims.is_empty() || head_dims.contains(&c.head_dim))
+        .collect();
+    if configs.is_empty() {
+        return Err(super::CliError::Usage(format!(
+            "bench --decode has no configuration of {} at head dims {head_dims:?}",
+            dtype.map_or("any dtype".to_string(), |d| d.to_string())
+        )));
+    }
+    // The decode kernels are the sm_80+ ones on every modelled mma.sync GPU from sm_80 on (the
+    // wgmma entry models the sm_90a forward only; Turing decodes with other kernels).
+    let gpus: Vec<_> = gpus
+        .iter()
+        .filter(|g| {
+            g.path == TensorPath::MmaSync && super::bench::target_of(g) == KernelTarget::Ampere
+        })
+        .collect();
+    if gpus.is_empty() {
+        return Err(super::CliError::Usage(
+            "bench --decode models the sm_80+ decode kernels: pick --model a100, a10, l4 or h100"
+                .into(),
+        ));
+    }
     let models = model_configs();
-    let bar = super::progress::bar(configs.len() + 2 * models.len(), "configs");
+    let bar = super::progress::bar(configs.len() + gpus.len() * 2 * models.len(), "configs");
     let mut rows = Vec::new();
     for c in &configs {
         rows.push(measure(c).map_err(super::CliError::Failed)?);
         bar.inc(1);
     }
-    let modelled = model_table(&A100, &bar)?;
+    let mut modelled = Vec::new();
+    for gpu in gpus {
+        modelled.push(model_table(gpu, &bar)?);
+    }
     bar.finish_and_clear();
     print!("{}", counters_table(&rows));
-    print!("{modelled}");
+    for m in modelled {
+        print!("{m}");
+    }
     Ok(())
 }

@@ -1,12 +1,20 @@
-//! `flashmha check`: random forward configurations on the emulator (or a GPU), each compared with
-//! the candle reference; prints a pass/fail table with the errors and exits non-zero on failure.
+//! `flashmha check` and `flashmha check --decode`: random forward or paged-decode cases on the
+//! emulator (or a GPU), each run through the one host runner and judged against the candle
+//! reference by the one judge (src/check/judge.rs); one driver prints the pass/fail table with
+//! each output's error and tolerance and exits non-zero on any failure.
 
 use super::table;
-use flashmha::check::forward::{run_case, run_case_cuda, CheckCase};
+use super::CliResult;
+use flashmha::check::decode::{run_decode_case, run_decode_case_on, DecodeCase};
+use flashmha::check::forward::{run_case, run_case_on, CheckCase};
+use flashmha::check::judge::Judgement;
 use flashmha::common::build_info::FWD_KERNELS;
 use flashmha::common::dtype::DType;
+use flashmha::cuda::CudaBackend;
+use flashmha::ops::decode::kernels::DECODE_KERNELS;
 use flashmha::ops::forward::validate::{compiled_head_dims, forward_kernel_for};
 use flashmha::KernelTarget;
+use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 #[derive(clap::Args)]
@@ -73,35 +81,106 @@ impl CheckArgs {
     }
 }
 
-pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
+/// One checked case: its description, the op's own columns, and the judge's verdict.
+struct Checked {
+    case: String,
+    extra: Vec<String>,
+    judgement: Judgement,
+}
+
+/// Draws, runs and judges case `n` of an op.
+type CaseRunner<'a> = Box<dyn FnMut(&mut StdRng, usize) -> CliResult<Checked> + 'a>;
+
+/// One op's side of `flashmha check`: what its cases are called, its own table columns, and its
+/// case runner (its flags are validated when this is built, before anything is printed).
+struct Op<'a> {
+    what: &'static str,
+    extra_header: &'static [&'static str],
+    cases: CaseRunner<'a>,
+}
+
+pub fn run(args: &CheckArgs) -> CliResult<bool> {
     // Lengths are drawn from 1..=max-len: an empty range has no case to draw.
     super::positive("--max-len", &[args.max_len])?;
     if let Some(d) = args.head_dim {
         super::positive("--head-dim", &[d])?;
     }
-    if args.decode {
-        return super::check_decode::run(args);
-    }
-    // On a GPU the device's own kernels unless a flag names others (a T4 runs sm_75 ones).
-    let backend_target = if args.gpu {
-        Some(flashmha::cuda::CudaBackend::new(0)?.target())
+    let backend = args.gpu.then(|| CudaBackend::new(0)).transpose()?;
+    let mut op = if args.decode {
+        decode_op(args, backend.as_ref())?
     } else {
-        None
+        forward_op(args, backend.as_ref())?
     };
-    let target = args
-        .target()
-        .or(backend_target)
-        .unwrap_or(KernelTarget::Ampere);
-    let dtypes = args.dtypes(target)?;
     let seed = args.seed.unwrap_or_else(rand::random);
     println!(
-        "flashmha check: {} cases, seed {seed}, on {}",
+        "flashmha check{}: {} {}, seed {seed}, on {}",
+        if args.decode { " --decode" } else { "" },
         args.cases,
+        op.what,
         if args.gpu { "GPU" } else { "the emulator" }
     );
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    // Per dtype: the head dims to draw from (compiled ones, and every multiple of 8 up to the
-    // widest compiled one, which runs on the next compiled kernel), or the one asked for.
+    let mut rng = StdRng::seed_from_u64(seed);
+    let bar = super::progress::bar(args.cases, "cases");
+    let mut header = vec!["#", "case"];
+    header.extend(op.extra_header);
+    header.extend([
+        "O max err (tol)",
+        "LSE max err (tol)",
+        "entropy max err (tol)",
+        "findings",
+        "result",
+    ]);
+    let mut t = table::new(&header);
+    let mut all_passed = true;
+    for n in 0..args.cases {
+        bar.set_message(format!("case {n}"));
+        let c = (op.cases)(&mut rng, n)?;
+        let j = &c.judgement;
+        let err = |name: &str| {
+            j.output(name).map_or("-".to_string(), |o| {
+                format!("{:.2e} ({:.1e})", o.max_abs, o.tolerance.max_abs)
+            })
+        };
+        let passed = j.passed();
+        all_passed &= passed;
+        let mut row = vec![n.to_string(), c.case];
+        row.extend(c.extra);
+        row.extend([
+            err("o"),
+            err("lse"),
+            err("entropy"),
+            j.findings.len().to_string(),
+            if passed {
+                "pass".into()
+            } else {
+                format!("FAIL: {}", j.failures().join("; "))
+            },
+        ]);
+        t.add_row(row);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!("{t}");
+    println!(
+        "{}",
+        if all_passed {
+            "all cases passed"
+        } else {
+            "FAILURES (rerun with --seed to reproduce)"
+        }
+    );
+    Ok(all_passed)
+}
+
+/// The forward: per dtype, half the cases at a compiled head dim and half at any multiple of 8
+/// a compiled kernel serves (the next wider one), or `--head-dim` when the library runs it.
+fn forward_op<'a>(args: &'a CheckArgs, backend: Option<&'a CudaBackend>) -> CliResult<Op<'a>> {
+    // On a GPU the device's own kernels unless a flag names others (a T4 runs sm_75 ones).
+    let target = args
+        .target()
+        .or(backend.map(CudaBackend::target))
+        .unwrap_or(KernelTarget::Ampere);
+    let dtypes = args.dtypes(target)?;
     let mut draws = Vec::new();
     for &dtype in &dtypes {
         let compiled: Vec<usize> = compiled_head_dims(FWD_KERNELS, target, dtype)
@@ -122,7 +201,7 @@ pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
                 }
                 .into())
             }
-            Some(d) => draws.push((vec![d], vec![d])),
+            Some(d) => draws.push((dtype, vec![d], vec![d])),
             None if served.is_empty() => {
                 return Err(flashmha::Error::UnsupportedOnTarget {
                     what: "the forward of this dtype",
@@ -130,72 +209,79 @@ pub fn run(args: &CheckArgs) -> super::CliResult<bool> {
                 }
                 .into())
             }
-            None => draws.push((compiled, served)),
+            None => draws.push((dtype, compiled, served)),
         }
     }
-    let bar = super::progress::bar(args.cases, "cases");
-    let mut t = table::new(&[
-        "#",
-        "case",
-        "O max err (tol)",
-        "LSE max err (tol)",
-        "entropy max err (tol)",
-        "findings",
-        "result",
-    ]);
-    let mut all_passed = true;
-    for n in 0..args.cases {
-        let dtype = dtypes[n % dtypes.len()];
-        // Half the cases at a compiled head dim, half at any served multiple of 8.
-        let (compiled, served) = &draws[n % dtypes.len()];
-        let dims = if rng.random_bool(0.5) {
-            compiled
-        } else {
-            served
-        };
-        let mut case = CheckCase::random(&mut rng, &[dtype], dims, args.max_len);
-        case.target = target;
-        bar.set_message(case.describe());
-        let outcome = if args.gpu {
-            run_case_cuda(&case)?
-        } else {
-            run_case(&case)?
-        };
-        let err = |name: &str| {
-            outcome
-                .outputs
-                .iter()
-                .find(|o| o.name == name)
-                .map_or("-".to_string(), |o| {
-                    format!("{:.2e} ({:.1e})", o.max_abs, o.tolerance.max_abs)
-                })
-        };
-        let passed = outcome.passed();
-        all_passed &= passed;
-        t.add_row(vec![
-            n.to_string(),
-            case.describe(),
-            err("o"),
-            err("lse"),
-            err("entropy"),
-            outcome.findings.len().to_string(),
-            if passed {
-                "pass".into()
+    Ok(Op {
+        what: "cases",
+        extra_header: &[],
+        cases: Box::new(move |rng, n| {
+            let (dtype, compiled, served) = &draws[n % draws.len()];
+            let dims = if rng.random_bool(0.5) {
+                compiled
             } else {
-                format!("FAIL: {}", outcome.failures().join("; "))
-            },
-        ]);
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    println!("{t}");
-    println!(
-        "{}",
-        if all_passed {
-            "all cases passed"
-        } else {
-            "FAILURES (rerun with --seed to reproduce)"
+                served
+            };
+            let mut case = CheckCase::random(rng, &[*dtype], dims, args.max_len);
+            case.target = target;
+            let judgement = match backend {
+                Some(b) => run_case_on(b, &case)?,
+                None => run_case(&case)?,
+            };
+            Ok(Checked {
+                case: case.describe(),
+                extra: Vec::new(),
+                judgement,
+            })
+        }),
+    })
+}
+
+/// Paged decode: the kernels asked for, else on a GPU the device's own (a T4: f16 over 16-bit
+/// pages), else a mix of the Ampere and Turing kernels (as the property tests draw); head dims
+/// among the compiled decode rows (decode runs no head dim between them), or `--head-dim`.
+fn decode_op<'a>(args: &'a CheckArgs, backend: Option<&'a CudaBackend>) -> CliResult<Op<'a>> {
+    let target = args.target().or(backend.map(CudaBackend::target));
+    // Decode rows exist for Ampere and Turing; Hopper decodes with the Ampere rows.
+    let rows_of = target.unwrap_or(KernelTarget::Ampere).shared_kernels();
+    let dtypes = args.dtypes(rows_of)?;
+    // Sorted and distinct, so that every head dim is drawn equally often.
+    let head_dims = |wanted: Option<usize>| -> Vec<usize> {
+        let mut v: Vec<usize> = DECODE_KERNELS
+            .iter()
+            .filter(|r| r.target == rows_of && dtypes.contains(&r.dtype))
+            .map(|r| r.head_dim as usize)
+            .filter(|&d| wanted.is_none_or(|h| h == d))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let dims = head_dims(args.head_dim);
+    if dims.is_empty() {
+        return Err(flashmha::Error::UnsupportedHeadDim {
+            dtype: dtypes[0],
+            head_dim: args.head_dim.unwrap_or(0),
+            target: rows_of,
+            supported: head_dims(None).into_iter().map(|d| d as u32).collect(),
         }
-    );
-    Ok(all_passed)
+        .into());
+    }
+    Ok(Op {
+        what: "paged-decode cases",
+        extra_header: &["splits"],
+        cases: Box::new(move |rng, _| {
+            let case = DecodeCase::random_on(rng, target, &dtypes, &dims, args.max_len);
+            let outcome = match backend {
+                // The device's kernels, whichever target the case was drawn for.
+                Some(b) => run_decode_case_on(b, b.target(), &case)?,
+                None => run_decode_case(&case).map_err(super::CliError::Failed)?,
+            };
+            Ok(Checked {
+                case: case.describe(),
+                extra: vec![outcome.plan.num_splits.to_string()],
+                judgement: outcome.judgement,
+            })
+        }),
+    })
 }

@@ -14,7 +14,7 @@ use flashmha::common::options::AttnOptions;
 use flashmha::diagnostics::{self, report, EntropySource, SimilarityMatrix};
 use flashmha::emulated;
 use flashmha::host::HostInputs;
-use flashmha::problem::{FwdProblem, SeqLayout};
+use flashmha::problem::FwdProblem;
 use flashmha::reference;
 
 /// Generated query heads get increasingly sharp attention: q of head h is multiplied by
@@ -330,20 +330,17 @@ fn plant_duplicates(args: &DiagnoseArgs, inp: &mut Inputs) -> Result<()> {
 /// O and per-row entropy from the fused forward kernel (its `entropy` output), run on the
 /// emulator; any emulator finding is an error.
 fn forward_outputs(inp: &Inputs, causal: bool, dtype: DType) -> Result<ForwardOutputs> {
-    let mut problem = FwdProblem::contiguous(
+    let options = AttnOptions {
+        causal,
+        ..AttnOptions::default()
+    };
+    let mut problem = FwdProblem::padded(
         dtype,
-        SeqLayout::Padded {
-            batch: inp.batch,
-            seqlen_q: inp.seq,
-            seqlen_k: inp.seq,
-        },
-        inp.heads,
-        inp.kv_heads,
+        inp.batch,
+        (inp.seq, inp.seq),
+        (inp.heads, inp.kv_heads),
         inp.dim,
-        AttnOptions {
-            causal,
-            ..AttnOptions::default()
-        },
+        options,
     );
     problem.entropy_len = Some(problem.row_stats_len());
     let bits = |x: &[f32]| x.iter().map(|&v| dtype.bits_from_f32(v)).collect();
@@ -434,14 +431,10 @@ fn print_summary(r: &report::Report) {
             format!("heads {i} and {j}: mean cos {c:.4}"),
         ]);
     }
-    let top: Vec<String> = a
-        .spectrum
-        .eigenvalues
-        .iter()
-        .take(6)
-        .map(|l| format!("{l:.2}"))
-        .collect();
-    t.add_row(vec!["largest eigenvalues".to_string(), top.join(", ")]);
+    t.add_row(vec![
+        "largest eigenvalues".to_string(),
+        a.spectrum.largest(6, 2),
+    ]);
     println!("{t}");
 
     let mut c = crate::cli::table::new(&[
@@ -451,10 +444,9 @@ fn print_summary(r: &report::Report) {
         "max cos",
     ]);
     for (k, cl) in a.clusters.iter().enumerate() {
-        let heads: Vec<String> = cl.heads.iter().map(usize::to_string).collect();
         c.add_row(vec![
             k.to_string(),
-            heads.join(", "),
+            cl.heads_joined(", "),
             format!("{:.4}", cl.min_similarity),
             format!("{:.4}", cl.max_similarity),
         ]);

@@ -11,7 +11,7 @@ use flashmha::emulated;
 use flashmha::emulator::LaunchReport;
 use flashmha::host::HostInputs;
 use flashmha::ops::head_similarity::{ENTRY_BF16, ENTRY_F16};
-use flashmha::problem::{FwdProblem, SeqLayout};
+use flashmha::problem::FwdProblem;
 
 #[derive(clap::Args)]
 pub struct EmulateArgs {
@@ -58,20 +58,17 @@ pub fn run(args: &EmulateArgs) -> super::CliResult<bool> {
         })?,
         None => &FWD_KERNELS[0],
     };
-    let mut p = FwdProblem::contiguous(
+    let options = AttnOptions {
+        causal: args.causal,
+        ..Default::default()
+    };
+    let mut p = FwdProblem::padded(
         row.dtype,
-        SeqLayout::Padded {
-            batch: args.batch,
-            seqlen_q: args.seqlen_q,
-            seqlen_k: args.seqlen_k,
-        },
-        args.heads,
-        args.heads,
+        args.batch,
+        (args.seqlen_q, args.seqlen_k),
+        (args.heads, args.heads),
         row.head_dim as usize,
-        AttnOptions {
-            causal: args.causal,
-            ..Default::default()
-        },
+        options,
     );
     p.lse_len = Some(p.row_stats_len());
     // The row's own kernel family (an sm_75 or sm_90a entry must not run the sm_80+ kernel of

@@ -3,7 +3,6 @@
 pub mod bench;
 pub mod bench_decode;
 pub mod check;
-pub mod check_decode;
 pub mod diagnose;
 pub mod emulate;
 pub mod info;

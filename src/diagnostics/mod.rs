@@ -1,8 +1,7 @@
 //! Head diagnostics: how alike a model's attention heads are, and how focused their attention is.
 //!
-//! - [`emulated`]: the head-similarity kernel (`kernels/head_similarity.cu`, planned by
-//!   [`crate::ops::head_similarity`]), which sums per-token cosine similarities of every pair of
 //! - [`emulated`]: the head-similarity kernel (`kernels/sm80/head_similarity.cu`, planned by
+//!   [`crate::ops::head_similarity`]), which sums per-token cosine similarities of every pair of
 //!   head outputs into an `H × H` matrix, run on the PTX emulator ([`head_similarity_emulated`]).
 //! - [`similarity`]: host analysis of the mean matrix: eigen spectrum, effective number of
 //!   distinct heads (participation ratio), near-duplicate clusters.

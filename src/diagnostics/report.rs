@@ -114,14 +114,8 @@ pub fn spectrum_csv(a: &SimilarityAnalysis) -> String {
 pub fn clusters_csv(a: &SimilarityAnalysis) -> String {
     let mut s = String::from("cluster,heads,min_similarity,max_similarity\n");
     for (k, c) in a.clusters.iter().enumerate() {
-        let heads: Vec<String> = c.heads.iter().map(usize::to_string).collect();
-        let _ = writeln!(
-            s,
-            "{k},{},{:.6},{:.6}",
-            heads.join(" "),
-            c.min_similarity,
-            c.max_similarity
-        );
+        let (heads, lo, hi) = (c.heads_joined(" "), c.min_similarity, c.max_similarity);
+        let _ = writeln!(s, "{k},{heads},{lo:.6},{hi:.6}");
     }
     s
 }
@@ -161,14 +155,7 @@ pub fn summary_md(r: &Report) -> String {
     if let Some((i, j, c)) = a.most_similar_pair {
         let _ = writeln!(s, "- most similar pair: heads {i} and {j}, mean cos {c:.4}");
     }
-    let top: Vec<String> = a
-        .spectrum
-        .eigenvalues
-        .iter()
-        .take(8)
-        .map(|l| format!("{l:.3}"))
-        .collect();
-    let _ = writeln!(s, "- largest eigenvalues: {}", top.join(", "));
+    let _ = writeln!(s, "- largest eigenvalues: {}", a.spectrum.largest(8, 3));
     let _ = writeln!(
         s,
         "- near-duplicate clusters (single linkage, mean cos >= {:.2}): {}",
@@ -176,14 +163,8 @@ pub fn summary_md(r: &Report) -> String {
         a.clusters.len()
     );
     for c in &a.clusters {
-        let heads: Vec<String> = c.heads.iter().map(usize::to_string).collect();
-        let _ = writeln!(
-            s,
-            "  - heads {{{}}}: mean cos {:.4} .. {:.4}",
-            heads.join(", "),
-            c.min_similarity,
-            c.max_similarity
-        );
+        let (heads, lo, hi) = (c.heads_joined(", "), c.min_similarity, c.max_similarity);
+        let _ = writeln!(s, "  - heads {{{heads}}}: mean cos {lo:.4} .. {hi:.4}");
     }
     let _ = writeln!(
         s,

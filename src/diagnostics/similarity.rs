@@ -131,6 +131,17 @@ impl Spectrum {
         let total: f64 = self.eigenvalues.iter().sum();
         self.eigenvalues[k] / total
     }
+
+    /// The `n` largest eigenvalues with `decimals` decimals, comma-separated (for reports).
+    pub fn largest(&self, n: usize, decimals: usize) -> String {
+        let top: Vec<String> = self
+            .eigenvalues
+            .iter()
+            .take(n)
+            .map(|l| format!("{l:.decimals$}"))
+            .collect();
+        top.join(", ")
+    }
 }
 
 /// The symmetric eigen-decomposition of `m` (nalgebra, f64) and the participation ratio.
@@ -167,6 +178,14 @@ pub struct Cluster {
     pub min_similarity: f32,
     /// Largest `C[i][j]` over pairs in the cluster.
     pub max_similarity: f32,
+}
+
+impl Cluster {
+    /// The cluster's heads, joined by `sep` (for reports).
+    pub fn heads_joined(&self, sep: &str) -> String {
+        let heads: Vec<String> = self.heads.iter().map(usize::to_string).collect();
+        heads.join(sep)
+    }
 }
 
 /// Single-linkage clusters of heads at `threshold` (components of the graph `C[i][j] >=

@@ -37,8 +37,8 @@ impl SeqLayout {
         }
     }
 
-    /// (longest q sequence, longest k sequence).
-    pub fn max_seqlens(&self) -> (usize, usize) {
+    /// A per-item length of q and of k: the padded lengths, or `of` each `cu_seqlens`.
+    fn lengths(&self, of: impl Fn(&[i32]) -> usize) -> (usize, usize) {
         match self {
             SeqLayout::Padded {
                 seqlen_q, seqlen_k, ..
@@ -46,8 +46,13 @@ impl SeqLayout {
             SeqLayout::Varlen {
                 cu_seqlens_q,
                 cu_seqlens_k,
-            } => (max_len(cu_seqlens_q), max_len(cu_seqlens_k)),
+            } => (of(cu_seqlens_q), of(cu_seqlens_k)),
         }
+    }
+
+    /// (longest q sequence, longest k sequence).
+    pub fn max_seqlens(&self) -> (usize, usize) {
+        self.lengths(max_len)
     }
 
     /// (q rows, k rows) over the whole batch, as the tensors hold them (saturating: the plan
@@ -74,19 +79,8 @@ impl SeqLayout {
 
     /// (sq, sk) of batch item `i`.
     pub fn seqlens_of(&self, i: usize) -> (usize, usize) {
-        match self {
-            SeqLayout::Padded {
-                seqlen_q, seqlen_k, ..
-            } => (*seqlen_q, *seqlen_k),
-            SeqLayout::Varlen {
-                cu_seqlens_q,
-                cu_seqlens_k,
-            } => {
-                // In i64: host copies are not validated yet, and i32 differences can overflow.
-                let len = |cu: &[i32]| (i64::from(cu[i + 1]) - i64::from(cu[i])).max(0) as usize;
-                (len(cu_seqlens_q), len(cu_seqlens_k))
-            }
-        }
+        // In i64: host copies are not validated yet, and i32 differences can overflow.
+        self.lengths(|cu| (i64::from(cu[i + 1]) - i64::from(cu[i])).max(0) as usize)
     }
 
     pub fn is_varlen(&self) -> bool {
@@ -177,6 +171,24 @@ impl FwdProblem {
             options,
             target: KernelTarget::Ampere,
         }
+    }
+
+    /// A contiguous padded problem: `batch` items of `seqlen_q` queries over `seqlen_k` keys,
+    /// `heads_q` query heads over `heads_kv` KV heads.
+    pub fn padded(
+        dtype: DType,
+        batch: usize,
+        (seqlen_q, seqlen_k): (usize, usize),
+        (heads_q, heads_kv): (usize, usize),
+        head_dim: usize,
+        options: AttnOptions,
+    ) -> FwdProblem {
+        let layout = SeqLayout::Padded {
+            batch,
+            seqlen_q,
+            seqlen_k,
+        };
+        Self::contiguous(dtype, layout, heads_q, heads_kv, head_dim, options)
     }
 
     /// The device-side description: host `cu_seqlens` are checked here (typed errors) and

@@ -137,6 +137,88 @@ fn check_decode_honours_turing_dtype_and_head_dim() {
     assert!(dims.contains(&128), "{list}");
 }
 
+/// `check` and `check --decode` are one driver: both honour `--dtype`, `--head-dim`, `--hopper`
+/// and `--turing` the same way, print the same error and tolerance columns, and refuse a dtype
+/// the kernels asked for do not have before drawing any case.
+#[test]
+fn check_and_check_decode_honour_the_same_flags() {
+    let (ok, text) = run(&[
+        "check",
+        "--dtype",
+        "bf16",
+        "--cases",
+        "3",
+        "--max-len",
+        "40",
+        "--seed",
+        "2",
+    ]);
+    assert!(ok, "{text}");
+    assert_eq!(text.matches("┆ bf16 d").count(), 3, "{text}");
+    let (ok, text) = run(&[
+        "check",
+        "--decode",
+        "--dtype",
+        "f16",
+        "--head-dim",
+        "64",
+        "--cases",
+        "3",
+        "--max-len",
+        "40",
+        "--seed",
+        "2",
+    ]);
+    assert!(ok, "{text}");
+    assert_eq!(text.matches(" f16 d64 ").count(), 3, "{text}");
+    assert!(!text.contains("bf16"), "{text}");
+    // Hopper decodes with the Ampere rows: the flag is accepted and every case passes.
+    let (ok, text) = run(&[
+        "check",
+        "--decode",
+        "--hopper",
+        "--cases",
+        "2",
+        "--max-len",
+        "40",
+        "--seed",
+        "4",
+    ]);
+    assert!(ok, "{text}");
+    assert_eq!(text.matches("┆ pass").count(), 2, "{text}");
+    for args in [
+        &["check", "--turing", "--dtype", "bf16", "--cases", "1"][..],
+        &[
+            "check", "--decode", "--turing", "--dtype", "bf16", "--cases", "1",
+        ][..],
+    ] {
+        let (ok, text) = run(args);
+        assert!(!ok, "{args:?}: {text}");
+        assert!(text.contains("bf16 is not supported on sm_75"), "{text}");
+        assert!(
+            !text.contains("cases, seed"),
+            "refused before any case: {text}"
+        );
+    }
+    for decode in [false, true] {
+        let mut args = vec!["check", "--cases", "1", "--max-len", "30", "--seed", "9"];
+        if decode {
+            args.push("--decode");
+        }
+        let (ok, text) = run(&args);
+        assert!(ok, "{text}");
+        for column in [
+            "O max err (tol)",
+            "LSE max err (tol)",
+            "entropy max err (tol)",
+            "findings",
+            "result",
+        ] {
+            assert!(text.contains(column), "{column}: {text}");
+        }
+    }
+}
+
 /// A head dim between the compiled ones (a multiple of 8) runs on the next compiled kernel in
 /// the library, so `check` takes it; random cases draw such dims too.
 #[test]
@@ -224,12 +306,25 @@ fn zero_sizes_and_unknown_models_are_refused() {
         assert!(!ok, "{args:?}: {text}");
         assert!(text.contains("overflows the kernel's index math"), "{text}");
     }
-    let (ok, text) = run(&["bench", "--model", "x100"]);
-    assert!(!ok, "{text}");
-    assert!(text.contains("unknown --model \"x100\""), "{text}");
-    for model in ["a100", "a10", "l4", "h100", "t4", "all"] {
-        assert!(text.contains(model), "{model}: {text}");
+    for args in [
+        &["bench", "--model", "x100"][..],
+        &["bench", "--decode", "--model", "x100"][..],
+    ] {
+        let (ok, text) = run(args);
+        assert!(!ok, "{text}");
+        assert!(text.contains("unknown --model \"x100\""), "{text}");
+        for model in ["a100", "a10", "l4", "h100", "t4", "all"] {
+            assert!(text.contains(model), "{model}: {text}");
+        }
     }
+    // bench --decode honours --head-dims and --model too: nothing to run is an error, not an
+    // empty table, and a GPU without the sm_80+ decode kernels has no decode model.
+    let (ok, text) = run(&["bench", "--decode", "--head-dims", "64"]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("no configuration"), "{text}");
+    let (ok, text) = run(&["bench", "--decode", "--model", "t4"]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("sm_80+ decode kernels"), "{text}");
 }
 
 #[test]

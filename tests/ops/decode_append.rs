@@ -8,9 +8,7 @@
 use flashmha::common::dtype::DType;
 use flashmha::common::error::Error;
 use flashmha::emulator::FindingKind;
-use flashmha::host::emulated_decode::{
-    kv_append_into, kv_append_into_for, AppendTarget, HostPools,
-};
+use flashmha::host::emulated_decode::{kv_append_into_for, AppendTarget, HostPools};
 use flashmha::ops::decode::{DecodeProblem, KvCacheDType, KvScaleGranularity};
 use flashmha::KernelTarget;
 use proptest::prelude::*;
@@ -227,7 +225,16 @@ impl AppendCase {
         } else {
             AppendTarget::Slots(slots)
         };
-        kv_append_into(&self.problem, &self.pools, &self.k_new, &self.v_new, target).unwrap()
+        let (p, pools) = (&self.problem, &self.pools);
+        kv_append_into_for(
+            KernelTarget::Ampere,
+            p,
+            pools,
+            &self.k_new,
+            &self.v_new,
+            target,
+        )
+        .unwrap()
     }
 
     fn run_clean(&self) -> (HostPools, flashmha::emulator::LaunchReport) {

@@ -1,19 +1,18 @@
 //! The CUDA launch path of paged decode. Without a driver the backend is a typed
-//! `Error::NoCudaDriver` (never a panic); with one, random paged cases run through
-//! `CudaBackend::decode` and match the candle reference (ignored here: no machine of CI has a
-//! GPU). The O(1) checks the CUDA path makes before any launch are the plan's, tested here on
+//! `Error::NoCudaDriver` (never a panic); with one, random paged cases run through the host
+//! runner on the GPU (the `Backend` calls a server makes) and match the candle reference
+//! (ignored here: no machine of CI has a GPU). The O(1) checks the CUDA path makes before any launch are the plan's, tested here on
 //! addresses alone.
 
 use crate::emulator_support::{rng, seed};
 use flashmha::api::{Attention, KvAppendArgs, MergeArgs};
-use flashmha::check::decode::{check_outputs, DecodeCase};
+use flashmha::check::decode::{run_decode_case_on, DecodeCase};
 use flashmha::common::binding::DevBuf;
 use flashmha::common::dtype::DType;
 use flashmha::common::error::{AlignWhat, Error, TensorName};
 use flashmha::cuda::{driver_present, CudaBackend};
-use flashmha::host::emulated_decode::{kv_append_into, kv_append_into_for, merge};
+use flashmha::host::emulated_decode::{kv_append_into_for, merge};
 use flashmha::host::emulated_decode::{AppendTarget, HostPools, MergeHostInputs};
-use flashmha::host::gpu_decode::decode_host;
 use flashmha::ops::decode::kernels::DECODE_KERNELS;
 use flashmha::ops::decode::{DecodeBuffers, DecodePlan, DecodeProblem, KvCacheDType, SplitPolicy};
 use flashmha::ops::kv_append::{AppendIndex, KvAppendPlan};
@@ -160,11 +159,9 @@ fn random_paged_decode_on_the_gpu_matches_the_reference() {
     };
     for n in 0..32 {
         let case = DecodeCase::random_on(&mut rng, Some(target), dtypes, &dims, 700);
-        let built = case.build();
-        let plan = DecodePlan::new_for(target, &built.problem, case.split).unwrap();
-        let out = decode_host(&backend, &plan, &built.inputs).unwrap();
-        let (failures, _) =
-            check_outputs(&built, &out.o, out.lse.as_deref(), out.entropy.as_deref());
+        let failures = run_decode_case_on(&backend, target, &case)
+            .unwrap()
+            .failures();
         assert!(
             failures.is_empty(),
             "case {n} ({}), seed {seed}: {failures:?}",
@@ -367,7 +364,8 @@ fn fp8_kv_append_at_positions_on_the_gpu_matches_the_emulator() {
             token_batch: &token_batch,
             token_pos: &token_pos,
         };
-        let (emulated, report) = kv_append_into(&p, &pools, &kn, &vn, target).unwrap();
+        let (emulated, report) =
+            kv_append_into_for(KernelTarget::Ampere, &p, &pools, &kn, &vn, target).unwrap();
         assert!(report.findings.is_empty());
         let HostPools::Fp8 {
             k: k_emu, v: v_emu, ..

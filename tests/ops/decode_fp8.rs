@@ -209,7 +209,7 @@ fn special_codes_reach_exactly_the_outputs_that_see_them() {
 #[test]
 fn invalid_host_scales_are_typed_errors_in_decode_and_append() {
     use flashmha::common::error::{Error, TensorName};
-    use flashmha::host::emulated_decode::{kv_append_into, AppendTarget, HostPools};
+    use flashmha::host::emulated_decode::{kv_append_into_for, AppendTarget, HostPools};
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
     let bad = [
@@ -269,7 +269,14 @@ fn invalid_host_scales_are_typed_errors_in_decode_and_append() {
                 },
             };
             let slot = [rng.random_range(0..(p.num_pages * p.page_size) as i32)];
-            let appended = kv_append_into(p, &pools, &new, &new, AppendTarget::Slots(&slot));
+            let appended = kv_append_into_for(
+                flashmha::KernelTarget::Ampere,
+                p,
+                &pools,
+                &new,
+                &new,
+                AppendTarget::Slots(&slot),
+            );
             assert!(
                 matches!(appended, Err(Error::InvalidScale { tensor: t, index, .. }) if t == tensor && index == head),
                 "{kv:?} {tensor} = {value}: {:?}",

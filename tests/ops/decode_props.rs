@@ -137,7 +137,7 @@ proptest! {
     #[test]
     fn paged_decode_fp8_matches_reference(case in fp8_case()) {
         let outcome = run_decode_case(&case).map_err(|e| TestCaseError::fail(format!("{}: {e}", case.describe())))?;
-        prop_assert!(outcome.failures.is_empty(), "{}: {:#?}", case.describe(), outcome.failures);
+        prop_assert!(outcome.passed(), "{}: {:#?}", case.describe(), outcome.failures());
     }
 
     #[test]
@@ -146,6 +146,6 @@ proptest! {
         // The plan ran the case's kernel family (a Turing case never falls back to sm_80 code).
         prop_assert_eq!(outcome.plan.kernel.target, case.target);
         prop_assert_eq!(outcome.plan.decode.entry.contains("_sm75_"), case.target == KernelTarget::Turing);
-        prop_assert!(outcome.failures.is_empty(), "{}: {:#?}", case.describe(), outcome.failures);
+        prop_assert!(outcome.passed(), "{}: {:#?}", case.describe(), outcome.failures());
     }
 }

@@ -74,12 +74,7 @@ fn plan_and_check(c: &DecodeCase, entry_ok: impl Fn(&str) -> bool) {
     let plan = DecodePlan::new_for(c.target, &c.build().problem, c.split).unwrap();
     assert!(entry_ok(plan.decode.entry), "{}", plan.decode.entry);
     let out = run_decode_case(c).unwrap();
-    assert!(
-        out.failures.is_empty(),
-        "{}: {:#?}",
-        c.describe(),
-        out.failures
-    );
+    assert!(out.passed(), "{}: {:#?}", c.describe(), out.failures());
 }
 
 #[test]

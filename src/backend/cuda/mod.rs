@@ -285,17 +285,6 @@ unsafe fn launch_one(
     Ok(())
 }
 
-/// Optional host data copied to the device (the host-data harnesses of `host::gpu` and
-/// `decode::gpu`; never on a launch path).
-pub(crate) fn upload_opt<T: cudarc::driver::DeviceRepr>(
-    stream: &Arc<CudaStream>,
-    data: Option<&[T]>,
-) -> Result<Option<CudaSlice<T>>> {
-    data.map(|d| stream.clone_htod(d))
-        .transpose()
-        .map_err(driver_error)
-}
-
 impl Backend for CudaBackend {
     type Stream = Arc<CudaStream>;
     type Buffer<T: Pod> = CudaSlice<T>;
