@@ -12,9 +12,9 @@
 //! `validate.rs`, `plan.rs` (incl. the split heuristic), `kernels.rs` (the generated kernel
 //! table), `abi.rs` (marker impls of the bindgen params structs). The public merge of states and
 //! the KV append are ops of their own (`src/ops/merge/`, `src/ops/kv_append/`); runs from host
-//! data live in `src/host/` (`emulated_decode.rs`, `gpu_decode.rs`), the checker in
-//! `src/check/decode.rs`; the CUDA launch path is `CudaBackend::decode` / `merge_states` /
-//! `kv_append` (src/backend/cuda/decode.rs).
+//! data live in `src/host/runner.rs` (either backend), the checker in `src/check/decode.rs`; the
+//! call over any backend is `Attention::decode` / `merge_states` / `kv_append`
+//! (src/api/decode.rs).
 
 pub mod abi;
 pub mod fp8;
