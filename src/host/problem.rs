@@ -191,6 +191,28 @@ impl FwdProblem {
         Self::contiguous(dtype, layout, heads_q, heads_kv, head_dim, options)
     }
 
+    /// Contiguous packed `[total, h, d]` tensors of the variable-length batch `cu_seqlens`
+    /// (q's and k's, `[batch + 1]` each) describe; default options (set `options` after).
+    pub fn varlen(
+        dtype: DType,
+        (q, k): (Vec<i32>, Vec<i32>),
+        (heads_q, heads_kv): (usize, usize),
+        head_dim: usize,
+    ) -> FwdProblem {
+        let layout = SeqLayout::Varlen {
+            cu_seqlens_q: q,
+            cu_seqlens_k: k,
+        };
+        Self::contiguous(
+            dtype,
+            layout,
+            heads_q,
+            heads_kv,
+            head_dim,
+            Default::default(),
+        )
+    }
+
     /// The device-side description: host `cu_seqlens` are checked here (typed errors) and
     /// summarised into the bounds the plan and the kernel use.
     pub fn shape(&self) -> Result<FwdShape> {

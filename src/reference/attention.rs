@@ -55,6 +55,34 @@ pub struct ReferenceInputs<'a> {
     pub head_gates: Option<&'a [f32]>,
 }
 
+impl<'a> ReferenceInputs<'a> {
+    /// Packed `[total, h, d]` q, k, v of the variable-length batch `cu_seqlens` (q's, k's)
+    /// describe; no ALiBi slopes or gates (set the fields for those).
+    pub fn varlen(
+        (q, k, v): (&'a [f32], &'a [f32], &'a [f32]),
+        (cu_seqlens_q, cu_seqlens_k): (&'a [i32], &'a [i32]),
+        (num_heads_q, num_heads_kv): (usize, usize),
+        head_dim: usize,
+        options: &'a AttnOptions,
+    ) -> Self {
+        ReferenceInputs {
+            q,
+            k,
+            v,
+            layout: Layout::Varlen {
+                cu_seqlens_q,
+                cu_seqlens_k,
+            },
+            num_heads_q,
+            num_heads_kv,
+            head_dim,
+            options,
+            alibi_slopes: None,
+            head_gates: None,
+        }
+    }
+}
+
 /// Reference results, f32, in the layouts [`Layout`] documents.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReferenceOutputs {

@@ -6,7 +6,7 @@
 //! Canonical layouts of the results: `o: [total_q, hq, d]`, `lse, entropy: [hq, total_q]`
 //! (padded problems: row `b * sq_new + i`).
 
-use super::attention::{attention, Layout, ReferenceInputs, ReferenceOutputs};
+use super::attention::{attention, ReferenceInputs, ReferenceOutputs};
 use super::ReferenceError;
 use crate::common::geometry::{PageStrides, Strides};
 use crate::ops::decode::problem::{DecodeProblem, QueryLayout};
@@ -140,18 +140,14 @@ pub fn paged_attention(inp: &PagedReferenceInputs) -> Result<ReferenceOutputs, R
         cu_k.push(cu_k.last().unwrap() + l);
     }
     attention(&ReferenceInputs {
-        q: &q,
-        k: &k,
-        v: &v,
-        layout: Layout::Varlen {
-            cu_seqlens_q: &cu_q,
-            cu_seqlens_k: &cu_k,
-        },
-        num_heads_q: hq,
-        num_heads_kv: p.num_heads_kv,
-        head_dim: d,
-        options: &p.options,
         alibi_slopes: inp.alibi_slopes,
         head_gates: inp.head_gates,
+        ..ReferenceInputs::varlen(
+            (&q, &k, &v),
+            (&cu_q, &cu_k),
+            (hq, p.num_heads_kv),
+            d,
+            &p.options,
+        )
     })
 }

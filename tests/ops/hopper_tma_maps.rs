@@ -187,17 +187,7 @@ fn a_head_dim_below_the_compiled_one_reads_zeros_past_it() {
 
 #[test]
 fn varlen_boxes_walk_the_packed_rows() {
-    let p = FwdProblem::contiguous(
-        DType::Bf16,
-        SeqLayout::Varlen {
-            cu_seqlens_q: vec![0, 5, 30],
-            cu_seqlens_k: vec![0, 17, 40],
-        },
-        4,
-        2,
-        64,
-        AttnOptions::default(),
-    );
+    let p = FwdProblem::varlen(DType::Bf16, (vec![0, 5, 30], vec![0, 17, 40]), (4, 2), 64);
     // Item 1 of q starts at row 5; its second box (rows 21..37) crosses the end (30).
     check_box(&p, 0, [0, 3, 21, 0]);
     check_box(&p, 1, [0, 1, 17, 0]);
@@ -261,17 +251,7 @@ fn varlen_batches_without_query_or_key_rows_run_clean_on_the_sm90a_kernels() {
         (vec![0, 9, 30], vec![0, 0, 0]),
     ] {
         for d in [64, 128, 256] {
-            let mut p = FwdProblem::contiguous(
-                DType::F16,
-                SeqLayout::Varlen {
-                    cu_seqlens_q: cu_q.clone(),
-                    cu_seqlens_k: cu_k.clone(),
-                },
-                2,
-                1,
-                d,
-                AttnOptions::default(),
-            );
+            let mut p = FwdProblem::varlen(DType::F16, (cu_q.clone(), cu_k.clone()), (2, 1), d);
             p.target = flashmha::KernelTarget::Hopper;
             p.lse_len = Some(p.row_stats_len());
             let inputs = HostInputs::random(&p, 5);

@@ -15,7 +15,7 @@ use flashmha::backend::Backend;
 use flashmha::ops::decode::KvCacheDType;
 use flashmha::ops::kv_append::{AppendIndex, KvAppendPlan};
 use flashmha::ops::merge::{MergePlan, MergeProblem, MergeStates, StatsLayout};
-use flashmha::reference::{self, Layout, ReferenceInputs, Tolerance};
+use flashmha::reference::{self, ReferenceInputs, Tolerance};
 use flashmha::{AttnOptions, DType, FwdPlan, FwdShape, Heads, KernelTarget, SeqShape};
 use half::f16;
 use rand::seq::SliceRandom;
@@ -128,17 +128,12 @@ fn serve<B: Backend>(be: &B, seed: u64) -> flashmha::Result<Trace> {
     };
 
     // The paged pools, planned once for the decode steps (one new token per sequence).
-    let pools = PagedKv {
-        dtype: DType::F16,
-        kv_dtype: KvCacheDType::Same,
-        kv_scales: Default::default(),
-        num_heads_q: hq,
-        num_heads_kv: hkv,
-        head_dim: d,
-        num_pages,
-        page_size: page,
-        head_major: false,
-    };
+    let pools = f16_pools(
+        KvCacheDType::Same,
+        Default::default(),
+        (hq, hkv, d),
+        (num_pages, page),
+    );
     let bounds = BatchBounds {
         batch,
         new_tokens: 1,
@@ -286,21 +281,13 @@ fn judge(t: &Trace, s: &Stage, what: &str, o_units: f64) {
         causal: s.causal,
         ..Default::default()
     };
-    let r = reference::attention(&ReferenceInputs {
-        q: &q,
-        k: &k,
-        v: &v,
-        layout: Layout::Varlen {
-            cu_seqlens_q: &cu_q,
-            cu_seqlens_k: &cu_k,
-        },
-        num_heads_q: t.hq,
-        num_heads_kv: t.hkv,
-        head_dim: t.d,
-        options: &options,
-        alibi_slopes: None,
-        head_gates: None,
-    })
+    let r = reference::attention(&ReferenceInputs::varlen(
+        (&q, &k, &v),
+        (&cu_q, &cu_k),
+        (t.hq, t.hkv),
+        t.d,
+        &options,
+    ))
     .unwrap();
     let mut tol = Tolerance::attention_output(DType::F16, 1.0);
     tol.max_abs *= o_units;
@@ -349,6 +336,26 @@ fn one_generic_server_loop_runs_on_the_emulator_and_matches_the_reference() {
     }
 }
 
+/// f16 pools of `kv_dtype` (`Same`: 16-bit pages), contiguous NHD.
+fn f16_pools(
+    kv_dtype: KvCacheDType,
+    kv_scales: flashmha::ops::decode::KvScaleGranularity,
+    (num_heads_q, num_heads_kv, head_dim): (usize, usize, usize),
+    (num_pages, page_size): (usize, usize),
+) -> PagedKv {
+    PagedKv {
+        dtype: DType::F16,
+        kv_dtype,
+        kv_scales,
+        num_heads_q,
+        num_heads_kv,
+        head_dim,
+        num_pages,
+        page_size,
+        head_major: false,
+    }
+}
+
 /// FP8 pools through the same generic calls: the append quantises into codes equal, bit for
 /// bit, to the host codec's, and the decode over them matches the reference on the
 /// dequantised keys and values (per-KV-head scales, GQA, split-KV).
@@ -361,17 +368,12 @@ fn fp8_step<B: Backend>(be: &B, seed: u64) -> flashmha::Result<()> {
     let max_pages_per_seq = 4;
     let num_pages = batch * max_pages_per_seq;
     for kv_dtype in [KvCacheDType::Fp8E4M3, KvCacheDType::Fp8E5M2] {
-        let pools = PagedKv {
-            dtype: DType::F16,
+        let pools = f16_pools(
             kv_dtype,
-            kv_scales: KvScaleGranularity::PerKvHead,
-            num_heads_q: hq,
-            num_heads_kv: hkv,
-            head_dim: d,
-            num_pages,
-            page_size: page,
-            head_major: false,
-        };
+            KvScaleGranularity::PerKvHead,
+            (hq, hkv, d),
+            (num_pages, page),
+        );
         let bounds = BatchBounds {
             batch,
             new_tokens: 1,
@@ -448,21 +450,14 @@ fn fp8_step<B: Backend>(be: &B, seed: u64) -> flashmha::Result<()> {
         paged.decode(be, &stream, args)?;
         let qf: Vec<f32> = q.iter().map(|x| x.to_f32()).collect();
         let (cu_q, cu_k) = (cumsum(&vec![1; batch]), cumsum(&lens));
-        let r = reference::attention(&ReferenceInputs {
-            q: &qf,
-            k: &k_deq,
-            v: &v_deq,
-            layout: Layout::Varlen {
-                cu_seqlens_q: &cu_q,
-                cu_seqlens_k: &cu_k,
-            },
-            num_heads_q: hq,
-            num_heads_kv: hkv,
-            head_dim: d,
-            options: &AttnOptions::default(),
-            alibi_slopes: None,
-            head_gates: None,
-        })
+        let options = AttnOptions::default();
+        let r = reference::attention(&ReferenceInputs::varlen(
+            (&qf, &k_deq, &v_deq),
+            (&cu_q, &cu_k),
+            (hq, hkv),
+            d,
+            &options,
+        ))
         .unwrap();
         let vmax = v_deq.iter().fold(0f64, |m, &x| m.max(f64::from(x).abs()));
         // The kernel rounds each dequantised value to f16 before the mma: one more rounding.
@@ -499,17 +494,7 @@ fn a_finding_is_an_error_naming_the_kernel_tensor_and_element() {
     // Both are device data the host cannot see: the emulator reports the trap as a typed error.
     let be = EmulatorBackend::new(KernelTarget::Ampere);
     let stream = be.stream().unwrap();
-    let pools = PagedKv {
-        dtype: DType::F16,
-        kv_dtype: KvCacheDType::Same,
-        kv_scales: Default::default(),
-        num_heads_q: 4,
-        num_heads_kv: 4,
-        head_dim: 64,
-        num_pages: 2,
-        page_size: 16,
-        head_major: false,
-    };
+    let pools = f16_pools(KvCacheDType::Same, Default::default(), (4, 4, 64), (2, 16));
     let bounds = BatchBounds {
         batch: 1,
         new_tokens: 1,

@@ -57,8 +57,7 @@ pub(super) fn encode(desc: &TmaMapDesc, addr: u64) -> Result<[u8; TENSOR_MAP_BYT
 mod tests {
     use super::*;
     use crate::common::dtype::DType;
-    use crate::common::options::AttnOptions;
-    use crate::host::problem::{FwdProblem, SeqLayout};
+    use crate::host::problem::FwdProblem;
     use crate::ops::forward::tma::FwdTmaMaps;
 
     #[test]
@@ -67,17 +66,7 @@ mod tests {
         // cuTensorMapEncodeTiled needs an initialised driver (and tensor maps need 9.0+).
         let backend = crate::cuda::CudaBackend::new(0).expect("a GPU");
         assert_eq!(backend.target(), crate::KernelTarget::Hopper);
-        let p = FwdProblem::contiguous(
-            DType::F16,
-            SeqLayout::Varlen {
-                cu_seqlens_q: vec![0, 7, 40],
-                cu_seqlens_k: vec![0, 90, 91],
-            },
-            8,
-            2,
-            128,
-            AttnOptions::default(),
-        );
+        let p = FwdProblem::varlen(DType::F16, (vec![0, 7, 40], vec![0, 90, 91]), (8, 2), 128);
         let maps = FwdTmaMaps::describe(&p.shape().unwrap(), 128, 128);
         for desc in [maps.q, maps.k, maps.v] {
             let bytes = encode(&desc, 0x7f00_0000_0000).expect("a valid map");

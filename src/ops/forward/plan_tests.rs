@@ -408,19 +408,7 @@ fn overlapping_outputs_are_rejected() {
 
 #[test]
 fn cu_seqlens_must_start_at_zero_be_monotonic_and_match() {
-    let varlen = |q: Vec<i32>, k: Vec<i32>| {
-        FwdProblem::contiguous(
-            DType::Bf16,
-            SeqLayout::Varlen {
-                cu_seqlens_q: q,
-                cu_seqlens_k: k,
-            },
-            2,
-            2,
-            64,
-            AttnOptions::default(),
-        )
-    };
+    let varlen = |q: Vec<i32>, k: Vec<i32>| FwdProblem::varlen(DType::Bf16, (q, k), (2, 2), 64);
     let fault = |e: &Error| match e {
         Error::CuSeqlens { fault, .. } => Some(*fault),
         _ => None,
@@ -530,17 +518,7 @@ fn cu_seqlens_are_required_exactly_for_varlen_plans() {
         plan_with(&padded_p, &b),
         Err(Error::UnexpectedBuffer { .. })
     ));
-    let varlen = FwdProblem::contiguous(
-        DType::Bf16,
-        SeqLayout::Varlen {
-            cu_seqlens_q: vec![0, 3, 9],
-            cu_seqlens_k: vec![0, 4, 4],
-        },
-        2,
-        2,
-        64,
-        AttnOptions::default(),
-    );
+    let varlen = FwdProblem::varlen(DType::Bf16, (vec![0, 3, 9], vec![0, 4, 4]), (2, 2), 64);
     let mut b = buffers(&varlen);
     (b.cu_seqlens_q, b.cu_seqlens_k) = (DevBuf::ABSENT, DevBuf::ABSENT);
     assert!(matches!(
@@ -564,17 +542,7 @@ fn cu_seqlens_are_required_exactly_for_varlen_plans() {
 fn an_output_with_no_rows_cannot_overlap_itself() {
     // Varlen, head-major, no queries at all: the head stride is total_q * d = 0, which would
     // collide if any row existed; with none, nothing is written and the call is valid.
-    let mut p = FwdProblem::contiguous(
-        DType::Bf16,
-        SeqLayout::Varlen {
-            cu_seqlens_q: vec![0, 0],
-            cu_seqlens_k: vec![0, 1],
-        },
-        2,
-        1,
-        64,
-        AttnOptions::default(),
-    );
+    let mut p = FwdProblem::varlen(DType::Bf16, (vec![0, 0], vec![0, 1]), (2, 1), 64);
     p.o.strides = Strides {
         batch: 0,
         row: 64,

@@ -243,16 +243,11 @@ mod tests {
 
     #[test]
     fn varlen_maps_span_the_packed_rows_with_one_batch_item() {
-        let p = FwdProblem::contiguous(
+        let p = FwdProblem::varlen(
             DType::Bf16,
-            SeqLayout::Varlen {
-                cu_seqlens_q: vec![0, 3, 10, 10],
-                cu_seqlens_k: vec![0, 30, 31, 90],
-            },
-            4,
-            2,
+            (vec![0, 3, 10, 10], vec![0, 30, 31, 90]),
+            (4, 2),
             64,
-            AttnOptions::default(),
         );
         let m = maps(&p);
         assert_eq!(m.q.global_dim, [64, 4, 10, 1]);
@@ -273,17 +268,7 @@ mod tests {
 
     #[test]
     fn varlen_without_any_rows_is_described_with_one() {
-        let p = FwdProblem::contiguous(
-            DType::F16,
-            SeqLayout::Varlen {
-                cu_seqlens_q: vec![0, 0],
-                cu_seqlens_k: vec![0, 5],
-            },
-            2,
-            2,
-            64,
-            AttnOptions::default(),
-        );
+        let p = FwdProblem::varlen(DType::F16, (vec![0, 0], vec![0, 5]), (2, 2), 64);
         let m = maps(&p);
         assert_eq!(m.q.global_dim, [64, 2, 1, 1]);
         assert_eq!(m.k.global_dim, [64, 2, 5, 1]);
