@@ -120,10 +120,10 @@ fn counters_table(rows: &[DecodeBenchRow]) -> String {
         "findings",
     ]);
     for r in rows {
-        let c = &r.config;
+        let (c, kv_dtype) = (&r.config.shape, r.config.kv_dtype);
         t.add_row(vec![
             c.dtype.to_string(),
-            match c.kv_dtype {
+            match kv_dtype {
                 KvCacheDType::Same => "same",
                 KvCacheDType::Fp8E4M3 => "e4m3",
                 KvCacheDType::Fp8E5M2 => "e5m2",
@@ -163,8 +163,8 @@ pub fn run(
 ) -> super::CliResult<()> {
     let configs: Vec<_> = default_configs()
         .into_iter()
-        .filter(|c| dtype.is_none_or(|d| c.dtype == d))
-        .filter(|c| head_dims.is_empty() || head_dims.contains(&c.head_dim))
+        .filter(|c| dtype.is_none_or(|d| c.shape.dtype == d))
+        .filter(|c| head_dims.is_empty() || head_dims.contains(&c.shape.head_dim))
         .collect();
     if configs.is_empty() {
         return Err(super::CliError::Usage(format!(

@@ -11,21 +11,16 @@ use crate::emulator::{Counters, Device};
 use crate::host::emulated_decode::{decode_on, DecodeRun};
 use crate::ops::decode::fp8::KvCacheDType;
 use crate::ops::decode::plan::{DecodePlan, SplitPolicy};
+use crate::perf_model::decode::DecodeModelConfig;
 
 /// One measured configuration.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DecodeBenchConfig {
-    pub dtype: DType,
+    /// The shape, as the model describes it; its `cache_len` is L of the key doubling (2L is
+    /// the second run) and of the whole-call byte count.
+    pub shape: DecodeModelConfig,
     /// 16-bit pages or FP8 (then K/V bytes per key halve).
     pub kv_dtype: KvCacheDType,
-    pub head_dim: usize,
-    pub batch: usize,
-    pub num_heads_kv: usize,
-    pub group: usize,
-    pub sq_new: usize,
-    pub page_size: usize,
-    /// L of the key doubling (2L is the second run) and of the whole-call byte count.
-    pub cache_len: usize,
     /// SMs for the split heuristic of the whole-call run.
     pub num_sms: u32,
 }
@@ -51,13 +46,13 @@ fn case(c: &DecodeBenchConfig, len: usize, split: SplitPolicy) -> DecodeCase {
     DecodeCase {
         kv_dtype: c.kv_dtype,
         ..DecodeCase::uniform(
-            c.dtype,
-            c.head_dim,
-            c.batch,
-            c.num_heads_kv,
-            c.group,
-            c.sq_new,
-            c.page_size,
+            c.shape.dtype,
+            c.shape.head_dim,
+            c.shape.batch,
+            c.shape.num_heads_kv,
+            c.shape.group,
+            c.shape.sq_new,
+            c.shape.page_size,
             len,
             split,
             7,
@@ -82,27 +77,33 @@ fn total(r: &DecodeRun) -> (Counters, Option<Counters>) {
 
 /// Measures `c` on the emulator.
 pub fn measure(c: &DecodeBenchConfig) -> Result<DecodeBenchRow, String> {
-    let (r1, _) = run(c, c.cache_len, SplitPolicy::Count(1))?;
-    let (r2, _) = run(c, 2 * c.cache_len, SplitPolicy::Count(1))?;
-    let keys = (c.batch * c.num_heads_kv * c.cache_len) as f64;
+    let (r1, _) = run(c, c.shape.cache_len, SplitPolicy::Count(1))?;
+    let (r2, _) = run(c, 2 * c.shape.cache_len, SplitPolicy::Count(1))?;
+    let keys = (c.shape.batch * c.shape.num_heads_kv * c.shape.cache_len) as f64;
     let (a, b) = (&r1.decode_report.counters, &r2.decode_report.counters);
     let per = |f: fn(&Counters) -> u64| (f(b) as f64 - f(a) as f64) / keys;
-    let (whole, splits) = run(c, c.cache_len, SplitPolicy::Auto { num_sms: c.num_sms })?;
+    let (whole, splits) = run(
+        c,
+        c.shape.cache_len,
+        SplitPolicy::Auto { num_sms: c.num_sms },
+    )?;
     let (dc, cc) = total(&whole);
     let bytes = dc.global_bytes_requested() + cc.as_ref().map_or(0, |c| c.global_bytes_requested());
     let sectors = dc.global_sectors + cc.as_ref().map_or(0, |c| c.global_sectors);
-    let e = c.dtype.size() as f64;
+    let e = c.shape.dtype.size() as f64;
     let e_kv = c.kv_dtype.element_bytes() as f64;
-    let hq = c.num_heads_kv * c.group;
+    let hq = c.shape.num_heads_kv * c.shape.group;
     // q read and o written once; K and V read once per KV head (FP8: plus the scales, 8 bytes
     // per KV head, counted as compulsory too).
     let scales = if c.kv_dtype.is_fp8() {
-        8.0 * c.num_heads_kv as f64
+        8.0 * c.shape.num_heads_kv as f64
     } else {
         0.0
     };
-    let compulsory = e * 2.0 * (c.batch * hq * c.sq_new * c.head_dim) as f64
-        + e_kv * 2.0 * (c.batch * c.num_heads_kv * c.cache_len * c.head_dim) as f64
+    let compulsory = e * 2.0 * (c.shape.batch * hq * c.shape.sq_new * c.shape.head_dim) as f64
+        + e_kv
+            * 2.0
+            * (c.shape.batch * c.shape.num_heads_kv * c.shape.cache_len * c.shape.head_dim) as f64
         + scales;
     Ok(DecodeBenchRow {
         config: *c,
@@ -124,36 +125,43 @@ pub fn measure(c: &DecodeBenchConfig) -> Result<DecodeBenchRow, String> {
 pub fn default_configs() -> Vec<DecodeBenchConfig> {
     let mut v = Vec::new();
     let base = DecodeBenchConfig {
-        dtype: DType::F16,
+        shape: DecodeModelConfig {
+            dtype: DType::F16,
+            head_dim: 128,
+            batch: 1,
+            num_heads_kv: 2,
+            group: 4,
+            sq_new: 1,
+            page_size: 16,
+            cache_len: 4096,
+        },
         kv_dtype: KvCacheDType::Same,
-        head_dim: 128,
-        batch: 1,
-        num_heads_kv: 2,
-        group: 4,
-        sq_new: 1,
-        page_size: 16,
-        cache_len: 4096,
         num_sms: 108,
     };
     for page_size in [1, 16, 256] {
         for sq_new in [1, 4] {
             for group in [1, 4, 8] {
-                v.push(DecodeBenchConfig {
+                let shape = DecodeModelConfig {
                     page_size,
                     sq_new,
                     group,
-                    ..base
-                });
+                    ..base.shape
+                };
+                v.push(DecodeBenchConfig { shape, ..base });
             }
         }
     }
     for kv_dtype in [KvCacheDType::Fp8E4M3, KvCacheDType::Fp8E5M2] {
         for dtype in [DType::F16, DType::Bf16] {
             for sq_new in [1, 4] {
-                v.push(DecodeBenchConfig {
+                let shape = DecodeModelConfig {
                     dtype,
-                    kv_dtype,
                     sq_new,
+                    ..base.shape
+                };
+                v.push(DecodeBenchConfig {
+                    shape,
+                    kv_dtype,
                     ..base
                 });
             }

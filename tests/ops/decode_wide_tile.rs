@@ -155,17 +155,20 @@ fn sixteen_rows_or_fewer_keep_the_narrow_tile() {
 
 #[test]
 fn gqa8_by_4_tokens_reads_each_kv_row_once() {
+    use flashmha::perf_model::decode::DecodeModelConfig;
     use flashmha::perf_model::decode_bench::{measure, DecodeBenchConfig};
     let c = DecodeBenchConfig {
-        dtype: DType::F16,
+        shape: DecodeModelConfig {
+            dtype: DType::F16,
+            head_dim: 128,
+            batch: 1,
+            num_heads_kv: 2,
+            group: 8,
+            sq_new: 4,
+            page_size: 16,
+            cache_len: 512,
+        },
         kv_dtype: KvCacheDType::Same,
-        head_dim: 128,
-        batch: 1,
-        num_heads_kv: 2,
-        group: 8,
-        sq_new: 4,
-        page_size: 16,
-        cache_len: 512,
         num_sms: 108,
     };
     let row = measure(&c).unwrap();
