@@ -74,9 +74,9 @@ impl<P, C, S> Pools<P, C, S> {
     fn bind<'s, B: Backend + ?Sized>(
         self,
         t: &mut Binder<'s, B>,
-        pages: impl Fn(&mut Binder<'s, B>, TensorName, P) -> Result<(DevBuf, B::Guard<'s>)>,
-        codes: impl Fn(&mut Binder<'s, B>, TensorName, C) -> Result<(DevBuf, B::Guard<'s>)>,
-        scales: impl Fn(&mut Binder<'s, B>, TensorName, S) -> Result<(DevBuf, B::Guard<'s>)>,
+        pages: impl Fn(&mut Binder<'s, B>, TensorName, P) -> Result<(DevBuf, Option<B::Guard<'s>>)>,
+        codes: impl Fn(&mut Binder<'s, B>, TensorName, C) -> Result<(DevBuf, Option<B::Guard<'s>>)>,
+        scales: impl Fn(&mut Binder<'s, B>, TensorName, S) -> Result<(DevBuf, Option<B::Guard<'s>>)>,
     ) -> Result<(PoolBufs, [Option<B::Guard<'s>>; 4])> {
         Ok(match self {
             Pools::Elements { k, v } => {
@@ -87,7 +87,7 @@ impl<P, C, S> Pools<P, C, S> {
                     v,
                     ..PoolBufs::default()
                 };
-                (bufs, [Some(gk), Some(gv), None, None])
+                (bufs, [gk, gv, None, None])
             }
             Pools::Fp8 {
                 k,
@@ -105,7 +105,7 @@ impl<P, C, S> Pools<P, C, S> {
                     k_scales,
                     v_scales,
                 };
-                (bufs, [Some(gk), Some(gv), Some(gks), Some(gvs)])
+                (bufs, [gk, gv, gks, gvs])
             }
         })
     }
@@ -377,19 +377,19 @@ pub(super) fn decode<B: Backend + ?Sized, T: Element>(
     pools.check_kind(plan.problem.kv_dtype.is_fp8())?;
     let mut t = Binder::new(be, stream);
     // The guards order each buffer's use on the stream once the launches are queued.
-    let (q, _q) = t.read(TensorName::Q, q)?;
+    let (q, _q) = t.read(TensorName::Q, Some(q))?;
     let (pools, _pool_guards) = pools.bind(
         &mut t,
-        |t, n, x| t.read(n, x),
-        |t, n, x| t.read(n, x),
-        |t, n, x| t.read(n, x),
+        |t, n, x| t.read(n, Some(x)),
+        |t, n, x| t.read(n, Some(x)),
+        |t, n, x| t.read(n, Some(x)),
     )?;
-    let (o, _o) = t.write(TensorName::O, o)?;
-    let (block_table, _bt) = t.read(TensorName::BlockTable, block_table)?;
-    let (cache_seqlens, _cs) = t.read(TensorName::CacheSeqlens, cache_seqlens)?;
-    let (cu_q, _cu) = t.opt_read(TensorName::CuSeqlensQ, cu_seqlens_q)?;
+    let (o, _o) = t.write(TensorName::O, Some(o))?;
+    let (block_table, _bt) = t.read(TensorName::BlockTable, Some(block_table))?;
+    let (cache_seqlens, _cs) = t.read(TensorName::CacheSeqlens, Some(cache_seqlens))?;
+    let (cu_q, _cu) = t.read(TensorName::CuSeqlensQ, cu_seqlens_q)?;
     let ([lse, entropy, alibi, gates], _extras) = extras.bind(&mut t)?;
-    let (ws, _ws) = t.opt_write(TensorName::Workspace, workspace)?;
+    let (ws, _ws) = t.write(TensorName::Workspace, workspace)?;
     let (partial_o, partial_lse, partial_entropy) = plan.carve_workspace(ws)?;
     let bufs = DecodeBuffers {
         q,
@@ -453,12 +453,12 @@ pub(super) fn merge_states<B: Backend + ?Sized, T: Element>(
         (TensorName::OStates, TensorName::LseStates)
     };
     let mut t = Binder::new(be, stream);
-    let (o_a, _oa) = t.read(name_o, o_a)?;
-    let (lse_a, _la) = t.read(name_lse, lse_a)?;
-    let (o_b, _ob) = t.opt_read(TensorName::OB, b.map(|x| x.0))?;
-    let (lse_b, _lb) = t.opt_read(TensorName::LseB, b.map(|x| x.1))?;
-    let (o, _o) = t.write(TensorName::O, o)?;
-    let (lse, _lse) = t.opt_write(TensorName::Lse, lse)?;
+    let (o_a, _oa) = t.read(name_o, Some(o_a))?;
+    let (lse_a, _la) = t.read(name_lse, Some(lse_a))?;
+    let (o_b, _ob) = t.read(TensorName::OB, b.map(|x| x.0))?;
+    let (lse_b, _lb) = t.read(TensorName::LseB, b.map(|x| x.1))?;
+    let (o, _o) = t.write(TensorName::O, Some(o))?;
+    let (lse, _lse) = t.write(TensorName::Lse, lse)?;
     let bufs = MergeBuffers {
         o_states: o_a,
         lse_states: lse_a,
@@ -508,8 +508,8 @@ pub(super) fn kv_append<B: Backend + ?Sized, T: Element>(
     let mut t = Binder::new(be, stream);
     // The guards order each buffer's use on the stream; fixed arrays hold those of the pools
     // and the target (no allocation).
-    let (k_new, _kn) = t.read(TensorName::KNew, k_new)?;
-    let (v_new, _vn) = t.read(TensorName::VNew, v_new)?;
+    let (k_new, _kn) = t.read(TensorName::KNew, Some(k_new))?;
+    let (v_new, _vn) = t.read(TensorName::VNew, Some(v_new))?;
     let mut bufs = KvAppendBuffers {
         k_new,
         v_new,
@@ -517,30 +517,30 @@ pub(super) fn kv_append<B: Backend + ?Sized, T: Element>(
     };
     let (pools, _pool_guards) = pools.bind(
         &mut t,
-        |t, n, x| t.write(n, x),
-        |t, n, x| t.write(n, x),
-        |t, n, x| t.read(n, x),
+        |t, n, x| t.write(n, Some(x)),
+        |t, n, x| t.write(n, Some(x)),
+        |t, n, x| t.read(n, Some(x)),
     )?;
     (bufs.k_cache, bufs.v_cache) = (pools.k, pools.v);
     (bufs.k_scales, bufs.v_scales) = (pools.k_scales, pools.v_scales);
     let _target_guards: [Option<B::Guard<'_>>; 3] = match target {
         AppendTarget::Slots(slots) => {
-            let (s, g) = t.read(TensorName::SlotMapping, slots)?;
+            let (s, g) = t.read(TensorName::SlotMapping, Some(slots))?;
             bufs.slot_mapping = s;
-            [Some(g), None, None]
+            [g, None, None]
         }
         AppendTarget::Positions {
             block_table,
             token_batch,
             token_pos,
         } => {
-            let (bt, gbt) = t.read(TensorName::BlockTable, block_table)?;
-            let (tb, gtb) = t.read(TensorName::TokenBatch, token_batch)?;
-            let (tp, gtp) = t.read(TensorName::TokenPos, token_pos)?;
+            let (bt, gbt) = t.read(TensorName::BlockTable, Some(block_table))?;
+            let (tb, gtb) = t.read(TensorName::TokenBatch, Some(token_batch))?;
+            let (tp, gtp) = t.read(TensorName::TokenPos, Some(token_pos))?;
             bufs.block_table = bt;
             bufs.token_batch = tb;
             bufs.token_pos = tp;
-            [Some(gbt), Some(gtb), Some(gtp)]
+            [gbt, gtb, gtp]
         }
     };
     let launches = plan.bind(&bufs)?;

@@ -99,14 +99,14 @@ pub(super) fn run<B: Backend + ?Sized, T: Element>(
     let mut t = Binder::new(be, stream);
     // The guards order each buffer's use on the stream once the launch is queued; they live
     // until the end of this function.
-    let (q, _q) = t.read(TensorName::Q, q)?;
-    let (k, _k) = t.read(TensorName::K, k)?;
-    let (v, _v) = t.read(TensorName::V, v)?;
-    let (o, _o) = t.write(TensorName::O, o)?;
+    let (q, _q) = t.read(TensorName::Q, Some(q))?;
+    let (k, _k) = t.read(TensorName::K, Some(k))?;
+    let (v, _v) = t.read(TensorName::V, Some(v))?;
+    let (o, _o) = t.write(TensorName::O, Some(o))?;
     let ([lse, entropy, alibi_slopes, head_gates], _extras) = extras.bind(&mut t)?;
     let (cu_q, cu_k) = cu_seqlens.unzip();
-    let (cu_seqlens_q, _cq) = t.opt_read(TensorName::CuSeqlensQ, cu_q)?;
-    let (cu_seqlens_k, _ck) = t.opt_read(TensorName::CuSeqlensK, cu_k)?;
+    let (cu_seqlens_q, _cq) = t.read(TensorName::CuSeqlensQ, cu_q)?;
+    let (cu_seqlens_k, _ck) = t.read(TensorName::CuSeqlensK, cu_k)?;
     let bufs = FwdBufs {
         q,
         k,

@@ -64,10 +64,10 @@ impl<'a, B: Backend + ?Sized> RowExtras<'a, B> {
     where
         'a: 's,
     {
-        let (lse, g0) = t.opt_write(TensorName::Lse, self.lse)?;
-        let (entropy, g1) = t.opt_write(TensorName::Entropy, self.entropy)?;
-        let (alibi, g2) = t.opt_read(TensorName::AlibiSlopes, self.alibi_slopes)?;
-        let (gates, g3) = t.opt_read(TensorName::HeadGates, self.head_gates)?;
+        let (lse, g0) = t.write(TensorName::Lse, self.lse)?;
+        let (entropy, g1) = t.write(TensorName::Entropy, self.entropy)?;
+        let (alibi, g2) = t.read(TensorName::AlibiSlopes, self.alibi_slopes)?;
+        let (gates, g3) = t.read(TensorName::HeadGates, self.head_gates)?;
         Ok(([lse, entropy, alibi, gates], [g0, g1, g2, g3]))
     }
 }
@@ -311,8 +311,8 @@ fn head_similarity<B: Backend + ?Sized, T: Element>(
         });
     }
     let mut t = Binder::new(be, stream);
-    let (o, _o) = t.read(TensorName::HeadSimInput, o)?;
-    let (gram, _g) = t.write(TensorName::Gram, gram)?;
+    let (o, _o) = t.read(TensorName::HeadSimInput, Some(o))?;
+    let (gram, _g) = t.write(TensorName::Gram, Some(gram))?;
     let bound = plan.bind(&HeadSimBuffers { o, gram })?;
     // SAFETY: `bind` checked both buffers against the plan (extent, alignment, no overlap), so
     // the zeroed bytes and every address the kernel forms lie inside `o` and `gram`, which the

@@ -156,54 +156,41 @@ impl<'s, B: Backend + ?Sized> Binder<'s, B> {
         }
     }
 
-    /// A buffer the launch reads.
+    /// A buffer the launch reads, if given (absent: no buffer, no guard; the plan's binding
+    /// table says whether it may be absent).
     pub fn read<'b, T>(
-        &mut self,
-        tensor: TensorName,
-        arg: &'s (dyn Read<B, T> + 'b),
-    ) -> Result<(DevBuf, B::Guard<'s>)> {
-        let (buf, guard) = arg.bind_read(self.backend, self.stream)?;
-        self.bound
-            .push(tensor, buf, std::mem::size_of::<T>() as u64);
-        Ok((buf, guard))
-    }
-
-    /// A buffer the launch writes.
-    pub fn write<'b, T>(
-        &mut self,
-        tensor: TensorName,
-        arg: &'s mut (dyn Write<B, T> + 'b),
-    ) -> Result<(DevBuf, B::Guard<'s>)> {
-        let (buf, guard) = arg.bind_write(self.backend, self.stream)?;
-        self.bound
-            .push(tensor, buf, std::mem::size_of::<T>() as u64);
-        Ok((buf, guard))
-    }
-
-    /// [`Binder::read`] of an optional argument (absent: no buffer, no guard).
-    pub fn opt_read<'b, T>(
         &mut self,
         tensor: TensorName,
         arg: Option<&'s (dyn Read<B, T> + 'b)>,
     ) -> Result<(DevBuf, Option<B::Guard<'s>>)> {
-        opt(arg.map(|a| self.read(tensor, a)))
+        let bound = arg.map(|a| a.bind_read(self.backend, self.stream));
+        self.record::<T, _>(tensor, bound)
     }
 
-    /// [`Binder::write`] of an optional argument.
-    pub fn opt_write<'b, T>(
+    /// A buffer the launch writes, if given.
+    pub fn write<'b, T>(
         &mut self,
         tensor: TensorName,
         arg: Option<&'s mut (dyn Write<B, T> + 'b)>,
     ) -> Result<(DevBuf, Option<B::Guard<'s>>)> {
-        opt(arg.map(|a| self.write(tensor, a)))
+        let bound = arg.map(|a| a.bind_write(self.backend, self.stream));
+        self.record::<T, _>(tensor, bound)
     }
-}
 
-/// An optional binding: absent is no buffer and no guard.
-fn opt<G>(bound: Option<Result<(DevBuf, G)>>) -> Result<(DevBuf, Option<G>)> {
-    match bound.transpose()? {
-        None => Ok((DevBuf::ABSENT, None)),
-        Some((buf, guard)) => Ok((buf, Some(guard))),
+    /// Records a bound buffer of `T` elements as `tensor`.
+    fn record<T, G>(
+        &mut self,
+        tensor: TensorName,
+        bound: Option<Result<(DevBuf, G)>>,
+    ) -> Result<(DevBuf, Option<G>)> {
+        match bound.transpose()? {
+            None => Ok((DevBuf::ABSENT, None)),
+            Some((buf, guard)) => {
+                self.bound
+                    .push(tensor, buf, std::mem::size_of::<T>() as u64);
+                Ok((buf, Some(guard)))
+            }
+        }
     }
 }
 

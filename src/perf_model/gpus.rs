@@ -241,24 +241,19 @@ pub const H100: GpuSpec = GpuSpec {
 pub const T4: GpuSpec = GpuSpec {
     name: "T4 (sm_75)",
     sm: 75,
-    path: TensorPath::MmaSync,
     sms: 40,
     clock_hz: 1590e6,
     mma_per_clk: 1024.0 / MMA_FLOPS,
-    wgmma_flops_per_clk: 0.0,
-    smem_wavefronts_per_clk: 1.0,
-    sfu_lanes_per_clk: 16.0,
-    fp32_lanes_per_clk: 64.0,
-    alu_lanes_per_clk: 64.0,
-    issue_per_clk: 4.0,
     l2_bytes_per_clk: 5120.0 / 108.0 * 40.0,
     dram_bytes_per_s: 320e9,
     l2_bytes: 4e6,
-    regs_per_sm: 65536,
     max_threads_per_sm: 1024,
     max_ctas_per_sm: 16,
     smem_per_sm: 64 * 1024,
     smem_reserved_per_cta: 0,
+    // The rest (the mma.sync path; SFU / FP32 / ALU lanes, issue width, smem wavefronts and
+    // registers per SM) are the same per SM as the A100's.
+    ..A100
 };
 
 /// [H100-WP], [H100-DS], [SMEM-BW], [PG-T], [PG-CC], [PG-SM90]: the same H100 SXM5 running the
