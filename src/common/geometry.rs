@@ -26,21 +26,25 @@ pub struct Strides {
 impl Strides {
     /// Contiguous `[b, s, h, d]` strides (for varlen, `[total, h, d]`: `seqlen` is ignored).
     pub fn contiguous(seqlen: usize, heads: usize, head_dim: usize) -> Strides {
-        Strides {
-            batch: stride_of(&[seqlen, heads, head_dim]),
-            row: stride_of(&[heads, head_dim]),
-            head: stride_of(&[head_dim]),
-        }
+        let (batch, row, head) = nested(seqlen, heads, head_dim);
+        Strides { batch, row, head }
     }
 
     /// Head-major `[b, h, s, d]` strides.
     pub fn head_major(seqlen: usize, heads: usize, head_dim: usize) -> Strides {
-        Strides {
-            batch: stride_of(&[heads, seqlen, head_dim]),
-            row: stride_of(&[head_dim]),
-            head: stride_of(&[seqlen, head_dim]),
-        }
+        let (batch, head, row) = nested(heads, seqlen, head_dim);
+        Strides { batch, row, head }
     }
+}
+
+/// Strides of a contiguous `[outer, a, b, head_dim]` tensor: (outer, a, b), saturating
+/// ([`stride_of`]). Every q/k/v/o layout and page layout is one order of its axes.
+fn nested(a: usize, b: usize, head_dim: usize) -> (i64, i64, i64) {
+    (
+        stride_of(&[a, b, head_dim]),
+        stride_of(&[b, head_dim]),
+        stride_of(&[head_dim]),
+    )
 }
 
 /// `a * b * ...` of sizes as an i64 stride, saturating at `i64::MAX`: absurd sizes make absurd
@@ -65,19 +69,13 @@ pub struct PageStrides {
 impl PageStrides {
     /// `[num_pages, page_size, hkv, d]` contiguous (NHD).
     pub fn nhd(page_size: usize, num_heads_kv: usize, head_dim: usize) -> PageStrides {
-        PageStrides {
-            page: stride_of(&[page_size, num_heads_kv, head_dim]),
-            slot: stride_of(&[num_heads_kv, head_dim]),
-            head: stride_of(&[head_dim]),
-        }
+        let (page, slot, head) = nested(page_size, num_heads_kv, head_dim);
+        PageStrides { page, slot, head }
     }
     /// `[num_pages, hkv, page_size, d]` contiguous (HND).
     pub fn hnd(page_size: usize, num_heads_kv: usize, head_dim: usize) -> PageStrides {
-        PageStrides {
-            page: stride_of(&[num_heads_kv, page_size, head_dim]),
-            slot: stride_of(&[head_dim]),
-            head: stride_of(&[page_size, head_dim]),
-        }
+        let (page, head, slot) = nested(num_heads_kv, page_size, head_dim);
+        PageStrides { page, slot, head }
     }
     /// (stride, extent) of the page, slot and head dimensions of a pool.
     pub(crate) fn dims(

@@ -8,7 +8,7 @@
 
 use super::fp8::{KvCacheDType, KvScaleGranularity};
 use crate::common::dtype::DType;
-use crate::common::geometry::{span, stride_of, PageStrides, Strides};
+use crate::common::geometry::{span, PageStrides, Strides};
 use crate::common::options::AttnOptions;
 
 /// How the new query tokens are laid out.
@@ -73,11 +73,7 @@ impl DecodeProblem {
         max_pages_per_seq: usize,
         head_major_pages: bool,
     ) -> DecodeProblem {
-        let qs = Strides {
-            batch: stride_of(&[sq_new, num_heads_q, head_dim]),
-            row: stride_of(&[num_heads_q, head_dim]),
-            head: stride_of(&[head_dim]),
-        };
+        let qs = Strides::contiguous(sq_new, num_heads_q, head_dim);
         let pages = if head_major_pages {
             PageStrides::hnd(page_size, num_heads_kv, head_dim)
         } else {
