@@ -19,7 +19,7 @@ use crate::ops::decode::kernels::DECODE_KERNELS;
 use crate::ops::decode::plan::{DecodePlan, SplitPolicy};
 use crate::ops::decode::problem::{DecodeProblem, QueryLayout};
 use crate::reference::paged::{
-    item_rows, paged_attention, row_offset, stat_offset, PagedReferenceInputs,
+    item_rows, pack_rows, paged_attention, stat_offset, PagedReferenceInputs,
 };
 use crate::reference::tolerance::ENTROPY_SOFTCAP_MAX;
 use rand::seq::SliceRandom;
@@ -625,17 +625,7 @@ pub fn check_outputs(
     let total_q = rows.last().map_or(0, |r| r.1);
     let (hq, d) = (p.num_heads_q, p.head_dim);
     // Kernel outputs in the canonical layouts of the reference.
-    let mut o = Vec::with_capacity(total_q * hq * d);
-    for r in 0..total_q {
-        for h in 0..hq {
-            let off = row_offset(p, &p.o_strides, &rows, r, h);
-            o.extend(
-                run_o[off..off + d]
-                    .iter()
-                    .map(|&b| p.dtype.f32_from_bits(b)),
-            );
-        }
-    }
+    let o = f32s(&pack_rows(p, &p.o_strides, &rows, run_o));
     let canon_stats = |xs: &[f32]| {
         let mut out = vec![0f32; hq * total_q];
         for h in 0..hq {

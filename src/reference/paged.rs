@@ -41,6 +41,26 @@ pub fn item_rows(p: &DecodeProblem, cu_seqlens_q: Option<&[i32]>) -> Vec<(usize,
     }
 }
 
+/// The rows of a q- or o-shaped tensor laid out by `strides`, packed canonically
+/// (`[total_q, hq, d]`): the reference's q, and a kernel's O for comparison.
+pub fn pack_rows<T: Copy>(
+    p: &DecodeProblem,
+    strides: &Strides,
+    rows: &[(usize, usize)],
+    data: &[T],
+) -> Vec<T> {
+    let total_q = rows.last().map_or(0, |r| r.1);
+    let (hq, d) = (p.num_heads_q, p.head_dim);
+    let mut out = Vec::with_capacity(total_q * hq * d);
+    for r in 0..total_q {
+        for h in 0..hq {
+            let o = row_offset(p, strides, rows, r, h);
+            out.extend_from_slice(&data[o..o + d]);
+        }
+    }
+    out
+}
+
 /// Offset (elements) of row `r` (canonical), head `h` of a q/o tensor.
 pub fn row_offset(
     p: &DecodeProblem,
@@ -109,15 +129,8 @@ pub fn paged_attention(inp: &PagedReferenceInputs) -> Result<ReferenceOutputs, R
             "batch, cu_seqlens_q and cache_seqlens disagree".into(),
         ));
     }
-    let total_q = rows.last().map_or(0, |r| r.1);
     let (hq, d) = (p.num_heads_q, p.head_dim);
-    let mut q = Vec::with_capacity(total_q * hq * d);
-    for r in 0..total_q {
-        for h in 0..hq {
-            let o = row_offset(p, &p.q_strides, &rows, r, h);
-            q.extend_from_slice(&inp.q[o..o + d]);
-        }
-    }
+    let q = pack_rows(p, &p.q_strides, &rows, inp.q);
     let k = gather_pages(
         p,
         inp.k_cache,
