@@ -575,43 +575,61 @@ mod tests {
 
     #[test]
     fn invalid_problems_get_typed_errors() {
-        let mut p = problem();
-        p.page_size = 1025;
-        assert!(matches!(
-            DecodePlan::new(&p, SplitPolicy::Count(1)),
-            Err(Error::DimTooLarge {
-                tensor: TensorName::KCache,
-                dim: crate::common::error::Dim::Slot,
-                max: 1024,
-                found: 1025
-            })
-        ));
-        let mut p = problem();
-        p.num_heads_kv = 3;
-        assert!(matches!(
-            DecodePlan::new(&p, SplitPolicy::Count(1)),
-            Err(Error::HeadsNotDivisible {
-                heads_q: 8,
-                heads_kv: 3
-            })
-        ));
-        let mut p = problem();
-        p.head_dim = 48;
-        assert!(matches!(
-            DecodePlan::new(&p, SplitPolicy::Count(1)),
-            Err(Error::UnsupportedHeadDim { head_dim: 48, .. })
-        ));
-        let mut p = problem();
-        p.k_strides.slot = 12;
-        assert!(matches!(
-            DecodePlan::new(&p, SplitPolicy::Count(1)),
-            Err(Error::Misaligned {
-                tensor: TensorName::KCache,
-                what: crate::common::error::AlignWhat::Stride(crate::common::error::Dim::Slot),
-                required: 16,
-                value: 24
-            })
-        ));
+        use crate::common::error::{AlignWhat, Dim};
+        // One field broken at a time, each with the error that names it.
+        type Case = (fn(&mut DecodeProblem), fn(&Error) -> bool);
+        let cases: [Case; 4] = [
+            (
+                |p| p.page_size = 1025,
+                |e| {
+                    matches!(
+                        e,
+                        Error::DimTooLarge {
+                            tensor: TensorName::KCache,
+                            dim: Dim::Slot,
+                            max: 1024,
+                            found: 1025
+                        }
+                    )
+                },
+            ),
+            (
+                |p| p.num_heads_kv = 3,
+                |e| {
+                    matches!(
+                        e,
+                        Error::HeadsNotDivisible {
+                            heads_q: 8,
+                            heads_kv: 3
+                        }
+                    )
+                },
+            ),
+            (
+                |p| p.head_dim = 48,
+                |e| matches!(e, Error::UnsupportedHeadDim { head_dim: 48, .. }),
+            ),
+            (
+                |p| p.k_strides.slot = 12,
+                |e| {
+                    matches!(
+                        e,
+                        Error::Misaligned {
+                            tensor: TensorName::KCache,
+                            what: AlignWhat::Stride(Dim::Slot),
+                            required: 16,
+                            value: 24
+                        }
+                    )
+                },
+            ),
+        ];
+        for (i, (break_it, expected)) in cases.iter().enumerate() {
+            let mut p = problem();
+            break_it(&mut p);
+            let e = DecodePlan::new(&p, SplitPolicy::Count(1)).unwrap_err();
+            assert!(expected(&e), "case {i}: {e:?}");
+        }
         let plan = DecodePlan::new(&problem(), SplitPolicy::Count(2)).unwrap();
         // The binding table lists outputs first: with nothing bound, O is the first missing.
         let err = plan.params(&DecodeBuffers::default()).unwrap_err();
