@@ -3,6 +3,23 @@
 
 use std::process::Command;
 
+/// [`run`] of a command line split at spaces (no argument here contains one).
+fn run_line(line: &str) -> (bool, String) {
+    run(&line.split_whitespace().collect::<Vec<_>>())
+}
+
+/// With a driver the GPU path of `line` must pass; without one it must fail with the typed
+/// error.
+fn assert_gpu_path(line: &str) {
+    let (ok, text) = run_line(line);
+    if flashmha::cuda::driver_present() {
+        assert!(ok, "{text}");
+    } else {
+        assert!(!ok);
+        assert!(text.contains("no CUDA driver"), "{text}");
+    }
+}
+
 fn run(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_flashmha"))
         .args(args)
@@ -18,7 +35,7 @@ fn run(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn info_lists_every_kernel_with_ptxas_figures_and_the_gpu_state() {
-    let (ok, text) = run(&["info"]);
+    let (ok, text) = run_line("info");
     assert!(ok, "{text}");
     for row in flashmha::common::build_info::FWD_KERNELS {
         assert!(text.contains(row.entry), "{} missing:\n{text}", row.entry);
@@ -32,48 +49,32 @@ fn info_lists_every_kernel_with_ptxas_figures_and_the_gpu_state() {
 
 #[test]
 fn check_passes_random_cases_and_fails_cleanly_without_a_gpu() {
-    let (ok, text) = run(&["check", "--cases", "4", "--max-len", "70"]);
+    let (ok, text) = run_line("check --cases 4 --max-len 70");
     assert!(ok, "{text}");
     assert!(text.contains("all cases passed"), "{text}");
     assert_eq!(text.matches("┆ pass").count(), 4, "{text}");
-    // With a driver the GPU path must pass; without one it must fail with the typed error.
-    let (ok, text) = run(&["check", "--gpu", "--cases", "1"]);
-    if flashmha::cuda::driver_present() {
-        assert!(ok, "{text}");
-    } else {
-        assert!(!ok);
-        assert!(text.contains("no CUDA driver"), "{text}");
-    }
+    assert_gpu_path("check --gpu --cases 1");
 }
 
 #[test]
 fn check_hopper_runs_the_sm90a_forward_and_rejects_turing_with_it() {
-    let (ok, text) = run(&[
-        "check",
-        "--hopper",
-        "--cases",
-        "3",
-        "--max-len",
-        "70",
-        "--seed",
-        "7",
-    ]);
+    let (ok, text) = run_line("check --hopper --cases 3 --max-len 70 --seed 7");
     assert!(ok, "{text}");
     assert!(text.contains("all cases passed"), "{text}");
     // Every case names its target, and the head dims drawn are the sm_90a ones.
     assert_eq!(text.matches("on sm_90a").count(), 3, "{text}");
     // A head dim no kernel serves (not a multiple of 8) is refused with the compiled list.
-    let (ok, text) = run(&["check", "--hopper", "--head-dim", "84", "--cases", "1"]);
+    let (ok, text) = run_line("check --hopper --head-dim 84 --cases 1");
     assert!(!ok);
     assert!(text.contains("head dim 84"), "{text}");
-    let (ok, text) = run(&["check", "--hopper", "--turing", "--cases", "1"]);
+    let (ok, text) = run_line("check --hopper --turing --cases 1");
     assert!(!ok);
     assert!(text.contains("cannot be used with"), "{text}");
 }
 
 #[test]
 fn check_decode_passes_random_paged_cases_and_prints_their_errors() {
-    let (ok, text) = run(&["check", "--decode", "--cases", "5", "--seed", "3"]);
+    let (ok, text) = run_line("check --decode --cases 5 --seed 3");
     assert!(ok, "{text}");
     assert!(text.contains("all cases passed"), "{text}");
     assert_eq!(text.matches("┆ pass").count(), 5, "{text}");
@@ -94,13 +95,7 @@ fn check_decode_passes_random_paged_cases_and_prints_their_errors() {
         assert!(!text.contains(debug), "{debug}:\n{text}");
     }
     assert!(text.contains("splits") && text.contains("page "), "{text}");
-    let (ok, text) = run(&["check", "--decode", "--gpu", "--cases", "1"]);
-    if flashmha::cuda::driver_present() {
-        assert!(ok, "{text}");
-    } else {
-        assert!(!ok);
-        assert!(text.contains("no CUDA driver"), "{text}");
-    }
+    assert_gpu_path("check --decode --gpu --cases 1");
 }
 
 /// `check --decode --turing` runs the sm_75 decode on every case (f16 over 16-bit pages), bf16
@@ -108,24 +103,14 @@ fn check_decode_passes_random_paged_cases_and_prints_their_errors() {
 /// without a decode kernel lists the compiled ones once each, in order.
 #[test]
 fn check_decode_honours_turing_dtype_and_head_dim() {
-    let (ok, text) = run(&[
-        "check",
-        "--decode",
-        "--turing",
-        "--cases",
-        "3",
-        "--seed",
-        "5",
-        "--max-len",
-        "60",
-    ]);
+    let (ok, text) = run_line("check --decode --turing --cases 3 --seed 5 --max-len 60");
     assert!(ok, "{text}");
     assert_eq!(text.matches("on sm_75").count(), 3, "{text}");
     assert!(!text.contains("bf16"), "{text}");
-    let (ok, text) = run(&["check", "--decode", "--turing", "--dtype", "bf16"]);
+    let (ok, text) = run_line("check --decode --turing --dtype bf16");
     assert!(!ok);
     assert!(text.contains("bf16 is not supported on sm_75"), "{text}");
-    let (ok, text) = run(&["check", "--decode", "--head-dim", "72", "--cases", "1"]);
+    let (ok, text) = run_line("check --decode --head-dim 72 --cases 1");
     assert!(!ok);
     let list = text
         .split("compiled: [")
@@ -142,48 +127,16 @@ fn check_decode_honours_turing_dtype_and_head_dim() {
 /// the kernels asked for do not have before drawing any case.
 #[test]
 fn check_and_check_decode_honour_the_same_flags() {
-    let (ok, text) = run(&[
-        "check",
-        "--dtype",
-        "bf16",
-        "--cases",
-        "3",
-        "--max-len",
-        "40",
-        "--seed",
-        "2",
-    ]);
+    let (ok, text) = run_line("check --dtype bf16 --cases 3 --max-len 40 --seed 2");
     assert!(ok, "{text}");
     assert_eq!(text.matches("┆ bf16 d").count(), 3, "{text}");
-    let (ok, text) = run(&[
-        "check",
-        "--decode",
-        "--dtype",
-        "f16",
-        "--head-dim",
-        "64",
-        "--cases",
-        "3",
-        "--max-len",
-        "40",
-        "--seed",
-        "2",
-    ]);
+    let (ok, text) =
+        run_line("check --decode --dtype f16 --head-dim 64 --cases 3 --max-len 40 --seed 2");
     assert!(ok, "{text}");
     assert_eq!(text.matches(" f16 d64 ").count(), 3, "{text}");
     assert!(!text.contains("bf16"), "{text}");
     // Hopper decodes with the Ampere rows: the flag is accepted and every case passes.
-    let (ok, text) = run(&[
-        "check",
-        "--decode",
-        "--hopper",
-        "--cases",
-        "2",
-        "--max-len",
-        "40",
-        "--seed",
-        "4",
-    ]);
+    let (ok, text) = run_line("check --decode --hopper --cases 2 --max-len 40 --seed 4");
     assert!(ok, "{text}");
     assert_eq!(text.matches("┆ pass").count(), 2, "{text}");
     for args in [
@@ -223,27 +176,10 @@ fn check_and_check_decode_honour_the_same_flags() {
 /// the library, so `check` takes it; random cases draw such dims too.
 #[test]
 fn check_runs_head_dims_between_the_compiled_ones() {
-    let (ok, text) = run(&[
-        "check",
-        "--head-dim",
-        "72",
-        "--cases",
-        "2",
-        "--max-len",
-        "40",
-    ]);
+    let (ok, text) = run_line("check --head-dim 72 --cases 2 --max-len 40");
     assert!(ok, "{text}");
     assert_eq!(text.matches(" d72 ").count(), 2, "{text}");
-    let (ok, text) = run(&[
-        "check",
-        "--turing",
-        "--head-dim",
-        "40",
-        "--cases",
-        "1",
-        "--max-len",
-        "40",
-    ]);
+    let (ok, text) = run_line("check --turing --head-dim 40 --cases 1 --max-len 40");
     assert!(ok, "{text}");
     assert!(
         text.contains(" d40 ") && text.contains("on sm_75"),
@@ -253,7 +189,7 @@ fn check_runs_head_dims_between_the_compiled_ones() {
         .iter()
         .map(|r| r.head_dim as usize)
         .collect();
-    let (ok, text) = run(&["check", "--cases", "8", "--max-len", "24", "--seed", "11"]);
+    let (ok, text) = run_line("check --cases 8 --max-len 24 --seed 11");
     assert!(ok, "{text}");
     let drawn: Vec<usize> = text
         .split(" d")
@@ -319,10 +255,10 @@ fn zero_sizes_and_unknown_models_are_refused() {
     }
     // bench --decode honours --head-dims and --model too: nothing to run is an error, not an
     // empty table, and a GPU without the sm_80+ decode kernels has no decode model.
-    let (ok, text) = run(&["bench", "--decode", "--head-dims", "64"]);
+    let (ok, text) = run_line("bench --decode --head-dims 64");
     assert!(!ok, "{text}");
     assert!(text.contains("no configuration"), "{text}");
-    let (ok, text) = run(&["bench", "--decode", "--model", "t4"]);
+    let (ok, text) = run_line("bench --decode --model t4");
     assert!(!ok, "{text}");
     assert!(text.contains("sm_80+ decode kernels"), "{text}");
 }
@@ -354,17 +290,9 @@ fn emulate_reports_no_findings_for_a_forward_and_a_head_similarity_kernel() {
     }
     // The named entry is the kernel that runs: the sm_90a d128 row launches 384 threads and
     // issues wgmma and TMA (not the Ampere d128 kernel of the same head dim).
-    let (ok, text) = run(&[
-        "emulate",
-        "--entry",
-        "flashmha_fwd_sm90_bf16_d128",
-        "--seqlen-q",
-        "70",
-        "--seqlen-k",
-        "90",
-        "--heads",
-        "1",
-    ]);
+    let (ok, text) = run_line(
+        "emulate --entry flashmha_fwd_sm90_bf16_d128 --seqlen-q 70 --seqlen-k 90 --heads 1",
+    );
     assert!(ok, "{text}");
     assert!(text.contains("block [384, 1, 1]"), "{text}");
     let count = |name: &str| -> u64 {
@@ -376,24 +304,14 @@ fn emulate_reports_no_findings_for_a_forward_and_a_head_similarity_kernel() {
     };
     assert!(count("wgmma instructions") > 0, "{text}");
     assert!(count("TMA bytes loaded") > 0, "{text}");
-    let (ok, text) = run(&["emulate", "--entry", "no_such_kernel"]);
+    let (ok, text) = run_line("emulate --entry no_such_kernel");
     assert!(!ok);
     assert!(text.contains("no kernel no_such_kernel"), "{text}");
 }
 
 #[test]
 fn bench_without_a_gpu_prints_counters_and_labels_times_modelled() {
-    let (ok, text) = run(&[
-        "bench",
-        "--head-dims",
-        "64",
-        "--seqlens",
-        "130",
-        "--tokens",
-        "130",
-        "--hidden",
-        "64",
-    ]);
+    let (ok, text) = run_line("bench --head-dims 64 --seqlens 130 --tokens 130 --hidden 64");
     assert!(ok, "{text}");
     assert!(text.contains("MODELLED"), "{text}");
     assert!(text.contains("d64 b1 h1 130 causal"), "{text}");
@@ -402,7 +320,7 @@ fn bench_without_a_gpu_prints_counters_and_labels_times_modelled() {
     ] {
         assert!(text.contains(pipe), "{pipe} missing:\n{text}");
     }
-    let (ok, text) = run(&["bench", "--tiles", "--head-dims", "32"]);
+    let (ok, text) = run_line("bench --tiles --head-dims 32");
     assert!(ok, "{text}");
     assert!(text.contains("ldmatrix/mma"), "{text}");
 }
@@ -437,21 +355,7 @@ fn bench_gpu_opens_the_device_before_measuring() {
 
 #[test]
 fn bench_h100_models_the_wgmma_forward_beside_the_mma_sync_one() {
-    let (ok, text) = run(&[
-        "bench",
-        "--model",
-        "h100",
-        "--head-dims",
-        "128",
-        "--seqlens",
-        "256",
-        "--tokens",
-        "256",
-        "--hidden",
-        "128",
-        "--causal-too",
-        "false",
-    ]);
+    let (ok, text) = run_line("bench --model h100 --head-dims 128 --seqlens 256 --tokens 256 --hidden 128 --causal-too false");
     assert!(ok, "{text}");
     assert!(
         text.contains("H100-SXM5 (mma.sync) runs the sm_80+ kernels"),
@@ -480,7 +384,7 @@ fn bench_h100_models_the_wgmma_forward_beside_the_mma_sync_one() {
 
 #[test]
 fn bench_decode_prints_counters_and_every_pipe_modelled() {
-    let (ok, text) = run(&["bench", "--decode"]);
+    let (ok, text) = run_line("bench --decode");
     assert!(ok, "{text}");
     assert!(text.contains("bytes/compulsory"), "{text}");
     assert!(text.contains("MODELLED microseconds per pipe"), "{text}");

@@ -128,22 +128,19 @@ fn serve<B: Backend>(be: &B, seed: u64) -> flashmha::Result<Trace> {
     };
 
     // The paged pools, planned once for the decode steps (one new token per sequence).
-    let pools = f16_pools(
-        KvCacheDType::Same,
-        Default::default(),
-        (hq, hkv, d),
-        (num_pages, page),
-    );
-    let bounds = BatchBounds {
-        batch,
-        new_tokens: 1,
-        max_pages_per_seq,
-    };
     let stats = RowStats {
         lse: true,
         entropy: false,
     };
-    let paged = PagedAttention::new(be, &pools, &bounds, &AttnOptions::default(), stats)?;
+    let kv = (KvCacheDType::Same, Default::default());
+    let paged = plan_f16(
+        be,
+        kv,
+        (hq, hkv, d),
+        (num_pages, page, max_pages_per_seq),
+        batch,
+        stats,
+    )?;
     let pool_elems = num_pages * page * hkv * d;
     let mut k_cache = be.alloc_zeros::<f16>(&stream, pool_elems)?;
     let mut v_cache = be.alloc_zeros::<f16>(&stream, pool_elems)?;
@@ -336,14 +333,17 @@ fn one_generic_server_loop_runs_on_the_emulator_and_matches_the_reference() {
     }
 }
 
-/// f16 pools of `kv_dtype` (`Same`: 16-bit pages), contiguous NHD.
-fn f16_pools(
-    kv_dtype: KvCacheDType,
-    kv_scales: flashmha::ops::decode::KvScaleGranularity,
+/// Plans f16 queries over contiguous NHD pools of `kv_dtype` (`Same`: 16-bit pages) for
+/// `batch` sequences of one new token each, default options.
+fn plan_f16<B: Backend>(
+    be: &B,
+    (kv_dtype, kv_scales): (KvCacheDType, flashmha::ops::decode::KvScaleGranularity),
     (num_heads_q, num_heads_kv, head_dim): (usize, usize, usize),
-    (num_pages, page_size): (usize, usize),
-) -> PagedKv {
-    PagedKv {
+    (num_pages, page_size, max_pages_per_seq): (usize, usize, usize),
+    batch: usize,
+    stats: RowStats,
+) -> flashmha::Result<PagedAttention> {
+    let pools = PagedKv {
         dtype: DType::F16,
         kv_dtype,
         kv_scales,
@@ -353,7 +353,13 @@ fn f16_pools(
         num_pages,
         page_size,
         head_major: false,
-    }
+    };
+    let bounds = BatchBounds {
+        batch,
+        new_tokens: 1,
+        max_pages_per_seq,
+    };
+    PagedAttention::new(be, &pools, &bounds, &AttnOptions::default(), stats)
 }
 
 /// FP8 pools through the same generic calls: the append quantises into codes equal, bit for
@@ -368,24 +374,9 @@ fn fp8_step<B: Backend>(be: &B, seed: u64) -> flashmha::Result<()> {
     let max_pages_per_seq = 4;
     let num_pages = batch * max_pages_per_seq;
     for kv_dtype in [KvCacheDType::Fp8E4M3, KvCacheDType::Fp8E5M2] {
-        let pools = f16_pools(
-            kv_dtype,
-            KvScaleGranularity::PerKvHead,
-            (hq, hkv, d),
-            (num_pages, page),
-        );
-        let bounds = BatchBounds {
-            batch,
-            new_tokens: 1,
-            max_pages_per_seq,
-        };
-        let paged = PagedAttention::new(
-            be,
-            &pools,
-            &bounds,
-            &AttnOptions::default(),
-            RowStats::default(),
-        )?;
+        let kv = (kv_dtype, KvScaleGranularity::PerKvHead);
+        let pages = (num_pages, page, max_pages_per_seq);
+        let paged = plan_f16(be, kv, (hq, hkv, d), pages, batch, RowStats::default())?;
         // Every token of every sequence appended in one call (a prompt), at shuffled pages.
         let total: usize = lens.iter().sum();
         let k = random_f16(&mut rng, total * hkv * d);
@@ -494,20 +485,8 @@ fn a_finding_is_an_error_naming_the_kernel_tensor_and_element() {
     // Both are device data the host cannot see: the emulator reports the trap as a typed error.
     let be = EmulatorBackend::new(KernelTarget::Ampere);
     let stream = be.stream().unwrap();
-    let pools = f16_pools(KvCacheDType::Same, Default::default(), (4, 4, 64), (2, 16));
-    let bounds = BatchBounds {
-        batch: 1,
-        new_tokens: 1,
-        max_pages_per_seq: 2,
-    };
-    let paged = PagedAttention::new(
-        &be,
-        &pools,
-        &bounds,
-        &AttnOptions::default(),
-        RowStats::default(),
-    )
-    .unwrap();
+    let kv = (KvCacheDType::Same, Default::default());
+    let paged = plan_f16(&be, kv, (4, 4, 64), (2, 16, 2), 1, RowStats::default()).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
     let n = 2 * 16 * 4 * 64;
     let k = be.upload(&stream, &random_f16(&mut rng, n)).unwrap();
