@@ -7,7 +7,7 @@
 //! passes to every run. Any buffer of the backend works: on CUDA whole `CudaSlice`s or
 //! `CudaView`/`CudaViewMut`s carved from an arena or a KV-cache allocation.
 
-use super::RowExtras;
+use super::{check_dtype, RowExtras};
 use crate::backend::{Backend, Binder, Read, Write};
 use crate::common::binding::DevBuf;
 use crate::common::element::Element;
@@ -339,21 +339,6 @@ impl<'a, B: Backend + ?Sized, T> KvAppendArgs<'a, B, T> {
         });
         self
     }
-}
-
-/// The element type must be the plan's.
-fn check_dtype<T: Element>(
-    tensor: TensorName,
-    plan_dtype: crate::common::dtype::DType,
-) -> Result<()> {
-    if plan_dtype != T::DTYPE {
-        return Err(Error::DTypeMismatch {
-            tensor,
-            expected: plan_dtype,
-            found: T::DTYPE,
-        });
-    }
-    Ok(())
 }
 
 /// [`super::Attention::decode`]: the decode, then the split combine if the plan has one.

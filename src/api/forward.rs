@@ -85,9 +85,10 @@ impl<'a, B: Backend + ?Sized, T> DenseMut<'a, B, T> {
 pub(super) fn run<B: Backend + ?Sized, T: Element>(
     be: &B,
     stream: &B::Stream,
-    plan: &FwdPlan<T>,
+    plan: &FwdPlan,
     args: FwdArgs<'_, B, T>,
 ) -> Result<()> {
+    super::check_dtype::<T>(TensorName::Q, plan.dtype())?;
     let FwdArgs {
         q,
         k,

@@ -130,14 +130,14 @@ pub trait Attention: Backend {
     /// ```
     /// use flashmha::api::{Attention, FwdArgs};
     /// use flashmha::backend::{emulator::EmulatorBackend, Backend};
-    /// use flashmha::{FwdPlan, FwdShape, Heads, KernelTarget};
+    /// use flashmha::{DType, FwdPlan, FwdShape, Heads, KernelTarget};
     /// use half::f16;
     ///
     /// # fn main() -> flashmha::Result<()> {
     /// let be = EmulatorBackend::new(KernelTarget::Ampere); // CudaBackend::new(0)? on a GPU
     /// let stream = be.stream()?;
     /// // q, o: [1, 8, 2, 64]; k, v: [1, 16, 2, 64].
-    /// let plan = FwdPlan::<f16>::new_for(be.target(), &FwdShape::padded(1, 8, 16, Heads::mha(2), 64))?;
+    /// let plan = FwdPlan::new_for(be.target(), DType::F16, &FwdShape::padded(1, 8, 16, Heads::mha(2), 64))?;
     /// let x: Vec<f16> = (0..16 * 2 * 64).map(|i| f16::from_f32((i % 7) as f32 / 7.0)).collect();
     /// let (q, k, v) = (be.upload(&stream, &x[..8 * 128])?, be.upload(&stream, &x)?, be.upload(&stream, &x)?);
     /// let mut o = be.alloc_zeros::<f16>(&stream, 8 * 2 * 64)?;
@@ -148,7 +148,7 @@ pub trait Attention: Backend {
     fn run<T: Element>(
         &self,
         stream: &Self::Stream,
-        plan: &FwdPlan<T>,
+        plan: &FwdPlan,
         args: FwdArgs<'_, Self, T>,
     ) -> Result<()> {
         forward::run(self, stream, plan, args)
@@ -168,7 +168,7 @@ pub trait Attention: Backend {
         // Validates every dim (see `FwdShape::from_dense_dims`), plans, runs.
         let shape =
             FwdShape::from_dense_dims(q.dims, k.dims, v.dims, o.dims)?.with_options(*options);
-        let plan = FwdPlan::<T>::new_for(self.target(), &shape)?;
+        let plan = FwdPlan::new_for(self.target(), T::DTYPE, &shape)?;
         let args = FwdArgs {
             q: q.buf,
             k: k.buf,
@@ -296,6 +296,21 @@ pub trait Attention: Backend {
 
 impl<B: Backend + ?Sized> Attention for B {}
 
+/// The buffers' element type must be the plan's ([`Error::DTypeMismatch`] naming `tensor`).
+fn check_dtype<T: Element>(
+    tensor: TensorName,
+    plan_dtype: crate::common::dtype::DType,
+) -> Result<()> {
+    if plan_dtype != T::DTYPE {
+        return Err(Error::DTypeMismatch {
+            tensor,
+            expected: plan_dtype,
+            found: T::DTYPE,
+        });
+    }
+    Ok(())
+}
+
 fn head_similarity<B: Backend + ?Sized, T: Element>(
     be: &B,
     stream: &B::Stream,
@@ -303,13 +318,7 @@ fn head_similarity<B: Backend + ?Sized, T: Element>(
     o: &dyn Read<B, T>,
     gram: &mut dyn Write<B, f32>,
 ) -> Result<()> {
-    if plan.problem.dtype != T::DTYPE {
-        return Err(Error::DTypeMismatch {
-            tensor: TensorName::HeadSimInput,
-            expected: plan.problem.dtype,
-            found: T::DTYPE,
-        });
-    }
+    check_dtype::<T>(TensorName::HeadSimInput, plan.problem.dtype)?;
     let mut t = Binder::new(be, stream);
     let (o, _o) = t.read(TensorName::HeadSimInput, Some(o))?;
     let (gram, _g) = t.write(TensorName::Gram, Some(gram))?;

@@ -9,7 +9,6 @@
 use super::{Backend, BoundTensors, Pod, Read, Write};
 use crate::common::binding::DevBuf;
 use crate::common::build_info;
-use crate::common::element::Element;
 use crate::common::error::{EmulatorError, Error, Result};
 use crate::common::launch::{Launch, Launches};
 use crate::common::target::KernelTarget;
@@ -47,11 +46,7 @@ pub fn dev_buf(ptr: DevicePtr, len: usize) -> DevBuf {
 
 /// Binds `bufs` to `plan` (the same O(1) checks as on a GPU) and runs it on `dev`; returns
 /// the launch that ran and the emulator's findings and counters.
-pub fn run<T: Element>(
-    dev: &mut Device,
-    plan: &FwdPlan<T>,
-    bufs: &FwdBufs,
-) -> Result<(FwdLaunch, LaunchReport)> {
+pub fn run(dev: &mut Device, plan: &FwdPlan, bufs: &FwdBufs) -> Result<(FwdLaunch, LaunchReport)> {
     let launch = plan.bind(bufs)?;
     let report = launch_bound(dev, &launch)?;
     Ok((launch, report))

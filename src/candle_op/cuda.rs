@@ -147,7 +147,7 @@ fn run_typed<T: Element + CudaDType>(
         o: o_strides,
     };
     let plan =
-        FwdPlan::<T>::new_for(backend.target(), &shape.with_strides(strides)).map_err(wrap)?;
+        FwdPlan::new_for(backend.target(), T::DTYPE, &shape.with_strides(strides)).map_err(wrap)?;
 
     // Outputs are fully written by the kernel; zeroed allocations keep them defined even if a
     // launch error leaves them unwritten (the error is returned and they are dropped).

@@ -17,12 +17,9 @@ use crate::ops::forward::problem::FwdShape;
 use cudarc::driver::sys::CUstream;
 use std::ffi::c_char;
 
-/// What a `flashmha_plan*` points to: a plan of either element type.
+/// What a `flashmha_plan*` points to: the forward plan (its dtype inside).
 #[derive(Debug, Clone, Copy)]
-pub enum Plan {
-    F16(FwdPlan<half::f16>),
-    Bf16(FwdPlan<half::bf16>),
-}
+pub struct Plan(pub FwdPlan);
 
 impl Plan {
     pub fn new(dtype: DType, shape: &FwdShape) -> crate::Result<Plan> {
@@ -31,10 +28,7 @@ impl Plan {
 
     /// A plan for the kernels of `target` (a context's device: `flashmha_forward`).
     pub fn new_for(target: KernelTarget, dtype: DType, shape: &FwdShape) -> crate::Result<Plan> {
-        Ok(match dtype {
-            DType::F16 => Plan::F16(FwdPlan::new_for(target, shape)?),
-            DType::Bf16 => Plan::Bf16(FwdPlan::new_for(target, shape)?),
-        })
+        Ok(Plan(FwdPlan::new_for(target, dtype, shape)?))
     }
 
     /// The plan behind a handle.
@@ -48,17 +42,11 @@ impl Plan {
 
     /// The O(1) binding checks of `bufs` against the plan, and the launch they give.
     pub fn bind(&self, bufs: &FwdBufs) -> crate::Result<FwdLaunch> {
-        match self {
-            Plan::F16(p) => p.bind(bufs),
-            Plan::Bf16(p) => p.bind(bufs),
-        }
+        self.0.bind(bufs)
     }
 
     pub fn dtype(&self) -> DType {
-        match self {
-            Plan::F16(_) => DType::F16,
-            Plan::Bf16(_) => DType::Bf16,
-        }
+        self.0.dtype()
     }
 }
 
@@ -214,18 +202,15 @@ mod tests {
             convert::shape(&s).unwrap()
         };
         let (dtype, s128) = shape(128);
-        let Plan::Bf16(p) = Plan::new_for(KernelTarget::Hopper, dtype, &s128).unwrap() else {
-            panic!("a bf16 plan")
-        };
+        let Plan(p) = Plan::new_for(KernelTarget::Hopper, dtype, &s128).unwrap();
+        assert_eq!(p.dtype(), DType::Bf16);
         assert_eq!(p.launch().kernel.entry, "flashmha_fwd_sm90_bf16_d128");
         assert!(matches!(
             p.launch().abi,
             crate::ops::forward::tma::FwdParamsAbi::FwdTma(_)
         ));
         let (dtype, s80) = shape(80);
-        let Plan::Bf16(p) = Plan::new_for(KernelTarget::Hopper, dtype, &s80).unwrap() else {
-            panic!("a bf16 plan")
-        };
+        let Plan(p) = Plan::new_for(KernelTarget::Hopper, dtype, &s80).unwrap();
         assert_eq!(p.launch().kernel.entry, "flashmha_fwd_bf16_d80");
         assert_eq!(p.launch().abi, crate::ops::forward::tma::FwdParamsAbi::Fwd);
     }
@@ -251,7 +236,8 @@ mod tests {
         assert!(!p.is_null());
         // SAFETY: `p` was just created.
         let plan = unsafe { Plan::from_handle(p) }.unwrap();
-        assert!(matches!(plan, Plan::F16(x) if x.extents().q == 3 * 2 * 64));
+        assert_eq!(plan.dtype(), DType::F16);
+        assert_eq!(plan.0.extents().q, 3 * 2 * 64);
         // SAFETY: destroyed once, not used afterwards.
         unsafe { flashmha_plan_destroy(p) };
         s.heads_kv = 3;

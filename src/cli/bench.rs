@@ -141,18 +141,9 @@ fn configs_for(args: &BenchArgs, target: KernelTarget) -> super::CliResult<Vec<C
 /// are of the kernel that runs.
 fn planned_kernel(p: &FwdProblem) -> super::CliResult<FwdKernelRow> {
     let shape = p.shape()?;
-    Ok(match p.dtype {
-        DType::F16 => {
-            flashmha::FwdPlan::<half::f16>::new_for(p.target, &shape)?
-                .launch()
-                .kernel
-        }
-        DType::Bf16 => {
-            flashmha::FwdPlan::<half::bf16>::new_for(p.target, &shape)?
-                .launch()
-                .kernel
-        }
-    })
+    Ok(flashmha::FwdPlan::new_for(p.target, p.dtype, &shape)?
+        .launch()
+        .kernel)
 }
 
 fn label(c: &Config) -> String {
@@ -582,16 +573,8 @@ fn run_gpu(
         let p = &c.problem;
         let shape = p.shape()?;
         let iters = args.iters.max(1);
-        let mut ms = match p.dtype {
-            DType::F16 => {
-                let plan = flashmha::FwdPlan::<half::f16>::new_for(p.target, &shape)?;
-                flashmha::cuda::time_forward(backend, &plan, 4, 10, iters)?
-            }
-            DType::Bf16 => {
-                let plan = flashmha::FwdPlan::<half::bf16>::new_for(p.target, &shape)?;
-                flashmha::cuda::time_forward(backend, &plan, 4, 10, iters)?
-            }
-        };
+        let plan = flashmha::FwdPlan::new_for(p.target, p.dtype, &shape)?;
+        let mut ms = flashmha::cuda::time_forward(backend, &plan, 4, 10, iters)?;
         ms.sort_by(f32::total_cmp);
         let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize] as f64;
         let median = at(0.5);

@@ -391,16 +391,7 @@ fn similarity(
             ))
         }
         SimilarityBackend::Emulator => {
-            let (m, rep) = match args.dtype {
-                DType::F16 => {
-                    let o: Vec<half::f16> = o.iter().map(|&x| half::f16::from_f32(x)).collect();
-                    diagnostics::head_similarity_emulated(&o, tokens, h, d)?
-                }
-                DType::Bf16 => {
-                    let o: Vec<half::bf16> = o.iter().map(|&x| half::bf16::from_f32(x)).collect();
-                    diagnostics::head_similarity_emulated(&o, tokens, h, d)?
-                }
-            };
+            let (m, rep) = diagnostics::head_similarity_emulated_f32(o, args.dtype, tokens, h, d)?;
             Ok((
                 m,
                 "head-similarity kernel on the PTX emulator".to_string(),

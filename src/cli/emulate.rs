@@ -6,7 +6,7 @@ use super::table;
 use flashmha::common::build_info::FWD_KERNELS;
 use flashmha::common::dtype::DType;
 use flashmha::common::options::AttnOptions;
-use flashmha::diagnostics::head_similarity_emulated;
+use flashmha::diagnostics::head_similarity_emulated_f32;
 use flashmha::emulated;
 use flashmha::emulator::LaunchReport;
 use flashmha::host::HostInputs;
@@ -110,16 +110,7 @@ fn run_head_similarity(args: &EmulateArgs, entry: &str, dtype: DType) -> super::
         .map(|_| rng.random_range(-1.0..1.0))
         .collect();
     let started = std::time::Instant::now();
-    let report = match dtype {
-        DType::F16 => {
-            let o: Vec<half::f16> = values.iter().map(|&x| half::f16::from_f32(x)).collect();
-            head_similarity_emulated(&o, tokens, args.heads, args.head_dim)?.1
-        }
-        DType::Bf16 => {
-            let o: Vec<half::bf16> = values.iter().map(|&x| half::bf16::from_f32(x)).collect();
-            head_similarity_emulated(&o, tokens, args.heads, args.head_dim)?.1
-        }
-    };
+    let report = head_similarity_emulated_f32(&values, dtype, tokens, args.heads, args.head_dim)?.1;
     println!(
         "{entry}: {tokens} tokens x {} heads x d{}; emulated in {:.2} s",
         args.heads,

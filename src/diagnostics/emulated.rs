@@ -4,6 +4,7 @@
 
 use super::similarity::SimilarityMatrix;
 use crate::backend::emulator::EmulatorBackend;
+use crate::common::dtype::DType;
 use crate::common::element::Element;
 use crate::common::error::Result;
 use crate::common::target::KernelTarget;
@@ -21,6 +22,24 @@ pub fn head_similarity_emulated<T: Element>(
     let problem = HeadSimProblem::contiguous(T::DTYPE, tokens, heads, head_dim);
     let (m, report, _) = head_similarity_emulated_view(o, &problem)?;
     Ok((m, report))
+}
+
+/// [`head_similarity_emulated`] of f32 values, rounded to `dtype` first (what the kernel would
+/// read from a model's outputs of that type): the one dtype dispatch for callers with f32 data.
+pub fn head_similarity_emulated_f32(
+    o: &[f32],
+    dtype: DType,
+    tokens: usize,
+    heads: usize,
+    head_dim: usize,
+) -> Result<(SimilarityMatrix, LaunchReport)> {
+    fn rounded<T: Element>(o: &[f32]) -> Vec<T> {
+        o.iter().map(|&x| T::from_f32(x)).collect()
+    }
+    match dtype {
+        DType::F16 => head_similarity_emulated(&rounded::<half::f16>(o), tokens, heads, head_dim),
+        DType::Bf16 => head_similarity_emulated(&rounded::<half::bf16>(o), tokens, heads, head_dim),
+    }
 }
 
 /// [`head_similarity_emulated`] for any strided view `problem` describes over the buffer `o`

@@ -19,7 +19,10 @@ pub mod report;
 pub mod similarity;
 
 pub use crate::ops::head_similarity::{HeadSimBuffers, HeadSimLaunch, HeadSimPlan, HeadSimProblem};
-pub use emulated::{describe_launch, head_similarity_emulated, head_similarity_emulated_view};
+pub use emulated::{
+    describe_launch, head_similarity_emulated, head_similarity_emulated_f32,
+    head_similarity_emulated_view,
+};
 pub use entropy::{per_head_entropy, EntropySource, HeadEntropy};
 pub use similarity::{
     analyze, duplicate_clusters, participation_ratio, spectrum, Cluster, SimilarityAnalysis,

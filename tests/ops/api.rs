@@ -7,7 +7,7 @@ use flashmha::backend::emulator::{self as emu, dev_buf};
 use flashmha::emulator::{Device, DevicePtr};
 use flashmha::ops::forward::bind::FwdBufs;
 use flashmha::reference::{self, Layout, ReferenceInputs};
-use flashmha::{AttnOptions, Error, FwdPlan, FwdShape, Heads};
+use flashmha::{AttnOptions, DType, Error, FwdPlan, FwdShape, Heads};
 use half::bf16;
 use rand::Rng;
 
@@ -30,7 +30,7 @@ struct Layer {
     v: Vec<bf16>,
 }
 
-fn run_layer(dev: &mut Device, plan: &FwdPlan<bf16>, layer: &Layer) -> Vec<bf16> {
+fn run_layer(dev: &mut Device, plan: &FwdPlan, layer: &Layer) -> Vec<bf16> {
     let x = plan.extents();
     let q = upload(dev, &layer.q);
     let k = upload(dev, &layer.k);
@@ -64,7 +64,7 @@ fn random_shape(rng: &mut impl Rng) -> FwdShape {
     })
 }
 
-fn random_layer(rng: &mut impl Rng, plan: &FwdPlan<bf16>) -> Layer {
+fn random_layer(rng: &mut impl Rng, plan: &FwdPlan) -> Layer {
     let x = plan.extents();
     Layer {
         q: random_bf16(rng, x.q),
@@ -77,7 +77,7 @@ fn random_layer(rng: &mut impl Rng, plan: &FwdPlan<bf16>) -> Layer {
 fn one_plan_serves_every_layer_and_matches_the_reference() {
     let mut rng = rng(seed());
     let shape = random_shape(&mut rng);
-    let plan = FwdPlan::<bf16>::new(&shape).unwrap();
+    let plan = FwdPlan::new(DType::Bf16, &shape).unwrap();
     let mut dev = Device::new();
     let f32s = |v: &[bf16]| v.iter().map(|x| x.to_f32()).collect::<Vec<f32>>();
     let (batch, sq, sk) = match shape.seq {
@@ -125,7 +125,7 @@ fn one_plan_serves_every_layer_and_matches_the_reference() {
 fn the_same_plan_runs_from_several_threads_with_identical_bits() {
     let mut rng = rng(seed());
     let shape = random_shape(&mut rng);
-    let plan = FwdPlan::<bf16>::new(&shape).unwrap();
+    let plan = FwdPlan::new(DType::Bf16, &shape).unwrap();
     let layer = random_layer(&mut rng, &plan);
     let outputs: Vec<Vec<bf16>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
@@ -143,7 +143,7 @@ fn the_same_plan_runs_from_several_threads_with_identical_bits() {
 #[test]
 fn binding_errors_come_before_any_launch_and_write_nothing() {
     let shape = FwdShape::padded(1, 20, 30, Heads::mha(2), 64);
-    let plan = FwdPlan::<bf16>::new(&shape).unwrap();
+    let plan = FwdPlan::new(DType::Bf16, &shape).unwrap();
     let x = *plan.extents();
     let mut rng = rng(seed());
     let mut dev = Device::new();
@@ -185,8 +185,8 @@ fn binding_errors_come_before_any_launch_and_write_nothing() {
 #[test]
 fn plans_and_backends_are_send_and_sync() {
     fn send_sync<T: Send + Sync>() {}
-    send_sync::<FwdPlan<bf16>>();
-    send_sync::<FwdPlan<half::f16>>();
+    send_sync::<FwdPlan>();
+    send_sync::<FwdPlan>();
     send_sync::<flashmha::cuda::CudaBackend>();
     send_sync::<Device>();
 }
@@ -203,7 +203,6 @@ mod absurd_sizes {
     use flashmha::ops::kv_append::{AppendIndex, KvAppendPlan};
     use flashmha::ops::merge::{MergePlan, MergeProblem, MergeStates, StatsLayout};
     use flashmha::{FwdPlan, FwdShape, Heads, SeqShape};
-    use half::f16;
     use proptest::prelude::*;
 
     /// A size made absurd: the largest or the empty one.
@@ -407,7 +406,7 @@ mod absurd_sizes {
                 }
             };
             let valid = build(sizes, total_q, total_k);
-            prop_assert!(FwdPlan::<f16>::new(&valid).is_ok(), "{valid:?}");
+            prop_assert!(FwdPlan::new(DType::F16, &valid).is_ok(), "{valid:?}");
             let mut shape = match absurd {
                 FwdAbsurd::Size(f, v) => {
                     sizes[f] = v;
@@ -431,7 +430,7 @@ mod absurd_sizes {
                 FwdAbsurd::OutputHeadsOverlap => shape.strides.o.head = 0,
                 _ => {}
             }
-            let result = FwdPlan::<f16>::new(&shape);
+            let result = FwdPlan::new(DType::F16, &shape);
             prop_assert!(result.is_err(), "{absurd:?} planned: {shape:?}");
         }
 
@@ -516,7 +515,7 @@ mod absurd_sizes {
     fn usize_max_lengths_are_an_overflow_error_in_rust_and_in_c() {
         let shape = FwdShape::padded(1, usize::MAX, usize::MAX, Heads::mha(2), 64);
         assert!(matches!(
-            FwdPlan::<f16>::new(&shape),
+            FwdPlan::new(DType::F16, &shape),
             Err(flashmha::Error::Overflow32 {
                 limit: flashmha::common::error::Limit::SeqlenSum,
                 ..

@@ -69,9 +69,9 @@ fn target_and_dtype() -> impl Strategy<Value = (DType, KernelTarget)> {
 fn planned_target(case: &CheckCase) -> KernelTarget {
     let shape = case.problem().shape().expect("a valid case");
     match case.dtype {
-        DType::F16 => flashmha::FwdPlan::<half::f16>::new_for(case.target, &shape)
+        DType::F16 => flashmha::FwdPlan::new_for(case.target, DType::F16, &shape)
             .map(|p| p.launch().kernel.target),
-        DType::Bf16 => flashmha::FwdPlan::<half::bf16>::new_for(case.target, &shape)
+        DType::Bf16 => flashmha::FwdPlan::new_for(case.target, DType::Bf16, &shape)
             .map(|p| p.launch().kernel.target),
     }
     .expect("the case plans")
@@ -339,8 +339,8 @@ proptest! {
         // The host validates and plans with good lengths ...
         let shape = p.shape().unwrap();
         let launch = match dtype {
-            DType::F16 => flashmha::FwdPlan::<half::f16>::new_for(target, &shape).unwrap().bind(&bufs),
-            DType::Bf16 => flashmha::FwdPlan::<half::bf16>::new_for(target, &shape).unwrap().bind(&bufs),
+            DType::F16 => flashmha::FwdPlan::new_for(target, DType::F16, &shape).unwrap().bind(&bufs),
+            DType::Bf16 => flashmha::FwdPlan::new_for(target, DType::Bf16, &shape).unwrap().bind(&bufs),
         }
         .unwrap();
         // ... then one violation is planted in device memory.

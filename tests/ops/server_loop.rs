@@ -105,7 +105,7 @@ fn serve<B: Backend>(be: &B, seed: u64) -> flashmha::Result<Trace> {
         ..Default::default()
     };
     let shape = FwdShape::varlen(seq, Heads::gqa(hq, hkv), d).with_options(causal);
-    let fwd = FwdPlan::<f16>::new_for(be.target(), &shape)?;
+    let fwd = FwdPlan::new_for(be.target(), DType::F16, &shape)?;
     let (dq, dk, dv) = (
         be.upload(&stream, &q)?,
         be.upload(&stream, &k)?,
@@ -514,6 +514,18 @@ fn a_finding_is_an_error_naming_the_kernel_tensor_and_element() {
     match paged.decode(&be, &stream, args).unwrap_err() {
         Error::BufferTooSmall { tensor, .. } => assert_eq!(tensor, TensorName::Q),
         e => panic!("expected BufferTooSmall for q, got {e}"),
+    }
+    // Buffers of another element type than the plan's: a typed error before any launch, for
+    // the forward as for every op (each plan holds its dtype).
+    let shape = FwdShape::padded(1, 4, 4, Heads::mha(4), 64);
+    let bf16_plan = FwdPlan::new_for(be.target(), DType::Bf16, &shape).unwrap();
+    let x = be
+        .upload(&stream, &random_f16(&mut rng, 4 * 4 * 64))
+        .unwrap();
+    let mut y = be.alloc_zeros::<f16>(&stream, 4 * 4 * 64).unwrap();
+    match be.run(&stream, &bf16_plan, FwdArgs::new(&x, &x, &x, &mut y)) {
+        Err(Error::DTypeMismatch { tensor, .. }) => assert_eq!(tensor, TensorName::Q),
+        r => panic!("expected DTypeMismatch, got {r:?}"),
     }
     // Absurd sizes are typed errors, never a panic or an aborting allocation.
     for n in [usize::MAX, usize::MAX / 2, 1 << 40] {

@@ -4,16 +4,31 @@
 
 use super::CudaBackend;
 use crate::api::{Attention, FwdArgs};
+use crate::common::dtype::DType;
 use crate::common::element::Element;
 use crate::common::error::{driver_error, Result};
 use crate::ops::forward::plan::FwdPlan;
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::CudaSlice;
 
-/// Launch times in milliseconds, one per timed launch, of `plan` on contiguous inputs.
-pub fn time_forward<T: Element>(
+/// Launch times in milliseconds, one per timed launch, of `plan` on contiguous inputs of its
+/// element type.
+pub fn time_forward(
     backend: &CudaBackend,
-    plan: &FwdPlan<T>,
+    plan: &FwdPlan,
+    input_sets: usize,
+    warmup: usize,
+    iters: usize,
+) -> Result<Vec<f32>> {
+    match plan.dtype() {
+        DType::F16 => time_typed::<half::f16>(backend, plan, input_sets, warmup, iters),
+        DType::Bf16 => time_typed::<half::bf16>(backend, plan, input_sets, warmup, iters),
+    }
+}
+
+fn time_typed<T: Element>(
+    backend: &CudaBackend,
+    plan: &FwdPlan,
     input_sets: usize,
     warmup: usize,
     iters: usize,

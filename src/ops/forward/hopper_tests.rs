@@ -8,7 +8,6 @@ use crate::common::dtype::DType;
 use crate::common::error::{AlignWhat, Dim, Error, Limit, TensorName};
 use crate::common::options::AttnOptions;
 use crate::host::problem::{FwdProblem, SeqLayout, Strides};
-use half::{bf16, f16};
 
 const fn row(target: KernelTarget, entry: &'static str, d: u32, m: u32, n: u32) -> FwdKernelRow {
     let hopper = matches!(target, KernelTarget::Hopper);
@@ -71,8 +70,8 @@ fn problem(d: usize) -> FwdProblem {
     )
 }
 
-fn hopper(p: &FwdProblem) -> crate::common::error::Result<FwdPlan<f16>> {
-    FwdPlan::<f16>::new_in(TABLE, KernelTarget::Hopper, &p.shape()?)
+fn hopper(p: &FwdProblem) -> crate::common::error::Result<FwdPlan> {
+    FwdPlan::new_in(TABLE, KernelTarget::Hopper, DType::F16, &p.shape()?)
 }
 
 #[test]
@@ -125,8 +124,13 @@ fn an_sm90_plan_takes_the_tma_params_and_its_own_geometry() {
     assert_eq!(plan.launch().abi, FwdParamsAbi::Fwd);
     assert_eq!(plan.launch().block, [128, 1, 1]);
     // And the Ampere target never picks an sm_90a row.
-    let plan =
-        FwdPlan::<f16>::new_in(TABLE, KernelTarget::Ampere, &problem(64).shape().unwrap()).unwrap();
+    let plan = FwdPlan::new_in(
+        TABLE,
+        KernelTarget::Ampere,
+        DType::F16,
+        &problem(64).shape().unwrap(),
+    )
+    .unwrap();
     assert_eq!(plan.launch().kernel.entry, "flashmha_fwd_f16_d64");
     assert_eq!(plan.launch().abi, FwdParamsAbi::Fwd);
 }
@@ -181,7 +185,13 @@ fn unsupported_head_dims_on_hopper_list_both_tables() {
         dtype: DType::Bf16,
         ..problem(64)
     };
-    let e = FwdPlan::<bf16>::new_in(TABLE, KernelTarget::Hopper, &p.shape().unwrap()).unwrap_err();
+    let e = FwdPlan::new_in(
+        TABLE,
+        KernelTarget::Hopper,
+        DType::Bf16,
+        &p.shape().unwrap(),
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::UnsupportedHeadDim { .. }), "{e}");
 }
 
@@ -206,7 +216,7 @@ fn tensor_map_strides_of_2_pow_40_bytes_are_a_typed_error_on_hopper_only() {
     );
     // The Ampere plan of the same shape is fine, and so is a Hopper head dim that runs on an
     // Ampere row (no tensor maps there).
-    assert!(FwdPlan::<f16>::new_in(TABLE, KernelTarget::Ampere, &p.shape().unwrap()).is_ok());
+    assert!(FwdPlan::new_in(TABLE, KernelTarget::Ampere, DType::F16, &p.shape().unwrap()).is_ok());
     let mut p80 = problem(80);
     p80.k.strides.batch = 1 << 39;
     p80.v = p80.k;

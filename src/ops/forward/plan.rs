@@ -7,7 +7,7 @@
 use super::tma::{FwdParamsAbi, FwdTmaMaps, TmaMapDesc};
 use crate::common::abi::{self, FlashFwdParams};
 use crate::common::build_info::{FwdKernelRow, FWD_KERNELS};
-use crate::common::element::Element;
+use crate::common::dtype::DType;
 use crate::common::error::{Result, TensorName};
 use crate::common::launch::Launch;
 use crate::common::options_abi::{pack_attn_options, StatRows};
@@ -15,7 +15,6 @@ use crate::common::target::KernelTarget;
 use crate::ops::forward::bind::{check_bufs, FwdBufs};
 use crate::ops::forward::problem::FwdShape;
 use crate::ops::forward::validate::{validate_shape, FwdExtents};
-use std::marker::PhantomData;
 
 /// Threads per warp (PTX ISA: warp size 32).
 pub const WARP_SIZE: u32 = 32;
@@ -55,47 +54,55 @@ impl FwdLaunch {
     }
 }
 
-/// A validated forward plan for elements of type `T`: everything but the buffers. Pure data,
-/// `Send + Sync`, cheap to copy; cache it per batch shape.
+/// A validated forward plan for elements of `dtype`: everything but the buffers. Pure data,
+/// `Send + Sync`, cheap to copy; cache it per batch shape. The element type is checked where
+/// typed buffers are bound ([`crate::api::Attention::run`]), as for every other op's plan.
 #[derive(Debug, Clone, Copy)]
-pub struct FwdPlan<T> {
+pub struct FwdPlan {
+    dtype: DType,
     /// Params with every pointer null; `bind` fills them.
     launch: FwdLaunch,
     extents: FwdExtents,
-    _elem: PhantomData<fn() -> T>,
 }
 
 // SAFETY: the only non-Send/Sync fields are the raw pointers inside the params template, which
 // are always null in a plan (addresses enter only through `bind`, which returns a copy); a plan
 // owns and references no memory.
-unsafe impl<T> Send for FwdPlan<T> {}
+unsafe impl Send for FwdPlan {}
 // SAFETY: as above; a plan is never mutated after construction.
-unsafe impl<T> Sync for FwdPlan<T> {}
+unsafe impl Sync for FwdPlan {}
 
-impl<T: Element> FwdPlan<T> {
-    /// Validates `shape` and plans it with the compiled Ampere-and-newer (sm_80+) kernels.
-    pub fn new(shape: &FwdShape) -> Result<FwdPlan<T>> {
-        Self::new_for(KernelTarget::Ampere, shape)
+impl FwdPlan {
+    /// Validates `shape` for `dtype` and plans it with the compiled Ampere-and-newer (sm_80+)
+    /// kernels.
+    pub fn new(dtype: DType, shape: &FwdShape) -> Result<FwdPlan> {
+        Self::new_for(KernelTarget::Ampere, dtype, shape)
     }
 
-    /// Validates `shape` and plans it with the kernels of `target` (e.g.
+    /// Validates `shape` for `dtype` and plans it with the kernels of `target` (e.g.
     /// [`CudaBackend::target`](crate::cuda::CudaBackend::target) of the device it will run on).
-    pub fn new_for(target: KernelTarget, shape: &FwdShape) -> Result<FwdPlan<T>> {
-        Self::new_in(FWD_KERNELS, target, shape)
+    pub fn new_for(target: KernelTarget, dtype: DType, shape: &FwdShape) -> Result<FwdPlan> {
+        Self::new_in(FWD_KERNELS, target, dtype, shape)
     }
 
     /// [`FwdPlan::new_for`] against an explicit kernel table (unit tests use synthetic tables).
     pub fn new_in(
         table: &[FwdKernelRow],
         target: KernelTarget,
+        dtype: DType,
         shape: &FwdShape,
-    ) -> Result<FwdPlan<T>> {
-        let (kernel, extents) = validate_shape(table, target, T::DTYPE, shape)?;
+    ) -> Result<FwdPlan> {
+        let (kernel, extents) = validate_shape(table, target, dtype, shape)?;
         Ok(FwdPlan {
+            dtype,
             launch: launch_without_buffers(*kernel, shape),
             extents,
-            _elem: PhantomData,
         })
+    }
+
+    /// The element type of q, k, v and o.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// The kernel, grid, block and shared memory this plan launches (params without addresses).
@@ -111,7 +118,7 @@ impl<T: Element> FwdPlan<T> {
     /// Checks `bufs` against the plan (O(1): lengths, alignment, aliasing, presence) and returns
     /// the launch with their addresses filled in.
     pub fn bind(&self, bufs: &FwdBufs) -> Result<FwdLaunch> {
-        check_bufs(&self.extents, std::mem::size_of::<T>(), bufs)?;
+        check_bufs(&self.extents, self.dtype.size(), bufs)?;
         let mut l = self.launch;
         let p = &mut l.params;
         p.q = bufs.q.addr as *const _;

@@ -10,7 +10,6 @@ use crate::common::error::{AlignWhat, CuSeqlensFault, Dim, Error, OptionName, Te
 use crate::common::options::{AttnOptions, SlidingWindow};
 use crate::host::problem::{FwdProblem, SeqLayout, Strides};
 use crate::ops::forward::validate::MAX_ROW_STRIDE as MAX_ROW_STRIDE_FOR_TEST;
-use half::{bf16, f16};
 
 const TABLE: &[FwdKernelRow] = &[
     FwdKernelRow {
@@ -97,8 +96,8 @@ fn buffers(p: &FwdProblem) -> FwdBufs {
 fn plan_with(p: &FwdProblem, b: &FwdBufs) -> Result<FwdLaunch> {
     let shape = p.shape()?;
     match p.dtype {
-        DType::F16 => FwdPlan::<f16>::new_in(TABLE, KernelTarget::Ampere, &shape)?.bind(b),
-        DType::Bf16 => FwdPlan::<bf16>::new_in(TABLE, KernelTarget::Ampere, &shape)?.bind(b),
+        DType::F16 => FwdPlan::new_in(TABLE, KernelTarget::Ampere, DType::F16, &shape)?.bind(b),
+        DType::Bf16 => FwdPlan::new_in(TABLE, KernelTarget::Ampere, DType::Bf16, &shape)?.bind(b),
     }
 }
 
@@ -200,9 +199,10 @@ fn turing_plans_use_the_turing_rows_and_reject_bf16() {
         )
     };
     // f16 d48 runs on the Turing d64 row (not on the Ampere table), with its own tile.
-    let plan = FwdPlan::<f16>::new_in(
+    let plan = FwdPlan::new_in(
         TABLE,
         KernelTarget::Turing,
+        DType::F16,
         &p(DType::F16, 48).shape().unwrap(),
     )
     .unwrap();
@@ -212,9 +212,10 @@ fn turing_plans_use_the_turing_rows_and_reject_bf16() {
     assert_eq!(l.dynamic_smem_bytes, 32768);
     assert_eq!(l.params.head_dim, 48);
     // bf16 on Turing: a typed error before anything else is looked at.
-    let e = FwdPlan::<bf16>::new_in(
+    let e = FwdPlan::new_in(
         TABLE,
         KernelTarget::Turing,
+        DType::Bf16,
         &p(DType::Bf16, 64).shape().unwrap(),
     )
     .unwrap_err();
@@ -229,9 +230,10 @@ fn turing_plans_use_the_turing_rows_and_reject_bf16() {
         "{e}"
     );
     // d128 exists for Ampere f16 only: on Turing the error lists Turing's head dims.
-    let e = FwdPlan::<f16>::new_in(
+    let e = FwdPlan::new_in(
         TABLE,
         KernelTarget::Turing,
+        DType::F16,
         &p(DType::F16, 128).shape().unwrap(),
     )
     .unwrap_err();
@@ -240,9 +242,10 @@ fn turing_plans_use_the_turing_rows_and_reject_bf16() {
         "{e}"
     );
     // And the Ampere plan of the same f16 d48 problem takes the Ampere d128 row.
-    let plan = FwdPlan::<f16>::new_in(
+    let plan = FwdPlan::new_in(
         TABLE,
         KernelTarget::Ampere,
+        DType::F16,
         &p(DType::F16, 48).shape().unwrap(),
     )
     .unwrap();
@@ -484,7 +487,13 @@ fn bad_options_are_rejected() {
 #[test]
 fn one_plan_binds_the_buffers_of_every_layer() {
     let p = padded(2, 40, 70, 4, 2, 64);
-    let plan = FwdPlan::<bf16>::new_in(TABLE, KernelTarget::Ampere, &p.shape().unwrap()).unwrap();
+    let plan = FwdPlan::new_in(
+        TABLE,
+        KernelTarget::Ampere,
+        DType::Bf16,
+        &p.shape().unwrap(),
+    )
+    .unwrap();
     let first = buffers(&p);
     // Another layer: the same sizes at other addresses, and q/k/v carved from one arena.
     let mut second = first;

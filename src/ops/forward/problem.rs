@@ -2,8 +2,8 @@
 //! per-tensor strides and options. A [`FwdShape`] is the input of the launch plan; a server
 //! builds one per batch shape and reuses the plan for every layer. Plain data; touches nothing.
 //!
-//! The element type is not here: it is the plan's type parameter (`FwdPlan::<bf16>::new`), so it
-//! is stated once, by the buffers' type.
+//! The element type is not here: the plan takes it (`FwdPlan::new(DType::Bf16, &shape)`), as
+//! every op's plan holds its dtype, and the buffers bound to it must be of that type.
 
 use crate::common::geometry::Strides;
 use crate::common::options::AttnOptions;
