@@ -71,7 +71,7 @@ fn problem(d: usize) -> FwdProblem {
 }
 
 fn hopper(p: &FwdProblem) -> crate::common::error::Result<FwdPlan> {
-    FwdPlan::new_in(TABLE, KernelTarget::Hopper, DType::F16, &p.shape()?)
+    super::plan_in(TABLE, KernelTarget::Hopper, p)
 }
 
 #[test]
@@ -124,13 +124,7 @@ fn an_sm90_plan_takes_the_tma_params_and_its_own_geometry() {
     assert_eq!(plan.launch().abi, FwdParamsAbi::Fwd);
     assert_eq!(plan.launch().block, [128, 1, 1]);
     // And the Ampere target never picks an sm_90a row.
-    let plan = FwdPlan::new_in(
-        TABLE,
-        KernelTarget::Ampere,
-        DType::F16,
-        &problem(64).shape().unwrap(),
-    )
-    .unwrap();
+    let plan = super::plan_in(TABLE, KernelTarget::Ampere, &problem(64)).unwrap();
     assert_eq!(plan.launch().kernel.entry, "flashmha_fwd_f16_d64");
     assert_eq!(plan.launch().abi, FwdParamsAbi::Fwd);
 }
@@ -185,13 +179,7 @@ fn unsupported_head_dims_on_hopper_list_both_tables() {
         dtype: DType::Bf16,
         ..problem(64)
     };
-    let e = FwdPlan::new_in(
-        TABLE,
-        KernelTarget::Hopper,
-        DType::Bf16,
-        &p.shape().unwrap(),
-    )
-    .unwrap_err();
+    let e = super::plan_in(TABLE, KernelTarget::Hopper, &p).unwrap_err();
     assert!(matches!(e, Error::UnsupportedHeadDim { .. }), "{e}");
 }
 
@@ -216,7 +204,7 @@ fn tensor_map_strides_of_2_pow_40_bytes_are_a_typed_error_on_hopper_only() {
     );
     // The Ampere plan of the same shape is fine, and so is a Hopper head dim that runs on an
     // Ampere row (no tensor maps there).
-    assert!(FwdPlan::new_in(TABLE, KernelTarget::Ampere, DType::F16, &p.shape().unwrap()).is_ok());
+    assert!(super::plan_in(TABLE, KernelTarget::Ampere, &p).is_ok());
     let mut p80 = problem(80);
     p80.k.strides.batch = 1 << 39;
     p80.v = p80.k;

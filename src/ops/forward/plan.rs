@@ -186,6 +186,16 @@ fn launch_without_buffers(kernel: FwdKernelRow, s: &FwdShape) -> FwdLaunch {
     }
 }
 
+/// The plan of a host problem (its dtype and shape) for `target` against a test kernel table.
+#[cfg(test)]
+fn plan_in(
+    table: &[FwdKernelRow],
+    target: KernelTarget,
+    p: &crate::host::problem::FwdProblem,
+) -> Result<FwdPlan> {
+    FwdPlan::new_in(table, target, p.dtype, &p.shape()?)
+}
+
 #[cfg(test)]
 #[path = "hopper_tests.rs"]
 mod hopper_tests;

@@ -94,11 +94,7 @@ fn buffers(p: &FwdProblem) -> FwdBufs {
 
 /// Plans `p` (with the element type its dtype names) and binds `b`.
 fn plan_with(p: &FwdProblem, b: &FwdBufs) -> Result<FwdLaunch> {
-    let shape = p.shape()?;
-    match p.dtype {
-        DType::F16 => FwdPlan::new_in(TABLE, KernelTarget::Ampere, DType::F16, &shape)?.bind(b),
-        DType::Bf16 => FwdPlan::new_in(TABLE, KernelTarget::Ampere, DType::Bf16, &shape)?.bind(b),
-    }
+    super::plan_in(TABLE, KernelTarget::Ampere, p)?.bind(b)
 }
 
 fn plan(p: &FwdProblem) -> Result<FwdLaunch> {
@@ -199,26 +195,14 @@ fn turing_plans_use_the_turing_rows_and_reject_bf16() {
         )
     };
     // f16 d48 runs on the Turing d64 row (not on the Ampere table), with its own tile.
-    let plan = FwdPlan::new_in(
-        TABLE,
-        KernelTarget::Turing,
-        DType::F16,
-        &p(DType::F16, 48).shape().unwrap(),
-    )
-    .unwrap();
+    let plan = super::plan_in(TABLE, KernelTarget::Turing, &p(DType::F16, 48)).unwrap();
     let l = plan.launch();
     assert_eq!(l.kernel.entry, "flashmha_fwd_sm75_f16_d64");
     assert_eq!(l.grid, [2, 4, 2]); // ceil(200 / 128) Q tiles
     assert_eq!(l.dynamic_smem_bytes, 32768);
     assert_eq!(l.params.head_dim, 48);
     // bf16 on Turing: a typed error before anything else is looked at.
-    let e = FwdPlan::new_in(
-        TABLE,
-        KernelTarget::Turing,
-        DType::Bf16,
-        &p(DType::Bf16, 64).shape().unwrap(),
-    )
-    .unwrap_err();
+    let e = super::plan_in(TABLE, KernelTarget::Turing, &p(DType::Bf16, 64)).unwrap_err();
     assert!(
         matches!(
             e,
@@ -230,25 +214,13 @@ fn turing_plans_use_the_turing_rows_and_reject_bf16() {
         "{e}"
     );
     // d128 exists for Ampere f16 only: on Turing the error lists Turing's head dims.
-    let e = FwdPlan::new_in(
-        TABLE,
-        KernelTarget::Turing,
-        DType::F16,
-        &p(DType::F16, 128).shape().unwrap(),
-    )
-    .unwrap_err();
+    let e = super::plan_in(TABLE, KernelTarget::Turing, &p(DType::F16, 128)).unwrap_err();
     assert!(
         matches!(&e, Error::UnsupportedHeadDim { target: KernelTarget::Turing, supported, .. } if supported == &vec![64]),
         "{e}"
     );
     // And the Ampere plan of the same f16 d48 problem takes the Ampere d128 row.
-    let plan = FwdPlan::new_in(
-        TABLE,
-        KernelTarget::Ampere,
-        DType::F16,
-        &p(DType::F16, 48).shape().unwrap(),
-    )
-    .unwrap();
+    let plan = super::plan_in(TABLE, KernelTarget::Ampere, &p(DType::F16, 48)).unwrap();
     assert_eq!(plan.launch().kernel.entry, "flashmha_fwd_f16_d128");
 }
 
@@ -487,13 +459,7 @@ fn bad_options_are_rejected() {
 #[test]
 fn one_plan_binds_the_buffers_of_every_layer() {
     let p = padded(2, 40, 70, 4, 2, 64);
-    let plan = FwdPlan::new_in(
-        TABLE,
-        KernelTarget::Ampere,
-        DType::Bf16,
-        &p.shape().unwrap(),
-    )
-    .unwrap();
+    let plan = super::plan_in(TABLE, KernelTarget::Ampere, &p).unwrap();
     let first = buffers(&p);
     // Another layer: the same sizes at other addresses, and q/k/v carved from one arena.
     let mut second = first;
