@@ -15,7 +15,7 @@ use crate::host::device::HarnessBackend;
 use crate::host::{runner, HostInputs};
 use crate::problem::{FwdProblem, Operand, SeqLayout};
 use crate::reference::tolerance::ENTROPY_SOFTCAP_MAX;
-use crate::reference::{self, Layout, ReferenceInputs};
+use crate::reference::{self, ReferenceInputs};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -311,24 +311,7 @@ pub fn run_case_on<B: HarnessBackend>(backend: &B, case: &CheckCase) -> Result<J
         gather(&k_vals, &k_off),
         gather(&v_vals, &k_off),
     );
-    let layout = match &p.layout {
-        &SeqLayout::Padded {
-            batch,
-            seqlen_q,
-            seqlen_k,
-        } => Layout::Padded {
-            batch,
-            seqlen_q,
-            seqlen_k,
-        },
-        SeqLayout::Varlen {
-            cu_seqlens_q,
-            cu_seqlens_k,
-        } => Layout::Varlen {
-            cu_seqlens_q,
-            cu_seqlens_k,
-        },
-    };
+    let layout = p.layout.as_slices();
     let reference = reference::attention(&ReferenceInputs {
         q: &q_c,
         k: &k_c,

@@ -167,3 +167,116 @@ pub(crate) fn check_no_overlap(
     }
     Ok(())
 }
+
+/// How the sequences of a batch are laid out, with the real lengths (the sequence bounds the
+/// plans take, [`crate::ops::forward::SeqShape`], are derived from it): `C` holds each
+/// `cu_seqlens` (`Vec<i32>` for host problems, `&[i32]` for the reference's borrowed inputs,
+/// `crate::reference::Layout`). Data is contiguous and row-major in both layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqLayout<C = Vec<i32>> {
+    /// `q, o: [b, sq, hq, d]`, `k, v: [b, sk, hkv, d]`, `lse, entropy: [b, hq, sq]`.
+    Padded {
+        batch: usize,
+        seqlen_q: usize,
+        seqlen_k: usize,
+    },
+    /// `q, o: [total_q, hq, d]`, `k, v: [total_k, hkv, d]`, `lse, entropy: [hq, total_q]`;
+    /// item `i` owns rows `cu_seqlens_q[i]..cu_seqlens_q[i + 1]` (same for k). For a host
+    /// problem these are the host copies of the device `cu_seqlens` buffers, used for
+    /// validation and grid sizing (no device sync).
+    Varlen { cu_seqlens_q: C, cu_seqlens_k: C },
+}
+
+impl<C: AsRef<[i32]>> SeqLayout<C> {
+    pub fn batch(&self) -> usize {
+        match self {
+            SeqLayout::Padded { batch, .. } => *batch,
+            SeqLayout::Varlen { cu_seqlens_q, .. } => cu_seqlens_q.as_ref().len().saturating_sub(1),
+        }
+    }
+
+    /// A per-item length of q and of k: the padded lengths, or `of` each `cu_seqlens`.
+    fn lengths(&self, of: impl Fn(&[i32]) -> usize) -> (usize, usize) {
+        match self {
+            SeqLayout::Padded {
+                seqlen_q, seqlen_k, ..
+            } => (*seqlen_q, *seqlen_k),
+            SeqLayout::Varlen {
+                cu_seqlens_q,
+                cu_seqlens_k,
+            } => (of(cu_seqlens_q.as_ref()), of(cu_seqlens_k.as_ref())),
+        }
+    }
+
+    /// (longest q sequence, longest k sequence).
+    pub fn max_seqlens(&self) -> (usize, usize) {
+        self.lengths(max_len)
+    }
+
+    /// (q rows, k rows) over the whole batch, as the tensors hold them (saturating: the plan
+    /// refuses such sizes with a typed error).
+    pub fn total_rows(&self) -> (usize, usize) {
+        match self {
+            SeqLayout::Padded {
+                batch,
+                seqlen_q,
+                seqlen_k,
+            } => (
+                batch.saturating_mul(*seqlen_q),
+                batch.saturating_mul(*seqlen_k),
+            ),
+            SeqLayout::Varlen {
+                cu_seqlens_q,
+                cu_seqlens_k,
+            } => (
+                cu_seqlens_q
+                    .as_ref()
+                    .last()
+                    .map_or(0, |&v| v.max(0) as usize),
+                cu_seqlens_k
+                    .as_ref()
+                    .last()
+                    .map_or(0, |&v| v.max(0) as usize),
+            ),
+        }
+    }
+
+    /// (sq, sk) of batch item `i`.
+    pub fn seqlens_of(&self, i: usize) -> (usize, usize) {
+        // In i64: host copies are not validated yet, and i32 differences can overflow.
+        self.lengths(|cu| (i64::from(cu[i + 1]) - i64::from(cu[i])).max(0) as usize)
+    }
+
+    pub fn is_varlen(&self) -> bool {
+        matches!(self, SeqLayout::Varlen { .. })
+    }
+
+    /// The same layout borrowing its `cu_seqlens` (what the reference takes).
+    pub fn as_slices(&self) -> SeqLayout<&[i32]> {
+        match self {
+            SeqLayout::Padded {
+                batch,
+                seqlen_q,
+                seqlen_k,
+            } => SeqLayout::Padded {
+                batch: *batch,
+                seqlen_q: *seqlen_q,
+                seqlen_k: *seqlen_k,
+            },
+            SeqLayout::Varlen {
+                cu_seqlens_q,
+                cu_seqlens_k,
+            } => SeqLayout::Varlen {
+                cu_seqlens_q: cu_seqlens_q.as_ref(),
+                cu_seqlens_k: cu_seqlens_k.as_ref(),
+            },
+        }
+    }
+}
+
+fn max_len(cu: &[i32]) -> usize {
+    cu.windows(2)
+        .map(|w| (w[1] as i64 - w[0] as i64).max(0) as usize)
+        .max()
+        .unwrap_or(0)
+}

@@ -13,26 +13,13 @@ use candle_core::{Device, Tensor};
 
 use super::tolerance::EntropyTerms;
 use super::ReferenceError;
+use crate::common::geometry::SeqLayout;
 use crate::common::options::AttnOptions;
 
-/// How q, k, v (and O, LSE, entropy) are laid out. Data is always contiguous and row-major.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout<'a> {
-    /// `q, o: [batch, seqlen_q, hq, d]`, `k, v: [batch, seqlen_k, hkv, d]`,
-    /// `lse, entropy: [batch, hq, seqlen_q]`.
-    Padded {
-        batch: usize,
-        seqlen_q: usize,
-        seqlen_k: usize,
-    },
-    /// `q, o: [total_q, hq, d]`, `k, v: [total_k, hkv, d]`, `lse, entropy: [hq, total_q]`.
-    /// Item `b` owns rows `cu_seqlens_q[b]..cu_seqlens_q[b + 1]` (same for k). Both arrays have
-    /// length `batch + 1`, start at 0, never decrease, and end at the total row count.
-    Varlen {
-        cu_seqlens_q: &'a [i32],
-        cu_seqlens_k: &'a [i32],
-    },
-}
+/// How q, k, v (and O, LSE, entropy) are laid out: the crate's one sequence layout
+/// ([`SeqLayout`]), borrowing its `cu_seqlens`. For `Varlen`, both arrays have length
+/// `batch + 1`, start at 0, never decrease, and end at the total row count.
+pub type Layout<'a> = SeqLayout<&'a [i32]>;
 
 /// Everything one reference forward call reads.
 #[derive(Debug, Clone, Copy)]
