@@ -255,6 +255,64 @@ fn fnv1a(b: &[u8]) -> u64 {
     h
 }
 
+/// The fields of a tiled map that the driver's rules constrain (dimension 0 first; `strides`
+/// are the byte strides of dimensions 1 and up).
+struct Fields<'a> {
+    data_type: TmaDataType,
+    address: u64,
+    dims: &'a [u64],
+    strides: &'a [u64],
+    box_dim: &'a [u32],
+    elem_strides: &'a [u32],
+    swizzle: TmaSwizzle,
+    nan_fill: bool,
+}
+
+/// The rules `cuTensorMapEncodeTiled` applies (CUDA driver API reference, "Tensor Map Object
+/// Managment"): the encoder checks them before it writes a map, and the decoder again before a
+/// TMA instruction uses one, so a map forged or corrupted in memory (a valid checksum over bad
+/// fields) is a finding at that instruction, never a division by zero or a silent run.
+fn check_fields(f: &Fields) -> Result<(), TensorMapError> {
+    if !f.address.is_multiple_of(16) {
+        return Err(TensorMapError::AddressAlignment(f.address));
+    }
+    for (dim, &v) in f.dims.iter().enumerate() {
+        if v == 0 || v > 1 << 31 {
+            return Err(TensorMapError::GlobalDim { dim, value: v });
+        }
+    }
+    for (k, &v) in f.strides.iter().enumerate() {
+        if !v.is_multiple_of(16) || v >= 1 << 40 {
+            return Err(TensorMapError::GlobalStride {
+                dim: k + 1,
+                value: v,
+            });
+        }
+    }
+    for (dim, &v) in f.box_dim.iter().enumerate() {
+        if v == 0 || v > 256 {
+            return Err(TensorMapError::BoxDim { dim, value: v });
+        }
+    }
+    let inner = f.box_dim[0] as u64 * f.data_type.size() as u64;
+    if !inner.is_multiple_of(16) {
+        return Err(TensorMapError::BoxInnerBytes(inner));
+    }
+    for (dim, &v) in f.elem_strides.iter().enumerate() {
+        if v == 0 || v > 8 {
+            return Err(TensorMapError::ElementStride { dim, value: v });
+        }
+    }
+    let span = f.swizzle.span();
+    if span > 0 && inner > span as u64 {
+        return Err(TensorMapError::SwizzleSpan { inner, span });
+    }
+    if f.nan_fill && !f.data_type.is_float() {
+        return Err(TensorMapError::OobFillNotFloat(f.data_type));
+    }
+    Ok(())
+}
+
 impl TensorMap {
     /// Validates the fields as `cuTensorMapEncodeTiled` does and encodes them.
     pub fn encode_tiled(d: &TiledTensorMap) -> Result<TensorMap, TensorMapError> {
@@ -279,43 +337,16 @@ impl TensorMap {
         if d.interleave != TmaInterleave::None {
             return Err(TensorMapError::Unsupported(d.interleave));
         }
-        if !d.global_address.is_multiple_of(16) {
-            return Err(TensorMapError::AddressAlignment(d.global_address));
-        }
-        for (dim, &v) in d.global_dim.iter().enumerate() {
-            if v == 0 || v > 1 << 31 {
-                return Err(TensorMapError::GlobalDim { dim, value: v });
-            }
-        }
-        for (k, &v) in d.global_strides.iter().enumerate() {
-            if !v.is_multiple_of(16) || v >= 1 << 40 {
-                return Err(TensorMapError::GlobalStride {
-                    dim: k + 1,
-                    value: v,
-                });
-            }
-        }
-        for (dim, &v) in d.box_dim.iter().enumerate() {
-            if v == 0 || v > 256 {
-                return Err(TensorMapError::BoxDim { dim, value: v });
-            }
-        }
-        let inner = d.box_dim[0] as u64 * d.data_type.size() as u64;
-        if !inner.is_multiple_of(16) {
-            return Err(TensorMapError::BoxInnerBytes(inner));
-        }
-        for (dim, &v) in d.element_strides.iter().enumerate() {
-            if v == 0 || v > 8 {
-                return Err(TensorMapError::ElementStride { dim, value: v });
-            }
-        }
-        let span = d.swizzle.span();
-        if span > 0 && inner > span as u64 {
-            return Err(TensorMapError::SwizzleSpan { inner, span });
-        }
-        if d.oob_fill == TmaOobFill::NanRequestZeroFma && !d.data_type.is_float() {
-            return Err(TensorMapError::OobFillNotFloat(d.data_type));
-        }
+        check_fields(&Fields {
+            data_type: d.data_type,
+            address: d.global_address,
+            dims: &d.global_dim,
+            strides: &d.global_strides,
+            box_dim: &d.box_dim,
+            elem_strides: &d.element_strides,
+            swizzle: d.swizzle,
+            nan_fill: d.oob_fill == TmaOobFill::NanRequestZeroFma,
+        })?;
         let mut b = [0u8; TENSOR_MAP_BYTES];
         b[0..4].copy_from_slice(&MAGIC);
         b[4] = VERSION;
@@ -442,6 +473,17 @@ impl Decoded {
                 m.strides[k] = u64_at(64 + 8 * (k - 1));
             }
         }
+        let r = rank as usize;
+        check_fields(&Fields {
+            data_type,
+            address: m.address,
+            dims: &m.dims[..r],
+            strides: &m.strides[1..r],
+            box_dim: &m.box_dim[..r],
+            elem_strides: &m.elem_strides[..r],
+            swizzle,
+            nan_fill: m.nan_fill,
+        })?;
         Ok(m)
     }
 
@@ -494,6 +536,44 @@ mod tests {
             Err(TensorMapError::Corrupt(_))
         ));
         assert_eq!(Decoded::from_bytes(m.as_bytes()).unwrap().box_bytes(), 1024);
+    }
+
+    /// A map forged in memory with a valid checksum over fields the encoder refuses is refused
+    /// by the decoder too (it was a division by zero for element stride 0, and a silent run for
+    /// a misaligned address or a 2^63 dimension).
+    #[test]
+    fn forged_maps_with_valid_checksums_are_refused_not_run() {
+        let good = *TensorMap::encode_tiled(&desc()).unwrap().as_bytes();
+        let forge = |edit: &dyn Fn(&mut [u8; TENSOR_MAP_BYTES])| {
+            let mut b = good;
+            edit(&mut b);
+            let sum = fnv1a(&b[..112]);
+            b[112..120].copy_from_slice(&sum.to_le_bytes());
+            b
+        };
+        let cases: [(&str, [u8; TENSOR_MAP_BYTES]); 4] = [
+            ("element stride 0", forge(&|b| b[107] = 0)),
+            ("address 7 bytes off", forge(&|b| b[16] += 7)),
+            (
+                "dimension 2^63",
+                forge(&|b| b[24..32].copy_from_slice(&(1u64 << 63).to_le_bytes())),
+            ),
+            (
+                "box dim 0",
+                forge(&|b| b[98..100].copy_from_slice(&0u16.to_le_bytes())),
+            ),
+        ];
+        for (what, b) in cases {
+            assert!(Decoded::from_bytes(&b).is_err(), "{what}");
+            assert!(TensorMap::decode(&b).is_err(), "{what}");
+        }
+        // The same edit without the checksum fixed is still a corrupt map.
+        let mut b = good;
+        b[107] = 0;
+        assert!(matches!(
+            Decoded::from_bytes(&b),
+            Err(TensorMapError::Corrupt(_))
+        ));
     }
 
     #[test]
