@@ -91,8 +91,13 @@ impl Op for Forward {
 /// each backend).
 impl Bound for FwdLaunch {
     unsafe fn launch(&self, ctx: &CudaBackend, stream: CUstream) -> crate::Result<()> {
-        // SAFETY: the caller's contract; the launch was bound (every buffer checked).
-        unsafe { ctx.launch_bound_raw(self, stream) }
+        use crate::backend::Backend;
+        // The sm_90a kernels' tensor maps are encoded by the driver over the bound addresses.
+        let l = self
+            .to_launch(|name, desc, addr| ctx.encode_tensor_map(&name.to_string(), desc, addr))?;
+        // SAFETY: the caller's contract; the launch was bound (every buffer checked), and the
+        // maps describe the bound q / k / v over the extents `bind` checked.
+        unsafe { ctx.launch_raw(&crate::common::launch::Launches::one(l), stream) }
     }
 
     fn emulate(&self, m: &mut HostMirror) -> Result<(), CallError> {

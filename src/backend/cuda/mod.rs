@@ -30,7 +30,6 @@ use crate::common::build_info;
 use crate::common::error::{driver_error, Error, Result};
 use crate::common::launch::{Launch, Launches};
 use crate::common::target::KernelTarget;
-use crate::ops::forward::plan::FwdLaunch;
 use crate::ops::forward::tma::TmaMapDesc;
 use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
@@ -200,36 +199,6 @@ impl CudaBackend {
     /// The kernels this device runs: make plans with `FwdPlan::new_for(backend.target(), ..)`.
     pub fn target(&self) -> KernelTarget {
         self.target
-    }
-
-    /// Launches an already bound plan.
-    ///
-    /// # Safety
-    /// `launch` must come from [`crate::ops::forward::plan::FwdPlan::bind`] (which validated the buffers) for device
-    /// buffers that stay allocated, and are not otherwise written, until the stream has run the
-    /// kernel.
-    pub unsafe fn launch_bound(&self, launch: &FwdLaunch, stream: &CudaStream) -> Result<()> {
-        // SAFETY: the caller's contract above; `stream` belongs to a live cudarc stream.
-        unsafe { self.launch_bound_raw(launch, stream.cu_stream()) }
-    }
-
-    /// [`CudaBackend::launch_bound`] on a stream given as a raw `CUstream` (the C ABI's
-    /// callers own their streams; NULL is the legacy default stream).
-    ///
-    /// # Safety
-    /// As for [`CudaBackend::launch_bound`], and `stream` must be NULL or a live stream of this
-    /// backend's context.
-    pub unsafe fn launch_bound_raw(
-        &self,
-        launch: &FwdLaunch,
-        stream: cudarc::driver::sys::CUstream,
-    ) -> Result<()> {
-        // The sm_90a kernels' tensor maps are encoded here by the driver over the bound
-        // addresses (tma.rs): a host-only call on the stack, no allocation.
-        let l = launch.to_launch(|_, desc, addr| tma::encode(desc, addr))?;
-        // SAFETY: the caller's contract above; the maps describe the bound q / k / v over the
-        // extents `bind` checked (boxes past them are zero-filled, not read).
-        unsafe { self.launch_raw(&Launches::one(l), stream) }
     }
 
     /// Zeroes `bytes` bytes at `addr` in stream order on a raw `CUstream` (what a plan's
