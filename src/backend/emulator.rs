@@ -368,13 +368,7 @@ impl Backend for EmulatorBackend {
     ) -> Result<()> {
         self.owns(&stream.dev)?;
         self.owns(&dst.dev)?;
-        if data.len() > dst.len {
-            return Err(Error::Emulator(EmulatorError::Launch(format!(
-                "copy of {} elements into a buffer of {}",
-                data.len(),
-                dst.len
-            ))));
-        }
+        super::fits(data.len(), dst.len)?;
         Ok(self
             .dev
             .memory()

@@ -11,7 +11,7 @@ pub mod cuda;
 pub mod emulator;
 
 use crate::common::binding::DevBuf;
-use crate::common::error::{Result, TensorName};
+use crate::common::error::{Error, Result, TensorName};
 use crate::common::launch::Launches;
 use crate::common::target::KernelTarget;
 use crate::ops::forward::tma::TmaMapDesc;
@@ -47,7 +47,9 @@ pub trait Backend {
     fn alloc_zeros<T: Pod>(&self, stream: &Self::Stream, n: usize) -> Result<Self::Buffer<T>>;
     /// A new buffer holding `data`.
     fn upload<T: Pod>(&self, stream: &Self::Stream, data: &[T]) -> Result<Self::Buffer<T>>;
-    /// Overwrites the start of `dst` with `data` (which must fit).
+    /// Overwrites the start of `dst` with `data` ([`Error::CopyTooLarge`] if it does not fit,
+    /// checked by [`fits`] on every backend): how a server refreshes the inputs of buffers a
+    /// captured graph reads.
     fn copy_in<T: Pod>(
         &self,
         stream: &Self::Stream,
@@ -80,6 +82,17 @@ pub trait Backend {
     /// Encodes an sm_90a tensor map over `addr` (the driver's encoder on CUDA, the emulator's
     /// own otherwise): 128 bytes the kernel's params carry.
     fn encode_tensor_map(&self, name: &str, desc: &TmaMapDesc, addr: u64) -> Result<[u8; 128]>;
+}
+
+/// `elements` fit in a buffer of `capacity` ([`Backend::copy_in`]'s one rule).
+pub(crate) fn fits(elements: usize, capacity: usize) -> Result<()> {
+    if elements <= capacity {
+        return Ok(());
+    }
+    Err(Error::CopyTooLarge {
+        elements: elements as u64,
+        capacity: capacity as u64,
+    })
 }
 
 /// A buffer a launch reads: binds it on `stream` (its address and element count, and the

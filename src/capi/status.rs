@@ -52,6 +52,7 @@ pub fn code_of(e: &Error) -> flashmha_status {
         | Error::StrideTooSmall { .. }
         | Error::OverlappingOutput { .. } => ffi::FLASHMHA_ERR_SHAPE,
         Error::BufferTooSmall { .. }
+        | Error::CopyTooLarge { .. }
         | Error::Misaligned { .. }
         | Error::Alias { .. }
         | Error::MissingBuffer { .. }

@@ -326,6 +326,8 @@ pub enum Error {
     Overflow32 { limit: Limit, value: u64, max: u64 },
     #[error("{what} overflows the host's address space")]
     SizeOverflow { what: &'static str },
+    #[error("a copy of {elements} elements into a device buffer of {capacity}")]
+    CopyTooLarge { elements: u64, capacity: u64 },
     #[error("option {option} = {value} is invalid (must be finite and > 0)")]
     InvalidOption { option: OptionName, value: f32 },
     #[error("{tensor}[{index}] = {value} is not a valid FP8 scale (must be finite and > 0)")]

@@ -285,14 +285,8 @@ impl Backend for CudaBackend {
         data: &[T],
         dst: &mut CudaSlice<T>,
     ) -> Result<()> {
-        let available = dst.len();
-        let mut view = dst
-            .try_slice_mut(..data.len())
-            .ok_or(Error::BufferTooSmall {
-                tensor: crate::common::error::TensorName::O,
-                needed: data.len() as u64,
-                available: available as u64,
-            })?;
+        super::fits(data.len(), dst.len())?;
+        let mut view = dst.slice_mut(..data.len());
         stream.memcpy_htod(data, &mut view).map_err(driver_error)
     }
 
