@@ -48,7 +48,7 @@ pub trait Backend {
     /// A new buffer holding `data`.
     fn upload<T: Pod>(&self, stream: &Self::Stream, data: &[T]) -> Result<Self::Buffer<T>>;
     /// Overwrites the start of `dst` with `data` ([`Error::CopyTooLarge`] if it does not fit,
-    /// checked by [`fits`] on every backend): how a server refreshes the inputs of buffers a
+    /// one rule on every backend): how a server refreshes the inputs of buffers a
     /// captured graph reads.
     fn copy_in<T: Pod>(
         &self,
