@@ -38,7 +38,7 @@ pub struct BenchArgs {
     /// Also run each configuration with a causal mask.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     causal_too: bool,
-    /// GPUs to model: a100, a10, l4, h100, t4 or all. T4 (sm_75) runs the Turing kernels,
+    /// GPUs to model: a100, a10, l4, h100, t4, b200, rtx5090 or all. T4 (sm_75) runs the Turing kernels,
     /// which are f16 only: its table is f16 whatever `--dtype` says. h100 models both kernel
     /// families on the same shapes: the Ampere (mma.sync) kernels and the sm_90a (TMA + wgmma)
     /// forward, then the two side by side.
@@ -159,7 +159,7 @@ fn label(c: &Config) -> String {
 }
 
 /// The `--model` names, in the order `--help` lists them.
-const MODELS: [&str; 6] = ["a100", "a10", "l4", "h100", "t4", "all"];
+const MODELS: [&str; 8] = ["a100", "a10", "l4", "h100", "t4", "b200", "rtx5090", "all"];
 
 fn gpus_to_model(args: &BenchArgs) -> super::CliResult<Vec<&'static GpuSpec>> {
     let all = match args.model.to_ascii_lowercase().as_str() {
@@ -169,6 +169,8 @@ fn gpus_to_model(args: &BenchArgs) -> super::CliResult<Vec<&'static GpuSpec>> {
         "l4" => vec![&gpus::L4],
         "h100" => vec![&gpus::H100, &gpus::H100_WGMMA],
         "t4" => vec![&gpus::T4],
+        "b200" => vec![&gpus::B200],
+        "rtx5090" => vec![&gpus::RTX_5090],
         _ => {
             return Err(super::CliError::UnknownModel {
                 name: args.model.clone(),

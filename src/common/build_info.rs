@@ -119,7 +119,12 @@ mod tests {
             let archs: Vec<_> = m.cubins.iter().map(|c| c.arch).collect();
             match m.ptx_arch {
                 "compute_80" => {
-                    assert_eq!(archs, ["sm_80", "sm_86", "sm_89", "sm_90"], "{}", m.name)
+                    assert_eq!(
+                        archs,
+                        ["sm_80", "sm_86", "sm_89", "sm_90", "sm_100"],
+                        "{}",
+                        m.name
+                    )
                 }
                 "compute_75" => assert_eq!(archs, ["sm_75"], "{}", m.name),
                 "compute_90a" => assert_eq!(archs, ["sm_90a"], "{}", m.name),

@@ -68,6 +68,25 @@
 //!   registers per SM; `setmaxnreg` (PTX ISA "setmaxnreg") moves registers between the warps of
 //!   a CTA through a per-CTA pool, so occupancy follows the launch allocation (see
 //!   [`super::registers`]).
+//! - Blackwell (our kernels run `mma.sync` there: sm_100 cubins, or compute_80 PTX on 12.x;
+//!   the `tcgen05` / TMEM path that reaches the datasheet peaks is not ours yet):
+//!   - [B200-DS] NVIDIA HGX B200 / DGX B200 datasheets: 8 TB/s HBM3e per GPU; FP16/BF16 tensor
+//!     2.25 PFLOP/s dense per GPU (4.5 with sparsity; 36 PFLOP/s sparse per 8-GPU HGX board).
+//!   - [B200-UB] Jarmusch and Chandrasekaran, "Microbenchmarking NVIDIA's Blackwell
+//!     Architecture: An in-depth Architectural Analysis" (arXiv 2512.02189): B200 with 148 SMs.
+//!   - [RTX-BW] NVIDIA RTX Blackwell GPU Architecture whitepaper (2025), GeForce RTX 5090
+//!     (GB202): 170 SMs, 2407 MHz boost, 1792 GB/s GDDR7, 96 MB L2, 128 FP32 lanes per SM,
+//!     838 TFLOP/s FP16 tensor with sparsity; with FP32 accumulate the GeForce parts run at half
+//!     the FP16-accumulate rate: 209.5 TFLOP/s dense = 512 FLOP/clk/SM at 170 x 2407 MHz.
+//!   - [PG-CC] for 10.0: as 9.0 (2048 threads, 32 blocks, 228 KB of shared memory per SM,
+//!     1 KB reserved per block); for 12.0: 1536 threads, 32 blocks and 128 KB of shared memory
+//!     per SM (99 KB per block).
+//!   - Assumptions (no published figure): B200's `mma.sync` rate, modelled like Hopper's
+//!     legacy path at 2048 FLOP/clk/SM (a quarter of the `tcgen05` dense rate of 8192 per SM
+//!     that [B200-DS] implies at the clock below); B200's clock, 1860 MHz, the clock at which
+//!     148 SMs x 8192 FLOP/clk give the datasheet's 2.25 PFLOP/s; B200's L2 (126 MB) and the L2
+//!     bandwidth of both parts (the per-SM A100 share, as for every entry, \[L2\]). `bench`
+//!     labels their tables with "(assumed mma.sync rate)" in the entry name.
 
 /// Which tensor-core instruction family the kernels an entry models issue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,7 +283,44 @@ pub const H100_WGMMA: GpuSpec = GpuSpec {
     ..H100
 };
 
-pub const ALL: [&GpuSpec; 6] = [&A100, &A10, &L4, &H100, &H100_WGMMA, &T4];
+/// [B200-DS], [B200-UB], [PG-T], [PG-CC] and the assumptions of the module doc: the sm_80+
+/// kernels (sm_100 cubins) on a B200, `mma.sync` at an assumed 2048 FLOP/clk/SM.
+pub const B200: GpuSpec = GpuSpec {
+    name: "B200 (sm_100, assumed mma.sync rate)",
+    sm: 100,
+    path: TensorPath::MmaSync,
+    sms: 148,
+    clock_hz: 1860e6,
+    mma_per_clk: 2048.0 / MMA_FLOPS,
+    wgmma_flops_per_clk: 0.0,
+    l2_bytes_per_clk: 5120.0 / 108.0 * 148.0,
+    dram_bytes_per_s: 8000e9,
+    l2_bytes: 126e6,
+    // Per SM as the H100 ([PG-T]: 128 FP32 lanes, 16 SFU; [PG-CC] for 10.0 = 9.0).
+    ..H100
+};
+
+/// [RTX-BW], [PG-T], [PG-CC]: GeForce RTX 5090 (the sm_80+ kernels, JIT from compute_80); tensor
+/// f16/bf16 -> f32 at 512 FLOP/clk/SM (209.5 TFLOP/s dense).
+pub const RTX_5090: GpuSpec = GpuSpec {
+    name: "RTX 5090 (sm_120)",
+    sm: 120,
+    path: TensorPath::MmaSync,
+    sms: 170,
+    clock_hz: 2407e6,
+    mma_per_clk: 512.0 / MMA_FLOPS,
+    l2_bytes_per_clk: 5120.0 / 108.0 * 170.0,
+    dram_bytes_per_s: 1792e9,
+    l2_bytes: 96e6,
+    max_threads_per_sm: 1536,
+    max_ctas_per_sm: 32,
+    smem_per_sm: 128 * 1024,
+    // The rest per SM as the A10's (cc 8.6: 128 FP32 lanes, 16 SFU, 64 ALU, 4 schedulers,
+    // 64 K registers, 1 KB reserved per block), which [PG-T] and [PG-CC] give for 12.0 too.
+    ..A10
+};
+
+pub const ALL: [&GpuSpec; 8] = [&A100, &A10, &L4, &H100, &H100_WGMMA, &T4, &B200, &RTX_5090];
 
 #[cfg(test)]
 mod tests {
@@ -285,5 +341,16 @@ mod tests {
         assert_eq!(A100.dense_peak(), A100.flops_peak());
         // 128 B/clk/SM of shared memory ([SMEM-BW]).
         assert_eq!(H100_WGMMA.smem_bytes_per_clk(), 128.0);
+    }
+
+    #[test]
+    fn blackwell_entries_reproduce_their_sources() {
+        // [RTX-BW]: 209.5 TFLOP/s dense f16 -> f32 at 170 SMs x 2407 MHz.
+        assert!((RTX_5090.flops_peak() / 1e12 - 209.5).abs() < 0.1);
+        // [B200-DS]: the dense tcgen05 peak 2.25 PFLOP/s is 4x the assumed mma.sync rate.
+        assert!((4.0 * B200.flops_peak() / 1e15 - 2.25).abs() < 0.01);
+        assert_eq!((B200.sm, RTX_5090.sm), (100, 120));
+        assert_eq!(B200.smem_per_sm, 228 * 1024);
+        assert_eq!(RTX_5090.max_threads_per_sm, 1536);
     }
 }
