@@ -170,8 +170,9 @@ typedef struct flashmha_buf {
 } flashmha_buf;
 
 /* The buffers of one forward run. q/k/v/o hold elements of the shape's dtype; lse, entropy,
- * alibi_slopes ([heads_q]) and head_gates ([heads_q]) are f32; cu_seqlens are int32 and
- * required exactly for varlen shapes. */
+ * alibi_slopes ([heads_q]), head_gates ([heads_q]) and sinks ([heads_q]) are f32; cu_seqlens
+ * are int32 and required exactly for varlen shapes. sinks: attention-sink logits, exp(sinks[h])
+ * joins every softmax denominator of head h and carries no value (lse and entropy include it). */
 typedef struct flashmha_bufs {
     flashmha_buf q;
     flashmha_buf k;
@@ -181,6 +182,7 @@ typedef struct flashmha_bufs {
     flashmha_buf entropy;
     flashmha_buf alibi_slopes;
     flashmha_buf head_gates;
+    flashmha_buf sinks;
     flashmha_buf cu_seqlens_q;
     flashmha_buf cu_seqlens_k;
 } flashmha_bufs;
@@ -338,9 +340,10 @@ typedef struct flashmha_decode_shape {
      * page_size. */
     size_t max_cache_len;
     flashmha_options options;
-    /* Non-zero: the run reads alibi_slopes / head_gates, writes lse / entropy. */
+    /* Non-zero: the run reads alibi_slopes / head_gates / sinks, writes lse / entropy. */
     int32_t alibi;
     int32_t head_gates;
+    int32_t sinks;
     int32_t lse;
     int32_t entropy;
     flashmha_split_mode split_mode;
@@ -360,6 +363,7 @@ typedef struct flashmha_decode_bufs {
     flashmha_buf entropy;
     flashmha_buf alibi_slopes;
     flashmha_buf head_gates;
+    flashmha_buf sinks;
     flashmha_buf k_scales;
     flashmha_buf v_scales;
     /* One f32 buffer of at least workspace_elems, owned by the caller; ignored (may be NULL)

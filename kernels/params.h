@@ -54,6 +54,9 @@ typedef struct FlashAttnOptions {
     float *entropy;            /* optional: Shannon entropy of each attention row (nats) */
     const float *alibi_slopes; /* optional: [hq], bias -slope * |i + sk - sq - j| added to scaled scores */
     const float *head_gates;   /* optional: [hq], O of head h is multiplied by gate[h] */
+    const float *sinks;        /* optional: [hq], attention-sink logit of head h: one more term
+                                  exp(sinks[h]) in every row's softmax denominator, with no value
+                                  (kernels/common/state_merge.cuh, join_sink) */
     int64_t lse_batch_stride, lse_head_stride; /* shared by lse and entropy; row stride is 1 */
     float scale;        /* softmax scale applied to q.k (natural domain), usually 1/sqrt(d) */
     float scale_log2;   /* scale * log2(e): the kernel works in the log2 domain */
@@ -134,9 +137,9 @@ typedef struct FlashFwdTmaParams {
     FlashTensorMap q_map; /* q as (d, hq, rows, batch), box (64, 1, block_m, 1) */
     FlashTensorMap k_map; /* k as (d, hkv, rows, batch), box (64, 1, block_n, 1) */
     FlashTensorMap v_map; /* v as k */
-    FlashFwdParams base;
-    uint64_t pad0; /* explicit tail padding to the 64-byte alignment: the host views the struct
-                      as bytes, so it has no implicit padding (static_assert in flash_fwd_sm90.cu) */
+    FlashFwdParams base; /* 256 bytes: the struct ends on its 64-byte alignment with no tail
+                            padding, so the host can view it as bytes (static_assert in
+                            flash_fwd_sm90.cu) */
 } FlashFwdTmaParams;
 
 /*
@@ -181,11 +184,11 @@ typedef struct HeadSimParams {
 
 /* The same for FlashAttnOptions, written after FlashFwdTmaParams' values. */
 #define FLASHMHA_ABI_PROBE_OPTIONS_FIELDS(X)                                                       \
-    X(lse) X(entropy) X(alibi_slopes) X(head_gates) X(lse_batch_stride) X(lse_head_stride)         \
-    X(scale) X(scale_log2) X(softcap) X(window_left) X(window_right) X(flags)
+    X(lse) X(entropy) X(alibi_slopes) X(head_gates) X(sinks) X(lse_batch_stride)                  \
+    X(lse_head_stride) X(scale) X(scale_log2) X(softcap) X(window_left) X(window_right) X(flags)
 
 /* The same for FlashFwdTmaParams, written after HeadSimParams' values. */
-#define FLASHMHA_ABI_PROBE_TMA_FIELDS(X) X(q_map) X(k_map) X(v_map) X(base) X(pad0)
+#define FLASHMHA_ABI_PROBE_TMA_FIELDS(X) X(q_map) X(k_map) X(v_map) X(base)
 
 /* The same for HeadSimParams, written after FlashFwdParams' values. */
 #define FLASHMHA_ABI_PROBE_HEADSIM_FIELDS(X)                                                       \

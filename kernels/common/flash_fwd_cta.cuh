@@ -354,7 +354,7 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
     for (int mb = 0; mb < kRB; ++mb)
 #pragma unroll
         for (int h = 0; h < kRowHalves; ++h) {
-            res[mb][h] = softmax[mb].finalize(h, score_mul, o_acc[mb]);
+            res[mb][h] = with_sink(params.opt, head, softmax[mb].finalize(h, score_mul, o_acc[mb]));
             row_scale[mb][h] = res[mb][h].inv_sum * gate;
         }
 

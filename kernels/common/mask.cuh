@@ -24,6 +24,7 @@
 #include "common/codegen.cuh"
 #include "common/mma.cuh"
 #include "common/softmax.cuh"
+#include "common/state_merge.cuh"
 
 namespace flashmha {
 
@@ -301,6 +302,12 @@ __device__ __forceinline__ void modify_and_mask(float (&s)[kSTiles][kCRegs], con
                         lo = mask.key_lo(rows[h]);
                         hi = mask.key_hi(rows[h]);
                     });
+}
+
+/* A finished row with the options' sink of `head` joined (state_merge.cuh, join_sink), or as it
+ * is without sinks: every forward epilogue (Ampere / Turing, sm_90a) ends its rows here. */
+__device__ __forceinline__ RowResult with_sink(const FlashAttnOptions &o, int head, const RowResult &r) {
+    return o.sinks != nullptr ? join_sink(r, o.sinks[head]) : r;
 }
 
 /* The forward's row-stats writer (Ampere / Turing and sm_90a epilogues): LSE and entropy of

@@ -12,6 +12,17 @@
  * is skipped by the max (fmaxf) but makes t_s, total and every weight NaN, so O, LSE and H of
  * the merge are NaN: NaN is never taken for an empty state. A state of finite LSE whose weight
  * underflows to +0 is still accumulated (0 x NaN keeps a NaN of its O).
+ *
+ * Attention sinks (params.h FlashAttnOptions.sinks): a per-head logit z that joins every row's
+ * softmax denominator and carries no value, P_ij = exp(s_ij) / (exp(z) + sum_j exp(s_ij)). It is
+ * exactly one more state of the row, with LSE = z, O = 0 and H = 0, merged by the rules above:
+ * so LSE and entropy include the sink's mass (H is the entropy of the row's distribution over
+ * its keys and the sink), a row with no unmasked key gets O = 0, LSE = z, H = 0, a sink of -inf
+ * is no sink, and a NaN sink makes the row's O, LSE and H NaN. Every row joins its sink once:
+ * the forward in its epilogue (join_sink), a decode in its cross-warp merge, and a split decode
+ * only in split 0's partial state, never per split (merging is associative, so the split
+ * combine then gives the same row). merge_states takes states that already hold their sink:
+ * a sink belongs to one of the merged states.
  */
 #ifndef FLASHMHA_COMMON_STATE_MERGE_CUH
 #define FLASHMHA_COMMON_STATE_MERGE_CUH
@@ -56,6 +67,32 @@ __device__ __forceinline__ void merge_accumulate(float4 &acc, float a, const flo
     acc.y = fmaf(a, v.y, acc.y);
     acc.z = fmaf(a, v.z, acc.z);
     acc.w = fmaf(a, v.w, acc.w);
+}
+
+/* The sink logit of `head` from an optional [heads] array: -inf (no sink) when absent. */
+__device__ __forceinline__ float sink_of(const float *sinks, int head) {
+    return sinks != nullptr ? sinks[head] : neg_inf();
+}
+
+/* A NaN that a sink must force into O even where the row's own weight is skipped (a row with no
+ * unmasked key has no O to carry it): NaN for a NaN or +inf sink, else 0. */
+__device__ __forceinline__ float sink_nan(float sink) {
+    return sink == neg_inf() ? 0.0f : 0.0f * sink;
+}
+
+/* A finished row r (softmax.cuh finalize) merged with its sink state (LSE = sink, O = 0, H = 0).
+ * inv_sum keeps multiplying the row's unnormalised O accumulators. */
+__device__ __forceinline__ RowResult join_sink(const RowResult &r, float sink) {
+    const float ref = merge_ref(fmaxf(r.lse, sink));
+    const float total = merge_term(r.lse, ref) + merge_term(sink, ref);
+    const float inv_total = 1.0f / total;
+    const float a_row = merge_weight(r.lse, ref, inv_total);
+    const float a_sink = merge_weight(sink, ref, inv_total);
+    RowResult out;
+    out.inv_sum = (merge_skipped(a_row) ? 0.0f : r.inv_sum * a_row) + sink_nan(sink);
+    out.lse = merge_lse(ref, total);
+    out.entropy = merge_entropy_add(merge_entropy_add(0.0f, a_row, r.entropy), a_sink, 0.0f);
+    return out;
 }
 
 }  // namespace flashmha

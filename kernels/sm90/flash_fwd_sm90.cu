@@ -10,8 +10,8 @@
 #include "kernel_table.h"
 #include "sm90/flash_fwd_sm90_cta.cuh"
 
-static_assert(sizeof(FlashFwdTmaParams) == offsetof(FlashFwdTmaParams, pad0) + sizeof(uint64_t),
-              "FlashFwdTmaParams must have no implicit tail padding (params.h pad0)");
+static_assert(sizeof(FlashFwdTmaParams) == offsetof(FlashFwdTmaParams, base) + sizeof(FlashFwdParams),
+              "FlashFwdTmaParams must have no implicit tail padding (params.h)");
 
 /* flashmha_fwd_sm90_<dtype>_d<head_dim>. One CTA per SM (its shared memory and the consumers'
  * 240 registers), hence the minimum of 1 block. */

@@ -254,7 +254,7 @@ __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) 
     float row_scale[kRowHalves];
 #pragma unroll
     for (int h = 0; h < kRowHalves; ++h) {
-        res[h] = softmax.finalize(h, score_mul, o_acc);
+        res[h] = with_sink(params.opt, head, softmax.finalize(h, score_mul, o_acc));
         row_scale[h] = res[h].inv_sum * gate;
     }
 

@@ -373,7 +373,7 @@ pub(super) fn decode<B: Backend + ?Sized, T: Element>(
     let (block_table, _bt) = t.read(TensorName::BlockTable, Some(block_table))?;
     let (cache_seqlens, _cs) = t.read(TensorName::CacheSeqlens, Some(cache_seqlens))?;
     let (cu_q, _cu) = t.read(TensorName::CuSeqlensQ, cu_seqlens_q)?;
-    let ([lse, entropy, alibi, gates], _extras) = extras.bind(&mut t)?;
+    let ([lse, entropy, alibi, gates, sinks], _extras) = extras.bind(&mut t)?;
     let (ws, _ws) = t.write(TensorName::Workspace, workspace)?;
     let (partial_o, partial_lse, partial_entropy) = plan.carve_workspace(ws)?;
     let bufs = DecodeBuffers {
@@ -390,6 +390,7 @@ pub(super) fn decode<B: Backend + ?Sized, T: Element>(
         entropy,
         alibi_slopes: alibi,
         head_gates: gates,
+        sinks,
         partial_o,
         partial_lse,
         partial_entropy,

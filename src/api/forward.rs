@@ -104,7 +104,7 @@ pub(super) fn run<B: Backend + ?Sized, T: Element>(
     let (k, _k) = t.read(TensorName::K, Some(k))?;
     let (v, _v) = t.read(TensorName::V, Some(v))?;
     let (o, _o) = t.write(TensorName::O, Some(o))?;
-    let ([lse, entropy, alibi_slopes, head_gates], _extras) = extras.bind(&mut t)?;
+    let ([lse, entropy, alibi_slopes, head_gates, sinks], _extras) = extras.bind(&mut t)?;
     let (cu_q, cu_k) = cu_seqlens.unzip();
     let (cu_seqlens_q, _cq) = t.read(TensorName::CuSeqlensQ, cu_q)?;
     let (cu_seqlens_k, _ck) = t.read(TensorName::CuSeqlensK, cu_k)?;
@@ -117,6 +117,7 @@ pub(super) fn run<B: Backend + ?Sized, T: Element>(
         entropy,
         alibi_slopes,
         head_gates,
+        sinks,
         cu_seqlens_q,
         cu_seqlens_k,
     };

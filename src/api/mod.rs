@@ -39,6 +39,7 @@ pub(crate) struct RowExtras<'a, B: Backend + ?Sized> {
     entropy: Option<&'a mut dyn Write<B, f32>>,
     alibi_slopes: Option<&'a dyn Read<B, f32>>,
     head_gates: Option<&'a dyn Read<B, f32>>,
+    sinks: Option<&'a dyn Read<B, f32>>,
 }
 
 impl<B: Backend + ?Sized> Default for RowExtras<'_, B> {
@@ -48,19 +49,20 @@ impl<B: Backend + ?Sized> Default for RowExtras<'_, B> {
             entropy: None,
             alibi_slopes: None,
             head_gates: None,
+            sinks: None,
         }
     }
 }
 
-/// The bound [`RowExtras`]: lse, entropy, alibi slopes, head gates.
-pub(crate) type BoundExtras = [DevBuf; 4];
+/// The bound [`RowExtras`]: lse, entropy, alibi slopes, head gates, sinks.
+pub(crate) type BoundExtras = [DevBuf; 5];
 
 impl<'a, B: Backend + ?Sized> RowExtras<'a, B> {
     /// Binds the given ones (absent ones stay absent); the guards live as long as the call.
     pub(crate) fn bind<'s>(
         self,
         t: &mut Binder<'s, B>,
-    ) -> Result<(BoundExtras, [Option<B::Guard<'s>>; 4])>
+    ) -> Result<(BoundExtras, [Option<B::Guard<'s>>; 5])>
     where
         'a: 's,
     {
@@ -68,7 +70,8 @@ impl<'a, B: Backend + ?Sized> RowExtras<'a, B> {
         let (entropy, g1) = t.write(TensorName::Entropy, self.entropy)?;
         let (alibi, g2) = t.read(TensorName::AlibiSlopes, self.alibi_slopes)?;
         let (gates, g3) = t.read(TensorName::HeadGates, self.head_gates)?;
-        Ok(([lse, entropy, alibi, gates], [g0, g1, g2, g3]))
+        let (sinks, g4) = t.read(TensorName::Sinks, self.sinks)?;
+        Ok(([lse, entropy, alibi, gates, sinks], [g0, g1, g2, g3, g4]))
     }
 }
 
@@ -98,6 +101,14 @@ macro_rules! row_extras_builders {
         /// Per-head output gates `[hq]` (f32): O of head `h` is multiplied by `gates[h]`.
         pub fn head_gates(mut self, gates: &'a impl Read<B, f32>) -> Self {
             self.extras.head_gates = Some(gates);
+            self
+        }
+
+        /// Attention-sink logits `[hq]` (f32): `exp(sinks[h])` joins every row's softmax
+        /// denominator of head `h` and contributes no value, so `P_ij = exp(s_ij) /
+        /// (exp(sinks[h]) + sum_j exp(s_ij))`; LSE and entropy include the sink's mass.
+        pub fn sinks(mut self, sinks: &'a impl Read<B, f32>) -> Self {
+            self.extras.sinks = Some(sinks);
             self
         }
     };

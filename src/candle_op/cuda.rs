@@ -184,9 +184,18 @@ fn run_typed<T: Element + CudaDType>(
             )),
             None => None,
         };
+        let sinks = out.sinks.as_ref().map(Tensor::contiguous).transpose()?;
+        let sinks_guard = sinks.as_ref().map(Tensor::storage_and_layout);
+        let sinks_view = match &sinks_guard {
+            Some((ss, sl)) => Some(device_view::<f32>(ss, sl.start_offset())?),
+            None => None,
+        };
         let mut args = FwdArgs::new(&q_view, &k_view, &v_view, &mut o).lse(&mut lse);
         if let Some((cq, ck)) = cu_views.as_ref() {
             args = args.cu_seqlens(cq, ck);
+        }
+        if let Some(s) = sinks_view.as_ref() {
+            args = args.sinks(s);
         }
         backend.run(&stream, &plan, args).map_err(wrap)?;
     }

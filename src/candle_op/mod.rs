@@ -142,12 +142,14 @@ fn from_bits(bits: Vec<u16>, dtype: DType, dims: &[usize]) -> candle_core::Resul
     }
 }
 
-/// Runs `problem` on the emulator with the tensors' data; returns O's bits and the LSE.
+/// Runs `problem` on the emulator with the tensors' data (and the sinks' values); returns O's
+/// bits and the LSE.
 fn emulate(
     problem: &FwdProblem,
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
+    sinks: Option<Vec<f32>>,
 ) -> candle_core::Result<(Vec<u16>, Vec<f32>)> {
     let inputs = HostInputs {
         q: bits(q)?,
@@ -155,6 +157,7 @@ fn emulate(
         v: bits(v)?,
         alibi_slopes: None,
         head_gates: None,
+        sinks,
     };
     let run = emulated::forward(problem, &inputs).map_err(wrap)?;
     let findings = run
@@ -196,6 +199,51 @@ pub fn attention(
     v: &Tensor,
     opts: &AttnOptions,
 ) -> candle_core::Result<(Tensor, Tensor)> {
+    padded(q, k, v, None, opts)
+}
+
+/// [`attention`] with attention sinks: `sinks: [hq]` (f32, on q's device) holds a logit per
+/// query head whose `exp` joins every row's softmax denominator of that head and contributes
+/// no value, `P_ij = exp(s_ij) / (exp(sinks[h]) + sum_j exp(s_ij))` (gpt-oss and similar);
+/// the LSE includes it (a row with no visible key gets `O = 0`, `lse = sinks[h]`).
+pub fn attention_with_sinks(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    sinks: &Tensor,
+    opts: &AttnOptions,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    padded(q, k, v, Some(sinks), opts)
+}
+
+/// `sinks` checked as the `[hq]` f32 tensor the kernels read.
+fn check_sinks(sinks: &Tensor, heads_q: usize) -> candle_core::Result<()> {
+    let [n] = dims::<1>(TensorName::Sinks, sinks)?;
+    if n != heads_q {
+        return Err(wrap(Error::DimMismatch {
+            tensor: TensorName::Sinks,
+            dim: Dim::Heads,
+            expected: heads_q,
+            found: n,
+        }));
+    }
+    if sinks.dtype() != CDType::F32 {
+        return Err(candle_core::Error::Msg(format!(
+            "flashmha::candle: sinks are {:?}; the kernels take f32",
+            sinks.dtype()
+        )));
+    }
+    Ok(())
+}
+
+/// The padded op, with or without sinks.
+fn padded(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    sinks: Option<&Tensor>,
+    opts: &AttnOptions,
+) -> candle_core::Result<(Tensor, Tensor)> {
     let dtype = same_dtype(q, k, v)?;
     let qd = dims::<4>(TensorName::Q, q)?;
     let kd = dims::<4>(TensorName::K, k)?;
@@ -203,10 +251,19 @@ pub fn attention(
     // Checks every dim of every tensor against the others (typed errors).
     let shape = FwdShape::from_dense_dims(qd, kd, vd, qd).map_err(wrap)?;
     let [batch, seqlen_q, heads_q, head_dim] = qd;
+    if let Some(s) = sinks {
+        check_sinks(s, heads_q)?;
+        if !s.device().same_device(q.device()) {
+            return Err(candle_core::Error::Msg(
+                "flashmha::candle: sinks must be on q's device".into(),
+            ));
+        }
+    }
     if same_device(q, k, v)? == Target::Cuda {
         let out = OutputDims {
             o: qd.to_vec(),
             lse: vec![batch, heads_q, seqlen_q],
+            sinks: sinks.cloned(),
         };
         return on_cuda(&shape.with_options(*opts), q, k, v, None, out);
     }
@@ -223,7 +280,9 @@ pub fn attention(
         *opts,
     );
     problem.lse_len = Some(problem.row_stats_len());
-    let (o, lse) = emulate(&problem, q, k, v)?;
+    problem.sinks_len = sinks.map(|_| heads_q);
+    let sinks = sinks.map(|s| s.to_vec1::<f32>()).transpose()?;
+    let (o, lse) = emulate(&problem, q, k, v, sinks)?;
     Ok((
         from_bits(o, dtype, &qd)?,
         Tensor::from_vec(lse, (batch, heads_q, seqlen_q), &Device::Cpu)?,
@@ -238,6 +297,8 @@ struct OutputDims {
     o: Vec<usize>,
     /// `[b, hq, sq]` or `[hq, total_q]`.
     lse: Vec<usize>,
+    /// `[hq]` f32 attention-sink logits on the tensors' device, when given.
+    sinks: Option<Tensor>,
 }
 
 /// Runs `shape` on the tensors' CUDA device (feature `candle-cuda`); without the feature,
@@ -347,6 +408,7 @@ pub fn attention_varlen(
         let out = OutputDims {
             o: vec![total_q, heads_q, head_dim],
             lse: vec![heads_q, total_q],
+            sinks: None,
         };
         return on_cuda(&shape, q, k, v, Some((&cu_q, &cu_k)), out);
     }
@@ -388,7 +450,7 @@ pub fn attention_varlen(
         }
     }
     problem.lse_len = Some(problem.row_stats_len());
-    let (o, lse) = emulate(&problem, q, k, v)?;
+    let (o, lse) = emulate(&problem, q, k, v, None)?;
     Ok((
         from_bits(o, dtype, &[total_q, heads_q, head_dim])?,
         Tensor::from_vec(lse, (heads_q, total_q), &Device::Cpu)?,

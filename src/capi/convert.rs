@@ -155,6 +155,7 @@ pub fn bufs(b: &ffi::flashmha_bufs) -> Result<FwdBufs, CallError> {
         entropy: buf(b.entropy),
         alibi_slopes: buf(b.alibi_slopes),
         head_gates: buf(b.head_gates),
+        sinks: buf(b.sinks),
         cu_seqlens_q: buf(b.cu_seqlens_q),
         cu_seqlens_k: buf(b.cu_seqlens_k),
     })
@@ -290,6 +291,7 @@ pub fn decode_problem(s: &ffi::flashmha_decode_shape) -> Result<DecodeProblem, C
         options: options(&s.options)?,
         alibi: s.alibi != 0,
         gates: s.head_gates != 0,
+        sinks: s.sinks != 0,
         lse: s.lse != 0,
         entropy: s.entropy != 0,
     })
@@ -331,6 +333,7 @@ pub fn decode_bufs(b: &ffi::flashmha_decode_bufs) -> DecodeBuffers {
         entropy: device_buf(b.entropy),
         alibi_slopes: device_buf(b.alibi_slopes),
         head_gates: device_buf(b.head_gates),
+        sinks: device_buf(b.sinks),
         k_scales: device_buf(b.k_scales),
         v_scales: device_buf(b.v_scales),
         ..Default::default()

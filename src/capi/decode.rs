@@ -57,6 +57,7 @@ impl Op for Decode {
                 entropy: m.mirror(host.entropy, 4, output.when(pr.entropy))?,
                 alibi_slopes: m.mirror(host.alibi_slopes, 4, input.when(pr.alibi))?,
                 head_gates: m.mirror(host.head_gates, 4, input.when(pr.gates))?,
+                sinks: m.mirror(host.sinks, 4, input.when(pr.sinks))?,
                 k_scales: m.mirror(host.k_scales, 4, input.when(fp8))?,
                 v_scales: m.mirror(host.v_scales, 4, input.when(fp8))?,
                 workspace: m.mirror(host.workspace, 4, Role::Scratch.when(p.combine.is_some()))?,

@@ -80,6 +80,7 @@ impl Op for Forward {
                 entropy: m.mirror(host.entropy, 4, output)?,
                 alibi_slopes: m.mirror(host.alibi_slopes, 4, input)?,
                 head_gates: m.mirror(host.head_gates, 4, input)?,
+                sinks: m.mirror(host.sinks, 4, input)?,
                 cu_seqlens_q: m.mirror(host.cu_seqlens_q, 4, input)?,
                 cu_seqlens_k: m.mirror(host.cu_seqlens_k, 4, input)?,
             })

@@ -52,6 +52,8 @@ pub struct DecodeCase {
     pub options: AttnOptions,
     pub alibi: bool,
     pub gates: bool,
+    /// Attention-sink logits per query head ([`super::draw_sinks`]).
+    pub sinks: bool,
     pub lse: bool,
     pub entropy: bool,
     pub split: SplitPolicy,
@@ -109,6 +111,7 @@ impl DecodeCase {
             },
             alibi: false,
             gates: false,
+            sinks: false,
             lse: false,
             entropy: false,
             split,
@@ -241,6 +244,7 @@ impl DecodeCase {
             },
             alibi: rng.random_bool(0.2),
             gates: rng.random_bool(0.2),
+            sinks: rng.random_bool(0.2),
             lse: rng.random_bool(0.6),
             entropy: rng.random_bool(0.3),
             split,
@@ -350,6 +354,7 @@ impl DecodeCase {
             options: self.options,
             alibi: self.alibi,
             gates: self.gates,
+            sinks: self.sinks,
             lse: self.lse,
             entropy: self.entropy,
         };
@@ -435,6 +440,7 @@ impl DecodeCase {
         let head_gates = self
             .gates
             .then(|| (0..hq).map(|_| rng.random_range(-1.5f32..1.5)).collect());
+        let sinks = self.sinks.then(|| super::draw_sinks(&mut rng, hq));
         BuiltCase {
             problem,
             inputs: DecodeHostInputs {
@@ -450,6 +456,7 @@ impl DecodeCase {
                 cu_seqlens_q,
                 alibi_slopes,
                 head_gates,
+                sinks,
             },
         }
     }
@@ -493,7 +500,7 @@ impl DecodeCase {
         }
         words.extend(super::feature_words(
             &self.options,
-            [self.alibi, self.gates, self.lse, self.entropy],
+            [self.alibi, self.gates, self.sinks, self.lse, self.entropy],
         ));
         words.push(match self.split {
             SplitPolicy::Auto { num_sms } => format!("splits auto/{num_sms} SMs"),
@@ -619,6 +626,7 @@ pub fn check_outputs(
         cu_seqlens_q: inp.cu_seqlens_q.as_deref(),
         alibi_slopes: inp.alibi_slopes.as_deref(),
         head_gates: inp.head_gates.as_deref(),
+        sinks: inp.sinks.as_deref(),
     })
     .map_err(|e| Error::Reference(e.to_string()))?;
     let rows = item_rows(p, inp.cu_seqlens_q.as_deref());

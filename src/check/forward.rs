@@ -37,6 +37,8 @@ pub struct CheckCase {
     pub options: AttnOptions,
     pub alibi: bool,
     pub gates: bool,
+    /// Attention-sink logits per query head ([`super::draw_sinks`]).
+    pub sinks: bool,
     pub lse: bool,
     pub entropy: bool,
     /// Seed of the input values.
@@ -108,6 +110,7 @@ impl CheckCase {
             },
             alibi: rng.random_bool(0.2),
             gates: rng.random_bool(0.2),
+            sinks: rng.random_bool(0.2),
             lse: rng.random_bool(0.6),
             entropy,
             seed: rng.random(),
@@ -189,6 +192,7 @@ impl CheckCase {
         p.entropy_len = self.entropy.then_some(stats);
         p.alibi_len = self.alibi.then_some(self.num_heads_q);
         p.gates_len = self.gates.then_some(self.num_heads_q);
+        p.sinks_len = self.sinks.then_some(self.num_heads_q);
         p.target = self.target;
         p
     }
@@ -197,7 +201,7 @@ impl CheckCase {
     pub fn describe(&self) -> String {
         let mut feats = super::feature_words(
             &self.options,
-            [self.alibi, self.gates, self.lse, self.entropy],
+            [self.alibi, self.gates, self.sinks, self.lse, self.entropy],
         );
         if self.stride_pad > 0 {
             feats.push(format!("strided+{}", self.stride_pad));
@@ -291,6 +295,9 @@ pub fn run_case_on<B: HarnessBackend>(backend: &B, case: &CheckCase) -> Result<J
             })
             .collect()
     });
+    let sinks = case
+        .sinks
+        .then(|| super::draw_sinks(&mut rng, case.num_heads_q));
     let bits = |vals: &[f32]| vals.iter().map(|&x| ty.bits_from_f32(x)).collect();
     let inputs = HostInputs {
         q: bits(&q_vals),
@@ -298,6 +305,7 @@ pub fn run_case_on<B: HarnessBackend>(backend: &B, case: &CheckCase) -> Result<J
         v: bits(&v_vals),
         alibi_slopes: slopes.clone(),
         head_gates: gates.clone(),
+        sinks: sinks.clone(),
     };
     let run = runner::forward(backend, &p, &inputs)?;
     let outputs = run.outputs;
@@ -323,6 +331,7 @@ pub fn run_case_on<B: HarnessBackend>(backend: &B, case: &CheckCase) -> Result<J
         options: &case.options,
         alibi_slopes: slopes.as_deref(),
         head_gates: gates.as_deref(),
+        sinks: sinks.as_deref(),
     })
     .map_err(|e| Error::Reference(e.to_string()))?;
 

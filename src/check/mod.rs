@@ -8,9 +8,27 @@ pub mod judge;
 
 /// The words a case description gives its options and optional tensors: the options' features,
 /// then each of ALiBi, gates, LSE and entropy that is on (`[alibi, gates, lse, entropy]`).
-fn feature_words(options: &crate::common::options::AttnOptions, on: [bool; 4]) -> Vec<String> {
+/// Attention-sink logits for `heads` query heads, as the random cases draw them: a tenth of
+/// the heads without a sink (-inf), the others uniform in [-4, 6) (from negligible to holding
+/// most of a row's mass).
+pub fn draw_sinks(rng: &mut impl rand::Rng, heads: usize) -> Vec<f32> {
+    (0..heads)
+        .map(|_| {
+            if rng.random_bool(0.1) {
+                f32::NEG_INFINITY
+            } else {
+                rng.random_range(-4.0f32..6.0)
+            }
+        })
+        .collect()
+}
+
+fn feature_words(options: &crate::common::options::AttnOptions, on: [bool; 5]) -> Vec<String> {
     let mut words = options.features();
-    for (on, name) in on.into_iter().zip(["alibi", "gates", "lse", "entropy"]) {
+    for (on, name) in on
+        .into_iter()
+        .zip(["alibi", "gates", "sinks", "lse", "entropy"])
+    {
         if on {
             words.push(name.to_string());
         }

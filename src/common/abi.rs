@@ -67,13 +67,12 @@ pub fn fwd_tma_params(
         k_map: map(k_map),
         v_map: map(v_map),
         base: *base,
-        pad0: 0,
     }
 }
 
-// SAFETY: three 128-byte maps, the forward params (no padding, see FlashFwdParams) at offset
-// 384 and an explicit u64 pad0 up to the 64-byte alignment: no padding (tested below, and by
-// the ABI probe against nvcc's layout).
+// SAFETY: three 128-byte maps and the forward params (256 bytes, no padding, see
+// FlashFwdParams) at offset 384, which end on the 64-byte alignment: no padding (tested below,
+// and by the ABI probe against nvcc's layout).
 unsafe impl ParamsBytes for FlashFwdTmaParams {}
 // SAFETY: as above; the kernel receives it by value as a __grid_constant__ parameter.
 unsafe impl cudarc::driver::DeviceRepr for FlashFwdTmaParams {}
@@ -86,8 +85,8 @@ mod tests {
     fn tma_params_layout() {
         use std::mem::{align_of, offset_of, size_of};
         // params.h: FlashTensorMap is 128 bytes aligned to 64; the three maps come first, then
-        // the forward params (248 bytes) and pad0 up to the 64-byte alignment (3 x 128 + 248 +
-        // 8 = 640): no implicit padding, so the struct can be viewed as bytes.
+        // the forward params (256 bytes), ending on the 64-byte alignment (3 x 128 + 256 =
+        // 640): no implicit padding, so the struct can be viewed as bytes.
         assert_eq!(size_of::<FlashTensorMap>(), TENSOR_MAP_BYTES);
         assert_eq!(
             align_of::<FlashTensorMap>(),
@@ -97,8 +96,7 @@ mod tests {
         assert_eq!(offset_of!(FlashFwdTmaParams, k_map), 128);
         assert_eq!(offset_of!(FlashFwdTmaParams, v_map), 256);
         assert_eq!(offset_of!(FlashFwdTmaParams, base), 384);
-        assert_eq!(size_of::<FlashFwdParams>(), 248);
-        assert_eq!(offset_of!(FlashFwdTmaParams, pad0), 384 + 248);
+        assert_eq!(size_of::<FlashFwdParams>(), 256);
         assert_eq!(size_of::<FlashFwdTmaParams>(), 640);
         assert_eq!(align_of::<FlashFwdTmaParams>(), 64);
         let base = FlashFwdParams {
@@ -120,7 +118,6 @@ mod tests {
         assert_eq!(b[head_dim..head_dim + 4], 0x1234_5678i32.to_le_bytes());
         let flags = 384 + offset_of!(FlashFwdParams, opt) + offset_of!(FlashAttnOptions, flags);
         assert_eq!(b[flags..flags + 4], 0x9abc_def0u32.to_le_bytes());
-        assert!(b[632..].iter().all(|&x| x == 0));
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub enum TensorName {
     Entropy,
     AlibiSlopes,
     HeadGates,
+    /// Attention-sink logits `[hq]` (f32).
+    Sinks,
     CuSeqlensQ,
     CuSeqlensK,
     /// The head-similarity kernel's input (attention outputs).
@@ -79,6 +81,7 @@ impl std::fmt::Display for TensorName {
             TensorName::Entropy => "entropy",
             TensorName::AlibiSlopes => "alibi_slopes",
             TensorName::HeadGates => "head_gates",
+            TensorName::Sinks => "sinks",
             TensorName::CuSeqlensQ => "cu_seqlens_q",
             TensorName::CuSeqlensK => "cu_seqlens_k",
             TensorName::HeadSimInput => "o (head similarity)",

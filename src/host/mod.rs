@@ -32,6 +32,8 @@ pub struct HostInputs {
     pub v: Vec<u16>,
     pub alibi_slopes: Option<Vec<f32>>,
     pub head_gates: Option<Vec<f32>>,
+    /// Attention-sink logits `[hq]`.
+    pub sinks: Option<Vec<f32>>,
 }
 
 impl HostInputs {
@@ -79,6 +81,7 @@ impl HostInputs {
             v: draw(problem.v.len),
             alibi_slopes: None,
             head_gates: None,
+            sinks: None,
         }
     }
 
@@ -98,6 +101,11 @@ impl HostInputs {
             TensorName::HeadGates,
             problem.gates_len.unwrap_or(0),
             opt_len(&self.head_gates),
+        )?;
+        check_len(
+            TensorName::Sinks,
+            problem.sinks_len.unwrap_or(0),
+            opt_len(&self.sinks),
         )
     }
 }

@@ -39,6 +39,8 @@ pub struct FwdProblem {
     pub alibi_len: Option<usize>,
     /// Elements of the f32 head-gate buffer (`[hq]`), when gates are on.
     pub gates_len: Option<usize>,
+    /// Attention-sink logits `[hq]` (f32), when given.
+    pub sinks_len: Option<usize>,
     pub options: AttnOptions,
     /// Which compiled kernels run it (Ampere unless set).
     pub target: KernelTarget,
@@ -84,6 +86,7 @@ impl FwdProblem {
             entropy_len: None,
             alibi_len: None,
             gates_len: None,
+            sinks_len: None,
             options,
             target: KernelTarget::Ampere,
         }

@@ -51,13 +51,22 @@ fn report_at(reports: &mut [LaunchReport], i: usize) -> LaunchReport {
 }
 
 /// What the forward and the decode share beyond their own tensors: O and the optional row
-/// statistics (outputs, poisoned), and the optional ALiBi slopes and head gates (inputs).
+/// statistics (outputs, poisoned), and the optional per-head inputs.
 struct AttentionBufs<B: HarnessBackend, T: Element> {
     o: B::Buffer<T>,
     lse: Option<B::Buffer<f32>>,
     entropy: Option<B::Buffer<f32>>,
     alibi_slopes: Option<B::Buffer<f32>>,
     head_gates: Option<B::Buffer<f32>>,
+    sinks: Option<B::Buffer<f32>>,
+}
+
+/// The optional per-head f32 inputs `[hq]` of the forward and the decode.
+#[derive(Clone, Copy)]
+struct PerHead<'a> {
+    alibi_slopes: Option<&'a [f32]>,
+    head_gates: Option<&'a [f32]>,
+    sinks: Option<&'a [f32]>,
 }
 
 impl<B: HarnessBackend, T: Element> AttentionBufs<B, T> {
@@ -66,15 +75,15 @@ impl<B: HarnessBackend, T: Element> AttentionBufs<B, T> {
         s: &Session<'_, B>,
         o_len: usize,
         (lse, entropy): (Option<usize>, Option<usize>),
-        alibi_slopes: Option<&[f32]>,
-        head_gates: Option<&[f32]>,
+        per_head: PerHead<'_>,
     ) -> Result<Self> {
         Ok(AttentionBufs {
             o: s.poisoned(o_len)?,
             lse: s.poisoned_opt(lse)?,
             entropy: s.poisoned_opt(entropy)?,
-            alibi_slopes: s.put_opt(alibi_slopes)?,
-            head_gates: s.put_opt(head_gates)?,
+            alibi_slopes: s.put_opt(per_head.alibi_slopes)?,
+            head_gates: s.put_opt(per_head.head_gates)?,
+            sinks: s.put_opt(per_head.sinks)?,
         })
     }
 
@@ -89,12 +98,14 @@ impl<B: HarnessBackend, T: Element> AttentionBufs<B, T> {
             entropy,
             alibi_slopes,
             head_gates,
+            sinks,
         } = self;
         let args = new(o);
         let args = lse.iter_mut().fold(args, A::lse);
         let args = entropy.iter_mut().fold(args, A::entropy);
         let args = alibi_slopes.iter().fold(args, A::alibi_slopes);
-        head_gates.iter().fold(args, A::head_gates)
+        let args = head_gates.iter().fold(args, A::head_gates);
+        sinks.iter().fold(args, A::sinks)
     }
 
     /// O (as raw bits), LSE and entropy after the call.
@@ -113,6 +124,7 @@ trait RowOptions<'a, B: HarnessBackend>: Sized {
     fn entropy(self, entropy: &'a mut B::Buffer<f32>) -> Self;
     fn alibi_slopes(self, slopes: &'a B::Buffer<f32>) -> Self;
     fn head_gates(self, gates: &'a B::Buffer<f32>) -> Self;
+    fn sinks(self, sinks: &'a B::Buffer<f32>) -> Self;
 }
 
 /// [`RowOptions`] of an op's argument type: its own builder methods of the same names.
@@ -130,6 +142,9 @@ macro_rules! row_options {
             }
             fn head_gates(self, gates: &'a B::Buffer<f32>) -> Self {
                 $args::head_gates(self, gates)
+            }
+            fn sinks(self, sinks: &'a B::Buffer<f32>) -> Self {
+                $args::sinks(self, sinks)
             }
         }
     };
@@ -170,8 +185,11 @@ fn forward_typed<T: Element, B: HarnessBackend>(
         &s,
         problem.o.len,
         (problem.lse_len, problem.entropy_len),
-        inputs.alibi_slopes.as_deref(),
-        inputs.head_gates.as_deref(),
+        PerHead {
+            alibi_slopes: inputs.alibi_slopes.as_deref(),
+            head_gates: inputs.head_gates.as_deref(),
+            sinks: inputs.sinks.as_deref(),
+        },
     )?;
     let cu = match &problem.layout {
         SeqLayout::Varlen {
@@ -209,6 +227,7 @@ pub struct DecodeHostInputs {
     pub cu_seqlens_q: Option<Vec<i32>>,
     pub alibi_slopes: Option<Vec<f32>>,
     pub head_gates: Option<Vec<f32>>,
+    pub sinks: Option<Vec<f32>>,
 }
 
 /// What one decode produced: `o` raw bits in the problem's layout, LSE / entropy as the kernel
@@ -282,7 +301,9 @@ fn check_decode_inputs(p: &DecodeProblem, inputs: &DecodeHostInputs) -> Result<(
     let (expected, found) = per_head(p.alibi, &inputs.alibi_slopes);
     check_len(TensorName::AlibiSlopes, expected, found)?;
     let (expected, found) = per_head(p.gates, &inputs.head_gates);
-    check_len(TensorName::HeadGates, expected, found)
+    check_len(TensorName::HeadGates, expected, found)?;
+    let (expected, found) = per_head(p.sinks, &inputs.sinks);
+    check_len(TensorName::Sinks, expected, found)
 }
 
 /// A decode's page pools on the device: 16-bit pages as `T`, or FP8 codes with their scales.
@@ -326,8 +347,11 @@ fn decode_typed<T: Element, B: HarnessBackend>(
         &s,
         p.q_span(&p.o_strides) as usize,
         (p.lse.then_some(stats), p.entropy.then_some(stats)),
-        inputs.alibi_slopes.as_deref(),
-        inputs.head_gates.as_deref(),
+        PerHead {
+            alibi_slopes: inputs.alibi_slopes.as_deref(),
+            head_gates: inputs.head_gates.as_deref(),
+            sinks: inputs.sinks.as_deref(),
+        },
     )?;
     let cu = s.put_opt(inputs.cu_seqlens_q.as_deref())?;
     let workspace = plan.workspace.elems() as usize;

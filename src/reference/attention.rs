@@ -40,6 +40,11 @@ pub struct ReferenceInputs<'a> {
     pub alibi_slopes: Option<&'a [f32]>,
     /// `[num_heads_q]`: O of head `h` is multiplied by `gate[h]` (LSE and entropy are not).
     pub head_gates: Option<&'a [f32]>,
+    /// `[num_heads_q]`: attention-sink logit of each query head, computed as what it is: one
+    /// more key column of every row, always visible, with score `sinks[h]` (no scale, softcap
+    /// or ALiBi) and a zero value row. So LSE and entropy include its mass, and a row with no
+    /// visible key gets `O = 0`, `lse = sinks[h]`, entropy 0 (a sink of -inf is no column).
+    pub sinks: Option<&'a [f32]>,
 }
 
 impl<'a> ReferenceInputs<'a> {
@@ -66,6 +71,7 @@ impl<'a> ReferenceInputs<'a> {
             options,
             alibi_slopes: None,
             head_gates: None,
+            sinks: None,
         }
     }
 }
@@ -163,6 +169,7 @@ fn validate(inp: &ReferenceInputs) -> Result<Problem, ReferenceError> {
     for (name, per_head) in [
         ("alibi_slopes", inp.alibi_slopes),
         ("head_gates", inp.head_gates),
+        ("sinks", inp.sinks),
     ] {
         if let Some(xs) = per_head {
             if xs.len() != hq {
@@ -337,9 +344,40 @@ fn item_forward(
         row_alive.push(u8::from(visible[before..].contains(&1)));
     }
     // [hq, sq, sk]
-    let visible = Tensor::from_vec(visible, (1, sq, sk), dev)?.broadcast_as((hq, sq, sk))?;
+    let mut visible = Tensor::from_vec(visible, (1, sq, sk), dev)?.broadcast_as((hq, sq, sk))?;
     // [hq, sq, 1]
-    let row_alive = Tensor::from_vec(row_alive, (1, sq, 1), dev)?.broadcast_as((hq, sq, 1))?;
+    let mut row_alive = Tensor::from_vec(row_alive, (1, sq, 1), dev)?.broadcast_as((hq, sq, 1))?;
+    let mut v = v;
+    let mut sk = sk;
+    if let Some(sinks) = inp.sinks {
+        // The sink: one more key column per head, score sinks[h], value 0, visible unless -inf
+        // (so a -inf sink changes nothing). [hq, sq, 1] each.
+        let column: Vec<f64> = sinks
+            .iter()
+            .flat_map(|&z| std::iter::repeat_n(f64::from(z), sq))
+            .collect();
+        let column = Tensor::from_vec(column, (hq, sq, 1), dev)?;
+        let seen: Vec<u8> = sinks
+            .iter()
+            .flat_map(|&z| std::iter::repeat_n(u8::from(z != f32::NEG_INFINITY), sq))
+            .collect();
+        let seen = Tensor::from_vec(seen, (hq, sq, 1), dev)?;
+        s = Tensor::cat(&[&s, &column], 2)?; // [hq, sq, sk + 1]
+        score_magnitude = Tensor::cat(&[&score_magnitude, &column.abs()?], 2)?;
+        capped_magnitude = capped_magnitude
+            .map(|c| Tensor::cat(&[&c, &column.zeros_like()?], 2))
+            .transpose()?;
+        visible = Tensor::cat(&[&visible, &seen], 2)?; // [hq, sq, sk + 1]
+        row_alive = row_alive.maximum(&seen)?; // [hq, sq, 1]
+        v = Tensor::cat(
+            &[
+                &v,
+                &Tensor::zeros((hq, 1, d), candle_core::DType::F64, dev)?,
+            ],
+            1,
+        )?; // [hq, sk + 1, d]
+        sk += 1;
+    }
 
     let full = |value: f64, shape: (usize, usize, usize)| Tensor::full(value, shape, dev);
     let neg_inf_scores = full(f64::NEG_INFINITY, (hq, sq, sk))?; // [hq, sq, sk]
@@ -432,8 +470,15 @@ pub fn attention(inp: &ReferenceInputs) -> Result<ReferenceOutputs, ReferenceErr
     };
     for (b, &item) in problem.items.iter().enumerate() {
         // An item without queries has nothing to write; one without keys keeps the dead-row
-        // values set above (candle is not asked to reduce over an empty axis).
-        if item.q_len == 0 || item.k_len == 0 {
+        // values set above (candle is not asked to reduce over an empty axis), or, with sinks,
+        // gets what the sink column alone gives.
+        if item.q_len == 0 {
+            continue;
+        }
+        if item.k_len == 0 {
+            if let Some(sinks) = inp.sinks {
+                sink_only_rows(&problem, b, item, sinks, d, &mut out);
+            }
             continue;
         }
         let r = item_forward(inp, item, &dev)?;
@@ -451,6 +496,33 @@ pub fn attention(inp: &ReferenceInputs) -> Result<ReferenceOutputs, ReferenceErr
         }
     }
     Ok(out)
+}
+
+/// The rows of an item without keys when the heads have sinks: the sink column alone, so
+/// `P = 1` on it: O = 0, LSE = sink, entropy 0; a NaN or +inf sink makes all three NaN (as
+/// `exp(z - z)` does in the general path) and a -inf sink leaves the dead-row values.
+fn sink_only_rows(
+    problem: &Problem,
+    b: usize,
+    item: Item,
+    sinks: &[f32],
+    d: usize,
+    out: &mut ReferenceOutputs,
+) {
+    let hq = sinks.len();
+    for (h, &z) in sinks.iter().enumerate() {
+        if z == f32::NEG_INFINITY {
+            continue;
+        }
+        let finite = z.is_finite();
+        for i in 0..item.q_len {
+            let at = problem.stat_index(b, h, i, hq);
+            out.lse[at] = if finite { z } else { f32::NAN };
+            out.entropy[at] = if finite { 0.0 } else { f32::NAN };
+            let row = ((item.q_start + i) * hq + h) * d;
+            out.o[row..row + d].fill(if finite { 0.0 } else { f32::NAN });
+        }
+    }
 }
 
 #[cfg(test)]

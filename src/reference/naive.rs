@@ -97,15 +97,23 @@ pub fn naive_attention(inp: &ReferenceInputs) -> NaiveOutputs {
                 } else {
                     h * total_q + q0 + i
                 };
-                if scores.is_empty() {
+                // The sink: exp(z) in the denominator, no value (-inf: none).
+                let sink = inp.sinks.map_or(f64::NEG_INFINITY, |z| f64::from(z[h]));
+                if scores.is_empty() && sink == f64::NEG_INFINITY {
                     continue; // O = 0, lse = -inf, entropy = 0 already
                 }
-                let m = scores.iter().fold(f64::NEG_INFINITY, |a, &(_, s)| a.max(s));
-                let l: f64 = scores.iter().map(|&(_, s)| (s - m).exp()).sum();
+                let m = scores.iter().fold(sink, |a, &(_, s)| a.max(s));
+                let l: f64 =
+                    scores.iter().map(|&(_, s)| (s - m).exp()).sum::<f64>() + (sink - m).exp();
                 let row_lse = m + l.ln();
                 lse[stat_at] = row_lse;
                 let gate = inp.head_gates.map_or(1.0, |g| f64::from(g[h]));
-                let mut h_row = 0.0;
+                let p_sink = (sink - row_lse).exp();
+                let mut h_row = if p_sink > 0.0 {
+                    -p_sink * p_sink.ln()
+                } else {
+                    0.0
+                };
                 for &(j, s) in &scores {
                     let p = (s - row_lse).exp();
                     if p > 0.0 {

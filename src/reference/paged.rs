@@ -25,6 +25,8 @@ pub struct PagedReferenceInputs<'a> {
     pub cu_seqlens_q: Option<&'a [i32]>,
     pub alibi_slopes: Option<&'a [f32]>,
     pub head_gates: Option<&'a [f32]>,
+    /// `[hq]` attention-sink logits (see [`ReferenceInputs::sinks`]).
+    pub sinks: Option<&'a [f32]>,
 }
 
 /// Query rows `[start, end)` of every item in the canonical row space.
@@ -155,6 +157,7 @@ pub fn paged_attention(inp: &PagedReferenceInputs) -> Result<ReferenceOutputs, R
     attention(&ReferenceInputs {
         alibi_slopes: inp.alibi_slopes,
         head_gates: inp.head_gates,
+        sinks: inp.sinks,
         ..ReferenceInputs::varlen(
             (&q, &k, &v),
             (&cu_q, &cu_k),

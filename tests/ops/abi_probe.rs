@@ -75,11 +75,11 @@ fn device_layout_of_params_structs_equals_bindgen_layout() {
         v_batch_stride, v_row_stride, v_head_stride, o_batch_stride, o_row_stride, o_head_stride,
         opt, batch, num_heads_q, num_heads_kv, head_dim, seqlen_q, seqlen_k, total_q, total_k);
     let (opt, opt_names) = layout!(FlashAttnOptions;
-        lse, entropy, alibi_slopes, head_gates, lse_batch_stride, lse_head_stride, scale,
+        lse, entropy, alibi_slopes, head_gates, sinks, lse_batch_stride, lse_head_stride, scale,
         scale_log2, softcap, window_left, window_right, flags);
     let (sim, sim_names) = layout!(HeadSimParams;
         o, gram, token_stride, head_stride, num_tokens, num_heads, head_dim, tokens_per_cta);
-    let (tma, tma_names) = layout!(FlashFwdTmaParams; q_map, k_map, v_map, base, pad0);
+    let (tma, tma_names) = layout!(FlashFwdTmaParams; q_map, k_map, v_map, base);
     assert_eq!(tma_names, header_fields("FLASHMHA_ABI_PROBE_TMA_FIELDS"));
     // The tensor maps must sit on 64-byte boundaries (CUtensorMap's alignment).
     assert_eq!(align_of::<FlashFwdTmaParams>(), 64);

@@ -107,6 +107,7 @@ fn one_plan_serves_every_layer_and_matches_the_reference() {
             options: &shape.options,
             alibi_slopes: None,
             head_gates: None,
+            sinks: None,
         })
         .unwrap();
         // |o| <= 1 (a convex mix of values in [-1, 1)): the output's own rounding (u) plus the

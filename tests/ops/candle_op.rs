@@ -6,7 +6,7 @@
 
 use crate::emulator_support::seed;
 use candle_core::{DType as CDType, Device, Tensor};
-use flashmha::candle::{attention, attention_varlen};
+use flashmha::candle::{attention, attention_varlen, attention_with_sinks};
 use flashmha::common::dtype::DType;
 use flashmha::common::options::AttnOptions;
 use flashmha::reference::{self, ErrorModel, Layout, ReferenceInputs, Tolerance};
@@ -62,6 +62,8 @@ struct Case<'a> {
     head_dim: usize,
     max_seqlens: (usize, usize),
     options: AttnOptions,
+    /// `[hq]` attention-sink logits, when the op was given them.
+    sinks: Option<&'a [f32]>,
 }
 
 /// Random padded inputs: q `[batch, sq, hq, d]` (|x| <= 1.5), k `[batch, sk, hkv, d]`
@@ -104,6 +106,7 @@ impl Padded {
             head_dim: d,
             max_seqlens: (sq, sk),
             options,
+            sinks: None,
         }
     }
 }
@@ -121,6 +124,7 @@ fn check(c: &Case, o: &Tensor, lse: &Tensor) -> Result<(), String> {
         options: &c.options,
         alibi_slopes: None,
         head_gates: None,
+        sinks: c.sinks,
     })
     .map_err(|e| e.to_string())?;
     let max_abs = |xs: &[f32]| xs.iter().fold(0f64, |a, &x| a.max(f64::from(x).abs()));
@@ -242,6 +246,7 @@ proptest! {
             dtype, q: &qv, k: &kv, v: &vv,
             layout: Layout::Varlen { cu_seqlens_q: &cu_q, cu_seqlens_k: &cu_k },
             heads: (hq, hkv), head_dim: d, max_seqlens: (max_q, max_k), options,
+            sinks: None,
         };
         check(&case, &o, &lse).map_err(TestCaseError::fail)?;
     }
@@ -275,6 +280,40 @@ fn multi_query_attention_shares_one_kv_head() {
         AttnOptions::default(),
         seed(),
     );
+}
+
+#[test]
+fn sinks_join_every_softmax_and_match_the_reference() {
+    // gpt-oss style: a learned logit per query head, here from negligible to dominant, plus a
+    // head without a sink (-inf); causal with more queries than keys so that some rows see no
+    // key and hold only their sink (O = 0, LSE = the sink).
+    let causal = AttnOptions {
+        causal: true,
+        ..Default::default()
+    };
+    let mut rng = StdRng::seed_from_u64(seed());
+    for dtype in [DType::F16, DType::Bf16] {
+        let dims = (2, 12, 7, 4, 2, 64);
+        let x = Padded::draw(&mut rng, dtype, dims);
+        let sink_vals = vec![-2.0f32, 0.5, 5.0, f32::NEG_INFINITY];
+        let sinks = Tensor::from_vec(sink_vals.clone(), 4, &Device::Cpu).unwrap();
+        let (o, lse) = attention_with_sinks(&x.q.0, &x.k.0, &x.v.0, &sinks, &causal).unwrap();
+        let mut case = x.case(dtype, causal);
+        case.sinks = Some(&sink_vals);
+        check(&case, &o, &lse).unwrap();
+        // Rows 0..5 of every item see no key: their LSE is the head's sink.
+        let lse = lse.to_vec3::<f32>().unwrap();
+        for item in &lse {
+            for (h, row) in item.iter().enumerate() {
+                assert!(row[..5].iter().all(|&l| l == sink_vals[h]), "{h}: {row:?}");
+            }
+        }
+        // A sink of the wrong length or dtype is an error, not a launch.
+        let short = Tensor::from_vec(vec![0f32; 3], 3, &Device::Cpu).unwrap();
+        assert!(attention_with_sinks(&x.q.0, &x.k.0, &x.v.0, &short, &causal).is_err());
+        let wrong = sinks.to_dtype(CDType::F16).unwrap();
+        assert!(attention_with_sinks(&x.q.0, &x.k.0, &x.v.0, &wrong, &causal).is_err());
+    }
 }
 
 #[test]
@@ -469,6 +508,7 @@ fn cuda_tensors_run_on_the_gpu_and_match_the_reference() {
         head_dim: d,
         max_seqlens: (max_q, max_k),
         options: AttnOptions::default(),
+        sinks: None,
     };
     let (o, lse) = (
         o.to_device(&Device::Cpu).unwrap(),
@@ -583,6 +623,7 @@ fn check_paged_rounds(dev: &Device, s: u64) {
             cu_seqlens_q: None,
             alibi_slopes: None,
             head_gates: None,
+            sinks: None,
         })
         .unwrap();
         let max_abs = |xs: &[f32]| {

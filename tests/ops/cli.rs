@@ -40,7 +40,15 @@ fn info_lists_every_kernel_with_ptxas_figures_and_the_gpu_state() {
     for row in flashmha::common::build_info::FWD_KERNELS {
         assert!(text.contains(row.entry), "{} missing:\n{text}", row.entry);
     }
-    for arch in ["sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_90a", "compute_90a"] {
+    for arch in [
+        "sm_80",
+        "sm_86",
+        "sm_89",
+        "sm_90",
+        "sm_100",
+        "sm_90a",
+        "compute_90a",
+    ] {
         assert!(text.contains(arch), "{arch} missing");
     }
     assert!(text.contains(flashmha::common::build_info::TOOLKIT.nvcc_version));

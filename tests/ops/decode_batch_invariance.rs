@@ -41,6 +41,7 @@ fn case(
         },
         alibi: false,
         gates: false,
+        sinks: false,
         lse: true,
         entropy: false,
         split: SplitPolicy::FixedKeys(split_keys),

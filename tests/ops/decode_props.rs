@@ -76,6 +76,7 @@ prop_compose! {
         options in options(),
         alibi in prop::bool::weighted(0.2),
         gates in prop::bool::weighted(0.2),
+        sinks in prop::bool::weighted(0.2),
         lse in prop::bool::weighted(0.6),
         entropy in prop::bool::weighted(0.3),
         split in split(),
@@ -105,7 +106,7 @@ prop_compose! {
             target, dtype, head_dim, num_heads_kv: hkv, group, cache_lens: lens, q_lens, varlen, page_size,
             head_major_pages: head_major, kv_dtype: KvCacheDType::Same,
             kv_scales: KvScaleGranularity::PerTensor, shared_prefix_pages: shared, spare_pages: spare, options,
-            alibi, gates, lse, entropy, split, seed,
+            alibi, gates, sinks, lse, entropy, split, seed,
         }
     }
 }

@@ -118,6 +118,7 @@ prop_compose! {
         options in options(),
         alibi in prop::bool::weighted(0.2),
         gates in prop::bool::weighted(0.2),
+        sinks in prop::bool::weighted(0.2),
         lse in prop::bool::weighted(0.6),
         entropy in prop::bool::weighted(0.4),
         seed in any::<u64>(),
@@ -138,7 +139,7 @@ prop_compose! {
         }
         CheckCase {
             dtype, head_dim, num_heads_q: hkv * group, num_heads_kv: hkv, seqlens, varlen,
-            stride_pad, head_major, options, alibi, gates, lse, entropy, seed, target,
+            stride_pad, head_major, options, alibi, gates, sinks, lse, entropy, seed, target,
         }
     }
 }
@@ -267,6 +268,7 @@ proptest! {
             v: draw(p.v.len),
             alibi_slopes: None,
             head_gates: Some(vec![1.25, 0.0, -0.5]),
+            sinks: None,
         };
         let run = forward(&p, &inputs).unwrap();
         prop_assert!(run.report.is_clean(), "{:?}", run.report.findings);

@@ -24,3 +24,4 @@ mod head_similarity;
 mod hopper_tma_maps;
 mod perf_model_hopper;
 mod server_loop;
+mod sinks;

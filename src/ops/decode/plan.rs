@@ -125,6 +125,7 @@ pub struct DecodeBuffers {
     pub entropy: DevBuf,
     pub alibi_slopes: DevBuf,
     pub head_gates: DevBuf,
+    pub sinks: DevBuf,
     pub partial_o: DevBuf,
     pub partial_lse: DevBuf,
     pub partial_entropy: DevBuf,
@@ -297,7 +298,7 @@ impl DecodePlan {
     }
 
     /// The binding table of one run: what each buffer must hold for this plan (outputs first).
-    pub fn specs(&self, bufs: &DecodeBuffers) -> [BufSpec; 16] {
+    pub fn specs(&self, bufs: &DecodeBuffers) -> [BufSpec; 17] {
         use TensorName as T;
         let p = &self.problem;
         let req = |on: bool| if on { Use::Required } else { Use::Unused };
@@ -387,6 +388,7 @@ impl DecodePlan {
             ),
             BufSpec::input(T::AlibiSlopes, bufs.alibi_slopes, req(p.alibi), hq, 4, 4),
             BufSpec::input(T::HeadGates, bufs.head_gates, req(p.gates), hq, 4, 4),
+            BufSpec::input(T::Sinks, bufs.sinks, req(p.sinks), hq, 4, 4),
         ]
     }
 
@@ -419,6 +421,8 @@ impl DecodePlan {
         opt.entropy = opt_addr(p.entropy && !split_output, &bufs.entropy) as *mut f32;
         opt.alibi_slopes = opt_addr(p.alibi, &bufs.alibi_slopes) as *const f32;
         opt.head_gates = opt_addr(p.gates && !split_output, &bufs.head_gates) as *const f32;
+        // A split decode's rows join their sink once, in split 0's state (state_merge.cuh).
+        opt.sinks = opt_addr(p.sinks, &bufs.sinks) as *const f32;
         let (magic, shift) = page_divisor(p.page_size as u32);
         let decode = FlashDecodeParams {
             q: bufs.q.addr as *const _,

@@ -53,6 +53,9 @@ pub struct DecodeProblem {
     pub options: AttnOptions,
     pub alibi: bool,
     pub gates: bool,
+    /// Attention-sink logits `[hq]` (f32): joined once per row, by split 0's state when the
+    /// plan splits (kernels/common/state_merge.cuh).
+    pub sinks: bool,
     pub lse: bool,
     pub entropy: bool,
 }
@@ -100,6 +103,7 @@ impl DecodeProblem {
             options: AttnOptions::default(),
             alibi: false,
             gates: false,
+            sinks: false,
             lse: false,
             entropy: false,
         }

@@ -21,6 +21,8 @@ pub struct FwdBufs {
     /// f32 inputs, optional: `[hq]` each.
     pub alibi_slopes: DevBuf,
     pub head_gates: DevBuf,
+    /// f32 input, optional: `[hq]` attention-sink logits.
+    pub sinks: DevBuf,
     /// i32 `[batch + 1]` each; required exactly when the plan is varlen.
     pub cu_seqlens_q: DevBuf,
     pub cu_seqlens_k: DevBuf,
@@ -28,7 +30,7 @@ pub struct FwdBufs {
 
 /// The binding table of `b` against the extents of a validated shape with elements of
 /// `elem_bytes` bytes. Fixed array: no allocation.
-pub fn specs(x: &FwdExtents, elem_bytes: usize, b: &FwdBufs) -> [BufSpec; 10] {
+pub fn specs(x: &FwdExtents, elem_bytes: usize, b: &FwdBufs) -> [BufSpec; 11] {
     use TensorName as T;
     let (e, a) = (elem_bytes as u64, COPY_ALIGN_BYTES as u64);
     let n = |v: usize| v as u64;
@@ -60,6 +62,7 @@ pub fn specs(x: &FwdExtents, elem_bytes: usize, b: &FwdBufs) -> [BufSpec; 10] {
             4,
             4,
         ),
+        BufSpec::input(T::Sinks, b.sinks, Use::IfPresent, n(x.per_head), 4, 4),
         BufSpec::input(T::CuSeqlensQ, b.cu_seqlens_q, varlen, n(x.cu_seqlens), 4, 4),
         BufSpec::input(T::CuSeqlensK, b.cu_seqlens_k, varlen, n(x.cu_seqlens), 4, 4),
     ]

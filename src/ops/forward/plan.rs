@@ -129,6 +129,7 @@ impl FwdPlan {
         p.opt.entropy = bufs.entropy.addr as *mut f32;
         p.opt.alibi_slopes = bufs.alibi_slopes.addr as *const f32;
         p.opt.head_gates = bufs.head_gates.addr as *const f32;
+        p.opt.sinks = bufs.sinks.addr as *const f32;
         p.cu_seqlens_q = bufs.cu_seqlens_q.addr as *const i32;
         p.cu_seqlens_k = bufs.cu_seqlens_k.addr as *const i32;
         Ok(l)

@@ -87,6 +87,7 @@ fn buffers(p: &FwdProblem) -> FwdBufs {
         entropy: opt(p.entropy_len, &mut take),
         alibi_slopes: opt(p.alibi_len, &mut take),
         head_gates: opt(p.gates_len, &mut take),
+        sinks: opt(p.sinks_len, &mut take),
         cu_seqlens_q: cu.0,
         cu_seqlens_k: cu.1,
     }

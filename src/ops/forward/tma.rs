@@ -79,7 +79,7 @@ pub struct FwdTmaMaps {
 }
 
 /// Which params struct a forward kernel takes.
-// The maps stay inline (216 bytes, next to the 248-byte params of the same launch): a launch is
+// The maps stay inline (216 bytes, next to the 256-byte params of the same launch): a launch is
 // a plain Copy value that `bind` returns without touching the heap on the per-layer path.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

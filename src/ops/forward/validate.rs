@@ -39,7 +39,7 @@ pub struct FwdExtents {
     pub o: usize,
     /// LSE and entropy (f32), when given.
     pub row_stats: usize,
-    /// ALiBi slopes and head gates (f32), when given: one per query head.
+    /// ALiBi slopes, head gates and sinks (f32), when given: one per query head.
     pub per_head: usize,
     /// Each `cu_seqlens` (i32), varlen only: batch + 1.
     pub cu_seqlens: usize,

@@ -24,6 +24,7 @@ struct Case {
     options: AttnOptions,
     slopes: Option<Vec<f32>>,
     gates: Option<Vec<f32>>,
+    sinks: Option<Vec<f32>>,
 }
 
 impl Case {
@@ -49,6 +50,7 @@ impl Case {
             options: &self.options,
             alibi_slopes: self.slopes.as_deref(),
             head_gates: self.gates.as_deref(),
+            sinks: self.sinks.as_deref(),
         }
     }
 
@@ -67,6 +69,7 @@ impl Case {
             options: AttnOptions::default(),
             slopes: None,
             gates: None,
+            sinks: None,
         }
     }
 
@@ -110,56 +113,61 @@ fn case_strategy() -> impl Strategy<Value = Case> {
         options_strategy(),
         any::<bool>(),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_flat_map(|(varlen, lens, hkv, group, d, options, alibi, gated)| {
-            let hq = hkv * group;
-            let (padded, cu_q, cu_k) = if varlen {
-                (
-                    None,
-                    cumulative(lens.iter().map(|l| l.0)),
-                    cumulative(lens.iter().map(|l| l.1)),
-                )
-            } else {
-                let (sq, sk) = (lens[0].0.max(1), lens[0].1.max(1));
-                let b = lens.len();
-                (
-                    Some((b, sq, sk)),
-                    cumulative((0..b).map(|_| sq)),
-                    cumulative((0..b).map(|_| sk)),
-                )
-            };
-            let total_q = *cu_q.last().unwrap() as usize;
-            let total_k = *cu_k.last().unwrap() as usize;
-            let vals = |n: usize| prop::collection::vec(-2f32..2.0, n);
-            let per_head = |on: bool, lo: f32, hi: f32| {
-                if on {
-                    prop::collection::vec(lo..hi, hq).prop_map(Some).boxed()
+        .prop_flat_map(
+            |(varlen, lens, hkv, group, d, options, alibi, gated, sunk)| {
+                let hq = hkv * group;
+                let (padded, cu_q, cu_k) = if varlen {
+                    (
+                        None,
+                        cumulative(lens.iter().map(|l| l.0)),
+                        cumulative(lens.iter().map(|l| l.1)),
+                    )
                 } else {
-                    Just(None).boxed()
-                }
-            };
-            (
-                vals(total_q * hq * d),
-                vals(total_k * hkv * d),
-                vals(total_k * hkv * d),
-                per_head(alibi, 0.0, 1.0),
-                per_head(gated, -2.0, 2.0),
-            )
-                .prop_map(move |(q, k, v, slopes, gates)| Case {
-                    q,
-                    k,
-                    v,
-                    padded,
-                    cu_q: cu_q.clone(),
-                    cu_k: cu_k.clone(),
-                    hq,
-                    hkv,
-                    d,
-                    options,
-                    slopes,
-                    gates,
-                })
-        })
+                    let (sq, sk) = (lens[0].0.max(1), lens[0].1.max(1));
+                    let b = lens.len();
+                    (
+                        Some((b, sq, sk)),
+                        cumulative((0..b).map(|_| sq)),
+                        cumulative((0..b).map(|_| sk)),
+                    )
+                };
+                let total_q = *cu_q.last().unwrap() as usize;
+                let total_k = *cu_k.last().unwrap() as usize;
+                let vals = |n: usize| prop::collection::vec(-2f32..2.0, n);
+                let per_head = |on: bool, lo: f32, hi: f32| {
+                    if on {
+                        prop::collection::vec(lo..hi, hq).prop_map(Some).boxed()
+                    } else {
+                        Just(None).boxed()
+                    }
+                };
+                (
+                    vals(total_q * hq * d),
+                    vals(total_k * hkv * d),
+                    vals(total_k * hkv * d),
+                    per_head(alibi, 0.0, 1.0),
+                    per_head(gated, -2.0, 2.0),
+                    per_head(sunk, -3.0, 4.0),
+                )
+                    .prop_map(move |(q, k, v, slopes, gates, sinks)| Case {
+                        q,
+                        k,
+                        v,
+                        padded,
+                        cu_q: cu_q.clone(),
+                        cu_k: cu_k.clone(),
+                        hq,
+                        hkv,
+                        d,
+                        options,
+                        slopes,
+                        gates,
+                        sinks,
+                    })
+            },
+        )
 }
 
 fn max_abs_f64(xs: &[f64]) -> f64 {
@@ -449,6 +457,53 @@ fn varlen_items_without_queries_or_keys() {
     assert_eq!(out.o, vec![0.0, 0.0, -6.0]);
     assert_eq!(out.lse, vec![f32::NEG_INFINITY, f32::NEG_INFINITY, 2.0]);
     assert_eq!(out.entropy, vec![0.0; 3]);
+}
+
+#[test]
+fn a_sink_joins_the_denominator_with_no_value() {
+    // One key of score s = q.k / sqrt(1) = 2 and value 3, a sink of z = 1: the row's
+    // distribution is (e^s, e^z) / (e^s + e^z) over (key, sink).
+    let mut case = Case::single(vec![1.0], vec![2.0], vec![3.0], 1, 1, 1);
+    case.sinks = Some(vec![1.0]);
+    let out = case.run();
+    let (s, z) = (2.0f64, 1.0f64);
+    let lse = (s.exp() + z.exp()).ln();
+    let (p, p_sink) = ((s - lse).exp(), (z - lse).exp());
+    assert!((f64::from(out.lse[0]) - lse).abs() < 1e-6, "{out:?}");
+    assert!((f64::from(out.o[0]) - 3.0 * p).abs() < 1e-6, "{out:?}");
+    let h = -(p * p.ln() + p_sink * p_sink.ln());
+    assert!((f64::from(out.entropy[0]) - h).abs() < 1e-6, "{out:?}");
+}
+
+#[test]
+fn sinks_of_rows_without_keys_and_special_values() {
+    // Two heads, an item with 2 queries and no keys, then one with 1 query and 1 key.
+    let mut case = Case::single(vec![1.0; 6], vec![2.0; 2], vec![-6.0; 2], 0, 0, 1);
+    case.padded = None;
+    case.hq = 2;
+    case.hkv = 1;
+    case.cu_q = vec![0, 2, 3];
+    case.cu_k = vec![0, 0, 1];
+    case.k = vec![2.0];
+    case.v = vec![-6.0];
+    // Head 0: sink 0.5; head 1: -inf, which is no sink at all.
+    case.sinks = Some(vec![0.5, f32::NEG_INFINITY]);
+    let out = case.run();
+    // [hq, total_q] stats; rows 0, 1 have no keys: the sink alone (lse = z, O = 0, H = 0) on
+    // head 0, the dead row on head 1.
+    assert_eq!(out.lse[..2], [0.5, 0.5]);
+    assert_eq!(out.lse[3..5], [f32::NEG_INFINITY; 2]);
+    assert_eq!(out.entropy[..2], [0.0, 0.0]);
+    assert_eq!(out.o[..4], [0.0; 4]);
+    // Row 2 of head 1 has its key and no sink: the plain row.
+    assert_eq!(out.lse[5], 2.0);
+    assert_eq!(out.o[5], -6.0);
+    // A NaN sink makes its head's rows NaN, keys or not.
+    case.sinks = Some(vec![f32::NAN, 0.0]);
+    let out = case.run();
+    assert!(out.lse[0].is_nan() && out.o[0].is_nan() && out.entropy[0].is_nan());
+    assert!(out.lse[2].is_nan() && out.o[4].is_nan());
+    assert!(!out.lse[5].is_nan() && !out.o[5].is_nan());
 }
 
 #[test]

@@ -167,6 +167,7 @@ proptest! {
             options: &options,
             alibi_slopes: None,
             head_gates: None,
+            sinks: None,
         }).unwrap();
         let (o, lse, ent) = simulated_kernel(&q, &k, &v, (sq, sk, d), causal, softcap, ty);
         let model = ErrorModel {
@@ -228,6 +229,7 @@ fn entropy_terms_are_the_moments_of_the_row() {
         options: &options,
         alibi_slopes: None,
         head_gates: None,
+        sinks: None,
     })
     .unwrap();
     // Softcapped scores 1.5 tanh(2 / 1.5), 1.5 tanh(-1 / 1.5).
@@ -280,6 +282,7 @@ fn bf16_sized_error_fails_the_f16_tolerance() {
         options: &options,
         alibi_slopes: None,
         head_gates: None,
+        sinks: None,
     })
     .unwrap();
     assert_eq!(reference.o, v);
