@@ -15,6 +15,14 @@
 //!   (`None` on a side means unbounded there); causal is the window `(None, Some(0))`;
 //! - `P = softmax(s)` over the unmasked keys; a row with no unmasked key yields `O = 0`,
 //!   `lse = -inf` and entropy `0`.
+//! - attention sink `z` of the head (an optional `[hq]` f32 buffer, `sinks`): one more term of
+//!   every row's denominator with no value, `P_ij = exp(s_ij) / (exp(z) + sum_j exp(s_ij))`
+//!   (no scale, softcap or ALiBi applied to `z`); `lse` includes it (`ln(exp(z) + sum_j
+//!   exp(s_ij))`), the entropy is that of the row's distribution over its keys and the sink,
+//!   and a row with no unmasked key yields `O = 0`, `lse = z`, entropy `0`. `z = -inf` is no
+//!   sink; a NaN `z` makes every row of its head NaN. A decode joins each row's sink once,
+//!   whatever its split count; `merge_states` takes states that already hold their sink (pass
+//!   the sinks to one of the merged calls only).
 //! - NaN: a row whose inputs hold a NaN (or an inf that makes a score or an output element NaN
 //!   or infinite: in its q, or in the k or v of a key it sees) yields `lse = NaN` and entropy
 //!   `NaN`, with the NaN in `O`. `-inf` always means "no unmasked key", never a NaN; every
