@@ -122,10 +122,10 @@ mod tests {
 
     #[test]
     fn abi_has_no_padding() {
-        // The option block: 4 pointers + 2 i64 strides, then 6 four-byte fields.
+        // The option block: 5 pointers + 2 i64 strides, then 6 four-byte fields.
         assert_eq!(
             std::mem::size_of::<FlashAttnOptions>(),
-            4 * 8 + 2 * 8 + 6 * 4
+            5 * 8 + 2 * 8 + 6 * 4
         );
         // 6 pointers + 12 i64 strides, the option block, then 8 four-byte fields.
         assert_eq!(
