@@ -568,26 +568,21 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         const int qi = r / group;
         const int head = kv_head * group + (r - qi * group);
         // The warps' states merged (state_merge.cuh): an empty warp (LSE -inf) weighs -0 and
-        // its staged O is 0, a NaN LSE makes the row NaN. The head's sink is one more state
-        // (O = 0, H = 0), joined once: by the whole row, or by split 0's partial state of a
-        // split decode (the combine then merges it like any other state).
-        const float sink = split != 0 ? neg_inf() : sink_of(p.opt.sinks, head);
-        float m = sink;
+        // its staged O is 0, a NaN LSE makes the row NaN.
+        float m = neg_inf();
 #pragma unroll
         for (int w = 0; w < kW; ++w) m = fmaxf(m, stats_lse[w * kRows + row]);
         const float ref = merge_ref(m);
         float weight[kW];
-        float total = merge_term(sink, ref);  // +0 without a sink
+        float total = 0.0f;
 #pragma unroll
         for (int w = 0; w < kW; ++w) {
             weight[w] = merge_term(stats_lse[w * kRows + row], ref);
             total += weight[w];
         }
         const float inv_total = 1.0f / total;
-        // The sink's O is 0 (a NaN sink still reaches O: sink_nan), its H 0.
-        const float o_nan = sink_nan(sink);
-        float4 acc = make_float4(o_nan, o_nan, o_nan, o_nan);
-        float ent = want_entropy ? merge_entropy_add(0.0f, merge_weight(sink, ref, inv_total), 0.0f) : 0.0f;
+        float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+        float ent = 0.0f;
 #pragma unroll
         for (int w = 0; w < kW; ++w) {
             const float l = stats_lse[w * kRows + row];
@@ -598,7 +593,19 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
             merge_accumulate(acc, a, ow);
             if (want_entropy) ent = merge_entropy_add(ent, a, stats_ent[w * kRows + row]);
         }
-        const float lse = merge_lse(ref, total);
+        float lse = merge_lse(ref, total);
+        // The head's sink joins the merged row once (state_merge.cuh, join_sink): the whole
+        // row, or split 0's partial state of a split decode (the combine then merges it like
+        // any other state).
+        if (p.opt.sinks != nullptr && split == 0) {
+            const RowResult r = join_sink(RowResult{1.0f, lse, ent}, p.opt.sinks[head]);
+            acc.x *= r.inv_sum;
+            acc.y *= r.inv_sum;
+            acc.z *= r.inv_sum;
+            acc.w *= r.inv_sum;
+            lse = r.lse;
+            ent = r.entropy;
+        }
         const int64_t grow = q_row0 + qi;  // row in the [total_q] row space
         if (split_out) {
             const int64_t state = (static_cast<int64_t>(split) * p.total_q + grow) * p.num_heads_q + head;

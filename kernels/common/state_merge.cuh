@@ -19,10 +19,10 @@
  * so LSE and entropy include the sink's mass (H is the entropy of the row's distribution over
  * its keys and the sink), a row with no unmasked key gets O = 0, LSE = z, H = 0, a sink of -inf
  * is no sink, and a NaN sink makes the row's O, LSE and H NaN. Every row joins its sink once:
- * the forward in its epilogue (join_sink), a decode in its cross-warp merge, and a split decode
- * only in split 0's partial state, never per split (merging is associative, so the split
- * combine then gives the same row). merge_states takes states that already hold their sink:
- * a sink belongs to one of the merged states.
+ * join_sink, called by the forward's epilogue and by the decode after its cross-warp merge (a
+ * split decode in split 0's partial state only, never per split: merging is associative, so
+ * the split combine then gives the same row). merge_states takes states that already hold
+ * their sink: a sink belongs to one of the merged states.
  */
 #ifndef FLASHMHA_COMMON_STATE_MERGE_CUH
 #define FLASHMHA_COMMON_STATE_MERGE_CUH
@@ -69,11 +69,6 @@ __device__ __forceinline__ void merge_accumulate(float4 &acc, float a, const flo
     acc.w = fmaf(a, v.w, acc.w);
 }
 
-/* The sink logit of `head` from an optional [heads] array: -inf (no sink) when absent. */
-__device__ __forceinline__ float sink_of(const float *sinks, int head) {
-    return sinks != nullptr ? sinks[head] : neg_inf();
-}
-
 /* A NaN that a sink must force into O even where the row's own weight is skipped (a row with no
  * unmasked key has no O to carry it): NaN for a NaN or +inf sink, else 0. */
 __device__ __forceinline__ float sink_nan(float sink) {
@@ -81,8 +76,11 @@ __device__ __forceinline__ float sink_nan(float sink) {
 }
 
 /* A finished row r (softmax.cuh finalize) merged with its sink state (LSE = sink, O = 0, H = 0).
- * inv_sum keeps multiplying the row's unnormalised O accumulators. */
-__device__ __forceinline__ RowResult join_sink(const RowResult &r, float sink) {
+ * inv_sum keeps multiplying the row's unnormalised O accumulators. Not inlined: a call in the
+ * epilogue of a kernel with sinks costs a few instructions per row, while inlining it into every
+ * forward changed NVVM's choices in a main loop (the Turing d80 forward issued 2.5% more
+ * non-tensor instructions per mma without any sink). */
+__device__ __noinline__ RowResult join_sink(const RowResult &r, float sink) {
     const float ref = merge_ref(fmaxf(r.lse, sink));
     const float total = merge_term(r.lse, ref) + merge_term(sink, ref);
     const float inv_total = 1.0f / total;
