@@ -218,13 +218,16 @@ impl Device {
     }
 
     pub fn read(&self, ptr: DevicePtr, len: usize) -> Result<Vec<u8>, EmuError> {
-        let mut out = vec![0u8; len];
-        self.gmem.read(ptr.0, &mut out).map_err(|_| {
+        // The range is checked before the buffer is allocated: a length no allocation holds
+        // (usize::MAX, say) is an error, not an abort.
+        let (a, off) = self.gmem.find(ptr.0, len as u64).map_err(|_| {
             EmuError::Memory(format!(
                 "read of {len} bytes at {:#x} is outside every allocation",
                 ptr.0
             ))
         })?;
+        let mut out = vec![0u8; len];
+        a.read(off, &mut out);
         Ok(out)
     }
 
@@ -257,7 +260,8 @@ impl Device {
                 params.len()
             )));
         }
-        let nthreads = cfg.block.iter().map(|&b| b as u64).product::<u64>();
+        // In u128: three u32 dimensions multiply past u64.
+        let nthreads = cfg.block.iter().map(|&b| b as u128).product::<u128>();
         if nthreads == 0 || nthreads > 1024 || cfg.block[2] > 64 {
             return Err(EmuError::Launch(format!(
                 "block {:?} is not a valid CTA shape",
@@ -271,11 +275,11 @@ impl Device {
             )));
         }
         let smem = if cfg.dynamic_smem_bytes > 0 {
-            prog.dyn_smem_offset + cfg.dynamic_smem_bytes
+            prog.dyn_smem_offset as u64 + cfg.dynamic_smem_bytes as u64
         } else {
-            prog.static_smem
+            prog.static_smem as u64
         };
-        if smem > MAX_SHARED_BYTES {
+        if smem > MAX_SHARED_BYTES as u64 {
             return Err(EmuError::Launch(format!(
                 "{smem} bytes of shared memory exceed {MAX_SHARED_BYTES}"
             )));
