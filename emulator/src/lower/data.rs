@@ -32,7 +32,7 @@ impl Lowerer {
                 // PTX ISA "mov": the parts are registers of the part width.
                 if regs[k] != NONE && self.reg_bits[regs[k] as usize] as u32 != bits {
                     return self.bad(&format!(
-                        "unpacking {} bits into {}-bit parts needs {bits}-bit destinations",
+                        "a vector mov unpacking {} bits into {}-bit parts needs {bits}-bit destinations",
                         ty.bits(),
                         bits
                     ));

@@ -217,15 +217,17 @@ fn lower_entry(
     // Module-scope and function-scope `.global` / `.const` variables: one initialised image each,
     // allocated per launch.
     let place_global = |l: &mut Lowerer, v: &ast::VarDecl| -> Result<(), EmuError> {
-        let (limit, what) = match v.space {
-            Space::Const => (CONST_LIMIT, "a .const variable (one 64 KiB constant bank)"),
-            _ => (
-                GLOBAL_VAR_LIMIT,
-                "a .global variable (the emulator's limit)",
-            ),
-        };
-        if v.size() > limit {
-            return Err(too_big(l, v, v.size(), limit, what));
+        if v.space == Space::Const && v.size() > CONST_LIMIT {
+            let what = "a .const variable (one 64 KiB constant bank)";
+            return Err(too_big(l, v, v.size(), CONST_LIMIT, what));
+        }
+        let total = l
+            .global_vars
+            .iter()
+            .fold(v.size(), |t, g| t.saturating_add(g.size));
+        if total > GLOBAL_VAR_LIMIT {
+            let what = ".global/.const variables (the emulator's limit)";
+            return Err(too_big(l, v, total, GLOBAL_VAR_LIMIT, what));
         }
         let idx = l.global_vars.len();
         l.global_vars.push(GlobalVar {
@@ -324,8 +326,9 @@ const LOCAL_LIMIT: u64 = 512 * 1024;
 /// A `.const` variable lives in one 64 KiB constant bank (CUDA C++ Programming Guide, "Features
 /// and Technical Specifications": constant memory size).
 const CONST_LIMIT: u64 = 64 * 1024;
-/// The emulator allocates every `.global` variable on each launch; beyond 256 MiB a module is
-/// refused at load time rather than risking an allocation failure (which aborts) per launch.
+/// The emulator allocates an entry's `.global`/`.const` variables on each launch; beyond 256 MiB
+/// in all, a module is refused at load time rather than risking an allocation failure (which
+/// aborts) per launch.
 const GLOBAL_VAR_LIMIT: u64 = 256 << 20;
 
 /// A load error for variable `v` whose space would need `need` bytes of at most `limit`.

@@ -16,7 +16,8 @@
 //! once with the case. Launches run with a small per-CTA instruction budget, so a mutant looping
 //! forever ends in an `InstructionLimit` finding, as it must.
 //!
-//! Knobs: `FLASHMHA_FUZZ_SECS` (default 20), `FLASHMHA_FUZZ_SEED` (default: from the clock,
+//! Knobs: `FLASHMHA_FUZZ_SECS` (default 3, so `cargo test --release --workspace` pays seconds;
+//! `.ci/run` gives it 30 in the `fuzz` profile), `FLASHMHA_FUZZ_SEED` (default: from the clock,
 //! printed), `FLASHMHA_FUZZ_CASE` (run that one case of the seed, e.g. to reproduce a report),
 //! `FLASHMHA_FUZZ_REQUIRE_KERNELS=1` (fail if the flashmha kernels were not found; CI sets it).
 //! CI runs this in the `fuzz` profile (release with overflow checks, Cargo.toml).
@@ -464,7 +465,7 @@ fn mutants_tensor_maps_and_misuse_never_panic_or_hang() {
     let secs: u64 = std::env::var("FLASHMHA_FUZZ_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(3);
     let seed: u64 = std::env::var("FLASHMHA_FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -520,7 +521,8 @@ fn mutants_tensor_maps_and_misuse_never_panic_or_hang() {
         hook_log.lock().unwrap().push(format!("{at}: {msg}"));
     }));
 
-    let (tx, rx) = mpsc::channel::<Option<(u64, Tally, Option<String>)>>();
+    // Per finished case: its tally and, if it panicked, the report; `None` at the end.
+    let (tx, rx) = mpsc::channel::<Option<(Tally, Option<String>)>>();
     let worker_log = log.clone();
     let deadline = Instant::now() + Duration::from_secs(secs);
     std::thread::spawn(move || {
@@ -547,7 +549,7 @@ fn mutants_tensor_maps_and_misuse_never_panic_or_hang() {
                 let _ = std::fs::write(&file, INPUT.lock().unwrap().as_bytes());
                 format!("{what}\n    case {case} (FLASHMHA_FUZZ_SEED={seed} FLASHMHA_FUZZ_CASE={case}), kind {kind}, input in {}", file.display())
             });
-            if tx.send(Some((case, t, panicked))).is_err() {
+            if tx.send(Some((t, panicked))).is_err() {
                 return;
             }
             case += 1;
@@ -564,14 +566,13 @@ fn mutants_tensor_maps_and_misuse_never_panic_or_hang() {
     let started = Instant::now();
     loop {
         match rx.recv_timeout(CASE_TIMEOUT) {
-            Ok(Some((case, t, panicked))) => {
+            Ok(Some((t, panicked))) => {
                 cases += 1;
                 total.add(&t);
                 if let Some(p) = panicked {
                     let site = p.split(": ").next().unwrap_or("").to_string();
                     let e = panics.entry(site).or_insert((0, p));
                     e.0 += 1;
-                    let _ = case;
                 }
             }
             Ok(None) => break,
@@ -580,9 +581,13 @@ fn mutants_tensor_maps_and_misuse_never_panic_or_hang() {
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let input = INPUT.lock().unwrap().clone();
+                let case = RUNNING.lock().unwrap().map_or(0, |(_, c)| c);
+                let file = std::env::temp_dir().join(format!("flashmha-fuzz-{seed}-{case}.ptx"));
+                let _ = std::fs::write(&file, input.as_bytes());
                 let head: String = input.lines().take(40).collect::<Vec<_>>().join("\n");
                 panic!(
-                    "a case ran longer than {CASE_TIMEOUT:?} (a hang), after {cases} cases of seed {seed} (FLASHMHA_FUZZ_SEED={seed} FLASHMHA_FUZZ_CASE={cases}):\n{head}"
+                    "case {case} ran longer than {CASE_TIMEOUT:?} (a hang; FLASHMHA_FUZZ_SEED={seed} FLASHMHA_FUZZ_CASE={case}), input in {}:\n{head}",
+                    file.display()
                 );
             }
         }

@@ -344,9 +344,9 @@ WAIT:\n\tmbarrier.try_wait.parity.shared::cta.b64 %p2, [%r1], 0, 1000000;\n\t@!%
     )
 }
 
-/// Runs [`load_and_dump`] of `copy` (`bytes` of the tile) on one CTA of `threads` threads,
-/// checks that it ran clean and returns the report and the `bytes` dumped.
-fn load_tile(
+/// Runs [`load_and_dump`] of `copy` (`bytes` of the tile) on one CTA of `threads` threads and
+/// returns the report and the `bytes` dumped.
+fn run_tile(
     dev: &mut Device,
     copy: &str,
     bytes: usize,
@@ -363,8 +363,21 @@ fn load_tile(
         inp,
         maps,
     );
-    assert_clean(&rep);
     let got = dev.read(out, bytes).unwrap();
+    (rep, got)
+}
+
+/// [`run_tile`], checking that it ran clean.
+fn load_tile(
+    dev: &mut Device,
+    copy: &str,
+    bytes: usize,
+    threads: u32,
+    inp: DevicePtr,
+    maps: [Option<&TensorMap>; 2],
+) -> (LaunchReport, Vec<u8>) {
+    let (rep, got) = run_tile(dev, copy, bytes, threads, inp, maps);
+    assert_clean(&rep);
     (rep, got)
 }
 
@@ -752,15 +765,7 @@ fn reading_a_tma_destination_before_the_phase_completes_is_a_finding() {
         let mut dev = Device::new();
         let (inp, _, a, _) = round_trip_maps(&mut dev, &[7; 80 * 40 * 2]);
         let copy = format!("{ROUND_TRIP}\n\t{read}");
-        let out = dev.alloc(256);
-        let rep = launch(
-            &mut dev,
-            &load_and_dump(&copy, 256),
-            32,
-            out,
-            inp,
-            [Some(&a), None],
-        );
+        let (rep, _) = run_tile(&mut dev, &copy, 256, 32, inp, [Some(&a), None]);
         assert_finding_iff(planted, &rep, FindingKind::BulkReadBeforeComplete);
     }
 }
@@ -969,5 +974,39 @@ fn unsupported_async_forms_are_typed_errors() {
             EmuError::Parse { line: 20, .. } if !unsupported => {}
             _ => panic!("{body}: {e}"),
         }
+    }
+}
+
+#[test]
+fn a_box_row_past_the_64_bit_address_space_is_out_of_bounds_not_an_overflow() {
+    // Issue 19: a legal map (row stride 2^40 - 16 bytes, 2^31 rows) loaded at row 2^31 - 1 puts
+    // the row 2^71 bytes past the tensor; the row address was an i64 sum that overflowed (a
+    // panic with overflow checks). Now the copy is a global out-of-bounds finding, in every
+    // build, and thread 0 still completes the mbarrier phase it waits on.
+    let mut dev = Device::new();
+    let inp = dev.upload(&[0u8; 64]);
+    let rows = 1u64 << 31;
+    let stride = (1u64 << 40) - 16;
+    let map = map2d(
+        TmaDataType::U32,
+        inp,
+        [16, rows],
+        stride,
+        [4, 1],
+        TmaSwizzle::None,
+        TmaOobFill::None,
+    );
+    let y = (rows - 1) as u32;
+    for row in [y, y - 12345] {
+        let copy = format!(
+            "mov.u32 %r10, 0;\n\tmov.u32 %r11, {row};\n\
+\tcp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%r2], [%rd9, {{%r10, %r11}}], [%r1];"
+        );
+        let (rep, _) = run_tile(&mut dev, &copy, 16, 32, inp, [Some(&map), None]);
+        assert_eq!(
+            kinds(&rep),
+            vec![FindingKind::GlobalOutOfBounds],
+            "row {row}"
+        );
     }
 }
