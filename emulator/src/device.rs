@@ -196,8 +196,24 @@ impl Device {
     /// Allocates `bytes` of global memory filled with the poison byte `0xFF` (every float read
     /// from it is NaN). Allocations are 256-byte aligned and separated by unmapped guard gaps,
     /// so an access running off one never lands in another.
+    ///
+    /// # Panics
+    /// When [`Device::try_alloc`] fails (a size no device or host could hold); callers with
+    /// sizes from outside (a driver's `cuMemAlloc`) use that instead.
     pub fn alloc(&mut self, bytes: usize) -> DevicePtr {
-        DevicePtr(self.gmem.alloc(bytes as u64))
+        self.try_alloc(bytes)
+            .unwrap_or_else(|e| panic!("Device::alloc: {e}"))
+    }
+
+    /// [`Device::alloc`], or an error (nothing allocated) when the size does not fit the
+    /// emulated address space (about 125 TiB) or the host's memory.
+    pub fn try_alloc(&mut self, bytes: usize) -> Result<DevicePtr, EmuError> {
+        self.gmem
+            .try_alloc(bytes as u64)
+            .map(DevicePtr)
+            .map_err(|_| {
+                EmuError::Memory(format!("cannot allocate {bytes} bytes of device memory"))
+            })
     }
 
     /// Allocates and fills with `data`.
@@ -287,7 +303,15 @@ impl Device {
         // Module variables live in global memory for the duration of the launch.
         let mut var_addrs = Vec::new();
         for v in &prog.global_vars {
-            let a = self.gmem.alloc(v.size.max(1));
+            let Ok(a) = self.gmem.try_alloc(v.size.max(1)) else {
+                for a in var_addrs {
+                    self.gmem.free(a);
+                }
+                return Err(EmuError::Launch(format!(
+                    "cannot allocate {} bytes for a module variable",
+                    v.size
+                )));
+            };
             let mut init = v.init.clone();
             init.resize(v.size as usize, 0);
             self.gmem.write(a, &init).expect("fresh allocation");

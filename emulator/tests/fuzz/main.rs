@@ -404,6 +404,9 @@ fn misuse_case(rng: &mut StdRng, module: &Module, t: &mut Tally) {
         max_warp_instructions_per_cta: INSTRUCTION_BUDGET,
         ..EmuOptions::default()
     });
+    // Sizes past the emulated address space fail before allocating anything.
+    let huge = [usize::MAX, 1 << 47, (1 << 63) + 1][rng.random_range(0..3)];
+    assert!(dev.try_alloc(huge).is_err());
     let buf = dev.alloc(rng.random_range(0..4096));
     const EDGE: [u32; 8] = [0, 1, 32, 1024, 1025, 65535, 65536, u32::MAX];
     let dim = |rng: &mut StdRng| {

@@ -209,7 +209,14 @@ fn variables_beyond_their_space_are_load_errors() {
 #[test]
 fn host_calls_with_impossible_sizes_are_errors() {
     let mut dev = Device::new();
-    let buf = dev.alloc(64);
+    // An allocation no address space holds was an overflow, then an abort.
+    for bytes in [usize::MAX, 1 << 50] {
+        assert!(
+            matches!(dev.try_alloc(bytes), Err(EmuError::Memory(_))),
+            "{bytes}"
+        );
+    }
+    let buf = dev.try_alloc(64).unwrap();
     // The read's buffer was allocated before the range was checked (an abort at usize::MAX).
     assert!(dev.read(buf, usize::MAX).is_err());
     assert!(dev.read(buf, 1 << 40).is_err());
