@@ -15,16 +15,27 @@ use super::types::{Space, Ty};
 /// registers a program uses, so accepting that many costs nothing.
 pub const MAX_DECLARED_REGS: u64 = 1 << 31;
 
+/// Deepest nesting of bracketed operand lists: PTX needs two (`[map, {c0, c1}]`); the parser
+/// recurses per level, so unbounded nesting (`{{{{...`) would overflow the stack (an abort).
+const MAX_OPERAND_NESTING: u32 = 4;
+
 struct Parser<'a> {
     toks: Vec<Token<'a>>,
     pos: usize,
     src: &'a str,
+    /// Bracketed operand lists being parsed (see [`MAX_OPERAND_NESTING`]).
+    nesting: u32,
 }
 
 /// Parses PTX text into a module syntax tree.
 pub fn parse(src: &str) -> Result<Module, EmuError> {
     let toks = tokenize(src)?;
-    let mut p = Parser { toks, pos: 0, src };
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        src,
+        nesting: 0,
+    };
     p.module()
 }
 
@@ -494,6 +505,24 @@ impl<'a> Parser<'a> {
     /// The comma-separated operands after an opening bracket, up to and including `close`
     /// (none at all only if `may_be_empty`).
     fn operand_list(&mut self, close: char, may_be_empty: bool) -> Result<Operand, EmuError> {
+        self.nested(|p| p.operand_items(close, may_be_empty))
+    }
+
+    /// Runs `f` one operand-nesting level deeper, or fails past [`MAX_OPERAND_NESTING`].
+    fn nested<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, EmuError>,
+    ) -> Result<T, EmuError> {
+        if self.nesting >= MAX_OPERAND_NESTING {
+            return self.err("operand lists nested too deeply");
+        }
+        self.nesting += 1;
+        let r = f(self);
+        self.nesting -= 1;
+        r
+    }
+
+    fn operand_items(&mut self, close: char, may_be_empty: bool) -> Result<Operand, EmuError> {
         let mut v = Vec::new();
         if !(may_be_empty && self.eat_punct(close)) {
             loop {
@@ -532,7 +561,7 @@ impl<'a> Parser<'a> {
                     // `[tensorMap, {coords}]` of the tensor copies.
                     self.pos += 1;
                     let map = map.clone();
-                    let coords = match self.operand()? {
+                    let coords = match self.nested(|p| p.operand())? {
                         Operand::Vec(v) => v,
                         _ => return self.err("expected `{coordinates}` after the tensor map"),
                     };

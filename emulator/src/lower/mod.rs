@@ -316,6 +316,11 @@ fn lower_entry(
     })
 }
 
+/// Most instructions one entry may lower to. Calls are inlined, so a chain of functions each
+/// calling the next k times grows as k^depth: the cap turns that into a load error instead of a
+/// lowering that never ends. Our largest entries lower to tens of thousands.
+const MAX_LOWERED_INSTS: usize = 1 << 21;
+
 /// Most bytes of parameters a kernel may take: 32,764 (CUDA C++ Programming Guide, "Function
 /// Parameters": the limit since CUDA 12.1 on Volta and newer; ptxas: "Formal parameter space
 /// overflowed").
@@ -728,6 +733,12 @@ impl Lowerer {
                 }
                 Stmt::Instr(i) => {
                     self.cur_line = i.line;
+                    if self.insts.len() >= MAX_LOWERED_INSTS {
+                        result = self.unsupported(&format!(
+                            "an entry of more than {MAX_LOWERED_INSTS} instructions after inlining its calls"
+                        ));
+                        break;
+                    }
                     if let Err(e) = self.instr(i, &scope_ids) {
                         result = Err(e);
                         break;

@@ -243,3 +243,37 @@ fn host_calls_with_impossible_sizes_are_errors() {
         );
     }
 }
+
+#[test]
+fn deeply_nested_operands_are_a_parse_error_not_a_stack_overflow() {
+    // The parser recurses once per bracket level; 100k levels overflowed the stack (an abort
+    // no test can catch).
+    for open in ["{", "[x, "] {
+        let body = format!("\tmov.b32 %r1, {};", open.repeat(100_000));
+        let e = load_error(&kernel(&body));
+        assert!(e.contains("nested too deeply"), "{e}");
+    }
+}
+
+#[test]
+fn exponential_inlining_is_a_load_error_not_a_hang() {
+    // Calls are inlined: 16 functions each calling the next 8 times lower to 8^15 bodies.
+    let mut ptx = HEADER.to_string();
+    for f in (0..16).rev() {
+        let calls = if f == 15 {
+            String::new()
+        } else {
+            format!("\tcall.uni f{}, ();\n", f + 1).repeat(8)
+        };
+        ptx += &format!(".func f{f}()\n{{\n{calls}\tret;\n}}\n");
+    }
+    ptx += ".visible .entry k()\n{\n\tcall.uni f0, ();\n\tret;\n}\n";
+    let t = Instant::now();
+    let e = load_error(&ptx);
+    assert!(e.contains("after inlining"), "{e}");
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t.elapsed()
+    );
+}
