@@ -19,6 +19,11 @@ pub const MAX_DECLARED_REGS: u64 = 1 << 31;
 /// recurses per level, so unbounded nesting (`{{{{...`) would overflow the stack (an abort).
 const MAX_OPERAND_NESTING: u32 = 4;
 
+/// Deepest nesting of `{ }` blocks in a function body (nvcc nests inline assembly and call
+/// sequences two or three deep). Every register lookup walks the open scopes, so unbounded
+/// nesting would make lowering quadratic in the program's size.
+const MAX_BLOCK_NESTING: u32 = 64;
+
 struct Parser<'a> {
     toks: Vec<Token<'a>>,
     pos: usize,
@@ -284,6 +289,9 @@ impl<'a> Parser<'a> {
                     body.push(Stmt::Close);
                 }
                 Some(Tok::Punct('{')) => {
+                    if depth >= MAX_BLOCK_NESTING {
+                        return self.err("blocks nested too deeply");
+                    }
                     self.pos += 1;
                     depth += 1;
                     body.push(Stmt::Open);

@@ -245,7 +245,7 @@ fn host_calls_with_impossible_sizes_are_errors() {
 }
 
 #[test]
-fn deeply_nested_operands_are_a_parse_error_not_a_stack_overflow() {
+fn deeply_nested_operands_and_blocks_are_parse_errors() {
     // The parser recurses once per bracket level; 100k levels overflowed the stack (an abort
     // no test can catch).
     for open in ["{", "[x, "] {
@@ -253,6 +253,11 @@ fn deeply_nested_operands_are_a_parse_error_not_a_stack_overflow() {
         let e = load_error(&kernel(&body));
         assert!(e.contains("nested too deeply"), "{e}");
     }
+    // Blocks: every register lookup walks the open scopes, so 100k of them made lowering
+    // quadratic.
+    let body = format!("{}\tmov.b32 %r1, %r2;", "{\n".repeat(100_000));
+    let e = load_error(&kernel(&body));
+    assert!(e.contains("blocks nested too deeply"), "{e}");
 }
 
 #[test]
