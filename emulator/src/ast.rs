@@ -40,8 +40,12 @@ pub struct VarDecl {
 impl VarDecl {
     /// Size in bytes (0 for an unsized extern array).
     pub fn size(&self) -> u64 {
-        let elems: u64 = self.dims.iter().map(|d| d.unwrap_or(0)).product();
-        self.ty.bytes() as u64 * self.vec as u64 * elems
+        // The parser refuses sizes past 2^64; saturating keeps this total for hand-built trees.
+        self.dims
+            .iter()
+            .fold(self.ty.bytes() as u64 * self.vec as u64, |acc, d| {
+                acc.saturating_mul(d.unwrap_or(0))
+            })
     }
 
     /// Natural alignment when `.align` is absent.

@@ -232,15 +232,16 @@ impl RawCounters {
 pub(crate) fn wavefronts(acc: &[(u32, u32, u32)], phase_lanes: u32) -> (u64, u64) {
     let mut needed = 0u64;
     let mut ideal = 0u64;
-    let mut words = [0u32; 160];
+    let mut words = [0u64; 160];
     let mut i = 0;
     while i < acc.len() {
         let phase = acc[i].0 / phase_lanes;
         let mut n = 0;
         while i < acc.len() && acc[i].0 / phase_lanes == phase {
             let (_, addr, len) = acc[i];
-            let first = addr / 4;
-            let last = (addr + len.max(1) - 1) / 4;
+            // In u64: an out-of-bounds access near 2^32 (reported by the access) still counts.
+            let first = addr as u64 / 4;
+            let last = (addr as u64 + len.max(1) as u64 - 1) / 4;
             for w in first..=last {
                 if n < words.len() {
                     words[n] = w;
@@ -253,7 +254,7 @@ pub(crate) fn wavefronts(acc: &[(u32, u32, u32)], phase_lanes: u32) -> (u64, u64
         ws.sort_unstable();
         let mut distinct = 0usize;
         let mut banks = [0u8; 32];
-        let mut prev = u32::MAX;
+        let mut prev = u64::MAX;
         for &w in ws.iter() {
             if w != prev {
                 distinct += 1;

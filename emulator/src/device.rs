@@ -196,8 +196,24 @@ impl Device {
     /// Allocates `bytes` of global memory filled with the poison byte `0xFF` (every float read
     /// from it is NaN). Allocations are 256-byte aligned and separated by unmapped guard gaps,
     /// so an access running off one never lands in another.
+    ///
+    /// # Panics
+    /// When [`Device::try_alloc`] fails (a size no device or host could hold); callers with
+    /// sizes from outside (a driver's `cuMemAlloc`) use that instead.
     pub fn alloc(&mut self, bytes: usize) -> DevicePtr {
-        DevicePtr(self.gmem.alloc(bytes as u64))
+        self.try_alloc(bytes)
+            .unwrap_or_else(|e| panic!("Device::alloc: {e}"))
+    }
+
+    /// [`Device::alloc`], or an error (nothing allocated) when the size does not fit the
+    /// emulated address space (about 125 TiB) or the host's memory.
+    pub fn try_alloc(&mut self, bytes: usize) -> Result<DevicePtr, EmuError> {
+        self.gmem
+            .try_alloc(bytes as u64)
+            .map(DevicePtr)
+            .map_err(|_| {
+                EmuError::Memory(format!("cannot allocate {bytes} bytes of device memory"))
+            })
     }
 
     /// Allocates and fills with `data`.
@@ -218,13 +234,16 @@ impl Device {
     }
 
     pub fn read(&self, ptr: DevicePtr, len: usize) -> Result<Vec<u8>, EmuError> {
-        let mut out = vec![0u8; len];
-        self.gmem.read(ptr.0, &mut out).map_err(|_| {
+        // The range is checked before the buffer is allocated: a length no allocation holds
+        // (usize::MAX, say) is an error, not an abort.
+        let (a, off) = self.gmem.find(ptr.0, len as u64).map_err(|_| {
             EmuError::Memory(format!(
                 "read of {len} bytes at {:#x} is outside every allocation",
                 ptr.0
             ))
         })?;
+        let mut out = vec![0u8; len];
+        a.read(off, &mut out);
         Ok(out)
     }
 
@@ -257,7 +276,8 @@ impl Device {
                 params.len()
             )));
         }
-        let nthreads = cfg.block.iter().map(|&b| b as u64).product::<u64>();
+        // In u128: three u32 dimensions multiply past u64.
+        let nthreads = cfg.block.iter().map(|&b| b as u128).product::<u128>();
         if nthreads == 0 || nthreads > 1024 || cfg.block[2] > 64 {
             return Err(EmuError::Launch(format!(
                 "block {:?} is not a valid CTA shape",
@@ -271,11 +291,11 @@ impl Device {
             )));
         }
         let smem = if cfg.dynamic_smem_bytes > 0 {
-            prog.dyn_smem_offset + cfg.dynamic_smem_bytes
+            prog.dyn_smem_offset as u64 + cfg.dynamic_smem_bytes as u64
         } else {
-            prog.static_smem
+            prog.static_smem as u64
         };
-        if smem > MAX_SHARED_BYTES {
+        if smem > MAX_SHARED_BYTES as u64 {
             return Err(EmuError::Launch(format!(
                 "{smem} bytes of shared memory exceed {MAX_SHARED_BYTES}"
             )));
@@ -283,7 +303,15 @@ impl Device {
         // Module variables live in global memory for the duration of the launch.
         let mut var_addrs = Vec::new();
         for v in &prog.global_vars {
-            let a = self.gmem.alloc(v.size.max(1));
+            let Ok(a) = self.gmem.try_alloc(v.size.max(1)) else {
+                for a in var_addrs {
+                    self.gmem.free(a);
+                }
+                return Err(EmuError::Launch(format!(
+                    "cannot allocate {} bytes for a module variable",
+                    v.size
+                )));
+            };
             let mut init = v.init.clone();
             init.resize(v.size as usize, 0);
             self.gmem.write(a, &init).expect("fresh allocation");

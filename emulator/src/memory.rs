@@ -5,6 +5,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::program::PARAM_WINDOW;
+
 /// First device address handed out; far below the shared/local/param generic windows.
 const BASE: u64 = 0x0000_0100_0000_0000;
 /// Unmapped gap after every allocation so that running off the end never lands in a neighbour.
@@ -39,6 +41,9 @@ impl Default for GlobalMemory {
 pub enum Fault {
     /// Address range not (entirely) inside one allocation.
     OutOfBounds,
+    /// An allocation the device address space (below the generic windows) or the host cannot
+    /// hold.
+    OutOfMemory,
 }
 
 impl GlobalMemory {
@@ -49,15 +54,30 @@ impl GlobalMemory {
         }
     }
 
-    pub fn alloc(&mut self, len: u64) -> u64 {
+    /// Allocates `len` bytes (poisoned), or fails without allocating when the addresses would
+    /// run into the generic windows (program.rs, `PARAM_WINDOW` is the lowest) or the host
+    /// refuses the memory (`try_reserve`, not an abort).
+    pub fn try_alloc(&mut self, len: u64) -> Result<u64, Fault> {
         let base = self.next;
-        let words = len.div_ceil(8).max(1) as usize;
+        let next = base
+            .checked_add(len.max(1))
+            .and_then(|end| end.checked_add(GUARD))
+            .and_then(|end| end.checked_next_multiple_of(ALIGN))
+            .filter(|&end| end <= PARAM_WINDOW)
+            .ok_or(Fault::OutOfMemory)?;
+        let n = usize::try_from(len.div_ceil(8).max(1)).map_err(|_| Fault::OutOfMemory)?;
+        let mut words = Vec::new();
+        words.try_reserve_exact(n).map_err(|_| Fault::OutOfMemory)?;
         let poison = u64::from_ne_bytes([POISON; 8]);
-        let words: Box<[AtomicU64]> = (0..words).map(|_| AtomicU64::new(poison)).collect();
-        self.next = (base + len.max(1) + GUARD).div_ceil(ALIGN) * ALIGN;
+        words.extend((0..n).map(|_| AtomicU64::new(poison)));
+        self.next = next;
         // Allocations are created in increasing address order, so the vector stays sorted.
-        self.allocs.push(Alloc { base, len, words });
-        base
+        self.allocs.push(Alloc {
+            base,
+            len,
+            words: words.into_boxed_slice(),
+        });
+        Ok(base)
     }
 
     pub fn free(&mut self, base: u64) -> bool {
@@ -165,16 +185,16 @@ mod tests {
     #[test]
     fn default_is_new_and_never_allocates_at_zero() {
         let mut g = GlobalMemory::default();
-        let first = g.alloc(16);
-        assert_eq!(first, GlobalMemory::new().alloc(16));
+        let first = g.try_alloc(16).unwrap();
+        assert_eq!(first, GlobalMemory::new().try_alloc(16).unwrap());
         assert_ne!(first, 0);
     }
 
     #[test]
     fn allocations_are_bounded_and_apart() {
         let mut g = GlobalMemory::new();
-        let a = g.alloc(100);
-        let b = g.alloc(8);
+        let a = g.try_alloc(100).unwrap();
+        let b = g.try_alloc(8).unwrap();
         assert!(b >= a + 100 + GUARD);
         assert!(g.write(a + 96, &[1, 2, 3, 4]).is_ok());
         assert_eq!(g.write(a + 97, &[1, 2, 3, 4]), Err(Fault::OutOfBounds));
@@ -191,7 +211,7 @@ mod tests {
     #[test]
     fn unaligned_spanning_writes_and_rmw() {
         let mut g = GlobalMemory::new();
-        let a = g.alloc(32);
+        let a = g.try_alloc(32).unwrap();
         let data: Vec<u8> = (0..13).collect();
         g.write(a + 5, &data).unwrap();
         let mut back = vec![0u8; 13];

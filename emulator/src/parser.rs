@@ -7,16 +7,40 @@ use super::error::EmuError;
 use super::lexer::{tokenize, Tok, Token};
 use super::types::{Space, Ty};
 
+/// Most registers one parameterized declaration (`.reg .b32 %r<N>;`) may declare. The PTX ISA
+/// sets no limit; ptxas takes N as a 32-bit constant ("Constant overflow" from 2^32) and
+/// allocates every declared register: measured with the ptxas of CUDA 13.5 this project
+/// provisions, N = 2^31 assembles (26 s, 16.8 GB), 3 * 2^30 and 2^32 - 1 fail with "Memory
+/// allocation failure". So 2^31 is the most ptxas accepts; the lowering names only the
+/// registers a program uses, so accepting that many costs nothing.
+pub const MAX_DECLARED_REGS: u64 = 1 << 31;
+
+/// Deepest nesting of bracketed operand lists: PTX needs two (`[map, {c0, c1}]`); the parser
+/// recurses per level, so unbounded nesting (`{{{{...`) would overflow the stack (an abort).
+const MAX_OPERAND_NESTING: u32 = 4;
+
+/// Deepest nesting of `{ }` blocks in a function body (nvcc nests inline assembly and call
+/// sequences two or three deep). Every register lookup walks the open scopes, so unbounded
+/// nesting would make lowering quadratic in the program's size.
+const MAX_BLOCK_NESTING: u32 = 64;
+
 struct Parser<'a> {
     toks: Vec<Token<'a>>,
     pos: usize,
     src: &'a str,
+    /// Bracketed operand lists being parsed (see [`MAX_OPERAND_NESTING`]).
+    nesting: u32,
 }
 
 /// Parses PTX text into a module syntax tree.
 pub fn parse(src: &str) -> Result<Module, EmuError> {
     let toks = tokenize(src)?;
-    let mut p = Parser { toks, pos: 0, src };
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        src,
+        nesting: 0,
+    };
     p.module()
 }
 
@@ -265,6 +289,9 @@ impl<'a> Parser<'a> {
                     body.push(Stmt::Close);
                 }
                 Some(Tok::Punct('{')) => {
+                    if depth >= MAX_BLOCK_NESTING {
+                        return self.err("blocks nested too deeply");
+                    }
                     self.pos += 1;
                     depth += 1;
                     body.push(Stmt::Open);
@@ -322,7 +349,13 @@ impl<'a> Parser<'a> {
             let name = self.ident()?.to_string();
             let mut count = None;
             if self.eat_punct('<') {
-                count = Some(self.int()? as u32);
+                let n = self.int()?;
+                if n > MAX_DECLARED_REGS {
+                    return self.err(format!(
+                        "{n} registers in one declaration; ptxas accepts at most 2^31"
+                    ));
+                }
+                count = Some(n as u32);
                 self.expect_punct('>')?;
             }
             body.push(Stmt::Reg(RegDecl {
@@ -353,7 +386,7 @@ impl<'a> Parser<'a> {
         while ty.is_none() {
             let q = self.ident()?;
             match q {
-                ".align" => align = self.int()? as u32,
+                ".align" => align = self.alignment()?,
                 ".v2" => vec = 2,
                 ".v4" => vec = 4,
                 ".ptr" | ".global" | ".shared" | ".const" | ".local" => {}
@@ -372,7 +405,7 @@ impl<'a> Parser<'a> {
                 self.pos += 1;
             } else if q == ".align" {
                 self.pos += 1;
-                align = self.int()? as u32;
+                align = self.alignment()?;
             } else {
                 break;
             }
@@ -386,6 +419,16 @@ impl<'a> Parser<'a> {
                 dims.push(Some(self.int()?));
                 self.expect_punct(']')?;
             }
+        }
+        // The size in bytes must be a number (the layout and the allocations check it against
+        // their limits): a product of dimensions past 2^64 is refused here.
+        let elems = dims
+            .iter()
+            .try_fold(ty.map_or(1, |t| t.bytes() as u64) * vec as u64, |acc, d| {
+                acc.checked_mul(d.unwrap_or(0))
+            });
+        if elems.is_none() {
+            return self.err(format!("the size of `{name}` overflows 64 bits"));
         }
         let mut init = Vec::new();
         if self.eat_punct('=') {
@@ -451,6 +494,16 @@ impl<'a> Parser<'a> {
         })
     }
 
+    /// The byte count of `.align N`: a power of two (PTX ISA "Variable and Parameter
+    /// Attributes: .align") that fits in 32 bits.
+    fn alignment(&mut self) -> Result<u32, EmuError> {
+        let n = self.int()?;
+        if !n.is_power_of_two() || n > 1 << 31 {
+            return self.err(format!(".align {n} is not a power of two up to 2^31"));
+        }
+        Ok(n as u32)
+    }
+
     fn signed_int(&mut self) -> Result<i64, EmuError> {
         let neg = self.eat_punct('-');
         let v = self.int()? as i64;
@@ -460,6 +513,24 @@ impl<'a> Parser<'a> {
     /// The comma-separated operands after an opening bracket, up to and including `close`
     /// (none at all only if `may_be_empty`).
     fn operand_list(&mut self, close: char, may_be_empty: bool) -> Result<Operand, EmuError> {
+        self.nested(|p| p.operand_items(close, may_be_empty))
+    }
+
+    /// Runs `f` one operand-nesting level deeper, or fails past [`MAX_OPERAND_NESTING`].
+    fn nested<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, EmuError>,
+    ) -> Result<T, EmuError> {
+        if self.nesting >= MAX_OPERAND_NESTING {
+            return self.err("operand lists nested too deeply");
+        }
+        self.nesting += 1;
+        let r = f(self);
+        self.nesting -= 1;
+        r
+    }
+
+    fn operand_items(&mut self, close: char, may_be_empty: bool) -> Result<Operand, EmuError> {
         let mut v = Vec::new();
         if !(may_be_empty && self.eat_punct(close)) {
             loop {
@@ -498,7 +569,7 @@ impl<'a> Parser<'a> {
                     // `[tensorMap, {coords}]` of the tensor copies.
                     self.pos += 1;
                     let map = map.clone();
-                    let coords = match self.operand()? {
+                    let coords = match self.nested(|p| p.operand())? {
                         Operand::Vec(v) => v,
                         _ => return self.err("expected `{coordinates}` after the tensor map"),
                     };

@@ -551,7 +551,7 @@ mod tests {
             b[112..120].copy_from_slice(&sum.to_le_bytes());
             b
         };
-        let cases: [(&str, [u8; TENSOR_MAP_BYTES]); 4] = [
+        let cases: [(&str, [u8; TENSOR_MAP_BYTES]); 5] = [
             ("element stride 0", forge(&|b| b[107] = 0)),
             ("address 7 bytes off", forge(&|b| b[16] += 7)),
             (
@@ -561,6 +561,11 @@ mod tests {
             (
                 "box dim 0",
                 forge(&|b| b[98..100].copy_from_slice(&0u16.to_le_bytes())),
+            ),
+            // Was an overflow of the row address (`g * stride`) in exec/bulk.rs.
+            (
+                "global stride 2^63",
+                forge(&|b| b[64..72].copy_from_slice(&(1u64 << 63).to_le_bytes())),
             ),
         ];
         for (what, b) in cases {

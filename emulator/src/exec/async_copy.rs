@@ -41,7 +41,7 @@ pub(super) fn exec_cp_async(w: &mut Warp, env: &mut Env, pc: u32, active: u32, o
             });
             continue;
         }
-        if d + cp as u64 > env.smem.len() as u64 {
+        if !fits(d, cp as u64, env.smem.len() as u64) {
             oob(env, pc, tid, Loc::Shared(d), cp as usize);
             continue;
         }

@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 
-use super::mem::{hazard_finding, lane_addr, oob, resolve, Loc};
+use super::mem::{fits, hazard_finding, lane_addr, oob, resolve, Loc};
 use super::{lanes, mbarrier, Env, Warp};
 use crate::findings::FindingKind;
 use crate::program::*;
@@ -247,17 +247,21 @@ fn box_rows(m: &Decoded, c: &[i64; 5]) -> Vec<Option<(u64, u32, u32)>> {
     let mut rows = Vec::with_capacity(nrows as usize);
     for r in 0..nrows {
         let mut rem = r;
-        let mut addr = m.address as i64;
+        // In i128: a map's address (any u64) plus coordinates (i32) times strides (< 2^40)
+        // does not overflow there.
+        let mut addr = m.address as i128;
         let mut inside = lo < hi;
         for k in 1..rank {
             let i = (rem % ext[k] as u64) as i64;
             rem /= ext[k] as u64;
             let g = c[k] + i * m.elem_strides[k] as i64;
             inside &= g >= 0 && g < m.dims[k] as i64;
-            addr += g * m.strides[k] as i64;
+            addr += g as i128 * m.strides[k] as i128;
         }
         rows.push(inside.then(|| {
-            let first = (addr + lo * m.strides[0] as i64) as u64;
+            // A row beyond the 64-bit address space faults like any unmapped address (the
+            // top address, never allocated, stands for it).
+            let first = u64::try_from(addr + lo as i128 * m.strides[0] as i128).unwrap_or(u64::MAX);
             (first, (lo - c[0]) as u32, (hi - c[0]) as u32)
         }));
     }
@@ -268,7 +272,9 @@ fn count_global(env: &mut Env, addr: u64, n: u64, store: bool) {
     if n == 0 {
         return;
     }
-    env.cnt.sectors += ((addr + n - 1) >> 5) - (addr >> 5) + 1;
+    // The last byte saturates: a copy running past 2^64 faulted (a finding) and counts the
+    // sectors up to the top.
+    env.cnt.sectors += (addr.saturating_add(n - 1) >> 5) - (addr >> 5) + 1;
     if store {
         env.cnt.gst += n;
     } else {
@@ -316,7 +322,7 @@ fn tma(w: &mut Warp, env: &mut Env, pc: u32, l: usize, op: &TmaOp) {
         return;
     }
     let bytes = m.box_bytes();
-    if base + bytes > env.smem.len() as u64 {
+    if !fits(base, bytes, env.smem.len() as u64) {
         return oob(env, pc, tid, Loc::Shared(base), bytes as usize);
     }
     let base = base as u32;
@@ -430,7 +436,7 @@ fn bulk_copy(w: &mut Warp, env: &mut Env, pc: u32, l: usize, op: &BulkCopyOp) {
         return;
     }
     let (sh, g) = if op.load { (d, s) } else { (s, d) };
-    if sh + n > env.smem.len() as u64 {
+    if !fits(sh, n, env.smem.len() as u64) {
         return oob(env, pc, tid, Loc::Shared(sh), n as usize);
     }
     if op.load {

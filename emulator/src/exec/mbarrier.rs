@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 
-use super::mem::{lane_addr, oob, resolve, Loc};
+use super::mem::{fits, lane_addr, oob, resolve, Loc};
 use super::sync::{self, Waitable};
 use super::{bulk, lanes, Env, Warp};
 use crate::findings::FindingKind;
@@ -118,7 +118,7 @@ pub(super) fn mbar_offset(
         });
         return None;
     }
-    if off + 8 > env.smem.len() as u64 {
+    if !fits(off, 8, env.smem.len() as u64) {
         oob(env, pc, tid, Loc::Shared(off), 8);
         return None;
     }

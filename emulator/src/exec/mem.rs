@@ -113,6 +113,14 @@ pub(super) fn oob(env: &mut Env, pc: u32, tid: u32, loc: Loc, len: usize) {
     });
 }
 
+/// Whether `len` bytes at offset `o` lie inside a space of `size` bytes. Offsets come from
+/// program registers (any u64), so the end is computed with a checked add: an access whose end
+/// passes 2^64 is out of bounds, not an overflow.
+#[inline]
+pub(super) fn fits(o: u64, len: u64, size: u64) -> bool {
+    o.checked_add(len).is_some_and(|end| end <= size)
+}
+
 pub(super) fn loc_addr(l: Loc) -> u64 {
     match l {
         Loc::Global(a) | Loc::Shared(a) | Loc::Local(a) | Loc::Param(a) => a,
@@ -158,7 +166,7 @@ pub(super) fn read_lane(
             }
         },
         Loc::Shared(o) => {
-            if o + len as u64 > env.smem.len() as u64 {
+            if !fits(o, len as u64, env.smem.len() as u64) {
                 oob(env, pc, tid, loc, len);
                 return false;
             }
@@ -171,7 +179,7 @@ pub(super) fn read_lane(
         }
         Loc::Local(o) => {
             let ls = env.local_size as u64;
-            if o + len as u64 > ls {
+            if !fits(o, len as u64, ls) {
                 oob(env, pc, tid, loc, len);
                 return false;
             }
@@ -181,7 +189,7 @@ pub(super) fn read_lane(
         }
         Loc::Param(o) => {
             let p = env.ctx.params;
-            if o + len as u64 > p.len() as u64 {
+            if !fits(o, len as u64, p.len() as u64) {
                 oob(env, pc, tid, loc, len);
                 return false;
             }
@@ -203,7 +211,7 @@ pub(super) fn write_lane(w: &mut Warp, env: &mut Env, pc: u32, lane: usize, loc:
             Err(_) => oob(env, pc, tid, loc, len),
         },
         Loc::Shared(o) => {
-            if o + len as u64 > env.smem.len() as u64 {
+            if !fits(o, len as u64, env.smem.len() as u64) {
                 return oob(env, pc, tid, loc, len);
             }
             let o = o as usize;
@@ -214,7 +222,7 @@ pub(super) fn write_lane(w: &mut Warp, env: &mut Env, pc: u32, lane: usize, loc:
         }
         Loc::Local(o) => {
             let ls = env.local_size as u64;
-            if o + len as u64 > ls {
+            if !fits(o, len as u64, ls) {
                 return oob(env, pc, tid, loc, len);
             }
             let base = lane * ls as usize + o as usize;
@@ -254,7 +262,9 @@ impl Traffic {
                 if len == 0 {
                     return;
                 }
-                let (s0, s1) = (a >> 5, (a + len as u64 - 1) >> 5);
+                // The last byte saturates: an access running past 2^64 is out of bounds
+                // (reported by the access), and counts the sectors up to the top.
+                let (s0, s1) = (a >> 5, a.saturating_add(len as u64 - 1) >> 5);
                 for s in s0..=s1.min(s0 + 1) {
                     if self.nsec < 64 {
                         self.sectors[self.nsec] = s;
@@ -444,7 +454,7 @@ pub(super) fn exec_atom(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: &
                 }
             },
             Loc::Shared(o) => {
-                if o + size as u64 > env.smem.len() as u64 {
+                if !fits(o, size as u64, env.smem.len() as u64) {
                     oob(env, pc, tid, loc, size);
                     continue;
                 }

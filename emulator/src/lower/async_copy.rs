@@ -42,8 +42,8 @@ impl Lowerer {
         q.ignore(|s| s.starts_with("L2::") && s.ends_with('B'));
         self.ops(i, 3)?;
         let o = &i.operands;
-        let dst = self.addr(&o[0])?;
-        let src = self.addr(&o[1])?;
+        let dst = self.addr_in(&o[0], Space::Shared)?;
+        let src = self.addr_in(&o[1], Space::Global)?;
         let cp = match o[2] {
             Operand::Int(v) if v == 4 || v == 8 || v == 16 => v as u8,
             _ => return self.bad("cp.async cp-size must be 4, 8 or 16"),

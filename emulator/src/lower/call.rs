@@ -4,13 +4,11 @@
 //! slot, and each of its `ret`s branches to the instruction after the call. Semantically this
 //! is a call with its own stack frame; recursion (which has no finite inlining) is rejected.
 
-use std::collections::HashMap;
-
 use super::super::ast::{self, Operand};
 use super::super::error::EmuError;
 use super::super::program::*;
 use super::quals::Quals;
-use super::{Lowerer, VarLoc};
+use super::{Lowerer, Scope, VarLoc};
 
 /// Deepest chain of nested calls inlined before the call is treated as recursive.
 const MAX_CALL_DEPTH: usize = 16;
@@ -77,7 +75,7 @@ impl Lowerer {
             saved.push((n.clone(), self.vars.insert(n, loc)));
         }
         let body = f.body.as_ref().expect("definitions only");
-        self.scopes.push(HashMap::new());
+        self.scopes.push(Scope::default());
         self.ret_fixups.push(Vec::new());
         let scope = self.next_scope;
         self.next_scope += 1;

@@ -13,11 +13,15 @@ impl Lowerer {
         self.ops(i, 2)?;
         let ty = self.one_ty(q)?;
         let o = &i.operands;
+        // Registers hold at most 64 bits here; `.b128` (PTX ISA 8.3, sm_70+) is not implemented.
+        if ty.bits() > 64 {
+            return self.unsupported(&i.opcode);
+        }
         if let Operand::Vec(ds) = &o[0] {
             let n = ds.len();
-            if n > 4 {
-                return self.bad("vector mov with more than 4 parts");
-            }
+            let Some(bits) = part_bits(ty, n) else {
+                return self.bad("bad vector mov");
+            };
             let mut regs = [NONE; 4];
             for (k, d) in ds.iter().enumerate() {
                 regs[k] = if *d == Operand::Sink {
@@ -25,9 +29,17 @@ impl Lowerer {
                 } else {
                     self.dst(d)?
                 };
+                // PTX ISA "mov": the parts are registers of the part width.
+                if regs[k] != NONE && self.reg_bits[regs[k] as usize] as u32 != bits {
+                    return self.bad(&format!(
+                        "a vector mov unpacking {} bits into {}-bit parts needs {bits}-bit destinations",
+                        ty.bits(),
+                        bits
+                    ));
+                }
             }
             let a = self.src(&o[1], ty)?;
-            let bits = (ty.bits() / n as u32) as u8;
+            let bits = bits as u8;
             return self.push(
                 i,
                 Op::Unpack {
@@ -42,10 +54,9 @@ impl Lowerer {
         let d = self.dst(&o[0])?;
         if let Operand::Vec(ps) = &o[1] {
             let n = ps.len();
-            if n == 0 || n > 4 {
+            let Some(bits) = part_bits(ty, n) else {
                 return self.bad("bad vector mov");
-            }
-            let bits = ty.bits() / n as u32;
+            };
             let pty = match bits {
                 8 => Ty::B8,
                 16 => Ty::B16,
@@ -80,4 +91,14 @@ impl Lowerer {
         };
         self.push(i, Op::Mov { d, a, mask }, Class::Other)
     }
+}
+
+/// The width of each of the `n` parts of a vector `mov` of type `ty`: 2 or 4 parts of 8, 16 or
+/// 32 bits that make up the whole type (PTX ISA "mov": `.b16 {.b8, .b8}`, `.b32 {.b16, .b16}`,
+/// `.b64 {.b32, .b32}` or four `.b16`); `None` for any other split.
+fn part_bits(ty: Ty, n: usize) -> Option<u32> {
+    let bits = ty.bits();
+    let part = bits / n.max(1) as u32;
+    let ok = matches!(n, 2 | 4) && part * n as u32 == bits && matches!(part, 8 | 16 | 32);
+    ok.then_some(part)
 }

@@ -143,7 +143,7 @@ impl Lowerer {
         } else {
             (&o[1], &o[0])
         };
-        let addr = self.addr(addr_op)?;
+        let addr = self.addr_in(addr_op, sp)?;
         let vals: Vec<&Operand> = match val_op {
             Operand::Vec(v) => v.iter().collect(),
             other => vec![other],
@@ -240,7 +240,7 @@ impl Lowerer {
         if rest.len() < 2 {
             return self.bad("atom operands missing");
         }
-        let addr = self.addr(&rest[0])?;
+        let addr = self.addr_in(&rest[0], sp)?;
         let a = self.src(&rest[1], ty)?;
         let b = if op == AtomK::Cas {
             match rest.get(2) {

@@ -51,7 +51,7 @@ use super::ast::{self, Init, Operand, Stmt};
 use super::error::EmuError;
 use super::program::*;
 use super::types::{Space, Ty, TyKind};
-use super::ParamDecl;
+use super::{ParamDecl, MAX_SHARED_BYTES};
 use quals::Quals;
 
 #[derive(Clone, Copy, Debug)]
@@ -62,9 +62,33 @@ enum VarLoc {
     Global(usize),
 }
 
+/// The registers declared in one `{ }` scope: names bound to dense indices, and parameterized
+/// declarations (`.reg .b32 %r<100>;`: prefix, count, bits) whose names get an index only when
+/// the program first uses them, so a declaration of 2^31 registers (which ptxas accepts) costs
+/// nothing until then (issue 19).
+#[derive(Default)]
+struct Scope {
+    names: HashMap<String, R>,
+    ranges: Vec<(String, u32, u8)>,
+}
+
+/// Index `i` if `name` is `prefix` followed by `i` in canonical decimal (`%r0`, `%r12`; not
+/// `%r012`), the names a parameterized declaration `prefix<count>` defines.
+fn range_index(name: &str, prefix: &str) -> Option<u64> {
+    let digits = name.strip_prefix(prefix)?;
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|c| c.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    if canonical {
+        digits.parse().ok()
+    } else {
+        None
+    }
+}
+
 struct Lowerer {
     lines: Arc<Vec<String>>,
-    scopes: Vec<HashMap<String, R>>,
+    scopes: Vec<Scope>,
     reg_bits: Vec<u8>,
     consts: HashMap<u64, R>,
     const_list: Vec<(R, u64)>,
@@ -133,7 +157,7 @@ fn lower_entry(
 ) -> Result<Program, EmuError> {
     let mut l = Lowerer {
         lines,
-        scopes: vec![HashMap::new()],
+        scopes: vec![Scope::default()],
         reg_bits: Vec::new(),
         consts: HashMap::new(),
         const_list: Vec::new(),
@@ -158,18 +182,17 @@ fn lower_entry(
 
     // Parameter space layout.
     let mut params = Vec::new();
-    let mut poff = 0u32;
+    let mut poff = 0u64;
     for p in &f.params {
         let align = p.effective_align().max(1);
-        poff = poff.div_ceil(align) * align;
-        l.vars.insert(p.name.clone(), VarLoc::Param(poff));
+        let off = place(&l, &mut poff, p, PARAM_LIMIT, "kernel parameters")?;
+        l.vars.insert(p.name.clone(), VarLoc::Param(off));
         params.push(ParamDecl {
             name: p.name.clone(),
-            offset: poff,
+            offset: off,
             size: p.size() as u32,
             align,
         });
-        poff += p.size() as u32;
     }
     let body = f
         .body
@@ -177,48 +200,60 @@ fn lower_entry(
         .ok_or_else(|| EmuError::parse(f.line, &f.name, "entry without body"))?;
 
     // Shared layout: module-scope statics, then function-scope statics, then dynamic.
-    let mut soff = 0u32;
+    let mut soff = 0u64;
     let mut dyn_align = 16u32;
     let mut externs = Vec::new();
-    let mut place_shared = |l: &mut Lowerer, v: &ast::VarDecl, soff: &mut u32| {
-        if v.is_extern || v.dims.contains(&None) {
-            dyn_align = dyn_align.max(v.effective_align());
-            externs.push(v.name.clone());
-        } else {
-            let a = v.effective_align().max(1);
-            *soff = soff.div_ceil(a) * a;
-            l.vars.insert(v.name.clone(), VarLoc::Shared(*soff));
-            *soff += v.size() as u32;
+    let mut place_shared =
+        |l: &mut Lowerer, v: &ast::VarDecl, soff: &mut u64| -> Result<(), EmuError> {
+            if v.is_extern || v.dims.contains(&None) {
+                dyn_align = dyn_align.max(v.effective_align());
+                externs.push(v.name.clone());
+            } else {
+                let off = place(l, soff, v, MAX_SHARED_BYTES as u64, "static shared memory")?;
+                l.vars.insert(v.name.clone(), VarLoc::Shared(off));
+            }
+            Ok(())
+        };
+    // Module-scope and function-scope `.global` / `.const` variables: one initialised image each,
+    // allocated per launch.
+    let place_global = |l: &mut Lowerer, v: &ast::VarDecl| -> Result<(), EmuError> {
+        if v.space == Space::Const && v.size() > CONST_LIMIT {
+            let what = "a .const variable (one 64 KiB constant bank)";
+            return Err(too_big(l, v, v.size(), CONST_LIMIT, what));
         }
-    };
-    // Module-scope and function-scope `.global` / `.const` variables: one initialised image each.
-    let place_global = |l: &mut Lowerer, v: &ast::VarDecl| {
+        let total = l
+            .global_vars
+            .iter()
+            .fold(v.size(), |t, g| t.saturating_add(g.size));
+        if total > GLOBAL_VAR_LIMIT {
+            let what = ".global/.const variables (the emulator's limit)";
+            return Err(too_big(l, v, total, GLOBAL_VAR_LIMIT, what));
+        }
         let idx = l.global_vars.len();
         l.global_vars.push(GlobalVar {
             size: v.size(),
             init: init_bytes(v),
         });
         l.vars.insert(v.name.clone(), VarLoc::Global(idx));
+        Ok(())
     };
     for v in &m.vars {
         match v.space {
-            Space::Shared => place_shared(&mut l, v, &mut soff),
-            Space::Global | Space::Const => place_global(&mut l, v),
+            Space::Shared => place_shared(&mut l, v, &mut soff)?,
+            Space::Global | Space::Const => place_global(&mut l, v)?,
             _ => {}
         }
     }
-    let mut loff = 0u32;
+    let mut loff = 0u64;
     for s in body {
         if let Stmt::Var(v) = s {
             match v.space {
-                Space::Shared => place_shared(&mut l, v, &mut soff),
+                Space::Shared => place_shared(&mut l, v, &mut soff)?,
                 Space::Local => {
-                    let a = v.effective_align().max(1);
-                    loff = loff.div_ceil(a) * a;
-                    l.vars.insert(v.name.clone(), VarLoc::Local(loff));
-                    loff += v.size() as u32;
+                    let off = place(&l, &mut loff, v, LOCAL_LIMIT, "local memory")?;
+                    l.vars.insert(v.name.clone(), VarLoc::Local(off));
                 }
-                Space::Global | Space::Const => place_global(&mut l, v),
+                Space::Global | Space::Const => place_global(&mut l, v)?,
                 // Call arguments and results: laid out where they are declared (pass 2).
                 Space::Param => {}
                 _ => {
@@ -232,12 +267,15 @@ fn lower_entry(
             }
         }
     }
-    let dyn_off = soff.div_ceil(dyn_align) * dyn_align;
+    // At most 2^31 (alignments are at most 2^31, the static part at most MAX_SHARED_BYTES); the
+    // launch checks it plus the dynamic size against MAX_SHARED_BYTES.
+    let dyn_off = soff.div_ceil(dyn_align as u64) * dyn_align as u64;
+    let dyn_off = u32::try_from(dyn_off).unwrap_or(u32::MAX);
     for name in externs {
         l.vars.insert(name, VarLoc::Shared(dyn_off));
     }
 
-    l.local_size = loff;
+    l.local_size = loff as u32;
     l.lower_body(body, 0)?;
     // Falling off the end of the entry is a return.
     l.insts.push(Inst {
@@ -268,14 +306,65 @@ fn lower_entry(
         specials: l.special_list,
         relocs: l.relocs,
         global_vars: l.global_vars,
-        param_size: poff,
+        param_size: poff as u32,
         params,
-        static_smem: soff,
+        static_smem: soff as u32,
         dyn_smem_offset: dyn_off,
         local_size: l.local_size,
         reg_lists: l.reg_lists,
         source_lines: l.lines,
     })
+}
+
+/// Most instructions one entry may lower to. Calls are inlined, so a chain of functions each
+/// calling the next k times grows as k^depth: the cap turns that into a load error instead of a
+/// lowering that never ends. Our largest entries lower to tens of thousands.
+const MAX_LOWERED_INSTS: usize = 1 << 21;
+
+/// Most bytes of parameters a kernel may take: 32,764 (CUDA C++ Programming Guide, "Function
+/// Parameters": the limit since CUDA 12.1 on Volta and newer; ptxas: "Formal parameter space
+/// overflowed").
+const PARAM_LIMIT: u64 = 32_764;
+/// Most local memory a thread may have: 512 KiB (CUDA C++ Programming Guide, "Features and
+/// Technical Specifications": maximum amount of local memory per thread).
+const LOCAL_LIMIT: u64 = 512 * 1024;
+/// A `.const` variable lives in one 64 KiB constant bank (CUDA C++ Programming Guide, "Features
+/// and Technical Specifications": constant memory size).
+const CONST_LIMIT: u64 = 64 * 1024;
+/// The emulator allocates an entry's `.global`/`.const` variables on each launch; beyond 256 MiB
+/// in all, a module is refused at load time rather than risking an allocation failure (which
+/// aborts) per launch.
+const GLOBAL_VAR_LIMIT: u64 = 256 << 20;
+
+/// A load error for variable `v` whose space would need `need` bytes of at most `limit`.
+fn too_big(l: &Lowerer, v: &ast::VarDecl, need: u64, limit: u64, what: &str) -> EmuError {
+    EmuError::parse(
+        v.line,
+        &l.line_text(v.line),
+        format!(
+            "`{}` needs {need} bytes of {what}; at most {limit} fit",
+            v.name
+        ),
+    )
+}
+
+/// Lays out variable `v` at the next offset aligned for it in a space of which `*end` bytes are
+/// used and `limit` exist: its offset, or the load error when it does not fit.
+fn place(
+    l: &Lowerer,
+    end: &mut u64,
+    v: &ast::VarDecl,
+    limit: u64,
+    what: &str,
+) -> Result<u32, EmuError> {
+    let a = v.effective_align().max(1) as u64;
+    let off = end.div_ceil(a).saturating_mul(a);
+    let new_end = off.saturating_add(v.size());
+    if new_end > limit {
+        return Err(too_big(l, v, new_end, limit, what));
+    }
+    *end = new_end;
+    Ok(off as u32)
 }
 
 fn init_bytes(v: &ast::VarDecl) -> Vec<u8> {
@@ -338,17 +427,20 @@ impl Lowerer {
         let bits = r.ty.bits();
         match r.count {
             Some(n) => {
-                for i in 0..n {
-                    let id = self.new_reg(bits);
-                    self.scopes
-                        .last_mut()
-                        .unwrap()
-                        .insert(format!("{}{}", r.name, i), id);
-                }
+                let scope = self.scopes.last_mut().unwrap();
+                // A redeclared prefix names fresh registers from here on.
+                scope
+                    .names
+                    .retain(|k, _| range_index(k, &r.name).is_none_or(|i| i >= n as u64));
+                scope.ranges.push((r.name.clone(), n, bits.min(64) as u8));
             }
             None => {
                 let id = self.new_reg(bits);
-                self.scopes.last_mut().unwrap().insert(r.name.clone(), id);
+                self.scopes
+                    .last_mut()
+                    .unwrap()
+                    .names
+                    .insert(r.name.clone(), id);
             }
         }
     }
@@ -363,8 +455,26 @@ impl Lowerer {
         r
     }
 
-    fn lookup_reg(&self, name: &str) -> Option<R> {
-        self.scopes.iter().rev().find_map(|s| s.get(name)).copied()
+    /// The register `name` refers to in the innermost scope declaring it; a name of a
+    /// parameterized declaration gets its index on first use.
+    fn lookup_reg(&mut self, name: &str) -> Option<R> {
+        for k in (0..self.scopes.len()).rev() {
+            if let Some(&r) = self.scopes[k].names.get(name) {
+                return Some(r);
+            }
+            let bits = self.scopes[k]
+                .ranges
+                .iter()
+                .rev()
+                .find(|(prefix, n, _)| range_index(name, prefix).is_some_and(|i| i < *n as u64))
+                .map(|&(_, _, bits)| bits);
+            if let Some(bits) = bits {
+                let r = self.new_reg(bits as u32);
+                self.scopes[k].names.insert(name.to_string(), r);
+                return Some(r);
+            }
+        }
+        None
     }
 
     fn special(&mut self, name: &str) -> Option<R> {
@@ -528,6 +638,34 @@ impl Lowerer {
         }
     }
 
+    /// An address operand of an instruction of state space `sp`. A variable named in it must be
+    /// of that space (PTX ISA "Addresses as Operands": `[var]` is the address of `var` in its own
+    /// state space, so `ld.shared [p]` of a kernel parameter `p` addresses nothing): a mismatch
+    /// is a load error instead of an access to whatever lies at that offset of another space.
+    /// Generic instructions keep every variable (its address is then checked at run time).
+    fn addr_in(&mut self, o: &Operand, sp: Space) -> Result<Addr, EmuError> {
+        if let Operand::Addr(Some(n), _) = o {
+            let is_reg = self.lookup_reg(n).is_some();
+            let var_space = match self.vars.get(n) {
+                _ if is_reg => None,
+                Some(VarLoc::Shared(_)) => Some(Space::Shared),
+                Some(VarLoc::Local(_)) => Some(Space::Local),
+                Some(VarLoc::Param(_)) => Some(Space::Param),
+                Some(VarLoc::Global(_)) => Some(Space::Global),
+                None => None,
+            };
+            let same = |v: Space| v == sp || (v == Space::Global && sp == Space::Const);
+            if let Some(v) = var_space.filter(|&v| sp != Space::Generic && !same(v)) {
+                return self.bad(&format!(
+                    "`{n}` is a .{} variable; a .{} access cannot address it",
+                    v.name(),
+                    sp.name()
+                ));
+            }
+        }
+        self.addr(o)
+    }
+
     fn push(&mut self, i: &ast::Instr, op: Op, class: Class) -> Result<(), EmuError> {
         let (guard, guard_neg) = match &i.guard {
             Some((p, neg)) => match self.lookup_reg(p) {
@@ -567,7 +705,7 @@ impl Lowerer {
                 Stmt::Open => {
                     scope_ids.push(self.next_scope);
                     self.next_scope += 1;
-                    self.scopes.push(HashMap::new());
+                    self.scopes.push(Scope::default());
                     shadowed.push(Vec::new());
                 }
                 Stmt::Close if scope_ids.len() > 1 => {
@@ -585,11 +723,22 @@ impl Lowerer {
                     if v.space == Space::Param
                         || (v.space == Space::Local && !self.ret_fixups.is_empty()) =>
                 {
-                    let outer = self.local_var(v);
-                    shadowed.last_mut().unwrap().push((v.name.clone(), outer));
+                    match self.local_var(v) {
+                        Ok(outer) => shadowed.last_mut().unwrap().push((v.name.clone(), outer)),
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
                 }
                 Stmt::Instr(i) => {
                     self.cur_line = i.line;
+                    if self.insts.len() >= MAX_LOWERED_INSTS {
+                        result = self.unsupported(&format!(
+                            "an entry of more than {MAX_LOWERED_INSTS} instructions after inlining its calls"
+                        ));
+                        break;
+                    }
                     if let Err(e) = self.instr(i, &scope_ids) {
                         result = Err(e);
                         break;
@@ -617,11 +766,11 @@ impl Lowerer {
     /// Lays out a per-thread variable in local space (call arguments and results, and the
     /// `.local` variables of inlined functions): a fresh frame slot per declaration.
     /// Returns the binding it shadows.
-    fn local_var(&mut self, v: &ast::VarDecl) -> Option<VarLoc> {
-        let a = v.effective_align().max(1);
-        let off = self.local_size.div_ceil(a) * a;
-        self.local_size = off + v.size() as u32;
-        self.vars.insert(v.name.clone(), VarLoc::Local(off))
+    fn local_var(&mut self, v: &ast::VarDecl) -> Result<Option<VarLoc>, EmuError> {
+        let mut end = self.local_size as u64;
+        let off = place(self, &mut end, v, LOCAL_LIMIT, "local memory")?;
+        self.local_size = end as u32;
+        Ok(self.vars.insert(v.name.clone(), VarLoc::Local(off)))
     }
 
     /// Lowers one instruction through its family, then rejects any qualifier nobody consumed.

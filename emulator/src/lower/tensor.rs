@@ -5,7 +5,7 @@
 use super::super::ast::{self, Operand};
 use super::super::error::EmuError;
 use super::super::program::*;
-use super::super::types::Ty;
+use super::super::types::{Space, Ty};
 use super::quals::Quals;
 use super::Lowerer;
 
@@ -45,7 +45,7 @@ impl Lowerer {
         self.ops(i, 2)?;
         let (num, trans, generic) = self.matrix_quals(i, q)?;
         let o = &i.operands;
-        let addr = self.addr(&o[0])?;
+        let addr = self.addr_in(&o[0], matrix_space(generic))?;
         let mut srcs = [NONE; 4];
         match &o[1] {
             Operand::Vec(v) if v.len() == num => {
@@ -83,7 +83,7 @@ impl Lowerer {
             d if num == 1 => ds[0] = self.dst(d)?,
             _ => return self.bad("ldmatrix destination count does not match .num"),
         }
-        let addr = self.addr(&o[1])?;
+        let addr = self.addr_in(&o[1], matrix_space(generic))?;
         self.push(
             i,
             Op::Ldmatrix(MatrixOp {
@@ -156,5 +156,14 @@ impl Lowerer {
             c,
         });
         self.push(i, op, Class::Tensor)
+    }
+}
+
+/// The state space `ldmatrix`/`stmatrix` address (shared unless generic addressing).
+fn matrix_space(generic: bool) -> Space {
+    if generic {
+        Space::Generic
+    } else {
+        Space::Shared
     }
 }

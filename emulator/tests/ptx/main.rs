@@ -5,5 +5,6 @@
 mod alu;
 mod hopper;
 mod parse;
+mod robust;
 mod support;
 mod tma;

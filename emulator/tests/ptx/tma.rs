@@ -344,8 +344,8 @@ WAIT:\n\tmbarrier.try_wait.parity.shared::cta.b64 %p2, [%r1], 0, 1000000;\n\t@!%
     )
 }
 
-/// Runs [`load_and_dump`] of `copy` (`bytes` of the tile) on one CTA of `threads` threads,
-/// checks that it ran clean and returns the report and the `bytes` dumped.
+/// Runs [`load_and_dump`] of `copy` (`bytes` of the tile) on one CTA of `threads` threads and
+/// returns the report and the `bytes` dumped.
 fn load_tile(
     dev: &mut Device,
     copy: &str,
@@ -363,7 +363,6 @@ fn load_tile(
         inp,
         maps,
     );
-    assert_clean(&rep);
     let got = dev.read(out, bytes).unwrap();
     (rep, got)
 }
@@ -430,6 +429,7 @@ fn tma_2d_load_places_every_element_in_each_swizzle_mode() {
         let copy = "mov.u32 %r10, 8;\n\tmov.u32 %r11, 5;\n\
 \tcp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%r2], [%rd9, {%r10, %r11}], [%r1];";
         let (rep, got) = load_tile(&mut dev, copy, bytes as usize, 128, inp, [Some(&map), None]);
+        assert_clean(&rep);
         assert_eq!(rep.counters.tma_load_bytes, bytes as u64, "{sw:?}");
         for r in 0..box1 as usize {
             for c in 0..box0 as usize {
@@ -479,7 +479,8 @@ fn tma_3d_load_with_element_stride_and_l2_hint() {
     let bytes = 8 * 4 * 2 * 4;
     let copy = "mov.u32 %r10, 4;\n\tmov.u32 %r11, 1;\n\tmov.u32 %r12, 1;\n\tcreatepolicy.fractional.L2::evict_last.b64 %rd12, 1.0;\n\
 \tcp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%r2], [tmap, {%r10, %r11, %r12}], [%r1], %rd12;";
-    let (_, got) = load_tile(&mut dev, copy, bytes, 64, inp, [Some(&map), None]);
+    let (rep, got) = load_tile(&mut dev, copy, bytes, 64, inp, [Some(&map), None]);
+    assert_clean(&rep);
     for (p, zz) in [1usize, 3].into_iter().enumerate() {
         for j in 0..4 {
             for i in 0..8 {
@@ -528,13 +529,15 @@ fn tma_1d_and_5d_loads_walk_every_dimension() {
     );
     let copy1 = "mov.u32 %r10, 90;\n\t\
 cp.async.bulk.tensor.1d.shared::cluster.global.mbarrier::complete_tx::bytes [%r2], [tmap, {%r10}], [%r1];";
-    let (_, got) = load_tile(&mut dev, copy1, 64, 32, inp, [Some(&m1), None]);
+    let (rep, got) = load_tile(&mut dev, copy1, 64, 32, inp, [Some(&m1), None]);
+    assert_clean(&rep);
     let got = u32_words(&got);
     let want: Vec<u32> = (90..106).map(|i| if i < 100 { i } else { 0 }).collect();
     assert_eq!(got, want, "1-d");
     let copy5 = "mov.u32 %r10, 0;\n\tmov.u32 %r11, 1;\n\t\
 cp.async.bulk.tensor.5d.shared::cluster.global.mbarrier::complete_tx::bytes [%r2], [tmap2, {%r10, %r10, %r10, %r10, %r11}], [%r1];";
-    let (_, got) = load_tile(&mut dev, copy5, 256, 64, inp, [None, Some(&m5)]);
+    let (rep, got) = load_tile(&mut dev, copy5, 256, 64, inp, [None, Some(&m5)]);
+    assert_clean(&rep);
     let got = u32_words(&got);
     for (i, v) in got.iter().enumerate() {
         let (a, b, c, d, e) = (i % 4, i / 4 % 2, i / 8 % 2, i / 16 % 2, i / 32);
@@ -568,7 +571,8 @@ fn tma_out_of_bounds_box_elements_are_zero_or_nan_filled() {
         );
         let copy = "mov.u32 %r10, -4;\n\tmov.u32 %r11, 8;\n\
 \tcp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%r2], [%rd9, {%r10, %r11}], [%r1];";
-        let (_, got) = load_tile(&mut dev, copy, 128, 32, inp, [Some(&map), None]);
+        let (rep, got) = load_tile(&mut dev, copy, 128, 32, inp, [Some(&map), None]);
+        assert_clean(&rep);
         for r in 0..4i64 {
             for c in 0..8i64 {
                 let (gx, gy) = (c - 4, 8 + r);
@@ -752,15 +756,7 @@ fn reading_a_tma_destination_before_the_phase_completes_is_a_finding() {
         let mut dev = Device::new();
         let (inp, _, a, _) = round_trip_maps(&mut dev, &[7; 80 * 40 * 2]);
         let copy = format!("{ROUND_TRIP}\n\t{read}");
-        let out = dev.alloc(256);
-        let rep = launch(
-            &mut dev,
-            &load_and_dump(&copy, 256),
-            32,
-            out,
-            inp,
-            [Some(&a), None],
-        );
+        let (rep, _) = load_tile(&mut dev, &copy, 256, 32, inp, [Some(&a), None]);
         assert_finding_iff(planted, &rep, FindingKind::BulkReadBeforeComplete);
     }
 }
@@ -969,5 +965,39 @@ fn unsupported_async_forms_are_typed_errors() {
             EmuError::Parse { line: 20, .. } if !unsupported => {}
             _ => panic!("{body}: {e}"),
         }
+    }
+}
+
+#[test]
+fn a_box_row_past_the_64_bit_address_space_is_out_of_bounds_not_an_overflow() {
+    // Issue 19: a legal map (row stride 2^40 - 16 bytes, 2^31 rows) loaded at row 2^31 - 1 puts
+    // the row 2^71 bytes past the tensor; the row address was an i64 sum that overflowed (a
+    // panic with overflow checks). Now the copy is a global out-of-bounds finding, in every
+    // build, and thread 0 still completes the mbarrier phase it waits on.
+    let mut dev = Device::new();
+    let inp = dev.upload(&[0u8; 64]);
+    let rows = 1u64 << 31;
+    let stride = (1u64 << 40) - 16;
+    let map = map2d(
+        TmaDataType::U32,
+        inp,
+        [16, rows],
+        stride,
+        [4, 1],
+        TmaSwizzle::None,
+        TmaOobFill::None,
+    );
+    let y = (rows - 1) as u32;
+    for row in [y, y - 12345] {
+        let copy = format!(
+            "mov.u32 %r10, 0;\n\tmov.u32 %r11, {row};\n\
+\tcp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%r2], [%rd9, {{%r10, %r11}}], [%r1];"
+        );
+        let (rep, _) = load_tile(&mut dev, &copy, 16, 32, inp, [Some(&map), None]);
+        assert_eq!(
+            kinds(&rep),
+            vec![FindingKind::GlobalOutOfBounds],
+            "row {row}"
+        );
     }
 }
