@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::counters::{Counters, RawCounters};
 use super::error::EmuError;
-use super::exec::{run_cta, LaunchCtx};
+use super::exec::{run_cta, FenceWatch, LaunchCtx};
 use super::findings::{Finding, FindingKind, FindingSink};
 use super::memory::GlobalMemory;
 use super::program::{Class, Program};
@@ -304,6 +304,7 @@ impl Device {
             max_warp_insts: self.options.max_warp_instructions_per_cta,
             check_races: self.options.check_races,
             check_uninit: self.options.check_uninit,
+            fence_watch: FenceWatch::of(prog),
         };
         let [gx, gy, gz] = cfg.grid;
         let ncta = gx as u64 * gy as u64 * gz as u64;
