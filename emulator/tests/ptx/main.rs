@@ -7,3 +7,4 @@ mod hopper;
 mod parse;
 mod support;
 mod tma;
+mod warpgroup;
