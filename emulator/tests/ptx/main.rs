@@ -7,4 +7,5 @@ mod hopper;
 mod parse;
 mod support;
 mod tma;
+mod tma_align;
 mod warpgroup;
