@@ -50,7 +50,7 @@ pub(crate) struct LaunchCtx<'a> {
     pub check_races: bool,
     pub check_uninit: bool,
     /// The registers the `wgmma.fence` check watches (`None`: the program has no wgmma).
-    pub fence_watch: Option<wgmma::FenceWatch>,
+    pub fence_watch: Option<&'a wgmma::FenceWatch>,
 }
 
 /// One in-flight `cp.async` of one lane.
@@ -557,9 +557,9 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
         if w.wg.active() {
             wgmma::check_access(w, env, pc, &inst.op, active);
         }
-        if let Some(fw) = &env.ctx.fence_watch {
+        if let Some(fw) = env.ctx.fence_watch {
             if active != 0 && fw.watches(pc) {
-                wgmma::touch(w, fw, pc, inst);
+                wgmma::touch(w, fw, pc);
             }
         }
         if env.clock > env.ctx.max_warp_insts {

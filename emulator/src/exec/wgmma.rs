@@ -55,7 +55,7 @@
 //! f32 (round to nearest even), like `mma.sync` in `tensor.rs`; hardware accumulates with
 //! slightly different internal precision, which tests allow for.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use super::mem::{hazard_finding, oob, Loc};
 use super::sync::Waitable;
@@ -170,9 +170,25 @@ pub(crate) struct Warpgroup {
     issued: [u64; WARPS],
     /// Slots whose warp exited or does not exist.
     gone: u8,
-    /// Per slot: accumulator register -> (sequence, index) of the latest executed operation
-    /// writing it that the slot has not retired yet (the input of a chained wgmma).
-    pending: [HashMap<R, (u64, u32)>; WARPS],
+    /// Per slot and register (sized on first use): the latest executed operation writing it
+    /// as an accumulator that the slot has not retired yet (the input of a chained wgmma), as
+    /// [`Chain::pack`]ed (sequence, register index); 0 for none.
+    pending: [Vec<u64>; WARPS],
+}
+
+/// A [`Warpgroup::pending`] entry: sequence number + 1 above, accumulator index (< 128) in
+/// the low 8 bits.
+struct Chain;
+
+impl Chain {
+    fn pack(seq: u64, i: usize) -> u64 {
+        (seq + 1) << 8 | i as u64
+    }
+
+    /// (sequence, index) of a non-zero entry.
+    fn unpack(v: u64) -> Option<(u64, usize)> {
+        (v != 0).then(|| ((v >> 8) - 1, (v & 0xFF) as usize))
+    }
 }
 
 impl Warpgroup {
@@ -272,13 +288,17 @@ fn acc_regs<'p>(prog: &'p Program, op: &WgmmaOp) -> &'p [R] {
 }
 
 /// Registers the `wgmma.fence` check watches: the accumulator and A-fragment registers of
-/// every `wgmma.mma_async` of a program, and the other instructions that access them.
+/// every `wgmma.mma_async` of a program, and which of them every other instruction names
+/// (computed once per module, so the per-instruction cost is one slice lookup).
+#[derive(Debug, Clone)]
 pub(crate) struct FenceWatch {
     /// Per register, its index among the watched ones, or `u32::MAX`.
     index: Vec<u32>,
     count: usize,
-    /// Per instruction: whether it is not a wgmma and names a watched register.
-    inst: Vec<bool>,
+    /// Per instruction, the range of `names` holding the watched registers it names (none
+    /// for a wgmma: accesses by wgmma themselves need no fence).
+    at: Vec<(u32, u32)>,
+    names: Vec<u32>,
 }
 
 impl FenceWatch {
@@ -300,46 +320,53 @@ impl FenceWatch {
         if count == 0 {
             return None;
         }
-        let inst = prog
+        let mut names = Vec::new();
+        let at = prog
             .insts
             .iter()
             .map(|i| {
-                let mut hit = false;
+                let start = names.len() as u32;
                 if !matches!(i.op, Op::Wgmma(_)) {
-                    op_regs(&i.op, &mut |r| {
-                        hit |= index.get(r as usize).is_some_and(|&x| x != u32::MAX)
-                    });
-                    hit |= index.get(i.guard as usize).is_some_and(|&x| x != u32::MAX);
+                    let mut see = |r: R| {
+                        if let Some(&x) = index.get(r as usize) {
+                            if x != u32::MAX {
+                                names.push(x);
+                            }
+                        }
+                    };
+                    op_regs(&i.op, &mut see);
+                    see(i.guard);
                 }
-                hit
+                (start, names.len() as u32)
             })
             .collect();
-        Some(FenceWatch { index, count, inst })
+        Some(FenceWatch {
+            index,
+            count,
+            at,
+            names,
+        })
     }
 
-    /// Whether the instruction at `pc` accesses a watched register.
+    /// Whether the instruction at `pc` names a watched register.
     #[inline]
     pub fn watches(&self, pc: u32) -> bool {
-        self.inst[pc as usize]
+        let (a, b) = self.at[pc as usize];
+        a != b
     }
 }
 
 /// Records that the instruction at `pc` (executed by some lane) accessed watched registers.
-pub(super) fn touch(w: &mut Warp, fw: &FenceWatch, pc: u32, inst: &Inst) {
+pub(super) fn touch(w: &mut Warp, fw: &FenceWatch, pc: u32) {
     let st = &mut w.wg;
     if st.touched.len() < fw.count {
         st.touched.resize(fw.count, (0, 0));
     }
     let stamp = (st.fences + 1, pc);
-    let mut mark = |r: R| {
-        if let Some(&x) = fw.index.get(r as usize) {
-            if x != u32::MAX {
-                st.touched[x as usize] = stamp;
-            }
-        }
-    };
-    op_regs(&inst.op, &mut mark);
-    mark(inst.guard);
+    let (a, b) = fw.at[pc as usize];
+    for &x in &fw.names[a as usize..b as usize] {
+        st.touched[x as usize] = stamp;
+    }
 }
 
 /// `wgmma.fence`: orders the warp's earlier register accesses before its later wgmma.
@@ -350,7 +377,7 @@ pub(super) fn fence(w: &mut Warp) {
 /// PTX ISA "wgmma.fence": reports a `wgmma.mma_async` with no fence before it in its warp, or
 /// whose accumulator or A registers another instruction accessed after the warp's last fence.
 fn check_fence(w: &Warp, env: &mut Env, pc: u32, op: &WgmmaOp) {
-    let Some(fw) = env.ctx.fence_watch.as_ref() else {
+    let Some(fw) = env.ctx.fence_watch else {
         return;
     };
     let st = &w.wg;
@@ -585,8 +612,12 @@ fn execute(wg: &mut Warpgroup, warps: &[Warp], env: &mut Env, g: usize) {
             continue;
         }
         let op = wgmma_at(prog, is.pc);
+        let pending = &mut wg.pending[s];
+        if pending.len() < prog.nregs {
+            pending.resize(prog.nregs, 0);
+        }
         for (i, &r) in acc_regs(prog, op).iter().enumerate() {
-            wg.pending[s].insert(r, (seq, i as u32));
+            pending[r as usize] = Chain::pack(seq, i);
         }
     }
     wg.ops[idx].results = results;
@@ -645,10 +676,10 @@ fn slice(wg: &Warpgroup, w: &Warp, env: &mut Env, s: usize, is: &Issue, offs: &[
     if is.scale_d {
         for (i, &reg) in regs.iter().enumerate() {
             let dst = &mut cur[i * 32..i * 32 + 32];
-            let chained = wg.pending[s].get(&reg).and_then(|&(sq, j)| {
-                let r = &wg.op(sq)?.results[s];
-                r.get(j as usize * 32..j as usize * 32 + 32)
-            });
+            let chained = wg.pending[s]
+                .get(reg as usize)
+                .and_then(|&v| Chain::unpack(v))
+                .and_then(|(sq, j)| wg.op(sq)?.results[s].get(j * 32..j * 32 + 32));
             match chained {
                 Some(v) => dst.copy_from_slice(v),
                 None => {
@@ -747,8 +778,10 @@ fn release(w: &mut Warp, env: &mut Env, wg: &mut Warpgroup, slot: usize, f: InFl
     }
     for &r in regs {
         w.wg.busy[r as usize] -= 1;
-        if wg.pending[slot].get(&r).is_some_and(|&(sq, _)| sq == f.seq) {
-            wg.pending[slot].remove(&r);
+        if let Some(v) = wg.pending[slot].get_mut(r as usize) {
+            if Chain::unpack(*v).is_some_and(|(sq, _)| sq == f.seq) {
+                *v = 0;
+            }
         }
     }
     if op.a_desc == NONE {
