@@ -9,10 +9,8 @@
 //! finding); an aligned destination loads clean.
 
 use crate::support::linear;
-use flashmha_emulator::{
-    Device, FindingKind, Module, TensorMap, TiledTensorMap, TmaDataType, TmaInterleave,
-    TmaL2Promotion, TmaOobFill, TmaSwizzle,
-};
+use crate::tma::map2d;
+use flashmha_emulator::{Device, FindingKind, Module, TmaDataType, TmaOobFill, TmaSwizzle};
 
 const HEADER: &str = ".version 8.0\n.target sm_90a\n.address_size 64\n";
 
@@ -38,19 +36,15 @@ fn a_128b_swizzled_tma_load_needs_a_1024_byte_aligned_destination() {
     let mut dev = Device::new();
     let data: Vec<u8> = (0..64 * 16 * 2).map(|i| (i * 7 % 251) as u8).collect();
     let inp = dev.upload(&data);
-    let map = TensorMap::encode_tiled(&TiledTensorMap {
-        data_type: TmaDataType::U16,
-        global_address: inp.0,
-        global_dim: vec![64, 16],
-        global_strides: vec![128],
-        box_dim: vec![64, 8],
-        element_strides: vec![1, 1],
-        interleave: TmaInterleave::None,
-        swizzle: TmaSwizzle::B128,
-        l2_promotion: TmaL2Promotion::B128,
-        oob_fill: TmaOobFill::None,
-    })
-    .expect("valid tensor map");
+    let map = map2d(
+        TmaDataType::U16,
+        inp,
+        [64, 16],
+        128,
+        [64, 8],
+        TmaSwizzle::B128,
+        TmaOobFill::None,
+    );
     // 128-byte aligned (legal without swizzle) but inside a 1024-byte pattern repeat: a
     // finding, and nothing is copied.
     for offset in [0u32, 128, 512, 1024 + 384, 2048] {
