@@ -32,9 +32,9 @@
 //! Checks. While a wgmma is in flight in a warp (from its issue to the warp's covering wait):
 //! any other instruction naming one of its accumulator registers or A-fragment registers (the
 //! ISA makes accessing either before the covering `wgmma.wait_group` undefined) is a
-//! `WgmmaAccumulatorBeforeWait` finding, and any write to a shared-memory byte it reads
-//! before the operation completed is a `WgmmaOperandWriteBeforeWait` finding (`shared.rs`
-//! counts readers per byte). Another wgmma may share A registers with it, or chain on its
+//! `WgmmaAccumulatorBeforeWait` finding, and any write to a shared-memory byte the warp's
+//! slice reads, from the warp's issue until the operation completed, is a
+//! `WgmmaOperandWriteBeforeWait` finding (`shared.rs` counts readers per byte). Another wgmma may share A registers with it, or chain on its
 //! accumulators, but not write its A registers or read its accumulators as A. The operand
 //! reads go through the race checker as reads by the warp owning the slice, except that a
 //! write by a warp of the same warpgroup before its issue is ordered before them (the
