@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::counters::{Counters, RawCounters};
 use super::error::EmuError;
-use super::exec::{run_cta, LaunchCtx};
+use super::exec::{run_cta, FenceWatch, LaunchCtx};
 use super::findings::{Finding, FindingKind, FindingSink};
 use super::memory::GlobalMemory;
 use super::program::{Class, Program};
@@ -30,6 +30,8 @@ pub struct Module {
     version: String,
     target: String,
     programs: Vec<Program>,
+    /// Per program, the registers the `wgmma.fence` check watches (`exec/wgmma.rs`).
+    fence_watch: Vec<Option<FenceWatch>>,
     rejected: Vec<(String, EmuError)>,
 }
 
@@ -50,10 +52,12 @@ impl Module {
         if programs.is_empty() && !rejected.is_empty() {
             return Err(rejected.swap_remove(0).1);
         }
+        let fence_watch = programs.iter().map(FenceWatch::of).collect();
         Ok(Module {
             version: ast.version,
             target: ast.target,
             programs,
+            fence_watch,
             rejected,
         })
     }
@@ -262,7 +266,9 @@ impl Device {
         cfg: &LaunchConfig,
         params: &[u8],
     ) -> Result<LaunchReport, EmuError> {
-        let prog = match module.program(entry) {
+        let found = module.programs.iter().position(|p| p.name == entry);
+        let fence_watch = found.and_then(|i| module.fence_watch[i].as_ref());
+        let prog = match found.map(|i| &module.programs[i]) {
             Some(p) => p,
             None => match module.rejected.iter().find(|(n, _)| n == entry) {
                 Some((_, e)) => return Err(e.clone()),
@@ -332,6 +338,7 @@ impl Device {
             max_warp_insts: self.options.max_warp_instructions_per_cta,
             check_races: self.options.check_races,
             check_uninit: self.options.check_uninit,
+            fence_watch,
         };
         let [gx, gy, gz] = cfg.grid;
         let ncta = gx as u64 * gy as u64 * gz as u64;

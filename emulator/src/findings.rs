@@ -37,6 +37,10 @@ pub enum FindingKind {
     /// An accumulator or A-fragment register of an in-flight `wgmma.mma_async` read or written
     /// by another instruction before `wgmma.wait_group`.
     WgmmaAccumulatorBeforeWait,
+    /// A `wgmma.mma_async` without the `wgmma.fence` the PTX ISA requires: none before the
+    /// warp's first one, or an accumulator / A-fragment register accessed by another
+    /// instruction since the warp's last fence.
+    WgmmaMissingFence,
     /// A read of shared memory nobody has written in this launch.
     UninitSharedRead,
     /// A read of the destination of a bulk/tensor (TMA) copy before the mbarrier phase the
@@ -93,6 +97,7 @@ impl FindingKind {
             FindingKind::WgmmaAccumulatorBeforeWait => {
                 "wgmma accumulator or A register accessed before wait_group"
             }
+            FindingKind::WgmmaMissingFence => "wgmma.mma_async without the required wgmma.fence",
             FindingKind::UninitSharedRead => "uninitialised shared read",
             FindingKind::BulkReadBeforeComplete => {
                 "bulk/TMA destination read before its mbarrier phase completed"

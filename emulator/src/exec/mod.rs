@@ -34,6 +34,7 @@ use super::memory::GlobalMemory;
 use super::program::*;
 use super::shared::SharedMem;
 use sync::{Waitable, Waitables};
+pub(crate) use wgmma::FenceWatch;
 
 /// Everything shared by all CTAs of one launch.
 pub(crate) struct LaunchCtx<'a> {
@@ -48,6 +49,8 @@ pub(crate) struct LaunchCtx<'a> {
     pub max_warp_insts: u64,
     pub check_races: bool,
     pub check_uninit: bool,
+    /// The registers the `wgmma.fence` check watches (`None`: the program has no wgmma).
+    pub fence_watch: Option<&'a wgmma::FenceWatch>,
 }
 
 /// One in-flight `cp.async` of one lane.
@@ -98,6 +101,8 @@ pub(crate) struct Env<'a> {
     pub waits: Waitables,
     /// In-flight bulk/TMA copies and bulk async-groups (`bulk.rs`).
     pub async_proxy: bulk::AsyncProxy,
+    /// Warpgroup `wgmma.mma_async` operations (`wgmma.rs`).
+    pub wgmma: wgmma::Warpgroups,
     pub nthreads: u32,
     pub exited_threads: u32,
     pub abort: bool,
@@ -260,6 +265,7 @@ pub(crate) fn run_cta(ctx: &LaunchCtx, cta: [u32; 3]) -> (FindingSink, RawCounte
         cnt,
         waits: Waitables::new(),
         async_proxy: bulk::AsyncProxy::default(),
+        wgmma: wgmma::Warpgroups::new(nwarps),
         nthreads,
         exited_threads: 0,
         abort: false,
@@ -496,6 +502,10 @@ fn resolve_stall(warps: &mut [Warp], env: &mut Env) -> bool {
         w.update_merge_pc();
         return true;
     }
+    // A warpgroup operation some warp can never issue.
+    if wgmma::force_at_stall(warps, env) {
+        return true;
+    }
     let waiting = sync::describe_pending(env);
     let (pc, tid) = warps
         .iter()
@@ -546,6 +556,11 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
         env.cnt.thread_instructions += active.count_ones() as u64;
         if w.wg.active() {
             wgmma::check_access(w, env, pc, &inst.op, active);
+        }
+        if let Some(fw) = env.ctx.fence_watch {
+            if active != 0 && fw.watches(pc) {
+                wgmma::touch(w, fw, pc);
+            }
         }
         if env.clock > env.ctx.max_warp_insts {
             let limit = env.ctx.max_warp_insts;
@@ -777,9 +792,10 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 }
             }
             Op::WgmmaFence => {
-                // Orders register accesses before the next wgmma; the emulator reads operands
-                // at issue, so there is nothing to order.
+                // Orders the warp's register accesses before its next wgmma (the check of
+                // `wgmma.rs` counts fences).
                 if collective::ready_aligned(w, env, pc, active) {
+                    wgmma::fence(w);
                     w.next();
                 }
             }
@@ -791,8 +807,15 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
             }
             Op::WgmmaWait { n: keep } => {
                 if collective::ready_aligned(w, env, pc, active) {
-                    wgmma::wait(w, env, keep);
-                    w.next();
+                    if wgmma::wait(w, env, keep) {
+                        w.next();
+                    } else {
+                        // Some operation it retires misses a warp's issue: block until the
+                        // warpgroup executes it (`wgmma::on_complete`).
+                        w.wait_on(g, pc, Waitable::Wgmma(w.id / 4));
+                        w.continue_with(0);
+                        w.update_merge_pc();
+                    }
                 }
             }
             Op::Clock { d } => {

@@ -21,6 +21,9 @@ pub(crate) enum Waitable {
     Barrier(u8),
     /// Phase number `phase` of the mbarrier object at shared-memory offset `off`.
     Mbar { off: u32, phase: u32 },
+    /// Warpgroup `g` executed `wgmma.mma_async` operations: its warps blocked in
+    /// `wgmma.wait_group` re-check (`wgmma.rs`). Orders nothing by itself.
+    Wgmma(u32),
 }
 
 impl Waitable {
@@ -33,6 +36,7 @@ impl Waitable {
             Waitable::Barrier(_) => true,
             // Producer/consumer pipelines order their shared-memory reuse with mbarriers only.
             Waitable::Mbar { .. } => true,
+            Waitable::Wgmma(_) => false,
         }
     }
 }
@@ -86,7 +90,7 @@ impl Waitables {
     fn reset(&mut self, wt: Waitable) {
         match wt {
             Waitable::Barrier(id) => self.bars[id as usize] = BarState::default(),
-            Waitable::Mbar { .. } => {}
+            Waitable::Mbar { .. } | Waitable::Wgmma(_) => {}
         }
     }
 
@@ -171,6 +175,9 @@ pub(super) fn exec_bar(
 
 /// Completes `wt`: every lane waiting on it moves past the instruction it waits at.
 pub(super) fn release(warps: &mut [Warp], env: &mut Env, wt: Waitable) {
+    if let Waitable::Wgmma(g) = wt {
+        return super::wgmma::on_complete(warps, env, g as usize);
+    }
     let prog = env.ctx.prog;
     for w in warps.iter_mut() {
         for l in lanes(w.bar_wait) {
@@ -187,6 +194,7 @@ pub(super) fn release(warps: &mut [Warp], env: &mut Env, wt: Waitable) {
     match wt {
         Waitable::Barrier(_) => env.cnt.barriers += 1,
         Waitable::Mbar { .. } => env.cnt.mbar_phases += 1,
+        Waitable::Wgmma(_) => {}
     }
     if wt.orders_shared_memory() {
         env.smem.next_epoch();
@@ -227,8 +235,10 @@ pub(super) fn describe_pending(env: &Env) -> Vec<String> {
         .map(|(wt, arrived, expected, _, _)| match wt {
             Waitable::Barrier(id) => format!("barrier {id}: {arrived}/{expected} arrived"),
             Waitable::Mbar { off, phase } => format!("mbarrier {off:#x} phase {phase}"),
+            Waitable::Wgmma(g) => format!("warpgroup {g} wgmma"),
         })
         .collect();
+    v.extend(env.wgmma.describe());
     v.extend(env.waits.mbars.describe());
     v
 }

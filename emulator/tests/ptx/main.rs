@@ -8,3 +8,5 @@ mod parse;
 mod robust;
 mod support;
 mod tma;
+mod tma_align;
+mod warpgroup;

@@ -71,7 +71,7 @@ fn assert_finding_iff(planted: bool, rep: &LaunchReport, kind: FindingKind) {
     }
 }
 
-fn map2d(
+pub(crate) fn map2d(
     ty: TmaDataType,
     addr: DevicePtr,
     dims: [u64; 2],
