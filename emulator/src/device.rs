@@ -89,7 +89,7 @@ impl Module {
         &self.target
     }
 
-    fn program(&self, entry: &str) -> Option<&Program> {
+    pub(crate) fn program(&self, entry: &str) -> Option<&Program> {
         self.programs.iter().find(|p| p.name == entry)
     }
 }
@@ -243,6 +243,19 @@ impl Device {
         cfg: &LaunchConfig,
         params: &[u8],
     ) -> Result<LaunchReport, EmuError> {
+        self.launch_inner(module, entry, cfg, params, None)
+    }
+
+    /// [`Device::launch`], recording the instruction traces of the CTAs `trace` asks for
+    /// (`timing/trace.rs`).
+    pub(crate) fn launch_inner(
+        &mut self,
+        module: &Module,
+        entry: &str,
+        cfg: &LaunchConfig,
+        params: &[u8],
+        trace: Option<&crate::timing::trace::TraceSink>,
+    ) -> Result<LaunchReport, EmuError> {
         let prog = match module.program(entry) {
             Some(p) => p,
             None => match module.rejected.iter().find(|(n, _)| n == entry) {
@@ -304,6 +317,7 @@ impl Device {
             max_warp_insts: self.options.max_warp_instructions_per_cta,
             check_races: self.options.check_races,
             check_uninit: self.options.check_uninit,
+            trace,
         };
         let [gx, gy, gz] = cfg.grid;
         let ncta = gx as u64 * gy as u64 * gz as u64;

@@ -6,4 +6,5 @@ mod alu;
 mod hopper;
 mod parse;
 mod support;
+mod timing;
 mod tma;
