@@ -78,6 +78,11 @@ pub struct SmRun {
     pub smem_busy: u64,
     /// Barrier completions.
     pub barriers: u64,
+    /// Sub-partition clocks in which nothing issued, by the binding constraint of the
+    /// sub-partition's most ready warp (a dependency on a result of some kind, a busy pipe, a
+    /// barrier, a cp.async wait, no warp left); summed over the sub-partitions up to the last
+    /// issue.
+    pub stalls: Vec<(String, u64)>,
 }
 
 /// Why a simulation could not run.

@@ -44,12 +44,51 @@ enum Pipe {
 }
 const NPIPES: usize = 8;
 
+/// Why a sub-partition issued nothing in a clock: the binding constraint of its most ready warp.
+/// The names are the keys of [`SmRun::stalls`].
+pub(super) const STALLS: [&str; 10] = [
+    "wait: mma result",
+    "wait: shared/ldmatrix/shuffle result",
+    "wait: global result",
+    "wait: SFU/conversion result",
+    "wait: ALU/FMA result",
+    "pipe busy: tensor",
+    "pipe busy: other",
+    "barrier",
+    "cp.async wait",
+    "no warp left",
+];
+const WAIT_MMA: u8 = 0;
+const WAIT_SMEM: u8 = 1;
+const WAIT_GLOBAL: u8 = 2;
+const WAIT_SFU: u8 = 3;
+const WAIT_ALU: u8 = 4;
+const PIPE_TENSOR: u8 = 5;
+const PIPE_OTHER: u8 = 6;
+const BARRIER: u8 = 7;
+const CP_WAIT: u8 = 8;
+const NO_WARP: u8 = 9;
+
+/// The stall cause of waiting for a result of `k`.
+fn wait_cause(k: Kind) -> u8 {
+    match k {
+        Kind::Mma { .. } => WAIT_MMA,
+        Kind::SharedLd | Kind::Shuffle => WAIT_SMEM,
+        Kind::GlobalLd { .. } | Kind::CpAsync => WAIT_GLOBAL,
+        Kind::Sfu | Kind::Conv => WAIT_SFU,
+        _ => WAIT_ALU,
+    }
+}
+
 struct WarpState<'a> {
     cta: usize,
     recs: &'a [Rec],
     next: usize,
     ready: Vec<u64>,
+    /// Per register, the stall cause of waiting for it (the kind of its producer).
+    producer: Vec<u8>,
     blocked_until: u64,
+    blocked_cause: u8,
     at_barrier: bool,
     last_write: u64,
     done: Option<u64>,
@@ -132,27 +171,40 @@ impl<'a> Sm<'a> {
     }
 
     /// The earliest clock the head instruction of `w` can issue (`u64::MAX`: waiting on a
-    /// barrier or finished).
-    fn earliest(&self, w: usize) -> Result<u64, TimingError> {
+    /// barrier or finished), and the constraint that sets it.
+    fn earliest(&self, w: usize) -> Result<(u64, u8), TimingError> {
         let ws = &self.warps[w];
-        if ws.done.is_some() || ws.at_barrier {
-            return Ok(u64::MAX);
+        if ws.done.is_some() {
+            return Ok((u64::MAX, NO_WARP));
+        }
+        if ws.at_barrier {
+            return Ok((u64::MAX, BARRIER));
         }
         let Some((i, r)) = self.info(w) else {
             // Ran off the end of the trace without `exit` (trace of an abandoned CTA).
-            return Ok(u64::MAX);
+            return Ok((u64::MAX, NO_WARP));
         };
         if let Kind::Unsupported(what) = i.kind {
             return Err(TimingError::Unsupported { what, pc: r.pc });
         }
-        let mut t = ws.blocked_until;
+        let (mut t, mut cause) = (ws.blocked_until, ws.blocked_cause);
         for &x in self.st.uses(i).iter().chain(self.st.defs(i)) {
-            t = t.max(ws.ready[x as usize]);
+            if ws.ready[x as usize] > t {
+                (t, cause) = (ws.ready[x as usize], ws.producer[x as usize]);
+            }
         }
         if let Some(p) = pipe_of(i.kind) {
-            t = t.max(self.pipe_free[ws.sp][p as usize]);
+            let free = self.pipe_free[ws.sp][p as usize];
+            if free > t {
+                t = free;
+                cause = if matches!(p, Pipe::Tensor) {
+                    PIPE_TENSOR
+                } else {
+                    PIPE_OTHER
+                };
+            }
         }
-        Ok(t)
+        Ok((t, cause))
     }
 
     fn pipe_params(&self, k: Kind) -> (u32, u32) {
@@ -208,8 +260,10 @@ impl<'a> Sm<'a> {
     fn write(&mut self, w: usize, i: &InstInfo, at: u64) {
         let st = self.st;
         let ws = &mut self.warps[w];
+        let cause = wait_cause(i.kind);
         for &d in st.defs(i) {
             ws.ready[d as usize] = at;
+            ws.producer[d as usize] = cause;
         }
         ws.last_write = ws.last_write.max(at);
     }
@@ -273,6 +327,7 @@ impl<'a> Sm<'a> {
                     until = until.max(ws.cp_groups.pop_front().unwrap_or(0));
                 }
                 ws.blocked_until = until;
+                ws.blocked_cause = CP_WAIT;
             }
             Kind::Bar { arrive } => {
                 let (id, arriving, expected) = r.barrier();
@@ -297,7 +352,10 @@ impl<'a> Sm<'a> {
                         if head == Some(id) {
                             let ws = &mut self.warps[x];
                             ws.at_barrier = false;
-                            ws.blocked_until = ws.blocked_until.max(release);
+                            if release > ws.blocked_until {
+                                ws.blocked_until = release;
+                                ws.blocked_cause = BARRIER;
+                            }
                             ws.next += 1;
                         } else {
                             keep.push(x);
@@ -347,7 +405,9 @@ pub(super) fn run(st: &Statics, ctas: &[&CtaTrace], cfg: &SmConfig) -> Result<Sm
                 recs,
                 next: 0,
                 ready: vec![0; st.nregs],
+                producer: vec![WAIT_ALU; st.nregs],
                 blocked_until: 0,
+                blocked_cause: WAIT_ALU,
                 at_barrier: false,
                 last_write: 0,
                 done: None,
@@ -374,17 +434,20 @@ pub(super) fn run(st: &Statics, ctas: &[&CtaTrace], cfg: &SmConfig) -> Result<Sm
     }
     let mut last = vec![usize::MAX; nsp];
     let mut t = 0u64;
-    let mut earliest = vec![0u64; nw];
+    let mut earliest = vec![(0u64, 0u8); nw];
+    let mut stalls = [0u64; STALLS.len()];
+    let mut issued = vec![false; nsp];
+    for (w, e) in earliest.iter_mut().enumerate() {
+        *e = sm.earliest(w)?;
+    }
     loop {
-        for (w, e) in earliest.iter_mut().enumerate() {
-            *e = sm.earliest(w)?;
-        }
         for (sp, l) in last.iter_mut().enumerate() {
-            let pick = if *l != usize::MAX && earliest[*l] <= t {
+            let pick = if *l != usize::MAX && earliest[*l].0 <= t {
                 Some(*l)
             } else {
-                (sp..nw).step_by(nsp).find(|&w| earliest[w] <= t)
+                (sp..nw).step_by(nsp).find(|&w| earliest[w].0 <= t)
             };
+            issued[sp] = pick.is_some();
             if let Some(w) = pick {
                 sm.issue(w, t);
                 *l = w;
@@ -398,15 +461,32 @@ pub(super) fn run(st: &Statics, ctas: &[&CtaTrace], cfg: &SmConfig) -> Result<Sm
             break;
         }
         let mut next = u64::MAX;
-        for w in 0..nw {
-            next = next.min(sm.earliest(w)?);
+        for (w, e) in earliest.iter_mut().enumerate() {
+            *e = sm.earliest(w)?;
+            next = next.min(e.0);
         }
         if next == u64::MAX {
             return Err(TimingError::Deadlock);
         }
-        t = next.max(t + 1);
+        let next = next.max(t + 1);
+        // Idle sub-partition clocks in (t, next), and at t for those that did not issue, go to
+        // the constraint of their most ready warp.
+        for (sp, &did) in issued.iter().enumerate() {
+            let idle = next - t - did as u64;
+            if idle == 0 {
+                continue;
+            }
+            let cause = (sp..nw)
+                .step_by(nsp)
+                .map(|w| earliest[w])
+                .min()
+                .map_or(NO_WARP, |(_, c)| c);
+            stalls[cause as usize] += idle;
+        }
+        t = next;
     }
     let mut run = sm.run;
+    run.stalls = STALLS.iter().map(|s| s.to_string()).zip(stalls).collect();
     run.cta_cycles = vec![0; ctas.len()];
     for ws in &sm.warps {
         let end = ws.done.unwrap_or(ws.last_write).max(ws.last_write);

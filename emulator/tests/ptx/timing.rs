@@ -111,6 +111,16 @@ fn mma_chain_alone_and_with_a_second_warp_on_its_sub_partition() {
     // 32-clock latency: 8 x 32 = 256.
     let (alone, trace) = cycles(&mma_chain(8), "", 32, 1);
     assert_eq!(alone, 256);
+    // Where the clocks went, up to the last issue (`ret` at 225): sub-partition 0 waits 31
+    // clocks for each of 7 mma results; sub-partitions 1-3 have no warp for 225 clocks each.
+    let run = trace.simulate_sm(&[0], &cfg()).unwrap();
+    let stall = |k: &str| run.stalls.iter().find(|(n, _)| n == k).unwrap().1;
+    assert_eq!(stall("wait: mma result"), 7 * 31);
+    assert_eq!(stall("no warp left"), 3 * 225);
+    assert_eq!(
+        run.stalls.iter().map(|(_, n)| n).sum::<u64>(),
+        7 * 31 + 3 * 225
+    );
     // Five copies of the one-warp CTA: warp slots 0 and 4 share sub-partition 0 (slots 1-3 run
     // alone on theirs, finishing at 256). On sub-partition 0, slot 4's mma k issues 8 clocks (the
     // tensor pipe's interval) after slot 0's, in slot 0's latency shadow: its last lands at
