@@ -303,73 +303,37 @@ fn classify(prog: &Program, inst: &Inst, d: &mut Vec<R>, u: &mut Vec<R>) -> Kind
 }
 
 fn lane_kind(op: &LaneOp, d: &mut Vec<R>, u: &mut Vec<R>) -> Kind {
-    match *op {
-        LaneOp::Bin { d: x, a, b, .. } => {
-            d.push(x);
-            u.extend([a, b]);
-            Kind::Alu
-        }
-        LaneOp::Un { d: x, a, .. } => {
-            d.push(x);
-            u.push(a);
-            Kind::Alu
-        }
-        LaneOp::Tern { d: x, a, b, c, .. } => {
-            d.push(x);
-            u.extend([a, b, c]);
-            Kind::Alu
-        }
+    // (destination, sources padded with NONE, kind); NONE entries are dropped by the caller.
+    let (x, srcs, kind) = match *op {
+        LaneOp::Bin { d, a, b, .. } => (d, [a, b, NONE], Kind::Alu),
+        LaneOp::Un { d, a, .. } => (d, [a, NONE, NONE], Kind::Alu),
+        LaneOp::Tern { d, a, b, c, .. } => (d, [a, b, c], Kind::Alu),
         LaneOp::FBin {
-            op, ty, d: x, a, b, ..
+            op, ty, d, a, b, ..
         } => {
-            d.push(x);
-            u.extend([a, b]);
-            match op {
+            let k = match op {
                 FOp::Div => Kind::Sfu,
                 FOp::Min | FOp::Max | FOp::Copysign if ty != FTy::F64 => Kind::Alu,
                 _ => float_kind(ty),
-            }
+            };
+            (d, [a, b, NONE], k)
         }
-        LaneOp::FUn { ty, d: x, a, .. } => {
-            d.push(x);
-            u.push(a);
-            float_kind(ty)
-        }
-        LaneOp::Fma {
-            ty, d: x, a, b, c, ..
-        } => {
-            d.push(x);
-            u.extend([a, b, c]);
-            float_kind(ty)
-        }
-        LaneOp::SlctF32 { d: x, a, b, c, .. } => {
-            d.push(x);
-            u.extend([a, b, c]);
-            Kind::Alu
-        }
-        LaneOp::Sfu { d: x, a, .. } => {
-            d.push(x);
-            u.push(a);
-            Kind::Sfu
-        }
-        LaneOp::Cvt { k, d: x, a } => {
-            d.push(x);
-            u.push(a);
-            if k.from.is_float() || k.to.is_float() {
+        LaneOp::FUn { ty, d, a, .. } => (d, [a, NONE, NONE], float_kind(ty)),
+        LaneOp::Fma { ty, d, a, b, c, .. } => (d, [a, b, c], float_kind(ty)),
+        LaneOp::SlctF32 { d, a, b, c, .. } => (d, [a, b, c], Kind::Alu),
+        LaneOp::Sfu { d, a, .. } => (d, [a, NONE, NONE], Kind::Sfu),
+        LaneOp::Cvt { k, d, a } => {
+            let kind = if k.from.is_float() || k.to.is_float() {
                 Kind::Conv
             } else {
                 Kind::Alu
-            }
+            };
+            (d, [a, NONE, NONE], kind)
         }
-        LaneOp::CvtPack { d: x, a, b, .. } => {
-            d.push(x);
-            u.extend([a, b]);
-            Kind::Conv
-        }
-        LaneOp::Cvta { d: x, a, .. } => {
-            d.push(x);
-            u.push(a);
-            Kind::Free
-        }
-    }
+        LaneOp::CvtPack { d, a, b, .. } => (d, [a, b, NONE], Kind::Conv),
+        LaneOp::Cvta { d, a, .. } => (d, [a, NONE, NONE], Kind::Free),
+    };
+    d.push(x);
+    u.extend(srcs);
+    kind
 }

@@ -3,7 +3,7 @@
 //! second warp on the same sub-partition hiding its latency, bank-conflicted shared loads, a
 //! barrier, and a `cp.async` group. Each expected count is derived in the comment above it.
 
-use flashmha_emulator::timing::{Kind, PipeParams, SmConfig};
+use flashmha_emulator::timing::{KernelTrace, Kind, PipeParams, Rec, SmConfig};
 use flashmha_emulator::{Device, EmuOptions, LaunchConfig, Module};
 
 /// Round-number parameters, so that the expected counts below can be checked by hand.
@@ -37,12 +37,7 @@ fn ptx(body: &str, shared: &str) -> String {
 
 /// Launches one CTA of `threads` threads of `body` with a 4 KiB global input, traces it and
 /// simulates `copies` copies of it resident on one SM; returns the SM's cycles.
-fn cycles(
-    body: &str,
-    shared: &str,
-    threads: u32,
-    copies: usize,
-) -> (u64, flashmha_emulator::timing::KernelTrace) {
+fn cycles(body: &str, shared: &str, threads: u32, copies: usize) -> (u64, KernelTrace) {
     let src = ptx(body, shared);
     let m = Module::parse(&src).unwrap_or_else(|e| panic!("{e}\n{src}"));
     let mut dev = Device::with_options(EmuOptions {
@@ -62,6 +57,14 @@ fn cycles(
     assert_eq!(trace.ctas.len(), 1);
     let run = trace.simulate_sm(&vec![0; copies], &cfg()).unwrap();
     (run.cycles, trace)
+}
+
+/// The first record of warp `w` of the traced CTA whose instruction is of kind `k`.
+fn first_of(trace: &KernelTrace, w: usize, k: Kind) -> Rec {
+    *trace.ctas[0].warps[w]
+        .iter()
+        .find(|r| trace.kind(r.pc) == Some(k))
+        .expect("a record of that kind")
 }
 
 fn repeat(line: &str, n: usize) -> String {
@@ -156,19 +159,13 @@ fn bank_conflicts_serialise_shared_loads() {
     // issues at 38 and lands at 42.
     let (free, trace) = cycles(&smem_load(2, false), SMEM, 32, 1);
     assert_eq!(free, 42);
-    let ld = trace.ctas[0].warps[0]
-        .iter()
-        .find(|r| trace.kind(r.pc) == Some(Kind::SharedLd))
-        .unwrap();
+    let ld = first_of(&trace, 0, Kind::SharedLd);
     assert_eq!(ld.wavefronts(), 1);
     // 128-byte stride: all 32 lanes in bank 0, 32 wavefronts: the server is busy 8..40, the last
     // wavefront's data at 39 + 30 = 69; the add lands at 73.
     let (conflicted, trace) = cycles(&smem_load(7, false), SMEM, 32, 1);
     assert_eq!(conflicted, 73);
-    let ld = trace.ctas[0].warps[0]
-        .iter()
-        .find(|r| trace.kind(r.pc) == Some(Kind::SharedLd))
-        .unwrap();
+    let ld = first_of(&trace, 0, Kind::SharedLd);
     assert_eq!(ld.wavefronts(), 32);
     // A second conflicted load (bank 1) issues at 9 but queues behind the first: server busy
     // 40..72, data at 71 + 30 = 101; the add lands at 105.
@@ -190,10 +187,7 @@ fn barrier_releases_after_the_last_arrival() {
     );
     let (c, trace) = cycles(&body, "", 64, 1);
     assert_eq!(c, 62);
-    let bar = trace.ctas[0].warps[1]
-        .iter()
-        .find(|r| trace.kind(r.pc) == Some(Kind::Bar { arrive: false }))
-        .unwrap();
+    let bar = first_of(&trace, 1, Kind::Bar { arrive: false });
     // Barrier 0, 32 threads of warp 1 arriving, 64 expected.
     assert_eq!(bar.barrier(), (0, 32, 64));
 }
@@ -210,10 +204,7 @@ fn cp_async_group_completes_after_latency_and_bandwidth() {
                 \tcp.async.cg.shared.global [%r4], [%rd3], 16;\n\tcp.async.commit_group;\n\
                 \tcp.async.wait_group 0;\n\tld.shared.f32 %f1, [%r4];\n\tadd.f32 %f2, %f1, %f1;\n";
     let (c, trace) = cycles(body, SMEM, 32, 1);
-    let cp = trace.ctas[0].warps[0]
-        .iter()
-        .find(|r| trace.kind(r.pc) == Some(Kind::CpAsync))
-        .unwrap();
+    let cp = first_of(&trace, 0, Kind::CpAsync);
     assert_eq!((cp.sectors(), cp.wavefronts()), (16, 4));
     assert_eq!(c, 267);
 }
