@@ -89,6 +89,7 @@ pub fn sm_config(gpu: &GpuSpec) -> SmConfig {
         global_latency: v("L2 hit latency") as u32,
         global_bytes_per_clk: v("L2 bytes/clk per SM"),
         barrier_latency: v("barrier latency") as u32,
+        sched_window: v("scheduling window") as u32,
     }
 }
 
@@ -216,6 +217,11 @@ pub fn params(gpu: &GpuSpec) -> Vec<Param> {
             name: "L2 bytes/clk per SM",
             value: gpu.l2_bytes_per_clk / gpu.sms as f64,
             source: A("gpus.rs L2 bandwidth (itself an assumption, [L2]) split evenly over the SMs"),
+        },
+        Param {
+            name: "scheduling window",
+            value: 1.0,
+            source: A("PTX order: ptxas's instruction scheduling is not modelled (no disassembler in the wheels); 1 = issue in trace order"),
         },
         Param {
             name: "barrier latency",

@@ -59,6 +59,9 @@ pub struct SmConfig {
     pub global_bytes_per_clk: f64,
     /// Clocks from the last arrival at a barrier to the waiters' next issue.
     pub barrier_latency: u32,
+    /// Instructions a warp may look ahead to find one to issue (1: strict trace order; see
+    /// `sim.rs`, "Order").
+    pub sched_window: u32,
 }
 
 /// What one simulated SM did.

@@ -9,6 +9,10 @@
 //! - **Dependencies**: a per-warp scoreboard on PTX registers and predicates: an instruction is
 //!   eligible when every register it reads or writes is ready (RAW and WAW; PTX registers are
 //!   virtual, so ptxas's register reuse (WAR) is not seen).
+//! - **Order**: a warp issues its trace in order (PTX order, `sched_window` 1), or with a
+//!   window of N the earliest-ready of its next N unissued instructions that has no register or
+//!   memory-order hazard with an older one and no barrier, branch, exit or cp.async
+//!   commit/wait before it: a stand-in for ptxas's list scheduling inside a basic block.
 //! - **Pipes**: per sub-partition, each pipe accepts a warp-instruction every `interval`
 //!   clocks; the result is ready `latency` clocks after issue.
 //! - **Shared memory**: one SM-wide server retiring one 128-byte wavefront per clock; an access
@@ -30,6 +34,7 @@ use std::collections::VecDeque;
 use super::operands::{InstInfo, Kind, Statics};
 use super::trace::{CtaTrace, Rec};
 use super::{SmConfig, SmRun, TimingError};
+use crate::program::R;
 
 #[derive(Clone, Copy)]
 enum Pipe {
@@ -83,7 +88,15 @@ fn wait_cause(k: Kind) -> u8 {
 struct WarpState<'a> {
     cta: usize,
     recs: &'a [Rec],
+    /// The oldest record not issued yet.
     next: usize,
+    /// Records issued ahead of `next` (bit i: record `next + i`; bit 0 is always clear).
+    ahead: u64,
+    /// Position after `next` of the record the last [`Sm::earliest`] chose.
+    pick: usize,
+    /// Per register: scan stamp << 2 | DEF | USE of the window's unissued records.
+    marks: Vec<u32>,
+    stamp: u32,
     ready: Vec<u64>,
     /// Per register, the stall cause of waiting for it (the kind of its producer).
     producer: Vec<u8>,
@@ -138,17 +151,28 @@ fn pipe_of(k: Kind) -> Option<Pipe> {
 
 impl<'a> Sm<'a> {
     fn info(&self, w: usize) -> Option<(&'a InstInfo, Rec)> {
+        self.info_at(w, 0)
+    }
+
+    /// The record `pos` places after warp `w`'s oldest unissued one.
+    fn info_at(&self, w: usize, pos: usize) -> Option<(&'a InstInfo, Rec)> {
         let ws = &self.warps[w];
         ws.recs
-            .get(ws.next)
+            .get(ws.next + pos)
             .map(|r| (&self.st.insts[r.pc as usize], *r))
     }
 
-    /// Applies the free instructions at the head of warp `w`'s stream.
+    /// Moves warp `w`'s head past the records issued ahead of it and applies the free
+    /// instructions that reach the head.
     fn drain_free(&mut self, w: usize) {
         let st = self.st;
         loop {
             let ws = &mut self.warps[w];
+            if ws.ahead & 1 == 1 {
+                ws.next += 1;
+                ws.ahead >>= 1;
+                continue;
+            }
             let Some(r) = ws.recs.get(ws.next) else {
                 return;
             };
@@ -166,13 +190,21 @@ impl<'a> Sm<'a> {
                 ws.ready[d as usize] = t;
             }
             ws.next += 1;
+            ws.ahead >>= 1;
             self.run.free_instructions += 1;
         }
     }
 
-    /// The earliest clock the head instruction of `w` can issue (`u64::MAX`: waiting on a
-    /// barrier or finished), and the constraint that sets it.
-    fn earliest(&self, w: usize) -> Result<(u64, u8), TimingError> {
+    /// The earliest clock warp `w` can issue an instruction (`u64::MAX`: waiting on a barrier
+    /// or finished), the constraint that sets it, and (in `pick`) which instruction: the head,
+    /// or with a scheduling window of N > 1 the earliest of the next N unissued records that
+    /// has no register hazard (RAW, WAR, WAW) with an older unissued record, no memory access
+    /// passing an older one, and no barrier, branch, exit or cp.async commit/wait before it
+    /// (these issue only at the head).
+    fn earliest(&mut self, w: usize) -> Result<(u64, u8), TimingError> {
+        const DEF: u32 = 1;
+        const USE: u32 = 2;
+        let window = self.cfg.sched_window.clamp(1, 64) as usize;
         let ws = &self.warps[w];
         if ws.done.is_some() {
             return Ok((u64::MAX, NO_WARP));
@@ -180,30 +212,100 @@ impl<'a> Sm<'a> {
         if ws.at_barrier {
             return Ok((u64::MAX, BARRIER));
         }
-        let Some((i, r)) = self.info(w) else {
+        let mut marks = std::mem::take(&mut self.warps[w].marks);
+        let stamp = {
+            let ws = &mut self.warps[w];
+            ws.stamp = ws.stamp.wrapping_add(1) & 0x3FFF_FFFF;
+            if ws.stamp == 0 {
+                marks.fill(0);
+                ws.stamp = 1;
+            }
+            ws.stamp
+        };
+        let marked = |marks: &[u32], r: R, bits: u32| {
+            marks[r as usize] >> 2 == stamp && marks[r as usize] & bits != 0
+        };
+        let mut best: Option<(u64, u8, usize)> = None;
+        let mut older_mem = false;
+        let mut result = Ok(());
+        for pos in 0..window {
+            let ws = &self.warps[w];
+            if ws.ahead >> pos & 1 == 1 {
+                continue;
+            }
+            let Some((i, r)) = self.info_at(w, pos) else {
+                break;
+            };
+            if let Kind::Unsupported(what) = i.kind {
+                if pos == 0 {
+                    result = Err(TimingError::Unsupported { what, pc: r.pc });
+                }
+                break;
+            }
+            let fence = matches!(
+                i.kind,
+                Kind::Bar { .. } | Kind::Branch | Kind::Exit | Kind::CpCommit | Kind::CpWait(_)
+            );
+            if fence && pos > 0 {
+                break;
+            }
+            let mem = matches!(
+                i.kind,
+                Kind::SharedLd
+                    | Kind::SharedSt
+                    | Kind::GlobalLd { .. }
+                    | Kind::GlobalSt { .. }
+                    | Kind::CpAsync
+            );
+            let (uses, defs) = (self.st.uses(i), self.st.defs(i));
+            let hazard = (mem && older_mem)
+                || uses.iter().any(|&u| marked(&marks, u, DEF))
+                || defs.iter().any(|&d| marked(&marks, d, DEF | USE));
+            if !hazard && i.kind != Kind::Free {
+                let (mut t, mut cause) = (ws.blocked_until, ws.blocked_cause);
+                for &x in uses.iter().chain(defs) {
+                    if ws.ready[x as usize] > t {
+                        (t, cause) = (ws.ready[x as usize], ws.producer[x as usize]);
+                    }
+                }
+                if let Some(p) = pipe_of(i.kind) {
+                    let free = self.pipe_free[ws.sp][p as usize];
+                    if free > t {
+                        t = free;
+                        cause = if matches!(p, Pipe::Tensor) {
+                            PIPE_TENSOR
+                        } else {
+                            PIPE_OTHER
+                        };
+                    }
+                }
+                if best.is_none_or(|(bt, _, _)| t < bt) {
+                    best = Some((t, cause, pos));
+                }
+            }
+            for (regs, bit) in [(defs, DEF), (uses, USE)] {
+                for &x in regs {
+                    let m = &mut marks[x as usize];
+                    *m = if *m >> 2 == stamp {
+                        *m | bit
+                    } else {
+                        stamp << 2 | bit
+                    };
+                }
+            }
+            older_mem |= mem;
+            if fence {
+                break;
+            }
+        }
+        let ws = &mut self.warps[w];
+        ws.marks = marks;
+        result?;
+        let Some((t, cause, pos)) = best else {
             // Ran off the end of the trace without `exit` (trace of an abandoned CTA).
             return Ok((u64::MAX, NO_WARP));
         };
-        if let Kind::Unsupported(what) = i.kind {
-            return Err(TimingError::Unsupported { what, pc: r.pc });
-        }
-        let (mut t, mut cause) = (ws.blocked_until, ws.blocked_cause);
-        for &x in self.st.uses(i).iter().chain(self.st.defs(i)) {
-            if ws.ready[x as usize] > t {
-                (t, cause) = (ws.ready[x as usize], ws.producer[x as usize]);
-            }
-        }
-        if let Some(p) = pipe_of(i.kind) {
-            let free = self.pipe_free[ws.sp][p as usize];
-            if free > t {
-                t = free;
-                cause = if matches!(p, Pipe::Tensor) {
-                    PIPE_TENSOR
-                } else {
-                    PIPE_OTHER
-                };
-            }
-        }
+        ws.pick = pos;
         Ok((t, cause))
     }
 
@@ -269,7 +371,10 @@ impl<'a> Sm<'a> {
     }
 
     fn issue(&mut self, w: usize, t: u64) {
-        let (i, r) = self.info(w).expect("issue of a warp with an instruction");
+        let pick = self.warps[w].pick;
+        let (i, r) = self
+            .info_at(w, pick)
+            .expect("issue of a warp with an instruction");
         let sp = self.warps[w].sp;
         let (lat, interval) = self.pipe_params(i.kind);
         if let Some(p) = pipe_of(i.kind) {
@@ -356,7 +461,7 @@ impl<'a> Sm<'a> {
                                 ws.blocked_until = release;
                                 ws.blocked_cause = BARRIER;
                             }
-                            ws.next += 1;
+                            ws.ahead |= 1;
                         } else {
                             keep.push(x);
                         }
@@ -365,7 +470,7 @@ impl<'a> Sm<'a> {
                     self.run.barriers += 1;
                     // The releasing warp moved past its own bar above (if it waited), or moves now.
                     if arrive {
-                        self.warps[w].next += 1;
+                        self.warps[w].ahead |= 1;
                     }
                     for x in 0..self.warps.len() {
                         self.drain_free(x);
@@ -373,7 +478,7 @@ impl<'a> Sm<'a> {
                     return;
                 }
                 if arrive {
-                    self.warps[w].next += 1;
+                    self.warps[w].ahead |= 1;
                     self.drain_free(w);
                 }
                 return;
@@ -387,7 +492,7 @@ impl<'a> Sm<'a> {
         }
         let ws = &mut self.warps[w];
         if ws.done.is_none() {
-            ws.next += 1;
+            ws.ahead |= 1 << pick;
             self.drain_free(w);
         }
     }
@@ -404,6 +509,10 @@ pub(super) fn run(st: &Statics, ctas: &[&CtaTrace], cfg: &SmConfig) -> Result<Sm
                 cta: c,
                 recs,
                 next: 0,
+                ahead: 0,
+                pick: 0,
+                marks: vec![0; st.nregs],
+                stamp: 0,
                 ready: vec![0; st.nregs],
                 producer: vec![WAIT_ALU; st.nregs],
                 blocked_until: 0,
