@@ -400,9 +400,10 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
             "modelled TFLOP/s",
             "% tensor peak",
             "CTAs/SM (limit), wave eff.",
-            "predicted us (SM sim)",
-            "predicted TFLOP/s",
+            "predicted us (SM sim, PTX order)",
+            "predicted TFLOP/s (PTX order)",
             "predicted / roofline time",
+            "predicted TFLOP/s (window 16)",
         ]);
         let mut t = table::new(&header);
         for c in configs.iter().filter(|c| c.kernel.target == target) {
@@ -421,13 +422,21 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
                     m.ctas_per_sm, m.occupancy_limit, m.wave_efficiency
                 ),
             ]);
-            match predicted(c, &traces, gpu, &m)? {
-                Some(pr) => row.extend([
+            let in_order = predicted(c, &traces, gpu, &m, 1)?;
+            let windowed = predicted(c, &traces, gpu, &m, sim::ALT_SCHED_WINDOW)?;
+            match (in_order, windowed) {
+                (Some(pr), Some(pw)) => row.extend([
                     format!("{:.1}", pr.seconds * 1e6),
                     format!("{:.0}", c.problem.flops() / pr.seconds / 1e12),
                     format!("{:.2}", pr.seconds / m.seconds()),
+                    format!("{:.0}", c.problem.flops() / pw.seconds / 1e12),
                 ]),
-                None => row.extend(["-".to_string(), "-".to_string(), "-".to_string()]),
+                _ => row.extend([
+                    "-".to_string(),
+                    "-".to_string(),
+                    "-".to_string(),
+                    "-".to_string(),
+                ]),
             }
             t.add_row(row);
         }
@@ -455,13 +464,14 @@ fn measure_traces(configs: &[Config], models: &[&GpuSpec]) -> super::CliResult<M
     Ok(out)
 }
 
-/// The SM simulation's prediction of `c` on `gpu` (DRAM time from the per-pipe model `m`);
-/// `None` where it does not model the kernel.
+/// The SM simulation's prediction of `c` on `gpu` with a scheduling window of `window` (DRAM
+/// time from the per-pipe model `m`); `None` where it does not model the kernel.
 fn predicted(
     c: &Config,
     traces: &MeasuredTraces,
     gpu: &GpuSpec,
     m: &Modelled,
+    window: u32,
 ) -> super::CliResult<Option<Predicted>> {
     let Some((_, tr)) = traces.iter().find(|(e, _)| *e == c.kernel.entry) else {
         return Ok(None);
@@ -470,7 +480,7 @@ fn predicted(
         return Ok(None);
     }
     let resident = sim::resident_ctas(&c.kernel, gpu);
-    let clocks = tr.clocks(resident, &sim::sm_config(gpu))?;
+    let clocks = tr.clocks(resident, &sim::sm_config_window(gpu, window))?;
     Ok(Some(sim::predict(
         &clocks,
         &c.kernel,
@@ -496,8 +506,11 @@ fn print_breakdowns(
         return Ok(());
     }
     let target = target_of(gpu);
-    let cfg = sim::sm_config(gpu);
-    for (entry, tr) in traces {
+    for ((entry, tr), window) in traces
+        .iter()
+        .flat_map(|t| [(t, 1), (t, sim::ALT_SCHED_WINDOW)])
+    {
+        let cfg = sim::sm_config_window(gpu, window);
         let Some(c) = configs
             .iter()
             .find(|c| c.kernel.entry == *entry && c.kernel.target == target)
@@ -515,8 +528,9 @@ fn print_breakdowns(
             .map(|(k, n)| format!("{k} {:.0}%", pct(*n)))
             .collect();
         println!(
-            "  {entry}, {resident} CTA(s)/SM, 16 KV tiles: {} clocks; sub-partition clocks: \
-             issuing {:.0}%, tensor pipe busy {:.0}%; idle: {}; PTX moves free: {}",
+            "  {entry}, {resident} CTA(s)/SM, 16 KV tiles, window {window}: {} clocks; \
+             sub-partition clocks: issuing {:.0}%, tensor pipe busy {:.0}%; idle: {}; PTX moves \
+             free: {}",
             run.cycles,
             pct(run.issued),
             pct(run.tensor_busy),

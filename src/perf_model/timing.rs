@@ -93,6 +93,19 @@ pub fn sm_config(gpu: &GpuSpec) -> SmConfig {
     }
 }
 
+/// The scheduling window `bench` prints beside strict PTX order (`sched_window` 1): an
+/// assumption standing in for ptxas's list scheduling inside the unrolled main loop, whose reach
+/// is unknown without the SASS. The two predictions bracket the effect of instruction order.
+pub const ALT_SCHED_WINDOW: u32 = 16;
+
+/// [`sm_config`] with a scheduling window of `window` instructions.
+pub fn sm_config_window(gpu: &GpuSpec, window: u32) -> SmConfig {
+    SmConfig {
+        sched_window: window,
+        ..sm_config(gpu)
+    }
+}
+
 /// Clocks per warp-instruction of a pipe with `lanes` lanes per clock per SM, split over 4
 /// sub-partitions.
 fn interval(lanes: f64) -> f64 {
