@@ -93,7 +93,7 @@ impl Module {
         &self.target
     }
 
-    fn program(&self, entry: &str) -> Option<&Program> {
+    pub(crate) fn program(&self, entry: &str) -> Option<&Program> {
         self.programs.iter().find(|p| p.name == entry)
     }
 }
@@ -266,6 +266,19 @@ impl Device {
         cfg: &LaunchConfig,
         params: &[u8],
     ) -> Result<LaunchReport, EmuError> {
+        self.launch_inner(module, entry, cfg, params, None)
+    }
+
+    /// [`Device::launch`], recording the instruction traces of the CTAs `trace` asks for
+    /// (`timing/trace.rs`).
+    pub(crate) fn launch_inner(
+        &mut self,
+        module: &Module,
+        entry: &str,
+        cfg: &LaunchConfig,
+        params: &[u8],
+        trace: Option<&crate::timing::trace::TraceSink>,
+    ) -> Result<LaunchReport, EmuError> {
         let found = module.programs.iter().position(|p| p.name == entry);
         let fence_watch = found.and_then(|i| module.fence_watch[i].as_ref());
         let prog = match found.map(|i| &module.programs[i]) {
@@ -339,6 +352,7 @@ impl Device {
             check_races: self.options.check_races,
             check_uninit: self.options.check_uninit,
             fence_watch,
+            trace,
         };
         let [gx, gy, gz] = cfg.grid;
         let ncta = gx as u64 * gy as u64 * gz as u64;

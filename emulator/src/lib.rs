@@ -42,6 +42,8 @@
 //! * `memory.rs` (global memory), `shared.rs` (shared memory + shadow state for the checks).
 //! * `findings.rs`, `counters.rs`: what a launch reports.
 //! * `device.rs`: the public backend API.
+//! * `timing/`: the cycle-approximate SM timing model driven by instruction traces of a launch
+//!   (`Device::launch_traced`); see its module doc.
 //!
 //! # Semantics worth knowing
 //! * Independent thread scheduling: each lane has its own PC; converged lanes execute together
@@ -89,6 +91,7 @@ mod program;
 mod shared;
 mod softfloat;
 mod tensormap;
+pub mod timing;
 mod types;
 
 pub use counters::Counters;

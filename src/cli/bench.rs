@@ -13,6 +13,7 @@ use flashmha::common::options::AttnOptions;
 use flashmha::perf_model::gpus::{self, GpuSpec, TensorPath};
 use flashmha::perf_model::launch_work::{self, TileCosts};
 use flashmha::perf_model::pipes::{self, LaunchShape, Modelled, PIPES};
+use flashmha::perf_model::timing::{self as sim, CtaTraces, Predicted};
 use flashmha::perf_model::{self, tile_figures};
 use flashmha::problem::FwdProblem;
 use flashmha::KernelTarget;
@@ -347,6 +348,8 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
     let bar = super::progress::bar(configs.len(), "kernels measured");
     bar.set_message("emulating tile costs");
     let costs = measure_costs(&configs)?;
+    bar.set_message("tracing one CTA per kernel for the SM simulation");
+    let traces = measure_traces(&configs, &models)?;
     bar.finish_and_clear();
     println!(
         "Work per launch extrapolated from emulated launches (per CTA + per KV tile + per masked \
@@ -390,6 +393,7 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
             path_name(gpu),
             gpu.flops_peak() / 1e12
         );
+        print_sim_params(gpu);
         let pipe_cols: Vec<String> = PIPES.iter().map(|p| format!("{p} us (modelled)")).collect();
         let mut header: Vec<&str> = vec!["config"];
         header.extend(pipe_cols.iter().map(String::as_str));
@@ -398,6 +402,10 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
             "modelled TFLOP/s",
             "% tensor peak",
             "CTAs/SM (limit), wave eff.",
+            "predicted us (SM sim, PTX order)",
+            "predicted TFLOP/s (PTX order)",
+            "predicted / roofline time",
+            "predicted TFLOP/s (window 16)",
         ]);
         let mut t = table::new(&header);
         for c in configs.iter().filter(|c| c.kernel.target == target) {
@@ -416,12 +424,146 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
                     m.ctas_per_sm, m.occupancy_limit, m.wave_efficiency
                 ),
             ]);
+            let in_order = predicted(c, &traces, gpu, &m, 1)?;
+            let windowed = predicted(c, &traces, gpu, &m, sim::ALT_SCHED_WINDOW)?;
+            match (in_order, windowed) {
+                (Some(pr), Some(pw)) => row.extend([
+                    format!("{:.1}", pr.seconds * 1e6),
+                    format!("{:.0}", c.problem.flops() / pr.seconds / 1e12),
+                    format!("{:.2}", pr.seconds / m.seconds()),
+                    format!("{:.0}", c.problem.flops() / pw.seconds / 1e12),
+                ]),
+                _ => row.extend([
+                    "-".to_string(),
+                    "-".to_string(),
+                    "-".to_string(),
+                    "-".to_string(),
+                ]),
+            }
             t.add_row(row);
         }
         println!("{t}");
+        print_breakdowns(gpu, &configs, &traces)?;
     }
     side_by_side(&models, &configs, &costs);
     Ok(())
+}
+
+/// Per kernel entry: its traced one-Q-tile launches for the SM simulation.
+type MeasuredTraces = Vec<(&'static str, CtaTraces)>;
+
+/// Traces the kernels of `configs` that some modelled GPU simulates (the mma.sync kernels).
+fn measure_traces(configs: &[Config], models: &[&GpuSpec]) -> super::CliResult<MeasuredTraces> {
+    let mut out: MeasuredTraces = Vec::new();
+    for c in configs {
+        let simulated = models
+            .iter()
+            .any(|g| sim::models(g) && target_of(g) == c.kernel.target);
+        if simulated && !out.iter().any(|(e, _)| *e == c.kernel.entry) {
+            out.push((c.kernel.entry, CtaTraces::measure(&c.kernel)?));
+        }
+    }
+    Ok(out)
+}
+
+/// The SM simulation's prediction of `c` on `gpu` with a scheduling window of `window` (DRAM
+/// time from the per-pipe model `m`); `None` where it does not model the kernel.
+fn predicted(
+    c: &Config,
+    traces: &MeasuredTraces,
+    gpu: &GpuSpec,
+    m: &Modelled,
+    window: u32,
+) -> super::CliResult<Option<Predicted>> {
+    let Some((_, tr)) = traces.iter().find(|(e, _)| *e == c.kernel.entry) else {
+        return Ok(None);
+    };
+    if !sim::models(gpu) {
+        return Ok(None);
+    }
+    let resident = sim::resident_ctas(&c.kernel, gpu);
+    let clocks = tr.clocks(resident, &sim::sm_config_window(gpu, window))?;
+    Ok(Some(sim::predict(
+        &clocks,
+        &c.kernel,
+        c.batch_heads,
+        (c.seqlen, c.seqlen),
+        c.problem.options.causal,
+        gpu,
+        PIPES
+            .iter()
+            .position(|&p| p == "DRAM")
+            .map_or(0.0, |i| m.pipe_s[i]),
+    )))
+}
+
+/// Per simulated kernel of `gpu`: where the sub-partitions' clocks go in the SM simulation of
+/// its resident CTAs at 16 KV tiles (what the predicted time is made of).
+fn print_breakdowns(
+    gpu: &GpuSpec,
+    configs: &[Config],
+    traces: &MeasuredTraces,
+) -> super::CliResult<()> {
+    if !sim::models(gpu) {
+        return Ok(());
+    }
+    let target = target_of(gpu);
+    for ((entry, tr), window) in traces
+        .iter()
+        .flat_map(|t| [(t, 1), (t, sim::ALT_SCHED_WINDOW)])
+    {
+        let cfg = sim::sm_config_window(gpu, window);
+        let Some(c) = configs
+            .iter()
+            .find(|c| c.kernel.entry == *entry && c.kernel.target == target)
+        else {
+            continue;
+        };
+        let resident = sim::resident_ctas(&c.kernel, gpu);
+        let run = tr.breakdown(resident, &cfg)?;
+        let sp_clocks = (run.cycles * cfg.subpartitions as u64).max(1) as f64;
+        let pct = |x: u64| 100.0 * x as f64 / sp_clocks;
+        let stalls: Vec<String> = run
+            .stalls
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{k} {:.0}%", pct(*n)))
+            .collect();
+        println!(
+            "  {entry}, {resident} CTA(s)/SM, 16 KV tiles, window {window}: {} clocks; \
+             sub-partition clocks: issuing {:.0}%, tensor pipe busy {:.0}%; idle: {}; PTX moves \
+             free: {}",
+            run.cycles,
+            pct(run.issued),
+            pct(run.tensor_busy),
+            stalls.join(", "),
+            run.free_instructions
+        );
+    }
+    Ok(())
+}
+
+/// The SM simulation's parameters of `gpu`, each with its source (assumptions marked).
+fn print_sim_params(gpu: &GpuSpec) {
+    if !sim::models(gpu) {
+        println!(
+            "{}: no SM-simulation prediction yet (the timing model does not handle wgmma, \
+             mbarriers and TMA); the per-pipe bounds only.",
+            gpu.name
+        );
+        return;
+    }
+    println!(
+        "{}: SM-simulation parameters (clocks; see src/perf_model/timing.rs for the references):",
+        gpu.name
+    );
+    for p in sim::params(gpu) {
+        let (tag, src) = match p.source {
+            sim::Source::Cited(s) => ("", s),
+            sim::Source::Assumption(s) => ("ASSUMPTION: ", s),
+        };
+        println!("  {:<28} {:>8.2}  {tag}{src}", p.name, p.value);
+    }
 }
 
 /// bench/results/fwd_tiles_before.tsv: figures before the retile and FA2's, per head dim.

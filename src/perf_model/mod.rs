@@ -10,7 +10,9 @@
 //! - [`registers`]: the `setmaxnreg` register split of a warp-specialised CTA and its pool;
 //! - [`launch_work`]: the work of a whole launch, extrapolated from small emulated launches;
 //! - [`tile_figures`]: main-loop ratios per kernel (ldmatrix, wavefronts, non-tensor per mma);
-//! - `decode`: paged decode (decode launch + split combine) from one emulated item.
+//! - `decode`: paged decode (decode launch + split combine) from one emulated item;
+//! - [`timing`]: the predicted time from the emulator's cycle-approximate SM simulation
+//!   (latency, occupancy, barriers), beside the per-pipe bounds.
 
 use crate::problem::{FwdProblem, SeqLayout};
 
@@ -22,6 +24,7 @@ pub mod launch_work;
 pub mod pipes;
 pub mod registers;
 pub mod tile_figures;
+pub mod timing;
 
 /// DRAM bytes of a forward launch on `gpu`: the compulsory bytes when the K and V of the heads
 /// in flight at once (resident CTAs / Q tiles per head, grid x = Q tile runs fastest) fit in half

@@ -51,6 +51,8 @@ pub(crate) struct LaunchCtx<'a> {
     pub check_uninit: bool,
     /// The registers the `wgmma.fence` check watches (`None`: the program has no wgmma).
     pub fence_watch: Option<&'a wgmma::FenceWatch>,
+    /// The CTAs to trace for the timing model (`timing/trace.rs`); `None` in plain launches.
+    pub trace: Option<&'a crate::timing::trace::TraceSink>,
 }
 
 /// One in-flight `cp.async` of one lane.
@@ -108,6 +110,8 @@ pub(crate) struct Env<'a> {
     pub abort: bool,
     pub clock: u64,
     pub local_size: u32,
+    /// The instruction trace of this CTA, when the launch asked for it (`timing/trace.rs`).
+    pub trace: Option<Box<crate::timing::trace::Recorder>>,
 }
 
 impl Env<'_> {
@@ -271,6 +275,9 @@ pub(crate) fn run_cta(ctx: &LaunchCtx, cta: [u32; 3]) -> (FindingSink, RawCounte
         abort: false,
         clock: 0,
         local_size: prog.local_size,
+        trace: ctx
+            .trace
+            .and_then(|t| t.recorder_for(ctx.grid, cta, nwarps)),
     };
     let mut warps: Vec<Warp> = (0..nwarps)
         .map(|w| new_warp(ctx, w, nthreads, nwarps, cta, total_smem as u64))
@@ -302,6 +309,9 @@ pub(crate) fn run_cta(ctx: &LaunchCtx, cta: [u32; 3]) -> (FindingSink, RawCounte
     }
     for w in warps {
         recycle(w.regs);
+    }
+    if let (Some(sink), Some(rec)) = (ctx.trace, env.trace.take()) {
+        sink.push(ctx.grid, rec.finish(&env.cnt));
     }
     (env.findings, env.cnt)
 }
@@ -554,6 +564,9 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
         env.clock += 1;
         env.cnt.per_pc[pc as usize] += 1;
         env.cnt.thread_instructions += active.count_ones() as u64;
+        if env.trace.is_some() {
+            crate::timing::trace::record(w, env, pc, inst, active);
+        }
         if w.wg.active() {
             wgmma::check_access(w, env, pc, &inst.op, active);
         }
@@ -828,6 +841,9 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
             Op::Async(op) => bulk::exec_async(w, env, pc, active, op),
             Op::Nop => w.next(),
         }
+    }
+    if env.trace.is_some() {
+        crate::timing::trace::flush(env);
     }
     n
 }

@@ -7,6 +7,7 @@ mod hopper;
 mod parse;
 mod robust;
 mod support;
+mod timing;
 mod tma;
 mod tma_align;
 mod warpgroup;
