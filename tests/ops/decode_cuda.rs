@@ -4,6 +4,7 @@
 //! (ignored here: no machine of CI has a GPU). The O(1) checks the CUDA path makes before any launch are the plan's, tested here on
 //! addresses alone.
 
+use crate::cuda_support;
 use crate::emulator_support::{rng, seed};
 use flashmha::api::{Attention, KvAppendArgs, MergeArgs};
 use flashmha::check::decode::{run_decode_case_on, DecodeCase};
@@ -23,6 +24,9 @@ use rand::Rng;
 
 #[test]
 fn without_a_driver_decode_is_a_typed_error_with_one_it_loads() {
+    // In this test binary the emulated driver (or a GPU runner's real one) is always present:
+    // the no-driver branch is taken by the library's unit tests, which never load it.
+    cuda_support::emulated();
     match CudaBackend::new(0) {
         Err(Error::NoCudaDriver { reason }) => {
             assert!(!driver_present());
@@ -137,10 +141,14 @@ fn the_checks_before_any_launch_are_typed() {
 }
 
 #[test]
-#[ignore = "needs a CUDA GPU: cargo test --release --test decode_cuda -- --ignored (FLASHMHA_SEED=n repeats a run)"]
 fn random_paged_decode_on_the_gpu_matches_the_reference() {
+    for backend in cuda_support::backends(|_| true) {
+        random_paged_decode_on(&backend);
+    }
+}
+
+fn random_paged_decode_on(backend: &CudaBackend) {
     let seed = seed();
-    let backend = CudaBackend::new(0).expect("a CUDA GPU");
     let mut rng = rng(seed);
     // The device's kernels: on a T4 (Turing) f16 at the Turing head dims over 16-bit pages; on
     // an H100 the Ampere decode rows it shares.
@@ -157,9 +165,15 @@ fn random_paged_decode_on_the_gpu_matches_the_reference() {
     } else {
         &[DType::F16]
     };
-    for n in 0..32 {
+    // A GPU runs many cases; each costs the emulated driver an emulator run.
+    let cases = if cuda_support::emulated().is_some() {
+        3
+    } else {
+        32
+    };
+    for n in 0..cases {
         let case = DecodeCase::random_on(&mut rng, Some(target), dtypes, &dims, 700);
-        let failures = run_decode_case_on(&backend, target, &case)
+        let failures = run_decode_case_on(backend, target, &case)
             .unwrap()
             .failures();
         assert!(
@@ -171,11 +185,15 @@ fn random_paged_decode_on_the_gpu_matches_the_reference() {
 }
 
 #[test]
-#[ignore = "needs a CUDA GPU: cargo test --release --test decode_cuda -- --ignored (FLASHMHA_SEED=n repeats a run)"]
 fn merge_pair_and_kv_append_on_the_gpu_match_the_emulator() {
+    for backend in cuda_support::backends(|_| true) {
+        merge_pair_and_kv_append_on(&backend);
+    }
+}
+
+fn merge_pair_and_kv_append_on(backend: &CudaBackend) {
     let seed = seed();
     let mut rng = rng(seed);
-    let backend = CudaBackend::new(0).expect("a CUDA GPU");
     let stream = backend.context().default_stream();
 
     // Merge of two separate states; some rows empty in one state or both.
@@ -308,16 +326,16 @@ fn merge_pair_and_kv_append_on_the_gpu_match_the_emulator() {
 /// FP8 append through block table + positions on the GPU equals the emulator bit for bit (the
 /// quantisation is integer and round-to-nearest-even, so both backends produce the same codes).
 #[test]
-#[ignore = "needs a CUDA GPU: cargo test --release --test decode_cuda -- --ignored (FLASHMHA_SEED=n repeats a run)"]
 fn fp8_kv_append_at_positions_on_the_gpu_matches_the_emulator() {
+    // FP8 pages are an sm_80+ feature (the plan refuses them on sm_75 with a typed error).
+    for backend in cuda_support::backends(|t| t != KernelTarget::Turing) {
+        fp8_kv_append_at_positions_on(&backend);
+    }
+}
+
+fn fp8_kv_append_at_positions_on(backend: &CudaBackend) {
     let seed = seed();
     let mut rng = rng(seed);
-    let backend = CudaBackend::new(0).expect("a CUDA GPU");
-    if backend.target() == KernelTarget::Turing {
-        // FP8 pages are an sm_80+ feature (the plan refuses them on sm_75 with a typed error).
-        println!("skipped: FP8 KV pages have no sm_75 kernel");
-        return;
-    }
     let stream = backend.context().default_stream();
     let (batch, hkv, d, ps, pages_per_seq) = (2, 2, 128, rng.random_range(1..=20), 3);
     let pages = batch * pages_per_seq;
@@ -400,5 +418,61 @@ fn fp8_kv_append_at_positions_on_the_gpu_matches_the_emulator() {
         let v_gpu: Vec<u8> = stream.clone_dtoh(&dv).unwrap();
         assert_eq!(k_gpu, k_emu, "{kv:?} K codes, seed {seed}");
         assert_eq!(v_gpu, v_emu, "{kv:?} V codes, seed {seed}");
+    }
+}
+
+/// Each module of a device's target is loaded once per context (moved from the library's unit
+/// tests, which must stay free of any driver): the backend's count, and the driver's own log of
+/// loads (no module twice in one context).
+#[test]
+fn each_module_of_the_target_is_loaded_once_per_context() {
+    use flashmha::cuda::{choose_image, modules_for, ImageChoice};
+    for backend in cuda_support::backends(|_| true) {
+        let (major, minor) = backend.compute_capability();
+        let expected = modules_for(backend.target())
+            .filter(|m| !matches!(choose_image(m, major, minor), ImageChoice::None))
+            .count();
+        assert_eq!(backend.modules_loaded(), expected);
+        // Another backend over the same context (e.g. a candle device's) loads each once too.
+        let before = cuda_support::emulated().map(|d| d.thread_module_loads().len());
+        let again = CudaBackend::on_context(backend.context().clone()).unwrap();
+        assert_eq!(again.modules_loaded(), expected);
+        if let (Some(d), Some(before)) = (cuda_support::emulated(), before) {
+            let loads = d.thread_module_loads()[before..].to_vec();
+            assert_eq!(loads.len(), expected);
+            let ctx = backend.context().cu_ctx() as u64;
+            assert!(
+                loads.iter().all(|&(c, _)| c == ctx),
+                "loaded into another context"
+            );
+            let distinct: std::collections::BTreeSet<u64> = loads.iter().map(|&(_, h)| h).collect();
+            assert_eq!(distinct.len(), expected, "a module loaded twice");
+        }
+    }
+}
+
+/// The driver encodes the sm_90a forward's planned tensor maps, and a stride that is not a
+/// multiple of 16 is its typed error (moved from the library's unit tests).
+#[test]
+fn the_driver_encodes_the_planned_maps_and_rejects_a_bad_stride() {
+    use flashmha::backend::Backend;
+    use flashmha::host::problem::FwdProblem;
+    use flashmha::ops::forward::tma::FwdTmaMaps;
+    // cuTensorMapEncodeTiled needs an initialised driver (and tensor maps need 9.0+).
+    for backend in cuda_support::backends(|t| t == KernelTarget::Hopper) {
+        let p = FwdProblem::varlen(DType::F16, (vec![0, 7, 40], vec![0, 90, 91]), (8, 2), 128);
+        let maps = FwdTmaMaps::describe(&p.shape().unwrap(), 128, 128);
+        for desc in [maps.q, maps.k, maps.v] {
+            let bytes = backend
+                .encode_tensor_map("q", &desc, 0x7f00_0000_0000)
+                .expect("a valid map");
+            assert!(bytes.iter().any(|&b| b != 0), "the driver wrote the map");
+        }
+        let mut bad = maps.q;
+        bad.global_strides[1] += 8;
+        assert!(matches!(
+            backend.encode_tensor_map("q", &bad, 0x7f00_0000_0000),
+            Err(Error::Cuda { .. })
+        ));
     }
 }

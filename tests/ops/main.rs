@@ -6,6 +6,9 @@
 #[path = "../support/mod.rs"]
 mod emulator_support;
 
+#[path = "../support/cuda.rs"]
+mod cuda_support;
+
 mod abi_probe;
 mod api;
 mod candle_op;
