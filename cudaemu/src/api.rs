@@ -728,36 +728,6 @@ fn dtoh(dst: *mut c_void, src: u64, bytes: usize, h: u64, sync: bool) -> R {
     Ok(())
 }
 
-#[no_mangle]
-pub extern "C" fn cuMemcpyHtoD_v2(dst: u64, src: *const c_void, bytes: usize) -> CUresult {
-    run(|| htod(dst, src, bytes, 0, true))
-}
-
-#[no_mangle]
-pub extern "C" fn cuMemcpyHtoDAsync_v2(
-    dst: u64,
-    src: *const c_void,
-    bytes: usize,
-    stream: *mut c_void,
-) -> CUresult {
-    run(|| htod(dst, src, bytes, ptr_handle(stream), false))
-}
-
-#[no_mangle]
-pub extern "C" fn cuMemcpyDtoH_v2(dst: *mut c_void, src: u64, bytes: usize) -> CUresult {
-    run(|| dtoh(dst, src, bytes, 0, true))
-}
-
-#[no_mangle]
-pub extern "C" fn cuMemcpyDtoHAsync_v2(
-    dst: *mut c_void,
-    src: u64,
-    bytes: usize,
-    stream: *mut c_void,
-) -> CUresult {
-    run(|| dtoh(dst, src, bytes, ptr_handle(stream), false))
-}
-
 fn dtod(dst: u64, src: u64, bytes: usize, h: u64, sync: bool) -> R {
     let mut st = state();
     let ctx = stream_ctx(&st, h)?;
@@ -765,21 +735,6 @@ fn dtod(dst: u64, src: u64, bytes: usize, h: u64, sync: bool) -> R {
         refuse_in_capture(&mut st)?;
     }
     enqueue(st, h, ctx, Node::Copy { dst, src, bytes })
-}
-
-#[no_mangle]
-pub extern "C" fn cuMemcpyDtoD_v2(dst: u64, src: u64, bytes: usize) -> CUresult {
-    run(|| dtod(dst, src, bytes, 0, true))
-}
-
-#[no_mangle]
-pub extern "C" fn cuMemcpyDtoDAsync_v2(
-    dst: u64,
-    src: u64,
-    bytes: usize,
-    stream: *mut c_void,
-) -> CUresult {
-    run(|| dtod(dst, src, bytes, ptr_handle(stream), false))
 }
 
 fn memset(dst: u64, value: u8, bytes: usize, h: u64, sync: bool) -> R {
@@ -791,20 +746,26 @@ fn memset(dst: u64, value: u8, bytes: usize, h: u64, sync: bool) -> R {
     enqueue(st, h, ctx, Node::Memset { dst, value, bytes })
 }
 
-#[no_mangle]
-pub extern "C" fn cuMemsetD8_v2(dst: u64, value: u8, bytes: usize) -> CUresult {
-    run(|| memset(dst, value, bytes, 0, true))
+/// The synchronous entry point of a memory operation (`op` on the legacy stream, refused in a
+/// capture) and its `Async` variant (`op` on the given stream), each named in `sync` / `async`.
+macro_rules! sync_and_async {
+    ($sync:ident, $async:ident, $op:ident, $($arg:ident: $ty:ty),*) => {
+        #[no_mangle]
+        pub extern "C" fn $sync($($arg: $ty),*) -> CUresult {
+            run(|| $op($($arg),*, 0, true))
+        }
+
+        #[no_mangle]
+        pub extern "C" fn $async($($arg: $ty),*, stream: *mut c_void) -> CUresult {
+            run(|| $op($($arg),*, ptr_handle(stream), false))
+        }
+    };
 }
 
-#[no_mangle]
-pub extern "C" fn cuMemsetD8Async(
-    dst: u64,
-    value: u8,
-    bytes: usize,
-    stream: *mut c_void,
-) -> CUresult {
-    run(|| memset(dst, value, bytes, ptr_handle(stream), false))
-}
+sync_and_async!(cuMemcpyHtoD_v2, cuMemcpyHtoDAsync_v2, htod, dst: u64, src: *const c_void, bytes: usize);
+sync_and_async!(cuMemcpyDtoH_v2, cuMemcpyDtoHAsync_v2, dtoh, dst: *mut c_void, src: u64, bytes: usize);
+sync_and_async!(cuMemcpyDtoD_v2, cuMemcpyDtoDAsync_v2, dtod, dst: u64, src: u64, bytes: usize);
+sync_and_async!(cuMemsetD8_v2, cuMemsetD8Async, memset, dst: u64, value: u8, bytes: usize);
 
 // ---------------------------------------------------------------------------------------------
 // Modules and functions.
@@ -1676,7 +1637,7 @@ pub extern "C" fn cuTensorMapEncodeTiled(
         initialised(&state())?;
         let bad = E::CUDA_ERROR_INVALID_VALUE;
         // The driver's own rules first: an aligned map object, a rank in 1..=5, the enums.
-        if map.is_null() || (map as usize) % 64 != 0 || !(1..=5).contains(&rank) {
+        if map.is_null() || !(map as usize).is_multiple_of(64) || !(1..=5).contains(&rank) {
             return Err(bad);
         }
         let rank = rank as usize;
@@ -1686,22 +1647,8 @@ pub extern "C" fn cuTensorMapEncodeTiled(
         if rank > 1 && global_strides.is_null() {
             return Err(bad);
         }
-        const TYPES: [TmaDataType; 13] = [
-            TmaDataType::U8,
-            TmaDataType::U16,
-            TmaDataType::U32,
-            TmaDataType::I32,
-            TmaDataType::U64,
-            TmaDataType::I64,
-            TmaDataType::F16,
-            TmaDataType::F32,
-            TmaDataType::F64,
-            TmaDataType::Bf16,
-            TmaDataType::F32Ftz,
-            TmaDataType::Tf32,
-            TmaDataType::Tf32Ftz,
-        ];
-        let data_type = *TYPES.get(data_type as usize).ok_or(bad)?;
+        // The driver's CUtensorMapDataType values are the emulator's order (tensormap.rs).
+        let data_type = *TmaDataType::ALL.get(data_type as usize).ok_or(bad)?;
         let interleave = *[TmaInterleave::None, TmaInterleave::B16, TmaInterleave::B32]
             .get(interleave as usize)
             .ok_or(bad)?;
@@ -1779,9 +1726,10 @@ fn error_text(error: c_uint, name: bool) -> Option<*const c_char> {
     Some(if name { n.as_ptr() } else { t.as_ptr() })
 }
 
-#[no_mangle]
-pub extern "C" fn cuGetErrorName(error: c_uint, out: *mut *const c_char) -> CUresult {
-    run(|| match error_text(error, true) {
+/// `cuGetErrorName` / `cuGetErrorString`: the static text, or NULL and
+/// `CUDA_ERROR_INVALID_VALUE` for a code the driver does not know.
+fn error_out(error: c_uint, out: *mut *const c_char, name: bool) -> CUresult {
+    run(|| match error_text(error, name) {
         Some(p) => write(out, p),
         None => {
             write(out, std::ptr::null())?;
@@ -1791,14 +1739,13 @@ pub extern "C" fn cuGetErrorName(error: c_uint, out: *mut *const c_char) -> CUre
 }
 
 #[no_mangle]
+pub extern "C" fn cuGetErrorName(error: c_uint, out: *mut *const c_char) -> CUresult {
+    error_out(error, out, true)
+}
+
+#[no_mangle]
 pub extern "C" fn cuGetErrorString(error: c_uint, out: *mut *const c_char) -> CUresult {
-    run(|| match error_text(error, false) {
-        Some(p) => write(out, p),
-        None => {
-            write(out, std::ptr::null())?;
-            Err(E::CUDA_ERROR_INVALID_VALUE)
-        }
-    })
+    error_out(error, out, false)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -142,33 +142,16 @@ impl EmulatedDriver {
             .map_err(|e| format!("loading {}: {e}", path.display()))?;
         let lib: &'static Library = Box::leak(Box::new(lib));
         // SAFETY: each symbol is one of api.rs's `flashmha_cuda_emu_*` exports, declared there
-        // with exactly these signatures.
+        // with exactly the signature of the field it is stored in.
         unsafe {
-            let get = |name: &str| -> Result<*mut std::ffi::c_void, String> {
-                lib.get::<*mut std::ffi::c_void>(name.as_bytes())
-                    .map(|s| *s)
-                    .map_err(|e| format!("{}: {e}", path.display()))
-            };
             Ok(EmulatedDriver {
                 path: path.to_path_buf(),
-                register: std::mem::transmute::<*mut std::ffi::c_void, RegisterFn>(get(
-                    "flashmha_cuda_emu_register_cubin",
-                )?),
-                counters: std::mem::transmute::<*mut std::ffi::c_void, CountersFn>(get(
-                    "flashmha_cuda_emu_thread_counters",
-                )?),
-                launches: std::mem::transmute::<*mut std::ffi::c_void, LaunchesFn>(get(
-                    "flashmha_cuda_emu_thread_launches",
-                )?),
-                module_loads: std::mem::transmute::<*mut std::ffi::c_void, ModuleLoadsFn>(get(
-                    "flashmha_cuda_emu_thread_module_loads",
-                )?),
-                clear: std::mem::transmute::<*mut std::ffi::c_void, ClearFn>(get(
-                    "flashmha_cuda_emu_clear_thread_log",
-                )?),
-                findings: std::mem::transmute::<*mut std::ffi::c_void, FindingsFn>(get(
-                    "flashmha_cuda_emu_findings",
-                )?),
+                register: sym(lib, path, "flashmha_cuda_emu_register_cubin")?,
+                counters: sym(lib, path, "flashmha_cuda_emu_thread_counters")?,
+                launches: sym(lib, path, "flashmha_cuda_emu_thread_launches")?,
+                module_loads: sym(lib, path, "flashmha_cuda_emu_thread_module_loads")?,
+                clear: sym(lib, path, "flashmha_cuda_emu_clear_thread_log")?,
+                findings: sym(lib, path, "flashmha_cuda_emu_findings")?,
             })
         }
     }
@@ -241,6 +224,21 @@ impl EmulatedDriver {
         v.truncate(got.min(n));
         String::from_utf8_lossy(&v).into_owned()
     }
+}
+
+/// The function `name` of `lib` as a `F`.
+///
+/// # Safety
+/// `F` must be the function pointer type the symbol was defined with.
+unsafe fn sym<F: Copy>(
+    lib: &libloading::os::unix::Library,
+    path: &Path,
+    name: &str,
+) -> Result<F, String> {
+    // SAFETY: the caller's contract.
+    unsafe { lib.get::<F>(name.as_bytes()) }
+        .map(|s| *s)
+        .map_err(|e| format!("{}: {name}: {e}", path.display()))
 }
 
 /// The built library: `FLASHMHA_CUDA_EMU_LIB` if set, else the newest

@@ -33,17 +33,7 @@ pub struct DeviceSpec {
 /// fault a context on purpose (a fault poisons the device's primary context for every thread,
 /// as on hardware, so such tests keep off the devices other tests share).
 pub const DEVICES: [DeviceSpec; 4] = [
-    DeviceSpec {
-        name: "flashmha emulated sm_80 (A100-like)",
-        major: 8,
-        minor: 0,
-        multiprocessors: 108,
-        smem_per_block: 48 * 1024,
-        smem_per_block_optin: 163 * 1024,
-        smem_per_multiprocessor: 164 * 1024,
-        clock_khz: 1_410_000,
-        total_mem: 40 << 30,
-    },
+    A100,
     DeviceSpec {
         name: "flashmha emulated sm_75 (T4-like)",
         major: 7,
@@ -68,16 +58,22 @@ pub const DEVICES: [DeviceSpec; 4] = [
     },
     DeviceSpec {
         name: "flashmha emulated sm_80 (fault tests)",
-        major: 8,
-        minor: 0,
-        multiprocessors: 108,
-        smem_per_block: 48 * 1024,
-        smem_per_block_optin: 163 * 1024,
-        smem_per_multiprocessor: 164 * 1024,
-        clock_khz: 1_410_000,
-        total_mem: 40 << 30,
+        ..A100
     },
 ];
+
+/// The sm_80 device (ordinals 0 and 3).
+const A100: DeviceSpec = DeviceSpec {
+    name: "flashmha emulated sm_80 (A100-like)",
+    major: 8,
+    minor: 0,
+    multiprocessors: 108,
+    smem_per_block: 48 * 1024,
+    smem_per_block_optin: 163 * 1024,
+    smem_per_multiprocessor: 164 * 1024,
+    clock_khz: 1_410_000,
+    total_mem: 40 << 30,
+};
 
 /// A context: the device it runs on, its global memory and its sticky error.
 pub(crate) struct Ctx {

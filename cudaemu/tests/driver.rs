@@ -88,6 +88,18 @@ fn addr<T>(b: &CudaSlice<T>, s: &CudaStream) -> u64 {
     p
 }
 
+/// What `record` queues on `stream`, captured (thread-local mode) into an instantiated graph.
+fn capture(stream: &Arc<CudaStream>, record: impl FnOnce()) -> cudarc::driver::CudaGraph {
+    stream
+        .begin_capture(Mode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        .unwrap();
+    record();
+    stream
+        .end_capture(sys::CUgraphInstantiate_flags(0))
+        .unwrap()
+        .expect("a graph")
+}
+
 fn code(e: DriverError) -> E {
     e.0
 }
@@ -274,15 +286,10 @@ fn capture_refuses_allocation_and_sync_and_records_launches_for_replay() {
     assert_eq!(stream.clone_dtoh(&buf).unwrap(), vec![0.0f32; 32]);
 
     // A clean capture: two launches recorded, not run; each replay runs both.
-    stream
-        .begin_capture(Mode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-        .unwrap();
-    add_one(add, &stream, ptr, 32, 0).unwrap();
-    add_one(add, &stream, ptr, 16, 0).unwrap();
-    let graph = stream
-        .end_capture(sys::CUgraphInstantiate_flags(0))
-        .unwrap()
-        .unwrap();
+    let graph = capture(&stream, || {
+        add_one(add, &stream, ptr, 32, 0).unwrap();
+        add_one(add, &stream, ptr, 16, 0).unwrap();
+    });
     assert_eq!(stream.clone_dtoh(&buf).unwrap(), vec![0.0f32; 32]);
     for _ in 0..3 {
         graph.launch().unwrap();
@@ -294,23 +301,11 @@ fn capture_refuses_allocation_and_sync_and_records_launches_for_replay() {
     );
 
     // Update: the same topology with other parameters is accepted; another topology is not.
-    stream
-        .begin_capture(Mode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-        .unwrap();
-    add_one(add, &stream, ptr, 8, 0).unwrap();
-    add_one(add, &stream, ptr, 8, 0).unwrap();
-    let same = stream
-        .end_capture(sys::CUgraphInstantiate_flags(0))
-        .unwrap()
-        .unwrap();
-    stream
-        .begin_capture(Mode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-        .unwrap();
-    add_one(add, &stream, ptr, 8, 0).unwrap();
-    let other = stream
-        .end_capture(sys::CUgraphInstantiate_flags(0))
-        .unwrap()
-        .unwrap();
+    let same = capture(&stream, || {
+        add_one(add, &stream, ptr, 8, 0).unwrap();
+        add_one(add, &stream, ptr, 8, 0).unwrap();
+    });
+    let other = capture(&stream, || add_one(add, &stream, ptr, 8, 0).unwrap());
     let update = |g: &cudarc::driver::CudaGraph| {
         // SAFETY: live graph and executable graph handles; `info` is written by the call.
         unsafe {

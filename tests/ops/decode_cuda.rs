@@ -1,8 +1,9 @@
-//! The CUDA launch path of paged decode. Without a driver the backend is a typed
-//! `Error::NoCudaDriver` (never a panic); with one, random paged cases run through the host
-//! runner on the GPU (the `Backend` calls a server makes) and match the candle reference
-//! (ignored here: no machine of CI has a GPU). The O(1) checks the CUDA path makes before any launch are the plan's, tested here on
-//! addresses alone.
+//! The CUDA launch path of paged decode (and the CUDA backend's module loading, tensor maps and
+//! the C ABI's CUDA entry points). Random paged cases run through the host runner on every CUDA
+//! device (the `Backend` calls a server makes) and match the candle reference: on the emulated
+//! driver's sm_80, sm_75 and sm_90 devices in CI (tests/support/cuda.rs), on the real devices
+//! with `FLASHMHA_REAL_GPU=1`. The O(1) checks the CUDA path makes before any launch are the
+//! plan's, tested here on addresses alone.
 
 use crate::cuda_support;
 use crate::emulator_support::{rng, seed};
@@ -142,9 +143,9 @@ fn the_checks_before_any_launch_are_typed() {
 
 #[test]
 fn random_paged_decode_on_the_gpu_matches_the_reference() {
-    for backend in cuda_support::backends(|_| true) {
-        random_paged_decode_on(&backend);
-    }
+    cuda_support::backends(|_| true)
+        .iter()
+        .for_each(random_paged_decode_on);
 }
 
 fn random_paged_decode_on(backend: &CudaBackend) {
@@ -186,9 +187,9 @@ fn random_paged_decode_on(backend: &CudaBackend) {
 
 #[test]
 fn merge_pair_and_kv_append_on_the_gpu_match_the_emulator() {
-    for backend in cuda_support::backends(|_| true) {
-        merge_pair_and_kv_append_on(&backend);
-    }
+    cuda_support::backends(|_| true)
+        .iter()
+        .for_each(merge_pair_and_kv_append_on);
 }
 
 fn merge_pair_and_kv_append_on(backend: &CudaBackend) {
@@ -328,9 +329,9 @@ fn merge_pair_and_kv_append_on(backend: &CudaBackend) {
 #[test]
 fn fp8_kv_append_at_positions_on_the_gpu_matches_the_emulator() {
     // FP8 pages are an sm_80+ feature (the plan refuses them on sm_75 with a typed error).
-    for backend in cuda_support::backends(|t| t != KernelTarget::Turing) {
-        fp8_kv_append_at_positions_on(&backend);
-    }
+    cuda_support::backends(|t| t != KernelTarget::Turing)
+        .iter()
+        .for_each(fp8_kv_append_at_positions_on);
 }
 
 fn fp8_kv_append_at_positions_on(backend: &CudaBackend) {
@@ -474,5 +475,109 @@ fn the_driver_encodes_the_planned_maps_and_rejects_a_bad_stride() {
             backend.encode_tensor_map("q", &bad, 0x7f00_0000_0000),
             Err(Error::Cuda { .. })
         ));
+    }
+}
+
+/// The C ABI's CUDA entry points on each device: a context, a plan for its kernels and
+/// `flashmha_run` on raw device addresses (from cudarc, in the context's primary context) give
+/// the same bits as `flashmha_emulate_run` of the same plan on host buffers, and a context's
+/// errors are the C status codes.
+#[cfg(feature = "capi")]
+#[test]
+fn the_c_abi_forward_on_a_cuda_context_equals_its_emulated_run() {
+    use cudarc::driver::{DevicePtr, DevicePtrMut};
+    use flashmha::capi::{
+        ffi, flashmha_context_create, flashmha_context_destroy, flashmha_emulate_run,
+        flashmha_plan_create_for_context, flashmha_plan_destroy, flashmha_run,
+    };
+    use std::ffi::c_void;
+    let seed = seed();
+    let mut rng = rng(seed);
+    for ordinal in cuda_support::devices() {
+        let mut ctx: *mut ffi::flashmha_context = std::ptr::null_mut();
+        // SAFETY: a valid pointer to a local.
+        let code = unsafe { flashmha_context_create(ordinal as i32, &mut ctx) };
+        assert_eq!(code, ffi::FLASHMHA_OK, "device {ordinal}");
+        let (sq, sk, h, d) = (rng.random_range(1..=70), rng.random_range(1..=90), 2, 128);
+        let s = ffi::flashmha_shape {
+            dtype: ffi::FLASHMHA_DTYPE_F16,
+            batch: 1,
+            seqlen_q: sq,
+            seqlen_k: sk,
+            heads_q: h,
+            heads_kv: h,
+            head_dim: d,
+            ..Default::default()
+        };
+        let mut plan: *mut ffi::flashmha_plan = std::ptr::null_mut();
+        // SAFETY: a live context and valid pointers to locals.
+        let code = unsafe { flashmha_plan_create_for_context(ctx, &s, &mut plan) };
+        assert_eq!(code, ffi::FLASHMHA_OK, "device {ordinal}");
+        let (nq, nk) = (sq * h * d, sk * h * d);
+        let draw = |rng: &mut rand::rngs::StdRng, n: usize| -> Vec<f16> {
+            (0..n)
+                .map(|_| f16::from_f32(rng.random_range(-1.0..1.0)))
+                .collect()
+        };
+        let (mut q, mut k, mut v) = (draw(&mut rng, nq), draw(&mut rng, nk), draw(&mut rng, nk));
+        let mut o_emu = vec![f16::ZERO; nq];
+        let buf = |p: *mut c_void, len: usize| ffi::flashmha_buf {
+            data: p,
+            len: len as _,
+        };
+        let host = ffi::flashmha_bufs {
+            q: buf(q.as_mut_ptr().cast(), nq),
+            k: buf(k.as_mut_ptr().cast(), nk),
+            v: buf(v.as_mut_ptr().cast(), nk),
+            o: buf(o_emu.as_mut_ptr().cast(), nq),
+            ..Default::default()
+        };
+        // SAFETY: live host Vecs of the declared lengths and a live plan.
+        assert_eq!(
+            unsafe { flashmha_emulate_run(plan, &host) },
+            ffi::FLASHMHA_OK
+        );
+
+        let cctx = cudarc::driver::CudaContext::new(ordinal).unwrap();
+        let stream = cctx.default_stream();
+        let (dq, dk, dv) = (
+            stream.clone_htod(&q).unwrap(),
+            stream.clone_htod(&k).unwrap(),
+            stream.clone_htod(&v).unwrap(),
+        );
+        let mut o = stream.alloc_zeros::<f16>(nq).unwrap();
+        let addr =
+            |b: &cudarc::driver::CudaSlice<f16>| b.device_ptr(&stream).0 as usize as *mut c_void;
+        let dev = ffi::flashmha_bufs {
+            q: buf(addr(&dq), nq),
+            k: buf(addr(&dk), nk),
+            v: buf(addr(&dv), nk),
+            // Written by the kernel: bound for writing (cudarc orders it as a write).
+            o: buf(o.device_ptr_mut(&stream).0 as usize as *mut c_void, nq),
+            ..Default::default()
+        };
+        // SAFETY: device buffers of this context, alive until the stream ran the kernel (the
+        // download below synchronises); NULL is the legacy default stream.
+        let code = unsafe { flashmha_run(ctx, plan, &dev, std::ptr::null_mut()) };
+        assert_eq!(code, ffi::FLASHMHA_OK, "device {ordinal}");
+        let got = stream.clone_dtoh(&o).unwrap();
+        assert!(
+            got.iter()
+                .map(|x| x.to_bits())
+                .eq(o_emu.iter().map(|x| x.to_bits())),
+            "device {ordinal}, seed {seed}: the GPU path differs from the emulated one"
+        );
+        // A too-short O is the C buffer error, before any launch.
+        let mut short = dev;
+        short.o.len = (nq - 1) as _;
+        // SAFETY: as above; the call refuses before launching.
+        let code = unsafe { flashmha_run(ctx, plan, &short, std::ptr::null_mut()) };
+        assert_eq!(code, ffi::FLASHMHA_ERR_BUFFER);
+        drop(o);
+        // SAFETY: live handles, destroyed once.
+        unsafe {
+            flashmha_plan_destroy(plan);
+            flashmha_context_destroy(ctx);
+        }
     }
 }

@@ -181,6 +181,20 @@ fn cuda_cases() -> u32 {
     }
 }
 
+/// Runs `case` through `CudaBackend` and asserts it matches the reference (the driver's
+/// findings in the message when it does not).
+fn passes_on_cuda(backend: &flashmha::cuda::CudaBackend, case: &CheckCase, seed: u64) {
+    let outcome = run_case_on(backend, case).expect("cuda run");
+    assert!(
+        outcome.passed(),
+        "{}, seed {seed}, {}:\n{}\n{}",
+        backend.target(),
+        case.describe(),
+        outcome.failures().join("\n"),
+        crate::cuda_support::findings()
+    );
+}
+
 /// Random forward cases through `CudaBackend` on every device (the emulated sm_80, sm_75 and
 /// sm_90, or a GPU runner's), each on the kernels of its own target.
 #[test]
@@ -203,14 +217,7 @@ fn forward_matches_reference_on_a_gpu() {
                 300,
             );
             case.target = target;
-            let outcome = run_case_on(&backend, &case).expect("cuda run");
-            assert!(
-                outcome.passed(),
-                "{target}, seed {seed}, {}:\n{}\n{}",
-                case.describe(),
-                outcome.failures().join("\n"),
-                crate::cuda_support::findings()
-            );
+            passes_on_cuda(&backend, &case, seed);
         }
     }
 }
@@ -230,14 +237,7 @@ fn hopper_forward_matches_reference_on_an_sm90_gpu() {
                 300,
             );
             case.target = KernelTarget::Hopper;
-            let outcome = run_case_on(&backend, &case).expect("cuda run");
-            assert!(
-                outcome.passed(),
-                "seed {seed}, {}:\n{}\n{}",
-                case.describe(),
-                outcome.failures().join("\n"),
-                crate::cuda_support::findings()
-            );
+            passes_on_cuda(&backend, &case, seed);
         }
     }
 }
