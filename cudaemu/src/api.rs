@@ -57,6 +57,37 @@ fn run(f: impl FnOnce() -> R) -> CUresult {
     }
 }
 
+/// Destroys an object: `remove` takes it out of the state's table (false: no such handle).
+fn destroy(remove: impl FnOnce(&mut State) -> bool) -> CUresult {
+    run(|| {
+        if remove(&mut state()) {
+            Ok(())
+        } else {
+            Err(E::CUDA_ERROR_INVALID_HANDLE)
+        }
+    })
+}
+
+/// The destroy entry points: each takes its object's handle out of its table.
+macro_rules! destroyers {
+    ($($name:ident => $table:ident),*) => {
+        $(
+            #[no_mangle]
+            pub extern "C" fn $name(handle: *mut c_void) -> CUresult {
+                destroy(|st| st.$table.remove(&ptr_handle(handle)).is_some())
+            }
+        )*
+    };
+}
+
+destroyers!(
+    cuModuleUnload => modules,
+    cuStreamDestroy_v2 => streams,
+    cuEventDestroy_v2 => events,
+    cuGraphDestroy => graphs,
+    cuGraphExecDestroy => execs
+);
+
 /// What a stub returns (build.rs).
 pub(crate) fn not_supported(_name: &str) -> CUresult {
     E::CUDA_ERROR_NOT_SUPPORTED
@@ -886,17 +917,6 @@ pub extern "C" fn cuModuleLoadDataEx(
 }
 
 #[no_mangle]
-pub extern "C" fn cuModuleUnload(module: *mut c_void) -> CUresult {
-    run(|| {
-        let mut st = state();
-        st.modules
-            .remove(&ptr_handle(module))
-            .map(|_| ())
-            .ok_or(E::CUDA_ERROR_INVALID_HANDLE)
-    })
-}
-
-#[no_mangle]
 pub extern "C" fn cuModuleGetFunction(
     func: *mut *mut c_void,
     module: *mut c_void,
@@ -1212,17 +1232,6 @@ pub extern "C" fn cuStreamCreateWithPriority(
 }
 
 #[no_mangle]
-pub extern "C" fn cuStreamDestroy_v2(stream: *mut c_void) -> CUresult {
-    run(|| {
-        state()
-            .streams
-            .remove(&ptr_handle(stream))
-            .map(|_| ())
-            .ok_or(E::CUDA_ERROR_INVALID_HANDLE)
-    })
-}
-
-#[no_mangle]
 pub extern "C" fn cuStreamSynchronize(stream: *mut c_void) -> CUresult {
     run(|| {
         let h = ptr_handle(stream);
@@ -1454,17 +1463,6 @@ pub extern "C" fn cuEventElapsedTime_v2(
     cuEventElapsedTime(ms, start, end)
 }
 
-#[no_mangle]
-pub extern "C" fn cuEventDestroy_v2(event: *mut c_void) -> CUresult {
-    run(|| {
-        state()
-            .events
-            .remove(&ptr_handle(event))
-            .map(|_| ())
-            .ok_or(E::CUDA_ERROR_INVALID_HANDLE)
-    })
-}
-
 // ---------------------------------------------------------------------------------------------
 // Graphs.
 
@@ -1589,28 +1587,6 @@ pub extern "C" fn cuGraphExecUpdate_v2(
         }
         e.nodes = nodes;
         Ok(())
-    })
-}
-
-#[no_mangle]
-pub extern "C" fn cuGraphDestroy(graph: *mut c_void) -> CUresult {
-    run(|| {
-        state()
-            .graphs
-            .remove(&ptr_handle(graph))
-            .map(|_| ())
-            .ok_or(E::CUDA_ERROR_INVALID_HANDLE)
-    })
-}
-
-#[no_mangle]
-pub extern "C" fn cuGraphExecDestroy(exec: *mut c_void) -> CUresult {
-    run(|| {
-        state()
-            .execs
-            .remove(&ptr_handle(exec))
-            .map(|_| ())
-            .ok_or(E::CUDA_ERROR_INVALID_HANDLE)
     })
 }
 
