@@ -1074,3 +1074,72 @@ fn the_launch_path_allocates_nothing_syncs_nothing_and_runs_on_the_callers_strea
         );
     }
 }
+
+/// A trap on the CUDA path (a block-table entry past the pools) is what the CUDA backend's
+/// docs promise: the launch is queued, the next synchronisation returns the driver's
+/// `CUDA_ERROR_ILLEGAL_INSTRUCTION` as `Error::Cuda`, every later call on the context fails the
+/// same way, and a backend created anew once every user dropped the old one works. On the
+/// emulated driver's device 3, kept for faults (a trap poisons its primary context for every
+/// thread of the process, as on a GPU).
+#[test]
+fn a_trap_on_the_cuda_path_poisons_the_context_until_it_is_created_anew() {
+    if crate::cuda_support::emulated().is_none() {
+        eprintln!("skipped: faults a context on purpose, on the emulated driver only");
+        return;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+    let (hq, hkv, d, page, batch) = (4, 2, 64, 16, 2);
+    let kv = (KvCacheDType::Same, Default::default());
+    let inputs = |bad: i32, rng: &mut rand::rngs::StdRng| StepInputs {
+        layers: vec![(
+            random_f16(rng, batch * hq * d),
+            random_f16(rng, batch * hkv * d),
+            random_f16(rng, batch * hkv * d),
+        )],
+        table: vec![4, bad, 0, 2, 5, 3],
+        lens: vec![20, 17],
+        slots: vec![4 * 16 + 3, 2 * 16],
+    };
+    let illegal = |e: flashmha::Error| match e {
+        flashmha::Error::Cuda { name, .. } => assert_eq!(name, "CUDA_ERROR_ILLEGAL_INSTRUCTION"),
+        other => panic!("not the driver's trap error: {other}"),
+    };
+    {
+        let be = flashmha::cuda::CudaBackend::new(3).unwrap();
+        let stream = be.stream().unwrap();
+        let paged = plan_f16(
+            &be,
+            kv,
+            (hq, hkv, d),
+            (6, page, 3),
+            batch,
+            RowStats::default(),
+        )
+        .unwrap();
+        let (mut layers, mut step) = alloc_model(&be, &stream, &paged, 1).unwrap();
+        refresh(&be, &stream, &mut layers, &mut step, &inputs(999, &mut rng)).unwrap();
+        // Queued: the launch itself succeeds, as an asynchronous launch does.
+        decode_step(&be, &stream, &paged, &mut layers, &mut step).unwrap();
+        illegal(be.synchronize(&stream).unwrap_err());
+        illegal(be.alloc_zeros::<f32>(&stream, 8).map(|_| ()).unwrap_err());
+        illegal(be.download(&stream, &step.lens).map(|_| ()).unwrap_err());
+    }
+    // Every user dropped it: a new backend gets a new context, and the same step with a good
+    // table runs clean.
+    let be = flashmha::cuda::CudaBackend::new(3).unwrap();
+    let stream = be.stream().unwrap();
+    let paged = plan_f16(
+        &be,
+        kv,
+        (hq, hkv, d),
+        (6, page, 3),
+        batch,
+        RowStats::default(),
+    )
+    .unwrap();
+    let (mut layers, mut step) = alloc_model(&be, &stream, &paged, 1).unwrap();
+    refresh(&be, &stream, &mut layers, &mut step, &inputs(1, &mut rng)).unwrap();
+    decode_step(&be, &stream, &paged, &mut layers, &mut step).unwrap();
+    let o = be.download(&stream, &layers[0].o).unwrap();
+    assert!(o.iter().all(|x| x.is_finite()));
+}
