@@ -480,8 +480,8 @@ fn the_driver_encodes_the_planned_maps_and_rejects_a_bad_stride() {
 
 /// The C ABI's CUDA entry points on each device: a context, a plan for its kernels and
 /// `flashmha_run` on raw device addresses (from cudarc, in the context's primary context) give
-/// the same bits as `flashmha_emulate_run` of the same plan on host buffers, and a context's
-/// errors are the C status codes.
+/// the same O as `flashmha_emulate_run` of the same plan on host buffers (the same bits on the
+/// emulated driver), and a context's errors are the C status codes.
 #[cfg(feature = "capi")]
 #[test]
 fn the_c_abi_forward_on_a_cuda_context_equals_its_emulated_run() {
@@ -561,11 +561,21 @@ fn the_c_abi_forward_on_a_cuda_context_equals_its_emulated_run() {
         let code = unsafe { flashmha_run(ctx, plan, &dev, std::ptr::null_mut()) };
         assert_eq!(code, ffi::FLASHMHA_OK, "device {ordinal}");
         let got = stream.clone_dtoh(&o).unwrap();
+        // Bit for bit on the emulated driver (the same PTX on the same emulator); a GPU's
+        // tensor cores round differently, within an f16 ulp or two of these O values (|O| < 1).
+        let worst = got
+            .iter()
+            .zip(&o_emu)
+            .map(|(g, e)| (g.to_f32() - e.to_f32()).abs())
+            .fold(0.0f32, f32::max);
+        let allowed = if cuda_support::emulated().is_some() {
+            0.0
+        } else {
+            2e-3
+        };
         assert!(
-            got.iter()
-                .map(|x| x.to_bits())
-                .eq(o_emu.iter().map(|x| x.to_bits())),
-            "device {ordinal}, seed {seed}: the GPU path differs from the emulated one"
+            worst <= allowed && got.iter().all(|x| x.is_finite()),
+            "device {ordinal}, seed {seed}: the GPU path differs from the emulated one by {worst}"
         );
         // A too-short O is the C buffer error, before any launch.
         let mut short = dev;

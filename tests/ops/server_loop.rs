@@ -734,8 +734,8 @@ fn refresh<B: Backend>(
 /// bounds) captured into a CUDA graph once through `CudaBackend` on the emulated driver, then
 /// replayed for 24 steps while the device-side lengths, block tables (pages handed out as
 /// sequences grow, a sequence retired and its row reused with other pages) and slots change.
-/// Every step of every layer equals, bit for bit, the same calls run eagerly on the emulator
-/// backend, and matches the candle reference.
+/// Every step of every layer matches the candle reference and, on the emulated driver, equals
+/// bit for bit the same calls run eagerly on the emulator backend.
 #[test]
 fn a_captured_decode_step_replays_every_step_of_a_two_layer_model() {
     use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode_enum};
@@ -857,18 +857,22 @@ fn a_captured_decode_step_replays_every_step_of_a_two_layer_model() {
                 twin.download(&tstream, &tlayers[l].o).unwrap(),
                 twin.download(&tstream, &tlayers[l].lse).unwrap(),
             );
-            assert!(
-                o.iter()
-                    .map(|x| x.to_bits())
-                    .eq(to.iter().map(|x| x.to_bits())),
-                "{what}: the replay's O differs from the eager run's"
-            );
-            assert!(
-                lse.iter()
-                    .map(|x| x.to_bits())
-                    .eq(tlse.iter().map(|x| x.to_bits())),
-                "{what}: the replay's LSE differs from the eager run's"
-            );
+            // Bit for bit on the emulated driver (the same PTX on the same emulator); a GPU's
+            // tensor cores round differently from the emulator, so there only the reference.
+            if driver.is_some() {
+                assert!(
+                    o.iter()
+                        .map(|x| x.to_bits())
+                        .eq(to.iter().map(|x| x.to_bits())),
+                    "{what}: the replay's O differs from the eager run's"
+                );
+                assert!(
+                    lse.iter()
+                        .map(|x| x.to_bits())
+                        .eq(tlse.iter().map(|x| x.to_bits())),
+                    "{what}: the replay's LSE differs from the eager run's"
+                );
+            }
             let stage = Stage {
                 q: inputs.layers[l].0.clone(),
                 kv_lens: lens.clone(),
