@@ -1108,42 +1108,34 @@ fn a_trap_on_the_cuda_path_poisons_the_context_until_it_is_created_anew() {
         flashmha::Error::Cuda { name, .. } => assert_eq!(name, "CUDA_ERROR_ILLEGAL_INSTRUCTION"),
         other => panic!("not the driver's trap error: {other}"),
     };
-    {
+    // A backend on device 3 that has queued one decode step over `table_entry`'s page.
+    type Queued = (
+        flashmha::cuda::CudaBackend,
+        std::sync::Arc<cudarc::driver::CudaStream>,
+        Vec<LayerBufs<flashmha::cuda::CudaBackend>>,
+        StepBufs<flashmha::cuda::CudaBackend>,
+    );
+    let mut queue_step = |table_entry: i32| -> Queued {
         let be = flashmha::cuda::CudaBackend::new(3).unwrap();
         let stream = be.stream().unwrap();
-        let paged = plan_f16(
-            &be,
-            kv,
-            (hq, hkv, d),
-            (6, page, 3),
-            batch,
-            RowStats::default(),
-        )
-        .unwrap();
+        let dims = (hq, hkv, d);
+        let paged = plan_f16(&be, kv, dims, (6, page, 3), batch, RowStats::default()).unwrap();
         let (mut layers, mut step) = alloc_model(&be, &stream, &paged, 1).unwrap();
-        refresh(&be, &stream, &mut layers, &mut step, &inputs(999, &mut rng)).unwrap();
+        let step_inputs = inputs(table_entry, &mut rng);
+        refresh(&be, &stream, &mut layers, &mut step, &step_inputs).unwrap();
         // Queued: the launch itself succeeds, as an asynchronous launch does.
         decode_step(&be, &stream, &paged, &mut layers, &mut step).unwrap();
+        (be, stream, layers, step)
+    };
+    {
+        let (be, stream, _layers, step) = queue_step(999);
         illegal(be.synchronize(&stream).unwrap_err());
         illegal(be.alloc_zeros::<f32>(&stream, 8).map(|_| ()).unwrap_err());
         illegal(be.download(&stream, &step.lens).map(|_| ()).unwrap_err());
     }
     // Every user dropped it: a new backend gets a new context, and the same step with a good
     // table runs clean.
-    let be = flashmha::cuda::CudaBackend::new(3).unwrap();
-    let stream = be.stream().unwrap();
-    let paged = plan_f16(
-        &be,
-        kv,
-        (hq, hkv, d),
-        (6, page, 3),
-        batch,
-        RowStats::default(),
-    )
-    .unwrap();
-    let (mut layers, mut step) = alloc_model(&be, &stream, &paged, 1).unwrap();
-    refresh(&be, &stream, &mut layers, &mut step, &inputs(1, &mut rng)).unwrap();
-    decode_step(&be, &stream, &paged, &mut layers, &mut step).unwrap();
+    let (be, stream, layers, _step) = queue_step(1);
     let o = be.download(&stream, &layers[0].o).unwrap();
     assert!(o.iter().all(|x| x.is_finite()));
 }
