@@ -6,6 +6,9 @@
 // two key halves gives the state of all keys"; the KV append bit for bit against a host
 // scatter; head similarity against CPU cosines. It also checks the typed errors (no GPU, bad
 // buffers, bad shapes, aliasing). Returns the number of failed checks; prints each failure.
+// flashmha_capi_client_cuda_main runs the forward through the CUDA path (a context, plans for
+// it, flashmha_run on device memory), run by capi/tests/client_cuda.rs on the emulated CUDA
+// driver.
 
 #include "flashmha.h"
 
@@ -18,6 +21,19 @@
 #include <random>
 #include <string>
 #include <vector>
+
+// Device memory for the CUDA path, given by the test harness (capi/tests/client_cuda.rs, with the
+// emulated CUDA driver in CI): this client links no CUDA library of its own.
+extern "C" {
+struct flashmha_client_device_memory {
+    // Returns a device address of `bytes` bytes (0 on failure).
+    uint64_t (*alloc)(size_t bytes);
+    // Host to device and device to host copies; each returns 0 on success.
+    int (*upload)(uint64_t dst, const void *src, size_t bytes);
+    int (*download)(void *dst, uint64_t src, size_t bytes);
+    void (*free)(uint64_t ptr);
+};
+}
 
 namespace {
 
@@ -250,7 +266,58 @@ std::pair<double, double> check_against_cpu(const std::string &name, const Probl
 }
 
 // Runs `p` through a plan handle (or the one-call entry point) and checks O and LSE.
-void check_problem(const Problem &p, bool one_call, std::mt19937_64 &rng) {
+// A host buffer's copy in device memory (freed with the object), as a flashmha_buf.
+struct DeviceCopy {
+    const flashmha_client_device_memory *mem;
+    uint64_t ptr = 0;
+    size_t len = 0;
+    DeviceCopy(const flashmha_client_device_memory *m, const flashmha_buf &host, size_t elem)
+        : mem(m), len(host.len) {
+        if (host.data == nullptr) return;
+        ptr = mem->alloc(host.len * elem);
+        if (ptr == 0 || mem->upload(ptr, host.data, host.len * elem) != 0) {
+            fail("device allocation or upload");
+        }
+    }
+    DeviceCopy(const DeviceCopy &) = delete;
+    DeviceCopy &operator=(const DeviceCopy &) = delete;
+    ~DeviceCopy() {
+        if (ptr != 0) mem->free(ptr);
+    }
+    flashmha_buf dev() const { return buf(reinterpret_cast<void *>(ptr), len); }
+    void back(const flashmha_buf &host, size_t elem) const {
+        if (ptr != 0 && mem->download(host.data, ptr, host.len * elem) != 0) fail("download");
+    }
+};
+
+// Runs `plan` with `bufs` on the GPU path: device copies, flashmha_run on the legacy stream of
+// `ctx`, O and the LSE copied back into the host buffers.
+flashmha_status run_on_gpu(const flashmha_context *ctx, const flashmha_plan *plan,
+                           const flashmha_bufs &bufs, const flashmha_client_device_memory *mem) {
+    const DeviceCopy q(mem, bufs.q, 2), k(mem, bufs.k, 2), v(mem, bufs.v, 2), o(mem, bufs.o, 2),
+        lse(mem, bufs.lse, 4), cu_q(mem, bufs.cu_seqlens_q, 4), cu_k(mem, bufs.cu_seqlens_k, 4);
+    flashmha_bufs dev;
+    std::memset(&dev, 0, sizeof dev);
+    dev.q = q.dev();
+    dev.k = k.dev();
+    dev.v = v.dev();
+    dev.o = o.dev();
+    dev.lse = lse.dev();
+    dev.cu_seqlens_q = cu_q.dev();
+    dev.cu_seqlens_k = cu_k.dev();
+    const flashmha_status st = flashmha_run(ctx, plan, &dev, nullptr);
+    if (st == FLASHMHA_OK) {
+        o.back(bufs.o, 2);
+        lse.back(bufs.lse, 4);
+    }
+    return st;
+}
+
+// Runs `p` on the emulator entry points, or (with `gpu`, a context and its device memory) on
+// the GPU path, and checks it against the CPU reference.
+void check_problem(const Problem &p, bool one_call, std::mt19937_64 &rng,
+                   const flashmha_context *ctx = nullptr,
+                   const flashmha_client_device_memory *gpu = nullptr) {
     const std::string name = std::string(p.dtype.name) + (p.varlen ? " varlen" : " padded") +
                              (p.causal ? " causal" : "") + " hq" + std::to_string(p.heads_q) +
                              "/hkv" + std::to_string(p.heads_kv) + " d" +
@@ -272,7 +339,13 @@ void check_problem(const Problem &p, bool one_call, std::mt19937_64 &rng) {
     }
     const flashmha_shape shape = shape_of(p);
     flashmha_status st;
-    if (one_call) {
+    if (gpu != nullptr) {
+        flashmha_plan *plan = nullptr;
+        expect_status(flashmha_plan_create_for_context(ctx, &shape, &plan), FLASHMHA_OK,
+                      name + " plan for the context");
+        st = run_on_gpu(ctx, plan, bufs, gpu);
+        flashmha_plan_destroy(plan);
+    } else if (one_call) {
         st = flashmha_emulate_forward(&shape, &bufs);
     } else {
         flashmha_plan *plan = nullptr;
@@ -1009,5 +1082,30 @@ extern "C" int flashmha_capi_client_main(uint64_t seed) {
         check_head_similarity(dt, rng);
     }
     check_op_errors();
+    return failures;
+}
+
+// The forward through the C ABI's CUDA path (a context on device `ordinal`, plans for its
+// kernels, flashmha_run on device memory from `mem`) on random f16 problems, padded and varlen,
+// each checked against the CPU reference. Returns the number of failed checks.
+extern "C" int flashmha_capi_client_cuda_main(uint64_t seed, int32_t ordinal,
+                                             const flashmha_client_device_memory *mem) {
+    failures = 0;
+    std::mt19937_64 rng(seed);
+    flashmha_context *ctx = nullptr;
+    expect_status(flashmha_context_create(ordinal, &ctx), FLASHMHA_OK, "context");
+    if (ctx == nullptr) return failures;
+    std::uniform_int_distribution<int> len(1, 40);
+    const size_t heads_kv = std::uniform_int_distribution<size_t>(1, 2)(rng);
+    const size_t groups = std::uniform_int_distribution<size_t>(1, 2)(rng);
+    const bool causal = rng() % 2 == 0;
+    const int sq = len(rng), sk = len(rng);
+    check_problem(Problem{kF16, false, causal, heads_kv * groups, heads_kv, 64,
+                          offsets({sq, sq}), offsets({sk, sk})},
+                  false, rng, ctx, mem);
+    check_problem(Problem{kF16, true, !causal, heads_kv * groups, heads_kv, 128,
+                          offsets({len(rng), len(rng)}), offsets({len(rng), len(rng)})},
+                  false, rng, ctx, mem);
+    flashmha_context_destroy(ctx);
     return failures;
 }

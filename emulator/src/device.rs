@@ -83,6 +83,12 @@ impl Module {
         self.program(entry).map(|p| p.param_size as usize)
     }
 
+    /// Static shared memory of the entry in bytes (what a driver adds to the dynamic shared
+    /// memory a launch asks for when it checks the device's per-block limit).
+    pub fn static_smem_bytes(&self, entry: &str) -> Option<u32> {
+        self.program(entry).map(|p| p.static_smem)
+    }
+
     /// `.version` of the PTX.
     pub fn version(&self) -> &str {
         &self.version

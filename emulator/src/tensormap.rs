@@ -60,7 +60,8 @@ pub enum TmaDataType {
 }
 
 impl TmaDataType {
-    const ALL: [TmaDataType; 13] = [
+    /// Every type, in discriminant order (the order of the driver's `CUtensorMapDataType`).
+    pub const ALL: [TmaDataType; 13] = [
         TmaDataType::U8,
         TmaDataType::U16,
         TmaDataType::U32,

@@ -12,7 +12,7 @@ fn run_line(line: &str) -> (bool, String) {
 /// error.
 fn assert_gpu_path(line: &str) {
     let (ok, text) = run_line(line);
-    if flashmha::cuda::driver_present() {
+    if crate::cuda_support::driver_in_a_child_process() {
         assert!(ok, "{text}");
     } else {
         assert!(!ok);
@@ -351,7 +351,7 @@ fn bench_gpu_opens_the_device_before_measuring() {
         "64",
     ];
     let (ok, text) = run(&args);
-    if flashmha::cuda::driver_present() {
+    if crate::cuda_support::driver_in_a_child_process() {
         assert!(ok, "{text}");
         assert!(text.contains("CUDA events"), "{text}");
     } else {

@@ -1,9 +1,11 @@
-//! The CUDA launch path of paged decode. Without a driver the backend is a typed
-//! `Error::NoCudaDriver` (never a panic); with one, random paged cases run through the host
-//! runner on the GPU (the `Backend` calls a server makes) and match the candle reference
-//! (ignored here: no machine of CI has a GPU). The O(1) checks the CUDA path makes before any launch are the plan's, tested here on
-//! addresses alone.
+//! The CUDA launch path of paged decode (and the CUDA backend's module loading, tensor maps and
+//! the C ABI's CUDA entry points). Random paged cases run through the host runner on every CUDA
+//! device (the `Backend` calls a server makes) and match the candle reference: on the emulated
+//! driver's sm_80, sm_75 and sm_90 devices in CI (tests/support/cuda.rs), on the real devices
+//! with `FLASHMHA_REAL_GPU=1`. The O(1) checks the CUDA path makes before any launch are the
+//! plan's, tested here on addresses alone.
 
+use crate::cuda_support;
 use crate::emulator_support::{rng, seed};
 use flashmha::api::{Attention, KvAppendArgs, MergeArgs};
 use flashmha::check::decode::{run_decode_case_on, DecodeCase};
@@ -23,6 +25,9 @@ use rand::Rng;
 
 #[test]
 fn without_a_driver_decode_is_a_typed_error_with_one_it_loads() {
+    // In this test binary the emulated driver (or a GPU runner's real one) is always present:
+    // the no-driver branch is taken by the library's unit tests, which never load it.
+    cuda_support::emulated();
     match CudaBackend::new(0) {
         Err(Error::NoCudaDriver { reason }) => {
             assert!(!driver_present());
@@ -137,10 +142,14 @@ fn the_checks_before_any_launch_are_typed() {
 }
 
 #[test]
-#[ignore = "needs a CUDA GPU: cargo test --release --test decode_cuda -- --ignored (FLASHMHA_SEED=n repeats a run)"]
 fn random_paged_decode_on_the_gpu_matches_the_reference() {
+    cuda_support::backends(|_| true)
+        .iter()
+        .for_each(random_paged_decode_on);
+}
+
+fn random_paged_decode_on(backend: &CudaBackend) {
     let seed = seed();
-    let backend = CudaBackend::new(0).expect("a CUDA GPU");
     let mut rng = rng(seed);
     // The device's kernels: on a T4 (Turing) f16 at the Turing head dims over 16-bit pages; on
     // an H100 the Ampere decode rows it shares.
@@ -157,9 +166,15 @@ fn random_paged_decode_on_the_gpu_matches_the_reference() {
     } else {
         &[DType::F16]
     };
-    for n in 0..32 {
+    // A GPU runs many cases; each costs the emulated driver an emulator run.
+    let cases = if cuda_support::emulated().is_some() {
+        3
+    } else {
+        32
+    };
+    for n in 0..cases {
         let case = DecodeCase::random_on(&mut rng, Some(target), dtypes, &dims, 700);
-        let failures = run_decode_case_on(&backend, target, &case)
+        let failures = run_decode_case_on(backend, target, &case)
             .unwrap()
             .failures();
         assert!(
@@ -171,11 +186,15 @@ fn random_paged_decode_on_the_gpu_matches_the_reference() {
 }
 
 #[test]
-#[ignore = "needs a CUDA GPU: cargo test --release --test decode_cuda -- --ignored (FLASHMHA_SEED=n repeats a run)"]
 fn merge_pair_and_kv_append_on_the_gpu_match_the_emulator() {
+    cuda_support::backends(|_| true)
+        .iter()
+        .for_each(merge_pair_and_kv_append_on);
+}
+
+fn merge_pair_and_kv_append_on(backend: &CudaBackend) {
     let seed = seed();
     let mut rng = rng(seed);
-    let backend = CudaBackend::new(0).expect("a CUDA GPU");
     let stream = backend.context().default_stream();
 
     // Merge of two separate states; some rows empty in one state or both.
@@ -308,16 +327,16 @@ fn merge_pair_and_kv_append_on_the_gpu_match_the_emulator() {
 /// FP8 append through block table + positions on the GPU equals the emulator bit for bit (the
 /// quantisation is integer and round-to-nearest-even, so both backends produce the same codes).
 #[test]
-#[ignore = "needs a CUDA GPU: cargo test --release --test decode_cuda -- --ignored (FLASHMHA_SEED=n repeats a run)"]
 fn fp8_kv_append_at_positions_on_the_gpu_matches_the_emulator() {
+    // FP8 pages are an sm_80+ feature (the plan refuses them on sm_75 with a typed error).
+    cuda_support::backends(|t| t != KernelTarget::Turing)
+        .iter()
+        .for_each(fp8_kv_append_at_positions_on);
+}
+
+fn fp8_kv_append_at_positions_on(backend: &CudaBackend) {
     let seed = seed();
     let mut rng = rng(seed);
-    let backend = CudaBackend::new(0).expect("a CUDA GPU");
-    if backend.target() == KernelTarget::Turing {
-        // FP8 pages are an sm_80+ feature (the plan refuses them on sm_75 with a typed error).
-        println!("skipped: FP8 KV pages have no sm_75 kernel");
-        return;
-    }
     let stream = backend.context().default_stream();
     let (batch, hkv, d, ps, pages_per_seq) = (2, 2, 128, rng.random_range(1..=20), 3);
     let pages = batch * pages_per_seq;
@@ -400,5 +419,175 @@ fn fp8_kv_append_at_positions_on_the_gpu_matches_the_emulator() {
         let v_gpu: Vec<u8> = stream.clone_dtoh(&dv).unwrap();
         assert_eq!(k_gpu, k_emu, "{kv:?} K codes, seed {seed}");
         assert_eq!(v_gpu, v_emu, "{kv:?} V codes, seed {seed}");
+    }
+}
+
+/// Each module of a device's target is loaded once per context (moved from the library's unit
+/// tests, which must stay free of any driver): the backend's count, and the driver's own log of
+/// loads (no module twice in one context).
+#[test]
+fn each_module_of_the_target_is_loaded_once_per_context() {
+    use flashmha::cuda::{choose_image, modules_for, ImageChoice};
+    for backend in cuda_support::backends(|_| true) {
+        let (major, minor) = backend.compute_capability();
+        let expected = modules_for(backend.target())
+            .filter(|m| !matches!(choose_image(m, major, minor), ImageChoice::None))
+            .count();
+        assert_eq!(backend.modules_loaded(), expected);
+        // Another backend over the same context (e.g. a candle device's) loads each once too.
+        let before = cuda_support::emulated().map(|d| d.thread_module_loads().len());
+        let again = CudaBackend::on_context(backend.context().clone()).unwrap();
+        assert_eq!(again.modules_loaded(), expected);
+        if let (Some(d), Some(before)) = (cuda_support::emulated(), before) {
+            let loads = d.thread_module_loads()[before..].to_vec();
+            assert_eq!(loads.len(), expected);
+            let ctx = backend.context().cu_ctx() as u64;
+            assert!(
+                loads.iter().all(|&(c, _)| c == ctx),
+                "loaded into another context"
+            );
+            let distinct: std::collections::BTreeSet<u64> = loads.iter().map(|&(_, h)| h).collect();
+            assert_eq!(distinct.len(), expected, "a module loaded twice");
+        }
+    }
+}
+
+/// The driver encodes the sm_90a forward's planned tensor maps, and a stride that is not a
+/// multiple of 16 is its typed error (moved from the library's unit tests).
+#[test]
+fn the_driver_encodes_the_planned_maps_and_rejects_a_bad_stride() {
+    use flashmha::backend::Backend;
+    use flashmha::host::problem::FwdProblem;
+    use flashmha::ops::forward::tma::FwdTmaMaps;
+    // cuTensorMapEncodeTiled needs an initialised driver (and tensor maps need 9.0+).
+    for backend in cuda_support::backends(|t| t == KernelTarget::Hopper) {
+        let p = FwdProblem::varlen(DType::F16, (vec![0, 7, 40], vec![0, 90, 91]), (8, 2), 128);
+        let maps = FwdTmaMaps::describe(&p.shape().unwrap(), 128, 128);
+        for desc in [maps.q, maps.k, maps.v] {
+            let bytes = backend
+                .encode_tensor_map("q", &desc, 0x7f00_0000_0000)
+                .expect("a valid map");
+            assert!(bytes.iter().any(|&b| b != 0), "the driver wrote the map");
+        }
+        let mut bad = maps.q;
+        bad.global_strides[1] += 8;
+        assert!(matches!(
+            backend.encode_tensor_map("q", &bad, 0x7f00_0000_0000),
+            Err(Error::Cuda { .. })
+        ));
+    }
+}
+
+/// The C ABI's CUDA entry points on each device: a context, a plan for its kernels and
+/// `flashmha_run` on raw device addresses (from cudarc, in the context's primary context) give
+/// the same O as `flashmha_emulate_run` of the same plan on host buffers (the same bits on the
+/// emulated driver), and a context's errors are the C status codes.
+#[cfg(feature = "capi")]
+#[test]
+fn the_c_abi_forward_on_a_cuda_context_equals_its_emulated_run() {
+    use cudarc::driver::{DevicePtr, DevicePtrMut};
+    use flashmha::capi::{
+        ffi, flashmha_context_create, flashmha_context_destroy, flashmha_emulate_run,
+        flashmha_plan_create_for_context, flashmha_plan_destroy, flashmha_run,
+    };
+    use std::ffi::c_void;
+    let seed = seed();
+    let mut rng = rng(seed);
+    for ordinal in cuda_support::devices() {
+        let mut ctx: *mut ffi::flashmha_context = std::ptr::null_mut();
+        // SAFETY: a valid pointer to a local.
+        let code = unsafe { flashmha_context_create(ordinal as i32, &mut ctx) };
+        assert_eq!(code, ffi::FLASHMHA_OK, "device {ordinal}");
+        let (sq, sk, h, d) = (rng.random_range(1..=70), rng.random_range(1..=90), 2, 128);
+        let s = ffi::flashmha_shape {
+            dtype: ffi::FLASHMHA_DTYPE_F16,
+            batch: 1,
+            seqlen_q: sq,
+            seqlen_k: sk,
+            heads_q: h,
+            heads_kv: h,
+            head_dim: d,
+            ..Default::default()
+        };
+        let mut plan: *mut ffi::flashmha_plan = std::ptr::null_mut();
+        // SAFETY: a live context and valid pointers to locals.
+        let code = unsafe { flashmha_plan_create_for_context(ctx, &s, &mut plan) };
+        assert_eq!(code, ffi::FLASHMHA_OK, "device {ordinal}");
+        let (nq, nk) = (sq * h * d, sk * h * d);
+        let draw = |rng: &mut rand::rngs::StdRng, n: usize| -> Vec<f16> {
+            (0..n)
+                .map(|_| f16::from_f32(rng.random_range(-1.0..1.0)))
+                .collect()
+        };
+        let (mut q, mut k, mut v) = (draw(&mut rng, nq), draw(&mut rng, nk), draw(&mut rng, nk));
+        let mut o_emu = vec![f16::ZERO; nq];
+        let buf = |p: *mut c_void, len: usize| ffi::flashmha_buf {
+            data: p,
+            len: len as _,
+        };
+        let host = ffi::flashmha_bufs {
+            q: buf(q.as_mut_ptr().cast(), nq),
+            k: buf(k.as_mut_ptr().cast(), nk),
+            v: buf(v.as_mut_ptr().cast(), nk),
+            o: buf(o_emu.as_mut_ptr().cast(), nq),
+            ..Default::default()
+        };
+        // SAFETY: live host Vecs of the declared lengths and a live plan.
+        assert_eq!(
+            unsafe { flashmha_emulate_run(plan, &host) },
+            ffi::FLASHMHA_OK
+        );
+
+        let cctx = cudarc::driver::CudaContext::new(ordinal).unwrap();
+        let stream = cctx.default_stream();
+        let (dq, dk, dv) = (
+            stream.clone_htod(&q).unwrap(),
+            stream.clone_htod(&k).unwrap(),
+            stream.clone_htod(&v).unwrap(),
+        );
+        let mut o = stream.alloc_zeros::<f16>(nq).unwrap();
+        let addr =
+            |b: &cudarc::driver::CudaSlice<f16>| b.device_ptr(&stream).0 as usize as *mut c_void;
+        let dev = ffi::flashmha_bufs {
+            q: buf(addr(&dq), nq),
+            k: buf(addr(&dk), nk),
+            v: buf(addr(&dv), nk),
+            // Written by the kernel: bound for writing (cudarc orders it as a write).
+            o: buf(o.device_ptr_mut(&stream).0 as usize as *mut c_void, nq),
+            ..Default::default()
+        };
+        // SAFETY: device buffers of this context, alive until the stream ran the kernel (the
+        // download below synchronises); NULL is the legacy default stream.
+        let code = unsafe { flashmha_run(ctx, plan, &dev, std::ptr::null_mut()) };
+        assert_eq!(code, ffi::FLASHMHA_OK, "device {ordinal}");
+        let got = stream.clone_dtoh(&o).unwrap();
+        // Bit for bit on the emulated driver (the same PTX on the same emulator); a GPU's
+        // tensor cores round differently, within an f16 ulp or two of these O values (|O| < 1).
+        let worst = got
+            .iter()
+            .zip(&o_emu)
+            .map(|(g, e)| (g.to_f32() - e.to_f32()).abs())
+            .fold(0.0f32, f32::max);
+        let allowed = if cuda_support::emulated().is_some() {
+            0.0
+        } else {
+            2e-3
+        };
+        assert!(
+            worst <= allowed && got.iter().all(|x| x.is_finite()),
+            "device {ordinal}, seed {seed}: the GPU path differs from the emulated one by {worst}"
+        );
+        // A too-short O is the C buffer error, before any launch.
+        let mut short = dev;
+        short.o.len = (nq - 1) as _;
+        // SAFETY: as above; the call refuses before launching.
+        let code = unsafe { flashmha_run(ctx, plan, &short, std::ptr::null_mut()) };
+        assert_eq!(code, ffi::FLASHMHA_ERR_BUFFER);
+        drop(o);
+        // SAFETY: live handles, destroyed once.
+        unsafe {
+            flashmha_plan_destroy(plan);
+            flashmha_context_destroy(ctx);
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! dtype-derived tolerances, with zero emulator findings. Outputs are poisoned before each run.
 //! Set FLASHMHA_PROPTEST_CASES to run more cases than CI's default.
 
-use flashmha::check::forward::{run_case, CheckCase};
+use flashmha::check::forward::{run_case, run_case_on, CheckCase};
 use flashmha::common::build_info::FWD_KERNELS;
 use flashmha::common::dtype::DType;
 use flashmha::common::options::{AttnOptions, SlidingWindow};
@@ -172,62 +172,74 @@ proptest! {
     }
 }
 
+/// Cases per device through the CUDA backend: few on the emulated driver (each is an emulator
+/// run), `cases()` on a GPU.
+fn cuda_cases() -> u32 {
+    if crate::cuda_support::emulated().is_some() {
+        3
+    } else {
+        cases()
+    }
+}
+
+/// Runs `case` through `CudaBackend` and asserts it matches the reference (the driver's
+/// findings in the message when it does not).
+fn passes_on_cuda(backend: &flashmha::cuda::CudaBackend, case: &CheckCase, seed: u64) {
+    let outcome = run_case_on(backend, case).expect("cuda run");
+    assert!(
+        outcome.passed(),
+        "{}, seed {seed}, {}:\n{}\n{}",
+        backend.target(),
+        case.describe(),
+        outcome.failures().join("\n"),
+        crate::cuda_support::findings()
+    );
+}
+
+/// Random forward cases through `CudaBackend` on every device (the emulated sm_80, sm_75 and
+/// sm_90, or a GPU runner's), each on the kernels of its own target.
 #[test]
-#[ignore = "needs a CUDA GPU and driver: run with `cargo test --release -- --ignored` on a GPU machine"]
 fn forward_matches_reference_on_a_gpu() {
     // FLASHMHA_SEED replays a failing run; the seed is printed either way.
     let seed = crate::emulator_support::seed();
     let mut rng = crate::emulator_support::rng(seed);
-    for _ in 0..cases() {
-        let dtype = if rand::Rng::random_bool(&mut rng, 0.5) {
-            DType::F16
-        } else {
-            DType::Bf16
-        };
-        let case = CheckCase::random(
-            &mut rng,
-            &[dtype],
-            &head_dims(dtype, KernelTarget::Ampere),
-            300,
-        );
-        let outcome = flashmha::check::forward::run_case_cuda(&case).expect("cuda run");
-        assert!(
-            outcome.passed(),
-            "{}:\n{}",
-            case.describe(),
-            outcome.failures().join("\n")
-        );
+    for backend in crate::cuda_support::backends(|_| true) {
+        let target = backend.target();
+        for _ in 0..cuda_cases() {
+            let dtype = if target.supports(DType::Bf16) && rand::Rng::random_bool(&mut rng, 0.5) {
+                DType::Bf16
+            } else {
+                DType::F16
+            };
+            let mut case = CheckCase::random(
+                &mut rng,
+                &[dtype],
+                &head_dims(dtype, target.forward_fallback().unwrap_or(target)),
+                300,
+            );
+            case.target = target;
+            passes_on_cuda(&backend, &case, seed);
+        }
     }
 }
 
 #[test]
-#[ignore = "needs an sm_90 GPU: run with `cargo test --release -- --ignored` on an H100"]
 fn hopper_forward_matches_reference_on_an_sm90_gpu() {
     // The sm_90a kernels through the CUDA backend: tensor maps encoded by the driver, FlashFwdTmaParams, 227 KiB opt-in.
-    let backend = flashmha::cuda::CudaBackend::new(0).expect("a GPU");
-    assert_eq!(
-        backend.target(),
-        KernelTarget::Hopper,
-        "not an sm_90 device"
-    );
     let seed = crate::emulator_support::seed();
     let mut rng = crate::emulator_support::rng(seed);
-    for n in 0..cases() {
-        let dtype = [DType::F16, DType::Bf16][n as usize % 2];
-        let mut case = CheckCase::random(
-            &mut rng,
-            &[dtype],
-            &head_dims(dtype, KernelTarget::Hopper),
-            300,
-        );
-        case.target = KernelTarget::Hopper;
-        let outcome = flashmha::check::forward::run_case_cuda(&case).expect("cuda run");
-        assert!(
-            outcome.passed(),
-            "{}:\n{}",
-            case.describe(),
-            outcome.failures().join("\n")
-        );
+    for backend in crate::cuda_support::backends(|t| t == KernelTarget::Hopper) {
+        for n in 0..cuda_cases() {
+            let dtype = [DType::F16, DType::Bf16][n as usize % 2];
+            let mut case = CheckCase::random(
+                &mut rng,
+                &[dtype],
+                &head_dims(dtype, KernelTarget::Hopper),
+                300,
+            );
+            case.target = KernelTarget::Hopper;
+            passes_on_cuda(&backend, &case, seed);
+        }
     }
 }
 

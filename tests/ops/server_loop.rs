@@ -4,7 +4,7 @@
 //! `PagedAttention`), and a cascade merge (prefix pages and suffix pages attended separately,
 //! then merged). Run here on the emulator backend, whose device and buffers persist across the
 //! calls as a GPU's do, and compared at every stage with the candle reference; the same function
-//! runs on `CudaBackend` unchanged (`cuda_server_loop`, ignored without a GPU).
+//! runs on `CudaBackend` unchanged (`cuda_server_loop`, on the emulated CUDA driver without a GPU).
 
 use flashmha::api::{
     Attention, BatchBounds, DecodeArgs, FwdArgs, KvAppendArgs, MergeArgs, PagedAttention, PagedKv,
@@ -32,6 +32,13 @@ struct Trace {
     prefill: Stage,
     steps: Vec<Stage>,
     cascade: Stage,
+}
+
+/// Head counts and head dim of a judged stage.
+struct Dims {
+    hq: usize,
+    hkv: usize,
+    d: usize,
 }
 
 /// One stage's queries, the sequence lengths its keys span, and its outputs.
@@ -234,17 +241,7 @@ fn serve<B: Backend>(be: &B, seed: u64) -> flashmha::Result<Trace> {
         paged.decode(be, &stream, args)?;
         states.push((o_part, lse_part));
     }
-    let merge = MergePlan::new_for(
-        be.target(),
-        &MergeProblem {
-            dtype: DType::F16,
-            states: MergeStates::Pair,
-            rows: batch,
-            heads: hq,
-            head_dim: d,
-            lse_layout: StatsLayout::RowsHeads,
-        },
-    )?;
+    let merge = merge_pair_plan(be.target(), batch, hq, d)?;
     let (a, b) = (&states[0], &states[1]);
     let args = MergeArgs::pair(&a.0, &a.1, &b.0, &b.1, &mut o).lse(&mut lse);
     be.merge_states(&stream, &merge, args)?;
@@ -270,13 +267,25 @@ fn serve<B: Backend>(be: &B, seed: u64) -> flashmha::Result<Trace> {
 
 /// Compares one stage with the candle reference over each sequence's first `kv_lens` keys.
 fn judge(t: &Trace, s: &Stage, what: &str, o_units: f64) {
+    judge_over((t.hq, t.hkv, t.d), (&t.k_hist, &t.v_hist), s, what, o_units);
+}
+
+/// [`judge`] over explicit K / V histories (`[len, hkv, d]` per sequence).
+fn judge_over(
+    (hq, hkv, d): (usize, usize, usize),
+    (k_hist, v_hist): (&[Vec<f16>], &[Vec<f16>]),
+    s: &Stage,
+    what: &str,
+    o_units: f64,
+) {
+    let t = Dims { hq, hkv, d };
     let f = |x: &[f16]| x.iter().map(|v| v.to_f32()).collect::<Vec<f32>>();
     let row = t.hkv * t.d;
     let k: Vec<f32> = (0..s.kv_lens.len())
-        .flat_map(|b| f(&t.k_hist[b][..s.kv_lens[b] * row]))
+        .flat_map(|b| f(&k_hist[b][..s.kv_lens[b] * row]))
         .collect();
     let v: Vec<f32> = (0..s.kv_lens.len())
-        .flat_map(|b| f(&t.v_hist[b][..s.kv_lens[b] * row]))
+        .flat_map(|b| f(&v_hist[b][..s.kv_lens[b] * row]))
         .collect();
     let q = f(&s.q);
     let (cu_q, cu_k) = (cumsum(&s.q_lens), cumsum(&s.kv_lens));
@@ -337,6 +346,24 @@ fn one_generic_server_loop_runs_on_the_emulator_and_matches_the_reference() {
         assert!(reports[0].1.is_clean());
         assert!(reports[0].1.counters.warp_instructions > 0);
     }
+}
+
+/// The merge of two f16 states of `rows` x `heads` rows, LSE `[rows, heads]`.
+fn merge_pair_plan(
+    target: KernelTarget,
+    rows: usize,
+    heads: usize,
+    head_dim: usize,
+) -> flashmha::Result<MergePlan> {
+    let problem = MergeProblem {
+        dtype: DType::F16,
+        states: MergeStates::Pair,
+        rows,
+        heads,
+        head_dim,
+        lse_layout: StatsLayout::RowsHeads,
+    };
+    MergePlan::new_for(target, &problem)
 }
 
 /// Plans f16 queries over contiguous NHD pools of `kv_dtype` (`Same`: 16-bit pages) for
@@ -583,10 +610,532 @@ fn a_global_out_of_bounds_finding_names_the_tensor_and_the_element() {
     );
 }
 
+/// The same loop through `CudaBackend` on every device (the emulated sm_80, sm_75 and sm_90, or
+/// a GPU runner's).
 #[test]
-#[ignore = "needs an NVIDIA GPU and driver"]
 fn cuda_server_loop() {
+    let seed = rand::random::<u64>();
+    eprintln!("cuda server loop seed {seed}");
+    for be in crate::cuda_support::backends(|_| true) {
+        let trace = serve(&be, seed).unwrap_or_else(|e| {
+            panic!("{}: {e}\n{}", be.target(), crate::cuda_support::findings())
+        });
+        check_trace(&trace);
+    }
+}
+
+/// One layer's device buffers of the graph test (`[batch, heads, d]` rows; pools
+/// `[num_pages, page, hkv, d]`; LSE `[batch, hq]`).
+struct LayerBufs<B: Backend> {
+    q: B::Buffer<f16>,
+    k_new: B::Buffer<f16>,
+    v_new: B::Buffer<f16>,
+    k_cache: B::Buffer<f16>,
+    v_cache: B::Buffer<f16>,
+    o: B::Buffer<f16>,
+    lse: B::Buffer<f32>,
+}
+
+/// The step's shared device inputs: block table `[batch, max_pages]`, cache lengths and slots
+/// `[batch]`, and the split workspace every layer reuses.
+struct StepBufs<B: Backend> {
+    table: B::Buffer<i32>,
+    lens: B::Buffer<i32>,
+    slots: B::Buffer<i32>,
+    workspace: B::Buffer<f32>,
+}
+
+/// A step's host inputs: per layer (q, k_new, v_new), and the table, lengths and slots.
+struct StepInputs {
+    layers: Vec<(Vec<f16>, Vec<f16>, Vec<f16>)>,
+    table: Vec<i32>,
+    lens: Vec<i32>,
+    slots: Vec<i32>,
+}
+
+/// Allocates a model's buffers for `paged` (`layers` layers, `batch` sequences).
+fn alloc_model<B: Backend>(
+    be: &B,
+    stream: &B::Stream,
+    paged: &PagedAttention,
+    layers: usize,
+) -> flashmha::Result<(Vec<LayerBufs<B>>, StepBufs<B>)> {
+    let p = paged.problem();
+    let (batch, hq, hkv, d) = (p.batch, p.num_heads_q, p.num_heads_kv, p.head_dim);
+    let pool = p.cache_span(&p.k_strides) as usize;
+    let mut out = Vec::new();
+    for _ in 0..layers {
+        out.push(LayerBufs {
+            q: be.alloc_zeros(stream, batch * hq * d)?,
+            k_new: be.alloc_zeros(stream, batch * hkv * d)?,
+            v_new: be.alloc_zeros(stream, batch * hkv * d)?,
+            k_cache: be.alloc_zeros(stream, pool)?,
+            v_cache: be.alloc_zeros(stream, pool)?,
+            o: be.alloc_zeros(stream, batch * hq * d)?,
+            lse: be.alloc_zeros(stream, batch * hq)?,
+        });
+    }
+    let step = StepBufs {
+        table: be.alloc_zeros(stream, batch * p.max_pages_per_seq)?,
+        lens: be.alloc_zeros(stream, batch)?,
+        slots: be.alloc_zeros(stream, batch)?,
+        workspace: be.alloc_zeros(stream, (paged.workspace_elems() as usize).max(1))?,
+    };
+    Ok((out, step))
+}
+
+/// One decode step of the model: per layer, append the new token's K/V, then decode (with the
+/// split combine the plan may need). What the graph captures, and what the eager twin runs.
+fn decode_step<B: Backend>(
+    be: &B,
+    stream: &B::Stream,
+    paged: &PagedAttention,
+    layers: &mut [LayerBufs<B>],
+    step: &mut StepBufs<B>,
+) -> flashmha::Result<()> {
+    for l in layers.iter_mut() {
+        let args = KvAppendArgs::new(&l.k_new, &l.v_new, &mut l.k_cache, &mut l.v_cache)
+            .slots(&step.slots);
+        paged.append(be, stream, args)?;
+        let args = DecodeArgs::new(
+            &l.q,
+            &l.k_cache,
+            &l.v_cache,
+            &mut l.o,
+            &step.table,
+            &step.lens,
+        )
+        .lse(&mut l.lse)
+        .workspace(&mut step.workspace);
+        paged.decode(be, stream, args)?;
+    }
+    Ok(())
+}
+
+/// Copies a step's host inputs into the buffers the step (or its graph) reads.
+fn refresh<B: Backend>(
+    be: &B,
+    stream: &B::Stream,
+    layers: &mut [LayerBufs<B>],
+    step: &mut StepBufs<B>,
+    inputs: &StepInputs,
+) -> flashmha::Result<()> {
+    for (l, (q, k, v)) in layers.iter_mut().zip(&inputs.layers) {
+        be.copy_in(stream, q, &mut l.q)?;
+        be.copy_in(stream, k, &mut l.k_new)?;
+        be.copy_in(stream, v, &mut l.v_new)?;
+    }
+    be.copy_in(stream, &inputs.table, &mut step.table)?;
+    be.copy_in(stream, &inputs.lens, &mut step.lens)?;
+    be.copy_in(stream, &inputs.slots, &mut step.slots)
+}
+
+/// A two-layer decode step (append + split decode + combine per layer, planned once for upper
+/// bounds) captured into a CUDA graph once through `CudaBackend` on the emulated driver, then
+/// replayed for 24 steps while the device-side lengths, block tables (pages handed out as
+/// sequences grow, a sequence retired and its row reused with other pages) and slots change.
+/// Every step of every layer matches the candle reference and, on the emulated driver, equals
+/// bit for bit the same calls run eagerly on the emulator backend.
+#[test]
+fn a_captured_decode_step_replays_every_step_of_a_two_layer_model() {
+    use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode_enum};
+    const LAYERS: usize = 2;
+    const STEPS: usize = 24;
+    // On a GPU runner the replay is checked the same way, without the driver's launch log.
+    let driver = crate::cuda_support::emulated();
+    let seed = rand::random::<u64>();
+    eprintln!("graph test seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (hq, hkv, d, page, batch, max_pages) = (4, 2, 64, 16, 2, 3);
+    let num_pages = batch * max_pages + 2;
     let be = flashmha::cuda::CudaBackend::new(0).unwrap();
-    let trace = serve(&be, rand::random()).unwrap();
-    check_trace(&trace);
+    let twin = EmulatorBackend::new(be.target()).with_sm_count(be.sm_count().unwrap());
+    let kv = (KvCacheDType::Same, Default::default());
+    let stats = RowStats {
+        lse: true,
+        entropy: false,
+    };
+    let dims = (hq, hkv, d);
+    let pools = (num_pages, page, max_pages);
+    let paged = plan_f16(&be, kv, dims, pools, batch, stats).unwrap();
+    let twin_paged = plan_f16(&twin, kv, dims, pools, batch, stats).unwrap();
+    assert_eq!(
+        paged.decode_plan().num_splits,
+        twin_paged.decode_plan().num_splits
+    );
+
+    // A stream of its own (graphs cannot capture the legacy stream); every buffer is used on
+    // it only, so cudarc's cross-stream events are off (a wait on an event recorded outside
+    // the capture would end it, as on a GPU).
+    let ctx = be.context().clone();
+    // SAFETY: every buffer of this test is used on `stream` only.
+    unsafe { ctx.disable_event_tracking() };
+    let stream = ctx.new_stream().unwrap();
+    let (mut layers, mut step) = alloc_model(&be, &stream, &paged, LAYERS).unwrap();
+    let tstream = twin.stream().unwrap();
+    let (mut tlayers, mut tstep) = alloc_model(&twin, &tstream, &twin_paged, LAYERS).unwrap();
+
+    let before = driver.map(|d| d.thread_launches().len());
+    stream
+        .begin_capture(CUstreamCaptureMode_enum::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        .unwrap();
+    decode_step(&be, &stream, &paged, &mut layers, &mut step).unwrap();
+    let graph = stream
+        .end_capture(CUgraphInstantiate_flags(0))
+        .unwrap()
+        .expect("a graph");
+    if let (Some(driver), Some(before)) = (driver, before) {
+        // The capture recorded every launch of the step on our stream, and ran none of them.
+        let captured: Vec<_> = driver.thread_launches()[before..].to_vec();
+        let per_layer = 2 + paged.decode_plan().combine.is_some() as usize;
+        assert_eq!(captured.len(), LAYERS * per_layer);
+        let own = stream.cu_stream() as u64;
+        assert!(captured.iter().all(|r| r.captured == 1 && r.stream == own));
+    }
+
+    // The host side of a paged server: pages handed out from a shuffled free list as
+    // sequences grow; sequence 1 retires at step 10 and a new one takes its row.
+    let mut free: Vec<i32> = (0..num_pages as i32).collect();
+    free.shuffle(&mut rng);
+    let mut pages: Vec<Vec<i32>> = vec![Vec::new(); batch];
+    let mut lens = vec![0usize; batch];
+    let mut k_hist = vec![vec![Vec::<f16>::new(); batch]; LAYERS];
+    let mut v_hist = vec![vec![Vec::<f16>::new(); batch]; LAYERS];
+    for s in 0..STEPS {
+        if s == 10 {
+            free.append(&mut pages[1]);
+            free.shuffle(&mut rng);
+            lens[1] = 0;
+            for l in 0..LAYERS {
+                k_hist[l][1].clear();
+                v_hist[l][1].clear();
+            }
+        }
+        let mut slots = vec![0i32; batch];
+        for b in 0..batch {
+            if lens[b] % page == 0 {
+                pages[b].push(free.pop().expect("a free page"));
+            }
+            slots[b] = pages[b][lens[b] / page] * page as i32 + (lens[b] % page) as i32;
+            lens[b] += 1;
+        }
+        let mut table = vec![0i32; batch * max_pages];
+        for b in 0..batch {
+            table[b * max_pages..b * max_pages + pages[b].len()].copy_from_slice(&pages[b]);
+        }
+        let inputs = StepInputs {
+            layers: (0..LAYERS)
+                .map(|_| {
+                    (
+                        random_f16(&mut rng, batch * hq * d),
+                        random_f16(&mut rng, batch * hkv * d),
+                        random_f16(&mut rng, batch * hkv * d),
+                    )
+                })
+                .collect(),
+            table,
+            lens: lens.iter().map(|&l| l as i32).collect(),
+            slots,
+        };
+        for (l, (_, k, v)) in inputs.layers.iter().enumerate() {
+            for b in 0..batch {
+                k_hist[l][b].extend_from_slice(&k[b * hkv * d..(b + 1) * hkv * d]);
+                v_hist[l][b].extend_from_slice(&v[b * hkv * d..(b + 1) * hkv * d]);
+            }
+        }
+        refresh(&be, &stream, &mut layers, &mut step, &inputs).unwrap();
+        graph.launch().unwrap();
+        refresh(&twin, &tstream, &mut tlayers, &mut tstep, &inputs).unwrap();
+        decode_step(&twin, &tstream, &twin_paged, &mut tlayers, &mut tstep).unwrap();
+        for l in 0..LAYERS {
+            let what = format!("step {s}, layer {l}");
+            let o = be
+                .download(&stream, &layers[l].o)
+                .unwrap_or_else(|e| panic!("{what}: {e}\n{}", crate::cuda_support::findings()));
+            let lse = be.download(&stream, &layers[l].lse).unwrap();
+            let (to, tlse) = (
+                twin.download(&tstream, &tlayers[l].o).unwrap(),
+                twin.download(&tstream, &tlayers[l].lse).unwrap(),
+            );
+            // Bit for bit on the emulated driver (the same PTX on the same emulator); a GPU's
+            // tensor cores round differently from the emulator, so there only the reference.
+            if driver.is_some() {
+                assert!(
+                    o.iter()
+                        .map(|x| x.to_bits())
+                        .eq(to.iter().map(|x| x.to_bits())),
+                    "{what}: the replay's O differs from the eager run's"
+                );
+                assert!(
+                    lse.iter()
+                        .map(|x| x.to_bits())
+                        .eq(tlse.iter().map(|x| x.to_bits())),
+                    "{what}: the replay's LSE differs from the eager run's"
+                );
+            }
+            let stage = Stage {
+                q: inputs.layers[l].0.clone(),
+                kv_lens: lens.clone(),
+                q_lens: vec![1; batch],
+                causal: false,
+                o,
+                lse: transpose(&lse, batch, hq),
+            };
+            judge_over(dims, (&k_hist[l], &v_hist[l]), &stage, &what, 1.0);
+        }
+    }
+}
+
+/// Capture turns "nothing on the launch path allocates or synchronises" into a tested property:
+/// the emulated driver refuses both inside a capture, as a GPU's does, and the capture then
+/// fails cleanly (a typed error, no graph) instead of recording a partial step.
+#[test]
+fn a_capture_fails_cleanly_when_a_launch_path_allocates_or_synchronises() {
+    use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode_enum};
+    if crate::cuda_support::emulated().is_none() {
+        eprintln!("skipped: checked on the emulated driver");
+        return;
+    }
+    let be = flashmha::cuda::CudaBackend::new(0).unwrap();
+    let ctx = be.context().clone();
+    // SAFETY: every buffer of this test is used on `stream` only.
+    unsafe { ctx.disable_event_tracking() };
+    let stream = ctx.new_stream().unwrap();
+    let kv = (KvCacheDType::Same, Default::default());
+    let paged = plan_f16(&be, kv, (4, 2, 64), (6, 16, 2), 2, RowStats::default()).unwrap();
+    let (mut layers, mut step) = alloc_model(&be, &stream, &paged, 1).unwrap();
+    let cuda_err = |e: flashmha::Error| match e {
+        flashmha::Error::Cuda { .. } => e.to_string(),
+        other => panic!("not a driver error: {other}"),
+    };
+    {
+        type Misstep<'a> = Box<dyn Fn(&flashmha::cuda::CudaBackend) -> flashmha::Result<()> + 'a>;
+        let missteps: [(&str, Misstep); 3] = [
+            // A launch path that allocated its workspace per call.
+            (
+                "allocation",
+                Box::new(|be| be.alloc_zeros::<f32>(&stream, 64).map(|_| ())),
+            ),
+            // One that synchronised (e.g. to read a length back).
+            ("synchronisation", Box::new(|be| be.synchronize(&stream))),
+            (
+                "download",
+                Box::new(|be| be.download(&stream, &step.lens).map(|_| ())),
+            ),
+        ];
+        for (what, misstep) in &missteps {
+            stream
+                .begin_capture(CUstreamCaptureMode_enum::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+                .unwrap();
+            let e = misstep(&be).expect_err(what);
+            assert!(cuda_err(e).contains("CAPTURE"), "{what}");
+            let end = stream.end_capture(CUgraphInstantiate_flags(0));
+            assert!(end.is_err(), "{what}: the capture must be invalidated");
+        }
+    }
+    // The real step captures cleanly, and the stream works afterwards.
+    stream
+        .begin_capture(CUstreamCaptureMode_enum::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        .unwrap();
+    decode_step(&be, &stream, &paged, &mut layers, &mut step).unwrap();
+    assert!(stream
+        .end_capture(CUgraphInstantiate_flags(0))
+        .unwrap()
+        .is_some());
+    be.synchronize(&stream).unwrap();
+}
+
+/// What the emulated driver saw the calling thread do: its counters and its launch log.
+fn driver_snapshot(
+    d: &flashmha_cuda_emu::EmulatedDriver,
+) -> (flashmha_cuda_emu::ThreadCounters, usize) {
+    (d.thread_counters(), d.thread_launches().len())
+}
+
+/// The launch path of forward, KV append, decode (+ combine) and merge through `CudaBackend` on
+/// each emulated device: no allocation, no free, no synchronisation and no module load inside
+/// the calls; every kernel lands on the caller's stream (not the legacy default one); and each
+/// launch is the plan's (entry, grid, block and the dynamic shared memory it planned).
+#[test]
+fn the_launch_path_allocates_nothing_syncs_nothing_and_runs_on_the_callers_stream() {
+    let Some(driver) = crate::cuda_support::emulated() else {
+        eprintln!("skipped: counted by the emulated driver");
+        return;
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+    for be in crate::cuda_support::backends(|_| true) {
+        let target = be.target();
+        let stream = be.context().new_stream().unwrap();
+        // Everything is allocated and filled before the calls.
+        let (hq, hkv, d, page, batch) = (4, 2, 64, 16, 2);
+        let kv = (KvCacheDType::Same, Default::default());
+        let stats = RowStats {
+            lse: true,
+            entropy: false,
+        };
+        let paged = plan_f16(&be, kv, (hq, hkv, d), (6, page, 3), batch, stats).unwrap();
+        let (mut layers, mut step) = alloc_model(&be, &stream, &paged, 1).unwrap();
+        let inputs = StepInputs {
+            layers: vec![(
+                random_f16(&mut rng, batch * hq * d),
+                random_f16(&mut rng, batch * hkv * d),
+                random_f16(&mut rng, batch * hkv * d),
+            )],
+            table: vec![4, 1, 0, 2, 5, 3],
+            lens: vec![20, 33],
+            slots: vec![4 * 16 + 3, 5 * 16 + 7],
+        };
+        refresh(&be, &stream, &mut layers, &mut step, &inputs).unwrap();
+        let lens = [37usize, 5];
+        let total: usize = lens.iter().sum();
+        let cu = cumsum(&lens);
+        let seq = SeqShape::Varlen {
+            batch,
+            max_seqlen_q: 37,
+            max_seqlen_k: 37,
+            total_q: total,
+            total_k: total,
+        };
+        let shape = FwdShape::varlen(seq, Heads::gqa(hq, hkv), d);
+        let fwd = FwdPlan::new_for(target, DType::F16, &shape).unwrap();
+        let q = be
+            .upload(&stream, &random_f16(&mut rng, total * hq * d))
+            .unwrap();
+        let k = be
+            .upload(&stream, &random_f16(&mut rng, total * hkv * d))
+            .unwrap();
+        let v = be
+            .upload(&stream, &random_f16(&mut rng, total * hkv * d))
+            .unwrap();
+        let dcu = be.upload(&stream, &cu).unwrap();
+        let mut o = be.alloc_zeros::<f16>(&stream, total * hq * d).unwrap();
+        let mut lse = be.alloc_zeros::<f32>(&stream, hq * total).unwrap();
+        let merge = merge_pair_plan(target, batch, hq, d).unwrap();
+        let (mo, mlse) = (
+            be.upload(&stream, &random_f16(&mut rng, batch * hq * d))
+                .unwrap(),
+            be.upload(&stream, &vec![0.5f32; batch * hq]).unwrap(),
+        );
+        let mut merged = be.alloc_zeros::<f16>(&stream, batch * hq * d).unwrap();
+        be.synchronize(&stream).unwrap();
+
+        let (c0, n0) = driver_snapshot(driver);
+        let args = FwdArgs::new(&q, &k, &v, &mut o)
+            .lse(&mut lse)
+            .cu_seqlens(&dcu, &dcu);
+        be.run(&stream, &fwd, args).unwrap();
+        decode_step(&be, &stream, &paged, &mut layers, &mut step).unwrap();
+        let l = &layers[0];
+        be.merge_states(
+            &stream,
+            &merge,
+            MergeArgs::pair(&l.o, &l.lse, &mo, &mlse, &mut merged),
+        )
+        .unwrap();
+        let (c1, _) = driver_snapshot(driver);
+        let records = driver.thread_launches()[n0..].to_vec();
+        be.synchronize(&stream)
+            .unwrap_or_else(|e| panic!("{target}: {e}\n{}", crate::cuda_support::findings()));
+
+        assert_eq!(
+            c1.allocs, c0.allocs,
+            "{target}: an allocation on the launch path"
+        );
+        assert_eq!(c1.frees, c0.frees, "{target}: a free on the launch path");
+        assert_eq!(
+            c1.syncs, c0.syncs,
+            "{target}: a synchronisation on the launch path"
+        );
+        assert_eq!(
+            c1.module_loads, c0.module_loads,
+            "{target}: a module load on a call"
+        );
+        let f = fwd.launch();
+        let dp = paged.decode_plan();
+        let mut planned = vec![(f.kernel.entry, f.grid, f.block, f.dynamic_smem_bytes)];
+        let mut push = |l: &flashmha::common::launch::Launch| {
+            planned.push((l.entry, l.grid, l.block, l.dynamic_smem_bytes))
+        };
+        push(&paged.append_plan().launch);
+        push(&dp.decode);
+        if let Some(c) = &dp.combine {
+            push(c);
+        }
+        push(&merge.launch);
+        let seen: Vec<_> = records
+            .iter()
+            .map(|r| (r.entry(), r.grid, r.block, r.dynamic_smem_bytes))
+            .collect();
+        assert_eq!(
+            seen, planned,
+            "{target}: the launches differ from the plans'"
+        );
+        let own = stream.cu_stream() as u64;
+        assert_ne!(own, 0);
+        assert!(
+            records.iter().all(|r| r.stream == own && r.captured == 0),
+            "{target}: a launch off the caller's stream"
+        );
+    }
+}
+
+/// A trap on the CUDA path (a block-table entry past the pools) is what the CUDA backend's
+/// docs promise: the launch is queued, the next synchronisation returns the driver's
+/// `CUDA_ERROR_ILLEGAL_INSTRUCTION` as `Error::Cuda`, every later call on the context fails the
+/// same way, and a backend created anew once every user dropped the old one works. On the
+/// emulated driver's device 3, kept for faults (a trap poisons its primary context for every
+/// thread of the process, as on a GPU).
+#[test]
+fn a_trap_on_the_cuda_path_poisons_the_context_until_it_is_created_anew() {
+    if crate::cuda_support::emulated().is_none() {
+        eprintln!("skipped: faults a context on purpose, on the emulated driver only");
+        return;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+    let (hq, hkv, d, page, batch) = (4, 2, 64, 16, 2);
+    let kv = (KvCacheDType::Same, Default::default());
+    let inputs = |bad: i32, rng: &mut rand::rngs::StdRng| StepInputs {
+        layers: vec![(
+            random_f16(rng, batch * hq * d),
+            random_f16(rng, batch * hkv * d),
+            random_f16(rng, batch * hkv * d),
+        )],
+        table: vec![4, bad, 0, 2, 5, 3],
+        lens: vec![20, 17],
+        slots: vec![4 * 16 + 3, 2 * 16],
+    };
+    let illegal = |e: flashmha::Error| match e {
+        flashmha::Error::Cuda { name, .. } => assert_eq!(name, "CUDA_ERROR_ILLEGAL_INSTRUCTION"),
+        other => panic!("not the driver's trap error: {other}"),
+    };
+    // A backend on device 3 that has queued one decode step over `table_entry`'s page.
+    type Queued = (
+        flashmha::cuda::CudaBackend,
+        std::sync::Arc<cudarc::driver::CudaStream>,
+        Vec<LayerBufs<flashmha::cuda::CudaBackend>>,
+        StepBufs<flashmha::cuda::CudaBackend>,
+    );
+    let mut queue_step = |table_entry: i32| -> Queued {
+        let be = flashmha::cuda::CudaBackend::new(3).unwrap();
+        let stream = be.stream().unwrap();
+        let dims = (hq, hkv, d);
+        let paged = plan_f16(&be, kv, dims, (6, page, 3), batch, RowStats::default()).unwrap();
+        let (mut layers, mut step) = alloc_model(&be, &stream, &paged, 1).unwrap();
+        let step_inputs = inputs(table_entry, &mut rng);
+        refresh(&be, &stream, &mut layers, &mut step, &step_inputs).unwrap();
+        // Queued: the launch itself succeeds, as an asynchronous launch does.
+        decode_step(&be, &stream, &paged, &mut layers, &mut step).unwrap();
+        (be, stream, layers, step)
+    };
+    {
+        let (be, stream, _layers, step) = queue_step(999);
+        illegal(be.synchronize(&stream).unwrap_err());
+        illegal(be.alloc_zeros::<f32>(&stream, 8).map(|_| ()).unwrap_err());
+        illegal(be.download(&stream, &step.lens).map(|_| ()).unwrap_err());
+    }
+    // Every user dropped it: a new backend gets a new context, and the same step with a good
+    // table runs clean.
+    let (be, stream, layers, _step) = queue_step(1);
+    let o = be.download(&stream, &layers[0].o).unwrap();
+    assert!(o.iter().all(|x| x.is_finite()));
 }

@@ -24,7 +24,7 @@ pub(crate) fn module_target(m: &ModuleImage) -> Option<KernelTarget> {
 /// The modules a device running `target` loads: those of its own family and of the families it
 /// falls back on or shares (Hopper: its sm_90a forward and the Ampere kernels), each once; the
 /// ABI probe modules (tests only) never.
-pub(crate) fn modules_for(target: KernelTarget) -> impl Iterator<Item = &'static ModuleImage> {
+pub fn modules_for(target: KernelTarget) -> impl Iterator<Item = &'static ModuleImage> {
     let families = [
         Some(target),
         target.forward_fallback(),
