@@ -8,6 +8,8 @@ mod emulator_support;
 
 mod abi_probe;
 mod api;
+mod backward_counters;
+mod backward_props;
 mod candle_op;
 mod cli;
 mod decode_append;
