@@ -2,7 +2,7 @@
 //! (`Var`, `backward`) through the naive attention (scores, mask, softmax, `P V`) in f64 on the
 //! CPU, from the same rounded inputs the kernel reads; plus, per gradient element, the tolerance
 //! [`BwdErrorModel`] derives (computed from the explicit `P`, `dP`, `D`, `dS` of the same
-//! problem). Semantics as [`super::attention`]: masks bottom-right aligned, GQA, varlen, softcap,
+//! problem). Semantics as [`mod@super::attention`]: masks bottom-right aligned, GQA, varlen, softcap,
 //! ALiBi, head gates (whose gradient autograd gives too).
 
 use candle_core::{DType as CDType, Device, Tensor, Var};

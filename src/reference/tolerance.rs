@@ -221,8 +221,8 @@ impl ErrorModel {
 ///   add in any order, within the same `γ`);
 /// - `dV_j = Σ_i P_ij dO_i` is off by `(2u + δP + γ)·Σ_i P_ij |dO_i|`: P rounded to the 16-bit
 ///   type for the MMA, P's own error, the output rounding and the accumulation.
-/// `γ = (n + 2)·ε` for `n` = the longest query or key sequence. GQA sums each term over the
-/// group's query heads.
+/// - **accumulation**: `γ = (n + 2)·ε` for `n` = the longest query or key sequence; GQA sums
+///   each term over the group's query heads;
 /// - **softcap** `c`: the score is `c·tanh(scale·q·k / c)`, so `dS` is multiplied by `1 − t²`
 ///   (`t` the tanh), which `tanh.approx` gets wrong by up to
 ///   [`BwdErrorModel::softcap_grad_error`]; that adds `2^-10·|P ∘ (dP − D)|` to `E_ij`, and the

@@ -76,15 +76,15 @@ fn main_kernel_counters(
 #[test]
 #[ignore = "long emulator runs; prints the per-mma table (see the module doc)"]
 fn backward_counters_per_mma() {
-    let sk = 128;
+    let sk = 1024;
     println!(
-        "backward main loop per m16n8k16 mma (query doubling {sk} keys, f16, uniform [-1, 1))"
+        "backward main loop per m16n8k16 mma (queries 1024 -> 2048 at {sk} keys, one head, non-causal, f16, uniform [-1, 1))"
     );
     println!("d    entry                  non-tensor  ldmatrix  smem wf  (ideal)  atomics(warp)  global B / mma");
     for row in BWD_KERNELS.iter().filter(|r| r.dtype == DType::F16) {
         let d = row.head_dim as usize;
-        let (c1, entry) = main_kernel_counters(d, 256, sk, false);
-        let (c2, _) = main_kernel_counters(d, 512, sk, false);
+        let (c1, entry) = main_kernel_counters(d, 1024, sk, false);
+        let (c2, _) = main_kernel_counters(d, 2048, sk, false);
         let delta = |f: &dyn Fn(&Counters) -> u64| f(&c2).saturating_sub(f(&c1)) as f64;
         let mma = delta(&|c| c.mma_instructions).max(1.0);
         let non_tensor = (delta(&|c| c.warp_instructions) - mma) / mma;

@@ -337,7 +337,7 @@ proptest! {
         // The measured worst error / tolerance of each gradient (visible with --nocapture).
         println!(
             "backward {:?} d{} hq{} hkv{} {:?} varlen {} {:?} alibi {} gates {} det {}: worst |err|/tol \
-             dq {:.3} dk {:.3} dv {:.3} d_gates {:.3}",
+             dq {:.2e} dk {:.2e} dv {:.2e} d_gates {:.2e}",
             case.dtype, case.head_dim, case.hq(), case.hkv, case.seqlens, case.varlen, case.options,
             case.alibi, case.gates, case.deterministic, m.dq, m.dk, m.dv, m.d_gates
         );

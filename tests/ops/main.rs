@@ -1,5 +1,6 @@
-//! Every op end to end: forward, paged decode, merge_states, KV append and head similarity on the
-//! emulator against the candle reference (random property cases, traps, FP8, batch invariance),
+//! Every op end to end: forward, backward, paged decode, merge_states, KV append and head
+//! similarity on the emulator against the candle reference (random property cases, traps, FP8,
+//! batch invariance),
 //! the ABI probes, the CUDA paths (`#[ignore]`d without a GPU), the perf model's hand-counted
 //! cases, the CLI and the candle op. One binary (link time dominated CI when each file was one).
 
