@@ -220,25 +220,37 @@ fn item_backward(
     let inner = (dp_minus_d.abs()?.affine(dp_rel, 0.0)?
         + dov_abs.broadcast_mul(&g_abs)?.affine(d as f64 * eps, 0.0)?)?
     .broadcast_add(&per_row)?;
-    let err_ds = (((&p * &inner)? * &slope.abs()?)?
+    // η: the 16-bit roundings' absolute floor (BwdErrorModel::underflow), for dS here.
+    let eta = model.underflow();
+    let err_ds = ((((&p * &inner)? * &slope.abs()?)?
         + ds_x.abs()?.affine(model.softcap_grad_error(), 0.0)?
-        + ds.abs()?.affine(u, 0.0)?)?;
+        + ds.abs()?.affine(u, 0.0)?)?
+        + eta)?;
     let ds_abs = ds.abs()?;
     let (q_abs, k_abs) = (qt.abs()?, kx.abs()?);
     // dK: scale (E^T |Q| + (u + γ) |dS|^T |Q|), dQ: scale (E |K| + (u + γ) |dS| |K|).
     let err_ds_t = err_ds.t()?.contiguous()?; // [hq, sk, sq]
     let ds_abs_t = ds_abs.t()?.contiguous()?; // [hq, sk, sq]
-    let dk_tol = (err_ds_t.matmul(&q_abs)? + ds_abs_t.matmul(&q_abs)?.affine(u + gamma, 0.0)?)?
-        .affine(scale, 0.0)?; // [hq, sk, d]
-    let dq_tol = (err_ds.matmul(&k_abs)? + ds_abs.matmul(&k_abs)?.affine(u + gamma, 0.0)?)?
-        .affine(scale, 0.0)?; // [hq, sq, d]
-                              // dV: (2u + δP + γ) |g| P^T |dO|: [hq, sk, d]
+                                              // (+ η for the output's own rounding; GQA sums it per query head: looser by the group.)
+    let dk_tol = ((err_ds_t.matmul(&q_abs)?
+        + ds_abs_t.matmul(&q_abs)?.affine(u + gamma, 0.0)?)?
+    .affine(scale, 0.0)?
+        + eta)?; // [hq, sk, d]
+    let dq_tol = ((err_ds.matmul(&k_abs)? + ds_abs.matmul(&k_abs)?.affine(u + gamma, 0.0)?)?
+        .affine(scale, 0.0)?
+        + eta)?; // [hq, sq, d]
+                 // dV: (2u + δP + γ) |g| P^T |dO| + η |g| Σ_i |dO_i| (P's rounding floor) + η: [hq, sk, d]
+    let p_floor = do_abs
+        .sum_keepdim(1)?
+        .broadcast_mul(&g_abs)?
+        .affine(eta, eta)?; // [hq, 1, d]
     let dv_tol = p
         .t()?
         .contiguous()?
         .matmul(&do_abs)?
         .broadcast_mul(&g_abs)?
-        .affine(2.0 * u + dp_rel + gamma, 0.0)?;
+        .affine(2.0 * u + dp_rel + gamma, 0.0)?
+        .broadcast_add(&p_floor)?;
     // d(gate): (δP + d ε + γ_N) Σ_ij P_ij |dP_u,ij|, N = sq sk terms. [hq]
     let terms = (sq * sk) as f64 + 64.0;
     let d_gates_tol: Vec<f64> = if gates.is_some() {

@@ -221,6 +221,9 @@ impl ErrorModel {
 ///   add in any order, within the same `γ`);
 /// - `dV_j = Σ_i P_ij dO_i` is off by `(2u + δP + γ)·Σ_i P_ij |dO_i|`: P rounded to the 16-bit
 ///   type for the MMA, P's own error, the output rounding and the accumulation.
+/// - **underflow**: a 16-bit rounding of a value below the smallest normal is off by up to
+///   `η` ([`BwdErrorModel::underflow`]) rather than `u·|x|`: `E_ij` gains `η`, dV gains
+///   `η·|g|·Σ_i |dO_i|` (P's rounding), and every gradient `η` for its own rounding;
 /// - **accumulation**: `γ = (n + 2)·ε` for `n` = the longest query or key sequence; GQA sums
 ///   each term over the group's query heads;
 /// - **softcap** `c`: the score is `c·tanh(scale·q·k / c)`, so `dS` is multiplied by `1 − t²`
@@ -284,6 +287,18 @@ impl BwdErrorModel {
             2.0 * TANH_APPROX_REL_ERROR
         } else {
             0.0
+        }
+    }
+
+    /// Absolute rounding error of a value below the 16-bit type's smallest normal (half its
+    /// subnormal spacing): `2^-25` for f16, `2^-134` for bf16. The backward rounds normalised
+    /// probabilities `P`, `dS` and the gradients themselves to the 16-bit type, all of which can
+    /// be that small (a far key under ALiBi), where the relative bound `u·|x|` does not hold:
+    /// each such rounding gets `η` on top of its `u` term.
+    pub fn underflow(&self) -> f64 {
+        match self.dtype {
+            DType::F16 => (-25f64).exp2(),
+            DType::Bf16 => (-134f64).exp2(),
         }
     }
 
