@@ -27,6 +27,7 @@ pub fn write(builder: bindgen::Builder, header: &Path, out: &Path) {
 pub fn generate(header: &Path, out: &Path) {
     let builder = base_builder(header)
         .allowlist_type("FlashFwdParams")
+        .allowlist_type("FlashBwdParams")
         .allowlist_type("FlashFwdTmaParams")
         .allowlist_type("HeadSimParams")
         .allowlist_type("FlashDecodeParams")

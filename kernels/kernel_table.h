@@ -149,6 +149,20 @@
     X(FLASHMHA_DECODE_KERNELS_SM75, f16, 128, 16, 16, 4, 2, 39680) \
     X(FLASHMHA_DECODE_KERNELS_SM75, f16, 64, 32, 16, 4, 2, 42496)
 
+/* Backward (issue 21; kernels/sm80/flash_bwd.cu, Ampere and newer; Hopper runs these too):
+ * X(group, dtypes, head_dim, block_m, num_warps, smem_bytes), group FLASHMHA_BWD_KERNEL, entry
+ * flashmha_bwd_<dtype>_d<head_dim>. block_n = 16 x num_warps keys per CTA (one m16 key block per
+ * warp); block_m query rows per main-loop step. smem = (K + V) + (Q + dO) + dS + lse / delta =
+ * 2 d (2 block_n + 2 block_m) + 2 block_m block_n + 8 block_m bytes (BwdTraits). A separate table:
+ * build/kernel_table.rs reads FLASHMHA_KERNELS only; the Rust side lists these rows in
+ * src/ops/backward/kernels.rs, and a test checks every one of them is compiled. */
+#define FLASHMHA_BWD_KERNELS(X) \
+    X(FLASHMHA_BWD_KERNEL, f16_bf16, 32, 64, 4, 25088) \
+    X(FLASHMHA_BWD_KERNEL, f16_bf16, 64, 64, 4, 41472) \
+    X(FLASHMHA_BWD_KERNEL, f16_bf16, 80, 32, 4, 35072) \
+    X(FLASHMHA_BWD_KERNEL, f16_bf16, 96, 32, 4, 41216) \
+    X(FLASHMHA_BWD_KERNEL, f16_bf16, 128, 16, 4, 43136)
+
 /* Row hooks, one per group, each taking a row without its group column and with one dtype:
  * (dtype, head_dim, rows, block_n, num_warps, kv_bytes, smem_bytes). All expand to nothing
  * here; an entry file #undefs the hook of its own group, defines it as its entry point
@@ -159,6 +173,7 @@
 #define FLASHMHA_FWD_KERNELS_SM90(...)
 #define FLASHMHA_DECODE_KERNELS(...)
 #define FLASHMHA_DECODE_KERNELS_SM75(...)
+#define FLASHMHA_BWD_KERNEL(...)
 
 /* One row: its group's hook once per dtype of `dtypes`. */
 #define FLASHMHA_KERNEL_ROW(group, dtypes, ...) FLASHMHA_DTYPES_##dtypes(group, __VA_ARGS__)

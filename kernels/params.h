@@ -104,6 +104,74 @@ typedef struct FlashFwdParams {
 } FlashFwdParams;
 
 /*
+ * Backward attention (kernels/sm80/flash_bwd.cu; issue 21): dQ, dK, dV of the forward above
+ * from q, k, v, o, the output gradient d_o and the forward's LSE, in three launches sharing this
+ * struct:
+ *   1. flashmha_bwd_dot_<dtype>: delta = rowsum(d_o * o) per (row, head), f32, and zeroes the
+ *      dq_accum rows it covers (one warp per (row, head) of the q rows);
+ *   2. flashmha_bwd_<dtype>_d<head_dim>: one CTA per (block_n keys, kv head, batch item); for
+ *      every query head of the kv head's group and every query tile that sees its keys it
+ *      recomputes P = exp(S - LSE), accumulates dV += P^T dO and dK += dS^T Q in registers
+ *      (dS = P * (dP - delta), dP = dO V^T) and adds dS K into dq_accum with f32 atomics;
+ *   3. flashmha_bwd_convert_dq_<dtype>: dq = scale * dq_accum in the element type.
+ * Shapes, in elements (padded / varlen as in FlashFwdParams; d_o and dq are laid out like q, dk
+ * and dv like k, each through its own strides):
+ *   q, o, d_o, dq:  [b, sq, hq, d] or [total_q, hq, d]
+ *   k, v, dk, dv:   [b, sk, hkv, d] or [total_k, hkv, d]
+ *   opt.lse:        the forward's LSE (input here), [b, hq, sq] or [hq, total_q], f32
+ *   delta:          f32 workspace in the LSE's layout (opt.lse_batch_stride / _head_stride)
+ *   dq_accum:       f32 workspace [dq_slices, total_q, hq, head_dim], contiguous; total_q = b * sq
+ *                   padded
+ * cu_seqlens are device data, checked by every kernel that reads them (a violation traps).
+ * opt.entropy must be NULL. With GQA the CTA of a kv head sums dK / dV over its query heads.
+ * Options as the forward's (opt): masks, scale, softcap (its tanh derivative), ALiBi slopes, head
+ * gates (O = gate O_u: dV and dP carry the gate; d_head_gates[h] = sum over head h's rows of
+ * dO . O_u, zeroed by the dot kernel and accumulated by the main kernel with f32 atomics).
+ */
+typedef struct FlashBwdParams {
+    const void *q;
+    const void *k;
+    const void *v;
+    const void *o;
+    const void *d_o;
+    void *dq;
+    void *dk;
+    void *dv;
+    float *dq_accum;
+    float *delta;
+    float *d_head_gates;         /* optional, with opt.head_gates: [hq] f32, d(loss) / d(gate) */
+    const int32_t *cu_seqlens_q; /* [b + 1], required with FLASHMHA_FLAG_VARLEN */
+    const int32_t *cu_seqlens_k;
+
+    int64_t q_batch_stride, q_row_stride, q_head_stride;
+    int64_t k_batch_stride, k_row_stride, k_head_stride;
+    int64_t v_batch_stride, v_row_stride, v_head_stride;
+    int64_t o_batch_stride, o_row_stride, o_head_stride;
+    int64_t do_batch_stride, do_row_stride, do_head_stride;
+    int64_t dq_batch_stride, dq_row_stride, dq_head_stride;
+    int64_t dk_batch_stride, dk_row_stride, dk_head_stride;
+    int64_t dv_batch_stride, dv_row_stride, dv_head_stride;
+    FlashAttnOptions opt;
+
+    int32_t batch;
+    int32_t num_heads_q;
+    int32_t num_heads_kv;
+    int32_t head_dim;     /* <= the entry's compiled head dim, a multiple of 8 (as the forward) */
+    int32_t seqlen_q;     /* padded: the length; varlen: the maximum over the batch */
+    int32_t seqlen_k;
+    int32_t total_q;      /* rows of q / o / d_o / dq (padded: b * sq) */
+    int32_t total_k;      /* rows of k / v / dk / dv (padded: b * sk) */
+    int32_t dq_slices;    /* 1: dq_accum is one accumulator the main kernel adds to with f32
+                             atomics; > 1 (deterministic mode): ceil(seqlen_k / block_n) slices
+                             of [total_q, hq, head_dim], key block n storing its share into slice
+                             n, summed in slice order by the convert kernel: bitwise reproducible */
+    int32_t pad0;         /* keeps the struct free of implicit padding */
+} FlashBwdParams;
+
+/* Rows (warps) per CTA of the dot and convert kernels: one warp per (q row, head). */
+#define FLASHMHA_BWD_ROW_WARPS 4
+
+/*
  * Hopper forward (kernels/sm90/flash_fwd_sm90.cu, sm_90a: TMA + wgmma + mbarrier). The kernel
  * takes FlashFwdTmaParams: the forward params plus three tensor maps through which its TMA
  * loads Q, K and V tiles. A tensor map is a CUtensorMap (CUDA Driver API, "Tensor Map Object

@@ -27,6 +27,7 @@
 //! }
 //! ```
 
+mod backward;
 mod decode;
 mod forward;
 mod paged;
@@ -115,6 +116,7 @@ macro_rules! row_extras_builders {
 }
 pub(crate) use row_extras_builders;
 
+pub use backward::BwdArgs;
 pub use decode::{DecodeArgs, KvAppendArgs, MergeArgs};
 pub use forward::{Dense, DenseMut, FwdArgs};
 pub use paged::{BatchBounds, PagedAttention, PagedKv, RowStats};
@@ -125,6 +127,7 @@ use crate::common::element::Element;
 use crate::common::error::{Error, Result, TensorName};
 use crate::common::launch::Launches;
 use crate::common::options::AttnOptions;
+use crate::ops::backward::plan::BwdPlan;
 use crate::ops::decode::plan::DecodePlan;
 use crate::ops::forward::plan::FwdPlan;
 use crate::ops::forward::problem::FwdShape;
@@ -189,6 +192,18 @@ pub trait Attention: Backend {
             cu_seqlens: None,
         };
         forward::run(self, stream, &plan, args)
+    }
+
+    /// The backward of a forward call: dQ, dK, dV from the forward's q, k, v, o, its LSE and
+    /// the output gradient dO (three launches queued on `stream`, into the caller's f32
+    /// workspace of [`BwdPlan::workspace_len`] elements; no allocation, no sync).
+    fn backward<T: Element>(
+        &self,
+        stream: &Self::Stream,
+        plan: &BwdPlan,
+        args: BwdArgs<'_, Self, T>,
+    ) -> Result<()> {
+        backward::run(self, stream, plan, args)
     }
 
     /// Paged decode: the decode, then the split combine if the plan has one.

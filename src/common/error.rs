@@ -68,6 +68,16 @@ pub enum TensorName {
     TokenBatch,
     /// KV append through the block table: `[num_tokens]` i32 positions in the items.
     TokenPos,
+    /// Backward: the output gradient dO (laid out like o).
+    DOut,
+    /// Backward: the query gradient dQ (laid out like q).
+    DQ,
+    /// Backward: the key gradient dK (laid out like k).
+    DK,
+    /// Backward: the value gradient dV (laid out like v).
+    DV,
+    /// Backward: the head gates' gradient `[hq]` f32.
+    DHeadGates,
 }
 
 impl std::fmt::Display for TensorName {
@@ -107,6 +117,11 @@ impl std::fmt::Display for TensorName {
             TensorName::VScales => "v_scales",
             TensorName::TokenBatch => "token_batch",
             TensorName::TokenPos => "token_pos",
+            TensorName::DOut => "d_o",
+            TensorName::DQ => "dq",
+            TensorName::DK => "dk",
+            TensorName::DV => "dv",
+            TensorName::DHeadGates => "d_head_gates",
         })
     }
 }

@@ -4,6 +4,7 @@
 //! (`src/backend/`) run what a plan binds, runs from host data live in `src/host/`, checks
 //! against the reference in `src/check/`. What every op shares is in `src/common/`.
 
+pub mod backward;
 pub mod decode;
 pub mod forward;
 pub mod head_similarity;

@@ -95,8 +95,9 @@ pub fn emulate_counters_with(p: &FwdProblem, inputs: Inputs) -> Result<Counters>
     Ok(run.report.counters)
 }
 
-/// Warp-instructions on the PTX lines of `entry`'s module whose text contains `opcode`.
-fn on_lines_with(c: &Counters, entry: &str, opcode: &str) -> u64 {
+/// Warp-instructions on the PTX lines of `entry`'s module whose text contains `opcode` (the
+/// backward's counter table uses it too: tests/ops/backward_counters.rs).
+pub fn on_lines_with(c: &Counters, entry: &str, opcode: &str) -> u64 {
     let Some(module) = build_info::module_of(entry) else {
         return 0;
     };

@@ -93,18 +93,18 @@ pub struct ReferenceOutputs {
 
 /// One batch item's rows in the packed `[rows, heads, d]` view of q and of k/v.
 #[derive(Debug, Clone, Copy)]
-struct Item {
-    q_start: usize,
-    q_len: usize,
-    k_start: usize,
-    k_len: usize,
+pub(super) struct Item {
+    pub(super) q_start: usize,
+    pub(super) q_len: usize,
+    pub(super) k_start: usize,
+    pub(super) k_len: usize,
 }
 
 /// The problem after validation: items, totals, and where each LSE row goes.
-struct Problem {
-    items: Vec<Item>,
-    total_q: usize,
-    total_k: usize,
+pub(super) struct Problem {
+    pub(super) items: Vec<Item>,
+    pub(super) total_q: usize,
+    pub(super) total_k: usize,
     padded: bool,
 }
 
@@ -151,7 +151,7 @@ fn split_cu_seqlens(name: &str, cu: &[i32]) -> Result<Vec<(usize, usize)>, Refer
         .collect()
 }
 
-fn validate(inp: &ReferenceInputs) -> Result<Problem, ReferenceError> {
+pub(super) fn validate(inp: &ReferenceInputs) -> Result<Problem, ReferenceError> {
     let (hq, hkv, d) = (inp.num_heads_q, inp.num_heads_kv, inp.head_dim);
     if hq == 0 || hkv == 0 || d == 0 {
         return Err(invalid(format!(
@@ -257,7 +257,50 @@ fn key_visible(
     left.is_none_or(|l| j >= diag - i64::from(l)) && right.is_none_or(|r| j <= diag + i64::from(r))
 }
 
-fn to_f64(xs: &[f32]) -> Vec<f64> {
+/// Which keys each row of one item sees, identical for every head: `visible [hq, sq, sk]` and
+/// `row_alive [hq, sq, 1]` (u8 0/1; a dead row sees no key).
+pub(super) fn visibility(
+    options: &AttnOptions,
+    hq: usize,
+    sq: usize,
+    sk: usize,
+    dev: &Device,
+) -> Result<(Tensor, Tensor), ReferenceError> {
+    let window = options.effective_window();
+    let mut visible = Vec::with_capacity(sq * sk);
+    let mut row_alive = Vec::with_capacity(sq);
+    for i in 0..sq {
+        let before = visible.len();
+        visible.extend((0..sk).map(|j| u8::from(key_visible(i, j, sq, sk, window))));
+        row_alive.push(u8::from(visible[before..].contains(&1)));
+    }
+    Ok((
+        Tensor::from_vec(visible, (1, sq, sk), dev)?.broadcast_as((hq, sq, sk))?,
+        Tensor::from_vec(row_alive, (1, sq, 1), dev)?.broadcast_as((hq, sq, 1))?,
+    ))
+}
+
+/// The ALiBi bias of one item: `bias[h, i, j] = -slope[h] * |i + sk - sq - j|`, `[hq, sq, sk]`.
+pub(super) fn alibi_bias(
+    slopes: &[f32],
+    sq: usize,
+    sk: usize,
+    dev: &Device,
+) -> Result<Tensor, ReferenceError> {
+    let shift = sk as i64 - sq as i64;
+    let mut bias = Vec::with_capacity(slopes.len() * sq * sk);
+    for &a in slopes {
+        for i in 0..sq {
+            for j in 0..sk {
+                let dist = (i as i64 + shift - j as i64).abs() as f64;
+                bias.push(-f64::from(a) * dist);
+            }
+        }
+    }
+    Ok(Tensor::from_vec(bias, (slopes.len(), sq, sk), dev)?)
+}
+
+pub(super) fn to_f64(xs: &[f32]) -> Vec<f64> {
     xs.iter().map(|&x| f64::from(x)).collect()
 }
 
@@ -317,36 +360,13 @@ fn item_forward(
         s = s.affine(1.0 / c, 0.0)?.tanh()?.affine(c, 0.0)?;
         capped_magnitude = Some(s.abs()?);
     }
-    let shift = sk as i64 - sq as i64;
     if let Some(slopes) = inp.alibi_slopes {
-        // bias[h, i, j] = -slope[h] * |i + shift - j|: [hq, sq, sk]
-        let mut bias = Vec::with_capacity(hq * sq * sk);
-        for &a in slopes {
-            for i in 0..sq {
-                for j in 0..sk {
-                    let dist = (i as i64 + shift - j as i64).abs() as f64;
-                    bias.push(-f64::from(a) * dist);
-                }
-            }
-        }
-        let bias = Tensor::from_vec(bias, (hq, sq, sk), dev)?;
+        let bias = alibi_bias(slopes, sq, sk, dev)?; // [hq, sq, sk]
         score_magnitude = (score_magnitude + bias.abs()?)?;
         s = (s + bias)?;
     }
 
-    // Visibility, identical for every head: visible [sq, sk], row_alive [sq, 1] (u8 0/1).
-    let window = inp.options.effective_window();
-    let mut visible = Vec::with_capacity(sq * sk);
-    let mut row_alive = Vec::with_capacity(sq);
-    for i in 0..sq {
-        let before = visible.len();
-        visible.extend((0..sk).map(|j| u8::from(key_visible(i, j, sq, sk, window))));
-        row_alive.push(u8::from(visible[before..].contains(&1)));
-    }
-    // [hq, sq, sk]
-    let mut visible = Tensor::from_vec(visible, (1, sq, sk), dev)?.broadcast_as((hq, sq, sk))?;
-    // [hq, sq, 1]
-    let mut row_alive = Tensor::from_vec(row_alive, (1, sq, 1), dev)?.broadcast_as((hq, sq, 1))?;
+    let (mut visible, mut row_alive) = visibility(inp.options, hq, sq, sk, dev)?;
     let mut v = v;
     let mut sk = sk;
     if let Some(sinks) = inp.sinks {

@@ -6,11 +6,14 @@
 //! operations, so a match means the kernel computes the documented function.
 //!
 //! - [`mod@attention`]: forward attention (O, LSE, entropy) for padded and varlen layouts.
+//! - [`mod@backward`]: backward attention (dQ, dK, dV) by candle autograd, with per-element
+//!   tolerances.
 //! - [`mod@head_similarity`]: cosine similarity between head outputs, averaged over tokens.
 //! - [`tolerance`]: the error measures and the tolerances every comparison uses.
 //! - [`rounding`]: rounding f32 data through `half::f16` / `half::bf16`.
 
 pub mod attention;
+pub mod backward;
 pub mod head_similarity;
 pub mod paged;
 pub mod rounding;
@@ -20,10 +23,12 @@ pub mod tolerance;
 mod naive;
 
 pub use attention::{attention, Layout, ReferenceInputs, ReferenceOutputs};
+pub use backward::{attention_backward, BackwardOutputs};
 pub use head_similarity::head_similarity;
 pub use rounding::round_slice;
 pub use tolerance::{
-    check_each, compare, score_bound, Comparison, EntropyTerms, ErrorModel, Tolerance,
+    check_each, compare, score_bound, BwdErrorModel, Comparison, EntropyTerms, ErrorModel,
+    Tolerance,
 };
 
 /// Why the reference could not run: inconsistent inputs, or a candle failure.

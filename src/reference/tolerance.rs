@@ -200,6 +200,114 @@ impl ErrorModel {
     }
 }
 
+/// The error model of the backward (dQ, dK, dV; kernels/common/flash_bwd_cta.cuh), from which
+/// the reference ([`crate::reference::backward`]) derives a tolerance for every gradient
+/// element. First order in the unit roundoffs (`u` of the 16-bit type, `ε = 2^-24`); every term
+/// is a worst case on the element, written against magnitudes the reference computes in f64
+/// (`P`, `dP = dO V^T`, `D = rowsum(dO ∘ O)`, `dS = P ∘ (dP − D)`):
+/// - **P** is recomputed from the forward's f32 LSE: relative error
+///   [`BwdErrorModel::p_rel_error`] = the LSE's tolerance ([`Tolerance::lse`], one score row's
+///   worth) + the `d`-term score dot product and the scale / `log2 e` fold (`(d + 2)·ε·S`) +
+///   `ex2.approx` (`4ε`);
+/// - **D** uses the forward's O, itself within the forward's tolerance of the true O
+///   (`3u·max|v|`, [`O_MAX_ABS_UNITS`]): `|ΔD_i| ≤ 3u·max|v|·Σ_c |dO_ic|`; its `d`-term f32 sum
+///   and `dP`'s add `d·ε·Σ_c |dO_ic|·|V_jc|` to `dP − D`;
+/// - so every `dS_ij` is off by at most
+///   `E_ij = P_ij·(ΔD_i + δP·|dP_ij − D_i| + d·ε·|dO_i|·|V_j|) + u·|dS_ij|`, the last term
+///   its rounding to the 16-bit type for the `dS^T Q` and `dS K` MMAs;
+/// - `dK_j = scale·Σ_i dS_ij Q_i` is off by `scale·Σ_i E_ij |Q_i|` plus `(u + γ)·scale·Σ_i
+///   |dS_ij||Q_i|` (its rounding to the output type, bounded by the magnitude sum, and `γ` the
+///   f32 accumulation over the query rows); dQ the same with K over the keys (the f32 atomics
+///   add in any order, within the same `γ`);
+/// - `dV_j = Σ_i P_ij dO_i` is off by `(2u + δP + γ)·Σ_i P_ij |dO_i|`: P rounded to the 16-bit
+///   type for the MMA, P's own error, the output rounding and the accumulation.
+/// - **underflow**: a 16-bit rounding of a value below the smallest normal is off by up to
+///   `η` ([`BwdErrorModel::underflow`]) rather than `u·|x|`: `E_ij` gains `η`, dV gains
+///   `η·|g|·Σ_i |dO_i|` (P's rounding), and every gradient `η` for its own rounding;
+/// - **accumulation**: `γ = (n + 2)·ε` for `n` = the longest query or key sequence; GQA sums
+///   each term over the group's query heads;
+/// - **softcap** `c`: the score is `c·tanh(scale·q·k / c)`, so `dS` is multiplied by `1 − t²`
+///   (`t` the tanh), which `tanh.approx` gets wrong by up to
+///   [`BwdErrorModel::softcap_grad_error`]; that adds `2^-10·|P ∘ (dP − D)|` to `E_ij`, and the
+///   other terms of `E_ij` are scaled by `1 − t²` with it; the softcap's score error joins
+///   `δP` ([`ErrorModel::softcap_score_error`]);
+/// - **head gates** `g`: `dP = g·dO V^T` and `dV = g·P^T dO`, so the terms in `dO` scale by
+///   `|g|` (the value bound of `ΔD` is `max|v|·max|g|`, as in the forward);
+///   `d(gate) = Σ_ij P_ij (dO_i · V_j)` is off by `(δP + d·ε + γ_N)·Σ_ij P_ij |dO_i · V_j|`,
+///   `γ_N = (N + 64)·ε` over its `N = sq·sk` f32 terms (a thread's serial sum, the warp's
+///   shuffles and the atomics across warps and CTAs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BwdErrorModel {
+    /// The type of q, k, v, o, dO and the gradients.
+    pub dtype: DType,
+    /// `max|v|`.
+    pub value_bound: f64,
+    pub head_dim: usize,
+    /// The longest query and key sequences of any item.
+    pub seqlen_q: usize,
+    pub seqlen_k: usize,
+    /// See [`score_bound`].
+    pub score_bound: f64,
+    /// The call's softcap `c`, if any.
+    pub softcap: Option<f32>,
+}
+
+impl BwdErrorModel {
+    /// `u` of the 16-bit type.
+    pub fn u(&self) -> f64 {
+        self.dtype.unit_roundoff()
+    }
+
+    /// Bound on `|O_kernel − O|` per element (the forward's tolerance).
+    pub fn o_error(&self) -> f64 {
+        Tolerance::attention_output(self.dtype, self.value_bound).max_abs
+    }
+
+    /// Relative error of each recomputed `P_ij`.
+    pub fn p_rel_error(&self) -> f64 {
+        let forward = ErrorModel {
+            dtype: self.dtype,
+            value_bound: self.value_bound,
+            head_dim: self.head_dim,
+            seqlen_k: self.seqlen_k,
+            score_bound: self.score_bound,
+            softcap: self.softcap,
+        };
+        // The forward's LSE error (softcap included) plus this recomputation's own score error
+        // (the same again: the softcap's tanh.approx once more, and the dot product).
+        forward.lse().max_abs
+            + forward.softcap_score_error()
+            + F32_UNIT_ROUNDOFF * ((self.head_dim as f64 + 2.0) * self.score_bound + 4.0)
+    }
+
+    /// Absolute error of the softcap's derivative `1 - t²` (`tanh.approx` relative error on
+    /// `|t| <= 1`: `|Δ(t²)| <= 2·2^-11`); 0 without a softcap.
+    pub fn softcap_grad_error(&self) -> f64 {
+        if self.softcap.is_some() {
+            2.0 * TANH_APPROX_REL_ERROR
+        } else {
+            0.0
+        }
+    }
+
+    /// Absolute rounding error of a value below the 16-bit type's smallest normal (half its
+    /// subnormal spacing): `2^-25` for f16, `2^-134` for bf16. The backward rounds normalised
+    /// probabilities `P`, `dS` and the gradients themselves to the 16-bit type, all of which can
+    /// be that small (a far key under ALiBi), where the relative bound `u·|x|` does not hold:
+    /// each such rounding gets `η` on top of its `u` term.
+    pub fn underflow(&self) -> f64 {
+        match self.dtype {
+            DType::F16 => (-25f64).exp2(),
+            DType::Bf16 => (-134f64).exp2(),
+        }
+    }
+
+    /// `γ` of the f32 accumulations.
+    pub fn accumulation(&self) -> f64 {
+        F32_UNIT_ROUNDOFF * (self.seqlen_q.max(self.seqlen_k) as f64 + 2.0)
+    }
+}
+
 /// Largest per-row entropy tolerance (nats) a checked case may have: a derived tolerance above
 /// it would be too loose to catch a wrong entropy, so the checkers fail such a case instead.
 pub const ENTROPY_TOLERANCE_CAP: f64 = 1e-2;

@@ -1,6 +1,7 @@
-//! Every op end to end: forward, paged decode, merge_states, KV append and head similarity on the
-//! emulator against the candle reference (random property cases, traps, FP8, batch invariance),
-//! the ABI probes, the CUDA paths (on the emulated CUDA driver without a GPU), the perf model's hand-counted
+//! Every op end to end: forward, backward, paged decode, merge_states, KV append and head
+//! similarity on the emulator against the candle reference (random property cases, traps, FP8,
+//! batch invariance), the ABI probes, the CUDA paths (on the emulated CUDA driver without a
+//! GPU), the perf model's hand-counted
 //! cases, the CLI and the candle op. One binary (link time dominated CI when each file was one).
 
 #[path = "../support/mod.rs"]
@@ -11,6 +12,8 @@ mod cuda_support;
 
 mod abi_probe;
 mod api;
+mod backward_counters;
+mod backward_props;
 mod candle_op;
 mod cli;
 mod decode_append;

@@ -301,14 +301,15 @@ fn check_seq(s: &FwdShape) -> Result<()> {
     Ok(())
 }
 
-/// One q/k/v/o operand: the index space the kernel walks over it.
-struct Geometry {
-    tensor: TensorName,
-    strides: Strides,
-    items: usize,
-    rows: usize,
-    heads: usize,
-    head_dim: usize,
+/// One q/k/v/o operand: the index space the kernel walks over it (the backward checks its
+/// gradients with it too).
+pub(crate) struct Geometry {
+    pub(crate) tensor: TensorName,
+    pub(crate) strides: Strides,
+    pub(crate) items: usize,
+    pub(crate) rows: usize,
+    pub(crate) heads: usize,
+    pub(crate) head_dim: usize,
 }
 
 impl Geometry {
@@ -324,7 +325,7 @@ impl Geometry {
 
     /// Elements from the base that the kernel may touch (largest offset + 1; 0 without rows),
     /// saturating at `usize::MAX` (a span that large is refused by [`check_span`]).
-    fn extent(&self) -> usize {
+    pub(crate) fn extent(&self) -> usize {
         usize::try_from(span(&self.dims(), self.head_dim)).unwrap_or(usize::MAX)
     }
 
@@ -346,7 +347,7 @@ impl Geometry {
         Ok(())
     }
 
-    fn check_input(&self, dtype: DType) -> Result<()> {
+    pub(crate) fn check_input(&self, dtype: DType) -> Result<()> {
         self.check_strides()?;
         if self.strides.row > MAX_ROW_STRIDE {
             return Err(Error::Overflow32 {
@@ -358,14 +359,14 @@ impl Geometry {
         check_span(&self.dims(), self.head_dim, dtype.size())
     }
 
-    fn check_output(&self, dtype: DType) -> Result<()> {
+    pub(crate) fn check_output(&self, dtype: DType) -> Result<()> {
         self.check_strides()?;
         check_span(&self.dims(), self.head_dim, dtype.size())?;
         check_no_overlap(self.tensor, self.dims(), self.head_dim)
     }
 
     /// Every stride the kernel steps by must keep 16-byte row chunks aligned.
-    fn check_alignment(&self, dtype: DType) -> Result<()> {
+    pub(crate) fn check_alignment(&self, dtype: DType) -> Result<()> {
         let e = dtype.size() as u64;
         let s = self.strides;
         for (dim, stride) in [

@@ -1,0 +1,202 @@
+//! The compiled backward kernels: the rows of `FLASHMHA_BWD_KERNELS` in kernels/kernel_table.h
+//! (which build/kernel_table.rs does not read: it knows the forward and decode groups only), and
+//! the per-dtype row kernels of kernels/sm80/flash_bwd.cu. A unit test reads the header and
+//! checks this list against it row by row, and that every entry is embedded.
+
+use crate::common::abi;
+use crate::common::dtype::DType;
+
+/// One main-kernel instantiation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BwdKernelRow {
+    pub entry: &'static str,
+    pub dtype: DType,
+    /// Compiled head dim; every multiple of 8 up to it runs on it (extra columns predicated off).
+    pub head_dim: u32,
+    /// Query rows per main-loop step.
+    pub block_m: u32,
+    pub num_warps: u32,
+    /// Dynamic shared memory (the kernel traps with less).
+    pub smem_bytes: u32,
+}
+
+impl BwdKernelRow {
+    /// Keys per CTA: one m16 block per warp (kernels/common/bwd_traits.cuh).
+    pub fn block_n(&self) -> u32 {
+        16 * self.num_warps
+    }
+}
+
+const fn row(
+    entry: &'static str,
+    dtype: DType,
+    head_dim: u32,
+    block_m: u32,
+    num_warps: u32,
+    smem_bytes: u32,
+) -> BwdKernelRow {
+    BwdKernelRow {
+        entry,
+        dtype,
+        head_dim,
+        block_m,
+        num_warps,
+        smem_bytes,
+    }
+}
+
+/// Every compiled main kernel (kernel_table.h order, f16 before bf16 in each row).
+pub static BWD_KERNELS: &[BwdKernelRow] = &[
+    row("flashmha_bwd_f16_d32", DType::F16, 32, 64, 4, 25088),
+    row("flashmha_bwd_bf16_d32", DType::Bf16, 32, 64, 4, 25088),
+    row("flashmha_bwd_f16_d64", DType::F16, 64, 64, 4, 41472),
+    row("flashmha_bwd_bf16_d64", DType::Bf16, 64, 64, 4, 41472),
+    row("flashmha_bwd_f16_d80", DType::F16, 80, 32, 4, 35072),
+    row("flashmha_bwd_bf16_d80", DType::Bf16, 80, 32, 4, 35072),
+    row("flashmha_bwd_f16_d96", DType::F16, 96, 32, 4, 41216),
+    row("flashmha_bwd_bf16_d96", DType::Bf16, 96, 32, 4, 41216),
+    row("flashmha_bwd_f16_d128", DType::F16, 128, 16, 4, 43136),
+    row("flashmha_bwd_bf16_d128", DType::Bf16, 128, 16, 4, 43136),
+];
+
+/// Warps per CTA of the dot and convert kernels (one per (q row, head)).
+pub const ROW_WARPS: u32 = abi::FLASHMHA_BWD_ROW_WARPS;
+
+/// The delta = rowsum(dO * O) kernel of `dtype`.
+pub fn dot_entry(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F16 => "flashmha_bwd_dot_f16",
+        DType::Bf16 => "flashmha_bwd_dot_bf16",
+    }
+}
+
+/// The dQ conversion kernel of `dtype`.
+pub fn convert_dq_entry(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F16 => "flashmha_bwd_convert_dq_f16",
+        DType::Bf16 => "flashmha_bwd_convert_dq_bf16",
+    }
+}
+
+/// The main kernel that serves `head_dim` for `dtype`: the smallest compiled one at least as
+/// wide, for a positive multiple of 8.
+pub fn backward_kernel_for(dtype: DType, head_dim: usize) -> Option<&'static BwdKernelRow> {
+    BWD_KERNELS
+        .iter()
+        .filter(|r| {
+            r.dtype == dtype
+                && head_dim > 0
+                && head_dim.is_multiple_of(8)
+                && r.head_dim as usize >= head_dim
+        })
+        .min_by_key(|r| r.head_dim)
+}
+
+/// The compiled head dims of `dtype`, sorted.
+pub fn compiled_head_dims(dtype: DType) -> Vec<u32> {
+    let mut dims: Vec<u32> = BWD_KERNELS
+        .iter()
+        .filter(|r| r.dtype == dtype)
+        .map(|r| r.head_dim)
+        .collect();
+    dims.sort_unstable();
+    dims.dedup();
+    dims
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `X(FLASHMHA_BWD_KERNEL, dtypes, head_dim, block_m, num_warps, smem_bytes)` rows of
+    /// kernels/kernel_table.h, one per dtype.
+    fn header_rows() -> Vec<(String, u32, u32, u32, u32)> {
+        let text = include_str!("../../../kernels/kernel_table.h");
+        let mut rows = Vec::new();
+        let mut in_table = false;
+        for line in text.lines().map(str::trim) {
+            if line.starts_with("#define FLASHMHA_BWD_KERNELS(X)") {
+                in_table = true;
+                continue;
+            }
+            if !in_table {
+                continue;
+            }
+            let Some(body) = line.strip_prefix("X(") else {
+                break;
+            };
+            let body = body.trim_end_matches('\\').trim().trim_end_matches(')');
+            let f: Vec<&str> = body.split(',').map(str::trim).collect();
+            assert_eq!(f.len(), 6, "malformed row `{line}`");
+            assert_eq!(f[0], "FLASHMHA_BWD_KERNEL");
+            let n: Vec<u32> = f[2..].iter().map(|x| x.parse().unwrap()).collect();
+            let dtypes: &[&str] = match f[1] {
+                "f16" => &["f16"],
+                "f16_bf16" => &["f16", "bf16"],
+                other => panic!("dtypes `{other}`"),
+            };
+            for d in dtypes {
+                rows.push((
+                    format!("flashmha_bwd_{d}_d{}", n[0]),
+                    n[0],
+                    n[1],
+                    n[2],
+                    n[3],
+                ));
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn rows_match_the_kernel_table_and_are_compiled() {
+        let header = header_rows();
+        assert!(!header.is_empty());
+        let ours: Vec<(String, u32, u32, u32, u32)> = BWD_KERNELS
+            .iter()
+            .map(|r| {
+                (
+                    r.entry.to_string(),
+                    r.head_dim,
+                    r.block_m,
+                    r.num_warps,
+                    r.smem_bytes,
+                )
+            })
+            .collect();
+        assert_eq!(ours, header);
+        for r in BWD_KERNELS {
+            assert!(r.entry.contains(r.dtype.name()), "{}", r.entry);
+            // The BwdTraits layout (the entry static_asserts the same sum).
+            let (d, m, n) = (r.head_dim, r.block_m, r.block_n());
+            assert_eq!(r.smem_bytes, 2 * d * (2 * n + 2 * m) + 2 * m * n + 8 * m);
+        }
+        for entry in BWD_KERNELS
+            .iter()
+            .map(|r| r.entry)
+            .chain([DType::F16, DType::Bf16].iter().map(|&d| dot_entry(d)))
+            .chain(
+                [DType::F16, DType::Bf16]
+                    .iter()
+                    .map(|&d| convert_dq_entry(d)),
+            )
+        {
+            assert!(
+                crate::common::build_info::module_of(entry).is_some(),
+                "{entry} is not embedded"
+            );
+        }
+    }
+
+    #[test]
+    fn head_dims_run_on_the_next_compiled_kernel() {
+        assert_eq!(backward_kernel_for(DType::F16, 64).unwrap().head_dim, 64);
+        assert_eq!(backward_kernel_for(DType::Bf16, 40).unwrap().head_dim, 64);
+        assert_eq!(backward_kernel_for(DType::F16, 72).unwrap().head_dim, 80);
+        assert_eq!(backward_kernel_for(DType::F16, 104).unwrap().head_dim, 128);
+        assert!(backward_kernel_for(DType::F16, 0).is_none());
+        assert!(backward_kernel_for(DType::F16, 60).is_none());
+        assert!(backward_kernel_for(DType::F16, 136).is_none());
+        assert!(backward_kernel_for(DType::F16, usize::MAX).is_none());
+    }
+}

@@ -1,0 +1,417 @@
+//! Property tests of the backward (issue 21) on the emulator: random shapes (lengths never
+//! rounded to a tile), GQA ratios 1-8, padded and varlen layouts (items with no queries or no
+//! keys), causal and sliding-window masks, custom scales, softcaps, ALiBi, head gates (and their
+//! gradient), f16 and bf16, every compiled head dim and multiples of 8 between. The forward runs first on the emulator (its O and LSE are the
+//! backward's inputs, as in training); dQ, dK, dV must match candle's autograd within the
+//! per-element tolerances the reference derives (`BwdErrorModel`), with zero emulator findings.
+//! Gradients and the workspace are poisoned with NaN before the run, so an element the kernels
+//! fail to write fails. A planted bad cu_seqlens traps. FLASHMHA_PROPTEST_CASES runs more.
+
+use flashmha::api::{Attention, BwdArgs, FwdArgs};
+use flashmha::backend::emulator::EmulatorBackend;
+use flashmha::backend::Backend;
+use flashmha::common::dtype::DType;
+use flashmha::common::element::Element;
+use flashmha::common::options::{AttnOptions, SlidingWindow};
+use flashmha::ops::backward::kernels::compiled_head_dims;
+use flashmha::ops::backward::{BwdPlan, BwdShape};
+use flashmha::reference::{
+    attention_backward, check_each, round_slice, score_bound, BwdErrorModel, Layout,
+    ReferenceInputs,
+};
+use flashmha::{FwdPlan, FwdShape, Heads, KernelTarget, SeqShape};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+
+fn cases() -> u32 {
+    std::env::var("FLASHMHA_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12)
+}
+
+/// One random backward problem.
+#[derive(Debug, Clone)]
+struct Case {
+    dtype: DType,
+    head_dim: usize,
+    hkv: usize,
+    group: usize,
+    /// (sq, sk) per item; padded cases use the first.
+    seqlens: Vec<(usize, usize)>,
+    varlen: bool,
+    options: AttnOptions,
+    alibi: bool,
+    gates: bool,
+    deterministic: bool,
+    seed: u64,
+}
+
+/// The measured worst |err| / tolerance of each gradient.
+struct Measured {
+    dq: f64,
+    dk: f64,
+    dv: f64,
+    d_gates: f64,
+    /// dQ's bits, for the repeatability test.
+    dq_bits: Vec<u32>,
+}
+
+fn head_dims(dtype: DType) -> Vec<usize> {
+    let compiled: Vec<usize> = compiled_head_dims(dtype)
+        .into_iter()
+        .map(|d| d as usize)
+        .collect();
+    let max = compiled.iter().copied().max().unwrap_or(0);
+    let mut dims: Vec<usize> = compiled
+        .into_iter()
+        .chain(
+            [8usize, 24, 40, 48, 56, 72, 96, 112]
+                .into_iter()
+                .filter(|&d| d <= max),
+        )
+        .collect();
+    dims.sort_unstable();
+    dims.dedup();
+    dims
+}
+
+fn window() -> impl Strategy<Value = Option<SlidingWindow>> {
+    prop::option::weighted(
+        0.25,
+        (prop::option::of(0u32..48), prop::option::of(0u32..48))
+            .prop_map(|(left, right)| SlidingWindow { left, right }),
+    )
+}
+
+prop_compose! {
+    fn case()(
+        dtype in prop::sample::select(vec![DType::F16, DType::Bf16]),
+        hd_pick in any::<prop::sample::Index>(),
+        (hkv, group) in prop_oneof![(1usize..=2, 1usize..=4), (Just(1usize), 5usize..=8)],
+        seqlens in prop::collection::vec((1usize..=90, 1usize..=90), 1..=3),
+        varlen in prop::bool::weighted(0.4),
+        empty in prop::option::weighted(0.3, (0usize..3, 0usize..2)),
+        scale in prop::option::weighted(0.25, 0.05f32..0.5),
+        causal in prop::bool::weighted(0.4),
+        window in window(),
+        softcap in prop::option::weighted(0.2, 5.0f32..30.0),
+        alibi in prop::bool::weighted(0.2),
+        gates in prop::bool::weighted(0.25),
+        deterministic in prop::bool::weighted(0.25),
+        seed in any::<u64>(),
+    ) -> Case {
+        let dims = head_dims(dtype);
+        let mut seqlens = if varlen { seqlens } else { seqlens[..1].to_vec() };
+        if let (true, Some((item, side))) = (varlen, empty) {
+            if let Some(s) = seqlens.get_mut(item) {
+                if side == 0 { s.0 = 0 } else { s.1 = 0 }
+            }
+        }
+        Case {
+            dtype,
+            head_dim: dims[hd_pick.index(dims.len())],
+            hkv,
+            group,
+            seqlens,
+            varlen,
+            options: AttnOptions { softmax_scale: scale, causal, window, softcap },
+            alibi,
+            gates,
+            deterministic,
+            seed,
+        }
+    }
+}
+
+impl Case {
+    fn hq(&self) -> usize {
+        self.hkv * self.group
+    }
+
+    /// Batch and per-item row starts: (batch, cu_q, cu_k).
+    fn layout(&self) -> (usize, Vec<i32>, Vec<i32>) {
+        let mut cu_q = vec![0i32];
+        let mut cu_k = vec![0i32];
+        for &(sq, sk) in &self.seqlens {
+            cu_q.push(cu_q.last().unwrap() + sq as i32);
+            cu_k.push(cu_k.last().unwrap() + sk as i32);
+        }
+        (self.seqlens.len(), cu_q, cu_k)
+    }
+
+    fn fwd_shape(&self) -> FwdShape {
+        let (batch, cu_q, cu_k) = self.layout();
+        let heads = Heads::gqa(self.hq(), self.hkv);
+        let shape = if self.varlen {
+            let max_q = self.seqlens.iter().map(|s| s.0).max().unwrap();
+            let max_k = self.seqlens.iter().map(|s| s.1).max().unwrap();
+            FwdShape::varlen(
+                SeqShape::Varlen {
+                    batch,
+                    max_seqlen_q: max_q,
+                    max_seqlen_k: max_k,
+                    total_q: *cu_q.last().unwrap() as usize,
+                    total_k: *cu_k.last().unwrap() as usize,
+                },
+                heads,
+                self.head_dim,
+            )
+        } else {
+            let (sq, sk) = self.seqlens[0];
+            FwdShape::padded(1, sq, sk, heads, self.head_dim)
+        };
+        shape.with_options(self.options)
+    }
+}
+
+/// Runs the forward then the backward of `case` on the emulator and checks the gradients.
+fn run_case<T: Element>(case: &Case) -> Result<Measured, String> {
+    let be = EmulatorBackend::new(KernelTarget::Ampere);
+    let stream = be.stream().map_err(|e| e.to_string())?;
+    let (_, cu_q, cu_k) = case.layout();
+    let (tq, tk) = (
+        *cu_q.last().unwrap() as usize,
+        *cu_k.last().unwrap() as usize,
+    );
+    let (hq, hkv, d) = (case.hq(), case.hkv, case.head_dim);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(case.seed);
+    let draw = |rng: &mut rand::rngs::StdRng, n: usize| -> Vec<f32> {
+        let x: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        round_slice(&x, case.dtype)
+    };
+    let (q, k) = (draw(&mut rng, tq * hq * d), draw(&mut rng, tk * hkv * d));
+    let (v, d_o) = (draw(&mut rng, tk * hkv * d), draw(&mut rng, tq * hq * d));
+    // ALiBi slopes in [0.01, 0.3); gates in [-1.5, 1.5) with head 0's sometimes exactly 0.
+    let slopes: Vec<f32> = (0..hq).map(|_| rng.random_range(0.01f32..0.3)).collect();
+    let mut gates: Vec<f32> = (0..hq).map(|_| rng.random_range(-1.5f32..1.5)).collect();
+    if rng.random_bool(0.3) {
+        gates[0] = 0.0;
+    }
+    let dev = |x: &[f32]| -> Vec<T> { x.iter().map(|&v| T::from_f32(v)).collect() };
+    let err = |e: flashmha::Error| e.to_string();
+
+    let fwd_shape = case.fwd_shape();
+    let fwd = FwdPlan::new(case.dtype, &fwd_shape).map_err(err)?;
+    let bwd_shape = BwdShape::new(fwd_shape).with_deterministic(case.deterministic);
+    let bwd = BwdPlan::new(case.dtype, &bwd_shape).map_err(err)?;
+    let up = |x: &[T]| be.upload(&stream, x).map_err(err);
+    let (q_d, k_d, v_d, do_d) = (up(&dev(&q))?, up(&dev(&k))?, up(&dev(&v))?, up(&dev(&d_o))?);
+    let (cq, ck) = (
+        be.upload(&stream, &cu_q).map_err(err)?,
+        be.upload(&stream, &cu_k).map_err(err)?,
+    );
+    let mut o_d = be.alloc_zeros::<T>(&stream, tq * hq * d).map_err(err)?;
+    let mut lse_d = be.alloc_zeros::<f32>(&stream, hq * tq).map_err(err)?;
+    let slopes_d = be.upload(&stream, &slopes).map_err(err)?;
+    let gates_d = be.upload(&stream, &gates).map_err(err)?;
+    let args = FwdArgs::new(&q_d, &k_d, &v_d, &mut o_d).lse(&mut lse_d);
+    let args = if case.varlen {
+        args.cu_seqlens(&cq, &ck)
+    } else {
+        args
+    };
+    let args = if case.alibi {
+        args.alibi_slopes(&slopes_d)
+    } else {
+        args
+    };
+    let args = if case.gates {
+        args.head_gates(&gates_d)
+    } else {
+        args
+    };
+    be.run(&stream, &fwd, args).map_err(err)?;
+
+    // Outputs and workspace poisoned: every element must be written (or initialised) by the run.
+    let nan = T::from_f32(f32::NAN);
+    let mut dq_d = up(&vec![nan; tq * hq * d])?;
+    let mut dk_d = up(&vec![nan; tk * hkv * d])?;
+    let mut dv_d = up(&vec![nan; tk * hkv * d])?;
+    let mut ws = be
+        .upload(&stream, &vec![f32::NAN; bwd.workspace_len()])
+        .map_err(err)?;
+    let args = BwdArgs::new(
+        (&q_d, &k_d, &v_d),
+        (&o_d, &lse_d),
+        &do_d,
+        (&mut dq_d, &mut dk_d, &mut dv_d),
+        &mut ws,
+    );
+    let mut dg_d = be.upload(&stream, &vec![f32::NAN; hq]).map_err(err)?;
+    let args = if case.varlen {
+        args.cu_seqlens(&cq, &ck)
+    } else {
+        args
+    };
+    let args = if case.alibi {
+        args.alibi_slopes(&slopes_d)
+    } else {
+        args
+    };
+    let args = if case.gates {
+        args.head_gates(&gates_d).head_gate_grads(&mut dg_d)
+    } else {
+        args
+    };
+    be.backward(&stream, &bwd, args).map_err(err)?;
+    let d_gates = be.download(&stream, &dg_d).map_err(err)?;
+    let down = |b: &<EmulatorBackend as Backend>::Buffer<T>| -> Result<Vec<f32>, String> {
+        Ok(be
+            .download(&stream, b)
+            .map_err(err)?
+            .iter()
+            .map(|x| x.to_f32())
+            .collect())
+    };
+    let (dq, dk, dv) = (down(&dq_d)?, down(&dk_d)?, down(&dv_d)?);
+
+    let (max_q, max_k) = fwd_shape.seq.max_seqlens();
+    let layout = if case.varlen {
+        Layout::Varlen {
+            cu_seqlens_q: &cu_q,
+            cu_seqlens_k: &cu_k,
+        }
+    } else {
+        Layout::Padded {
+            batch: 1,
+            seqlen_q: max_q,
+            seqlen_k: max_k,
+        }
+    };
+    let inp = ReferenceInputs {
+        q: &q,
+        k: &k,
+        v: &v,
+        layout,
+        num_heads_q: hq,
+        num_heads_kv: hkv,
+        head_dim: d,
+        options: &case.options,
+        alibi_slopes: case.alibi.then_some(&slopes[..]),
+        head_gates: case.gates.then_some(&gates[..]),
+        sinks: None,
+    };
+    let max_abs = |xs: &[f32]| xs.iter().fold(0f64, |a, &x| a.max(f64::from(x).abs()));
+    let gate_bound = if case.gates { max_abs(&gates) } else { 1.0 };
+    let model = BwdErrorModel {
+        dtype: case.dtype,
+        value_bound: max_abs(&v) * gate_bound,
+        head_dim: d,
+        seqlen_q: max_q,
+        seqlen_k: max_k,
+        score_bound: score_bound(
+            &q,
+            &k,
+            d,
+            case.options.scale_for(d),
+            case.alibi.then_some(&slopes[..]),
+            max_q,
+            max_k,
+        ),
+        softcap: case.options.softcap,
+    };
+    let r = attention_backward(&inp, &d_o, &model).map_err(|e| e.to_string())?;
+    Ok(Measured {
+        dq_bits: dq.iter().map(|x| x.to_bits()).collect(),
+        dq: check_each(&dq, &r.dq, &r.dq_tol).map_err(|e| format!("dq: {e}"))?,
+        dk: check_each(&dk, &r.dk, &r.dk_tol).map_err(|e| format!("dk: {e}"))?,
+        dv: check_each(&dv, &r.dv, &r.dv_tol).map_err(|e| format!("dv: {e}"))?,
+        d_gates: if case.gates {
+            check_each(&d_gates, &r.d_gates, &r.d_gates_tol).map_err(|e| format!("d_gates: {e}"))?
+        } else {
+            0.0
+        },
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn backward_matches_autograd_on_the_emulator(case in case()) {
+        let measured = match case.dtype {
+            DType::F16 => run_case::<half::f16>(&case),
+            DType::Bf16 => run_case::<half::bf16>(&case),
+        };
+        let m = measured.map_err(|e| TestCaseError::fail(format!("{case:?}: {e}")))?;
+        // The measured worst error / tolerance of each gradient (visible with --nocapture).
+        println!(
+            "backward {:?} d{} hq{} hkv{} {:?} varlen {} {:?} alibi {} gates {} det {}: worst |err|/tol \
+             dq {:.2e} dk {:.2e} dv {:.2e} d_gates {:.2e}",
+            case.dtype, case.head_dim, case.hq(), case.hkv, case.seqlens, case.varlen, case.options,
+            case.alibi, case.gates, case.deterministic, m.dq, m.dk, m.dv, m.d_gates
+        );
+    }
+}
+
+/// A cu_seqlens_k whose last entry runs past total_k makes the backward trap (a finding, a
+/// typed error), before any access out of bounds.
+#[test]
+fn planted_bad_cu_seqlens_traps() {
+    let case = Case {
+        dtype: DType::F16,
+        head_dim: 64,
+        hkv: 1,
+        group: 2,
+        seqlens: vec![(5, 7), (9, 4)],
+        varlen: true,
+        options: AttnOptions::default(),
+        alibi: false,
+        gates: false,
+        deterministic: false,
+        seed: 7,
+    };
+    let be = EmulatorBackend::new(KernelTarget::Ampere);
+    let stream = be.stream().unwrap();
+    let bwd = BwdPlan::new(DType::F16, &BwdShape::new(case.fwd_shape())).unwrap();
+    let (tq, tk, hq, d) = (14usize, 11usize, 2usize, 64usize);
+    let x = |n: usize| vec![half::f16::from_f32(0.5); n];
+    let (q, k, v, o, g) = (
+        be.upload(&stream, &x(tq * hq * d)).unwrap(),
+        be.upload(&stream, &x(tk * d)).unwrap(),
+        be.upload(&stream, &x(tk * d)).unwrap(),
+        be.upload(&stream, &x(tq * hq * d)).unwrap(),
+        be.upload(&stream, &x(tq * hq * d)).unwrap(),
+    );
+    let lse = be.upload(&stream, &vec![1.0f32; hq * tq]).unwrap();
+    let (mut dq, mut dk, mut dv) = (
+        be.alloc_zeros::<half::f16>(&stream, tq * hq * d).unwrap(),
+        be.alloc_zeros::<half::f16>(&stream, tk * d).unwrap(),
+        be.alloc_zeros::<half::f16>(&stream, tk * d).unwrap(),
+    );
+    let mut ws = be.alloc_zeros::<f32>(&stream, bwd.workspace_len()).unwrap();
+    let cq = be.upload(&stream, &[0i32, 5, 14]).unwrap();
+    let bad_k = be.upload(&stream, &[0i32, 7, 12]).unwrap(); // 12 > total_k = 11
+    let args = BwdArgs::new(
+        (&q, &k, &v),
+        (&o, &lse),
+        &g,
+        (&mut dq, &mut dk, &mut dv),
+        &mut ws,
+    )
+    .cu_seqlens(&cq, &bad_k);
+    let e = be.backward(&stream, &bwd, args).unwrap_err();
+    assert!(e.to_string().to_lowercase().contains("trap"), "{e}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Deterministic mode: the same problem run three times gives bitwise the same dQ (and it
+    /// matches autograd; tests/ops/backward_counters.rs checks its main kernel issues no
+    /// atomics, which is what makes the order fixed on a GPU).
+    #[test]
+    fn deterministic_dq_is_bitwise_repeatable(case in case()) {
+        let case = Case { deterministic: true, ..case };
+        let run = || match case.dtype {
+            DType::F16 => run_case::<half::f16>(&case),
+            DType::Bf16 => run_case::<half::bf16>(&case),
+        }
+        .map_err(|e| TestCaseError::fail(format!("{case:?}: {e}")));
+        let first = run()?.dq_bits;
+        for _ in 0..2 {
+            prop_assert_eq!(&run()?.dq_bits, &first);
+        }
+    }
+}
