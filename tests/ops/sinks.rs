@@ -191,3 +191,117 @@ fn a_nan_sink_survives_the_split_combine() {
         .collect();
     assert!(o[..64].iter().all(|x| x.is_nan()) && o[64..].iter().all(|x| x.is_finite()));
 }
+
+/// The C ABI's sinks: `flashmha_bufs.sinks` through the emulator entry gives the same bits as
+/// the Rust runner, rows with no visible key get their head's sink as LSE and O = 0, and a
+/// sinks buffer shorter than `heads_q` is `FLASHMHA_ERR_BUFFER` with nothing written.
+#[test]
+fn the_c_abi_passes_sinks_to_the_kernel() {
+    use flashmha::capi::{ffi, flashmha_emulate_run, flashmha_plan_create, flashmha_plan_destroy};
+    let seed = seed();
+    let mut r = rng(seed);
+    // Causal with more queries than keys: the first sq - sk rows see no key.
+    let (h, d, sk) = (2usize, 64usize, r.random_range(1..=30));
+    let sq = sk + r.random_range(1..=10);
+    let s = ffi::flashmha_shape {
+        dtype: ffi::FLASHMHA_DTYPE_F16,
+        batch: 1,
+        seqlen_q: sq,
+        seqlen_k: sk,
+        heads_q: h,
+        heads_kv: h,
+        head_dim: d,
+        options: ffi::flashmha_options {
+            causal: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut plan: *mut ffi::flashmha_plan = std::ptr::null_mut();
+    // SAFETY: valid pointers to locals.
+    assert_eq!(
+        unsafe { flashmha_plan_create(&s, &mut plan) },
+        ffi::FLASHMHA_OK
+    );
+    let (nq, nk) = (sq * h * d, sk * h * d);
+    let mut draw = |n: usize| -> Vec<u16> {
+        (0..n)
+            .map(|_| DType::F16.bits_from_f32(r.random_range(-1.0..1.0)))
+            .collect()
+    };
+    let (mut q, mut k, mut v) = (draw(nq), draw(nk), draw(nk));
+    let mut sinks = vec![r.random_range(-2.0f32..3.0), r.random_range(-2.0f32..3.0)];
+    let mut o = vec![0u16; nq];
+    let mut lse = vec![f32::NAN; h * sq];
+    let buf = |p: *mut u8, len: usize| ffi::flashmha_buf {
+        data: p.cast(),
+        len: len as _,
+    };
+    let mut bufs = ffi::flashmha_bufs {
+        q: buf(q.as_mut_ptr().cast(), nq),
+        k: buf(k.as_mut_ptr().cast(), nk),
+        v: buf(v.as_mut_ptr().cast(), nk),
+        o: buf(o.as_mut_ptr().cast(), nq),
+        lse: buf(lse.as_mut_ptr().cast(), h * sq),
+        sinks: buf(sinks.as_mut_ptr().cast(), h),
+        ..Default::default()
+    };
+    // SAFETY: every buffer is a live Vec of its declared length; `plan` is live.
+    assert_eq!(
+        unsafe { flashmha_emulate_run(plan, &bufs) },
+        ffi::FLASHMHA_OK
+    );
+    // The same call through the Rust runner: the same bits.
+    let mut p = FwdProblem::contiguous(
+        DType::F16,
+        SeqLayout::Padded {
+            batch: 1,
+            seqlen_q: sq,
+            seqlen_k: sk,
+        },
+        h,
+        h,
+        d,
+        AttnOptions {
+            causal: true,
+            ..Default::default()
+        },
+    );
+    p.lse_len = Some(p.row_stats_len());
+    p.sinks_len = Some(h);
+    let inputs = HostInputs {
+        q: q.clone(),
+        k: k.clone(),
+        v: v.clone(),
+        sinks: Some(sinks.clone()),
+        ..HostInputs::default()
+    };
+    let run = emulated::forward(&p, &inputs).unwrap();
+    assert_eq!(
+        run.outputs.o, o,
+        "seed {seed}: O differs from the Rust path"
+    );
+    let lse_rust = run.outputs.lse.unwrap();
+    assert!(lse_rust
+        .iter()
+        .zip(&lse)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    // [1, h, sq] LSE: rows without keys hold exactly their sink; their O is 0.
+    for (hh, z) in sinks.iter().enumerate() {
+        for i in 0..sq - sk {
+            assert_eq!(lse[hh * sq + i], *z, "seed {seed}: head {hh} row {i}");
+            assert!(o[(i * h + hh) * d..][..d].iter().all(|&b| b == 0));
+        }
+    }
+    // A short sinks buffer is refused before the launch: nothing is written.
+    let o_before = o.clone();
+    bufs.sinks = buf(sinks.as_mut_ptr().cast(), h - 1);
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { flashmha_emulate_run(plan, &bufs) },
+        ffi::FLASHMHA_ERR_BUFFER
+    );
+    assert_eq!(o, o_before);
+    // SAFETY: destroyed once.
+    unsafe { flashmha_plan_destroy(plan) };
+}
