@@ -22,24 +22,7 @@
 
 namespace flashmha {
 
-/* The rows of batch item `batch` (padded or varlen; cu_seqlens checked, a violation traps). */
-__device__ __forceinline__ SeqExtent seq_extent(const FlashBwdParams &p, int batch) {
-    SeqExtent e;
-    if (p.opt.flags & FLASHMHA_FLAG_VARLEN) {
-        const SeqRows q = checked_seq_rows(p.cu_seqlens_q, batch, p.total_q, p.seqlen_q);
-        const SeqRows k = checked_seq_rows(p.cu_seqlens_k, batch, p.total_k, p.seqlen_k);
-        e.q_row0 = q.start;
-        e.k_row0 = k.start;
-        e.sq = q.len;
-        e.sk = k.len;
-    } else {
-        e.q_row0 = 0;
-        e.k_row0 = 0;
-        e.sq = p.seqlen_q;
-        e.sk = p.seqlen_k;
-    }
-    return e;
-}
+/* seq_extent (mask.cuh) serves the backward's params too: the same sequence fields. */
 
 /* The two elements of a packed 16-bit pair as f32 (lo = bits 0..15). */
 template <class Elem>

@@ -52,7 +52,10 @@ __device__ __forceinline__ SeqRows checked_seq_rows(const int32_t *cu_seqlens, i
     return SeqRows{r0, r1 - r0};
 }
 
-__device__ __forceinline__ SeqExtent seq_extent(const FlashFwdParams &p, int batch) {
+/* For any params struct with the forward's sequence fields (FlashFwdParams, FlashBwdParams):
+ * cu_seqlens_q / _k, total_q / _k, seqlen_q / _k and opt.flags. */
+template <class Params>
+__device__ __forceinline__ SeqExtent seq_extent(const Params &p, int batch) {
     SeqExtent e;
     if (p.opt.flags & FLASHMHA_FLAG_VARLEN) {
         const SeqRows q = checked_seq_rows(p.cu_seqlens_q, batch, p.total_q, p.seqlen_q);
