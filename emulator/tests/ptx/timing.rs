@@ -212,9 +212,12 @@ fn cp_async_group_completes_after_latency_and_bandwidth() {
 
 #[test]
 fn tracing_leaves_results_and_counters_unchanged() {
-    // The same launch with and without the trace: same counters, same output bytes.
+    // The same launch with and without the trace: same counters, same output bytes. Each
+    // thread squares its own word (global index ctaid * 64 + tid): if the CTAs shared words,
+    // the result would depend on the order the emulator runs them in, and the test would flake.
     let src = ptx(
-        "\tld.param.u64 %rd1, [k_in];\n\tshl.b32 %r2, %r1, 2;\n\tcvt.u64.u32 %rd2, %r2;\n\
+        "\tmov.u32 %r3, %ctaid.x;\n\tmad.lo.u32 %r1, %r3, 64, %r1;\n\
+         \tld.param.u64 %rd1, [k_in];\n\tshl.b32 %r2, %r1, 2;\n\tcvt.u64.u32 %rd2, %r2;\n\
          \tadd.s64 %rd3, %rd1, %rd2;\n\tld.global.f32 %f1, [%rd3];\n\tmul.f32 %f2, %f1, %f1;\n\
          \tst.global.f32 [%rd3], %f2;\n",
         "",
@@ -244,6 +247,9 @@ fn tracing_leaves_results_and_counters_unchanged() {
     let (c1, out1, n) = run(true);
     assert_eq!(c0, c1);
     assert_eq!(out0, out1);
+    // 3 CTAs x 64 threads squared the first 768 bytes' words and left the rest alone.
+    assert_ne!(out0[..768], data[..768]);
+    assert_eq!(out0[768..], data[768..]);
     // CTA [7, 0, 0] is outside the grid of 3: only CTA 1 is traced.
     assert_eq!(n, 1);
 }
