@@ -9,7 +9,7 @@ use super::counters::{Counters, RawCounters};
 use super::error::EmuError;
 use super::exec::{run_cta, FenceWatch, LaunchCtx};
 use super::findings::{Finding, FindingKind, FindingSink};
-use super::memory::GlobalMemory;
+use super::memory::{GlobalMemory, WriterTag};
 use super::program::{Class, Program};
 use super::{lower, parser};
 
@@ -182,6 +182,8 @@ pub const MAX_SHARED_BYTES: u32 = 227 * 1024;
 pub struct Device {
     gmem: GlobalMemory,
     options: EmuOptions,
+    /// Launches so far, the epoch of the cross-CTA write check (`memory.rs`, `WriterTag`).
+    launches: u32,
 }
 
 impl Device {
@@ -189,6 +191,7 @@ impl Device {
         Device {
             gmem: GlobalMemory::new(),
             options: EmuOptions::default(),
+            launches: 0,
         }
     }
 
@@ -196,6 +199,7 @@ impl Device {
         Device {
             gmem: GlobalMemory::new(),
             options,
+            launches: 0,
         }
     }
 
@@ -346,9 +350,15 @@ impl Device {
         for r in &prog.relocs {
             consts.push((r.reg, var_addrs[r.var].wrapping_add(r.off as u64)));
         }
+        // Epoch 0 marks words no kernel wrote; the 24-bit epoch wraps past it.
+        self.launches = match self.launches.wrapping_add(1) & WriterTag::EPOCH_MASK {
+            0 => 1,
+            e => e,
+        };
         let ctx = LaunchCtx {
             prog,
             gmem: &self.gmem,
+            epoch: self.launches,
             params,
             grid: cfg.grid,
             block: cfg.block,

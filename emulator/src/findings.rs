@@ -41,6 +41,9 @@ pub enum FindingKind {
     /// warp's first one, or an accumulator / A-fragment register accessed by another
     /// instruction since the warp's last fence.
     WgmmaMissingFence,
+    /// Two CTAs of one launch wrote the same global byte with plain (non-atomic) stores: CTAs
+    /// are unordered, so which value remains depends on the schedule.
+    GlobalRaceWaw,
     /// A read of shared memory nobody has written in this launch.
     UninitSharedRead,
     /// A read of the destination of a bulk/tensor (TMA) copy before the mbarrier phase the
@@ -98,6 +101,7 @@ impl FindingKind {
                 "wgmma accumulator or A register accessed before wait_group"
             }
             FindingKind::WgmmaMissingFence => "wgmma.mma_async without the required wgmma.fence",
+            FindingKind::GlobalRaceWaw => "global race (two CTAs wrote one byte)",
             FindingKind::UninitSharedRead => "uninitialised shared read",
             FindingKind::BulkReadBeforeComplete => {
                 "bulk/TMA destination read before its mbarrier phase completed"

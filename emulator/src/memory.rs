@@ -4,6 +4,7 @@
 //! stores and PTX atomics are compare-exchange loops, so atomics are exact across CTAs.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
 
 use crate::program::PARAM_WINDOW;
 
@@ -21,6 +22,39 @@ pub struct Alloc {
     pub base: u64,
     pub len: u64,
     words: Box<[AtomicU64]>,
+    /// Which CTA of which launch last wrote each word ([`WriterTag`]), made on the first kernel
+    /// store so that inputs never pay for it; `None` when the host could not spare the memory
+    /// (the check is then skipped for this allocation, never a false finding).
+    writers: OnceLock<Option<Box<[AtomicU64]>>>,
+}
+
+/// Who wrote a global word in the current launch: CTAs of one launch are unordered (the
+/// emulator runs them in parallel, the GPU in any order), so two of them writing the same byte
+/// is a race whose result depends on the schedule. A tag is one `u64`: the launch epoch
+/// (24 bits, 0 = never written by a kernel), the writing CTA's linear index (32 bits,
+/// [`WriterTag::SHARED`] when CTAs wrote disjoint bytes of the word) and the mask of the word's
+/// bytes written in this launch (8 bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriterTag {
+    pub epoch: u32,
+    pub cta: u32,
+}
+
+impl WriterTag {
+    /// The word holds bytes of more than one CTA (each disjoint so far). Further overlaps are
+    /// not attributed (no false finding; a missed race at worst).
+    pub const SHARED: u32 = u32::MAX;
+    /// Epochs wrap at 2^24 launches (a stale tag can then alias a new launch: a word written in
+    /// launch e and next in launch e + 2^24 by another CTA; accepted).
+    pub const EPOCH_MASK: u32 = (1 << 24) - 1;
+
+    fn pack(self, mask: u8) -> u64 {
+        ((self.epoch & Self::EPOCH_MASK) as u64) << 40 | (self.cta as u64) << 8 | mask as u64
+    }
+
+    fn unpack(v: u64) -> (u32, u32, u8) {
+        ((v >> 40) as u32, (v >> 8) as u32, v as u8)
+    }
 }
 
 pub struct GlobalMemory {
@@ -76,6 +110,7 @@ impl GlobalMemory {
             base,
             len,
             words: words.into_boxed_slice(),
+            writers: OnceLock::new(),
         });
         Ok(base)
     }
@@ -156,6 +191,50 @@ impl Alloc {
         }
     }
 
+    /// A kernel store: writes `data` like [`Alloc::write`] and records `tag` as the writer of
+    /// its bytes. Returns the first byte offset (in the allocation) that another CTA of the same
+    /// launch had already written, if any: a cross-CTA write-write race.
+    pub fn write_by(&self, off: usize, data: &[u8], tag: WriterTag) -> Option<usize> {
+        self.write(off, data);
+        let writers = self
+            .writers
+            .get_or_init(|| {
+                let mut v = Vec::new();
+                v.try_reserve_exact(self.words.len()).ok()?;
+                v.extend(self.words.iter().map(|_| AtomicU64::new(0)));
+                Some(v.into_boxed_slice())
+            })
+            .as_ref()?;
+        let mut race = None;
+        let mut i = 0;
+        while i < data.len() {
+            let o = off + i;
+            let (w, b) = (o / 8, o % 8);
+            let n = (8 - b).min(data.len() - i);
+            let mask = (((1u16 << n) - 1) << b) as u8;
+            let epoch = tag.epoch & WriterTag::EPOCH_MASK;
+            let _ = writers[w].fetch_update(Relaxed, Relaxed, |old| {
+                let (e, cta, m) = WriterTag::unpack(old);
+                Some(if e != epoch {
+                    tag.pack(mask)
+                } else if cta == tag.cta || cta == WriterTag::SHARED {
+                    old | mask as u64
+                } else if m & mask != 0 {
+                    race.get_or_insert(w * 8 + (m & mask).trailing_zeros() as usize);
+                    tag.pack(mask)
+                } else {
+                    WriterTag {
+                        epoch,
+                        cta: WriterTag::SHARED,
+                    }
+                    .pack(m | mask)
+                })
+            });
+            i += n;
+        }
+        race
+    }
+
     /// Atomic read-modify-write of a naturally aligned 4- or 8-byte value; returns the old value.
     pub fn rmw(&self, off: usize, size: usize, f: impl Fn(u64) -> u64) -> u64 {
         let (w, b) = (off / 8, off % 8);
@@ -206,6 +285,37 @@ mod tests {
         assert_eq!(buf, [POISON; 4]);
         assert!(g.free(a));
         assert_eq!(g.read(a, &mut buf), Err(Fault::OutOfBounds));
+    }
+
+    /// Two CTAs of one launch writing the same byte race; disjoint bytes of one word, the same
+    /// CTA twice, or another launch do not.
+    #[test]
+    fn writer_tags_find_cross_cta_overlaps_only() {
+        let mut g = GlobalMemory::new();
+        let a = g.try_alloc(64).unwrap();
+        let (al, _) = g.find(a, 64).unwrap();
+        let t = |epoch, cta| WriterTag { epoch, cta };
+        assert_eq!(al.write_by(0, &[1; 4], t(1, 0)), None);
+        assert_eq!(
+            al.write_by(4, &[2; 4], t(1, 1)),
+            None,
+            "disjoint halves of a word"
+        );
+        assert_eq!(al.write_by(16, &[3; 8], t(1, 2)), None);
+        assert_eq!(al.write_by(16, &[3; 8], t(1, 2)), None, "same CTA again");
+        assert_eq!(
+            al.write_by(21, &[4; 6], t(1, 3)),
+            Some(21),
+            "CTA 3 over CTA 2's bytes"
+        );
+        assert_eq!(
+            al.write_by(16, &[5; 8], t(2, 7)),
+            None,
+            "a new launch starts clean"
+        );
+        let mut back = [0u8; 8];
+        al.read(16, &mut back);
+        assert_eq!(back, [5; 8], "the store itself always lands");
     }
 
     #[test]

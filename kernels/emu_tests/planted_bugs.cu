@@ -98,3 +98,11 @@ extern "C" __global__ void clean_reduce(const float *in, float *out) {
     }
     if (t == 0) out[blockIdx.x] = s[0];
 }
+
+// Every CTA writes the same words: CTAs are unordered, so which CTA's value remains depends on
+// the schedule (a cross-CTA write-write race). `stride` = 0 plants it; `stride` = blockDim.x
+// gives each CTA its own words (the clean control) and bytes 2..3 of a word written by the next
+// CTA's bytes 0..1 stay clean too (disjoint bytes of one 8-byte word).
+extern "C" __global__ void bug_cross_cta_write(unsigned short *out, int stride) {
+    out[blockIdx.x * stride + threadIdx.x] = (unsigned short)blockIdx.x;
+}

@@ -165,3 +165,39 @@ fn clean_reduction_is_clean_and_correct_over_many_ctas() {
     assert_eq!(rep.counters.barriers, 40 * 9);
     assert_eq!(rep.counters.ctas, 40);
 }
+
+#[test]
+fn two_ctas_writing_one_global_byte_is_a_race_and_disjoint_bytes_are_not() {
+    let mut dev = Device::new();
+    let out = dev.alloc(8 * 2);
+    let run = |dev: &mut Device, stride: i32| {
+        let args = [Arg::Ptr(out), Arg::I32(stride)];
+        launch(
+            dev,
+            &module("planted_bugs"),
+            "bug_cross_cta_write",
+            4,
+            2,
+            &args,
+        )
+    };
+    // stride 0: the 4 CTAs of 2 threads all write halves 0 and 1.
+    let rep = run(&mut dev, 0);
+    let f = rep.only(FindingKind::GlobalRaceWaw);
+    assert!(
+        f.address == Some(out.0) || f.address == Some(out.0 + 2),
+        "{f:?}"
+    );
+    assert!(f.ptx.starts_with("st.global"), "{}", f.ptx);
+    // stride 2: CTA c writes halves 2c and 2c + 1, so CTAs 0-3 share one 8-byte word pairwise
+    // without sharing a byte; a second launch does not see the first one's writers.
+    run(&mut dev, 2).clean();
+    run(&mut dev, 2).clean();
+    let v: Vec<u16> = (0..8)
+        .map(|i| {
+            let b = dev.read(DevicePtr(out.0 + 2 * i), 2).unwrap();
+            u16::from_le_bytes([b[0], b[1]])
+        })
+        .collect();
+    assert_eq!(v, [0, 0, 1, 1, 2, 2, 3, 3]);
+}

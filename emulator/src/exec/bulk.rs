@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 
-use super::mem::{fits, hazard_finding, lane_addr, oob, resolve, Loc};
+use super::mem::{fits, hazard_finding, lane_addr, oob, resolve, store_global, Loc};
 use super::{lanes, mbarrier, Env, Warp};
 use crate::findings::FindingKind;
 use crate::program::*;
@@ -371,7 +371,7 @@ fn tma(w: &mut Warp, env: &mut Env, pc: u32, l: usize, op: &TmaOp) {
             }
             let Some((ga, lo, hi)) = *rinfo else { continue };
             let src = &row[(lo * esize) as usize..(hi * esize) as usize];
-            if env.ctx.gmem.write(ga, src).is_err() {
+            if !store_global(env, pc, tid, ga, src) {
                 oob(env, pc, tid, Loc::Global(ga), src.len());
             }
             let n = src.len() as u64;
@@ -455,7 +455,7 @@ fn bulk_copy(w: &mut Warp, env: &mut Env, pc: u32, l: usize, op: &BulkCopyOp) {
             hazard_finding(env, pc, tid, sh, h);
         }
         let data = env.smem.data[sh as usize..(sh + n) as usize].to_vec();
-        if env.ctx.gmem.write(g, &data).is_err() {
+        if !store_global(env, pc, tid, g, &data) {
             oob(env, pc, tid, Loc::Global(g), n as usize);
         }
         count_global(env, g, n, true);

@@ -7,6 +7,7 @@
 use super::{lanes, Env, Warp};
 use crate::counters::wavefronts;
 use crate::findings::FindingKind;
+use crate::memory::WriterTag;
 use crate::program::*;
 use crate::shared::Hazard;
 use crate::types::{Space, Ty};
@@ -199,6 +200,41 @@ pub(super) fn read_lane(
     }
 }
 
+/// A kernel's store of `data` to global address `a` (plain stores and bulk/TMA stores): `false`
+/// when no allocation holds it (the caller reports the out-of-bounds access). With race checks
+/// on, a byte another CTA of this launch already wrote is a `GlobalRaceWaw` finding: CTAs are
+/// unordered, so the value left behind depends on the schedule.
+pub(super) fn store_global(env: &mut Env, pc: u32, tid: u32, a: u64, data: &[u8]) -> bool {
+    let Ok((al, off)) = env.ctx.gmem.find(a, data.len() as u64) else {
+        return false;
+    };
+    if !env.ctx.check_races {
+        al.write(off, data);
+        return true;
+    }
+    let [gx, gy, _] = env.ctx.grid;
+    let [x, y, z] = env.cta;
+    let linear = x as u64 + gx as u64 * (y as u64 + gy as u64 * z as u64);
+    // Grids past 2^32 - 1 CTAs share the last index (never emulated in practice).
+    let cta = u32::try_from(linear).unwrap_or(WriterTag::SHARED - 1);
+    let tag = WriterTag {
+        epoch: env.ctx.epoch,
+        cta,
+    };
+    if let Some(o) = al.write_by(off, data, tag) {
+        let base = al.base;
+        env.report(
+            FindingKind::GlobalRaceWaw,
+            pc,
+            tid,
+            Some(base + o as u64),
+            None,
+            || "another CTA of this launch already wrote this byte".to_string(),
+        );
+    }
+    true
+}
+
 pub(super) fn write_lane(w: &mut Warp, env: &mut Env, pc: u32, lane: usize, loc: Loc, data: &[u8]) {
     let len = data.len();
     let tid = w.id * 32 + lane as u32;
@@ -206,10 +242,11 @@ pub(super) fn write_lane(w: &mut Warp, env: &mut Env, pc: u32, lane: usize, loc:
         return;
     }
     match loc {
-        Loc::Global(a) => match env.ctx.gmem.find(a, len as u64) {
-            Ok((al, off)) => al.write(off, data),
-            Err(_) => oob(env, pc, tid, loc, len),
-        },
+        Loc::Global(a) => {
+            if !store_global(env, pc, tid, a, data) {
+                oob(env, pc, tid, loc, len)
+            }
+        }
         Loc::Shared(o) => {
             if !fits(o, len as u64, env.smem.len() as u64) {
                 return oob(env, pc, tid, loc, len);

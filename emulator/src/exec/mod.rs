@@ -40,6 +40,8 @@ pub(crate) use wgmma::FenceWatch;
 pub(crate) struct LaunchCtx<'a> {
     pub prog: &'a Program,
     pub gmem: &'a GlobalMemory,
+    /// This launch's epoch for the cross-CTA global write check (`memory.rs`, `WriterTag`).
+    pub epoch: u32,
     pub params: &'a [u8],
     pub grid: [u32; 3],
     pub block: [u32; 3],
