@@ -211,6 +211,17 @@ fn stream_ctx(st: &State, h: u64) -> Result<Arc<Ctx>, CUresult> {
     Ok(s.ctx.clone())
 }
 
+/// Runs a stream entry point: `f` gets the locked state, the stream's handle and its context
+/// (`CUDA_ERROR_INVALID_HANDLE` / the context's sticky error first, as the driver checks them).
+fn on_stream(stream: *mut c_void, f: impl FnOnce(&mut State, u64, Arc<Ctx>) -> R) -> CUresult {
+    run(|| {
+        let h = ptr_handle(stream);
+        let mut st = state();
+        let ctx = stream_ctx(&st, h)?;
+        f(&mut st, h, ctx)
+    })
+}
+
 /// The capture of stream `h`, if it is capturing.
 fn capture_mut(st: &mut State, h: u64) -> Option<&mut Capture> {
     st.streams.get_mut(&h).and_then(|s| s.capture.as_mut())
@@ -709,16 +720,22 @@ pub extern "C" fn cuMemFreeHost(p: *mut c_void) -> CUresult {
     })
 }
 
-/// A host-to-device copy of `bytes` from `src` on stream `h` (`sync`: the synchronous call).
-fn htod(dst: u64, src: *const c_void, bytes: usize, h: u64, sync: bool) -> R {
+/// The context of a copy between pageable host memory and the device on stream `h`: refused
+/// while a capture is on (pageable memory cannot be captured, and the synchronous call is an
+/// unsafe call during any capture).
+fn pageable_copy_ctx(h: u64, sync: bool) -> Result<Arc<Ctx>, CUresult> {
     let mut st = state();
     let ctx = stream_ctx(&st, h)?;
     if sync {
         refuse_in_capture(&mut st)?;
     }
-    // Pageable host memory cannot be captured.
     refuse_on_capturing(&mut st, h)?;
-    drop(st);
+    Ok(ctx)
+}
+
+/// A host-to-device copy of `bytes` from `src` on stream `h` (`sync`: the synchronous call).
+fn htod(dst: u64, src: *const c_void, bytes: usize, h: u64, sync: bool) -> R {
+    let ctx = pageable_copy_ctx(h, sync)?;
     if bytes == 0 {
         return Ok(());
     }
@@ -736,13 +753,7 @@ fn htod(dst: u64, src: *const c_void, bytes: usize, h: u64, sync: bool) -> R {
 
 /// A device-to-host copy: waits for the stream (it is synchronous for pageable memory).
 fn dtoh(dst: *mut c_void, src: u64, bytes: usize, h: u64, sync: bool) -> R {
-    let mut st = state();
-    let ctx = stream_ctx(&st, h)?;
-    if sync {
-        refuse_in_capture(&mut st)?;
-    }
-    refuse_on_capturing(&mut st, h)?;
-    drop(st);
+    let ctx = pageable_copy_ctx(h, sync)?;
     count(|c| c.syncs += 1);
     if bytes == 0 {
         return Ok(());
@@ -1233,11 +1244,8 @@ pub extern "C" fn cuStreamCreateWithPriority(
 
 #[no_mangle]
 pub extern "C" fn cuStreamSynchronize(stream: *mut c_void) -> CUresult {
-    run(|| {
-        let h = ptr_handle(stream);
-        let mut st = state();
-        let ctx = stream_ctx(&st, h)?;
-        refuse_on_capturing(&mut st, h)?;
+    on_stream(stream, |st, h, ctx| {
+        refuse_on_capturing(st, h)?;
         count(|c| c.syncs += 1);
         ctx.check()
     })
@@ -1245,11 +1253,8 @@ pub extern "C" fn cuStreamSynchronize(stream: *mut c_void) -> CUresult {
 
 #[no_mangle]
 pub extern "C" fn cuStreamQuery(stream: *mut c_void) -> CUresult {
-    run(|| {
-        let h = ptr_handle(stream);
-        let mut st = state();
-        let ctx = stream_ctx(&st, h)?;
-        refuse_on_capturing(&mut st, h)?;
+    on_stream(stream, |st, h, ctx| {
+        refuse_on_capturing(st, h)?;
         ctx.check()
     })
 }
@@ -1260,16 +1265,13 @@ pub extern "C" fn cuStreamWaitEvent(
     event: *mut c_void,
     _flags: c_uint,
 ) -> CUresult {
-    run(|| {
-        let h = ptr_handle(stream);
-        let mut st = state();
-        stream_ctx(&st, h)?;
+    on_stream(stream, |st, h, _| {
         let ev = st
             .events
             .get(&ptr_handle(event))
             .ok_or(E::CUDA_ERROR_INVALID_HANDLE)?;
         let ev_capture = ev.capture;
-        match (capture_mut(&mut st, h), ev_capture) {
+        match (capture_mut(st, h), ev_capture) {
             // Work already ran in order: nothing to wait for.
             (None, None) => Ok(()),
             (Some(c), Some(id)) if c.id == id => Ok(()),
@@ -1285,10 +1287,7 @@ pub extern "C" fn cuStreamWaitEvent(
 
 #[no_mangle]
 pub extern "C" fn cuStreamBeginCapture_v2(stream: *mut c_void, mode: c_uint) -> CUresult {
-    run(|| {
-        let h = ptr_handle(stream);
-        let mut st = state();
-        stream_ctx(&st, h)?;
+    on_stream(stream, |st, h, _| {
         if is_default_stream(h) {
             return Err(E::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
         }
@@ -1337,11 +1336,8 @@ pub extern "C" fn cuStreamEndCapture(stream: *mut c_void, graph: *mut *mut c_voi
 
 #[no_mangle]
 pub extern "C" fn cuStreamIsCapturing(stream: *mut c_void, status: *mut c_uint) -> CUresult {
-    run(|| {
-        let h = ptr_handle(stream);
-        let mut st = state();
-        stream_ctx(&st, h)?;
-        let v = match capture_mut(&mut st, h) {
+    on_stream(stream, |st, h, _| {
+        let v = match capture_mut(st, h) {
             None => 0,
             Some(c) if c.invalidated => 2,
             Some(_) => 1,
@@ -1376,11 +1372,8 @@ pub extern "C" fn cuEventCreate(ph: *mut *mut c_void, flags: c_uint) -> CUresult
 
 #[no_mangle]
 pub extern "C" fn cuEventRecord(event: *mut c_void, stream: *mut c_void) -> CUresult {
-    run(|| {
-        let h = ptr_handle(stream);
-        let mut st = state();
-        let ctx = stream_ctx(&st, h)?;
-        let capture = capture_mut(&mut st, h).map(|c| c.id);
+    on_stream(stream, |st, h, ctx| {
+        let capture = capture_mut(st, h).map(|c| c.id);
         let ev = st
             .events
             .get_mut(&ptr_handle(event))
