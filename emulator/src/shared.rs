@@ -54,6 +54,15 @@ fn writer_in_other_warp(s: u64, ep: u64, warp: u32) -> Option<u32> {
     (wt != 0 && (s >> 16) & 0xFFFF == ep && (wt - 1) as u32 / 32 != warp).then(|| (wt - 1) as u32)
 }
 
+/// The write-after-read hazard of a write by `warp` on a byte whose shadow is `s`: a reader of
+/// another warp (or several readers) in epoch `ep`.
+#[inline]
+fn reader_in_other_warp(s: u64, ep: u64, warp: u32) -> Option<Hazard> {
+    let rt = (s >> 32) & 0xFFFF;
+    (rt != 0 && s >> 48 == ep && (rt == MULTI || (rt - 1) as u32 / 32 != warp))
+        .then(|| Hazard::War((rt != MULTI).then(|| (rt - 1) as u32)))
+}
+
 /// A problem found by a shadow check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hazard {
@@ -196,13 +205,8 @@ impl SharedMem {
             if let Some(t) = writer_in_other_warp(s, ep, warp) {
                 hz.get_or_insert(Hazard::Waw(t));
             }
-            let rt = (s >> 32) & 0xFFFF;
-            if rt != 0 && s >> 48 == ep && (rt == MULTI || (rt - 1) as u32 / 32 != warp) {
-                hz.get_or_insert(Hazard::War(if rt == MULTI {
-                    None
-                } else {
-                    Some((rt - 1) as u32)
-                }));
+            if let Some(h) = reader_in_other_warp(s, ep, warp) {
+                hz.get_or_insert(h);
             }
             self.shadow[b] = me | (ep << 16);
         }
@@ -254,13 +258,8 @@ impl SharedMem {
         let mut hz = None;
         for b in off..off + len {
             let s = self.shadow[b];
-            let rt = (s >> 32) & 0xFFFF;
-            if rt != 0 && s >> 48 == ep && (rt == MULTI || (rt - 1) as u32 / 32 != warp) {
-                hz.get_or_insert(Hazard::War(if rt == MULTI {
-                    None
-                } else {
-                    Some((rt - 1) as u32)
-                }));
+            if let Some(h) = reader_in_other_warp(s, ep, warp) {
+                hz.get_or_insert(h);
             }
             self.shadow[b] = (tid as u64 + 1) | (ep << 16);
         }
