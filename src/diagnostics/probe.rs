@@ -662,9 +662,9 @@ const ANNOTATE_ROWS_UP_TO: usize = 34;
 
 impl super::plots::Figure for ProbeFigure<'_> {
     fn size(&self) -> (u32, u32) {
-        // Wide enough for a readable column per property, never wider than 1400 px.
-        let width = 380 + 140 * self.map.properties.len().min(7) as u32;
-        (width.max(640), super::plots::HEATMAP_SIZE.1)
+        // Room for the title and a readable column per property, never wider than 1620 px.
+        let width = 500 + 160 * self.map.properties.len().min(7) as u32;
+        (width.max(820), super::plots::HEATMAP_SIZE.1)
     }
 
     fn draw<DB: plotters::prelude::DrawingBackend>(
@@ -696,7 +696,7 @@ impl super::plots::Figure for ProbeFigure<'_> {
         let col_label = |j: usize| props[j].name.clone();
         let accuracy_color = |a: f64| cosine_color(a.clamp(0.0, 1.0));
         let title = format!(
-            "Probing map: {}-fold CV accuracy of a linear probe per head",
+            "Probing map: {}-fold CV accuracy of a linear probe",
             map.config.folds
         );
         draw_grid(
