@@ -321,13 +321,17 @@ pub fn probe_heads(
     let projected = random_projection(outputs, tokens, heads * dim, dim, config.seed);
     let mut columns = Vec::with_capacity(properties.len());
     for (p, (classes, y)) in properties.iter().zip(checked) {
-        let folds = stratified_folds(&y, classes.len(), config.folds, config.seed);
+        let fold_of = stratified_folds(&y, classes.len(), config.folds, config.seed);
+        let split = Split {
+            y: &y,
+            classes: classes.len(),
+            fold_of: &fold_of,
+            folds: config.folds,
+        };
         let fit = |x: &DMatrix<f64>, what: &dyn Fn() -> String| {
-            cv_accuracy(x, &y, classes.len(), &folds, config.folds, config.ridge).ok_or_else(|| {
-                ProbeError::Singular {
-                    property: p.name.clone(),
-                    features: what(),
-                }
+            cv_accuracy(x, &split, config.ridge).ok_or_else(|| ProbeError::Singular {
+                property: p.name.clone(),
+                features: what(),
             })
         };
         let head_accuracy = head_features
@@ -339,7 +343,7 @@ pub fn probe_heads(
         columns.push(PropertyProbe {
             name: p.name.clone(),
             head_accuracy,
-            majority: majority_accuracy(&y, classes.len(), &folds, config.folds),
+            majority: majority_accuracy(&split),
             random_projection,
             classes,
             tokens,
@@ -369,9 +373,26 @@ pub fn stratified_folds(y: &[usize], classes: usize, folds: usize, seed: u64) ->
     fold_of
 }
 
+/// Every token's class and its cross-validation fold.
+#[derive(Debug, Clone, Copy)]
+pub struct Split<'a> {
+    /// `[tokens]`: class of each token, in `0..classes`.
+    pub y: &'a [usize],
+    pub classes: usize,
+    /// `[tokens]`: fold of each token, in `0..folds`.
+    pub fold_of: &'a [usize],
+    pub folds: usize,
+}
+
 /// Cross-validated accuracy of always predicting the training folds' most frequent class
 /// (ties: the smaller class).
-pub fn majority_accuracy(y: &[usize], classes: usize, fold_of: &[usize], folds: usize) -> f64 {
+pub fn majority_accuracy(split: &Split) -> f64 {
+    let Split {
+        y,
+        classes,
+        fold_of,
+        folds,
+    } = *split;
     let mut counts = vec![vec![0usize; classes]; folds];
     for (&c, &f) in y.iter().zip(fold_of) {
         counts[f][c] += 1;
@@ -395,14 +416,13 @@ pub fn majority_accuracy(y: &[usize], classes: usize, fold_of: &[usize], folds: 
 
 /// Cross-validated accuracy of the ridge classifier on `x: [tokens, features]` (see the module
 /// docs); `None` when a fold's normal equations are not positive definite.
-pub fn cv_accuracy(
-    x: &DMatrix<f64>,
-    y: &[usize],
-    classes: usize,
-    fold_of: &[usize],
-    folds: usize,
-    ridge: f64,
-) -> Option<f64> {
+pub fn cv_accuracy(x: &DMatrix<f64>, split: &Split, ridge: f64) -> Option<f64> {
+    let Split {
+        y,
+        classes,
+        fold_of,
+        folds,
+    } = *split;
     let (n, d) = x.shape();
     // Shift by the overall mean first so the scatter matrices below do not cancel digits.
     let shift = x.row_mean();
@@ -500,10 +520,10 @@ pub struct PlantTarget<'a> {
 
 /// Pre-softmax score of a carrier head's query against its own token's key (the default scale
 /// `1/√dim` applied): large enough that the head attends to its own token almost only.
-const PLANTED_SELF_SCORE: f32 = 24.0;
+pub const PLANTED_SELF_SCORE: f32 = 24.0;
 /// Share of the label signal in a carrier's value, the rest uniform noise: weak enough that
 /// the probe is not trivially perfect, strong enough that it stands far above chance.
-const PLANTED_SIGNAL: f32 = 0.3;
+pub const PLANTED_SIGNAL: f32 = 0.3;
 
 /// Plants a random `classes`-valued property into the query heads `carriers` and returns its
 /// labels (one per token). Each carrier attends to its own token (its query and its KV head's
@@ -863,27 +883,25 @@ mod tests {
     #[test]
     fn the_majority_baseline_uses_only_the_training_folds() {
         // Overall class 0 is the majority (4 of 6), but fold 0's training fold (fold 1) has more 1s.
-        let y = [0, 0, 0, 1, 1, 0];
-        let folds = [0, 0, 0, 1, 1, 1];
+        let split = |y, fold_of| Split {
+            y,
+            classes: 2,
+            fold_of,
+            folds: 2,
+        };
         // Fold 0 predicts 1 (0 right), fold 1 predicts 0 (1 right of 3).
-        assert_eq!(majority_accuracy(&y, 2, &folds, 2), 1.0 / 6.0);
+        let s = split(&[0, 0, 0, 1, 1, 0], &[0, 0, 0, 1, 1, 1]);
+        assert_eq!(majority_accuracy(&s), 1.0 / 6.0);
         // A tie goes to the smaller class.
-        let y = [0, 1, 1, 0];
-        assert_eq!(majority_accuracy(&y, 2, &[0, 0, 1, 1], 2), 0.5);
+        assert_eq!(majority_accuracy(&split(&[0, 1, 1, 0], &[0, 0, 1, 1])), 0.5);
     }
 
     /// The ridge classifier fitted on each fold's explicit training rows.
-    fn naive_cv(
-        x: &DMatrix<f64>,
-        y: &[usize],
-        classes: usize,
-        fold_of: &[usize],
-        folds: usize,
-        ridge: f64,
-    ) -> f64 {
+    fn naive_cv(x: &DMatrix<f64>, split: &Split, ridge: f64) -> f64 {
+        let (y, classes, fold_of) = (split.y, split.classes, split.fold_of);
         let (n, d) = x.shape();
         let mut correct = 0;
-        for f in 0..folds {
+        for f in 0..split.folds {
             let train: Vec<usize> = (0..n).filter(|&t| fold_of[t] != f).collect();
             let xt = x.select_rows(train.iter());
             let mean = xt.row_mean();
@@ -927,25 +945,37 @@ mod tests {
             });
             let fold_of = stratified_folds(&y, classes, folds, rng.random());
             let ridge = [1e-3, 1e-1, 3.0][rng.random_range(0..3)];
-            let fast = cv_accuracy(&x, &y, classes, &fold_of, folds, ridge).unwrap();
-            let slow = naive_cv(&x, &y, classes, &fold_of, folds, ridge);
+            let split = Split {
+                y: &y,
+                classes,
+                fold_of: &fold_of,
+                folds,
+            };
+            let fast = cv_accuracy(&x, &split, ridge).unwrap();
+            let slow = naive_cv(&x, &split, ridge);
             assert_eq!(
                 fast, slow,
                 "n {n} d {d} classes {classes} folds {folds} ridge {ridge}"
             );
         }
-        // Features that are the label itself are read perfectly; the same features with labels
-        // shuffled (pure memorisation would be needed) stay at chance.
+        // Features that are the label itself are read perfectly; noise features stay at chance
+        // (only memorising the training folds could help, and the test folds are unseen).
         let n = 300;
         let y: Vec<usize> = (0..n).map(|_| rng.random_range(0..3)).collect();
         let onehot = DMatrix::from_fn(n, 6, |t, e| {
             f64::from(u8::from(e == y[t])) + 0.01 * rng.random_range(-1.0..1.0)
         });
         let fold_of = stratified_folds(&y, 3, 5, 0);
-        assert_eq!(cv_accuracy(&onehot, &y, 3, &fold_of, 5, 1e-2), Some(1.0));
+        let split = Split {
+            y: &y,
+            classes: 3,
+            fold_of: &fold_of,
+            folds: 5,
+        };
+        assert_eq!(cv_accuracy(&onehot, &split, 1e-2), Some(1.0));
         let noise = DMatrix::from_fn(n, 24, |_, _| rng.random_range(-1.0..1.0));
-        let acc = cv_accuracy(&noise, &y, 3, &fold_of, 5, 1e-2).unwrap();
-        let majority = majority_accuracy(&y, 3, &fold_of, 5);
+        let acc = cv_accuracy(&noise, &split, 1e-2).unwrap();
+        let majority = majority_accuracy(&split);
         assert!(
             acc < majority + 3.0 * (majority * (1.0 - majority) / n as f64).sqrt(),
             "{acc} vs {majority}"
