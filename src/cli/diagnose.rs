@@ -241,7 +241,7 @@ fn load_or_generate(args: &DiagnoseArgs, dtype: DType) -> Result<Inputs> {
         )));
     }
     if args.q.is_none() && args.probes.is_empty() && !args.no_probe_demo {
-        inp.demo = Some(plant_probe_demo(args, &mut inp));
+        inp.demo = Some(plant_probe_demo(args, &mut inp)?);
     }
     plant_duplicates(args, &mut inp)?;
     for x in [&mut inp.q, &mut inp.k, &mut inp.v] {
@@ -394,7 +394,7 @@ fn probe_demo_carriers(args: &DiagnoseArgs, inp: &Inputs) -> Vec<usize> {
 
 /// Plants the demo property (4 classes) into generated inputs ([`probe::plant_property`]) and
 /// draws a 3-class control property no head carries.
-fn plant_probe_demo(args: &DiagnoseArgs, inp: &mut Inputs) -> (Vec<Property>, String) {
+fn plant_probe_demo(args: &DiagnoseArgs, inp: &mut Inputs) -> Result<(Vec<Property>, String)> {
     const PLANTED_CLASSES: usize = 4;
     const CONTROL_CLASSES: usize = 3;
     let carriers = probe_demo_carriers(args, inp);
@@ -410,7 +410,8 @@ fn plant_probe_demo(args: &DiagnoseArgs, inp: &mut Inputs) -> (Vec<Property>, St
         &carriers,
         PLANTED_CLASSES,
         args.seed ^ 0x7f4a_7c15_9e37_79b9,
-    );
+    )
+    .map_err(flashmha::Error::from)?;
     let tokens = labels.len();
     let control = probe::random_labels(tokens, CONTROL_CLASSES, args.seed ^ 0x2545_f491_4f6c_dd1d);
     let what = format!(
@@ -429,7 +430,7 @@ fn plant_probe_demo(args: &DiagnoseArgs, inp: &mut Inputs) -> (Vec<Property>, St
             labels: control,
         },
     ];
-    (props, what)
+    Ok((props, what))
 }
 
 /// The properties to probe (the --probe label files, checked against the inputs' tokens, or

@@ -89,6 +89,12 @@ pub enum ProbeError {
         "probe: head {head} output at token {token} is not finite; a probe cannot be fitted on it"
     )]
     NonFinite { head: usize, token: usize },
+    #[error("plant: {tensor} holds {found} values, the shape needs {expected}")]
+    PlantShape {
+        tensor: &'static str,
+        expected: String,
+        found: usize,
+    },
     #[error("probe {property}: the normal equations of {features} are not positive definite (raise the ridge)")]
     Singular { property: String, features: String },
 }
@@ -310,42 +316,46 @@ pub fn probe_heads(
         }
         checked.push(check_property(p, tokens)?);
     }
-    // Head h's features: [tokens, dim] (f64, so the normal equations keep their precision).
-    let head_features: Vec<DMatrix<f64>> = (0..heads)
-        .map(|h| {
-            DMatrix::from_fn(tokens, dim, |t, e| {
-                f64::from(outputs[(t * heads + h) * dim + e])
-            })
+    let folds: Vec<Vec<usize>> = checked
+        .iter()
+        .map(|(classes, y)| stratified_folds(y, classes.len(), config.folds, config.seed))
+        .collect();
+    let splits: Vec<Split> = checked
+        .iter()
+        .zip(&folds)
+        .map(|((classes, y), fold_of)| Split {
+            y,
+            classes: classes.len(),
+            fold_of,
+            folds: config.folds,
         })
         .collect();
+    let fit = |x: &DMatrix<f64>, k: usize, what: &dyn Fn() -> String| {
+        cv_accuracy(x, &splits[k], config.ridge).ok_or_else(|| ProbeError::Singular {
+            property: properties[k].name.clone(),
+            features: what(),
+        })
+    };
+    // accuracy[k][h]: property k, head h. Heads outside, so one head's f64 copy of its
+    // features ([tokens, dim], f64 so the normal equations keep their precision) lives at a time.
+    let mut accuracy = vec![Vec::with_capacity(heads); properties.len()];
+    for h in 0..heads {
+        let x = DMatrix::from_fn(tokens, dim, |t, e| {
+            f64::from(outputs[(t * heads + h) * dim + e])
+        });
+        for (k, acc) in accuracy.iter_mut().enumerate() {
+            acc.push(fit(&x, k, &|| format!("head {h}"))?);
+        }
+    }
     let projected = random_projection(outputs, tokens, heads * dim, dim, config.seed);
     let mut columns = Vec::with_capacity(properties.len());
-    for (p, (classes, y)) in properties.iter().zip(checked) {
-        let fold_of = stratified_folds(&y, classes.len(), config.folds, config.seed);
-        let split = Split {
-            y: &y,
-            classes: classes.len(),
-            fold_of: &fold_of,
-            folds: config.folds,
-        };
-        let fit = |x: &DMatrix<f64>, what: &dyn Fn() -> String| {
-            cv_accuracy(x, &split, config.ridge).ok_or_else(|| ProbeError::Singular {
-                property: p.name.clone(),
-                features: what(),
-            })
-        };
-        let head_accuracy = head_features
-            .iter()
-            .enumerate()
-            .map(|(h, x)| fit(x, &|| format!("head {h}")))
-            .collect::<std::result::Result<Vec<f64>, ProbeError>>()?;
-        let random_projection = fit(&projected, &|| "the random projection".to_string())?;
+    for (k, head_accuracy) in accuracy.into_iter().enumerate() {
         columns.push(PropertyProbe {
-            name: p.name.clone(),
+            name: properties[k].name.clone(),
             head_accuracy,
-            majority: majority_accuracy(&split),
-            random_projection,
-            classes,
+            majority: majority_accuracy(&splits[k]),
+            random_projection: fit(&projected, k, &|| "the random projection".to_string())?,
+            classes: checked[k].0.clone(),
             tokens,
         });
     }
@@ -531,19 +541,36 @@ pub const PLANTED_SIGNAL: f32 = 0.3;
 /// KV head's value is a fixed random linear map of the one-hot label plus uniform noise
 /// ([`PLANTED_SIGNAL`]), so the carrier's output carries the label linearly and the other heads do not.
 /// With GQA, carriers must be in different KV groups (a later carrier's plant replaces an
-/// earlier one's in a shared group). Tokens are `q.len() / (heads × dim)`.
+/// earlier one's in a shared group). Tokens are `q.len() / (heads × dim)`; buffers that do
+/// not hold whole tokens of that shape, or `heads` not a multiple of `kv_heads`, are refused.
 pub fn plant_property(
     t: PlantTarget<'_>,
     carriers: &[usize],
     classes: usize,
     seed: u64,
-) -> Vec<i64> {
+) -> std::result::Result<Vec<i64>, ProbeError> {
     let (h, hkv, d) = (t.heads, t.kv_heads, t.dim);
-    let tokens = t.q.len() / (h * d).max(1);
-    let group = (h / hkv.max(1)).max(1);
+    let shape_err = |tensor, expected: Option<usize>, found| ProbeError::PlantShape {
+        tensor,
+        expected: expected.map_or("more than usize::MAX".into(), |n| n.to_string()),
+        found,
+    };
+    let row = h.checked_mul(d).filter(|&r| r > 0);
+    let tokens = row.map_or(0, |r| t.q.len() / r);
+    if row.is_none() || hkv == 0 || h % hkv != 0 || row.map(|r| tokens * r) != Some(t.q.len()) {
+        return Err(shape_err("q", row, t.q.len()));
+    }
+    let kv_len = tokens.checked_mul(hkv).and_then(|n| n.checked_mul(d));
+    for (tensor, len) in [("k", t.k.len()), ("v", t.v.len())] {
+        if kv_len != Some(len) {
+            return Err(shape_err(tensor, kv_len, len));
+        }
+    }
+    let classes = classes.max(1);
+    let group = h / hkv;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let labels: Vec<i64> = (0..tokens)
-        .map(|_| rng.random_range(0..classes.max(1) as i64))
+        .map(|_| rng.random_range(0..classes as i64))
         .collect();
     let amplitude = (PLANTED_SELF_SCORE * (d as f32).sqrt()).sqrt();
     for &head in carriers.iter().filter(|&&c| c < h) {
@@ -571,7 +598,7 @@ pub fn plant_property(
             }
         }
     }
-    labels
+    Ok(labels)
 }
 
 /// `tokens` labels drawn uniformly from `0..classes`, independent of everything (seeded): a
@@ -1082,6 +1109,28 @@ mod tests {
             probe_heads(&nan, tokens, heads, dim, &twice[..1], &cfg),
             Err(ProbeError::NonFinite { head: 1, token: 5 })
         );
+        // Planting into buffers that do not fit the shape is refused, not a panic.
+        let (mut q, mut k, mut v) = (vec![0.5f32; 24], vec![0.5f32; 24], vec![0.5f32; 23]);
+        for (heads, kv_heads, dim, tensor) in [
+            (2, 2, 4, "v"),
+            (3, 2, 4, "q"),
+            (2, 0, 4, "q"),
+            (2, 2, 0, "q"),
+            (2, 1, 4, "k"),
+        ] {
+            let t = PlantTarget {
+                q: &mut q,
+                k: &mut k,
+                v: &mut v,
+                heads,
+                kv_heads,
+                dim,
+            };
+            match plant_property(t, &[0], 3, 1) {
+                Err(ProbeError::PlantShape { tensor: t, .. }) => assert_eq!(t, tensor),
+                other => panic!("{heads} {kv_heads} {dim}: {other:?}"),
+            }
+        }
         assert!(parse_probe_arg("pos=labels.npy").is_ok());
         for bad in ["pos", "=x.npy", "pos="] {
             assert!(matches!(
@@ -1162,7 +1211,8 @@ mod tests {
             &[1, 3],
             3,
             7,
-        );
+        )
+        .unwrap();
         let options = crate::common::options::AttnOptions::default();
         let o = crate::reference::attention(&crate::reference::ReferenceInputs {
             q: &q,
