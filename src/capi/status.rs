@@ -77,6 +77,9 @@ pub fn code_of(e: &Error) -> flashmha_status {
         Error::Io { .. } | Error::BadInputFile { .. } | Error::NonFinite { .. } => {
             ffi::FLASHMHA_ERR_IO
         }
+        // Bad label files or probe settings of `diagnose --probe`: input data, like the above.
+        #[cfg(feature = "diagnostics")]
+        Error::Probe(_) => ffi::FLASHMHA_ERR_IO,
         Error::Plot { .. } | Error::FontNotFound { .. } | Error::Reference(_) => {
             ffi::FLASHMHA_ERR_INTERNAL
         }

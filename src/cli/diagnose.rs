@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use super::{CliError, CliResult as Result};
 use flashmha::common::dtype::DType;
 use flashmha::common::options::AttnOptions;
+use flashmha::diagnostics::probe::{self, ProbeConfig, Property};
 use flashmha::diagnostics::{self, report, EntropySource, SimilarityMatrix};
 use flashmha::emulated;
 use flashmha::host::HostInputs;
@@ -88,6 +89,24 @@ pub struct DiagnoseArgs {
     /// TrueType font for the plots (default: $FLASHMHA_FONT, then the system's fonts).
     #[arg(long)]
     pub font: Option<PathBuf>,
+    /// Probe what each head encodes: NAME=labels.npy, an integer .npy with one non-negative label
+    /// per token ([batch * seq] or [batch, seq], the tokens of the inputs). Repeatable. Without
+    /// it, generated inputs get a demo property planted in two heads and a random control.
+    #[arg(long = "probe", value_name = "NAME=PATH", value_parser = parse_probe)]
+    pub probes: Vec<(String, PathBuf)>,
+    /// Cross-validation folds of the probes.
+    #[arg(long, default_value_t = probe::DEFAULT_FOLDS)]
+    pub probe_folds: usize,
+    /// Ridge strength of the probes, relative to the mean variance of an output feature.
+    #[arg(long, default_value_t = probe::DEFAULT_RIDGE)]
+    pub probe_ridge: f64,
+    /// Generated inputs: plant no demo property (and probe nothing unless --probe is given).
+    #[arg(long)]
+    pub no_probe_demo: bool,
+}
+
+fn parse_probe(s: &str) -> std::result::Result<(String, PathBuf), String> {
+    probe::parse_probe_arg(s).map_err(|e| e.to_string())
 }
 
 fn parse_pair(s: &str) -> std::result::Result<(usize, usize), String> {
@@ -113,6 +132,8 @@ struct Inputs {
     kv_heads: usize,
     dim: usize,
     origin: String,
+    /// The demo properties planted into generated inputs, and what was planted where.
+    demo: Option<(Vec<Property>, String)>,
 }
 
 /// O, per-row entropy, and where they came from.
@@ -134,13 +155,32 @@ pub fn run(args: &DiagnoseArgs) -> Result<()> {
     // Fail on a missing font before minutes of emulation, not after.
     let font = diagnostics::plots::load_font(args.font.as_deref())?;
     let inputs = load_or_generate(args, args.dtype)?;
-    let fwd = forward_outputs(&inputs, args.causal, args.dtype)?;
     let tokens = inputs.batch * inputs.seq;
+    // Label files and probe settings are checked before the (slow) emulated forward.
+    let (properties, probe_origin) = probe_properties(args, &inputs)?;
+    let probe_config = ProbeConfig {
+        folds: args.probe_folds,
+        ridge: args.probe_ridge,
+        seed: args.seed,
+    };
+    if !properties.is_empty() {
+        probe_config.check(tokens).map_err(flashmha::Error::from)?;
+    }
+    let fwd = forward_outputs(&inputs, args.causal, args.dtype)?;
     let (matrix, matrix_source, emulator) = similarity(args, &inputs, &fwd.o, tokens)?;
     let analysis = diagnostics::analyze(&matrix, args.threshold);
     let entropy =
         diagnostics::per_head_entropy(&fwd.entropy, inputs.batch, inputs.heads, inputs.seq)?;
 
+    let probe_map = if properties.is_empty() {
+        None
+    } else {
+        let (h, d) = (inputs.heads, inputs.dim);
+        Some(
+            probe::probe_heads(&fwd.o, tokens, h, d, &properties, &probe_config)
+                .map_err(flashmha::Error::from)?,
+        )
+    };
     let dups: Vec<String> = args
         .duplicates
         .iter()
@@ -166,6 +206,7 @@ pub fn run(args: &DiagnoseArgs) -> Result<()> {
             },
         ),
         ("font".to_string(), font.display().to_string()),
+        ("probed properties".to_string(), probe_origin),
     ];
     let rep = report::Report {
         run,
@@ -176,6 +217,7 @@ pub fn run(args: &DiagnoseArgs) -> Result<()> {
         entropy: &entropy,
         entropy_source: fwd.source,
         emulator,
+        probe: probe_map.as_ref(),
     };
     let files = report::write_report(&args.out, &rep)?;
     print_summary(&rep);
@@ -197,6 +239,9 @@ fn load_or_generate(args: &DiagnoseArgs, dtype: DType) -> Result<Inputs> {
             "head dim {} must be a positive multiple of 8, at most 256",
             inp.dim
         )));
+    }
+    if args.q.is_none() && args.probes.is_empty() && !args.no_probe_demo {
+        inp.demo = Some(plant_probe_demo(args, &mut inp)?);
     }
     plant_duplicates(args, &mut inp)?;
     for x in [&mut inp.q, &mut inp.k, &mut inp.v] {
@@ -241,6 +286,7 @@ fn load(args: &DiagnoseArgs, q: &Path, k: &Path, v: &Path) -> Result<Inputs> {
         kv_heads: ks[2],
         dim: qs[3],
         origin: format!("{}, {}, {}", q.display(), k.display(), v.display()),
+        demo: None,
     })
 }
 
@@ -280,6 +326,7 @@ fn generate(args: &DiagnoseArgs) -> Result<Inputs> {
             "generated (seed {}, uniform [-1, 1), q sharpened 0.5..8 by head)",
             args.seed
         ),
+        demo: None,
     })
 }
 
@@ -325,6 +372,86 @@ fn plant_duplicates(args: &DiagnoseArgs, inp: &mut Inputs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Query heads that carry the demo property: up to two, from the last head down, skipping heads
+/// named by --duplicate and (GQA) KV groups already used, so no other plant overwrites them.
+fn probe_demo_carriers(args: &DiagnoseArgs, inp: &Inputs) -> Vec<usize> {
+    let group = (inp.heads / inp.kv_heads.max(1)).max(1);
+    let mut carriers: Vec<usize> = Vec::new();
+    for h in (0..inp.heads).rev() {
+        let duplicated = args.duplicates.iter().any(|&(s, d)| s == h || d == h);
+        if !duplicated && carriers.iter().all(|&c| c / group != h / group) {
+            carriers.push(h);
+        }
+        if carriers.len() == 2 {
+            break;
+        }
+    }
+    carriers.sort_unstable();
+    carriers
+}
+
+/// Plants the demo property (4 classes) into generated inputs ([`probe::plant_property`]) and
+/// draws a 3-class control property no head carries.
+fn plant_probe_demo(args: &DiagnoseArgs, inp: &mut Inputs) -> Result<(Vec<Property>, String)> {
+    const PLANTED_CLASSES: usize = 4;
+    const CONTROL_CLASSES: usize = 3;
+    let carriers = probe_demo_carriers(args, inp);
+    let labels = probe::plant_property(
+        probe::PlantTarget {
+            q: &mut inp.q,
+            k: &mut inp.k,
+            v: &mut inp.v,
+            heads: inp.heads,
+            kv_heads: inp.kv_heads,
+            dim: inp.dim,
+        },
+        &carriers,
+        PLANTED_CLASSES,
+        args.seed ^ 0x7f4a_7c15_9e37_79b9,
+    )
+    .map_err(flashmha::Error::from)?;
+    let tokens = labels.len();
+    let control = probe::random_labels(tokens, CONTROL_CLASSES, args.seed ^ 0x2545_f491_4f6c_dd1d);
+    let what = format!(
+        "demo: 'planted' ({PLANTED_CLASSES} classes) carried by heads {} (each attends to its own \
+         token; its value is a random linear map of the label plus noise), 'random' \
+         ({CONTROL_CLASSES} classes, a control no head carries)",
+        probe::heads_text(&carriers)
+    );
+    let props = vec![
+        Property {
+            name: "planted".into(),
+            labels,
+        },
+        Property {
+            name: "random".into(),
+            labels: control,
+        },
+    ];
+    Ok((props, what))
+}
+
+/// The properties to probe (the --probe label files, checked against the inputs' tokens, or
+/// the demo's) and how reports describe them.
+fn probe_properties(args: &DiagnoseArgs, inp: &Inputs) -> Result<(Vec<Property>, String)> {
+    if let Some((props, what)) = &inp.demo {
+        return Ok((props.clone(), what.clone()));
+    }
+    if args.probes.is_empty() {
+        return Ok((Vec::new(), "none".into()));
+    }
+    let mut props = Vec::with_capacity(args.probes.len());
+    for (name, path) in &args.probes {
+        props.push(probe::read_property(name, path, inp.batch, inp.seq)?);
+    }
+    let files: Vec<String> = args
+        .probes
+        .iter()
+        .map(|(n, p)| format!("{n}={}", p.display()))
+        .collect();
+    Ok((props, files.join(", ")))
 }
 
 /// O and per-row entropy from the fused forward kernel (its `entropy` output), run on the
@@ -463,4 +590,25 @@ fn print_summary(r: &report::Report) {
         ]);
     }
     println!("{e}");
+    if let Some(map) = r.probe {
+        let mut p = crate::cli::table::new(&[
+            "property",
+            "classes",
+            "majority",
+            "random proj.",
+            "top heads (CV accuracy)",
+            "heads above chance",
+        ]);
+        for x in &map.properties {
+            p.add_row(vec![
+                x.name.clone(),
+                x.classes.len().to_string(),
+                format!("{:.3}", x.majority),
+                format!("{:.3}", x.random_projection),
+                probe::top_heads_text(x, 3),
+                probe::heads_text(&x.encoding_heads()),
+            ]);
+        }
+        println!("probing map: {}\n{p}", map.config);
+    }
 }

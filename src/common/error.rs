@@ -408,6 +408,10 @@ pub enum Error {
     FontNotFound { env: &'static str },
     #[error("reference computation failed: {0}")]
     Reference(String),
+    /// Bad input of the probing map (`diagnose --probe`).
+    #[cfg(feature = "diagnostics")]
+    #[error(transparent)]
+    Probe(#[from] crate::diagnostics::probe::ProbeError),
 }
 
 /// Failures of an emulated launch: loading the PTX, or the kernel's own findings when the caller

@@ -6,6 +6,8 @@
 //! - [`similarity`]: host analysis of the mean matrix: eigen spectrum, effective number of
 //!   distinct heads (participation ratio), near-duplicate clusters.
 //! - [`entropy`]: per-head statistics of the forward kernel's per-row attention entropy.
+//! - [`probe`]: the probing map: cross-validated linear probes of per-token properties on each
+//!   head's outputs, with majority and random-projection baselines.
 //! - [`report`], [`plots`]: the report folder of `flashmha diagnose` (CSV, Markdown, PNG, SVG).
 //! - [`npy`]: reading `.npy` / raw f32 inputs for the CLI.
 //!
@@ -15,6 +17,7 @@ pub mod emulated;
 pub mod entropy;
 pub mod npy;
 pub mod plots;
+pub mod probe;
 pub mod report;
 pub mod similarity;
 

@@ -56,8 +56,16 @@ fn byte_len(shape: &[usize], elem: usize) -> Option<usize> {
     shape.iter().try_fold(elem, |n, &d| n.checked_mul(d))
 }
 
-/// Parses a whole `.npy` file.
-pub fn parse_npy(bytes: &[u8]) -> std::result::Result<HostTensor, String> {
+/// The parts of a `.npy` file: its dtype string (`descr`), its shape and its data bytes
+/// (checked to be exactly `shape`'s elements of `elem_size(descr)` bytes by the callers).
+struct NpyParts<'a> {
+    descr: &'a str,
+    shape: Vec<usize>,
+    body: &'a [u8],
+}
+
+/// Splits a whole `.npy` file into header fields and data; C order only.
+fn parse_parts(bytes: &[u8]) -> std::result::Result<NpyParts<'_>, String> {
     let major = *bytes.get(MAGIC.len()).ok_or("truncated header")?;
     let (header_len, start) = match major {
         1 => {
@@ -90,35 +98,114 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<HostTensor, String> {
                 .map_err(|_| format!("bad shape {shape_text}"))
         })
         .collect::<std::result::Result<Vec<usize>, String>>()?;
-    let body = &bytes[end..];
-    let sized = |elem: usize| match byte_len(&shape, elem) {
-        Some(n) if n == body.len() => Ok(()),
-        needed => Err(format!(
-            "data has {} bytes, shape {shape:?} needs {}",
-            body.len(),
-            needed.map_or("more than usize::MAX".to_string(), |n| n.to_string())
-        )),
-    };
-    let data: Vec<f32> = match descr {
-        "<f4" => {
-            sized(4)?;
-            body.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
+    Ok(NpyParts {
+        descr,
+        shape,
+        body: &bytes[end..],
+    })
+}
+
+impl NpyParts<'_> {
+    /// The data as `elem`-byte chunks, refused unless it holds exactly the shape's elements.
+    fn chunks(&self, elem: usize) -> std::result::Result<std::slice::ChunksExact<'_, u8>, String> {
+        match byte_len(&self.shape, elem) {
+            Some(n) if n == self.body.len() => Ok(self.body.chunks_exact(elem)),
+            needed => Err(format!(
+                "data has {} bytes, shape {:?} needs {}",
+                self.body.len(),
+                self.shape,
+                needed.map_or("more than usize::MAX".to_string(), |n| n.to_string())
+            )),
         }
-        "<f8" => {
-            sized(8)?;
-            body.chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-                .collect()
-        }
+    }
+}
+
+/// Parses a whole `.npy` file of floats.
+pub fn parse_npy(bytes: &[u8]) -> std::result::Result<HostTensor, String> {
+    let parts = parse_parts(bytes)?;
+    let data: Vec<f32> = match parts.descr {
+        "<f4" => parts
+            .chunks(4)?
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        "<f8" => parts
+            .chunks(8)?
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+            .collect(),
         other => {
             return Err(format!(
                 "dtype {other} is not supported (use float32 or float64)"
             ))
         }
     };
-    Ok(HostTensor { shape, data })
+    Ok(HostTensor {
+        shape: parts.shape,
+        data,
+    })
+}
+
+/// An integer array read from disk (e.g. per-token labels): row-major values and their shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<i64>,
+}
+
+/// Parses a whole `.npy` file of integers or booleans (`|b1`, `|i1`, `|u1`, `<i2`, `<u2`, `<i4`,
+/// `<u4`, `<i8`, `<u8`); a `<u8` value above `i64::MAX` is refused. Floats are refused too:
+/// labels are classes, and a float label would have to be rounded silently.
+pub fn parse_npy_int(bytes: &[u8]) -> std::result::Result<IntTensor, String> {
+    let parts = parse_parts(bytes)?;
+    let data: Vec<i64> = match parts.descr {
+        "|b1" | "|u1" => parts.chunks(1)?.map(|c| i64::from(c[0])).collect(),
+        "|i1" => parts.chunks(1)?.map(|c| i64::from(c[0] as i8)).collect(),
+        "<i2" => parts
+            .chunks(2)?
+            .map(|c| i64::from(i16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        "<u2" => parts
+            .chunks(2)?
+            .map(|c| i64::from(u16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        "<i4" => parts
+            .chunks(4)?
+            .map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+        "<u4" => parts
+            .chunks(4)?
+            .map(|c| i64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+        "<i8" => parts
+            .chunks(8)?
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect(),
+        "<u8" => parts
+            .chunks(8)?
+            .map(|c| {
+                let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+                i64::try_from(v).map_err(|_| format!("value {v} does not fit an i64"))
+            })
+            .collect::<std::result::Result<_, String>>()?,
+        other => {
+            return Err(format!(
+                "dtype {other} is not supported for integer arrays (use an integer or bool dtype)"
+            ))
+        }
+    };
+    Ok(IntTensor {
+        shape: parts.shape,
+        data,
+    })
+}
+
+/// Reads an integer `.npy` file ([`parse_npy_int`]); anything unreadable is
+/// [`Error::BadInputFile`] naming the file.
+pub fn read_int_npy(path: &Path) -> Result<IntTensor> {
+    let bytes = std::fs::read(path).map_err(|e| bad(path, e))?;
+    if !bytes.starts_with(MAGIC) {
+        return Err(bad(path, "not a .npy file (no \\x93NUMPY magic)"));
+    }
+    parse_npy_int(&bytes).map_err(|why| bad(path, why))
 }
 
 /// The text of `key`'s value in a NumPy header dict (`{'descr': '<f4', 'shape': (2, 3), }`).
@@ -142,25 +229,37 @@ fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
 /// Writes `data` of `shape` as a version-1 `.npy` (`<f4`, C order): the inverse of
 /// [`parse_npy`], used by tests and to save inputs for later runs.
 pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    let body: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_npy_bytes(path, "<f4", shape, &body)
+}
+
+/// Writes integer `data` of `shape` as a version-1 `.npy` (`<i8`, C order): the inverse of
+/// [`parse_npy_int`] (label files for `diagnose --probe`).
+pub fn write_npy_int(path: &Path, shape: &[usize], data: &[i64]) -> Result<()> {
+    let body: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_npy_bytes(path, "<i8", shape, &body)
+}
+
+/// A version-1 `.npy` of `descr` and `shape` holding `body` (little-endian elements, C order).
+fn write_npy_bytes(path: &Path, descr: &str, shape: &[usize], body: &[u8]) -> Result<()> {
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
     let shape_text = if dims.len() == 1 {
         format!("({},)", dims[0])
     } else {
         format!("({})", dims.join(", "))
     };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
     // Pad so that the data starts at a multiple of 64 bytes; the header ends with '\n'.
     let unpadded = MAGIC.len() + 2 + 2 + header.len() + 1;
     header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
     header.push('\n');
-    let mut out = Vec::with_capacity(MAGIC.len() + 4 + header.len() + data.len() * 4);
+    let mut out = Vec::with_capacity(MAGIC.len() + 4 + header.len() + body.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[1, 0]);
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    for v in data {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+    out.extend_from_slice(body);
     std::fs::write(path, out).map_err(|e| bad(path, e))
 }
 
@@ -230,6 +329,40 @@ mod tests {
         let raw = dir.join("raw.f32");
         std::fs::write(&raw, [0u8; 8]).unwrap();
         assert!(read_tensor(&raw, &[usize::MAX, 2]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn integer_arrays_round_trip_and_floats_are_refused() {
+        let dir = std::env::temp_dir().join(format!("flashmha_npy_int_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let labels = [3i64, -1, 0, i64::MAX, 7, 2];
+        let path = dir.join("labels.npy");
+        write_npy_int(&path, &[2, 3], &labels).unwrap();
+        let t = read_int_npy(&path).unwrap();
+        assert_eq!(t.shape, vec![2, 3]);
+        assert_eq!(t.data, labels);
+        // Narrow and unsigned dtypes as NumPy writes them.
+        let i1 = "{'descr': '|i1', 'fortran_order': False, 'shape': (3,), }";
+        let t = parse_npy_int(&npy_bytes(i1, &[0xff, 1, 2])).unwrap();
+        assert_eq!(t.data, vec![-1, 1, 2]);
+        let u8_big = "{'descr': '<u8', 'fortran_order': False, 'shape': (1,), }";
+        assert!(parse_npy_int(&npy_bytes(u8_big, &u64::MAX.to_le_bytes())).is_err());
+        let f4 = "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }";
+        assert!(parse_npy_int(&npy_bytes(f4, &1.0f32.to_le_bytes())).is_err());
+        let short = "{'descr': '<i4', 'fortran_order': False, 'shape': (2,), }";
+        assert!(parse_npy_int(&npy_bytes(short, &[0; 4])).is_err());
+        // Not a .npy at all, and a missing file: typed errors naming the file.
+        let raw = dir.join("raw.bin");
+        std::fs::write(&raw, [1u8, 2, 3]).unwrap();
+        assert!(matches!(
+            read_int_npy(&raw),
+            Err(Error::BadInputFile { .. })
+        ));
+        assert!(matches!(
+            read_int_npy(&dir.join("missing.npy")),
+            Err(Error::BadInputFile { .. })
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

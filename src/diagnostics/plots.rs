@@ -18,7 +18,7 @@ use super::similarity::{SimilarityAnalysis, SimilarityMatrix};
 use crate::common::error::{Error, Result};
 
 /// Family name plotters knows our font by.
-const FAMILY: &str = "sans-serif";
+pub const FAMILY: &str = "sans-serif";
 /// Environment variable naming a TrueType font to use instead of the system search.
 pub const FONT_ENV: &str = "FLASHMHA_FONT";
 /// Well-known places of a sans-serif TrueType font (Debian/Ubuntu, Arch, Fedora, macOS, Windows).
@@ -35,15 +35,15 @@ const FONT_CANDIDATES: &[&str] = &[
 const FONT_DIRS: &[&str] = &["/usr/share/fonts", "/usr/local/share/fonts"];
 
 /// Pixel size of the heatmap and the spectrum plot.
-const HEATMAP_SIZE: (u32, u32) = (900, 780);
+pub const HEATMAP_SIZE: (u32, u32) = (900, 780);
 const SPECTRUM_SIZE: (u32, u32) = (900, 520);
 /// Width of the colour-bar panel right of the heatmap.
-const COLORBAR_WIDTH: u32 = 130;
+pub const COLORBAR_WIDTH: u32 = 130;
 /// Up to this many heads every head gets a tick label and every cell its value.
 const LABEL_EVERY_HEAD_UP_TO: usize = 32;
 const ANNOTATE_CELLS_UP_TO: usize = 16;
 /// Characters of cluster list that fit the heatmap's footer line.
-const FOOTER_CHARS: usize = 80;
+pub const FOOTER_CHARS: usize = 80;
 
 /// Registers a TrueType font with plotters once per process and returns its path. Looks at
 /// `explicit`, then `$FLASHMHA_FONT`, then the usual system fonts, then any `.ttf` in the usual font folders.
@@ -117,6 +117,59 @@ fn plot_err<E: std::error::Error + Send + Sync>(what: &Path, e: DrawingAreaError
     }
 }
 
+/// A picture drawn once by backend-generic code, written as PNG and SVG by [`write_figure`].
+pub trait Figure {
+    /// Pixel size of both files.
+    fn size(&self) -> (u32, u32);
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB>;
+}
+
+/// Writes `fig` as `<stem>.png` and `<stem>.svg`; returns both paths.
+pub fn write_figure(stem: &Path, fig: &impl Figure) -> Result<[PathBuf; 2]> {
+    let png = stem.with_extension("png");
+    let svg = stem.with_extension("svg");
+    {
+        let root = BitMapBackend::new(&png, fig.size()).into_drawing_area();
+        fig.draw(&root).map_err(|e| plot_err(&png, e))?;
+        root.present().map_err(|e| plot_err(&png, e))?;
+    }
+    {
+        let root = SVGBackend::new(&svg, fig.size()).into_drawing_area();
+        fig.draw(&root).map_err(|e| plot_err(&svg, e))?;
+        root.present().map_err(|e| plot_err(&svg, e))?;
+    }
+    Ok([png, svg])
+}
+
+struct HeatmapFigure<'a> {
+    m: &'a SimilarityMatrix,
+    analysis: &'a SimilarityAnalysis,
+    title: &'a str,
+}
+
+impl Figure for HeatmapFigure<'_> {
+    fn size(&self) -> (u32, u32) {
+        HEATMAP_SIZE
+    }
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        draw_heatmap(root, self.m, self.analysis, self.title)
+    }
+}
+
+struct SpectrumFigure<'a> {
+    analysis: &'a SimilarityAnalysis,
+    heads: usize,
+}
+
+impl Figure for SpectrumFigure<'_> {
+    fn size(&self) -> (u32, u32) {
+        SPECTRUM_SIZE
+    }
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        draw_spectrum(root, self.analysis, self.heads)
+    }
+}
+
 /// Writes the heatmap of `m` as `<stem>.png` and `<stem>.svg`; returns both paths.
 pub fn write_heatmap(
     stem: &Path,
@@ -124,19 +177,7 @@ pub fn write_heatmap(
     analysis: &SimilarityAnalysis,
     title: &str,
 ) -> Result<[PathBuf; 2]> {
-    let png = stem.with_extension("png");
-    let svg = stem.with_extension("svg");
-    {
-        let root = BitMapBackend::new(&png, HEATMAP_SIZE).into_drawing_area();
-        draw_heatmap(&root, m, analysis, title).map_err(|e| plot_err(&png, e))?;
-        root.present().map_err(|e| plot_err(&png, e))?;
-    }
-    {
-        let root = SVGBackend::new(&svg, HEATMAP_SIZE).into_drawing_area();
-        draw_heatmap(&root, m, analysis, title).map_err(|e| plot_err(&svg, e))?;
-        root.present().map_err(|e| plot_err(&svg, e))?;
-    }
-    Ok([png, svg])
+    write_figure(stem, &HeatmapFigure { m, analysis, title })
 }
 
 /// Writes the spectrum plot as `<stem>.png` and `<stem>.svg`; returns both paths.
@@ -145,22 +186,11 @@ pub fn write_spectrum(
     analysis: &SimilarityAnalysis,
     heads: usize,
 ) -> Result<[PathBuf; 2]> {
-    let png = stem.with_extension("png");
-    let svg = stem.with_extension("svg");
-    {
-        let root = BitMapBackend::new(&png, SPECTRUM_SIZE).into_drawing_area();
-        draw_spectrum(&root, analysis, heads).map_err(|e| plot_err(&png, e))?;
-        root.present().map_err(|e| plot_err(&png, e))?;
-    }
-    {
-        let root = SVGBackend::new(&svg, SPECTRUM_SIZE).into_drawing_area();
-        draw_spectrum(&root, analysis, heads).map_err(|e| plot_err(&svg, e))?;
-        root.present().map_err(|e| plot_err(&svg, e))?;
-    }
-    Ok([png, svg])
+    write_figure(stem, &SpectrumFigure { analysis, heads })
 }
 
-type DrawResult<DB> =
+/// What drawing on a backend `DB` returns.
+pub type DrawResult<DB> =
     std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
 /// Tick step so that at most ~32 head labels fit an axis.
@@ -170,6 +200,84 @@ fn head_tick_step(h: usize) -> usize {
     } else {
         h.div_ceil(LABEL_EVERY_HEAD_UP_TO).next_power_of_two()
     }
+}
+
+/// A grid of coloured cells, row 0 at the top, with labelled rows and columns (at most ~32
+/// labels per axis), optionally each cell's value printed, and chosen cells outlined.
+pub struct Grid<'a> {
+    pub title: &'a str,
+    pub rows: usize,
+    pub cols: usize,
+    pub value: &'a dyn Fn(usize, usize) -> f64,
+    pub color: &'a dyn Fn(f64) -> RGBColor,
+    pub row_label: &'a dyn Fn(usize) -> String,
+    pub col_label: &'a dyn Fn(usize) -> String,
+    pub x_desc: &'a str,
+    pub y_desc: &'a str,
+    /// Pixels left of the grid for the row labels.
+    pub y_label_width: u32,
+    /// Print every cell's value (`{:.2}`).
+    pub annotate: bool,
+    /// Cells drawn with a black frame.
+    pub outline: &'a dyn Fn(usize, usize) -> bool,
+}
+
+/// Draws `g` filling `area`.
+pub fn draw_grid<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, g: &Grid) -> DrawResult<DB> {
+    let (rf, cf) = (g.rows as f64, g.cols as f64);
+    // Cell (i, j) is centred on x = j, y = -i (row 0 at the top), so plotters' integer key
+    // points fall on cell centres and non-integer key points get no label.
+    let mut chart = ChartBuilder::on(area)
+        .caption(g.title, (FAMILY, 22))
+        .margin(12)
+        .x_label_area_size(48)
+        .y_label_area_size(g.y_label_width)
+        .build_cartesian_2d(-0.5..cf - 0.5, -(rf - 0.5)..0.5)?;
+    let integer = |v: f64, n: usize| {
+        let k = v.round();
+        ((v - k).abs() < 1e-9 && k >= 0.0 && (k as usize) < n).then_some(k as usize)
+    };
+    let col_label = |v: &f64| integer(*v, g.cols).map_or(String::new(), g.col_label);
+    let row_label = |v: &f64| integer(-*v, g.rows).map_or(String::new(), g.row_label);
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc(g.x_desc)
+        .y_desc(g.y_desc)
+        .x_labels(g.cols.div_ceil(head_tick_step(g.cols)))
+        .y_labels(g.rows.div_ceil(head_tick_step(g.rows)))
+        .x_label_formatter(&col_label)
+        .y_label_formatter(&row_label)
+        .label_style((FAMILY, 14))
+        .axis_desc_style((FAMILY, 16))
+        .draw()?;
+    let cell = |i: usize, j: usize| {
+        let (x, y) = (j as f64, -(i as f64));
+        [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)]
+    };
+    let cells = || (0..g.rows).flat_map(|i| (0..g.cols).map(move |j| (i, j)));
+    chart.draw_series(
+        cells().map(|(i, j)| Rectangle::new(cell(i, j), (g.color)((g.value)(i, j)).filled())),
+    )?;
+    chart.draw_series(
+        cells()
+            .filter(|&(i, j)| (g.outline)(i, j))
+            .map(|(i, j)| Rectangle::new(cell(i, j), BLACK.stroke_width(2))),
+    )?;
+    if g.annotate {
+        chart.draw_series(cells().map(|(i, j)| {
+            let c = (g.value)(i, j);
+            // White text on saturated cells, black elsewhere.
+            let color: &'static RGBColor = if c.abs() > 0.6 { &WHITE } else { &BLACK };
+            let style = TextStyle::from((FAMILY, 13).into_font())
+                .color(color)
+                .pos(Pos::new(HPos::Center, VPos::Center));
+            // Values that round to zero print as 0.00, not -0.00.
+            let shown = if c.abs() < 0.005 { 0.0 } else { c };
+            Text::new(format!("{shown:.2}"), (j as f64, -(i as f64)), style)
+        }))?;
+    }
+    Ok(())
 }
 
 /// Heatmap with head 0 at the top-left, a colour bar, and the clusters listed underneath.
@@ -183,57 +291,25 @@ pub fn draw_heatmap<DB: DrawingBackend>(
     let h = m.heads();
     let (main, footer) = root.split_vertically(HEATMAP_SIZE.1 - 60);
     let (plot, bar) = main.split_horizontally(HEATMAP_SIZE.0 - COLORBAR_WIDTH);
-    let hf = h as f64;
-    // Cell (i, j) is centred on x = j, y = -i (row 0 at the top), so plotters' integer key
-    // points fall on cell centres, rows and columns get the same labels, and non-integer key
-    // points get no label.
-    let mut chart = ChartBuilder::on(&plot)
-        .caption(title, (FAMILY, 22))
-        .margin(12)
-        .x_label_area_size(48)
-        .y_label_area_size(56)
-        .build_cartesian_2d(-0.5..hf - 0.5, -(hf - 0.5)..0.5)?;
-    let integer = |v: f64| ((v - v.round()).abs() < 1e-9).then_some(v.round());
-    let col_label = |v: &f64| integer(*v).map_or(String::new(), |k| format!("{}", k as i64));
-    let row_label = |v: &f64| integer(*v).map_or(String::new(), |k| format!("{}", -k as i64));
-    let ticks = h.div_ceil(head_tick_step(h));
-    chart
-        .configure_mesh()
-        .disable_mesh()
-        .x_desc("head j")
-        .y_desc("head i")
-        .x_labels(ticks)
-        .y_labels(ticks)
-        .x_label_formatter(&col_label)
-        .y_label_formatter(&row_label)
-        .label_style((FAMILY, 14))
-        .axis_desc_style((FAMILY, 16))
-        .draw()?;
-    chart.draw_series((0..h).flat_map(|i| {
-        (0..h).map(move |j| {
-            let (x, y) = (j as f64, -(i as f64));
-            Rectangle::new(
-                [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)],
-                cosine_color(f64::from(m.get(i, j))).filled(),
-            )
-        })
-    }))?;
-    if h <= ANNOTATE_CELLS_UP_TO {
-        chart.draw_series((0..h).flat_map(|i| {
-            (0..h).map(move |j| {
-                let c = f64::from(m.get(i, j));
-                // White text on saturated cells, black elsewhere.
-                let color: &'static RGBColor = if c.abs() > 0.6 { &WHITE } else { &BLACK };
-                let style = TextStyle::from((FAMILY, 13).into_font())
-                    .color(color)
-                    .pos(Pos::new(HPos::Center, VPos::Center));
-                // Values that round to zero print as 0.00, not -0.00.
-                let shown = if c.abs() < 0.005 { 0.0 } else { c };
-                Text::new(format!("{shown:.2}"), (j as f64, -(i as f64)), style)
-            })
-        }))?;
-    }
-    draw_colorbar(&bar)?;
+    let head = |k: usize| k.to_string();
+    draw_grid(
+        &plot,
+        &Grid {
+            title,
+            rows: h,
+            cols: h,
+            value: &|i, j| f64::from(m.get(i, j)),
+            color: &cosine_color,
+            row_label: &head,
+            col_label: &head,
+            x_desc: "head j",
+            y_desc: "head i",
+            y_label_width: 56,
+            annotate: h <= ANNOTATE_CELLS_UP_TO,
+            outline: &|_, _| false,
+        },
+    )?;
+    draw_colorbar(&bar, (-1.0, 1.0), &cosine_color, "mean cos")?;
     let clusters = if analysis.clusters.is_empty() {
         format!(
             "no near-duplicate heads at similarity >= {:.2}",
@@ -266,8 +342,13 @@ pub fn draw_heatmap<DB: DrawingBackend>(
     Ok(())
 }
 
-/// Vertical colour scale from -1 (bottom) to +1 (top) with labelled ticks.
-fn draw_colorbar<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+/// Vertical colour scale from `lo` (bottom) to `hi` (top) with labelled ticks.
+pub fn draw_colorbar<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    (lo, hi): (f64, f64),
+    color: &dyn Fn(f64) -> RGBColor,
+    desc: &str,
+) -> DrawResult<DB> {
     /// Colour steps drawn; enough that neighbouring bands are indistinguishable.
     const BANDS: usize = 200;
     let mut chart = ChartBuilder::on(area)
@@ -275,27 +356,24 @@ fn draw_colorbar<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>) -> DrawResul
         .margin_bottom(60)
         .margin_right(20)
         .y_label_area_size(48)
-        .build_cartesian_2d(0.0..1.0, -1.0..1.0)?;
+        .build_cartesian_2d(0.0..1.0, lo..hi)?;
     chart
         .configure_mesh()
         .disable_mesh()
         .disable_x_axis()
         .y_labels(9)
         .y_label_formatter(&|v| format!("{v:.2}"))
-        .y_desc("mean cos")
+        .y_desc(desc)
         .label_style((FAMILY, 14))
         .axis_desc_style((FAMILY, 16))
         .draw()?;
+    let at = |k: usize| lo + (hi - lo) * k as f64 / BANDS as f64;
     chart.draw_series((0..BANDS).map(|k| {
-        let y0 = -1.0 + 2.0 * k as f64 / BANDS as f64;
-        let y1 = -1.0 + 2.0 * (k + 1) as f64 / BANDS as f64;
-        Rectangle::new(
-            [(0.0, y0), (1.0, y1)],
-            cosine_color(0.5 * (y0 + y1)).filled(),
-        )
+        let (y0, y1) = (at(k), at(k + 1));
+        Rectangle::new([(0.0, y0), (1.0, y1)], color(0.5 * (y0 + y1)).filled())
     }))?;
     chart.draw_series(std::iter::once(Rectangle::new(
-        [(0.0, -1.0), (1.0, 1.0)],
+        [(0.0, lo), (1.0, hi)],
         BLACK.stroke_width(1),
     )))?;
     Ok(())

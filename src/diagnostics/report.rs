@@ -1,12 +1,14 @@
 //! The report folder of `flashmha diagnose`: CSV tables (similarity matrix, spectrum, clusters,
-//! per-head entropy), the heatmap and spectrum pictures (PNG + SVG, see [`super::plots`]) and a
-//! `summary.md` that says what ran where. Writes only inside the folder it is given.
+//! per-head entropy), the heatmap and spectrum pictures (PNG + SVG, see [`super::plots`]), the
+//! probing map when properties were probed ([`super::probe`]), and a `summary.md` that says
+//! what ran where. Writes only inside the folder it is given.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::entropy::{EntropySource, HeadEntropy};
 use super::plots;
+use super::probe::{self, ProbeMap};
 use super::similarity::{SimilarityAnalysis, SimilarityMatrix};
 use crate::common::error::{Error, Result};
 
@@ -25,6 +27,8 @@ pub struct Report<'a> {
     pub entropy_source: EntropySource,
     /// Emulator findings and counters of the similarity launch, when it ran on the emulator.
     pub emulator: Option<String>,
+    /// The probing map, when properties were probed ([`super::probe`]).
+    pub probe: Option<&'a ProbeMap>,
 }
 
 /// File names inside the report folder.
@@ -77,6 +81,9 @@ pub fn write_report(dir: &Path, r: &Report) -> Result<Vec<PathBuf>> {
         r.analysis,
         h,
     )?);
+    if let Some(map) = r.probe {
+        files.extend(probe::write_probe_files(dir, map)?);
+    }
     Ok(files)
 }
 
@@ -182,6 +189,10 @@ pub fn summary_md(r: &Report) -> String {
             e.head, e.mean, e.min, e.max
         );
     }
+    if let Some(map) = r.probe {
+        s += "\n";
+        s += &probe::summary_section(map);
+    }
     if let Some(emu) = &r.emulator {
         let _ = writeln!(s, "\n## Emulator\n\n```\n{}\n```", emu.trim_end());
     }
@@ -190,6 +201,14 @@ pub fn summary_md(r: &Report) -> String {
         "\n## Files\n\n- {SIMILARITY_CSV}, {SPECTRUM_CSV}, {CLUSTERS_CSV}, {ENTROPY_CSV}\n\
          - {HEATMAP_STEM}.png / .svg, {SPECTRUM_STEM}.png / .svg"
     );
+    if r.probe.is_some() {
+        let _ = writeln!(
+            s,
+            "- {}, {}.png / .svg",
+            probe::PROBE_CSV,
+            probe::PROBE_HEATMAP_STEM
+        );
+    }
     s
 }
 

@@ -29,5 +29,6 @@ mod forward_props;
 mod head_similarity;
 mod hopper_tma_maps;
 mod perf_model_hopper;
+mod probe_cli;
 mod server_loop;
 mod sinks;
