@@ -14,6 +14,7 @@ mod abi_probe;
 mod api;
 mod backward_counters;
 mod backward_props;
+mod candle_grad;
 mod candle_op;
 mod cli;
 mod decode_append;
