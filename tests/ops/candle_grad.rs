@@ -202,3 +202,203 @@ fn tracking_changes_no_value() {
     assert_eq!(values(&o), values(&o_t));
     assert_eq!(values(&lse), values(&lse_t));
 }
+
+/// `x: [b, s, h, d]` as `[b, h, s, d]` f64 with each kv head repeated `group` times.
+fn heads_f64(x: &Tensor, group: usize) -> candle_core::Result<Tensor> {
+    let x = x.to_dtype(CDType::F64)?.transpose(1, 2)?.contiguous()?;
+    let (b, h, s, d) = x.dims4()?;
+    x.unsqueeze(2)?
+        .broadcast_as((b, h, group, s, d))?
+        .reshape((b, h * group, s, d))
+}
+
+/// Naive attention with sinks in f64 (candle ops, so autograd differentiates it): q
+/// `[b, sq, hq, d]`, k, v `[b, sk, hkv, d]`, sinks `[hq]`; causal bottom-right aligned.
+/// Returns O `[b, sq, hq, d]` f64.
+fn naive_with_sinks(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    sinks: &Tensor,
+    causal: bool,
+) -> candle_core::Result<Tensor> {
+    let (b, sq, hq, d) = q.dims4()?;
+    let (_, sk, hkv, _) = k.dims4()?;
+    let qh = heads_f64(q, 1)?;
+    let (kh, vh) = (heads_f64(k, hq / hkv)?, heads_f64(v, hq / hkv)?);
+    let scale = 1.0 / (d as f64).sqrt();
+    let mut s = (qh.matmul(&kh.t()?)? * scale)?;
+    if causal {
+        // Key j is visible to query i when j <= i + sk - sq.
+        let mask: Vec<f64> = (0..sq * sk)
+            .map(|x| {
+                let (i, j) = (x / sk, x % sk);
+                if j as i64 <= i as i64 + sk as i64 - sq as i64 {
+                    0.0
+                } else {
+                    f64::NEG_INFINITY
+                }
+            })
+            .collect();
+        s = s.broadcast_add(&Tensor::from_vec(mask, (sq, sk), &Device::Cpu)?)?;
+    }
+    let z = sinks
+        .to_dtype(CDType::F64)?
+        .reshape((1, hq, 1, 1))?
+        .broadcast_as((b, hq, sq, 1))?;
+    let s = Tensor::cat(&[&s, &z], 3)?;
+    let m = s.max_keepdim(3)?.detach();
+    let e = s.broadcast_sub(&m)?.exp()?;
+    let p = e.broadcast_div(&e.sum_keepdim(3)?)?;
+    p.narrow(3, 0, sk)?.matmul(&vh)?.transpose(1, 2)
+}
+
+/// Sinks tracked by autograd: d(sink) per head (grad.rs) and dQ, dK, dV match candle's f64
+/// autograd of the naive attention with the sink column.
+#[test]
+fn sink_gradients_match_naive_autograd() {
+    for (seed, dtype, (sq, sk, hq, hkv, d), causal) in [
+        (1u64, DType::F16, (13usize, 21usize, 4usize, 2usize, 32usize), false),
+        (2, DType::Bf16, (30, 17, 3, 1, 64), true),
+        (3, DType::F16, (8, 40, 2, 2, 8), true),
+    ] {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (q, q_t) = draw(&mut rng, dtype, &[1, sq, hq, d], 1.0);
+        let (k, k_t) = draw(&mut rng, dtype, &[1, sk, hkv, d], 1.0);
+        let (v, v_t) = draw(&mut rng, dtype, &[1, sk, hkv, d], 1.0);
+        let (g, g_t) = draw(&mut rng, dtype, &[1, sq, hq, d], 1.0);
+        // Sinks around the rows' log-sum-exp scale, so P_sink is neither 0 nor 1.
+        let z: Vec<f32> = (0..hq).map(|_| rng.random_range(0.0f32..3.0)).collect();
+        let z_t = Tensor::new(z.as_slice(), &Device::Cpu).unwrap();
+        let opts = AttnOptions {
+            causal,
+            ..AttnOptions::default()
+        };
+        let g32 = g_t.to_dtype(CDType::F32).unwrap();
+        let vars = [&q_t, &k_t, &v_t, &z_t].map(|t| Var::from_tensor(t).unwrap());
+        let (o, _) = attention_with_sinks(&vars[0], &vars[1], &vars[2], &vars[3], &opts).unwrap();
+        let loss = (o.to_dtype(CDType::F32).unwrap() * &g32)
+            .and_then(|t| t.sum_all())
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        let ours: Vec<Vec<f32>> = vars
+            .iter()
+            .map(|x| values(grads.get(x.as_tensor()).expect("a gradient")))
+            .collect();
+
+        let vars64 = [&q_t, &k_t, &v_t, &z_t].map(|t| Var::from_tensor(t).unwrap());
+        let o64 = naive_with_sinks(&vars64[0], &vars64[1], &vars64[2], &vars64[3], causal).unwrap();
+        let g64 = g_t.to_dtype(CDType::F64).unwrap();
+        let grads64 = (&o64 * &g64).and_then(|t| t.sum_all()).unwrap().backward().unwrap();
+        let naive: Vec<Vec<f32>> = vars64
+            .iter()
+            .map(|x| values(grads64.get(x.as_tensor()).expect("a gradient")))
+            .collect();
+
+        // dQ, dK, dV: the reference's tolerances for the same problem without sinks bound these
+        // (a sink scales every P_ij by 1 - P_sink_i <= 1, and every term of BwdErrorModel's
+        // bounds is a sum of |P|-weighted magnitudes, which can only shrink).
+        let model = BwdErrorModel {
+            dtype,
+            value_bound: max_abs(&v),
+            head_dim: d,
+            seqlen_q: sq,
+            seqlen_k: sk,
+            score_bound: score_bound(&q, &k, d, opts.scale_for(d), None, sq, sk),
+            softcap: None,
+        };
+        let inp = ReferenceInputs {
+            q: &q,
+            k: &k,
+            v: &v,
+            layout: Layout::Padded {
+                batch: 1,
+                seqlen_q: sq,
+                seqlen_k: sk,
+            },
+            num_heads_q: hq,
+            num_heads_kv: hkv,
+            head_dim: d,
+            options: &opts,
+            alibi_slopes: None,
+            head_gates: None,
+            sinks: None,
+        };
+        let r = attention_backward(&inp, &g, &model).unwrap();
+        for (name, i, tol) in [("dq", 0, &r.dq_tol), ("dk", 1, &r.dk_tol), ("dv", 2, &r.dv_tol)] {
+            check_each(&ours[i], &naive[i], tol)
+                .unwrap_or_else(|e| panic!("seed {seed}: {name}: {e}"));
+        }
+
+        // d(sink_h) = -sum_i P_sink_i D_i. Its error: D_i = dO_i . O_i from the kernel's O, off by
+        // at most o_error per element (so sum_d |dO_id| o_error) plus the f32 dot's d·eps relative
+        // error; P_sink_i = exp(z_h - L_i) inherits the LSE's error e_L relatively
+        // (|exp(x + e) - exp(x)| <= exp(x)(e^e - 1)); the f32 sum over sq rows adds (sq + 2) eps.
+        let p_sink: Vec<f64> = {
+            let lse64 = naive_lse(&q_t, &k_t, &z_t, causal).unwrap();
+            lse64
+                .iter()
+                .enumerate()
+                .map(|(x, &l)| (f64::from(z[(x / sq) % hq]) - l).exp())
+                .collect()
+        };
+        let eps = f64::from(f32::EPSILON) / 2.0;
+        let e_l = flashmha::reference::ErrorModel {
+            dtype,
+            value_bound: max_abs(&v),
+            head_dim: d,
+            seqlen_k: sk,
+            score_bound: model.score_bound + max_abs(&z),
+            softcap: None,
+        }
+        .lse()
+        .max_abs;
+        let o_naive = values(&o64);
+        let tol: Vec<f64> = (0..hq)
+            .map(|h| {
+                (0..sq)
+                    .map(|i| {
+                        let row = (i * hq + h) * d..(i * hq + h + 1) * d;
+                        let (do_abs, dot_abs) = row.clone().fold((0f64, 0f64), |(a, b), x| {
+                            let gx = f64::from(g[x]).abs();
+                            (a + gx, b + gx * f64::from(o_naive[x]).abs())
+                        });
+                        let d_row: f64 = row.map(|x| f64::from(g[x]) * f64::from(o_naive[x])).sum();
+                        let ps = p_sink[h * sq + i];
+                        ps * (do_abs * model.o_error() + d as f64 * eps * dot_abs)
+                            + ps * e_l.exp_m1() * (d_row.abs() + do_abs * model.o_error())
+                            + (sq as f64 + 2.0) * eps * ps * dot_abs
+                    })
+                    .sum()
+            })
+            .collect();
+        let worst = check_each(&ours[3], &naive[3], &tol)
+            .unwrap_or_else(|e| panic!("seed {seed}: d(sink): {e}"));
+        println!("d(sink) seed {seed} {dtype:?}: worst |err|/tol {worst:.3}");
+        // The sink gradient is not trivially zero here.
+        assert!(naive[3].iter().all(|&x| x.abs() > 1e-4), "{:?}", naive[3]);
+    }
+}
+
+/// The f64 LSE `[hq, sq]` (natural log, the sink included) of batch item 0 of the naive
+/// attention with sinks.
+fn naive_lse(q: &Tensor, k: &Tensor, z: &Tensor, causal: bool) -> candle_core::Result<Vec<f64>> {
+    let (_, sq, hq, d) = q.dims4()?;
+    let (_, sk, hkv, _) = k.dims4()?;
+    let qh = heads_f64(q, 1)?;
+    let kh = heads_f64(k, hq / hkv)?;
+    let s = (qh.matmul(&kh.t()?)? * (1.0 / (d as f64).sqrt()))?
+        .squeeze(0)?
+        .to_vec3::<f64>()?;
+    let z = z.to_vec1::<f32>()?;
+    let mut out = Vec::with_capacity(hq * sq);
+    for (h, rows) in s.iter().enumerate() {
+        for (i, row) in rows.iter().enumerate() {
+            let visible = |j: usize| !causal || j as i64 <= i as i64 + sk as i64 - sq as i64;
+            let sum: f64 = f64::from(z[h]).exp()
+                + (0..sk).filter(|&j| visible(j)).map(|j| row[j].exp()).sum::<f64>();
+            out.push(sum.ln());
+        }
+    }
+    Ok(out)
+}
