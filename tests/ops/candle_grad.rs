@@ -402,3 +402,168 @@ fn naive_lse(q: &Tensor, k: &Tensor, z: &Tensor, causal: bool) -> candle_core::R
     }
     Ok(out)
 }
+
+/// The tiny model's parameters: `x [s, 8] -> q = x Wq [s, 2 heads, 8], k = x Wk, v = x Wv
+/// [s, 1 head, 8] (GQA 2:1), causal attention, y = o Wo [s, 8]`: 128 + 64 + 64 + 128 = 384.
+struct Model {
+    wq: Var,
+    wk: Var,
+    wv: Var,
+    wo: Var,
+}
+
+const MODEL_DIM: usize = 8;
+const HEAD_DIM: usize = 8;
+const HEADS_Q: usize = 2;
+const HEADS_KV: usize = 1;
+
+impl Model {
+    fn new(rng: &mut StdRng) -> Model {
+        let mut w = |r: usize, c: usize| {
+            let x: Vec<f32> = (0..r * c).map(|_| rng.random_range(-0.5f32..0.5)).collect();
+            Var::from_vec(x, (r, c), &Device::Cpu).unwrap()
+        };
+        Model {
+            wq: w(MODEL_DIM, HEADS_Q * HEAD_DIM),
+            wk: w(MODEL_DIM, HEADS_KV * HEAD_DIM),
+            wv: w(MODEL_DIM, HEADS_KV * HEAD_DIM),
+            wo: w(HEADS_Q * HEAD_DIM, MODEL_DIM),
+        }
+    }
+
+    fn params(&self) -> [&Var; 4] {
+        [&self.wq, &self.wk, &self.wv, &self.wo]
+    }
+
+    /// Mean squared error of the model on `x [s, 8]` against `y [s, 8]`; q, k, v are rounded to
+    /// `dtype` and O is returned in `dtype` by both attentions (the same rounding points), so
+    /// the two runs differ only in how attention is computed.
+    fn loss(&self, x: &Tensor, y: &Tensor, dtype: DType, flash: bool) -> Tensor {
+        let s = x.dim(0).unwrap();
+        let proj = |w: &Var, h: usize| {
+            x.matmul(w.as_tensor())
+                .and_then(|t| t.reshape((1, s, h, HEAD_DIM)))
+                .and_then(|t| t.to_dtype(candle_dtype(dtype)))
+                .unwrap()
+        };
+        let (q, k, v) = (
+            proj(&self.wq, HEADS_Q),
+            proj(&self.wk, HEADS_KV),
+            proj(&self.wv, HEADS_KV),
+        );
+        let o = if flash {
+            let opts = AttnOptions {
+                causal: true,
+                ..AttnOptions::default()
+            };
+            attention(&q, &k, &v, &opts).unwrap().0
+        } else {
+            naive_causal(&q, &k, &v).unwrap()
+        };
+        let out = o
+            .to_dtype(CDType::F32)
+            .and_then(|o| o.reshape((s, HEADS_Q * HEAD_DIM)))
+            .and_then(|o| o.matmul(self.wo.as_tensor()))
+            .unwrap();
+        (out - y).and_then(|d| d.sqr()).and_then(|d| d.mean_all()).unwrap()
+    }
+
+    /// One SGD step; returns the loss before it and the L2 norm of the gradient.
+    fn step(&self, x: &Tensor, y: &Tensor, dtype: DType, flash: bool, lr: f64) -> (f64, f64) {
+        let loss = self.loss(x, y, dtype, flash);
+        let grads = loss.backward().unwrap();
+        let mut norm2 = 0f64;
+        for p in self.params() {
+            let g = grads.get(p.as_tensor()).expect("every parameter has a gradient");
+            norm2 += f64::from(g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap());
+            p.set(&(p.as_tensor() - (g * lr).unwrap()).unwrap()).unwrap();
+        }
+        (
+            f64::from(loss.to_scalar::<f32>().unwrap()),
+            norm2.sqrt(),
+        )
+    }
+}
+
+/// candle's naive causal attention in f32 on the (rounded) `[1, s, h, d]` inputs, O rounded back
+/// to their dtype: `softmax(q k^T / sqrt(d) + mask) v`, kv heads repeated for GQA.
+fn naive_causal(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<Tensor> {
+    let dtype = q.dtype();
+    let (_, s, hq, d) = q.dims4()?;
+    let hkv = k.dim(2)?;
+    let f32_heads = |t: &Tensor, group: usize| -> candle_core::Result<Tensor> {
+        let t = t.to_dtype(CDType::F32)?.transpose(1, 2)?.contiguous()?;
+        let (b, h, s, d) = t.dims4()?;
+        t.unsqueeze(2)?
+            .broadcast_as((b, h, group, s, d))?
+            .reshape((b, h * group, s, d))
+    };
+    let (qh, kh, vh) = (f32_heads(q, 1)?, f32_heads(k, hq / hkv)?, f32_heads(v, hq / hkv)?);
+    let mask: Vec<f32> = (0..s * s)
+        .map(|x| if x % s <= x / s { 0.0 } else { f32::NEG_INFINITY })
+        .collect();
+    let scores = (qh.matmul(&kh.t()?)? * (1.0 / (d as f64).sqrt()))?
+        .broadcast_add(&Tensor::from_vec(mask, (s, s), &Device::Cpu)?)?;
+    let m = scores.max_keepdim(3)?.detach();
+    let e = scores.broadcast_sub(&m)?.exp()?;
+    let p = e.broadcast_div(&e.sum_keepdim(3)?)?;
+    p.matmul(&vh)?.transpose(1, 2)?.to_dtype(dtype)
+}
+
+/// Trains the tiny model twice from the same initial weights on a fixed task (each position
+/// predicts the previous position's input, a task causal attention can learn), once through
+/// flashmha's attention and once through the naive attention, and requires the losses to track
+/// at every step.
+///
+/// Tolerance, per step t, derived from the dtype's unit roundoff u: both runs round at the same
+/// points, so they differ by the kernels' own errors, which the reference's derivation bounds by
+/// a few u relative (O: `O_MAX_ABS_UNITS` u; each gradient: P and dS rounded to the dtype, about
+/// 2u more). A relative error `r = 4u` in O moves the loss by at most `2 r sqrt(L) |y|` in first
+/// order, and `r` relative in the gradient moves each SGD step by `lr r |g|`, which moves later
+/// losses by `|g_t| |delta theta|` (first order): with `delta_t = sum_{s<t} lr r |g_s|`,
+/// `|L_flash(t) - L_naive(t)| <= 2 r L(t) + |g_t| delta_t + 2 r sqrt(L(t)) Y`, with `Y` the rms of
+/// the targets. The test reports the measured ratio to it.
+#[test]
+fn tiny_model_trains_the_same_with_flash_and_naive_attention() {
+    const SEQ: usize = 20;
+    const STEPS: usize = 40;
+    const LR: f64 = 0.5;
+    for dtype in [DType::F16, DType::Bf16] {
+        let mut rng = StdRng::seed_from_u64(21);
+        let xs: Vec<f32> = (0..SEQ * MODEL_DIM)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        // y_t = x_{t-1} (y_0 = 0).
+        let ys: Vec<f32> = (0..SEQ * MODEL_DIM)
+            .map(|i| if i < MODEL_DIM { 0.0 } else { xs[i - MODEL_DIM] })
+            .collect();
+        let x = Tensor::from_vec(xs, (SEQ, MODEL_DIM), &Device::Cpu).unwrap();
+        let y_rms = f64::from(ys.iter().map(|v| v * v).sum::<f32>() / ys.len() as f32).sqrt();
+        let y = Tensor::from_vec(ys, (SEQ, MODEL_DIM), &Device::Cpu).unwrap();
+        let flash = Model::new(&mut StdRng::seed_from_u64(5));
+        let naive = Model::new(&mut StdRng::seed_from_u64(5));
+        let r = 4.0 * dtype.unit_roundoff();
+        let (mut delta, mut worst) = (0f64, 0f64);
+        let (mut first, mut last) = (0f64, 0f64);
+        for step in 0..STEPS {
+            let (lf, _) = flash.step(&x, &y, dtype, true, LR);
+            let (ln, gn) = naive.step(&x, &y, dtype, false, LR);
+            let tol = 2.0 * r * ln + gn * delta + 2.0 * r * ln.sqrt() * y_rms;
+            let ratio = (lf - ln).abs() / tol;
+            assert!(
+                ratio <= 1.0,
+                "{dtype:?} step {step}: loss flash {lf} naive {ln}, |diff| {} > tolerance {tol}",
+                (lf - ln).abs()
+            );
+            worst = worst.max(ratio);
+            delta += LR * r * gn;
+            if step == 0 {
+                first = ln;
+            }
+            last = ln;
+        }
+        println!("{dtype:?}: loss {first:.4} -> {last:.4}, worst |diff|/tol {worst:.3}");
+        // The task is learned (the comparison is not between two flat curves).
+        assert!(last < 0.8 * first, "{dtype:?}: {first} -> {last}");
+    }
+}
