@@ -87,9 +87,8 @@ impl AttnGrad {
         let be = EmulatorBackend::new(KernelTarget::Ampere);
         let stream = be.stream().map_err(wrap)?;
         let host = |t: &Tensor| t.flatten_all()?.to_vec1::<T>();
-        let up = |t: &Tensor| -> candle_core::Result<_> {
-            be.upload(&stream, &host(t)?).map_err(wrap)
-        };
+        let up =
+            |t: &Tensor| -> candle_core::Result<_> { be.upload(&stream, &host(t)?).map_err(wrap) };
         let (q_d, k_d, v_d, o_d, do_d) = (up(q)?, up(k)?, up(v)?, up(&self.o)?, up(d_o)?);
         let lse = self.lse.flatten_all()?.to_vec1::<f32>()?;
         let lse_d = be.upload(&stream, &lse).map_err(wrap)?;
@@ -106,10 +105,7 @@ impl AttnGrad {
             Some((cq, ck)) => {
                 let host_cu = |name, t: &Tensor| super::cu_seqlens(name, t);
                 use crate::common::error::TensorName as N;
-                let (cq, ck) = (
-                    host_cu(N::CuSeqlensQ, cq)?,
-                    host_cu(N::CuSeqlensK, ck)?,
-                );
+                let (cq, ck) = (host_cu(N::CuSeqlensQ, cq)?, host_cu(N::CuSeqlensK, ck)?);
                 Some((
                     be.upload(&stream, &cq).map_err(wrap)?,
                     be.upload(&stream, &ck).map_err(wrap)?,
@@ -255,7 +251,10 @@ impl CustomOp2 for SinkGrad {
         o: &Tensor,
         d_o: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(d_o.clone()), Some(sink_grad(o, d_o, &self.lse, sinks)?)))
+        Ok((
+            Some(d_o.clone()),
+            Some(sink_grad(o, d_o, &self.lse, sinks)?),
+        ))
     }
 }
 
@@ -279,5 +278,8 @@ fn sink_grad(
         .reshape((1, hq, 1))?
         .broadcast_sub(lse)?
         .exp()?;
-    (p_sink * delta)?.sum((0, 2))?.neg()?.to_dtype(sinks.dtype())
+    (p_sink * delta)?
+        .sum((0, 2))?
+        .neg()?
+        .to_dtype(sinks.dtype())
 }

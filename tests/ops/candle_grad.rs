@@ -258,7 +258,12 @@ fn naive_with_sinks(
 #[test]
 fn sink_gradients_match_naive_autograd() {
     for (seed, dtype, (sq, sk, hq, hkv, d), causal) in [
-        (1u64, DType::F16, (13usize, 21usize, 4usize, 2usize, 32usize), false),
+        (
+            1u64,
+            DType::F16,
+            (13usize, 21usize, 4usize, 2usize, 32usize),
+            false,
+        ),
         (2, DType::Bf16, (30, 17, 3, 1, 64), true),
         (3, DType::F16, (8, 40, 2, 2, 8), true),
     ] {
@@ -289,7 +294,11 @@ fn sink_gradients_match_naive_autograd() {
         let vars64 = [&q_t, &k_t, &v_t, &z_t].map(|t| Var::from_tensor(t).unwrap());
         let o64 = naive_with_sinks(&vars64[0], &vars64[1], &vars64[2], &vars64[3], causal).unwrap();
         let g64 = g_t.to_dtype(CDType::F64).unwrap();
-        let grads64 = (&o64 * &g64).and_then(|t| t.sum_all()).unwrap().backward().unwrap();
+        let grads64 = (&o64 * &g64)
+            .and_then(|t| t.sum_all())
+            .unwrap()
+            .backward()
+            .unwrap();
         let naive: Vec<Vec<f32>> = vars64
             .iter()
             .map(|x| values(grads64.get(x.as_tensor()).expect("a gradient")))
@@ -325,7 +334,11 @@ fn sink_gradients_match_naive_autograd() {
             sinks: None,
         };
         let r = attention_backward(&inp, &g, &model).unwrap();
-        for (name, i, tol) in [("dq", 0, &r.dq_tol), ("dk", 1, &r.dk_tol), ("dv", 2, &r.dv_tol)] {
+        for (name, i, tol) in [
+            ("dq", 0, &r.dq_tol),
+            ("dk", 1, &r.dk_tol),
+            ("dv", 2, &r.dv_tol),
+        ] {
             check_each(&ours[i], &naive[i], tol)
                 .unwrap_or_else(|e| panic!("seed {seed}: {name}: {e}"));
         }
@@ -396,7 +409,10 @@ fn naive_lse(q: &Tensor, k: &Tensor, z: &Tensor, causal: bool) -> candle_core::R
         for (i, row) in rows.iter().enumerate() {
             let visible = |j: usize| !causal || j as i64 <= i as i64 + sk as i64 - sq as i64;
             let sum: f64 = f64::from(z[h]).exp()
-                + (0..sk).filter(|&j| visible(j)).map(|j| row[j].exp()).sum::<f64>();
+                + (0..sk)
+                    .filter(|&j| visible(j))
+                    .map(|j| row[j].exp())
+                    .sum::<f64>();
             out.push(sum.ln());
         }
     }
@@ -465,7 +481,10 @@ impl Model {
             .and_then(|o| o.reshape((s, HEADS_Q * HEAD_DIM)))
             .and_then(|o| o.matmul(self.wo.as_tensor()))
             .unwrap();
-        (out - y).and_then(|d| d.sqr()).and_then(|d| d.mean_all()).unwrap()
+        (out - y)
+            .and_then(|d| d.sqr())
+            .and_then(|d| d.mean_all())
+            .unwrap()
     }
 
     /// One SGD step; returns the loss before it and the L2 norm of the gradient.
@@ -474,14 +493,21 @@ impl Model {
         let grads = loss.backward().unwrap();
         let mut norm2 = 0f64;
         for p in self.params() {
-            let g = grads.get(p.as_tensor()).expect("every parameter has a gradient");
-            norm2 += f64::from(g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap());
-            p.set(&(p.as_tensor() - (g * lr).unwrap()).unwrap()).unwrap();
+            let g = grads
+                .get(p.as_tensor())
+                .expect("every parameter has a gradient");
+            norm2 += f64::from(
+                g.sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap(),
+            );
+            p.set(&(p.as_tensor() - (g * lr).unwrap()).unwrap())
+                .unwrap();
         }
-        (
-            f64::from(loss.to_scalar::<f32>().unwrap()),
-            norm2.sqrt(),
-        )
+        (f64::from(loss.to_scalar::<f32>().unwrap()), norm2.sqrt())
     }
 }
 
@@ -498,9 +524,19 @@ fn naive_causal(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<Tenso
             .broadcast_as((b, h, group, s, d))?
             .reshape((b, h * group, s, d))
     };
-    let (qh, kh, vh) = (f32_heads(q, 1)?, f32_heads(k, hq / hkv)?, f32_heads(v, hq / hkv)?);
+    let (qh, kh, vh) = (
+        f32_heads(q, 1)?,
+        f32_heads(k, hq / hkv)?,
+        f32_heads(v, hq / hkv)?,
+    );
     let mask: Vec<f32> = (0..s * s)
-        .map(|x| if x % s <= x / s { 0.0 } else { f32::NEG_INFINITY })
+        .map(|x| {
+            if x % s <= x / s {
+                0.0
+            } else {
+                f32::NEG_INFINITY
+            }
+        })
         .collect();
     let scores = (qh.matmul(&kh.t()?)? * (1.0 / (d as f64).sqrt()))?
         .broadcast_add(&Tensor::from_vec(mask, (s, s), &Device::Cpu)?)?;
@@ -535,7 +571,13 @@ fn tiny_model_trains_the_same_with_flash_and_naive_attention() {
             .collect();
         // y_t = x_{t-1} (y_0 = 0).
         let ys: Vec<f32> = (0..SEQ * MODEL_DIM)
-            .map(|i| if i < MODEL_DIM { 0.0 } else { xs[i - MODEL_DIM] })
+            .map(|i| {
+                if i < MODEL_DIM {
+                    0.0
+                } else {
+                    xs[i - MODEL_DIM]
+                }
+            })
             .collect();
         let x = Tensor::from_vec(xs, (SEQ, MODEL_DIM), &Device::Cpu).unwrap();
         let y_rms = f64::from(ys.iter().map(|v| v * v).sum::<f32>() / ys.len() as f32).sqrt();

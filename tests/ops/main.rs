@@ -10,8 +10,12 @@ mod emulator_support;
 #[path = "../support/cuda.rs"]
 mod cuda_support;
 
+#[path = "../support/capi.rs"]
+mod capi_support;
+
 mod abi_probe;
 mod api;
+mod backward_capi;
 mod backward_counters;
 mod backward_props;
 mod candle_grad;
