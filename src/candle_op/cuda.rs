@@ -71,6 +71,25 @@ fn device_view<'a, T: CudaDType>(
     }
 }
 
+/// Runs `f` with device i32 views of a varlen call's `cu_seqlens` (converted on the stream if
+/// they are another integer type; the kernels check every entry against the plan's bounds and
+/// trap), or with `None` for a padded call.
+fn with_cu_views<R>(
+    cu_seqlens: Option<(&Tensor, &Tensor)>,
+    f: impl FnOnce(Option<(&CudaView<'_, i32>, &CudaView<'_, i32>)>) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let Some((cq, ck)) = cu_seqlens else {
+        return f(None);
+    };
+    let to_i32 = |t: &Tensor| t.to_dtype(candle_core::DType::I32)?.contiguous();
+    let (cq, ck) = (to_i32(cq)?, to_i32(ck)?);
+    let (qs, ql) = cq.storage_and_layout();
+    let (ks, kl) = ck.storage_and_layout();
+    let q_view = device_view::<i32>(&qs, ql.start_offset())?;
+    let k_view = device_view::<i32>(&ks, kl.start_offset())?;
+    f(Some((&q_view, &k_view)))
+}
+
 /// Row strides of a `[b, s, h, d]` (rank 4) or `[total, h, d]` (rank 3) tensor whose head dim
 /// is contiguous; `None` otherwise.
 fn row_strides(t: &Tensor) -> Option<Strides> {
@@ -170,39 +189,22 @@ fn run_typed<T: Element + CudaDType>(
         let q_view = device_view::<T>(&qs, ql.start_offset())?;
         let k_view = device_view::<T>(&ks, kl.start_offset())?;
         let v_view = device_view::<T>(&vs, vl.start_offset())?;
-        // The device cu_seqlens as i32, converted on the stream if they are another integer
-        // type (the kernel checks every entry against the plan's bounds and traps).
-        let cu = match cu_seqlens {
-            Some((cq, ck)) => Some((
-                cq.to_dtype(candle_core::DType::I32)?.contiguous()?,
-                ck.to_dtype(candle_core::DType::I32)?.contiguous()?,
-            )),
-            None => None,
-        };
-        let cu_guards = cu
-            .as_ref()
-            .map(|(cq, ck)| (cq.storage_and_layout(), ck.storage_and_layout()));
-        let cu_views = match &cu_guards {
-            Some(((cqs, cql), (cks, ckl))) => Some((
-                device_view::<i32>(cqs, cql.start_offset())?,
-                device_view::<i32>(cks, ckl.start_offset())?,
-            )),
-            None => None,
-        };
         let sinks = out.sinks.as_ref().map(Tensor::contiguous).transpose()?;
         let sinks_guard = sinks.as_ref().map(Tensor::storage_and_layout);
         let sinks_view = match &sinks_guard {
             Some((ss, sl)) => Some(device_view::<f32>(ss, sl.start_offset())?),
             None => None,
         };
-        let mut args = FwdArgs::new(&q_view, &k_view, &v_view, &mut o).lse(&mut lse);
-        if let Some((cq, ck)) = cu_views.as_ref() {
-            args = args.cu_seqlens(cq, ck);
-        }
-        if let Some(s) = sinks_view.as_ref() {
-            args = args.sinks(s);
-        }
-        backend.run(&stream, &plan, args).map_err(wrap)?;
+        with_cu_views(cu_seqlens, |cu| {
+            let mut args = FwdArgs::new(&q_view, &k_view, &v_view, &mut o).lse(&mut lse);
+            if let Some((cq, ck)) = cu {
+                args = args.cu_seqlens(cq, ck);
+            }
+            if let Some(s) = sinks_view.as_ref() {
+                args = args.sinks(s);
+            }
+            backend.run(&stream, &plan, args).map_err(wrap)
+        })?;
     }
     let o = Tensor::from_storage(
         Storage::Cuda(CudaStorage::wrap_cuda_slice(o, device.clone())),
@@ -356,13 +358,6 @@ fn backward_typed<T: Element + CudaDType>(
     {
         let o = grad.o.contiguous()?;
         let lse = grad.lse.contiguous()?;
-        let cu = match &grad.cu_seqlens {
-            Some((cq, ck)) => Some((
-                cq.to_dtype(candle_core::DType::I32)?.contiguous()?,
-                ck.to_dtype(candle_core::DType::I32)?.contiguous()?,
-            )),
-            None => None,
-        };
         let guards = [q, k, v, &o, d_o].map(|t| t.storage_and_layout());
         let [(qs, ql), (ks, kl), (vs, vl), (os, ol), (ds, dl)] = &guards;
         let q_view = device_view::<T>(qs, ql.start_offset())?;
@@ -372,27 +367,20 @@ fn backward_typed<T: Element + CudaDType>(
         let do_view = device_view::<T>(ds, dl.start_offset())?;
         let (ls, ll) = lse.storage_and_layout();
         let lse_view = device_view::<f32>(&ls, ll.start_offset())?;
-        let cu_guards = cu
-            .as_ref()
-            .map(|(cq, ck)| (cq.storage_and_layout(), ck.storage_and_layout()));
-        let cu_views = match &cu_guards {
-            Some(((cqs, cql), (cks, ckl))) => Some((
-                device_view::<i32>(cqs, cql.start_offset())?,
-                device_view::<i32>(cks, ckl.start_offset())?,
-            )),
-            None => None,
-        };
-        let mut args = BwdArgs::new(
-            (&q_view, &k_view, &v_view),
-            (&o_view, &lse_view),
-            &do_view,
-            (&mut dq, &mut dk, &mut dv),
-            &mut workspace,
-        );
-        if let Some((cq, ck)) = cu_views.as_ref() {
-            args = args.cu_seqlens(cq, ck);
-        }
-        backend.backward(&stream, &plan, args).map_err(wrap)?;
+        let cu = grad.cu_seqlens.as_ref().map(|(cq, ck)| (cq, ck));
+        with_cu_views(cu, |cu| {
+            let mut args = BwdArgs::new(
+                (&q_view, &k_view, &v_view),
+                (&o_view, &lse_view),
+                &do_view,
+                (&mut dq, &mut dk, &mut dv),
+                &mut workspace,
+            );
+            if let Some((cq, ck)) = cu {
+                args = args.cu_seqlens(cq, ck);
+            }
+            backend.backward(&stream, &plan, args).map_err(wrap)
+        })?;
     }
     let wrap_grad = |s, like: &Tensor| {
         Tensor::from_storage(

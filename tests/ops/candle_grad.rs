@@ -15,7 +15,8 @@ use flashmha::candle::{attention, attention_varlen, attention_with_sinks};
 use flashmha::common::dtype::DType;
 use flashmha::common::options::AttnOptions;
 use flashmha::reference::{
-    attention_backward, check_each, score_bound, BwdErrorModel, Layout, ReferenceInputs,
+    attention_backward, check_each, score_bound, BackwardOutputs, BwdErrorModel, Layout,
+    ReferenceInputs,
 };
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -56,6 +57,51 @@ fn values(t: &Tensor) -> Vec<f32> {
 
 fn max_abs(xs: &[f32]) -> f64 {
     xs.iter().fold(0f64, |a, &x| a.max(f64::from(x).abs()))
+}
+
+/// q, k, v (rounded values), the layout and heads of one problem without ALiBi, gates or sinks.
+struct Inputs<'a> {
+    dtype: DType,
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    layout: Layout<'a>,
+    heads: (usize, usize),
+    head_dim: usize,
+    max_seqlens: (usize, usize),
+    options: AttnOptions,
+}
+
+impl Inputs<'_> {
+    /// The f64 autograd reference's dQ, dK, dV of `loss = sum(O * g)` with their tolerances
+    /// (`BwdErrorModel`), and the model.
+    fn reference(&self, g: &[f32]) -> (BackwardOutputs, BwdErrorModel) {
+        let ((hq, hkv), d, (max_q, max_k)) = (self.heads, self.head_dim, self.max_seqlens);
+        let inp = ReferenceInputs {
+            q: self.q,
+            k: self.k,
+            v: self.v,
+            layout: self.layout,
+            num_heads_q: hq,
+            num_heads_kv: hkv,
+            head_dim: d,
+            options: &self.options,
+            alibi_slopes: None,
+            head_gates: None,
+            sinks: None,
+        };
+        let scale = self.options.scale_for(d);
+        let model = BwdErrorModel {
+            dtype: self.dtype,
+            value_bound: max_abs(self.v),
+            head_dim: d,
+            seqlen_q: max_q,
+            seqlen_k: max_k,
+            score_bound: score_bound(self.q, self.k, d, scale, None, max_q, max_k),
+            softcap: None,
+        };
+        (attention_backward(&inp, g, &model).unwrap(), model)
+    }
 }
 
 /// One random problem: padded `[1, sq, h, d]` or varlen `[total, h, d]` tensors.
@@ -148,29 +194,18 @@ fn check_case(c: &Case) -> Result<(), String> {
             seqlen_k: max_k,
         }
     };
-    let inp = ReferenceInputs {
+    let inputs = Inputs {
+        dtype: c.dtype,
         q: &q,
         k: &k,
         v: &v,
         layout,
-        num_heads_q: hq,
-        num_heads_kv: hkv,
+        heads: (hq, hkv),
         head_dim: d,
-        options: &opts,
-        alibi_slopes: None,
-        head_gates: None,
-        sinks: None,
+        max_seqlens: (max_q, max_k),
+        options: opts,
     };
-    let model = BwdErrorModel {
-        dtype: c.dtype,
-        value_bound: max_abs(&v),
-        head_dim: d,
-        seqlen_q: max_q,
-        seqlen_k: max_k,
-        score_bound: score_bound(&q, &k, d, opts.scale_for(d), None, max_q, max_k),
-        softcap: None,
-    };
-    let r = attention_backward(&inp, &g, &model).map_err(|e| e.to_string())?;
+    let (r, _) = inputs.reference(&g);
     check_each(&dq, &r.dq, &r.dq_tol).map_err(|e| format!("dq: {e}"))?;
     check_each(&dk, &r.dk, &r.dk_tol).map_err(|e| format!("dk: {e}"))?;
     check_each(&dv, &r.dv, &r.dv_tol).map_err(|e| format!("dv: {e}"))?;
@@ -307,16 +342,8 @@ fn sink_gradients_match_naive_autograd() {
         // dQ, dK, dV: the reference's tolerances for the same problem without sinks bound these
         // (a sink scales every P_ij by 1 - P_sink_i <= 1, and every term of BwdErrorModel's
         // bounds is a sum of |P|-weighted magnitudes, which can only shrink).
-        let model = BwdErrorModel {
+        let inputs = Inputs {
             dtype,
-            value_bound: max_abs(&v),
-            head_dim: d,
-            seqlen_q: sq,
-            seqlen_k: sk,
-            score_bound: score_bound(&q, &k, d, opts.scale_for(d), None, sq, sk),
-            softcap: None,
-        };
-        let inp = ReferenceInputs {
             q: &q,
             k: &k,
             v: &v,
@@ -325,15 +352,12 @@ fn sink_gradients_match_naive_autograd() {
                 seqlen_q: sq,
                 seqlen_k: sk,
             },
-            num_heads_q: hq,
-            num_heads_kv: hkv,
+            heads: (hq, hkv),
             head_dim: d,
-            options: &opts,
-            alibi_slopes: None,
-            head_gates: None,
-            sinks: None,
+            max_seqlens: (sq, sk),
+            options: opts,
         };
-        let r = attention_backward(&inp, &g, &model).unwrap();
+        let (r, model) = inputs.reference(&g);
         for (name, i, tol) in [
             ("dq", 0, &r.dq_tol),
             ("dk", 1, &r.dk_tol),
