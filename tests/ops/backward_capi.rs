@@ -229,11 +229,14 @@ fn the_c_abi_backward_matches_the_rust_api_and_refuses_bad_buffers() {
     unsafe { flashmha_bwd_plan_destroy(p) };
 }
 
+/// A change to a valid backward shape.
+type Edit = fn(&mut ffi::flashmha_bwd_shape);
+
 /// Shapes are planned or typed errors: usize::MAX lengths, a head dim without a kernel.
 #[test]
 fn bad_backward_shapes_are_typed_errors() {
     let base = padded_shape(ffi::FLASHMHA_DTYPE_BF16, (5, 7), (2, 1), 64);
-    let edits: [(fn(&mut ffi::flashmha_bwd_shape), ffi::flashmha_status); 4] = [
+    let edits: [(Edit, ffi::flashmha_status); 4] = [
         (|s| s.fwd.seqlen_q = usize::MAX, ffi::FLASHMHA_ERR_OVERFLOW),
         (|s| s.fwd.head_dim = 256, ffi::FLASHMHA_ERR_UNSUPPORTED),
         (|s| s.fwd.heads_kv = 3, ffi::FLASHMHA_ERR_SHAPE),
