@@ -17,6 +17,7 @@ mod abi_probe;
 mod api;
 mod backward_capi;
 mod backward_counters;
+mod backward_layouts;
 mod backward_props;
 mod candle_grad;
 mod candle_op;
