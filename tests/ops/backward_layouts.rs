@@ -196,7 +196,7 @@ fn bits(x: &[f16]) -> Vec<u16> {
 #[test]
 fn strided_and_head_major_layouts_give_the_contiguous_gradients() {
     let seed = seed();
-    let p = Problem::draw(seed, seed % 2 == 0);
+    let p = Problem::draw(seed, seed.is_multiple_of(2));
     let (cq, cg) = p.contiguous();
     let want = p.backward(cq, cg);
     assert!(want.iter().flatten().all(|x| x.is_finite()), "seed {seed}");
