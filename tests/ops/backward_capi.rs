@@ -3,12 +3,10 @@
 //! context (the emulated driver's sm_80, sm_75, sm_90 devices) `flashmha_bwd_run` gives the
 //! emulated run's bits, sm_75 refusing the plan with `FLASHMHA_ERR_UNSUPPORTED`.
 
+use crate::backward_support::{emulated_backward, BwdHost};
 use crate::capi_support::{buf, padded_shape, plan, raw_buf};
 use crate::cuda_support;
 use crate::emulator_support::{rng, seed};
-use flashmha::api::{Attention, BwdArgs};
-use flashmha::backend::emulator::EmulatorBackend;
-use flashmha::backend::Backend;
 use flashmha::capi::{
     ffi, flashmha_bwd_plan_create, flashmha_bwd_plan_create_for_context, flashmha_bwd_plan_destroy,
     flashmha_bwd_plan_workspace_len, flashmha_bwd_run, flashmha_emulate_bwd_run,
@@ -17,7 +15,7 @@ use flashmha::capi::{
 use flashmha::common::dtype::DType;
 use flashmha::common::options::AttnOptions;
 use flashmha::ops::backward::{BwdPlan, BwdShape};
-use flashmha::{FwdShape, Heads, KernelTarget};
+use flashmha::{FwdShape, Heads};
 use half::f16;
 use rand::Rng;
 
@@ -91,30 +89,15 @@ impl Problem {
             ..AttnOptions::default()
         });
         let plan = BwdPlan::new(DType::F16, &BwdShape::new(shape)).unwrap();
-        let be = EmulatorBackend::new(KernelTarget::Ampere);
-        let s = be.stream().unwrap();
-        let up = |x: &[f16]| be.upload(&s, x).unwrap();
-        let (q, k, v, o, d_o) = (
-            up(&self.q),
-            up(&self.k),
-            up(&self.v),
-            up(&self.o),
-            up(&self.d_o),
-        );
-        let lse = be.upload(&s, &self.lse).unwrap();
-        let mut dq = be.alloc_zeros::<f16>(&s, self.q.len()).unwrap();
-        let mut dk = be.alloc_zeros::<f16>(&s, self.k.len()).unwrap();
-        let mut dv = be.alloc_zeros::<f16>(&s, self.v.len()).unwrap();
-        let mut ws = be.alloc_zeros::<f32>(&s, plan.workspace_len()).unwrap();
-        let args = BwdArgs::new(
-            (&q, &k, &v),
-            (&o, &lse),
-            &d_o,
-            (&mut dq, &mut dk, &mut dv),
-            &mut ws,
-        );
-        be.backward(&s, &plan, args).unwrap();
-        [&dq, &dk, &dv].map(|b| be.download(&s, b).unwrap())
+        let host = BwdHost {
+            q: &self.q,
+            k: &self.k,
+            v: &self.v,
+            o: &self.o,
+            d_o: &self.d_o,
+            lse: &self.lse,
+        };
+        emulated_backward(&plan, &host, [self.q.len(), self.k.len(), self.v.len()])
     }
 }
 

@@ -8,8 +8,9 @@
 //!   and never leaks into other heads, items or dQ rows (under a causal mask, keys of its kv head
 //!   that it does not see may turn NaN through the tile products' 0 * NaN; not checked).
 
+use crate::backward_support::{emulated_backward, BwdHost};
 use crate::emulator_support::{rng, seed};
-use flashmha::api::{Attention, BwdArgs};
+use flashmha::api::Attention;
 use flashmha::backend::emulator::EmulatorBackend;
 use flashmha::backend::Backend;
 use flashmha::common::dtype::DType;
@@ -140,35 +141,34 @@ impl Problem {
         let (qd, kd) = ((self.sq, self.hq, self.d), (self.sk, self.hkv, self.d));
         let shape = BwdShape::new(self.shape().with_strides(inputs)).with_grad_strides(grads);
         let plan = BwdPlan::new(DType::F16, &shape).unwrap();
-        let be = EmulatorBackend::new(KernelTarget::Ampere);
-        let s = be.stream().unwrap();
-        let place = |x: &[f16], dims, st| {
-            be.upload(&s, &scatter(x, dims, st, extent(dims, st)))
-                .unwrap()
-        };
-        let q = place(&self.q, qd, inputs.q);
-        let k = place(&self.k, kd, inputs.k);
-        let v = place(&self.v, kd, inputs.v);
-        let o = place(&self.o, qd, inputs.o);
-        let d_o = place(&self.d_o, qd, grads.d_o);
-        let lse = be.upload(&s, &self.lse).unwrap();
-        let nan = |dims, st| be.upload(&s, &vec![f16::NAN; extent(dims, st)]).unwrap();
-        let (mut dq, mut dk, mut dv) = (nan(qd, grads.dq), nan(kd, grads.dk), nan(kd, grads.dv));
-        let mut ws = be
-            .upload(&s, &vec![f32::NAN; plan.workspace_len()])
-            .unwrap();
-        let args = BwdArgs::new(
-            (&q, &k, &v),
-            (&o, &lse),
-            &d_o,
-            (&mut dq, &mut dk, &mut dv),
-            &mut ws,
+        let place = |x: &[f16], dims, st| scatter(x, dims, st, extent(dims, st));
+        let (q, k, v) = (
+            place(&self.q, qd, inputs.q),
+            place(&self.k, kd, inputs.k),
+            place(&self.v, kd, inputs.v),
         );
-        be.backward(&s, &plan, args).unwrap();
+        let (o, d_o) = (
+            place(&self.o, qd, inputs.o),
+            place(&self.d_o, qd, grads.d_o),
+        );
+        let host = BwdHost {
+            q: &q,
+            k: &k,
+            v: &v,
+            o: &o,
+            d_o: &d_o,
+            lse: &self.lse,
+        };
+        let lens = [
+            extent(qd, grads.dq),
+            extent(kd, grads.dk),
+            extent(kd, grads.dv),
+        ];
+        let [dq, dk, dv] = emulated_backward(&plan, &host, lens);
         [
-            gather(&be.download(&s, &dq).unwrap(), qd, grads.dq),
-            gather(&be.download(&s, &dk).unwrap(), kd, grads.dk),
-            gather(&be.download(&s, &dv).unwrap(), kd, grads.dv),
+            gather(&dq, qd, grads.dq),
+            gather(&dk, kd, grads.dk),
+            gather(&dv, kd, grads.dv),
         ]
     }
 

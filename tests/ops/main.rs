@@ -13,6 +13,9 @@ mod cuda_support;
 #[path = "../support/capi.rs"]
 mod capi_support;
 
+#[path = "../support/backward.rs"]
+mod backward_support;
+
 mod abi_probe;
 mod api;
 mod backward_capi;
