@@ -251,6 +251,76 @@ flashmha_status flashmha_emulate_forward(const flashmha_shape *shape,
                                          const flashmha_bufs *host_bufs);
 
 /* ---------------------------------------------------------------------------------------------
+ * Backward attention: dQ, dK, dV of a forward call (flashmha_shape) from its q, k, v, o, the
+ * forward's lse and the output gradient d_o; three launches (delta = rowsum(d_o * o), the main
+ * kernel, the dQ conversion). sm_80+ kernels (sm_90 runs them); sm_75 has none
+ * (FLASHMHA_ERR_UNSUPPORTED). With attention sinks in the forward, pass its lse (which includes
+ * them): dQ, dK, dV are exact; d(sink) is not computed here.
+ * ------------------------------------------------------------------------------------------ */
+
+/* A whole backward call without buffers. */
+typedef struct flashmha_bwd_shape {
+    /* The forward this is the gradient of (its dtype, layout, heads, head dim, strides of q, k,
+     * v, o, options). */
+    flashmha_shape fwd;
+    /* All four all-zero: each gradient laid out like its tensor (d_o like o, dq like q, dk like
+     * k, dv like v). Otherwise each is used as given. */
+    flashmha_strides d_o_strides;
+    flashmha_strides dq_strides;
+    flashmha_strides dk_strides;
+    flashmha_strides dv_strides;
+    /* Non-zero: bitwise reproducible dQ (ordered per-key-block slices instead of f32 atomics;
+     * a larger workspace). */
+    int32_t deterministic;
+} flashmha_bwd_shape;
+
+/* The buffers of one backward run. q, k, v, o, d_o, dq, dk, dv hold elements of the shape's
+ * dtype; lse (the forward's, [batch, heads_q, seqlen_q] padded, [heads_q, total_q] varlen),
+ * workspace (flashmha_bwd_plan_workspace_len elements, any contents), alibi_slopes, head_gates
+ * and d_head_gates ([heads_q]) are f32; cu_seqlens int32, required exactly for varlen.
+ * d_head_gates (optional, needs head_gates) receives d(loss)/d(gate). Outputs: dq, dk, dv,
+ * d_head_gates; the workspace is scratch (its contents afterwards are unspecified). */
+typedef struct flashmha_bwd_bufs {
+    flashmha_buf q;
+    flashmha_buf k;
+    flashmha_buf v;
+    flashmha_buf o;
+    flashmha_buf d_o;
+    flashmha_buf lse;
+    flashmha_buf dq;
+    flashmha_buf dk;
+    flashmha_buf dv;
+    flashmha_buf workspace;
+    flashmha_buf cu_seqlens_q;
+    flashmha_buf cu_seqlens_k;
+    flashmha_buf alibi_slopes;
+    flashmha_buf head_gates;
+    flashmha_buf d_head_gates;
+} flashmha_bwd_bufs;
+
+/* A validated backward plan (immutable, reusable, thread-safe). */
+typedef struct flashmha_bwd_plan flashmha_bwd_plan;
+
+/* Validates `shape` and plans it for the sm_80+ kernels; free with flashmha_bwd_plan_destroy. */
+flashmha_status flashmha_bwd_plan_create(const flashmha_bwd_shape *shape, flashmha_bwd_plan **out);
+/* The same for `ctx`'s device (FLASHMHA_ERR_UNSUPPORTED on sm_75). */
+flashmha_status flashmha_bwd_plan_create_for_context(const flashmha_context *ctx,
+                                                     const flashmha_bwd_shape *shape,
+                                                     flashmha_bwd_plan **out);
+/* f32 elements of the workspace a run of `plan` needs. */
+flashmha_status flashmha_bwd_plan_workspace_len(const flashmha_bwd_plan *plan, size_t *out);
+void flashmha_bwd_plan_destroy(flashmha_bwd_plan *plan);
+
+/* Checks `bufs` (device addresses) against `plan` in O(1) and launches the backward on
+ * `stream`. Asynchronous; no allocation, no synchronisation. */
+flashmha_status flashmha_bwd_run(const flashmha_context *ctx, const flashmha_bwd_plan *plan,
+                                 const flashmha_bwd_bufs *bufs, void *stream);
+/* Runs `plan` on the emulator with host buffers (the same checks; nothing is written when they
+ * fail or the kernels report a finding; dq, dk, dv, d_head_gates copied back). */
+flashmha_status flashmha_emulate_bwd_run(const flashmha_bwd_plan *plan,
+                                         const flashmha_bwd_bufs *host_bufs);
+
+/* ---------------------------------------------------------------------------------------------
  * Paged decode: new query tokens attend to K/V held in fixed-size pages through a block table
  *
  *   q, o:        padded [batch, seqlen_q, heads_q, d]; varlen [total_q, heads_q, d] (shape's dtype)

@@ -4,7 +4,8 @@
 // split-KV, through a shuffled block table) against a plain CPU attention computed here in
 // double on the same rounded inputs; merge_states against the identity "merging the states of
 // two key halves gives the state of all keys"; the KV append bit for bit against a host
-// scatter; head similarity against CPU cosines. It also checks the typed errors (no GPU, bad
+// scatter; head similarity against CPU cosines; the backward against a CPU backward in double
+// from the same P. It also checks the typed errors (no GPU, bad
 // buffers, bad shapes, aliasing). Returns the number of failed checks; prints each failure.
 // flashmha_capi_client_cuda_main runs the forward through the CUDA path (a context, plans for
 // it, flashmha_run on device memory), run by capi/tests/client_cuda.rs on the emulated CUDA
@@ -360,6 +361,159 @@ void check_problem(const Problem &p, bool one_call, std::mt19937_64 &rng,
     const double tol_o = o_tolerance(p);
     std::printf("capi client: %s: max |O - ref| %.3g (tol %.3g), max |LSE - ref| %.3g\n",
                 name.c_str(), worst_o, tol_o, worst_lse);
+}
+
+// The backward of `p` for the output gradient dO (`dof`, laid out like q) in double on the
+// same rounded inputs, from the explicit P of cpu_attention's softmax: dV_j = sum_i P_ij dO_i,
+// dS_ij = P_ij (dO_i.v_j - D_i) with D_i = dO_i.O_i, dQ_i = scale sum_j dS_ij k_j,
+// dK_j = scale sum_i dS_ij q_i (GQA: dK, dV summed over a group's query heads). Also the
+// per-element tolerances of the kernels' result: P and dS are rounded to the dtype before their
+// products (u relative each), O (hence D) has the forward's error (o_tolerance per element, so
+// |dD_i| <= sum_c |dO_ic| o_tol), and each gradient is rounded to the dtype on output (u); every
+// f32 accumulation error is far below these. The tolerances are twice the sum of those terms.
+struct Grads {
+    std::vector<double> dq, dk, dv, tq, tk, tv;
+};
+
+Grads cpu_backward(const Problem &p, const Data &d, const std::vector<double> &dof) {
+    const size_t hq = p.heads_q, hkv = p.heads_kv, dim = p.head_dim;
+    const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
+    const double u = p.dtype.unit_roundoff, o_tol = o_tolerance(p);
+    std::vector<double> o, lse;
+    cpu_attention(p, d, o, lse);
+    Grads g;
+    g.dq.assign(d.qf.size(), 0.0);
+    g.tq.assign(d.qf.size(), 0.0);
+    g.dk.assign(d.kf.size(), 0.0);
+    g.tk.assign(d.kf.size(), 0.0);
+    g.dv.assign(d.vf.size(), 0.0);
+    g.tv.assign(d.vf.size(), 0.0);
+    for (size_t b = 0; b + 1 < p.cu_q.size(); ++b) {
+        const long sq = p.cu_q[b + 1] - p.cu_q[b], sk = p.cu_k[b + 1] - p.cu_k[b];
+        for (size_t h = 0; h < hq; ++h) {
+            const size_t kvh = h / (hq / hkv);
+            for (long i = 0; i < sq; ++i) {
+                const double l = lse[lse_index(p, b, h, i)];
+                if (std::isinf(l)) continue;  // no visible key: no gradient
+                const size_t qi = ((p.cu_q[b] + i) * hq + h) * dim;
+                double dd = 0.0, dd_err = 0.0;
+                for (size_t c = 0; c < dim; ++c) {
+                    dd += dof[qi + c] * o[qi + c];
+                    dd_err += std::fabs(dof[qi + c]) * o_tol;
+                }
+                for (long j = 0; j < sk; ++j) {
+                    if (p.causal && j > i + sk - sq) continue;
+                    const size_t kj = ((p.cu_k[b] + j) * hkv + kvh) * dim;
+                    double s = 0.0, dp = 0.0;
+                    for (size_t c = 0; c < dim; ++c) {
+                        s += d.qf[qi + c] * d.kf[kj + c];
+                        dp += dof[qi + c] * d.vf[kj + c];
+                    }
+                    const double pij = std::exp(s * scale - l);
+                    const double ds = pij * (dp - dd);
+                    const double ds_err = u * std::fabs(ds) + pij * dd_err;
+                    for (size_t c = 0; c < dim; ++c) {
+                        g.dv[kj + c] += pij * dof[qi + c];
+                        g.tv[kj + c] += u * pij * std::fabs(dof[qi + c]);
+                        g.dq[qi + c] += scale * ds * d.kf[kj + c];
+                        g.tq[qi + c] += scale * ds_err * std::fabs(d.kf[kj + c]);
+                        g.dk[kj + c] += scale * ds * d.qf[qi + c];
+                        g.tk[kj + c] += scale * ds_err * std::fabs(d.qf[qi + c]);
+                    }
+                }
+            }
+        }
+    }
+    for (auto [x, t] : {std::pair{&g.dq, &g.tq}, {&g.dk, &g.tk}, {&g.dv, &g.tv}}) {
+        for (size_t i = 0; i < x->size(); ++i) (*t)[i] = 2.0 * ((*t)[i] + u * std::fabs((*x)[i]));
+    }
+    return g;
+}
+
+// The backward through the C ABI (flashmha_bwd_plan_create, flashmha_emulate_bwd_run) of a
+// random problem whose O and LSE come from the forward entry point, against cpu_backward; then
+// a short dk buffer is FLASHMHA_ERR_BUFFER with nothing written.
+void check_backward(const Problem &p, std::mt19937_64 &rng) {
+    const std::string name = std::string("backward ") + p.dtype.name +
+                             (p.varlen ? " varlen" : " padded") + (p.causal ? " causal" : "") +
+                             " hq" + std::to_string(p.heads_q) + "/hkv" +
+                             std::to_string(p.heads_kv);
+    Data d = draw(p, rng);
+    std::vector<uint16_t> o(d.q.size(), 0), d_o;
+    std::vector<double> dof;
+    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+    for (size_t i = 0; i < d.q.size(); ++i) {
+        d_o.push_back(p.dtype.bits(dist(rng)));
+        dof.push_back(p.dtype.value(d_o.back()));
+    }
+    std::vector<float> lse(static_cast<size_t>(p.cu_q.back()) * p.heads_q, 0.0f);
+    std::vector<int32_t> cu_q = p.cu_q, cu_k = p.cu_k;
+    flashmha_bufs fb;
+    std::memset(&fb, 0, sizeof fb);
+    fb.q = buf(d.q);
+    fb.k = buf(d.k);
+    fb.v = buf(d.v);
+    fb.o = buf(o);
+    fb.lse = buf(lse);
+    if (p.varlen) {
+        fb.cu_seqlens_q = buf(cu_q);
+        fb.cu_seqlens_k = buf(cu_k);
+    }
+    flashmha_bwd_shape shape;
+    std::memset(&shape, 0, sizeof shape);
+    shape.fwd = shape_of(p);
+    expect_status(flashmha_emulate_forward(&shape.fwd, &fb), FLASHMHA_OK, name + " forward");
+    flashmha_bwd_plan *plan = nullptr;
+    expect_status(flashmha_bwd_plan_create(&shape, &plan), FLASHMHA_OK, name + " plan");
+    size_t ws_len = 0;
+    expect_status(flashmha_bwd_plan_workspace_len(plan, &ws_len), FLASHMHA_OK, name + " ws");
+    // Outputs poisoned with NaN: an element the kernels do not write fails the comparison.
+    const uint16_t nan = 0x7e00;
+    std::vector<uint16_t> dq(d.q.size(), nan), dk(d.k.size(), nan), dv(d.v.size(), nan);
+    std::vector<float> ws(ws_len, NAN);
+    flashmha_bwd_bufs bb;
+    std::memset(&bb, 0, sizeof bb);
+    bb.q = fb.q;
+    bb.k = fb.k;
+    bb.v = fb.v;
+    bb.o = fb.o;
+    bb.lse = fb.lse;
+    bb.d_o = buf(d_o);
+    bb.dq = buf(dq);
+    bb.dk = buf(dk);
+    bb.dv = buf(dv);
+    bb.workspace = buf(ws);
+    bb.cu_seqlens_q = fb.cu_seqlens_q;
+    bb.cu_seqlens_k = fb.cu_seqlens_k;
+    flashmha_bwd_bufs short_dk = bb;
+    short_dk.dk.len -= 1;
+    expect_status(flashmha_emulate_bwd_run(plan, &short_dk), FLASHMHA_ERR_BUFFER,
+                  name + " short dk");
+    if (std::any_of(dk.begin(), dk.end(), [&](uint16_t x) { return x != nan; })) {
+        fail(name + ": a refused run wrote dk");
+    }
+    const flashmha_status st = flashmha_emulate_bwd_run(plan, &bb);
+    flashmha_bwd_plan_destroy(plan);
+    expect_status(st, FLASHMHA_OK, name + " run");
+    if (st != FLASHMHA_OK) return;
+    const Grads g = cpu_backward(p, d, dof);
+    double worst = 0.0;
+    const std::pair<const std::vector<uint16_t> *, std::pair<const std::vector<double> *,
+                                                            const std::vector<double> *>>
+        outs[] = {{&dq, {&g.dq, &g.tq}}, {&dk, {&g.dk, &g.tk}}, {&dv, {&g.dv, &g.tv}}};
+    for (const auto &[got, ref] : outs) {
+        for (size_t i = 0; i < got->size(); ++i) {
+            const double err = std::fabs(p.dtype.value((*got)[i]) - (*ref.first)[i]);
+            const double ratio = err / (*ref.second)[i];
+            if (!(err <= (*ref.second)[i])) {
+                fail(name + ": element " + std::to_string(i) + " off by " + std::to_string(err) +
+                     " > " + std::to_string((*ref.second)[i]));
+                return;
+            }
+            if (ratio > worst) worst = ratio;
+        }
+    }
+    std::printf("capi client: %s: worst |grad - ref| / tol %.3g\n", name.c_str(), worst);
 }
 
 std::vector<int32_t> offsets(const std::vector<int> &lens) {
@@ -1041,6 +1195,19 @@ extern "C" int flashmha_capi_client_main(uint64_t seed) {
                       dt.code == FLASHMHA_DTYPE_BF16, rng);
     }
     check_errors();
+    for (const Dtype &dt : {kBf16, kF16}) {
+        const size_t heads_kv = std::uniform_int_distribution<size_t>(1, 2)(rng);
+        const size_t group = std::uniform_int_distribution<size_t>(1, 4)(rng);
+        const bool causal = rng() % 2 == 0;
+        const int sq = len(rng), sk = len(rng);
+        check_backward(Problem{dt, false, causal, heads_kv * group, heads_kv, 64,
+                               offsets({sq, sq}), offsets({sk, sk})},
+                       rng);
+        // Varlen with an item without queries and one without keys.
+        check_backward(Problem{dt, true, !causal, heads_kv * group, heads_kv, 64,
+                               offsets({0, len(rng), len(rng)}), offsets({len(rng), 0, len(rng)})},
+                       rng);
+    }
 
     // The header's version is the library's.
     if (std::strcmp(version, FLASHMHA_VERSION_STRING) != 0) {

@@ -12,14 +12,19 @@
 //! and the split workspace per call on the stream (servers that want one workspace for every
 //! layer use `CudaBackend::decode` directly).
 //!
+//! The backward ([`backward`], called by `grad.rs` when candle's autograd asks) runs the same
+//! [`BwdPlan`] as the emulator path, with dQ, dK, dV and its workspace allocated on the stream.
+//!
 //! Reads the given tensors, returns new ones; touches nothing else.
 
+use super::grad::AttnGrad;
 use super::paged::PagedKvCache;
 use super::{wrap, OutputDims};
-use crate::api::{Attention, DecodeArgs, FwdArgs};
+use crate::api::{Attention, BwdArgs, DecodeArgs, FwdArgs};
 use crate::backend::cuda::CudaBackend;
 use crate::common::element::Element;
 use crate::common::geometry::Strides;
+use crate::ops::backward::{BwdPlan, BwdShape};
 use crate::ops::decode::{DecodePlan, DecodeProblem, SplitPolicy};
 use crate::ops::forward::plan::FwdPlan;
 use crate::ops::forward::problem::{FwdShape, QkvoStrides};
@@ -64,6 +69,25 @@ fn device_view<'a, T: CudaDType>(
         }
         _ => candle_core::bail!("flashmha::candle: expected a CUDA tensor"),
     }
+}
+
+/// Runs `f` with device i32 views of a varlen call's `cu_seqlens` (converted on the stream if
+/// they are another integer type; the kernels check every entry against the plan's bounds and
+/// trap), or with `None` for a padded call.
+fn with_cu_views<R>(
+    cu_seqlens: Option<(&Tensor, &Tensor)>,
+    f: impl FnOnce(Option<(&CudaView<'_, i32>, &CudaView<'_, i32>)>) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let Some((cq, ck)) = cu_seqlens else {
+        return f(None);
+    };
+    let to_i32 = |t: &Tensor| t.to_dtype(candle_core::DType::I32)?.contiguous();
+    let (cq, ck) = (to_i32(cq)?, to_i32(ck)?);
+    let (qs, ql) = cq.storage_and_layout();
+    let (ks, kl) = ck.storage_and_layout();
+    let q_view = device_view::<i32>(&qs, ql.start_offset())?;
+    let k_view = device_view::<i32>(&ks, kl.start_offset())?;
+    f(Some((&q_view, &k_view)))
 }
 
 /// Row strides of a `[b, s, h, d]` (rank 4) or `[total, h, d]` (rank 3) tensor whose head dim
@@ -165,39 +189,22 @@ fn run_typed<T: Element + CudaDType>(
         let q_view = device_view::<T>(&qs, ql.start_offset())?;
         let k_view = device_view::<T>(&ks, kl.start_offset())?;
         let v_view = device_view::<T>(&vs, vl.start_offset())?;
-        // The device cu_seqlens as i32, converted on the stream if they are another integer
-        // type (the kernel checks every entry against the plan's bounds and traps).
-        let cu = match cu_seqlens {
-            Some((cq, ck)) => Some((
-                cq.to_dtype(candle_core::DType::I32)?.contiguous()?,
-                ck.to_dtype(candle_core::DType::I32)?.contiguous()?,
-            )),
-            None => None,
-        };
-        let cu_guards = cu
-            .as_ref()
-            .map(|(cq, ck)| (cq.storage_and_layout(), ck.storage_and_layout()));
-        let cu_views = match &cu_guards {
-            Some(((cqs, cql), (cks, ckl))) => Some((
-                device_view::<i32>(cqs, cql.start_offset())?,
-                device_view::<i32>(cks, ckl.start_offset())?,
-            )),
-            None => None,
-        };
         let sinks = out.sinks.as_ref().map(Tensor::contiguous).transpose()?;
         let sinks_guard = sinks.as_ref().map(Tensor::storage_and_layout);
         let sinks_view = match &sinks_guard {
             Some((ss, sl)) => Some(device_view::<f32>(ss, sl.start_offset())?),
             None => None,
         };
-        let mut args = FwdArgs::new(&q_view, &k_view, &v_view, &mut o).lse(&mut lse);
-        if let Some((cq, ck)) = cu_views.as_ref() {
-            args = args.cu_seqlens(cq, ck);
-        }
-        if let Some(s) = sinks_view.as_ref() {
-            args = args.sinks(s);
-        }
-        backend.run(&stream, &plan, args).map_err(wrap)?;
+        with_cu_views(cu_seqlens, |cu| {
+            let mut args = FwdArgs::new(&q_view, &k_view, &v_view, &mut o).lse(&mut lse);
+            if let Some((cq, ck)) = cu {
+                args = args.cu_seqlens(cq, ck);
+            }
+            if let Some(s) = sinks_view.as_ref() {
+                args = args.sinks(s);
+            }
+            backend.run(&stream, &plan, args).map_err(wrap)
+        })?;
     }
     let o = Tensor::from_storage(
         Storage::Cuda(CudaStorage::wrap_cuda_slice(o, device.clone())),
@@ -312,4 +319,76 @@ fn paged_typed<T: Element + CudaDType>(
         false,
     );
     Ok((o, lse))
+}
+
+/// The backward of one forward call on the tensors' CUDA device (grad.rs): contiguous q, k, v
+/// and dO, the forward's O and LSE kept in `grad`; dQ, dK, dV and the f32 workspace are
+/// allocated on candle's stream (as every candle op allocates its outputs); nothing is
+/// synchronised.
+pub(super) fn backward(
+    shape: &BwdShape,
+    grad: &AttnGrad,
+    tensors: [&Tensor; 4],
+) -> candle_core::Result<[Tensor; 3]> {
+    match tensors[0].dtype() {
+        candle_core::DType::F16 => backward_typed::<half::f16>(shape, grad, tensors),
+        candle_core::DType::BF16 => backward_typed::<half::bf16>(shape, grad, tensors),
+        other => candle_core::bail!("flashmha::candle: {other:?} is not a kernel dtype"),
+    }
+}
+
+fn backward_typed<T: Element + CudaDType>(
+    shape: &BwdShape,
+    grad: &AttnGrad,
+    [q, k, v, d_o]: [&Tensor; 4],
+) -> candle_core::Result<[Tensor; 3]> {
+    let device = q.device().as_cuda_device()?.clone();
+    let stream = device.cuda_stream();
+    let backend = backend_for(&stream)?;
+    let plan = BwdPlan::new_for(backend.target(), T::DTYPE, shape).map_err(wrap)?;
+    let zeros = |n: usize| stream.alloc_zeros::<T>(n).map_err(candle_core::Error::wrap);
+    let (mut dq, mut dk, mut dv) = (
+        zeros(q.elem_count())?,
+        zeros(k.elem_count())?,
+        zeros(v.elem_count())?,
+    );
+    let mut workspace = stream
+        .alloc_zeros::<f32>(plan.workspace_len().max(1))
+        .map_err(candle_core::Error::wrap)?;
+    {
+        let o = grad.o.contiguous()?;
+        let lse = grad.lse.contiguous()?;
+        let guards = [q, k, v, &o, d_o].map(|t| t.storage_and_layout());
+        let [(qs, ql), (ks, kl), (vs, vl), (os, ol), (ds, dl)] = &guards;
+        let q_view = device_view::<T>(qs, ql.start_offset())?;
+        let k_view = device_view::<T>(ks, kl.start_offset())?;
+        let v_view = device_view::<T>(vs, vl.start_offset())?;
+        let o_view = device_view::<T>(os, ol.start_offset())?;
+        let do_view = device_view::<T>(ds, dl.start_offset())?;
+        let (ls, ll) = lse.storage_and_layout();
+        let lse_view = device_view::<f32>(&ls, ll.start_offset())?;
+        let cu = grad.cu_seqlens.as_ref().map(|(cq, ck)| (cq, ck));
+        with_cu_views(cu, |cu| {
+            let mut args = BwdArgs::new(
+                (&q_view, &k_view, &v_view),
+                (&o_view, &lse_view),
+                &do_view,
+                (&mut dq, &mut dk, &mut dv),
+                &mut workspace,
+            );
+            if let Some((cq, ck)) = cu {
+                args = args.cu_seqlens(cq, ck);
+            }
+            backend.backward(&stream, &plan, args).map_err(wrap)
+        })?;
+    }
+    let wrap_grad = |s, like: &Tensor| {
+        Tensor::from_storage(
+            Storage::Cuda(CudaStorage::wrap_cuda_slice(s, device.clone())),
+            like.dims(),
+            BackpropOp::none(),
+            false,
+        )
+    };
+    Ok([wrap_grad(dq, q), wrap_grad(dk, k), wrap_grad(dv, v)])
 }

@@ -10,6 +10,9 @@
 //! against the candle reference; a run in which the emulator reports any finding fails.
 //! Without `candle-cuda`, CUDA tensors are refused with [`CUDA_UNAVAILABLE`].
 //!
+//! Gradients: when q, k, v (or the sinks) are tracked by candle's autograd, `loss.backward()`
+//! runs the backward kernels on the same device, with the forward's LSE (`grad.rs`).
+//!
 //! Errors: candle errors; a flashmha validation error is wrapped
 //! (`candle_core::Error::Wrapped`) with its structured message. Reads the given tensors,
 //! returns new ones; touches nothing else.
@@ -25,6 +28,7 @@ use candle_core::{DType as CDType, Device, Tensor};
 
 #[cfg(feature = "candle-cuda")]
 mod cuda;
+mod grad;
 mod paged;
 
 pub use paged::{paged_attention, PagedKvCache};
@@ -250,7 +254,7 @@ fn padded(
     let vd = dims::<4>(TensorName::V, v)?;
     // Checks every dim of every tensor against the others (typed errors).
     let shape = FwdShape::from_dense_dims(qd, kd, vd, qd).map_err(wrap)?;
-    let [batch, seqlen_q, heads_q, head_dim] = qd;
+    let [batch, seqlen_q, heads_q, _] = qd;
     if let Some(s) = sinks {
         check_sinks(s, heads_q)?;
         if !s.device().same_device(q.device()) {
@@ -259,25 +263,64 @@ fn padded(
             ));
         }
     }
-    if same_device(q, k, v)? == Target::Cuda {
+    let shape = shape.with_options(*opts);
+    let (o, lse) = if same_device(q, k, v)? == Target::Cuda {
         let out = OutputDims {
             o: qd.to_vec(),
             lse: vec![batch, heads_q, seqlen_q],
             sinks: sinks.cloned(),
         };
-        return on_cuda(&shape.with_options(*opts), q, k, v, None, out);
+        on_cuda(&shape, q, k, v, None, out)?
+    } else {
+        padded_emulated(dtype, &shape, q, k, v, sinks)?
+    };
+    with_gradients(shape, (q, k, v), (o, lse), None, sinks)
+}
+
+/// `o` carrying the op's backward when any input is tracked (grad.rs), and the LSE.
+fn with_gradients(
+    shape: FwdShape,
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    (o, lse): (Tensor, Tensor),
+    cu_seqlens: Option<(Tensor, Tensor)>,
+    sinks: Option<&Tensor>,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let o = grad::AttnGrad {
+        shape,
+        o,
+        lse: lse.clone(),
+        cu_seqlens,
     }
+    .attach(q, k, v)?;
+    let o = match sinks {
+        Some(s) => grad::SinkGrad { lse: lse.clone() }.attach(o, s)?,
+        None => o,
+    };
+    Ok((o, lse))
+}
+
+/// The padded op on CPU tensors: the emulator.
+fn padded_emulated(
+    dtype: DType,
+    shape: &FwdShape,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    sinks: Option<&Tensor>,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let qd = dims::<4>(TensorName::Q, q)?;
+    let [batch, seqlen_q, heads_q, head_dim] = qd;
     let mut problem = FwdProblem::contiguous(
         dtype,
         SeqLayout::Padded {
             batch,
             seqlen_q,
-            seqlen_k: kd[1],
+            seqlen_k: shape.seq.max_seqlens().1,
         },
         heads_q,
         shape.heads.kv,
         head_dim,
-        *opts,
+        shape.options,
     );
     problem.lse_len = Some(problem.row_stats_len());
     problem.sinks_len = sinks.map(|_| heads_q);
@@ -410,7 +453,8 @@ pub fn attention_varlen(
             lse: vec![heads_q, total_q],
             sinks: None,
         };
-        return on_cuda(&shape, q, k, v, Some((&cu_q, &cu_k)), out);
+        let outputs = on_cuda(&shape, q, k, v, Some((&cu_q, &cu_k)), out)?;
+        return with_gradients(shape, (q, k, v), outputs, Some((cu_q, cu_k)), None);
     }
     let layout = SeqLayout::Varlen {
         cu_seqlens_q: cu_seqlens(TensorName::CuSeqlensQ, cu_seqlens_q)?,
@@ -418,7 +462,7 @@ pub fn attention_varlen(
     };
     let mut problem = FwdProblem::contiguous(dtype, layout, heads_q, heads_kv, head_dim, *opts);
     // Host checks of the cu_seqlens (start at 0, never decrease, same length) first.
-    problem.shape().map_err(wrap)?;
+    let shape = problem.shape().map_err(wrap)?;
     let (max_q, max_k) = problem.layout.max_seqlens();
     let (rows_q, rows_k) = problem.layout.total_rows();
     let checks = [
@@ -451,8 +495,10 @@ pub fn attention_varlen(
     }
     problem.lse_len = Some(problem.row_stats_len());
     let (o, lse) = emulate(&problem, q, k, v, None)?;
-    Ok((
+    let outputs = (
         from_bits(o, dtype, &[total_q, heads_q, head_dim])?,
         Tensor::from_vec(lse, (heads_q, total_q), &Device::Cpu)?,
-    ))
+    );
+    let cu = (cu_seqlens_q.clone(), cu_seqlens_k.clone());
+    with_gradients(shape, (q, k, v), outputs, Some(cu), None)
 }

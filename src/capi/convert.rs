@@ -12,6 +12,7 @@ use crate::common::dtype::DType;
 use crate::common::geometry::PageStrides;
 use crate::common::geometry::Strides;
 use crate::common::options::{AttnOptions, SlidingWindow};
+use crate::ops::backward::{BwdBufs, BwdShape, GradStrides};
 use crate::ops::decode::{
     DecodeBuffers, DecodeProblem, KvCacheDType, KvScaleGranularity, QueryLayout, SplitPolicy,
 };
@@ -158,6 +159,50 @@ pub fn bufs(b: &ffi::flashmha_bufs) -> Result<FwdBufs, CallError> {
         sinks: buf(b.sinks),
         cu_seqlens_q: buf(b.cu_seqlens_q),
         cu_seqlens_k: buf(b.cu_seqlens_k),
+    })
+}
+
+/// The dtype and the backward shape a `flashmha_bwd_shape` describes: the forward's (as
+/// [`shape`] reads it) and the gradients' strides (all four zero: each like its tensor).
+pub fn bwd_shape(s: &ffi::flashmha_bwd_shape) -> Result<(DType, BwdShape), CallError> {
+    let (dtype, fwd) = shape(&s.fwd)?;
+    let given = [s.d_o_strides, s.dq_strides, s.dk_strides, s.dv_strides];
+    let mut bwd = BwdShape::new(fwd).with_deterministic(s.deterministic != 0);
+    if !given.iter().all(is_zero) {
+        bwd = bwd.with_grad_strides(GradStrides {
+            d_o: strides(s.d_o_strides),
+            dq: strides(s.dq_strides),
+            dk: strides(s.dk_strides),
+            dv: strides(s.dv_strides),
+        });
+    }
+    Ok((dtype, bwd))
+}
+
+/// The backward's buffers as [`BwdPlan::bind`](crate::ops::backward::BwdPlan::bind) checks them
+/// (NULL = absent; the cu_seqlens must come as a pair).
+pub fn bwd_bufs(b: &ffi::flashmha_bwd_bufs) -> Result<BwdBufs, CallError> {
+    if b.cu_seqlens_q.data.is_null() != b.cu_seqlens_k.data.is_null() {
+        return Err(invalid(
+            "cu_seqlens_q and cu_seqlens_k must both be given or both be NULL",
+        ));
+    }
+    Ok(BwdBufs {
+        q: buf(b.q),
+        k: buf(b.k),
+        v: buf(b.v),
+        o: buf(b.o),
+        d_o: buf(b.d_o),
+        lse: buf(b.lse),
+        dq: buf(b.dq),
+        dk: buf(b.dk),
+        dv: buf(b.dv),
+        workspace: buf(b.workspace),
+        cu_seqlens_q: buf(b.cu_seqlens_q),
+        cu_seqlens_k: buf(b.cu_seqlens_k),
+        alibi_slopes: buf(b.alibi_slopes),
+        head_gates: buf(b.head_gates),
+        d_head_gates: buf(b.d_head_gates),
     })
 }
 

@@ -4,7 +4,7 @@
 //! declaration at compile time. The `capi/` workspace member packages these symbols as
 //! `libflashmha.a` and `libflashmha.so`.
 //!
-//! Every op (forward, paged decode, merge_states, KV append, head similarity) converts plain C
+//! Every op (forward, backward, paged decode, merge_states, KV append, head similarity) converts plain C
 //! structs to the Rust API ([`convert`]) and goes through the same path as Rust callers:
 //! validate -> plan -> bind (O(1) buffer checks) -> backend, on a CUDA context (raw device
 //! addresses, the caller's `CUstream`) or on the emulator with host buffers ([`host`]). Errors
@@ -13,10 +13,11 @@
 //!
 //! Files: `op.rs` (the one path every op runs through: handles, plan, bind, launch on a context
 //! or the emulator), `plan.rs` (the forward's plan and entry points, the handle helpers, the version),
-//! `cuda.rs` (contexts), one file per other op (`decode.rs`, `merge.rs`, `append.rs`, `head_similarity.rs`, each
+//! `cuda.rs` (contexts), one file per other op (`backward.rs`, `decode.rs`, `merge.rs`, `append.rs`, `head_similarity.rs`, each
 //! saying only what differs for it).
 
 pub mod append;
+pub mod backward;
 pub mod convert;
 pub mod cuda;
 pub mod decode;
@@ -33,6 +34,10 @@ pub use append::{
     flashmha_emulate_kv_append_run, flashmha_kv_append_plan_create,
     flashmha_kv_append_plan_create_for_context, flashmha_kv_append_plan_destroy,
     flashmha_kv_append_run,
+};
+pub use backward::{
+    flashmha_bwd_plan_create, flashmha_bwd_plan_create_for_context, flashmha_bwd_plan_destroy,
+    flashmha_bwd_plan_workspace_len, flashmha_bwd_run, flashmha_emulate_bwd_run,
 };
 pub use decode::{
     flashmha_decode_plan_create, flashmha_decode_plan_create_for_context,
@@ -58,6 +63,7 @@ const _: () = {
     const fn shared<T: Send + Sync>() {}
     shared::<crate::cuda::CudaBackend>();
     shared::<plan::Plan>();
+    shared::<crate::ops::backward::BwdPlan>();
     shared::<crate::ops::decode::DecodePlan>();
     shared::<crate::ops::merge::MergePlan>();
     shared::<crate::ops::kv_append::KvAppendPlan>();

@@ -525,16 +525,12 @@ mod absurd_sizes {
         #[cfg(feature = "capi")]
         {
             use flashmha::capi::ffi;
-            let s = ffi::flashmha_shape {
-                dtype: ffi::FLASHMHA_DTYPE_F16,
-                batch: 1,
-                seqlen_q: usize::MAX as _,
-                seqlen_k: usize::MAX as _,
-                heads_q: 2,
-                heads_kv: 2,
-                head_dim: 64,
-                ..Default::default()
-            };
+            let s = crate::capi_support::padded_shape(
+                ffi::FLASHMHA_DTYPE_F16,
+                (usize::MAX, usize::MAX),
+                (2, 2),
+                64,
+            );
             let mut p: *mut ffi::flashmha_plan = std::ptr::null_mut();
             // SAFETY: valid pointers to locals; nothing is created on failure.
             let code = unsafe { flashmha::capi::flashmha_plan_create(&s, &mut p) };
@@ -550,39 +546,22 @@ mod absurd_sizes {
 #[cfg(feature = "capi")]
 #[test]
 fn the_c_emulator_entry_refuses_o_aliasing_q_like_the_gpu_path() {
-    use flashmha::capi::{ffi, flashmha_emulate_run, flashmha_plan_create, flashmha_plan_destroy};
+    use crate::capi_support::{self, buf, padded_shape};
+    use flashmha::capi::{ffi, flashmha_emulate_run, flashmha_plan_destroy};
     let mut rng = rng(seed());
     let (sq, sk, h, d) = (rng.random_range(1..=40), rng.random_range(1..=40), 2, 64);
-    let s = ffi::flashmha_shape {
-        dtype: ffi::FLASHMHA_DTYPE_BF16,
-        batch: 1,
-        seqlen_q: sq,
-        seqlen_k: sk,
-        heads_q: h,
-        heads_kv: h,
-        head_dim: d,
-        ..Default::default()
-    };
-    let mut plan: *mut ffi::flashmha_plan = std::ptr::null_mut();
-    // SAFETY: valid pointers to locals.
-    assert_eq!(
-        unsafe { flashmha_plan_create(&s, &mut plan) },
-        ffi::FLASHMHA_OK
-    );
+    let s = padded_shape(ffi::FLASHMHA_DTYPE_BF16, (sq, sk), (h, h), d);
+    let plan = capi_support::plan(&s, None);
     let (nq, nk) = (sq * h * d, sk * h * d);
     let mut q = random_bf16(&mut rng, nq);
     let mut k = random_bf16(&mut rng, nk);
     let mut v = random_bf16(&mut rng, nk);
     let mut o = vec![bf16::ZERO; nq];
-    let buf = |p: *mut bf16, len: usize| ffi::flashmha_buf {
-        data: p.cast(),
-        len: len as _,
-    };
     let mut bufs = ffi::flashmha_bufs {
-        q: buf(q.as_mut_ptr(), nq),
-        k: buf(k.as_mut_ptr(), nk),
-        v: buf(v.as_mut_ptr(), nk),
-        o: buf(o.as_mut_ptr(), nq),
+        q: buf(&mut q),
+        k: buf(&mut k),
+        v: buf(&mut v),
+        o: buf(&mut o),
         ..Default::default()
     };
     // SAFETY: every buffer is a live Vec of its declared length; `plan` is live.
@@ -592,7 +571,7 @@ fn the_c_emulator_entry_refuses_o_aliasing_q_like_the_gpu_path() {
     );
     assert!(o.iter().all(|x| x.is_finite()) && o.iter().any(|x| *x != bf16::ZERO));
     let q_before = q.clone();
-    bufs.o = buf(q.as_mut_ptr(), nq);
+    bufs.o = buf(&mut q);
     // SAFETY: as above (o and q are the same live Vec; the call must refuse before writing).
     assert_eq!(
         unsafe { flashmha_emulate_run(plan, &bufs) },

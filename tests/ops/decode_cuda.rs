@@ -485,10 +485,11 @@ fn the_driver_encodes_the_planned_maps_and_rejects_a_bad_stride() {
 #[cfg(feature = "capi")]
 #[test]
 fn the_c_abi_forward_on_a_cuda_context_equals_its_emulated_run() {
+    use crate::capi_support::{self, buf, padded_shape, raw_buf};
     use cudarc::driver::{DevicePtr, DevicePtrMut};
     use flashmha::capi::{
         ffi, flashmha_context_create, flashmha_context_destroy, flashmha_emulate_run,
-        flashmha_plan_create_for_context, flashmha_plan_destroy, flashmha_run,
+        flashmha_plan_destroy, flashmha_run,
     };
     use std::ffi::c_void;
     let seed = seed();
@@ -499,20 +500,8 @@ fn the_c_abi_forward_on_a_cuda_context_equals_its_emulated_run() {
         let code = unsafe { flashmha_context_create(ordinal as i32, &mut ctx) };
         assert_eq!(code, ffi::FLASHMHA_OK, "device {ordinal}");
         let (sq, sk, h, d) = (rng.random_range(1..=70), rng.random_range(1..=90), 2, 128);
-        let s = ffi::flashmha_shape {
-            dtype: ffi::FLASHMHA_DTYPE_F16,
-            batch: 1,
-            seqlen_q: sq,
-            seqlen_k: sk,
-            heads_q: h,
-            heads_kv: h,
-            head_dim: d,
-            ..Default::default()
-        };
-        let mut plan: *mut ffi::flashmha_plan = std::ptr::null_mut();
-        // SAFETY: a live context and valid pointers to locals.
-        let code = unsafe { flashmha_plan_create_for_context(ctx, &s, &mut plan) };
-        assert_eq!(code, ffi::FLASHMHA_OK, "device {ordinal}");
+        let s = padded_shape(ffi::FLASHMHA_DTYPE_F16, (sq, sk), (h, h), d);
+        let plan = capi_support::plan(&s, Some(ctx));
         let (nq, nk) = (sq * h * d, sk * h * d);
         let draw = |rng: &mut rand::rngs::StdRng, n: usize| -> Vec<f16> {
             (0..n)
@@ -521,15 +510,11 @@ fn the_c_abi_forward_on_a_cuda_context_equals_its_emulated_run() {
         };
         let (mut q, mut k, mut v) = (draw(&mut rng, nq), draw(&mut rng, nk), draw(&mut rng, nk));
         let mut o_emu = vec![f16::ZERO; nq];
-        let buf = |p: *mut c_void, len: usize| ffi::flashmha_buf {
-            data: p,
-            len: len as _,
-        };
         let host = ffi::flashmha_bufs {
-            q: buf(q.as_mut_ptr().cast(), nq),
-            k: buf(k.as_mut_ptr().cast(), nk),
-            v: buf(v.as_mut_ptr().cast(), nk),
-            o: buf(o_emu.as_mut_ptr().cast(), nq),
+            q: buf(&mut q),
+            k: buf(&mut k),
+            v: buf(&mut v),
+            o: buf(&mut o_emu),
             ..Default::default()
         };
         // SAFETY: live host Vecs of the declared lengths and a live plan.
@@ -549,11 +534,11 @@ fn the_c_abi_forward_on_a_cuda_context_equals_its_emulated_run() {
         let addr =
             |b: &cudarc::driver::CudaSlice<f16>| b.device_ptr(&stream).0 as usize as *mut c_void;
         let dev = ffi::flashmha_bufs {
-            q: buf(addr(&dq), nq),
-            k: buf(addr(&dk), nk),
-            v: buf(addr(&dv), nk),
+            q: raw_buf(addr(&dq), nq),
+            k: raw_buf(addr(&dk), nk),
+            v: raw_buf(addr(&dv), nk),
             // Written by the kernel: bound for writing (cudarc orders it as a write).
-            o: buf(o.device_ptr_mut(&stream).0 as usize as *mut c_void, nq),
+            o: raw_buf(o.device_ptr_mut(&stream).0 as usize as *mut c_void, nq),
             ..Default::default()
         };
         // SAFETY: device buffers of this context, alive until the stream ran the kernel (the

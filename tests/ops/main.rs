@@ -10,10 +10,19 @@ mod emulator_support;
 #[path = "../support/cuda.rs"]
 mod cuda_support;
 
+#[path = "../support/capi.rs"]
+mod capi_support;
+
+#[path = "../support/backward.rs"]
+mod backward_support;
+
 mod abi_probe;
 mod api;
+mod backward_capi;
 mod backward_counters;
+mod backward_layouts;
 mod backward_props;
+mod candle_grad;
 mod candle_op;
 mod cli;
 mod decode_append;

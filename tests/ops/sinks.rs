@@ -197,32 +197,16 @@ fn a_nan_sink_survives_the_split_combine() {
 /// sinks buffer shorter than `heads_q` is `FLASHMHA_ERR_BUFFER` with nothing written.
 #[test]
 fn the_c_abi_passes_sinks_to_the_kernel() {
-    use flashmha::capi::{ffi, flashmha_emulate_run, flashmha_plan_create, flashmha_plan_destroy};
+    use crate::capi_support::{self, buf, padded_shape, raw_buf};
+    use flashmha::capi::{ffi, flashmha_emulate_run, flashmha_plan_destroy};
     let seed = seed();
     let mut r = rng(seed);
     // Causal with more queries than keys: the first sq - sk rows see no key.
     let (h, d, sk) = (2usize, 64usize, r.random_range(1..=30));
     let sq = sk + r.random_range(1..=10);
-    let s = ffi::flashmha_shape {
-        dtype: ffi::FLASHMHA_DTYPE_F16,
-        batch: 1,
-        seqlen_q: sq,
-        seqlen_k: sk,
-        heads_q: h,
-        heads_kv: h,
-        head_dim: d,
-        options: ffi::flashmha_options {
-            causal: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let mut plan: *mut ffi::flashmha_plan = std::ptr::null_mut();
-    // SAFETY: valid pointers to locals.
-    assert_eq!(
-        unsafe { flashmha_plan_create(&s, &mut plan) },
-        ffi::FLASHMHA_OK
-    );
+    let mut s = padded_shape(ffi::FLASHMHA_DTYPE_F16, (sq, sk), (h, h), d);
+    s.options.causal = 1;
+    let plan = capi_support::plan(&s, None);
     let (nq, nk) = (sq * h * d, sk * h * d);
     let mut draw = |n: usize| -> Vec<u16> {
         (0..n)
@@ -233,17 +217,13 @@ fn the_c_abi_passes_sinks_to_the_kernel() {
     let mut sinks = vec![r.random_range(-2.0f32..3.0), r.random_range(-2.0f32..3.0)];
     let mut o = vec![0u16; nq];
     let mut lse = vec![f32::NAN; h * sq];
-    let buf = |p: *mut u8, len: usize| ffi::flashmha_buf {
-        data: p.cast(),
-        len: len as _,
-    };
     let mut bufs = ffi::flashmha_bufs {
-        q: buf(q.as_mut_ptr().cast(), nq),
-        k: buf(k.as_mut_ptr().cast(), nk),
-        v: buf(v.as_mut_ptr().cast(), nk),
-        o: buf(o.as_mut_ptr().cast(), nq),
-        lse: buf(lse.as_mut_ptr().cast(), h * sq),
-        sinks: buf(sinks.as_mut_ptr().cast(), h),
+        q: buf(&mut q),
+        k: buf(&mut k),
+        v: buf(&mut v),
+        o: buf(&mut o),
+        lse: buf(&mut lse),
+        sinks: buf(&mut sinks),
         ..Default::default()
     };
     // SAFETY: every buffer is a live Vec of its declared length; `plan` is live.
@@ -295,7 +275,7 @@ fn the_c_abi_passes_sinks_to_the_kernel() {
     }
     // A short sinks buffer is refused before the launch: nothing is written.
     let o_before = o.clone();
-    bufs.sinks = buf(sinks.as_mut_ptr().cast(), h - 1);
+    bufs.sinks = raw_buf(sinks.as_mut_ptr().cast(), h - 1);
     // SAFETY: as above.
     assert_eq!(
         unsafe { flashmha_emulate_run(plan, &bufs) },
