@@ -310,16 +310,32 @@ pub struct CtaTraces {
 }
 
 impl CtaTraces {
+    /// The traces of a `(block_m, block_n)` kernel: one Q tile against `8 x block_n` and
+    /// `16 x block_n` keys, and causal against its own `block_m` keys.
+    pub fn new(
+        (bm, bn): (usize, usize),
+        keys8: KernelTrace,
+        keys16: KernelTrace,
+        causal: KernelTrace,
+    ) -> CtaTraces {
+        CtaTraces {
+            bm,
+            bn,
+            keys8,
+            keys16,
+            causal,
+        }
+    }
+
     /// Emulates and traces the three launches of `row`.
     pub fn measure(row: &FwdKernelRow) -> Result<CtaTraces> {
         let (bm, bn) = (row.block_m as usize, row.block_n as usize);
-        Ok(CtaTraces {
-            bm,
-            bn,
-            keys8: trace_forward(&one_head(row, bm, 8 * bn, false))?,
-            keys16: trace_forward(&one_head(row, bm, 16 * bn, false))?,
-            causal: trace_forward(&one_head(row, bm, bm, true))?,
-        })
+        Ok(CtaTraces::new(
+            (bm, bn),
+            trace_forward(&one_head(row, bm, 8 * bn, false))?,
+            trace_forward(&one_head(row, bm, 16 * bn, false))?,
+            trace_forward(&one_head(row, bm, bm, true))?,
+        ))
     }
 
     /// The SM simulation of `resident` copies of the 16-tile CTA (issue and stall breakdown).
