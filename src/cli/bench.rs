@@ -555,8 +555,7 @@ fn print_breakdowns(
 fn print_sim_params(gpu: &GpuSpec) {
     if !sim::models(gpu) {
         println!(
-            "{}: no SM-simulation prediction yet (the timing model does not handle wgmma, \
-             mbarriers and TMA); the per-pipe bounds only.",
+            "{}: no SM-simulation prediction for this kernel family; the per-pipe bounds only.",
             gpu.name
         );
         return;

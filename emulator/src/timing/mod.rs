@@ -94,8 +94,8 @@ pub struct SmRun {
 pub enum TimingError {
     #[error("the timing model does not handle {what} yet (instruction {pc})")]
     Unsupported { what: &'static str, pc: u32 },
-    #[error("no warp can issue and some wait on a barrier that never completes")]
-    Deadlock,
+    #[error("no warp can issue and some wait on a barrier that never completes ({0})")]
+    Deadlock(String),
     #[error("no trace of CTA {0}")]
     NoTrace(usize),
 }

@@ -44,7 +44,8 @@
 //!   from the trace first.
 //! - **TMA**: a tensor load is a global request of its bytes (sectors = bytes / 32) whose shared
 //!   writes are charged at issue; a tensor store a global store in a bulk async-group.
-//! - A warp is finished when its `exit` issued and its last register write landed.
+//! - A warp is finished when its last `exit` issued (lanes that exit early leave the others
+//!   running) and its last register write landed.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -484,6 +485,38 @@ impl<'a> Sm<'a> {
         }
     }
 
+    /// What the first blocked warps wait on (for the deadlock error).
+    fn blocked(&self) -> String {
+        let mut out = Vec::new();
+        for (w, ws) in self.warps.iter().enumerate() {
+            if ws.done.is_some() || out.len() == 4 {
+                continue;
+            }
+            let Some((_, r)) = self.info(w) else {
+                continue;
+            };
+            let what = if ws.at_mbar {
+                let m = &self.mbars[ws.cta][&r.mbar()];
+                format!(
+                    "mbarrier at {:#x}: {}/{} arrivals, {} tx bytes pending, {} phases done",
+                    r.mbar(),
+                    m.arrived,
+                    m.expected,
+                    m.tx,
+                    m.done_at.len()
+                )
+            } else if ws.at_barrier {
+                let (id, _, expected) = r.barrier();
+                let b = self.bars[ws.cta][id as usize];
+                format!("bar {id}: {}/{expected} threads", b.arrived)
+            } else {
+                "end of trace".to_string()
+            };
+            out.push(format!("CTA {} warp {w} at pc {}: {what}", ws.cta, r.pc));
+        }
+        out.join("; ")
+    }
+
     fn issue(&mut self, w: usize, t: u64) {
         let pick = self.warps[w].pick;
         let (i, r) = self
@@ -693,8 +726,12 @@ impl<'a> Sm<'a> {
             }
             Kind::Branch => {}
             Kind::Exit => {
+                // Lanes of a divergent warp may exit while others go on (a producer warp whose
+                // lane 0 issues the copies): only the warp's last record ends it.
                 let ws = &mut self.warps[w];
-                ws.done = Some((t + 1).max(ws.last_write));
+                if ws.next + pick + 1 >= ws.recs.len() {
+                    ws.done = Some((t + 1).max(ws.last_write));
+                }
             }
             Kind::Free | Kind::Unsupported(_) => unreachable!("not issued"),
         }
@@ -804,7 +841,7 @@ pub(super) fn run(
             next = next.min(e.0);
         }
         if next == u64::MAX {
-            return Err(TimingError::Deadlock);
+            return Err(TimingError::Deadlock(sm.blocked()));
         }
         let next = next.max(t + 1);
         // Idle sub-partition clocks in (t, next), and at t for those that did not issue, go to

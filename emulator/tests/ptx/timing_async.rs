@@ -196,3 +196,37 @@ fn chained_wgmmas_queue_on_the_tensor_pipe_and_wait_group_waits_for_the_last() {
     };
     assert_eq!(t.simulate_sm_wgmma(&[0], &cfg(), slow).unwrap().cycles, 45);
 }
+
+#[test]
+fn lanes_that_exit_early_do_not_end_the_warp() {
+    // Lanes 1-31 return at once; lane 0 runs a chain of four dependent FMAs (a producer warp's
+    // shape). The emulator runs the fall-through path (lane 0) first, so the trace holds the
+    // chain, lane 0's `ret`, then the other lanes' `ret`. By hand: setp at 0 (ready 4), the
+    // branch at 4, the FMAs at 5, 9, 13, 17 (the last lands at 21), lane 0's `ret` at 18 (not
+    // the warp's last record: no effect), the last `ret` at 19: the warp ends when the chain
+    // lands, at 21. Ended at the first `ret`, it would end at 19 with the chain still in flight.
+    let src = format!(
+        "{HEADER}.visible .entry k()\n{{\n\
+\t.reg .b32 %r<4>;\n\t.reg .f32 %f<4>;\n\t.reg .pred %p<2>;\n\
+\tmov.u32 %r3, %tid.x;\n\tmov.f32 %f0, 0f00000000;\n\tmov.f32 %f1, 0f3F800000;\n\
+\tsetp.ne.u32 %p1, %r3, 0;\n\t@%p1 bra DONE;\n\
+\tfma.rn.f32 %f1, %f1, %f0, %f1;\n\tfma.rn.f32 %f1, %f1, %f0, %f1;\n\
+\tfma.rn.f32 %f1, %f1, %f0, %f1;\n\tfma.rn.f32 %f1, %f1, %f0, %f1;\n\tret;\n\
+DONE:\n\tret;\n}}\n"
+    );
+    let mut dev = Device::new();
+    let t = trace(&src, 32, &[], &mut dev);
+    let exits = t.ctas[0].warps[0]
+        .iter()
+        .filter(|r| t.kind(r.pc) == Some(Kind::Exit))
+        .count();
+    assert_eq!(exits, 2, "both paths' ret are in the trace");
+    let kinds: Vec<_> = t.ctas[0].warps[0].iter().map(|r| t.kind(r.pc)).collect();
+    let first_exit = kinds.iter().position(|k| *k == Some(Kind::Exit)).unwrap();
+    assert_eq!(
+        kinds[first_exit - 1],
+        Some(Kind::Fma),
+        "lane 0's path ran first"
+    );
+    assert_eq!(t.simulate_sm(&[0], &cfg()).unwrap().cycles, 21);
+}
