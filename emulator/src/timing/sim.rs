@@ -128,15 +128,50 @@ struct WarpState<'a> {
     at_barrier: bool,
     last_write: u64,
     done: Option<u64>,
-    cp_open: u64,
-    cp_groups: VecDeque<u64>,
-    wg_open: u64,
-    wg_groups: VecDeque<u64>,
-    bulk_open: u64,
-    bulk_groups: VecDeque<u64>,
+    /// cp.async, wgmma and bulk-store async-groups.
+    cp: Groups,
+    wg: Groups,
+    bulk: Groups,
     /// Parked on an mbarrier phase that has not completed yet.
     at_mbar: bool,
     sp: usize,
+}
+
+/// The async-groups of one kind of a warp: completion clock of the operations not committed
+/// yet, and of each committed group, oldest first.
+#[derive(Default)]
+struct Groups {
+    open: u64,
+    committed: VecDeque<u64>,
+}
+
+impl Groups {
+    fn add(&mut self, done: u64) {
+        self.open = self.open.max(done);
+    }
+    fn commit(&mut self) {
+        let g = std::mem::take(&mut self.open);
+        self.committed.push_back(g);
+    }
+    /// `wait_group n` issued at `t`: the clock all but the newest `n` groups completed.
+    fn wait(&mut self, n: u32, t: u64) -> u64 {
+        let mut until = t + 1;
+        while self.committed.len() > n as usize {
+            until = until.max(self.committed.pop_front().unwrap_or(0));
+        }
+        until
+    }
+}
+
+impl WarpState<'_> {
+    /// The async-groups a commit / wait / async operation of kind `k` belongs to.
+    fn groups(&mut self, k: Kind) -> &mut Groups {
+        match k {
+            Kind::Wgmma { .. } | Kind::WgmmaCommit | Kind::WgmmaWait(_) => &mut self.wg,
+            Kind::TmaStore | Kind::BulkCommit | Kind::BulkWait(_) => &mut self.bulk,
+            _ => &mut self.cp,
+        }
+    }
 }
 
 /// One mbarrier of one CTA.
@@ -560,31 +595,25 @@ impl<'a> Sm<'a> {
                 let ws = &mut self.warps[w];
                 ws.last_write = ws.last_write.max(at);
             }
-            Kind::CpAsync => {
+            // A cp.async's shared writes and a tensor store's shared reads are charged at issue.
+            Kind::CpAsync | Kind::TmaStore => {
                 self.smem(t, r.wavefronts());
                 let at = self.global(t, r.sectors(), false);
                 let ws = &mut self.warps[w];
-                ws.cp_open = ws.cp_open.max(at);
+                ws.groups(i.kind).add(at);
                 ws.last_write = ws.last_write.max(at);
             }
-            Kind::CpCommit => {
-                let ws = &mut self.warps[w];
-                let g = std::mem::take(&mut ws.cp_open);
-                ws.cp_groups.push_back(g);
+            Kind::CpCommit | Kind::WgmmaCommit | Kind::BulkCommit => {
+                self.warps[w].groups(i.kind).commit();
             }
             Kind::CpWait(n) | Kind::WgmmaWait(n) | Kind::BulkWait(n) => {
                 let ws = &mut self.warps[w];
-                let (groups, cause) = match i.kind {
-                    Kind::CpWait(_) => (&mut ws.cp_groups, CP_WAIT),
-                    Kind::WgmmaWait(_) => (&mut ws.wg_groups, GROUP_WAIT),
-                    _ => (&mut ws.bulk_groups, GROUP_WAIT),
+                ws.blocked_until = ws.groups(i.kind).wait(n, t);
+                ws.blocked_cause = if matches!(i.kind, Kind::CpWait(_)) {
+                    CP_WAIT
+                } else {
+                    GROUP_WAIT
                 };
-                let mut until = t + 1;
-                while groups.len() > n as usize {
-                    until = until.max(groups.pop_front().unwrap_or(0));
-                }
-                ws.blocked_until = until;
-                ws.blocked_cause = cause;
             }
             Kind::Bar { arrive } => {
                 let (id, arriving, expected) = r.barrier();
@@ -643,13 +672,7 @@ impl<'a> Sm<'a> {
                 self.smem(start, r.wavefronts());
                 let done = start + busy + self.wgmma.latency as u64;
                 self.write(w, i, done);
-                let ws = &mut self.warps[w];
-                ws.wg_open = ws.wg_open.max(done);
-            }
-            Kind::WgmmaCommit => {
-                let ws = &mut self.warps[w];
-                let g = std::mem::take(&mut ws.wg_open);
-                ws.wg_groups.push_back(g);
+                self.warps[w].groups(i.kind).add(done);
             }
             Kind::TmaLoad => {
                 let bytes = r.mbar_c();
@@ -660,18 +683,6 @@ impl<'a> Sm<'a> {
                 m.tx -= bytes as i64;
                 m.last = m.last.max(at);
                 self.check_phase(cta, r.mbar(), t);
-            }
-            Kind::TmaStore => {
-                self.smem(t, r.wavefronts());
-                let at = self.global(t, r.sectors(), false);
-                let ws = &mut self.warps[w];
-                ws.bulk_open = ws.bulk_open.max(at);
-                ws.last_write = ws.last_write.max(at);
-            }
-            Kind::BulkCommit => {
-                let ws = &mut self.warps[w];
-                let g = std::mem::take(&mut ws.bulk_open);
-                ws.bulk_groups.push_back(g);
             }
             Kind::MbarInit if r.mbar_c() == 0 => {}
             Kind::MbarInit => {
@@ -779,12 +790,9 @@ pub(super) fn run(
                 at_barrier: false,
                 last_write: 0,
                 done: None,
-                cp_open: 0,
-                cp_groups: VecDeque::new(),
-                wg_open: 0,
-                wg_groups: VecDeque::new(),
-                bulk_open: 0,
-                bulk_groups: VecDeque::new(),
+                cp: Groups::default(),
+                wg: Groups::default(),
+                bulk: Groups::default(),
                 at_mbar: false,
                 sp: slot % nsp,
             });

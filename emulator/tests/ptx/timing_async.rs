@@ -8,27 +8,17 @@ use flashmha_emulator::{
     Device, EmuOptions, LaunchConfig, Module, TmaDataType, TmaOobFill, TmaSwizzle,
 };
 
-/// Round-number parameters for the hand counts (the ones these kernels touch: ALU 4 / 2,
-/// FMA 4 / 2, conversions 24 / 8, one memory instruction per clock, global 200 clocks after
-/// the bytes at 64 B/clk, barrier and mbarrier release 20).
+/// The round-number parameters of the synchronous tests (`timing.rs`: ALU and FMA 4 / 2, one
+/// memory instruction per clock, global 200 clocks after the bytes, barrier and mbarrier release
+/// 20) with conversions at 24 / 8 and the global server at 64 B/clk.
 fn cfg() -> SmConfig {
-    let p = |latency, interval| PipeParams { latency, interval };
     SmConfig {
-        subpartitions: 4,
-        alu: p(4, 2),
-        fma: p(4, 2),
-        fp64: p(16, 8),
-        sfu: p(24, 8),
-        conv: p(24, 8),
-        mma: p(32, 8),
-        mio_interval: 1,
-        smem_latency: 30,
-        shuffle_latency: 30,
-        l1_latency: 32,
-        global_latency: 200,
+        conv: PipeParams {
+            latency: 24,
+            interval: 8,
+        },
         global_bytes_per_clk: 64.0,
-        barrier_latency: 20,
-        sched_window: 1,
+        ..crate::timing::cfg()
     }
 }
 
