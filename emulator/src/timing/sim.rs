@@ -490,6 +490,16 @@ impl<'a> Sm<'a> {
         ws.last_write = ws.last_write.max(at);
     }
 
+    /// Moves warp `x` past the barrier or wait at its head, issuing again no earlier than `at`.
+    fn release(&mut self, x: usize, at: u64, cause: u8) {
+        let ws = &mut self.warps[x];
+        if at > ws.blocked_until {
+            ws.blocked_until = at;
+            ws.blocked_cause = cause;
+        }
+        ws.ahead |= 1;
+    }
+
     /// Completes the current phase of CTA `cta`'s mbarrier at `off` if all its arrivals are in
     /// and its bytes balance (at the latest of its events), and releases its parked waiters.
     fn check_phase(&mut self, cta: usize, off: u32, t: u64) {
@@ -509,13 +519,8 @@ impl<'a> Sm<'a> {
                 .info(x)
                 .expect("a parked warp has its wait at its head");
             self.write(x, i, release);
-            let ws = &mut self.warps[x];
-            ws.at_mbar = false;
-            if release > ws.blocked_until {
-                ws.blocked_until = release;
-                ws.blocked_cause = MBAR_WAIT;
-            }
-            ws.ahead |= 1;
+            self.warps[x].at_mbar = false;
+            self.release(x, release, MBAR_WAIT);
             self.drain_free(x);
         }
     }
@@ -636,13 +641,8 @@ impl<'a> Sm<'a> {
                     for x in ids {
                         let head = self.info(x).map(|(_, r)| r.barrier().0);
                         if head == Some(id) {
-                            let ws = &mut self.warps[x];
-                            ws.at_barrier = false;
-                            if release > ws.blocked_until {
-                                ws.blocked_until = release;
-                                ws.blocked_cause = BARRIER;
-                            }
-                            ws.ahead |= 1;
+                            self.warps[x].at_barrier = false;
+                            self.release(x, release, BARRIER);
                         } else {
                             keep.push(x);
                         }
