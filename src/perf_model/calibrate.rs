@@ -114,6 +114,22 @@ pub fn parse_manifest(text: &str, read_ptx: impl Fn(&str) -> Result<String>) -> 
     if m.ptx.is_empty() || m.param_size == 0 || m.kernels.is_empty() {
         return Err(bad("needs a ptx, a size and at least one kernel"));
     }
+    if m.param_size > 4096 {
+        return Err(bad(format!("parameter struct of {} bytes", m.param_size)));
+    }
+    // Sizes the traces allocate from: refused past what any attention kernel has, so that no
+    // manifest makes a host size overflow or an emulated allocation fail.
+    for k in &m.kernels {
+        let ok = (1..=512).contains(&k.head_dim)
+            && (1..=256).contains(&k.block_m)
+            && (1..=256).contains(&k.block_n)
+            && (32..=1024).contains(&k.threads)
+            && k.regs <= 255
+            && k.smem <= 256 * 1024;
+        if !ok {
+            return Err(bad(format!("{}: a size out of range", k.entry)));
+        }
+    }
     Ok(m)
 }
 
@@ -459,6 +475,9 @@ mod tests {
             "ptx a\nsize 8\n",
             "ptx a\nsize 8\nkernel e head_dim=64\n",
             "bogus\n",
+            &*text.replace("head_dim=64", "head_dim=18446744073709551615"),
+            &*text.replace("block_m=128", "block_m=0"),
+            &*text.replace("size 16", "size 99999999"),
         ] {
             assert!(
                 parse_manifest(broken, |_| Ok("x".into())).is_err(),
