@@ -66,6 +66,11 @@ pub struct BenchArgs {
     /// time on each `--model` GPU that runs the sm_80+ decode (see src/cli/bench_decode.rs).
     #[arg(long)]
     decode: bool,
+    /// Calibration: a directory with FlashAttention-2's forward built by
+    /// `tools/fa2_calibration.sh` (manifest.txt + PTX); prints its predicted TFLOP/s beside the
+    /// published ones (src/cli/bench_calibrate.rs).
+    #[arg(long)]
+    calibrate: Option<std::path::PathBuf>,
 }
 
 impl BenchArgs {
@@ -324,6 +329,9 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
     super::positive("--tokens", &[args.tokens])?;
     // An unknown --model is an error whatever else is asked for.
     let models = gpus_to_model(args)?;
+    if let Some(dir) = &args.calibrate {
+        return super::bench_calibrate::run(dir, args.dtype());
+    }
     if args.decode {
         return super::bench_decode::run(args.dtype, &args.head_dims, &models);
     }
@@ -547,8 +555,7 @@ fn print_breakdowns(
 fn print_sim_params(gpu: &GpuSpec) {
     if !sim::models(gpu) {
         println!(
-            "{}: no SM-simulation prediction yet (the timing model does not handle wgmma, \
-             mbarriers and TMA); the per-pipe bounds only.",
+            "{}: no SM-simulation prediction for this kernel family; the per-pipe bounds only.",
             gpu.name
         );
         return;

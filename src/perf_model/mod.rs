@@ -17,6 +17,7 @@
 use crate::problem::{FwdProblem, SeqLayout};
 
 #[cfg(feature = "reference")]
+pub mod calibrate;
 pub mod decode;
 pub mod decode_bench;
 pub mod gpus;

@@ -130,7 +130,15 @@ pub fn params(gpu: &GpuSpec) -> Vec<Param> {
         )
     };
     let tu = |s| if gpu.sm == 75 { C(s) } else { A(s) };
-    let mma_k16_per_clk_per_sp = gpu.mma_per_clk / 4.0;
+    // The sm_90a kernels issue wgmma, not mma.sync: on that path the tensor pipe's figures are
+    // the wgmma rate's (the simulation times a warp's m16nNk16 quarter of a wgmma at N/8 x the
+    // m16n8k16 interval, `emulator/src/timing/sim.rs`).
+    let wgmma = gpu.path == TensorPath::Wgmma;
+    let mma_k16_per_clk_per_sp = if wgmma {
+        gpu.wgmma_flops_per_clk / super::gpus::MMA_FLOPS / 4.0
+    } else {
+        gpu.mma_per_clk / 4.0
+    };
     vec![
         Param {
             name: "sub-partitions",
@@ -190,7 +198,9 @@ pub fn params(gpu: &GpuSpec) -> Vec<Param> {
         Param {
             name: "mma.sync m16n8k16 latency",
             value: if ampere_or_later { 32.0 } else { 64.0 },
-            source: if ampere_or_later {
+            source: if wgmma {
+                A("wgmma path: clocks from the end of a warp's tensor work to its accumulators; the mma.sync figure (32) taken, no wgmma latency read (Luo et al. 2024, arXiv 2402.13499, is the reference to check it against)")
+            } else if ampere_or_later {
                 A("no figure read for this session; Sun et al. 2022 (arXiv 2206.02874) measure mma.sync on A100 and are the reference to check it against")
             } else {
                 A("[ACCEL-TU] tensor latency 64 (its configs model wmma; taken for mma.sync)")
@@ -199,7 +209,11 @@ pub fn params(gpu: &GpuSpec) -> Vec<Param> {
         Param {
             name: "mma.sync m16n8k16 interval",
             value: (1.0 / mma_k16_per_clk_per_sp).round(),
-            source: C("gpus.rs tensor rate (whitepaper FLOP/clk/SM) / 4 sub-partitions"),
+            source: if wgmma {
+                C("wgmma path: gpus.rs wgmma rate ([H100-WP] 4096 FLOP/clk/SM) / 4 sub-partitions, per m16n8k16-equivalent")
+            } else {
+                C("gpus.rs tensor rate (whitepaper FLOP/clk/SM) / 4 sub-partitions")
+            },
         },
         Param {
             name: "MIO interval",
@@ -310,16 +324,32 @@ pub struct CtaTraces {
 }
 
 impl CtaTraces {
+    /// The traces of a `(block_m, block_n)` kernel: one Q tile against `8 x block_n` and
+    /// `16 x block_n` keys, and causal against its own `block_m` keys.
+    pub fn new(
+        (bm, bn): (usize, usize),
+        keys8: KernelTrace,
+        keys16: KernelTrace,
+        causal: KernelTrace,
+    ) -> CtaTraces {
+        CtaTraces {
+            bm,
+            bn,
+            keys8,
+            keys16,
+            causal,
+        }
+    }
+
     /// Emulates and traces the three launches of `row`.
     pub fn measure(row: &FwdKernelRow) -> Result<CtaTraces> {
         let (bm, bn) = (row.block_m as usize, row.block_n as usize);
-        Ok(CtaTraces {
-            bm,
-            bn,
-            keys8: trace_forward(&one_head(row, bm, 8 * bn, false))?,
-            keys16: trace_forward(&one_head(row, bm, 16 * bn, false))?,
-            causal: trace_forward(&one_head(row, bm, bm, true))?,
-        })
+        Ok(CtaTraces::new(
+            (bm, bn),
+            trace_forward(&one_head(row, bm, 8 * bn, false))?,
+            trace_forward(&one_head(row, bm, 16 * bn, false))?,
+            trace_forward(&one_head(row, bm, bm, true))?,
+        ))
     }
 
     /// The SM simulation of `resident` copies of the 16-tile CTA (issue and stall breakdown).
@@ -398,9 +428,10 @@ pub fn predict(
     }
 }
 
-/// Whether the SM simulation models the kernels `gpu` runs (not yet the wgmma / TMA forward).
+/// Whether the SM simulation models the kernels `gpu` runs: the mma.sync kernels and the
+/// sm_90a (TMA + wgmma + mbarrier) forward.
 pub fn models(gpu: &GpuSpec) -> bool {
-    gpu.path == TensorPath::MmaSync
+    matches!(gpu.path, TensorPath::MmaSync | TensorPath::Wgmma)
 }
 
 /// CTAs per SM of `row` on `gpu` (the launch shape of one CTA).
@@ -473,11 +504,15 @@ mod tests {
             // The FMA interval follows the FP32 lanes: 2 clocks on A100 (64 lanes), 1 on sm_86+.
             assert_eq!(c.fma.interval as f64, interval(gpu.fp32_lanes_per_clk));
             // mma.sync: one m16n8k16 per 8 clocks per sub-partition where the SM does 0.5/clk.
-            if gpu.mma_per_clk == 0.5 {
+            if gpu.mma_per_clk == 0.5 && gpu.path == TensorPath::MmaSync {
                 assert_eq!(c.mma.interval, 8);
             }
             assert_eq!(c.subpartitions, 4);
         }
         assert_eq!(sm_config(&gpus::A100).fma.interval, 2);
+        // The sm_90a forward's tensor pipe runs at the wgmma rate: 4096 FLOP/clk/SM is one
+        // m16n8k16-equivalent per 4 clocks per sub-partition, twice mma.sync's rate there.
+        assert_eq!(sm_config(&gpus::H100_WGMMA).mma.interval, 4);
+        assert_eq!(sm_config(&gpus::H100).mma.interval, 8);
     }
 }

@@ -13,8 +13,9 @@
 //!   groups and barriers. Its policies are stated in its module doc.
 //!
 //! The parameters ([`SmConfig`]) come from the caller: the flashmha crate fills them per GPU with
-//! their sources (`src/perf_model/timing.rs`). Not modelled yet: `wgmma`, mbarriers and TMA /
-//! bulk copies (simulating a kernel that uses them returns [`TimingError::Unsupported`]).
+//! their sources (`src/perf_model/timing.rs`). `wgmma`, mbarriers and TMA tensor copies are
+//! modelled (`sim.rs`); non-tensor bulk copies (`cp.async.bulk`) are not (simulating a kernel
+//! that uses them returns [`TimingError::Unsupported`]).
 
 mod operands;
 mod sim;
@@ -93,8 +94,8 @@ pub struct SmRun {
 pub enum TimingError {
     #[error("the timing model does not handle {what} yet (instruction {pc})")]
     Unsupported { what: &'static str, pc: u32 },
-    #[error("no warp can issue and some wait on a barrier that never completes")]
-    Deadlock,
+    #[error("no warp can issue and some wait on a barrier that never completes ({0})")]
+    Deadlock(String),
     #[error("no trace of CTA {0}")]
     NoTrace(usize),
 }
@@ -125,11 +126,24 @@ impl KernelTrace {
     /// Simulates the traced CTAs `resident` (indices into [`KernelTrace::ctas`]; one may
     /// repeat to place copies of one CTA) together on one SM from clock 0.
     pub fn simulate_sm(&self, resident: &[usize], cfg: &SmConfig) -> Result<SmRun, TimingError> {
+        self.simulate_sm_wgmma(resident, cfg, cfg.mma)
+    }
+
+    /// [`KernelTrace::simulate_sm`] with the `wgmma` pipe's parameters: `interval` clocks of a
+    /// sub-partition's tensor pipe per m16n8k16-equivalent of a warp's wgmma quarter, and
+    /// `latency` clocks from the end of that work to its accumulators (`simulate_sm` uses the
+    /// `mma.sync` figures).
+    pub fn simulate_sm_wgmma(
+        &self,
+        resident: &[usize],
+        cfg: &SmConfig,
+        wgmma: PipeParams,
+    ) -> Result<SmRun, TimingError> {
         let ctas = resident
             .iter()
             .map(|&i| self.ctas.get(i).ok_or(TimingError::NoTrace(i)))
             .collect::<Result<Vec<_>, _>>()?;
-        sim::run(&self.statics, &ctas, cfg)
+        sim::run(&self.statics, &ctas, cfg, wgmma)
     }
 }
 

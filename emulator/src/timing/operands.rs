@@ -60,6 +60,31 @@ pub enum Kind {
     },
     Branch,
     Exit,
+    /// `wgmma.mma_async` m64nNk16 (`n8` = N / 8): each warp of the warpgroup issues it and its
+    /// sub-partition's tensor core does the warp's m16nNk16 quarter, asynchronously.
+    Wgmma {
+        n8: u16,
+    },
+    WgmmaCommit,
+    /// `wgmma.wait_group n`.
+    WgmmaWait(u32),
+    /// `mbarrier.init` (the expected arrivals are in the trace).
+    MbarInit,
+    /// `mbarrier.arrive` (with `.expect_tx`: its bytes are in the trace).
+    MbarArrive,
+    /// `mbarrier.expect_tx` / `mbarrier.complete_tx`.
+    MbarTx {
+        complete: bool,
+    },
+    /// `mbarrier.test_wait` / `try_wait` (the parity waited for is in the trace).
+    MbarWait,
+    /// `cp.async.bulk.tensor` global -> shared, completing its bytes on an mbarrier.
+    TmaLoad,
+    /// `cp.async.bulk.tensor` shared -> global, in a bulk async-group.
+    TmaStore,
+    BulkCommit,
+    /// `cp.async.bulk.wait_group n`.
+    BulkWait(u32),
     /// An instruction the timing model does not handle yet (named).
     Unsupported(&'static str),
 }
@@ -282,11 +307,15 @@ fn classify(prog: &Program, inst: &Inst, d: &mut Vec<R>, u: &mut Vec<R>) -> Kind
         Op::Wgmma(ref op) => {
             let l = op.d;
             d.extend_from_slice(&prog.reg_lists[l.start as usize..(l.start + l.len) as usize]);
-            Kind::Unsupported("wgmma.mma_async")
+            u.extend([op.a_desc, op.b_desc, op.scale_d]);
+            u.extend_from_slice(&op.a_regs);
+            Kind::Wgmma {
+                n8: (op.n / 8).max(1) as u16,
+            }
         }
         Op::WgmmaFence => Kind::Free,
-        Op::WgmmaCommit => Kind::Unsupported("wgmma.commit_group"),
-        Op::WgmmaWait { .. } => Kind::Unsupported("wgmma.wait_group"),
+        Op::WgmmaCommit => Kind::WgmmaCommit,
+        Op::WgmmaWait { n } => Kind::WgmmaWait(n),
         Op::Clock { d: x } => {
             d.push(x);
             Kind::Alu
@@ -297,7 +326,40 @@ fn classify(prog: &Program, inst: &Inst, d: &mut Vec<R>, u: &mut Vec<R>) -> Kind
             u.extend([a, rank]);
             Kind::Alu
         }
-        Op::Async(_) => Kind::Unsupported("mbarrier / bulk / TMA copies"),
+        Op::Async(AsyncOp::Mbar(ref op)) => {
+            u.extend([op.addr.base, op.a, op.b]);
+            match op.k {
+                MbarK::Init => Kind::MbarInit,
+                MbarK::Inval => Kind::Free,
+                MbarK::Arrive { .. } => {
+                    d.push(op.d);
+                    Kind::MbarArrive
+                }
+                MbarK::ExpectTx => Kind::MbarTx { complete: false },
+                MbarK::CompleteTx => Kind::MbarTx { complete: true },
+                MbarK::Wait { .. } => {
+                    d.push(op.d);
+                    Kind::MbarWait
+                }
+                MbarK::PendingCount => {
+                    d.push(op.d);
+                    Kind::Alu
+                }
+            }
+        }
+        Op::Async(AsyncOp::Tma(ref op)) => {
+            u.extend([op.map, op.smem.base, op.mbar.base]);
+            u.extend_from_slice(&op.coords[..op.dims as usize]);
+            match op.k {
+                TmaK::Load => Kind::TmaLoad,
+                TmaK::Store => Kind::TmaStore,
+                TmaK::Prefetch => Kind::Free,
+            }
+        }
+        Op::Async(AsyncOp::BulkCommit) => Kind::BulkCommit,
+        Op::Async(AsyncOp::BulkWait { n, .. }) => Kind::BulkWait(n),
+        Op::Async(AsyncOp::PrefetchTensorMap { .. }) => Kind::Free,
+        Op::Async(AsyncOp::BulkCopy(_)) => Kind::Unsupported("cp.async.bulk (non-tensor)"),
         Op::Nop => Kind::Free,
     }
 }

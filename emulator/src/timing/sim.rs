@@ -27,9 +27,27 @@
 //!   completed.
 //! - **Barriers**: `bar.sync` blocks the warp until the barrier's expected threads arrived;
 //!   waiters are released `barrier_latency` clocks after the last arrival.
-//! - A warp is finished when its `exit` issued and its last register write landed.
+//! - **wgmma**: each warp of the warpgroup issues its `wgmma.mma_async` in one issue slot; its
+//!   m16nNk16 quarter queues on its sub-partition's tensor pipe (N/8 x the wgmma interval per
+//!   m16n8k16; `mma.sync` waits behind queued wgmma work), its descriptor operand reads go to
+//!   the shared-memory server (wavefronts from the trace), and its accumulators are ready the
+//!   wgmma latency after its tensor work ends. Consecutive wgmmas on the same accumulators do
+//!   not wait for each other (the tensor core chains them). `commit_group` / `wait_group n` as
+//!   cp.async's groups. The queue has no depth limit (an assumption).
+//! - **mbarriers**: per CTA and shared offset: the expected arrivals (from `init`), arrivals
+//!   and transaction bytes (arrive.expect_tx adds, a TMA load's bytes complete at its data's
+//!   arrival). A phase completes when all arrivals are in and the bytes balance, at the latest
+//!   of its events. A wait on parity p passes when the barrier's phase at that clock has the
+//!   other parity, else blocks until the phase completes (+ `barrier_latency`) (PTX ISA
+//!   semantics, so the emulator's own interleaving does not leak in): the emulator's failed
+//!   `try_wait` polls (a wait followed by itself, or by a branch back to itself) are dropped
+//!   from the trace first.
+//! - **TMA**: a tensor load is a global request of its bytes (sectors = bytes / 32) whose shared
+//!   writes are charged at issue; a tensor store a global store in a bulk async-group.
+//! - A warp is finished when its last `exit` issued (lanes that exit early leave the others
+//!   running) and its last register write landed.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use super::operands::{InstInfo, Kind, Statics};
 use super::trace::{CtaTrace, Rec};
@@ -51,7 +69,7 @@ const NPIPES: usize = 8;
 
 /// Why a sub-partition issued nothing in a clock: the binding constraint of its most ready warp.
 /// The names are the keys of [`SmRun::stalls`].
-pub(super) const STALLS: [&str; 10] = [
+pub(super) const STALLS: [&str; 12] = [
     "wait: mma result",
     "wait: shared/ldmatrix/shuffle result",
     "wait: global result",
@@ -62,6 +80,8 @@ pub(super) const STALLS: [&str; 10] = [
     "barrier",
     "cp.async wait",
     "no warp left",
+    "mbarrier wait",
+    "wgmma / bulk group wait",
 ];
 const WAIT_MMA: u8 = 0;
 const WAIT_SMEM: u8 = 1;
@@ -73,11 +93,14 @@ const PIPE_OTHER: u8 = 6;
 const BARRIER: u8 = 7;
 const CP_WAIT: u8 = 8;
 const NO_WARP: u8 = 9;
+const MBAR_WAIT: u8 = 10;
+const GROUP_WAIT: u8 = 11;
 
 /// The stall cause of waiting for a result of `k`.
 fn wait_cause(k: Kind) -> u8 {
     match k {
-        Kind::Mma { .. } => WAIT_MMA,
+        Kind::Mma { .. } | Kind::Wgmma { .. } => WAIT_MMA,
+        Kind::MbarWait => MBAR_WAIT,
         Kind::SharedLd | Kind::Shuffle => WAIT_SMEM,
         Kind::GlobalLd { .. } | Kind::CpAsync => WAIT_GLOBAL,
         Kind::Sfu | Kind::Conv => WAIT_SFU,
@@ -105,9 +128,65 @@ struct WarpState<'a> {
     at_barrier: bool,
     last_write: u64,
     done: Option<u64>,
-    cp_open: u64,
-    cp_groups: VecDeque<u64>,
+    /// cp.async, wgmma and bulk-store async-groups.
+    cp: Groups,
+    wg: Groups,
+    bulk: Groups,
+    /// Parked on an mbarrier phase that has not completed yet.
+    at_mbar: bool,
     sp: usize,
+}
+
+/// The async-groups of one kind of a warp: completion clock of the operations not committed
+/// yet, and of each committed group, oldest first.
+#[derive(Default)]
+struct Groups {
+    open: u64,
+    committed: VecDeque<u64>,
+}
+
+impl Groups {
+    fn add(&mut self, done: u64) {
+        self.open = self.open.max(done);
+    }
+    fn commit(&mut self) {
+        let g = std::mem::take(&mut self.open);
+        self.committed.push_back(g);
+    }
+    /// `wait_group n` issued at `t`: the clock all but the newest `n` groups completed.
+    fn wait(&mut self, n: u32, t: u64) -> u64 {
+        let mut until = t + 1;
+        while self.committed.len() > n as usize {
+            until = until.max(self.committed.pop_front().unwrap_or(0));
+        }
+        until
+    }
+}
+
+impl WarpState<'_> {
+    /// The async-groups a commit / wait / async operation of kind `k` belongs to.
+    fn groups(&mut self, k: Kind) -> &mut Groups {
+        match k {
+            Kind::Wgmma { .. } | Kind::WgmmaCommit | Kind::WgmmaWait(_) => &mut self.wg,
+            Kind::TmaStore | Kind::BulkCommit | Kind::BulkWait(_) => &mut self.bulk,
+            _ => &mut self.cp,
+        }
+    }
+}
+
+/// One mbarrier of one CTA.
+#[derive(Default)]
+struct Mbar {
+    expected: u32,
+    arrived: u32,
+    /// Transaction bytes expected minus bytes completed, in the current phase.
+    tx: i64,
+    /// The latest clock of the current phase's events (arrivals, bytes landing).
+    last: u64,
+    /// Completion clock of every completed phase, in order.
+    done_at: Vec<u64>,
+    /// Warps parked until the current phase completes.
+    waiters: Vec<usize>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -125,6 +204,9 @@ struct Sm<'a> {
     mem_free: f64,
     bars: Vec<[Barrier; 16]>,
     waiters: Vec<Vec<usize>>,
+    /// Per CTA, its mbarriers by shared offset.
+    mbars: Vec<HashMap<u32, Mbar>>,
+    wgmma: super::PipeParams,
     run: SmRun,
 }
 
@@ -142,9 +224,22 @@ fn pipe_of(k: Kind) -> Option<Pipe> {
         | Kind::GlobalLd { .. }
         | Kind::GlobalSt { .. }
         | Kind::CpAsync => Pipe::Mio,
-        Kind::Branch | Kind::Exit | Kind::CpCommit | Kind::CpWait(_) | Kind::Bar { .. } => {
-            Pipe::Branch
-        }
+        Kind::MbarInit
+        | Kind::MbarArrive
+        | Kind::MbarTx { .. }
+        | Kind::MbarWait
+        | Kind::TmaLoad
+        | Kind::TmaStore => Pipe::Mio,
+        Kind::Branch
+        | Kind::Exit
+        | Kind::CpCommit
+        | Kind::CpWait(_)
+        | Kind::Bar { .. }
+        | Kind::Wgmma { .. }
+        | Kind::WgmmaCommit
+        | Kind::WgmmaWait(_)
+        | Kind::BulkCommit
+        | Kind::BulkWait(_) => Pipe::Branch,
         Kind::Free | Kind::Unsupported(_) => return None,
     })
 }
@@ -212,6 +307,9 @@ impl<'a> Sm<'a> {
         if ws.at_barrier {
             return Ok((u64::MAX, BARRIER));
         }
+        if ws.at_mbar {
+            return Ok((u64::MAX, MBAR_WAIT));
+        }
         let mut marks = std::mem::take(&mut self.warps[w].marks);
         let stamp = {
             let ws = &mut self.warps[w];
@@ -244,7 +342,16 @@ impl<'a> Sm<'a> {
             }
             let fence = matches!(
                 i.kind,
-                Kind::Bar { .. } | Kind::Branch | Kind::Exit | Kind::CpCommit | Kind::CpWait(_)
+                Kind::Bar { .. }
+                    | Kind::Branch
+                    | Kind::Exit
+                    | Kind::CpCommit
+                    | Kind::CpWait(_)
+                    | Kind::MbarWait
+                    | Kind::WgmmaCommit
+                    | Kind::WgmmaWait(_)
+                    | Kind::BulkCommit
+                    | Kind::BulkWait(_)
             );
             if fence && pos > 0 {
                 break;
@@ -256,14 +363,27 @@ impl<'a> Sm<'a> {
                     | Kind::GlobalLd { .. }
                     | Kind::GlobalSt { .. }
                     | Kind::CpAsync
+                    | Kind::Wgmma { .. }
+                    | Kind::MbarInit
+                    | Kind::MbarArrive
+                    | Kind::MbarTx { .. }
+                    | Kind::TmaLoad
+                    | Kind::TmaStore
             );
             let (uses, defs) = (self.st.uses(i), self.st.defs(i));
+            // A wgmma accumulates into registers an older wgmma may still be writing: the
+            // tensor core chains them, so its accumulators do not hold it back.
+            let waited_defs = if matches!(i.kind, Kind::Wgmma { .. }) {
+                &[][..]
+            } else {
+                defs
+            };
             let hazard = (mem && older_mem)
                 || uses.iter().any(|&u| marked(&marks, u, DEF))
                 || defs.iter().any(|&d| marked(&marks, d, DEF | USE));
             if !hazard && i.kind != Kind::Free {
                 let (mut t, mut cause) = (ws.blocked_until, ws.blocked_cause);
-                for &x in uses.iter().chain(defs) {
+                for &x in uses.iter().chain(waited_defs) {
                     if ws.ready[x as usize] > t {
                         (t, cause) = (ws.ready[x as usize], ws.producer[x as usize]);
                     }
@@ -370,6 +490,73 @@ impl<'a> Sm<'a> {
         ws.last_write = ws.last_write.max(at);
     }
 
+    /// Moves warp `x` past the barrier or wait at its head, issuing again no earlier than `at`.
+    fn release(&mut self, x: usize, at: u64, cause: u8) {
+        let ws = &mut self.warps[x];
+        if at > ws.blocked_until {
+            ws.blocked_until = at;
+            ws.blocked_cause = cause;
+        }
+        ws.ahead |= 1;
+    }
+
+    /// Completes the current phase of CTA `cta`'s mbarrier at `off` if all its arrivals are in
+    /// and its bytes balance (at the latest of its events), and releases its parked waiters.
+    fn check_phase(&mut self, cta: usize, off: u32, t: u64) {
+        let Some(m) = self.mbars[cta].get_mut(&off) else {
+            return;
+        };
+        if m.expected == 0 || m.arrived < m.expected || m.tx != 0 {
+            return;
+        }
+        let done = m.last.max(t);
+        m.done_at.push(done);
+        m.arrived = 0;
+        m.last = 0;
+        let release = done + self.cfg.barrier_latency as u64;
+        for x in std::mem::take(&mut m.waiters) {
+            let (i, _) = self
+                .info(x)
+                .expect("a parked warp has its wait at its head");
+            self.write(x, i, release);
+            self.warps[x].at_mbar = false;
+            self.release(x, release, MBAR_WAIT);
+            self.drain_free(x);
+        }
+    }
+
+    /// What the first blocked warps wait on (for the deadlock error).
+    fn blocked(&self) -> String {
+        let mut out = Vec::new();
+        for (w, ws) in self.warps.iter().enumerate() {
+            if ws.done.is_some() || out.len() == 4 {
+                continue;
+            }
+            let Some((_, r)) = self.info(w) else {
+                continue;
+            };
+            let what = if ws.at_mbar {
+                let m = &self.mbars[ws.cta][&r.mbar()];
+                format!(
+                    "mbarrier at {:#x}: {}/{} arrivals, {} tx bytes pending, {} phases done",
+                    r.mbar(),
+                    m.arrived,
+                    m.expected,
+                    m.tx,
+                    m.done_at.len()
+                )
+            } else if ws.at_barrier {
+                let (id, _, expected) = r.barrier();
+                let b = self.bars[ws.cta][id as usize];
+                format!("bar {id}: {}/{expected} threads", b.arrived)
+            } else {
+                "end of trace".to_string()
+            };
+            out.push(format!("CTA {} warp {w} at pc {}: {what}", ws.cta, r.pc));
+        }
+        out.join("; ")
+    }
+
     fn issue(&mut self, w: usize, t: u64) {
         let pick = self.warps[w].pick;
         let (i, r) = self
@@ -413,26 +600,25 @@ impl<'a> Sm<'a> {
                 let ws = &mut self.warps[w];
                 ws.last_write = ws.last_write.max(at);
             }
-            Kind::CpAsync => {
+            // A cp.async's shared writes and a tensor store's shared reads are charged at issue.
+            Kind::CpAsync | Kind::TmaStore => {
                 self.smem(t, r.wavefronts());
                 let at = self.global(t, r.sectors(), false);
                 let ws = &mut self.warps[w];
-                ws.cp_open = ws.cp_open.max(at);
+                ws.groups(i.kind).add(at);
                 ws.last_write = ws.last_write.max(at);
             }
-            Kind::CpCommit => {
-                let ws = &mut self.warps[w];
-                let g = std::mem::take(&mut ws.cp_open);
-                ws.cp_groups.push_back(g);
+            Kind::CpCommit | Kind::WgmmaCommit | Kind::BulkCommit => {
+                self.warps[w].groups(i.kind).commit();
             }
-            Kind::CpWait(n) => {
+            Kind::CpWait(n) | Kind::WgmmaWait(n) | Kind::BulkWait(n) => {
                 let ws = &mut self.warps[w];
-                let mut until = t + 1;
-                while ws.cp_groups.len() > n as usize {
-                    until = until.max(ws.cp_groups.pop_front().unwrap_or(0));
-                }
-                ws.blocked_until = until;
-                ws.blocked_cause = CP_WAIT;
+                ws.blocked_until = ws.groups(i.kind).wait(n, t);
+                ws.blocked_cause = if matches!(i.kind, Kind::CpWait(_)) {
+                    CP_WAIT
+                } else {
+                    GROUP_WAIT
+                };
             }
             Kind::Bar { arrive } => {
                 let (id, arriving, expected) = r.barrier();
@@ -455,13 +641,8 @@ impl<'a> Sm<'a> {
                     for x in ids {
                         let head = self.info(x).map(|(_, r)| r.barrier().0);
                         if head == Some(id) {
-                            let ws = &mut self.warps[x];
-                            ws.at_barrier = false;
-                            if release > ws.blocked_until {
-                                ws.blocked_until = release;
-                                ws.blocked_cause = BARRIER;
-                            }
-                            ws.ahead |= 1;
+                            self.warps[x].at_barrier = false;
+                            self.release(x, release, BARRIER);
                         } else {
                             keep.push(x);
                         }
@@ -483,10 +664,85 @@ impl<'a> Sm<'a> {
                 }
                 return;
             }
+            Kind::Wgmma { n8 } => {
+                let busy = n8 as u64 * self.wgmma.interval as u64;
+                let start = self.pipe_free[sp][Pipe::Tensor as usize].max(t);
+                self.pipe_free[sp][Pipe::Tensor as usize] = start + busy;
+                self.run.tensor_busy += busy;
+                self.smem(start, r.wavefronts());
+                let done = start + busy + self.wgmma.latency as u64;
+                self.write(w, i, done);
+                self.warps[w].groups(i.kind).add(done);
+            }
+            Kind::TmaLoad => {
+                let bytes = r.mbar_c();
+                self.smem(t, bytes.div_ceil(128));
+                let at = self.global(t, bytes.div_ceil(32), false);
+                let cta = self.warps[w].cta;
+                let m = self.mbars[cta].entry(r.mbar()).or_default();
+                m.tx -= bytes as i64;
+                m.last = m.last.max(at);
+                self.check_phase(cta, r.mbar(), t);
+            }
+            Kind::MbarInit if r.mbar_c() == 0 => {}
+            Kind::MbarInit => {
+                let cta = self.warps[w].cta;
+                self.mbars[cta].insert(
+                    r.mbar(),
+                    Mbar {
+                        expected: r.mbar_c().max(1),
+                        ..Mbar::default()
+                    },
+                );
+            }
+            Kind::MbarArrive | Kind::MbarTx { .. } => {
+                let cta = self.warps[w].cta;
+                let m = self.mbars[cta].entry(r.mbar()).or_default();
+                let bytes = r.mbar_c() as i64;
+                if i.kind == (Kind::MbarTx { complete: true }) {
+                    m.tx -= bytes;
+                } else {
+                    m.tx += bytes;
+                }
+                if i.kind == Kind::MbarArrive {
+                    m.arrived += r.mbar_b();
+                }
+                m.last = m.last.max(t);
+                self.write(w, i, t + 1);
+                self.check_phase(cta, r.mbar(), t);
+            }
+            Kind::MbarWait => {
+                let cta = self.warps[w].cta;
+                let m = self.mbars[cta].entry(r.mbar()).or_default();
+                // The barrier's phase at clock t: the first whose completion is later (or the
+                // one not completed yet).
+                let phase = m
+                    .done_at
+                    .iter()
+                    .position(|&d| d > t)
+                    .unwrap_or(m.done_at.len());
+                if r.mbar_b() == u16::MAX as u32 || phase % 2 != r.mbar_b() as usize % 2 {
+                    self.write(w, i, t + 1);
+                } else if let Some(&d) = m.done_at.get(phase) {
+                    let at = d + self.cfg.barrier_latency as u64;
+                    self.write(w, i, at);
+                    let ws = &mut self.warps[w];
+                    ws.blocked_until = ws.blocked_until.max(at);
+                    ws.blocked_cause = MBAR_WAIT;
+                } else {
+                    m.waiters.push(w);
+                    self.warps[w].at_mbar = true;
+                    return;
+                }
+            }
             Kind::Branch => {}
             Kind::Exit => {
+                // Lanes of a divergent warp may exit while others go on (a producer warp whose
+                // lane 0 issues the copies): only the warp's last record ends it.
                 let ws = &mut self.warps[w];
-                ws.done = Some((t + 1).max(ws.last_write));
+                if ws.next + pick + 1 >= ws.recs.len() {
+                    ws.done = Some((t + 1).max(ws.last_write));
+                }
             }
             Kind::Free | Kind::Unsupported(_) => unreachable!("not issued"),
         }
@@ -499,11 +755,25 @@ impl<'a> Sm<'a> {
 }
 
 /// Simulates the CTAs `ctas` resident together on one SM, all starting at clock 0.
-pub(super) fn run(st: &Statics, ctas: &[&CtaTrace], cfg: &SmConfig) -> Result<SmRun, TimingError> {
+pub(super) fn run(
+    st: &Statics,
+    ctas: &[&CtaTrace],
+    cfg: &SmConfig,
+    wgmma: super::PipeParams,
+) -> Result<SmRun, TimingError> {
     let nsp = cfg.subpartitions.max(1) as usize;
+    let filtered: Vec<Vec<Vec<Rec>>> = ctas
+        .iter()
+        .map(|t| {
+            t.warps
+                .iter()
+                .map(|w| without_failed_polls(st, w))
+                .collect()
+        })
+        .collect();
     let mut warps = Vec::new();
-    for (c, t) in ctas.iter().enumerate() {
-        for recs in &t.warps {
+    for (c, t) in filtered.iter().enumerate() {
+        for recs in t {
             let slot = warps.len();
             warps.push(WarpState {
                 cta: c,
@@ -520,8 +790,10 @@ pub(super) fn run(st: &Statics, ctas: &[&CtaTrace], cfg: &SmConfig) -> Result<Sm
                 at_barrier: false,
                 last_write: 0,
                 done: None,
-                cp_open: 0,
-                cp_groups: VecDeque::new(),
+                cp: Groups::default(),
+                wg: Groups::default(),
+                bulk: Groups::default(),
+                at_mbar: false,
                 sp: slot % nsp,
             });
         }
@@ -534,6 +806,8 @@ pub(super) fn run(st: &Statics, ctas: &[&CtaTrace], cfg: &SmConfig) -> Result<Sm
         mem_free: 0.0,
         bars: vec![[Barrier::default(); 16]; ctas.len()],
         waiters: vec![Vec::new(); ctas.len()],
+        mbars: (0..ctas.len()).map(|_| HashMap::new()).collect(),
+        wgmma,
         warps,
         run: SmRun::default(),
     };
@@ -575,7 +849,7 @@ pub(super) fn run(st: &Statics, ctas: &[&CtaTrace], cfg: &SmConfig) -> Result<Sm
             next = next.min(e.0);
         }
         if next == u64::MAX {
-            return Err(TimingError::Deadlock);
+            return Err(TimingError::Deadlock(sm.blocked()));
         }
         let next = next.max(t + 1);
         // Idle sub-partition clocks in (t, next), and at t for those that did not issue, go to
@@ -603,4 +877,33 @@ pub(super) fn run(st: &Statics, ctas: &[&CtaTrace], cfg: &SmConfig) -> Result<Sm
     }
     run.cycles = run.cta_cycles.iter().copied().max().unwrap_or(0);
     Ok(run)
+}
+
+/// `recs` without the emulator's failed mbarrier polls: a wait followed by the same wait (the
+/// emulator parked the warp and re-ran it), or by a branch and then the same wait (a `try_wait`
+/// that returned false and its retry loop). The simulation times the one successful wait itself.
+fn without_failed_polls(st: &Statics, recs: &[Rec]) -> Vec<Rec> {
+    let kind = |r: &Rec| st.insts.get(r.pc as usize).map(|i| i.kind);
+    let mut out = Vec::with_capacity(recs.len());
+    let mut i = 0;
+    while i < recs.len() {
+        let r = recs[i];
+        if kind(&r) == Some(Kind::MbarWait) {
+            if recs.get(i + 1).is_some_and(|n| n.pc == r.pc) {
+                i += 1;
+                continue;
+            }
+            if recs
+                .get(i + 1)
+                .is_some_and(|n| kind(n) == Some(Kind::Branch))
+                && recs.get(i + 2).is_some_and(|n| n.pc == r.pc)
+            {
+                i += 2;
+                continue;
+            }
+        }
+        out.push(r);
+        i += 1;
+    }
+    out
 }

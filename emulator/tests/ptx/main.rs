@@ -8,6 +8,7 @@ mod parse;
 mod robust;
 mod support;
 mod timing;
+mod timing_async;
 mod tma;
 mod tma_align;
 mod warpgroup;

@@ -7,7 +7,7 @@ use flashmha_emulator::timing::{KernelTrace, Kind, PipeParams, Rec, SmConfig};
 use flashmha_emulator::{Device, EmuOptions, LaunchConfig, Module};
 
 /// Round-number parameters, so that the expected counts below can be checked by hand.
-fn cfg() -> SmConfig {
+pub(crate) fn cfg() -> SmConfig {
     let p = |latency, interval| PipeParams { latency, interval };
     SmConfig {
         subpartitions: 4,

@@ -1,0 +1,509 @@
+//! Calibration of the SM simulation ([`super::timing`]) on kernels measured on hardware by
+//! others: FlashAttention-2's forward, compiled from its public sources by
+//! `tools/fa2_calibration.sh` (outside the repository, never committed), is emulated, traced and
+//! simulated exactly as our own forward, and its predicted TFLOP/s are set beside the published
+//! ones ([`PUBLISHED`]).
+//!
+//! The script writes a manifest next to the PTX (one item per line):
+//! - `ptx FILE`: the PTX file (relative to the manifest's directory);
+//! - `size N`: bytes of the kernels' one by-value parameter struct (`Flash_fwd_params`);
+//! - `field NAME OFFSET`: the byte offset of a field of it (from the compiler's `offsetof`);
+//! - `kernel ENTRY key=value ...`: one entry with `head_dim`, `block_m`, `block_n`, `threads`,
+//!   `regs` (ptxas), `smem` (dynamic shared bytes), `causal` (0/1), `dtype` (bf16/f16) and
+//!   `gpus` (comma-separated [`PUBLISHED`] GPU names whose dispatch picks this instantiation).
+//!
+//! The fields filled are the ones a plain padded forward reads (pointers, strides, sizes, scales,
+//! the window for causal, no dropout); every other byte is zero, as a zero-initialised struct.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::gpus::GpuSpec;
+use super::launch_work::tile_counts;
+use super::pipes::{ctas_per_sm, LaunchShape};
+use super::timing::{makespan, sm_config_window, CtaClocks, CtaTraces};
+use crate::backend::emulator::require_clean;
+use crate::common::dtype::DType;
+use crate::common::error::{EmulatorError, Error, Result};
+use crate::common::options::AttnOptions;
+use crate::emulated::HostInputs;
+use crate::emulator::timing::KernelTrace;
+use crate::emulator::{Device, LaunchConfig, Module};
+use crate::problem::{FwdProblem, SeqLayout};
+
+/// One foreign forward kernel of the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKernel {
+    pub entry: String,
+    pub head_dim: usize,
+    pub block_m: usize,
+    pub block_n: usize,
+    pub threads: u32,
+    pub regs: u32,
+    pub smem: u32,
+    pub causal: bool,
+    pub dtype: DType,
+    /// The GPUs (names of [`PUBLISHED`]) on which the foreign library's dispatch picks this
+    /// instantiation for its head dim.
+    pub gpus: Vec<String>,
+}
+
+/// A parsed manifest: the PTX text, the parameter struct's layout and the kernels.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub ptx: String,
+    pub param_size: usize,
+    pub fields: HashMap<String, usize>,
+    pub kernels: Vec<ForeignKernel>,
+}
+
+fn bad(what: impl std::fmt::Display) -> Error {
+    Error::Emulator(EmulatorError::Launch(format!(
+        "calibration manifest: {what}"
+    )))
+}
+
+fn num<T: std::str::FromStr>(s: &str, what: &str) -> Result<T> {
+    s.parse()
+        .map_err(|_| bad(format!("{what}: not a number: {s}")))
+}
+
+/// Parses the manifest text (`ptx` is the PTX file's text, read by the caller).
+pub fn parse_manifest(text: &str, read_ptx: impl Fn(&str) -> Result<String>) -> Result<Manifest> {
+    let mut m = Manifest {
+        ptx: String::new(),
+        param_size: 0,
+        fields: HashMap::new(),
+        kernels: Vec::new(),
+    };
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            ["ptx", file] => m.ptx = read_ptx(file)?,
+            ["size", n] => m.param_size = num(n, "size")?,
+            ["field", name, off] => {
+                m.fields.insert(name.to_string(), num(off, name)?);
+            }
+            ["kernel", entry, kv @ ..] => {
+                let kv: HashMap<&str, &str> = kv.iter().filter_map(|s| s.split_once('=')).collect();
+                let get = |k: &str| {
+                    kv.get(k)
+                        .copied()
+                        .ok_or_else(|| bad(format!("{entry}: no {k}")))
+                };
+                m.kernels.push(ForeignKernel {
+                    entry: entry.to_string(),
+                    head_dim: num(get("head_dim")?, "head_dim")?,
+                    block_m: num(get("block_m")?, "block_m")?,
+                    block_n: num(get("block_n")?, "block_n")?,
+                    threads: num(get("threads")?, "threads")?,
+                    regs: num(get("regs")?, "regs")?,
+                    smem: num(get("smem")?, "smem")?,
+                    causal: get("causal")? == "1",
+                    dtype: match get("dtype")? {
+                        "bf16" => DType::Bf16,
+                        "f16" => DType::F16,
+                        d => return Err(bad(format!("{entry}: dtype {d}"))),
+                    },
+                    gpus: get("gpus")?.split(',').map(str::to_string).collect(),
+                });
+            }
+            _ => return Err(bad(format!("unknown line: {line}"))),
+        }
+    }
+    if m.ptx.is_empty() || m.param_size == 0 || m.kernels.is_empty() {
+        return Err(bad("needs a ptx, a size and at least one kernel"));
+    }
+    if m.param_size > 4096 {
+        return Err(bad(format!("parameter struct of {} bytes", m.param_size)));
+    }
+    // Sizes the traces allocate from: refused past what any attention kernel has, so that no
+    // manifest makes a host size overflow or an emulated allocation fail.
+    for k in &m.kernels {
+        let ok = (1..=512).contains(&k.head_dim)
+            && (1..=256).contains(&k.block_m)
+            && (1..=256).contains(&k.block_n)
+            && (32..=1024).contains(&k.threads)
+            && k.regs <= 255
+            && k.smem <= 256 * 1024;
+        if !ok {
+            return Err(bad(format!("{}: a size out of range", k.entry)));
+        }
+    }
+    Ok(m)
+}
+
+/// Reads `dir/manifest.txt` and the PTX it names.
+pub fn load_manifest(dir: &Path) -> Result<Manifest> {
+    let read =
+        |p: &Path| std::fs::read_to_string(p).map_err(|e| bad(format!("{}: {e}", p.display())));
+    parse_manifest(&read(&dir.join("manifest.txt"))?, |f| read(&dir.join(f)))
+}
+
+/// The parameter struct's bytes with `fields` written at their manifest offsets.
+struct ParamBytes<'a> {
+    bytes: Vec<u8>,
+    offsets: &'a HashMap<String, usize>,
+}
+
+impl ParamBytes<'_> {
+    fn put(&mut self, name: &str, le: &[u8]) -> Result<()> {
+        let off = *self
+            .offsets
+            .get(name)
+            .ok_or_else(|| bad(format!("no field {name}")))?;
+        let end = off
+            .checked_add(le.len())
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| bad(format!("field {name} at {off} outside the struct")))?;
+        self.bytes[off..end].copy_from_slice(le);
+        Ok(())
+    }
+}
+
+/// Emulates and traces the first CTA of `k` on one head of `sq` queries and `sk` keys (inputs
+/// uniform in [-1, 1), the same draw as our forward's traces).
+pub fn trace_foreign(
+    m: &Manifest,
+    module: &Module,
+    k: &ForeignKernel,
+    sq: usize,
+    sk: usize,
+) -> Result<KernelTrace> {
+    let d = k.head_dim;
+    let p = FwdProblem::contiguous(
+        k.dtype,
+        SeqLayout::Padded {
+            batch: 1,
+            seqlen_q: sq,
+            seqlen_k: sk,
+        },
+        1,
+        1,
+        d,
+        AttnOptions {
+            causal: k.causal,
+            ..Default::default()
+        },
+    );
+    let host = HostInputs::random(&p, 7);
+    let mut dev = Device::new();
+    let bytes = |v: &[u16]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let q = dev.upload(&bytes(&host.q));
+    let kk = dev.upload(&bytes(&host.k));
+    let v = dev.upload(&bytes(&host.v));
+    let o = dev.alloc(sq * d * 2);
+    let lse = dev.alloc(sq * 4);
+    let mut pb = ParamBytes {
+        bytes: vec![0u8; m.param_size],
+        offsets: &m.fields,
+    };
+    let i32s = |x: i64| (x as i32).to_le_bytes();
+    for (name, ptr) in [
+        ("q_ptr", q.0),
+        ("k_ptr", kk.0),
+        ("v_ptr", v.0),
+        ("o_ptr", o.0),
+        ("softmax_lse_ptr", lse.0),
+    ] {
+        pb.put(name, &ptr.to_le_bytes())?;
+    }
+    // Layout [batch, seqlen, heads = 1, d], as the FA2 Python interface passes it.
+    for t in ["q", "o"] {
+        pb.put(
+            &format!("{t}_batch_stride"),
+            &((sq * d) as i64).to_le_bytes(),
+        )?;
+    }
+    for t in ["k", "v"] {
+        pb.put(
+            &format!("{t}_batch_stride"),
+            &((sk * d) as i64).to_le_bytes(),
+        )?;
+    }
+    for t in ["q", "k", "v", "o"] {
+        pb.put(&format!("{t}_row_stride"), &(d as i64).to_le_bytes())?;
+        pb.put(&format!("{t}_head_stride"), &(d as i64).to_le_bytes())?;
+    }
+    let round = |x: usize, to: usize| x.div_ceil(to) * to;
+    for (name, val) in [
+        ("h", 1),
+        ("h_k", 1),
+        ("h_h_k_ratio", 1),
+        ("b", 1),
+        ("seqlen_q", sq as i64),
+        ("seqlen_k", sk as i64),
+        ("d", d as i64),
+        ("seqlen_q_rounded", round(sq, 128) as i64),
+        ("seqlen_k_rounded", round(sk, 128) as i64),
+        ("d_rounded", d as i64),
+        ("window_size_left", -1),
+        ("window_size_right", if k.causal { 0 } else { -1 }),
+        ("num_splits", 1),
+    ] {
+        pb.put(name, &i32s(val))?;
+    }
+    let scale = 1.0 / (d as f32).sqrt();
+    for (name, val) in [
+        ("scale_softmax", scale),
+        ("scale_softmax_log2", scale * std::f32::consts::LOG2_E),
+        ("p_dropout", 1.0),
+        ("rp_dropout", 1.0),
+        ("scale_softmax_rp_dropout", scale),
+    ] {
+        pb.put(name, &val.to_le_bytes())?;
+    }
+    pb.put("is_bf16", &[u8::from(k.dtype == DType::Bf16)])?;
+    pb.put("is_causal", &[u8::from(k.causal)])?;
+    pb.put("is_seqlens_k_cumulative", &[1])?;
+    let cfg = LaunchConfig {
+        grid: [sq.div_ceil(k.block_m) as u32, 1, 1],
+        block: [k.threads, 1, 1],
+        dynamic_smem_bytes: k.smem,
+    };
+    let (report, trace) = dev.launch_traced(module, &k.entry, &cfg, &pb.bytes, &[[0, 0, 0]])?;
+    require_clean(&report)?;
+    Ok(trace)
+}
+
+/// The three traced one-Q-tile launches of `k` (8 and 16 KV tiles, causal on its own keys).
+pub fn foreign_traces(m: &Manifest, module: &Module, k: &ForeignKernel) -> Result<CtaTraces> {
+    let (bm, bn) = (k.block_m, k.block_n);
+    let plain = ForeignKernel {
+        causal: false,
+        ..k.clone()
+    };
+    let causal = ForeignKernel {
+        causal: true,
+        ..k.clone()
+    };
+    Ok(CtaTraces::new(
+        (bm, bn),
+        trace_foreign(m, module, &plain, bm, 8 * bn)?,
+        trace_foreign(m, module, &plain, bm, 16 * bn)?,
+        trace_foreign(m, module, &causal, bm, bm)?,
+    ))
+}
+
+/// CTAs of `k` resident per SM of `gpu` (ptxas registers, dynamic shared memory, threads).
+pub fn foreign_resident(k: &ForeignKernel, gpu: &GpuSpec) -> u32 {
+    let shape = LaunchShape {
+        ctas: 1,
+        threads_per_cta: k.threads,
+        regs_per_thread: k.regs,
+        smem_per_cta: k.smem,
+        spill_bytes_per_thread: 0,
+        setmaxnreg_regs_per_cta: 0,
+    };
+    ctas_per_sm(gpu, &shape).0.max(1)
+}
+
+/// A benchmark configuration of the FlashAttention papers: hidden 2048 (heads = 2048 / d),
+/// 16k tokens (batch = 16384 / seqlen), square.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaperConfig {
+    pub head_dim: usize,
+    pub seqlen: usize,
+    pub causal: bool,
+}
+
+impl PaperConfig {
+    pub fn batch_heads(&self) -> usize {
+        (16384 / self.seqlen).max(1) * (2048 / self.head_dim)
+    }
+
+    /// The papers' FLOP count: 4 x seqlen^2 x d per head, halved with the causal mask.
+    pub fn flops(&self) -> f64 {
+        let f =
+            4.0 * (self.seqlen * self.seqlen * self.head_dim) as f64 * self.batch_heads() as f64;
+        if self.causal {
+            f / 2.0
+        } else {
+            f
+        }
+    }
+}
+
+/// Predicted seconds of `cfg` from per-CTA clocks `c` of a `(block_m, block_n)` kernel on `gpu`:
+/// the makespan of every CTA over `SMs x resident` slots, floored by the compulsory DRAM bytes
+/// (Q, K, V read and O written once per head) at the DRAM bandwidth.
+pub fn predict_paper(
+    c: &CtaClocks,
+    tiles: (usize, usize),
+    cfg: &PaperConfig,
+    gpu: &GpuSpec,
+) -> f64 {
+    let counts = tile_counts(cfg.seqlen, cfg.seqlen, cfg.causal, tiles.0, tiles.1);
+    let durations = (0..cfg.batch_heads()).flat_map(|_| counts.iter().map(|&(t, m)| c.of(t, m)));
+    let sm = makespan(durations, c.resident as usize * gpu.sms as usize) / gpu.clock_hz;
+    let bytes = 4.0 * (cfg.seqlen * cfg.head_dim * 2) as f64 * cfg.batch_heads() as f64;
+    sm.max(bytes / gpu.dram_bytes_per_s)
+}
+
+/// Published forward TFLOP/s of FlashAttention-2 (bf16/f16, the sm_80 kernels: on H100 FA2 runs
+/// them too), per (GPU name, head dim, causal), at seqlen 512, 1k, 2k, 4k, 8k, 16k.
+///
+/// H100 SXM5: FlashAttention-3 paper (Shah et al. 2024, arXiv 2407.08608), Figure 5, the bars
+/// labelled FlashAttention-2, as transcribed from the figure's images at
+/// subtext.edge.nugit.net/image/{e27582d2..., 4ec66909..., 55f47a10..., 9b7cf01f...,
+/// 72bb6693..., 662fef77...} (read in this session; the bar labels, not a re-measurement).
+pub const PUBLISHED: [(&str, usize, bool, [f64; 6]); 6] = [
+    (
+        "H100",
+        64,
+        false,
+        [282.0, 306.0, 318.0, 321.0, 322.0, 324.0],
+    ),
+    ("H100", 64, true, [180.0, 229.0, 262.0, 284.0, 295.0, 299.0]),
+    (
+        "H100",
+        128,
+        false,
+        [309.0, 350.0, 362.0, 368.0, 370.0, 370.0],
+    ),
+    (
+        "H100",
+        128,
+        true,
+        [191.0, 260.0, 298.0, 319.0, 333.0, 335.0],
+    ),
+    (
+        "H100",
+        256,
+        false,
+        [275.0, 313.0, 321.0, 323.0, 324.0, 326.0],
+    ),
+    (
+        "H100",
+        256,
+        true,
+        [208.0, 251.0, 278.0, 293.0, 297.0, 298.0],
+    ),
+];
+
+/// FlashAttention-3's published forward TFLOP/s on H100 SXM5 (same figure), hd128 non-causal:
+/// the holdout, never fitted.
+pub const FA3_HOLDOUT_HD128: [f64; 6] = [467.0, 565.0, 625.0, 638.0, 646.0, 648.0];
+
+/// The paper sequence lengths.
+pub const SEQLENS: [usize; 6] = [512, 1024, 2048, 4096, 8192, 16384];
+
+/// One row of the calibration table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalRow {
+    pub entry: String,
+    pub config: PaperConfig,
+    pub resident: u32,
+    pub published_tflops: f64,
+    /// Predicted TFLOP/s per scheduling window (in the order asked for).
+    pub predicted_tflops: Vec<f64>,
+}
+
+/// Simulates every kernel of `m` in `dtype` that FA2 runs on `gpu` (`gpu_key` names its rows
+/// in [`PUBLISHED`] and the manifest's `gpus`) at the scheduling windows `windows`, and returns
+/// one row per published configuration.
+pub fn calibrate(
+    m: &Manifest,
+    gpu: &GpuSpec,
+    gpu_key: &str,
+    dtype: DType,
+    windows: &[u32],
+) -> Result<Vec<CalRow>> {
+    let module = Module::parse(&m.ptx)?;
+    let mut rows = Vec::new();
+    for (key, d, causal, published) in PUBLISHED {
+        if key != gpu_key {
+            continue;
+        }
+        let Some(k) = m.kernels.iter().find(|k| {
+            k.head_dim == d
+                && k.causal == causal
+                && k.dtype == dtype
+                && k.gpus.iter().any(|g| g == gpu_key)
+        }) else {
+            continue;
+        };
+        let traces = foreign_traces(m, &module, k)?;
+        let resident = foreign_resident(k, gpu);
+        let clocks = windows
+            .iter()
+            .map(|&w| traces.clocks(resident, &sm_config_window(gpu, w)))
+            .collect::<Result<Vec<_>>>()?;
+        for (i, &seqlen) in SEQLENS.iter().enumerate() {
+            let config = PaperConfig {
+                head_dim: d,
+                seqlen,
+                causal,
+            };
+            let predicted_tflops = clocks
+                .iter()
+                .map(|c| {
+                    config.flops() / predict_paper(c, (k.block_m, k.block_n), &config, gpu) / 1e12
+                })
+                .collect();
+            rows.push(CalRow {
+                entry: k.entry.clone(),
+                config,
+                resident,
+                published_tflops: published[i],
+                predicted_tflops,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_parses_and_refuses_garbage() {
+        let text = "ptx a.ptx\nsize 16\nfield q_ptr 0\nfield h 8\n\
+                    kernel e head_dim=64 block_m=128 block_n=128 threads=128 regs=200 smem=49152 causal=1 dtype=f16 gpus=H100,A100\n";
+        let m = parse_manifest(text, |f| Ok(format!("// {f}"))).unwrap();
+        assert_eq!(m.ptx, "// a.ptx");
+        assert_eq!((m.param_size, m.fields["h"]), (16, 8));
+        let k = &m.kernels[0];
+        assert_eq!(
+            (k.head_dim, k.block_n, k.smem, k.causal, k.dtype),
+            (64, 128, 49152, true, DType::F16)
+        );
+        assert_eq!(k.gpus, ["H100", "A100"]);
+        for broken in [
+            "size x\n",
+            "ptx a\nsize 8\n",
+            "ptx a\nsize 8\nkernel e head_dim=64\n",
+            "bogus\n",
+            &*text.replace("head_dim=64", "head_dim=18446744073709551615"),
+            &*text.replace("block_m=128", "block_m=0"),
+            &*text.replace("size 16", "size 99999999"),
+        ] {
+            assert!(
+                parse_manifest(broken, |_| Ok("x".into())).is_err(),
+                "{broken}"
+            );
+        }
+        // A field past the struct's end is an error, not a panic.
+        let mut pb = ParamBytes {
+            bytes: vec![0; 16],
+            offsets: &m.fields,
+        };
+        assert!(pb.put("h", &[1; 8]).is_ok());
+        assert!(pb.put("h", &[1; 9]).is_err());
+        assert!(pb.put("nope", &[1]).is_err());
+    }
+
+    #[test]
+    fn paper_configs_count_flops_as_the_papers() {
+        let c = PaperConfig {
+            head_dim: 128,
+            seqlen: 2048,
+            causal: false,
+        };
+        // batch 8, 16 heads: 4 x 2048^2 x 128 x 128 items.
+        assert_eq!(c.batch_heads(), 128);
+        assert_eq!(c.flops(), 4.0 * 2048.0 * 2048.0 * 128.0 * 128.0);
+        assert_eq!(PaperConfig { causal: true, ..c }.flops() * 2.0, c.flops());
+    }
+}
