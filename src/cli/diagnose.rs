@@ -88,6 +88,8 @@ pub struct DiagnoseArgs {
     /// TrueType font for the plots (default: $FLASHMHA_FONT, then the system's fonts).
     #[arg(long)]
     pub font: Option<PathBuf>,
+    #[command(flatten)]
+    pub robustness: super::diagnose_robustness::RobustnessArgs,
 }
 
 fn parse_pair(s: &str) -> std::result::Result<(usize, usize), String> {
@@ -131,8 +133,9 @@ pub fn run(args: &DiagnoseArgs) -> Result<()> {
             args.threshold
         )));
     }
-    // Fail on a missing font before minutes of emulation, not after.
+    // Fail on a missing font or bad robustness settings before minutes of emulation, not after.
     let font = diagnostics::plots::load_font(args.font.as_deref())?;
+    let robustness = args.robustness.settings(args.seed)?;
     let inputs = load_or_generate(args, args.dtype)?;
     let fwd = forward_outputs(&inputs, args.causal, args.dtype)?;
     let tokens = inputs.batch * inputs.seq;
@@ -177,8 +180,22 @@ pub fn run(args: &DiagnoseArgs) -> Result<()> {
         entropy_source: fwd.source,
         emulator,
     };
-    let files = report::write_report(&args.out, &rep)?;
+    let mut files = report::write_report(&args.out, &rep)?;
     print_summary(&rep);
+    if args.robustness.robustness {
+        let layer = super::diagnose_robustness::Layer {
+            q: &inputs.q,
+            k: &inputs.k,
+            v: &inputs.v,
+            seq: inputs.seq,
+            heads: inputs.heads,
+            kv_heads: inputs.kv_heads,
+            dim: inputs.dim,
+            causal: args.causal,
+            dtype: args.dtype,
+        };
+        files.extend(super::diagnose_robustness::run(&args.robustness, &robustness, &layer, &args.out)?);
+    }
     println!(
         "report written to {}/ ({} files)",
         args.out.display(),

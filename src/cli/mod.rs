@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_decode;
 pub mod check;
 pub mod diagnose;
+pub mod diagnose_robustness;
 pub mod emulate;
 pub mod info;
 pub mod progress;

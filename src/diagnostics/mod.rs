@@ -6,6 +6,8 @@
 //! - [`similarity`]: host analysis of the mean matrix: eigen spectrum, effective number of
 //!   distinct heads (participation ratio), near-duplicate clusters.
 //! - [`entropy`]: per-head statistics of the forward kernel's per-row attention entropy.
+//! - [`robustness`]: per-head Jacobian gains (worst-case, random, non-linear) by power iteration
+//!   over the JVP and backward kernels, and each head's contribution to the layer's.
 //! - [`report`], [`plots`]: the report folder of `flashmha diagnose` (CSV, Markdown, PNG, SVG).
 //! - [`npy`]: reading `.npy` / raw f32 inputs for the CLI.
 //!
@@ -16,6 +18,7 @@ pub mod entropy;
 pub mod npy;
 pub mod plots;
 pub mod report;
+pub mod robustness;
 pub mod similarity;
 
 pub use crate::ops::head_similarity::{HeadSimBuffers, HeadSimLaunch, HeadSimPlan, HeadSimProblem};

@@ -18,7 +18,7 @@ use super::similarity::{SimilarityAnalysis, SimilarityMatrix};
 use crate::common::error::{Error, Result};
 
 /// Family name plotters knows our font by.
-const FAMILY: &str = "sans-serif";
+pub(crate) const FAMILY: &str = "sans-serif";
 /// Environment variable naming a TrueType font to use instead of the system search.
 pub const FONT_ENV: &str = "FLASHMHA_FONT";
 /// Well-known places of a sans-serif TrueType font (Debian/Ubuntu, Arch, Fedora, macOS, Windows).
@@ -160,8 +160,31 @@ pub fn write_spectrum(
     Ok([png, svg])
 }
 
-type DrawResult<DB> =
+/// What a drawing function returns on any plotters backend.
+pub type DrawResult<DB> =
     std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+/// A picture drawn once by backend-generic code ([`write_picture`] writes it as PNG and SVG).
+pub trait Picture {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB>;
+}
+
+/// Writes `pic` at `size` pixels as `<stem>.png` and `<stem>.svg`; returns both paths.
+pub fn write_picture(stem: &Path, size: (u32, u32), pic: &impl Picture) -> Result<[PathBuf; 2]> {
+    let png = stem.with_extension("png");
+    let svg = stem.with_extension("svg");
+    {
+        let root = BitMapBackend::new(&png, size).into_drawing_area();
+        pic.draw(&root).map_err(|e| plot_err(&png, e))?;
+        root.present().map_err(|e| plot_err(&png, e))?;
+    }
+    {
+        let root = SVGBackend::new(&svg, size).into_drawing_area();
+        pic.draw(&root).map_err(|e| plot_err(&svg, e))?;
+        root.present().map_err(|e| plot_err(&svg, e))?;
+    }
+    Ok([png, svg])
+}
 
 /// Tick step so that at most ~32 head labels fit an axis.
 fn head_tick_step(h: usize) -> usize {

@@ -252,7 +252,7 @@ fn strided_view_matches_the_gathered_copy() {
 }
 
 /// A fresh, empty folder under the system temp dir for one test.
-fn scratch_dir(name: &str) -> std::path::PathBuf {
+pub(crate) fn scratch_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("flashmha-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -260,7 +260,7 @@ fn scratch_dir(name: &str) -> std::path::PathBuf {
 }
 
 /// Runs the `flashmha` binary with `args`; returns stdout, failing on a non-zero exit.
-fn run_cli(args: &[&str]) -> String {
+pub(crate) fn run_cli(args: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_flashmha"))
         .args(args)
         .output()
