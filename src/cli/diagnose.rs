@@ -194,7 +194,12 @@ pub fn run(args: &DiagnoseArgs) -> Result<()> {
             causal: args.causal,
             dtype: args.dtype,
         };
-        files.extend(super::diagnose_robustness::run(&args.robustness, &robustness, &layer, &args.out)?);
+        files.extend(super::diagnose_robustness::run(
+            &args.robustness,
+            &robustness,
+            &layer,
+            &args.out,
+        )?);
     }
     println!(
         "report written to {}/ ({} files)",

@@ -77,7 +77,12 @@ pub struct Layer<'a> {
 }
 
 /// Measures, prints the table, writes the files into `out`; returns their paths.
-pub fn run(args: &RobustnessArgs, settings: &Settings, l: &Layer, out: &Path) -> Result<Vec<PathBuf>> {
+pub fn run(
+    args: &RobustnessArgs,
+    settings: &Settings,
+    l: &Layer,
+    out: &Path,
+) -> Result<Vec<PathBuf>> {
     let t = args.robustness_tokens.min(l.seq);
     let layer = LayerInputs {
         // Item 0's first t rows: the first t * heads * dim elements of the row-major tensors.

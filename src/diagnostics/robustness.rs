@@ -206,12 +206,7 @@ impl RobustnessReport {
     /// The heads ranked by their own top singular value, largest first.
     pub fn most_fragile(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.heads.len()).collect();
-        order.sort_by(|&a, &b| {
-            self.heads[b]
-                .top
-                .sigma
-                .total_cmp(&self.heads[a].top.sigma)
-        });
+        order.sort_by(|&a, &b| self.heads[b].top.sigma.total_cmp(&self.heads[a].top.sigma));
         order
     }
 }
@@ -257,7 +252,11 @@ impl<'e, T: Element> LayerOp<'e, T> {
         let fwd = FwdPlan::new_for(be.target(), T::DTYPE, &shape)?;
         let jvp = JvpPlan::new_for(be.target(), T::DTYPE, &JvpShape::new(shape))?;
         let bwd = BwdPlan::new_for(be.target(), T::DTYPE, &BwdShape::new(shape))?;
-        let x = x.map(|p| p.iter().map(|&v| T::from_f32(v).to_f32()).collect::<Vec<f32>>());
+        let x = x.map(|p| {
+            p.iter()
+                .map(|&v| T::from_f32(v).to_f32())
+                .collect::<Vec<f32>>()
+        });
         let up = |p: &[f32]| -> Result<_> {
             let t: Vec<T> = p.iter().map(|&v| T::from_f32(v)).collect();
             be.upload(&stream, &t)
@@ -302,14 +301,21 @@ impl<'e, T: Element> LayerOp<'e, T> {
     }
 
     /// `xs * mul` in the element type (the upload of a scaled tangent).
-    fn upload_scaled(&self, xs: &[f64], mul: f64) -> Result<<EmulatorBackend as Backend>::Buffer<T>> {
+    fn upload_scaled(
+        &self,
+        xs: &[f64],
+        mul: f64,
+    ) -> Result<<EmulatorBackend as Backend>::Buffer<T>> {
         let t: Vec<T> = xs.iter().map(|&x| T::from_f32((x * mul) as f32)).collect();
         self.be.upload(&self.stream, &t)
     }
 
     /// Elements of the selected inputs.
     fn selected_len(&self) -> usize {
-        (0..3).filter(|&i| self.sel[i]).map(|i| self.x[i].len()).sum()
+        (0..3)
+            .filter(|&i| self.sel[i])
+            .map(|i| self.x[i].len())
+            .sum()
     }
 
     /// A Gaussian unit tangent over the selected inputs.
@@ -429,7 +435,11 @@ impl<'e, T: Element> LayerOp<'e, T> {
     }
 
     /// Power iteration on J^T J; returns the estimate and the last right singular vector.
-    fn top_singular(&self, s: &Settings, rng: &mut rand::rngs::StdRng) -> Result<(SpectralEstimate, Tangent)> {
+    fn top_singular(
+        &self,
+        s: &Settings,
+        rng: &mut rand::rngs::StdRng,
+    ) -> Result<(SpectralEstimate, Tangent)> {
         let mut v = self.random_tangent(rng);
         let mut est = SpectralEstimate {
             sigma: f64::NAN,
@@ -458,7 +468,11 @@ impl<'e, T: Element> LayerOp<'e, T> {
             }
             let change = (sigma - est.sigma).abs() / sigma;
             est.sigma = sigma;
-            est.last_rel_change = if change.is_nan() { f64::INFINITY } else { change };
+            est.last_rel_change = if change.is_nan() {
+                f64::INFINITY
+            } else {
+                change
+            };
             if est.last_rel_change <= s.rel_tol {
                 est.converged = true;
                 return Ok((est, v));
@@ -493,9 +507,16 @@ impl<'e, T: Element> LayerOp<'e, T> {
             for &eps in &s.epsilons {
                 let mut worst = (0.0, 0.0);
                 for sign in [1.0, -1.0] {
-                    let delta: Tangent = v1.clone().map(|p| p.iter().map(|x| sign * eps * x_norm * x).collect());
+                    let delta: Tangent = v1
+                        .clone()
+                        .map(|p| p.iter().map(|x| sign * eps * x_norm * x).collect());
                     let (o, applied) = self.forward_at(&delta)?;
-                    let change = norm(&o.iter().zip(&self.o_host).map(|(a, b)| a - b).collect::<Vec<f64>>());
+                    let change = norm(
+                        &o.iter()
+                            .zip(&self.o_host)
+                            .map(|(a, b)| a - b)
+                            .collect::<Vec<f64>>(),
+                    );
                     let amp = if applied > 0.0 { change / applied } else { 0.0 };
                     if amp >= worst.0 {
                         worst = (amp, change);
@@ -541,7 +562,10 @@ fn check_inputs(l: &LayerInputs) -> Result<()> {
             });
         }
         if want == 0 {
-            return Err(Error::EmptyDim { tensor, dim: Dim::Len });
+            return Err(Error::EmptyDim {
+                tensor,
+                dim: Dim::Len,
+            });
         }
     }
     if hkv == 0 || hq % hkv != 0 {
@@ -579,13 +603,20 @@ fn measure_typed<T: Element>(l: &LayerInputs, s: &Settings) -> Result<Robustness
     let be = EmulatorBackend::new(KernelTarget::Ampere);
     let (hq, hkv, d) = (l.heads.q, l.heads.kv, l.head_dim);
     let sel = s.wrt.selects();
-    let shape = |heads| FwdShape::padded(1, l.seqlen_q, l.seqlen_k, heads, d).with_options(l.options);
+    let shape =
+        |heads| FwdShape::padded(1, l.seqlen_q, l.seqlen_k, heads, d).with_options(l.options);
     // Each head alone: its q rows, its kv head's k / v, its slope (a one-head problem).
     let mut heads = Vec::with_capacity(hq);
     for h in 0..hq {
         let kvh = h / (hq / hkv);
         let pick = |x: &[f32], n: usize, heads: usize, at: usize| -> Vec<f32> {
-            (0..n).flat_map(|i| x[(i * heads + at) * d..(i * heads + at + 1) * d].iter().copied()).collect()
+            (0..n)
+                .flat_map(|i| {
+                    x[(i * heads + at) * d..(i * heads + at + 1) * d]
+                        .iter()
+                        .copied()
+                })
+                .collect()
         };
         let x = [
             pick(l.q, l.seqlen_q, hq, h),
@@ -593,20 +624,38 @@ fn measure_typed<T: Element>(l: &LayerInputs, s: &Settings) -> Result<Robustness
             pick(l.v, l.seqlen_k, hkv, kvh),
         ];
         let slope = l.alibi_slopes.map(|sl| [sl[h]]);
-        let op = LayerOp::<T>::new(&be, shape(Heads::mha(1)), x, (slope.as_ref().map(|s| &s[..]), None), sel)?;
+        let op = LayerOp::<T>::new(
+            &be,
+            shape(Heads::mha(1)),
+            x,
+            (slope.as_ref().map(|s| &s[..]), None),
+            sel,
+        )?;
         heads.push(op.figures(s, s.seed.wrapping_add(h as u64), true)?);
     }
     // The combined output, every gate 1, then each head gated off.
     let x = [l.q.to_vec(), l.k.to_vec(), l.v.to_vec()];
     let combined_seed = s.seed.wrapping_add(hq as u64);
     let ones = vec![1.0f32; hq];
-    let combined = LayerOp::<T>::new(&be, shape(l.heads), x.clone(), (l.alibi_slopes, Some(&ones)), sel)?
-        .figures(s, combined_seed, true)?;
+    let combined = LayerOp::<T>::new(
+        &be,
+        shape(l.heads),
+        x.clone(),
+        (l.alibi_slopes, Some(&ones)),
+        sel,
+    )?
+    .figures(s, combined_seed, true)?;
     let mut without = Vec::with_capacity(hq);
     for h in 0..hq {
         let mut gates = ones.clone();
         gates[h] = 0.0;
-        let op = LayerOp::<T>::new(&be, shape(l.heads), x.clone(), (l.alibi_slopes, Some(&gates)), sel)?;
+        let op = LayerOp::<T>::new(
+            &be,
+            shape(l.heads),
+            x.clone(),
+            (l.alibi_slopes, Some(&gates)),
+            sel,
+        )?;
         without.push(op.figures(s, combined_seed, false)?);
     }
     Ok(RobustnessReport {
@@ -625,14 +674,25 @@ pub fn robustness_csv(r: &RobustnessReport) -> String {
         "head,sigma_max,converged,iterations,last_rel_change,mean_random,ratio,sigma_without,contribution\n",
     );
     let row = |name: String, f: &Figures, without: Option<(f64, f64)>| {
-        let (w, c) = without.map_or((String::new(), String::new()), |(w, c)| (format!("{w:.6e}"), format!("{c:.6e}")));
+        let (w, c) = without.map_or((String::new(), String::new()), |(w, c)| {
+            (format!("{w:.6e}"), format!("{c:.6e}"))
+        });
         format!(
             "{name},{:.6e},{},{},{:.3e},{:.6e},{:.4},{w},{c}\n",
-            f.top.sigma, f.top.converged, f.top.iterations, f.top.last_rel_change, f.mean_random, f.ratio
+            f.top.sigma,
+            f.top.converged,
+            f.top.iterations,
+            f.top.last_rel_change,
+            f.mean_random,
+            f.ratio
         )
     };
     for (h, f) in r.heads.iter().enumerate() {
-        s += &row(h.to_string(), f, Some((r.without[h].top.sigma, r.contribution(h))));
+        s += &row(
+            h.to_string(),
+            f,
+            Some((r.without[h].top.sigma, r.contribution(h))),
+        );
     }
     s += &row("combined".to_string(), &r.combined, None);
     s += "\nhead,epsilon,amplification,amplification_over_sigma,relative_output_change\n";
@@ -764,7 +824,10 @@ impl super::plots::Picture for RobustnessPlot<'_> {
         .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], worst.filled()));
         bars.draw_series(r.heads.iter().enumerate().map(|(h, f)| {
             let x = h as f64;
-            Rectangle::new([(x, 0.0), (x + 0.38, f.mean_random.max(0.0))], random.filled())
+            Rectangle::new(
+                [(x, 0.0), (x + 0.38, f.mean_random.max(0.0))],
+                random.filled(),
+            )
         }))?
         .label("random directions: mean gain")
         .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], random.filled()));
@@ -779,11 +842,19 @@ impl super::plots::Picture for RobustnessPlot<'_> {
         let (lo, hi) = eps
             .iter()
             .fold((f64::INFINITY, 0.0f64), |(a, b), &e| (a.min(e), b.max(e)));
-        let (lo, hi) = if lo < hi { (lo, hi) } else { (lo * 0.5, lo * 2.0) };
+        let (lo, hi) = if lo < hi {
+            (lo, hi)
+        } else {
+            (lo * 0.5, lo * 2.0)
+        };
         let ys = r
             .heads
             .iter()
-            .flat_map(|f| f.epsilon_curve.iter().map(move |p| p.amplification / f.top.sigma))
+            .flat_map(|f| {
+                f.epsilon_curve
+                    .iter()
+                    .map(move |p| p.amplification / f.top.sigma)
+            })
             .filter(|y| y.is_finite());
         let y_hi = ys.fold(1.0f64, f64::max) * 1.1;
         let mut curves = ChartBuilder::on(&right)
@@ -810,7 +881,9 @@ impl super::plots::Picture for RobustnessPlot<'_> {
             curves
                 .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
                 .label(format!("head {h}"))
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2))
+                });
             curves.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
         }
         if n <= 16 {
@@ -828,12 +901,16 @@ impl super::plots::Picture for RobustnessPlot<'_> {
 
 /// Writes `<dir>/robustness.csv` and the figure `<dir>/robustness.{png,svg}` (the font must be
 /// loaded: [`super::plots::load_font`]); returns the paths.
-pub fn write_robustness(dir: &std::path::Path, r: &RobustnessReport) -> Result<Vec<std::path::PathBuf>> {
+pub fn write_robustness(
+    dir: &std::path::Path,
+    r: &RobustnessReport,
+) -> Result<Vec<std::path::PathBuf>> {
     let csv = dir.join("robustness.csv");
     std::fs::write(&csv, robustness_csv(r)).map_err(|source| Error::Io {
         path: csv.clone(),
         source,
     })?;
-    let [png, svg] = super::plots::write_picture(&dir.join("robustness"), PLOT_SIZE, &RobustnessPlot(r))?;
+    let [png, svg] =
+        super::plots::write_picture(&dir.join("robustness"), PLOT_SIZE, &RobustnessPlot(r))?;
     Ok(vec![csv, png, svg])
 }

@@ -172,7 +172,10 @@ pub fn attention_jvp(
     let (dq, dk, dv) = (widen(t.dq), widen(t.dk), widen(t.dv));
     let shifted = |sign: f64| {
         let at = |x: &[f64], dx: &[f64]| -> Vec<f64> {
-            x.iter().zip(dx).map(|(a, b)| a + sign * FD_STEP * b).collect()
+            x.iter()
+                .zip(dx)
+                .map(|(a, b)| a + sign * FD_STEP * b)
+                .collect()
         };
         forward(inp, &items, (&at(&q, &dq), &at(&k, &dk), &at(&v, &dv)))
     };

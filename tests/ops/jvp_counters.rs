@@ -29,7 +29,10 @@ fn counters(head_dim: usize, sq: usize, sk: usize) -> (Counters, Counters) {
     let x = *fwd.extents();
     let mut up = |n: usize| dev_buf(dev.upload(&half(n)), n);
     let (q, k, v, dq, dk, dv) = (up(x.q), up(x.k), up(x.v), up(x.q), up(x.k), up(x.v));
-    let (o, ot) = (dev_buf(dev.alloc(x.o * 2), x.o), dev_buf(dev.alloc(x.o * 2), x.o));
+    let (o, ot) = (
+        dev_buf(dev.alloc(x.o * 2), x.o),
+        dev_buf(dev.alloc(x.o * 2), x.o),
+    );
     let fb = FwdBufs {
         q,
         k,
@@ -61,7 +64,11 @@ fn jvp_counters_against_the_forward() {
         println!("d{d}, one head, sq 128, sk 1024, f16: forward | JVP | JVP / forward");
         for ((name, a), (_, b)) in f.rows().into_iter().zip(j.rows()) {
             if a != 0 || b != 0 {
-                let ratio = if a > 0 { format!("{:.2}", b as f64 / a as f64) } else { "-".into() };
+                let ratio = if a > 0 {
+                    format!("{:.2}", b as f64 / a as f64)
+                } else {
+                    "-".into()
+                };
                 println!("  {name:<34} {a:>14} {b:>14} {ratio:>8}");
             }
         }

@@ -16,7 +16,9 @@ use flashmha::common::element::Element;
 use flashmha::common::options::{AttnOptions, SlidingWindow};
 use flashmha::ops::jvp::kernels::compiled_head_dims;
 use flashmha::ops::jvp::{JvpPlan, JvpShape};
-use flashmha::reference::{attention_jvp, check_each, round_slice, Layout, ReferenceInputs, Tangents};
+use flashmha::reference::{
+    attention_jvp, check_each, round_slice, Layout, ReferenceInputs, Tangents,
+};
 use flashmha::{FwdShape, Heads, KernelTarget, SeqShape};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -50,7 +52,10 @@ fn head_dims(dtype: DType) -> Vec<usize> {
         .into_iter()
         .map(|d| d as usize)
         .collect();
-    let mut dims: Vec<usize> = compiled.into_iter().chain([8usize, 24, 48, 72, 104]).collect();
+    let mut dims: Vec<usize> = compiled
+        .into_iter()
+        .chain([8usize, 24, 48, 72, 104])
+        .collect();
     dims.sort_unstable();
     dims.dedup();
     dims
@@ -142,15 +147,26 @@ fn run_case<T: Element>(case: &Case, target: KernelTarget) -> Result<(f64, f64),
     let be = EmulatorBackend::new(target);
     let stream = be.stream().map_err(|e| e.to_string())?;
     let (cu_q, cu_k) = case.layout();
-    let (tq, tk) = (*cu_q.last().unwrap() as usize, *cu_k.last().unwrap() as usize);
+    let (tq, tk) = (
+        *cu_q.last().unwrap() as usize,
+        *cu_k.last().unwrap() as usize,
+    );
     let (hq, hkv, d) = (case.hq(), case.hkv, case.head_dim);
     let mut rng = rand::rngs::StdRng::seed_from_u64(case.seed);
     let draw = |rng: &mut rand::rngs::StdRng, n: usize| -> Vec<f32> {
         let x: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
         round_slice(&x, case.dtype)
     };
-    let (q, k, v) = (draw(&mut rng, tq * hq * d), draw(&mut rng, tk * hkv * d), draw(&mut rng, tk * hkv * d));
-    let (dq, dk, dv) = (draw(&mut rng, tq * hq * d), draw(&mut rng, tk * hkv * d), draw(&mut rng, tk * hkv * d));
+    let (q, k, v) = (
+        draw(&mut rng, tq * hq * d),
+        draw(&mut rng, tk * hkv * d),
+        draw(&mut rng, tk * hkv * d),
+    );
+    let (dq, dk, dv) = (
+        draw(&mut rng, tq * hq * d),
+        draw(&mut rng, tk * hkv * d),
+        draw(&mut rng, tk * hkv * d),
+    );
     let slopes: Vec<f32> = (0..hq).map(|_| rng.random_range(0.01f32..0.3)).collect();
     let mut gates: Vec<f32> = (0..hq).map(|_| rng.random_range(-1.5f32..1.5)).collect();
     if rng.random_bool(0.3) {
@@ -162,14 +178,25 @@ fn run_case<T: Element>(case: &Case, target: KernelTarget) -> Result<(f64, f64),
         let t: Vec<T> = x.iter().map(|&v| T::from_f32(v)).collect();
         be.upload(&stream, &t).map_err(err)
     };
-    let plan = JvpPlan::new_for(target, case.dtype, &JvpShape::new(case.fwd_shape())).map_err(err)?;
+    let plan =
+        JvpPlan::new_for(target, case.dtype, &JvpShape::new(case.fwd_shape())).map_err(err)?;
     let (q_d, k_d, v_d) = (up(&q)?, up(&k)?, up(&v)?);
     let (dq_d, dk_d, dv_d) = (up(&dq)?, up(&dk)?, up(&dv)?);
-    let (mut o_d, mut ot_d) = (up(&vec![f32::NAN; tq * hq * d])?, up(&vec![f32::NAN; tq * hq * d])?);
+    let (mut o_d, mut ot_d) = (
+        up(&vec![f32::NAN; tq * hq * d])?,
+        up(&vec![f32::NAN; tq * hq * d])?,
+    );
     let f32_up = |x: &[f32]| be.upload(&stream, x).map_err(err);
-    let (cq, ck) = (be.upload(&stream, &cu_q).map_err(err)?, be.upload(&stream, &cu_k).map_err(err)?);
+    let (cq, ck) = (
+        be.upload(&stream, &cu_q).map_err(err)?,
+        be.upload(&stream, &cu_k).map_err(err)?,
+    );
     let (slopes_d, gates_d, sinks_d) = (f32_up(&slopes)?, f32_up(&gates)?, f32_up(&sinks)?);
-    let mut args = JvpArgs::new((&q_d, &k_d, &v_d), (&dq_d, &dk_d, &dv_d), (&mut o_d, &mut ot_d));
+    let mut args = JvpArgs::new(
+        (&q_d, &k_d, &v_d),
+        (&dq_d, &dk_d, &dv_d),
+        (&mut o_d, &mut ot_d),
+    );
     if case.varlen {
         args = args.cu_seqlens(&cq, &ck);
     }
@@ -184,15 +211,27 @@ fn run_case<T: Element>(case: &Case, target: KernelTarget) -> Result<(f64, f64),
     }
     be.jvp(&stream, &plan, args).map_err(err)?;
     let down = |b: &<EmulatorBackend as Backend>::Buffer<T>| -> Result<Vec<f32>, String> {
-        Ok(be.download(&stream, b).map_err(err)?.iter().map(|x| x.to_f32()).collect())
+        Ok(be
+            .download(&stream, b)
+            .map_err(err)?
+            .iter()
+            .map(|x| x.to_f32())
+            .collect())
     };
     let (o, ot) = (down(&o_d)?, down(&ot_d)?);
 
     let (max_q, max_k) = case.fwd_shape().seq.max_seqlens();
     let layout = if case.varlen {
-        Layout::Varlen { cu_seqlens_q: &cu_q, cu_seqlens_k: &cu_k }
+        Layout::Varlen {
+            cu_seqlens_q: &cu_q,
+            cu_seqlens_k: &cu_k,
+        }
     } else {
-        Layout::Padded { batch: 1, seqlen_q: max_q, seqlen_k: max_k }
+        Layout::Padded {
+            batch: 1,
+            seqlen_q: max_q,
+            seqlen_k: max_k,
+        }
     };
     let inp = ReferenceInputs {
         q: &q,
@@ -211,11 +250,21 @@ fn run_case<T: Element>(case: &Case, target: KernelTarget) -> Result<(f64, f64),
         DType::F16 => 2f64.powi(-11),
         DType::Bf16 => 2f64.powi(-8),
     };
-    let r = attention_jvp(&inp, Tangents { dq: &dq, dk: &dk, dv: &dv }, unit).map_err(|e| e.to_string())?;
+    let r = attention_jvp(
+        &inp,
+        Tangents {
+            dq: &dq,
+            dk: &dk,
+            dv: &dv,
+        },
+        unit,
+    )
+    .map_err(|e| e.to_string())?;
     let narrow = |x: &[f64]| -> Vec<f32> { x.iter().map(|&v| v as f32).collect() };
     Ok((
         check_each(&o, &narrow(&r.o), &r.o_tol).map_err(|e| format!("o: {e}"))?,
-        check_each(&ot, &narrow(&r.o_tangent), &r.o_tangent_tol).map_err(|e| format!("o_tangent: {e}"))?,
+        check_each(&ot, &narrow(&r.o_tangent), &r.o_tangent_tol)
+            .map_err(|e| format!("o_tangent: {e}"))?,
     ))
 }
 
@@ -257,7 +306,10 @@ proptest! {
 fn turing_is_a_typed_error() {
     let shape = JvpShape::new(FwdShape::padded(1, 16, 16, Heads::mha(2), 64));
     let e = JvpPlan::new_for(KernelTarget::Turing, DType::F16, &shape).unwrap_err();
-    assert!(matches!(e, flashmha::Error::UnsupportedOnTarget { .. }), "{e}");
+    assert!(
+        matches!(e, flashmha::Error::UnsupportedOnTarget { .. }),
+        "{e}"
+    );
 }
 
 /// A cu_seqlens_k whose last entry runs past total_k makes the JVP trap (a finding, a typed
@@ -268,13 +320,22 @@ fn planted_bad_cu_seqlens_traps() {
     let stream = be.stream().unwrap();
     let (tq, tk, hq, d) = (14usize, 11usize, 2usize, 64usize);
     let shape = FwdShape::varlen(
-        SeqShape::Varlen { batch: 2, max_seqlen_q: 9, max_seqlen_k: 7, total_q: tq, total_k: tk },
+        SeqShape::Varlen {
+            batch: 2,
+            max_seqlen_q: 9,
+            max_seqlen_k: 7,
+            total_q: tq,
+            total_k: tk,
+        },
         Heads::gqa(hq, 1),
         d,
     );
     let plan = JvpPlan::new(DType::F16, &JvpShape::new(shape)).unwrap();
     let x = |n: usize| vec![half::f16::from_f32(0.5); n];
-    let (q, k) = (be.upload(&stream, &x(tq * hq * d)).unwrap(), be.upload(&stream, &x(tk * d)).unwrap());
+    let (q, k) = (
+        be.upload(&stream, &x(tq * hq * d)).unwrap(),
+        be.upload(&stream, &x(tk * d)).unwrap(),
+    );
     let (mut o, mut ot) = (
         be.alloc_zeros::<half::f16>(&stream, tq * hq * d).unwrap(),
         be.alloc_zeros::<half::f16>(&stream, tq * hq * d).unwrap(),

@@ -30,7 +30,7 @@ mod head_similarity;
 mod hopper_tma_maps;
 mod jvp_counters;
 mod jvp_props;
-mod robustness;
 mod perf_model_hopper;
+mod robustness;
 mod server_loop;
 mod sinks;

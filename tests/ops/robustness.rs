@@ -16,7 +16,11 @@ fn exact_sigma(l: &LayerInputs, h: usize, wrt: Wrt) -> f64 {
     let kvh = h / (hq / hkv);
     let pick = |x: &[f32], n: usize, heads: usize, at: usize| -> Vec<f32> {
         (0..n)
-            .flat_map(|i| x[(i * heads + at) * d..(i * heads + at + 1) * d].iter().copied())
+            .flat_map(|i| {
+                x[(i * heads + at) * d..(i * heads + at + 1) * d]
+                    .iter()
+                    .copied()
+            })
             .collect()
     };
     let q = round_slice(&pick(l.q, l.seqlen_q, hq, h), l.dtype);
@@ -52,7 +56,11 @@ fn exact_sigma(l: &LayerInputs, h: usize, wrt: Wrt) -> f64 {
             continue;
         }
         for i in 0..lens[part] {
-            let mut t = [vec![0f32; lens[0]], vec![0f32; lens[1]], vec![0f32; lens[2]]];
+            let mut t = [
+                vec![0f32; lens[0]],
+                vec![0f32; lens[1]],
+                vec![0f32; lens[2]],
+            ];
             t[part][i] = 1.0;
             let r = attention_jvp(
                 &inp,
@@ -80,9 +88,18 @@ fn power_iteration_matches_the_exact_svd() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
     for case in 0..2 {
         let (sq, sk, d) = (rng.random_range(3..=9), rng.random_range(3..=12), 8);
-        let heads = if case == 0 { Heads::mha(2) } else { Heads::gqa(2, 1) };
-        let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.5f32..1.5)).collect() };
-        let (q, k, v) = (draw(sq * 2 * d), draw(sk * heads.kv * d), draw(sk * heads.kv * d));
+        let heads = if case == 0 {
+            Heads::mha(2)
+        } else {
+            Heads::gqa(2, 1)
+        };
+        let mut draw =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.5f32..1.5)).collect() };
+        let (q, k, v) = (
+            draw(sq * 2 * d),
+            draw(sk * heads.kv * d),
+            draw(sk * heads.kv * d),
+        );
         let slopes = vec![0.2f32, 0.05];
         let options = AttnOptions {
             causal: case == 1,
@@ -141,7 +158,8 @@ fn power_iteration_matches_the_exact_svd() {
 fn planted_fragile_head_is_singled_out() {
     let (s, h, d) = (16usize, 4usize, 16usize);
     let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
-    let mut small = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-0.5f32..0.5)).collect() };
+    let mut small =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-0.5f32..0.5)).collect() };
     let (mut q, mut k, mut v) = (small(s * h * d), small(s * h * d), small(s * h * d));
     let at = |row: usize, c: usize| (row * h) * d + c; // head 0
     for i in 0..s {
@@ -167,7 +185,15 @@ fn planted_fragile_head_is_singled_out() {
         alibi_slopes: None,
         dtype: DType::Bf16,
     };
-    let r = measure(&layer, &Settings { random_samples: 4, max_iters: 40, ..Settings::default() }).unwrap();
+    let r = measure(
+        &layer,
+        &Settings {
+            random_samples: 4,
+            max_iters: 40,
+            ..Settings::default()
+        },
+    )
+    .unwrap();
     for (i, f) in r.heads.iter().enumerate() {
         println!(
             "head {i}: sigma {:.3} (converged {}), random {:.3}, ratio {:.2}, contribution {:+.3}, curve {:?}",
@@ -183,7 +209,9 @@ fn planted_fragile_head_is_singled_out() {
     // The tipping point is non-linear: at the largest epsilon the realised gain departs from
     // the linear prediction by more than at the smallest.
     let curve = &r.heads[0].epsilon_curve;
-    let dev = |p: &flashmha::diagnostics::robustness::EpsilonPoint| (p.amplification / r.heads[0].top.sigma - 1.0).abs();
+    let dev = |p: &flashmha::diagnostics::robustness::EpsilonPoint| {
+        (p.amplification / r.heads[0].top.sigma - 1.0).abs()
+    };
     assert!(dev(curve.last().unwrap()) > dev(&curve[0]));
 }
 
@@ -192,7 +220,9 @@ fn planted_fragile_head_is_singled_out() {
 #[test]
 fn bad_settings_are_errors_and_non_convergence_is_reported() {
     let (s, d) = (6usize, 8usize);
-    let x: Vec<f32> = (0..s * d).map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0).collect();
+    let x: Vec<f32> = (0..s * d)
+        .map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0)
+        .collect();
     let layer = LayerInputs {
         q: &x,
         k: &x,
@@ -206,21 +236,73 @@ fn bad_settings_are_errors_and_non_convergence_is_reported() {
         dtype: DType::F16,
     };
     for eps in [0.0, -0.1, f64::NAN] {
-        let e = measure(&layer, &Settings { epsilons: vec![0.1, eps], ..Settings::default() }).unwrap_err();
-        assert!(matches!(e, flashmha::Error::InvalidSetting { setting: "epsilon", .. }), "{e}");
+        let e = measure(
+            &layer,
+            &Settings {
+                epsilons: vec![0.1, eps],
+                ..Settings::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                flashmha::Error::InvalidSetting {
+                    setting: "epsilon",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
-    assert!(measure(&layer, &Settings { max_iters: 0, ..Settings::default() }).is_err());
-    assert!(measure(&layer, &Settings { rel_tol: 0.0, ..Settings::default() }).is_err());
-    let short = LayerInputs { k: &x[..d], ..layer };
-    assert!(matches!(measure(&short, &Settings::default()), Err(flashmha::Error::DimMismatch { .. })));
-    let huge = LayerInputs { seqlen_q: usize::MAX, ..layer };
+    assert!(measure(
+        &layer,
+        &Settings {
+            max_iters: 0,
+            ..Settings::default()
+        }
+    )
+    .is_err());
+    assert!(measure(
+        &layer,
+        &Settings {
+            rel_tol: 0.0,
+            ..Settings::default()
+        }
+    )
+    .is_err());
+    let short = LayerInputs {
+        k: &x[..d],
+        ..layer
+    };
+    assert!(matches!(
+        measure(&short, &Settings::default()),
+        Err(flashmha::Error::DimMismatch { .. })
+    ));
+    let huge = LayerInputs {
+        seqlen_q: usize::MAX,
+        ..layer
+    };
     assert!(measure(&huge, &Settings::default()).is_err());
-    let r = measure(&layer, &Settings { max_iters: 1, random_samples: 1, epsilons: vec![0.1], ..Settings::default() }).unwrap();
+    let r = measure(
+        &layer,
+        &Settings {
+            max_iters: 1,
+            random_samples: 1,
+            epsilons: vec![0.1],
+            ..Settings::default()
+        },
+    )
+    .unwrap();
     assert!(!r.heads[0].top.converged);
     assert_eq!(r.heads[0].top.iterations, 1);
     assert!(r.heads[0].top.sigma.is_finite() && r.heads[0].top.sigma > 0.0);
     let rows = flashmha::diagnostics::robustness::robustness_rows(&r);
-    assert!(rows[0][1].starts_with("not converged in 1: last"), "{:?}", rows[0]);
+    assert!(
+        rows[0][1].starts_with("not converged in 1: last"),
+        "{:?}",
+        rows[0]
+    );
 }
 
 /// `diagnose --robustness` writes the table and the figure beside the other report files; a bad
@@ -231,24 +313,61 @@ fn cli_writes_the_robustness_report() {
     let dir = scratch_dir("diagnose-robustness");
     let out = dir.to_str().unwrap();
     let stdout = run_cli(&[
-        "diagnose", "--heads", "3", "--seq", "24", "--dim", "32", "--dtype", "f16", "--robustness",
-        "--robustness-tokens", "12", "--epsilon", "0.05,0.2", "--out", out,
+        "diagnose",
+        "--heads",
+        "3",
+        "--seq",
+        "24",
+        "--dim",
+        "32",
+        "--dtype",
+        "f16",
+        "--robustness",
+        "--robustness-tokens",
+        "12",
+        "--epsilon",
+        "0.05,0.2",
+        "--out",
+        out,
     ]);
     assert!(stdout.contains("most fragile heads"), "{stdout}");
-    for f in ["robustness.csv", "robustness.png", "robustness.svg", "summary.md"] {
+    for f in [
+        "robustness.csv",
+        "robustness.png",
+        "robustness.svg",
+        "summary.md",
+    ] {
         let len = std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0);
         assert!(len > 0, "{f} missing or empty");
     }
     let csv = std::fs::read_to_string(dir.join("robustness.csv")).unwrap();
     // Three heads and the combined row, then 2 epsilons x 4 curves.
-    assert_eq!(csv.lines().filter(|l| l.starts_with("combined,")).count(), 1 + 2, "{csv}");
+    assert_eq!(
+        csv.lines().filter(|l| l.starts_with("combined,")).count(),
+        1 + 2,
+        "{csv}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_flashmha"))
-        .args(["diagnose", "--heads", "2", "--seq", "8", "--dim", "32", "--robustness", "--epsilon", "0.1,0"])
+        .args([
+            "diagnose",
+            "--heads",
+            "2",
+            "--seq",
+            "8",
+            "--dim",
+            "32",
+            "--robustness",
+            "--epsilon",
+            "0.1,0",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success());
-    assert!(stderr.contains("epsilon") && !stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("epsilon") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
 }

@@ -113,8 +113,14 @@ impl JvpPlan {
             BufSpec::input(T::DV, b.dv, Use::Required, n(x.v), e, a),
             f0,
             // The JVP writes no row statistics.
-            BufSpec { usage: Use::Forbidden, ..f1 },
-            BufSpec { usage: Use::Forbidden, ..f2 },
+            BufSpec {
+                usage: Use::Forbidden,
+                ..f1
+            },
+            BufSpec {
+                usage: Use::Forbidden,
+                ..f2
+            },
             f3,
             f4,
             f5,
@@ -248,7 +254,10 @@ mod tests {
         ));
         // O' over a tangent: an output may alias nothing.
         let alias = JvpBufs {
-            o_tangent: DevBuf { addr: b.dq.addr, ..b.o_tangent },
+            o_tangent: DevBuf {
+                addr: b.dq.addr,
+                ..b.o_tangent
+            },
             ..b
         };
         assert!(plan.bind(&alias).is_err());
