@@ -409,15 +409,15 @@ impl<'e, T: Element> LayerOp<'e, T> {
     fn forward_at(&self, delta: &Tangent) -> Result<(Vec<f64>, f64)> {
         let mut applied = 0.0;
         let mut bufs = Vec::with_capacity(3);
-        for i in 0..3 {
-            let moved: Vec<T> = self.x[i]
+        for (x0, d0) in self.x.iter().zip(delta) {
+            let moved: Vec<T> = x0
                 .iter()
-                .zip(&delta[i])
+                .zip(d0)
                 .map(|(&x, &d)| T::from_f32((f64::from(x) + d) as f32))
                 .collect();
             applied += moved
                 .iter()
-                .zip(&self.x[i])
+                .zip(x0)
                 .map(|(m, &x)| (f64::from(m.to_f32()) - f64::from(x)).powi(2))
                 .sum::<f64>();
             bufs.push(self.be.upload(&self.stream, &moved)?);

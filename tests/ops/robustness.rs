@@ -100,7 +100,7 @@ fn power_iteration_matches_the_exact_svd() {
             draw(sk * heads.kv * d),
             draw(sk * heads.kv * d),
         );
-        let slopes = vec![0.2f32, 0.05];
+        let slopes = [0.2f32, 0.05];
         let options = AttnOptions {
             causal: case == 1,
             softcap: (case == 0).then_some(3.0),
