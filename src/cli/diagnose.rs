@@ -183,21 +183,27 @@ pub fn run(args: &DiagnoseArgs) -> Result<()> {
     let mut files = report::write_report(&args.out, &rep)?;
     print_summary(&rep);
     if args.robustness.robustness {
-        let layer = super::diagnose_robustness::Layer {
-            q: &inputs.q,
-            k: &inputs.k,
-            v: &inputs.v,
-            seq: inputs.seq,
-            heads: inputs.heads,
-            kv_heads: inputs.kv_heads,
-            dim: inputs.dim,
-            causal: args.causal,
+        // Batch item 0: the first seq rows of the [batch, seq, heads, dim] tensors.
+        let (rows_q, rows_kv) = (inputs.seq * inputs.heads, inputs.seq * inputs.kv_heads);
+        let item0 = diagnostics::robustness::LayerInputs {
+            q: &inputs.q[..rows_q * inputs.dim],
+            k: &inputs.k[..rows_kv * inputs.dim],
+            v: &inputs.v[..rows_kv * inputs.dim],
+            seqlen_q: inputs.seq,
+            seqlen_k: inputs.seq,
+            heads: flashmha::Heads::gqa(inputs.heads, inputs.kv_heads),
+            head_dim: inputs.dim,
+            options: AttnOptions {
+                causal: args.causal,
+                ..AttnOptions::default()
+            },
+            alibi_slopes: None,
             dtype: args.dtype,
         };
         files.extend(super::diagnose_robustness::run(
             &args.robustness,
             &robustness,
-            &layer,
+            &item0,
             &args.out,
         )?);
     }

@@ -6,10 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{CliError, CliResult as Result};
-use flashmha::common::dtype::DType;
-use flashmha::common::options::AttnOptions;
 use flashmha::diagnostics::robustness::{self, LayerInputs, Settings, Wrt};
-use flashmha::Heads;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RobustnessArgs {
@@ -62,44 +59,16 @@ impl RobustnessArgs {
     }
 }
 
-/// One layer's inputs as the diagnose command holds them: `q: [batch, seq, heads, dim]`,
-/// `k, v: [batch, seq, kv_heads, dim]`, rounded to `dtype`.
-pub struct Layer<'a> {
-    pub q: &'a [f32],
-    pub k: &'a [f32],
-    pub v: &'a [f32],
-    pub seq: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub dim: usize,
-    pub causal: bool,
-    pub dtype: DType,
-}
-
-/// Measures, prints the table, writes the files into `out`; returns their paths.
+/// Measures batch item 0 of `item0` (its first `--robustness-tokens`), prints the table, writes
+/// the files into `out`; returns their paths.
 pub fn run(
     args: &RobustnessArgs,
     settings: &Settings,
-    l: &Layer,
+    item0: &LayerInputs,
     out: &Path,
 ) -> Result<Vec<PathBuf>> {
-    let t = args.robustness_tokens.min(l.seq);
-    let layer = LayerInputs {
-        // Item 0's first t rows: the first t * heads * dim elements of the row-major tensors.
-        q: &l.q[..t * l.heads * l.dim],
-        k: &l.k[..t * l.kv_heads * l.dim],
-        v: &l.v[..t * l.kv_heads * l.dim],
-        seqlen_q: t,
-        seqlen_k: t,
-        heads: Heads::gqa(l.heads, l.kv_heads),
-        head_dim: l.dim,
-        options: AttnOptions {
-            causal: l.causal,
-            ..AttnOptions::default()
-        },
-        alibi_slopes: None,
-        dtype: l.dtype,
-    };
+    let layer = item0.first_tokens(args.robustness_tokens);
+    let t = layer.seqlen_q;
     let r = robustness::measure(&layer, settings)?;
     let mut table = crate::cli::table::new(&robustness::ROBUSTNESS_HEADERS);
     for row in robustness::robustness_rows(&r) {

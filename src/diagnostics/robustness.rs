@@ -589,6 +589,43 @@ fn check_inputs(l: &LayerInputs) -> Result<()> {
     Ok(())
 }
 
+/// Head `h`'s own inputs in `l` (a one-head problem): its q rows `[sq, d]` and its kv head's
+/// k, v `[sk, d]` (GQA: the kv head `h / (hq / hkv)`). `l` must be valid (`measure` checks it).
+pub fn head_inputs(l: &LayerInputs, h: usize) -> [Vec<f32>; 3] {
+    let (hq, hkv, d) = (l.heads.q, l.heads.kv, l.head_dim);
+    let pick = |x: &[f32], rows: usize, heads: usize, at: usize| -> Vec<f32> {
+        (0..rows)
+            .flat_map(|i| {
+                x[(i * heads + at) * d..(i * heads + at + 1) * d]
+                    .iter()
+                    .copied()
+            })
+            .collect()
+    };
+    let kvh = h / (hq / hkv);
+    [
+        pick(l.q, l.seqlen_q, hq, h),
+        pick(l.k, l.seqlen_k, hkv, kvh),
+        pick(l.v, l.seqlen_k, hkv, kvh),
+    ]
+}
+
+impl LayerInputs<'_> {
+    /// The first `tokens` queries and keys of the sequence (all of it if shorter).
+    pub fn first_tokens(&self, tokens: usize) -> Self {
+        let (sq, sk) = (self.seqlen_q.min(tokens), self.seqlen_k.min(tokens));
+        let (hq, hkv, d) = (self.heads.q, self.heads.kv, self.head_dim);
+        LayerInputs {
+            q: &self.q[..(sq * hq * d).min(self.q.len())],
+            k: &self.k[..(sk * hkv * d).min(self.k.len())],
+            v: &self.v[..(sk * hkv * d).min(self.v.len())],
+            seqlen_q: sq,
+            seqlen_k: sk,
+            ..*self
+        }
+    }
+}
+
 /// Measures every head of `layer` (see the module docs) on the emulator.
 pub fn measure(layer: &LayerInputs, settings: &Settings) -> Result<RobustnessReport> {
     settings.validate()?;
@@ -601,28 +638,14 @@ pub fn measure(layer: &LayerInputs, settings: &Settings) -> Result<RobustnessRep
 
 fn measure_typed<T: Element>(l: &LayerInputs, s: &Settings) -> Result<RobustnessReport> {
     let be = EmulatorBackend::new(KernelTarget::Ampere);
-    let (hq, hkv, d) = (l.heads.q, l.heads.kv, l.head_dim);
+    let (hq, d) = (l.heads.q, l.head_dim);
     let sel = s.wrt.selects();
     let shape =
         |heads| FwdShape::padded(1, l.seqlen_q, l.seqlen_k, heads, d).with_options(l.options);
     // Each head alone: its q rows, its kv head's k / v, its slope (a one-head problem).
     let mut heads = Vec::with_capacity(hq);
     for h in 0..hq {
-        let kvh = h / (hq / hkv);
-        let pick = |x: &[f32], n: usize, heads: usize, at: usize| -> Vec<f32> {
-            (0..n)
-                .flat_map(|i| {
-                    x[(i * heads + at) * d..(i * heads + at + 1) * d]
-                        .iter()
-                        .copied()
-                })
-                .collect()
-        };
-        let x = [
-            pick(l.q, l.seqlen_q, hq, h),
-            pick(l.k, l.seqlen_k, hkv, kvh),
-            pick(l.v, l.seqlen_k, hkv, kvh),
-        ];
+        let x = head_inputs(l, h);
         let slope = l.alibi_slopes.map(|sl| [sl[h]]);
         let op = LayerOp::<T>::new(
             &be,
@@ -636,28 +659,21 @@ fn measure_typed<T: Element>(l: &LayerInputs, s: &Settings) -> Result<Robustness
     // The combined output, every gate 1, then each head gated off.
     let x = [l.q.to_vec(), l.k.to_vec(), l.v.to_vec()];
     let combined_seed = s.seed.wrapping_add(hq as u64);
-    let ones = vec![1.0f32; hq];
-    let combined = LayerOp::<T>::new(
-        &be,
-        shape(l.heads),
-        x.clone(),
-        (l.alibi_slopes, Some(&ones)),
-        sel,
-    )?
-    .figures(s, combined_seed, true)?;
-    let mut without = Vec::with_capacity(hq);
-    for h in 0..hq {
-        let mut gates = ones.clone();
-        gates[h] = 0.0;
-        let op = LayerOp::<T>::new(
-            &be,
-            shape(l.heads),
-            x.clone(),
-            (l.alibi_slopes, Some(&gates)),
-            sel,
-        )?;
-        without.push(op.figures(s, combined_seed, false)?);
-    }
+    let gated = |off: Option<usize>, with_curve: bool| -> Result<Figures> {
+        let gates: Vec<f32> = (0..hq)
+            .map(|h| if Some(h) == off { 0.0 } else { 1.0 })
+            .collect();
+        let slopes_and_gates = (l.alibi_slopes, Some(&gates[..]));
+        LayerOp::<T>::new(&be, shape(l.heads), x.clone(), slopes_and_gates, sel)?.figures(
+            s,
+            combined_seed,
+            with_curve,
+        )
+    };
+    let combined = gated(None, true)?;
+    let without = (0..hq)
+        .map(|h| gated(Some(h), false))
+        .collect::<Result<Vec<Figures>>>()?;
     Ok(RobustnessReport {
         settings: s.clone(),
         heads,

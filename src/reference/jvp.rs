@@ -266,16 +266,8 @@ mod tests {
                 }),
                 softcap: (case >= 3).then_some(4.0),
             };
-            let (q, k, v) = (
-                draw(&mut rng, tq * hq * d),
-                draw(&mut rng, tk * hkv * d),
-                draw(&mut rng, tk * hkv * d),
-            );
-            let (dq, dk, dv) = (
-                draw(&mut rng, tq * hq * d),
-                draw(&mut rng, tk * hkv * d),
-                draw(&mut rng, tk * hkv * d),
-            );
+            let (nq, nk) = (tq * hq * d, tk * hkv * d);
+            let [q, k, v, dq, dk, dv] = [nq, nk, nk, nq, nk, nk].map(|n| draw(&mut rng, n));
             let slopes = draw(&mut rng, hq);
             let gates = draw(&mut rng, hq);
             let sinks = draw(&mut rng, hq);

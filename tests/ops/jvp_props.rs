@@ -157,16 +157,8 @@ fn run_case<T: Element>(case: &Case, target: KernelTarget) -> Result<(f64, f64),
         let x: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
         round_slice(&x, case.dtype)
     };
-    let (q, k, v) = (
-        draw(&mut rng, tq * hq * d),
-        draw(&mut rng, tk * hkv * d),
-        draw(&mut rng, tk * hkv * d),
-    );
-    let (dq, dk, dv) = (
-        draw(&mut rng, tq * hq * d),
-        draw(&mut rng, tk * hkv * d),
-        draw(&mut rng, tk * hkv * d),
-    );
+    let (nq, nk) = (tq * hq * d, tk * hkv * d);
+    let [q, k, v, dq, dk, dv] = [nq, nk, nk, nq, nk, nk].map(|n| draw(&mut rng, n));
     let slopes: Vec<f32> = (0..hq).map(|_| rng.random_range(0.01f32..0.3)).collect();
     let mut gates: Vec<f32> = (0..hq).map(|_| rng.random_range(-1.5f32..1.5)).collect();
     if rng.random_bool(0.3) {

@@ -5,27 +5,15 @@
 
 use flashmha::common::dtype::DType;
 use flashmha::common::options::AttnOptions;
-use flashmha::diagnostics::robustness::{measure, LayerInputs, Settings, Wrt};
+use flashmha::diagnostics::robustness::{head_inputs, measure, LayerInputs, Settings, Wrt};
 use flashmha::reference::{attention_jvp, round_slice, Layout, ReferenceInputs, Tangents};
 use flashmha::Heads;
 use rand::{Rng, SeedableRng};
 
 /// The exact top singular value of head `h`'s Jacobian (its own output, w.r.t. `wrt`).
 fn exact_sigma(l: &LayerInputs, h: usize, wrt: Wrt) -> f64 {
-    let (hq, hkv, d) = (l.heads.q, l.heads.kv, l.head_dim);
-    let kvh = h / (hq / hkv);
-    let pick = |x: &[f32], n: usize, heads: usize, at: usize| -> Vec<f32> {
-        (0..n)
-            .flat_map(|i| {
-                x[(i * heads + at) * d..(i * heads + at + 1) * d]
-                    .iter()
-                    .copied()
-            })
-            .collect()
-    };
-    let q = round_slice(&pick(l.q, l.seqlen_q, hq, h), l.dtype);
-    let k = round_slice(&pick(l.k, l.seqlen_k, hkv, kvh), l.dtype);
-    let v = round_slice(&pick(l.v, l.seqlen_k, hkv, kvh), l.dtype);
+    let d = l.head_dim;
+    let [q, k, v] = head_inputs(l, h).map(|x| round_slice(&x, l.dtype));
     let slope = l.alibi_slopes.map(|s| vec![s[h]]);
     let inp = ReferenceInputs {
         q: &q,
@@ -255,22 +243,20 @@ fn bad_settings_are_errors_and_non_convergence_is_reported() {
             "{e}"
         );
     }
-    assert!(measure(
-        &layer,
-        &Settings {
-            max_iters: 0,
-            ..Settings::default()
-        }
-    )
-    .is_err());
-    assert!(measure(
-        &layer,
-        &Settings {
-            rel_tol: 0.0,
-            ..Settings::default()
-        }
-    )
-    .is_err());
+    let no_budget = Settings {
+        max_iters: 0,
+        ..Settings::default()
+    };
+    let no_tolerance = Settings {
+        rel_tol: 0.0,
+        ..Settings::default()
+    };
+    for bad in [no_budget, no_tolerance] {
+        assert!(matches!(
+            measure(&layer, &bad),
+            Err(flashmha::Error::InvalidSetting { .. })
+        ));
+    }
     let short = LayerInputs {
         k: &x[..d],
         ..layer
