@@ -28,6 +28,7 @@ pub fn generate(header: &Path, out: &Path) {
     let builder = base_builder(header)
         .allowlist_type("FlashFwdParams")
         .allowlist_type("FlashBwdParams")
+        .allowlist_type("FlashJvpParams")
         .allowlist_type("FlashFwdTmaParams")
         .allowlist_type("HeadSimParams")
         .allowlist_type("FlashDecodeParams")

@@ -163,6 +163,18 @@
     X(FLASHMHA_BWD_KERNEL, f16_bf16, 96, 32, 4, 41216) \
     X(FLASHMHA_BWD_KERNEL, f16_bf16, 128, 16, 4, 43136)
 
+/* Forward-mode JVP (issue 22; kernels/sm80/flash_jvp.cu, Ampere and newer; Hopper runs these
+ * too): X(group, dtypes, head_dim, block_n, smem_bytes), group FLASHMHA_JVP_KERNEL, entry
+ * flashmha_jvp_<dtype>_d<head_dim>. 4 warps, block_m = 64 query rows (one m16 row block per
+ * warp: the second f32 accumulator O' doubles the resident accumulators), block_n keys per tile,
+ * one shared stage. smem = (Q + dQ) + (K + dK + V + dV) = 2 d (2 x 64 + 4 block_n) bytes
+ * (JvpTraits). d128 takes 32-key tiles (S, S' and both accumulators: 160 registers of f32).
+ * Listed in Rust by src/ops/jvp/kernels.rs (a test checks it against these rows). */
+#define FLASHMHA_JVP_KERNELS(X) \
+    X(FLASHMHA_JVP_KERNEL, f16_bf16, 32, 64, 24576) \
+    X(FLASHMHA_JVP_KERNEL, f16_bf16, 64, 64, 49152) \
+    X(FLASHMHA_JVP_KERNEL, f16_bf16, 128, 32, 65536)
+
 /* Row hooks, one per group, each taking a row without its group column and with one dtype:
  * (dtype, head_dim, rows, block_n, num_warps, kv_bytes, smem_bytes). All expand to nothing
  * here; an entry file #undefs the hook of its own group, defines it as its entry point
@@ -174,6 +186,7 @@
 #define FLASHMHA_DECODE_KERNELS(...)
 #define FLASHMHA_DECODE_KERNELS_SM75(...)
 #define FLASHMHA_BWD_KERNEL(...)
+#define FLASHMHA_JVP_KERNEL(...)
 
 /* One row: its group's hook once per dtype of `dtypes`. */
 #define FLASHMHA_KERNEL_ROW(group, dtypes, ...) FLASHMHA_DTYPES_##dtypes(group, __VA_ARGS__)

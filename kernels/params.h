@@ -168,6 +168,22 @@ typedef struct FlashBwdParams {
     int32_t pad0;         /* keeps the struct free of implicit padding */
 } FlashBwdParams;
 
+/*
+ * Forward-mode (JVP) attention (kernels/sm80/flash_jvp.cu, kernels/common/flash_jvp_cta.cuh;
+ * issue 22): O = attention(q, k, v) and its directional derivative O' along the tangents
+ * (dq, dk, dv), in one pass. base: the forward's params (q, k, v, o, cu_seqlens, strides,
+ * options, shapes; opt.lse and opt.entropy must be NULL). Every tangent is laid out exactly like
+ * its primal, through the primal's strides in base: dq like q, dk like k, dv like v, o_tangent
+ * like o. Head gates scale O and O' (the gate is a constant of the JVP).
+ */
+typedef struct FlashJvpParams {
+    FlashFwdParams base;
+    const void *dq;
+    const void *dk;
+    const void *dv;
+    void *o_tangent;
+} FlashJvpParams;
+
 /* Rows (warps) per CTA of the dot and convert kernels: one warp per (q row, head). */
 #define FLASHMHA_BWD_ROW_WARPS 4
 

@@ -30,6 +30,7 @@
 mod backward;
 mod decode;
 mod forward;
+mod jvp;
 mod paged;
 
 /// The optional per-row outputs (LSE, entropy: f32, one per query row and head) and per-head
@@ -119,6 +120,7 @@ pub(crate) use row_extras_builders;
 pub use backward::BwdArgs;
 pub use decode::{DecodeArgs, KvAppendArgs, MergeArgs};
 pub use forward::{Dense, DenseMut, FwdArgs};
+pub use jvp::JvpArgs;
 pub use paged::{BatchBounds, PagedAttention, PagedKv, RowStats};
 
 use crate::backend::{Backend, Binder, Read, Write};
@@ -132,6 +134,7 @@ use crate::ops::decode::plan::DecodePlan;
 use crate::ops::forward::plan::FwdPlan;
 use crate::ops::forward::problem::FwdShape;
 use crate::ops::head_similarity::{HeadSimBuffers, HeadSimPlan};
+use crate::ops::jvp::plan::JvpPlan;
 use crate::ops::kv_append::KvAppendPlan;
 use crate::ops::merge::MergePlan;
 
@@ -204,6 +207,17 @@ pub trait Attention: Backend {
         args: BwdArgs<'_, Self, T>,
     ) -> Result<()> {
         backward::run(self, stream, plan, args)
+    }
+
+    /// Forward-mode (JVP) attention: the forward's O and its directional derivative O' along
+    /// the tangents dq, dk, dv, in one fused launch queued on `stream` (no allocation, no sync).
+    fn jvp<T: Element>(
+        &self,
+        stream: &Self::Stream,
+        plan: &JvpPlan,
+        args: JvpArgs<'_, Self, T>,
+    ) -> Result<()> {
+        jvp::run(self, stream, plan, args)
     }
 
     /// Paged decode: the decode, then the split combine if the plan has one.

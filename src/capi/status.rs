@@ -66,6 +66,7 @@ pub fn code_of(e: &Error) -> flashmha_status {
         Error::CuSeqlens { .. } => ffi::FLASHMHA_ERR_CU_SEQLENS,
         Error::Overflow32 { .. } | Error::SizeOverflow { .. } => ffi::FLASHMHA_ERR_OVERFLOW,
         Error::InvalidOption { .. }
+        | Error::InvalidSetting { .. }
         | Error::InvalidScale { .. }
         | Error::SplitCount { .. }
         | Error::SplitKeys { .. } => ffi::FLASHMHA_ERR_INVALID_OPTION,

@@ -103,6 +103,8 @@ pub struct DiagnoseArgs {
     /// Generated inputs: plant no demo property (and probe nothing unless --probe is given).
     #[arg(long)]
     pub no_probe_demo: bool,
+    #[command(flatten)]
+    pub robustness: super::diagnose_robustness::RobustnessArgs,
 }
 
 fn parse_probe(s: &str) -> std::result::Result<(String, PathBuf), String> {
@@ -152,8 +154,9 @@ pub fn run(args: &DiagnoseArgs) -> Result<()> {
             args.threshold
         )));
     }
-    // Fail on a missing font before minutes of emulation, not after.
+    // Fail on a missing font or bad robustness settings before minutes of emulation, not after.
     let font = diagnostics::plots::load_font(args.font.as_deref())?;
+    let robustness = args.robustness.settings(args.seed)?;
     let inputs = load_or_generate(args, args.dtype)?;
     let tokens = inputs.batch * inputs.seq;
     // Label files and probe settings are checked before the (slow) emulated forward.
@@ -219,8 +222,33 @@ pub fn run(args: &DiagnoseArgs) -> Result<()> {
         emulator,
         probe: probe_map.as_ref(),
     };
-    let files = report::write_report(&args.out, &rep)?;
+    let mut files = report::write_report(&args.out, &rep)?;
     print_summary(&rep);
+    if args.robustness.robustness {
+        // Batch item 0: the first seq rows of the [batch, seq, heads, dim] tensors.
+        let (rows_q, rows_kv) = (inputs.seq * inputs.heads, inputs.seq * inputs.kv_heads);
+        let item0 = diagnostics::robustness::LayerInputs {
+            q: &inputs.q[..rows_q * inputs.dim],
+            k: &inputs.k[..rows_kv * inputs.dim],
+            v: &inputs.v[..rows_kv * inputs.dim],
+            seqlen_q: inputs.seq,
+            seqlen_k: inputs.seq,
+            heads: flashmha::Heads::gqa(inputs.heads, inputs.kv_heads),
+            head_dim: inputs.dim,
+            options: AttnOptions {
+                causal: args.causal,
+                ..AttnOptions::default()
+            },
+            alibi_slopes: None,
+            dtype: args.dtype,
+        };
+        files.extend(super::diagnose_robustness::run(
+            &args.robustness,
+            &robustness,
+            &item0,
+            &args.out,
+        )?);
+    }
     println!(
         "report written to {}/ ({} files)",
         args.out.display(),

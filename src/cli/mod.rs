@@ -5,6 +5,7 @@ pub mod bench_calibrate;
 pub mod bench_decode;
 pub mod check;
 pub mod diagnose;
+pub mod diagnose_robustness;
 pub mod emulate;
 pub mod info;
 pub mod progress;

@@ -78,6 +78,8 @@ pub enum TensorName {
     DV,
     /// Backward: the head gates' gradient `[hq]` f32.
     DHeadGates,
+    /// Forward-mode (JVP): the output tangent O' (laid out like o).
+    OTangent,
 }
 
 impl std::fmt::Display for TensorName {
@@ -122,6 +124,7 @@ impl std::fmt::Display for TensorName {
             TensorName::DK => "dk",
             TensorName::DV => "dv",
             TensorName::DHeadGates => "d_head_gates",
+            TensorName::OTangent => "o_tangent",
         })
     }
 }
@@ -348,6 +351,12 @@ pub enum Error {
     CopyTooLarge { elements: u64, capacity: u64 },
     #[error("option {option} = {value} is invalid (must be finite and > 0)")]
     InvalidOption { option: OptionName, value: f32 },
+    #[error("diagnostic setting {setting} = {value} is invalid ({rule})")]
+    InvalidSetting {
+        setting: &'static str,
+        value: f64,
+        rule: &'static str,
+    },
     #[error("{tensor}[{index}] = {value} is not a valid FP8 scale (must be finite and > 0)")]
     InvalidScale {
         tensor: TensorName,

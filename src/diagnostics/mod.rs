@@ -8,6 +8,8 @@
 //! - [`entropy`]: per-head statistics of the forward kernel's per-row attention entropy.
 //! - [`probe`]: the probing map: cross-validated linear probes of per-token properties on each
 //!   head's outputs, with majority and random-projection baselines.
+//! - [`robustness`]: per-head Jacobian gains (worst-case, random, non-linear) by power iteration
+//!   over the JVP and backward kernels, and each head's contribution to the layer's.
 //! - [`report`], [`plots`]: the report folder of `flashmha diagnose` (CSV, Markdown, PNG, SVG).
 //! - [`npy`]: reading `.npy` / raw f32 inputs for the CLI.
 //!
@@ -19,6 +21,7 @@ pub mod npy;
 pub mod plots;
 pub mod probe;
 pub mod report;
+pub mod robustness;
 pub mod similarity;
 
 pub use crate::ops::head_similarity::{HeadSimBuffers, HeadSimLaunch, HeadSimPlan, HeadSimProblem};

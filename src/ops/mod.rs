@@ -8,5 +8,6 @@ pub mod backward;
 pub mod decode;
 pub mod forward;
 pub mod head_similarity;
+pub mod jvp;
 pub mod kv_append;
 pub mod merge;

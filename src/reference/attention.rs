@@ -244,7 +244,7 @@ pub(super) fn validate(inp: &ReferenceInputs) -> Result<Problem, ReferenceError>
 
 /// Whether key `j` is visible from query row `i` of an item with `sq` queries and `sk` keys,
 /// for the effective window `(left, right)` (`None` = unbounded), diagonal bottom-right aligned.
-fn key_visible(
+pub(super) fn key_visible(
     i: usize,
     j: usize,
     sq: usize,

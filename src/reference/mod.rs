@@ -15,6 +15,7 @@
 pub mod attention;
 pub mod backward;
 pub mod head_similarity;
+pub mod jvp;
 pub mod paged;
 pub mod rounding;
 pub mod tolerance;
@@ -25,6 +26,7 @@ mod naive;
 pub use attention::{attention, Layout, ReferenceInputs, ReferenceOutputs};
 pub use backward::{attention_backward, BackwardOutputs};
 pub use head_similarity::head_similarity;
+pub use jvp::{attention_jvp, JvpOutputs, Tangents};
 pub use rounding::round_slice;
 pub use tolerance::{
     check_each, compare, score_bound, BwdErrorModel, Comparison, EntropyTerms, ErrorModel,

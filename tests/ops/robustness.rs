@@ -1,0 +1,359 @@
+//! Per-head robustness (issue 22, item 2) on the emulator: the power iteration over the JVP and
+//! backward kernels against an exact SVD of each head's Jacobian (built column by column from the
+//! f64 reference JVP, `flashmha::reference::attention_jvp`, at the same rounded inputs), a
+//! planted fragile head singled out, and bad settings as typed errors or "not converged".
+
+use flashmha::common::dtype::DType;
+use flashmha::common::options::AttnOptions;
+use flashmha::diagnostics::robustness::{head_inputs, measure, LayerInputs, Settings, Wrt};
+use flashmha::reference::{attention_jvp, round_slice, Layout, ReferenceInputs, Tangents};
+use flashmha::Heads;
+use rand::{Rng, SeedableRng};
+
+/// The exact top singular value of head `h`'s Jacobian (its own output, w.r.t. `wrt`).
+fn exact_sigma(l: &LayerInputs, h: usize, wrt: Wrt) -> f64 {
+    let d = l.head_dim;
+    let [q, k, v] = head_inputs(l, h).map(|x| round_slice(&x, l.dtype));
+    let slope = l.alibi_slopes.map(|s| vec![s[h]]);
+    let inp = ReferenceInputs {
+        q: &q,
+        k: &k,
+        v: &v,
+        layout: Layout::Padded {
+            batch: 1,
+            seqlen_q: l.seqlen_q,
+            seqlen_k: l.seqlen_k,
+        },
+        num_heads_q: 1,
+        num_heads_kv: 1,
+        head_dim: d,
+        options: &l.options,
+        alibi_slopes: slope.as_deref(),
+        head_gates: None,
+        sinks: None,
+    };
+    let sel = match wrt {
+        Wrt::Qkv => [true, true, true],
+        Wrt::Kv => [false, true, true],
+        Wrt::Q => [true, false, false],
+    };
+    let lens = [q.len(), k.len(), v.len()];
+    let mut columns: Vec<Vec<f64>> = Vec::new();
+    for part in 0..3 {
+        if !sel[part] {
+            continue;
+        }
+        for i in 0..lens[part] {
+            let mut t = [
+                vec![0f32; lens[0]],
+                vec![0f32; lens[1]],
+                vec![0f32; lens[2]],
+            ];
+            t[part][i] = 1.0;
+            let r = attention_jvp(
+                &inp,
+                Tangents {
+                    dq: &t[0],
+                    dk: &t[1],
+                    dv: &t[2],
+                },
+                1e-3,
+            )
+            .unwrap();
+            columns.push(r.o_tangent);
+        }
+    }
+    let m = columns[0].len();
+    let j = nalgebra::DMatrix::from_fn(m, columns.len(), |r, c| columns[c][r]);
+    j.singular_values().max()
+}
+
+/// Random small layers (GQA, masks, softcap, ALiBi, each selection): the power iteration's top
+/// singular value of every head within 1e-2 relative of the exact SVD's, and the mean random
+/// gain between the RMS gain's half and itself (E|Jr| <= sqrt(E|Jr|^2) = |J|_F / sqrt(n)).
+#[test]
+fn power_iteration_matches_the_exact_svd() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+    for case in 0..2 {
+        let (sq, sk, d) = (rng.random_range(3..=9), rng.random_range(3..=12), 8);
+        let heads = if case == 0 {
+            Heads::mha(2)
+        } else {
+            Heads::gqa(2, 1)
+        };
+        let mut draw =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.5f32..1.5)).collect() };
+        let (q, k, v) = (
+            draw(sq * 2 * d),
+            draw(sk * heads.kv * d),
+            draw(sk * heads.kv * d),
+        );
+        let slopes = [0.2f32, 0.05];
+        let options = AttnOptions {
+            causal: case == 1,
+            softcap: (case == 0).then_some(3.0),
+            ..AttnOptions::default()
+        };
+        let wrt = [Wrt::Qkv, Wrt::Kv, Wrt::Q][rng.random_range(0..3)];
+        let layer = LayerInputs {
+            q: &q,
+            k: &k,
+            v: &v,
+            seqlen_q: sq,
+            seqlen_k: sk,
+            heads,
+            head_dim: d,
+            options,
+            alibi_slopes: (case == 1).then_some(&slopes[..]),
+            dtype: DType::F16,
+        };
+        let settings = Settings {
+            wrt,
+            rel_tol: 2e-4,
+            max_iters: 80,
+            random_samples: 6,
+            epsilons: vec![0.01],
+            seed: rng.random(),
+        };
+        let r = measure(&layer, &settings).unwrap();
+        for h in 0..2 {
+            let exact = exact_sigma(&layer, h, wrt);
+            let got = &r.heads[h];
+            let rel = (got.top.sigma - exact).abs() / exact;
+            println!(
+                "case {case} ({sq}x{sk}, {wrt:?}) head {h}: power iteration {:.5} ({} iterations, converged {}), exact {exact:.5}, rel {rel:.1e}",
+                got.top.sigma, got.top.iterations, got.top.converged
+            );
+            assert!(rel <= 1e-2, "head {h}: {} vs exact {exact}", got.top.sigma);
+            assert!(got.mean_random > 0.0 && got.mean_random <= got.top.sigma * 1.01);
+            assert!(got.ratio >= 0.99);
+            // At 1% of the input norm the head is close to linear.
+            let p = got.epsilon_curve[0];
+            assert!((p.amplification / got.top.sigma - 1.0).abs() < 0.2, "{p:?}");
+        }
+        // The combined output's Jacobian is block structured over heads (MHA) or shares K/V
+        // (GQA): its top singular value is at least every head's.
+        let max_head = r.heads.iter().map(|f| f.top.sigma).fold(0.0, f64::max);
+        assert!(r.combined.top.sigma >= 0.99 * max_head);
+    }
+}
+
+/// Head 0 of four is planted fragile: every query points at two keys with tied, large scores
+/// (a very peaked softmax split between them) whose values differ, so moving a query (or one
+/// key) along the direction that separates the two keys flips the head's output. The other
+/// heads see small random inputs. Head 0 must top every figure.
+#[test]
+fn planted_fragile_head_is_singled_out() {
+    let (s, h, d) = (16usize, 4usize, 16usize);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+    let mut small =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-0.5f32..0.5)).collect() };
+    let (mut q, mut k, mut v) = (small(s * h * d), small(s * h * d), small(s * h * d));
+    let at = |row: usize, c: usize| (row * h) * d + c; // head 0
+    for i in 0..s {
+        for c in 0..d {
+            q[at(i, c)] = if c == 0 { 4.0 } else { 0.0 };
+        }
+    }
+    for c in 0..d {
+        k[at(3, c)] = [4.0, 8.0][..].get(c).copied().unwrap_or(0.0);
+        k[at(9, c)] = [4.0, -8.0][..].get(c).copied().unwrap_or(0.0);
+        v[at(3, c)] = 1.0;
+        v[at(9, c)] = -1.0;
+    }
+    let layer = LayerInputs {
+        q: &q,
+        k: &k,
+        v: &v,
+        seqlen_q: s,
+        seqlen_k: s,
+        heads: Heads::mha(h),
+        head_dim: d,
+        options: AttnOptions::default(),
+        alibi_slopes: None,
+        dtype: DType::Bf16,
+    };
+    let r = measure(
+        &layer,
+        &Settings {
+            random_samples: 4,
+            max_iters: 40,
+            ..Settings::default()
+        },
+    )
+    .unwrap();
+    for (i, f) in r.heads.iter().enumerate() {
+        println!(
+            "head {i}: sigma {:.3} (converged {}), random {:.3}, ratio {:.2}, contribution {:+.3}, curve {:?}",
+            f.top.sigma, f.top.converged, f.mean_random, f.ratio, r.contribution(i),
+            f.epsilon_curve.iter().map(|p| p.amplification / f.top.sigma).collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(r.most_fragile()[0], 0);
+    let others = |get: &dyn Fn(usize) -> f64| (1..h).map(get).fold(f64::MIN, f64::max);
+    assert!(r.heads[0].top.sigma > 3.0 * others(&|i| r.heads[i].top.sigma));
+    assert!(r.heads[0].ratio > others(&|i| r.heads[i].ratio));
+    assert!(r.contribution(0) > others(&|i| r.contribution(i)));
+    // The tipping point is non-linear: at the largest epsilon the realised gain departs from
+    // the linear prediction by more than at the smallest.
+    let curve = &r.heads[0].epsilon_curve;
+    let dev = |p: &flashmha::diagnostics::robustness::EpsilonPoint| {
+        (p.amplification / r.heads[0].top.sigma - 1.0).abs()
+    };
+    assert!(dev(curve.last().unwrap()) > dev(&curve[0]));
+}
+
+/// Bad settings and inputs are typed errors; a budget too small to converge is reported with
+/// the last estimate, not an error.
+#[test]
+fn bad_settings_are_errors_and_non_convergence_is_reported() {
+    let (s, d) = (6usize, 8usize);
+    let x: Vec<f32> = (0..s * d)
+        .map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0)
+        .collect();
+    let layer = LayerInputs {
+        q: &x,
+        k: &x,
+        v: &x,
+        seqlen_q: s,
+        seqlen_k: s,
+        heads: Heads::mha(1),
+        head_dim: d,
+        options: AttnOptions::default(),
+        alibi_slopes: None,
+        dtype: DType::F16,
+    };
+    for eps in [0.0, -0.1, f64::NAN] {
+        let e = measure(
+            &layer,
+            &Settings {
+                epsilons: vec![0.1, eps],
+                ..Settings::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                flashmha::Error::InvalidSetting {
+                    setting: "epsilon",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+    let no_budget = Settings {
+        max_iters: 0,
+        ..Settings::default()
+    };
+    let no_tolerance = Settings {
+        rel_tol: 0.0,
+        ..Settings::default()
+    };
+    for bad in [no_budget, no_tolerance] {
+        assert!(matches!(
+            measure(&layer, &bad),
+            Err(flashmha::Error::InvalidSetting { .. })
+        ));
+    }
+    let short = LayerInputs {
+        k: &x[..d],
+        ..layer
+    };
+    assert!(matches!(
+        measure(&short, &Settings::default()),
+        Err(flashmha::Error::DimMismatch { .. })
+    ));
+    let huge = LayerInputs {
+        seqlen_q: usize::MAX,
+        ..layer
+    };
+    assert!(measure(&huge, &Settings::default()).is_err());
+    let r = measure(
+        &layer,
+        &Settings {
+            max_iters: 1,
+            random_samples: 1,
+            epsilons: vec![0.1],
+            ..Settings::default()
+        },
+    )
+    .unwrap();
+    assert!(!r.heads[0].top.converged);
+    assert_eq!(r.heads[0].top.iterations, 1);
+    assert!(r.heads[0].top.sigma.is_finite() && r.heads[0].top.sigma > 0.0);
+    let rows = flashmha::diagnostics::robustness::robustness_rows(&r);
+    assert!(
+        rows[0][1].starts_with("not converged in 1: last"),
+        "{:?}",
+        rows[0]
+    );
+}
+
+/// `diagnose --robustness` writes the table and the figure beside the other report files; a bad
+/// epsilon is a usage error before any emulation (no panic).
+#[test]
+fn cli_writes_the_robustness_report() {
+    use crate::head_similarity::{run_cli, scratch_dir};
+    let dir = scratch_dir("diagnose-robustness");
+    let out = dir.to_str().unwrap();
+    let stdout = run_cli(&[
+        "diagnose",
+        "--heads",
+        "3",
+        "--seq",
+        "24",
+        "--dim",
+        "32",
+        "--dtype",
+        "f16",
+        "--robustness",
+        "--robustness-tokens",
+        "12",
+        "--epsilon",
+        "0.05,0.2",
+        "--out",
+        out,
+    ]);
+    assert!(stdout.contains("most fragile heads"), "{stdout}");
+    for f in [
+        "robustness.csv",
+        "robustness.png",
+        "robustness.svg",
+        "summary.md",
+    ] {
+        let len = std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 0, "{f} missing or empty");
+    }
+    let csv = std::fs::read_to_string(dir.join("robustness.csv")).unwrap();
+    // Three heads and the combined row, then 2 epsilons x 4 curves.
+    assert_eq!(
+        csv.lines().filter(|l| l.starts_with("combined,")).count(),
+        1 + 2,
+        "{csv}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_flashmha"))
+        .args([
+            "diagnose",
+            "--heads",
+            "2",
+            "--seq",
+            "8",
+            "--dim",
+            "32",
+            "--robustness",
+            "--epsilon",
+            "0.1,0",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(
+        stderr.contains("epsilon") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
