@@ -26,6 +26,7 @@ mod decode_props;
 mod decode_traps;
 mod decode_wide_tile;
 mod forward_props;
+mod head_dims;
 mod head_similarity;
 mod hopper_tma_maps;
 mod perf_model_hopper;
