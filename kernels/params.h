@@ -355,7 +355,9 @@ typedef struct FlashDecodeParams {
     int32_t batch;
     int32_t num_heads_q;
     int32_t num_heads_kv;      /* num_heads_q % num_heads_kv == 0; grid.y = hkv * row tiles */
-    int32_t head_dim;          /* must equal the entry's compiled head dim */
+    int32_t head_dim;          /* 16-bit pages: <= the entry's compiled head dim, a multiple of 8
+                                  (the columns past it zero-filled, never written); FP8 pages:
+                                  the compiled head dim */
     int32_t seqlen_q;          /* padded: sq_new; varlen: upper bound of any item's rows */
     int32_t total_q;           /* rows of q / o (padded: batch * sq_new) */
     int32_t num_pages;         /* block_table entries must lie in [0, num_pages) */

@@ -6,6 +6,8 @@
  *    cannot provide.
  *  - pin(x) returns x through an opaque register move, so the compiler keeps the value in a
  *    register instead of re-deriving it (rematerialising) inside the main loop.
+ *  - step_runs<kBounded, kStep>(head_dim) bounds an unrolled fragment loop at run time (issue 23:
+ *    a head dim below the compiled one issues only the k16 / n16 steps its real width needs).
  */
 #ifndef FLASHMHA_COMMON_CODEGEN_CUH
 #define FLASHMHA_COMMON_CODEGEN_CUH
@@ -26,6 +28,16 @@ __device__ __forceinline__ void static_for(F &&f) {
         f(Int<I>{});
         static_for<N, I + 1>(f);
     }
+}
+
+/* Whether step kStep of an unrolled loop over the compiled head dim runs. kBounded false is the
+ * compiled-width path: always (the loop compiles exactly as without a bound). kBounded true:
+ * while its 16 columns hold one of the real head dim's, a warp-uniform run-time bound (read
+ * from the params where it is tested: one register fewer at the register peak); step 0 always
+ * runs (it starts the accumulators and every served head dim reaches it). */
+template <bool kBounded, int kStep>
+__device__ __forceinline__ bool step_runs(int head_dim) {
+    return !kBounded || kStep == 0 || kStep * 16 < head_dim;  // 16 columns: one k16 step / n16 pair
 }
 
 __device__ __forceinline__ uint32_t pin(uint32_t x) {

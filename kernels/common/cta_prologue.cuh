@@ -13,8 +13,9 @@ namespace flashmha {
 
 /* Traps unless the launch gave at least kSmemBytes of dynamic shared memory and
  * 0 < head_dim <= kHeadDim with head_dim a multiple of kHeadDimStep: the forward serves every
- * multiple of 8 up to its compiled dim (the extra columns predicated off, params.h), decode its
- * compiled dim only (kHeadDimStep = kHeadDim). */
+ * multiple of 8 up to its compiled dim (the extra columns predicated off, params.h), and so does
+ * the decode over 16-bit pages; the decode over FP8 pages serves its compiled dim only
+ * (kHeadDimStep = kHeadDim). */
 template <int kSmemBytes, int kHeadDim, int kHeadDimStep>
 __device__ __forceinline__ void cta_prologue(int head_dim) {
     uint32_t dynamic_smem_bytes;

@@ -83,7 +83,12 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
     constexpr int kW = T::kNumWarps;
     extern __shared__ __align__(128) unsigned char smem[];
 
-    cta_prologue<T::kSmemBytes, T::kHeadDim, T::kHeadDim>(p.head_dim);  // its compiled dim only
+    // 16-bit pages: every multiple of 8 up to the compiled dim, the columns past the real one
+    // zero-filled in shared memory and never written; FP8 pages: the compiled dim only.
+    cta_prologue<T::kSmemBytes, T::kHeadDim, T::kKvFp8 ? T::kHeadDim : kDecodeChunkElems>(p.head_dim);
+    const int d_real = p.head_dim;
+    const int col8_valid = d_real / kDecodeChunkElems;  // 16-byte chunks of a row in global
+    static_assert(T::kQKSteps == T::kPairTilesD, "one 16-column bound serves Q K^T and P V");
 
     const int tid = threadIdx.x;
     const int lane = lane_of(tid);
@@ -189,7 +194,8 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                                          qi * p.q_row_stride + head * p.q_head_stride;
 #pragma unroll
                 for (int i = 0; i < kChunksPerItem; ++i)
-                    v[i] = *reinterpret_cast<const uint4 *>(src + (c + i) * kDecodeChunkElems);
+                    if (c + i < col8_valid)  // columns past d stay zero
+                        v[i] = *reinterpret_cast<const uint4 *>(src + (c + i) * kDecodeChunkElems);
             }
             unsigned char *dst = smem + T::kQOffset + row * T::kQPitch + c * kDecodeChunkBytes;
             if constexpr (T::kKvFp8) {
@@ -289,20 +295,31 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
             }
             return bytes;
         };
+        // The bytes the lane copies of its chunk j (2 j + copy_half of the row) given its row's
+        // `bytes`: below the compiled width (kBounded) the chunks past d are zero-filled without
+        // a read; at the compiled width the bound folds away.
+        auto chunk_bytes = [&](auto bounded_c, auto j_c, uint32_t bytes) -> uint32_t {
+            if constexpr (decltype(bounded_c)::value != 0)
+                return (decltype(j_c)::value * kCopyLanesPerRow + copy_half) * kDecodeChunkElems < p.head_dim
+                           ? bytes
+                           : 0u;
+            else
+                return bytes;
+        };
         // cp.async: copies key block `blk` into stage kStage.
-        auto issue_block = [&](auto stage_c, int blk) {
+        auto issue_block = [&](auto stage_c, auto bounded_c, int blk) {
             constexpr int kStage = decltype(stage_c)::value;
             uint64_t k_src, v_src;
             const uint32_t bytes = locate_row(blk, k_src, v_src);
             static_for<T::kChunksPerLane>([&](auto j_c) {
                 constexpr int kOff = decltype(j_c)::value * kCopyLanesPerRow * kDecodeChunkBytes;
-                cp_async_16_imm<T::k_block(kStage) - T::kRegionOffset + kOff, kOff>(copy_dst, k_src,
-                                                                                      bytes);
+                cp_async_16_imm<T::k_block(kStage) - T::kRegionOffset + kOff, kOff>(
+                    copy_dst, k_src, chunk_bytes(bounded_c, j_c, bytes));
             });
             static_for<T::kChunksPerLane>([&](auto j_c) {
                 constexpr int kOff = decltype(j_c)::value * kCopyLanesPerRow * kDecodeChunkBytes;
-                cp_async_16_imm<T::v_block(kStage) - T::kRegionOffset + kOff, kOff>(copy_dst, v_src,
-                                                                                      bytes);
+                cp_async_16_imm<T::v_block(kStage) - T::kRegionOffset + kOff, kOff>(
+                    copy_dst, v_src, chunk_bytes(bounded_c, j_c, bytes));
             });
             cp_async_commit();
         };
@@ -319,12 +336,12 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
             uint32_t bytes = 0;
             StagedRow row;
         };
-        auto load_row = [&](uint64_t src, uint32_t bytes, StagedRow &st) {
+        auto load_row = [&](auto bounded_c, uint64_t src, uint32_t bytes, StagedRow &st) {
             static_for<T::kChunksPerLane>([&](auto j_c) {
                 constexpr int j = decltype(j_c)::value;
                 constexpr int kOff = j * kCopyLanesPerRow * kDecodeChunkBytes;
                 st.chunk[j] = make_uint4(0u, 0u, 0u, 0u);
-                if (bytes != 0) st.chunk[j] = ld_global_nc_16(src + kOff);
+                if (chunk_bytes(bounded_c, j_c, bytes) != 0) st.chunk[j] = ld_global_nc_16(src + kOff);
             });
         };
         // Stores a staged row into the K (kBlock = k_block(0)) or V block of the single stage.
@@ -352,8 +369,10 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
             return r;
         };
 
-        auto process_block = [&](auto format_c, auto stage_c, int i) {
+        auto process_block = [&](auto format_c, auto bounded_c, auto stage_c, int i) {
             constexpr int kStage = decltype(stage_c)::value;
+            // (unused by the FP8 loop, which runs its compiled width only)
+            [[maybe_unused]] constexpr bool kBounded = decltype(bounded_c)::value != 0;
             constexpr int kK = T::k_block(kStage) - T::kRegionOffset;
             constexpr int kV = T::v_block(kStage) - T::kRegionOffset;
             auto dequant = [&](uint32_t x) { return kv_pairs(format_c, x); };
@@ -364,11 +383,11 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
             if constexpr (T::kRegisterStaged) {
                 if (has_next) {
                     next.bytes = locate_row(blk + kW, next.k, next.v);
-                    load_row(next.k, next.bytes, next.row);
+                    load_row(bounded_c, next.k, next.bytes, next.row);
                 }
             } else {
                 (void)next;  // the cp.async path stages nothing in registers
-                if (has_next) issue_block(Int<kStage ^ 1>{}, blk + kW);  // stage freed by warp_sync
+                if (has_next) issue_block(Int<kStage ^ 1>{}, bounded_c, blk + kW);  // stage freed by warp_sync
                 if (has_next)
                     cp_async_wait<1>();  // this block's group landed (the next may be in flight)
                 else
@@ -410,6 +429,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
             } else
             static_for<T::kQKSteps>([&](auto kk_c) {
                 constexpr int kk = decltype(kk_c)::value;
+                if (!step_runs<kBounded, kk>(p.head_dim)) return;  // Q and K columns past d are zero
                 uint32_t b[kLdsmMatrices];
                 ldsm_x4<kK + kk * 2 * kDecodeChunkBytes>(b, k_cur);
                 static_for<kRB>([&](auto rb_c) {
@@ -432,7 +452,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                 warp_sync();
                 if (has_next) {
                     store_row(Int<T::k_block(0)>{}, next.row);
-                    load_row(next.v, next.bytes, next.row);
+                    load_row(bounded_c, next.v, next.bytes, next.row);
                 }
             }
 
@@ -472,6 +492,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
             } else
             static_for<T::kPairTilesD>([&](auto dp_c) {
                 constexpr int dp = decltype(dp_c)::value;
+                if (!step_runs<kBounded, dp>(p.head_dim)) return;  // O columns past d: never written
                 uint32_t b[kLdsmMatrices];
                 ldsm_x4_trans<kV + dp * 2 * kDecodeChunkBytes>(b, v_cur);
 #pragma unroll
@@ -486,33 +507,38 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
             }
         };
 
-        auto run_blocks = [&](auto format_c) {
+        auto run_blocks = [&](auto format_c, auto bounded_c) {
             if constexpr (T::kRegisterStaged) {
                 // Prologue: the first block through registers into the single stage.
                 uint64_t k_src, v_src;
                 const uint32_t bytes = locate_row(blk_first, k_src, v_src);
                 StagedRow row;
-                load_row(k_src, bytes, row);
+                load_row(bounded_c, k_src, bytes, row);
                 store_row(Int<T::k_block(0)>{}, row);
-                load_row(v_src, bytes, row);
+                load_row(bounded_c, v_src, bytes, row);
                 store_row(Int<T::v_block(0)>{}, row);
-                for (int i = 0; i < num_blocks; ++i) process_block(format_c, Int<0>{}, i);
+                for (int i = 0; i < num_blocks; ++i) process_block(format_c, bounded_c, Int<0>{}, i);
             } else {
-                issue_block(Int<0>{}, blk_first);
+                issue_block(Int<0>{}, bounded_c, blk_first);
                 for (int i = 0; i < num_blocks; i += T::kStages) {
-                    process_block(format_c, Int<0>{}, i);
-                    if (i + 1 < num_blocks) process_block(format_c, Int<1>{}, i + 1);
+                    process_block(format_c, bounded_c, Int<0>{}, i);
+                    if (i + 1 < num_blocks) process_block(format_c, bounded_c, Int<1>{}, i + 1);
                 }
             }
         };
-        // One CTA-uniform branch on the FP8 format; each side is the whole key loop.
+        // One CTA-uniform branch on the FP8 format, and one on the head dim: a head dim below
+        // the compiled one (16-bit pages only) runs the bounded loop, which zero-fills the
+        // columns past d and skips the steps they alone would need; the compiled width runs
+        // the same code as without a bound. Each side is the whole key loop.
         if constexpr (T::kKvFp8) {
             if (p.kv_format == FLASHMHA_KV_FORMAT_E5M2)
-                run_blocks(Int<FLASHMHA_KV_FORMAT_E5M2>{});
+                run_blocks(Int<FLASHMHA_KV_FORMAT_E5M2>{}, Int<0>{});
             else
-                run_blocks(Int<FLASHMHA_KV_FORMAT_E4M3>{});
+                run_blocks(Int<FLASHMHA_KV_FORMAT_E4M3>{}, Int<0>{});
+        } else if (d_real == T::kHeadDim) {
+            run_blocks(Int<FLASHMHA_KV_FORMAT_SAME>{}, Int<0>{});
         } else {
-            run_blocks(Int<FLASHMHA_KV_FORMAT_SAME>{});
+            run_blocks(Int<FLASHMHA_KV_FORMAT_SAME>{}, Int<1>{});
         }
     }
 
@@ -564,7 +590,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         const int row = flat / kCol4;
         const int c4 = flat - row * kCol4;
         const int r = r0 + row;
-        if (r >= rows_item) continue;
+        if (r >= rows_item || c4 * 4 >= d_real) continue;  // columns past d are not written
         const int qi = r / group;
         const int head = kv_head * group + (r - qi * group);
         // The warps' states merged (state_merge.cuh): an empty warp (LSE -inf) weighs -0 and
@@ -610,7 +636,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         if (split_out) {
             const int64_t state = (static_cast<int64_t>(split) * p.total_q + grow) * p.num_heads_q + head;
             if (lse != neg_inf())
-                *reinterpret_cast<float4 *>(p.partial_o + state * T::kHeadDim + c4 * 4) = acc;
+                *reinterpret_cast<float4 *>(p.partial_o + state * d_real + c4 * 4) = acc;
             if (c4 == 0) {
                 p.partial_lse[state] = lse;
                 if (p.partial_entropy != nullptr) p.partial_entropy[state] = ent;

@@ -5,6 +5,11 @@
  * traits' LoadPath picks the K / V pipeline; everything else (masks, modifiers, online softmax,
  * entropy, epilogue) is the same code on both.
  *
+ * A head dim below the compiled one runs with its extra columns zero-filled; when that leaves
+ * whole 16-column steps empty, a tile with FwdTraits::kBoundedLoop runs a second copy of the
+ * main loop that skips them (codegen.cuh step_runs; kernel_table.h, "Head dims between the
+ * rows").
+ *
  * One CTA computes one tile of block_m query rows of one query head of one batch item
  * (grid = (ceil(seqlen_q / block_m), num_heads_q, batch)); each warp owns kRowBlocks m16 row
  * blocks (32 rows for block_m = 128 and 4 warps), so every K / V fragment it reads from shared
@@ -53,6 +58,9 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
     const int d_real = params.head_dim;
     cta_prologue<T::kSmemBytes, T::kHeadDim, kChunkElems>(d_real);
     const int col8_valid = d_real / kChunkElems;  // 16-byte column chunks that exist in global
+    // Q K^T's k16 steps and P V's n16 pairs stop at the real head dim rounded up to 16 (issue
+    // 23: no mma on all-zero columns): a narrower head dim runs the bounded main loop.
+    static_assert(T::kQKSteps == T::kPairTilesD, "one 16-column bound serves Q K^T and P V");
 
     const int tid = threadIdx.x;
     const int lane = lane_of(tid);
@@ -216,8 +224,9 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
         // One KV tile in pipeline stage kStage (compile time, so all shared addresses are
         // register + immediate): prefetch tile n+1 (into the other stage, or into registers),
         // S = Q K^T, modifiers and masks, online softmax, O += P V.
-        auto process_tile = [&](auto stage_c, int n) {
+        auto process_tile = [&](auto stage_c, auto bounded_c, int n) {
             constexpr int kStage = decltype(stage_c)::value;
+            constexpr bool kBounded = decltype(bounded_c)::value != 0;
             constexpr int kKTile = T::kKOffset + kStage * KVTile::kBytes;
             constexpr int kVTile = T::kVOffset + kStage * KVTile::kBytes;
             const bool has_next = n + 1 < n_end;
@@ -234,6 +243,7 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
             static_for<T::kQKSteps>([&](auto kk_c) {
                 constexpr int kk = decltype(kk_c)::value;
                 constexpr int kCol8 = kk * T::kChunksPerK16;
+                if (!step_runs<kBounded, kk>(params.head_dim)) return;  // Q and K columns past d are zero
                 auto qk_step = [&](const uint32_t(&a)[kRB][kARegs]) {
                     static_for<T::kPairTilesN>([&](auto jp_c) {
                         constexpr int jp = decltype(jp_c)::value;
@@ -309,6 +319,7 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
                 static_for<T::kPairTilesD>([&](auto dp_c) {
                     constexpr int dp = decltype(dp_c)::value;
                     constexpr int kCol8 = dp * T::kChunksPerK16;  // two n8 dim tiles per ldmatrix.x4
+                    if (!step_runs<kBounded, dp>(params.head_dim)) return;  // O columns past d: never written
                     uint32_t b[kLdsmMatrices];
                     ldsm_x4_trans<kVTile + KVCursor::template imm<kRow, kCol8>()>(
                         b, v_cur.template reg<kCol8>());
@@ -335,15 +346,24 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
             }
         };
 
-        if constexpr (T::kStages == 1) {
-            for (int n = n_begin; n < n_end; ++n) process_tile(Int<0>{}, n);
-        } else {
-            // Tiles alternate between the two stages; unrolled by two so the stage is static.
-            for (int n = n_begin; n < n_end; n += T::kStages) {
-                process_tile(Int<0>{}, n);
-                if (n + 1 < n_end) process_tile(Int<1>{}, n + 1);
+        auto run_tiles = [&](auto bounded_c) {
+            if constexpr (T::kStages == 1) {
+                for (int n = n_begin; n < n_end; ++n) process_tile(Int<0>{}, bounded_c, n);
+            } else {
+                // Tiles alternate between the two stages; unrolled by two so the stage is static.
+                for (int n = n_begin; n < n_end; n += T::kStages) {
+                    process_tile(Int<0>{}, bounded_c, n);
+                    if (n + 1 < n_end) process_tile(Int<1>{}, bounded_c, n + 1);
+                }
             }
-        }
+        };
+        // One CTA-uniform branch (FwdTraits::kBoundedLoop): the compiled width's loop is the
+        // same code as without a bound (its counters unchanged); narrower head dims skip their
+        // all-zero steps.
+        if (!T::kBoundedLoop || d_real > T::kHeadDim - kMmaK)
+            run_tiles(Int<0>{});
+        else if constexpr (T::kBoundedLoop)
+            run_tiles(Int<1>{});
     }
 
     // ---- Epilogue ---------------------------------------------------------------------------

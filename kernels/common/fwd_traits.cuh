@@ -42,6 +42,12 @@ struct FwdTraits {
     static constexpr int kChunksPerK16 = kMmaK / kChunkElems;   // 16-byte chunks per k16 step
     static constexpr int kPairTilesN = kBlockN / (2 * kMmaN);   // one ldmatrix.x4 = 2 key tiles
     static constexpr int kPairTilesD = kHeadDim / (2 * kMmaN);  // one ldmatrix.x4.trans = 2 dim tiles
+    /* Whether the CTA carries a second, bounded copy of the main loop for head dims that leave
+     * whole 16-column steps empty (issue 23; flash_fwd_cta.cuh). Only the d256 tile: there it
+     * saves up to 7 of 16 steps (d160 / d192 / d224: 1.6 / 1.33 / 1.14x of the need before) at
+     * 0 spills (255 registers on sm_80 .. sm_100, ptxas 13.5); with it the d64 / d128 tiles spill
+     * 4 B and d80 24 B on sm_80 / sm_86 (d80 and d96 serve no head dim it would shorten). */
+    static constexpr bool kBoundedLoop = kQKSteps > 8;
 
     /* Q A-fragments (4 registers per k16 step and row block) stay in registers for the whole
      * main loop only while the accumulator-resident registers per thread (per row block O: d / 2,

@@ -18,6 +18,7 @@ use crate::ops::decode::fp8::{KvCacheDType, KvScaleGranularity};
 use crate::ops::decode::kernels::DECODE_KERNELS;
 use crate::ops::decode::plan::{DecodePlan, SplitPolicy};
 use crate::ops::decode::problem::{DecodeProblem, QueryLayout};
+use crate::ops::decode::validate::decode_width_for;
 use crate::reference::paged::{
     item_rows, pack_rows, paged_attention, stat_offset, PagedReferenceInputs,
 };
@@ -152,11 +153,9 @@ impl DecodeCase {
         let fp8_compiled = DECODE_KERNELS
             .iter()
             .any(|r| r.kv_bytes == 1 && r.dtype == dtype && r.head_dim as usize == head_dim);
-        // The Turing kernels in a quarter of the cases they serve (f16, their head dims, 16-bit
-        // pages); those cases take no FP8 pages.
-        let turing_compiled = DECODE_KERNELS.iter().any(|r| {
-            r.target == KernelTarget::Turing && r.dtype == dtype && r.head_dim as usize == head_dim
-        });
+        // The Turing kernels in a quarter of the cases they serve (f16, the head dims up to
+        // their widest, 16-bit pages); those cases take no FP8 pages.
+        let turing_compiled = decode_width_for(KernelTarget::Turing, dtype, 2, head_dim).is_some();
         let target = match target {
             Some(t) => t.shared_kernels(),
             None if turing_compiled && rng.random_bool(0.25) => KernelTarget::Turing,

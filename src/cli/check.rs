@@ -12,6 +12,7 @@ use flashmha::common::build_info::FWD_KERNELS;
 use flashmha::common::dtype::DType;
 use flashmha::cuda::CudaBackend;
 use flashmha::ops::decode::kernels::DECODE_KERNELS;
+use flashmha::ops::decode::validate::decode_width_for;
 use flashmha::ops::forward::validate::{compiled_head_dims, forward_kernel_for};
 use flashmha::KernelTarget;
 use rand::rngs::StdRng;
@@ -239,31 +240,52 @@ fn forward_op<'a>(args: &'a CheckArgs, backend: Option<&'a CudaBackend>) -> CliR
 
 /// Paged decode: the kernels asked for, else on a GPU the device's own (a T4: f16 over 16-bit
 /// pages), else a mix of the Ampere and Turing kernels (as the property tests draw); head dims
-/// among the compiled decode rows (decode runs no head dim between them), or `--head-dim`.
+/// among the compiled decode rows half the time, else every multiple of 8 they serve (the
+/// forward's rule, `decode_width_for`), or `--head-dim`.
 fn decode_op<'a>(args: &'a CheckArgs, backend: Option<&'a CudaBackend>) -> CliResult<Op<'a>> {
     let target = args.target().or(backend.map(CudaBackend::target));
     // Decode rows exist for Ampere and Turing; Hopper decodes with the Ampere rows.
     let rows_of = target.unwrap_or(KernelTarget::Ampere).shared_kernels();
     let dtypes = args.dtypes(rows_of)?;
     // Sorted and distinct, so that every head dim is drawn equally often.
-    let head_dims = |wanted: Option<usize>| -> Vec<usize> {
+    let compiled: Vec<usize> = {
         let mut v: Vec<usize> = DECODE_KERNELS
             .iter()
             .filter(|r| r.target == rows_of && dtypes.contains(&r.dtype))
             .map(|r| r.head_dim as usize)
-            .filter(|&d| wanted.is_none_or(|h| h == d))
             .collect();
         v.sort_unstable();
         v.dedup();
         v
     };
-    let dims = head_dims(args.head_dim);
-    if dims.is_empty() {
-        return Err(flashmha::Error::UnsupportedHeadDim {
-            dtype: dtypes[0],
-            head_dim: args.head_dim.unwrap_or(0),
+    let serves = |d: usize| {
+        dtypes
+            .iter()
+            .all(|&dt| decode_width_for(rows_of, dt, 2, d).is_some())
+    };
+    let (dims, served) = match args.head_dim {
+        Some(d) if serves(d) => (vec![d], vec![d]),
+        Some(d) => {
+            return Err(flashmha::Error::UnsupportedHeadDim {
+                dtype: dtypes[0],
+                head_dim: d,
+                target: rows_of,
+                supported: compiled.iter().map(|&d| d as u32).collect(),
+            }
+            .into())
+        }
+        None => {
+            let served: Vec<usize> = (1..=MAX_DRAWN_HEAD_DIM / 8)
+                .map(|i| 8 * i)
+                .filter(|&d| serves(d))
+                .collect();
+            (compiled, served)
+        }
+    };
+    if dims.is_empty() || served.is_empty() {
+        return Err(flashmha::Error::UnsupportedOnTarget {
+            what: "the paged decode of this dtype",
             target: rows_of,
-            supported: head_dims(None).into_iter().map(|d| d as u32).collect(),
         }
         .into());
     }
@@ -271,7 +293,8 @@ fn decode_op<'a>(args: &'a CheckArgs, backend: Option<&'a CudaBackend>) -> CliRe
         what: "paged-decode cases",
         extra_header: &["splits"],
         cases: Box::new(move |rng, _| {
-            let case = DecodeCase::random_on(rng, target, &dtypes, &dims, args.max_len);
+            let dims = if rng.random_bool(0.5) { &dims } else { &served };
+            let case = DecodeCase::random_on(rng, target, &dtypes, dims, args.max_len);
             let outcome = match backend {
                 // The device's kernels, whichever target the case was drawn for.
                 Some(b) => run_decode_case_on(b, b.target(), &case)?,

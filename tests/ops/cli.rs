@@ -107,8 +107,9 @@ fn check_decode_passes_random_paged_cases_and_prints_their_errors() {
 }
 
 /// `check --decode --turing` runs the sm_75 decode on every case (f16 over 16-bit pages), bf16
-/// there is a typed refusal (what a T4 GPU gets instead of aborting mid-run), and a head dim
-/// without a decode kernel lists the compiled ones once each, in order.
+/// there is a typed refusal (what a T4 GPU gets instead of aborting mid-run), a head dim between
+/// the compiled ones runs (issue 23) and one no decode kernel serves lists the compiled ones
+/// once each, in order.
 #[test]
 fn check_decode_honours_turing_dtype_and_head_dim() {
     let (ok, text) = run_line("check --decode --turing --cases 3 --seed 5 --max-len 60");
@@ -118,7 +119,11 @@ fn check_decode_honours_turing_dtype_and_head_dim() {
     let (ok, text) = run_line("check --decode --turing --dtype bf16");
     assert!(!ok);
     assert!(text.contains("bf16 is not supported on sm_75"), "{text}");
-    let (ok, text) = run_line("check --decode --head-dim 72 --cases 1");
+    let (ok, text) = run_line("check --decode --head-dim 72 --cases 2 --max-len 40");
+    assert!(ok, "{text}");
+    let (ok, text) = run_line("check --decode --turing --head-dim 136 --cases 1");
+    assert!(!ok, "{text}");
+    let (ok, text) = run_line("check --decode --head-dim 84 --cases 1");
     assert!(!ok);
     let list = text
         .split("compiled: [")

@@ -19,7 +19,7 @@ proptest! {
         num_states in prop_oneof![Just(2usize), 1usize..=40],
         rows in 1usize..=5,
         heads in 1usize..=3,
-        d in prop_oneof![Just(64usize), Just(128), Just(8), Just(256)],
+        d in prop_oneof![Just(64usize), Just(128), Just(8), Just(256), Just(72), Just(112), Just(200)],
         neg_inf_pct in 0u32..60,
         seed in any::<u64>(),
     ) {
@@ -65,7 +65,7 @@ proptest! {
         page_size in prop_oneof![Just(1usize), Just(3), Just(16), 1usize..=40],
         num_pages in 1usize..=6,
         hkv in 1usize..=3,
-        d in prop_oneof![Just(64usize), Just(128), Just(32)],
+        d in prop_oneof![Just(64usize), Just(128), Just(32), Just(72), Just(112), Just(200)],
         head_major in any::<bool>(),
         tokens in 1usize..=12,
         seed in any::<u64>(),

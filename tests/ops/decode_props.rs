@@ -14,6 +14,7 @@ use flashmha::check::decode::{run_decode_case, DecodeCase};
 use flashmha::common::dtype::DType;
 use flashmha::common::options::{AttnOptions, SlidingWindow};
 use flashmha::ops::decode::kernels::DECODE_KERNELS;
+use flashmha::ops::decode::validate::decode_width_for;
 use flashmha::ops::decode::{KvCacheDType, KvScaleGranularity, SplitPolicy};
 use flashmha::KernelTarget;
 use proptest::prelude::*;
@@ -60,7 +61,7 @@ prop_compose! {
     fn case()(
         turing in prop::bool::weighted(0.25),
         dtype in prop_oneof![Just(DType::F16), Just(DType::Bf16)],
-        // d64 / d128 most of the time, every compiled dim sometimes.
+        // d64 / d128 most of the time, every served dim sometimes.
         hd_pick in prop_oneof![3 => Just(None), 1 => any::<prop::sample::Index>().prop_map(Some)],
         d_common in prop_oneof![Just(64usize), Just(128)],
         hkv in 1usize..=2,
@@ -85,12 +86,14 @@ prop_compose! {
         // Turing serves f16 only, at the head dims of its table (64 and 128 among them).
         let target = if turing { KernelTarget::Turing } else { KernelTarget::Ampere };
         let dtype = if turing { DType::F16 } else { dtype };
+        // Otherwise any multiple of 8 the kernels serve (issue 23: the compiled dims and the
+        // ones between them, on the narrowest wider kernel).
         let head_dim = match hd_pick {
             None => d_common,
             Some(i) => {
-                let dims: Vec<usize> = DECODE_KERNELS.iter()
-                    .filter(|r| r.target == target && r.dtype == dtype && r.kv_bytes == 2)
-                    .map(|r| r.head_dim as usize).collect();
+                let dims: Vec<usize> = (1..=32).map(|k| 8 * k)
+                    .filter(|&d| decode_width_for(target, dtype, 2, d).is_some())
+                    .collect();
                 dims[i.index(dims.len())]
             }
         };

@@ -582,7 +582,7 @@ mod tests {
         use crate::common::error::{AlignWhat, Dim};
         // One field broken at a time, each with the error that names it.
         type Case = (fn(&mut DecodeProblem), fn(&Error) -> bool);
-        let cases: [Case; 4] = [
+        let cases: [Case; 5] = [
             (
                 |p| p.page_size = 1025,
                 |e| {
@@ -610,8 +610,12 @@ mod tests {
                 },
             ),
             (
-                |p| p.head_dim = 48,
-                |e| matches!(e, Error::UnsupportedHeadDim { head_dim: 48, .. }),
+                |p| p.head_dim = 264,
+                |e| matches!(e, Error::UnsupportedHeadDim { head_dim: 264, .. }),
+            ),
+            (
+                |p| p.head_dim = 44,
+                |e| matches!(e, Error::UnsupportedHeadDim { head_dim: 44, .. }),
             ),
             (
                 |p| p.k_strides.slot = 12,
@@ -643,6 +647,27 @@ mod tests {
                 tensor: TensorName::O
             }
         ));
+    }
+
+    #[test]
+    fn off_table_head_dims_plan_onto_the_narrowest_wider_kernel() {
+        // 16-bit pages: the forward's rule (issue 23); the workspace holds the real width.
+        for (d, entry) in [
+            (48, "flashmha_decode_f16_d64"),
+            (72, "flashmha_decode_f16_d80"),
+            (112, "flashmha_decode_f16_d128"),
+            (200, "flashmha_decode_f16_d256"),
+        ] {
+            let p = DecodeProblem::contiguous(DType::F16, 1, 1, 2, 2, d, 4, 16, 2, false);
+            let plan = DecodePlan::new(&p, SplitPolicy::Count(2)).unwrap();
+            assert_eq!(plan.decode.entry, entry, "d{d}");
+            // 2 splits x 1 row x 2 heads, d wide each.
+            assert_eq!(plan.workspace.partial_o, 2 * 2 * d as u64, "d{d}");
+        }
+        // More than 16 rows per KV head: the 32-row tile of the serving width.
+        let p = DecodeProblem::contiguous(DType::F16, 1, 1, 32, 1, 120, 4, 16, 1, false);
+        let plan = DecodePlan::new(&p, SplitPolicy::Count(1)).unwrap();
+        assert_eq!(plan.decode.entry, "flashmha_decode_f16_d128_r32");
     }
 
     #[test]

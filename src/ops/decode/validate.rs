@@ -5,6 +5,7 @@
 use super::kernels::{DecodeKernelRow, DECODE_KERNELS};
 use super::problem::{DecodeProblem, QueryLayout};
 use crate::common::abi;
+use crate::common::dtype::DType;
 use crate::common::error::{AlignWhat, Dim, Error, Limit, Result, TensorName};
 use crate::common::geometry::{check_no_overlap, check_span};
 use crate::common::geometry::{PageStrides, Strides};
@@ -87,6 +88,37 @@ fn aligned_strides(tensor: TensorName, strides: &[(Dim, i64)], element_bytes: us
     Ok(())
 }
 
+/// The compiled decode head dim of `target` that serves `head_dim` for `dtype` over pages of
+/// `kv_bytes` per element, if any. 16-bit pages: a multiple of 8 runs on the narrowest compiled
+/// head dim at least as wide (the forward's rule, [`crate::ops::forward::validate::forward_kernel_for`]):
+/// the kernel zero-fills the columns past it and issues only the mma steps it needs. FP8
+/// pages: the compiled head dims only. Used by validation and by callers (the CLI, the tests)
+/// that draw head dims.
+pub fn decode_width_for(
+    target: KernelTarget,
+    dtype: DType,
+    kv_bytes: u32,
+    head_dim: usize,
+) -> Option<u32> {
+    let target = target.shared_kernels();
+    DECODE_KERNELS
+        .iter()
+        .filter(|r| {
+            r.target == target
+                && r.dtype == dtype
+                && r.kv_bytes == kv_bytes
+                && head_dim > 0
+                && head_dim.is_multiple_of(8)
+                && if kv_bytes == 2 {
+                    r.head_dim as usize >= head_dim
+                } else {
+                    r.head_dim as usize == head_dim
+                }
+        })
+        .map(|r| r.head_dim)
+        .min()
+}
+
 /// The compiled kernel of `target` serving `p`, after checking everything about `p`. Turing
 /// has f16 decode over 16-bit pages only: bf16 is [`Error::UnsupportedDType`], FP8 pages
 /// [`Error::UnsupportedOnTarget`]. Hopper decodes with the Ampere rows.
@@ -119,11 +151,12 @@ pub fn validate_decode_for(
     } else {
         DECODE_TILE_ROWS
     };
+    let width = decode_width_for(target, p.dtype, kv_bytes, p.head_dim);
     let serves = |r: &&DecodeKernelRow| {
         r.target == target
             && r.dtype == p.dtype
             && r.kv_bytes == kv_bytes
-            && r.head_dim as usize == p.head_dim
+            && Some(r.head_dim) == width
     };
     let kernel = DECODE_KERNELS
         .iter()
