@@ -30,6 +30,7 @@
 mod backward;
 mod decode;
 mod forward;
+mod mla;
 mod paged;
 
 /// The optional per-row outputs (LSE, entropy: f32, one per query row and head) and per-head
@@ -119,6 +120,7 @@ pub(crate) use row_extras_builders;
 pub use backward::BwdArgs;
 pub use decode::{DecodeArgs, KvAppendArgs, MergeArgs};
 pub use forward::{Dense, DenseMut, FwdArgs};
+pub use mla::{mla_decode, MlaDecodeArgs};
 pub use paged::{BatchBounds, PagedAttention, PagedKv, RowStats};
 
 use crate::backend::{Backend, Binder, Read, Write};

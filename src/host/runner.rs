@@ -11,7 +11,7 @@
 use super::device::{HarnessBackend, Session};
 use super::problem::{FwdProblem, SeqLayout};
 use super::{check_len, HostInputs, HostOutputs};
-use crate::api::{Attention, DecodeArgs, FwdArgs, KvAppendArgs, MergeArgs};
+use crate::api::{Attention, DecodeArgs, FwdArgs, KvAppendArgs, MergeArgs, MlaDecodeArgs};
 use crate::backend::Backend;
 use crate::common::dtype::DType;
 use crate::common::element::Element;
@@ -24,6 +24,7 @@ use crate::ops::forward::plan::{FwdLaunch, FwdPlan};
 use crate::ops::head_similarity::{HeadSimPlan, HeadSimProblem};
 use crate::ops::kv_append::{AppendIndex, KvAppendPlan};
 use crate::ops::merge::{MergePlan, MergeStates};
+use crate::ops::mla_decode::MlaDecodePlan;
 
 /// `$op::<T, _>(args)` with `T` the element type of `$dtype` (the ops' arguments are typed).
 macro_rules! with_element {
@@ -150,6 +151,7 @@ macro_rules! row_options {
     };
 }
 row_options!(FwdArgs);
+row_options!(MlaDecodeArgs);
 row_options!(DecodeArgs);
 
 /// One forward run: outputs, the plan's launch (its geometry; the params are bound per call),
@@ -688,5 +690,69 @@ pub fn head_similarity<T: Element, B: HarnessBackend>(
         gram: s.get(&gram)?,
         plan,
         report: report_at(&mut reports, 0),
+    })
+}
+
+/// Runs an MLA decode plan on `backend` over `inputs` (the decode's host inputs: `q` with 576
+/// dims, the latent pool in `k_cache` (16-bit) or `k_cache_fp8` with its scale `k_scales[0]`;
+/// the V fields unused). O comes back with 512 dims in the plan's o layout.
+pub fn mla_decode<B: HarnessBackend>(
+    backend: &B,
+    plan: &MlaDecodePlan,
+    inputs: &DecodeHostInputs,
+) -> Result<DecodeRun> {
+    with_element!(plan.problem.dtype, mla_decode_typed(backend, plan, inputs))
+}
+
+fn mla_decode_typed<T: Element, B: HarnessBackend>(
+    backend: &B,
+    plan: &MlaDecodePlan,
+    inputs: &DecodeHostInputs,
+) -> Result<DecodeRun> {
+    let p = plan.problem.as_decode();
+    let s = Session::new(backend)?;
+    let q = s.put(as_elems::<T>(&inputs.q))?;
+    let fp8 = p.kv_dtype.is_fp8();
+    let pool = if fp8 {
+        Err((s.put(&inputs.k_cache_fp8)?, s.put(&inputs.k_scales)?))
+    } else {
+        Ok(s.put(as_elems::<T>(&inputs.k_cache))?)
+    };
+    let table = s.put(&inputs.block_table)?;
+    let lens = s.put(&inputs.cache_seqlens)?;
+    let stats = p.row_stats_len();
+    let o_len =
+        crate::common::geometry::span(&p.q_dims(&p.o_strides), crate::ops::mla_decode::MLA_D_V);
+    let mut bufs = AttentionBufs::<B, T>::new(
+        &s,
+        usize::try_from(o_len).map_err(|_| Error::SizeOverflow { what: "MLA o" })?,
+        (p.lse.then_some(stats), p.entropy.then_some(stats)),
+        PerHead {
+            alibi_slopes: inputs.alibi_slopes.as_deref(),
+            head_gates: inputs.head_gates.as_deref(),
+            sinks: inputs.sinks.as_deref(),
+        },
+    )?;
+    let cu = s.put_opt(inputs.cu_seqlens_q.as_deref())?;
+    let workspace = plan.workspace.elems() as usize;
+    let mut ws = s.poisoned_opt::<f32>((workspace > 0).then_some(workspace))?;
+    let mut args = bufs.args(|o| match &pool {
+        Ok(kv) => MlaDecodeArgs::new(&q, kv, o, &table, &lens),
+        Err((codes, scale)) => MlaDecodeArgs::fp8(&q, codes, scale, o, &table, &lens),
+    });
+    if let Some(w) = ws.as_mut() {
+        args = args.workspace(w);
+    }
+    if let Some(c) = cu.as_ref() {
+        args = args.cu_seqlens_q(c);
+    }
+    let mut reports = s.reports(crate::api::mla_decode(backend, &s.stream, plan, args))?;
+    let out = bufs.read_back(&s)?;
+    Ok(DecodeRun {
+        o: out.o,
+        lse: out.lse,
+        entropy: out.entropy,
+        decode_report: report_at(&mut reports, 0),
+        combine_report: (reports.len() > 1).then(|| report_at(&mut reports, 1)),
     })
 }

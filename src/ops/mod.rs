@@ -10,3 +10,4 @@ pub mod forward;
 pub mod head_similarity;
 pub mod kv_append;
 pub mod merge;
+pub mod mla_decode;

@@ -117,7 +117,13 @@ pub fn batch_filling(gpu: &GpuSpec, c: &DecodeModelConfig) -> Result<usize> {
     Ok(slots.div_ceil(per_item) as usize)
 }
 
-fn launch_shape(entry: &str, ctas: u64, threads: u32, dyn_smem: u32, gpu: &GpuSpec) -> LaunchShape {
+pub(crate) fn launch_shape(
+    entry: &str,
+    ctas: u64,
+    threads: u32,
+    dyn_smem: u32,
+    gpu: &GpuSpec,
+) -> LaunchShape {
     let arch = format!("sm_{}", gpu.sm);
     let stats: Vec<_> = ptxas_stats(entry).collect();
     let s = stats

@@ -28,6 +28,7 @@ mod decode_wide_tile;
 mod forward_props;
 mod head_similarity;
 mod hopper_tma_maps;
+mod mla_decode;
 mod perf_model_hopper;
 mod server_loop;
 mod sinks;

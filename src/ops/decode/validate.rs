@@ -19,7 +19,7 @@ use crate::common::geometry::MAX_GRID_YZ;
 pub const MAX_ROWS_X_HEADS: u64 = i32::MAX as u64;
 
 /// `found` must be >= 1 ([`Error::EmptyDim`]) and <= `max` ([`Error::DimTooLarge`]).
-fn dim_in(tensor: TensorName, dim: Dim, max: u64, found: usize) -> Result<()> {
+pub(crate) fn dim_in(tensor: TensorName, dim: Dim, max: u64, found: usize) -> Result<()> {
     if found == 0 {
         return Err(Error::EmptyDim { tensor, dim });
     }
@@ -35,14 +35,14 @@ fn dim_in(tensor: TensorName, dim: Dim, max: u64, found: usize) -> Result<()> {
 }
 
 /// `value` must be <= `max` ([`Error::Overflow32`]).
-fn fits(limit: Limit, max: u64, value: u64) -> Result<()> {
+pub(crate) fn fits(limit: Limit, max: u64, value: u64) -> Result<()> {
     if value > max {
         return Err(Error::Overflow32 { limit, value, max });
     }
     Ok(())
 }
 
-fn row_strides(tensor: TensorName, s: &Strides, padded: bool) -> Result<()> {
+pub(crate) fn row_strides(tensor: TensorName, s: &Strides, padded: bool) -> Result<()> {
     aligned_strides(tensor, &[(Dim::Seq, s.row), (Dim::Heads, s.head)], 2)?;
     if padded {
         aligned_strides(tensor, &[(Dim::Batch, s.batch)], 2)?;
@@ -51,7 +51,11 @@ fn row_strides(tensor: TensorName, s: &Strides, padded: bool) -> Result<()> {
 }
 
 /// Page strides are in elements of the cache type (`element_bytes` 2, or 1 for FP8).
-fn page_strides(tensor: TensorName, s: &PageStrides, element_bytes: usize) -> Result<()> {
+pub(crate) fn page_strides(
+    tensor: TensorName,
+    s: &PageStrides,
+    element_bytes: usize,
+) -> Result<()> {
     aligned_strides(
         tensor,
         &[
@@ -235,7 +239,7 @@ pub const DECODE_TILE_ROWS_WIDE: usize = 32;
 /// The page pools' and block table's geometry, shared by decode and append: page size in
 /// 1..=FLASHMHA_DECODE_MAX_PAGE_SIZE, page count and block-table stride within i32, and no
 /// more pages per sequence than the kernel's key bound allows.
-fn page_geometry(p: &DecodeProblem) -> Result<()> {
+pub(crate) fn page_geometry(p: &DecodeProblem) -> Result<()> {
     dim_in(
         TensorName::KCache,
         Dim::Slot,
@@ -298,7 +302,7 @@ pub fn validate_kv_append(p: &DecodeProblem, tokens: usize) -> Result<()> {
 }
 
 /// Both page pools' byte spans fit the kernels' int64 offsets.
-fn pool_spans(p: &DecodeProblem) -> Result<()> {
+pub(crate) fn pool_spans(p: &DecodeProblem) -> Result<()> {
     for s in [&p.k_strides, &p.v_strides] {
         check_span(
             &s.dims(p.num_pages, p.page_size, p.num_heads_kv),
