@@ -10,9 +10,9 @@
 //! GPU the repeats can hit L2). Compulsory bytes follow FlashMLA's benchmark
 //! (tests/test_flash_mla.py of deepseek-ai/FlashMLA): the cache rows once, q and o once.
 
-use super::decode::launch_shape;
+use super::decode::{launch_shape, model_launches};
 use super::gpus::GpuSpec;
-use super::pipes::{self, Modelled, Work};
+use super::pipes::{self, Modelled};
 use crate::backend::emulator::EmulatorBackend;
 use crate::check::decode::DecodeCase;
 use crate::check::mla::mla_problem;
@@ -128,29 +128,18 @@ pub fn model_mla(gpu: &GpuSpec, c: &MlaModelConfig) -> Result<MlaModelled> {
         ..EmuOptions::default()
     });
     let run = runner::mla_decode(&backend, &one, &built.inputs)?;
-    let scale = c.batch as f64;
-    let dw = Work::from_counters(&run.decode_report.counters).scaled(scale);
-    let l = &plan.decode;
-    let ctas = u64::from(l.grid[0]) * u64::from(l.grid[1]) * u64::from(l.grid[2]);
-    let dshape = launch_shape(l.entry, ctas, l.block[0], l.dynamic_smem_bytes, gpu);
-    let d_dram = dw.global_sectors * 32.0;
-    let decode = pipes::model(&dw, gpu, &dshape, d_dram);
-    let (combine, c_dram) = match (&plan.combine, &run.combine_report) {
-        (Some(cl), Some(cr)) => {
-            let cw = Work::from_counters(&cr.counters).scaled(scale);
-            let ctas = u64::from(cl.grid[0]) * u64::from(cl.grid[1]) * u64::from(cl.grid[2]);
-            let cshape = launch_shape(cl.entry, ctas, cl.block[0], cl.dynamic_smem_bytes, gpu);
-            let dram = cw.global_sectors * 32.0;
-            (Some(pipes::model(&cw, gpu, &cshape, dram)), dram)
-        }
-        _ => (None, 0.0),
-    };
+    let (decode, combine, dram_bytes) = model_launches(
+        gpu,
+        (&plan.decode, plan.combine.as_ref()),
+        &run,
+        c.batch as f64,
+    );
     Ok(MlaModelled {
         config: *c,
         splits: plan.num_splits,
         decode,
         combine,
-        dram_bytes: d_dram + c_dram,
+        dram_bytes,
         findings: run.findings().len(),
     })
 }

@@ -73,6 +73,8 @@ fn assert_traps(mutate: impl Fn(&mut flashmha::host::emulated_decode::DecodeHost
     case.cache_lens = vec![70, 33];
     case.q_lens = vec![1, 1];
     case.varlen = false;
+    case.page_size = 16; // item 0's page 2 holds its keys 32..47
+    case.shared_prefix_pages = 0;
     case.split = SplitPolicy::Count(2);
     let mut built = case.build();
     let plan = MlaDecodePlan::new_for(
@@ -103,7 +105,7 @@ fn mla_decode_traps_on_bad_device_indices() {
 
 #[test]
 fn mla_decode_api_refuses_bad_buffers_before_any_launch() {
-    use flashmha::api::{mla_decode, MlaDecodeArgs};
+    use flashmha::api::{mla_decode, DecodeArgs};
     use flashmha::backend::{emulator::EmulatorBackend, Backend};
     use flashmha::ops::mla_decode::{MlaDecodePlan, MlaDecodeProblem, MLA_D_QK, MLA_D_V};
     use flashmha::{DType, Error, KernelTarget};
@@ -119,7 +121,7 @@ fn mla_decode_api_refuses_bad_buffers_before_any_launch() {
     let poison = bf16::from_f32(-7.0);
     let mut o = be.upload(&s, &vec![poison; 2 * 16 * MLA_D_V]).unwrap();
     // The plan splits: no workspace is a typed error and nothing is written.
-    let args = MlaDecodeArgs::new(&q, &kv, &mut o, &table, &lens);
+    let args = DecodeArgs::mla(&q, &kv, &mut o, &table, &lens);
     assert!(matches!(
         mla_decode(&be, &s, &plan, args),
         Err(Error::MissingBuffer { .. })
@@ -130,18 +132,18 @@ fn mla_decode_api_refuses_bad_buffers_before_any_launch() {
     let mut ws = be
         .alloc_zeros::<f32>(&s, plan.workspace.elems() as usize)
         .unwrap();
-    let args = MlaDecodeArgs::new(&q, &kv, &mut short, &table, &lens).workspace(&mut ws);
+    let args = DecodeArgs::mla(&q, &kv, &mut short, &table, &lens).workspace(&mut ws);
     assert!(mla_decode(&be, &s, &plan, args).is_err());
     // FP8 codes for a 16-bit plan: a typed error.
     let codes = be.upload(&s, &vec![0u8; 4 * 64 * MLA_D_QK]).unwrap();
     let scale = be.upload(&s, &[1.0f32]).unwrap();
-    let args = MlaDecodeArgs::fp8(&q, &codes, &scale, &mut o, &table, &lens).workspace(&mut ws);
+    let args = DecodeArgs::mla_fp8(&q, &codes, &scale, &mut o, &table, &lens).workspace(&mut ws);
     assert!(matches!(
         mla_decode(&be, &s, &plan, args),
         Err(Error::KvPoolMismatch { .. })
     ));
     // All ones: every head's O is the value row, 1.
-    let args = MlaDecodeArgs::new(&q, &kv, &mut o, &table, &lens).workspace(&mut ws);
+    let args = DecodeArgs::mla(&q, &kv, &mut o, &table, &lens).workspace(&mut ws);
     mla_decode(&be, &s, &plan, args).unwrap();
     assert!(be.download(&s, &o).unwrap().iter().all(|&x| x == bf16::ONE));
 }

@@ -180,6 +180,31 @@ pub fn validate_decode_for(
         });
     }
     fits(Limit::GridYz, MAX_GRID_YZ, p.batch as u64)?;
+    let padded = lengths(p)?;
+    let row_tiles = rows.div_ceil(kernel.tile_rows as usize);
+    fits(
+        Limit::GridYz,
+        MAX_GRID_YZ,
+        (p.num_heads_kv as u64).saturating_mul(row_tiles as u64),
+    )?;
+    row_strides(TensorName::Q, &p.q_strides, padded)?;
+    row_strides(TensorName::O, &p.o_strides, padded)?;
+    page_strides(TensorName::KCache, &p.k_strides, p.kv_element_bytes())?;
+    page_strides(TensorName::VCache, &p.v_strides, p.kv_element_bytes())?;
+    let e = p.dtype.size();
+    check_span(&p.q_dims(&p.q_strides), p.head_dim, e)?;
+    check_span(&p.q_dims(&p.o_strides), p.head_dim, e)?;
+    pool_spans(p)?;
+    // The forward's rule: distinct (item, row, head, col) of O are distinct elements.
+    check_no_overlap(TensorName::O, p.q_dims(&p.o_strides), p.head_dim)?;
+    p.options.validate()?;
+    Ok(kernel)
+}
+
+/// The page geometry, the host-side cache bound against the block table, the query layout's
+/// lengths and rows x heads within int32; returns whether q / o are padded (batch strides
+/// used). Shared by the paged decode and the MLA decode.
+pub(crate) fn lengths(p: &DecodeProblem) -> Result<bool> {
     page_geometry(p)?;
     // Both bounded by page_geometry (their product is below the kernel's key bound).
     let max_cache_len = (p.max_pages_per_seq * p.page_size) as u64;
@@ -210,24 +235,7 @@ pub fn validate_decode_for(
         MAX_ROWS_X_HEADS,
         (p.total_q() as u64).saturating_mul(p.num_heads_q as u64),
     )?;
-    let row_tiles = rows.div_ceil(kernel.tile_rows as usize);
-    fits(
-        Limit::GridYz,
-        MAX_GRID_YZ,
-        (p.num_heads_kv as u64).saturating_mul(row_tiles as u64),
-    )?;
-    row_strides(TensorName::Q, &p.q_strides, padded)?;
-    row_strides(TensorName::O, &p.o_strides, padded)?;
-    page_strides(TensorName::KCache, &p.k_strides, p.kv_element_bytes())?;
-    page_strides(TensorName::VCache, &p.v_strides, p.kv_element_bytes())?;
-    let e = p.dtype.size();
-    check_span(&p.q_dims(&p.q_strides), p.head_dim, e)?;
-    check_span(&p.q_dims(&p.o_strides), p.head_dim, e)?;
-    pool_spans(p)?;
-    // The forward's rule: distinct (item, row, head, col) of O are distinct elements.
-    check_no_overlap(TensorName::O, p.q_dims(&p.o_strides), p.head_dim)?;
-    p.options.validate()?;
-    Ok(kernel)
+    Ok(padded)
 }
 
 /// Packed query rows (group x new tokens) per CTA tile of the default entries

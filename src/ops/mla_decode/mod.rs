@@ -6,7 +6,7 @@
 //! Flow, as for the paged decode ([`crate::ops::decode`]): [`MlaDecodeProblem`] (shapes, no
 //! device) -> [`validate`] (typed [`crate::Error`], nothing launched) -> [`plan`] (pure: kernel,
 //! grid, split count, workspace, then per run the params from buffer addresses) -> a backend
-//! ([`crate::api::mla_decode`]). The kernel is kernels/sm80/flash_mla_decode.cu (tile:
+//! ([`crate::api::mla_decode`] with [`crate::api::DecodeArgs::mla`]). The kernel is kernels/sm80/flash_mla_decode.cu (tile:
 //! kernels/common/mla_decode_traits.cuh); the split combine is the paged decode's
 //! (kernels/sm80/merge_states.cu with head_dim 512), and the split heuristic, workspace layout,
 //! buffer table and params fill are the paged decode's (src/ops/decode/plan.rs), run with
@@ -19,5 +19,5 @@ pub mod problem;
 pub mod validate;
 
 pub use kernels::{MlaKernelRow, MLA_DECODE_KERNELS};
-pub use plan::{MlaDecodeBuffers, MlaDecodePlan};
+pub use plan::MlaDecodePlan;
 pub use problem::{MlaDecodeProblem, MLA_D_QK, MLA_D_V};

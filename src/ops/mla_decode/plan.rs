@@ -41,53 +41,6 @@ pub struct MlaDecodePlan {
     pub combine: Option<Launch>,
 }
 
-/// The buffers of one run: q, o of the problem's dtype; `kv_cache` the latent pages (read as
-/// both K and V; 16-bit elements or FP8 codes); `kv_scale` one f32 (FP8 pages only);
-/// block_table, cache_seqlens, cu_seqlens_q i32; everything else f32.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MlaDecodeBuffers {
-    pub q: DevBuf,
-    pub kv_cache: DevBuf,
-    pub kv_scale: DevBuf,
-    pub o: DevBuf,
-    pub block_table: DevBuf,
-    pub cache_seqlens: DevBuf,
-    pub cu_seqlens_q: DevBuf,
-    pub lse: DevBuf,
-    pub entropy: DevBuf,
-    pub alibi_slopes: DevBuf,
-    pub head_gates: DevBuf,
-    pub sinks: DevBuf,
-    pub partial_o: DevBuf,
-    pub partial_lse: DevBuf,
-    pub partial_entropy: DevBuf,
-}
-
-impl MlaDecodeBuffers {
-    /// The paged decode's view: the latent pool as K and V.
-    fn as_decode(&self) -> DecodeBuffers {
-        DecodeBuffers {
-            q: self.q,
-            k_cache: self.kv_cache,
-            v_cache: self.kv_cache,
-            o: self.o,
-            block_table: self.block_table,
-            cache_seqlens: self.cache_seqlens,
-            cu_seqlens_q: self.cu_seqlens_q,
-            lse: self.lse,
-            entropy: self.entropy,
-            alibi_slopes: self.alibi_slopes,
-            head_gates: self.head_gates,
-            sinks: self.sinks,
-            partial_o: self.partial_o,
-            partial_lse: self.partial_lse,
-            partial_entropy: self.partial_entropy,
-            k_scales: self.kv_scale,
-            v_scales: self.kv_scale,
-        }
-    }
-}
-
 impl MlaDecodePlan {
     /// Validates `problem` and plans it under `policy` with the kernels `target` runs (sm_80+
     /// `mma.sync`; Hopper runs them too). Pure; then [`MlaDecodePlan::bind`] per run.
@@ -130,7 +83,7 @@ impl MlaDecodePlan {
     }
 
     /// Binds `bufs` (checked as [`MlaDecodePlan::params`] does) into the launches of one run.
-    pub fn bind(&self, bufs: &MlaDecodeBuffers) -> Result<Launches> {
+    pub fn bind(&self, bufs: &DecodeBuffers) -> Result<Launches> {
         let (decode, combine) = self.params(bufs)?;
         Ok(Launches::two(
             self.decode.with_params(&decode),
@@ -140,12 +93,19 @@ impl MlaDecodePlan {
 
     /// The params of the decode and (if any) combine launch for `bufs`, after O(1) checks of
     /// buffer presence, sizes and alignment (the paged decode's table with 512 output dims).
+    /// The paged decode's buffers: `k_cache` is the latent pool (q's type or FP8 codes) and
+    /// `k_scales` its one scale (FP8); `v_cache` / `v_scales` are ignored (the latent pool is
+    /// both).
     pub fn params(
         &self,
-        bufs: &MlaDecodeBuffers,
+        bufs: &DecodeBuffers,
     ) -> Result<(FlashMlaDecodeParams, Option<MergeStatesParams>)> {
         let d = self.problem.as_decode();
-        let bufs = bufs.as_decode();
+        let bufs = DecodeBuffers {
+            v_cache: bufs.k_cache,
+            v_scales: bufs.k_scales,
+            ..*bufs
+        };
         let split_output = self.combine.is_some();
         check(&decode_specs(
             &d,
@@ -281,9 +241,9 @@ mod tests {
             addr: 1 << 20,
             len: elems,
         };
-        let mut b = MlaDecodeBuffers {
+        let mut b = DecodeBuffers {
             q: buf(2 * 16 * MLA_D_QK as u64),
-            kv_cache: buf(good.num_pages as u64 * 64 * MLA_D_QK as u64),
+            k_cache: buf(good.num_pages as u64 * 64 * MLA_D_QK as u64),
             o: buf(2 * 16 * MLA_D_V as u64),
             block_table: DevBuf {
                 addr: 1 << 24,
@@ -293,7 +253,7 @@ mod tests {
                 addr: 1 << 25,
                 len: 2,
             },
-            ..MlaDecodeBuffers::default()
+            ..DecodeBuffers::default()
         };
         assert!(plan.params(&b).is_ok(), "{:?}", plan.params(&b).err());
         b.o = buf(2 * 16 * MLA_D_V as u64 - 1);

@@ -8,10 +8,7 @@ use super::problem::{MlaDecodeProblem, MLA_D_QK, MLA_D_V};
 use crate::common::error::{Dim, Error, Limit, Result, TensorName};
 use crate::common::geometry::{check_no_overlap, check_span, MAX_GRID_YZ};
 use crate::common::target::KernelTarget;
-use crate::ops::decode::validate::{
-    dim_in, fits, page_geometry, page_strides, pool_spans, row_strides, MAX_ROWS_X_HEADS,
-};
-use crate::ops::decode::QueryLayout;
+use crate::ops::decode::validate::{dim_in, fits, lengths, page_strides, pool_spans, row_strides};
 
 /// The compiled kernel of `target` serving `p`, after checking everything about `p`. The MLA
 /// kernels are `mma.sync` (sm_80+; Hopper runs them too); Turing is a typed error.
@@ -37,36 +34,7 @@ pub fn validate_mla_decode_for(
     dim_in(TensorName::Q, Dim::Heads, i32::MAX as u64, p.num_heads_q)?;
     dim_in(TensorName::Q, Dim::Batch, MAX_GRID_YZ, p.batch)?;
     let d = p.as_decode();
-    page_geometry(&d)?;
-    // Both bounded by page_geometry (their product is below the kernel's key bound).
-    let max_cache_len = (p.max_pages_per_seq * p.page_size) as u64;
-    if p.max_cache_len as u64 > max_cache_len {
-        return Err(Error::DimTooLarge {
-            tensor: TensorName::CacheSeqlens,
-            dim: Dim::Seq,
-            max: max_cache_len as usize,
-            found: p.max_cache_len,
-        });
-    }
-    let padded = match p.queries {
-        QueryLayout::Padded { sq_new } => {
-            dim_in(TensorName::Q, Dim::Seq, i32::MAX as u64, sq_new)?;
-            true
-        }
-        QueryLayout::Varlen {
-            total_q,
-            max_seqlen_q,
-        } => {
-            dim_in(TensorName::Q, Dim::Len, i32::MAX as u64, total_q)?;
-            dim_in(TensorName::Q, Dim::Seq, total_q as u64, max_seqlen_q)?;
-            false
-        }
-    };
-    fits(
-        Limit::Rows32,
-        MAX_ROWS_X_HEADS,
-        (d.total_q() as u64).saturating_mul(p.num_heads_q as u64),
-    )?;
+    let padded = lengths(&d)?;
     let rows = (p.num_heads_q as u64).saturating_mul(d.max_seqlen_q() as u64);
     fits(
         Limit::GridYz,
