@@ -25,6 +25,9 @@ use crate::host::runner;
 use crate::ops::decode::{KvCacheDType, SplitPolicy};
 use crate::ops::mla_decode::{MlaDecodePlan, MlaDecodeProblem, MLA_D_QK, MLA_D_V};
 
+/// Packed rows per CTA of the MLA kernels (src/ops/mla_decode/kernels.rs).
+const TILE_ROWS: usize = 32;
+
 /// One MLA decode configuration: a uniform batch, contiguous pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MlaModelConfig {
@@ -105,8 +108,8 @@ impl MlaModelled {
     }
 }
 
-/// Models `c` on `gpu`: the plan's split count for `gpu`'s SMs, one item emulated with it,
-/// scaled by the batch.
+/// Models `c` on `gpu`: the plan's split count for `gpu`'s SMs, one item (one of its identical
+/// row tiles where they are identical) emulated with it, scaled to the launch.
 pub fn model_mla(gpu: &GpuSpec, c: &MlaModelConfig) -> Result<MlaModelled> {
     let auto = SplitPolicy::Auto { num_sms: gpu.sms };
     // The whole batch's plan needs shapes only: one item's problem with `batch` items of pages.
@@ -119,7 +122,22 @@ pub fn model_mla(gpu: &GpuSpec, c: &MlaModelConfig) -> Result<MlaModelled> {
     };
     let plan = MlaDecodePlan::new_for(KernelTarget::Ampere, &full, auto)?;
     let split = SplitPolicy::Count(plan.num_splits);
-    let one = MlaDecodePlan::new_for(KernelTarget::Ampere, &one_item, split)?;
+    // One row tile of one item is emulated: with one new token every 32-row tile of an item does
+    // the same work over the same keys (its own 32 heads), so the launch is `batch x tiles`
+    // times it (exact for sq_new 1 and hq a multiple of 32; the tiles differ only in the heads
+    // they read and write).
+    let tiles = (c.num_heads_q * c.sq_new).div_ceil(TILE_ROWS);
+    let one_tile = if c.sq_new == 1 && c.num_heads_q.is_multiple_of(TILE_ROWS) {
+        MlaModelConfig {
+            num_heads_q: TILE_ROWS,
+            ..*c
+        }
+    } else {
+        *c
+    };
+    let per_tile = one_tile.num_heads_q != c.num_heads_q;
+    let built = one_tile.case(1, split).build();
+    let one = MlaDecodePlan::new_for(KernelTarget::Ampere, &mla_problem(&built.problem), split)?;
     // Counters do not depend on the race and uninitialised-read checks; the tests run those.
     let backend = EmulatorBackend::new(KernelTarget::Ampere);
     backend.set_options(EmuOptions {
@@ -128,12 +146,9 @@ pub fn model_mla(gpu: &GpuSpec, c: &MlaModelConfig) -> Result<MlaModelled> {
         ..EmuOptions::default()
     });
     let run = runner::mla_decode(&backend, &one, &built.inputs)?;
-    let (decode, combine, dram_bytes) = model_launches(
-        gpu,
-        (&plan.decode, plan.combine.as_ref()),
-        &run,
-        c.batch as f64,
-    );
+    let scale = c.batch as f64 * if per_tile { tiles as f64 } else { 1.0 };
+    let (decode, combine, dram_bytes) =
+        model_launches(gpu, (&plan.decode, plan.combine.as_ref()), &run, scale);
     Ok(MlaModelled {
         config: *c,
         splits: plan.num_splits,

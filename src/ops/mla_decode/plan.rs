@@ -235,28 +235,24 @@ mod tests {
             MlaDecodePlan::new_for(KernelTarget::Ampere, &good, SplitPolicy::Count(0)),
             Err(Error::SplitCount { .. })
         ));
-        // o sized for 576 dims is fine, o sized for 511 is not: the buffer table uses 512.
+        // o of 2 x 16 rows of 512 is what the buffer table asks for (576 is not needed); one
+        // element less is a typed error. Distinct 1 MiB-aligned buffers.
         let plan = plan(&good).unwrap();
-        let buf = |elems: u64| DevBuf {
-            addr: 1 << 20,
+        let buf = |slot: u64, elems: u64| DevBuf {
+            addr: slot << 24,
             len: elems,
         };
+        let o_len = 2 * 16 * MLA_D_V as u64;
         let mut b = DecodeBuffers {
-            q: buf(2 * 16 * MLA_D_QK as u64),
-            k_cache: buf(good.num_pages as u64 * 64 * MLA_D_QK as u64),
-            o: buf(2 * 16 * MLA_D_V as u64),
-            block_table: DevBuf {
-                addr: 1 << 24,
-                len: 2 * 4,
-            },
-            cache_seqlens: DevBuf {
-                addr: 1 << 25,
-                len: 2,
-            },
+            q: buf(1, 2 * 16 * MLA_D_QK as u64),
+            k_cache: buf(2, good.num_pages as u64 * 64 * MLA_D_QK as u64),
+            o: buf(3, o_len),
+            block_table: buf(4, 2 * 4),
+            cache_seqlens: buf(5, 2),
             ..DecodeBuffers::default()
         };
         assert!(plan.params(&b).is_ok(), "{:?}", plan.params(&b).err());
-        b.o = buf(2 * 16 * MLA_D_V as u64 - 1);
-        assert!(plan.params(&b).is_err());
+        b.o = buf(3, o_len - 1);
+        assert!(matches!(plan.params(&b), Err(Error::BufferTooSmall { .. })));
     }
 }

@@ -103,7 +103,7 @@ impl MlaDecodeProblem {
             max_pages_per_seq: self.max_pages_per_seq,
             block_table_stride: self.block_table_stride,
             max_cache_len: self.max_cache_len,
-            options: self.options.clone(),
+            options: self.options,
             alibi: self.alibi,
             gates: self.gates,
             sinks: self.sinks,
