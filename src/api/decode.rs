@@ -369,36 +369,51 @@ impl<'a, B: Backend + ?Sized, T> KvAppendArgs<'a, B, T> {
     }
 }
 
-/// [`super::Attention::decode`]: the decode, then the split combine if the plan has one.
+/// What the decode binding needs of a plan: the paged decode's ([`DecodePlan`]) or the MLA
+/// decode's ([`MlaDecodePlan`]), which take the same arguments.
+pub(super) trait PagedPlan {
+    /// (q's dtype, FP8 pages).
+    fn kinds(&self) -> (DType, bool);
+    fn carve_workspace(&self, ws: DevBuf) -> Result<(DevBuf, DevBuf, DevBuf)>;
+    fn bind(&self, bufs: &DecodeBuffers) -> Result<Launches>;
+}
+
+impl PagedPlan for DecodePlan {
+    fn kinds(&self) -> (DType, bool) {
+        (self.problem.dtype, self.problem.kv_dtype.is_fp8())
+    }
+    fn carve_workspace(&self, ws: DevBuf) -> Result<(DevBuf, DevBuf, DevBuf)> {
+        DecodePlan::carve_workspace(self, ws)
+    }
+    fn bind(&self, bufs: &DecodeBuffers) -> Result<Launches> {
+        DecodePlan::bind(self, bufs)
+    }
+}
+
+impl PagedPlan for MlaDecodePlan {
+    fn kinds(&self) -> (DType, bool) {
+        (self.problem.dtype, self.problem.kv_dtype.is_fp8())
+    }
+    fn carve_workspace(&self, ws: DevBuf) -> Result<(DevBuf, DevBuf, DevBuf)> {
+        MlaDecodePlan::carve_workspace(self, ws)
+    }
+    fn bind(&self, bufs: &DecodeBuffers) -> Result<Launches> {
+        MlaDecodePlan::bind(self, bufs)
+    }
+}
+
+/// [`super::Attention::decode`] and [`super::mla_decode`]: the decode, then the split combine
+/// if the plan has one.
 pub(super) fn decode<B: Backend + ?Sized, T: Element>(
     be: &B,
     stream: &B::Stream,
-    plan: &DecodePlan,
+    plan: &impl PagedPlan,
     args: DecodeArgs<'_, B, T>,
 ) -> Result<()> {
-    let p = &plan.problem;
     bind_and_launch(
         be,
         stream,
-        (p.dtype, p.kv_dtype.is_fp8()),
-        args,
-        |ws| plan.carve_workspace(ws),
-        |bufs| plan.bind(bufs),
-    )
-}
-
-/// [`super::mla_decode`]: the MLA decode, then the split combine if the plan has one.
-pub(super) fn mla_decode<B: Backend + ?Sized, T: Element>(
-    be: &B,
-    stream: &B::Stream,
-    plan: &MlaDecodePlan,
-    args: DecodeArgs<'_, B, T>,
-) -> Result<()> {
-    let p = &plan.problem;
-    bind_and_launch(
-        be,
-        stream,
-        (p.dtype, p.kv_dtype.is_fp8()),
+        plan.kinds(),
         args,
         |ws| plan.carve_workspace(ws),
         |bufs| plan.bind(bufs),

@@ -129,7 +129,7 @@ pub fn mla_decode<B: Backend + ?Sized, T: Element>(
     plan: &crate::ops::mla_decode::MlaDecodePlan,
     args: DecodeArgs<'_, B, T>,
 ) -> Result<()> {
-    decode::mla_decode(be, stream, plan, args)
+    decode::decode(be, stream, plan, args)
 }
 pub use decode::{DecodeArgs, KvAppendArgs, MergeArgs};
 pub use forward::{Dense, DenseMut, FwdArgs};

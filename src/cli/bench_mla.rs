@@ -8,7 +8,6 @@
 //! FlashMLA README; configurations: b 128, s_q 1-2, h_q 16-128, 4096-16384 cached tokens,
 //! tests/test_flash_mla.py) are measured, ours modelled.
 
-use super::table;
 use flashmha::common::dtype::DType;
 use flashmha::ops::decode::KvCacheDType;
 use flashmha::perf_model::gpus::{GpuSpec, H100};
@@ -99,39 +98,30 @@ pub fn run() -> super::CliResult<()> {
             ..c
         });
     }
-    let bar = super::progress::bar(configs.len() + filling.len(), "configs");
-    let h = header();
-    let hs: Vec<&str> = h.iter().map(String::as_str).collect();
-    let mut t = table::new(&hs);
-    let mut f = table::new(&hs);
-    for c in &configs {
-        bar.set_message(format!(
-            "hq {} L {} batch {}",
-            c.num_heads_q, c.cache_len, c.batch
-        ));
-        t.add_row(row(gpu, &model_mla(gpu, c)?));
-        bar.inc(1);
-    }
-    for c in &filling {
-        f.add_row(row(gpu, &model_mla(gpu, c)?));
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
+    // Rows are printed as they are modelled (each is an emulation of seconds to minutes).
     println!(
         "MLA decode (d_qk 576, d_v 512, one latent KV head, page 64, sq_new 1, causal), the \
          sm_80+ mma.sync kernel on {} ({} SMs, {:.0} GB/s DRAM): MODELLED microseconds per pipe \
          (no latency model: each pipe at full rate, the slowest binds), heuristic splits for {} \
          SMs. compulsory GB/s = (cache rows + q + o bytes) / modelled time; TFLOP/s = 2 x keys x \
-         heads x 1088 / modelled time.\n{t}\n",
+         heads x 1088 / modelled time. The last rows: the batch whose one-split grid fills every \
+         CTA slot (4096 cached tokens) per head count; more than 32 heads are several 32-row \
+         tiles, each reading the latent rows (charged to DRAM each time: the model's upper \
+         bound).",
         gpu.name,
         gpu.sms,
         gpu.dram_bytes_per_s / 1e9,
         gpu.sms
     );
-    println!(
-        "DRAM bytes the model charges against compulsory at the batch whose one-split grid fills \
-         every CTA slot (4096 cached tokens): more than 32 heads are several 32-row tiles, each \
-         reading the latent rows (charged to DRAM each time: the model's upper bound).\n{f}\n"
-    );
+    let h = header();
+    println!("{}", h.join(" | "));
+    for c in configs
+        .iter()
+        .take(12)
+        .chain(&filling)
+        .chain(configs.iter().skip(12))
+    {
+        println!("{}", row(gpu, &model_mla(gpu, c)?).join(" | "));
+    }
     Ok(())
 }

@@ -6,9 +6,11 @@
 //! decode's, run with d_o = 512 (src/ops/decode/plan.rs).
 //!
 //! Split heuristic: the paged decode's ([`crate::ops::decode::plan::choose_splits`]) with
-//! `batch x row tiles` base CTAs and `hq x sq_new` packed rows: an MLA row moves 576 x 2 bytes
-//! of K per key against ~8 x 512 bytes of partial state per row and split, the same ratio the
-//! decode's `256 x rows` keys per split bounds.
+//! `batch x row tiles` base CTAs and `hq x sq_new` packed rows (its byte rule keeps the partial
+//! states, ~4 KB per packed row and split written and read, within 1% of the cached rows), except
+//! when the grid has fewer CTAs than the device has SMs: then only the per-split minimum of
+//! [`crate::ops::decode::plan::MIN_KEYS_PER_SPLIT`] keys bounds the split count (a batch of one
+//! 128-head sequence is 4 CTAs: 1 split would leave 128 of 132 SMs idle).
 
 use super::kernels::MlaKernelRow;
 use super::problem::{MlaDecodeProblem, MLA_D_V};
@@ -19,8 +21,8 @@ use crate::common::error::Result;
 use crate::common::launch::{Launch, Launches};
 use crate::common::target::KernelTarget;
 use crate::ops::decode::plan::{
-    combine_launch, decode_params, decode_specs, resolve_splits, DecodeBuffers, SplitPolicy,
-    WorkspaceLayout,
+    choose_splits, combine_launch, decode_params, decode_specs, resolve_splits, DecodeBuffers,
+    SplitPolicy, WorkspaceLayout,
 };
 use crate::ops::forward::plan::WARP_SIZE;
 
@@ -54,8 +56,17 @@ impl MlaDecodePlan {
         let rows = (problem.num_heads_q * d.max_seqlen_q()) as u64;
         let row_tiles = rows.div_ceil(u64::from(kernel.tile_rows));
         let base_ctas = problem.batch as u64 * row_tiles;
-        let (num_splits, split_keys) =
-            resolve_splits(policy, base_ctas, rows, problem.max_cache_len as u64)?;
+        let max_len = problem.max_cache_len as u64;
+        let (num_splits, split_keys) = match policy {
+            // Fewer CTAs than SMs (a few sequences of 128 heads: 4 CTAs each): the paged
+            // decode's byte rule (>= 256 keys per split per packed row, i.e. 32768 keys for 128
+            // heads) would leave nearly every SM idle, so split for time, with only the
+            // per-split minimum of MIN_KEYS_PER_SPLIT keys (one packed row's worth).
+            SplitPolicy::Auto { num_sms } if base_ctas < u64::from(num_sms) => {
+                (choose_splits(base_ctas, 1, max_len, num_sms), 0)
+            }
+            _ => resolve_splits(policy, base_ctas, rows, max_len)?,
+        };
         let split_output = num_splits > 1 || split_keys > 0;
         let workspace = WorkspaceLayout::for_splits(
             split_output,
@@ -177,7 +188,16 @@ mod tests {
         assert_eq!(plan.workspace.partial_o, 4 * 2 * 16 * MLA_D_V as u64);
         assert_eq!(plan.workspace.partial_lse, 4 * 2 * 16);
         assert!(plan.combine.is_some());
-        // Auto: a small batch on 132 SMs splits; a batch that fills the device does not.
+        // Auto: a small batch on 132 SMs splits; a batch that fills the device does not. One
+        // 128-head sequence of 4096 keys (4 CTAs) splits for time: 4096 / 256 keys.
+        let one = problem(1, 128, 1, 4096);
+        let auto = MlaDecodePlan::new_for(
+            KernelTarget::Ampere,
+            &one,
+            SplitPolicy::Auto { num_sms: 132 },
+        )
+        .unwrap();
+        assert_eq!(auto.num_splits, 16);
         let auto =
             MlaDecodePlan::new_for(KernelTarget::Ampere, &p, SplitPolicy::Auto { num_sms: 132 })
                 .unwrap();
