@@ -189,6 +189,17 @@
     X(FLASHMHA_JVP_KERNEL, f16_bf16, 64, 64, 49152) \
     X(FLASHMHA_JVP_KERNEL, f16_bf16, 128, 32, 65536)
 
+/* MLA decode (issue 23 item 3; kernels/sm80/flash_mla_decode.cu, Ampere and newer; Hopper runs
+ * these too): X(FLASHMHA_MLA_DECODE_KERNEL, dtypes, tile_rows, num_warps, kv_bytes, smem_bytes),
+ * entry flashmha_mla_decode_<dtype>[_fp8]_r<tile_rows> (_fp8: kv_bytes 1, e4m3 / e5m2 pages
+ * chosen at run time by kv_format, dequantised into the 16-bit stage). d_qk 576 / d_v 512 are fixed
+ * (FLASHMHA_MLA_D_QK / _D_V of params.h); tile and budget in kernels/common/mla_decode_traits.cuh.
+ * A separate table like the backward's: src/ops/mla_decode/kernels.rs lists these rows and a
+ * test checks the list against this header and that every entry is compiled without spills. */
+#define FLASHMHA_MLA_DECODE_KERNELS(X) \
+    X(FLASHMHA_MLA_DECODE_KERNEL, f16_bf16, 32, 8, 2, 82944) \
+    X(FLASHMHA_MLA_DECODE_KERNEL, f16_bf16, 32, 8, 1, 82944)
+
 /* Row hooks, one per group, each taking a row without its group column and with one dtype:
  * (dtype, head_dim, rows, block_n, num_warps, kv_bytes, smem_bytes). All expand to nothing
  * here; an entry file #undefs the hook of its own group, defines it as its entry point
@@ -201,6 +212,7 @@
 #define FLASHMHA_DECODE_KERNELS_SM75(...)
 #define FLASHMHA_BWD_KERNEL(...)
 #define FLASHMHA_JVP_KERNEL(...)
+#define FLASHMHA_MLA_DECODE_KERNEL(...)
 
 /* One row: its group's hook once per dtype of `dtypes`. */
 #define FLASHMHA_KERNEL_ROW(group, dtypes, ...) FLASHMHA_DTYPES_##dtypes(group, __VA_ARGS__)

@@ -461,6 +461,27 @@ typedef struct KvAppendParams {
     uint32_t flags;            /* FLASHMHA_KV_APPEND_FLAG_* */
 } KvAppendParams;
 
+/*
+ * MLA decode (multi-head latent attention with absorbed projections; issue 23 item 3;
+ * kernels/sm80/flash_mla_decode.cu): every query head attends to ONE shared latent KV head whose
+ * cached row holds d_qk = FLASHMHA_MLA_D_QK elements (512 latent + 64 rope); the value is the
+ * first FLASHMHA_MLA_D_V elements of the same row (never stored twice). Shapes, in elements:
+ *   q:        [b, sq_new, hq, d_qk] (padded) or [total_q, hq, d_qk] (varlen), as FlashDecodeParams
+ *   o:        [b, sq_new, hq, d_v] / [total_q, hq, d_v]
+ *   kv_cache: decode.k_cache, element (page, slot, c) at page * k_page_stride + slot *
+ *             k_slot_stride + c (num_heads_kv 1; decode.v_cache and the v_* strides unused)
+ *   partial_o: [num_splits, total_q, hq, d_v] f32; partial_lse / partial_entropy as decode
+ * decode.head_dim is d_qk; every other field means what it means in FlashDecodeParams, and the
+ * split combine is the decode's (kernels/sm80/merge_states.cu with head_dim d_v).
+ */
+#define FLASHMHA_MLA_D_QK 576
+#define FLASHMHA_MLA_D_V 512
+typedef struct FlashMlaDecodeParams {
+    FlashDecodeParams decode;
+    int32_t head_dim_v; /* FLASHMHA_MLA_D_V (checked by the kernel) */
+    int32_t pad0;
+} FlashMlaDecodeParams;
+
 #define FLASHMHA_ABI_PROBE_DECODE_FIELDS(X)                                                        \
     X(q) X(k_cache) X(v_cache) X(o) X(block_table) X(cache_seqlens) X(cu_seqlens_q) X(partial_o)   \
     X(partial_lse) X(partial_entropy) X(k_scales) X(v_scales) X(q_batch_stride) X(q_row_stride)    \

@@ -10,12 +10,14 @@
 use super::{check_dtype, RowExtras};
 use crate::backend::{Backend, Binder, Read, Write};
 use crate::common::binding::DevBuf;
+use crate::common::dtype::DType;
 use crate::common::element::Element;
 use crate::common::error::{Error, Result, TensorName};
 use crate::common::launch::Launches;
 use crate::ops::decode::plan::{DecodeBuffers, DecodePlan};
 use crate::ops::kv_append::{AppendIndex, KvAppendBuffers, KvAppendPlan};
 use crate::ops::merge::{MergeBuffers, MergePlan, MergeStates};
+use crate::ops::mla_decode::MlaDecodePlan;
 
 /// The K/V page pools of a run: 16-bit pages of the plan's element type (`P`), or FP8 codes
 /// (`C`) with their f32 scales (`S`, per tensor or per KV head, as the plan says). A decode
@@ -166,6 +168,32 @@ impl<'a, B: Backend + ?Sized, T> DecodeArgs<'a, B, T> {
             v_scales,
         };
         Self::with_pools(q, pools, o, block_table, cache_seqlens)
+    }
+
+    /// The MLA decode's tensors ([`super::mla_decode`]): `q [.., hq, 576]`, the latent page
+    /// pool (16-bit elements of q's type; read as K, and its first 512 dims as V),
+    /// `o [.., hq, 512]`, `block_table` and `cache_seqlens` as for [`DecodeArgs::new`].
+    pub fn mla(
+        q: &'a impl Read<B, T>,
+        kv_cache: &'a impl Read<B, T>,
+        o: &'a mut impl Write<B, T>,
+        block_table: &'a impl Read<B, i32>,
+        cache_seqlens: &'a impl Read<B, i32>,
+    ) -> Self {
+        Self::new(q, kv_cache, kv_cache, o, block_table, cache_seqlens)
+    }
+
+    /// [`DecodeArgs::mla`] over FP8 latent pages (e4m3 or e5m2, as the plan's `kv_dtype` says):
+    /// one code byte per element and ONE f32 scale `[1]` for the pool, finite and > 0.
+    pub fn mla_fp8(
+        q: &'a impl Read<B, T>,
+        codes: &'a impl Read<B, u8>,
+        scale: &'a impl Read<B, f32>,
+        o: &'a mut impl Write<B, T>,
+        block_table: &'a impl Read<B, i32>,
+        cache_seqlens: &'a impl Read<B, i32>,
+    ) -> Self {
+        Self::fp8(q, codes, codes, scale, scale, o, block_table, cache_seqlens)
     }
 
     fn with_pools(
@@ -341,14 +369,68 @@ impl<'a, B: Backend + ?Sized, T> KvAppendArgs<'a, B, T> {
     }
 }
 
-/// [`super::Attention::decode`]: the decode, then the split combine if the plan has one.
+/// What the decode binding needs of a plan: the paged decode's ([`DecodePlan`]) or the MLA
+/// decode's ([`MlaDecodePlan`]), which take the same arguments.
+pub(super) trait PagedPlan {
+    /// (q's dtype, FP8 pages).
+    fn kinds(&self) -> (DType, bool);
+    fn carve_workspace(&self, ws: DevBuf) -> Result<(DevBuf, DevBuf, DevBuf)>;
+    fn bind(&self, bufs: &DecodeBuffers) -> Result<Launches>;
+}
+
+impl PagedPlan for DecodePlan {
+    fn kinds(&self) -> (DType, bool) {
+        (self.problem.dtype, self.problem.kv_dtype.is_fp8())
+    }
+    fn carve_workspace(&self, ws: DevBuf) -> Result<(DevBuf, DevBuf, DevBuf)> {
+        DecodePlan::carve_workspace(self, ws)
+    }
+    fn bind(&self, bufs: &DecodeBuffers) -> Result<Launches> {
+        DecodePlan::bind(self, bufs)
+    }
+}
+
+impl PagedPlan for MlaDecodePlan {
+    fn kinds(&self) -> (DType, bool) {
+        (self.problem.dtype, self.problem.kv_dtype.is_fp8())
+    }
+    fn carve_workspace(&self, ws: DevBuf) -> Result<(DevBuf, DevBuf, DevBuf)> {
+        MlaDecodePlan::carve_workspace(self, ws)
+    }
+    fn bind(&self, bufs: &DecodeBuffers) -> Result<Launches> {
+        MlaDecodePlan::bind(self, bufs)
+    }
+}
+
+/// [`super::Attention::decode`] and [`super::mla_decode`]: the decode, then the split combine
+/// if the plan has one.
 pub(super) fn decode<B: Backend + ?Sized, T: Element>(
     be: &B,
     stream: &B::Stream,
-    plan: &DecodePlan,
+    plan: &impl PagedPlan,
     args: DecodeArgs<'_, B, T>,
 ) -> Result<()> {
-    check_dtype::<T>(TensorName::Q, plan.problem.dtype)?;
+    bind_and_launch(
+        be,
+        stream,
+        plan.kinds(),
+        args,
+        |ws| plan.carve_workspace(ws),
+        |bufs| plan.bind(bufs),
+    )
+}
+
+/// Binds `args` for a plan of (dtype, FP8 pages) (each buffer's use ordered on `stream`),
+/// carves the workspace with `carve`, then launches what `bind` makes of the buffers.
+fn bind_and_launch<B: Backend + ?Sized, T: Element>(
+    be: &B,
+    stream: &B::Stream,
+    (dtype, fp8): (DType, bool),
+    args: DecodeArgs<'_, B, T>,
+    carve: impl FnOnce(DevBuf) -> Result<(DevBuf, DevBuf, DevBuf)>,
+    bind: impl FnOnce(&DecodeBuffers) -> Result<Launches>,
+) -> Result<()> {
+    check_dtype::<T>(TensorName::Q, dtype)?;
     let DecodeArgs {
         q,
         pools,
@@ -359,7 +441,7 @@ pub(super) fn decode<B: Backend + ?Sized, T: Element>(
         extras,
         workspace,
     } = args;
-    pools.check_kind(plan.problem.kv_dtype.is_fp8())?;
+    pools.check_kind(fp8)?;
     let mut t = Binder::new(be, stream);
     // The guards order each buffer's use on the stream once the launches are queued.
     let (q, _q) = t.read(TensorName::Q, Some(q))?;
@@ -375,7 +457,7 @@ pub(super) fn decode<B: Backend + ?Sized, T: Element>(
     let (cu_q, _cu) = t.read(TensorName::CuSeqlensQ, cu_seqlens_q)?;
     let ([lse, entropy, alibi, gates, sinks], _extras) = extras.bind(&mut t)?;
     let (ws, _ws) = t.write(TensorName::Workspace, workspace)?;
-    let (partial_o, partial_lse, partial_entropy) = plan.carve_workspace(ws)?;
+    let (partial_o, partial_lse, partial_entropy) = carve(ws)?;
     let bufs = DecodeBuffers {
         q,
         k_cache: pools.k,
@@ -395,7 +477,7 @@ pub(super) fn decode<B: Backend + ?Sized, T: Element>(
         partial_lse,
         partial_entropy,
     };
-    let launches = plan.bind(&bufs)?;
+    let launches = bind(&bufs)?;
     // SAFETY: `bind` checked every buffer against the plan (presence, size, alignment, no
     // output overlapping another operand); each address comes from a buffer borrowed by `args`
     // (alive for this call; the guards keep its use ordered on the stream); device-resident

@@ -118,6 +118,20 @@ macro_rules! row_extras_builders {
 pub(crate) use row_extras_builders;
 
 pub use backward::BwdArgs;
+
+/// MLA decode (issue 23 item 3) over any backend, beside the paged decode: the MLA decode, then
+/// the paged decode's split combine over 512 dims if the plan has one, queued on `stream` (O(1)
+/// typed buffer checks first; no allocation, no sync). `args` come from [`DecodeArgs::mla`]
+/// (16-bit latent pages) or [`DecodeArgs::mla_fp8`], plus the optional tensors and the
+/// workspace of [`crate::ops::mla_decode::MlaDecodePlan::workspace`] elements.
+pub fn mla_decode<B: Backend + ?Sized, T: Element>(
+    be: &B,
+    stream: &B::Stream,
+    plan: &crate::ops::mla_decode::MlaDecodePlan,
+    args: DecodeArgs<'_, B, T>,
+) -> Result<()> {
+    decode::decode(be, stream, plan, args)
+}
 pub use decode::{DecodeArgs, KvAppendArgs, MergeArgs};
 pub use forward::{Dense, DenseMut, FwdArgs};
 pub use jvp::JvpArgs;

@@ -5,6 +5,7 @@
 pub mod decode;
 pub mod forward;
 pub mod judge;
+pub mod mla;
 
 /// The words a case description gives its options and optional tensors: the options' features,
 /// then each of ALiBi, gates, LSE and entropy that is on (`[alibi, gates, lse, entropy]`).

@@ -71,6 +71,10 @@ pub struct BenchArgs {
     /// published ones (src/cli/bench_calibrate.rs).
     #[arg(long)]
     calibrate: Option<std::path::PathBuf>,
+    /// MLA decode instead of the forward: the modelled time on H100 of the sm_80+ MLA kernel at
+    /// 128 query heads, 4k-32k cached tokens, batch 1 / 8 / 64 (see src/cli/bench_mla.rs).
+    #[arg(long)]
+    mla: bool,
 }
 
 impl BenchArgs {
@@ -334,6 +338,9 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
     }
     if args.decode {
         return super::bench_decode::run(args.dtype, &args.head_dims, &models);
+    }
+    if args.mla {
+        return super::bench_mla::run();
     }
     if args.tiles {
         return run_tiles(args);

@@ -50,6 +50,10 @@ pub struct CheckArgs {
     /// reference over the gathered pages (`--max-len` bounds the cache lengths).
     #[arg(long)]
     pub(super) decode: bool,
+    /// MLA decode (d_qk 576, d_v 512, one latent KV head, 16 or 32 query heads, 16-bit or FP8
+    /// pages) instead of the forward: random paged cases as `--decode` draws them.
+    #[arg(long, conflicts_with = "decode")]
+    pub(super) mla: bool,
 }
 
 /// Random forward cases draw head dims up to this (the widest compiled kernel, d256).
@@ -107,7 +111,9 @@ pub fn run(args: &CheckArgs) -> CliResult<bool> {
         super::positive("--head-dim", &[d])?;
     }
     let backend = args.gpu.then(|| CudaBackend::new(0)).transpose()?;
-    let mut op = if args.decode {
+    let mut op = if args.mla {
+        mla_op(args, backend.as_ref())
+    } else if args.decode {
         decode_op(args, backend.as_ref())?
     } else {
         forward_op(args, backend.as_ref())?
@@ -115,7 +121,13 @@ pub fn run(args: &CheckArgs) -> CliResult<bool> {
     let seed = args.seed.unwrap_or_else(rand::random);
     println!(
         "flashmha check{}: {} {}, seed {seed}, on {}",
-        if args.decode { " --decode" } else { "" },
+        if args.mla {
+            " --mla"
+        } else if args.decode {
+            " --decode"
+        } else {
+            ""
+        },
         args.cases,
         op.what,
         if args.gpu { "GPU" } else { "the emulator" }
@@ -307,4 +319,25 @@ fn decode_op<'a>(args: &'a CheckArgs, backend: Option<&'a CudaBackend>) -> CliRe
             })
         }),
     })
+}
+
+/// MLA decode: random cases of src/check/mla.rs (16 or 32 query heads, one 32-row tile: each
+/// 16-key block is 272 mma on the emulator), on the emulator or the GPU.
+fn mla_op<'a>(args: &'a CheckArgs, backend: Option<&'a CudaBackend>) -> Op<'a> {
+    Op {
+        what: "MLA decode cases",
+        extra_header: &["splits"],
+        cases: Box::new(move |rng, _| {
+            let case = flashmha::check::mla::random_case(rng, &[16, 32], args.max_len);
+            let outcome = match backend {
+                Some(b) => flashmha::check::mla::run_case_on(b, &case)?,
+                None => flashmha::check::mla::run_case(&case)?,
+            };
+            Ok(Checked {
+                case: case.describe(),
+                extra: vec![outcome.plan.num_splits.to_string()],
+                judgement: outcome.judgement,
+            })
+        }),
+    }
 }

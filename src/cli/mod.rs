@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_calibrate;
 pub mod bench_decode;
+pub mod bench_mla;
 pub mod check;
 pub mod diagnose;
 pub mod diagnose_robustness;

@@ -16,6 +16,7 @@ use crate::backend::Backend;
 use crate::common::dtype::DType;
 use crate::common::element::Element;
 use crate::common::error::{Error, Result, TensorName};
+use crate::common::geometry::span;
 use crate::emulator::{Finding, LaunchReport};
 use crate::ops::decode::fp8::check_scales;
 use crate::ops::decode::plan::DecodePlan;
@@ -24,6 +25,7 @@ use crate::ops::forward::plan::{FwdLaunch, FwdPlan};
 use crate::ops::head_similarity::{HeadSimPlan, HeadSimProblem};
 use crate::ops::kv_append::{AppendIndex, KvAppendPlan};
 use crate::ops::merge::{MergePlan, MergeStates};
+use crate::ops::mla_decode::{MlaDecodePlan, MLA_D_V};
 
 /// `$op::<T, _>(args)` with `T` the element type of `$dtype` (the ops' arguments are typed).
 macro_rules! with_element {
@@ -337,6 +339,23 @@ fn decode_typed<T: Element, B: HarnessBackend>(
     inputs: &DecodeHostInputs,
 ) -> Result<DecodeRun> {
     let p = &plan.problem;
+    let o_len = p.q_span(&p.o_strides) as usize;
+    let ws = plan.workspace.elems() as usize;
+    run_decode_args::<T, B>(backend, p, (o_len, ws), inputs, |s, args| {
+        backend.decode(&s.stream, plan, args)
+    })
+}
+
+/// Uploads `inputs` of `p` (the paged decode's view of the call), makes O (`o_len`
+/// elements) and the workspace (`ws` f32), runs `call` on the decode arguments and reads the
+/// outputs and reports back.
+fn run_decode_args<T: Element, B: HarnessBackend>(
+    backend: &B,
+    p: &DecodeProblem,
+    (o_len, ws): (usize, usize),
+    inputs: &DecodeHostInputs,
+    call: impl FnOnce(&Session<'_, B>, DecodeArgs<'_, B, T>) -> Result<()>,
+) -> Result<DecodeRun> {
     check_decode_inputs(p, inputs)?;
     let s = Session::new(backend)?;
     let q = s.put(as_elems::<T>(&inputs.q))?;
@@ -345,7 +364,7 @@ fn decode_typed<T: Element, B: HarnessBackend>(
     let stats = p.row_stats_len();
     let mut bufs = AttentionBufs::<B, T>::new(
         &s,
-        p.q_span(&p.o_strides) as usize,
+        o_len,
         (p.lse.then_some(stats), p.entropy.then_some(stats)),
         PerHead {
             alibi_slopes: inputs.alibi_slopes.as_deref(),
@@ -354,8 +373,7 @@ fn decode_typed<T: Element, B: HarnessBackend>(
         },
     )?;
     let cu = s.put_opt(inputs.cu_seqlens_q.as_deref())?;
-    let workspace = plan.workspace.elems() as usize;
-    let mut ws = s.poisoned_opt::<f32>((workspace > 0).then_some(workspace))?;
+    let mut ws = s.poisoned_opt::<f32>((ws > 0).then_some(ws))?;
     let pools: DevicePools<B, T> = if p.kv_dtype.is_fp8() {
         DevicePools::Fp8 {
             k: s.put(&inputs.k_cache_fp8)?,
@@ -384,7 +402,7 @@ fn decode_typed<T: Element, B: HarnessBackend>(
     if let Some(c) = cu.as_ref() {
         args = args.cu_seqlens_q(c);
     }
-    let mut reports = s.reports(backend.decode(&s.stream, plan, args))?;
+    let mut reports = s.reports(call(&s, args))?;
     let out = bufs.read_back(&s)?;
     Ok(DecodeRun {
         o: out.o,
@@ -688,5 +706,30 @@ pub fn head_similarity<T: Element, B: HarnessBackend>(
         gram: s.get(&gram)?,
         plan,
         report: report_at(&mut reports, 0),
+    })
+}
+
+/// Runs an MLA decode plan on `backend` over `inputs` (the decode's host inputs: `q` with 576
+/// dims, the latent pool in `k_cache` (16-bit) or `k_cache_fp8` with its scale `k_scales[0]`;
+/// the V pools are uploaded but not read). O comes back with 512 dims in the plan's o layout.
+pub fn mla_decode<B: HarnessBackend>(
+    backend: &B,
+    plan: &MlaDecodePlan,
+    inputs: &DecodeHostInputs,
+) -> Result<DecodeRun> {
+    with_element!(plan.problem.dtype, mla_decode_typed(backend, plan, inputs))
+}
+
+fn mla_decode_typed<T: Element, B: HarnessBackend>(
+    backend: &B,
+    plan: &MlaDecodePlan,
+    inputs: &DecodeHostInputs,
+) -> Result<DecodeRun> {
+    let p = plan.problem.as_decode();
+    let o_len = usize::try_from(span(&p.q_dims(&p.o_strides), MLA_D_V))
+        .map_err(|_| Error::SizeOverflow { what: "MLA o" })?;
+    let ws = plan.workspace.elems() as usize;
+    run_decode_args::<T, B>(backend, &p, (o_len, ws), inputs, |s, args| {
+        crate::api::mla_decode(backend, &s.stream, plan, args)
     })
 }

@@ -11,3 +11,4 @@ pub mod head_similarity;
 pub mod jvp;
 pub mod kv_append;
 pub mod merge;
+pub mod mla_decode;

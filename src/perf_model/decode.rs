@@ -16,9 +16,10 @@ use crate::check::decode::DecodeCase;
 use crate::common::build_info::ptxas_stats;
 use crate::common::dtype::DType;
 use crate::common::error::Result;
+use crate::common::launch::Launch;
 use crate::common::options::AttnOptions;
 use crate::emulator::{Device, EmuOptions};
-use crate::host::emulated_decode::decode_on;
+use crate::host::emulated_decode::{decode_on, DecodeRun};
 use crate::ops::decode::plan::{DecodePlan, SplitPolicy};
 use crate::ops::decode::problem::DecodeProblem;
 use crate::ops::decode::validate::DECODE_TILE_ROWS;
@@ -117,7 +118,13 @@ pub fn batch_filling(gpu: &GpuSpec, c: &DecodeModelConfig) -> Result<usize> {
     Ok(slots.div_ceil(per_item) as usize)
 }
 
-fn launch_shape(entry: &str, ctas: u64, threads: u32, dyn_smem: u32, gpu: &GpuSpec) -> LaunchShape {
+pub(crate) fn launch_shape(
+    entry: &str,
+    ctas: u64,
+    threads: u32,
+    dyn_smem: u32,
+    gpu: &GpuSpec,
+) -> LaunchShape {
     let arch = format!("sm_{}", gpu.sm);
     let stats: Vec<_> = ptxas_stats(entry).collect();
     let s = stats
@@ -166,30 +173,43 @@ pub fn model_decode(gpu: &GpuSpec, c: &DecodeModelConfig) -> Result<DecodeModell
     });
     let run = decode_on(&mut dev, &one, &built.inputs)?;
     let scale = (c.batch * c.num_heads_kv) as f64;
-    let dw = Work::from_counters(&run.decode_report.counters).scaled(scale);
-    let l = &plan.decode;
-    let ctas = u64::from(l.grid[0]) * u64::from(l.grid[1]) * u64::from(l.grid[2]);
-    let dshape = launch_shape(l.entry, ctas, l.block[0], l.dynamic_smem_bytes, gpu);
-    let d_dram = dw.global_sectors * 32.0;
-    let decode = pipes::model(&dw, gpu, &dshape, d_dram);
-    let (combine, c_dram) = match (&plan.combine, &run.combine_report) {
-        (Some(cl), Some(cr)) => {
-            let cw = Work::from_counters(&cr.counters).scaled(scale);
-            let ctas = u64::from(cl.grid[0]) * u64::from(cl.grid[1]) * u64::from(cl.grid[2]);
-            let cshape = launch_shape(cl.entry, ctas, cl.block[0], cl.dynamic_smem_bytes, gpu);
-            let dram = cw.global_sectors * 32.0;
-            (Some(pipes::model(&cw, gpu, &cshape, dram)), dram)
-        }
-        _ => (None, 0.0),
-    };
+    let (decode, combine, dram_bytes) =
+        model_launches(gpu, (&plan.decode, plan.combine.as_ref()), &run, scale);
     Ok(DecodeModelled {
         config: *c,
         splits: plan.num_splits,
         decode,
         combine,
-        dram_bytes: d_dram + c_dram,
+        dram_bytes,
         findings: run.findings().len(),
     })
+}
+
+/// The modelled decode and (if planned) combine launches of a call whose counters `run` holds
+/// for `1 / scale` of it, and the DRAM bytes of both (every sector touched, once per access).
+/// Shared with the MLA model (src/perf_model/mla_decode.rs).
+pub(crate) fn model_launches(
+    gpu: &GpuSpec,
+    (decode, combine): (&Launch, Option<&Launch>),
+    run: &DecodeRun,
+    scale: f64,
+) -> (Modelled, Option<Modelled>, f64) {
+    let one = |l: &Launch, counters: &crate::emulator::Counters| {
+        let w = Work::from_counters(counters).scaled(scale);
+        let ctas = u64::from(l.grid[0]) * u64::from(l.grid[1]) * u64::from(l.grid[2]);
+        let shape = launch_shape(l.entry, ctas, l.block[0], l.dynamic_smem_bytes, gpu);
+        let dram = w.global_sectors * 32.0;
+        (pipes::model(&w, gpu, &shape, dram), dram)
+    };
+    let (d, d_dram) = one(decode, &run.decode_report.counters);
+    let (c, c_dram) = match (combine, &run.combine_report) {
+        (Some(cl), Some(cr)) => {
+            let (m, dram) = one(cl, &cr.counters);
+            (Some(m), dram)
+        }
+        _ => (None, 0.0),
+    };
+    (d, c, d_dram + c_dram)
 }
 
 #[cfg(test)]

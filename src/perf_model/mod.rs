@@ -22,6 +22,7 @@ pub mod decode;
 pub mod decode_bench;
 pub mod gpus;
 pub mod launch_work;
+pub mod mla_decode;
 pub mod pipes;
 pub mod registers;
 pub mod tile_figures;

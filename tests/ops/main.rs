@@ -40,6 +40,7 @@ mod head_similarity;
 mod hopper_tma_maps;
 mod jvp_counters;
 mod jvp_props;
+mod mla_decode;
 mod perf_model_hopper;
 mod probe_cli;
 mod robustness;

@@ -25,6 +25,7 @@ use super::validate::validate_decode_for;
 use crate::common::abi::{self, FlashDecodeParams, MergeStatesParams};
 use crate::common::binding::{check, BufSpec, DevBuf, Use};
 use crate::common::error::{Error, Result, TensorName};
+use crate::common::geometry::span;
 use crate::common::launch::{Launch, Launches};
 use crate::common::options_abi::{pack_attn_options, StatRows};
 use crate::common::target::KernelTarget;
@@ -84,6 +85,25 @@ pub struct WorkspaceLayout {
 }
 
 impl WorkspaceLayout {
+    /// The workspace of `num_splits` splits of `states` (row, head) states with `d_o` output
+    /// dims each (none without split output).
+    pub(crate) fn for_splits(
+        split_output: bool,
+        num_splits: u32,
+        states: u64,
+        d_o: u64,
+        entropy: bool,
+    ) -> WorkspaceLayout {
+        if !split_output {
+            return WorkspaceLayout::default();
+        }
+        let states = u64::from(num_splits) * states;
+        WorkspaceLayout {
+            partial_o: states * d_o,
+            partial_lse: states,
+            partial_entropy: if entropy { states } else { 0 },
+        }
+    }
     /// Total f32 elements: the one buffer a caller allocates, carved as partial O, then partial
     /// LSE, then partial entropy.
     pub fn elems(&self) -> u64 {
@@ -159,13 +179,50 @@ fn plan(target: KernelTarget, problem: &DecodeProblem, policy: SplitPolicy) -> R
     let p = problem;
     let row_tiles = (p.group() * p.max_seqlen_q()).div_ceil(kernel.tile_rows as usize) as u64;
     let base_ctas = p.batch as u64 * p.num_heads_kv as u64 * row_tiles;
-    let (num_splits, split_keys) = match policy {
+    let rows = (p.group() * p.max_seqlen_q()) as u64;
+    let (num_splits, split_keys) = resolve_splits(policy, base_ctas, rows, p.max_cache_len as u64)?;
+    let split_output = num_splits > 1 || split_keys > 0;
+    let workspace = WorkspaceLayout::for_splits(
+        split_output,
+        num_splits,
+        p.total_q() as u64 * p.num_heads_q as u64,
+        p.head_dim as u64,
+        p.entropy,
+    );
+    let decode = Launch::geometry(
+        kernel.entry,
+        [
+            num_splits,
+            (p.num_heads_kv as u64 * row_tiles) as u32,
+            p.batch as u32,
+        ],
+        [kernel.num_warps * WARP_SIZE, 1, 1],
+        kernel.smem_bytes,
+    );
+    let combine = combine_launch(target, p, split_output)?;
+    Ok(DecodePlan {
+        problem: problem.clone(),
+        kernel,
+        decode,
+        num_splits,
+        split_keys,
+        workspace,
+        combine,
+    })
+}
+
+/// The (split count, fixed keys per split or 0) of `policy` for `base_ctas` CTAs of `rows`
+/// packed rows each and a longest cache of `max_cache_len` keys; typed errors for a count or a
+/// key size out of range. Shared by the paged decode and the MLA decode (src/ops/mla_decode/).
+pub(crate) fn resolve_splits(
+    policy: SplitPolicy,
+    base_ctas: u64,
+    rows: u64,
+    max_cache_len: u64,
+) -> Result<(u32, u32)> {
+    Ok(match policy {
         SplitPolicy::Auto { num_sms } => {
-            let rows = (p.group() * p.max_seqlen_q()) as u64;
-            (
-                choose_splits(base_ctas, rows, p.max_cache_len as u64, num_sms),
-                0,
-            )
+            (choose_splits(base_ctas, rows, max_cache_len, num_sms), 0)
         }
         SplitPolicy::Count(n) => {
             if n == 0 || n > MAX_SPLITS {
@@ -183,7 +240,7 @@ fn plan(target: KernelTarget, problem: &DecodeProblem, policy: SplitPolicy) -> R
                     align: SPLIT_ALIGN,
                 });
             }
-            let n = (p.max_cache_len as u64).div_ceil(u64::from(k)).max(1);
+            let n = max_cache_len.div_ceil(u64::from(k)).max(1);
             if n > u64::from(MAX_SPLITS) {
                 return Err(Error::SplitCount {
                     found: n,
@@ -192,34 +249,22 @@ fn plan(target: KernelTarget, problem: &DecodeProblem, policy: SplitPolicy) -> R
             }
             (n as u32, k)
         }
-    };
-    let split_output = num_splits > 1 || split_keys > 0;
-    let states = u64::from(num_splits) * p.total_q() as u64 * p.num_heads_q as u64;
-    let workspace = if split_output {
-        WorkspaceLayout {
-            partial_o: states * p.head_dim as u64,
-            partial_lse: states,
-            partial_entropy: if p.entropy { states } else { 0 },
-        }
-    } else {
-        WorkspaceLayout::default()
-    };
-    let decode = Launch::geometry(
-        kernel.entry,
-        [
-            num_splits,
-            (p.num_heads_kv as u64 * row_tiles) as u32,
-            p.batch as u32,
-        ],
-        [kernel.num_warps * WARP_SIZE, 1, 1],
-        kernel.smem_bytes,
-    );
+    })
+}
+
+/// The split combine of `p`'s states (`total_q x hq` rows of the paged decode's combine),
+/// when the decode writes partial states. Shared with the MLA decode.
+pub(crate) fn combine_launch(
+    target: KernelTarget,
+    p: &DecodeProblem,
+    split_output: bool,
+) -> Result<Option<Launch>> {
     // Validation admitted (target, dtype), and every target has a combine for its dtypes.
     let combine_entry = combine_entry_for(target, p.dtype).ok_or(Error::UnsupportedDType {
         dtype: p.dtype,
         target,
     })?;
-    let combine = split_output.then(|| {
+    Ok(split_output.then(|| {
         Launch::geometry(
             combine_entry,
             [
@@ -230,16 +275,7 @@ fn plan(target: KernelTarget, problem: &DecodeProblem, policy: SplitPolicy) -> R
             [MERGE_WARPS * WARP_SIZE, 1, 1],
             0,
         )
-    });
-    Ok(DecodePlan {
-        problem: problem.clone(),
-        kernel,
-        decode,
-        num_splits,
-        split_keys,
-        workspace,
-        combine,
-    })
+    }))
 }
 
 /// Page-size divisor for the kernel: `key / page_size == (key * magic) >> shift` for every
@@ -261,30 +297,7 @@ impl DecodePlan {
     /// plan serves every plan. The partial O at the base must be 16-byte aligned (checked by
     /// [`DecodePlan::params`]).
     pub fn carve_workspace(&self, ws: DevBuf) -> Result<(DevBuf, DevBuf, DevBuf)> {
-        let none = DevBuf::default();
-        if self.combine.is_none() {
-            return Ok((none, none, none));
-        }
-        let w = &self.workspace;
-        // Only presence and size here; alignment is the partial O's row in `params`.
-        check(&[BufSpec::input(
-            TensorName::Workspace,
-            ws,
-            Use::Required,
-            w.elems(),
-            4,
-            1,
-        )])?;
-        let at = |offset: u64, len: u64| ws.slice(offset, len, 4);
-        Ok((
-            at(0, w.partial_o),
-            at(w.partial_o, w.partial_lse),
-            if w.partial_entropy > 0 {
-                at(w.partial_o + w.partial_lse, w.partial_entropy)
-            } else {
-                none
-            },
-        ))
+        carve(self.combine.is_some(), &self.workspace, ws)
     }
 
     /// Binds `bufs` (checked as [`DecodePlan::params`] does) into the launches of one run: the
@@ -299,97 +312,14 @@ impl DecodePlan {
 
     /// The binding table of one run: what each buffer must hold for this plan (outputs first).
     pub fn specs(&self, bufs: &DecodeBuffers) -> [BufSpec; 17] {
-        use TensorName as T;
-        let p = &self.problem;
-        let req = |on: bool| if on { Use::Required } else { Use::Unused };
-        let split_output = self.combine.is_some();
-        let fp8 = p.kv_dtype.is_fp8();
-        let stats = p.row_stats_len() as u64;
-        let e = p.dtype.size() as u64;
-        let kv_e = p.kv_element_bytes() as u64; // cache elements: 2, or 1 for FP8 codes
-        let a16 = abi::FLASHMHA_COPY_ALIGN_BYTES as u64;
-        let ws = &self.workspace;
-        let (hq, batch) = (p.num_heads_q as u64, p.batch as u64);
-        let table_len = ((p.batch - 1) * p.block_table_stride + p.max_pages_per_seq) as u64;
-        let scales = p.kv_scales_len() as u64;
-        [
-            BufSpec::input(T::O, bufs.o, Use::Required, p.q_span(&p.o_strides), e, a16).written(),
-            BufSpec::input(T::Lse, bufs.lse, req(p.lse), stats, 4, 4).written(),
-            BufSpec::input(T::Entropy, bufs.entropy, req(p.entropy), stats, 4, 4).written(),
-            BufSpec::input(
-                T::PartialO,
-                bufs.partial_o,
-                req(split_output),
-                ws.partial_o,
-                4,
-                a16,
-            )
-            .written(),
-            BufSpec::input(
-                T::PartialLse,
-                bufs.partial_lse,
-                req(split_output),
-                ws.partial_lse,
-                4,
-                4,
-            )
-            .written(),
-            BufSpec::input(
-                T::PartialEntropy,
-                bufs.partial_entropy,
-                req(split_output && p.entropy),
-                ws.partial_entropy,
-                4,
-                4,
-            )
-            .written(),
-            BufSpec::input(T::Q, bufs.q, Use::Required, p.q_span(&p.q_strides), e, a16),
-            BufSpec::input(
-                T::KCache,
-                bufs.k_cache,
-                Use::Required,
-                p.cache_span(&p.k_strides),
-                kv_e,
-                a16,
-            ),
-            BufSpec::input(
-                T::VCache,
-                bufs.v_cache,
-                Use::Required,
-                p.cache_span(&p.v_strides),
-                kv_e,
-                a16,
-            ),
-            BufSpec::input(T::KScales, bufs.k_scales, req(fp8), scales, 4, 4),
-            BufSpec::input(T::VScales, bufs.v_scales, req(fp8), scales, 4, 4),
-            BufSpec::input(
-                T::BlockTable,
-                bufs.block_table,
-                Use::Required,
-                table_len,
-                4,
-                4,
-            ),
-            BufSpec::input(
-                T::CacheSeqlens,
-                bufs.cache_seqlens,
-                Use::Required,
-                batch,
-                4,
-                4,
-            ),
-            BufSpec::input(
-                T::CuSeqlensQ,
-                bufs.cu_seqlens_q,
-                req(p.is_varlen()),
-                batch + 1,
-                4,
-                4,
-            ),
-            BufSpec::input(T::AlibiSlopes, bufs.alibi_slopes, req(p.alibi), hq, 4, 4),
-            BufSpec::input(T::HeadGates, bufs.head_gates, req(p.gates), hq, 4, 4),
-            BufSpec::input(T::Sinks, bufs.sinks, req(p.sinks), hq, 4, 4),
-        ]
+        let d = self.problem.head_dim;
+        decode_specs(
+            &self.problem,
+            d,
+            &self.workspace,
+            self.combine.is_some(),
+            bufs,
+        )
     }
 
     /// The params of the decode and (if any) combine launch for `bufs`, after O(1) checks of
@@ -399,108 +329,258 @@ impl DecodePlan {
         bufs: &DecodeBuffers,
     ) -> Result<(FlashDecodeParams, Option<MergeStatesParams>)> {
         check(&self.specs(bufs))?;
-        let p = &self.problem;
-        let split_output = self.combine.is_some();
-        let fp8 = p.kv_dtype.is_fp8();
-        let opt_addr = |on: bool, b: &DevBuf| if on { b.addr } else { 0 };
-        let (sq, total_q, hq) = (p.max_seqlen_q(), p.total_q(), p.num_heads_q);
-        // lse / entropy: [b, hq, sq_new] padded, [hq, total_q] varlen (row stride 1).
-        let rows = StatRows {
-            varlen: p.is_varlen(),
-            heads_q: hq,
-            seqlen_q: sq,
-            total_q,
-        };
-        let (lse_batch_stride, lse_head_stride) = rows.strides();
-        let rows_per_batch = if p.is_varlen() { total_q } else { sq };
-        let mut opt = pack_attn_options(&p.options, p.head_dim, rows);
-        if split_output {
-            opt.flags |= abi::FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT;
-        }
-        opt.lse = opt_addr(p.lse && !split_output, &bufs.lse) as *mut f32;
-        opt.entropy = opt_addr(p.entropy && !split_output, &bufs.entropy) as *mut f32;
-        opt.alibi_slopes = opt_addr(p.alibi, &bufs.alibi_slopes) as *const f32;
-        opt.head_gates = opt_addr(p.gates && !split_output, &bufs.head_gates) as *const f32;
-        // A split decode's rows join their sink once, in split 0's state (state_merge.cuh).
-        opt.sinks = opt_addr(p.sinks, &bufs.sinks) as *const f32;
-        let (magic, shift) = page_divisor(p.page_size as u32);
-        let decode = FlashDecodeParams {
-            q: bufs.q.addr as *const _,
-            k_cache: bufs.k_cache.addr as *const _,
-            v_cache: bufs.v_cache.addr as *const _,
+        let d = self.problem.head_dim;
+        let splits = (self.num_splits, self.split_keys, self.combine.is_some());
+        Ok(decode_params(&self.problem, d, splits, bufs))
+    }
+}
+
+/// [`DecodePlan::carve_workspace`] of a plan with (`split_output`, `w`); shared with the MLA
+/// decode.
+pub(crate) fn carve(
+    split_output: bool,
+    w: &WorkspaceLayout,
+    ws: DevBuf,
+) -> Result<(DevBuf, DevBuf, DevBuf)> {
+    let none = DevBuf::default();
+    if !split_output {
+        return Ok((none, none, none));
+    }
+    // Only presence and size here; alignment is the partial O's row in `params`.
+    check(&[BufSpec::input(
+        TensorName::Workspace,
+        ws,
+        Use::Required,
+        w.elems(),
+        4,
+        1,
+    )])?;
+    let at = |offset: u64, len: u64| ws.slice(offset, len, 4);
+    Ok((
+        at(0, w.partial_o),
+        at(w.partial_o, w.partial_lse),
+        if w.partial_entropy > 0 {
+            at(w.partial_o + w.partial_lse, w.partial_entropy)
+        } else {
+            none
+        },
+    ))
+}
+
+/// The binding table of one run of `p` with `d_o` output dims (the paged decode's `head_dim`,
+/// the MLA decode's d_v): what each buffer must hold (outputs first). Shared with
+/// src/ops/mla_decode/plan.rs.
+pub(crate) fn decode_specs(
+    p: &DecodeProblem,
+    d_o: usize,
+    ws: &WorkspaceLayout,
+    split_output: bool,
+    bufs: &DecodeBuffers,
+) -> [BufSpec; 17] {
+    use TensorName as T;
+    let req = |on: bool| if on { Use::Required } else { Use::Unused };
+    let fp8 = p.kv_dtype.is_fp8();
+    let stats = p.row_stats_len() as u64;
+    let e = p.dtype.size() as u64;
+    let kv_e = p.kv_element_bytes() as u64; // cache elements: 2, or 1 for FP8 codes
+    let a16 = abi::FLASHMHA_COPY_ALIGN_BYTES as u64;
+    let (hq, batch) = (p.num_heads_q as u64, p.batch as u64);
+    let table_len = ((p.batch - 1) * p.block_table_stride + p.max_pages_per_seq) as u64;
+    let scales = p.kv_scales_len() as u64;
+    [
+        BufSpec::input(T::O, bufs.o, Use::Required, o_span(p, d_o), e, a16).written(),
+        BufSpec::input(T::Lse, bufs.lse, req(p.lse), stats, 4, 4).written(),
+        BufSpec::input(T::Entropy, bufs.entropy, req(p.entropy), stats, 4, 4).written(),
+        BufSpec::input(
+            T::PartialO,
+            bufs.partial_o,
+            req(split_output),
+            ws.partial_o,
+            4,
+            a16,
+        )
+        .written(),
+        BufSpec::input(
+            T::PartialLse,
+            bufs.partial_lse,
+            req(split_output),
+            ws.partial_lse,
+            4,
+            4,
+        )
+        .written(),
+        BufSpec::input(
+            T::PartialEntropy,
+            bufs.partial_entropy,
+            req(split_output && p.entropy),
+            ws.partial_entropy,
+            4,
+            4,
+        )
+        .written(),
+        BufSpec::input(T::Q, bufs.q, Use::Required, p.q_span(&p.q_strides), e, a16),
+        BufSpec::input(
+            T::KCache,
+            bufs.k_cache,
+            Use::Required,
+            p.cache_span(&p.k_strides),
+            kv_e,
+            a16,
+        ),
+        BufSpec::input(
+            T::VCache,
+            bufs.v_cache,
+            Use::Required,
+            p.cache_span(&p.v_strides),
+            kv_e,
+            a16,
+        ),
+        BufSpec::input(T::KScales, bufs.k_scales, req(fp8), scales, 4, 4),
+        BufSpec::input(T::VScales, bufs.v_scales, req(fp8), scales, 4, 4),
+        BufSpec::input(
+            T::BlockTable,
+            bufs.block_table,
+            Use::Required,
+            table_len,
+            4,
+            4,
+        ),
+        BufSpec::input(
+            T::CacheSeqlens,
+            bufs.cache_seqlens,
+            Use::Required,
+            batch,
+            4,
+            4,
+        ),
+        BufSpec::input(
+            T::CuSeqlensQ,
+            bufs.cu_seqlens_q,
+            req(p.is_varlen()),
+            batch + 1,
+            4,
+            4,
+        ),
+        BufSpec::input(T::AlibiSlopes, bufs.alibi_slopes, req(p.alibi), hq, 4, 4),
+        BufSpec::input(T::HeadGates, bufs.head_gates, req(p.gates), hq, 4, 4),
+        BufSpec::input(T::Sinks, bufs.sinks, req(p.sinks), hq, 4, 4),
+    ]
+}
+
+/// The params of the decode and (if any) combine launch of `p` over `bufs` (checked by the
+/// caller against [`decode_specs`]): `d_o` output dims, `splits` = (split count, fixed keys per
+/// split or 0, whether the decode writes partial states). Shared with the MLA decode.
+pub(crate) fn decode_params(
+    p: &DecodeProblem,
+    d_o: usize,
+    splits: (u32, u32, bool),
+    bufs: &DecodeBuffers,
+) -> (FlashDecodeParams, Option<MergeStatesParams>) {
+    let (num_splits, split_keys, split_output) = splits;
+    let fp8 = p.kv_dtype.is_fp8();
+    let opt_addr = |on: bool, b: &DevBuf| if on { b.addr } else { 0 };
+    let (sq, total_q, hq) = (p.max_seqlen_q(), p.total_q(), p.num_heads_q);
+    // lse / entropy: [b, hq, sq_new] padded, [hq, total_q] varlen (row stride 1).
+    let rows = StatRows {
+        varlen: p.is_varlen(),
+        heads_q: hq,
+        seqlen_q: sq,
+        total_q,
+    };
+    let (lse_batch_stride, lse_head_stride) = rows.strides();
+    let rows_per_batch = if p.is_varlen() { total_q } else { sq };
+    let mut opt = pack_attn_options(&p.options, p.head_dim, rows);
+    if split_output {
+        opt.flags |= abi::FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT;
+    }
+    opt.lse = opt_addr(p.lse && !split_output, &bufs.lse) as *mut f32;
+    opt.entropy = opt_addr(p.entropy && !split_output, &bufs.entropy) as *mut f32;
+    opt.alibi_slopes = opt_addr(p.alibi, &bufs.alibi_slopes) as *const f32;
+    opt.head_gates = opt_addr(p.gates && !split_output, &bufs.head_gates) as *const f32;
+    // A split decode's rows join their sink once, in split 0's state (state_merge.cuh).
+    opt.sinks = opt_addr(p.sinks, &bufs.sinks) as *const f32;
+    let (magic, shift) = page_divisor(p.page_size as u32);
+    let decode = FlashDecodeParams {
+        q: bufs.q.addr as *const _,
+        k_cache: bufs.k_cache.addr as *const _,
+        v_cache: bufs.v_cache.addr as *const _,
+        o: bufs.o.addr as *mut _,
+        block_table: bufs.block_table.addr as *const i32,
+        cache_seqlens: bufs.cache_seqlens.addr as *const i32,
+        cu_seqlens_q: opt_addr(p.is_varlen(), &bufs.cu_seqlens_q) as *const i32,
+        partial_o: opt_addr(split_output, &bufs.partial_o) as *mut f32,
+        partial_lse: opt_addr(split_output, &bufs.partial_lse) as *mut f32,
+        partial_entropy: opt_addr(split_output && p.entropy, &bufs.partial_entropy) as *mut f32,
+        k_scales: opt_addr(fp8, &bufs.k_scales) as *const f32,
+        v_scales: opt_addr(fp8, &bufs.v_scales) as *const f32,
+        q_batch_stride: p.q_strides.batch,
+        q_row_stride: p.q_strides.row,
+        q_head_stride: p.q_strides.head,
+        o_batch_stride: p.o_strides.batch,
+        o_row_stride: p.o_strides.row,
+        o_head_stride: p.o_strides.head,
+        k_page_stride: p.k_strides.page,
+        k_slot_stride: p.k_strides.slot,
+        k_head_stride: p.k_strides.head,
+        v_page_stride: p.v_strides.page,
+        v_slot_stride: p.v_strides.slot,
+        v_head_stride: p.v_strides.head,
+        block_table_stride: p.block_table_stride as i64,
+        page_div_magic: magic,
+        opt,
+        batch: p.batch as i32,
+        num_heads_q: hq as i32,
+        num_heads_kv: p.num_heads_kv as i32,
+        head_dim: p.head_dim as i32,
+        seqlen_q: sq as i32,
+        total_q: total_q as i32,
+        num_pages: p.num_pages as i32,
+        page_size: p.page_size as i32,
+        max_pages_per_seq: p.max_pages_per_seq as i32,
+        page_div_shift: shift,
+        num_splits: num_splits as i32,
+        split_keys: split_keys as i32,
+        kv_format: p.kv_dtype.format(),
+        kv_scale_stride: p.kv_scales.stride(),
+    };
+    let combine = split_output.then(|| {
+        let d = d_o as i64;
+        MergeStatesParams {
+            o_states: bufs.partial_o.addr as *const _,
+            lse_states: bufs.partial_lse.addr as *const f32,
+            entropy_states: opt_addr(p.entropy, &bufs.partial_entropy) as *const f32,
+            o_states_b: std::ptr::null(),
+            lse_states_b: std::ptr::null(),
+            entropy_states_b: std::ptr::null(),
             o: bufs.o.addr as *mut _,
-            block_table: bufs.block_table.addr as *const i32,
-            cache_seqlens: bufs.cache_seqlens.addr as *const i32,
-            cu_seqlens_q: opt_addr(p.is_varlen(), &bufs.cu_seqlens_q) as *const i32,
-            partial_o: opt_addr(split_output, &bufs.partial_o) as *mut f32,
-            partial_lse: opt_addr(split_output, &bufs.partial_lse) as *mut f32,
-            partial_entropy: opt_addr(split_output && p.entropy, &bufs.partial_entropy) as *mut f32,
-            k_scales: opt_addr(fp8, &bufs.k_scales) as *const f32,
-            v_scales: opt_addr(fp8, &bufs.v_scales) as *const f32,
-            q_batch_stride: p.q_strides.batch,
-            q_row_stride: p.q_strides.row,
-            q_head_stride: p.q_strides.head,
-            o_batch_stride: p.o_strides.batch,
+            lse: opt_addr(p.lse, &bufs.lse) as *mut f32,
+            entropy: opt_addr(p.entropy, &bufs.entropy) as *mut f32,
+            head_gates: opt_addr(p.gates, &bufs.head_gates) as *const f32,
+            o_state_stride: (total_q * hq) as i64 * d,
+            o_state_row_stride: hq as i64 * d,
+            o_state_head_stride: d,
+            lse_state_stride: (total_q * hq) as i64,
+            lse_state_row_stride: hq as i64,
+            lse_state_head_stride: 1,
+            o_batch_stride: if p.is_varlen() { 0 } else { p.o_strides.batch },
             o_row_stride: p.o_strides.row,
             o_head_stride: p.o_strides.head,
-            k_page_stride: p.k_strides.page,
-            k_slot_stride: p.k_strides.slot,
-            k_head_stride: p.k_strides.head,
-            v_page_stride: p.v_strides.page,
-            v_slot_stride: p.v_strides.slot,
-            v_head_stride: p.v_strides.head,
-            block_table_stride: p.block_table_stride as i64,
-            page_div_magic: magic,
-            opt,
-            batch: p.batch as i32,
-            num_heads_q: hq as i32,
-            num_heads_kv: p.num_heads_kv as i32,
-            head_dim: p.head_dim as i32,
-            seqlen_q: sq as i32,
-            total_q: total_q as i32,
-            num_pages: p.num_pages as i32,
-            page_size: p.page_size as i32,
-            max_pages_per_seq: p.max_pages_per_seq as i32,
-            page_div_shift: shift,
-            num_splits: self.num_splits as i32,
-            split_keys: self.split_keys as i32,
-            kv_format: p.kv_dtype.format(),
-            kv_scale_stride: p.kv_scales.stride(),
-        };
-        let combine = split_output.then(|| {
-            let d = p.head_dim as i64;
-            MergeStatesParams {
-                o_states: bufs.partial_o.addr as *const _,
-                lse_states: bufs.partial_lse.addr as *const f32,
-                entropy_states: opt_addr(p.entropy, &bufs.partial_entropy) as *const f32,
-                o_states_b: std::ptr::null(),
-                lse_states_b: std::ptr::null(),
-                entropy_states_b: std::ptr::null(),
-                o: bufs.o.addr as *mut _,
-                lse: opt_addr(p.lse, &bufs.lse) as *mut f32,
-                entropy: opt_addr(p.entropy, &bufs.entropy) as *mut f32,
-                head_gates: opt_addr(p.gates, &bufs.head_gates) as *const f32,
-                o_state_stride: (total_q * hq) as i64 * d,
-                o_state_row_stride: hq as i64 * d,
-                o_state_head_stride: d,
-                lse_state_stride: (total_q * hq) as i64,
-                lse_state_row_stride: hq as i64,
-                lse_state_head_stride: 1,
-                o_batch_stride: if p.is_varlen() { 0 } else { p.o_strides.batch },
-                o_row_stride: p.o_strides.row,
-                o_head_stride: p.o_strides.head,
-                lse_batch_stride,
-                lse_head_stride,
-                num_states: self.num_splits as i32,
-                rows: total_q as i32,
-                heads: hq as i32,
-                head_dim: p.head_dim as i32,
-                rows_per_batch: rows_per_batch as i32,
-                pad0: 0,
-            }
-        });
-        Ok((decode, combine))
-    }
+            lse_batch_stride,
+            lse_head_stride,
+            num_states: num_splits as i32,
+            rows: total_q as i32,
+            heads: hq as i32,
+            head_dim: d_o as i32,
+            rows_per_batch: rows_per_batch as i32,
+            pad0: 0,
+        }
+    });
+    (decode, combine)
+}
+
+/// Elements the o tensor of `p` spans with `d_o` dims per row (saturating).
+fn o_span(p: &DecodeProblem, d_o: usize) -> u64 {
+    u64::try_from(span(&p.q_dims(&p.o_strides), d_o)).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use crate::common::geometry::MAX_GRID_YZ;
 pub const MAX_ROWS_X_HEADS: u64 = i32::MAX as u64;
 
 /// `found` must be >= 1 ([`Error::EmptyDim`]) and <= `max` ([`Error::DimTooLarge`]).
-fn dim_in(tensor: TensorName, dim: Dim, max: u64, found: usize) -> Result<()> {
+pub(crate) fn dim_in(tensor: TensorName, dim: Dim, max: u64, found: usize) -> Result<()> {
     if found == 0 {
         return Err(Error::EmptyDim { tensor, dim });
     }
@@ -36,14 +36,14 @@ fn dim_in(tensor: TensorName, dim: Dim, max: u64, found: usize) -> Result<()> {
 }
 
 /// `value` must be <= `max` ([`Error::Overflow32`]).
-fn fits(limit: Limit, max: u64, value: u64) -> Result<()> {
+pub(crate) fn fits(limit: Limit, max: u64, value: u64) -> Result<()> {
     if value > max {
         return Err(Error::Overflow32 { limit, value, max });
     }
     Ok(())
 }
 
-fn row_strides(tensor: TensorName, s: &Strides, padded: bool) -> Result<()> {
+pub(crate) fn row_strides(tensor: TensorName, s: &Strides, padded: bool) -> Result<()> {
     aligned_strides(tensor, &[(Dim::Seq, s.row), (Dim::Heads, s.head)], 2)?;
     if padded {
         aligned_strides(tensor, &[(Dim::Batch, s.batch)], 2)?;
@@ -52,7 +52,11 @@ fn row_strides(tensor: TensorName, s: &Strides, padded: bool) -> Result<()> {
 }
 
 /// Page strides are in elements of the cache type (`element_bytes` 2, or 1 for FP8).
-fn page_strides(tensor: TensorName, s: &PageStrides, element_bytes: usize) -> Result<()> {
+pub(crate) fn page_strides(
+    tensor: TensorName,
+    s: &PageStrides,
+    element_bytes: usize,
+) -> Result<()> {
     aligned_strides(
         tensor,
         &[
@@ -209,6 +213,31 @@ pub fn validate_decode_for(
         });
     }
     fits(Limit::GridYz, MAX_GRID_YZ, p.batch as u64)?;
+    let padded = lengths(p)?;
+    let row_tiles = rows.div_ceil(kernel.tile_rows as usize);
+    fits(
+        Limit::GridYz,
+        MAX_GRID_YZ,
+        (p.num_heads_kv as u64).saturating_mul(row_tiles as u64),
+    )?;
+    row_strides(TensorName::Q, &p.q_strides, padded)?;
+    row_strides(TensorName::O, &p.o_strides, padded)?;
+    page_strides(TensorName::KCache, &p.k_strides, p.kv_element_bytes())?;
+    page_strides(TensorName::VCache, &p.v_strides, p.kv_element_bytes())?;
+    let e = p.dtype.size();
+    check_span(&p.q_dims(&p.q_strides), p.head_dim, e)?;
+    check_span(&p.q_dims(&p.o_strides), p.head_dim, e)?;
+    pool_spans(p)?;
+    // The forward's rule: distinct (item, row, head, col) of O are distinct elements.
+    check_no_overlap(TensorName::O, p.q_dims(&p.o_strides), p.head_dim)?;
+    p.options.validate()?;
+    Ok(kernel)
+}
+
+/// The page geometry, the host-side cache bound against the block table, the query layout's
+/// lengths and rows x heads within int32; returns whether q / o are padded (batch strides
+/// used). Shared by the paged decode and the MLA decode.
+pub(crate) fn lengths(p: &DecodeProblem) -> Result<bool> {
     page_geometry(p)?;
     // Both bounded by page_geometry (their product is below the kernel's key bound).
     let max_cache_len = (p.max_pages_per_seq * p.page_size) as u64;
@@ -239,24 +268,7 @@ pub fn validate_decode_for(
         MAX_ROWS_X_HEADS,
         (p.total_q() as u64).saturating_mul(p.num_heads_q as u64),
     )?;
-    let row_tiles = rows.div_ceil(kernel.tile_rows as usize);
-    fits(
-        Limit::GridYz,
-        MAX_GRID_YZ,
-        (p.num_heads_kv as u64).saturating_mul(row_tiles as u64),
-    )?;
-    row_strides(TensorName::Q, &p.q_strides, padded)?;
-    row_strides(TensorName::O, &p.o_strides, padded)?;
-    page_strides(TensorName::KCache, &p.k_strides, p.kv_element_bytes())?;
-    page_strides(TensorName::VCache, &p.v_strides, p.kv_element_bytes())?;
-    let e = p.dtype.size();
-    check_span(&p.q_dims(&p.q_strides), p.head_dim, e)?;
-    check_span(&p.q_dims(&p.o_strides), p.head_dim, e)?;
-    pool_spans(p)?;
-    // The forward's rule: distinct (item, row, head, col) of O are distinct elements.
-    check_no_overlap(TensorName::O, p.q_dims(&p.o_strides), p.head_dim)?;
-    p.options.validate()?;
-    Ok(kernel)
+    Ok(padded)
 }
 
 /// Packed query rows (group x new tokens) per CTA tile of the default entries
@@ -268,7 +280,7 @@ pub const DECODE_TILE_ROWS_WIDE: usize = 32;
 /// The page pools' and block table's geometry, shared by decode and append: page size in
 /// 1..=FLASHMHA_DECODE_MAX_PAGE_SIZE, page count and block-table stride within i32, and no
 /// more pages per sequence than the kernel's key bound allows.
-fn page_geometry(p: &DecodeProblem) -> Result<()> {
+pub(crate) fn page_geometry(p: &DecodeProblem) -> Result<()> {
     dim_in(
         TensorName::KCache,
         Dim::Slot,
@@ -331,7 +343,7 @@ pub fn validate_kv_append(p: &DecodeProblem, tokens: usize) -> Result<()> {
 }
 
 /// Both page pools' byte spans fit the kernels' int64 offsets.
-fn pool_spans(p: &DecodeProblem) -> Result<()> {
+pub(crate) fn pool_spans(p: &DecodeProblem) -> Result<()> {
     for s in [&p.k_strides, &p.v_strides] {
         check_span(
             &s.dims(p.num_pages, p.page_size, p.num_heads_kv),

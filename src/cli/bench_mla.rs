@@ -1,0 +1,127 @@
+//! `flashmha bench --mla`: the MLA decode (issue 23 item 3) per-pipe *modelled* on H100 SXM5
+//! (the sm_80+ `mma.sync` kernel: the sm_90a wgmma version does not exist yet) from emulator
+//! counters (src/perf_model/mla_decode.rs): 128 query heads, one new token, page size 64, bf16
+//! (and FP8 e4m3 pages), 4k-32k cached tokens, at batch 1 / 8 / 64 and at the batch that fills
+//! the GPU; then the DRAM bytes against compulsory per head count at the filling batch.
+//! bench/results/mla_decode_h100.txt holds the default output. FlashMLA's published H800 SXM5
+//! figures (dense decode: up to 3000 GB/s memory-bound, 660 TFLOPS compute-bound, deepseek-ai/
+//! FlashMLA README; configurations: b 128, s_q 1-2, h_q 16-128, 4096-16384 cached tokens,
+//! tests/test_flash_mla.py) are measured, ours modelled.
+
+use flashmha::common::dtype::DType;
+use flashmha::ops::decode::KvCacheDType;
+use flashmha::perf_model::gpus::{GpuSpec, H100};
+use flashmha::perf_model::mla_decode::{batch_filling, model_mla, MlaModelConfig, MlaModelled};
+use flashmha::perf_model::pipes::PIPES;
+
+const CACHE_LENS: [usize; 4] = [4096, 8192, 16384, 32768];
+
+fn row(gpu: &GpuSpec, m: &MlaModelled) -> Vec<String> {
+    let c = &m.config;
+    let d = &m.decode;
+    let mut r = vec![
+        match c.kv_dtype {
+            KvCacheDType::Same => c.dtype.to_string(),
+            _ => "e4m3".to_string(),
+        },
+        c.num_heads_q.to_string(),
+        c.cache_len.to_string(),
+        c.batch.to_string(),
+        m.splits.to_string(),
+    ];
+    r.extend(d.pipe_s.iter().map(|t| format!("{:.1}", t * 1e6)));
+    r.extend([
+        d.binding().to_string(),
+        m.combine.map_or("-".to_string(), |c| {
+            format!("{:.1} us ({})", c.seconds() * 1e6, c.binding())
+        }),
+        format!("{:.1} us", m.seconds() * 1e6),
+        format!("{:.3}", m.bytes_vs_compulsory()),
+        format!("{:.0}", c.compulsory_bytes() / m.seconds() / 1e9),
+        format!("{:.1}%", 100.0 * m.dram_fraction(gpu)),
+        format!("{:.0}", c.flops() / m.seconds() / 1e12),
+        m.findings.to_string(),
+    ]);
+    r
+}
+
+fn header() -> Vec<String> {
+    let mut h: Vec<String> = ["cache", "hq", "L", "batch", "splits"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    h.extend(PIPES.iter().map(|p| format!("{p} us")));
+    h.extend(
+        [
+            "binding",
+            "combine",
+            "total (modelled)",
+            "DRAM B / compulsory",
+            "compulsory GB/s",
+            "% DRAM",
+            "TFLOP/s",
+            "findings",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    h
+}
+
+/// Models the default configurations (see the module docs) and prints the tables.
+pub fn run() -> super::CliResult<()> {
+    let gpu = &H100;
+    let base = |kv_dtype, hq, cache_len| MlaModelConfig {
+        dtype: DType::Bf16,
+        kv_dtype,
+        batch: 1,
+        num_heads_q: hq,
+        sq_new: 1,
+        page_size: 64,
+        cache_len,
+    };
+    let mut configs = Vec::new();
+    for kv in [KvCacheDType::Same, KvCacheDType::Fp8E4M3] {
+        for l in CACHE_LENS {
+            let c = base(kv, 128, l);
+            for batch in [1, 8, 64] {
+                configs.push(MlaModelConfig { batch, ..c });
+            }
+        }
+    }
+    // Bytes against compulsory at the batch that fills the GPU, per head count.
+    let mut filling = Vec::new();
+    for hq in [16, 32, 64, 128] {
+        let c = base(KvCacheDType::Same, hq, 4096);
+        filling.push(MlaModelConfig {
+            batch: batch_filling(gpu, &c)?,
+            ..c
+        });
+    }
+    // Rows are printed as they are modelled (each is an emulation of seconds to minutes).
+    println!(
+        "MLA decode (d_qk 576, d_v 512, one latent KV head, page 64, sq_new 1, causal), the \
+         sm_80+ mma.sync kernel on {} ({} SMs, {:.0} GB/s DRAM): MODELLED microseconds per pipe \
+         (no latency model: each pipe at full rate, the slowest binds), heuristic splits for {} \
+         SMs. compulsory GB/s = (cache rows + q + o bytes) / modelled time; TFLOP/s = 2 x keys x \
+         heads x 1088 / modelled time. The last rows: the batch whose one-split grid fills every \
+         CTA slot (4096 cached tokens) per head count; more than 32 heads are several 32-row \
+         tiles, each reading the latent rows (charged to DRAM each time: the model's upper \
+         bound).",
+        gpu.name,
+        gpu.sms,
+        gpu.dram_bytes_per_s / 1e9,
+        gpu.sms
+    );
+    let h = header();
+    println!("{}", h.join(" | "));
+    for c in configs
+        .iter()
+        .take(12)
+        .chain(&filling)
+        .chain(configs.iter().skip(12))
+    {
+        println!("{}", row(gpu, &model_mla(gpu, c)?).join(" | "));
+    }
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! The compiled MLA decode kernels: the rows of `FLASHMHA_MLA_DECODE_KERNELS` in
+//! kernels/kernel_table.h (a table build/kernel_table.rs does not read, like the backward's).
+//! A unit test reads the header and checks this list against it row by row, and that every
+//! entry is compiled without spills.
+
+use crate::common::dtype::DType;
+
+/// One MLA decode instantiation (d_qk 576, d_v 512).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MlaKernelRow {
+    pub entry: &'static str,
+    pub dtype: DType,
+    /// Packed query rows (heads x new tokens) per CTA.
+    pub tile_rows: u32,
+    pub num_warps: u32,
+    /// Bytes per cached element: 2 (the dtype) or 1 (FP8 codes, e4m3 / e5m2 chosen at run time,
+    /// dequantised into the 16-bit stage).
+    pub kv_bytes: u32,
+    /// Dynamic shared memory (the kernel traps with less).
+    pub smem_bytes: u32,
+}
+
+const fn row(entry: &'static str, dtype: DType, kv_bytes: u32, smem_bytes: u32) -> MlaKernelRow {
+    MlaKernelRow {
+        entry,
+        dtype,
+        tile_rows: 32,
+        num_warps: 8,
+        kv_bytes,
+        smem_bytes,
+    }
+}
+
+/// Every compiled MLA kernel (kernel_table.h order, f16 before bf16).
+pub static MLA_DECODE_KERNELS: &[MlaKernelRow] = &[
+    row("flashmha_mla_decode_f16_r32", DType::F16, 2, 82944),
+    row("flashmha_mla_decode_bf16_r32", DType::Bf16, 2, 82944),
+    row("flashmha_mla_decode_f16_fp8_r32", DType::F16, 1, 82944),
+    row("flashmha_mla_decode_bf16_fp8_r32", DType::Bf16, 1, 82944),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::common::build_info::{module_of, ptxas_stats};
+
+    /// The `X(FLASHMHA_MLA_DECODE_KERNEL, dtypes, tile_rows, num_warps, kv_bytes, smem_bytes)`
+    /// rows of kernels/kernel_table.h, one per dtype.
+    fn header_rows() -> Vec<(String, [u32; 4])> {
+        let text = include_str!("../../../kernels/kernel_table.h");
+        let mut lines = text.lines().map(str::trim);
+        lines
+            .by_ref()
+            .find(|l| l.starts_with("#define FLASHMHA_MLA_DECODE_KERNELS(X)"));
+        let mut rows = Vec::new();
+        for line in lines {
+            let Some(body) = line.strip_prefix("X(") else {
+                break;
+            };
+            let body = body.trim_end_matches('\\').trim().trim_end_matches(')');
+            let f: Vec<&str> = body.split(',').map(str::trim).collect();
+            assert_eq!(f.len(), 6, "malformed row `{line}`");
+            assert_eq!(f[0], "FLASHMHA_MLA_DECODE_KERNEL");
+            let n: Vec<u32> = f[2..].iter().map(|x| x.parse().unwrap()).collect();
+            let dtypes: &[&str] = match f[1] {
+                "f16" => &["f16"],
+                "f16_bf16" => &["f16", "bf16"],
+                other => panic!("dtypes `{other}`"),
+            };
+            let fp8 = if n[2] == 1 { "_fp8" } else { "" };
+            for d in dtypes {
+                rows.push((
+                    format!("flashmha_mla_decode_{d}{fp8}_r{}", n[0]),
+                    [n[0], n[1], n[2], n[3]],
+                ));
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn rows_match_the_kernel_table_and_compile_without_spills() {
+        let header = header_rows();
+        let ours: Vec<(String, [u32; 4])> = MLA_DECODE_KERNELS
+            .iter()
+            .map(|r| {
+                (
+                    r.entry.to_string(),
+                    [r.tile_rows, r.num_warps, r.kv_bytes, r.smem_bytes],
+                )
+            })
+            .collect();
+        assert!(!header.is_empty());
+        assert_eq!(ours, header);
+        for r in MLA_DECODE_KERNELS {
+            assert!(module_of(r.entry).is_some(), "{} not compiled", r.entry);
+            let stats: Vec<_> = ptxas_stats(r.entry).collect();
+            assert!(!stats.is_empty(), "{}: no ptxas figures", r.entry);
+            for s in stats {
+                assert_eq!(
+                    s.spill_load_bytes + s.spill_store_bytes,
+                    0,
+                    "{} spills on {}",
+                    r.entry,
+                    s.arch
+                );
+            }
+        }
+    }
+}

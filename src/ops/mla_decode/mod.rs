@@ -1,0 +1,23 @@
+//! MLA decode (issue 23 item 3): paged decode for multi-head latent attention with the
+//! projections absorbed (DeepSeek-V2/V3/R1, Kimi K2): every query head attends to ONE shared
+//! latent KV head whose cached row holds d_qk = 576 elements (512 latent + 64 rope); the value is
+//! the first d_v = 512 elements of the same row, never stored twice.
+//!
+//! Flow, as for the paged decode ([`crate::ops::decode`]): [`MlaDecodeProblem`] (shapes, no
+//! device) -> [`validate`] (typed [`crate::Error`], nothing launched) -> [`plan`] (pure: kernel,
+//! grid, split count, workspace, then per run the params from buffer addresses) -> a backend
+//! ([`crate::api::mla_decode`] with [`crate::api::DecodeArgs::mla`]). The kernel is kernels/sm80/flash_mla_decode.cu (tile:
+//! kernels/common/mla_decode_traits.cuh); the split combine is the paged decode's
+//! (kernels/sm80/merge_states.cu with head_dim 512), and the split heuristic, workspace layout,
+//! buffer table and params fill are the paged decode's (src/ops/decode/plan.rs), run with
+//! d_o = 512.
+
+pub mod abi;
+pub mod kernels;
+pub mod plan;
+pub mod problem;
+pub mod validate;
+
+pub use kernels::{MlaKernelRow, MLA_DECODE_KERNELS};
+pub use plan::MlaDecodePlan;
+pub use problem::{MlaDecodeProblem, MLA_D_QK, MLA_D_V};

@@ -1,0 +1,178 @@
+//! Modelled time of an MLA decode call (issue 23 item 3): the MLA launch, then the split
+//! combine, per pipe from emulator counters, as [`super::decode`] models the paged decode. Every
+//! item has the same cache length, so one emulated item (the split count the plan picks for
+//! the whole batch) is exact for the launch once its counters are scaled by the batch. Times are
+//! *modelled* (each pipe at full rate, the slowest binds), never measured.
+//!
+//! DRAM bytes: every 32-byte sector the launches touch, once per touching access: with more
+//! than 32 query heads per sequence the latent rows are read by hq / 32 row tiles, and the model
+//! charges each read to DRAM (an upper bound: the tiles of one split launch together, so on a
+//! GPU the repeats can hit L2). Compulsory bytes follow FlashMLA's benchmark
+//! (tests/test_flash_mla.py of deepseek-ai/FlashMLA): the cache rows once, q and o once.
+
+use super::decode::{launch_shape, model_launches};
+use super::gpus::GpuSpec;
+use super::pipes::{self, Modelled};
+use crate::backend::emulator::EmulatorBackend;
+use crate::check::decode::DecodeCase;
+use crate::check::mla::mla_problem;
+use crate::common::dtype::DType;
+use crate::common::error::Result;
+use crate::common::options::AttnOptions;
+use crate::common::target::KernelTarget;
+use crate::emulator::EmuOptions;
+use crate::host::runner;
+use crate::ops::decode::{KvCacheDType, SplitPolicy};
+use crate::ops::mla_decode::{MlaDecodePlan, MlaDecodeProblem, MLA_D_QK, MLA_D_V};
+
+/// Packed rows per CTA of the MLA kernels (src/ops/mla_decode/kernels.rs).
+const TILE_ROWS: usize = 32;
+
+/// One MLA decode configuration: a uniform batch, contiguous pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MlaModelConfig {
+    pub dtype: DType,
+    pub kv_dtype: KvCacheDType,
+    pub batch: usize,
+    pub num_heads_q: usize,
+    pub sq_new: usize,
+    pub page_size: usize,
+    pub cache_len: usize,
+}
+
+impl MlaModelConfig {
+    /// The case of `batch` items (the model builds one), causal, with `split`.
+    fn case(&self, batch: usize, split: SplitPolicy) -> DecodeCase {
+        let mut c = DecodeCase::uniform(
+            self.dtype,
+            MLA_D_QK,
+            batch,
+            1,
+            self.num_heads_q,
+            self.sq_new,
+            self.page_size,
+            self.cache_len,
+            split,
+            13,
+        );
+        c.kv_dtype = self.kv_dtype;
+        c.options = AttnOptions {
+            causal: true,
+            ..AttnOptions::default()
+        };
+        c
+    }
+
+    /// Compulsory bytes: every cached row once (576 elements of the page type), q read and o
+    /// written once (576 + 512 elements per row and head).
+    pub fn compulsory_bytes(&self) -> f64 {
+        let e = self.dtype.size() as f64;
+        let e_kv = self.kv_dtype.element_bytes() as f64;
+        let b = self.batch as f64;
+        b * (e_kv * (self.cache_len * MLA_D_QK) as f64
+            + e * (self.num_heads_q * self.sq_new * (MLA_D_QK + MLA_D_V)) as f64)
+    }
+
+    /// Tensor FLOPs of the call (FlashMLA's count: 2 x keys x rows x (576 + 512)).
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.batch * self.cache_len * self.num_heads_q * self.sq_new) as f64
+            * (MLA_D_QK + MLA_D_V) as f64
+    }
+}
+
+/// A modelled MLA decode call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MlaModelled {
+    pub config: MlaModelConfig,
+    pub splits: u32,
+    pub decode: Modelled,
+    pub combine: Option<Modelled>,
+    /// Bytes the model moves to and from DRAM (both launches).
+    pub dram_bytes: f64,
+    /// Findings of the emulated item (0 expected).
+    pub findings: usize,
+}
+
+impl MlaModelled {
+    /// Modelled seconds: decode, then combine.
+    pub fn seconds(&self) -> f64 {
+        self.decode.seconds() + self.combine.map_or(0.0, |c| c.seconds())
+    }
+    /// Compulsory bytes / modelled time / DRAM bandwidth.
+    pub fn dram_fraction(&self, gpu: &GpuSpec) -> f64 {
+        self.config.compulsory_bytes() / self.seconds() / gpu.dram_bytes_per_s
+    }
+    /// DRAM bytes the model charges / compulsory bytes.
+    pub fn bytes_vs_compulsory(&self) -> f64 {
+        self.dram_bytes / self.config.compulsory_bytes()
+    }
+}
+
+/// Models `c` on `gpu`: the plan's split count for `gpu`'s SMs, one item (one of its identical
+/// row tiles where they are identical) emulated with it, scaled to the launch.
+pub fn model_mla(gpu: &GpuSpec, c: &MlaModelConfig) -> Result<MlaModelled> {
+    let auto = SplitPolicy::Auto { num_sms: gpu.sms };
+    // The whole batch's plan needs shapes only: one item's problem with `batch` items of pages.
+    let built = c.case(1, auto).build();
+    let one_item = mla_problem(&built.problem);
+    let full = MlaDecodeProblem {
+        batch: c.batch,
+        num_pages: one_item.num_pages.saturating_mul(c.batch),
+        ..one_item.clone()
+    };
+    let plan = MlaDecodePlan::new_for(KernelTarget::Ampere, &full, auto)?;
+    let split = SplitPolicy::Count(plan.num_splits);
+    // One row tile of one item is emulated: with one new token every 32-row tile of an item does
+    // the same work over the same keys (its own 32 heads), so the launch is `batch x tiles`
+    // times it (exact for sq_new 1 and hq a multiple of 32; the tiles differ only in the heads
+    // they read and write).
+    let tiles = (c.num_heads_q * c.sq_new).div_ceil(TILE_ROWS);
+    let one_tile = if c.sq_new == 1 && c.num_heads_q.is_multiple_of(TILE_ROWS) {
+        MlaModelConfig {
+            num_heads_q: TILE_ROWS,
+            ..*c
+        }
+    } else {
+        *c
+    };
+    let per_tile = one_tile.num_heads_q != c.num_heads_q;
+    let built = one_tile.case(1, split).build();
+    let one = MlaDecodePlan::new_for(KernelTarget::Ampere, &mla_problem(&built.problem), split)?;
+    // Counters do not depend on the race and uninitialised-read checks; the tests run those.
+    let backend = EmulatorBackend::new(KernelTarget::Ampere);
+    backend.set_options(EmuOptions {
+        check_races: false,
+        check_uninit: false,
+        ..EmuOptions::default()
+    });
+    let run = runner::mla_decode(&backend, &one, &built.inputs)?;
+    let scale = c.batch as f64 * if per_tile { tiles as f64 } else { 1.0 };
+    let (decode, combine, dram_bytes) =
+        model_launches(gpu, (&plan.decode, plan.combine.as_ref()), &run, scale);
+    Ok(MlaModelled {
+        config: *c,
+        splits: plan.num_splits,
+        decode,
+        combine,
+        dram_bytes,
+        findings: run.findings().len(),
+    })
+}
+
+/// The smallest batch whose one-split grid fills every CTA slot of `gpu` once.
+pub fn batch_filling(gpu: &GpuSpec, c: &MlaModelConfig) -> Result<usize> {
+    let built = MlaModelConfig { batch: 1, ..*c }
+        .case(1, SplitPolicy::Count(1))
+        .build();
+    let plan = MlaDecodePlan::new_for(
+        KernelTarget::Ampere,
+        &mla_problem(&built.problem),
+        SplitPolicy::Count(1),
+    )?;
+    let l = &plan.decode;
+    let shape = launch_shape(l.entry, 1, l.block[0], l.dynamic_smem_bytes, gpu);
+    let (per_sm, _) = pipes::ctas_per_sm(gpu, &shape);
+    let slots = u64::from(per_sm.max(1)) * u64::from(gpu.sms);
+    let per_item = u64::from(l.grid[0]) * u64::from(l.grid[1]);
+    Ok(slots.div_ceil(per_item) as usize)
+}
