@@ -942,7 +942,6 @@ pub fn write_robustness(
         path: csv.clone(),
         source,
     })?;
-    let [png, svg] =
-        super::plots::write_figure(&dir.join("robustness"), &RobustnessPlot(r))?;
+    let [png, svg] = super::plots::write_figure(&dir.join("robustness"), &RobustnessPlot(r))?;
     Ok(vec![csv, png, svg])
 }
