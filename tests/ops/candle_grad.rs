@@ -10,6 +10,8 @@
 //!
 //! FLASHMHA_PROPTEST_CASES runs more random cases.
 
+use crate::candle_op::candle_dtype;
+use crate::varlen_case::{cu_seqlens, max_seqlens, reference_layout};
 use candle_core::{DType as CDType, Device, Tensor, Var};
 use flashmha::candle::{attention, attention_varlen, attention_with_sinks};
 use flashmha::common::dtype::DType;
@@ -23,17 +25,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 fn cases() -> u32 {
-    std::env::var("FLASHMHA_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6)
-}
-
-fn candle_dtype(d: DType) -> CDType {
-    match d {
-        DType::F16 => CDType::F16,
-        DType::Bf16 => CDType::BF16,
-    }
+    crate::varlen_case::proptest_cases(6)
 }
 
 /// Values uniform in `[-amp, amp)` rounded to `dtype`, as f32, and as a `dims` tensor of `dtype`.
@@ -160,14 +152,8 @@ fn check_case(c: &Case) -> Result<(), String> {
         causal: c.causal,
         ..AttnOptions::default()
     };
-    let mut cu_q = vec![0i32];
-    let mut cu_k = vec![0i32];
-    for &(sq, sk) in &c.seqlens {
-        cu_q.push(cu_q.last().unwrap() + sq as i32);
-        cu_k.push(cu_k.last().unwrap() + sk as i32);
-    }
-    let max_q = c.seqlens.iter().map(|s| s.0).max().unwrap();
-    let max_k = c.seqlens.iter().map(|s| s.1).max().unwrap();
+    let (cu_q, cu_k) = cu_seqlens(&c.seqlens);
+    let (max_q, max_k) = max_seqlens(&c.seqlens);
     let (o, _lse) = if c.varlen {
         let cq = Tensor::new(cu_q.as_slice(), &Device::Cpu).map_err(e)?;
         let ck = Tensor::new(cu_k.as_slice(), &Device::Cpu).map_err(e)?;
@@ -182,18 +168,7 @@ fn check_case(c: &Case) -> Result<(), String> {
     let grad = |x: &Var| grads.get(x.as_tensor()).map(values).ok_or("no gradient");
     let (dq, dk, dv) = (grad(&qv)?, grad(&kv)?, grad(&vv)?);
 
-    let layout = if c.varlen {
-        Layout::Varlen {
-            cu_seqlens_q: &cu_q,
-            cu_seqlens_k: &cu_k,
-        }
-    } else {
-        Layout::Padded {
-            batch: 1,
-            seqlen_q: max_q,
-            seqlen_k: max_k,
-        }
-    };
+    let layout = reference_layout(c.varlen, &cu_q, &cu_k, (max_q, max_k));
     let inputs = Inputs {
         dtype: c.dtype,
         q: &q,

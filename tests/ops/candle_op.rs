@@ -15,13 +15,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 fn cases() -> u32 {
-    std::env::var("FLASHMHA_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(32)
+    crate::varlen_case::proptest_cases(32)
 }
 
-fn candle_dtype(d: DType) -> CDType {
+/// The candle dtype of `d` (also the candle gradient test's).
+pub(crate) fn candle_dtype(d: DType) -> CDType {
     match d {
         DType::F16 => CDType::F16,
         DType::Bf16 => CDType::BF16,
