@@ -51,22 +51,13 @@ fn max_abs(xs: &[f32]) -> f64 {
     xs.iter().fold(0f64, |a, &x| a.max(f64::from(x).abs()))
 }
 
-/// q, k, v (rounded values), the layout and heads of one problem without ALiBi, gates or sinks.
-struct Inputs<'a> {
-    dtype: DType,
-    q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
-    layout: Layout<'a>,
-    heads: (usize, usize),
-    head_dim: usize,
-    max_seqlens: (usize, usize),
-    options: AttnOptions,
-}
+// q, k, v (rounded values), the layout and heads of one problem without ALiBi or gates (the
+// candle op test's comparison inputs); its `sinks` are always `None` here.
+use crate::candle_op::Case as Inputs;
 
 impl Inputs<'_> {
-    /// The f64 autograd reference's dQ, dK, dV of `loss = sum(O * g)` with their tolerances
-    /// (`BwdErrorModel`), and the model.
+    /// The f64 autograd reference's dQ, dK, dV of `loss = sum(O * g)` without sinks, with their
+    /// tolerances (`BwdErrorModel`), and the model.
     fn reference(&self, g: &[f32]) -> (BackwardOutputs, BwdErrorModel) {
         let ((hq, hkv), d, (max_q, max_k)) = (self.heads, self.head_dim, self.max_seqlens);
         let inp = ReferenceInputs {
@@ -179,6 +170,7 @@ fn check_case(c: &Case) -> Result<(), String> {
         head_dim: d,
         max_seqlens: (max_q, max_k),
         options: opts,
+        sinks: None,
     };
     let (r, _) = inputs.reference(&g);
     check_each(&dq, &r.dq, &r.dq_tol).map_err(|e| format!("dq: {e}"))?;
@@ -331,6 +323,7 @@ fn sink_gradients_match_naive_autograd() {
             head_dim: d,
             max_seqlens: (sq, sk),
             options: opts,
+            sinks: None,
         };
         let (r, model) = inputs.reference(&g);
         for (name, i, tol) in [
