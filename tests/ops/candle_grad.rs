@@ -55,7 +55,32 @@ fn max_abs(xs: &[f32]) -> f64 {
 // candle op test's comparison inputs); its `sinks` are always `None` here.
 use crate::candle_op::Case as Inputs;
 
-impl Inputs<'_> {
+impl<'a> Inputs<'a> {
+    /// The inputs of one problem without sinks: rounded q, k, v values, (hq, hkv), the longest
+    /// items (max_q, max_k).
+    fn without_sinks(
+        dtype: DType,
+        [q, k, v]: [&'a [f32]; 3],
+        layout: Layout<'a>,
+        heads: (usize, usize),
+        head_dim: usize,
+        max_seqlens: (usize, usize),
+        options: AttnOptions,
+    ) -> Self {
+        Inputs {
+            dtype,
+            q,
+            k,
+            v,
+            layout,
+            heads,
+            head_dim,
+            max_seqlens,
+            options,
+            sinks: None,
+        }
+    }
+
     /// The f64 autograd reference's dQ, dK, dV of `loss = sum(O * g)` without sinks, with their
     /// tolerances (`BwdErrorModel`), and the model.
     fn reference(&self, g: &[f32]) -> (BackwardOutputs, BwdErrorModel) {
@@ -160,18 +185,15 @@ fn check_case(c: &Case) -> Result<(), String> {
     let (dq, dk, dv) = (grad(&qv)?, grad(&kv)?, grad(&vv)?);
 
     let layout = reference_layout(c.varlen, &cu_q, &cu_k, (max_q, max_k));
-    let inputs = Inputs {
-        dtype: c.dtype,
-        q: &q,
-        k: &k,
-        v: &v,
+    let inputs = Inputs::without_sinks(
+        c.dtype,
+        [&q, &k, &v],
         layout,
-        heads: (hq, hkv),
-        head_dim: d,
-        max_seqlens: (max_q, max_k),
-        options: opts,
-        sinks: None,
-    };
+        (hq, hkv),
+        d,
+        (max_q, max_k),
+        opts,
+    );
     let (r, _) = inputs.reference(&g);
     check_each(&dq, &r.dq, &r.dq_tol).map_err(|e| format!("dq: {e}"))?;
     check_each(&dk, &r.dk, &r.dk_tol).map_err(|e| format!("dk: {e}"))?;
@@ -309,22 +331,13 @@ fn sink_gradients_match_naive_autograd() {
         // dQ, dK, dV: the reference's tolerances for the same problem without sinks bound these
         // (a sink scales every P_ij by 1 - P_sink_i <= 1, and every term of BwdErrorModel's
         // bounds is a sum of |P|-weighted magnitudes, which can only shrink).
-        let inputs = Inputs {
-            dtype,
-            q: &q,
-            k: &k,
-            v: &v,
-            layout: Layout::Padded {
-                batch: 1,
-                seqlen_q: sq,
-                seqlen_k: sk,
-            },
-            heads: (hq, hkv),
-            head_dim: d,
-            max_seqlens: (sq, sk),
-            options: opts,
-            sinks: None,
+        let layout = Layout::Padded {
+            batch: 1,
+            seqlen_q: sq,
+            seqlen_k: sk,
         };
+        let inputs =
+            Inputs::without_sinks(dtype, [&q, &k, &v], layout, (hq, hkv), d, (sq, sk), opts);
         let (r, model) = inputs.reference(&g);
         for (name, i, tol) in [
             ("dq", 0, &r.dq_tol),
