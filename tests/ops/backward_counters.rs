@@ -5,13 +5,14 @@
 //! `cargo test --release --test ops backward_counters -- --ignored --nocapture` and record the
 //! printed table in bench/results/bwd_counters.txt.
 
+use crate::emulator_support::f16_bytes;
 use flashmha::backend::emulator::{dev_buf, launch};
 use flashmha::common::dtype::DType;
 use flashmha::emulator::{Counters, Device};
 use flashmha::ops::backward::{BwdBufs, BwdPlan, BwdShape, BWD_KERNELS};
 use flashmha::perf_model::tile_figures::on_lines_with;
 use flashmha::{FwdShape, Heads};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 /// The main kernel's counters on one head of sq x sk (f16, random inputs).
 fn main_kernel_counters(
@@ -25,11 +26,7 @@ fn main_kernel_counters(
     let plan = BwdPlan::new(DType::F16, &shape).expect("plan");
     let mut dev = Device::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-    let mut half = |n: usize| -> Vec<u8> {
-        (0..n)
-            .flat_map(|_| half::f16::from_f32(rng.random_range(-1.0f32..1.0)).to_le_bytes())
-            .collect()
-    };
+    let mut half = |n: usize| f16_bytes(&mut rng, n);
     let x = plan.extents();
     let (q, k, v, o, g) = (
         dev.upload(&half(x.fwd.q)),

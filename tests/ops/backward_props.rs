@@ -7,27 +7,26 @@
 //! Gradients and the workspace are poisoned with NaN before the run, so an element the kernels
 //! fail to write fails. A planted bad cu_seqlens traps. FLASHMHA_PROPTEST_CASES runs more.
 
+use crate::varlen_case::{
+    cu_seqlens, download_f32, drawn_seqlens, fwd_shape, proptest_cases, reference_layout, window,
+};
 use flashmha::api::{Attention, BwdArgs, FwdArgs};
 use flashmha::backend::emulator::EmulatorBackend;
 use flashmha::backend::Backend;
 use flashmha::common::dtype::DType;
 use flashmha::common::element::Element;
-use flashmha::common::options::{AttnOptions, SlidingWindow};
+use flashmha::common::options::AttnOptions;
 use flashmha::ops::backward::kernels::compiled_head_dims;
 use flashmha::ops::backward::{BwdPlan, BwdShape};
 use flashmha::reference::{
-    attention_backward, check_each, round_slice, score_bound, BwdErrorModel, Layout,
-    ReferenceInputs,
+    attention_backward, check_each, round_slice, score_bound, BwdErrorModel, ReferenceInputs,
 };
-use flashmha::{FwdPlan, FwdShape, Heads, KernelTarget, SeqShape};
+use flashmha::{FwdPlan, FwdShape, Heads, KernelTarget};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 
 fn cases() -> u32 {
-    std::env::var("FLASHMHA_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12)
+    proptest_cases(12)
 }
 
 /// One random backward problem.
@@ -76,14 +75,6 @@ fn head_dims(dtype: DType) -> Vec<usize> {
     dims
 }
 
-fn window() -> impl Strategy<Value = Option<SlidingWindow>> {
-    prop::option::weighted(
-        0.25,
-        (prop::option::of(0u32..48), prop::option::of(0u32..48))
-            .prop_map(|(left, right)| SlidingWindow { left, right }),
-    )
-}
-
 prop_compose! {
     fn case()(
         dtype in prop::sample::select(vec![DType::F16, DType::Bf16]),
@@ -102,12 +93,7 @@ prop_compose! {
         seed in any::<u64>(),
     ) -> Case {
         let dims = head_dims(dtype);
-        let mut seqlens = if varlen { seqlens } else { seqlens[..1].to_vec() };
-        if let (true, Some((item, side))) = (varlen, empty) {
-            if let Some(s) = seqlens.get_mut(item) {
-                if side == 0 { s.0 = 0 } else { s.1 = 0 }
-            }
-        }
+        let seqlens = drawn_seqlens(seqlens, varlen, empty);
         Case {
             dtype,
             head_dim: dims[hd_pick.index(dims.len())],
@@ -129,39 +115,15 @@ impl Case {
         self.hkv * self.group
     }
 
-    /// Batch and per-item row starts: (batch, cu_q, cu_k).
-    fn layout(&self) -> (usize, Vec<i32>, Vec<i32>) {
-        let mut cu_q = vec![0i32];
-        let mut cu_k = vec![0i32];
-        for &(sq, sk) in &self.seqlens {
-            cu_q.push(cu_q.last().unwrap() + sq as i32);
-            cu_k.push(cu_k.last().unwrap() + sk as i32);
-        }
-        (self.seqlens.len(), cu_q, cu_k)
-    }
-
     fn fwd_shape(&self) -> FwdShape {
-        let (batch, cu_q, cu_k) = self.layout();
         let heads = Heads::gqa(self.hq(), self.hkv);
-        let shape = if self.varlen {
-            let max_q = self.seqlens.iter().map(|s| s.0).max().unwrap();
-            let max_k = self.seqlens.iter().map(|s| s.1).max().unwrap();
-            FwdShape::varlen(
-                SeqShape::Varlen {
-                    batch,
-                    max_seqlen_q: max_q,
-                    max_seqlen_k: max_k,
-                    total_q: *cu_q.last().unwrap() as usize,
-                    total_k: *cu_k.last().unwrap() as usize,
-                },
-                heads,
-                self.head_dim,
-            )
-        } else {
-            let (sq, sk) = self.seqlens[0];
-            FwdShape::padded(1, sq, sk, heads, self.head_dim)
-        };
-        shape.with_options(self.options)
+        fwd_shape(
+            &self.seqlens,
+            self.varlen,
+            heads,
+            self.head_dim,
+            self.options,
+        )
     }
 }
 
@@ -169,7 +131,7 @@ impl Case {
 fn run_case<T: Element>(case: &Case) -> Result<Measured, String> {
     let be = EmulatorBackend::new(KernelTarget::Ampere);
     let stream = be.stream().map_err(|e| e.to_string())?;
-    let (_, cu_q, cu_k) = case.layout();
+    let (cu_q, cu_k) = cu_seqlens(&case.seqlens);
     let (tq, tk) = (
         *cu_q.last().unwrap() as usize,
         *cu_k.last().unwrap() as usize,
@@ -256,29 +218,11 @@ fn run_case<T: Element>(case: &Case) -> Result<Measured, String> {
     };
     be.backward(&stream, &bwd, args).map_err(err)?;
     let d_gates = be.download(&stream, &dg_d).map_err(err)?;
-    let down = |b: &<EmulatorBackend as Backend>::Buffer<T>| -> Result<Vec<f32>, String> {
-        Ok(be
-            .download(&stream, b)
-            .map_err(err)?
-            .iter()
-            .map(|x| x.to_f32())
-            .collect())
-    };
+    let down = |b: &<EmulatorBackend as Backend>::Buffer<T>| download_f32(&be, &stream, b);
     let (dq, dk, dv) = (down(&dq_d)?, down(&dk_d)?, down(&dv_d)?);
 
     let (max_q, max_k) = fwd_shape.seq.max_seqlens();
-    let layout = if case.varlen {
-        Layout::Varlen {
-            cu_seqlens_q: &cu_q,
-            cu_seqlens_k: &cu_k,
-        }
-    } else {
-        Layout::Padded {
-            batch: 1,
-            seqlen_q: max_q,
-            seqlen_k: max_k,
-        }
-    };
+    let layout = reference_layout(case.varlen, &cu_q, &cu_k, (max_q, max_k));
     let inp = ReferenceInputs {
         q: &q,
         k: &k,

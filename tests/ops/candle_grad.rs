@@ -10,6 +10,8 @@
 //!
 //! FLASHMHA_PROPTEST_CASES runs more random cases.
 
+use crate::candle_op::candle_dtype;
+use crate::varlen_case::{cu_seqlens, max_seqlens, reference_layout};
 use candle_core::{DType as CDType, Device, Tensor, Var};
 use flashmha::candle::{attention, attention_varlen, attention_with_sinks};
 use flashmha::common::dtype::DType;
@@ -23,17 +25,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 fn cases() -> u32 {
-    std::env::var("FLASHMHA_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6)
-}
-
-fn candle_dtype(d: DType) -> CDType {
-    match d {
-        DType::F16 => CDType::F16,
-        DType::Bf16 => CDType::BF16,
-    }
+    crate::varlen_case::proptest_cases(6)
 }
 
 /// Values uniform in `[-amp, amp)` rounded to `dtype`, as f32, and as a `dims` tensor of `dtype`.
@@ -59,22 +51,38 @@ fn max_abs(xs: &[f32]) -> f64 {
     xs.iter().fold(0f64, |a, &x| a.max(f64::from(x).abs()))
 }
 
-/// q, k, v (rounded values), the layout and heads of one problem without ALiBi, gates or sinks.
-struct Inputs<'a> {
-    dtype: DType,
-    q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
-    layout: Layout<'a>,
-    heads: (usize, usize),
-    head_dim: usize,
-    max_seqlens: (usize, usize),
-    options: AttnOptions,
-}
+// q, k, v (rounded values), the layout and heads of one problem without ALiBi or gates (the
+// candle op test's comparison inputs); its `sinks` are always `None` here.
+use crate::candle_op::Case as Inputs;
 
-impl Inputs<'_> {
-    /// The f64 autograd reference's dQ, dK, dV of `loss = sum(O * g)` with their tolerances
-    /// (`BwdErrorModel`), and the model.
+impl<'a> Inputs<'a> {
+    /// The inputs of one problem without sinks: rounded q, k, v values, (hq, hkv), the longest
+    /// items (max_q, max_k).
+    fn without_sinks(
+        dtype: DType,
+        [q, k, v]: [&'a [f32]; 3],
+        layout: Layout<'a>,
+        heads: (usize, usize),
+        head_dim: usize,
+        max_seqlens: (usize, usize),
+        options: AttnOptions,
+    ) -> Self {
+        Inputs {
+            dtype,
+            q,
+            k,
+            v,
+            layout,
+            heads,
+            head_dim,
+            max_seqlens,
+            options,
+            sinks: None,
+        }
+    }
+
+    /// The f64 autograd reference's dQ, dK, dV of `loss = sum(O * g)` without sinks, with their
+    /// tolerances (`BwdErrorModel`), and the model.
     fn reference(&self, g: &[f32]) -> (BackwardOutputs, BwdErrorModel) {
         let ((hq, hkv), d, (max_q, max_k)) = (self.heads, self.head_dim, self.max_seqlens);
         let inp = ReferenceInputs {
@@ -160,14 +168,8 @@ fn check_case(c: &Case) -> Result<(), String> {
         causal: c.causal,
         ..AttnOptions::default()
     };
-    let mut cu_q = vec![0i32];
-    let mut cu_k = vec![0i32];
-    for &(sq, sk) in &c.seqlens {
-        cu_q.push(cu_q.last().unwrap() + sq as i32);
-        cu_k.push(cu_k.last().unwrap() + sk as i32);
-    }
-    let max_q = c.seqlens.iter().map(|s| s.0).max().unwrap();
-    let max_k = c.seqlens.iter().map(|s| s.1).max().unwrap();
+    let (cu_q, cu_k) = cu_seqlens(&c.seqlens);
+    let (max_q, max_k) = max_seqlens(&c.seqlens);
     let (o, _lse) = if c.varlen {
         let cq = Tensor::new(cu_q.as_slice(), &Device::Cpu).map_err(e)?;
         let ck = Tensor::new(cu_k.as_slice(), &Device::Cpu).map_err(e)?;
@@ -182,29 +184,16 @@ fn check_case(c: &Case) -> Result<(), String> {
     let grad = |x: &Var| grads.get(x.as_tensor()).map(values).ok_or("no gradient");
     let (dq, dk, dv) = (grad(&qv)?, grad(&kv)?, grad(&vv)?);
 
-    let layout = if c.varlen {
-        Layout::Varlen {
-            cu_seqlens_q: &cu_q,
-            cu_seqlens_k: &cu_k,
-        }
-    } else {
-        Layout::Padded {
-            batch: 1,
-            seqlen_q: max_q,
-            seqlen_k: max_k,
-        }
-    };
-    let inputs = Inputs {
-        dtype: c.dtype,
-        q: &q,
-        k: &k,
-        v: &v,
+    let layout = reference_layout(c.varlen, &cu_q, &cu_k, (max_q, max_k));
+    let inputs = Inputs::without_sinks(
+        c.dtype,
+        [&q, &k, &v],
         layout,
-        heads: (hq, hkv),
-        head_dim: d,
-        max_seqlens: (max_q, max_k),
-        options: opts,
-    };
+        (hq, hkv),
+        d,
+        (max_q, max_k),
+        opts,
+    );
     let (r, _) = inputs.reference(&g);
     check_each(&dq, &r.dq, &r.dq_tol).map_err(|e| format!("dq: {e}"))?;
     check_each(&dk, &r.dk, &r.dk_tol).map_err(|e| format!("dk: {e}"))?;
@@ -342,21 +331,13 @@ fn sink_gradients_match_naive_autograd() {
         // dQ, dK, dV: the reference's tolerances for the same problem without sinks bound these
         // (a sink scales every P_ij by 1 - P_sink_i <= 1, and every term of BwdErrorModel's
         // bounds is a sum of |P|-weighted magnitudes, which can only shrink).
-        let inputs = Inputs {
-            dtype,
-            q: &q,
-            k: &k,
-            v: &v,
-            layout: Layout::Padded {
-                batch: 1,
-                seqlen_q: sq,
-                seqlen_k: sk,
-            },
-            heads: (hq, hkv),
-            head_dim: d,
-            max_seqlens: (sq, sk),
-            options: opts,
+        let layout = Layout::Padded {
+            batch: 1,
+            seqlen_q: sq,
+            seqlen_k: sk,
         };
+        let inputs =
+            Inputs::without_sinks(dtype, [&q, &k, &v], layout, (hq, hkv), d, (sq, sk), opts);
         let (r, model) = inputs.reference(&g);
         for (name, i, tol) in [
             ("dq", 0, &r.dq_tol),

@@ -15,13 +15,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 fn cases() -> u32 {
-    std::env::var("FLASHMHA_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(32)
+    crate::varlen_case::proptest_cases(32)
 }
 
-fn candle_dtype(d: DType) -> CDType {
+/// The candle dtype of `d` (also the candle gradient test's).
+pub(crate) fn candle_dtype(d: DType) -> CDType {
     match d {
         DType::F16 => CDType::F16,
         DType::Bf16 => CDType::BF16,
@@ -51,19 +49,21 @@ fn to_f32(t: &Tensor) -> Vec<f32> {
         .unwrap()
 }
 
-/// Everything one comparison needs besides the op's outputs.
-struct Case<'a> {
-    dtype: DType,
-    q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
-    layout: Layout<'a>,
-    heads: (usize, usize),
-    head_dim: usize,
-    max_seqlens: (usize, usize),
-    options: AttnOptions,
+/// Everything one comparison needs besides the op's outputs (also the candle gradient test's
+/// reference inputs).
+pub(crate) struct Case<'a> {
+    pub dtype: DType,
+    pub q: &'a [f32],
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub layout: Layout<'a>,
+    /// (hq, hkv).
+    pub heads: (usize, usize),
+    pub head_dim: usize,
+    pub max_seqlens: (usize, usize),
+    pub options: AttnOptions,
     /// `[hq]` attention-sink logits, when the op was given them.
-    sinks: Option<&'a [f32]>,
+    pub sinks: Option<&'a [f32]>,
 }
 
 /// Random padded inputs: q `[batch, sq, hq, d]` (|x| <= 1.5), k `[batch, sk, hkv, d]`

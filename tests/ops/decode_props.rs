@@ -20,10 +20,7 @@ use flashmha::KernelTarget;
 use proptest::prelude::*;
 
 fn cases() -> u32 {
-    std::env::var("FLASHMHA_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64)
+    crate::varlen_case::proptest_cases(64)
 }
 
 fn page_size() -> impl Strategy<Value = usize> {

@@ -12,10 +12,7 @@ use flashmha::KernelTarget;
 use proptest::prelude::*;
 
 fn cases() -> u32 {
-    std::env::var("FLASHMHA_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
+    crate::varlen_case::proptest_cases(256)
 }
 
 /// Head dims this build compiled for `dtype` on `target`.

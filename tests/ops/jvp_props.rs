@@ -8,26 +8,24 @@
 //! NaN before the run, so an element the kernel fails to write fails. A planted bad cu_seqlens
 //! traps. FLASHMHA_PROPTEST_CASES runs more.
 
+use crate::varlen_case::{
+    cu_seqlens, download_f32, drawn_seqlens, fwd_shape, proptest_cases, reference_layout, window,
+};
 use flashmha::api::{Attention, JvpArgs};
 use flashmha::backend::emulator::EmulatorBackend;
 use flashmha::backend::Backend;
 use flashmha::common::dtype::DType;
 use flashmha::common::element::Element;
-use flashmha::common::options::{AttnOptions, SlidingWindow};
+use flashmha::common::options::AttnOptions;
 use flashmha::ops::jvp::kernels::compiled_head_dims;
 use flashmha::ops::jvp::{JvpPlan, JvpShape};
-use flashmha::reference::{
-    attention_jvp, check_each, round_slice, Layout, ReferenceInputs, Tangents,
-};
+use flashmha::reference::{attention_jvp, check_each, round_slice, ReferenceInputs, Tangents};
 use flashmha::{FwdShape, Heads, KernelTarget, SeqShape};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 
 fn cases() -> u32 {
-    std::env::var("FLASHMHA_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12)
+    proptest_cases(12)
 }
 
 /// One random JVP problem.
@@ -71,7 +69,7 @@ prop_compose! {
         empty in prop::option::weighted(0.3, (0usize..3, 0usize..2)),
         scale in prop::option::weighted(0.25, 0.05f32..0.5),
         causal in prop::bool::weighted(0.4),
-        window in prop::option::weighted(0.25, (prop::option::of(0u32..48), prop::option::of(0u32..48))),
+        window in window(),
         softcap in prop::option::weighted(0.2, 5.0f32..30.0),
         alibi in prop::bool::weighted(0.2),
         gates in prop::bool::weighted(0.25),
@@ -79,13 +77,7 @@ prop_compose! {
         seed in any::<u64>(),
     ) -> Case {
         let dims = head_dims(dtype);
-        let mut seqlens = if varlen { seqlens } else { seqlens[..1].to_vec() };
-        if let (true, Some((item, side))) = (varlen, empty) {
-            if let Some(s) = seqlens.get_mut(item) {
-                if side == 0 { s.0 = 0 } else { s.1 = 0 }
-            }
-        }
-        let window = window.map(|(left, right)| SlidingWindow { left, right });
+        let seqlens = drawn_seqlens(seqlens, varlen, empty);
         Case {
             dtype,
             head_dim: dims[hd_pick.index(dims.len())],
@@ -109,35 +101,18 @@ impl Case {
 
     /// Per-item row starts: (cu_q, cu_k).
     fn layout(&self) -> (Vec<i32>, Vec<i32>) {
-        let mut cu_q = vec![0i32];
-        let mut cu_k = vec![0i32];
-        for &(sq, sk) in &self.seqlens {
-            cu_q.push(cu_q.last().unwrap() + sq as i32);
-            cu_k.push(cu_k.last().unwrap() + sk as i32);
-        }
-        (cu_q, cu_k)
+        cu_seqlens(&self.seqlens)
     }
 
     fn fwd_shape(&self) -> FwdShape {
-        let (cu_q, cu_k) = self.layout();
         let heads = Heads::gqa(self.hq(), self.hkv);
-        let shape = if self.varlen {
-            FwdShape::varlen(
-                SeqShape::Varlen {
-                    batch: self.seqlens.len(),
-                    max_seqlen_q: self.seqlens.iter().map(|s| s.0).max().unwrap(),
-                    max_seqlen_k: self.seqlens.iter().map(|s| s.1).max().unwrap(),
-                    total_q: *cu_q.last().unwrap() as usize,
-                    total_k: *cu_k.last().unwrap() as usize,
-                },
-                heads,
-                self.head_dim,
-            )
-        } else {
-            let (sq, sk) = self.seqlens[0];
-            FwdShape::padded(1, sq, sk, heads, self.head_dim)
-        };
-        shape.with_options(self.options)
+        fwd_shape(
+            &self.seqlens,
+            self.varlen,
+            heads,
+            self.head_dim,
+            self.options,
+        )
     }
 }
 
@@ -202,29 +177,11 @@ fn run_case<T: Element>(case: &Case, target: KernelTarget) -> Result<(f64, f64),
         args = args.sinks(&sinks_d);
     }
     be.jvp(&stream, &plan, args).map_err(err)?;
-    let down = |b: &<EmulatorBackend as Backend>::Buffer<T>| -> Result<Vec<f32>, String> {
-        Ok(be
-            .download(&stream, b)
-            .map_err(err)?
-            .iter()
-            .map(|x| x.to_f32())
-            .collect())
-    };
+    let down = |b: &<EmulatorBackend as Backend>::Buffer<T>| download_f32(&be, &stream, b);
     let (o, ot) = (down(&o_d)?, down(&ot_d)?);
 
     let (max_q, max_k) = case.fwd_shape().seq.max_seqlens();
-    let layout = if case.varlen {
-        Layout::Varlen {
-            cu_seqlens_q: &cu_q,
-            cu_seqlens_k: &cu_k,
-        }
-    } else {
-        Layout::Padded {
-            batch: 1,
-            seqlen_q: max_q,
-            seqlen_k: max_k,
-        }
-    };
+    let layout = reference_layout(case.varlen, &cu_q, &cu_k, (max_q, max_k));
     let inp = ReferenceInputs {
         q: &q,
         k: &k,

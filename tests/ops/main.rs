@@ -46,3 +46,4 @@ mod probe_cli;
 mod robustness;
 mod server_loop;
 mod sinks;
+mod varlen_case;

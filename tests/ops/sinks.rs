@@ -107,10 +107,14 @@ fn decode_with_sinks_is_the_same_for_one_and_sixteen_splits() {
     }
 }
 
-#[test]
-fn a_nan_sink_reaches_its_heads_outputs_only() {
-    let (hq, d, sq, sk) = (2, 64, 5, 40);
-    let mut p = FwdProblem::contiguous(
+/// A contiguous f16 problem of one padded item of `sq` x `sk` rows, (hq, hkv) heads.
+fn padded_f16(
+    (sq, sk): (usize, usize),
+    (hq, hkv): (usize, usize),
+    d: usize,
+    options: AttnOptions,
+) -> FwdProblem {
+    FwdProblem::contiguous(
         DType::F16,
         SeqLayout::Padded {
             batch: 1,
@@ -118,10 +122,16 @@ fn a_nan_sink_reaches_its_heads_outputs_only() {
             seqlen_k: sk,
         },
         hq,
-        1,
+        hkv,
         d,
-        AttnOptions::default(),
-    );
+        options,
+    )
+}
+
+#[test]
+fn a_nan_sink_reaches_its_heads_outputs_only() {
+    let (hq, d, sq, sk) = (2, 64, 5, 40);
+    let mut p = padded_f16((sq, sk), (hq, 1), d, AttnOptions::default());
     p.lse_len = Some(p.row_stats_len());
     p.entropy_len = Some(p.row_stats_len());
     p.sinks_len = Some(hq);
@@ -232,21 +242,11 @@ fn the_c_abi_passes_sinks_to_the_kernel() {
         ffi::FLASHMHA_OK
     );
     // The same call through the Rust runner: the same bits.
-    let mut p = FwdProblem::contiguous(
-        DType::F16,
-        SeqLayout::Padded {
-            batch: 1,
-            seqlen_q: sq,
-            seqlen_k: sk,
-        },
-        h,
-        h,
-        d,
-        AttnOptions {
-            causal: true,
-            ..Default::default()
-        },
-    );
+    let options = AttnOptions {
+        causal: true,
+        ..Default::default()
+    };
+    let mut p = padded_f16((sq, sk), (h, h), d, options);
     p.lse_len = Some(p.row_stats_len());
     p.sinks_len = Some(h);
     let inputs = HostInputs {
