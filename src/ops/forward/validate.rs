@@ -18,6 +18,7 @@ use crate::common::geometry::Strides;
 use crate::common::target::KernelTarget;
 use crate::ops::forward::problem::{FwdShape, SeqShape};
 use crate::ops::forward::tma::{FwdTmaMaps, TMA_MAX_DIM, TMA_MAX_STRIDE_BYTES, TMA_STRIDE_ALIGN};
+use crate::ops::kernel_rows::{distinct_head_dims, narrowest_serving};
 
 use crate::common::geometry::{
     check_no_overlap, check_span, span, COPY_ALIGN_BYTES, MAX_GRID_YZ, MAX_INDEX_32,
@@ -145,16 +146,10 @@ pub fn forward_kernel_for(
     head_dim: usize,
 ) -> Option<&FwdKernelRow> {
     let bucket = |t: KernelTarget| {
-        table
-            .iter()
-            .filter(|r| {
-                r.target == t
-                    && r.dtype == dtype
-                    && head_dim > 0
-                    && head_dim.is_multiple_of(8)
-                    && r.head_dim as usize >= head_dim
-            })
-            .min_by_key(|r| r.head_dim)
+        narrowest_serving(
+            table.iter().filter(|r| r.target == t && r.dtype == dtype),
+            head_dim,
+        )
     };
     let own = bucket(target);
     match (own, target.forward_fallback().and_then(bucket)) {
@@ -168,16 +163,9 @@ pub fn forward_kernel_for(
 /// and distinct: what [`Error::UnsupportedHeadDim`] lists. Multiples of 8 between them run too
 /// ([`forward_kernel_for`]).
 pub fn compiled_head_dims(table: &[FwdKernelRow], target: KernelTarget, dtype: DType) -> Vec<u32> {
-    let mut dims: Vec<u32> = table
-        .iter()
-        .filter(|r| {
-            (r.target == target || Some(r.target) == target.forward_fallback()) && r.dtype == dtype
-        })
-        .map(|r| r.head_dim)
-        .collect();
-    dims.sort_unstable();
-    dims.dedup();
-    dims
+    distinct_head_dims(table.iter().filter(|r| {
+        (r.target == target || Some(r.target) == target.forward_fallback()) && r.dtype == dtype
+    }))
 }
 
 /// What the sm_90a kernels' tensor maps need beyond the checks every kernel has: the encoder
