@@ -69,29 +69,13 @@ pub fn validate_shape<'t>(
     check_heads(s)?;
     check_seq(s)?;
     s.options.validate()?;
-    let (sq, sk) = s.seq.max_seqlens();
-    let (tq, tk) = s.seq.total_rows();
     let batch = s.seq.batch();
-    // Rows each operand must cover: padded tensors are addressed per item, varlen globally.
-    let (rows_q, items_q, rows_k, items_k) = if s.seq.is_varlen() {
-        (tq, 1, tk, 1)
-    } else {
-        (sq, batch, sk, batch)
-    };
     let d = s.head_dim;
     let st = &s.strides;
-    let geometry = |tensor, strides, items, rows, heads| Geometry {
-        tensor,
-        strides,
-        items,
-        rows,
-        heads,
-        head_dim: d,
-    };
-    let q = geometry(TensorName::Q, st.q, items_q, rows_q, s.heads.q);
-    let k = geometry(TensorName::K, st.k, items_k, rows_k, s.heads.kv);
-    let v = geometry(TensorName::V, st.v, items_k, rows_k, s.heads.kv);
-    let o = geometry(TensorName::O, st.o, items_q, rows_q, s.heads.q);
+    let q = Geometry::q_side(s, TensorName::Q, st.q);
+    let k = Geometry::k_side(s, TensorName::K, st.k);
+    let v = Geometry::k_side(s, TensorName::V, st.v);
+    let o = Geometry::q_side(s, TensorName::O, st.o);
     for g in [&q, &k, &v] {
         g.check_input(dtype)?;
     }
@@ -301,6 +285,34 @@ pub(crate) struct Geometry {
 }
 
 impl Geometry {
+    /// A query-side operand of `s` (q, o, dO, dQ: `heads.q` heads over the query rows).
+    pub(crate) fn q_side(s: &FwdShape, tensor: TensorName, strides: Strides) -> Geometry {
+        Self::operand(s, tensor, strides, false)
+    }
+
+    /// A key-side operand of `s` (k, v, dK, dV: `heads.kv` heads over the key rows).
+    pub(crate) fn k_side(s: &FwdShape, tensor: TensorName, strides: Strides) -> Geometry {
+        Self::operand(s, tensor, strides, true)
+    }
+
+    fn operand(s: &FwdShape, tensor: TensorName, strides: Strides, keys: bool) -> Geometry {
+        let pick = |(q, k): (usize, usize)| if keys { k } else { q };
+        // Rows each operand must cover: padded tensors are addressed per item, varlen globally.
+        let (items, rows) = if s.seq.is_varlen() {
+            (1, pick(s.seq.total_rows()))
+        } else {
+            (s.seq.batch(), pick(s.seq.max_seqlens()))
+        };
+        Geometry {
+            tensor,
+            strides,
+            items,
+            rows,
+            heads: pick((s.heads.q, s.heads.kv)),
+            head_dim: s.head_dim,
+        }
+    }
+
     /// (stride, extent) of the batch, row and head dimensions.
     fn dims(&self) -> [(i64, usize); 3] {
         let s = self.strides;
