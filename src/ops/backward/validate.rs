@@ -42,12 +42,7 @@ pub fn validate_shape(
     shape: &BwdShape,
 ) -> Result<(&'static BwdKernelRow, BwdExtents)> {
     // Hopper runs the Ampere kernels; Turing has no backward kernel (yet).
-    if target.shared_kernels() != KernelTarget::Ampere {
-        return Err(Error::UnsupportedOnTarget {
-            what: "the backward",
-            target,
-        });
-    }
+    target.require_ampere_kernels("the backward")?;
     let s = &shape.fwd;
     // Everything about the forward's own tensors and options (as the Ampere forward sees them).
     let (_, fwd) = validate_forward(FWD_KERNELS, KernelTarget::Ampere, dtype, s)?;
