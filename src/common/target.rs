@@ -10,6 +10,8 @@
 
 use std::fmt;
 
+use crate::common::error::{Error, Result};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum KernelTarget {
     /// sm_80 and newer (A100, RTX 30xx/40xx, L4, H100's mma.sync path).
@@ -55,6 +57,17 @@ impl KernelTarget {
         match self {
             KernelTarget::Hopper => KernelTarget::Ampere,
             other => other,
+        }
+    }
+
+    /// `Ok` when the target runs the Ampere (sm_80+ `mma.sync`, `cp.async`) kernels, as Hopper
+    /// does; for the ops that have only those (`what` names the op), Turing is
+    /// [`Error::UnsupportedOnTarget`].
+    pub fn require_ampere_kernels(self, what: &'static str) -> Result<()> {
+        if self.shared_kernels() == KernelTarget::Ampere {
+            Ok(())
+        } else {
+            Err(Error::UnsupportedOnTarget { what, target: self })
         }
     }
 

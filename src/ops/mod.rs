@@ -9,6 +9,7 @@ pub mod decode;
 pub mod forward;
 pub mod head_similarity;
 pub mod jvp;
+pub mod kernel_rows;
 pub mod kv_append;
 pub mod merge;
 pub mod mla_decode;

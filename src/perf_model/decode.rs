@@ -76,10 +76,17 @@ impl DecodeModelConfig {
     }
 }
 
-/// A modelled decode call.
+/// A config whose compulsory DRAM bytes a modelled call is measured against.
+pub trait Compulsory {
+    /// Bytes the call must move to and from DRAM at the least.
+    fn compulsory_bytes(&self) -> f64;
+}
+
+/// A modelled decode-shaped call of config `C`: the decode launch, then the split combine
+/// (the paged decode's and the MLA decode's, src/perf_model/mla_decode.rs).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DecodeModelled {
-    pub config: DecodeModelConfig,
+pub struct SplitModelled<C> {
+    pub config: C,
     pub splits: u32,
     pub decode: Modelled,
     pub combine: Option<Modelled>,
@@ -89,7 +96,16 @@ pub struct DecodeModelled {
     pub findings: usize,
 }
 
-impl DecodeModelled {
+/// A modelled decode call.
+pub type DecodeModelled = SplitModelled<DecodeModelConfig>;
+
+impl Compulsory for DecodeModelConfig {
+    fn compulsory_bytes(&self) -> f64 {
+        DecodeModelConfig::compulsory_bytes(self)
+    }
+}
+
+impl<C: Compulsory> SplitModelled<C> {
     /// Modelled seconds of the call: decode, then combine.
     pub fn seconds(&self) -> f64 {
         self.decode.seconds() + self.combine.map_or(0.0, |c| c.seconds())
@@ -98,6 +114,10 @@ impl DecodeModelled {
     /// call reaches on useful bytes.
     pub fn dram_fraction(&self, gpu: &GpuSpec) -> f64 {
         self.config.compulsory_bytes() / self.seconds() / gpu.dram_bytes_per_s
+    }
+    /// DRAM bytes the model charges / compulsory bytes.
+    pub fn bytes_vs_compulsory(&self) -> f64 {
+        self.dram_bytes / self.config.compulsory_bytes()
     }
 }
 

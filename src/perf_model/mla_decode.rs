@@ -10,9 +10,9 @@
 //! GPU the repeats can hit L2). Compulsory bytes follow FlashMLA's benchmark
 //! (tests/test_flash_mla.py of deepseek-ai/FlashMLA): the cache rows once, q and o once.
 
-use super::decode::{launch_shape, model_launches};
+use super::decode::{launch_shape, model_launches, Compulsory, SplitModelled};
 use super::gpus::GpuSpec;
-use super::pipes::{self, Modelled};
+use super::pipes;
 use crate::backend::emulator::EmulatorBackend;
 use crate::check::decode::DecodeCase;
 use crate::check::mla::mla_problem;
@@ -80,33 +80,14 @@ impl MlaModelConfig {
     }
 }
 
-/// A modelled MLA decode call.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MlaModelled {
-    pub config: MlaModelConfig,
-    pub splits: u32,
-    pub decode: Modelled,
-    pub combine: Option<Modelled>,
-    /// Bytes the model moves to and from DRAM (both launches).
-    pub dram_bytes: f64,
-    /// Findings of the emulated item (0 expected).
-    pub findings: usize,
+impl Compulsory for MlaModelConfig {
+    fn compulsory_bytes(&self) -> f64 {
+        MlaModelConfig::compulsory_bytes(self)
+    }
 }
 
-impl MlaModelled {
-    /// Modelled seconds: decode, then combine.
-    pub fn seconds(&self) -> f64 {
-        self.decode.seconds() + self.combine.map_or(0.0, |c| c.seconds())
-    }
-    /// Compulsory bytes / modelled time / DRAM bandwidth.
-    pub fn dram_fraction(&self, gpu: &GpuSpec) -> f64 {
-        self.config.compulsory_bytes() / self.seconds() / gpu.dram_bytes_per_s
-    }
-    /// DRAM bytes the model charges / compulsory bytes.
-    pub fn bytes_vs_compulsory(&self) -> f64 {
-        self.dram_bytes / self.config.compulsory_bytes()
-    }
-}
+/// A modelled MLA decode call (decode, then the split combine).
+pub type MlaModelled = SplitModelled<MlaModelConfig>;
 
 /// Models `c` on `gpu`: the plan's split count for `gpu`'s SMs, one item (one of its identical
 /// row tiles where they are identical) emulated with it, scaled to the launch.

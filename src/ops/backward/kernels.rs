@@ -5,6 +5,7 @@
 
 use crate::common::abi;
 use crate::common::dtype::DType;
+use crate::ops::kernel_rows::{distinct_head_dims, narrowest_serving, HeadDimRow};
 
 /// One main-kernel instantiation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +19,12 @@ pub struct BwdKernelRow {
     pub num_warps: u32,
     /// Dynamic shared memory (the kernel traps with less).
     pub smem_bytes: u32,
+}
+
+impl HeadDimRow for BwdKernelRow {
+    fn head_dim(&self) -> u32 {
+        self.head_dim
+    }
 }
 
 impl BwdKernelRow {
@@ -81,71 +88,35 @@ pub fn convert_dq_entry(dtype: DType) -> &'static str {
 /// The main kernel that serves `head_dim` for `dtype`: the smallest compiled one at least as
 /// wide, for a positive multiple of 8.
 pub fn backward_kernel_for(dtype: DType, head_dim: usize) -> Option<&'static BwdKernelRow> {
-    BWD_KERNELS
-        .iter()
-        .filter(|r| {
-            r.dtype == dtype
-                && head_dim > 0
-                && head_dim.is_multiple_of(8)
-                && r.head_dim as usize >= head_dim
-        })
-        .min_by_key(|r| r.head_dim)
+    narrowest_serving(BWD_KERNELS.iter().filter(|r| r.dtype == dtype), head_dim)
 }
 
 /// The compiled head dims of `dtype`, sorted.
 pub fn compiled_head_dims(dtype: DType) -> Vec<u32> {
-    let mut dims: Vec<u32> = BWD_KERNELS
-        .iter()
-        .filter(|r| r.dtype == dtype)
-        .map(|r| r.head_dim)
-        .collect();
-    dims.sort_unstable();
-    dims.dedup();
-    dims
+    distinct_head_dims(BWD_KERNELS.iter().filter(|r| r.dtype == dtype))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::kernel_rows::kernel_table_rows;
 
     /// The `X(FLASHMHA_BWD_KERNEL, dtypes, head_dim, block_m, num_warps, smem_bytes)` rows of
     /// kernels/kernel_table.h, one per dtype.
     fn header_rows() -> Vec<(String, u32, u32, u32, u32)> {
-        let text = include_str!("../../../kernels/kernel_table.h");
-        let mut rows = Vec::new();
-        let mut in_table = false;
-        for line in text.lines().map(str::trim) {
-            if line.starts_with("#define FLASHMHA_BWD_KERNELS(X)") {
-                in_table = true;
-                continue;
-            }
-            if !in_table {
-                continue;
-            }
-            let Some(body) = line.strip_prefix("X(") else {
-                break;
-            };
-            let body = body.trim_end_matches('\\').trim().trim_end_matches(')');
-            let f: Vec<&str> = body.split(',').map(str::trim).collect();
-            assert_eq!(f.len(), 6, "malformed row `{line}`");
-            assert_eq!(f[0], "FLASHMHA_BWD_KERNEL");
-            let n: Vec<u32> = f[2..].iter().map(|x| x.parse().unwrap()).collect();
-            let dtypes: &[&str] = match f[1] {
-                "f16" => &["f16"],
-                "f16_bf16" => &["f16", "bf16"],
-                other => panic!("dtypes `{other}`"),
-            };
-            for d in dtypes {
-                rows.push((
+        kernel_table_rows("FLASHMHA_BWD_KERNELS", "FLASHMHA_BWD_KERNEL")
+            .into_iter()
+            .map(|(d, n)| {
+                assert_eq!(n.len(), 4, "{n:?}");
+                (
                     format!("flashmha_bwd_{d}_d{}", n[0]),
                     n[0],
                     n[1],
                     n[2],
                     n[3],
-                ));
-            }
-        }
-        rows
+                )
+            })
+            .collect()
     }
 
     #[test]

@@ -9,12 +9,11 @@ use crate::common::dtype::DType;
 use crate::common::error::{Error, Result, TensorName};
 use crate::common::geometry::COPY_ALIGN_BYTES;
 use crate::common::launch::Launch;
-use crate::common::options_abi::{pack_attn_options, StatRows};
 use crate::common::target::KernelTarget;
 use crate::ops::backward::kernels::{convert_dq_entry, dot_entry, BwdKernelRow, ROW_WARPS};
 use crate::ops::backward::problem::BwdShape;
 use crate::ops::backward::validate::{validate_shape, BwdExtents};
-use crate::ops::forward::plan::WARP_SIZE;
+use crate::ops::forward::plan::{attn_params, WARP_SIZE};
 
 /// The buffers of one backward run (absent ones are [`DevBuf::ABSENT`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -73,28 +72,10 @@ impl BwdPlan {
     pub fn new_for(target: KernelTarget, dtype: DType, shape: &BwdShape) -> Result<BwdPlan> {
         let (kernel, extents) = validate_shape(target, dtype, shape)?;
         let s = &shape.fwd;
-        let (max_sq, max_sk) = s.seq.max_seqlens();
-        let (total_q, total_k) = s.seq.total_rows();
-        let rows = StatRows {
-            varlen: s.seq.is_varlen(),
-            heads_q: s.heads.q,
-            seqlen_q: max_sq,
-            total_q,
-        };
-        let (st, g) = (&s.strides, &shape.grads);
-        let params = FlashBwdParams {
-            q_batch_stride: st.q.batch,
-            q_row_stride: st.q.row,
-            q_head_stride: st.q.head,
-            k_batch_stride: st.k.batch,
-            k_row_stride: st.k.row,
-            k_head_stride: st.k.head,
-            v_batch_stride: st.v.batch,
-            v_row_stride: st.v.row,
-            v_head_stride: st.v.head,
-            o_batch_stride: st.o.batch,
-            o_row_stride: st.o.row,
-            o_head_stride: st.o.head,
+        let (_, max_sk) = s.seq.max_seqlens();
+        let (total_q, _) = s.seq.total_rows();
+        let g = &shape.grads;
+        let params = attn_params!(FlashBwdParams, s, {
             do_batch_stride: g.d_o.batch,
             do_row_stride: g.d_o.row,
             do_head_stride: g.d_o.head,
@@ -107,20 +88,9 @@ impl BwdPlan {
             dv_batch_stride: g.dv.batch,
             dv_row_stride: g.dv.row,
             dv_head_stride: g.dv.head,
-            opt: pack_attn_options(&s.options, s.head_dim, rows),
-            // Validation bounded every one of these by 2^31 - 1.
-            batch: s.seq.batch() as i32,
-            num_heads_q: s.heads.q as i32,
-            num_heads_kv: s.heads.kv as i32,
-            head_dim: s.head_dim as i32,
-            seqlen_q: max_sq as i32,
-            seqlen_k: max_sk as i32,
-            total_q: total_q as i32,
-            total_k: total_k as i32,
             // At most ceil(sk / 16) < 2^31 slices (validated sk).
             dq_slices: extents.dq_slices as i32,
-            ..Default::default()
-        };
+        });
         // One warp per (q row, head); at least one CTA (a varlen batch of empty items).
         let pairs = (total_q as u64) * (s.heads.q as u64);
         let rows_grid = [pairs.div_ceil(u64::from(ROW_WARPS)).max(1) as u32, 1, 1];

@@ -42,12 +42,7 @@ pub fn validate_shape(
     shape: &BwdShape,
 ) -> Result<(&'static BwdKernelRow, BwdExtents)> {
     // Hopper runs the Ampere kernels; Turing has no backward kernel (yet).
-    if target.shared_kernels() != KernelTarget::Ampere {
-        return Err(Error::UnsupportedOnTarget {
-            what: "the backward",
-            target,
-        });
-    }
+    target.require_ampere_kernels("the backward")?;
     let s = &shape.fwd;
     // Everything about the forward's own tensors and options (as the Ampere forward sees them).
     let (_, fwd) = validate_forward(FWD_KERNELS, KernelTarget::Ampere, dtype, s)?;
@@ -58,27 +53,13 @@ pub fn validate_shape(
         target,
         supported: compiled_head_dims(dtype),
     })?;
-    let (tq, tk) = s.seq.total_rows();
-    let (sq, sk) = s.seq.max_seqlens();
-    let batch = s.seq.batch();
-    let (rows_q, items_q, rows_k, items_k) = if s.seq.is_varlen() {
-        (tq, 1, tk, 1)
-    } else {
-        (sq, batch, sk, batch)
-    };
+    let (tq, _) = s.seq.total_rows();
+    let (_, sk) = s.seq.max_seqlens();
     let g = &shape.grads;
-    let geometry = |tensor, strides, items, rows, heads| Geometry {
-        tensor,
-        strides,
-        items,
-        rows,
-        heads,
-        head_dim: d,
-    };
-    let d_o = geometry(TensorName::DOut, g.d_o, items_q, rows_q, s.heads.q);
-    let dq = geometry(TensorName::DQ, g.dq, items_q, rows_q, s.heads.q);
-    let dk = geometry(TensorName::DK, g.dk, items_k, rows_k, s.heads.kv);
-    let dv = geometry(TensorName::DV, g.dv, items_k, rows_k, s.heads.kv);
+    let d_o = Geometry::q_side(s, TensorName::DOut, g.d_o);
+    let dq = Geometry::q_side(s, TensorName::DQ, g.dq);
+    let dk = Geometry::k_side(s, TensorName::DK, g.dk);
+    let dv = Geometry::k_side(s, TensorName::DV, g.dv);
     d_o.check_input(dtype)?;
     for out in [&dq, &dk, &dv] {
         out.check_output(dtype)?;

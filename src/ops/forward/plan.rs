@@ -10,7 +10,6 @@ use crate::common::build_info::{FwdKernelRow, FWD_KERNELS};
 use crate::common::dtype::DType;
 use crate::common::error::{Result, TensorName};
 use crate::common::launch::Launch;
-use crate::common::options_abi::{pack_attn_options, StatRows};
 use crate::common::target::KernelTarget;
 use crate::ops::forward::bind::{check_bufs, FwdBufs};
 use crate::ops::forward::problem::FwdShape;
@@ -120,59 +119,78 @@ impl FwdPlan {
     pub fn bind(&self, bufs: &FwdBufs) -> Result<FwdLaunch> {
         check_bufs(&self.extents, self.dtype.size(), bufs)?;
         let mut l = self.launch;
-        let p = &mut l.params;
-        p.q = bufs.q.addr as *const _;
-        p.k = bufs.k.addr as *const _;
-        p.v = bufs.v.addr as *const _;
-        p.o = bufs.o.addr as *mut _;
-        p.opt.lse = bufs.lse.addr as *mut f32;
-        p.opt.entropy = bufs.entropy.addr as *mut f32;
-        p.opt.alibi_slopes = bufs.alibi_slopes.addr as *const f32;
-        p.opt.head_gates = bufs.head_gates.addr as *const f32;
-        p.opt.sinks = bufs.sinks.addr as *const f32;
-        p.cu_seqlens_q = bufs.cu_seqlens_q.addr as *const i32;
-        p.cu_seqlens_k = bufs.cu_seqlens_k.addr as *const i32;
+        fill_addrs(&mut l.params, bufs);
         Ok(l)
     }
 }
 
+/// Writes the addresses of checked `bufs` into `p` (the forward's params, also the JVP's
+/// `base`); absent buffers give null pointers.
+pub(crate) fn fill_addrs(p: &mut FlashFwdParams, bufs: &FwdBufs) {
+    p.q = bufs.q.addr as *const _;
+    p.k = bufs.k.addr as *const _;
+    p.v = bufs.v.addr as *const _;
+    p.o = bufs.o.addr as *mut _;
+    p.opt.lse = bufs.lse.addr as *mut f32;
+    p.opt.entropy = bufs.entropy.addr as *mut f32;
+    p.opt.alibi_slopes = bufs.alibi_slopes.addr as *const f32;
+    p.opt.head_gates = bufs.head_gates.addr as *const f32;
+    p.opt.sinks = bufs.sinks.addr as *const f32;
+    p.cu_seqlens_q = bufs.cu_seqlens_q.addr as *const i32;
+    p.cu_seqlens_k = bufs.cu_seqlens_k.addr as *const i32;
+}
+
+/// A params struct (`FlashFwdParams`, `FlashBwdParams`: bindgen structs from kernels/params.h
+/// that share these field names) with the q, k, v, o strides, packed options and sizes of the
+/// validated forward shape `s` (`&FwdShape`), then the `extra` fields; every pointer null.
+/// Validation bounded every size by 2^31 - 1, so the `as i32` casts are exact.
+macro_rules! attn_params {
+    ($ty:ident, $s:expr, { $($field:ident: $value:expr),* $(,)? }) => {{
+        let s: &$crate::ops::forward::problem::FwdShape = $s;
+        let (max_sq, max_sk) = s.seq.max_seqlens();
+        let (total_q, total_k) = s.seq.total_rows();
+        // lse / entropy: [b, hq, sq] padded, [hq, total_q] varlen (row stride 1).
+        let rows = $crate::common::options_abi::StatRows {
+            varlen: s.seq.is_varlen(),
+            heads_q: s.heads.q,
+            seqlen_q: max_sq,
+            total_q,
+        };
+        let st = &s.strides;
+        $ty {
+            q_batch_stride: st.q.batch,
+            q_row_stride: st.q.row,
+            q_head_stride: st.q.head,
+            k_batch_stride: st.k.batch,
+            k_row_stride: st.k.row,
+            k_head_stride: st.k.head,
+            v_batch_stride: st.v.batch,
+            v_row_stride: st.v.row,
+            v_head_stride: st.v.head,
+            o_batch_stride: st.o.batch,
+            o_row_stride: st.o.row,
+            o_head_stride: st.o.head,
+            opt: $crate::common::options_abi::pack_attn_options(&s.options, s.head_dim, rows),
+            batch: s.seq.batch() as i32,
+            num_heads_q: s.heads.q as i32,
+            num_heads_kv: s.heads.kv as i32,
+            head_dim: s.head_dim as i32,
+            seqlen_q: max_sq as i32,
+            seqlen_k: max_sk as i32,
+            total_q: total_q as i32,
+            total_k: total_k as i32,
+            $($field: $value,)*
+            // Addresses are bound per run.
+            ..Default::default()
+        }
+    }};
+}
+pub(crate) use attn_params;
+
 fn launch_without_buffers(kernel: FwdKernelRow, s: &FwdShape) -> FwdLaunch {
-    let (max_sq, max_sk) = s.seq.max_seqlens();
+    let (max_sq, _) = s.seq.max_seqlens();
     let q_tiles = max_sq.div_ceil(kernel.block_m as usize).max(1) as u32;
-    let (total_q, total_k) = s.seq.total_rows();
-    // lse / entropy: [b, hq, sq] padded, [hq, total_q] varlen (row stride 1).
-    let rows = StatRows {
-        varlen: s.seq.is_varlen(),
-        heads_q: s.heads.q,
-        seqlen_q: max_sq,
-        total_q,
-    };
-    let st = &s.strides;
-    let params = FlashFwdParams {
-        q_batch_stride: st.q.batch,
-        q_row_stride: st.q.row,
-        q_head_stride: st.q.head,
-        k_batch_stride: st.k.batch,
-        k_row_stride: st.k.row,
-        k_head_stride: st.k.head,
-        v_batch_stride: st.v.batch,
-        v_row_stride: st.v.row,
-        v_head_stride: st.v.head,
-        o_batch_stride: st.o.batch,
-        o_row_stride: st.o.row,
-        o_head_stride: st.o.head,
-        opt: pack_attn_options(&s.options, s.head_dim, rows),
-        batch: s.seq.batch() as i32,
-        num_heads_q: s.heads.q as i32,
-        num_heads_kv: s.heads.kv as i32,
-        head_dim: s.head_dim as i32,
-        seqlen_q: max_sq as i32,
-        seqlen_k: max_sk as i32,
-        total_q: total_q as i32,
-        total_k: total_k as i32,
-        // Addresses are bound per run.
-        ..Default::default()
-    };
+    let params = attn_params!(FlashFwdParams, s, {});
     FwdLaunch {
         kernel,
         grid: [q_tiles, s.heads.q as u32, s.seq.batch() as u32],

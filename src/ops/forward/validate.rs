@@ -18,6 +18,7 @@ use crate::common::geometry::Strides;
 use crate::common::target::KernelTarget;
 use crate::ops::forward::problem::{FwdShape, SeqShape};
 use crate::ops::forward::tma::{FwdTmaMaps, TMA_MAX_DIM, TMA_MAX_STRIDE_BYTES, TMA_STRIDE_ALIGN};
+use crate::ops::kernel_rows::{distinct_head_dims, narrowest_serving};
 
 use crate::common::geometry::{
     check_no_overlap, check_span, span, COPY_ALIGN_BYTES, MAX_GRID_YZ, MAX_INDEX_32,
@@ -68,29 +69,13 @@ pub fn validate_shape<'t>(
     check_heads(s)?;
     check_seq(s)?;
     s.options.validate()?;
-    let (sq, sk) = s.seq.max_seqlens();
-    let (tq, tk) = s.seq.total_rows();
     let batch = s.seq.batch();
-    // Rows each operand must cover: padded tensors are addressed per item, varlen globally.
-    let (rows_q, items_q, rows_k, items_k) = if s.seq.is_varlen() {
-        (tq, 1, tk, 1)
-    } else {
-        (sq, batch, sk, batch)
-    };
     let d = s.head_dim;
     let st = &s.strides;
-    let geometry = |tensor, strides, items, rows, heads| Geometry {
-        tensor,
-        strides,
-        items,
-        rows,
-        heads,
-        head_dim: d,
-    };
-    let q = geometry(TensorName::Q, st.q, items_q, rows_q, s.heads.q);
-    let k = geometry(TensorName::K, st.k, items_k, rows_k, s.heads.kv);
-    let v = geometry(TensorName::V, st.v, items_k, rows_k, s.heads.kv);
-    let o = geometry(TensorName::O, st.o, items_q, rows_q, s.heads.q);
+    let q = Geometry::q_side(s, TensorName::Q, st.q);
+    let k = Geometry::k_side(s, TensorName::K, st.k);
+    let v = Geometry::k_side(s, TensorName::V, st.v);
+    let o = Geometry::q_side(s, TensorName::O, st.o);
     for g in [&q, &k, &v] {
         g.check_input(dtype)?;
     }
@@ -145,16 +130,10 @@ pub fn forward_kernel_for(
     head_dim: usize,
 ) -> Option<&FwdKernelRow> {
     let bucket = |t: KernelTarget| {
-        table
-            .iter()
-            .filter(|r| {
-                r.target == t
-                    && r.dtype == dtype
-                    && head_dim > 0
-                    && head_dim.is_multiple_of(8)
-                    && r.head_dim as usize >= head_dim
-            })
-            .min_by_key(|r| r.head_dim)
+        narrowest_serving(
+            table.iter().filter(|r| r.target == t && r.dtype == dtype),
+            head_dim,
+        )
     };
     let own = bucket(target);
     match (own, target.forward_fallback().and_then(bucket)) {
@@ -168,16 +147,9 @@ pub fn forward_kernel_for(
 /// and distinct: what [`Error::UnsupportedHeadDim`] lists. Multiples of 8 between them run too
 /// ([`forward_kernel_for`]).
 pub fn compiled_head_dims(table: &[FwdKernelRow], target: KernelTarget, dtype: DType) -> Vec<u32> {
-    let mut dims: Vec<u32> = table
-        .iter()
-        .filter(|r| {
-            (r.target == target || Some(r.target) == target.forward_fallback()) && r.dtype == dtype
-        })
-        .map(|r| r.head_dim)
-        .collect();
-    dims.sort_unstable();
-    dims.dedup();
-    dims
+    distinct_head_dims(table.iter().filter(|r| {
+        (r.target == target || Some(r.target) == target.forward_fallback()) && r.dtype == dtype
+    }))
 }
 
 /// What the sm_90a kernels' tensor maps need beyond the checks every kernel has: the encoder
@@ -313,6 +285,34 @@ pub(crate) struct Geometry {
 }
 
 impl Geometry {
+    /// A query-side operand of `s` (q, o, dO, dQ: `heads.q` heads over the query rows).
+    pub(crate) fn q_side(s: &FwdShape, tensor: TensorName, strides: Strides) -> Geometry {
+        Self::operand(s, tensor, strides, false)
+    }
+
+    /// A key-side operand of `s` (k, v, dK, dV: `heads.kv` heads over the key rows).
+    pub(crate) fn k_side(s: &FwdShape, tensor: TensorName, strides: Strides) -> Geometry {
+        Self::operand(s, tensor, strides, true)
+    }
+
+    fn operand(s: &FwdShape, tensor: TensorName, strides: Strides, keys: bool) -> Geometry {
+        let pick = |(q, k): (usize, usize)| if keys { k } else { q };
+        // Rows each operand must cover: padded tensors are addressed per item, varlen globally.
+        let (items, rows) = if s.seq.is_varlen() {
+            (1, pick(s.seq.total_rows()))
+        } else {
+            (s.seq.batch(), pick(s.seq.max_seqlens()))
+        };
+        Geometry {
+            tensor,
+            strides,
+            items,
+            rows,
+            heads: pick((s.heads.q, s.heads.kv)),
+            head_dim: s.head_dim,
+        }
+    }
+
     /// (stride, extent) of the batch, row and head dimensions.
     fn dims(&self) -> [(i64, usize); 3] {
         let s = self.strides;

@@ -103,12 +103,7 @@ impl HeadSimPlan {
     /// Validates `problem` for `target` (no Turing kernel: [`Error::UnsupportedOnTarget`]) and
     /// plans the grid.
     pub fn new_for(target: KernelTarget, problem: &HeadSimProblem) -> Result<HeadSimPlan> {
-        if target.shared_kernels() != KernelTarget::Ampere {
-            return Err(Error::UnsupportedOnTarget {
-                what: "head similarity",
-                target,
-            });
-        }
+        target.require_ampere_kernels("head similarity")?;
         let o_extent = validate(problem)?;
         let p = problem;
         let tokens_per_cta = tokens_per_cta(p.num_tokens);

@@ -3,6 +3,7 @@
 //! shared-memory layout and the embedded modules.
 
 use crate::common::dtype::DType;
+use crate::ops::kernel_rows::{distinct_head_dims, narrowest_serving, HeadDimRow};
 
 /// Warps per JVP CTA (kernels/common/flash_jvp_cta.cuh, JvpTraits).
 pub const JVP_WARPS: u32 = 4;
@@ -20,6 +21,12 @@ pub struct JvpKernelRow {
     pub block_n: u32,
     /// Dynamic shared memory (the kernel traps with less).
     pub smem_bytes: u32,
+}
+
+impl HeadDimRow for JvpKernelRow {
+    fn head_dim(&self) -> u32 {
+        self.head_dim
+    }
 }
 
 const fn row(
@@ -51,27 +58,12 @@ pub static JVP_KERNELS: &[JvpKernelRow] = &[
 /// The kernel that serves `head_dim` for `dtype`: the smallest compiled one at least as wide,
 /// for a positive multiple of 8.
 pub fn jvp_kernel_for(dtype: DType, head_dim: usize) -> Option<&'static JvpKernelRow> {
-    JVP_KERNELS
-        .iter()
-        .filter(|r| {
-            r.dtype == dtype
-                && head_dim > 0
-                && head_dim.is_multiple_of(8)
-                && r.head_dim as usize >= head_dim
-        })
-        .min_by_key(|r| r.head_dim)
+    narrowest_serving(JVP_KERNELS.iter().filter(|r| r.dtype == dtype), head_dim)
 }
 
 /// The compiled head dims of `dtype`, sorted.
 pub fn compiled_head_dims(dtype: DType) -> Vec<u32> {
-    let mut dims: Vec<u32> = JVP_KERNELS
-        .iter()
-        .filter(|r| r.dtype == dtype)
-        .map(|r| r.head_dim)
-        .collect();
-    dims.sort_unstable();
-    dims.dedup();
-    dims
+    distinct_head_dims(JVP_KERNELS.iter().filter(|r| r.dtype == dtype))
 }
 
 #[cfg(test)]

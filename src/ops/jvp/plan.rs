@@ -11,7 +11,7 @@ use crate::common::geometry::COPY_ALIGN_BYTES;
 use crate::common::launch::Launch;
 use crate::common::target::KernelTarget;
 use crate::ops::forward::bind::{specs as fwd_specs, FwdBufs};
-use crate::ops::forward::plan::{FwdPlan, WARP_SIZE};
+use crate::ops::forward::plan::{fill_addrs, FwdPlan, WARP_SIZE};
 use crate::ops::forward::validate::FwdExtents;
 use crate::ops::jvp::kernels::{JvpKernelRow, JVP_BLOCK_M, JVP_WARPS};
 use crate::ops::jvp::problem::JvpShape;
@@ -136,18 +136,9 @@ impl JvpPlan {
     /// another buffer) and returns the launch.
     pub fn bind(&self, bufs: &JvpBufs) -> Result<Launch> {
         check(&self.specs(bufs))?;
-        let f = &bufs.fwd;
         let mut p = self.params;
-        let base = &mut p.base;
-        base.q = f.q.addr as *const _;
-        base.k = f.k.addr as *const _;
-        base.v = f.v.addr as *const _;
-        base.o = f.o.addr as *mut _;
-        base.opt.alibi_slopes = f.alibi_slopes.addr as *const f32;
-        base.opt.head_gates = f.head_gates.addr as *const f32;
-        base.opt.sinks = f.sinks.addr as *const f32;
-        base.cu_seqlens_q = f.cu_seqlens_q.addr as *const i32;
-        base.cu_seqlens_k = f.cu_seqlens_k.addr as *const i32;
+        // lse and entropy were checked absent: their pointers stay null.
+        fill_addrs(&mut p.base, &bufs.fwd);
         p.dq = bufs.dq.addr as *const _;
         p.dk = bufs.dk.addr as *const _;
         p.dv = bufs.dv.addr as *const _;

@@ -22,12 +22,7 @@ pub fn validate_shape(
 ) -> Result<(&'static JvpKernelRow, FwdExtents)> {
     // Hopper runs the Ampere kernels; Turing has none (its m16n8k8 forward would need a
     // register-staged variant of the JVP body).
-    if target.shared_kernels() != KernelTarget::Ampere {
-        return Err(Error::UnsupportedOnTarget {
-            what: "the forward-mode (JVP) attention",
-            target,
-        });
-    }
+    target.require_ampere_kernels("the forward-mode (JVP) attention")?;
     let (_, extents) = validate_forward(FWD_KERNELS, KernelTarget::Ampere, dtype, &shape.fwd)?;
     let d = shape.fwd.head_dim;
     let kernel = jvp_kernel_for(dtype, d).ok_or_else(|| Error::UnsupportedHeadDim {

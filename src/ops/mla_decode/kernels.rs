@@ -43,39 +43,22 @@ pub static MLA_DECODE_KERNELS: &[MlaKernelRow] = &[
 mod tests {
     use super::*;
     use crate::common::build_info::{module_of, ptxas_stats};
+    use crate::ops::kernel_rows::kernel_table_rows;
 
     /// The `X(FLASHMHA_MLA_DECODE_KERNEL, dtypes, tile_rows, num_warps, kv_bytes, smem_bytes)`
     /// rows of kernels/kernel_table.h, one per dtype.
     fn header_rows() -> Vec<(String, [u32; 4])> {
-        let text = include_str!("../../../kernels/kernel_table.h");
-        let mut lines = text.lines().map(str::trim);
-        lines
-            .by_ref()
-            .find(|l| l.starts_with("#define FLASHMHA_MLA_DECODE_KERNELS(X)"));
-        let mut rows = Vec::new();
-        for line in lines {
-            let Some(body) = line.strip_prefix("X(") else {
-                break;
-            };
-            let body = body.trim_end_matches('\\').trim().trim_end_matches(')');
-            let f: Vec<&str> = body.split(',').map(str::trim).collect();
-            assert_eq!(f.len(), 6, "malformed row `{line}`");
-            assert_eq!(f[0], "FLASHMHA_MLA_DECODE_KERNEL");
-            let n: Vec<u32> = f[2..].iter().map(|x| x.parse().unwrap()).collect();
-            let dtypes: &[&str] = match f[1] {
-                "f16" => &["f16"],
-                "f16_bf16" => &["f16", "bf16"],
-                other => panic!("dtypes `{other}`"),
-            };
-            let fp8 = if n[2] == 1 { "_fp8" } else { "" };
-            for d in dtypes {
-                rows.push((
+        kernel_table_rows("FLASHMHA_MLA_DECODE_KERNELS", "FLASHMHA_MLA_DECODE_KERNEL")
+            .into_iter()
+            .map(|(d, n)| {
+                assert_eq!(n.len(), 4, "{n:?}");
+                let fp8 = if n[2] == 1 { "_fp8" } else { "" };
+                (
                     format!("flashmha_mla_decode_{d}{fp8}_r{}", n[0]),
                     [n[0], n[1], n[2], n[3]],
-                ));
-            }
-        }
-        rows
+                )
+            })
+            .collect()
     }
 
     #[test]

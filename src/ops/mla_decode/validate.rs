@@ -17,12 +17,9 @@ pub fn validate_mla_decode_for(
     p: &MlaDecodeProblem,
 ) -> Result<&'static MlaKernelRow> {
     let target = target.shared_kernels();
-    if target == KernelTarget::Turing {
-        return Err(Error::UnsupportedOnTarget {
-            what: "MLA decode (the kernel is mma.m16n8k16 with cp.async: sm_80 and newer)",
-            target,
-        });
-    }
+    target.require_ampere_kernels(
+        "MLA decode (the kernel is mma.m16n8k16 with cp.async: sm_80 and newer)",
+    )?;
     let kv_bytes = p.kv_dtype.element_bytes() as u32;
     let kernel = MLA_DECODE_KERNELS
         .iter()
