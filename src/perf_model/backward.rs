@@ -197,3 +197,45 @@ pub fn model_launch(
     let dram = dram_bytes_per_head.map_or(work.global_sectors * 32.0, |b| b * heads as f64);
     pipes::model(&work, gpu, &shape, dram)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compulsory_bytes_count_each_tensor_once() {
+        // q, o, dO, dQ: 3 x 2 elements of 2 bytes; k, v, dK, dV: 4 x 1 x 2 bytes... at d 1.
+        assert_eq!(
+            compulsory_bytes(1, 3, 5),
+            2.0 * (3.0 * 3.0 + 2.0 * 5.0) + 12.0 + 2.0 * (3.0 + 10.0)
+        );
+    }
+
+    /// On a small problem (3 key blocks, queries doubled 40 -> 80): the default mode's main loop
+    /// issues dQ atomics, deterministic mode none; wavefronts are never below the ideal; the
+    /// whole backward moves more than compulsory and the dQ reduction is part of it.
+    #[test]
+    fn per_mma_figures_of_a_small_problem_are_consistent() {
+        for det in [false, true] {
+            let small = emulate(64, 40, 150, det).expect("emulate");
+            let big = emulate(64, 80, 150, det).expect("emulate");
+            let m = per_mma(&small[1], &big[1]);
+            assert!(
+                m.non_tensor > 0.0 && m.ldmatrix > 0.0 && m.global_bytes > 0.0,
+                "{m:?}"
+            );
+            assert!(
+                m.smem_wavefronts >= m.smem_ideal && m.smem_ideal > 0.0,
+                "{m:?}"
+            );
+            assert_eq!(m.warp_atomics > 0.0, !det, "{m:?}");
+            assert_eq!(m.thread_atomics > 0.0, !det, "{m:?}");
+            let w = whole_bytes(&big, 64, 80, 150);
+            assert!(w.total > 1.0 && w.dq_reduction_bytes > 0.0, "{w:?}");
+            let gpu = &crate::perf_model::gpus::A100;
+            let upper = model_launch(&big[1], 16, gpu, None);
+            let lower = model_launch(&big[1], 16, gpu, Some(w.compulsory));
+            assert!(lower.seconds() <= upper.seconds() && lower.seconds() > 0.0);
+        }
+    }
+}

@@ -446,3 +446,15 @@ fn check_backward_passes_random_cases_and_refuses_what_it_cannot_run() {
         assert!(text.contains("cannot be used with"), "{flag}: {text}");
     }
 }
+
+/// `bench --backward` is an emulator-and-model command: it refuses the flags of the other benches
+/// before emulating anything (its output is bench/results/bwd_bench.txt; the figures are tested
+/// in src/perf_model/backward.rs).
+#[test]
+fn bench_backward_refuses_the_other_benches_flags() {
+    for flag in ["--gpu", "--decode", "--mla", "--tiles"] {
+        let (ok, text) = run(&["bench", "--backward", flag]);
+        assert!(!ok);
+        assert!(text.contains("cannot be used with"), "{flag}: {text}");
+    }
+}
