@@ -199,6 +199,51 @@ pub fn run(args: &CheckArgs) -> CliResult<bool> {
     Ok(all_passed)
 }
 
+/// One dtype's head dims to draw from, `(dtype, compiled, served)`: `--head-dim` alone when
+/// `serves` it (else a typed error listing `compiled`), or the compiled dims and every dim the
+/// kernels serve (an error naming `what` when there is none).
+fn head_dim_draw(
+    args: &CheckArgs,
+    dtype: DType,
+    target: KernelTarget,
+    what: &'static str,
+    serves: impl Fn(usize) -> bool,
+    compiled: Vec<usize>,
+    served: Vec<usize>,
+) -> CliResult<(DType, Vec<usize>, Vec<usize>)> {
+    match args.head_dim {
+        Some(d) if !serves(d) => Err(flashmha::Error::UnsupportedHeadDim {
+            dtype,
+            head_dim: d,
+            target,
+            supported: compiled.iter().map(|&d| d as u32).collect(),
+        }
+        .into()),
+        Some(d) => Ok((dtype, vec![d], vec![d])),
+        None if served.is_empty() => {
+            Err(flashmha::Error::UnsupportedOnTarget { what, target }.into())
+        }
+        None => Ok((dtype, compiled, served)),
+    }
+}
+
+/// Case `n`'s dtype (the dtypes in turn) and, at random, its compiled or its served head dims.
+fn pick_draw<'d>(
+    draws: &'d [(DType, Vec<usize>, Vec<usize>)],
+    rng: &mut StdRng,
+    n: usize,
+) -> (DType, &'d [usize]) {
+    let (dtype, compiled, served) = &draws[n % draws.len()];
+    (
+        *dtype,
+        if rng.random_bool(0.5) {
+            compiled
+        } else {
+            served
+        },
+    )
+}
+
 /// The forward: per dtype, half the cases at a compiled head dim and half at any multiple of 8
 /// a compiled kernel serves (the next wider one), or `--head-dim` when the library runs it.
 fn forward_op<'a>(args: &'a CheckArgs, backend: Option<&'a CudaBackend>) -> CliResult<Op<'a>> {
@@ -218,39 +263,23 @@ fn forward_op<'a>(args: &'a CheckArgs, backend: Option<&'a CudaBackend>) -> CliR
             .map(|i| 8 * i)
             .filter(|&d| forward_kernel_for(FWD_KERNELS, target, dtype, d).is_some())
             .collect();
-        match args.head_dim {
-            Some(d) if forward_kernel_for(FWD_KERNELS, target, dtype, d).is_none() => {
-                return Err(flashmha::Error::UnsupportedHeadDim {
-                    dtype,
-                    head_dim: d,
-                    target,
-                    supported: compiled.iter().map(|&d| d as u32).collect(),
-                }
-                .into())
-            }
-            Some(d) => draws.push((dtype, vec![d], vec![d])),
-            None if served.is_empty() => {
-                return Err(flashmha::Error::UnsupportedOnTarget {
-                    what: "the forward of this dtype",
-                    target,
-                }
-                .into())
-            }
-            None => draws.push((dtype, compiled, served)),
-        }
+        draws.push(head_dim_draw(
+            args,
+            dtype,
+            target,
+            "the forward of this dtype",
+            |d| forward_kernel_for(FWD_KERNELS, target, dtype, d).is_some(),
+            compiled,
+            served,
+        )?);
     }
     Ok(Op {
         what: "cases",
         extra_header: &[],
         outputs: ATTENTION_OUTPUTS,
         cases: Box::new(move |rng, n| {
-            let (dtype, compiled, served) = &draws[n % draws.len()];
-            let dims = if rng.random_bool(0.5) {
-                compiled
-            } else {
-                served
-            };
-            let mut case = CheckCase::random(rng, &[*dtype], dims, args.max_len);
+            let (dtype, dims) = pick_draw(&draws, rng, n);
+            let mut case = CheckCase::random(rng, &[dtype], dims, args.max_len);
             case.target = target;
             let judgement = match backend {
                 Some(b) => run_case_on(b, &case)?,
@@ -372,39 +401,23 @@ fn backward_op(args: &CheckArgs) -> CliResult<Op<'_>> {
             .collect();
         let widest = compiled.iter().copied().max().unwrap_or(0);
         let served: Vec<usize> = (1..=widest / 8).map(|i| 8 * i).collect();
-        match args.head_dim {
-            Some(d) if d % 8 != 0 || d > widest => {
-                return Err(flashmha::Error::UnsupportedHeadDim {
-                    dtype,
-                    head_dim: d,
-                    target: KernelTarget::Ampere,
-                    supported: compiled.iter().map(|&d| d as u32).collect(),
-                }
-                .into())
-            }
-            Some(d) => draws.push((dtype, vec![d], vec![d])),
-            None if compiled.is_empty() => {
-                return Err(flashmha::Error::UnsupportedOnTarget {
-                    what: "the backward of this dtype",
-                    target: KernelTarget::Ampere,
-                }
-                .into())
-            }
-            None => draws.push((dtype, compiled, served)),
-        }
+        draws.push(head_dim_draw(
+            args,
+            dtype,
+            KernelTarget::Ampere,
+            "the backward of this dtype",
+            |d| d % 8 == 0 && d <= widest,
+            compiled,
+            served,
+        )?);
     }
     Ok(Op {
         what: "backward cases",
         extra_header: &[],
         outputs: &["dq", "dk", "dv", "d_gates"],
         cases: Box::new(move |rng, n| {
-            let (dtype, compiled, served) = &draws[n % draws.len()];
-            let dims = if rng.random_bool(0.5) {
-                compiled
-            } else {
-                served
-            };
-            let case = BwdCheckCase::random(rng, &[*dtype], dims, args.max_len);
+            let (dtype, dims) = pick_draw(&draws, rng, n);
+            let case = BwdCheckCase::random(rng, &[dtype], dims, args.max_len);
             Ok(Checked {
                 case: case.describe(),
                 extra: Vec::new(),
