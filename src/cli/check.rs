@@ -64,7 +64,7 @@ pub struct CheckArgs {
 }
 
 /// The outputs an attention call's judgement holds (forward and decodes).
-const ATTENTION_OUTPUTS: &[&str] = &["o", "lse", "entropy"];
+const ATTENTION_OUTPUTS: &[(&str, &str)] = &[("o", "O"), ("lse", "LSE"), ("entropy", "entropy")];
 
 /// Random forward cases draw head dims up to this (the widest compiled kernel, d256).
 const MAX_DRAWN_HEAD_DIM: usize = 256;
@@ -111,8 +111,8 @@ type CaseRunner<'a> = Box<dyn FnMut(&mut StdRng, usize) -> CliResult<Checked> + 
 struct Op<'a> {
     what: &'static str,
     extra_header: &'static [&'static str],
-    /// The outputs whose error (and tolerance) get a column each.
-    outputs: &'static [&'static str],
+    /// The outputs whose error (and tolerance) get a column each: (judged name, column name).
+    outputs: &'static [(&'static str, &'static str)],
     cases: CaseRunner<'a>,
 }
 
@@ -155,7 +155,7 @@ pub fn run(args: &CheckArgs) -> CliResult<bool> {
     let output_headers: Vec<String> = op
         .outputs
         .iter()
-        .map(|o| format!("{o} max err (tol)"))
+        .map(|(_, column)| format!("{column} max err (tol)"))
         .collect();
     header.extend(output_headers.iter().map(String::as_str));
     header.extend(["findings", "result"]);
@@ -174,7 +174,7 @@ pub fn run(args: &CheckArgs) -> CliResult<bool> {
         all_passed &= passed;
         let mut row = vec![n.to_string(), c.case];
         row.extend(c.extra);
-        row.extend(op.outputs.iter().map(|o| err(o)));
+        row.extend(op.outputs.iter().map(|(name, _)| err(name)));
         row.extend([
             j.findings.len().to_string(),
             if passed {
@@ -414,7 +414,12 @@ fn backward_op(args: &CheckArgs) -> CliResult<Op<'_>> {
     Ok(Op {
         what: "backward cases",
         extra_header: &[],
-        outputs: &["dq", "dk", "dv", "d_gates"],
+        outputs: &[
+            ("dq", "dQ"),
+            ("dk", "dK"),
+            ("dv", "dV"),
+            ("d_gates", "d(gate)"),
+        ],
         cases: Box::new(move |rng, n| {
             let (dtype, dims) = pick_draw(&draws, rng, n);
             let case = BwdCheckCase::random(rng, &[dtype], dims, args.max_len);

@@ -429,7 +429,7 @@ fn check_backward_passes_random_cases_and_refuses_what_it_cannot_run() {
     let (ok, text) = run_line("check --backward --cases 8 --max-len 48");
     assert!(ok, "{text}");
     assert!(text.contains("8 backward cases, seed "), "{text}");
-    for col in ["dq max err", "dk max err", "dv max err", "d_gates max err"] {
+    for col in ["dQ max err", "dK max err", "dV max err", "d(gate) max err"] {
         assert!(text.contains(col), "{text}");
     }
     assert_eq!(text.matches("┆ pass").count(), 8, "{text}");
