@@ -3,7 +3,7 @@
 //! varlen, causal / window / softcap / scale, ALiBi, gates) plus deterministic mode on or off,
 //! run forward then backward on the emulator (the forward's O and LSE feed the backward, as in
 //! training), and judged by the one judge ([`super::judge`]) against candle's autograd
-//! ([`attention_backward`]) under the per-element tolerances its [`BwdErrorModel`] derives.
+//! ([`attention_backward`]) under the per-element tolerances its [`BwdErrorModel`](crate::reference::BwdErrorModel) derives.
 //! Gradients and the workspace are poisoned with NaN first, so an unwritten element fails.
 //! Tensors are contiguous here (strided gradients: tests/ops/backward_layouts.rs).
 
