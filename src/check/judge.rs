@@ -16,7 +16,7 @@
 //! [`ENTROPY_SOFTCAP_MAX`]: crate::reference::tolerance::ENTROPY_SOFTCAP_MAX
 
 use crate::common::dtype::DType;
-use crate::reference::tolerance::{ErrorModel, ENTROPY_TOLERANCE_CAP};
+use crate::reference::tolerance::{BwdErrorModel, ErrorModel, ENTROPY_TOLERANCE_CAP};
 use crate::reference::{check_each, compare, score_bound, ReferenceOutputs, Tolerance};
 
 /// Errors of one checked output, with the tolerance it was held to (for the entropy, the
@@ -78,34 +78,41 @@ pub fn output(
     }
 }
 
+/// `out` against `reference` with a tolerance per element (the backward's gradients, the
+/// entropy's rows); the reported tolerance is the loosest.
+pub fn per_element(
+    name: &'static str,
+    out: &[f32],
+    reference: &[f32],
+    tolerances: &[f64],
+) -> OutputCheck {
+    let loosest = Tolerance {
+        max_abs: tolerances.iter().fold(0f64, |a, &t| a.max(t)),
+        rel_l2: None,
+    };
+    OutputCheck {
+        verdict: check_each(out, reference, tolerances).map(|_| ()),
+        ..output(name, out, reference, loosest)
+    }
+}
+
 /// The entropy against per-row tolerances, under the module's policy: every row within its
 /// tolerance, and the loosest tolerance at most [`ENTROPY_TOLERANCE_CAP`].
 pub fn entropy(out: &[f32], reference: &[f32], tolerances: &[f64]) -> OutputCheck {
-    let c = compare(out, reference);
-    let loosest = tolerances.iter().fold(0f64, |a, &t| a.max(t));
-    let mut errors = Vec::new();
-    if let Err(e) = check_each(out, reference, tolerances) {
-        errors.push(e);
-    }
+    let mut check = per_element("entropy", out, reference, tolerances);
+    let loosest = check.tolerance.max_abs;
+    let mut errors: Vec<String> = check.verdict.err().into_iter().collect();
     if loosest > ENTROPY_TOLERANCE_CAP {
         errors.push(format!(
             "entropy tolerance {loosest:e} exceeds {ENTROPY_TOLERANCE_CAP:e}"
         ));
     }
-    OutputCheck {
-        name: "entropy",
-        max_abs: c.max_abs,
-        rel_l2: c.rel_l2,
-        tolerance: Tolerance {
-            max_abs: loosest,
-            rel_l2: None,
-        },
-        verdict: if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
-        },
-    }
+    check.verdict = if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    };
+    check
 }
 
 /// What an attention kernel wrote, as f32 in the reference's layouts (O `[rows, hq, d]`,
@@ -167,23 +174,46 @@ fn max_finite_abs(xs: &[f32]) -> f64 {
     })
 }
 
+/// `max|v| · max|gate|` (gate 1 when absent): the bound both error models take for values.
+fn value_bound(i: &AttentionInputs<'_>) -> f64 {
+    max_finite_abs(i.v) * i.head_gates.map_or(1.0, max_finite_abs)
+}
+
+fn inputs_score_bound(i: &AttentionInputs<'_>) -> f64 {
+    score_bound(
+        i.q,
+        i.k,
+        i.head_dim,
+        i.softmax_scale,
+        i.alibi_slopes,
+        i.max_seqlen_q,
+        i.max_seqlen_k,
+    )
+}
+
 /// The error model of one attention call: value bound `max|v| · max|gate|` (gate 1 when
 /// absent) and the score bound of [`score_bound`].
 pub fn error_model(i: &AttentionInputs<'_>) -> ErrorModel {
     ErrorModel {
         dtype: i.dtype,
-        value_bound: max_finite_abs(i.v) * i.head_gates.map_or(1.0, max_finite_abs),
+        value_bound: value_bound(i),
         head_dim: i.head_dim,
         seqlen_k: i.max_seqlen_k,
-        score_bound: score_bound(
-            i.q,
-            i.k,
-            i.head_dim,
-            i.softmax_scale,
-            i.alibi_slopes,
-            i.max_seqlen_q,
-            i.max_seqlen_k,
-        ),
+        score_bound: inputs_score_bound(i),
+        softcap: i.softcap,
+    }
+}
+
+/// The error model of the backward of one attention call (the same bounds as
+/// [`error_model`], and the query length dK / dV sum over).
+pub fn backward_error_model(i: &AttentionInputs<'_>) -> BwdErrorModel {
+    BwdErrorModel {
+        dtype: i.dtype,
+        value_bound: value_bound(i),
+        head_dim: i.head_dim,
+        seqlen_q: i.max_seqlen_q,
+        seqlen_k: i.max_seqlen_k,
+        score_bound: inputs_score_bound(i),
         softcap: i.softcap,
     }
 }
@@ -221,6 +251,21 @@ mod tests {
         );
         // An unwritten (poisoned) row fails whatever its tolerance.
         let c = entropy(&[f32::NAN, 1.0, 2.0], &reference, &tight);
+        assert!(c.verdict.is_err());
+    }
+
+    #[test]
+    fn per_element_holds_each_element_to_its_own_tolerance() {
+        let reference = [1.0f32, -2.0, 0.5];
+        let tols = [1e-3, 1e-1, 1e-4];
+        let c = per_element("dq", &[1.0005, -2.05, 0.5], &reference, &tols);
+        assert!(c.verdict.is_ok(), "{:?}", c.verdict);
+        assert_eq!(c.tolerance.max_abs, 1e-1);
+        // Within the loosest tolerance but not its own: fail.
+        let c = per_element("dq", &[1.0, -2.0, 0.501], &reference, &tols);
+        assert!(c.verdict.unwrap_err().contains("element 2"));
+        // An unwritten (NaN-poisoned) gradient element fails.
+        let c = per_element("dk", &[f32::NAN, -2.0, 0.5], &reference, &tols);
         assert!(c.verdict.is_err());
     }
 

@@ -75,6 +75,11 @@ pub struct BenchArgs {
     /// 128 query heads, 4k-32k cached tokens, batch 1 / 8 / 64 (see src/cli/bench_mla.rs).
     #[arg(long)]
     mla: bool,
+    /// The backward instead of the forward: its main loop per mma at d64 and d128 (emulator,
+    /// query doubling) beside FlashAttention-2's figures, global bytes against compulsory, and
+    /// the modelled A100 / H100 time per pipe (see src/cli/bench_backward.rs).
+    #[arg(long, conflicts_with_all = ["mla", "decode", "gpu", "tiles", "calibrate"])]
+    backward: bool,
 }
 
 impl BenchArgs {
@@ -338,6 +343,9 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
     }
     if args.decode {
         return super::bench_decode::run(args.dtype, &args.head_dims, &models);
+    }
+    if args.backward {
+        return super::bench_backward::run();
     }
     if args.mla {
         return super::bench_mla::run();

@@ -1,16 +1,18 @@
-//! `flashmha check` and `flashmha check --decode`: random forward or paged-decode cases on the
-//! emulator (or a GPU), each run through the one host runner and judged against the candle
+//! `flashmha check`, `--backward`, `--decode` and `--mla`: random forward, backward or
+//! paged-decode cases on the emulator (the forward and decode also on a GPU), each run through the one host runner and judged against the candle
 //! reference by the one judge (src/check/judge.rs); one driver prints the pass/fail table with
 //! each output's error and tolerance and exits non-zero on any failure.
 
 use super::table;
 use super::CliResult;
+use flashmha::check::backward::{run_case as run_bwd_case, BwdCheckCase};
 use flashmha::check::decode::{run_decode_case, run_decode_case_on, DecodeCase};
 use flashmha::check::forward::{run_case, run_case_on, CheckCase};
 use flashmha::check::judge::Judgement;
 use flashmha::common::build_info::FWD_KERNELS;
 use flashmha::common::dtype::DType;
 use flashmha::cuda::CudaBackend;
+use flashmha::ops::backward::kernels::compiled_head_dims as bwd_compiled_head_dims;
 use flashmha::ops::decode::kernels::DECODE_KERNELS;
 use flashmha::ops::decode::validate::decode_width_for;
 use flashmha::ops::forward::validate::{compiled_head_dims, forward_kernel_for};
@@ -54,7 +56,15 @@ pub struct CheckArgs {
     /// pages) instead of the forward: random paged cases as `--decode` draws them.
     #[arg(long, conflicts_with = "decode")]
     pub(super) mla: bool,
+    /// The backward (dQ, dK, dV, d(gate)) instead of the forward: random cases of the forward's
+    /// generator (GQA, varlen, masks, softcap, ALiBi, gates, f16/bf16) with deterministic mode
+    /// on or off, forward then backward on the emulator, against candle's autograd.
+    #[arg(long, conflicts_with_all = ["decode", "mla", "gpu", "turing", "hopper"])]
+    pub(super) backward: bool,
 }
+
+/// The outputs an attention call's judgement holds (forward and decodes).
+const ATTENTION_OUTPUTS: &[(&str, &str)] = &[("o", "O"), ("lse", "LSE"), ("entropy", "entropy")];
 
 /// Random forward cases draw head dims up to this (the widest compiled kernel, d256).
 const MAX_DRAWN_HEAD_DIM: usize = 256;
@@ -101,6 +111,8 @@ type CaseRunner<'a> = Box<dyn FnMut(&mut StdRng, usize) -> CliResult<Checked> + 
 struct Op<'a> {
     what: &'static str,
     extra_header: &'static [&'static str],
+    /// The outputs whose error (and tolerance) get a column each: (judged name, column name).
+    outputs: &'static [(&'static str, &'static str)],
     cases: CaseRunner<'a>,
 }
 
@@ -111,7 +123,9 @@ pub fn run(args: &CheckArgs) -> CliResult<bool> {
         super::positive("--head-dim", &[d])?;
     }
     let backend = args.gpu.then(|| CudaBackend::new(0)).transpose()?;
-    let mut op = if args.mla {
+    let mut op = if args.backward {
+        backward_op(args)?
+    } else if args.mla {
         mla_op(args, backend.as_ref())
     } else if args.decode {
         decode_op(args, backend.as_ref())?
@@ -121,7 +135,9 @@ pub fn run(args: &CheckArgs) -> CliResult<bool> {
     let seed = args.seed.unwrap_or_else(rand::random);
     println!(
         "flashmha check{}: {} {}, seed {seed}, on {}",
-        if args.mla {
+        if args.backward {
+            " --backward"
+        } else if args.mla {
             " --mla"
         } else if args.decode {
             " --decode"
@@ -136,13 +152,13 @@ pub fn run(args: &CheckArgs) -> CliResult<bool> {
     let bar = super::progress::bar(args.cases, "cases");
     let mut header = vec!["#", "case"];
     header.extend(op.extra_header);
-    header.extend([
-        "O max err (tol)",
-        "LSE max err (tol)",
-        "entropy max err (tol)",
-        "findings",
-        "result",
-    ]);
+    let output_headers: Vec<String> = op
+        .outputs
+        .iter()
+        .map(|(_, column)| format!("{column} max err (tol)"))
+        .collect();
+    header.extend(output_headers.iter().map(String::as_str));
+    header.extend(["findings", "result"]);
     let mut t = table::new(&header);
     let mut all_passed = true;
     for n in 0..args.cases {
@@ -158,10 +174,8 @@ pub fn run(args: &CheckArgs) -> CliResult<bool> {
         all_passed &= passed;
         let mut row = vec![n.to_string(), c.case];
         row.extend(c.extra);
+        row.extend(op.outputs.iter().map(|(name, _)| err(name)));
         row.extend([
-            err("o"),
-            err("lse"),
-            err("entropy"),
             j.findings.len().to_string(),
             if passed {
                 "pass".into()
@@ -185,6 +199,51 @@ pub fn run(args: &CheckArgs) -> CliResult<bool> {
     Ok(all_passed)
 }
 
+/// One dtype's head dims to draw from, `(dtype, compiled, served)`: `--head-dim` alone when
+/// `serves` it (else a typed error listing `compiled`), or the compiled dims and every dim the
+/// kernels serve (an error naming `what` when there is none).
+fn head_dim_draw(
+    args: &CheckArgs,
+    dtype: DType,
+    target: KernelTarget,
+    what: &'static str,
+    serves: impl Fn(usize) -> bool,
+    compiled: Vec<usize>,
+    served: Vec<usize>,
+) -> CliResult<(DType, Vec<usize>, Vec<usize>)> {
+    match args.head_dim {
+        Some(d) if !serves(d) => Err(flashmha::Error::UnsupportedHeadDim {
+            dtype,
+            head_dim: d,
+            target,
+            supported: compiled.iter().map(|&d| d as u32).collect(),
+        }
+        .into()),
+        Some(d) => Ok((dtype, vec![d], vec![d])),
+        None if served.is_empty() => {
+            Err(flashmha::Error::UnsupportedOnTarget { what, target }.into())
+        }
+        None => Ok((dtype, compiled, served)),
+    }
+}
+
+/// Case `n`'s dtype (the dtypes in turn) and, at random, its compiled or its served head dims.
+fn pick_draw<'d>(
+    draws: &'d [(DType, Vec<usize>, Vec<usize>)],
+    rng: &mut StdRng,
+    n: usize,
+) -> (DType, &'d [usize]) {
+    let (dtype, compiled, served) = &draws[n % draws.len()];
+    (
+        *dtype,
+        if rng.random_bool(0.5) {
+            compiled
+        } else {
+            served
+        },
+    )
+}
+
 /// The forward: per dtype, half the cases at a compiled head dim and half at any multiple of 8
 /// a compiled kernel serves (the next wider one), or `--head-dim` when the library runs it.
 fn forward_op<'a>(args: &'a CheckArgs, backend: Option<&'a CudaBackend>) -> CliResult<Op<'a>> {
@@ -204,38 +263,23 @@ fn forward_op<'a>(args: &'a CheckArgs, backend: Option<&'a CudaBackend>) -> CliR
             .map(|i| 8 * i)
             .filter(|&d| forward_kernel_for(FWD_KERNELS, target, dtype, d).is_some())
             .collect();
-        match args.head_dim {
-            Some(d) if forward_kernel_for(FWD_KERNELS, target, dtype, d).is_none() => {
-                return Err(flashmha::Error::UnsupportedHeadDim {
-                    dtype,
-                    head_dim: d,
-                    target,
-                    supported: compiled.iter().map(|&d| d as u32).collect(),
-                }
-                .into())
-            }
-            Some(d) => draws.push((dtype, vec![d], vec![d])),
-            None if served.is_empty() => {
-                return Err(flashmha::Error::UnsupportedOnTarget {
-                    what: "the forward of this dtype",
-                    target,
-                }
-                .into())
-            }
-            None => draws.push((dtype, compiled, served)),
-        }
+        draws.push(head_dim_draw(
+            args,
+            dtype,
+            target,
+            "the forward of this dtype",
+            |d| forward_kernel_for(FWD_KERNELS, target, dtype, d).is_some(),
+            compiled,
+            served,
+        )?);
     }
     Ok(Op {
         what: "cases",
         extra_header: &[],
+        outputs: ATTENTION_OUTPUTS,
         cases: Box::new(move |rng, n| {
-            let (dtype, compiled, served) = &draws[n % draws.len()];
-            let dims = if rng.random_bool(0.5) {
-                compiled
-            } else {
-                served
-            };
-            let mut case = CheckCase::random(rng, &[*dtype], dims, args.max_len);
+            let (dtype, dims) = pick_draw(&draws, rng, n);
+            let mut case = CheckCase::random(rng, &[dtype], dims, args.max_len);
             case.target = target;
             let judgement = match backend {
                 Some(b) => run_case_on(b, &case)?,
@@ -304,6 +348,7 @@ fn decode_op<'a>(args: &'a CheckArgs, backend: Option<&'a CudaBackend>) -> CliRe
     Ok(Op {
         what: "paged-decode cases",
         extra_header: &["splits"],
+        outputs: ATTENTION_OUTPUTS,
         cases: Box::new(move |rng, _| {
             let dims = if rng.random_bool(0.5) { &dims } else { &served };
             let case = DecodeCase::random_on(rng, target, &dtypes, dims, args.max_len);
@@ -327,6 +372,7 @@ fn mla_op<'a>(args: &'a CheckArgs, backend: Option<&'a CudaBackend>) -> Op<'a> {
     Op {
         what: "MLA decode cases",
         extra_header: &["splits"],
+        outputs: ATTENTION_OUTPUTS,
         cases: Box::new(move |rng, _| {
             let case = flashmha::check::mla::random_case(rng, &[16, 32], args.max_len);
             let outcome = match backend {
@@ -340,4 +386,48 @@ fn mla_op<'a>(args: &'a CheckArgs, backend: Option<&'a CudaBackend>) -> Op<'a> {
             })
         }),
     }
+}
+
+/// The backward (emulator, sm_80+ kernels): per dtype in turn, half the cases at a compiled
+/// backward head dim and half at any multiple of 8 up to the widest (served by the next wider
+/// kernel), or `--head-dim`.
+fn backward_op(args: &CheckArgs) -> CliResult<Op<'_>> {
+    let dtypes = args.dtypes(KernelTarget::Ampere)?;
+    let mut draws = Vec::new();
+    for &dtype in &dtypes {
+        let compiled: Vec<usize> = bwd_compiled_head_dims(dtype)
+            .into_iter()
+            .map(|d| d as usize)
+            .collect();
+        let widest = compiled.iter().copied().max().unwrap_or(0);
+        let served: Vec<usize> = (1..=widest / 8).map(|i| 8 * i).collect();
+        draws.push(head_dim_draw(
+            args,
+            dtype,
+            KernelTarget::Ampere,
+            "the backward of this dtype",
+            |d| d % 8 == 0 && d <= widest,
+            compiled,
+            served,
+        )?);
+    }
+    Ok(Op {
+        what: "backward cases",
+        extra_header: &[],
+        outputs: &[
+            ("dq", "dQ"),
+            ("dk", "dK"),
+            ("dv", "dV"),
+            ("d_gates", "d(gate)"),
+        ],
+        cases: Box::new(move |rng, n| {
+            let (dtype, dims) = pick_draw(&draws, rng, n);
+            let case = BwdCheckCase::random(rng, &[dtype], dims, args.max_len);
+            Ok(Checked {
+                case: case.describe(),
+                extra: Vec::new(),
+                judgement: run_bwd_case(&case)?,
+            })
+        }),
+    })
 }

@@ -1,6 +1,7 @@
 //! Subcommands of the `flashmha` binary, one file each; they only call the library's public API.
 
 pub mod bench;
+pub mod bench_backward;
 pub mod bench_calibrate;
 pub mod bench_decode;
 pub mod bench_mla;

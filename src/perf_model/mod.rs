@@ -10,12 +10,14 @@
 //! - [`registers`]: the `setmaxnreg` register split of a warp-specialised CTA and its pool;
 //! - [`launch_work`]: the work of a whole launch, extrapolated from small emulated launches;
 //! - [`tile_figures`]: main-loop ratios per kernel (ldmatrix, wavefronts, non-tensor per mma);
+//! - [`backward`]: the backward's three launches, main-loop figures per mma, modelled time;
 //! - `decode`: paged decode (decode launch + split combine) from one emulated item;
 //! - [`timing`]: the predicted time from the emulator's cycle-approximate SM simulation
 //!   (latency, occupancy, barriers), beside the per-pipe bounds.
 
 use crate::problem::{FwdProblem, SeqLayout};
 
+pub mod backward;
 #[cfg(feature = "reference")]
 pub mod calibrate;
 pub mod decode;

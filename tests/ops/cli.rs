@@ -420,3 +420,41 @@ fn bench_decode_prints_counters_and_every_pipe_modelled() {
     assert_eq!(modelled, 24, "{text}");
     assert!(text.contains("╞"), "{text}");
 }
+
+/// `check --backward` draws fresh random backward cases (the seed is printed), judges dQ, dK,
+/// dV (and d(gate)) against autograd with zero findings, honours `--dtype` / `--head-dim`, and
+/// refuses a head dim no backward kernel serves and the GPU / decode flags it does not take.
+#[test]
+fn check_backward_passes_random_cases_and_refuses_what_it_cannot_run() {
+    let (ok, text) = run_line("check --backward --cases 8 --max-len 48");
+    assert!(ok, "{text}");
+    assert!(text.contains("8 backward cases, seed "), "{text}");
+    for col in ["dQ max err", "dK max err", "dV max err", "d(gate) max err"] {
+        assert!(text.contains(col), "{text}");
+    }
+    assert_eq!(text.matches("┆ pass").count(), 8, "{text}");
+    assert!(text.contains("all cases passed"), "{text}");
+    let (ok, text) = run_line("check --backward --dtype bf16 --head-dim 72 --cases 2 --max-len 40");
+    assert!(ok, "{text}");
+    assert_eq!(text.matches("bf16 d72 ").count(), 2, "{text}");
+    let (ok, text) = run_line("check --backward --head-dim 84 --cases 1");
+    assert!(!ok);
+    assert!(text.contains("84"), "{text}");
+    for flag in ["--gpu", "--decode", "--turing"] {
+        let (ok, text) = run(&["check", "--backward", flag, "--cases", "1"]);
+        assert!(!ok);
+        assert!(text.contains("cannot be used with"), "{flag}: {text}");
+    }
+}
+
+/// `bench --backward` is an emulator-and-model command: it refuses the flags of the other benches
+/// before emulating anything (its output is bench/results/bwd_bench.txt; the figures are tested
+/// in src/perf_model/backward.rs).
+#[test]
+fn bench_backward_refuses_the_other_benches_flags() {
+    for flag in ["--gpu", "--decode", "--mla", "--tiles"] {
+        let (ok, text) = run(&["bench", "--backward", flag]);
+        assert!(!ok);
+        assert!(text.contains("cannot be used with"), "{flag}: {text}");
+    }
+}
