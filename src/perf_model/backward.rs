@@ -27,6 +27,14 @@ pub struct LaunchCounters {
     pub counters: Counters,
 }
 
+/// `n` f16 values uniform in [-1, 1), as little-endian bytes for a device upload (the inputs of
+/// every counter measurement here and in the counter tests).
+pub fn uniform_f16_bytes(rng: &mut impl Rng, n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|_| half::f16::from_f32(rng.random_range(-1.0f32..1.0)).to_le_bytes())
+        .collect()
+}
+
 /// The three launches of one f16 backward of a single head, `sq` queries x `sk` keys,
 /// non-causal, inputs uniform in [-1, 1) and an LSE of ln(sk) (P ~ 1/sk, so exp stays finite):
 /// `[preprocess, main, dQ conversion]`. Errors on any emulator finding.
@@ -41,11 +49,7 @@ pub fn emulate(
     let plan = BwdPlan::new(DType::F16, &shape)?;
     let mut dev = Device::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-    let mut half = |n: usize| -> Vec<u8> {
-        (0..n)
-            .flat_map(|_| half::f16::from_f32(rng.random_range(-1.0f32..1.0)).to_le_bytes())
-            .collect()
-    };
+    let mut half = |n: usize| uniform_f16_bytes(&mut rng, n);
     let x = plan.extents();
     // q, o, d_o: [sq, 1, d]; k, v: [sk, 1, d]; lse: [1, sq].
     let (q, k, v, o, g) = (

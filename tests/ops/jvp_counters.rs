@@ -6,12 +6,12 @@
 //! `cargo test --release --test ops jvp_counters -- --ignored --nocapture` and record the
 //! printed table in bench/results/jvp_counters.txt.
 
-use crate::emulator_support::f16_bytes;
 use flashmha::backend::emulator::{dev_buf, launch, run};
 use flashmha::common::dtype::DType;
 use flashmha::emulator::{Counters, Device};
 use flashmha::ops::forward::bind::FwdBufs;
 use flashmha::ops::jvp::{JvpBufs, JvpPlan, JvpShape};
+use flashmha::perf_model::backward::uniform_f16_bytes;
 use flashmha::{FwdPlan, FwdShape, Heads};
 use rand::SeedableRng;
 
@@ -22,7 +22,7 @@ fn counters(head_dim: usize, sq: usize, sk: usize) -> (Counters, Counters) {
     let jvp = JvpPlan::new(DType::F16, &JvpShape::new(shape)).expect("jvp plan");
     let mut dev = Device::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-    let mut half = |n: usize| f16_bytes(&mut rng, n);
+    let mut half = |n: usize| uniform_f16_bytes(&mut rng, n);
     let x = *fwd.extents();
     let mut up = |n: usize| dev_buf(dev.upload(&half(n)), n);
     let (q, k, v, dq, dk, dv) = (up(x.q), up(x.k), up(x.v), up(x.q), up(x.k), up(x.v));

@@ -163,10 +163,3 @@ pub fn download<T: bytemuck::Pod>(dev: &Device, p: DevicePtr, n: usize) -> Vec<T
 pub fn rand_f32(r: &mut impl Rng, n: usize, range: f32) -> Vec<f32> {
     (0..n).map(|_| r.random_range(-range..range)).collect()
 }
-
-/// `n` f16 values uniform in [-1, 1), as little-endian bytes for a device upload.
-pub fn f16_bytes(r: &mut impl Rng, n: usize) -> Vec<u8> {
-    (0..n)
-        .flat_map(|_| half::f16::from_f32(r.random_range(-1.0f32..1.0)).to_le_bytes())
-        .collect()
-}
