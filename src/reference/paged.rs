@@ -1,7 +1,8 @@
 //! Reference for paged decode: gathers each item's keys and values out of the page pools through
 //! its block table into dense `[total_k, hkv, d]` tensors, lays q out densely, and calls the
-//! candle [`attention`] reference in its varlen layout. Nothing here knows how the kernel tiles
-//! or splits; a match means the kernel computes attention over exactly the cached keys.
+//! candle [`attention_with_v_dim`] reference in its varlen layout. Nothing here knows how the
+//! kernel tiles or splits; a match means the kernel computes attention over exactly the cached
+//! keys.
 //!
 //! Canonical layouts of the results: `o: [total_q, hq, d_v]`, `lse, entropy: [hq, total_q]`
 //! (padded problems: row `b * sq_new + i`). K pages hold d_qk (`head_dim`) elements per row, V
