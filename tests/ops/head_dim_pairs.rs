@@ -40,6 +40,11 @@ fn own_pairs(target: KernelTarget, dtype: DType) -> Vec<(usize, usize)> {
     pairs
 }
 
+/// Fails with the case and the judge's findings (drawn under `seed`) unless it `passed`.
+fn assert_passed(seed: u64, case: &str, passed: bool, failures: &[String]) {
+    assert!(passed, "seed {seed}: {case}:\n{}", failures.join("\n"));
+}
+
 /// Case `i` of a pair: a random case with one option forced on (i < 8), or all of them.
 fn forced(mut case: CheckCase, i: usize, r: &mut impl Rng) -> CheckCase {
     let all = i >= 8;
@@ -98,12 +103,7 @@ fn forward_pairs_match_the_reference_with_every_option_on_every_family() {
                     let mut case = forced(case, i, &mut r);
                     case.target = target;
                     let j = run_case(&case).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-                    assert!(
-                        j.passed(),
-                        "seed {seed}: {}:\n{}",
-                        case.describe(),
-                        j.failures().join("\n")
-                    );
+                    assert_passed(seed, &case.describe(), j.passed(), &j.failures());
                     ran += 1;
                 }
             }
@@ -212,11 +212,11 @@ fn paged_decode_pairs_match_the_reference_with_splits_and_every_option() {
                     case.q_lens = (0..case.cache_lens.len()).map(|b| 1 + b % 3).collect();
                 }
                 let outcome = run_decode_case(&case).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-                assert!(
+                assert_passed(
+                    seed,
+                    &case.describe(),
                     outcome.passed(),
-                    "seed {seed}: {}:\n{}",
-                    case.describe(),
-                    outcome.failures().join("\n")
+                    &outcome.failures(),
                 );
                 ran += 1;
             }
