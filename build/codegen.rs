@@ -101,8 +101,8 @@ pub fn write(g: &Generated, out: &Path) {
         let dtype = if r.dtype == "f16" { "F16" } else { "Bf16" };
         writeln!(
             s,
-            "    FwdKernelRow {{ target: KernelTarget::{}, entry: {:?}, dtype: DType::{dtype}, head_dim: {}, block_m: {}, block_n: {}, num_warps: {}, smem_bytes: {} }},",
-            r.target(), r.entry(), r.head_dim, r.rows, r.block_n, r.num_warps, r.smem_bytes
+            "    FwdKernelRow {{ target: KernelTarget::{}, entry: {:?}, dtype: DType::{dtype}, head_dim: {}, head_dim_v: {}, block_m: {}, block_n: {}, num_warps: {}, smem_bytes: {} }},",
+            r.target(), r.entry(), r.head_dim, r.head_dim_v, r.rows, r.block_n, r.num_warps, r.smem_bytes
         )
         .unwrap();
     }

@@ -16,11 +16,12 @@ pub fn write(rows: &[KernelRow], out: &Path) {
         let dtype = if r.dtype == "f16" { "F16" } else { "Bf16" };
         writeln!(
             s,
-            "    DecodeKernelRow {{ target: KernelTarget::{}, entry: {:?}, dtype: DType::{dtype}, kv_bytes: {}, head_dim: {}, tile_rows: {}, num_warps: {}, smem_bytes: {} }},",
+            "    DecodeKernelRow {{ target: KernelTarget::{}, entry: {:?}, dtype: DType::{dtype}, kv_bytes: {}, head_dim: {}, head_dim_v: {}, tile_rows: {}, num_warps: {}, smem_bytes: {} }},",
             r.target(),
             r.entry(),
             r.kv_bytes,
             r.head_dim,
+            r.head_dim_v,
             r.rows,
             r.num_warps,
             r.smem_bytes

@@ -9,8 +9,10 @@ use std::path::Path;
 /// The table's macro.
 const TABLE: &str = "FLASHMHA_KERNELS";
 
-/// The numeric columns after `group, dtypes` (the panic message of a malformed row names them).
+/// The numeric columns after `group, dtypes` (the panic message of a malformed row names them);
+/// a d_v group's rows have `head_dim_v` after `head_dim`.
 const COLUMNS: &str = "head_dim, rows, block_n, num_warps, kv_bytes, smem_bytes";
+const COLUMNS_DV: &str = "head_dim, head_dim_v, rows, block_n, num_warps, kv_bytes, smem_bytes";
 
 /// What a row computes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -20,44 +22,72 @@ pub enum Op {
 }
 
 /// One entry family: the row hook of kernels/kernel_table.h that names it, the op, the variant of
-/// `flashmha::KernelTarget` its entries run on, and the target's part of the entry names.
+/// `flashmha::KernelTarget` its entries run on, the target's part of the entry names, and whether
+/// its rows carry a `head_dim_v` column (d_v != d_qk; every other row has d_v = d_qk).
 struct Group {
     hook: &'static str,
     op: Op,
     target: &'static str,
     entry_prefix: &'static str,
+    dv: bool,
 }
 
-const GROUPS: [Group; 5] = [
+const GROUPS: [Group; 8] = [
     Group {
         hook: "FLASHMHA_FWD_KERNELS",
         op: Op::Forward,
         target: "Ampere",
         entry_prefix: "",
+        dv: false,
+    },
+    Group {
+        hook: "FLASHMHA_FWD_DV_KERNELS",
+        op: Op::Forward,
+        target: "Ampere",
+        entry_prefix: "",
+        dv: true,
     },
     Group {
         hook: "FLASHMHA_FWD_KERNELS_SM75",
         op: Op::Forward,
         target: "Turing",
         entry_prefix: "sm75_",
+        dv: false,
     },
     Group {
         hook: "FLASHMHA_FWD_KERNELS_SM90",
         op: Op::Forward,
         target: "Hopper",
         entry_prefix: "sm90_",
+        dv: false,
+    },
+    Group {
+        hook: "FLASHMHA_FWD_DV_KERNELS_SM90",
+        op: Op::Forward,
+        target: "Hopper",
+        entry_prefix: "sm90_",
+        dv: true,
     },
     Group {
         hook: "FLASHMHA_DECODE_KERNELS",
         op: Op::Decode,
         target: "Ampere",
         entry_prefix: "",
+        dv: false,
+    },
+    Group {
+        hook: "FLASHMHA_DECODE_DV_KERNELS",
+        op: Op::Decode,
+        target: "Ampere",
+        entry_prefix: "",
+        dv: true,
     },
     Group {
         hook: "FLASHMHA_DECODE_KERNELS_SM75",
         op: Op::Decode,
         target: "Turing",
         entry_prefix: "sm75_",
+        dv: false,
     },
 ];
 
@@ -66,7 +96,10 @@ pub struct KernelRow {
     group: &'static Group,
     /// `f16` or `bf16`.
     pub dtype: &'static str,
+    /// d_qk: the head dim of q and k.
     pub head_dim: u32,
+    /// d_v: the head dim of v and o (`head_dim` except in a d_v group).
+    pub head_dim_v: u32,
     /// Query rows per CTA: block_m of the forward, tile_rows of decode.
     pub rows: u32,
     pub block_n: u32,
@@ -87,7 +120,12 @@ impl KernelRow {
     }
 
     pub fn entry(&self) -> String {
-        let (prefix, dtype, d) = (self.group.entry_prefix, self.dtype, self.head_dim);
+        let (prefix, dtype) = (self.group.entry_prefix, self.dtype);
+        let d = if self.head_dim_v == self.head_dim {
+            self.head_dim.to_string()
+        } else {
+            format!("{}v{}", self.head_dim, self.head_dim_v)
+        };
         match self.group.op {
             Op::Forward => format!("flashmha_fwd_{prefix}{dtype}_d{d}"),
             Op::Decode => format!(
@@ -131,10 +169,17 @@ pub fn parse(path: &Path) -> Vec<KernelRow> {
             Some(&"f16_bf16") => &["f16", "bf16"],
             _ => &[],
         };
-        let (Some(group), false, 8) = (group, dtypes.is_empty(), fields.len()) else {
+        let (Some(group), false) = (group, dtypes.is_empty()) else {
             panic!("{at}: expected X(<group hook>, f16|f16_bf16, {COLUMNS}), got `{line}`");
         };
-        let nums: Vec<u32> = fields[2..]
+        let columns = if group.dv { COLUMNS_DV } else { COLUMNS };
+        if fields.len() != 2 + columns.split(',').count() {
+            panic!(
+                "{at}: expected X({}, f16|f16_bf16, {columns}), got `{line}`",
+                group.hook
+            );
+        }
+        let mut nums: Vec<u32> = fields[2..]
             .iter()
             .enumerate()
             .map(|(i, f)| {
@@ -142,16 +187,21 @@ pub fn parse(path: &Path) -> Vec<KernelRow> {
                     .unwrap_or_else(|_| panic!("{at}: field {} of `{line}` is not a number", i + 3))
             })
             .collect();
+        // Every row as (head_dim, head_dim_v, rows, ...): d_v = d_qk outside the d_v groups.
+        if !group.dv {
+            nums.insert(1, nums[0]);
+        }
         for &dtype in dtypes {
             let row = KernelRow {
                 group,
                 dtype,
                 head_dim: nums[0],
-                rows: nums[1],
-                block_n: nums[2],
-                num_warps: nums[3],
-                kv_bytes: nums[4],
-                smem_bytes: nums[5],
+                head_dim_v: nums[1],
+                rows: nums[2],
+                block_n: nums[3],
+                num_warps: nums[4],
+                kv_bytes: nums[5],
+                smem_bytes: nums[6],
             };
             check_group_rules(&row, &at);
             rows.push(row);

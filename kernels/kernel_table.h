@@ -21,7 +21,18 @@
  *                 FLASHMHA_DECODE_KERNELS_SM75  paged decode, Turing
  *                                               (kernels/sm75/flash_decode_sm75.cu):
  *                                               flashmha_decode_sm75_<dtype>_d<head_dim>[_r32]
+ *                 FLASHMHA_FWD_DV_KERNELS       forward with d_v != d_qk (issue 23), Ampere
+ *                                               and newer (kernels/sm80/flash_fwd.cu):
+ *                                               flashmha_fwd_<dtype>_d<head_dim>v<head_dim_v>
+ *                 FLASHMHA_FWD_DV_KERNELS_SM90  forward with d_v != d_qk, Hopper
+ *                                               (kernels/sm90/flash_fwd_sm90.cu):
+ *                                               flashmha_fwd_sm90_<dtype>_d<head_dim>v<head_dim_v>
+ *                 FLASHMHA_DECODE_DV_KERNELS    paged decode with d_v != d_qk, Ampere and newer
+ *                                               (kernels/sm80/flash_decode.cu):
+ *                                               flashmha_decode_<dtype>_d<head_dim>v<head_dim_v>
  *               (_fp8 for kv_bytes 1, _r32 for 32-row tiles)
+ *   Rows of a *_DV_* group carry one more column after head_dim: head_dim_v (d_v of V and O;
+ *   head_dim is d_qk of Q and K). Every other row has d_v = d_qk.
  *   dtypes      f16, or f16_bf16 for two rows alike but for the dtype (f16 first): the element
  *               type of q and o, and of the K / V pages when kv_bytes is 2
  *   head_dim    compiled head dimension d (decode FP8: a multiple of 32, see DecodeTraits)
@@ -94,6 +105,10 @@
  * / 12 warps spilled 20 bytes, so d256 runs one consumer (64 x 64 / 8 warps, up to 255 registers).
  * Head dims other than these run the Ampere kernels on sm_90.
  *
+ * Hopper d_qk != d_v (FLASHMHA_FWD_DV_KERNELS_SM90): K boxes of d_qk, V boxes of d_v and the
+ * O += P V wgmma with N = d_v, 128 x 128 / 12 warps as d128. smem = Q + 2 stages x (K + V) +
+ * 128 = 2 x 128 x d_qk + 2 x 2 x 128 x (d_qk + d_v) + 128: 192 / 128: 213120; 128 / 64: 131200.
+ *
  * Head dims between the rows (issue 23): every multiple of 8 up to a target's widest row runs on
  * the narrowest row at least as wide, forward and 16-bit-page decode alike, its columns past d
  * zero-filled and never written. Where the real width leaves whole 16-column steps empty, the
@@ -108,6 +123,16 @@
  * 4 B on sm_80 / sm_86; d40 on d64 issues 1.45x its need, d112 on d128 1.14x), Turing's forward
  * and the sm_90a wgmma kernels.
  *
+ * Head dims d_qk != d_v (issue 23; FLASHMHA_FWD_DV_KERNELS): the same CTA body with FwdTraits'
+ * kHeadDimV: K tiles and the k16 steps of Q K^T from d_qk, V tiles, the n16 pairs of P V and the
+ * O accumulator / staging from d_v (<= d_qk: O is staged in Q's tile). Such a row serves exactly
+ * its pair. Tiles, under the same rules as the rows above (0 spills on sm_80/86/89/90/100,
+ * smem <= 101376):
+ *   192 / 128  128x32: smem 128 x 192 x 2 + 2 x 32 x (192 + 128) x 2 = 90112 (128x64 needs
+ *              131072); Q re-read per k-step (resident O 128 + S 32 + Q 96 > 208)
+ *   128 / 64   128x64: smem 32768 + 2 x 64 x (128 + 64) x 2 = 81920; Q in registers (O 64 +
+ *              S 64 + Q 64 = 192 <= 208)
+ *
  * ---- Paged decode -----------------------------------------------------------------------------
  *
  * smem = Q tile + num_warps x 2 stages x (K + V) blocks + stats, rows padded by 16 bytes (Q:
@@ -118,6 +143,14 @@
  * adds ptxas time for 4 architectures; d80 cannot split a 5-chunk FP8 row over a lane pair);
  * 32-row tiles for d64 and d128 (the GQA-8 shapes of the common models; d256 would need 256
  * accumulator registers per thread).
+ *
+ * d_qk != d_v (issue 23; FLASHMHA_DECODE_DV_KERNELS), 16-bit pages, 16-row tiles, 4 warps: K
+ * pages hold d_qk elements per (slot, head), V pages d_v (two caches, each with its own strides);
+ * K blocks [16, d_qk] and V blocks [16, d_v] each padded by 16 bytes per row. smem = Q 16 x
+ * (2 d_qk + 16) + 4 warps x 2 stages x 16 x ((2 d_qk + 16) + (2 d_v + 16)) + stats 512:
+ * 192 / 128: 6400 + 86016 + 512 = 92928; 128 / 64: 4352 + 53248 + 512 = 58112. Q re-read per
+ * k16 step at d_qk 192 (as d256), in registers at 128. FP8 pages with d_v != d_qk: not compiled
+ * (a typed error).
  *
  * Turing (sm_75; kernels/sm75/flash_decode_sm75.cu), f16 with 16-bit pages only. Key blocks are
  * register-staged into ONE shared stage per warp, so smem = Q tile + num_warps x max(K + V
@@ -137,6 +170,8 @@
     X(FLASHMHA_FWD_KERNELS, f16_bf16, 96, 128, 32, 4, 2, 49152) \
     X(FLASHMHA_FWD_KERNELS, f16_bf16, 128, 128, 64, 4, 2, 98304) \
     X(FLASHMHA_FWD_KERNELS, f16_bf16, 256, 64, 32, 4, 2, 98304) \
+    X(FLASHMHA_FWD_DV_KERNELS, f16_bf16, 192, 128, 128, 32, 4, 2, 90112) \
+    X(FLASHMHA_FWD_DV_KERNELS, f16_bf16, 128, 64, 128, 64, 4, 2, 81920) \
     X(FLASHMHA_FWD_KERNELS_SM75, f16, 32, 128, 64, 4, 2, 16384) \
     X(FLASHMHA_FWD_KERNELS_SM75, f16, 64, 128, 64, 4, 2, 32768) \
     X(FLASHMHA_FWD_KERNELS_SM75, f16, 80, 128, 32, 4, 2, 30720) \
@@ -145,6 +180,8 @@
     X(FLASHMHA_FWD_KERNELS_SM90, f16_bf16, 64, 128, 128, 12, 2, 82048) \
     X(FLASHMHA_FWD_KERNELS_SM90, f16_bf16, 128, 128, 128, 12, 2, 163968) \
     X(FLASHMHA_FWD_KERNELS_SM90, f16_bf16, 256, 64, 64, 8, 2, 163968) \
+    X(FLASHMHA_FWD_DV_KERNELS_SM90, f16_bf16, 192, 128, 128, 128, 12, 2, 213120) \
+    X(FLASHMHA_FWD_DV_KERNELS_SM90, f16_bf16, 128, 64, 128, 128, 12, 2, 131200) \
     X(FLASHMHA_DECODE_KERNELS, f16_bf16, 32, 16, 16, 4, 2, 22272) \
     X(FLASHMHA_DECODE_KERNELS, f16_bf16, 64, 16, 16, 4, 2, 39680) \
     X(FLASHMHA_DECODE_KERNELS, f16_bf16, 80, 16, 16, 4, 2, 48384) \
@@ -156,6 +193,8 @@
     X(FLASHMHA_DECODE_KERNELS, f16_bf16, 256, 16, 16, 4, 1, 78592) \
     X(FLASHMHA_DECODE_KERNELS, f16_bf16, 64, 32, 16, 4, 2, 42496) \
     X(FLASHMHA_DECODE_KERNELS, f16_bf16, 128, 32, 16, 4, 2, 79360) \
+    X(FLASHMHA_DECODE_DV_KERNELS, f16_bf16, 192, 128, 16, 16, 4, 2, 92928) \
+    X(FLASHMHA_DECODE_DV_KERNELS, f16_bf16, 128, 64, 16, 16, 4, 2, 58112) \
     X(FLASHMHA_DECODE_KERNELS_SM75, f16, 32, 16, 16, 4, 2, 12032) \
     X(FLASHMHA_DECODE_KERNELS_SM75, f16, 64, 16, 16, 4, 2, 21248) \
     X(FLASHMHA_DECODE_KERNELS_SM75, f16, 80, 16, 16, 4, 2, 25856) \
@@ -206,9 +245,12 @@
  * (FLASHMHA_DEFINE_ENTRY) and expands FLASHMHA_KERNELS(FLASHMHA_KERNEL_ROW), so each .cu
  * defines the entries of its group and no other. */
 #define FLASHMHA_FWD_KERNELS(...)
+#define FLASHMHA_FWD_DV_KERNELS(...)
+#define FLASHMHA_FWD_DV_KERNELS_SM90(...)
 #define FLASHMHA_FWD_KERNELS_SM75(...)
 #define FLASHMHA_FWD_KERNELS_SM90(...)
 #define FLASHMHA_DECODE_KERNELS(...)
+#define FLASHMHA_DECODE_DV_KERNELS(...)
 #define FLASHMHA_DECODE_KERNELS_SM75(...)
 #define FLASHMHA_BWD_KERNEL(...)
 #define FLASHMHA_JVP_KERNEL(...)

@@ -96,16 +96,23 @@ __device__ __forceinline__ void deinterleave_halves(const uint4 &a, const uint4 
                      prmt(b.x, b.y, kPrmtHighHalves), prmt(b.z, b.w, kPrmtHighHalves));
 }
 
-/* kTileRows_: packed query rows per CTA, 16 (one m16 row block) or 32 (two row blocks per warp:
+/* kHeadDim_ / kHeadDimV_: d_qk of Q and K rows, d_v of V and O rows (issue 23; equal unless a
+ * FLASHMHA_DECODE_DV_KERNELS row says otherwise): K blocks and the k16 steps of Q K^T from d_qk;
+ * V blocks (their own padded pitch), the n16 pairs of P V, O and its staging from d_v. Such a
+ * row serves exactly its pair, over 16-bit pages.
+ * kTileRows_: packed query rows per CTA, 16 (one m16 row block) or 32 (two row blocks per warp:
  * GQA group x new tokens up to 32 then reads each K/V row once per KV head instead of twice;
  * every K / V fragment loaded from shared memory feeds the mma of both blocks).
  * kLoadPath_: CpAsync (sm_80+, two stages per warp) or RegisterStaged (sm_75, one stage per warp,
  * the next block staged in registers; f16 16-bit pages only, the Turing table's rows). */
 template <class Elem_, int kHeadDim_, int kNumWarps_, int kKvBytes_ = kKvBytesSame,
-          int kTileRows_ = kDecodeRowsPerBlock, LoadPath kLoadPath_ = LoadPath::CpAsync>
+          int kTileRows_ = kDecodeRowsPerBlock, LoadPath kLoadPath_ = LoadPath::CpAsync,
+          int kHeadDimV_ = kHeadDim_>
 struct DecodeTraits {
     using Elem = Elem_;
-    static constexpr int kHeadDim = kHeadDim_;
+    static constexpr int kHeadDim = kHeadDim_;    // d_qk
+    static constexpr int kHeadDimV = kHeadDimV_;  // d_v
+    static constexpr bool kSplitDims = kHeadDimV != kHeadDim;
     static constexpr int kNumWarps = kNumWarps_;
     static constexpr int kKvBytes = kKvBytes_;
     static constexpr bool kKvFp8 = kKvBytes == kKvBytesFp8;
@@ -118,18 +125,24 @@ struct DecodeTraits {
     static_assert(!kRegisterStaged || (!kKvFp8 && !Elem::kIsBf16),
                   "Turing decode is f16 with 16-bit pages (no bf16 mma on sm_75)");
     static_assert(kHeadDim % kMmaK == 0, "head_dim must be a multiple of 16 (k of Q.K^T)");
+    static_assert(kHeadDimV % kMmaK == 0, "head_dim_v must be a multiple of 16 (n16 pairs of P.V)");
+    static_assert(!kSplitDims || (!kKvFp8 && !kRegisterStaged),
+                  "d_v != d_qk rows: 16-bit pages, cp.async (sm_80+)");
     static_assert(!kKvFp8 || kHeadDim % kFp8DimsPerLdsmX4 == 0,
                   "FP8 K / V rows are read 32 codes per ldmatrix.x4");
 
     static constexpr int kQChunks = kHeadDim / kDecodeChunkElems;   // 16-byte chunks of a Q row
     static constexpr int kChunks = kHeadDim * kKvBytes / kDecodeChunkBytes;  // ... of a K/V row
     static constexpr int kChunksPerLane = kChunks / kCopyLanesPerRow;
+    static constexpr int kChunksV = kHeadDimV * kKvBytes / kDecodeChunkBytes;  // ... of a V row
+    static constexpr int kChunksPerLaneV = kChunksV / kCopyLanesPerRow;
+    static_assert(kChunksV % kCopyLanesPerRow == 0, "a V row splits evenly over its lane pair");
     static constexpr int kFp8LdsmSteps = kHeadDim / kFp8DimsPerLdsmX4;  // ldmatrix.x4 per K / V
     static_assert(kChunks % kCopyLanesPerRow == 0, "a row splits evenly over its lane pair");
     static constexpr int kSTiles = kDecodeKeysPerBlock / kMmaN;     // n8 score tiles per block
-    static constexpr int kOTiles = kHeadDim / kMmaN;                // n8 output tiles
+    static constexpr int kOTiles = kHeadDimV / kMmaN;               // n8 output tiles
     static constexpr int kQKSteps = kHeadDim / kMmaK;               // k16 steps of Q.K^T
-    static constexpr int kPairTilesD = kHeadDim / (2 * kMmaN);      // ldmatrix.x4.trans per P.V
+    static constexpr int kPairTilesD = kHeadDimV / (2 * kMmaN);     // ldmatrix.x4.trans per P.V
     /* Q A-fragments (d / 4 registers) stay in registers beside O (d / 2) up to d128; at d256
      * that is 192 accumulator-resident registers and ptxas (13.5, sm_80) spills at 255, so d256
      * re-reads each k-step's Q fragment from the Q tile (one ldmatrix.x4 per k16 step). */
@@ -137,21 +150,24 @@ struct DecodeTraits {
 
     /* Padded rows: pitch / 16 odd => 8 consecutive rows hit 8 distinct bank groups. */
     static constexpr int kQPitch = kHeadDim * kElemBytes + kDecodeChunkBytes;
-    static constexpr int kPitch = kHeadDim * kKvBytes + kDecodeChunkBytes;  // K / V rows
+    static constexpr int kPitch = kHeadDim * kKvBytes + kDecodeChunkBytes;    // K rows
+    static constexpr int kPitchV = kHeadDimV * kKvBytes + kDecodeChunkBytes;  // V rows
     static_assert((kPitch / kDecodeChunkBytes) % 2 == 1, "pitch must be an odd number of chunks");
+    static_assert((kPitchV / kDecodeChunkBytes) % 2 == 1, "pitch must be an odd number of chunks");
     static_assert((kQPitch / kDecodeChunkBytes) % 2 == 1, "pitch must be an odd number of chunks");
-    static constexpr int kBlockBytes = kDecodeKeysPerBlock * kPitch;  // k or v: [16 keys, d]
+    static constexpr int kBlockBytes = kDecodeKeysPerBlock * kPitch;    // k: [16 keys, d_qk]
+    static constexpr int kBlockBytesV = kDecodeKeysPerBlock * kPitchV;  // v: [16 keys, d_v]
     /* cp.async double-buffers in shared memory; the register-staged path buffers the next
      * block in registers instead (sm_75 has 64 KiB of shared memory per CTA, not 99). */
     static constexpr int kStages = kRegisterStaged ? 1 : 2;
     /* Per warp: [K stage 0 (| K stage 1) | V stage 0 (| V stage 1)], at least the O staging
      * below (one stage of 32-row tiles is smaller than their O). */
-    static constexpr int kKvStageBytes = 2 * kStages * kBlockBytes;
+    static constexpr int kKvStageBytes = kStages * (kBlockBytes + kBlockBytesV);
     static constexpr int kQBytes = kTileRows * kQPitch;              // q: [tile rows, d]
     /* Epilogue: each warp stages its normalised O (f32, [16, d + 8]: the +8 floats make the
      * 8 rows of a float2 C-fragment store hit distinct banks pairwise) in its own region, and
      * its row LSE / entropy in small arrays after all regions. */
-    static constexpr int kOStagePitchFloats = kHeadDim + 8;
+    static constexpr int kOStagePitchFloats = kHeadDimV + 8;
     static constexpr int kOStageBytes = kTileRows * kOStagePitchFloats * 4;
     static constexpr int kWarpRegionBytes =
         kKvStageBytes > kOStageBytes ? kKvStageBytes : kOStageBytes;
@@ -164,6 +180,7 @@ struct DecodeTraits {
     static constexpr int kSmemBytes = kStatsOffset + kStatsBytes;
     static_assert(kPitch % kDecodeChunkBytes == 0, "16-byte aligned rows");
     static_assert(padded_rows_conflict_free<kPitch>(), "ldmatrix rows must be conflict-free");
+    static_assert(padded_rows_conflict_free<kPitchV>(), "ldmatrix rows must be conflict-free");
     static_assert(padded_rows_conflict_free<kQPitch>(), "ldmatrix rows must be conflict-free");
     static_assert(kSmemBytes <= FLASHMHA_MAX_DYNAMIC_SMEM_BYTES,
                   "fits sm_86 / sm_89 dynamic shared memory");
@@ -174,7 +191,7 @@ struct DecodeTraits {
         return kRegionOffset + stage * kBlockBytes;
     }
     __host__ __device__ static constexpr int v_block(int stage) {
-        return kRegionOffset + (kStages + stage) * kBlockBytes;
+        return kRegionOffset + kStages * kBlockBytes + stage * kBlockBytesV;
     }
 };
 

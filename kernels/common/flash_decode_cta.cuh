@@ -84,11 +84,15 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
     extern __shared__ __align__(128) unsigned char smem[];
 
     // 16-bit pages: every multiple of 8 up to the compiled dim, the columns past the real one
-    // zero-filled in shared memory and never written; FP8 pages: the compiled dim only.
-    cta_prologue<T::kSmemBytes, T::kHeadDim, T::kKvFp8 ? T::kHeadDim : kDecodeChunkElems>(p.head_dim);
+    // zero-filled in shared memory and never written; FP8 pages and d_v != d_qk rows: the
+    // compiled dim only.
+    cta_prologue<T::kSmemBytes, T::kHeadDim,
+                 (T::kKvFp8 || T::kSplitDims) ? T::kHeadDim : kDecodeChunkElems>(p.head_dim);
     const int d_real = p.head_dim;
     const int col8_valid = d_real / kDecodeChunkElems;  // 16-byte chunks of a row in global
-    static_assert(T::kQKSteps == T::kPairTilesD, "one 16-column bound serves Q K^T and P V");
+    const int dv_real = T::kSplitDims ? T::kHeadDimV : d_real;  // O's columns (d_v)
+    static_assert(T::kSplitDims || T::kQKSteps == T::kPairTilesD,
+                  "one 16-column bound serves Q K^T and P V");
 
     const int tid = threadIdx.x;
     const int lane = lane_of(tid);
@@ -246,7 +250,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
     }
     const float score_mul = pin(mod.score_mul());
 
-    // O: [16 rows, d] per row block of this warp's keys, f32 C fragments.
+    // O: [16 rows, d_v] per row block of this warp's keys, f32 C fragments.
     float o_acc[kRB][T::kOTiles][kCRegs];
     zero_c_fragments(o_acc);
     OnlineSoftmax<T::kSTiles, T::kOTiles> softmax[kRB];
@@ -271,6 +275,10 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                                 copy_half * kDecodeChunkBytes;
         const uint32_t region = smem_base + T::kRegionOffset + warp * T::kWarpRegionBytes;
         const uint32_t copy_dst = region + copy_row * T::kPitch + copy_half * kDecodeChunkBytes;
+        // ... of its V row (V rows have their own pitch when d_v != d_qk; else the same address,
+        // spelled as K's so that those entries compile exactly as before).
+        const uint32_t copy_dst_v =
+            T::kSplitDims ? region + copy_row * T::kPitchV + copy_half * kDecodeChunkBytes : copy_dst;
 
         // Where the lane's key row of block `blk` lives: lanes r and r + 16 copy key row r, lane
         // r + 16h the chunks 2j + h (adjacent chunks of a pair fill one 32-byte sector).
@@ -316,10 +324,10 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                 cp_async_16_imm<T::k_block(kStage) - T::kRegionOffset + kOff, kOff>(
                     copy_dst, k_src, chunk_bytes(bounded_c, j_c, bytes));
             });
-            static_for<T::kChunksPerLane>([&](auto j_c) {
+            static_for<T::kChunksPerLaneV>([&](auto j_c) {
                 constexpr int kOff = decltype(j_c)::value * kCopyLanesPerRow * kDecodeChunkBytes;
                 cp_async_16_imm<T::v_block(kStage) - T::kRegionOffset + kOff, kOff>(
-                    copy_dst, v_src, chunk_bytes(bounded_c, j_c, bytes));
+                    copy_dst_v, v_src, chunk_bytes(bounded_c, j_c, bytes));
             });
             cp_async_commit();
         };
@@ -356,7 +364,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
 
         // Fragment cursors into this warp's region (ldmatrix patterns of mma.cuh).
         const uint32_t k_cur = region + ldsm_b_row(lane) * T::kPitch + ldsm_b_col8(lane) * kDecodeChunkBytes;
-        const uint32_t v_cur = region + ldsm_a_row(lane) * T::kPitch + ldsm_a_col8(lane) * kDecodeChunkBytes;
+        const uint32_t v_cur = region + ldsm_a_row(lane) * T::kPitchV + ldsm_a_col8(lane) * kDecodeChunkBytes;
 
         // FP8 code pairs of one ldmatrix register as two B registers of Elem (fp8.cuh pairing).
         auto kv_pairs = [&](auto format_c, uint32_t x) {
@@ -535,9 +543,9 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                 run_blocks(Int<FLASHMHA_KV_FORMAT_E5M2>{}, Int<0>{});
             else
                 run_blocks(Int<FLASHMHA_KV_FORMAT_E4M3>{}, Int<0>{});
-        } else if (d_real == T::kHeadDim) {
+        } else if (T::kSplitDims || d_real == T::kHeadDim) {
             run_blocks(Int<FLASHMHA_KV_FORMAT_SAME>{}, Int<0>{});
-        } else {
+        } else if constexpr (!T::kSplitDims) {  // (d_v != d_qk rows run their exact dims only)
             run_blocks(Int<FLASHMHA_KV_FORMAT_SAME>{}, Int<1>{});
         }
     }
@@ -547,7 +555,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
     float *const stats_lse = reinterpret_cast<float *>(smem + T::kStatsOffset);  // [W][rows]
     float *const stats_ent = stats_lse + kW * kRows;                             // [W][rows]
     {
-        // o staging of this warp: [rows, d + 8] f32 in its own region (its copies are all done).
+        // o staging of this warp: [rows, d_v + 8] f32 in its own region (its copies are all done).
         float *const o_stage = reinterpret_cast<float *>(smem + T::kRegionOffset + warp * T::kWarpRegionBytes);
 #pragma unroll
         for (int rbh = 0; rbh < kRB * kRowHalves; ++rbh) {
@@ -585,12 +593,12 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
 
     const bool split_out = (p.opt.flags & FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT) != 0;
     const bool want_entropy = p.opt.entropy != nullptr || p.partial_entropy != nullptr;
-    constexpr int kCol4 = T::kHeadDim / 4;  // float4 column groups per row
+    constexpr int kCol4 = T::kHeadDimV / 4;  // float4 column groups per O row
     for (int flat = tid; flat < kRows * kCol4; flat += T::kThreads) {
         const int row = flat / kCol4;
         const int c4 = flat - row * kCol4;
         const int r = r0 + row;
-        if (r >= rows_item || c4 * 4 >= d_real) continue;  // columns past d are not written
+        if (r >= rows_item || c4 * 4 >= dv_real) continue;  // columns past d_v are not written
         const int qi = r / group;
         const int head = kv_head * group + (r - qi * group);
         // The warps' states merged (state_merge.cuh): an empty warp (LSE -inf) weighs -0 and
@@ -636,7 +644,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         if (split_out) {
             const int64_t state = (static_cast<int64_t>(split) * p.total_q + grow) * p.num_heads_q + head;
             if (lse != neg_inf())
-                *reinterpret_cast<float4 *>(p.partial_o + state * d_real + c4 * 4) = acc;
+                *reinterpret_cast<float4 *>(p.partial_o + state * dv_real + c4 * 4) = acc;
             if (c4 == 0) {
                 p.partial_lse[state] = lse;
                 if (p.partial_entropy != nullptr) p.partial_entropy[state] = ent;

@@ -30,6 +30,7 @@
 #define FLASHMHA_COMMON_FLASH_FWD_CTA_CUH
 
 #include <stdint.h>
+#include <type_traits>
 
 #include "params.h"
 #include "common/dtype.cuh"
@@ -44,11 +45,25 @@
 
 namespace flashmha {
 
+/* `existing` when it already has type Own (no second set of per-thread registers for the same
+ * tile shape: d_v = d_qk rows compile as before), else a new Own(args...) (d_v != d_qk rows,
+ * whose V tile or Q rows differ from K's / V's). */
+template <class Own, class Existing, class... Args>
+__device__ __forceinline__ std::conditional_t<std::is_same_v<Own, Existing>, const Existing &, Own>
+reuse_or_make(const Existing &existing, Args... args) {
+    if constexpr (std::is_same_v<Own, Existing>)
+        return existing;
+    else
+        return Own(args...);
+}
+
 template <class T>
 __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
     using Elem = typename T::Elem;
     using QTile = typename T::QTile;
-    using KVTile = typename T::KVTile;
+    using KVTile = typename T::KVTile;  // k: [block_n, d_qk]
+    using VTile = typename T::VTile;    // v: [block_n, d_v] (KVTile when d_v = d_qk)
+    using OTile = typename T::OTile;    // o staging: [block_m, d_v] (QTile when d_v = d_qk)
     constexpr int kBlockN = T::kBlockN;
 
     // [Q | K0 | K1 | V0 | V1], layout in FwdTraits; 128-byte alignment keeps the swizzle exact.
@@ -56,11 +71,14 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
 
     // Head dims below the compiled one run with their extra columns predicated off (params.h).
     const int d_real = params.head_dim;
-    cta_prologue<T::kSmemBytes, T::kHeadDim, kChunkElems>(d_real);
+    cta_prologue<T::kSmemBytes, T::kHeadDim, T::kHeadDimStep>(d_real);
     const int col8_valid = d_real / kChunkElems;  // 16-byte column chunks that exist in global
+    // ... of V and O rows: d_v is the compiled one on a d_v != d_qk row (FwdTraits::kSplitDims).
+    const int col8_valid_v = T::kSplitDims ? T::kHeadDimV / kChunkElems : col8_valid;
     // Q K^T's k16 steps and P V's n16 pairs stop at the real head dim rounded up to 16 (issue
     // 23: no mma on all-zero columns): a narrower head dim runs the bounded main loop.
-    static_assert(T::kQKSteps == T::kPairTilesD, "one 16-column bound serves Q K^T and P V");
+    static_assert(!T::kBoundedLoop || T::kQKSteps == T::kPairTilesD,
+                  "one 16-column bound serves Q K^T and P V");
 
     const int tid = threadIdx.x;
     const int lane = lane_of(tid);
@@ -77,8 +95,8 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
     const bool varlen = (params.opt.flags & FLASHMHA_FLAG_VARLEN) != 0;
 
     // 64-bit element offsets of (batch, row 0, head); tile-local offsets below are small.
-    // q, o: [b, sq, hq, d] or varlen [total_q, hq, d]
-    // k, v: [b, sk, hkv, d] or varlen [total_k, hkv, d]
+    // q: [b, sq, hq, d_qk] or varlen [total_q, hq, d_qk]; o: the same with d_v
+    // k: [b, sk, hkv, d_qk] or varlen [total_k, hkv, d_qk]; v: the same with d_v
     const int64_t q_off = (varlen ? 0 : batch * params.q_batch_stride) +
                           (ext.q_row0 + m0) * params.q_row_stride + head * params.q_head_stride;
     const int64_t o_off = (varlen ? 0 : batch * params.o_batch_stride) +
@@ -87,11 +105,12 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
                           ext.k_row0 * params.k_row_stride + kv_head * params.k_head_stride;
     const int64_t v_off = (varlen ? 0 : batch * params.v_batch_stride) +
                           ext.k_row0 * params.v_row_stride + kv_head * params.v_head_stride;
-    // .global byte addresses of row 0 of: q: [block_m, d] (this CTA's tile), k, v: [sk, d].
+    // .global byte addresses of row 0 of: q: [block_m, d_qk] (this CTA's tile), k: [sk, d_qk],
+    // v: [sk, d_v].
     const uint64_t q_tile = gmem_addr(params.q) + q_off * kElemBytes;
     const uint64_t k_seq = gmem_addr(params.k) + k_off * kElemBytes;
     const uint64_t v_seq = gmem_addr(params.v) + v_off * kElemBytes;
-    elem_bits_t *o_tile = static_cast<elem_bits_t *>(params.o) + o_off;  // o: [block_m, d]
+    elem_bits_t *o_tile = static_cast<elem_bits_t *>(params.o) + o_off;  // o: [block_m, d_v]
 
     const KeyMask mask(params.opt, ext.sq, ext.sk);
     const int row_first = m0;
@@ -115,7 +134,7 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
         for (int h = 0; h < kRowHalves; ++h)
             row_of[mb][h] = m0 + warp_row0 + mb * kMmaM + mma_c_row(lane, mma_c_index(h, 0));
 
-    // O: [kRB m16 row blocks of this warp, d] as n8 C fragments, f32
+    // O: [kRB m16 row blocks of this warp, d_v] as n8 C fragments, f32
     float o_acc[kRB][T::kOTiles][kCRegs];
     zero_c_fragments(o_acc);
 
@@ -133,9 +152,11 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
         // k_next / v_next: .global address of the next tile to prefetch. (StagedTileCopy is a
         // TileCopy: cp.async kernels use its copy(), register-staged ones its load / store.)
         using KVCopy = StagedTileCopy<KVTile, T::kThreads>;
+        using VCopy = StagedTileCopy<VTile, T::kThreads>;
         const KVCopy kv_copy(smem_base, tid);
+        decltype(auto) v_copy = reuse_or_make<VCopy>(kv_copy, smem_base, tid);
         typename KVCopy::Source k_src = kv_copy.source(params.k_row_stride, tid);
-        typename KVCopy::Source v_src = kv_copy.source(params.v_row_stride, tid);
+        typename VCopy::Source v_src = v_copy.source(params.v_row_stride, tid);
         // The thread's first-chunk offset rides in the running tile address (two 64-bit
         // registers fewer in the main loop); zero-filled chunks point at the tensor's base,
         // a valid address the copy does not read.
@@ -149,8 +170,8 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
             kv_copy.template copy<T::kKOffset + kStage * KVTile::kBytes>(
                 k_src, k_next, valid_keys, col8_valid, gmem_addr(params.k), tid);
             cp_async_commit();
-            kv_copy.template copy<T::kVOffset + kStage * KVTile::kBytes>(
-                v_src, v_next, valid_keys, col8_valid, gmem_addr(params.v), tid);
+            v_copy.template copy<T::kVOffset + kStage * VTile::kBytes>(
+                v_src, v_next, valid_keys, col8_valid_v, gmem_addr(params.v), tid);
             cp_async_commit();
             k_next += k_src.tile_bytes();
             v_next += v_src.tile_bytes();
@@ -161,8 +182,9 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
             kv_copy.load(k_src, k_next, ext.sk - n * kBlockN, col8_valid, tid, st);
             k_next += k_src.tile_bytes();
         };
-        auto load_v = [&](int n, Staged &st) {
-            kv_copy.load(v_src, v_next, ext.sk - n * kBlockN, col8_valid, tid, st);
+        using VStaged = typename VCopy::Staged;
+        auto load_v = [&](int n, VStaged &st) {
+            v_copy.load(v_src, v_next, ext.sk - n * kBlockN, col8_valid_v, tid, st);
             v_next += v_src.tile_bytes();
         };
 
@@ -174,11 +196,12 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
                 q_copy.template copy_via_registers<T::kQOffset>(
                     q_copy.source(params.q_row_stride, tid), q_tile, rows_valid, col8_valid, tid);
             }
-            Staged ks, vs;
+            Staged ks;
+            VStaged vs;
             load_k(n_begin, ks);
             load_v(n_begin, vs);
             kv_copy.template store<T::kKOffset>(ks, tid);
-            kv_copy.template store<T::kVOffset>(vs, tid);
+            v_copy.template store<T::kVOffset>(vs, tid);
             __syncthreads();  // every thread's Q, K[n_begin], V[n_begin] stores are visible
         } else {
             // Prologue: group 1 = Q + K[n_begin], group 2 = V[n_begin].
@@ -196,14 +219,18 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
         // Fragment cursors (ldmatrix row addresses; see the A / B patterns in mma.cuh).
         using QCursor = SwizzleCursor<QTile>;
         using KVCursor = SwizzleCursor<KVTile>;
-        // Q uses V's cursor (same lane pattern, same swizzle: Q and K/V rows are all d wide and
-        // warp_row0 is a multiple of the swizzle period) moved by the warp's row offset: one
-        // add per Q fragment load instead of kVariants more live registers.
-        static_assert(QTile::kRowBytes == KVTile::kRowBytes && T::kRowsPerWarp % kSwizzleRowPeriod == 0,
-                      "Q fragments may borrow the V cursor");
+        using VCursor = SwizzleCursor<VTile>;
+        // Q uses V's cursor when their rows are alike (same lane pattern, same swizzle: Q and V
+        // rows are both d wide and warp_row0 is a multiple of the swizzle period) moved by the
+        // warp's row offset: one add per Q fragment load instead of kVariants more live
+        // registers. A d_v != d_qk row keeps a cursor of its own for Q.
+        static_assert(T::kRowsPerWarp % kSwizzleRowPeriod == 0, "Q cursors move by whole periods");
+        using QRegCursor =
+            std::conditional_t<QTile::kRowBytes == VTile::kRowBytes, VCursor, SwizzleCursor<QTile>>;
         const uint32_t q_shift = static_cast<uint32_t>(warp_row0 * QTile::kRowBytes);
         const KVCursor k_cur(smem_base, ldsm_b_row(lane), ldsm_b_col8(lane));
-        const KVCursor v_cur(smem_base, ldsm_a_row(lane), ldsm_a_col8(lane));
+        const VCursor v_cur(smem_base, ldsm_a_row(lane), ldsm_a_col8(lane));
+        decltype(auto) q_cur = reuse_or_make<QRegCursor>(v_cur, smem_base, ldsm_a_row(lane), ldsm_a_col8(lane));
 
         // Q A-fragments of this warp's row blocks, one per k16 step (kept only if kQInRegisters).
         constexpr int kQRegSteps = T::kQInRegisters ? T::kQKSteps : 1;
@@ -214,7 +241,7 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
             static_for<kRB>([&](auto mb_c) {
                 constexpr int kRow = decltype(mb_c)::value * kMmaM;
                 ldsm_x4<T::kQOffset + QCursor::template imm<kRow, kCol8>()>(
-                    a[decltype(mb_c)::value], pin(v_cur.template reg<kCol8>() + q_shift));
+                    a[decltype(mb_c)::value], pin(q_cur.template reg<kCol8>() + q_shift));
             });
         };
         if constexpr (T::kQInRegisters) {
@@ -228,9 +255,10 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
             constexpr int kStage = decltype(stage_c)::value;
             constexpr bool kBounded = decltype(bounded_c)::value != 0;
             constexpr int kKTile = T::kKOffset + kStage * KVTile::kBytes;
-            constexpr int kVTile = T::kVOffset + kStage * KVTile::kBytes;
+            constexpr int kVTile = T::kVOffset + kStage * VTile::kBytes;
             const bool has_next = n + 1 < n_end;
-            [[maybe_unused]] Staged k_stage, v_stage;  // register-staged: K / V[n+1] in flight (unused otherwise)
+            [[maybe_unused]] Staged k_stage;  // register-staged: K / V[n+1] in flight (unused otherwise)
+            [[maybe_unused]] VStaged v_stage;
             if constexpr (T::kRegisterStaged) {
                 if (has_next) load_k(n + 1, k_stage);  // lands while S = Q K^T runs
             } else {
@@ -321,7 +349,7 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
                     constexpr int kCol8 = dp * T::kChunksPerK16;  // two n8 dim tiles per ldmatrix.x4
                     if (!step_runs<kBounded, dp>(params.head_dim)) return;  // O columns past d: never written
                     uint32_t b[kLdsmMatrices];
-                    ldsm_x4_trans<kVTile + KVCursor::template imm<kRow, kCol8>()>(
+                    ldsm_x4_trans<kVTile + VCursor::template imm<kRow, kCol8>()>(
                         b, v_cur.template reg<kCol8>());
 #pragma unroll
                     for (int mb = 0; mb < kRB; ++mb) {  // each V fragment feeds kRB mma
@@ -335,7 +363,7 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
                 if (has_next) {
                     __syncthreads();  // every warp is done reading V[n] (overwritten below);
                                       // K[n+1]'s stores are visible to the next S = Q K^T
-                    kv_copy.template store<kVTile>(v_stage, tid);
+                    v_copy.template store<kVTile>(v_stage, tid);
                 }
             } else {
                 if (has_next) {
@@ -379,7 +407,8 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
         }
 
     __syncthreads();  // O is staged in the Q tile: every warp must be done reading Q
-    // o staging: [block_m, d] in the swizzled Q layout. Adding +0 turns -0 (zero gate) into +0.
+    // o staging: [block_m, d_v] in the swizzled layout of its own width, in the Q tile's region.
+    // Adding +0 turns -0 (zero gate) into +0.
 #pragma unroll
     for (int mb = 0; mb < kRB; ++mb)
 #pragma unroll
@@ -391,21 +420,21 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
                 const int col = ot * kMmaN + mma_c_col(lane, c);
                 const float lo = __fadd_rn(o_acc[mb][ot][c] * row_scale[mb][h], 0.0f);
                 const float hi = __fadd_rn(o_acc[mb][ot][c + 1] * row_scale[mb][h], 0.0f);
-                *reinterpret_cast<uint32_t *>(smem + T::kQOffset + QTile::elem_offset(row, col)) =
+                *reinterpret_cast<uint32_t *>(smem + T::kQOffset + OTile::elem_offset(row, col)) =
                     Elem::pack(lo, hi);
             }
     __syncthreads();  // staged O rows come from all warps; the copy-out below crosses warps
 
-    constexpr int kOutIters = (QTile::kChunks + T::kThreads - 1) / T::kThreads;
+    constexpr int kOutIters = (OTile::kChunks + T::kThreads - 1) / T::kThreads;
 #pragma unroll
     for (int it = 0; it < kOutIters; ++it) {
         const int flat = tid + it * T::kThreads;
-        if (QTile::kChunks % T::kThreads == 0 || flat < QTile::kChunks) {
-            const int row = QTile::flat_chunk_row(flat);
-            const int col8 = QTile::flat_chunk_col8(flat);
-            if (row < rows_valid && col8 < col8_valid) {  // rows >= sq, cols >= d not written
+        if (OTile::kChunks % T::kThreads == 0 || flat < OTile::kChunks) {
+            const int row = OTile::flat_chunk_row(flat);
+            const int col8 = OTile::flat_chunk_col8(flat);
+            if (row < rows_valid && col8 < col8_valid_v) {  // rows >= sq, cols >= d not written
                 const uint4 v = *reinterpret_cast<const uint4 *>(
-                    smem + T::kQOffset + QTile::chunk_offset(row, col8));
+                    smem + T::kQOffset + OTile::chunk_offset(row, col8));
                 *reinterpret_cast<uint4 *>(o_tile + row * params.o_row_stride + col8 * kChunkElems) = v;
             }
         }

@@ -1,8 +1,13 @@
 /*
  * fwd_traits.cuh: the one compile-time description of a forward-kernel instantiation (element
- * type, head dim, tile shape, warps) and everything derived from it: fragment counts, the
+ * type, head dims, tile shape, warps) and everything derived from it: fragment counts, the
  * shared-memory layout (Q tile, double-buffered K and V tiles) and its size, which must equal the
  * smem_bytes column of kernels/kernel_table.h (static_assert at the entry point).
+ *
+ * Two head dims (issue 23): kHeadDim (d_qk) of Q and K, and kHeadDimV (d_v) of V and O, equal
+ * unless a row of FLASHMHA_FWD_DV_KERNELS says otherwise (DeepSeek's 192 / 128). The K tile and
+ * the k16 steps of Q K^T come from d_qk; the V tile, the n8 output tiles of P V and the O
+ * staging from d_v <= d_qk (O is staged in the Q tile).
  */
 #ifndef FLASHMHA_COMMON_FWD_TRAITS_CUH
 #define FLASHMHA_COMMON_FWD_TRAITS_CUH
@@ -18,10 +23,15 @@ namespace flashmha {
 constexpr int kMaxDynamicSmemBytes = FLASHMHA_MAX_DYNAMIC_SMEM_BYTES;  // params.h: 99 KiB
 
 template <class Elem_, int kHeadDim_, int kBlockM_, int kBlockN_, int kNumWarps_,
-          LoadPath kLoadPath_ = LoadPath::CpAsync>
+          LoadPath kLoadPath_ = LoadPath::CpAsync, int kHeadDimV_ = kHeadDim_>
 struct FwdTraits {
     using Elem = Elem_;
-    static constexpr int kHeadDim = kHeadDim_;
+    static constexpr int kHeadDim = kHeadDim_;    // d_qk: Q and K rows
+    static constexpr int kHeadDimV = kHeadDimV_;  // d_v: V and O rows
+    /* A d_v != d_qk row serves exactly its two compiled dims (no narrower head dims: their
+     * columns would need a bound per tensor); equal dims serve every multiple of 8 up to d. */
+    static constexpr bool kSplitDims = kHeadDimV != kHeadDim;
+    static constexpr int kHeadDimStep = kSplitDims ? kHeadDim : kChunkElems;
     static constexpr int kBlockM = kBlockM_;  // query rows per CTA
     static constexpr int kBlockN = kBlockN_;  // keys per main-loop tile
     static constexpr int kNumWarps = kNumWarps_;
@@ -33,21 +43,23 @@ struct FwdTraits {
     static constexpr int kRowBlocks = kRowsPerWarp / kMmaM;
     static_assert(kBlockM == kNumWarps * kRowBlocks * kMmaM, "block_m must be num_warps x 16 x k");
     static_assert(kHeadDim % kMmaK == 0, "head_dim must be a multiple of 16 (k of Q.K^T)");
+    static_assert(kHeadDimV % kMmaK == 0 && kHeadDimV <= kHeadDim,
+                  "d_v: a multiple of 16 (n16 pairs of P.V), at most d_qk (O is staged in Q's tile)");
     static_assert(kBlockN % kMmaK == 0, "block_n must be a multiple of 16 (k of P.V)");
 
     static constexpr int kSTiles = kBlockN / kMmaN;    // n8 score tiles per warp
-    static constexpr int kOTiles = kHeadDim / kMmaN;   // n8 output tiles per warp
+    static constexpr int kOTiles = kHeadDimV / kMmaN;  // n8 output tiles per warp
     static constexpr int kQKSteps = kHeadDim / kMmaK;  // k16 steps of Q.K^T
     static constexpr int kPVSteps = kBlockN / kMmaK;   // k16 steps of P.V
     static constexpr int kChunksPerK16 = kMmaK / kChunkElems;   // 16-byte chunks per k16 step
     static constexpr int kPairTilesN = kBlockN / (2 * kMmaN);   // one ldmatrix.x4 = 2 key tiles
-    static constexpr int kPairTilesD = kHeadDim / (2 * kMmaN);  // one ldmatrix.x4.trans = 2 dim tiles
+    static constexpr int kPairTilesD = kHeadDimV / (2 * kMmaN);  // one ldmatrix.x4.trans = 2 dim tiles
     /* Whether the CTA carries a second, bounded copy of the main loop for head dims that leave
      * whole 16-column steps empty (issue 23; flash_fwd_cta.cuh). Only the d256 tile: there it
      * saves up to 7 of 16 steps (d160 / d192 / d224: 1.6 / 1.33 / 1.14x of the need before) at
      * 0 spills (255 registers on sm_80 .. sm_100, ptxas 13.5); with it the d64 / d128 tiles spill
      * 4 B and d80 24 B on sm_80 / sm_86 (d80 and d96 serve no head dim it would shorten). */
-    static constexpr bool kBoundedLoop = kQKSteps > 8;
+    static constexpr bool kBoundedLoop = kQKSteps > 8 && !kSplitDims;
 
     /* Q A-fragments (4 registers per k16 step and row block) stay in registers for the whole
      * main loop only while the accumulator-resident registers per thread (per row block O: d / 2,
@@ -56,10 +68,13 @@ struct FwdTraits {
      * see the table in kernels/kernel_table.h). */
     static constexpr LoadPath kLoadPath = kLoadPath_;
     static constexpr bool kRegisterStaged = kLoadPath == LoadPath::RegisterStaged;
-    using QTile = SwizzledTile<kBlockM, kHeadDim>;   // q: [block_m, d]
-    using KVTile = SwizzledTile<kBlockN, kHeadDim>;  // k, v: [block_n, d]
+    using QTile = SwizzledTile<kBlockM, kHeadDim>;   // q: [block_m, d_qk]
+    using KVTile = SwizzledTile<kBlockN, kHeadDim>;  // k: [block_n, d_qk] (and v when d_v = d_qk)
+    using VTile = SwizzledTile<kBlockN, kHeadDimV>;  // v: [block_n, d_v]
+    using OTile = SwizzledTile<kBlockM, kHeadDimV>;  // o staging in Q's region: [block_m, d_v]
     /* Register-staged loads hold one K or V tile per thread in flight (4 registers per 16-byte
      * chunk; K during S = Q K^T, V during O += P V); they count against the same budget. */
+    static_assert(!(kRegisterStaged && kSplitDims), "Turing rows have d_v = d_qk");
     static constexpr int kStagedRegs =
         kRegisterStaged ? ((KVTile::kChunks + kThreads - 1) / kThreads) * 4 : 0;
     static constexpr int kResidentRegs =
@@ -71,13 +86,17 @@ struct FwdTraits {
      * through the Q tile in the epilogue (same shape). cp.async double-buffers in shared
      * memory; the register-staged path buffers the next tile in registers instead. */
     static constexpr int kStages = kRegisterStaged ? 1 : 2;
-    static_assert(QTile::conflict_free() && KVTile::conflict_free(), "swizzle must be conflict-free");
-    static_assert(cursor_matches_layout<QTile>() && cursor_matches_layout<KVTile>(),
+    static_assert(QTile::conflict_free() && KVTile::conflict_free() && VTile::conflict_free() &&
+                      OTile::conflict_free(),
+                  "swizzle must be conflict-free");
+    static_assert(cursor_matches_layout<QTile>() && cursor_matches_layout<KVTile>() &&
+                      cursor_matches_layout<VTile>(),
                   "fragment cursors must address the swizzled layout");
+    static_assert(OTile::kBytes <= QTile::kBytes, "O is staged in the Q tile");
     static constexpr int kQOffset = 0;
     static constexpr int kKOffset = kQOffset + QTile::kBytes;
     static constexpr int kVOffset = kKOffset + kStages * KVTile::kBytes;
-    static constexpr int kSmemBytes = kVOffset + kStages * KVTile::kBytes;
+    static constexpr int kSmemBytes = kVOffset + kStages * VTile::kBytes;
     static_assert(kSmemBytes <= kMaxDynamicSmemBytes, "tile does not fit sm_86/sm_89 shared memory");
     static_assert(!kRegisterStaged || kSmemBytes <= FLASHMHA_SM75_MAX_DYNAMIC_SMEM_BYTES,
                   "Turing tile does not fit sm_75 shared memory");

@@ -31,4 +31,18 @@ constexpr int decode_min_ctas_per_sm(int head_dim) { return head_dim == 32 ? 3 :
                           flashmha::DecodeTraits<flashmha::Elem_##dtype, head_dim, num_warps,      \
                                                  kv_bytes, tile_rows>)
 
+/* flashmha_decode_<dtype>_d<head_dim>v<head_dim_v>: d_v != d_qk over 16-bit pages (DecodeTraits'
+ * kHeadDimV; kernel_table.h, FLASHMHA_DECODE_DV_KERNELS). */
+#undef FLASHMHA_DECODE_DV_KERNELS
+#define FLASHMHA_DECODE_DV_KERNELS(dtype, head_dim, head_dim_v, tile_rows, block_n, num_warps,     \
+                                   kv_bytes, smem_bytes)                                           \
+    static_assert((block_n) == flashmha::kDecodeKeysPerBlock && (kv_bytes) == 2,                   \
+                  "kernel_table.h: a d_v decode row streams 16-key blocks of 16-bit pages");       \
+    FLASHMHA_DEFINE_ENTRY(flashmha_decode_##dtype##_d##head_dim##v##head_dim_v,                    \
+                          ((num_warps) * flashmha::kWarpSize, decode_min_ctas_per_sm(head_dim)),   \
+                          const FlashDecodeParams, flash_decode_cta, smem_bytes,                   \
+                          flashmha::DecodeTraits<flashmha::Elem_##dtype, head_dim, num_warps,      \
+                                                 kv_bytes, tile_rows, flashmha::LoadPath::CpAsync, \
+                                                 head_dim_v>)
+
 FLASHMHA_KERNELS(FLASHMHA_KERNEL_ROW)

@@ -25,4 +25,16 @@ static_assert(sizeof(FlashFwdTmaParams) == offsetof(FlashFwdTmaParams, base) + s
                           flashmha::FwdTraitsSm90<flashmha::Elem_##dtype, head_dim, block_m,       \
                                                   block_n, num_warps>)
 
+/* flashmha_fwd_sm90_<dtype>_d<head_dim>v<head_dim_v>: the same body with d_v != d_qk
+ * (FwdTraitsSm90's kHeadDimV; kernel_table.h, FLASHMHA_FWD_DV_KERNELS_SM90). */
+#undef FLASHMHA_FWD_DV_KERNELS_SM90
+#define FLASHMHA_FWD_DV_KERNELS_SM90(dtype, head_dim, head_dim_v, block_m, block_n, num_warps,     \
+                                     kv_bytes, smem_bytes)                                         \
+    FLASHMHA_DEFINE_ENTRY(flashmha_fwd_sm90_##dtype##_d##head_dim##v##head_dim_v,                  \
+                          ((num_warps) * flashmha::kWarpSize, 1),                                  \
+                          const __grid_constant__ FlashFwdTmaParams, flash_fwd_sm90_cta,           \
+                          smem_bytes,                                                              \
+                          flashmha::FwdTraitsSm90<flashmha::Elem_##dtype, head_dim, block_m,       \
+                                                  block_n, num_warps, head_dim_v>)
+
 FLASHMHA_KERNELS(FLASHMHA_KERNEL_ROW)

@@ -53,7 +53,8 @@ __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) 
     // Head dims below the compiled one: the tensor maps' dimension 0 is head_dim, so TMA fills
     // the missing columns with zeros; the epilogue does not store them.
     const int d_real = params.head_dim;
-    cta_prologue<T::kSmemBytes, T::kHeadDim, kChunkElems>(d_real);
+    cta_prologue<T::kSmemBytes, T::kHeadDim, T::kHeadDimStep>(d_real);
+    const int dv_real = T::kSplitDims ? T::kHeadDimV : d_real;  // O's columns (d_v)
     // The 128-byte swizzle of TMA and of the wgmma descriptors needs 1024-byte aligned tiles.
     if (smem_base % kSwizzleAtomBytes != 0) __trap();
 
@@ -109,15 +110,15 @@ __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) 
             if (fill > 0) mbarrier_wait(T::kv_empty(smem_base, stage), (fill - 1) & 1);
             const int row = k_row0 + n * kBlockN;
             const uint32_t k_tile = smem_base + T::kKOffset + stage * T::kKVTileBytes;
-            const uint32_t v_tile = smem_base + T::kVOffset + stage * T::kKVTileBytes;
+            const uint32_t v_tile = smem_base + T::kVOffset + stage * T::kVTileBytes;
             mbarrier_arrive_expect_tx(T::k_full(smem_base, stage), T::kKVTileBytes);
 #pragma unroll
             for (int j = 0; j < T::kBoxes; ++j)
                 tma_load_4d(k_tile + j * T::kKVBoxBytes, &tp.k_map, T::k_full(smem_base, stage),
                             j * kColsPerSwizzleRow, kv_head, row, tma_batch);
-            mbarrier_arrive_expect_tx(T::v_full(smem_base, stage), T::kKVTileBytes);
+            mbarrier_arrive_expect_tx(T::v_full(smem_base, stage), T::kVTileBytes);
 #pragma unroll
-            for (int j = 0; j < T::kBoxes; ++j)
+            for (int j = 0; j < T::kBoxesV; ++j)
                 tma_load_4d(v_tile + j * T::kKVBoxBytes, &tp.v_map, T::v_full(smem_base, stage),
                             j * kColsPerSwizzleRow, kv_head, row, tma_batch);
         }
@@ -133,7 +134,7 @@ __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) 
 #pragma unroll
     for (int h = 0; h < kRowHalves; ++h) row_of[h] = m0 + warp_row0 + mma_c_row(lane, mma_c_index(h, 0));
 
-    // O: [16 rows of this warp, d] as n8 C fragments (the wgmma accumulator), f32
+    // O: [16 rows of this warp, d_v] as n8 C fragments (the wgmma accumulator), f32
     float o_acc[T::kOTiles][kCRegs];
     zero_c_fragments(o_acc);
 
@@ -172,10 +173,10 @@ __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) 
         // swizzle atoms) into every V box; the next 64 head-dim columns are one box further
         // (the descriptor's LBO).
         auto pv_gemm = [&](const uint32_t(&p)[T::kPVSteps][kARegs], int stage) {
-            const uint64_t vd = smem_desc_advance(pin(v_desc0), stage * T::kKVTileBytes);
+            const uint64_t vd = smem_desc_advance(pin(v_desc0), stage * T::kVTileBytes);
             static_for<T::kPVSteps>([&](auto kk_c) {
                 constexpr int kk = decltype(kk_c)::value;
-                wgmma_rs<T::kHeadDim, Elem>(o_acc, p[kk],
+                wgmma_rs<T::kHeadDimV, Elem>(o_acc, p[kk],
                                             smem_desc_advance(vd, kk * kWgmmaK * kSwizzleRowBytes), 1u);
             });
         };
@@ -258,10 +259,10 @@ __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) 
         row_scale[h] = res[h].inv_sum * gate;
     }
 
-    // o: [b, sq, hq, d] or varlen [total_q, hq, d]; this CTA's rows from (ext.q_row0 + m0).
+    // o: [b, sq, hq, d_v] or varlen [total_q, hq, d_v]; this CTA's rows from (ext.q_row0 + m0).
     const int64_t o_off = (varlen ? 0 : batch * params.o_batch_stride) +
                           (ext.q_row0 + m0) * params.o_row_stride + head * params.o_head_stride;
-    elem_bits_t *o_tile = static_cast<elem_bits_t *>(params.o) + o_off;  // o: [block_m, d]
+    elem_bits_t *o_tile = static_cast<elem_bits_t *>(params.o) + o_off;  // o: [block_m, d_v]
 #pragma unroll
     for (int h = 0; h < kRowHalves; ++h) {
         const int row = warp_row0 + mma_c_row(lane, mma_c_index(h, 0));  // within the CTA tile
@@ -270,7 +271,7 @@ __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) 
         for (int ot = 0; ot < T::kOTiles; ++ot) {
             const int c = mma_c_index(h, 0);
             const int col = ot * kMmaN + mma_c_col(lane, c);
-            if (col >= d_real) continue;  // columns >= head_dim are not written
+            if (col >= dv_real) continue;  // columns >= d_v are not written
             // Adding +0 turns -0 (zero gate) into +0.
             const float lo = __fadd_rn(o_acc[ot][c] * row_scale[h], 0.0f);
             const float hi = __fadd_rn(o_acc[ot][c + 1] * row_scale[h], 0.0f);

@@ -3,6 +3,8 @@
  * (element type, head dim, tile shape) and everything derived from it: warpgroup roles, the
  * shared-memory layout of TMA boxes and mbarriers, fragment counts. Its smem size must equal the
  * smem_bytes column of FLASHMHA_FWD_KERNELS_SM90 (static_assert at the entry point).
+ * kHeadDim is d_qk (Q and K boxes, the k16 steps of S = Q K^T); kHeadDimV is d_v (V boxes, the N
+ * of O += P V, O), equal unless a FLASHMHA_FWD_DV_KERNELS_SM90 row says otherwise (issue 23).
  */
 #ifndef FLASHMHA_SM90_FWD_TRAITS_SM90_CUH
 #define FLASHMHA_SM90_FWD_TRAITS_SM90_CUH
@@ -15,10 +17,15 @@
 
 namespace flashmha {
 
-template <class Elem_, int kHeadDim_, int kBlockM_, int kBlockN_, int kNumWarps_>
+template <class Elem_, int kHeadDim_, int kBlockM_, int kBlockN_, int kNumWarps_,
+          int kHeadDimV_ = kHeadDim_>
 struct FwdTraitsSm90 {
     using Elem = Elem_;
-    static constexpr int kHeadDim = kHeadDim_;
+    static constexpr int kHeadDim = kHeadDim_;    // d_qk
+    static constexpr int kHeadDimV = kHeadDimV_;  // d_v
+    /* A d_v != d_qk row serves exactly its pair (FwdTraits::kHeadDimStep, fwd_traits.cuh). */
+    static constexpr bool kSplitDims = kHeadDimV != kHeadDim;
+    static constexpr int kHeadDimStep = kSplitDims ? kHeadDim : kChunkElems;
     static constexpr int kBlockM = kBlockM_;  // query rows per CTA: 64 per consumer warpgroup
     static constexpr int kBlockN = kBlockN_;  // keys per K / V tile (the N of S = Q K^T)
     static constexpr int kNumWarps = kNumWarps_;
@@ -44,30 +51,34 @@ struct FwdTraitsSm90 {
                       kWarpgroupThreads * (kProducerRegs + kConsumerWarpgroups * kConsumerRegs) <= 65536,
                   "register budgets exceed the SM's register file");
 
-    static_assert(kHeadDim % kColsPerSwizzleRow == 0, "head_dim must be whole 64-column TMA boxes");
+    static_assert(kHeadDim % kColsPerSwizzleRow == 0 && kHeadDimV % kColsPerSwizzleRow == 0,
+                  "head dims must be whole 64-column TMA boxes");
     static_assert(kBlockN % kWgmmaK == 0 && kBlockN <= 256, "block_n: a legal wgmma N, whole k16 steps");
     static_assert(kBlockM <= 256 && kBlockN <= 256, "TMA box dimensions are at most 256");
 
     static constexpr int kSTiles = kBlockN / kMmaN;    // n8 score tiles per warp
-    static constexpr int kOTiles = kHeadDim / kMmaN;   // n8 output tiles per warp
+    static constexpr int kOTiles = kHeadDimV / kMmaN;  // n8 output tiles per warp
     static constexpr int kQKSteps = kHeadDim / kWgmmaK;  // k16 steps of S = Q K^T
     static constexpr int kPVSteps = kBlockN / kWgmmaK;   // k16 steps of O += P V
     static constexpr int kKStepsPerBox = kSwizzleRowBytes / kKStepBytes;  // 4
 
     /* Shared memory, every tile in 64-column TMA boxes of 128-byte swizzled rows:
-     *   q: [d / 64 boxes][block_m rows][128 B]
-     *   k, v (per stage): [d / 64 boxes][block_n rows][128 B]
+     *   q: [d_qk / 64 boxes][block_m rows][128 B]
+     *   k (per stage): [d_qk / 64 boxes][block_n rows][128 B]
+     *   v (per stage): [d_v / 64 boxes][block_n rows][128 B]
      *   then the mbarriers: q_full, k_full[stages], v_full[stages], kv_empty[stages]. */
     static constexpr int kStages = 2;
-    static constexpr int kBoxes = kHeadDim / kColsPerSwizzleRow;
+    static constexpr int kBoxes = kHeadDim / kColsPerSwizzleRow;    // of Q and K rows
+    static constexpr int kBoxesV = kHeadDimV / kColsPerSwizzleRow;  // of V rows
     static constexpr int kQBoxBytes = kBlockM * kSwizzleRowBytes;
     static constexpr int kKVBoxBytes = kBlockN * kSwizzleRowBytes;
     static constexpr int kQBytes = kBoxes * kQBoxBytes;
-    static constexpr int kKVTileBytes = kBoxes * kKVBoxBytes;
+    static constexpr int kKVTileBytes = kBoxes * kKVBoxBytes;   // one K tile (and V when d_v = d_qk)
+    static constexpr int kVTileBytes = kBoxesV * kKVBoxBytes;   // one V tile
     static constexpr int kQOffset = 0;
     static constexpr int kKOffset = kQOffset + kQBytes;
     static constexpr int kVOffset = kKOffset + kStages * kKVTileBytes;
-    static constexpr int kBarOffset = kVOffset + kStages * kKVTileBytes;
+    static constexpr int kBarOffset = kVOffset + kStages * kVTileBytes;
     static constexpr int kNumBarriers = 1 + 3 * kStages;
     static constexpr int kBarBlockBytes = 128;
     static_assert(kNumBarriers * kMbarrierBytes <= kBarBlockBytes, "mbarrier block too small");

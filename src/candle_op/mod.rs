@@ -196,7 +196,9 @@ fn emulated_outputs(
 /// Attention over padded tensors: `q: [b, sq, hq, d]`, `k, v: [b, sk, hkv, d]` (f16 or bf16,
 /// any strides; `hq` a multiple of `hkv` for GQA/MQA). Returns `o: [b, sq, hq, d]` (q's dtype)
 /// and `lse: [b, hq, sq]` (f32, natural log; `-inf` for a fully masked row). Masks and scale
-/// follow [`AttnOptions`].
+/// follow [`AttnOptions`]. v may have its own head dim d_v where a (d, d_v) pair is compiled
+/// (issue 23: 192 / 128, 128 / 64; forward only, the backward refuses it): o is then
+/// `[b, sq, hq, d_v]`.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -252,8 +254,10 @@ fn padded(
     let qd = dims::<4>(TensorName::Q, q)?;
     let kd = dims::<4>(TensorName::K, k)?;
     let vd = dims::<4>(TensorName::V, v)?;
-    // Checks every dim of every tensor against the others (typed errors).
-    let shape = FwdShape::from_dense_dims(qd, kd, vd, qd).map_err(wrap)?;
+    // o: q's rows and heads, v's head dim. Checks every dim of every tensor against the others
+    // (typed errors).
+    let od = [qd[0], qd[1], qd[2], vd[3]];
+    let shape = FwdShape::from_dense_dims(qd, kd, vd, od).map_err(wrap)?;
     let [batch, seqlen_q, heads_q, _] = qd;
     if let Some(s) = sinks {
         check_sinks(s, heads_q)?;
@@ -266,7 +270,7 @@ fn padded(
     let shape = shape.with_options(*opts);
     let (o, lse) = if same_device(q, k, v)? == Target::Cuda {
         let out = OutputDims {
-            o: qd.to_vec(),
+            o: od.to_vec(),
             lse: vec![batch, heads_q, seqlen_q],
             sinks: sinks.cloned(),
         };
@@ -310,16 +314,15 @@ fn padded_emulated(
 ) -> candle_core::Result<(Tensor, Tensor)> {
     let qd = dims::<4>(TensorName::Q, q)?;
     let [batch, seqlen_q, heads_q, head_dim] = qd;
-    let mut problem = FwdProblem::contiguous(
+    let mut problem = FwdProblem::contiguous_dv(
         dtype,
         SeqLayout::Padded {
             batch,
             seqlen_q,
             seqlen_k: shape.seq.max_seqlens().1,
         },
-        heads_q,
-        shape.heads.kv,
-        head_dim,
+        (heads_q, shape.heads.kv),
+        (head_dim, shape.head_dim_v),
         shape.options,
     );
     problem.lse_len = Some(problem.row_stats_len());
@@ -327,7 +330,7 @@ fn padded_emulated(
     let sinks = sinks.map(|s| s.to_vec1::<f32>()).transpose()?;
     let (o, lse) = emulate(&problem, q, k, v, sinks)?;
     Ok((
-        from_bits(o, dtype, &qd)?,
+        from_bits(o, dtype, &[batch, seqlen_q, heads_q, shape.head_dim_v])?,
         Tensor::from_vec(lse, (batch, heads_q, seqlen_q), &Device::Cpu)?,
     ))
 }

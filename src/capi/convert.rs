@@ -321,6 +321,7 @@ pub fn decode_problem(s: &ffi::flashmha_decode_shape) -> Result<DecodeProblem, C
         num_heads_q: s.heads_q,
         num_heads_kv: s.heads_kv,
         head_dim: s.head_dim,
+        head_dim_v: s.head_dim,
         queries,
         q_strides,
         o_strides,

@@ -58,6 +58,7 @@ pub fn code_of(e: &Error) -> flashmha_status {
         | Error::MissingBuffer { .. }
         | Error::UnexpectedBuffer { .. } => ffi::FLASHMHA_ERR_BUFFER,
         Error::UnsupportedHeadDim { .. }
+        | Error::UnsupportedHeadDimPair { .. }
         | Error::UnsupportedDType { .. }
         | Error::UnsupportedOnTarget { .. }
         | Error::TargetMismatch { .. }

@@ -18,7 +18,7 @@ use crate::ops::decode::fp8::{KvCacheDType, KvScaleGranularity};
 use crate::ops::decode::kernels::DECODE_KERNELS;
 use crate::ops::decode::plan::{DecodePlan, SplitPolicy};
 use crate::ops::decode::problem::{DecodeProblem, QueryLayout};
-use crate::ops::decode::validate::decode_width_for;
+use crate::ops::decode::validate::{decode_head_dim_pairs, decode_width_for};
 use crate::reference::paged::{
     item_rows, pack_rows, paged_attention, stat_offset, PagedReferenceInputs,
 };
@@ -32,7 +32,10 @@ pub struct DecodeCase {
     /// The kernels that run it: Ampere-and-newer, or Turing (f16 over 16-bit pages only).
     pub target: KernelTarget,
     pub dtype: DType,
+    /// d_qk: q and the K pages.
     pub head_dim: usize,
+    /// d_v: the V pages and o (`head_dim` but for a compiled d_qk != d_v pair).
+    pub head_dim_v: usize,
     pub num_heads_kv: usize,
     pub group: usize,
     /// Cache length of each item (new tokens included).
@@ -95,6 +98,7 @@ impl DecodeCase {
             target: KernelTarget::Ampere,
             dtype,
             head_dim,
+            head_dim_v: head_dim,
             num_heads_kv,
             group,
             cache_lens: vec![cache_len; batch],
@@ -220,6 +224,7 @@ impl DecodeCase {
             target,
             dtype,
             head_dim,
+            head_dim_v: head_dim,
             num_heads_kv: rng.random_range(1..=2),
             group: rng.random_range(1..=8),
             cache_lens,
@@ -249,6 +254,14 @@ impl DecodeCase {
             split,
             seed: rng.random(),
         };
+        // A compiled d_qk != d_v pair (issue 23: 16-bit pages) in a sixth of the cases that can
+        // take one.
+        let pairs = decode_head_dim_pairs(target, dtype, 2);
+        if !kv_dtype.is_fp8() && !pairs.is_empty() && rng.random_bool(1.0 / 6.0) {
+            let (d, dv) = pairs[rng.random_range(0..pairs.len())];
+            case.head_dim = d as usize;
+            case.head_dim_v = dv as usize;
+        }
         // With entropy on, softcaps stay within ENTROPY_SOFTCAP_MAX (the judge's entropy policy,
         // src/check/judge.rs), as the forward generator draws them.
         if case.entropy {
@@ -261,6 +274,7 @@ impl DecodeCase {
     pub fn build(&self) -> BuiltCase {
         let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
         let (hkv, d, ps) = (self.num_heads_kv, self.head_dim, self.page_size);
+        let dv = self.head_dim_v;
         let hq = hkv * self.group;
         let batch = self.cache_lens.len();
         let pages_of = |l: usize| l.div_ceil(ps);
@@ -321,30 +335,39 @@ impl DecodeCase {
                 sq_new: self.q_lens[0],
             }
         };
-        let row = (hq * d) as i64;
-        let q_strides = Strides {
-            batch: self.q_lens[0] as i64 * row,
-            row,
-            head: d as i64,
+        // q: [.., hq, d], o: [.., hq, d_v] (padded; varlen ignores the batch stride).
+        let rows_of = |d: usize| {
+            let row = (hq * d) as i64;
+            Strides {
+                batch: self.q_lens[0] as i64 * row,
+                row,
+                head: d as i64,
+            }
         };
-        let strides = if self.head_major_pages {
-            PageStrides::hnd(ps, hkv, d)
-        } else {
-            PageStrides::nhd(ps, hkv, d)
+        let (q_strides, o_strides) = (rows_of(d), rows_of(dv));
+        // K pages of d_qk, V pages of d_v elements per row, both NHD or both HND.
+        let pages_of_dim = |d: usize| {
+            if self.head_major_pages {
+                PageStrides::hnd(ps, hkv, d)
+            } else {
+                PageStrides::nhd(ps, hkv, d)
+            }
         };
+        let (strides, v_strides) = (pages_of_dim(d), pages_of_dim(dv));
         let problem = DecodeProblem {
             dtype: self.dtype,
             batch,
             num_heads_q: hq,
             num_heads_kv: hkv,
             head_dim: d,
+            head_dim_v: dv,
             queries,
             q_strides,
-            o_strides: q_strides,
+            o_strides,
             num_pages,
             page_size: ps,
             k_strides: strides,
-            v_strides: strides,
+            v_strides,
             kv_dtype: self.kv_dtype,
             kv_scales: self.kv_scales,
             max_pages_per_seq,
@@ -359,25 +382,33 @@ impl DecodeCase {
         };
         // Pools: NaN everywhere, random values in every slot some item reads.
         let span = problem.cache_span(&strides) as usize;
+        let v_span = problem.v_cache_span() as usize;
         let mut k_cache = vec![nan_bits(self.dtype); span];
-        let mut v_cache = k_cache.clone();
+        let mut v_cache = vec![nan_bits(self.dtype); v_span];
         let draw =
             |rng: &mut rand::rngs::StdRng| self.dtype.bits_from_f32(rng.random_range(-1.0..1.0));
         // Offset and KV head of every cache row some item reads (item, position, head order;
         // shared pages are met once per item that reads them).
-        let used_rows: Vec<(usize, usize)> = (0..batch)
+        // (K offset, V offset, KV head) of every such row.
+        let used_rows: Vec<(usize, usize, usize)> = (0..batch)
             .flat_map(|b| (0..self.cache_lens[b]).map(move |j| (b, j)))
             .flat_map(|(b, j)| {
                 let page = table[b * max_pages_per_seq + j / ps] as i64;
-                let slot = page * strides.page + (j % ps) as i64 * strides.slot;
-                (0..hkv).map(move |h| ((slot + h as i64 * strides.head) as usize, h))
+                let at = move |s: &PageStrides, h: usize| {
+                    (page * s.page + (j % ps) as i64 * s.slot + h as i64 * s.head) as usize
+                };
+                (0..hkv).map(move |h| (at(&strides, h), at(&v_strides, h), h))
             })
             .collect();
-        for &(o, _) in &used_rows {
+        for &(ko, vo, _) in &used_rows {
+            // A shared page's row is met once per item that reads it: drawn the first time (K
+            // and V column by column, so d_v = d_qk cases draw what they always drew).
             for c in 0..d {
-                if k_cache[o + c] == nan_bits(self.dtype) {
-                    k_cache[o + c] = draw(&mut rng);
-                    v_cache[o + c] = draw(&mut rng);
+                if k_cache[ko + c] == nan_bits(self.dtype) {
+                    k_cache[ko + c] = draw(&mut rng);
+                    if c < dv {
+                        v_cache[vo + c] = draw(&mut rng);
+                    }
                 }
             }
         }
@@ -411,7 +442,8 @@ impl DecodeCase {
                 KvScaleGranularity::PerTensor => 0,
                 KvScaleGranularity::PerKvHead => h,
             };
-            for &(o, h) in &used_rows {
+            // (FP8 pages only with d_v = d_qk: one offset serves K and V.)
+            for &(o, _, h) in &used_rows {
                 for c in 0..d {
                     if k8[o + c] == NAN_CODE {
                         k8[o + c] = code(&mut rng, k_scales[scale_of(h)]);
@@ -468,7 +500,14 @@ impl DecodeCase {
         if self.target != KernelTarget::Ampere {
             words.push(format!("on {}", self.target));
         }
-        words.push(format!("{} d{}", self.dtype, self.head_dim));
+        if self.head_dim_v == self.head_dim {
+            words.push(format!("{} d{}", self.dtype, self.head_dim));
+        } else {
+            words.push(format!(
+                "{} d{}v{}",
+                self.dtype, self.head_dim, self.head_dim_v
+            ));
+        }
         if self.kv_dtype.is_fp8() {
             words.push(format!(
                 "kv {} scale per {}",
@@ -631,8 +670,8 @@ pub fn check_outputs(
     let rows = item_rows(p, inp.cu_seqlens_q.as_deref());
     let total_q = rows.last().map_or(0, |r| r.1);
     let (hq, d) = (p.num_heads_q, p.head_dim);
-    // Kernel outputs in the canonical layouts of the reference.
-    let o = f32s(&pack_rows(p, &p.o_strides, &rows, run_o));
+    // Kernel outputs in the canonical layouts of the reference (o rows of d_v elements).
+    let o = f32s(&pack_rows(p, (&p.o_strides, p.head_dim_v), &rows, run_o));
     let canon_stats = |xs: &[f32]| {
         let mut out = vec![0f32; hq * total_q];
         for h in 0..hq {

@@ -23,7 +23,11 @@ use rand::{Rng, SeedableRng};
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckCase {
     pub dtype: DType,
+    /// d_qk: the head dim of q and k.
     pub head_dim: usize,
+    /// d_v: the head dim of v and o (`head_dim` but for a compiled d_qk != d_v pair:
+    /// [`CheckCase::with_head_dim_pair`]).
+    pub head_dim_v: usize,
     pub num_heads_q: usize,
     pub num_heads_kv: usize,
     /// (sq, sk) per batch item; padded layouts use the first item's lengths for all items.
@@ -85,6 +89,7 @@ impl CheckCase {
         CheckCase {
             dtype,
             head_dim,
+            head_dim_v: head_dim,
             num_heads_q,
             num_heads_kv,
             seqlens,
@@ -118,6 +123,13 @@ impl CheckCase {
         }
     }
 
+    /// The same case with q, k of head dim `pair.0` and v, o of `pair.1`.
+    pub fn with_head_dim_pair(mut self, (head_dim, head_dim_v): (usize, usize)) -> CheckCase {
+        self.head_dim = head_dim;
+        self.head_dim_v = head_dim_v;
+        self
+    }
+
     fn layout(&self) -> SeqLayout {
         if self.varlen {
             let cu = |pick: fn(&(usize, usize)) -> usize| {
@@ -143,12 +155,11 @@ impl CheckCase {
 
     /// The problem, with strides padded by `stride_pad` and heads outside rows when asked.
     pub fn problem(&self) -> FwdProblem {
-        let mut p = FwdProblem::contiguous(
+        let mut p = FwdProblem::contiguous_dv(
             self.dtype,
             self.layout(),
-            self.num_heads_q,
-            self.num_heads_kv,
-            self.head_dim,
+            (self.num_heads_q, self.num_heads_kv),
+            (self.head_dim, self.head_dim_v),
             self.options,
         );
         if self.stride_pad > 0 || self.head_major {
@@ -156,9 +167,10 @@ impl CheckCase {
             let (tq, tk) = p.layout.total_rows();
             let batch = p.layout.batch();
             let pad = self.stride_pad as i64;
-            let d = self.head_dim as i64;
-            // Rows one (item, head) slice spans: the item's length, or every row for varlen.
-            let operand = |heads: usize, seqlen: usize, rows_total: usize| {
+            // Rows one (item, head) slice spans: the item's length, or every row for varlen;
+            // `d`: the operand's own head dim.
+            let operand = |heads: usize, seqlen: usize, rows_total: usize, d: usize| {
+                let d = d as i64;
                 let (items, rows) = if self.varlen {
                     (1, rows_total as i64)
                 } else {
@@ -182,10 +194,11 @@ impl CheckCase {
                     len: (items * item) as usize,
                 }
             };
-            p.q = operand(self.num_heads_q, sq, tq);
-            p.o = p.q;
-            p.k = operand(self.num_heads_kv, sk, tk);
-            p.v = p.k;
+            let (d, dv) = (self.head_dim, self.head_dim_v);
+            p.q = operand(self.num_heads_q, sq, tq, d);
+            p.o = operand(self.num_heads_q, sq, tq, dv);
+            p.k = operand(self.num_heads_kv, sk, tk, d);
+            p.v = operand(self.num_heads_kv, sk, tk, dv);
         }
         let stats = p.row_stats_len();
         p.lse_len = self.lse.then_some(stats);
@@ -217,10 +230,14 @@ impl CheckCase {
             .iter()
             .map(|(q, k)| format!("{q}x{k}"))
             .collect();
+        let dims = if self.head_dim_v == self.head_dim {
+            format!("d{}", self.head_dim)
+        } else {
+            format!("d{}v{}", self.head_dim, self.head_dim_v)
+        };
         format!(
-            "{} d{} hq{}/hkv{} {} sq x sk {} [{}]",
+            "{} {dims} hq{}/hkv{} {} sq x sk {} [{}]",
             self.dtype,
-            self.head_dim,
             self.num_heads_q,
             self.num_heads_kv,
             if self.varlen { "varlen" } else { "padded" },
@@ -230,9 +247,10 @@ impl CheckCase {
     }
 }
 
-/// Element offsets of every (row, head, col) of an operand, in contiguous `[rows, heads, d]`
-/// order, where `rows` walks batch items then positions (padded) or global rows (varlen).
-fn gather_offsets(p: &FwdProblem, op: &Operand, heads: usize, is_q: bool) -> Vec<usize> {
+/// Element offsets of every (row, head, col) of an operand of head dim `d`, in contiguous
+/// `[rows, heads, d]` order, where `rows` walks batch items then positions (padded) or global
+/// rows (varlen).
+fn gather_offsets(p: &FwdProblem, op: &Operand, heads: usize, d: usize, is_q: bool) -> Vec<usize> {
     let mut out = Vec::new();
     let (sq, sk) = p.layout.max_seqlens();
     let per_item = if is_q { sq } else { sk };
@@ -247,7 +265,7 @@ fn gather_offsets(p: &FwdProblem, op: &Operand, heads: usize, is_q: bool) -> Vec
         for r in 0..rows {
             for h in 0..heads {
                 let base = b as i64 * s.batch + r as i64 * s.row + h as i64 * s.head;
-                out.extend((0..p.head_dim).map(|c| (base + c as i64) as usize));
+                out.extend((0..d).map(|c| (base + c as i64) as usize));
             }
         }
     }
@@ -311,16 +329,19 @@ pub fn run_case_on<B: HarnessBackend>(backend: &B, case: &CheckCase) -> Result<J
     let outputs = run.outputs;
 
     // The reference takes contiguous tensors: gather the strided ones.
-    let q_off = gather_offsets(&p, &p.q, case.num_heads_q, true);
-    let k_off = gather_offsets(&p, &p.k, case.num_heads_kv, false);
+    let (d, dv) = (case.head_dim, case.head_dim_v);
+    let q_off = gather_offsets(&p, &p.q, case.num_heads_q, d, true);
+    let k_off = gather_offsets(&p, &p.k, case.num_heads_kv, d, false);
+    let v_off = gather_offsets(&p, &p.v, case.num_heads_kv, dv, false);
+    let o_off = gather_offsets(&p, &p.o, case.num_heads_q, dv, true);
     let gather = |vals: &[f32], off: &[usize]| off.iter().map(|&i| vals[i]).collect::<Vec<f32>>();
     let (q_c, k_c, v_c) = (
         gather(&q_vals, &q_off),
         gather(&k_vals, &k_off),
-        gather(&v_vals, &k_off),
+        gather(&v_vals, &v_off),
     );
     let layout = p.layout.as_slices();
-    let reference = reference::attention(&ReferenceInputs {
+    let inputs = ReferenceInputs {
         q: &q_c,
         k: &k_c,
         v: &v_c,
@@ -332,10 +353,11 @@ pub fn run_case_on<B: HarnessBackend>(backend: &B, case: &CheckCase) -> Result<J
         alibi_slopes: slopes.as_deref(),
         head_gates: gates.as_deref(),
         sinks: sinks.as_deref(),
-    })
-    .map_err(|e| Error::Reference(e.to_string()))?;
+    };
+    let reference = reference::attention_with_v_dim(&inputs, dv)
+        .map_err(|e| Error::Reference(e.to_string()))?;
 
-    let o_out: Vec<f32> = q_off
+    let o_out: Vec<f32> = o_off
         .iter()
         .map(|&i| case.dtype.f32_from_bits(outputs.o[i]))
         .collect();

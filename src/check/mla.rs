@@ -31,6 +31,8 @@ pub fn random_case(rng: &mut impl Rng, heads: &[usize], max_len: usize) -> Decod
         max_len,
     );
     c.head_dim = MLA_D_QK;
+    // One latent pool serves as K and V: the decode view's V rows are the K rows.
+    c.head_dim_v = MLA_D_QK;
     c.num_heads_kv = 1;
     c.group = heads[rng.random_range(0..heads.len())];
     // FP8 latent pages (either format) in a quarter of the cases.

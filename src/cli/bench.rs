@@ -635,8 +635,8 @@ fn run_tiles(args: &BenchArgs) -> super::CliResult<()> {
     for r in rows {
         bar.set_message(r.entry);
         let f = tile_figures::measure(r, args.tile_inputs)?;
-        // The old and FA2 figures are of the sm_80+ kernels.
-        let old = if r.target == KernelTarget::Turing {
+        // The old and FA2 figures are of the sm_80+ kernels with d_v = d_qk.
+        let old = if r.target == KernelTarget::Turing || r.head_dim_v != r.head_dim {
             vec!["-"; 8]
         } else {
             tiles_before(r.head_dim)

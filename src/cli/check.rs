@@ -15,7 +15,9 @@ use flashmha::cuda::CudaBackend;
 use flashmha::ops::backward::kernels::compiled_head_dims as bwd_compiled_head_dims;
 use flashmha::ops::decode::kernels::DECODE_KERNELS;
 use flashmha::ops::decode::validate::decode_width_for;
-use flashmha::ops::forward::validate::{compiled_head_dims, forward_kernel_for};
+use flashmha::ops::forward::validate::{
+    compiled_head_dim_pairs, compiled_head_dims, forward_kernel_for,
+};
 use flashmha::KernelTarget;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -254,7 +256,11 @@ fn forward_op<'a>(args: &'a CheckArgs, backend: Option<&'a CudaBackend>) -> CliR
         .unwrap_or(KernelTarget::Ampere);
     let dtypes = args.dtypes(target)?;
     let mut draws = Vec::new();
+    // d_qk != d_v pairs (issue 23) of each dtype, drawn for a fifth of the cases unless
+    // --head-dim names one dim.
+    let mut pairs = Vec::new();
     for &dtype in &dtypes {
+        pairs.push((dtype, compiled_head_dim_pairs(FWD_KERNELS, target, dtype)));
         let compiled: Vec<usize> = compiled_head_dims(FWD_KERNELS, target, dtype)
             .into_iter()
             .map(|d| d as usize)
@@ -281,6 +287,13 @@ fn forward_op<'a>(args: &'a CheckArgs, backend: Option<&'a CudaBackend>) -> CliR
             let (dtype, dims) = pick_draw(&draws, rng, n);
             let mut case = CheckCase::random(rng, &[dtype], dims, args.max_len);
             case.target = target;
+            let dtype_pairs = pairs.iter().find(|(dt, _)| *dt == dtype).map(|(_, p)| p);
+            if let Some(p) = dtype_pairs.filter(|p| !p.is_empty() && args.head_dim.is_none()) {
+                if rng.random_bool(0.2) {
+                    let (d, dv) = p[rng.random_range(0..p.len())];
+                    case = case.with_head_dim_pair((d as usize, dv as usize));
+                }
+            }
             let judgement = match backend {
                 Some(b) => run_case_on(b, &case)?,
                 None => run_case(&case)?,

@@ -11,7 +11,7 @@ use flashmha::emulated;
 use flashmha::emulator::LaunchReport;
 use flashmha::host::HostInputs;
 use flashmha::ops::head_similarity::{ENTRY_BF16, ENTRY_F16};
-use flashmha::problem::FwdProblem;
+use flashmha::problem::{FwdProblem, SeqLayout};
 
 #[derive(clap::Args)]
 pub struct EmulateArgs {
@@ -62,12 +62,15 @@ pub fn run(args: &EmulateArgs) -> super::CliResult<bool> {
         causal: args.causal,
         ..Default::default()
     };
-    let mut p = FwdProblem::padded(
+    let mut p = FwdProblem::contiguous_dv(
         row.dtype,
-        args.batch,
-        (args.seqlen_q, args.seqlen_k),
+        SeqLayout::Padded {
+            batch: args.batch,
+            seqlen_q: args.seqlen_q,
+            seqlen_k: args.seqlen_k,
+        },
         (args.heads, args.heads),
-        row.head_dim as usize,
+        (row.head_dim as usize, row.head_dim_v as usize),
         options,
     );
     p.lse_len = Some(p.row_stats_len());

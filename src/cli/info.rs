@@ -63,7 +63,7 @@ pub fn run() -> super::CliResult<()> {
         "forward kernel",
         "target",
         "dtype",
-        "head dim",
+        "head dim (d_qk / d_v)",
         "block m x n",
         "warps",
     ]);
@@ -72,7 +72,12 @@ pub fn run() -> super::CliResult<()> {
             r.entry.to_string(),
             r.target.to_string(),
             r.dtype.to_string(),
-            r.head_dim.to_string(),
+            // d_qk, or "d_qk / d_v" for a pair row (issue 23).
+            if r.head_dim_v == r.head_dim {
+                r.head_dim.to_string()
+            } else {
+                format!("{} / {}", r.head_dim, r.head_dim_v)
+            },
             format!("{} x {}", r.block_m, r.block_n),
             r.num_warps.to_string(),
         ]);

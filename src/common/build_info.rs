@@ -68,7 +68,11 @@ pub struct FwdKernelRow {
     pub target: KernelTarget,
     pub entry: &'static str,
     pub dtype: DType,
+    /// d_qk: the head dim of q and k (the widest served, see `crate::ops::kernel_rows`).
     pub head_dim: u32,
+    /// d_v: the head dim of v and o. Equal to `head_dim` except on the FLASHMHA_FWD_DV_KERNELS
+    /// rows (issue 23), which serve exactly their (d_qk, d_v) pair.
+    pub head_dim_v: u32,
     pub block_m: u32,
     pub block_n: u32,
     pub num_warps: u32,

@@ -315,6 +315,18 @@ pub enum Error {
         target: KernelTarget,
         supported: Vec<u32>,
     },
+    /// d_qk != d_v (issue 23): only compiled pairs run, each exactly (its columns are not
+    /// predicated per tensor); `supported` lists them as (d_qk, d_v).
+    #[error(
+        "head dims (d_qk {head_dim}, d_v {head_dim_v}) are not supported for {dtype} on {target} (compiled pairs: {supported:?})"
+    )]
+    UnsupportedHeadDimPair {
+        dtype: DType,
+        head_dim: usize,
+        head_dim_v: usize,
+        target: KernelTarget,
+        supported: Vec<(u32, u32)>,
+    },
     #[error("{dtype} is not supported on {target} (Turing has no bf16 mma: use f16 there)")]
     UnsupportedDType { dtype: DType, target: KernelTarget },
     #[error("{what} has no kernels for {target} in this build")]

@@ -26,7 +26,10 @@ pub struct FwdProblem {
     pub layout: SeqLayout,
     pub num_heads_q: usize,
     pub num_heads_kv: usize,
+    /// d_qk: the head dim of q and k.
     pub head_dim: usize,
+    /// d_v: the head dim of v and o (`head_dim` unless a compiled d_qk != d_v pair serves it).
+    pub head_dim_v: usize,
     pub q: Operand,
     pub k: Operand,
     pub v: Operand,
@@ -56,6 +59,24 @@ impl FwdProblem {
         head_dim: usize,
         options: AttnOptions,
     ) -> FwdProblem {
+        Self::contiguous_dv(
+            dtype,
+            layout,
+            (num_heads_q, num_heads_kv),
+            (head_dim, head_dim),
+            options,
+        )
+    }
+
+    /// A contiguous problem whose q, k have head dim d_qk and v, o d_v (`head_dims` =
+    /// (d_qk, d_v)).
+    pub fn contiguous_dv(
+        dtype: DType,
+        layout: SeqLayout,
+        (num_heads_q, num_heads_kv): (usize, usize),
+        (head_dim, head_dim_v): (usize, usize),
+        options: AttnOptions,
+    ) -> FwdProblem {
         let (tq, tk) = layout.total_rows();
         let (sq, sk) = match &layout {
             SeqLayout::Padded {
@@ -64,13 +85,10 @@ impl FwdProblem {
             // Varlen ignores batch strides; rows are global.
             SeqLayout::Varlen { .. } => (0, 0),
         };
-        let q = Operand {
-            strides: Strides::contiguous(sq, num_heads_q, head_dim),
-            len: tq.saturating_mul(num_heads_q).saturating_mul(head_dim),
-        };
-        let kv = Operand {
-            strides: Strides::contiguous(sk, num_heads_kv, head_dim),
-            len: tk.saturating_mul(num_heads_kv).saturating_mul(head_dim),
+        // [rows, heads, d] densely packed (padded: per item of `seqlen` rows).
+        let operand = |seqlen: usize, rows: usize, heads: usize, d: usize| Operand {
+            strides: Strides::contiguous(seqlen, heads, d),
+            len: rows.saturating_mul(heads).saturating_mul(d),
         };
         FwdProblem {
             dtype,
@@ -78,10 +96,11 @@ impl FwdProblem {
             num_heads_q,
             num_heads_kv,
             head_dim,
-            q,
-            k: kv,
-            v: kv,
-            o: q,
+            head_dim_v,
+            q: operand(sq, tq, num_heads_q, head_dim),
+            k: operand(sk, tk, num_heads_kv, head_dim),
+            v: operand(sk, tk, num_heads_kv, head_dim_v),
+            o: operand(sq, tq, num_heads_q, head_dim_v),
             lse_len: None,
             entropy_len: None,
             alibi_len: None,
@@ -175,6 +194,7 @@ impl FwdProblem {
                 kv: self.num_heads_kv,
             },
             head_dim: self.head_dim,
+            head_dim_v: self.head_dim_v,
             strides: QkvoStrides {
                 q: self.q.strides,
                 k: self.k.strides,
@@ -193,7 +213,7 @@ impl FwdProblem {
     }
 
     /// Compulsory FLOPs of the two matmuls (README.md, "Performance evidence"), counting only
-    /// unmasked (query, key) pairs.
+    /// unmasked (query, key) pairs: 2 d_qk for Q K^T and 2 d_v for P V per pair.
     pub fn flops(&self) -> f64 {
         let pairs: u64 = (0..self.layout.batch())
             .map(|i| {
@@ -201,16 +221,16 @@ impl FwdProblem {
                 crate::common::options::unmasked_pairs(&self.options, sq, sk)
             })
             .sum();
-        4.0 * pairs as f64 * self.num_heads_q as f64 * self.head_dim as f64
+        2.0 * pairs as f64 * self.num_heads_q as f64 * (self.head_dim + self.head_dim_v) as f64
     }
 
     /// Compulsory DRAM bytes: read q, k, v once, write o once (README.md, "Performance
-    /// evidence").
+    /// evidence"); q and k rows are d_qk wide, v and o rows d_v.
     pub fn compulsory_bytes(&self) -> f64 {
         let (tq, tk) = self.layout.total_rows();
         let e = self.dtype.size() as f64;
-        let d = self.head_dim as f64;
-        e * d * (2.0 * (tq * self.num_heads_q) as f64 + 2.0 * (tk * self.num_heads_kv) as f64)
+        let d = (self.head_dim + self.head_dim_v) as f64;
+        e * d * ((tq * self.num_heads_q) as f64 + (tk * self.num_heads_kv) as f64)
     }
 }
 

@@ -283,11 +283,7 @@ fn check_decode_inputs(p: &DecodeProblem, inputs: &DecodeHostInputs) -> Result<(
         p.cache_span(&p.k_strides) as usize,
         k_len,
     )?;
-    check_len(
-        TensorName::VCache,
-        p.cache_span(&p.v_strides) as usize,
-        v_len,
-    )?;
+    check_len(TensorName::VCache, p.v_cache_span() as usize, v_len)?;
     check_scale_inputs(p, fp8, &inputs.k_scales, &inputs.v_scales)?;
     check_len(
         TensorName::CacheSeqlens,
@@ -339,7 +335,8 @@ fn decode_typed<T: Element, B: HarnessBackend>(
     inputs: &DecodeHostInputs,
 ) -> Result<DecodeRun> {
     let p = &plan.problem;
-    let o_len = p.q_span(&p.o_strides) as usize;
+    // o: rows of d_v elements.
+    let o_len = usize::try_from(span(&p.q_dims(&p.o_strides), p.head_dim_v)).unwrap_or(usize::MAX);
     let ws = plan.workspace.elems() as usize;
     run_decode_args::<T, B>(backend, p, (o_len, ws), inputs, |s, args| {
         backend.decode(&s.stream, plan, args)

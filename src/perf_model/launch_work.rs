@@ -26,16 +26,15 @@ pub struct TileCosts {
 
 /// A one-head padded problem (`sq` queries, `sk` keys) of `row`'s kernel and target.
 pub(super) fn one_head(row: &FwdKernelRow, sq: usize, sk: usize, causal: bool) -> FwdProblem {
-    let mut p = FwdProblem::contiguous(
+    let mut p = FwdProblem::contiguous_dv(
         row.dtype,
         SeqLayout::Padded {
             batch: 1,
             seqlen_q: sq,
             seqlen_k: sk,
         },
-        1,
-        1,
-        row.head_dim as usize,
+        (1, 1),
+        (row.head_dim as usize, row.head_dim_v as usize),
         AttnOptions {
             causal,
             ..Default::default()

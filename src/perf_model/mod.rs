@@ -43,7 +43,8 @@ pub fn dram_bytes(
 ) -> f64 {
     let (_, sk) = p.layout.max_seqlens();
     let heads_in_flight = resident_ctas.div_ceil(q_tiles_per_head.max(1)).max(1) as f64;
-    let kv_in_flight = heads_in_flight * 2.0 * (sk * p.head_dim * p.dtype.size()) as f64;
+    // K rows of d_qk and V rows of d_v elements.
+    let kv_in_flight = heads_in_flight * (sk * (p.head_dim + p.head_dim_v) * p.dtype.size()) as f64;
     if kv_in_flight <= gpu.l2_bytes / 2.0 {
         p.compulsory_bytes()
     } else {
@@ -81,8 +82,9 @@ pub fn tile_model_bytes(p: &FwdProblem, block_m: usize, block_n: usize) -> Optio
         })
         .sum();
     let e = p.dtype.size() as f64;
-    let d = p.head_dim as f64;
-    let per_head_elems = 2.0 * sq as f64 * d + 2.0 * keys_read as f64 * d;
+    // Q / K rows of d_qk, V / O rows of d_v elements.
+    let d_both = (p.head_dim + p.head_dim_v) as f64;
+    let per_head_elems = sq as f64 * d_both + keys_read as f64 * d_both;
     let stats = 4.0 * sq as f64 * [p.lse_len, p.entropy_len].iter().flatten().count() as f64;
     Some((batch * p.num_heads_q) as f64 * (e * per_head_elems + stats))
 }

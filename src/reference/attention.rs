@@ -79,7 +79,7 @@ impl<'a> ReferenceInputs<'a> {
 /// Reference results, f32, in the layouts [`Layout`] documents.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReferenceOutputs {
-    /// Same shape as q.
+    /// q's rows and heads with v's head dim (the same shape as q when d_v = d_qk).
     pub o: Vec<f32>,
     /// Natural-log log-sum-exp of each row's unmasked scores; `-inf` for a fully masked row.
     pub lse: Vec<f32>,
@@ -152,10 +152,15 @@ fn split_cu_seqlens(name: &str, cu: &[i32]) -> Result<Vec<(usize, usize)>, Refer
 }
 
 pub(super) fn validate(inp: &ReferenceInputs) -> Result<Problem, ReferenceError> {
+    validate_with_v_dim(inp, inp.head_dim)
+}
+
+/// [`validate`] with v's head dim `dv` (q and k have `inp.head_dim`).
+fn validate_with_v_dim(inp: &ReferenceInputs, dv: usize) -> Result<Problem, ReferenceError> {
     let (hq, hkv, d) = (inp.num_heads_q, inp.num_heads_kv, inp.head_dim);
-    if hq == 0 || hkv == 0 || d == 0 {
+    if hq == 0 || hkv == 0 || d == 0 || dv == 0 {
         return Err(invalid(format!(
-            "heads and head_dim must be positive (hq {hq}, hkv {hkv}, d {d})"
+            "heads and head dims must be positive (hq {hq}, hkv {hkv}, d {d}, d_v {dv})"
         )));
     }
     if hq % hkv != 0 {
@@ -228,10 +233,10 @@ pub(super) fn validate(inp: &ReferenceInputs) -> Result<Problem, ReferenceError>
             }
         }
     };
-    for (name, got, rows, heads) in [
-        ("q", inp.q.len(), problem.total_q, hq),
-        ("k", inp.k.len(), problem.total_k, hkv),
-        ("v", inp.v.len(), problem.total_k, hkv),
+    for (name, got, rows, heads, d) in [
+        ("q", inp.q.len(), problem.total_q, hq, d),
+        ("k", inp.k.len(), problem.total_k, hkv, d),
+        ("v", inp.v.len(), problem.total_k, hkv, dv),
     ] {
         if got != rows * heads * d {
             return Err(invalid(format!(
@@ -313,8 +318,10 @@ struct ItemOutputs {
 }
 
 /// Forward attention of one batch item (q_len > 0 and k_len > 0), all query heads at once.
+/// `dv`: v's (and O's) head dim; q and k have `inp.head_dim`.
 fn item_forward(
     inp: &ReferenceInputs,
+    dv: usize,
     item: Item,
     dev: &Device,
 ) -> Result<ItemOutputs, ReferenceError> {
@@ -324,7 +331,7 @@ fn item_forward(
 
     let q_rows = &inp.q[item.q_start * hq * d..(item.q_start + sq) * hq * d];
     let k_rows = &inp.k[item.k_start * hkv * d..(item.k_start + sk) * hkv * d];
-    let v_rows = &inp.v[item.k_start * hkv * d..(item.k_start + sk) * hkv * d];
+    let v_rows = &inp.v[item.k_start * hkv * dv..(item.k_start + sk) * hkv * dv];
 
     // [hq, sq, d]
     let q = Tensor::from_vec(to_f64(q_rows), (sq, hq, d), dev)?
@@ -332,15 +339,15 @@ fn item_forward(
         .contiguous()?;
     // GQA: query head h reads kv head h / group. [hq]
     let kv_of_head = Tensor::from_vec((0..hq).map(|h| (h / group) as u32).collect(), hq, dev)?;
-    let expand = |rows: &[f32]| -> Result<Tensor, ReferenceError> {
+    let expand = |rows: &[f32], d: usize| -> Result<Tensor, ReferenceError> {
         // [sk, hkv, d] -> [hkv, sk, d] -> [hq, sk, d]
         Ok(Tensor::from_vec(to_f64(rows), (sk, hkv, d), dev)?
             .permute((1, 0, 2))?
             .contiguous()?
             .index_select(&kv_of_head, 0)?)
     };
-    let k = expand(k_rows)?; // [hq, sk, d]
-    let v = expand(v_rows)?; // [hq, sk, d]
+    let k = expand(k_rows, d)?; // [hq, sk, d]
+    let v = expand(v_rows, dv)?; // [hq, sk, dv]
 
     // Scores s = scale * q . k: [hq, sq, sk]
     let scale = f64::from(inp.options.scale_for(d));
@@ -392,10 +399,10 @@ fn item_forward(
         v = Tensor::cat(
             &[
                 &v,
-                &Tensor::zeros((hq, 1, d), candle_core::DType::F64, dev)?,
+                &Tensor::zeros((hq, 1, dv), candle_core::DType::F64, dev)?,
             ],
             1,
-        )?; // [hq, sk + 1, d]
+        )?; // [hq, sk + 1, dv]
         sk += 1;
     }
 
@@ -417,12 +424,12 @@ fn item_forward(
     let l = row_alive.where_cond(&l, &one_rows)?; // [hq, sq, 1]
     let p = e.broadcast_div(&l)?; // [hq, sq, sk], rows sum to 1 (live) or 0 (dead)
 
-    let mut o = p.matmul(&v)?; // [hq, sq, d]
+    let mut o = p.matmul(&v)?; // [hq, sq, dv]
     if let Some(gates) = inp.head_gates {
         let gates = Tensor::from_vec(to_f64(gates), (hq, 1, 1), dev)?; // [hq, 1, 1]
-        o = o.broadcast_mul(&gates)?; // [hq, sq, d]
+        o = o.broadcast_mul(&gates)?; // [hq, sq, dv]
     }
-    let o = o.permute((1, 0, 2))?.contiguous()?; // [sq, hq, d]
+    let o = o.permute((1, 0, 2))?.contiguous()?; // [sq, hq, dv]
 
     let log_l = l.log()?; // [hq, sq, 1]
     let lse = row_alive.where_cond(&(&m + &log_l)?, &neg_inf_rows)?; // [hq, sq, 1]
@@ -478,8 +485,17 @@ fn item_forward(
 /// semantics; a fully masked row (including every row of an item with no keys) gets `O = 0`,
 /// `lse = -inf` and entropy 0.
 pub fn attention(inp: &ReferenceInputs) -> Result<ReferenceOutputs, ReferenceError> {
-    let problem = validate(inp)?;
-    let (hq, d) = (inp.num_heads_q, inp.head_dim);
+    attention_with_v_dim(inp, inp.head_dim)
+}
+
+/// [`attention`] with d_qk != d_v: q and k have `inp.head_dim`, v is `[.., hkv, head_dim_v]`
+/// and O `[.., hq, head_dim_v]` (LSE and entropy are the same rows as ever).
+pub fn attention_with_v_dim(
+    inp: &ReferenceInputs,
+    head_dim_v: usize,
+) -> Result<ReferenceOutputs, ReferenceError> {
+    let problem = validate_with_v_dim(inp, head_dim_v)?;
+    let (hq, d) = (inp.num_heads_q, head_dim_v);
     let dev = Device::Cpu;
     let stats_len = problem.total_q * hq;
     let mut out = ReferenceOutputs {
@@ -501,7 +517,7 @@ pub fn attention(inp: &ReferenceInputs) -> Result<ReferenceOutputs, ReferenceErr
             }
             continue;
         }
-        let r = item_forward(inp, item, &dev)?;
+        let r = item_forward(inp, head_dim_v, item, &dev)?;
         let o_dst = &mut out.o[item.q_start * hq * d..(item.q_start + item.q_len) * hq * d];
         for (dst, &x) in o_dst.iter_mut().zip(&r.o) {
             *dst = x as f32;

@@ -23,7 +23,7 @@ pub mod tolerance;
 #[cfg(test)]
 mod naive;
 
-pub use attention::{attention, Layout, ReferenceInputs, ReferenceOutputs};
+pub use attention::{attention, attention_with_v_dim, Layout, ReferenceInputs, ReferenceOutputs};
 pub use backward::{attention_backward, BackwardOutputs};
 pub use head_similarity::head_similarity;
 pub use jvp::{attention_jvp, JvpOutputs, Tangents};

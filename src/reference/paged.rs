@@ -1,12 +1,14 @@
 //! Reference for paged decode: gathers each item's keys and values out of the page pools through
 //! its block table into dense `[total_k, hkv, d]` tensors, lays q out densely, and calls the
-//! candle [`attention`] reference in its varlen layout. Nothing here knows how the kernel tiles
-//! or splits; a match means the kernel computes attention over exactly the cached keys.
+//! candle [`attention_with_v_dim`] reference in its varlen layout. Nothing here knows how the
+//! kernel tiles or splits; a match means the kernel computes attention over exactly the cached
+//! keys.
 //!
-//! Canonical layouts of the results: `o: [total_q, hq, d]`, `lse, entropy: [hq, total_q]`
-//! (padded problems: row `b * sq_new + i`).
+//! Canonical layouts of the results: `o: [total_q, hq, d_v]`, `lse, entropy: [hq, total_q]`
+//! (padded problems: row `b * sq_new + i`). K pages hold d_qk (`head_dim`) elements per row, V
+//! pages d_v (`head_dim_v`).
 
-use super::attention::{attention, ReferenceInputs, ReferenceOutputs};
+use super::attention::{attention_with_v_dim, ReferenceInputs, ReferenceOutputs};
 use super::ReferenceError;
 use crate::common::geometry::{PageStrides, Strides};
 use crate::ops::decode::problem::{DecodeProblem, QueryLayout};
@@ -43,16 +45,16 @@ pub fn item_rows(p: &DecodeProblem, cu_seqlens_q: Option<&[i32]>) -> Vec<(usize,
     }
 }
 
-/// The rows of a q- or o-shaped tensor laid out by `strides`, packed canonically
-/// (`[total_q, hq, d]`): the reference's q, and a kernel's O for comparison.
+/// The rows of a q- or o-shaped tensor of head dim `d` laid out by `strides`, packed
+/// canonically (`[total_q, hq, d]`): the reference's q, and a kernel's O for comparison.
 pub fn pack_rows<T: Copy>(
     p: &DecodeProblem,
-    strides: &Strides,
+    (strides, d): (&Strides, usize),
     rows: &[(usize, usize)],
     data: &[T],
 ) -> Vec<T> {
     let total_q = rows.last().map_or(0, |r| r.1);
-    let (hq, d) = (p.num_heads_q, p.head_dim);
+    let hq = p.num_heads_q;
     let mut out = Vec::with_capacity(total_q * hq * d);
     for r in 0..total_q {
         for h in 0..hq {
@@ -100,15 +102,16 @@ fn page_offset(s: &PageStrides, page: usize, slot: usize, h: usize) -> usize {
     (page as i64 * s.page + slot as i64 * s.slot + h as i64 * s.head) as usize
 }
 
-/// Dense keys / values of every item: `[sum of cache_seqlens, hkv, d]`.
+/// Dense keys (or values) of every item: `[sum of cache_seqlens, hkv, d]`, from a pool of rows
+/// of `d` elements.
 pub fn gather_pages(
     p: &DecodeProblem,
     pool: &[f32],
-    strides: &PageStrides,
+    (strides, d): (&PageStrides, usize),
     block_table: &[i32],
     cache_seqlens: &[i32],
 ) -> Vec<f32> {
-    let (hkv, d) = (p.num_heads_kv, p.head_dim);
+    let hkv = p.num_heads_kv;
     let mut out = Vec::new();
     for (b, &len) in cache_seqlens.iter().enumerate() {
         for j in 0..len as usize {
@@ -132,18 +135,18 @@ pub fn paged_attention(inp: &PagedReferenceInputs) -> Result<ReferenceOutputs, R
         ));
     }
     let (hq, d) = (p.num_heads_q, p.head_dim);
-    let q = pack_rows(p, &p.q_strides, &rows, inp.q);
+    let q = pack_rows(p, (&p.q_strides, d), &rows, inp.q);
     let k = gather_pages(
         p,
         inp.k_cache,
-        &p.k_strides,
+        (&p.k_strides, d),
         inp.block_table,
         inp.cache_seqlens,
     );
     let v = gather_pages(
         p,
         inp.v_cache,
-        &p.v_strides,
+        (&p.v_strides, p.head_dim_v),
         inp.block_table,
         inp.cache_seqlens,
     );
@@ -154,7 +157,7 @@ pub fn paged_attention(inp: &PagedReferenceInputs) -> Result<ReferenceOutputs, R
     for &l in inp.cache_seqlens {
         cu_k.push(cu_k.last().unwrap() + l);
     }
-    attention(&ReferenceInputs {
+    let inputs = ReferenceInputs {
         alibi_slopes: inp.alibi_slopes,
         head_gates: inp.head_gates,
         sinks: inp.sinks,
@@ -165,5 +168,6 @@ pub fn paged_attention(inp: &PagedReferenceInputs) -> Result<ReferenceOutputs, R
             d,
             &p.options,
         )
-    })
+    };
+    attention_with_v_dim(&inputs, p.head_dim_v)
 }

@@ -670,3 +670,61 @@ fn check_paged_rounds(dev: &Device, s: u64) {
             .unwrap_or_else(|e| panic!("{context}: lse: {e}"));
     }
 }
+
+#[test]
+fn a_head_dim_pair_gives_o_of_vs_head_dim_and_the_kernels_own_result() {
+    // Issue 23: q, k [1, 9, hq / hkv, 192], v [1, 11, 1, 128] -> o [1, 9, 3, 128]. The op runs
+    // the pair's kernel on these tensors: its O and LSE are bit for bit those of the same
+    // problem run directly (whose match with the reference tests/ops/head_dim_pairs.rs
+    // checks); a k whose head dim differs from q's and a pair with no kernel are errors.
+    use flashmha::host::{emulated, HostInputs};
+    use flashmha::problem::{FwdProblem, SeqLayout};
+    let mut rng = StdRng::seed_from_u64(seed());
+    let dtype = DType::Bf16;
+    let (q, qv) = random(&mut rng, dtype, &[1, 9, 3, 192], 1.5);
+    let (k, kv) = random(&mut rng, dtype, &[1, 11, 1, 192], 1.5);
+    let (v, vv) = random(&mut rng, dtype, &[1, 11, 1, 128], 1.0);
+    let causal = AttnOptions {
+        causal: true,
+        ..Default::default()
+    };
+    let (o, lse) = attention(&q, &k, &v, &causal).unwrap();
+    assert_eq!(o.dims(), &[1, 9, 3, 128]);
+    assert_eq!(lse.dims(), &[1, 3, 9]);
+    let mut p = FwdProblem::contiguous_dv(
+        dtype,
+        SeqLayout::Padded {
+            batch: 1,
+            seqlen_q: 9,
+            seqlen_k: 11,
+        },
+        (3, 1),
+        (192, 128),
+        causal,
+    );
+    p.lse_len = Some(p.row_stats_len());
+    let bits = |x: &[f32]| x.iter().map(|&f| dtype.bits_from_f32(f)).collect();
+    let inputs = HostInputs {
+        q: bits(&qv),
+        k: bits(&kv),
+        v: bits(&vv),
+        alibi_slopes: None,
+        head_gates: None,
+        sinks: None,
+    };
+    let run = emulated::forward(&p, &inputs).unwrap();
+    assert!(run.launch.kernel.entry.ends_with("_d192v128"));
+    let direct: Vec<f32> = run
+        .outputs
+        .o
+        .iter()
+        .map(|&b| dtype.f32_from_bits(b))
+        .collect();
+    assert_eq!(to_f32(&o), direct);
+    assert_eq!(to_f32(&lse), run.outputs.lse.unwrap());
+    // k's head dim is q's; (192, 64) has no kernel.
+    let (k_bad, _) = random(&mut rng, dtype, &[1, 11, 1, 128], 1.5);
+    assert!(attention(&q, &k_bad, &v, &causal).is_err());
+    let (v64, _) = random(&mut rng, dtype, &[1, 11, 1, 64], 1.0);
+    assert!(attention(&q, &k, &v64, &causal).is_err());
+}

@@ -24,6 +24,7 @@ fn case(
         target: flashmha::KernelTarget::Ampere,
         dtype: DType::Bf16,
         head_dim: 64,
+        head_dim_v: 64,
         num_heads_kv: 2,
         group,
         cache_lens: lens,

@@ -14,7 +14,7 @@ use flashmha::check::decode::{run_decode_case, DecodeCase};
 use flashmha::common::dtype::DType;
 use flashmha::common::options::{AttnOptions, SlidingWindow};
 use flashmha::ops::decode::kernels::DECODE_KERNELS;
-use flashmha::ops::decode::validate::decode_width_for;
+use flashmha::ops::decode::validate::{decode_head_dim_pairs, decode_width_for};
 use flashmha::ops::decode::{KvCacheDType, KvScaleGranularity, SplitPolicy};
 use flashmha::KernelTarget;
 use proptest::prelude::*;
@@ -61,6 +61,8 @@ prop_compose! {
         // d64 / d128 most of the time, every served dim sometimes.
         hd_pick in prop_oneof![3 => Just(None), 1 => any::<prop::sample::Index>().prop_map(Some)],
         d_common in prop_oneof![Just(64usize), Just(128)],
+        // Sometimes a compiled d_qk != d_v pair instead (issue 23; Ampere rows, 16-bit pages).
+        pair_pick in prop::option::weighted(0.15, any::<prop::sample::Index>()),
         hkv in 1usize..=2,
         group in 1usize..=8,
         lens in prop::collection::vec(prop_oneof![1 => Just(0usize), 1 => Just(1), 6 => 2usize..=300], 1..=3),
@@ -94,6 +96,14 @@ prop_compose! {
                 dims[i.index(dims.len())]
             }
         };
+        let pairs = decode_head_dim_pairs(target, dtype, 2);
+        let (head_dim, head_dim_v) = match pair_pick {
+            Some(i) if !pairs.is_empty() => {
+                let (d, dv) = pairs[i.index(pairs.len())];
+                (d as usize, dv as usize)
+            }
+            _ => (head_dim, head_dim),
+        };
         let batch = lens.len();
         let q_lens = if varlen {
             let mut q: Vec<usize> = q_lens_v[..batch].to_vec();
@@ -103,7 +113,7 @@ prop_compose! {
             vec![sq_new; batch]
         };
         DecodeCase {
-            target, dtype, head_dim, num_heads_kv: hkv, group, cache_lens: lens, q_lens, varlen, page_size,
+            target, dtype, head_dim, head_dim_v, num_heads_kv: hkv, group, cache_lens: lens, q_lens, varlen, page_size,
             head_major_pages: head_major, kv_dtype: KvCacheDType::Same,
             kv_scales: KvScaleGranularity::PerTensor, shared_prefix_pages: shared, spare_pages: spare, options,
             alibi, gates, sinks, lse, entropy, split, seed,
@@ -122,9 +132,11 @@ prop_compose! {
         let dims: Vec<usize> = DECODE_KERNELS.iter()
             .filter(|r| r.dtype == base.dtype && r.kv_bytes == 1)
             .map(|r| r.head_dim as usize).collect();
+        let head_dim = dims[d_pick.index(dims.len())];
         DecodeCase {
             target: KernelTarget::Ampere,  // FP8 pages are an Ampere-and-newer feature
-            head_dim: dims[d_pick.index(dims.len())],
+            head_dim,
+            head_dim_v: head_dim,  // (FP8 pages: d_v = d_qk)
             kv_dtype,
             kv_scales: if per_head { KvScaleGranularity::PerKvHead } else { KvScaleGranularity::PerTensor },
             ..base

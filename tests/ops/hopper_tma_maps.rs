@@ -126,7 +126,9 @@ fn check_box(p: &FwdProblem, which: usize, c: [u32; 4]) {
     } else {
         p.num_heads_kv
     };
-    let [d, heads, rows, batch] = [p.head_dim, heads, rows, batch].map(|n| n as u64);
+    // q, k: d_qk columns; v: d_v.
+    let d = if which == 2 { p.head_dim_v } else { p.head_dim };
+    let [d, heads, rows, batch] = [d, heads, rows, batch].map(|n| n as u64);
     assert_eq!(desc.global_dim, [d, heads, rows, batch]);
     let s = op.strides;
     for r in 0..BOX_ROWS as u64 {
@@ -186,6 +188,27 @@ fn a_head_dim_below_the_compiled_one_reads_zeros_past_it() {
 }
 
 #[test]
+fn v_boxes_of_a_head_dim_pair_span_d_v_columns_of_their_own_rows() {
+    // q, k [1, 21, 2, 192], v [1, 21, 2, 128] (issue 23): V's map is 128 columns wide with V's
+    // own strides; its second box is the last one and holds V's columns 64..128, K's third box
+    // K's columns 128..192.
+    let p = FwdProblem::contiguous_dv(
+        DType::F16,
+        SeqLayout::Padded {
+            batch: 1,
+            seqlen_q: 21,
+            seqlen_k: 21,
+        },
+        (2, 2),
+        (192, 128),
+        AttnOptions::default(),
+    );
+    check_box(&p, 2, [64, 1, 16, 0]);
+    check_box(&p, 1, [128, 1, 0, 0]);
+    check_box(&p, 0, [128, 0, 16, 0]);
+}
+
+#[test]
 fn varlen_boxes_walk_the_packed_rows() {
     let p = FwdProblem::varlen(DType::Bf16, (vec![0, 5, 30], vec![0, 17, 40]), (4, 2), 64);
     // Item 1 of q starts at row 5; its second box (rows 21..37) crosses the end (30).
@@ -221,7 +244,11 @@ fn every_sm90_entry_declares_one_flash_fwd_tma_params() {
         .iter()
         .filter(|r| r.target == flashmha::KernelTarget::Hopper)
         .collect();
-    assert_eq!(rows.len(), 6, "f16 and bf16 at d64 / d128 / d256");
+    assert_eq!(
+        rows.len(),
+        10,
+        "f16 and bf16 at d64 / d128 / d256 and the (d_qk, d_v) pairs (192, 128), (128, 64)"
+    );
     for row in rows {
         let image = flashmha::common::build_info::module_of(row.entry).expect("compiled");
         assert_eq!(image.ptx_arch, "compute_90a");

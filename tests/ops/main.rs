@@ -35,6 +35,7 @@ mod decode_props;
 mod decode_traps;
 mod decode_wide_tile;
 mod forward_props;
+mod head_dim_pairs;
 mod head_dims;
 mod head_similarity;
 mod hopper_tma_maps;

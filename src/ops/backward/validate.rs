@@ -11,7 +11,9 @@ use crate::common::geometry::MAX_INDEX_32;
 use crate::common::target::KernelTarget;
 use crate::ops::backward::kernels::{backward_kernel_for, compiled_head_dims, BwdKernelRow};
 use crate::ops::backward::problem::BwdShape;
-use crate::ops::forward::validate::{validate_shape as validate_forward, FwdExtents, Geometry};
+use crate::ops::forward::validate::{
+    require_equal_head_dims, validate_shape as validate_forward, FwdExtents, Geometry,
+};
 
 /// Elements each buffer must hold from its base address, for a validated shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +46,7 @@ pub fn validate_shape(
     // Hopper runs the Ampere kernels; Turing has no backward kernel (yet).
     target.require_ampere_kernels("the backward")?;
     let s = &shape.fwd;
+    require_equal_head_dims(s, target, dtype)?;
     // Everything about the forward's own tensors and options (as the Ampere forward sees them).
     let (_, fwd) = validate_forward(FWD_KERNELS, KernelTarget::Ampere, dtype, s)?;
     let d = s.head_dim;

@@ -5,7 +5,7 @@
 use crate::common::dtype::DType;
 use crate::common::target::KernelTarget;
 
-/// One decode kernel of `kernels/kernel_table.h` (FLASHMHA_DECODE_KERNELS, _SM75).
+/// One decode kernel of `kernels/kernel_table.h` (FLASHMHA_DECODE_KERNELS, _DV_KERNELS, _SM75).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeKernelRow {
     /// The kernel family the entry belongs to (the Turing rows are f16 with 16-bit pages).
@@ -14,7 +14,11 @@ pub struct DecodeKernelRow {
     pub dtype: DType,
     /// Bytes per cached K/V element: 2 (`dtype`) or 1 (FP8, format chosen at run time).
     pub kv_bytes: u32,
+    /// d_qk: the head dim of q and the K pages.
     pub head_dim: u32,
+    /// d_v: the head dim of the V pages and o; `head_dim` except on the
+    /// FLASHMHA_DECODE_DV_KERNELS rows (issue 23), which serve exactly their pair.
+    pub head_dim_v: u32,
     /// Packed query rows per CTA: 16, or 32 (two m16 row blocks per warp).
     pub tile_rows: u32,
     pub num_warps: u32,

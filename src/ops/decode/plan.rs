@@ -186,7 +186,7 @@ fn plan(target: KernelTarget, problem: &DecodeProblem, policy: SplitPolicy) -> R
         split_output,
         num_splits,
         p.total_q() as u64 * p.num_heads_q as u64,
-        p.head_dim as u64,
+        p.head_dim_v as u64,
         p.entropy,
     );
     let decode = Launch::geometry(
@@ -312,7 +312,7 @@ impl DecodePlan {
 
     /// The binding table of one run: what each buffer must hold for this plan (outputs first).
     pub fn specs(&self, bufs: &DecodeBuffers) -> [BufSpec; 17] {
-        let d = self.problem.head_dim;
+        let d = self.problem.head_dim_v;
         decode_specs(
             &self.problem,
             d,
@@ -329,7 +329,7 @@ impl DecodePlan {
         bufs: &DecodeBuffers,
     ) -> Result<(FlashDecodeParams, Option<MergeStatesParams>)> {
         check(&self.specs(bufs))?;
-        let d = self.problem.head_dim;
+        let d = self.problem.head_dim_v;
         let splits = (self.num_splits, self.split_keys, self.combine.is_some());
         Ok(decode_params(&self.problem, d, splits, bufs))
     }
@@ -367,7 +367,7 @@ pub(crate) fn carve(
     ))
 }
 
-/// The binding table of one run of `p` with `d_o` output dims (the paged decode's `head_dim`,
+/// The binding table of one run of `p` with `d_o` output dims (the paged decode's `head_dim_v`,
 /// the MLA decode's d_v): what each buffer must hold (outputs first). Shared with
 /// src/ops/mla_decode/plan.rs.
 pub(crate) fn decode_specs(
@@ -431,7 +431,7 @@ pub(crate) fn decode_specs(
             T::VCache,
             bufs.v_cache,
             Use::Required,
-            p.cache_span(&p.v_strides),
+            p.v_cache_span(),
             kv_e,
             a16,
         ),
@@ -690,11 +690,11 @@ mod tests {
                 },
             ),
             (
-                |p| p.head_dim = 264,
+                |p| (p.head_dim, p.head_dim_v) = (264, 264),
                 |e| matches!(e, Error::UnsupportedHeadDim { head_dim: 264, .. }),
             ),
             (
-                |p| p.head_dim = 44,
+                |p| (p.head_dim, p.head_dim_v) = (44, 44),
                 |e| matches!(e, Error::UnsupportedHeadDim { head_dim: 44, .. }),
             ),
             (

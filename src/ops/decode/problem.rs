@@ -14,9 +14,9 @@ use crate::common::options::AttnOptions;
 /// How the new query tokens are laid out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueryLayout {
-    /// `q, o: [batch, sq_new, hq, d]`.
+    /// `q: [batch, sq_new, hq, d]`, `o: [batch, sq_new, hq, d_v]`.
     Padded { sq_new: usize },
-    /// `q, o: [total_q, hq, d]`; item `i` owns rows `cu_seqlens_q[i]..cu_seqlens_q[i + 1]` of the
+    /// `q: [total_q, hq, d]`, `o: [total_q, hq, d_v]`; item `i` owns rows `cu_seqlens_q[i]..cu_seqlens_q[i + 1]` of the
     /// device array. The plan needs only the bounds: `total_q` rows and at most `max_seqlen_q`
     /// per item (both checked against the device values by the kernel).
     Varlen { total_q: usize, max_seqlen_q: usize },
@@ -29,7 +29,13 @@ pub struct DecodeProblem {
     pub batch: usize,
     pub num_heads_q: usize,
     pub num_heads_kv: usize,
+    /// d_qk: the head dim of q and of the K pages.
     pub head_dim: usize,
+    /// d_v: the head dim of the V pages and of o; `head_dim` unless a compiled d_qk != d_v
+    /// pair serves the call (issue 23; 16-bit pages only). K and V pools are separate, each
+    /// `[pages, page_size, hkv, its dim]` (NHD) or `[pages, hkv, page_size, its dim]` (HND)
+    /// through its own strides.
+    pub head_dim_v: usize,
     pub queries: QueryLayout,
     pub q_strides: Strides,
     pub o_strides: Strides,
@@ -88,6 +94,7 @@ impl DecodeProblem {
             num_heads_q,
             num_heads_kv,
             head_dim,
+            head_dim_v: head_dim,
             queries: QueryLayout::Padded { sq_new },
             q_strides: qs,
             o_strides: qs,
@@ -160,15 +167,19 @@ impl DecodeProblem {
             0
         }
     }
-    /// Elements of one K (or V) page pool.
+    /// Elements of the K page pool through `s` (rows of d_qk elements; and of the V pool when
+    /// d_v = d_qk, see [`DecodeProblem::v_cache_span`]).
     pub fn cache_span(&self, s: &PageStrides) -> u64 {
-        s.span(
-            self.num_pages,
-            self.page_size,
-            self.num_heads_kv,
-            self.head_dim,
-        )
+        self.pool_span(s, self.head_dim)
     }
+    /// Elements of the V page pool (rows of d_v elements).
+    pub fn v_cache_span(&self) -> u64 {
+        self.pool_span(&self.v_strides, self.head_dim_v)
+    }
+    fn pool_span(&self, s: &PageStrides, d: usize) -> u64 {
+        s.span(self.num_pages, self.page_size, self.num_heads_kv, d)
+    }
+
     /// `[batch, hq, sq_new]` (padded) or `[hq, total_q]` (varlen): f32 elements of LSE / entropy.
     pub fn row_stats_len(&self) -> usize {
         self.num_heads_q.saturating_mul(self.total_q())

@@ -109,6 +109,7 @@ pub fn decode_width_for(
         .iter()
         .filter(|r| {
             r.target == target
+                && r.head_dim_v == r.head_dim
                 && r.dtype == dtype
                 && r.kv_bytes == kv_bytes
                 && head_dim > 0
@@ -156,11 +157,17 @@ pub fn validate_decode_for(
         DECODE_TILE_ROWS
     };
     let width = decode_width_for(target, p.dtype, kv_bytes, p.head_dim);
+    // d_v != d_qk (issue 23): the row compiled for exactly the pair, else the widths' rule.
+    let split_dims = p.head_dim_v != p.head_dim;
     let serves = |r: &&DecodeKernelRow| {
         r.target == target
             && r.dtype == p.dtype
             && r.kv_bytes == kv_bytes
-            && Some(r.head_dim) == width
+            && if split_dims {
+                (r.head_dim as usize, r.head_dim_v as usize) == (p.head_dim, p.head_dim_v)
+            } else {
+                r.head_dim_v == r.head_dim && Some(r.head_dim) == width
+            }
     };
     let kernel = DECODE_KERNELS
         .iter()
@@ -171,8 +178,19 @@ pub fn validate_decode_for(
                 .iter()
                 .filter(serves)
                 .find(|r| r.tile_rows as usize == DECODE_TILE_ROWS)
-        })
-        .ok_or_else(|| Error::UnsupportedHeadDim {
+        });
+    let kernel = match kernel {
+        Some(k) => k,
+        None if split_dims => {
+            return Err(Error::UnsupportedHeadDimPair {
+                dtype: p.dtype,
+                head_dim: p.head_dim,
+                head_dim_v: p.head_dim_v,
+                target,
+                supported: decode_head_dim_pairs(target, p.dtype, kv_bytes),
+            })
+        }
+        None => Err(Error::UnsupportedHeadDim {
             dtype: p.dtype,
             head_dim: p.head_dim,
             target,
@@ -181,13 +199,15 @@ pub fn validate_decode_for(
                 let mut dims: Vec<u32> = DECODE_KERNELS
                     .iter()
                     .filter(|r| r.target == target && r.dtype == p.dtype && r.kv_bytes == kv_bytes)
+                    .filter(|r| r.head_dim_v == r.head_dim)
                     .map(|r| r.head_dim)
                     .collect();
                 dims.sort_unstable();
                 dims.dedup();
                 dims
             },
-        })?;
+        })?,
+    };
     if p.num_heads_q == 0 {
         return Err(Error::EmptyDim {
             tensor: TensorName::Q,
@@ -225,11 +245,12 @@ pub fn validate_decode_for(
     page_strides(TensorName::KCache, &p.k_strides, p.kv_element_bytes())?;
     page_strides(TensorName::VCache, &p.v_strides, p.kv_element_bytes())?;
     let e = p.dtype.size();
+    // q rows of d_qk elements, o rows of d_v.
     check_span(&p.q_dims(&p.q_strides), p.head_dim, e)?;
-    check_span(&p.q_dims(&p.o_strides), p.head_dim, e)?;
+    check_span(&p.q_dims(&p.o_strides), p.head_dim_v, e)?;
     pool_spans(p)?;
     // The forward's rule: distinct (item, row, head, col) of O are distinct elements.
-    check_no_overlap(TensorName::O, p.q_dims(&p.o_strides), p.head_dim)?;
+    check_no_overlap(TensorName::O, p.q_dims(&p.o_strides), p.head_dim_v)?;
     p.options.validate()?;
     Ok(kernel)
 }
@@ -277,6 +298,21 @@ pub const DECODE_TILE_ROWS: usize = 16;
 /// Rows of the wide (`_r32`) entries: two m16 row blocks per warp.
 pub const DECODE_TILE_ROWS_WIDE: usize = 32;
 
+/// The compiled (d_qk, d_v) pairs with d_qk != d_v of `target` for `dtype` over pages of
+/// `kv_bytes` per element, sorted and distinct: what [`Error::UnsupportedHeadDimPair`] lists.
+pub fn decode_head_dim_pairs(target: KernelTarget, dtype: DType, kv_bytes: u32) -> Vec<(u32, u32)> {
+    let target = target.shared_kernels();
+    let mut pairs: Vec<(u32, u32)> = DECODE_KERNELS
+        .iter()
+        .filter(|r| r.target == target && r.dtype == dtype && r.kv_bytes == kv_bytes)
+        .filter(|r| r.head_dim_v != r.head_dim)
+        .map(|r| (r.head_dim, r.head_dim_v))
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    pairs
+}
+
 /// The page pools' and block table's geometry, shared by decode and append: page size in
 /// 1..=FLASHMHA_DECODE_MAX_PAGE_SIZE, page count and block-table stride within i32, and no
 /// more pages per sequence than the kernel's key bound allows.
@@ -323,6 +359,17 @@ pub fn validate_kv_append(p: &DecodeProblem, tokens: usize) -> Result<()> {
     }
     page_geometry(p)?;
     dim_in(TensorName::BlockTable, Dim::Batch, i32::MAX as u64, p.batch)?;
+    // One head dim per append (k_new and v_new rows alike): pools of d_qk != d_v pages are
+    // appended by no kernel yet.
+    if p.head_dim_v != p.head_dim {
+        return Err(Error::UnsupportedHeadDimPair {
+            dtype: p.dtype,
+            head_dim: p.head_dim,
+            head_dim_v: p.head_dim_v,
+            target: KernelTarget::Ampere,
+            supported: Vec::new(),
+        });
+    }
     if p.head_dim == 0 || !p.head_dim.is_multiple_of(STRIDE_ALIGN_ELEMS as usize) {
         return Err(Error::Misaligned {
             tensor: TensorName::KNew,
@@ -342,12 +389,13 @@ pub fn validate_kv_append(p: &DecodeProblem, tokens: usize) -> Result<()> {
     pool_spans(p)
 }
 
-/// Both page pools' byte spans fit the kernels' int64 offsets.
+/// Both page pools' byte spans fit the kernels' int64 offsets (K rows of d_qk elements, V rows
+/// of d_v).
 pub(crate) fn pool_spans(p: &DecodeProblem) -> Result<()> {
-    for s in [&p.k_strides, &p.v_strides] {
+    for (s, d) in [(&p.k_strides, p.head_dim), (&p.v_strides, p.head_dim_v)] {
         check_span(
             &s.dims(p.num_pages, p.page_size, p.num_heads_kv),
-            p.head_dim,
+            d,
             p.kv_element_bytes(),
         )?;
     }

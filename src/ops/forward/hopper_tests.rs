@@ -16,6 +16,7 @@ const fn row(target: KernelTarget, entry: &'static str, d: u32, m: u32, n: u32) 
         entry,
         dtype: DType::F16,
         head_dim: d,
+        head_dim_v: d,
         block_m: m,
         block_n: n,
         num_warps: if hopper { 12 } else { 4 },

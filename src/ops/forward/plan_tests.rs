@@ -17,6 +17,7 @@ const TABLE: &[FwdKernelRow] = &[
         entry: "flashmha_fwd_bf16_d64",
         dtype: DType::Bf16,
         head_dim: 64,
+        head_dim_v: 64,
         block_m: 64,
         block_n: 64,
         num_warps: 4,
@@ -27,6 +28,7 @@ const TABLE: &[FwdKernelRow] = &[
         entry: "flashmha_fwd_f16_d128",
         dtype: DType::F16,
         head_dim: 128,
+        head_dim_v: 128,
         block_m: 64,
         block_n: 64,
         num_warps: 4,
@@ -37,10 +39,22 @@ const TABLE: &[FwdKernelRow] = &[
         entry: "flashmha_fwd_sm75_f16_d64",
         dtype: DType::F16,
         head_dim: 64,
+        head_dim_v: 64,
         block_m: 128,
         block_n: 64,
         num_warps: 4,
         smem_bytes: 32768,
+    },
+    FwdKernelRow {
+        target: KernelTarget::Ampere,
+        entry: "flashmha_fwd_f16_d192v128",
+        dtype: DType::F16,
+        head_dim: 192,
+        head_dim_v: 128,
+        block_m: 128,
+        block_n: 32,
+        num_warps: 4,
+        smem_bytes: 90112,
     },
 ];
 
@@ -172,7 +186,7 @@ fn assert_err(p: &FwdProblem, matches: impl Fn(&Error) -> bool) {
 #[test]
 fn unsupported_head_dim_lists_the_compiled_ones() {
     let mut p = padded(1, 8, 8, 2, 2, 64);
-    p.head_dim = 72;
+    (p.head_dim, p.head_dim_v) = (72, 72);
     assert_err(
         &p,
         |e| matches!(e, Error::UnsupportedHeadDim { head_dim: 72, supported, .. } if supported == &vec![64]),
@@ -534,4 +548,110 @@ fn an_output_with_no_rows_cannot_overlap_itself() {
     p.q.len = 64;
     p.o.len = 64;
     assert_err(&p, |e| matches!(e, Error::OverlappingOutput { .. }));
+}
+
+/// A contiguous f16 problem whose q, k have head dim `d` and v, o `dv`.
+fn padded_dv(d: usize, dv: usize, target: KernelTarget) -> FwdProblem {
+    let mut p = FwdProblem::contiguous_dv(
+        DType::F16,
+        SeqLayout::Padded {
+            batch: 2,
+            seqlen_q: 40,
+            seqlen_k: 70,
+        },
+        (4, 2),
+        (d, dv),
+        AttnOptions::default(),
+    );
+    p.target = target;
+    p
+}
+
+#[test]
+fn a_compiled_head_dim_pair_plans_on_its_row_with_each_tensors_own_dim() {
+    let p = padded_dv(192, 128, KernelTarget::Ampere);
+    let l = plan(&p).unwrap();
+    assert_eq!(l.kernel.entry, "flashmha_fwd_f16_d192v128");
+    assert_eq!(l.params.head_dim, 192);
+    assert_eq!(l.grid, [1, 4, 2]); // ceil(40 / 128) = 1
+                                   // q, k rows are 192 wide, v, o rows 128: [b, s, h, d] each with its own d.
+    assert_eq!(
+        (l.params.q_row_stride, l.params.q_head_stride),
+        (4 * 192, 192)
+    );
+    assert_eq!(
+        (l.params.k_row_stride, l.params.k_batch_stride),
+        (2 * 192, 70 * 2 * 192)
+    );
+    assert_eq!(
+        (l.params.v_row_stride, l.params.v_batch_stride),
+        (2 * 128, 70 * 2 * 128)
+    );
+    assert_eq!(
+        (l.params.o_row_stride, l.params.o_head_stride),
+        (4 * 128, 128)
+    );
+    // Hopper has no wgmma row for the pair: the Ampere one (its fallback) serves it.
+    let h = super::plan_in(
+        TABLE,
+        KernelTarget::Hopper,
+        &padded_dv(192, 128, KernelTarget::Hopper),
+    );
+    assert_eq!(
+        h.unwrap().launch().kernel.entry,
+        "flashmha_fwd_f16_d192v128"
+    );
+}
+
+#[test]
+fn head_dim_pairs_get_typed_errors_for_each_tensors_own_dim() {
+    // Planned for the problem's own target (Ampere, or Turing below).
+    let pair_err = |p: &FwdProblem, list: Vec<(u32, u32)>| match super::plan_in(TABLE, p.target, p)
+        .and_then(|plan| plan.bind(&buffers(p)))
+    {
+        Err(Error::UnsupportedHeadDimPair { supported, .. }) => assert_eq!(supported, list),
+        other => panic!("{p:?}: {:?}", other.map(|l| l.kernel.entry)),
+    };
+    // Not compiled (neither an off-table d_v nor a narrower d_qk runs on a pair's row), and a
+    // pair on a target with no row for it (Turing; bf16 has none in this table).
+    pair_err(&padded_dv(192, 64, KernelTarget::Ampere), vec![(192, 128)]);
+    pair_err(&padded_dv(184, 128, KernelTarget::Ampere), vec![(192, 128)]);
+    pair_err(&padded_dv(192, 128, KernelTarget::Turing), vec![]);
+    let mut bf16 = padded_dv(192, 128, KernelTarget::Ampere);
+    bf16.dtype = DType::Bf16;
+    pair_err(&bf16, vec![]);
+    // A d_v of zero is a pair nobody compiled.
+    pair_err(&padded_dv(192, 0, KernelTarget::Ampere), vec![(192, 128)]);
+    // v and o are sized and bounds-checked with d_v, q and k with d_qk: one element short of
+    // each fails on that tensor, and nothing is launched.
+    let p = padded_dv(192, 128, KernelTarget::Ampere);
+    for (tensor, shrink) in [
+        (TensorName::Q, 0usize),
+        (TensorName::K, 1),
+        (TensorName::V, 2),
+        (TensorName::O, 3),
+    ] {
+        let mut b = buffers(&p);
+        let buf = match shrink {
+            0 => &mut b.q,
+            1 => &mut b.k,
+            2 => &mut b.v,
+            _ => &mut b.o,
+        };
+        buf.len -= 1;
+        let e = plan_with(&p, &b).unwrap_err();
+        assert!(
+            matches!(e, Error::BufferTooSmall { tensor: t, .. } if t == tensor),
+            "{tensor:?}: {e}"
+        );
+    }
+    // An o whose head stride is below d_v overlaps itself: a typed error.
+    let mut o_narrow = p.clone();
+    o_narrow.o.strides.head = 64;
+    assert_err(&o_narrow, |e| {
+        matches!(
+            e,
+            Error::OverlappingOutput { .. } | Error::StrideTooSmall { .. }
+        )
+    });
 }

@@ -31,6 +31,8 @@ impl Heads {
 }
 
 /// How sequences are laid out, with host-side sizes only (nothing read from the device).
+/// `d` below is each tensor's own head dim: d_qk for q and k, d_v for v and o
+/// ([`FwdShape::head_dim`], [`FwdShape::head_dim_v`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeqShape {
     /// `q, o: [b, sq, hq, d]`, `k, v: [b, sk, hkv, d]`.
@@ -115,7 +117,11 @@ pub struct QkvoStrides {
 pub struct FwdShape {
     pub seq: SeqShape,
     pub heads: Heads,
+    /// d_qk: the head dim of q and k (the scale defaults to `1 / sqrt(head_dim)`).
     pub head_dim: usize,
+    /// d_v: the head dim of v and o; equal to `head_dim` unless a compiled (d_qk, d_v) pair
+    /// serves the call (issue 23: DeepSeek's 192 / 128, and 128 / 64).
+    pub head_dim_v: usize,
     pub strides: QkvoStrides,
     pub options: AttnOptions,
 }
@@ -134,42 +140,44 @@ impl FwdShape {
             seqlen_q,
             seqlen_k,
         };
-        Self::contiguous(seq, heads, head_dim)
+        Self::contiguous(seq, heads, head_dim, head_dim)
     }
 
     /// Contiguous packed `[total, h, d]` tensors of variable-length sequences described by a
     /// [`SeqShape::Varlen`] (the device `cu_seqlens` are passed at run time); default options.
     pub fn varlen(seq: SeqShape, heads: Heads, head_dim: usize) -> FwdShape {
-        Self::contiguous(seq, heads, head_dim)
+        Self::contiguous(seq, heads, head_dim, head_dim)
     }
 
-    /// Densely packed tensors for `seq` (batch strides are ignored by varlen layouts).
-    fn contiguous(seq: SeqShape, heads: Heads, head_dim: usize) -> FwdShape {
+    /// Densely packed tensors for `seq` with their own head dims: q, k `[.., head_dim]`, v, o
+    /// `[.., head_dim_v]` (batch strides are ignored by varlen layouts); default options.
+    pub fn contiguous(seq: SeqShape, heads: Heads, head_dim: usize, head_dim_v: usize) -> FwdShape {
         let (sq, sk) = match seq {
             SeqShape::Padded {
                 seqlen_q, seqlen_k, ..
             } => (seqlen_q, seqlen_k),
             SeqShape::Varlen { .. } => (0, 0),
         };
-        let q = Strides::contiguous(sq, heads.q, head_dim);
-        let kv = Strides::contiguous(sk, heads.kv, head_dim);
         FwdShape {
             seq,
             heads,
             head_dim,
+            head_dim_v,
             strides: QkvoStrides {
-                q,
-                k: kv,
-                v: kv,
-                o: q,
+                q: Strides::contiguous(sq, heads.q, head_dim),
+                k: Strides::contiguous(sk, heads.kv, head_dim),
+                v: Strides::contiguous(sk, heads.kv, head_dim_v),
+                o: Strides::contiguous(sq, heads.q, head_dim_v),
             },
             options: AttnOptions::default(),
         }
     }
 
     /// The shape of contiguous `[batch, seq, heads, head_dim]` tensors q, k, v, o, each of
-    /// whose dims is stated by its tensor: k and v must agree, o must equal q, and batch and
-    /// head dim must be the same everywhere (a typed error names the first that is not).
+    /// whose dims is stated by its tensor: k and v must agree but for the head dim, o must
+    /// equal q but for the head dim, batch must be the same everywhere, k's head dim is q's
+    /// (d_qk) and o's is v's (d_v) (a typed error names the first that is not; whether a
+    /// (d_qk, d_v) pair is compiled is the plan's check).
     pub fn from_dense_dims(
         q: [usize; 4],
         k: [usize; 4],
@@ -179,11 +187,13 @@ impl FwdShape {
         use crate::common::error::{Dim, Error, TensorName};
         const DIMS: [Dim; 4] = [Dim::Batch, Dim::Seq, Dim::Heads, Dim::HeadDim];
         // (tensor, its dims, the dims it must match, which of them must match): k shares batch
-        // and head dim with q; v equals k; o equals q.
+        // and head dim with q; v equals k but for its head dim; o equals q but for its head
+        // dim, which is v's.
+        let o_expected = [q[0], q[1], q[2], v[3]];
         let rules = [
             (TensorName::K, k, q, [true, false, false, true]),
-            (TensorName::V, v, k, [true; 4]),
-            (TensorName::O, o, q, [true; 4]),
+            (TensorName::V, v, k, [true, true, true, false]),
+            (TensorName::O, o, o_expected, [true; 4]),
         ];
         for (tensor, found, expected, must_match) in rules {
             if let Some(i) = (0..4).find(|&i| must_match[i] && found[i] != expected[i]) {
@@ -195,12 +205,16 @@ impl FwdShape {
                 });
             }
         }
-        Ok(FwdShape::padded(
-            q[0],
-            q[1],
-            k[1],
+        let seq = SeqShape::Padded {
+            batch: q[0],
+            seqlen_q: q[1],
+            seqlen_k: k[1],
+        };
+        Ok(FwdShape::contiguous(
+            seq,
             Heads { q: q[2], kv: k[2] },
             q[3],
+            v[3],
         ))
     }
 

@@ -103,13 +103,15 @@ impl FwdTmaMaps {
         } else {
             (sq, sk, s.seq.batch())
         };
-        let map = |strides: Strides, heads: usize, rows: usize, box_rows: u32| {
-            describe_one(s.head_dim, strides, heads, rows, batch, box_rows)
+        // q, k: d_qk columns; v: d_v.
+        let map = |d: usize, strides: Strides, heads: usize, rows: usize, box_rows: u32| {
+            describe_one(d, strides, heads, rows, batch, box_rows)
         };
+        let (d, dv) = (s.head_dim, s.head_dim_v);
         FwdTmaMaps {
-            q: map(s.strides.q, s.heads.q, rows_q, block_m),
-            k: map(s.strides.k, s.heads.kv, rows_k, block_n),
-            v: map(s.strides.v, s.heads.kv, rows_k, block_n),
+            q: map(d, s.strides.q, s.heads.q, rows_q, block_m),
+            k: map(d, s.strides.k, s.heads.kv, rows_k, block_n),
+            v: map(dv, s.strides.v, s.heads.kv, rows_k, block_n),
         }
     }
 

@@ -58,24 +58,35 @@ pub fn validate_shape<'t>(
     if !target.supports(dtype) {
         return Err(Error::UnsupportedDType { dtype, target });
     }
-    let kernel = forward_kernel_for(table, target, dtype, s.head_dim).ok_or_else(|| {
-        Error::UnsupportedHeadDim {
-            dtype,
-            head_dim: s.head_dim,
-            target,
-            supported: compiled_head_dims(table, target, dtype),
-        }
-    })?;
+    let kernel = if s.head_dim_v == s.head_dim {
+        forward_kernel_for(table, target, dtype, s.head_dim).ok_or_else(|| {
+            Error::UnsupportedHeadDim {
+                dtype,
+                head_dim: s.head_dim,
+                target,
+                supported: compiled_head_dims(table, target, dtype),
+            }
+        })?
+    } else {
+        forward_kernel_for_pair(table, target, dtype, s.head_dim, s.head_dim_v).ok_or_else(
+            || Error::UnsupportedHeadDimPair {
+                dtype,
+                head_dim: s.head_dim,
+                head_dim_v: s.head_dim_v,
+                target,
+                supported: compiled_head_dim_pairs(table, target, dtype),
+            },
+        )?
+    };
     check_heads(s)?;
     check_seq(s)?;
     s.options.validate()?;
     let batch = s.seq.batch();
-    let d = s.head_dim;
     let st = &s.strides;
     let q = Geometry::q_side(s, TensorName::Q, st.q);
     let k = Geometry::k_side(s, TensorName::K, st.k);
-    let v = Geometry::k_side(s, TensorName::V, st.v);
-    let o = Geometry::q_side(s, TensorName::O, st.o);
+    let v = Geometry::k_side(s, TensorName::V, st.v).with_head_dim(s.head_dim_v);
+    let o = Geometry::q_side(s, TensorName::O, st.o).with_head_dim(s.head_dim_v);
     for g in [&q, &k, &v] {
         g.check_input(dtype)?;
     }
@@ -83,13 +94,16 @@ pub fn validate_shape<'t>(
     for g in [&q, &k, &v, &o] {
         g.check_alignment(dtype)?;
     }
-    if !(d * dtype.size()).is_multiple_of(COPY_ALIGN_BYTES) {
-        return Err(Error::Misaligned {
-            tensor: TensorName::Q,
-            what: AlignWhat::HeadDim,
-            required: COPY_ALIGN_BYTES,
-            value: (d * dtype.size()) as u64,
-        });
+    // (d_qk of q / k; a d_v != d_qk pair is compiled, so its d_v is a whole number of chunks)
+    for (tensor, d) in [(TensorName::Q, s.head_dim), (TensorName::V, s.head_dim_v)] {
+        if !(d * dtype.size()).is_multiple_of(COPY_ALIGN_BYTES) {
+            return Err(Error::Misaligned {
+                tensor,
+                what: AlignWhat::HeadDim,
+                required: COPY_ALIGN_BYTES,
+                value: (d * dtype.size()) as u64,
+            });
+        }
     }
     if kernel.takes_tma_params() {
         check_tma(s, kernel)?;
@@ -131,7 +145,9 @@ pub fn forward_kernel_for(
 ) -> Option<&FwdKernelRow> {
     let bucket = |t: KernelTarget| {
         narrowest_serving(
-            table.iter().filter(|r| r.target == t && r.dtype == dtype),
+            table
+                .iter()
+                .filter(|r| r.target == t && r.dtype == dtype && r.head_dim_v == r.head_dim),
             head_dim,
         )
     };
@@ -143,13 +159,73 @@ pub fn forward_kernel_for(
     }
 }
 
+/// The compiled forward kernel of `dtype` for the pair `(head_dim, head_dim_v)` with
+/// d_qk != d_v (issue 23), if any: a row compiled for exactly that pair, the target's own or
+/// else its fallback's (Hopper runs the Ampere rows of the pairs it has no wgmma row for).
+pub fn forward_kernel_for_pair(
+    table: &[FwdKernelRow],
+    target: KernelTarget,
+    dtype: DType,
+    head_dim: usize,
+    head_dim_v: usize,
+) -> Option<&FwdKernelRow> {
+    let exact = |t: KernelTarget| {
+        table.iter().find(|r| {
+            r.target == t
+                && r.dtype == dtype
+                && r.head_dim as usize == head_dim
+                && r.head_dim_v as usize == head_dim_v
+        })
+    };
+    exact(target).or_else(|| target.forward_fallback().and_then(exact))
+}
+
+/// For ops with no d_qk != d_v kernels (the backward, the JVP): a shape whose v / o head dim
+/// differs from q / k's is [`Error::UnsupportedHeadDimPair`] with no pair to offer.
+pub fn require_equal_head_dims(s: &FwdShape, target: KernelTarget, dtype: DType) -> Result<()> {
+    if s.head_dim_v == s.head_dim {
+        return Ok(());
+    }
+    Err(Error::UnsupportedHeadDimPair {
+        dtype,
+        head_dim: s.head_dim,
+        head_dim_v: s.head_dim_v,
+        target,
+        supported: Vec::new(),
+    })
+}
+
+/// Whether `r` runs on `target` (its own rows and its fallback's) for `dtype`.
+fn serves_target(r: &FwdKernelRow, target: KernelTarget, dtype: DType) -> bool {
+    (r.target == target || Some(r.target) == target.forward_fallback()) && r.dtype == dtype
+}
+
 /// The compiled forward head dims of `dtype` on `target` (its own and its fallback's), sorted
 /// and distinct: what [`Error::UnsupportedHeadDim`] lists. Multiples of 8 between them run too
 /// ([`forward_kernel_for`]).
 pub fn compiled_head_dims(table: &[FwdKernelRow], target: KernelTarget, dtype: DType) -> Vec<u32> {
-    distinct_head_dims(table.iter().filter(|r| {
-        (r.target == target || Some(r.target) == target.forward_fallback()) && r.dtype == dtype
-    }))
+    distinct_head_dims(
+        table
+            .iter()
+            .filter(|r| serves_target(r, target, dtype) && r.head_dim_v == r.head_dim),
+    )
+}
+
+/// The compiled (d_qk, d_v) pairs with d_qk != d_v of `dtype` on `target` (its own and its
+/// fallback's), sorted and distinct: what [`Error::UnsupportedHeadDimPair`] lists.
+pub fn compiled_head_dim_pairs(
+    table: &[FwdKernelRow],
+    target: KernelTarget,
+    dtype: DType,
+) -> Vec<(u32, u32)> {
+    let mut pairs: Vec<(u32, u32)> = table
+        .iter()
+        .filter(|r| serves_target(r, target, dtype) && r.head_dim_v != r.head_dim)
+        .map(|r| (r.head_dim, r.head_dim_v))
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    pairs
 }
 
 /// What the sm_90a kernels' tensor maps need beyond the checks every kernel has: the encoder
@@ -311,6 +387,12 @@ impl Geometry {
             heads: pick((s.heads.q, s.heads.kv)),
             head_dim: s.head_dim,
         }
+    }
+
+    /// The same operand with its own head dim (v and o: d_v).
+    pub(crate) fn with_head_dim(mut self, head_dim: usize) -> Geometry {
+        self.head_dim = head_dim;
+        self
     }
 
     /// (stride, extent) of the batch, row and head dimensions.

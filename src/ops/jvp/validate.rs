@@ -8,7 +8,9 @@ use crate::common::build_info::FWD_KERNELS;
 use crate::common::dtype::DType;
 use crate::common::error::{Error, Result};
 use crate::common::target::KernelTarget;
-use crate::ops::forward::validate::{validate_shape as validate_forward, FwdExtents};
+use crate::ops::forward::validate::{
+    require_equal_head_dims, validate_shape as validate_forward, FwdExtents,
+};
 use crate::ops::jvp::kernels::{compiled_head_dims, jvp_kernel_for, JvpKernelRow};
 use crate::ops::jvp::problem::JvpShape;
 
@@ -23,6 +25,7 @@ pub fn validate_shape(
     // Hopper runs the Ampere kernels; Turing has none (its m16n8k8 forward would need a
     // register-staged variant of the JVP body).
     target.require_ampere_kernels("the forward-mode (JVP) attention")?;
+    require_equal_head_dims(&shape.fwd, target, dtype)?;
     let (_, extents) = validate_forward(FWD_KERNELS, KernelTarget::Ampere, dtype, &shape.fwd)?;
     let d = shape.fwd.head_dim;
     let kernel = jvp_kernel_for(dtype, d).ok_or_else(|| Error::UnsupportedHeadDim {

@@ -91,6 +91,9 @@ impl MlaDecodeProblem {
             num_heads_q: self.num_heads_q,
             num_heads_kv: 1,
             head_dim: MLA_D_QK,
+            // The latent pool is the V pool too, its rows MLA_D_QK wide (the kernel reads the
+            // first MLA_D_V of each); o's width is the MLA plan's.
+            head_dim_v: MLA_D_QK,
             queries: self.queries.clone(),
             q_strides: self.q_strides,
             o_strides: self.o_strides,
