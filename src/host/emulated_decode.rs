@@ -11,6 +11,7 @@ use crate::backend::emulator::EmulatorBackend;
 use crate::common::dtype::DType;
 use crate::common::error::Result;
 use crate::common::target::KernelTarget;
+use crate::emulator::timing::KernelTrace;
 use crate::emulator::{Device, LaunchReport};
 use crate::ops::decode::plan::DecodePlan;
 use crate::ops::decode::problem::DecodeProblem;
@@ -28,9 +29,22 @@ pub fn decode_on(
     plan: &DecodePlan,
     inputs: &DecodeHostInputs,
 ) -> Result<DecodeRun> {
+    Ok(decode_traced(dev, plan, inputs, &[])?.0)
+}
+
+/// [`decode_on`], also recording the instruction traces of the CTAs `ctas` (grid
+/// coordinates) of each launch for the SM simulation: the traces by entry, in launch order.
+pub fn decode_traced(
+    dev: &mut Device,
+    plan: &DecodePlan,
+    inputs: &DecodeHostInputs,
+    ctas: &[[u32; 3]],
+) -> Result<(DecodeRun, Vec<(&'static str, KernelTrace)>)> {
     let backend = EmulatorBackend::new(plan.kernel.target);
     backend.set_options(*dev.options_mut());
-    runner::decode(&backend, plan, inputs)
+    backend.trace_ctas(ctas);
+    let run = runner::decode(&backend, plan, inputs)?;
+    Ok((run, backend.take_traces()))
 }
 
 /// Runs a merge plan on a fresh emulated device.
