@@ -9,8 +9,11 @@
 //! cycle-approximate SM simulation (src/perf_model/timing.rs; `bench --decode` prints the
 //! simulation's own prediction beside it). Pure arithmetic over at most [`MAX_SPLITS`]
 //! candidates: no simulation at plan time. With `n = base x s` CTAs on `S` SMs:
-//! - residency `r = min(2, ceil(n / S))` (the block scheduler spreads CTAs over the SMs before
-//!   doubling up; two d128 CTAs fit an A100 SM), waves `ceil(n / (r S))`;
+//! - residency `r = min(r_max, ceil(n / S))` (the block scheduler spreads CTAs over the SMs
+//!   before doubling up), waves `ceil(n / (r S))`; `r_max` is 2 when two CTAs fit the shared
+//!   memory of the smallest sm_80+ SM ([`SMALLEST_SM_SMEM_BYTES`]), else 1: the plan does not
+//!   know the device's shared memory, and a rule that counted on 2 where 1 fits would split a
+//!   full grid into two waves (d128 f16, 74.5 KB: 2 on an A100, 1 on an A10 or L4);
 //! - one CTA of `k` keys (`ceil(L / s)` rounded up to [`SPLIT_ALIGN`], as the kernel splits)
 //!   takes `F_r + k x B / R_r` clocks: `B` K/V bytes per key, `R_r` the bytes per clock one CTA
 //!   streams when `r` share an SM. The simulation shows the stream latency-bound (each warp
@@ -104,6 +107,11 @@ pub fn choose_splits(
 /// than the rule gives it; the extra splits cost it a combine.
 pub const DRAM_BYTES_PER_CLK_PER_SM: f64 = 13.4;
 
+/// Shared memory of the smallest SM the sm_80+ kernels run on (sm_86 / sm_89 / sm_120: 100 KB
+/// per SM, CUDA C Programming Guide, "Compute capabilities", table of technical
+/// specifications).
+pub const SMALLEST_SM_SMEM_BYTES: u64 = 100 * 1024;
+
 /// Clocks of one decode CTA: fixed, and K/V bytes streamed per clock (see the module docs,
 /// "Split rule"), at 1 and at 2 resident CTAs per SM.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -139,6 +147,8 @@ pub struct SplitShape {
     pub kv_bytes_per_key: u64,
     /// Output dims per row (the partial state is `4 x d_o + 4` bytes).
     pub d_o: u64,
+    /// Decode CTAs per SM the rule may count on (1 or 2; see the module docs).
+    pub max_resident: u64,
 }
 
 /// The split rule's predicted clocks of the call of `shape` on `num_sms` SMs with `splits`
@@ -147,7 +157,7 @@ pub fn split_cost_clocks(shape: &SplitShape, splits: u32, num_sms: u32) -> f64 {
     let sms = u64::from(num_sms.max(1));
     let s = u64::from(splits.max(1));
     let n = shape.base_ctas.max(1).saturating_mul(s);
-    let resident = n.div_ceil(sms).clamp(1, CTAS_PER_SM_TARGET);
+    let resident = n.div_ceil(sms).clamp(1, shape.max_resident.clamp(1, 2));
     let waves = n.div_ceil(resident * sms) as f64;
     let align = u64::from(SPLIT_ALIGN);
     let keys = (shape.max_cache_len.div_ceil(s).div_ceil(align) * align).min(shape.max_cache_len);
@@ -307,6 +317,11 @@ fn plan(target: KernelTarget, problem: &DecodeProblem, policy: SplitPolicy) -> R
                 max_cache_len: p.max_cache_len as u64,
                 kv_bytes_per_key: 2 * p.head_dim as u64 * p.kv_element_bytes() as u64,
                 d_o: p.head_dim as u64,
+                max_resident: if 2 * u64::from(kernel.smem_bytes) <= SMALLEST_SM_SMEM_BYTES {
+                    2
+                } else {
+                    1
+                },
             };
             (choose_splits_timed(&shape, num_sms), 0)
         }
@@ -763,6 +778,7 @@ mod tests {
             max_cache_len,
             kv_bytes_per_key: 512,
             d_o: 128,
+            max_resident: 2,
         }
     }
 
@@ -805,7 +821,12 @@ mod tests {
         let mut p = DecodeProblem::contiguous(DType::F16, 1, 1, 8, 8, 128, 256, 16, 256, false);
         p.max_cache_len = 4096;
         let plan = DecodePlan::new(&p, SplitPolicy::Auto { num_sms: 108 }).unwrap();
-        let want = choose_splits_timed(&shape(8, 16, 4096), 108);
+        // d128 f16: 74.5 KB per CTA, one per SM on the smallest sm_80+ SM.
+        let one_per_sm = SplitShape {
+            max_resident: 1,
+            ..shape(8, 16, 4096)
+        };
+        let want = choose_splits_timed(&one_per_sm, 108);
         assert_eq!(plan.num_splits, want);
         assert!(want > 4, "{want}");
         assert_eq!(plan.combine.is_some(), want > 1);
