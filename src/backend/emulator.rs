@@ -153,12 +153,15 @@ struct EmuDevice {
     tracing: Mutex<Tracing>,
 }
 
+/// Instruction traces recorded by the timing hook, by kernel entry in launch order.
+pub type EntryTraces = Vec<(&'static str, KernelTrace)>;
+
 /// The timing hook's state: which CTAs of every launch to trace (none: plain launches) and the
 /// traces recorded since the last [`EmulatorBackend::take_traces`].
 #[derive(Default)]
 struct Tracing {
     ctas: Vec<[u32; 3]>,
-    traces: Vec<(&'static str, KernelTrace)>,
+    traces: EntryTraces,
 }
 
 impl EmuDevice {
@@ -211,7 +214,7 @@ impl EmulatorBackend {
     }
 
     /// The traces recorded since the last call of this method, by entry in launch order.
-    pub fn take_traces(&self) -> Vec<(&'static str, KernelTrace)> {
+    pub fn take_traces(&self) -> EntryTraces {
         let mut t = self.dev.tracing.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::take(&mut t.traces)
     }

@@ -512,7 +512,14 @@ fn predicted(
     m: &Modelled,
     window: u32,
 ) -> super::CliResult<Option<Predicted>> {
-    predicted_at(c, traces, gpu, m, window, sim::resident_ctas(&c.kernel, gpu))
+    predicted_at(
+        c,
+        traces,
+        gpu,
+        m,
+        window,
+        sim::resident_ctas(&c.kernel, gpu),
+    )
 }
 
 /// [`predicted`] with `resident` CTAs per SM instead of the kernel's own occupancy: the

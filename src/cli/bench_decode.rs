@@ -9,8 +9,8 @@
 
 use super::table;
 use flashmha::common::dtype::DType;
-use flashmha::ops::decode::KvCacheDType;
 use flashmha::ops::decode::plan::{choose_splits, DecodePlan, SplitPolicy};
+use flashmha::ops::decode::KvCacheDType;
 use flashmha::perf_model::decode::{batch_filling, predict_decode, DecodeModelConfig};
 use flashmha::perf_model::decode_bench::{default_configs, measure, DecodeBenchRow};
 use flashmha::perf_model::gpus::{GpuSpec, TensorPath};

@@ -7,11 +7,10 @@ use super::runner;
 pub use super::runner::{
     AppendInputs, AppendTarget, DecodeHostInputs, DecodeRun, HostPools, MergeHostInputs, MergeRun,
 };
-use crate::backend::emulator::EmulatorBackend;
+use crate::backend::emulator::{EmulatorBackend, EntryTraces};
 use crate::common::dtype::DType;
 use crate::common::error::Result;
 use crate::common::target::KernelTarget;
-use crate::emulator::timing::KernelTrace;
 use crate::emulator::{Device, LaunchReport};
 use crate::ops::decode::plan::DecodePlan;
 use crate::ops::decode::problem::DecodeProblem;
@@ -39,7 +38,7 @@ pub fn decode_traced(
     plan: &DecodePlan,
     inputs: &DecodeHostInputs,
     ctas: &[[u32; 3]],
-) -> Result<(DecodeRun, Vec<(&'static str, KernelTrace)>)> {
+) -> Result<(DecodeRun, EntryTraces)> {
     let backend = EmulatorBackend::new(plan.kernel.target);
     backend.set_options(*dev.options_mut());
     backend.trace_ctas(ctas);

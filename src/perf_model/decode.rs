@@ -6,6 +6,11 @@
 //! takes the sum of their binding times. Every time here is *modelled* (no latency model: a
 //! pipe's time is its work at full rate), never measured.
 //!
+//! [`predict_decode`] adds the latency-aware prediction: the same emulated item traced, its
+//! decode and combine CTAs replayed by the SM simulation (src/perf_model/timing.rs) at the
+//! residency the launch gives each SM, the launch the larger of the waves' makespan and its
+//! DRAM time. The plan's split rule (src/ops/decode/plan.rs) takes its constants from it.
+//!
 //! DRAM bytes: every 32-byte sector the launches touch, once (K/V of a KV head read by two row
 //! tiles is counted twice: an upper bound that L2 may halve); the partial states are counted as
 //! DRAM traffic too, though a small workspace may stay in L2.
@@ -13,15 +18,16 @@
 use super::gpus::GpuSpec;
 use super::pipes::{self, LaunchShape, Modelled, Work};
 use super::timing::{self as sim, Predicted};
-use crate::emulator::timing::SmConfig;
+use crate::backend::emulator::EntryTraces;
 use crate::check::decode::DecodeCase;
 use crate::common::build_info::ptxas_stats;
 use crate::common::dtype::DType;
+use crate::common::error::Error;
 use crate::common::error::Result;
 use crate::common::launch::Launch;
 use crate::common::options::AttnOptions;
-use crate::common::error::Error;
 use crate::emulator::timing::KernelTrace;
+use crate::emulator::timing::SmConfig;
 use crate::emulator::{Device, EmuOptions};
 use crate::host::emulated_decode::{decode_traced, DecodeRun};
 use crate::ops::decode::plan::{DecodePlan, SplitPolicy};
@@ -72,7 +78,6 @@ impl DecodeModelConfig {
         e * (2.0 * (self.batch * hq * self.sq_new * self.head_dim) as f64
             + 2.0 * (self.batch * self.num_heads_kv * self.cache_len * self.head_dim) as f64)
     }
-
 }
 
 /// A config whose compulsory DRAM bytes a modelled call is measured against.
@@ -187,7 +192,7 @@ fn emulate(
     c: &DecodeModelConfig,
     policy: SplitPolicy,
     traced: bool,
-) -> Result<(DecodeModelled, DecodePlan, Vec<(&'static str, KernelTrace)>)> {
+) -> Result<(DecodeModelled, DecodePlan, EntryTraces)> {
     let plan = DecodePlan::new(&c.problem(), policy)?;
     let split = one_item_policy(&plan);
     let case = DecodeCase::uniform(
@@ -247,10 +252,7 @@ impl DecodePredicted {
 }
 
 /// The trace of `entry` among `traces`.
-fn trace_of<'a>(
-    traces: &'a [(&'static str, KernelTrace)],
-    entry: &str,
-) -> Result<&'a KernelTrace> {
+fn trace_of<'a>(traces: &'a [(&'static str, KernelTrace)], entry: &str) -> Result<&'a KernelTrace> {
     traces
         .iter()
         .find(|(e, _)| *e == entry)
@@ -315,7 +317,11 @@ pub fn predict_decode(
     };
     // K and V stream from DRAM; the combine reads partial states the decode has just written
     // (a few MB at most: L2 hits).
-    let decode = one(&plan.decode, &modelled.decode, &sim::sm_config_streaming(gpu))?;
+    let decode = one(
+        &plan.decode,
+        &modelled.decode,
+        &sim::sm_config_streaming(gpu),
+    )?;
     let combine = match (&plan.combine, &modelled.combine) {
         (Some(l), Some(m)) => Some(one(l, m, &sim::sm_config(gpu))?),
         _ => None,
@@ -424,11 +430,7 @@ mod tests {
         };
         use rand::Rng;
         let mut rng = rand::rng();
-        for (gpu, hkv, group, sq_new) in [
-            (&A100, 8, 1, 1),
-            (&A100, 2, 4, 2),
-            (&A10, 8, 8, 4),
-        ] {
+        for (gpu, hkv, group, sq_new) in [(&A100, 8, 1, 1), (&A100, 2, 4, 2), (&A10, 8, 8, 4)] {
             let len = 4096 + 64 * rng.random_range(0..=64);
             let c = DecodeModelConfig {
                 dtype: DType::F16,
@@ -453,7 +455,13 @@ mod tests {
             };
             let at_rule = t(rule);
             let most = (len as u32 / SPLIT_ALIGN).min(MAX_SPLITS);
-            for other in [old, (rule / 2).max(1), rule - 1, (rule + 1).min(most), (2 * rule).min(most)] {
+            for other in [
+                old,
+                (rule / 2).max(1),
+                rule - 1,
+                (rule + 1).min(most),
+                (2 * rule).min(most),
+            ] {
                 let o = t(other.max(1));
                 assert!(
                     at_rule <= 1.05 * o,

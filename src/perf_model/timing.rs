@@ -62,14 +62,18 @@ pub struct Param {
 //   latency 194 plus DRAM latency 96; 4 schedulers per SM, `gto` scheduling.
 // [PG-T], [PG-CC]: see `gpus.rs` (lanes per clock per SM -> the initiation intervals).
 
+/// The value of `gpu`'s parameter `name` in [`params`] (1 if it has none, which the tests
+/// rule out).
+fn param_value(gpu: &GpuSpec, name: &str) -> f64 {
+    params(gpu)
+        .iter()
+        .find(|p| p.name == name)
+        .map_or(1.0, |p| p.value)
+}
+
 /// The simulation parameters of `gpu`'s SM, with the sources of [`params`].
 pub fn sm_config(gpu: &GpuSpec) -> SmConfig {
-    let v = |name: &str| {
-        params(gpu)
-            .iter()
-            .find(|p| p.name == name)
-            .map_or(1.0, |p| p.value)
-    };
+    let v = |name: &str| param_value(gpu, name);
     let p = |lat: &str, ii: &str| PipeParams {
         latency: v(lat) as u32,
         interval: v(ii) as u32,
@@ -110,15 +114,10 @@ pub fn sm_config_window(gpu: &GpuSpec, window: u32) -> SmConfig {
 /// MLA decode, the split combine: each K/V byte is read once, so every load misses L2): the
 /// global latency is the L2 hit latency plus the DRAM latency.
 pub fn sm_config_streaming(gpu: &GpuSpec) -> SmConfig {
-    let v = |name: &str| {
-        params(gpu)
-            .iter()
-            .find(|p| p.name == name)
-            .map_or(0.0, |p| p.value)
-    };
     let c = sm_config(gpu);
+    let dram = param_value(gpu, "DRAM latency (added to an L2 miss)");
     SmConfig {
-        global_latency: c.global_latency + v("DRAM latency (added to an L2 miss)") as u32,
+        global_latency: c.global_latency + dram as u32,
         ..c
     }
 }
@@ -551,6 +550,16 @@ mod tests {
                 assert_eq!(c.mma.interval, 8);
             }
             assert_eq!(c.subpartitions, 4);
+            // Streaming kernels see an L2 miss: the L2 hit latency plus the DRAM latency.
+            let st = sm_config_streaming(gpu);
+            assert_eq!(st.global_latency, c.global_latency + 96);
+            assert_eq!(
+                SmConfig {
+                    global_latency: c.global_latency,
+                    ..st
+                },
+                c
+            );
         }
         assert_eq!(sm_config(&gpus::A100).fma.interval, 2);
         // The sm_90a forward's tensor pipe runs at the wgmma rate: 4096 FLOP/clk/SM is one

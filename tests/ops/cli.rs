@@ -407,7 +407,12 @@ fn bench_decode_prints_counters_and_every_pipe_modelled() {
         assert!(text.contains(pipe), "{pipe} missing:\n{text}");
     }
     // The SM simulation's prediction beside the per-pipe bounds, with the calibration note.
-    for col in ["predicted us (SM sim)", "predicted % DRAM", "byte rule", "calibration"] {
+    for col in [
+        "predicted us (SM sim)",
+        "predicted % DRAM",
+        "byte rule",
+        "calibration",
+    ] {
         assert!(text.contains(col), "{col} missing:\n{text}");
     }
     // 13 configurations (page 16 x sq_new 1/2/4 x GQA 1/4/8, pages 1 and 256 at two corners),

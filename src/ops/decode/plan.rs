@@ -23,6 +23,7 @@
 //!   partial states written and read back) at [`DRAM_BYTES_PER_CLK_PER_SM`] x S;
 //! - the combine (split count > 1) one wave of `F_c + s x C_c` clocks: each combine warp reads
 //!   the splits' states one after the other at L2 latency.
+//!
 //! The rule picks the smallest `s` of least predicted time. Constants (A100 simulation, d128
 //! f16, 4096 keys, 8 KV heads; `perf_model::decode::cta_clocks`): 16-row tiles F_1 4230 / R_1
 //! 17.9 B/clk, F_2 5130 / R_2 15.3 B/clk; 32-row tiles (two m16 blocks per warp: more mma and
@@ -178,9 +179,8 @@ pub fn split_cost_clocks(shape: &SplitShape, splits: u32, num_sms: u32) -> f64 {
     } else {
         0.0
     };
-    let dram =
-        (shape.base_ctas as f64 * shape.max_cache_len as f64 * kv + partial)
-            / (DRAM_BYTES_PER_CLK_PER_SM * sms as f64);
+    let dram = (shape.base_ctas as f64 * shape.max_cache_len as f64 * kv + partial)
+        / (DRAM_BYTES_PER_CLK_PER_SM * sms as f64);
     let combine = if s > 1 {
         COMBINE_FIXED_CLOCKS + COMBINE_CLOCKS_PER_SPLIT * s as f64
     } else {
@@ -802,7 +802,10 @@ mod tests {
             let s = choose_splits_timed(&sh, 108);
             let dram = 8.0 * len as f64 * 512.0 / (DRAM_BYTES_PER_CLK_PER_SM * 108.0);
             let t = split_cost_clocks(&sh, s, 108);
-            assert!(t <= 1.15 * dram, "{len}: {s} splits, {t} clocks vs DRAM {dram}");
+            assert!(
+                t <= 1.15 * dram,
+                "{len}: {s} splits, {t} clocks vs DRAM {dram}"
+            );
             assert!(split_cost_clocks(&sh, 1, 108) > 3.0 * dram);
         }
         // Fewer than two aligned chunks: one split.
