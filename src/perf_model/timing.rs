@@ -20,6 +20,12 @@
 //! 4. DRAM: the SM simulation sees L2 (each SM its share of the L2 bandwidth); the launch time is
 //!    the larger of the makespan and the DRAM bytes ([`super::dram_bytes`]) at the DRAM bandwidth.
 //!
+//! Launches whose CTAs all do the same work (the paged decode's splits, the split combine) go
+//! through [`predict_uniform`]: one traced CTA, the residency the launch gives each SM, the
+//! makespan of its waves, DRAM as the floor; their traces come from the emulator backend's
+//! timing hook (`EmulatorBackend::trace_ctas`), and streamed loads use
+//! [`sm_config_streaming`] (an L2 miss: the DRAM latency added).
+//!
 //! Parameters per GPU: [`sm_config`], each number with its source or marked as an assumption
 //! ([`params`] lists them for the bench output).
 

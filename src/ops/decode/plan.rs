@@ -76,7 +76,8 @@ pub const SPLIT_ALIGN: u32 = abi::FLASHMHA_DECODE_SPLIT_ALIGN;
 /// How the keys of a sequence are divided among CTAs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SplitPolicy {
-    /// [`choose_splits`] for a device with this many SMs.
+    /// The paged decode's timed split rule ([`choose_splits_timed`]; the MLA decode: its own
+    /// rule, src/ops/mla_decode/plan.rs) for a device with this many SMs.
     Auto { num_sms: u32 },
     /// Exactly this many splits (1 = no workspace, no combine).
     Count(u32),
