@@ -24,7 +24,8 @@
 //! - the combine (split count > 1) one wave of `F_c + s x C_c` clocks: each combine warp reads
 //!   the splits' states one after the other at L2 latency.
 //!
-//! The rule picks the smallest `s` of least predicted time. Constants (A100 simulation, d128
+//! The rule picks the smallest `s` of least predicted time, and 1 when the one-split grid
+//! already has a CTA for every SM. Constants (A100 simulation, d128
 //! f16, 4096 keys, 8 KV heads; `perf_model::decode::cta_clocks`): 16-row tiles F_1 4230 / R_1
 //! 17.9 B/clk, F_2 5130 / R_2 15.3 B/clk; 32-row tiles (two m16 blocks per warp: more mma and
 //! shared traffic per key) F_1 10900 / R_1 11.1, F_2 12600 / R_2 9.7; combine F_c 1090, C_c 305.
@@ -193,6 +194,13 @@ pub fn split_cost_clocks(shape: &SplitShape, splits: u32, num_sms: u32) -> f64 {
 /// The split count of least [`split_cost_clocks`] (the smallest on ties), between 1 and
 /// [`MAX_SPLITS`], with at least [`SPLIT_ALIGN`] keys per split.
 pub fn choose_splits_timed(shape: &SplitShape, num_sms: u32) -> u32 {
+    // A grid with a CTA for every SM already streams from every SM: splitting it only adds the
+    // combine. (The closed form alone would split it on a part whose DRAM is slower per SM than
+    // the A100's it assumes, e.g. an L4: 92% against 99.6% of DRAM bandwidth predicted at GQA 8 x
+    // 4 tokens, `bench --decode --model l4`.)
+    if shape.base_ctas >= u64::from(num_sms.max(1)) {
+        return 1;
+    }
     let most = (shape.max_cache_len / u64::from(SPLIT_ALIGN)).clamp(1, u64::from(MAX_SPLITS));
     let mut best = (split_cost_clocks(shape, 1, num_sms), 1);
     for s in 2..=most as u32 {
@@ -785,8 +793,10 @@ mod tests {
 
     #[test]
     fn timed_rule_fills_the_sms_at_batch_one_and_leaves_full_grids() {
-        // A full grid (two CTAs per SM and more): splitting adds only combine work.
+        // A full grid (a CTA per SM and more): splitting adds only combine work.
         assert_eq!(choose_splits_timed(&shape(216, 16, 4096), 108), 1);
+        assert_eq!(choose_splits_timed(&shape(108, 32, 1 << 16), 108), 1);
+        assert!(choose_splits_timed(&shape(107, 32, 1 << 16), 108) > 1);
         assert_eq!(choose_splits_timed(&shape(5000, 16, 1 << 20), 108), 1);
         // One sequence, 8 KV heads, 4096 keys: the byte rule gave 1-4 splits (8-32 CTAs on 108
         // SMs); the timed rule spreads the call over most of the SMs, at most two per SM.
