@@ -4,7 +4,10 @@
 //! allocations is safe whatever their addresses. Touches only the device it is given. For the
 //! sm_90a kernels the plan's tensor-map descriptions are encoded here with the emulator's
 //! [`TensorMap`] over the bound q / k / v addresses, as the CUDA backend encodes them with the
-//! driver.
+//! driver. On request ([`EmulatorBackend::trace_ctas`]) every launch also records the
+//! instruction traces of chosen CTAs for the SM simulation (`src/perf_model/timing.rs`): the
+//! timing hook for ops that run through the generic [`Backend`] path (decode, MLA decode,
+//! backward).
 
 use super::{Backend, BoundTensors, Pod, Read, Write};
 use crate::common::binding::DevBuf;
@@ -12,6 +15,7 @@ use crate::common::build_info;
 use crate::common::error::{EmulatorError, Error, Result};
 use crate::common::launch::{Launch, Launches};
 use crate::common::target::KernelTarget;
+use crate::emulator::timing::KernelTrace;
 use crate::emulator::{
     Device, DevicePtr, FindingKind, LaunchConfig, LaunchReport, Module, TensorMap, TiledTensorMap,
     TmaDataType, TmaInterleave, TmaL2Promotion, TmaOobFill, TmaSwizzle,
@@ -59,15 +63,30 @@ pub fn launch_bound(dev: &mut Device, launch: &FwdLaunch) -> Result<LaunchReport
     self::launch(dev, &l)
 }
 
-/// The one launch path of this backend: runs `l` (any op's) on `dev` with its params bytes.
-pub fn launch(dev: &mut Device, l: &Launch) -> Result<LaunchReport> {
-    let module = parsed_module(l.entry)?;
-    let cfg = LaunchConfig {
+/// The emulator's launch configuration of `l`.
+fn config_of(l: &Launch) -> LaunchConfig {
+    LaunchConfig {
         grid: l.grid,
         block: l.block,
         dynamic_smem_bytes: l.dynamic_smem_bytes,
-    };
-    Ok(dev.launch(&module, l.entry, &cfg, l.params())?)
+    }
+}
+
+/// The one launch path of this backend: runs `l` (any op's) on `dev` with its params bytes.
+pub fn launch(dev: &mut Device, l: &Launch) -> Result<LaunchReport> {
+    let module = parsed_module(l.entry)?;
+    Ok(dev.launch(&module, l.entry, &config_of(l), l.params())?)
+}
+
+/// [`launch`], also recording the instruction traces of the CTAs `ctas` (grid coordinates;
+/// those outside the grid are ignored) for the SM simulation.
+pub fn launch_traced(
+    dev: &mut Device,
+    l: &Launch,
+    ctas: &[[u32; 3]],
+) -> Result<(LaunchReport, KernelTrace)> {
+    let module = parsed_module(l.entry)?;
+    Ok(dev.launch_traced(&module, l.entry, &config_of(l), l.params(), ctas)?)
 }
 
 /// The emulator's encoding of one planned map over `addr` (the fields `cuTensorMapEncodeTiled`
@@ -131,6 +150,18 @@ struct EmuDevice {
     memory: Mutex<Device>,
     /// Reports of the launches of the last call (at most [`Launches::CAPACITY`]).
     last: Mutex<Vec<(&'static str, LaunchReport)>>,
+    tracing: Mutex<Tracing>,
+}
+
+/// Instruction traces recorded by the timing hook, by kernel entry in launch order.
+pub type EntryTraces = Vec<(&'static str, KernelTrace)>;
+
+/// The timing hook's state: which CTAs of every launch to trace (none: plain launches) and the
+/// traces recorded since the last [`EmulatorBackend::take_traces`].
+#[derive(Default)]
+struct Tracing {
+    ctas: Vec<[u32; 3]>,
+    traces: EntryTraces,
 }
 
 impl EmuDevice {
@@ -155,6 +186,7 @@ impl EmulatorBackend {
             dev: Arc::new(EmuDevice {
                 memory: Mutex::new(Device::new()),
                 last: Mutex::new(Vec::new()),
+                tracing: Mutex::default(),
             }),
             target,
             sm_count,
@@ -171,6 +203,20 @@ impl EmulatorBackend {
     /// detection, the instruction cap).
     pub fn set_options(&self, options: crate::emulator::EmuOptions) {
         *self.dev.memory().options_mut() = options;
+    }
+
+    /// Records, from now on, the instruction traces of the CTAs `ctas` (grid coordinates) of
+    /// every launch for the SM simulation (an empty list stops tracing). Tracing costs
+    /// emulation time and memory; plain use never asks for it.
+    pub fn trace_ctas(&self, ctas: &[[u32; 3]]) {
+        let mut t = self.dev.tracing.lock().unwrap_or_else(|p| p.into_inner());
+        t.ctas = ctas.to_vec();
+    }
+
+    /// The traces recorded since the last call of this method, by entry in launch order.
+    pub fn take_traces(&self) -> EntryTraces {
+        let mut t = self.dev.tracing.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut t.traces)
     }
 
     /// The findings and counters of each launch of the last call, by entry.
@@ -398,8 +444,15 @@ impl Backend for EmulatorBackend {
         self.owns(&stream.dev)?;
         let mut last = self.dev.last.lock().unwrap_or_else(|p| p.into_inner());
         last.clear();
+        let mut tracing = self.dev.tracing.lock().unwrap_or_else(|p| p.into_inner());
         for l in launches.iter() {
-            let report = launch(&mut self.dev.memory(), l)?;
+            let report = if tracing.ctas.is_empty() {
+                launch(&mut self.dev.memory(), l)?
+            } else {
+                let (report, trace) = launch_traced(&mut self.dev.memory(), l, &tracing.ctas)?;
+                tracing.traces.push((l.entry, trace));
+                report
+            };
             let first = report.findings.first().cloned();
             let count = report.findings.len();
             last.push((l.entry, report));

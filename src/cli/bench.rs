@@ -372,7 +372,13 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
     bar.set_message("emulating tile costs");
     let costs = measure_costs(&configs)?;
     bar.set_message("tracing one CTA per kernel for the SM simulation");
-    let traces = measure_traces(&configs, &models)?;
+    // On a GPU the prediction is for the part measured.
+    let gpu_spec = backend.as_ref().map(|b| {
+        let (major, minor) = b.compute_capability();
+        spec_for(major, minor, b.target())
+    });
+    let traced: Vec<&GpuSpec> = gpu_spec.map_or_else(|| models.clone(), |g| vec![g]);
+    let traces = measure_traces(&configs, &traced)?;
     bar.finish_and_clear();
     println!(
         "Work per launch extrapolated from emulated launches (per CTA + per KV tile + per masked \
@@ -389,8 +395,8 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
         };
         println!("  {entry}: plain {}; causal {}", pct(plain), pct(causal));
     }
-    if let Some(backend) = &backend {
-        return run_gpu(args, backend, &configs, &costs);
+    if let (Some(backend), Some(spec)) = (&backend, gpu_spec) {
+        return run_gpu(args, backend, spec, &configs, (&costs, &traces));
     }
     for gpu in &models {
         let target = target_of(gpu);
@@ -429,6 +435,7 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
             "predicted TFLOP/s (PTX order)",
             "predicted / roofline time",
             "predicted TFLOP/s (window 16)",
+            "what-if: window 16 at 2 CTAs/SM (TFLOP/s)",
         ]);
         let mut t = table::new(&header);
         for c in configs.iter().filter(|c| c.kernel.target == target) {
@@ -449,19 +456,26 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
             ]);
             let in_order = predicted(c, &traces, gpu, &m, 1)?;
             let windowed = predicted(c, &traces, gpu, &m, sim::ALT_SCHED_WINDOW)?;
+            // A kernel held at 1 CTA per SM by shared memory: its trace simulated 2 per SM, as
+            // if a tile of half the shared memory (single-buffered K/V) fitted twice with the
+            // same instructions and registers (an upper bound on that retile: the smaller tile
+            // loses its in-CTA copy overlap).
+            let what_if = if m.ctas_per_sm == 1 && m.occupancy_limit == "shared memory" {
+                predicted_at(c, &traces, gpu, &m, sim::ALT_SCHED_WINDOW, 2)?
+            } else {
+                None
+            };
             match (in_order, windowed) {
                 (Some(pr), Some(pw)) => row.extend([
                     format!("{:.1}", pr.seconds * 1e6),
                     format!("{:.0}", c.problem.flops() / pr.seconds / 1e12),
                     format!("{:.2}", pr.seconds / m.seconds()),
                     format!("{:.0}", c.problem.flops() / pw.seconds / 1e12),
+                    what_if.map_or("-".into(), |p| {
+                        format!("{:.0}", c.problem.flops() / p.seconds / 1e12)
+                    }),
                 ]),
-                _ => row.extend([
-                    "-".to_string(),
-                    "-".to_string(),
-                    "-".to_string(),
-                    "-".to_string(),
-                ]),
+                _ => row.extend(std::iter::repeat_n("-".to_string(), 5)),
             }
             t.add_row(row);
         }
@@ -498,13 +512,32 @@ fn predicted(
     m: &Modelled,
     window: u32,
 ) -> super::CliResult<Option<Predicted>> {
+    predicted_at(
+        c,
+        traces,
+        gpu,
+        m,
+        window,
+        sim::resident_ctas(&c.kernel, gpu),
+    )
+}
+
+/// [`predicted`] with `resident` CTAs per SM instead of the kernel's own occupancy: the
+/// retile's what-if (today's instruction stream at a residency a smaller tile would allow).
+fn predicted_at(
+    c: &Config,
+    traces: &MeasuredTraces,
+    gpu: &GpuSpec,
+    m: &Modelled,
+    window: u32,
+    resident: u32,
+) -> super::CliResult<Option<Predicted>> {
     let Some((_, tr)) = traces.iter().find(|(e, _)| *e == c.kernel.entry) else {
         return Ok(None);
     };
     if !sim::models(gpu) {
         return Ok(None);
     }
-    let resident = sim::resident_ctas(&c.kernel, gpu);
     let clocks = tr.clocks(resident, &sim::sm_config_window(gpu, window))?;
     Ok(Some(sim::predict(
         &clocks,
@@ -710,30 +743,65 @@ fn spec_for(major: i32, minor: i32, target: KernelTarget) -> &'static GpuSpec {
         .unwrap_or(&gpus::A100)
 }
 
+/// Columns of the `--gpu` table.
+const GPU_HEADER: [&str; 9] = [
+    "config",
+    "median ms",
+    "p10 ms",
+    "p90 ms",
+    "TFLOP/s (median)",
+    "modelled ms (binding pipe)",
+    "measured / modelled",
+    "predicted ms (SM sim, window 16)",
+    "measured / predicted",
+];
+
+/// One row of the `--gpu` table: `label`'s measured milliseconds `ms` (sorted), its per-pipe
+/// model `m` and the SM simulation's prediction `p` (`None` where the simulation does not model
+/// the kernel).
+fn gpu_row(
+    label: String,
+    flops: f64,
+    ms: &[f32],
+    m: &Modelled,
+    p: Option<&Predicted>,
+) -> Vec<String> {
+    let at = |q: f64| {
+        ms.get(((ms.len().max(1) - 1) as f64 * q).round() as usize)
+            .map_or(f64::NAN, |&x| x as f64)
+    };
+    let median = at(0.5);
+    vec![
+        label,
+        format!("{median:.4}"),
+        format!("{:.4}", at(0.1)),
+        format!("{:.4}", at(0.9)),
+        format!("{:.1}", flops / (median * 1e-3) / 1e12),
+        format!("{:.4} ({})", m.seconds() * 1e3, m.binding()),
+        format!("{:.2}", median * 1e-3 / m.seconds()),
+        p.map_or("-".into(), |p| format!("{:.4}", p.seconds * 1e3)),
+        p.map_or("-".into(), |p| format!("{:.2}", median * 1e-3 / p.seconds)),
+    ]
+}
+
 fn run_gpu(
     args: &BenchArgs,
     backend: &flashmha::cuda::CudaBackend,
+    spec: &'static GpuSpec,
     configs: &[Config],
-    costs: &MeasuredCosts,
+    (costs, traces): (&MeasuredCosts, &MeasuredTraces),
 ) -> super::CliResult<()> {
     let (major, minor) = backend.compute_capability();
-    let spec = spec_for(major, minor, backend.target());
     println!(
         "flashmha bench on GPU (compute capability {major}.{minor}): CUDA events, median of {} \
-         launches after 10 warm-up, 4 input sets rotated; prediction = the per-pipe model of {} \
-         (modelled)",
-        args.iters, spec.name
+         launches after 10 warm-up, 4 input sets rotated; modelled = the per-pipe model of {} \
+         (the upper bound), predicted = its SM simulation (modelled; {})",
+        args.iters,
+        spec.name,
+        super::bench_decode::CALIBRATION_NOTE
     );
     let bar = super::progress::bar(configs.len(), "configs");
-    let mut t = table::new(&[
-        "config",
-        "median ms",
-        "p10 ms",
-        "p90 ms",
-        "TFLOP/s (median)",
-        "modelled ms (binding pipe)",
-        "measured / modelled",
-    ]);
+    let mut t = table::new(&GPU_HEADER);
     for c in configs {
         bar.set_message(label(c));
         let p = &c.problem;
@@ -742,21 +810,49 @@ fn run_gpu(
         let plan = flashmha::FwdPlan::new_for(p.target, p.dtype, &shape)?;
         let mut ms = flashmha::cuda::time_forward(backend, &plan, 4, 10, iters)?;
         ms.sort_by(f32::total_cmp);
-        let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize] as f64;
-        let median = at(0.5);
         let m = modelled(c, costs_of(costs, c.kernel.entry), spec);
-        t.add_row(vec![
-            label(c),
-            format!("{median:.4}"),
-            format!("{:.4}", at(0.1)),
-            format!("{:.4}", at(0.9)),
-            format!("{:.1}", p.flops() / (median * 1e-3) / 1e12),
-            format!("{:.4} ({})", m.seconds() * 1e3, m.binding()),
-            format!("{:.2}", median * 1e-3 / m.seconds()),
-        ]);
+        let pred = predicted(c, traces, spec, &m, sim::ALT_SCHED_WINDOW)?;
+        t.add_row(gpu_row(label(c), p.flops(), &ms, &m, pred.as_ref()));
         bar.inc(1);
     }
     bar.finish_and_clear();
     println!("{t}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_rows_put_the_prediction_beside_the_measurement() {
+        // A measurement of 2 ms median against a per-pipe bound of 1 ms and a prediction of
+        // 1.6 ms: the table carries both and both ratios.
+        let m = Modelled {
+            pipe_s: [1e-3, 0.5e-3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.2e-3],
+            ctas_per_sm: 1,
+            occupancy_limit: "registers",
+            wave_efficiency: 1.0,
+            waves: 1,
+        };
+        let p = Predicted {
+            seconds: 1.6e-3,
+            sm_seconds: 1.6e-3,
+            dram_seconds: 0.2e-3,
+            ctas_per_sm: 1,
+        };
+        let ms = [1.5f32, 2.0, 2.5];
+        let row = gpu_row("d128".into(), 1e12, &ms, &m, Some(&p));
+        assert_eq!(row.len(), GPU_HEADER.len());
+        let col = |name: &str| &row[GPU_HEADER.iter().position(|h| *h == name).unwrap()];
+        assert_eq!(col("median ms"), "2.0000");
+        assert_eq!(col("modelled ms (binding pipe)"), "1.0000 (tensor)");
+        assert_eq!(col("measured / modelled"), "2.00");
+        assert_eq!(col("predicted ms (SM sim, window 16)"), "1.6000");
+        assert_eq!(col("measured / predicted"), "1.25");
+        // Where the simulation does not model the kernel the columns say so.
+        let row = gpu_row("d128".into(), 1e12, &ms, &m, None);
+        assert_eq!(row[7], "-");
+        assert_eq!(row[8], "-");
+    }
 }

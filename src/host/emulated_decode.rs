@@ -7,7 +7,7 @@ use super::runner;
 pub use super::runner::{
     AppendInputs, AppendTarget, DecodeHostInputs, DecodeRun, HostPools, MergeHostInputs, MergeRun,
 };
-use crate::backend::emulator::EmulatorBackend;
+use crate::backend::emulator::{EmulatorBackend, EntryTraces};
 use crate::common::dtype::DType;
 use crate::common::error::Result;
 use crate::common::target::KernelTarget;
@@ -28,9 +28,22 @@ pub fn decode_on(
     plan: &DecodePlan,
     inputs: &DecodeHostInputs,
 ) -> Result<DecodeRun> {
+    Ok(decode_traced(dev, plan, inputs, &[])?.0)
+}
+
+/// [`decode_on`], also recording the instruction traces of the CTAs `ctas` (grid
+/// coordinates) of each launch for the SM simulation: the traces by entry, in launch order.
+pub fn decode_traced(
+    dev: &mut Device,
+    plan: &DecodePlan,
+    inputs: &DecodeHostInputs,
+    ctas: &[[u32; 3]],
+) -> Result<(DecodeRun, EntryTraces)> {
     let backend = EmulatorBackend::new(plan.kernel.target);
     backend.set_options(*dev.options_mut());
-    runner::decode(&backend, plan, inputs)
+    backend.trace_ctas(ctas);
+    let run = runner::decode(&backend, plan, inputs)?;
+    Ok((run, backend.take_traces()))
 }
 
 /// Runs a merge plan on a fresh emulated device.

@@ -20,18 +20,24 @@
 //! 4. DRAM: the SM simulation sees L2 (each SM its share of the L2 bandwidth); the launch time is
 //!    the larger of the makespan and the DRAM bytes ([`super::dram_bytes`]) at the DRAM bandwidth.
 //!
+//! Launches whose CTAs all do the same work (the paged decode's splits, the split combine) go
+//! through [`predict_uniform`]: one traced CTA, the residency the launch gives each SM, the
+//! makespan of its waves, DRAM as the floor; their traces come from the emulator backend's
+//! timing hook (`EmulatorBackend::trace_ctas`), and streamed loads use
+//! [`sm_config_streaming`] (an L2 miss: the DRAM latency added).
+//!
 //! Parameters per GPU: [`sm_config`], each number with its source or marked as an assumption
 //! ([`params`] lists them for the bench output).
 
 use super::gpus::{GpuSpec, TensorPath};
 use super::launch_work::{one_head, tile_counts};
 use super::pipes::{ctas_per_sm, LaunchShape};
-use crate::backend::emulator::{dev_buf, encode, parsed_module, require_clean};
+use crate::backend::emulator::{dev_buf, encode, launch_traced, require_clean};
 use crate::common::build_info::FwdKernelRow;
 use crate::common::error::{EmulatorError, Error, Result};
 use crate::emulated::HostInputs;
 use crate::emulator::timing::{KernelTrace, PipeParams, SmConfig, SmRun};
-use crate::emulator::{Device, LaunchConfig};
+use crate::emulator::Device;
 use crate::ops::forward::bind::FwdBufs;
 use crate::problem::FwdProblem;
 
@@ -62,14 +68,18 @@ pub struct Param {
 //   latency 194 plus DRAM latency 96; 4 schedulers per SM, `gto` scheduling.
 // [PG-T], [PG-CC]: see `gpus.rs` (lanes per clock per SM -> the initiation intervals).
 
+/// The value of `gpu`'s parameter `name` in [`params`] (1 if it has none, which the tests
+/// rule out).
+fn param_value(gpu: &GpuSpec, name: &str) -> f64 {
+    params(gpu)
+        .iter()
+        .find(|p| p.name == name)
+        .map_or(1.0, |p| p.value)
+}
+
 /// The simulation parameters of `gpu`'s SM, with the sources of [`params`].
 pub fn sm_config(gpu: &GpuSpec) -> SmConfig {
-    let v = |name: &str| {
-        params(gpu)
-            .iter()
-            .find(|p| p.name == name)
-            .map_or(1.0, |p| p.value)
-    };
+    let v = |name: &str| param_value(gpu, name);
     let p = |lat: &str, ii: &str| PipeParams {
         latency: v(lat) as u32,
         interval: v(ii) as u32,
@@ -103,6 +113,18 @@ pub fn sm_config_window(gpu: &GpuSpec, window: u32) -> SmConfig {
     SmConfig {
         sched_window: window,
         ..sm_config(gpu)
+    }
+}
+
+/// [`sm_config`] for kernels that stream their global loads from DRAM (the paged decode, the
+/// MLA decode, the split combine: each K/V byte is read once, so every load misses L2): the
+/// global latency is the L2 hit latency plus the DRAM latency.
+pub fn sm_config_streaming(gpu: &GpuSpec) -> SmConfig {
+    let c = sm_config(gpu);
+    let dram = param_value(gpu, "DRAM latency (added to an L2 miss)");
+    SmConfig {
+        global_latency: c.global_latency + dram as u32,
+        ..c
     }
 }
 
@@ -241,6 +263,11 @@ pub fn params(gpu: &GpuSpec) -> Vec<Param> {
             source: tu("[ACCEL-TU] L2 ROP latency 194"),
         },
         Param {
+            name: "DRAM latency (added to an L2 miss)",
+            value: 96.0,
+            source: tu("[ACCEL-TU] dram latency 96 (after the L2 ROP latency 194)"),
+        },
+        Param {
             name: "L2 bytes/clk per SM",
             value: gpu.l2_bytes_per_clk / gpu.sms as f64,
             source: A("gpus.rs L2 bandwidth (itself an assumption, [L2]) split evenly over the SMs"),
@@ -275,13 +302,7 @@ pub fn trace_forward(p: &FwdProblem) -> Result<KernelTrace> {
     let l = plan
         .bind(&bufs)?
         .to_launch(|name, desc, addr| Ok(*encode(desc, addr, name)?.as_bytes()))?;
-    let module = parsed_module(l.entry)?;
-    let cfg = LaunchConfig {
-        grid: l.grid,
-        block: l.block,
-        dynamic_smem_bytes: l.dynamic_smem_bytes,
-    };
-    let (report, trace) = dev.launch_traced(&module, l.entry, &cfg, l.params(), &[[0, 0, 0]])?;
+    let (report, trace) = launch_traced(&mut dev, &l, &[[0, 0, 0]])?;
     require_clean(&report)?;
     Ok(trace)
 }
@@ -428,6 +449,33 @@ pub fn predict(
     }
 }
 
+/// Predicted time of a launch of `ctas` CTAs that all run the traced CTA's code on data of the
+/// same size (the decode's splits of one cache length, the combine's row blocks): the CTAs are
+/// spread evenly over the SMs (the block scheduler fills every SM before doubling up), so an SM
+/// holds `min(per_sm_limit, ceil(ctas / SMs))` of them; that many copies of the trace are
+/// simulated together and the launch is their makespan over `SMs x resident` slots, or the
+/// DRAM time when that is longer.
+pub fn predict_uniform(
+    trace: &KernelTrace,
+    ctas: u64,
+    per_sm_limit: u32,
+    gpu: &GpuSpec,
+    cfg: &SmConfig,
+    dram_seconds: f64,
+) -> Result<Predicted> {
+    let sms = u64::from(gpu.sms.max(1));
+    let resident = ctas.div_ceil(sms).clamp(1, u64::from(per_sm_limit.max(1))) as u32;
+    let clocks = simulate_copies(trace, resident, cfg)? as f64;
+    let slots = resident as usize * sms as usize;
+    let sm_seconds = makespan((0..ctas).map(|_| clocks), slots) / gpu.clock_hz;
+    Ok(Predicted {
+        seconds: sm_seconds.max(dram_seconds),
+        sm_seconds,
+        dram_seconds,
+        ctas_per_sm: resident,
+    })
+}
+
 /// Whether the SM simulation models the kernels `gpu` runs: the mma.sync kernels and the
 /// sm_90a (TMA + wgmma + mbarrier) forward.
 pub fn models(gpu: &GpuSpec) -> bool {
@@ -508,6 +556,16 @@ mod tests {
                 assert_eq!(c.mma.interval, 8);
             }
             assert_eq!(c.subpartitions, 4);
+            // Streaming kernels see an L2 miss: the L2 hit latency plus the DRAM latency.
+            let st = sm_config_streaming(gpu);
+            assert_eq!(st.global_latency, c.global_latency + 96);
+            assert_eq!(
+                SmConfig {
+                    global_latency: c.global_latency,
+                    ..st
+                },
+                c
+            );
         }
         assert_eq!(sm_config(&gpus::A100).fma.interval, 2);
         // The sm_90a forward's tensor pipe runs at the wgmma rate: 4096 FLOP/clk/SM is one

@@ -408,8 +408,17 @@ fn bench_decode_prints_counters_and_every_pipe_modelled() {
     ] {
         assert!(text.contains(pipe), "{pipe} missing:\n{text}");
     }
-    // 12 configurations (page 1/16/256 x sq_new 1/4 x GQA 1/8), each at batch 1 and filling,
-    // one table row each (comfy-table, like every other command).
+    // The SM simulation's prediction beside the per-pipe bounds, with the calibration note.
+    for col in [
+        "predicted us (SM sim)",
+        "predicted % DRAM",
+        "byte rule",
+        "calibration",
+    ] {
+        assert!(text.contains(col), "{col} missing:\n{text}");
+    }
+    // 13 configurations (page 16 x sq_new 1/2/4 x GQA 1/4/8, pages 1 and 256 at two corners),
+    // each at batch 1 and filling, one table row each (comfy-table, like every other command).
     let modelled = text
         .lines()
         .filter(|l| {
@@ -419,7 +428,7 @@ fn bench_decode_prints_counters_and_every_pipe_modelled() {
                 && l.contains('%')
         })
         .count();
-    assert_eq!(modelled, 24, "{text}");
+    assert_eq!(modelled, 26, "{text}");
     assert!(text.contains("╞"), "{text}");
 }
 

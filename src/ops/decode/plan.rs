@@ -4,7 +4,37 @@
 //! O(1) checks (no allocation, no device access), so a plan made once for the engine's upper
 //! bounds serves every layer and step and the launches can be captured in a CUDA graph.
 //!
-//! Split heuristic ([`choose_splits`]): the decode grid has `base = batch x hkv x row tiles`
+//! Split rule of the paged decode ([`choose_splits_timed`], `SplitPolicy::Auto`): the split
+//! count that minimises a closed-form predicted call time, whose constants come from the
+//! cycle-approximate SM simulation (src/perf_model/timing.rs; `bench --decode` prints the
+//! simulation's own prediction beside it). Pure arithmetic over at most [`MAX_SPLITS`]
+//! candidates: no simulation at plan time. With `n = base x s` CTAs on `S` SMs:
+//! - residency `r = min(r_max, ceil(n / S))` (the block scheduler spreads CTAs over the SMs
+//!   before doubling up), waves `ceil(n / (r S))`; `r_max` is 2 when two CTAs fit the shared
+//!   memory of the smallest sm_80+ SM ([`SMALLEST_SM_SMEM_BYTES`]), else 1: the plan does not
+//!   know the device's shared memory, and a rule that counted on 2 where 1 fits would split a
+//!   full grid into two waves (d128 f16, 74.5 KB: 2 on an A100, 1 on an A10 or L4);
+//! - one CTA of `k` keys (`ceil(L / s)` rounded up to [`SPLIT_ALIGN`], as the kernel splits)
+//!   takes `F_r + k x B / R_r` clocks: `B` K/V bytes per key, `R_r` the bytes per clock one CTA
+//!   streams when `r` share an SM. The simulation shows the stream latency-bound (each warp
+//!   has one 16-key block in flight, L2 + DRAM latency away), far below the SM's L2 share, so
+//!   `R_2 < R_1` but `2 R_2 > R_1`: two CTAs per SM move more bytes than one;
+//! - the decode takes the larger of waves x CTA clocks and its DRAM bytes (K/V per CTA plus the
+//!   partial states written and read back) at [`DRAM_BYTES_PER_CLK_PER_SM`] x S;
+//! - the combine (split count > 1) one wave of `F_c + s x C_c` clocks: each combine warp reads
+//!   the splits' states one after the other at L2 latency.
+//!
+//! The rule picks the smallest `s` of least predicted time, and 1 when the one-split grid
+//! already has a CTA for every SM. Constants (A100 simulation, d128
+//! f16, 4096 keys, 8 KV heads; `perf_model::decode::cta_clocks`): 16-row tiles F_1 4230 / R_1
+//! 17.9 B/clk, F_2 5130 / R_2 15.3 B/clk; 32-row tiles (two m16 blocks per warp: more mma and
+//! shared traffic per key) F_1 10900 / R_1 11.1, F_2 12600 / R_2 9.7; combine F_c 1090, C_c 305.
+//! H100 (mma.sync) gives the same constants within 4% (the same SM parameters but the clock).
+//! Other head dims scale per-key clocks with B (the stream is byte-bound), an approximation.
+//! `perf_model::decode` tests the rule against the simulation on several configurations.
+//!
+//! Byte heuristic ([`choose_splits`], kept for the MLA decode, src/ops/mla_decode/plan.rs):
+//! the decode grid has `base = batch x hkv x row tiles`
 //! CTAs. If that already fills [`CTAS_PER_SM_TARGET`] CTAs on every SM, splitting only adds
 //! combine traffic: 1 split. Otherwise split the keys so the grid reaches that target, but give
 //! every split at least `max(MIN_KEYS_PER_SPLIT, KEYS_PER_SPLIT_PER_ROW x rows per KV head)` keys
@@ -47,7 +77,8 @@ pub const SPLIT_ALIGN: u32 = abi::FLASHMHA_DECODE_SPLIT_ALIGN;
 /// How the keys of a sequence are divided among CTAs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SplitPolicy {
-    /// [`choose_splits`] for a device with this many SMs.
+    /// The paged decode's timed split rule ([`choose_splits_timed`]; the MLA decode: its own
+    /// rule, src/ops/mla_decode/plan.rs) for a device with this many SMs.
     Auto { num_sms: u32 },
     /// Exactly this many splits (1 = no workspace, no combine).
     Count(u32),
@@ -72,6 +103,113 @@ pub fn choose_splits(
     let min_keys = MIN_KEYS_PER_SPLIT.max(KEYS_PER_SPLIT_PER_ROW * rows_per_kv_head);
     let by_length = (max_cache_len / min_keys).max(1);
     wanted.min(by_length).min(u64::from(MAX_SPLITS)) as u32
+}
+
+/// DRAM bytes per clock per SM the split rule assumes: A100 SXM 2039 GB/s / 1.41 GHz / 108
+/// SMs (H100 SXM5: 13.9). A part with less DRAM bandwidth per SM (L4: 2.5) needs fewer splits
+/// than the rule gives it; the extra splits cost it a combine.
+pub const DRAM_BYTES_PER_CLK_PER_SM: f64 = 13.4;
+
+/// Shared memory of the smallest SM the sm_80+ kernels run on (sm_86 / sm_89 / sm_120: 100 KB
+/// per SM, CUDA C Programming Guide, "Compute capabilities", table of technical
+/// specifications).
+pub const SMALLEST_SM_SMEM_BYTES: u64 = 100 * 1024;
+
+/// Clocks of one decode CTA: fixed, and K/V bytes streamed per clock (see the module docs,
+/// "Split rule"), at 1 and at 2 resident CTAs per SM.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CtaCost {
+    pub fixed: [f64; 2],
+    pub bytes_per_clk: [f64; 2],
+}
+
+/// [`CtaCost`] of the 16-row decode tile (A100 simulation, d128 f16).
+pub const CTA_COST_16_ROWS: CtaCost = CtaCost {
+    fixed: [4230.0, 5130.0],
+    bytes_per_clk: [17.9, 15.3],
+};
+/// [`CtaCost`] of the 32-row decode tile (two m16 row blocks per warp).
+pub const CTA_COST_32_ROWS: CtaCost = CtaCost {
+    fixed: [10900.0, 12600.0],
+    bytes_per_clk: [11.1, 9.7],
+};
+/// Combine CTA clocks: fixed, and per split (read one after the other at L2 latency).
+pub const COMBINE_FIXED_CLOCKS: f64 = 1090.0;
+pub const COMBINE_CLOCKS_PER_SPLIT: f64 = 305.0;
+
+/// What the split rule knows of a decode call (all from the plan's problem and kernel).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SplitShape {
+    /// CTAs with one split: batch x KV heads x row tiles.
+    pub base_ctas: u64,
+    /// Packed rows per CTA (the kernel's row tile).
+    pub tile_rows: u64,
+    /// Keys of the longest cache.
+    pub max_cache_len: u64,
+    /// K and V bytes per cached key per KV head (2 x d x element bytes).
+    pub kv_bytes_per_key: u64,
+    /// Output dims per row (the partial state is `4 x d_o + 4` bytes).
+    pub d_o: u64,
+    /// Decode CTAs per SM the rule may count on (1 or 2; see the module docs).
+    pub max_resident: u64,
+}
+
+/// The split rule's predicted clocks of the call of `shape` on `num_sms` SMs with `splits`
+/// splits (see the module docs, "Split rule").
+pub fn split_cost_clocks(shape: &SplitShape, splits: u32, num_sms: u32) -> f64 {
+    let sms = u64::from(num_sms.max(1));
+    let s = u64::from(splits.max(1));
+    let n = shape.base_ctas.max(1).saturating_mul(s);
+    let resident = n.div_ceil(sms).clamp(1, shape.max_resident.clamp(1, 2));
+    let waves = n.div_ceil(resident * sms) as f64;
+    let align = u64::from(SPLIT_ALIGN);
+    let keys = (shape.max_cache_len.div_ceil(s).div_ceil(align) * align).min(shape.max_cache_len);
+    let cost = if shape.tile_rows > 16 {
+        CTA_COST_32_ROWS
+    } else {
+        CTA_COST_16_ROWS
+    };
+    let r = resident as usize - 1;
+    let kv = shape.kv_bytes_per_key as f64;
+    let cta = cost.fixed[r] + keys as f64 * kv / cost.bytes_per_clk[r];
+    let partial = if s > 1 {
+        // Written by the decode, read back by the combine.
+        2.0 * s as f64
+            * shape.base_ctas as f64
+            * shape.tile_rows as f64
+            * (4.0 * shape.d_o as f64 + 4.0)
+    } else {
+        0.0
+    };
+    let dram = (shape.base_ctas as f64 * shape.max_cache_len as f64 * kv + partial)
+        / (DRAM_BYTES_PER_CLK_PER_SM * sms as f64);
+    let combine = if s > 1 {
+        COMBINE_FIXED_CLOCKS + COMBINE_CLOCKS_PER_SPLIT * s as f64
+    } else {
+        0.0
+    };
+    (waves * cta).max(dram) + combine
+}
+
+/// The split count of least [`split_cost_clocks`] (the smallest on ties), between 1 and
+/// [`MAX_SPLITS`], with at least [`SPLIT_ALIGN`] keys per split.
+pub fn choose_splits_timed(shape: &SplitShape, num_sms: u32) -> u32 {
+    // A grid with a CTA for every SM already streams from every SM: splitting it only adds the
+    // combine. (The closed form alone would split it on a part whose DRAM is slower per SM than
+    // the A100's it assumes, e.g. an L4: 92% against 99.6% of DRAM bandwidth predicted at GQA 8 x
+    // 4 tokens, `bench --decode --model l4`.)
+    if shape.base_ctas >= u64::from(num_sms.max(1)) {
+        return 1;
+    }
+    let most = (shape.max_cache_len / u64::from(SPLIT_ALIGN)).clamp(1, u64::from(MAX_SPLITS));
+    let mut best = (split_cost_clocks(shape, 1, num_sms), 1);
+    for s in 2..=most as u32 {
+        let t = split_cost_clocks(shape, s, num_sms);
+        if t < best.0 {
+            best = (t, s);
+        }
+    }
+    best.1
 }
 
 /// f32 elements of the caller-owned workspace (zero when the plan has one split and no
@@ -180,7 +318,24 @@ fn plan(target: KernelTarget, problem: &DecodeProblem, policy: SplitPolicy) -> R
     let row_tiles = (p.group() * p.max_seqlen_q()).div_ceil(kernel.tile_rows as usize) as u64;
     let base_ctas = p.batch as u64 * p.num_heads_kv as u64 * row_tiles;
     let rows = (p.group() * p.max_seqlen_q()) as u64;
-    let (num_splits, split_keys) = resolve_splits(policy, base_ctas, rows, p.max_cache_len as u64)?;
+    let (num_splits, split_keys) = match policy {
+        SplitPolicy::Auto { num_sms } => {
+            let shape = SplitShape {
+                base_ctas,
+                tile_rows: u64::from(kernel.tile_rows),
+                max_cache_len: p.max_cache_len as u64,
+                kv_bytes_per_key: 2 * p.head_dim as u64 * p.kv_element_bytes() as u64,
+                d_o: p.head_dim as u64,
+                max_resident: if 2 * u64::from(kernel.smem_bytes) <= SMALLEST_SM_SMEM_BYTES {
+                    2
+                } else {
+                    1
+                },
+            };
+            (choose_splits_timed(&shape, num_sms), 0)
+        }
+        _ => resolve_splits(policy, base_ctas, rows, p.max_cache_len as u64)?,
+    };
     let split_output = num_splits > 1 || split_keys > 0;
     let workspace = WorkspaceLayout::for_splits(
         split_output,
@@ -623,6 +778,73 @@ mod tests {
         assert_eq!(choose_splits(8, 16, 4096, 108), 1);
         assert_eq!(choose_splits(1, 1, 100, 108), 1);
         assert_eq!(choose_splits(1, 1, 1 << 29, 1000), MAX_SPLITS);
+    }
+
+    fn shape(base_ctas: u64, tile_rows: u64, max_cache_len: u64) -> SplitShape {
+        SplitShape {
+            base_ctas,
+            tile_rows,
+            max_cache_len,
+            kv_bytes_per_key: 512,
+            d_o: 128,
+            max_resident: 2,
+        }
+    }
+
+    #[test]
+    fn timed_rule_fills_the_sms_at_batch_one_and_leaves_full_grids() {
+        // A full grid (a CTA per SM and more): splitting adds only combine work.
+        assert_eq!(choose_splits_timed(&shape(216, 16, 4096), 108), 1);
+        assert_eq!(choose_splits_timed(&shape(108, 32, 1 << 16), 108), 1);
+        assert!(choose_splits_timed(&shape(107, 32, 1 << 16), 108) > 1);
+        assert_eq!(choose_splits_timed(&shape(5000, 16, 1 << 20), 108), 1);
+        // One sequence, 8 KV heads, 4096 keys: the byte rule gave 1-4 splits (8-32 CTAs on 108
+        // SMs); the timed rule spreads the call over most of the SMs, at most two per SM.
+        for tile_rows in [16, 32] {
+            let s = choose_splits_timed(&shape(8, tile_rows, 4096), 108);
+            let ctas = 8 * u64::from(s);
+            assert!((54..=216).contains(&ctas), "{tile_rows} rows: {s} splits");
+        }
+        // Long caches: the chosen count makes the call DRAM-bound (within 15% of the K/V
+        // bytes at the DRAM rate, the combine on top), where one split would leave it
+        // latency-bound on 8 SMs.
+        for len in [16384u64, 65536] {
+            let sh = shape(8, 16, len);
+            let s = choose_splits_timed(&sh, 108);
+            let dram = 8.0 * len as f64 * 512.0 / (DRAM_BYTES_PER_CLK_PER_SM * 108.0);
+            let t = split_cost_clocks(&sh, s, 108);
+            assert!(
+                t <= 1.15 * dram,
+                "{len}: {s} splits, {t} clocks vs DRAM {dram}"
+            );
+            assert!(split_cost_clocks(&sh, 1, 108) > 3.0 * dram);
+        }
+        // Fewer than two aligned chunks: one split.
+        assert_eq!(choose_splits_timed(&shape(1, 16, 100), 108), 1);
+        // Absurd sizes stay in range without panicking.
+        for (b, l) in [(u64::MAX, u64::MAX), (1, u64::MAX), (u64::MAX, 1), (0, 0)] {
+            let s = choose_splits_timed(&shape(b, 16, l), 0);
+            assert!((1..=MAX_SPLITS).contains(&s));
+            assert!(split_cost_clocks(&shape(b, 16, l), s, 0).is_finite());
+        }
+    }
+
+    #[test]
+    fn auto_policy_uses_the_timed_rule() {
+        // 1 item, 8 KV heads, group 1, 1 new token, d128 f16, 4096 cached keys.
+        let mut p = DecodeProblem::contiguous(DType::F16, 1, 1, 8, 8, 128, 256, 16, 256, false);
+        p.max_cache_len = 4096;
+        let plan = DecodePlan::new(&p, SplitPolicy::Auto { num_sms: 108 }).unwrap();
+        // d128 f16: 74.5 KB per CTA, one per SM on the smallest sm_80+ SM.
+        let one_per_sm = SplitShape {
+            max_resident: 1,
+            ..shape(8, 16, 4096)
+        };
+        let want = choose_splits_timed(&one_per_sm, 108);
+        assert_eq!(plan.num_splits, want);
+        assert!(want > 4, "{want}");
+        assert_eq!(plan.combine.is_some(), want > 1);
+        assert_eq!(plan.decode.grid, [want, 8, 1]);
     }
 
     fn problem() -> DecodeProblem {
