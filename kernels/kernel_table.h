@@ -207,7 +207,7 @@
  * (tile and budget in kernels/sm90/mla_decode_traits_sm90.cuh). Listed in Rust by
  * src/ops/mla_decode/kernels.rs beside the sm_80 rows. */
 #define FLASHMHA_MLA_DECODE_KERNELS_SM90(X) \
-    X(FLASHMHA_MLA_DECODE_KERNEL_SM90, f16_bf16, 64, 8, 2, 221312)
+    X(FLASHMHA_MLA_DECODE_KERNEL_SM90, f16_bf16, 64, 8, 2, 230016)
 
 /* Row hooks, one per group, each taking a row without its group column and with one dtype:
  * (dtype, head_dim, rows, block_n, num_warps, kv_bytes, smem_bytes). All expand to nothing

@@ -66,11 +66,10 @@ __device__ __forceinline__ void flash_mla_decode_cta(const FlashMlaDecodeParams 
     const KeyMask mask = mla_split_mask(p, it, split);
     // The thread's two packed rows (groupID, groupID + 8) of its row block.
     const MlaRows rows(mask, it, group, r0 + rb * kDecodeRowsPerBlock, lane);
-    const int qi_first = r0 / group;
-    const int qi_last = (min(r0 + T::kTileRows, it.rows) - 1) / group;
-    const int cta_lo = mask.key_lo(qi_first);
-    const int cta_hi = mask.key_hi(qi_last);
-    const auto needs_mask = mask.template partial_tile_test<T::kKeys>(qi_first, qi_last);
+    const MlaTileKeys tile(mask, it, group, r0, T::kTileRows);
+    const int cta_lo = tile.lo;
+    const int cta_hi = tile.hi;
+    const auto needs_mask = mask.template partial_tile_test<T::kKeys>(tile.qi_first, tile.qi_last);
 
     const uint32_t smem_base = smem_addr(smem);
 

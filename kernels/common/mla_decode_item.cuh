@@ -2,7 +2,7 @@
  * mla_decode_item.cuh: what the two MLA decode CTA bodies share apart from their tiles
  * (kernels/common/flash_mla_decode_cta.cuh, mma.sync; kernels/sm90/flash_mla_decode_sm90_cta.cuh,
  * wgmma): the batch item's lengths and offsets (device-resident values checked, a violation
- * traps), the split's visible keys, the packed-row -> (query, head) mapping of a thread's two
+ * traps), the split's visible keys and a tile's, the packed-row -> (query, head) mapping of a thread's two
  * C-fragment rows, one Q chunk, and the store of one finished row of O and its stats.
  *
  * Packed row r of an item = query i x hq + head: all hq heads of the one latent KV head.
@@ -72,6 +72,21 @@ __device__ __forceinline__ KeyMask mla_split_mask(const FlashDecodeParams &p, co
     mask.clamp_keys(static_cast<int>(min(lo, len)), static_cast<int>(min(lo + per_split, len)));
     return mask;
 }
+
+/* The keys one CTA of kTileRows packed rows from r0 reads: every row's visible keys lie in
+ * [lo, hi) (the first row's query sees the fewest, the last row's the most). */
+struct MlaTileKeys {
+    int qi_first, qi_last;  // query indices of the tile's first and last rows
+    int lo, hi;
+
+    __device__ __forceinline__ MlaTileKeys(const KeyMask &mask, const MlaItem &it, int group, int r0,
+                                           int tile_rows) {
+        qi_first = r0 / group;
+        qi_last = (min(r0 + tile_rows, it.rows) - 1) / group;
+        lo = mask.key_lo(qi_first);
+        hi = mask.key_hi(qi_last);
+    }
+};
 
 /* A thread's two C-fragment rows (groupID, groupID + 8 of the m16 block starting at packed
  * row `block_row0`): query index, head, validity and visible keys. */

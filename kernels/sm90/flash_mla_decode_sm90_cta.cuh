@@ -8,12 +8,14 @@
  * Flow: thread 0 initialises the mbarriers and issues the first tile's TMA loads; all threads
  * stage Q (64 packed rows x 576) into the swizzled layout wgmma reads. Per tile i, thread 0
  * first issues tile i + 1 into the other stage (once every thread released that stage's tile
- * i - 1); then each warpgroup: wait kv_full; on the tile holding the cache's end, zero the rows past it
- * (spare slots may hold NaN); S = Q K^T (36 wgmma); masks, modifiers, online softmax; O rescale
- * and P packing; O += P V over its 256 dims (4 wgmma); arrive kv_empty. The next tile's
- * load overlaps both warpgroups' compute of the current one. Epilogue as the sm_80 kernel:
- * each warpgroup writes its half of O, warpgroup 0 the row stats; split-KV writes the partial
- * states for the decode combine (kernels/sm80/merge_states.cu), split 0 holding the sink.
+ * i - 1); then all wait kv_full; on the tile holding the cache's end, the rows past it are
+ * zeroed (spare slots may hold NaN); each warpgroup computes S for its 32 keys (36 wgmma), masks
+ * and modifiers, exchanges row maxima with the other warpgroup, folds its half into the online
+ * softmax, exchanges P, and adds P V over the 64 keys to its 256 output dims (4 wgmma); all
+ * arrive kv_empty. The next tile's load overlaps the current one's compute. Epilogue as the
+ * sm_80 kernel: l and e shares summed, each warpgroup writes its half of O, warpgroup 0 the row
+ * stats; split-KV writes the partial states for the decode combine
+ * (kernels/sm80/merge_states.cu), split 0 holding the sink.
  *
  * Device-resident indices are checked as in the sm_80 kernel: the cache length and cu_seqlens
  * in mla_item, every block-table entry against num_pages before its page is loaded (trap).
@@ -70,12 +72,9 @@ __device__ __forceinline__ void flash_mla_decode_sm90_cta(const FlashMlaDecodeTm
     const int r0 = row_tile * T::kTileRows;
     if (r0 >= it.rows) return;  // CTA-uniform
     const KeyMask mask = mla_split_mask(p, it, split);
-    const int qi_first = r0 / group;
-    const int qi_last = (min(r0 + T::kTileRows, it.rows) - 1) / group;
-    const int cta_lo = mask.key_lo(qi_first);
-    const int cta_hi = mask.key_hi(qi_last);
-    const int blk_begin = cta_lo / T::kKeys;
-    const int blk_end = cta_hi > cta_lo ? (cta_hi + T::kKeys - 1) / T::kKeys : blk_begin;
+    const MlaTileKeys tile(mask, it, group, r0, T::kTileRows);
+    const int blk_begin = tile.lo / T::kKeys;
+    const int blk_end = tile.hi > tile.lo ? (tile.hi + T::kKeys - 1) / T::kKeys : blk_begin;
     const int num_blocks = blk_end - blk_begin;
 
     if (tid == 0) {
@@ -108,13 +107,13 @@ __device__ __forceinline__ void flash_mla_decode_sm90_cta(const FlashMlaDecodeTm
     };
     if (tid == 0 && num_blocks > 0) issue_tile(0);
 
-    // ---- Consumers ---------------------------------------------------------------------------
-    const int wg = warpgroup_of(tid);      // output dims [256 wg, 256 wg + 256)
+    // ---- Both warpgroups ----------------------------------------------------------------------
+    const int wg = warpgroup_of(tid);  // keys [32 wg, +32) of each tile's S, output dims [256 wg, +256)
     const MlaRows rows(mask, it, group, r0 + warp_in_warpgroup(tid) * kMmaM, lane);
 
     // Q tile: q: [64 packed rows, 576] -> 9 boxes of [64 rows][128 B], the 16-byte chunk c of
     // a box row r at chunk c ^ (r % 8) (the 128-byte swizzle TMA would write).
-    for (int flat = tid; flat < T::kTileRows * T::kBoxes * T::kChunksPerRow; flat += T::kConsumerThreads) {
+    for (int flat = tid; flat < T::kTileRows * T::kBoxes * T::kChunksPerRow; flat += T::kThreads) {
         const int row = flat / (T::kBoxes * T::kChunksPerRow);
         const int c = flat - row * (T::kBoxes * T::kChunksPerRow);
         const int box = c / T::kChunksPerRow;
@@ -134,7 +133,7 @@ __device__ __forceinline__ void flash_mla_decode_sm90_cta(const FlashMlaDecodeTm
     const float score_mul = pin(mod.score_mul());
     const bool want_entropy = p.opt.entropy != nullptr || p.partial_entropy != nullptr;
     const bool want_mod = mod.any();
-    const auto needs_mask = mask.template partial_tile_test<T::kKeys>(qi_first, qi_last);
+    const auto needs_mask = mask.template partial_tile_test<T::kKeys>(tile.qi_first, tile.qi_last);
 
     // O: [16 rows of this warp, the warpgroup's 256 dims] as n8 C fragments (the wgmma
     // accumulator), f32.
@@ -148,6 +147,18 @@ __device__ __forceinline__ void flash_mla_decode_sm90_cta(const FlashMlaDecodeTm
     const uint64_t v_desc0 = smem_desc_128b(T::stage(smem_base, 0) + wg * T::kWgVBoxes * T::kKvBoxBytes,
                                             T::kKvBoxBytes, kSwizzleAtomBytes);
 
+    // Exchange buffers: each row's max over the warpgroup's 32 keys, xmax: [2 warpgroups][64
+    // rows] f32; the tile's P, p_tile: [64 rows][64 keys] 16-bit, 128-byte rows with the
+    // 16-byte chunk c of row r at c ^ (r % 8) (conflict-free stores and ldmatrix).
+    float *const xmax = reinterpret_cast<float *>(smem + T::kMaxOffset);
+    const uint32_t p_tile = smem_base + T::kPOffset;
+    auto p_addr = [](int row, int key) {
+        return row * kSwizzleRowBytes + (((key / kDecodeChunkElems) ^ (row % kSwizzleAtomRows)) * kDecodeChunkBytes) +
+               (key % kDecodeChunkElems) * kElemBytes;
+    };
+    const int warp_row0 = warp_in_warpgroup(tid) * kMmaM;  // the warp's 16 rows of the tile
+    const int wg_key0 = wg * T::kWgKeys;                   // the warpgroup's keys of a tile
+
     for (int i = 0; i < num_blocks; ++i) {
         const int stage = i % T::kStages;
         const int n0 = (blk_begin + i) * T::kKeys;  // first key of the tile
@@ -160,7 +171,7 @@ __device__ __forceinline__ void flash_mla_decode_sm90_cta(const FlashMlaDecodeTm
             // 128-byte box row is one row whatever the swizzle.
             const int first = it.cache_len - n0;
             const int n_zero = (T::kKeys - first) * T::kBoxes * T::kChunksPerRow;
-            for (int flat = tid; flat < n_zero; flat += T::kConsumerThreads) {
+            for (int flat = tid; flat < n_zero; flat += T::kThreads) {
                 const int row = first + flat / (T::kBoxes * T::kChunksPerRow);
                 const int c = flat % (T::kBoxes * T::kChunksPerRow);
                 st_shared_16<0>(T::stage(smem_base, stage) + (c / T::kChunksPerRow) * T::kKvBoxBytes +
@@ -171,59 +182,121 @@ __device__ __forceinline__ void flash_mla_decode_sm90_cta(const FlashMlaDecodeTm
             __syncthreads();
         }
 
-        // S = Q K^T: s: [16 rows, 64 keys] per warp, f32; k-step kk is 32 bytes into the rows
-        // of box kk / 4.
+        // S = Q K^T over the warpgroup's 32 keys: s: [16 rows, 32 keys] per warp, f32; k-step
+        // kk is 32 bytes into the rows of box kk / 4; the keys start 32 rows (4 atoms) in.
         float s[T::kSTiles][kCRegs];
         {
             const uint64_t qd = pin(q_desc0);
-            const uint64_t kd = smem_desc_advance(pin(k_desc0), stage * T::kStageBytes);
+            const uint64_t kd = smem_desc_advance(pin(k_desc0), stage * T::kStageBytes + wg_key0 * kSwizzleRowBytes);
             wgmma_fence();
             static_for<T::kQKSteps>([&](auto kk_c) {
                 constexpr int kk = decltype(kk_c)::value;
                 constexpr int kBox = kk / T::kKStepsPerBox;
                 constexpr int kInRow = (kk % T::kKStepsPerBox) * kKStepBytes;
-                wgmma_ss<T::kKeys, Elem>(s, smem_desc_advance(qd, kBox * T::kQBoxBytes + kInRow),
-                                         smem_desc_advance(kd, kBox * T::kKvBoxBytes + kInRow),
-                                         kk == 0 ? 0u : 1u);
+                wgmma_ss<T::kWgKeys, Elem>(s, smem_desc_advance(qd, kBox * T::kQBoxBytes + kInRow),
+                                           smem_desc_advance(kd, kBox * T::kKvBoxBytes + kInRow),
+                                           kk == 0 ? 0u : 1u);
             });
             wgmma_commit();
             wgmma_wait<0>(s);
         }
 
-        modify_and_mask<false, true>(s, mask.shift, mod, alibi_log2, rows.qi, n0, want_mod, needs_mask(n0),
-                                     lane, [&](int h, int &lo, int &hi) {
+        modify_and_mask<false, true>(s, mask.shift, mod, alibi_log2, rows.qi, n0 + wg_key0, want_mod,
+                                     needs_mask(n0), lane, [&](int h, int &lo, int &hi) {
                                          lo = rows.key_lo[h];
                                          hi = rows.key_hi[h];
                                      });
-        if (want_entropy)
-            softmax.template update<true>(s, o_acc, score_mul);
-        else
-            softmax.template update<false>(s, o_acc, score_mul);
-        // P: [16 rows, 64 keys] as 16-bit pairs in A-fragment order (mma.cuh P reuse).
-        uint32_t pa[T::kPVSteps][kARegs];
+        // The rows' max over all 64 keys: each warpgroup's half through shared memory.
+        float m[kRowHalves];
+        softmax.tile_max(s, m);
+        if (lane_in_quad(lane) == 0) {
 #pragma unroll
-        for (int kk = 0; kk < T::kPVSteps; ++kk)
+            for (int h = 0; h < kRowHalves; ++h)
+                xmax[wg * T::kTileRows + warp_row0 + mma_c_row(lane, mma_c_index(h, 0))] = m[h];
+        }
+        __syncthreads();  // both halves' maxima written; the last tile's P all read
+#pragma unroll
+        for (int h = 0; h < kRowHalves; ++h)
+            m[h] = fmaxf(m[h], xmax[(wg ^ 1) * T::kTileRows + warp_row0 + mma_c_row(lane, mma_c_index(h, 0))]);
+        float alpha[kRowHalves];
+        if (want_entropy)
+            softmax.template fold_with_max<true>(s, m, score_mul, alpha);
+        else
+            softmax.template fold_with_max<false>(s, m, score_mul, alpha);
+        softmax.rescale(o_acc, alpha);
+
+        // P of this warpgroup's keys: A fragments in registers for its own P V k-steps, and
+        // into the shared tile for the other warpgroup's.
+        uint32_t p_own[T::kWgPVSteps][kARegs];
+#pragma unroll
+        for (int kk = 0; kk < T::kWgPVSteps; ++kk)
 #pragma unroll
             for (int r = 0; r < kARegs; ++r) {
                 const float(&st)[kCRegs] = s[p_tile_of_a_reg(kk, r)];
-                pa[kk][r] = Elem::pack(st[p_c_of_a_reg(r)], st[p_c_of_a_reg(r) + 1]);
+                p_own[kk][r] = Elem::pack(st[p_c_of_a_reg(r)], st[p_c_of_a_reg(r) + 1]);
             }
+#pragma unroll
+        for (int nt = 0; nt < T::kSTiles; ++nt)
+#pragma unroll
+            for (int h = 0; h < kRowHalves; ++h) {
+                const int c0 = mma_c_index(h, 0);
+                const int row = warp_row0 + mma_c_row(lane, c0);
+                const int key = wg_key0 + nt * kMmaN + mma_c_col(lane, c0);
+                *reinterpret_cast<uint32_t *>(smem + T::kPOffset + p_addr(row, key)) =
+                    Elem::pack(s[nt][c0], s[nt][c0 + 1]);
+            }
+        __syncthreads();  // both halves of P written
+        uint32_t p_other[T::kWgPVSteps][kARegs];
+#pragma unroll
+        for (int kk = 0; kk < T::kWgPVSteps; ++kk)
+            ldsm_x4<0>(p_other[kk], p_tile + p_addr(warp_row0 + ldsm_a_row(lane),
+                                                    (wg ^ 1) * T::kWgKeys + kk * kWgmmaK +
+                                                        ldsm_a_col8(lane) * kDecodeChunkElems));
 
-        // O += P V: k-step kk is keys 16 kk .., 16 rows (two swizzle atoms) into every box.
+        // O += P V over the 64 keys, own keys first: k-step kk is keys 16 kk .., 16 rows (two
+        // swizzle atoms) into every box.
         {
             const uint64_t vd = smem_desc_advance(pin(v_desc0), stage * T::kStageBytes);
+            const int own = wg * T::kWgPVSteps;
+            const int other = (wg ^ 1) * T::kWgPVSteps;
             wgmma_fence_operand(o_acc);
-            wgmma_fence_operand(pa);
+            wgmma_fence_operand(p_own);
+            wgmma_fence_operand(p_other);
             wgmma_fence();  // O rescaled and P packed before the wgmma read them
-            static_for<T::kPVSteps>([&](auto kk_c) {
-                constexpr int kk = decltype(kk_c)::value;
-                wgmma_rs<T::kWgDV, Elem>(o_acc, pa[kk], smem_desc_advance(vd, kk * kWgmmaK * kSwizzleRowBytes), 1u);
-            });
+#pragma unroll
+            for (int kk = 0; kk < T::kWgPVSteps; ++kk)
+                wgmma_rs<T::kWgDV, Elem>(o_acc, p_own[kk],
+                                         smem_desc_advance(vd, (own + kk) * kWgmmaK * kSwizzleRowBytes), 1u);
+#pragma unroll
+            for (int kk = 0; kk < T::kWgPVSteps; ++kk)
+                wgmma_rs<T::kWgDV, Elem>(o_acc, p_other[kk],
+                                         smem_desc_advance(vd, (other + kk) * kWgmmaK * kSwizzleRowBytes), 1u);
             wgmma_commit();
             wgmma_wait<0>(o_acc);
-            wgmma_fence_operand(pa);
+            wgmma_fence_operand(p_own);
+            wgmma_fence_operand(p_other);
         }
         mbarrier_arrive(T::kv_empty(smem_base, stage));
+    }
+
+    // l and e: each warpgroup holds its keys' share; the thread of the other warpgroup at the
+    // same warp and lane holds the same rows' other share (same quad position). Summed through
+    // the (now free) P tile: own + other is the same float in both warpgroups.
+    {
+        float *const shares = reinterpret_cast<float *>(smem + T::kPOffset);  // [256 threads][4]
+        __syncthreads();  // every thread is done reading the last P tile
+#pragma unroll
+        for (int h = 0; h < kRowHalves; ++h) {
+            shares[tid * 2 * kRowHalves + h] = softmax.row_sum[h];
+            shares[tid * 2 * kRowHalves + kRowHalves + h] = softmax.row_ent[h];
+        }
+        __syncthreads();
+        const int partner = tid ^ kWarpgroupThreads;
+#pragma unroll
+        for (int h = 0; h < kRowHalves; ++h) {
+            softmax.row_sum[h] += shares[partner * 2 * kRowHalves + h];
+            softmax.row_ent[h] += shares[partner * 2 * kRowHalves + kRowHalves + h];
+        }
     }
 
     // ---- Epilogue: the warpgroup's half of O; warpgroup 0 writes the row stats ---------------

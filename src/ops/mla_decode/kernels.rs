@@ -47,7 +47,7 @@ const fn row_sm90(entry: &'static str, dtype: DType) -> MlaKernelRow {
         tile_rows: 64,
         num_warps: 8,
         kv_bytes: 2,
-        smem_bytes: 221312,
+        smem_bytes: 230016,
         sm90: true,
     }
 }
