@@ -131,11 +131,14 @@ pub fn run() -> super::CliResult<()> {
     );
     let h = header();
     println!("{}", h.join(" | "));
-    for c in configs
+    // Per kernel: the 128-head rows, then its filling-batch rows (the sm_90a kernel first);
+    // then FP8.
+    for c in configs[..12]
         .iter()
-        .take(24)
-        .chain(&filling)
-        .chain(configs.iter().skip(24))
+        .chain(&filling[..4])
+        .chain(&configs[12..24])
+        .chain(&filling[4..])
+        .chain(&configs[24..])
     {
         println!("{}", row(gpu, &model_mla(gpu, c)?).join(" | "));
     }
