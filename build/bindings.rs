@@ -33,6 +33,7 @@ pub fn generate(header: &Path, out: &Path) {
         .allowlist_type("HeadSimParams")
         .allowlist_type("FlashDecodeParams")
         .allowlist_type("FlashMlaDecodeParams")
+        .allowlist_type("FlashMlaDecodeTmaParams")
         .allowlist_type("MergeStatesParams")
         .allowlist_type("KvAppendParams")
         .allowlist_var("FLASHMHA_.*");

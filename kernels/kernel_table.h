@@ -239,6 +239,15 @@
     X(FLASHMHA_MLA_DECODE_KERNEL, f16_bf16, 32, 8, 2, 82944) \
     X(FLASHMHA_MLA_DECODE_KERNEL, f16_bf16, 32, 8, 1, 82944)
 
+/* Hopper MLA decode (issue 23 item 3; kernels/sm90/flash_mla_decode_sm90.cu, sm_90a: TMA pages,
+ * wgmma): X(FLASHMHA_MLA_DECODE_KERNEL_SM90, dtypes, tile_rows, num_warps, kv_bytes, smem_bytes),
+ * entry flashmha_mla_decode_sm90_<dtype>_r<tile_rows>: 64 packed rows, two consumer warpgroups
+ * (256 output dims each; thread 0 issues the TMA page loads), 16-bit pages whose size is a multiple of 64
+ * (tile and budget in kernels/sm90/mla_decode_traits_sm90.cuh). Listed in Rust by
+ * src/ops/mla_decode/kernels.rs beside the sm_80 rows. */
+#define FLASHMHA_MLA_DECODE_KERNELS_SM90(X) \
+    X(FLASHMHA_MLA_DECODE_KERNEL_SM90, f16_bf16, 64, 8, 2, 230016)
+
 /* Row hooks, one per group, each taking a row without its group column and with one dtype:
  * (dtype, head_dim, rows, block_n, num_warps, kv_bytes, smem_bytes). All expand to nothing
  * here; an entry file #undefs the hook of its own group, defines it as its entry point
@@ -255,6 +264,7 @@
 #define FLASHMHA_BWD_KERNEL(...)
 #define FLASHMHA_JVP_KERNEL(...)
 #define FLASHMHA_MLA_DECODE_KERNEL(...)
+#define FLASHMHA_MLA_DECODE_KERNEL_SM90(...)
 
 /* One row: its group's hook once per dtype of `dtypes`. */
 #define FLASHMHA_KERNEL_ROW(group, dtypes, ...) FLASHMHA_DTYPES_##dtypes(group, __VA_ARGS__)

@@ -482,6 +482,24 @@ typedef struct FlashMlaDecodeParams {
     int32_t pad0;
 } FlashMlaDecodeParams;
 
+/*
+ * Hopper MLA decode (kernels/sm90/flash_mla_decode_sm90.cu, sm_90a: TMA + wgmma + mbarrier): the
+ * MLA params plus one tensor map over the latent pool (a FlashTensorMap, encoded per launch as
+ * for FlashFwdTmaParams above):
+ *   rank 4, dimensions innermost first: (FLASHMHA_MLA_D_QK, 1, page_size, num_pages), byte
+ *   strides (the row's span rounded to 16, k_slot_stride x 2, k_page_stride x 2), box
+ *   (FLASHMHA_TMA_BOX_COLS, 1, FLASHMHA_MLA_SM90_KEYS, 1), u16 elements, 128-byte swizzle.
+ * The kernel loads key tile t of a sequence (keys 64 t ..) as 9 boxes at coordinates
+ * (64 j, 0, slot of key 64 t in its page, page), so page_size must be a multiple of
+ * FLASHMHA_MLA_SM90_KEYS (the plan picks the sm_80 kernel otherwise). 16-bit pages only.
+ */
+#define FLASHMHA_MLA_SM90_KEYS 64
+typedef struct FlashMlaDecodeTmaParams {
+    FlashTensorMap kv_map; /* the latent pool as (576, 1, page_size, num_pages), box (64, 1, 64, 1) */
+    FlashMlaDecodeParams mla;
+    uint64_t pad[4]; /* 128 + 352 + 32 = 512: ends on the 64-byte alignment, no implicit padding */
+} FlashMlaDecodeTmaParams;
+
 #define FLASHMHA_ABI_PROBE_DECODE_FIELDS(X)                                                        \
     X(q) X(k_cache) X(v_cache) X(o) X(block_table) X(cache_seqlens) X(cu_seqlens_q) X(partial_o)   \
     X(partial_lse) X(partial_entropy) X(k_scales) X(v_scales) X(q_batch_stride) X(q_row_stride)    \

@@ -7,7 +7,7 @@ N list or the forms; the output is committed (build.rs does not run this script)
 """
 import pathlib
 
-NS = (64, 128, 256)  # block_n of S = Q K^T and head dims of O += P V (kernel_table.h SM90 rows)
+NS = (32, 64, 128, 256)  # block_n of S = Q K^T (32: half an MLA tile) and head dims of O += P V
 TYPES = (("f16", "false"), ("bf16", "true"))
 
 

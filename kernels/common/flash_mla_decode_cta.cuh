@@ -33,6 +33,7 @@
 #include "common/state_merge.cuh"
 #include "common/codegen.cuh"
 #include "common/cta_prologue.cuh"
+#include "common/mla_decode_item.cuh"
 #include "common/mla_decode_traits.cuh"
 #include "common/mask.cuh"
 #include "common/fp8.cuh"
@@ -58,65 +59,17 @@ __device__ __forceinline__ void flash_mla_decode_cta(const FlashMlaDecodeParams 
     const int split = blockIdx.y;
     const int batch = blockIdx.z;
     const int group = p.num_heads_q;  // every query head shares the one latent KV head
-    const bool varlen = (p.opt.flags & FLASHMHA_FLAG_VARLEN) != 0;
 
-    // Device-resident lengths: checked before any use.
-    const int cache_len = p.cache_seqlens[batch];
-    if (cache_len < 0 ||
-        static_cast<int64_t>(cache_len) > static_cast<int64_t>(p.max_pages_per_seq) * p.page_size)
-        __trap();
-    int sq, q_row0;
-    int64_t q_item, o_item, lse_item;
-    if (varlen) {
-        const SeqRows q = checked_seq_rows(p.cu_seqlens_q, batch, p.total_q, p.seqlen_q);
-        sq = q.len;
-        q_row0 = q.start;
-        q_item = static_cast<int64_t>(q.start) * p.q_row_stride;
-        o_item = static_cast<int64_t>(q.start) * p.o_row_stride;
-        lse_item = q.start;
-    } else {
-        sq = p.seqlen_q;
-        q_row0 = batch * p.seqlen_q;
-        q_item = batch * p.q_batch_stride;
-        o_item = batch * p.o_batch_stride;
-        lse_item = batch * p.opt.lse_batch_stride;
-    }
-    const int rows_item = group * sq;
+    const MlaItem it = mla_item(p, batch);  // traps on bad lengths
     const int r0 = row_tile * T::kTileRows;
-    if (r0 >= rows_item) return;  // CTA-uniform
-
-    // This split's keys, as the paged decode divides them (the combine is shared).
-    int per_split = p.split_keys;
-    if (per_split <= 0) {
-        const int share = (cache_len + p.num_splits - 1) / p.num_splits;
-        per_split = (share + FLASHMHA_DECODE_SPLIT_ALIGN - 1) / FLASHMHA_DECODE_SPLIT_ALIGN *
-                    FLASHMHA_DECODE_SPLIT_ALIGN;
-        per_split = max(per_split, FLASHMHA_DECODE_SPLIT_ALIGN);
-    }
-    KeyMask mask(p.opt, sq, cache_len);
-    {
-        const int64_t lo = static_cast<int64_t>(split) * per_split;
-        mask.clamp_keys(static_cast<int>(min(lo, static_cast<int64_t>(cache_len))),
-                        static_cast<int>(min(lo + per_split, static_cast<int64_t>(cache_len))));
-    }
-
+    if (r0 >= it.rows) return;  // CTA-uniform
+    const KeyMask mask = mla_split_mask(p, it, split);
     // The thread's two packed rows (groupID, groupID + 8) of its row block.
-    int qi_of[kRowHalves], head_of[kRowHalves], key_lo[kRowHalves], key_hi[kRowHalves];
-    bool row_valid[kRowHalves];
-#pragma unroll
-    for (int h = 0; h < kRowHalves; ++h) {
-        const int r = r0 + rb * kDecodeRowsPerBlock + mma_c_row(lane, mma_c_index(h, 0));
-        qi_of[h] = r / group;
-        head_of[h] = r - qi_of[h] * group;
-        row_valid[h] = r < rows_item;
-        key_lo[h] = row_valid[h] ? mask.key_lo(qi_of[h]) : 0;
-        key_hi[h] = row_valid[h] ? mask.key_hi(qi_of[h]) : 0;
-    }
-    const int qi_first = r0 / group;
-    const int qi_last = (min(r0 + T::kTileRows, rows_item) - 1) / group;
-    const int cta_lo = mask.key_lo(qi_first);
-    const int cta_hi = mask.key_hi(qi_last);
-    const auto needs_mask = mask.template partial_tile_test<T::kKeys>(qi_first, qi_last);
+    const MlaRows rows(mask, it, group, r0 + rb * kDecodeRowsPerBlock, lane);
+    const MlaTileKeys tile(mask, it, group, r0, T::kTileRows);
+    const int cta_lo = tile.lo;
+    const int cta_hi = tile.hi;
+    const auto needs_mask = mask.template partial_tile_test<T::kKeys>(tile.qi_first, tile.qi_last);
 
     const uint32_t smem_base = smem_addr(smem);
 
@@ -124,16 +77,8 @@ __device__ __forceinline__ void flash_mla_decode_cta(const FlashMlaDecodeParams 
     for (int flat = tid; flat < T::kTileRows * T::kQChunks; flat += T::kThreads) {
         const int row = flat / T::kQChunks;
         const int c = flat - row * T::kQChunks;
-        const int r = r0 + row;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (r < rows_item) {
-            const int qi = r / group;
-            const int head = r - qi * group;
-            const elem_bits_t *src = static_cast<const elem_bits_t *>(p.q) + q_item +
-                                     qi * p.q_row_stride + head * p.q_head_stride;
-            v = *reinterpret_cast<const uint4 *>(src + c * kDecodeChunkElems);
-        }
-        *reinterpret_cast<uint4 *>(smem + T::kQOffset + row * T::kQPitch + c * kDecodeChunkBytes) = v;
+        *reinterpret_cast<uint4 *>(smem + T::kQOffset + row * T::kQPitch + c * kDecodeChunkBytes) =
+            mla_q_chunk(p, it, r0 + row, c);
     }
     // (Read only inside the key loop, after its first __syncthreads.)
 
@@ -141,7 +86,7 @@ __device__ __forceinline__ void flash_mla_decode_cta(const FlashMlaDecodeParams 
     float alibi_log2[kRowHalves];
 #pragma unroll
     for (int h = 0; h < kRowHalves; ++h)
-        alibi_log2[h] = row_valid[h] ? mod.alibi_log2(p.opt, head_of[h]) : 0.0f;
+        alibi_log2[h] = rows.valid[h] ? mod.alibi_log2(p.opt, rows.head[h]) : 0.0f;
     // FP8: the one latent scale (times the dequantiser's 2^8 for e4m3, fp8.cuh) multiplies
     // every score, so it joins the softmax scale, and O once in the epilogue.
     float v_mul = 1.0f;
@@ -273,10 +218,10 @@ __device__ __forceinline__ void flash_mla_decode_cta(const FlashMlaDecodeParams 
             }
 
         const int n0 = blk * T::kKeys;
-        modify_and_mask<false, true>(s, mask.shift, mod, alibi_log2, qi_of, n0, mod.any(),
+        modify_and_mask<false, true>(s, mask.shift, mod, alibi_log2, rows.qi, n0, mod.any(),
                                      needs_mask(n0), lane, [&](int h, int &lo, int &hi) {
-                                         lo = key_lo[h];
-                                         hi = key_hi[h];
+                                         lo = rows.key_lo[h];
+                                         hi = rows.key_hi[h];
                                      });
         if (want_entropy)
             softmax.template update<true>(s, o_acc, score_mul);
@@ -307,47 +252,12 @@ __device__ __forceinline__ void flash_mla_decode_cta(const FlashMlaDecodeParams 
     }
 
     // ---- Epilogue: the warp's slice of O, and (slice 0) the row stats ----------------------
-    const bool split_out = (p.opt.flags & FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT) != 0;
 #pragma unroll
     for (int h = 0; h < kRowHalves; ++h) {
-        RowResult res = softmax.finalize(h, score_mul, o_acc);
-        if (!row_valid[h]) continue;
-        const int qi = qi_of[h];
-        const int head = head_of[h];
-        // The head's sink joins split 0's state only (the combine merges it once).
-        if (split == 0) res = with_sink(p.opt, head, res);
-        const int c0 = mma_c_index(h, 0);
-        const int col0 = slice * T::kSliceDV + mma_c_col(lane, c0);
-        const int64_t grow = q_row0 + qi;  // row in the [total_q] row space
-        if (split_out) {
-            const int64_t state =
-                (static_cast<int64_t>(split) * p.total_q + grow) * p.num_heads_q + head;
-            if (res.lse != neg_inf()) {
-#pragma unroll
-                for (int ot = 0; ot < T::kOTiles; ++ot)
-                    *reinterpret_cast<float2 *>(p.partial_o + state * T::kDV + col0 + ot * kMmaN) =
-                        make_float2(o_acc[ot][c0] * res.inv_sum * v_mul,
-                                    o_acc[ot][c0 + 1] * res.inv_sum * v_mul);
-            }
-            if (slice == 0 && lane_in_quad(lane) == 0) {
-                p.partial_lse[state] = res.lse;
-                if (p.partial_entropy != nullptr) p.partial_entropy[state] = res.entropy;
-            }
-        } else {
-            const float w = res.inv_sum * v_mul * (p.opt.head_gates != nullptr ? p.opt.head_gates[head] : 1.0f);
-            elem_bits_t *dst = static_cast<elem_bits_t *>(p.o) + o_item + qi * p.o_row_stride +
-                               head * p.o_head_stride + col0;
-#pragma unroll
-            for (int ot = 0; ot < T::kOTiles; ++ot)
-                // Adding +0 turns the -0 of a zero gate into +0 (as the paged decode).
-                *reinterpret_cast<uint32_t *>(dst + ot * kMmaN) =
-                    Elem::pack(__fadd_rn(o_acc[ot][c0] * w, 0.0f), __fadd_rn(o_acc[ot][c0 + 1] * w, 0.0f));
-            if (slice == 0 && lane_in_quad(lane) == 0) {
-                const int64_t stat = lse_item + head * p.opt.lse_head_stride + qi;
-                if (p.opt.lse != nullptr) p.opt.lse[stat] = res.lse;
-                if (p.opt.entropy != nullptr) p.opt.entropy[stat] = res.entropy;
-            }
-        }
+        const RowResult res = softmax.finalize(h, score_mul, o_acc);
+        if (!rows.valid[h]) continue;
+        mla_store_row<Elem>(p, it, res, o_acc, h, rows.qi[h], rows.head[h], split, slice * T::kSliceDV,
+                            slice == 0, v_mul, lane);
     }
 }
 

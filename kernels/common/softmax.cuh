@@ -119,38 +119,68 @@ struct OnlineSoftmax {
                                          float (&alpha)[kRowHalves]) {
 #pragma unroll
         for (int h = 0; h < kRowHalves; ++h) {
-            const float m_old = row_max[h];
-            float m_new = m_old;
+            float m_new = row_max[h];
 #pragma unroll
             for (int nt = 0; nt < kSTiles; ++nt)
 #pragma unroll
                 for (int e = 0; e < kPairElems; ++e) m_new = fmaxf(m_new, s[nt][mma_c_index(h, e)]);
-            m_new = quad_allreduce_max(m_new);
-            row_max[h] = m_new;
-            // Guard: a still fully masked row subtracts 0, so 2^(-inf - 0) = 0, never -inf + inf.
-            const float m_new_scaled = m_new == neg_inf() ? 0.0f : m_new * score_mul;
-            const float m_old_scaled = m_old * score_mul;  // -inf stays -inf (score_mul > 0)
-            alpha[h] = fast_exp2(m_old_scaled - m_new_scaled);
-            float sum = 0.0f;
-            float ent = 0.0f;
+            fold_row<kEntropy>(s, h, quad_allreduce_max(m_new), score_mul, alpha);
+        }
+    }
+
+    /* This thread's max of each of its two rows over the tile `s` (quad-reduced; -inf for a
+     * fully masked row), for kernels whose rows span several warps' tiles (the sm_90a MLA
+     * decode): they combine the maxima and fold with fold_with_max. */
+    __device__ __forceinline__ void tile_max(const float (&s)[kSTiles][kCRegs], float (&m)[kRowHalves]) const {
+#pragma unroll
+        for (int h = 0; h < kRowHalves; ++h) {
+            float v = neg_inf();
 #pragma unroll
             for (int nt = 0; nt < kSTiles; ++nt)
 #pragma unroll
-                for (int e = 0; e < kPairElems; ++e) {
-                    float &v = s[nt][mma_c_index(h, e)];
-                    const float y = fmaf(v, score_mul, -m_new_scaled);  // x - m, log2 units
-                    const float p = fast_exp2(y);
-                    v = p;
-                    sum += p;
-                    if constexpr (kEntropy) ent = fmaf(p, fmaxf(y, kEntropyMinLog2), ent);
-                }
-            if constexpr (kEntropy) {
-                // m_old = -inf means l = e = 0 so far: skip the (m - m') l term (-inf * 0).
-                const float shift = m_old == neg_inf() ? 0.0f : m_old_scaled - m_new_scaled;
-                row_ent[h] = alpha[h] * fmaf(shift, row_sum[h], row_ent[h]) + ent;
-            }
-            row_sum[h] = fmaf(alpha[h], row_sum[h], sum);
+                for (int e = 0; e < kPairElems; ++e) v = fmaxf(v, s[nt][mma_c_index(h, e)]);
+            m[h] = quad_allreduce_max(v);
         }
+    }
+
+    /* fold() with the rows' maximum over the whole key tile given (>= this thread's part of
+     * it): the state's l and e then hold this part's share only, and the parts' shares add. */
+    template <bool kEntropy>
+    __device__ __forceinline__ void fold_with_max(float (&s)[kSTiles][kCRegs], const float (&m)[kRowHalves],
+                                                  float score_mul, float (&alpha)[kRowHalves]) {
+#pragma unroll
+        for (int h = 0; h < kRowHalves; ++h) fold_row<kEntropy>(s, h, fmaxf(row_max[h], m[h]), score_mul, alpha);
+    }
+
+    /* Row half h of fold: m_new is the row's new running max (the old one included). */
+    template <bool kEntropy>
+    __device__ __forceinline__ void fold_row(float (&s)[kSTiles][kCRegs], int h, float m_new, float score_mul,
+                                             float (&alpha)[kRowHalves]) {
+        const float m_old = row_max[h];
+        row_max[h] = m_new;
+        // Guard: a still fully masked row subtracts 0, so 2^(-inf - 0) = 0, never -inf + inf.
+        const float m_new_scaled = m_new == neg_inf() ? 0.0f : m_new * score_mul;
+        const float m_old_scaled = m_old * score_mul;  // -inf stays -inf (score_mul > 0)
+        alpha[h] = fast_exp2(m_old_scaled - m_new_scaled);
+        float sum = 0.0f;
+        float ent = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < kSTiles; ++nt)
+#pragma unroll
+            for (int e = 0; e < kPairElems; ++e) {
+                float &v = s[nt][mma_c_index(h, e)];
+                const float y = fmaf(v, score_mul, -m_new_scaled);  // x - m, log2 units
+                const float p = fast_exp2(y);
+                v = p;
+                sum += p;
+                if constexpr (kEntropy) ent = fmaf(p, fmaxf(y, kEntropyMinLog2), ent);
+            }
+        if constexpr (kEntropy) {
+            // m_old = -inf means l = e = 0 so far: skip the (m - m') l term (-inf * 0).
+            const float shift = m_old == neg_inf() ? 0.0f : m_old_scaled - m_new_scaled;
+            row_ent[h] = alpha[h] * fmaf(shift, row_sum[h], row_ent[h]) + ent;
+        }
+        row_sum[h] = fmaf(alpha[h], row_sum[h], sum);
     }
 
     /* The O half of update(): O *= alpha per row. */

@@ -3,7 +3,7 @@
  *
  * wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16}.{f16,bf16} (PTX ISA 9.7.15.5.2
  * "Asynchronous Warpgroup Level Matrix Multiply-Accumulate Instructions: wgmma.mma_async",
- * #asynchronous-warpgroup-level-matrix-instructions-wgmma-mma-async) for N in (64, 128, 256):
+ * #asynchronous-warpgroup-level-matrix-instructions-wgmma-mma-async) for N in (32, 64, 128, 256):
  *  - wgmma_ss: A and B from shared memory through matrix descriptors, both K-major
  *    (imm-trans-a = imm-trans-b = 0): S = Q K^T with Q [m, d] and K [n, d] row-major;
  *  - wgmma_rs: A from registers (the m16n8k16 A fragment layout per warp), B from shared memory
@@ -25,7 +25,27 @@ namespace flashmha {
 template <int kN, class Elem>
 __device__ __forceinline__ void wgmma_ss(float (&d)[kN / kMmaN][kCRegs], uint64_t desc_a,
                                          uint64_t desc_b, uint32_t scale_d) {
-    if constexpr (kN == 64 && Elem::kIsBf16 == false) {
+    if constexpr (kN == 32 && Elem::kIsBf16 == false) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
+            : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+              "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+              "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+              "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+            : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+    } else if constexpr (kN == 32 && Elem::kIsBf16 == true) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
+            : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+              "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+              "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+              "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+            : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+    } else if constexpr (kN == 64 && Elem::kIsBf16 == false) {
         asm volatile(
             "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
             "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
@@ -181,7 +201,27 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[kN / kMmaN][kCRegs], uint64_
 template <int kN, class Elem>
 __device__ __forceinline__ void wgmma_rs(float (&d)[kN / kMmaN][kCRegs], const uint32_t (&a)[kARegs],
                                          uint64_t desc_b, uint32_t scale_d) {
-    if constexpr (kN == 64 && Elem::kIsBf16 == false) {
+    if constexpr (kN == 32 && Elem::kIsBf16 == false) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %20, p, 1, 1, 1;\n}\n"
+            : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+              "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+              "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+              "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+    } else if constexpr (kN == 32 && Elem::kIsBf16 == true) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %20, p, 1, 1, 1;\n}\n"
+            : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+              "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+              "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+              "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+    } else if constexpr (kN == 64 && Elem::kIsBf16 == false) {
         asm volatile(
             "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
             "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "

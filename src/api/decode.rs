@@ -9,12 +9,14 @@
 
 use super::{check_dtype, RowExtras};
 use crate::backend::{Backend, Binder, Read, Write};
+use crate::common::abi::TENSOR_MAP_BYTES;
 use crate::common::binding::DevBuf;
 use crate::common::dtype::DType;
 use crate::common::element::Element;
 use crate::common::error::{Error, Result, TensorName};
 use crate::common::launch::Launches;
 use crate::ops::decode::plan::{DecodeBuffers, DecodePlan};
+use crate::ops::forward::tma::TmaMapDesc;
 use crate::ops::kv_append::{AppendIndex, KvAppendBuffers, KvAppendPlan};
 use crate::ops::merge::{MergeBuffers, MergePlan, MergeStates};
 use crate::ops::mla_decode::MlaDecodePlan;
@@ -371,11 +373,17 @@ impl<'a, B: Backend + ?Sized, T> KvAppendArgs<'a, B, T> {
 
 /// What the decode binding needs of a plan: the paged decode's ([`DecodePlan`]) or the MLA
 /// decode's ([`MlaDecodePlan`]), which take the same arguments.
+/// Encodes one tensor map over an address (a backend's encoder).
+pub(super) type MapEncoder<'e> =
+    dyn Fn(TensorName, &TmaMapDesc, u64) -> Result<[u8; TENSOR_MAP_BYTES]> + 'e;
+
 pub(super) trait PagedPlan {
     /// (q's dtype, FP8 pages).
     fn kinds(&self) -> (DType, bool);
     fn carve_workspace(&self, ws: DevBuf) -> Result<(DevBuf, DevBuf, DevBuf)>;
-    fn bind(&self, bufs: &DecodeBuffers) -> Result<Launches>;
+    /// The launches over `bufs`; `encode` encodes a tensor map for a kernel that takes one
+    /// (the sm_90a MLA decode).
+    fn bind(&self, bufs: &DecodeBuffers, encode: &MapEncoder<'_>) -> Result<Launches>;
 }
 
 impl PagedPlan for DecodePlan {
@@ -385,7 +393,7 @@ impl PagedPlan for DecodePlan {
     fn carve_workspace(&self, ws: DevBuf) -> Result<(DevBuf, DevBuf, DevBuf)> {
         DecodePlan::carve_workspace(self, ws)
     }
-    fn bind(&self, bufs: &DecodeBuffers) -> Result<Launches> {
+    fn bind(&self, bufs: &DecodeBuffers, _encode: &MapEncoder<'_>) -> Result<Launches> {
         DecodePlan::bind(self, bufs)
     }
 }
@@ -397,8 +405,8 @@ impl PagedPlan for MlaDecodePlan {
     fn carve_workspace(&self, ws: DevBuf) -> Result<(DevBuf, DevBuf, DevBuf)> {
         MlaDecodePlan::carve_workspace(self, ws)
     }
-    fn bind(&self, bufs: &DecodeBuffers) -> Result<Launches> {
-        MlaDecodePlan::bind(self, bufs)
+    fn bind(&self, bufs: &DecodeBuffers, encode: &MapEncoder<'_>) -> Result<Launches> {
+        MlaDecodePlan::bind(self, bufs, encode)
     }
 }
 
@@ -416,7 +424,11 @@ pub(super) fn decode<B: Backend + ?Sized, T: Element>(
         plan.kinds(),
         args,
         |ws| plan.carve_workspace(ws),
-        |bufs| plan.bind(bufs),
+        |bufs| {
+            plan.bind(bufs, &|name, desc, addr| {
+                be.encode_tensor_map(&name.to_string(), desc, addr)
+            })
+        },
     )
 }
 

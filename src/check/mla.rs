@@ -45,6 +45,27 @@ pub fn random_case(rng: &mut impl Rng, heads: &[usize], max_len: usize) -> Decod
     c
 }
 
+/// [`random_case`] for `target`: on Hopper, mostly cases the sm_90a kernel serves (16-bit pages
+/// of 64 or 128 keys, so the 64-key TMA tiles meet page ends, spare slots and the cache's end
+/// inside a page) and one in eight it leaves to the sm_80 kernel (FP8 pages or another page
+/// size), so both of Hopper's paths are drawn.
+pub fn random_case_for(
+    rng: &mut impl Rng,
+    target: KernelTarget,
+    heads: &[usize],
+    max_len: usize,
+) -> DecodeCase {
+    let mut c = random_case(rng, heads, max_len);
+    if target == KernelTarget::Hopper {
+        c.target = target;
+        if rng.random_range(0..8) != 0 {
+            c.kv_dtype = KvCacheDType::Same;
+            c.page_size = if rng.random_bool(0.75) { 64 } else { 128 };
+        }
+    }
+    c
+}
+
 /// The MLA view of a built decode case (q, pool and table as built; o with 512 dims).
 pub fn mla_problem(p: &DecodeProblem) -> MlaDecodeProblem {
     let (hq, d_v) = (p.num_heads_q, MLA_D_V as i64);
@@ -86,10 +107,11 @@ pub struct MlaOutcome {
     pub judgement: Judgement,
 }
 
-/// Builds, plans (`case.split`), runs on a fresh emulated device and judges `case` (made by
-/// [`random_case`] or with head_dim 576, one KV head and NHD pages).
+/// Builds, plans (`case.split`), runs on a fresh emulated device of `case.target` and judges
+/// `case` (made by [`random_case`] / [`random_case_for`] or with head_dim 576, one KV head and
+/// NHD pages).
 pub fn run_case(case: &DecodeCase) -> Result<MlaOutcome> {
-    run_case_on(&EmulatorBackend::new(KernelTarget::Ampere), case)
+    run_case_on(&EmulatorBackend::new(case.target), case)
 }
 
 /// [`run_case`] on `backend` (an emulator or a GPU of the sm_80+ kernels).

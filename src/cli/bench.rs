@@ -71,8 +71,9 @@ pub struct BenchArgs {
     /// published ones (src/cli/bench_calibrate.rs).
     #[arg(long)]
     calibrate: Option<std::path::PathBuf>,
-    /// MLA decode instead of the forward: the modelled time on H100 of the sm_80+ MLA kernel at
-    /// 128 query heads, 4k-32k cached tokens, batch 1 / 8 / 64 (see src/cli/bench_mla.rs).
+    /// MLA decode instead of the forward: the modelled time on H100 of the sm_90a and the sm_80+
+    /// MLA kernels at 128 query heads, 4k-32k cached tokens, batch 1 / 8 / 64 (see
+    /// src/cli/bench_mla.rs).
     #[arg(long)]
     mla: bool,
     /// The backward instead of the forward: its main loop per mma at d64 and d128 (emulator,

@@ -1,8 +1,10 @@
 //! `flashmha bench --mla`: the MLA decode (issue 23 item 3) per-pipe *modelled* on H100 SXM5
-//! (the sm_80+ `mma.sync` kernel: the sm_90a wgmma version does not exist yet) from emulator
-//! counters (src/perf_model/mla_decode.rs): 128 query heads, one new token, page size 64, bf16
-//! (and FP8 e4m3 pages), 4k-32k cached tokens, at batch 1 / 8 / 64 and at the batch that fills
-//! the GPU; then the DRAM bytes against compulsory per head count at the filling batch.
+//! from emulator counters (src/perf_model/mla_decode.rs), the sm_90a `wgmma` kernel (64-row
+//! tiles, TMA pages; what the plan runs on Hopper for 16-bit pages) beside the sm_80+
+//! `mma.sync` one (32-row tiles; FP8 pages run it on Hopper too): 128 query heads, one new
+//! token, page size 64, bf16 (and FP8 e4m3 pages), 4k-32k cached tokens, at batch 1 / 8 / 64
+//! and at the batch that fills the GPU; then the DRAM bytes against compulsory per head count
+//! at the filling batch.
 //! bench/results/mla_decode_h100.txt holds the default output. FlashMLA's published H800 SXM5
 //! figures (dense decode: up to 3000 GB/s memory-bound, 660 TFLOPS compute-bound, deepseek-ai/
 //! FlashMLA README; configurations: b 128, s_q 1-2, h_q 16-128, 4096-16384 cached tokens,
@@ -13,6 +15,7 @@ use flashmha::ops::decode::KvCacheDType;
 use flashmha::perf_model::gpus::{GpuSpec, H100};
 use flashmha::perf_model::mla_decode::{batch_filling, model_mla, MlaModelConfig, MlaModelled};
 use flashmha::perf_model::pipes::PIPES;
+use flashmha::KernelTarget;
 
 const CACHE_LENS: [usize; 4] = [4096, 8192, 16384, 32768];
 
@@ -20,6 +23,10 @@ fn row(gpu: &GpuSpec, m: &MlaModelled) -> Vec<String> {
     let c = &m.config;
     let d = &m.decode;
     let mut r = vec![
+        match c.target {
+            KernelTarget::Hopper => "sm_90a wgmma".to_string(),
+            _ => "sm_80 mma.sync".to_string(),
+        },
         match c.kv_dtype {
             KvCacheDType::Same => c.dtype.to_string(),
             _ => "e4m3".to_string(),
@@ -46,7 +53,7 @@ fn row(gpu: &GpuSpec, m: &MlaModelled) -> Vec<String> {
 }
 
 fn header() -> Vec<String> {
-    let mut h: Vec<String> = ["cache", "hq", "L", "batch", "splits"]
+    let mut h: Vec<String> = ["kernel", "cache", "hq", "L", "batch", "splits"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -71,7 +78,8 @@ fn header() -> Vec<String> {
 /// Models the default configurations (see the module docs) and prints the tables.
 pub fn run() -> super::CliResult<()> {
     let gpu = &H100;
-    let base = |kv_dtype, hq, cache_len| MlaModelConfig {
+    let base = |target, kv_dtype, hq, cache_len| MlaModelConfig {
+        target,
         dtype: DType::Bf16,
         kv_dtype,
         batch: 1,
@@ -80,34 +88,42 @@ pub fn run() -> super::CliResult<()> {
         page_size: 64,
         cache_len,
     };
+    // bf16 on both kernels, then FP8 (the sm_80 kernel on either target).
     let mut configs = Vec::new();
-    for kv in [KvCacheDType::Same, KvCacheDType::Fp8E4M3] {
+    for (target, kv) in [
+        (KernelTarget::Hopper, KvCacheDType::Same),
+        (KernelTarget::Ampere, KvCacheDType::Same),
+        (KernelTarget::Ampere, KvCacheDType::Fp8E4M3),
+    ] {
         for l in CACHE_LENS {
-            let c = base(kv, 128, l);
+            let c = base(target, kv, 128, l);
             for batch in [1, 8, 64] {
                 configs.push(MlaModelConfig { batch, ..c });
             }
         }
     }
-    // Bytes against compulsory at the batch that fills the GPU, per head count.
+    // Bytes against compulsory at the batch that fills the GPU, per head count and kernel.
     let mut filling = Vec::new();
-    for hq in [16, 32, 64, 128] {
-        let c = base(KvCacheDType::Same, hq, 4096);
-        filling.push(MlaModelConfig {
-            batch: batch_filling(gpu, &c)?,
-            ..c
-        });
+    for target in [KernelTarget::Hopper, KernelTarget::Ampere] {
+        for hq in [16, 32, 64, 128] {
+            let c = base(target, KvCacheDType::Same, hq, 4096);
+            filling.push(MlaModelConfig {
+                batch: batch_filling(gpu, &c)?,
+                ..c
+            });
+        }
     }
     // Rows are printed as they are modelled (each is an emulation of seconds to minutes).
     println!(
         "MLA decode (d_qk 576, d_v 512, one latent KV head, page 64, sq_new 1, causal), the \
-         sm_80+ mma.sync kernel on {} ({} SMs, {:.0} GB/s DRAM): MODELLED microseconds per pipe \
+         sm_90a wgmma kernel (64-row tiles) and the sm_80+ mma.sync kernel (32-row tiles) on {} \
+         ({} SMs, {:.0} GB/s DRAM): MODELLED microseconds per pipe \
          (no latency model: each pipe at full rate, the slowest binds), heuristic splits for {} \
          SMs. compulsory GB/s = (cache rows + q + o bytes) / modelled time; TFLOP/s = 2 x keys x \
          heads x 1088 / modelled time. The last rows: the batch whose one-split grid fills every \
-         CTA slot (4096 cached tokens) per head count; more than 32 heads are several 32-row \
-         tiles, each reading the latent rows (charged to DRAM each time: the model's upper \
-         bound).",
+         CTA slot (4096 cached tokens) per head count and kernel; more heads than a tile's rows \
+         are several row tiles, each reading the latent rows (charged to DRAM each time: the \
+         model's upper bound).",
         gpu.name,
         gpu.sms,
         gpu.dram_bytes_per_s / 1e9,
@@ -115,11 +131,14 @@ pub fn run() -> super::CliResult<()> {
     );
     let h = header();
     println!("{}", h.join(" | "));
-    for c in configs
+    // Per kernel: the 128-head rows, then its filling-batch rows (the sm_90a kernel first);
+    // then FP8.
+    for c in configs[..12]
         .iter()
-        .take(12)
-        .chain(&filling)
-        .chain(configs.iter().skip(12))
+        .chain(&filling[..4])
+        .chain(&configs[12..24])
+        .chain(&filling[4..])
+        .chain(&configs[24..])
     {
         println!("{}", row(gpu, &model_mla(gpu, c)?).join(" | "));
     }

@@ -54,8 +54,9 @@ pub struct CheckArgs {
     /// reference over the gathered pages (`--max-len` bounds the cache lengths).
     #[arg(long)]
     pub(super) decode: bool,
-    /// MLA decode (d_qk 576, d_v 512, one latent KV head, 16 or 32 query heads, 16-bit or FP8
-    /// pages) instead of the forward: random paged cases as `--decode` draws them.
+    /// MLA decode (d_qk 576, d_v 512, one latent KV head, 16, 32 or 64 query heads, 16-bit or
+    /// FP8 pages) instead of the forward: random paged cases as `--decode` draws them, half of
+    /// them on the sm_90a kernel (`--hopper`: all).
     #[arg(long, conflicts_with = "decode")]
     pub(super) mla: bool,
     /// The backward (dQ, dK, dV, d(gate)) instead of the forward: random cases of the forward's
@@ -379,22 +380,40 @@ fn decode_op<'a>(args: &'a CheckArgs, backend: Option<&'a CudaBackend>) -> CliRe
     })
 }
 
-/// MLA decode: random cases of src/check/mla.rs (16 or 32 query heads, one 32-row tile: each
-/// 16-key block is 272 mma on the emulator), on the emulator or the GPU.
+/// MLA decode: random cases of src/check/mla.rs (16, 32 or 64 query heads; each 16-key block of
+/// a 32-row sm_80 tile is 272 mma on the emulator, each 64-key tile of the 64-row sm_90a kernel
+/// 80 wgmma), on the emulator (half the cases on the sm_90a kernel, all with --hopper) or the
+/// GPU.
 fn mla_op<'a>(args: &'a CheckArgs, backend: Option<&'a CudaBackend>) -> Op<'a> {
     Op {
         what: "MLA decode cases",
-        extra_header: &["splits"],
+        extra_header: &["kernel", "splits"],
         outputs: ATTENTION_OUTPUTS,
         cases: Box::new(move |rng, _| {
-            let case = flashmha::check::mla::random_case(rng, &[16, 32], args.max_len);
+            // The emulator draws sm_90a cases in half the runs (all with --hopper); a GPU
+            // runs the kernels of its own target.
+            let target = match backend {
+                Some(b) => b.target(),
+                None if args.hopper || rng.random_bool(0.5) => KernelTarget::Hopper,
+                None => KernelTarget::Ampere,
+            };
+            let case =
+                flashmha::check::mla::random_case_for(rng, target, &[16, 32, 64], args.max_len);
             let outcome = match backend {
                 Some(b) => flashmha::check::mla::run_case_on(b, &case)?,
                 None => flashmha::check::mla::run_case(&case)?,
             };
             Ok(Checked {
                 case: case.describe(),
-                extra: vec![outcome.plan.num_splits.to_string()],
+                extra: vec![
+                    if outcome.plan.kernel.sm90 {
+                        "sm_90a wgmma"
+                    } else {
+                        "sm_80 mma.sync"
+                    }
+                    .to_string(),
+                    outcome.plan.num_splits.to_string(),
+                ],
                 judgement: outcome.judgement,
             })
         }),

@@ -46,6 +46,17 @@ unsafe impl ParamsBytes for HeadSimParams {}
 /// Bytes of one encoded tensor map (`CUtensorMap`, `FlashTensorMap`).
 pub const TENSOR_MAP_BYTES: usize = FLASHMHA_TENSOR_MAP_BYTES as usize;
 
+/// One encoded tensor map (the 128 opaque bytes the encoder wrote) as the kernel's
+/// `FlashTensorMap`.
+pub fn tensor_map(bytes: &[u8; TENSOR_MAP_BYTES]) -> FlashTensorMap {
+    let mut opaque = [0u64; TENSOR_MAP_BYTES / 8];
+    for (word, chunk) in opaque.iter_mut().zip(bytes.chunks_exact(8)) {
+        // The kernel reads the object byte for byte; host and device are little endian.
+        *word = u64::from_le_bytes(chunk.try_into().expect("8-byte chunk"));
+    }
+    FlashTensorMap { opaque }
+}
+
 /// The Hopper forward's params (`FlashFwdTmaParams`): the encoded Q, K and V tensor maps (the
 /// 128 opaque bytes each, as the encoder wrote them) and the bound forward params.
 pub fn fwd_tma_params(
@@ -54,14 +65,7 @@ pub fn fwd_tma_params(
     v_map: &[u8; TENSOR_MAP_BYTES],
     base: &FlashFwdParams,
 ) -> FlashFwdTmaParams {
-    let map = |bytes: &[u8; TENSOR_MAP_BYTES]| {
-        let mut opaque = [0u64; TENSOR_MAP_BYTES / 8];
-        for (word, chunk) in opaque.iter_mut().zip(bytes.chunks_exact(8)) {
-            // The kernel reads the object byte for byte; host and device are little endian.
-            *word = u64::from_le_bytes(chunk.try_into().expect("8-byte chunk"));
-        }
-        FlashTensorMap { opaque }
-    };
+    let map = tensor_map;
     FlashFwdTmaParams {
         q_map: map(q_map),
         k_map: map(k_map),

@@ -4,10 +4,13 @@
 //! the whole batch) is exact for the launch once its counters are scaled by the batch. Times are
 //! *modelled* (each pipe at full rate, the slowest binds), never measured.
 //!
-//! DRAM bytes: every 32-byte sector the launches touch, once per touching access: with more
-//! than 32 query heads per sequence the latent rows are read by hq / 32 row tiles, and the model
-//! charges each read to DRAM (an upper bound: the tiles of one split launch together, so on a
-//! GPU the repeats can hit L2). Compulsory bytes follow FlashMLA's benchmark
+//! The kernel is the one the plan picks for the config's target: the sm_80+ `mma.sync` kernel
+//! (32-row tiles) on Ampere, the sm_90a `wgmma` one (64-row tiles, TMA page loads) on Hopper.
+//!
+//! DRAM bytes: every 32-byte sector the launches touch (TMA loads included), once per touching
+//! access: with more query heads per sequence than a tile's rows the latent rows are read by
+//! hq / tile-rows row tiles, and the model charges each read to DRAM (an upper bound: the tiles
+//! of one split launch together, so on a GPU the repeats can hit L2). Compulsory bytes follow FlashMLA's benchmark
 //! (tests/test_flash_mla.py of deepseek-ai/FlashMLA): the cache rows once, q and o once.
 
 use super::decode::{launch_shape, model_launches, Compulsory, SplitModelled};
@@ -25,12 +28,12 @@ use crate::host::runner;
 use crate::ops::decode::{KvCacheDType, SplitPolicy};
 use crate::ops::mla_decode::{MlaDecodePlan, MlaDecodeProblem, MLA_D_QK, MLA_D_V};
 
-/// Packed rows per CTA of the MLA kernels (src/ops/mla_decode/kernels.rs).
-const TILE_ROWS: usize = 32;
-
 /// One MLA decode configuration: a uniform batch, contiguous pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MlaModelConfig {
+    /// Whose kernel runs: [`KernelTarget::Ampere`] (sm_80+) or [`KernelTarget::Hopper`] (the
+    /// sm_90a kernel where the plan picks it).
+    pub target: KernelTarget,
     pub dtype: DType,
     pub kv_dtype: KvCacheDType,
     pub batch: usize,
@@ -56,6 +59,7 @@ impl MlaModelConfig {
             13,
         );
         c.kv_dtype = self.kv_dtype;
+        c.target = self.target;
         c.options = AttnOptions {
             causal: true,
             ..AttnOptions::default()
@@ -101,16 +105,17 @@ pub fn model_mla(gpu: &GpuSpec, c: &MlaModelConfig) -> Result<MlaModelled> {
         num_pages: one_item.num_pages.saturating_mul(c.batch),
         ..one_item.clone()
     };
-    let plan = MlaDecodePlan::new_for(KernelTarget::Ampere, &full, auto)?;
+    let plan = MlaDecodePlan::new_for(c.target, &full, auto)?;
     let split = SplitPolicy::Count(plan.num_splits);
-    // One row tile of one item is emulated: with one new token every 32-row tile of an item does
-    // the same work over the same keys (its own 32 heads), so the launch is `batch x tiles`
-    // times it (exact for sq_new 1 and hq a multiple of 32; the tiles differ only in the heads
-    // they read and write).
-    let tiles = (c.num_heads_q * c.sq_new).div_ceil(TILE_ROWS);
-    let one_tile = if c.sq_new == 1 && c.num_heads_q.is_multiple_of(TILE_ROWS) {
+    // One row tile of one item is emulated: with one new token every row tile of an item does
+    // the same work over the same keys (its own heads), so the launch is `batch x tiles` times
+    // it (exact for sq_new 1 and hq a multiple of the tile rows; the tiles differ only in the
+    // heads they read and write).
+    let tile_rows = plan.kernel.tile_rows as usize;
+    let tiles = (c.num_heads_q * c.sq_new).div_ceil(tile_rows);
+    let one_tile = if c.sq_new == 1 && c.num_heads_q.is_multiple_of(tile_rows) {
         MlaModelConfig {
-            num_heads_q: TILE_ROWS,
+            num_heads_q: tile_rows,
             ..*c
         }
     } else {
@@ -118,9 +123,9 @@ pub fn model_mla(gpu: &GpuSpec, c: &MlaModelConfig) -> Result<MlaModelled> {
     };
     let per_tile = one_tile.num_heads_q != c.num_heads_q;
     let built = one_tile.case(1, split).build();
-    let one = MlaDecodePlan::new_for(KernelTarget::Ampere, &mla_problem(&built.problem), split)?;
+    let one = MlaDecodePlan::new_for(c.target, &mla_problem(&built.problem), split)?;
     // Counters do not depend on the race and uninitialised-read checks; the tests run those.
-    let backend = EmulatorBackend::new(KernelTarget::Ampere);
+    let backend = EmulatorBackend::new(c.target);
     backend.set_options(EmuOptions {
         check_races: false,
         check_uninit: false,
@@ -146,7 +151,7 @@ pub fn batch_filling(gpu: &GpuSpec, c: &MlaModelConfig) -> Result<usize> {
         .case(1, SplitPolicy::Count(1))
         .build();
     let plan = MlaDecodePlan::new_for(
-        KernelTarget::Ampere,
+        c.target,
         &mla_problem(&built.problem),
         SplitPolicy::Count(1),
     )?;

@@ -1,12 +1,27 @@
 //! MLA decode (issue 23 item 3) on the emulator against the candle reference over the gathered
 //! pages (src/check/mla.rs): random cases (page tables, lengths, NaN in every unread slot and
 //! spare page, masks, modifiers, sinks, varlen, split policies), 1 vs many splits, and a bad
-//! device-resident length trapping. Cases are small (16-32 heads, caches of at most 80 keys):
-//! each 16-key block of a 32-row tile is 272 mma on the emulator.
+//! device-resident length trapping, for the sm_80+ kernel and the sm_90a one. Cases are small
+//! (16-128 heads, caches of at most a few hundred keys): each 16-key block of a 32-row sm_80
+//! tile is 272 mma on the emulator, each 64-key tile of the 64-row sm_90a kernel 80 wgmma.
 
 use crate::emulator_support::{rng, seed};
-use flashmha::check::mla::{random_case, run_case};
-use flashmha::ops::decode::SplitPolicy;
+use flashmha::check::decode::DecodeCase;
+use flashmha::check::mla::{random_case, random_case_for, run_case, MlaOutcome};
+use flashmha::ops::decode::{KvCacheDType, SplitPolicy};
+use flashmha::KernelTarget;
+
+/// Runs `case` and asserts it passed the judge (every output, zero findings).
+fn passing(case: &DecodeCase) -> MlaOutcome {
+    let out = run_case(case).unwrap_or_else(|e| panic!("{e}\n{case:?}"));
+    assert!(
+        out.judgement.passed(),
+        "{:?}\n{case:?}",
+        out.judgement.failures()
+    );
+    assert!(out.judgement.output("o").is_some());
+    out
+}
 
 #[test]
 fn mla_decode_matches_the_reference_on_random_cases() {
@@ -14,38 +29,34 @@ fn mla_decode_matches_the_reference_on_random_cases() {
     for _ in 0..3 {
         let mut case = random_case(&mut rng, &[16, 32], 80);
         case.spare_pages = case.spare_pages.max(1); // NaN pages nobody may read
-        let out = run_case(&case).unwrap_or_else(|e| panic!("{e}\n{case:?}"));
-        assert!(
-            out.judgement.passed(),
-            "{:?}\n{case:?}",
-            out.judgement.failures()
-        );
-        assert!(out.judgement.output("o").is_some());
+        passing(&case);
     }
 }
 
-#[test]
-fn mla_decode_split_counts_agree() {
+/// 1 vs 3 splits on `target` (page size `page_size`), each judged against the reference and the
+/// two within the output rounding of each other.
+fn split_counts_agree(target: KernelTarget, page_size: usize, heads: usize) {
     let mut rng = rng(seed());
-    let mut case = random_case(&mut rng, &[16], 8);
+    let mut case = random_case_for(&mut rng, target, &[heads], 8);
+    case.kv_dtype = KvCacheDType::Same;
+    case.page_size = page_size;
     case.cache_lens = vec![150, 70];
     case.q_lens = vec![1, 1];
     case.varlen = false;
     case.lse = true;
     case.split = SplitPolicy::Count(1);
-    let one = run_case(&case).unwrap_or_else(|e| panic!("{e}\n{case:?}"));
+    let one = passing(&case);
     case.split = SplitPolicy::Count(3);
-    let many = run_case(&case).unwrap_or_else(|e| panic!("{e}\n{case:?}"));
+    let many = passing(&case);
     assert_eq!(one.plan.num_splits, 1);
     assert_eq!(many.plan.num_splits, 3);
     assert!(many.plan.combine.is_some());
-    for out in [&one, &many] {
-        assert!(
-            out.judgement.passed(),
-            "{:?}\n{case:?}",
-            out.judgement.failures()
-        );
-    }
+    assert_eq!(
+        one.plan.kernel.sm90,
+        target == KernelTarget::Hopper,
+        "{}",
+        one.plan.kernel.entry
+    );
     // Each within the judge's tolerance of the reference, so of each other: compare directly
     // too (the bf16 / f16 output rounding of two different merge orders).
     let dtype = case.dtype;
@@ -59,31 +70,66 @@ fn mla_decode_split_counts_agree() {
     assert!(max_diff < 2e-2, "1 vs 3 splits differ by {max_diff}");
 }
 
+#[test]
+fn mla_decode_split_counts_agree() {
+    split_counts_agree(KernelTarget::Ampere, 16, 16);
+}
+
+#[test]
+fn mla_decode_sm90_split_counts_agree() {
+    split_counts_agree(KernelTarget::Hopper, 64, 16);
+}
+
+#[test]
+fn mla_decode_sm90_matches_the_reference_on_random_cases() {
+    let mut rng = rng(seed());
+    let mut ran_sm90 = 0;
+    for _ in 0..3 {
+        let mut case = random_case_for(&mut rng, KernelTarget::Hopper, &[16, 32, 64, 128], 140);
+        case.spare_pages = case.spare_pages.max(1); // NaN pages nobody may read
+        ran_sm90 += usize::from(passing(&case).plan.kernel.sm90);
+    }
+    // One case in eight is drawn for the sm_80 kernel (FP8 or another page size); draw more
+    // sm_90a cases until three ran (a fixed seed reproduces the sequence).
+    while ran_sm90 < 3 {
+        let mut case = random_case_for(&mut rng, KernelTarget::Hopper, &[16, 32, 64, 128], 140);
+        case.kv_dtype = KvCacheDType::Same;
+        case.page_size = 64;
+        assert!(passing(&case).plan.kernel.sm90);
+        ran_sm90 += 1;
+    }
+}
+
 /// A clean run, then the same run with `mutate`d device data: the MLA kernel traps and reports
 /// no out-of-bounds access before the trap.
-fn assert_traps(mutate: impl Fn(&mut flashmha::host::emulated_decode::DecodeHostInputs)) {
+fn assert_traps(
+    target: KernelTarget,
+    mutate: impl Fn(&mut flashmha::host::emulated_decode::DecodeHostInputs),
+) {
     use flashmha::backend::emulator::EmulatorBackend;
     use flashmha::check::mla::mla_problem;
     use flashmha::emulator::FindingKind;
     use flashmha::host::runner;
     use flashmha::ops::mla_decode::MlaDecodePlan;
-    use flashmha::KernelTarget;
     let mut rng = rng(seed());
     let mut case = random_case(&mut rng, &[16], 8);
-    case.cache_lens = vec![70, 33];
+    case.kv_dtype = KvCacheDType::Same;
     case.q_lens = vec![1, 1];
     case.varlen = false;
-    case.page_size = 16; // item 0's page 2 holds its keys 32..47
+    // Item 0's table entry 2 holds its keys 32..47 (page 16, sm_80) or 128..149 (page 64,
+    // sm_90a).
+    (case.page_size, case.cache_lens) = match target {
+        KernelTarget::Hopper => (64, vec![150, 33]),
+        _ => (16, vec![70, 33]),
+    };
     case.shared_prefix_pages = 0;
+    // A sliding window could leave that entry's keys unread (and the bad page with them).
+    case.options.window = None;
     case.split = SplitPolicy::Count(2);
     let mut built = case.build();
-    let plan = MlaDecodePlan::new_for(
-        KernelTarget::Ampere,
-        &mla_problem(&built.problem),
-        case.split,
-    )
-    .unwrap();
-    let be = || EmulatorBackend::new(KernelTarget::Ampere);
+    let plan = MlaDecodePlan::new_for(target, &mla_problem(&built.problem), case.split).unwrap();
+    assert_eq!(plan.kernel.sm90, target == KernelTarget::Hopper);
+    let be = || EmulatorBackend::new(target);
     let clean = runner::mla_decode(&be(), &plan, &built.inputs).unwrap();
     assert!(clean.findings().is_empty(), "{:?}", clean.findings());
     mutate(&mut built.inputs);
@@ -95,25 +141,34 @@ fn assert_traps(mutate: impl Fn(&mut flashmha::host::emulated_decode::DecodeHost
 
 #[test]
 fn mla_decode_traps_on_bad_device_indices() {
-    // A page past the pool (item 0's page 2: keys 32..47 of its 70), a negative page.
-    assert_traps(|i| i.block_table[2] = i32::MAX);
-    assert_traps(|i| i.block_table[2] = -1);
-    // A cache length beyond the block table.
-    assert_traps(|i| i.cache_seqlens[1] = 1 << 20);
-    assert_traps(|i| i.cache_seqlens[0] = -5);
+    for target in [KernelTarget::Ampere, KernelTarget::Hopper] {
+        // A page past the pool (item 0's table entry 2), a negative page.
+        assert_traps(target, |i| i.block_table[2] = i32::MAX);
+        assert_traps(target, |i| i.block_table[2] = -1);
+        // A cache length beyond the block table.
+        assert_traps(target, |i| i.cache_seqlens[1] = 1 << 20);
+        assert_traps(target, |i| i.cache_seqlens[0] = -5);
+    }
 }
 
 #[test]
 fn mla_decode_api_refuses_bad_buffers_before_any_launch() {
+    use flashmha::backend::emulator::EmulatorBackend;
+    for target in [KernelTarget::Ampere, KernelTarget::Hopper] {
+        api_refuses_bad_buffers_on(EmulatorBackend::new(target));
+    }
+}
+
+fn api_refuses_bad_buffers_on(be: flashmha::backend::emulator::EmulatorBackend) {
     use flashmha::api::{mla_decode, DecodeArgs};
-    use flashmha::backend::{emulator::EmulatorBackend, Backend};
+    use flashmha::backend::Backend;
     use flashmha::ops::mla_decode::{MlaDecodePlan, MlaDecodeProblem, MLA_D_QK, MLA_D_V};
-    use flashmha::{DType, Error, KernelTarget};
+    use flashmha::{DType, Error};
     use half::bf16;
-    let be = EmulatorBackend::new(KernelTarget::Ampere);
     let s = be.stream().unwrap();
     let p = MlaDecodeProblem::contiguous(DType::Bf16, 2, 1, 16, 4, 64, 2);
     let plan = MlaDecodePlan::new_for(be.target(), &p, SplitPolicy::Count(2)).unwrap();
+    assert_eq!(plan.kernel.sm90, be.target() == KernelTarget::Hopper);
     let q = be.upload(&s, &vec![bf16::ONE; 2 * 16 * MLA_D_QK]).unwrap();
     let kv = be.upload(&s, &vec![bf16::ONE; 4 * 64 * MLA_D_QK]).unwrap();
     let table = be.upload(&s, &[0i32, 1, 2, 3]).unwrap();

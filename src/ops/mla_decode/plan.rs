@@ -12,12 +12,14 @@
 //! [`crate::ops::decode::plan::MIN_KEYS_PER_SPLIT`] keys bounds the split count (a batch of one
 //! 128-head sequence is 4 CTAs: 1 split would leave 128 of 132 SMs idle).
 
+use super::abi::mla_tma_params;
 use super::kernels::MlaKernelRow;
 use super::problem::{MlaDecodeProblem, MLA_D_V};
+use super::tma::describe_pool;
 use super::validate::validate_mla_decode_for;
-use crate::common::abi::{FlashMlaDecodeParams, MergeStatesParams};
+use crate::common::abi::{FlashMlaDecodeParams, MergeStatesParams, TENSOR_MAP_BYTES};
 use crate::common::binding::{check, DevBuf};
-use crate::common::error::Result;
+use crate::common::error::{Result, TensorName};
 use crate::common::launch::{Launch, Launches};
 use crate::common::target::KernelTarget;
 use crate::ops::decode::plan::{
@@ -25,6 +27,7 @@ use crate::ops::decode::plan::{
     SplitPolicy, WorkspaceLayout,
 };
 use crate::ops::forward::plan::WARP_SIZE;
+use crate::ops::forward::tma::TmaMapDesc;
 
 /// Everything needed to run one MLA decode shape, independent of buffer addresses.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,11 +44,15 @@ pub struct MlaDecodePlan {
     /// The split combine (the paged decode's, over 512 dims), when the decode writes partial
     /// states.
     pub combine: Option<Launch>,
+    /// The latent pool's tensor map (without its address) when the kernel is the sm_90a one
+    /// (`FlashMlaDecodeTmaParams`); `None` for the sm_80+ kernel (`FlashMlaDecodeParams`).
+    pub pool_map: Option<TmaMapDesc>,
 }
 
 impl MlaDecodePlan {
     /// Validates `problem` and plans it under `policy` with the kernels `target` runs (sm_80+
-    /// `mma.sync`; Hopper runs them too). Pure; then [`MlaDecodePlan::bind`] per run.
+    /// `mma.sync`; on Hopper the sm_90a `wgmma` kernel where it serves the pool, see
+    /// [`validate_mla_decode_for`]). Pure; then [`MlaDecodePlan::bind`] per run.
     pub fn new_for(
         target: KernelTarget,
         problem: &MlaDecodeProblem,
@@ -90,14 +97,33 @@ impl MlaDecodePlan {
             split_keys,
             workspace,
             combine: combine_launch(target.shared_kernels(), &d, split_output)?,
+            pool_map: if kernel.sm90 {
+                describe_pool(problem)
+            } else {
+                None
+            },
         })
     }
 
-    /// Binds `bufs` (checked as [`MlaDecodePlan::params`] does) into the launches of one run.
-    pub fn bind(&self, bufs: &DecodeBuffers) -> Result<Launches> {
+    /// Binds `bufs` (checked as [`MlaDecodePlan::params`] does) into the launches of one run;
+    /// the sm_90a kernel's pool map is encoded over the bound pool by `encode` (the backend's
+    /// encoder: the driver's on a GPU, the emulator's otherwise), which the sm_80+ kernel never
+    /// calls.
+    pub fn bind(
+        &self,
+        bufs: &DecodeBuffers,
+        encode: impl FnOnce(TensorName, &TmaMapDesc, u64) -> Result<[u8; TENSOR_MAP_BYTES]>,
+    ) -> Result<Launches> {
         let (decode, combine) = self.params(bufs)?;
+        let launch = match &self.pool_map {
+            Some(map) => {
+                let bytes = encode(TensorName::KCache, map, decode.decode.k_cache as u64)?;
+                self.decode.with_params(&mla_tma_params(&bytes, &decode))
+            }
+            None => self.decode.with_params(&decode),
+        };
         Ok(Launches::two(
-            self.decode.with_params(&decode),
+            launch,
             self.combine.zip(combine).map(|(l, c)| l.with_params(&c)),
         ))
     }
@@ -178,6 +204,61 @@ mod tests {
             assert!(plan.combine.is_none());
             assert_eq!(plan.workspace.elems(), 0);
         }
+    }
+
+    #[test]
+    fn hopper_plans_the_sm90_kernel_where_it_serves_the_pool() {
+        let p = problem(2, 128, 1, 4096); // 16-bit pages of 64 keys
+        let hopper = MlaDecodePlan::new_for(KernelTarget::Hopper, &p, SplitPolicy::Count(1));
+        let hopper = hopper.unwrap();
+        assert!(hopper.kernel.sm90, "{}", hopper.kernel.entry);
+        assert_eq!(hopper.decode.grid, [2, 1, 2]); // 64-row tiles: 128 heads = 2
+        assert_eq!(hopper.decode.block, [256, 1, 1]);
+        assert!(hopper.pool_map.is_some());
+        let ampere = MlaDecodePlan::new_for(KernelTarget::Ampere, &p, SplitPolicy::Count(1));
+        let ampere = ampere.unwrap();
+        assert!(!ampere.kernel.sm90 && ampere.pool_map.is_none());
+        assert_eq!(ampere.decode.grid, [4, 1, 2]);
+        // FP8 pages and page sizes off the 64-key tile run the sm_80 kernel on Hopper.
+        let mut fp8 = p.clone();
+        fp8.kv_dtype = KvCacheDType::Fp8E4M3;
+        let plan = MlaDecodePlan::new_for(KernelTarget::Hopper, &fp8, SplitPolicy::Count(1));
+        let plan = plan.unwrap();
+        assert!(!plan.kernel.sm90 && plan.kernel.kv_bytes == 1);
+        let mut small = problem(2, 16, 1, 4096);
+        small.page_size = 16;
+        small.cache_strides = crate::common::geometry::PageStrides::nhd(16, 1, MLA_D_QK);
+        small.max_pages_per_seq = 256;
+        small.block_table_stride = 256;
+        let plan = MlaDecodePlan::new_for(KernelTarget::Hopper, &small, SplitPolicy::Count(1));
+        assert!(!plan.unwrap().kernel.sm90);
+        // The sm_90a launch encodes the pool's map over the bound pool; the sm_80 one never
+        // calls the encoder.
+        let buf = |slot: u64, elems: u64| DevBuf {
+            addr: slot << 24,
+            len: elems,
+        };
+        let b = DecodeBuffers {
+            q: buf(1, 2 * 128 * MLA_D_QK as u64),
+            k_cache: buf(2, p.num_pages as u64 * 64 * MLA_D_QK as u64),
+            o: buf(3, 2 * 128 * MLA_D_V as u64),
+            block_table: buf(4, 2 * 64),
+            cache_seqlens: buf(5, 2),
+            ..DecodeBuffers::default()
+        };
+        let mut seen = None;
+        let l = hopper.bind(&b, |name, desc, addr| {
+            seen = Some((name, *desc, addr));
+            Ok([9; TENSOR_MAP_BYTES])
+        });
+        let l = l.unwrap();
+        assert_eq!(
+            seen,
+            Some((TensorName::KCache, hopper.pool_map.unwrap(), 2 << 24))
+        );
+        let first = l.iter().next().unwrap();
+        assert_eq!(first.params()[..TENSOR_MAP_BYTES], [9; TENSOR_MAP_BYTES]);
+        assert!(ampere.bind(&b, |_, _, _| panic!("no map")).is_ok());
     }
 
     #[test]
