@@ -175,6 +175,7 @@ pub(super) fn run_outputs(
 
 /// One paged op's call as the CUDA path takes it (src/candle_op/cuda.rs).
 #[derive(Clone, Copy)]
+#[cfg_attr(not(feature = "candle-cuda"), allow(dead_code))]
 pub(super) enum PagedCall<'a> {
     Decode(&'a DecodeProblem, &'a PagedKvCache<'a>),
     Mla(&'a MlaDecodeProblem, &'a MlaKvCache<'a>),

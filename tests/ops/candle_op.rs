@@ -685,12 +685,12 @@ fn mla_decode_attention_matches_the_reference_over_gathered_pages() {
     let mut rng = StdRng::seed_from_u64(s);
     let d = MLA_D_QK;
     for dtype in [DType::F16, DType::Bf16] {
-        let (batch, hq, sq) = (
+        let (batch, hq, sq): (usize, usize, usize) = (
             rng.random_range(1..3),
             [8, 16][rng.random_range(0..2)],
             rng.random_range(1..4),
         );
-        let sk = rng.random_range(sq..90);
+        let sk: usize = rng.random_range(sq..90);
         let page_size = if rng.random_bool(0.5) {
             64
         } else {
