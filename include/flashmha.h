@@ -25,9 +25,10 @@
  * Lengths are element counts, not bytes. An optional buffer is absent when its data is NULL.
  *
  * Ownership and thread safety:
- *  - Plans (flashmha_plan, flashmha_decode_plan, flashmha_merge_plan, flashmha_kv_append_plan)
- *    are created by their *_create function and owned by the caller, who frees each exactly
- *    once with its *_destroy (NULL is accepted and ignored). A plan is immutable: any number of
+ *  - Plans (flashmha_plan, flashmha_decode_plan, flashmha_mla_decode_plan, flashmha_merge_plan,
+ *    flashmha_kv_append_plan) are created by their *_create function and owned by the caller,
+ *    who frees each exactly once with its *_destroy (NULL is accepted and ignored). A plan is
+ *    immutable: any number of
  *    threads may use one plan at the same time, on the emulator or on any context whose
  *    kernels it was planned for; destroy it after the last call that uses it has returned (a
  *    queued kernel does not reference it).
@@ -36,8 +37,8 @@
  *    Calls on one context from several threads at the same time are safe; each launch makes
  *    the context's CUDA context current on the calling thread.
  *  - Buffers and streams are always the caller's. The launching calls (flashmha_run,
- *    flashmha_forward, flashmha_decode_run, flashmha_merge_run, flashmha_kv_append_run,
- *    flashmha_head_similarity) neither allocate (host or device memory) nor synchronise when
+ *    flashmha_forward, flashmha_decode_run, flashmha_mla_decode_run, flashmha_merge_run,
+ *    flashmha_kv_append_run, flashmha_head_similarity) neither allocate (host or device memory) nor synchronise when
  *    they succeed, so they can be captured in a CUDA graph; the split workspace is the
  *    caller's too. Device buffers must stay allocated until the stream has run the kernels.
  *  - The emulator entry points (flashmha_emulate_*) use a private emulated device per call and
@@ -477,6 +478,113 @@ flashmha_status flashmha_decode_run(const flashmha_context *ctx, const flashmha_
  * back). */
 flashmha_status flashmha_emulate_decode_run(const flashmha_decode_plan *plan,
                                             const flashmha_decode_bufs *host_bufs);
+
+/* ---------------------------------------------------------------------------------------------
+ * MLA decode (DeepSeek-V2/V3 absorbed multi-head latent attention): every query head attends
+ * to ONE shared latent KV head; a cached row is the key (FLASHMHA_MLA_DIM_QK = 512 latent + 64
+ * rope dims) and its first FLASHMHA_MLA_DIM_V = 512 dims are the value (stored once). The
+ * sm_80+ mma.sync kernel; a Turing context gets FLASHMHA_ERR_UNSUPPORTED.
+ *
+ *   q:         padded [batch, seqlen_q, heads_q, 576]; varlen [total_q, heads_q, 576]
+ *   o:         padded [batch, seqlen_q, heads_q, 512]; varlen [total_q, heads_q, 512]
+ *   kv_cache:  element (page, slot, c) at page*cache_strides.page + slot*cache_strides.slot + c
+ *              (cache_strides.head is not used); elements of the shape's dtype, or FP8 code bytes
+ *              (kv_dtype), then strides count bytes
+ *   kv_scale:  f32 [1], the pool's one scale, finite and > 0 (FP8 only)
+ *   block_table, cache_seqlens, cu_seqlens_q, lse, entropy, alibi_slopes, head_gates, sinks,
+ *   workspace: as for the paged decode above (workspace_elems from flashmha_mla_decode_plan_info)
+ * The default softmax scale is 1/sqrt(576). Masks, options and the split combine are the paged
+ * decode's.
+ * ------------------------------------------------------------------------------------------ */
+
+#define FLASHMHA_MLA_DIM_QK 576
+#define FLASHMHA_MLA_DIM_V 512
+
+/* An MLA decode call without buffers. Zero-initialised fields marked "0:" take the stated
+ * default; the plan uses only host-side upper bounds, as flashmha_decode_shape. */
+typedef struct flashmha_mla_decode_shape {
+    flashmha_dtype dtype;
+    /* 0: padded q/o; non-zero: varlen (cu_seqlens_q at run time). */
+    int32_t varlen;
+    size_t batch;
+    /* Padded: new tokens per item. Varlen: upper bound of any item's new tokens. */
+    size_t seqlen_q;
+    /* Varlen only: rows of q/o. */
+    size_t total_q;
+    /* Query heads, all on the one latent head (16-128 in the common models). */
+    size_t heads_q;
+    /* Both all-zero: contiguous. Otherwise each is used as given (q's rows hold 576 elements,
+     * o's 512). */
+    flashmha_strides q_strides;
+    flashmha_strides o_strides;
+    size_t num_pages;
+    /* Keys per page, 1..1024 (64 in the common deployments). */
+    size_t page_size;
+    /* All-zero: contiguous pages [num_pages, page_size, 576]. */
+    flashmha_page_strides cache_strides;
+    /* FLASHMHA_KV_SAME, FLASHMHA_KV_FP8_E4M3 or FLASHMHA_KV_FP8_E5M2 (one scale per pool). */
+    flashmha_kv_dtype kv_dtype;
+    /* Columns of the block table used per item. */
+    size_t max_pages_per_seq;
+    /* 0: max_pages_per_seq. */
+    size_t block_table_stride;
+    /* Upper bound of every cache_seqlens[i]; 0: max_pages_per_seq * page_size. */
+    size_t max_cache_len;
+    flashmha_options options;
+    /* Non-zero: the run reads alibi_slopes / head_gates / sinks, writes lse / entropy. */
+    int32_t alibi;
+    int32_t head_gates;
+    int32_t sinks;
+    int32_t lse;
+    int32_t entropy;
+    flashmha_split_mode split_mode;
+    uint32_t split_value;
+} flashmha_mla_decode_shape;
+
+/* The buffers of one MLA decode run (see the section's layouts). */
+typedef struct flashmha_mla_decode_bufs {
+    flashmha_buf q;
+    flashmha_buf kv_cache;
+    flashmha_buf o;
+    flashmha_buf block_table;
+    flashmha_buf cache_seqlens;
+    flashmha_buf cu_seqlens_q;
+    flashmha_buf lse;
+    flashmha_buf entropy;
+    flashmha_buf alibi_slopes;
+    flashmha_buf head_gates;
+    flashmha_buf sinks;
+    flashmha_buf kv_scale;
+    /* As flashmha_decode_bufs.workspace. */
+    flashmha_buf workspace;
+} flashmha_mla_decode_bufs;
+
+/* A validated MLA decode plan (immutable, reusable, thread-safe). */
+typedef struct flashmha_mla_decode_plan flashmha_mla_decode_plan;
+
+/* Validates `shape` and plans it for the sm_80+ kernels (FLASHMHA_SPLIT_AUTO needs
+ * split_value > 0 here); free with flashmha_mla_decode_plan_destroy. */
+flashmha_status flashmha_mla_decode_plan_create(const flashmha_mla_decode_shape *shape,
+                                                flashmha_mla_decode_plan **out);
+/* The same for `ctx`'s device (FLASHMHA_ERR_UNSUPPORTED on sm_75; FLASHMHA_SPLIT_AUTO with
+ * split_value 0 uses its SM count). */
+flashmha_status flashmha_mla_decode_plan_create_for_context(const flashmha_context *ctx,
+                                                            const flashmha_mla_decode_shape *shape,
+                                                            flashmha_mla_decode_plan **out);
+/* The plan's split count and workspace size (partial O of 512 dims per row and split). */
+flashmha_status flashmha_mla_decode_plan_info(const flashmha_mla_decode_plan *plan,
+                                              flashmha_decode_info *out);
+void flashmha_mla_decode_plan_destroy(flashmha_mla_decode_plan *plan);
+
+/* Checks `bufs` (device addresses) against `plan` in O(1) and launches the MLA decode (and the
+ * split combine, if planned) on `stream`. Asynchronous; no allocation, no synchronisation. */
+flashmha_status flashmha_mla_decode_run(const flashmha_context *ctx,
+                                        const flashmha_mla_decode_plan *plan,
+                                        const flashmha_mla_decode_bufs *bufs, void *stream);
+/* Runs `plan` on the emulator with host buffers (the same checks; o, lse and entropy copied
+ * back). */
+flashmha_status flashmha_emulate_mla_decode_run(const flashmha_mla_decode_plan *plan,
+                                                const flashmha_mla_decode_bufs *host_bufs);
 
 /* ---------------------------------------------------------------------------------------------
  * Merge of attention states (cascade / shared-prefix attention, split results)

@@ -111,17 +111,18 @@
  *
  * Head dims between the rows (issue 23): every multiple of 8 up to a target's widest row runs on
  * the narrowest row at least as wide, forward and 16-bit-page decode alike, its columns past d
- * zero-filled and never written. Where the real width leaves whole 16-column steps empty, the
- * paged decode (every row) and the forward's d256 row (FwdTraits::kBoundedLoop) run a second
- * copy of their main loop bounded at run time (codegen.cuh step_runs): the k16 steps of Q K^T
- * and the n16 pairs of P V stop at d rounded up to 16 (tests/ops/head_dims.rs: d160 / d192 /
- * d224 forward and every off-table decode within 1.1x of the real-width need). Chosen over
- * compiled rows for d112 / d160 / d192 / d224: one bounded loop serves every dim between the
- * rows with no new entry, tile search or ptxas run per architecture, and the compiled width
- * keeps its own loop (its counters unchanged); an off-table CTA pays one uniform branch per
- * 16-column step. Not bounded: the forward's d64 / d128 rows (with the second loop they spill
- * 4 B on sm_80 / sm_86; d40 on d64 issues 1.45x its need, d112 on d128 1.14x), Turing's forward
- * and the sm_90a wgmma kernels.
+ * zero-filled and never written. Where the real width leaves whole 16-column steps empty, a
+ * second copy of the main loop skips them. The paged decode (every row) and the forward's d256
+ * row (FwdTraits::kBoundedLoop) bound it at run time (codegen.cuh step_runs): the k16 steps of
+ * Q K^T and the n16 pairs of P V stop at d rounded up to 16. The forward's cp.async d64 and
+ * d128 rows (FwdTraits::kShortLoop) carry a copy one step short, fixed at compile time: the
+ * dims they serve leave at most the last step empty (d40 / d48, d104 / d112), and a run-time
+ * bound there spilled 4-24 B on sm_80 / sm_86. tests/ops/head_dims.rs: every off-table forward
+ * and decode within 1.1x of the real-width need. Chosen over compiled rows for d40 / d112 /
+ * d160 / d192 / d224: no new entry, tile search or ptxas run per architecture, and the compiled
+ * width keeps its own loop (its counters unchanged); an off-table CTA pays one uniform branch
+ * (per 16-column step when bounded at run time). Not bounded: Turing's forward and the sm_90a
+ * wgmma kernels.
  *
  * Head dims d_qk != d_v (issue 23; FLASHMHA_FWD_DV_KERNELS): the same CTA body with FwdTraits'
  * kHeadDimV: K tiles and the k16 steps of Q K^T from d_qk, V tiles, the n16 pairs of P V and the

@@ -1,7 +1,7 @@
 // A C++ client of the flashmha C ABI (include/flashmha.h), as a server would use it. Built by
 // capi/build.rs with the `cc` crate and run by capi/tests/client.rs. It runs random problems of
-// every op on the emulator entry points: the forward and the paged decode (with and without
-// split-KV, through a shuffled block table) against a plain CPU attention computed here in
+// every op on the emulator entry points: the forward, the paged decode and the MLA decode (with
+// and without split-KV, through a shuffled block table) against a plain CPU attention computed here in
 // double on the same rounded inputs; merge_states against the identity "merging the states of
 // two key halves gives the state of all keys"; the KV append bit for bit against a host
 // scatter; head similarity against CPU cosines; the backward against a CPU backward in double
@@ -248,13 +248,17 @@ double o_tolerance(const Problem &p) { return 4.0 * p.dtype.unit_roundoff * 1.5;
 // the worst errors. LSE: scores are f32 dot products of 16-bit values (|s| <= 18 here); 1e-3 is
 // far above f32 accumulation error and far below any mistake in masking or scaling; a row
 // masked in both (the same infinity) is exact.
+// `o_dim` (0: the head dim) is the width of o's rows: the first o_dim columns of each
+// reference row (MLA: the value is the first 512 of the 576 key dims).
 std::pair<double, double> check_against_cpu(const std::string &name, const Problem &p,
                                             const Data &d, const std::vector<uint16_t> &o,
-                                            const std::vector<float> &lse) {
+                                            const std::vector<float> &lse, size_t o_dim = 0) {
     std::vector<double> ref_o, ref_lse;
     cpu_attention(p, d, ref_o, ref_lse);
-    const double err_o = max_err([&](size_t i) { return p.dtype.value(o[i]); },
-                                 [&](size_t i) { return ref_o[i]; }, o.size());
+    const size_t w = o_dim == 0 ? p.head_dim : o_dim;
+    const double err_o =
+        max_err([&](size_t i) { return p.dtype.value(o[i]); },
+                [&](size_t i) { return ref_o[i / w * p.head_dim + i % w]; }, o.size());
     check_close(name + " O", err_o, o_tolerance(p));
     double err_lse = 0.0;
     for (size_t i = 0; i < lse.size(); ++i) {
@@ -822,6 +826,99 @@ void check_append(const Dtype &dt, bool by_position, std::mt19937_64 &rng) {
                 tokens, num_pages, page_size);
 }
 
+// ---- MLA decode ---------------------------------------------------------------------------
+
+// MLA decode of `p` (one latent KV head of 576 dims; heads_q query heads) from a shuffled page
+// pool with `splits` splits: the value is the first 512 dims of each cached key row, so the
+// reference is the CPU attention with v = k, O compared on its first 512 columns. Also checks
+// the plan's workspace, a short o and a short workspace (FLASHMHA_ERR_BUFFER, nothing written)
+// and that no input is written.
+void check_mla_decode(Problem p, size_t page_size, uint32_t splits, std::mt19937_64 &rng) {
+    p.heads_kv = 1;
+    p.head_dim = FLASHMHA_MLA_DIM_QK;
+    const std::string name = std::string("mla decode ") + p.dtype.name +
+                             (p.varlen ? " varlen" : " padded") + (p.causal ? " causal" : "") +
+                             " hq" + std::to_string(p.heads_q) + " page " +
+                             std::to_string(page_size) + " splits " + std::to_string(splits);
+    Data d = draw(p, rng);
+    d.v = d.k;  // the value is the key row's first 512 dims: one pool
+    d.vf = d.kf;
+    const Paged g = paginate(p, d, page_size, rng);
+    flashmha_mla_decode_shape shape;
+    std::memset(&shape, 0, sizeof shape);  // contiguous q / o / pages, default options
+    shape.dtype = p.dtype.code;
+    shape.varlen = p.varlen ? 1 : 0;
+    shape.batch = p.cu_q.size() - 1;
+    for (size_t b = 0; b + 1 < p.cu_q.size(); ++b) {
+        shape.seqlen_q = std::max<size_t>(shape.seqlen_q, p.cu_q[b + 1] - p.cu_q[b]);
+    }
+    shape.total_q = p.cu_q.back();
+    shape.heads_q = p.heads_q;
+    shape.num_pages = g.num_pages;
+    shape.page_size = g.page_size;
+    shape.max_pages_per_seq = g.max_pages;
+    shape.options.causal = p.causal ? 1 : 0;
+    shape.lse = 1;
+    shape.split_mode = FLASHMHA_SPLIT_COUNT;
+    shape.split_value = splits;
+    flashmha_mla_decode_plan *plan = nullptr;
+    expect_status(flashmha_mla_decode_plan_create(&shape, &plan), FLASHMHA_OK, name + " plan");
+    if (plan == nullptr) return;
+    flashmha_decode_info info;
+    expect_status(flashmha_mla_decode_plan_info(plan, &info), FLASHMHA_OK, name + " info");
+    const size_t rows = static_cast<size_t>(p.cu_q.back()) * p.heads_q;
+    const size_t want_ws = splits == 1 ? 0 : splits * rows * (FLASHMHA_MLA_DIM_V + 1);
+    if (info.num_splits != splits || info.workspace_elems != want_ws) {
+        fail(name + ": " + std::to_string(info.num_splits) + " splits, workspace " +
+             std::to_string(info.workspace_elems) + " f32, expected " + std::to_string(want_ws));
+    }
+    std::vector<uint16_t> q = d.q, pool = g.k, o(rows * FLASHMHA_MLA_DIM_V, 0);
+    std::vector<int32_t> table = g.table, lens = g.cache_lens, cu_q = p.cu_q;
+    std::vector<float> lse(rows, 0.0f), ws(info.workspace_elems + 1, 0.0f);
+    flashmha_mla_decode_bufs bufs;
+    std::memset(&bufs, 0, sizeof bufs);
+    bufs.q = buf(q);
+    bufs.kv_cache = buf(pool);
+    bufs.block_table = buf(table);
+    bufs.cache_seqlens = buf(lens);
+    if (p.varlen) bufs.cu_seqlens_q = buf(cu_q);
+    bufs.lse = buf(lse);
+    if (info.workspace_elems > 0) {
+        bufs.o = buf(o);
+        bufs.workspace = buf(ws.data(), info.workspace_elems - 1);
+        expect_status(flashmha_emulate_mla_decode_run(plan, &bufs), FLASHMHA_ERR_BUFFER,
+                      name + " short workspace");
+    }
+    bufs.workspace = buf(ws.data(), info.workspace_elems);
+    // o one element short of [rows, 512]: rejected before anything runs.
+    bufs.o = buf(o.data(), o.size() - 1);
+    expect_status(flashmha_emulate_mla_decode_run(plan, &bufs), FLASHMHA_ERR_BUFFER,
+                  name + " short o");
+    if (std::any_of(o.begin(), o.end(), [](uint16_t x) { return x != 0; })) {
+        fail(name + ": a rejected run wrote o");
+    }
+    bufs.o = buf(o);
+    const flashmha_status st = flashmha_emulate_mla_decode_run(plan, &bufs);
+    expect_status(st, FLASHMHA_OK, name + " run");
+    flashmha_mla_decode_plan_destroy(plan);
+    if (st != FLASHMHA_OK) return;
+    if (pool != g.k || q != d.q || table != g.table) fail(name + ": an input was written");
+    const auto [err_o, err_lse] = check_against_cpu(name, p, d, o, lse, FLASHMHA_MLA_DIM_V);
+    std::printf("capi client: %s: max |O - ref| %.3g, max |LSE - ref| %.3g\n", name.c_str(),
+                err_o, err_lse);
+
+    // Typed errors at planning: no query heads; an unknown kv_dtype.
+    shape.heads_q = 0;
+    flashmha_mla_decode_plan *bad = nullptr;
+    expect_status(flashmha_mla_decode_plan_create(&shape, &bad), FLASHMHA_ERR_SHAPE,
+                  name + " with 0 query heads");
+    shape.heads_q = p.heads_q;
+    shape.kv_dtype = static_cast<flashmha_kv_dtype>(9);
+    expect_status(flashmha_mla_decode_plan_create(&shape, &bad), FLASHMHA_ERR_INVALID_ARGUMENT,
+                  name + " with an unknown kv_dtype");
+    if (bad != nullptr) fail(name + ": a rejected shape handed out a plan");
+}
+
 // ---- KV append into FP8 pages, then decode from them -------------------------------------
 
 // The value of an FP8 code, by the format's definition (e4m3: bias 7, S.1111.111 NaN, no
@@ -1247,6 +1344,13 @@ extern "C" int flashmha_capi_client_main(uint64_t seed) {
         check_fp8_append_then_decode(fp8, dt.code == FLASHMHA_DTYPE_BF16, rng);
         check_merge(dt, rng);
         check_head_similarity(dt, rng);
+        // MLA decode: 8-24 query heads on the one latent head, 1-2 new tokens, pages of 64
+        // (the deployments') or 1-16 keys.
+        const size_t mla_heads = 8 * std::uniform_int_distribution<size_t>(1, 3)(rng);
+        const int mq = std::uniform_int_distribution<int>(1, 2)(rng);
+        const Problem mla{dt, false, rng() % 2 == 0, mla_heads, 1, FLASHMHA_MLA_DIM_QK,
+                          offsets({mq, mq}), offsets({std::max(mq, keys(rng)), std::max(mq, keys(rng))})};
+        check_mla_decode(mla, rng() % 2 == 0 ? 64 : 1 + rng() % 16, 1 + rng() % 3, rng);
     }
     check_op_errors();
     return failures;

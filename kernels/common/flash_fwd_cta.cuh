@@ -6,9 +6,9 @@
  * entropy, epilogue) is the same code on both.
  *
  * A head dim below the compiled one runs with its extra columns zero-filled; when that leaves
- * whole 16-column steps empty, a tile with FwdTraits::kBoundedLoop runs a second copy of the
- * main loop that skips them (codegen.cuh step_runs; kernel_table.h, "Head dims between the
- * rows").
+ * whole 16-column steps empty, a second copy of the main loop skips them: one step short at
+ * compile time (FwdTraits::kShortLoop) or bounded at run time (FwdTraits::kBoundedLoop,
+ * codegen.cuh step_runs); kernel_table.h, "Head dims between the rows".
  *
  * One CTA computes one tile of block_m query rows of one query head of one batch item
  * (grid = (ceil(seqlen_q / block_m), num_heads_q, batch)); each warp owns kRowBlocks m16 row
@@ -57,6 +57,15 @@ reuse_or_make(const Existing &existing, Args... args) {
         return Own(args...);
 }
 
+/* Width of one copy of the forward main loop (issue 23): its first kSteps 16-column steps (the
+ * k16 steps of Q K^T, the n16 pairs of P V); with kRunTime, those past T::kQKAlwaysSteps (Q K^T)
+ * or past step 0 (P V) also stop at the real head dim (codegen.cuh step_runs). */
+template <int kSteps_, bool kRunTime_>
+struct FwdLoopWidth {
+    static constexpr int kSteps = kSteps_;
+    static constexpr bool kRunTime = kRunTime_;
+};
+
 template <class T>
 __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
     using Elem = typename T::Elem;
@@ -77,7 +86,7 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
     const int col8_valid_v = T::kSplitDims ? T::kHeadDimV / kChunkElems : col8_valid;
     // Q K^T's k16 steps and P V's n16 pairs stop at the real head dim rounded up to 16 (issue
     // 23: no mma on all-zero columns): a narrower head dim runs the bounded main loop.
-    static_assert(!T::kBoundedLoop || T::kQKSteps == T::kPairTilesD,
+    static_assert(!(T::kBoundedLoop || T::kShortLoop) || T::kQKSteps == T::kPairTilesD,
                   "one 16-column bound serves Q K^T and P V");
 
     const int tid = threadIdx.x;
@@ -251,9 +260,9 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
         // One KV tile in pipeline stage kStage (compile time, so all shared addresses are
         // register + immediate): prefetch tile n+1 (into the other stage, or into registers),
         // S = Q K^T, modifiers and masks, online softmax, O += P V.
-        auto process_tile = [&](auto stage_c, auto bounded_c, int n) {
+        auto process_tile = [&](auto stage_c, auto width, int n) {
             constexpr int kStage = decltype(stage_c)::value;
-            constexpr bool kBounded = decltype(bounded_c)::value != 0;
+            using Width = decltype(width);  // FwdLoopWidth
             constexpr int kKTile = T::kKOffset + kStage * KVTile::kBytes;
             constexpr int kVTile = T::kVOffset + kStage * VTile::kBytes;
             const bool has_next = n + 1 < n_end;
@@ -271,7 +280,9 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
             static_for<T::kQKSteps>([&](auto kk_c) {
                 constexpr int kk = decltype(kk_c)::value;
                 constexpr int kCol8 = kk * T::kChunksPerK16;
-                if (!step_runs<kBounded, kk>(params.head_dim)) return;  // Q and K columns past d are zero
+                // Q and K columns past d are zero.
+                if constexpr (kk >= Width::kSteps) return;
+                else if (!step_runs<Width::kRunTime && kk >= T::kQKAlwaysSteps, kk>(params.head_dim)) return;
                 auto qk_step = [&](const uint32_t(&a)[kRB][kARegs]) {
                     static_for<T::kPairTilesN>([&](auto jp_c) {
                         constexpr int jp = decltype(jp_c)::value;
@@ -347,7 +358,9 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
                 static_for<T::kPairTilesD>([&](auto dp_c) {
                     constexpr int dp = decltype(dp_c)::value;
                     constexpr int kCol8 = dp * T::kChunksPerK16;  // two n8 dim tiles per ldmatrix.x4
-                    if (!step_runs<kBounded, dp>(params.head_dim)) return;  // O columns past d: never written
+                    // O columns past d: never written.
+                    if constexpr (dp >= Width::kSteps) return;
+                    else if (!step_runs<Width::kRunTime, dp>(params.head_dim)) return;
                     uint32_t b[kLdsmMatrices];
                     ldsm_x4_trans<kVTile + VCursor::template imm<kRow, kCol8>()>(
                         b, v_cur.template reg<kCol8>());
@@ -374,24 +387,26 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
             }
         };
 
-        auto run_tiles = [&](auto bounded_c) {
+        auto run_tiles = [&](auto width) {
             if constexpr (T::kStages == 1) {
-                for (int n = n_begin; n < n_end; ++n) process_tile(Int<0>{}, bounded_c, n);
+                for (int n = n_begin; n < n_end; ++n) process_tile(Int<0>{}, width, n);
             } else {
                 // Tiles alternate between the two stages; unrolled by two so the stage is static.
                 for (int n = n_begin; n < n_end; n += T::kStages) {
-                    process_tile(Int<0>{}, bounded_c, n);
-                    if (n + 1 < n_end) process_tile(Int<1>{}, bounded_c, n + 1);
+                    process_tile(Int<0>{}, width, n);
+                    if (n + 1 < n_end) process_tile(Int<1>{}, width, n + 1);
                 }
             }
         };
-        // One CTA-uniform branch (FwdTraits::kBoundedLoop): the compiled width's loop is the
-        // same code as without a bound (its counters unchanged); narrower head dims skip their
-        // all-zero steps.
-        if (!T::kBoundedLoop || d_real > T::kHeadDim - kMmaK)
-            run_tiles(Int<0>{});
+        // One CTA-uniform branch (FwdTraits::kShortLoop / kBoundedLoop): the compiled width's
+        // loop is the same code as without them (its counters unchanged); a head dim that
+        // leaves the last 16-column step empty runs the narrower copy.
+        if (!(T::kShortLoop || T::kBoundedLoop) || d_real > T::kHeadDim - kMmaK)
+            run_tiles(FwdLoopWidth<T::kQKSteps, false>{});
+        else if constexpr (T::kShortLoop)
+            run_tiles(FwdLoopWidth<T::kQKSteps - 1, false>{});
         else if constexpr (T::kBoundedLoop)
-            run_tiles(Int<1>{});
+            run_tiles(FwdLoopWidth<T::kQKSteps, true>{});
     }
 
     // ---- Epilogue ---------------------------------------------------------------------------

@@ -54,12 +54,25 @@ struct FwdTraits {
     static constexpr int kChunksPerK16 = kMmaK / kChunkElems;   // 16-byte chunks per k16 step
     static constexpr int kPairTilesN = kBlockN / (2 * kMmaN);   // one ldmatrix.x4 = 2 key tiles
     static constexpr int kPairTilesD = kHeadDimV / (2 * kMmaN);  // one ldmatrix.x4.trans = 2 dim tiles
-    /* Whether the CTA carries a second, bounded copy of the main loop for head dims that leave
-     * whole 16-column steps empty (issue 23; flash_fwd_cta.cuh). Only the d256 tile: there it
-     * saves up to 7 of 16 steps (d160 / d192 / d224: 1.6 / 1.33 / 1.14x of the need before) at
-     * 0 spills (255 registers on sm_80 .. sm_100, ptxas 13.5); with it the d64 / d128 tiles spill
-     * 4 B and d80 24 B on sm_80 / sm_86 (d80 and d96 serve no head dim it would shorten). */
+    /* Whether the CTA carries a second copy of the main loop for head dims that leave whole
+     * 16-column steps empty (issue 23; flash_fwd_cta.cuh). Registers: ptxas 13.5, 255 or fewer
+     * with 0 spills on sm_80 .. sm_120 for each choice below.
+     *  - kBoundedLoop, the d256 tile: steps bounded at run time by the real head dim, saving up
+     *    to 7 of 16 (d160 / d192 / d224: 1.6 / 1.33 / 1.14x of the need before). Its Q K^T steps
+     *    below kQKAlwaysSteps run unbounded: the tile serves only head dims above 128 (the d128
+     *    row, kernels/kernel_table.h), which fill 9 steps. Bounding them too made ptxas spill
+     *    8 B on sm_120 (24 B loaded per tile); bounding P V's the same way spilled 68-72 B on
+     *    sm_80 and sm_120.
+     *  - kShortLoop, the cp.async d64 and d128 tiles: the copy is one step short at compile time
+     *    (no per-step test): d40 / d48 on d64 and d104 / d112 on d128 leave exactly the last
+     *    step empty (1.45 / 1.14x of the need before). A run-time bound there spilled 4-24 B on
+     *    sm_80 / sm_86. d80 / d96 serve d72 / d88, which fill every step; Turing's
+     *    register-staged tiles keep one loop. Neither on a d_v != d_qk row (kSplitDims),
+     *    which serves exactly its two compiled dims. */
     static constexpr bool kBoundedLoop = kQKSteps > 8 && !kSplitDims;
+    static constexpr int kQKAlwaysSteps = kBoundedLoop ? 128 / kMmaK + 1 : 0;
+    static constexpr bool kShortLoop =
+        kLoadPath_ == LoadPath::CpAsync && (kHeadDim == 64 || kHeadDim == 128) && !kSplitDims;
 
     /* Q A-fragments (4 registers per k16 step and row block) stay in registers for the whole
      * main loop only while the accumulator-resident registers per thread (per row block O: d / 2,

@@ -8,9 +8,9 @@
 //! (all forward kernels loaded) is kept per CUDA context, so only the first call on a device
 //! loads modules.
 //!
-//! The paged op ([`paged`]) plans decode for the device's SM count and allocates O, the LSE
-//! and the split workspace per call on the stream (servers that want one workspace for every
-//! layer use `CudaBackend::decode` directly).
+//! The paged ops ([`paged`]: paged decode and MLA decode) plan for the device's SM count and
+//! allocate O, the LSE and the split workspace per call on the stream (servers that want one
+//! workspace for every layer use `CudaBackend::decode` / `api::mla_decode` directly).
 //!
 //! The backward ([`backward`], called by `grad.rs` when candle's autograd asks) runs the same
 //! [`BwdPlan`] as the emulator path, with dQ, dK, dV and its workspace allocated on the stream.
@@ -18,16 +18,17 @@
 //! Reads the given tensors, returns new ones; touches nothing else.
 
 use super::grad::AttnGrad;
-use super::paged::PagedKvCache;
+use super::paged::PagedCall;
 use super::{wrap, OutputDims};
 use crate::api::{Attention, BwdArgs, DecodeArgs, FwdArgs};
 use crate::backend::cuda::CudaBackend;
 use crate::common::element::Element;
 use crate::common::geometry::Strides;
 use crate::ops::backward::{BwdPlan, BwdShape};
-use crate::ops::decode::{DecodePlan, DecodeProblem, SplitPolicy};
+use crate::ops::decode::{DecodePlan, SplitPolicy};
 use crate::ops::forward::plan::FwdPlan;
 use crate::ops::forward::problem::{FwdShape, QkvoStrides};
+use crate::ops::mla_decode::MlaDecodePlan;
 use candle_core::cuda::{CudaDType, CudaStorage};
 use candle_core::op::BackpropOp;
 use candle_core::{Storage, Tensor};
@@ -231,55 +232,88 @@ fn sm_count(stream: &CudaStream) -> candle_core::Result<u32> {
     Ok(n.max(1) as u32)
 }
 
-/// The paged op on the tensors' device: plans for the device's SM count, allocates O, the LSE
-/// and (when the plan splits) the split workspace on candle's stream, and runs decode and
-/// combine through [`CudaBackend::decode`].
+/// A paged op (the paged decode or the MLA decode) on the tensors' device: plans for the
+/// device's SM count (its kernels: Turing runs f16 paged decode only and no MLA, typed errors),
+/// allocates O, the LSE and (when the plan splits) the split workspace on candle's stream, and
+/// runs decode and combine ([`CudaBackend::decode`], `api::mla_decode`).
 pub(super) fn paged(
-    problem: &DecodeProblem,
+    call: PagedCall,
     q: &Tensor,
-    cache: &PagedKvCache,
     o_dims: &[usize],
     lse_dims: &[usize],
 ) -> candle_core::Result<(Tensor, Tensor)> {
     match q.dtype() {
-        candle_core::DType::F16 => paged_typed::<half::f16>(problem, q, cache, o_dims, lse_dims),
-        candle_core::DType::BF16 => paged_typed::<half::bf16>(problem, q, cache, o_dims, lse_dims),
+        candle_core::DType::F16 => paged_typed::<half::f16>(call, q, o_dims, lse_dims),
+        candle_core::DType::BF16 => paged_typed::<half::bf16>(call, q, o_dims, lse_dims),
         other => candle_core::bail!("flashmha::candle: {other:?} is not a kernel dtype"),
     }
 }
 
 fn paged_typed<T: Element + CudaDType>(
-    problem: &DecodeProblem,
+    call: PagedCall,
     q: &Tensor,
-    cache: &PagedKvCache,
     o_dims: &[usize],
     lse_dims: &[usize],
 ) -> candle_core::Result<(Tensor, Tensor)> {
+    let stream = q.device().as_cuda_device()?.cuda_stream();
+    let backend = backend_for(&stream)?;
+    let policy = SplitPolicy::Auto {
+        num_sms: sm_count(&stream)?,
+    };
+    let dims = (o_dims, lse_dims);
+    match call {
+        PagedCall::Decode(problem, cache) => {
+            let plan = DecodePlan::new_for(backend.target(), problem, policy).map_err(wrap)?;
+            let indices = (cache.block_table, cache.cache_seqlens);
+            run_paged::<T>(
+                q,
+                (cache.k, Some(cache.v)),
+                indices,
+                plan.workspace.elems(),
+                dims,
+                |args| backend.decode(&stream, &plan, args),
+            )
+        }
+        PagedCall::Mla(problem, cache) => {
+            let plan = MlaDecodePlan::new_for(backend.target(), problem, policy).map_err(wrap)?;
+            let indices = (cache.block_table, cache.cache_seqlens);
+            run_paged::<T>(
+                q,
+                (cache.kv, None),
+                indices,
+                plan.workspace.elems(),
+                dims,
+                |args| crate::api::mla_decode(backend.as_ref(), &stream, &plan, args),
+            )
+        }
+    }
+}
+
+/// One paged op on q's CUDA device: contiguous q and pools (`v` None: the one pool `k` is read
+/// as both), the block table and lengths as i32 on the device (the kernel checks every entry
+/// against the plan and traps), O `[o_dims]`, the LSE `[lse_dims]` and a workspace of
+/// `workspace_elems` f32 allocated on candle's stream; `launch` queues the planned kernels with
+/// those arguments. Nothing is synchronised.
+fn run_paged<T: Element + CudaDType>(
+    q: &Tensor,
+    (k, v): (&Tensor, Option<&Tensor>),
+    (block_table, cache_seqlens): (&Tensor, &Tensor),
+    workspace_elems: u64,
+    (o_dims, lse_dims): (&[usize], &[usize]),
+    launch: impl FnOnce(DecodeArgs<'_, CudaBackend, T>) -> crate::Result<()>,
+) -> candle_core::Result<(Tensor, Tensor)> {
     let device = q.device().as_cuda_device()?.clone();
     let stream = device.cuda_stream();
-    let backend = backend_for(&stream)?;
-    // The device's kernels (Turing: f16 only; bf16 there is a typed error).
-    let plan = DecodePlan::new_for(
-        backend.target(),
-        problem,
-        SplitPolicy::Auto {
-            num_sms: sm_count(&stream)?,
-        },
-    )
-    .map_err(wrap)?;
-    // The problem describes contiguous tensors; indices as i32 on the device (the kernel
-    // checks every entry against the plan and traps).
-    let (q, k, v) = (
-        q.contiguous()?,
-        cache.k.contiguous()?,
-        cache.v.contiguous()?,
-    );
+    let (q, k) = (q.contiguous()?, k.contiguous()?);
+    let v = v.map(Tensor::contiguous).transpose()?;
     let to_i32 = |t: &Tensor| -> candle_core::Result<Tensor> {
         t.to_device(q.device())?
             .to_dtype(candle_core::DType::I32)?
             .contiguous()
     };
-    let (block_table, cache_seqlens) = (to_i32(cache.block_table)?, to_i32(cache.cache_seqlens)?);
+    let (block_table, cache_seqlens) = (to_i32(block_table)?, to_i32(cache_seqlens)?);
+    let workspace_elems = usize::try_from(workspace_elems)
+        .map_err(|_| candle_core::Error::Msg("flashmha::candle: workspace exceeds usize".into()))?;
 
     let alloc = |n: usize| {
         stream
@@ -290,21 +324,26 @@ fn paged_typed<T: Element + CudaDType>(
         .alloc_zeros::<T>(o_dims.iter().product())
         .map_err(candle_core::Error::wrap)?;
     let mut lse = alloc(lse_dims.iter().product())?;
-    let mut workspace = alloc((plan.workspace.elems() as usize).max(1))?;
+    let mut workspace = alloc(workspace_elems.max(1))?;
     {
-        let guards = [&q, &k, &v].map(|t| t.storage_and_layout());
-        let [(qs, ql), (ks, kl), (vs, vl)] = &guards;
+        let (qs, ql) = q.storage_and_layout();
+        let (ks, kl) = k.storage_and_layout();
+        let v_guard = v.as_ref().map(Tensor::storage_and_layout);
         let (bs, bl) = block_table.storage_and_layout();
         let (cs, cl) = cache_seqlens.storage_and_layout();
-        let q_view = device_view::<T>(qs, ql.start_offset())?;
-        let k_view = device_view::<T>(ks, kl.start_offset())?;
-        let v_view = device_view::<T>(vs, vl.start_offset())?;
+        let q_view = device_view::<T>(&qs, ql.start_offset())?;
+        let k_view = device_view::<T>(&ks, kl.start_offset())?;
+        let v_view = match &v_guard {
+            Some((vs, vl)) => Some(device_view::<T>(vs, vl.start_offset())?),
+            None => None,
+        };
         let bt_view = device_view::<i32>(&bs, bl.start_offset())?;
         let cs_view = device_view::<i32>(&cs, cl.start_offset())?;
-        let args = DecodeArgs::new(&q_view, &k_view, &v_view, &mut o, &bt_view, &cs_view)
+        let v_ref = v_view.as_ref().unwrap_or(&k_view);
+        let args = DecodeArgs::new(&q_view, &k_view, v_ref, &mut o, &bt_view, &cs_view)
             .lse(&mut lse)
             .workspace(&mut workspace);
-        backend.decode(&stream, &plan, args).map_err(wrap)?;
+        launch(args).map_err(wrap)?;
     }
     let o = Tensor::from_storage(
         Storage::Cuda(CudaStorage::wrap_cuda_slice(o, device.clone())),

@@ -1,8 +1,9 @@
 //! The candle op (feature `candle`), as `flashmha::candle`: attention over candle tensors that
 //! returns both O and the log-sum-exp (candle's `CustomOp3` returns one tensor, which is why
 //! this is a function and not a custom op). Padded ([`attention`]) and packed variable-length
-//! ([`attention_varlen`]) layouts, and new tokens over a paged KV cache ([`paged_attention`],
-//! `paged.rs`).
+//! ([`attention_varlen`]) layouts, new tokens over a paged KV cache ([`paged_attention`],
+//! `paged.rs`), and the MLA decode over a paged latent cache ([`mla_decode_attention`],
+//! `mla.rs`).
 //!
 //! CUDA tensors go to the kernels on the stream of candle's device (feature `candle-cuda`,
 //! `cuda.rs`: the same plan, no synchronisation). CPU tensors run the exact PTX of the GPU
@@ -29,8 +30,10 @@ use candle_core::{DType as CDType, Device, Tensor};
 #[cfg(feature = "candle-cuda")]
 mod cuda;
 mod grad;
+mod mla;
 mod paged;
 
+pub use mla::{mla_decode_attention, MlaKvCache};
 pub use paged::{paged_attention, PagedKvCache};
 
 /// Why CUDA tensors are rejected when the crate is built without feature `candle-cuda` (the

@@ -5,18 +5,20 @@
 //!
 //! Reads the given tensors, returns new ones; touches nothing else.
 
+use super::mla::MlaKvCache;
 use super::{
     bits, dims, dtype_shared_by, emulated_outputs, from_bits, host_i32, same_device, wrap, Target,
 };
 use crate::common::error::{Dim, Error, TensorName};
 use crate::common::options::AttnOptions;
-use crate::host::emulated_decode::{self as emulated, DecodeHostInputs};
+use crate::host::emulated_decode::{self as emulated, DecodeHostInputs, DecodeRun};
 use crate::ops::decode::{DecodePlan, DecodeProblem, SplitPolicy};
+use crate::ops::mla_decode::MlaDecodeProblem;
 use candle_core::{Device, Tensor};
 
 /// SMs the split heuristic plans for on the emulator (an A100's 108: the emulator runs the
 /// plan a GPU of that size would get, splits included).
-const EMULATED_SMS: u32 = 108;
+pub(super) const EMULATED_SMS: u32 = 108;
 
 /// A paged KV cache as candle tensors.
 #[derive(Debug, Clone, Copy)]
@@ -73,21 +75,7 @@ pub fn paged_attention(
             found: kd[3],
         }));
     }
-    let [bt_rows, max_pages_per_seq] = dims::<2>(TensorName::BlockTable, cache.block_table)?;
-    let [lens] = dims::<1>(TensorName::CacheSeqlens, cache.cache_seqlens)?;
-    for (tensor, found) in [
-        (TensorName::BlockTable, bt_rows),
-        (TensorName::CacheSeqlens, lens),
-    ] {
-        if found != batch {
-            return Err(wrap(Error::DimMismatch {
-                tensor,
-                dim: Dim::Batch,
-                expected: batch,
-                found,
-            }));
-        }
-    }
+    let max_pages_per_seq = batch_rows(batch, cache.block_table, cache.cache_seqlens)?;
     let mut problem = DecodeProblem::contiguous(
         dtype,
         batch,
@@ -117,49 +105,95 @@ pub fn paged_attention(
                 },
             )
             .map_err(wrap)?;
-            let (o, lse) = emulate(&plan, q, cache)?;
+            let inputs = host_inputs(
+                q,
+                (cache.k, cache.v),
+                cache.block_table,
+                cache.cache_seqlens,
+            )?;
+            let (o, lse) = run_outputs(emulated::decode(&plan, &inputs))?;
             Ok((
                 from_bits(o, dtype, &o_dims)?,
                 Tensor::from_vec(lse, &lse_dims, &Device::Cpu)?,
             ))
         }
-        Target::Cuda => on_cuda(&problem, q, cache, &o_dims, &lse_dims),
+        Target::Cuda => on_cuda(PagedCall::Decode(&problem, cache), q, &o_dims, &lse_dims),
     }
 }
 
-/// Runs `plan` on the emulator; returns O's bits and the LSE.
-fn emulate(
-    plan: &DecodePlan,
+/// The columns of `block_table: [batch, max_pages_per_seq]` after checking it and
+/// `cache_seqlens: [batch]` against the batch of q.
+pub(super) fn batch_rows(
+    batch: usize,
+    block_table: &Tensor,
+    cache_seqlens: &Tensor,
+) -> candle_core::Result<usize> {
+    let [bt_rows, max_pages_per_seq] = dims::<2>(TensorName::BlockTable, block_table)?;
+    let [lens] = dims::<1>(TensorName::CacheSeqlens, cache_seqlens)?;
+    for (tensor, found) in [
+        (TensorName::BlockTable, bt_rows),
+        (TensorName::CacheSeqlens, lens),
+    ] {
+        if found != batch {
+            return Err(wrap(Error::DimMismatch {
+                tensor,
+                dim: Dim::Batch,
+                expected: batch,
+                found,
+            }));
+        }
+    }
+    Ok(max_pages_per_seq)
+}
+
+/// The host inputs of a paged op on the emulator: q, the K and V pools (the MLA decode passes
+/// its latent pool as both), the block table and the lengths.
+pub(super) fn host_inputs(
     q: &Tensor,
-    cache: &PagedKvCache,
-) -> candle_core::Result<(Vec<u16>, Vec<f32>)> {
-    let inputs = DecodeHostInputs {
+    (k, v): (&Tensor, &Tensor),
+    block_table: &Tensor,
+    cache_seqlens: &Tensor,
+) -> candle_core::Result<DecodeHostInputs> {
+    Ok(DecodeHostInputs {
         q: bits(q)?,
-        k_cache: bits(cache.k)?,
-        v_cache: bits(cache.v)?,
-        block_table: host_i32(TensorName::BlockTable, cache.block_table)?,
-        cache_seqlens: host_i32(TensorName::CacheSeqlens, cache.cache_seqlens)?,
+        k_cache: bits(k)?,
+        v_cache: bits(v)?,
+        block_table: host_i32(TensorName::BlockTable, block_table)?,
+        cache_seqlens: host_i32(TensorName::CacheSeqlens, cache_seqlens)?,
         ..DecodeHostInputs::default()
-    };
-    let run = emulated::decode(plan, &inputs).map_err(wrap)?;
+    })
+}
+
+/// O's bits and the LSE of an emulated paged run; an error for any finding.
+pub(super) fn run_outputs(
+    run: crate::Result<DecodeRun>,
+) -> candle_core::Result<(Vec<u16>, Vec<f32>)> {
+    let run = run.map_err(wrap)?;
     let findings = run.findings().iter().map(ToString::to_string).collect();
     emulated_outputs(findings, run.o, run.lse)
 }
 
-/// The paged op on the tensors' CUDA device (feature `candle-cuda`); without the feature,
+/// One paged op's call as the CUDA path takes it (src/candle_op/cuda.rs).
+#[derive(Clone, Copy)]
+#[cfg_attr(not(feature = "candle-cuda"), allow(dead_code))]
+pub(super) enum PagedCall<'a> {
+    Decode(&'a DecodeProblem, &'a PagedKvCache<'a>),
+    Mla(&'a MlaDecodeProblem, &'a MlaKvCache<'a>),
+}
+
+/// A paged op on the tensors' CUDA device (feature `candle-cuda`); without the feature,
 /// [`same_device`] never returns [`Target::Cuda`] and this is the `CUDA_UNAVAILABLE` error.
-fn on_cuda(
-    problem: &DecodeProblem,
+pub(super) fn on_cuda(
+    call: PagedCall,
     q: &Tensor,
-    cache: &PagedKvCache,
     o_dims: &[usize],
     lse_dims: &[usize],
 ) -> candle_core::Result<(Tensor, Tensor)> {
     #[cfg(feature = "candle-cuda")]
-    return super::cuda::paged(problem, q, cache, o_dims, lse_dims);
+    return super::cuda::paged(call, q, o_dims, lse_dims);
     #[cfg(not(feature = "candle-cuda"))]
     {
-        let _ = (problem, q, cache, o_dims, lse_dims);
+        let _ = (call, q, o_dims, lse_dims);
         Err(candle_core::Error::Msg(super::CUDA_UNAVAILABLE.into()))
     }
 }

@@ -1,6 +1,7 @@
 //! From the C structs of `include/flashmha.h` to the Rust API's types: a `flashmha_shape`
 //! becomes a dtype and a [`FwdShape`], a `flashmha_bufs` [`FwdBufs`], a
-//! `flashmha_decode_shape` a [`DecodeProblem`] and its [`SplitPolicy`], a `flashmha_merge_shape`
+//! `flashmha_decode_shape` a [`DecodeProblem`] and its [`SplitPolicy`], a
+//! `flashmha_mla_decode_shape` an [`MlaDecodeProblem`], a `flashmha_merge_shape`
 //! a [`MergeProblem`], a `flashmha_head_similarity_shape` a [`HeadSimProblem`], and the run
 //! buffers of each op its `*Buffers`. Pure; reads only the structs it is given, and leaves
 //! every check of values to the Rust API's validation.
@@ -21,6 +22,7 @@ use crate::ops::forward::problem::{FwdShape, Heads, QkvoStrides, SeqShape};
 use crate::ops::head_similarity::HeadSimProblem;
 use crate::ops::kv_append::{AppendIndex, KvAppendBuffers};
 use crate::ops::merge::{MergeBuffers, MergeProblem, MergeStates, StatsLayout};
+use crate::ops::mla_decode::{MlaDecodeProblem, MLA_D_QK, MLA_D_V};
 
 fn invalid(msg: impl Into<String>) -> CallError {
     CallError::InvalidArgument(msg.into())
@@ -230,6 +232,82 @@ fn is_zero_pages(s: &ffi::flashmha_page_strides) -> bool {
     s.page == 0 && s.slot == 0 && s.head == 0
 }
 
+fn overflow(what: &str) -> CallError {
+    invalid(format!("{what} overflows"))
+}
+
+/// `a * b` as a stride, checked (a huge shape is an error, not a wrap).
+fn product(a: usize, b: usize, what: &str) -> Result<i64, CallError> {
+    a.checked_mul(b)
+        .and_then(|x| i64::try_from(x).ok())
+        .ok_or_else(|| overflow(what))
+}
+
+/// What the K / V pages (or the MLA latent pool) hold.
+fn kv_dtype(v: ffi::flashmha_kv_dtype) -> Result<KvCacheDType, CallError> {
+    pick(
+        "kv_dtype",
+        "flashmha_kv_dtype",
+        v,
+        &[
+            (ffi::FLASHMHA_KV_SAME, KvCacheDType::Same),
+            (ffi::FLASHMHA_KV_FP8_E4M3, KvCacheDType::Fp8E4M3),
+            (ffi::FLASHMHA_KV_FP8_E5M2, KvCacheDType::Fp8E5M2),
+        ],
+    )
+}
+
+/// The decode shapes' q / o row strides: both all-zero means contiguous `[batch, seqlen_q,
+/// heads_q, d]` rows of `d_q` (q) and `d_o` (o) elements.
+fn query_strides(
+    q: ffi::flashmha_strides,
+    o: ffi::flashmha_strides,
+    (seqlen_q, heads_q): (usize, usize),
+    (d_q, d_o): (usize, usize),
+) -> Result<(Strides, Strides), CallError> {
+    if !(is_zero(&q) && is_zero(&o)) {
+        return Ok((strides(q), strides(o)));
+    }
+    let contiguous = |d: usize| -> Result<Strides, CallError> {
+        let row = product(heads_q, d, "heads_q * head_dim")?;
+        Ok(Strides {
+            batch: product(seqlen_q, row as usize, "seqlen_q * heads_q * head_dim")?,
+            row,
+            head: product(d, 1, "head_dim")?,
+        })
+    };
+    Ok((contiguous(d_q)?, contiguous(d_o)?))
+}
+
+/// The decode shapes' query layout, block-table stride and cache bound, zero fields taking the
+/// header's defaults: `(queries, block_table_stride, max_cache_len)`.
+fn table_and_queries(
+    varlen: i32,
+    (seqlen_q, total_q): (usize, usize),
+    (max_pages_per_seq, block_table_stride, max_cache_len): (usize, usize, usize),
+    page_size: usize,
+) -> Result<(QueryLayout, usize, usize), CallError> {
+    let block_table_stride = match block_table_stride {
+        0 => max_pages_per_seq,
+        n => n,
+    };
+    let max_cache_len = match max_cache_len {
+        0 => max_pages_per_seq
+            .checked_mul(page_size)
+            .ok_or_else(|| overflow("max_pages_per_seq * page_size"))?,
+        n => n,
+    };
+    let queries = if varlen != 0 {
+        QueryLayout::Varlen {
+            total_q,
+            max_seqlen_q: seqlen_q,
+        }
+    } else {
+        QueryLayout::Padded { sq_new: seqlen_q }
+    };
+    Ok((queries, block_table_stride, max_cache_len))
+}
+
 /// The pools' and queries' description of a `flashmha_decode_shape`. Zero fields take the
 /// header's defaults (contiguous q / o strides, NHD or HND pages through the Rust API's own
 /// `PageStrides` constructors, table stride, cache bound), each product checked, so a default
@@ -237,17 +315,7 @@ fn is_zero_pages(s: &ffi::flashmha_page_strides) -> bool {
 /// plan.
 pub fn decode_problem(s: &ffi::flashmha_decode_shape) -> Result<DecodeProblem, CallError> {
     let dtype = dtype(s.dtype)?;
-    let overflow = |what: &str| invalid(format!("{what} overflows"));
-    let kv_dtype = pick(
-        "kv_dtype",
-        "flashmha_kv_dtype",
-        s.kv_dtype,
-        &[
-            (ffi::FLASHMHA_KV_SAME, KvCacheDType::Same),
-            (ffi::FLASHMHA_KV_FP8_E4M3, KvCacheDType::Fp8E4M3),
-            (ffi::FLASHMHA_KV_FP8_E5M2, KvCacheDType::Fp8E5M2),
-        ],
-    )?;
+    let kv_dtype = kv_dtype(s.kv_dtype)?;
     let kv_scales = pick(
         "kv_scales",
         "flashmha_kv_scales",
@@ -263,23 +331,12 @@ pub fn decode_problem(s: &ffi::flashmha_decode_shape) -> Result<DecodeProblem, C
             ),
         ],
     )?;
-    // The contiguous defaults: checked products, so a huge shape is an error, not a wrap.
-    let product = |a: usize, b: usize, what: &str| -> Result<i64, CallError> {
-        a.checked_mul(b)
-            .and_then(|x| i64::try_from(x).ok())
-            .ok_or_else(|| overflow(what))
-    };
-    let (q_strides, o_strides) = if is_zero(&s.q_strides) && is_zero(&s.o_strides) {
-        let row = product(s.heads_q, s.head_dim, "heads_q * head_dim")?;
-        let q = Strides {
-            batch: product(s.seqlen_q, row as usize, "seqlen_q * heads_q * head_dim")?,
-            row,
-            head: product(s.head_dim, 1, "head_dim")?,
-        };
-        (q, q)
-    } else {
-        (strides(s.q_strides), strides(s.o_strides))
-    };
+    let (q_strides, o_strides) = query_strides(
+        s.q_strides,
+        s.o_strides,
+        (s.seqlen_q, s.heads_q),
+        (s.head_dim, s.head_dim),
+    )?;
     let (k_strides, v_strides) = if is_zero_pages(&s.k_strides) && is_zero_pages(&s.v_strides) {
         let per_page = s
             .page_size
@@ -296,25 +353,12 @@ pub fn decode_problem(s: &ffi::flashmha_decode_shape) -> Result<DecodeProblem, C
     } else {
         (page_strides(s.k_strides), page_strides(s.v_strides))
     };
-    let block_table_stride = match s.block_table_stride {
-        0 => s.max_pages_per_seq,
-        n => n,
-    };
-    let max_cache_len = match s.max_cache_len {
-        0 => s
-            .max_pages_per_seq
-            .checked_mul(s.page_size)
-            .ok_or_else(|| overflow("max_pages_per_seq * page_size"))?,
-        n => n,
-    };
-    let queries = if s.varlen != 0 {
-        QueryLayout::Varlen {
-            total_q: s.total_q,
-            max_seqlen_q: s.seqlen_q,
-        }
-    } else {
-        QueryLayout::Padded { sq_new: s.seqlen_q }
-    };
+    let (queries, block_table_stride, max_cache_len) = table_and_queries(
+        s.varlen,
+        (s.seqlen_q, s.total_q),
+        (s.max_pages_per_seq, s.block_table_stride, s.max_cache_len),
+        s.page_size,
+    )?;
     Ok(DecodeProblem {
         dtype,
         batch: s.batch,
@@ -343,22 +387,70 @@ pub fn decode_problem(s: &ffi::flashmha_decode_shape) -> Result<DecodeProblem, C
     })
 }
 
-/// The split policy of a `flashmha_decode_shape`; `device_sms` is the SM count of the context's
-/// device (None without a context), used when `FLASHMHA_SPLIT_AUTO` gives 0.
+/// The MLA decode problem of a `flashmha_mla_decode_shape`: defaults as
+/// [`decode_problem`]'s (q rows of 576 elements, o rows of 512, pages `[num_pages, page_size,
+/// 576]`); every value is then validated by the plan.
+pub fn mla_decode_problem(
+    s: &ffi::flashmha_mla_decode_shape,
+) -> Result<MlaDecodeProblem, CallError> {
+    let (q_strides, o_strides) = query_strides(
+        s.q_strides,
+        s.o_strides,
+        (s.seqlen_q, s.heads_q),
+        (MLA_D_QK, MLA_D_V),
+    )?;
+    let cache_strides = if is_zero_pages(&s.cache_strides) {
+        product(s.page_size, MLA_D_QK, "page_size * 576")?;
+        PageStrides::nhd(s.page_size, 1, MLA_D_QK)
+    } else {
+        page_strides(s.cache_strides)
+    };
+    let (queries, block_table_stride, max_cache_len) = table_and_queries(
+        s.varlen,
+        (s.seqlen_q, s.total_q),
+        (s.max_pages_per_seq, s.block_table_stride, s.max_cache_len),
+        s.page_size,
+    )?;
+    Ok(MlaDecodeProblem {
+        dtype: dtype(s.dtype)?,
+        batch: s.batch,
+        num_heads_q: s.heads_q,
+        queries,
+        q_strides,
+        o_strides,
+        num_pages: s.num_pages,
+        page_size: s.page_size,
+        cache_strides,
+        kv_dtype: kv_dtype(s.kv_dtype)?,
+        max_pages_per_seq: s.max_pages_per_seq,
+        block_table_stride,
+        max_cache_len,
+        options: options(&s.options)?,
+        alibi: s.alibi != 0,
+        gates: s.head_gates != 0,
+        sinks: s.sinks != 0,
+        lse: s.lse != 0,
+        entropy: s.entropy != 0,
+    })
+}
+
+/// The split policy of a decode shape's `split_mode` and `split_value` (`flashmha_decode_shape`,
+/// `flashmha_mla_decode_shape`); `device_sms` is the SM count of the context's device (None
+/// without a context), used when `FLASHMHA_SPLIT_AUTO` gives 0.
 pub fn split_policy(
-    s: &ffi::flashmha_decode_shape,
+    (split_mode, split_value): (ffi::flashmha_split_mode, u32),
     device_sms: Option<u32>,
 ) -> Result<SplitPolicy, CallError> {
-    match s.split_mode {
-        ffi::FLASHMHA_SPLIT_AUTO => match (s.split_value, device_sms) {
+    match split_mode {
+        ffi::FLASHMHA_SPLIT_AUTO => match (split_value, device_sms) {
             (0, Some(n)) => Ok(SplitPolicy::Auto { num_sms: n }),
             (0, None) => Err(invalid(
                 "FLASHMHA_SPLIT_AUTO needs split_value = the SM count without a context",
             )),
             (n, _) => Ok(SplitPolicy::Auto { num_sms: n }),
         },
-        ffi::FLASHMHA_SPLIT_COUNT => Ok(SplitPolicy::Count(s.split_value)),
-        ffi::FLASHMHA_SPLIT_FIXED_KEYS => Ok(SplitPolicy::FixedKeys(s.split_value)),
+        ffi::FLASHMHA_SPLIT_COUNT => Ok(SplitPolicy::Count(split_value)),
+        ffi::FLASHMHA_SPLIT_FIXED_KEYS => Ok(SplitPolicy::FixedKeys(split_value)),
         other => Err(invalid(format!(
             "split_mode {other} is not a flashmha_split_mode"
         ))),
@@ -382,6 +474,26 @@ pub fn decode_bufs(b: &ffi::flashmha_decode_bufs) -> DecodeBuffers {
         sinks: device_buf(b.sinks),
         k_scales: device_buf(b.k_scales),
         v_scales: device_buf(b.v_scales),
+        ..Default::default()
+    }
+}
+
+/// The MLA decode buffers of a run as the paged decode's (the latent pool is `k_cache`, its
+/// scale `k_scales`; the MLA plan reads them as V too); the workspace is carved by the plan.
+pub fn mla_decode_bufs(b: &ffi::flashmha_mla_decode_bufs) -> DecodeBuffers {
+    DecodeBuffers {
+        q: device_buf(b.q),
+        k_cache: device_buf(b.kv_cache),
+        o: device_buf(b.o),
+        block_table: device_buf(b.block_table),
+        cache_seqlens: device_buf(b.cache_seqlens),
+        cu_seqlens_q: device_buf(b.cu_seqlens_q),
+        lse: device_buf(b.lse),
+        entropy: device_buf(b.entropy),
+        alibi_slopes: device_buf(b.alibi_slopes),
+        head_gates: device_buf(b.head_gates),
+        sinks: device_buf(b.sinks),
+        k_scales: device_buf(b.kv_scale),
         ..Default::default()
     }
 }
@@ -630,23 +742,26 @@ mod tests {
         let mut c = decode_base();
         c.split_mode = ffi::FLASHMHA_SPLIT_AUTO;
         assert!(matches!(
-            split_policy(&c, None),
+            split_policy((c.split_mode, c.split_value), None),
             Err(CallError::InvalidArgument(_))
         ));
         assert_eq!(
-            split_policy(&c, Some(132)).unwrap(),
+            split_policy((c.split_mode, c.split_value), Some(132)).unwrap(),
             SplitPolicy::Auto { num_sms: 132 }
         );
         c.split_value = 7;
         assert_eq!(
-            split_policy(&c, Some(132)).unwrap(),
+            split_policy((c.split_mode, c.split_value), Some(132)).unwrap(),
             SplitPolicy::Auto { num_sms: 7 }
         );
         c.split_mode = ffi::FLASHMHA_SPLIT_FIXED_KEYS;
-        assert_eq!(split_policy(&c, None).unwrap(), SplitPolicy::FixedKeys(7));
+        assert_eq!(
+            split_policy((c.split_mode, c.split_value), None).unwrap(),
+            SplitPolicy::FixedKeys(7)
+        );
         c.split_mode = 3;
         assert!(matches!(
-            split_policy(&c, None),
+            split_policy((c.split_mode, c.split_value), None),
             Err(CallError::InvalidArgument(_))
         ));
     }

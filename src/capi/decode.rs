@@ -11,8 +11,10 @@ use super::op::{self, Op};
 use super::plan::{handle, write_out};
 use super::status::{guard, CallError};
 use crate::common::launch::Launches;
+use crate::common::target::KernelTarget;
 use crate::cuda::CudaBackend;
-use crate::ops::decode::{DecodeBuffers, DecodePlan};
+use crate::ops::decode::plan::WorkspaceLayout;
+use crate::ops::decode::{DecodeBuffers, DecodePlan, SplitPolicy};
 
 /// The run's buffers with the workspace carved as the plan needs it.
 fn buffers(plan: &DecodePlan, b: &ffi::flashmha_decode_bufs) -> crate::Result<DecodeBuffers> {
@@ -77,8 +79,21 @@ fn make(
     ctx: Option<&CudaBackend>,
 ) -> Result<DecodePlan, CallError> {
     let problem = convert::decode_problem(s)?;
-    let policy = convert::split_policy(s, ctx.map(super::cuda::sm_count).transpose()?)?;
-    Ok(DecodePlan::new_for(op::target(ctx), &problem, policy)?)
+    plan_for(ctx, (s.split_mode, s.split_value), |target, policy| {
+        DecodePlan::new_for(target, &problem, policy)
+    })
+}
+
+/// A paged or MLA decode plan made by `plan` for the kernels of `ctx` (or the default ones)
+/// under the split policy of the shape's `split_mode` / `split_value` (the context's SM count
+/// when `FLASHMHA_SPLIT_AUTO` gives 0).
+pub(super) fn plan_for<P>(
+    ctx: Option<&CudaBackend>,
+    split: (ffi::flashmha_split_mode, u32),
+    plan: impl FnOnce(KernelTarget, SplitPolicy) -> crate::Result<P>,
+) -> Result<P, CallError> {
+    let policy = convert::split_policy(split, ctx.map(super::cuda::sm_count).transpose()?)?;
+    Ok(plan(op::target(ctx), policy)?)
 }
 
 op::create_entry_points!(flashmha_decode_shape, flashmha_decode_plan, make;
@@ -97,23 +112,51 @@ pub unsafe extern "C" fn flashmha_decode_plan_info(
     guard(|| {
         // SAFETY: the caller's contract; decode handles are `Box<DecodePlan>`.
         let p: &DecodePlan = unsafe { handle(plan_handle, "plan")? };
-        let size = |v: u64| {
-            usize::try_from(v).map_err(|_| {
-                CallError::InvalidArgument(format!("a workspace of {v} f32 exceeds size_t"))
-            })
-        };
         // SAFETY: the caller's contract for `out`.
-        unsafe {
-            write_out(out, || {
-                Ok(ffi::flashmha_decode_info {
-                    num_splits: p.num_splits,
-                    split_keys: p.split_keys,
-                    workspace_elems: size(p.workspace.elems())?,
-                    workspace_bytes: size(p.workspace.elems().saturating_mul(4))?,
-                })
-            })
-        }
+        unsafe { write_out(out, || info(p.num_splits, p.split_keys, &p.workspace)) }
     })
+}
+
+/// The `flashmha_decode_info` of a paged or MLA decode plan's splits and workspace.
+pub(super) fn info(
+    num_splits: u32,
+    split_keys: u32,
+    workspace: &WorkspaceLayout,
+) -> Result<ffi::flashmha_decode_info, CallError> {
+    let size = |v: u64| {
+        usize::try_from(v).map_err(|_| {
+            CallError::InvalidArgument(format!("a workspace of {v} f32 exceeds size_t"))
+        })
+    };
+    Ok(ffi::flashmha_decode_info {
+        num_splits,
+        split_keys,
+        workspace_elems: size(workspace.elems())?,
+        workspace_bytes: size(workspace.elems().saturating_mul(4))?,
+    })
+}
+
+/// Creates a plan from `s` with `create`; the status, and (read with `info`, the plan then
+/// destroyed) the info when it was planned. The paged and MLA decode tests' helper.
+#[cfg(test)]
+pub(super) fn planned_info<S, H>(
+    s: &S,
+    create: unsafe extern "C" fn(*const S, *mut *mut H) -> flashmha_status,
+    info: unsafe extern "C" fn(*const H, *mut ffi::flashmha_decode_info) -> flashmha_status,
+    destroy: unsafe extern "C" fn(*mut H),
+) -> (flashmha_status, Option<ffi::flashmha_decode_info>) {
+    let mut p: *mut H = std::ptr::null_mut();
+    // SAFETY: valid pointers to locals.
+    let code = unsafe { create(s, &mut p) };
+    if p.is_null() {
+        return (code, None);
+    }
+    let mut out = ffi::flashmha_decode_info::default();
+    // SAFETY: `p` is a live handle of `create`'s op; `out` is a local.
+    assert_eq!(unsafe { info(p, &mut out) }, ffi::FLASHMHA_OK);
+    // SAFETY: destroyed once.
+    unsafe { destroy(p) };
+    (code, Some(out))
 }
 
 #[cfg(test)]
@@ -137,25 +180,15 @@ mod tests {
         }
     }
 
-    /// Creates a plan from `s`; the status, and the info when it was planned.
     fn create(
         s: &ffi::flashmha_decode_shape,
     ) -> (flashmha_status, Option<ffi::flashmha_decode_info>) {
-        let mut p: *mut ffi::flashmha_decode_plan = std::ptr::null_mut();
-        // SAFETY: valid pointers to locals.
-        let code = unsafe { flashmha_decode_plan_create(s, &mut p) };
-        if p.is_null() {
-            return (code, None);
-        }
-        let mut info = ffi::flashmha_decode_info::default();
-        // SAFETY: `p` is live; `info` is a local.
-        assert_eq!(
-            unsafe { flashmha_decode_plan_info(p, &mut info) },
-            ffi::FLASHMHA_OK
-        );
-        // SAFETY: destroyed once.
-        unsafe { flashmha_decode_plan_destroy(p) };
-        (code, Some(info))
+        planned_info(
+            s,
+            flashmha_decode_plan_create,
+            flashmha_decode_plan_info,
+            flashmha_decode_plan_destroy,
+        )
     }
 
     #[test]

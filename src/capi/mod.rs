@@ -4,7 +4,7 @@
 //! declaration at compile time. The `capi/` workspace member packages these symbols as
 //! `libflashmha.a` and `libflashmha.so`.
 //!
-//! Every op (forward, backward, paged decode, merge_states, KV append, head similarity) converts plain C
+//! Every op (forward, backward, paged decode, MLA decode, merge_states, KV append, head similarity) converts plain C
 //! structs to the Rust API ([`convert`]) and goes through the same path as Rust callers:
 //! validate -> plan -> bind (O(1) buffer checks) -> backend, on a CUDA context (raw device
 //! addresses, the caller's `CUstream`) or on the emulator with host buffers ([`host`]). Errors
@@ -13,7 +13,7 @@
 //!
 //! Files: `op.rs` (the one path every op runs through: handles, plan, bind, launch on a context
 //! or the emulator), `plan.rs` (the forward's plan and entry points, the handle helpers, the version),
-//! `cuda.rs` (contexts), one file per other op (`backward.rs`, `decode.rs`, `merge.rs`, `append.rs`, `head_similarity.rs`, each
+//! `cuda.rs` (contexts), one file per other op (`backward.rs`, `decode.rs`, `mla_decode.rs`, `merge.rs`, `append.rs`, `head_similarity.rs`, each
 //! saying only what differs for it).
 
 pub mod append;
@@ -26,6 +26,7 @@ pub mod head_similarity;
 mod header_check;
 pub mod host;
 pub mod merge;
+pub mod mla_decode;
 mod op;
 pub mod plan;
 pub mod status;
@@ -49,6 +50,11 @@ pub use merge::{
     flashmha_emulate_merge_run, flashmha_merge_plan_create, flashmha_merge_plan_create_for_context,
     flashmha_merge_plan_destroy, flashmha_merge_run,
 };
+pub use mla_decode::{
+    flashmha_emulate_mla_decode_run, flashmha_mla_decode_plan_create,
+    flashmha_mla_decode_plan_create_for_context, flashmha_mla_decode_plan_destroy,
+    flashmha_mla_decode_plan_info, flashmha_mla_decode_run,
+};
 
 pub use cuda::{flashmha_context_create, flashmha_context_destroy};
 pub use plan::{
@@ -65,6 +71,7 @@ const _: () = {
     shared::<plan::Plan>();
     shared::<crate::ops::backward::BwdPlan>();
     shared::<crate::ops::decode::DecodePlan>();
+    shared::<crate::ops::mla_decode::MlaDecodePlan>();
     shared::<crate::ops::merge::MergePlan>();
     shared::<crate::ops::kv_append::KvAppendPlan>();
 };

@@ -125,7 +125,7 @@ mod tests {
                 "compute_80" => {
                     assert_eq!(
                         archs,
-                        ["sm_80", "sm_86", "sm_89", "sm_90", "sm_100"],
+                        ["sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120"],
                         "{}",
                         m.name
                     )

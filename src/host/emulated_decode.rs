@@ -1,4 +1,4 @@
-//! Decode, merge_states and KV append from host data on the emulator: the runner's functions
+//! Decode, MLA decode, merge_states and KV append from host data on the emulator: the runner's functions
 //! ([`super::runner`]) on a fresh [`EmulatorBackend`] (for a decode, with the options of the
 //! caller's [`Device`]: [`decode_on`]), plus the stacked-merge and 16-bit-append shorthands the
 //! tests use.
@@ -15,10 +15,17 @@ use crate::emulator::{Device, LaunchReport};
 use crate::ops::decode::plan::DecodePlan;
 use crate::ops::decode::problem::DecodeProblem;
 use crate::ops::merge::{MergePlan, MergeProblem, MergeStates, StatsLayout};
+use crate::ops::mla_decode::MlaDecodePlan;
 
 /// Runs `plan` on a fresh emulated device over `inputs`.
 pub fn decode(plan: &DecodePlan, inputs: &DecodeHostInputs) -> Result<DecodeRun> {
     runner::decode(&EmulatorBackend::new(plan.kernel.target), plan, inputs)
+}
+
+/// Runs an MLA decode plan on a fresh emulated device over `inputs` (as
+/// [`super::runner::mla_decode`] says: the latent pool in `k_cache` / `k_cache_fp8`).
+pub fn mla_decode(plan: &MlaDecodePlan, inputs: &DecodeHostInputs) -> Result<DecodeRun> {
+    runner::mla_decode(&EmulatorBackend::new(KernelTarget::Ampere), plan, inputs)
 }
 
 /// [`decode`] on a fresh emulated device with the options of `dev` (e.g. race checks switched

@@ -68,8 +68,9 @@
 //!   registers per SM; `setmaxnreg` (PTX ISA "setmaxnreg") moves registers between the warps of
 //!   a CTA through a per-CTA pool, so occupancy follows the launch allocation (see
 //!   [`super::registers`]).
-//! - Blackwell (our kernels run `mma.sync` there: sm_100 cubins, or compute_80 PTX on 12.x;
-//!   the `tcgen05` / TMEM path that reaches the datasheet peaks is not ours yet):
+//! - Blackwell (our kernels run `mma.sync` there: sm_100 cubins on 10.x, sm_120 cubins on
+//!   12.x; the `tcgen05` / TMEM path that reaches the datasheet peaks is not ours yet, and 12.x
+//!   has no `tcgen05`: `mma.sync` is its tensor path):
 //!   - [B200-DS] NVIDIA HGX B200 / DGX B200 datasheets: 8 TB/s HBM3e per GPU; FP16/BF16 tensor
 //!     2.25 PFLOP/s dense per GPU (4.5 with sparsity; 36 PFLOP/s sparse per 8-GPU HGX board).
 //!   - [B200-UB] Jarmusch and Chandrasekaran, "Microbenchmarking NVIDIA's Blackwell
@@ -300,7 +301,7 @@ pub const B200: GpuSpec = GpuSpec {
     ..H100
 };
 
-/// [RTX-BW], [PG-T], [PG-CC]: GeForce RTX 5090 (the sm_80+ kernels, JIT from compute_80); tensor
+/// [RTX-BW], [PG-T], [PG-CC]: GeForce RTX 5090 (the sm_80+ kernels, sm_120 cubins); tensor
 /// f16/bf16 -> f32 at 512 FLOP/clk/SM (209.5 TFLOP/s dense).
 pub const RTX_5090: GpuSpec = GpuSpec {
     name: "RTX 5090 (sm_120)",

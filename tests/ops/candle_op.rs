@@ -728,3 +728,123 @@ fn a_head_dim_pair_gives_o_of_vs_head_dim_and_the_kernels_own_result() {
     let (v64, _) = random(&mut rng, dtype, &[1, 11, 1, 64], 1.0);
     assert!(attention(&q, &k, &v64, &causal).is_err());
 }
+
+/// The MLA decode op on CPU tensors (the emulator): two random rounds (f16 and bf16) of 8 or 16
+/// query heads on one latent head of 576 dims, 1-3 new tokens (causal), a shuffled page pool
+/// (pages of 64 or of 1-20 keys) with NaN in every page no sequence uses, checked against the
+/// dense reference over the gathered rows with V = the rows' first 512 dims (the rope dims of
+/// V zeroed, so the reference's O columns past 512 are 0 and the op's O is compared on its
+/// 512). Then wrong head dims are typed errors.
+#[test]
+fn mla_decode_attention_matches_the_reference_over_gathered_pages() {
+    use flashmha::candle::{mla_decode_attention, MlaKvCache};
+    use flashmha::ops::mla_decode::{MLA_D_QK, MLA_D_V};
+    let s = seed();
+    let mut rng = StdRng::seed_from_u64(s);
+    let d = MLA_D_QK;
+    for dtype in [DType::F16, DType::Bf16] {
+        let (batch, hq, sq): (usize, usize, usize) = (
+            rng.random_range(1..3),
+            [8, 16][rng.random_range(0..2)],
+            rng.random_range(1..4),
+        );
+        let sk: usize = rng.random_range(sq..90);
+        let page_size = if rng.random_bool(0.5) {
+            64
+        } else {
+            rng.random_range(1..21)
+        };
+        let max_pages = sk.div_ceil(page_size);
+        let used = batch * max_pages;
+        let num_pages = used + 2; // spare pages, never referenced, hold NaN
+        let mut pages: Vec<i32> = (0..num_pages as i32).collect();
+        for i in (1..pages.len()).rev() {
+            pages.swap(i, rng.random_range(0..=i));
+        }
+        let (q, qv) = random(&mut rng, dtype, &[batch, sq, hq, d], 1.5);
+        // Dense keys [batch, sk, 1, 576] scattered into the pool through the block table.
+        let (_, kv) = random(&mut rng, dtype, &[batch, sk, 1, d], 1.5);
+        let mut pool = vec![f32::NAN; num_pages * page_size * d];
+        for b in 0..batch {
+            for j in 0..sk {
+                let page = pages[b * max_pages + j / page_size] as usize;
+                let dst = (page * page_size + j % page_size) * d;
+                pool[dst..dst + d].copy_from_slice(&kv[(b * sk + j) * d..(b * sk + j + 1) * d]);
+            }
+        }
+        let pool = Tensor::from_vec(pool, (num_pages, page_size, d), &Device::Cpu)
+            .unwrap()
+            .to_dtype(candle_dtype(dtype))
+            .unwrap();
+        let bt =
+            Tensor::from_vec(pages[..used].to_vec(), (batch, max_pages), &Device::Cpu).unwrap();
+        let cl = Tensor::from_vec(vec![sk as i32; batch], batch, &Device::Cpu).unwrap();
+        let options = AttnOptions {
+            causal: true,
+            ..AttnOptions::default()
+        };
+        let cache = MlaKvCache {
+            kv: &pool,
+            block_table: &bt,
+            cache_seqlens: &cl,
+            max_cache_len: None,
+        };
+        let (o, lse) = mla_decode_attention(&q, &cache, &options)
+            .unwrap_or_else(|e| panic!("seed {s}, {dtype:?}: {e}"));
+        assert_eq!(o.dims(), &[batch, sq, hq, MLA_D_V]);
+        assert_eq!(lse.dims(), &[batch, hq, sq]);
+        // V: the key rows with the 64 rope dims zeroed; O widened to 576 with zeros to match.
+        let mut vv = kv.clone();
+        for row in vv.chunks_exact_mut(d) {
+            row[MLA_D_V..].fill(0.0);
+        }
+        let zeros = Tensor::zeros((batch, sq, hq, d - MLA_D_V), o.dtype(), &Device::Cpu).unwrap();
+        let o_wide = Tensor::cat(&[&o, &zeros], 3).unwrap();
+        let case = Case {
+            dtype,
+            q: &qv,
+            k: &kv,
+            v: &vv,
+            layout: Layout::Padded {
+                batch,
+                seqlen_q: sq,
+                seqlen_k: sk,
+            },
+            heads: (hq, 1),
+            head_dim: d,
+            max_seqlens: (sq, sk),
+            options,
+            sinks: None,
+        };
+        check(&case, &o_wide, &lse).unwrap_or_else(|e| {
+            panic!("seed {s}, {dtype:?}, b {batch} hq {hq} sq {sq} sk {sk} page {page_size}: {e}")
+        });
+    }
+    // A q or pool whose rows are not 576 wide is a typed error, not a panic.
+    let (q, _) = random(&mut rng, DType::F16, &[1, 1, 8, 512], 1.0);
+    let (pool, _) = random(&mut rng, DType::F16, &[2, 64, 576], 1.0);
+    let bt = Tensor::from_vec(vec![0i32], (1, 1), &Device::Cpu).unwrap();
+    let cl = Tensor::from_vec(vec![10i32], 1, &Device::Cpu).unwrap();
+    let cache = MlaKvCache {
+        kv: &pool,
+        block_table: &bt,
+        cache_seqlens: &cl,
+        max_cache_len: None,
+    };
+    let o = AttnOptions::default();
+    assert!(err(mla_decode_attention(&q, &cache, &o)).contains("head"));
+    let (q, _) = random(&mut rng, DType::F16, &[1, 1, 8, 576], 1.0);
+    let (narrow, _) = random(&mut rng, DType::F16, &[2, 64, 512], 1.0);
+    let cache = MlaKvCache {
+        kv: &narrow,
+        ..cache
+    };
+    assert!(err(mla_decode_attention(&q, &cache, &o)).contains("head"));
+    let cl2 = Tensor::from_vec(vec![10i32, 10], 2, &Device::Cpu).unwrap();
+    let cache = MlaKvCache {
+        kv: &pool,
+        cache_seqlens: &cl2,
+        ..cache
+    };
+    assert!(!err(mla_decode_attention(&q, &cache, &o)).is_empty());
+}

@@ -46,6 +46,7 @@ fn info_lists_every_kernel_with_ptxas_figures_and_the_gpu_state() {
         "sm_89",
         "sm_90",
         "sm_100",
+        "sm_120",
         "sm_90a",
         "compute_90a",
     ] {

@@ -143,9 +143,10 @@ fn decode_mma(target: KernelTarget, d: usize) -> u64 {
 /// Counts the mma of each off-table dim against its kernel's full width on the same shape
 /// (before issue 23 an off-table dim issued exactly the full width's) and prints the before /
 /// after table (`-- --nocapture`). Where the kernel bounds its loop (every paged decode; the
-/// forward's d256 tile, FwdTraits::kBoundedLoop in kernels/common/fwd_traits.cuh) a dim that
-/// leaves a 16-column step empty issues fewer mma, within 1.1x of its real-width need; the
-/// forward's narrower tiles and Turing's still issue their full width (kernel_table.h says why).
+/// sm_80+ forward's d64 and d128 tiles one step short, FwdTraits::kShortLoop, and its d256 tile
+/// at run time, FwdTraits::kBoundedLoop, in kernels/common/fwd_traits.cuh) a dim that leaves a
+/// 16-column step empty issues fewer mma, within 1.1x of its real-width need; Turing's forward
+/// still issues its full width (kernel_table.h says why).
 #[test]
 fn off_table_head_dims_issue_only_the_mma_their_width_needs() {
     println!(
@@ -179,7 +180,10 @@ fn off_table_head_dims_issue_only_the_mma_their_width_needs() {
             let w = forward_kernel_for(FWD_KERNELS, target, DType::F16, d)
                 .unwrap()
                 .head_dim as usize;
-            let fwd_bounded = target == KernelTarget::Ampere && w / 16 > 8;
+            // Every sm_80+ forward tile serving a dim that leaves a step empty bounds its loop
+            // (d80 / d96 serve only dims that fill every step: d72 checks they issue the full
+            // width).
+            let fwd_bounded = target == KernelTarget::Ampere;
             let (sq, sk) = (64, 256);
             let (full, now) = (
                 forward_mma(target, w, sq, sk),

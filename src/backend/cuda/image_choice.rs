@@ -52,12 +52,14 @@ mod tests {
         assert_eq!(arch(choose_image(m, 8, 7)), "sm_86"); // Orin: 8.7 runs sm_86 code
         assert_eq!(arch(choose_image(m, 8, 9)), "sm_89");
         assert_eq!(arch(choose_image(m, 9, 0)), "sm_90");
-        // Blackwell: B200 / B300 run the sm_100 cubin; a major without a cubin (11.x Thor,
-        // 12.x RTX 50xx: see toolchain/pins.env) JIT-compiles the compute_80 PTX.
+        // Blackwell: B200 / B300 run the sm_100 cubin, RTX 50xx / RTX PRO (12.0) and GB10
+        // (12.1) the sm_120 one; a major without a cubin (11.x Thor) JIT-compiles the
+        // compute_80 PTX.
         assert_eq!(arch(choose_image(m, 10, 0)), "sm_100");
         assert_eq!(arch(choose_image(m, 10, 3)), "sm_100");
         assert_eq!(arch(choose_image(m, 11, 0)), "ptx");
-        assert_eq!(arch(choose_image(m, 12, 0)), "ptx");
+        assert_eq!(arch(choose_image(m, 12, 0)), "sm_120");
+        assert_eq!(arch(choose_image(m, 12, 1)), "sm_120");
         assert_eq!(arch(choose_image(m, 7, 5)), "none");
         // The Turing modules: the sm_75 cubin on 7.5, their compute_75 PTX on newer majors.
         let t = MODULES
