@@ -43,6 +43,12 @@ pub(crate) fn dynamic_smem_of(entry: &str) -> u32 {
         .iter()
         .map(|r| (r.entry, r.smem_bytes))
         .chain(DECODE_KERNEL_ROWS.iter().map(|r| (r.entry, r.smem_bytes)))
+        // The backward's main kernels take more than the default 48 KiB from d64 on.
+        .chain(
+            crate::ops::backward::BWD_KERNELS
+                .iter()
+                .map(|r| (r.entry, r.smem_bytes)),
+        )
         .filter(|(e, _)| *e == entry)
         .map(|(_, s)| s)
         .max()
