@@ -43,9 +43,20 @@ pub(crate) fn dynamic_smem_of(entry: &str) -> u32 {
         .iter()
         .map(|r| (r.entry, r.smem_bytes))
         .chain(DECODE_KERNEL_ROWS.iter().map(|r| (r.entry, r.smem_bytes)))
-        // The backward's main kernels take more than the default 48 KiB from d64 on.
+        // The backward's main kernels take more than the default 48 KiB from d64 on; the JVP
+        // and the MLA decode (83 KB on sm_80, 230 KB on sm_90a) do too.
         .chain(
             crate::ops::backward::BWD_KERNELS
+                .iter()
+                .map(|r| (r.entry, r.smem_bytes)),
+        )
+        .chain(
+            crate::ops::jvp::JVP_KERNELS
+                .iter()
+                .map(|r| (r.entry, r.smem_bytes)),
+        )
+        .chain(
+            crate::ops::mla_decode::MLA_DECODE_KERNELS
                 .iter()
                 .map(|r| (r.entry, r.smem_bytes)),
         )
@@ -124,6 +135,24 @@ mod tests {
     fn table_rows_get_their_dynamic_smem_and_others_none() {
         for row in FWD_KERNELS {
             assert_eq!(dynamic_smem_of(row.entry), row.smem_bytes);
+        }
+        // The other ops' main kernels: one launched beyond 48 KiB without its opt-in fails on a
+        // device (the MLA decode's sm_90a kernel takes 230 KB).
+        for (entry, smem) in crate::ops::backward::BWD_KERNELS
+            .iter()
+            .map(|r| (r.entry, r.smem_bytes))
+            .chain(
+                crate::ops::jvp::JVP_KERNELS
+                    .iter()
+                    .map(|r| (r.entry, r.smem_bytes)),
+            )
+            .chain(
+                crate::ops::mla_decode::MLA_DECODE_KERNELS
+                    .iter()
+                    .map(|r| (r.entry, r.smem_bytes)),
+            )
+        {
+            assert_eq!(dynamic_smem_of(entry), smem, "{entry}");
         }
         assert_eq!(dynamic_smem_of("flashmha_merge_states_f16"), 0);
         assert_eq!(dynamic_smem_of("no_such_entry"), 0);
