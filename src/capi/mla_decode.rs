@@ -11,10 +11,10 @@ use super::host::{HostMirror, Role};
 use super::op::{self, Op};
 use super::plan::{handle, write_out};
 use super::status::{guard, CallError};
-use crate::common::launch::Launches;
 use crate::cuda::CudaBackend;
 use crate::ops::decode::DecodeBuffers;
-use crate::ops::mla_decode::MlaDecodePlan;
+use crate::ops::mla_decode::{MlaDecodePlan, MlaLaunches};
+use cudarc::driver::sys::CUstream;
 
 /// The run's buffers with the workspace carved as the plan needs it.
 fn buffers(
@@ -33,10 +33,10 @@ struct MlaDecode;
 impl Op for MlaDecode {
     type Plan = MlaDecodePlan;
     type Bufs = ffi::flashmha_mla_decode_bufs;
-    type Bound = Launches;
+    type Bound = MlaLaunches;
 
-    fn bind(p: &MlaDecodePlan, b: &Self::Bufs) -> Result<Launches, CallError> {
-        Ok(p.bind(&buffers(p, b)?)?)
+    fn bind(p: &MlaDecodePlan, b: &Self::Bufs) -> Result<MlaLaunches, CallError> {
+        Ok(p.bind_checked(&buffers(p, b)?)?)
     }
 
     unsafe fn mirror(
@@ -66,6 +66,27 @@ impl Op for MlaDecode {
                 workspace: m.mirror(host.workspace, 4, Role::Scratch.when(p.combine.is_some()))?,
             })
         }
+    }
+}
+
+/// The MLA decode's launches: the sm_90a kernel's pool map is encoded over the bound pool by the
+/// backend that runs it (the driver's encoder on a context, the emulator's otherwise).
+impl op::Bound for MlaLaunches {
+    unsafe fn launch(&self, ctx: &CudaBackend, stream: CUstream) -> crate::Result<()> {
+        use crate::backend::Backend;
+        let l = self
+            .to_launches(|name, desc, addr| ctx.encode_tensor_map(&name.to_string(), desc, addr))?;
+        // SAFETY: the caller's contract; the launches were bound (every buffer checked), and the
+        // map describes the bound pool over the extent `bind_checked` checked.
+        unsafe { ctx.launch_raw(&l, stream) }
+    }
+
+    fn emulate(&self, m: &mut HostMirror) -> Result<(), CallError> {
+        let l = self.to_launches(|name, desc, addr| {
+            Ok(*crate::backend::emulator::encode(desc, addr, name)?.as_bytes())
+        })?;
+        let ran = l.iter().try_for_each(|l| m.launch(l));
+        ran
     }
 }
 

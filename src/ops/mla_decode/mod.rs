@@ -22,5 +22,5 @@ pub mod tma;
 pub mod validate;
 
 pub use kernels::{MlaKernelRow, MLA_DECODE_KERNELS, SM90_TILE_KEYS};
-pub use plan::MlaDecodePlan;
+pub use plan::{MlaDecodePlan, MlaLaunches};
 pub use problem::{MlaDecodeProblem, MLA_D_QK, MLA_D_V};

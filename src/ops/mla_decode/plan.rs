@@ -49,6 +49,34 @@ pub struct MlaDecodePlan {
     pub pool_map: Option<TmaMapDesc>,
 }
 
+/// One run's checked MLA decode launches before the sm_90a pool map is encoded (a backend's
+/// encoder needs the device: the driver's or the emulator's).
+#[derive(Debug, Clone, Copy)]
+pub struct MlaLaunches {
+    decode: Launch,
+    params: FlashMlaDecodeParams,
+    pool_map: Option<TmaMapDesc>,
+    combine: Option<Launch>,
+}
+
+impl MlaLaunches {
+    /// The launches, the pool map (sm_90a kernel only) encoded over the bound pool by `encode`.
+    pub fn to_launches(
+        &self,
+        encode: impl FnOnce(TensorName, &TmaMapDesc, u64) -> Result<[u8; TENSOR_MAP_BYTES]>,
+    ) -> Result<Launches> {
+        let launch = match &self.pool_map {
+            Some(map) => {
+                let bytes = encode(TensorName::KCache, map, self.params.decode.k_cache as u64)?;
+                self.decode
+                    .with_params(&mla_tma_params(&bytes, &self.params))
+            }
+            None => self.decode.with_params(&self.params),
+        };
+        Ok(Launches::two(launch, self.combine))
+    }
+}
+
 impl MlaDecodePlan {
     /// Validates `problem` and plans it under `policy` with the kernels `target` runs (sm_80+
     /// `mma.sync`; on Hopper the sm_90a `wgmma` kernel where it serves the pool, see
@@ -114,18 +142,20 @@ impl MlaDecodePlan {
         bufs: &DecodeBuffers,
         encode: impl FnOnce(TensorName, &TmaMapDesc, u64) -> Result<[u8; TENSOR_MAP_BYTES]>,
     ) -> Result<Launches> {
-        let (decode, combine) = self.params(bufs)?;
-        let launch = match &self.pool_map {
-            Some(map) => {
-                let bytes = encode(TensorName::KCache, map, decode.decode.k_cache as u64)?;
-                self.decode.with_params(&mla_tma_params(&bytes, &decode))
-            }
-            None => self.decode.with_params(&decode),
-        };
-        Ok(Launches::two(
-            launch,
-            self.combine.zip(combine).map(|(l, c)| l.with_params(&c)),
-        ))
+        self.bind_checked(bufs)?.to_launches(encode)
+    }
+
+    /// [`MlaDecodePlan::bind`] up to the tensor map: every buffer checked, the params filled,
+    /// the pool map (sm_90a) left for the backend that launches ([`MlaLaunches::to_launches`]),
+    /// as the forward's [`crate::ops::forward::plan::FwdLaunch`] does.
+    pub fn bind_checked(&self, bufs: &DecodeBuffers) -> Result<MlaLaunches> {
+        let (params, combine) = self.params(bufs)?;
+        Ok(MlaLaunches {
+            decode: self.decode,
+            params,
+            pool_map: self.pool_map,
+            combine: self.combine.zip(combine).map(|(l, c)| l.with_params(&c)),
+        })
     }
 
     /// The params of the decode and (if any) combine launch for `bufs`, after O(1) checks of
