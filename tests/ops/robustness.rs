@@ -291,8 +291,8 @@ fn bad_settings_are_errors_and_non_convergence_is_reported() {
     );
 }
 
-/// `diagnose --robustness` writes the table and the figure beside the other report files; a bad
-/// epsilon is a usage error before any emulation (no panic).
+/// `diagnose` (robustness is on by default) writes the table and the figure beside the other
+/// report files; a bad epsilon is a usage error before any emulation (no panic).
 #[test]
 fn cli_writes_the_robustness_report() {
     use crate::head_similarity::{run_cli, scratch_dir};
@@ -308,7 +308,6 @@ fn cli_writes_the_robustness_report() {
         "32",
         "--dtype",
         "f16",
-        "--robustness",
         "--robustness-tokens",
         "12",
         "--epsilon",
@@ -344,7 +343,6 @@ fn cli_writes_the_robustness_report() {
             "8",
             "--dim",
             "32",
-            "--robustness",
             "--epsilon",
             "0.1,0",
         ])
@@ -356,4 +354,39 @@ fn cli_writes_the_robustness_report() {
         stderr.contains("epsilon") && !stderr.contains("panicked"),
         "{stderr}"
     );
+}
+
+/// `diagnose --gpu` runs every kernel (forward, similarity, JVP, backward) on the CUDA backend
+/// through the same calls as the emulator. Without a GPU (CI) that is the backend's typed error
+/// before anything runs: no report folder. With one, the run writes the robustness files.
+#[test]
+fn cli_gpu_runs_through_the_cuda_backend_or_is_a_typed_error() {
+    use crate::head_similarity::scratch_dir;
+    let dir = scratch_dir("diagnose-gpu");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let out = dir.to_str().unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_flashmha"))
+        .args([
+            "diagnose", "--gpu", "--heads", "2", "--seq", "16", "--dim", "32", "--out", out,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    match flashmha::cuda::CudaBackend::new(0) {
+        Err(e) => {
+            assert!(!run.status.success());
+            assert!(stderr.contains(&e.to_string()), "{stderr}");
+            assert!(!stderr.contains("panicked"), "{stderr}");
+            assert!(!dir.exists(), "a report was written without a GPU");
+            if let flashmha::Error::NoCudaDriver { .. } = e {
+                assert!(stderr.contains("no CUDA driver"), "{stderr}");
+            }
+        }
+        Ok(_) => {
+            assert!(run.status.success(), "{stderr}");
+            let csv = std::fs::read_to_string(dir.join("robustness.csv")).unwrap();
+            assert!(csv.starts_with("head,sigma_max"), "{csv}");
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
 }
