@@ -1,22 +1,26 @@
-//! The robustness report: the per-head table (terminal rows and CSV) and the two-panel figure
+//! The robustness report: the per-head table (terminal rows and CSV) and the three-panel figure
 //! (PNG / SVG) of a [`RobustnessReport`].
 
 use super::{Figures, RobustnessReport};
 use crate::common::error::{Error, Result};
 
 /// The per-head table as CSV: one row per head, then `combined` (the columns of a head's own
-/// output; `sigma_without` and `contribution` are the combined output's with that head gated
-/// off), then the epsilon curves in long form.
+/// output; the `*_without` columns and `contribution` are the combined output's with that head
+/// gated off), then the epsilon curves in long form (each head's own, `combined`, and
+/// `without_<h>`: the combined output with head h gated off).
 pub fn robustness_csv(r: &RobustnessReport) -> String {
     let mut s = String::from(
-        "head,sigma_max,converged,iterations,last_rel_change,mean_random,ratio,sigma_without,contribution\n",
+        "head,sigma_max,converged,iterations,last_rel_change,mean_random,ratio,sigma_without,contribution,mean_random_without,ratio_without\n",
     );
-    let row = |name: String, f: &Figures, without: Option<(f64, f64)>| {
-        let (w, c) = without.map_or((String::new(), String::new()), |(w, c)| {
-            (format!("{w:.6e}"), format!("{c:.6e}"))
+    let row = |name: String, f: &Figures, without: Option<(&Figures, f64)>| {
+        let rest = without.map_or(",,,".to_string(), |(w, c)| {
+            format!(
+                "{:.6e},{c:.6e},{:.6e},{:.4}",
+                w.top.sigma, w.mean_random, w.ratio
+            )
         });
         format!(
-            "{name},{:.6e},{},{},{:.3e},{:.6e},{:.4},{w},{c}\n",
+            "{name},{:.6e},{},{},{:.3e},{:.6e},{:.4},{rest}\n",
             f.top.sigma,
             f.top.converged,
             f.top.iterations,
@@ -26,11 +30,7 @@ pub fn robustness_csv(r: &RobustnessReport) -> String {
         )
     };
     for (h, f) in r.heads.iter().enumerate() {
-        s += &row(
-            h.to_string(),
-            f,
-            Some((r.without[h].top.sigma, r.contribution(h))),
-        );
+        s += &row(h.to_string(), f, Some((&r.without[h], r.contribution(h))));
     }
     s += &row("combined".to_string(), &r.combined, None);
     s += "\nhead,epsilon,amplification,amplification_over_sigma,relative_output_change\n";
@@ -51,12 +51,24 @@ pub fn robustness_csv(r: &RobustnessReport) -> String {
     for (h, f) in r.heads.iter().enumerate() {
         s += &curve(h.to_string(), f);
     }
-    s + &curve("combined".to_string(), &r.combined)
+    s += &curve("combined".to_string(), &r.combined);
+    for (h, f) in r.without.iter().enumerate() {
+        s += &curve(format!("without_{h}"), f);
+    }
+    s
+}
+
+/// `gain / sigma` at the largest epsilon, as the table shows it.
+fn last_eps(f: &Figures) -> String {
+    f.epsilon_curve.last().map_or(String::new(), |p| {
+        format!("{:.3} at eps {}", p.amplification / f.top.sigma, p.epsilon)
+    })
 }
 
 /// Rows of the terminal table: head, sigma (or "not converged: last"), mean random, ratio,
-/// amplification at the largest epsilon over sigma, contribution.
-pub fn robustness_rows(r: &RobustnessReport) -> Vec<[String; 6]> {
+/// amplification at the largest epsilon over sigma, contribution, and the combined output's
+/// sigma and non-linear gain with the head gated off.
+pub fn robustness_rows(r: &RobustnessReport) -> Vec<[String; 7]> {
     let sigma = |f: &Figures| {
         if f.top.converged {
             format!("{:.4}", f.top.sigma)
@@ -67,16 +79,12 @@ pub fn robustness_rows(r: &RobustnessReport) -> Vec<[String; 6]> {
             )
         }
     };
-    let last_eps = |f: &Figures| {
-        f.epsilon_curve.last().map_or(String::new(), |p| {
-            format!("{:.3} at eps {}", p.amplification / f.top.sigma, p.epsilon)
-        })
-    };
-    let mut rows: Vec<[String; 6]> = r
+    let mut rows: Vec<[String; 7]> = r
         .heads
         .iter()
         .enumerate()
         .map(|(h, f)| {
+            let w = &r.without[h];
             [
                 h.to_string(),
                 sigma(f),
@@ -84,6 +92,7 @@ pub fn robustness_rows(r: &RobustnessReport) -> Vec<[String; 6]> {
                 format!("{:.2}", f.ratio),
                 last_eps(f),
                 format!("{:+.4}", r.contribution(h)),
+                format!("{}, {}", sigma(w), last_eps(w)),
             ]
         })
         .collect();
@@ -95,25 +104,96 @@ pub fn robustness_rows(r: &RobustnessReport) -> Vec<[String; 6]> {
         format!("{:.2}", c.ratio),
         last_eps(c),
         String::new(),
+        String::new(),
     ]);
     rows
 }
 
 /// Headers of [`robustness_rows`].
-pub const ROBUSTNESS_HEADERS: [&str; 6] = [
+pub const ROBUSTNESS_HEADERS: [&str; 7] = [
     "head",
     "sigma_max (worst-case gain)",
     "mean random gain",
     "ratio",
     "non-linear gain / sigma",
     "contribution to layer sigma",
+    "layer with it gated off: sigma, non-linear gain / sigma",
 ];
 
-/// Pixel size of the robustness figure (two panels).
-const PLOT_SIZE: (u32, u32) = (1300, 540);
+/// Pixel size of the robustness figure (three panels).
+const PLOT_SIZE: (u32, u32) = (1800, 540);
 
-/// Bars of the worst-case and mean random gain per head (left) and the epsilon curves (right).
+/// Bars of the worst-case and mean random gain per head (left), each head's epsilon curve
+/// (middle) and the combined output's, whole and with each head gated off (right).
 struct RobustnessPlot<'a>(&'a RobustnessReport);
+
+/// One curve of an epsilon panel: legend label, figures, colour, line width.
+type Curve<'a> = (String, &'a Figures, plotters::style::RGBAColor, u32);
+
+/// An epsilon panel: `gain(eps) / sigma` of each curve against eps (log scale).
+fn draw_curves<DB: plotters::prelude::DrawingBackend>(
+    area: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    caption: &str,
+    eps: &[f64],
+    curves: &[Curve],
+) -> crate::diagnostics::plots::DrawResult<DB> {
+    use crate::diagnostics::plots::FAMILY;
+    use plotters::prelude::*;
+    let (lo, hi) = eps
+        .iter()
+        .fold((f64::INFINITY, 0.0f64), |(a, b), &e| (a.min(e), b.max(e)));
+    let (lo, hi) = if lo < hi {
+        (lo, hi)
+    } else {
+        (lo * 0.5, lo * 2.0)
+    };
+    let points = |f: &Figures| -> Vec<(f64, f64)> {
+        f.epsilon_curve
+            .iter()
+            .map(|p| (p.epsilon, p.amplification / f.top.sigma))
+            .filter(|(_, y)| y.is_finite())
+            .collect()
+    };
+    let y_hi = curves
+        .iter()
+        .flat_map(|c| points(c.1))
+        .fold(1.0f64, |m, (_, y)| m.max(y))
+        * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FAMILY, 19))
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d((lo..hi).log_scale(), 0.0..y_hi)?;
+    chart
+        .configure_mesh()
+        .x_desc("epsilon (perturbation / input norm)")
+        .y_desc("gain(eps) / sigma_max")
+        .label_style((FAMILY, 13))
+        .axis_desc_style((FAMILY, 15))
+        .draw()?;
+    for (label, f, color, width) in curves {
+        let (color, width) = (*color, *width);
+        let pts = points(f);
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(width)))?
+            .label(label.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new([(x, y), (x + 18, y)], color.stroke_width(width))
+            });
+        chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+    }
+    if curves.len() <= 17 {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .label_font((FAMILY, 12))
+            .draw()?;
+    }
+    Ok(())
+}
 
 impl crate::diagnostics::plots::Figure for RobustnessPlot<'_> {
     fn size(&self) -> (u32, u32) {
@@ -127,7 +207,8 @@ impl crate::diagnostics::plots::Figure for RobustnessPlot<'_> {
         use plotters::prelude::*;
         let r = self.0;
         root.fill(&WHITE)?;
-        let (left, right) = root.split_horizontally(PLOT_SIZE.0 * 11 / 20);
+        let (left, rest) = root.split_horizontally(PLOT_SIZE.0 * 2 / 5);
+        let (middle, right) = rest.split_horizontally(PLOT_SIZE.0 * 3 / 10);
         let n = r.heads.len();
         let top = r
             .heads
@@ -179,63 +260,23 @@ impl crate::diagnostics::plots::Figure for RobustnessPlot<'_> {
             .label_font((FAMILY, 13))
             .draw()?;
 
-        let eps: Vec<f64> = r.settings.epsilons.clone();
-        let (lo, hi) = eps
-            .iter()
-            .fold((f64::INFINITY, 0.0f64), |(a, b), &e| (a.min(e), b.max(e)));
-        let (lo, hi) = if lo < hi {
-            (lo, hi)
-        } else {
-            (lo * 0.5, lo * 2.0)
-        };
-        let ys = r
+        let eps = &r.settings.epsilons;
+        let own: Vec<Curve> = r
             .heads
             .iter()
-            .flat_map(|f| {
-                f.epsilon_curve
-                    .iter()
-                    .map(move |p| p.amplification / f.top.sigma)
-            })
-            .filter(|y| y.is_finite());
-        let y_hi = ys.fold(1.0f64, f64::max) * 1.1;
-        let mut curves = ChartBuilder::on(&right)
-            .caption("Non-linear gain / linear prediction", (FAMILY, 19))
-            .margin(14)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d((lo..hi).log_scale(), 0.0..y_hi)?;
-        curves
-            .configure_mesh()
-            .x_desc("epsilon (perturbation / input norm)")
-            .y_desc("gain(eps) / sigma_max")
-            .label_style((FAMILY, 13))
-            .axis_desc_style((FAMILY, 15))
-            .draw()?;
-        for (h, f) in r.heads.iter().enumerate() {
-            let color = Palette99::pick(h).to_rgba();
-            let pts: Vec<(f64, f64)> = f
-                .epsilon_curve
+            .enumerate()
+            .map(|(h, f)| (format!("head {h}"), f, Palette99::pick(h).to_rgba(), 2))
+            .collect();
+        draw_curves(&middle, "Non-linear gain / linear prediction", eps, &own)?;
+        let mut layer: Vec<Curve> =
+            vec![("all heads".to_string(), &r.combined, BLACK.to_rgba(), 4)];
+        layer.extend(
+            r.without
                 .iter()
-                .map(|p| (p.epsilon, p.amplification / f.top.sigma))
-                .filter(|(_, y)| y.is_finite())
-                .collect();
-            curves
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
-                .label(format!("head {h}"))
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2))
-                });
-            curves.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
-        }
-        if n <= 16 {
-            curves
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerLeft)
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK)
-                .label_font((FAMILY, 12))
-                .draw()?;
-        }
+                .enumerate()
+                .map(|(h, f)| (format!("head {h} off"), f, Palette99::pick(h).to_rgba(), 1)),
+        );
+        draw_curves(&right, "Combined output, each head gated off", eps, &layer)?;
         Ok(())
     }
 }
