@@ -394,21 +394,7 @@ fn changes<B: Backend, T: Element>(
     stack: &Stack<'_, B, T>,
     deltas: &[Vec<Tangent>],
 ) -> Result<Vec<Vec<(f64, f64)>>> {
-    let count = deltas.iter().map(Vec::len).max().unwrap_or(0);
-    let mut out = vec![Vec::new(); deltas.len()];
-    let mut from = 0;
-    while from < count {
-        let to = (from + stack.batch()).min(count);
-        let part: Vec<&[Tangent]> = deltas
-            .iter()
-            .map(|d| &d[from.min(d.len())..to.min(d.len())])
-            .collect();
-        for (u, c) in stack.forward_change(&part)?.into_iter().enumerate() {
-            out[u].extend(c);
-        }
-        from = to;
-    }
-    Ok(out)
+    subspace::in_batches(stack.batch(), deltas, |part| stack.forward_change(part))
 }
 
 /// The stack of `units` and each unit's top singular value and vector.

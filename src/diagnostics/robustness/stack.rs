@@ -31,6 +31,21 @@ pub(super) struct Unit {
     pub kv_heads: Vec<usize>,
 }
 
+/// `$args` with the stack's ALiBi slopes and head gates, when it has them (the forward, JVP and
+/// backward arguments each have both setters).
+macro_rules! per_head {
+    ($stack:expr, $args:expr) => {{
+        let mut args = $args;
+        if let Some(s) = &$stack.slopes {
+            args = args.alibi_slopes(s);
+        }
+        if let Some(g) = &$stack.gates {
+            args = args.head_gates(g);
+        }
+        args
+    }};
+}
+
 /// Rows of a `[batch, seq, units * g, d]` tensor that unit `u` owns in item `b`: per sequence
 /// row, one run of `g * d` elements.
 fn unit_runs(
@@ -160,14 +175,9 @@ impl<'b, B: Backend, T: Element> Stack<'b, B, T> {
             gates,
             sel,
         };
-        let mut args = FwdArgs::new(&stack.dev[0], &stack.dev[1], &stack.dev[2], &mut stack.o)
+        let args = FwdArgs::new(&stack.dev[0], &stack.dev[1], &stack.dev[2], &mut stack.o)
             .lse(&mut stack.lse);
-        if let Some(s) = &stack.slopes {
-            args = args.alibi_slopes(s);
-        }
-        if let Some(g) = &stack.gates {
-            args = args.head_gates(g);
-        }
+        let args = per_head!(stack, args);
         be.run(&stack.stream, &stack.fwd, args)?;
         let o = stack.download(&stack.o)?;
         stack.o_units = (0..n).map(|u| stack.gather(0, &o, 0, u)).collect();
@@ -266,17 +276,12 @@ impl<'b, B: Backend, T: Element> Stack<'b, B, T> {
         let len = self.batch * self.x[0].len();
         let mut o = self.be.alloc_zeros::<T>(&self.stream, len)?;
         let mut ot = self.be.alloc_zeros::<T>(&self.stream, len)?;
-        let mut args = JvpArgs::new(
+        let args = JvpArgs::new(
             (&self.dev[0], &self.dev[1], &self.dev[2]),
             (&dq, &dk, &dv),
             (&mut o, &mut ot),
         );
-        if let Some(s) = &self.slopes {
-            args = args.alibi_slopes(s);
-        }
-        if let Some(g) = &self.gates {
-            args = args.head_gates(g);
-        }
+        let args = per_head!(self, args);
         self.be.jvp(&self.stream, &self.jvp, args)?;
         let out = self.download(&ot)?;
         Ok(ts
@@ -318,19 +323,14 @@ impl<'b, B: Backend, T: Element> Stack<'b, B, T> {
         let mut dk = be.alloc_zeros::<T>(&self.stream, len(1))?;
         let mut dv = be.alloc_zeros::<T>(&self.stream, len(2))?;
         let mut ws = be.alloc_zeros::<f32>(&self.stream, self.bwd.workspace_len().max(1))?;
-        let mut args = BwdArgs::new(
+        let args = BwdArgs::new(
             (&self.dev[0], &self.dev[1], &self.dev[2]),
             (&self.o, &self.lse),
             &d_o,
             (&mut dq, &mut dk, &mut dv),
             &mut ws,
         );
-        if let Some(s) = &self.slopes {
-            args = args.alibi_slopes(s);
-        }
-        if let Some(g) = &self.gates {
-            args = args.head_gates(g);
-        }
+        let args = per_head!(self, args);
         be.backward(&self.stream, &self.bwd, args)?;
         let mut grads: [Vec<f64>; 3] = Default::default();
         for (p, buf) in [&dq, &dk, &dv].into_iter().enumerate() {
@@ -395,13 +395,8 @@ impl<'b, B: Backend, T: Element> Stack<'b, B, T> {
         let mut o = self
             .be
             .alloc_zeros::<T>(&self.stream, self.batch * self.x[0].len())?;
-        let mut args = FwdArgs::new(&bufs[0], &bufs[1], &bufs[2], &mut o);
-        if let Some(s) = &self.slopes {
-            args = args.alibi_slopes(s);
-        }
-        if let Some(g) = &self.gates {
-            args = args.head_gates(g);
-        }
+        let args = FwdArgs::new(&bufs[0], &bufs[1], &bufs[2], &mut o);
+        let args = per_head!(self, args);
         self.be.run(&self.stream, &self.fwd, args)?;
         let out = self.download(&o)?;
         Ok(deltas

@@ -257,25 +257,41 @@ pub(super) fn top_singular_all<'b, B: Backend, T: Element>(
         .collect())
 }
 
+/// `run` over the items of every unit (`items[u]`, any number each) in launches of `batch`:
+/// each call gets the next `batch` items of every unit; the results come back per unit, in order.
+pub(super) fn in_batches<X, Y>(
+    batch: usize,
+    items: &[Vec<X>],
+    mut run: impl FnMut(&[&[X]]) -> Result<Vec<Vec<Y>>>,
+) -> Result<Vec<Vec<Y>>> {
+    let count = items.iter().map(Vec::len).max().unwrap_or(0);
+    let mut out: Vec<Vec<Y>> = items.iter().map(|_| Vec::new()).collect();
+    let mut from = 0;
+    while from < count {
+        let to = (from + batch).min(count);
+        let part: Vec<&[X]> = items
+            .iter()
+            .map(|x| &x[from.min(x.len())..to.min(x.len())])
+            .collect();
+        for (u, ys) in run(&part)?.into_iter().enumerate() {
+            out[u].extend(ys);
+        }
+        from = to;
+    }
+    Ok(out)
+}
+
 /// Per unit `u`, `|J_u t|` for each of its tangents `samples[u]` (any number), in launches of
 /// the stack's batch.
 pub(super) fn gains<B: Backend, T: Element>(
     stack: &Stack<'_, B, T>,
     samples: &[Vec<Tangent>],
 ) -> Result<Vec<Vec<f64>>> {
-    let count = samples.iter().map(Vec::len).max().unwrap_or(0);
-    let mut out = vec![Vec::new(); samples.len()];
-    let mut from = 0;
-    while from < count {
-        let to = (from + stack.batch()).min(count);
-        let part: Vec<&[Tangent]> = samples
+    in_batches(stack.batch(), samples, |part| {
+        let ws = stack.jv(part)?;
+        Ok(ws
             .iter()
-            .map(|s| &s[from.min(s.len())..to.min(s.len())])
-            .collect();
-        for (u, ws) in stack.jv(&part)?.into_iter().enumerate() {
-            out[u].extend(ws.iter().map(|w| norm(w)));
-        }
-        from = to;
-    }
-    Ok(out)
+            .map(|w| w.iter().map(|x| norm(x)).collect())
+            .collect())
+    })
 }
