@@ -12,7 +12,7 @@ use flashmha::diagnostics::robustness::{self, LayerInputs, Settings, Wrt};
 #[derive(Debug, Clone, clap::Args)]
 pub struct RobustnessArgs {
     /// Skip the per-head robustness measurement (by default: worst-case gain, the top singular
-    /// value of the Jacobian by subspace iteration over the JVP and backward kernels, and
+    /// value of the Jacobian by a block Krylov iteration over the JVP and backward kernels, and
     /// random-direction gains, the non-linear gain under adversarial perturbations of size
     /// --epsilon, and each head's contribution to the layer's worst-case gain, the head gated
     /// off; on batch item 0).
@@ -78,7 +78,7 @@ pub fn run<B: Backend>(
         table.add_row(row.to_vec());
     }
     println!(
-        "robustness of batch item 0, {t} tokens, Jacobian w.r.t. {} (subspace iteration to relative error {:.0e}, {} random directions):",
+        "robustness of batch item 0, {t} tokens, Jacobian w.r.t. {} (block Krylov iteration to relative error {:.0e}, {} random directions):",
         settings.wrt.label(),
         settings.rel_tol,
         settings.random_samples

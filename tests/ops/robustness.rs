@@ -1,4 +1,4 @@
-//! Per-head robustness (issue 22, item 2) on the emulator: the power iteration over the JVP and
+//! Per-head robustness (issue 22, item 2) on the emulator: the block Krylov iteration over the JVP and
 //! backward kernels against an exact SVD of each head's Jacobian (built column by column from the
 //! f64 reference JVP, `flashmha::reference::attention_jvp`, at the same rounded inputs), a
 //! planted fragile head singled out, and bad settings as typed errors or "not converged".
@@ -82,7 +82,7 @@ fn exact_layer_sigma(l: &LayerInputs, gates: Option<&[f32]>, wrt: Wrt) -> f64 {
     j.singular_values().max()
 }
 
-/// Random small layers (GQA, masks, softcap, ALiBi, each selection): the power iteration's top
+/// Random small layers (GQA, masks, softcap, ALiBi, each selection): the iteration's top
 /// singular value of every head within 1e-2 relative of the exact SVD's, and the mean random
 /// gain between the RMS gain's half and itself (E|Jr| <= sqrt(E|Jr|^2) = |J|_F / sqrt(n)).
 #[test]
@@ -135,7 +135,7 @@ fn power_iteration_matches_the_exact_svd() {
             let got = &r.heads[h];
             let rel = (got.top.sigma - exact).abs() / exact;
             println!(
-                "case {case} ({sq}x{sk}, {wrt:?}) head {h}: power iteration {:.5} ({} iterations, converged {}), exact {exact:.5}, rel {rel:.1e}",
+                "case {case} ({sq}x{sk}, {wrt:?}) head {h}: iteration {:.5} ({} iterations, converged {}), exact {exact:.5}, rel {rel:.1e}",
                 got.top.sigma, got.top.iterations, got.top.converged
             );
             assert!(rel <= 1e-2, "head {h}: {} vs exact {exact}", got.top.sigma);

@@ -1,6 +1,6 @@
 //! Per-head robustness under adversarial perturbation (issue 22, item 2): for each head, the
 //! largest singular value of the Jacobian of its output O (`[sq, d]`) with respect to its inputs
-//! (Q, K, V of the sequence, only K / V, or only Q: [`Wrt`]), by a subspace iteration on
+//! (Q, K, V of the sequence, only K / V, or only Q: [`Wrt`]), by a block Krylov iteration on
 //! `J^T J` that alternates the fused JVP kernel (`J v`, [`crate::ops::jvp`]) and the backward
 //! kernels (`J^T u`, [`crate::ops::backward`]) on any backend (the PTX emulator or a GPU); the
 //! mean amplification `|J r|` of random unit directions `r`; their ratio (how much worse the
@@ -101,7 +101,7 @@ impl FromStr for Wrt {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub wrt: Wrt,
-    /// The power iteration stops when its estimated remaining relative error (the last relative
+    /// The iteration stops when its estimated remaining relative error (the last relative
     /// change, extrapolated over the geometric convergence of the last two) and the gap between
     /// |J v| and sqrt(|J^T J v|) are at most this, twice in a row.
     pub rel_tol: f64,
