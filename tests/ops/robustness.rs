@@ -325,30 +325,15 @@ fn bad_settings_are_errors_and_non_convergence_is_reported() {
     );
 }
 
-/// `diagnose` (robustness is on by default) writes the table and the figure beside the other
-/// report files; a bad epsilon is a usage error before any emulation (no panic).
+/// `diagnose` on its default generated input (16 heads, d64; robustness is on by default)
+/// writes the table and the figure beside the other report files (the acceptance run,
+/// ~6 s of CPU); a bad epsilon is a usage error before any emulation (no panic).
 #[test]
 fn cli_writes_the_robustness_report() {
     use crate::head_similarity::{run_cli, scratch_dir};
     let dir = scratch_dir("diagnose-robustness");
     let out = dir.to_str().unwrap();
-    let stdout = run_cli(&[
-        "diagnose",
-        "--heads",
-        "3",
-        "--seq",
-        "24",
-        "--dim",
-        "32",
-        "--dtype",
-        "f16",
-        "--robustness-tokens",
-        "12",
-        "--epsilon",
-        "0.05,0.2",
-        "--out",
-        out,
-    ]);
+    let stdout = run_cli(&["diagnose", "--out", out]);
     assert!(stdout.contains("most fragile heads"), "{stdout}");
     for f in [
         "robustness.csv",
@@ -360,16 +345,18 @@ fn cli_writes_the_robustness_report() {
         assert!(len > 0, "{f} missing or empty");
     }
     let csv = std::fs::read_to_string(dir.join("robustness.csv")).unwrap();
-    // Three heads and the combined row, then 2 epsilons x 4 curves.
-    assert_eq!(
-        csv.lines().filter(|l| l.starts_with("combined,")).count(),
-        1 + 2,
-        "{csv}"
-    );
-    // The gated-off configurations' curves: 3 heads x 2 epsilons.
-    assert_eq!(
-        csv.lines().filter(|l| l.starts_with("without_")).count(),
-        3 * 2,
+    // Sixteen heads and the combined row, then 4 epsilons x (16 heads + combined + 16 gated-off
+    // configurations).
+    let rows = |prefix: &str| csv.lines().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(rows("combined,"), 1 + 4, "{csv}");
+    assert_eq!(rows("without_"), 16 * 4, "{csv}");
+    assert_eq!(rows("15,"), 1 + 4, "{csv}");
+    // Every head converged within the default budget.
+    assert!(
+        csv.lines()
+            .skip(1)
+            .take(17)
+            .all(|l| l.split(',').nth(2) == Some("true")),
         "{csv}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
