@@ -431,11 +431,10 @@ fn worst_block(
     let mut from = None;
     for &b in blocks {
         let t = top(b);
-        if from.is_none() || t.sigma > est.sigma || t.sigma.is_nan() {
-            if !est.sigma.is_nan() {
-                est.sigma = t.sigma;
-                from = Some(b);
-            }
+        // A NaN block makes the configuration's sigma NaN for good.
+        if (from.is_none() || t.sigma > est.sigma || t.sigma.is_nan()) && !est.sigma.is_nan() {
+            est.sigma = t.sigma;
+            from = Some(b);
         }
         est.converged &= t.converged;
         est.iterations = est.iterations.max(t.iterations);

@@ -15,7 +15,7 @@
 use crate::api::{Attention, BwdArgs, FwdArgs, JvpArgs};
 use crate::backend::Backend;
 use crate::common::element::Element;
-use crate::common::error::{Error, Result};
+use crate::common::error::{Dim, Error, Result, TensorName};
 use crate::ops::backward::{BwdPlan, BwdShape};
 use crate::ops::forward::plan::FwdPlan;
 use crate::ops::forward::problem::{FwdShape, Heads};
@@ -59,6 +59,15 @@ fn unit_runs(
     })
 }
 
+/// `f(u, b)` for each item `b` of each unit's list `lists[u]`, per unit.
+fn per_item<X, Y>(lists: &[&[X]], f: impl Fn(usize, usize) -> Y) -> Vec<Vec<Y>> {
+    lists
+        .iter()
+        .enumerate()
+        .map(|(u, list)| (0..list.len()).map(|b| f(u, b)).collect())
+        .collect()
+}
+
 /// The forward, JVP and backward of a set of units at fixed inputs, on one backend.
 pub(super) struct Stack<'b, B: Backend, T: Element> {
     be: &'b B,
@@ -96,7 +105,11 @@ impl<'b, B: Backend, T: Element> Stack<'b, B, T> {
         batch: usize,
         sel: [bool; 3],
     ) -> Result<Self> {
-        let (gq, gkv) = (units[0].q_heads.len(), units[0].kv_heads.len());
+        let first = units.first().ok_or(Error::EmptyDim {
+            tensor: TensorName::Q,
+            dim: Dim::Heads,
+        })?;
+        let (gq, gkv) = (first.q_heads.len(), first.kv_heads.len());
         let (d, n) = (layer.head_dim, units.len());
         let (sq, sk) = (layer.seqlen_q, layer.seqlen_k);
         let (hq, hkv) = (layer.heads.q, layer.heads.kv);
@@ -105,6 +118,13 @@ impl<'b, B: Backend, T: Element> Stack<'b, B, T> {
         };
         let heads_q = n.checked_mul(gq).ok_or_else(too_big)?;
         let heads_kv = n.checked_mul(gkv).ok_or_else(too_big)?;
+        // The plans first: they refuse a stack too large for the kernels' 32-bit indices
+        // before anything is gathered.
+        let shape = FwdShape::padded(batch, sq, sk, Heads::gqa(heads_q, heads_kv), d)
+            .with_options(layer.options);
+        let fwd = FwdPlan::new_for(be.target(), T::DTYPE, &shape)?;
+        let jvp = JvpPlan::new_for(be.target(), T::DTYPE, &JvpShape::new(shape))?;
+        let bwd = BwdPlan::new_for(be.target(), T::DTYPE, &BwdShape::new(shape))?;
         // One item: q [sq, units * gq, d] from the layer's [sq, hq, d]; k, v likewise.
         let gather =
             |src: &[f32], rows: usize, layer_heads: usize, pick: &dyn Fn(&Unit) -> Vec<usize>| {
@@ -126,11 +146,6 @@ impl<'b, B: Backend, T: Element> Stack<'b, B, T> {
             gather(layer.k, sk, hkv, &kv_of),
             gather(layer.v, sk, hkv, &kv_of),
         ];
-        let shape = FwdShape::padded(batch, sq, sk, Heads::gqa(heads_q, heads_kv), d)
-            .with_options(layer.options);
-        let fwd = FwdPlan::new_for(be.target(), T::DTYPE, &shape)?;
-        let jvp = JvpPlan::new_for(be.target(), T::DTYPE, &JvpShape::new(shape))?;
-        let bwd = BwdPlan::new_for(be.target(), T::DTYPE, &BwdShape::new(shape))?;
         let stream = be.stream()?;
         let repeat = |p: &[f32]| -> Vec<T> {
             let one: Vec<T> = p.iter().map(|&v| T::from_f32(v)).collect();
@@ -246,6 +261,15 @@ impl<'b, B: Backend, T: Element> Stack<'b, B, T> {
         }
     }
 
+    /// Uploads the three stacked tensors (q, k, v or their tangents).
+    fn upload3(&self, big: &[Vec<T>; 3]) -> Result<[B::Buffer<T>; 3]> {
+        Ok([
+            self.be.upload(&self.stream, &big[0])?,
+            self.be.upload(&self.stream, &big[1])?,
+            self.be.upload(&self.stream, &big[2])?,
+        ])
+    }
+
     fn zeros(&self, p: usize) -> Vec<T> {
         vec![T::from_f32(0.0); self.batch * self.x[p].len()]
     }
@@ -268,11 +292,7 @@ impl<'b, B: Backend, T: Element> Stack<'b, B, T> {
                 }
             }
         }
-        let [dq, dk, dv] = [
-            self.be.upload(&self.stream, &big[0])?,
-            self.be.upload(&self.stream, &big[1])?,
-            self.be.upload(&self.stream, &big[2])?,
-        ];
+        let [dq, dk, dv] = self.upload3(&big)?;
         let len = self.batch * self.x[0].len();
         let mut o = self.be.alloc_zeros::<T>(&self.stream, len)?;
         let mut ot = self.be.alloc_zeros::<T>(&self.stream, len)?;
@@ -284,21 +304,13 @@ impl<'b, B: Backend, T: Element> Stack<'b, B, T> {
         let args = per_head!(self, args);
         self.be.jvp(&self.stream, &self.jvp, args)?;
         let out = self.download(&ot)?;
-        Ok(ts
-            .iter()
-            .enumerate()
-            .map(|(u, list)| {
-                (0..list.len())
-                    .map(|b| {
-                        let mul = muls[u][b];
-                        if mul == 0.0 {
-                            return vec![0.0; self.unit_len[0]];
-                        }
-                        self.gather(b, &out, 0, u).iter().map(|x| x / mul).collect()
-                    })
-                    .collect()
-            })
-            .collect())
+        Ok(per_item(ts, |u, b| {
+            let mul = muls[u][b];
+            if mul == 0.0 {
+                return vec![0.0; self.unit_len[0]];
+            }
+            self.gather(b, &out, 0, u).iter().map(|x| x / mul).collect()
+        }))
     }
 
     /// Per unit `u`, `J_u^T c` for each of the (at most `batch`) cotangents `cs[u]` (laid out
@@ -338,25 +350,17 @@ impl<'b, B: Backend, T: Element> Stack<'b, B, T> {
                 grads[p] = self.download(buf)?;
             }
         }
-        Ok(cs
-            .iter()
-            .enumerate()
-            .map(|(u, list)| {
-                (0..list.len())
-                    .map(|b| {
-                        let mul = muls[u][b];
-                        std::array::from_fn(|p| {
-                            if self.sel[p] && mul != 0.0 {
-                                let g = self.gather(b, &grads[p], p, u);
-                                g.iter().map(|x| x / mul).collect()
-                            } else {
-                                vec![0.0; self.unit_len[p]]
-                            }
-                        })
-                    })
-                    .collect()
+        Ok(per_item(cs, |u, b| {
+            let mul = muls[u][b];
+            std::array::from_fn(|p| {
+                if self.sel[p] && mul != 0.0 {
+                    let g = self.gather(b, &grads[p], p, u);
+                    g.iter().map(|x| x / mul).collect()
+                } else {
+                    vec![0.0; self.unit_len[p]]
+                }
             })
-            .collect())
+        }))
     }
 
     /// Per unit `u`, the forward at the primal plus each of the (at most `batch`) perturbations
@@ -387,11 +391,7 @@ impl<'b, B: Backend, T: Element> Stack<'b, B, T> {
                 }
             }
         }
-        let bufs = [
-            self.be.upload(&self.stream, &big[0])?,
-            self.be.upload(&self.stream, &big[1])?,
-            self.be.upload(&self.stream, &big[2])?,
-        ];
+        let bufs = self.upload3(&big)?;
         let mut o = self
             .be
             .alloc_zeros::<T>(&self.stream, self.batch * self.x[0].len())?;
@@ -399,23 +399,15 @@ impl<'b, B: Backend, T: Element> Stack<'b, B, T> {
         let args = per_head!(self, args);
         self.be.run(&self.stream, &self.fwd, args)?;
         let out = self.download(&o)?;
-        Ok(deltas
-            .iter()
-            .enumerate()
-            .map(|(u, list)| {
-                (0..list.len())
-                    .map(|b| {
-                        let o = self.gather(b, &out, 0, u);
-                        let change = o
-                            .iter()
-                            .zip(&self.o_units[u])
-                            .map(|(a, c)| (a - c).powi(2))
-                            .sum::<f64>()
-                            .sqrt();
-                        (change, applied[u][b].sqrt())
-                    })
-                    .collect()
-            })
-            .collect())
+        Ok(per_item(deltas, |u, b| {
+            let o = self.gather(b, &out, 0, u);
+            let change = o
+                .iter()
+                .zip(&self.o_units[u])
+                .map(|(a, c)| (a - c).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            (change, applied[u][b].sqrt())
+        }))
     }
 }

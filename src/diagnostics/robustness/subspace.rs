@@ -246,9 +246,12 @@ impl Subspace {
         project_out(&mut next, &self.basis);
         orthonormalise(&mut next);
         self.vs = next;
-        // Every new direction vanished (the basis holds an invariant subspace, or J^T J V
-        // rounded to 0): nothing left to refine.
-        self.done = self.vs.is_empty();
+        // Every new direction vanished: the basis holds an invariant subspace of J^T J (a small
+        // problem whose inputs the basis spans), so the Ritz value is exact.
+        if self.vs.is_empty() {
+            self.est.converged = true;
+            self.done = true;
+        }
     }
 }
 
