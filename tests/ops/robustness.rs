@@ -82,6 +82,23 @@ fn exact_layer_sigma(l: &LayerInputs, gates: Option<&[f32]>, wrt: Wrt) -> f64 {
     j.singular_values().max()
 }
 
+/// A self-attention layer of `h` heads over `s` tokens with default options, no ALiBi: q, k, v
+/// `[s, h, d]` (d from their length).
+fn mha_layer<'a>([q, k, v]: [&'a [f32]; 3], s: usize, h: usize, dtype: DType) -> LayerInputs<'a> {
+    LayerInputs {
+        q,
+        k,
+        v,
+        seqlen_q: s,
+        seqlen_k: s,
+        heads: Heads::mha(h),
+        head_dim: q.len() / (s * h),
+        options: AttnOptions::default(),
+        alibi_slopes: None,
+        dtype,
+    }
+}
+
 /// Random small layers (GQA, masks, softcap, ALiBi, each selection): the iteration's top
 /// singular value of every head within 1e-2 relative of the exact SVD's, and the mean random
 /// gain between the RMS gain's half and itself (E|Jr| <= sqrt(E|Jr|^2) = |J|_F / sqrt(n)).
@@ -195,18 +212,7 @@ fn planted_fragile_head_is_singled_out() {
         v[at(3, c)] = 1.0;
         v[at(9, c)] = -1.0;
     }
-    let layer = LayerInputs {
-        q: &q,
-        k: &k,
-        v: &v,
-        seqlen_q: s,
-        seqlen_k: s,
-        heads: Heads::mha(h),
-        head_dim: d,
-        options: AttnOptions::default(),
-        alibi_slopes: None,
-        dtype: DType::Bf16,
-    };
+    let layer = mha_layer([&q, &k, &v], s, h, DType::Bf16);
     let r = measure(
         &layer,
         &Settings {
@@ -245,18 +251,7 @@ fn bad_settings_are_errors_and_non_convergence_is_reported() {
     let x: Vec<f32> = (0..s * d)
         .map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0)
         .collect();
-    let layer = LayerInputs {
-        q: &x,
-        k: &x,
-        v: &x,
-        seqlen_q: s,
-        seqlen_k: s,
-        heads: Heads::mha(1),
-        head_dim: d,
-        options: AttnOptions::default(),
-        alibi_slopes: None,
-        dtype: DType::F16,
-    };
+    let layer = mha_layer([&x, &x, &x], s, 1, DType::F16);
     for eps in [0.0, -0.1, f64::NAN] {
         let e = measure(
             &layer,
@@ -425,18 +420,7 @@ fn robustness_runs_on_the_cuda_backend() {
     let mut draw =
         |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
     let (q, k, v) = (draw(s * h * d), draw(s * h * d), draw(s * h * d));
-    let layer = LayerInputs {
-        q: &q,
-        k: &k,
-        v: &v,
-        seqlen_q: s,
-        seqlen_k: s,
-        heads: Heads::mha(h),
-        head_dim: d,
-        options: AttnOptions::default(),
-        alibi_slopes: None,
-        dtype: DType::F16,
-    };
+    let layer = mha_layer([&q, &k, &v], s, h, DType::F16);
     let settings = Settings {
         random_samples: 3,
         epsilons: vec![0.05],

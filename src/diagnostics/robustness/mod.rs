@@ -235,6 +235,9 @@ impl RobustnessReport {
 /// A tangent of (q, k, v), f64 on the host.
 type Tangent = [Vec<f64>; 3];
 
+/// A unit's top singular value estimate and its unit top right singular vector.
+type Top = (SpectralEstimate, Tangent);
+
 fn norm(xs: &[f64]) -> f64 {
     xs.iter().map(|x| x * x).sum::<f64>().sqrt()
 }
@@ -404,7 +407,7 @@ fn iterate<'b, B: Backend, T: Element>(
     s: &Settings,
     units: &[Unit],
     rngs: &mut [StdRng],
-) -> Result<(Stack<'b, B, T>, Vec<(SpectralEstimate, Tangent)>)> {
+) -> Result<(Stack<'b, B, T>, Vec<Top>)> {
     let sel = s.wrt.selects();
     let stack = Stack::<B, T>::new(be, l, units, subspace::BLOCK, sel)?;
     let rebuild = |kept: &[usize]| {

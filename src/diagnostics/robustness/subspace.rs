@@ -23,7 +23,7 @@ use crate::common::element::Element;
 use crate::common::error::Result;
 
 use super::stack::Stack;
-use super::{norm, tangent_norm, Settings, SpectralEstimate, Tangent};
+use super::{norm, tangent_norm, Settings, SpectralEstimate, Tangent, Top};
 
 /// New vectors per unit and iteration (the batch of the stack's launches).
 pub(super) const BLOCK: usize = 3;
@@ -258,12 +258,15 @@ impl Subspace {
 /// The estimate and the unit top Ritz vector of every unit of `full`,
 /// each started from [`BLOCK`] Gaussian vectors of its own generator. `rebuild(kept)` makes the
 /// stack of a subset of the units (in the given order) when at most half of them still run.
-pub(super) fn top_singular_all<'b, B: Backend, T: Element>(
+pub(super) fn top_singular_all<'b, B: Backend, T: Element, R>(
     full: &Stack<'b, B, T>,
-    rebuild: &dyn Fn(&[usize]) -> Result<Stack<'b, B, T>>,
+    rebuild: &R,
     rngs: &mut [StdRng],
     s: &Settings,
-) -> Result<Vec<(SpectralEstimate, Tangent)>> {
+) -> Result<Vec<Top>>
+where
+    R: Fn(&[usize]) -> Result<Stack<'b, B, T>>,
+{
     let lens = full.zero_tangent().map(|p| p.len());
     let sel = full.sel();
     let mut st: Vec<Subspace> = rngs
