@@ -1,19 +1,23 @@
 //! `flashmha diagnose`: head diagnostics of one attention call. Generates q/k/v (or reads them
 //! from `.npy` / raw f32 files), runs attention for O and per-row entropy, runs the
-//! head-similarity kernel on the PTX emulator over O, analyses the matrix (spectrum, effective
-//! heads, near-duplicate clusters), prints a summary and writes a report folder (CSV, Markdown,
-//! PNG, SVG). Reads only the input files given; writes only inside `--out`.
+//! head-similarity kernel over O, analyses the matrix (spectrum, effective heads, near-duplicate
+//! clusters), probes what each head encodes, measures per-head robustness, prints a summary and
+//! writes a report folder (CSV, Markdown, PNG, SVG). Every kernel runs on one backend: the PTX
+//! emulator, or the first GPU with `--gpu` (the same calls). Reads only the input files given;
+//! writes only inside `--out`.
 
 use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng};
 
 use super::{CliError, CliResult as Result};
+use flashmha::backend::emulator::EmulatorBackend;
 use flashmha::common::dtype::DType;
 use flashmha::common::options::AttnOptions;
+use flashmha::common::target::KernelTarget;
 use flashmha::diagnostics::probe::{self, ProbeConfig, Property};
 use flashmha::diagnostics::{self, report, EntropySource, SimilarityMatrix};
-use flashmha::emulated;
+use flashmha::host::device::HarnessBackend;
 use flashmha::host::HostInputs;
 use flashmha::problem::FwdProblem;
 use flashmha::reference;
@@ -27,7 +31,9 @@ const SHARPNESS_LOG2_SPAN: f32 = 4.0;
 /// Where the similarity matrix is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SimilarityBackend {
-    /// The head-similarity CUDA kernel, run on the PTX emulator (with its memory/race checks).
+    /// The head-similarity CUDA kernel, on the run's backend: the PTX emulator (with its
+    /// memory/race checks), or the GPU with --gpu.
+    #[value(alias = "kernel")]
     Emulator,
     /// `flashmha::reference::head_similarity` on the CPU (candle, f64).
     Reference,
@@ -83,6 +89,10 @@ pub struct DiagnoseArgs {
     /// Where the similarity matrix is computed.
     #[arg(long, value_enum, default_value = "emulator")]
     pub similarity: SimilarityBackend,
+    /// Run every kernel (forward, head similarity, JVP, backward) on the first GPU instead of the
+    /// PTX emulator.
+    #[arg(long)]
+    pub gpu: bool,
     /// Report folder.
     #[arg(long, default_value = "diagnose_report")]
     pub out: PathBuf,
@@ -157,6 +167,24 @@ pub fn run(args: &DiagnoseArgs) -> Result<()> {
     // Fail on a missing font or bad robustness settings before minutes of emulation, not after.
     let font = diagnostics::plots::load_font(args.font.as_deref())?;
     let robustness = args.robustness.settings(args.seed)?;
+    // The backend first: without a GPU, --gpu is a typed error before anything runs.
+    if args.gpu {
+        let gpu = flashmha::cuda::CudaBackend::new(0)?;
+        diagnose_on(&gpu, "the GPU", args, &font, &robustness)
+    } else {
+        let emulator = EmulatorBackend::new(KernelTarget::Ampere);
+        diagnose_on(&emulator, "the PTX emulator", args, &font, &robustness)
+    }
+}
+
+/// Everything after the checks, every kernel on `backend` (named `on` in reports).
+fn diagnose_on<B: HarnessBackend>(
+    backend: &B,
+    on: &str,
+    args: &DiagnoseArgs,
+    font: &Path,
+    robustness: &diagnostics::robustness::Settings,
+) -> Result<()> {
     let inputs = load_or_generate(args, args.dtype)?;
     let tokens = inputs.batch * inputs.seq;
     // Label files and probe settings are checked before the (slow) emulated forward.
@@ -169,8 +197,8 @@ pub fn run(args: &DiagnoseArgs) -> Result<()> {
     if !properties.is_empty() {
         probe_config.check(tokens).map_err(flashmha::Error::from)?;
     }
-    let fwd = forward_outputs(&inputs, args.causal, args.dtype)?;
-    let (matrix, matrix_source, emulator) = similarity(args, &inputs, &fwd.o, tokens)?;
+    let fwd = forward_outputs(backend, &inputs, (args.causal, args.gpu), args.dtype)?;
+    let (matrix, matrix_source, emulator) = similarity(backend, on, args, &inputs, &fwd.o)?;
     let analysis = diagnostics::analyze(&matrix, args.threshold);
     let entropy =
         diagnostics::per_head_entropy(&fwd.entropy, inputs.batch, inputs.heads, inputs.seq)?;
@@ -224,7 +252,7 @@ pub fn run(args: &DiagnoseArgs) -> Result<()> {
     };
     let mut files = report::write_report(&args.out, &rep)?;
     print_summary(&rep);
-    if args.robustness.robustness {
+    if !args.robustness.no_robustness {
         // Batch item 0: the first seq rows of the [batch, seq, heads, dim] tensors.
         let (rows_q, rows_kv) = (inputs.seq * inputs.heads, inputs.seq * inputs.kv_heads);
         let item0 = diagnostics::robustness::LayerInputs {
@@ -243,8 +271,9 @@ pub fn run(args: &DiagnoseArgs) -> Result<()> {
             dtype: args.dtype,
         };
         files.extend(super::diagnose_robustness::run(
+            backend,
             &args.robustness,
-            &robustness,
+            robustness,
             &item0,
             &args.out,
         )?);
@@ -482,9 +511,14 @@ fn probe_properties(args: &DiagnoseArgs, inp: &Inputs) -> Result<(Vec<Property>,
     Ok((props, files.join(", ")))
 }
 
-/// O and per-row entropy from the fused forward kernel (its `entropy` output), run on the
-/// emulator; any emulator finding is an error.
-fn forward_outputs(inp: &Inputs, causal: bool, dtype: DType) -> Result<ForwardOutputs> {
+/// O and per-row entropy from the fused forward kernel (its `entropy` output), run on
+/// `backend`; any emulator finding is an error.
+fn forward_outputs<B: HarnessBackend>(
+    backend: &B,
+    inp: &Inputs,
+    (causal, gpu): (bool, bool),
+    dtype: DType,
+) -> Result<ForwardOutputs> {
     let options = AttnOptions {
         causal,
         ..AttnOptions::default()
@@ -498,8 +532,10 @@ fn forward_outputs(inp: &Inputs, causal: bool, dtype: DType) -> Result<ForwardOu
         options,
     );
     problem.entropy_len = Some(problem.row_stats_len());
+    problem.target = backend.target();
     let bits = |x: &[f32]| x.iter().map(|&v| dtype.bits_from_f32(v)).collect();
-    let run = emulated::forward(
+    let run = flashmha::host::runner::forward(
+        backend,
         &problem,
         &HostInputs {
             q: bits(&inp.q),
@@ -522,19 +558,25 @@ fn forward_outputs(inp: &Inputs, causal: bool, dtype: DType) -> Result<ForwardOu
             .map(|&b| dtype.f32_from_bits(b))
             .collect(),
         entropy: run.outputs.entropy.unwrap_or_default(),
-        source: EntropySource::FusedKernel,
+        source: if gpu {
+            EntropySource::FusedKernelOnGpu
+        } else {
+            EntropySource::FusedKernel
+        },
     })
 }
 
 /// The mean similarity matrix of `o: [tokens, heads, dim]`, a label of where it was computed,
 /// and the emulator's report when it ran there.
-fn similarity(
+fn similarity<B: HarnessBackend>(
+    backend: &B,
+    on: &str,
     args: &DiagnoseArgs,
     inp: &Inputs,
     o: &[f32],
-    tokens: usize,
 ) -> Result<(SimilarityMatrix, String, Option<String>)> {
     let (h, d) = (inp.heads, inp.dim);
+    let tokens = inp.batch * inp.seq;
     match args.similarity {
         SimilarityBackend::Reference => {
             let m = reference::head_similarity(o, tokens, h, d)
@@ -546,11 +588,14 @@ fn similarity(
             ))
         }
         SimilarityBackend::Emulator => {
-            let (m, rep) = diagnostics::head_similarity_emulated_f32(o, args.dtype, tokens, h, d)?;
+            let (m, rep) =
+                diagnostics::head_similarity_on_f32(backend, o, args.dtype, [tokens, h, d])?;
+            // A GPU has no findings or counters to report.
+            let emulated = !args.gpu;
             Ok((
                 m,
-                "head-similarity kernel on the PTX emulator".to_string(),
-                Some(diagnostics::describe_launch(&rep)),
+                format!("head-similarity kernel on {on}"),
+                emulated.then(|| diagnostics::describe_launch(&rep)),
             ))
         }
     }

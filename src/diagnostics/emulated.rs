@@ -1,6 +1,6 @@
-//! Runs the head-similarity kernel on the PTX emulator from host data (through the one host
-//! runner, [`crate::host::runner::head_similarity`], on a fresh emulated device) and turns the gram sums
-//! into the mean [`SimilarityMatrix`].
+//! Runs the head-similarity kernel from host data (through the one host runner,
+//! [`crate::host::runner::head_similarity`], on a fresh emulated device or any other backend)
+//! and turns the gram sums into the mean [`SimilarityMatrix`].
 
 use super::similarity::SimilarityMatrix;
 use crate::backend::emulator::EmulatorBackend;
@@ -9,6 +9,7 @@ use crate::common::element::Element;
 use crate::common::error::Result;
 use crate::common::target::KernelTarget;
 use crate::emulator::LaunchReport;
+use crate::host::device::HarnessBackend;
 use crate::ops::head_similarity::{HeadSimPlan, HeadSimProblem};
 
 /// Mean head similarity of a contiguous `o: [tokens, heads, head_dim]` computed by the kernel
@@ -33,12 +34,33 @@ pub fn head_similarity_emulated_f32(
     heads: usize,
     head_dim: usize,
 ) -> Result<(SimilarityMatrix, LaunchReport)> {
-    fn rounded<T: Element>(o: &[f32]) -> Vec<T> {
-        o.iter().map(|&x| T::from_f32(x)).collect()
+    let emulator = EmulatorBackend::new(KernelTarget::Ampere);
+    head_similarity_on_f32(&emulator, o, dtype, [tokens, heads, head_dim])
+}
+
+/// [`head_similarity_emulated_f32`] on any backend, `o: [tokens, heads, head_dim]` (the report
+/// is empty on a GPU).
+pub fn head_similarity_on_f32<B: HarnessBackend>(
+    backend: &B,
+    o: &[f32],
+    dtype: DType,
+    [tokens, heads, head_dim]: [usize; 3],
+) -> Result<(SimilarityMatrix, LaunchReport)> {
+    fn run<T: Element, B: HarnessBackend>(
+        backend: &B,
+        o: &[f32],
+        [tokens, heads, head_dim]: [usize; 3],
+    ) -> Result<(SimilarityMatrix, LaunchReport)> {
+        let o: Vec<T> = o.iter().map(|&x| T::from_f32(x)).collect();
+        let problem = HeadSimProblem::contiguous(T::DTYPE, tokens, heads, head_dim);
+        let run = crate::host::runner::head_similarity(backend, &o, &problem)?;
+        let m = SimilarityMatrix::from_gram_sum(heads, &run.gram, tokens)?;
+        Ok((m, run.report))
     }
+    let dims = [tokens, heads, head_dim];
     match dtype {
-        DType::F16 => head_similarity_emulated(&rounded::<half::f16>(o), tokens, heads, head_dim),
-        DType::Bf16 => head_similarity_emulated(&rounded::<half::bf16>(o), tokens, heads, head_dim),
+        DType::F16 => run::<half::f16, B>(backend, o, dims),
+        DType::Bf16 => run::<half::bf16, B>(backend, o, dims),
     }
 }
 

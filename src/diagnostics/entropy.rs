@@ -8,8 +8,10 @@ use crate::common::error::{Dim, Error, Result, TensorName};
 /// Where per-row entropies came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntropySource {
-    /// The fused forward kernel's `entropy` output.
+    /// The fused forward kernel's `entropy` output, run on the PTX emulator.
     FusedKernel,
+    /// The same kernel run on a GPU.
+    FusedKernelOnGpu,
 }
 
 impl EntropySource {
@@ -17,6 +19,7 @@ impl EntropySource {
     pub fn label(self) -> &'static str {
         match self {
             EntropySource::FusedKernel => "fused forward kernel (emulated)",
+            EntropySource::FusedKernelOnGpu => "fused forward kernel (GPU)",
         }
     }
 }

@@ -8,8 +8,8 @@
 //! - [`entropy`]: per-head statistics of the forward kernel's per-row attention entropy.
 //! - [`probe`]: the probing map: cross-validated linear probes of per-token properties on each
 //!   head's outputs, with majority and random-projection baselines.
-//! - [`robustness`]: per-head Jacobian gains (worst-case, random, non-linear) by power iteration
-//!   over the JVP and backward kernels, and each head's contribution to the layer's.
+//! - [`robustness`]: per-head Jacobian gains (worst-case, random, non-linear) by subspace
+//!   iteration over the JVP and backward kernels, and each head's contribution to the layer's.
 //! - [`report`], [`plots`]: the report folder of `flashmha diagnose` (CSV, Markdown, PNG, SVG).
 //! - [`npy`]: reading `.npy` / raw f32 inputs for the CLI.
 //!
@@ -27,7 +27,7 @@ pub mod similarity;
 pub use crate::ops::head_similarity::{HeadSimBuffers, HeadSimLaunch, HeadSimPlan, HeadSimProblem};
 pub use emulated::{
     describe_launch, head_similarity_emulated, head_similarity_emulated_f32,
-    head_similarity_emulated_view,
+    head_similarity_emulated_view, head_similarity_on_f32,
 };
 pub use entropy::{per_head_entropy, EntropySource, HeadEntropy};
 pub use similarity::{

@@ -38,11 +38,16 @@ struct Problem {
     d_o: Vec<f16>,
 }
 
-const BATCH: usize = 2;
+pub(crate) const BATCH: usize = 2;
 
 /// `x` (contiguous `[b, s, h, d]`) placed at `strides` in a buffer of `len` elements filled with
-/// `fill` elsewhere.
-fn scatter(x: &[f16], (s, h, d): (usize, usize, usize), st: Strides, len: usize) -> Vec<f16> {
+/// -7 elsewhere (also what the JVP layout test in `jvp_props.rs` uses).
+pub(crate) fn scatter(
+    x: &[f16],
+    (s, h, d): (usize, usize, usize),
+    st: Strides,
+    len: usize,
+) -> Vec<f16> {
     let mut out = vec![f16::from_f32(-7.0); len];
     for (i, &val) in x.iter().enumerate() {
         let (b, r, hh, c) = (i / (s * h * d), (i / (h * d)) % s, (i / d) % h, i % d);
@@ -50,6 +55,24 @@ fn scatter(x: &[f16], (s, h, d): (usize, usize, usize), st: Strides, len: usize)
         out[at as usize] = val;
     }
     out
+}
+
+/// `[b, h, s, d]` with 8 elements of padding after each row.
+pub(crate) fn head_major(s: usize, h: usize, d: usize) -> Strides {
+    Strides {
+        batch: (h * s * (d + 8)) as i64,
+        head: (s * (d + 8)) as i64,
+        row: (d + 8) as i64,
+    }
+}
+
+/// `[b, s, h, d]` with 16 elements between heads and a spare row per item.
+pub(crate) fn padded(s: usize, h: usize, d: usize) -> Strides {
+    Strides {
+        batch: ((s + 1) * h * (d + 16)) as i64,
+        row: (h * (d + 16)) as i64,
+        head: (d + 16) as i64,
+    }
 }
 
 /// The contiguous `[b, s, h, d]` values of a strided buffer.
@@ -63,7 +86,7 @@ fn gather(x: &[f16], (s, h, d): (usize, usize, usize), st: Strides) -> Vec<f16> 
 }
 
 /// Elements a buffer laid out at `st` needs for `[BATCH, s, h, d]`.
-fn extent((s, h, d): (usize, usize, usize), st: Strides) -> usize {
+pub(crate) fn extent((s, h, d): (usize, usize, usize), st: Strides) -> usize {
     ((BATCH - 1) as i64 * st.batch + (s - 1) as i64 * st.row + (h - 1) as i64 * st.head) as usize
         + d
 }
@@ -187,7 +210,7 @@ impl Problem {
     }
 }
 
-fn bits(x: &[f16]) -> Vec<u16> {
+pub(crate) fn bits(x: &[f16]) -> Vec<u16> {
     x.iter().map(|v| v.to_bits()).collect()
 }
 
@@ -201,18 +224,8 @@ fn strided_and_head_major_layouts_give_the_contiguous_gradients() {
     let want = p.backward(cq, cg);
     assert!(want.iter().flatten().all(|x| x.is_finite()), "seed {seed}");
     let (sq, sk, hq, hkv, d) = (p.sq, p.sk, p.hq, p.hkv, p.d);
-    // [b, h, s, d] with 8 elements of padding after each row.
-    let head_major = |s: usize, h: usize| Strides {
-        batch: (h * s * (d + 8)) as i64,
-        head: (s * (d + 8)) as i64,
-        row: (d + 8) as i64,
-    };
-    // [b, s, h, d] with 16 elements between heads and a spare row per item.
-    let padded = |s: usize, h: usize| Strides {
-        batch: ((s + 1) * h * (d + 16)) as i64,
-        row: (h * (d + 16)) as i64,
-        head: (d + 16) as i64,
-    };
+    let head_major = |s: usize, h: usize| head_major(s, h, d);
+    let padded = |s: usize, h: usize| padded(s, h, d);
     let inputs = QkvoStrides {
         q: head_major(sq, hq),
         k: head_major(sk, hkv),

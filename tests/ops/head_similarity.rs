@@ -359,6 +359,7 @@ fn cli_reads_npy_inputs() {
         &p("k.npy"),
         "--v",
         &p("v.npy"),
+        "--no-robustness",
         "--out",
         &out,
     ]);

@@ -1,7 +1,8 @@
 //! Property tests of the forward-mode (JVP) attention (issue 22) on the emulator: random shapes
 //! (lengths never rounded to a tile), GQA ratios 1-8, padded and varlen layouts (items with no
 //! queries or no keys), causal and sliding-window masks, custom scales, softcaps, ALiBi, head
-//! gates, sinks, f16 and bf16, every compiled head dim and multiples of 8 between. O and O' must
+//! gates, sinks, f16 and bf16, every compiled head dim and multiples of 8 between, and strided
+//! layouts (the tangents share their primals' strides). O and O' must
 //! match the reference (central finite differences in f64 of an f64 forward,
 //! `flashmha::reference::attention_jvp`) within the per-element tolerances it derives, with
 //! zero emulator findings (any finding is an error of the launch). Outputs are poisoned with
@@ -294,4 +295,81 @@ fn planted_bad_cu_seqlens_traps() {
     let args = JvpArgs::new((&q, &k, &k), (&q, &k, &k), (&mut o, &mut ot)).cu_seqlens(&cq, &bad_k);
     let e = be.jvp(&stream, &plan, args).unwrap_err();
     assert!(e.to_string().to_lowercase().contains("trap"), "{e}");
+}
+
+/// Strided layouts: head-major q and k with padded rows, v and o with padded heads and a spare
+/// row per item; each tangent shares its primal's strides (kernels/params.h, FlashJvpParams), so
+/// dq, dk, dv and O' are strided the same way. O and O' must be bitwise the contiguous run's
+/// values, and every element outside the views (filled with -7, which would change a result
+/// read from it) stays as it was.
+#[test]
+fn strided_tangent_layouts_give_the_contiguous_outputs() {
+    use crate::backward_layouts::{bits, extent, head_major, padded, scatter, BATCH};
+    use crate::emulator_support::{rng, seed};
+    use flashmha::common::geometry::Strides;
+    use flashmha::ops::forward::problem::QkvoStrides;
+    use half::f16;
+    let seed = seed();
+    let mut r = rng(seed);
+    let (sq, sk) = (r.random_range(1..=40), r.random_range(1..=40));
+    let hkv = r.random_range(1..=2);
+    let hq = hkv * r.random_range(1..=3);
+    let d = [32usize, 64, 128][r.random_range(0..3)];
+    let causal = r.random_bool(0.5);
+    let (qd, kd) = ((sq, hq, d), (sk, hkv, d));
+    let mut draw = |n: usize| -> Vec<f16> {
+        (0..n)
+            .map(|_| f16::from_f32(r.random_range(-1.0..1.0)))
+            .collect()
+    };
+    let (nq, nk) = (BATCH * sq * hq * d, BATCH * sk * hkv * d);
+    let [q, k, v, dq, dk, dv] = [nq, nk, nk, nq, nk, nk].map(&mut draw);
+    let be = EmulatorBackend::new(KernelTarget::Ampere);
+    let stream = be.stream().unwrap();
+    // O and O' as laid out at `st` (whole buffers, padding included).
+    let run = |st: QkvoStrides| -> [Vec<f16>; 2] {
+        let shape = FwdShape::padded(BATCH, sq, sk, Heads::gqa(hq, hkv), d)
+            .with_options(AttnOptions {
+                causal,
+                ..AttnOptions::default()
+            })
+            .with_strides(st);
+        let plan = JvpPlan::new(DType::F16, &JvpShape::new(shape)).unwrap();
+        let put = |x: &[f16], dims, at| {
+            let placed = scatter(x, dims, at, extent(dims, at));
+            be.upload(&stream, &placed).unwrap()
+        };
+        let (q_d, k_d, v_d) = (put(&q, qd, st.q), put(&k, kd, st.k), put(&v, kd, st.v));
+        let (dq_d, dk_d, dv_d) = (put(&dq, qd, st.q), put(&dk, kd, st.k), put(&dv, kd, st.v));
+        let (mut o, mut ot) = (put(&[], qd, st.o), put(&[], qd, st.o));
+        let args = JvpArgs::new((&q_d, &k_d, &v_d), (&dq_d, &dk_d, &dv_d), (&mut o, &mut ot));
+        be.jvp(&stream, &plan, args).unwrap();
+        [
+            be.download(&stream, &o).unwrap(),
+            be.download(&stream, &ot).unwrap(),
+        ]
+    };
+    let contiguous = |s: usize, h: usize| Strides::contiguous(s, h, d);
+    let want = run(QkvoStrides {
+        q: contiguous(sq, hq),
+        k: contiguous(sk, hkv),
+        v: contiguous(sk, hkv),
+        o: contiguous(sq, hq),
+    });
+    assert!(want.iter().flatten().all(|x| x.is_finite()), "seed {seed}");
+    let strided = QkvoStrides {
+        q: head_major(sq, hq, d),
+        k: head_major(sk, hkv, d),
+        v: padded(sk, hkv, d),
+        o: padded(sq, hq, d),
+    };
+    let got = run(strided);
+    for (name, g, w) in [("o", &got[0], &want[0]), ("o'", &got[1], &want[1])] {
+        let expected = scatter(w, qd, strided.o, extent(qd, strided.o));
+        assert_eq!(
+            bits(g),
+            bits(&expected),
+            "seed {seed} ({sq}x{sk}, hq {hq}, hkv {hkv}, d{d}, causal {causal}): {name}"
+        );
+    }
 }

@@ -8,9 +8,18 @@ use super::head_similarity::{run_cli, scratch_dir};
 use flashmha::diagnostics::npy::{write_npy, write_npy_int};
 
 /// Small generated inputs (the emulated forward of 6 heads × 128 tokens per batch item takes
-/// seconds); with `--batch 2`, 256 tokens to probe.
-const SMALL: [&str; 8] = [
-    "--heads", "6", "--seq", "128", "--dim", "32", "--dtype", "f16",
+/// seconds); with `--batch 2`, 256 tokens to probe. The robustness measurement is tested in
+/// `robustness.rs`.
+const SMALL: [&str; 9] = [
+    "--heads",
+    "6",
+    "--seq",
+    "128",
+    "--dim",
+    "32",
+    "--dtype",
+    "f16",
+    "--no-robustness",
 ];
 
 /// `probe.csv` rows of `property` whose `encodes` column is true, as head indices.
