@@ -138,22 +138,16 @@ mod tests {
         }
         // The other ops' main kernels: one launched beyond 48 KiB without its opt-in fails on a
         // device (the MLA decode's sm_90a kernel takes 230 KB).
-        for (entry, smem) in crate::ops::backward::BWD_KERNELS
+        use crate::ops::{backward::BWD_KERNELS, jvp::JVP_KERNELS, mla_decode::MLA_DECODE_KERNELS};
+        assert!(BWD_KERNELS
             .iter()
-            .map(|r| (r.entry, r.smem_bytes))
-            .chain(
-                crate::ops::jvp::JVP_KERNELS
-                    .iter()
-                    .map(|r| (r.entry, r.smem_bytes)),
-            )
-            .chain(
-                crate::ops::mla_decode::MLA_DECODE_KERNELS
-                    .iter()
-                    .map(|r| (r.entry, r.smem_bytes)),
-            )
-        {
-            assert_eq!(dynamic_smem_of(entry), smem, "{entry}");
-        }
+            .all(|r| dynamic_smem_of(r.entry) == r.smem_bytes));
+        assert!(JVP_KERNELS
+            .iter()
+            .all(|r| dynamic_smem_of(r.entry) == r.smem_bytes));
+        assert!(MLA_DECODE_KERNELS
+            .iter()
+            .all(|r| dynamic_smem_of(r.entry) == r.smem_bytes));
         assert_eq!(dynamic_smem_of("flashmha_merge_states_f16"), 0);
         assert_eq!(dynamic_smem_of("no_such_entry"), 0);
     }
