@@ -10,9 +10,10 @@
 //! backward).
 
 use super::{Backend, BoundTensors, Pod, Read, Write};
+use crate::common::abi::TENSOR_MAP_BYTES;
 use crate::common::binding::DevBuf;
 use crate::common::build_info;
-use crate::common::error::{EmulatorError, Error, Result};
+use crate::common::error::{EmulatorError, Error, Result, TensorName};
 use crate::common::launch::{Launch, Launches};
 use crate::common::target::KernelTarget;
 use crate::emulator::timing::KernelTrace;
@@ -59,8 +60,18 @@ pub fn run(dev: &mut Device, plan: &FwdPlan, bufs: &FwdBufs) -> Result<(FwdLaunc
 /// Runs an already bound forward launch on `dev` (its sm_90a tensor maps encoded by the
 /// emulator's encoder).
 pub fn launch_bound(dev: &mut Device, launch: &FwdLaunch) -> Result<LaunchReport> {
-    let l = launch.to_launch(|name, desc, addr| Ok(*encode(desc, addr, name)?.as_bytes()))?;
+    let l = launch.to_launch(encode_bytes)?;
     self::launch(dev, &l)
+}
+
+/// [`encode`] as the 128 bytes a kernel's params carry: the encoder the emulator hands to a
+/// plan's launch (`FwdLaunch::to_launch`, `MlaLaunches::to_launches`).
+pub fn encode_bytes(
+    name: TensorName,
+    desc: &TmaMapDesc,
+    addr: u64,
+) -> Result<[u8; TENSOR_MAP_BYTES]> {
+    Ok(*encode(desc, addr, name)?.as_bytes())
 }
 
 /// The emulator's launch configuration of `l`.

@@ -82,9 +82,7 @@ impl op::Bound for MlaLaunches {
     }
 
     fn emulate(&self, m: &mut HostMirror) -> Result<(), CallError> {
-        let l = self.to_launches(|name, desc, addr| {
-            Ok(*crate::backend::emulator::encode(desc, addr, name)?.as_bytes())
-        })?;
+        let l = self.to_launches(crate::backend::emulator::encode_bytes)?;
         let ran = l.iter().try_for_each(|l| m.launch(l));
         ran
     }

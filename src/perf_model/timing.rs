@@ -32,7 +32,7 @@
 use super::gpus::{GpuSpec, TensorPath};
 use super::launch_work::{one_head, tile_counts};
 use super::pipes::{ctas_per_sm, LaunchShape};
-use crate::backend::emulator::{dev_buf, encode, launch_traced, require_clean};
+use crate::backend::emulator::{dev_buf, encode_bytes, launch_traced, require_clean};
 use crate::common::build_info::FwdKernelRow;
 use crate::common::error::{EmulatorError, Error, Result};
 use crate::emulated::HostInputs;
@@ -299,9 +299,7 @@ pub fn trace_forward(p: &FwdProblem) -> Result<KernelTrace> {
         o: dev_buf(dev.alloc(p.o.len.saturating_mul(e)), p.o.len),
         ..FwdBufs::default()
     };
-    let l = plan
-        .bind(&bufs)?
-        .to_launch(|name, desc, addr| Ok(*encode(desc, addr, name)?.as_bytes()))?;
+    let l = plan.bind(&bufs)?.to_launch(encode_bytes)?;
     let (report, trace) = launch_traced(&mut dev, &l, &[[0, 0, 0]])?;
     require_clean(&report)?;
     Ok(trace)
