@@ -32,13 +32,11 @@ pub struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// The cache entry name of output `file` of this job (jobs differ by output directory).
-    fn cache_name(&self, file: &str) -> String {
-        let group = self
-            .out_dir
+    /// The output group of this job (jobs differ by output directory), part of its cache keys.
+    fn group(&self) -> String {
+        self.out_dir
             .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        format!("{group}-{file}")
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
     }
 }
 
@@ -88,9 +86,13 @@ fn stem(src: &Path) -> String {
 fn compile_ptx(job: &Job, src: &Path) -> PathBuf {
     let file = format!("{}.ptx", stem(src));
     let out = job.out_dir.join(&file);
-    let cache_name = job.cache_name(&file);
-    if job.cache.is_some_and(|c| c.fetch(&cache_name, &out)) {
-        return out;
+    let key = job
+        .cache
+        .map(|c| c.ptx_key(src, &job.group(), job.ptx_arch));
+    if let (Some(cache), Some(key)) = (job.cache, key) {
+        if cache.fetch(key, &file, &out) {
+            return out;
+        }
     }
     let mut cmd = Command::new(&job.toolkit.nvcc);
     cmd.args(["-ptx", "-std=c++17", "-O3", "-Werror", "all-warnings"])
@@ -106,8 +108,8 @@ fn compile_ptx(job: &Job, src: &Path) -> PathBuf {
         "nvcc printed diagnostics for {} (warnings are errors here):\n{text}",
         src.display()
     );
-    if let (Some(cache), Ok(bytes)) = (job.cache, std::fs::read(&out)) {
-        cache.store(&cache_name, &bytes);
+    if let (Some(cache), Some(key), Ok(bytes)) = (job.cache, key, std::fs::read(&out)) {
+        cache.store(key, &file, &bytes);
     }
     out
 }
@@ -115,13 +117,15 @@ fn compile_ptx(job: &Job, src: &Path) -> PathBuf {
 fn assemble_cubin(job: &Job, module: &CompiledModule, arch: &str) -> (PathBuf, Vec<EntryStats>) {
     let file = format!("{}.{arch}.cubin", module.stem);
     let out = job.out_dir.join(&file);
-    let (cubin_name, report_name) = (
-        job.cache_name(&file),
-        job.cache_name(&format!("{file}.ptxas")),
-    );
-    if let Some(cache) = job.cache {
-        if let Some(report) = cache.fetch_text(&report_name) {
-            if cache.fetch(&cubin_name, &out) {
+    let report_name = format!("{file}.ptxas");
+    // Keyed by the PTX's bytes: a header edit that leaves this module's PTX alone runs no ptxas.
+    let key = job.cache.and_then(|c| {
+        let ptx = std::fs::read(&module.ptx).ok()?;
+        Some(c.cubin_key(&ptx, arch))
+    });
+    if let (Some(cache), Some(key)) = (job.cache, key) {
+        if let Some(report) = cache.fetch_text(key, &report_name) {
+            if cache.fetch(key, &file, &out) {
                 return (out, ptxas_report::parse(&report));
             }
         }
@@ -150,9 +154,9 @@ fn assemble_cubin(job: &Job, module: &CompiledModule, arch: &str) -> (PathBuf, V
         module.stem,
         unexpected.join("\n")
     );
-    if let (Some(cache), Ok(bytes)) = (job.cache, std::fs::read(&out)) {
-        cache.store(&cubin_name, &bytes);
-        cache.store(&report_name, text.as_bytes());
+    if let (Some(cache), Some(key), Ok(bytes)) = (job.cache, key, std::fs::read(&out)) {
+        cache.store(key, &file, &bytes);
+        cache.store(key, &report_name, text.as_bytes());
     }
     (out, ptxas_report::parse(&text))
 }
