@@ -114,15 +114,16 @@
  * zero-filled and never written. Where the real width leaves whole 16-column steps empty, a
  * second copy of the main loop skips them. The paged decode (every row) and the forward's d256
  * row (FwdTraits::kBoundedLoop) bound it at run time (codegen.cuh step_runs): the k16 steps of
- * Q K^T and the n16 pairs of P V stop at d rounded up to 16. The forward's cp.async d64 and
- * d128 rows (FwdTraits::kShortLoop) carry a copy one step short, fixed at compile time: the
- * dims they serve leave at most the last step empty (d40 / d48, d104 / d112), and a run-time
- * bound there spilled 4-24 B on sm_80 / sm_86. tests/ops/head_dims.rs: every off-table forward
- * and decode within 1.1x of the real-width need. Chosen over compiled rows for d40 / d112 /
- * d160 / d192 / d224: no new entry, tile search or ptxas run per architecture, and the compiled
- * width keeps its own loop (its counters unchanged); an off-table CTA pays one uniform branch
- * (per 16-column step when bounded at run time). Not bounded: Turing's forward and the sm_90a
- * wgmma kernels.
+ * Q K^T and the n16 pairs of P V stop at d rounded up to 16. The forward's d64 and d128 rows,
+ * cp.async and Turing's (FwdTraits::kShortLoop), carry a copy one step short, fixed at compile
+ * time: the dims they serve leave at most the last step empty (d40 / d48, d104 / d112), and a
+ * run-time bound there spilled 4-24 B on sm_80 / sm_86. The sm_90a forward carries a copy per
+ * wgmma N of O += P V, every 16 columns (FwdTraitsSm90::LoopWidth: 48 / 64, 112 / 128,
+ * 144 .. 256), with S = Q K^T's k16 steps to match, fixed at compile time. tests/ops/head_dims.rs: every off-table forward and
+ * decode within 1.1x of the real-width need. Chosen over compiled rows for d40 / d112 / d160 /
+ * d192 / d224: no new entry, tile search or ptxas run per architecture, and the compiled width
+ * keeps its own loop (its counters unchanged); an off-table CTA pays one uniform branch (per
+ * 16-column step when bounded at run time).
  *
  * Head dims d_qk != d_v (issue 23; FLASHMHA_FWD_DV_KERNELS): the same CTA body with FwdTraits'
  * kHeadDimV: K tiles and the k16 steps of Q K^T from d_qk, V tiles, the n16 pairs of P V and the

@@ -7,7 +7,10 @@ N list or the forms; the output is committed (build.rs does not run this script)
 """
 import pathlib
 
-NS = (32, 64, 128, 256)  # block_n of S = Q K^T (32: half an MLA tile) and head dims of O += P V
+SS_NS = (32, 64, 128, 256)  # block_n of S = Q K^T (32: half an MLA tile)
+# N of O += P V: the head dims d_v, and the narrower loop copies of the sm_90a forward for head
+# dims below the compiled one (kernels/sm90/fwd_traits_sm90.cuh LoopWidth: 48, 112, 144 .. 240).
+RS_NS = (32, 48, 64, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256)
 TYPES = (("f16", "false"), ("bf16", "true"))
 
 
@@ -41,9 +44,9 @@ def rs(n, ty):
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));'''
 
 
-def body(form):
+def body(form, ns):
     out = []
-    for n in NS:
+    for n in ns:
         for ty, is_bf16 in TYPES:
             cond = f"kN == {n} && Elem::kIsBf16 == {is_bf16}"
             out.append(f"    {'if' if not out else '} else if'} constexpr ({cond}) {{\n{form(n, ty)}")
@@ -56,11 +59,13 @@ text = f'''/*
  *
  * wgmma.mma_async.sync.aligned.m64nNk16.f32.{{f16,bf16}}.{{f16,bf16}} (PTX ISA 9.7.15.5.2
  * "Asynchronous Warpgroup Level Matrix Multiply-Accumulate Instructions: wgmma.mma_async",
- * #asynchronous-warpgroup-level-matrix-instructions-wgmma-mma-async) for N in {NS}:
- *  - wgmma_ss: A and B from shared memory through matrix descriptors, both K-major
- *    (imm-trans-a = imm-trans-b = 0): S = Q K^T with Q [m, d] and K [n, d] row-major;
- *  - wgmma_rs: A from registers (the m16n8k16 A fragment layout per warp), B from shared memory
- *    MN-major (imm-trans-b = 1): O += P V with V [keys, d] row-major.
+ * #asynchronous-warpgroup-level-matrix-instructions-wgmma-mma-async):
+ *  - wgmma_ss, N in {SS_NS}: A and B from shared memory through matrix
+ *    descriptors, both K-major (imm-trans-a = imm-trans-b = 0): S = Q K^T with Q [m, d] and
+ *    K [n, d] row-major;
+ *  - wgmma_rs, N in {RS_NS}:
+ *    A from registers (the m16n8k16 A fragment layout per warp), B from shared memory MN-major
+ *    (imm-trans-b = 1): O += P V with V [keys, d] row-major.
  * imm-scale-a = imm-scale-b = 1; scale_d = 0 computes D = A B (a fresh accumulator needs no
  * zeroing), 1 computes D += A B. d: [N / 8][4] f32, the accumulator fragment of "Matrix
  * Fragments for wgmma.mma_async" (per warp the m16n8 C fragment repeated over N / 8 columns).
@@ -78,13 +83,13 @@ namespace flashmha {{
 template <int kN, class Elem>
 __device__ __forceinline__ void wgmma_ss(float (&d)[kN / kMmaN][kCRegs], uint64_t desc_a,
                                          uint64_t desc_b, uint32_t scale_d) {{
-{body(ss)}
+{body(ss, SS_NS)}
 }}
 
 template <int kN, class Elem>
 __device__ __forceinline__ void wgmma_rs(float (&d)[kN / kMmaN][kCRegs], const uint32_t (&a)[kARegs],
                                          uint64_t desc_b, uint32_t scale_d) {{
-{body(rs)}
+{body(rs, RS_NS)}
 }}
 
 }}  // namespace flashmha

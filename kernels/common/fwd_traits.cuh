@@ -63,16 +63,15 @@ struct FwdTraits {
      *    row, kernels/kernel_table.h), which fill 9 steps. Bounding them too made ptxas spill
      *    8 B on sm_120 (24 B loaded per tile); bounding P V's the same way spilled 68-72 B on
      *    sm_80 and sm_120.
-     *  - kShortLoop, the cp.async d64 and d128 tiles: the copy is one step short at compile time
-     *    (no per-step test): d40 / d48 on d64 and d104 / d112 on d128 leave exactly the last
-     *    step empty (1.45 / 1.14x of the need before). A run-time bound there spilled 4-24 B on
-     *    sm_80 / sm_86. d80 / d96 serve d72 / d88, which fill every step; Turing's
-     *    register-staged tiles keep one loop. Neither on a d_v != d_qk row (kSplitDims),
-     *    which serves exactly its two compiled dims. */
+     *  - kShortLoop, the d64 and d128 tiles (cp.async and Turing's register-staged ones): the
+     *    copy is one step short at compile time (no per-step test): d40 / d48 on d64 and
+     *    d104 / d112 on d128 leave exactly the last step empty (1.45 / 1.14x of the need
+     *    before). A run-time bound there spilled 4-24 B on sm_80 / sm_86. d80 / d96 serve
+     *    d72 / d88, which fill every step. Neither on a d_v != d_qk row (kSplitDims), which
+     *    serves exactly its two compiled dims. */
     static constexpr bool kBoundedLoop = kQKSteps > 8 && !kSplitDims;
     static constexpr int kQKAlwaysSteps = kBoundedLoop ? 128 / kMmaK + 1 : 0;
-    static constexpr bool kShortLoop =
-        kLoadPath_ == LoadPath::CpAsync && (kHeadDim == 64 || kHeadDim == 128) && !kSplitDims;
+    static constexpr bool kShortLoop = (kHeadDim == 64 || kHeadDim == 128) && !kSplitDims;
 
     /* Q A-fragments (4 registers per k16 step and row block) stay in registers for the whole
      * main loop only while the accumulator-resident registers per thread (per row block O: d / 2,

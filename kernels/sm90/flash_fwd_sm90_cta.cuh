@@ -39,6 +39,14 @@
 
 namespace flashmha {
 
+/* The first kTiles n8 tiles of an accumulator (the columns a narrower loop copy writes), as the
+ * array the wgmma wrappers take. */
+template <int kTiles, int kAll>
+__device__ __forceinline__ float (&leading_tiles(float (&acc)[kAll][kCRegs]))[kTiles][kCRegs] {
+    static_assert(kTiles <= kAll, "a leading part of the accumulator");
+    return *reinterpret_cast<float(*)[kTiles][kCRegs]>(&acc[0]);
+}
+
 template <class T>
 __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) {
     using Elem = typename T::Elem;
@@ -51,7 +59,9 @@ __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) 
     const uint32_t smem_base = smem_addr(smem);
 
     // Head dims below the compiled one: the tensor maps' dimension 0 is head_dim, so TMA fills
-    // the missing columns with zeros; the epilogue does not store them.
+    // the missing columns with zeros; the epilogue does not store them, and the consumers run
+    // the loop copy that stops both GEMMs at the real width rounded up to 16
+    // (FwdTraitsSm90::LoopWidth).
     const int d_real = params.head_dim;
     cta_prologue<T::kSmemBytes, T::kHeadDim, T::kHeadDimStep>(d_real);
     const int dv_real = T::kSplitDims ? T::kHeadDimV : d_real;  // O's columns (d_v)
@@ -156,11 +166,13 @@ __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) 
             smem_base + T::kQOffset + wg * kWgmmaM * kSwizzleRowBytes, kKMajorLbo, kSwizzleAtomBytes);
         const uint64_t k_desc0 = smem_desc_128b(smem_base + T::kKOffset, kKMajorLbo, kSwizzleAtomBytes);
         const uint64_t v_desc0 = smem_desc_128b(smem_base + T::kVOffset, T::kKVBoxBytes, kSwizzleAtomBytes);
-        // S = Q K^T over d / 16 k-steps: k-step kk is 32 bytes into the rows of box kk / 4.
-        auto s_gemm = [&](float(&s)[T::kSTiles][kCRegs], int stage) {
+        // S = Q K^T over the width's k16 steps (Width: FwdTraitsSm90::LoopWidth): k-step kk is
+        // 32 bytes into the rows of box kk / 4.
+        auto s_gemm = [&](auto width, float(&s)[T::kSTiles][kCRegs], int stage) {
+            using Width = decltype(width);
             const uint64_t qd = pin(q_desc0);
             const uint64_t kd = smem_desc_advance(pin(k_desc0), stage * T::kKVTileBytes);
-            static_for<T::kQKSteps>([&](auto kk_c) {
+            static_for<Width::kQKSteps>([&](auto kk_c) {
                 constexpr int kk = decltype(kk_c)::value;
                 constexpr int kBox = kk / T::kKStepsPerBox;
                 constexpr int kInRow = (kk % T::kKStepsPerBox) * kKStepBytes;
@@ -169,15 +181,18 @@ __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) 
                                         kk == 0 ? 0u : 1u);  // kk 0: S = Q K^T, no zeroing
             });
         };
-        // O += P V over block_n / 16 k-steps: k-step kk is keys 16 kk .., i.e. 16 rows (two
-        // swizzle atoms) into every V box; the next 64 head-dim columns are one box further
-        // (the descriptor's LBO).
-        auto pv_gemm = [&](const uint32_t(&p)[T::kPVSteps][kARegs], int stage) {
+        // O += P V over block_n / 16 k-steps into the width's first N columns of O (the others
+        // stay zero and are not stored): k-step kk is keys 16 kk .., i.e. 16 rows (two swizzle
+        // atoms) into every V box; the next 64 head-dim columns are one box further (the
+        // descriptor's LBO).
+        auto pv_gemm = [&](auto width, const uint32_t(&p)[T::kPVSteps][kARegs], int stage) {
+            using Width = decltype(width);
+            auto &o = leading_tiles<Width::kOTiles>(o_acc);
             const uint64_t vd = smem_desc_advance(pin(v_desc0), stage * T::kVTileBytes);
             static_for<T::kPVSteps>([&](auto kk_c) {
                 constexpr int kk = decltype(kk_c)::value;
-                wgmma_rs<T::kHeadDimV, Elem>(o_acc, p[kk],
-                                            smem_desc_advance(vd, kk * kWgmmaK * kSwizzleRowBytes), 1u);
+                wgmma_rs<Width::kN, Elem>(o, p[kk],
+                                          smem_desc_advance(vd, kk * kWgmmaK * kSwizzleRowBytes), 1u);
             });
         };
         // Scores of tile n -> P (f32, in place): modifiers, masks, online softmax; alpha is the
@@ -203,50 +218,57 @@ __device__ __forceinline__ void flash_fwd_sm90_cta(const FlashFwdTmaParams &tp) 
         };
         auto parity = [](int i) { return static_cast<uint32_t>((i / kStages) & 1); };
 
-        float s[T::kSTiles][kCRegs];
-        uint32_t p[T::kPVSteps][kARegs];
-        float alpha[kRowHalves];
+        // Every K / V tile of the CTA at one loop width (a copy per width: FwdTraitsSm90).
+        auto run_tiles = [&](auto width) {
+            float s[T::kSTiles][kCRegs];
+            uint32_t p[T::kPVSteps][kARegs];
+            float alpha[kRowHalves];
 
-        mbarrier_wait(T::q_full(smem_base), 0);
-        // Tile n_begin: S alone (O is still zero, so its rescale is skipped).
-        mbarrier_wait(T::k_full(smem_base, 0), 0);
-        wgmma_fence();
-        s_gemm(s, 0);
-        wgmma_commit();
-        wgmma_wait<0>(s);
-        fold_scores(s, n_begin, alpha);
-        pack_p(s, p);
+            mbarrier_wait(T::q_full(smem_base), 0);
+            // Tile n_begin: S alone (O is still zero, so its rescale is skipped).
+            mbarrier_wait(T::k_full(smem_base, 0), 0);
+            wgmma_fence();
+            s_gemm(width, s, 0);
+            wgmma_commit();
+            wgmma_wait<0>(s);
+            fold_scores(s, n_begin, alpha);
+            pack_p(s, p);
 
-        for (int n = n_begin + 1; n < n_end; ++n) {
-            const int i = n - n_begin;
-            const int stage = i % kStages;
-            const int prev = (i - 1) % kStages;
-            mbarrier_wait(T::k_full(smem_base, stage), parity(i));
+            for (int n = n_begin + 1; n < n_end; ++n) {
+                const int i = n - n_begin;
+                const int stage = i % kStages;
+                const int prev = (i - 1) % kStages;
+                mbarrier_wait(T::k_full(smem_base, stage), parity(i));
+                wgmma_fence_operand(o_acc);
+                wgmma_fence_operand(p);
+                wgmma_fence();  // O rescaled and P packed (by this thread) before the wgmma read them
+                s_gemm(width, s, stage);
+                wgmma_commit();
+                mbarrier_wait(T::v_full(smem_base, prev), parity(i - 1));
+                pv_gemm(width, p, prev);
+                wgmma_commit();
+                wgmma_wait<1>(s);  // S of tile n is ready; tile n-1's P V may still be running
+                fold_scores(s, n, alpha);
+                wgmma_wait<0>(o_acc);  // tile n-1's P V is done: V[prev] and P are free
+                wgmma_fence_operand(p);
+                mbarrier_arrive(T::kv_empty(smem_base, prev));
+                softmax.rescale(o_acc, alpha);
+                pack_p(s, p);
+            }
+            const int last = (n_end - 1 - n_begin) % kStages;
+            mbarrier_wait(T::v_full(smem_base, last), parity(n_end - 1 - n_begin));
             wgmma_fence_operand(o_acc);
             wgmma_fence_operand(p);
-            wgmma_fence();  // O rescaled and P packed (by this thread) before the wgmma read them
-            s_gemm(s, stage);
+            wgmma_fence();
+            pv_gemm(width, p, last);
             wgmma_commit();
-            mbarrier_wait(T::v_full(smem_base, prev), parity(i - 1));
-            pv_gemm(p, prev);
-            wgmma_commit();
-            wgmma_wait<1>(s);  // S of tile n is ready; tile n-1's P V may still be running
-            fold_scores(s, n, alpha);
-            wgmma_wait<0>(o_acc);  // tile n-1's P V is done: V[prev] and P are free
+            wgmma_wait<0>(o_acc);
             wgmma_fence_operand(p);
-            mbarrier_arrive(T::kv_empty(smem_base, prev));
-            softmax.rescale(o_acc, alpha);
-            pack_p(s, p);
-        }
-        const int last = (n_end - 1 - n_begin) % kStages;
-        mbarrier_wait(T::v_full(smem_base, last), parity(n_end - 1 - n_begin));
-        wgmma_fence_operand(o_acc);
-        wgmma_fence_operand(p);
-        wgmma_fence();
-        pv_gemm(p, last);
-        wgmma_commit();
-        wgmma_wait<0>(o_acc);
-        wgmma_fence_operand(p);
+        };
+        const int copy = T::loop_copy(d_real);
+        static_for<T::kLoopCopies>([&](auto c) {
+            if (copy == decltype(c)::value) run_tiles(typename T::template LoopWidth<decltype(c)::value>{});
+        });
     }
 
     // ---- Epilogue ---------------------------------------------------------------------------

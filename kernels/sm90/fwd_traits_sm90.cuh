@@ -62,6 +62,37 @@ struct FwdTraitsSm90 {
     static constexpr int kPVSteps = kBlockN / kWgmmaK;   // k16 steps of O += P V
     static constexpr int kKStepsPerBox = kSwizzleRowBytes / kKStepBytes;  // 4
 
+    /* Copies of the consumer main loop for head dims below the compiled one (issue 23: no
+     * wgmma on all-zero columns). Copy c has O += P V at N = kNarrowestLoop + 16 c (any multiple
+     * of 8 is a legal wgmma N; V's 64-column boxes are addressed through the descriptor's LBO
+     * whatever N is) and S = Q K^T over N / 16 k16 steps; a CTA runs the narrowest copy at
+     * least as wide as its real head dim (one uniform branch per CTA), so both GEMMs stop at
+     * the real width rounded up to 16. The narrowest copy follows the dims a row serves on
+     * sm_90 (src/ops/forward/validate.rs forward_kernel_for: the Ampere d32 / d96 rows take the
+     * dims below 40 / 104): d64 48 / 64, d128 112 / 128, d256 144 .. 256 (8 copies). The
+     * widths are compile-time: a run-time bound on a k16 step (as the Ampere d256 tile's,
+     * codegen.cuh step_runs) put a wgmma on a path ptxas cannot prove uniform, and ptxas 13.5
+     * then serialised every wgmma of the kernel (C7519). The full-width copy is the loop as it
+     * was (its counters unchanged). A d_v != d_qk row serves exactly its pair: one copy. */
+    static constexpr int kNarrowestLoop = kSplitDims        ? kHeadDimV
+                                          : kHeadDim == 64  ? 48
+                                          : kHeadDim == 128 ? 112
+                                          : kHeadDim == 256 ? 144
+                                                            : kHeadDim;
+    static constexpr int kLoopCopies = (kHeadDimV - kNarrowestLoop) / kWgmmaK + 1;
+    static_assert(kNarrowestLoop % kWgmmaK == 0 && kHeadDimV % kWgmmaK == 0,
+                  "loop copies tile the widths up to d_v in k16 steps");
+    template <int kCopy>
+    struct LoopWidth {
+        static constexpr int kN = kNarrowestLoop + kCopy * kWgmmaK;  // N of O += P V
+        static constexpr int kOTiles = kN / kMmaN;                   // n8 tiles of O it writes
+        static constexpr int kQKSteps = kSplitDims ? FwdTraitsSm90::kQKSteps : kN / kWgmmaK;
+    };
+    /* The copy a CTA with real head dim `d` (at most kHeadDim) runs. */
+    __device__ static int loop_copy(int d) {
+        return kSplitDims || d <= kNarrowestLoop ? 0 : (d - kNarrowestLoop + kWgmmaK - 1) / kWgmmaK;
+    }
+
     /* Shared memory, every tile in 64-column TMA boxes of 128-byte swizzled rows:
      *   q: [d_qk / 64 boxes][block_m rows][128 B]
      *   k (per stage): [d_qk / 64 boxes][block_n rows][128 B]

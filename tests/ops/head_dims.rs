@@ -2,9 +2,9 @@
 //! decode run every multiple of 8 up to their widest kernel on the narrowest compiled head dim
 //! at least as wide; these tests run the off-table dims d40, d72, d112, d160, d192 and d224
 //! (random cases, every option the case generators draw) against the reference with zero
-//! findings, and count the `mma` such a launch issues against what the real width needs (the
-//! k16 steps of Q K^T up to d rounded up to 16, the n8 tiles of P V up to d rounded up to 8);
-//! before issue 23 it issued the whole compiled width's.
+//! findings, and count the tensor work (`mma` and `wgmma` FLOPs) such a launch issues against
+//! what the real width needs (the k16 steps of Q K^T up to d rounded up to 16, the n8 tiles of
+//! P V up to d rounded up to 8); before issue 23 it issued the whole compiled width's.
 
 use flashmha::check::decode::{run_decode_case, DecodeCase};
 use flashmha::check::forward::{run_case, CheckCase};
@@ -29,6 +29,14 @@ fn targets(d: usize) -> Vec<KernelTarget> {
     } else {
         vec![KernelTarget::Ampere]
     }
+}
+
+/// The forward's families: [`targets`] and Hopper (its sm_90a wgmma rows, or the Ampere row
+/// where that is narrower: d72 runs on Ampere's d80).
+fn forward_targets(d: usize) -> Vec<KernelTarget> {
+    let mut t = targets(d);
+    t.push(KernelTarget::Hopper);
+    t
 }
 
 fn dtype_for(target: KernelTarget, rng: &mut impl Rng) -> DType {
@@ -74,14 +82,15 @@ fn off_table_head_dims_are_served_by_the_narrowest_wider_kernel() {
 }
 
 /// Runs `run(rng, d, target, dtype)` (one random case; Err: what failed) for every off-table
-/// dim on every target that serves it, from a fresh seed that a failure names.
+/// dim on every target of `targets_of(d)`, from a fresh seed that a failure names.
 fn for_each_off_table_case(
+    targets_of: fn(usize) -> Vec<KernelTarget>,
     run: impl Fn(&mut rand::rngs::StdRng, usize, KernelTarget, DType) -> Result<(), String>,
 ) {
     let seed: u64 = rand::random();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for d in OFF_TABLE {
-        for target in targets(d) {
+        for target in targets_of(d) {
             let dtype = dtype_for(target, &mut rng);
             if let Err(e) = run(&mut rng, d, target, dtype) {
                 panic!("seed {seed}: {e}");
@@ -92,7 +101,7 @@ fn for_each_off_table_case(
 
 #[test]
 fn off_table_head_dims_forward_matches_the_reference() {
-    for_each_off_table_case(|rng, d, target, dtype| {
+    for_each_off_table_case(forward_targets, |rng, d, target, dtype| {
         let mut case = CheckCase::random(rng, &[dtype], &[d], 150);
         case.target = target;
         let j = run_case(&case).map_err(|e| format!("{}: {e}", case.describe()))?;
@@ -104,7 +113,7 @@ fn off_table_head_dims_forward_matches_the_reference() {
 
 #[test]
 fn off_table_head_dims_decode_matches_the_reference() {
-    for_each_off_table_case(|rng, d, target, dtype| {
+    for_each_off_table_case(targets, |rng, d, target, dtype| {
         let case = DecodeCase::random_on(rng, Some(target), &[dtype], &[d], 200);
         let out = run_decode_case(&case).map_err(|e| format!("{}: {e}", case.describe()))?;
         out.passed()
@@ -121,39 +130,50 @@ fn need_fraction(d: usize, w: usize) -> f64 {
     (d.div_ceil(16) * 16 + d.div_ceil(8) * 8) as f64 / (2 * w) as f64
 }
 
-/// `mma` instructions of one forward launch (one head, sq x sk, non-causal, so every tile is
-/// whole) at head dim `d`.
+/// Tensor FLOPs of one m16n8k16 `mma`: the unit of the tensor-work table (Turing issues two
+/// m16n8k8 per unit, the sm_90a forward one m64nNk16 `wgmma` per 8 N / 8 units).
+const MMA_16816_FLOPS: u64 = 2 * 16 * 8 * 16;
+
+/// Tensor work (`mma` and `wgmma` FLOPs, in m16n8k16 units) of one forward launch (one head,
+/// sq x sk, non-causal, so every tile is whole) at head dim `d`.
 fn forward_mma(target: KernelTarget, d: usize, sq: usize, sk: usize) -> u64 {
     let mut p = FwdProblem::padded(DType::F16, 1, (sq, sk), (1, 1), d, AttnOptions::default());
     p.target = target;
-    emulate_counters(&p).expect("clean run").mma_instructions
+    let c = emulate_counters(&p).expect("clean run");
+    assert_eq!(c.tensor_flops % MMA_16816_FLOPS, 0, "d{d} on {target}");
+    c.tensor_flops / MMA_16816_FLOPS
 }
 
-/// `mma` instructions of one paged-decode launch (4 query heads on one KV head, 1 new token,
-/// 256 cached keys, one split) at head dim `d`; the case must pass the reference too.
+/// Tensor work (in m16n8k16 units) of one paged-decode launch (4 query heads on one KV head,
+/// 1 new token, 256 cached keys, one split) at head dim `d`; the case must pass the reference
+/// too.
 fn decode_mma(target: KernelTarget, d: usize) -> u64 {
     let mut case =
         DecodeCase::uniform(DType::F16, d, 1, 1, 4, 1, 16, 256, SplitPolicy::Count(1), 3);
     case.target = target;
     let out = run_decode_case(&case).expect("decode");
     assert!(out.passed(), "{}: {:?}", case.describe(), out.failures());
-    out.run.decode_report.counters.mma_instructions
+    let flops = out.run.decode_report.counters.tensor_flops;
+    assert_eq!(flops % MMA_16816_FLOPS, 0, "d{d} on {target}");
+    flops / MMA_16816_FLOPS
 }
 
-/// Counts the mma of each off-table dim against its kernel's full width on the same shape
-/// (before issue 23 an off-table dim issued exactly the full width's) and prints the before /
-/// after table (`-- --nocapture`). Where the kernel bounds its loop (every paged decode; the
-/// sm_80+ forward's d64 and d128 tiles one step short, FwdTraits::kShortLoop, and its d256 tile
-/// at run time, FwdTraits::kBoundedLoop, in kernels/common/fwd_traits.cuh) a dim that leaves a
-/// 16-column step empty issues fewer mma, within 1.1x of its real-width need; Turing's forward
-/// still issues its full width (kernel_table.h says why).
+/// Counts the tensor work of each off-table dim against its kernel's full width on the same
+/// shape (before issue 23 an off-table dim issued exactly the full width's) and prints the
+/// before / after table (`-- --nocapture`). Where the kernel bounds its loop (every paged
+/// decode; the sm_80+ and Turing forwards' d64 and d128 tiles one step short,
+/// FwdTraits::kShortLoop, and the sm_80+ d256 tile at run time, FwdTraits::kBoundedLoop, in
+/// kernels/common/fwd_traits.cuh; the sm_90a forward's loop copies, FwdTraitsSm90::LoopWidth in
+/// kernels/sm90/fwd_traits_sm90.cuh) a dim that leaves a 16-column step empty issues less,
+/// within 1.1x of its real-width need.
 #[test]
 fn off_table_head_dims_issue_only_the_mma_their_width_needs() {
+    println!("tensor work in m16n8k16 units (tensor FLOPs / 4096: mma and wgmma alike)");
     println!(
-        "op       target  d    kernel  mma before  mma after  need     after/need  before/need"
+        "op       target  d    kernel  before      after      need     after/need  before/need"
     );
     let row =
-        |op: &str, target: KernelTarget, d: usize, w: usize, bounded: bool, full: u64, now: u64| {
+        |op: &str, target: KernelTarget, d: usize, w: usize, full: u64, now: u64| {
             let need = full as f64 * need_fraction(d, w);
             let ratio = now as f64 / need;
             println!(
@@ -162,7 +182,7 @@ fn off_table_head_dims_issue_only_the_mma_their_width_needs() {
                 full as f64 / need
             );
             // d72 on d80 and the like: every 16-column step holds a real column, nothing to skip.
-            if bounded && d.div_ceil(16) < w / 16 {
+            if d.div_ceil(16) < w / 16 {
                 assert!(
                     now < full,
                     "{op} d{d} on {target}: no mma saved ({now} of {full})"
@@ -176,26 +196,29 @@ fn off_table_head_dims_issue_only_the_mma_their_width_needs() {
             }
         };
     for d in OFF_TABLE {
-        for target in targets(d) {
+        for target in forward_targets(d) {
             let w = forward_kernel_for(FWD_KERNELS, target, DType::F16, d)
                 .unwrap()
                 .head_dim as usize;
-            // Every sm_80+ forward tile serving a dim that leaves a step empty bounds its loop
-            // (d80 / d96 serve only dims that fill every step: d72 checks they issue the full
-            // width).
-            let fwd_bounded = target == KernelTarget::Ampere;
+            // Every forward tile serving a dim that leaves a step empty bounds its loop (d80 /
+            // d96 serve only dims that fill every step: d72 checks they issue the full width),
+            // and so does every paged decode.
             let (sq, sk) = (64, 256);
             let (full, now) = (
                 forward_mma(target, w, sq, sk),
                 forward_mma(target, d, sq, sk),
             );
-            row("forward", target, d, w, fwd_bounded, full, now);
+            row("forward", target, d, w, full, now);
+        }
+        for target in targets(d) {
+            let w = forward_kernel_for(FWD_KERNELS, target, DType::F16, d)
+                .unwrap()
+                .head_dim as usize;
             row(
                 "decode",
                 target,
                 d,
                 w,
-                true,
                 decode_mma(target, w),
                 decode_mma(target, d),
             );
