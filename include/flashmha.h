@@ -50,11 +50,14 @@
  *    updated in place (the KV append's pools, head similarity's gram) keep them instead.
  *
  * Forward tensors:
- *   padded:  q, o: [batch, seqlen_q, heads_q, head_dim]; k, v: [batch, seqlen_k, heads_kv, d]
+ *   padded:  q: [batch, seqlen_q, heads_q, d]; k: [batch, seqlen_k, heads_kv, d];
+ *            v: [batch, seqlen_k, heads_kv, d_v]; o: [batch, seqlen_q, heads_q, d_v];
  *            lse, entropy: [batch, heads_q, seqlen_q] (f32)
- *   varlen:  q, o: [total_q, heads_q, d]; k, v: [total_k, heads_kv, d];
- *            lse, entropy: [heads_q, total_q]; cu_seqlens_q/k: [batch + 1] (int32)
- * with the strides given in flashmha_shape (all-zero strides mean contiguous).
+ *   varlen:  q: [total_q, heads_q, d]; k: [total_k, heads_kv, d]; v: [total_k, heads_kv, d_v];
+ *            o: [total_q, heads_q, d_v]; lse, entropy: [heads_q, total_q];
+ *            cu_seqlens_q/k: [batch + 1] (int32)
+ * with d = head_dim and d_v = head_dim_v (0: d), and the strides given in flashmha_shape
+ * (all-zero strides mean contiguous).
  */
 #ifndef FLASHMHA_H
 #define FLASHMHA_H
@@ -153,7 +156,13 @@ typedef struct flashmha_shape {
     size_t total_k;
     size_t heads_q;
     size_t heads_kv;
+    /* d_qk: the head dim of q and k. */
     size_t head_dim;
+    /* d_v: the head dim of v and o; 0 means head_dim (so a zero-initialised shape keeps one
+     * head dim). A value other than head_dim needs a compiled (d_qk, d_v) pair, e.g. (192, 128)
+     * or (128, 64); any other pair is FLASHMHA_ERR_UNSUPPORTED, and so is a pair for the
+     * backward. */
+    size_t head_dim_v;
     /* All four all-zero: contiguous. Otherwise each is used as given. */
     flashmha_strides q_strides;
     flashmha_strides k_strides;
@@ -324,10 +333,13 @@ flashmha_status flashmha_emulate_bwd_run(const flashmha_bwd_plan *plan,
 /* ---------------------------------------------------------------------------------------------
  * Paged decode: new query tokens attend to K/V held in fixed-size pages through a block table
  *
- *   q, o:        padded [batch, seqlen_q, heads_q, d]; varlen [total_q, heads_q, d] (shape's dtype)
+ *   q:           padded [batch, seqlen_q, heads_q, d]; varlen [total_q, heads_q, d] (shape's dtype)
+ *   o:           the same with d_v
  *   k/v pages:   element (page, slot, kv_head, c) at page*k_strides.page + slot*k_strides.slot +
- *                kv_head*k_strides.head + c; num_pages pages; elements of the shape's dtype, or
- *                one FP8 code byte each (kv_dtype), then strides count bytes
+ *                kv_head*k_strides.head + c (v: v_strides), c < d (k) or d_v (v); num_pages
+ *                pages; elements of the shape's dtype, or one FP8 code byte each (kv_dtype),
+ *                then strides count bytes
+ * with d = head_dim and d_v = head_dim_v (0: d).
  *   block_table: [batch, block_table_stride] int32, entries < num_pages (device-resident)
  *   cache_seqlens: [batch] int32, keys of item i with its new tokens included (device-resident)
  *   cu_seqlens_q:  [batch + 1] int32, varlen only (device-resident)
@@ -389,7 +401,12 @@ typedef struct flashmha_decode_shape {
     size_t total_q;
     size_t heads_q;
     size_t heads_kv;
+    /* d_qk: the head dim of q and of the K pages. */
     size_t head_dim;
+    /* d_v: the head dim of the V pages and of o; 0 means head_dim. A value other than head_dim
+     * needs a compiled (d_qk, d_v) pair with 16-bit pages, e.g. (192, 128) or (128, 64) (else
+     * FLASHMHA_ERR_UNSUPPORTED); a KV append into such pools is FLASHMHA_ERR_UNSUPPORTED. */
+    size_t head_dim_v;
     /* Both all-zero: contiguous. Otherwise each is used as given. */
     flashmha_strides q_strides;
     flashmha_strides o_strides;
@@ -397,7 +414,7 @@ typedef struct flashmha_decode_shape {
     /* Keys per page, 1..1024. */
     size_t page_size;
     /* Used when both page strides are all-zero: 0 = NHD pages [num_pages, page_size, heads_kv,
-     * d], non-zero = HND pages [num_pages, heads_kv, page_size, d], contiguous. */
+     * d], non-zero = HND pages [num_pages, heads_kv, page_size, d], contiguous (V pages: d_v). */
     int32_t head_major_pages;
     flashmha_page_strides k_strides;
     flashmha_page_strides v_strides;

@@ -1,7 +1,8 @@
 // A C++ client of the flashmha C ABI (include/flashmha.h), as a server would use it. Built by
 // capi/build.rs with the `cc` crate and run by capi/tests/client.rs. It runs random problems of
 // every op on the emulator entry points: the forward, the paged decode and the MLA decode (with
-// and without split-KV, through a shuffled block table) against a plain CPU attention computed here in
+// and without split-KV, through a shuffled block table; the forward and the paged decode also
+// with d_qk != d_v through head_dim_v) against a plain CPU attention computed here in
 // double on the same rounded inputs; merge_states against the identity "merging the states of
 // two key halves gives the state of all keys"; the KV append bit for bit against a host
 // scatter; head similarity against CPU cosines; the backward against a CPU backward in double
@@ -104,13 +105,18 @@ struct Dtype {
 const Dtype kBf16 = {FLASHMHA_DTYPE_BF16, "bf16", bf16_bits, bf16_value, 1.0 / 256.0};
 const Dtype kF16 = {FLASHMHA_DTYPE_F16, "f16", f16_bits, f16_value, 1.0 / 2048.0};
 
-// One problem: per-item (sq, sk), packed [rows, heads, d] tensors (padded items all equal).
+// One problem: per-item (sq, sk), packed [rows, heads, d] tensors q, k and [rows, heads, d_v]
+// tensors v, o (padded items all equal).
 struct Problem {
     Dtype dtype;
     bool varlen;
     bool causal;
     size_t heads_q, heads_kv, head_dim;
     std::vector<int32_t> cu_q, cu_k;  // per-item row offsets, also for padded
+    size_t head_dim_v = 0;            // d_v as the C structs take it: 0 means head_dim
+    size_t dv() const { return head_dim_v == 0 ? head_dim : head_dim_v; }
+    // Elements of o: [total_q, heads_q, d_v].
+    size_t o_elems() const { return static_cast<size_t>(cu_q.back()) * heads_q * dv(); }
 };
 
 struct Data {
@@ -131,7 +137,7 @@ Data draw(const Problem &p, std::mt19937_64 &rng) {
     };
     fill(d.q, d.qf, static_cast<size_t>(p.cu_q.back()) * p.heads_q * p.head_dim);
     fill(d.k, d.kf, static_cast<size_t>(p.cu_k.back()) * p.heads_kv * p.head_dim);
-    fill(d.v, d.vf, static_cast<size_t>(p.cu_k.back()) * p.heads_kv * p.head_dim);
+    fill(d.v, d.vf, static_cast<size_t>(p.cu_k.back()) * p.heads_kv * p.dv());
     return d;
 }
 
@@ -142,12 +148,12 @@ size_t lse_index(const Problem &p, size_t b, size_t h, size_t i) {
     return (b * p.heads_q + h) * sq + i;
 }
 
-// Plain attention in double: O [rows, hq, d] and LSE.
+// Plain attention in double: O [rows, hq, d_v] and LSE.
 void cpu_attention(const Problem &p, const Data &d, std::vector<double> &o,
                    std::vector<double> &lse) {
-    const size_t hq = p.heads_q, hkv = p.heads_kv, dim = p.head_dim;
+    const size_t hq = p.heads_q, hkv = p.heads_kv, dim = p.head_dim, dv = p.dv();
     const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
-    o.assign(d.qf.size(), 0.0);
+    o.assign(p.o_elems(), 0.0);
     lse.assign(static_cast<size_t>(p.cu_q.back()) * hq, 0.0);
     for (size_t b = 0; b + 1 < p.cu_q.size(); ++b) {
         const long sq = p.cu_q[b + 1] - p.cu_q[b], sk = p.cu_k[b + 1] - p.cu_k[b];
@@ -179,10 +185,10 @@ void cpu_attention(const Problem &p, const Data &d, std::vector<double> &o,
                     lse[lse_index(p, b, h, i)] = -INFINITY;
                     continue;
                 }
-                double *orow = &o[((p.cu_q[b] + i) * hq + h) * dim];
+                double *orow = &o[((p.cu_q[b] + i) * hq + h) * dv];
                 for (long j = 0; j < sk; ++j) {
-                    const double *vr = &d.vf[((p.cu_k[b] + j) * hkv + kvh) * dim];
-                    for (size_t c = 0; c < dim; ++c) orow[c] += s[j] / sum * vr[c];
+                    const double *vr = &d.vf[((p.cu_k[b] + j) * hkv + kvh) * dv];
+                    for (size_t c = 0; c < dv; ++c) orow[c] += s[j] / sum * vr[c];
                 }
                 lse[lse_index(p, b, h, i)] = m + std::log(sum);
             }
@@ -205,6 +211,7 @@ flashmha_shape shape_of(const Problem &p) {
     s.heads_q = p.heads_q;
     s.heads_kv = p.heads_kv;
     s.head_dim = p.head_dim;
+    s.head_dim_v = p.head_dim_v;
     s.options.causal = p.causal ? 1 : 0;
     return s;
 }
@@ -248,17 +255,17 @@ double o_tolerance(const Problem &p) { return 4.0 * p.dtype.unit_roundoff * 1.5;
 // the worst errors. LSE: scores are f32 dot products of 16-bit values (|s| <= 18 here); 1e-3 is
 // far above f32 accumulation error and far below any mistake in masking or scaling; a row
 // masked in both (the same infinity) is exact.
-// `o_dim` (0: the head dim) is the width of o's rows: the first o_dim columns of each
-// reference row (MLA: the value is the first 512 of the 576 key dims).
+// `o_dim` (0: d_v) is the width of o's rows: the first o_dim columns of each reference row
+// (MLA: the value is the first 512 of the 576 key dims).
 std::pair<double, double> check_against_cpu(const std::string &name, const Problem &p,
                                             const Data &d, const std::vector<uint16_t> &o,
                                             const std::vector<float> &lse, size_t o_dim = 0) {
     std::vector<double> ref_o, ref_lse;
     cpu_attention(p, d, ref_o, ref_lse);
-    const size_t w = o_dim == 0 ? p.head_dim : o_dim;
+    const size_t w = o_dim == 0 ? p.dv() : o_dim;
     const double err_o =
         max_err([&](size_t i) { return p.dtype.value(o[i]); },
-                [&](size_t i) { return ref_o[i / w * p.head_dim + i % w]; }, o.size());
+                [&](size_t i) { return ref_o[i / w * p.dv() + i % w]; }, o.size());
     check_close(name + " O", err_o, o_tolerance(p));
     double err_lse = 0.0;
     for (size_t i = 0; i < lse.size(); ++i) {
@@ -326,9 +333,10 @@ void check_problem(const Problem &p, bool one_call, std::mt19937_64 &rng,
     const std::string name = std::string(p.dtype.name) + (p.varlen ? " varlen" : " padded") +
                              (p.causal ? " causal" : "") + " hq" + std::to_string(p.heads_q) +
                              "/hkv" + std::to_string(p.heads_kv) + " d" +
-                             std::to_string(p.head_dim) + (one_call ? " (one call)" : " (plan)");
+                             std::to_string(p.head_dim) + "/" + std::to_string(p.dv()) +
+                             (one_call ? " (one call)" : " (plan)");
     Data d = draw(p, rng);
-    std::vector<uint16_t> o(d.q.size(), 0);
+    std::vector<uint16_t> o(p.o_elems(), 0);
     std::vector<float> lse(static_cast<size_t>(p.cu_q.back()) * p.heads_q, 0.0f);
     std::vector<int32_t> cu_q = p.cu_q, cu_k = p.cu_k;
     flashmha_bufs bufs;
@@ -593,7 +601,7 @@ void check_errors() {
 // pool of shuffled pages through a block table; unused slots hold non-zero filler.
 struct Paged {
     size_t page_size, num_pages, max_pages;
-    std::vector<uint16_t> k, v;      // NHD [num_pages, page_size, hkv, d]
+    std::vector<uint16_t> k, v;      // NHD [num_pages, page_size, hkv, d] (v: d_v)
     std::vector<int32_t> table;      // [batch, max_pages]
     std::vector<int32_t> cache_lens;  // [batch]
 };
@@ -601,7 +609,8 @@ struct Paged {
 Paged paginate(const Problem &p, const Data &d, size_t page_size, std::mt19937_64 &rng) {
     Paged g;
     g.page_size = page_size;
-    const size_t batch = p.cu_k.size() - 1, row = p.heads_kv * p.head_dim;
+    const size_t batch = p.cu_k.size() - 1, row = p.heads_kv * p.head_dim,
+                 row_v = p.heads_kv * p.dv();
     g.max_pages = 0;
     size_t used = 0;
     for (size_t b = 0; b < batch; ++b) {
@@ -616,7 +625,7 @@ Paged paginate(const Problem &p, const Data &d, size_t page_size, std::mt19937_6
     std::iota(order.begin(), order.end(), 0);
     std::shuffle(order.begin(), order.end(), rng);
     g.k.assign(g.num_pages * page_size * row, p.dtype.bits(0.75f));
-    g.v = g.k;
+    g.v.assign(g.num_pages * page_size * row_v, p.dtype.bits(0.75f));
     g.table.assign(batch * g.max_pages, 0);
     size_t next = 0;
     for (size_t b = 0; b < batch; ++b) {
@@ -624,10 +633,10 @@ Paged paginate(const Problem &p, const Data &d, size_t page_size, std::mt19937_6
         for (size_t j = 0; j < sk; ++j) {
             if (j % page_size == 0) g.table[b * g.max_pages + j / page_size] = order[next++];
             const size_t page = static_cast<size_t>(g.table[b * g.max_pages + j / page_size]);
-            const size_t dst = (page * page_size + j % page_size) * row;
-            const size_t src = (static_cast<size_t>(p.cu_k[b]) + j) * row;
-            std::copy_n(&d.k[src], row, &g.k[dst]);
-            std::copy_n(&d.v[src], row, &g.v[dst]);
+            const size_t slot = page * page_size + j % page_size;
+            const size_t key = static_cast<size_t>(p.cu_k[b]) + j;
+            std::copy_n(&d.k[key * row], row, &g.k[slot * row]);
+            std::copy_n(&d.v[key * row_v], row_v, &g.v[slot * row_v]);
         }
     }
     return g;
@@ -646,6 +655,7 @@ flashmha_decode_shape decode_shape_of(const Problem &p, const Paged &g) {
     s.heads_q = p.heads_q;
     s.heads_kv = p.heads_kv;
     s.head_dim = p.head_dim;
+    s.head_dim_v = p.head_dim_v;
     s.num_pages = g.num_pages;
     s.page_size = g.page_size;
     s.max_pages_per_seq = g.max_pages;
@@ -660,13 +670,13 @@ flashmha_decode_shape decode_shape_of(const Problem &p, const Paged &g) {
 // (the problem's 16-bit values, or FP8 codes).
 template <class Code>
 struct DecodeHost {
-    std::vector<uint16_t> q, o;                 // [total_q, hq, d]
-    std::vector<Code> k, v;                     // NHD [num_pages, page_size, hkv, d]
+    std::vector<uint16_t> q, o;                 // [total_q, hq, d], [total_q, hq, d_v]
+    std::vector<Code> k, v;                     // NHD [num_pages, page_size, hkv, d / d_v]
     std::vector<int32_t> table, lens, cu_q;     // [batch, max_pages], [batch], [batch + 1]
     std::vector<float> lse;                     // [hq, total_q]
     DecodeHost(const Problem &p, const Data &d, const Paged &g, std::vector<Code> k_pool,
                std::vector<Code> v_pool)
-        : q(d.q), o(d.q.size(), 0), k(std::move(k_pool)), v(std::move(v_pool)), table(g.table),
+        : q(d.q), o(p.o_elems(), 0), k(std::move(k_pool)), v(std::move(v_pool)), table(g.table),
           lens(g.cache_lens), cu_q(p.cu_q),
           lse(static_cast<size_t>(p.cu_q.back()) * p.heads_q, 0.0f) {}
     // Everything but the workspace and the FP8 scales.
@@ -691,8 +701,9 @@ void check_decode(const Problem &p, size_t page_size, uint32_t splits, std::mt19
     const std::string name = std::string("decode ") + p.dtype.name +
                              (p.varlen ? " varlen" : " padded") + (p.causal ? " causal" : "") +
                              " hq" + std::to_string(p.heads_q) + "/hkv" +
-                             std::to_string(p.heads_kv) + " page " + std::to_string(page_size) +
-                             " splits " + std::to_string(splits);
+                             std::to_string(p.heads_kv) + " d" + std::to_string(p.head_dim) +
+                             "/" + std::to_string(p.dv()) + " page " +
+                             std::to_string(page_size) + " splits " + std::to_string(splits);
     const Data d = draw(p, rng);
     const Paged g = paginate(p, d, page_size, rng);
     flashmha_decode_shape shape = decode_shape_of(p, g);
@@ -705,9 +716,9 @@ void check_decode(const Problem &p, size_t page_size, uint32_t splits, std::mt19
     if (info.num_splits != splits) {
         fail(name + ": " + std::to_string(info.num_splits) + " splits planned");
     }
-    // One split needs no workspace; more need partial O and LSE of every split.
+    // One split needs no workspace; more need partial O (d_v wide) and LSE of every split.
     const size_t states = splits * static_cast<size_t>(p.cu_q.back()) * p.heads_q;
-    const size_t want_ws = splits == 1 ? 0 : states * (p.head_dim + 1);
+    const size_t want_ws = splits == 1 ? 0 : states * (p.dv() + 1);
     if (info.workspace_elems != want_ws || info.workspace_bytes != 4 * want_ws) {
         fail(name + ": workspace " + std::to_string(info.workspace_elems) + " f32, expected " +
              std::to_string(want_ws));
@@ -1266,6 +1277,47 @@ void check_op_errors() {
     }
 }
 
+// d_qk != d_v through the shapes' head_dim_v: each compiled pair (DeepSeek's 192 / 128, and
+// 128 / 64) forward and paged decode with a random dtype, layout, masking, GQA group, page size
+// and split count against the CPU attention; a pair with no kernel is a typed error for both.
+void check_head_dim_pairs(std::mt19937_64 &rng) {
+    std::uniform_int_distribution<int> len(1, 20), keys(1, 150);
+    for (const auto &[dqk, dv] : {std::pair<size_t, size_t>{192, 128}, {128, 64}}) {
+        const Dtype &dt = rng() % 2 == 0 ? kBf16 : kF16;
+        const size_t heads_kv = std::uniform_int_distribution<size_t>(1, 2)(rng);
+        const size_t group = std::uniform_int_distribution<size_t>(1, 2)(rng);
+        const bool causal = rng() % 2 == 0, varlen = rng() % 2 == 0;
+        const int sq = len(rng), sk = len(rng);
+        Problem fwd{dt, varlen, causal, heads_kv * group, heads_kv, dqk,
+                    varlen ? offsets({len(rng), len(rng)}) : offsets({sq, sq}),
+                    varlen ? offsets({len(rng), len(rng)}) : offsets({sk, sk})};
+        fwd.head_dim_v = dv;
+        check_problem(fwd, rng() % 2 == 0, rng);
+        const int nq = std::uniform_int_distribution<int>(1, 3)(rng);
+        Problem dec{dt, false, causal, heads_kv * group, heads_kv, dqk, offsets({nq, nq}),
+                    offsets({std::max(nq, keys(rng)), std::max(nq, keys(rng))})};
+        dec.head_dim_v = dv;
+        check_decode(dec, 1 + rng() % 16, 1 + static_cast<uint32_t>(rng() % 3), rng);
+    }
+    // (192, 64) is not compiled: both plans refuse it before anything runs.
+    Problem odd{kF16, false, false, 2, 1, 192, offsets({4, 4}), offsets({9, 9})};
+    odd.head_dim_v = 64;
+    const flashmha_shape shape = shape_of(odd);
+    flashmha_plan *plan = nullptr;
+    expect_status(flashmha_plan_create(&shape, &plan), FLASHMHA_ERR_UNSUPPORTED,
+                  "forward pair 192 / 64");
+    if (plan != nullptr) fail("forward pair 192 / 64: a plan was made");
+    Paged g;
+    g.page_size = 16;
+    g.num_pages = 2;
+    g.max_pages = 1;
+    flashmha_decode_shape dshape = decode_shape_of(odd, g);
+    flashmha_decode_plan *dplan = nullptr;
+    expect_status(flashmha_decode_plan_create(&dshape, &dplan), FLASHMHA_ERR_UNSUPPORTED,
+                  "decode pair 192 / 64");
+    if (dplan != nullptr) fail("decode pair 192 / 64: a plan was made");
+}
+
 }  // namespace
 
 extern "C" int flashmha_capi_client_main(uint64_t seed) {
@@ -1352,15 +1404,18 @@ extern "C" int flashmha_capi_client_main(uint64_t seed) {
                           offsets({mq, mq}), offsets({std::max(mq, keys(rng)), std::max(mq, keys(rng))})};
         check_mla_decode(mla, rng() % 2 == 0 ? 64 : 1 + rng() % 16, 1 + rng() % 3, rng);
     }
+    check_head_dim_pairs(rng);
     check_op_errors();
     return failures;
 }
 
 // The forward through the C ABI's CUDA path (a context on device `ordinal`, plans for its
 // kernels, flashmha_run on device memory from `mem`) on random f16 problems, padded and varlen,
-// each checked against the CPU reference. Returns the number of failed checks.
+// each checked against the CPU reference; then a padded (192, 128) pair, checked the same way
+// when `has_pair_kernels` (sm_80 and newer), else refused with FLASHMHA_ERR_UNSUPPORTED. Returns the number of failed checks.
 extern "C" int flashmha_capi_client_cuda_main(uint64_t seed, int32_t ordinal,
-                                             const flashmha_client_device_memory *mem) {
+                                             const flashmha_client_device_memory *mem,
+                                             int32_t has_pair_kernels) {
     failures = 0;
     std::mt19937_64 rng(seed);
     flashmha_context *ctx = nullptr;
@@ -1377,6 +1432,19 @@ extern "C" int flashmha_capi_client_cuda_main(uint64_t seed, int32_t ordinal,
     check_problem(Problem{kF16, true, !causal, heads_kv * groups, heads_kv, 128,
                           offsets({len(rng), len(rng)}), offsets({len(rng), len(rng)})},
                   false, rng, ctx, mem);
+    // d_qk != d_v (head_dim_v) on the device: DeepSeek's 192 / 128.
+    Problem pair{kF16, false, causal, heads_kv * groups, heads_kv, 192, offsets({sq, sq}),
+                 offsets({sk, sk})};
+    pair.head_dim_v = 128;
+    if (has_pair_kernels != 0) {
+        check_problem(pair, false, rng, ctx, mem);
+    } else {
+        const flashmha_shape shape = shape_of(pair);
+        flashmha_plan *plan = nullptr;
+        expect_status(flashmha_plan_create_for_context(ctx, &shape, &plan),
+                      FLASHMHA_ERR_UNSUPPORTED, "pair 192 / 128 without pair kernels");
+        if (plan != nullptr) fail("pair 192 / 128 without pair kernels: a plan was made");
+    }
     flashmha_context_destroy(ctx);
     return failures;
 }

@@ -24,6 +24,7 @@ extern "C" {
         seed: u64,
         ordinal: i32,
         mem: *const DeviceMemory,
+        has_pair_kernels: i32,
     ) -> std::ffi::c_int;
 }
 
@@ -75,10 +76,14 @@ fn cpp_client_runs_the_forward_on_every_cuda_device() {
         // context is the same primary context.
         let ctx = cudarc::driver::CudaContext::new(ordinal).unwrap();
         ctx.bind_to_thread().unwrap();
+        // d_qk != d_v kernels exist on sm_80 and newer, not on Turing.
+        let (major, _) = ctx.compute_capability().unwrap();
+        let has_pair_kernels = i32::from(major >= 8);
         // Fresh problems per device.
         let seed = seed.wrapping_add(ordinal as u64);
         // SAFETY: plain arguments and a callback table alive for the call.
-        let failures = unsafe { flashmha_capi_client_cuda_main(seed, ordinal as i32, &mem) };
+        let failures =
+            unsafe { flashmha_capi_client_cuda_main(seed, ordinal as i32, &mem, has_pair_kernels) };
         assert_eq!(
             failures,
             0,

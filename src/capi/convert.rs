@@ -90,9 +90,18 @@ pub fn options(o: &ffi::flashmha_options) -> Result<AttnOptions, CallError> {
     })
 }
 
+/// d_v of a shape whose `head_dim_v` field is 0 ("same as head_dim") or d_v itself.
+fn head_dim_v(head_dim: usize, head_dim_v: usize) -> usize {
+    match head_dim_v {
+        0 => head_dim,
+        d_v => d_v,
+    }
+}
+
 /// The dtype and the shape a `flashmha_shape` describes.
 pub fn shape(s: &ffi::flashmha_shape) -> Result<(DType, FwdShape), CallError> {
     let dtype = dtype(s.dtype)?;
+    let d_v = head_dim_v(s.head_dim, s.head_dim_v);
     let heads = Heads {
         q: s.heads_q,
         kv: s.heads_kv,
@@ -112,15 +121,8 @@ pub fn shape(s: &ffi::flashmha_shape) -> Result<(DType, FwdShape), CallError> {
             seqlen_k: s.seqlen_k,
         }
     };
-    let mut shape = match seq {
-        SeqShape::Padded {
-            batch,
-            seqlen_q,
-            seqlen_k,
-        } => FwdShape::padded(batch, seqlen_q, seqlen_k, heads, s.head_dim),
-        SeqShape::Varlen { .. } => FwdShape::varlen(seq, heads, s.head_dim),
-    }
-    .with_options(options(&s.options)?);
+    let mut shape =
+        FwdShape::contiguous(seq, heads, s.head_dim, d_v).with_options(options(&s.options)?);
     let given = [s.q_strides, s.k_strides, s.v_strides, s.o_strides];
     let all_zero = given
         .iter()
@@ -331,25 +333,30 @@ pub fn decode_problem(s: &ffi::flashmha_decode_shape) -> Result<DecodeProblem, C
             ),
         ],
     )?;
+    let d_v = head_dim_v(s.head_dim, s.head_dim_v);
     let (q_strides, o_strides) = query_strides(
         s.q_strides,
         s.o_strides,
         (s.seqlen_q, s.heads_q),
-        (s.head_dim, s.head_dim),
+        (s.head_dim, d_v),
     )?;
     let (k_strides, v_strides) = if is_zero_pages(&s.k_strides) && is_zero_pages(&s.v_strides) {
-        let per_page = s
-            .page_size
-            .checked_mul(s.heads_kv)
-            .and_then(|x| x.checked_mul(s.head_dim))
-            .ok_or_else(|| overflow("page_size * heads_kv * head_dim"))?;
-        i64::try_from(per_page).map_err(|_| overflow("page_size * heads_kv * head_dim"))?;
-        let pages = if s.head_major_pages != 0 {
-            PageStrides::hnd(s.page_size, s.heads_kv, s.head_dim)
-        } else {
-            PageStrides::nhd(s.page_size, s.heads_kv, s.head_dim)
+        // Contiguous pools, each with its own head dim (K: d_qk, V: d_v).
+        let pages = |d: usize| -> Result<PageStrides, CallError> {
+            let what = "page_size * heads_kv * head_dim";
+            let per_page = s
+                .page_size
+                .checked_mul(s.heads_kv)
+                .and_then(|x| x.checked_mul(d))
+                .ok_or_else(|| overflow(what))?;
+            i64::try_from(per_page).map_err(|_| overflow(what))?;
+            Ok(if s.head_major_pages != 0 {
+                PageStrides::hnd(s.page_size, s.heads_kv, d)
+            } else {
+                PageStrides::nhd(s.page_size, s.heads_kv, d)
+            })
         };
-        (pages, pages)
+        (pages(s.head_dim)?, pages(d_v)?)
     } else {
         (page_strides(s.k_strides), page_strides(s.v_strides))
     };
@@ -365,7 +372,7 @@ pub fn decode_problem(s: &ffi::flashmha_decode_shape) -> Result<DecodeProblem, C
         num_heads_q: s.heads_q,
         num_heads_kv: s.heads_kv,
         head_dim: s.head_dim,
-        head_dim_v: s.head_dim,
+        head_dim_v: d_v,
         queries,
         q_strides,
         o_strides,
