@@ -399,10 +399,12 @@ fn host_i32(name: TensorName, t: &Tensor) -> candle_core::Result<Vec<i32>> {
 }
 
 /// Attention over packed variable-length sequences: `q: [total_q, hq, d]`,
-/// `k, v: [total_k, hkv, d]`; item `i` owns rows `cu_seqlens_q[i]..cu_seqlens_q[i + 1]` of q
-/// (and likewise of k, v). `cu_seqlens_*` are `[batch + 1]` integer tensors (any integer dtype,
-/// any device); `max_seqlen_*` bound every item's length (an item longer than its bound is an
-/// error). Returns `o: [total_q, hq, d]` and `lse: [hq, total_q]` (f32).
+/// `k: [total_k, hkv, d]`, `v: [total_k, hkv, d_v]` (d_v = d, or a compiled (d, d_v) pair such
+/// as DeepSeek's (192, 128): issue 23); item `i` owns rows
+/// `cu_seqlens_q[i]..cu_seqlens_q[i + 1]` of q (and likewise of k, v). `cu_seqlens_*` are
+/// `[batch + 1]` integer tensors (any integer dtype, any device); `max_seqlen_*` bound every
+/// item's length (an item longer than its bound is an error). Returns `o: [total_q, hq, d_v]`
+/// and `lse: [hq, total_q]` (f32).
 #[allow(clippy::too_many_arguments)] // the varlen signature users know from flash-attn
 pub fn attention_varlen(
     q: &Tensor,
@@ -418,7 +420,9 @@ pub fn attention_varlen(
     let [total_q, heads_q, head_dim] = dims::<3>(TensorName::Q, q)?;
     let [total_k, heads_kv, head_dim_k] = dims::<3>(TensorName::K, k)?;
     let vd = dims::<3>(TensorName::V, v)?;
-    let kd = [total_k, heads_kv, head_dim_k];
+    let head_dim_v = vd[2];
+    // v: k's rows and heads, its own head dim (d_v; the plan checks the pair is compiled).
+    let kd = [total_k, heads_kv, head_dim_v];
     let dim_names = [Dim::Seq, Dim::Heads, Dim::HeadDim];
     if let Some(i) = (0..3).find(|&i| vd[i] != kd[i]) {
         return Err(wrap(Error::DimMismatch {
@@ -440,7 +444,7 @@ pub fn attention_varlen(
         // Host-side bounds only: the device cu_seqlens are never read here; the kernel checks
         // them against these bounds and traps on a violation.
         let batch = dims::<1>(TensorName::CuSeqlensQ, cu_seqlens_q)?[0].saturating_sub(1);
-        let shape = FwdShape::varlen(
+        let shape = FwdShape::contiguous(
             SeqShape::Varlen {
                 batch,
                 max_seqlen_q,
@@ -450,12 +454,13 @@ pub fn attention_varlen(
             },
             Heads::gqa(heads_q, heads_kv),
             head_dim,
+            head_dim_v,
         )
         .with_options(*opts);
         let cu_q = cu_seqlens_q.to_device(q.device())?;
         let cu_k = cu_seqlens_k.to_device(q.device())?;
         let out = OutputDims {
-            o: vec![total_q, heads_q, head_dim],
+            o: vec![total_q, heads_q, head_dim_v],
             lse: vec![heads_q, total_q],
             sinks: None,
         };
@@ -466,7 +471,13 @@ pub fn attention_varlen(
         cu_seqlens_q: cu_seqlens(TensorName::CuSeqlensQ, cu_seqlens_q)?,
         cu_seqlens_k: cu_seqlens(TensorName::CuSeqlensK, cu_seqlens_k)?,
     };
-    let mut problem = FwdProblem::contiguous(dtype, layout, heads_q, heads_kv, head_dim, *opts);
+    let mut problem = FwdProblem::contiguous_dv(
+        dtype,
+        layout,
+        (heads_q, heads_kv),
+        (head_dim, head_dim_v),
+        *opts,
+    );
     // Host checks of the cu_seqlens (start at 0, never decrease, same length) first.
     let shape = problem.shape().map_err(wrap)?;
     let (max_q, max_k) = problem.layout.max_seqlens();
@@ -502,7 +513,7 @@ pub fn attention_varlen(
     problem.lse_len = Some(problem.row_stats_len());
     let (o, lse) = emulate(&problem, q, k, v, None)?;
     let outputs = (
-        from_bits(o, dtype, &[total_q, heads_q, head_dim])?,
+        from_bits(o, dtype, &[total_q, heads_q, head_dim_v])?,
         Tensor::from_vec(lse, (heads_q, total_q), &Device::Cpu)?,
     );
     let cu = (cu_seqlens_q.clone(), cu_seqlens_k.clone());

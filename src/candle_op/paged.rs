@@ -10,6 +10,7 @@ use super::{
     bits, dims, dtype_shared_by, emulated_outputs, from_bits, host_i32, same_device, wrap, Target,
 };
 use crate::common::error::{Dim, Error, TensorName};
+use crate::common::geometry::{PageStrides, Strides};
 use crate::common::options::AttnOptions;
 use crate::host::emulated_decode::{self as emulated, DecodeHostInputs, DecodeRun};
 use crate::ops::decode::{DecodePlan, DecodeProblem, SplitPolicy};
@@ -26,7 +27,8 @@ pub struct PagedKvCache<'a> {
     /// K pages: `[num_pages, page_size, hkv, d]`, or `[num_pages, hkv, page_size, d]` with
     /// `head_major` (q's dtype, contiguous).
     pub k: &'a Tensor,
-    /// V pages, laid out as `k`.
+    /// V pages, laid out as `k` with their own head dim d_v (`k`'s, or a compiled
+    /// (d, d_v) pair such as (192, 128): issue 23).
     pub v: &'a Tensor,
     /// Whether the pages are head-major (HND) instead of token-major (NHD).
     pub head_major: bool,
@@ -41,7 +43,7 @@ pub struct PagedKvCache<'a> {
 
 /// Attention of `q: [b, sq_new, hq, d]` (f16 or bf16, contiguous) over the paged cache: row `i`
 /// of sequence `s` sees key `j < cache_seqlens[s]`, with causal masks aligned to the end of the
-/// cache (the new tokens are the last `sq_new` keys). Returns `o: [b, sq_new, hq, d]` and
+/// cache (the new tokens are the last `sq_new` keys). Returns `o: [b, sq_new, hq, d_v]` and
 /// `lse: [b, hq, sq_new]` (f32, natural log). Device-resident indices (block table, lengths)
 /// are checked by the kernel, which traps (an error, never an out-of-bounds access).
 pub fn paged_attention(
@@ -54,7 +56,9 @@ pub fn paged_attention(
     let [batch, sq_new, hq, d] = dims::<4>(TensorName::Q, q)?;
     let kd = dims::<4>(TensorName::KCache, cache.k)?;
     let vd = dims::<4>(TensorName::VCache, cache.v)?;
-    if let Some(i) = (0..4).find(|&i| vd[i] != kd[i]) {
+    // V pages: K's pages, slots and heads, their own head dim (the plan checks the pair).
+    let d_v = vd[3];
+    if let Some(i) = (0..3).find(|&i| vd[i] != kd[i]) {
         return Err(wrap(Error::DimMismatch {
             tensor: TensorName::VCache,
             dim: [Dim::Batch, Dim::Seq, Dim::Heads, Dim::HeadDim][i],
@@ -88,13 +92,23 @@ pub fn paged_attention(
         max_pages_per_seq,
         cache.head_major,
     );
+    if d_v != d {
+        // o: [b, sq_new, hq, d_v]; V pages of d_v, laid out as K's.
+        problem.head_dim_v = d_v;
+        problem.o_strides = Strides::contiguous(sq_new, hq, d_v);
+        problem.v_strides = if cache.head_major {
+            PageStrides::hnd(page_size, hkv, d_v)
+        } else {
+            PageStrides::nhd(page_size, hkv, d_v)
+        };
+    }
     problem.options = *opts;
     problem.lse = true;
     if let Some(max) = cache.max_cache_len {
         problem.max_cache_len = max;
     }
     let target = same_device(q, cache.k, cache.v)?;
-    let o_dims = [batch, sq_new, hq, d];
+    let o_dims = [batch, sq_new, hq, d_v];
     let lse_dims = [batch, hq, sq_new];
     match target {
         Target::Emulator => {

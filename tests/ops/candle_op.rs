@@ -521,34 +521,51 @@ fn cuda_tensors_run_on_the_gpu_and_match_the_reference() {
 
 /// The paged op on CPU tensors: random page sizes (1 upwards, not powers of two), NHD and HND
 /// pools with shuffled pages and NaN in every page no sequence uses, GQA, causal decode of 1-5
-/// new tokens per sequence, checked against the reference over the gathered pages.
+/// new tokens per sequence, d64 and the (d_qk, d_v) pairs (128, 64) and (192, 128) (V pages and
+/// o of d_v), checked against the reference over the gathered pages.
 #[test]
 fn paged_attention_matches_the_reference_over_gathered_pages() {
     check_paged_rounds(&Device::Cpu, seed());
 }
 
-/// Four random paged rounds (see the test above) with the tensors on `dev`.
+/// Six random paged rounds (see the test above) with the tensors on `dev`; the last two with
+/// d_qk != d_v.
 fn check_paged_rounds(dev: &Device, s: u64) {
     use flashmha::candle::{paged_attention, PagedKvCache};
+    use flashmha::common::geometry::PageStrides;
     use flashmha::ops::decode::DecodeProblem;
     use flashmha::reference::paged::{paged_attention as reference_paged, PagedReferenceInputs};
     let mut rng = StdRng::seed_from_u64(s);
-    for round in 0..4 {
+    for round in 0..6 {
         let dtype = if round % 2 == 0 {
             DType::F16
         } else {
             DType::Bf16
         };
-        let head_major = round >= 2;
-        let (batch, hkv, group, d) = (
+        let head_major = round == 2 || round == 3 || round == 5;
+        let (d, d_v) = [
+            (64, 64),
+            (64, 64),
+            (64, 64),
+            (64, 64),
+            (128, 64),
+            (192, 128),
+        ][round];
+        let (batch, hkv, group) = (
             rng.random_range(1..4),
             rng.random_range(1..3),
             [1, 2, 4][round % 3],
-            64,
         );
         let hq = hkv * group;
         let sq_new = rng.random_range(1..6);
-        let page_size = [1, 3, 16, 17][round];
+        let page_size = [
+            1,
+            3,
+            16,
+            17,
+            rng.random_range(1..20),
+            rng.random_range(1..20),
+        ][round];
         let lens: Vec<i32> = (0..batch)
             .map(|_| rng.random_range(sq_new..60) as i32)
             .collect();
@@ -561,29 +578,34 @@ fn check_paged_rounds(dev: &Device, s: u64) {
             pages.swap(i, rng.random_range(0..=i));
         }
         let block_table: Vec<i32> = pages[..used].to_vec();
-        let pool_dims = if head_major {
-            [num_pages, hkv, page_size, d]
-        } else {
-            [num_pages, page_size, hkv, d]
+        // k pages: [num_pages, page_size, hkv, d] (HND: [num_pages, hkv, page_size, d]); v
+        // pages the same with d_v.
+        let pool_dims = |dim: usize| {
+            if head_major {
+                [num_pages, hkv, page_size, dim]
+            } else {
+                [num_pages, page_size, hkv, dim]
+            }
         };
         let (q, qv) = random(&mut rng, dtype, &[batch, sq_new, hq, d], 1.5);
-        let (_, mut kv) = random(&mut rng, dtype, &pool_dims, 1.5);
-        let (_, mut vv) = random(&mut rng, dtype, &pool_dims, 1.0);
-        let page_elems = page_size * hkv * d;
+        let (_, mut kv) = random(&mut rng, dtype, &pool_dims(d), 1.5);
+        let (_, mut vv) = random(&mut rng, dtype, &pool_dims(d_v), 1.0);
         for &p in &pages[used..] {
             let p = p as usize;
-            kv[p * page_elems..(p + 1) * page_elems].fill(f32::NAN);
-            vv[p * page_elems..(p + 1) * page_elems].fill(f32::NAN);
+            for (vals, dim) in [(&mut kv, d), (&mut vv, d_v)] {
+                let page_elems = page_size * hkv * dim;
+                vals[p * page_elems..(p + 1) * page_elems].fill(f32::NAN);
+            }
         }
-        let pool = |vals: &[f32]| {
-            Tensor::from_vec(vals.to_vec(), &pool_dims, &Device::Cpu)
+        let pool = |vals: &[f32], dim: usize| {
+            Tensor::from_vec(vals.to_vec(), &pool_dims(dim), &Device::Cpu)
                 .unwrap()
                 .to_dtype(candle_dtype(dtype))
                 .unwrap()
                 .to_device(dev)
                 .unwrap()
         };
-        let (k, v) = (pool(&kv), pool(&vv));
+        let (k, v) = (pool(&kv, d), pool(&vv, d_v));
         let q = q.to_device(dev).unwrap();
         let bt = Tensor::from_vec(block_table.clone(), (batch, max_pages), dev).unwrap();
         let cl = Tensor::from_vec(lens.clone(), batch, dev).unwrap();
@@ -605,12 +627,19 @@ fn check_paged_rounds(dev: &Device, s: u64) {
             o.to_device(&Device::Cpu).unwrap(),
             lse.to_device(&Device::Cpu).unwrap(),
         );
-        assert_eq!(o.dims(), &[batch, sq_new, hq, d]);
+        assert_eq!(o.dims(), &[batch, sq_new, hq, d_v]);
         assert_eq!(lse.dims(), &[batch, hq, sq_new]);
 
         let mut problem = DecodeProblem::contiguous(
             dtype, batch, sq_new, hq, hkv, d, num_pages, page_size, max_pages, head_major,
         );
+        // The reference reads V pages and writes O with d_v.
+        problem.head_dim_v = d_v;
+        problem.v_strides = if head_major {
+            PageStrides::hnd(page_size, hkv, d_v)
+        } else {
+            PageStrides::nhd(page_size, hkv, d_v)
+        };
         problem.options = options;
         problem.lse = true;
         let r = reference_paged(&PagedReferenceInputs {
@@ -671,14 +700,50 @@ fn check_paged_rounds(dev: &Device, s: u64) {
     }
 }
 
+/// Runs the (d_qk, d_v) = `dims` problem on `layout` directly on the emulator (inputs: the f32
+/// values of q, k, v) and checks that the op's `o` and `lse` are bit for bit its outputs and that
+/// it ran the pair's own kernel.
+fn assert_is_the_direct_pair_run(
+    dtype: DType,
+    layout: flashmha::problem::SeqLayout,
+    (heads, dims, options): ((usize, usize), (usize, usize), AttnOptions),
+    (qv, kv, vv): (&[f32], &[f32], &[f32]),
+    (o, lse): (&Tensor, &Tensor),
+) {
+    use flashmha::host::{emulated, HostInputs};
+    use flashmha::problem::FwdProblem;
+    let mut p = FwdProblem::contiguous_dv(dtype, layout, heads, dims, options);
+    p.lse_len = Some(p.row_stats_len());
+    let bits = |x: &[f32]| x.iter().map(|&f| dtype.bits_from_f32(f)).collect();
+    let inputs = HostInputs {
+        q: bits(qv),
+        k: bits(kv),
+        v: bits(vv),
+        alibi_slopes: None,
+        head_gates: None,
+        sinks: None,
+    };
+    let run = emulated::forward(&p, &inputs).unwrap();
+    let suffix = format!("_d{}v{}", dims.0, dims.1);
+    assert!(run.launch.kernel.entry.ends_with(&suffix));
+    let direct: Vec<f32> = run
+        .outputs
+        .o
+        .iter()
+        .map(|&b| dtype.f32_from_bits(b))
+        .collect();
+    assert_eq!(to_f32(o), direct);
+    assert_eq!(to_f32(lse), run.outputs.lse.unwrap());
+}
+
 #[test]
 fn a_head_dim_pair_gives_o_of_vs_head_dim_and_the_kernels_own_result() {
-    // Issue 23: q, k [1, 9, hq / hkv, 192], v [1, 11, 1, 128] -> o [1, 9, 3, 128]. The op runs
-    // the pair's kernel on these tensors: its O and LSE are bit for bit those of the same
-    // problem run directly (whose match with the reference tests/ops/head_dim_pairs.rs
-    // checks); a k whose head dim differs from q's and a pair with no kernel are errors.
-    use flashmha::host::{emulated, HostInputs};
-    use flashmha::problem::{FwdProblem, SeqLayout};
+    // Issue 23: q, k [1, 9, hq / hkv, 192], v [1, 11, 1, 128] -> o [1, 9, 3, 128], and the
+    // varlen op with (128, 64). The ops run the pair's kernel on these tensors: their O and LSE
+    // are bit for bit those of the same problem run directly (whose match with the reference
+    // tests/ops/head_dim_pairs.rs checks); a k whose head dim differs from q's and a pair with
+    // no kernel are errors.
+    use flashmha::problem::SeqLayout;
     let mut rng = StdRng::seed_from_u64(seed());
     let dtype = DType::Bf16;
     let (q, qv) = random(&mut rng, dtype, &[1, 9, 3, 192], 1.5);
@@ -691,42 +756,69 @@ fn a_head_dim_pair_gives_o_of_vs_head_dim_and_the_kernels_own_result() {
     let (o, lse) = attention(&q, &k, &v, &causal).unwrap();
     assert_eq!(o.dims(), &[1, 9, 3, 128]);
     assert_eq!(lse.dims(), &[1, 3, 9]);
-    let mut p = FwdProblem::contiguous_dv(
-        dtype,
-        SeqLayout::Padded {
-            batch: 1,
-            seqlen_q: 9,
-            seqlen_k: 11,
-        },
-        (3, 1),
-        (192, 128),
-        causal,
-    );
-    p.lse_len = Some(p.row_stats_len());
-    let bits = |x: &[f32]| x.iter().map(|&f| dtype.bits_from_f32(f)).collect();
-    let inputs = HostInputs {
-        q: bits(&qv),
-        k: bits(&kv),
-        v: bits(&vv),
-        alibi_slopes: None,
-        head_gates: None,
-        sinks: None,
+    let padded = SeqLayout::Padded {
+        batch: 1,
+        seqlen_q: 9,
+        seqlen_k: 11,
     };
-    let run = emulated::forward(&p, &inputs).unwrap();
-    assert!(run.launch.kernel.entry.ends_with("_d192v128"));
-    let direct: Vec<f32> = run
-        .outputs
-        .o
-        .iter()
-        .map(|&b| dtype.f32_from_bits(b))
-        .collect();
-    assert_eq!(to_f32(&o), direct);
-    assert_eq!(to_f32(&lse), run.outputs.lse.unwrap());
+    assert_is_the_direct_pair_run(
+        dtype,
+        padded,
+        ((3, 1), (192, 128), causal),
+        (&qv, &kv, &vv),
+        (&o, &lse),
+    );
     // k's head dim is q's; (192, 64) has no kernel.
     let (k_bad, _) = random(&mut rng, dtype, &[1, 11, 1, 128], 1.5);
     assert!(attention(&q, &k_bad, &v, &causal).is_err());
     let (v64, _) = random(&mut rng, dtype, &[1, 11, 1, 64], 1.0);
     assert!(attention(&q, &k, &v64, &causal).is_err());
+
+    // Varlen, (128, 64): q, k [total, h, 128], v [total_k, 1, 64] -> o [total_q, 2, 64]; an
+    // item may have no queries. v64 next to q and k of 192 is refused.
+    let (lq, lk): (Vec<i32>, Vec<i32>) = (
+        vec![rng.random_range(1..9), rng.random_range(0..9)],
+        vec![rng.random_range(1..12), rng.random_range(1..12)],
+    );
+    let offsets = |l: &[i32]| vec![0, l[0], l[0] + l[1]];
+    let (cu_q, cu_k) = (offsets(&lq), offsets(&lk));
+    let (tq, tk) = (cu_q[2] as usize, cu_k[2] as usize);
+    let (q, qv) = random(&mut rng, dtype, &[tq, 2, 128], 1.5);
+    let (k, kv) = random(&mut rng, dtype, &[tk, 1, 128], 1.5);
+    let (v, vv) = random(&mut rng, dtype, &[tk, 1, 64], 1.0);
+    let cu = |c: &[i32]| Tensor::from_vec(c.to_vec(), 3, &Device::Cpu).unwrap();
+    let (max_q, max_k) = (
+        *lq.iter().max().unwrap() as usize,
+        *lk.iter().max().unwrap() as usize,
+    );
+    let (o, lse) =
+        attention_varlen(&q, &k, &v, &cu(&cu_q), &cu(&cu_k), max_q, max_k, &causal).unwrap();
+    assert_eq!(o.dims(), &[tq, 2, 64]);
+    assert_eq!(lse.dims(), &[2, tq]);
+    let varlen = SeqLayout::Varlen {
+        cu_seqlens_q: cu_q.clone(),
+        cu_seqlens_k: cu_k.clone(),
+    };
+    assert_is_the_direct_pair_run(
+        dtype,
+        varlen,
+        ((2, 1), (128, 64), causal),
+        (&qv, &kv, &vv),
+        (&o, &lse),
+    );
+    let (q192, _) = random(&mut rng, dtype, &[tq, 2, 192], 1.5);
+    let (k192, _) = random(&mut rng, dtype, &[tk, 1, 192], 1.5);
+    let refused = attention_varlen(
+        &q192,
+        &k192,
+        &v,
+        &cu(&cu_q),
+        &cu(&cu_k),
+        max_q,
+        max_k,
+        &causal,
+    );
+    assert!(refused.is_err());
 }
 
 /// The MLA decode op on CPU tensors (the emulator): two random rounds (f16 and bf16) of 8 or 16

@@ -172,29 +172,28 @@ fn off_table_head_dims_issue_only_the_mma_their_width_needs() {
     println!(
         "op       target  d    kernel  before      after      need     after/need  before/need"
     );
-    let row =
-        |op: &str, target: KernelTarget, d: usize, w: usize, full: u64, now: u64| {
-            let need = full as f64 * need_fraction(d, w);
-            let ratio = now as f64 / need;
-            println!(
-                "{op:<8} {:<7} {d:<4} d{w:<5} {full:<11} {now:<10} {need:<8.0} {ratio:<11.3} {:.3}",
-                format!("{target}"),
-                full as f64 / need
+    let row = |op: &str, target: KernelTarget, d: usize, w: usize, full: u64, now: u64| {
+        let need = full as f64 * need_fraction(d, w);
+        let ratio = now as f64 / need;
+        println!(
+            "{op:<8} {:<7} {d:<4} d{w:<5} {full:<11} {now:<10} {need:<8.0} {ratio:<11.3} {:.3}",
+            format!("{target}"),
+            full as f64 / need
+        );
+        // d72 on d80 and the like: every 16-column step holds a real column, nothing to skip.
+        if d.div_ceil(16) < w / 16 {
+            assert!(
+                now < full,
+                "{op} d{d} on {target}: no mma saved ({now} of {full})"
             );
-            // d72 on d80 and the like: every 16-column step holds a real column, nothing to skip.
-            if d.div_ceil(16) < w / 16 {
-                assert!(
-                    now < full,
-                    "{op} d{d} on {target}: no mma saved ({now} of {full})"
-                );
-                assert!(
-                    ratio <= 1.1,
-                    "{op} d{d} on {target}: {now} mma, {ratio:.3}x the need"
-                );
-            } else {
-                assert_eq!(now, full, "{op} d{d} on {target}");
-            }
-        };
+            assert!(
+                ratio <= 1.1,
+                "{op} d{d} on {target}: {now} mma, {ratio:.3}x the need"
+            );
+        } else {
+            assert_eq!(now, full, "{op} d{d} on {target}");
+        }
+    };
     for d in OFF_TABLE {
         for target in forward_targets(d) {
             let w = forward_kernel_for(FWD_KERNELS, target, DType::F16, d)
