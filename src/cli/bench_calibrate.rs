@@ -7,8 +7,8 @@
 //! run it.
 
 use flashmha::common::dtype::DType;
-use flashmha::perf_model::calibrate::{self, CalRow, PaperConfig};
-use flashmha::perf_model::calibrate_bwd::{self, BwdRow, Pass, ANCHORS};
+use flashmha::perf_model::calibrate::{self, CalRow, PaperConfig, Pass};
+use flashmha::perf_model::calibrate_bwd::{self, BwdRow, ANCHORS};
 use flashmha::perf_model::gpus::{self, GpuSpec};
 use flashmha::perf_model::timing::ALT_SCHED_WINDOW;
 

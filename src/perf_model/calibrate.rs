@@ -194,20 +194,26 @@ impl<'a> ParamBytes<'a> {
 }
 
 /// Writes the fields of the forward's parameter struct a plain padded launch of `k` on one head
-/// of `sq` queries and `sk` keys reads: the pointers `ptrs` (field name, address), the
+/// of `sq` queries and `sk` keys reads: the addresses of q, k, v, o and the LSE, the
 /// strides of a `[batch, seqlen, heads = 1, d]` layout (as the FA2 Python interface passes
 /// it), the sizes, the scales, the window for causal, no dropout. The backward's struct starts
 /// with the same fields.
 pub(super) fn fill_fwd_params(
     pb: &mut ParamBytes<'_>,
-    ptrs: &[(&str, u64)],
+    [q, kk, v, o, lse]: [u64; 5],
     k: &ForeignKernel,
     sq: usize,
     sk: usize,
 ) -> Result<()> {
     let d = k.head_dim;
     let i32s = |x: i64| (x as i32).to_le_bytes();
-    for (name, ptr) in ptrs {
+    for (name, ptr) in [
+        ("q_ptr", q),
+        ("k_ptr", kk),
+        ("v_ptr", v),
+        ("o_ptr", o),
+        ("softmax_lse_ptr", lse),
+    ] {
         pb.put(name, &ptr.to_le_bytes())?;
     }
     // Layout [batch, seqlen, heads = 1, d], as the FA2 Python interface passes it.
@@ -295,14 +301,7 @@ pub fn trace_foreign(
     let o = dev.alloc(sq * d * 2);
     let lse = dev.alloc(sq * 4);
     let mut pb = ParamBytes::new(m);
-    let ptrs = [
-        ("q_ptr", q.0),
-        ("k_ptr", kk.0),
-        ("v_ptr", v.0),
-        ("o_ptr", o.0),
-        ("softmax_lse_ptr", lse.0),
-    ];
-    fill_fwd_params(&mut pb, &ptrs, k, sq, sk)?;
+    fill_fwd_params(&mut pb, [q.0, kk.0, v.0, o.0, lse.0], k, sq, sk)?;
     let cfg = LaunchConfig {
         grid: [sq.div_ceil(k.block_m) as u32, 1, 1],
         block: [k.threads, 1, 1],
@@ -387,44 +386,83 @@ pub fn predict_paper(
     sm.max(bytes / gpu.dram_bytes_per_s)
 }
 
-/// Published forward TFLOP/s of FlashAttention-2 (bf16/f16, the sm_80 kernels: on H100 FA2 runs
-/// them too), per (GPU name, head dim, causal), at seqlen 512, 1k, 2k, 4k, 8k, 16k.
+/// Which benchmark a published figure is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    Forward,
+    /// FLOPs 2.5 x the forward's (the papers' count: 5 matmuls against 2).
+    Backward,
+    /// FLOPs 3.5 x the forward's.
+    ForwardBackward,
+}
+
+/// Published TFLOP/s of FlashAttention-2 (bf16/f16, the sm_80 kernels: on H100 FA2 runs them
+/// too), per (GPU name, pass, head dim, causal), at seqlen 512, 1k, 2k, 4k, 8k, 16k (hidden
+/// 2048, 16k tokens).
 ///
-/// H100 SXM5: FlashAttention-3 paper (Shah et al. 2024, arXiv 2407.08608), Figure 5, the bars
-/// labelled FlashAttention-2, as transcribed from the figure's images at
-/// subtext.edge.nugit.net/image/{e27582d2..., 4ec66909..., 55f47a10..., 9b7cf01f...,
-/// 72bb6693..., 662fef77...} (read in this session; the bar labels, not a re-measurement).
-pub const PUBLISHED: [(&str, usize, bool, [f64; 6]); 6] = [
+/// H100 SXM5: FlashAttention-3 paper (Shah et al. 2024, arXiv 2407.08608), the bars labelled
+/// FlashAttention-2 as transcribed from the figure images at subtext.edge.nugit.net/image/...
+/// (the bar labels, not a re-measurement): Figure 5, forward ({e27582d2..., 4ec66909...,
+/// 55f47a10..., 9b7cf01f..., 72bb6693..., 662fef77...}), Figure 6, backward without causal
+/// mask, hd64 and hd128 ({40bf2854..., f60142e2...}). The FlashAttention-2 paper's A100
+/// figures (its Figures 4-6) are images whose bar values were not found as numbers; its text's
+/// maxima are [`super::calibrate_bwd::ANCHORS`].
+pub const PUBLISHED: [(&str, Pass, usize, bool, [f64; 6]); 8] = [
     (
         "H100",
+        Pass::Forward,
         64,
         false,
         [282.0, 306.0, 318.0, 321.0, 322.0, 324.0],
     ),
-    ("H100", 64, true, [180.0, 229.0, 262.0, 284.0, 295.0, 299.0]),
     (
         "H100",
+        Pass::Forward,
+        64,
+        true,
+        [180.0, 229.0, 262.0, 284.0, 295.0, 299.0],
+    ),
+    (
+        "H100",
+        Pass::Forward,
         128,
         false,
         [309.0, 350.0, 362.0, 368.0, 370.0, 370.0],
     ),
     (
         "H100",
+        Pass::Forward,
         128,
         true,
         [191.0, 260.0, 298.0, 319.0, 333.0, 335.0],
     ),
     (
         "H100",
+        Pass::Forward,
         256,
         false,
         [275.0, 313.0, 321.0, 323.0, 324.0, 326.0],
     ),
     (
         "H100",
+        Pass::Forward,
         256,
         true,
         [208.0, 251.0, 278.0, 293.0, 297.0, 298.0],
+    ),
+    (
+        "H100",
+        Pass::Backward,
+        64,
+        false,
+        [198.0, 238.0, 264.0, 279.0, 287.0, 291.0],
+    ),
+    (
+        "H100",
+        Pass::Backward,
+        128,
+        false,
+        [214.0, 260.0, 291.0, 310.0, 318.0, 322.0],
     ),
 ];
 
@@ -447,12 +485,13 @@ pub struct CalRow {
     pub predicted_tflops: Vec<f64>,
 }
 
-/// The published TFLOP/s of `(gpu_key, d, causal)` in [`PUBLISHED`], one per [`SEQLENS`].
-pub fn published(gpu_key: &str, d: usize, causal: bool) -> Option<[f64; 6]> {
+/// The published TFLOP/s of `(gpu_key, pass, d, causal)` in [`PUBLISHED`], one per
+/// [`SEQLENS`].
+pub fn published(gpu_key: &str, pass: Pass, d: usize, causal: bool) -> Option<[f64; 6]> {
     PUBLISHED
         .iter()
-        .find(|(g, pd, pc, _)| *g == gpu_key && *pd == d && *pc == causal)
-        .map(|p| p.3)
+        .find(|p| (p.0, p.1, p.2, p.3) == (gpu_key, pass, d, causal))
+        .map(|p| p.4)
 }
 
 /// The kernels of `m` in `role` and `dtype` that the foreign library's dispatch runs on
@@ -491,7 +530,7 @@ pub fn calibrate(
     let mut rows = Vec::new();
     for k in kernels_for(m, Role::Fwd, gpu_key, dtype) {
         let (d, causal) = (k.head_dim, k.causal);
-        let published = published(gpu_key, d, causal);
+        let published = published(gpu_key, Pass::Forward, d, causal);
         let traces = foreign_traces(m, &module, k)?;
         let resident = foreign_resident(k, gpu);
         let clocks = windows

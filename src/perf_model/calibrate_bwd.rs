@@ -3,7 +3,8 @@
 //! KV column block per CTA and dQ accumulated by f32 atomics, the dQ conversion), built from its
 //! public sources outside the repository (never committed; the manifest format is
 //! [`super::calibrate`]'s with `role=bwd_main|bwd_pre|bwd_dq`), emulated, traced and simulated
-//! as the forward is, then set beside the published figures ([`PUBLISHED_BWD`]).
+//! as the forward is, then set beside the published figures ([`super::calibrate::PUBLISHED`],
+//! [`ANCHORS`]).
 //!
 //! Method (one launch of `batch x heads` items, `seqlen^2`, as the papers' benchmark):
 //! - Main kernel: a CTA's clocks are fixed + per Q block + per masked Q block (the backward's
@@ -17,8 +18,8 @@
 //!   the forward's.
 
 use super::calibrate::{
-    fill_fwd_params, foreign_resident, kernels_for, ForeignKernel, Manifest, PaperConfig,
-    ParamBytes, Role, SEQLENS,
+    fill_fwd_params, foreign_resident, kernels_for, published, ForeignKernel, Manifest,
+    PaperConfig, ParamBytes, Pass, Role, SEQLENS,
 };
 use super::gpus::GpuSpec;
 use super::timing::{
@@ -30,38 +31,6 @@ use crate::common::error::{EmulatorError, Error, Result};
 use crate::emulator::timing::KernelTrace;
 use crate::emulator::{Device, LaunchConfig, Module};
 use rand::{Rng, SeedableRng};
-
-/// Published backward TFLOP/s of FlashAttention-2 per (GPU name, head dim, causal), at seqlen
-/// 512, 1k, 2k, 4k, 8k, 16k (hidden 2048, 16k tokens, FLOPs 2.5 x the forward's).
-///
-/// H100 SXM5: FlashAttention-3 paper (Shah et al. 2024, arXiv 2407.08608), Figure 6 ("Backward,
-/// without causal mask", head dim 64 and 128), the bars labelled FlashAttention-2, as
-/// transcribed from the figure images at subtext.edge.nugit.net/image/{40bf2854...,
-/// f60142e2...} (the bar labels, not a re-measurement). The FlashAttention-2 paper's A100
-/// figures (its Figures 4-6) are images whose bar values were not found as numbers; its text
-/// gives the anchors of [`ANCHORS`].
-pub const PUBLISHED_BWD: [(&str, usize, bool, [f64; 6]); 2] = [
-    (
-        "H100",
-        64,
-        false,
-        [198.0, 238.0, 264.0, 279.0, 287.0, 291.0],
-    ),
-    (
-        "H100",
-        128,
-        false,
-        [214.0, 260.0, 291.0, 310.0, 318.0, 322.0],
-    ),
-];
-
-/// Which benchmark a published maximum is over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pass {
-    Forward,
-    Backward,
-    ForwardBackward,
-}
 
 /// Published maxima of FlashAttention-2's attention benchmark (hd64/hd128, causal and not,
 /// 512-16k, hidden 2048) stated in the text of the FlashAttention-2 paper (Dao 2023, arXiv
@@ -165,20 +134,17 @@ pub fn trace_bwd(
     );
     let (dsum, dq_accum) = (dev.alloc(sq_rounded * 4), dev.alloc(sq_rounded * d * 4));
     let mut pb = ParamBytes::new(m);
-    let ptrs = [
-        ("q_ptr", q.0),
-        ("k_ptr", kk.0),
-        ("v_ptr", v.0),
-        ("o_ptr", o.0),
-        ("softmax_lse_ptr", lse.0),
-        ("do_ptr", d_o.0),
-        ("dq_ptr", dq.0),
-        ("dk_ptr", dk.0),
-        ("dv_ptr", dv.0),
-        ("dq_accum_ptr", dq_accum.0),
-        ("dsoftmax_sum", dsum.0),
-    ];
-    fill_fwd_params(&mut pb, &ptrs, k.main, sq, sk)?;
+    fill_fwd_params(&mut pb, [q.0, kk.0, v.0, o.0, lse.0], k.main, sq, sk)?;
+    for (name, ptr) in [
+        ("do_ptr", d_o),
+        ("dq_ptr", dq),
+        ("dk_ptr", dk),
+        ("dv_ptr", dv),
+        ("dq_accum_ptr", dq_accum),
+        ("dsoftmax_sum", dsum),
+    ] {
+        pb.put(name, &ptr.0.to_le_bytes())?;
+    }
     for (t, rows) in [("do", sq), ("dq", sq), ("dk", sk), ("dv", sk)] {
         pb.put(
             &format!("{t}_batch_stride"),
@@ -283,16 +249,12 @@ impl BwdTraces {
         let c8 = simulate_copies(&self.main8, resident, cfg)? as f64;
         let c16 = simulate_copies(&self.main16, resident, cfg)? as f64;
         let cc = simulate_copies(&self.causal, resident, cfg)? as f64;
-        let per_tile = (c16 - c8) / 8.0;
-        let fixed = c8 - 8.0 * per_tile;
-        let (tiles, masked) = bwd_tile_counts(bn, true, bm, bn)[0];
-        let masked_extra = (cc - fixed - per_tile * tiles as f64) / masked.max(1) as f64;
-        Ok(CtaClocks {
+        let causal_tiles = bwd_tile_counts(bn, true, bm, bn)[0];
+        Ok(CtaClocks::from_runs(
             resident,
-            fixed,
-            per_tile,
-            masked_extra,
-        })
+            (c8, c16),
+            (cc, causal_tiles),
+        ))
     }
 }
 
@@ -382,10 +344,7 @@ pub fn calibrate_bwd(
         };
         let traces = BwdTraces::measure(m, &module, plain, causal.main)?;
         for k in [plain, causal] {
-            let published = PUBLISHED_BWD
-                .iter()
-                .find(|(g, pd, c, _)| *g == gpu_key && *pd == d && *c == k.main.causal)
-                .map(|p| p.3);
+            let published = published(gpu_key, Pass::Backward, d, k.main.causal);
             for (i, &seqlen) in SEQLENS.iter().enumerate() {
                 let config = PaperConfig {
                     head_dim: d,
