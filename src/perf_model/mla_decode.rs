@@ -106,7 +106,7 @@ pub type MlaPredicted = SplitPredicted<MlaModelConfig>;
 
 /// [`model_mla`] plus the SM simulation's prediction: the emulated item's decode and combine
 /// CTA 0 traced (a full split of one row tile) and each launch timed as the paged decode's
-/// ([`super::decode::predict_launches`]: uniform CTAs, latent rows streamed from DRAM).
+/// (src/perf_model/decode.rs `predict_launches`: uniform CTAs, latent rows streamed from DRAM).
 pub fn predict_mla(gpu: &GpuSpec, c: &MlaModelConfig) -> Result<MlaPredicted> {
     let (modelled, plan, traces) = emulate(gpu, c, true)?;
     predict_launches(
