@@ -66,11 +66,12 @@ pub struct BenchArgs {
     /// time on each `--model` GPU that runs the sm_80+ decode (see src/cli/bench_decode.rs).
     #[arg(long)]
     decode: bool,
-    /// Calibration: a directory with FlashAttention-2's forward built by
-    /// `tools/fa2_calibration.sh` (manifest.txt + PTX); prints its predicted TFLOP/s beside the
-    /// published ones (src/cli/bench_calibrate.rs).
+    /// Calibration: directories (the flag repeated) with FlashAttention-2's kernels built from
+    /// its sources outside the repository (manifest.txt + PTX, forward by
+    /// `tools/fa2_calibration.sh`; backward kernels carry `role=bwd_*`); prints their predicted
+    /// TFLOP/s beside the published ones (src/cli/bench_calibrate.rs).
     #[arg(long)]
-    calibrate: Option<std::path::PathBuf>,
+    calibrate: Vec<std::path::PathBuf>,
     /// MLA decode instead of the forward: the modelled time on H100 of the sm_90a and the sm_80+
     /// MLA kernels at 128 query heads, 4k-32k cached tokens, batch 1 / 8 / 64 (see
     /// src/cli/bench_mla.rs).
@@ -339,8 +340,8 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
     super::positive("--tokens", &[args.tokens])?;
     // An unknown --model is an error whatever else is asked for.
     let models = gpus_to_model(args)?;
-    if let Some(dir) = &args.calibrate {
-        return super::bench_calibrate::run(dir, args.dtype());
+    if !args.calibrate.is_empty() {
+        return super::bench_calibrate::run(&args.calibrate, args.dtype());
     }
     if args.decode {
         return super::bench_decode::run(args.dtype, &args.head_dims, &models);

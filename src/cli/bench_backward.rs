@@ -3,11 +3,17 @@
 //! keys, one head, non-causal, f16), beside FlashAttention-2's figures as the issue states them;
 //! whole-backward global bytes against compulsory at 1024^2 and 2048^2 with the dQ reduction's
 //! share; and the per-pipe *modelled* time of each launch on A100 and H100 (src/perf_model/
-//! backward.rs) with the binding pipe. bench/results/bwd_bench.txt holds the output.
+//! backward.rs) with the binding pipe; then, for every sm_80+ GPU entry, the latency-aware
+//! prediction of the SM simulation (CTA 0 of each launch traced and replayed at the residency
+//! the launch gives each SM, `backward::predict_launch`) per launch and for the whole backward
+//! in time and TFLOP/s, beside the per-pipe bound. bench/results/bwd_bench.txt holds the
+//! output.
 
 use flashmha::perf_model::backward::{self, LaunchCounters, PerMma};
-use flashmha::perf_model::gpus::{A100, H100};
+use flashmha::perf_model::decode::dram_seconds;
+use flashmha::perf_model::gpus::{self, GpuSpec, TensorPath, A100, H100};
 use flashmha::perf_model::pipes::PIPES;
+use flashmha::perf_model::timing::ALT_SCHED_WINDOW;
 
 /// FlashAttention-2's backward figures per main-loop mma as issue 21 states them (measured on
 /// this emulator by query doubling by a previous session): head dim, non-tensor, ldmatrix,
@@ -72,7 +78,7 @@ pub fn run() -> super::CliResult<()> {
         squares.push((
             d,
             2048,
-            run_or_fail(backward::emulate(d, 2048, 2048, false))?,
+            run_or_fail(backward::emulate_traced(d, 2048, 2048))?,
         ));
     }
     println!();
@@ -124,5 +130,89 @@ pub fn run() -> super::CliResult<()> {
             );
         }
     }
+    let at_2048: Vec<_> = squares
+        .iter()
+        .filter(|(_, s, _)| *s == 2048)
+        .map(|(d, _, l)| (*d, l))
+        .collect();
+    print_predicted(&at_2048)
+}
+
+/// The SM simulation's prediction of the 2048^2 configuration (see [`run`]'s table) on every
+/// sm_80+ GPU entry: per launch and whole, in PTX order and at the window the forward's
+/// calibration uses.
+fn print_predicted(at_2048: &[(usize, &[backward::LaunchCounters; 3])]) -> super::CliResult<()> {
+    println!();
+    println!(
+        "PREDICTED time (SM simulation, src/perf_model/timing.rs; MODELLED, calibration in \
+         bench/results/fa2_calibration.md) of the same configuration on every sm_80+ GPU entry \
+         (the backward runs the sm_80 kernels there): CTA 0 of each launch of the traced \
+         one-head 2048^2 emulation replayed with the copies the launch puts on one SM, the \
+         launch the makespan of its waves, floored by its DRAM time (the main kernel: \
+         compulsory bytes; the row kernels: every sector). PTX order and scheduling window \
+         {ALT_SCHED_WINDOW}; per-pipe us: the model above (main: its lower bound). TFLOP/s: \
+         the FlashAttention papers' backward count, 2.5 x 4 x seqlen^2 x d x heads."
+    );
+    println!(
+        "gpu | d | launch | CTAs/SM | per-pipe us (binding) | predicted us PTX order | predicted us window {ALT_SCHED_WINDOW}"
+    );
+    let entries = gpus::ALL
+        .into_iter()
+        .filter(|g| g.path == TensorPath::MmaSync && g.sm >= 80);
+    for gpu in entries {
+        for &(d, l) in at_2048 {
+            print_predicted_gpu(gpu, d, l)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_predicted_gpu(
+    gpu: &GpuSpec,
+    d: usize,
+    l: &[backward::LaunchCounters; 3],
+) -> super::CliResult<()> {
+    let heads = BATCH * (HIDDEN / d);
+    let lower = backward::compulsory_bytes(d, 2048, 2048);
+    let mut totals = [0.0f64; 2];
+    for (name, launch) in ["preprocess", "main", "dQ convert"].iter().zip(l) {
+        let m = backward::model_launch(launch, heads, gpu, (*name == "main").then_some(lower));
+        let mut cells = vec![
+            gpu.name.to_string(),
+            d.to_string(),
+            name.to_string(),
+            String::new(),
+            format!("{:.1} ({})", m.seconds() * 1e6, m.binding()),
+        ];
+        for (i, w) in [1, ALT_SCHED_WINDOW].into_iter().enumerate() {
+            match run_or_fail(backward::predict_launch(
+                launch,
+                heads,
+                gpu,
+                w,
+                dram_seconds(&m),
+            ))? {
+                Some(p) => {
+                    cells[3] = p.ctas_per_sm.to_string();
+                    totals[i] += p.seconds;
+                    cells.push(format!("{:.1}", p.seconds * 1e6));
+                }
+                None => {
+                    totals[i] = f64::NAN;
+                    cells.push("does not fit".to_string());
+                }
+            }
+        }
+        println!("{}", cells.join(" | "));
+    }
+    let flops = 2.5 * 4.0 * (2048.0 * 2048.0 * d as f64) * heads as f64;
+    println!(
+        "{} | {d} | whole backward (predicted) | | | {:.1} us, {:.0} TFLOP/s | {:.1} us, {:.0} TFLOP/s",
+        gpu.name,
+        totals[0] * 1e6,
+        flops / totals[0] / 1e12,
+        totals[1] * 1e6,
+        flops / totals[1] / 1e12
+    );
     Ok(())
 }

@@ -4,7 +4,11 @@
 //! `mma.sync` one (32-row tiles; FP8 pages run it on Hopper too): 128 query heads, one new
 //! token, page size 64, bf16 (and FP8 e4m3 pages), 4k-32k cached tokens, at batch 1 / 8 / 64
 //! and at the batch that fills the GPU; then the DRAM bytes against compulsory per head count
-//! at the filling batch.
+//! at the filling batch. Beside the per-pipe bounds, every row has the latency-aware
+//! prediction of the SM simulation (src/perf_model/mla_decode.rs `predict_mla`: CTA 0 of each
+//! launch traced and replayed at the residency the launch gives each SM, the DRAM time as the
+//! floor) and its % of DRAM bandwidth; the sm_80 kernel's 128-head bf16 rows are repeated on
+//! A100 SXM4.
 //! bench/results/mla_decode_h100.txt holds the default output. FlashMLA's published H800 SXM5
 //! figures (dense decode: up to 3000 GB/s memory-bound, 660 TFLOPS compute-bound, deepseek-ai/
 //! FlashMLA README; configurations: b 128, s_q 1-2, h_q 16-128, 4096-16384 cached tokens,
@@ -12,17 +16,19 @@
 
 use flashmha::common::dtype::DType;
 use flashmha::ops::decode::KvCacheDType;
-use flashmha::perf_model::gpus::{GpuSpec, H100};
-use flashmha::perf_model::mla_decode::{batch_filling, model_mla, MlaModelConfig, MlaModelled};
+use flashmha::perf_model::gpus::{GpuSpec, A100, H100};
+use flashmha::perf_model::mla_decode::{batch_filling, predict_mla, MlaModelConfig, MlaPredicted};
 use flashmha::perf_model::pipes::PIPES;
 use flashmha::KernelTarget;
 
 const CACHE_LENS: [usize; 4] = [4096, 8192, 16384, 32768];
 
-fn row(gpu: &GpuSpec, m: &MlaModelled) -> Vec<String> {
+fn row(gpu: &GpuSpec, p: &MlaPredicted) -> Vec<String> {
+    let m = &p.modelled;
     let c = &m.config;
     let d = &m.decode;
     let mut r = vec![
+        gpu.name.to_string(),
         match c.target {
             KernelTarget::Hopper => "sm_90a wgmma".to_string(),
             _ => "sm_80 mma.sync".to_string(),
@@ -47,13 +53,20 @@ fn row(gpu: &GpuSpec, m: &MlaModelled) -> Vec<String> {
         format!("{:.0}", c.compulsory_bytes() / m.seconds() / 1e9),
         format!("{:.1}%", 100.0 * m.dram_fraction(gpu)),
         format!("{:.0}", c.flops() / m.seconds() / 1e12),
+        format!(
+            "{:.1} us (decode {:.1} us, {}/SM)",
+            p.seconds() * 1e6,
+            p.decode.seconds * 1e6,
+            p.decode.ctas_per_sm
+        ),
+        format!("{:.1}%", 100.0 * p.dram_fraction(gpu)),
         m.findings.to_string(),
     ]);
     r
 }
 
 fn header() -> Vec<String> {
-    let mut h: Vec<String> = ["kernel", "cache", "hq", "L", "batch", "splits"]
+    let mut h: Vec<String> = ["gpu", "kernel", "cache", "hq", "L", "batch", "splits"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -67,6 +80,8 @@ fn header() -> Vec<String> {
             "compulsory GB/s",
             "% DRAM",
             "TFLOP/s",
+            "predicted (SM sim)",
+            "% DRAM predicted",
             "findings",
         ]
         .iter()
@@ -123,11 +138,18 @@ pub fn run() -> super::CliResult<()> {
          heads x 1088 / modelled time. The last rows: the batch whose one-split grid fills every \
          CTA slot (4096 cached tokens) per head count and kernel; more heads than a tile's rows \
          are several row tiles, each reading the latent rows (charged to DRAM each time: the \
-         model's upper bound).",
+         model's upper bound). predicted (SM sim): the latency-aware simulation (CTA 0 of each \
+         launch replayed with its resident copies, decode loads at DRAM latency, the per-pipe \
+         DRAM time as the floor; the decode launch's part and CTAs per SM in brackets), MODELLED too, \
+         calibration in bench/results/fa2_calibration.md; % DRAM predicted = compulsory bytes / \
+         predicted time / DRAM bandwidth. Last block: the sm_80 kernel on {} ({} SMs, {:.0} GB/s).",
         gpu.name,
         gpu.sms,
         gpu.dram_bytes_per_s / 1e9,
-        gpu.sms
+        gpu.sms,
+        A100.name,
+        A100.sms,
+        A100.dram_bytes_per_s / 1e9
     );
     let h = header();
     println!("{}", h.join(" | "));
@@ -140,7 +162,11 @@ pub fn run() -> super::CliResult<()> {
         .chain(&filling[4..])
         .chain(&configs[24..])
     {
-        println!("{}", row(gpu, &model_mla(gpu, c)?).join(" | "));
+        println!("{}", row(gpu, &predict_mla(gpu, c)?).join(" | "));
+    }
+    // The sm_80 kernel on A100 (the plan's splits for 108 SMs), bf16, 128 heads.
+    for c in &configs[12..24] {
+        println!("{}", row(&A100, &predict_mla(&A100, c)?).join(" | "));
     }
     Ok(())
 }

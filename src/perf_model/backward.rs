@@ -8,9 +8,11 @@
 use super::gpus::GpuSpec;
 use super::pipes::{self, Modelled, Work};
 use super::tile_figures::on_lines_with;
-use crate::backend::emulator::{dev_buf, launch};
+use super::timing::{self as sim, Predicted};
+use crate::backend::emulator::{dev_buf, launch, launch_traced};
 use crate::common::dtype::DType;
 use crate::common::error::Result;
+use crate::emulator::timing::KernelTrace;
 use crate::emulator::{Counters, Device};
 use crate::ops::backward::{BwdBufs, BwdPlan, BwdShape};
 use crate::ops::forward::problem::{FwdShape, Heads};
@@ -25,6 +27,8 @@ pub struct LaunchCounters {
     pub threads: u32,
     pub dynamic_smem_bytes: u32,
     pub counters: Counters,
+    /// The instruction trace of CTA 0 when the launch was traced ([`emulate_traced`]).
+    pub trace: Option<KernelTrace>,
 }
 
 /// `n` f16 values uniform in [-1, 1), as little-endian bytes for a device upload (the inputs of
@@ -43,6 +47,22 @@ pub fn emulate(
     sq: usize,
     sk: usize,
     deterministic: bool,
+) -> Result<[LaunchCounters; 3]> {
+    emulate_with(head_dim, sq, sk, deterministic, false)
+}
+
+/// [`emulate`] (non-deterministic), also tracing CTA 0 of each launch for the SM simulation
+/// ([`predict_launch`]).
+pub fn emulate_traced(head_dim: usize, sq: usize, sk: usize) -> Result<[LaunchCounters; 3]> {
+    emulate_with(head_dim, sq, sk, false, true)
+}
+
+fn emulate_with(
+    head_dim: usize,
+    sq: usize,
+    sk: usize,
+    deterministic: bool,
+    traced: bool,
 ) -> Result<[LaunchCounters; 3]> {
     let shape = BwdShape::new(FwdShape::padded(1, sq, sk, Heads::mha(1), head_dim))
         .with_deterministic(deterministic);
@@ -85,7 +105,12 @@ pub fn emulate(
     let launches = plan.bind(&bufs)?;
     let mut out = Vec::with_capacity(3);
     for l in &launches {
-        let report = launch(&mut dev, l)?;
+        let (report, trace) = if traced {
+            let (r, t) = launch_traced(&mut dev, l, &[[0, 0, 0]])?;
+            (r, Some(t))
+        } else {
+            (launch(&mut dev, l)?, None)
+        };
         if let Some(f) = report.findings.first() {
             return Err(crate::common::error::Error::Reference(format!(
                 "{}: {} finding(s), first: {f}",
@@ -99,6 +124,7 @@ pub fn emulate(
             threads: l.block.iter().product(),
             dynamic_smem_bytes: l.dynamic_smem_bytes,
             counters: report.counters,
+            trace,
         });
     }
     Ok(out
@@ -202,6 +228,41 @@ pub fn model_launch(
     pipes::model(&work, gpu, &shape, dram)
 }
 
+/// The SM simulation's prediction of `l` (emulated on one head with CTA 0 traced, see
+/// [`emulate_traced`]) repeated over `heads` identical heads on `gpu` at scheduling window
+/// `window`, with `dram_seconds` as the floor (a per-pipe model's DRAM time). Every CTA of a
+/// non-causal backward launch does the same work (the main kernel: one key block against every
+/// query; the row kernels: the same rows per warp), so the launch is
+/// [`sim::predict_uniform`] of CTA 0 over `ctas x heads` CTAs. Q, dO and the dQ accumulator
+/// that the key blocks of a head re-read are L2 hits (the L2 configuration). `None`: not traced,
+/// or the CTA does not fit `gpu`'s SM.
+pub fn predict_launch(
+    l: &LaunchCounters,
+    heads: usize,
+    gpu: &GpuSpec,
+    window: u32,
+    dram_seconds: f64,
+) -> Result<Option<Predicted>> {
+    let Some(trace) = &l.trace else {
+        return Ok(None);
+    };
+    let ctas = l.ctas * heads as u64;
+    let shape = super::decode::launch_shape(l.entry, ctas, l.threads, l.dynamic_smem_bytes, gpu);
+    let (limit, _) = pipes::ctas_per_sm(gpu, &shape);
+    if limit == 0 {
+        return Ok(None);
+    }
+    let cfg = sim::sm_config_window(gpu, window);
+    Ok(Some(sim::predict_uniform(
+        trace,
+        ctas,
+        limit,
+        gpu,
+        &cfg,
+        dram_seconds,
+    )?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +274,27 @@ mod tests {
             compulsory_bytes(1, 3, 5),
             2.0 * (3.0 * 3.0 + 2.0 * 5.0) + 12.0 + 2.0 * (3.0 + 10.0)
         );
+    }
+
+    /// A traced launch is predicted from its CTA 0: more heads take longer (more waves), never
+    /// beat the DRAM floor, and an untraced launch has no prediction.
+    #[test]
+    fn traced_launches_are_predicted() {
+        let gpu = &crate::perf_model::gpus::A100;
+        let traced = emulate_traced(64, 128, 256).expect("emulate");
+        let plain = emulate(64, 128, 256, false).expect("emulate");
+        assert!(predict_launch(&plain[1], 1, gpu, 1, 0.0).unwrap().is_none());
+        for l in &traced {
+            let one = predict_launch(l, 1, gpu, 1, 0.0).unwrap().expect("fits");
+            let many = predict_launch(l, 4096, gpu, 1, 0.0).unwrap().expect("fits");
+            assert!(
+                one.sm_seconds > 0.0 && many.seconds > one.seconds,
+                "{}",
+                l.entry
+            );
+            let floor = predict_launch(l, 1, gpu, 1, 1.0).unwrap().expect("fits");
+            assert_eq!(floor.seconds, 1.0);
+        }
     }
 
     /// On a small problem (3 key blocks, queries doubled 40 -> 80): the default mode's main loop

@@ -9,8 +9,10 @@
 //! - `size N`: bytes of the kernels' one by-value parameter struct (`Flash_fwd_params`);
 //! - `field NAME OFFSET`: the byte offset of a field of it (from the compiler's `offsetof`);
 //! - `kernel ENTRY key=value ...`: one entry with `head_dim`, `block_m`, `block_n`, `threads`,
-//!   `regs` (ptxas), `smem` (dynamic shared bytes), `causal` (0/1), `dtype` (bf16/f16) and
-//!   `gpus` (comma-separated [`PUBLISHED`] GPU names whose dispatch picks this instantiation).
+//!   `regs` (ptxas), `smem` (dynamic shared bytes), `causal` (0/1), `dtype` (bf16/f16),
+//!   `gpus` (comma-separated [`PUBLISHED`] GPU names whose dispatch picks this instantiation)
+//!   and optionally `role` ([`Role`]: `fwd`, the default, or the backward's `bwd_main`,
+//!   `bwd_pre`, `bwd_dq`; the backward is [`super::calibrate_bwd`]).
 //!
 //! The fields filled are the ones a plain padded forward reads (pointers, strides, sizes, scales,
 //! the window for causal, no dropout); every other byte is zero, as a zero-initialised struct.
@@ -31,10 +33,24 @@ use crate::emulator::timing::KernelTrace;
 use crate::emulator::{Device, LaunchConfig, Module};
 use crate::problem::{FwdProblem, SeqLayout};
 
-/// One foreign forward kernel of the manifest.
+/// What a foreign kernel of the manifest is (its `role=` key; `fwd` when absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A forward kernel.
+    Fwd,
+    /// The backward's main kernel (dQ, dK, dV of one KV column block per CTA).
+    BwdMain,
+    /// The backward's preprocess (rowsum(dO * O), dQ accumulator cleared).
+    BwdPre,
+    /// The backward's dQ conversion (f32 accumulator to the output type).
+    BwdConvertDq,
+}
+
+/// One foreign kernel of the manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForeignKernel {
     pub entry: String,
+    pub role: Role,
     pub head_dim: usize,
     pub block_m: usize,
     pub block_n: usize,
@@ -91,8 +107,16 @@ pub fn parse_manifest(text: &str, read_ptx: impl Fn(&str) -> Result<String>) -> 
                         .copied()
                         .ok_or_else(|| bad(format!("{entry}: no {k}")))
                 };
+                let role = match kv.get("role").copied().unwrap_or("fwd") {
+                    "fwd" => Role::Fwd,
+                    "bwd_main" => Role::BwdMain,
+                    "bwd_pre" => Role::BwdPre,
+                    "bwd_dq" => Role::BwdConvertDq,
+                    r => return Err(bad(format!("{entry}: role {r}"))),
+                };
                 m.kernels.push(ForeignKernel {
                     entry: entry.to_string(),
+                    role,
                     head_dim: num(get("head_dim")?, "head_dim")?,
                     block_m: num(get("block_m")?, "block_m")?,
                     block_n: num(get("block_n")?, "block_n")?,
@@ -141,13 +165,21 @@ pub fn load_manifest(dir: &Path) -> Result<Manifest> {
 }
 
 /// The parameter struct's bytes with `fields` written at their manifest offsets.
-struct ParamBytes<'a> {
-    bytes: Vec<u8>,
+pub(super) struct ParamBytes<'a> {
+    pub(super) bytes: Vec<u8>,
     offsets: &'a HashMap<String, usize>,
 }
 
-impl ParamBytes<'_> {
-    fn put(&mut self, name: &str, le: &[u8]) -> Result<()> {
+impl<'a> ParamBytes<'a> {
+    /// A zeroed struct of the manifest's size.
+    pub(super) fn new(m: &'a Manifest) -> ParamBytes<'a> {
+        ParamBytes {
+            bytes: vec![0u8; m.param_size],
+            offsets: &m.fields,
+        }
+    }
+
+    pub(super) fn put(&mut self, name: &str, le: &[u8]) -> Result<()> {
         let off = *self
             .offsets
             .get(name)
@@ -161,50 +193,26 @@ impl ParamBytes<'_> {
     }
 }
 
-/// Emulates and traces the first CTA of `k` on one head of `sq` queries and `sk` keys (inputs
-/// uniform in [-1, 1), the same draw as our forward's traces).
-pub fn trace_foreign(
-    m: &Manifest,
-    module: &Module,
+/// Writes the fields of the forward's parameter struct a plain padded launch of `k` on one head
+/// of `sq` queries and `sk` keys reads: the addresses of q, k, v, o and the LSE, the
+/// strides of a `[batch, seqlen, heads = 1, d]` layout (as the FA2 Python interface passes
+/// it), the sizes, the scales, the window for causal, no dropout. The backward's struct starts
+/// with the same fields.
+pub(super) fn fill_fwd_params(
+    pb: &mut ParamBytes<'_>,
+    [q, kk, v, o, lse]: [u64; 5],
     k: &ForeignKernel,
     sq: usize,
     sk: usize,
-) -> Result<KernelTrace> {
+) -> Result<()> {
     let d = k.head_dim;
-    let p = FwdProblem::contiguous(
-        k.dtype,
-        SeqLayout::Padded {
-            batch: 1,
-            seqlen_q: sq,
-            seqlen_k: sk,
-        },
-        1,
-        1,
-        d,
-        AttnOptions {
-            causal: k.causal,
-            ..Default::default()
-        },
-    );
-    let host = HostInputs::random(&p, 7);
-    let mut dev = Device::new();
-    let bytes = |v: &[u16]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
-    let q = dev.upload(&bytes(&host.q));
-    let kk = dev.upload(&bytes(&host.k));
-    let v = dev.upload(&bytes(&host.v));
-    let o = dev.alloc(sq * d * 2);
-    let lse = dev.alloc(sq * 4);
-    let mut pb = ParamBytes {
-        bytes: vec![0u8; m.param_size],
-        offsets: &m.fields,
-    };
     let i32s = |x: i64| (x as i32).to_le_bytes();
     for (name, ptr) in [
-        ("q_ptr", q.0),
-        ("k_ptr", kk.0),
-        ("v_ptr", v.0),
-        ("o_ptr", o.0),
-        ("softmax_lse_ptr", lse.0),
+        ("q_ptr", q),
+        ("k_ptr", kk),
+        ("v_ptr", v),
+        ("o_ptr", o),
+        ("softmax_lse_ptr", lse),
     ] {
         pb.put(name, &ptr.to_le_bytes())?;
     }
@@ -256,6 +264,44 @@ pub fn trace_foreign(
     pb.put("is_bf16", &[u8::from(k.dtype == DType::Bf16)])?;
     pb.put("is_causal", &[u8::from(k.causal)])?;
     pb.put("is_seqlens_k_cumulative", &[1])?;
+    Ok(())
+}
+
+/// Emulates and traces the first CTA of `k` on one head of `sq` queries and `sk` keys (inputs
+/// uniform in [-1, 1), the same draw as our forward's traces).
+pub fn trace_foreign(
+    m: &Manifest,
+    module: &Module,
+    k: &ForeignKernel,
+    sq: usize,
+    sk: usize,
+) -> Result<KernelTrace> {
+    let d = k.head_dim;
+    let p = FwdProblem::contiguous(
+        k.dtype,
+        SeqLayout::Padded {
+            batch: 1,
+            seqlen_q: sq,
+            seqlen_k: sk,
+        },
+        1,
+        1,
+        d,
+        AttnOptions {
+            causal: k.causal,
+            ..Default::default()
+        },
+    );
+    let host = HostInputs::random(&p, 7);
+    let mut dev = Device::new();
+    let bytes = |v: &[u16]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let q = dev.upload(&bytes(&host.q));
+    let kk = dev.upload(&bytes(&host.k));
+    let v = dev.upload(&bytes(&host.v));
+    let o = dev.alloc(sq * d * 2);
+    let lse = dev.alloc(sq * 4);
+    let mut pb = ParamBytes::new(m);
+    fill_fwd_params(&mut pb, [q.0, kk.0, v.0, o.0, lse.0], k, sq, sk)?;
     let cfg = LaunchConfig {
         grid: [sq.div_ceil(k.block_m) as u32, 1, 1],
         block: [k.threads, 1, 1],
@@ -340,44 +386,83 @@ pub fn predict_paper(
     sm.max(bytes / gpu.dram_bytes_per_s)
 }
 
-/// Published forward TFLOP/s of FlashAttention-2 (bf16/f16, the sm_80 kernels: on H100 FA2 runs
-/// them too), per (GPU name, head dim, causal), at seqlen 512, 1k, 2k, 4k, 8k, 16k.
+/// Which benchmark a published figure is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    Forward,
+    /// FLOPs 2.5 x the forward's (the papers' count: 5 matmuls against 2).
+    Backward,
+    /// FLOPs 3.5 x the forward's.
+    ForwardBackward,
+}
+
+/// Published TFLOP/s of FlashAttention-2 (bf16/f16, the sm_80 kernels: on H100 FA2 runs them
+/// too), per (GPU name, pass, head dim, causal), at seqlen 512, 1k, 2k, 4k, 8k, 16k (hidden
+/// 2048, 16k tokens).
 ///
-/// H100 SXM5: FlashAttention-3 paper (Shah et al. 2024, arXiv 2407.08608), Figure 5, the bars
-/// labelled FlashAttention-2, as transcribed from the figure's images at
-/// subtext.edge.nugit.net/image/{e27582d2..., 4ec66909..., 55f47a10..., 9b7cf01f...,
-/// 72bb6693..., 662fef77...} (read in this session; the bar labels, not a re-measurement).
-pub const PUBLISHED: [(&str, usize, bool, [f64; 6]); 6] = [
+/// H100 SXM5: FlashAttention-3 paper (Shah et al. 2024, arXiv 2407.08608), the bars labelled
+/// FlashAttention-2 as transcribed from the figure images at subtext.edge.nugit.net/image/...
+/// (the bar labels, not a re-measurement): Figure 5, forward ({e27582d2..., 4ec66909...,
+/// 55f47a10..., 9b7cf01f..., 72bb6693..., 662fef77...}), Figure 6, backward without causal
+/// mask, hd64 and hd128 ({40bf2854..., f60142e2...}). The FlashAttention-2 paper's A100
+/// figures (its Figures 4-6) are images whose bar values were not found as numbers; its text's
+/// maxima are [`super::calibrate_bwd::ANCHORS`].
+pub const PUBLISHED: [(&str, Pass, usize, bool, [f64; 6]); 8] = [
     (
         "H100",
+        Pass::Forward,
         64,
         false,
         [282.0, 306.0, 318.0, 321.0, 322.0, 324.0],
     ),
-    ("H100", 64, true, [180.0, 229.0, 262.0, 284.0, 295.0, 299.0]),
     (
         "H100",
+        Pass::Forward,
+        64,
+        true,
+        [180.0, 229.0, 262.0, 284.0, 295.0, 299.0],
+    ),
+    (
+        "H100",
+        Pass::Forward,
         128,
         false,
         [309.0, 350.0, 362.0, 368.0, 370.0, 370.0],
     ),
     (
         "H100",
+        Pass::Forward,
         128,
         true,
         [191.0, 260.0, 298.0, 319.0, 333.0, 335.0],
     ),
     (
         "H100",
+        Pass::Forward,
         256,
         false,
         [275.0, 313.0, 321.0, 323.0, 324.0, 326.0],
     ),
     (
         "H100",
+        Pass::Forward,
         256,
         true,
         [208.0, 251.0, 278.0, 293.0, 297.0, 298.0],
+    ),
+    (
+        "H100",
+        Pass::Backward,
+        64,
+        false,
+        [198.0, 238.0, 264.0, 279.0, 287.0, 291.0],
+    ),
+    (
+        "H100",
+        Pass::Backward,
+        128,
+        false,
+        [214.0, 260.0, 291.0, 310.0, 318.0, 322.0],
     ),
 ];
 
@@ -394,14 +479,46 @@ pub struct CalRow {
     pub entry: String,
     pub config: PaperConfig,
     pub resident: u32,
-    pub published_tflops: f64,
+    /// The published figure of this configuration (`None`: none published as a number).
+    pub published_tflops: Option<f64>,
     /// Predicted TFLOP/s per scheduling window (in the order asked for).
     pub predicted_tflops: Vec<f64>,
 }
 
-/// Simulates every kernel of `m` in `dtype` that FA2 runs on `gpu` (`gpu_key` names its rows
-/// in [`PUBLISHED`] and the manifest's `gpus`) at the scheduling windows `windows`, and returns
-/// one row per published configuration.
+/// The published TFLOP/s of `(gpu_key, pass, d, causal)` in [`PUBLISHED`], one per
+/// [`SEQLENS`].
+pub fn published(gpu_key: &str, pass: Pass, d: usize, causal: bool) -> Option<[f64; 6]> {
+    PUBLISHED
+        .iter()
+        .find(|p| (p.0, p.1, p.2, p.3) == (gpu_key, pass, d, causal))
+        .map(|p| p.4)
+}
+
+/// The kernels of `m` in `role` and `dtype` that the foreign library's dispatch runs on
+/// `gpu_key`, one per (head dim, causal), in manifest order.
+pub fn kernels_for<'a>(
+    m: &'a Manifest,
+    role: Role,
+    gpu_key: &str,
+    dtype: DType,
+) -> Vec<&'a ForeignKernel> {
+    let mut out: Vec<&ForeignKernel> = Vec::new();
+    for k in &m.kernels {
+        let fits = k.role == role && k.dtype == dtype && k.gpus.iter().any(|g| g == gpu_key);
+        if fits
+            && !out
+                .iter()
+                .any(|o| (o.head_dim, o.causal) == (k.head_dim, k.causal))
+        {
+            out.push(k);
+        }
+    }
+    out
+}
+
+/// Simulates every forward kernel of `m` in `dtype` that FA2 runs on `gpu` (`gpu_key` names
+/// its rows in [`PUBLISHED`] and the manifest's `gpus`) at the scheduling windows `windows`,
+/// and returns one row per paper configuration, with the published figure where there is one.
 pub fn calibrate(
     m: &Manifest,
     gpu: &GpuSpec,
@@ -411,18 +528,9 @@ pub fn calibrate(
 ) -> Result<Vec<CalRow>> {
     let module = Module::parse(&m.ptx)?;
     let mut rows = Vec::new();
-    for (key, d, causal, published) in PUBLISHED {
-        if key != gpu_key {
-            continue;
-        }
-        let Some(k) = m.kernels.iter().find(|k| {
-            k.head_dim == d
-                && k.causal == causal
-                && k.dtype == dtype
-                && k.gpus.iter().any(|g| g == gpu_key)
-        }) else {
-            continue;
-        };
+    for k in kernels_for(m, Role::Fwd, gpu_key, dtype) {
+        let (d, causal) = (k.head_dim, k.causal);
+        let published = published(gpu_key, Pass::Forward, d, causal);
         let traces = foreign_traces(m, &module, k)?;
         let resident = foreign_resident(k, gpu);
         let clocks = windows
@@ -445,7 +553,7 @@ pub fn calibrate(
                 entry: k.entry.clone(),
                 config,
                 resident,
-                published_tflops: published[i],
+                published_tflops: published.map(|p| p[i]),
                 predicted_tflops,
             });
         }
@@ -470,6 +578,19 @@ mod tests {
             (64, 128, 49152, true, DType::F16)
         );
         assert_eq!(k.gpus, ["H100", "A100"]);
+        assert_eq!(k.role, Role::Fwd);
+        let bwd = parse_manifest(
+            &text.replace("kernel e ", "kernel e role=bwd_main "),
+            |_| Ok("x".into()),
+        )
+        .unwrap();
+        assert_eq!(bwd.kernels[0].role, Role::BwdMain);
+        assert!(kernels_for(&bwd, Role::Fwd, "A100", DType::F16).is_empty());
+        assert_eq!(
+            kernels_for(&bwd, Role::BwdMain, "A100", DType::F16).len(),
+            1
+        );
+        assert!(kernels_for(&bwd, Role::BwdMain, "T4", DType::F16).is_empty());
         for broken in [
             "size x\n",
             "ptx a\nsize 8\n",
@@ -478,6 +599,7 @@ mod tests {
             &*text.replace("head_dim=64", "head_dim=18446744073709551615"),
             &*text.replace("block_m=128", "block_m=0"),
             &*text.replace("size 16", "size 99999999"),
+            &*text.replace("kernel e ", "kernel e role=bwd "),
         ] {
             assert!(
                 parse_manifest(broken, |_| Ok("x".into())).is_err(),

@@ -231,16 +231,20 @@ fn emulate(
     Ok((modelled, plan, traces))
 }
 
-/// A decode call predicted by the SM simulation (latency, occupancy and waves seen), beside
-/// its per-pipe model. Every time is *modelled*.
+/// A decode-shaped call of config `C` predicted by the SM simulation (latency, occupancy and
+/// waves seen), beside its per-pipe model (the paged decode's and the MLA decode's). Every time
+/// is *modelled*.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DecodePredicted {
-    pub modelled: DecodeModelled,
+pub struct SplitPredicted<C> {
+    pub modelled: SplitModelled<C>,
     pub decode: Predicted,
     pub combine: Option<Predicted>,
 }
 
-impl DecodePredicted {
+/// A predicted paged decode call.
+pub type DecodePredicted = SplitPredicted<DecodeModelConfig>;
+
+impl<C: Compulsory> SplitPredicted<C> {
     /// Predicted seconds of the call: decode, then combine.
     pub fn seconds(&self) -> f64 {
         self.decode.seconds + self.combine.map_or(0.0, |c| c.seconds)
@@ -290,7 +294,7 @@ pub fn cta_clocks(
 }
 
 /// The DRAM seconds of a per-pipe model (its DRAM pipe).
-fn dram_seconds(m: &Modelled) -> f64 {
+pub fn dram_seconds(m: &Modelled) -> f64 {
     pipes::PIPES
         .iter()
         .position(|&p| p == "DRAM")
@@ -308,25 +312,40 @@ pub fn predict_decode(
     policy: SplitPolicy,
 ) -> Result<DecodePredicted> {
     let (modelled, plan, traces) = emulate(gpu, c, policy, true)?;
+    predict_launches(
+        gpu,
+        (&plan.decode, plan.combine.as_ref()),
+        modelled,
+        &traces,
+    )
+}
+
+/// The SM simulation's prediction of a call's decode and (if planned) combine launches, from
+/// the traces of CTA 0 of each (by entry) and the per-pipe model `modelled` (its DRAM time is
+/// the floor): every CTA of a launch runs the same code on the same number of keys (the last
+/// split may hold fewer: the full one is timed, an upper bound), so each launch is
+/// [`sim::predict_uniform`]. K and V (the latent rows for MLA) stream from DRAM (the streaming
+/// configuration); the combine reads partial states the decode has just written (a few MB at
+/// most: L2 hits). Shared with the MLA model (src/perf_model/mla_decode.rs).
+pub(crate) fn predict_launches<C>(
+    gpu: &GpuSpec,
+    (decode, combine): (&Launch, Option<&Launch>),
+    modelled: SplitModelled<C>,
+    traces: &EntryTraces,
+) -> Result<SplitPredicted<C>> {
     let one = |l: &Launch, m: &Modelled, cfg: &SmConfig| -> Result<Predicted> {
         let ctas = l.grid.iter().map(|&g| u64::from(g)).product::<u64>();
         let shape = launch_shape(l.entry, ctas, l.block[0], l.dynamic_smem_bytes, gpu);
         let (limit, _) = pipes::ctas_per_sm(gpu, &shape);
-        let trace = trace_of(&traces, l.entry)?;
+        let trace = trace_of(traces, l.entry)?;
         sim::predict_uniform(trace, ctas, limit, gpu, cfg, dram_seconds(m))
     };
-    // K and V stream from DRAM; the combine reads partial states the decode has just written
-    // (a few MB at most: L2 hits).
-    let decode = one(
-        &plan.decode,
-        &modelled.decode,
-        &sim::sm_config_streaming(gpu),
-    )?;
-    let combine = match (&plan.combine, &modelled.combine) {
+    let decode = one(decode, &modelled.decode, &sim::sm_config_streaming(gpu))?;
+    let combine = match (combine, &modelled.combine) {
         (Some(l), Some(m)) => Some(one(l, m, &sim::sm_config(gpu))?),
         _ => None,
     };
-    Ok(DecodePredicted {
+    Ok(SplitPredicted {
         modelled,
         decode,
         combine,

@@ -13,10 +13,12 @@
 //! of one split launch together, so on a GPU the repeats can hit L2). Compulsory bytes follow FlashMLA's benchmark
 //! (tests/test_flash_mla.py of deepseek-ai/FlashMLA): the cache rows once, q and o once.
 
-use super::decode::{launch_shape, model_launches, Compulsory, SplitModelled};
+use super::decode::{
+    launch_shape, model_launches, predict_launches, Compulsory, SplitModelled, SplitPredicted,
+};
 use super::gpus::GpuSpec;
 use super::pipes;
-use crate::backend::emulator::EmulatorBackend;
+use crate::backend::emulator::{EmulatorBackend, EntryTraces};
 use crate::check::decode::DecodeCase;
 use crate::check::mla::mla_problem;
 use crate::common::dtype::DType;
@@ -96,6 +98,32 @@ pub type MlaModelled = SplitModelled<MlaModelConfig>;
 /// Models `c` on `gpu`: the plan's split count for `gpu`'s SMs, one item (one of its identical
 /// row tiles where they are identical) emulated with it, scaled to the launch.
 pub fn model_mla(gpu: &GpuSpec, c: &MlaModelConfig) -> Result<MlaModelled> {
+    Ok(emulate(gpu, c, false)?.0)
+}
+
+/// A predicted MLA decode call (the SM simulation beside the per-pipe model).
+pub type MlaPredicted = SplitPredicted<MlaModelConfig>;
+
+/// [`model_mla`] plus the SM simulation's prediction: the emulated item's decode and combine
+/// CTA 0 traced (a full split of one row tile) and each launch timed as the paged decode's
+/// (src/perf_model/decode.rs `predict_launches`: uniform CTAs, latent rows streamed from DRAM).
+pub fn predict_mla(gpu: &GpuSpec, c: &MlaModelConfig) -> Result<MlaPredicted> {
+    let (modelled, plan, traces) = emulate(gpu, c, true)?;
+    predict_launches(
+        gpu,
+        (&plan.decode, plan.combine.as_ref()),
+        modelled,
+        &traces,
+    )
+}
+
+/// The whole call's plan for `gpu`'s SMs, its per-pipe model from one emulated item (row tile),
+/// and (`traced`) that item's traces of CTA 0 of each launch.
+fn emulate(
+    gpu: &GpuSpec,
+    c: &MlaModelConfig,
+    traced: bool,
+) -> Result<(MlaModelled, MlaDecodePlan, EntryTraces)> {
     let auto = SplitPolicy::Auto { num_sms: gpu.sms };
     // The whole batch's plan needs shapes only: one item's problem with `batch` items of pages.
     let built = c.case(1, auto).build();
@@ -131,18 +159,23 @@ pub fn model_mla(gpu: &GpuSpec, c: &MlaModelConfig) -> Result<MlaModelled> {
         check_uninit: false,
         ..EmuOptions::default()
     });
+    if traced {
+        backend.trace_ctas(&[[0, 0, 0]]);
+    }
     let run = runner::mla_decode(&backend, &one, &built.inputs)?;
+    let traces = backend.take_traces();
     let scale = c.batch as f64 * if per_tile { tiles as f64 } else { 1.0 };
     let (decode, combine, dram_bytes) =
         model_launches(gpu, (&plan.decode, plan.combine.as_ref()), &run, scale);
-    Ok(MlaModelled {
+    let modelled = MlaModelled {
         config: *c,
         splits: plan.num_splits,
         decode,
         combine,
         dram_bytes,
         findings: run.findings().len(),
-    })
+    };
+    Ok((modelled, plan, traces))
 }
 
 /// The smallest batch whose one-split grid fills every CTA slot of `gpu` once.
@@ -161,4 +194,45 @@ pub fn batch_filling(gpu: &GpuSpec, c: &MlaModelConfig) -> Result<usize> {
     let slots = u64::from(per_sm.max(1)) * u64::from(gpu.sms);
     let per_item = u64::from(l.grid[0]) * u64::from(l.grid[1]);
     Ok(slots.div_ceil(per_item) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::gpus::A100;
+    use super::*;
+
+    #[test]
+    fn prediction_adds_latency_to_the_per_pipe_model() {
+        // One 32-row tile of the sm_80 kernel, 512 cached tokens in 64-token pages: a batch of 1
+        // (split over A100's SMs, then combined), and batches of 216 and 432 (a CTA per item:
+        // two and four per SM, no split).
+        let c = MlaModelConfig {
+            target: KernelTarget::Ampere,
+            dtype: DType::Bf16,
+            kv_dtype: KvCacheDType::Same,
+            batch: 1,
+            num_heads_q: 32,
+            sq_new: 1,
+            page_size: 64,
+            cache_len: 512,
+        };
+        let one = predict_mla(&A100, &c).unwrap();
+        let full = predict_mla(&A100, &MlaModelConfig { batch: 216, ..c }).unwrap();
+        let double = predict_mla(&A100, &MlaModelConfig { batch: 432, ..c }).unwrap();
+        assert!(one.combine.is_some() && full.combine.is_none() && double.combine.is_none());
+        for p in [&one, &full, &double] {
+            assert_eq!(p.modelled.findings, 0);
+            // The DRAM time is the floor of each launch, and the call is decode then combine.
+            assert!(p.decode.seconds >= p.decode.dram_seconds && p.decode.sm_seconds > 0.0);
+            let total = p.decode.seconds + p.combine.map_or(0.0, |c| c.seconds);
+            assert!((p.seconds() - total).abs() <= 1e-15);
+            assert_eq!(p.combine.is_some(), p.modelled.combine.is_some());
+            // A prediction never beats the DRAM bandwidth.
+            let f = p.dram_fraction(&A100);
+            assert!(f > 0.0 && f <= 1.0, "{f}");
+        }
+        // Twice the CTAs take longer, and no more than twice as long.
+        assert!(double.seconds() > full.seconds());
+        assert!(double.seconds() <= 2.0 * full.seconds() * 1.0001);
+    }
 }

@@ -20,6 +20,7 @@ use crate::problem::{FwdProblem, SeqLayout};
 pub mod backward;
 #[cfg(feature = "reference")]
 pub mod calibrate;
+pub mod calibrate_bwd;
 pub mod decode;
 pub mod decode_bench;
 pub mod gpus;

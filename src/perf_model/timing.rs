@@ -326,6 +326,24 @@ pub struct CtaClocks {
 }
 
 impl CtaClocks {
+    /// The three parts from simulated clocks of one CTA at 8 and 16 tiles (`c8`, `c16`, no
+    /// mask) and of a causal CTA of `causal_tiles` = (tiles, masked) taking `cc` clocks: the
+    /// per-tile part is the difference of the first two over 8 tiles.
+    pub fn from_runs(
+        resident: u32,
+        (c8, c16): (f64, f64),
+        (cc, (tiles, masked)): (f64, (u64, u64)),
+    ) -> CtaClocks {
+        let per_tile = (c16 - c8) / 8.0;
+        let fixed = c8 - 8.0 * per_tile;
+        CtaClocks {
+            resident,
+            fixed,
+            per_tile,
+            masked_extra: (cc - fixed - per_tile * tiles as f64) / masked.max(1) as f64,
+        }
+    }
+
     /// Clocks of a CTA that processes `tiles` KV tiles of which `masked` need the mask.
     pub fn of(&self, tiles: u64, masked: u64) -> f64 {
         self.fixed + self.per_tile * tiles as f64 + self.masked_extra * masked as f64
@@ -382,16 +400,12 @@ impl CtaTraces {
         let c8 = simulate_copies(&self.keys8, resident, cfg)? as f64;
         let c16 = simulate_copies(&self.keys16, resident, cfg)? as f64;
         let cc = simulate_copies(&self.causal, resident, cfg)? as f64;
-        let per_tile = (c16 - c8) / 8.0;
-        let fixed = c8 - 8.0 * per_tile;
-        let (tiles, masked) = tile_counts(self.bm, self.bm, true, self.bm, self.bn)[0];
-        let masked_extra = (cc - fixed - per_tile * tiles as f64) / masked.max(1) as f64;
-        Ok(CtaClocks {
+        let causal_tiles = tile_counts(self.bm, self.bm, true, self.bm, self.bn)[0];
+        Ok(CtaClocks::from_runs(
             resident,
-            fixed,
-            per_tile,
-            masked_extra,
-        })
+            (c8, c16),
+            (cc, causal_tiles),
+        ))
     }
 }
 
