@@ -67,8 +67,8 @@ pub struct BenchArgs {
     #[arg(long)]
     decode: bool,
     /// Calibration: directories (the flag repeated) with FlashAttention-2's kernels built from
-    /// its sources outside the repository (manifest.txt + PTX, forward by
-    /// `tools/fa2_calibration.sh`; backward kernels carry `role=bwd_*`); prints their predicted
+    /// its sources outside the repository (manifest.txt + PTX, format in
+    /// src/perf_model/calibrate.rs; backward kernels carry `role=bwd_*`); prints their predicted
     /// TFLOP/s beside the published ones (src/cli/bench_calibrate.rs).
     #[arg(long)]
     calibrate: Vec<std::path::PathBuf>,

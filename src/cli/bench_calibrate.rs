@@ -1,6 +1,6 @@
 //! `flashmha bench --calibrate DIR [--calibrate DIR2]`: the SM simulation's predicted TFLOP/s of
-//! foreign kernel builds (FlashAttention-2's forward, built outside the repository by
-//! `tools/fa2_calibration.sh`, and its backward, whose manifest kernels carry `role=bwd_*`)
+//! foreign kernel builds (FlashAttention-2's forward, built outside the repository, and its
+//! backward, whose manifest kernels carry `role=bwd_*`)
 //! beside the published figures, per configuration with the error, on H100 SXM5 and A100 SXM4
 //! (src/perf_model/calibrate.rs, src/perf_model/calibrate_bwd.rs), then the published maxima of
 //! the FlashAttention-2 paper's text against the predicted maxima. Needs the builds; CI does not

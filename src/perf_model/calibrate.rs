@@ -1,10 +1,10 @@
 //! Calibration of the SM simulation ([`super::timing`]) on kernels measured on hardware by
-//! others: FlashAttention-2's forward, compiled from its public sources by
-//! `tools/fa2_calibration.sh` (outside the repository, never committed), is emulated, traced and
+//! others: FlashAttention-2's forward, compiled from its public sources outside the repository
+//! (neither the build nor a script that makes it is committed), is emulated, traced and
 //! simulated exactly as our own forward, and its predicted TFLOP/s are set beside the published
 //! ones ([`PUBLISHED`]).
 //!
-//! The script writes a manifest next to the PTX (one item per line):
+//! The build directory holds a manifest next to the PTX (one item per line):
 //! - `ptx FILE`: the PTX file (relative to the manifest's directory);
 //! - `size N`: bytes of the kernels' one by-value parameter struct (`Flash_fwd_params`);
 //! - `field NAME OFFSET`: the byte offset of a field of it (from the compiler's `offsetof`);
