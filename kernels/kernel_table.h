@@ -205,17 +205,20 @@
 
 /* Backward (issue 21; kernels/sm80/flash_bwd.cu, Ampere and newer; Hopper runs these too):
  * X(group, dtypes, head_dim, block_m, num_warps, smem_bytes), group FLASHMHA_BWD_KERNEL, entry
- * flashmha_bwd_<dtype>_d<head_dim>. block_n = 16 x num_warps keys per CTA (one m16 key block per
- * warp); block_m query rows per main-loop step. smem = (K + V) + (Q + dO) + dS + lse / delta =
- * 2 d (2 block_n + 2 block_m) + 2 block_m block_n + 8 block_m bytes (BwdTraits). A separate table:
+ * flashmha_bwd_<dtype>_d<head_dim>. block_n = 16 x num_warps keys per CTA (warp pairs on 32 keys,
+ * each warp of a pair on half of the block_m query rows of a main-loop step). smem = (K + V) +
+ * (Q + dO) + dS^T (+ P^T from d64 on) + lse / delta = 2 d (2 block_n + 2 block_m) +
+ * 2 block_m block_n (x 2 from d64) + 8 block_m bytes (BwdTraits). d128 takes 32 query rows: with
+ * 64 its register budget spills 4-8 B on sm_80/86/89 (ptxas); d96 keeps 4 warps: 8 (128 keys)
+ * would not fit sm_86/89 shared memory. A separate table:
  * build/kernel_table.rs reads FLASHMHA_KERNELS only; the Rust side lists these rows in
  * src/ops/backward/kernels.rs, and a test checks every one of them is compiled. */
 #define FLASHMHA_BWD_KERNELS(X) \
-    X(FLASHMHA_BWD_KERNEL, f16_bf16, 32, 64, 4, 25088) \
-    X(FLASHMHA_BWD_KERNEL, f16_bf16, 64, 64, 4, 41472) \
-    X(FLASHMHA_BWD_KERNEL, f16_bf16, 80, 32, 4, 35072) \
-    X(FLASHMHA_BWD_KERNEL, f16_bf16, 96, 32, 4, 41216) \
-    X(FLASHMHA_BWD_KERNEL, f16_bf16, 128, 16, 4, 43136)
+    X(FLASHMHA_BWD_KERNEL, f16_bf16, 32, 64, 8, 41472) \
+    X(FLASHMHA_BWD_KERNEL, f16_bf16, 64, 64, 8, 82432) \
+    X(FLASHMHA_BWD_KERNEL, f16_bf16, 80, 64, 8, 94720) \
+    X(FLASHMHA_BWD_KERNEL, f16_bf16, 96, 64, 4, 66048) \
+    X(FLASHMHA_BWD_KERNEL, f16_bf16, 128, 32, 4, 57600)
 
 /* Forward-mode JVP (issue 22; kernels/sm80/flash_jvp.cu, Ampere and newer; Hopper runs these
  * too): X(group, dtypes, head_dim, block_n, smem_bytes), group FLASHMHA_JVP_KERNEL, entry
