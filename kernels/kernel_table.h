@@ -216,9 +216,9 @@
 #define FLASHMHA_BWD_KERNELS(X) \
     X(FLASHMHA_BWD_KERNEL, f16_bf16, 32, 64, 8, 41472) \
     X(FLASHMHA_BWD_KERNEL, f16_bf16, 64, 64, 8, 82432) \
-    X(FLASHMHA_BWD_KERNEL, f16_bf16, 80, 64, 8, 94720) \
-    X(FLASHMHA_BWD_KERNEL, f16_bf16, 96, 64, 4, 66048) \
-    X(FLASHMHA_BWD_KERNEL, f16_bf16, 128, 32, 4, 57600)
+    X(FLASHMHA_BWD_KERNEL, f16_bf16, 80, 64, 4, 74240) \
+    X(FLASHMHA_BWD_KERNEL, f16_bf16, 96, 64, 4, 82432) \
+    X(FLASHMHA_BWD_KERNEL, f16_bf16, 128, 64, 4, 98816)
 
 /* Forward-mode JVP (issue 22; kernels/sm80/flash_jvp.cu, Ampere and newer; Hopper runs these
  * too): X(group, dtypes, head_dim, block_n, smem_bytes), group FLASHMHA_JVP_KERNEL, entry

@@ -39,10 +39,13 @@ struct BwdTraits {
     static_assert(kHeadDim % kMmaK == 0, "head_dim must be a multiple of 16");
     static_assert(kHalfRows % kMmaK == 0, "a warp's query half is whole k16 steps");
     static constexpr int kDSplit = kHeadDim >= 64 ? 2 : 1;
-    /* Above d64 P^T is packed to 16 bits before dP^T is computed (one f32 tile live beside the
-     * accumulators: 0 spills), and dS^T is formed from the packed P^T. */
-    static constexpr bool kPackedP = kHeadDim > 64;
-    static_assert(!kPackedP || kDSplit == 2, "the packing residual waits in the P^T tile");
+    /* Above d64 the f32 dP^T waits in shared memory while S^T is computed (one f32 tile live
+     * beside the accumulators: 0 spills) and is read back exact, so dS^T, gate P^T and d(gate)
+     * are formed in f32 and rounded once (P^T packed to 16 bits before dP^T, the fifth
+     * session's way to the same registers, put a second rounding into dS^T and gate P^T: 4 of
+     * 200 random `check --backward` cases over tolerance). The stash is thread-private
+     * ([warp][C pair][lane] float2: 2 wavefronts a warp store / load, no conflicts). */
+    static constexpr bool kStashP = kHeadDim > 64;
 
     static constexpr int kDSteps = kHeadDim / kMmaK;        // k16 steps of K Q^T and V dO^T
     static constexpr int kDPairs = kHeadDim / (2 * kMmaN);  // one ldmatrix.x4.trans = 2 dim tiles
@@ -68,8 +71,9 @@ struct BwdTraits {
                       cursor_matches_layout<DsTile>(),
                   "fragment cursors must address the swizzled layout");
 
-    /* Shared memory: [K | V | Q | dO | dS^T | P^T (kDSplit 2) | lse (log2 units) | delta]; K and
-     * V stay for the whole CTA, the rest is refilled per query tile. */
+    /* Shared memory: [K | V | Q | dO | dS^T | P^T (kDSplit 2) | lse (log2 units) | delta |
+     * f32 P^T stash (kStashP)]; K and V stay for the whole CTA, the rest is refilled per query
+     * tile. */
     static constexpr int kKOffset = 0;
     static constexpr int kVOffset = kKOffset + KVTile::kBytes;
     static constexpr int kQOffset = kVOffset + KVTile::kBytes;
@@ -78,7 +82,9 @@ struct BwdTraits {
     static constexpr int kPOffset = kDsOffset + DsTile::kBytes;
     static constexpr int kLseOffset = kPOffset + (kDSplit == 2 ? DsTile::kBytes : 0);
     static constexpr int kDeltaOffset = kLseOffset + kBlockM * 4;
-    static constexpr int kSmemBytes = kDeltaOffset + kBlockM * 4;
+    static constexpr int kStashOffset = kDeltaOffset + kBlockM * 4;
+    static constexpr int kStashBytes = kStashP ? kBlockN * kBlockM * 4 : 0;
+    static constexpr int kSmemBytes = kStashOffset + kStashBytes;
     /* kDSplit 1: the epilogue adds the pair's partial dK / dV through shared memory (f32, both
      * tensors of every pair at once), over the whole layout. */
     static constexpr int kReduceBytes = kDSplit == 1 ? 2 * kBlockN * kHeadDim * 4 : 0;

@@ -15,6 +15,8 @@
  *          score_grad.cuh), masked keys 0 (recomputed, never stored in global memory)
  *   dP^T = gate V dO^T            (gate: the head's output gate, 1 without)
  *   dS^T = P^T * (dP^T - delta) * x'   (x' the softcap's derivative, 1 without)
+ *          (dP^T first, then S^T; above d64 dP^T waits in an f32 shared-memory stash meanwhile;
+ *          P^T, dS^T and gate P^T formed in f32 and rounded once)
  *   dV  += gate P^T dO,  dK += dS^T Q   (own half: A straight from the registers, mma.cuh P
  *          reuse; from d64 on each warp of a pair keeps half of the dims and also takes the
  *          partner's half, P^T and dS^T read from shared memory; up to d32 each keeps all dims
@@ -251,11 +253,8 @@ __device__ __forceinline__ void flash_bwd_cta(const FlashBwdParams &params) {
             cp_async_wait<0>();  // this thread's Q, dO (and, first time, K, V) copies landed
             __syncthreads();     // ... and every thread's, and lse / delta are visible
 
-            // S^T = K Q^T, then dP^T = V dO^T: [32 keys of the pair, 32 queries of the half],
-            // f32. Above d64 (BwdTraits::kPackedP) P^T is packed (the A fragments of P^T dO)
-            // before dP^T is computed, so only one f32 tile is live beside the dK / dV
-            // accumulators (0 spills at d80-d128), and dS^T is formed from that packed P^T, the
-            // one dV uses; d(gate) adds the rounding residual back. Up to d64 P^T stays f32.
+            // dP^T = V dO^T, then S^T = K Q^T: [32 keys of the pair, block_m / 2 queries of the
+            // half], f32 (mma fragments below).
             // The half's first Q / dO row relative to the pair's first K / V row.
             const uint32_t q_shift =
                 static_cast<uint32_t>((half * kHalf - kg * T::kPairKeys) * KVTile::kRowBytes);
@@ -317,6 +316,21 @@ __device__ __forceinline__ void flash_bwd_cta(const FlashBwdParams &params) {
                         for (int r = 0; r < kARegs; ++r) f(kb, kk, r, p_tile_of_a_reg(kk, r), p_c_of_a_reg(r));
             };
 
+            // dP_u^T = V dO^T first; above d64 (BwdTraits::kStashP) it waits in the f32 stash
+            // while S^T is computed (one f32 tile live beside the dK / dV accumulators: 0 spills
+            // at d80-d128); up to d64 both tiles stay in registers.
+            // The thread's stash slot of C pair i (for_each_a_reg order): [warp][i][lane] float2.
+            auto stash_of = [&](int kb, int kk, int r) {
+                const int i = (kb * T::kQSteps + kk) * kARegs + r;
+                return reinterpret_cast<float2 *>(smem + T::kStashOffset) +
+                       (warp * kKB * T::kQSteps * kARegs + i) * kWarpSize + lane_o;
+            };
+            float dpt[kKB][kQT][kCRegs];
+            tile_mma(Int<T::kVOffset>{}, Int<T::kDoOffset>{}, dpt);
+            if constexpr (T::kStashP)
+                for_each_a_reg([&](int kb, int kk, int r, int t, int c) {
+                    *stash_of(kb, kk, r) = make_float2(dpt[kb][t][c], dpt[kb][t][c + 1]);
+                });
             float st[kKB][kQT][kCRegs];
             tile_mma(Int<T::kKOffset>{}, Int<T::kQOffset>{}, st);
 
@@ -340,25 +354,47 @@ __device__ __forceinline__ void flash_bwd_cta(const FlashBwdParams &params) {
                     }
             }
 
-            // P^T = 2^(x - lse2), x the log2-domain score (scale_log2 S^T, or through the
-            // softcap / ALiBi modifiers: score_grad.cuh), in place or packed to the A fragments
-            // of the k16 query steps. The softcap's derivative x' (with modifiers) and the
-            // packing's residual (with gates) wait as f16 pairs in the warp's own slots of the
-            // dS^T and P^T tiles (written over below; no other thread reads them).
+            // Per element, all in f32 and rounded once into the A fragments of dK / dV:
+            //   P^T  = 2^(x - lse2), x the log2-domain score (scale_log2 S^T, or through the
+            //          softcap / ALiBi modifiers, x' their derivative: score_grad.cuh);
+            //   dS^T = P^T (gate dP_u^T - delta) x', gate P^T, d(gate) += P^T dP_u^T
+            // (gate: the head's output gate); both into shared memory below as 32-bit C pairs:
+            // dS^T for dQ, gate P^T (split 2) for the partner warp.
+            uint32_t ds_a[kKB][T::kQSteps][kARegs];
             uint32_t p_a[kKB][T::kQSteps][kARegs];
-            auto scores_to_p = [&](auto mod_c, auto gate_c) {
+            auto scores_to_ds = [&](auto mod_c, auto gate_c) {
                 constexpr bool kMod = decltype(mod_c)::value != 0;
-                [[maybe_unused]] constexpr bool kGate = decltype(gate_c)::value != 0;
+                constexpr bool kGate = decltype(gate_c)::value != 0;
+                // -lse2 and delta of the thread's query pairs, loaded once: the pass's shared
+                // stores could alias them, so the compiler would reload them per key block.
+                float2 l2s[kQT];
+                float2 dls[kQT];
+#pragma unroll
+                for (int t = 0; t < kQT; ++t) {
+                    l2s[t] = *reinterpret_cast<const float2 *>(lse_smem + t * kMmaN);
+                    dls[t] = *reinterpret_cast<const float2 *>(delta_smem + t * kMmaN);
+                }
                 for_each_a_reg([&](int kb, int kk, int r, int t, int c) {
                             const int col = t * kMmaN + mma_c_col(lane, 0);  // the pair's first query
-                            const float2 l2 = *reinterpret_cast<const float2 *>(lse_smem + t * kMmaN);
+                            const float2 l2 = l2s[t];
+                            const float2 dl = dls[t];
+                            float dp[kPairElems];
+                            if constexpr (T::kStashP) {
+                                const float2 v = *stash_of(kb, kk, r);
+                                dp[0] = v.x;
+                                dp[1] = v.y;
+                            } else {
+                                dp[0] = dpt[kb][t][c];
+                                dp[1] = dpt[kb][t][c + 1];
+                            }
                             float p[kPairElems];
-                            float grad[kPairElems];
+                            float ds[kPairElems];
 #pragma unroll
                             for (int e = 0; e < kPairElems; ++e) {
                                 const float s_raw = st[kb][t][c + e];
                                 const float neg_l2 = e ? l2.y : l2.x;
                                 float x;
+                                float grad = 1.0f;
                                 if constexpr (kMod) {
                                     // ALiBi distance |i + shift - j| with shift = sk - sq.
                                     const ModifiedScore ms = mod_grad.modify(
@@ -366,107 +402,44 @@ __device__ __forceinline__ void flash_bwd_cta(const FlashBwdParams &params) {
                                         alibi_log2);
                                     // a masked score (-inf) stays -inf through the softcap
                                     x = s_raw == neg_inf() ? neg_inf() : ms.x + neg_l2;
-                                    grad[e] = ms.grad;
+                                    grad = ms.grad;
                                 } else {
                                     x = fmaf(s_raw, scale_log2, neg_l2);
                                 }
                                 p[e] = fast_exp2(x);
-                            }
-                            if constexpr (T::kPackedP) {
-                                p_a[kb][kk][r] = Elem::pack(p[0], p[1]);
-                                if constexpr (kGate) {
-                                    float q[kPairElems];
-                                    unpack_pair<Elem>(p_a[kb][kk][r], q[0], q[1]);
-                                    *reinterpret_cast<uint32_t *>(smem + T::kPOffset + c_pair_offset(kb, kk, r)) =
-                                        Elem_f16::pack(p[0] - q[0], p[1] - q[1]);
-                                }
-                            } else {
-                                st[kb][t][c] = p[0];
-                                st[kb][t][c + 1] = p[1];
-                            }
-                            if constexpr (kMod)  // x' in [0, 1], as an f16 pair
-                                *reinterpret_cast<uint32_t *>(smem + T::kDsOffset + c_pair_offset(kb, kk, r)) =
-                                    Elem_f16::pack(grad[0], grad[1]);
-                });
-            };
-            auto p_with_gate = [&](auto mod_c) {
-                if (gated && T::kPackedP)
-                    scores_to_p(mod_c, Int<1>{});
-                else
-                    scores_to_p(mod_c, Int<0>{});
-            };
-            if (want_mod)
-                p_with_gate(Int<1>{});
-            else
-                p_with_gate(Int<0>{});
-
-            float dpt[kKB][kQT][kCRegs];
-            tile_mma(Int<T::kVOffset>{}, Int<T::kDoOffset>{}, dpt);
-            // dS^T = P^T (gate dP_u^T - delta) x' from the packed P^T (gate: the head's output
-            // gate; d(gate) += P^T dP_u^T), packed likewise; both into shared memory as 32-bit
-            // C pairs: dS^T for dQ, gate P^T (split 2) for the partner warp.
-            uint32_t ds_a[kKB][T::kQSteps][kARegs];
-            auto p_to_ds = [&](auto mod_c, auto gate_c) {
-                constexpr bool kMod = decltype(mod_c)::value != 0;
-                constexpr bool kGate = decltype(gate_c)::value != 0;
-                for_each_a_reg([&](int kb, int kk, int r, int t, int c) {
-                            const float2 dl = *reinterpret_cast<const float2 *>(delta_smem + t * kMmaN);
-                            const uint32_t off = c_pair_offset(kb, kk, r);
-                            float p[kPairElems];
-                            float res[kPairElems] = {0.0f, 0.0f};  // f32 P^T minus the packed one
-                            if constexpr (T::kPackedP) {
-                                unpack_pair<Elem>(p_a[kb][kk][r], p[0], p[1]);
-                                if constexpr (kGate)
-                                    unpack_pair<Elem_f16>(
-                                        *reinterpret_cast<const uint32_t *>(smem + T::kPOffset + off), res[0], res[1]);
-                            } else {
-                                p[0] = st[kb][t][c];
-                                p[1] = st[kb][t][c + 1];
-                            }
-                            float grad[kPairElems] = {1.0f, 1.0f};
-                            if constexpr (kMod)
-                                unpack_pair<Elem_f16>(*reinterpret_cast<const uint32_t *>(smem + T::kDsOffset + off),
-                                                      grad[0], grad[1]);
-                            float ds[kPairElems];
-#pragma unroll
-                            for (int e = 0; e < kPairElems; ++e) {
-                                const float dp = dpt[kb][t][c + e];
                                 const float d = e ? dl.y : dl.x;
                                 if constexpr (kGate) {
-                                    gate_grad = fmaf(p[e] + res[e], dp, gate_grad);
-                                    ds[e] = p[e] * fmaf(gate, dp, -d);
+                                    gate_grad = fmaf(p[e], dp[e], gate_grad);
+                                    ds[e] = p[e] * fmaf(gate, dp[e], -d);
                                 } else {
-                                    ds[e] = p[e] * (dp - d);
+                                    ds[e] = p[e] * (dp[e] - d);
                                 }
-                                if constexpr (kMod) ds[e] *= grad[e];
+                                if constexpr (kMod) ds[e] *= grad;
                             }
                             ds_a[kb][kk][r] = Elem::pack(ds[0], ds[1]);
-                            // dV takes gate P^T (packed P^T rounded once more: gated heads only)
+                            // dV takes gate P^T
                             if constexpr (kGate)
                                 p_a[kb][kk][r] = Elem::pack(p[0] * gate, p[1] * gate);
-                            else if constexpr (!T::kPackedP)
+                            else
                                 p_a[kb][kk][r] = Elem::pack(p[0], p[1]);
+                            const uint32_t off = c_pair_offset(kb, kk, r);
+                            *reinterpret_cast<uint32_t *>(smem + T::kDsOffset + off) = ds_a[kb][kk][r];
+                            if constexpr (kSplit == 2)
+                                *reinterpret_cast<uint32_t *>(smem + T::kPOffset + off) = p_a[kb][kk][r];
                 });
             };
             auto ds_with_gate = [&](auto mod_c) {
                 if (gated)
-                    p_to_ds(mod_c, Int<1>{});
+                    scores_to_ds(mod_c, Int<1>{});
                 else
-                    p_to_ds(mod_c, Int<0>{});
+                    scores_to_ds(mod_c, Int<0>{});
             };
             if (want_mod)
                 ds_with_gate(Int<1>{});
             else
                 ds_with_gate(Int<0>{});
-            for_each_a_reg([&](int kb, int kk, int r, int, int) {
-                const uint32_t off = c_pair_offset(kb, kk, r);
-                *reinterpret_cast<uint32_t *>(smem + T::kDsOffset + off) = ds_a[kb][kk][r];
-                if constexpr (kSplit == 2)
-                    *reinterpret_cast<uint32_t *>(smem + T::kPOffset + off) = p_a[kb][kk][r];
-            });
-
-            // dV += P^T dO and dK += dS^T Q over the own half: B = dO / Q [queries, d] through
-            // ldmatrix.trans, A from the registers.
+            // dV += P^T dO and dK += dS^T Q over a query half: B = dO / Q [queries, d] through
+            // ldmatrix.trans, A from `a_of`.
             auto accumulate_half = [&](uint32_t shift, auto a_of) {
                 static_for<T::kQSteps>([&](auto kk_c) {
                     constexpr int kk = decltype(kk_c)::value;
@@ -496,24 +469,13 @@ __device__ __forceinline__ void flash_bwd_cta(const FlashBwdParams &params) {
                     });
                 });
             };
-            accumulate_half(0u, [&](auto kk_c, uint32_t (&pa)[kKB][kARegs], uint32_t (&da)[kKB][kARegs]) {
-#pragma unroll
-                for (int kb = 0; kb < kKB; ++kb)
-#pragma unroll
-                    for (int r = 0; r < kARegs; ++r) {
-                        pa[kb][r] = p_a[kb][decltype(kk_c)::value][r];
-                        da[kb][r] = ds_a[kb][decltype(kk_c)::value][r];
-                    }
-            });
-            __syncthreads();  // every warp's dS^T (and P^T) is in shared memory
-
-            if constexpr (kSplit == 2) {
-                // ... and the partner's half: its P^T, dS^T from shared memory (A, plain).
+            // A of a half's P^T / dS^T from shared memory (plain: the pair's keys, the half's
+            // queries), the half's Q / dO rows through the own cursor moved by +-32 rows.
+            auto accumulate_half_from_smem = [&](int h) {
                 const DsCursor cur_pt(smem_base, kg * T::kPairKeys + ldsm_a_row(lane_o),
-                                      ldsm_a_col8(lane_o) + (1 - half) * (kHalf / kChunkElems));
-                // The partner half's rows: the own cursor moved by +-32 rows (added per load).
-                const uint32_t other_shift = static_cast<uint32_t>((1 - 2 * half) * kHalf * KVTile::kRowBytes);
-                accumulate_half(other_shift, [&](auto kk_c, uint32_t (&pa)[kKB][kARegs], uint32_t (&da)[kKB][kARegs]) {
+                                      ldsm_a_col8(lane_o) + h * (kHalf / kChunkElems));
+                const uint32_t shift = static_cast<uint32_t>((h - half) * kHalf * KVTile::kRowBytes);
+                accumulate_half(shift, [&](auto kk_c, uint32_t (&pa)[kKB][kARegs], uint32_t (&da)[kKB][kARegs]) {
                     constexpr int kCol8 = decltype(kk_c)::value * (kMmaK / kChunkElems);
                     static_for<kKB>([&](auto kb_c) {
                         constexpr int kb = decltype(kb_c)::value;
@@ -523,6 +485,28 @@ __device__ __forceinline__ void flash_bwd_cta(const FlashBwdParams &params) {
                             da[kb], cur_pt.template reg<kCol8>());
                     });
                 });
+            };
+            if constexpr (T::kStashP) {
+                // Above d64 the own half's fragments come back from shared memory too (held in
+                // registers from the elementwise pass on, the 64-row tile spills 12 B): both
+                // halves after the barrier.
+                __syncthreads();  // every warp's dS^T and P^T are in shared memory
+                accumulate_half_from_smem(half);
+                accumulate_half_from_smem(1 - half);
+            } else {
+                // The own half straight from the registers (mma.cuh P reuse), then (split 2) the
+                // partner's.
+                accumulate_half(0u, [&](auto kk_c, uint32_t (&pa)[kKB][kARegs], uint32_t (&da)[kKB][kARegs]) {
+#pragma unroll
+                    for (int kb = 0; kb < kKB; ++kb)
+#pragma unroll
+                        for (int r = 0; r < kARegs; ++r) {
+                            pa[kb][r] = p_a[kb][decltype(kk_c)::value][r];
+                            da[kb][r] = ds_a[kb][decltype(kk_c)::value][r];
+                        }
+                });
+                __syncthreads();  // every warp's dS^T (and P^T) is in shared memory
+                if constexpr (kSplit == 2) accumulate_half_from_smem(1 - half);
             }
 
             // dQ += dS K in items of 32 query rows x two dim pairs, dealt to the warps in turn,

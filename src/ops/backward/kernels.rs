@@ -68,12 +68,12 @@ pub static BWD_KERNELS: &[BwdKernelRow] = &[
     row("flashmha_bwd_bf16_d32", DType::Bf16, 32, 64, 8, 41472),
     row("flashmha_bwd_f16_d64", DType::F16, 64, 64, 8, 82432),
     row("flashmha_bwd_bf16_d64", DType::Bf16, 64, 64, 8, 82432),
-    row("flashmha_bwd_f16_d80", DType::F16, 80, 64, 8, 94720),
-    row("flashmha_bwd_bf16_d80", DType::Bf16, 80, 64, 8, 94720),
-    row("flashmha_bwd_f16_d96", DType::F16, 96, 64, 4, 66048),
-    row("flashmha_bwd_bf16_d96", DType::Bf16, 96, 64, 4, 66048),
-    row("flashmha_bwd_f16_d128", DType::F16, 128, 32, 4, 57600),
-    row("flashmha_bwd_bf16_d128", DType::Bf16, 128, 32, 4, 57600),
+    row("flashmha_bwd_f16_d80", DType::F16, 80, 64, 4, 74240),
+    row("flashmha_bwd_bf16_d80", DType::Bf16, 80, 64, 4, 74240),
+    row("flashmha_bwd_f16_d96", DType::F16, 96, 64, 4, 82432),
+    row("flashmha_bwd_bf16_d96", DType::Bf16, 96, 64, 4, 82432),
+    row("flashmha_bwd_f16_d128", DType::F16, 128, 64, 4, 98816),
+    row("flashmha_bwd_bf16_d128", DType::Bf16, 128, 64, 4, 98816),
 ];
 
 /// Warps per CTA of the dot and convert kernels (one per (q row, head)).
@@ -149,10 +149,14 @@ mod tests {
         for r in BWD_KERNELS {
             assert!(r.entry.contains(r.dtype.name()), "{}", r.entry);
             // The BwdTraits layout (the entry static_asserts the same sum): K, V, Q, dO, dS^T,
-            // P^T when the pair splits the head dim, lse and delta.
+            // P^T when the pair splits the head dim, lse and delta, the f32 dP^T stash above d64.
             let (d, m, n) = (r.head_dim, r.block_m, r.block_n());
             let staged = 2 * m * n * r.head_dim_split();
-            assert_eq!(r.smem_bytes, 2 * d * (2 * n + 2 * m) + staged + 8 * m);
+            let stash = if d > 64 { 4 * m * n } else { 0 };
+            assert_eq!(
+                r.smem_bytes,
+                2 * d * (2 * n + 2 * m) + staged + 8 * m + stash
+            );
         }
         for entry in BWD_KERNELS
             .iter()
