@@ -254,7 +254,7 @@ __device__ __forceinline__ void flash_bwd_cta(const FlashBwdParams &params) {
             __syncthreads();     // ... and every thread's, and lse / delta are visible
 
             // dP^T = V dO^T, then S^T = K Q^T: [32 keys of the pair, block_m / 2 queries of the
-            // half], f32 (mma fragments below).
+            // half], f32.
             // The half's first Q / dO row relative to the pair's first K / V row.
             const uint32_t q_shift =
                 static_cast<uint32_t>((half * kHalf - kg * T::kPairKeys) * KVTile::kRowBytes);
@@ -358,8 +358,8 @@ __device__ __forceinline__ void flash_bwd_cta(const FlashBwdParams &params) {
             //   P^T  = 2^(x - lse2), x the log2-domain score (scale_log2 S^T, or through the
             //          softcap / ALiBi modifiers, x' their derivative: score_grad.cuh);
             //   dS^T = P^T (gate dP_u^T - delta) x', gate P^T, d(gate) += P^T dP_u^T
-            // (gate: the head's output gate); both into shared memory below as 32-bit C pairs:
-            // dS^T for dQ, gate P^T (split 2) for the partner warp.
+            // (gate: the head's output gate); both stored as they are formed into shared memory
+            // as 32-bit C pairs: dS^T for dQ, gate P^T (split 2) for dV of the pair's warps.
             uint32_t ds_a[kKB][T::kQSteps][kARegs];
             uint32_t p_a[kKB][T::kQSteps][kARegs];
             auto scores_to_ds = [&](auto mod_c, auto gate_c) {
