@@ -206,17 +206,27 @@
 
 /* Backward (issue 21; kernels/sm80/flash_bwd.cu, Ampere and newer; Hopper runs these too):
  * X(group, dtypes, head_dim, block_m, num_warps, smem_bytes), group FLASHMHA_BWD_KERNEL, entry
- * flashmha_bwd_<dtype>_d<head_dim>. block_n = 16 x num_warps keys per CTA (one m16 key block per
- * warp); block_m query rows per main-loop step. smem = (K + V) + (Q + dO) + dS + lse / delta =
- * 2 d (2 block_n + 2 block_m) + 2 block_m block_n + 8 block_m bytes (BwdTraits). A separate table:
+ * flashmha_bwd_<dtype>_d<head_dim>. block_n = 16 x num_warps keys per CTA (warp pairs on 32 keys,
+ * each warp of a pair on half of the block_m query rows of a main-loop step). smem = (K + V) +
+ * (Q + dO) + dS^T (+ P^T from d64 on) + lse / delta (+ the f32 dP^T stash above d64) =
+ * 2 d (2 block_n + 2 block_m) + 2 block_m block_n (x 2 from d64) + 8 block_m (+ 4 block_m block_n
+ * above d64) bytes (BwdTraits); every row must fit the 99 KB of sm_86/89 (one compute_80 PTX).
+ * Measured per main-loop mma (emulator, 1024 -> 2048 queries at 1024 keys, f16; non-tensor /
+ * ldmatrix / smem wavefronts / warp atomics; bench/results/bwd_per_mma_steps.txt):
+ *  - d64, 64 x 128 keys, 8 warps: 3.914 / 0.450 / 2.203 / 0.100 (FA2 2.934 / 0.450 / 2.100).
+ *  - d128, 64 x 64 keys, 4 warps: 3.120 / 0.450 / 2.353 / 0.200 (FA2 2.203 / 0.450 / 2.000 /
+ *    0.100). 32 rows cost 0.525-0.75 ldmatrix (the fifth session's 32 x 64: 3.642 / 0.525 /
+ *    2.453); 128 keys need 164352 B at 64 rows, 114944 B at 32 (over 99 KB).
+ *  - d80 / d96 take d128's 64 x 64 (d80 at 128 keys with the stash: 127488 B).
+ * 0 spills everywhere (ptxas 13.5, sm_80-sm_120: bench/results/bwd_ptxas.txt). A separate table:
  * build/kernel_table.rs reads FLASHMHA_KERNELS only; the Rust side lists these rows in
  * src/ops/backward/kernels.rs, and a test checks every one of them is compiled. */
 #define FLASHMHA_BWD_KERNELS(X) \
-    X(FLASHMHA_BWD_KERNEL, f16_bf16, 32, 64, 4, 25088) \
-    X(FLASHMHA_BWD_KERNEL, f16_bf16, 64, 64, 4, 41472) \
-    X(FLASHMHA_BWD_KERNEL, f16_bf16, 80, 32, 4, 35072) \
-    X(FLASHMHA_BWD_KERNEL, f16_bf16, 96, 32, 4, 41216) \
-    X(FLASHMHA_BWD_KERNEL, f16_bf16, 128, 16, 4, 43136)
+    X(FLASHMHA_BWD_KERNEL, f16_bf16, 32, 64, 8, 41472) \
+    X(FLASHMHA_BWD_KERNEL, f16_bf16, 64, 64, 8, 82432) \
+    X(FLASHMHA_BWD_KERNEL, f16_bf16, 80, 64, 4, 74240) \
+    X(FLASHMHA_BWD_KERNEL, f16_bf16, 96, 64, 4, 82432) \
+    X(FLASHMHA_BWD_KERNEL, f16_bf16, 128, 64, 4, 98816)
 
 /* Forward-mode JVP (issue 22; kernels/sm80/flash_jvp.cu, Ampere and newer; Hopper runs these
  * too): X(group, dtypes, head_dim, block_n, smem_bytes), group FLASHMHA_JVP_KERNEL, entry

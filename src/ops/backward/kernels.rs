@@ -28,9 +28,19 @@ impl HeadDimRow for BwdKernelRow {
 }
 
 impl BwdKernelRow {
-    /// Keys per CTA: one m16 block per warp (kernels/common/bwd_traits.cuh).
+    /// Keys per CTA: warps work in pairs, each pair on 32 keys (kernels/common/bwd_traits.cuh).
     pub fn block_n(&self) -> u32 {
         16 * self.num_warps
+    }
+
+    /// Warps of a pair share the head dim of dK / dV (each half of it) from d64 on, where whole
+    /// rows of both would not fit the registers; then P is exchanged through shared memory too.
+    pub fn head_dim_split(&self) -> u32 {
+        if self.head_dim >= 64 {
+            2
+        } else {
+            1
+        }
     }
 }
 
@@ -54,16 +64,16 @@ const fn row(
 
 /// Every compiled main kernel (kernel_table.h order, f16 before bf16 in each row).
 pub static BWD_KERNELS: &[BwdKernelRow] = &[
-    row("flashmha_bwd_f16_d32", DType::F16, 32, 64, 4, 25088),
-    row("flashmha_bwd_bf16_d32", DType::Bf16, 32, 64, 4, 25088),
-    row("flashmha_bwd_f16_d64", DType::F16, 64, 64, 4, 41472),
-    row("flashmha_bwd_bf16_d64", DType::Bf16, 64, 64, 4, 41472),
-    row("flashmha_bwd_f16_d80", DType::F16, 80, 32, 4, 35072),
-    row("flashmha_bwd_bf16_d80", DType::Bf16, 80, 32, 4, 35072),
-    row("flashmha_bwd_f16_d96", DType::F16, 96, 32, 4, 41216),
-    row("flashmha_bwd_bf16_d96", DType::Bf16, 96, 32, 4, 41216),
-    row("flashmha_bwd_f16_d128", DType::F16, 128, 16, 4, 43136),
-    row("flashmha_bwd_bf16_d128", DType::Bf16, 128, 16, 4, 43136),
+    row("flashmha_bwd_f16_d32", DType::F16, 32, 64, 8, 41472),
+    row("flashmha_bwd_bf16_d32", DType::Bf16, 32, 64, 8, 41472),
+    row("flashmha_bwd_f16_d64", DType::F16, 64, 64, 8, 82432),
+    row("flashmha_bwd_bf16_d64", DType::Bf16, 64, 64, 8, 82432),
+    row("flashmha_bwd_f16_d80", DType::F16, 80, 64, 4, 74240),
+    row("flashmha_bwd_bf16_d80", DType::Bf16, 80, 64, 4, 74240),
+    row("flashmha_bwd_f16_d96", DType::F16, 96, 64, 4, 82432),
+    row("flashmha_bwd_bf16_d96", DType::Bf16, 96, 64, 4, 82432),
+    row("flashmha_bwd_f16_d128", DType::F16, 128, 64, 4, 98816),
+    row("flashmha_bwd_bf16_d128", DType::Bf16, 128, 64, 4, 98816),
 ];
 
 /// Warps per CTA of the dot and convert kernels (one per (q row, head)).
@@ -138,9 +148,15 @@ mod tests {
         assert_eq!(ours, header);
         for r in BWD_KERNELS {
             assert!(r.entry.contains(r.dtype.name()), "{}", r.entry);
-            // The BwdTraits layout (the entry static_asserts the same sum).
+            // The BwdTraits layout (the entry static_asserts the same sum): K, V, Q, dO, dS^T,
+            // P^T when the pair splits the head dim, lse and delta, the f32 dP^T stash above d64.
             let (d, m, n) = (r.head_dim, r.block_m, r.block_n());
-            assert_eq!(r.smem_bytes, 2 * d * (2 * n + 2 * m) + 2 * m * n + 8 * m);
+            let staged = 2 * m * n * r.head_dim_split();
+            let stash = if d > 64 { 4 * m * n } else { 0 };
+            assert_eq!(
+                r.smem_bytes,
+                2 * d * (2 * n + 2 * m) + staged + 8 * m + stash
+            );
         }
         for entry in BWD_KERNELS
             .iter()

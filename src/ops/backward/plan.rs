@@ -302,8 +302,10 @@ mod tests {
         // One warp per (q row, head), 4 per CTA.
         assert_eq!(dot.grid, [(2 * 70 * 6u32).div_ceil(4), 1, 1]);
         assert_eq!(dot.block, [128, 1, 1]);
-        // Key blocks of 64, kv heads, batch.
-        assert_eq!(main.grid, [2, 2, 2]);
+        // Key blocks of the kernel's block_n (128 keys at d64: 1 block), kv heads, batch.
+        let block_n = plan.kernel().block_n();
+        assert_eq!(main.grid, [100u32.div_ceil(block_n), 2, 2]);
+        assert_eq!(main.grid[0], 1);
         assert_eq!(main.dynamic_smem_bytes, plan.kernel().smem_bytes);
         // The params carry the workspace split: delta right after the accumulator.
         let p = plan.params;
@@ -318,11 +320,13 @@ mod tests {
 
     #[test]
     fn deterministic_mode_sizes_one_dq_slice_per_key_block() {
-        let fwd = FwdShape::padded(2, 30, 150, Heads::gqa(4, 2), 64);
+        // d128 (64 keys per CTA): ceil(150 / 64) = 3 key blocks.
+        let fwd = FwdShape::padded(2, 30, 150, Heads::gqa(4, 2), 128);
         let atomic = BwdPlan::new(DType::F16, &BwdShape::new(fwd)).unwrap();
         let det = BwdPlan::new(DType::F16, &BwdShape::new(fwd).with_deterministic(true)).unwrap();
+        assert_eq!(det.kernel().block_n(), 64);
         let (a, x) = (atomic.extents(), det.extents());
-        assert_eq!((a.dq_slices, x.dq_slices), (1, 3)); // ceil(150 / 64) key blocks
+        assert_eq!((a.dq_slices, x.dq_slices), (1, 3));
         assert_eq!(x.dq_accum, 3 * a.dq_accum);
         assert_eq!(det.workspace_len(), x.dq_accum + x.delta);
         assert_eq!((atomic.params.dq_slices, det.params.dq_slices), (1, 3));
