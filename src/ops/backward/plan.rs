@@ -40,6 +40,11 @@ pub struct BwdBufs {
     pub head_gates: DevBuf,
     /// f32 `[hq]`, optional output (needs `head_gates`): d(loss) / d(gate).
     pub d_head_gates: DevBuf,
+    /// f32 `[hq]`, optional: the forward's attention-sink logits (its LSE includes them; dQ,
+    /// dK, dV need nothing more), read for `d_sinks` only.
+    pub sinks: DevBuf,
+    /// f32 `[hq]`, optional output (needs `sinks`): d(loss) / d(sink).
+    pub d_sinks: DevBuf,
 }
 
 /// A validated backward plan for elements of `dtype`: everything but the buffers. Pure data,
@@ -120,13 +125,14 @@ impl BwdPlan {
         &self.extents
     }
 
-    /// f32 elements of the caller's workspace (dQ accumulator and delta).
+    /// f32 elements of the caller's workspace (dQ accumulator, delta and, in deterministic
+    /// mode, the per-warp d(gate) partials).
     pub fn workspace_len(&self) -> usize {
         self.extents.workspace
     }
 
     /// The binding table of `b` (fixed array: no allocation).
-    pub fn specs(&self, b: &BwdBufs) -> [BufSpec; 15] {
+    pub fn specs(&self, b: &BwdBufs) -> [BufSpec; 17] {
         use TensorName as T;
         let x = &self.extents;
         let (e, a) = (self.dtype.size() as u64, COPY_ALIGN_BYTES as u64);
@@ -196,6 +202,16 @@ impl BwdPlan {
                 4,
             )
             .written(),
+            BufSpec::input(T::Sinks, b.sinks, Use::IfPresent, n(x.fwd.per_head), 4, 4),
+            BufSpec::input(
+                T::DSinks,
+                b.d_sinks,
+                Use::IfPresent,
+                n(x.fwd.per_head),
+                4,
+                4,
+            )
+            .written(),
         ]
     }
 
@@ -204,10 +220,14 @@ impl BwdPlan {
     /// accumulator, the main kernel, the dQ conversion.
     pub fn bind(&self, bufs: &BwdBufs) -> Result<[Launch; 3]> {
         check(&self.specs(bufs))?;
-        if bufs.d_head_gates.is_present() && !bufs.head_gates.is_present() {
-            return Err(Error::MissingBuffer {
-                tensor: TensorName::HeadGates,
-            });
+        // An output gradient needs the input it is the gradient of.
+        for (out, input) in [
+            (bufs.d_head_gates, (bufs.head_gates, TensorName::HeadGates)),
+            (bufs.d_sinks, (bufs.sinks, TensorName::Sinks)),
+        ] {
+            if out.is_present() && !input.0.is_present() {
+                return Err(Error::MissingBuffer { tensor: input.1 });
+            }
         }
         let mut p = self.params;
         p.q = bufs.q.addr as *const _;
@@ -219,17 +239,22 @@ impl BwdPlan {
         p.dk = bufs.dk.addr as *mut _;
         p.dv = bufs.dv.addr as *mut _;
         p.opt.lse = bufs.lse.addr as *mut f32;
-        // The workspace: dq_accum, then delta.
+        // The workspace: dq_accum, delta, then (deterministic d(gate)) the per-warp partials.
+        let x = &self.extents;
+        let at = |off: usize| bufs.workspace.slice(off as u64, 0, 4).addr as *mut f32;
         p.dq_accum = bufs.workspace.addr as *mut f32;
-        p.delta = bufs
-            .workspace
-            .slice(self.extents.dq_accum as u64, 0, 4)
-            .addr as *mut f32;
+        p.delta = at(x.dq_accum);
+        if x.gate_partials > 0 && bufs.d_head_gates.is_present() {
+            p.gate_partials = at(x.dq_accum + x.delta);
+            p.gate_partials_per_head = x.gate_partials_per_head as i32;
+        }
         p.cu_seqlens_q = bufs.cu_seqlens_q.addr as *const i32;
         p.cu_seqlens_k = bufs.cu_seqlens_k.addr as *const i32;
         p.opt.alibi_slopes = bufs.alibi_slopes.addr as *const f32;
         p.opt.head_gates = bufs.head_gates.addr as *const f32;
         p.d_head_gates = bufs.d_head_gates.addr as *mut f32;
+        p.opt.sinks = bufs.sinks.addr as *const f32;
+        p.d_sinks = bufs.d_sinks.addr as *mut f32;
         let row_block = [ROW_WARPS * WARP_SIZE, 1, 1];
         let k = self.kernel;
         Ok([
