@@ -349,8 +349,69 @@ mod tests {
         let (a, x) = (atomic.extents(), det.extents());
         assert_eq!((a.dq_slices, x.dq_slices), (1, 3)); // ceil(150 / 64) key blocks
         assert_eq!(x.dq_accum, 3 * a.dq_accum);
-        assert_eq!(det.workspace_len(), x.dq_accum + x.delta);
+        // d(gate) slots: batch 2 x 3 key blocks x 4 warps per head, 4 heads; none with atomics.
+        assert_eq!((a.gate_partials, a.gate_partials_per_head), (0, 0));
+        assert_eq!((x.gate_partials, x.gate_partials_per_head), (4 * 24, 24));
+        assert_eq!(atomic.workspace_len(), a.dq_accum + a.delta);
+        assert_eq!(det.workspace_len(), x.dq_accum + x.delta + x.gate_partials);
         assert_eq!((atomic.params.dq_slices, det.params.dq_slices), (1, 3));
+        // The slots are bound (after delta) only when d(gate) is asked for.
+        let gates = |b: BwdBufs| BwdBufs {
+            head_gates: DevBuf::new(1 << 52, 4),
+            d_head_gates: DevBuf::new(1 << 53, 4),
+            ..b
+        };
+        let slots = |plan: &BwdPlan, b: &BwdBufs| {
+            let [dot, main, _] = plan.bind(b).unwrap();
+            assert_eq!(dot.params(), main.params());
+            let bytes = main.params();
+            let at = |off: usize| u64::from_le_bytes(bytes[off..off + 8].try_into().unwrap());
+            let per = std::mem::offset_of!(FlashBwdParams, gate_partials_per_head);
+            let per = i32::from_le_bytes(bytes[per..per + 4].try_into().unwrap());
+            (at(std::mem::offset_of!(FlashBwdParams, gate_partials)), per)
+        };
+        let b = bufs(&det);
+        assert_eq!(slots(&det, &b), (0, 0));
+        let start = b.workspace.addr + 4 * (x.dq_accum + x.delta) as u64;
+        assert_eq!(slots(&det, &gates(b)), (start, 24));
+        assert_eq!(slots(&atomic, &gates(bufs(&atomic))), (0, 0));
+    }
+
+    #[test]
+    fn sink_gradients_need_the_sinks() {
+        let plan = BwdPlan::new(
+            DType::F16,
+            &BwdShape::new(FwdShape::padded(1, 9, 12, Heads::gqa(4, 2), 64)),
+        )
+        .unwrap();
+        let b = bufs(&plan);
+        let ds = BwdBufs {
+            d_sinks: DevBuf::new(1 << 51, 4),
+            ..b
+        };
+        assert!(matches!(
+            plan.bind(&ds),
+            Err(Error::MissingBuffer {
+                tensor: TensorName::Sinks
+            })
+        ));
+        let with = BwdBufs {
+            sinks: DevBuf::new(1 << 52, 4),
+            ..ds
+        };
+        let [_, main, _] = plan.bind(&with).unwrap();
+        let bytes = main.params();
+        let off = std::mem::offset_of!(FlashBwdParams, d_sinks);
+        assert_eq!(
+            u64::from_le_bytes(bytes[off..off + 8].try_into().unwrap()),
+            1 << 51
+        );
+        // [hq] each: a short one is refused.
+        let short = BwdBufs {
+            d_sinks: DevBuf::new(1 << 51, 3),
+            ..with
+        };
+        assert!(plan.bind(&short).is_err());
     }
 
     #[test]
