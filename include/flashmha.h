@@ -265,7 +265,7 @@ flashmha_status flashmha_emulate_forward(const flashmha_shape *shape,
  * forward's lse and the output gradient d_o; three launches (delta = rowsum(d_o * o), the main
  * kernel, the dQ conversion). sm_80+ kernels (sm_90 runs them); sm_75 has none
  * (FLASHMHA_ERR_UNSUPPORTED). With attention sinks in the forward, pass its lse (which includes
- * them): dQ, dK, dV are exact; d(sink) is not computed here.
+ * them): dQ, dK, dV are exact; pass the sinks and d_sinks too for d(sink).
  * ------------------------------------------------------------------------------------------ */
 
 /* A whole backward call without buffers. */
@@ -279,17 +279,20 @@ typedef struct flashmha_bwd_shape {
     flashmha_strides dq_strides;
     flashmha_strides dk_strides;
     flashmha_strides dv_strides;
-    /* Non-zero: bitwise reproducible dQ (ordered per-key-block slices instead of f32 atomics;
-     * a larger workspace). */
+    /* Non-zero: bitwise reproducible dQ and d_head_gates (ordered per-key-block slices and
+     * per-warp partials instead of f32 atomics; a larger workspace). */
     int32_t deterministic;
 } flashmha_bwd_shape;
 
 /* The buffers of one backward run. q, k, v, o, d_o, dq, dk, dv hold elements of the shape's
  * dtype; lse (the forward's, [batch, heads_q, seqlen_q] padded, [heads_q, total_q] varlen),
  * workspace (flashmha_bwd_plan_workspace_len elements, any contents), alibi_slopes, head_gates
- * and d_head_gates ([heads_q]) are f32; cu_seqlens int32, required exactly for varlen.
- * d_head_gates (optional, needs head_gates) receives d(loss)/d(gate). Outputs: dq, dk, dv,
- * d_head_gates; the workspace is scratch (its contents afterwards are unspecified). */
+ * d_head_gates, sinks and d_sinks ([heads_q]) are f32; cu_seqlens int32, required exactly for
+ * varlen. d_head_gates (optional, needs head_gates) receives d(loss)/d(gate) (bitwise
+ * reproducible in deterministic mode); d_sinks (optional, needs sinks: the forward's sink
+ * logits) receives d(loss)/d(sink) = -sum over the head's rows i of exp(sinks[h] - lse_i) *
+ * rowsum(d_o_i * o_i) (an ordered sum: bitwise reproducible). Outputs: dq, dk, dv,
+ * d_head_gates, d_sinks; the workspace is scratch (its contents afterwards are unspecified). */
 typedef struct flashmha_bwd_bufs {
     flashmha_buf q;
     flashmha_buf k;
@@ -306,6 +309,8 @@ typedef struct flashmha_bwd_bufs {
     flashmha_buf alibi_slopes;
     flashmha_buf head_gates;
     flashmha_buf d_head_gates;
+    flashmha_buf sinks;
+    flashmha_buf d_sinks;
 } flashmha_bwd_bufs;
 
 /* A validated backward plan (immutable, reusable, thread-safe). */
@@ -326,7 +331,7 @@ void flashmha_bwd_plan_destroy(flashmha_bwd_plan *plan);
 flashmha_status flashmha_bwd_run(const flashmha_context *ctx, const flashmha_bwd_plan *plan,
                                  const flashmha_bwd_bufs *bufs, void *stream);
 /* Runs `plan` on the emulator with host buffers (the same checks; nothing is written when they
- * fail or the kernels report a finding; dq, dk, dv, d_head_gates copied back). */
+ * fail or the kernels report a finding; dq, dk, dv, d_head_gates, d_sinks copied back). */
 flashmha_status flashmha_emulate_bwd_run(const flashmha_bwd_plan *plan,
                                          const flashmha_bwd_bufs *host_bufs);
 

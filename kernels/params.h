@@ -126,7 +126,11 @@ typedef struct FlashFwdParams {
  * opt.entropy must be NULL. With GQA the CTA of a kv head sums dK / dV over its query heads.
  * Options as the forward's (opt): masks, scale, softcap (its tanh derivative), ALiBi slopes, head
  * gates (O = gate O_u: dV and dP carry the gate; d_head_gates[h] = sum over head h's rows of
- * dO . O_u, zeroed by the dot kernel and accumulated by the main kernel with f32 atomics).
+ * dO . O_u: the main kernel adds each warp's partial into it with f32 atomics after the dot kernel
+ * zeroed it, or, in deterministic mode (gate_partials set), stores the partial into its own slot
+ * and the convert kernel sums the slots in order), sinks (opt.sinks: the forward's LSE includes
+ * them, so dQ, dK, dV need nothing more; d_sinks[h] = -sum over head h's rows i of
+ * exp(sinks[h] - lse_i) delta_i, an ordered sum in the convert kernel).
  */
 typedef struct FlashBwdParams {
     const void *q;
@@ -140,6 +144,10 @@ typedef struct FlashBwdParams {
     float *dq_accum;
     float *delta;
     float *d_head_gates;         /* optional, with opt.head_gates: [hq] f32, d(loss) / d(gate) */
+    float *d_sinks;              /* optional, with opt.sinks: [hq] f32, d(loss) / d(sink) */
+    float *gate_partials;        /* deterministic mode with d_head_gates, else NULL: f32 workspace
+                                    [hq, gate_partials_per_head], slot (batch item, key block,
+                                    warp) of head h = ((b * key_blocks + n) * warps + w) */
     const int32_t *cu_seqlens_q; /* [b + 1], required with FLASHMHA_FLAG_VARLEN */
     const int32_t *cu_seqlens_k;
 
@@ -165,7 +173,8 @@ typedef struct FlashBwdParams {
                              atomics; > 1 (deterministic mode): ceil(seqlen_k / block_n) slices
                              of [total_q, hq, head_dim], key block n storing its share into slice
                              n, summed in slice order by the convert kernel: bitwise reproducible */
-    int32_t pad0;         /* keeps the struct free of implicit padding */
+    int32_t gate_partials_per_head; /* batch * key blocks (the main grid's x) * main-kernel warps;
+                                       0 without gate_partials */
 } FlashBwdParams;
 
 /*

@@ -148,9 +148,10 @@ size_t lse_index(const Problem &p, size_t b, size_t h, size_t i) {
     return (b * p.heads_q + h) * sq + i;
 }
 
-// Plain attention in double: O [rows, hq, d_v] and LSE.
+// Plain attention in double: O [rows, hq, d_v] and LSE. With `sinks` ([hq] logits), exp(sinks[h])
+// joins every row's softmax denominator of head h with no value (and the LSE includes it).
 void cpu_attention(const Problem &p, const Data &d, std::vector<double> &o,
-                   std::vector<double> &lse) {
+                   std::vector<double> &lse, const std::vector<double> *sinks = nullptr) {
     const size_t hq = p.heads_q, hkv = p.heads_kv, dim = p.head_dim, dv = p.dv();
     const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
     o.assign(p.o_elems(), 0.0);
@@ -175,7 +176,9 @@ void cpu_attention(const Problem &p, const Data &d, std::vector<double> &o,
                     s.push_back(x);
                     m = std::fmax(m, x);
                 }
-                double sum = 0.0;
+                const double z = sinks != nullptr ? (*sinks)[h] : -INFINITY;
+                m = std::fmax(m, z);
+                double sum = std::isinf(z) ? 0.0 : std::exp(z - m);
                 for (double &x : s) {
                     x = std::isinf(x) ? 0.0 : std::exp(x - m);
                     sum += x;
@@ -387,12 +390,13 @@ struct Grads {
     std::vector<double> dq, dk, dv, tq, tk, tv;
 };
 
-Grads cpu_backward(const Problem &p, const Data &d, const std::vector<double> &dof) {
+Grads cpu_backward(const Problem &p, const Data &d, const std::vector<double> &dof,
+                   const std::vector<double> &sinks) {
     const size_t hq = p.heads_q, hkv = p.heads_kv, dim = p.head_dim;
     const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
     const double u = p.dtype.unit_roundoff, o_tol = o_tolerance(p);
     std::vector<double> o, lse;
-    cpu_attention(p, d, o, lse);
+    cpu_attention(p, d, o, lse, &sinks);
     Grads g;
     g.dq.assign(d.qf.size(), 0.0);
     g.tq.assign(d.qf.size(), 0.0);
@@ -442,9 +446,48 @@ Grads cpu_backward(const Problem &p, const Data &d, const std::vector<double> &d
     return g;
 }
 
+// d(sink) of every head in double: -sum over its rows i of P_sink_i D_i, P_sink_i =
+// exp(z_h - L_i), D_i = dO_i . O_i, from cpu_attention's O and LSE; and its tolerance: D_i off
+// by sum_c |dO_ic| o_tol (the forward's O error), P_sink_i off by |exp(z_h - lse_i) - P_sink_i|
+// with the kernel's own LSE, the f32 sum over all rows (and the dot over d) relatively by
+// (rows + d + 64) 2^-24; twice the sum of those terms, as cpu_backward's tolerances.
+void cpu_sink_grads(const Problem &p, const Data &d, const std::vector<double> &dof,
+                    const std::vector<double> &sinks, const std::vector<float> &kernel_lse,
+                    std::vector<double> &dz, std::vector<double> &tz) {
+    const size_t hq = p.heads_q, dim = p.head_dim;
+    const double o_tol = o_tolerance(p);
+    const double f32_terms =
+        std::ldexp(static_cast<double>(p.cu_q.back()) + static_cast<double>(dim) + 64.0, -24);
+    std::vector<double> o, lse;
+    cpu_attention(p, d, o, lse, &sinks);
+    dz.assign(hq, 0.0);
+    tz.assign(hq, 0.0);
+    for (size_t b = 0; b + 1 < p.cu_q.size(); ++b) {
+        const long sq = p.cu_q[b + 1] - p.cu_q[b];
+        for (size_t h = 0; h < hq; ++h) {
+            for (long i = 0; i < sq; ++i) {
+                const size_t li = lse_index(p, b, h, i);
+                const size_t qi = ((p.cu_q[b] + i) * hq + h) * dim;
+                double dd = 0.0, dd_err = 0.0, dd_abs = 0.0;
+                for (size_t c = 0; c < dim; ++c) {
+                    dd += dof[qi + c] * o[qi + c];
+                    dd_err += std::fabs(dof[qi + c]) * o_tol;
+                    dd_abs += std::fabs(dof[qi + c] * o[qi + c]);
+                }
+                const double ps = std::exp(sinks[h] - lse[li]);
+                const double ps_err = std::fabs(std::exp(sinks[h] - kernel_lse[li]) - ps);
+                dz[h] -= ps * dd;
+                tz[h] += ps * dd_err + ps_err * (std::fabs(dd) + dd_err) + f32_terms * ps * dd_abs;
+            }
+        }
+    }
+    for (double &t : tz) t *= 2.0;
+}
+
 // The backward through the C ABI (flashmha_bwd_plan_create, flashmha_emulate_bwd_run) of a
-// random problem whose O and LSE come from the forward entry point, against cpu_backward; then
-// a short dk buffer is FLASHMHA_ERR_BUFFER with nothing written.
+// random problem with attention sinks whose O and LSE come from the forward entry point,
+// against cpu_backward and cpu_sink_grads; then a short dk buffer is FLASHMHA_ERR_BUFFER with
+// nothing written.
 void check_backward(const Problem &p, std::mt19937_64 &rng) {
     const std::string name = std::string("backward ") + p.dtype.name +
                              (p.varlen ? " varlen" : " padded") + (p.causal ? " causal" : "") +
@@ -460,6 +503,11 @@ void check_backward(const Problem &p, std::mt19937_64 &rng) {
     }
     std::vector<float> lse(static_cast<size_t>(p.cu_q.back()) * p.heads_q, 0.0f);
     std::vector<int32_t> cu_q = p.cu_q, cu_k = p.cu_k;
+    // Sink logits around the rows' log-sum-exp (P_sink neither 0 nor 1).
+    std::uniform_real_distribution<float> sink_dist(-1.0f, 3.0f);
+    std::vector<float> sinks(p.heads_q), d_sinks(p.heads_q, NAN);
+    for (float &z : sinks) z = sink_dist(rng);
+    const std::vector<double> sinks_f(sinks.begin(), sinks.end());
     flashmha_bufs fb;
     std::memset(&fb, 0, sizeof fb);
     fb.q = buf(d.q);
@@ -467,6 +515,7 @@ void check_backward(const Problem &p, std::mt19937_64 &rng) {
     fb.v = buf(d.v);
     fb.o = buf(o);
     fb.lse = buf(lse);
+    fb.sinks = buf(sinks);
     if (p.varlen) {
         fb.cu_seqlens_q = buf(cu_q);
         fb.cu_seqlens_k = buf(cu_k);
@@ -497,6 +546,8 @@ void check_backward(const Problem &p, std::mt19937_64 &rng) {
     bb.workspace = buf(ws);
     bb.cu_seqlens_q = fb.cu_seqlens_q;
     bb.cu_seqlens_k = fb.cu_seqlens_k;
+    bb.sinks = fb.sinks;
+    bb.d_sinks = buf(d_sinks);
     flashmha_bwd_bufs short_dk = bb;
     short_dk.dk.len -= 1;
     expect_status(flashmha_emulate_bwd_run(plan, &short_dk), FLASHMHA_ERR_BUFFER,
@@ -508,8 +559,19 @@ void check_backward(const Problem &p, std::mt19937_64 &rng) {
     flashmha_bwd_plan_destroy(plan);
     expect_status(st, FLASHMHA_OK, name + " run");
     if (st != FLASHMHA_OK) return;
-    const Grads g = cpu_backward(p, d, dof);
+    const Grads g = cpu_backward(p, d, dof, sinks_f);
     double worst = 0.0;
+    std::vector<double> dz, tz;
+    cpu_sink_grads(p, d, dof, sinks_f, lse, dz, tz);
+    for (size_t h = 0; h < p.heads_q; ++h) {
+        const double err = std::fabs(d_sinks[h] - dz[h]);
+        if (!(err <= tz[h])) {
+            fail(name + ": d_sinks[" + std::to_string(h) + "] " + std::to_string(d_sinks[h]) +
+                 " vs " + std::to_string(dz[h]) + " (tol " + std::to_string(tz[h]) + ")");
+            return;
+        }
+        if (tz[h] > 0.0) worst = std::max(worst, err / tz[h]);
+    }
     const std::pair<const std::vector<uint16_t> *, std::pair<const std::vector<double> *,
                                                             const std::vector<double> *>>
         outs[] = {{&dq, {&g.dq, &g.tq}}, {&dk, {&g.dk, &g.tk}}, {&dv, {&g.dv, &g.tv}}};

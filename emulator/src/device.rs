@@ -161,6 +161,8 @@ pub struct EmuOptions {
     pub check_races: bool,
     /// Uninitialised shared-memory read detection.
     pub check_uninit: bool,
+    /// The order the CTAs of a launch run in.
+    pub cta_order: CtaOrder,
 }
 
 impl Default for EmuOptions {
@@ -169,7 +171,54 @@ impl Default for EmuOptions {
             max_warp_instructions_per_cta: 500_000_000,
             check_races: true,
             check_uninit: true,
+            cta_order: CtaOrder::Parallel,
         }
+    }
+}
+
+/// The order the CTAs of a launch run in. On a GPU it is unspecified, so whatever CTAs share
+/// through global memory (atomics, above all f32 ones, whose rounding depends on the order of
+/// the adds) may differ run to run; a test of bitwise reproducibility runs the same launch in
+/// several orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CtaOrder {
+    /// All CTAs at once on the thread pool (the fastest; the order is the pool's schedule).
+    #[default]
+    Parallel,
+    /// One CTA after another, in the permutation `k -> (a k + c) mod n` of the linear CTA index
+    /// (x fastest) that `seed` picks (`a` coprime to the CTA count `n`; seed 0: in order).
+    Sequential { seed: u64 },
+}
+
+impl CtaOrder {
+    /// The `k`-th CTA's linear index among `n`, for `k < n` (none for `Parallel`).
+    fn permutation(self, n: u64) -> Option<impl Fn(u64) -> u64> {
+        let CtaOrder::Sequential { seed } = self else {
+            return None;
+        };
+        let gcd = |mut a: u64, mut b: u64| {
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            a
+        };
+        let n = n.max(1);
+        // splitmix64 of the seed: the multiplier and the offset.
+        let mix = |x: u64| {
+            let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let (mut a, c) = if seed == 0 {
+            (1, 0)
+        } else {
+            (mix(seed) % n, mix(seed ^ 0x5555) % n)
+        };
+        while gcd(a, n) != 1 {
+            a = (a + 1) % n;
+        }
+        Some(move |k: u64| ((u128::from(a) * u128::from(k) + u128::from(c)) % u128::from(n)) as u64)
     }
 }
 
@@ -373,30 +422,29 @@ impl Device {
         let [gx, gy, gz] = cfg.grid;
         let ncta = gx as u64 * gy as u64 * gz as u64;
         let ninst = prog.insts.len();
-        let (sink, raw) = (0..ncta)
-            .into_par_iter()
-            .fold(
-                || (FindingSink::default(), RawCounters::new(ninst)),
-                |(mut sink, mut cnt), i| {
-                    let cta = [
-                        (i % gx as u64) as u32,
-                        ((i / gx as u64) % gy as u64) as u32,
-                        (i / (gx as u64 * gy as u64)) as u32,
-                    ];
-                    let (f, c) = run_cta(&ctx, cta);
-                    sink.merge(f);
-                    cnt.merge(&c);
-                    (sink, cnt)
-                },
-            )
-            .reduce(
-                || (FindingSink::default(), RawCounters::new(ninst)),
+        let fresh = || (FindingSink::default(), RawCounters::new(ninst));
+        let run_one = |(mut sink, mut cnt): (FindingSink, RawCounters), i: u64| {
+            let cta = [
+                (i % gx as u64) as u32,
+                ((i / gx as u64) % gy as u64) as u32,
+                (i / (gx as u64 * gy as u64)) as u32,
+            ];
+            let (f, c) = run_cta(&ctx, cta);
+            sink.merge(f);
+            cnt.merge(&c);
+            (sink, cnt)
+        };
+        let (sink, raw) = match self.options.cta_order.permutation(ncta) {
+            Some(nth) => (0..ncta).map(nth).fold(fresh(), run_one),
+            None => (0..ncta).into_par_iter().fold(fresh, run_one).reduce(
+                fresh,
                 |(mut s1, mut c1), (s2, c2)| {
                     s1.merge(s2);
                     c1.merge(&c2);
                     (s1, c1)
                 },
-            );
+            ),
+        };
         for a in var_addrs {
             self.gmem.free(a);
         }
@@ -430,5 +478,35 @@ impl Device {
             dropped_findings: sink.dropped,
             counters,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CtaOrder;
+
+    /// Every sequential order visits each CTA exactly once; seed 0 is the linear order, and
+    /// other seeds give other orders.
+    #[test]
+    fn sequential_orders_are_permutations() {
+        let mut moved = 0;
+        for n in [1u64, 2, 3, 7, 12, 64, 97, 360] {
+            for seed in 0..6u64 {
+                let nth = CtaOrder::Sequential { seed }.permutation(n).unwrap();
+                let mut seen = vec![false; n as usize];
+                for k in 0..n {
+                    let i = nth(k) as usize;
+                    assert!(!seen[i], "n {n} seed {seed}: {i} twice");
+                    seen[i] = true;
+                    if seed == 0 {
+                        assert_eq!(i as u64, k);
+                    } else if i as u64 != k {
+                        moved += 1;
+                    }
+                }
+            }
+        }
+        assert!(moved > 0);
+        assert!(CtaOrder::Parallel.permutation(5).is_none());
     }
 }

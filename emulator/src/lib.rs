@@ -96,7 +96,8 @@ mod types;
 
 pub use counters::Counters;
 pub use device::{
-    Device, DevicePtr, EmuOptions, LaunchConfig, LaunchReport, Module, ParamDecl, MAX_SHARED_BYTES,
+    CtaOrder, Device, DevicePtr, EmuOptions, LaunchConfig, LaunchReport, Module, ParamDecl,
+    MAX_SHARED_BYTES,
 };
 pub use error::EmuError;
 pub use findings::{Finding, FindingKind};

@@ -5,9 +5,12 @@
  *  - flash_bwd_dot: delta = rowsum(d_o * o) in f32 per (q row, head), and zeroes that row's
  *    dq_accum (so no separate memset is launched);
  *  - flash_bwd_convert_dq: dq = scale * dq_accum (the sum of its slices, in order, in
- *    deterministic mode), rounded once to the element type.
+ *    deterministic mode), rounded once to the element type; and the per-head sums
+ *    (bwd_head_sums): d(sink) from delta and the LSE, d(gate) from the deterministic mode's
+ *    per-warp partials.
  * One warp per (q row, head); lane l owns the 16-byte chunk l of the row (head_dim <= 256 =
- * 32 chunks), so every load and store is one 16-byte access per lane.
+ * 32 chunks), so every load and store is one 16-byte access per lane. The main kernel's d(gate)
+ * output (bwd_gate_grad_out) is here too: it is what the convert kernel sums.
  */
 #ifndef FLASHMHA_COMMON_BWD_ROWS_CUH
 #define FLASHMHA_COMMON_BWD_ROWS_CUH
@@ -76,12 +79,54 @@ __device__ __forceinline__ bool bwd_row_of_warp(const FlashBwdParams &p, BwdRow 
     return true;
 }
 
+/* The end of one query head's work in a main-kernel CTA (kernels/common/flash_bwd_cta.cuh): the
+ * warp's d(gate) partial (each thread's own sum in `partial`). Default: summed over the warp and
+ * added into d_head_gates with an f32 atomic (zeroed by the dot kernel; the order of the adds,
+ * hence the rounding, varies run to run). Deterministic mode (gate_partials set): stored into the
+ * warp's own slot, which bwd_head_sums adds up in slot order. Call CTA-uniformly (shuffles). */
+__device__ __forceinline__ void bwd_gate_grad_out(const FlashBwdParams &p, int head, float partial) {
+    if (p.d_head_gates == nullptr) return;
+    const float g = warp_allreduce_sum(partial);
+    if (lane_of(threadIdx.x) != 0) return;
+    if (p.gate_partials != nullptr) {
+        // (batch item, key block, warp) of this CTA's warp; gridDim.x = the key blocks. The
+        // special registers are read here through volatile moves, so that nothing of the slot is
+        // hoisted into the main kernel's head loop (whose d64 entry runs at 255 registers).
+        uint32_t cta_x, cta_z, ctas_x, threads, tid;
+        asm volatile("mov.u32 %0, %%ctaid.x;" : "=r"(cta_x));
+        asm volatile("mov.u32 %0, %%ctaid.z;" : "=r"(cta_z));
+        asm volatile("mov.u32 %0, %%nctaid.x;" : "=r"(ctas_x));
+        asm volatile("mov.u32 %0, %%ntid.x;" : "=r"(threads));
+        asm volatile("mov.u32 %0, %%tid.x;" : "=r"(tid));
+        const int64_t slot = (static_cast<int64_t>(cta_z) * ctas_x + cta_x) * (threads / kWarpSize) +
+                             tid / kWarpSize;
+        p.gate_partials[static_cast<int64_t>(head) * p.gate_partials_per_head + slot] = g;
+    } else {
+        atomicAdd(p.d_head_gates + head, g);
+    }
+}
+
+/* Every thread of the grid once, as a flat index, and the grid's thread count. */
+__device__ __forceinline__ int64_t grid_thread() {
+    return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t grid_threads() {
+    return static_cast<int64_t>(gridDim.x) * blockDim.x;
+}
+
 /* delta[row, head] = sum_c d_o[c] o[c] (f32), and dq_accum[row, head, :] = 0. */
 template <class Elem>
 __device__ __forceinline__ void flash_bwd_dot(const FlashBwdParams &p) {
-    // d(gate) is accumulated by the main kernel (launched after this one): zero it first.
-    if (p.d_head_gates != nullptr && blockIdx.x == 0)
-        for (int h = threadIdx.x; h < p.num_heads_q; h += blockDim.x) p.d_head_gates[h] = 0.0f;
+    // d(gate) is accumulated by the main kernel (launched after this one): zero it first, or, in
+    // deterministic mode, every per-warp slot (a CTA past a short varlen item's keys stores none).
+    if (p.d_head_gates != nullptr) {
+        if (p.gate_partials != nullptr) {
+            const int64_t n = static_cast<int64_t>(p.num_heads_q) * p.gate_partials_per_head;
+            for (int64_t i = grid_thread(); i < n; i += grid_threads()) p.gate_partials[i] = 0.0f;
+        } else if (blockIdx.x == 0) {
+            for (int h = threadIdx.x; h < p.num_heads_q; h += blockDim.x) p.d_head_gates[h] = 0.0f;
+        }
+    }
     BwdRow r;
     if (!bwd_row_of_warp(p, r)) return;
     const int lane = lane_of(threadIdx.x);
@@ -117,11 +162,56 @@ __device__ __forceinline__ void flash_bwd_dot(const FlashBwdParams &p) {
     if (lane == 0) p.delta[r.stat] = acc;
 }
 
+/* The per-head sums of the convert kernel, warp w of the grid taking heads w, w + warps, ...
+ * (every head, whatever the grid: a varlen batch of empty items has one CTA). Each is an ordered
+ * sum (lane l adds its elements in increasing order, then the fixed shuffle tree), so it is
+ * bitwise the same run to run:
+ *  - d_sinks[h] = -sum over the head's rows i of exp(z_h - lse_i) delta_i (the sink column's
+ *    softmax gradient: its P is exp(z - lse) and its dP is 0, no value; src/candle_op/grad.rs
+ *    derives it). A sink of -inf is no column (0); a NaN sink or LSE propagates;
+ *  - deterministic mode: d_head_gates[h] = the sum of the head's per-warp partials. */
+__device__ __forceinline__ void bwd_head_sums(const FlashBwdParams &p) {
+    const bool sinks = p.d_sinks != nullptr;
+    const bool gates = p.d_head_gates != nullptr && p.gate_partials != nullptr;
+    if (!sinks && !gates) return;
+    const int lane = lane_of(threadIdx.x);
+    const int64_t warps = static_cast<int64_t>(gridDim.x) * FLASHMHA_BWD_ROW_WARPS;
+    for (int64_t h = static_cast<int64_t>(blockIdx.x) * FLASHMHA_BWD_ROW_WARPS + warp_of(threadIdx.x);
+         h < p.num_heads_q; h += warps) {
+        if (sinks) {
+            const float z = p.opt.sinks[h];
+            const bool varlen = (p.opt.flags & FLASHMHA_FLAG_VARLEN) != 0;
+            // The LSE layout: [hq, total_q] varlen, [b, hq, sq] padded.
+            const int items = varlen ? 1 : p.batch;
+            const int rows = varlen ? p.total_q : p.seqlen_q;
+            float acc = 0.0f;
+            for (int b = 0; b < items; ++b) {
+                const int64_t base = (varlen ? 0 : b * p.opt.lse_batch_stride) + h * p.opt.lse_head_stride;
+                for (int i = lane; i < rows; i += kWarpSize) {
+                    const float ps = z == neg_inf() ? 0.0f : expf(z - p.opt.lse[base + i]);
+                    acc = fmaf(ps, p.delta[base + i], acc);
+                }
+            }
+            acc = warp_allreduce_sum(acc);
+            if (lane == 0) p.d_sinks[h] = -acc;
+        }
+        if (gates) {
+            const float *part = p.gate_partials + h * p.gate_partials_per_head;
+            float acc = 0.0f;
+            for (int i = lane; i < p.gate_partials_per_head; i += kWarpSize) acc += part[i];
+            acc = warp_allreduce_sum(acc);
+            if (lane == 0) p.d_head_gates[h] = acc;
+        }
+    }
+}
+
 /* dq[row, head, :] = scale * dq_accum[row, head, :] in the element type. */
 template <class Elem>
 __device__ __forceinline__ void flash_bwd_convert_dq(const FlashBwdParams &p) {
     BwdRow r;
-    if (!bwd_row_of_warp(p, r)) return;
+    const bool has_row = bwd_row_of_warp(p, r);  // traps on a wrong block size first
+    bwd_head_sums(p);
+    if (!has_row) return;
     const int c0 = lane_of(threadIdx.x) * kChunkElems;
     if (c0 >= p.head_dim) return;
     // The sum of the dQ slices in slice order (deterministic mode), or the one accumulator.

@@ -602,10 +602,7 @@ __device__ __forceinline__ void flash_bwd_cta(const FlashBwdParams &params) {
             }
             __syncthreads();  // every warp is done with Q, dO, dS^T, P^T, lse, delta (refilled next)
         }
-        if (params.d_head_gates != nullptr) {  // CTA-uniform
-            const float g = warp_allreduce_sum(gate_grad);
-            if (lane == 0) atomicAdd(params.d_head_gates + head, g);
-        }
+        bwd_gate_grad_out(params, head, gate_grad);  // bwd_rows.cuh: atomics or ordered slots
     }
     cp_async_wait<0>();  // K / V copies of a CTA whose keys no query row sees
 

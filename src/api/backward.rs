@@ -28,6 +28,8 @@ pub struct BwdArgs<'a, B: Backend + ?Sized, T> {
     alibi_slopes: Option<&'a dyn Read<B, f32>>,
     head_gates: Option<&'a dyn Read<B, f32>>,
     d_head_gates: Option<&'a mut dyn Write<B, f32>>,
+    sinks: Option<&'a dyn Read<B, f32>>,
+    d_sinks: Option<&'a mut dyn Write<B, f32>>,
 }
 
 impl<'a, B: Backend + ?Sized, T> BwdArgs<'a, B, T> {
@@ -65,6 +67,8 @@ impl<'a, B: Backend + ?Sized, T> BwdArgs<'a, B, T> {
             alibi_slopes: None,
             head_gates: None,
             d_head_gates: None,
+            sinks: None,
+            d_sinks: None,
         }
     }
 
@@ -83,6 +87,21 @@ impl<'a, B: Backend + ?Sized, T> BwdArgs<'a, B, T> {
     /// Also write d(loss) / d(gate) `[hq]` (f32; needs [`BwdArgs::head_gates`]).
     pub fn head_gate_grads(mut self, d_gates: &'a mut impl Write<B, f32>) -> Self {
         self.d_head_gates = Some(d_gates);
+        self
+    }
+
+    /// The forward's attention-sink logits `[hq]` (f32). Its LSE already includes them, so
+    /// dQ, dK, dV do not need them; they are read for [`BwdArgs::sink_grads`].
+    pub fn sinks(mut self, sinks: &'a impl Read<B, f32>) -> Self {
+        self.sinks = Some(sinks);
+        self
+    }
+
+    /// Also write d(loss) / d(sink) `[hq]` (f32; needs [`BwdArgs::sinks`]): per head,
+    /// `-sum_i exp(sink - lse_i) D_i` over its rows, `D_i = rowsum(dO_i * O_i)`, an ordered
+    /// (bitwise reproducible) sum on the device.
+    pub fn sink_grads(mut self, d_sinks: &'a mut impl Write<B, f32>) -> Self {
+        self.d_sinks = Some(d_sinks);
         self
     }
 
@@ -118,6 +137,8 @@ pub(super) fn run<B: Backend + ?Sized, T: Element>(
         alibi_slopes,
         head_gates,
         d_head_gates,
+        sinks,
+        d_sinks,
     } = args;
     let mut t = Binder::new(be, stream);
     let (q, _q) = t.read(TensorName::Q, Some(q))?;
@@ -136,6 +157,8 @@ pub(super) fn run<B: Backend + ?Sized, T: Element>(
     let (alibi_slopes, _al) = t.read(TensorName::AlibiSlopes, alibi_slopes)?;
     let (head_gates, _hg) = t.read(TensorName::HeadGates, head_gates)?;
     let (d_head_gates, _dg) = t.write(TensorName::DHeadGates, d_head_gates)?;
+    let (sinks, _sk) = t.read(TensorName::Sinks, sinks)?;
+    let (d_sinks, _ds) = t.write(TensorName::DSinks, d_sinks)?;
     let [dot, main, convert] = plan.bind(&BwdBufs {
         q,
         k,
@@ -152,6 +175,8 @@ pub(super) fn run<B: Backend + ?Sized, T: Element>(
         alibi_slopes,
         head_gates,
         d_head_gates,
+        sinks,
+        d_sinks,
     })?;
     // SAFETY: `bind` checked every buffer against the plan's extents (the workspace included),
     // so every address the kernels form lies inside buffers that the borrows in `args` keep

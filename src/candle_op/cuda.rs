@@ -17,7 +17,7 @@
 //!
 //! Reads the given tensors, returns new ones; touches nothing else.
 
-use super::grad::AttnGrad;
+use super::grad::{AttnGrad, Grads};
 use super::paged::PagedCall;
 use super::{wrap, OutputDims};
 use crate::api::{Attention, BwdArgs, DecodeArgs, FwdArgs};
@@ -368,7 +368,7 @@ pub(super) fn backward(
     shape: &BwdShape,
     grad: &AttnGrad,
     tensors: [&Tensor; 4],
-) -> candle_core::Result<[Tensor; 3]> {
+) -> candle_core::Result<Grads> {
     match tensors[0].dtype() {
         candle_core::DType::F16 => backward_typed::<half::f16>(shape, grad, tensors),
         candle_core::DType::BF16 => backward_typed::<half::bf16>(shape, grad, tensors),
@@ -380,7 +380,7 @@ fn backward_typed<T: Element + CudaDType>(
     shape: &BwdShape,
     grad: &AttnGrad,
     [q, k, v, d_o]: [&Tensor; 4],
-) -> candle_core::Result<[Tensor; 3]> {
+) -> candle_core::Result<Grads> {
     let device = q.device().as_cuda_device()?.clone();
     let stream = device.cuda_stream();
     let backend = backend_for(&stream)?;
@@ -394,6 +394,16 @@ fn backward_typed<T: Element + CudaDType>(
     let mut workspace = stream
         .alloc_zeros::<f32>(plan.workspace_len().max(1))
         .map_err(candle_core::Error::wrap)?;
+    // d(sink) `[hq]` when the sinks are given (grad.rs).
+    let sinks = grad.sinks.as_ref().map(Tensor::contiguous).transpose()?;
+    let mut d_sinks = match &sinks {
+        Some(z) => Some(
+            stream
+                .alloc_zeros::<f32>(z.elem_count())
+                .map_err(candle_core::Error::wrap)?,
+        ),
+        None => None,
+    };
     {
         let o = grad.o.contiguous()?;
         let lse = grad.lse.contiguous()?;
@@ -407,6 +417,11 @@ fn backward_typed<T: Element + CudaDType>(
         let (ls, ll) = lse.storage_and_layout();
         let lse_view = device_view::<f32>(&ls, ll.start_offset())?;
         let cu = grad.cu_seqlens.as_ref().map(|(cq, ck)| (cq, ck));
+        let z_guard = sinks.as_ref().map(Tensor::storage_and_layout);
+        let z_view = match &z_guard {
+            Some((zs, zl)) => Some(device_view::<f32>(zs, zl.start_offset())?),
+            None => None,
+        };
         with_cu_views(cu, |cu| {
             let mut args = BwdArgs::new(
                 (&q_view, &k_view, &v_view),
@@ -417,6 +432,9 @@ fn backward_typed<T: Element + CudaDType>(
             );
             if let Some((cq, ck)) = cu {
                 args = args.cu_seqlens(cq, ck);
+            }
+            if let (Some(z), Some(dz)) = (&z_view, d_sinks.as_mut()) {
+                args = args.sinks(z).sink_grads(dz);
             }
             backend.backward(&stream, &plan, args).map_err(wrap)
         })?;
@@ -429,5 +447,15 @@ fn backward_typed<T: Element + CudaDType>(
             false,
         )
     };
-    Ok([wrap_grad(dq, q), wrap_grad(dk, k), wrap_grad(dv, v)])
+    let dqkv = [wrap_grad(dq, q), wrap_grad(dk, k), wrap_grad(dv, v)];
+    let d_sinks = match (d_sinks, &sinks) {
+        (Some(dz), Some(z)) => Some(Tensor::from_storage(
+            Storage::Cuda(CudaStorage::wrap_cuda_slice(dz, device.clone())),
+            z.dims(),
+            BackpropOp::none(),
+            false,
+        )),
+        _ => None,
+    };
+    Ok(Grads { dqkv, d_sinks })
 }

@@ -16,7 +16,12 @@
 //! `dP_ij / dz_h = -P_ij P_sink_i`, so
 //! `d(loss)/dz_h = sum_i sum_j (dO_i . v_j)(-P_ij P_sink_i) = -sum_i P_sink_i (dO_i . O_i)
 //! = -sum_i P_sink_i D_i`, summed over the head's rows of every batch item, with
-//! `D_i = rowsum(dO_i * O_i)` (the backward's delta).
+//! `D_i = rowsum(dO_i * O_i)` (the backward's delta). The backward kernels compute it
+//! (`BwdArgs::sink_grads`, kernels/common/bwd_rows.cuh). The graph is
+//! `(q, k, v) -> AttnGrad -> O_a -> SinkGrad(O_a, sinks) -> O`, and O_a has no other consumer, so
+//! candle runs SinkGrad's `bwd` first with the very dO that AttnGrad's `bwd` then receives: the
+//! one kernel backward runs there, and its dQ, dK, dV wait in a slot both ops share until
+//! AttnGrad's `bwd` takes them (when q, k or v is tracked).
 
 use super::wrap;
 use crate::api::{Attention, BwdArgs};
@@ -28,6 +33,17 @@ use crate::ops::backward::{BwdPlan, BwdShape};
 use crate::ops::forward::problem::FwdShape;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType as CDType, Device, Layout, Shape};
 use candle_core::{Storage, Tensor, WithDType};
+use std::sync::{Arc, Mutex};
+
+/// dQ, dK, dV of a backward run by [`SinkGrad`], for [`AttnGrad`]'s `bwd` to take.
+type Stash = Arc<Mutex<Option<[Tensor; 3]>>>;
+
+/// One kernel backward's outputs: dQ, dK, dV (q's dtype, q's / k's dims) and, when asked for,
+/// d(sink) (`[hq]` f32).
+pub(super) struct Grads {
+    pub dqkv: [Tensor; 3],
+    pub d_sinks: Option<Tensor>,
+}
 
 /// What the backward of one forward call needs besides q, k, v and dO.
 #[derive(Clone)]
@@ -40,6 +56,10 @@ pub(super) struct AttnGrad {
     pub lse: Tensor,
     /// A varlen call's `cu_seqlens_q`, `cu_seqlens_k` (`[batch + 1]`, any integer dtype).
     pub cu_seqlens: Option<(Tensor, Tensor)>,
+    /// The forward's sinks (`[hq]` f32, on the tensors' device), when d(sink) is wanted.
+    pub sinks: Option<Tensor>,
+    /// Filled by [`SinkGrad`]'s `bwd`, emptied by this op's (module docs).
+    pub stash: Stash,
 }
 
 impl AttnGrad {
@@ -51,14 +71,14 @@ impl AttnGrad {
         q.apply_op3(k, v, self)
     }
 
-    /// dQ, dK, dV (q's dtype, q's / k's dims) of `d_o` on the tensors' device.
+    /// dQ, dK, dV of `d_o` (and d(sink) with [`AttnGrad::sinks`]) on the tensors' device.
     fn gradients(
         &self,
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
         d_o: &Tensor,
-    ) -> candle_core::Result<[Tensor; 3]> {
+    ) -> candle_core::Result<Grads> {
         // The kernels read the contiguous layouts the shape describes; dO arrives in O's dims.
         let [q, k, v, d_o] = [q, k, v, d_o].map(Tensor::contiguous);
         let (q, k, v) = (q?, k?, v?);
@@ -82,7 +102,7 @@ impl AttnGrad {
         &self,
         shape: &BwdShape,
         [q, k, v, d_o]: [&Tensor; 4],
-    ) -> candle_core::Result<[Tensor; 3]> {
+    ) -> candle_core::Result<Grads> {
         let plan = BwdPlan::new(<T as Element>::DTYPE, shape).map_err(wrap)?;
         let be = EmulatorBackend::new(KernelTarget::Ampere);
         let stream = be.stream().map_err(wrap)?;
@@ -113,6 +133,14 @@ impl AttnGrad {
             }
             None => None,
         };
+        let sinks = match &self.sinks {
+            Some(z) => Some(be.upload(&stream, &z.to_vec1::<f32>()?).map_err(wrap)?),
+            None => None,
+        };
+        let mut d_sinks = match &sinks {
+            Some(z) => Some(be.alloc_zeros::<f32>(&stream, z.len()).map_err(wrap)?),
+            None => None,
+        };
         let mut args = BwdArgs::new(
             (&q_d, &k_d, &v_d),
             (&o_d, &lse_d),
@@ -123,12 +151,25 @@ impl AttnGrad {
         if let Some((cq, ck)) = &cu {
             args = args.cu_seqlens(cq, ck);
         }
+        if let (Some(z), Some(dz)) = (&sinks, d_sinks.as_mut()) {
+            args = args.sinks(z).sink_grads(dz);
+        }
         be.backward(&stream, &plan, args).map_err(wrap)?;
         let down = |b: &<EmulatorBackend as Backend>::Buffer<T>, like: &Tensor| {
             let x = be.download(&stream, b).map_err(wrap)?;
             Tensor::from_vec(x, like.dims(), &Device::Cpu)
         };
-        Ok([down(&dq, q)?, down(&dk, k)?, down(&dv, v)?])
+        let d_sinks = match &d_sinks {
+            Some(dz) => {
+                let x = be.download(&stream, dz).map_err(wrap)?;
+                Some(Tensor::from_vec(x, dz.len(), &Device::Cpu)?)
+            }
+            None => None,
+        };
+        Ok(Grads {
+            dqkv: [down(&dq, q)?, down(&dk, k)?, down(&dv, v)?],
+            d_sinks,
+        })
     }
 }
 
@@ -191,16 +232,29 @@ impl CustomOp3 for AttnGrad {
         _o: &Tensor,
         d_o: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let [dq, dk, dv] = self.gradients(q, k, v, d_o)?;
+        // SinkGrad's bwd ran the backward with this dO already (module docs).
+        let stashed = self
+            .stash
+            .lock()
+            .map_err(|_| {
+                candle_core::Error::Msg("flashmha::candle: poisoned gradient slot".into())
+            })?
+            .take();
+        let [dq, dk, dv] = match stashed {
+            Some(g) => g,
+            None => self.gradients(q, k, v, d_o)?.dqkv,
+        };
         Ok((Some(dq), Some(dk), Some(dv)))
     }
 }
 
-/// d(sink) for a padded call with tracked sinks: an identity on O whose backward passes dO on
-/// and adds `-sum_i P_sink_i D_i` per head (module docs).
+/// d(sink) for a call with tracked sinks: an identity on O whose backward passes dO on and adds
+/// `-sum_i P_sink_i D_i` per head (module docs), from the kernel backward it runs.
 pub(super) struct SinkGrad {
-    /// The forward's LSE, `[b, hq, sq]` f32.
-    pub lse: Tensor,
+    /// The forward's backward data, sinks set, its stash shared with the AttnGrad on O.
+    pub grad: AttnGrad,
+    /// The forward's q, k, v.
+    pub qkv: [Tensor; 3],
 }
 
 impl SinkGrad {
@@ -248,38 +302,20 @@ impl CustomOp2 for SinkGrad {
         &self,
         _o_in: &Tensor,
         sinks: &Tensor,
-        o: &Tensor,
+        _o: &Tensor,
         d_o: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((
-            Some(d_o.clone()),
-            Some(sink_grad(o, d_o, &self.lse, sinks)?),
-        ))
+        let [q, k, v] = &self.qkv;
+        let g = self.grad.gradients(q, k, v, d_o)?;
+        let d_sinks = g.d_sinks.ok_or_else(|| {
+            candle_core::Error::Msg("flashmha::candle: the backward wrote no d(sink)".into())
+        })?;
+        // AttnGrad's bwd follows with this dO when q, k or v is tracked (module docs).
+        if q.track_op() || k.track_op() || v.track_op() {
+            *self.grad.stash.lock().map_err(|_| {
+                candle_core::Error::Msg("flashmha::candle: poisoned gradient slot".into())
+            })? = Some(g.dqkv);
+        }
+        Ok((Some(d_o.clone()), Some(d_sinks.to_dtype(sinks.dtype())?)))
     }
-}
-
-/// `-sum_{b, i} exp(z_h - L_{b,h,i}) D_{b,i,h}` per head `h` (f32 `[hq]`), from O and dO
-/// `[b, sq, hq, d]`, the LSE `[b, hq, sq]` and the sinks `z: [hq]`, with candle's ops on the
-/// tensors' device.
-fn sink_grad(
-    o: &Tensor,
-    d_o: &Tensor,
-    lse: &Tensor,
-    sinks: &Tensor,
-) -> candle_core::Result<Tensor> {
-    // delta: [b, sq, hq] -> [b, hq, sq], the LSE's layout.
-    let delta = (o.to_dtype(CDType::F32)? * d_o.to_dtype(CDType::F32)?)?
-        .sum(3)?
-        .transpose(1, 2)?;
-    let hq = sinks.dims1()?;
-    // P_sink: [b, hq, sq].
-    let p_sink = sinks
-        .to_dtype(CDType::F32)?
-        .reshape((1, hq, 1))?
-        .broadcast_sub(lse)?
-        .exp()?;
-    (p_sink * delta)?
-        .sum((0, 2))?
-        .neg()?
-        .to_dtype(sinks.dtype())
 }

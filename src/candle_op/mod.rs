@@ -292,16 +292,27 @@ fn with_gradients(
     cu_seqlens: Option<(Tensor, Tensor)>,
     sinks: Option<&Tensor>,
 ) -> candle_core::Result<(Tensor, Tensor)> {
-    let o = grad::AttnGrad {
+    let grad = grad::AttnGrad {
         shape,
         o,
         lse: lse.clone(),
         cu_seqlens,
-    }
-    .attach(q, k, v)?;
-    let o = match sinks {
-        Some(s) => grad::SinkGrad { lse: lse.clone() }.attach(o, s)?,
-        None => o,
+        sinks: None,
+        stash: Default::default(),
+    };
+    // SinkGrad runs the one kernel backward (with d(sink)) and hands dQ, dK, dV to the
+    // AttnGrad through their shared stash (grad.rs).
+    let sink_grad = sinks.map(|z| grad::SinkGrad {
+        grad: grad::AttnGrad {
+            sinks: Some(z.clone()),
+            ..grad.clone()
+        },
+        qkv: [q.clone(), k.clone(), v.clone()],
+    });
+    let o = grad.attach(q, k, v)?;
+    let o = match (sinks, sink_grad) {
+        (Some(z), Some(g)) => g.attach(o, z)?,
+        _ => o,
     };
     Ok((o, lse))
 }

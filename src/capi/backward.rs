@@ -71,6 +71,8 @@ impl Op for Backward {
                 alibi_slopes: m.mirror(host.alibi_slopes, 4, Input)?,
                 head_gates: m.mirror(host.head_gates, 4, Input)?,
                 d_head_gates: m.mirror(host.d_head_gates, 4, Output)?,
+                sinks: m.mirror(host.sinks, 4, Input)?,
+                d_sinks: m.mirror(host.d_sinks, 4, Output)?,
             })
         }
     }

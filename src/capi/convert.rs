@@ -207,6 +207,8 @@ pub fn bwd_bufs(b: &ffi::flashmha_bwd_bufs) -> Result<BwdBufs, CallError> {
         alibi_slopes: buf(b.alibi_slopes),
         head_gates: buf(b.head_gates),
         d_head_gates: buf(b.d_head_gates),
+        sinks: buf(b.sinks),
+        d_sinks: buf(b.d_sinks),
     })
 }
 

@@ -78,6 +78,8 @@ pub enum TensorName {
     DV,
     /// Backward: the head gates' gradient `[hq]` f32.
     DHeadGates,
+    /// Backward: the sinks' gradient `[hq]` f32.
+    DSinks,
     /// Forward-mode (JVP): the output tangent O' (laid out like o).
     OTangent,
 }
@@ -124,6 +126,7 @@ impl std::fmt::Display for TensorName {
             TensorName::DK => "dk",
             TensorName::DV => "dv",
             TensorName::DHeadGates => "d_head_gates",
+            TensorName::DSinks => "d_sinks",
             TensorName::OTangent => "o_tangent",
         })
     }

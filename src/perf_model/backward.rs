@@ -48,20 +48,33 @@ pub fn emulate(
     sk: usize,
     deterministic: bool,
 ) -> Result<[LaunchCounters; 3]> {
-    emulate_with(head_dim, sq, sk, deterministic, false)
+    emulate_inner(head_dim, sq, sk, deterministic, false, false)
 }
 
 /// [`emulate`] (non-deterministic), also tracing CTA 0 of each launch for the SM simulation
 /// ([`predict_launch`]).
 pub fn emulate_traced(head_dim: usize, sq: usize, sk: usize) -> Result<[LaunchCounters; 3]> {
-    emulate_with(head_dim, sq, sk, false, true)
+    emulate_inner(head_dim, sq, sk, false, false, true)
 }
 
-fn emulate_with(
+/// [`emulate`], with `gated`: a head gate of 0.5 and a sink of 0 given, and their gradients
+/// (d(gate), d(sink)) computed too.
+pub fn emulate_with(
     head_dim: usize,
     sq: usize,
     sk: usize,
     deterministic: bool,
+    gated: bool,
+) -> Result<[LaunchCounters; 3]> {
+    emulate_inner(head_dim, sq, sk, deterministic, gated, false)
+}
+
+fn emulate_inner(
+    head_dim: usize,
+    sq: usize,
+    sk: usize,
+    deterministic: bool,
+    gated: bool,
     traced: bool,
 ) -> Result<[LaunchCounters; 3]> {
     let shape = BwdShape::new(FwdShape::padded(1, sq, sk, Heads::mha(1), head_dim))
@@ -101,6 +114,18 @@ fn emulate_with(
         dv: dev_buf(dv, x.dv),
         workspace: dev_buf(ws, x.workspace),
         ..Default::default()
+    };
+    let bufs = if gated {
+        let mut one = |v: f32| dev_buf(dev.upload(&v.to_le_bytes()), 1);
+        BwdBufs {
+            head_gates: one(0.5),
+            d_head_gates: one(0.0),
+            sinks: one(0.0),
+            d_sinks: one(0.0),
+            ..bufs
+        }
+    } else {
+        bufs
     };
     let launches = plan.bind(&bufs)?;
     let mut out = Vec::with_capacity(3);

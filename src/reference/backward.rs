@@ -3,7 +3,8 @@
 //! CPU, from the same rounded inputs the kernel reads; plus, per gradient element, the tolerance
 //! [`BwdErrorModel`] derives (computed from the explicit `P`, `dP`, `D`, `dS` of the same
 //! problem). Semantics as [`mod@super::attention`]: masks bottom-right aligned, GQA, varlen, softcap,
-//! ALiBi, head gates (whose gradient autograd gives too).
+//! ALiBi, head gates and attention sinks (the sink a key column of score `sinks[h]` and value 0;
+//! autograd gives the gates' and the sinks' gradients too).
 
 use candle_core::{DType as CDType, Device, Tensor, Var};
 
@@ -23,6 +24,9 @@ pub struct BackwardOutputs {
     /// `[hq]` d(loss) / d(gate) and its tolerance, with head gates (else empty).
     pub d_gates: Vec<f32>,
     pub d_gates_tol: Vec<f64>,
+    /// `[hq]` d(loss) / d(sink) and its tolerance, with sinks (else empty).
+    pub d_sinks: Vec<f32>,
+    pub d_sinks_tol: Vec<f64>,
 }
 
 /// The reference backward of `inp` for the output gradient `d_o` (laid out like q), with
@@ -51,7 +55,13 @@ pub fn attention_backward(
         dv_tol: vec![0.0; problem.total_k * hkv * d],
         d_gates: Vec::new(),
         d_gates_tol: Vec::new(),
+        d_sinks: Vec::new(),
+        d_sinks_tol: Vec::new(),
     };
+    let sinked = inp.sinks.is_some();
+    // d(sink): the sum over items, and the two magnitudes its tolerance needs, per head.
+    let mut d_sinks = vec![0f64; if sinked { hq } else { 0 }];
+    let mut sink_terms = vec![(0f64, 0f64); d_sinks.len()];
     let gated = inp.head_gates.is_some();
     let mut d_gates = vec![0f64; if gated { hq } else { 0 }];
     if gated {
@@ -86,8 +96,29 @@ pub fn attention_backward(
         for (acc, x) in out.d_gates_tol.iter_mut().zip(&g.d_gates_tol) {
             *acc += x;
         }
+        for (acc, x) in d_sinks.iter_mut().zip(&g.d_sinks) {
+            *acc += x;
+        }
+        for (acc, x) in sink_terms.iter_mut().zip(&g.sink_terms) {
+            *acc = (acc.0 + x.0, acc.1 + x.1);
+        }
     }
     out.d_gates = d_gates.iter().map(|&x| x as f32).collect();
+    out.d_sinks = d_sinks.iter().map(|&x| x as f32).collect();
+    // d(sink_h) = -sum_i P_sink_i D_i over the head's rows of every item. Its error:
+    // P_sink_i = exp(z_h - L_i) inherits L's error relatively (within δP); D_i = dO_i . O_i is
+    // formed from the kernel's O (off by o_error per element: o_error |dO_i|_1) in an f32 dot
+    // (d ε); the f32 sum over all total_q rows (serial per lane, then the shuffle tree) and the
+    // exp add (total_q + 64) ε. With S1 = sum_i P_sink_i sum_c |dO_ic O_ic| and
+    // S2 = sum_i P_sink_i |dO_i|_1: (δP + (d + total_q + 64) ε) S1 + o_error S2.
+    let terms = (problem.total_q + d + 64) as f64;
+    out.d_sinks_tol = sink_terms
+        .iter()
+        .map(|&(s1, s2)| {
+            (model.p_rel_error() + super::tolerance::F32_UNIT_ROUNDOFF * terms) * s1
+                + model.o_error() * s2
+        })
+        .collect();
     Ok(out)
 }
 
@@ -102,6 +133,9 @@ struct ItemGrads {
     /// `[hq]`, with gates.
     d_gates: Vec<f64>,
     d_gates_tol: Vec<f64>,
+    /// `[hq]`, with sinks: d(sink), and (S1, S2) of its tolerance (`attention_backward`).
+    d_sinks: Vec<f64>,
+    sink_terms: Vec<(f64, f64)>,
 }
 
 fn item_backward(
@@ -155,12 +189,39 @@ fn item_backward(
         s = (s + alibi_bias(slopes, sq, sk, dev)?)?;
     }
     let s = visible.where_cond(&s, &full(f64::NEG_INFINITY, (hq, sq, sk))?)?;
+    // Sinks: one more key column of score sinks[h] (on the tape: autograd gives d(sink)) and no
+    // value, visible unless -inf (then it is no column), as the forward reference.
+    let sink = match inp.sinks {
+        Some(z) => Some(Var::from_tensor(&Tensor::from_vec(
+            to_f64(z),
+            (hq, 1, 1),
+            dev,
+        )?)?),
+        None => None,
+    };
+    let (s, row_alive, columns) = match (&sink, inp.sinks) {
+        (Some(z), Some(zs)) => {
+            let seen: Vec<u8> = zs
+                .iter()
+                .flat_map(|&x| std::iter::repeat_n(u8::from(x != f32::NEG_INFINITY), sq))
+                .collect();
+            let seen = Tensor::from_vec(seen, (hq, sq, 1), dev)?;
+            let column = z.as_tensor().broadcast_as((hq, sq, 1))?;
+            (
+                Tensor::cat(&[&s, &column], 2)?, // [hq, sq, sk + 1]
+                row_alive.maximum(&seen)?,
+                sk + 1,
+            )
+        }
+        _ => (s, row_alive, sk),
+    };
     // The row max only shifts the exponent (softmax does not depend on it): off the tape; a
     // dead row uses 0 (its scores are all -inf, so its P is 0, never NaN).
     let m = row_alive.where_cond(&s.max_keepdim(2)?.detach(), &full(0.0, (hq, sq, 1))?)?;
-    let e = s.broadcast_sub(&m)?.exp()?; // [hq, sq, sk]
+    let e = s.broadcast_sub(&m)?.exp()?; // [hq, sq, columns]
     let l = row_alive.where_cond(&e.sum_keepdim(2)?, &full(1.0, (hq, sq, 1))?)?; // [hq, sq, 1]
-    let p = e.broadcast_div(&l)?; // [hq, sq, sk]
+    let p_all = e.broadcast_div(&l)?; // [hq, sq, columns]
+    let p = p_all.narrow(2, 0, sk)?; // [hq, sq, sk]: the keys' P
     let o_u = p.matmul(&vx)?; // [hq, sq, d], ungated
     let gates = match inp.head_gates {
         Some(g) => Some(Var::from_tensor(&Tensor::from_vec(
@@ -187,6 +248,14 @@ fn item_backward(
         Some(g) => grad(g)?.flatten_all()?.to_vec1()?,
         None => Vec::new(),
     };
+    let d_sinks: Vec<f64> = match &sink {
+        Some(z) => grad(z)?.flatten_all()?.to_vec1()?,
+        None => Vec::new(),
+    };
+    // P_sink [hq, sq, 1], for the d(sink) tolerance's S1 and S2 (attention_backward).
+    let p_sink = (sink.is_some() && columns > sk)
+        .then(|| p_all.narrow(2, sk, 1).map(|t| t.detach()))
+        .transpose()?;
 
     // The explicit terms of the error model (BwdErrorModel), off the tape.
     let p = p.detach(); // [hq, sq, sk]
@@ -263,6 +332,17 @@ fn item_backward(
     } else {
         Vec::new()
     };
+    let sink_terms: Vec<(f64, f64)> = match &p_sink {
+        Some(ps) => {
+            let s1 = (&o * &d_out)?.abs()?.sum_keepdim(2)?; // [hq, sq, 1]
+            let per_head = |t: Tensor| -> Result<Vec<f64>, ReferenceError> {
+                Ok((ps * t)?.sum_keepdim(1)?.flatten_all()?.to_vec1()?)
+            };
+            let (a, b) = (per_head(s1)?, per_head(do_l1.clone())?);
+            a.into_iter().zip(b).collect()
+        }
+        None => Vec::new(),
+    };
     // GQA: each kv head's tolerance is the sum over its query heads. [hq, sk, d] -> [hkv, sk, d]
     let per_kv_head = |t: Tensor| -> Result<Tensor, ReferenceError> {
         Ok(t.reshape((hkv, group, sk, d))?.sum(1)?)
@@ -286,6 +366,8 @@ fn item_backward(
         dv_tol: rows_first(&dv_tol)?,
         d_gates,
         d_gates_tol,
+        d_sinks,
+        sink_terms,
     })
 }
 

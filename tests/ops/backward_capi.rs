@@ -3,7 +3,7 @@
 //! context (the emulated driver's sm_80, sm_75, sm_90 devices) `flashmha_bwd_run` gives the
 //! emulated run's bits, sm_75 refusing the plan with `FLASHMHA_ERR_UNSUPPORTED`.
 
-use crate::backward_support::{emulated_backward, BwdHost};
+use crate::backward_support::{emulated_backward_with_sinks, BwdHost};
 use crate::capi_support::{buf, padded_shape, plan, raw_buf};
 use crate::cuda_support;
 use crate::emulator_support::{rng, seed};
@@ -31,6 +31,8 @@ struct Problem {
     o: Vec<f16>,
     lse: Vec<f32>,
     d_o: Vec<f16>,
+    /// `[hq]` attention-sink logits of the forward (its LSE includes them).
+    sinks: Vec<f32>,
 }
 
 impl Problem {
@@ -49,6 +51,7 @@ impl Problem {
         };
         let (mut q, mut k, mut v) = (draw(sq * hq * d), draw(sk * hkv * d), draw(sk * hkv * d));
         let d_o = draw(sq * hq * d);
+        let mut sinks: Vec<f32> = (0..hq).map(|_| r.random_range(-1.0f32..3.0)).collect();
         let mut o = vec![f16::ZERO; sq * hq * d];
         let mut lse = vec![0f32; hq * sq];
         let p = plan(&fwd, None);
@@ -58,6 +61,7 @@ impl Problem {
             v: buf(&mut v),
             o: buf(&mut o),
             lse: buf(&mut lse),
+            sinks: buf(&mut sinks),
             ..Default::default()
         };
         // SAFETY: live Vecs of the declared lengths and a live plan, destroyed once.
@@ -78,11 +82,12 @@ impl Problem {
             o,
             lse,
             d_o,
+            sinks,
         }
     }
 
-    /// The same backward through the Rust API on the emulator: dQ, dK, dV.
-    fn rust_api(&self) -> [Vec<f16>; 3] {
+    /// The same backward through the Rust API on the emulator: dQ, dK, dV and d(sink).
+    fn rust_api(&self) -> ([Vec<f16>; 3], Vec<f32>) {
         let (sq, sk, hq, hkv, d) = self.dims;
         let shape = FwdShape::padded(1, sq, sk, Heads::gqa(hq, hkv), d).with_options(AttnOptions {
             causal: self.causal,
@@ -97,7 +102,8 @@ impl Problem {
             d_o: &self.d_o,
             lse: &self.lse,
         };
-        emulated_backward(&plan, &host, [self.q.len(), self.k.len(), self.v.len()])
+        let lens = [self.q.len(), self.k.len(), self.v.len()];
+        emulated_backward_with_sinks(&plan, &host, lens, Some(&self.sinks))
     }
 }
 
@@ -132,9 +138,10 @@ fn workspace_len(p: *const ffi::flashmha_bwd_plan) -> usize {
     n
 }
 
-/// `flashmha_emulate_bwd_run` gives the Rust API's bits (outputs poisoned with NaN first, so an
-/// unwritten element fails); a short dq or workspace, a lone cu_seqlens, d_head_gates without
-/// head_gates and a NULL plan are typed errors that write nothing.
+/// `flashmha_emulate_bwd_run` gives the Rust API's bits, d(sink) included (outputs poisoned
+/// with NaN first, so an unwritten element fails); a short dq or workspace, a lone cu_seqlens,
+/// d_head_gates without head_gates, d_sinks without sinks, a short d_sinks and a NULL plan are
+/// typed errors that write nothing.
 #[test]
 fn the_c_abi_backward_matches_the_rust_api_and_refuses_bad_buffers() {
     let seed = seed();
@@ -150,6 +157,7 @@ fn the_c_abi_backward_matches_the_rust_api_and_refuses_bad_buffers() {
     let mut ws = vec![f32::NAN; workspace_len(p)];
     let mut cu = [0i32, pb.dims.0 as i32];
     let mut gates = vec![1f32; pb.dims.2];
+    let mut d_sinks = vec![f32::NAN; pb.dims.2];
     let mut bufs = ffi::flashmha_bwd_bufs {
         q: buf(&mut pb.q),
         k: buf(&mut pb.k),
@@ -161,6 +169,8 @@ fn the_c_abi_backward_matches_the_rust_api_and_refuses_bad_buffers() {
         dk: buf(&mut dk),
         dv: buf(&mut dv),
         workspace: buf(&mut ws),
+        sinks: buf(&mut pb.sinks),
+        d_sinks: buf(&mut d_sinks),
         ..Default::default()
     };
     let run = |b: &ffi::flashmha_bwd_bufs| {
@@ -189,11 +199,21 @@ fn the_c_abi_backward_matches_the_rust_api_and_refuses_bad_buffers() {
         bufs,
         ffi::FLASHMHA_ERR_BUFFER,
     ));
+    bufs = good;
+    bufs.sinks = ffi::flashmha_buf::default();
+    refusals.push(("d_sinks without sinks", bufs, ffi::FLASHMHA_ERR_BUFFER));
+    bufs = good;
+    bufs.d_sinks.len -= 1;
+    refusals.push(("short d_sinks", bufs, ffi::FLASHMHA_ERR_BUFFER));
     for (what, b, expected) in refusals {
         assert_eq!(run(&b), expected, "seed {seed}: {what}");
         for out in [&dq, &dk, &dv] {
             assert!(out.iter().all(|x| x.is_nan()), "seed {seed}: {what} wrote");
         }
+        assert!(
+            d_sinks.iter().all(|x| x.is_nan()),
+            "seed {seed}: {what} wrote"
+        );
     }
     // SAFETY: a NULL plan is refused.
     assert_eq!(
@@ -202,7 +222,10 @@ fn the_c_abi_backward_matches_the_rust_api_and_refuses_bad_buffers() {
     );
 
     assert_eq!(run(&good), ffi::FLASHMHA_OK, "seed {seed}");
-    let [rq, rk, rv] = pb.rust_api();
+    let ([rq, rk, rv], rz) = pb.rust_api();
+    let f32_bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(f32_bits(&d_sinks), f32_bits(&rz), "seed {seed}: d_sinks");
+    assert!(d_sinks.iter().all(|x| x.is_finite() && *x != 0.0));
     assert_eq!(bits(&dq), bits(&rq), "seed {seed}: dq");
     assert_eq!(bits(&dk), bits(&rk), "seed {seed}: dk");
     assert_eq!(bits(&dv), bits(&rv), "seed {seed}: dv");
@@ -252,7 +275,7 @@ fn the_c_abi_backward_on_a_cuda_context_equals_its_emulated_run() {
     let seed = seed();
     let devices = cuda_support::devices();
     let pb = Problem::draw(seed);
-    let [rq, rk, rv] = pb.rust_api();
+    let ([rq, rk, rv], rz) = pb.rust_api();
     for ordinal in devices {
         let mut ctx: *mut ffi::flashmha_context = std::ptr::null_mut();
         // SAFETY: a valid pointer to a local.
@@ -275,6 +298,8 @@ fn the_c_abi_backward_on_a_cuda_context_equals_its_emulated_run() {
         let mut grads =
             [pb.q.len(), pb.k.len(), pb.v.len()].map(|n| stream.alloc_zeros::<f16>(n).unwrap());
         let mut ws = stream.alloc_zeros::<f32>(workspace_len(p).max(1)).unwrap();
+        let z = stream.clone_htod(&pb.sinks).unwrap();
+        let mut dz = stream.alloc_zeros::<f32>(pb.sinks.len()).unwrap();
         let addr = |b: &cudarc::driver::CudaSlice<f16>, n: usize| {
             raw_buf(b.device_ptr(&stream).0 as usize as *mut c_void, n)
         };
@@ -306,6 +331,14 @@ fn the_c_abi_backward_on_a_cuda_context_equals_its_emulated_run() {
                 ws.device_ptr_mut(&stream).0 as usize as *mut c_void,
                 workspace_len(p),
             ),
+            sinks: raw_buf(
+                z.device_ptr(&stream).0 as usize as *mut c_void,
+                pb.sinks.len(),
+            ),
+            d_sinks: raw_buf(
+                dz.device_ptr_mut(&stream).0 as usize as *mut c_void,
+                pb.sinks.len(),
+            ),
             ..Default::default()
         };
         // A short dK is refused before any launch.
@@ -326,7 +359,14 @@ fn the_c_abi_backward_on_a_cuda_context_equals_its_emulated_run() {
             );
         }
         let got = grads.each_ref().map(|g| stream.clone_dtoh(g).unwrap());
+        let got_z = stream.clone_dtoh(&dz).unwrap();
         if cuda_support::emulated().is_some() {
+            let f32_bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                f32_bits(&got_z),
+                f32_bits(&rz),
+                "device {ordinal}, seed {seed}: d_sinks"
+            );
             // The same PTX on the same emulator: the same bits.
             assert_eq!(
                 bits(&got[0]),
@@ -354,7 +394,7 @@ fn the_c_abi_backward_on_a_cuda_context_equals_its_emulated_run() {
                 assert!(worst <= 8e-3, "device {ordinal}, seed {seed}: {worst}");
             }
         }
-        drop((ws, grads));
+        drop((ws, grads, z, dz));
         // SAFETY: live handles, destroyed once.
         unsafe {
             flashmha_bwd_plan_destroy(p);

@@ -57,3 +57,19 @@ fn deterministic_mode_issues_no_atomics() {
     assert_eq!(sliced.global_atomic_bytes, 0);
     assert_eq!(sliced.mma_instructions, atomic.mma_instructions);
 }
+
+/// With a head gate and a sink and both their gradients, deterministic mode issues no atomic in
+/// any of its three launches (d(gate) goes through per-warp slots summed in order, d(sink) is an
+/// ordered sum): nothing is left whose order a GPU could vary. The default mode's d(gate) adds
+/// atomics to the main kernel.
+#[test]
+fn deterministic_mode_with_gates_and_sinks_issues_no_atomics() {
+    let atomics = |det, gated| {
+        backward::emulate_with(64, 40, 150, det, gated)
+            .expect("emulate")
+            .map(|l| l.counters.global_atomic_bytes)
+    };
+    assert_eq!(atomics(true, true), [0, 0, 0]);
+    let (plain, gated) = (atomics(false, false), atomics(false, true));
+    assert!(gated[1] > plain[1], "{gated:?} vs {plain:?}");
+}

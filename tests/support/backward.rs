@@ -29,6 +29,17 @@ pub fn emulated_backward<T: Element>(
     h: &BwdHost<T>,
     lens: [usize; 3],
 ) -> [Vec<T>; 3] {
+    emulated_backward_with_sinks(plan, h, lens, None).0
+}
+
+/// [`emulated_backward`] with the forward's `sinks` (`[hq]`) given, and d(sink) (`[hq]`,
+/// poisoned first; empty without sinks).
+pub fn emulated_backward_with_sinks<T: Element>(
+    plan: &BwdPlan,
+    h: &BwdHost<T>,
+    lens: [usize; 3],
+    sinks: Option<&[f32]>,
+) -> ([Vec<T>; 3], Vec<f32>) {
     let be = EmulatorBackend::new(KernelTarget::Ampere);
     let s = be.stream().unwrap();
     let up = |x: &[T]| be.upload(&s, x).unwrap();
@@ -38,6 +49,8 @@ pub fn emulated_backward<T: Element>(
     let mut ws = be
         .upload(&s, &vec![f32::NAN; plan.workspace_len()])
         .unwrap();
+    let z = sinks.map(|x| be.upload(&s, x).unwrap());
+    let mut dz = sinks.map(|x| be.upload(&s, &vec![f32::NAN; x.len()]).unwrap());
     let args = BwdArgs::new(
         (&q, &k, &v),
         (&o, &lse),
@@ -45,6 +58,14 @@ pub fn emulated_backward<T: Element>(
         (&mut dq, &mut dk, &mut dv),
         &mut ws,
     );
+    let args = match (&z, dz.as_mut()) {
+        (Some(z), Some(dz)) => args.sinks(z).sink_grads(dz),
+        _ => args,
+    };
     be.backward(&s, plan, args).unwrap();
-    [&dq, &dk, &dv].map(|b| be.download(&s, b).unwrap())
+    let d_sinks = dz.map(|b| be.download(&s, &b).unwrap());
+    (
+        [&dq, &dk, &dv].map(|b| be.download(&s, b).unwrap()),
+        d_sinks.unwrap_or_default(),
+    )
 }

@@ -40,6 +40,11 @@ pub struct BwdBufs {
     pub head_gates: DevBuf,
     /// f32 `[hq]`, optional output (needs `head_gates`): d(loss) / d(gate).
     pub d_head_gates: DevBuf,
+    /// f32 `[hq]`, optional: the forward's attention-sink logits (its LSE includes them; dQ,
+    /// dK, dV need nothing more), read for `d_sinks` only.
+    pub sinks: DevBuf,
+    /// f32 `[hq]`, optional output (needs `sinks`): d(loss) / d(sink).
+    pub d_sinks: DevBuf,
 }
 
 /// A validated backward plan for elements of `dtype`: everything but the buffers. Pure data,
@@ -120,13 +125,14 @@ impl BwdPlan {
         &self.extents
     }
 
-    /// f32 elements of the caller's workspace (dQ accumulator and delta).
+    /// f32 elements of the caller's workspace (dQ accumulator, delta and, in deterministic
+    /// mode, the per-warp d(gate) partials).
     pub fn workspace_len(&self) -> usize {
         self.extents.workspace
     }
 
     /// The binding table of `b` (fixed array: no allocation).
-    pub fn specs(&self, b: &BwdBufs) -> [BufSpec; 15] {
+    pub fn specs(&self, b: &BwdBufs) -> [BufSpec; 17] {
         use TensorName as T;
         let x = &self.extents;
         let (e, a) = (self.dtype.size() as u64, COPY_ALIGN_BYTES as u64);
@@ -196,6 +202,16 @@ impl BwdPlan {
                 4,
             )
             .written(),
+            BufSpec::input(T::Sinks, b.sinks, Use::IfPresent, n(x.fwd.per_head), 4, 4),
+            BufSpec::input(
+                T::DSinks,
+                b.d_sinks,
+                Use::IfPresent,
+                n(x.fwd.per_head),
+                4,
+                4,
+            )
+            .written(),
         ]
     }
 
@@ -204,10 +220,14 @@ impl BwdPlan {
     /// accumulator, the main kernel, the dQ conversion.
     pub fn bind(&self, bufs: &BwdBufs) -> Result<[Launch; 3]> {
         check(&self.specs(bufs))?;
-        if bufs.d_head_gates.is_present() && !bufs.head_gates.is_present() {
-            return Err(Error::MissingBuffer {
-                tensor: TensorName::HeadGates,
-            });
+        // An output gradient needs the input it is the gradient of.
+        for (out, input) in [
+            (bufs.d_head_gates, (bufs.head_gates, TensorName::HeadGates)),
+            (bufs.d_sinks, (bufs.sinks, TensorName::Sinks)),
+        ] {
+            if out.is_present() && !input.0.is_present() {
+                return Err(Error::MissingBuffer { tensor: input.1 });
+            }
         }
         let mut p = self.params;
         p.q = bufs.q.addr as *const _;
@@ -219,17 +239,22 @@ impl BwdPlan {
         p.dk = bufs.dk.addr as *mut _;
         p.dv = bufs.dv.addr as *mut _;
         p.opt.lse = bufs.lse.addr as *mut f32;
-        // The workspace: dq_accum, then delta.
+        // The workspace: dq_accum, delta, then (deterministic d(gate)) the per-warp partials.
+        let x = &self.extents;
+        let at = |off: usize| bufs.workspace.slice(off as u64, 0, 4).addr as *mut f32;
         p.dq_accum = bufs.workspace.addr as *mut f32;
-        p.delta = bufs
-            .workspace
-            .slice(self.extents.dq_accum as u64, 0, 4)
-            .addr as *mut f32;
+        p.delta = at(x.dq_accum);
+        if x.gate_partials > 0 && bufs.d_head_gates.is_present() {
+            p.gate_partials = at(x.dq_accum + x.delta);
+            p.gate_partials_per_head = x.gate_partials_per_head as i32;
+        }
         p.cu_seqlens_q = bufs.cu_seqlens_q.addr as *const i32;
         p.cu_seqlens_k = bufs.cu_seqlens_k.addr as *const i32;
         p.opt.alibi_slopes = bufs.alibi_slopes.addr as *const f32;
         p.opt.head_gates = bufs.head_gates.addr as *const f32;
         p.d_head_gates = bufs.d_head_gates.addr as *mut f32;
+        p.opt.sinks = bufs.sinks.addr as *const f32;
+        p.d_sinks = bufs.d_sinks.addr as *mut f32;
         let row_block = [ROW_WARPS * WARP_SIZE, 1, 1];
         let k = self.kernel;
         Ok([
@@ -328,8 +353,69 @@ mod tests {
         let (a, x) = (atomic.extents(), det.extents());
         assert_eq!((a.dq_slices, x.dq_slices), (1, 3));
         assert_eq!(x.dq_accum, 3 * a.dq_accum);
-        assert_eq!(det.workspace_len(), x.dq_accum + x.delta);
+        // d(gate) slots: batch 2 x 3 key blocks x 4 warps per head, 4 heads; none with atomics.
+        assert_eq!((a.gate_partials, a.gate_partials_per_head), (0, 0));
+        assert_eq!((x.gate_partials, x.gate_partials_per_head), (4 * 24, 24));
+        assert_eq!(atomic.workspace_len(), a.dq_accum + a.delta);
+        assert_eq!(det.workspace_len(), x.dq_accum + x.delta + x.gate_partials);
         assert_eq!((atomic.params.dq_slices, det.params.dq_slices), (1, 3));
+        // The slots are bound (after delta) only when d(gate) is asked for.
+        let gates = |b: BwdBufs| BwdBufs {
+            head_gates: DevBuf::new(1 << 52, 4),
+            d_head_gates: DevBuf::new(1 << 53, 4),
+            ..b
+        };
+        let slots = |plan: &BwdPlan, b: &BwdBufs| {
+            let [dot, main, _] = plan.bind(b).unwrap();
+            assert_eq!(dot.params(), main.params());
+            let bytes = main.params();
+            let at = |off: usize| u64::from_le_bytes(bytes[off..off + 8].try_into().unwrap());
+            let per = std::mem::offset_of!(FlashBwdParams, gate_partials_per_head);
+            let per = i32::from_le_bytes(bytes[per..per + 4].try_into().unwrap());
+            (at(std::mem::offset_of!(FlashBwdParams, gate_partials)), per)
+        };
+        let b = bufs(&det);
+        assert_eq!(slots(&det, &b), (0, 0));
+        let start = b.workspace.addr + 4 * (x.dq_accum + x.delta) as u64;
+        assert_eq!(slots(&det, &gates(b)), (start, 24));
+        assert_eq!(slots(&atomic, &gates(bufs(&atomic))), (0, 0));
+    }
+
+    #[test]
+    fn sink_gradients_need_the_sinks() {
+        let plan = BwdPlan::new(
+            DType::F16,
+            &BwdShape::new(FwdShape::padded(1, 9, 12, Heads::gqa(4, 2), 64)),
+        )
+        .unwrap();
+        let b = bufs(&plan);
+        let ds = BwdBufs {
+            d_sinks: DevBuf::new(1 << 51, 4),
+            ..b
+        };
+        assert!(matches!(
+            plan.bind(&ds),
+            Err(Error::MissingBuffer {
+                tensor: TensorName::Sinks
+            })
+        ));
+        let with = BwdBufs {
+            sinks: DevBuf::new(1 << 52, 4),
+            ..ds
+        };
+        let [_, main, _] = plan.bind(&with).unwrap();
+        let bytes = main.params();
+        let off = std::mem::offset_of!(FlashBwdParams, d_sinks);
+        assert_eq!(
+            u64::from_le_bytes(bytes[off..off + 8].try_into().unwrap()),
+            1 << 51
+        );
+        // [hq] each: a short one is refused.
+        let short = BwdBufs {
+            d_sinks: DevBuf::new(1 << 51, 3),
+            ..with
+        };
+        assert!(plan.bind(&short).is_err());
     }
 
     #[test]

@@ -20,11 +20,13 @@ pub struct BwdShape {
     /// The forward this is the gradient of (its o and LSE are inputs here).
     pub fwd: FwdShape,
     pub grads: GradStrides,
-    /// Bitwise reproducible dQ: each key block stores its share of dQ into its own f32 slice
-    /// of the workspace and the conversion sums the slices in order, instead of f32 atomics
-    /// into one accumulator (whose order, hence rounding, varies run to run on a GPU). Costs a
-    /// workspace of `ceil(seqlen_k / block_n)` dQ-sized f32 slices. dK and dV are always
-    /// reproducible (each CTA owns its keys and sums a GQA group in a fixed order).
+    /// Bitwise reproducible dQ and d(gate): each key block stores its share of dQ into its own
+    /// f32 slice of the workspace and each main-kernel warp its d(gate) partial into its own
+    /// slot, and the conversion sums both in order, instead of f32 atomics into one accumulator
+    /// (whose order, hence rounding, varies run to run on a GPU). Costs a workspace of
+    /// `ceil(seqlen_k / block_n)` dQ-sized f32 slices plus `hq x batch x key blocks x warps`
+    /// partials. dK and dV are always reproducible (each CTA owns its keys and sums a GQA group
+    /// in a fixed order), and so is d(sink) (an ordered sum in every mode).
     pub deterministic: bool,
 }
 

@@ -32,7 +32,12 @@ pub struct BwdExtents {
     pub dq_slices: usize,
     /// f32 delta = rowsum(dO * O) in the LSE's layout, after the accumulator.
     pub delta: usize,
-    /// f32 elements of the caller's workspace: `dq_accum + delta`.
+    /// Deterministic mode: f32 per-warp d(gate) partials `[hq, gate_partials_per_head]` after
+    /// delta (summed in order instead of f32 atomics); 0 otherwise.
+    pub gate_partials: usize,
+    /// `batch x key blocks x main-kernel warps` in deterministic mode, else 0.
+    pub gate_partials_per_head: usize,
+    /// f32 elements of the caller's workspace: `dq_accum + delta + gate_partials`.
     pub workspace: usize,
 }
 
@@ -86,9 +91,36 @@ pub fn validate_shape(
             what: "the backward's dQ accumulator",
         })?;
     let delta = fwd.row_stats;
-    let workspace = dq_accum.checked_add(delta).ok_or(Error::SizeOverflow {
-        what: "the backward's workspace",
-    })?;
+    // Deterministic d(gate): one slot per (head, batch item, key block, warp) of the main grid
+    // (dq_slices is its key-block count there). The kernels index a head's slots in 32 bits.
+    let gate_partials_per_head = if shape.deterministic {
+        s.seq
+            .batch()
+            .checked_mul(dq_slices)
+            .and_then(|n| n.checked_mul(kernel.num_warps as usize))
+            .filter(|&n| n as u64 <= MAX_INDEX_32)
+            .ok_or(Error::Overflow32 {
+                limit: Limit::Rows32,
+                value: (s.seq.batch() as u64)
+                    .saturating_mul(dq_slices as u64)
+                    .saturating_mul(u64::from(kernel.num_warps)),
+                max: MAX_INDEX_32,
+            })?
+    } else {
+        0
+    };
+    let gate_partials =
+        gate_partials_per_head
+            .checked_mul(s.heads.q)
+            .ok_or(Error::SizeOverflow {
+                what: "the backward's d(gate) partials",
+            })?;
+    let workspace = dq_accum
+        .checked_add(delta)
+        .and_then(|n| n.checked_add(gate_partials))
+        .ok_or(Error::SizeOverflow {
+            what: "the backward's workspace",
+        })?;
     // The row kernels run one warp per (q row, head) over grid.x: total_q * hq <= 2^31 - 1
     // (the forward bounded the LSE the same way).
     if (tq as u64).saturating_mul(s.heads.q as u64) > MAX_INDEX_32 {
@@ -109,6 +141,8 @@ pub fn validate_shape(
             dq_accum,
             dq_slices,
             delta,
+            gate_partials,
+            gate_partials_per_head,
             workspace,
         },
     ))
