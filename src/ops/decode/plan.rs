@@ -22,14 +22,19 @@
 //! - the decode takes the larger of waves x CTA clocks and its DRAM bytes (K/V per CTA plus the
 //!   partial states written and read back) at [`DRAM_BYTES_PER_CLK_PER_SM`] x S;
 //! - the combine (split count > 1) one wave of `F_c + s x C_c` clocks: each combine warp reads
-//!   the splits' states one after the other at L2 latency.
+//!   the splits' LSEs in one round trip and their O rows 16 at a time, so `F_c` holds two L2
+//!   latencies and `C_c` is the per-split issue and arithmetic (above 16 splits each further
+//!   batch adds about one L2 latency, which the linear term leaves out).
 //!
 //! The rule picks the smallest `s` of least predicted time, and 1 when the one-split grid
 //! already has a CTA for every SM. Constants (A100 simulation, d128
-//! f16, 4096 keys, 8 KV heads; `perf_model::decode::cta_clocks`): 16-row tiles F_1 4230 / R_1
-//! 17.9 B/clk, F_2 5130 / R_2 15.3 B/clk; 32-row tiles (two m16 blocks per warp: more mma and
-//! shared traffic per key) F_1 10900 / R_1 11.1, F_2 12600 / R_2 9.7; combine F_c 1090, C_c 305.
-//! H100 (mma.sync) gives the same constants within 4% (the same SM parameters but the clock).
+//! f16, 4096 keys, 8 KV heads; `perf_model::decode::cta_clocks` at 256 and 512 keys per CTA,
+//! the line through the two): 16-row tiles F_1 3617 / R_1 24.3 B/clk, F_2 4241 / R_2 20.8
+//! B/clk; 32-row tiles (two m16 blocks per warp: more mma and shared traffic per key) F_1
+//! 9320 / R_1 12.4, F_2 10375 / R_2 10.4; combine F_c 1848, C_c 41 (issue 20's kernel work:
+//! before it, 4230 / 17.9, 5130 / 15.3, 10900 / 11.1, 12600 / 9.7 and 1090 / 305, when every
+//! key block waited for its block-table entry and each combine warp read the splits' O one
+//! after the other). H100 (mma.sync) runs the same SM parameters at another clock.
 //! Other head dims scale per-key clocks with B (the stream is byte-bound), an approximation.
 //! `perf_model::decode` tests the rule against the simulation on several configurations.
 //!
@@ -125,17 +130,18 @@ pub struct CtaCost {
 
 /// [`CtaCost`] of the 16-row decode tile (A100 simulation, d128 f16).
 pub const CTA_COST_16_ROWS: CtaCost = CtaCost {
-    fixed: [4230.0, 5130.0],
-    bytes_per_clk: [17.9, 15.3],
+    fixed: [3617.0, 4241.0],
+    bytes_per_clk: [24.3, 20.8],
 };
 /// [`CtaCost`] of the 32-row decode tile (two m16 row blocks per warp).
 pub const CTA_COST_32_ROWS: CtaCost = CtaCost {
-    fixed: [10900.0, 12600.0],
-    bytes_per_clk: [11.1, 9.7],
+    fixed: [9320.0, 10375.0],
+    bytes_per_clk: [12.4, 10.4],
 };
-/// Combine CTA clocks: fixed, and per split (read one after the other at L2 latency).
-pub const COMBINE_FIXED_CLOCKS: f64 = 1090.0;
-pub const COMBINE_CLOCKS_PER_SPLIT: f64 = 305.0;
+/// Combine CTA clocks: fixed (the LSE round trip and one batch of O loads at L2 latency), and
+/// per split (kernels/common/merge_states_warp.cuh loads 16 splits' O rows at once).
+pub const COMBINE_FIXED_CLOCKS: f64 = 1848.0;
+pub const COMBINE_CLOCKS_PER_SPLIT: f64 = 41.0;
 
 /// What the split rule knows of a decode call (all from the plan's problem and kernel).
 #[derive(Debug, Clone, Copy, PartialEq)]
