@@ -147,6 +147,10 @@ struct DecodeTraits {
      * that is 192 accumulator-resident registers and ptxas (13.5, sm_80) spills at 255, so d256
      * re-reads each k-step's Q fragment from the Q tile (one ldmatrix.x4 per k16 step). */
     static constexpr bool kQInRegisters = kHeadDim * kRowBlocks <= 128;
+    /* The K / V fragments of the next k16 step / n16 pair are loaded before the current
+     * step's mma (flash_decode_cta.cuh), hiding each ldmatrix's latency behind an mma, up to
+     * d128; at d256 (255 registers) the 4 more registers spill. */
+    static constexpr bool kFragmentsAhead = kHeadDim <= 128;
 
     /* Padded rows: pitch / 16 odd => 8 consecutive rows hit 8 distinct bank groups. */
     static constexpr int kQPitch = kHeadDim * kElemBytes + kDecodeChunkBytes;

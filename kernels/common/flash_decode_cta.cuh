@@ -105,11 +105,9 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
     const int group = p.num_heads_q / p.num_heads_kv;
     const bool varlen = (p.opt.flags & FLASHMHA_FLAG_VARLEN) != 0;
 
-    // Device-resident lengths: checked before any use.
+    // Device-resident lengths: checked before any use (the cache length's check waits until
+    // the Q tile's loads, which do not depend on it, are in flight).
     const int cache_len = p.cache_seqlens[batch];
-    if (cache_len < 0 ||
-        static_cast<int64_t>(cache_len) > static_cast<int64_t>(p.max_pages_per_seq) * p.page_size)
-        __trap();
     int sq;
     int q_row0;  // row of the item's first query in the [total_q] row space (lse, workspace)
     int64_t q_item, o_item, lse_item;  // element offsets of the item's row 0
@@ -132,6 +130,39 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
     const int r0 = row_tile * T::kTileRows;
     if (r0 >= rows_item) return;  // CTA-uniform: varlen item shorter than the grid
 
+    // Q tile: q: [tile rows (16 or 32 packed rows), d], loaded into registers here (rows past
+    // the item and columns past d zero) and stored to shared memory once the first key pages
+    // are requested, so the Q, cache-length and block-table latencies overlap. FP8 K/V: each
+    // 16-dim group is stored even dims first (fp8_q_dim_of_k_col), so the chunks go in pairs
+    // (the even / odd split spans one k16 step: two 16-byte chunks of 16-bit Q).
+    constexpr int kQChunksPerItem = T::kKvFp8 ? kMmaK / kDecodeChunkElems : 1;
+    constexpr int kQItemsPerRow = T::kQChunks / kQChunksPerItem;
+    constexpr int kQItems = T::kTileRows * kQItemsPerRow;
+    constexpr int kQIters = (kQItems + T::kThreads - 1) / T::kThreads;
+    uint4 q_in[kQIters][kQChunksPerItem];  // item tid + it x threads of the tile
+#pragma unroll
+    for (int it = 0; it < kQIters; ++it) {
+        const int flat = tid + it * T::kThreads;
+        const int row = flat / kQItemsPerRow;
+        const int c = (flat - row * kQItemsPerRow) * kQChunksPerItem;
+        const int r = r0 + row;
+#pragma unroll
+        for (int i = 0; i < kQChunksPerItem; ++i) q_in[it][i] = make_uint4(0, 0, 0, 0);
+        if (flat < kQItems && r < rows_item) {
+            const int qi = r / group;
+            const int head = kv_head * group + (r - qi * group);
+            const elem_bits_t *src = static_cast<const elem_bits_t *>(p.q) + q_item +
+                                     qi * p.q_row_stride + head * p.q_head_stride;
+#pragma unroll
+            for (int i = 0; i < kQChunksPerItem; ++i)
+                if (c + i < col8_valid)  // columns past d stay zero
+                    q_in[it][i] = *reinterpret_cast<const uint4 *>(src + (c + i) * kDecodeChunkElems);
+        }
+    }
+    if (cache_len < 0 ||
+        static_cast<int64_t>(cache_len) > static_cast<int64_t>(p.max_pages_per_seq) * p.page_size)
+        __trap();
+
     // Keys of this split: [split_lo, split_hi). Fixed split size (batch-invariant) or an even
     // share of this item's keys, rounded to FLASHMHA_DECODE_SPLIT_ALIGN.
     int per_split = p.split_keys;
@@ -148,6 +179,38 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         mask.clamp_keys(static_cast<int>(min(lo, static_cast<int64_t>(cache_len))),
                         static_cast<int>(min(lo + per_split, static_cast<int64_t>(cache_len))));
     }
+
+    // Bounds are nondecreasing in the query index: the CTA's keys and its fully visible keys.
+    const int qi_first = r0 / group;
+    const int qi_last = (min(r0 + T::kTileRows, rows_item) - 1) / group;
+    const int cta_lo = mask.key_lo(qi_first);
+    const int cta_hi = mask.key_hi(qi_last);
+    const auto needs_mask = mask.template partial_tile_test<kDecodeKeysPerBlock>(qi_first, qi_last);
+
+    // This warp's key blocks: blk_first, blk_first + W, ... < blk_end (blocks of 16 keys).
+    const int blk_begin = cta_lo / kDecodeKeysPerBlock;
+    const int blk_end = cta_hi > cta_lo ? (cta_hi + kDecodeKeysPerBlock - 1) / kDecodeKeysPerBlock
+                                        : blk_begin;
+    const int blk_first = blk_begin + warp;
+    const int num_blocks = blk_first < blk_end ? (blk_end - blk_first + kW - 1) / kW : 0;
+
+    // Copy roles: lanes r and r + 16 copy key row r of a block, lane r + 16h the chunks 2j + h
+    // (adjacent chunks of a pair fill one 32-byte sector); the pair's leader looks up the page.
+    const int copy_row = copy_row_of_lane(lane);
+    const int copy_half = copy_half_of_lane(lane);
+    const int32_t *table = p.block_table + batch * p.block_table_stride;
+    // The block-table entry of the lane's key row of block `blk` (read by the pair leader, 0
+    // for keys outside [cta_lo, cta_hi), whose page is neither looked up nor read). Entries are
+    // fetched a block ahead of their use (locate_row), so no lookup waits in the key loop
+    // (looked up where used, each cost a block a full memory latency).
+    auto fetch_page = [&](int blk) -> int {
+        const int key = blk * kDecodeKeysPerBlock + copy_row;
+        const bool in = key >= cta_lo && key < cta_hi;
+        return in && copy_half == 0 ? table[page_of_key(p, key)] : 0;  // page slot < max_pages_per_seq
+    };
+    // The entry of the warp's next block to locate (its first here, requested before the Q
+    // tile is stored).
+    int page_ahead = num_blocks > 0 ? fetch_page(blk_first) : 0;
 
     // The thread's two packed rows (groupID, groupID + 8) of each row block and what they see
     // (kept in registers: recomputing them from the mask costs sm_75 a spill); rows past the
@@ -168,48 +231,23 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
             key_lo[rb][h] = row_valid[rb][h] ? mask.key_lo(qi_of[rb][h]) : 0;
             key_hi[rb][h] = row_valid[rb][h] ? mask.key_hi(qi_of[rb][h]) : 0;
         }
-    // Bounds are nondecreasing in the query index: the CTA's keys and its fully visible keys.
-    const int qi_first = r0 / group;
-    const int qi_last = (min(r0 + T::kTileRows, rows_item) - 1) / group;
-    const int cta_lo = mask.key_lo(qi_first);
-    const int cta_hi = mask.key_hi(qi_last);
-    const auto needs_mask = mask.template partial_tile_test<kDecodeKeysPerBlock>(qi_first, qi_last);
 
     const uint32_t smem_base = smem_addr(smem);
 
-    // Q tile: q: [tile rows (16 or 32 packed rows), d] -> shared (rows past the item zero-filled), then registers.
-    // FP8 K/V: each 16-dim group is stored even dims first (fp8_q_dim_of_k_col), so the chunks
-    // go in pairs.
-    {
-        // The even / odd split spans one k16 step: two 16-byte chunks of 16-bit Q.
-        constexpr int kChunksPerItem = T::kKvFp8 ? kMmaK / kDecodeChunkElems : 1;
-        constexpr int kItemsPerRow = T::kQChunks / kChunksPerItem;
-        for (int flat = tid; flat < T::kTileRows * kItemsPerRow; flat += T::kThreads) {
-            const int row = flat / kItemsPerRow;
-            const int c = (flat - row * kItemsPerRow) * kChunksPerItem;
-            const int r = r0 + row;
-            uint4 v[kChunksPerItem];
 #pragma unroll
-            for (int i = 0; i < kChunksPerItem; ++i) v[i] = make_uint4(0, 0, 0, 0);
-            if (r < rows_item) {
-                const int qi = r / group;
-                const int head = kv_head * group + (r - qi * group);
-                const elem_bits_t *src = static_cast<const elem_bits_t *>(p.q) + q_item +
-                                         qi * p.q_row_stride + head * p.q_head_stride;
-#pragma unroll
-                for (int i = 0; i < kChunksPerItem; ++i)
-                    if (c + i < col8_valid)  // columns past d stay zero
-                        v[i] = *reinterpret_cast<const uint4 *>(src + (c + i) * kDecodeChunkElems);
-            }
-            unsigned char *dst = smem + T::kQOffset + row * T::kQPitch + c * kDecodeChunkBytes;
-            if constexpr (T::kKvFp8) {
-                uint4 even, odd;
-                deinterleave_halves(v[0], v[1], even, odd);
-                *reinterpret_cast<uint4 *>(dst) = even;
-                *reinterpret_cast<uint4 *>(dst + kDecodeChunkBytes) = odd;
-            } else {
-                *reinterpret_cast<uint4 *>(dst) = v[0];
-            }
+    for (int it = 0; it < kQIters; ++it) {
+        const int flat = tid + it * T::kThreads;
+        if (flat >= kQItems) continue;
+        const int row = flat / kQItemsPerRow;
+        const int c = (flat - row * kQItemsPerRow) * kQChunksPerItem;
+        unsigned char *dst = smem + T::kQOffset + row * T::kQPitch + c * kDecodeChunkBytes;
+        if constexpr (T::kKvFp8) {
+            uint4 even, odd;
+            deinterleave_halves(q_in[it][0], q_in[it][1], even, odd);
+            *reinterpret_cast<uint4 *>(dst) = even;
+            *reinterpret_cast<uint4 *>(dst + kDecodeChunkBytes) = odd;
+        } else {
+            *reinterpret_cast<uint4 *>(dst) = q_in[it][0];
         }
     }
     __syncthreads();  // the Q tile comes from all threads; every warp reads all of it
@@ -255,19 +293,9 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
     zero_c_fragments(o_acc);
     OnlineSoftmax<T::kSTiles, T::kOTiles> softmax[kRB];
 
-    // This warp's key blocks: blk_first, blk_first + W, ... < blk_end (blocks of 16 keys).
-    const int blk_begin = cta_lo / kDecodeKeysPerBlock;
-    const int blk_end = cta_hi > cta_lo ? (cta_hi + kDecodeKeysPerBlock - 1) / kDecodeKeysPerBlock
-                                        : blk_begin;
-    const int blk_first = blk_begin + warp;
-    const int num_blocks = blk_first < blk_end ? (blk_end - blk_first + kW - 1) / kW : 0;
-
     if (num_blocks > 0) {
         const bool want_entropy = p.opt.entropy != nullptr || p.partial_entropy != nullptr;
-        const int copy_row = copy_row_of_lane(lane);
-        const int copy_half = copy_half_of_lane(lane);
         const int copy_leader = copy_pair_leader(lane);
-        const int32_t *table = p.block_table + batch * p.block_table_stride;
         // k, v of this KV head: element (page, slot, c) at page * page_stride + slot * slot_stride
         const uint64_t k_head = gmem_addr(p.k_cache) + kv_head * p.k_head_stride * T::kKvBytes +
                                 copy_half * kDecodeChunkBytes;
@@ -280,17 +308,17 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
         const uint32_t copy_dst_v =
             T::kSplitDims ? region + copy_row * T::kPitchV + copy_half * kDecodeChunkBytes : copy_dst;
 
-        // Where the lane's key row of block `blk` lives: lanes r and r + 16 copy key row r, lane
-        // r + 16h the chunks 2j + h (adjacent chunks of a pair fill one 32-byte sector).
-        // Returns the row's byte count per chunk: 16, or 0 for keys outside [cta_lo, cta_hi)
-        // (zero-filled; their page is neither looked up nor read).
-        auto locate_row = [&](int blk, uint64_t &k_src, uint64_t &v_src) -> uint32_t {
+        // Where the lane's key row of the warp's block i lives, from its fetched table entry
+        // (page_ahead); the entry of block i + 1 (if the warp has it) is requested in turn, a
+        // block's compute before its use. Called once per block, in block order. Returns the row's byte count per chunk: 16, or 0 for
+        // keys outside [cta_lo, cta_hi) (zero-filled).
+        auto locate_row = [&](int i, uint64_t &k_src, uint64_t &v_src) -> uint32_t {
+            const int blk = blk_first + i * kW;
             const int key = blk * kDecodeKeysPerBlock + copy_row;
             const bool in = key >= cta_lo && key < cta_hi;
             const int page_slot = page_of_key(p, key);
-            int page = 0;
-            if (in && copy_half == 0) page = table[page_slot];  // page_slot < max_pages_per_seq
-            page = __shfl_sync(kDecodeWarpMask, page, copy_leader);
+            const int page = __shfl_sync(kDecodeWarpMask, page_ahead, copy_leader);
+            page_ahead = i + 1 < num_blocks ? fetch_page(blk + kW) : 0;
             k_src = k_head;
             v_src = v_head;
             uint32_t bytes = 0;
@@ -314,11 +342,11 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
             else
                 return bytes;
         };
-        // cp.async: copies key block `blk` into stage kStage.
-        auto issue_block = [&](auto stage_c, auto bounded_c, int blk) {
+        // cp.async: copies the warp's block i into stage kStage.
+        auto issue_block = [&](auto stage_c, auto bounded_c, int i) {
             constexpr int kStage = decltype(stage_c)::value;
             uint64_t k_src, v_src;
-            const uint32_t bytes = locate_row(blk, k_src, v_src);
+            const uint32_t bytes = locate_row(i, k_src, v_src);
             static_for<T::kChunksPerLane>([&](auto j_c) {
                 constexpr int kOff = decltype(j_c)::value * kCopyLanesPerRow * kDecodeChunkBytes;
                 cp_async_16_imm<T::k_block(kStage) - T::kRegionOffset + kOff, kOff>(
@@ -390,12 +418,12 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
             StagedNext next;
             if constexpr (T::kRegisterStaged) {
                 if (has_next) {
-                    next.bytes = locate_row(blk + kW, next.k, next.v);
+                    next.bytes = locate_row(i + 1, next.k, next.v);
                     load_row(bounded_c, next.k, next.bytes, next.row);
                 }
             } else {
                 (void)next;  // the cp.async path stages nothing in registers
-                if (has_next) issue_block(Int<kStage ^ 1>{}, bounded_c, blk + kW);  // stage freed by warp_sync
+                if (has_next) issue_block(Int<kStage ^ 1>{}, bounded_c, i + 1);  // stage freed by warp_sync
                 if (has_next)
                     cp_async_wait<1>();  // this block's group landed (the next may be in flight)
                 else
@@ -434,12 +462,20 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                             }
                         });
                     });
-            } else
+            } else {
+            // K fragments one k16 step ahead of their mma (kb[kk & 1]), so a step's ldmatrix
+            // latency hides behind the previous step's mma instead of stalling each step.
+            // (T::kFragmentsAhead false, where the 4 registers would spill: each step loads its own.)
+            constexpr int kAhead = T::kFragmentsAhead ? 1 : 0;
+            uint32_t kb[2][kLdsmMatrices];
+            if constexpr (kAhead) ldsm_x4<kK>(kb[0], k_cur);
             static_for<T::kQKSteps>([&](auto kk_c) {
                 constexpr int kk = decltype(kk_c)::value;
                 if (!step_runs<kBounded, kk>(p.head_dim)) return;  // Q and K columns past d are zero
-                uint32_t b[kLdsmMatrices];
-                ldsm_x4<kK + kk * 2 * kDecodeChunkBytes>(b, k_cur);
+                if constexpr (kk + kAhead < T::kQKSteps)
+                    if (step_runs<kBounded, kk + kAhead>(p.head_dim))
+                        ldsm_x4<kK + (kk + kAhead) * 2 * kDecodeChunkBytes>(kb[(kk + kAhead) & 1], k_cur);
+                const uint32_t(&b)[kLdsmMatrices] = kb[kk & 1];
                 static_for<kRB>([&](auto rb_c) {
                     constexpr int rb = decltype(rb_c)::value;
                     uint32_t q_step[kARegs];
@@ -453,6 +489,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                     }
                 });
             });
+            }
 
             if constexpr (T::kRegisterStaged) {
                 // The K stage is free once every lane's ldmatrix of it is done: the next K row
@@ -497,18 +534,25 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                             mma_16816<Elem>(o_acc[rb][2 * cc + 1], pa[rb], lo.p13, hi.p13);
                         }
                     });
-            } else
+            } else {
+            // V fragments one n16 pair ahead of their mma, as K's above.
+            constexpr int kAheadV = T::kFragmentsAhead ? 1 : 0;
+            uint32_t vb[2][kLdsmMatrices];
+            if constexpr (kAheadV) ldsm_x4_trans<kV>(vb[0], v_cur);
             static_for<T::kPairTilesD>([&](auto dp_c) {
                 constexpr int dp = decltype(dp_c)::value;
                 if (!step_runs<kBounded, dp>(p.head_dim)) return;  // O columns past d: never written
-                uint32_t b[kLdsmMatrices];
-                ldsm_x4_trans<kV + dp * 2 * kDecodeChunkBytes>(b, v_cur);
+                if constexpr (dp + kAheadV < T::kPairTilesD)
+                    if (step_runs<kBounded, dp + kAheadV>(p.head_dim))
+                        ldsm_x4_trans<kV + (dp + kAheadV) * 2 * kDecodeChunkBytes>(vb[(dp + kAheadV) & 1], v_cur);
+                const uint32_t(&b)[kLdsmMatrices] = vb[dp & 1];
 #pragma unroll
                 for (int rb = 0; rb < kRB; ++rb) {
                     mma_16816<Elem>(o_acc[rb][2 * dp], pa[rb], b[0], b[1]);
                     mma_16816<Elem>(o_acc[rb][2 * dp + 1], pa[rb], b[2], b[3]);
                 }
             });
+            }
             warp_sync();  // every lane is done reading this stage before it is refilled
             if constexpr (T::kRegisterStaged) {
                 if (has_next) store_row(Int<T::v_block(0)>{}, next.row);
@@ -519,7 +563,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
             if constexpr (T::kRegisterStaged) {
                 // Prologue: the first block through registers into the single stage.
                 uint64_t k_src, v_src;
-                const uint32_t bytes = locate_row(blk_first, k_src, v_src);
+                const uint32_t bytes = locate_row(0, k_src, v_src);
                 StagedRow row;
                 load_row(bounded_c, k_src, bytes, row);
                 store_row(Int<T::k_block(0)>{}, row);
@@ -527,7 +571,7 @@ __device__ __forceinline__ void flash_decode_cta(const FlashDecodeParams &p) {
                 store_row(Int<T::v_block(0)>{}, row);
                 for (int i = 0; i < num_blocks; ++i) process_block(format_c, bounded_c, Int<0>{}, i);
             } else {
-                issue_block(Int<0>{}, bounded_c, blk_first);
+                issue_block(Int<0>{}, bounded_c, 0);
                 for (int i = 0; i < num_blocks; i += T::kStages) {
                     process_block(format_c, bounded_c, Int<0>{}, i);
                     if (i + 1 < num_blocks) process_block(format_c, bounded_c, Int<1>{}, i + 1);

@@ -32,6 +32,9 @@ constexpr int kMergeWarps = FLASHMHA_MERGE_WARPS;
 constexpr int kMergeCols = FLASHMHA_MERGE_COLS;  // columns of O per lane per step (float4 / 8 bytes)
 static_assert(kMergeCols == 4, "StateF32 / State16 load and Out16 stores 4 columns");
 constexpr unsigned kMergeWarpMask = 0xffffffffu;
+/* States whose O loads are in flight together (merge_states_warp's weighted sum). 16 covers
+ * every split count the timed rule picks for a d128 decode on an A100 or H100 in one batch. */
+constexpr int kMergeBatch = 16;
 
 /* State element readers: 4 consecutive columns as f32. */
 struct StateF32 {
@@ -144,14 +147,28 @@ __device__ __forceinline__ void merge_states_warp(const MergeStatesParams &p) {
         for (int base = 0; base < p.num_states; base += kWarpSize) {
             const float a_lane = base == 0 ? a_first : weight(state_lse(p, base + lane, lse_rh));
             const int chunk = min(kWarpSize, p.num_states - base);
-            // Not unrolled: ptxas 13.5 unrolls this loop for 16-bit states and then spills on
-            // sm_80; one state per iteration is memory-bound anyway.
+            // kMergeBatch states at a time: every load of a batch is issued before the first
+            // is consumed, so a batch costs one memory latency instead of one per state; the
+            // sum still runs in state order. (A fully unrolled state loop made ptxas 13.5
+            // spill 16-bit states on sm_80; a fixed batch of float4s does not.)
 #pragma unroll 1
-            for (int j = 0; j < chunk; ++j) {
-                const float a = __shfl_sync(kMergeWarpMask, a_lane, j);  // warp-uniform
-                if (merge_skipped(a) || !in_row) continue;
-                const StateAt at = state_at(p, base + j);
-                merge_accumulate(acc, a, State::load4(at.o, at.o_off + o_rh + c0));
+            for (int j0 = 0; j0 < chunk; j0 += kMergeBatch) {
+                float a[kMergeBatch];
+                float4 v[kMergeBatch];
+#pragma unroll
+                for (int j = 0; j < kMergeBatch; ++j) {
+                    // Warp-uniform; states past the chunk weigh like empty ones and are not read.
+                    a[j] = __shfl_sync(kMergeWarpMask, a_lane, min(j0 + j, kWarpSize - 1));
+                    if (j0 + j >= chunk) a[j] = merge_skip_weight();
+                    v[j] = make_float4(0.f, 0.f, 0.f, 0.f);
+                    if (!merge_skipped(a[j]) && in_row) {
+                        const StateAt at = state_at(p, base + j0 + j);
+                        v[j] = State::load4(at.o, at.o_off + o_rh + c0);
+                    }
+                }
+#pragma unroll
+                for (int j = 0; j < kMergeBatch; ++j)
+                    if (!merge_skipped(a[j])) merge_accumulate(acc, a[j], v[j]);
             }
         }
         if (in_row)

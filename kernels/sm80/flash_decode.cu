@@ -10,10 +10,13 @@
 #include "kernel_table.h"
 #include "common/flash_decode_cta.cuh"
 
-/* The entries' __launch_bounds__ minimum of CTAs per SM: 0 (no hint) except d32. Its 22 KB tile
- * makes ptxas 13.5 on sm_90 / sm_100 aim at 4 CTAs per SM (128 registers), where the bounded
- * key loop of issue 23 spills 8 B; with a hint of 3 it allocates 115 registers, 0 spills. */
-constexpr int decode_min_ctas_per_sm(int head_dim) { return head_dim == 32 ? 3 : 0; }
+/* The entries' __launch_bounds__ minimum of CTAs per SM. d32: its 22 KB tile makes ptxas 13.5 on
+ * sm_90 / sm_100 aim at 4 CTAs per SM (128 registers), where the bounded key loop of issue 23
+ * spills 8 B; with a hint of 3 it allocates 115 registers, 0 spills. The others: 2. Without a
+ * hint ptxas aims some rows at 3 CTAs (168 registers) and, with the key loop's block-table entry
+ * fetched a block ahead, spills 8-20 B (d96 on sm_90, FP8 d64 on sm_86, FP8 d128 on sm_120);
+ * their shared memory holds at most 2 per SM of the smallest sm_80+ SM anyway (DecodeTraits). */
+constexpr int decode_min_ctas_per_sm(int head_dim) { return head_dim == 32 ? 3 : 2; }
 
 /* flashmha_decode_<dtype>[_fp8]_d<head_dim>[_r32] (_fp8: kv_bytes 1; _r32: 32-row tiles). */
 #define FLASHMHA_DECODE_ENTRY_NAME_2_16(dtype, head_dim) flashmha_decode_##dtype##_d##head_dim

@@ -21,15 +21,22 @@
 //!   `R_2 < R_1` but `2 R_2 > R_1`: two CTAs per SM move more bytes than one;
 //! - the decode takes the larger of waves x CTA clocks and its DRAM bytes (K/V per CTA plus the
 //!   partial states written and read back) at [`DRAM_BYTES_PER_CLK_PER_SM`] x S;
-//! - the combine (split count > 1) one wave of `F_c + s x C_c` clocks: each combine warp reads
-//!   the splits' states one after the other at L2 latency.
+//! - the combine (split count > 1) one wave of `F_c + s x C_c + (ceil(s / 16) - 1) x B_c +
+//!   (ceil(s / 32) - 1) x K_c` clocks: each combine warp reads the splits' LSEs 32 at a time
+//!   (one lane each) and their O rows 16 at a time, so `F_c` holds two L2 round trips, `C_c`
+//!   is the per-split issue and arithmetic, `B_c` a further batch of O loads and `K_c` a
+//!   further chunk of 32 LSEs.
 //!
 //! The rule picks the smallest `s` of least predicted time, and 1 when the one-split grid
 //! already has a CTA for every SM. Constants (A100 simulation, d128
-//! f16, 4096 keys, 8 KV heads; `perf_model::decode::cta_clocks`): 16-row tiles F_1 4230 / R_1
-//! 17.9 B/clk, F_2 5130 / R_2 15.3 B/clk; 32-row tiles (two m16 blocks per warp: more mma and
-//! shared traffic per key) F_1 10900 / R_1 11.1, F_2 12600 / R_2 9.7; combine F_c 1090, C_c 305.
-//! H100 (mma.sync) gives the same constants within 4% (the same SM parameters but the clock).
+//! f16, 4096 keys, 8 KV heads; `perf_model::decode::cta_clocks` at 256 and 512 keys per CTA,
+//! the line through the two): 16-row tiles F_1 3617 / R_1 24.3 B/clk, F_2 4241 / R_2 20.8
+//! B/clk; 32-row tiles (two m16 blocks per warp: more mma and shared traffic per key) F_1
+//! 9320 / R_1 12.4, F_2 10375 / R_2 10.4; combine F_c 1848, C_c 41, B_c 950, K_c 900 (at 16 /
+//! 17 / 32 / 33 splits: 2400 / 3358 / 3580 / 5472 clocks) (issue 20's kernel work:
+//! before it, 4230 / 17.9, 5130 / 15.3, 10900 / 11.1, 12600 / 9.7 and 1090 / 305, when every
+//! key block waited for its block-table entry and each combine warp read the splits' O one
+//! after the other). H100 (mma.sync) runs the same SM parameters at another clock.
 //! Other head dims scale per-key clocks with B (the stream is byte-bound), an approximation.
 //! `perf_model::decode` tests the rule against the simulation on several configurations.
 //!
@@ -125,17 +132,22 @@ pub struct CtaCost {
 
 /// [`CtaCost`] of the 16-row decode tile (A100 simulation, d128 f16).
 pub const CTA_COST_16_ROWS: CtaCost = CtaCost {
-    fixed: [4230.0, 5130.0],
-    bytes_per_clk: [17.9, 15.3],
+    fixed: [3617.0, 4241.0],
+    bytes_per_clk: [24.3, 20.8],
 };
 /// [`CtaCost`] of the 32-row decode tile (two m16 row blocks per warp).
 pub const CTA_COST_32_ROWS: CtaCost = CtaCost {
-    fixed: [10900.0, 12600.0],
-    bytes_per_clk: [11.1, 9.7],
+    fixed: [9320.0, 10375.0],
+    bytes_per_clk: [12.4, 10.4],
 };
-/// Combine CTA clocks: fixed, and per split (read one after the other at L2 latency).
-pub const COMBINE_FIXED_CLOCKS: f64 = 1090.0;
-pub const COMBINE_CLOCKS_PER_SPLIT: f64 = 305.0;
+/// Combine CTA clocks: fixed (the LSE round trip and one batch of O loads at L2 latency), and
+/// per split (kernels/common/merge_states_warp.cuh loads 16 splits' O rows at once).
+pub const COMBINE_FIXED_CLOCKS: f64 = 1848.0;
+pub const COMBINE_CLOCKS_PER_SPLIT: f64 = 41.0;
+/// Combine clocks per batch of 16 splits' O loads after the first, and per chunk of 32 splits'
+/// LSEs after the first.
+pub const COMBINE_CLOCKS_PER_BATCH: f64 = 950.0;
+pub const COMBINE_CLOCKS_PER_CHUNK: f64 = 900.0;
 
 /// What the split rule knows of a decode call (all from the plan's problem and kernel).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -184,7 +196,10 @@ pub fn split_cost_clocks(shape: &SplitShape, splits: u32, num_sms: u32) -> f64 {
     let dram = (shape.base_ctas as f64 * shape.max_cache_len as f64 * kv + partial)
         / (DRAM_BYTES_PER_CLK_PER_SM * sms as f64);
     let combine = if s > 1 {
-        COMBINE_FIXED_CLOCKS + COMBINE_CLOCKS_PER_SPLIT * s as f64
+        COMBINE_FIXED_CLOCKS
+            + COMBINE_CLOCKS_PER_SPLIT * s as f64
+            + COMBINE_CLOCKS_PER_BATCH * (s.div_ceil(16) - 1) as f64
+            + COMBINE_CLOCKS_PER_CHUNK * (s.div_ceil(32) - 1) as f64
     } else {
         0.0
     };
