@@ -107,11 +107,12 @@ pub fn model_mla(gpu: &GpuSpec, c: &MlaModelConfig) -> Result<MlaModelled> {
     };
     let plan = MlaDecodePlan::new_for(c.target, &full, auto)?;
     let split = SplitPolicy::Count(plan.num_splits);
-    // One row tile of one item is emulated: with one new token every row tile of an item does
-    // the same work over the same keys (its own heads), so the launch is `batch x tiles` times
-    // it (exact for sq_new 1 and hq a multiple of the tile rows; the tiles differ only in the
-    // heads they read and write).
-    let tile_rows = plan.kernel.tile_rows as usize;
+    // One row tile of one item is emulated (one cluster of row tiles when the plan launches
+    // clusters: its CTAs share the page reads): with one new token every row tile of an item
+    // does the same work over the same keys (its own heads), so the launch is `batch x tiles`
+    // times it (exact for sq_new 1 and hq a multiple of the tile rows; the tiles differ only in
+    // the heads they read and write).
+    let tile_rows = plan.kernel.tile_rows as usize * plan.decode.cluster[0] as usize;
     let tiles = (c.num_heads_q * c.sq_new).div_ceil(tile_rows);
     let one_tile = if c.sq_new == 1 && c.num_heads_q.is_multiple_of(tile_rows) {
         MlaModelConfig {

@@ -1,7 +1,8 @@
 //! Asynchronous-proxy family: bulk copies (`cp.async.bulk`), tensor copies through tensor maps
 //! (`cp.async.bulk.tensor`, the TMA), their bulk async-groups, `fence.proxy.async`, tensor-map
-//! prefetches and `mapa`; the entry point [`exec_async`] also routes the mbarrier instructions
-//! to `mbarrier.rs`.
+//! prefetches and `.multicast::cluster` loads (into every CTA of the mask, `cluster.rs`); the
+//! entry point [`exec_async`] also routes the mbarrier instructions to `mbarrier.rs` and
+//! `mapa` / `getctarank` to `cluster.rs`.
 //!
 //! Timing model. A load (global -> shared) reads global memory when issued and is then *in
 //! flight*: its destination bytes are marked in the shared-memory shadow, and it *lands*

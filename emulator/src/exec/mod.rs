@@ -1,4 +1,5 @@
-//! The execution engine: runs one CTA to completion.
+//! The execution engine: runs one cluster of CTAs (one CTA without a cluster shape) to
+//! completion, the warps of all its CTAs in one loop (`cluster.rs` for what CTAs share).
 //!
 //! Scheduling model (independent thread scheduling, executed warp-wide where possible): every
 //! lane has its own PC. A warp runs one *group* at a time, the lanes converged at the lowest PC
