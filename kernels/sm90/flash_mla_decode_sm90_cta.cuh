@@ -332,12 +332,34 @@ __device__ __forceinline__ void flash_mla_decode_sm90_cta(const FlashMlaDecodeTm
     }
 
     // ---- Epilogue: the warpgroup's half of O; warpgroup 0 writes the row stats ---------------
+    // The final O is staged in the (now free) Q tile, o_stage: [64 rows][512] 16-bit, and then
+    // copied out by whole rows, so every warp store fills its 32-byte sectors; split partials
+    // (f32 pairs of a quad: whole sectors already) are stored directly.
+    const bool stage_o = (p.opt.flags & FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT) == 0;
+    elem_bits_t *const o_stage = reinterpret_cast<elem_bits_t *>(smem + T::kQOffset);
+    static_assert(T::kTileRows * T::kDV * kElemBytes <= T::kQBytes, "O fits in the Q tile");
 #pragma unroll
     for (int h = 0; h < kRowHalves; ++h) {
         const RowResult res = softmax.finalize(h, score_mul, o_acc);
         if (!rows.valid[h]) continue;
+        const int local_row = warp_row0 + mma_c_row(lane, mma_c_index(h, 0));
         mla_store_row<Elem>(p, it, res, o_acc, h, rows.qi[h], rows.head[h], split, wg * T::kWgDV, wg == 0,
-                            1.0f, lane);
+                            1.0f, lane, stage_o ? o_stage + local_row * T::kDV : nullptr);
+    }
+    if (stage_o) {
+        __syncthreads();  // every row half staged
+        constexpr int kWordsPerRow = T::kDV * kElemBytes / 4;
+        for (int flat = tid; flat < T::kTileRows * kWordsPerRow; flat += T::kThreads) {
+            const int row = flat / kWordsPerRow;
+            const int word = flat - row * kWordsPerRow;
+            const int r = r0 + row;
+            if (r >= it.rows) break;  // rows only grow with flat
+            const int qi = r / group;
+            const int head = r - qi * group;
+            elem_bits_t *dst = static_cast<elem_bits_t *>(p.o) + it.o_item + qi * p.o_row_stride +
+                               head * p.o_head_stride;
+            reinterpret_cast<uint32_t *>(dst)[word] = reinterpret_cast<const uint32_t *>(o_stage + row * T::kDV)[word];
+        }
     }
     // No peer may still multicast into, or arrive on, this CTA's shared memory once it exits.
     if (cluster_ctas > 1) cluster_sync();

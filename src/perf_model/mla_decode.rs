@@ -9,8 +9,9 @@
 //!
 //! DRAM bytes: every 32-byte sector the launches touch (TMA loads included), once per touching
 //! access: with more query heads per sequence than a tile's rows the latent rows are read by
-//! hq / tile-rows row tiles, and the model charges each read to DRAM (an upper bound: the tiles
-//! of one split launch together, so on a GPU the repeats can hit L2). Compulsory bytes follow FlashMLA's benchmark
+//! hq / tile-rows row tiles (on sm_90a by hq / 128 clusters of two tiles, whose multicast TMA
+//! reads each page once for both), and the model charges each read to DRAM (an upper bound: the
+//! tiles of one split launch together, so on a GPU the repeats can hit L2). Compulsory bytes follow FlashMLA's benchmark
 //! (tests/test_flash_mla.py of deepseek-ai/FlashMLA): the cache rows once, q and o once.
 
 use super::decode::{launch_shape, model_launches, Compulsory, SplitModelled};

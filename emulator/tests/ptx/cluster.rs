@@ -30,36 +30,34 @@ fn kernel(body: &str) -> String {
     )
 }
 
-/// Runs `body` on `grid` CTAs of `threads` threads in clusters of `cluster`, with `out_bytes`
-/// of output (poisoned) and the tensor map `map`; returns the report and the output.
-fn run(
+/// Parses `body` into the kernel and launches it on a fresh device: `grid` CTAs of `threads`
+/// threads, in clusters of `cluster` (`None`: a plain launch), `out_bytes` of (poisoned)
+/// output, and, with `rows`, a [rows x 32] u32 tensor and its map ([`tensor`]). Returns the
+/// report, the output and the tensor's values.
+fn exec(
     body: &str,
     grid: [u32; 3],
-    cluster: [u32; 3],
+    cluster: Option<[u32; 3]>,
     threads: u32,
     out_bytes: usize,
-    map: Option<&TensorMap>,
-) -> (LaunchReport, Vec<u8>) {
+    rows: Option<u32>,
+) -> (LaunchReport, Vec<u8>, Vec<u32>) {
     let ptx = kernel(body);
     let m = Module::parse(&ptx).unwrap_or_else(|e| panic!("{e}\n{ptx}"));
-    run_module(&m, grid, cluster, threads, out_bytes, map)
-}
-
-fn run_module(
-    m: &Module,
-    grid: [u32; 3],
-    cluster: [u32; 3],
-    threads: u32,
-    out_bytes: usize,
-    map: Option<&TensorMap>,
-) -> (LaunchReport, Vec<u8>) {
     let mut dev = Device::new();
+    let (data, map) = match rows {
+        Some(r) => {
+            let (d, m) = tensor(&mut dev, r);
+            (d, Some(m))
+        }
+        None => (Vec::new(), None),
+    };
     let out = dev.alloc(out_bytes);
     let flag = dev.upload(&[0u8; 4]);
     let mut params = vec![0u8; 192];
     params[..8].copy_from_slice(&out.0.to_le_bytes());
     params[8..16].copy_from_slice(&flag.0.to_le_bytes());
-    if let Some(t) = map {
+    if let Some(t) = &map {
         params[64..192].copy_from_slice(t.as_bytes());
     }
     let cfg = LaunchConfig {
@@ -67,11 +65,27 @@ fn run_module(
         block: [threads, 1, 1],
         dynamic_smem_bytes: 0,
     };
-    let rep = dev
-        .launch_cluster(m, "k", &cfg, cluster, &params)
-        .expect("launch");
-    let got = dev.read(out, out_bytes).unwrap();
-    (rep, got)
+    let rep = match cluster {
+        Some(c) => dev.launch_cluster(&m, "k", &cfg, c, &params),
+        None => dev.launch(&m, "k", &cfg, &params),
+    };
+    (
+        rep.expect("launch"),
+        dev.read(out, out_bytes).unwrap(),
+        data,
+    )
+}
+
+/// [`exec`] in clusters, without a tensor.
+fn run(
+    body: &str,
+    grid: [u32; 3],
+    cluster: [u32; 3],
+    threads: u32,
+    out_bytes: usize,
+) -> (LaunchReport, Vec<u8>) {
+    let (rep, out, _) = exec(body, grid, Some(cluster), threads, out_bytes, None);
+    (rep, out)
 }
 
 fn u32_at(b: &[u8], i: usize) -> u32 {
@@ -101,7 +115,7 @@ fn cluster_registers_follow_the_launch_shape() {
 \tst.global.v4.u32 [%rd3], {%r4, %r10, %r11, %r12};\n\tst.global.v4.u32 [%rd3+16], {%r13, %r14, %r15, %r16};\nDONE:";
     let (gx, gy) = (4u32, 4u32);
     for cl in [[2, 1, 1], [2, 2, 1], [4, 2, 1], [1, 1, 1]] {
-        let (rep, got) = run(body, [gx, gy, 1], cl, 32, (gx * gy * 32) as usize, None);
+        let (rep, got) = run(body, [gx, gy, 1], cl, 32, (gx * gy * 32) as usize);
         assert!(rep.is_clean(), "{cl:?}: {:?}", rep.findings);
         for y in 0..gy {
             for x in 0..gx {
@@ -123,25 +137,16 @@ fn cluster_registers_follow_the_launch_shape() {
         }
     }
     // A launch without a cluster shape: one-CTA clusters, not explicit.
-    let m = Module::parse(&kernel(body)).unwrap();
-    let mut dev = Device::new();
-    let out = dev.alloc(64);
-    let flag = dev.alloc(4);
-    let mut params = vec![0u8; 192];
-    params[..8].copy_from_slice(&out.0.to_le_bytes());
-    params[8..16].copy_from_slice(&flag.0.to_le_bytes());
-    let cfg = LaunchConfig {
-        grid: [2, 1, 1],
-        block: [32, 1, 1],
-        dynamic_smem_bytes: 0,
-    };
-    assert!(dev.launch(&m, "k", &cfg, &params).unwrap().is_clean());
-    let got = dev.read(out, 64).unwrap();
+    let (rep, got, _) = exec(body, [2, 1, 1], None, 32, 64, None);
+    assert!(rep.is_clean(), "{:?}", rep.findings);
     assert_eq!(
         (0..8).map(|k| u32_at(&got, 8 + k)).collect::<Vec<_>>(),
         vec![0, 1, 1, 0, 0, 0, 2, 0]
     );
     // Shapes that do not divide the grid, or exceed 16 CTAs, are launch errors.
+    let m = Module::parse(&kernel(body)).unwrap();
+    let mut dev = Device::new();
+    let params = vec![0u8; 192];
     for bad in [[3, 1, 1], [0, 1, 1], [4, 4, 2]] {
         let cfg = LaunchConfig {
             grid: [4, 4, 2],
@@ -228,7 +233,7 @@ fn peers_share_memory_through_mapa_and_cluster_barriers() {
 fn planted_cluster_bugs_are_findings() {
     let t = 64u32;
     let out = (2 * t * 12) as usize;
-    let case = |body: &str| run(body, [2, 1, 1], [2, 1, 1], t, out, None).0;
+    let case = |body: &str| run(body, [2, 1, 1], [2, 1, 1], t, out).0;
     // No cluster barrier between a peer's store and the owner's load: a race between CTAs.
     let rep = case(&exchange(CLUSTER_SYNC, "", CLUSTER_SYNC));
     assert!(rep.has(FindingKind::SharedRaceRaw), "{:?}", kinds(&rep));
@@ -314,7 +319,7 @@ fn tensor(dev: &mut Device, rows: u32) -> (Vec<u32>, TensorMap) {
     (data, map)
 }
 
-/// Runs a multicast kernel on a device holding the tensor (its map in the parameters).
+/// A multicast kernel in 2-CTA clusters on a device holding a [rows x 32] tensor.
 fn run_tma(
     body: &str,
     grid: u32,
@@ -322,25 +327,14 @@ fn run_tma(
     rows: u32,
     out_bytes: usize,
 ) -> (LaunchReport, Vec<u8>, Vec<u32>) {
-    let ptx = kernel(body);
-    let m = Module::parse(&ptx).unwrap_or_else(|e| panic!("{e}\n{ptx}"));
-    let mut dev = Device::new();
-    let (data, map) = tensor(&mut dev, rows);
-    let out = dev.alloc(out_bytes);
-    let flag = dev.upload(&[0u8; 4]);
-    let mut params = vec![0u8; 192];
-    params[..8].copy_from_slice(&out.0.to_le_bytes());
-    params[8..16].copy_from_slice(&flag.0.to_le_bytes());
-    params[64..192].copy_from_slice(map.as_bytes());
-    let cfg = LaunchConfig {
-        grid: [grid, 1, 1],
-        block: [threads, 1, 1],
-        dynamic_smem_bytes: 0,
-    };
-    let rep = dev
-        .launch_cluster(&m, "k", &cfg, [2, 1, 1], &params)
-        .expect("launch");
-    (rep, dev.read(out, out_bytes).unwrap(), data)
+    exec(
+        body,
+        [grid, 1, 1],
+        Some([2, 1, 1]),
+        threads,
+        out_bytes,
+        Some(rows),
+    )
 }
 
 /// One multicast round: thread 0 of each rank expects `expect` bytes on bar[0] and loads its
@@ -509,25 +503,9 @@ EMPTY_WAIT:\n\tmbarrier.try_wait.parity.shared::cta.b64 %p3, [%r1+8], 0;\n\t@!%p
     );
     let bug = format!("{setup}{}{flag}{}", load(0, 0, "a"), load(8, 1, "b"));
     for (body, clean) in [(ok, true), (bug, false)] {
-        let ptx = kernel(&body);
-        let m = Module::parse(&ptx).unwrap_or_else(|e| panic!("{e}\n{ptx}"));
-        let mut dev = Device::new();
-        let (data, map) = tensor(&mut dev, 16);
-        let out = dev.alloc(2048);
-        let flag = dev.upload(&[0u8; 4]);
-        let mut params = vec![0u8; 192];
-        params[..8].copy_from_slice(&out.0.to_le_bytes());
-        params[8..16].copy_from_slice(&flag.0.to_le_bytes());
-        params[64..192].copy_from_slice(map.as_bytes());
-        let cfg = LaunchConfig {
-            grid: [1, 1, 1],
-            block: [64, 1, 1],
-            dynamic_smem_bytes: 0,
-        };
-        let rep = dev.launch(&m, "k", &cfg, &params).expect("launch");
+        let (rep, got, data) = exec(&body, [1, 1, 1], None, 64, 2048, Some(16));
         if clean {
             assert!(rep.is_clean(), "{:?}", rep.findings);
-            let got = dev.read(out, 2048).unwrap();
             // Warp 1's thread t read 16 bytes at 32 (t - 32) of each box.
             for t in 32..64usize {
                 for k in 0..4 {
