@@ -107,14 +107,18 @@ fn mla_decode_sm90_matches_the_reference_on_random_cases() {
 #[test]
 fn mla_decode_sm90_clusters_read_each_page_once_and_match_the_reference() {
     let mut rng = rng(seed());
-    for _ in 0..3 {
+    for _ in 0..2 {
         let mut case = random_case_for(&mut rng, KernelTarget::Hopper, &[96, 128], 140);
         case.kv_dtype = KvCacheDType::Same;
         case.page_size = 64;
         case.spare_pages = case.spare_pages.max(1);
         let out = passing(&case);
         let tiles = out.plan.decode.grid[0];
-        let want = if tiles % 2 == 0 { [2, 1, 1] } else { [1, 1, 1] };
+        let want = if tiles.is_multiple_of(2) {
+            [2, 1, 1]
+        } else {
+            [1, 1, 1]
+        };
         assert_eq!(out.plan.decode.cluster, want, "{tiles} row tiles");
         // The byte property on one new token per item and a fixed split count.
         case.q_lens = vec![1; case.cache_lens.len()];

@@ -200,7 +200,6 @@ fn peers_share_memory_through_mapa_and_cluster_barriers() {
         [2, 1, 1],
         threads,
         (grid * threads * 12) as usize,
-        None,
     );
     assert!(rep.is_clean(), "{:?}", rep.findings);
     for cta in 0..grid {
