@@ -568,20 +568,20 @@ fn resolve_cluster_stall(envs: &mut Vec<Env>, warps: &mut [Vec<Warp>]) -> bool {
         landed |= with_peers(envs, c, bulk::land_all);
     }
     let mut resolved = landed;
-    for c in 0..envs.len() {
+    for (c, ws) in warps.iter_mut().enumerate() {
         if resolved {
             break;
         }
-        resolved = with_peers(envs, c, |env| mbarrier::time_out(&mut warps[c], env));
+        resolved = with_peers(envs, c, |env| mbarrier::time_out(ws, env));
     }
     if !resolved {
         resolved = with_peers(envs, 0, cluster::release_if_only_exited_missing);
     }
-    for c in 0..envs.len() {
+    for (c, ws) in warps.iter_mut().enumerate() {
         if resolved {
             break;
         }
-        resolved = with_peers(envs, c, |env| resolve_stall(&mut warps[c], env));
+        resolved = with_peers(envs, c, |env| resolve_stall(ws, env));
     }
     if resolved {
         drain_completions(envs, warps);
