@@ -278,13 +278,17 @@ fn run_node(ctx: &Ctx, node: &Node) -> R {
             block,
             dynamic_smem,
             params,
+            cluster,
         } => {
             let cfg = LaunchConfig {
                 grid: *grid,
                 block: *block,
                 dynamic_smem_bytes: *dynamic_smem,
             };
-            let report = ctx.mem().launch(module, entry, &cfg, params);
+            let report = match cluster {
+                Some(c) => ctx.mem().launch_cluster(module, entry, &cfg, *c, params),
+                None => ctx.mem().launch(module, entry, &cfg, params),
+            };
             match report {
                 Ok(report) => {
                     advance_clock(ctx, report.counters.warp_instructions);
@@ -1047,7 +1051,9 @@ pub extern "C" fn cuFuncSetCacheConfig(func: *mut c_void, _config: c_int) -> CUr
 // ---------------------------------------------------------------------------------------------
 // Launches.
 
-/// Checks and queues one launch of `func` (cuLaunchKernel and cuLaunchKernelEx).
+/// Checks and queues one launch of `func` (cuLaunchKernel and cuLaunchKernelEx, which may
+/// name a cluster shape).
+#[allow(clippy::too_many_arguments)]
 fn launch(
     func: u64,
     grid: [u32; 3],
@@ -1056,6 +1062,7 @@ fn launch(
     stream: u64,
     kernel_params: *mut *mut c_void,
     extra: *mut *mut c_void,
+    cluster: Option<[u32; 3]>,
 ) -> R {
     let st = state();
     let f = st
@@ -1120,6 +1127,7 @@ fn launch(
         block,
         dynamic_smem,
         params,
+        cluster,
     };
     let captured = st.streams.get(&stream).is_some_and(|s| s.capture.is_some());
     let record = LaunchRecord::new(
@@ -1158,6 +1166,7 @@ pub extern "C" fn cuLaunchKernel(
             ptr_handle(stream),
             kernel_params,
             extra,
+            None,
         )
     })
 }
@@ -1177,6 +1186,7 @@ pub extern "C" fn cuLaunchKernelEx(
         // SAFETY: a valid CUlaunchConfig (the API's contract).
         let c = unsafe { &*config };
         let grid = [c.gridDimX, c.gridDimY, c.gridDimZ];
+        let mut cluster = None;
         for i in 0..c.numAttrs as usize {
             // SAFETY: `attrs` holds `numAttrs` attributes.
             let a = unsafe { &*c.attrs.add(i) };
@@ -1200,10 +1210,12 @@ pub extern "C" fn cuLaunchKernelEx(
             if dims.contains(&0) || grid.iter().zip(dims).any(|(g, c)| g % c != 0) {
                 return Err(E::CUDA_ERROR_INVALID_VALUE);
             }
-            // The emulator runs one-CTA clusters only.
-            if dims != [1, 1, 1] {
-                return Err(E::CUDA_ERROR_NOT_SUPPORTED);
+            // The portable limit (CUDA Programming Guide "Thread Block Clusters": 8 CTAs; a
+            // larger one needs the non-portable function attribute, not emulated).
+            if dims.iter().map(|&d| d as u64).product::<u64>() > 8 {
+                return Err(E::CUDA_ERROR_INVALID_CLUSTER_SIZE);
             }
+            cluster = Some(dims);
         }
         launch(
             ptr_handle(func),
@@ -1213,6 +1225,7 @@ pub extern "C" fn cuLaunchKernelEx(
             ptr_handle(c.hStream),
             kernel_params,
             extra,
+            cluster,
         )
     })
 }

@@ -126,6 +126,8 @@ pub(crate) enum Node {
         block: [u32; 3],
         dynamic_smem: u32,
         params: Vec<u8>,
+        /// The cluster shape of a `cuLaunchKernelEx` with the cluster-dimension attribute.
+        cluster: Option<[u32; 3]>,
     },
     Memset {
         dst: u64,

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::counters::{Counters, RawCounters};
 use super::error::EmuError;
-use super::exec::{run_cta, FenceWatch, LaunchCtx};
+use super::exec::{cluster::MAX_CLUSTER_CTAS, run_cluster, FenceWatch, LaunchCtx};
 use super::findings::{Finding, FindingKind, FindingSink};
 use super::memory::{GlobalMemory, WriterTag};
 use super::program::{Class, Program};
@@ -325,7 +325,23 @@ impl Device {
         cfg: &LaunchConfig,
         params: &[u8],
     ) -> Result<LaunchReport, EmuError> {
-        self.launch_inner(module, entry, cfg, params, None)
+        self.launch_inner(module, entry, cfg, None, params, None)
+    }
+
+    /// [`Device::launch`] with a thread-block cluster shape (`cudaLaunchAttributeClusterDimension`):
+    /// `cluster` CTAs in each dimension form a cluster, which must divide the grid and hold at
+    /// most 16 CTAs. The CTAs of a cluster run together and share their shared memory through
+    /// `mapa` / shared::cluster addresses, `barrier.cluster`, remote mbarrier arrivals and
+    /// multicast tensor copies (`exec/cluster.rs`).
+    pub fn launch_cluster(
+        &mut self,
+        module: &Module,
+        entry: &str,
+        cfg: &LaunchConfig,
+        cluster: [u32; 3],
+        params: &[u8],
+    ) -> Result<LaunchReport, EmuError> {
+        self.launch_inner(module, entry, cfg, Some(cluster), params, None)
     }
 
     /// [`Device::launch`], recording the instruction traces of the CTAs `trace` asks for
@@ -335,6 +351,7 @@ impl Device {
         module: &Module,
         entry: &str,
         cfg: &LaunchConfig,
+        cluster: Option<[u32; 3]>,
         params: &[u8],
         trace: Option<&crate::timing::trace::TraceSink>,
     ) -> Result<LaunchReport, EmuError> {
@@ -365,6 +382,17 @@ impl Device {
         if cfg.grid.contains(&0) || cfg.grid[1] > 65535 || cfg.grid[2] > 65535 {
             return Err(EmuError::Launch(format!(
                 "grid {:?} is not valid",
+                cfg.grid
+            )));
+        }
+        let shape = cluster.unwrap_or([1, 1, 1]);
+        let size = shape.iter().map(|&c| c as u64).product::<u64>();
+        if size == 0
+            || size > MAX_CLUSTER_CTAS as u64
+            || (0..3).any(|k| !cfg.grid[k].is_multiple_of(shape[k]))
+        {
+            return Err(EmuError::Launch(format!(
+                "cluster {shape:?} is not valid for grid {:?} (1..={MAX_CLUSTER_CTAS} CTAs dividing the grid)",
                 cfg.grid
             )));
         }
@@ -411,6 +439,8 @@ impl Device {
             params,
             grid: cfg.grid,
             block: cfg.block,
+            cluster: shape,
+            explicit_cluster: cluster.is_some(),
             dyn_smem: cfg.dynamic_smem_bytes,
             consts: &consts,
             max_warp_insts: self.options.max_warp_instructions_per_cta,
@@ -419,24 +449,27 @@ impl Device {
             fence_watch,
             trace,
         };
-        let [gx, gy, gz] = cfg.grid;
-        let ncta = gx as u64 * gy as u64 * gz as u64;
+        // Clusters in parallel, each one scheduler (`exec/mod.rs`, `run_cluster`).
+        let [gx, gy, gz] = [0, 1, 2].map(|k| cfg.grid[k] / shape[k]);
+        let nclusters = gx as u64 * gy as u64 * gz as u64;
         let ninst = prog.insts.len();
         let fresh = || (FindingSink::default(), RawCounters::new(ninst));
         let run_one = |(mut sink, mut cnt): (FindingSink, RawCounters), i: u64| {
-            let cta = [
-                (i % gx as u64) as u32,
-                ((i / gx as u64) % gy as u64) as u32,
-                (i / (gx as u64 * gy as u64)) as u32,
+            let first = [
+                (i % gx as u64) as u32 * shape[0],
+                ((i / gx as u64) % gy as u64) as u32 * shape[1],
+                (i / (gx as u64 * gy as u64)) as u32 * shape[2],
             ];
-            let (f, c) = run_cta(&ctx, cta);
+            let (f, c) = run_cluster(&ctx, first);
             sink.merge(f);
             cnt.merge(&c);
             (sink, cnt)
         };
-        let (sink, raw) = match self.options.cta_order.permutation(ncta) {
-            Some(nth) => (0..ncta).map(nth).fold(fresh(), run_one),
-            None => (0..ncta).into_par_iter().fold(fresh, run_one).reduce(
+        // A seeded order runs the clusters one after another (`EmuOptions::cta_order`; a
+        // one-CTA cluster is a CTA); the default runs them in parallel.
+        let (sink, raw) = match self.options.cta_order.permutation(nclusters) {
+            Some(nth) => (0..nclusters).map(nth).fold(fresh(), run_one),
+            None => (0..nclusters).into_par_iter().fold(fresh, run_one).reduce(
                 fresh,
                 |(mut s1, mut c1), (s2, c2)| {
                     s1.merge(s2);

@@ -64,8 +64,12 @@ pub enum FindingKind {
     /// A TMA instruction whose tensor-map operand does not hold a valid tensor map, or whose
     /// coordinates do not match its rank.
     TensorMapInvalid,
-    /// `mapa` to a CTA rank outside the (one-CTA) cluster.
+    /// A CTA rank outside the cluster (`mapa`, a shared::cluster address, a multicast mask).
     InvalidClusterRank,
+    /// A cluster rule broken: a peer CTA's shared memory reached after that CTA exited,
+    /// `barrier.cluster.wait` without an arrive, two arrives in one phase, an mbarrier wait or
+    /// init on a peer's object.
+    ClusterMisuse,
     /// Threads reach a warp collective in different places, with different masks, or a member
     /// exited or is predicated off.
     DivergentCollective,
@@ -118,6 +122,7 @@ impl FindingKind {
             FindingKind::MbarrierMisuse => "mbarrier misuse",
             FindingKind::TensorMapInvalid => "invalid tensor map",
             FindingKind::InvalidClusterRank => "cluster rank out of range",
+            FindingKind::ClusterMisuse => "cluster misuse",
             FindingKind::DivergentCollective => "divergent warp collective",
             FindingKind::DivergentBarrier => "divergent barrier",
             FindingKind::BarrierWithExitedThreads => "barrier with exited threads",

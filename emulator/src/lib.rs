@@ -30,9 +30,10 @@
 //! * `exec/`: the engine. `mod.rs` schedules warps and lanes of one CTA; the rest is one file
 //!   per family: `int.rs`, `float.rs`, `sfu.rs`, `convert.rs`, `compare.rs` (per-lane
 //!   arithmetic over `lanes.rs`), `mem.rs` (memory instructions and their checks),
-//!   `async_copy.rs` (`cp.async`), `sync.rs` (barriers: the `Waitable` abstraction used by
+//!   `async_copy.rs` (`cp.async`), `cluster.rs` (thread-block clusters: peer environments,
+//!   shared::cluster addresses, `barrier.cluster`), `sync.rs` (barriers: the `Waitable` abstraction used by
 //!   stall resolution and race-checker epochs), `mbarrier.rs` (mbarrier objects, their phases
-//!   as waitables), `bulk.rs` (bulk and tensor/TMA copies, bulk groups, proxy fences, `mapa`),
+//!   as waitables), `bulk.rs` (bulk and tensor/TMA copies, bulk groups, proxy fences, multicast),
 //!   `collective.rs` (warp collectives), `tensor.rs` (`mma` fragment layouts, `ldmatrix`,
 //!   `stmatrix`) and `wgmma.rs` (warpgroup MMA and its asynchronous commit/wait groups).
 //! * `matrix_desc.rs`: the public wgmma shared-memory matrix descriptor (encode/decode) and the
@@ -63,7 +64,12 @@
 //!   others run; a module with no loadable entry fails `Module::parse`.
 //! * `call` to a `.func` is inlined at the call site with its own register scope and local
 //!   frame (recursion is rejected at load time).
-//! * Hopper: `elect.sync`, one-CTA cluster registers and `mapa`, `griddepcontrol`,
+//! * Thread-block clusters ([`Device::launch_cluster`]): the CTAs of a cluster run in one
+//!   scheduler; cluster registers, `mapa` / `getctarank`, `ld`/`st`/`atom` and `mbarrier`
+//!   arrivals on a peer's shared memory, `barrier.cluster`, and `.multicast::cluster` tensor
+//!   loads are implemented and checked (`exec/cluster.rs`). A plain launch is a grid of
+//!   one-CTA clusters.
+//! * Hopper: `elect.sync`, `griddepcontrol`,
 //!   `setmaxnreg`, `mbarrier` (phases, arrival and tx-counts; `try_wait` parks the thread, a
 //!   wait that can never complete is a deadlock finding), bulk and tensor (TMA) copies through
 //!   tensor maps encoded with [`TensorMap::encode_tiled`] (swizzle, out-of-bounds fill, bulk

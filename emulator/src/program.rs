@@ -90,8 +90,20 @@ pub enum Special {
     DynSmem,
     TotalSmem,
     Zero,
-    /// A constant value for every thread (cluster registers of a one-CTA cluster).
-    Value(u32),
+    /// `%clusterid.{x,y,z}`: the cluster's position in the grid of clusters.
+    Clusterid(u8),
+    /// `%nclusterid.{x,y,z}`: clusters per grid dimension.
+    Nclusterid(u8),
+    /// `%cluster_ctaid.{x,y,z}`: the CTA's position in its cluster.
+    ClusterCtaid(u8),
+    /// `%cluster_nctaid.{x,y,z}`: the cluster shape.
+    ClusterNctaid(u8),
+    /// `%cluster_ctarank`: the CTA's linear rank in its cluster (x fastest).
+    ClusterCtarank,
+    /// `%cluster_nctarank`: CTAs per cluster.
+    ClusterNctarank,
+    /// `%is_explicit_cluster`: the launch named a cluster shape.
+    IsExplicitCluster,
 }
 
 /// Floating-point formats an arithmetic instruction works on.
@@ -701,12 +713,23 @@ pub enum TmaK {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum AsyncOp {
     Mbar(MbarOp),
-    /// `mapa`: the address of the same shared variable in cluster CTA `rank` (clusters have
-    /// one CTA, so rank 0 maps to itself).
+    /// `mapa`: the address of the same shared variable in cluster CTA `rank` (`generic`: `a`
+    /// and `d` are generic addresses, else shared::cluster offsets).
     Mapa {
         d: R,
         a: R,
         rank: R,
+        generic: bool,
+    },
+    /// `getctarank`: the cluster rank of the CTA owning the shared address `a`.
+    GetCtaRank {
+        d: R,
+        a: R,
+        generic: bool,
+    },
+    /// `barrier.cluster.arrive` (`wait` false) or `barrier.cluster.wait` (`wait` true).
+    ClusterBar {
+        wait: bool,
     },
     /// `cp.async.bulk.tensor.Nd` / `cp.async.bulk.prefetch.tensor.Nd` with `[map, {coords}]`.
     Tma(TmaOp),
@@ -758,6 +781,8 @@ pub struct TmaOp {
     pub map: R,
     pub coords: [R; 5],
     pub mbar: Addr,
+    /// `.multicast::cluster`: the 16-bit mask of destination CTA ranks, or `NONE`.
+    pub mcast: R,
 }
 
 /// The operands of `cp.async.bulk` (contiguous bytes).

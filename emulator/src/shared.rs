@@ -227,10 +227,15 @@ impl SharedMem {
         hz
     }
 
-    /// Marks `[off, off+len)` as the destination of a bulk/TMA copy just issued; returns a
-    /// hazard if a copy is already in flight there (or it is an mbarrier).
-    pub fn bulk_mark(&mut self, off: usize, len: usize) -> Option<Hazard> {
-        let mut hz = None;
+    /// Marks `[off, off+len)` as the destination of a bulk/TMA copy just issued by `tid` (a
+    /// peer's key for a multicast from another CTA); returns a hazard if a copy is already in
+    /// flight there (or it is an mbarrier), an in-flight wgmma still reads it, or a thread of
+    /// another warp read it since the last barrier or mbarrier phase completed: the async write
+    /// may land before that read on hardware (the stage's "empty" wait is missing).
+    pub fn bulk_mark(&mut self, off: usize, len: usize, tid: u32) -> Option<Hazard> {
+        let mut hz = self.wgmma_operand_hazard(off, len);
+        let ep = self.ep();
+        let warp = tid / 32;
         for b in off..off + len {
             let st = self.state[b];
             match st & KIND {
@@ -240,6 +245,9 @@ impl SharedMem {
             }
             if st & STORE_SRC != 0 {
                 hz = Some(Hazard::StoreSourceWrite);
+            }
+            if self.check_races && hz.is_none() {
+                hz = reader_in_other_warp(self.shadow[b], ep, warp);
             }
             // An async-proxy write: it does not need a proxy fence before a TMA store.
             self.state[b] = BULK | (st & STORE_SRC);
@@ -427,13 +435,13 @@ mod tests {
     fn async_proxy_states() {
         let mut s = SharedMem::new(64);
         // A TMA destination: unreadable and unwritable until its phase completes.
-        assert_eq!(s.bulk_mark(0, 16), None);
+        assert_eq!(s.bulk_mark(0, 16, 0), None);
         assert_eq!(s.read_check(4, 4, 0), Some(Hazard::BulkPendingRead));
         assert_eq!(
             s.write_check(8, 4, 0, false),
             Some(Hazard::BulkPendingWrite)
         );
-        assert_eq!(s.bulk_mark(0, 16), Some(Hazard::BulkPendingWrite));
+        assert_eq!(s.bulk_mark(0, 16, 0), Some(Hazard::BulkPendingWrite));
         assert_eq!(s.bulk_land(0, 16, 0), None);
         s.bulk_release(0, 16);
         s.next_epoch();

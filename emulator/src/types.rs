@@ -116,7 +116,8 @@ impl Space {
     pub fn parse(s: &str) -> Option<Space> {
         Some(match s {
             "global" => Space::Global,
-            // Clusters have one CTA, so a shared::cluster address is one of the own CTA.
+            // One space: a shared::cluster address of a peer CTA carries its rank in a tag
+            // that the accesses decode (exec/cluster.rs).
             "shared" | "shared::cta" | "shared::cluster" => Space::Shared,
             "local" => Space::Local,
             "param" | "param::entry" | "param::func" => Space::Param,

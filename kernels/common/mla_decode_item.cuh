@@ -122,12 +122,15 @@ __device__ __forceinline__ uint4 mla_q_chunk(const FlashDecodeParams &p, const M
  * warp's output dims starting at col_base) and, if `writes_stats` (one slice of the row), its
  * LSE / entropy, either as the split's partial state for the combine or as the final output.
  * The head's sink joins split 0's state only (the combine merges it once). v_mul is the FP8
- * value scale (1 for 16-bit pages). */
+ * value scale (1 for 16-bit pages). With `stage_row` (the row's 512 dims in shared memory), the
+ * final O goes there instead, for the caller's coalesced copy (the sm_90a kernel: 4-byte stores
+ * of 8 rows per warp instruction fill half of each 32-byte sector). */
 template <class Elem, int kOTiles>
 __device__ __forceinline__ void mla_store_row(const FlashDecodeParams &p, const MlaItem &it,
                                               RowResult res, const float (&o)[kOTiles][kCRegs],
                                               int h, int qi, int head, int split, int col_base,
-                                              bool writes_stats, float v_mul, int lane) {
+                                              bool writes_stats, float v_mul, int lane,
+                                              elem_bits_t *stage_row = nullptr) {
     if (split == 0) res = with_sink(p.opt, head, res);
     const int c0 = mma_c_index(h, 0);
     const int col0 = col_base + mma_c_col(lane, c0);
@@ -146,8 +149,9 @@ __device__ __forceinline__ void mla_store_row(const FlashDecodeParams &p, const 
         }
     } else {
         const float w = res.inv_sum * v_mul * (p.opt.head_gates != nullptr ? p.opt.head_gates[head] : 1.0f);
-        elem_bits_t *dst = static_cast<elem_bits_t *>(p.o) + it.o_item + qi * p.o_row_stride +
-                           head * p.o_head_stride + col0;
+        elem_bits_t *dst = stage_row != nullptr ? stage_row + col0
+                                                : static_cast<elem_bits_t *>(p.o) + it.o_item +
+                                                      qi * p.o_row_stride + head * p.o_head_stride + col0;
 #pragma unroll
         for (int ot = 0; ot < kOTiles; ++ot)
             // Adding +0 turns the -0 of a zero gate into +0 (as the paged decode).

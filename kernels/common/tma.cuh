@@ -66,6 +66,49 @@ __device__ __forceinline__ void tma_load_4d(uint32_t dst, const void *tensor_map
         : "memory");
 }
 
+/* ---- Thread-block clusters (PTX ISA "Cluster of Cooperative Thread Arrays"; sm_90) ----------
+ * The CTAs of a cluster run at once and reach each other's shared memory through
+ * shared::cluster addresses (mapa); a tensor load with .multicast::cluster writes the same
+ * box at the same offset into every CTA of its mask and performs complete_tx there on the
+ * mbarrier at the same offset. */
+__device__ __forceinline__ uint32_t cluster_ctarank() {
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ uint32_t cluster_nctarank() {
+    uint32_t n;
+    asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(n));
+    return n;
+}
+/* Every thread of every CTA of the cluster: the arrive releases this thread's prior memory
+ * accesses, the wait acquires everyone's (a cluster-wide __syncthreads). */
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+    asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+/* The shared::cluster address of this CTA's shared address `addr` in the CTA of rank `rank`. */
+__device__ __forceinline__ uint32_t mapa_shared(uint32_t addr, uint32_t rank) {
+    uint32_t d;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(d) : "r"(addr), "r"(rank));
+    return d;
+}
+/* One arrival on the mbarrier at shared::cluster address `bar` (another CTA's, through
+ * mapa_shared), releasing this thread's prior accesses at cluster scope. */
+__device__ __forceinline__ void mbarrier_arrive_cluster(uint32_t bar) {
+    asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+/* tma_load_4d into every CTA of the cluster whose rank bit is set in `cta_mask`: the box lands at
+ * `dst` of each and completes on the mbarrier at `bar` of each. */
+__device__ __forceinline__ void tma_load_4d_multicast(uint32_t dst, const void *tensor_map, uint32_t bar,
+                                                      int c0, int c1, int c2, int c3, uint16_t cta_mask) {
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+        " [%0], [%1, {%2, %3, %4, %5}], [%6], %7;\n" ::"r"(dst),
+        "l"(reinterpret_cast<uint64_t>(tensor_map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar), "h"(cta_mask)
+        : "memory");
+}
+
 /* Warpgroup register reallocation: the producer gives registers back, the consumers take them
  * (kRegs: a multiple of 8 in 24 .. 256; every thread of the warpgroup executes it). */
 template <int kRegs>

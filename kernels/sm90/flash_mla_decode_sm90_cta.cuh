@@ -17,6 +17,18 @@
  * stats; split-KV writes the partial states for the decode combine
  * (kernels/sm80/merge_states.cu), split 0 holding the sink.
  *
+ * Cluster of two (more heads than one tile's rows, an even number of row tiles: the plan
+ * launches clusters of 2 CTAs along the row tiles, src/ops/mla_decode/plan.rs): both CTAs of a
+ * cluster read the same keys, so each page is read from global memory ONCE for the pair. The
+ * pipeline runs over the union of the two tiles' visible keys; thread 0 of rank r issues the
+ * boxes j = r, r + 2, .. of every tile with .multicast::cluster into both CTAs' stage, and each
+ * CTA's kv_full expects the whole tile's bytes. A stage is overwritten only once the consumers of
+ * BOTH CTAs released it: every thread arrives on its own CTA's kv_empty and on the peer's
+ * (count 2 x 256). Cluster barriers after the mbarrier init (no multicast reaches an
+ * uninitialised peer barrier) and before exit (no remote arrive or multicast reaches an exited
+ * CTA). A CTA whose own tile has no rows still runs the pipeline for its peer and stores nothing.
+ * Without a cluster shape every CTA is its own producer, as before.
+ *
  * Device-resident indices are checked as in the sm_80 kernel: the cache length and cu_seqlens
  * in mla_item, every block-table entry against num_pages before its page is loaded (trap).
  * Tiles wholly outside the CTA's visible keys are never loaded.
@@ -70,9 +82,15 @@ __device__ __forceinline__ void flash_mla_decode_sm90_cta(const FlashMlaDecodeTm
 
     const MlaItem it = mla_item(p, batch);  // traps on bad lengths
     const int r0 = row_tile * T::kTileRows;
-    if (r0 >= it.rows) return;  // CTA-uniform
+    // 1 or 2 CTAs (the plan's cluster shape); the pipeline serves the cluster's rows from
+    // lead_r0 (rank 0's tile) on, and both CTAs leave together when there are none.
+    const uint32_t cta_rank = cluster_ctarank();
+    const uint32_t cluster_ctas = cluster_nctarank();
+    if (cluster_ctas > 2) __trap();  // the pipeline pairs rank r with rank r ^ 1
+    const int lead_r0 = r0 - static_cast<int>(cta_rank) * T::kTileRows;
+    if (lead_r0 >= it.rows) return;  // cluster-uniform
     const KeyMask mask = mla_split_mask(p, it, split);
-    const MlaTileKeys tile(mask, it, group, r0, T::kTileRows);
+    const MlaTileKeys tile(mask, it, group, lead_r0, static_cast<int>(cluster_ctas) * T::kTileRows);
     const int blk_begin = tile.lo / T::kKeys;
     const int blk_end = tile.hi > tile.lo ? (tile.hi + T::kKeys - 1) / T::kKeys : blk_begin;
     const int num_blocks = blk_end - blk_begin;
@@ -80,11 +98,16 @@ __device__ __forceinline__ void flash_mla_decode_sm90_cta(const FlashMlaDecodeTm
     if (tid == 0) {
         for (int s = 0; s < T::kStages; ++s) {
             mbarrier_init(T::kv_full(smem_base, s), 1);  // the producer's arrive.expect_tx
-            mbarrier_init(T::kv_empty(smem_base, s), T::kConsumerThreads);
+            // Every consumer thread of the cluster releases every CTA's copy of a stage.
+            mbarrier_init(T::kv_empty(smem_base, s), T::kConsumerThreads * cluster_ctas);
         }
         mbarrier_init_fence();
     }
-    __syncthreads();  // the mbarriers are initialised before any thread arrives or waits on them
+    // The mbarriers are initialised before any thread (or a peer's multicast) uses them.
+    if (cluster_ctas > 1)
+        cluster_sync();
+    else
+        __syncthreads();
 
     // Producer: thread 0 issues tile i into stage i % 2 (9 boxes of one page) once the stage's
     // tile i - 2 was released by every consumer thread.
@@ -99,11 +122,19 @@ __device__ __forceinline__ void flash_mla_decode_sm90_cta(const FlashMlaDecodeTm
         if (static_cast<uint32_t>(page) >= static_cast<uint32_t>(p.num_pages)) __trap();
         const int slot0 = key0 - page_slot * p.page_size;  // a multiple of 64: one page
         const uint32_t dst = T::stage(smem_base, stage);
+        // The whole tile's bytes: with a cluster, the peer's boxes land here too.
         mbarrier_arrive_expect_tx(T::kv_full(smem_base, stage), T::kStageBytes);
+        if (cluster_ctas == 1) {
 #pragma unroll
-        for (int j = 0; j < T::kBoxes; ++j)
-            tma_load_4d(dst + j * T::kKvBoxBytes, &tp.kv_map, T::kv_full(smem_base, stage),
-                        j * kColsPerSwizzleRow, 0, slot0, page);
+            for (int j = 0; j < T::kBoxes; ++j)
+                tma_load_4d(dst + j * T::kKvBoxBytes, &tp.kv_map, T::kv_full(smem_base, stage),
+                            j * kColsPerSwizzleRow, 0, slot0, page);
+        } else {
+            const uint16_t both = static_cast<uint16_t>((1u << cluster_ctas) - 1);
+            for (int j = static_cast<int>(cta_rank); j < T::kBoxes; j += static_cast<int>(cluster_ctas))
+                tma_load_4d_multicast(dst + j * T::kKvBoxBytes, &tp.kv_map, T::kv_full(smem_base, stage),
+                                      j * kColsPerSwizzleRow, 0, slot0, page, both);
+        }
     };
     if (tid == 0 && num_blocks > 0) issue_tile(0);
 
@@ -277,6 +308,7 @@ __device__ __forceinline__ void flash_mla_decode_sm90_cta(const FlashMlaDecodeTm
             wgmma_fence_operand(p_other);
         }
         mbarrier_arrive(T::kv_empty(smem_base, stage));
+        if (cluster_ctas > 1) mbarrier_arrive_cluster(mapa_shared(T::kv_empty(smem_base, stage), cta_rank ^ 1u));
     }
 
     // l and e: each warpgroup holds its keys' share; the thread of the other warpgroup at the
@@ -300,13 +332,37 @@ __device__ __forceinline__ void flash_mla_decode_sm90_cta(const FlashMlaDecodeTm
     }
 
     // ---- Epilogue: the warpgroup's half of O; warpgroup 0 writes the row stats ---------------
+    // The final O is staged in the (now free) Q tile, o_stage: [64 rows][512] 16-bit, and then
+    // copied out by whole rows, so every warp store fills its 32-byte sectors; split partials
+    // (f32 pairs of a quad: whole sectors already) are stored directly.
+    const bool stage_o = (p.opt.flags & FLASHMHA_DECODE_FLAG_SPLIT_OUTPUT) == 0;
+    elem_bits_t *const o_stage = reinterpret_cast<elem_bits_t *>(smem + T::kQOffset);
+    static_assert(T::kTileRows * T::kDV * kElemBytes <= T::kQBytes, "O fits in the Q tile");
 #pragma unroll
     for (int h = 0; h < kRowHalves; ++h) {
         const RowResult res = softmax.finalize(h, score_mul, o_acc);
         if (!rows.valid[h]) continue;
+        const int local_row = warp_row0 + mma_c_row(lane, mma_c_index(h, 0));
         mla_store_row<Elem>(p, it, res, o_acc, h, rows.qi[h], rows.head[h], split, wg * T::kWgDV, wg == 0,
-                            1.0f, lane);
+                            1.0f, lane, stage_o ? o_stage + local_row * T::kDV : nullptr);
     }
+    if (stage_o) {
+        __syncthreads();  // every row half staged
+        constexpr int kWordsPerRow = T::kDV * kElemBytes / 4;
+        for (int flat = tid; flat < T::kTileRows * kWordsPerRow; flat += T::kThreads) {
+            const int row = flat / kWordsPerRow;
+            const int word = flat - row * kWordsPerRow;
+            const int r = r0 + row;
+            if (r >= it.rows) break;  // rows only grow with flat
+            const int qi = r / group;
+            const int head = r - qi * group;
+            elem_bits_t *dst = static_cast<elem_bits_t *>(p.o) + it.o_item + qi * p.o_row_stride +
+                               head * p.o_head_stride;
+            reinterpret_cast<uint32_t *>(dst)[word] = reinterpret_cast<const uint32_t *>(o_stage + row * T::kDV)[word];
+        }
+    }
+    // No peer may still multicast into, or arrive on, this CTA's shared memory once it exits.
+    if (cluster_ctas > 1) cluster_sync();
 }
 
 }  // namespace flashmha

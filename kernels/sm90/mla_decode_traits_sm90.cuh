@@ -28,7 +28,8 @@
  * Pages arrive by TMA: thread 0 looks up the block table and issues, per 64-key tile, 9 boxes
  * (64 columns x 64 rows, 128-byte swizzle) of one page of the latent pool into a two-stage
  * ring; kv_full[stage] completes on the boxes' bytes, kv_empty[stage] when all 256 threads are
- * done with the tile's P V. Thread 0 issues tile i + 1 at the start of tile i, so one tile is in
+ * done with the tile's P V (in a cluster of two: the 512 threads of both CTAs, each CTA's thread
+ * 0 issuing half of the boxes with multicast into both; see the CTA body). Thread 0 issues tile i + 1 at the start of tile i, so one tile is in
  * flight while one is computed. No separate producer warp: the register file is split over the
  * SM's 4 sub-partitions, so a ninth warp would put 3 warps on one of them and cap every thread
  * at 168 registers (65536 / 4 / 96; ptxas allocates the whole kernel within it), below O + S;

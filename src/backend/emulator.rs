@@ -86,6 +86,9 @@ fn config_of(l: &Launch) -> LaunchConfig {
 /// The one launch path of this backend: runs `l` (any op's) on `dev` with its params bytes.
 pub fn launch(dev: &mut Device, l: &Launch) -> Result<LaunchReport> {
     let module = parsed_module(l.entry)?;
+    if l.is_cluster() {
+        return Ok(dev.launch_cluster(&module, l.entry, &config_of(l), l.cluster, l.params())?);
+    }
     Ok(dev.launch(&module, l.entry, &config_of(l), l.params())?)
 }
 
@@ -96,6 +99,13 @@ pub fn launch_traced(
     l: &Launch,
     ctas: &[[u32; 3]],
 ) -> Result<(LaunchReport, KernelTrace)> {
+    if l.is_cluster() {
+        // The SM timing model simulates one CTA at a time (emulator/src/timing/mod.rs).
+        return Err(Error::Emulator(EmulatorError::Launch(format!(
+            "`{}`: the timing model does not simulate cluster launches",
+            l.entry
+        ))));
+    }
     let module = parsed_module(l.entry)?;
     Ok(dev.launch_traced(&module, l.entry, &config_of(l), l.params(), ctas)?)
 }

@@ -137,12 +137,14 @@ pub fn run() -> super::CliResult<()> {
          SMs. compulsory GB/s = (cache rows + q + o bytes) / modelled time; TFLOP/s = 2 x keys x \
          heads x 1088 / modelled time. The last rows: the batch whose one-split grid fills every \
          CTA slot (4096 cached tokens) per head count and kernel; more heads than a tile's rows \
-         are several row tiles, each reading the latent rows (charged to DRAM each time: the \
-         model's upper bound). predicted (SM sim): the latency-aware simulation (CTA 0 of each \
-         launch replayed with its resident copies, decode loads at DRAM latency, the per-pipe \
-         DRAM time as the floor; the decode launch's part and CTAs per SM in brackets), MODELLED too, \
-         calibration in bench/results/fa2_calibration.md; % DRAM predicted = compulsory bytes / \
-         predicted time / DRAM bandwidth. Last block: the sm_80 kernel on {} ({} SMs, {:.0} GB/s).",
+         are several row tiles: on sm_90a pairs of them run as 2-CTA clusters reading the \
+         latent rows once (multicast TMA), on sm_80 each tile reads them (charged to DRAM each \
+         time: the model's upper bound). predicted (SM sim): the latency-aware simulation (CTA 0 \
+         of each launch replayed with its resident copies, decode loads at DRAM latency, the \
+         per-pipe DRAM time as the floor; the decode launch's part and CTAs per SM in brackets), \
+         MODELLED too, calibration in bench/results/fa2_calibration.md; % DRAM predicted = \
+         compulsory bytes / predicted time / DRAM bandwidth. Last block: the sm_80 kernel on {} \
+         ({} SMs, {:.0} GB/s).",
         gpu.name,
         gpu.sms,
         gpu.dram_bytes_per_s / 1e9,

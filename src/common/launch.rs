@@ -26,6 +26,9 @@ pub struct Launch {
     pub grid: [u32; 3],
     pub block: [u32; 3],
     pub dynamic_smem_bytes: u32,
+    /// Thread-block cluster shape (`[1, 1, 1]`: no cluster; a larger one launches with the
+    /// cluster-dimension attribute, sm_90+).
+    pub cluster: [u32; 3],
     params: ParamsBlock,
     params_len: usize,
 }
@@ -37,6 +40,7 @@ impl std::fmt::Debug for Launch {
             .field("grid", &self.grid)
             .field("block", &self.block)
             .field("dynamic_smem_bytes", &self.dynamic_smem_bytes)
+            .field("cluster", &self.cluster)
             .field("params_len", &self.params_len)
             .finish()
     }
@@ -44,14 +48,19 @@ impl std::fmt::Debug for Launch {
 
 impl PartialEq for Launch {
     fn eq(&self, other: &Self) -> bool {
-        (self.entry, self.grid, self.block, self.dynamic_smem_bytes)
-            == (
-                other.entry,
-                other.grid,
-                other.block,
-                other.dynamic_smem_bytes,
-            )
-            && self.params() == other.params()
+        (
+            self.entry,
+            self.grid,
+            self.block,
+            self.dynamic_smem_bytes,
+            self.cluster,
+        ) == (
+            other.entry,
+            other.grid,
+            other.block,
+            other.dynamic_smem_bytes,
+            other.cluster,
+        ) && self.params() == other.params()
     }
 }
 
@@ -70,11 +79,23 @@ impl Launch {
             grid,
             block,
             dynamic_smem_bytes,
+            cluster: [1, 1, 1],
             params: ParamsBlock {
                 bytes: [0; MAX_PARAMS_BYTES],
             },
             params_len: 0,
         }
+    }
+
+    /// This launch in thread-block clusters of `cluster` CTAs (each dimension divides the grid).
+    pub const fn with_cluster(mut self, cluster: [u32; 3]) -> Launch {
+        self.cluster = cluster;
+        self
+    }
+
+    /// Whether the launch names a cluster of more than one CTA.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster != [1, 1, 1]
     }
 
     /// This launch with `params` as its parameter bytes.

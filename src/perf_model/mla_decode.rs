@@ -9,8 +9,9 @@
 //!
 //! DRAM bytes: every 32-byte sector the launches touch (TMA loads included), once per touching
 //! access: with more query heads per sequence than a tile's rows the latent rows are read by
-//! hq / tile-rows row tiles, and the model charges each read to DRAM (an upper bound: the tiles
-//! of one split launch together, so on a GPU the repeats can hit L2). Compulsory bytes follow FlashMLA's benchmark
+//! hq / tile-rows row tiles (on sm_90a by hq / 128 clusters of two tiles, whose multicast TMA
+//! reads each page once for both), and the model charges each read to DRAM (an upper bound: the
+//! tiles of one split launch together, so on a GPU the repeats can hit L2). Compulsory bytes follow FlashMLA's benchmark
 //! (tests/test_flash_mla.py of deepseek-ai/FlashMLA): the cache rows once, q and o once.
 
 use super::decode::{
@@ -135,11 +136,12 @@ fn emulate(
     };
     let plan = MlaDecodePlan::new_for(c.target, &full, auto)?;
     let split = SplitPolicy::Count(plan.num_splits);
-    // One row tile of one item is emulated: with one new token every row tile of an item does
-    // the same work over the same keys (its own heads), so the launch is `batch x tiles` times
-    // it (exact for sq_new 1 and hq a multiple of the tile rows; the tiles differ only in the
-    // heads they read and write).
-    let tile_rows = plan.kernel.tile_rows as usize;
+    // One row tile of one item is emulated (one cluster of row tiles when the plan launches
+    // clusters: its CTAs share the page reads): with one new token every row tile of an item
+    // does the same work over the same keys (its own heads), so the launch is `batch x tiles`
+    // times it (exact for sq_new 1 and hq a multiple of the tile rows; the tiles differ only in
+    // the heads they read and write).
+    let tile_rows = plan.kernel.tile_rows as usize * plan.decode.cluster[0] as usize;
     let tiles = (c.num_heads_q * c.sq_new).div_ceil(tile_rows);
     let one_tile = if c.sq_new == 1 && c.num_heads_q.is_multiple_of(tile_rows) {
         MlaModelConfig {

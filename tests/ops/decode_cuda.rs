@@ -452,6 +452,27 @@ fn each_module_of_the_target_is_loaded_once_per_context() {
     }
 }
 
+/// The sm_90a MLA decode of 128 heads launches 2-CTA clusters (cuLaunchKernelEx with the
+/// cluster-dimension attribute) and matches the reference on the Hopper devices.
+#[test]
+fn mla_decode_cluster_launches_run_on_the_cuda_path() {
+    use flashmha::check::mla::{random_case_for, run_case_on};
+    let mut rng = rng(seed());
+    for backend in cuda_support::backends(|t| t == KernelTarget::Hopper) {
+        let mut case = random_case_for(&mut rng, KernelTarget::Hopper, &[128], 140);
+        case.kv_dtype = KvCacheDType::Same;
+        case.page_size = 64;
+        case.spare_pages = case.spare_pages.max(1);
+        let out = run_case_on(&backend, &case).unwrap_or_else(|e| panic!("{e}\n{case:?}"));
+        assert_eq!(out.plan.decode.cluster, [2, 1, 1]);
+        assert!(
+            out.judgement.passed(),
+            "{:?}\n{case:?}",
+            out.judgement.failures()
+        );
+    }
+}
+
 /// The driver encodes the sm_90a forward's planned tensor maps, and a stride that is not a
 /// multiple of 16 is its typed error (moved from the library's unit tests).
 #[test]

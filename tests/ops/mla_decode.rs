@@ -100,6 +100,41 @@ fn mla_decode_sm90_matches_the_reference_on_random_cases() {
     }
 }
 
+/// 96 or 128 heads on Hopper are two 64-row tiles: the plan runs them as 2-CTA clusters that
+/// share every page through multicast TMA. Random cases (varlen, sinks, NaN spare pages,
+/// options, splits) match the reference with zero findings; with one new token the cluster
+/// reads exactly the bytes ONE 64-head tile reads (the same case at 64 heads), not twice them.
+#[test]
+fn mla_decode_sm90_clusters_read_each_page_once_and_match_the_reference() {
+    let mut rng = rng(seed());
+    for _ in 0..2 {
+        let mut case = random_case_for(&mut rng, KernelTarget::Hopper, &[96, 128], 140);
+        case.kv_dtype = KvCacheDType::Same;
+        case.page_size = 64;
+        case.spare_pages = case.spare_pages.max(1);
+        let out = passing(&case);
+        let tiles = out.plan.decode.grid[0];
+        let want = if tiles.is_multiple_of(2) {
+            [2, 1, 1]
+        } else {
+            [1, 1, 1]
+        };
+        assert_eq!(out.plan.decode.cluster, want, "{tiles} row tiles");
+        // The byte property on one new token per item and a fixed split count.
+        case.q_lens = vec![1; case.cache_lens.len()];
+        case.varlen = false;
+        case.split = SplitPolicy::Count(out.plan.num_splits);
+        let pair = passing(&case);
+        assert_eq!(pair.plan.decode.cluster, [2, 1, 1]);
+        case.group = 64;
+        let single = passing(&case);
+        assert_eq!(single.plan.decode.cluster, [1, 1, 1]);
+        let bytes = |o: &MlaOutcome| o.run.decode_report.counters.tma_load_bytes;
+        assert!(bytes(&single) > 0);
+        assert_eq!(bytes(&pair), bytes(&single), "{case:?}");
+    }
+}
+
 /// A clean run, then the same run with `mutate`d device data: the MLA kernel traps and reports
 /// no out-of-bounds access before the trap.
 fn assert_traps(

@@ -1,7 +1,8 @@
 //! Asynchronous-proxy family: bulk copies (`cp.async.bulk`), tensor copies through tensor maps
 //! (`cp.async.bulk.tensor`, the TMA), their bulk async-groups, `fence.proxy.async`, tensor-map
-//! prefetches and `mapa`; the entry point [`exec_async`] also routes the mbarrier instructions
-//! to `mbarrier.rs`.
+//! prefetches and `.multicast::cluster` loads (into every CTA of the mask, `cluster.rs`); the
+//! entry point [`exec_async`] also routes the mbarrier instructions to `mbarrier.rs` and
+//! `mapa` / `getctarank` to `cluster.rs`.
 //!
 //! Timing model. A load (global -> shared) reads global memory when issued and is then *in
 //! flight*: its destination bytes are marked in the shared-memory shadow, and it *lands*
@@ -113,19 +114,10 @@ pub(super) fn land_all(env: &mut Env) -> bool {
 pub(super) fn exec_async(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: AsyncOp) {
     match op {
         AsyncOp::Mbar(ref m) => return mbarrier::exec(w, env, pc, active, m),
-        AsyncOp::Mapa { d, a, rank } => {
-            for l in lanes(active) {
-                let r = w.r(rank, l) as u32;
-                if r != 0 {
-                    let tid = w.id * 32 + l as u32;
-                    env.report(FindingKind::InvalidClusterRank, pc, tid, None, None, || {
-                        format!("mapa to CTA rank {r}; the cluster has one CTA (rank 0)")
-                    });
-                }
-                let v = w.r(a, l);
-                w.set(d, l, v);
-            }
+        AsyncOp::Mapa { .. } | AsyncOp::GetCtaRank { .. } => {
+            super::cluster::exec_addr(w, env, pc, active, &op)
         }
+        AsyncOp::ClusterBar { .. } => unreachable!("scheduled by mod.rs"),
         AsyncOp::Tma(ref t) => {
             for l in lanes(active) {
                 tma(w, env, pc, l, t);
@@ -310,7 +302,21 @@ fn tma(w: &mut Warp, env: &mut Env, pc: u32, l: usize, op: &TmaOp) {
     }
     // PTX ISA "cp.async.bulk.tensor": the shared-memory box is 128-byte aligned; a swizzled box
     // starts at a repeat of its pattern.
-    let base = lane_addr(w, op.smem, l);
+    let Some((drank, base, _)) = super::cluster::locate(env, pc, tid, lane_addr(w, op.smem, l))
+    else {
+        return;
+    };
+    if op.k != TmaK::Load && drank != env.rank {
+        env.report(
+            FindingKind::ClusterMisuse,
+            pc,
+            tid,
+            Some(base),
+            None,
+            || "a tensor store reads shared::cta memory; this address is a peer CTA's".to_string(),
+        );
+        return;
+    }
     let align = m.swizzle.smem_align() as u64;
     if !base.is_multiple_of(align) {
         env.report(FindingKind::Misaligned, pc, tid, Some(base), None, || {
@@ -332,7 +338,7 @@ fn tma(w: &mut Warp, env: &mut Env, pc: u32, l: usize, op: &TmaOp) {
     // Where the 16-byte chunk at dense offset `j` of the box lives in shared memory.
     let place = |j: u32| m.swizzle.apply(base + j);
     if op.k == TmaK::Load {
-        let Some(mb) = mbarrier::mbar_offset(w, env, pc, l, op.mbar, false) else {
+        let Some((mrank, mb)) = mbarrier::mbar_target(w, env, pc, l, op.mbar, false) else {
             return;
         };
         let fill = if m.nan_fill { 0xFF } else { 0 };
@@ -352,7 +358,18 @@ fn tma(w: &mut Warp, env: &mut Env, pc: u32, l: usize, op: &TmaOp) {
         for j in (0..bytes as u32).step_by(16) {
             push_chunk(&mut runs, place(j), 16);
         }
-        issue_load(env, pc, tid, mb, runs, data);
+        let targets = if op.mcast == NONE {
+            if drank != mrank {
+                env.report(FindingKind::ClusterMisuse, pc, tid, Some(base as u64), None, || {
+                    format!("the copy writes CTA rank {drank} but completes on an mbarrier of rank {mrank}")
+                });
+                return;
+            }
+            1u32 << drank
+        } else {
+            w.r(op.mcast, l) as u32 & 0xFFFF
+        };
+        issue_loads(env, pc, tid, targets, mb, runs, data);
     } else {
         let mut row = vec![0u8; row_bytes as usize];
         let mut runs = Vec::new();
@@ -382,31 +399,79 @@ fn tma(w: &mut Warp, env: &mut Env, pc: u32, l: usize, op: &TmaOp) {
     }
 }
 
-/// Registers a load in flight to `runs` completing on the mbarrier at `mb`.
-fn issue_load(env: &mut Env, pc: u32, tid: u32, mb: u32, runs: Vec<(u32, u32)>, data: Vec<u8>) {
-    if !env.waits.mbars.is_valid(mb) {
-        env.report(
-            FindingKind::MbarrierMisuse,
-            pc,
-            tid,
-            Some(mb as u64),
-            None,
-            || format!("the copy completes on shared {mb:#x}, which holds no initialised mbarrier"),
-        );
+/// Registers a load in flight to `runs` of each CTA rank in the mask `targets` (one bit: a
+/// plain copy; several: `.multicast::cluster`), completing on the mbarrier at offset `mb` of
+/// each destination CTA.
+fn issue_loads(
+    env: &mut Env,
+    pc: u32,
+    tid: u32,
+    targets: u32,
+    mb: u32,
+    runs: Vec<(u32, u32)>,
+    data: Vec<u8>,
+) {
+    let n = env.cluster_ctas();
+    if targets == 0 || targets >> n != 0 {
+        env.report(FindingKind::InvalidClusterRank, pc, tid, None, None, || {
+            format!("multicast CTA mask {targets:#06x}; the cluster has {n} CTAs")
+        });
     }
-    for &(o, n) in &runs {
-        if let Some(h) = env.smem.bulk_mark(o as usize, n as usize) {
+    let rank = env.rank;
+    env.cnt.tma_load += data.len() as u64;
+    for r in lanes(targets & ((1u32 << n) - 1)) {
+        let r = r as u32;
+        let key = if r == rank {
+            tid
+        } else {
+            super::cluster::remote_key(rank, tid)
+        };
+        let Some(t) = env.cta_mut(r) else { continue };
+        if t.finished {
+            env.report(
+                FindingKind::ClusterMisuse,
+                pc,
+                tid,
+                Some(mb as u64),
+                None,
+                || {
+                    format!(
+                        "the copy writes the shared memory of cluster CTA rank {r}, which exited"
+                    )
+                },
+            );
+            continue;
+        }
+        let valid = t.waits.mbars.is_valid(mb);
+        let mut hz = Vec::new();
+        for &(o, len) in &runs {
+            hz.extend(
+                t.smem
+                    .bulk_mark(o as usize, len as usize, key)
+                    .map(|h| (o, h)),
+            );
+        }
+        t.async_proxy.inflight.push(InFlight {
+            mbar: mb,
+            tid: key,
+            pc,
+            runs: runs.clone(),
+            data: data.clone(),
+        });
+        if !valid {
+            env.report(
+                FindingKind::MbarrierMisuse,
+                pc,
+                tid,
+                Some(mb as u64),
+                None,
+                || format!("the copy completes on shared {mb:#x} of CTA rank {r}, which holds no initialised mbarrier"),
+            );
+        }
+        for (o, h) in hz {
             hazard_finding(env, pc, tid, o as u64, h);
         }
     }
-    env.cnt.tma_load += data.len() as u64;
-    env.async_proxy.inflight.push(InFlight {
-        mbar: mb,
-        tid,
-        pc,
-        runs,
-        data,
-    });
 }
 
 /// Registers a store's source reads in the thread's current (uncommitted) bulk group.
@@ -440,15 +505,29 @@ fn bulk_copy(w: &mut Warp, env: &mut Env, pc: u32, l: usize, op: &BulkCopyOp) {
         return oob(env, pc, tid, Loc::Shared(sh), n as usize);
     }
     if op.load {
-        let Some(mb) = mbarrier::mbar_offset(w, env, pc, l, op.mbar, false) else {
+        let Some((mrank, mb)) = mbarrier::mbar_target(w, env, pc, l, op.mbar, false) else {
             return;
         };
+        if mrank != env.rank {
+            env.report(FindingKind::ClusterMisuse, pc, tid, Some(sh), None, || {
+                "cp.async.bulk into a peer CTA is not emulated".to_string()
+            });
+            return;
+        }
         let mut data = vec![super::super::memory::POISON; n as usize];
         if env.ctx.gmem.read(g, &mut data).is_err() {
             oob(env, pc, tid, Loc::Global(g), n as usize);
         }
         count_global(env, g, n, false);
-        issue_load(env, pc, tid, mb, vec![(sh as u32, n as u32)], data);
+        issue_loads(
+            env,
+            pc,
+            tid,
+            1 << env.rank,
+            mb,
+            vec![(sh as u32, n as u32)],
+            data,
+        );
     } else {
         let (hz, dirty) = env.smem.store_source(sh as usize, n as usize, tid);
         if let Some(h) = hz {

@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 
 use super::mem::{fits, lane_addr, oob, resolve, Loc};
-use super::sync::{self, Waitable};
+use super::sync::Waitable;
 use super::{bulk, lanes, Env, Warp};
 use crate::findings::FindingKind;
 use crate::program::*;
@@ -47,6 +47,9 @@ struct MbarObj {
     guarded: Vec<(u32, u32)>,
     /// A lane waits on the current phase (for deadlock reports).
     waited: bool,
+    /// A peer CTA arrived in the current phase (`cluster.rs`: its completion starts a new
+    /// race-checker epoch in every CTA).
+    remote: bool,
 }
 
 /// Every mbarrier object of one CTA.
@@ -88,18 +91,19 @@ impl Mbars {
     }
 }
 
-/// The shared-memory offset of lane `l`'s mbarrier operand, or `None` after a finding.
-pub(super) fn mbar_offset(
+/// The CTA rank and shared-memory offset of lane `l`'s mbarrier operand (a shared::cluster
+/// address: a peer's object through `mapa`), or `None` after a finding.
+pub(super) fn mbar_target(
     w: &Warp,
     env: &mut Env,
     pc: u32,
     l: usize,
     addr: Addr,
     generic: bool,
-) -> Option<u32> {
+) -> Option<(u32, u32)> {
     let a = lane_addr(w, addr, l);
     let tid = w.id * 32 + l as u32;
-    let off = if generic {
+    let a = if generic {
         match resolve(Space::Generic, a) {
             Loc::Shared(o) => o,
             _ => {
@@ -112,6 +116,7 @@ pub(super) fn mbar_offset(
     } else {
         a
     };
+    let (rank, off, _) = super::cluster::locate(env, pc, tid, a)?;
     if !off.is_multiple_of(8) {
         env.report(FindingKind::Misaligned, pc, tid, Some(off), None, || {
             "an mbarrier object is 8-byte aligned".to_string()
@@ -122,7 +127,7 @@ pub(super) fn mbar_offset(
         oob(env, pc, tid, Loc::Shared(off), 8);
         return None;
     }
-    Some(off as u32)
+    Some((rank, off as u32))
 }
 
 /// Reports a misuse of the mbarrier object at shared offset `off` by thread `tid`.
@@ -156,6 +161,7 @@ fn maybe_complete(env: &mut Env, off: u32) {
     m.phase = m.phase.wrapping_add(1);
     m.pending = m.expected;
     m.waited = false;
+    env.cluster_epoch |= std::mem::take(&mut m.remote);
     let guarded = std::mem::take(&mut m.guarded);
     for (o, n) in guarded {
         env.smem.bulk_release(o as usize, n as usize);
@@ -189,7 +195,7 @@ pub(super) fn add_tx(env: &mut Env, off: u32, delta: i64, pc: u32, tid: u32) {
 }
 
 /// One arrive-on operation; returns the state token (phase and pending count before it).
-fn arrive(env: &mut Env, off: u32, count: u32, k: MbarK, pc: u32, tid: u32) -> u64 {
+fn arrive(env: &mut Env, off: u32, count: u32, k: MbarK, pc: u32, tid: u32, remote: bool) -> u64 {
     let MbarK::Arrive {
         drop, no_complete, ..
     } = k
@@ -201,6 +207,7 @@ fn arrive(env: &mut Env, off: u32, count: u32, k: MbarK, pc: u32, tid: u32) -> u
         return 0;
     };
     let token = TOKEN | m.phase as u64 | ((m.pending as u64) << 32);
+    m.remote |= remote;
     let over = count > m.pending;
     let pending = m.pending;
     let take = count.min(m.pending);
@@ -255,12 +262,36 @@ pub(super) fn exec(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: &MbarO
             w.set(d, l, (v >> 32) & MAX_COUNT as u64);
             continue;
         }
-        let Some(off) = mbar_offset(w, env, pc, l, addr, generic) else {
+        let Some((rank, off)) = mbar_target(w, env, pc, l, addr, generic) else {
             if d != NONE {
                 w.set(d, l, 0);
             }
             continue;
         };
+        if rank != env.rank {
+            // A peer's object: arrivals and transaction counts only (PTX ISA "mbarrier":
+            // init, inval and the waits take shared::cta objects).
+            let remote = matches!(
+                k,
+                MbarK::Arrive { .. } | MbarK::ExpectTx | MbarK::CompleteTx
+            );
+            if !remote {
+                env.report(FindingKind::ClusterMisuse, pc, tid, Some(off as u64), None, || {
+                    format!("this mbarrier operation needs the CTA's own object; {off:#x} is CTA rank {rank}'s")
+                });
+                if d != NONE {
+                    w.set(d, l, 0);
+                }
+                continue;
+            }
+            let t = env.cta_mut(rank).expect("rank checked by mbar_target");
+            let val = |r: R| if r == NONE { 0 } else { w.r(r, l) };
+            remote_op(t, k, off, [val(a), val(b)], a == NONE, pc, tid);
+            if d != NONE {
+                w.set(d, l, 0);
+            }
+            continue;
+        }
         match k {
             MbarK::Init => {
                 let count = w.r(a, l) as u32;
@@ -302,7 +333,7 @@ pub(super) fn exec(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: &MbarO
                         format!("arrive count {count} is outside 1..=2^20-1")
                     });
                 }
-                let token = arrive(env, off, count, k, pc, tid);
+                let token = arrive(env, off, count, k, pc, tid, false);
                 if d != NONE {
                     w.set(d, l, token);
                 }
@@ -358,16 +389,33 @@ pub(super) fn exec(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: &MbarO
     }
 }
 
-/// Called by the scheduler's stall resolution before anything else: lets the in-flight bulk /
-/// TMA copies land, and otherwise times out the `try_wait` waiters once per change of mbarrier
-/// state. Returns whether something changed (false: not this family's stall).
-pub(super) fn at_stall(warps: &mut [Warp], env: &mut Env) -> bool {
-    if bulk::land_all(env) {
-        while let Some(wt) = env.waits.take_completion() {
-            sync::release(warps, env, wt);
+/// An arrive / expect_tx / complete_tx by a thread of a peer CTA on the object at `off` of
+/// `env`'s CTA (operand values `[a, b]`; `one`: the arrive has no count operand). Findings go
+/// to the object's CTA. The arrive's state token is not returned (PTX ISA: a remote arrive
+/// takes the sink `_`).
+fn remote_op(env: &mut Env, k: MbarK, off: u32, [a, b]: [u64; 2], one: bool, pc: u32, tid: u32) {
+    match k {
+        MbarK::Arrive { expect_tx, .. } => {
+            if expect_tx {
+                add_tx(env, off, b as u32 as i64, pc, tid);
+            }
+            let count = if one {
+                1
+            } else {
+                (a as u32).clamp(1, MAX_COUNT)
+            };
+            arrive(env, off, count, k, pc, tid, true);
         }
-        return true;
+        MbarK::ExpectTx => add_tx(env, off, a as u32 as i64, pc, tid),
+        MbarK::CompleteTx => add_tx(env, off, -(a as u32 as i64), pc, tid),
+        _ => {}
     }
+}
+
+/// Called by the scheduler's stall resolution once no in-flight bulk / TMA copy is left to
+/// land (`bulk::land_all`): times out the `try_wait` waiters once per change of mbarrier
+/// state. Returns whether something changed (false: not this family's stall).
+pub(super) fn time_out(warps: &mut [Warp], env: &mut Env) -> bool {
     let waiting = warps.iter().any(|w| {
         lanes(w.bar_wait & w.live()).any(|l| matches!(w.waiting_on[l], Waitable::Mbar { .. }))
     });

@@ -166,16 +166,22 @@ pub(super) fn read_lane(
                 false
             }
         },
-        Loc::Shared(o) => {
+        Loc::Shared(a) => {
+            // A shared::cluster address may name a peer CTA's memory (`cluster.rs`).
+            let Some((rank, o, key)) = super::cluster::locate(env, pc, tid, a) else {
+                return false;
+            };
             if !fits(o, len as u64, env.smem.len() as u64) {
-                oob(env, pc, tid, loc, len);
+                oob(env, pc, tid, Loc::Shared(o), len);
                 return false;
             }
             let o = o as usize;
-            if let Some(h) = env.smem.read_check(o, len, tid) {
+            let sm = env.smem_of(rank);
+            let hz = sm.read_check(o, len, key);
+            out.copy_from_slice(&sm.data[o..o + len]);
+            if let Some(h) = hz {
                 hazard_finding(env, pc, tid, o as u64, h);
             }
-            out.copy_from_slice(&env.smem.data[o..o + len]);
             true
         }
         Loc::Local(o) => {
@@ -247,15 +253,20 @@ pub(super) fn write_lane(w: &mut Warp, env: &mut Env, pc: u32, lane: usize, loc:
                 oob(env, pc, tid, loc, len)
             }
         }
-        Loc::Shared(o) => {
+        Loc::Shared(a) => {
+            let Some((rank, o, key)) = super::cluster::locate(env, pc, tid, a) else {
+                return;
+            };
             if !fits(o, len as u64, env.smem.len() as u64) {
-                return oob(env, pc, tid, loc, len);
+                return oob(env, pc, tid, Loc::Shared(o), len);
             }
             let o = o as usize;
-            if let Some(h) = env.smem.write_check(o, len, tid, false) {
+            let sm = env.smem_of(rank);
+            let hz = sm.write_check(o, len, key, false);
+            sm.data[o..o + len].copy_from_slice(data);
+            if let Some(h) = hz {
                 hazard_finding(env, pc, tid, o as u64, h);
             }
-            env.smem.data[o..o + len].copy_from_slice(data);
         }
         Loc::Local(o) => {
             let ls = env.local_size as u64;
@@ -490,20 +501,25 @@ pub(super) fn exec_atom(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: &
                     continue;
                 }
             },
-            Loc::Shared(o) => {
+            Loc::Shared(sa) => {
+                let Some((rank, o, _)) = super::cluster::locate(env, pc, tid, sa) else {
+                    continue;
+                };
                 if !fits(o, size as u64, env.smem.len() as u64) {
-                    oob(env, pc, tid, loc, size);
+                    oob(env, pc, tid, Loc::Shared(o), size);
                     continue;
                 }
                 let o = o as usize;
-                if let Some(h) = env.smem.atomic_touch(o, size) {
-                    hazard_finding(env, pc, tid, o as u64, h);
-                }
+                let sm = env.smem_of(rank);
+                let hz = sm.atomic_touch(o, size);
                 let mut raw = [0u8; 8];
-                raw[..size].copy_from_slice(&env.smem.data[o..o + size]);
+                raw[..size].copy_from_slice(&sm.data[o..o + size]);
                 let old = u64::from_le_bytes(raw);
                 let new = atom_apply(k, ty, old, av, bv);
-                env.smem.data[o..o + size].copy_from_slice(&new.to_le_bytes()[..size]);
+                sm.data[o..o + size].copy_from_slice(&new.to_le_bytes()[..size]);
+                if let Some(h) = hz {
+                    hazard_finding(env, pc, tid, o as u64, h);
+                }
                 old
             }
             _ => {

@@ -1,4 +1,5 @@
-//! The execution engine: runs one CTA to completion.
+//! The execution engine: runs one cluster of CTAs (one CTA without a cluster shape) to
+//! completion, the warps of all its CTAs in one loop (`cluster.rs` for what CTAs share).
 //!
 //! Scheduling model (independent thread scheduling, executed warp-wide where possible): every
 //! lane has its own PC. A warp runs one *group* at a time, the lanes converged at the lowest PC
@@ -15,6 +16,7 @@
 
 mod async_copy;
 mod bulk;
+pub(crate) mod cluster;
 mod collective;
 mod compare;
 mod convert;
@@ -45,6 +47,10 @@ pub(crate) struct LaunchCtx<'a> {
     pub params: &'a [u8],
     pub grid: [u32; 3],
     pub block: [u32; 3],
+    /// Cluster shape (CTAs per cluster in each dimension; divides `grid`).
+    pub cluster: [u32; 3],
+    /// The launch named a cluster shape (`%is_explicit_cluster`).
+    pub explicit_cluster: bool,
     pub dyn_smem: u32,
     /// Constant registers with module-variable relocations applied.
     pub consts: &'a [(R, u64)],
@@ -98,6 +104,20 @@ pub(crate) struct Warp {
 pub(crate) struct Env<'a> {
     pub ctx: &'a LaunchCtx<'a>,
     pub cta: [u32; 3],
+    /// Rank in the cluster (`%cluster_ctarank`).
+    pub rank: u32,
+    /// The other CTAs of the cluster, in rank order, lent while one of this CTA's warps runs
+    /// (`cluster.rs`); empty otherwise.
+    pub peers: Vec<Env<'a>>,
+    /// The barrier.cluster state (used in the rank-0 CTA only).
+    pub cbar: cluster::ClusterBar,
+    /// Per thread, its barrier.cluster arrivals and waits so far.
+    pub cbar_counts: Vec<[u32; 2]>,
+    /// Every thread exited: peers may no longer touch this shared memory.
+    pub finished: bool,
+    /// A completed mbarrier phase had an arrival from a peer CTA: the scheduler starts a new
+    /// race-checker epoch in every CTA of the cluster (`cluster.rs`).
+    pub cluster_epoch: bool,
     pub smem: SharedMem,
     pub findings: FindingSink,
     pub cnt: RawCounters,
@@ -245,8 +265,8 @@ impl Warp {
 
 const SLICE: u64 = 20_000;
 
-/// Runs one CTA and returns its findings and counters.
-pub(crate) fn run_cta(ctx: &LaunchCtx, cta: [u32; 3]) -> (FindingSink, RawCounters) {
+/// Builds the environment and warps of the CTA `cta`, rank `rank` of its cluster.
+fn new_cta<'a>(ctx: &'a LaunchCtx<'a>, cta: [u32; 3], rank: u32) -> (Env<'a>, Vec<Warp>) {
     let prog = ctx.prog;
     let [bx, by, bz] = ctx.block;
     let nthreads = bx * by * bz;
@@ -263,9 +283,15 @@ pub(crate) fn run_cta(ctx: &LaunchCtx, cta: [u32; 3]) -> (FindingSink, RawCounte
     let mut cnt = RawCounters::new(prog.insts.len());
     cnt.ctas = 1;
     cnt.threads = nthreads as u64;
-    let mut env = Env {
+    let env = Env {
         ctx,
         cta,
+        rank,
+        peers: Vec::new(),
+        cbar: Default::default(),
+        cbar_counts: vec![[0, 0]; nthreads as usize],
+        finished: false,
+        cluster_epoch: false,
         smem,
         findings: FindingSink::default(),
         cnt,
@@ -281,41 +307,100 @@ pub(crate) fn run_cta(ctx: &LaunchCtx, cta: [u32; 3]) -> (FindingSink, RawCounte
             .trace
             .and_then(|t| t.recorder_for(ctx.grid, cta, nwarps)),
     };
-    let mut warps: Vec<Warp> = (0..nwarps)
+    let warps = (0..nwarps)
         .map(|w| new_warp(ctx, w, nthreads, nwarps, cta, total_smem as u64))
         .collect();
+    (env, warps)
+}
+
+/// Runs `f` on the environment of the CTA at `c` with the other CTAs of the cluster lent to
+/// its `peers` (`cluster.rs`).
+fn with_peers<'a, T>(envs: &mut Vec<Env<'a>>, c: usize, f: impl FnOnce(&mut Env<'a>) -> T) -> T {
+    let mut me = envs.remove(c);
+    me.peers = std::mem::take(envs);
+    let out = f(&mut me);
+    *envs = std::mem::take(&mut me.peers);
+    envs.insert(c, me);
+    out
+}
+
+/// Releases the waiters of every completed waitable in every CTA of the cluster; a phase a
+/// peer arrived on starts a new race-checker epoch everywhere (`cluster.rs`).
+fn drain_completions(envs: &mut [Env], warps: &mut [Vec<Warp>]) {
     loop {
+        let mut any = false;
+        for (env, ws) in envs.iter_mut().zip(warps.iter_mut()) {
+            while let Some(wt) = env.waits.take_completion() {
+                sync::release(ws, env, wt);
+                any = true;
+            }
+        }
+        if envs.iter().any(|e| e.cluster_epoch) {
+            for e in envs.iter_mut() {
+                e.cluster_epoch = false;
+                e.smem.next_epoch();
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+}
+
+/// Runs one cluster (its first CTA at `first`; one CTA for launches without a cluster shape)
+/// and returns its findings and counters.
+pub(crate) fn run_cluster(ctx: &LaunchCtx, first: [u32; 3]) -> (FindingSink, RawCounters) {
+    let [cx, cy, cz] = ctx.cluster;
+    let n = cx * cy * cz;
+    let (mut envs, mut warps): (Vec<Env>, Vec<Vec<Warp>>) = (0..n)
+        .map(|r| {
+            let at = [r % cx, (r / cx) % cy, r / (cx * cy)];
+            let cta = [first[0] + at[0], first[1] + at[1], first[2] + at[2]];
+            new_cta(ctx, cta, r)
+        })
+        .unzip();
+    'run: loop {
         let mut progressed = false;
         let mut all_done = true;
-        for wi in 0..warps.len() {
-            if warps[wi].live() == 0 {
-                continue;
+        for c in 0..envs.len() {
+            for wi in 0..warps[c].len() {
+                if warps[c][wi].live() == 0 {
+                    continue;
+                }
+                all_done = false;
+                let w = &mut warps[c][wi];
+                if with_peers(&mut envs, c, |env| run_warp(w, env)) > 0 {
+                    progressed = true;
+                }
+                drain_completions(&mut envs, &mut warps);
+                if envs.iter().any(|e| e.abort) {
+                    break 'run;
+                }
             }
-            all_done = false;
-            if run_warp(&mut warps[wi], &mut env) > 0 {
-                progressed = true;
-            }
-            while let Some(wt) = env.waits.take_completion() {
-                sync::release(&mut warps, &mut env, wt);
-            }
-            if env.abort {
-                break;
+            if !envs[c].finished && warps[c].iter().all(|w| w.live() == 0) {
+                envs[c].finished = true;
             }
         }
-        if env.abort || all_done {
+        if all_done {
             break;
         }
-        if !progressed && !resolve_stall(&mut warps, &mut env) {
+        if !progressed && !resolve_cluster_stall(&mut envs, &mut warps) {
             break;
         }
     }
-    for w in warps {
-        recycle(w.regs);
+    let mut sink = FindingSink::default();
+    let mut cnt = RawCounters::new(ctx.prog.insts.len());
+    for (mut env, ws) in envs.into_iter().zip(warps) {
+        for w in ws {
+            recycle(w.regs);
+        }
+        if let (Some(t), Some(rec)) = (ctx.trace, env.trace.take()) {
+            t.push(ctx.grid, rec.finish(&env.cnt));
+        }
+        sink.merge(env.findings);
+        cnt.merge(&env.cnt);
     }
-    if let (Some(sink), Some(rec)) = (ctx.trace, env.trace.take()) {
-        sink.push(ctx.grid, rec.finish(&env.cnt));
-    }
-    (env.findings, env.cnt)
+    (sink, cnt)
 }
 
 thread_local! {
@@ -380,7 +465,17 @@ fn new_warp(
                 Special::DynSmem => ctx.dyn_smem as u64,
                 Special::TotalSmem => total_smem,
                 Special::Zero => 0,
-                Special::Value(v) => v as u64,
+                Special::Clusterid(c) => (cta[c as usize] / ctx.cluster[c as usize]) as u64,
+                Special::Nclusterid(c) => (ctx.grid[c as usize] / ctx.cluster[c as usize]) as u64,
+                Special::ClusterCtaid(c) => (cta[c as usize] % ctx.cluster[c as usize]) as u64,
+                Special::ClusterNctaid(c) => ctx.cluster[c as usize] as u64,
+                Special::ClusterCtarank => {
+                    let [cx, cy, _] = ctx.cluster;
+                    let at = [cta[0] % cx, cta[1] % cy, cta[2] % ctx.cluster[2]];
+                    (at[0] + cx * (at[1] + cy * at[2])) as u64
+                }
+                Special::ClusterNctarank => ctx.cluster.iter().product::<u32>() as u64,
+                Special::IsExplicitCluster => ctx.explicit_cluster as u64,
             };
             regs[r as usize * 32 + l as usize] = v;
         }
@@ -463,12 +558,60 @@ fn exec_memory_op(w: &mut Warp, env: &mut Env, pc: u32, active: u32, op: &Op) {
     }
 }
 
-/// Nothing could run: resolve the stall or give up on the CTA. Returns false to stop.
-fn resolve_stall(warps: &mut [Warp], env: &mut Env) -> bool {
-    // In-flight bulk copies land; mbarrier try_waits time out.
-    if mbarrier::at_stall(warps, env) {
+/// Nothing could run in any CTA of the cluster: resolve the stall or give up on the cluster.
+/// Returns false to stop.
+fn resolve_cluster_stall(envs: &mut Vec<Env>, warps: &mut [Vec<Warp>]) -> bool {
+    // In-flight bulk copies land (in every CTA: a multicast completes on each), then mbarrier
+    // try_waits time out, then the CTA-local resolutions.
+    let mut landed = false;
+    for c in 0..envs.len() {
+        landed |= with_peers(envs, c, bulk::land_all);
+    }
+    let mut resolved = landed;
+    for (c, ws) in warps.iter_mut().enumerate() {
+        if resolved {
+            break;
+        }
+        resolved = with_peers(envs, c, |env| mbarrier::time_out(ws, env));
+    }
+    if !resolved {
+        resolved = with_peers(envs, 0, cluster::release_if_only_exited_missing);
+    }
+    for (c, ws) in warps.iter_mut().enumerate() {
+        if resolved {
+            break;
+        }
+        resolved = with_peers(envs, c, |env| resolve_stall(ws, env));
+    }
+    if resolved {
+        drain_completions(envs, warps);
         return true;
     }
+    let waiting: Vec<String> = envs.iter().flat_map(sync::describe_pending).collect();
+    let any_stuck = warps.iter().flatten().any(|w| w.bar_wait & w.live() != 0);
+    for (c, (env, ws)) in envs.iter_mut().zip(warps.iter()).enumerate() {
+        let stuck = ws.iter().find_map(|w| {
+            lanes(w.bar_wait & w.live())
+                .next()
+                .map(|l| (w.pcs[l], w.id * 32 + l as u32))
+        });
+        // Without a parked lane anywhere, the first CTA carries the report.
+        let stuck = stuck.or((!any_stuck && c == 0).then_some((0, 0)));
+        if let Some((pc, tid)) = stuck {
+            env.report(FindingKind::Deadlock, pc, tid, None, None, || {
+                format!(
+                    "no thread can make progress ({}); CTA abandoned",
+                    waiting.join(", ")
+                )
+            });
+        }
+        env.abort = true;
+    }
+    false
+}
+
+/// The CTA-local stall resolutions after landing and time-outs; true when one applied.
+fn resolve_stall(warps: &mut [Warp], env: &mut Env) -> bool {
     // A waitable that only misses exited threads.
     if sync::release_if_only_exited_missing(warps, env) {
         return true;
@@ -515,26 +658,7 @@ fn resolve_stall(warps: &mut [Warp], env: &mut Env) -> bool {
         return true;
     }
     // A warpgroup operation some warp can never issue.
-    if wgmma::force_at_stall(warps, env) {
-        return true;
-    }
-    let waiting = sync::describe_pending(env);
-    let (pc, tid) = warps
-        .iter()
-        .find_map(|w| {
-            lanes(w.bar_wait & w.live())
-                .next()
-                .map(|l| (w.pcs[l], w.id * 32 + l as u32))
-        })
-        .unwrap_or((0, 0));
-    env.report(FindingKind::Deadlock, pc, tid, None, None, || {
-        format!(
-            "no thread can make progress ({}); CTA abandoned",
-            waiting.join(", ")
-        )
-    });
-    env.abort = true;
-    false
+    wgmma::force_at_stall(warps, env)
 }
 
 /// Runs the warp until it stalls, exits, finishes its time slice or completes a barrier.
@@ -840,6 +964,7 @@ fn run_warp(w: &mut Warp, env: &mut Env) -> u64 {
                 }
                 w.next();
             }
+            Op::Async(AsyncOp::ClusterBar { wait }) => cluster::exec_bar(w, env, pc, active, wait),
             Op::Async(op) => bulk::exec_async(w, env, pc, active, op),
             Op::Nop => w.next(),
         }

@@ -24,6 +24,8 @@ pub(crate) enum Waitable {
     /// Warpgroup `g` executed `wgmma.mma_async` operations: its warps blocked in
     /// `wgmma.wait_group` re-check (`wgmma.rs`). Orders nothing by itself.
     Wgmma(u32),
+    /// Phase `phase` of the cluster's `barrier.cluster` (`cluster.rs`).
+    Cluster(u32),
 }
 
 impl Waitable {
@@ -36,6 +38,7 @@ impl Waitable {
             Waitable::Barrier(_) => true,
             // Producer/consumer pipelines order their shared-memory reuse with mbarriers only.
             Waitable::Mbar { .. } => true,
+            Waitable::Cluster(_) => true,
             Waitable::Wgmma(_) => false,
         }
     }
@@ -90,7 +93,7 @@ impl Waitables {
     fn reset(&mut self, wt: Waitable) {
         match wt {
             Waitable::Barrier(id) => self.bars[id as usize] = BarState::default(),
-            Waitable::Mbar { .. } | Waitable::Wgmma(_) => {}
+            Waitable::Mbar { .. } | Waitable::Wgmma(_) | Waitable::Cluster(_) => {}
         }
     }
 
@@ -192,7 +195,7 @@ pub(super) fn release(warps: &mut [Warp], env: &mut Env, wt: Waitable) {
     }
     env.waits.reset(wt);
     match wt {
-        Waitable::Barrier(_) => env.cnt.barriers += 1,
+        Waitable::Barrier(_) | Waitable::Cluster(_) => env.cnt.barriers += 1,
         Waitable::Mbar { .. } => env.cnt.mbar_phases += 1,
         Waitable::Wgmma(_) => {}
     }
@@ -236,8 +239,10 @@ pub(super) fn describe_pending(env: &Env) -> Vec<String> {
             Waitable::Barrier(id) => format!("barrier {id}: {arrived}/{expected} arrived"),
             Waitable::Mbar { off, phase } => format!("mbarrier {off:#x} phase {phase}"),
             Waitable::Wgmma(g) => format!("warpgroup {g} wgmma"),
+            Waitable::Cluster(p) => format!("barrier.cluster phase {p}"),
         })
         .collect();
+    v.extend(super::cluster::describe(env));
     v.extend(env.wgmma.describe());
     v.extend(env.waits.mbars.describe());
     v

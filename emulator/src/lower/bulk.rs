@@ -4,7 +4,9 @@
 //! `[tensorMap, {coords}]` address form, optional `.L2::cache_hint` operand),
 //! `cp.async.bulk.prefetch{.tensor}`, `cp.async.bulk.commit_group`,
 //! `cp.async.bulk.wait_group{.read}`, `prefetch{.space}.tensormap`, and `fence.proxy.async`.
-//! Multicast, im2col and shared::cta -> shared::cluster copies are rejected. Semantics in
+//! Tensor loads take `.multicast::cluster` with a 16-bit CTA mask operand (before the optional
+//! cache hint). Non-tensor multicast, im2col and shared::cta -> shared::cluster copies are
+//! rejected. Semantics in
 //! `exec/bulk.rs`.
 
 use super::super::ast::{self, Operand};
@@ -75,6 +77,7 @@ impl Lowerer {
                 map,
                 coords,
                 mbar: zero,
+                mcast: NONE,
             });
             return self.push(i, Op::Async(op), Class::MemGlobal);
         }
@@ -99,12 +102,17 @@ impl Lowerer {
         if !done {
             return self.unsupported(&i.opcode);
         }
+        let multicast = q.has("multicast::cluster");
+        if multicast && !(tensor && load) {
+            return self.unsupported(&i.opcode);
+        }
         let n = match (tensor, load) {
             (true, true) => 3,
             (true, false) => 2,
             (false, true) => 4,
             (false, false) => 3,
         };
+        let n = n + multicast as usize;
         if o.len() != n + hint as usize {
             return self.bad(&format!(
                 "`{}` takes {} operands",
@@ -116,6 +124,11 @@ impl Lowerer {
             // The cache policy only steers L2 eviction.
             self.src(&o[n], Ty::U64)?;
         }
+        let mcast = if multicast {
+            self.src(&o[3], Ty::U16)?
+        } else {
+            NONE
+        };
         let op = if tensor {
             let (tm, smem) = if load { (&o[1], &o[0]) } else { (&o[0], &o[1]) };
             let (map, coords) = self.tensor_addr(tm, dims)?;
@@ -128,6 +141,7 @@ impl Lowerer {
                 map,
                 coords,
                 mbar,
+                mcast,
             })
         } else {
             let dst = self.addr(&o[0])?;

@@ -1,7 +1,8 @@
 //! mbarrier family: `mbarrier.init`, `.inval`, `.arrive` / `.arrive_drop` (with count,
 //! `.expect_tx`, `.noComplete`), `.expect_tx`, `.complete_tx`, `.test_wait` / `.try_wait`
 //! (state token or `.parity`, optional suspend-time hint), `.pending_count`, on `.shared::cta`,
-//! `.shared::cluster` (the own CTA: clusters have one CTA) or generic addresses, with any
+//! `.shared::cluster` (a peer CTA's object through `mapa`: arrivals and tx-counts) or generic
+//! addresses, with any
 //! `.sem` / `.scope` qualifier (the model is sequentially consistent). Semantics in
 //! `exec/mbarrier.rs`.
 

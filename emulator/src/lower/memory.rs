@@ -48,19 +48,20 @@ impl Lowerer {
     }
 
     /// `mapa{.shared::cluster}.{u32,u64} d, a, rank` (the address of the same variable in CTA
-    /// `rank`) and `getctarank{.shared::cluster}.{u32,u64} d, a` (the CTA owning `a`). Every
-    /// cluster has one CTA (PTX ISA "Cluster of Cooperative Thread Arrays"), so `mapa` to rank 0
-    /// is the identity (another rank is a finding) and `getctarank` is 0.
+    /// `rank` of the cluster) and `getctarank{.shared::cluster}.{u32,u64} d, a` (the rank of
+    /// the CTA owning `a`); without the state space, `a` and `d` are generic addresses (PTX ISA
+    /// "mapa", "getctarank"). Semantics and the address encoding in `exec/cluster.rs`.
     fn lower_cluster_addr(
         &mut self,
         mapa: bool,
         i: &ast::Instr,
         q: &mut Quals,
     ) -> Result<(), EmuError> {
-        match q.space() {
-            None | Some(Space::Shared) => {}
+        let generic = match q.space() {
+            None => true,
+            Some(Space::Shared) => false,
             Some(_) => return self.unsupported(&i.opcode),
-        }
+        };
         let ty = match q.types().as_slice() {
             [t @ (Ty::U32 | Ty::U64 | Ty::B32 | Ty::B64)] => *t,
             _ => return self.bad("mapa/getctarank take .u32 or .u64"),
@@ -69,19 +70,17 @@ impl Lowerer {
         let d = self.dst(&i.operands[0])?;
         let a = self.src(&i.operands[1], ty)?;
         if !mapa {
-            let zero = self.zero;
-            return self.push(
-                i,
-                Op::Mov {
-                    d,
-                    a: zero,
-                    mask: u64::MAX,
-                },
-                Class::Int,
-            );
+            let op = AsyncOp::GetCtaRank { d, a, generic };
+            return self.push(i, Op::Async(op), Class::Int);
         }
         let rank = self.src(&i.operands[2], Ty::U32)?;
-        self.push(i, Op::Async(AsyncOp::Mapa { d, a, rank }), Class::Int)
+        let op = AsyncOp::Mapa {
+            d,
+            a,
+            rank,
+            generic,
+        };
+        self.push(i, Op::Async(op), Class::Int)
     }
 
     fn lower_cvta(&mut self, i: &ast::Instr, q: &mut Quals) -> Result<(), EmuError> {

@@ -509,14 +509,15 @@ impl Lowerer {
             ("%dynamic_smem_size", None) => Special::DynSmem,
             ("%total_smem_size", None) => Special::TotalSmem,
             ("%smid", None) | ("%gridid", None) => Special::Zero,
-            // Every launch is a grid of one-CTA clusters (PTX ISA "Special Registers":
-            // %clusterid is then the CTA id, %cluster_ctaid 0, %cluster_nctaid 1).
-            ("%clusterid", Some(c)) => Special::Ctaid(c),
-            ("%nclusterid", Some(c)) => Special::Nctaid(c),
-            ("%cluster_ctaid", Some(_)) => Special::Zero,
-            ("%cluster_nctaid", Some(_)) => Special::Value(1),
-            ("%cluster_ctarank", None) | ("%is_explicit_cluster", None) => Special::Zero,
-            ("%cluster_nctarank", None) => Special::Value(1),
+            // PTX ISA "Special Registers": a launch without a cluster shape is a grid of
+            // one-CTA clusters (the values follow from the launch's cluster shape [1, 1, 1]).
+            ("%clusterid", Some(c)) => Special::Clusterid(c),
+            ("%nclusterid", Some(c)) => Special::Nclusterid(c),
+            ("%cluster_ctaid", Some(c)) => Special::ClusterCtaid(c),
+            ("%cluster_nctaid", Some(c)) => Special::ClusterNctaid(c),
+            ("%cluster_ctarank", None) => Special::ClusterCtarank,
+            ("%cluster_nctarank", None) => Special::ClusterNctarank,
+            ("%is_explicit_cluster", None) => Special::IsExplicitCluster,
             _ => return None,
         };
         let r = self.new_reg(64);

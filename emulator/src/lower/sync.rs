@@ -15,9 +15,19 @@ impl Lowerer {
         let o = &i.operands;
         match base {
             "bar" | "barrier" => {
-                if q.at(0) == Some("cluster") {
-                    // Cluster-wide split barriers are not implemented.
-                    return self.unsupported(&i.opcode);
+                if q.has("cluster") {
+                    // `barrier.cluster.arrive{.release,.relaxed}{.aligned}` /
+                    // `barrier.cluster.wait{.acquire}{.aligned}` (exec/cluster.rs).
+                    q.has("aligned");
+                    let wait = match q.one_of(&[("arrive", false), ("wait", true)]) {
+                        Some(w) => w,
+                        None => return self.unsupported(&i.opcode),
+                    };
+                    q.ignore(|s| matches!(s, "release" | "relaxed" | "acquire"));
+                    if !i.operands.is_empty() {
+                        return self.bad("barrier.cluster takes no operands");
+                    }
+                    return self.push(i, Op::Async(AsyncOp::ClusterBar { wait }), Class::Sync);
                 }
                 if q.has("warp") {
                     if !q.has("sync") {

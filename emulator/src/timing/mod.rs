@@ -169,7 +169,7 @@ impl Device {
             wanted,
             out: Default::default(),
         };
-        let report = self.launch_inner(module, entry, cfg, params, Some(&sink))?;
+        let report = self.launch_inner(module, entry, cfg, None, params, Some(&sink))?;
         let statics = module
             .program(entry)
             .map(operands::Statics::of)

@@ -321,11 +321,17 @@ fn classify(prog: &Program, inst: &Inst, d: &mut Vec<R>, u: &mut Vec<R>) -> Kind
             Kind::Alu
         }
         Op::Async(AsyncOp::FenceProxyAsync { .. }) => Kind::Free,
-        Op::Async(AsyncOp::Mapa { d: x, a, rank }) => {
+        Op::Async(AsyncOp::Mapa { d: x, a, rank, .. }) => {
             d.push(x);
             u.extend([a, rank]);
             Kind::Alu
         }
+        Op::Async(AsyncOp::GetCtaRank { d: x, a, .. }) => {
+            d.push(x);
+            u.push(a);
+            Kind::Alu
+        }
+        Op::Async(AsyncOp::ClusterBar { .. }) => Kind::Unsupported("barrier.cluster"),
         Op::Async(AsyncOp::Mbar(ref op)) => {
             u.extend([op.addr.base, op.a, op.b]);
             match op.k {
@@ -346,6 +352,9 @@ fn classify(prog: &Program, inst: &Inst, d: &mut Vec<R>, u: &mut Vec<R>) -> Kind
                     Kind::Alu
                 }
             }
+        }
+        Op::Async(AsyncOp::Tma(ref op)) if op.mcast != NONE => {
+            Kind::Unsupported("cp.async.bulk.tensor .multicast::cluster")
         }
         Op::Async(AsyncOp::Tma(ref op)) => {
             u.extend([op.map, op.smem.base, op.mbar.base]);

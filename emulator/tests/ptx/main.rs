@@ -3,6 +3,7 @@
 //! module per family (link time dominates many small binaries).
 
 mod alu;
+mod cluster;
 mod hopper;
 mod parse;
 mod robust;

@@ -949,12 +949,15 @@ fn tensor_map_encoder_rejects_illegal_fields() {
 fn unsupported_async_forms_are_typed_errors() {
     use flashmha_emulator::EmuError;
     for (body, unsupported) in [
-        // Multicast needs a cluster of several CTAs, im2col is not implemented, nor are cluster
-        // barriers: rejected by name.
-        ("\tcp.async.bulk.tensor.1d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%r2], [tmap, {%r3}], [%r1];", true),
+        // Non-tensor multicast and im2col are not implemented, nor is a cluster barrier
+        // without arrive / wait: rejected by name.
+        ("\tcp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%r2], [%rd1], 16, [%r1], %rs1;", true),
         ("\tcp.async.bulk.tensor.2d.shared::cluster.global.im2col.mbarrier::complete_tx::bytes [%r2], [tmap, {%r3, %r3}], [%r1];", true),
-        ("\tbarrier.cluster.arrive.aligned;", true),
-        // Malformed: coordinate count, mbarrier type, missing wait operand.
+        ("\tbarrier.cluster.aligned;", true),
+        // Malformed: coordinate count, mbarrier type, missing wait operand, a multicast
+        // tensor load without its CTA mask, a cluster barrier with an operand.
+        ("\tcp.async.bulk.tensor.1d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%r2], [tmap, {%r3}], [%r1];", false),
+        ("\tbarrier.cluster.arrive 0;", false),
         ("\tcp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%r2], [tmap, {%r3}], [%r1];", false),
         ("\tmbarrier.init.shared::cta.b32 [%r1], 1;", false),
         ("\tmbarrier.try_wait.parity.shared::cta.b64 %p1, [%r1];", false),

@@ -238,6 +238,9 @@ unsafe fn launch_one(
     stream: cudarc::driver::sys::CUstream,
 ) -> Result<()> {
     let mut args = [l.params_ptr().cast_mut().cast::<std::ffi::c_void>()];
+    if l.is_cluster() {
+        return unsafe { launch_cluster(func, l, stream, &mut args) };
+    }
     // SAFETY: `args` points at `l`'s params bytes for the duration of the call
     // (cuLaunchKernel copies kernel parameters before it returns); the rest is the caller's
     // contract above.
@@ -253,6 +256,55 @@ unsafe fn launch_one(
         .map_err(driver_error)?;
     }
     Ok(())
+}
+
+/// [`launch_one`] for a launch in thread-block clusters: `cuLaunchKernelEx` with the
+/// cluster-dimension attribute (CUDA Driver API "cuLaunchKernelEx"; sm_90+).
+///
+/// # Safety
+/// As [`launch_one`]; `args` holds the pointer to `l`'s params bytes.
+unsafe fn launch_cluster(
+    func: &CudaFunction,
+    l: &Launch,
+    stream: cudarc::driver::sys::CUstream,
+    args: &mut [*mut std::ffi::c_void; 1],
+) -> Result<()> {
+    use cudarc::driver::sys;
+    let mut attr = sys::CUlaunchAttribute {
+        id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION,
+        pad: [0; 4],
+        value: sys::CUlaunchAttributeValue {
+            clusterDim: sys::CUlaunchAttributeValue_union__bindgen_ty_1 {
+                x: l.cluster[0],
+                y: l.cluster[1],
+                z: l.cluster[2],
+            },
+        },
+    };
+    let config = sys::CUlaunchConfig {
+        gridDimX: l.grid[0],
+        gridDimY: l.grid[1],
+        gridDimZ: l.grid[2],
+        blockDimX: l.block[0],
+        blockDimY: l.block[1],
+        blockDimZ: l.block[2],
+        sharedMemBytes: l.dynamic_smem_bytes,
+        hStream: stream,
+        attrs: &mut attr,
+        numAttrs: 1,
+    };
+    // SAFETY: `config` and `attr` live for the call, `args` points at `l`'s params bytes
+    // (copied before the call returns); the rest is the caller's contract.
+    unsafe {
+        sys::cuLaunchKernelEx(
+            &config,
+            func.cu_function(),
+            args.as_mut_ptr(),
+            std::ptr::null_mut(),
+        )
+        .result()
+        .map_err(driver_error)
+    }
 }
 
 impl Backend for CudaBackend {

@@ -77,6 +77,9 @@ impl MlaLaunches {
     }
 }
 
+/// CTAs per cluster of the sm_90a kernel when the row tiles pair up.
+const SM90_CLUSTER_CTAS: u64 = 2;
+
 impl MlaDecodePlan {
     /// Validates `problem` and plans it under `policy` with the kernels `target` runs (sm_80+
     /// `mma.sync`; on Hopper the sm_90a `wgmma` kernel where it serves the pool, see
@@ -117,6 +120,14 @@ impl MlaDecodePlan {
             [kernel.num_warps * WARP_SIZE, 1, 1],
             kernel.smem_bytes,
         );
+        // The sm_90a kernel reads each page once per PAIR of row tiles when they run as a
+        // 2-CTA cluster (multicast TMA; kernels/sm90/flash_mla_decode_sm90_cta.cuh): 128 heads
+        // are 2 tiles of 64 rows, which would otherwise each read every latent row.
+        let decode = if kernel.sm90 && row_tiles.is_multiple_of(SM90_CLUSTER_CTAS) {
+            decode.with_cluster([SM90_CLUSTER_CTAS as u32, 1, 1])
+        } else {
+            decode
+        };
         Ok(MlaDecodePlan {
             problem: problem.clone(),
             kernel,
@@ -243,6 +254,20 @@ mod tests {
         let hopper = hopper.unwrap();
         assert!(hopper.kernel.sm90, "{}", hopper.kernel.entry);
         assert_eq!(hopper.decode.grid, [2, 1, 2]); // 64-row tiles: 128 heads = 2
+        assert_eq!(
+            hopper.decode.cluster,
+            [2, 1, 1],
+            "a 2-CTA cluster shares the pages"
+        );
+        // One tile (64 heads), or an odd number of tiles: no cluster.
+        for (hq, sq) in [(64, 1), (64, 3)] {
+            let one = MlaDecodePlan::new_for(
+                KernelTarget::Hopper,
+                &problem(2, hq, sq, 4096),
+                SplitPolicy::Count(1),
+            );
+            assert_eq!(one.unwrap().decode.cluster, [1, 1, 1], "hq {hq} sq {sq}");
+        }
         assert_eq!(hopper.decode.block, [256, 1, 1]);
         assert!(hopper.pool_map.is_some());
         let ampere = MlaDecodePlan::new_for(KernelTarget::Ampere, &p, SplitPolicy::Count(1));
