@@ -17,14 +17,15 @@
 use flashmha::common::dtype::DType;
 use flashmha::ops::decode::KvCacheDType;
 use flashmha::perf_model::gpus::{GpuSpec, A100, H100};
-use flashmha::perf_model::mla_decode::{batch_filling, predict_mla, MlaModelConfig, MlaPredicted};
+use flashmha::perf_model::mla_decode::{
+    batch_filling, predict_mla, MlaModelConfig, MlaModelled, MlaPredicted,
+};
 use flashmha::perf_model::pipes::PIPES;
 use flashmha::KernelTarget;
 
 const CACHE_LENS: [usize; 4] = [4096, 8192, 16384, 32768];
 
-fn row(gpu: &GpuSpec, p: &MlaPredicted) -> Vec<String> {
-    let m = &p.modelled;
+fn row(gpu: &GpuSpec, (m, p): &(MlaModelled, Option<MlaPredicted>)) -> Vec<String> {
     let c = &m.config;
     let d = &m.decode;
     let mut r = vec![
@@ -53,15 +54,21 @@ fn row(gpu: &GpuSpec, p: &MlaPredicted) -> Vec<String> {
         format!("{:.0}", c.compulsory_bytes() / m.seconds() / 1e9),
         format!("{:.1}%", 100.0 * m.dram_fraction(gpu)),
         format!("{:.0}", c.flops() / m.seconds() / 1e12),
-        format!(
-            "{:.1} us (decode {:.1} us, {}/SM)",
-            p.seconds() * 1e6,
-            p.decode.seconds * 1e6,
-            p.decode.ctas_per_sm
-        ),
-        format!("{:.1}%", 100.0 * p.dram_fraction(gpu)),
-        m.findings.to_string(),
     ]);
+    r.extend(match p {
+        Some(p) => [
+            format!(
+                "{:.1} us (decode {:.1} us, {}/SM)",
+                p.seconds() * 1e6,
+                p.decode.seconds * 1e6,
+                p.decode.ctas_per_sm
+            ),
+            format!("{:.1}%", 100.0 * p.dram_fraction(gpu)),
+        ],
+        // perf_model::mla_decode::predict_mla: the simulation has no cluster launches.
+        None => ["not simulated (2-CTA cluster)".to_string(), "-".to_string()],
+    });
+    r.extend([m.findings.to_string()]);
     r
 }
 

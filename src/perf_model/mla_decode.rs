@@ -108,14 +108,24 @@ pub type MlaPredicted = SplitPredicted<MlaModelConfig>;
 /// [`model_mla`] plus the SM simulation's prediction: the emulated item's decode and combine
 /// CTA 0 traced (a full split of one row tile) and each launch timed as the paged decode's
 /// (src/perf_model/decode.rs `predict_launches`: uniform CTAs, latent rows streamed from DRAM).
-pub fn predict_mla(gpu: &GpuSpec, c: &MlaModelConfig) -> Result<MlaPredicted> {
+/// `None` in the prediction when the plan launches 2-CTA clusters (the sm_90a kernel at 96 or
+/// 128 heads): the SM simulation runs one CTA at a time and has no cluster barrier or multicast
+/// copy (emulator/src/timing/operands.rs), so only the per-pipe model is given there.
+pub fn predict_mla(
+    gpu: &GpuSpec,
+    c: &MlaModelConfig,
+) -> Result<(MlaModelled, Option<MlaPredicted>)> {
     let (modelled, plan, traces) = emulate(gpu, c, true)?;
-    predict_launches(
+    if plan.decode.is_cluster() {
+        return Ok((modelled, None));
+    }
+    let predicted = predict_launches(
         gpu,
         (&plan.decode, plan.combine.as_ref()),
-        modelled,
+        modelled.clone(),
         &traces,
-    )
+    )?;
+    Ok((modelled, Some(predicted)))
 }
 
 /// The whole call's plan for `gpu`'s SMs, its per-pipe model from one emulated item (row tile),
@@ -161,7 +171,8 @@ fn emulate(
         check_uninit: false,
         ..EmuOptions::default()
     });
-    if traced {
+    // A cluster launch cannot be traced (see `predict_mla`).
+    if traced && !one.decode.is_cluster() {
         backend.trace_ctas(&[[0, 0, 0]]);
     }
     let run = runner::mla_decode(&backend, &one, &built.inputs)?;
@@ -218,9 +229,10 @@ mod tests {
             page_size: 64,
             cache_len: 512,
         };
-        let one = predict_mla(&A100, &c).unwrap();
-        let full = predict_mla(&A100, &MlaModelConfig { batch: 216, ..c }).unwrap();
-        let double = predict_mla(&A100, &MlaModelConfig { batch: 432, ..c }).unwrap();
+        let predict = |c: &MlaModelConfig| predict_mla(&A100, c).unwrap().1.unwrap();
+        let one = predict(&c);
+        let full = predict(&MlaModelConfig { batch: 216, ..c });
+        let double = predict(&MlaModelConfig { batch: 432, ..c });
         assert!(one.combine.is_some() && full.combine.is_none() && double.combine.is_none());
         for p in [&one, &full, &double] {
             assert_eq!(p.modelled.findings, 0);
