@@ -13,6 +13,10 @@ const TABLE: &str = "FLASHMHA_KERNELS";
 /// a d_v group's rows have `head_dim_v` after `head_dim`.
 const COLUMNS: &str = "head_dim, rows, block_n, num_warps, kv_bytes, smem_bytes";
 const COLUMNS_DV: &str = "head_dim, head_dim_v, rows, block_n, num_warps, kv_bytes, smem_bytes";
+/// A forward tile group's rows name their K / V shared-memory stages where the others have
+/// kv_bytes (every forward row reads K / V of its dtype), then the CTAs per SM its launch
+/// bounds ask ptxas to fit.
+const COLUMNS_TILE: &str = "head_dim, rows, block_n, num_warps, kv_stages, min_ctas, smem_bytes";
 
 /// What a row computes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -22,23 +26,27 @@ pub enum Op {
 }
 
 /// One entry family: the row hook of kernels/kernel_table.h that names it, the op, the variant of
-/// `flashmha::KernelTarget` its entries run on, the target's part of the entry names, and whether
-/// its rows carry a `head_dim_v` column (d_v != d_qk; every other row has d_v = d_qk).
+/// `flashmha::KernelTarget` its entries run on, the target's part of the entry names, whether
+/// its rows carry a `head_dim_v` column (d_v != d_qk; every other row has d_v = d_qk), and
+/// whether they are forward tiles beside a head dim's primary row (a `kv_stages` column in
+/// place of kv_bytes, the tile in the entry name).
 struct Group {
     hook: &'static str,
     op: Op,
     target: &'static str,
     entry_prefix: &'static str,
     dv: bool,
+    tile: bool,
 }
 
-const GROUPS: [Group; 8] = [
+const GROUPS: [Group; 9] = [
     Group {
         hook: "FLASHMHA_FWD_KERNELS",
         op: Op::Forward,
         target: "Ampere",
         entry_prefix: "",
         dv: false,
+        tile: false,
     },
     Group {
         hook: "FLASHMHA_FWD_DV_KERNELS",
@@ -46,6 +54,15 @@ const GROUPS: [Group; 8] = [
         target: "Ampere",
         entry_prefix: "",
         dv: true,
+        tile: false,
+    },
+    Group {
+        hook: "FLASHMHA_FWD_TILE_KERNELS",
+        op: Op::Forward,
+        target: "Ampere",
+        entry_prefix: "",
+        dv: false,
+        tile: true,
     },
     Group {
         hook: "FLASHMHA_FWD_KERNELS_SM75",
@@ -53,6 +70,7 @@ const GROUPS: [Group; 8] = [
         target: "Turing",
         entry_prefix: "sm75_",
         dv: false,
+        tile: false,
     },
     Group {
         hook: "FLASHMHA_FWD_KERNELS_SM90",
@@ -60,6 +78,7 @@ const GROUPS: [Group; 8] = [
         target: "Hopper",
         entry_prefix: "sm90_",
         dv: false,
+        tile: false,
     },
     Group {
         hook: "FLASHMHA_FWD_DV_KERNELS_SM90",
@@ -67,6 +86,7 @@ const GROUPS: [Group; 8] = [
         target: "Hopper",
         entry_prefix: "sm90_",
         dv: true,
+        tile: false,
     },
     Group {
         hook: "FLASHMHA_DECODE_KERNELS",
@@ -74,6 +94,7 @@ const GROUPS: [Group; 8] = [
         target: "Ampere",
         entry_prefix: "",
         dv: false,
+        tile: false,
     },
     Group {
         hook: "FLASHMHA_DECODE_DV_KERNELS",
@@ -81,6 +102,7 @@ const GROUPS: [Group; 8] = [
         target: "Ampere",
         entry_prefix: "",
         dv: true,
+        tile: false,
     },
     Group {
         hook: "FLASHMHA_DECODE_KERNELS_SM75",
@@ -88,6 +110,7 @@ const GROUPS: [Group; 8] = [
         target: "Turing",
         entry_prefix: "sm75_",
         dv: false,
+        tile: false,
     },
 ];
 
@@ -106,6 +129,10 @@ pub struct KernelRow {
     pub num_warps: u32,
     /// Bytes per cached K/V element: 2, or 1 for decode over FP8 pages.
     pub kv_bytes: u32,
+    /// Forward tile rows: K / V shared-memory stages (0 elsewhere: the entry's own).
+    pub kv_stages: u32,
+    /// Forward tile rows: CTAs per SM of the launch bounds (0 elsewhere: none asked).
+    pub min_ctas: u32,
     pub smem_bytes: u32,
 }
 
@@ -127,6 +154,10 @@ impl KernelRow {
             format!("{}v{}", self.head_dim, self.head_dim_v)
         };
         match self.group.op {
+            Op::Forward if self.group.tile => format!(
+                "flashmha_fwd_{prefix}{dtype}_d{d}_{}x{}w{}s{}c{}",
+                self.rows, self.block_n, self.num_warps, self.kv_stages, self.min_ctas
+            ),
             Op::Forward => format!("flashmha_fwd_{prefix}{dtype}_d{d}"),
             Op::Decode => format!(
                 "flashmha_decode_{prefix}{dtype}{}_d{d}{}",
@@ -172,7 +203,11 @@ pub fn parse(path: &Path) -> Vec<KernelRow> {
         let (Some(group), false) = (group, dtypes.is_empty()) else {
             panic!("{at}: expected X(<group hook>, f16|f16_bf16, {COLUMNS}), got `{line}`");
         };
-        let columns = if group.dv { COLUMNS_DV } else { COLUMNS };
+        let columns = match (group.dv, group.tile) {
+            (true, _) => COLUMNS_DV,
+            (_, true) => COLUMNS_TILE,
+            _ => COLUMNS,
+        };
         if fields.len() != 2 + columns.split(',').count() {
             panic!(
                 "{at}: expected X({}, f16|f16_bf16, {columns}), got `{line}`",
@@ -191,6 +226,13 @@ pub fn parse(path: &Path) -> Vec<KernelRow> {
         if !group.dv {
             nums.insert(1, nums[0]);
         }
+        // A tile row's kv_stages and min_ctas columns: its K / V are of its dtype (kv_bytes 2).
+        let (kv_stages, min_ctas) = if group.tile {
+            let stages = nums.remove(5);
+            (stages, std::mem::replace(&mut nums[5], 2))
+        } else {
+            (0, 0)
+        };
         for &dtype in dtypes {
             let row = KernelRow {
                 group,
@@ -201,6 +243,8 @@ pub fn parse(path: &Path) -> Vec<KernelRow> {
                 block_n: nums[3],
                 num_warps: nums[4],
                 kv_bytes: nums[5],
+                kv_stages,
+                min_ctas,
                 smem_bytes: nums[6],
             };
             check_group_rules(&row, &at);
@@ -213,10 +257,22 @@ pub fn parse(path: &Path) -> Vec<KernelRow> {
 /// The columns a group constrains (the entry files assume them; a violation is a table typo).
 fn check_group_rules(r: &KernelRow, at: &str) {
     match r.group.op {
-        Op::Forward => assert!(
-            r.kv_bytes == 2,
-            "{at}: a forward row reads K / V of its dtype: kv_bytes must be 2"
-        ),
+        Op::Forward => {
+            assert!(
+                r.kv_bytes == 2,
+                "{at}: a forward row reads K / V of its dtype: kv_bytes must be 2"
+            );
+            assert!(
+                !r.group.tile || r.kv_stages == 1 || r.kv_stages == 2,
+                "{at}: kv_stages must be 1 or 2, got {}",
+                r.kv_stages
+            );
+            assert!(
+                !r.group.tile || (1..=4).contains(&r.min_ctas),
+                "{at}: min_ctas must be 1 to 4, got {}",
+                r.min_ctas
+            );
+        }
         Op::Decode => {
             assert!(
                 r.kv_bytes == 1 || r.kv_bytes == 2,

@@ -27,12 +27,21 @@
  *                 FLASHMHA_FWD_DV_KERNELS_SM90  forward with d_v != d_qk, Hopper
  *                                               (kernels/sm90/flash_fwd_sm90.cu):
  *                                               flashmha_fwd_sm90_<dtype>_d<head_dim>v<head_dim_v>
+ *                 FLASHMHA_FWD_TILE_KERNELS     forward, Ampere and newer, at a tile other than
+ *                                               its head dim's primary row (issue 20; the
+ *                                               plan's choice per SM, src/ops/forward/plan.rs)
+ *                                               (kernels/sm80/flash_fwd_tiles.cu):
+ *                                               flashmha_fwd_<dtype>_d<head_dim>_<rows>x<block_n>
+ *                                               w<num_warps>s<kv_stages>c<min_ctas>
  *                 FLASHMHA_DECODE_DV_KERNELS    paged decode with d_v != d_qk, Ampere and newer
  *                                               (kernels/sm80/flash_decode.cu):
  *                                               flashmha_decode_<dtype>_d<head_dim>v<head_dim_v>
  *               (_fp8 for kv_bytes 1, _r32 for 32-row tiles)
  *   Rows of a *_DV_* group carry one more column after head_dim: head_dim_v (d_v of V and O;
  *   head_dim is d_qk of Q and K). Every other row has d_v = d_qk.
+ *   Rows of FLASHMHA_FWD_TILE_KERNELS carry kv_stages (K / V shared-memory stages, 1 or 2) in
+ *   place of kv_bytes (2, as every forward row), then min_ctas (CTAs per SM the launch bounds
+ *   ask ptxas to fit).
  *   dtypes      f16, or f16_bf16 for two rows alike but for the dtype (f16 first): the element
  *               type of q and o, and of the K / V pages when kv_bytes is 2
  *   head_dim    compiled head dimension d (decode FP8: a multiple of 32, see DecodeTraits)
@@ -62,14 +71,15 @@
  * bench --tiles`, bench/results/fwd_tiles_{f16,bf16}.txt), nvcc/ptxas 13.5, f16 (bf16 within
  * 0.01), per m16n8k16 mma, on two bases never mixed: main loop = key doubling (sq = block_m,
  * sk 1024 -> 2048); whole run = the sk 2048 launch's totals, the basis of FlashAttention-2's
- * recorded figures (bench/results/fwd_tiles_before.tsv), which are given beside it:
- *   d   tile      Q     regs 80/86/89/90  main loop: ldsm  wf     non-tensor  whole run: ldsm  wf     non-tensor  (FA2 whole run: tile, ldsm, wf, non-tensor)
- *   32  128x128   regs  254/255/255/254   0.250            1.250  5.96        0.252            1.281  6.41        (128x128: 0.281, 1.40, 6.91)
- *   64  128x64    regs  255/255/255/255   0.250            1.250  3.78        0.252            1.281  4.17        (128x128: 0.281, 1.40, 3.80)
- *   80  128x64    regs  255/255/255/255   0.250            1.250  3.15        0.252            1.281  3.58
- *   96  128x32    regs  255/255/255/255   0.250            1.250  3.41        0.252            1.281  3.92
- *  128  128x64    smem  255/255/255/255   0.3125           1.500  2.33        0.3125           1.523  2.65        (128x64:  0.3125, 1.52, 2.72)
- *  256   64x32    regs  255/255/255/255   0.500            2.500  2.17        0.502            2.531  2.59        (128x64/8w: 0.5625, 2.52, 2.29)
+ * recorded figures (bench/results/fwd_tiles_before.tsv), which are given beside it (d64 / d128
+ * after issue 23's short loop; registers for sm_80/86/89/90/100/120 as `flashmha info` lists them):
+ *   d   tile      Q     regs 80/86/89/90/100/120  main loop: ldsm  wf     non-tensor  whole run: ldsm  wf     non-tensor  (FA2 whole run: tile, ldsm, wf, non-tensor)
+ *   32  128x128   regs  254/255/255/254/255/255   0.250            1.250  5.96        0.252            1.281  6.41        (128x128: 0.281, 1.40, 6.91)
+ *   64  128x64    regs  255/255/255/254/244/244   0.250            1.250  3.73        0.252            1.281  4.14        (128x128: 0.281, 1.40, 3.80)
+ *   80  128x64    regs  255/255/255/255/255/255   0.250            1.250  3.15        0.252            1.281  3.58
+ *   96  128x32    regs  255/255/255/255/254/255   0.250            1.250  3.41        0.252            1.281  3.92
+ *  128  128x64    smem  255/255/255/255/255/255   0.3125           1.500  2.32        0.3125           1.523  2.66        (128x64:  0.3125, 1.52, 2.72)
+ *  256   64x32    regs  255/255/255/255/255/255   0.500            2.500  2.17        0.502            2.531  2.59        (128x64/8w: 0.5625, 2.52, 2.29)
  * Non-tensor counts depend on the inputs (uniform [-1, 1) skips more O rescales: d64 main loop
  * 3.73); the FA2 figures' input distribution was not recorded.
  * Wavefronts equal the conflict-free ideal everywhere; 0 spill bytes everywhere. Rejected (main
@@ -79,6 +89,33 @@
  * its softmax is what keeps d128 at 0 spills); d256 at 32 rows per warp (does not fit registers).
  * Before issue 8 (block_m 64, one row block per warp), main loop: 0.50-0.625 ldsm/mma, 2.53-3.02
  * wf/mma.
+ *
+ * Retile (issue 20; FLASHMHA_FWD_TILE_KERNELS, kernels/sm80/flash_fwd_tiles.cu): candidates
+ * compiled as rows and ranked by the SM simulation (src/perf_model/timing.rs, scheduling window
+ * 16; modelled, calibration in bench/results/fa2_calibration.md) on the benchmark configurations
+ * (bf16, hidden 2048, 16k tokens, seqlen 512 .. 16k, causal and not: 12 per head dim;
+ * `flashmha bench --model a100,h100,a10,l4 --head-dims 64,128,256 --candidates`,
+ * bench/results/fwd_candidates_bf16.txt). Predicted time / the primary row's, min - max over the
+ * 12 configurations; registers sm_80/86/89/90/100/120 (ptxas 13.5); CTAs per SM A100 / H100 /
+ * L4 (A10: every tile of a head dim predicts the same time, the DRAM floor binds):
+ *   d    tile               smem   regs                     CTAs       A100         H100 (mma.sync)  L4           verdict
+ *   128  128x64 1 stage     65536  255 (all six)            2 / 2 / 1  0.741-0.750  0.979-0.983      0.998-1.000  shipped
+ *   128  128x64/8w 2 stage  98304  255/218/218/236/218/230  1 / 1 / 1  0.802-0.839  1.035-1.130      0.850-1.000  shipped (L4)
+ *   256  64x32 1 stage      65536  255 (all six)            2 / 2 / 1  0.748-0.787  0.971-1.000      0.998-1.000  shipped
+ *   128  128x32 1 stage     49152  247/245/245/248/-/240    2 / 2 / 2  0.831-0.853  1.084-1.113      -            dropped
+ *   64   128x64/8w 2 stage, 128 registers (launch bounds 2 CTAs): 16 warps per SM
+ *                           49152  128 (all six)            2 / 2 / 2  1.012-1.078  0.971-1.066      0.987-1.025  dropped
+ *   64   128x64/8w 2 stage  49152  173/184/184/187/-/182    1 / 1 / 1  1.338-1.542  1.315-1.497      -            dropped
+ * (- : not measured in that run.) The single-stage tiles double A100's residency (2 x 64 KB of
+ * 164 KB) and save up to 2.9% on H100 at equal residency; they run one stage: V[n] lands while
+ * S = Q K[n]^T runs and K[n+1] while O += P V[n] (kernels/common/flash_fwd_cta.cuh). The 8-warp
+ * d128 tile gives the 100 KB parts two warps per scheduler (one 96 KB CTA at 218-230 registers).
+ * The plan's rule (src/ops/forward/tile.rs, TileChoice::ForSm): the most resident warps per SM,
+ * ties to the tile rows in table order, then the primary; it picks the fastest 0-spill tile on
+ * every A100, H100 and L4 configuration above but ties (the d256 8k / 16k H100 rows at the
+ * DRAM floor; L4 d128 512 causal). The primary rows stay for parts the rule does not know. Rejected for spills (ptxas 13.5):
+ * d128 64x64 1 stage with 3 CTAs per SM (168 registers: 336 B on sm_80); the 128x64 1-stage
+ * loop rolled (40 B on sm_120; unrolled by two, 0) and the d256 one unrolled (464 B on sm_90).
  *
  * Turing (sm_75; kernels/sm75/flash_fwd_sm75.cu), f16 only (sm_75 has no bf16 mma). K / V are
  * register-staged into ONE shared stage, so smem = Q tile + K + V = 2 * d * (block_m + 2 *
@@ -174,6 +211,9 @@
     X(FLASHMHA_FWD_KERNELS, f16_bf16, 256, 64, 32, 4, 2, 98304) \
     X(FLASHMHA_FWD_DV_KERNELS, f16_bf16, 192, 128, 128, 32, 4, 2, 90112) \
     X(FLASHMHA_FWD_DV_KERNELS, f16_bf16, 128, 64, 128, 64, 4, 2, 81920) \
+    X(FLASHMHA_FWD_TILE_KERNELS, f16_bf16, 128, 128, 64, 4, 1, 1, 65536) \
+    X(FLASHMHA_FWD_TILE_KERNELS, f16_bf16, 128, 128, 64, 8, 2, 1, 98304) \
+    X(FLASHMHA_FWD_TILE_KERNELS, f16_bf16, 256, 64, 32, 4, 1, 1, 65536) \
     X(FLASHMHA_FWD_KERNELS_SM75, f16, 32, 128, 64, 4, 2, 16384) \
     X(FLASHMHA_FWD_KERNELS_SM75, f16, 64, 128, 64, 4, 2, 32768) \
     X(FLASHMHA_FWD_KERNELS_SM75, f16, 80, 128, 32, 4, 2, 30720) \
@@ -267,6 +307,7 @@
  * defines the entries of its group and no other. */
 #define FLASHMHA_FWD_KERNELS(...)
 #define FLASHMHA_FWD_DV_KERNELS(...)
+#define FLASHMHA_FWD_TILE_KERNELS(...)
 #define FLASHMHA_FWD_DV_KERNELS_SM90(...)
 #define FLASHMHA_FWD_KERNELS_SM75(...)
 #define FLASHMHA_FWD_KERNELS_SM90(...)

@@ -52,7 +52,7 @@ pub use common::error::{Error, Result};
 pub use common::geometry::{PageStrides, Strides};
 pub use common::options::AttnOptions;
 pub use common::target::KernelTarget;
-pub use ops::forward::{FwdPlan, FwdShape, Heads, SeqShape};
+pub use ops::forward::{FwdPlan, FwdShape, Heads, SeqShape, TileChoice};
 
 /// The README's Rust examples, compiled by `cargo test` as doctests so they cannot rot.
 #[cfg(doctest)]

@@ -16,7 +16,8 @@
  * memory feeds kRowBlocks mma. Q is loaded once; K and V tiles of block_n keys stream through
  * shared memory, the next tile's loads overlapping this tile's math:
  *  - cp.async: two shared-memory stages, the copies of tile n+1 land in the stage tile n does
- *    not use;
+ *    not use; or (FwdTraits::kStages == 1) one stage, V[n] landing during S = Q K[n]^T and
+ *    K[n+1] during O += P V[n];
  *  - register-staged: one stage; tile n+1's global loads are issued into registers before tile
  *    n's math and stored to shared memory once every warp is done with tile n (K after S, V
  *    after O += P V).
@@ -75,7 +76,8 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
     using OTile = typename T::OTile;    // o staging: [block_m, d_v] (QTile when d_v = d_qk)
     constexpr int kBlockN = T::kBlockN;
 
-    // [Q | K0 | K1 | V0 | V1], layout in FwdTraits; 128-byte alignment keeps the swizzle exact.
+    // [Q | K0 | K1 | V0 | V1] ([Q | K | V] with one stage), layout in FwdTraits; 128-byte
+    // alignment keeps the swizzle exact.
     extern __shared__ __align__(128) unsigned char smem[];
 
     // Head dims below the compiled one run with their extra columns predicated off (params.h).
@@ -185,6 +187,20 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
             k_next += k_src.tile_bytes();
             v_next += v_src.tile_bytes();
         };
+        // Single-stage cp.async (T::kStages == 1): K and V tiles issued apart, each as one group
+        // (the prologue still issues K[n_begin], V[n_begin] through prefetch_kv).
+        auto prefetch_k = [&](int n) {
+            kv_copy.template copy<T::kKOffset>(k_src, k_next, ext.sk - n * kBlockN, col8_valid,
+                                               gmem_addr(params.k), tid);
+            cp_async_commit();
+            k_next += k_src.tile_bytes();
+        };
+        auto prefetch_v = [&](int n) {
+            v_copy.template copy<T::kVOffset>(v_src, v_next, ext.sk - n * kBlockN, col8_valid_v,
+                                              gmem_addr(params.v), tid);
+            cp_async_commit();
+            v_next += v_src.tile_bytes();
+        };
         // Register-staged: issue the global loads of K[n] / V[n] into `st` (LoadPath).
         using Staged = typename KVCopy::Staged;
         auto load_k = [&](int n, Staged &st) {
@@ -270,9 +286,9 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
             [[maybe_unused]] VStaged v_stage;
             if constexpr (T::kRegisterStaged) {
                 if (has_next) load_k(n + 1, k_stage);  // lands while S = Q K^T runs
-            } else {
+            } else if constexpr (T::kStages == 2) {
                 if (has_next) prefetch_kv(Int<kStage ^ 1>{}, n + 1);  // stage freed by the last barrier
-            }
+            }  // one stage: V[n] was issued after the previous tile's O += P V (or in the prologue)
 
             // S = Q K^T: s: [kRB x 16 rows, block_n keys] as n8 C fragments, f32 (the k-step 0
             // mma starts from C = 0, so s needs no zeroing). Each K fragment feeds kRB mma.
@@ -343,11 +359,14 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
                     load_v(n + 1, v_stage);
                 }
             } else {
-                if (has_next)
+                if (T::kStages == 2 && has_next)
                     cp_async_wait<2>();  // V[n] landed (K[n+1], V[n+1] may still be in flight)
                 else
-                    cp_async_wait<0>();
+                    cp_async_wait<0>();  // (one stage: V[n] is the only group in flight)
                 __syncthreads();  // every thread's V[n] copies are complete before any warp reads V[n]
+                // One stage: every warp is done reading K[n], so K[n+1] lands while O += P V runs.
+                if constexpr (T::kStages == 1)
+                    if (has_next) prefetch_k(n + 1);
             }
 
             // O += P V: P (registers, converted) is the A operand; V via ldmatrix.trans.
@@ -378,23 +397,35 @@ __device__ __forceinline__ void flash_fwd_cta(const FlashFwdParams &params) {
                                       // K[n+1]'s stores are visible to the next S = Q K^T
                     v_copy.template store<kVTile>(v_stage, tid);
                 }
-            } else {
+            } else if constexpr (T::kStages == 2) {
                 if (has_next) {
                     cp_async_wait<1>();  // K[n+1] landed (V[n+1] may still be in flight)
                     __syncthreads();     // K[n+1] complete for all; all warps are done with this
                                          // stage, which the next tile's prefetch overwrites
                 }
+            } else {
+                if (has_next) {
+                    cp_async_wait<0>();  // K[n+1] landed (the only group in flight)
+                    __syncthreads();     // K[n+1] complete for all; every warp is done reading
+                                         // V[n], so V[n+1] lands while the next S = Q K^T runs
+                    prefetch_v(n + 1);
+                }
             }
         };
 
+        // Two stages alternate, unrolled by two so the stage is static. One cp.async stage
+        // unrolls the same way (rolled, ptxas 13.5 spilled 40 B on sm_120 for the d128 64 KB
+        // tile), except with the run-time bounded loop (the d256 tile: unrolled, 464 B on
+        // sm_90; rolled, 0 everywhere).
+        constexpr bool kUnrollTwo =
+            T::kStages == 2 || (!T::kRegisterStaged && !T::kBoundedLoop);
         auto run_tiles = [&](auto width) {
-            if constexpr (T::kStages == 1) {
+            if constexpr (!kUnrollTwo) {
                 for (int n = n_begin; n < n_end; ++n) process_tile(Int<0>{}, width, n);
             } else {
-                // Tiles alternate between the two stages; unrolled by two so the stage is static.
-                for (int n = n_begin; n < n_end; n += T::kStages) {
+                for (int n = n_begin; n < n_end; n += 2) {
                     process_tile(Int<0>{}, width, n);
-                    if (n + 1 < n_end) process_tile(Int<1>{}, width, n + 1);
+                    if (n + 1 < n_end) process_tile(Int<T::kStages - 1>{}, width, n + 1);
                 }
             }
         };

@@ -22,8 +22,13 @@ namespace flashmha {
 /* Largest dynamic shared memory per block on sm_86 / sm_89 (the smallest of our targets). */
 constexpr int kMaxDynamicSmemBytes = FLASHMHA_MAX_DYNAMIC_SMEM_BYTES;  // params.h: 99 KiB
 
+/* kKVStages_: shared-memory stages of K and V; 0 = the load path's own (cp.async 2, register-
+ * staged 1). A cp.async row with 1 (issue 20's retile, FLASHMHA_FWD_TILE_KERNELS) single-buffers
+ * K and V as FlashAttention-2 does: V[n] lands while S = Q K[n]^T runs and K[n+1] while
+ * O += P V[n] runs (flash_fwd_cta.cuh), so the CTA needs Q + K + V only and two fit where one
+ * double-buffered CTA did (A100: 2 x 64 KB of 164 KB). */
 template <class Elem_, int kHeadDim_, int kBlockM_, int kBlockN_, int kNumWarps_,
-          LoadPath kLoadPath_ = LoadPath::CpAsync, int kHeadDimV_ = kHeadDim_>
+          LoadPath kLoadPath_ = LoadPath::CpAsync, int kHeadDimV_ = kHeadDim_, int kKVStages_ = 0>
 struct FwdTraits {
     using Elem = Elem_;
     static constexpr int kHeadDim = kHeadDim_;    // d_qk: Q and K rows
@@ -96,8 +101,10 @@ struct FwdTraits {
 
     /* Shared memory: [Q | K stage 0 (| K stage 1) | V stage 0 (| V stage 1)]; O is staged
      * through the Q tile in the epilogue (same shape). cp.async double-buffers in shared
-     * memory; the register-staged path buffers the next tile in registers instead. */
-    static constexpr int kStages = kRegisterStaged ? 1 : 2;
+     * memory unless the row asks for one stage (kKVStages_); the register-staged path buffers
+     * the next tile in registers instead. */
+    static constexpr int kStages = kKVStages_ != 0 ? kKVStages_ : (kRegisterStaged ? 1 : 2);
+    static_assert(kStages == 1 || (kStages == 2 && !kRegisterStaged), "K / V stages: 1, or 2 with cp.async");
     static_assert(QTile::conflict_free() && KVTile::conflict_free() && VTile::conflict_free() &&
                       OTile::conflict_free(),
                   "swizzle must be conflict-free");

@@ -13,6 +13,7 @@ use crate::common::options::{AttnOptions, SlidingWindow};
 use crate::common::target::KernelTarget;
 use crate::host::device::HarnessBackend;
 use crate::host::{runner, HostInputs};
+use crate::ops::forward::tile::TileChoice;
 use crate::problem::{FwdProblem, Operand, SeqLayout};
 use crate::reference::tolerance::ENTROPY_SOFTCAP_MAX;
 use crate::reference::{self, ReferenceInputs};
@@ -49,6 +50,8 @@ pub struct CheckCase {
     pub seed: u64,
     /// Which compiled kernels run the case.
     pub target: KernelTarget,
+    /// Which of the head dim's compiled tiles runs it (the primary row unless set).
+    pub tile: TileChoice,
 }
 
 impl CheckCase {
@@ -120,6 +123,7 @@ impl CheckCase {
             entropy,
             seed: rng.random(),
             target: KernelTarget::Ampere,
+            tile: TileChoice::Primary,
         }
     }
 
@@ -162,6 +166,7 @@ impl CheckCase {
             (self.head_dim, self.head_dim_v),
             self.options,
         );
+        p.tile = self.tile;
         if self.stride_pad > 0 || self.head_major {
             let (sq, sk) = p.layout.max_seqlens();
             let (tq, tk) = p.layout.total_rows();
@@ -221,6 +226,9 @@ impl CheckCase {
         }
         if self.head_major {
             feats.push("head-major".into());
+        }
+        if self.tile != TileChoice::Primary {
+            feats.push(format!("tile {:?}", self.tile));
         }
         if self.target != KernelTarget::Ampere {
             feats.push(format!("on {}", self.target));

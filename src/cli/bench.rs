@@ -39,7 +39,8 @@ pub struct BenchArgs {
     /// Also run each configuration with a causal mask.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     causal_too: bool,
-    /// GPUs to model: a100, a10, l4, h100, t4, b200, rtx5090 or all. T4 (sm_75) runs the Turing kernels,
+    /// GPUs to model: a100, a10, l4, h100, t4, b200, rtx5090 or all, or a comma-separated list
+    /// of them. T4 (sm_75) runs the Turing kernels,
     /// which are f16 only: its table is f16 whatever `--dtype` says. h100 models both kernel
     /// families on the same shapes: the Ampere (mma.sync) kernels and the sm_90a (TMA + wgmma)
     /// forward, then the two side by side.
@@ -82,6 +83,12 @@ pub struct BenchArgs {
     /// the modelled A100 / H100 time per pipe (see src/cli/bench_backward.rs).
     #[arg(long, conflicts_with_all = ["mla", "decode", "gpu", "tiles", "calibrate"])]
     backward: bool,
+    /// Also simulate every compiled tile of each configuration's head dim (the primary row and
+    /// the FLASHMHA_FWD_TILE_KERNELS rows of kernels/kernel_table.h) on each simulated GPU:
+    /// predicted time per tile, the fastest, and the tile the plan picks for that GPU
+    /// (`TileChoice::ForSm`, src/ops/forward/tile.rs).
+    #[arg(long, conflicts_with_all = ["mla", "decode", "gpu", "tiles", "calibrate", "backward"])]
+    candidates: bool,
 }
 
 impl BenchArgs {
@@ -92,6 +99,7 @@ impl BenchArgs {
 }
 
 /// One benchmark configuration.
+#[derive(Clone)]
 struct Config {
     problem: FwdProblem,
     kernel: FwdKernelRow,
@@ -179,22 +187,31 @@ fn label(c: &Config) -> String {
 const MODELS: [&str; 8] = ["a100", "a10", "l4", "h100", "t4", "b200", "rtx5090", "all"];
 
 fn gpus_to_model(args: &BenchArgs) -> super::CliResult<Vec<&'static GpuSpec>> {
-    let all = match args.model.to_ascii_lowercase().as_str() {
-        "all" => gpus::ALL.to_vec(),
-        "a100" => vec![&gpus::A100],
-        "a10" => vec![&gpus::A10],
-        "l4" => vec![&gpus::L4],
-        "h100" => vec![&gpus::H100, &gpus::H100_WGMMA],
-        "t4" => vec![&gpus::T4],
-        "b200" => vec![&gpus::B200],
-        "rtx5090" => vec![&gpus::RTX_5090],
-        _ => {
-            return Err(super::CliError::UnknownModel {
-                name: args.model.clone(),
-                known: MODELS.to_vec(),
-            })
+    // A comma-separated list models each (one emulation of the kernels they share).
+    let mut all: Vec<&'static GpuSpec> = Vec::new();
+    for name in args.model.to_ascii_lowercase().split(',') {
+        let these = match name.trim() {
+            "all" => gpus::ALL.to_vec(),
+            "a100" => vec![&gpus::A100],
+            "a10" => vec![&gpus::A10],
+            "l4" => vec![&gpus::L4],
+            "h100" => vec![&gpus::H100, &gpus::H100_WGMMA],
+            "t4" => vec![&gpus::T4],
+            "b200" => vec![&gpus::B200],
+            "rtx5090" => vec![&gpus::RTX_5090],
+            _ => {
+                return Err(super::CliError::UnknownModel {
+                    name: args.model.clone(),
+                    known: MODELS.to_vec(),
+                })
+            }
+        };
+        for g in these {
+            if !all.iter().any(|a| std::ptr::eq(*a, g)) {
+                all.push(g);
+            }
         }
-    };
+    }
     // The wgmma entry models the kernels that issue wgmma; a build without them has no table.
     Ok(all
         .into_iter()
@@ -365,14 +382,40 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
         Some(b) => vec![b.target()],
         None => models.iter().map(|g| target_of(g)).collect(),
     };
-    targets.dedup();
+    let mut seen = Vec::new();
+    targets.retain(|t| {
+        let new = !seen.contains(t);
+        seen.push(*t);
+        new
+    });
     let mut configs = Vec::new();
     for t in targets {
         configs.extend(configs_for(args, t)?);
     }
-    let bar = super::progress::bar(configs.len(), "kernels measured");
+    // On a GPU: the tile the plan picks for that device (TileChoice::ForSm), timed and
+    // predicted.
+    if let Some(b) = &backend {
+        let (major, minor) = b.compute_capability();
+        for c in &mut configs {
+            let p = &c.problem;
+            let sm = (major * 10 + minor).max(0) as u32;
+            let tile = flashmha::TileChoice::ForSm(sm);
+            c.kernel = flashmha::FwdPlan::new_tiled(p.target, tile, p.dtype, &p.shape()?)?
+                .launch()
+                .kernel;
+            c.problem.tile = flashmha::TileChoice::Entry(c.kernel.entry);
+        }
+    }
+    // --candidates: the same configurations on every other compiled tile of their head dim.
+    let tiles: Vec<Config> = if args.candidates {
+        configs.iter().flat_map(other_tiles).collect()
+    } else {
+        Vec::new()
+    };
+    let all: Vec<Config> = configs.iter().chain(&tiles).cloned().collect();
+    let bar = super::progress::bar(all.len(), "kernels measured");
     bar.set_message("emulating tile costs");
-    let costs = measure_costs(&configs)?;
+    let costs = measure_costs(&all)?;
     bar.set_message("tracing one CTA per kernel for the SM simulation");
     // On a GPU the prediction is for the part measured.
     let gpu_spec = backend.as_ref().map(|b| {
@@ -380,7 +423,7 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
         spec_for(major, minor, b.target())
     });
     let traced: Vec<&GpuSpec> = gpu_spec.map_or_else(|| models.clone(), |g| vec![g]);
-    let traces = measure_traces(&configs, &traced)?;
+    let traces = measure_traces(&all, &traced)?;
     bar.finish_and_clear();
     println!(
         "Work per launch extrapolated from emulated launches (per CTA + per KV tile + per masked \
@@ -485,6 +528,159 @@ pub fn run(args: &BenchArgs) -> super::CliResult<()> {
         print_breakdowns(gpu, &configs, &traces)?;
     }
     side_by_side(&models, &configs, &costs);
+    if args.candidates {
+        print_candidates(&models, &all, &costs, &traces)?;
+    }
+    Ok(())
+}
+
+/// `c` on each compiled row of its target, dtype and head dims other than its own (the head
+/// dim's other tiles: kernels/kernel_table.h, FLASHMHA_FWD_TILE_KERNELS).
+fn other_tiles(c: &Config) -> Vec<Config> {
+    let k = &c.kernel;
+    FWD_KERNELS
+        .iter()
+        .filter(|r| {
+            r.target == k.target
+                && r.dtype == k.dtype
+                && r.head_dim == k.head_dim
+                && r.head_dim_v == k.head_dim_v
+                && r.entry != k.entry
+        })
+        .map(|r| {
+            let mut t = c.clone();
+            t.kernel = *r;
+            t.problem.tile = flashmha::TileChoice::Entry(r.entry);
+            t
+        })
+        .collect()
+}
+
+/// Registers and spill bytes of `row` on `gpu`'s architecture (ptxas, this build).
+fn regs_on(row: &FwdKernelRow, gpu: &GpuSpec) -> String {
+    let arch = format!("sm_{}", gpu.sm);
+    ptxas_stats(row.entry)
+        .find(|s| s.arch == arch)
+        .map_or("-".into(), |s| {
+            format!(
+                "{}, {} B",
+                s.registers,
+                s.spill_store_bytes + s.spill_load_bytes
+            )
+        })
+}
+
+/// The tile of a head dim a plan for `gpu` launches (`TileChoice::ForSm`).
+fn planned_tile(c: &Config, gpu: &GpuSpec) -> super::CliResult<&'static str> {
+    let p = &c.problem;
+    Ok(flashmha::FwdPlan::new_tiled(
+        p.target,
+        flashmha::TileChoice::ForSm(gpu.sm),
+        p.dtype,
+        &p.shape()?,
+    )?
+    .launch()
+    .kernel
+    .entry)
+}
+
+/// Per simulated GPU and configuration: every compiled tile's predicted time (window 16),
+/// residency and ptxas figures, the fastest 0-spill tile and the plan's choice for that GPU.
+fn print_candidates(
+    models: &[&'static GpuSpec],
+    all: &[Config],
+    costs: &MeasuredCosts,
+    traces: &MeasuredTraces,
+) -> super::CliResult<()> {
+    for gpu in models.iter().filter(|g| sim::models(g)) {
+        let target = target_of(gpu);
+        println!(
+            "\n{}: every compiled tile of each configuration's head dim, PREDICTED (SM simulation, \
+             window {}; modelled, calibration in bench/results/fa2_calibration.md); \
+             * = fastest with 0 spills, P = the plan's choice for sm_{} (TileChoice::ForSm)",
+            gpu.name,
+            sim::ALT_SCHED_WINDOW,
+            gpu.sm
+        );
+        let mut t = table::new(&[
+            "config",
+            "tile (entry)",
+            "block m x n / warps",
+            "smem B",
+            "regs, spills",
+            "CTAs/SM (limit)",
+            "predicted us",
+            "predicted TFLOP/s",
+            "time / primary",
+            "",
+        ]);
+        let primaries: Vec<&Config> = all
+            .iter()
+            .filter(|c| {
+                c.kernel.target == target && c.problem.tile == flashmha::TileChoice::Primary
+            })
+            .collect();
+        for base in primaries {
+            let same: Vec<&Config> = all
+                .iter()
+                .filter(|c| {
+                    c.kernel.target == target
+                        && c.kernel.head_dim == base.kernel.head_dim
+                        && c.kernel.head_dim_v == base.kernel.head_dim_v
+                        && c.seqlen == base.seqlen
+                        && c.problem.options.causal == base.problem.options.causal
+                })
+                .collect();
+            let mut rows = Vec::new();
+            for c in &same {
+                let m = modelled(c, costs_of(costs, c.kernel.entry), gpu);
+                let p = predicted(c, traces, gpu, &m, sim::ALT_SCHED_WINDOW)?;
+                rows.push((*c, m, p));
+            }
+            let primary_s = rows[0].2.as_ref().map(|p| p.seconds);
+            let spill_free = |c: &Config| {
+                ptxas_stats(c.kernel.entry).all(|s| s.spill_store_bytes + s.spill_load_bytes == 0)
+            };
+            let fastest = rows
+                .iter()
+                .filter(|(c, _, p)| p.is_some() && spill_free(c))
+                .min_by(|a, b| {
+                    let s = |r: &(&Config, Modelled, Option<Predicted>)| {
+                        r.2.as_ref().map_or(f64::INFINITY, |p| p.seconds)
+                    };
+                    s(a).total_cmp(&s(b))
+                })
+                .map(|(c, ..)| c.kernel.entry);
+            let chosen = planned_tile(base, gpu)?;
+            for (c, m, p) in &rows {
+                let k = &c.kernel;
+                let mark = format!(
+                    "{}{}",
+                    if Some(k.entry) == fastest { "*" } else { "" },
+                    if k.entry == chosen { "P" } else { "" }
+                );
+                t.add_row(vec![
+                    label(c),
+                    k.entry.to_string(),
+                    format!("{}x{} / {}", k.block_m, k.block_n, k.num_warps),
+                    k.smem_bytes.to_string(),
+                    regs_on(k, gpu),
+                    format!("{} ({})", m.ctas_per_sm, m.occupancy_limit),
+                    p.as_ref()
+                        .map_or("-".into(), |p| format!("{:.1}", p.seconds * 1e6)),
+                    p.as_ref().map_or("-".into(), |p| {
+                        format!("{:.0}", c.problem.flops() / p.seconds / 1e12)
+                    }),
+                    match (p, primary_s) {
+                        (Some(p), Some(b)) => format!("{:.3}", p.seconds / b),
+                        _ => "-".into(),
+                    },
+                    mark,
+                ]);
+            }
+        }
+        println!("{t}");
+    }
     Ok(())
 }
 
@@ -809,7 +1005,7 @@ fn run_gpu(
         let p = &c.problem;
         let shape = p.shape()?;
         let iters = args.iters.max(1);
-        let plan = flashmha::FwdPlan::new_for(p.target, p.dtype, &shape)?;
+        let plan = flashmha::FwdPlan::new_tiled(p.target, p.tile, p.dtype, &shape)?;
         let mut ms = flashmha::cuda::time_forward(backend, &plan, 4, 10, iters)?;
         ms.sort_by(f32::total_cmp);
         let m = modelled(c, costs_of(costs, c.kernel.entry), spec);

@@ -8,6 +8,7 @@ use crate::common::error::{CuSeqlensFault, Error, Result, TensorName};
 use crate::common::options::AttnOptions;
 use crate::common::target::KernelTarget;
 use crate::ops::forward::problem::{FwdShape, Heads, QkvoStrides, SeqShape};
+use crate::ops::forward::tile::TileChoice;
 
 pub use crate::common::geometry::{SeqLayout, Strides};
 
@@ -47,6 +48,8 @@ pub struct FwdProblem {
     pub options: AttnOptions,
     /// Which compiled kernels run it (Ampere unless set).
     pub target: KernelTarget,
+    /// Which of the head dim's compiled tiles runs it (the primary row unless set).
+    pub tile: TileChoice,
 }
 
 impl FwdProblem {
@@ -108,6 +111,7 @@ impl FwdProblem {
             sinks_len: None,
             options,
             target: KernelTarget::Ampere,
+            tile: TileChoice::Primary,
         }
     }
 

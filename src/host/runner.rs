@@ -178,7 +178,7 @@ fn forward_typed<T: Element, B: HarnessBackend>(
     inputs: &HostInputs,
 ) -> Result<ForwardRun> {
     inputs.check_against(problem)?;
-    let plan = FwdPlan::new_for(problem.target, T::DTYPE, &problem.shape()?)?;
+    let plan = FwdPlan::new_tiled(problem.target, problem.tile, T::DTYPE, &problem.shape()?)?;
     let s = Session::new(backend)?;
     let q = s.put(as_elems::<T>(&inputs.q))?;
     let k = s.put(as_elems::<T>(&inputs.k))?;

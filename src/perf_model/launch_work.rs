@@ -41,6 +41,8 @@ pub(super) fn one_head(row: &FwdKernelRow, sq: usize, sk: usize, causal: bool) -
         },
     );
     p.target = row.target;
+    // Exactly this row, also where it is not the plan's choice (a tile candidate).
+    p.tile = crate::TileChoice::Entry(row.entry);
     p
 }
 

@@ -287,7 +287,7 @@ pub fn params(gpu: &GpuSpec) -> Vec<Param> {
 
 /// Traces one CTA (the first Q tile) of `p` on the emulator (inputs uniform in [-1, 1)).
 pub fn trace_forward(p: &FwdProblem) -> Result<KernelTrace> {
-    let plan = crate::FwdPlan::new_for(p.target, p.dtype, &p.shape()?)?;
+    let plan = crate::FwdPlan::new_tiled(p.target, p.tile, p.dtype, &p.shape()?)?;
     let host = HostInputs::random(p, 7);
     let mut dev = Device::new();
     let bytes = |v: &[u16]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };

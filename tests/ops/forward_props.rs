@@ -8,7 +8,7 @@ use flashmha::common::build_info::FWD_KERNELS;
 use flashmha::common::dtype::DType;
 use flashmha::common::options::{AttnOptions, SlidingWindow};
 use flashmha::reference::tolerance::ENTROPY_SOFTCAP_MAX;
-use flashmha::KernelTarget;
+use flashmha::{KernelTarget, TileChoice};
 use proptest::prelude::*;
 
 fn cases() -> u32 {
@@ -130,6 +130,10 @@ prop_compose! {
         lse in prop::bool::weighted(0.6),
         entropy in prop::bool::weighted(0.4),
         seed in any::<u64>(),
+        // Sometimes one of the head dim's other compiled tiles (issue 20's retile), or the
+        // tile a plan picks for an A100 / A10 / H100: every tile must pass, not only the
+        // primary one.
+        tile_pick in prop::option::weighted(0.4, any::<prop::sample::Index>()),
     ) -> CheckCase {
         let dims = head_dims(dtype, target);
         let head_dim = dims[hd_pick.index(dims.len())];
@@ -150,12 +154,43 @@ prop_compose! {
             Some(i) if !pairs.is_empty() => pairs[i.index(pairs.len())],
             _ => (head_dim, head_dim),
         };
-        CheckCase {
+        let mut case = CheckCase {
             dtype, head_dim, head_dim_v, num_heads_q: hkv * group, num_heads_kv: hkv, seqlens,
             varlen, stride_pad, head_major, options, alibi, gates, sinks, lse, entropy, seed,
-            target,
+            target, tile: TileChoice::Primary,
+        };
+        if let Some(pick) = tile_pick {
+            case.tile = tile_choice(&case, pick);
         }
+        case
     }
+}
+
+/// A tile choice for `case` drawn by `pick`: a plan's choice for sm_80 / 86 / 90, or one of
+/// the rows compiled for the head dim the case's primary row serves (kernels/kernel_table.h,
+/// FLASHMHA_FWD_TILE_KERNELS).
+fn tile_choice(case: &CheckCase, pick: prop::sample::Index) -> TileChoice {
+    let shape = case.problem().shape().expect("a valid case");
+    let primary = flashmha::FwdPlan::new_for(case.target, case.dtype, &shape)
+        .expect("the case plans")
+        .launch()
+        .kernel;
+    let mut choices = vec![
+        TileChoice::ForSm(80),
+        TileChoice::ForSm(86),
+        TileChoice::ForSm(90),
+    ];
+    choices.extend(
+        FWD_KERNELS
+            .iter()
+            .filter(|r| {
+                r.target == primary.target
+                    && r.dtype == primary.dtype
+                    && (r.head_dim, r.head_dim_v) == (primary.head_dim, primary.head_dim_v)
+            })
+            .map(|r| TileChoice::Entry(r.entry)),
+    );
+    choices[pick.index(choices.len())]
 }
 
 proptest! {

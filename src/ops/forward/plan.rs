@@ -13,6 +13,7 @@ use crate::common::launch::Launch;
 use crate::common::target::KernelTarget;
 use crate::ops::forward::bind::{check_bufs, FwdBufs};
 use crate::ops::forward::problem::FwdShape;
+use crate::ops::forward::tile::{self, TileChoice};
 use crate::ops::forward::validate::{validate_shape, FwdExtents};
 
 /// Threads per warp (PTX ISA: warp size 32).
@@ -84,6 +85,18 @@ impl FwdPlan {
         Self::new_in(FWD_KERNELS, target, dtype, shape)
     }
 
+    /// [`FwdPlan::new_for`] with the tile `tile` picks among the head dim's compiled rows
+    /// (e.g. [`TileChoice::ForSm`] with the device's compute capability: the tile that fits
+    /// most warps on its SMs; src/ops/forward/tile.rs).
+    pub fn new_tiled(
+        target: KernelTarget,
+        tile: TileChoice,
+        dtype: DType,
+        shape: &FwdShape,
+    ) -> Result<FwdPlan> {
+        Self::new_in_tiled(FWD_KERNELS, target, tile, dtype, shape)
+    }
+
     /// [`FwdPlan::new_for`] against an explicit kernel table (unit tests use synthetic tables).
     pub fn new_in(
         table: &[FwdKernelRow],
@@ -91,7 +104,19 @@ impl FwdPlan {
         dtype: DType,
         shape: &FwdShape,
     ) -> Result<FwdPlan> {
-        let (kernel, extents) = validate_shape(table, target, dtype, shape)?;
+        Self::new_in_tiled(table, target, TileChoice::Primary, dtype, shape)
+    }
+
+    /// [`FwdPlan::new_tiled`] against an explicit kernel table.
+    pub fn new_in_tiled(
+        table: &[FwdKernelRow],
+        target: KernelTarget,
+        tile: TileChoice,
+        dtype: DType,
+        shape: &FwdShape,
+    ) -> Result<FwdPlan> {
+        let (primary, extents) = validate_shape(table, target, dtype, shape)?;
+        let kernel = tile::choose(table, primary, tile, tile::registers_on)?;
         Ok(FwdPlan {
             dtype,
             launch: launch_without_buffers(*kernel, shape),
