@@ -122,7 +122,7 @@ pub fn predict_mla(
     let predicted = predict_launches(
         gpu,
         (&plan.decode, plan.combine.as_ref()),
-        modelled.clone(),
+        modelled,
         &traces,
     )?;
     Ok((modelled, Some(predicted)))
