@@ -26,8 +26,8 @@ use rand::{Rng, SeedableRng};
 /// One backward configuration to check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BwdCheckCase {
-    /// The forward it is the gradient of (contiguous, no sinks / entropy: the backward takes
-    /// neither; LSE always on, the backward's input).
+    /// The forward it is the gradient of (contiguous, no entropy: the backward does not take
+    /// it; LSE always on, the backward's input; with sinks, d(sink) is judged too).
     pub fwd: CheckCase,
     /// Ordered dQ reduction instead of atomics.
     pub deterministic: bool,
@@ -44,7 +44,6 @@ impl BwdCheckCase {
         let mut fwd = CheckCase::random(rng, dtypes, head_dims, max_len);
         fwd.stride_pad = 0;
         fwd.head_major = false;
-        fwd.sinks = false;
         fwd.entropy = false;
         fwd.lse = true;
         BwdCheckCase {
@@ -137,6 +136,12 @@ fn run_typed<T: Element>(case: &BwdCheckCase) -> Result<Judgement> {
             }
         })
         .collect();
+    // Sinks as the forward check draws them (check/mod.rs draw_sinks: some -inf).
+    let sinks: Vec<f32> = if c.sinks {
+        super::draw_sinks(&mut rng, hq)
+    } else {
+        vec![0.0; hq]
+    };
     let dev = |x: &[f32]| -> Vec<T> { x.iter().map(|&v| T::from_f32(v)).collect() };
     let shape = case.shape();
     let fwd = FwdPlan::new(c.dtype, &shape)?;
@@ -160,6 +165,7 @@ fn run_typed<T: Element>(case: &BwdCheckCase) -> Result<Judgement> {
     let (cq, ck) = (be.upload(&stream, &cu_q)?, be.upload(&stream, &cu_k)?);
     let slopes_d = be.upload(&stream, &slopes)?;
     let gates_d = be.upload(&stream, &gates)?;
+    let sinks_d = be.upload(&stream, &sinks)?;
     let mut o_d = be.alloc_zeros::<T>(&stream, tq * hq * d)?;
     // lse: [hq, tq] (varlen) / [b, hq, sq] (padded): one f32 per query row and head.
     let mut lse_d = be.alloc_zeros::<f32>(&stream, hq * tq)?;
@@ -173,6 +179,9 @@ fn run_typed<T: Element>(case: &BwdCheckCase) -> Result<Judgement> {
     if c.gates {
         args = args.head_gates(&gates_d);
     }
+    if c.sinks {
+        args = args.sinks(&sinks_d);
+    }
     be.run(&stream, &fwd, args)?;
 
     let nan = T::from_f32(f32::NAN);
@@ -181,6 +190,7 @@ fn run_typed<T: Element>(case: &BwdCheckCase) -> Result<Judgement> {
     let mut dv_d = be.upload(&stream, &vec![nan; tk * hkv * d])?;
     let mut ws = be.upload(&stream, &vec![f32::NAN; bwd.workspace_len()])?;
     let mut dg_d = be.upload(&stream, &vec![f32::NAN; hq])?;
+    let mut ds_d = be.upload(&stream, &vec![f32::NAN; hq])?;
     let mut args = BwdArgs::new(
         (&q_d, &k_d, &v_d),
         (&o_d, &lse_d),
@@ -197,6 +207,9 @@ fn run_typed<T: Element>(case: &BwdCheckCase) -> Result<Judgement> {
     if c.gates {
         args = args.head_gates(&gates_d).head_gate_grads(&mut dg_d);
     }
+    if c.sinks {
+        args = args.sinks(&sinks_d).sink_grads(&mut ds_d);
+    }
     be.backward(&stream, &bwd, args)?;
     let down = |b: &<EmulatorBackend as Backend>::Buffer<T>| -> Result<Vec<f32>> {
         Ok(be
@@ -207,6 +220,7 @@ fn run_typed<T: Element>(case: &BwdCheckCase) -> Result<Judgement> {
     };
     let (dq, dk, dv) = (down(&dq_d)?, down(&dk_d)?, down(&dv_d)?);
     let d_gates = be.download(&stream, &dg_d)?;
+    let d_sinks = be.download(&stream, &ds_d)?;
 
     let (max_seqlen_q, max_seqlen_k) = layout.max_seqlens();
     let (slopes, gates) = (
@@ -238,7 +252,7 @@ fn run_typed<T: Element>(case: &BwdCheckCase) -> Result<Judgement> {
             options: &c.options,
             alibi_slopes: slopes,
             head_gates: gates,
-            sinks: None,
+            sinks: c.sinks.then_some(&sinks[..]),
         },
         &d_o,
         &model,
@@ -255,6 +269,14 @@ fn run_typed<T: Element>(case: &BwdCheckCase) -> Result<Judgement> {
             &d_gates,
             &r.d_gates,
             &r.d_gates_tol,
+        ));
+    }
+    if c.sinks {
+        outputs.push(judge::per_element(
+            "d_sinks",
+            &d_sinks,
+            &r.d_sinks,
+            &r.d_sinks_tol,
         ));
     }
     Ok(Judgement {

@@ -59,8 +59,8 @@ pub struct CheckArgs {
     /// them on the sm_90a kernel (`--hopper`: all).
     #[arg(long, conflicts_with = "decode")]
     pub(super) mla: bool,
-    /// The backward (dQ, dK, dV, d(gate)) instead of the forward: random cases of the forward's
-    /// generator (GQA, varlen, masks, softcap, ALiBi, gates, f16/bf16) with deterministic mode
+    /// The backward (dQ, dK, dV, d(gate), d(sink)) instead of the forward: random cases of the
+    /// forward's generator (GQA, varlen, masks, softcap, ALiBi, gates, sinks, f16/bf16) with deterministic mode
     /// on or off, forward then backward on the emulator, against candle's autograd.
     #[arg(long, conflicts_with_all = ["decode", "mla", "gpu", "turing", "hopper"])]
     pub(super) backward: bool,
@@ -451,6 +451,7 @@ fn backward_op(args: &CheckArgs) -> CliResult<Op<'_>> {
             ("dk", "dK"),
             ("dv", "dV"),
             ("d_gates", "d(gate)"),
+            ("d_sinks", "d(sink)"),
         ],
         cases: Box::new(move |rng, n| {
             let (dtype, dims) = pick_draw(&draws, rng, n);
